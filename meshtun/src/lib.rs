@@ -1,1 +1,18 @@
-//! meshtun
+//! meshtun: a userspace WireGuard daemon with membership gating.
+//!
+//! The daemon is built in layers, with I/O at the edges:
+//! - [`config`]: the TOML configuration, parsed once into typed values, and `wg-quick` import;
+//! - [`wgcfg`]: the device's desired configuration, partial updates and status as plain data;
+//! - [`allowed_ips`]: the longest-prefix-match table behind cryptokey routing;
+//! - [`device`]: the WireGuard device around boringtun's `noise::Tunn`, generic over its tun
+//!   and UDP transports so that tests can run nodes in-process;
+//! - [`uapi`]: the cross-platform WireGuard configuration protocol that `wg` speaks;
+//! - [`host`]: addresses, routes, rules, DNS and hooks, applied and undone as `wg-quick` does;
+//! - [`cli`]: the `meshtun` command line.
+
+pub mod allowed_ips;
+pub mod config;
+pub mod device;
+pub mod host;
+pub mod uapi;
+pub mod wgcfg;

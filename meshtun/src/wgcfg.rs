@@ -1,0 +1,142 @@
+//! The WireGuard device's configuration and status, as plain data.
+//!
+//! Three shapes, shared by every layer that talks to the device:
+//! - [`DeviceSettings`] / [`PeerSettings`]: the whole desired configuration. The config file
+//!   becomes one; a reload hands the new one to the device, which applies only the difference.
+//! - [`DeviceUpdate`] / [`PeerUpdate`]: an ordered, partial change, as `wg set` sends it over
+//!   the UAPI.
+//! - [`DeviceStatus`] / [`PeerStatus`]: what `wg show` and `meshtun show` report.
+
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use ipnet::IpNet;
+use meshtun_proto::{PresharedKey, PrivateKey, PublicKey};
+
+/// The full desired configuration of one WireGuard device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSettings {
+    /// The interface's private key.
+    pub private_key: PrivateKey,
+    /// UDP port to listen on; `None` picks a free port.
+    pub listen_port: Option<u16>,
+    /// Firewall mark on outgoing encrypted packets; `None` or 0 means none.
+    pub fwmark: Option<u32>,
+    /// The peers, in configuration order.
+    pub peers: Vec<PeerSettings>,
+}
+
+/// The desired configuration of one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSettings {
+    /// The peer's public key, its identity.
+    pub public_key: PublicKey,
+    /// Optional symmetric key mixed into the handshake.
+    pub preshared_key: Option<PresharedKey>,
+    /// Resolved outer endpoint, if known; it roams to the last authenticated source.
+    pub endpoint: Option<SocketAddr>,
+    /// Networks routed to this peer and accepted from it.
+    pub allowed_ips: Vec<IpNet>,
+    /// Seconds between keepalives when idle; `None` disables them.
+    pub persistent_keepalive: Option<u16>,
+}
+
+/// One ordered change to a device, as carried by a UAPI `set` request.
+///
+/// Fields that are `None` are left as they are. The device applies the device-level fields
+/// first, then each [`PeerUpdate`] in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceUpdate {
+    /// `Some(None)` removes the private key; `Some(Some(k))` sets it.
+    pub private_key: Option<Option<PrivateKey>>,
+    /// New listen port (0 means "pick one").
+    pub listen_port: Option<u16>,
+    /// New firewall mark (0 removes it).
+    pub fwmark: Option<u32>,
+    /// Remove every peer not named by a following [`PeerUpdate`].
+    pub replace_peers: bool,
+    /// Peer changes, in request order.
+    pub peers: Vec<PeerUpdate>,
+}
+
+/// A change to one peer, creating it unless `update_only` is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerUpdate {
+    /// The peer this section is about.
+    pub public_key: PublicKey,
+    /// Remove the peer; other fields are ignored.
+    pub remove: bool,
+    /// Change the peer only if it already exists.
+    pub update_only: bool,
+    /// `Some(None)` clears the preshared key; `Some(Some(k))` sets it.
+    pub preshared_key: Option<Option<PresharedKey>>,
+    /// New endpoint.
+    pub endpoint: Option<SocketAddr>,
+    /// New keepalive interval in seconds; `Some(0)` disables keepalives.
+    pub persistent_keepalive: Option<u16>,
+    /// Clear the allowed IPs before applying `allowed_ips`.
+    pub replace_allowed_ips: bool,
+    /// Allowed-IP additions and removals, in request order.
+    pub allowed_ips: Vec<AllowedIpChange>,
+}
+
+impl PeerUpdate {
+    /// An update that names the peer and changes nothing else.
+    pub fn new(public_key: PublicKey) -> Self {
+        Self {
+            public_key,
+            remove: false,
+            update_only: false,
+            preshared_key: None,
+            endpoint: None,
+            persistent_keepalive: None,
+            replace_allowed_ips: false,
+            allowed_ips: Vec::new(),
+        }
+    }
+}
+
+/// Adds or removes one allowed-IP network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllowedIpChange {
+    /// `allowed_ip=cidr`.
+    Add(IpNet),
+    /// `allowed_ip=-cidr` (a wireguard-go extension).
+    Remove(IpNet),
+}
+
+/// A snapshot of a running device, for `wg show` and `meshtun show`.
+#[derive(Debug, Clone)]
+pub struct DeviceStatus {
+    /// Interface name.
+    pub name: String,
+    /// The private key; `None` if unset. Only ever sent over the 0600 UAPI socket.
+    pub private_key: Option<PrivateKey>,
+    /// The UDP port actually bound.
+    pub listen_port: u16,
+    /// Firewall mark, 0 if none.
+    pub fwmark: u32,
+    /// Per-peer status, in configuration order.
+    pub peers: Vec<PeerStatus>,
+}
+
+/// The live state of one peer.
+#[derive(Debug, Clone)]
+pub struct PeerStatus {
+    /// The peer's public key.
+    pub public_key: PublicKey,
+    /// The preshared key in use, if any. Only ever sent over the 0600 UAPI socket.
+    pub preshared_key: Option<PresharedKey>,
+    /// Current endpoint (the last authenticated source, or the configured one).
+    pub endpoint: Option<SocketAddr>,
+    /// Wall-clock time of the last completed handshake.
+    pub last_handshake: Option<SystemTime>,
+    /// Bytes of inner packets received from this peer.
+    pub rx_bytes: u64,
+    /// Bytes of inner packets sent to this peer.
+    pub tx_bytes: u64,
+    /// Keepalive interval in seconds, `None` if off.
+    pub persistent_keepalive: Option<u16>,
+    /// Allowed IPs, in the order they were added.
+    pub allowed_ips: Vec<IpNet>,
+}
