@@ -1,1 +1,3 @@
+//! The `meshtun` command.
+
 fn main() {}

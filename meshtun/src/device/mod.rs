@@ -1,1 +1,340 @@
-//! The WireGuard device.
+//! The WireGuard device: boringtun's `noise::Tunn` per peer, with meshtun's own peer table,
+//! session indices, rate limiting and timers, generic over its tun and UDP transports.
+//!
+//! Tasks:
+//! - one send worker per tun queue: packets from the host are routed by longest-prefix match
+//!   and encrypted, a batch at a time;
+//! - one receive worker per UDP socket: datagrams are routed by session index, decrypted and
+//!   checked against the sender's allowed IPs;
+//! - a timer task (every [`TICK`]) for handshake retries, rekeys, keepalives and the
+//!   make-before-break key switch.
+//!
+//! Configuration changes go through a control lock that the packet path never takes; they
+//! publish a new routing [`snapshot`] that workers pick up at their next batch.
+
+mod control;
+mod inbound;
+mod index;
+mod outbound;
+mod peer;
+mod snapshot;
+mod stats;
+mod tasks;
+pub mod transport;
+
+pub mod channel;
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use index::IndexExhausted;
+pub use stats::CounterTotals;
+pub use transport::{TunIo, UdpFactory, UdpIo, UdpSockets};
+
+use control::Control;
+use snapshot::Snapshot;
+use stats::Counters;
+use transport::DatagramBatch;
+
+use crate::wgcfg::{DeviceSettings, DeviceStatus, DeviceUpdate};
+
+/// How often the timer task runs; WireGuard's timers need at least every 250 ms.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Packets per batch on the packet path.
+pub const BATCH: usize = 128;
+
+/// Errors from configuring or running a device.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceError {
+    /// The UDP sockets could not be opened.
+    #[error("cannot listen on UDP port {port}: {source}")]
+    Bind {
+        /// The port asked for (0: any).
+        port: u16,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The firewall mark could not be set.
+    #[error("cannot set fwmark {mark:#x} on the UDP sockets: {source}")]
+    Fwmark {
+        /// The mark.
+        mark: u32,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// No session index is free.
+    #[error(transparent)]
+    Index(#[from] IndexExhausted),
+}
+
+impl DeviceError {
+    /// The errno a UAPI `set` reports for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            DeviceError::Bind { source, .. } if source.kind() == io::ErrorKind::AddrInUse => {
+                libc::EADDRINUSE
+            }
+            _ => libc::EIO,
+        }
+    }
+}
+
+/// Shared state of a running device.
+struct Inner<T, F: UdpFactory> {
+    name: String,
+    tun: Arc<T>,
+    factory: F,
+    /// Largest IP packet on the tun side.
+    mtu: usize,
+    sockets: ArcSwap<UdpSockets<F::Socket>>,
+    snapshot: ArcSwap<Snapshot>,
+    control: Mutex<Control>,
+    counters: Mutex<Vec<Arc<Counters>>>,
+    receivers: Mutex<Vec<JoinHandle<()>>>,
+    fatal: watch::Sender<Option<String>>,
+}
+
+/// A running WireGuard device.
+pub struct Device<T: TunIo, F: UdpFactory> {
+    inner: Arc<Inner<T, F>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl<T: TunIo, F: UdpFactory> Device<T, F> {
+    /// Starts a device named `name` over `tun` (whose MTU is `mtu`), binding its UDP sockets
+    /// through `factory`, configured with `settings`. Must run inside a tokio runtime.
+    pub fn start(
+        name: &str,
+        tun: T,
+        factory: F,
+        mtu: u16,
+        settings: &DeviceSettings,
+    ) -> Result<Self, DeviceError> {
+        let port = settings.listen_port.unwrap_or(0);
+        let fwmark = settings.fwmark.unwrap_or(0);
+        let sockets = factory
+            .bind(port, settings.fwmark.filter(|m| *m != 0))
+            .map_err(|source| DeviceError::Bind { port, source })?;
+        let mut control = Control::new(sockets.port, fwmark);
+        let mut out = DatagramBatch::new(BATCH, usize::from(mtu) + 64);
+        control.apply_settings(settings, Instant::now(), &mut out)?;
+        let (fatal, _) = watch::channel(None);
+        let inner = Arc::new(Inner {
+            name: name.to_owned(),
+            tun: Arc::new(tun),
+            factory,
+            mtu: usize::from(mtu).max(1280),
+            sockets: ArcSwap::from_pointee(sockets),
+            snapshot: ArcSwap::from_pointee(control.snapshot()),
+            control: Mutex::new(control),
+            counters: Mutex::new(Vec::new()),
+            receivers: Mutex::new(Vec::new()),
+            fatal,
+        });
+        let tasks = vec![
+            tokio::spawn(tasks::send_worker(inner.clone())),
+            tokio::spawn(tasks::timer_task(inner.clone())),
+        ];
+        inner.spawn_receivers();
+        let device = Self { inner, tasks };
+        let first = out;
+        let inner = device.inner.clone();
+        tokio::spawn(async move { inner.send(&first).await });
+        Ok(device)
+    }
+
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The UDP port the device listens on.
+    pub fn listen_port(&self) -> u16 {
+        self.inner.sockets.load().port
+    }
+
+    /// Applies a whole new configuration; peers that did not change keep their sessions.
+    pub async fn reconfigure(&self, settings: &DeviceSettings) -> Result<(), DeviceError> {
+        let update = DeviceUpdate {
+            listen_port: Some(settings.listen_port.unwrap_or(0)),
+            fwmark: Some(settings.fwmark.unwrap_or(0)),
+            ..DeviceUpdate::default()
+        };
+        self.inner
+            .change(|control, now, out| {
+                control.apply_settings(settings, now, out)?;
+                Ok(update)
+            })
+            .await
+    }
+
+    /// Applies a partial change, as a UAPI `set` carries it.
+    pub async fn update(&self, update: DeviceUpdate) -> Result<(), DeviceError> {
+        self.inner
+            .change(|control, now, out| {
+                control.apply_update(&update, now, out)?;
+                Ok(DeviceUpdate {
+                    listen_port: update.listen_port,
+                    fwmark: update.fwmark,
+                    ..DeviceUpdate::default()
+                })
+            })
+            .await
+    }
+
+    /// The current status of the device and its peers.
+    pub fn status(&self) -> DeviceStatus {
+        self.inner.control.lock().status(&self.inner.name)
+    }
+
+    /// Packet counters summed over every worker.
+    pub fn counters(&self) -> CounterTotals {
+        let mut total = CounterTotals::default();
+        for c in self.inner.counters.lock().iter() {
+            c.add_to(&mut total);
+        }
+        total
+    }
+
+    /// Waits until a worker fails for good (the tun device went away, say) and returns why.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.inner.fatal.subscribe();
+        loop {
+            if let Some(reason) = rx.borrow_and_update().clone() {
+                return reason;
+            }
+            if rx.changed().await.is_err() {
+                return "device stopped".to_owned();
+            }
+        }
+    }
+
+    /// Stops every task and drops every session.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        for task in self.inner.receivers.lock().drain(..) {
+            task.abort();
+        }
+        self.inner.control.lock().clear_peers(Instant::now());
+    }
+}
+
+impl<T: TunIo, F: UdpFactory> Drop for Device<T, F> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl<T: TunIo, F: UdpFactory> Inner<T, F> {
+    /// Runs a control change, rebinds or re-marks the sockets if the returned update asks
+    /// for it, publishes the new snapshot and sends what the change produced.
+    async fn change(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Control, Instant, &mut DatagramBatch) -> Result<DeviceUpdate, DeviceError>,
+    ) -> Result<(), DeviceError> {
+        let mut out = DatagramBatch::new(BATCH, self.mtu + 64);
+        let result = {
+            let mut control = self.control.lock();
+            let now = Instant::now();
+            let result =
+                f(&mut control, now, &mut out).and_then(|net| self.apply_net(&mut control, &net));
+            self.snapshot.store(Arc::new(control.snapshot()));
+            control.initiate_rekeys(&mut out, now);
+            result
+        };
+        self.send(&out).await;
+        result
+    }
+
+    /// Applies a listen-port or fwmark change to the sockets.
+    fn apply_net(
+        self: &Arc<Self>,
+        control: &mut Control,
+        net: &DeviceUpdate,
+    ) -> Result<(), DeviceError> {
+        if let Some(mark) = net.fwmark {
+            if mark != control.fwmark {
+                let sockets = self.sockets.load();
+                for s in sockets.v4.iter().chain(sockets.v6.iter()) {
+                    s.set_fwmark(mark)
+                        .map_err(|source| DeviceError::Fwmark { mark, source })?;
+                }
+                control.fwmark = mark;
+            }
+        }
+        if let Some(port) = net.listen_port {
+            // Port 0 asks for "any": keep the one we have.
+            if port != 0 && port != control.listen_port {
+                let mark = (control.fwmark != 0).then_some(control.fwmark);
+                let sockets = self
+                    .factory
+                    .bind(port, mark)
+                    .map_err(|source| DeviceError::Bind { port, source })?;
+                control.listen_port = sockets.port;
+                self.sockets.store(Arc::new(sockets));
+                self.spawn_receivers();
+            }
+        }
+        Ok(())
+    }
+
+    /// (Re)starts one receive worker per socket.
+    fn spawn_receivers(self: &Arc<Self>) {
+        let sockets = self.sockets.load_full();
+        let mut receivers = self.receivers.lock();
+        for task in receivers.drain(..) {
+            task.abort();
+        }
+        for socket in sockets.v4.iter().chain(sockets.v6.iter()) {
+            receivers.push(tokio::spawn(tasks::receive_worker(
+                self.clone(),
+                socket.clone(),
+            )));
+        }
+    }
+
+    /// A fresh counter set for a new worker.
+    fn new_counters(&self) -> Arc<Counters> {
+        let c = Arc::new(Counters::default());
+        self.counters.lock().push(c.clone());
+        c
+    }
+
+    /// Sends every datagram in `out` through the socket for its address family.
+    async fn send(&self, out: &DatagramBatch) {
+        if out.is_empty() {
+            return;
+        }
+        let sockets = self.sockets.load_full();
+        let max = sockets
+            .v4
+            .as_ref()
+            .or(sockets.v6.as_ref())
+            .map_or(1, |s| s.max_segments());
+        for (dest, bytes, seg) in out.runs(max) {
+            let Some(socket) = sockets.for_dest(&dest) else {
+                tracing::debug!(%dest, "no socket for this address family; datagram dropped");
+                continue;
+            };
+            if let Err(error) = socket.send(dest, bytes, seg).await {
+                tracing::debug!(%dest, %error, "send failed; datagram dropped");
+            }
+        }
+    }
+}

@@ -1,0 +1,524 @@
+//! One peer: its WireGuard state machines, endpoint, counters and timers.
+//!
+//! A peer holds up to three boringtun `Tunn`s, each with its own session index:
+//! - `active` carries traffic;
+//! - `next` holds a new preshared key and handshakes while `active` keeps carrying traffic;
+//!   once a session on it is confirmed it becomes `active` (make-before-break);
+//! - `retiring` is the previous `active`, kept only to decrypt packets still in flight, and
+//!   never ticked, so it can never rekey with an old key.
+//!
+//! Everything here is synchronous and does no I/O: datagrams to send go into a
+//! [`DatagramBatch`], decrypted packets into a caller-provided buffer.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime};
+
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::{Tunn, TunnResult};
+use boringtun::x25519;
+use ipnet::IpNet;
+use meshtun_proto::{PresharedKey, PrivateKey, PublicKey};
+
+use super::transport::DatagramBatch;
+
+/// How long a retired `Tunn` keeps decrypting packets still in flight.
+pub const RETIRE_AFTER: Duration = Duration::from_secs(15);
+
+/// Which of a peer's `Tunn`s a session index belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotKind {
+    /// The one carrying traffic.
+    Active,
+    /// The one handshaking with a new preshared key.
+    Next,
+    /// The previous one, decrypt-only.
+    Retiring,
+}
+
+/// One `Tunn` and what we track about it.
+pub struct Slot {
+    tunn: Tunn,
+    index: u32,
+    psk: Option<PresharedKey>,
+    /// Full 32-bit receiver index of the newest session a packet arrived on.
+    confirmed_session: Option<u32>,
+}
+
+impl Slot {
+    /// A new `Tunn` for `peer` under `index`, with our own keepalive handling.
+    pub fn new(
+        private: &PrivateKey,
+        peer: &PublicKey,
+        psk: Option<PresharedKey>,
+        index: u32,
+    ) -> Self {
+        let tunn = Tunn::new(
+            private.to_static_secret(),
+            x25519::PublicKey::from(*peer.as_bytes()),
+            psk.as_ref().map(|k| *k.as_bytes()),
+            None,
+            index,
+            None,
+        );
+        Self {
+            tunn,
+            index,
+            psk,
+            confirmed_session: None,
+        }
+    }
+
+    /// The slot's 24-bit session index.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// True if the `Tunn` has a session that can encrypt.
+    fn has_session(&self) -> bool {
+        self.tunn.time_since_last_handshake().is_some()
+    }
+}
+
+/// What became of a decrypted datagram.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received {
+    /// An IP packet of this many bytes, from this inner source, is in the buffer.
+    Packet(usize, IpAddr),
+    /// A keepalive or handshake message: nothing for the host.
+    Control,
+    /// The datagram was not accepted.
+    Dropped(DropReason),
+}
+
+/// Why a packet was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The peer has been removed, or has no key to talk with.
+    NoTunnel,
+    /// No endpoint is known for the peer, so nothing can be sent.
+    NoEndpoint,
+    /// The datagram did not authenticate or was a replay.
+    Invalid,
+    /// The output batch is full; retry after flushing it.
+    Full,
+}
+
+/// The mutable state of a peer, behind its lock.
+pub struct PeerState {
+    active: Option<Slot>,
+    next: Option<Slot>,
+    retiring: Option<(Slot, Instant)>,
+    /// The preshared key the configuration asks for.
+    pub psk: Option<PresharedKey>,
+    /// Where datagrams go; follows the last authenticated packet.
+    pub endpoint: Option<SocketAddr>,
+    /// Persistent keepalive interval in seconds.
+    pub keepalive: Option<u16>,
+    /// The peer's allowed IPs, in configuration order.
+    pub allowed_ips: Vec<IpNet>,
+    /// Wall-clock time of the last confirmed handshake.
+    pub last_handshake: Option<SystemTime>,
+    /// Datagram bytes received from the peer.
+    pub rx_bytes: u64,
+    /// Datagram bytes sent to the peer.
+    pub tx_bytes: u64,
+    last_sent: Option<Instant>,
+    /// Queued packets could not all be flushed after a handshake.
+    pending_flush: bool,
+    /// Session indices dropped on the packet path, to be returned to the index table.
+    released: Vec<u32>,
+    /// The peer has been removed from the device.
+    pub removed: bool,
+}
+
+impl PeerState {
+    /// State for a new peer; it gets a `Tunn` through [`install_active`](Self::install_active).
+    pub fn new(
+        psk: Option<PresharedKey>,
+        endpoint: Option<SocketAddr>,
+        keepalive: Option<u16>,
+        allowed_ips: Vec<IpNet>,
+    ) -> Self {
+        Self {
+            active: None,
+            next: None,
+            retiring: None,
+            psk,
+            endpoint,
+            keepalive: keepalive.filter(|k| *k > 0),
+            allowed_ips,
+            last_handshake: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            last_sent: None,
+            pending_flush: false,
+            released: Vec::new(),
+            removed: false,
+        }
+    }
+
+    /// The session indices of every live `Tunn`.
+    pub fn indices(&self) -> impl Iterator<Item = u32> + '_ {
+        let a = self.active.as_ref().map(Slot::index);
+        let n = self.next.as_ref().map(Slot::index);
+        let r = self.retiring.as_ref().map(|(s, _)| s.index());
+        a.into_iter().chain(n).chain(r)
+    }
+
+    /// Which slot owns `index`.
+    pub fn slot_of(&self, index: u32) -> Option<SlotKind> {
+        if self.active.as_ref().is_some_and(|s| s.index == index) {
+            Some(SlotKind::Active)
+        } else if self.next.as_ref().is_some_and(|s| s.index == index) {
+            Some(SlotKind::Next)
+        } else if self
+            .retiring
+            .as_ref()
+            .is_some_and(|(s, _)| s.index == index)
+        {
+            Some(SlotKind::Retiring)
+        } else {
+            None
+        }
+    }
+
+    /// True while a new preshared key is handshaking beside the active session.
+    pub fn has_next(&self) -> bool {
+        self.next.is_some()
+    }
+
+    /// Replaces every `Tunn` with `slot` (new peer, new private key). Returns the indices
+    /// dropped.
+    pub fn install_active(&mut self, slot: Slot) -> Vec<u32> {
+        let mut dropped = self.clear_slots();
+        dropped.retain(|i| *i != slot.index);
+        self.active = Some(slot);
+        dropped
+    }
+
+    /// Drops every `Tunn` and returns their indices (peer removal, private key removal).
+    pub fn clear_slots(&mut self) -> Vec<u32> {
+        let mut dropped: Vec<u32> = self.indices().collect();
+        dropped.append(&mut self.released);
+        self.active = None;
+        self.next = None;
+        self.retiring = None;
+        dropped
+    }
+
+    /// Starts using the preshared key `psk`, make-before-break. If the active `Tunn` has no
+    /// session yet it is simply replaced; otherwise `slot` becomes `next` and handshakes
+    /// beside it. Returns the indices dropped. The caller sends an initiation with
+    /// [`initiate_next`](Self::initiate_next).
+    pub fn begin_rekey(&mut self, slot: Slot) -> Vec<u32> {
+        let mut dropped = Vec::new();
+        match &self.active {
+            Some(active) if active.has_session() => {
+                if let Some(old) = self.next.replace(slot) {
+                    dropped.push(old.index);
+                }
+            }
+            _ => {
+                if let Some(old) = self.active.replace(slot) {
+                    dropped.push(old.index);
+                }
+                if let Some(old) = self.next.take() {
+                    dropped.push(old.index);
+                }
+            }
+        }
+        dropped
+    }
+
+    /// True if the configured key differs from the one the live `Tunn`s use.
+    pub fn needs_rekey(&self) -> bool {
+        let target = self.next.as_ref().or(self.active.as_ref());
+        target.is_some_and(|s| s.psk != self.psk)
+    }
+
+    /// Sends a handshake initiation on `next`, if there is one and an endpoint to send to.
+    pub fn initiate_next(&mut self, out: &mut DatagramBatch, now: Instant) {
+        let (Some(endpoint), Some(slot)) = (self.endpoint, self.next.as_mut()) else {
+            return;
+        };
+        let Some(space) = out.space_max() else {
+            return;
+        };
+        if let TunnResult::WriteToNetwork(p) = slot.tunn.format_handshake_initiation(space, false) {
+            let len = p.len();
+            out.commit(endpoint, len);
+            self.note_sent(len, now);
+        }
+    }
+
+    fn note_sent(&mut self, len: usize, now: Instant) {
+        self.tx_bytes += len as u64;
+        self.last_sent = Some(now);
+    }
+
+    /// Encrypts one IP packet for this peer into `out`.
+    pub fn encapsulate(
+        &mut self,
+        packet: &[u8],
+        out: &mut DatagramBatch,
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        let endpoint = self.endpoint.ok_or(DropReason::NoEndpoint)?;
+        let slot = self.active.as_mut().ok_or(DropReason::NoTunnel)?;
+        let need = (packet.len() + 32).max(148);
+        let space = out.space(need).ok_or(DropReason::Full)?;
+        match slot.tunn.encapsulate(packet, space) {
+            TunnResult::WriteToNetwork(p) => {
+                let len = p.len();
+                out.commit(endpoint, len);
+                self.note_sent(len, now);
+                Ok(())
+            }
+            // Queued until the handshake completes.
+            TunnResult::Done => Ok(()),
+            _ => Err(DropReason::Invalid),
+        }
+    }
+
+    /// Handles a handshake initiation from `src`: the active `Tunn` answers, and so does
+    /// `next` if present, so that the handshake completes whichever preshared key the peer
+    /// holds (the initiator discards the response it cannot authenticate).
+    pub fn handle_initiation(
+        &mut self,
+        src: SocketAddr,
+        datagram: &[u8],
+        out: &mut DatagramBatch,
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        let active = self.active.as_mut().ok_or(DropReason::NoTunnel)?;
+        let space = out.space_max().ok_or(DropReason::Full)?;
+        let sent = match active.tunn.decapsulate(Some(src.ip()), datagram, space) {
+            TunnResult::WriteToNetwork(p) => p.len(),
+            // A replayed initiation: drop it before `next` (whose timestamp starts at zero)
+            // can accept it.
+            TunnResult::Err(WireGuardError::WrongTai64nTimestamp) => {
+                return Err(DropReason::Invalid)
+            }
+            _ => 0,
+        };
+        if sent > 0 {
+            out.commit(src, sent);
+            self.note_sent(sent, now);
+        }
+        let mut answered = sent > 0;
+        if let Some(next) = self.next.as_mut() {
+            if let Some(space) = out.space_max() {
+                if let TunnResult::WriteToNetwork(p) =
+                    next.tunn.decapsulate(Some(src.ip()), datagram, space)
+                {
+                    let len = p.len();
+                    out.commit(src, len);
+                    self.note_sent(len, now);
+                    answered = true;
+                }
+            }
+        }
+        if !answered {
+            return Err(DropReason::Invalid);
+        }
+        self.rx_bytes += datagram.len() as u64;
+        self.endpoint = Some(src);
+        self.flush_queue(SlotKind::Active, out, now);
+        Ok(())
+    }
+
+    /// Handles a handshake response or cookie reply addressed to the `Tunn` of `kind`.
+    pub fn handle_reply(
+        &mut self,
+        kind: SlotKind,
+        src: SocketAddr,
+        datagram: &[u8],
+        out: &mut DatagramBatch,
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        let slot = self.slot_mut(kind).ok_or(DropReason::NoTunnel)?;
+        let space = out.space_max().ok_or(DropReason::Full)?;
+        let result = slot.tunn.decapsulate(Some(src.ip()), datagram, space);
+        match result {
+            // A response completes the handshake: boringtun answers with a keepalive.
+            TunnResult::WriteToNetwork(p) => {
+                let len = p.len();
+                let receiver = read_u32(datagram, 8);
+                slot.confirmed_session = receiver;
+                out.commit(src, len);
+                self.note_sent(len, now);
+                self.handshake_confirmed(kind, now);
+            }
+            // A cookie reply.
+            TunnResult::Done => {}
+            _ => return Err(DropReason::Invalid),
+        }
+        self.rx_bytes += datagram.len() as u64;
+        self.endpoint = Some(src);
+        let kind = if kind == SlotKind::Next {
+            SlotKind::Active
+        } else {
+            kind
+        };
+        self.flush_queue(kind, out, now);
+        Ok(())
+    }
+
+    /// Decrypts a data datagram addressed to the `Tunn` of `kind` into `dst`, which must be at
+    /// least as long as the datagram.
+    pub fn decapsulate(
+        &mut self,
+        kind: SlotKind,
+        src: SocketAddr,
+        datagram: &[u8],
+        dst: &mut [u8],
+        now: Instant,
+    ) -> Received {
+        if dst.len() < datagram.len() {
+            return Received::Dropped(DropReason::Full);
+        }
+        let Some(slot) = self.slot_mut(kind) else {
+            return Received::Dropped(DropReason::NoTunnel);
+        };
+        let received = match slot.tunn.decapsulate(Some(src.ip()), datagram, dst) {
+            TunnResult::WriteToTunnelV4(p, addr) => Received::Packet(p.len(), IpAddr::V4(addr)),
+            TunnResult::WriteToTunnelV6(p, addr) => Received::Packet(p.len(), IpAddr::V6(addr)),
+            TunnResult::Done => Received::Control,
+            _ => return Received::Dropped(DropReason::Invalid),
+        };
+        let session = read_u32(datagram, 4);
+        if slot.confirmed_session != session {
+            slot.confirmed_session = session;
+            self.handshake_confirmed(kind, now);
+        }
+        self.rx_bytes += datagram.len() as u64;
+        self.endpoint = Some(src);
+        received
+    }
+
+    /// A session on `kind` is confirmed: record the handshake, and promote `next`.
+    fn handshake_confirmed(&mut self, kind: SlotKind, now: Instant) {
+        self.last_handshake = Some(SystemTime::now());
+        if kind != SlotKind::Next {
+            return;
+        }
+        let Some(next) = self.next.take() else {
+            return;
+        };
+        if let Some(old) = self.active.replace(next) {
+            if let Some((gone, _)) = self.retiring.replace((old, now + RETIRE_AFTER)) {
+                self.released.push(gone.index);
+            }
+        }
+        tracing::debug!("new session confirmed; previous key retired");
+    }
+
+    /// After a handshake, sends the packets boringtun queued while it waited.
+    fn flush_queue(&mut self, kind: SlotKind, out: &mut DatagramBatch, now: Instant) {
+        let Some(endpoint) = self.endpoint else {
+            return;
+        };
+        let mut sent = 0;
+        let mut done = false;
+        if let Some(slot) = self.slot_mut(kind) {
+            while let Some(space) = out.space_max() {
+                match slot.tunn.decapsulate(None, &[], space) {
+                    TunnResult::WriteToNetwork(p) => {
+                        let len = p.len();
+                        out.commit(endpoint, len);
+                        sent += len;
+                    }
+                    _ => {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+        } else {
+            done = true;
+        }
+        self.pending_flush = !done;
+        if sent > 0 {
+            self.note_sent(sent, now);
+        }
+    }
+
+    /// Runs the WireGuard timers: handshake retries, rekeys, keepalives, retirement.
+    /// Returns the indices released.
+    pub fn tick(&mut self, out: &mut DatagramBatch, now: Instant) -> Vec<u32> {
+        if self.pending_flush {
+            self.flush_queue(SlotKind::Active, out, now);
+        }
+        let mut released = std::mem::take(&mut self.released);
+        if let Some((slot, deadline)) = &self.retiring {
+            if now >= *deadline {
+                released.push(slot.index);
+                self.retiring = None;
+            }
+        }
+        self.tick_slot(SlotKind::Active, out, now);
+        self.tick_slot(SlotKind::Next, out, now);
+        if self.next.as_ref().is_some_and(|s| s.tunn.is_expired()) {
+            // The peer never answered with the new key; `active` is untouched and the caller
+            // starts a fresh attempt.
+            if let Some(next) = self.next.take() {
+                released.push(next.index);
+            }
+        }
+        self.persistent_keepalive(out, now);
+        released
+    }
+
+    fn tick_slot(&mut self, kind: SlotKind, out: &mut DatagramBatch, now: Instant) {
+        let endpoint = self.endpoint;
+        let Some(slot) = self.slot_mut(kind) else {
+            return;
+        };
+        let Some(space) = out.space_max() else {
+            return;
+        };
+        if let TunnResult::WriteToNetwork(p) = slot.tunn.update_timers(space) {
+            let len = p.len();
+            if let Some(endpoint) = endpoint {
+                out.commit(endpoint, len);
+                self.note_sent(len, now);
+            }
+        }
+    }
+
+    fn persistent_keepalive(&mut self, out: &mut DatagramBatch, now: Instant) {
+        let Some(interval) = self.keepalive else {
+            return;
+        };
+        let due = self.last_sent.is_none_or(|t| {
+            now.saturating_duration_since(t) >= Duration::from_secs(interval.into())
+        });
+        if due && self.endpoint.is_some() {
+            // An empty packet is a keepalive; with no session it starts a handshake.
+            let _ = self.encapsulate(&[], out, now);
+            self.last_sent = Some(now);
+        }
+    }
+
+    /// Sends a keepalive now (as `wg` does when persistent keepalive is switched on).
+    pub fn send_keepalive(&mut self, out: &mut DatagramBatch, now: Instant) {
+        if self.endpoint.is_some() {
+            let _ = self.encapsulate(&[], out, now);
+            self.last_sent = Some(now);
+        }
+    }
+
+    fn slot_mut(&mut self, kind: SlotKind) -> Option<&mut Slot> {
+        match kind {
+            SlotKind::Active => self.active.as_mut(),
+            SlotKind::Next => self.next.as_mut(),
+            SlotKind::Retiring => self.retiring.as_mut().map(|(s, _)| s),
+        }
+    }
+}
+
+/// Reads a little-endian u32 at `offset`, if the datagram is long enough.
+fn read_u32(datagram: &[u8], offset: usize) -> Option<u32> {
+    let bytes = datagram.get(offset..offset + 4)?;
+    Some(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+}

@@ -1,0 +1,128 @@
+//! The read-only routing snapshot the packet path works from.
+//!
+//! The control plane builds a new [`Snapshot`] whenever peers, allowed IPs or session indices
+//! change and publishes it atomically; workers load it once per batch. The packet path
+//! therefore takes no shared lock: only the lock of the peer it is working on, once per run
+//! of packets for that peer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::x25519;
+use meshtun_proto::{PrivateKey, PublicKey};
+use parking_lot::{Mutex, MutexGuard};
+
+use super::peer::PeerState;
+use crate::allowed_ips::AllowedIps;
+
+/// Handshake initiations accepted per second, device-wide, before cookies are required.
+pub const HANDSHAKES_PER_SECOND: u64 = 100;
+
+/// A peer: its identity and its lock-protected state.
+pub struct Peer {
+    /// The peer's public key.
+    pub key: PublicKey,
+    /// Everything that changes, behind the peer's own lock.
+    pub state: Mutex<PeerState>,
+}
+
+/// Our own key material, as the handshake path needs it.
+pub struct Identity {
+    /// Our private key.
+    pub secret: x25519::StaticSecret,
+    /// Our public key.
+    pub public: x25519::PublicKey,
+    /// Device-wide handshake rate limiter: checks mac1 first, then answers with cookies
+    /// under load.
+    pub limiter: RateLimiter,
+}
+
+impl Identity {
+    /// Key material for `private`.
+    pub fn new(private: &PrivateKey) -> Self {
+        let secret = private.to_static_secret();
+        let public = x25519::PublicKey::from(&secret);
+        let limiter = RateLimiter::new(&public, HANDSHAKES_PER_SECOND);
+        Self {
+            secret,
+            public,
+            limiter,
+        }
+    }
+}
+
+/// Everything the packet path looks up, immutable once published.
+#[derive(Default)]
+pub struct Snapshot {
+    /// Cryptokey routing: allowed IPs to peers.
+    pub by_ip: AllowedIps<Arc<Peer>>,
+    /// Session index (24 bits) to peer.
+    pub by_index: HashMap<u32, Arc<Peer>>,
+    /// Public key to peer.
+    pub by_key: HashMap<PublicKey, Arc<Peer>>,
+    /// Every peer, in configuration order.
+    pub peers: Vec<Arc<Peer>>,
+    /// Our keys; `None` while the device has no private key.
+    pub identity: Option<Arc<Identity>>,
+}
+
+impl Snapshot {
+    /// Builds the snapshot for `peers`, reading each peer's allowed IPs and indices.
+    pub fn build(peers: Vec<Arc<Peer>>, identity: Option<Arc<Identity>>) -> Self {
+        let mut snap = Snapshot {
+            identity,
+            ..Snapshot::default()
+        };
+        for peer in &peers {
+            let state = peer.state.lock();
+            for net in &state.allowed_ips {
+                snap.by_ip.insert(*net, peer.clone());
+            }
+            for idx in state.indices() {
+                snap.by_index.insert(idx, peer.clone());
+            }
+            snap.by_key.insert(peer.key, peer.clone());
+        }
+        snap.peers = peers;
+        snap
+    }
+}
+
+/// Holds the lock of the peer being worked on, so that a run of packets for one peer takes
+/// its lock once.
+pub struct Locked<'a> {
+    held: Option<(&'a Arc<Peer>, MutexGuard<'a, PeerState>)>,
+}
+
+impl<'a> Locked<'a> {
+    /// Holds nothing yet.
+    pub fn new() -> Self {
+        Self { held: None }
+    }
+
+    /// The state of `peer`, locking it unless it is already held. `None` if the peer has
+    /// been removed since the snapshot was taken.
+    pub fn get(&mut self, peer: &'a Arc<Peer>) -> Option<&mut PeerState> {
+        let same = self
+            .held
+            .as_ref()
+            .is_some_and(|(p, _)| Arc::ptr_eq(p, peer));
+        if !same {
+            self.held = None;
+            self.held = Some((peer, peer.state.lock()));
+        }
+        let (_, guard) = self.held.as_mut()?;
+        if guard.removed {
+            None
+        } else {
+            Some(&mut **guard)
+        }
+    }
+}
+
+impl Default for Locked<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}

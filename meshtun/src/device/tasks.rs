@@ -1,0 +1,183 @@
+//! The device's long-running tasks. Each does its I/O here and its packet work in the
+//! synchronous functions of [`outbound`](super::outbound), [`inbound`](super::inbound) and
+//! [`peer`](super::peer), so that no lock is ever held across an `await`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::inbound::{Inbound, Need};
+use super::outbound::encapsulate_batch;
+use super::snapshot::Snapshot;
+use super::stats::Counters;
+use super::transport::{
+    DatagramBatch, PacketBatch, RecvBatch, TunIo, UdpFactory, UdpIo, MAX_PACKET, TUN_HEADROOM,
+};
+use super::{Inner, BATCH, TICK};
+
+/// Receive slots per UDP read, and the size of each (a coalesced read can fill 64 KiB).
+const RECV_SLOTS: usize = 32;
+const RECV_SLOT_LEN: usize = 65_536;
+
+/// Reads packets from the tun device, encrypts them and sends them to their peers.
+pub(super) async fn send_worker<T: TunIo, F: UdpFactory>(inner: Arc<Inner<T, F>>) {
+    let counters = inner.new_counters();
+    let mut packets = PacketBatch::new(BATCH, inner.mtu, TUN_HEADROOM);
+    let mut out = DatagramBatch::new(BATCH, inner.mtu + 64);
+    loop {
+        packets.clear();
+        if let Err(error) = inner.tun.recv(&mut packets).await {
+            let reason = format!("reading from tun device {} failed: {error}", inner.name);
+            tracing::error!("{reason}");
+            inner.fatal.send_replace(Some(reason));
+            return;
+        }
+        let snap = inner.snapshot.load_full();
+        let now = Instant::now();
+        let mut next = 0;
+        while next < packets.len() {
+            out.clear();
+            let stopped = encapsulate_batch(&snap, &packets, next, &mut out, &counters, now);
+            // An empty batch that still could not take the packet means the packet cannot
+            // ever fit: skip it rather than loop.
+            next = if stopped == next && out.is_empty() {
+                next + 1
+            } else {
+                stopped
+            };
+            inner.send(&out).await;
+        }
+    }
+}
+
+/// Where a pass over a receive batch stopped.
+enum Step {
+    /// Every datagram was handled.
+    Done,
+    /// Flush, then resume at this datagram.
+    Flush(usize),
+    /// A packet too large for a batch slot is waiting in the big buffer; flush, write it,
+    /// then resume at this datagram.
+    Big(usize),
+}
+
+fn receive_pass(
+    snap: &Snapshot,
+    received: &RecvBatch,
+    skip: usize,
+    tun: &mut PacketBatch,
+    big: &mut PacketBatch,
+    out: &mut DatagramBatch,
+    counters: &Counters,
+) -> Step {
+    let mut inbound = Inbound::new(snap, Instant::now(), counters);
+    for (k, (src, datagram)) in received.datagrams().enumerate().skip(skip) {
+        let big_slot = big.next_slot().unwrap_or_default();
+        match inbound.datagram(src, datagram, tun, out, big_slot) {
+            (Need::Flush, _) => return Step::Flush(k),
+            (Need::Nothing, Some(len)) => {
+                big.commit(len);
+                return Step::Big(k + 1);
+            }
+            (Need::Nothing, None) => {}
+        }
+    }
+    Step::Done
+}
+
+/// Reads datagrams from one UDP socket, decrypts them and writes the packets to the tun
+/// device.
+pub(super) async fn receive_worker<T: TunIo, F: UdpFactory>(
+    inner: Arc<Inner<T, F>>,
+    socket: Arc<F::Socket>,
+) {
+    let counters = inner.new_counters();
+    let mut received = RecvBatch::new(RECV_SLOTS, RECV_SLOT_LEN);
+    let mut tun = PacketBatch::new(BATCH, inner.mtu + 64, TUN_HEADROOM);
+    let mut big = PacketBatch::new(1, MAX_PACKET, TUN_HEADROOM);
+    let mut out = DatagramBatch::new(64, inner.mtu + 64);
+    let mut failures = 0u32;
+    loop {
+        if let Err(error) = socket.recv(&mut received).await {
+            failures += 1;
+            tracing::debug!(%error, "UDP receive failed");
+            // Errors such as ICMP port unreachable are transient; back off if they persist.
+            if failures > 8 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            continue;
+        }
+        failures = 0;
+        let snap = inner.snapshot.load_full();
+        let mut skip = 0;
+        loop {
+            tun.clear();
+            big.clear();
+            out.clear();
+            let step = receive_pass(
+                &snap, &received, skip, &mut tun, &mut big, &mut out, &counters,
+            );
+            write_tun(&inner, &mut tun).await;
+            write_tun(&inner, &mut big).await;
+            inner.send(&out).await;
+            match step {
+                Step::Done => break,
+                Step::Flush(k) | Step::Big(k) => skip = k,
+            }
+        }
+    }
+}
+
+async fn write_tun<T: TunIo, F: UdpFactory>(inner: &Inner<T, F>, batch: &mut PacketBatch) {
+    if batch.is_empty() {
+        return;
+    }
+    if let Err(error) = inner.tun.send(batch).await {
+        tracing::debug!(%error, interface = %inner.name, "writing to the tun device failed");
+    }
+}
+
+/// Ticks every peer's timers, retires old sessions and starts make-before-break rekeys.
+pub(super) async fn timer_task<T: TunIo, F: UdpFactory>(inner: Arc<Inner<T, F>>) {
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut out = DatagramBatch::new(BATCH, inner.mtu + 64);
+    loop {
+        interval.tick().await;
+        let snap = inner.snapshot.load_full();
+        let now = Instant::now();
+        let mut released = Vec::new();
+        let mut rekey = Vec::new();
+        out.clear();
+        for peer in &snap.peers {
+            {
+                let mut state = peer.state.lock();
+                if state.removed {
+                    continue;
+                }
+                released.extend(state.tick(&mut out, now));
+                if state.needs_rekey() && !state.has_next() {
+                    rekey.push(peer.clone());
+                }
+            }
+            if out.remaining() < 4 {
+                inner.send(&out).await;
+                out.clear();
+            }
+        }
+        if let Some(identity) = &snap.identity {
+            identity.limiter.reset_count();
+        }
+        if !released.is_empty() || !rekey.is_empty() {
+            let mut control = inner.control.lock();
+            control.release(released, now);
+            for peer in &rekey {
+                if let Err(error) = control.rekey_if_needed(peer, now) {
+                    tracing::warn!(peer = %peer.key, %error, "cannot start a new handshake");
+                }
+            }
+            inner.snapshot.store(Arc::new(control.snapshot()));
+            control.initiate_rekeys(&mut out, now);
+        }
+        inner.send(&out).await;
+    }
+}
