@@ -6,6 +6,7 @@
 //! - [`allowed_ips`]: the longest-prefix-match table behind cryptokey routing;
 //! - [`device`]: the WireGuard device around boringtun's `noise::Tunn`, generic over its tun
 //!   and UDP transports so that tests can run nodes in-process;
+//! - [`tun`] and [`udp`]: the real transports (tun-rs with offload; quinn-udp with GSO/GRO);
 //! - [`uapi`]: the cross-platform WireGuard configuration protocol that `wg` speaks;
 //! - [`host`]: addresses, routes, rules, DNS and hooks, applied and undone as `wg-quick` does;
 //! - [`cli`]: the `meshtun` command line.
@@ -14,5 +15,9 @@ pub mod allowed_ips;
 pub mod config;
 pub mod device;
 pub mod host;
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+pub mod tun;
 pub mod uapi;
+#[cfg(unix)]
+pub mod udp;
 pub mod wgcfg;

@@ -22,6 +22,7 @@ pub struct PacketBatch {
     sizes: Vec<usize>,
     count: usize,
     headroom: usize,
+    slot_len: usize,
 }
 
 impl PacketBatch {
@@ -35,6 +36,7 @@ impl PacketBatch {
             sizes: vec![0; capacity],
             count: 0,
             headroom,
+            slot_len,
         }
     }
 
@@ -89,14 +91,33 @@ impl PacketBatch {
         }
     }
 
-    /// The raw buffers, sizes, packet count and headroom, for transports.
-    pub fn raw_parts(&mut self) -> (&mut Vec<Vec<u8>>, &mut [usize], &mut usize, usize) {
+    /// The raw buffers, sizes, packet count and headroom, for transports that read into the
+    /// batch. Every buffer is `headroom + slot_len` bytes long.
+    pub fn raw_parts(&mut self) -> (&mut [Vec<u8>], &mut [usize], &mut usize, usize) {
         (
             &mut self.bufs,
             &mut self.sizes,
             &mut self.count,
             self.headroom,
         )
+    }
+
+    /// The buffers of the packets in the batch, each cut to end where its packet ends, for
+    /// transports that write whole buffers (and may grow them to coalesce packets). Call
+    /// [`restore`](Self::restore) afterwards.
+    pub fn packet_buffers(&mut self) -> (&mut [Vec<u8>], usize) {
+        for (buf, size) in self.bufs.iter_mut().zip(&self.sizes).take(self.count) {
+            buf.truncate(self.headroom + size);
+        }
+        (&mut self.bufs[..self.count], self.headroom)
+    }
+
+    /// Gives every buffer its full slot length back after [`packet_buffers`](Self::packet_buffers).
+    pub fn restore(&mut self) {
+        let len = self.headroom + self.slot_len;
+        for buf in &mut self.bufs[..self.count] {
+            buf.resize(len, 0);
+        }
     }
 }
 

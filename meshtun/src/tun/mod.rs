@@ -1,0 +1,26 @@
+//! The real tun device, through tun-rs: Linux (with TCP/UDP segmentation offload when the
+//! kernel offers it, plain batched I/O otherwise) and macOS utun.
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "macos")]
+mod macos;
+
+#[cfg(target_os = "linux")]
+pub use linux::Tun;
+#[cfg(target_os = "macos")]
+pub use macos::Tun;
+
+/// How to open the tun device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunOptions {
+    /// Interface name (`utun` or `utunN` on macOS).
+    pub name: String,
+    /// MTU to set, unless `persistent` is set.
+    pub mtu: u16,
+    /// Ask for segmentation offload (Linux).
+    pub offload: bool,
+    /// Attach to a persistent device created beforehand and owned by this user, without
+    /// changing its MTU or link state (running with no capability at all).
+    pub persistent: bool,
+}
