@@ -12,9 +12,12 @@
 //! - [`cli`]: the `meshtun` command line.
 
 pub mod allowed_ips;
+pub mod cli;
 pub mod config;
 pub mod device;
 pub mod host;
+pub mod keys;
+pub mod show;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod tun;
 pub mod uapi;
