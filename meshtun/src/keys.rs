@@ -27,7 +27,7 @@ pub fn genpsk() -> Zeroizing<String> {
 }
 
 /// The public key (base64) of the private key read from `input`.
-pub fn pubkey(mut input: impl Read) -> Result<String, PubkeyError> {
+pub fn pubkey(input: impl Read) -> Result<String, PubkeyError> {
     let mut text = Zeroizing::new(String::new());
     // A key is 44 characters; refuse to read much more.
     input.take(1024).read_to_string(&mut text)?;
