@@ -281,8 +281,7 @@ mod tests {
     #[test]
     fn private_key_matches_wg_pubkey() {
         // Vector produced by `wg pubkey`.
-        let private =
-            PrivateKey::from_base64("yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=").unwrap();
+        let private = PrivateKey::from_base64("yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=").unwrap();
         assert_eq!(
             private.public_key().to_base64(),
             "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw="
