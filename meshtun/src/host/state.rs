@@ -84,7 +84,11 @@ pub struct Owner {
 impl Owner {
     /// The current process.
     pub fn current() -> Owner {
-        let pid = std::process::id();
+        Owner::of(std::process::id())
+    }
+
+    /// The running process `pid`.
+    pub fn of(pid: u32) -> Owner {
         Owner {
             pid,
             start_time: process_start_time(pid),

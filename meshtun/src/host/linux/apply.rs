@@ -208,7 +208,13 @@ impl HostSetup {
         }
         // Learn the priority the kernel chose (it gives each new rule the lowest one), so
         // that exactly this rule is deleted later.
-        let taken: Vec<Option<u32>> = self.state.rules.iter().map(|r| r.priority).collect();
+        let taken: Vec<Option<u32>> = self
+            .state
+            .rules
+            .iter()
+            .filter(|r| r.family == family && r.kind == kind)
+            .map(|r| r.priority)
+            .collect();
         match nl.rule_priorities(family, kind).await {
             Ok(found) => {
                 let priority = found

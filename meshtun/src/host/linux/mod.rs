@@ -286,3 +286,64 @@ async fn stale_link(nl: &Netlink, ifname: &str, state: &State) -> Result<Option<
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::state::Owner;
+    use super::*;
+
+    #[tokio::test]
+    async fn cleanup_refuses_the_state_of_a_running_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut state = State::new("mt0", Some(1), DownHooks::default());
+        state.owner = Owner::of(child.id());
+        let file = StateFile::new(dir.path(), "mt0");
+        file.save(&state).unwrap();
+        let result = cleanup_stale("mt0", dir.path()).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        match result {
+            Err(HostError::InUse { ifname, pid, path }) => {
+                assert_eq!((ifname.as_str(), pid), ("mt0", child.id()));
+                assert_eq!(path, file.path());
+            }
+            other => panic!("expected InUse, got {other:?}"),
+        }
+        assert!(
+            file.load().unwrap().is_some(),
+            "the file of a running owner stays"
+        );
+    }
+
+    #[tokio::test]
+    async fn apply_refuses_while_a_stale_state_file_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path(), "mt0");
+        file.save(&State::new("mt0", Some(1), DownHooks::default()))
+            .unwrap();
+        let plan = HostPlan {
+            ifname: "mt0".into(),
+            addresses: vec![],
+            mtu: 1420,
+            table: super::super::RouteTable::Auto,
+            fwmark: None,
+            routes: vec![],
+            dns: super::super::Dns::default(),
+            hooks: super::super::Hooks::default(),
+        };
+        let err = apply(&plan, dir.path()).await.unwrap_err();
+        assert!(matches!(err, HostError::StaleState { .. }), "{err}");
+        assert!(err.to_string().contains("clean it up first"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn names_are_checked_before_any_file_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = cleanup_stale("../x", dir.path()).await.unwrap_err();
+        assert!(matches!(err, HostError::InvalidName { .. }), "{err}");
+    }
+}
