@@ -485,3 +485,35 @@ fn cleanup_stale_deletes_a_leftover_persistent_tun() {
         assert!(!state_dir.join("mt2.json").exists());
     });
 }
+
+#[test]
+fn teardown_after_the_tun_is_closed() {
+    let Some(ns) = netns("teardown_after_the_tun_is_closed") else {
+        return;
+    };
+    in_netns(&ns, || async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("hooks.log");
+        let state_dir = dir.path().join("run");
+        let device = tun("mt3");
+        let mut plan = plan("mt3", &["100.64.3.1/24"], &["0.0.0.0/0"], &log);
+        plan.fwmark = Some(0x1234);
+        let mut setup = apply(&plan, &state_dir).await.expect("apply");
+        assert_eq!(setup.fwmark(), Some(0x1234));
+        assert_eq!(route_dsts("-4", "4660"), ["default"]);
+        assert_eq!(extra_rules("-4"), policy_rules("0x1234", "4660"));
+        setup.run_post_up().await.expect("post_up");
+        setup.run_pre_down().await.expect("pre_down");
+        drop(device);
+        setup.teardown().await.expect("teardown");
+        assert_eq!(extra_rules("-4"), vec![]);
+        assert_eq!(src_valid_mark(), "0");
+        assert_eq!(nft_table("meshtun-mt3"), None);
+        assert!(!state_dir.join("mt3.json").exists());
+        // pre_down ran once, before the device closed.
+        assert_eq!(
+            fs::read_to_string(&log).unwrap(),
+            "post_up mt3\npre_down mt3\npost_down mt3\n"
+        );
+    });
+}

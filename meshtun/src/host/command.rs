@@ -29,7 +29,8 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// Runs `program args...`, feeding `stdin` if given, and fails with the exit status and
-/// standard error when it does not succeed. Returns its standard output.
+/// standard error (standard output if that is empty) when it does not succeed. Returns its
+/// standard output.
 pub async fn run(
     ifname: &str,
     program: &Path,
@@ -67,8 +68,14 @@ pub async fn run(
     if output.status.success() {
         return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
     }
+    // Some tools (BSD `route`) print their errors on standard output.
     let stderr = String::from_utf8_lossy(&output.stderr);
-    Err(fail(format!("{}: {}", output.status, stderr.trim())))
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let message = match stderr.trim() {
+        "" => stdout.trim(),
+        text => text,
+    };
+    Err(fail(format!("{}: {message}", output.status)))
 }
 
 fn display_command(program: &Path, args: &[&str]) -> String {
@@ -114,5 +121,23 @@ mod tests {
         );
         assert!(text.contains("exit status: 3"), "{text}");
         assert!(text.ends_with("oops"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn failure_falls_back_to_stdout_when_stderr_is_empty() {
+        let sh = find_program("sh").unwrap();
+        let err = run(
+            "mt0",
+            &sh,
+            &["-c", "echo 'add net 192.0.2.0: File exists'; exit 1"],
+            None,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("exit status: 1: add net 192.0.2.0: File exists"),
+            "{err}"
+        );
     }
 }

@@ -1,6 +1,9 @@
 //! DNS for the interface, handed to the system's resolver manager: systemd-resolved through
 //! `resolvectl`, or `resolvconf` exactly as `wg-quick` calls it.
 
+// Only the Linux implementation configures DNS.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code))]
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};

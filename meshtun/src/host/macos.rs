@@ -1,4 +1,10 @@
-//! The macOS host setup, with `ifconfig` and `route` as `wg-quick`'s darwin version uses them.
+//! The macOS host setup, with `ifconfig` and `route` as `wg-quick`'s darwin version uses them
+//! (without `route -q`, so that `route`'s error text, which it prints on standard output,
+//! can tell "File exists" and "not in table" apart from real failures).
+//!
+//! This module cannot be built or run on the Linux machines meshtun is developed on; it was
+//! type-checked by compiling it in place of the Linux module, and is kept small for that
+//! reason.
 //!
 //! Deliberately small: addresses, MTU, link up and routes through the interface in the main
 //! table. A default route (which needs `wg-quick`'s `0/1` + `128/1` split and endpoint

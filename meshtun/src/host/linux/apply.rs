@@ -11,7 +11,7 @@ use crate::host::routes::{
     first_free_table, placement, sorted_routes, Family, Placement, MAIN_TABLE,
 };
 use crate::host::state::{RouteRecord, RuleKind, RuleRecord, SysctlRecord};
-use crate::host::{HostError, HostSetup};
+use crate::host::{HostError, HostSetup, RouteTable};
 
 /// How a rule is written by `ip rule`.
 pub fn describe_rule(family: Family, kind: RuleKind) -> String {
@@ -37,8 +37,9 @@ impl HostSetup {
         if !self.plan.dns.is_empty() {
             self.set_dns().await?;
         }
+        let covering = self.main_routes_via(nl, index).await?;
         for dest in sorted_routes(&self.plan.routes) {
-            self.add_route(nl, index, &dest).await?;
+            self.add_route(nl, index, &dest, &covering).await?;
         }
         Ok(())
     }
@@ -75,18 +76,21 @@ impl HostSetup {
         dns::apply(&self.plan.ifname, &self.plan.dns, &record).await
     }
 
-    /// Adds one route where [`placement`] puts it.
+    /// Adds one route where [`placement`] puts it. `covering` lists the main-table routes
+    /// through the interface (see [`HostSetup::main_routes_via`]): a route inside one of them
+    /// is not added again, as `wg-quick` checks with `ip route show dev IF match DEST`.
     pub(super) async fn add_route(
         &mut self,
         nl: &Netlink,
         index: u32,
         dest: &IpNet,
+        covering: &[IpNet],
     ) -> Result<(), HostError> {
         match placement(dest, self.plan.table) {
             None => Ok(()),
             Some(Placement::Table(table)) => self.install_route(nl, index, dest, table).await,
             Some(Placement::Main) => {
-                if self.covered(nl, index, dest).await? {
+                if covering.iter().any(|net| net.contains(dest)) {
                     tracing::debug!(interface = %self.plan.ifname, route = %dest, "already routed");
                     return Ok(());
                 }
@@ -100,17 +104,26 @@ impl HostSetup {
         }
     }
 
-    /// True when a main-table route through the interface already contains `dest` (the
-    /// interface's own prefix route, or a shorter route added before), as `wg-quick` checks
-    /// with `ip route show dev IF match DEST`.
-    async fn covered(&self, nl: &Netlink, index: u32, dest: &IpNet) -> Result<bool, HostError> {
+    /// The main-table routes through the interface (its own prefix routes and routes added
+    /// before). Routes are added longest prefix first, so none added in the same pass can
+    /// contain a later one: one listing per pass is enough.
+    pub(super) async fn main_routes_via(
+        &self,
+        nl: &Netlink,
+        index: u32,
+    ) -> Result<Vec<IpNet>, HostError> {
+        if self.plan.table != RouteTable::Auto {
+            return Ok(Vec::new());
+        }
         let routes = nl
             .routes()
             .await
             .map_err(|e| object_error(&self.plan.ifname, "list", "routes", e))?;
-        Ok(routes.iter().any(|(net, table, oif)| {
-            *table == MAIN_TABLE && *oif == Some(index) && net.contains(dest)
-        }))
+        Ok(routes
+            .into_iter()
+            .filter(|(_, table, oif)| *table == MAIN_TABLE && *oif == Some(index))
+            .map(|(net, _, _)| net)
+            .collect())
     }
 
     async fn install_route(

@@ -122,9 +122,10 @@ impl HostSetup {
         }
         self.drop_unused_policy(&nl).await?;
         self.plan.routes = new_routes.to_vec();
+        let covering = self.main_routes_via(&nl, index).await?;
         for dest in wanted {
             if !self.state.routes.iter().any(|r| r.dest == dest) {
-                self.add_route(&nl, index, &dest).await?;
+                self.add_route(&nl, index, &dest, &covering).await?;
             }
         }
         Ok(())
