@@ -56,16 +56,20 @@ pub async fn run(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| fail(format!("cannot start: {e}")))?;
+    // A program that fails early may exit without reading its input: its exit status and
+    // message then say more than the broken pipe.
+    let mut write_error = None;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input)
-            .await
-            .map_err(|e| fail(format!("cannot write its input: {e}")))?;
+        write_error = pipe.write_all(input).await.err();
     }
     let output = child
         .wait_with_output()
         .await
         .map_err(|e| fail(format!("cannot wait for it: {e}")))?;
     if output.status.success() {
+        if let Some(e) = write_error {
+            return Err(fail(format!("cannot write its input: {e}")));
+        }
         return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
     }
     // Some tools (BSD `route`) print their errors on standard output.
