@@ -1,0 +1,445 @@
+//! The record of everything the host setup applied, kept in a JSON file so that a teardown,
+//! or the next start after a crash, can undo it.
+//!
+//! The file is rewritten atomically (temporary file, then rename) before each step is applied
+//! and after each step is undone, so it always lists every object that may exist.
+
+// Parts of this module serve only the Linux implementation.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code))]
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::dns::DnsRecord;
+use super::routes::Family;
+use super::HostError;
+
+/// The default directory for state files.
+pub const DEFAULT_STATE_DIR: &str = "/run/meshtun";
+
+/// The version written in new state files.
+const STATE_VERSION: u32 = 1;
+
+/// One route added, by destination and table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteRecord {
+    /// Destination network.
+    pub dest: IpNet,
+    /// Routing table number.
+    pub table: u32,
+}
+
+/// The kind of a policy routing rule added for a default route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RuleKind {
+    /// `not fwmark MARK table TABLE`.
+    NotFwmark {
+        /// The firewall mark.
+        fwmark: u32,
+        /// The table looked up.
+        table: u32,
+    },
+    /// `table main suppress_prefixlength 0`.
+    SuppressMainDefault,
+}
+
+/// One policy routing rule added.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRecord {
+    /// Address family of the rule.
+    pub family: Family,
+    /// What the rule does.
+    #[serde(flatten)]
+    pub kind: RuleKind,
+    /// The priority the kernel gave it, once known.
+    pub priority: Option<u32>,
+}
+
+/// One sysctl changed, with the value to restore.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SysctlRecord {
+    /// Dotted key, such as `net.ipv4.conf.all.src_valid_mark`.
+    pub key: String,
+    /// The value before the change.
+    pub old: String,
+    /// The value written.
+    pub new: String,
+}
+
+/// The process that owns a state file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// Process id.
+    pub pid: u32,
+    /// The process's start time in clock ticks since boot (Linux), to tell a reused pid apart.
+    pub start_time: Option<u64>,
+}
+
+impl Owner {
+    /// The current process.
+    pub fn current() -> Owner {
+        Owner::of(std::process::id())
+    }
+
+    /// The running process `pid`.
+    pub fn of(pid: u32) -> Owner {
+        Owner {
+            pid,
+            start_time: process_start_time(pid),
+        }
+    }
+
+    /// True when this is the current process.
+    pub fn is_current(&self) -> bool {
+        *self == Owner::current()
+    }
+
+    /// True when the owning process is still running.
+    pub fn is_alive(&self) -> bool {
+        match (self.start_time, process_start_time(self.pid)) {
+            (Some(recorded), Some(now)) => recorded == now,
+            (Some(_), None) if cfg!(target_os = "linux") => false,
+            _ => pid_exists(self.pid),
+        }
+    }
+}
+
+fn pid_exists(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None) {
+        Ok(()) => true,
+        Err(errno) => errno == nix::errno::Errno::EPERM,
+    }
+}
+
+/// Field 22 of `/proc/PID/stat`: the start time in clock ticks.
+fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_start_time(&stat)
+}
+
+fn parse_start_time(stat: &str) -> Option<u64> {
+    // The command name (field 2) is in parentheses and may contain spaces or ')'.
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    // Fields after the name start at field 3; the start time is field 22.
+    after_comm.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+/// The hooks that run when the interface goes down, kept so that a crash cleanup runs them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownHooks {
+    /// Commands run before the interface is torn down.
+    pub pre_down: Vec<String>,
+    /// Commands run after it is removed.
+    pub post_down: Vec<String>,
+}
+
+/// Everything applied for one interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Format version.
+    pub version: u32,
+    /// Interface name.
+    pub ifname: String,
+    /// The interface's index when the setup was applied.
+    pub ifindex: Option<u32>,
+    /// The process that applied it.
+    pub owner: Owner,
+    /// Addresses added to the interface.
+    pub addresses: Vec<IpNet>,
+    /// Routes added through the interface.
+    pub routes: Vec<RouteRecord>,
+    /// Policy routing rules added.
+    pub rules: Vec<RuleRecord>,
+    /// Sysctls changed.
+    pub sysctls: Vec<SysctlRecord>,
+    /// The nftables table created (family `inet`).
+    pub nft_table: Option<String>,
+    /// DNS configuration handed to the resolver.
+    pub dns: Option<DnsRecord>,
+    /// The routing table used for default routes (`table = auto`).
+    pub default_table: Option<u32>,
+    /// True once the `post_up` hooks have succeeded: the down hooks then run on teardown.
+    pub up: bool,
+    /// The down hooks.
+    pub down_hooks: DownHooks,
+}
+
+impl State {
+    /// An empty record for `ifname`, owned by the current process.
+    pub fn new(ifname: &str, ifindex: Option<u32>, down_hooks: DownHooks) -> State {
+        State {
+            version: STATE_VERSION,
+            ifname: ifname.to_owned(),
+            ifindex,
+            owner: Owner::current(),
+            addresses: Vec::new(),
+            routes: Vec::new(),
+            rules: Vec::new(),
+            sysctls: Vec::new(),
+            nft_table: None,
+            dns: None,
+            default_table: None,
+            up: false,
+            down_hooks,
+        }
+    }
+
+    /// True when no applied object is left to undo.
+    pub fn is_clean(&self) -> bool {
+        self.addresses.is_empty()
+            && self.routes.is_empty()
+            && self.rules.is_empty()
+            && self.sysctls.is_empty()
+            && self.nft_table.is_none()
+            && self.dns.is_none()
+    }
+}
+
+/// The location of one interface's state file.
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    ifname: String,
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl StateFile {
+    /// `DIR/IFNAME.json`.
+    pub fn new(dir: &Path, ifname: &str) -> StateFile {
+        StateFile {
+            ifname: ifname.to_owned(),
+            dir: dir.to_owned(),
+            path: dir.join(format!("{ifname}.json")),
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io_error(&self, path: &Path, source: io::Error) -> HostError {
+        HostError::StateIo {
+            ifname: self.ifname.clone(),
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// Reads the file; `None` when it does not exist.
+    pub fn load(&self) -> Result<Option<State>, HostError> {
+        let text = match fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io_error(&self.path, e)),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|source| HostError::StateParse {
+                ifname: self.ifname.clone(),
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// Writes the state atomically, creating the directory with mode 0700 if needed.
+    pub fn save(&self, state: &State) -> Result<(), HostError> {
+        self.ensure_dir()?;
+        let text = serde_json::to_vec_pretty(state).map_err(|e| {
+            self.io_error(&self.path, io::Error::new(io::ErrorKind::InvalidData, e))
+        })?;
+        let tmp = self.dir.join(format!(".{}.json.tmp", self.ifname));
+        let write = || -> io::Result<()> {
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(&text)?;
+            file.sync_all()
+        };
+        write().map_err(|e| self.io_error(&tmp, e))?;
+        fs::rename(&tmp, &self.path).map_err(|e| self.io_error(&self.path, e))
+    }
+
+    /// Deletes the file; a missing file is fine.
+    pub fn remove(&self) -> Result<(), HostError> {
+        match fs::remove_file(&self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.io_error(&self.path, e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn ensure_dir(&self) -> Result<(), HostError> {
+        match fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+        {
+            Ok(()) => {}
+            Err(e) => return Err(self.io_error(&self.dir, e)),
+        }
+        let meta = fs::metadata(&self.dir).map_err(|e| self.io_error(&self.dir, e))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
+                .map_err(|e| self.io_error(&self.dir, e))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> State {
+        let mut state = State::new(
+            "mt0",
+            Some(7),
+            DownHooks {
+                pre_down: vec!["echo down %i".into()],
+                post_down: vec![],
+            },
+        );
+        state.addresses = vec![
+            "100.64.0.1/24".parse().unwrap(),
+            "fd00::1/64".parse().unwrap(),
+        ];
+        state.routes = vec![RouteRecord {
+            dest: "0.0.0.0/0".parse().unwrap(),
+            table: 51820,
+        }];
+        state.rules = vec![
+            RuleRecord {
+                family: Family::V4,
+                kind: RuleKind::NotFwmark {
+                    fwmark: 51820,
+                    table: 51820,
+                },
+                priority: Some(32765),
+            },
+            RuleRecord {
+                family: Family::V6,
+                kind: RuleKind::SuppressMainDefault,
+                priority: None,
+            },
+        ];
+        state.sysctls = vec![SysctlRecord {
+            key: "net.ipv4.conf.all.src_valid_mark".into(),
+            old: "0".into(),
+            new: "1".into(),
+        }];
+        state.nft_table = Some("meshtun-mt0".into());
+        state.dns = Some(DnsRecord::Resolvconf {
+            program: "/usr/sbin/resolvconf".into(),
+            name: "tun.mt0".into(),
+        });
+        state.default_table = Some(51820);
+        state.up = true;
+        state
+    }
+
+    #[test]
+    fn state_file_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(&dir.path().join("run"), "mt0");
+        assert_eq!(file.load().unwrap(), None);
+        let state = sample();
+        file.save(&state).unwrap();
+        assert_eq!(file.load().unwrap(), Some(state));
+        assert_eq!(file.path(), dir.path().join("run/mt0.json"));
+        // No temporary file is left behind.
+        let names: Vec<_> = fs::read_dir(dir.path().join("run"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("mt0.json")]);
+        file.remove().unwrap();
+        assert_eq!(file.load().unwrap(), None);
+        file.remove().unwrap();
+    }
+
+    #[test]
+    fn state_dir_and_file_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let file = StateFile::new(&run, "mt0");
+        file.save(&sample()).unwrap();
+        let dir_mode = fs::metadata(&run).unwrap().permissions().mode() & 0o777;
+        let file_mode = fs::metadata(file.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(dir_mode, 0o700);
+        assert_eq!(file_mode, 0o600);
+    }
+
+    #[test]
+    fn rules_are_stored_as_readable_json() {
+        let json = serde_json::to_value(&sample().rules[0]).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "family": "v4", "kind": "not_fwmark", "fwmark": 51820, "table": 51820,
+                "priority": 32765
+            })
+        );
+    }
+
+    #[test]
+    fn corrupt_state_file_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path(), "mt0");
+        fs::write(file.path(), "{\"version\": 1,").unwrap();
+        let err = file.load().unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("mt0.json is not valid"), "{text}");
+    }
+
+    #[test]
+    fn clean_state_has_nothing_to_undo() {
+        let state = State::new("mt0", None, DownHooks::default());
+        assert!(state.is_clean());
+        assert!(!sample().is_clean());
+    }
+
+    #[test]
+    fn start_time_is_parsed_after_the_command_name() {
+        let stat = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
+                    987654 1000 100";
+        assert_eq!(parse_start_time(stat), Some(987_654));
+        assert_eq!(parse_start_time("garbage"), None);
+    }
+
+    #[test]
+    fn current_process_is_alive_and_a_dead_pid_is_not() {
+        let me = Owner::current();
+        assert!(me.is_current());
+        assert!(me.is_alive());
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let dead = Owner {
+            pid,
+            start_time: Some(1),
+        };
+        assert!(!dead.is_alive());
+        if cfg!(target_os = "linux") {
+            let reused = Owner {
+                pid: me.pid,
+                start_time: me.start_time.map(|t| t + 1),
+            };
+            assert!(
+                !reused.is_alive(),
+                "a reused pid must not count as the owner"
+            );
+        }
+    }
+}
