@@ -188,11 +188,13 @@ impl RequestReader {
                     }
                 }
                 other => {
+                    // Only the part before '=' is quoted: a stray `private_key=...` line
+                    // must not put the key into the log.
                     let op = String::from_utf8_lossy(other);
-                    let op = super::error::shown(&op);
+                    let name = super::error::shown(op.split('=').next().unwrap_or_default());
                     return Err(UapiError::protocol(
                         line_no,
-                        format!("unknown operation {op}, expected get=1 or set=1"),
+                        format!("unknown operation {name}, expected get=1 or set=1"),
                     ));
                 }
             },
@@ -367,10 +369,19 @@ mod tests {
         let err = reader.next_request().unwrap_err();
         assert_eq!(err.errno(), libc::EPROTO);
         assert!(err.to_string().contains("line 1"), "{err}");
-        assert!(err.to_string().contains("foo=1"), "{err}");
+        assert!(err.to_string().contains("\"foo\""), "{err}");
         // The stream stays failed.
         reader.feed(b"get=1\n\n");
         assert!(reader.next_request().is_err());
+    }
+
+    #[test]
+    fn a_stray_key_line_is_not_echoed() {
+        let mut reader = RequestReader::new(Limits::default());
+        reader.feed(b"private_key=f0e949d14570f5f58d656119d8ab8dbf\n");
+        let err = reader.next_request().unwrap_err().to_string();
+        assert!(err.contains("\"private_key\""), "{err}");
+        assert!(!err.contains("f0e949"), "{err}");
     }
 
     #[test]
