@@ -14,6 +14,8 @@
 pub mod allowed_ips;
 pub mod cli;
 pub mod config;
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+pub mod daemon;
 pub mod device;
 pub mod host;
 pub mod keys;

@@ -6,7 +6,71 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::uapi::{self, UapiError};
 use crate::wgcfg::{DeviceStatus, PeerStatus};
+
+/// Why `show` could not read an interface.
+#[derive(Debug, thiserror::Error)]
+pub enum ShowError {
+    /// The socket directory could not be listed.
+    #[error("cannot list {dir}: {source}")]
+    List {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No daemon serves this interface.
+    #[error("no meshtun or WireGuard daemon serves interface {0} (is it up?)")]
+    NotRunning(String),
+    /// Talking to the daemon failed.
+    #[error("interface {name}: {source}")]
+    Uapi {
+        /// The interface.
+        name: String,
+        /// Why.
+        #[source]
+        source: UapiError,
+    },
+}
+
+/// The interfaces with a UAPI socket in `dir`, sorted by name.
+pub fn interfaces(dir: &std::path::Path) -> Result<Vec<String>, ShowError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(ShowError::List {
+                dir: dir.to_owned(),
+                source,
+            })
+        }
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".sock").map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Reads the status of interface `name` from its UAPI socket in `dir`.
+pub async fn fetch(dir: &std::path::Path, name: &str) -> Result<DeviceStatus, ShowError> {
+    let path = uapi::socket_path_in(dir, name);
+    if !path.exists() {
+        return Err(ShowError::NotRunning(name.to_owned()));
+    }
+    let err = |source| ShowError::Uapi {
+        name: name.to_owned(),
+        source,
+    };
+    let reply = uapi::request_get(&path).await.map_err(err)?;
+    uapi::parse_get_reply(name, &reply).map_err(err)
+}
 
 /// One interface, as `meshtun show --json` prints it.
 #[derive(Debug, Serialize)]

@@ -53,7 +53,7 @@ pub struct DeviceUpdate {
     pub listen_port: Option<u16>,
     /// New firewall mark (0 removes it).
     pub fwmark: Option<u32>,
-    /// Remove every peer not named by a following [`PeerUpdate`].
+    /// Remove every peer before applying the peer sections, as wireguard-go does.
     pub replace_peers: bool,
     /// Peer changes, in request order.
     pub peers: Vec<PeerUpdate>,

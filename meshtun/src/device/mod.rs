@@ -77,18 +77,6 @@ pub enum DeviceError {
     Index(#[from] IndexExhausted),
 }
 
-impl DeviceError {
-    /// The errno a UAPI `set` reports for this error.
-    pub fn errno(&self) -> i32 {
-        match self {
-            DeviceError::Bind { source, .. } if source.kind() == io::ErrorKind::AddrInUse => {
-                libc::EADDRINUSE
-            }
-            _ => libc::EIO,
-        }
-    }
-}
-
 /// Shared state of a running device.
 struct Inner<T, F: UdpFactory> {
     name: String,

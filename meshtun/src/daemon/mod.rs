@@ -1,0 +1,372 @@
+//! `meshtun up`: bring an interface up from its configuration, serve it until told to stop,
+//! and undo everything on the way out. Also `meshtun down` and `meshtun check`.
+//!
+//! Order of events, as `wg-quick` does it: clean up after a crashed run, `pre_up` hooks,
+//! create the tun device and start the WireGuard device, addresses/MTU/routes/DNS,
+//! firewall mark, the UAPI socket, `post_up` hooks, then "ready" to systemd. SIGHUP rereads
+//! the configuration and applies the difference; SIGTERM and SIGINT stop. Stopping runs the
+//! `pre_down` hooks, closes the device, undoes the host setup and runs `post_down`.
+
+mod down;
+mod handler;
+mod pidfile;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+
+pub use down::{down, DownOutcome};
+pub use handler::Handler;
+
+use crate::config::{Config, ConfigError};
+use crate::device::{Device, DeviceError};
+use crate::host::{self, HostError, HostSetup};
+use crate::tun::{Tun, TunOptions};
+use crate::uapi::{self, UapiError};
+use crate::udp::HostUdp;
+use crate::wgcfg::{DeviceSettings, DeviceUpdate};
+use pidfile::PidFile;
+
+/// The device type the daemon runs.
+type HostDevice = Device<Tun, HostUdp>;
+
+/// Where the daemon keeps its runtime files.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Host-setup state files and pid files (`/run/meshtun`).
+    pub state_dir: PathBuf,
+    /// UAPI sockets (`/var/run/wireguard`, where `wg` looks).
+    pub uapi_dir: PathBuf,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from(host::DEFAULT_STATE_DIR),
+            uapi_dir: PathBuf::from(uapi::SOCKET_DIR),
+        }
+    }
+}
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Host setup (addresses, routes, hooks, DNS) failed.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// The tun device could not be opened.
+    #[error("cannot create the tun device {ifname}: {source}")]
+    Tun {
+        /// The interface name.
+        ifname: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The WireGuard device failed.
+    #[error("interface {ifname}: {source}")]
+    Device {
+        /// The interface name.
+        ifname: String,
+        /// Why.
+        #[source]
+        source: DeviceError,
+    },
+    /// The UAPI socket failed.
+    #[error(transparent)]
+    Uapi(#[from] UapiError),
+    /// A runtime file could not be written or read.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    /// The device stopped working while running.
+    #[error("interface {ifname} failed: {reason}")]
+    Failed {
+        /// The interface name.
+        ifname: String,
+        /// What happened.
+        reason: String,
+    },
+    /// `down` found a daemon that would not stop.
+    #[error("the daemon for {ifname} (pid {pid}) did not stop within {seconds} s")]
+    StillRunning {
+        /// The interface name.
+        ifname: String,
+        /// Its process.
+        pid: i32,
+        /// How long we waited.
+        seconds: u64,
+    },
+}
+
+/// Loads and checks a configuration, resolving endpoints: `meshtun check`. Returns the
+/// configuration, its device settings and the warnings to show.
+pub async fn check(path: &Path) -> Result<(Config, DeviceSettings, Vec<String>), DaemonError> {
+    let owned = path.to_owned();
+    let loaded = tokio::task::spawn_blocking(move || -> Result<_, ConfigError> {
+        let config = Config::load(&owned)?;
+        let settings = config.device_settings()?;
+        Ok((config, settings))
+    })
+    .await
+    .map_err(|e| DaemonError::Failed {
+        ifname: String::new(),
+        reason: format!("configuration loader stopped: {e}"),
+    })??;
+    let (config, settings) = loaded;
+    host::validate_ifname(&config.interface.name)?;
+    let warnings = config.permission_warnings();
+    Ok((config, settings, warnings))
+}
+
+/// Runs `meshtun up CONFIG` until a signal or a failure stops it.
+pub async fn up(config_path: &Path, opts: &Options) -> Result<(), DaemonError> {
+    let (config, settings, warnings) = check(config_path).await?;
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    let plan = config.host_plan();
+    let ifname = plan.ifname.clone();
+    // Binding the socket first refuses a second daemon for the same interface before
+    // anything is touched.
+    let socket = uapi::bind_in(&opts.uapi_dir, &ifname)?;
+    if host::cleanup_stale(&ifname, &opts.state_dir).await? {
+        tracing::warn!(interface = %ifname, "cleaned up after an earlier run that did not stop cleanly");
+    }
+    host::run_pre_up(&plan).await?;
+    let tun = Tun::open(&TunOptions {
+        name: ifname.clone(),
+        mtu: plan.mtu,
+        offload: true,
+        persistent: false,
+    })
+    .map_err(|source| DaemonError::Tun {
+        ifname: ifname.clone(),
+        source,
+    })?;
+    let offload = tun.offload();
+    let device = Device::start(&ifname, tun, HostUdp, plan.mtu, &settings).map_err(|source| {
+        DaemonError::Device {
+            ifname: ifname.clone(),
+            source,
+        }
+    })?;
+    let device = Arc::new(device);
+    let host = host::apply(&plan, &opts.state_dir).await?;
+    tracing::info!(
+        interface = %ifname,
+        port = device.listen_port(),
+        peers = settings.peers.len(),
+        offload,
+        "interface is up"
+    );
+    let running = Running {
+        ifname: ifname.clone(),
+        config_path: config_path.to_owned(),
+        device,
+        host,
+        config,
+    };
+    running.serve(socket, opts).await
+}
+
+/// Everything that must be undone once the interface is up.
+struct Running {
+    ifname: String,
+    config_path: PathBuf,
+    device: Arc<HostDevice>,
+    host: HostSetup,
+    config: Config,
+}
+
+impl Running {
+    /// Serves until stopped, then tears down whatever the outcome.
+    async fn serve(mut self, socket: uapi::UapiSocket, opts: &Options) -> Result<(), DaemonError> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handler = Arc::new(Handler::new(self.device.clone()));
+        let server = tokio::spawn(uapi::serve(socket, handler, async {
+            let _ = stopped.await;
+        }));
+        let outcome = self.run(opts).await;
+        notify(Notify::Stopping);
+        if let Err(error) = self.host.run_pre_down().await {
+            tracing::warn!(%error, "pre_down hook failed");
+        }
+        let _ = stop.send(());
+        let _ = server.await;
+        let Running {
+            ifname,
+            device,
+            host,
+            ..
+        } = self;
+        // The UAPI handler held the other reference; dropping the device closes the tun.
+        drop(device);
+        wait_for_link_gone(&ifname).await;
+        let teardown = host.teardown().await;
+        tracing::info!(interface = %ifname, "interface is down");
+        outcome?;
+        teardown.map_err(DaemonError::from)
+    }
+
+    async fn run(&mut self, opts: &Options) -> Result<(), DaemonError> {
+        if let Some(mark) = self.host.fwmark() {
+            self.set_fwmark(mark).await?;
+        }
+        self.host.run_post_up().await?;
+        let _pid = PidFile::create(&opts.state_dir, &self.ifname).map_err(|source| {
+            DaemonError::File {
+                path: pidfile::path(&opts.state_dir, &self.ifname),
+                source,
+            }
+        })?;
+        notify(Notify::Ready);
+        let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+        let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    notify(Notify::Reloading);
+                    if let Err(error) = self.reload().await {
+                        tracing::error!(%error, "reload failed; the running configuration is unchanged");
+                    }
+                    notify(Notify::Ready);
+                }
+                _ = terminate.recv() => {
+                    tracing::info!("SIGTERM: stopping");
+                    return Ok(());
+                }
+                _ = interrupt.recv() => {
+                    tracing::info!("SIGINT: stopping");
+                    return Ok(());
+                }
+                reason = self.device.failed() => {
+                    return Err(DaemonError::Failed { ifname: self.ifname.clone(), reason });
+                }
+            }
+        }
+    }
+
+    async fn set_fwmark(&self, mark: u32) -> Result<(), DaemonError> {
+        let update = DeviceUpdate {
+            fwmark: Some(mark),
+            ..DeviceUpdate::default()
+        };
+        self.device
+            .update(update)
+            .await
+            .map_err(|source| DaemonError::Device {
+                ifname: self.ifname.clone(),
+                source,
+            })
+    }
+
+    /// SIGHUP: reread the configuration and apply only what changed.
+    async fn reload(&mut self) -> Result<(), DaemonError> {
+        let (config, mut settings, warnings) = check(&self.config_path).await?;
+        for warning in warnings {
+            tracing::warn!("{warning}");
+        }
+        // The mark chosen for a default route stays, whatever the file says.
+        settings.fwmark = self.host.fwmark().or(settings.fwmark);
+        self.device
+            .reconfigure(&settings)
+            .await
+            .map_err(|source| DaemonError::Device {
+                ifname: self.ifname.clone(),
+                source,
+            })?;
+        self.host.update_routes(&config.host_plan().routes).await?;
+        if let Some(mark) = self.host.fwmark() {
+            self.set_fwmark(mark).await?;
+        }
+        for what in restart_only_changes(&self.config, &config) {
+            tracing::warn!("the {what} changed; it takes effect at the next start");
+        }
+        tracing::info!(interface = %self.ifname, peers = settings.peers.len(), "configuration reloaded");
+        self.config = config;
+        Ok(())
+    }
+}
+
+/// Interface settings a reload cannot change live.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (a, b) = (&old.interface, &new.interface);
+    let mut changed = Vec::new();
+    if a.name != b.name {
+        changed.push("interface name");
+    }
+    if a.addresses != b.addresses {
+        changed.push("address list");
+    }
+    if a.mtu != b.mtu {
+        changed.push("MTU");
+    }
+    if a.dns != b.dns {
+        changed.push("DNS setting");
+    }
+    if a.table != b.table {
+        changed.push("routing table");
+    }
+    if a.hooks != b.hooks {
+        changed.push("hook list");
+    }
+    changed
+}
+
+/// After the tun device is closed the kernel removes the link; wait for it (briefly) so that
+/// the host teardown and a following start see a clean slate.
+async fn wait_for_link_gone(ifname: &str) {
+    let path = Path::new("/sys/class/net").join(ifname);
+    for _ in 0..50 {
+        if !path.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A state change reported to systemd.
+#[derive(Debug, Clone, Copy)]
+enum Notify {
+    Ready,
+    Reloading,
+    Stopping,
+}
+
+/// Tells systemd about a state change when running under it (a no-op otherwise).
+fn notify(state: Notify) {
+    #[cfg(target_os = "linux")]
+    {
+        use sd_notify::NotifyState;
+        let states = match state {
+            Notify::Ready => vec![NotifyState::Ready],
+            Notify::Stopping => vec![NotifyState::Stopping],
+            // Type=notify-reload needs the monotonic time with RELOADING=1.
+            Notify::Reloading => {
+                let mut v = vec![NotifyState::Reloading];
+                v.extend(NotifyState::monotonic_usec_now().ok());
+                v
+            }
+        };
+        if let Err(error) = sd_notify::notify(&states) {
+            tracing::debug!(%error, "sd_notify failed");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = state;
+}

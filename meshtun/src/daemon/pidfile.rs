@@ -1,0 +1,74 @@
+//! The pid file that lets `meshtun down` find the daemon serving an interface.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Where the pid file for `ifname` lives.
+pub fn path(dir: &Path, ifname: &str) -> PathBuf {
+    dir.join(format!("{ifname}.pid"))
+}
+
+/// The pid recorded for `ifname`, if any.
+pub fn read(dir: &Path, ifname: &str) -> Option<i32> {
+    fs::read_to_string(path(dir, ifname))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A pid file owned by this process, removed when dropped.
+#[derive(Debug)]
+pub struct PidFile {
+    path: PathBuf,
+}
+
+impl PidFile {
+    /// Records this process as the daemon for `ifname`.
+    pub fn create(dir: &Path, ifname: &str) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let path = path(dir, ifname);
+        let tmp = dir.join(format!(".{ifname}.pid.tmp"));
+        let mut file = fs::File::create(&tmp)?;
+        writeln!(file, "{}", std::process::id())?;
+        file.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let ours = fs::read_to_string(&self.path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            == Some(std::process::id());
+        if ours {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_file_is_written_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = PidFile::create(dir.path(), "mt0").unwrap();
+        assert_eq!(read(dir.path(), "mt0"), Some(std::process::id() as i32));
+        drop(file);
+        assert_eq!(read(dir.path(), "mt0"), None);
+    }
+
+    #[test]
+    fn a_foreign_pid_file_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = PidFile::create(dir.path(), "mt0").unwrap();
+        fs::write(path(dir.path(), "mt0"), "1\n").unwrap();
+        drop(file);
+        assert_eq!(read(dir.path(), "mt0"), Some(1));
+    }
+}
