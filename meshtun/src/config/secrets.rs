@@ -11,9 +11,24 @@ use super::{ConfigError, MAX_CONFIG_SIZE};
 /// The largest key file read: a key is 44 characters, leave room for comments and newlines.
 const MAX_KEY_FILE_SIZE: usize = 4096;
 
+/// Opens a file for reading without blocking on FIFOs or adopting a terminal.
+#[cfg(unix)]
+fn open(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn open(path: &Path) -> io::Result<File> {
+    File::open(path)
+}
+
 /// Reads at most `limit` bytes of a regular file; `Ok(None)` if it is larger.
 fn read_limited(path: &Path, limit: usize) -> io::Result<Option<Vec<u8>>> {
-    let file = File::open(path)?;
+    let file = open(path)?;
     if !file.metadata()?.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -142,6 +157,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = read_key_file(dir.path()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("key.fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = read_key_file(&fifo).unwrap_err();
+        assert_eq!(err.to_string(), "not a regular file");
     }
 
     #[test]
