@@ -11,7 +11,7 @@ use super::keys::{Ctx, Dialect, Field, Section};
 use super::secrets::{read_key_file, resolve_key_path};
 use super::values::{self, Scalar};
 use super::{Config, ConfigError, Endpoint, InterfaceConfig, PeerConfig, DEFAULT_MTU};
-use crate::host::{Dns, Hooks, RouteTable};
+use crate::host::{Dns, Hooks};
 
 mod locate;
 
@@ -131,13 +131,41 @@ impl Builder<'_> {
             .map_err(|reason| self.ctx.invalid(self.line(value), section, field, reason))
     }
 
+    /// Converts an optional value.
+    fn optional<T, U>(
+        &self,
+        section: Section,
+        field: Field,
+        value: &Option<Spanned<T>>,
+        convert: impl FnOnce(&T) -> Result<U, String>,
+    ) -> Result<Option<U>, ConfigError> {
+        value
+            .as_ref()
+            .map(|value| self.convert(section, field, value, convert))
+            .transpose()
+    }
+
+    /// Converts every entry of a list.
+    fn each<T, U>(
+        &self,
+        section: Section,
+        field: Field,
+        values: &[Spanned<T>],
+        mut convert: impl FnMut(&T) -> Result<U, String>,
+    ) -> Result<Vec<U>, ConfigError> {
+        values
+            .iter()
+            .map(|value| self.convert(section, field, value, &mut convert))
+            .collect()
+    }
+
     fn interface(&mut self, raw: Spanned<RawInterface>) -> Result<InterfaceConfig, ConfigError> {
         let header = self.line(&raw);
         self.lines.interface = header;
         let raw = raw.into_inner();
         let at = Section::Interface;
-        let name = match &raw.name {
-            Some(name) => self.convert(at, Field::Name, name, |n| values::interface_name(n))?,
+        let name = match self.optional(at, Field::Name, &raw.name, |n| values::interface_name(n))? {
+            Some(name) => name,
             None => self.default_name(header)?,
         };
         let private_key = self
@@ -148,55 +176,43 @@ impl Builder<'_> {
                 values::private_key,
             )?
             .ok_or_else(|| {
-                self.ctx.invalid(
-                    header,
-                    at,
-                    Field::PrivateKey,
-                    "missing: set `private_key` (base64) or `private_key_file`",
-                )
+                let reason = "missing: set `private_key` (base64) or `private_key_file`";
+                self.ctx.invalid(header, at, Field::PrivateKey, reason)
             })?;
-        let mut addresses = Vec::new();
-        for address in &raw.address {
-            addresses.push(self.convert(at, Field::Address, address, |a| {
-                values::interface_address(a)
-            })?);
-        }
-        let listen_port = raw.listen_port.map(Spanned::into_inner);
-        let mtu = match &raw.mtu {
-            Some(mtu) => {
-                self.lines.mtu = Some(self.line(mtu));
-                self.convert(at, Field::Mtu, mtu, |m| values::mtu(*m))?
-            }
-            None => DEFAULT_MTU,
-        };
-        let fwmark = match &raw.fwmark {
-            Some(mark) => self.convert(at, Field::Fwmark, mark, |v| values::fwmark(scalar(v)?))?,
-            None => None,
-        };
+        self.lines.mtu = raw.mtu.as_ref().map(|mtu| self.line(mtu));
         let mut dns = Dns::default();
-        for entry in &raw.dns {
-            self.convert(at, Field::Dns, entry, |e| values::dns_entry(e, &mut dns))?;
-        }
-        let table = match &raw.table {
-            Some(table) => self.convert(at, Field::Table, table, |v| values::table(scalar(v)?))?,
-            None => RouteTable::Auto,
-        };
-        let hooks = Hooks {
-            pre_up: self.hooks(Field::PreUp, raw.pre_up.as_ref())?,
-            post_up: self.hooks(Field::PostUp, raw.post_up.as_ref())?,
-            pre_down: self.hooks(Field::PreDown, raw.pre_down.as_ref())?,
-            post_down: self.hooks(Field::PostDown, raw.post_down.as_ref())?,
+        self.each(at, Field::Dns, &raw.dns, |e| values::dns_entry(e, &mut dns))?;
+        let hooks = |field, value| {
+            Ok::<_, ConfigError>(
+                self.optional(at, field, value, hook_list)?
+                    .unwrap_or_default(),
+            )
         };
         Ok(InterfaceConfig {
             name,
             private_key,
-            addresses,
-            listen_port,
-            mtu,
-            fwmark,
+            addresses: self.each(at, Field::Address, &raw.address, |a| {
+                values::interface_address(a)
+            })?,
+            listen_port: raw.listen_port.map(Spanned::into_inner),
+            mtu: self
+                .optional(at, Field::Mtu, &raw.mtu, |m| values::mtu(*m))?
+                .unwrap_or(DEFAULT_MTU),
+            fwmark: self
+                .optional(at, Field::Fwmark, &raw.fwmark, |v| {
+                    values::fwmark(scalar(v)?)
+                })?
+                .flatten(),
             dns,
-            table,
-            hooks,
+            table: self
+                .optional(at, Field::Table, &raw.table, |v| values::table(scalar(v)?))?
+                .unwrap_or_default(),
+            hooks: Hooks {
+                pre_up: hooks(Field::PreUp, &raw.pre_up)?,
+                post_up: hooks(Field::PostUp, &raw.post_up)?,
+                pre_down: hooks(Field::PreDown, &raw.pre_down)?,
+                post_down: hooks(Field::PostDown, &raw.post_down)?,
+            },
         })
     }
 
@@ -215,33 +231,6 @@ impl Builder<'_> {
                 Field::Name,
                 format!("not set, and the file name cannot be the interface name: {reason}"),
             )
-        })
-    }
-
-    fn hooks(
-        &self,
-        field: Field,
-        value: Option<&Spanned<Value>>,
-    ) -> Result<Vec<String>, ConfigError> {
-        let Some(value) = value else {
-            return Ok(Vec::new());
-        };
-        self.convert(Section::Interface, field, value, |value| match value {
-            Value::String(command) => Ok(vec![values::hook(command)?]),
-            Value::Array(items) => items
-                .iter()
-                .map(|item| match item {
-                    Value::String(command) => values::hook(command),
-                    other => Err(format!(
-                        "expected a command string, found {}",
-                        other.type_str()
-                    )),
-                })
-                .collect(),
-            other => Err(format!(
-                "expected a command string or a list of them, found {}",
-                other.type_str()
-            )),
         })
     }
 
@@ -271,25 +260,35 @@ impl Builder<'_> {
                 Ok(Some(key))
             }
             (None, Some(written)) => {
-                let line = self.line(&written);
-                let file = resolve_key_path(self.ctx.path, written.get_ref());
-                let text = read_key_file(&file).map_err(|source| ConfigError::KeyFile {
-                    path: self.ctx.path.to_path_buf(),
-                    line,
-                    key: self.ctx.key(section, file_field),
-                    file: file.clone(),
-                    source,
-                })?;
-                let key = decode(&text).map_err(|reason| {
-                    self.ctx.invalid(
-                        line,
-                        section,
-                        file_field,
-                        format!("{}: {reason}", file.display()),
-                    )
-                })?;
+                let (file, key) = self.key_from_file(section, file_field, &written, decode)?;
                 self.note_secret_file(file);
                 Ok(Some(key))
+            }
+        }
+    }
+
+    /// Reads and decodes a key file named by `written`, relative to the configuration file.
+    fn key_from_file<T>(
+        &self,
+        section: Section,
+        field: Field,
+        written: &Spanned<String>,
+        decode: fn(&str) -> Result<T, String>,
+    ) -> Result<(PathBuf, T), ConfigError> {
+        let line = self.line(written);
+        let file = resolve_key_path(self.ctx.path, written.get_ref());
+        let text = read_key_file(&file).map_err(|source| ConfigError::KeyFile {
+            path: self.ctx.path.to_path_buf(),
+            line,
+            key: self.ctx.key(section, field),
+            file: file.clone(),
+            source,
+        })?;
+        match decode(&text) {
+            Ok(key) => Ok((file, key)),
+            Err(reason) => {
+                let reason = format!("{}: {reason}", file.display());
+                Err(self.ctx.invalid(line, section, field, reason))
             }
         }
     }
@@ -324,24 +323,25 @@ impl Builder<'_> {
             (Field::PresharedKeyFile, raw.preshared_key_file),
             values::preshared_key,
         )?;
-        let mut allowed_ips = Vec::new();
-        for entry in &raw.allowed_ips {
-            let net = self.convert(at, Field::AllowedIps, entry, |e| values::allowed_ip(e))?;
-            lines.allowed_ips.push((net, self.line(entry)));
-            allowed_ips.push(net);
-        }
-        let endpoint = match &raw.endpoint {
-            Some(endpoint) => {
-                Some(self.convert(at, Field::Endpoint, endpoint, |e| e.parse::<Endpoint>())?)
-            }
-            None => None,
-        };
-        let persistent_keepalive = match &raw.persistent_keepalive {
-            Some(value) => self.convert(at, Field::PersistentKeepalive, value, |v| {
-                values::keepalive(scalar(v)?)
-            })?,
-            None => None,
-        };
+        let allowed_ips = self.each(at, Field::AllowedIps, &raw.allowed_ips, |e| {
+            values::allowed_ip(e)
+        })?;
+        lines.allowed_ips = allowed_ips
+            .iter()
+            .zip(&raw.allowed_ips)
+            .map(|(net, entry)| (*net, self.line(entry)))
+            .collect();
+        let endpoint = self.optional(at, Field::Endpoint, &raw.endpoint, |e| {
+            e.parse::<Endpoint>()
+        })?;
+        let persistent_keepalive = self
+            .optional(
+                at,
+                Field::PersistentKeepalive,
+                &raw.persistent_keepalive,
+                |v| values::keepalive(scalar(v)?),
+            )?
+            .flatten();
         self.lines.peers.push(lines);
         Ok(PeerConfig {
             public_key,
@@ -350,6 +350,27 @@ impl Builder<'_> {
             endpoint,
             persistent_keepalive,
         })
+    }
+}
+
+/// A hook: one command string or a list of them.
+fn hook_list(value: &Value) -> Result<Vec<String>, String> {
+    match value {
+        Value::String(command) => Ok(vec![values::hook(command)?]),
+        Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(command) => values::hook(command),
+                other => Err(format!(
+                    "expected a command string, found {}",
+                    other.type_str()
+                )),
+            })
+            .collect(),
+        other => Err(format!(
+            "expected a command string or a list of them, found {}",
+            other.type_str()
+        )),
     }
 }
 
