@@ -1,1 +1,207 @@
-//! The TOML configuration file.
+//! The TOML configuration file, parsed once into typed values, and `wg-quick` import.
+//!
+//! A configuration file describes one interface (`meshtun up /etc/meshtun/wg0.toml`):
+//!
+//! ```toml
+//! [interface]
+//! name = "wg0"                       # default: the file name without extension
+//! private_key_file = "wg0.key"       # or private_key = "<base64>"; relative to this file
+//! address = ["100.64.0.1/24", "fd00::1/64"]
+//! listen_port = 51820
+//! mtu = 1420                         # default 1420
+//! fwmark = "0xca6c"                  # integer, "0x..." or "off"
+//! dns = ["100.64.0.53", "mesh.internal"]
+//! table = "auto"                     # "auto", "off" or a table number
+//! post_up = ["echo up %i"]           # pre_up, post_up, pre_down, post_down: string or list
+//!
+//! [[peer]]
+//! public_key = "<base64>"
+//! preshared_key_file = "peer1.psk"   # or preshared_key = "<base64>"
+//! allowed_ips = ["100.64.0.2/32"]
+//! endpoint = "peer1.example.net:51820"
+//! persistent_keepalive = 25          # seconds, or "off"
+//! ```
+//!
+//! Every error names the file, the line and the key. Secrets never appear in error messages.
+//! [`Config::permission_warnings`] reports secret-holding files that other users can read;
+//! the library returns those warnings rather than logging them.
+
+mod check;
+mod emit;
+mod endpoint;
+mod error;
+mod import;
+mod keys;
+mod secrets;
+mod toml_file;
+mod values;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use meshtun_proto::{PresharedKey, PrivateKey, PublicKey};
+
+use crate::host::{Dns, Hooks, HostPlan, RouteTable};
+use crate::wgcfg::{DeviceSettings, PeerSettings};
+
+pub use endpoint::Endpoint;
+pub use error::{ConfigError, ImportError};
+pub use import::import_wg_quick;
+
+/// The largest configuration file meshtun reads, in bytes.
+pub const MAX_CONFIG_SIZE: usize = 1024 * 1024;
+
+/// The MTU used when the configuration sets none.
+pub const DEFAULT_MTU: u16 = 1420;
+
+/// A parsed and validated configuration file.
+///
+/// Build one with [`Config::load`] or [`Config::parse`]. After loading, call
+/// [`Config::permission_warnings`] and show its messages to the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file the configuration came from (used in messages).
+    pub path: PathBuf,
+    /// The `[interface]` section.
+    pub interface: InterfaceConfig,
+    /// The `[[peer]]` sections, in file order.
+    pub peers: Vec<PeerConfig>,
+    /// Files that hold secrets: the configuration file itself when it has an inline key,
+    /// and every key file it names.
+    secret_files: Vec<PathBuf>,
+}
+
+/// The `[interface]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceConfig {
+    /// Interface name (at most 15 bytes).
+    pub name: String,
+    /// The interface's private key.
+    pub private_key: PrivateKey,
+    /// Interface addresses, host bits kept (`100.64.0.1/24`).
+    pub addresses: Vec<IpNet>,
+    /// UDP listen port; `None` picks a free one.
+    pub listen_port: Option<u16>,
+    /// Link MTU.
+    pub mtu: u16,
+    /// Firewall mark for encrypted packets; `None` when off.
+    pub fwmark: Option<u32>,
+    /// Name servers and search domains.
+    pub dns: Dns,
+    /// Where the routes for the peers' allowed IPs go.
+    pub table: RouteTable,
+    /// Commands run around bringing the interface up and down.
+    pub hooks: Hooks,
+}
+
+/// One `[[peer]]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// The peer's public key.
+    pub public_key: PublicKey,
+    /// Optional preshared key (never all zero).
+    pub preshared_key: Option<PresharedKey>,
+    /// Allowed networks, normalised to their network address, unique across all peers.
+    pub allowed_ips: Vec<IpNet>,
+    /// The configured endpoint, not yet resolved.
+    pub endpoint: Option<Endpoint>,
+    /// Keepalive interval in seconds; `None` when off.
+    pub persistent_keepalive: Option<u16>,
+}
+
+impl Config {
+    /// Reads and parses a configuration file, and the key files it names.
+    ///
+    /// Files larger than [`MAX_CONFIG_SIZE`] are refused.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = secrets::read_config_file(path)?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses configuration text that came from `path`.
+    ///
+    /// `path` names the file in error messages, gives the default interface name (its stem)
+    /// and is the base for relative `private_key_file` and `preshared_key_file` paths, which
+    /// are read here.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        if text.len() > MAX_CONFIG_SIZE {
+            return Err(ConfigError::TooLarge {
+                path: path.to_path_buf(),
+                limit: MAX_CONFIG_SIZE,
+            });
+        }
+        toml_file::parse(text, path)
+    }
+
+    /// Warnings for secret-holding files (the configuration file with an inline key, and the
+    /// key files) that group or others may read or write. Each message names the file, its
+    /// mode and the fix. Empty on platforms without Unix permissions.
+    pub fn permission_warnings(&self) -> Vec<String> {
+        secrets::permission_warnings(&self.secret_files)
+    }
+
+    /// The device configuration, with every peer endpoint resolved.
+    ///
+    /// Name resolution may block; an endpoint that does not resolve is an error naming the
+    /// peer and the endpoint.
+    pub fn device_settings(&self) -> Result<DeviceSettings, ConfigError> {
+        let peers = self
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(index, peer)| self.peer_settings(index, peer))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(DeviceSettings {
+            private_key: self.interface.private_key.clone(),
+            listen_port: self.interface.listen_port,
+            fwmark: self.interface.fwmark,
+            peers,
+        })
+    }
+
+    fn peer_settings(&self, index: usize, peer: &PeerConfig) -> Result<PeerSettings, ConfigError> {
+        let endpoint = match &peer.endpoint {
+            None => None,
+            Some(endpoint) => Some(endpoint.resolve().map_err(|source| ConfigError::Resolve {
+                path: self.path.clone(),
+                peer: index + 1,
+                public_key: peer.public_key,
+                endpoint: endpoint.to_string(),
+                source,
+            })?),
+        };
+        Ok(PeerSettings {
+            public_key: peer.public_key,
+            preshared_key: peer.preshared_key.clone(),
+            endpoint,
+            allowed_ips: peer.allowed_ips.clone(),
+            persistent_keepalive: peer.persistent_keepalive,
+        })
+    }
+
+    /// What the host setup applies: addresses, MTU, DNS, hooks, and one route for each
+    /// distinct allowed-IP network of any peer.
+    pub fn host_plan(&self) -> HostPlan {
+        let mut seen = HashSet::new();
+        let routes = self
+            .peers
+            .iter()
+            .flat_map(|peer| peer.allowed_ips.iter().copied())
+            .filter(|net| seen.insert(*net))
+            .collect();
+        HostPlan {
+            ifname: self.interface.name.clone(),
+            addresses: self.interface.addresses.clone(),
+            mtu: self.interface.mtu,
+            table: self.interface.table,
+            fwmark: self.interface.fwmark,
+            routes,
+            dns: self.interface.dns.clone(),
+            hooks: self.interface.hooks.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

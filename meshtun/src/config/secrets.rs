@@ -1,0 +1,182 @@
+//! Reading the configuration and key files, and checking who else may read them.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+use super::{ConfigError, MAX_CONFIG_SIZE};
+
+/// The largest key file read: a key is 44 characters, leave room for comments and newlines.
+const MAX_KEY_FILE_SIZE: usize = 4096;
+
+/// Opens a file for reading without blocking on FIFOs or adopting a terminal.
+#[cfg(unix)]
+fn open(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn open(path: &Path) -> io::Result<File> {
+    File::open(path)
+}
+
+/// Reads at most `limit` bytes of a regular file; `Ok(None)` if it is larger.
+fn read_limited(path: &Path, limit: usize) -> io::Result<Option<Vec<u8>>> {
+    let file = open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    file.take(cap).read_to_end(&mut bytes)?;
+    Ok((bytes.len() <= limit).then_some(bytes))
+}
+
+/// Reads a configuration file as UTF-8, refusing files over [`MAX_CONFIG_SIZE`].
+pub(super) fn read_config_file(path: &Path) -> Result<Zeroizing<String>, ConfigError> {
+    let bytes = read_limited(path, MAX_CONFIG_SIZE)
+        .map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .ok_or_else(|| ConfigError::TooLarge {
+            path: path.to_path_buf(),
+            limit: MAX_CONFIG_SIZE,
+        })?;
+    String::from_utf8(bytes).map(Zeroizing::new).map_err(|err| {
+        // The bytes may hold a key: wipe them before dropping.
+        let _ = Zeroizing::new(err.into_bytes());
+        ConfigError::NotUtf8 {
+            path: path.to_path_buf(),
+        }
+    })
+}
+
+/// Reads a key file (base64, surrounding whitespace ignored) as `wg` does.
+pub(super) fn read_key_file(path: &Path) -> io::Result<Zeroizing<String>> {
+    let bytes = read_limited(path, MAX_KEY_FILE_SIZE)?.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a key file holds one base64 key, this one is over {MAX_KEY_FILE_SIZE} bytes"),
+        )
+    })?;
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(Zeroizing::new(text)),
+        Err(err) => {
+            let _ = Zeroizing::new(err.into_bytes());
+            Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the file is not text",
+            ))
+        }
+    }
+}
+
+/// Resolves a key-file path written in the configuration relative to the config's directory.
+pub(super) fn resolve_key_path(config: &Path, written: &str) -> PathBuf {
+    let written = Path::new(written);
+    if written.is_absolute() {
+        return written.to_path_buf();
+    }
+    match config.parent() {
+        Some(dir) => dir.join(written),
+        None => written.to_path_buf(),
+    }
+}
+
+/// One warning per file in `files` that group or others may read or write.
+pub(super) fn permission_warnings(files: &[PathBuf]) -> Vec<String> {
+    files.iter().filter_map(|file| warning(file)).collect()
+}
+
+#[cfg(unix)]
+fn warning(file: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+
+    // Files that are gone or unreadable cannot leak anything more than they already did.
+    let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o066 != 0).then(|| {
+        format!(
+            "{} holds a secret key but has mode {mode:04o}, so other users can read or change it; \
+             run `chmod 600 {}`",
+            file.display(),
+            file.display()
+        )
+    })
+}
+
+#[cfg(not(unix))]
+fn warning(_file: &Path) -> Option<String> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn relative_key_paths_follow_the_config_file() {
+        let config = Path::new("/etc/meshtun/wg0.toml");
+        assert_eq!(
+            resolve_key_path(config, "wg0.key"),
+            Path::new("/etc/meshtun/wg0.key")
+        );
+        assert_eq!(
+            resolve_key_path(config, "/k/wg0.key"),
+            Path::new("/k/wg0.key")
+        );
+        assert_eq!(resolve_key_path(Path::new("wg0.toml"), "k"), Path::new("k"));
+    }
+
+    #[test]
+    fn oversized_files_are_refused() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(&vec![b'#'; MAX_CONFIG_SIZE + 1]).unwrap();
+        let err = read_config_file(file.path()).unwrap_err();
+        assert!(matches!(err, ConfigError::TooLarge { .. }), "{err}");
+        assert!(err.to_string().contains("larger than 1048576 bytes"));
+
+        let mut key = tempfile::NamedTempFile::new().unwrap();
+        key.write_all(&[b'A'; 5000]).unwrap();
+        let err = read_key_file(key.path()).unwrap_err();
+        assert!(err.to_string().contains("over 4096 bytes"));
+    }
+
+    #[test]
+    fn special_files_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_key_file(dir.path()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("key.fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = read_key_file(&fifo).unwrap_err();
+        assert_eq!(err.to_string(), "not a regular file");
+    }
+
+    #[test]
+    fn non_utf8_config_is_refused() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(b"[interface]\nname = \"\xff\"\n").unwrap();
+        let err = read_config_file(file.path()).unwrap_err();
+        assert!(
+            err.to_string().ends_with("is not valid UTF-8 text"),
+            "{err}"
+        );
+    }
+}
