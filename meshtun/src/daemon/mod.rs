@@ -150,7 +150,7 @@ pub async fn up(config_path: &Path, opts: &Options) -> Result<(), DaemonError> {
     let tun = Tun::open(&TunOptions {
         name: ifname.clone(),
         mtu: plan.mtu,
-        offload: true,
+        offload: std::env::var_os("MESHTUN_NO_OFFLOAD").is_none(),
         persistent: false,
     })
     .map_err(|source| DaemonError::Tun {

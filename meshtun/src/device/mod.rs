@@ -321,7 +321,17 @@ impl<T: TunIo, F: UdpFactory> Inner<T, F> {
                 continue;
             };
             if let Err(error) = socket.send(dest, bytes, seg).await {
-                tracing::debug!(%dest, %error, "send failed; datagram dropped");
+                if bytes.len() <= seg {
+                    tracing::debug!(%dest, %error, "send failed; datagram dropped");
+                    continue;
+                }
+                // The segmented send was refused: fall back to one datagram at a time.
+                tracing::debug!(%dest, %error, "segmented send failed; sending one by one");
+                for datagram in bytes.chunks(seg) {
+                    if let Err(error) = socket.send(dest, datagram, datagram.len()).await {
+                        tracing::debug!(%dest, %error, "send failed; datagram dropped");
+                    }
+                }
             }
         }
     }

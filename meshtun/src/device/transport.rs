@@ -14,6 +14,10 @@ pub const TUN_HEADROOM: usize = 16;
 /// Largest IP packet a tun batch slot holds.
 pub const MAX_PACKET: usize = 65_535;
 
+/// Most bytes one segmented UDP send may carry: the whole must fit one IPv4 datagram
+/// (65,535 bytes less the IP and UDP headers), or the kernel refuses it.
+pub const MAX_SEGMENTED_BYTES: usize = 65_507;
+
 /// A batch of IP packets for the tun side, in reusable buffers.
 ///
 /// Packet `i` lives at `bufs[i][headroom .. headroom + sizes[i]]`.
@@ -216,7 +220,8 @@ impl DatagramBatch {
 
     /// Runs of consecutive datagrams to the same destination where every datagram but the
     /// last has the same size: `(dest, contiguous bytes, segment size)`. A run can go out as
-    /// one segmentation-offload send.
+    /// one segmentation-offload send: it has at most `max_segments` datagrams and at most
+    /// [`MAX_SEGMENTED_BYTES`] bytes.
     pub fn runs(&self, max_segments: usize) -> Runs<'_> {
         Runs {
             batch: self,
@@ -245,7 +250,7 @@ impl<'a> Iterator for Runs<'a> {
             let (d, s, l) = entries[i];
             // Same destination, contiguous, and no longer than the segment size; a shorter
             // datagram ends the run.
-            if d != dest || s != end || l > seg {
+            if d != dest || s != end || l > seg || end + l - start > MAX_SEGMENTED_BYTES {
                 break;
             }
             end += l;
@@ -416,6 +421,18 @@ mod tests {
         }
         let sizes: Vec<_> = b.runs(2).map(|(_, bytes, _)| bytes.len()).collect();
         assert_eq!(sizes, vec![20, 20, 10]);
+    }
+
+    #[test]
+    fn runs_stay_within_one_udp_datagram_of_bytes() {
+        let mut b = DatagramBatch::new(128, 1452);
+        for _ in 0..100 {
+            b.push(addr(1), &[0; 1452]);
+        }
+        let runs: Vec<_> = b.runs(64).map(|(_, bytes, _)| bytes.len()).collect();
+        assert!(runs.iter().all(|len| *len <= MAX_SEGMENTED_BYTES));
+        assert_eq!(runs.iter().sum::<usize>(), 100 * 1452);
+        assert_eq!(runs[0], 45 * 1452);
     }
 
     #[test]
