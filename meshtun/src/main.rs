@@ -41,13 +41,13 @@ fn run(command: Command) -> Result<()> {
     let opts = daemon::Options::default();
     match command {
         Command::Up { config } => runtime()?.block_on(daemon::up(&config, &opts))?,
-        Command::Down { target } => {
-            match runtime()?.block_on(daemon::down(&target, &opts))? {
-                daemon::DownOutcome::Stopped(pid) => eprintln!("stopped meshtun (pid {pid})"),
-                daemon::DownOutcome::CleanedUp => eprintln!("no daemon was running; cleaned up what it left"),
-                daemon::DownOutcome::NotRunning => anyhow::bail!("{target} is not running"),
+        Command::Down { target } => match runtime()?.block_on(daemon::down(&target, &opts))? {
+            daemon::DownOutcome::Stopped(pid) => eprintln!("stopped meshtun (pid {pid})"),
+            daemon::DownOutcome::CleanedUp => {
+                eprintln!("no daemon was running; cleaned up what it left")
             }
-        }
+            daemon::DownOutcome::NotRunning => anyhow::bail!("{target} is not running"),
+        },
         Command::Show { name, json } => runtime()?.block_on(show_command(name, json, &opts))?,
         Command::Genkey => println!("{}", *keys::genkey()),
         Command::Genpsk => println!("{}", *keys::genpsk()),
@@ -74,7 +74,8 @@ fn check(path: &Path) -> Result<()> {
 }
 
 fn import(path: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let toml = config::import_wg_quick(&text, path)?;
     std::io::stdout().write_all(toml.as_bytes())?;
     Ok(())
@@ -90,7 +91,8 @@ async fn show_command(name: Option<String>, json: bool, opts: &daemon::Options) 
         statuses.push(show::fetch(&opts.uapi_dir, name).await?);
     }
     if json {
-        let views: Vec<show::InterfaceView> = statuses.iter().map(show::InterfaceView::from).collect();
+        let views: Vec<show::InterfaceView> =
+            statuses.iter().map(show::InterfaceView::from).collect();
         println!("{}", serde_json::to_string_pretty(&views)?);
     } else {
         let now = std::time::SystemTime::now();

@@ -227,12 +227,11 @@ impl Running {
             self.set_fwmark(mark).await?;
         }
         self.host.run_post_up().await?;
-        let _pid = PidFile::create(&opts.state_dir, &self.ifname).map_err(|source| {
-            DaemonError::File {
+        let _pid =
+            PidFile::create(&opts.state_dir, &self.ifname).map_err(|source| DaemonError::File {
                 path: pidfile::path(&opts.state_dir, &self.ifname),
                 source,
-            }
-        })?;
+            })?;
         notify(Notify::Ready);
         let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
         let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
