@@ -23,6 +23,8 @@ mod tasks;
 pub mod transport;
 
 pub mod channel;
+#[doc(hidden)]
+pub mod fuzzing;
 
 use std::io;
 use std::sync::Arc;
