@@ -8,7 +8,7 @@ use tempfile::TempDir;
 
 use crate::config::Config;
 use crate::netns::Netns;
-use crate::process::Supervised;
+use crate::process::{uapi_get, Supervised};
 
 /// The log filter the daemons under test run with (their logs are printed if a test fails).
 const LOG_FILTER: &str = "info,meshtun=debug";
@@ -42,7 +42,7 @@ impl<'ns> Daemon<'ns> {
         cmd.env("MESHTUN_LOG", LOG_FILTER);
         let label = format!("meshtun {} in {}", config.name(), ns.name());
         let mut process = Supervised::spawn(ns, label, cmd, log);
-        process.wait_for_uapi(&crate::uapi_socket(config.name()));
+        process.wait_ready(|| check_up(ns, config));
         Self {
             ns,
             name: config.name().to_owned(),
@@ -138,6 +138,39 @@ impl<'ns> Daemon<'ns> {
                 self.log()
             );
         }
+    }
+}
+
+/// Whether the daemon for `config` is up: its UAPI socket answers with the configured listen
+/// port and number of peers, and its interface has the configured addresses.
+fn check_up(ns: &Netns, config: &Config) -> Result<(), String> {
+    let socket = crate::uapi_socket(config.name());
+    let reply = uapi_get(&socket).ok_or_else(|| format!("{} does not answer", socket.display()))?;
+    if let Some(port) = config.interface.listen_port {
+        let want = format!("listen_port={port}");
+        if !reply.lines().any(|l| l == want) {
+            return Err(format!("the UAPI does not report {want} yet"));
+        }
+    }
+    let peers = reply
+        .lines()
+        .filter(|l| l.starts_with("public_key="))
+        .count();
+    if peers != config.peers.len() {
+        return Err(format!(
+            "the UAPI reports {peers} peers, the config has {}",
+            config.peers.len()
+        ));
+    }
+    let addrs = ns.run(&["ip", "-o", "addr", "show", "dev", config.name()]);
+    match config
+        .interface
+        .address
+        .iter()
+        .find(|a| !addrs.stdout.contains(&format!(" {a} ")))
+    {
+        Some(missing) => Err(format!("{} lacks address {missing}", config.name())),
+        None => Ok(()),
     }
 }
 

@@ -24,6 +24,7 @@ pub mod traffic;
 pub mod wg;
 mod wggo;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -64,7 +65,12 @@ pub fn require_root(test: &str) -> bool {
     if in_ci() {
         panic!("{test}: needs root and network namespaces ({why}); CI=true, so this fails");
     }
-    eprintln!("SKIP {test}: needs root and network namespaces ({why})");
+    // Written to the stderr handle rather than with `eprintln!`, which the test harness
+    // captures and hides for passing tests: a skip must always be visible.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIP {test}: needs root and network namespaces ({why})"
+    );
     false
 }
 
@@ -91,6 +97,22 @@ pub fn meshtun_bin() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Runs `meshtun args` in the test's own namespace with `input` on stdin, for commands that
+/// touch no network (`genkey`, `pubkey`, `check`, `import`); at most 30 s.
+pub fn meshtun(args: &[&str], input: &str) -> Output {
+    let mut cmd = std::process::Command::new(meshtun_bin());
+    cmd.args(args);
+    run::run_with_input(&mut cmd, input, netns::COMMAND_TIMEOUT)
+}
+
+/// Runs `meshtun args` inside `ns`, waiting at most `timeout`.
+pub fn meshtun_in(ns: &Netns, args: &[&str], timeout: Duration) -> Output {
+    let bin = meshtun_bin();
+    let mut full = vec![bin.to_str().expect("the meshtun path is UTF-8")];
+    full.extend_from_slice(args);
+    ns.run_timeout(&full, timeout)
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

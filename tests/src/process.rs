@@ -67,22 +67,33 @@ impl<'ns> Supervised<'ns> {
     /// Waits until `socket` answers a UAPI `get`, or fails the test with the log if the process
     /// exits first or [`START_TIMEOUT`] passes.
     pub fn wait_for_uapi(&mut self, socket: &Path) {
-        let ready = crate::wait_until(START_TIMEOUT, || {
+        self.wait_ready(|| {
+            if uapi_answers(socket) {
+                Ok(())
+            } else {
+                Err(format!("{} does not answer", socket.display()))
+            }
+        });
+    }
+
+    /// Waits until `ready` returns `Ok`, or fails the test with the last reason it gave and the
+    /// log if the process exits first or [`START_TIMEOUT`] passes.
+    pub fn wait_ready(&mut self, mut ready: impl FnMut() -> Result<(), String>) {
+        let mut last = String::new();
+        let done = crate::wait_until(START_TIMEOUT, || {
             if let Some(status) = self.exited() {
                 panic!(
-                    "{} exited ({status}) before {} answered; its log:\n{}",
+                    "{} exited ({status}) before it was ready ({last}); its log:\n{}",
                     self.label,
-                    socket.display(),
                     self.log()
                 );
             }
-            uapi_answers(socket)
+            ready().map_err(|why| last = why).is_ok()
         });
         assert!(
-            ready,
-            "{} did not answer on {} within {START_TIMEOUT:?}; its log:\n{}",
+            done,
+            "{} was not ready within {START_TIMEOUT:?}: {last}; its log:\n{}",
             self.label,
-            socket.display(),
             self.log()
         );
     }
