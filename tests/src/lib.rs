@@ -1,1 +1,186 @@
-//! Harness for end-to-end tests.
+//! Harness for meshtun's end-to-end tests.
+//!
+//! Each test builds its own small network out of Linux network namespaces joined by veth
+//! pairs, runs real `meshtun` daemons (and, for interoperability, Debian's `wireguard-go`)
+//! inside them, and checks the tunnel with `ping`, TCP transfers and the `wg` tool.
+//!
+//! - [`Netns`] and [`Veth`]: namespaces and the links between them (outer addresses come from
+//!   the documentation ranges);
+//! - [`Daemon`] and [`WgGo`]: a meshtun daemon or a wireguard-go process in a namespace;
+//! - [`config`]: keys and configuration files for both;
+//! - [`traffic`]: ping, verified TCP transfers and iperf3;
+//! - [`wg`]: running the `wg` tool and parsing what it prints.
+//!
+//! Every guard cleans up on drop, also when the test panics. Every wait is bounded in time.
+//! Tests call [`require_root`] first: without root and network namespaces they are skipped
+//! with a `SKIP` line on stderr, or fail when `CI=true`.
+
+pub mod config;
+mod daemon;
+mod netns;
+mod process;
+mod run;
+pub mod traffic;
+pub mod wg;
+mod wggo;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub use daemon::{Daemon, Stopped};
+pub use netns::{add_outer_addr, del_outer_addr, Family, Netns, Veth};
+pub use run::Output;
+pub use wggo::WgGo;
+
+/// Where the userspace WireGuard implementations put their UAPI sockets. This is a path in the
+/// file system, shared by every namespace: interface names must be unique across tests.
+pub const UAPI_DIR: &str = "/var/run/wireguard";
+
+/// The UAPI socket path of interface `name`.
+pub fn uapi_socket(name: &str) -> PathBuf {
+    PathBuf::from(UAPI_DIR).join(format!("{name}.sock"))
+}
+
+/// Whether this run is under CI (`CI=true`), where a skipped test counts as a failure.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// Checks that the test can create network namespaces (root, `ip netns add` works).
+///
+/// Returns `true` if it can. Otherwise, under CI it panics (the test fails with a clear
+/// message); elsewhere it prints `SKIP <test>: needs root and network namespaces` to stderr
+/// and returns `false`, and the test returns early.
+pub fn require_root(test: &str) -> bool {
+    let problem = if nix::unistd::geteuid().is_root() {
+        netns::probe().err()
+    } else {
+        Some("not running as root".to_owned())
+    };
+    let Some(why) = problem else {
+        return true;
+    };
+    if in_ci() {
+        panic!("{test}: needs root and network namespaces ({why}); CI=true, so this fails");
+    }
+    // Written to the stderr handle rather than with `eprintln!`, which the test harness
+    // captures and hides for passing tests: a skip must always be visible.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIP {test}: needs root and network namespaces ({why})"
+    );
+    false
+}
+
+/// The meshtun binary under test: `$MESHTUN_BIN`, or `meshtun` in the cargo target directory
+/// this test was built into (`target/<profile>/deps/<test>` → `target/<profile>/meshtun`).
+///
+/// Panics with "build it first: cargo build -p meshtun" if it does not exist.
+pub fn meshtun_bin() -> PathBuf {
+    let path = match std::env::var_os("MESHTUN_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let exe = std::env::current_exe().expect("cannot find the test executable's path");
+            let profile_dir = exe
+                .parent()
+                .and_then(|deps| deps.parent())
+                .expect("test executable is not in target/<profile>/deps");
+            profile_dir.join("meshtun")
+        }
+    };
+    assert!(
+        path.is_file(),
+        "meshtun binary not found at {}: build it first: cargo build -p meshtun \
+         (or set MESHTUN_BIN)",
+        path.display()
+    );
+    path
+}
+
+/// Runs `meshtun args` in the test's own namespace with `input` on stdin, for commands that
+/// touch no network (`genkey`, `pubkey`, `check`, `import`); at most 30 s.
+pub fn meshtun(args: &[&str], input: &str) -> Output {
+    let mut cmd = std::process::Command::new(meshtun_bin());
+    cmd.args(args);
+    run::run_with_input(&mut cmd, input, netns::COMMAND_TIMEOUT)
+}
+
+/// Runs `meshtun args` inside `ns`, waiting at most `timeout`.
+pub fn meshtun_in(ns: &Netns, args: &[&str], timeout: Duration) -> Output {
+    let bin = meshtun_bin();
+    let mut full = vec![bin.to_str().expect("the meshtun path is UTF-8")];
+    full.extend_from_slice(args);
+    ns.run_timeout(&full, timeout)
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A short suffix unique within this machine for as long as this process runs: the process id
+/// (6 hex digits, fixed width) followed by a per-process counter.
+pub fn unique_suffix() -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:06x}{n:x}", std::process::id())
+}
+
+/// A unique interface name, `mt` + [`unique_suffix`] + `role` (a letter or two, e.g. "a").
+///
+/// Interface names are limited to 15 bytes; this panics if the result would be longer.
+pub fn iface_name(role: &str) -> String {
+    let name = format!("mt{}{role}", unique_suffix());
+    assert!(
+        name.len() <= 15,
+        "interface name {name:?} is longer than 15 bytes"
+    );
+    name
+}
+
+/// Polls `cond` every 100 ms until it returns `true` or `timeout` has passed; returns whether
+/// it became true. `cond` runs at least once.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_names_are_unique_and_fit() {
+        let a = iface_name("a");
+        let b = iface_name("a");
+        assert_ne!(a, b);
+        assert!(a.len() <= 15 && a.starts_with("mt") && a.ends_with('a'));
+    }
+
+    #[test]
+    fn wait_until_reports_success_and_timeout() {
+        let mut calls = 0;
+        assert!(wait_until(Duration::from_secs(1), || {
+            calls += 1;
+            calls == 3
+        }));
+        assert_eq!(calls, 3);
+        let start = Instant::now();
+        assert!(!wait_until(Duration::from_millis(250), || false));
+        assert!(start.elapsed() >= Duration::from_millis(250));
+    }
+
+    #[test]
+    fn uapi_socket_is_in_the_shared_directory() {
+        assert_eq!(
+            uapi_socket("mt0"),
+            PathBuf::from("/var/run/wireguard/mt0.sock")
+        );
+    }
+}

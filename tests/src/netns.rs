@@ -1,0 +1,267 @@
+//! Network namespaces and veth links between them.
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use nix::sched::{setns, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::run::{self, Output};
+
+/// How long a quick command (`ip`, `wg`, `ping -c 3`) may take before the test fails.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A network namespace created for one test and deleted when dropped.
+///
+/// Processes started with [`Netns::spawn`] are remembered; any still registered on drop are
+/// killed (by pid) before the namespace is deleted.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+    pids: Arc<Mutex<Vec<u32>>>,
+}
+
+impl Netns {
+    /// Creates `mt-<test>-<pid>-<n>` and brings its loopback up. Panics if `ip` fails.
+    pub fn new(test: &str) -> Self {
+        let short: String = test
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .take(32)
+            .collect();
+        let name = format!("mt-{short}-{}", crate::unique_suffix());
+        ip_cmd(&["netns", "add", &name]).expect_success();
+        let ns = Self {
+            name,
+            pids: Arc::default(),
+        };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// The namespace's name, as `ip netns` knows it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A command that runs `program args` inside the namespace (`ip netns exec`). `ip` execs
+    /// the program, so the child's pid is the program's.
+    pub fn command(&self, program: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]).args(args);
+        cmd
+    }
+
+    /// Runs `args[0] args[1..]` inside the namespace, waiting at most [`COMMAND_TIMEOUT`].
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_timeout(args, COMMAND_TIMEOUT)
+    }
+
+    /// Like [`Netns::run`] with an explicit time limit.
+    pub fn run_timeout(&self, args: &[&str], timeout: Duration) -> Output {
+        let (program, rest) = args.split_first().expect("no command given");
+        run::run(&mut self.command(program, rest), timeout)
+    }
+
+    /// Runs a command inside the namespace and returns its stdout; panics if it fails.
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.run(args).expect_success()
+    }
+
+    /// Runs `ip args` inside the namespace and returns its stdout; panics if it fails.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["ip"];
+        full.extend_from_slice(args);
+        self.ok(&full)
+    }
+
+    /// Whether a network interface called `name` exists in the namespace.
+    pub fn has_link(&self, name: &str) -> bool {
+        self.run(&["ip", "link", "show", "dev", name]).success()
+    }
+
+    /// Every IPv4 and IPv6 route in the namespace (all tables), as `ip route` prints them.
+    pub fn routes(&self) -> String {
+        let v4 = self.ip(&["-4", "route", "show", "table", "all"]);
+        let v6 = self.ip(&["-6", "route", "show", "table", "all"]);
+        v4 + &v6
+    }
+
+    /// Starts `cmd` (built with [`Netns::command`]) and remembers its pid for cleanup.
+    pub fn spawn(&self, cmd: &mut Command) -> Child {
+        let line = run::describe(cmd);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `{line}` ({e}); is it installed?"));
+        self.lock_pids().push(child.id());
+        child
+    }
+
+    /// Forgets a pid registered by [`Netns::spawn`], once its process has been reaped.
+    pub fn forget(&self, pid: u32) {
+        self.lock_pids().retain(|&p| p != pid);
+    }
+
+    /// Runs `f` on a thread that has entered this namespace, and returns its result.
+    ///
+    /// Sockets created inside `f` belong to the namespace for their whole life and may be
+    /// used from any thread afterwards.
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            let thread = s.spawn(|| {
+                let file = File::open(&path).unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
+                setns(&file, CloneFlags::CLONE_NEWNET)
+                    .unwrap_or_else(|e| panic!("cannot enter namespace {}: {e}", self.name));
+                f()
+            });
+            thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    fn lock_pids(&self) -> std::sync::MutexGuard<'_, Vec<u32>> {
+        self.pids.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for pid in self.lock_pids().drain(..) {
+            // A registered pid belongs to a child that has not been reaped yet, so it
+            // cannot have been reused.
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        let out = ip_cmd(&["netns", "delete", &self.name]);
+        if !out.success() {
+            eprintln!("cannot delete namespace {}: {}", self.name, out.stderr);
+        }
+    }
+}
+
+/// Runs `ip args` in the test's own namespace.
+fn ip_cmd(args: &[&str]) -> Output {
+    run::run(Command::new("ip").args(args), COMMAND_TIMEOUT)
+}
+
+/// Creates and deletes a throwaway namespace: can this process use network namespaces?
+pub(crate) fn probe() -> Result<(), String> {
+    let name = format!("mt-probe-{}", crate::unique_suffix());
+    let out = ip_cmd(&["netns", "add", &name]);
+    if !out.success() {
+        return Err(format!("`ip netns add` failed: {}", out.stderr.trim()));
+    }
+    let _ = ip_cmd(&["netns", "delete", &name]);
+    Ok(())
+}
+
+/// The outer (transport) address family a test uses between namespaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4 outer addresses.
+    V4,
+    /// IPv6 outer addresses.
+    V6,
+}
+
+/// A veth pair joining two namespaces, with outer IPv4 and IPv6 addresses on both ends.
+#[derive(Debug, Clone)]
+pub struct Veth {
+    /// Device name in namespace A.
+    pub a_dev: String,
+    /// Device name in namespace B.
+    pub b_dev: String,
+    /// A's IPv4 address (`.1` of the subnet, /24).
+    pub a_v4: Ipv4Addr,
+    /// B's IPv4 address (`.2`, /24).
+    pub b_v4: Ipv4Addr,
+    /// A's IPv6 address (`2001:db8:<subnet>::1`, /64).
+    pub a_v6: Ipv6Addr,
+    /// B's IPv6 address (`2001:db8:<subnet>::2`, /64).
+    pub b_v6: Ipv6Addr,
+}
+
+/// The IPv4 documentation ranges (RFC 5737), one per veth subnet index.
+const V4_SUBNETS: [[u8; 3]; 3] = [[192, 0, 2], [198, 51, 100], [203, 0, 113]];
+
+impl Veth {
+    /// Connects `a` and `b` with a veth pair on documentation subnet `subnet` (0–2: 192.0.2.0/24,
+    /// 198.51.100.0/24, 203.0.113.0/24; IPv6 2001:db8:<subnet>::/64). IPv6 addresses are added
+    /// `nodad`, so both families are usable at once.
+    pub fn connect(a: &Netns, b: &Netns, subnet: usize) -> Self {
+        let [x, y, z] = *V4_SUBNETS
+            .get(subnet)
+            .unwrap_or_else(|| panic!("veth subnet index {subnet} is not 0, 1 or 2"));
+        let v6 = |host: u16| Ipv6Addr::new(0x2001, 0xdb8, subnet as u16, 0, 0, 0, 0, host);
+        let veth = Self {
+            a_dev: format!("va{}", crate::unique_suffix()),
+            b_dev: format!("vb{}", crate::unique_suffix()),
+            a_v4: Ipv4Addr::new(x, y, z, 1),
+            b_v4: Ipv4Addr::new(x, y, z, 2),
+            a_v6: v6(1),
+            b_v6: v6(2),
+        };
+        ip_cmd(&[
+            "link",
+            "add",
+            &veth.a_dev,
+            "netns",
+            &a.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &veth.b_dev,
+            "netns",
+            &b.name,
+        ])
+        .expect_success();
+        configure_end(a, &veth.a_dev, veth.a_v4.into(), veth.a_v6.into());
+        configure_end(b, &veth.b_dev, veth.b_v4.into(), veth.b_v6.into());
+        veth
+    }
+
+    /// A's outer address in `family`.
+    pub fn a_addr(&self, family: Family) -> IpAddr {
+        match family {
+            Family::V4 => self.a_v4.into(),
+            Family::V6 => self.a_v6.into(),
+        }
+    }
+
+    /// B's outer address in `family`.
+    pub fn b_addr(&self, family: Family) -> IpAddr {
+        match family {
+            Family::V4 => self.b_v4.into(),
+            Family::V6 => self.b_v6.into(),
+        }
+    }
+}
+
+/// Adds `addr` with its subnet's prefix length (/24 or /64) to `dev` in `ns`; IPv6 `nodad`.
+pub fn add_outer_addr(ns: &Netns, dev: &str, addr: IpAddr) {
+    match addr {
+        IpAddr::V4(a) => ns.ip(&["addr", "add", &format!("{a}/24"), "dev", dev]),
+        IpAddr::V6(a) => ns.ip(&["addr", "add", &format!("{a}/64"), "dev", dev, "nodad"]),
+    };
+}
+
+/// Removes `addr` (added by [`add_outer_addr`]) from `dev` in `ns`.
+pub fn del_outer_addr(ns: &Netns, dev: &str, addr: IpAddr) {
+    let cidr = match addr {
+        IpAddr::V4(a) => format!("{a}/24"),
+        IpAddr::V6(a) => format!("{a}/64"),
+    };
+    ns.ip(&["addr", "del", &cidr, "dev", dev]);
+}
+
+fn configure_end(ns: &Netns, dev: &str, v4: IpAddr, v6: IpAddr) {
+    add_outer_addr(ns, dev, v4);
+    add_outer_addr(ns, dev, v6);
+    ns.ip(&["link", "set", dev, "up"]);
+}
