@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 pub use daemon::{Daemon, Stopped};
 pub use netns::{add_outer_addr, del_outer_addr, Family, Netns, Veth};
+pub use process::uapi_answers;
 pub use run::Output;
 pub use wggo::WgGo;
 
