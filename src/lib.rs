@@ -1,13 +1,27 @@
 //! Types shared by the meshtun daemon and the meshtun controller.
 //!
-//! This crate holds what both sides must agree on by construction: key newtypes and their
-//! encodings, allowed-IP networks, and (as the control plane grows) the wire types and the
-//! per-pair PSK derivation. It has no async runtime and no command-line dependencies.
+//! This crate holds what both sides must agree on by construction:
+//! - [`key`](PublicKey): WireGuard key newtypes and their encodings;
+//! - [`psk`]: epoch secrets and the per-pair preshared key derivation;
+//! - [`identity`]: Ed25519 identity keys of nodes and of the controller;
+//! - [`auth`]: signed requests from nodes to the controller;
+//! - [`bundle`]: signed per-node, per-epoch bundles with sealed preshared keys;
+//! - [`wire`]: the JSON types of the controller's API.
 //!
-//! Secrets ([`PrivateKey`], [`PresharedKey`]) have a redacted `Debug`, no `Display`, and are
-//! zeroized when dropped. Print them only through their explicit `to_base64`/`to_hex` methods.
+//! It has no async runtime and no command-line dependencies.
+//!
+//! Secrets ([`PrivateKey`], [`PresharedKey`], [`EpochSecret`], [`IdentityKey`]) have a
+//! redacted `Debug`, no `Display`, and are zeroized when dropped. Print them only through
+//! their explicit encoding methods.
 
+pub mod auth;
+pub mod bundle;
+pub mod identity;
 mod key;
+pub mod psk;
+pub mod wire;
 
+pub use identity::{IdentityKey, IdentityPublic};
 pub use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 pub use key::{KeyError, PresharedKey, PrivateKey, PublicKey, KEY_LEN};
+pub use psk::{derive_pair_psk, EpochId, EpochSecret};

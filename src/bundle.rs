@@ -1,0 +1,399 @@
+//! Bundles: what the controller tells one node for one epoch, signed by the controller, with
+//! every preshared key sealed to the recipient's WireGuard key.
+//!
+//! **Signing.** A [`SignedBundle`] carries the bundle's JSON bytes (base64) and an Ed25519
+//! signature over exactly those bytes, so there is no canonical-form question: a node checks
+//! the signature with the pinned controller key, then parses.
+//!
+//! **Sealing.** For each bundle the controller makes an ephemeral X25519 key `e` and computes
+//! `k = HKDF-SHA256(ikm = X25519(e, recipient), info = "meshtun seal v1" ‖ E ‖ R)` where `E`
+//! and `R` are the ephemeral and recipient public keys. Peer `i`'s key is sealed with
+//! ChaCha20-Poly1305 under `k`, nonce = `i` (96-bit big-endian) and associated data
+//! `"meshtun psk" ‖ epoch ‖ peer public key`. Only the holder of the recipient's WireGuard
+//! private key can open it, and a sealed key cannot be moved to another peer, position or
+//! epoch. Plain HTTP never carries a preshared key in the clear.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use hkdf::Hkdf;
+use ipnet::IpNet;
+use rand_core::OsRng;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use zeroize::Zeroize;
+
+use crate::identity::{IdentityKey, IdentityPublic};
+use crate::key::{PresharedKey, PrivateKey, PublicKey, KEY_LEN};
+use crate::psk::EpochId;
+
+/// Version of the bundle format.
+pub const BUNDLE_VERSION: u32 = 1;
+
+/// Largest signed bundle a node accepts (a 10,000-peer bundle is about 2.5 MB).
+pub const MAX_BUNDLE_BYTES: usize = 16 << 20;
+
+const SEAL_INFO: &[u8] = b"meshtun seal v1";
+const SEAL_AAD: &[u8] = b"meshtun psk";
+
+/// Length of a sealed preshared key: the key and the Poly1305 tag.
+pub const SEALED_LEN: usize = KEY_LEN + 16;
+
+/// Whether the recipient is in the mesh this epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Membership {
+    /// Allowed: the bundle lists the peers to talk to.
+    Allowed,
+    /// Denied: the bundle carries no peer and no key.
+    Denied {
+        /// Why, in words an operator can act on.
+        reason: String,
+    },
+}
+
+/// One peer the recipient may talk to this epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundlePeer {
+    /// The peer's node id.
+    pub node_id: String,
+    /// The peer's WireGuard public key.
+    pub public_key: PublicKey,
+    /// Where to reach it, if known (`host:port`).
+    pub endpoint: Option<String>,
+    /// Its overlay networks.
+    pub allowed_ips: Vec<IpNet>,
+    /// The pair's preshared key, sealed to the recipient (base64).
+    pub sealed_psk: String,
+}
+
+/// What one node is told for one epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bundle {
+    /// Format version ([`BUNDLE_VERSION`]).
+    pub version: u32,
+    /// The recipient's node id.
+    pub node_id: String,
+    /// The recipient's WireGuard public key (the sealing key).
+    pub recipient: PublicKey,
+    /// The epoch.
+    pub epoch: EpochId,
+    /// When to switch to this bundle's keys, Unix milliseconds.
+    pub activation_ms: u64,
+    /// After this, the bundle must not be used (Unix milliseconds).
+    pub not_after_ms: u64,
+    /// When the controller made it.
+    pub issued_ms: u64,
+    /// Allowed or denied, with the reason.
+    pub membership: Membership,
+    /// The ephemeral public key the preshared keys are sealed with.
+    pub seal_key: Option<PublicKey>,
+    /// The peers (empty when denied).
+    pub peers: Vec<BundlePeer>,
+}
+
+/// A bundle with the controller's signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedBundle {
+    /// The bundle's JSON, base64.
+    pub payload: String,
+    /// Ed25519 signature over the payload bytes, base64.
+    pub signature: String,
+}
+
+/// Why a bundle was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BundleError {
+    /// Bigger than [`MAX_BUNDLE_BYTES`].
+    #[error("the bundle is too large ({0} bytes)")]
+    TooLarge(usize),
+    /// Not base64, or the signature has the wrong length.
+    #[error("the bundle is not properly encoded")]
+    Encoding,
+    /// The controller's signature does not verify with the pinned key.
+    #[error("the bundle's signature does not verify with the pinned controller key")]
+    BadSignature,
+    /// The signed payload is not a valid bundle.
+    #[error("the signed bundle does not parse: {0}")]
+    Parse(String),
+    /// A version this node does not understand.
+    #[error("unsupported bundle version {0}")]
+    Version(u32),
+    /// A sealed key does not open (wrong recipient, or altered).
+    #[error("the preshared key for peer {0} does not open")]
+    Seal(String),
+}
+
+impl SignedBundle {
+    /// Serializes and signs `bundle`.
+    pub fn sign(bundle: &Bundle, key: &IdentityKey) -> Self {
+        // Serializing plain data with string keys cannot fail.
+        let bytes = serde_json::to_vec(bundle).unwrap_or_default();
+        let signature = key.sign(&bytes);
+        Self {
+            payload: STANDARD.encode(&bytes),
+            signature: STANDARD.encode(signature),
+        }
+    }
+
+    /// Checks the signature with the pinned controller key, then parses.
+    pub fn verify(&self, controller: &IdentityPublic) -> Result<Bundle, BundleError> {
+        if self.payload.len() > MAX_BUNDLE_BYTES * 4 / 3 + 4 {
+            return Err(BundleError::TooLarge(self.payload.len()));
+        }
+        let bytes = STANDARD
+            .decode(&self.payload)
+            .map_err(|_| BundleError::Encoding)?;
+        let signature = STANDARD
+            .decode(&self.signature)
+            .map_err(|_| BundleError::Encoding)?;
+        controller
+            .verify(&bytes, &signature)
+            .map_err(|_| BundleError::BadSignature)?;
+        let bundle: Bundle =
+            serde_json::from_slice(&bytes).map_err(|e| BundleError::Parse(e.to_string()))?;
+        if bundle.version != BUNDLE_VERSION {
+            return Err(BundleError::Version(bundle.version));
+        }
+        Ok(bundle)
+    }
+}
+
+fn seal_key(shared: &[u8; KEY_LEN], ephemeral: &PublicKey, recipient: &PublicKey) -> Key {
+    let mut info = Vec::with_capacity(SEAL_INFO.len() + 2 * KEY_LEN);
+    info.extend_from_slice(SEAL_INFO);
+    info.extend_from_slice(ephemeral.as_bytes());
+    info.extend_from_slice(recipient.as_bytes());
+    let hk = Hkdf::<Sha256>::new(None, shared);
+    let mut okm = [0u8; KEY_LEN];
+    // 32 bytes is always within HKDF-SHA256's output limit.
+    let expanded = hk.expand(&info, &mut okm);
+    debug_assert!(expanded.is_ok());
+    let key = Key::from(okm);
+    okm.zeroize();
+    key
+}
+
+fn nonce(index: u32) -> Nonce {
+    let mut n = [0u8; 12];
+    n[8..].copy_from_slice(&index.to_be_bytes());
+    Nonce::from(n)
+}
+
+fn aad(epoch: EpochId, peer: &PublicKey) -> Vec<u8> {
+    let mut a = Vec::with_capacity(SEAL_AAD.len() + 8 + KEY_LEN);
+    a.extend_from_slice(SEAL_AAD);
+    a.extend_from_slice(&epoch.to_be_bytes());
+    a.extend_from_slice(peer.as_bytes());
+    a
+}
+
+/// Seals preshared keys for one recipient (one ephemeral key per bundle).
+pub struct Sealer {
+    ephemeral: PublicKey,
+    cipher: ChaCha20Poly1305,
+}
+
+impl Sealer {
+    /// A sealer for `recipient`, with a fresh ephemeral key.
+    pub fn new(recipient: &PublicKey) -> Self {
+        let secret = x25519_dalek::EphemeralSecret::random_from_rng(OsRng);
+        let ephemeral = PublicKey::from(x25519_dalek::PublicKey::from(&secret));
+        let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(*recipient));
+        let cipher = ChaCha20Poly1305::new(&seal_key(shared.as_bytes(), &ephemeral, recipient));
+        Self { ephemeral, cipher }
+    }
+
+    /// The ephemeral public key to put in the bundle.
+    pub fn ephemeral(&self) -> PublicKey {
+        self.ephemeral
+    }
+
+    /// Seals the key of the `index`-th peer, `peer`, for `epoch` (base64).
+    pub fn seal(&self, index: u32, epoch: EpochId, peer: &PublicKey, psk: &PresharedKey) -> String {
+        let aad = aad(epoch, peer);
+        let sealed = self
+            .cipher
+            .encrypt(
+                &nonce(index),
+                Payload {
+                    msg: psk.as_bytes(),
+                    aad: &aad,
+                },
+            )
+            // Encryption of 32 bytes cannot fail.
+            .unwrap_or_default();
+        STANDARD.encode(sealed)
+    }
+}
+
+/// Opens the preshared keys of a bundle with the recipient's WireGuard private key.
+pub struct Opener {
+    cipher: ChaCha20Poly1305,
+}
+
+impl Opener {
+    /// An opener for the bundle sealed with `ephemeral` to `private`'s public key.
+    pub fn new(private: &PrivateKey, ephemeral: &PublicKey) -> Self {
+        let secret = private.to_static_secret();
+        let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(*ephemeral));
+        let key = seal_key(shared.as_bytes(), ephemeral, &private.public_key());
+        Self {
+            cipher: ChaCha20Poly1305::new(&key),
+        }
+    }
+
+    /// Opens the `index`-th peer's sealed key.
+    pub fn open(
+        &self,
+        index: u32,
+        epoch: EpochId,
+        peer: &BundlePeer,
+    ) -> Result<PresharedKey, BundleError> {
+        let fail = || BundleError::Seal(peer.node_id.clone());
+        let sealed = STANDARD.decode(&peer.sealed_psk).map_err(|_| fail())?;
+        if sealed.len() != SEALED_LEN {
+            return Err(fail());
+        }
+        let aad = aad(epoch, &peer.public_key);
+        let mut plain = self
+            .cipher
+            .decrypt(
+                &nonce(index),
+                Payload {
+                    msg: &sealed,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| fail())?;
+        let key = <[u8; KEY_LEN]>::try_from(plain.as_slice()).map_err(|_| fail());
+        plain.zeroize();
+        key.map(PresharedKey::from_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(recipient: &PrivateKey, peers: &[(PublicKey, PresharedKey)]) -> Bundle {
+        let sealer = Sealer::new(&recipient.public_key());
+        Bundle {
+            version: BUNDLE_VERSION,
+            node_id: "node-a".into(),
+            recipient: recipient.public_key(),
+            epoch: 9,
+            activation_ms: 1_000,
+            not_after_ms: 61_000,
+            issued_ms: 500,
+            membership: Membership::Allowed,
+            seal_key: Some(sealer.ephemeral()),
+            peers: peers
+                .iter()
+                .enumerate()
+                .map(|(i, (pk, psk))| BundlePeer {
+                    node_id: format!("peer-{i}"),
+                    public_key: *pk,
+                    endpoint: Some("192.0.2.2:51820".into()),
+                    allowed_ips: vec!["100.64.0.2/32".parse().unwrap()],
+                    sealed_psk: sealer.seal(i as u32, 9, pk, psk),
+                })
+                .collect(),
+        }
+    }
+
+    fn peers(n: usize) -> Vec<(PublicKey, PresharedKey)> {
+        (0..n)
+            .map(|_| {
+                (
+                    PrivateKey::generate().public_key(),
+                    PresharedKey::generate(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_recipient_opens_every_key_and_nobody_else_does() {
+        let recipient = PrivateKey::generate();
+        let list = peers(3);
+        let b = bundle(&recipient, &list);
+        let ephemeral = b.seal_key.unwrap();
+        let opener = Opener::new(&recipient, &ephemeral);
+        for (i, peer) in b.peers.iter().enumerate() {
+            assert_eq!(opener.open(i as u32, 9, peer).unwrap(), list[i].1);
+        }
+        let stranger = Opener::new(&PrivateKey::generate(), &ephemeral);
+        assert!(stranger.open(0, 9, &b.peers[0]).is_err());
+    }
+
+    #[test]
+    fn sealed_keys_are_bound_to_position_epoch_and_peer() {
+        let recipient = PrivateKey::generate();
+        let b = bundle(&recipient, &peers(2));
+        let opener = Opener::new(&recipient, &b.seal_key.unwrap());
+        assert!(
+            opener.open(1, 9, &b.peers[0]).is_err(),
+            "moved to another position"
+        );
+        assert!(
+            opener.open(0, 10, &b.peers[0]).is_err(),
+            "replayed into another epoch"
+        );
+        let mut swapped = b.peers[0].clone();
+        swapped.public_key = b.peers[1].public_key;
+        assert!(
+            opener.open(0, 9, &swapped).is_err(),
+            "given to another peer"
+        );
+    }
+
+    #[test]
+    fn signed_bundles_verify_only_with_the_controller_key_and_unaltered() {
+        let controller = IdentityKey::generate();
+        let b = bundle(&PrivateKey::generate(), &peers(1));
+        let signed = SignedBundle::sign(&b, &controller);
+        assert_eq!(signed.verify(&controller.public()).unwrap(), b);
+        assert_eq!(
+            signed.verify(&IdentityKey::generate().public()),
+            Err(BundleError::BadSignature)
+        );
+        let mut altered = b.clone();
+        altered.epoch += 1;
+        let forged = SignedBundle {
+            payload: STANDARD.encode(serde_json::to_vec(&altered).unwrap()),
+            signature: signed.signature.clone(),
+        };
+        assert_eq!(
+            forged.verify(&controller.public()),
+            Err(BundleError::BadSignature)
+        );
+        let junk = SignedBundle {
+            payload: "!!".into(),
+            signature: signed.signature,
+        };
+        assert_eq!(
+            junk.verify(&controller.public()),
+            Err(BundleError::Encoding)
+        );
+    }
+
+    #[test]
+    fn the_wire_form_never_holds_a_key_in_the_clear() {
+        let list = peers(1);
+        let b = bundle(&PrivateKey::generate(), &list);
+        let json =
+            serde_json::to_string(&SignedBundle::sign(&b, &IdentityKey::generate())).unwrap();
+        let inner = String::from_utf8(
+            STANDARD
+                .decode(SignedBundle::sign(&b, &IdentityKey::generate()).payload)
+                .unwrap(),
+        )
+        .unwrap();
+        for text in [json, inner] {
+            assert!(!text.contains(&list[0].1.to_base64()));
+            assert!(!text.contains(&list[0].1.to_hex()));
+        }
+    }
+}
