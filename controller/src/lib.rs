@@ -1,0 +1,6 @@
+//! meshtun-controller: decides every epoch which nodes may be in the mesh, derives a
+//! preshared key for every allowed pair, and serves each node its own signed bundle.
+//!
+//! - [`model`]: nodes, benchmarks, policy, decisions and epochs as plain data.
+
+pub mod model;

@@ -1,0 +1,3 @@
+//! The `meshtun-controller` command.
+
+fn main() {}
