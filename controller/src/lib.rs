@@ -1,6 +1,8 @@
 //! meshtun-controller: decides every epoch which nodes may be in the mesh, derives a
 //! preshared key for every allowed pair, and serves each node its own signed bundle.
 //!
-//! - [`model`]: nodes, benchmarks, policy, decisions and epochs as plain data.
+//! - [`model`]: nodes, benchmarks, policy, decisions and epochs as plain data;
+//! - [`bundles`]: building, signing and caching one node's bundle for one epoch.
 
+pub mod bundles;
 pub mod model;

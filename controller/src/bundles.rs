@@ -1,0 +1,262 @@
+//! Building the signed bundle of one node for one epoch.
+//!
+//! Pair keys are derived when a bundle is built, never stored: a 1,000-node full mesh would
+//! otherwise hold half a million keys per epoch. Bundles are built on first request (or
+//! ahead of time, in parallel) and cached per epoch, so serving is a lookup.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use meshtun_proto::bundle::{Bundle, BundlePeer, Membership, Sealer, SignedBundle, BUNDLE_VERSION};
+use meshtun_proto::{derive_pair_psk, EpochId, IdentityKey};
+use parking_lot::Mutex;
+
+use crate::model::{Decision, EpochRecord, NodeRecord};
+
+/// What the bundle of one node is built from.
+pub struct BundleSource<'a> {
+    /// The epoch.
+    pub epoch: &'a EpochRecord,
+    /// The recipient.
+    pub node: &'a NodeRecord,
+    /// The recipient's decision in this epoch (`None`: not evaluated, treated as denied).
+    pub decision: Option<&'a Decision>,
+    /// The recipient's peers this epoch, already chosen by the topology.
+    pub peers: &'a [&'a NodeRecord],
+}
+
+/// Builds and signs one node's bundle.
+pub fn build(source: &BundleSource<'_>, key: &IdentityKey, now_ms: u64) -> SignedBundle {
+    let epoch = source.epoch;
+    let node = source.node;
+    let (membership, peers) = match source.decision {
+        Some(d) if d.allowed => (Membership::Allowed, source.peers),
+        Some(d) => (
+            Membership::Denied {
+                reason: d.reason.clone(),
+            },
+            &[][..],
+        ),
+        None => (
+            Membership::Denied {
+                reason: "not evaluated in this epoch".to_owned(),
+            },
+            &[][..],
+        ),
+    };
+    let sealer = Sealer::new(&node.wg_public_key);
+    let peers = peers
+        .iter()
+        .enumerate()
+        .map(|(i, peer)| {
+            let psk = derive_pair_psk(
+                &epoch.secret,
+                epoch.id,
+                &node.wg_public_key,
+                &peer.wg_public_key,
+            );
+            BundlePeer {
+                node_id: peer.id.clone(),
+                public_key: peer.wg_public_key,
+                endpoint: peer.endpoint.clone(),
+                allowed_ips: peer.addresses.iter().map(|a| a.trunc_host()).collect(),
+                // A bundle has far fewer than 2^32 peers.
+                sealed_psk: sealer.seal(
+                    u32::try_from(i).unwrap_or(u32::MAX),
+                    epoch.id,
+                    &peer.wg_public_key,
+                    &psk,
+                ),
+            }
+        })
+        .collect();
+    let bundle = Bundle {
+        version: BUNDLE_VERSION,
+        node_id: node.id.clone(),
+        recipient: node.wg_public_key,
+        epoch: epoch.id,
+        activation_ms: epoch.activation_ms,
+        not_after_ms: epoch.not_after_ms,
+        issued_ms: now_ms,
+        membership,
+        seal_key: Some(sealer.ephemeral()),
+        peers,
+    };
+    SignedBundle::sign(&bundle, key)
+}
+
+/// Host-route form of an overlay address: a node's address `100.64.0.1/24` is announced to
+/// its peers as `100.64.0.1/32`, the only source it may use.
+trait HostRoute {
+    fn trunc_host(&self) -> ipnet::IpNet;
+}
+
+impl HostRoute for ipnet::IpNet {
+    fn trunc_host(&self) -> ipnet::IpNet {
+        ipnet::IpNet::from(self.addr())
+    }
+}
+
+/// Serialized signed bundles of recent epochs, by node.
+#[derive(Default)]
+pub struct BundleCache {
+    inner: Mutex<HashMap<(EpochId, String), Arc<Vec<u8>>>>,
+}
+
+impl BundleCache {
+    /// The cached bundle, if built.
+    pub fn get(&self, epoch: EpochId, node: &str) -> Option<Arc<Vec<u8>>> {
+        self.inner.lock().get(&(epoch, node.to_owned())).cloned()
+    }
+
+    /// Stores a built bundle.
+    pub fn put(&self, epoch: EpochId, node: &str, json: Arc<Vec<u8>>) {
+        self.inner.lock().insert((epoch, node.to_owned()), json);
+    }
+
+    /// Drops every bundle of epochs older than `oldest`.
+    pub fn retain_from(&self, oldest: EpochId) {
+        self.inner.lock().retain(|(e, _), _| *e >= oldest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Evidence, History};
+    use meshtun_proto::bundle::Opener;
+    use meshtun_proto::{EpochSecret, PrivateKey};
+
+    fn node(id: &str, key: &PrivateKey, addr: &str) -> NodeRecord {
+        NodeRecord {
+            id: id.into(),
+            wg_public_key: key.public_key(),
+            identity_key: IdentityKey::generate().public(),
+            addresses: vec![addr.parse().unwrap()],
+            endpoint: Some(format!("{id}.example:51820")),
+            pin: None,
+            enrolled_ms: 0,
+        }
+    }
+
+    fn decision(id: &str, allowed: bool) -> Decision {
+        Decision {
+            node_id: id.into(),
+            allowed,
+            reason: if allowed {
+                "ok".into()
+            } else {
+                "overall score 0.40 is below the threshold 0.70".into()
+            },
+            passing: allowed,
+            history: History::default(),
+            evidence: Evidence {
+                score: Some(0.4),
+                threshold: 0.7,
+                age_ms: Some(1),
+                max_age_ms: 120_000,
+                seq: Some(1),
+            },
+        }
+    }
+
+    fn epoch() -> EpochRecord {
+        EpochRecord {
+            id: 3,
+            secret: EpochSecret::generate(),
+            activation_ms: 1_000,
+            not_after_ms: 61_000,
+            created_ms: 900,
+            cause: "schedule".into(),
+        }
+    }
+
+    #[test]
+    fn both_ends_of_a_pair_open_the_same_key() {
+        let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
+        let (a, b) = (
+            node("a", &ka, "100.64.0.1/24"),
+            node("b", &kb, "100.64.0.2/24"),
+        );
+        let ep = epoch();
+        let controller = IdentityKey::generate();
+        let (da, db) = (decision("a", true), decision("b", true));
+        let ba = build(
+            &BundleSource {
+                epoch: &ep,
+                node: &a,
+                decision: Some(&da),
+                peers: &[&b],
+            },
+            &controller,
+            5,
+        )
+        .verify(&controller.public())
+        .unwrap();
+        let bb = build(
+            &BundleSource {
+                epoch: &ep,
+                node: &b,
+                decision: Some(&db),
+                peers: &[&a],
+            },
+            &controller,
+            5,
+        )
+        .verify(&controller.public())
+        .unwrap();
+        let psk_a = Opener::new(&ka, &ba.seal_key.unwrap())
+            .open(0, 3, &ba.peers[0])
+            .unwrap();
+        let psk_b = Opener::new(&kb, &bb.seal_key.unwrap())
+            .open(0, 3, &bb.peers[0])
+            .unwrap();
+        assert_eq!(psk_a, psk_b);
+        assert_eq!(
+            ba.peers[0].allowed_ips,
+            vec!["100.64.0.2/32".parse().unwrap()]
+        );
+        assert_eq!(ba.activation_ms, 1_000);
+    }
+
+    #[test]
+    fn a_denied_node_gets_the_reason_and_no_keys() {
+        let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
+        let (a, b) = (
+            node("a", &ka, "100.64.0.1/24"),
+            node("b", &kb, "100.64.0.2/24"),
+        );
+        let ep = epoch();
+        let controller = IdentityKey::generate();
+        let d = decision("a", false);
+        let bundle = build(
+            &BundleSource {
+                epoch: &ep,
+                node: &a,
+                decision: Some(&d),
+                peers: &[&b],
+            },
+            &controller,
+            5,
+        )
+        .verify(&controller.public())
+        .unwrap();
+        assert!(bundle.peers.is_empty());
+        assert_eq!(
+            bundle.membership,
+            Membership::Denied {
+                reason: "overall score 0.40 is below the threshold 0.70".into()
+            }
+        );
+    }
+
+    #[test]
+    fn the_cache_keeps_recent_epochs() {
+        let cache = BundleCache::default();
+        cache.put(1, "a", Arc::new(vec![1]));
+        cache.put(2, "a", Arc::new(vec![2]));
+        cache.retain_from(2);
+        assert!(cache.get(1, "a").is_none());
+        assert_eq!(cache.get(2, "a").as_deref(), Some(&vec![2]));
+    }
+}
