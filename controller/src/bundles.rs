@@ -97,20 +97,23 @@ impl HostRoute for ipnet::IpNet {
     }
 }
 
+/// A serialized signed bundle, shared between requests.
+pub type BundleJson = Arc<Vec<u8>>;
+
 /// Serialized signed bundles of recent epochs, by node.
 #[derive(Default)]
 pub struct BundleCache {
-    inner: Mutex<HashMap<(EpochId, String), Arc<Vec<u8>>>>,
+    inner: Mutex<HashMap<(EpochId, String), BundleJson>>,
 }
 
 impl BundleCache {
     /// The cached bundle, if built.
-    pub fn get(&self, epoch: EpochId, node: &str) -> Option<Arc<Vec<u8>>> {
+    pub fn get(&self, epoch: EpochId, node: &str) -> Option<BundleJson> {
         self.inner.lock().get(&(epoch, node.to_owned())).cloned()
     }
 
     /// Stores a built bundle.
-    pub fn put(&self, epoch: EpochId, node: &str, json: Arc<Vec<u8>>) {
+    pub fn put(&self, epoch: EpochId, node: &str, json: BundleJson) {
         self.inner.lock().insert((epoch, node.to_owned()), json);
     }
 
