@@ -2,7 +2,9 @@
 //! preshared key for every allowed pair, and serves each node its own signed bundle.
 //!
 //! - [`model`]: nodes, benchmarks, policy, decisions and epochs as plain data;
+//! - [`config`]: `controller.toml`, validated with key-and-line errors;
 //! - [`bundles`]: building, signing and caching one node's bundle for one epoch.
 
 pub mod bundles;
+pub mod config;
 pub mod model;
