@@ -2,9 +2,11 @@
 //! preshared key for every allowed pair, and serves each node its own signed bundle.
 //!
 //! - [`model`]: nodes, benchmarks, policy, decisions and epochs as plain data;
+//! - [`auth`]: signed node requests (signature, freshness, replay, path binding) and the admin token;
 //! - [`config`]: `controller.toml`, validated with key-and-line errors;
 //! - [`bundles`]: building, signing and caching one node's bundle for one epoch.
 
+pub mod auth;
 pub mod bundles;
 pub mod config;
 pub mod model;

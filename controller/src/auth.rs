@@ -1,0 +1,264 @@
+//! Authentication of node requests and of the admin.
+//!
+//! A node request must carry a valid Ed25519 signature by the node's enrolled identity key
+//! over the method, path, body hash, node id, timestamp and nonce; the timestamp must be
+//! within the clock-skew window; the nonce must not have been seen within that window; and
+//! the node id in the signature must be the one the path is about. Anything else is refused
+//! before the request can change anything.
+
+use std::collections::{HashMap, VecDeque};
+
+use meshtun_proto::auth::{AuthError, RequestSignature, NONCE_LEN};
+use meshtun_proto::IdentityPublic;
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+
+/// Most nonces remembered at once; beyond this, requests are refused until old ones expire
+/// (so a flood of signed requests cannot grow memory without bound).
+pub const MAX_NONCES: usize = 1 << 20;
+
+/// Why a request was refused, and with which HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// 401: missing, malformed, stale or invalid credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// 403: authenticated, but not allowed to do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 503: the replay cache is full.
+    #[error("too many requests in the replay window; retry shortly")]
+    Busy,
+}
+
+impl Refusal {
+    /// The HTTP status code.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::Unauthenticated(_) => 401,
+            Refusal::Forbidden(_) => 403,
+            Refusal::Busy => 503,
+        }
+    }
+}
+
+impl From<AuthError> for Refusal {
+    fn from(e: AuthError) -> Self {
+        Refusal::Unauthenticated(e.to_string())
+    }
+}
+
+/// Nonces seen within the replay window.
+pub struct NonceCache {
+    window_ms: u64,
+    inner: Mutex<Nonces>,
+}
+
+#[derive(Default)]
+struct Nonces {
+    seen: HashMap<[u8; NONCE_LEN], u64>,
+    order: VecDeque<([u8; NONCE_LEN], u64)>,
+}
+
+impl NonceCache {
+    /// A cache for signatures accepted within `window_ms` of now (either side).
+    pub fn new(window_ms: u64) -> Self {
+        Self {
+            window_ms,
+            inner: Mutex::new(Nonces::default()),
+        }
+    }
+
+    /// Records `nonce`; false if it was already seen. A nonce is kept until its request's
+    /// timestamp falls out of the window, so a replay is refused either as stale or as seen.
+    fn insert(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        timestamp_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, Refusal> {
+        let mut n = self.inner.lock();
+        while let Some(&(old, expires)) = n.order.front() {
+            if expires > now_ms {
+                break;
+            }
+            n.order.pop_front();
+            if n.seen.get(&old) == Some(&expires) {
+                n.seen.remove(&old);
+            }
+        }
+        if n.seen.contains_key(&nonce) {
+            return Ok(false);
+        }
+        if n.seen.len() >= MAX_NONCES {
+            return Err(Refusal::Busy);
+        }
+        let expires = timestamp_ms.saturating_add(self.window_ms).max(now_ms);
+        n.seen.insert(nonce, expires);
+        n.order.push_back((nonce, expires));
+        Ok(true)
+    }
+
+    /// Number of nonces held.
+    pub fn len(&self) -> usize {
+        self.inner.lock().seen.len()
+    }
+
+    /// True if no nonce is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A request as the authenticator sees it.
+pub struct SignedRequest<'a> {
+    /// HTTP method.
+    pub method: &'a str,
+    /// Path and query, exactly as sent.
+    pub path_and_query: &'a str,
+    /// The body.
+    pub body: &'a [u8],
+    /// The node the path is about (`/v1/config/{node_id}`).
+    pub path_node: &'a str,
+}
+
+/// Authenticates a node request: `lookup` gives a node's identity key.
+pub fn authenticate(
+    sig: &RequestSignature,
+    request: &SignedRequest<'_>,
+    lookup: impl FnOnce(&str) -> Option<IdentityPublic>,
+    nonces: &NonceCache,
+    now_ms: u64,
+) -> Result<(), Refusal> {
+    sig.check_fresh(now_ms, nonces.window_ms)?;
+    let key = lookup(&sig.node)
+        .ok_or_else(|| Refusal::Unauthenticated(format!("unknown node {}", sig.node)))?;
+    sig.verify(&key, request.method, request.path_and_query, request.body)?;
+    if sig.node != request.path_node {
+        return Err(Refusal::Forbidden(format!(
+            "node {} may not act for node {}",
+            sig.node, request.path_node
+        )));
+    }
+    if !nonces.insert(sig.nonce, sig.timestamp_ms, now_ms)? {
+        return Err(Refusal::Unauthenticated(
+            "replayed request (nonce already used)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Compares a presented admin token with the configured one in constant time (both are
+/// hashed first, so their lengths leak nothing either).
+pub fn admin_token_matches(presented: &str, expected: &str) -> bool {
+    let a = Sha256::digest(presented.as_bytes());
+    let b = Sha256::digest(expected.as_bytes());
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b.iter()) {
+        diff |= x ^ y;
+    }
+    diff == 0 && !expected.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshtun_proto::IdentityKey;
+
+    const NOW: u64 = 1_000_000;
+
+    fn request(body: &[u8]) -> SignedRequest<'_> {
+        SignedRequest {
+            method: "POST",
+            path_and_query: "/v1/benchmarks/node-a",
+            body,
+            path_node: "node-a",
+        }
+    }
+
+    fn sign(key: &IdentityKey, node: &str, at: u64) -> RequestSignature {
+        RequestSignature::sign(key, node, "POST", "/v1/benchmarks/node-a", b"{}", at)
+    }
+
+    #[test]
+    fn a_good_request_passes_once() {
+        let key = IdentityKey::generate();
+        let nonces = NonceCache::new(30_000);
+        let sig = sign(&key, "node-a", NOW);
+        let lookup = |_: &str| Some(key.public());
+        assert_eq!(
+            authenticate(&sig, &request(b"{}"), lookup, &nonces, NOW),
+            Ok(())
+        );
+        let replay = authenticate(&sig, &request(b"{}"), lookup, &nonces, NOW + 1);
+        assert!(matches!(replay, Err(Refusal::Unauthenticated(m)) if m.contains("replayed")));
+    }
+
+    #[test]
+    fn forged_stale_unknown_and_foreign_requests_are_refused() {
+        let key = IdentityKey::generate();
+        let nonces = NonceCache::new(30_000);
+        let good = |_: &str| Some(key.public());
+        let other = IdentityKey::generate();
+        let forged = sign(&other, "node-a", NOW);
+        assert_eq!(
+            authenticate(&forged, &request(b"{}"), good, &nonces, NOW)
+                .unwrap_err()
+                .status(),
+            401
+        );
+        let stale = sign(&key, "node-a", NOW - 31_000);
+        assert_eq!(
+            authenticate(&stale, &request(b"{}"), good, &nonces, NOW)
+                .unwrap_err()
+                .status(),
+            401
+        );
+        let unknown = sign(&key, "node-a", NOW);
+        assert_eq!(
+            authenticate(&unknown, &request(b"{}"), |_| None, &nonces, NOW)
+                .unwrap_err()
+                .status(),
+            401
+        );
+        let tampered = sign(&key, "node-a", NOW);
+        assert_eq!(
+            authenticate(&tampered, &request(b"{\"x\":1}"), good, &nonces, NOW)
+                .unwrap_err()
+                .status(),
+            401
+        );
+        // node-b signs correctly, but for node-a's path.
+        let b = IdentityKey::generate();
+        let foreign = sign(&b, "node-b", NOW);
+        let lookup_b = |n: &str| (n == "node-b").then(|| b.public());
+        assert_eq!(
+            authenticate(&foreign, &request(b"{}"), lookup_b, &nonces, NOW)
+                .unwrap_err()
+                .status(),
+            403
+        );
+    }
+
+    #[test]
+    fn old_nonces_expire_and_memory_stays_bounded() {
+        let nonces = NonceCache::new(1_000);
+        for i in 0..100u8 {
+            let mut n = [0u8; NONCE_LEN];
+            n[0] = i;
+            assert!(nonces.insert(n, NOW, NOW).unwrap());
+        }
+        assert_eq!(nonces.len(), 100);
+        assert!(nonces
+            .insert([200; NONCE_LEN], NOW + 5_000, NOW + 5_000)
+            .unwrap());
+        assert_eq!(nonces.len(), 1);
+    }
+
+    #[test]
+    fn admin_tokens_compare_exactly() {
+        assert!(admin_token_matches("s3cret-token", "s3cret-token"));
+        assert!(!admin_token_matches("s3cret-tokeN", "s3cret-token"));
+        assert!(!admin_token_matches("", ""));
+    }
+}
