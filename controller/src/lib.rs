@@ -2,5 +2,7 @@
 //! preshared key for every allowed pair, and serves each node its own signed bundle.
 //!
 //! - [`model`]: nodes, benchmarks, policy, decisions and epochs as plain data.
+//! - [`membership`]: who is allowed, and who peers with whom (pure decisions).
 
+pub mod membership;
 pub mod model;
