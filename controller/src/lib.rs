@@ -2,6 +2,8 @@
 //! preshared key for every allowed pair, and serves each node its own signed bundle.
 //!
 //! - [`model`]: nodes, benchmarks, policy, decisions and epochs as plain data;
+//! - [`membership`]: who is allowed, and who peers with whom (pure decisions);
+//! - [`schedule`]: when epochs are published, activated and rotated (pure time arithmetic);
 //! - [`auth`]: signed node requests (signature, freshness, replay, path binding) and the admin token;
 //! - [`config`]: `controller.toml`, validated with key-and-line errors;
 //! - [`bundles`]: building, signing and caching one node's bundle for one epoch.
@@ -9,4 +11,6 @@
 pub mod auth;
 pub mod bundles;
 pub mod config;
+pub mod membership;
 pub mod model;
+pub mod schedule;

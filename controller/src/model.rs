@@ -112,6 +112,10 @@ pub struct History {
     pub allowed: bool,
     /// Consecutive passing evaluations up to and including the previous one.
     pub passing_streak: u32,
+    /// Whether any evaluation so far had a benchmark. A node without one is new: it is
+    /// admitted as soon as it passes, without waiting out [`Policy::readmit_after`].
+    #[serde(default)]
+    pub benchmarked: bool,
 }
 
 /// Everything the decision about one node depends on.

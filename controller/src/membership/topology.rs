@@ -1,0 +1,217 @@
+//! Who talks to whom among the allowed nodes.
+//!
+//! - Full mesh: every allowed node peers with every other allowed node.
+//! - Hub and spoke: an allowed hub peers with every other allowed node (hubs and spokes);
+//!   a spoke peers only with the allowed hubs. Hub ids that are not allowed (or not
+//!   enrolled) are ignored.
+//!
+//! A node that is not allowed has no peers. The relation is symmetric: `a` is a peer of
+//! `b` exactly when `b` is a peer of `a`.
+//!
+//! The allowed set is a [`BTreeSet`], built once per epoch with [`allowed_ids`]; asking for
+//! one node's peers then costs a lookup per hub for a spoke, and allocates nothing but the
+//! returned list.
+
+use std::collections::BTreeSet;
+
+use crate::model::{Decision, Topology};
+
+/// The ids of the allowed nodes among `decisions`.
+pub fn allowed_ids(decisions: &[Decision]) -> BTreeSet<&str> {
+    decisions
+        .iter()
+        .filter(|d| d.allowed)
+        .map(|d| d.node_id.as_str())
+        .collect()
+}
+
+/// The peers of `node` among the `allowed` nodes, sorted by id; empty when `node` is not
+/// allowed.
+pub fn peers_of<'a>(node: &str, allowed: &BTreeSet<&'a str>, topology: &Topology) -> Vec<&'a str> {
+    if !allowed.contains(node) {
+        return Vec::new();
+    }
+    match topology {
+        Topology::HubAndSpoke { hubs } if !hubs.iter().any(|h| h == node) => {
+            allowed_hubs(hubs, allowed)
+        }
+        Topology::FullMesh | Topology::HubAndSpoke { .. } => everyone_but(node, allowed),
+    }
+}
+
+/// How many peer pairs (tunnels) the `allowed` nodes form, each pair counted once.
+pub fn pair_count(allowed: &BTreeSet<&str>, topology: &Topology) -> u64 {
+    let n = allowed.len() as u64;
+    match topology {
+        Topology::FullMesh => n * n.saturating_sub(1) / 2,
+        Topology::HubAndSpoke { hubs } => {
+            let h = allowed_hubs(hubs, allowed).len() as u64;
+            h * h.saturating_sub(1) / 2 + h * (n - h)
+        }
+    }
+}
+
+/// Every allowed node except `node`, which is allowed.
+fn everyone_but<'a>(node: &str, allowed: &BTreeSet<&'a str>) -> Vec<&'a str> {
+    let mut peers = Vec::with_capacity(allowed.len().saturating_sub(1));
+    peers.extend(allowed.iter().copied().filter(|&n| n != node));
+    peers
+}
+
+/// The allowed hubs, sorted, each once.
+fn allowed_hubs<'a>(hubs: &[String], allowed: &BTreeSet<&'a str>) -> Vec<&'a str> {
+    let mut found: Vec<&'a str> = hubs
+        .iter()
+        .filter_map(|h| allowed.get(h.as_str()).copied())
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set<'a>(ids: &[&'a str]) -> BTreeSet<&'a str> {
+        ids.iter().copied().collect()
+    }
+
+    fn hub_and_spoke(hubs: &[&str]) -> Topology {
+        Topology::HubAndSpoke {
+            hubs: hubs.iter().map(|h| h.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn full_mesh_peers_are_every_other_allowed_node() {
+        let allowed = set(&["a", "b", "c"]);
+        assert_eq!(peers_of("a", &allowed, &Topology::FullMesh), ["b", "c"]);
+        assert_eq!(peers_of("c", &allowed, &Topology::FullMesh), ["a", "b"]);
+        assert!(peers_of("d", &allowed, &Topology::FullMesh).is_empty());
+        assert_eq!(pair_count(&allowed, &Topology::FullMesh), 3);
+    }
+
+    #[test]
+    fn full_mesh_pair_counts() {
+        let ids: Vec<String> = (0..1000).map(|i| format!("n{i}")).collect();
+        for n in [0usize, 1, 2, 5, 1000] {
+            let allowed: BTreeSet<&str> = ids.iter().take(n).map(String::as_str).collect();
+            let expected = (n * n.saturating_sub(1) / 2) as u64;
+            assert_eq!(
+                pair_count(&allowed, &Topology::FullMesh),
+                expected,
+                "{n} nodes"
+            );
+            if let Some(first) = allowed.first() {
+                assert_eq!(peers_of(first, &allowed, &Topology::FullMesh).len(), n - 1);
+            }
+        }
+    }
+
+    #[test]
+    fn spokes_see_only_hubs_and_hubs_see_everyone() {
+        let allowed = set(&["h1", "h2", "s1", "s2"]);
+        let topo = hub_and_spoke(&["h1", "h2"]);
+        assert_eq!(peers_of("s1", &allowed, &topo), ["h1", "h2"]);
+        assert_eq!(peers_of("h1", &allowed, &topo), ["h2", "s1", "s2"]);
+        assert_eq!(peers_of("h2", &allowed, &topo), ["h1", "s1", "s2"]);
+        // h1-h2, and each hub with each spoke.
+        assert_eq!(pair_count(&allowed, &topo), 1 + 2 * 2);
+    }
+
+    #[test]
+    fn a_denied_hub_disappears_from_the_spokes() {
+        let allowed = set(&["h2", "s1", "s2"]);
+        let topo = hub_and_spoke(&["h1", "h2"]);
+        assert_eq!(peers_of("s1", &allowed, &topo), ["h2"]);
+        assert!(peers_of("h1", &allowed, &topo).is_empty());
+        assert_eq!(peers_of("h2", &allowed, &topo), ["s1", "s2"]);
+        assert_eq!(pair_count(&allowed, &topo), 2);
+    }
+
+    #[test]
+    fn spokes_without_an_allowed_hub_are_isolated() {
+        let allowed = set(&["s1", "s2"]);
+        let topo = hub_and_spoke(&["h1"]);
+        assert!(peers_of("s1", &allowed, &topo).is_empty());
+        assert_eq!(pair_count(&allowed, &topo), 0);
+    }
+
+    #[test]
+    fn a_hub_listed_twice_is_one_peer() {
+        let allowed = set(&["h1", "s1"]);
+        let topo = hub_and_spoke(&["h1", "h1"]);
+        assert_eq!(peers_of("s1", &allowed, &topo), ["h1"]);
+        assert_eq!(pair_count(&allowed, &topo), 1);
+    }
+
+    #[test]
+    fn ten_thousand_spokes() {
+        let ids: Vec<String> = (0..10_000).map(|i| format!("s{i}")).collect();
+        let mut allowed: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+        allowed.extend(["h1", "h2", "h3"]);
+        let topo = hub_and_spoke(&["h1", "h2", "h3", "h4"]);
+        assert_eq!(peers_of("s42", &allowed, &topo), ["h1", "h2", "h3"]);
+        assert_eq!(peers_of("h1", &allowed, &topo).len(), 10_002);
+        assert_eq!(pair_count(&allowed, &topo), 3 + 3 * 10_000);
+    }
+
+    #[test]
+    fn allowed_ids_keeps_only_allowed_decisions() {
+        let decision = |id: &str, allowed: bool| Decision {
+            node_id: id.into(),
+            allowed,
+            reason: String::new(),
+            passing: allowed,
+            history: Default::default(),
+            evidence: crate::model::Evidence {
+                score: None,
+                threshold: 0.7,
+                age_ms: None,
+                max_age_ms: 120_000,
+                seq: None,
+            },
+        };
+        let decisions = [
+            decision("a", true),
+            decision("b", false),
+            decision("c", true),
+        ];
+        assert_eq!(allowed_ids(&decisions), set(&["a", "c"]));
+    }
+
+    #[test]
+    fn random_topologies_are_symmetric_and_counted_right() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let ids: Vec<String> = (0..40).map(|i| format!("n{i}")).collect();
+        for round in 0..200 {
+            let allowed: BTreeSet<&str> = ids
+                .iter()
+                .filter(|_| rng.bool())
+                .map(String::as_str)
+                .collect();
+            let topo = if round % 2 == 0 {
+                Topology::FullMesh
+            } else {
+                let hubs = ids.iter().filter(|_| rng.u8(..10) == 0).cloned().collect();
+                Topology::HubAndSpoke { hubs }
+            };
+            let mut directed = 0u64;
+            for a in &ids {
+                let peers = peers_of(a, &allowed, &topo);
+                assert!(!peers.contains(&a.as_str()), "{a} is its own peer");
+                assert!(peers.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
+                for b in &peers {
+                    assert!(allowed.contains(b), "{b} is not allowed");
+                    assert!(
+                        peers_of(b, &allowed, &topo).contains(&a.as_str()),
+                        "{a}-{b}"
+                    );
+                }
+                directed += peers.len() as u64;
+            }
+            assert_eq!(pair_count(&allowed, &topo) * 2, directed, "{topo:?}");
+        }
+    }
+}
