@@ -6,11 +6,15 @@
 //! - [`schedule`]: when epochs are published, activated and rotated (pure time arithmetic);
 //! - [`auth`]: signed node requests (signature, freshness, replay, path binding) and the admin token;
 //! - [`config`]: `controller.toml`, validated with key-and-line errors;
-//! - [`bundles`]: building, signing and caching one node's bundle for one epoch.
+//! - [`bundles`]: building, signing and caching one node's bundle for one epoch;
+//! - [`metrics`]: Prometheus metrics;
+//! - [`clock`]: Unix time driven by tokio's clock (so tests can pause it).
 
 pub mod auth;
 pub mod bundles;
+pub mod clock;
 pub mod config;
 pub mod membership;
+pub mod metrics;
 pub mod model;
 pub mod schedule;

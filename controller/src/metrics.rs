@@ -1,0 +1,150 @@
+//! Prometheus metrics for `/metrics`. Nothing secret is ever a label or a value.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Label for a rotation's cause.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabel {
+    /// "schedule", "admin" or "deny".
+    pub cause: String,
+}
+
+/// Label for an HTTP outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// "accepted", "rejected", "unauthorized"…
+    pub outcome: String,
+}
+
+/// Every metric the controller exports.
+pub struct Metrics {
+    registry: Registry,
+    epoch: Gauge,
+    allowed: Gauge,
+    denied: Gauge,
+    rotations: Family<CauseLabel, Counter>,
+    rotation_seconds: Histogram,
+    benchmarks: Family<OutcomeLabel, Counter>,
+    bundles: Family<OutcomeLabel, Counter>,
+    auth_failures: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("meshtun_controller");
+        let epoch = Gauge::default();
+        let allowed = Gauge::default();
+        let denied = Gauge::default();
+        let rotations = Family::<CauseLabel, Counter>::default();
+        let rotation_seconds = Histogram::new([0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]);
+        let benchmarks = Family::<OutcomeLabel, Counter>::default();
+        let bundles = Family::<OutcomeLabel, Counter>::default();
+        let auth_failures = Counter::default();
+        registry.register("epoch", "Id of the newest published epoch", epoch.clone());
+        registry.register(
+            "allowed_nodes",
+            "Nodes allowed in the newest epoch",
+            allowed.clone(),
+        );
+        registry.register(
+            "denied_nodes",
+            "Nodes denied in the newest epoch",
+            denied.clone(),
+        );
+        registry.register("rotations", "Epochs published, by cause", rotations.clone());
+        registry.register(
+            "rotation_seconds",
+            "Time to decide and commit an epoch",
+            rotation_seconds.clone(),
+        );
+        registry.register(
+            "benchmarks",
+            "Benchmark submissions, by outcome",
+            benchmarks.clone(),
+        );
+        registry.register("bundles", "Bundle requests, by outcome", bundles.clone());
+        registry.register(
+            "auth_failures",
+            "Requests refused for bad or missing credentials",
+            auth_failures.clone(),
+        );
+        Self {
+            registry,
+            epoch,
+            allowed,
+            denied,
+            rotations,
+            rotation_seconds,
+            benchmarks,
+            bundles,
+            auth_failures,
+        }
+    }
+}
+
+fn label(outcome: &str) -> OutcomeLabel {
+    OutcomeLabel {
+        outcome: outcome.to_owned(),
+    }
+}
+
+impl Metrics {
+    /// An epoch was published.
+    pub fn rotated(&self, cause: &str, took: Duration, epoch: u64, allowed: usize, denied: usize) {
+        let cause = cause.split(':').next().unwrap_or(cause).to_owned();
+        self.rotations.get_or_create(&CauseLabel { cause }).inc();
+        self.rotation_seconds.observe(took.as_secs_f64());
+        self.epoch.set(i64::try_from(epoch).unwrap_or(i64::MAX));
+        self.allowed.set(i64::try_from(allowed).unwrap_or(i64::MAX));
+        self.denied.set(i64::try_from(denied).unwrap_or(i64::MAX));
+    }
+
+    /// A benchmark submission ended with `outcome`.
+    pub fn benchmark(&self, outcome: &str) {
+        self.benchmarks.get_or_create(&label(outcome)).inc();
+    }
+
+    /// A bundle request ended with `outcome`.
+    pub fn bundle(&self, outcome: &str) {
+        self.bundles.get_or_create(&label(outcome)).inc();
+    }
+
+    /// A request was refused for its credentials.
+    pub fn auth_failure(&self) {
+        self.auth_failures.inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_prometheus_text_format() {
+        let m = Metrics::default();
+        m.rotated("deny: node-c", Duration::from_millis(3), 7, 2, 1);
+        m.benchmark("accepted");
+        m.auth_failure();
+        let text = m.render();
+        assert!(text.contains("meshtun_controller_epoch 7"));
+        assert!(text.contains("meshtun_controller_rotations_total{cause=\"deny\"} 1"));
+        assert!(text.contains("meshtun_controller_benchmarks_total{outcome=\"accepted\"} 1"));
+        assert!(text.contains("# EOF"));
+    }
+}
