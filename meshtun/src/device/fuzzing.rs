@@ -52,9 +52,7 @@ fn side(own: &PrivateKey, peer: &PrivateKey, addr: &str, peer_addr: &str, peer_n
     Side {
         control,
         snap,
-        addr: addr
-            .parse()
-            .unwrap_or_else(|_| SocketAddr::from(([192, 0, 2, 1], 51820))),
+        addr: addr.parse().unwrap_or_else(|_| SocketAddr::from(([192, 0, 2, 1], 51820))),
     }
 }
 
@@ -68,20 +66,8 @@ impl Harness {
     /// Builds both sides and runs a handshake between them.
     pub fn new() -> Self {
         let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
-        let alice = side(
-            &ka,
-            &kb,
-            "192.0.2.1:51820",
-            "192.0.2.2:51820",
-            "100.64.0.2/32",
-        );
-        let bob = side(
-            &kb,
-            &ka,
-            "192.0.2.2:51820",
-            "192.0.2.1:51820",
-            "100.64.0.1/32",
-        );
+        let alice = side(&ka, &kb, "192.0.2.1:51820", "192.0.2.2:51820", "100.64.0.2/32");
+        let bob = side(&kb, &ka, "192.0.2.2:51820", "192.0.2.1:51820", "100.64.0.1/32");
         let harness = Self {
             alice,
             bob,
@@ -103,14 +89,7 @@ impl Harness {
         let mut batch = PacketBatch::new(1, MTU, TUN_HEADROOM);
         batch.push(packet);
         let mut out = DatagramBatch::new(8, MTU + 64);
-        encapsulate_batch(
-            &self.alice.snap,
-            &batch,
-            0,
-            &mut out,
-            &self.counters,
-            Instant::now(),
-        );
+        encapsulate_batch(&self.alice.snap, &batch, 0, &mut out, &self.counters, Instant::now());
         out.iter().map(|(_, d)| d.to_vec()).collect()
     }
 
@@ -172,10 +151,7 @@ mod tests {
     fn the_harness_reaches_an_established_session() {
         let h = Harness::new();
         assert!(h.established());
-        h.receive(
-            &[4, 0, 0, 0, 1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0, 9, 9],
-            true,
-        );
+        h.receive(&[4, 0, 0, 0, 1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0, 9, 9], true);
         h.receive(&[], false);
         h.send(&[0x60; 40]);
     }
