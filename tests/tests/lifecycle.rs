@@ -438,3 +438,31 @@ fn down_stops_a_running_daemon() {
         "the message does not name the missing file: {out:?}"
     );
 }
+
+/// The harness after a crash: a test that panics with a killed daemon still leaves no pid
+/// file, state file or socket behind (the guard runs `meshtun down`).
+#[test]
+fn a_killed_daemon_is_cleaned_up_when_a_test_panics() {
+    if !require_root("a_killed_daemon_is_cleaned_up_when_a_test_panics") {
+        return;
+    }
+    let mut seen = None;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let net = DefaultRoute::new("crash_panic");
+        let mut da = Daemon::start(&net.ns_a, &net.ca);
+        let name = da.name().to_owned();
+        da.kill();
+        let left = [uapi_socket(&name), pid_file(&name), state_file(&name)].map(|f| f.exists());
+        seen = Some((name, left));
+        panic!("deliberate panic to exercise the cleanup after a crash");
+    }));
+    assert!(result.is_err());
+    let (name, left) = seen.expect("the closure ran up to its panic");
+    assert_eq!(
+        left, [true; 3],
+        "the kill left no socket, pid or state file"
+    );
+    for file in [uapi_socket(&name), pid_file(&name), state_file(&name)] {
+        assert!(!file.exists(), "{} left behind", file.display());
+    }
+}
