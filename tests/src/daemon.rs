@@ -1,14 +1,16 @@
 //! A `meshtun up` daemon running in a namespace.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
 use crate::config::Config;
 use crate::netns::Netns;
-use crate::process::{uapi_get, Supervised};
+use crate::process::{uapi_answers, uapi_get, Supervised};
+use crate::run::wait_timeout;
 
 /// The log filter the daemons under test run with (their logs are printed if a test fails).
 const LOG_FILTER: &str = "info,meshtun=debug";
@@ -16,12 +18,15 @@ const LOG_FILTER: &str = "info,meshtun=debug";
 /// `meshtun up CONFIG` running in a namespace, stopped with SIGTERM on drop.
 ///
 /// Its stderr goes to a log file in a private temporary directory (with the 0600 config);
-/// the log is printed if the test panics while the daemon is alive.
+/// the log is printed if the test panics while the daemon is alive. If the daemon leaves
+/// runtime files behind (it was killed, or crashed), the drop runs `meshtun down` in its
+/// namespace to remove them, unless another daemon for the same interface answers by then.
 #[derive(Debug)]
 pub struct Daemon<'ns> {
     ns: &'ns Netns,
     name: String,
     config_path: PathBuf,
+    bin: PathBuf,
     // Dropped before `_dir`, which holds its log.
     process: Supervised<'ns>,
     _dir: TempDir,
@@ -47,6 +52,7 @@ impl<'ns> Daemon<'ns> {
             ns,
             name: config.name().to_owned(),
             config_path,
+            bin,
             process,
             _dir: dir,
         }
@@ -90,6 +96,51 @@ impl<'ns> Daemon<'ns> {
             .expect("the config file is in a directory");
         config.write_toml(dir);
         self.process.signal(Signal::SIGHUP);
+    }
+
+    /// Rewrites the configuration file with `text` exactly (it may be invalid, to test a
+    /// failing reload) and sends SIGHUP.
+    pub fn reload_text(&self, text: &str) {
+        let dir = self
+            .config_path
+            .parent()
+            .expect("the config file is in a directory");
+        let file = self
+            .config_path
+            .file_name()
+            .expect("the config file has a name")
+            .to_string_lossy();
+        crate::config::write_secret(dir, &file, text);
+        self.process.signal(Signal::SIGHUP);
+    }
+
+    /// Sends `signal` to the daemon (by pid), if it has not been reaped.
+    pub fn signal(&self, signal: Signal) {
+        self.process.signal(signal);
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would, and reaps it; returns its exit status.
+    /// The daemon undoes nothing: rules, its state and pid files and its UAPI socket stay
+    /// until `meshtun down` or the next `meshtun up` removes them (or this guard's drop).
+    /// Fails the test if the daemon had already exited.
+    pub fn kill(&mut self) -> ExitStatus {
+        self.assert_running();
+        self.process
+            .kill()
+            .expect("a running daemon has an exit status once killed")
+    }
+
+    /// Waits up to `timeout` for the daemon to exit by itself (after `meshtun down`, say);
+    /// its exit status, or `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.process.wait_exit(timeout)
+    }
+
+    /// The daemon's resident set size (`VmRSS` in `/proc/PID/status`) in KiB; `None` once it
+    /// has exited.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        parse_vm_rss_kib(&status)
     }
 
     /// Stops the daemon with SIGTERM and reports how it went. Fails the test if the daemon
@@ -187,15 +238,68 @@ pub struct Stopped {
     pub log: String,
 }
 
-impl Drop for Daemon<'_> {
-    fn drop(&mut self) {
-        self.process.terminate();
+/// The `VmRSS` value of a `/proc/PID/status` text, in KiB.
+fn parse_vm_rss_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let mut words = line.split_whitespace().skip(1);
+    let value = words.next()?.parse().ok()?;
+    (words.next() == Some("kB")).then_some(value)
+}
+
+impl Daemon<'_> {
+    /// Runs `meshtun down NAME` in the daemon's namespace if its state or pid file is still
+    /// there and no other daemon serves the interface; never panics (it runs in `drop`).
+    fn clean_up_leftovers(&self) {
+        let socket = crate::uapi_socket(&self.name);
+        if uapi_answers(&socket) {
+            return;
+        }
+        let files = [crate::state_file(&self.name), crate::pid_file(&self.name)];
+        if files.iter().any(|f| f.exists()) {
+            eprintln!("running `meshtun down {}` to clean up after it", self.name);
+            let bin = self.bin.to_string_lossy();
+            let mut cmd = self.ns.command(&bin, &["down", &self.name]);
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if let Ok(mut child) = cmd.spawn() {
+                if wait_timeout(&mut child, Duration::from_secs(30)).is_none() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
         // Keep the shared socket directory clean even if the daemon left its socket behind;
         // tests that check clean shutdown call `stop` and look before this runs.
-        let socket = crate::uapi_socket(&self.name);
-        if socket.exists() {
+        if socket.exists() && !uapi_answers(&socket) {
             eprintln!("removing {} left behind by meshtun", socket.display());
             let _ = std::fs::remove_file(socket);
         }
+    }
+}
+
+impl Drop for Daemon<'_> {
+    fn drop(&mut self) {
+        self.process.terminate();
+        self.clean_up_leftovers();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_rss_is_read_in_kib() {
+        let status = "Name:\tmeshtun\nVmPeak:\t  900 kB\nVmRSS:\t   12345 kB\nThreads:\t4\n";
+        assert_eq!(parse_vm_rss_kib(status), Some(12345));
+        assert_eq!(parse_vm_rss_kib("Name:\tx\n"), None);
+        assert_eq!(parse_vm_rss_kib("VmRSS:\t12 MB\n"), None);
+    }
+
+    #[test]
+    fn own_rss_is_reported() {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        assert!(parse_vm_rss_kib(&status).is_some_and(|kib| kib > 0));
     }
 }

@@ -44,6 +44,19 @@ pub fn uapi_socket(name: &str) -> PathBuf {
     PathBuf::from(UAPI_DIR).join(format!("{name}.sock"))
 }
 
+/// Where meshtun keeps its pid files and host-setup state files (shared by every namespace).
+pub const STATE_DIR: &str = "/run/meshtun";
+
+/// The pid file of the daemon serving interface `name`.
+pub fn pid_file(name: &str) -> PathBuf {
+    PathBuf::from(STATE_DIR).join(format!("{name}.pid"))
+}
+
+/// The host-setup state file of interface `name` (what to undo after a crash).
+pub fn state_file(name: &str) -> PathBuf {
+    PathBuf::from(STATE_DIR).join(format!("{name}.json"))
+}
+
 /// Whether this run is under CI (`CI=true`), where a skipped test counts as a failure.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")

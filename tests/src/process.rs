@@ -105,6 +105,23 @@ impl<'ns> Supervised<'ns> {
         }
     }
 
+    /// Waits up to `timeout` for the process to exit by itself; its exit status (reaping it),
+    /// or `None` if it is still running (or was reaped before).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = wait_timeout(child, timeout)?;
+        self.reaped(status)
+    }
+
+    /// Kills the process with SIGKILL and reaps it; its exit status, or `None` if it had
+    /// already been reaped.
+    pub fn kill(&mut self) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let _ = child.kill();
+        let status = child.wait().ok()?;
+        self.reaped(status)
+    }
+
     /// Sends SIGTERM and waits up to [`STOP_TIMEOUT`]; if it is still running then, kills it
     /// and returns `None`.
     pub fn terminate(&mut self) -> Option<ExitStatus> {

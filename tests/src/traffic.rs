@@ -22,6 +22,32 @@ pub fn ping(ns: &Netns, to: IpAddr, count: u32) -> bool {
     .success()
 }
 
+/// Sends `count` pings from `ns` to `to`, `interval` apart (below 0.2 s needs root), each
+/// waiting at most 1 s for its reply; returns how many replies came back.
+pub fn ping_replies(ns: &Netns, to: IpAddr, count: u32, interval: Duration) -> u32 {
+    let count = count.to_string();
+    let interval = format!("{:.3}", interval.as_secs_f64());
+    let to = to.to_string();
+    let out = ns.run(&[
+        "ping", "-n", "-q", "-c", &count, "-W", "1", "-i", &interval, &to,
+    ]);
+    received_count(&out.stdout).unwrap_or_else(|| {
+        panic!(
+            "cannot read `{}`:\n{}{}",
+            out.command, out.stdout, out.stderr
+        )
+    })
+}
+
+/// The number of replies in ping's summary line (`20 packets transmitted, 19 received, …`).
+fn received_count(summary: &str) -> Option<u32> {
+    let line = summary
+        .lines()
+        .find(|l| l.contains(" packets transmitted, "))?;
+    let (_, rest) = line.split_once(" packets transmitted, ")?;
+    rest.split_once(" received")?.0.trim().parse().ok()
+}
+
 /// Asserts that pings from `ns` reach `to` within [`PING_PATIENCE`].
 pub fn assert_ping(ns: &Netns, to: IpAddr) {
     assert!(
@@ -248,6 +274,20 @@ mod tests {
             Err("t: received data differs at byte 42".into())
         );
         assert!(verify(&pattern(1, 99), 1, 100, "t").is_err());
+    }
+
+    #[test]
+    fn ping_summary_gives_the_reply_count() {
+        let out = "PING 100.64.0.1 (100.64.0.1) 56(84) bytes of data.\n\n\
+                   --- 100.64.0.1 ping statistics ---\n\
+                   20 packets transmitted, 17 received, 15% packet loss, time 1907ms\n";
+        assert_eq!(received_count(out), Some(17));
+        let none = "3 packets transmitted, 0 received, +3 errors, 100% packet loss\n";
+        assert_eq!(received_count(none), Some(0));
+        assert_eq!(
+            received_count("ping: connect: Network is unreachable\n"),
+            None
+        );
     }
 
     #[test]

@@ -120,16 +120,23 @@ pub fn parse_dump(text: &str) -> Result<Dump, String> {
             private_key: private_key.to_owned(),
             public_key: public_key.to_owned(),
             listen_port: number(port, "listen port")?,
-            fwmark: if fwmark == "off" {
-                0
-            } else {
-                number(fwmark, "fwmark")?
-            },
+            fwmark: parse_fwmark(fwmark)?,
         },
         _ => return Err(format!("interface line has not 4 fields: {first:?}")),
     };
     let peers = lines.map(parse_peer_line).collect::<Result<_, _>>()?;
     Ok(Dump { interface, peers })
+}
+
+/// A fwmark as `wg` prints it: `off`, or hexadecimal (`0xca6c`).
+fn parse_fwmark(text: &str) -> Result<u32, String> {
+    if text == "off" {
+        return Ok(0);
+    }
+    match text.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16).map_err(|_| format!("bad fwmark {text:?}")),
+        None => number(text, "fwmark"),
+    }
 }
 
 fn parse_peer_line(line: &str) -> Result<DumpPeer, String> {
@@ -235,6 +242,13 @@ mod tests {
         assert_eq!((q.endpoint, q.latest_handshake), (None, None));
         assert!(q.allowed_ips.is_empty());
         assert_eq!(q.persistent_keepalive, Some(25));
+    }
+
+    #[test]
+    fn fwmark_is_read_in_hex() {
+        let dump = parse_dump("cHJpdmF0ZQ==\tcHVibGlj\t51820\t0xca6c\n").unwrap();
+        assert_eq!(dump.interface.fwmark, 51820);
+        assert!(parse_dump("a\tb\t1\t0xzz\n").is_err());
     }
 
     #[test]
