@@ -4,6 +4,7 @@
 //! - [`model`]: nodes, benchmarks, policy, decisions and epochs as plain data;
 //! - [`membership`]: who is allowed, and who peers with whom (pure decisions);
 //! - [`schedule`]: when epochs are published, activated and rotated (pure time arithmetic);
+//! - [`store`]: durable state in SQLite, with the hash-chained audit log;
 //! - [`auth`]: signed node requests (signature, freshness, replay, path binding) and the admin token;
 //! - [`config`]: `controller.toml`, validated with key-and-line errors;
 //! - [`bundles`]: building, signing and caching one node's bundle for one epoch;
@@ -18,3 +19,4 @@ pub mod membership;
 pub mod metrics;
 pub mod model;
 pub mod schedule;
+pub mod store;

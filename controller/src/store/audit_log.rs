@@ -1,0 +1,286 @@
+//! The audit log in the database: appending inside a caller's transaction, reading it back
+//! and verifying it.
+
+use rusqlite::{params, OptionalExtension as _, Row, Transaction};
+use serde::Serialize;
+
+use super::audit::GENESIS_HASH;
+use super::audit::{chain_hash, AuditEntry, AuditError, AuditKind, AuditReport, ChainVerifier};
+use super::codec::{int, now_ms, to_json};
+use super::error::SqlContext as _;
+use super::{Store, StoreError};
+
+/// Entries read per transaction while verifying, so writers are never held up for long.
+const VERIFY_PAGE: usize = 512;
+
+/// Appends one entry to the chain inside `tx`, stamped with the wall clock.
+pub(crate) fn append(
+    tx: &Transaction<'_>,
+    kind: AuditKind,
+    entry: &impl Serialize,
+) -> Result<u64, StoreError> {
+    let json = to_json(entry, || format!("the {kind} audit entry"))?;
+    let what = || format!("appending a {kind} audit entry");
+    let head: Option<(u64, String)> = tx
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .ctx(what)?;
+    let (last, prev_hash) = head.unwrap_or((0, GENESIS_HASH.to_owned()));
+    let seq = last + 1;
+    let at_ms = now_ms();
+    let hash = chain_hash(&prev_hash, seq, at_ms, kind.as_str(), &json);
+    tx.execute(
+        "INSERT INTO audit (seq, at_ms, kind, entry, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            int(seq, || "audit seq".into())?,
+            int(at_ms, || "audit time".into())?,
+            kind.as_str(),
+            json,
+            prev_hash,
+            hash
+        ],
+    )
+    .ctx(what)?;
+    Ok(seq)
+}
+
+fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        seq: row.get(0)?,
+        at_ms: row.get(1)?,
+        kind: row.get(2)?,
+        entry: row.get(3)?,
+        prev_hash: row.get(4)?,
+        hash: row.get(5)?,
+    })
+}
+
+impl Store {
+    /// Up to `limit` audit entries from `from_seq` on, oldest first.
+    pub fn audit_entries(
+        &self,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let what = || format!("reading audit entries from {from_seq}");
+        let from = i64::try_from(from_seq).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(what, |tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT seq, at_ms, kind, entry, prev_hash, hash FROM audit \
+                     WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
+                )
+                .ctx(what)?;
+            let rows = stmt
+                .query_map(params![from, limit], entry_from_row)
+                .ctx(what)?;
+            rows.collect::<Result<Vec<_>, _>>().ctx(what)
+        })
+    }
+
+    /// Recomputes the whole chain and checks every benchmark request's signature (see
+    /// [`ChainVerifier`]); reports the first broken link. Reads in short pages, so it can run
+    /// while the controller serves.
+    pub fn verify_audit(&self) -> Result<AuditReport, AuditError> {
+        let mut verifier = ChainVerifier::new();
+        let mut next = 1u64;
+        loop {
+            let page = self.audit_entries(next, VERIFY_PAGE)?;
+            let Some(last) = page.last() else { break };
+            next = last.seq.saturating_add(1);
+            for e in &page {
+                verifier.push(e)?;
+            }
+        }
+        Ok(verifier.finish())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{bench_path, benchmark, node};
+    use super::*;
+
+    /// A store with two nodes, two benchmarks and a pin: five entries.
+    fn populated() -> Store {
+        let store = Store::open_in_memory().unwrap();
+        let (a, key_a) = node("node-a", 1);
+        let (b, _) = node("node-b", 2);
+        store.add_node(&a).unwrap();
+        store.add_node(&b).unwrap();
+        for seq in [1, 2] {
+            let (rec, body, sig) = benchmark(&key_a, "node-a", seq, 0.8);
+            store
+                .insert_benchmark(&rec, &body, &sig, &bench_path("node-a"))
+                .unwrap();
+        }
+        store
+            .set_pin("node-b", Some(crate::model::Pin::Deny))
+            .unwrap();
+        store
+    }
+
+    /// Runs raw SQL as someone with write access to the file would, past the triggers.
+    fn tamper(store: &Store, sql: &str) {
+        let conn = store.lock();
+        conn.execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;")
+            .unwrap();
+        conn.execute_batch(sql).unwrap();
+    }
+
+    #[test]
+    fn an_intact_chain_verifies_with_counts_and_head() {
+        let store = populated();
+        let report = store.verify_audit().unwrap();
+        assert_eq!(report.entries, 5);
+        assert_eq!(report.counts[&AuditKind::Enroll], 2);
+        assert_eq!(report.counts[&AuditKind::Benchmark], 2);
+        assert_eq!(report.counts[&AuditKind::Pin], 1);
+        assert_eq!(report.signatures_verified, 2);
+        let entries = store.audit_entries(1, 100).unwrap();
+        assert_eq!(report.head_hash, entries[4].hash);
+        assert_eq!(entries[0].prev_hash, GENESIS_HASH);
+        for pair in entries.windows(2) {
+            assert_eq!(pair[1].prev_hash, pair[0].hash);
+        }
+        assert_eq!(store.audit_entries(4, 1).unwrap(), vec![entries[3].clone()]);
+    }
+
+    #[test]
+    fn the_log_refuses_updates_and_deletes() {
+        let store = populated();
+        let conn = store.lock();
+        let err = conn
+            .execute("DELETE FROM audit WHERE seq = 1", [])
+            .unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+        let err = conn.execute("UPDATE audit SET at_ms = 0", []).unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+    }
+
+    #[test]
+    fn a_modified_entry_is_found() {
+        let store = populated();
+        tamper(
+            &store,
+            "UPDATE audit SET entry = replace(entry, '\"deny\"', '\"allow\"') WHERE seq = 5",
+        );
+        let err = store.verify_audit().unwrap_err();
+        assert_eq!(err.seq(), Some(5));
+        assert!(matches!(err, AuditError::Hash { .. }), "{err}");
+        assert!(
+            err.to_string().contains("audit entry 5 (pin) was modified"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_modified_time_is_found() {
+        let store = populated();
+        tamper(&store, "UPDATE audit SET at_ms = at_ms + 1 WHERE seq = 2");
+        assert_eq!(store.verify_audit().unwrap_err().seq(), Some(2));
+    }
+
+    #[test]
+    fn a_deleted_entry_is_found() {
+        let store = populated();
+        tamper(&store, "DELETE FROM audit WHERE seq = 3");
+        let err = store.verify_audit().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AuditError::Sequence {
+                    seq: 4,
+                    expected: 3
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("deleted"), "{err}");
+    }
+
+    #[test]
+    fn a_deleted_and_renumbered_entry_is_found() {
+        let store = populated();
+        tamper(
+            &store,
+            "DELETE FROM audit WHERE seq = 3; UPDATE audit SET seq = seq - 1 WHERE seq > 3;",
+        );
+        let err = store.verify_audit().unwrap_err();
+        assert!(matches!(err, AuditError::PrevHash { seq: 3, .. }), "{err}");
+    }
+
+    #[test]
+    fn a_reordered_chain_is_found() {
+        let store = populated();
+        tamper(
+            &store,
+            "UPDATE audit SET seq = 100 WHERE seq = 3; UPDATE audit SET seq = 3 WHERE seq = 4; \
+             UPDATE audit SET seq = 4 WHERE seq = 100;",
+        );
+        let err = store.verify_audit().unwrap_err();
+        assert_eq!(err.seq(), Some(3), "{err}");
+    }
+
+    #[test]
+    fn a_rehashed_forgery_still_fails_its_signature() {
+        // Someone rewrites a benchmark body and recomputes every hash after it: the chain
+        // links again, but the node never signed that body.
+        let store = populated();
+        let mut entries = store.audit_entries(1, 100).unwrap();
+        let forged = entries[2]
+            .entry
+            .replace("\"body_base64\":\"", "\"body_base64\":\"AAAA");
+        entries[2].entry = forged;
+        for i in 2..entries.len() {
+            if i > 0 {
+                entries[i].prev_hash = entries[i - 1].hash.clone();
+            }
+            let e = &entries[i];
+            entries[i].hash = chain_hash(&e.prev_hash, e.seq, e.at_ms, &e.kind, &e.entry);
+        }
+        let err = super::super::audit::verify_chain(&entries).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AuditError::Signature {
+                    seq: 3,
+                    bench_seq: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("node node-a"), "{err}");
+    }
+
+    #[test]
+    fn verification_pages_through_long_logs() {
+        let store = Store::open_in_memory().unwrap();
+        let (a, key) = node("node-a", 1);
+        store.add_node(&a).unwrap();
+        let n = VERIFY_PAGE as u64 + 10;
+        for seq in 1..=n {
+            let (rec, body, sig) = benchmark(&key, "node-a", seq, 0.8);
+            store
+                .insert_benchmark(&rec, &body, &sig, &bench_path("node-a"))
+                .unwrap();
+        }
+        let report = store.verify_audit().unwrap();
+        assert_eq!(report.entries, n + 1);
+        assert_eq!(report.signatures_verified, n);
+    }
+
+    #[test]
+    fn an_empty_log_verifies_to_the_genesis_hash() {
+        let store = Store::open_in_memory().unwrap();
+        let report = store.verify_audit().unwrap();
+        assert_eq!(report.entries, 0);
+        assert_eq!(report.head_hash, GENESIS_HASH);
+    }
+}

@@ -1,0 +1,489 @@
+//! The `epochs` and `decisions` tables.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use meshtun_proto::{EpochId, EpochSecret};
+use rusqlite::{params, OptionalExtension as _, Row, Transaction};
+
+use super::audit::{AuditKind, DecisionEntry, RotationEntry};
+use super::audit_log::append;
+use super::codec::{corrupt, from_json, int, to_json};
+use super::error::SqlContext as _;
+use super::{Store, StoreError};
+use crate::model::{Decision, EpochRecord, History, NodeInput, Policy};
+
+const EPOCH_COLUMNS: &str = "id, secret, activation_ms, not_after_ms, created_ms, cause";
+
+struct EpochRow {
+    id: u64,
+    secret: String,
+    activation_ms: u64,
+    not_after_ms: u64,
+    created_ms: u64,
+    cause: String,
+}
+
+impl EpochRow {
+    fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get(0)?,
+            secret: row.get(1)?,
+            activation_ms: row.get(2)?,
+            not_after_ms: row.get(3)?,
+            created_ms: row.get(4)?,
+            cause: row.get(5)?,
+        })
+    }
+
+    fn decode(self) -> Result<EpochRecord, StoreError> {
+        // The key error names only the length or the alphabet, never the secret.
+        let secret = EpochSecret::from_hex(&self.secret)
+            .map_err(|e| corrupt(format!("epoch {} secret", self.id), e))?;
+        Ok(EpochRecord {
+            id: self.id,
+            secret,
+            activation_ms: self.activation_ms,
+            not_after_ms: self.not_after_ms,
+            created_ms: self.created_ms,
+            cause: self.cause,
+        })
+    }
+}
+
+fn decision_from_row(epoch: EpochId, row: &Row<'_>) -> Result<Decision, StoreError> {
+    let what = || format!("reading the decisions of epoch {epoch}");
+    let node_id: String = row.get(0).ctx(what)?;
+    let evidence: String = row.get(6).ctx(what)?;
+    Ok(Decision {
+        evidence: from_json(&evidence, || {
+            format!("epoch {epoch} decision for {node_id} evidence")
+        })?,
+        allowed: row.get(1).ctx(what)?,
+        reason: row.get(2).ctx(what)?,
+        passing: row.get(3).ctx(what)?,
+        history: History {
+            allowed: row.get(4).ctx(what)?,
+            passing_streak: row.get(5).ctx(what)?,
+        },
+        node_id,
+    })
+}
+
+/// Pairs every decision with the input it was made from, refusing a decision without an
+/// input, an input without a decision, and a node decided twice.
+fn pair_inputs<'a>(
+    epoch: EpochId,
+    decisions: &'a [Decision],
+    inputs: &'a [NodeInput],
+) -> Result<Vec<(&'a Decision, &'a NodeInput)>, StoreError> {
+    let err = |reason: String| StoreError::Decisions { epoch, reason };
+    let mut by_node: BTreeMap<&str, &NodeInput> = BTreeMap::new();
+    for input in inputs {
+        if by_node.insert(&input.node_id, input).is_some() {
+            return Err(err(format!("two inputs for node {}", input.node_id)));
+        }
+    }
+    let mut decided = BTreeSet::new();
+    let mut pairs = Vec::with_capacity(decisions.len());
+    for d in decisions {
+        if !decided.insert(d.node_id.as_str()) {
+            return Err(err(format!("two decisions for node {}", d.node_id)));
+        }
+        let input = by_node
+            .remove(d.node_id.as_str())
+            .ok_or_else(|| err(format!("the decision for node {} has no input", d.node_id)))?;
+        pairs.push((d, input));
+    }
+    if let Some(node) = by_node.keys().next() {
+        return Err(err(format!("the input for node {node} has no decision")));
+    }
+    Ok(pairs)
+}
+
+fn insert_decision(tx: &Transaction<'_>, epoch: EpochId, d: &Decision) -> Result<(), StoreError> {
+    let what = || {
+        format!(
+            "storing the decision for node {} in epoch {epoch}",
+            d.node_id
+        )
+    };
+    let evidence = to_json(&d.evidence, || {
+        format!("epoch {epoch} decision for {} evidence", d.node_id)
+    })?;
+    tx.execute(
+        "INSERT INTO decisions (epoch_id, node_id, allowed, reason, passing, history_allowed, \
+         streak, evidence) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            int(epoch, || "epoch id".into())?,
+            d.node_id,
+            d.allowed,
+            d.reason,
+            d.passing,
+            d.history.allowed,
+            d.history.passing_streak,
+            evidence
+        ],
+    )
+    .ctx(what)?;
+    Ok(())
+}
+
+fn latest_epoch_id(tx: &Transaction<'_>) -> Result<Option<EpochId>, StoreError> {
+    tx.query_row("SELECT MAX(id) FROM epochs", [], |r| r.get(0))
+        .ctx(|| "reading the latest epoch id".to_owned())
+}
+
+fn load_decisions(tx: &Transaction<'_>, epoch: EpochId) -> Result<Vec<Decision>, StoreError> {
+    let what = || format!("reading the decisions of epoch {epoch}");
+    let id = int(epoch, || "epoch id".into())?;
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT node_id, allowed, reason, passing, history_allowed, streak, evidence \
+             FROM decisions WHERE epoch_id = ?1 ORDER BY node_id",
+        )
+        .ctx(what)?;
+    let mut rows = stmt.query([id]).ctx(what)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().ctx(what)? {
+        out.push(decision_from_row(epoch, row)?);
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// Stores a new epoch with its decisions, in one transaction that also appends one
+    /// `rotation` audit entry (without the secret) and one `decision` entry per decision,
+    /// holding the decision, the [`NodeInput`] it was made from, the `policy` and the clock
+    /// `decided_ms` it was evaluated at, so it can be recomputed.
+    ///
+    /// Refuses an id not greater than the newest stored epoch's, and decisions and inputs
+    /// that do not correspond one to one by node.
+    pub fn insert_epoch(
+        &self,
+        epoch: &EpochRecord,
+        decisions: &[Decision],
+        inputs: &[NodeInput],
+        policy: &Policy,
+        decided_ms: u64,
+    ) -> Result<(), StoreError> {
+        let id = epoch.id;
+        let pairs = pair_inputs(id, decisions, inputs)?;
+        let what = || format!("storing epoch {id}");
+        self.write(what, |tx| {
+            if let Some(latest) = latest_epoch_id(tx)?.filter(|l| id <= *l) {
+                return Err(StoreError::EpochNotNewer { id, latest });
+            }
+            tx.execute(
+                &format!("INSERT INTO epochs ({EPOCH_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                params![
+                    int(id, || "epoch id".into())?,
+                    epoch.secret.to_hex(),
+                    int(epoch.activation_ms, || format!("epoch {id} activation_ms"))?,
+                    int(epoch.not_after_ms, || format!("epoch {id} not_after_ms"))?,
+                    int(epoch.created_ms, || format!("epoch {id} created_ms"))?,
+                    epoch.cause,
+                ],
+            )
+            .ctx(what)?;
+            let (mut allowed, mut denied) = (Vec::new(), Vec::new());
+            for d in decisions {
+                insert_decision(tx, id, d)?;
+                let list = if d.allowed { &mut allowed } else { &mut denied };
+                list.push(d.node_id.clone());
+            }
+            allowed.sort();
+            denied.sort();
+            let rotation = RotationEntry {
+                epoch: id,
+                activation_ms: epoch.activation_ms,
+                not_after_ms: epoch.not_after_ms,
+                created_ms: epoch.created_ms,
+                cause: epoch.cause.clone(),
+                allowed,
+                denied,
+            };
+            append(tx, AuditKind::Rotation, &rotation)?;
+            for (decision, input) in pairs {
+                let entry = DecisionEntry {
+                    epoch: id,
+                    decided_ms,
+                    decision: decision.clone(),
+                    input: input.clone(),
+                    policy: policy.clone(),
+                };
+                append(tx, AuditKind::Decision, &entry)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The epoch `id`, if stored.
+    pub fn epoch(&self, id: EpochId) -> Result<Option<EpochRecord>, StoreError> {
+        let what = || format!("reading epoch {id}");
+        let Ok(key) = i64::try_from(id) else {
+            return Ok(None);
+        };
+        self.read(what, |tx| {
+            tx.query_row(
+                &format!("SELECT {EPOCH_COLUMNS} FROM epochs WHERE id = ?1"),
+                [key],
+                EpochRow::read,
+            )
+            .optional()
+            .ctx(what)?
+            .map(EpochRow::decode)
+            .transpose()
+        })
+    }
+
+    /// The `n` newest epochs, newest first.
+    pub fn latest_epochs(&self, n: usize) -> Result<Vec<EpochRecord>, StoreError> {
+        let what = || "reading the latest epochs".to_owned();
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        self.read(what, |tx| {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {EPOCH_COLUMNS} FROM epochs ORDER BY id DESC LIMIT ?1"
+                ))
+                .ctx(what)?;
+            let rows = stmt.query_map([n], EpochRow::read).ctx(what)?;
+            let rows = rows.collect::<Result<Vec<_>, _>>().ctx(what)?;
+            rows.into_iter().map(EpochRow::decode).collect()
+        })
+    }
+
+    /// The decisions of epoch `epoch_id`, sorted by node id (empty for an unknown epoch).
+    pub fn decisions(&self, epoch_id: EpochId) -> Result<Vec<Decision>, StoreError> {
+        if i64::try_from(epoch_id).is_err() {
+            return Ok(Vec::new());
+        }
+        self.read(
+            || format!("reading the decisions of epoch {epoch_id}"),
+            |tx| load_decisions(tx, epoch_id),
+        )
+    }
+
+    /// Every node's hysteresis state after the newest epoch (empty before the first).
+    pub fn last_history(&self) -> Result<HashMap<String, History>, StoreError> {
+        self.read(
+            || "reading the last decisions".to_owned(),
+            |tx| {
+                let Some(latest) = latest_epoch_id(tx)? else {
+                    return Ok(HashMap::new());
+                };
+                Ok(load_decisions(tx, latest)?
+                    .into_iter()
+                    .map(|d| (d.node_id, d.history))
+                    .collect())
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{bench_path, benchmark, node};
+    use super::*;
+    use crate::model::Evidence;
+
+    fn epoch(id: EpochId) -> EpochRecord {
+        EpochRecord {
+            id,
+            secret: EpochSecret::from_bytes([id as u8; 32]),
+            activation_ms: id * 1000,
+            not_after_ms: id * 1000 + 1000,
+            created_ms: id * 1000 - 10,
+            cause: "schedule".into(),
+        }
+    }
+
+    fn decided(node_id: &str, allowed: bool, streak: u32) -> (Decision, NodeInput) {
+        let decision = Decision {
+            node_id: node_id.into(),
+            allowed,
+            reason: if allowed {
+                "overall score 0.90 meets the threshold 0.70".into()
+            } else {
+                "no benchmark received".into()
+            },
+            passing: allowed,
+            history: History {
+                allowed,
+                passing_streak: streak,
+            },
+            evidence: Evidence {
+                score: allowed.then_some(0.9),
+                threshold: 0.7,
+                age_ms: allowed.then_some(5),
+                max_age_ms: 120_000,
+                seq: allowed.then_some(3),
+            },
+        };
+        let input = NodeInput {
+            node_id: node_id.into(),
+            latest: None,
+            pin: None,
+            history: None,
+        };
+        (decision, input)
+    }
+
+    fn two_decisions() -> (Vec<Decision>, Vec<NodeInput>) {
+        let (a, ia) = decided("node-a", true, 2);
+        let (b, ib) = decided("node-b", false, 0);
+        (vec![b, a], vec![ia, ib])
+    }
+
+    #[test]
+    fn epochs_and_decisions_round_trip() {
+        let store = Store::open_in_memory().unwrap();
+        let (decisions, inputs) = two_decisions();
+        store
+            .insert_epoch(&epoch(1), &decisions, &inputs, &Policy::default(), 990)
+            .unwrap();
+        store
+            .insert_epoch(&epoch(2), &[], &[], &Policy::default(), 1990)
+            .unwrap();
+        assert_eq!(store.epoch(1).unwrap(), Some(epoch(1)));
+        assert_eq!(store.epoch(3).unwrap(), None);
+        assert_eq!(store.epoch(u64::MAX).unwrap(), None);
+        assert_eq!(store.latest_epochs(5).unwrap(), vec![epoch(2), epoch(1)]);
+        assert_eq!(store.latest_epochs(1).unwrap(), vec![epoch(2)]);
+        let mut sorted = decisions.clone();
+        sorted.sort_by(|x, y| x.node_id.cmp(&y.node_id));
+        assert_eq!(store.decisions(1).unwrap(), sorted);
+        assert!(store.decisions(2).unwrap().is_empty());
+    }
+
+    #[test]
+    fn epoch_ids_must_increase() {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .insert_epoch(&epoch(5), &[], &[], &Policy::default(), 0)
+            .unwrap();
+        for id in [5, 4] {
+            let err = store
+                .insert_epoch(&epoch(id), &[], &[], &Policy::default(), 0)
+                .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("epoch {id} is not newer than the latest stored epoch 5")
+            );
+        }
+        assert_eq!(store.latest_epochs(10).unwrap(), vec![epoch(5)]);
+        assert_eq!(store.audit_entries(1, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn last_history_comes_from_the_newest_epoch() {
+        let store = Store::open_in_memory().unwrap();
+        assert!(store.last_history().unwrap().is_empty());
+        let (decisions, inputs) = two_decisions();
+        store
+            .insert_epoch(&epoch(1), &decisions, &inputs, &Policy::default(), 0)
+            .unwrap();
+        let (a, ia) = decided("node-a", false, 0);
+        store
+            .insert_epoch(&epoch(2), &[a], &[ia], &Policy::default(), 0)
+            .unwrap();
+        let history = store.last_history().unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(
+            history["node-a"],
+            History {
+                allowed: false,
+                passing_streak: 0
+            }
+        );
+    }
+
+    #[test]
+    fn audit_has_rotation_without_secret_and_recomputable_decisions() {
+        let store = Store::open_in_memory().unwrap();
+        let (n, key) = node("node-a", 1);
+        store.add_node(&n).unwrap();
+        let (bench, body, sig) = benchmark(&key, "node-a", 3, 0.9);
+        store
+            .insert_benchmark(&bench, &body, &sig, &bench_path("node-a"))
+            .unwrap();
+        let (decisions, mut inputs) = two_decisions();
+        inputs[0].latest = Some(bench);
+        let policy = Policy {
+            threshold: 0.65,
+            ..Policy::default()
+        };
+        let e = epoch(7);
+        store
+            .insert_epoch(&e, &decisions, &inputs, &policy, 6_990)
+            .unwrap();
+        let entries = store.audit_entries(3, 10).unwrap();
+        assert!(entries
+            .iter()
+            .all(|x| !x.entry.contains(&e.secret.to_hex())));
+        assert_eq!(entries[0].kind, "rotation");
+        let rotation: RotationEntry = serde_json::from_str(&entries[0].entry).unwrap();
+        assert_eq!(
+            (rotation.allowed, rotation.denied),
+            (vec!["node-a".into()], vec!["node-b".into()])
+        );
+        let logged: Vec<DecisionEntry> = entries[1..]
+            .iter()
+            .map(|x| serde_json::from_str(&x.entry).unwrap())
+            .collect();
+        assert_eq!(logged.len(), 2);
+        for entry in &logged {
+            assert_eq!(entry.policy, policy);
+            assert_eq!(entry.decided_ms, 6_990);
+            assert_eq!(entry.input.node_id, entry.decision.node_id);
+        }
+        assert_eq!(logged[1].input, inputs[0]);
+        assert_eq!(
+            store.verify_audit().unwrap().counts[&AuditKind::Decision],
+            2
+        );
+    }
+
+    #[test]
+    fn decisions_and_inputs_must_match_one_to_one() {
+        let store = Store::open_in_memory().unwrap();
+        let (decisions, inputs) = two_decisions();
+        let p = Policy::default();
+        let err = store
+            .insert_epoch(&epoch(1), &decisions, &inputs[..1], &p, 0)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "epoch 1: the decision for node node-b has no input"
+        );
+        let err = store
+            .insert_epoch(&epoch(1), &decisions[..1], &inputs, &p, 0)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "epoch 1: the input for node node-a has no decision"
+        );
+        let twice = [decisions[0].clone(), decisions[0].clone()];
+        let err = store
+            .insert_epoch(&epoch(1), &twice, &inputs, &p, 0)
+            .unwrap_err();
+        assert_eq!(err.to_string(), "epoch 1: two decisions for node node-b");
+        assert!(store.latest_epochs(1).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_secret_is_reported_without_its_value() {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .insert_epoch(&epoch(1), &[], &[], &Policy::default(), 0)
+            .unwrap();
+        let leaked = "ab".repeat(31) + "zz";
+        store
+            .lock()
+            .execute("UPDATE epochs SET secret = ?1", [&leaked])
+            .unwrap();
+        let err = store.epoch(1).unwrap_err().to_string();
+        assert!(err.starts_with("corrupt epoch 1 secret"), "{err}");
+        assert!(!err.contains(&leaked) && !err.contains("abab"), "{err}");
+        assert!(!format!("{:?}", epoch(1)).contains(&epoch(1).secret.to_hex()));
+    }
+}

@@ -1,0 +1,226 @@
+//! Why a store operation failed.
+
+use std::path::PathBuf;
+
+use meshtun_proto::{EpochId, PublicKey};
+
+/// Why a store operation failed. Every message names the table or object concerned; none
+/// ever holds an epoch secret or an invite token.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database's directory could not be created.
+    #[error("cannot create the database directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The database file could not be created or its permissions not set.
+    #[error("cannot prepare the database file {path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// SQLite could not open or configure the database.
+    #[error("cannot open the database {location}: {source}")]
+    Open {
+        /// The file, or `:memory:`.
+        location: String,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// The database could not be put in write-ahead-log mode.
+    #[error(
+        "the database {location} stays in journal mode {mode}; meshtun-controller needs WAL \
+         (is it on a network filesystem?)"
+    )]
+    JournalMode {
+        /// The file.
+        location: String,
+        /// The mode SQLite kept.
+        mode: String,
+    },
+    /// The database was written by a newer meshtun-controller.
+    #[error(
+        "the database {location} has schema version {found}, but this meshtun-controller \
+         knows versions up to {supported}; use a newer meshtun-controller"
+    )]
+    SchemaTooNew {
+        /// The file, or `:memory:`.
+        location: String,
+        /// The database's `user_version`.
+        found: i64,
+        /// The newest version this build knows.
+        supported: usize,
+    },
+    /// A schema migration failed (it was rolled back).
+    #[error("cannot migrate the database {location} to schema version {version}: {source}")]
+    Migrate {
+        /// The file, or `:memory:`.
+        location: String,
+        /// The version being applied.
+        version: usize,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// A query failed.
+    #[error("database error while {what}: {source}")]
+    Sql {
+        /// What was being done, naming the table and object.
+        what: String,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// A stored value could not be read back.
+    #[error("corrupt {what} in the database: {reason}")]
+    Corrupt {
+        /// The table, object and column.
+        what: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// A value could not be encoded as JSON.
+    #[error("cannot encode {what} as JSON: {source}")]
+    Json {
+        /// What was being encoded.
+        what: String,
+        /// What serde_json said.
+        source: serde_json::Error,
+    },
+    /// A number does not fit SQLite's signed 64-bit integers.
+    #[error("{what} is {value}, larger than the largest storable value {max}", max = i64::MAX)]
+    OutOfRange {
+        /// Which number.
+        what: String,
+        /// Its value.
+        value: u64,
+    },
+    /// A node id is not valid.
+    #[error(
+        "node id {0:?} is not valid (1 to 64 characters from a-z 0-9 - _ ., starting with a \
+         letter or digit)"
+    )]
+    InvalidNodeId(String),
+    /// A node with this id is already enrolled.
+    #[error("node {0} already exists")]
+    NodeExists(String),
+    /// Another node already has this WireGuard key.
+    #[error("node {node}: WireGuard key {key} is already used by node {owner}")]
+    WgKeyInUse {
+        /// The node being added.
+        node: String,
+        /// The key.
+        key: PublicKey,
+        /// The node that has it.
+        owner: String,
+    },
+    /// No node with this id.
+    #[error("node {0} does not exist")]
+    NoSuchNode(String),
+    /// An empty invite token.
+    #[error("invite for node {0}: the token must not be empty")]
+    EmptyToken(String),
+    /// An invite with this token already exists.
+    #[error("invite for node {0}: an invite with this token already exists")]
+    DuplicateInvite(String),
+    /// No invite has this token.
+    #[error("invite token not recognised (it was never issued, or was mistyped)")]
+    UnknownInvite,
+    /// The invite was redeemed before.
+    #[error("the invite for node {node} was already used at {used_ms} (invites are one-time)")]
+    InviteUsed {
+        /// The node the invite was for.
+        node: String,
+        /// When it was used, Unix milliseconds.
+        used_ms: u64,
+    },
+    /// The invite expired.
+    #[error("the invite for node {node} expired at {expires_ms} (now {now_ms}); issue a new one")]
+    InviteExpired {
+        /// The node the invite was for.
+        node: String,
+        /// When it expired, Unix milliseconds.
+        expires_ms: u64,
+        /// The time of the attempt, Unix milliseconds.
+        now_ms: u64,
+    },
+    /// A benchmark's seq is not above the node's newest stored one.
+    #[error("benchmark seq {seq} for {node} is not newer than {latest} (replay)")]
+    Replay {
+        /// The node.
+        node: String,
+        /// The refused seq.
+        seq: u64,
+        /// The node's newest stored seq.
+        latest: u64,
+    },
+    /// The request was signed by another node than the benchmark's.
+    #[error("benchmark seq {seq} for {node}: the request was signed as node {signer}")]
+    SignerMismatch {
+        /// The benchmark's node.
+        node: String,
+        /// The benchmark's seq.
+        seq: u64,
+        /// The node named in the signature.
+        signer: String,
+    },
+    /// The request signature does not verify with the node's enrolled identity key.
+    #[error(
+        "benchmark seq {seq} for {node}: the request signature over {method} {path} does not \
+         verify with the node's enrolled identity key"
+    )]
+    BadSignature {
+        /// The node.
+        node: String,
+        /// The benchmark's seq.
+        seq: u64,
+        /// The signed method.
+        method: &'static str,
+        /// The signed path.
+        path: String,
+    },
+    /// The raw signed body does not hold the benchmark being stored.
+    #[error("benchmark seq {seq} for {node}: the signed body does not match the record: {reason}")]
+    BodyMismatch {
+        /// The node.
+        node: String,
+        /// The record's seq.
+        seq: u64,
+        /// What differs.
+        reason: String,
+    },
+    /// An epoch id is not above the newest stored epoch.
+    #[error("epoch {id} is not newer than the latest stored epoch {latest}")]
+    EpochNotNewer {
+        /// The refused id.
+        id: EpochId,
+        /// The newest stored id.
+        latest: EpochId,
+    },
+    /// The decisions and the inputs of an epoch do not correspond one to one.
+    #[error("epoch {epoch}: {reason}")]
+    Decisions {
+        /// The epoch.
+        epoch: EpochId,
+        /// What is missing or repeated, naming the node.
+        reason: String,
+    },
+}
+
+/// Attaches what was being done to a SQLite error.
+pub(crate) trait SqlContext<T> {
+    /// Wraps the error as [`StoreError::Sql`] with `what`.
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, StoreError>;
+}
+
+impl<T> SqlContext<T> for Result<T, rusqlite::Error> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Sql {
+            what: what(),
+            source,
+        })
+    }
+}

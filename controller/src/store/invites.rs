@@ -1,0 +1,323 @@
+//! The `invites` table: one-time enrollment tokens, stored only as their SHA-256.
+
+use ipnet::IpNet;
+use meshtun_proto::wire::{valid_node_id, EnrollRequest};
+use rusqlite::{params, OptionalExtension as _};
+use sha2::{Digest, Sha256};
+
+use super::audit::{AuditKind, InviteEntry};
+use super::audit_log::append;
+use super::codec::{from_json, int, now_ms, to_json};
+use super::error::SqlContext as _;
+use super::nodes::{insert_node, load_node};
+use super::{Store, StoreError};
+use crate::model::NodeRecord;
+
+/// The hex SHA-256 of an invite token: the only form the store keeps.
+pub fn invite_token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// An `invites` row.
+struct Invite {
+    node_id: String,
+    expires_ms: u64,
+    used_ms: Option<u64>,
+    addresses: Option<String>,
+    endpoint: Option<String>,
+}
+
+impl Store {
+    /// Issues an invite for `node_id`, valid until `expires_ms`. `addresses` and `endpoint`,
+    /// if given, are what the node gets whatever it asks for. Refuses an empty or repeated
+    /// token and an id already enrolled.
+    pub fn create_invite(
+        &self,
+        node_id: &str,
+        token: &str,
+        expires_ms: u64,
+        addresses: Option<&[IpNet]>,
+        endpoint: Option<&str>,
+    ) -> Result<(), StoreError> {
+        if !valid_node_id(node_id) {
+            return Err(StoreError::InvalidNodeId(node_id.to_owned()));
+        }
+        if token.is_empty() {
+            return Err(StoreError::EmptyToken(node_id.to_owned()));
+        }
+        let token_hash = invite_token_hash(token);
+        let what = || format!("creating an invite for node {node_id}");
+        let addresses_json = addresses
+            .map(|a| to_json(a, || format!("invite for node {node_id} addresses")))
+            .transpose()?;
+        self.write(what, |tx| {
+            if load_node(tx, node_id)?.is_some() {
+                return Err(StoreError::NodeExists(node_id.to_owned()));
+            }
+            let inserted = tx
+                .execute(
+                    "INSERT INTO invites (token_hash, node_id, created_ms, expires_ms, addresses, endpoint) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (token_hash) DO NOTHING",
+                    params![
+                        token_hash,
+                        node_id,
+                        int(now_ms(), || "invite created_ms".into())?,
+                        int(expires_ms, || format!("invite for node {node_id} expires_ms"))?,
+                        addresses_json,
+                        endpoint
+                    ],
+                )
+                .ctx(what)?;
+            if inserted == 0 {
+                return Err(StoreError::DuplicateInvite(node_id.to_owned()));
+            }
+            let entry = InviteEntry {
+                node_id: node_id.to_owned(),
+                token_hash: token_hash.clone(),
+                expires_ms,
+                addresses: addresses.map(<[IpNet]>::to_vec),
+                endpoint: endpoint.map(str::to_owned),
+            };
+            append(tx, AuditKind::Invite, &entry)?;
+            Ok(())
+        })
+    }
+
+    /// Enrolls the node an invite was issued for, in one transaction: the token must be
+    /// known, unused and unexpired at `now_ms`, and the node id free. Marks the invite used
+    /// and stores the node with the admin's addresses and endpoint where the invite has
+    /// them, the request's otherwise. Nothing changes if any check fails.
+    pub fn redeem_invite(
+        &self,
+        token: &str,
+        request: &EnrollRequest,
+        now_ms: u64,
+    ) -> Result<NodeRecord, StoreError> {
+        let token_hash = invite_token_hash(token);
+        let what = || "redeeming an invite".to_owned();
+        self.write(what, |tx| {
+            let invite = tx
+                .query_row(
+                    "SELECT node_id, expires_ms, used_ms, addresses, endpoint FROM invites \
+                     WHERE token_hash = ?1",
+                    [&token_hash],
+                    |r| {
+                        Ok(Invite {
+                            node_id: r.get(0)?,
+                            expires_ms: r.get(1)?,
+                            used_ms: r.get(2)?,
+                            addresses: r.get(3)?,
+                            endpoint: r.get(4)?,
+                        })
+                    },
+                )
+                .optional()
+                .ctx(what)?
+                .ok_or(StoreError::UnknownInvite)?;
+            let node = invite.node_id.clone();
+            if let Some(used_ms) = invite.used_ms {
+                return Err(StoreError::InviteUsed { node, used_ms });
+            }
+            if now_ms >= invite.expires_ms {
+                return Err(StoreError::InviteExpired {
+                    node,
+                    expires_ms: invite.expires_ms,
+                    now_ms,
+                });
+            }
+            let record = NodeRecord {
+                addresses: match &invite.addresses {
+                    Some(json) => from_json(json, || format!("invite for node {node} addresses"))?,
+                    None => request.addresses.clone(),
+                },
+                endpoint: invite.endpoint.or_else(|| request.endpoint.clone()),
+                id: invite.node_id,
+                wg_public_key: request.wg_public_key,
+                identity_key: request.identity_key,
+                pin: None,
+                enrolled_ms: now_ms,
+            };
+            tx.execute(
+                "UPDATE invites SET used_ms = ?2 WHERE token_hash = ?1",
+                params![token_hash, int(now_ms, || "invite used_ms".into())?],
+            )
+            .ctx(what)?;
+            insert_node(tx, &record, Some(token_hash.clone()))?;
+            Ok(record)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::audit::EnrollEntry;
+    use super::super::testutil::node;
+    use super::*;
+
+    fn request(seed: u8) -> EnrollRequest {
+        let (n, _) = node("ignored", seed);
+        EnrollRequest {
+            token: "t".into(),
+            wg_public_key: n.wg_public_key,
+            identity_key: n.identity_key,
+            addresses: n.addresses,
+            endpoint: n.endpoint,
+        }
+    }
+
+    fn invite_rows(store: &Store) -> Vec<(String, Option<u64>)> {
+        let conn = store.lock();
+        let mut stmt = conn
+            .prepare("SELECT token_hash, used_ms FROM invites ORDER BY node_id")
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    #[test]
+    fn an_invite_enrolls_once_with_the_requests_addresses() {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .create_invite("node-a", "secret-token", 5_000, None, None)
+            .unwrap();
+        let req = request(1);
+        let node = store.redeem_invite("secret-token", &req, 4_000).unwrap();
+        assert_eq!(node.id, "node-a");
+        assert_eq!(node.addresses, req.addresses);
+        assert_eq!(node.endpoint, req.endpoint);
+        assert_eq!(node.enrolled_ms, 4_000);
+        assert_eq!(store.node("node-a").unwrap(), Some(node));
+        let err = store
+            .redeem_invite("secret-token", &request(2), 4_001)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the invite for node node-a was already used at 4000 (invites are one-time)"
+        );
+    }
+
+    #[test]
+    fn only_the_tokens_hash_is_stored_and_audited() {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .create_invite("node-a", "secret-token", 5_000, None, None)
+            .unwrap();
+        store
+            .redeem_invite("secret-token", &request(1), 4_000)
+            .unwrap();
+        let hash = invite_token_hash("secret-token");
+        assert_eq!(invite_rows(&store), vec![(hash.clone(), Some(4_000))]);
+        let entries = store.audit_entries(1, 10).unwrap();
+        assert!(entries.iter().all(|e| !e.entry.contains("secret-token")));
+        assert_eq!(entries[0].kind, "invite");
+        let enroll: EnrollEntry = serde_json::from_str(&entries[1].entry).unwrap();
+        assert_eq!(enroll.invite_token_hash, Some(hash));
+        store.verify_audit().unwrap();
+    }
+
+    #[test]
+    fn the_admins_addresses_and_endpoint_win() {
+        let store = Store::open_in_memory().unwrap();
+        let assigned: Vec<IpNet> = vec!["10.9.0.1/32".parse().unwrap()];
+        store
+            .create_invite(
+                "node-a",
+                "tok",
+                5_000,
+                Some(&assigned),
+                Some("203.0.113.1:51820"),
+            )
+            .unwrap();
+        let node = store.redeem_invite("tok", &request(1), 1).unwrap();
+        assert_eq!(node.addresses, assigned);
+        assert_eq!(node.endpoint.as_deref(), Some("203.0.113.1:51820"));
+    }
+
+    #[test]
+    fn an_expired_invite_is_refused_and_stays_unused() {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .create_invite("node-a", "tok", 5_000, None, None)
+            .unwrap();
+        let err = store.redeem_invite("tok", &request(1), 5_000).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the invite for node node-a expired at 5000 (now 5000); issue a new one"
+        );
+        assert_eq!(store.node("node-a").unwrap(), None);
+        assert_eq!(invite_rows(&store)[0].1, None);
+    }
+
+    #[test]
+    fn unknown_tokens_are_refused_without_echoing_them() {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .create_invite("node-a", "tok", 5_000, None, None)
+            .unwrap();
+        let err = store
+            .redeem_invite("guess-123", &request(1), 1)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::UnknownInvite));
+        assert!(!err.to_string().contains("guess-123"));
+    }
+
+    #[test]
+    fn a_taken_wg_key_leaves_the_invite_usable() {
+        let store = Store::open_in_memory().unwrap();
+        let (b, _) = node("node-b", 1);
+        store.add_node(&b).unwrap();
+        store
+            .create_invite("node-a", "tok", 5_000, None, None)
+            .unwrap();
+        let err = store.redeem_invite("tok", &request(1), 1).unwrap_err();
+        assert!(
+            err.to_string().contains("already used by node node-b"),
+            "{err}"
+        );
+        assert_eq!(invite_rows(&store).iter().find(|r| r.1.is_some()), None);
+        store.redeem_invite("tok", &request(2), 2).unwrap();
+    }
+
+    #[test]
+    fn invites_for_enrolled_or_invalid_ids_and_repeated_tokens_are_refused() {
+        let store = Store::open_in_memory().unwrap();
+        let (a, _) = node("node-a", 1);
+        store.add_node(&a).unwrap();
+        let err = store
+            .create_invite("node-a", "tok", 5_000, None, None)
+            .unwrap_err();
+        assert_eq!(err.to_string(), "node node-a already exists");
+        let err = store
+            .create_invite("../x", "tok", 5_000, None, None)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::InvalidNodeId(_)));
+        let err = store
+            .create_invite("node-b", "", 5_000, None, None)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::EmptyToken(_)));
+        store
+            .create_invite("node-b", "tok", 5_000, None, None)
+            .unwrap();
+        let err = store
+            .create_invite("node-c", "tok", 5_000, None, None)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invite for node node-c: an invite with this token already exists"
+        );
+    }
+
+    #[test]
+    fn a_second_invite_for_an_id_enrolled_meanwhile_is_refused() {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .create_invite("node-a", "one", 5_000, None, None)
+            .unwrap();
+        store
+            .create_invite("node-a", "two", 5_000, None, None)
+            .unwrap();
+        store.redeem_invite("one", &request(1), 1).unwrap();
+        let err = store.redeem_invite("two", &request(2), 2).unwrap_err();
+        assert_eq!(err.to_string(), "node node-a already exists");
+    }
+}

@@ -1,0 +1,326 @@
+//! The controller's durable state, in one embedded SQLite database: enrolled nodes, invites,
+//! benchmarks, epochs with their secrets, membership decisions, and an append-only,
+//! hash-chained audit log (see [`audit`]).
+//!
+//! Every mutating method runs as one short `BEGIN IMMEDIATE` transaction that also appends
+//! its audit entries, and returns only after the commit reached the disk (WAL with
+//! `synchronous=FULL`), so whatever a caller acknowledges survives a crash. The database
+//! file is created with mode 0600 because it holds the epoch secrets; a secret is stored
+//! only in the `epochs` table and never appears in the audit log or in an error message.
+//!
+//! [`Store`] is `Send + Sync` (the connection sits behind a mutex); async callers use it
+//! through `tokio::task::spawn_blocking`.
+
+pub mod audit;
+mod audit_log;
+mod benchmarks;
+mod codec;
+mod epochs;
+mod error;
+mod invites;
+mod nodes;
+mod schema;
+
+#[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
+mod testutil;
+
+use std::fmt;
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+pub use audit::{AuditEntry, AuditError, AuditKind, AuditReport};
+pub use benchmarks::BENCHMARK_METHOD;
+pub use error::StoreError;
+pub use invites::invite_token_hash;
+
+use error::SqlContext as _;
+
+/// How long a statement waits for another process's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The controller's durable state. See the [module documentation](self).
+pub struct Store {
+    conn: Mutex<Connection>,
+    location: String,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the database at `path`, creating it (mode 0600) and its directory (mode 0700)
+    /// if missing, and migrating its schema to the newest version. An existing file readable
+    /// by others is narrowed to 0600. A database written by a newer controller is refused.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        prepare_file(path)?;
+        let location = path.display().to_string();
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            location: location.clone(),
+            source,
+        })?;
+        Self::configure(conn, location)
+    }
+
+    /// A private in-memory database, for tests.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let location = ":memory:".to_owned();
+        let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
+            location: location.clone(),
+            source,
+        })?;
+        Self::configure(conn, location)
+    }
+
+    /// Where the database lives (a path, or `:memory:`).
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn configure(mut conn: Connection, location: String) -> Result<Self, StoreError> {
+        let open_err = |source| StoreError::Open {
+            location: location.clone(),
+            source,
+        };
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(open_err)?;
+        // An in-memory database keeps its "memory" journal; a file must be in WAL mode.
+        if mode != "wal" && location != ":memory:" {
+            return Err(StoreError::JournalMode { location, mode });
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        schema::migrate(&mut conn, &location)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            location,
+        })
+    }
+
+    /// The connection. A panic in another thread cannot leave a transaction open (it rolls
+    /// back when dropped), so a poisoned lock is safe to take over.
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` in one write transaction and commits before returning its result.
+    fn write<T>(
+        &self,
+        what: impl Fn() -> String,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(&what)?;
+        let out = f(&tx)?;
+        tx.commit().ctx(&what)?;
+        Ok(out)
+    }
+
+    /// Runs `f` in one read transaction, so its queries see one snapshot.
+    fn read<T>(
+        &self,
+        what: impl Fn() -> String,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .ctx(&what)?;
+        let out = f(&tx)?;
+        tx.finish().ctx(&what)?;
+        Ok(out)
+    }
+}
+
+/// Creates the directory (0700) and an empty database file (0600) if missing, and narrows
+/// an existing file that others could read.
+fn prepare_file(path: &Path) -> Result<(), StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| StoreError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+    }
+    let file_err = |source| StoreError::File {
+        path: path.to_owned(),
+        source,
+    };
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(file_err(e)),
+    }
+    let mode = fs::metadata(path).map_err(file_err)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            "database {} had mode {:o}; narrowing it to 0600 (it holds epoch secrets)",
+            path.display(),
+            mode & 0o777
+        );
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(file_err)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::{benchmark, node};
+    use super::*;
+
+    #[test]
+    fn store_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Store>();
+    }
+
+    #[test]
+    fn open_creates_directory_and_private_file_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/sub/controller.db");
+        let store = Store::open(&path).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let conn = store.lock();
+        let journal: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(journal, "wal");
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "synchronous=FULL");
+        let fk: i64 = conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1);
+    }
+
+    #[test]
+    fn open_narrows_a_world_readable_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("controller.db");
+        fs::write(&path, b"").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        Store::open(&path).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn reopening_is_a_no_op_and_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("controller.db");
+        let (a, key) = node("node-a", 1);
+        let (record, body, sig) = benchmark(&key, "node-a", 3, 0.9);
+        {
+            let store = Store::open(&path).unwrap();
+            store.add_node(&a).unwrap();
+            store
+                .insert_benchmark(&record, &body, &sig, &testutil::bench_path("node-a"))
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let version: i64 = store
+            .lock()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version as usize, schema::MIGRATIONS.len());
+        assert_eq!(store.nodes().unwrap(), vec![a]);
+        assert_eq!(store.latest_benchmarks().unwrap()["node-a"], record);
+        let report = store.verify_audit().unwrap();
+        assert_eq!(report.entries, 2);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("controller.db");
+        drop(Store::open(&path).unwrap());
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let err = Store::open(&path).unwrap_err().to_string();
+        assert!(err.contains("schema version 99"), "{err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("use a newer meshtun-controller"), "{err}");
+    }
+
+    #[test]
+    fn concurrent_writers_share_one_unbroken_chain() {
+        // Two handles on one file (as the server and an admin command would have), each
+        // used from two threads.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("controller.db");
+        let stores = [
+            std::sync::Arc::new(Store::open(&path).unwrap()),
+            std::sync::Arc::new(Store::open(&path).unwrap()),
+        ];
+        let threads: Vec<_> = (0..4u8)
+            .map(|i| {
+                let store = stores[usize::from(i % 2)].clone();
+                std::thread::spawn(move || {
+                    let id = format!("node-{i}");
+                    let (n, key) = node(&id, i + 1);
+                    store.add_node(&n).unwrap();
+                    for seq in 1..=25 {
+                        let (rec, body, sig) = benchmark(&key, &id, seq, 0.9);
+                        store
+                            .insert_benchmark(&rec, &body, &sig, &testutil::bench_path(&id))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let report = stores[1].verify_audit().unwrap();
+        assert_eq!(report.entries, 4 + 100);
+        assert_eq!(report.signatures_verified, 100);
+        assert_eq!(stores[0].latest_benchmarks().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn a_directory_in_the_way_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        fs::write(&blocker, b"x").unwrap();
+        let err = Store::open(blocker.join("controller.db"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cannot create the database directory"),
+            "{err}"
+        );
+        assert!(err.contains(&blocker.display().to_string()), "{err}");
+    }
+}

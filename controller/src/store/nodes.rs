@@ -1,0 +1,311 @@
+//! The `nodes` table: enrolled nodes and their pins.
+
+use meshtun_proto::wire::valid_node_id;
+use meshtun_proto::{IdentityPublic, PublicKey};
+use rusqlite::{params, OptionalExtension as _, Row, Transaction};
+
+use super::audit::{AuditKind, EnrollEntry, PinEntry, RemoveEntry};
+use super::audit_log::append;
+use super::codec::{corrupt, from_json, int, parse_pin, pin_text, to_json};
+use super::error::SqlContext as _;
+use super::{Store, StoreError};
+use crate::model::{NodeRecord, Pin};
+
+const NODE_COLUMNS: &str = "id, wg_public_key, identity_key, addresses, endpoint, pin, enrolled_ms";
+
+/// A `nodes` row as stored, before decoding.
+struct NodeRow {
+    id: String,
+    wg_public_key: String,
+    identity_key: String,
+    addresses: String,
+    endpoint: Option<String>,
+    pin: Option<String>,
+    enrolled_ms: u64,
+}
+
+impl NodeRow {
+    fn read(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get(0)?,
+            wg_public_key: row.get(1)?,
+            identity_key: row.get(2)?,
+            addresses: row.get(3)?,
+            endpoint: row.get(4)?,
+            pin: row.get(5)?,
+            enrolled_ms: row.get(6)?,
+        })
+    }
+
+    fn decode(self) -> Result<NodeRecord, StoreError> {
+        let id = self.id;
+        let col = |c: &str| format!("node {id} {c}");
+        Ok(NodeRecord {
+            wg_public_key: PublicKey::from_base64(&self.wg_public_key)
+                .map_err(|e| corrupt(col("wg_public_key"), e))?,
+            identity_key: IdentityPublic::from_base64(&self.identity_key)
+                .map_err(|e| corrupt(col("identity_key"), e))?,
+            addresses: from_json(&self.addresses, || col("addresses"))?,
+            endpoint: self.endpoint,
+            pin: parse_pin(self.pin.as_deref(), || col("pin"))?,
+            enrolled_ms: self.enrolled_ms,
+            id,
+        })
+    }
+}
+
+/// The node `id`, read inside `tx`.
+pub(crate) fn load_node(tx: &Transaction<'_>, id: &str) -> Result<Option<NodeRecord>, StoreError> {
+    let what = || format!("reading node {id}");
+    tx.query_row(
+        &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?1"),
+        [id],
+        NodeRow::read,
+    )
+    .optional()
+    .ctx(what)?
+    .map(NodeRow::decode)
+    .transpose()
+}
+
+/// Adds `node` inside `tx` with its `enroll` audit entry, refusing an invalid or taken id
+/// and a WireGuard key another node has.
+pub(crate) fn insert_node(
+    tx: &Transaction<'_>,
+    node: &NodeRecord,
+    invite_token_hash: Option<String>,
+) -> Result<(), StoreError> {
+    if !valid_node_id(&node.id) {
+        return Err(StoreError::InvalidNodeId(node.id.clone()));
+    }
+    if load_node(tx, &node.id)?.is_some() {
+        return Err(StoreError::NodeExists(node.id.clone()));
+    }
+    let what = || format!("adding node {}", node.id);
+    let key = node.wg_public_key.to_base64();
+    let owner: Option<String> = tx
+        .query_row(
+            "SELECT id FROM nodes WHERE wg_public_key = ?1",
+            [&key],
+            |r| r.get(0),
+        )
+        .optional()
+        .ctx(what)?;
+    if let Some(owner) = owner {
+        return Err(StoreError::WgKeyInUse {
+            node: node.id.clone(),
+            key: node.wg_public_key,
+            owner,
+        });
+    }
+    let addresses = to_json(&node.addresses, || format!("node {} addresses", node.id))?;
+    tx.execute(
+        &format!("INSERT INTO nodes ({NODE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+        params![
+            node.id,
+            key,
+            node.identity_key.to_base64(),
+            addresses,
+            node.endpoint,
+            pin_text(node.pin),
+            int(node.enrolled_ms, || format!("node {} enrolled_ms", node.id))?,
+        ],
+    )
+    .ctx(what)?;
+    let entry = EnrollEntry {
+        node: node.clone(),
+        invite_token_hash,
+    };
+    append(tx, AuditKind::Enroll, &entry)?;
+    Ok(())
+}
+
+impl Store {
+    /// Enrolls a node directly (without an invite). Refuses an invalid id, an id already
+    /// enrolled and a WireGuard key another node has.
+    pub fn add_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
+        self.write(
+            || format!("adding node {}", node.id),
+            |tx| insert_node(tx, node, None),
+        )
+    }
+
+    /// Removes a node and its stored benchmarks (the audit log keeps them). `false` if no
+    /// such node was enrolled.
+    pub fn remove_node(&self, id: &str) -> Result<bool, StoreError> {
+        let what = || format!("removing node {id}");
+        self.write(what, |tx| {
+            if tx
+                .execute("DELETE FROM nodes WHERE id = ?1", [id])
+                .ctx(what)?
+                == 0
+            {
+                return Ok(false);
+            }
+            let entry = RemoveEntry {
+                node_id: id.to_owned(),
+            };
+            append(tx, AuditKind::Remove, &entry)?;
+            Ok(true)
+        })
+    }
+
+    /// The node `id`, if enrolled.
+    pub fn node(&self, id: &str) -> Result<Option<NodeRecord>, StoreError> {
+        self.read(|| format!("reading node {id}"), |tx| load_node(tx, id))
+    }
+
+    /// Every enrolled node, sorted by id.
+    pub fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        let what = || "reading the nodes".to_owned();
+        self.read(what, |tx| {
+            let mut stmt = tx
+                .prepare_cached(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY id"))
+                .ctx(what)?;
+            let rows = stmt.query_map([], NodeRow::read).ctx(what)?;
+            let rows = rows.collect::<Result<Vec<_>, _>>().ctx(what)?;
+            rows.into_iter().map(NodeRow::decode).collect()
+        })
+    }
+
+    /// Sets (`Some`) or clears (`None`) a node's pin.
+    pub fn set_pin(&self, id: &str, pin: Option<Pin>) -> Result<(), StoreError> {
+        let what = || format!("setting the pin of node {id}");
+        self.write(what, |tx| {
+            let previous = load_node(tx, id)?
+                .ok_or_else(|| StoreError::NoSuchNode(id.to_owned()))?
+                .pin;
+            tx.execute(
+                "UPDATE nodes SET pin = ?2 WHERE id = ?1",
+                params![id, pin_text(pin)],
+            )
+            .ctx(what)?;
+            let entry = PinEntry {
+                node_id: id.to_owned(),
+                pin,
+                previous,
+            };
+            append(tx, AuditKind::Pin, &entry)?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{bench_path, benchmark, node};
+    use super::*;
+
+    fn audit_kinds(store: &Store) -> Vec<String> {
+        store
+            .audit_entries(1, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect()
+    }
+
+    #[test]
+    fn nodes_are_added_read_back_and_listed_by_id() {
+        let store = Store::open_in_memory().unwrap();
+        let (b, _) = node("node-b", 2);
+        let (a, _) = node("node-a", 1);
+        store.add_node(&b).unwrap();
+        store.add_node(&a).unwrap();
+        assert_eq!(store.node("node-a").unwrap(), Some(a.clone()));
+        assert_eq!(store.node("node-c").unwrap(), None);
+        assert_eq!(store.nodes().unwrap(), vec![a, b]);
+        assert_eq!(audit_kinds(&store), ["enroll", "enroll"]);
+    }
+
+    #[test]
+    fn duplicate_ids_and_keys_are_refused_and_nothing_changes() {
+        let store = Store::open_in_memory().unwrap();
+        let (a, _) = node("node-a", 1);
+        store.add_node(&a).unwrap();
+        let (mut again, _) = node("node-a", 2);
+        let err = store.add_node(&again).unwrap_err();
+        assert_eq!(err.to_string(), "node node-a already exists");
+        again.id = "node-z".into();
+        again.wg_public_key = a.wg_public_key;
+        let err = store.add_node(&again).unwrap_err().to_string();
+        assert!(err.starts_with("node node-z: WireGuard key"), "{err}");
+        assert!(err.ends_with("is already used by node node-a"), "{err}");
+        assert_eq!(store.nodes().unwrap(), vec![a]);
+        assert_eq!(audit_kinds(&store), ["enroll"]);
+    }
+
+    #[test]
+    fn invalid_ids_are_refused() {
+        let store = Store::open_in_memory().unwrap();
+        let (bad, _) = node("Node A", 1);
+        let err = store.add_node(&bad).unwrap_err().to_string();
+        assert!(err.starts_with("node id \"Node A\" is not valid"), "{err}");
+    }
+
+    #[test]
+    fn removing_a_node_drops_its_benchmarks_but_not_their_audit() {
+        let store = Store::open_in_memory().unwrap();
+        let (a, key) = node("node-a", 1);
+        store.add_node(&a).unwrap();
+        let (rec, body, sig) = benchmark(&key, "node-a", 1, 0.9);
+        store
+            .insert_benchmark(&rec, &body, &sig, &bench_path("node-a"))
+            .unwrap();
+        assert!(store.remove_node("node-a").unwrap());
+        assert!(!store.remove_node("node-a").unwrap());
+        assert_eq!(store.node("node-a").unwrap(), None);
+        assert!(store.benchmarks("node-a", 10).unwrap().is_empty());
+        assert_eq!(audit_kinds(&store), ["enroll", "benchmark", "remove"]);
+        store.verify_audit().unwrap();
+    }
+
+    #[test]
+    fn a_removed_id_can_enroll_again_with_new_keys() {
+        let store = Store::open_in_memory().unwrap();
+        let (a, _) = node("node-a", 1);
+        store.add_node(&a).unwrap();
+        store.remove_node("node-a").unwrap();
+        let (fresh, key) = node("node-a", 9);
+        store.add_node(&fresh).unwrap();
+        let (rec, body, sig) = benchmark(&key, "node-a", 1, 0.9);
+        store
+            .insert_benchmark(&rec, &body, &sig, &bench_path("node-a"))
+            .unwrap();
+        // The benchmark verifies against the key of the second enrollment.
+        assert_eq!(store.verify_audit().unwrap().signatures_verified, 1);
+    }
+
+    #[test]
+    fn pins_are_set_cleared_and_audited() {
+        let store = Store::open_in_memory().unwrap();
+        let (a, _) = node("node-a", 1);
+        store.add_node(&a).unwrap();
+        store.set_pin("node-a", Some(Pin::Allow)).unwrap();
+        assert_eq!(store.node("node-a").unwrap().unwrap().pin, Some(Pin::Allow));
+        store.set_pin("node-a", None).unwrap();
+        assert_eq!(store.node("node-a").unwrap().unwrap().pin, None);
+        let err = store.set_pin("node-x", Some(Pin::Deny)).unwrap_err();
+        assert_eq!(err.to_string(), "node node-x does not exist");
+        let last = store.audit_entries(3, 1).unwrap().remove(0);
+        let entry: PinEntry = serde_json::from_str(&last.entry).unwrap();
+        assert_eq!(entry.previous, Some(Pin::Allow));
+        assert_eq!(entry.pin, None);
+    }
+
+    #[test]
+    fn corrupt_rows_are_reported_by_node_and_column() {
+        let store = Store::open_in_memory().unwrap();
+        let (a, _) = node("node-a", 1);
+        store.add_node(&a).unwrap();
+        store
+            .lock()
+            .execute(
+                "UPDATE nodes SET identity_key = 'zz' WHERE id = 'node-a'",
+                [],
+            )
+            .unwrap();
+        let err = store.node("node-a").unwrap_err().to_string();
+        assert!(err.starts_with("corrupt node node-a identity_key"), "{err}");
+    }
+}

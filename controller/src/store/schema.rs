@@ -1,0 +1,123 @@
+//! The schema and its migrations, tracked by `PRAGMA user_version`.
+//!
+//! `MIGRATIONS[i]` takes the database from version `i` to `i + 1`. Each is applied with the
+//! version bump in one transaction, so a crash leaves the database at a whole version.
+//! Migrations are only ever appended; a released one is never edited.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// Schema version 1: every table of the controller.
+const V1: &str = r#"
+CREATE TABLE nodes (
+    id            TEXT PRIMARY KEY NOT NULL,
+    wg_public_key TEXT NOT NULL UNIQUE,   -- base64
+    identity_key  TEXT NOT NULL,          -- base64 Ed25519 public key
+    addresses     TEXT NOT NULL,          -- JSON array of CIDRs
+    endpoint      TEXT,
+    pin           TEXT CHECK (pin IN ('allow', 'deny')),
+    enrolled_ms   INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE invites (
+    token_hash TEXT PRIMARY KEY NOT NULL, -- hex SHA-256 of the token
+    node_id    TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    used_ms    INTEGER,
+    addresses  TEXT,                      -- JSON array assigned by the admin, or NULL
+    endpoint   TEXT
+) STRICT;
+CREATE INDEX invites_by_node ON invites (node_id);
+
+CREATE TABLE benchmarks (
+    node_id          TEXT NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
+    seq              INTEGER NOT NULL,
+    suite_version    TEXT NOT NULL,
+    scores           TEXT NOT NULL,       -- JSON
+    measured_at_ms   INTEGER NOT NULL,
+    received_ms      INTEGER NOT NULL,
+    raw_body         BLOB NOT NULL,
+    method           TEXT NOT NULL,
+    path             TEXT NOT NULL,
+    sig_timestamp_ms INTEGER NOT NULL,
+    sig_nonce        TEXT NOT NULL,       -- hex
+    signature        TEXT NOT NULL,       -- base64
+    PRIMARY KEY (node_id, seq)
+) STRICT;
+
+CREATE TABLE epochs (
+    id            INTEGER PRIMARY KEY NOT NULL,
+    secret        TEXT NOT NULL,          -- hex; never copied anywhere else
+    activation_ms INTEGER NOT NULL,
+    not_after_ms  INTEGER NOT NULL,
+    created_ms    INTEGER NOT NULL,
+    cause         TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE decisions (
+    epoch_id        INTEGER NOT NULL REFERENCES epochs (id) ON DELETE CASCADE,
+    node_id         TEXT NOT NULL,
+    allowed         INTEGER NOT NULL,
+    reason          TEXT NOT NULL,
+    passing         INTEGER NOT NULL,
+    history_allowed INTEGER NOT NULL,
+    streak          INTEGER NOT NULL,
+    evidence        TEXT NOT NULL,        -- JSON
+    PRIMARY KEY (epoch_id, node_id)
+) STRICT;
+
+CREATE TABLE audit (
+    seq       INTEGER PRIMARY KEY NOT NULL,
+    at_ms     INTEGER NOT NULL,
+    kind      TEXT NOT NULL,
+    entry     TEXT NOT NULL,              -- JSON, hashed as stored
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL
+) STRICT;
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"#;
+
+/// Every migration, oldest first.
+pub(crate) const MIGRATIONS: &[&str] = &[V1];
+
+/// Brings the database to the newest schema version, refusing one newer than this build.
+pub(crate) fn migrate(conn: &mut Connection, location: &str) -> Result<(), StoreError> {
+    let open_err = |source| StoreError::Open {
+        location: location.to_owned(),
+        source,
+    };
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(open_err)?;
+    let too_new = || StoreError::SchemaTooNew {
+        location: location.to_owned(),
+        found,
+        supported: MIGRATIONS.len(),
+    };
+    // A negative version is none this build wrote either.
+    let current = usize::try_from(found).map_err(|_| too_new())?;
+    if current > MIGRATIONS.len() {
+        return Err(too_new());
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let version = index + 1;
+        let fail = |source| StoreError::Migrate {
+            location: location.to_owned(),
+            version,
+            source,
+        };
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(fail)?;
+        tx.execute_batch(sql).map_err(fail)?;
+        tx.pragma_update(None, "user_version", version as i64)
+            .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+    }
+    Ok(())
+}
