@@ -4,6 +4,8 @@
 //! - [`model`]: nodes, benchmarks, policy, decisions and epochs as plain data;
 //! - [`membership`]: who is allowed, and who peers with whom (pure decisions);
 //! - [`schedule`]: when epochs are published, activated and rotated (pure time arithmetic);
+//! - [`engine`]: the live state: epochs published on schedule or at once on a deny, bundles served;
+//! - [`api`]: the HTTP API; [`status`]: the status report; [`cli`]: the command line;
 //! - [`store`]: durable state in SQLite, with the hash-chained audit log;
 //! - [`auth`]: signed node requests (signature, freshness, replay, path binding) and the admin token;
 //! - [`config`]: `controller.toml`, validated with key-and-line errors;
@@ -11,12 +13,16 @@
 //! - [`metrics`]: Prometheus metrics;
 //! - [`clock`]: Unix time driven by tokio's clock (so tests can pause it).
 
+pub mod api;
 pub mod auth;
 pub mod bundles;
+pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod engine;
 pub mod membership;
 pub mod metrics;
 pub mod model;
 pub mod schedule;
+pub mod status;
 pub mod store;

@@ -64,6 +64,7 @@ fn decision_from_row(epoch: EpochId, row: &Row<'_>) -> Result<Decision, StoreErr
         history: History {
             allowed: row.get(4).ctx(what)?,
             passing_streak: row.get(5).ctx(what)?,
+            benchmarked: row.get(7).ctx(what)?,
         },
         node_id,
     })
@@ -112,7 +113,7 @@ fn insert_decision(tx: &Transaction<'_>, epoch: EpochId, d: &Decision) -> Result
     })?;
     tx.execute(
         "INSERT INTO decisions (epoch_id, node_id, allowed, reason, passing, history_allowed, \
-         streak, evidence) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         streak, benchmarked, evidence) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             int(epoch, || "epoch id".into())?,
             d.node_id,
@@ -121,6 +122,7 @@ fn insert_decision(tx: &Transaction<'_>, epoch: EpochId, d: &Decision) -> Result
             d.passing,
             d.history.allowed,
             d.history.passing_streak,
+            d.history.benchmarked,
             evidence
         ],
     )
@@ -138,7 +140,7 @@ fn load_decisions(tx: &Transaction<'_>, epoch: EpochId) -> Result<Vec<Decision>,
     let id = int(epoch, || "epoch id".into())?;
     let mut stmt = tx
         .prepare_cached(
-            "SELECT node_id, allowed, reason, passing, history_allowed, streak, evidence \
+            "SELECT node_id, allowed, reason, passing, history_allowed, streak, evidence, benchmarked \
              FROM decisions WHERE epoch_id = ?1 ORDER BY node_id",
         )
         .ctx(what)?;
@@ -310,6 +312,7 @@ mod tests {
             history: History {
                 allowed,
                 passing_streak: streak,
+                benchmarked: true,
             },
             evidence: Evidence {
                 score: allowed.then_some(0.9),
@@ -392,7 +395,8 @@ mod tests {
             history["node-a"],
             History {
                 allowed: false,
-                passing_streak: 0
+                passing_streak: 0,
+                benchmarked: true
             }
         );
     }

@@ -64,6 +64,7 @@ CREATE TABLE decisions (
     passing         INTEGER NOT NULL,
     history_allowed INTEGER NOT NULL,
     streak          INTEGER NOT NULL,
+    benchmarked     INTEGER NOT NULL,     -- any evaluation so far had a benchmark
     evidence        TEXT NOT NULL,        -- JSON
     PRIMARY KEY (epoch_id, node_id)
 ) STRICT;

@@ -1,0 +1,137 @@
+//! The `meshtun-controller` command line (clap definitions).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+
+/// Decides which nodes may be in a meshtun mesh and hands out their keys.
+#[derive(Debug, Parser)]
+#[command(name = "meshtun-controller", version, about, long_about = None)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "MESHTUN_CONTROLLER_CONFIG",
+        default_value = "/etc/meshtun/controller.toml"
+    )]
+    pub config: PathBuf,
+
+    /// Log filter (tracing syntax), e.g. "info" or "meshtun_controller=debug".
+    #[arg(long, global = true, env = "MESHTUN_LOG", default_value = "info")]
+    pub log: String,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the state directory, the controller key, the admin token and the database.
+    Init,
+    /// Run the controller until SIGTERM or SIGINT.
+    Serve,
+    /// Enroll, list, remove or pin nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Print a one-time, expiring ticket with which a node joins (`meshtun join TICKET`).
+    Invite {
+        /// The node id the ticket is for.
+        name: String,
+        /// Overlay addresses to assign (otherwise the node's request decides).
+        #[arg(long = "address")]
+        addresses: Vec<IpNet>,
+        /// Endpoint to assign (`host:port`).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Validity in seconds (default: the configuration's `api.invite_ttl`).
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// Print the running controller's status.
+    Status,
+    /// Ask the running controller to publish a new epoch now.
+    Rotate,
+    /// Inspect and check the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `node …`.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Enroll a node directly.
+    Add {
+        /// Node id: 1 to 64 characters from a-z 0-9 - _ .
+        name: String,
+        /// Its WireGuard public key (base64).
+        #[arg(long)]
+        wg_key: String,
+        /// Its Ed25519 identity key (base64).
+        #[arg(long)]
+        identity_key: String,
+        /// Overlay addresses.
+        #[arg(long = "address", required = true)]
+        addresses: Vec<IpNet>,
+        /// Where other nodes reach it (`host:port`).
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
+    /// List enrolled nodes.
+    List,
+    /// Remove a node; it is cut off at the next epoch.
+    Remove {
+        /// Node id.
+        name: String,
+    },
+    /// Pin a node's membership, or clear the pin.
+    Pin {
+        /// Node id.
+        name: String,
+        /// allow, deny or none.
+        state: PinArg,
+    },
+}
+
+/// A pin on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PinArg {
+    /// Always allowed.
+    Allow,
+    /// Always denied.
+    Deny,
+    /// No pin.
+    None,
+}
+
+/// `audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain, check every benchmark signature and re-decide every
+    /// decision from its recorded inputs.
+    Verify,
+    /// Print audit entries as JSON lines.
+    Show {
+        /// First entry to print.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// How many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

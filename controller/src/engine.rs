@@ -1,0 +1,413 @@
+//! The controller's live state: enrolled nodes, recent epochs with their decisions, and the
+//! bundles built from them. Every change is committed to the [`Store`] first, then applied
+//! in memory, then announced to long-polling nodes.
+//!
+//! Epochs follow the [`Schedule`]: the next one is decided and published `lead` before it
+//! activates, so that nodes switch together. With `rotate_on_deny`, an allowed node whose
+//! benchmark fails triggers an immediate epoch that leaves it out.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshtun_proto::wire::{EpochInfo, EpochTimes};
+use meshtun_proto::{EpochId, EpochSecret, IdentityKey, IdentityPublic};
+use parking_lot::RwLock;
+use tokio::sync::watch;
+
+use crate::bundles::{self, BundleCache, BundleJson, BundleSource};
+use crate::clock::Clock;
+use crate::membership::{decide, newly_failing, peers_of};
+use crate::metrics::Metrics;
+use crate::model::{Decision, EpochRecord, NodeInput, NodeRecord, Policy};
+use crate::schedule::{in_force, Action, Schedule, Window};
+use crate::store::{Store, StoreError};
+
+/// Epochs kept in memory (current, published next, and recent ones for late fetchers).
+const KEEP_EPOCHS: usize = 4;
+
+/// One epoch with its decisions.
+#[derive(Debug)]
+pub struct EpochView {
+    /// The epoch.
+    pub record: EpochRecord,
+    /// Decision per node.
+    pub decisions: BTreeMap<String, Decision>,
+}
+
+impl EpochView {
+    fn times(&self) -> EpochTimes {
+        EpochTimes {
+            epoch: self.record.id,
+            activation_ms: self.record.activation_ms,
+            not_after_ms: self.record.not_after_ms,
+        }
+    }
+
+    fn allowed(&self) -> BTreeSet<&str> {
+        self.decisions
+            .values()
+            .filter(|d| d.allowed)
+            .map(|d| d.node_id.as_str())
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    nodes: BTreeMap<String, NodeRecord>,
+    /// Ascending by id.
+    epochs: Vec<Arc<EpochView>>,
+}
+
+/// How the engine is set up.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// The membership policy.
+    pub policy: Policy,
+    /// Epoch timing.
+    pub schedule: Schedule,
+    /// Rotate at once when an allowed node fails.
+    pub rotate_on_deny: bool,
+}
+
+/// The controller's live state.
+pub struct Engine {
+    store: Arc<Store>,
+    key: IdentityKey,
+    settings: EngineSettings,
+    clock: Clock,
+    state: RwLock<State>,
+    published: watch::Sender<EpochId>,
+    cache: BundleCache,
+    /// Counters and gauges for `/metrics`.
+    pub metrics: Metrics,
+}
+
+impl Engine {
+    /// Loads nodes and recent epochs from `store` (resuming the epoch in force).
+    pub fn open(
+        store: Arc<Store>,
+        key: IdentityKey,
+        settings: EngineSettings,
+        clock: Clock,
+    ) -> Result<Self, StoreError> {
+        let mut epochs = Vec::new();
+        for record in store.latest_epochs(KEEP_EPOCHS)?.into_iter().rev() {
+            let decisions = store
+                .decisions(record.id)?
+                .into_iter()
+                .map(|d| (d.node_id.clone(), d))
+                .collect();
+            epochs.push(Arc::new(EpochView { record, decisions }));
+        }
+        let last = epochs.last().map_or(0, |e| e.record.id);
+        let nodes = store
+            .nodes()?
+            .into_iter()
+            .map(|n| (n.id.clone(), n))
+            .collect();
+        let (published, _) = watch::channel(last);
+        Ok(Self {
+            store,
+            key,
+            settings,
+            clock,
+            state: RwLock::new(State { nodes, epochs }),
+            published,
+            cache: BundleCache::default(),
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// The clock the engine runs on.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The controller's public key, which nodes pin.
+    pub fn public_key(&self) -> IdentityPublic {
+        self.key.public()
+    }
+
+    /// The durable store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Rereads the enrolled nodes (after an enrollment, removal or pin).
+    pub fn refresh_nodes(&self) -> Result<(), StoreError> {
+        let nodes = self
+            .store
+            .nodes()?
+            .into_iter()
+            .map(|n| (n.id.clone(), n))
+            .collect();
+        self.state.write().nodes = nodes;
+        Ok(())
+    }
+
+    /// The identity key of an enrolled node.
+    pub fn node_identity(&self, id: &str) -> Option<IdentityPublic> {
+        self.state.read().nodes.get(id).map(|n| n.identity_key)
+    }
+
+    /// True if `id` is enrolled.
+    pub fn has_node(&self, id: &str) -> bool {
+        self.state.read().nodes.contains_key(id)
+    }
+
+    fn epochs(&self) -> Vec<Arc<EpochView>> {
+        self.state.read().epochs.clone()
+    }
+
+    /// The epoch in force now: the highest id whose window contains now.
+    pub fn current(&self) -> Option<Arc<EpochView>> {
+        let now = self.clock.now_ms();
+        self.epochs()
+            .into_iter()
+            .filter(|e| in_force(&e.times(), now))
+            .max_by_key(|e| e.record.id)
+    }
+
+    /// Publishes whatever the schedule says is due; returns when to come back.
+    pub fn step(&self) -> Result<u64, StoreError> {
+        for _ in 0..2 {
+            let times: Vec<EpochTimes> = self.epochs().iter().map(|e| e.times()).collect();
+            match self
+                .settings
+                .schedule
+                .plan(&times, self.clock.now_ms())
+                .action
+            {
+                Action::Publish(window) => {
+                    self.publish(window, "schedule")?;
+                }
+                Action::Wait { until_ms } => return Ok(until_ms),
+            }
+        }
+        Ok(self.clock.now_ms() + 1_000)
+    }
+
+    fn inputs(&self) -> Result<Vec<NodeInput>, StoreError> {
+        let latest = self.store.latest_benchmarks()?;
+        let history = self.store.last_history()?;
+        let state = self.state.read();
+        Ok(state
+            .nodes
+            .values()
+            .map(|n| NodeInput {
+                node_id: n.id.clone(),
+                latest: latest.get(&n.id).cloned(),
+                pin: n.pin,
+                history: history.get(&n.id).copied(),
+            })
+            .collect())
+    }
+
+    /// Decides membership and publishes a new epoch with `window`.
+    pub fn publish(&self, window: Window, cause: &str) -> Result<EpochId, StoreError> {
+        let started = std::time::Instant::now();
+        self.refresh_nodes()?;
+        let now = self.clock.now_ms();
+        let inputs = self.inputs()?;
+        let decisions = decide(&inputs, &self.settings.policy, now);
+        let id = self.epochs().last().map_or(0, |e| e.record.id) + 1;
+        let record = EpochRecord {
+            id,
+            secret: EpochSecret::generate(),
+            activation_ms: window.activation_ms,
+            not_after_ms: window.not_after_ms,
+            created_ms: now,
+            cause: cause.to_owned(),
+        };
+        self.store
+            .insert_epoch(&record, &decisions, &inputs, &self.settings.policy, now)?;
+        for d in &decisions {
+            tracing::info!(
+                epoch = id,
+                node = %d.node_id,
+                "MEMBERSHIP={} {}",
+                if d.allowed { "ALLOW" } else { "DENY" },
+                d.reason
+            );
+        }
+        let view = Arc::new(EpochView {
+            record,
+            decisions: decisions
+                .into_iter()
+                .map(|d| (d.node_id.clone(), d))
+                .collect(),
+        });
+        let allowed = view.allowed().len();
+        {
+            let mut state = self.state.write();
+            state.epochs.push(view.clone());
+            let excess = state.epochs.len().saturating_sub(KEEP_EPOCHS);
+            state.epochs.drain(..excess);
+            if let Some(oldest) = state.epochs.first() {
+                self.cache.retain_from(oldest.record.id);
+            }
+        }
+        self.metrics.rotated(
+            cause,
+            started.elapsed(),
+            id,
+            allowed,
+            view.decisions.len() - allowed,
+        );
+        tracing::info!(
+            epoch = id,
+            cause,
+            allowed,
+            activation_ms = window.activation_ms,
+            "epoch published"
+        );
+        self.published.send_replace(id);
+        Ok(id)
+    }
+
+    /// Publishes an immediate epoch now (admin rotation).
+    pub fn rotate_now(&self, cause: &str) -> Result<EpochId, StoreError> {
+        self.publish(self.settings.schedule.immediate(self.clock.now_ms()), cause)
+    }
+
+    /// With `rotate_on_deny`, rotates at once if a node allowed in the current epoch now
+    /// fails. Returns the new epoch, if any.
+    pub fn check_deny(&self) -> Result<Option<EpochId>, StoreError> {
+        if !self.settings.rotate_on_deny {
+            return Ok(None);
+        }
+        let Some(current) = self.current() else {
+            return Ok(None);
+        };
+        let previous: Vec<Decision> = current.decisions.values().cloned().collect();
+        let inputs = self.inputs()?;
+        let failing = newly_failing(
+            &previous,
+            &inputs,
+            &self.settings.policy,
+            self.clock.now_ms(),
+        );
+        if failing.is_empty() {
+            return Ok(None);
+        }
+        let cause = format!("deny: {}", failing.join(", "));
+        self.rotate_now(&cause).map(Some)
+    }
+
+    /// The epoch to give a node that holds `after`: the oldest epoch newer than `after` that
+    /// has not ended and is not superseded by a later one activating no later.
+    fn epoch_for(&self, after: Option<EpochId>) -> Option<Arc<EpochView>> {
+        let now = self.clock.now_ms();
+        let epochs = self.epochs();
+        let live: Vec<&Arc<EpochView>> = epochs
+            .iter()
+            .filter(|e| e.record.not_after_ms > now)
+            .filter(|e| {
+                !epochs.iter().any(|later| {
+                    later.record.id > e.record.id
+                        && later.record.activation_ms <= e.record.activation_ms.max(now)
+                })
+            })
+            .collect();
+        live.into_iter()
+            .filter(|e| after.is_none_or(|a| e.record.id > a))
+            .min_by_key(|e| e.record.id)
+            .cloned()
+    }
+
+    /// The signed bundle (JSON) for `node` newer than `after`, built on first use.
+    pub fn bundle(&self, node: &str, after: Option<EpochId>) -> Option<(EpochId, BundleJson)> {
+        let epoch = self.epoch_for(after)?;
+        let id = epoch.record.id;
+        if let Some(json) = self.cache.get(id, node) {
+            return Some((id, json));
+        }
+        let state = self.state.read();
+        let recipient = state.nodes.get(node)?;
+        let allowed = epoch.allowed();
+        let peer_ids = peers_of(node, &allowed, &self.settings.policy.topology);
+        let peers: Vec<&NodeRecord> = peer_ids
+            .iter()
+            .filter_map(|p| state.nodes.get(*p))
+            .collect();
+        let source = BundleSource {
+            epoch: &epoch.record,
+            node: recipient,
+            decision: epoch.decisions.get(node),
+            peers: &peers,
+        };
+        let signed = bundles::build(&source, &self.key, self.clock.now_ms());
+        let json: BundleJson = Arc::new(serde_json::to_vec(&signed).unwrap_or_default());
+        drop(state);
+        self.cache.put(id, node, json.clone());
+        Some((id, json))
+    }
+
+    /// Waits up to `max_wait` for a bundle newer than `after`.
+    pub async fn wait_bundle(
+        &self,
+        node: &str,
+        after: Option<EpochId>,
+        max_wait: Duration,
+    ) -> Option<(EpochId, BundleJson)> {
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let mut rx = self.published.subscribe();
+        loop {
+            rx.mark_unchanged();
+            if let Some(found) = self.bundle(node, after) {
+                return Some(found);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    /// `GET /v1/epoch`.
+    pub fn epoch_info(&self) -> Option<EpochInfo> {
+        let current = self.current()?;
+        let next = self.epoch_for(Some(current.record.id)).map(|e| e.times());
+        Some(EpochInfo {
+            current: current.times(),
+            next,
+            length_ms: self.settings.schedule.length_ms,
+        })
+    }
+
+    /// Decisions of the epoch in force, for status reports.
+    pub fn current_decisions(&self) -> Vec<Decision> {
+        self.current()
+            .map(|e| e.decisions.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The enrolled nodes.
+    pub fn nodes(&self) -> Vec<NodeRecord> {
+        self.state.read().nodes.values().cloned().collect()
+    }
+
+    /// Runs the schedule and the deny check until `shutdown` completes.
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let wake = match self.step() {
+                Ok(until) => until,
+                Err(error) => {
+                    tracing::error!(%error, "cannot publish the next epoch; retrying in 1 s");
+                    self.clock.now_ms() + 1_000
+                }
+            };
+            if let Err(error) = self.check_deny() {
+                tracing::error!(%error, "membership check failed");
+            }
+            let at = self.clock.instant_at(wake.min(self.clock.now_ms() + 1_000));
+            tokio::select! {
+                _ = tokio::time::sleep_until(at) => {}
+                _ = &mut shutdown => return,
+            }
+        }
+    }
+}
