@@ -18,6 +18,7 @@ pub mod auth;
 pub mod bundles;
 pub mod cli;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod engine;
 pub mod membership;

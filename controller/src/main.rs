@@ -1,3 +1,141 @@
-//! The `meshtun-controller` command.
+//! The `meshtun-controller` command: parses the command line, sets up logging and calls the
+//! library.
 
-fn main() {}
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use meshtun_controller::cli::{AuditCommand, Cli, Command, NodeCommand, PinArg};
+use meshtun_controller::commands;
+use meshtun_controller::config::ControllerConfig;
+use meshtun_controller::model::Pin;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("meshtun-controller: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process still stops on the default action.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let config = ControllerConfig::load(&cli.config)?;
+    match cli.command {
+        Command::Init => {
+            let report = commands::init(&config)?;
+            for path in &report.created {
+                println!("created {}", path.display());
+            }
+            println!("controller key: {}", report.public_key);
+        }
+        Command::Serve => runtime()?.block_on(commands::serve(&config, stop_signal()))?,
+        Command::Node(node) => node_command(&config, node)?,
+        Command::Invite {
+            name,
+            addresses,
+            endpoint,
+            ttl,
+        } => println!(
+            "{}",
+            commands::invite(&config, &name, &addresses, endpoint.as_deref(), ttl)?
+        ),
+        Command::Status => println!("{}", runtime()?.block_on(commands::status(&config))?),
+        Command::Rotate => println!("epoch {}", runtime()?.block_on(commands::rotate(&config))?),
+        Command::Audit(AuditCommand::Verify) => {
+            let report = commands::audit_verify(&config)?;
+            println!(
+                "audit log verified: {} entries, {} benchmark signatures checked, {} decisions recomputed, head {}",
+                report.chain.entries,
+                report.chain.signatures_verified,
+                report.decisions_recomputed,
+                report.chain.head_hash
+            );
+        }
+        Command::Audit(AuditCommand::Show { from, limit }) => {
+            let store = meshtun_controller::store::Store::open(&config.database)?;
+            for entry in store.audit_entries(from, limit)? {
+                println!("{}", serde_json::to_string(&entry)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn node_command(config: &ControllerConfig, command: NodeCommand) -> Result<()> {
+    match command {
+        NodeCommand::Add {
+            name,
+            wg_key,
+            identity_key,
+            addresses,
+            endpoint,
+        } => {
+            let node =
+                commands::node_add(config, &name, &wg_key, &identity_key, addresses, endpoint)?;
+            println!("enrolled {}", node.id);
+        }
+        NodeCommand::List => {
+            for n in commands::node_list(config)? {
+                let addresses: Vec<String> = n.addresses.iter().map(|a| a.to_string()).collect();
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    n.id,
+                    n.wg_public_key,
+                    addresses.join(","),
+                    n.endpoint.as_deref().unwrap_or("-"),
+                    n.pin.map_or("-", |p| if p == Pin::Allow {
+                        "pinned allow"
+                    } else {
+                        "pinned deny"
+                    })
+                );
+            }
+        }
+        NodeCommand::Remove { name } => {
+            commands::node_remove(config, &name)?;
+            println!("removed {name}; it is cut off at the next epoch");
+        }
+        NodeCommand::Pin { name, state } => {
+            let pin = match state {
+                PinArg::Allow => Some(Pin::Allow),
+                PinArg::Deny => Some(Pin::Deny),
+                PinArg::None => None,
+            };
+            commands::node_pin(config, &name, pin)?;
+            println!("{name}: pin {state:?}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,394 @@
+//! What each `meshtun-controller` subcommand does. The binary parses the command line and
+//! calls these.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use ipnet::IpNet;
+use meshtun_proto::wire::{valid_node_id, Ticket};
+use meshtun_proto::{IdentityKey, IdentityPublic, PublicKey};
+use rand_core::{OsRng, RngCore};
+use zeroize::Zeroizing;
+
+use crate::api::{self, Api};
+use crate::auth::NonceCache;
+use crate::clock::Clock;
+use crate::config::{ConfigError, ControllerConfig};
+use crate::engine::{Engine, EngineSettings};
+use crate::membership::decide_one;
+use crate::model::{NodeRecord, Pin};
+use crate::schedule::{Schedule, ScheduleError};
+use crate::store::audit::DecisionEntry;
+use crate::store::{AuditEntry, AuditError, AuditKind, AuditReport, Store, StoreError};
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The audit log does not verify.
+    #[error("the audit log does not verify: {0}")]
+    Audit(#[from] AuditError),
+    /// A key or token file.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A bad argument.
+    #[error("{0}")]
+    Argument(String),
+    /// The epoch schedule is invalid.
+    #[error("epoch settings: {0}")]
+    Schedule(#[from] ScheduleError),
+    /// Listening or serving failed.
+    #[error("cannot serve on {addr}: {source}")]
+    Serve {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Talking to the running controller failed.
+    #[error("cannot reach the controller at {url}: {reason}")]
+    Remote {
+        /// Where.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn file_err(path: &Path, reason: impl std::fmt::Display) -> CommandError {
+    CommandError::File {
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Writes `contents` to a new file of mode 0600, refusing to overwrite.
+fn write_secret(path: &Path, contents: &str) -> Result<(), CommandError> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+    }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| file_err(path, e))?;
+    writeln!(file, "{contents}").map_err(|e| file_err(path, e))?;
+    file.sync_all().map_err(|e| file_err(path, e))
+}
+
+/// Reads a secret file, warning if others can read it.
+fn read_secret(path: &Path) -> Result<Zeroizing<String>, CommandError> {
+    let meta = fs::metadata(path)
+        .map_err(|e| file_err(path, format!("{e} (run `meshtun-controller init` first)")))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "secret file is readable by others; fix with chmod 600"
+        );
+    }
+    let text = fs::read_to_string(path).map_err(|e| file_err(path, e))?;
+    Ok(Zeroizing::new(text.trim().to_owned()))
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// What `init` did.
+#[derive(Debug)]
+pub struct InitReport {
+    /// The controller's public key (nodes pin it).
+    pub public_key: IdentityPublic,
+    /// Files created (existing ones are kept).
+    pub created: Vec<PathBuf>,
+}
+
+/// `init`: creates the key, the admin token and the database, keeping what exists.
+pub fn init(config: &ControllerConfig) -> Result<InitReport, CommandError> {
+    let mut created = Vec::new();
+    if !config.key_file.exists() {
+        write_secret(&config.key_file, &IdentityKey::generate().to_base64())?;
+        created.push(config.key_file.clone());
+    }
+    if !config.admin_token_file.exists() {
+        write_secret(&config.admin_token_file, &random_token())?;
+        created.push(config.admin_token_file.clone());
+    }
+    let existed = config.database.exists();
+    Store::open(&config.database)?;
+    if !existed {
+        created.push(config.database.clone());
+    }
+    let key = load_key(config)?;
+    Ok(InitReport {
+        public_key: key.public(),
+        created,
+    })
+}
+
+fn load_key(config: &ControllerConfig) -> Result<IdentityKey, CommandError> {
+    let text = read_secret(&config.key_file)?;
+    IdentityKey::from_base64(&text).map_err(|e| file_err(&config.key_file, e))
+}
+
+/// `serve`: runs the controller until `shutdown` completes.
+pub async fn serve(
+    config: &ControllerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), CommandError> {
+    let key = load_key(config)?;
+    let admin_token = read_secret(&config.admin_token_file)?;
+    let store = Arc::new(Store::open(&config.database)?);
+    let schedule = Schedule::new(
+        u64::try_from(config.epoch_length.as_millis()).unwrap_or(u64::MAX),
+        u64::try_from(config.epoch_lead.as_millis()).unwrap_or(u64::MAX),
+    )?;
+    let settings = EngineSettings {
+        policy: config.policy.clone(),
+        schedule,
+        rotate_on_deny: config.rotate_on_deny,
+    };
+    let engine = Arc::new(Engine::open(store, key, settings, Clock::system())?);
+    tracing::info!(controller_key = %engine.public_key(), "controller key (nodes pin it)");
+    let api = Arc::new(Api {
+        engine: engine.clone(),
+        nonces: NonceCache::new(u64::try_from(config.clock_skew.as_millis()).unwrap_or(u64::MAX)),
+        admin_token,
+        long_poll: config.long_poll,
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| CommandError::Serve {
+            addr: config.listen,
+            source,
+        })?;
+    tracing::info!(listen = %config.listen, "serving the controller API");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let engine_task = tokio::spawn(engine.clone().run({
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }));
+    let served = axum::serve(listener, api::router(api))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+    let _ = engine_task.await;
+    served.map_err(|source| CommandError::Serve {
+        addr: config.listen,
+        source,
+    })
+}
+
+/// `node add`.
+pub fn node_add(
+    config: &ControllerConfig,
+    name: &str,
+    wg_key: &str,
+    identity_key: &str,
+    addresses: Vec<IpNet>,
+    endpoint: Option<String>,
+) -> Result<NodeRecord, CommandError> {
+    if !valid_node_id(name) {
+        return Err(CommandError::Argument(format!(
+            "node id {name:?}: use 1 to 64 characters from a-z 0-9 - _ ."
+        )));
+    }
+    let wg_public_key = PublicKey::from_base64(wg_key)
+        .map_err(|e| CommandError::Argument(format!("--wg-key: {e}")))?;
+    let identity_key = IdentityPublic::from_base64(identity_key)
+        .map_err(|e| CommandError::Argument(format!("--identity-key: {e}")))?;
+    let node = NodeRecord {
+        id: name.to_owned(),
+        wg_public_key,
+        identity_key,
+        addresses,
+        endpoint,
+        pin: None,
+        enrolled_ms: Clock::system().now_ms(),
+    };
+    Store::open(&config.database)?.add_node(&node)?;
+    Ok(node)
+}
+
+/// `node list`.
+pub fn node_list(config: &ControllerConfig) -> Result<Vec<NodeRecord>, CommandError> {
+    Ok(Store::open(&config.database)?.nodes()?)
+}
+
+/// `node remove`.
+pub fn node_remove(config: &ControllerConfig, name: &str) -> Result<(), CommandError> {
+    if Store::open(&config.database)?.remove_node(name)? {
+        Ok(())
+    } else {
+        Err(CommandError::Argument(format!("no node {name}")))
+    }
+}
+
+/// `node pin`.
+pub fn node_pin(
+    config: &ControllerConfig,
+    name: &str,
+    pin: Option<Pin>,
+) -> Result<(), CommandError> {
+    Ok(Store::open(&config.database)?.set_pin(name, pin)?)
+}
+
+/// `invite`: stores a one-time token and returns the printable ticket.
+pub fn invite(
+    config: &ControllerConfig,
+    name: &str,
+    addresses: &[IpNet],
+    endpoint: Option<&str>,
+    ttl_secs: Option<u64>,
+) -> Result<String, CommandError> {
+    let key = load_key(config)?;
+    let token = random_token();
+    let ttl_ms = ttl_secs.map_or(
+        u64::try_from(config.invite_ttl.as_millis()).unwrap_or(u64::MAX),
+        |s| s.saturating_mul(1000),
+    );
+    let expires_ms = Clock::system().now_ms().saturating_add(ttl_ms);
+    let addresses = (!addresses.is_empty()).then_some(addresses);
+    Store::open(&config.database)?.create_invite(name, &token, expires_ms, addresses, endpoint)?;
+    Ok(Ticket {
+        url: config.url.clone(),
+        controller_key: key.public(),
+        node_id: name.to_owned(),
+        token,
+        expires_ms,
+    }
+    .encode())
+}
+
+/// What `audit verify` checked.
+#[derive(Debug)]
+pub struct VerifyReport {
+    /// The chain and signature check.
+    pub chain: AuditReport,
+    /// Decisions recomputed from their recorded inputs, all matching.
+    pub decisions_recomputed: u64,
+}
+
+/// `audit verify`: the hash chain, every benchmark signature, and every decision recomputed
+/// from its recorded inputs with the membership engine.
+pub fn audit_verify(config: &ControllerConfig) -> Result<VerifyReport, CommandError> {
+    let store = Store::open(&config.database)?;
+    let chain = store.verify_audit()?;
+    let mut recomputed = 0;
+    let mut from = 1;
+    loop {
+        let entries = store.audit_entries(from, 512)?;
+        let Some(last) = entries.last() else {
+            break;
+        };
+        from = last.seq + 1;
+        for entry in entries
+            .iter()
+            .filter(|e| e.kind == AuditKind::Decision.as_str())
+        {
+            recheck_decision(entry)?;
+            recomputed += 1;
+        }
+    }
+    Ok(VerifyReport {
+        chain,
+        decisions_recomputed: recomputed,
+    })
+}
+
+/// Decides again from a decision entry's recorded input, policy and time.
+fn recheck_decision(entry: &AuditEntry) -> Result<(), CommandError> {
+    let bad =
+        |reason: String| CommandError::Argument(format!("audit entry {}: {reason}", entry.seq));
+    let d: DecisionEntry =
+        serde_json::from_str(&entry.entry).map_err(|e| bad(format!("unreadable decision: {e}")))?;
+    let again = decide_one(&d.input, &d.policy, d.decided_ms);
+    if again.allowed != d.decision.allowed || again.reason != d.decision.reason {
+        return Err(bad(format!(
+            "recorded decision for {} in epoch {} ({}: {}) differs from the recomputed one ({}: {})",
+            d.decision.node_id,
+            d.epoch,
+            if d.decision.allowed { "ALLOW" } else { "DENY" },
+            d.decision.reason,
+            if again.allowed { "ALLOW" } else { "DENY" },
+            again.reason
+        )));
+    }
+    Ok(())
+}
+
+fn http_client() -> Result<reqwest::Client, CommandError> {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| CommandError::Remote {
+            url: String::new(),
+            reason: e.to_string(),
+        })
+}
+
+/// `status`: the running controller's `/v1/status`, as pretty JSON.
+pub async fn status(config: &ControllerConfig) -> Result<String, CommandError> {
+    let url = format!("{}/v1/status", config.url);
+    let remote = |reason: String| CommandError::Remote {
+        url: url.clone(),
+        reason,
+    };
+    let body: serde_json::Value = http_client()?
+        .get(&url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| remote(e.to_string()))?
+        .json()
+        .await
+        .map_err(|e| remote(e.to_string()))?;
+    serde_json::to_string_pretty(&body).map_err(|e| remote(e.to_string()))
+}
+
+/// `rotate`: asks the running controller for a new epoch now; returns its id.
+pub async fn rotate(config: &ControllerConfig) -> Result<u64, CommandError> {
+    let token = read_secret(&config.admin_token_file)?;
+    let url = format!("{}/v1/rotate", config.url);
+    let remote = |reason: String| CommandError::Remote {
+        url: url.clone(),
+        reason,
+    };
+    let body: serde_json::Value = http_client()?
+        .post(&url)
+        .bearer_auth(token.as_str())
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| remote(e.to_string()))?
+        .json()
+        .await
+        .map_err(|e| remote(e.to_string()))?;
+    body.get("epoch")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| remote("answer without an epoch".into()))
+}
