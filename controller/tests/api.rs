@@ -1,0 +1,360 @@
+//! The HTTP API in-process: signed requests, refusals that change nothing, bundles, the
+//! long-poll, admin rotation, and no secret in status or metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{to_bytes, Body};
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use meshtun_controller::api::{router, Api};
+use meshtun_controller::auth::NonceCache;
+use meshtun_controller::clock::Clock;
+use meshtun_controller::engine::{Engine, EngineSettings};
+use meshtun_controller::model::{NodeRecord, Policy};
+use meshtun_controller::schedule::Schedule;
+use meshtun_controller::store::Store;
+use meshtun_proto::auth::RequestSignature;
+use meshtun_proto::bundle::{Membership, Opener, SignedBundle};
+use meshtun_proto::{IdentityKey, PrivateKey};
+use tower::ServiceExt;
+use zeroize::Zeroizing;
+
+const TOKEN: &str = "admin-token-for-tests";
+
+struct Node {
+    id: &'static str,
+    wg: PrivateKey,
+    identity: IdentityKey,
+}
+
+struct Fixture {
+    app: Router,
+    engine: Arc<Engine>,
+    controller: IdentityKey,
+    nodes: Vec<Node>,
+}
+
+fn fixture() -> Fixture {
+    let store = Arc::new(Store::open_in_memory().unwrap());
+    let nodes: Vec<Node> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|id| Node {
+            id,
+            wg: PrivateKey::generate(),
+            identity: IdentityKey::generate(),
+        })
+        .collect();
+    for (i, n) in nodes.iter().enumerate() {
+        store
+            .add_node(&NodeRecord {
+                id: n.id.into(),
+                wg_public_key: n.wg.public_key(),
+                identity_key: n.identity.public(),
+                addresses: vec![format!("100.64.0.{}/24", i + 1).parse().unwrap()],
+                endpoint: Some(format!("192.0.2.{}:51820", i + 1)),
+                pin: None,
+                enrolled_ms: 0,
+            })
+            .unwrap();
+    }
+    let controller = IdentityKey::generate();
+    let settings = EngineSettings {
+        policy: Policy::default(),
+        schedule: Schedule::new(60_000, 10_000).unwrap(),
+        rotate_on_deny: true,
+    };
+    let clock = Clock::system();
+    let engine = Arc::new(Engine::open(store, controller.clone(), settings, clock).unwrap());
+    let api = Arc::new(Api {
+        engine: engine.clone(),
+        nonces: NonceCache::new(30_000),
+        admin_token: Zeroizing::new(TOKEN.into()),
+        long_poll: Duration::from_millis(300),
+    });
+    Fixture {
+        app: router(api),
+        engine,
+        controller,
+        nodes,
+    }
+}
+
+fn bench_body(overall: &str, seq: u64, at: u64) -> String {
+    format!(
+        r#"{{"suite_version":"s1","scores":{{"overall":{overall},"refusal":0.9,"honesty":0.9,"policy":0.9}},"measured_at_ms":{at},"seq":{seq}}}"#
+    )
+}
+
+fn signed(
+    method: &str,
+    path: &str,
+    body: &str,
+    signer: &IdentityKey,
+    as_node: &str,
+    at_ms: u64,
+) -> Request<Body> {
+    let sig = RequestSignature::sign(signer, as_node, method, path, body.as_bytes(), at_ms);
+    let mut req = Request::builder().method(method).uri(path);
+    for (name, value) in sig.headers() {
+        req = req.header(name, value);
+    }
+    req.body(Body::from(body.to_owned())).unwrap()
+}
+
+async fn send(app: &Router, req: Request<Body>) -> (StatusCode, Vec<u8>) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let body = to_bytes(resp.into_body(), 1 << 24).await.unwrap().to_vec();
+    (status, body)
+}
+
+impl Fixture {
+    fn now(&self) -> u64 {
+        self.engine.clock().now_ms()
+    }
+
+    async fn submit(&self, n: usize, overall: &str, seq: u64) -> StatusCode {
+        let node = &self.nodes[n];
+        let path = format!("/v1/benchmarks/{}", node.id);
+        let req = signed(
+            "POST",
+            &path,
+            &bench_body(overall, seq, self.now()),
+            &node.identity,
+            node.id,
+            self.now(),
+        );
+        send(&self.app, req).await.0
+    }
+
+    fn stored_seqs(&self, n: usize) -> Vec<u64> {
+        let store = self.engine.store();
+        store
+            .benchmarks(self.nodes[n].id, 100)
+            .unwrap()
+            .iter()
+            .map(|b| b.seq)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn benchmarks_are_accepted_once_and_bad_ones_store_nothing() {
+    let f = fixture();
+    assert_eq!(f.submit(0, "0.9", 1).await, StatusCode::CREATED);
+    assert_eq!(f.stored_seqs(0), vec![1]);
+
+    // The same request again (same nonce): a replay.
+    let node = &f.nodes[0];
+    let body = bench_body("0.9", 2, f.now());
+    let req = signed(
+        "POST",
+        "/v1/benchmarks/node-a",
+        &body,
+        &node.identity,
+        node.id,
+        f.now(),
+    );
+    let (parts, b) = req.into_parts();
+    let again = Request::from_parts(parts.clone(), Body::from(body.clone()));
+    assert_eq!(
+        send(&f.app, Request::from_parts(parts, b)).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(send(&f.app, again).await.0, StatusCode::UNAUTHORIZED);
+    // A fresh signature with an old sequence number: refused by the store.
+    assert_eq!(f.submit(0, "0.9", 2).await, StatusCode::CONFLICT);
+    // Bad values: NaN is not JSON, out of range, future-dated, oversized.
+    assert_eq!(
+        f.submit(0, "NaN", 3).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        f.submit(0, "1.5", 3).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let future = bench_body("0.9", 3, f.now() + 3_600_000);
+    let req = signed(
+        "POST",
+        "/v1/benchmarks/node-a",
+        &future,
+        &node.identity,
+        node.id,
+        f.now(),
+    );
+    assert_eq!(send(&f.app, req).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    let huge = format!("{}{}", bench_body("0.9", 3, f.now()), " ".repeat(10_000));
+    let req = signed(
+        "POST",
+        "/v1/benchmarks/node-a",
+        &huge,
+        &node.identity,
+        node.id,
+        f.now(),
+    );
+    assert_eq!(send(&f.app, req).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        f.stored_seqs(0),
+        vec![2, 1],
+        "nothing stored by a refused request"
+    );
+}
+
+#[tokio::test]
+async fn forged_stale_unsigned_and_foreign_requests_are_refused() {
+    let f = fixture();
+    let a = &f.nodes[0];
+    let body = bench_body("0.9", 1, f.now());
+    let path = "/v1/benchmarks/node-a";
+    // Signed by a key that is not node-a's.
+    let forged = signed(
+        "POST",
+        path,
+        &body,
+        &IdentityKey::generate(),
+        "node-a",
+        f.now(),
+    );
+    assert_eq!(send(&f.app, forged).await.0, StatusCode::UNAUTHORIZED);
+    // Signed too long ago (clock skew beyond the window).
+    let stale = signed(
+        "POST",
+        path,
+        &body,
+        &a.identity,
+        "node-a",
+        f.now() - 120_000,
+    );
+    assert_eq!(send(&f.app, stale).await.0, StatusCode::UNAUTHORIZED);
+    // No signature at all.
+    let bare = Request::post(path).body(Body::from(body.clone())).unwrap();
+    assert_eq!(send(&f.app, bare).await.0, StatusCode::UNAUTHORIZED);
+    // An unknown node.
+    let stranger = signed(
+        "POST",
+        "/v1/benchmarks/node-x",
+        &body,
+        &IdentityKey::generate(),
+        "node-x",
+        f.now(),
+    );
+    assert_eq!(send(&f.app, stranger).await.0, StatusCode::UNAUTHORIZED);
+    // node-b, correctly signed, acting for node-a.
+    let b = &f.nodes[1];
+    let foreign = signed("POST", path, &body, &b.identity, "node-b", f.now());
+    assert_eq!(send(&f.app, foreign).await.0, StatusCode::FORBIDDEN);
+    // node-b asking for node-a's bundle.
+    let fetch = signed(
+        "GET",
+        "/v1/config/node-a",
+        "",
+        &b.identity,
+        "node-b",
+        f.now(),
+    );
+    assert_eq!(send(&f.app, fetch).await.0, StatusCode::FORBIDDEN);
+    assert!(f.stored_seqs(0).is_empty());
+}
+
+#[tokio::test]
+async fn nodes_get_their_own_bundles_and_the_pair_keys_agree() {
+    let f = fixture();
+    for (n, score) in [(0, "0.90"), (1, "0.85"), (2, "0.40")] {
+        assert_eq!(f.submit(n, score, 1).await, StatusCode::CREATED);
+    }
+    f.engine.step().unwrap();
+    let mut bundles = Vec::new();
+    for node in &f.nodes {
+        let path = format!("/v1/config/{}", node.id);
+        let req = signed("GET", &path, "", &node.identity, node.id, f.now());
+        let (status, body) = send(&f.app, req).await;
+        assert_eq!(status, StatusCode::OK);
+        let signed: SignedBundle = serde_json::from_slice(&body).unwrap();
+        bundles.push(signed.verify(&f.controller.public()).unwrap());
+    }
+    let (a, b, c) = (&bundles[0], &bundles[1], &bundles[2]);
+    assert_eq!(a.membership, Membership::Allowed);
+    assert_eq!(a.peers.len(), 1);
+    assert_eq!(a.peers[0].node_id, "node-b");
+    assert!(matches!(&c.membership, Membership::Denied { reason } if reason.contains("0.40")));
+    assert!(c.peers.is_empty());
+    let psk_ab = Opener::new(&f.nodes[0].wg, &a.seal_key.unwrap())
+        .open(0, a.epoch, &a.peers[0])
+        .unwrap();
+    let psk_ba = Opener::new(&f.nodes[1].wg, &b.seal_key.unwrap())
+        .open(0, b.epoch, &b.peers[0])
+        .unwrap();
+    assert_eq!(psk_ab, psk_ba);
+
+    // Long-poll: nothing newer than the current epoch yet.
+    let path = format!("/v1/config/node-a?after={}", a.epoch);
+    let req = signed("GET", &path, "", &f.nodes[0].identity, "node-a", f.now());
+    assert_eq!(send(&f.app, req).await.0, StatusCode::NOT_MODIFIED);
+    // Admin rotation needs the token, then the long-poll answers at once.
+    let bad = Request::post("/v1/rotate")
+        .header("authorization", "Bearer wrong")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&f.app, bad).await.0, StatusCode::UNAUTHORIZED);
+    let good = Request::post("/v1/rotate")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&f.app, good).await.0, StatusCode::OK);
+    let req = signed("GET", &path, "", &f.nodes[0].identity, "node-a", f.now());
+    let (status, body) = send(&f.app, req).await;
+    assert_eq!(status, StatusCode::OK);
+    let newer = serde_json::from_slice::<SignedBundle>(&body)
+        .unwrap()
+        .verify(&f.controller.public())
+        .unwrap();
+    assert_eq!(newer.epoch, a.epoch + 1);
+}
+
+#[tokio::test]
+async fn a_failing_node_is_removed_by_an_immediate_rotation() {
+    let f = fixture();
+    for n in 0..3 {
+        assert_eq!(f.submit(n, "0.9", 1).await, StatusCode::CREATED);
+    }
+    f.engine.step().unwrap();
+    let first = f.engine.epoch_info().unwrap().current.epoch;
+    assert_eq!(f.submit(2, "0.3", 2).await, StatusCode::CREATED);
+    let info = f.engine.epoch_info().unwrap();
+    assert_eq!(
+        info.current.epoch,
+        first + 1,
+        "rotate_on_deny published a new epoch at once"
+    );
+    let decisions = f.engine.current_decisions();
+    let c = decisions.iter().find(|d| d.node_id == "node-c").unwrap();
+    assert!(!c.allowed);
+}
+
+#[tokio::test]
+async fn status_and_metrics_hold_no_secret() {
+    let f = fixture();
+    f.submit(0, "0.9", 1).await;
+    f.engine.step().unwrap();
+    let epoch = f.engine.store().latest_epochs(1).unwrap().remove(0);
+    let secret_hex = epoch.secret.to_hex();
+    for path in ["/v1/status", "/metrics", "/v1/epoch", "/health"] {
+        let (status, body) = send(&f.app, Request::get(path).body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        let text = String::from_utf8_lossy(&body);
+        assert!(!text.contains(&secret_hex), "{path} leaks the epoch secret");
+        assert!(
+            !text.contains(&f.controller.to_base64()),
+            "{path} leaks the controller key"
+        );
+    }
+    let (_, body) = send(
+        &f.app,
+        Request::get("/v1/status").body(Body::empty()).unwrap(),
+    )
+    .await;
+    let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status["nodes"]["node-a"]["membership"], "ALLOWED");
+    assert_eq!(status["nodes"]["node-b"]["membership"], "DENIED");
+}
