@@ -25,6 +25,7 @@ use crate::model::{NodeRecord, Pin};
 use crate::schedule::{Schedule, ScheduleError};
 use crate::store::audit::DecisionEntry;
 use crate::store::{AuditEntry, AuditError, AuditKind, AuditReport, Store, StoreError};
+use crate::tls;
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,9 @@ pub enum CommandError {
         #[source]
         source: std::io::Error,
     },
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// Talking to the running controller failed.
     #[error("cannot reach the controller at {url}: {reason}")]
     Remote {
@@ -182,7 +186,6 @@ pub async fn serve(
             addr: config.listen,
             source,
         })?;
-    tracing::info!(listen = %config.listen, "serving the controller API");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let engine_task = tokio::spawn(engine.clone().run({
         let mut rx = stop_rx.clone();
@@ -190,12 +193,32 @@ pub async fn serve(
             let _ = rx.wait_for(|s| *s).await;
         }
     }));
-    let served = axum::serve(listener, api::router(api))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        })
-        .await;
+    let stop = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let router = api::router(api);
+    let served = match &config.tls {
+        Some(files) => {
+            let acceptor = tls::acceptor(files)?;
+            let listener = tls::TlsListener::new(listener, acceptor).map_err(|source| {
+                CommandError::Serve {
+                    addr: config.listen,
+                    source,
+                }
+            })?;
+            tracing::info!(listen = %config.listen, "serving the controller API over TLS");
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        None => {
+            tracing::info!(listen = %config.listen, "serving the controller API over plain HTTP");
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    };
     let _ = engine_task.await;
     served.map_err(|source| CommandError::Serve {
         addr: config.listen,
