@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -85,7 +85,12 @@ fn file_err(path: &Path, reason: impl std::fmt::Display) -> CommandError {
 /// Writes `contents` to a new file of mode 0600, refusing to overwrite.
 fn write_secret(path: &Path, contents: &str) -> Result<(), CommandError> {
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+        // The state directory holds secrets: owner only.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| file_err(dir, e))?;
     }
     let mut file = fs::OpenOptions::new()
         .write(true)
