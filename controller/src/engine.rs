@@ -393,6 +393,10 @@ impl Engine {
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
+            // Nodes enrolled, removed or pinned from the command line show up within a second.
+            if let Err(error) = self.refresh_nodes() {
+                tracing::error!(%error, "cannot reread the enrolled nodes");
+            }
             let wake = match self.step() {
                 Ok(until) => until,
                 Err(error) => {
