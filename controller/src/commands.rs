@@ -82,10 +82,11 @@ fn file_err(path: &Path, reason: impl std::fmt::Display) -> CommandError {
     }
 }
 
-/// Writes `contents` to a new file of mode 0600, refusing to overwrite.
+/// Writes `contents` to a new file of mode 0600, refusing to overwrite. A missing directory
+/// is created with mode 0700, like the database's.
 fn write_secret(path: &Path, contents: &str) -> Result<(), CommandError> {
-    if let Some(dir) = path.parent() {
-        // The state directory holds secrets: owner only.
+    // The state directory holds secrets: owner only.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -419,4 +420,28 @@ pub async fn rotate(config: &ControllerConfig) -> Result<u64, CommandError> {
     body.get("epoch")
         .and_then(serde_json::Value::as_u64)
         .ok_or_else(|| remote("answer without an epoch".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_keeps_its_secrets_in_a_private_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("controller.toml");
+        let text = "listen = \"127.0.0.1:8700\"\nurl = \"http://127.0.0.1:8700\"\nstate_dir = \"state/sub\"\n";
+        let config = ControllerConfig::parse(text, &file).unwrap();
+        let report = init(&config).unwrap();
+        assert_eq!(report.created.len(), 3);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("state")), 0o700);
+        assert_eq!(mode(&dir.path().join("state/sub")), 0o700);
+        for secret in [&config.key_file, &config.admin_token_file, &config.database] {
+            assert_eq!(mode(secret), 0o600, "{}", secret.display());
+        }
+        // A second init keeps everything.
+        assert!(init(&config).unwrap().created.is_empty());
+        assert_eq!(init(&config).unwrap().public_key, report.public_key);
+    }
 }
