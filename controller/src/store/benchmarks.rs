@@ -174,8 +174,12 @@ impl Store {
         self.read(what, |tx| {
             let mut stmt = tx
                 .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM benchmarks \
-                     WHERE (node_id, seq) IN (SELECT node_id, MAX(seq) FROM benchmarks GROUP BY node_id)"
+                    // Driven by the nodes: one index probe each on UNIQUE(node_id, seq),
+                    // however long the benchmark history grows (CROSS JOIN keeps SQLite
+                    // from scanning the benchmarks instead).
+                    "SELECT {COLUMNS} FROM nodes CROSS JOIN benchmarks \
+                     ON benchmarks.node_id = nodes.id \
+                     AND benchmarks.seq = (SELECT MAX(b2.seq) FROM benchmarks b2 WHERE b2.node_id = nodes.id)"
                 ))
                 .ctx(what)?;
             let rows = stmt.query_map([], BenchmarkRow::read).ctx(what)?;
