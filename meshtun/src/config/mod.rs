@@ -22,10 +22,29 @@
 //! persistent_keepalive = 25          # seconds, or "off"
 //! ```
 //!
-//! Two optional sections, `[controller]` and `[benchmark]`, put the interface under a
-//! meshtun controller's membership gating; see [`ControllerSettings`] and
-//! [`BenchmarkSettings`] (the module `gating` documents every key). Without them the file is
-//! plain `wg-quick`-style meshtun.
+//! Two optional sections put the interface under a meshtun controller's membership gating
+//! ([`ControllerSettings`], [`BenchmarkSettings`]); without them the file is plain
+//! `wg-quick`-style meshtun:
+//!
+//! ```toml
+//! [controller]
+//! url = "https://192.0.2.10:8700"    # http or https; scheme, host and port only
+//! public_key = "<base64 Ed25519>"    # the controller's key, pinned
+//! node_id = "node-a"
+//! identity_key_file = "node-a.identity"   # default NAME.identity; created 0600 if missing
+//! on_controller_loss = "fail_closed" # or "keep_last" (default "fail_closed")
+//! grace = 30                         # seconds past the last bundle's end (default 30)
+//! cache_file = "/var/lib/meshtun/wg0.bundle"  # default /var/lib/meshtun/NAME.bundle
+//!
+//! [benchmark]                        # only with [controller]
+//! interval = 10                      # seconds (default 10)
+//! timeout = 30                       # seconds (default min(3 × interval, 60))
+//! command = ["/usr/local/bin/harness", "--json"]  # or: simulated = { mean = 0.9, stddev = 0.03 }
+//! suite_version = "suite-1"          # optional
+//! ```
+//!
+//! `NAME` is the interface name. Relative paths, including a `command` program written with a
+//! `/`, are relative to the configuration file; a bare program name is looked up in `PATH`.
 //!
 //! Every error names the file, the line and the key. Secrets never appear in error messages.
 //! [`Config::permission_warnings`] reports secret-holding files that other users can read;
