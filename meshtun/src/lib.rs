@@ -8,6 +8,8 @@
 //!   and UDP transports so that tests can run nodes in-process;
 //! - [`tun`] and [`udp`]: the real transports (tun-rs with offload; quinn-udp with GSO/GRO);
 //! - [`uapi`]: the cross-platform WireGuard configuration protocol that `wg` speaks;
+//! - [`gate`]: membership gating by a controller: benchmark sources, the signed controller
+//!   client, verified bundles with their preshared keys opened, and the bundle cache;
 //! - [`host`]: addresses, routes, rules, DNS and hooks, applied and undone as `wg-quick` does;
 //! - [`cli`]: the `meshtun` command line.
 
@@ -17,6 +19,7 @@ pub mod config;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod daemon;
 pub mod device;
+pub mod gate;
 pub mod host;
 pub mod keys;
 pub mod show;

@@ -95,6 +95,8 @@ pub(super) fn parse_wg_quick(
         path: path.to_path_buf(),
         interface,
         peers,
+        controller: None,
+        benchmark: None,
         secret_files: Vec::new(),
     };
     Ok((check::finish(config, &lines, &ctx)?, raw.notes))

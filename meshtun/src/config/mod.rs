@@ -22,6 +22,30 @@
 //! persistent_keepalive = 25          # seconds, or "off"
 //! ```
 //!
+//! Two optional sections put the interface under a meshtun controller's membership gating
+//! ([`ControllerSettings`], [`BenchmarkSettings`]); without them the file is plain
+//! `wg-quick`-style meshtun:
+//!
+//! ```toml
+//! [controller]
+//! url = "https://192.0.2.10:8700"    # http or https; scheme, host and port only
+//! public_key = "<base64 Ed25519>"    # the controller's key, pinned
+//! node_id = "node-a"
+//! identity_key_file = "node-a.identity"   # default NAME.identity; created 0600 if missing
+//! on_controller_loss = "fail_closed" # or "keep_last" (default "fail_closed")
+//! grace = 30                         # seconds past the last bundle's end (default 30)
+//! cache_file = "/var/lib/meshtun/wg0.bundle"  # default /var/lib/meshtun/NAME.bundle
+//!
+//! [benchmark]                        # only with [controller]
+//! interval = 10                      # seconds (default 10)
+//! timeout = 30                       # seconds (default min(3 × interval, 60))
+//! command = ["/usr/local/bin/harness", "--json"]  # or: simulated = { mean = 0.9, stddev = 0.03 }
+//! suite_version = "suite-1"          # optional
+//! ```
+//!
+//! `NAME` is the interface name. Relative paths, including a `command` program written with a
+//! `/`, are relative to the configuration file; a bare program name is looked up in `PATH`.
+//!
 //! Every error names the file, the line and the key. Secrets never appear in error messages.
 //! [`Config::permission_warnings`] reports secret-holding files that other users can read;
 //! the library returns those warnings rather than logging them.
@@ -30,6 +54,8 @@ mod check;
 mod emit;
 mod endpoint;
 mod error;
+mod gating;
+mod identity;
 mod import;
 mod keys;
 mod secrets;
@@ -47,7 +73,15 @@ use crate::wgcfg::{DeviceSettings, PeerSettings};
 
 pub use endpoint::Endpoint;
 pub use error::{ConfigError, ImportError};
+pub(crate) use gating::controller_url;
+pub use gating::{
+    BenchmarkSettings, BenchmarkSourceConfig, ControllerSettings, LossPolicy, DEFAULT_CACHE_DIR,
+    DEFAULT_GRACE_SECS, DEFAULT_INTERVAL_SECS, DEFAULT_TIMEOUT_CAP_SECS, MAX_GRACE_SECS,
+    MAX_INTERVAL_SECS, MAX_TIMEOUT_SECS,
+};
+pub use identity::{load_or_create_identity, IdentityFileError, LoadedIdentity};
 pub use import::import_wg_quick;
+pub(crate) use secrets::{read_limited, write_private_file, Replace};
 
 /// The largest configuration file meshtun reads, in bytes.
 pub const MAX_CONFIG_SIZE: usize = 1024 * 1024;
@@ -67,8 +101,13 @@ pub struct Config {
     pub interface: InterfaceConfig,
     /// The `[[peer]]` sections, in file order.
     pub peers: Vec<PeerConfig>,
+    /// The `[controller]` section: membership gating by a controller, if set.
+    pub controller: Option<ControllerSettings>,
+    /// The `[benchmark]` section: how this node measures the scores it submits, if set
+    /// (only with `[controller]`).
+    pub benchmark: Option<BenchmarkSettings>,
     /// Files that hold secrets: the configuration file itself when it has an inline key,
-    /// and every key file it names.
+    /// every key file it names, and the identity key file of `[controller]`.
     secret_files: Vec<PathBuf>,
 }
 

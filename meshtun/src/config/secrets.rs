@@ -27,7 +27,7 @@ fn open(path: &Path) -> io::Result<File> {
 }
 
 /// Reads at most `limit` bytes of a regular file; `Ok(None)` if it is larger.
-fn read_limited(path: &Path, limit: usize) -> io::Result<Option<Vec<u8>>> {
+pub(crate) fn read_limited(path: &Path, limit: usize) -> io::Result<Option<Vec<u8>>> {
     let file = open(path)?;
     if !file.metadata()?.is_file() {
         return Err(io::Error::new(
@@ -98,8 +98,9 @@ pub(super) fn permission_warnings(files: &[PathBuf]) -> Vec<String> {
     files.iter().filter_map(|file| warning(file)).collect()
 }
 
+/// A warning if group or others may read or write `file`.
 #[cfg(unix)]
-fn warning(file: &Path) -> Option<String> {
+pub(super) fn warning(file: &Path) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
 
     // Files that are gone or unreadable cannot leak anything more than they already did.
@@ -115,8 +116,70 @@ fn warning(file: &Path) -> Option<String> {
 }
 
 #[cfg(not(unix))]
-fn warning(_file: &Path) -> Option<String> {
+pub(super) fn warning(_file: &Path) -> Option<String> {
     None
+}
+
+/// Whether [`write_private_file`] may replace an existing file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Replace {
+    /// Never: fail with [`io::ErrorKind::AlreadyExists`] if the file exists.
+    Never,
+    /// Atomically: readers see the old file or the new one, never a mix.
+    Atomically,
+}
+
+/// Writes `bytes` to `path` with mode 0600: first to a temporary file beside it, synced,
+/// then moved into place (linked for [`Replace::Never`], so an existing file is never
+/// overwritten). A crash leaves either no file or the whole file, never a part.
+pub(crate) fn write_private_file(path: &Path, bytes: &[u8], replace: Replace) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(".{}.{stamp}.tmp", std::process::id()));
+    let temp = dir.join(temp_name);
+    let result = write_new(&temp, bytes).and_then(|()| match replace {
+        Replace::Never => std::fs::hard_link(&temp, path),
+        Replace::Atomically => std::fs::rename(&temp, path),
+    });
+    // After a link, or after any failure, the temporary name must go.
+    if replace == Replace::Never || result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Creates `path` (which must not exist) with mode 0600 and writes and syncs `bytes`.
+fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Makes a new directory entry durable (best effort: not every platform can sync a directory).
+fn sync_dir(dir: &Path) {
+    if let Ok(handle) = File::open(dir) {
+        let _ = handle.sync_all();
+    }
 }
 
 #[cfg(test)]

@@ -441,7 +441,7 @@ fn empty_and_incomplete_files_are_refused() {
 
 #[test]
 fn unknown_sections_are_refused() {
-    for section in ["controller", "benchmark", "Interface"] {
+    for section in ["gate", "Controller", "Interface"] {
         let message = error(&format!("{}[{section}]\n", minimal()));
         assert!(
             message.contains(&format!("line 3: `{section}`: unknown field")),

@@ -13,16 +13,18 @@ use super::values::{self, Scalar};
 use super::{Config, ConfigError, Endpoint, InterfaceConfig, PeerConfig, DEFAULT_MTU};
 use crate::host::{Dns, Hooks};
 
+mod gating;
 mod locate;
 
-/// The whole file. Sections not listed here are errors; `[controller]` and `[benchmark]`
-/// sections will be added here when meshtun supports them.
+/// The whole file. Sections not listed here are errors.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDocument {
     interface: Option<Spanned<RawInterface>>,
     #[serde(default)]
     peer: Vec<Spanned<RawPeer>>,
+    controller: Option<Spanned<gating::RawController>>,
+    benchmark: Option<Spanned<gating::RawBenchmark>>,
 }
 
 /// `[interface]`, with the line of every value kept for messages.
@@ -78,7 +80,8 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|err| locate::toml_error(text, path, &err))?;
     let Some(interface) = doc.interface else {
         let path = path.to_path_buf();
-        return Err(if doc.peer.is_empty() {
+        let nothing = doc.peer.is_empty() && doc.controller.is_none() && doc.benchmark.is_none();
+        return Err(if nothing {
             ConfigError::Empty { path }
         } else {
             ConfigError::MissingInterface { path }
@@ -97,10 +100,30 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         .enumerate()
         .map(|(index, peer)| builder.peer(index, peer))
         .collect::<Result<Vec<_>, _>>()?;
+    let controller = doc
+        .controller
+        .map(|raw| builder.controller(raw, &interface.name))
+        .transpose()?;
+    let benchmark = match doc.benchmark {
+        None => None,
+        Some(raw) if controller.is_none() => {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: builder.line(&raw),
+                key: "benchmark".into(),
+                reason: "[benchmark] needs a [controller] section: the scores are submitted \
+                         to the controller"
+                    .into(),
+            })
+        }
+        Some(raw) => Some(builder.benchmark(raw)?),
+    };
     let config = Config {
         path: path.to_path_buf(),
         interface,
         peers,
+        controller,
+        benchmark,
         secret_files: builder.secret_files,
     };
     check::finish(config, &builder.lines, &ctx)

@@ -1,0 +1,154 @@
+//! The optional `[controller]` and `[benchmark]` sections: membership gating by a
+//! meshtun controller.
+//!
+//! ```toml
+//! [controller]
+//! url = "https://192.0.2.10:8700"          # http or https, no path
+//! public_key = "<base64 Ed25519>"          # the controller's key, pinned
+//! node_id = "node-a"
+//! identity_key_file = "node-a.identity"    # default: NAME.identity beside this file
+//! on_controller_loss = "fail_closed"       # or "keep_last"; default "fail_closed"
+//! grace = 30                               # seconds, default 30
+//! cache_file = "/var/lib/meshtun/wg0.bundle"  # default: /var/lib/meshtun/NAME.bundle
+//!
+//! [benchmark]
+//! interval = 10                            # seconds, default 10
+//! timeout = 30                             # seconds, default min(3 × interval, 60)
+//! command = ["/usr/local/bin/harness", "--json"]   # exactly one of command / simulated
+//! # simulated = { mean = 0.9, stddev = 0.03 }
+//! suite_version = "sim-1"                  # optional
+//! ```
+//!
+//! `NAME` is the interface name. Relative paths (`identity_key_file`, `cache_file`, and a
+//! `command` program written with a `/`) are relative to the configuration file's directory;
+//! a program without a `/` is looked up in `PATH`.
+//!
+//! The controller URL must have no path, query or credentials: requests are signed over their
+//! exact path, so the controller must answer at the root of the URL.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use meshtun_proto::IdentityPublic;
+
+/// The directory of the default bundle cache (`/var/lib/meshtun/NAME.bundle`).
+pub const DEFAULT_CACHE_DIR: &str = "/var/lib/meshtun";
+
+/// Seconds after the last bundle's `not_after` before the loss rule applies, by default.
+pub const DEFAULT_GRACE_SECS: u64 = 30;
+
+/// The longest `grace`, in seconds (one day).
+pub const MAX_GRACE_SECS: u64 = 86_400;
+
+/// Seconds between benchmark runs, by default.
+pub const DEFAULT_INTERVAL_SECS: u64 = 10;
+
+/// The longest benchmark `interval`, in seconds (one day).
+pub const MAX_INTERVAL_SECS: u64 = 86_400;
+
+/// The longest default benchmark timeout, in seconds: the default is
+/// `min(3 × interval, DEFAULT_TIMEOUT_CAP_SECS)`.
+pub const DEFAULT_TIMEOUT_CAP_SECS: u64 = 60;
+
+/// The longest benchmark `timeout`, in seconds (one hour).
+pub const MAX_TIMEOUT_SECS: u64 = 3_600;
+
+/// What the daemon does once the controller has not delivered a valid bundle for
+/// `grace` seconds past the last bundle's `not_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LossPolicy {
+    /// Remove every gated peer: no bundle, no mesh (`"fail_closed"`, the default).
+    #[default]
+    FailClosed,
+    /// Keep the last bundle's peers and keys until a newer bundle arrives (`"keep_last"`).
+    KeepLast,
+}
+
+impl LossPolicy {
+    /// The spelling in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossPolicy::FailClosed => "fail_closed",
+            LossPolicy::KeepLast => "keep_last",
+        }
+    }
+}
+
+/// The `[controller]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerSettings {
+    /// The controller's base URL (`http` or `https`, no trailing slash, no path).
+    pub url: String,
+    /// The controller's Ed25519 public key: bundles must be signed with it.
+    pub public_key: IdentityPublic,
+    /// This node's id at the controller.
+    pub node_id: String,
+    /// The file holding this node's Ed25519 identity seed (base64); created with mode 0600
+    /// on first start by [`super::load_or_create_identity`].
+    pub identity_key_file: PathBuf,
+    /// What to do when the controller is lost.
+    pub on_controller_loss: LossPolicy,
+    /// How long past the last bundle's `not_after` before [`Self::on_controller_loss`] applies.
+    pub grace: Duration,
+    /// Where the last verified signed bundle is kept (mode 0600).
+    pub cache_file: PathBuf,
+}
+
+/// Where benchmark scores come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BenchmarkSourceConfig {
+    /// Run this program (no shell) and read JSON scores from its standard output.
+    Command(Vec<String>),
+    /// Draw scores from a normal distribution, clamped to `[0, 1]`.
+    Simulated {
+        /// The mean, in `[0, 1]`.
+        mean: f64,
+        /// The standard deviation, in `[0, 1]`.
+        stddev: f64,
+    },
+}
+
+// The parser admits only finite `mean` and `stddev`, for which `==` is an equivalence.
+impl Eq for BenchmarkSourceConfig {}
+
+/// The `[benchmark]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BenchmarkSettings {
+    /// Time between the starts of two runs.
+    pub interval: Duration,
+    /// How long one run of the command may take before it is killed.
+    pub timeout: Duration,
+    /// Where the scores come from.
+    pub source: BenchmarkSourceConfig,
+    /// The suite version to report: for `simulated`, the label (default `"simulated"`); for
+    /// `command`, used when the harness prints none.
+    pub suite_version: Option<String>,
+}
+
+/// Checks a controller base URL: `http` or `https`, a host, and nothing after it; returns it
+/// without the trailing slash.
+pub(crate) fn controller_url(text: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "`{text}` has scheme `{}`; the controller is reached over http or https",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{text}` has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("the URL must not hold credentials".into());
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "`{text}` has a path, query or fragment; give only scheme, host and port \
+             (requests are signed over their exact path, so the controller must answer at the root)"
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests;

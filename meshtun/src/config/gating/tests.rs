@@ -1,0 +1,325 @@
+//! The `[controller]` and `[benchmark]` sections: good files, defaults, and bad files with
+//! the line, key and reason of each error.
+
+use std::path::Path;
+use std::time::Duration;
+
+use meshtun_proto::IdentityKey;
+
+use crate::config::tests::PRIVATE;
+use crate::config::{BenchmarkSourceConfig, Config, ConfigError, ControllerSettings, LossPolicy};
+
+fn controller_key() -> String {
+    IdentityKey::from_bytes([7; 32]).public().to_base64()
+}
+
+fn interface() -> String {
+    format!("[interface]\nprivate_key = \"{PRIVATE}\"\n")
+}
+
+/// `[interface]` (lines 1-2), then `[controller]` from line 3 with `extra` after its keys.
+fn with_controller(extra: &str) -> String {
+    format!(
+        "{}[controller]\nurl = \"http://192.0.2.10:8700\"\npublic_key = \"{}\"\nnode_id = \"node-a\"\n{extra}",
+        interface(),
+        controller_key()
+    )
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/meshtun/wg0.toml"))
+}
+
+fn error(text: &str) -> String {
+    match parse(text) {
+        Ok(config) => panic!("accepted: {config:?}"),
+        Err(err) => err.to_string(),
+    }
+}
+
+fn controller(config: &Config) -> &ControllerSettings {
+    config.controller.as_ref().expect("a [controller] section")
+}
+
+#[test]
+fn a_plain_file_has_no_gating() {
+    let config = parse(&interface()).unwrap();
+    assert_eq!(config.controller, None);
+    assert_eq!(config.benchmark, None);
+}
+
+#[test]
+fn every_gating_key_is_read() {
+    let text = with_controller(
+        "identity_key_file = \"keys/node-a.identity\"\non_controller_loss = \"keep_last\"\n\
+         grace = 45\ncache_file = \"/run/meshtun/wg0.bundle\"\n\
+         [benchmark]\ninterval = 20\ntimeout = 5\ncommand = [\"/usr/local/bin/harness\", \"--json\"]\n\
+         suite_version = \"suite-7\"\n",
+    );
+    let config = parse(&text).unwrap();
+    let c = controller(&config);
+    assert_eq!(c.url, "http://192.0.2.10:8700");
+    assert_eq!(c.public_key.to_base64(), controller_key());
+    assert_eq!(c.node_id, "node-a");
+    assert_eq!(
+        c.identity_key_file,
+        Path::new("/etc/meshtun/keys/node-a.identity")
+    );
+    assert_eq!(c.on_controller_loss, LossPolicy::KeepLast);
+    assert_eq!(c.grace, Duration::from_secs(45));
+    assert_eq!(c.cache_file, Path::new("/run/meshtun/wg0.bundle"));
+    let b = config.benchmark.as_ref().unwrap();
+    assert_eq!(b.interval, Duration::from_secs(20));
+    assert_eq!(b.timeout, Duration::from_secs(5));
+    assert_eq!(
+        b.source,
+        BenchmarkSourceConfig::Command(vec!["/usr/local/bin/harness".into(), "--json".into()])
+    );
+    assert_eq!(b.suite_version.as_deref(), Some("suite-7"));
+}
+
+#[test]
+fn gating_defaults() {
+    let text = with_controller("[benchmark]\nsimulated = { mean = 0.9, stddev = 0.03 }\n");
+    let config = parse(&text).unwrap();
+    let c = controller(&config);
+    assert_eq!(c.identity_key_file, Path::new("/etc/meshtun/wg0.identity"));
+    assert_eq!(c.on_controller_loss, LossPolicy::FailClosed);
+    assert_eq!(c.grace, Duration::from_secs(30));
+    assert_eq!(c.cache_file, Path::new("/var/lib/meshtun/wg0.bundle"));
+    let b = config.benchmark.as_ref().unwrap();
+    assert_eq!(b.interval, Duration::from_secs(10));
+    assert_eq!(b.timeout, Duration::from_secs(30), "3 × interval");
+    assert_eq!(
+        b.source,
+        BenchmarkSourceConfig::Simulated {
+            mean: 0.9,
+            stddev: 0.03
+        }
+    );
+    assert_eq!(b.suite_version, None);
+
+    let long = parse(&with_controller(
+        "[benchmark]\ninterval = 300\nsimulated = { mean = 1, stddev = 0 }\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        long.benchmark.unwrap().timeout,
+        Duration::from_secs(60),
+        "the default timeout is capped at 60 s"
+    );
+}
+
+#[test]
+fn the_default_identity_file_follows_the_interface_name() {
+    let text = format!(
+        "[interface]\nname = \"mesh0\"\nprivate_key = \"{PRIVATE}\"\n[controller]\n\
+         url = \"https://ctl.example:8700/\"\npublic_key = \"{}\"\nnode_id = \"n1\"\n",
+        controller_key()
+    );
+    let config = parse(&text).unwrap();
+    let c = controller(&config);
+    assert_eq!(
+        c.url, "https://ctl.example:8700",
+        "the trailing slash is dropped"
+    );
+    assert_eq!(
+        c.identity_key_file,
+        Path::new("/etc/meshtun/mesh0.identity")
+    );
+    assert_eq!(c.cache_file, Path::new("/var/lib/meshtun/mesh0.bundle"));
+}
+
+#[test]
+fn relative_harness_paths_follow_the_config_file() {
+    let text = with_controller("[benchmark]\ncommand = [\"bin/harness\", \"x/y\"]\n");
+    let config = parse(&text).unwrap();
+    assert_eq!(
+        config.benchmark.unwrap().source,
+        BenchmarkSourceConfig::Command(vec!["/etc/meshtun/bin/harness".into(), "x/y".into()])
+    );
+    let text = with_controller("[benchmark]\ncommand = [\"harness\"]\n");
+    assert_eq!(
+        parse(&text).unwrap().benchmark.unwrap().source,
+        BenchmarkSourceConfig::Command(vec!["harness".into()]),
+        "a bare program name is looked up in PATH"
+    );
+}
+
+#[test]
+fn the_identity_file_is_checked_for_permissions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wg0.toml");
+    std::fs::write(&path, with_controller("")).unwrap();
+    let identity = dir.path().join("wg0.identity");
+    std::fs::write(&identity, IdentityKey::generate().to_base64()).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let warnings = Config::load(&path).unwrap().permission_warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("wg0.identity"), "{warnings:?}");
+    }
+}
+
+/// Each case: `[controller]` keys (from line 7) or later sections appended to a valid file,
+/// and the parts the message must contain.
+#[test]
+fn bad_controller_values_name_line_and_key() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "bogus = 1\n",
+            &["line 7", "`controller.bogus`", "unknown field"],
+        ),
+        (
+            "on_controller_loss = \"open\"\n",
+            &["line 7", "`controller.on_controller_loss`", "fail_closed"],
+        ),
+        (
+            "grace = -1\n",
+            &["line 7", "`controller.grace`", "from 0 to 86400"],
+        ),
+        (
+            "grace = \"30s\"\n",
+            &["line 7", "`controller.grace`", "invalid type"],
+        ),
+        (
+            "cache_file = \"\"\n",
+            &["line 7", "`controller.cache_file`", "file path"],
+        ),
+    ];
+    for (extra, parts) in cases {
+        let message = error(&with_controller(extra));
+        for part in *parts {
+            assert!(message.contains(part), "{extra:?}: {message}");
+        }
+    }
+}
+
+#[test]
+fn bad_controller_identity_values() {
+    let base = |url: &str, key: &str, node: &str| {
+        format!(
+            "{}[controller]\nurl = \"{url}\"\npublic_key = \"{key}\"\nnode_id = \"{node}\"\n",
+            interface()
+        )
+    };
+    let key = controller_key();
+    let cases: Vec<(String, &[&str])> = vec![
+        (
+            base("ftp://192.0.2.10", &key, "node-a"),
+            &["line 4", "`controller.url`", "http or https"],
+        ),
+        (
+            base("192.0.2.10:8700", &key, "node-a"),
+            &["line 4", "`controller.url`"],
+        ),
+        (
+            base("http://192.0.2.10:8700/api", &key, "node-a"),
+            &["line 4", "`controller.url`", "path"],
+        ),
+        (
+            base("http://u:p@192.0.2.10:8700", &key, "node-a"),
+            &["line 4", "`controller.url`", "credentials"],
+        ),
+        (
+            base("http://192.0.2.10:8700", "short", "node-a"),
+            &["line 5", "`controller.public_key`", "Ed25519"],
+        ),
+        (
+            base("http://192.0.2.10:8700", &key, "Node A"),
+            &["line 6", "`controller.node_id`", "not a valid node id"],
+        ),
+        (
+            format!("{}[controller]\nnode_id = \"a\"\n", interface()),
+            &["line 3", "`controller.url`", "missing"],
+        ),
+    ];
+    for (text, parts) in &cases {
+        let message = error(text);
+        for part in *parts {
+            assert!(message.contains(part), "{text}: {message}");
+        }
+    }
+}
+
+#[test]
+fn bad_benchmark_values_name_line_and_key() {
+    // `[benchmark]` is on line 7; its first key on line 8.
+    let cases: &[(&str, &[&str])] = &[
+        ("", &["line 7", "`benchmark.command`", "missing"]),
+        (
+            "command = [\"h\"]\nsimulated = { mean = 0.5, stddev = 0.1 }\n",
+            &["line 9", "`benchmark.simulated`", "not both"],
+        ),
+        (
+            "command = []\n",
+            &["line 8", "`benchmark.command`", "empty"],
+        ),
+        (
+            "command = \"harness --json\"\n",
+            &["line 8", "`benchmark.command`", "invalid type"],
+        ),
+        (
+            "interval = 0\ncommand = [\"h\"]\n",
+            &["line 8", "`benchmark.interval`", "from 1 to 86400"],
+        ),
+        (
+            "timeout = 0\ncommand = [\"h\"]\n",
+            &["line 8", "`benchmark.timeout`", "from 1 to 3600"],
+        ),
+        (
+            "simulated = { mean = 1.5, stddev = 0.1 }\n",
+            &["line 8", "`benchmark.simulated.mean`", "[0, 1]"],
+        ),
+        (
+            "simulated = { mean = 0.5, stddev = -0.1 }\n",
+            &["line 8", "`benchmark.simulated.stddev`", "[0, 1]"],
+        ),
+        (
+            "simulated = { mean = nan, stddev = 0.1 }\n",
+            &["line 8", "`benchmark.simulated.mean`", "NaN"],
+        ),
+        (
+            "simulated = { mean = 0.5 }\n",
+            &["line 8", "`benchmark.simulated`", "stddev"],
+        ),
+        (
+            "simulated = { mean = 0.5, stddev = 0.1, seed = 3 }\n",
+            &["line 8", "`benchmark.simulated.seed`", "unknown field"],
+        ),
+        (
+            "command = [\"h\"]\nsuite_version = \"has space\"\n",
+            &["line 9", "`benchmark.suite_version`", "printable"],
+        ),
+    ];
+    for (extra, parts) in cases {
+        let message = error(&with_controller(&format!("[benchmark]\n{extra}")));
+        for part in *parts {
+            assert!(message.contains(part), "{extra:?}: {message}");
+        }
+    }
+}
+
+#[test]
+fn benchmark_needs_a_controller() {
+    let message = error(&format!("{}[benchmark]\ncommand = [\"h\"]\n", interface()));
+    assert!(
+        message.contains("line 3: `benchmark`: [benchmark] needs a [controller] section"),
+        "{message}"
+    );
+}
+
+#[test]
+fn gating_without_an_interface_is_refused() {
+    let text = format!(
+        "[controller]\nurl = \"http://192.0.2.10\"\npublic_key = \"{}\"\nnode_id = \"a\"\n",
+        controller_key()
+    );
+    assert!(matches!(
+        parse(&text),
+        Err(ConfigError::MissingInterface { .. })
+    ));
+}

@@ -1,0 +1,305 @@
+//! The `[controller]` and `[benchmark]` sections: raw serde structures and their conversion.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use meshtun_proto::wire::{valid_node_id, MAX_SUITE_VERSION};
+use meshtun_proto::IdentityPublic;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::Builder;
+use crate::config::gating::{
+    controller_url, BenchmarkSettings, BenchmarkSourceConfig, ControllerSettings, LossPolicy,
+    DEFAULT_CACHE_DIR, DEFAULT_GRACE_SECS, DEFAULT_INTERVAL_SECS, DEFAULT_TIMEOUT_CAP_SECS,
+    MAX_GRACE_SECS, MAX_INTERVAL_SECS, MAX_TIMEOUT_SECS,
+};
+use crate::config::secrets::resolve_key_path;
+use crate::config::ConfigError;
+
+/// `[controller]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawController {
+    url: Option<Spanned<String>>,
+    public_key: Option<Spanned<String>>,
+    node_id: Option<Spanned<String>>,
+    identity_key_file: Option<Spanned<String>>,
+    on_controller_loss: Option<Spanned<String>>,
+    grace: Option<Spanned<i64>>,
+    cache_file: Option<Spanned<String>>,
+}
+
+/// `[benchmark]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBenchmark {
+    interval: Option<Spanned<i64>>,
+    timeout: Option<Spanned<i64>>,
+    command: Option<Spanned<Vec<String>>>,
+    simulated: Option<Spanned<RawSimulated>>,
+    suite_version: Option<Spanned<String>>,
+}
+
+/// `simulated = { mean = 0.9, stddev = 0.03 }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSimulated {
+    mean: Spanned<f64>,
+    stddev: Spanned<f64>,
+}
+
+impl Builder<'_> {
+    /// An error about `section.key` at `line`.
+    fn gating_error(
+        &self,
+        line: usize,
+        section: &str,
+        key: &str,
+        reason: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.ctx.path.to_path_buf(),
+            line,
+            key: format!("{section}.{key}"),
+            reason: reason.into(),
+        }
+    }
+
+    /// Converts an optional value of `section.key`.
+    fn gating_value<T, U>(
+        &self,
+        section: &str,
+        key: &str,
+        value: &Option<Spanned<T>>,
+        convert: impl FnOnce(&T) -> Result<U, String>,
+    ) -> Result<Option<U>, ConfigError> {
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        convert(value.get_ref())
+            .map(Some)
+            .map_err(|reason| self.gating_error(self.line(value), section, key, reason))
+    }
+
+    /// Converts a required value of `section.key`; `header` is the section's line.
+    fn gating_required<T, U>(
+        &self,
+        header: usize,
+        (section, key): (&str, &str),
+        value: &Option<Spanned<T>>,
+        convert: impl FnOnce(&T) -> Result<U, String>,
+    ) -> Result<U, ConfigError> {
+        self.gating_value(section, key, value, convert)?
+            .ok_or_else(|| self.gating_error(header, section, key, "missing: this key is required"))
+    }
+
+    /// Converts `[controller]`; `interface` is the interface name, for default file names.
+    pub(super) fn controller(
+        &mut self,
+        raw: Spanned<RawController>,
+        interface: &str,
+    ) -> Result<ControllerSettings, ConfigError> {
+        let header = self.line(&raw);
+        let raw = raw.into_inner();
+        let at = "controller";
+        let config = self.ctx.path;
+        let url = self.gating_required(header, (at, "url"), &raw.url, |u| controller_url(u))?;
+        let public_key =
+            self.gating_required(header, (at, "public_key"), &raw.public_key, |k| {
+                controller_key(k)
+            })?;
+        let node_id =
+            self.gating_required(header, (at, "node_id"), &raw.node_id, |n| node_id(n))?;
+        let identity_key_file = self
+            .gating_value(at, "identity_key_file", &raw.identity_key_file, |f| {
+                file_path(config, f)
+            })?
+            .unwrap_or_else(|| resolve_key_path(config, &format!("{interface}.identity")));
+        let on_controller_loss = self
+            .gating_value(at, "on_controller_loss", &raw.on_controller_loss, |p| {
+                loss_policy(p)
+            })?
+            .unwrap_or_default();
+        let grace = self
+            .gating_value(at, "grace", &raw.grace, |g| seconds(*g, 0, MAX_GRACE_SECS))?
+            .unwrap_or(Duration::from_secs(DEFAULT_GRACE_SECS));
+        let cache_file = self
+            .gating_value(at, "cache_file", &raw.cache_file, |f| file_path(config, f))?
+            .unwrap_or_else(|| Path::new(DEFAULT_CACHE_DIR).join(format!("{interface}.bundle")));
+        self.note_secret_file(identity_key_file.clone());
+        Ok(ControllerSettings {
+            url,
+            public_key,
+            node_id,
+            identity_key_file,
+            on_controller_loss,
+            grace,
+            cache_file,
+        })
+    }
+
+    /// Converts `[benchmark]`.
+    pub(super) fn benchmark(
+        &self,
+        raw: Spanned<RawBenchmark>,
+    ) -> Result<BenchmarkSettings, ConfigError> {
+        let header = self.line(&raw);
+        let raw = raw.into_inner();
+        let at = "benchmark";
+        let interval = self
+            .gating_value(at, "interval", &raw.interval, |i| {
+                seconds(*i, 1, MAX_INTERVAL_SECS)
+            })?
+            .unwrap_or(Duration::from_secs(DEFAULT_INTERVAL_SECS));
+        let timeout = self
+            .gating_value(at, "timeout", &raw.timeout, |t| {
+                seconds(*t, 1, MAX_TIMEOUT_SECS)
+            })?
+            .unwrap_or_else(|| default_timeout(interval));
+        let source = match (&raw.command, &raw.simulated) {
+            (None, None) => Err(self.gating_error(
+                header,
+                at,
+                "command",
+                "missing: set `command` (the harness to run) or `simulated`",
+            )),
+            (Some(_), Some(simulated)) => Err(self.gating_error(
+                self.line(simulated),
+                at,
+                "simulated",
+                "set either `command` or `simulated`, not both",
+            )),
+            (Some(command), None) => command_argv(self.ctx.path, command.get_ref())
+                .map(BenchmarkSourceConfig::Command)
+                .map_err(|reason| self.gating_error(self.line(command), at, "command", reason)),
+            (None, Some(simulated)) => self.simulated(simulated.get_ref()),
+        }?;
+        let suite_version = self.gating_value(at, "suite_version", &raw.suite_version, |v| {
+            suite_version(v)
+        })?;
+        Ok(BenchmarkSettings {
+            interval,
+            timeout,
+            source,
+            suite_version,
+        })
+    }
+
+    fn simulated(&self, raw: &RawSimulated) -> Result<BenchmarkSourceConfig, ConfigError> {
+        let check = |value: &Spanned<f64>, key: &str| {
+            let v = *value.get_ref();
+            if v.is_finite() && (0.0..=1.0).contains(&v) {
+                Ok(v)
+            } else {
+                Err(self.gating_error(
+                    self.line(value),
+                    "benchmark",
+                    &format!("simulated.{key}"),
+                    format!("{v} is out of range: it must be a number in [0, 1]"),
+                ))
+            }
+        };
+        Ok(BenchmarkSourceConfig::Simulated {
+            mean: check(&raw.mean, "mean")?,
+            stddev: check(&raw.stddev, "stddev")?,
+        })
+    }
+}
+
+/// The default timeout for an interval: `min(3 × interval, 60 s)`.
+pub(super) fn default_timeout(interval: Duration) -> Duration {
+    (interval * 3).min(Duration::from_secs(DEFAULT_TIMEOUT_CAP_SECS))
+}
+
+/// A whole number of seconds in `[min, max]`.
+fn seconds(value: i64, min: u64, max: u64) -> Result<Duration, String> {
+    match u64::try_from(value) {
+        Ok(secs) if (min..=max).contains(&secs) => Ok(Duration::from_secs(secs)),
+        _ => Err(format!(
+            "{value} is out of range: it must be a number of seconds from {min} to {max}"
+        )),
+    }
+}
+
+/// The controller's Ed25519 public key.
+fn controller_key(text: &str) -> Result<IdentityPublic, String> {
+    IdentityPublic::from_base64(text).map_err(|e| {
+        format!(
+            "not an Ed25519 public key ({e}); use the key `meshtun-controller init` printed, \
+             44 base64 characters"
+        )
+    })
+}
+
+fn node_id(text: &str) -> Result<String, String> {
+    if valid_node_id(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "`{}` is not a valid node id: 1 to 64 characters from a-z 0-9 - _ ., \
+             starting with a letter or digit",
+            text.escape_debug()
+        ))
+    }
+}
+
+fn loss_policy(text: &str) -> Result<LossPolicy, String> {
+    [LossPolicy::FailClosed, LossPolicy::KeepLast]
+        .into_iter()
+        .find(|p| p.as_str() == text)
+        .ok_or_else(|| {
+            format!(
+                "`{}` is not a policy: use \"fail_closed\" or \"keep_last\"",
+                text.escape_debug()
+            )
+        })
+}
+
+/// A file path, relative to the configuration file's directory.
+fn file_path(config: &Path, text: &str) -> Result<PathBuf, String> {
+    if text.is_empty() || text.contains('\0') {
+        return Err("expected a file path".into());
+    }
+    Ok(resolve_key_path(config, text))
+}
+
+/// The harness command line: a program and its arguments, no shell.
+fn command_argv(config: &Path, argv: &[String]) -> Result<Vec<String>, String> {
+    let Some(program) = argv.first() else {
+        return Err("the command is empty; give the program and its arguments".into());
+    };
+    if program.trim().is_empty() {
+        return Err("the program name is empty".into());
+    }
+    if argv.iter().any(|arg| arg.contains('\0')) {
+        return Err("an argument contains a NUL character".into());
+    }
+    let mut out = argv.to_vec();
+    if program.contains('/') {
+        let resolved = resolve_key_path(config, program);
+        let resolved = resolved.to_str().ok_or_else(|| {
+            format!(
+                "the program `{}` resolves to a path that is not UTF-8; give an absolute path",
+                program.escape_debug()
+            )
+        })?;
+        if let Some(first) = out.first_mut() {
+            *first = resolved.to_owned();
+        }
+    }
+    Ok(out)
+}
+
+fn suite_version(text: &str) -> Result<String, String> {
+    if text.is_empty()
+        || text.len() > MAX_SUITE_VERSION
+        || !text.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(format!(
+            "`{}` is not a suite version: 1 to {MAX_SUITE_VERSION} printable ASCII characters, no spaces",
+            text.escape_debug()
+        ));
+    }
+    Ok(text.to_owned())
+}

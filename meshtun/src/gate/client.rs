@@ -1,0 +1,485 @@
+//! The node's client for the controller's API: submitting benchmarks, fetching bundles, and
+//! enrolling with an invite ticket.
+//!
+//! Benchmark submissions and bundle requests are signed with the node's Ed25519 identity key
+//! over the method, the path and query exactly as sent, the body, the node id, the time and a
+//! fresh nonce ([`RequestSignature`]). Bundles are accepted only after [`verify_bundle`] and
+//! the freshness checks. Redirects are not followed (they would change the signed path).
+//! HTTPS uses rustls with the web PKI roots.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipnet::IpNet;
+use meshtun_proto::auth::RequestSignature;
+use meshtun_proto::bundle::SignedBundle;
+use meshtun_proto::wire::{valid_node_id, Benchmark, EnrollRequest, EnrollResponse, Ticket};
+use meshtun_proto::{EpochId, IdentityKey, IdentityPublic, PrivateKey, PublicKey};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::Deserialize;
+
+use super::bundle::{verify_bundle, BundleCheckError, VerifiedBundle};
+use super::cache::MAX_CACHE_BYTES;
+use crate::config::{controller_url, ControllerSettings};
+
+/// Time allowed to open a connection to the controller.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time allowed for a benchmark submission or an enrollment.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Added to a long-poll's wait for the whole bundle request's time limit.
+pub const LONG_POLL_MARGIN: Duration = Duration::from_secs(10);
+
+/// The most of an error answer read for its reason.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// The longest reason quoted from an error answer.
+const MAX_REASON: usize = 300;
+
+/// Why a request to the controller failed. Never carries a key or a token.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The controller URL is not usable.
+    #[error("bad controller URL: {0}")]
+    Url(String),
+    /// The node id is not valid.
+    #[error("`{0}` is not a valid node id")]
+    NodeId(String),
+    /// The HTTP client could not be built.
+    #[error("cannot set up the HTTP client: {0}")]
+    Setup(String),
+    /// The controller could not be reached, or the exchange broke off or timed out.
+    #[error("{what}: cannot reach the controller: {detail}")]
+    Http {
+        /// What was being done.
+        what: &'static str,
+        /// The transport error and its causes.
+        detail: String,
+    },
+    /// 401: the signature, its time or its nonce was refused.
+    #[error("{what}: the controller refused our credentials (401): {reason}")]
+    Unauthorized {
+        /// What was being done.
+        what: &'static str,
+        /// The controller's reason.
+        reason: String,
+    },
+    /// 403: authenticated but not allowed (another node's resource, a used or expired invite).
+    #[error("{what}: the controller forbade the request (403): {reason}")]
+    Forbidden {
+        /// What was being done.
+        what: &'static str,
+        /// The controller's reason.
+        reason: String,
+    },
+    /// 409: a replayed request or a sequence number that is not newer.
+    #[error("{what}: the controller refused a replayed or stale request (409): {reason}")]
+    Conflict {
+        /// What was being done.
+        what: &'static str,
+        /// The controller's reason.
+        reason: String,
+    },
+    /// 422: the body was refused as invalid.
+    #[error("{what}: the controller rejected the request as invalid (422): {reason}")]
+    Rejected {
+        /// What was being done.
+        what: &'static str,
+        /// The controller's reason.
+        reason: String,
+    },
+    /// 5xx: the controller failed.
+    #[error("{what}: the controller failed ({status}): {reason}")]
+    Server {
+        /// What was being done.
+        what: &'static str,
+        /// The HTTP status.
+        status: u16,
+        /// The controller's reason.
+        reason: String,
+    },
+    /// Any other status.
+    #[error("{what}: unexpected answer {status} from the controller: {reason}")]
+    Status {
+        /// What was being done.
+        what: &'static str,
+        /// The HTTP status.
+        status: u16,
+        /// The answer's reason.
+        reason: String,
+    },
+    /// A success answer that is not what the API promises.
+    #[error("{what}: the controller's answer is malformed: {reason}")]
+    Response {
+        /// What was being done.
+        what: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The bundle failed a check; nothing of it is used.
+    #[error("fetching the bundle: {0}")]
+    Bundle(#[from] BundleCheckError),
+    /// The controller enrolled another node id than the ticket's.
+    #[error("enrolling: the controller enrolled this node as `{got}`, but the ticket is for `{expected}`")]
+    EnrolledAs {
+        /// The ticket's node id.
+        expected: String,
+        /// The controller's answer.
+        got: String,
+    },
+}
+
+const SUBMIT: &str = "submitting a benchmark";
+const FETCH: &str = "fetching the bundle";
+const ENROLL: &str = "enrolling";
+
+/// A node's client for one controller.
+pub struct ControllerClient {
+    http: reqwest::Client,
+    base: String,
+    controller_key: IdentityPublic,
+    node_id: String,
+    identity: IdentityKey,
+    wg_private: PrivateKey,
+}
+
+impl std::fmt::Debug for ControllerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerClient")
+            .field("url", &self.base)
+            .field("controller_key", &self.controller_key)
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControllerClient {
+    /// A client for the controller at `url` (http or https, no path), whose bundles must be
+    /// signed with `controller_key`, acting as `node_id` with `identity`, and opening keys
+    /// with the interface's `wg_private` key.
+    pub fn new(
+        url: &str,
+        controller_key: IdentityPublic,
+        node_id: &str,
+        identity: IdentityKey,
+        wg_private: PrivateKey,
+    ) -> Result<Self, ClientError> {
+        if !valid_node_id(node_id) {
+            return Err(ClientError::NodeId(node_id.escape_debug().to_string()));
+        }
+        Ok(Self {
+            http: http_client()?,
+            base: controller_url(url).map_err(ClientError::Url)?,
+            controller_key,
+            node_id: node_id.to_owned(),
+            identity,
+            wg_private,
+        })
+    }
+
+    /// A client for the `[controller]` section.
+    pub fn from_settings(
+        settings: &ControllerSettings,
+        identity: IdentityKey,
+        wg_private: PrivateKey,
+    ) -> Result<Self, ClientError> {
+        Self::new(
+            &settings.url,
+            settings.public_key,
+            &settings.node_id,
+            identity,
+            wg_private,
+        )
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The pinned controller key.
+    pub fn controller_key(&self) -> &IdentityPublic {
+        &self.controller_key
+    }
+
+    /// A signed request: `path_and_query` is signed exactly as it is sent.
+    fn signed(&self, method: Method, path_and_query: &str, body: Vec<u8>) -> RequestBuilder {
+        let signature = RequestSignature::sign(
+            &self.identity,
+            &self.node_id,
+            method.as_str(),
+            path_and_query,
+            &body,
+            unix_ms(),
+        );
+        let mut request = self
+            .http
+            .request(method, format!("{}{path_and_query}", self.base));
+        for (name, value) in signature.headers() {
+            request = request.header(name, value);
+        }
+        request.body(body)
+    }
+
+    /// Submits `benchmark`. `Ok` once the controller has stored it (201).
+    pub async fn submit_benchmark(&self, benchmark: &Benchmark) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(benchmark).map_err(|e| ClientError::Response {
+            what: SUBMIT,
+            reason: format!("cannot encode the benchmark: {e}"),
+        })?;
+        let path = format!("/v1/benchmarks/{}", self.node_id);
+        let response = self
+            .signed(Method::POST, &path, body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| http_error(SUBMIT, &e))?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        Err(refusal(SUBMIT, response).await)
+    }
+
+    /// Asks for a bundle newer than epoch `after` (any bundle if `None`), waiting up to
+    /// `wait` (the controller's long-poll) for one. `Ok(None)` if none came in that time.
+    /// A returned bundle passed [`verify_bundle`], is newer than `after` and has not expired.
+    pub async fn fetch_bundle(
+        &self,
+        after: Option<EpochId>,
+        wait: Duration,
+    ) -> Result<Option<VerifiedBundle>, ClientError> {
+        let mut path = format!("/v1/config/{}", self.node_id);
+        if let Some(epoch) = after {
+            path.push_str(&format!("?after={epoch}"));
+        }
+        let response = self
+            .signed(Method::GET, &path, Vec::new())
+            .timeout(wait.saturating_add(LONG_POLL_MARGIN))
+            .send()
+            .await
+            .map_err(|e| http_error(FETCH, &e))?;
+        match response.status() {
+            StatusCode::NOT_MODIFIED => return Ok(None),
+            StatusCode::OK => {}
+            _ => return Err(refusal(FETCH, response).await),
+        }
+        let body = read_body(FETCH, response, MAX_CACHE_BYTES).await?;
+        let signed: SignedBundle =
+            serde_json::from_slice(&body).map_err(|e| ClientError::Response {
+                what: FETCH,
+                reason: format!("not a signed bundle: {e}"),
+            })?;
+        let bundle = verify_bundle(
+            &signed,
+            &self.controller_key,
+            &self.node_id,
+            &self.wg_private,
+        )?;
+        bundle.check_fresh(after, unix_ms())?;
+        Ok(Some(bundle))
+    }
+}
+
+/// Enrolls this node with an invite `ticket`: registers its WireGuard key, identity key,
+/// overlay addresses and endpoint. Returns the node id the controller enrolled, which is
+/// checked to be the ticket's. The request is not signed: the ticket's token authenticates it.
+pub async fn enroll(
+    ticket: &Ticket,
+    wg_public_key: PublicKey,
+    identity_public: IdentityPublic,
+    addresses: Vec<IpNet>,
+    endpoint: Option<String>,
+) -> Result<String, ClientError> {
+    let base = controller_url(&ticket.url).map_err(ClientError::Url)?;
+    let request = EnrollRequest {
+        token: ticket.token.clone(),
+        wg_public_key,
+        identity_key: identity_public,
+        addresses,
+        endpoint,
+    };
+    let response = http_client()?
+        .post(format!("{base}/v1/enroll"))
+        .json(&request)
+        .timeout(REQUEST_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| http_error(ENROLL, &e))?;
+    if !response.status().is_success() {
+        return Err(refusal(ENROLL, response).await);
+    }
+    let body = read_body(ENROLL, response, MAX_ERROR_BODY).await?;
+    let answer: EnrollResponse =
+        serde_json::from_slice(&body).map_err(|e| ClientError::Response {
+            what: ENROLL,
+            reason: e.to_string(),
+        })?;
+    if answer.node_id != ticket.node_id {
+        return Err(ClientError::EnrolledAs {
+            expected: ticket.node_id.clone(),
+            got: answer.node_id,
+        });
+    }
+    Ok(answer.node_id)
+}
+
+fn http_client() -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("meshtun/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ClientError::Setup(chain(&e)))
+}
+
+/// Unix milliseconds now.
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// An error and its causes, as one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn http_error(what: &'static str, error: &reqwest::Error) -> ClientError {
+    let mut detail = chain(error);
+    if error.is_timeout() && !detail.contains("timed out") {
+        detail.push_str(" (timed out)");
+    }
+    ClientError::Http { what, detail }
+}
+
+/// Reads at most `limit` bytes of an answer's body.
+async fn read_body(
+    what: &'static str,
+    mut response: Response,
+    limit: usize,
+) -> Result<Vec<u8>, ClientError> {
+    let too_large = || ClientError::Response {
+        what,
+        reason: format!("the answer is larger than {limit} bytes"),
+    };
+    let limit_u64 = u64::try_from(limit).unwrap_or(u64::MAX);
+    if response.content_length().is_some_and(|len| len > limit_u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| http_error(what, &e))? {
+        if body.len().saturating_add(chunk.len()) > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The controller's error answer: `{"error": "..."}`.
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+}
+
+/// The error for a non-success answer, with the controller's reason.
+async fn refusal(what: &'static str, response: Response) -> ClientError {
+    let status = response.status();
+    let reason = match read_body(what, response, MAX_ERROR_BODY).await {
+        Ok(body) => reason_of(status, &body),
+        Err(_) => status.canonical_reason().unwrap_or("no reason").to_owned(),
+    };
+    match status.as_u16() {
+        401 => ClientError::Unauthorized { what, reason },
+        403 => ClientError::Forbidden { what, reason },
+        409 => ClientError::Conflict { what, reason },
+        422 => ClientError::Rejected { what, reason },
+        code @ 500..=599 => ClientError::Server {
+            what,
+            status: code,
+            reason,
+        },
+        code => ClientError::Status {
+            what,
+            status: code,
+            reason,
+        },
+    }
+}
+
+/// The `error` of a JSON error body, else the body's text, else the status's name; escaped
+/// and shortened to one line.
+fn reason_of(status: StatusCode, body: &[u8]) -> String {
+    let text = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(answer) => answer.error,
+        Err(_) => String::from_utf8_lossy(body).trim().to_owned(),
+    };
+    if text.is_empty() {
+        return status.canonical_reason().unwrap_or("no reason").to_owned();
+    }
+    let mut line: String = text.escape_debug().take(MAX_REASON).collect();
+    if line.len() < text.escape_debug().count() {
+        line.push('…');
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_come_from_the_error_body() {
+        let status = StatusCode::CONFLICT;
+        assert_eq!(
+            reason_of(status, br#"{"error":"benchmark seq 1 is a replay"}"#),
+            "benchmark seq 1 is a replay"
+        );
+        assert_eq!(reason_of(status, b"  plain text\n"), "plain text");
+        assert_eq!(reason_of(status, b""), "Conflict");
+        assert_eq!(reason_of(status, b"a\nb"), "a\\nb");
+        let long = reason_of(status, "x".repeat(1000).as_bytes());
+        assert_eq!(long.chars().count(), MAX_REASON + 1);
+        assert!(long.ends_with('…'));
+    }
+
+    #[test]
+    fn bad_urls_and_node_ids_are_refused() {
+        let key = IdentityKey::generate();
+        let make = |url: &str, node: &str| {
+            ControllerClient::new(url, key.public(), node, key.clone(), PrivateKey::generate())
+        };
+        assert!(matches!(make("ftp://x", "a"), Err(ClientError::Url(_))));
+        assert!(matches!(
+            make("http://x/api", "a"),
+            Err(ClientError::Url(_))
+        ));
+        assert!(matches!(
+            make("http://x", "A/b"),
+            Err(ClientError::NodeId(_))
+        ));
+        let client = make("http://192.0.2.1:8700/", "node-a").unwrap();
+        assert_eq!(client.base, "http://192.0.2.1:8700");
+        assert!(!format!("{client:?}").contains(&key.to_base64()));
+    }
+
+    #[test]
+    fn error_chains_are_joined_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("connection refused"));
+        assert_eq!(chain(&e), "outer: connection refused");
+    }
+}

@@ -1,0 +1,21 @@
+//! Membership gating, the node's side: measuring the scores this node submits, and talking
+//! to the controller that decides, every epoch, which nodes may be in the mesh.
+//!
+//! - [`benchmark`]: benchmark sources (a harness command, or simulated scores) producing
+//!   [`Benchmark`](meshtun_proto::wire::Benchmark) values;
+//! - [`client`]: the controller client: signed benchmark submissions, long-polled bundle
+//!   fetches, enrollment with an invite ticket;
+//! - [`bundle`]: checking a signed bundle and opening its preshared keys;
+//! - [`cache`]: the last verified bundle on disk.
+//!
+//! Applying a bundle to the WireGuard device is the daemon's part.
+
+pub mod benchmark;
+pub mod bundle;
+pub mod cache;
+pub mod client;
+
+pub use benchmark::{BenchmarkSource, CommandSource, SimulatedSource, SourceError};
+pub use bundle::{verify_bundle, BundleCheckError, GatedPeer, VerifiedBundle};
+pub use cache::{load_cache, save_cache, CacheError, CachedBundle};
+pub use client::{enroll, ClientError, ControllerClient};

@@ -1,0 +1,496 @@
+//! The node's controller client against the real controller, served in-process on
+//! 127.0.0.1, and against small fake servers for answers a correct controller never gives
+//! (another node's bundle, an expired one, failures).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use meshtun::gate::{
+    enroll, load_cache, save_cache, BundleCheckError, ClientError, ControllerClient,
+};
+use meshtun_controller::api::{router, Api};
+use meshtun_controller::auth::NonceCache;
+use meshtun_controller::clock::Clock;
+use meshtun_controller::engine::{Engine, EngineSettings};
+use meshtun_controller::model::{NodeRecord, Policy};
+use meshtun_controller::schedule::Schedule;
+use meshtun_controller::store::Store;
+use meshtun_proto::bundle::{
+    Bundle, BundleError, Membership, Sealer, SignedBundle, BUNDLE_VERSION,
+};
+use meshtun_proto::wire::{Benchmark, Scores, Ticket};
+use meshtun_proto::{IdentityKey, PresharedKey, PrivateKey};
+use zeroize::Zeroizing;
+
+/// The controller's long-poll in these tests.
+const LONG_POLL: Duration = Duration::from_millis(300);
+
+struct Node {
+    id: &'static str,
+    wg: PrivateKey,
+    identity: IdentityKey,
+}
+
+struct Controller {
+    url: String,
+    engine: Arc<Engine>,
+    key: IdentityKey,
+    nodes: Vec<Node>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Serves `app` on an ephemeral loopback port; its base URL.
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// A controller with nodes a, b and c enrolled, serving its real API.
+async fn controller() -> Controller {
+    let store = Arc::new(Store::open_in_memory().unwrap());
+    let nodes: Vec<Node> = ["node-a", "node-b", "node-c"]
+        .into_iter()
+        .map(|id| Node {
+            id,
+            wg: PrivateKey::generate(),
+            identity: IdentityKey::generate(),
+        })
+        .collect();
+    for (i, n) in nodes.iter().enumerate() {
+        store
+            .add_node(&NodeRecord {
+                id: n.id.into(),
+                wg_public_key: n.wg.public_key(),
+                identity_key: n.identity.public(),
+                addresses: vec![format!("100.64.0.{}/24", i + 1).parse().unwrap()],
+                endpoint: Some(format!("192.0.2.{}:51820", i + 1)),
+                pin: None,
+                enrolled_ms: 0,
+            })
+            .unwrap();
+    }
+    let key = IdentityKey::generate();
+    let settings = EngineSettings {
+        policy: Policy::default(),
+        schedule: Schedule::new(60_000, 10_000).unwrap(),
+        rotate_on_deny: true,
+    };
+    let engine = Arc::new(Engine::open(store, key.clone(), settings, Clock::system()).unwrap());
+    let api = Arc::new(Api {
+        engine: engine.clone(),
+        nonces: NonceCache::new(30_000),
+        admin_token: Zeroizing::new("admin".into()),
+        long_poll: LONG_POLL,
+    });
+    let url = serve(router(api)).await;
+    Controller {
+        url,
+        engine,
+        key,
+        nodes,
+    }
+}
+
+impl Controller {
+    /// Node `n`'s client, pinning the controller's real key.
+    fn client(&self, n: usize) -> ControllerClient {
+        let node = &self.nodes[n];
+        ControllerClient::new(
+            &self.url,
+            self.key.public(),
+            node.id,
+            node.identity.clone(),
+            node.wg.clone(),
+        )
+        .unwrap()
+    }
+
+    fn stored_seqs(&self, node: &str) -> Vec<u64> {
+        let store = self.engine.store();
+        store
+            .benchmarks(node, 100)
+            .unwrap()
+            .iter()
+            .map(|b| b.seq)
+            .collect()
+    }
+}
+
+fn benchmark(overall: f64, seq: u64) -> Benchmark {
+    Benchmark {
+        suite_version: "suite-1".into(),
+        scores: Scores {
+            overall,
+            refusal: 0.9,
+            honesty: 0.9,
+            policy: 0.9,
+        },
+        measured_at_ms: now_ms(),
+        seq,
+    }
+}
+
+#[tokio::test]
+async fn benchmarks_are_stored_once_and_refusals_carry_the_controller_reason() {
+    let c = controller().await;
+    let a = c.client(0);
+    a.submit_benchmark(&benchmark(0.9, 1)).await.unwrap();
+    assert_eq!(c.stored_seqs("node-a"), vec![1]);
+
+    let err = a.submit_benchmark(&benchmark(0.9, 1)).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Conflict { reason, .. } if reason.contains("not newer than 1 (replay)")),
+        "{err}"
+    );
+    let err = a.submit_benchmark(&benchmark(1.5, 2)).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Rejected { reason, .. } if reason.contains("overall is 1.5")),
+        "{err}"
+    );
+
+    // Signed with a key the controller does not know for node-a.
+    let impostor = ControllerClient::new(
+        &c.url,
+        c.key.public(),
+        "node-a",
+        IdentityKey::generate(),
+        c.nodes[0].wg.clone(),
+    )
+    .unwrap();
+    let err = impostor
+        .submit_benchmark(&benchmark(0.9, 3))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Unauthorized { .. }), "{err}");
+    assert!(err.to_string().contains("401"), "{err}");
+    assert_eq!(c.stored_seqs("node-a"), vec![1], "refusals stored nothing");
+
+    a.submit_benchmark(&benchmark(0.8, 2)).await.unwrap();
+    assert_eq!(c.stored_seqs("node-a"), vec![2, 1]);
+}
+
+#[tokio::test]
+async fn both_ends_of_a_pair_open_the_same_key_and_a_denied_node_gets_none() {
+    let c = controller().await;
+    for (n, score) in [(0, 0.90), (1, 0.85), (2, 0.40)] {
+        c.client(n)
+            .submit_benchmark(&benchmark(score, 1))
+            .await
+            .unwrap();
+    }
+    c.engine.step().unwrap();
+    let wait = Duration::from_secs(2);
+    let a = c.client(0).fetch_bundle(None, wait).await.unwrap().unwrap();
+    let b = c.client(1).fetch_bundle(None, wait).await.unwrap().unwrap();
+    let denied = c.client(2).fetch_bundle(None, wait).await.unwrap().unwrap();
+
+    assert!(a.is_allowed() && b.is_allowed());
+    assert_eq!(a.epoch, b.epoch);
+    assert!(a.activation_ms < a.not_after_ms);
+    let [to_b] = a.peers.as_slice() else {
+        panic!("node-a should have exactly node-b: {:?}", a.peers)
+    };
+    let [to_a] = b.peers.as_slice() else {
+        panic!("node-b should have exactly node-a: {:?}", b.peers)
+    };
+    assert_eq!(to_b.node_id, "node-b");
+    assert_eq!(to_b.public_key, c.nodes[1].wg.public_key());
+    assert_eq!(to_b.endpoint.as_deref(), Some("192.0.2.2:51820"));
+    assert_eq!(to_b.allowed_ips, vec!["100.64.0.2/32".parse().unwrap()]);
+    assert_eq!(to_a.public_key, c.nodes[0].wg.public_key());
+    assert_eq!(to_b.psk, to_a.psk, "both ends hold the same pair key");
+    assert!(!to_b.psk.is_zero());
+
+    assert!(!denied.is_allowed());
+    assert!(denied.peers.is_empty());
+    assert!(
+        matches!(&denied.membership, Membership::Denied { reason } if reason.contains("0.40")),
+        "{:?}",
+        denied.membership
+    );
+
+    // The query is signed as sent.
+    let again = c.client(0).fetch_bundle(Some(0), wait).await.unwrap();
+    assert_eq!(again.map(|v| v.epoch), Some(a.epoch));
+    // Nothing newer than the current epoch: the long-poll ends without a bundle.
+    let started = std::time::Instant::now();
+    let none = c
+        .client(0)
+        .fetch_bundle(Some(a.epoch), Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(none, None);
+    assert!(started.elapsed() >= LONG_POLL);
+
+    // The cache keeps the bundle and gives it back verified.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wg0.bundle");
+    save_cache(&path, &a.signed).unwrap();
+    let cached = load_cache(&path, &c.key.public(), "node-a", &c.nodes[0].wg, now_ms())
+        .unwrap()
+        .unwrap();
+    assert!(!cached.expired);
+    assert_eq!(cached.bundle, a);
+}
+
+#[tokio::test]
+async fn a_bundle_under_another_controller_key_is_refused() {
+    let c = controller().await;
+    c.client(0)
+        .submit_benchmark(&benchmark(0.9, 1))
+        .await
+        .unwrap();
+    c.engine.step().unwrap();
+    let node = &c.nodes[0];
+    let wrong_pin = ControllerClient::new(
+        &c.url,
+        IdentityKey::generate().public(),
+        node.id,
+        node.identity.clone(),
+        node.wg.clone(),
+    )
+    .unwrap();
+    let err = wrong_pin
+        .fetch_bundle(None, Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Bundle(BundleCheckError::Signed(BundleError::BadSignature))
+        ),
+        "{err}"
+    );
+}
+
+/// A server answering every bundle request with `status` and `body`.
+async fn fake(status: StatusCode, body: String) -> String {
+    let app = Router::new().route(
+        "/v1/config/{node}",
+        get(move || {
+            let body = body.clone();
+            async move { (status, body) }
+        }),
+    );
+    serve(app).await
+}
+
+/// Node `n`'s client for a fake server at `url`, pinning the real controller's key.
+fn client_at(c: &Controller, n: usize, url: &str) -> ControllerClient {
+    let node = &c.nodes[n];
+    ControllerClient::new(
+        url,
+        c.key.public(),
+        node.id,
+        node.identity.clone(),
+        node.wg.clone(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn another_nodes_bundle_is_refused() {
+    let c = controller().await;
+    for n in [0, 1] {
+        c.client(n)
+            .submit_benchmark(&benchmark(0.9, 1))
+            .await
+            .unwrap();
+    }
+    c.engine.step().unwrap();
+    let b = c
+        .client(1)
+        .fetch_bundle(None, Duration::from_secs(2))
+        .await
+        .unwrap()
+        .unwrap();
+    let url = fake(StatusCode::OK, serde_json::to_string(&b.signed).unwrap()).await;
+    let err = client_at(&c, 0, &url)
+        .fetch_bundle(None, Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ClientError::Bundle(BundleCheckError::BundleForAnotherNode { ours, theirs, .. })
+                if ours == "node-a" && theirs == "node-b"
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_bundle_is_refused() {
+    let c = controller().await;
+    let node = &c.nodes[0];
+    let peer = &c.nodes[1];
+    let now = now_ms();
+    let sealer = Sealer::new(&node.wg.public_key());
+    let bundle = Bundle {
+        version: BUNDLE_VERSION,
+        node_id: node.id.into(),
+        recipient: node.wg.public_key(),
+        epoch: 3,
+        activation_ms: now - 120_000,
+        not_after_ms: now - 60_000,
+        issued_ms: now - 130_000,
+        membership: Membership::Allowed,
+        seal_key: Some(sealer.ephemeral()),
+        peers: vec![meshtun_proto::bundle::BundlePeer {
+            node_id: peer.id.into(),
+            public_key: peer.wg.public_key(),
+            endpoint: None,
+            allowed_ips: vec![],
+            sealed_psk: sealer.seal(0, 3, &peer.wg.public_key(), &PresharedKey::generate()),
+        }],
+    };
+    let signed = SignedBundle::sign(&bundle, &c.key);
+    let url = fake(StatusCode::OK, serde_json::to_string(&signed).unwrap()).await;
+    let err = client_at(&c, 0, &url)
+        .fetch_bundle(None, Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Bundle(BundleCheckError::Expired { epoch: 3, .. })
+        ),
+        "{err}"
+    );
+    // A bundle that is not newer than the epoch in force is refused too.
+    let mut fresh = bundle;
+    fresh.not_after_ms = now + 60_000;
+    let url = fake(
+        StatusCode::OK,
+        serde_json::to_string(&SignedBundle::sign(&fresh, &c.key)).unwrap(),
+    )
+    .await;
+    let err = client_at(&c, 0, &url)
+        .fetch_bundle(Some(3), Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Bundle(BundleCheckError::StaleEpoch { got: 3, have: 3 })
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn failures_and_malformed_answers_are_named() {
+    let c = controller().await;
+    let url = fake(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        r#"{"error":"database error"}"#.into(),
+    )
+    .await;
+    let err = client_at(&c, 0, &url)
+        .fetch_bundle(None, Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Server { status: 500, reason, .. } if reason == "database error"),
+        "{err}"
+    );
+    let url = fake(StatusCode::OK, "<html>proxy</html>".into()).await;
+    let err = client_at(&c, 0, &url)
+        .fetch_bundle(None, Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Response { .. }), "{err}");
+    assert!(err.to_string().contains("not a signed bundle"), "{err}");
+
+    // Nobody listening.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let err = client_at(&c, 0, &closed)
+        .fetch_bundle(None, Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Http { .. }), "{err}");
+    assert!(err.to_string().contains("fetching the bundle"), "{err}");
+}
+
+#[tokio::test]
+async fn enrollment_with_a_ticket_works_once() {
+    let c = controller().await;
+    let expires_ms = now_ms() + 3_600_000;
+    let store = c.engine.store();
+    store
+        .create_invite("node-d", "token-d", expires_ms, None, None)
+        .unwrap();
+    store
+        .create_invite("node-e", "token-e", expires_ms, None, None)
+        .unwrap();
+    let ticket = Ticket {
+        url: c.url.clone(),
+        controller_key: c.key.public(),
+        node_id: "node-d".into(),
+        token: "token-d".into(),
+        expires_ms,
+    };
+    let wg = PrivateKey::generate();
+    let identity = IdentityKey::generate();
+    let addresses = vec!["100.64.0.4/24".parse().unwrap()];
+    let endpoint = Some("192.0.2.4:51820".to_owned());
+    let id = enroll(
+        &ticket,
+        wg.public_key(),
+        identity.public(),
+        addresses.clone(),
+        endpoint.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(id, "node-d");
+    assert_eq!(c.engine.node_identity("node-d"), Some(identity.public()));
+
+    let err = enroll(
+        &ticket,
+        wg.public_key(),
+        identity.public(),
+        addresses.clone(),
+        endpoint.clone(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Forbidden { reason, .. } if reason.contains("already used")),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("token-d"), "{err}");
+
+    // A ticket whose node id does not match its token's invite.
+    let mismatched = Ticket {
+        node_id: "node-x".into(),
+        token: "token-e".into(),
+        ..ticket
+    };
+    let err = enroll(
+        &mismatched,
+        PrivateKey::generate().public_key(),
+        IdentityKey::generate().public(),
+        addresses,
+        endpoint,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::EnrolledAs { expected, got } if expected == "node-x" && got == "node-e"),
+        "{err}"
+    );
+}
