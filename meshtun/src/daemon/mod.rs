@@ -100,6 +100,14 @@ pub enum DaemonError {
         /// What happened.
         reason: String,
     },
+    /// The configuration asks for something this build does not do yet.
+    #[error("{path}: {what} is not supported by `meshtun up` yet; remove it to run without membership gating")]
+    Unsupported {
+        /// The configuration file.
+        path: PathBuf,
+        /// What.
+        what: &'static str,
+    },
     /// `down` found a daemon that would not stop.
     #[error("the daemon for {ifname} (pid {pid}) did not stop within {seconds} s")]
     StillRunning {
@@ -137,6 +145,14 @@ pub async fn up(config_path: &Path, opts: &Options) -> Result<(), DaemonError> {
     let (config, settings, warnings) = check(config_path).await?;
     for warning in warnings {
         tracing::warn!("{warning}");
+    }
+    // Membership gating is not wired into the daemon yet: refuse rather than run ungated
+    // while the operator believes the mesh is gated.
+    if config.controller.is_some() || config.benchmark.is_some() {
+        return Err(DaemonError::Unsupported {
+            path: config_path.to_owned(),
+            what: "the [controller] and [benchmark] sections (membership gating)",
+        });
     }
     let plan = config.host_plan();
     let ifname = plan.ifname.clone();
