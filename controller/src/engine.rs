@@ -296,25 +296,29 @@ impl Engine {
         self.rotate_now(&cause).map(Some)
     }
 
-    /// The epoch to give a node that holds `after`: the oldest epoch newer than `after` that
-    /// has not ended and is not superseded by a later one activating no later.
-    fn epoch_for(&self, after: Option<EpochId>) -> Option<Arc<EpochView>> {
-        let now = self.clock.now_ms();
+    /// The epochs a node may still be given at `now_ms`: not ended, and not superseded by a
+    /// later one activating no later.
+    fn live_epochs(&self, now_ms: u64) -> Vec<Arc<EpochView>> {
         let epochs = self.epochs();
-        let live: Vec<&Arc<EpochView>> = epochs
+        epochs
             .iter()
-            .filter(|e| e.record.not_after_ms > now)
+            .filter(|e| e.record.not_after_ms > now_ms)
             .filter(|e| {
                 !epochs.iter().any(|later| {
                     later.record.id > e.record.id
-                        && later.record.activation_ms <= e.record.activation_ms.max(now)
+                        && later.record.activation_ms <= e.record.activation_ms.max(now_ms)
                 })
             })
-            .collect();
-        live.into_iter()
+            .cloned()
+            .collect()
+    }
+
+    /// The epoch to give a node that holds `after`: the oldest live epoch newer than `after`.
+    fn epoch_for(&self, after: Option<EpochId>) -> Option<Arc<EpochView>> {
+        self.live_epochs(self.clock.now_ms())
+            .into_iter()
             .filter(|e| after.is_none_or(|a| e.record.id > a))
             .min_by_key(|e| e.record.id)
-            .cloned()
     }
 
     /// The signed bundle (JSON) for `node` newer than `after`, built on first use.
@@ -325,13 +329,23 @@ impl Engine {
             return Some((id, json));
         }
         let state = self.state.read();
-        let recipient = state.nodes.get(node)?;
-        let allowed = epoch.allowed();
-        let peer_ids = peers_of(node, &allowed, &self.settings.policy.topology);
-        let peers: Vec<&NodeRecord> = peer_ids
-            .iter()
-            .filter_map(|p| state.nodes.get(*p))
-            .collect();
+        let json = self.build_bundle(&epoch, &epoch.allowed(), &state.nodes, node)?;
+        drop(state);
+        Some((id, self.cache.put(id, node, json)))
+    }
+
+    /// Builds (without caching) the bundle of `node` in `epoch`, whose allowed nodes are
+    /// `allowed`; `None` if `node` is not enrolled.
+    fn build_bundle(
+        &self,
+        epoch: &EpochView,
+        allowed: &BTreeSet<&str>,
+        nodes: &BTreeMap<String, NodeRecord>,
+        node: &str,
+    ) -> Option<BundleJson> {
+        let recipient = nodes.get(node)?;
+        let peer_ids = peers_of(node, allowed, &self.settings.policy.topology);
+        let peers: Vec<&NodeRecord> = peer_ids.iter().filter_map(|p| nodes.get(*p)).collect();
         let source = BundleSource {
             epoch: &epoch.record,
             node: recipient,
@@ -339,10 +353,50 @@ impl Engine {
             peers: &peers,
         };
         let signed = bundles::build(&source, &self.key, self.clock.now_ms());
-        let json: BundleJson = Arc::new(serde_json::to_vec(&signed).unwrap_or_default());
-        drop(state);
-        self.cache.put(id, node, json.clone());
-        Some((id, json))
+        let mut json = Vec::with_capacity(signed.payload.len() + signed.signature.len() + 32);
+        // Two strings in a struct always serialize.
+        serde_json::to_writer(&mut json, &signed).ok()?;
+        Some(BundleJson::from(json))
+    }
+
+    /// Builds and caches the bundle of every enrolled node for every live epoch (those not
+    /// cached yet), spread over all cores, and drops cached bundles of epochs no node can be
+    /// given any more. Returns how many bundles were built.
+    ///
+    /// [`Engine::run`] calls it after each publication, so that nodes long-polling for the
+    /// new epoch are served from the cache instead of each building its own bundle.
+    pub fn prebuild_bundles(&self) -> usize {
+        let live = self.live_epochs(self.clock.now_ms());
+        if let Some(oldest) = live.iter().map(|e| e.record.id).min() {
+            self.cache.retain_from(oldest);
+        }
+        let nodes = self.state.read().nodes.clone();
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let mut built = 0;
+        for epoch in &live {
+            let id = epoch.record.id;
+            let allowed = epoch.allowed();
+            let missing: Vec<&str> = nodes
+                .keys()
+                .map(String::as_str)
+                .filter(|n| !self.cache.contains(id, n))
+                .collect();
+            let chunk = missing.len().div_ceil(threads).max(1);
+            std::thread::scope(|scope| {
+                for part in missing.chunks(chunk) {
+                    let (allowed, nodes) = (&allowed, &nodes);
+                    scope.spawn(move || {
+                        for node in part {
+                            if let Some(json) = self.build_bundle(epoch, allowed, nodes, node) {
+                                self.cache.put(id, node, json);
+                            }
+                        }
+                    });
+                }
+            });
+            built += missing.len();
+        }
+        built
     }
 
     /// Waits up to `max_wait` for a bundle newer than `after`.
@@ -389,8 +443,10 @@ impl Engine {
         self.state.read().nodes.values().cloned().collect()
     }
 
-    /// Runs the schedule and the deny check until `shutdown` completes.
+    /// Runs the schedule and the deny check until `shutdown` completes; prebuilds the
+    /// bundles of each epoch once it is published (and of the epochs resumed at start).
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        let builder = tokio::spawn(self.clone().prebuild_on_publish());
         tokio::pin!(shutdown);
         loop {
             let wake = match self.step() {
@@ -406,7 +462,32 @@ impl Engine {
             let at = self.clock.instant_at(wake.min(self.clock.now_ms() + 1_000));
             tokio::select! {
                 _ = tokio::time::sleep_until(at) => {}
-                _ = &mut shutdown => return,
+                _ = &mut shutdown => {
+                    builder.abort();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Prebuilds bundles now and after every publication, one run at a time (publications
+    /// during a run are coalesced into the next).
+    async fn prebuild_on_publish(self: Arc<Self>) {
+        let mut published = self.published.subscribe();
+        published.mark_changed();
+        while published.changed().await.is_ok() {
+            let engine = self.clone();
+            let started = std::time::Instant::now();
+            match tokio::task::spawn_blocking(move || engine.prebuild_bundles()).await {
+                Ok(built) => tracing::debug!(
+                    built,
+                    took_ms = started.elapsed().as_millis(),
+                    "bundles prebuilt"
+                ),
+                Err(error) => {
+                    tracing::error!(%error, "prebuilding bundles failed");
+                    return;
+                }
             }
         }
     }
