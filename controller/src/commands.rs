@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,6 +25,7 @@ use crate::model::{NodeRecord, Pin};
 use crate::schedule::{Schedule, ScheduleError};
 use crate::store::audit::DecisionEntry;
 use crate::store::{AuditEntry, AuditError, AuditKind, AuditReport, Store, StoreError};
+use crate::tls;
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,9 @@ pub enum CommandError {
         #[source]
         source: std::io::Error,
     },
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// Talking to the running controller failed.
     #[error("cannot reach the controller at {url}: {reason}")]
     Remote {
@@ -78,10 +82,16 @@ fn file_err(path: &Path, reason: impl std::fmt::Display) -> CommandError {
     }
 }
 
-/// Writes `contents` to a new file of mode 0600, refusing to overwrite.
+/// Writes `contents` to a new file of mode 0600, refusing to overwrite. A missing directory
+/// is created with mode 0700, like the database's.
 fn write_secret(path: &Path, contents: &str) -> Result<(), CommandError> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+    // The state directory holds secrets: owner only.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| file_err(dir, e))?;
     }
     let mut file = fs::OpenOptions::new()
         .write(true)
@@ -182,7 +192,6 @@ pub async fn serve(
             addr: config.listen,
             source,
         })?;
-    tracing::info!(listen = %config.listen, "serving the controller API");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let engine_task = tokio::spawn(engine.clone().run({
         let mut rx = stop_rx.clone();
@@ -190,12 +199,32 @@ pub async fn serve(
             let _ = rx.wait_for(|s| *s).await;
         }
     }));
-    let served = axum::serve(listener, api::router(api))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        })
-        .await;
+    let stop = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let router = api::router(api);
+    let served = match &config.tls {
+        Some(files) => {
+            let acceptor = tls::acceptor(files)?;
+            let listener = tls::TlsListener::new(listener, acceptor).map_err(|source| {
+                CommandError::Serve {
+                    addr: config.listen,
+                    source,
+                }
+            })?;
+            tracing::info!(listen = %config.listen, "serving the controller API over TLS");
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        None => {
+            tracing::info!(listen = %config.listen, "serving the controller API over plain HTTP");
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    };
     let _ = engine_task.await;
     served.map_err(|source| CommandError::Serve {
         addr: config.listen,
@@ -391,4 +420,28 @@ pub async fn rotate(config: &ControllerConfig) -> Result<u64, CommandError> {
     body.get("epoch")
         .and_then(serde_json::Value::as_u64)
         .ok_or_else(|| remote("answer without an epoch".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_keeps_its_secrets_in_a_private_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("controller.toml");
+        let text = "listen = \"127.0.0.1:8700\"\nurl = \"http://127.0.0.1:8700\"\nstate_dir = \"state/sub\"\n";
+        let config = ControllerConfig::parse(text, &file).unwrap();
+        let report = init(&config).unwrap();
+        assert_eq!(report.created.len(), 3);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("state")), 0o700);
+        assert_eq!(mode(&dir.path().join("state/sub")), 0o700);
+        for secret in [&config.key_file, &config.admin_token_file, &config.database] {
+            assert_eq!(mode(secret), 0o600, "{}", secret.display());
+        }
+        // A second init keeps everything.
+        assert!(init(&config).unwrap().created.is_empty());
+        assert_eq!(init(&config).unwrap().public_key, report.public_key);
+    }
 }

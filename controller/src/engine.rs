@@ -449,6 +449,10 @@ impl Engine {
         let builder = tokio::spawn(self.clone().prebuild_on_publish());
         tokio::pin!(shutdown);
         loop {
+            // Nodes enrolled, removed or pinned from the command line show up within a second.
+            if let Err(error) = self.refresh_nodes() {
+                tracing::error!(%error, "cannot reread the enrolled nodes");
+            }
             let wake = match self.step() {
                 Ok(until) => until,
                 Err(error) => {

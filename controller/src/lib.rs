@@ -10,7 +10,7 @@
 //! - [`auth`]: signed node requests (signature, freshness, replay, path binding) and the admin token;
 //! - [`config`]: `controller.toml`, validated with key-and-line errors;
 //! - [`bundles`]: building, signing and caching one node's bundle for one epoch;
-//! - [`metrics`]: Prometheus metrics;
+//! - [`metrics`]: Prometheus metrics; [`tls`]: optional TLS through rustls;
 //! - [`clock`]: Unix time driven by tokio's clock (so tests can pause it).
 
 pub mod api;
@@ -27,3 +27,4 @@ pub mod model;
 pub mod schedule;
 pub mod status;
 pub mod store;
+pub mod tls;

@@ -9,17 +9,22 @@
 //! - [`Daemon`] and [`WgGo`]: a meshtun daemon or a wireguard-go process in a namespace;
 //! - [`config`]: keys and configuration files for both;
 //! - [`traffic`]: ping, verified TCP transfers and iperf3;
-//! - [`wg`]: running the `wg` tool and parsing what it prints.
+//! - [`wg`]: running the `wg` tool and parsing what it prints;
+//! - [`controller`]: `meshtun-controller` on loopback (its state directory, its commands, a
+//!   running `serve`, signed node requests, its database), and [`secrets`]: looking for
+//!   secrets where they must not be.
 //!
 //! Every guard cleans up on drop, also when the test panics. Every wait is bounded in time.
 //! Tests call [`require_root`] first: without root and network namespaces they are skipped
 //! with a `SKIP` line on stderr, or fail when `CI=true`.
 
 pub mod config;
+pub mod controller;
 mod daemon;
 mod netns;
 mod process;
 mod run;
+pub mod secrets;
 pub mod traffic;
 pub mod wg;
 mod wggo;
@@ -93,7 +98,20 @@ pub fn require_root(test: &str) -> bool {
 ///
 /// Panics with "build it first: cargo build -p meshtun" if it does not exist.
 pub fn meshtun_bin() -> PathBuf {
-    let path = match std::env::var_os("MESHTUN_BIN") {
+    binary("MESHTUN_BIN", "meshtun")
+}
+
+/// The controller binary under test: `$MESHTUN_CONTROLLER_BIN`, or `meshtun-controller` in
+/// the cargo target directory this test was built into.
+///
+/// Panics with "build it first: cargo build -p meshtun-controller" if it does not exist.
+pub fn controller_bin() -> PathBuf {
+    binary("MESHTUN_CONTROLLER_BIN", "meshtun-controller")
+}
+
+/// `$env_var`, or the binary `name` of package `name` beside this test's `deps` directory.
+fn binary(env_var: &str, name: &str) -> PathBuf {
+    let path = match std::env::var_os(env_var) {
         Some(path) => PathBuf::from(path),
         None => {
             let exe = std::env::current_exe().expect("cannot find the test executable's path");
@@ -101,13 +119,13 @@ pub fn meshtun_bin() -> PathBuf {
                 .parent()
                 .and_then(|deps| deps.parent())
                 .expect("test executable is not in target/<profile>/deps");
-            profile_dir.join("meshtun")
+            profile_dir.join(name)
         }
     };
     assert!(
         path.is_file(),
-        "meshtun binary not found at {}: build it first: cargo build -p meshtun \
-         (or set MESHTUN_BIN)",
+        "{name} binary not found at {}: build it first: cargo build -p {name} \
+         (or set {env_var})",
         path.display()
     );
     path
