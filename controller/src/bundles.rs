@@ -122,6 +122,16 @@ impl BundleCache {
             .clone()
     }
 
+    /// Number of bundles held.
+    pub fn len(&self) -> usize {
+        self.inner.lock().len()
+    }
+
+    /// True if no bundle is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Drops every bundle of epochs older than `oldest`.
     pub fn retain_from(&self, oldest: EpochId) {
         self.inner.lock().retain(|(e, _), _| *e >= oldest);

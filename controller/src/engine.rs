@@ -329,19 +329,21 @@ impl Engine {
             return Some((id, json));
         }
         let state = self.state.read();
-        let json = self.build_bundle(&epoch, &epoch.allowed(), &state.nodes, node)?;
+        let now = self.clock.now_ms();
+        let json = self.build_bundle(&epoch, &epoch.allowed(), &state.nodes, node, now)?;
         drop(state);
         Some((id, self.cache.put(id, node, json)))
     }
 
     /// Builds (without caching) the bundle of `node` in `epoch`, whose allowed nodes are
-    /// `allowed`; `None` if `node` is not enrolled.
+    /// `allowed`, issued at `now_ms`; `None` if `node` is not enrolled.
     fn build_bundle(
         &self,
         epoch: &EpochView,
         allowed: &BTreeSet<&str>,
         nodes: &BTreeMap<String, NodeRecord>,
         node: &str,
+        now_ms: u64,
     ) -> Option<BundleJson> {
         let recipient = nodes.get(node)?;
         let peer_ids = peers_of(node, allowed, &self.settings.policy.topology);
@@ -352,7 +354,7 @@ impl Engine {
             decision: epoch.decisions.get(node),
             peers: &peers,
         };
-        let signed = bundles::build(&source, &self.key, self.clock.now_ms());
+        let signed = bundles::build(&source, &self.key, now_ms);
         let mut json = Vec::with_capacity(signed.payload.len() + signed.signature.len() + 32);
         // Two strings in a struct always serialize.
         serde_json::to_writer(&mut json, &signed).ok()?;
@@ -366,7 +368,9 @@ impl Engine {
     /// [`Engine::run`] calls it after each publication, so that nodes long-polling for the
     /// new epoch are served from the cache instead of each building its own bundle.
     pub fn prebuild_bundles(&self) -> usize {
-        let live = self.live_epochs(self.clock.now_ms());
+        // Read here: the clock follows tokio's, which the building threads do not see.
+        let now = self.clock.now_ms();
+        let live = self.live_epochs(now);
         if let Some(oldest) = live.iter().map(|e| e.record.id).min() {
             self.cache.retain_from(oldest);
         }
@@ -387,7 +391,8 @@ impl Engine {
                     let (allowed, nodes) = (&allowed, &nodes);
                     scope.spawn(move || {
                         for node in part {
-                            if let Some(json) = self.build_bundle(epoch, allowed, nodes, node) {
+                            let built = self.build_bundle(epoch, allowed, nodes, node, now);
+                            if let Some(json) = built {
                                 self.cache.put(id, node, json);
                             }
                         }
@@ -397,6 +402,11 @@ impl Engine {
             built += missing.len();
         }
         built
+    }
+
+    /// Number of signed bundles held in memory, across the epochs kept.
+    pub fn cached_bundles(&self) -> usize {
+        self.cache.len()
     }
 
     /// Waits up to `max_wait` for a bundle newer than `after`.

@@ -12,14 +12,16 @@
 mod load;
 mod setup;
 
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use clap::{Parser, ValueEnum};
 use meshtun_controller::engine::Engine;
+use meshtun_controller::membership::peers_of;
 use meshtun_controller::model::Topology;
 use meshtun_proto::bundle::{Opener, SignedBundle};
-use meshtun_proto::derive_pair_psk;
+use meshtun_proto::{derive_pair_psk, PairKeys, PublicKey};
 
 use load::{LoadReport, LoadSpec};
 use setup::{node_id, Prepared, SimNode};
@@ -64,6 +66,7 @@ struct Row {
     enroll: Duration,
     benchmarks: Duration,
     rotation: Duration,
+    pair_keys: (usize, Duration),
     build: Build,
     serving: Vec<(String, LoadReport)>,
 }
@@ -83,7 +86,10 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    println!("meshtun-controller-bench: {cores} cores, database on disk (WAL, synchronous=FULL)");
+    println!(
+        "meshtun-controller-bench: {cores} cores, load average {}, database on disk (WAL, synchronous=FULL)",
+        load_average()
+    );
     let mut rows = Vec::new();
     if args.only.is_none_or(|s| s == Scenario::FullMesh) {
         rows.push(full_mesh(&args, &runtime)?);
@@ -92,7 +98,20 @@ fn main() -> Result<()> {
         rows.push(hub_and_spoke(&args, &runtime)?);
     }
     print_table(&rows, &args);
+    println!("load average at the end: {}", load_average());
     Ok(())
+}
+
+/// The 1, 5 and 15-minute load averages: other work on the machine skews the figures.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 fn full_mesh(args: &Args, runtime: &tokio::runtime::Runtime) -> Result<Row> {
@@ -132,6 +151,7 @@ fn scenario(
     let engine = &prepared.engine;
     eprintln!("== {name}: rotating");
     let rotation = median_rotation(engine, args.rotations)?;
+    let pair_keys = derive_every_pair_key(engine, &prepared.nodes, &prepared.topology)?;
     eprintln!("== {name}: building every bundle");
     let build = build_all(engine, &prepared.nodes)?;
     check_pair(engine, &prepared.nodes)?;
@@ -152,6 +172,7 @@ fn scenario(
         enroll: prepared.enroll,
         benchmarks: prepared.benchmarks,
         rotation,
+        pair_keys,
         build,
         serving,
     })
@@ -167,6 +188,42 @@ fn median_rotation(engine: &Engine, count: usize) -> Result<Duration> {
     }
     times.sort_unstable();
     Ok(times[times.len() / 2])
+}
+
+/// Derives the key of every pair of the newest epoch once, on one core (what holding every
+/// key would cost to compute; bundles derive them as they are built instead).
+fn derive_every_pair_key(
+    engine: &Engine,
+    nodes: &[SimNode],
+    topology: &Topology,
+) -> Result<(usize, Duration)> {
+    let epoch = engine.current().context("no epoch in force")?;
+    let allowed: BTreeSet<&str> = epoch
+        .decisions
+        .values()
+        .filter(|d| d.allowed)
+        .map(|d| d.node_id.as_str())
+        .collect();
+    let keys: HashMap<&str, PublicKey> = nodes
+        .iter()
+        .map(|n| (n.id.as_str(), n.wg.public_key()))
+        .collect();
+    let pairs: Vec<(PublicKey, PublicKey)> = nodes
+        .iter()
+        .flat_map(|a| {
+            peers_of(&a.id, &allowed, topology)
+                .into_iter()
+                .filter(|b| a.id.as_str() < *b)
+                .filter_map(|b| Some((keys.get(a.id.as_str())?.to_owned(), *keys.get(b)?)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let started = Instant::now();
+    let derive = PairKeys::new(&epoch.record.secret, epoch.record.id);
+    for (a, b) in &pairs {
+        std::hint::black_box(derive.derive(a, b));
+    }
+    Ok((pairs.len(), started.elapsed()))
 }
 
 /// Builds the newest epoch's bundle of every node on every core, as the engine does after
@@ -257,6 +314,12 @@ fn print_table(rows: &[Row], args: &Args) {
             "  rotation               {} (decide every node, commit epoch; median of {})",
             ms(row.rotation),
             args.rotations
+        );
+        println!(
+            "  derive every pair key  {} for {} pairs on one core ({:.2} µs per pair)",
+            ms(row.pair_keys.1),
+            row.pair_keys.0,
+            row.pair_keys.1.as_secs_f64() * 1e6 / row.pair_keys.0.max(1) as f64
         );
         println!(
             "  build every bundle     {} for {} bundles on {} threads ({:.1} µs of wall time per bundle), {} sealed keys",

@@ -60,6 +60,8 @@ impl Drop for TempDir {
 pub struct Prepared {
     /// The engine, with no epoch yet.
     pub engine: Arc<Engine>,
+    /// Its network shape.
+    pub topology: Topology,
     /// The nodes, in enrollment order.
     pub nodes: Vec<SimNode>,
     /// Time to enroll every node (one committed transaction each).
@@ -150,7 +152,7 @@ pub fn prepare(label: &str, count: usize, topology: Topology) -> Result<Prepared
     let benchmarks = started.elapsed();
     let settings = EngineSettings {
         policy: Policy {
-            topology,
+            topology: topology.clone(),
             ..Policy::default()
         },
         schedule: Schedule::new(600_000, 60_000)?,
@@ -164,6 +166,7 @@ pub fn prepare(label: &str, count: usize, topology: Topology) -> Result<Prepared
     )?);
     Ok(Prepared {
         engine,
+        topology,
         nodes,
         enroll,
         benchmarks,
