@@ -7,6 +7,7 @@
 //! benchmark fails triggers an immediate epoch that leaves it out.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,7 +79,13 @@ pub struct Engine {
     settings: EngineSettings,
     clock: Clock,
     state: RwLock<State>,
+    /// The newest epoch decided and committed.
+    decided: watch::Sender<EpochId>,
+    /// The newest epoch announced to long-polling nodes: once its bundles are prebuilt when
+    /// [`Engine::run`] is prebuilding, at once otherwise.
     published: watch::Sender<EpochId>,
+    /// True while [`Engine::run`]'s prebuilder is running.
+    prebuilding: AtomicBool,
     cache: BundleCache,
     /// Counters and gauges for `/metrics`.
     pub metrics: Metrics,
@@ -108,13 +115,16 @@ impl Engine {
             .map(|n| (n.id.clone(), n))
             .collect();
         let (published, _) = watch::channel(last);
+        let (decided, _) = watch::channel(last);
         Ok(Self {
             store,
             key,
             settings,
             clock,
             state: RwLock::new(State { nodes, epochs }),
+            decided,
             published,
+            prebuilding: AtomicBool::new(false),
             cache: BundleCache::default(),
             metrics: Metrics::default(),
         })
@@ -263,7 +273,10 @@ impl Engine {
             activation_ms = window.activation_ms,
             "epoch published"
         );
-        self.published.send_replace(id);
+        self.decided.send_replace(id);
+        if !self.prebuilding.load(Ordering::Acquire) {
+            self.published.send_replace(id);
+        }
         Ok(id)
     }
 
@@ -297,9 +310,15 @@ impl Engine {
     }
 
     /// The epochs a node may still be given at `now_ms`: not ended, and not superseded by a
-    /// later one activating no later.
-    fn live_epochs(&self, now_ms: u64) -> Vec<Arc<EpochView>> {
-        let epochs = self.epochs();
+    /// later one activating no later. With `announced_only`, only epochs already announced
+    /// to long-polling nodes count (a decided epoch is served once announced).
+    fn live_epochs(&self, now_ms: u64, announced_only: bool) -> Vec<Arc<EpochView>> {
+        let announced = *self.published.borrow();
+        let epochs: Vec<Arc<EpochView>> = self
+            .epochs()
+            .into_iter()
+            .filter(|e| !announced_only || e.record.id <= announced)
+            .collect();
         epochs
             .iter()
             .filter(|e| e.record.not_after_ms > now_ms)
@@ -313,17 +332,19 @@ impl Engine {
             .collect()
     }
 
-    /// The epoch to give a node that holds `after`: the oldest live epoch newer than `after`.
-    fn epoch_for(&self, after: Option<EpochId>) -> Option<Arc<EpochView>> {
-        self.live_epochs(self.clock.now_ms())
+    /// The epoch to give a node that holds `after`: the oldest live epoch newer than `after`
+    /// (among the announced ones, or all decided ones).
+    fn epoch_for(&self, after: Option<EpochId>, announced_only: bool) -> Option<Arc<EpochView>> {
+        self.live_epochs(self.clock.now_ms(), announced_only)
             .into_iter()
             .filter(|e| after.is_none_or(|a| e.record.id > a))
             .min_by_key(|e| e.record.id)
     }
 
-    /// The signed bundle (JSON) for `node` newer than `after`, built on first use.
+    /// The signed bundle (JSON) for `node` newer than `after`, of an announced epoch, built on
+    /// first use.
     pub fn bundle(&self, node: &str, after: Option<EpochId>) -> Option<(EpochId, BundleJson)> {
-        let epoch = self.epoch_for(after)?;
+        let epoch = self.epoch_for(after, true)?;
         let id = epoch.record.id;
         if let Some(json) = self.cache.get(id, node) {
             return Some((id, json));
@@ -370,7 +391,7 @@ impl Engine {
     pub fn prebuild_bundles(&self) -> usize {
         // Read here: the clock follows tokio's, which the building threads do not see.
         let now = self.clock.now_ms();
-        let live = self.live_epochs(now);
+        let live = self.live_epochs(now, false);
         if let Some(oldest) = live.iter().map(|e| e.record.id).min() {
             self.cache.retain_from(oldest);
         }
@@ -433,7 +454,9 @@ impl Engine {
     /// `GET /v1/epoch`.
     pub fn epoch_info(&self) -> Option<EpochInfo> {
         let current = self.current()?;
-        let next = self.epoch_for(Some(current.record.id)).map(|e| e.times());
+        let next = self
+            .epoch_for(Some(current.record.id), false)
+            .map(|e| e.times());
         Some(EpochInfo {
             current: current.times(),
             next,
@@ -484,25 +507,48 @@ impl Engine {
         }
     }
 
-    /// Prebuilds bundles now and after every publication, one run at a time (publications
-    /// during a run are coalesced into the next).
+    /// Prebuilds bundles now and after every decided epoch, one run at a time (epochs decided
+    /// during a run are coalesced into the next), and announces each epoch to long-polling
+    /// nodes once its bundles are built, so that they are served from the cache instead of
+    /// each building its own bundle at once.
     async fn prebuild_on_publish(self: Arc<Self>) {
-        let mut published = self.published.subscribe();
-        published.mark_changed();
-        while published.changed().await.is_ok() {
+        let _running = Flag::raise(&self.prebuilding);
+        let mut decided = self.decided.subscribe();
+        decided.mark_changed();
+        while decided.changed().await.is_ok() {
+            let id = *decided.borrow_and_update();
             let engine = self.clone();
             let started = std::time::Instant::now();
-            match tokio::task::spawn_blocking(move || engine.prebuild_bundles()).await {
+            let built = tokio::task::spawn_blocking(move || engine.prebuild_bundles()).await;
+            self.published.send_replace(id);
+            match built {
                 Ok(built) => tracing::debug!(
+                    epoch = id,
                     built,
                     took_ms = started.elapsed().as_millis(),
                     "bundles prebuilt"
                 ),
                 Err(error) => {
-                    tracing::error!(%error, "prebuilding bundles failed");
+                    tracing::error!(%error, "prebuilding bundles failed; bundles are built on request");
                     return;
                 }
             }
         }
+    }
+}
+
+/// Holds an [`AtomicBool`] up while alive.
+struct Flag<'a>(&'a AtomicBool);
+
+impl<'a> Flag<'a> {
+    fn raise(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::Release);
+        Self(flag)
+    }
+}
+
+impl Drop for Flag<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }

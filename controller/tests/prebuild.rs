@@ -16,8 +16,12 @@ const START_MS: u64 = 1_800_000_000_000;
 const NODES: usize = 5;
 
 fn engine(clock: Clock) -> (Arc<Engine>, IdentityKey) {
+    engine_with(clock, NODES)
+}
+
+fn engine_with(clock: Clock, nodes: usize) -> (Arc<Engine>, IdentityKey) {
     let store = Arc::new(Store::open_in_memory().unwrap());
-    for i in 0..NODES {
+    for i in 0..nodes {
         store
             .add_node(&NodeRecord {
                 id: format!("node-{i}"),
@@ -46,6 +50,25 @@ fn issued_ms(engine: &Engine, key: &IdentityKey, node: &str) -> (u64, u64) {
     let bundle = signed.verify(&key.public()).unwrap();
     assert_eq!(bundle.epoch, epoch);
     (epoch, bundle.issued_ms)
+}
+
+/// Waits (up to 20 s of real time) until `count` bundles are built and the first epoch is
+/// announced (served).
+async fn wait_announced(engine: &Engine, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while engine.cached_bundles() < count || engine.epoch_info().is_none() {
+        assert!(Instant::now() < deadline, "bundles were not prebuilt");
+        tokio::task::yield_now().await;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    while engine.bundle("node-0", None).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the first epoch was not announced"
+        );
+        tokio::task::yield_now().await;
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -101,16 +124,41 @@ async fn the_running_engine_prebuilds_each_published_epoch() {
     let task = tokio::spawn(engine.clone().run(async {
         let _ = stopped.await;
     }));
-    // The first epoch is published at once; its bundles are built on blocking threads.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while engine.cached_bundles() < NODES {
-        assert!(Instant::now() < deadline, "bundles were not prebuilt");
-        tokio::task::yield_now().await;
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    // The first epoch is published at once; its bundles are built on blocking threads, then
+    // it is announced.
+    wait_announced(&engine, NODES).await;
     let (epoch, issued) = issued_ms(&engine, &key, "node-1");
     assert_eq!(epoch, 1);
     assert!(issued < START_MS + 1_000, "built at publication: {issued}");
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn long_pollers_wake_once_every_bundle_is_built() {
+    const MANY: usize = 60;
+    let (engine, _) = engine_with(Clock::starting_at(START_MS), MANY);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(engine.clone().run(async {
+        let _ = stopped.await;
+    }));
+    wait_announced(&engine, MANY).await;
+    let waiter = tokio::spawn({
+        let engine = engine.clone();
+        async move {
+            let found = engine
+                .wait_bundle("node-7", Some(1), Duration::from_secs(60))
+                .await;
+            (found.map(|(epoch, _)| epoch), engine.cached_bundles())
+        }
+    });
+    tokio::task::yield_now().await;
+    let second = engine.rotate_now("test").unwrap();
+    // Woken only after the new epoch's bundles were all built and the superseded epoch's
+    // dropped: exactly one bundle per node is held.
+    let (epoch, cached) = waiter.await.unwrap();
+    assert_eq!(epoch, Some(second));
+    assert_eq!(cached, MANY);
     stop.send(()).unwrap();
     task.await.unwrap();
 }
