@@ -15,11 +15,10 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use hkdf::Hkdf;
 use ipnet::IpNet;
 use rand_core::OsRng;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use zeroize::Zeroize;
@@ -128,8 +127,12 @@ pub enum BundleError {
 impl SignedBundle {
     /// Serializes and signs `bundle`.
     pub fn sign(bundle: &Bundle, key: &IdentityKey) -> Self {
+        // About 230 bytes per peer; reserving them spares the copies of a growing buffer.
+        let mut bytes = Vec::with_capacity(512 + 256 * bundle.peers.len());
         // Serializing plain data with string keys cannot fail.
-        let bytes = serde_json::to_vec(bundle).unwrap_or_default();
+        if serde_json::to_writer(&mut bytes, bundle).is_err() {
+            bytes.clear();
+        }
         let signature = key.sign(&bytes);
         Self {
             payload: STANDARD.encode(&bytes),
@@ -160,39 +163,45 @@ impl SignedBundle {
     }
 }
 
-fn seal_key(shared: &[u8; KEY_LEN], ephemeral: &PublicKey, recipient: &PublicKey) -> Key {
-    let mut info = Vec::with_capacity(SEAL_INFO.len() + 2 * KEY_LEN);
-    info.extend_from_slice(SEAL_INFO);
-    info.extend_from_slice(ephemeral.as_bytes());
-    info.extend_from_slice(recipient.as_bytes());
+/// The ChaCha20-Poly1305 key of one bundle (HKDF-SHA256 of the X25519 shared secret).
+fn seal_key(shared: &[u8; KEY_LEN], ephemeral: &PublicKey, recipient: &PublicKey) -> LessSafeKey {
+    let mut info = [0u8; SEAL_INFO.len() + 2 * KEY_LEN];
+    let (label, keys) = info.split_at_mut(SEAL_INFO.len());
+    label.copy_from_slice(SEAL_INFO);
+    let (e, r) = keys.split_at_mut(KEY_LEN);
+    e.copy_from_slice(ephemeral.as_bytes());
+    r.copy_from_slice(recipient.as_bytes());
     let hk = Hkdf::<Sha256>::new(None, shared);
     let mut okm = [0u8; KEY_LEN];
     // 32 bytes is always within HKDF-SHA256's output limit.
     let expanded = hk.expand(&info, &mut okm);
     debug_assert!(expanded.is_ok());
-    let key = Key::from(okm);
+    // ring refuses only a key of the wrong length; `okm` has ChaCha20-Poly1305's 32 bytes.
+    let key = UnboundKey::new(&CHACHA20_POLY1305, &okm).expect("a 32-byte ChaCha20-Poly1305 key");
     okm.zeroize();
-    key
+    LessSafeKey::new(key)
 }
 
 fn nonce(index: u32) -> Nonce {
-    let mut n = [0u8; 12];
-    n[8..].copy_from_slice(&index.to_be_bytes());
-    Nonce::from(n)
+    let mut n = [0u8; NONCE_LEN];
+    n[NONCE_LEN - 4..].copy_from_slice(&index.to_be_bytes());
+    Nonce::assume_unique_for_key(n)
 }
 
-fn aad(epoch: EpochId, peer: &PublicKey) -> Vec<u8> {
-    let mut a = Vec::with_capacity(SEAL_AAD.len() + 8 + KEY_LEN);
-    a.extend_from_slice(SEAL_AAD);
-    a.extend_from_slice(&epoch.to_be_bytes());
-    a.extend_from_slice(peer.as_bytes());
+fn aad(epoch: EpochId, peer: &PublicKey) -> [u8; SEAL_AAD.len() + 8 + KEY_LEN] {
+    let mut a = [0u8; SEAL_AAD.len() + 8 + KEY_LEN];
+    let (label, rest) = a.split_at_mut(SEAL_AAD.len());
+    label.copy_from_slice(SEAL_AAD);
+    let (e, p) = rest.split_at_mut(8);
+    e.copy_from_slice(&epoch.to_be_bytes());
+    p.copy_from_slice(peer.as_bytes());
     a
 }
 
 /// Seals preshared keys for one recipient (one ephemeral key per bundle).
 pub struct Sealer {
     ephemeral: PublicKey,
-    cipher: ChaCha20Poly1305,
+    cipher: LessSafeKey,
 }
 
 impl Sealer {
@@ -201,7 +210,7 @@ impl Sealer {
         let secret = x25519_dalek::EphemeralSecret::random_from_rng(OsRng);
         let ephemeral = PublicKey::from(x25519_dalek::PublicKey::from(&secret));
         let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(*recipient));
-        let cipher = ChaCha20Poly1305::new(&seal_key(shared.as_bytes(), &ephemeral, recipient));
+        let cipher = seal_key(shared.as_bytes(), &ephemeral, recipient);
         Self { ephemeral, cipher }
     }
 
@@ -212,25 +221,28 @@ impl Sealer {
 
     /// Seals the key of the `index`-th peer, `peer`, for `epoch` (base64).
     pub fn seal(&self, index: u32, epoch: EpochId, peer: &PublicKey, psk: &PresharedKey) -> String {
+        let mut sealed = [0u8; SEALED_LEN];
+        let (body, tag) = sealed.split_at_mut(KEY_LEN);
+        body.copy_from_slice(psk.as_bytes());
         let aad = aad(epoch, peer);
-        let sealed = self
+        match self
             .cipher
-            .encrypt(
-                &nonce(index),
-                Payload {
-                    msg: psk.as_bytes(),
-                    aad: &aad,
-                },
-            )
-            // Encryption of 32 bytes cannot fail.
-            .unwrap_or_default();
+            .seal_in_place_separate_tag(nonce(index), Aad::from(&aad), body)
+        {
+            Ok(t) => tag.copy_from_slice(t.as_ref()),
+            // Sealing fails only beyond 256 GiB; never leave the key in the clear.
+            Err(_) => {
+                sealed.zeroize();
+                return String::new();
+            }
+        }
         STANDARD.encode(sealed)
     }
 }
 
 /// Opens the preshared keys of a bundle with the recipient's WireGuard private key.
 pub struct Opener {
-    cipher: ChaCha20Poly1305,
+    cipher: LessSafeKey,
 }
 
 impl Opener {
@@ -238,9 +250,8 @@ impl Opener {
     pub fn new(private: &PrivateKey, ephemeral: &PublicKey) -> Self {
         let secret = private.to_static_secret();
         let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(*ephemeral));
-        let key = seal_key(shared.as_bytes(), ephemeral, &private.public_key());
         Self {
-            cipher: ChaCha20Poly1305::new(&key),
+            cipher: seal_key(shared.as_bytes(), ephemeral, &private.public_key()),
         }
     }
 
@@ -252,23 +263,20 @@ impl Opener {
         peer: &BundlePeer,
     ) -> Result<PresharedKey, BundleError> {
         let fail = || BundleError::Seal(peer.node_id.clone());
-        let sealed = STANDARD.decode(&peer.sealed_psk).map_err(|_| fail())?;
+        if peer.sealed_psk.len() > 4 * SEALED_LEN {
+            return Err(fail());
+        }
+        let mut sealed = STANDARD.decode(&peer.sealed_psk).map_err(|_| fail())?;
         if sealed.len() != SEALED_LEN {
             return Err(fail());
         }
         let aad = aad(epoch, &peer.public_key);
-        let mut plain = self
+        let key = self
             .cipher
-            .decrypt(
-                &nonce(index),
-                Payload {
-                    msg: &sealed,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| fail())?;
-        let key = <[u8; KEY_LEN]>::try_from(plain.as_slice()).map_err(|_| fail());
-        plain.zeroize();
+            .open_in_place(nonce(index), Aad::from(&aad), &mut sealed)
+            .map_err(|_| fail())
+            .and_then(|plain| <[u8; KEY_LEN]>::try_from(&*plain).map_err(|_| fail()));
+        sealed.zeroize();
         key.map(PresharedKey::from_bytes)
     }
 }
@@ -326,6 +334,77 @@ mod tests {
         }
         let stranger = Opener::new(&PrivateKey::generate(), &ephemeral);
         assert!(stranger.open(0, 9, &b.peers[0]).is_err());
+    }
+
+    #[test]
+    fn sealing_is_chacha20_poly1305_as_specified() {
+        // Recomputes a sealed key from the module documentation with RustCrypto's
+        // ChaCha20-Poly1305, independently of the implementation used here.
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        let recipient = PrivateKey::generate();
+        let sealer = Sealer::new(&recipient.public_key());
+        let ephemeral = sealer.ephemeral();
+        let shared = recipient
+            .to_static_secret()
+            .diffie_hellman(&x25519_dalek::PublicKey::from(ephemeral));
+        let mut info = b"meshtun seal v1".to_vec();
+        info.extend_from_slice(ephemeral.as_bytes());
+        info.extend_from_slice(recipient.public_key().as_bytes());
+        let mut key = [0u8; 32];
+        Hkdf::<Sha256>::new(None, shared.as_bytes())
+            .expand(&info, &mut key)
+            .unwrap();
+        let peer = PrivateKey::generate().public_key();
+        let psk = PresharedKey::generate();
+        let mut aad = b"meshtun psk".to_vec();
+        aad.extend_from_slice(&7u64.to_be_bytes());
+        aad.extend_from_slice(peer.as_bytes());
+        let mut nonce = [0u8; 12];
+        nonce[8..].copy_from_slice(&5u32.to_be_bytes());
+        let expected = chacha20poly1305::ChaCha20Poly1305::new(&key.into())
+            .encrypt(
+                &nonce.into(),
+                Payload {
+                    msg: psk.as_bytes(),
+                    aad: &aad,
+                },
+            )
+            .unwrap();
+        let sealed = sealer.seal(5, 7, &peer, &psk);
+        assert_eq!(STANDARD.decode(&sealed).unwrap(), expected);
+        let entry = BundlePeer {
+            node_id: "peer".into(),
+            public_key: peer,
+            endpoint: None,
+            allowed_ips: vec![],
+            sealed_psk: sealed,
+        };
+        assert_eq!(
+            Opener::new(&recipient, &ephemeral).open(5, 7, &entry),
+            Ok(psk)
+        );
+    }
+
+    #[test]
+    fn malformed_sealed_keys_are_refused() {
+        let recipient = PrivateKey::generate();
+        let b = bundle(&recipient, &peers(1));
+        let opener = Opener::new(&recipient, &b.seal_key.unwrap());
+        let sealed = STANDARD.decode(&b.peers[0].sealed_psk).unwrap();
+        for text in [
+            String::new(),
+            "!!".to_owned(),
+            STANDARD.encode(&sealed[..SEALED_LEN - 1]),
+            STANDARD.encode([sealed.as_slice(), &[0]].concat()),
+            "A".repeat(1 << 20),
+        ] {
+            let mut peer = b.peers[0].clone();
+            peer.sealed_psk = text;
+            assert_eq!(
+                opener.open(0, 9, &peer),
+                Err(BundleError::Seal("peer-0".into()))
+            );
+        }
     }
 
     #[test]

@@ -24,4 +24,4 @@ pub mod wire;
 pub use identity::{IdentityKey, IdentityPublic};
 pub use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 pub use key::{KeyError, PresharedKey, PrivateKey, PublicKey, KEY_LEN};
-pub use psk::{derive_pair_psk, EpochId, EpochSecret};
+pub use psk::{derive_pair_psk, EpochId, EpochSecret, PairKeys};

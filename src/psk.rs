@@ -83,32 +83,63 @@ impl fmt::Debug for EpochSecret {
 }
 
 /// The preshared key of the pair `{a, b}` in `epoch`. Symmetric in `a` and `b`.
+///
+/// To derive many keys of one epoch, [`PairKeys`] does the HKDF extraction only once.
 pub fn derive_pair_psk(
     secret: &EpochSecret,
     epoch: EpochId,
     a: &PublicKey,
     b: &PublicKey,
 ) -> PresharedKey {
-    let (lo, hi) = if a.as_bytes() <= b.as_bytes() {
-        (a, b)
-    } else {
-        (b, a)
-    };
-    let mut info = [0u8; PSK_INFO.len() + 8 + 2 * KEY_LEN];
-    let (label, rest) = info.split_at_mut(PSK_INFO.len());
-    label.copy_from_slice(PSK_INFO);
-    let (epoch_bytes, keys) = rest.split_at_mut(8);
-    epoch_bytes.copy_from_slice(&epoch.to_be_bytes());
-    keys[..KEY_LEN].copy_from_slice(lo.as_bytes());
-    keys[KEY_LEN..].copy_from_slice(hi.as_bytes());
-    let hk = Hkdf::<Sha256>::new(None, secret.as_bytes());
-    let mut okm = [0u8; KEY_LEN];
-    // HKDF-SHA256 expands up to 8160 bytes, so 32 always succeeds.
-    let expanded = hk.expand(&info, &mut okm);
-    debug_assert!(expanded.is_ok());
-    let psk = PresharedKey::from_bytes(okm);
-    okm.zeroize();
-    psk
+    PairKeys::new(secret, epoch).derive(a, b)
+}
+
+/// The pair keys of one epoch: [`derive_pair_psk`] with the HKDF extraction from the epoch
+/// secret done once, so that each key costs only the expansion. `Debug` shows nothing.
+#[derive(Clone)]
+pub struct PairKeys {
+    hkdf: Hkdf<Sha256>,
+    epoch: EpochId,
+}
+
+impl PairKeys {
+    /// Prepares the derivation of `epoch`'s pair keys from its secret.
+    pub fn new(secret: &EpochSecret, epoch: EpochId) -> Self {
+        Self {
+            hkdf: Hkdf::<Sha256>::new(None, secret.as_bytes()),
+            epoch,
+        }
+    }
+
+    /// The preshared key of the pair `{a, b}`. Symmetric in `a` and `b`.
+    pub fn derive(&self, a: &PublicKey, b: &PublicKey) -> PresharedKey {
+        let (lo, hi) = if a.as_bytes() <= b.as_bytes() {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        let mut info = [0u8; PSK_INFO.len() + 8 + 2 * KEY_LEN];
+        let (label, rest) = info.split_at_mut(PSK_INFO.len());
+        label.copy_from_slice(PSK_INFO);
+        let (epoch_bytes, keys) = rest.split_at_mut(8);
+        epoch_bytes.copy_from_slice(&self.epoch.to_be_bytes());
+        let (lo_bytes, hi_bytes) = keys.split_at_mut(KEY_LEN);
+        lo_bytes.copy_from_slice(lo.as_bytes());
+        hi_bytes.copy_from_slice(hi.as_bytes());
+        let mut okm = [0u8; KEY_LEN];
+        // HKDF-SHA256 expands up to 8160 bytes, so 32 always succeeds.
+        let expanded = self.hkdf.expand(&info, &mut okm);
+        debug_assert!(expanded.is_ok());
+        let psk = PresharedKey::from_bytes(okm);
+        okm.zeroize();
+        psk
+    }
+}
+
+impl fmt::Debug for PairKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PairKeys(epoch {}, <redacted>)", self.epoch)
+    }
 }
 
 #[cfg(test)]
@@ -157,6 +188,25 @@ mod tests {
 
     const VECTOR_EPOCH1: &str = "1a784866f1c8d05d2dfc4e8a26ee15f4b72348407fd46b480e15434bd0b81453";
     const VECTOR_EPOCH2: &str = "b1331e46eff5a0088fe3750848c647dedc40079d85595d6399852b5c7b360b95";
+
+    #[test]
+    fn pair_keys_match_the_one_shot_derivation() {
+        let s = EpochSecret::from_bytes([0x42; 32]);
+        let keys = PairKeys::new(&s, 1);
+        assert_eq!(keys.derive(&key(0x01), &key(0x02)).to_hex(), VECTOR_EPOCH1);
+        assert_eq!(keys.derive(&key(0x02), &key(0x01)).to_hex(), VECTOR_EPOCH1);
+        for (a, b) in [(3, 9), (200, 7), (5, 5)] {
+            assert_eq!(
+                keys.derive(&key(a), &key(b)),
+                derive_pair_psk(&s, 1, &key(a), &key(b))
+            );
+        }
+        assert_eq!(
+            PairKeys::new(&s, 2).derive(&key(0x01), &key(0x02)).to_hex(),
+            VECTOR_EPOCH2
+        );
+        assert_eq!(format!("{keys:?}"), "PairKeys(epoch 1, <redacted>)");
+    }
 
     #[test]
     fn secrets_are_redacted_and_round_trip() {

@@ -245,7 +245,7 @@ async fn config(
                         epoch.to_string(),
                     ),
                 ],
-                json.as_ref().clone(),
+                json,
             )
                 .into_response())
         }

@@ -5,10 +5,9 @@
 //! ahead of time, in parallel) and cached per epoch, so serving is a lookup.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use meshtun_proto::bundle::{Bundle, BundlePeer, Membership, Sealer, SignedBundle, BUNDLE_VERSION};
-use meshtun_proto::{derive_pair_psk, EpochId, IdentityKey};
+use meshtun_proto::{EpochId, IdentityKey, PairKeys};
 use parking_lot::Mutex;
 
 use crate::model::{Decision, EpochRecord, NodeRecord};
@@ -45,16 +44,12 @@ pub fn build(source: &BundleSource<'_>, key: &IdentityKey, now_ms: u64) -> Signe
         ),
     };
     let sealer = Sealer::new(&node.wg_public_key);
+    let keys = PairKeys::new(&epoch.secret, epoch.id);
     let peers = peers
         .iter()
         .enumerate()
         .map(|(i, peer)| {
-            let psk = derive_pair_psk(
-                &epoch.secret,
-                epoch.id,
-                &node.wg_public_key,
-                &peer.wg_public_key,
-            );
+            let psk = keys.derive(&node.wg_public_key, &peer.wg_public_key);
             BundlePeer {
                 node_id: peer.id.clone(),
                 public_key: peer.wg_public_key,
@@ -97,8 +92,8 @@ impl HostRoute for ipnet::IpNet {
     }
 }
 
-/// A serialized signed bundle, shared between requests.
-pub type BundleJson = Arc<Vec<u8>>;
+/// A serialized signed bundle, shared between requests without copying.
+pub type BundleJson = axum::body::Bytes;
 
 /// Serialized signed bundles of recent epochs, by node.
 #[derive(Default)]
@@ -112,9 +107,29 @@ impl BundleCache {
         self.inner.lock().get(&(epoch, node.to_owned())).cloned()
     }
 
-    /// Stores a built bundle.
-    pub fn put(&self, epoch: EpochId, node: &str, json: BundleJson) {
-        self.inner.lock().insert((epoch, node.to_owned()), json);
+    /// True if the bundle is built.
+    pub fn contains(&self, epoch: EpochId, node: &str) -> bool {
+        self.inner.lock().contains_key(&(epoch, node.to_owned()))
+    }
+
+    /// Stores a built bundle, unless one was stored meanwhile; returns the stored one, so
+    /// that concurrent builders of one bundle all serve the same bytes.
+    pub fn put(&self, epoch: EpochId, node: &str, json: BundleJson) -> BundleJson {
+        self.inner
+            .lock()
+            .entry((epoch, node.to_owned()))
+            .or_insert(json)
+            .clone()
+    }
+
+    /// Number of bundles held.
+    pub fn len(&self) -> usize {
+        self.inner.lock().len()
+    }
+
+    /// True if no bundle is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Drops every bundle of epochs older than `oldest`.
@@ -256,10 +271,19 @@ mod tests {
     #[test]
     fn the_cache_keeps_recent_epochs() {
         let cache = BundleCache::default();
-        cache.put(1, "a", Arc::new(vec![1]));
-        cache.put(2, "a", Arc::new(vec![2]));
+        cache.put(1, "a", BundleJson::from(vec![1]));
+        cache.put(2, "a", BundleJson::from(vec![2]));
         cache.retain_from(2);
         assert!(cache.get(1, "a").is_none());
-        assert_eq!(cache.get(2, "a").as_deref(), Some(&vec![2]));
+        assert!(!cache.contains(1, "a"));
+        assert_eq!(cache.get(2, "a").as_deref(), Some(&[2][..]));
+    }
+
+    #[test]
+    fn the_first_bundle_stored_wins() {
+        let cache = BundleCache::default();
+        assert_eq!(cache.put(1, "a", BundleJson::from(vec![1])), vec![1]);
+        assert_eq!(cache.put(1, "a", BundleJson::from(vec![2])), vec![1]);
+        assert_eq!(cache.get(1, "a").as_deref(), Some(&[1][..]));
     }
 }

@@ -7,6 +7,7 @@
 //! benchmark fails triggers an immediate epoch that leaves it out.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,7 +79,13 @@ pub struct Engine {
     settings: EngineSettings,
     clock: Clock,
     state: RwLock<State>,
+    /// The newest epoch decided and committed.
+    decided: watch::Sender<EpochId>,
+    /// The newest epoch announced to long-polling nodes: once its bundles are prebuilt when
+    /// [`Engine::run`] is prebuilding, at once otherwise.
     published: watch::Sender<EpochId>,
+    /// True while [`Engine::run`]'s prebuilder is running.
+    prebuilding: AtomicBool,
     cache: BundleCache,
     /// Counters and gauges for `/metrics`.
     pub metrics: Metrics,
@@ -108,13 +115,16 @@ impl Engine {
             .map(|n| (n.id.clone(), n))
             .collect();
         let (published, _) = watch::channel(last);
+        let (decided, _) = watch::channel(last);
         Ok(Self {
             store,
             key,
             settings,
             clock,
             state: RwLock::new(State { nodes, epochs }),
+            decided,
             published,
+            prebuilding: AtomicBool::new(false),
             cache: BundleCache::default(),
             metrics: Metrics::default(),
         })
@@ -263,7 +273,10 @@ impl Engine {
             activation_ms = window.activation_ms,
             "epoch published"
         );
-        self.published.send_replace(id);
+        self.decided.send_replace(id);
+        if !self.prebuilding.load(Ordering::Acquire) {
+            self.published.send_replace(id);
+        }
         Ok(id)
     }
 
@@ -296,53 +309,125 @@ impl Engine {
         self.rotate_now(&cause).map(Some)
     }
 
-    /// The epoch to give a node that holds `after`: the oldest epoch newer than `after` that
-    /// has not ended and is not superseded by a later one activating no later.
-    fn epoch_for(&self, after: Option<EpochId>) -> Option<Arc<EpochView>> {
-        let now = self.clock.now_ms();
-        let epochs = self.epochs();
-        let live: Vec<&Arc<EpochView>> = epochs
+    /// The epochs a node may still be given at `now_ms`: not ended, and not superseded by a
+    /// later one activating no later. With `announced_only`, only epochs already announced
+    /// to long-polling nodes count (a decided epoch is served once announced).
+    fn live_epochs(&self, now_ms: u64, announced_only: bool) -> Vec<Arc<EpochView>> {
+        let announced = *self.published.borrow();
+        let epochs: Vec<Arc<EpochView>> = self
+            .epochs()
+            .into_iter()
+            .filter(|e| !announced_only || e.record.id <= announced)
+            .collect();
+        epochs
             .iter()
-            .filter(|e| e.record.not_after_ms > now)
+            .filter(|e| e.record.not_after_ms > now_ms)
             .filter(|e| {
                 !epochs.iter().any(|later| {
                     later.record.id > e.record.id
-                        && later.record.activation_ms <= e.record.activation_ms.max(now)
+                        && later.record.activation_ms <= e.record.activation_ms.max(now_ms)
                 })
             })
-            .collect();
-        live.into_iter()
-            .filter(|e| after.is_none_or(|a| e.record.id > a))
-            .min_by_key(|e| e.record.id)
             .cloned()
+            .collect()
     }
 
-    /// The signed bundle (JSON) for `node` newer than `after`, built on first use.
+    /// The epoch to give a node that holds `after`: the oldest live epoch newer than `after`
+    /// (among the announced ones, or all decided ones).
+    fn epoch_for(&self, after: Option<EpochId>, announced_only: bool) -> Option<Arc<EpochView>> {
+        self.live_epochs(self.clock.now_ms(), announced_only)
+            .into_iter()
+            .filter(|e| after.is_none_or(|a| e.record.id > a))
+            .min_by_key(|e| e.record.id)
+    }
+
+    /// The signed bundle (JSON) for `node` newer than `after`, of an announced epoch, built on
+    /// first use.
     pub fn bundle(&self, node: &str, after: Option<EpochId>) -> Option<(EpochId, BundleJson)> {
-        let epoch = self.epoch_for(after)?;
+        let epoch = self.epoch_for(after, true)?;
         let id = epoch.record.id;
         if let Some(json) = self.cache.get(id, node) {
             return Some((id, json));
         }
         let state = self.state.read();
-        let recipient = state.nodes.get(node)?;
-        let allowed = epoch.allowed();
-        let peer_ids = peers_of(node, &allowed, &self.settings.policy.topology);
-        let peers: Vec<&NodeRecord> = peer_ids
-            .iter()
-            .filter_map(|p| state.nodes.get(*p))
-            .collect();
+        let now = self.clock.now_ms();
+        let json = self.build_bundle(&epoch, &epoch.allowed(), &state.nodes, node, now)?;
+        drop(state);
+        Some((id, self.cache.put(id, node, json)))
+    }
+
+    /// Builds (without caching) the bundle of `node` in `epoch`, whose allowed nodes are
+    /// `allowed`, issued at `now_ms`; `None` if `node` is not enrolled.
+    fn build_bundle(
+        &self,
+        epoch: &EpochView,
+        allowed: &BTreeSet<&str>,
+        nodes: &BTreeMap<String, NodeRecord>,
+        node: &str,
+        now_ms: u64,
+    ) -> Option<BundleJson> {
+        let recipient = nodes.get(node)?;
+        let peer_ids = peers_of(node, allowed, &self.settings.policy.topology);
+        let peers: Vec<&NodeRecord> = peer_ids.iter().filter_map(|p| nodes.get(*p)).collect();
         let source = BundleSource {
             epoch: &epoch.record,
             node: recipient,
             decision: epoch.decisions.get(node),
             peers: &peers,
         };
-        let signed = bundles::build(&source, &self.key, self.clock.now_ms());
-        let json: BundleJson = Arc::new(serde_json::to_vec(&signed).unwrap_or_default());
-        drop(state);
-        self.cache.put(id, node, json.clone());
-        Some((id, json))
+        let signed = bundles::build(&source, &self.key, now_ms);
+        let mut json = Vec::with_capacity(signed.payload.len() + signed.signature.len() + 32);
+        // Two strings in a struct always serialize.
+        serde_json::to_writer(&mut json, &signed).ok()?;
+        Some(BundleJson::from(json))
+    }
+
+    /// Builds and caches the bundle of every enrolled node for every live epoch (those not
+    /// cached yet), spread over all cores, and drops cached bundles of epochs no node can be
+    /// given any more. Returns how many bundles were built.
+    ///
+    /// [`Engine::run`] calls it after each publication, so that nodes long-polling for the
+    /// new epoch are served from the cache instead of each building its own bundle.
+    pub fn prebuild_bundles(&self) -> usize {
+        // Read here: the clock follows tokio's, which the building threads do not see.
+        let now = self.clock.now_ms();
+        let live = self.live_epochs(now, false);
+        if let Some(oldest) = live.iter().map(|e| e.record.id).min() {
+            self.cache.retain_from(oldest);
+        }
+        let nodes = self.state.read().nodes.clone();
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let mut built = 0;
+        for epoch in &live {
+            let id = epoch.record.id;
+            let allowed = epoch.allowed();
+            let missing: Vec<&str> = nodes
+                .keys()
+                .map(String::as_str)
+                .filter(|n| !self.cache.contains(id, n))
+                .collect();
+            let chunk = missing.len().div_ceil(threads).max(1);
+            std::thread::scope(|scope| {
+                for part in missing.chunks(chunk) {
+                    let (allowed, nodes) = (&allowed, &nodes);
+                    scope.spawn(move || {
+                        for node in part {
+                            let built = self.build_bundle(epoch, allowed, nodes, node, now);
+                            if let Some(json) = built {
+                                self.cache.put(id, node, json);
+                            }
+                        }
+                    });
+                }
+            });
+            built += missing.len();
+        }
+        built
+    }
+
+    /// Number of signed bundles held in memory, across the epochs kept.
+    pub fn cached_bundles(&self) -> usize {
+        self.cache.len()
     }
 
     /// Waits up to `max_wait` for a bundle newer than `after`.
@@ -369,7 +454,9 @@ impl Engine {
     /// `GET /v1/epoch`.
     pub fn epoch_info(&self) -> Option<EpochInfo> {
         let current = self.current()?;
-        let next = self.epoch_for(Some(current.record.id)).map(|e| e.times());
+        let next = self
+            .epoch_for(Some(current.record.id), false)
+            .map(|e| e.times());
         Some(EpochInfo {
             current: current.times(),
             next,
@@ -389,8 +476,10 @@ impl Engine {
         self.state.read().nodes.values().cloned().collect()
     }
 
-    /// Runs the schedule and the deny check until `shutdown` completes.
+    /// Runs the schedule and the deny check until `shutdown` completes; prebuilds the
+    /// bundles of each epoch once it is published (and of the epochs resumed at start).
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        let builder = tokio::spawn(self.clone().prebuild_on_publish());
         tokio::pin!(shutdown);
         loop {
             // Nodes enrolled, removed or pinned from the command line show up within a second.
@@ -410,8 +499,56 @@ impl Engine {
             let at = self.clock.instant_at(wake.min(self.clock.now_ms() + 1_000));
             tokio::select! {
                 _ = tokio::time::sleep_until(at) => {}
-                _ = &mut shutdown => return,
+                _ = &mut shutdown => {
+                    builder.abort();
+                    return;
+                }
             }
         }
+    }
+
+    /// Prebuilds bundles now and after every decided epoch, one run at a time (epochs decided
+    /// during a run are coalesced into the next), and announces each epoch to long-polling
+    /// nodes once its bundles are built, so that they are served from the cache instead of
+    /// each building its own bundle at once.
+    async fn prebuild_on_publish(self: Arc<Self>) {
+        let _running = Flag::raise(&self.prebuilding);
+        let mut decided = self.decided.subscribe();
+        decided.mark_changed();
+        while decided.changed().await.is_ok() {
+            let id = *decided.borrow_and_update();
+            let engine = self.clone();
+            let started = std::time::Instant::now();
+            let built = tokio::task::spawn_blocking(move || engine.prebuild_bundles()).await;
+            self.published.send_replace(id);
+            match built {
+                Ok(built) => tracing::debug!(
+                    epoch = id,
+                    built,
+                    took_ms = started.elapsed().as_millis(),
+                    "bundles prebuilt"
+                ),
+                Err(error) => {
+                    tracing::error!(%error, "prebuilding bundles failed; bundles are built on request");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Holds an [`AtomicBool`] up while alive.
+struct Flag<'a>(&'a AtomicBool);
+
+impl<'a> Flag<'a> {
+    fn raise(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::Release);
+        Self(flag)
+    }
+}
+
+impl Drop for Flag<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }

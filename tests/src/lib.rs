@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 pub use daemon::{Daemon, Stopped};
 pub use netns::{add_outer_addr, del_outer_addr, Family, Netns, Veth};
 pub use process::uapi_answers;
-pub use run::Output;
+pub use run::{run as run_command, Output};
 pub use wggo::WgGo;
 
 /// Where the userspace WireGuard implementations put their UAPI sockets. This is a path in the
