@@ -84,6 +84,10 @@ pub struct Bundle {
     pub not_after_ms: u64,
     /// When the controller made it.
     pub issued_ms: u64,
+    /// When the controller decided the epoch's membership (Unix milliseconds): the start
+    /// of the decision-to-cut-off time a node measures. 0 from a controller that does not say.
+    #[serde(default)]
+    pub decided_ms: u64,
     /// Allowed or denied, with the reason.
     pub membership: Membership,
     /// The ephemeral public key the preshared keys are sealed with.
@@ -295,6 +299,7 @@ mod tests {
             activation_ms: 1_000,
             not_after_ms: 61_000,
             issued_ms: 500,
+            decided_ms: 400,
             membership: Membership::Allowed,
             seal_key: Some(sealer.ephemeral()),
             peers: peers

@@ -73,6 +73,7 @@ pub fn build(source: &BundleSource<'_>, key: &IdentityKey, now_ms: u64) -> Signe
         activation_ms: epoch.activation_ms,
         not_after_ms: epoch.not_after_ms,
         issued_ms: now_ms,
+        decided_ms: epoch.created_ms,
         membership,
         seal_key: Some(sealer.ephemeral()),
         peers,

@@ -345,6 +345,7 @@ async fn an_expired_bundle_is_refused() {
         activation_ms: now - 120_000,
         not_after_ms: now - 60_000,
         issued_ms: now - 130_000,
+        decided_ms: now - 130_000,
         membership: Membership::Allowed,
         seal_key: Some(sealer.ephemeral()),
         peers: vec![meshtun_proto::bundle::BundlePeer {

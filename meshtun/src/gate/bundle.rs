@@ -104,6 +104,8 @@ pub struct VerifiedBundle {
     pub not_after_ms: u64,
     /// When the controller made it, Unix milliseconds.
     pub issued_ms: u64,
+    /// When the controller decided this epoch's membership, Unix milliseconds (0: unknown).
+    pub decided_ms: u64,
     /// Allowed, or denied with the controller's reason.
     pub membership: Membership,
     /// The peers, in the controller's order (empty when denied).
@@ -200,6 +202,7 @@ pub fn verify_bundle(
         activation_ms: bundle.activation_ms,
         not_after_ms: bundle.not_after_ms,
         issued_ms: bundle.issued_ms,
+        decided_ms: bundle.decided_ms,
         membership: bundle.membership,
         peers,
         signed: signed.clone(),

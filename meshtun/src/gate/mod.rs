@@ -6,7 +6,8 @@
 //! - [`client`]: the controller client: signed benchmark submissions, long-polled bundle
 //!   fetches, enrollment with an invite ticket;
 //! - [`bundle`]: checking a signed bundle and opening its preshared keys;
-//! - [`cache`]: the last verified bundle on disk.
+//! - [`cache`]: the last verified bundle on disk;
+//! - [`status`]: the membership state a gated daemon reports.
 //!
 //! Applying a bundle to the WireGuard device is the daemon's part.
 
@@ -14,8 +15,10 @@ pub mod benchmark;
 pub mod bundle;
 pub mod cache;
 pub mod client;
+pub mod status;
 
 pub use benchmark::{BenchmarkSource, CommandSource, SimulatedSource, SourceError};
 pub use bundle::{verify_bundle, BundleCheckError, GatedPeer, VerifiedBundle};
 pub use cache::{load_cache, save_cache, CacheError, CachedBundle};
 pub use client::{enroll, ClientError, ControllerClient};
+pub use status::{GateStatus, GatedPeerInfo, MembershipState, SharedGateStatus};

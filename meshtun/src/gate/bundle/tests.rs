@@ -42,6 +42,7 @@ impl Fixture {
             activation_ms: NOW - 60_000,
             not_after_ms,
             issued_ms: NOW - 70_000,
+            decided_ms: NOW - 70_000,
             membership: Membership::Allowed,
             seal_key: Some(sealer.ephemeral()),
             peers: self
