@@ -56,7 +56,7 @@ pub struct GatedPeerInfo {
 }
 
 /// The gating state of one interface.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct GateStatus {
     /// This node's id at the controller.
     pub node_id: String,
