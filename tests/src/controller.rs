@@ -64,11 +64,19 @@ impl ControllerHome {
     /// A new home whose configuration listens on a free loopback port, keeps its state in
     /// `state/`, and ends with `settings`: more TOML, e.g. `"[epoch]\nlength = 60\nlead = 5\n"`.
     pub fn new(settings: &str) -> Self {
+        Self::listening_on(
+            SocketAddr::from(([127, 0, 0, 1], free_loopback_port())),
+            settings,
+        )
+    }
+
+    /// Like [`ControllerHome::new`], listening on `listen` (an address in the namespace the
+    /// controller will run in) with URL `http://LISTEN`.
+    pub fn listening_on(listen: SocketAddr, settings: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("meshtun-controller-")
             .tempdir()
             .expect("cannot create a temporary directory");
-        let listen = SocketAddr::from(([127, 0, 0, 1], free_loopback_port()));
         let config = dir.path().join("controller.toml");
         let text = format!(
             "listen = \"{listen}\"\nurl = \"http://{listen}\"\nstate_dir = \"state\"\n{settings}"

@@ -36,8 +36,23 @@ impl<'ns> Daemon<'ns> {
     /// Writes `config`, starts `meshtun up` on it inside `ns`, and waits until the daemon
     /// answers on its UAPI socket; fails the test with the daemon's log if it exits first.
     pub fn start(ns: &'ns Netns, config: &Config) -> Self {
+        Self::start_with(ns, config, "", || check_up(ns, config))
+    }
+
+    /// Like [`Daemon::start`], with `sections` (more TOML, such as `[controller]` and
+    /// `[benchmark]`) appended to the configuration file, waiting until `ready` returns `Ok`
+    /// instead of checking the configured peers (a gated daemon's peers come from its
+    /// controller).
+    pub fn start_with(
+        ns: &'ns Netns,
+        config: &Config,
+        sections: &str,
+        ready: impl FnMut() -> Result<(), String>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("cannot create a temporary directory");
-        let config_path = config.write_toml(dir.path());
+        let text = config.to_toml() + sections;
+        let config_path =
+            crate::config::write_secret(dir.path(), &format!("{}.toml", config.name()), &text);
         let log = dir.path().join(format!("{}.log", config.name()));
         let bin = crate::meshtun_bin();
         let mut cmd = ns.command(
@@ -47,7 +62,7 @@ impl<'ns> Daemon<'ns> {
         cmd.env("MESHTUN_LOG", LOG_FILTER);
         let label = format!("meshtun {} in {}", config.name(), ns.name());
         let mut process = Supervised::spawn(ns, label, cmd, log);
-        process.wait_ready(|| check_up(ns, config));
+        process.wait_ready(ready);
         Self {
             ns,
             name: config.name().to_owned(),

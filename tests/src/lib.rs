@@ -12,7 +12,9 @@
 //! - [`wg`]: running the `wg` tool and parsing what it prints;
 //! - [`controller`]: `meshtun-controller` on loopback (its state directory, its commands, a
 //!   running `serve`, signed node requests, its database), and [`secrets`]: looking for
-//!   secrets where they must not be.
+//!   secrets where they must not be;
+//! - [`gating`]: a gated mesh: the controller and gated daemons in namespaces joined by a
+//!   bridge, background pings at a fixed rate, and the daemons' gate log lines.
 //!
 //! Every guard cleans up on drop, also when the test panics. Every wait is bounded in time.
 //! Tests call [`require_root`] first: without root and network namespaces they are skipped
@@ -21,6 +23,7 @@
 pub mod config;
 pub mod controller;
 mod daemon;
+pub mod gating;
 mod netns;
 mod process;
 mod run;
@@ -37,7 +40,7 @@ use std::time::{Duration, Instant};
 pub use daemon::{Daemon, Stopped};
 pub use netns::{add_outer_addr, del_outer_addr, Family, Netns, Veth};
 pub use process::uapi_answers;
-pub use run::{run as run_command, Output};
+pub use run::{run as run_command, try_run, Output};
 pub use wggo::WgGo;
 
 /// Where the userspace WireGuard implementations put their UAPI sockets. This is a path in the

@@ -55,13 +55,23 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
 
 /// Like [`run`], writing `input` to the command's stdin and then closing it.
 pub fn run_with_input(cmd: &mut Command, input: &str, timeout: Duration) -> Output {
+    try_run_with_input(cmd, input, timeout).unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// Like [`run`], but a command that cannot start or does not finish within `timeout` (it is
+/// killed) is an error rather than a panic: for diagnostics gathered while a test fails.
+pub fn try_run(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
+    try_run_with_input(cmd, "", timeout)
+}
+
+fn try_run_with_input(cmd: &mut Command, input: &str, timeout: Duration) -> Result<Output, String> {
     let command = describe(cmd);
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run `{command}` ({e}); is it installed?"));
+        .map_err(|e| format!("cannot run `{command}` ({e}); is it installed?"))?;
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
     if let Some(mut stdin) = child.stdin.take() {
@@ -71,14 +81,16 @@ pub fn run_with_input(cmd: &mut Command, input: &str, timeout: Duration) -> Outp
     let Some(status) = wait_timeout(&mut child, timeout) else {
         let _ = child.kill();
         let _ = child.wait();
-        panic!("`{command}` did not finish within {timeout:?}; killed it");
+        return Err(format!(
+            "`{command}` did not finish within {timeout:?}; killed it"
+        ));
     };
-    Output {
+    Ok(Output {
         command,
         status,
         stdout: join_text(stdout),
         stderr: join_text(stderr),
-    }
+    })
 }
 
 /// Waits for `child` to exit for at most `timeout`; `None` if it is still running.

@@ -1,0 +1,323 @@
+//! What a user sees of a gated daemon: its gate log lines (`MEMBERSHIP=…`, `APPLIED …`,
+//! `CUTOFF …`) and its peers as the UAPI (`wg show`) reports them.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use meshtun_proto::PublicKey;
+
+use crate::process::uapi_get;
+
+/// One gate log line of a daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateEvent {
+    /// `MEMBERSHIP=STATE epoch=E …`: the node's membership changed or was confirmed.
+    Membership {
+        /// `ALLOWED`, `DENIED`, `LOST` or `PENDING`.
+        state: String,
+        /// The epoch, if the line names one.
+        epoch: Option<u64>,
+        /// Every `key=value` field of the line (quotes removed).
+        fields: BTreeMap<String, String>,
+    },
+    /// `APPLIED epoch=E peer=NODE …`: a gated peer was configured for epoch `E`.
+    Applied {
+        /// The epoch.
+        epoch: Option<u64>,
+        /// The peer's node id.
+        peer: String,
+    },
+    /// `CUTOFF peer=NODE epoch=E decision_to_cutoff_ms=N`: a gated peer was removed.
+    Cutoff {
+        /// The peer's node id.
+        peer: String,
+        /// The epoch that left it out.
+        epoch: Option<u64>,
+        /// Milliseconds from the controller's decision to the removal.
+        decision_to_cutoff_ms: Option<u64>,
+    },
+}
+
+/// Every gate event in a daemon's log, in order.
+pub fn events(log: &str) -> Vec<GateEvent> {
+    log.lines().filter_map(parse_line).collect()
+}
+
+/// Whether the log has a `MEMBERSHIP=state` line (for any epoch).
+pub fn has_membership(log: &str, state: &str) -> bool {
+    events(log)
+        .iter()
+        .any(|e| matches!(e, GateEvent::Membership { state: s, .. } if s == state))
+}
+
+/// The epochs named by the log's `MEMBERSHIP=state` lines, in order.
+pub fn membership_epochs(log: &str, state: &str) -> Vec<u64> {
+    events(log)
+        .into_iter()
+        .filter_map(|e| match e {
+            GateEvent::Membership {
+                state: s,
+                epoch: Some(epoch),
+                ..
+            } if s == state => Some(epoch),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The `decision_to_cutoff_ms` of the log's `CUTOFF` lines for `peer`.
+pub fn cutoffs(log: &str, peer: &str) -> Vec<Option<u64>> {
+    events(log)
+        .into_iter()
+        .filter_map(|e| match e {
+            GateEvent::Cutoff {
+                peer: p,
+                decision_to_cutoff_ms,
+                ..
+            } if p == peer => Some(decision_to_cutoff_ms),
+            _ => None,
+        })
+        .collect()
+}
+
+fn parse_line(line: &str) -> Option<GateEvent> {
+    for marker in ["MEMBERSHIP=", "APPLIED ", "CUTOFF "] {
+        let Some(at) = line.find(marker) else {
+            continue;
+        };
+        let rest = line.get(at..)?;
+        let fields = fields(rest);
+        let epoch = fields.get("epoch").and_then(|e| e.parse().ok());
+        let peer = fields.get("peer").cloned().unwrap_or_default();
+        return Some(match marker {
+            "MEMBERSHIP=" => GateEvent::Membership {
+                state: fields.get("MEMBERSHIP").cloned().unwrap_or_default(),
+                epoch,
+                fields,
+            },
+            "APPLIED " => GateEvent::Applied { epoch, peer },
+            _ => GateEvent::Cutoff {
+                peer,
+                epoch,
+                decision_to_cutoff_ms: fields
+                    .get("decision_to_cutoff_ms")
+                    .and_then(|n| n.parse().ok()),
+            },
+        });
+    }
+    None
+}
+
+/// The `key=value` pairs of `text`; a value may be double-quoted with backslash escapes.
+fn fields(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let key: String =
+            std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_whitespace())).collect();
+        if key.is_empty() && chars.peek().is_none() {
+            return out;
+        }
+        if chars.next_if_eq(&'=').is_none() {
+            continue;
+        }
+        let mut value = String::new();
+        if chars.next_if_eq(&'"').is_some() {
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            value.extend(std::iter::from_fn(|| chars.next_if(|c| !c.is_whitespace())));
+        }
+        out.insert(key, value);
+    }
+}
+
+/// A peer as the UAPI `get` reports it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UapiPeer {
+    /// Public key.
+    pub public_key: PublicKey,
+    /// Preshared key, hex (`None` when unset or all zero).
+    pub preshared_key_hex: Option<String>,
+    /// Unix seconds of the latest handshake, 0 for never.
+    pub last_handshake_sec: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+}
+
+impl std::fmt::Debug for UapiPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UapiPeer")
+            .field("public_key", &self.public_key.to_base64())
+            .field(
+                "preshared_key",
+                &self.preshared_key_hex.as_ref().map(|_| "(set)"),
+            )
+            .field("last_handshake_sec", &self.last_handshake_sec)
+            .field("rx_bytes", &self.rx_bytes)
+            .finish()
+    }
+}
+
+/// The peers of interface `iface`, from its UAPI socket; `None` if it does not answer.
+pub fn uapi_peers(iface: &str) -> Option<Vec<UapiPeer>> {
+    let reply = uapi_get(&crate::uapi_socket(iface))?;
+    Some(parse_uapi_peers(&reply))
+}
+
+fn parse_uapi_peers(reply: &str) -> Vec<UapiPeer> {
+    let mut peers: Vec<UapiPeer> = Vec::new();
+    for line in reply.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if key == "public_key" {
+            if let Ok(public_key) = PublicKey::from_hex(value) {
+                peers.push(UapiPeer {
+                    public_key,
+                    preshared_key_hex: None,
+                    last_handshake_sec: 0,
+                    rx_bytes: 0,
+                });
+            }
+            continue;
+        }
+        let Some(peer) = peers.last_mut() else {
+            continue;
+        };
+        match key {
+            "preshared_key" if value.bytes().any(|b| b != b'0') => {
+                peer.preshared_key_hex = Some(value.to_owned());
+            }
+            "last_handshake_time_sec" => peer.last_handshake_sec = value.parse().unwrap_or(0),
+            "rx_bytes" => peer.rx_bytes = value.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    peers
+}
+
+/// Whether `iface` answers and lists every key of `keys` among its peers.
+pub fn peers_present(iface: &str, keys: &[PublicKey]) -> bool {
+    uapi_peers(iface).is_some_and(|peers| {
+        keys.iter()
+            .all(|k| peers.iter().any(|p| &p.public_key == k))
+    })
+}
+
+/// Whether `iface` answers and lists none of `keys` among its peers.
+pub fn peers_absent(iface: &str, keys: &[PublicKey]) -> bool {
+    uapi_peers(iface).is_some_and(|peers| {
+        !keys
+            .iter()
+            .any(|k| peers.iter().any(|p| &p.public_key == k))
+    })
+}
+
+/// Polls `cond` every `every` until it holds or `timeout` passes; the Unix millisecond time
+/// of the first poll at which it held, or `None`.
+pub fn first_time(
+    timeout: Duration,
+    every: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> Option<u64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let at = super::now_ms();
+        if cond() {
+            return Some(at);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &str = "\
+2025-01-01T00:00:00.000001Z  INFO meshtun::gate: MEMBERSHIP=ALLOWED epoch=4 peers=2
+2025-01-01T00:00:00.000002Z  INFO meshtun::gate: APPLIED epoch=4 peer=b psk=****
+2025-01-01T00:00:01.000000Z  INFO gate{iface=mt0}: meshtun::gate: CUTOFF peer=d epoch=5 decision_to_cutoff_ms=137
+2025-01-01T00:00:02.000000Z  INFO meshtun::gate: MEMBERSHIP=DENIED epoch=6 reason=\"overall 0.1 below \\\"threshold\\\" 0.7\"
+2025-01-01T00:00:03.000000Z DEBUG meshtun::device: unrelated line
+";
+
+    #[test]
+    fn gate_lines_are_parsed_with_their_fields() {
+        let events = events(LOG);
+        assert_eq!(events.len(), 4);
+        assert!(matches!(&events[0],
+            GateEvent::Membership { state, epoch: Some(4), fields }
+                if state == "ALLOWED" && fields["peers"] == "2"));
+        assert_eq!(
+            events[1],
+            GateEvent::Applied {
+                epoch: Some(4),
+                peer: "b".into()
+            }
+        );
+        assert_eq!(cutoffs(LOG, "d"), [Some(137)]);
+        let GateEvent::Membership { fields, .. } = &events[3] else {
+            panic!("{:?}", events[3]);
+        };
+        assert_eq!(fields["reason"], "overall 0.1 below \"threshold\" 0.7");
+        assert_eq!(membership_epochs(LOG, "DENIED"), [6]);
+        assert!(has_membership(LOG, "ALLOWED") && !has_membership(LOG, "LOST"));
+    }
+
+    #[test]
+    fn uapi_peers_are_parsed() {
+        let a = PublicKey::from_bytes([1; 32]);
+        let b = PublicKey::from_bytes([2; 32]);
+        let reply = format!(
+            "private_key={}\nlisten_port=51820\npublic_key={}\npreshared_key={}\n\
+             last_handshake_time_sec=1700000000\nrx_bytes=532\npublic_key={}\n\
+             preshared_key={}\nlast_handshake_time_sec=0\nerrno=0\n\n",
+            "11".repeat(32),
+            a.to_hex(),
+            "ab".repeat(32),
+            b.to_hex(),
+            "00".repeat(32)
+        );
+        let peers = parse_uapi_peers(&reply);
+        assert_eq!(peers.len(), 2);
+        assert_eq!(peers[0].public_key, a);
+        assert_eq!(
+            peers[0].preshared_key_hex.as_deref(),
+            Some(&*"ab".repeat(32))
+        );
+        assert_eq!(
+            (peers[0].last_handshake_sec, peers[0].rx_bytes),
+            (1_700_000_000, 532)
+        );
+        assert_eq!(peers[1].preshared_key_hex, None);
+        assert_eq!(peers[1].last_handshake_sec, 0);
+    }
+
+    #[test]
+    fn first_time_reports_when_the_condition_held() {
+        let start = super::super::now_ms();
+        let mut n = 0;
+        let at = first_time(Duration::from_secs(2), Duration::from_millis(10), || {
+            n += 1;
+            n == 3
+        });
+        assert!(at.is_some_and(|t| t >= start + 20), "{at:?}");
+        assert_eq!(
+            first_time(Duration::from_millis(50), Duration::from_millis(10), || {
+                false
+            }),
+            None
+        );
+    }
+}
