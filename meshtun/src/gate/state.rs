@@ -86,11 +86,7 @@ impl GateState {
     /// Moves the state to `now_ms`. Returns true if what is enforced changed.
     pub fn advance(&mut self, now_ms: u64) -> bool {
         let mut changed = false;
-        if let Some(pos) = self
-            .waiting
-            .iter()
-            .rposition(|b| b.activation_ms <= now_ms)
-        {
+        if let Some(pos) = self.waiting.iter().rposition(|b| b.activation_ms <= now_ms) {
             let due: Vec<VerifiedBundle> = self.waiting.drain(..=pos).collect();
             self.in_force = due.into_iter().next_back();
             self.lost = false;

@@ -50,13 +50,22 @@ fn older_or_equal_epochs_are_refused() {
     s.offer(bundle(5, 0, 20_000), 1_000).unwrap();
     s.advance(1_000);
     let err = s.offer(bundle(5, 0, 20_000), 1_000).unwrap_err();
-    assert!(matches!(err, BundleCheckError::StaleEpoch { got: 5, have: 5 }));
+    assert!(matches!(
+        err,
+        BundleCheckError::StaleEpoch { got: 5, have: 5 }
+    ));
     let err = s.offer(bundle(4, 0, 20_000), 1_000).unwrap_err();
-    assert!(matches!(err, BundleCheckError::StaleEpoch { got: 4, have: 5 }));
+    assert!(matches!(
+        err,
+        BundleCheckError::StaleEpoch { got: 4, have: 5 }
+    ));
     // Also against a waiting (not yet active) bundle.
     s.offer(bundle(6, 20_000, 40_000), 1_000).unwrap();
     let err = s.offer(bundle(6, 20_000, 40_000), 1_000).unwrap_err();
-    assert!(matches!(err, BundleCheckError::StaleEpoch { got: 6, have: 6 }));
+    assert!(matches!(
+        err,
+        BundleCheckError::StaleEpoch { got: 6, have: 6 }
+    ));
     assert_eq!(s.newest_epoch(), Some(6));
 }
 
