@@ -16,9 +16,12 @@ use std::time::Duration;
 use meshtun_e2e::gating::observe::{self, first_time};
 use meshtun_e2e::gating::{now_ms, Mesh, Timing};
 use meshtun_e2e::traffic::assert_no_ping;
-use meshtun_e2e::{require_root, wg};
+use meshtun_e2e::{require_root, wait_until, wg};
 
 const POLL: Duration = Duration::from_millis(20);
+
+/// How long a daemon may take to write a log line about what it has just done.
+const LOG_WAIT: Duration = Duration::from_secs(2);
 
 #[test]
 fn a_stopped_controller_is_survived_for_the_grace_then_fails_closed() {
@@ -114,9 +117,8 @@ fn a_stopped_controller_is_survived_for_the_grace_then_fails_closed() {
         );
     }
     for daemon in &daemons {
-        let log = daemon.log();
         assert!(
-            observe::has_membership(&log, "LOST"),
+            wait_until(LOG_WAIT, || observe::has_membership(&daemon.log(), "LOST")),
             "{} did not log MEMBERSHIP=LOST",
             daemon.name()
         );
@@ -156,7 +158,7 @@ fn a_controller_killed_and_restarted_mid_epoch_changes_nothing() {
     let mesh = Mesh::new("gating_sigkill", timing, &["a", "b"]);
     let mut ctl = mesh.start_controller();
     let daemons = mesh.start_nodes();
-    mesh.admit_all(&ctl, &daemons);
+    let admitted = mesh.admit_all(&ctl, &daemons);
 
     let start = now_ms();
     let pings = mesh.ping_pairs(&["a", "b"], timing.epoch_len() * 4);
@@ -177,13 +179,24 @@ fn a_controller_killed_and_restarted_mid_epoch_changes_nothing() {
     let reports: Vec<_> = pings.into_iter().map(|p| p.finish()).collect();
     let end = now_ms();
 
-    // The epochs go on: each starts where the previous ended, none was made by the restart.
+    // The epochs go on: from the one that admitted the nodes, each starts where the previous
+    // ended; none was made by the restart.
     let rotations: Vec<_> = ctl
         .rotations()
         .into_iter()
-        .filter(|r| r.not_after_ms > start && r.activation_ms <= end)
+        .filter(|r| r.epoch >= admitted && r.activation_ms <= end)
         .collect();
-    eprintln!("epochs: {rotations:#?}");
+    eprintln!(
+        "epochs since the admission: {:?}",
+        rotations
+            .iter()
+            .map(|r| (
+                r.epoch,
+                r.activation_ms as i64 - start as i64,
+                r.cause.as_str()
+            ))
+            .collect::<Vec<_>>()
+    );
     for pair in rotations.windows(2) {
         assert_eq!(
             pair[1].activation_ms, pair[0].not_after_ms,
@@ -216,6 +229,10 @@ fn a_controller_killed_and_restarted_mid_epoch_changes_nothing() {
         .find(|r| r.activation_ms <= settled)
         .expect("an epoch activated more than 1.5 s ago");
     for (node, daemon) in mesh.nodes().iter().zip(&daemons) {
+        wait_until(LOG_WAIT, || {
+            let applied = observe::membership_epochs(&daemon.log(), "ALLOWED");
+            after_restart.iter().all(|e| applied.contains(e))
+        });
         let log = daemon.log();
         let applied = observe::membership_epochs(&log, "ALLOWED");
         for epoch in &after_restart {

@@ -18,11 +18,14 @@ use meshtun_e2e::config::Peer;
 use meshtun_e2e::gating::observe::{self, first_time};
 use meshtun_e2e::gating::{now_ms, GatedNode, Mesh, PingRun, Timing, FAILING, NODE_PORT, PASSING};
 use meshtun_e2e::traffic::assert_ping;
-use meshtun_e2e::{require_root, wg, Daemon};
+use meshtun_e2e::{require_root, wait_until, wg, Daemon};
 use meshtun_proto::PresharedKey;
 
 /// How long after the decision the denied node must be cut off everywhere.
 const CUTOFF_LIMIT_MS: u64 = 1000;
+
+/// How long a daemon may take to write a log line about what it has just done.
+const LOG_WAIT: Duration = Duration::from_secs(2);
 
 /// How often the allowed nodes' peers are read while waiting for the cut-off.
 const POLL: Duration = Duration::from_millis(20);
@@ -81,6 +84,9 @@ fn a_denied_node_is_cut_off_within_a_second_and_readmitted() {
     }
     assert_eq!(ctl.membership("d"), "DENIED");
     for (node, daemon) in [(a, &daemons[0]), (b, &daemons[1])] {
+        wait_until(LOG_WAIT, || {
+            !observe::cutoffs(&daemon.log(), "d").is_empty()
+        });
         let cutoffs = observe::cutoffs(&daemon.log(), "d");
         eprintln!("{}: CUTOFF lines for d: {cutoffs:?}", node.id);
         assert!(
@@ -99,7 +105,10 @@ fn a_denied_node_is_cut_off_within_a_second_and_readmitted() {
         );
     }
     assert!(
-        observe::has_membership(&daemons[2].log(), "DENIED"),
+        wait_until(LOG_WAIT, || observe::has_membership(
+            &daemons[2].log(),
+            "DENIED"
+        )),
         "d did not log MEMBERSHIP=DENIED"
     );
     assert!(
@@ -114,10 +123,12 @@ fn a_denied_node_is_cut_off_within_a_second_and_readmitted() {
         let report = run.stop();
         let late = report.replies_after(t + CUTOFF_LIMIT_MS);
         eprintln!(
-            "{}: {} replies, the last {:?} ms after the decision",
+            "{}: {} sent, {} replies, the last {:?} ms after the decision; no reply to {}",
             report.label,
+            report.transmitted,
             report.received,
-            report.last_reply_ms().map(|l| l as i64 - t as i64)
+            report.last_reply_ms().map(|l| l as i64 - t as i64),
+            report.lost_ranges()
         );
         assert!(
             report.first_reply_ms().is_some_and(|f| f < failed_at),

@@ -18,7 +18,10 @@ use meshtun_e2e::config::{Config, Interface, Peer};
 use meshtun_e2e::gating::observe::{self, GateEvent};
 use meshtun_e2e::gating::{now_ms, Mesh, PingReport, PingRun, Timing, FAILING, NODE_PORT};
 use meshtun_e2e::traffic::assert_ping;
-use meshtun_e2e::{iface_name, require_root, wg, WgGo};
+use meshtun_e2e::{iface_name, require_root, wait_until, wg, WgGo};
+
+/// How long a daemon may take to write a log line about what it has just done.
+const LOG_WAIT: Duration = Duration::from_secs(2);
 use meshtun_proto::PrivateKey;
 
 #[test]
@@ -118,17 +121,28 @@ fn no_ping_is_lost_across_five_rotations() {
 
     // Every node applied every epoch to every peer.
     for (node, daemon) in mesh.nodes().iter().zip(&daemons) {
-        let events = observe::events(&daemon.log());
-        for epoch in &epochs {
-            for other in ids.iter().filter(|o| **o != node.id) {
-                assert!(
-                    events.iter().any(|e| matches!(e,
-                        GateEvent::Applied { epoch: Some(x), peer } if x == epoch && peer == other)),
-                    "node {} logged no `APPLIED epoch={epoch} peer={other}`",
-                    node.id
-                );
+        let missing = || {
+            let events = observe::events(&daemon.log());
+            let mut missing = Vec::new();
+            for epoch in &epochs {
+                for other in ids.iter().filter(|o| **o != node.id) {
+                    if !events.iter().any(|e| {
+                        matches!(e,
+                        GateEvent::Applied { epoch: Some(x), peer } if x == epoch && peer == other)
+                    }) {
+                        missing.push(format!("APPLIED epoch={epoch} peer={other}"));
+                    }
+                }
             }
-        }
+            missing
+        };
+        wait_until(LOG_WAIT, || missing().is_empty());
+        let missing = missing();
+        assert!(
+            missing.is_empty(),
+            "node {} did not log {missing:?}",
+            node.id
+        );
     }
 
     // The keys did change, both ends of each pair agree, and the handshakes are fresh.

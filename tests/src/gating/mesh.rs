@@ -355,7 +355,7 @@ impl Mesh {
 impl Mesh {
     /// Starts pings at [`super::PING_RATE`] per second for `duration` between every ordered
     /// pair of the nodes `ids` (through the tunnel).
-    pub fn ping_pairs(&self, ids: &[&str], duration: Duration) -> Vec<PingRun<'_>> {
+    pub fn ping_pairs(&self, ids: &[&str], duration: Duration) -> Vec<PingRun> {
         let mut runs = Vec::new();
         for from in ids {
             for to in ids.iter().filter(|t| *t != from) {
@@ -367,7 +367,7 @@ impl Mesh {
 
     /// Starts pings at [`super::PING_RATE`] per second for `duration` from node `from` to
     /// node `to`'s tunnel address.
-    pub fn ping(&self, from: &str, to: &str, duration: Duration) -> PingRun<'_> {
+    pub fn ping(&self, from: &str, to: &str, duration: Duration) -> PingRun {
         let (src, dst) = (self.node(from), self.node(to));
         PingRun::at_rate(
             &src.ns,
