@@ -37,15 +37,34 @@ fn a_stopped_controller_is_survived_for_the_grace_then_fails_closed() {
     let daemons = mesh.start_nodes();
     mesh.admit_all(&ctl, &daemons);
 
-    // --- Shorter than the grace, across the end of the nodes' epoch ---
-    let short = grace - Duration::from_millis(400);
+    // --- Shorter than the grace, from before the next epoch's publication to after the
+    // end of the nodes' epoch: they run on their last bundle, in its grace, until the
+    // controller is back ---
+    let short = grace - Duration::from_millis(200);
     let current =
-        ctl.wait_before_publish(Duration::from_secs(timing.lead), Duration::from_millis(300));
+        ctl.wait_before_publish(Duration::from_secs(timing.lead), Duration::from_millis(600));
     let pings = mesh.ping_pairs(&["a", "b"], short + Duration::from_secs(5));
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(Duration::from_millis(100));
     let stopped_at = now_ms();
     ctl.stop();
-    std::thread::sleep(short);
+    let published: Vec<u64> = mesh
+        .home()
+        .open_db()
+        .epochs()
+        .iter()
+        .map(|e| e.id)
+        .filter(|&id| id > current.epoch)
+        .collect();
+    assert!(
+        published.is_empty(),
+        "epoch {published:?} was published before the controller was stopped, {} ms before \
+         epoch {} ends: the nodes would not need their grace",
+        current.not_after_ms - stopped_at,
+        current.epoch
+    );
+    std::thread::sleep(
+        short.saturating_sub(Duration::from_millis(now_ms().saturating_sub(stopped_at))),
+    );
     ctl.cont();
     eprintln!(
         "short stop: {} ms, from {} ms before to {} ms after epoch {} ended",
