@@ -50,7 +50,7 @@ mod render;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -67,6 +67,9 @@ use crate::wgcfg::DeviceStatus;
 
 /// The content type of the answer to `GET /metrics`.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// How long [`MetricsServer::stop`] waits for open requests.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the metrics endpoint could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -199,12 +202,18 @@ pub fn spawn(listener: TcpListener, source: MetricsSource) -> MetricsServer {
 }
 
 impl MetricsServer {
-    /// Stops the server and waits for it to finish.
+    /// Stops the server and waits for open requests to finish, at most [`STOP_TIMEOUT`];
+    /// connections still open then are dropped.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let _ = (&mut self.task).await;
+        if tokio::time::timeout(STOP_TIMEOUT, &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
     }
 }
 

@@ -144,6 +144,23 @@ async fn dropping_the_server_closes_the_port() {
 }
 
 #[tokio::test]
+async fn stop_is_bounded_by_a_client_that_never_finishes_its_request() {
+    use tokio::io::AsyncWriteExt as _;
+    let (url, server) = start(fixed_source()).await;
+    let addr = url.trim_start_matches("http://");
+    let mut stuck = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stuck
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    timeout(STOP_TIMEOUT + WAIT, server.stop())
+        .await
+        .expect("stop did not return");
+    assert!(started.elapsed() <= STOP_TIMEOUT + Duration::from_secs(1));
+}
+
+#[tokio::test]
 async fn a_taken_port_is_an_error_naming_the_address() {
     let taken = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
     let addr = taken.local_addr().unwrap();
