@@ -149,10 +149,10 @@ async fn stop_is_bounded_by_a_client_that_never_finishes_its_request() {
     let (url, server) = start(fixed_source()).await;
     let addr = url.trim_start_matches("http://");
     let mut stuck = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stuck
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
+    // Half a request head; the server, having accepted the connection, waits for the rest.
+    let half: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: x\r\n";
+    stuck.write_all(half).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let started = std::time::Instant::now();
     timeout(STOP_TIMEOUT + WAIT, server.stop())
         .await
