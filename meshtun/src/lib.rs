@@ -12,6 +12,8 @@
 //!   client, verified bundles with their preshared keys opened, and the bundle cache;
 //! - [`metrics`]: Prometheus metrics of the device and its gating, on an optional address;
 //! - [`host`]: addresses, routes, rules, DNS and hooks, applied and undone as `wg-quick` does;
+//! - [`join`]: enrolling a node at a controller with an invite ticket and writing its
+//!   configuration;
 //! - [`cli`]: the `meshtun` command line.
 
 pub mod allowed_ips;
@@ -22,6 +24,8 @@ pub mod daemon;
 pub mod device;
 pub mod gate;
 pub mod host;
+#[cfg(unix)]
+pub mod join;
 pub mod keys;
 pub mod metrics;
 pub mod show;

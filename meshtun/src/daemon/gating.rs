@@ -221,7 +221,7 @@ fn log_membership(last: Option<&GateUpdate>, update: &GateUpdate) {
         ),
         MembershipState::Denied { reason } => tracing::warn!(
             target: "meshtun::gate",
-            "MEMBERSHIP=DENIED epoch={epoch} reason={reason:?}: gated peers removed"
+            "MEMBERSHIP=DENIED epoch={epoch} reason={reason:?}"
         ),
         MembershipState::Lost => tracing::warn!(
             target: "meshtun::gate",
