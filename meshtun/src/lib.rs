@@ -11,6 +11,7 @@
 //! - [`gate`]: membership gating by a controller: benchmark sources, the signed controller
 //!   client, verified bundles with their preshared keys opened, and the bundle cache;
 //! - [`host`]: addresses, routes, rules, DNS and hooks, applied and undone as `wg-quick` does;
+//! - [`show`] and [`probe`]: `meshtun show`, with each peer's reachability over the tunnel;
 //! - [`cli`]: the `meshtun` command line.
 
 pub mod allowed_ips;
@@ -22,6 +23,7 @@ pub mod device;
 pub mod gate;
 pub mod host;
 pub mod keys;
+pub mod probe;
 pub mod show;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod tun;

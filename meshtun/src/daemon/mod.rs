@@ -212,7 +212,7 @@ impl Running {
     /// Serves until stopped, then tears down whatever the outcome.
     async fn serve(mut self, socket: uapi::UapiSocket, opts: &Options) -> Result<(), DaemonError> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let handler = Arc::new(Handler::new(self.device.clone()));
+        let handler = Arc::new(Handler::new(self.device.clone(), None));
         let server = tokio::spawn(uapi::serve(socket, handler, async {
             let _ = stopped.await;
         }));
