@@ -9,13 +9,15 @@
 mod json;
 mod text;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
 pub use json::{GateView, InterfaceView, PeerGateView, PeerView};
 pub use text::render_text;
+
+use meshtun_proto::PublicKey;
 
 use crate::probe::{self, Reachability};
 use crate::uapi::{self, UapiError};
@@ -102,6 +104,9 @@ pub async fn fetch(dir: &Path, name: &str) -> Result<DeviceStatus, ShowError> {
 
 /// Reads interface `name` and, if `probe_timeout` is set, probes its peers, waiting that
 /// long for replies. `local` holds this host's addresses, which are never probed.
+///
+/// A probe may start a handshake, so after probing the status is read again: the report
+/// shows the state the probe left (a peer that appeared meanwhile shows as not probed).
 pub async fn report(
     dir: &Path,
     name: &str,
@@ -109,13 +114,35 @@ pub async fn report(
     local: &HashSet<IpAddr>,
 ) -> Result<Report, ShowError> {
     let status = fetch(dir, name).await?;
-    let reachability = match probe_timeout {
-        Some(timeout) => Some(probe::probe_peers(name, &status.peers, local, timeout).await),
-        None => None,
+    let Some(timeout) = probe_timeout else {
+        return Ok(Report {
+            status,
+            reachability: None,
+        });
     };
+    let probed = probe::probe_peers(name, &status.peers, local, timeout).await;
+    let mut by_key: HashMap<PublicKey, Reachability> = status
+        .peers
+        .iter()
+        .map(|peer| peer.public_key)
+        .zip(probed)
+        .collect();
+    let status = fetch(dir, name).await.unwrap_or(status);
+    let reachability = status
+        .peers
+        .iter()
+        .map(|peer| {
+            by_key
+                .remove(&peer.public_key)
+                .unwrap_or_else(|| Reachability::Unknown {
+                    address: None,
+                    reason: "the peer was added while probing".to_owned(),
+                })
+        })
+        .collect();
     Ok(Report {
         status,
-        reachability,
+        reachability: Some(reachability),
     })
 }
 
@@ -224,6 +251,66 @@ pub(crate) mod tests {
         assert_eq!(interfaces(dir.path()).unwrap(), ["wg0", "wg1"]);
         let missing = dir.path().join("missing");
         assert!(interfaces(&missing).unwrap().is_empty());
+    }
+
+    /// Serves `status` on a UAPI socket in a temporary directory.
+    struct Fixed(DeviceStatus);
+
+    impl crate::uapi::UapiHandler for Fixed {
+        async fn get(&self) -> DeviceStatus {
+            self.0.clone()
+        }
+
+        async fn set(&self, _: crate::wgcfg::DeviceUpdate) -> Result<(), UapiError> {
+            Err(UapiError::Rejected("read-only test device".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn report_reads_the_gate_over_the_socket_and_probes_every_peer() {
+        let dir = tempfile::tempdir().unwrap();
+        // No such interface exists here, so the probe reports why it could not bind to it.
+        let name = "mtshow0";
+        let socket = crate::uapi::bind_in(dir.path(), name).unwrap();
+        let status = gated_status(MembershipState::Allowed);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(crate::uapi::serve(
+            socket,
+            std::sync::Arc::new(Fixed(status.clone())),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+
+        let plain = report(dir.path(), name, None, &HashSet::new())
+            .await
+            .unwrap();
+        assert!(plain.reachability.is_none());
+        assert_eq!(plain.status.gate, status.gate);
+        let node = plain.status.peers[1]
+            .gate
+            .as_ref()
+            .map(|g| g.node_id.as_str());
+        assert_eq!(node, Some("node-b"));
+
+        let timeout = Some(Duration::from_millis(100));
+        let probed = report(dir.path(), name, timeout, &HashSet::new())
+            .await
+            .unwrap();
+        let reachability = probed.reachability.unwrap();
+        assert_eq!(reachability.len(), status.peers.len());
+        for (result, peer) in reachability.iter().zip(&status.peers) {
+            let expected = Some(peer.allowed_ips[0].addr());
+            match result {
+                Reachability::Unknown { address, reason } => {
+                    assert_eq!(*address, expected);
+                    assert!(reason.contains("ICMP socket"), "{reason}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
     }
 
     #[tokio::test]
