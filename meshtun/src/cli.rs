@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
 
 /// A userspace WireGuard VPN with membership gating; a replacement for wg-quick.
 #[derive(Debug, Parser)]
@@ -65,6 +66,41 @@ pub enum Command {
         /// A wg-quick file such as /etc/wireguard/wg0.conf.
         wg_quick_conf: PathBuf,
     },
+    /// Enroll this node at a controller with an invite TICKET and write its configuration.
+    Join(JoinArgs),
+}
+
+/// `meshtun join`'s arguments.
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The ticket `meshtun-controller invite` printed, or `-` to read it from standard input.
+    pub ticket: String,
+    /// Where to write the configuration [default: /etc/meshtun/INTERFACE.toml].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The interface name.
+    #[arg(long, default_value = "wg0")]
+    pub interface: String,
+    /// The UDP port to listen on.
+    #[arg(long, default_value_t = 51820)]
+    pub listen_port: u16,
+    /// This node's overlay address (repeatable, or comma-separated); an address the invite
+    /// assigns wins.
+    #[arg(long = "address", value_name = "CIDR", value_delimiter = ',')]
+    pub addresses: Vec<IpNet>,
+    /// Where other nodes reach this node; an endpoint the invite sets wins.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub endpoint: Option<String>,
+    /// The benchmark harness and its arguments, split as a shell would (no shell runs it).
+    #[arg(long, value_name = "COMMAND", conflicts_with = "simulated")]
+    pub benchmark_command: Option<String>,
+    /// Simulated scores drawn from N(MEAN, STDDEV) instead of a harness (STDDEV defaults to
+    /// 0); for tests.
+    #[arg(long, value_name = "MEAN[,STDDEV]")]
+    pub simulated: Option<String>,
+    /// Replace an existing configuration file.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[cfg(test)]
@@ -110,5 +146,47 @@ mod tests {
             let parsed = Cli::try_parse_from(["meshtun", "show", "--probe-timeout", bad]);
             assert!(parsed.is_err(), "--probe-timeout {bad} was accepted");
         }
+    }
+
+    #[test]
+    fn parses_join_with_its_defaults_and_options() {
+        let cli = Cli::try_parse_from(["meshtun", "join", "meshtun-ticket-v1:x"]).unwrap();
+        let Command::Join(args) = cli.command else {
+            panic!("not join")
+        };
+        assert_eq!(args.ticket, "meshtun-ticket-v1:x");
+        assert_eq!((args.interface.as_str(), args.listen_port), ("wg0", 51820));
+        assert!(args.config.is_none() && args.addresses.is_empty() && !args.force);
+
+        let cli = Cli::try_parse_from([
+            "meshtun",
+            "join",
+            "-",
+            "--config=/tmp/m/wg1.toml",
+            "--interface=wg1",
+            "--listen-port=51821",
+            "--address=100.64.0.4/24,fd00::4/64",
+            "--endpoint=192.0.2.4:51821",
+            "--simulated=0.9,0.02",
+            "--force",
+        ])
+        .unwrap();
+        let Command::Join(args) = cli.command else {
+            panic!("not join")
+        };
+        assert_eq!(args.addresses.len(), 2);
+        assert_eq!(args.simulated.as_deref(), Some("0.9,0.02"));
+        assert!(args.force);
+
+        let both = Cli::try_parse_from([
+            "meshtun",
+            "join",
+            "t",
+            "--simulated=0.9",
+            "--benchmark-command=h",
+        ]);
+        assert!(both.is_err());
+        let bad_address = Cli::try_parse_from(["meshtun", "join", "t", "--address=100.64.0.4"]);
+        assert!(bad_address.is_err());
     }
 }

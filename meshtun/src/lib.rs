@@ -11,6 +11,8 @@
 //! - [`gate`]: membership gating by a controller: benchmark sources, the signed controller
 //!   client, verified bundles with their preshared keys opened, and the bundle cache;
 //! - [`host`]: addresses, routes, rules, DNS and hooks, applied and undone as `wg-quick` does;
+//! - [`join`]: enrolling a node at a controller with an invite ticket and writing its
+//!   configuration;
 //! - [`show`] and [`probe`]: `meshtun show`, with each peer's reachability over the tunnel;
 //! - [`cli`]: the `meshtun` command line.
 
@@ -22,6 +24,8 @@ pub mod daemon;
 pub mod device;
 pub mod gate;
 pub mod host;
+#[cfg(unix)]
+pub mod join;
 pub mod keys;
 pub mod probe;
 pub mod show;

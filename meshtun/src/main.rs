@@ -1,13 +1,13 @@
 //! The `meshtun` command: parses the command line, sets up logging and calls the library.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use meshtun::cli::{Cli, Command};
-use meshtun::{config, daemon, keys, show};
+use meshtun::cli::{Cli, Command, JoinArgs};
+use meshtun::{config, daemon, join, keys, show};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -64,6 +64,7 @@ fn run(command: Command) -> Result<()> {
         Command::Pubkey => println!("{}", keys::pubkey(std::io::stdin().lock())?),
         Command::Check { config } => check(&config)?,
         Command::Import { wg_quick_conf } => import(&wg_quick_conf)?,
+        Command::Join(args) => join_command(args)?,
     }
     Ok(())
 }
@@ -89,6 +90,61 @@ fn import(path: &Path) -> Result<()> {
     let toml = config::import_wg_quick(&text, path)?;
     std::io::stdout().write_all(toml.as_bytes())?;
     Ok(())
+}
+
+fn join_command(args: JoinArgs) -> Result<()> {
+    let text = if args.ticket == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .take(64 * 1024)
+            .read_to_string(&mut text)
+            .context("cannot read the ticket from standard input")?;
+        text
+    } else {
+        args.ticket
+    };
+    let ticket = meshtun_proto::wire::Ticket::decode(&text).map_err(join::JoinError::from)?;
+    let options = join::JoinOptions {
+        ticket,
+        config: args.config,
+        interface: args.interface,
+        listen_port: args.listen_port,
+        addresses: args.addresses,
+        endpoint: args.endpoint,
+        benchmark: join::benchmark_source(
+            args.benchmark_command.as_deref(),
+            args.simulated.as_deref(),
+        )?,
+        force: args.force,
+    };
+    let joined = runtime()?.block_on(join::join(&options))?;
+    print_joined(&joined);
+    Ok(())
+}
+
+fn print_joined(joined: &join::Joined) {
+    let addresses: Vec<String> = joined.addresses.iter().map(ToString::to_string).collect();
+    println!("enrolled node {} at {}", joined.node_id, joined.url);
+    println!("wrote {} (mode 0600)", joined.path.display());
+    println!("  overlay address:      {}", addresses.join(", "));
+    println!(
+        "  endpoint:             {}",
+        joined.endpoint.as_deref().unwrap_or("(none)")
+    );
+    println!("  WireGuard public key: {}", joined.wg_public_key);
+    println!(
+        "  identity key:         {} ({})",
+        joined.identity_file.display(),
+        if joined.identity_created {
+            "created"
+        } else {
+            "reused from an earlier attempt"
+        }
+    );
+    for note in &joined.notes {
+        eprintln!("note: {note}");
+    }
+    println!("start it with: meshtun up {}", joined.path.display());
 }
 
 async fn show_command(

@@ -71,13 +71,14 @@ use meshtun_proto::{PresharedKey, PrivateKey, PublicKey};
 use crate::host::{Dns, Hooks, HostPlan, RouteTable};
 use crate::wgcfg::{DeviceSettings, PeerSettings};
 
+pub(crate) use emit::TomlText;
 pub use endpoint::Endpoint;
 pub use error::{ConfigError, ImportError};
 pub(crate) use gating::controller_url;
 pub use gating::{
-    BenchmarkSettings, BenchmarkSourceConfig, ControllerSettings, LossPolicy, DEFAULT_CACHE_DIR,
-    DEFAULT_GRACE_SECS, DEFAULT_INTERVAL_SECS, DEFAULT_TIMEOUT_CAP_SECS, MAX_GRACE_SECS,
-    MAX_INTERVAL_SECS, MAX_TIMEOUT_SECS,
+    default_timeout, BenchmarkSettings, BenchmarkSourceConfig, ControllerSettings, LossPolicy,
+    DEFAULT_CACHE_DIR, DEFAULT_GRACE_SECS, DEFAULT_INTERVAL_SECS, DEFAULT_TIMEOUT_CAP_SECS,
+    MAX_GRACE_SECS, MAX_INTERVAL_SECS, MAX_TIMEOUT_SECS,
 };
 pub use identity::{load_or_create_identity, IdentityFileError, LoadedIdentity};
 pub use import::import_wg_quick;

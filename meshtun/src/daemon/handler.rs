@@ -16,7 +16,8 @@ pub struct Handler<T: TunIo, F: UdpFactory> {
 
 impl<T: TunIo, F: UdpFactory> Handler<T, F> {
     /// A handler for `device`; `gate` is the membership state of a gated interface, which
-    /// `get` then reports too (see [`crate::uapi::gate_keys`]).
+    /// `get` then reports too (see [`crate::uapi::gate_keys`]). A status without a
+    /// controller URL (the default one, as an ungated daemon keeps it) is not reported.
     pub fn new(device: Arc<Device<T, F>>, gate: Option<SharedGateStatus>) -> Self {
         Self { device, gate }
     }
@@ -36,7 +37,10 @@ impl<T: TunIo, F: UdpFactory> UapiHandler for Handler<T, F> {
     async fn get(&self) -> DeviceStatus {
         let mut status = self.device.status();
         if let Some(gate) = &self.gate {
-            status.attach_gate(&gate.lock());
+            let gate = gate.lock();
+            if !gate.controller_url.is_empty() {
+                status.attach_gate(&gate);
+            }
         }
         status
     }
@@ -91,19 +95,22 @@ mod tests {
         let host = net.host("192.0.2.1".parse().unwrap());
         let device = Device::start("mt-test", tun, host, 1420, &settings(&[fixed, gated]));
         let device = Arc::new(device.unwrap());
-        let gate = Arc::new(Mutex::new(GateStatus {
-            node_id: "node-a".into(),
-            membership: MembershipState::Pending,
-            ..GateStatus::default()
-        }));
-
         let ungated = Handler::new(Arc::clone(&device), None).get().await;
         assert!(ungated.gate.is_none());
         let mut text = String::new();
         write_get(&ungated, &mut text);
         assert!(!text.contains("meshtun_"), "{text}");
 
+        // The default status, which a daemon without [controller] keeps, is not reported.
+        let gate = Arc::new(Mutex::new(GateStatus::default()));
         let handler = Handler::new(Arc::clone(&device), Some(Arc::clone(&gate)));
+        assert!(handler.get().await.gate.is_none());
+
+        {
+            let mut gate = gate.lock();
+            gate.node_id = "node-a".into();
+            gate.controller_url = "http://192.0.2.1:8080".into();
+        }
         let pending = handler.get().await;
         let state = pending.gate.as_ref().map(|g| g.membership.clone());
         assert_eq!(state, Some(MembershipState::Pending));
