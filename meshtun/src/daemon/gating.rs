@@ -81,8 +81,10 @@ impl Gating {
                 Ok(None)
             }
             (_, Some(_)) => {
-                self.running = None;
-                self.running = start_tasks(config, path, &self.status)?;
+                // The new tasks start before the old ones stop: a failure keeps the old ones.
+                let started = start_tasks(config, path, &self.status)?;
+                self.running = started;
+                tracing::info!(target: "meshtun::gate", "controller settings reloaded");
                 Ok(None)
             }
             (Some(_), None) => {
