@@ -14,6 +14,7 @@
 //! - [`host`]: addresses, routes, rules, DNS and hooks, applied and undone as `wg-quick` does;
 //! - [`join`]: enrolling a node at a controller with an invite ticket and writing its
 //!   configuration;
+//! - [`show`] and [`probe`]: `meshtun show`, with each peer's reachability over the tunnel;
 //! - [`cli`]: the `meshtun` command line.
 
 pub mod allowed_ips;
@@ -28,6 +29,7 @@ pub mod host;
 pub mod join;
 pub mod keys;
 pub mod metrics;
+pub mod probe;
 pub mod show;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod tun;

@@ -237,7 +237,10 @@ impl Running {
     /// Serves until stopped, then tears down whatever the outcome.
     async fn serve(mut self, socket: uapi::UapiSocket, opts: &Options) -> Result<(), DaemonError> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let handler = Arc::new(Handler::new(self.device.clone()));
+        let handler = Arc::new(Handler::new(
+            self.device.clone(),
+            Some(self.gating.status.clone()),
+        ));
         let server = tokio::spawn(uapi::serve(socket, handler, async {
             let _ = stopped.await;
         }));
