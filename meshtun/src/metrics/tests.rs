@@ -20,6 +20,7 @@ fn fixed_status() -> DeviceStatus {
         private_key: Some(PrivateKey::from_bytes([5; 32])),
         listen_port: 51820,
         fwmark: 0,
+        gate: None,
         peers: vec![PeerStatus {
             public_key: PublicKey::from_bytes([6; 32]),
             preshared_key: Some(PresharedKey::from_bytes([8; 32])),
@@ -29,6 +30,7 @@ fn fixed_status() -> DeviceStatus {
             tx_bytes: 2048,
             persistent_keepalive: None,
             allowed_ips: Vec::new(),
+            gate: None,
         }],
     }
 }

@@ -43,6 +43,7 @@ fn peer(public_key: PublicKey, rx: u64, tx: u64, handshake: Option<SystemTime>) 
         tx_bytes: tx,
         persistent_keepalive: None,
         allowed_ips: vec!["100.64.0.2/32".parse().unwrap()],
+        gate: None,
     }
 }
 
@@ -53,6 +54,7 @@ fn status() -> DeviceStatus {
         private_key: Some(private()),
         listen_port: 51820,
         fwmark: 0,
+        gate: None,
         peers: vec![
             peer(
                 gated_key(),
