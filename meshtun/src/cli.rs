@@ -33,13 +33,22 @@ pub enum Command {
         /// An interface name (wg0) or the configuration file it was started from.
         target: String,
     },
-    /// Show interfaces, peers, handshakes and transfer counters (no secrets).
+    /// Show interfaces, peers, handshakes and transfer counters (no secrets); for a gated
+    /// interface its membership and controller; and whether each peer answers a ping over
+    /// the tunnel.
     Show {
         /// Only this interface.
         name: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Do not ping the peers.
+        #[arg(long)]
+        no_probe: bool,
+        /// How long to wait for the peers' replies, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 1000,
+              value_parser = clap::value_parser!(u64).range(1..=60_000))]
+        probe_timeout: u64,
     },
     /// Print a new private key (base64), as `wg genkey`.
     Genkey,
@@ -109,7 +118,34 @@ mod tests {
         let cli = Cli::try_parse_from(["meshtun", "up", "/etc/meshtun/wg0.toml"]).unwrap();
         assert!(matches!(cli.command, Command::Up { .. }));
         let cli = Cli::try_parse_from(["meshtun", "show", "wg0", "--json"]).unwrap();
-        assert!(matches!(cli.command, Command::Show { json: true, .. }));
+        assert!(matches!(
+            cli.command,
+            Command::Show {
+                json: true,
+                no_probe: false,
+                probe_timeout: 1000,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn show_probe_flags() {
+        let cli = Cli::try_parse_from(["meshtun", "show", "--no-probe", "--probe-timeout", "250"])
+            .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Show {
+                name: None,
+                no_probe: true,
+                probe_timeout: 250,
+                ..
+            }
+        ));
+        for bad in ["0", "60001", "-5", "1s"] {
+            let parsed = Cli::try_parse_from(["meshtun", "show", "--probe-timeout", bad]);
+            assert!(parsed.is_err(), "--probe-timeout {bad} was accepted");
+        }
     }
 
     #[test]

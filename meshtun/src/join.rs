@@ -399,6 +399,7 @@ fn draft(options: &JoinOptions, path: &Path, url: String, endpoint: Option<Strin
             on_controller_loss: LossPolicy::FailClosed,
             grace: std::time::Duration::from_secs(DEFAULT_GRACE_SECS),
             cache_file: Path::new(DEFAULT_CACHE_DIR).join(format!("{name}.bundle")),
+            ca_file: None,
         },
         benchmark: options.benchmark.clone().map(args::benchmark_settings),
         endpoint,

@@ -50,7 +50,15 @@ fn run(command: Command) -> Result<()> {
             }
             daemon::DownOutcome::NotRunning => anyhow::bail!("{target} is not running"),
         },
-        Command::Show { name, json } => runtime()?.block_on(show_command(name, json, &opts))?,
+        Command::Show {
+            name,
+            json,
+            no_probe,
+            probe_timeout,
+        } => {
+            let probe = (!no_probe).then(|| std::time::Duration::from_millis(probe_timeout));
+            runtime()?.block_on(show_command(name, json, probe, &opts))?
+        }
         Command::Genkey => println!("{}", *keys::genkey()),
         Command::Genpsk => println!("{}", *keys::genpsk()),
         Command::Pubkey => println!("{}", keys::pubkey(std::io::stdin().lock())?),
@@ -139,22 +147,26 @@ fn print_joined(joined: &join::Joined) {
     println!("start it with: meshtun up {}", joined.path.display());
 }
 
-async fn show_command(name: Option<String>, json: bool, opts: &daemon::Options) -> Result<()> {
+async fn show_command(
+    name: Option<String>,
+    json: bool,
+    probe: Option<std::time::Duration>,
+    opts: &daemon::Options,
+) -> Result<()> {
     let names = match name {
         Some(name) => vec![name],
         None => show::interfaces(&opts.uapi_dir)?,
     };
-    let mut statuses = Vec::new();
-    for name in &names {
-        statuses.push(show::fetch(&opts.uapi_dir, name).await?);
-    }
+    let reports = show::reports(&opts.uapi_dir, &names, probe).await?;
+    let now = std::time::SystemTime::now();
     if json {
-        let views: Vec<show::InterfaceView> =
-            statuses.iter().map(show::InterfaceView::from).collect();
+        let views: Vec<show::InterfaceView> = reports
+            .iter()
+            .map(|r| show::InterfaceView::new(r, now))
+            .collect();
         println!("{}", serde_json::to_string_pretty(&views)?);
     } else {
-        let now = std::time::SystemTime::now();
-        let texts: Vec<String> = statuses.iter().map(|s| show::render_text(s, now)).collect();
+        let texts: Vec<String> = reports.iter().map(|r| show::render_text(r, now)).collect();
         print!("{}", texts.join("\n"));
     }
     Ok(())

@@ -108,6 +108,7 @@ fn start(c: &Controller, n: usize, mean: f64, dir: &std::path::Path) -> Running 
             on_controller_loss: LossPolicy::FailClosed,
             grace: Duration::from_secs(1),
             cache_file: dir.join(format!("{}.bundle", node.id)),
+            ca_file: None,
         },
         benchmark: Some(BenchmarkSettings {
             interval: Duration::from_millis(200),

@@ -211,6 +211,9 @@ impl TomlText {
                 string(&file_name_or_path(&settings.cache_file, config_path)),
             );
         }
+        if let Some(ca) = &settings.ca_file {
+            self.line("ca_file", string(&file_name_or_path(ca, config_path)));
+        }
     }
 
     /// Writes the `[benchmark]` section; keys at their defaults are left out.
@@ -304,6 +307,7 @@ mod tests {
             on_controller_loss: LossPolicy::KeepLast,
             grace: Duration::from_secs(90),
             cache_file: dir.join("cache/wg0.bundle"),
+            ca_file: None,
         }
     }
 
@@ -358,6 +362,7 @@ mod tests {
             on_controller_loss: LossPolicy::FailClosed,
             grace: Duration::from_secs(DEFAULT_GRACE_SECS),
             cache_file: Path::new(DEFAULT_CACHE_DIR).join("wg0.bundle"),
+            ca_file: None,
             identity_key_file: "/var/lib/meshtun/wg0.identity".into(),
             ..controller(Path::new("/etc/meshtun"))
         };

@@ -10,6 +10,7 @@
 //! on_controller_loss = "fail_closed"       # or "keep_last"; default "fail_closed"
 //! grace = 30                               # seconds, default 30
 //! cache_file = "/var/lib/meshtun/wg0.bundle"  # default: /var/lib/meshtun/NAME.bundle
+//! ca_file = "controller-ca.pem"            # optional: trust this CA (PEM) for https
 //!
 //! [benchmark]
 //! interval = 10                            # seconds, default 10
@@ -92,6 +93,9 @@ pub struct ControllerSettings {
     pub grace: Duration,
     /// Where the last verified signed bundle is kept (mode 0600).
     pub cache_file: PathBuf,
+    /// A PEM file of CA certificates to trust for an `https` controller, beside the system's
+    /// web roots (for a controller with a private CA or a self-signed certificate).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Where benchmark scores come from.

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use crate::config::{load_or_create_identity, Config};
 use crate::gate::runner::unix_ms;
 use crate::gate::{
-    BenchmarkSource, ControllerClient, Gate, GateOptions, GateUpdate, GatedPeerConfig,
+    BenchmarkSource, ControllerClient, Gate, GateOptions, GateStatus, GateUpdate, GatedPeerConfig,
     GatedPeerInfo, MembershipState, SharedGateStatus,
 };
 
@@ -89,6 +89,7 @@ impl Gating {
             }
             (Some(_), None) => {
                 self.running = None;
+                *self.status.lock() = GateStatus::default();
                 tracing::info!(target: "meshtun::gate", "membership gating switched off: the gated peers are removed");
                 Ok(Some(GateUpdate {
                     membership: MembershipState::Pending,

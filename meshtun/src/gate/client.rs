@@ -39,6 +39,14 @@ const MAX_REASON: usize = 300;
 /// Why a request to the controller failed. Never carries a key or a token.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The `ca_file` could not be read or holds no PEM certificate.
+    #[error("cannot use the controller CA file {}: {reason}", .file.display())]
+    CaFile {
+        /// The file.
+        file: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The controller URL is not usable.
     #[error("bad controller URL: {0}")]
     Url(String),
@@ -164,11 +172,29 @@ impl ControllerClient {
         identity: IdentityKey,
         wg_private: PrivateKey,
     ) -> Result<Self, ClientError> {
+        Self::with_http(
+            http_client(None)?,
+            url,
+            controller_key,
+            node_id,
+            identity,
+            wg_private,
+        )
+    }
+
+    fn with_http(
+        http: reqwest::Client,
+        url: &str,
+        controller_key: IdentityPublic,
+        node_id: &str,
+        identity: IdentityKey,
+        wg_private: PrivateKey,
+    ) -> Result<Self, ClientError> {
         if !valid_node_id(node_id) {
             return Err(ClientError::NodeId(node_id.escape_debug().to_string()));
         }
         Ok(Self {
-            http: http_client()?,
+            http,
             base: controller_url(url).map_err(ClientError::Url)?,
             controller_key,
             node_id: node_id.to_owned(),
@@ -177,13 +203,15 @@ impl ControllerClient {
         })
     }
 
-    /// A client for the `[controller]` section.
+    /// A client for the `[controller]` section (trusting its `ca_file`, if any). Reads the
+    /// CA file: call from a blocking context or at start.
     pub fn from_settings(
         settings: &ControllerSettings,
         identity: IdentityKey,
         wg_private: PrivateKey,
     ) -> Result<Self, ClientError> {
-        Self::new(
+        Self::with_http(
+            http_client(settings.ca_file.as_deref())?,
             &settings.url,
             settings.public_key,
             &settings.node_id,
@@ -300,7 +328,7 @@ pub async fn enroll(
         addresses,
         endpoint,
     };
-    let response = http_client()?
+    let response = http_client(None)?
         .post(format!("{base}/v1/enroll"))
         .json(&request)
         .timeout(REQUEST_TIMEOUT)
@@ -325,13 +353,33 @@ pub async fn enroll(
     Ok(answer)
 }
 
-fn http_client() -> Result<reqwest::Client, ClientError> {
-    reqwest::Client::builder()
+fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, ClientError> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(file) = ca_file {
+        for cert in read_ca_file(file)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
         .connect_timeout(CONNECT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("meshtun/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| ClientError::Setup(chain(&e)))
+}
+
+/// The certificates of a PEM CA file.
+fn read_ca_file(file: &std::path::Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let fail = |reason: String| ClientError::CaFile {
+        file: file.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(file).map_err(|e| fail(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(chain(&e)))?;
+    if certs.is_empty() {
+        return Err(fail("it holds no PEM certificate".into()));
+    }
+    Ok(certs)
 }
 
 /// Unix milliseconds now.

@@ -176,6 +176,7 @@ mod tests {
                 on_controller_loss: LossPolicy::FailClosed,
                 grace: Duration::from_secs(DEFAULT_GRACE_SECS),
                 cache_file: Path::new(crate::config::DEFAULT_CACHE_DIR).join("wg0.bundle"),
+                ca_file: None,
             },
             benchmark: benchmark.map(|source| BenchmarkSettings {
                 interval,

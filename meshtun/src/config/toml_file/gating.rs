@@ -28,6 +28,7 @@ pub(super) struct RawController {
     on_controller_loss: Option<Spanned<String>>,
     grace: Option<Spanned<i64>>,
     cache_file: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
 }
 
 /// `[benchmark]`.
@@ -127,6 +128,7 @@ impl Builder<'_> {
         let cache_file = self
             .gating_value(at, "cache_file", &raw.cache_file, |f| file_path(config, f))?
             .unwrap_or_else(|| Path::new(DEFAULT_CACHE_DIR).join(format!("{interface}.bundle")));
+        let ca_file = self.gating_value(at, "ca_file", &raw.ca_file, |f| file_path(config, f))?;
         self.note_secret_file(identity_key_file.clone());
         Ok(ControllerSettings {
             url,
@@ -136,6 +138,7 @@ impl Builder<'_> {
             on_controller_loss,
             grace,
             cache_file,
+            ca_file,
         })
     }
 
