@@ -142,6 +142,9 @@ fn a_stopped_controller_is_survived_for_the_grace_then_fails_closed() {
             daemon.name()
         );
     }
+    for node in [a, b] {
+        assert_eq!(observe::shown_membership(&node.ns, &node.iface), "LOST");
+    }
     assert_no_ping(&a.ns, b.tunnel().into());
 
     // --- SIGCONT: recovery ---
@@ -159,6 +162,9 @@ fn a_stopped_controller_is_survived_for_the_grace_then_fails_closed() {
         first - resumed_at,
         resumed_at - stopped_at
     );
+    for node in [a, b] {
+        assert_eq!(observe::shown_membership(&node.ns, &node.iface), "ALLOWED");
+    }
     let after = mesh.ping_pairs(&["a", "b"], timing.epoch_len() + Duration::from_secs(1));
     for run in after {
         run.finish().assert_no_loss();
@@ -264,6 +270,13 @@ fn a_controller_killed_and_restarted_mid_epoch_changes_nothing() {
         assert!(
             !observe::has_membership(&log, "LOST"),
             "{} reported the controller lost",
+            node.id
+        );
+        let shown = observe::show_gate(&node.ns, &node.iface);
+        assert_eq!(shown["membership"], "ALLOWED", "{}: {shown}", node.id);
+        assert!(
+            shown["epoch"].as_u64() >= after_restart.last().copied(),
+            "{} shows an epoch older than {after_restart:?}: {shown}",
             node.id
         );
         let dump = wg::dump(&node.ns, &node.iface);

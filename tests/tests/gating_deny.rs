@@ -111,6 +111,18 @@ fn a_denied_node_is_cut_off_within_a_second_and_readmitted() {
         )),
         "d did not log MEMBERSHIP=DENIED"
     );
+    let shown = observe::show_gate(&d.ns, &d.iface);
+    assert_eq!(
+        shown["membership"], "DENIED",
+        "`meshtun show` on d: {shown}"
+    );
+    assert!(
+        shown["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "`meshtun show` on d gives no reason for the denial: {shown}"
+    );
+    for node in [a, b] {
+        assert_eq!(observe::shown_membership(&node.ns, &node.iface), "ALLOWED");
+    }
     assert!(
         observe::peers_absent(&d.iface, &[a.public_key(), b.public_key()]),
         "d still has gated peers after its denial: {:?}",
@@ -178,6 +190,7 @@ fn a_denied_node_is_cut_off_within_a_second_and_readmitted() {
         first - passed_at
     );
     assert_eq!(ctl.membership("d"), "ALLOWED");
+    assert_eq!(observe::shown_membership(&d.ns, &d.iface), "ALLOWED");
     assert_ping(&d.ns, b.tunnel().into());
     assert_ping(&a.ns, d.tunnel().into());
     assert_ping(&b.ns, d.tunnel().into());

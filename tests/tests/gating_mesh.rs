@@ -167,6 +167,7 @@ fn no_ping_is_lost_across_five_rotations() {
         );
     }
     for node in mesh.nodes() {
+        assert_eq!(observe::shown_membership(&node.ns, &node.iface), "ALLOWED");
         let dump = wg::dump(&node.ns, &node.iface);
         assert_eq!(dump.peers.len(), ids.len() - 1, "{}: {dump:?}", node.id);
         for peer in &dump.peers {
@@ -207,6 +208,7 @@ fn a_static_wireguard_go_peer_keeps_working() {
             mtu: Some(1420),
         },
         peers: vec![a.as_static_peer()],
+        metrics: None,
     };
     let w_as_peer = Peer {
         public_key: w_key.public_key().to_base64(),

@@ -87,6 +87,7 @@ impl GatedNode {
                 mtu: Some(1420),
             },
             peers: Vec::new(),
+            metrics: None,
         }
     }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use meshtun_proto::PublicKey;
 
+use crate::netns::Netns;
 use crate::process::uapi_get;
 
 /// One gate log line of a daemon.
@@ -136,6 +137,29 @@ fn fields(text: &str) -> BTreeMap<String, String> {
         }
         out.insert(key, value);
     }
+}
+
+/// The `gate` object of `meshtun show IFACE --json --no-probe` run in `ns`: the interface's
+/// membership as its user sees it (`membership`, `reason`, `epoch`, …).
+pub fn show_gate(ns: &Netns, iface: &str) -> serde_json::Value {
+    let out = crate::meshtun_in(
+        ns,
+        &["show", iface, "--json", "--no-probe"],
+        crate::netns::COMMAND_TIMEOUT,
+    )
+    .expect_success();
+    let views: serde_json::Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("`meshtun show {iface} --json` is not JSON ({e}):\n{out}"));
+    views[0]["gate"].clone()
+}
+
+/// The membership `meshtun show IFACE --json` reports (`ALLOWED`, `DENIED`, `LOST`, …).
+pub fn shown_membership(ns: &Netns, iface: &str) -> String {
+    let gate = show_gate(ns, iface);
+    gate["membership"]
+        .as_str()
+        .unwrap_or_else(|| panic!("`meshtun show {iface} --json` reports no membership: {gate}"))
+        .to_owned()
 }
 
 /// A peer as the UAPI `get` reports it.
