@@ -145,6 +145,10 @@ impl PingRun {
         let IpAddr::V4(to) = to else {
             panic!("{label}: only IPv4 is pinged");
         };
+        assert!(
+            count <= u32::from(u16::MAX),
+            "{label}: {count} requests do not fit ICMP's 16-bit sequence numbers"
+        );
         let socket = ns.enter(open_icmp).unwrap_or_else(|e| {
             panic!(
                 "{label}: cannot open a raw ICMP socket in {}: {e}",
