@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// A userspace WireGuard VPN with membership gating; a replacement for wg-quick.
 #[derive(Debug, Parser)]
@@ -56,6 +56,29 @@ pub enum Command {
         /// A wg-quick file such as /etc/wireguard/wg0.conf.
         wg_quick_conf: PathBuf,
     },
+    /// Show membership gating live: a controller and three nodes in network namespaces on
+    /// this machine (Linux, root). node-c's low score cuts it off; its score recovers
+    /// half-way and it is readmitted. Cleans up on exit and on Ctrl-C.
+    #[cfg(feature = "demo")]
+    Demo(DemoArgs),
+}
+
+/// The options of `meshtun demo`.
+#[cfg(feature = "demo")]
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Epoch length in seconds (4 to 300).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub epoch: u64,
+    /// Seconds from the first epoch to the end; node-c's score recovers half-way.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub duration: u64,
+    /// Keep running after the duration, until Ctrl-C.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Keep the demo's directory (configurations, keys, logs, the controller's database).
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[cfg(test)]
@@ -74,5 +97,32 @@ mod tests {
         assert!(matches!(cli.command, Command::Up { .. }));
         let cli = Cli::try_parse_from(["meshtun", "show", "wg0", "--json"]).unwrap();
         assert!(matches!(cli.command, Command::Show { json: true, .. }));
+    }
+
+    #[cfg(feature = "demo")]
+    #[test]
+    fn parses_demo_with_its_defaults_and_options() {
+        let cli = Cli::try_parse_from(["meshtun", "demo"]).unwrap();
+        let Command::Demo(args) = cli.command else {
+            panic!("not demo: {:?}", cli.command);
+        };
+        assert_eq!((args.epoch, args.duration), (10, 120));
+        assert!(!args.keep_going && !args.keep);
+        let cli = Cli::try_parse_from([
+            "meshtun",
+            "demo",
+            "--epoch",
+            "5",
+            "--duration",
+            "60",
+            "--keep-going",
+            "--keep",
+        ])
+        .unwrap();
+        let Command::Demo(args) = cli.command else {
+            panic!("not demo: {:?}", cli.command);
+        };
+        assert_eq!((args.epoch, args.duration), (5, 60));
+        assert!(args.keep_going && args.keep);
     }
 }

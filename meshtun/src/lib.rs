@@ -11,13 +11,17 @@
 //! - [`gate`]: membership gating by a controller: benchmark sources, the signed controller
 //!   client, verified bundles with their preshared keys opened, and the bundle cache;
 //! - [`host`]: addresses, routes, rules, DNS and hooks, applied and undone as `wg-quick` does;
-//! - [`cli`]: the `meshtun` command line.
+//! - [`cli`]: the `meshtun` command line;
+//! - `demo` (Linux, feature `demo`): `meshtun demo`, the gating scenario live in network
+//!   namespaces with an embedded controller.
 
 pub mod allowed_ips;
 pub mod cli;
 pub mod config;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod daemon;
+#[cfg(all(feature = "demo", target_os = "linux"))]
+pub mod demo;
 pub mod device;
 pub mod gate;
 pub mod host;
