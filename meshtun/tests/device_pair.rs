@@ -345,3 +345,32 @@ async fn a_handshake_flood_gets_cookies_and_service_continues() {
     // The established session is unaffected.
     ping(&alice, &mut bob, "100.64.0.1", "100.64.0.2", b"after flood").await;
 }
+
+#[tokio::test]
+async fn a_new_preshared_key_handshakes_at_once_without_traffic() {
+    let net = Network::new();
+    let (alice, bob) = pair(&net, None);
+    assert!(alice.dev.status().peers[0].last_handshake.is_none());
+    let psk = PresharedKey::generate();
+    let set = |key: &PrivateKey| DeviceUpdate {
+        peers: vec![PeerUpdate {
+            preshared_key: Some(Some(psk.clone())),
+            ..PeerUpdate::new(key.public_key())
+        }],
+        ..DeviceUpdate::default()
+    };
+    // A restarted gated node gets its keys and must reach its peers before anyone sends:
+    // its peers' old sessions are useless to it.
+    bob.dev.update(set(&alice.key)).await.unwrap();
+    alice.dev.update(set(&bob.key)).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while alice.dev.status().peers[0].last_handshake.is_none()
+        || bob.dev.status().peers[0].last_handshake.is_none()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no handshake within 2 s of setting the key"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -8,6 +8,7 @@
 //! `pre_down` hooks, closes the device, undoes the host setup and runs `post_down`.
 
 mod down;
+mod gating;
 mod handler;
 mod pidfile;
 
@@ -22,11 +23,13 @@ pub use handler::Handler;
 
 use crate::config::{Config, ConfigError};
 use crate::device::{Device, DeviceError};
+use crate::gate::{merge, GateUpdate};
 use crate::host::{self, HostError, HostSetup};
 use crate::tun::{Tun, TunOptions};
 use crate::uapi::{self, UapiError};
 use crate::udp::HostUdp;
 use crate::wgcfg::{DeviceSettings, DeviceUpdate};
+use gating::Gating;
 use pidfile::PidFile;
 
 /// The device type the daemon runs.
@@ -100,13 +103,13 @@ pub enum DaemonError {
         /// What happened.
         reason: String,
     },
-    /// The configuration asks for something this build does not do yet.
-    #[error("{path}: {what} is not supported by `meshtun up` yet; remove it to run without membership gating")]
-    Unsupported {
+    /// Membership gating could not start (identity key, controller settings, benchmark).
+    #[error("{path}: membership gating: {reason}")]
+    Gate {
         /// The configuration file.
         path: PathBuf,
-        /// What.
-        what: &'static str,
+        /// What went wrong.
+        reason: String,
     },
     /// `down` found a daemon that would not stop.
     #[error("the daemon for {ifname} (pid {pid}) did not stop within {seconds} s")]
@@ -146,14 +149,6 @@ pub async fn up(config_path: &Path, opts: &Options) -> Result<(), DaemonError> {
     for warning in warnings {
         tracing::warn!("{warning}");
     }
-    // Membership gating is not wired into the daemon yet: refuse rather than run ungated
-    // while the operator believes the mesh is gated.
-    if config.controller.is_some() || config.benchmark.is_some() {
-        return Err(DaemonError::Unsupported {
-            path: config_path.to_owned(),
-            what: "the [controller] and [benchmark] sections (membership gating)",
-        });
-    }
     let plan = config.host_plan();
     let ifname = plan.ifname.clone();
     // Binding the socket first refuses a second daemon for the same interface before
@@ -182,6 +177,19 @@ pub async fn up(config_path: &Path, opts: &Options) -> Result<(), DaemonError> {
     })?;
     let device = Arc::new(device);
     let host = host::apply(&plan, &opts.state_dir).await?;
+    // Gating starts once the interface is up: the first update (from the cached bundle, if
+    // any) can be applied at once.
+    let gating = match Gating::start(&config, config_path) {
+        Ok(gating) => gating,
+        Err(error) => {
+            drop(device);
+            wait_for_link_gone(&ifname).await;
+            if let Err(undo) = host.teardown().await {
+                tracing::warn!(%undo, "undoing the host setup failed");
+            }
+            return Err(error);
+        }
+    };
     tracing::info!(
         interface = %ifname,
         port = device.listen_port(),
@@ -189,12 +197,16 @@ pub async fn up(config_path: &Path, opts: &Options) -> Result<(), DaemonError> {
         offload,
         "interface is up"
     );
+    let mut settings = settings;
+    settings.fwmark = host.fwmark().or(settings.fwmark);
     let running = Running {
         ifname: ifname.clone(),
         config_path: config_path.to_owned(),
         device,
         host,
         config,
+        settings,
+        gating,
     };
     running.serve(socket, opts).await
 }
@@ -206,6 +218,9 @@ struct Running {
     device: Arc<HostDevice>,
     host: HostSetup,
     config: Config,
+    /// The static device settings (the configuration file's), with the fwmark in force.
+    settings: DeviceSettings,
+    gating: Gating,
 }
 
 impl Running {
@@ -272,6 +287,11 @@ impl Running {
                 reason = self.device.failed() => {
                     return Err(DaemonError::Failed { ifname: self.ifname.clone(), reason });
                 }
+                update = self.gating.next_update() => {
+                    if let Err(error) = self.enforce(update).await {
+                        tracing::error!(%error, "cannot enforce the membership update");
+                    }
+                }
             }
         }
     }
@@ -298,23 +318,57 @@ impl Running {
         }
         // The mark chosen for a default route stays, whatever the file says.
         settings.fwmark = self.host.fwmark().or(settings.fwmark);
+        let switched_off = self.gating.reload(&config, &self.config_path)?;
+        let peers = settings.peers.len();
+        self.settings = settings;
+        for what in restart_only_changes(&self.config, &config) {
+            tracing::warn!("the {what} changed; it takes effect at the next start");
+        }
+        self.config = config;
+        self.apply_peers().await?;
+        if let Some(update) = switched_off {
+            self.enforce(update).await?;
+        }
+        tracing::info!(interface = %self.ifname, peers, gated = self.gating.applied.len(), "configuration reloaded");
+        Ok(())
+    }
+
+    /// Configures the device and the routes with the static peers and the gated peers in
+    /// force. Returns what was refused from the gated peers.
+    async fn apply_peers(&mut self) -> Result<Vec<String>, DaemonError> {
+        let routes = self.config.host_plan().routes;
+        let merged = merge(&self.settings, &routes, &self.gating.applied);
         self.device
-            .reconfigure(&settings)
+            .reconfigure(&merged.settings)
             .await
             .map_err(|source| DaemonError::Device {
                 ifname: self.ifname.clone(),
                 source,
             })?;
-        self.host.update_routes(&config.host_plan().routes).await?;
+        self.host.update_routes(&merged.routes).await?;
+        // A new default route may have chosen a mark.
         if let Some(mark) = self.host.fwmark() {
+            self.settings.fwmark = Some(mark);
             self.set_fwmark(mark).await?;
         }
-        for what in restart_only_changes(&self.config, &config) {
-            tracing::warn!("the {what} changed; it takes effect at the next start");
+        Ok(merged.refused)
+    }
+
+    /// Enforces a membership update from the gating tasks: the device first (the cut-off),
+    /// then the routes.
+    async fn enforce(&mut self, update: GateUpdate) -> Result<(), DaemonError> {
+        let previous = std::mem::replace(&mut self.gating.applied, update.peers.clone());
+        match self.apply_peers().await {
+            Ok(refused) => {
+                self.gating.applied = previous;
+                self.gating.record(update, refused);
+                Ok(())
+            }
+            Err(error) => {
+                self.gating.applied = previous;
+                Err(error)
+            }
         }
-        tracing::info!(interface = %self.ifname, peers = settings.peers.len(), "configuration reloaded");
-        self.config = config;
-        Ok(())
     }
 }
 

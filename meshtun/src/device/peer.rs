@@ -236,9 +236,14 @@ impl PeerState {
         target.is_some_and(|s| s.psk != self.psk)
     }
 
-    /// Sends a handshake initiation on `next`, if there is one and an endpoint to send to.
+    /// Sends a handshake initiation with the newly configured key: on `next`, or on
+    /// `active` when it had no session and was simply replaced. Needs an endpoint.
     pub fn initiate_next(&mut self, out: &mut DatagramBatch, now: Instant) {
-        let (Some(endpoint), Some(slot)) = (self.endpoint, self.next.as_mut()) else {
+        let slot = match self.next.as_mut() {
+            Some(next) => Some(next),
+            None => self.active.as_mut().filter(|a| !a.has_session()),
+        };
+        let (Some(endpoint), Some(slot)) = (self.endpoint, slot) else {
             return;
         };
         let Some(space) = out.space_max() else {

@@ -7,18 +7,27 @@
 //!   fetches, enrollment with an invite ticket;
 //! - [`bundle`]: checking a signed bundle and opening its preshared keys;
 //! - [`cache`]: the last verified bundle on disk;
+//! - [`runner`]: the daemon's gating tasks (benchmarks out, bundles in, updates to enforce);
+//! - [`merge`]: static and gated peers together;
+//! - [`state`]: which bundle is in force at a given time (no I/O);
 //! - [`status`]: the membership state a gated daemon reports.
 //!
-//! Applying a bundle to the WireGuard device is the daemon's part.
+//! Applying an update to the WireGuard device and the routes is the daemon's part.
 
 pub mod benchmark;
 pub mod bundle;
 pub mod cache;
 pub mod client;
+pub mod merge;
+pub mod runner;
+pub mod state;
 pub mod status;
 
 pub use benchmark::{BenchmarkSource, CommandSource, SimulatedSource, SourceError};
 pub use bundle::{verify_bundle, BundleCheckError, GatedPeer, VerifiedBundle};
 pub use cache::{load_cache, save_cache, CacheError, CachedBundle};
 pub use client::{enroll, ClientError, ControllerClient};
+pub use merge::{merge, Merged};
+pub use runner::{Gate, GateOptions, GateUpdate, GatedPeerConfig};
+pub use state::{Enforced, GateState};
 pub use status::{GateStatus, GatedPeerInfo, MembershipState, SharedGateStatus};

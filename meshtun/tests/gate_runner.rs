@@ -1,0 +1,248 @@
+//! The daemon's gating tasks against the real controller, served in-process on 127.0.0.1:
+//! benchmarks go out, bundles come in, and updates say what to enforce, when.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use meshtun::config::{BenchmarkSettings, BenchmarkSourceConfig, ControllerSettings, LossPolicy};
+use meshtun::gate::{
+    BenchmarkSource, ControllerClient, Gate, GateOptions, GateUpdate, MembershipState,
+    SharedGateStatus,
+};
+use meshtun_controller::api::{router, Api};
+use meshtun_controller::auth::NonceCache;
+use meshtun_controller::clock::Clock;
+use meshtun_controller::engine::{Engine, EngineSettings};
+use meshtun_controller::model::{NodeRecord, Policy};
+use meshtun_controller::schedule::Schedule;
+use meshtun_controller::store::Store;
+use meshtun_proto::{IdentityKey, PrivateKey};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use zeroize::Zeroizing;
+
+const EPOCH_MS: u64 = 4_000;
+
+struct Node {
+    id: &'static str,
+    wg: PrivateKey,
+    identity: IdentityKey,
+}
+
+struct Controller {
+    url: String,
+    engine: Arc<Engine>,
+    key: IdentityKey,
+    nodes: Vec<Node>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+async fn controller() -> Controller {
+    let store = Arc::new(Store::open_in_memory().unwrap());
+    let nodes: Vec<Node> = ["node-a", "node-b"]
+        .into_iter()
+        .map(|id| Node {
+            id,
+            wg: PrivateKey::generate(),
+            identity: IdentityKey::generate(),
+        })
+        .collect();
+    for (i, n) in nodes.iter().enumerate() {
+        store
+            .add_node(&NodeRecord {
+                id: n.id.into(),
+                wg_public_key: n.wg.public_key(),
+                identity_key: n.identity.public(),
+                addresses: vec![format!("100.64.0.{}/24", i + 1).parse().unwrap()],
+                endpoint: Some(format!("192.0.2.{}:51820", i + 1)),
+                pin: None,
+                enrolled_ms: 0,
+            })
+            .unwrap();
+    }
+    let key = IdentityKey::generate();
+    let settings = EngineSettings {
+        policy: Policy::default(),
+        schedule: Schedule::new(EPOCH_MS, 1_000).unwrap(),
+        rotate_on_deny: true,
+    };
+    let engine = Arc::new(Engine::open(store, key.clone(), settings, Clock::system()).unwrap());
+    let api = Arc::new(Api {
+        engine: engine.clone(),
+        nonces: NonceCache::new(30_000),
+        admin_token: Zeroizing::new("admin".into()),
+        long_poll: Duration::from_millis(500),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router(api)).await });
+    Controller {
+        url,
+        engine,
+        key,
+        nodes,
+    }
+}
+
+struct Running {
+    _gate: Gate,
+    updates: mpsc::Receiver<GateUpdate>,
+    status: SharedGateStatus,
+}
+
+/// Starts node `n`'s gating tasks with simulated scores around `mean`.
+fn start(c: &Controller, n: usize, mean: f64, dir: &std::path::Path) -> Running {
+    let node = &c.nodes[n];
+    let options = GateOptions {
+        controller: ControllerSettings {
+            url: c.url.clone(),
+            public_key: c.key.public(),
+            node_id: node.id.into(),
+            identity_key_file: dir.join(format!("{}.identity", node.id)),
+            on_controller_loss: LossPolicy::FailClosed,
+            grace: Duration::from_secs(1),
+            cache_file: dir.join(format!("{}.bundle", node.id)),
+        },
+        benchmark: Some(BenchmarkSettings {
+            interval: Duration::from_millis(200),
+            timeout: Duration::from_secs(5),
+            source: BenchmarkSourceConfig::Simulated { mean, stddev: 0.0 },
+            suite_version: None,
+        }),
+        wg_private: node.wg.clone(),
+    };
+    let client = ControllerClient::new(
+        &c.url,
+        c.key.public(),
+        node.id,
+        node.identity.clone(),
+        node.wg.clone(),
+    )
+    .unwrap();
+    let source = BenchmarkSource::from_settings(options.benchmark.as_ref().unwrap()).unwrap();
+    let status = SharedGateStatus::default();
+    let (tx, updates) = mpsc::channel(8);
+    let gate = Gate::start(&options, client, Some(source), status.clone(), tx);
+    Running {
+        _gate: gate,
+        updates,
+        status,
+    }
+}
+
+async fn next(r: &mut Running, within: Duration) -> GateUpdate {
+    timeout(within, r.updates.recv())
+        .await
+        .expect("no update in time")
+        .expect("gate stopped")
+}
+
+async fn wait_benchmarks(r: &Running) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while r.status.lock().benchmarks_submitted == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no benchmark submitted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_then_cut_off_at_once_then_lost_when_the_controller_is_silent() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = controller().await;
+    let mut a = start(&c, 0, 0.9, dir.path());
+    let mut b = start(&c, 1, 0.9, dir.path());
+    wait_benchmarks(&a).await;
+    wait_benchmarks(&b).await;
+
+    // The controller decides: both are allowed, each gets the other with the same key.
+    c.engine.step().unwrap();
+    let ua = next(&mut a, Duration::from_secs(3)).await;
+    let ub = next(&mut b, Duration::from_secs(3)).await;
+    assert_eq!(ua.membership, MembershipState::Allowed);
+    assert_eq!(ua.epoch, ub.epoch);
+    assert_eq!(ua.peers.len(), 1);
+    assert_eq!(ua.peers[0].node_id, "node-b");
+    let (pa, pb) = (&ua.peers[0].settings, &ub.peers[0].settings);
+    assert_eq!(pa.public_key, c.nodes[1].wg.public_key());
+    assert_eq!(pa.endpoint, Some("192.0.2.2:51820".parse().unwrap()));
+    assert_eq!(pa.preshared_key, pb.preshared_key);
+    assert!(ua.decided_ms > 0 && ua.decided_ms <= now_ms());
+    assert!(a.status.lock().last_contact_ms.is_some());
+
+    // The cache holds the bundle, 0600.
+    let cache = dir.path().join("node-a.bundle");
+    assert!(cache.exists());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // node-b fails: an immediate rotation removes it from node-a's peers within a second.
+    drop(b);
+    let decided = now_ms();
+    let mut low = meshtun::gate::SimulatedSource::new(0.2, 0.0, None).unwrap();
+    let bad = low.next(now_ms(), now_ms()).unwrap();
+    let b_client = ControllerClient::new(
+        &c.url,
+        c.key.public(),
+        "node-b",
+        c.nodes[1].identity.clone(),
+        c.nodes[1].wg.clone(),
+    )
+    .unwrap();
+    // The controller decides on receipt (rotate_on_deny).
+    b_client.submit_benchmark(&bad).await.unwrap();
+    let cut = next(&mut a, Duration::from_secs(1)).await;
+    assert_eq!(cut.membership, MembershipState::Allowed);
+    assert!(cut.peers.is_empty(), "node-b still listed: {:?}", cut.peers);
+    assert!(cut.epoch > ua.epoch);
+    assert!(
+        now_ms() - decided < 1_000,
+        "cut-off took {} ms",
+        now_ms() - decided
+    );
+
+    // No further epoch: past not_after + grace, node-a fails closed.
+    let lost = next(&mut a, Duration::from_millis(EPOCH_MS + 3_000)).await;
+    assert_eq!(lost.membership, MembershipState::Lost);
+    assert!(lost.peers.is_empty());
+    assert!(now_ms() >= cut.not_after_ms.unwrap() + 1_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_uses_its_cached_bundle_before_the_controller_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = controller().await;
+    let mut a = start(&c, 0, 0.9, dir.path());
+    let b = start(&c, 1, 0.9, dir.path());
+    wait_benchmarks(&a).await;
+    wait_benchmarks(&b).await;
+    c.engine.step().unwrap();
+    let first = next(&mut a, Duration::from_secs(3)).await;
+    assert_eq!(first.peers.len(), 1);
+    drop(a);
+    // Restart node-a against a controller URL that does not answer: the cache is enough.
+    let mut c2 = Controller {
+        url: "http://127.0.0.1:9".into(),
+        engine: c.engine.clone(),
+        key: c.key.clone(),
+        nodes: Vec::new(),
+    };
+    c2.nodes.push(Node {
+        id: "node-a",
+        wg: c.nodes[0].wg.clone(),
+        identity: c.nodes[0].identity.clone(),
+    });
+    let mut again = start(&c2, 0, 0.9, dir.path());
+    let restored = next(&mut again, Duration::from_secs(1)).await;
+    assert_eq!(restored.epoch, first.epoch);
+    assert_eq!(restored.peers, first.peers);
+}
