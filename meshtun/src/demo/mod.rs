@@ -14,7 +14,7 @@
 //! - [`nodeconf`]: each node's keys and configuration file;
 //! - [`netns`]: the namespaces, the virtual switch and the veth links;
 //! - [`controller`]: the embedded controller;
-//! - [`daemons`]: the node daemons and their logs;
+//! - [`daemons`]: the node daemons and their logs; [`nodelog`]: what their logs say;
 //! - [`ping`]: ICMP echo through the tunnel from inside each namespace;
 //! - [`story`]: what has been shown so far; [`narrative`]: what is printed.
 //!
@@ -25,11 +25,13 @@ pub mod daemons;
 pub mod narrative;
 pub mod netns;
 pub mod nodeconf;
+pub mod nodelog;
 pub mod ping;
 pub mod plan;
 mod scenario;
 pub mod story;
 
+use std::cell::RefCell;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -132,11 +134,13 @@ impl DemoError {
 }
 
 /// Prints the demo's lines to standard output as they happen, stamped with the time since
-/// the start.
+/// the start. While a round of pings is out, other lines are held back, so that the round's
+/// line, stamped when it was sent, comes before what happened during the round.
 #[derive(Debug)]
 pub struct Narrator {
     style: Style,
     start: Instant,
+    held: RefCell<Option<Vec<String>>>,
 }
 
 impl Narrator {
@@ -145,6 +149,20 @@ impl Narrator {
         Self {
             style,
             start: Instant::now(),
+            held: RefCell::new(None),
+        }
+    }
+
+    /// Holds back the lines said from now on, until [`Narrator::release`].
+    pub fn hold(&self) {
+        self.held.borrow_mut().get_or_insert_with(Vec::new);
+    }
+
+    /// Prints `first` (if any), then the lines held back, and stops holding.
+    pub fn release(&self, first: Option<&str>) {
+        let held = self.held.borrow_mut().take().unwrap_or_default();
+        for line in first.into_iter().chain(held.iter().map(String::as_str)) {
+            self.say(line);
         }
     }
 
@@ -161,6 +179,10 @@ impl Narrator {
     /// Prints `text` and a newline, at once. A closed standard output is not an error: the
     /// demo still runs to its end and cleans up.
     pub fn say(&self, text: &str) {
+        if let Some(held) = self.held.borrow_mut().as_mut() {
+            held.push(text.to_owned());
+            return;
+        }
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{text}");
         let _ = out.flush();
@@ -330,6 +352,7 @@ pub async fn run(opts: DemoOptions, style: Style) -> Result<(), DemoError> {
         result = scenario::play(&mut lab, &mut story, &opts, &narrator) => result,
         name = signals.recv() => Err(DemoError::Interrupted(name)),
     };
+    narrator.release(None);
     let outcome = match outcome {
         Err(DemoError::Interrupted(_)) if opts.keep_going && story.first_epoch.is_some() => Ok(()),
         other => other,
@@ -361,6 +384,19 @@ pub async fn run(opts: DemoOptions, style: Style) -> Result<(), DemoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn held_lines_come_after_the_released_one() {
+        let narrator = Narrator::new(Style::new(false));
+        narrator.hold();
+        narrator.say("during the round");
+        assert_eq!(
+            narrator.held.borrow().as_deref(),
+            Some(&["during the round".to_owned()][..])
+        );
+        narrator.release(Some("the round"));
+        assert!(narrator.held.borrow().is_none());
+    }
 
     #[test]
     fn stale_namespaces_are_those_of_demos_no_longer_running() {

@@ -2,10 +2,12 @@
 //! ping matrix, the nodes' notable log lines, and the summary. Pure formatting; colours only
 //! when asked (the caller asks when standard output is a terminal).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use super::nodelog::NodeApplied;
 use super::ping::{Outcome, Probe};
 use super::plan::{
     controller_url, DemoOptions, Names, BENCHMARK_INTERVAL_SECS, NODES, RECOVERED_MEAN, RECOVERING,
@@ -157,22 +159,48 @@ fn cause_text(id: u64, cause: &str) -> String {
     }
 }
 
-/// A newly decided epoch with every node's decision.
+/// A newly decided epoch: every node's decision and reason when membership changes (and
+/// for the first epoch), one line with the scores otherwise.
 pub fn epoch_block(style: Style, at: Duration, epoch: &EpochSummary) -> String {
     let when = if epoch.activates_in < Duration::from_millis(100) {
         "in force now".to_owned()
     } else {
         format!("takes effect in {:.1} s", epoch.activates_in.as_secs_f64())
     };
-    let mut out = event(
-        at,
-        &style.strong(&format!(
-            "epoch {}: {}; {when}, lasts {} s",
-            epoch.id,
-            cause_text(epoch.id, &epoch.cause),
-            epoch.length.as_secs()
-        )),
+    let title = format!(
+        "epoch {}: {}; {when}, lasts {} s",
+        epoch.id,
+        cause_text(epoch.id, &epoch.cause),
+        epoch.length.as_secs()
     );
+    let unchanged = epoch
+        .decisions
+        .iter()
+        .all(|d| matches!(d.change, Change::Stays | Change::StillDenied));
+    if epoch.id > 1 && unchanged {
+        let scores: Vec<String> = epoch
+            .decisions
+            .iter()
+            .map(|d| {
+                let score = d.score.map(|s| format!(" {s:.2}")).unwrap_or_default();
+                let verdict = if d.allowed {
+                    style.good("ALLOW")
+                } else {
+                    style.bad("DENY")
+                };
+                format!("{}{score} {verdict}", d.node)
+            })
+            .collect();
+        return event(
+            at,
+            &format!(
+                "{}\n{CONTINUE}no change in membership: {}",
+                style.strong(&title),
+                scores.join(", ")
+            ),
+        );
+    }
+    let mut out = event(at, &style.strong(&title));
     for d in &epoch.decisions {
         let verdict = if d.allowed {
             style.good("ALLOW")
@@ -193,6 +221,30 @@ pub fn epoch_block(style: Style, at: Duration, epoch: &EpochSummary) -> String {
         );
     }
     out
+}
+
+/// What the nodes applied of an epoch, e.g. `epoch 8 in force on the nodes: node-a keys for
+/// node-b, node-c · node-c denied, no keys`.
+pub fn applied_line(
+    style: Style,
+    at: Duration,
+    epoch: u64,
+    nodes: &BTreeMap<String, NodeApplied>,
+) -> String {
+    let parts: Vec<String> = nodes
+        .iter()
+        .map(
+            |(node, applied)| match (applied.allowed, applied.peers.as_slice()) {
+                (Some(false), _) => style.bad(&format!("{node} denied, no keys")),
+                (_, []) => format!("{node} allowed, no peers"),
+                (_, peers) => format!("{node} keys for {}", peers.join(", ")),
+            },
+        )
+        .collect();
+    event(
+        at,
+        &format!("epoch {epoch} in force on the nodes: {}", parts.join(" · ")),
+    )
 }
 
 fn rtt_text(rtt: Duration) -> String {
@@ -250,24 +302,6 @@ pub fn ping_line(style: Style, at: Duration, probes: &[Probe]) -> String {
     event(at, &format!("ping  {}", pairs.join("   ")))
 }
 
-/// The part of a node's log line worth showing, if any: the gating events
-/// (`MEMBERSHIP=…`, `APPLIED …`, `CUTOFF …`) and warnings and errors.
-pub fn notable_log(line: &str) -> Option<&str> {
-    let marker = ["MEMBERSHIP=", "APPLIED ", "CUTOFF "]
-        .iter()
-        .filter_map(|m| line.find(m))
-        .min();
-    if let Some(start) = marker {
-        return line.get(start..);
-    }
-    // Plain-text tracing lines: "<timestamp>  WARN target: message".
-    let level = line
-        .split_whitespace()
-        .nth(1)
-        .filter(|l| matches!(*l, "WARN" | "ERROR"))?;
-    line.find(level).and_then(|start| line.get(start..))
-}
-
 /// A node's log line, e.g. `node-a  MEMBERSHIP=ALLOWED epoch=2 peers=1`.
 pub fn node_line(style: Style, at: Duration, node: &str, text: &str) -> String {
     let text = if text.starts_with("WARN") || text.starts_with("ERROR") {
@@ -289,8 +323,8 @@ pub fn recovery(style: Style, at: Duration, node: &str, pid: u32) -> String {
             ))
         ),
         style.dim(&format!(
-            "(its configuration was rewritten and its daemon, pid {pid}, reloaded it on SIGHUP; \
-             the controller readmits it at the next epoch)"
+            "(its configuration was rewritten and its daemon, pid {pid}, rereads it on SIGHUP;\n\
+             {CONTINUE} the controller readmits it at the next epoch)"
         ))
     )
 }
@@ -329,8 +363,8 @@ pub fn summary(style: Style, story: &Story) -> String {
         .unwrap_or_default();
     let c = match story.c_isolated {
         Some(at) => format!(
-            "node-c was denied{reason} and cut off: from {} nobody reached it\n    \
-             through the tunnel and it reached nobody.",
+            "node-c was denied{reason}\n    \
+             and cut off: from {} nobody reached it through the tunnel and it reached nobody.",
             secs(at)
         ),
         None => format!("node-c was denied{reason}, but was not seen cut off."),
@@ -426,12 +460,14 @@ mod tests {
                     node: "node-a".into(),
                     allowed: true,
                     reason: "overall score 0.91 meets the threshold 0.70".into(),
+                    score: Some(0.91),
                     change: Change::Stays,
                 },
                 NodeDecision {
                     node: "node-c".into(),
                     allowed: true,
                     reason: "overall score 0.89 meets the threshold 0.70".into(),
+                    score: Some(0.89),
                     change: Change::Readmitted,
                 },
             ],
@@ -449,6 +485,63 @@ mod tests {
     }
 
     #[test]
+    fn an_epoch_without_change_takes_two_lines_and_the_first_is_shown_in_full() {
+        let decision = |node: &str, allowed: bool, score: Option<f64>| NodeDecision {
+            node: node.into(),
+            allowed,
+            reason: "some reason".into(),
+            score,
+            change: if allowed {
+                Change::Stays
+            } else {
+                Change::StillDenied
+            },
+        };
+        let mut epoch = EpochSummary {
+            id: 3,
+            cause: "schedule".into(),
+            activates_in: Duration::ZERO,
+            length: Duration::from_secs(5),
+            decisions: vec![
+                decision("node-a", true, Some(0.884)),
+                decision("node-c", false, None),
+            ],
+        };
+        assert_eq!(
+            epoch_block(PLAIN, Duration::from_secs(8), &epoch),
+            "[   8.0s] epoch 3: scheduled: new keys for every allowed pair; in force now, lasts 5 s\n\
+             \x20         no change in membership: node-a 0.88 ALLOW, node-c DENY"
+        );
+        epoch.id = 1;
+        let text = epoch_block(PLAIN, Duration::from_secs(8), &epoch);
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(
+            text.contains("node-c  DENY              some reason"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn what_the_nodes_applied_is_one_line_per_epoch() {
+        let mut nodes = BTreeMap::new();
+        let applied = |allowed: Option<bool>, peers: &[&str]| NodeApplied {
+            allowed,
+            peers: peers.iter().map(|p| p.to_string()).collect(),
+        };
+        nodes.insert(
+            "node-a".to_owned(),
+            applied(Some(true), &["node-b", "node-c"]),
+        );
+        nodes.insert("node-b".to_owned(), applied(Some(true), &[]));
+        nodes.insert("node-c".to_owned(), applied(Some(false), &[]));
+        assert_eq!(
+            applied_line(PLAIN, Duration::from_secs(35), 8, &nodes),
+            "[  35.0s] epoch 8 in force on the nodes: node-a keys for node-b, node-c · \
+             node-b allowed, no peers · node-c denied, no keys"
+        );
+    }
+
+    #[test]
     fn causes_are_explained() {
         assert_eq!(cause_text(1, "schedule"), "the first epoch");
         assert_eq!(
@@ -456,36 +549,6 @@ mod tests {
             "immediate: node-b no longer passes"
         );
         assert_eq!(cause_text(4, "admin"), "admin");
-    }
-
-    #[test]
-    fn notable_log_lines_are_the_gating_events_and_problems() {
-        let line =
-            "2026-11-21T10:00:00.123456Z  INFO meshtun::gate: MEMBERSHIP=ALLOWED epoch=3 peers=1";
-        assert_eq!(
-            notable_log(line),
-            Some("MEMBERSHIP=ALLOWED epoch=3 peers=1")
-        );
-        let line = "2026-11-21T10:00:00Z  INFO meshtun::gate: APPLIED epoch=3 peer=node-b psk=****";
-        assert_eq!(
-            notable_log(line),
-            Some("APPLIED epoch=3 peer=node-b psk=****")
-        );
-        let line = "2026-11-21T10:00:00Z  INFO meshtun::gate: CUTOFF peer=node-c epoch=4 decision_to_cutoff_ms=3";
-        assert_eq!(
-            notable_log(line),
-            Some("CUTOFF peer=node-c epoch=4 decision_to_cutoff_ms=3")
-        );
-        let line = "2026-11-21T10:00:00Z  WARN meshtun::gate: cannot reach the controller";
-        assert_eq!(
-            notable_log(line),
-            Some("WARN meshtun::gate: cannot reach the controller")
-        );
-        assert_eq!(
-            notable_log("2026-11-21T10:00:00Z  INFO meshtun: interface is up"),
-            None
-        );
-        assert_eq!(notable_log(""), None);
     }
 
     #[test]
@@ -509,7 +572,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("✓ node-c was denied in epoch 1 (overall score 0.41 is below the threshold 0.70) and cut off"),
+            text.contains("✓ node-c was denied in epoch 1 (overall score 0.41 is below the threshold 0.70)\n    and cut off"),
             "{text}"
         );
         assert!(

@@ -16,6 +16,7 @@ use super::daemons::{log_tail, LogFollower};
 use super::narrative::{self, Style};
 use super::netns::Network;
 use super::nodeconf::{self, NodeFiles};
+use super::nodelog::{self, AppliedEpochs, GateEvent};
 use super::ping::{Pinger, Probe};
 use super::plan::{
     controller_url, DemoOptions, Names, NodeSpec, CONTROLLER, NODES, PING_EVERY, PING_TIMEOUT,
@@ -41,6 +42,7 @@ struct Watch<'a> {
     style: Style,
     names: Names,
     followers: Vec<(&'static str, LogFollower)>,
+    applied: AppliedEpochs,
     last_epoch: u64,
     decided: HashMap<String, bool>,
 }
@@ -63,6 +65,7 @@ pub(super) async fn play(
         style,
         names,
         followers: Vec::new(),
+        applied: AppliedEpochs::default(),
         last_epoch: 0,
         decided: HashMap::new(),
     };
@@ -145,19 +148,31 @@ impl Watch<'_> {
         self.controller()?.check_alive()
     }
 
-    /// Prints the nodes' new notable log lines.
+    /// Prints the nodes' new notable log lines, and what they applied of each epoch once
+    /// they have all logged it.
     fn echo_logs(&mut self) {
         for (node, follower) in &mut self.followers {
             for line in follower.new_lines() {
-                if let Some(text) = narrative::notable_log(&line) {
+                let Some(text) = nodelog::notable_log(&line) else {
+                    continue;
+                };
+                if let Some(other) = self.applied.record(node, GateEvent::parse(text)) {
                     self.narrator.say(&narrative::node_line(
                         self.style,
                         self.narrator.at(),
                         node,
-                        text,
+                        &other,
                     ));
                 }
             }
+        }
+        for (epoch, nodes) in self.applied.settled() {
+            self.narrator.say(&narrative::applied_line(
+                self.style,
+                self.narrator.at(),
+                epoch,
+                &nodes,
+            ));
         }
     }
 
@@ -224,6 +239,7 @@ impl Watch<'_> {
                         node: node.id.to_owned(),
                         allowed: d.allowed,
                         reason: d.reason.clone(),
+                        score: d.evidence.score,
                         change: Change::between(before, d.allowed),
                     });
                 }
@@ -328,7 +344,7 @@ impl Watch<'_> {
                     let probes = handle.await.unwrap_or_default();
                     self.story.on_pings(at, &probes);
                     self.narrator
-                        .say(&narrative::ping_line(self.style, at, &probes));
+                        .release(Some(&narrative::ping_line(self.style, at, &probes)));
                 }
             }
             if in_flight.is_none() && now >= next_ping {
@@ -339,6 +355,7 @@ impl Watch<'_> {
                 let handle =
                     tokio::task::spawn_blocking(move || pinger.round(number, PING_TIMEOUT));
                 in_flight = Some((self.narrator.at(), handle));
+                self.narrator.hold();
             }
             tokio::time::sleep(TICK).await;
         }

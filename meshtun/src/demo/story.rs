@@ -43,6 +43,8 @@ pub struct NodeDecision {
     pub allowed: bool,
     /// The controller's reason.
     pub reason: String,
+    /// The overall score decided on, if there was one.
+    pub score: Option<f64>,
     /// Compared with the previous epoch.
     pub change: Change,
 }
@@ -192,6 +194,7 @@ mod tests {
             } else {
                 "overall score 0.40 is below the threshold 0.70".into()
             },
+            score: Some(if allowed { 0.9 } else { 0.4 }),
             change: Change::Stays,
         };
         EpochSummary {
