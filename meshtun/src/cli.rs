@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 /// A userspace WireGuard VPN with membership gating; a replacement for wg-quick.
 #[derive(Debug, Parser)]
@@ -65,7 +65,7 @@ pub enum Command {
 
 /// The options of `meshtun demo`.
 #[cfg(feature = "demo")]
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
     /// Epoch length in seconds (4 to 300).
     #[arg(long, value_name = "SECS", default_value_t = 10)]

@@ -116,7 +116,7 @@ pub enum DemoError {
         tails: String,
     },
     /// A signal stopped the demo.
-    #[error("interrupted by {0}; everything the demo created was removed")]
+    #[error("interrupted by {0}")]
     Interrupted(&'static str),
     /// The demo ran to its end without showing every step of the scenario.
     #[error("the demo did not show: {}", .0.join("; "))]
@@ -205,8 +205,10 @@ struct Lab {
 
 impl Lab {
     fn new(keep: bool, bin: PathBuf) -> Result<Self, DemoError> {
+        // Keys and the controller's database are in it: owner only.
         let dir = tempfile::Builder::new()
             .prefix("meshtun-demo-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()
             .map_err(|e| DemoError::io("cannot create a temporary directory", e))?;
         Ok(Self {
@@ -396,6 +398,28 @@ mod tests {
         );
         narrator.release(Some("the round"));
         assert!(narrator.held.borrow().is_none());
+    }
+
+    #[test]
+    fn the_directory_is_private_and_removed_unless_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = PathBuf::from("/bin/true");
+        let mut lab = Lab::new(false, bin.clone()).unwrap();
+        let dir = lab.dir();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert_eq!(lab.tear_down(), [format!("removed {}", dir.display())]);
+        assert!(!dir.exists());
+        assert!(lab.tear_down().is_empty(), "nothing is done twice");
+
+        let mut lab = Lab::new(true, bin).unwrap();
+        let dir = lab.dir();
+        assert_eq!(
+            lab.tear_down(),
+            [format!("kept {} (--keep)", dir.display())]
+        );
+        assert!(dir.is_dir());
+        std::fs::remove_dir(&dir).unwrap();
     }
 
     #[test]

@@ -333,6 +333,15 @@ fn secs(at: Duration) -> String {
     format!("{:.1} s", at.as_secs_f64())
 }
 
+/// "1 epoch", "2 epochs".
+fn plural(count: u32, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}
+
 fn check(style: Style, seen: bool) -> String {
     if seen {
         style.good("✓")
@@ -347,11 +356,11 @@ pub fn summary(style: Style, story: &Story) -> String {
     let ab = match story.ab_connected {
         Some(at) => format!(
             "node-a and node-b were allowed and reached each other through the tunnel from {};\n    \
-             they answered each other in {} of {} ping rounds, through {} epochs with new keys.",
+             they answered each other in {} of {} ping rounds, through {} with new keys.",
             secs(at),
             story.ab_rounds.0,
             story.ab_rounds.1,
-            story.ab_epochs
+            plural(story.ab_epochs, "epoch")
         ),
         None => "node-a and node-b never reached each other through the tunnel.".to_owned(),
     };
