@@ -118,7 +118,12 @@ impl Daemons {
             .running
             .iter()
             .find(|d| d.node.id == node.id)
-            .ok_or_else(|| DemoError::Controller(format!("{} has no daemon", node.id)))?;
+            .ok_or_else(|| {
+                DemoError::io(
+                    format!("cannot reload {}", node.id),
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "its daemon is not running"),
+                )
+            })?;
         let pid = daemon.child.id();
         signal(pid, Signal::SIGHUP)
             .map_err(|e| DemoError::io(format!("cannot send SIGHUP to pid {pid}"), e.into()))?;
