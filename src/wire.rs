@@ -171,11 +171,18 @@ pub struct EnrollRequest {
     pub endpoint: Option<String>,
 }
 
-/// The answer to a successful enrollment.
+/// The answer to a successful enrollment: what the controller recorded for the node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollResponse {
     /// The node id the invite was made for.
     pub node_id: String,
+    /// The node's overlay addresses: the invite's if the admin assigned some, the request's
+    /// otherwise. Empty from a controller that does not report them.
+    #[serde(default)]
+    pub addresses: Vec<IpNet>,
+    /// Where other nodes reach it: the invite's if the admin set one, the request's otherwise.
+    #[serde(default)]
+    pub endpoint: Option<String>,
 }
 
 /// An invite: everything a node needs to join, printed as one string.

@@ -278,14 +278,19 @@ async fn enroll(State(api): State<Arc<Api>>, body: Bytes) -> Result<Response, Ap
         StoreError::UnknownInvite
         | StoreError::InviteUsed { .. }
         | StoreError::InviteExpired { .. } => ApiError(StatusCode::FORBIDDEN, e.to_string()),
+        StoreError::NodeExists(_) | StoreError::WgKeyInUse { .. } => {
+            ApiError(StatusCode::CONFLICT, e.to_string())
+        }
+        StoreError::NoAddresses(_) => ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
         other => ApiError::from(other),
     })?;
     tracing::info!(node = %node.id, "node enrolled with an invite");
-    Ok((
-        StatusCode::CREATED,
-        Json(EnrollResponse { node_id: node.id }),
-    )
-        .into_response())
+    let answer = EnrollResponse {
+        node_id: node.id,
+        addresses: node.addresses,
+        endpoint: node.endpoint,
+    };
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
 #[derive(Serialize)]

@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
 
 /// A userspace WireGuard VPN with membership gating; a replacement for wg-quick.
 #[derive(Debug, Parser)]
@@ -32,13 +33,22 @@ pub enum Command {
         /// An interface name (wg0) or the configuration file it was started from.
         target: String,
     },
-    /// Show interfaces, peers, handshakes and transfer counters (no secrets).
+    /// Show interfaces, peers, handshakes and transfer counters (no secrets); for a gated
+    /// interface its membership and controller; and whether each peer answers a ping over
+    /// the tunnel.
     Show {
         /// Only this interface.
         name: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Do not ping the peers.
+        #[arg(long)]
+        no_probe: bool,
+        /// How long to wait for the peers' replies, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 1000,
+              value_parser = clap::value_parser!(u64).range(1..=60_000))]
+        probe_timeout: u64,
     },
     /// Print a new private key (base64), as `wg genkey`.
     Genkey,
@@ -56,6 +66,8 @@ pub enum Command {
         /// A wg-quick file such as /etc/wireguard/wg0.conf.
         wg_quick_conf: PathBuf,
     },
+    /// Enroll this node at a controller with an invite TICKET and write its configuration.
+    Join(JoinArgs),
     /// Show membership gating live: a controller and three nodes in network namespaces on
     /// this machine (Linux, root). node-c's low score cuts it off; its score recovers
     /// half-way and it is readmitted. Cleans up on exit and on Ctrl-C.
@@ -63,9 +75,42 @@ pub enum Command {
     Demo(DemoArgs),
 }
 
+/// `meshtun join`'s arguments.
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The ticket `meshtun-controller invite` printed, or `-` to read it from standard input.
+    pub ticket: String,
+    /// Where to write the configuration [default: /etc/meshtun/INTERFACE.toml].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The interface name.
+    #[arg(long, default_value = "wg0")]
+    pub interface: String,
+    /// The UDP port to listen on.
+    #[arg(long, default_value_t = 51820)]
+    pub listen_port: u16,
+    /// This node's overlay address (repeatable, or comma-separated); an address the invite
+    /// assigns wins.
+    #[arg(long = "address", value_name = "CIDR", value_delimiter = ',')]
+    pub addresses: Vec<IpNet>,
+    /// Where other nodes reach this node; an endpoint the invite sets wins.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub endpoint: Option<String>,
+    /// The benchmark harness and its arguments, split as a shell would (no shell runs it).
+    #[arg(long, value_name = "COMMAND", conflicts_with = "simulated")]
+    pub benchmark_command: Option<String>,
+    /// Simulated scores drawn from N(MEAN, STDDEV) instead of a harness (STDDEV defaults to
+    /// 0); for tests.
+    #[arg(long, value_name = "MEAN[,STDDEV]")]
+    pub simulated: Option<String>,
+    /// Replace an existing configuration file.
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// The options of `meshtun demo`.
 #[cfg(feature = "demo")]
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// Epoch length in seconds (4 to 300).
     #[arg(long, value_name = "SECS", default_value_t = 10)]
@@ -96,7 +141,76 @@ mod tests {
         let cli = Cli::try_parse_from(["meshtun", "up", "/etc/meshtun/wg0.toml"]).unwrap();
         assert!(matches!(cli.command, Command::Up { .. }));
         let cli = Cli::try_parse_from(["meshtun", "show", "wg0", "--json"]).unwrap();
-        assert!(matches!(cli.command, Command::Show { json: true, .. }));
+        assert!(matches!(
+            cli.command,
+            Command::Show {
+                json: true,
+                no_probe: false,
+                probe_timeout: 1000,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn show_probe_flags() {
+        let cli = Cli::try_parse_from(["meshtun", "show", "--no-probe", "--probe-timeout", "250"])
+            .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Show {
+                name: None,
+                no_probe: true,
+                probe_timeout: 250,
+                ..
+            }
+        ));
+        for bad in ["0", "60001", "-5", "1s"] {
+            let parsed = Cli::try_parse_from(["meshtun", "show", "--probe-timeout", bad]);
+            assert!(parsed.is_err(), "--probe-timeout {bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn parses_join_with_its_defaults_and_options() {
+        let cli = Cli::try_parse_from(["meshtun", "join", "meshtun-ticket-v1:x"]).unwrap();
+        let Command::Join(args) = cli.command else {
+            panic!("not join")
+        };
+        assert_eq!(args.ticket, "meshtun-ticket-v1:x");
+        assert_eq!((args.interface.as_str(), args.listen_port), ("wg0", 51820));
+        assert!(args.config.is_none() && args.addresses.is_empty() && !args.force);
+
+        let cli = Cli::try_parse_from([
+            "meshtun",
+            "join",
+            "-",
+            "--config=/tmp/m/wg1.toml",
+            "--interface=wg1",
+            "--listen-port=51821",
+            "--address=100.64.0.4/24,fd00::4/64",
+            "--endpoint=192.0.2.4:51821",
+            "--simulated=0.9,0.02",
+            "--force",
+        ])
+        .unwrap();
+        let Command::Join(args) = cli.command else {
+            panic!("not join")
+        };
+        assert_eq!(args.addresses.len(), 2);
+        assert_eq!(args.simulated.as_deref(), Some("0.9,0.02"));
+        assert!(args.force);
+
+        let both = Cli::try_parse_from([
+            "meshtun",
+            "join",
+            "t",
+            "--simulated=0.9",
+            "--benchmark-command=h",
+        ]);
+        assert!(both.is_err());
+        let bad_address = Cli::try_parse_from(["meshtun", "join", "t", "--address=100.64.0.4"]);
+        assert!(bad_address.is_err());
     }
 
     #[cfg(feature = "demo")]

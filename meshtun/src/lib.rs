@@ -10,7 +10,11 @@
 //! - [`uapi`]: the cross-platform WireGuard configuration protocol that `wg` speaks;
 //! - [`gate`]: membership gating by a controller: benchmark sources, the signed controller
 //!   client, verified bundles with their preshared keys opened, and the bundle cache;
+//! - [`metrics`]: Prometheus metrics of the device and its gating, on an optional address;
 //! - [`host`]: addresses, routes, rules, DNS and hooks, applied and undone as `wg-quick` does;
+//! - [`join`]: enrolling a node at a controller with an invite ticket and writing its
+//!   configuration;
+//! - [`show`] and [`probe`]: `meshtun show`, with each peer's reachability over the tunnel;
 //! - [`cli`]: the `meshtun` command line;
 //! - `demo` (Linux, feature `demo`): `meshtun demo`, the gating scenario live in network
 //!   namespaces with an embedded controller.
@@ -25,7 +29,11 @@ pub mod demo;
 pub mod device;
 pub mod gate;
 pub mod host;
+#[cfg(unix)]
+pub mod join;
 pub mod keys;
+pub mod metrics;
+pub mod probe;
 pub mod show;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod tun;

@@ -1,13 +1,13 @@
 //! The `meshtun` command: parses the command line, sets up logging and calls the library.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use meshtun::cli::{Cli, Command};
-use meshtun::{config, daemon, keys, show};
+use meshtun::cli::{Cli, Command, JoinArgs};
+use meshtun::{config, daemon, join, keys, show};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -60,12 +60,21 @@ fn run(command: Command) -> Result<()> {
             }
             daemon::DownOutcome::NotRunning => anyhow::bail!("{target} is not running"),
         },
-        Command::Show { name, json } => runtime()?.block_on(show_command(name, json, &opts))?,
+        Command::Show {
+            name,
+            json,
+            no_probe,
+            probe_timeout,
+        } => {
+            let probe = (!no_probe).then(|| std::time::Duration::from_millis(probe_timeout));
+            runtime()?.block_on(show_command(name, json, probe, &opts))?
+        }
         Command::Genkey => println!("{}", *keys::genkey()),
         Command::Genpsk => println!("{}", *keys::genpsk()),
         Command::Pubkey => println!("{}", keys::pubkey(std::io::stdin().lock())?),
         Command::Check { config } => check(&config)?,
         Command::Import { wg_quick_conf } => import(&wg_quick_conf)?,
+        Command::Join(args) => join_command(args)?,
         #[cfg(feature = "demo")]
         Command::Demo(args) => demo(&args)?,
     }
@@ -116,22 +125,81 @@ fn import(path: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn show_command(name: Option<String>, json: bool, opts: &daemon::Options) -> Result<()> {
+fn join_command(args: JoinArgs) -> Result<()> {
+    let text = if args.ticket == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .take(64 * 1024)
+            .read_to_string(&mut text)
+            .context("cannot read the ticket from standard input")?;
+        text
+    } else {
+        args.ticket
+    };
+    let ticket = meshtun_proto::wire::Ticket::decode(&text).map_err(join::JoinError::from)?;
+    let options = join::JoinOptions {
+        ticket,
+        config: args.config,
+        interface: args.interface,
+        listen_port: args.listen_port,
+        addresses: args.addresses,
+        endpoint: args.endpoint,
+        benchmark: join::benchmark_source(
+            args.benchmark_command.as_deref(),
+            args.simulated.as_deref(),
+        )?,
+        force: args.force,
+    };
+    let joined = runtime()?.block_on(join::join(&options))?;
+    print_joined(&joined);
+    Ok(())
+}
+
+fn print_joined(joined: &join::Joined) {
+    let addresses: Vec<String> = joined.addresses.iter().map(ToString::to_string).collect();
+    println!("enrolled node {} at {}", joined.node_id, joined.url);
+    println!("wrote {} (mode 0600)", joined.path.display());
+    println!("  overlay address:      {}", addresses.join(", "));
+    println!(
+        "  endpoint:             {}",
+        joined.endpoint.as_deref().unwrap_or("(none)")
+    );
+    println!("  WireGuard public key: {}", joined.wg_public_key);
+    println!(
+        "  identity key:         {} ({})",
+        joined.identity_file.display(),
+        if joined.identity_created {
+            "created"
+        } else {
+            "reused from an earlier attempt"
+        }
+    );
+    for note in &joined.notes {
+        eprintln!("note: {note}");
+    }
+    println!("start it with: meshtun up {}", joined.path.display());
+}
+
+async fn show_command(
+    name: Option<String>,
+    json: bool,
+    probe: Option<std::time::Duration>,
+    opts: &daemon::Options,
+) -> Result<()> {
     let names = match name {
         Some(name) => vec![name],
         None => show::interfaces(&opts.uapi_dir)?,
     };
-    let mut statuses = Vec::new();
-    for name in &names {
-        statuses.push(show::fetch(&opts.uapi_dir, name).await?);
-    }
+    let reports = show::reports(&opts.uapi_dir, &names, probe).await?;
+    let now = std::time::SystemTime::now();
     if json {
-        let views: Vec<show::InterfaceView> =
-            statuses.iter().map(show::InterfaceView::from).collect();
+        let views: Vec<show::InterfaceView> = reports
+            .iter()
+            .map(|r| show::InterfaceView::new(r, now))
+            .collect();
         println!("{}", serde_json::to_string_pretty(&views)?);
     } else {
-        let now = std::time::SystemTime::now();
-        let texts: Vec<String> = statuses.iter().map(|s| show::render_text(s, now)).collect();
+        let texts: Vec<String> = reports.iter().map(|r| show::render_text(r, now)).collect();
         print!("{}", texts.join("\n"));
     }
     Ok(())

@@ -448,7 +448,7 @@ async fn enrollment_with_a_ticket_works_once() {
     let identity = IdentityKey::generate();
     let addresses = vec!["100.64.0.4/24".parse().unwrap()];
     let endpoint = Some("192.0.2.4:51820".to_owned());
-    let id = enroll(
+    let enrolled = enroll(
         &ticket,
         wg.public_key(),
         identity.public(),
@@ -457,7 +457,9 @@ async fn enrollment_with_a_ticket_works_once() {
     )
     .await
     .unwrap();
-    assert_eq!(id, "node-d");
+    assert_eq!(enrolled.node_id, "node-d");
+    assert_eq!(enrolled.addresses, addresses);
+    assert_eq!(enrolled.endpoint, endpoint);
     assert_eq!(c.engine.node_identity("node-d"), Some(identity.public()));
 
     let err = enroll(

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use meshtun::gate::{GateStatus, GatedPeerInfo, MembershipState};
 use meshtun::uapi::{self, UapiError, UapiHandler};
 use meshtun::wgcfg::{AllowedIpChange, DeviceStatus, DeviceUpdate, PeerStatus, PeerUpdate};
 use meshtun_proto::{PresharedKey, PrivateKey, PublicKey};
@@ -34,18 +35,25 @@ struct State {
     listen_port: u16,
     fwmark: u32,
     peers: Vec<PeerStatus>,
+    /// Set to report the interface as gated, as a daemon with a controller does.
+    gate: Option<GateStatus>,
 }
 
 impl UapiHandler for FakeDevice {
     async fn get(&self) -> DeviceStatus {
         let state = self.state.lock();
-        DeviceStatus {
+        let mut status = DeviceStatus {
             name: "fake".into(),
             private_key: state.private_key.clone(),
             listen_port: state.listen_port,
             fwmark: state.fwmark,
             peers: state.peers.clone(),
+            gate: None,
+        };
+        if let Some(gate) = &state.gate {
+            status.attach_gate(gate);
         }
+        status
     }
 
     async fn set(&self, update: DeviceUpdate) -> Result<(), UapiError> {
@@ -124,6 +132,7 @@ fn new_peer(public_key: PublicKey) -> PeerStatus {
         tx_bytes: TX,
         persistent_keepalive: None,
         allowed_ips: Vec::new(),
+        gate: None,
     }
 }
 
@@ -182,6 +191,7 @@ async fn wg_tool_shows_and_configures_meshtun() {
     }));
 
     run_scenario(&ifname, &device).await;
+    gated_interface_reads_the_same(&ifname, &device).await;
 
     let _ = stop.send(());
     server.await.expect("server task").expect("server");
@@ -348,4 +358,91 @@ async fn sync_and_set_conf(ifname: &str, device: &FakeDevice, dir: &Path, kept: 
     assert_eq!(state.peers.len(), 1);
     assert_eq!(state.peers[0].public_key.to_base64(), kept);
     assert_eq!(state.peers[0].allowed_ips, ["10.4.0.0/16".parse().unwrap()]);
+}
+
+/// A gated interface adds meshtun's keys to the answer to `get`, at device level and in a
+/// peer section: `wg show`, `wg show dump` and `wg showconf` print exactly what they print
+/// without them, `wg syncconf` (which reads the device first) still works, and meshtun
+/// reads the keys back.
+async fn gated_interface_reads_the_same(ifname: &str, device: &FakeDevice) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let private = PrivateKey::generate();
+    let (gated, fixed) = (PrivateKey::generate(), PrivateKey::generate());
+    let conf = format!(
+        "[Interface]\nPrivateKey = {}\nListenPort = 40001\n\n\
+         [Peer]\nPublicKey = {}\nAllowedIPs = 10.5.0.0/16\nEndpoint = 192.0.2.9:51820\n\n\
+         [Peer]\nPublicKey = {}\nAllowedIPs = 10.6.0.0/16\n",
+        private.to_base64(),
+        fixed.public_key().to_base64(),
+        gated.public_key().to_base64(),
+    );
+    let conf_path = dir.path().join("gated.conf");
+    std::fs::write(&conf_path, &conf).unwrap();
+    let conf_file = conf_path.to_str().expect("UTF-8 temp path");
+    wg(&["setconf", ifname, conf_file]).await;
+
+    let outputs = || async {
+        let show = wg(&["show", ifname]).await;
+        // The handshake age may tick between two runs; every other line must be equal.
+        let show: String = show
+            .lines()
+            .filter(|l| !l.contains("latest handshake"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let dump = wg(&["show", ifname, "dump"]).await;
+        (show, dump, wg(&["showconf", ifname]).await)
+    };
+    let plain = outputs().await;
+    device.state.lock().gate = Some(GateStatus {
+        node_id: "node-a".into(),
+        controller_url: "http://192.0.2.1:8080/?a=b".into(),
+        loss_policy: "fail_closed",
+        membership: MembershipState::Denied {
+            reason: "overall 0.40 below 0.70\nsecond line = more".into(),
+        },
+        epoch: Some(42),
+        not_after_ms: Some(1_700_000_060_000),
+        next_epoch: Some(43),
+        last_contact_ms: Some(1_700_000_000_000),
+        last_error: Some("timed out".into()),
+        peers: vec![GatedPeerInfo {
+            node_id: "node-b".into(),
+            public_key: gated.public_key(),
+            psk_since_ms: 1_699_999_990_000,
+        }],
+        ..GateStatus::default()
+    });
+    let raw = uapi::request_get(&uapi::socket_path(ifname))
+        .await
+        .expect("get");
+    assert!(raw.contains("\nmeshtun_membership=DENIED\n"), "{}", *raw);
+    assert!(
+        raw.contains("\nmeshtun_psk_since_ms=1699999990000\n"),
+        "{}",
+        *raw
+    );
+    assert_eq!(
+        outputs().await,
+        plain,
+        "wg prints the same with gating keys"
+    );
+
+    let status = uapi::parse_get_reply(ifname, &raw).expect("meshtun reads it");
+    let gate = status.gate.expect("the gating state");
+    assert_eq!(
+        gate.membership.reason(),
+        Some("overall 0.40 below 0.70\nsecond line = more")
+    );
+    assert_eq!(gate.controller_url, "http://192.0.2.1:8080/?a=b");
+    let nodes: Vec<Option<String>> = status
+        .peers
+        .iter()
+        .map(|p| p.gate.as_ref().map(|g| g.node_id.clone()))
+        .collect();
+    assert_eq!(nodes, [None, Some("node-b".to_owned())]);
+
+    std::fs::write(&conf_path, conf.replace("10.6.0.0/16", "10.7.0.0/16")).unwrap();
+    wg(&["syncconf", ifname, conf_file]).await;
+    let state = device.state.lock();
+    assert_eq!(state.peers[1].allowed_ips, ["10.7.0.0/16".parse().unwrap()]);
 }

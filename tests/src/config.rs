@@ -86,6 +86,16 @@ pub struct Config {
     /// The `[[peer]]` tables.
     #[serde(rename = "peer", skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<Peer>,
+    /// The `[metrics]` table, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
+}
+
+/// The `[metrics]` table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Metrics {
+    /// Where `GET /metrics` is served: `ip:port` or `[ipv6]:port`.
+    pub listen: String,
 }
 
 /// The `[interface]` table.
@@ -244,6 +254,7 @@ impl Node {
                 mtu: Some(1420),
             },
             peers: Vec::new(),
+            metrics: None,
         }
     }
 
@@ -283,6 +294,7 @@ mod tests {
                 .psk(&("S".repeat(43) + "="))
                 .endpoint("2001:db8::2".parse().unwrap(), 51821)
                 .keepalive(25)],
+            metrics: None,
         }
     }
 

@@ -120,6 +120,12 @@ pub enum StoreError {
     /// No node with this id.
     #[error("node {0} does not exist")]
     NoSuchNode(String),
+    /// An enrollment would leave the node without an overlay address.
+    #[error(
+        "node {0}: the invite assigns no overlay address and the enrollment asks for none; \
+         give one (`meshtun join --address CIDR`)"
+    )]
+    NoAddresses(String),
     /// An empty invite token.
     #[error("invite for node {0}: the token must not be empty")]
     EmptyToken(String),

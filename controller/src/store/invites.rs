@@ -86,7 +86,8 @@ impl Store {
     /// Enrolls the node an invite was issued for, in one transaction: the token must be
     /// known, unused and unexpired at `now_ms`, and the node id free. Marks the invite used
     /// and stores the node with the admin's addresses and endpoint where the invite has
-    /// them, the request's otherwise. Nothing changes if any check fails.
+    /// them, the request's otherwise; a node must end up with at least one address. Nothing
+    /// changes if any check fails.
     pub fn redeem_invite(
         &self,
         token: &str,
@@ -137,6 +138,9 @@ impl Store {
                 pin: None,
                 enrolled_ms: now_ms,
             };
+            if record.addresses.is_empty() {
+                return Err(StoreError::NoAddresses(record.id));
+            }
             tx.execute(
                 "UPDATE invites SET used_ms = ?2 WHERE token_hash = ?1",
                 params![token_hash, int(now_ms, || "invite used_ms".into())?],
@@ -231,6 +235,27 @@ mod tests {
         let node = store.redeem_invite("tok", &request(1), 1).unwrap();
         assert_eq!(node.addresses, assigned);
         assert_eq!(node.endpoint.as_deref(), Some("203.0.113.1:51820"));
+    }
+
+    #[test]
+    fn an_enrollment_without_any_address_is_refused_and_the_invite_stays_usable() {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .create_invite("node-a", "tok", 5_000, None, None)
+            .unwrap();
+        let bare = EnrollRequest {
+            addresses: Vec::new(),
+            ..request(1)
+        };
+        let err = store.redeem_invite("tok", &bare, 1).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "node node-a: the invite assigns no overlay address and the enrollment asks for \
+             none; give one (`meshtun join --address CIDR`)"
+        );
+        assert_eq!(store.node("node-a").unwrap(), None);
+        assert_eq!(invite_rows(&store)[0].1, None);
+        store.redeem_invite("tok", &request(1), 2).unwrap();
     }
 
     #[test]

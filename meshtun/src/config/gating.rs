@@ -125,6 +125,11 @@ pub struct BenchmarkSettings {
     pub suite_version: Option<String>,
 }
 
+/// The benchmark timeout when the configuration sets none: `min(3 × interval, 60 s)`.
+pub fn default_timeout(interval: Duration) -> Duration {
+    (interval * 3).min(Duration::from_secs(DEFAULT_TIMEOUT_CAP_SECS))
+}
+
 /// Checks a controller base URL: `http` or `https`, a host, and nothing after it; returns it
 /// without the trailing slash.
 pub(crate) fn controller_url(text: &str) -> Result<String, String> {

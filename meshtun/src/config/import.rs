@@ -97,6 +97,7 @@ pub(super) fn parse_wg_quick(
         peers,
         controller: None,
         benchmark: None,
+        metrics: None,
         secret_files: Vec::new(),
     };
     Ok((check::finish(config, &lines, &ctx)?, raw.notes))

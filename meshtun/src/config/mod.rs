@@ -46,6 +46,14 @@
 //! `NAME` is the interface name. Relative paths, including a `command` program written with a
 //! `/`, are relative to the configuration file; a bare program name is looked up in `PATH`.
 //!
+//! One more optional section serves Prometheus metrics over HTTP ([`MetricsSettings`], see
+//! [`crate::metrics`]); without it no port is opened:
+//!
+//! ```toml
+//! [metrics]
+//! listen = "127.0.0.1:9586"          # IP address and port; "[::1]:9586" for IPv6
+//! ```
+//!
 //! Every error names the file, the line and the key. Secrets never appear in error messages.
 //! [`Config::permission_warnings`] reports secret-holding files that other users can read;
 //! the library returns those warnings rather than logging them.
@@ -63,6 +71,7 @@ mod toml_file;
 mod values;
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
@@ -71,13 +80,14 @@ use meshtun_proto::{PresharedKey, PrivateKey, PublicKey};
 use crate::host::{Dns, Hooks, HostPlan, RouteTable};
 use crate::wgcfg::{DeviceSettings, PeerSettings};
 
+pub(crate) use emit::TomlText;
 pub use endpoint::Endpoint;
 pub use error::{ConfigError, ImportError};
 pub(crate) use gating::controller_url;
 pub use gating::{
-    BenchmarkSettings, BenchmarkSourceConfig, ControllerSettings, LossPolicy, DEFAULT_CACHE_DIR,
-    DEFAULT_GRACE_SECS, DEFAULT_INTERVAL_SECS, DEFAULT_TIMEOUT_CAP_SECS, MAX_GRACE_SECS,
-    MAX_INTERVAL_SECS, MAX_TIMEOUT_SECS,
+    default_timeout, BenchmarkSettings, BenchmarkSourceConfig, ControllerSettings, LossPolicy,
+    DEFAULT_CACHE_DIR, DEFAULT_GRACE_SECS, DEFAULT_INTERVAL_SECS, DEFAULT_TIMEOUT_CAP_SECS,
+    MAX_GRACE_SECS, MAX_INTERVAL_SECS, MAX_TIMEOUT_SECS,
 };
 pub use identity::{load_or_create_identity, IdentityFileError, LoadedIdentity};
 pub use import::import_wg_quick;
@@ -106,6 +116,8 @@ pub struct Config {
     /// The `[benchmark]` section: how this node measures the scores it submits, if set
     /// (only with `[controller]`).
     pub benchmark: Option<BenchmarkSettings>,
+    /// The `[metrics]` section: where to serve Prometheus metrics, if set.
+    pub metrics: Option<MetricsSettings>,
     /// Files that hold secrets: the configuration file itself when it has an inline key,
     /// every key file it names, and the identity key file of `[controller]`.
     secret_files: Vec<PathBuf>,
@@ -132,6 +144,13 @@ pub struct InterfaceConfig {
     pub table: RouteTable,
     /// Commands run around bringing the interface up and down.
     pub hooks: Hooks,
+}
+
+/// The `[metrics]` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// The address `GET /metrics` is served on (an IP address and a non-zero port).
+    pub listen: SocketAddr,
 }
 
 /// One `[[peer]]` section.

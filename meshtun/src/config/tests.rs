@@ -677,3 +677,60 @@ fn debug_output_hides_secrets() {
     assert!(!shown.contains(PRIVATE));
     assert!(!shown.contains(&psk(5)));
 }
+
+#[test]
+fn metrics_section_gives_the_listen_address() {
+    assert_eq!(parse(&minimal()).unwrap().metrics, None);
+    for (written, expected) in [
+        ("127.0.0.1:9586", "127.0.0.1:9586"),
+        ("[::1]:9586", "[::1]:9586"),
+        ("[fd00::1]:19586", "[fd00::1]:19586"),
+    ] {
+        let text = format!("{}[metrics]\nlisten = \"{written}\"\n", minimal());
+        let metrics = parse(&text).unwrap().metrics.expect("a [metrics] section");
+        assert_eq!(metrics.listen, expected.parse::<SocketAddr>().unwrap());
+    }
+}
+
+#[test]
+fn metrics_errors_name_the_file_line_key_and_value() {
+    let at = |extra: &str| error(&format!("{}[metrics]\n{extra}", minimal()));
+    let cases = [
+        (
+            "listen = \"localhost:9586\"\n",
+            "`localhost:9586` is not an IP address and port",
+        ),
+        (
+            "listen = \"127.0.0.1\"\n",
+            "`127.0.0.1` is not an IP address and port",
+        ),
+        (
+            "listen = \"::1:9586\"\n",
+            "`::1:9586` is not an IP address and port",
+        ),
+        ("listen = \"127.0.0.1:0\"\n", "`127.0.0.1:0` has port 0"),
+    ];
+    for (extra, reason) in cases {
+        let message = at(extra);
+        assert!(
+            message.starts_with("/etc/meshtun/wg0.toml: line 4: `metrics.listen`: "),
+            "{message}"
+        );
+        assert!(message.contains(reason), "{message}");
+    }
+    let missing = at("");
+    assert!(
+        missing.contains("line 3: `metrics.listen`: missing"),
+        "{missing}"
+    );
+    let unknown = at("listen = \"127.0.0.1:9586\"\nport = 9586\n");
+    assert!(
+        unknown.contains("line 5: `metrics.port`: unknown field"),
+        "{unknown}"
+    );
+    let wrong_type = at("listen = 9586\n");
+    assert!(
+        wrong_type.contains("line 4: `metrics.listen`: invalid type"),
+        "{wrong_type}"
+    );
+}

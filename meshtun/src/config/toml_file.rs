@@ -10,7 +10,9 @@ use super::check::{self, Lines, PeerLines};
 use super::keys::{Ctx, Dialect, Field, Section};
 use super::secrets::{read_key_file, resolve_key_path};
 use super::values::{self, Scalar};
-use super::{Config, ConfigError, Endpoint, InterfaceConfig, PeerConfig, DEFAULT_MTU};
+use super::{
+    Config, ConfigError, Endpoint, InterfaceConfig, MetricsSettings, PeerConfig, DEFAULT_MTU,
+};
 use crate::host::{Dns, Hooks};
 
 mod gating;
@@ -25,6 +27,14 @@ struct RawDocument {
     peer: Vec<Spanned<RawPeer>>,
     controller: Option<Spanned<gating::RawController>>,
     benchmark: Option<Spanned<gating::RawBenchmark>>,
+    metrics: Option<Spanned<RawMetrics>>,
+}
+
+/// `[metrics]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<Spanned<String>>,
 }
 
 /// `[interface]`, with the line of every value kept for messages.
@@ -80,7 +90,10 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|err| locate::toml_error(text, path, &err))?;
     let Some(interface) = doc.interface else {
         let path = path.to_path_buf();
-        let nothing = doc.peer.is_empty() && doc.controller.is_none() && doc.benchmark.is_none();
+        let nothing = doc.peer.is_empty()
+            && doc.controller.is_none()
+            && doc.benchmark.is_none()
+            && doc.metrics.is_none();
         return Err(if nothing {
             ConfigError::Empty { path }
         } else {
@@ -118,12 +131,14 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
         Some(raw) => Some(builder.benchmark(raw)?),
     };
+    let metrics = doc.metrics.map(|raw| builder.metrics(raw)).transpose()?;
     let config = Config {
         path: path.to_path_buf(),
         interface,
         peers,
         controller,
         benchmark,
+        metrics,
         secret_files: builder.secret_files,
     };
     check::finish(config, &builder.lines, &ctx)
@@ -320,6 +335,24 @@ impl Builder<'_> {
         if !self.secret_files.contains(&file) {
             self.secret_files.push(file);
         }
+    }
+
+    /// Converts `[metrics]`.
+    fn metrics(&self, raw: Spanned<RawMetrics>) -> Result<MetricsSettings, ConfigError> {
+        let header = self.line(&raw);
+        let invalid = |line, reason: String| ConfigError::Invalid {
+            path: self.ctx.path.to_path_buf(),
+            line,
+            key: "metrics.listen".into(),
+            reason,
+        };
+        let Some(listen) = raw.into_inner().listen else {
+            let reason = "missing: set the address to serve /metrics on, e.g. \"127.0.0.1:9586\"";
+            return Err(invalid(header, reason.into()));
+        };
+        values::metrics_listen(listen.get_ref())
+            .map(|listen| MetricsSettings { listen })
+            .map_err(|reason| invalid(self.line(&listen), reason))
     }
 
     fn peer(&mut self, index: usize, raw: Spanned<RawPeer>) -> Result<PeerConfig, ConfigError> {

@@ -3,7 +3,7 @@
 //! Each returns the reason as plain text; the caller adds the file, line and key. Reasons
 //! never quote a secret.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 use ipnet::IpNet;
@@ -99,6 +99,22 @@ pub(super) fn port(text: &str) -> Result<u16, String> {
             text.escape_debug()
         )
     })
+}
+
+/// The address the metrics endpoint listens on: an IP address and a port, not 0.
+pub(super) fn metrics_listen(text: &str) -> Result<SocketAddr, String> {
+    let addr = text.parse::<SocketAddr>().map_err(|_| {
+        format!(
+            "`{}` is not an IP address and port; write \"127.0.0.1:9586\" or \"[::1]:9586\"",
+            text.escape_debug()
+        )
+    })?;
+    if addr.port() == 0 {
+        return Err(format!(
+            "`{addr}` has port 0, which would pick a port Prometheus cannot know; give a port"
+        ));
+    }
+    Ok(addr)
 }
 
 /// An integer written as text (`wg-quick`'s `MTU`).

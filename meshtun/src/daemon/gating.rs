@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use crate::config::{load_or_create_identity, Config};
 use crate::gate::runner::unix_ms;
 use crate::gate::{
-    BenchmarkSource, ControllerClient, Gate, GateOptions, GateUpdate, GatedPeerConfig,
+    BenchmarkSource, ControllerClient, Gate, GateOptions, GateStatus, GateUpdate, GatedPeerConfig,
     GatedPeerInfo, MembershipState, SharedGateStatus,
 };
 
@@ -81,12 +81,15 @@ impl Gating {
                 Ok(None)
             }
             (_, Some(_)) => {
-                self.running = None;
-                self.running = start_tasks(config, path, &self.status)?;
+                // The new tasks start before the old ones stop: a failure keeps the old ones.
+                let started = start_tasks(config, path, &self.status)?;
+                self.running = started;
+                tracing::info!(target: "meshtun::gate", "controller settings reloaded");
                 Ok(None)
             }
             (Some(_), None) => {
                 self.running = None;
+                *self.status.lock() = GateStatus::default();
                 tracing::info!(target: "meshtun::gate", "membership gating switched off: the gated peers are removed");
                 Ok(Some(GateUpdate {
                     membership: MembershipState::Pending,

@@ -4,18 +4,22 @@ use std::io;
 use std::sync::Arc;
 
 use crate::device::{Device, DeviceError, TunIo, UdpFactory};
+use crate::gate::SharedGateStatus;
 use crate::uapi::{UapiError, UapiHandler};
 use crate::wgcfg::{DeviceStatus, DeviceUpdate};
 
 /// Answers `wg` requests from a running device.
 pub struct Handler<T: TunIo, F: UdpFactory> {
     device: Arc<Device<T, F>>,
+    gate: Option<SharedGateStatus>,
 }
 
 impl<T: TunIo, F: UdpFactory> Handler<T, F> {
-    /// A handler for `device`.
-    pub fn new(device: Arc<Device<T, F>>) -> Self {
-        Self { device }
+    /// A handler for `device`; `gate` is the membership state of a gated interface, which
+    /// `get` then reports too (see [`crate::uapi::gate_keys`]). A status without a
+    /// controller URL (the default one, as an ungated daemon keeps it) is not reported.
+    pub fn new(device: Arc<Device<T, F>>, gate: Option<SharedGateStatus>) -> Self {
+        Self { device, gate }
     }
 }
 
@@ -31,7 +35,14 @@ fn to_uapi(error: DeviceError) -> UapiError {
 
 impl<T: TunIo, F: UdpFactory> UapiHandler for Handler<T, F> {
     async fn get(&self) -> DeviceStatus {
-        self.device.status()
+        let mut status = self.device.status();
+        if let Some(gate) = &self.gate {
+            let gate = gate.lock();
+            if !gate.controller_url.is_empty() {
+                status.attach_gate(&gate);
+            }
+        }
+        status
     }
 
     async fn set(&self, update: DeviceUpdate) -> Result<(), UapiError> {
@@ -39,5 +50,93 @@ impl<T: TunIo, F: UdpFactory> UapiHandler for Handler<T, F> {
         self.device.update(update).await.map_err(to_uapi)?;
         tracing::info!(peers, "configuration changed over the UAPI");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use meshtun_proto::PrivateKey;
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::device::channel::{ChannelTun, Network};
+    use crate::gate::{GateStatus, GatedPeerInfo, MembershipState};
+    use crate::uapi::{parse_get_reply, write_get};
+    use crate::wgcfg::{DeviceSettings, PeerSettings};
+
+    fn settings(peers: &[meshtun_proto::PublicKey]) -> DeviceSettings {
+        DeviceSettings {
+            private_key: PrivateKey::generate(),
+            listen_port: Some(51820),
+            fwmark: None,
+            peers: peers
+                .iter()
+                .map(|key| PeerSettings {
+                    public_key: *key,
+                    preshared_key: None,
+                    endpoint: None,
+                    allowed_ips: Vec::new(),
+                    persistent_keepalive: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn get_reports_the_shared_gate_status_as_it_changes() {
+        let (gated, fixed) = (
+            PrivateKey::generate().public_key(),
+            PrivateKey::generate().public_key(),
+        );
+        let (tun, _handle) = ChannelTun::pair();
+        let net = Network::new();
+        let host = net.host("192.0.2.1".parse().unwrap());
+        let device = Device::start("mt-test", tun, host, 1420, &settings(&[fixed, gated]));
+        let device = Arc::new(device.unwrap());
+        let ungated = Handler::new(Arc::clone(&device), None).get().await;
+        assert!(ungated.gate.is_none());
+        let mut text = String::new();
+        write_get(&ungated, &mut text);
+        assert!(!text.contains("meshtun_"), "{text}");
+
+        // The default status, which a daemon without [controller] keeps, is not reported.
+        let gate = Arc::new(Mutex::new(GateStatus::default()));
+        let handler = Handler::new(Arc::clone(&device), Some(Arc::clone(&gate)));
+        assert!(handler.get().await.gate.is_none());
+
+        {
+            let mut gate = gate.lock();
+            gate.node_id = "node-a".into();
+            gate.controller_url = "http://192.0.2.1:8080".into();
+        }
+        let pending = handler.get().await;
+        let state = pending.gate.as_ref().map(|g| g.membership.clone());
+        assert_eq!(state, Some(MembershipState::Pending));
+        assert!(pending.peers.iter().all(|p| p.gate.is_none()));
+
+        {
+            let mut gate = gate.lock();
+            gate.membership = MembershipState::Allowed;
+            gate.epoch = Some(9);
+            gate.peers.push(GatedPeerInfo {
+                node_id: "node-b".into(),
+                public_key: gated,
+                psk_since_ms: 1_700_000_000_000,
+            });
+        }
+        let mut text = String::new();
+        write_get(&handler.get().await, &mut text);
+        let read = parse_get_reply("mt-test", &text).unwrap();
+        let device_gate = read.gate.unwrap();
+        assert_eq!(device_gate.membership, MembershipState::Allowed);
+        assert_eq!(device_gate.epoch, Some(9));
+        let nodes: Vec<_> = read
+            .peers
+            .iter()
+            .map(|p| (p.public_key, p.gate.as_ref().map(|g| g.node_id.as_str())))
+            .collect();
+        assert_eq!(nodes, [(fixed, None), (gated, Some("node-b"))]);
     }
 }

@@ -25,6 +25,7 @@ use crate::config::{Config, ConfigError};
 use crate::device::{Device, DeviceError};
 use crate::gate::{merge, GateUpdate};
 use crate::host::{self, HostError, HostSetup};
+use crate::metrics::{self, MetricsError, MetricsServer, MetricsSource};
 use crate::tun::{Tun, TunOptions};
 use crate::uapi::{self, UapiError};
 use crate::udp::HostUdp;
@@ -111,6 +112,9 @@ pub enum DaemonError {
         /// What went wrong.
         reason: String,
     },
+    /// The metrics endpoint could not be served.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     /// `down` found a daemon that would not stop.
     #[error("the daemon for {ifname} (pid {pid}) did not stop within {seconds} s")]
     StillRunning {
@@ -154,6 +158,10 @@ pub async fn up(config_path: &Path, opts: &Options) -> Result<(), DaemonError> {
     // Binding the socket first refuses a second daemon for the same interface before
     // anything is touched.
     let socket = uapi::bind_in(&opts.uapi_dir, &ifname)?;
+    let metrics_listener = match config.metrics {
+        Some(settings) => Some(metrics::bind(settings.listen).await?),
+        None => None,
+    };
     if host::cleanup_stale(&ifname, &opts.state_dir).await? {
         tracing::warn!(interface = %ifname, "cleaned up after an earlier run that did not stop cleanly");
     }
@@ -199,6 +207,8 @@ pub async fn up(config_path: &Path, opts: &Options) -> Result<(), DaemonError> {
     );
     let mut settings = settings;
     settings.fwmark = host.fwmark().or(settings.fwmark);
+    // Served until `up` returns (dropping the handle stops it).
+    let _metrics = metrics_listener.map(|l| serve_metrics(l, &device, &config, &gating));
     let running = Running {
         ifname: ifname.clone(),
         config_path: config_path.to_owned(),
@@ -227,7 +237,10 @@ impl Running {
     /// Serves until stopped, then tears down whatever the outcome.
     async fn serve(mut self, socket: uapi::UapiSocket, opts: &Options) -> Result<(), DaemonError> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let handler = Arc::new(Handler::new(self.device.clone()));
+        let handler = Arc::new(Handler::new(
+            self.device.clone(),
+            Some(self.gating.status.clone()),
+        ));
         let server = tokio::spawn(uapi::serve(socket, handler, async {
             let _ = stopped.await;
         }));
@@ -376,6 +389,9 @@ impl Running {
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let (a, b) = (&old.interface, &new.interface);
     let mut changed = Vec::new();
+    if old.metrics != new.metrics {
+        changed.push("metrics listen address");
+    }
     if a.name != b.name {
         changed.push("interface name");
     }
@@ -395,6 +411,22 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         changed.push("hook list");
     }
     changed
+}
+
+/// Serves the metrics of `device` (and of its gating, when the configuration has a
+/// `[controller]` section) on `listener`. The endpoint holds the device weakly.
+fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    device: &Arc<HostDevice>,
+    config: &Config,
+    gating: &Gating,
+) -> MetricsServer {
+    let source = MetricsSource::for_device(device);
+    let source = match config.controller {
+        Some(_) => source.with_gate(gating.status.clone()),
+        None => source,
+    };
+    metrics::spawn(listener, source)
 }
 
 /// After the tun device is closed the kernel removes the link; wait for it (briefly) so that

@@ -398,6 +398,7 @@ impl Control {
                     tx_bytes: state.tx_bytes,
                     persistent_keepalive: state.keepalive,
                     allowed_ips: state.allowed_ips.clone(),
+                    gate: None,
                 }
             })
             .collect();
@@ -407,6 +408,7 @@ impl Control {
             listen_port: self.listen_port,
             fwmark: self.fwmark,
             peers,
+            gate: None,
         }
     }
 }

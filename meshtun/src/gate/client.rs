@@ -282,15 +282,16 @@ impl ControllerClient {
 }
 
 /// Enrolls this node with an invite `ticket`: registers its WireGuard key, identity key,
-/// overlay addresses and endpoint. Returns the node id the controller enrolled, which is
-/// checked to be the ticket's. The request is not signed: the ticket's token authenticates it.
+/// overlay addresses and endpoint. Returns what the controller recorded: the node id, checked
+/// to be the ticket's, and the addresses and endpoint (the invite's where the admin set them,
+/// these otherwise). The request is not signed: the ticket's token authenticates it.
 pub async fn enroll(
     ticket: &Ticket,
     wg_public_key: PublicKey,
     identity_public: IdentityPublic,
     addresses: Vec<IpNet>,
     endpoint: Option<String>,
-) -> Result<String, ClientError> {
+) -> Result<EnrollResponse, ClientError> {
     let base = controller_url(&ticket.url).map_err(ClientError::Url)?;
     let request = EnrollRequest {
         token: ticket.token.clone(),
@@ -321,7 +322,7 @@ pub async fn enroll(
             got: answer.node_id,
         });
     }
-    Ok(answer.node_id)
+    Ok(answer)
 }
 
 fn http_client() -> Result<reqwest::Client, ClientError> {

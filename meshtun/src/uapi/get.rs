@@ -3,7 +3,9 @@
 //! The format is wireguard-go's, byte for byte: device keys, then per peer `public_key`,
 //! `preshared_key` (all zeros when none), `protocol_version=1`, `endpoint` (when known), the
 //! handshake time, the byte counters, the keepalive interval and one `allowed_ip` per
-//! network; then `errno=0` and a blank line.
+//! network; then `errno=0` and a blank line. A gated interface adds meshtun's own keys
+//! (see [`super::gate_keys`]), after `fwmark` and at the end of each peer section, which `wg`
+//! skips.
 
 use std::fmt::{Display, Write as _};
 use std::time::{Duration, UNIX_EPOCH};
@@ -12,6 +14,7 @@ use ipnet::IpNet;
 use meshtun_proto::{PresharedKey, PrivateKey, PublicKey, KEY_LEN};
 
 use super::error::UapiError;
+use super::gate_keys::{self, DeviceGateReader, PeerGateReader};
 use super::set::{number, parse_endpoint};
 use crate::wgcfg::{DeviceStatus, PeerStatus};
 
@@ -31,6 +34,9 @@ pub fn write_get(status: &DeviceStatus, out: &mut String) {
     }
     if status.fwmark != 0 {
         line(out, "fwmark", status.fwmark);
+    }
+    if let Some(gate) = &status.gate {
+        gate_keys::write_device_gate(gate, out);
     }
     for peer in &status.peers {
         write_peer(peer, out);
@@ -61,6 +67,9 @@ fn write_peer(peer: &PeerStatus, out: &mut String) {
     );
     for net in &peer.allowed_ips {
         line(out, "allowed_ip", net);
+    }
+    if let Some(gate) = &peer.gate {
+        gate_keys::write_peer_gate(gate, out);
     }
 }
 
@@ -125,10 +134,12 @@ struct PeerReply {
     status: PeerStatus,
     handshake_sec: u64,
     handshake_nsec: u64,
+    gate: PeerGateReader,
 }
 
 struct ReplyParser {
     status: DeviceStatus,
+    gate: DeviceGateReader,
     peer: Option<PeerReply>,
     errno: Option<i64>,
 }
@@ -142,7 +153,9 @@ impl ReplyParser {
                 listen_port: 0,
                 fwmark: 0,
                 peers: Vec::new(),
+                gate: None,
             },
+            gate: DeviceGateReader::default(),
             peer: None,
             errno: None,
         }
@@ -182,6 +195,7 @@ impl ReplyParser {
     fn device_line(&mut self, key: &str, value: &str, line_no: usize) -> Result<(), UapiError> {
         let bad = |what: &str| UapiError::reply(line_no, format!("{key}: expected {what}"));
         match key {
+            _ if key.starts_with(gate_keys::PREFIX) => self.gate.line(key, value, line_no)?,
             "private_key" => {
                 let key = PrivateKey::from_hex(value).map_err(|err| bad(&err.to_string()))?;
                 self.status.private_key = (!is_zero(key.as_bytes())).then_some(key);
@@ -216,6 +230,7 @@ impl ReplyParser {
             return Err(UapiError::Remote { errno });
         }
         self.end_peer(line_no)?;
+        self.status.gate = self.gate.finish()?;
         Ok(self.status)
     }
 }
@@ -232,9 +247,11 @@ impl PeerReply {
                 tx_bytes: 0,
                 persistent_keepalive: None,
                 allowed_ips: Vec::new(),
+                gate: None,
             },
             handshake_sec: 0,
             handshake_nsec: 0,
+            gate: PeerGateReader::default(),
         }
     }
 
@@ -242,6 +259,7 @@ impl PeerReply {
         let bad = |what: &str| UapiError::reply(line_no, format!("{key}: expected {what}"));
         let peer = &mut self.status;
         match key {
+            _ if key.starts_with(gate_keys::PREFIX) => self.gate.line(key, value, line_no)?,
             "preshared_key" => {
                 let psk = PresharedKey::from_hex(value).map_err(|err| bad(&err.to_string()))?;
                 peer.preshared_key = (!psk.is_zero()).then_some(psk);
@@ -280,6 +298,7 @@ impl PeerReply {
                 .ok_or_else(|| UapiError::reply(line_no, "last_handshake_time is out of range"))?;
             self.status.last_handshake = Some(time);
         }
+        self.status.gate = self.gate.finish()?;
         Ok(self.status)
     }
 }
@@ -289,6 +308,8 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
+    use crate::gate::MembershipState;
+    use crate::wgcfg::{DeviceGate, PeerGate};
 
     fn at(secs: u64, nanos: u32) -> SystemTime {
         UNIX_EPOCH + Duration::new(secs, nanos)
@@ -315,6 +336,7 @@ mod tests {
                     tx_bytes: 1024,
                     persistent_keepalive: Some(25),
                     allowed_ips: vec!["10.0.0.0/24".parse().unwrap(), "fd00::/64".parse().unwrap()],
+                    gate: None,
                 },
                 PeerStatus {
                     public_key: PublicKey::from_hex(PEER_B).unwrap(),
@@ -325,8 +347,10 @@ mod tests {
                     tx_bytes: 0,
                     persistent_keepalive: None,
                     allowed_ips: vec![],
+                    gate: None,
                 },
             ],
+            gate: None,
         }
     }
 
@@ -360,6 +384,7 @@ mod tests {
             listen_port: 0,
             fwmark: 0,
             peers: vec![],
+            gate: None,
         };
         let mut out = String::new();
         write_get(&status, &mut out);
@@ -435,6 +460,76 @@ mod tests {
         let text = format!("future=1\npublic_key={PEER_A}\nfuture_peer=2\nerrno=0\n\n");
         let status = parse_get_reply("wg0", &text).unwrap();
         assert_eq!(status.peers.len(), 1);
+    }
+
+    fn gated_sample() -> DeviceStatus {
+        let mut status = sample();
+        status.gate = Some(DeviceGate {
+            node_id: "node-a".into(),
+            controller_url: "http://192.0.2.1:8080".into(),
+            loss_policy: "keep_last".into(),
+            membership: MembershipState::Allowed,
+            epoch: Some(42),
+            epoch_not_after_ms: Some(1_700_000_060_000),
+            next_epoch: None,
+            controller_last_contact_ms: Some(1_700_000_000_000),
+            controller_error: None,
+        });
+        status.peers[0].gate = Some(PeerGate {
+            node_id: "node-b".into(),
+            psk_since_ms: 1_699_999_990_000,
+        });
+        status
+    }
+
+    #[test]
+    fn gating_keys_follow_the_wireguard_go_keys() {
+        let mut out = String::new();
+        write_get(&gated_sample(), &mut out);
+        let device = "fwmark=7\nmeshtun_node_id=node-a\n\
+                      meshtun_controller_url=http://192.0.2.1:8080\n\
+                      meshtun_loss_policy=keep_last\nmeshtun_membership=ALLOWED\n\
+                      meshtun_epoch=42\nmeshtun_epoch_not_after_ms=1700000060000\n\
+                      meshtun_controller_last_contact_ms=1700000000000\npublic_key=";
+        assert!(out.contains(device), "{out}");
+        let peer = "allowed_ip=fd00::/64\nmeshtun_node_id=node-b\n\
+                    meshtun_psk_since_ms=1699999990000\npublic_key=";
+        assert!(out.contains(peer), "{out}");
+        // Without them the answer is wireguard-go's, byte for byte.
+        let plain: String = out
+            .lines()
+            .filter(|l| !l.starts_with("meshtun_"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(plain, expected());
+    }
+
+    #[test]
+    fn gated_reply_round_trips() {
+        let sent = gated_sample();
+        let mut out = String::new();
+        write_get(&sent, &mut out);
+        let read = parse_get_reply("wg0", &out).unwrap();
+        assert_eq!(read.gate, sent.gate);
+        let gates: Vec<_> = read.peers.iter().map(|p| p.gate.clone()).collect();
+        assert_eq!(gates, [sent.peers[0].gate.clone(), None]);
+        let mut again = String::new();
+        write_get(&read, &mut again);
+        assert_eq!(again, out);
+    }
+
+    #[test]
+    fn a_broken_gating_key_names_its_line() {
+        let text = format!(
+            "meshtun_membership=ALLOWED\npublic_key={PEER_A}\nmeshtun_psk_since_ms=soon\n\
+             errno=0\n\n"
+        );
+        match parse_get_reply("wg0", &text) {
+            Err(UapiError::Reply { line: 3, reason }) => {
+                assert!(reason.contains("meshtun_psk_since_ms"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

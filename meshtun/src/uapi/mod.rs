@@ -10,7 +10,8 @@
 //! - [`RequestReader`] splits a client's bytes into [`Request`]s within fixed [`Limits`];
 //! - [`parse_set`] turns a `set` body into a [`DeviceUpdate`];
 //! - [`write_get`] writes a [`DeviceStatus`] as the answer to `get`, and [`parse_get_reply`]
-//!   reads such an answer back (for `meshtun show`, through [`request_get`]);
+//!   reads such an answer back (for `meshtun show`, through [`request_get`]), with a gated
+//!   interface's own keys ([`gate_keys`]);
 //! - [`bind`] creates the socket and [`serve`] answers on it through a [`UapiHandler`],
 //!   which the device implements.
 //!
@@ -21,6 +22,7 @@
 
 mod client;
 mod error;
+pub mod gate_keys;
 mod get;
 mod request;
 mod server;

@@ -314,6 +314,7 @@ mod tests {
                 listen_port: 51820,
                 fwmark: 0,
                 peers: vec![],
+                gate: None,
             },
             updates: Mutex::new(vec![]),
         });

@@ -10,9 +10,9 @@ use toml::Spanned;
 
 use super::Builder;
 use crate::config::gating::{
-    controller_url, BenchmarkSettings, BenchmarkSourceConfig, ControllerSettings, LossPolicy,
-    DEFAULT_CACHE_DIR, DEFAULT_GRACE_SECS, DEFAULT_INTERVAL_SECS, DEFAULT_TIMEOUT_CAP_SECS,
-    MAX_GRACE_SECS, MAX_INTERVAL_SECS, MAX_TIMEOUT_SECS,
+    controller_url, default_timeout, BenchmarkSettings, BenchmarkSourceConfig, ControllerSettings,
+    LossPolicy, DEFAULT_CACHE_DIR, DEFAULT_GRACE_SECS, DEFAULT_INTERVAL_SECS, MAX_GRACE_SECS,
+    MAX_INTERVAL_SECS, MAX_TIMEOUT_SECS,
 };
 use crate::config::secrets::resolve_key_path;
 use crate::config::ConfigError;
@@ -205,11 +205,6 @@ impl Builder<'_> {
             stddev: check(&raw.stddev, "stddev")?,
         })
     }
-}
-
-/// The default timeout for an interval: `min(3 × interval, 60 s)`.
-pub(super) fn default_timeout(interval: Duration) -> Duration {
-    (interval * 3).min(Duration::from_secs(DEFAULT_TIMEOUT_CAP_SECS))
 }
 
 /// A whole number of seconds in `[min, max]`.

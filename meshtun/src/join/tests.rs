@@ -1,0 +1,156 @@
+use meshtun_proto::IdentityKey;
+
+use super::*;
+use crate::config::Config;
+
+const NOW_MS: u64 = 1_700_000_000_000;
+
+fn ticket() -> Ticket {
+    Ticket {
+        url: "http://192.0.2.10:8700/".into(),
+        controller_key: IdentityKey::generate().public(),
+        node_id: "node-d".into(),
+        token: "secret-token".into(),
+        expires_ms: NOW_MS + 60_000,
+    }
+}
+
+fn options(dir: &Path) -> JoinOptions {
+    JoinOptions {
+        ticket: ticket(),
+        config: Some(dir.join("wg0.toml")),
+        interface: "wg0".into(),
+        listen_port: 51820,
+        addresses: vec!["100.64.0.4/24".parse().unwrap()],
+        endpoint: Some("192.0.2.4:51820".into()),
+        benchmark: None,
+        force: false,
+    }
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn an_expired_ticket_is_refused_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = options(dir.path());
+    options.ticket.expires_ms = NOW_MS - 120_000;
+    let err = prepare(&options, NOW_MS).err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        "the ticket for node node-d (controller http://192.0.2.10:8700) expired 120 s ago; \
+         ask the controller's admin for a new one (`meshtun-controller invite node-d`)"
+    );
+    assert!(entries(dir.path()).is_empty());
+}
+
+#[test]
+fn preparing_creates_only_the_identity_and_a_valid_draft() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/wg0.toml");
+    let options = JoinOptions {
+        config: Some(path.clone()),
+        ..options(dir.path())
+    };
+    let prepared = prepare(&options, NOW_MS).unwrap();
+    assert!(prepared.identity.created);
+    assert_eq!(entries(&dir.path().join("sub")), ["wg0.identity"]);
+    let mode = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&dir.path().join("sub")), 0o700);
+    assert_eq!(mode(&dir.path().join("sub/wg0.identity")), 0o600);
+    let controller = &prepared.draft.controller;
+    assert_eq!(controller.url, "http://192.0.2.10:8700");
+    assert_eq!(controller.public_key, options.ticket.controller_key);
+    assert_eq!(
+        controller.identity_key_file,
+        dir.path().join("sub/wg0.identity")
+    );
+    let text = prepared.draft.render_checked(&path).unwrap();
+    let config = Config::parse(&text, &path).unwrap();
+    assert_eq!(config.interface.addresses, options.addresses);
+    assert_eq!(config.interface.listen_port, Some(51820));
+
+    // A second attempt reuses the identity key.
+    let again = prepare(&options, NOW_MS).unwrap();
+    assert!(!again.identity.created);
+    assert_eq!(again.identity.key.public(), prepared.identity.key.public());
+    assert_ne!(
+        again.draft.interface.private_key.public_key(),
+        prepared.draft.interface.private_key.public_key()
+    );
+}
+
+#[test]
+fn an_existing_configuration_is_kept_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = options(dir.path());
+    let path = dir.path().join("wg0.toml");
+    std::fs::write(&path, "# mine\n").unwrap();
+    let err = prepare(&options, NOW_MS).err().unwrap();
+    assert!(matches!(err, JoinError::ConfigExists { .. }), "{err}");
+    assert!(err.to_string().contains("pass --force"), "{err}");
+    assert_eq!(
+        entries(dir.path()),
+        ["wg0.toml"],
+        "nothing else was created"
+    );
+    let forced = JoinOptions {
+        force: true,
+        ..options.clone()
+    };
+    prepare(&forced, NOW_MS).unwrap();
+
+    let directory = JoinOptions {
+        config: Some(dir.path().to_owned()),
+        ..forced
+    };
+    let err = prepare(&directory, NOW_MS).err().unwrap();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+}
+
+#[test]
+fn bad_options_are_refused_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = options(dir.path());
+    let mut bad_name = base.clone();
+    bad_name.interface = "wg0/../x".into();
+    let mut bad_endpoint = base.clone();
+    bad_endpoint.endpoint = Some("192.0.2.4".into());
+    let mut bad_node = base.clone();
+    bad_node.ticket.node_id = "Node D".into();
+    let mut bad_url = base.clone();
+    bad_url.ticket.url = "http://192.0.2.10:8700/api".into();
+    let mut bad_address = base.clone();
+    bad_address.addresses = vec!["fd00::4/64".parse().unwrap()];
+    bad_address.benchmark = Some(BenchmarkSourceConfig::Command(vec![String::new()]));
+    for (options, expected) in [
+        (bad_name, "--interface:"),
+        (bad_endpoint, "--endpoint:"),
+        (bad_node, "not a valid node id"),
+        (bad_url, "has a path"),
+        (bad_address, "would not load, so nothing was sent"),
+    ] {
+        let err = prepare(&options, NOW_MS).err().unwrap().to_string();
+        assert!(err.contains(expected), "{expected}: {err}");
+        assert!(!err.contains("secret-token"), "{err}");
+        assert!(entries(dir.path()).is_empty(), "{expected}");
+    }
+}
+
+#[test]
+fn options_never_show_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let shown = format!("{:?}", options(dir.path()));
+    assert!(shown.contains("node-d"), "{shown}");
+    assert!(!shown.contains("secret-token"), "{shown}");
+}

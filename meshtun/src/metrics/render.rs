@@ -1,0 +1,351 @@
+//! The OpenMetrics text of one snapshot: the device's peers and counters and, for a gated
+//! interface, its membership. Built at scrape time from plain data; holds no secret.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use meshtun_proto::PublicKey;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, MetricEncoder,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::device::CounterTotals;
+use crate::gate::GateStatus;
+use crate::wgcfg::DeviceStatus;
+
+/// The prefix of every metric name.
+const PREFIX: &str = "meshtun";
+
+/// The membership states, each a `state` label of `meshtun_gate_membership`.
+const STATES: [&str; 4] = ["pending", "allowed", "denied", "lost"];
+
+/// Labels of one sample.
+type Labels = Vec<(&'static str, String)>;
+
+/// What a scrape reports about one peer: its key and traffic, never its preshared key.
+#[derive(Debug)]
+struct PeerSample {
+    public_key: PublicKey,
+    rx_bytes: u64,
+    tx_bytes: u64,
+    last_handshake: Option<SystemTime>,
+}
+
+/// Everything one scrape reports, copied out of the device and the gate status.
+#[derive(Debug)]
+struct Sample {
+    peers: Vec<PeerSample>,
+    counters: CounterTotals,
+    gate: Option<GateStatus>,
+    now: SystemTime,
+}
+
+/// The OpenMetrics text for interface `status` with `counters` and, when gated, `gate`,
+/// with ages measured at `now`.
+pub(super) fn render(
+    status: &DeviceStatus,
+    counters: CounterTotals,
+    gate: Option<GateStatus>,
+    now: SystemTime,
+) -> String {
+    let peers = status
+        .peers
+        .iter()
+        .map(|peer| PeerSample {
+            public_key: peer.public_key,
+            rx_bytes: peer.rx_bytes,
+            tx_bytes: peer.tx_bytes,
+            last_handshake: peer.last_handshake,
+        })
+        .collect();
+    let sample = Sample {
+        peers,
+        counters,
+        gate,
+        now,
+    };
+    let interface = [("interface".into(), status.name.clone().into())];
+    let mut registry = Registry::with_prefix_and_labels(PREFIX, interface.into_iter());
+    registry.register_collector(Box::new(sample));
+    let mut out = String::new();
+    // Writing into a String cannot fail, and the collector itself never fails.
+    let _ = encode(&mut out, &registry);
+    out
+}
+
+impl Collector for Sample {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        self.encode_device(&mut encoder)?;
+        if let Some(gate) = &self.gate {
+            self.encode_gate(gate, &mut encoder)?;
+        }
+        Ok(())
+    }
+}
+
+impl Sample {
+    fn encode_device(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let count = self.peers.len() as u64;
+        gauges(
+            e,
+            "peers",
+            "Peers configured on the interface",
+            None,
+            [(vec![], count)],
+        )?;
+        let per_peer = |value: fn(&PeerSample) -> u64| {
+            self.peers
+                .iter()
+                .map(move |p| (self.peer_labels(&p.public_key), value(p)))
+        };
+        counters(
+            e,
+            "peer_receive",
+            "Bytes of datagrams received from the peer (handshakes and data), as wg counts transfer",
+            Some(Unit::Bytes),
+            per_peer(|p| p.rx_bytes),
+        )?;
+        counters(
+            e,
+            "peer_transmit",
+            "Bytes of datagrams sent to the peer (handshakes and data), as wg counts transfer",
+            Some(Unit::Bytes),
+            per_peer(|p| p.tx_bytes),
+        )?;
+        gauges(
+            e,
+            "peer_last_handshake_age",
+            "Seconds since the last completed handshake with the peer (absent before the first)",
+            Some(Unit::Seconds),
+            self.peers.iter().filter_map(|p| {
+                let at = p.last_handshake?;
+                Some((self.peer_labels(&p.public_key), age(self.now, at)))
+            }),
+        )?;
+        self.encode_counters(e)
+    }
+
+    fn encode_counters(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let c = &self.counters;
+        let help = "Packets decrypted and delivered to the host";
+        counters(e, "received_packets", help, None, [(vec![], c.packets_in)])?;
+        let help = "Bytes of packets decrypted and delivered to the host";
+        counters(
+            e,
+            "received",
+            help,
+            Some(Unit::Bytes),
+            [(vec![], c.bytes_in)],
+        )?;
+        let help = "Packets encrypted and sent to peers";
+        counters(e, "sent_packets", help, None, [(vec![], c.packets_out)])?;
+        let reason = |text: &str| vec![("reason", text.to_owned())];
+        counters(
+            e,
+            "dropped_packets",
+            "Packets dropped, by reason: invalid (a datagram that failed to parse or \
+             authenticate, or a replay), source (an inner source outside the sender's allowed \
+             IPs), no_route (no peer for the destination), no_endpoint (the peer has no endpoint)",
+            None,
+            [
+                (reason("invalid"), c.dropped_invalid),
+                (reason("source"), c.dropped_source),
+                (reason("no_route"), c.dropped_no_route),
+                (reason("no_endpoint"), c.dropped_no_endpoint),
+            ],
+        )?;
+        let help = "Cookie replies sent to handshakes under load";
+        counters(e, "cookie_replies", help, None, [(vec![], c.cookies_sent)])
+    }
+
+    /// The labels of a peer: its public key, and its node id when the bundle in force lists it.
+    fn peer_labels(&self, key: &PublicKey) -> Labels {
+        let mut labels = vec![("public_key", key.to_base64())];
+        if let Some(peer) = self.gate.as_ref().and_then(|gate| gate.peer(key)) {
+            labels.push(("node_id", peer.node_id.clone()));
+        }
+        labels
+    }
+
+    fn encode_gate(&self, gate: &GateStatus, e: &mut DescriptorEncoder) -> fmt::Result {
+        let mut info = e.encode_descriptor(
+            "gate",
+            "This node's identity at the controller and its loss policy",
+            None,
+            MetricType::Info,
+        )?;
+        info.encode_info(&vec![
+            ("node_id", gate.node_id.clone()),
+            ("loss_policy", gate.loss_policy.to_owned()),
+        ])?;
+        let state = gate.membership.as_str().to_ascii_lowercase();
+        gauges(
+            e,
+            "gate_membership",
+            "The membership enforced now: 1 for the current state, 0 for the others",
+            None,
+            STATES.map(|s| (vec![("state", s.to_owned())], u64::from(s == state))),
+        )?;
+        let help = "Epoch of the bundle in force (absent before the first bundle)";
+        gauges(
+            e,
+            "gate_epoch",
+            help,
+            None,
+            gate.epoch.map(|ep| (vec![], ep)),
+        )?;
+        self.encode_gate_times(gate, e)?;
+        self.encode_gate_counts(gate, e)?;
+        self.encode_cutoffs(gate, e)
+    }
+
+    fn encode_gate_times(&self, gate: &GateStatus, e: &mut DescriptorEncoder) -> fmt::Result {
+        let now_ms = unix_ms(self.now);
+        gauges(
+            e,
+            "gate_controller_contact_age",
+            "Seconds since the controller last answered (absent before the first answer)",
+            Some(Unit::Seconds),
+            gate.last_contact_ms.map(|at| (vec![], ms_age(now_ms, at))),
+        )?;
+        gauges(
+            e,
+            "gate_bundle_remaining",
+            "Seconds until the bundle in force ends; negative once it has ended",
+            Some(Unit::Seconds),
+            gate.not_after_ms
+                .map(|end| (vec![], (end as f64 - now_ms as f64) / 1000.0)),
+        )?;
+        gauges(
+            e,
+            "gate_psk_age",
+            "Seconds since the gated peer's current preshared key was put in use",
+            Some(Unit::Seconds),
+            gate.peers.iter().map(|p| {
+                let labels = vec![
+                    ("public_key", p.public_key.to_base64()),
+                    ("node_id", p.node_id.clone()),
+                ];
+                (labels, ms_age(now_ms, p.psk_since_ms))
+            }),
+        )
+    }
+
+    fn encode_gate_counts(&self, gate: &GateStatus, e: &mut DescriptorEncoder) -> fmt::Result {
+        let peers = gate.peers.len() as u64;
+        let help = "Gated peers configured from the bundle in force";
+        gauges(e, "gate_peers", help, None, [(vec![], peers)])?;
+        let help = "Benchmarks the controller acknowledged since start";
+        let value = gate.benchmarks_submitted;
+        counters(
+            e,
+            "gate_benchmarks_submitted",
+            help,
+            None,
+            [(vec![], value)],
+        )?;
+        let help = "Benchmark runs or submissions that failed since start";
+        let value = gate.benchmark_failures;
+        counters(e, "gate_benchmark_failures", help, None, [(vec![], value)])?;
+        let help = "Bundles applied since start";
+        let value = gate.bundles_applied;
+        counters(e, "gate_bundles_applied", help, None, [(vec![], value)])
+    }
+
+    fn encode_cutoffs(&self, gate: &GateStatus, e: &mut DescriptorEncoder) -> fmt::Result {
+        let help =
+            "Peers cut off since start (left a bundle, or removed by a denial or the loss rule)";
+        counters(e, "gate_cutoffs", help, None, [(vec![], gate.cutoffs)])?;
+        let mut histogram = e.encode_descriptor(
+            "gate_decision_to_cutoff",
+            "Time from the controller's decision to the cut-off of a peer it removed",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        let count = gate.cutoff_seconds_count;
+        histogram.encode_histogram::<Labels>(
+            gate.cutoff_seconds_sum,
+            count,
+            &[(f64::INFINITY, count)],
+            None,
+        )?;
+        gauges(
+            e,
+            "gate_last_decision_to_cutoff",
+            "Time from the controller's decision to the last cut-off (absent before the first)",
+            Some(Unit::Seconds),
+            gate.last_cutoff_seconds.map(|s| (vec![], s)),
+        )
+    }
+}
+
+/// One gauge family: a descriptor, then a sample per label set.
+fn gauges<V: EncodeGaugeValue>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    samples: impl IntoIterator<Item = (Labels, V)>,
+) -> fmt::Result {
+    let mut family = e.encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?;
+    samples.into_iter().try_for_each(|(labels, value)| {
+        sample(&mut family, &labels, |m: &mut MetricEncoder| {
+            m.encode_gauge(&value)
+        })
+    })
+}
+
+/// One counter family: a descriptor, then a sample per label set.
+fn counters<V: EncodeCounterValue>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    samples: impl IntoIterator<Item = (Labels, V)>,
+) -> fmt::Result {
+    let mut family = e.encode_descriptor(name, help, unit.as_ref(), MetricType::Counter)?;
+    samples.into_iter().try_for_each(|(labels, value)| {
+        sample(&mut family, &labels, |m: &mut MetricEncoder| {
+            m.encode_counter::<Labels, V, f64>(&value, None)
+        })
+    })
+}
+
+/// Encodes one sample of `family` with `labels` (none: the family's name alone).
+fn sample(
+    family: &mut MetricEncoder,
+    labels: &Labels,
+    value: impl FnOnce(&mut MetricEncoder) -> fmt::Result,
+) -> fmt::Result {
+    if labels.is_empty() {
+        value(family)
+    } else {
+        value(&mut family.encode_family(labels)?)
+    }
+}
+
+/// Seconds from `then` to `now`, 0 if `then` is later.
+fn age(now: SystemTime, then: SystemTime) -> f64 {
+    now.duration_since(then).unwrap_or_default().as_secs_f64()
+}
+
+/// Seconds from Unix milliseconds `then_ms` to `now_ms`, 0 if `then_ms` is later.
+fn ms_age(now_ms: u64, then_ms: u64) -> f64 {
+    now_ms.saturating_sub(then_ms) as f64 / 1000.0
+}
+
+/// `time` in Unix milliseconds (0 before 1970).
+fn unix_ms(time: SystemTime) -> u64 {
+    let ms = time
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,257 @@
+//! `meshtun show --json`: the same facts as the text, as numbers (milliseconds, seconds,
+//! bytes) and state words.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::text::unix_ms;
+use super::Report;
+use crate::probe::Reachability;
+use crate::wgcfg::{DeviceGate, PeerGate, PeerStatus};
+
+/// One interface, as `meshtun show --json` prints it.
+#[derive(Debug, Serialize)]
+pub struct InterfaceView {
+    /// Interface name.
+    pub name: String,
+    /// Our public key, if a private key is set.
+    pub public_key: Option<String>,
+    /// UDP listen port.
+    pub listen_port: u16,
+    /// Firewall mark, 0 if none.
+    pub fwmark: u32,
+    /// The membership gating state; `null` for an interface without a controller.
+    pub gate: Option<GateView>,
+    /// The peers.
+    pub peers: Vec<PeerView>,
+}
+
+/// The membership gating state of an interface, as `meshtun show --json` prints it.
+#[derive(Debug, Serialize)]
+pub struct GateView {
+    /// This node's id.
+    pub node_id: String,
+    /// The controller's base URL.
+    pub controller_url: String,
+    /// `fail_closed` or `keep_last`.
+    pub loss_policy: String,
+    /// `PENDING`, `ALLOWED`, `DENIED` or `LOST`.
+    pub membership: String,
+    /// The controller's reason, for `DENIED`.
+    pub reason: Option<String>,
+    /// The epoch of the bundle in force.
+    pub epoch: Option<u64>,
+    /// When it ends, Unix milliseconds.
+    pub epoch_not_after_ms: Option<u64>,
+    /// Milliseconds until it ends; negative once it has ended.
+    pub epoch_remaining_ms: Option<i64>,
+    /// A verified bundle waiting for its activation time.
+    pub next_epoch: Option<u64>,
+    /// The controller's last answer, Unix milliseconds.
+    pub controller_last_contact_ms: Option<u64>,
+    /// Milliseconds since then.
+    pub controller_last_contact_age_ms: Option<u64>,
+    /// The last error talking to the controller.
+    pub controller_error: Option<String>,
+}
+
+/// One peer, as `meshtun show --json` prints it.
+#[derive(Debug, Serialize)]
+pub struct PeerView {
+    /// The peer's public key.
+    pub public_key: String,
+    /// Whether a preshared key is set (the key itself is never shown).
+    pub preshared_key: bool,
+    /// Current endpoint.
+    pub endpoint: Option<String>,
+    /// Allowed IPs.
+    pub allowed_ips: Vec<String>,
+    /// Unix time of the latest handshake, if any.
+    pub latest_handshake: Option<u64>,
+    /// Bytes received from the peer.
+    pub rx_bytes: u64,
+    /// Bytes sent to the peer.
+    pub tx_bytes: u64,
+    /// Persistent keepalive interval in seconds.
+    pub persistent_keepalive: Option<u16>,
+    /// For a peer from the controller's bundle: its node and key age; `null` otherwise.
+    pub gate: Option<PeerGateView>,
+    /// Whether it answered a probe over the tunnel; `null` if not probed.
+    pub reachability: Option<Reachability>,
+}
+
+/// A gated peer's node and key age, as `meshtun show --json` prints them.
+#[derive(Debug, Serialize)]
+pub struct PeerGateView {
+    /// The peer's node id.
+    pub node_id: String,
+    /// When its current preshared key was put in use, Unix milliseconds.
+    pub psk_since_ms: u64,
+    /// Milliseconds since then.
+    pub psk_age_ms: u64,
+}
+
+impl InterfaceView {
+    /// The view of `report` as of `now`.
+    pub fn new(report: &Report, now: SystemTime) -> Self {
+        let s = &report.status;
+        let now_ms = unix_ms(now);
+        let peers = s.peers.iter().enumerate().map(|(index, peer)| {
+            PeerView::new(peer, report.peer_reachability(index).cloned(), now_ms)
+        });
+        Self {
+            name: s.name.clone(),
+            public_key: s.private_key.as_ref().map(|k| k.public_key().to_base64()),
+            listen_port: s.listen_port,
+            fwmark: s.fwmark,
+            gate: s.gate.as_ref().map(|g| GateView::new(g, now_ms)),
+            peers: peers.collect(),
+        }
+    }
+}
+
+impl GateView {
+    fn new(g: &DeviceGate, now_ms: u64) -> Self {
+        let signed = |ms: u64| i64::try_from(ms).unwrap_or(i64::MAX);
+        Self {
+            node_id: g.node_id.clone(),
+            controller_url: g.controller_url.clone(),
+            loss_policy: g.loss_policy.clone(),
+            membership: g.membership.as_str().to_owned(),
+            reason: g.membership.reason().map(str::to_owned),
+            epoch: g.epoch,
+            epoch_not_after_ms: g.epoch_not_after_ms,
+            epoch_remaining_ms: g
+                .epoch_not_after_ms
+                .map(|end| signed(end).saturating_sub(signed(now_ms))),
+            next_epoch: g.next_epoch,
+            controller_last_contact_ms: g.controller_last_contact_ms,
+            controller_last_contact_age_ms: g
+                .controller_last_contact_ms
+                .map(|at| now_ms.saturating_sub(at)),
+            controller_error: g.controller_error.clone(),
+        }
+    }
+}
+
+impl PeerView {
+    fn new(p: &PeerStatus, reachability: Option<Reachability>, now_ms: u64) -> Self {
+        Self {
+            public_key: p.public_key.to_base64(),
+            preshared_key: p.preshared_key.is_some(),
+            endpoint: p.endpoint.map(|e| e.to_string()),
+            allowed_ips: p.allowed_ips.iter().map(|n| n.to_string()).collect(),
+            latest_handshake: p
+                .last_handshake
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs()),
+            rx_bytes: p.rx_bytes,
+            tx_bytes: p.tx_bytes,
+            persistent_keepalive: p.persistent_keepalive,
+            gate: p.gate.as_ref().map(|g| PeerGateView::new(g, now_ms)),
+            reachability,
+        }
+    }
+}
+
+impl PeerGateView {
+    fn new(g: &PeerGate, now_ms: u64) -> Self {
+        Self {
+            node_id: g.node_id.clone(),
+            psk_since_ms: g.psk_since_ms,
+            psk_age_ms: now_ms.saturating_sub(g.psk_since_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::{json, Value};
+
+    use super::super::tests::{gated_status, probed, status, NOW_SECS};
+    use super::*;
+    use crate::gate::MembershipState;
+
+    fn view(report: &Report) -> Value {
+        let now = UNIX_EPOCH + Duration::from_secs(NOW_SECS);
+        serde_json::to_value(InterfaceView::new(report, now)).unwrap()
+    }
+
+    #[test]
+    fn json_has_no_secrets() {
+        let report = probed(status());
+        let s = &report.status;
+        let json = view(&report).to_string();
+        assert!(json.contains("\"latest_handshake\":1699999935"), "{json}");
+        assert!(json.contains("\"preshared_key\":true"));
+        assert!(!json.contains(&s.private_key.as_ref().unwrap().to_base64()));
+        assert!(!json.contains(&s.peers[0].preshared_key.as_ref().unwrap().to_base64()));
+    }
+
+    #[test]
+    fn ungated_interfaces_have_null_gate_fields() {
+        let json = view(&Report {
+            status: status(),
+            reachability: None,
+        });
+        assert_eq!(json["gate"], Value::Null);
+        assert_eq!(json["peers"][0]["gate"], Value::Null);
+        assert_eq!(json["peers"][0]["reachability"], Value::Null);
+    }
+
+    #[test]
+    fn gated_interface_has_numbers_and_state_words() {
+        let report = probed(gated_status(MembershipState::Denied {
+            reason: "overall 0.40 below 0.70".into(),
+        }));
+        let json = view(&report);
+        let now_ms = NOW_SECS * 1000;
+        assert_eq!(
+            json["gate"],
+            json!({
+                "node_id": "node-a",
+                "controller_url": "http://192.0.2.1:8080",
+                "loss_policy": "fail_closed",
+                "membership": "DENIED",
+                "reason": "overall 0.40 below 0.70",
+                "epoch": 42,
+                "epoch_not_after_ms": now_ms + 7_000,
+                "epoch_remaining_ms": 7_000,
+                "next_epoch": null,
+                "controller_last_contact_ms": now_ms - 2_000,
+                "controller_last_contact_age_ms": 2_000,
+                "controller_error": null,
+            })
+        );
+        assert_eq!(json["peers"][0]["gate"], Value::Null);
+        assert_eq!(
+            json["peers"][1]["gate"],
+            json!({"node_id": "node-b", "psk_since_ms": now_ms - 4_000, "psk_age_ms": 4_000})
+        );
+        assert_eq!(
+            json["peers"][0]["reachability"],
+            json!({"state": "reachable", "address": "100.64.0.2", "rtt_ms": 0.6})
+        );
+        assert_eq!(
+            json["peers"][1]["reachability"],
+            json!({"state": "unreachable", "address": "100.64.0.3", "timeout_ms": 1000})
+        );
+    }
+
+    #[test]
+    fn an_ended_epoch_has_negative_remaining_time() {
+        let mut status = gated_status(MembershipState::Lost);
+        if let Some(gate) = status.gate.as_mut() {
+            gate.epoch_not_after_ms = Some(NOW_SECS * 1000 - 1_500);
+        }
+        let json = view(&Report {
+            status,
+            reachability: None,
+        });
+        assert_eq!(json["gate"]["membership"], "LOST");
+        assert_eq!(json["gate"]["epoch_remaining_ms"], -1_500);
+    }
+}

@@ -1,0 +1,364 @@
+//! `meshtun show` as text, in the layout of `wg show`, with meshtun's lines added.
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::Report;
+use crate::gate::MembershipState;
+use crate::probe::Reachability;
+use crate::wgcfg::{DeviceGate, PeerStatus};
+
+/// `wg show`-style text for one interface, as of `now`.
+pub fn render_text(report: &Report, now: SystemTime) -> String {
+    let s = &report.status;
+    let mut out = String::new();
+    let _ = writeln!(out, "interface: {}", s.name);
+    if let Some(key) = &s.private_key {
+        let _ = writeln!(out, "  public key: {}", key.public_key());
+        let _ = writeln!(out, "  private key: (hidden)");
+    }
+    let _ = writeln!(out, "  listening port: {}", s.listen_port);
+    if s.fwmark != 0 {
+        let _ = writeln!(out, "  fwmark: {:#x}", s.fwmark);
+    }
+    if let Some(gate) = &s.gate {
+        render_gate(&mut out, gate, unix_ms(now));
+    }
+    for (index, p) in s.peers.iter().enumerate() {
+        out.push('\n');
+        render_peer(&mut out, p, now);
+        if let Some(reachability) = report.peer_reachability(index) {
+            let _ = writeln!(out, "  reachable: {}", reachability_text(reachability));
+        }
+    }
+    out
+}
+
+fn render_gate(out: &mut String, gate: &DeviceGate, now_ms: u64) {
+    let _ = writeln!(out, "  node: {}", gate.node_id);
+    let _ = writeln!(out, "  membership: {}", membership_text(gate, now_ms));
+    let contact = match gate.controller_last_contact_ms {
+        Some(at) => format!("last contact {} ago", short(now_ms.saturating_sub(at))),
+        None => "not reached yet".to_owned(),
+    };
+    let _ = write!(out, "  controller: {}, {contact}", gate.controller_url);
+    if let Some(error) = &gate.controller_error {
+        let _ = write!(out, ", error: {error}");
+    }
+    out.push('\n');
+    let _ = writeln!(out, "  on controller loss: {}", gate.loss_policy);
+}
+
+/// `ALLOWED (epoch 42, ends in 7s)`, `DENIED: overall 0.40 below 0.70 (epoch 42)`, …
+fn membership_text(gate: &DeviceGate, now_ms: u64) -> String {
+    let mut details = Vec::new();
+    if let Some(epoch) = gate.epoch {
+        details.push(format!("epoch {epoch}"));
+    }
+    if let Some(end) = gate.epoch_not_after_ms {
+        details.push(match end.checked_sub(now_ms) {
+            Some(left) => format!("ends in {}", short(left)),
+            None => format!("ended {} ago", short(now_ms.saturating_sub(end))),
+        });
+    }
+    if let Some(next) = gate.next_epoch {
+        details.push(format!("epoch {next} next"));
+    }
+    if let MembershipState::Pending = gate.membership {
+        details.push("no bundle yet".to_owned());
+    }
+    let details = if details.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", details.join(", "))
+    };
+    match gate.membership.reason() {
+        Some(reason) if !reason.is_empty() => {
+            format!("{}: {reason}{details}", gate.membership.as_str())
+        }
+        _ => format!("{}{details}", gate.membership.as_str()),
+    }
+}
+
+fn reachability_text(reachability: &Reachability) -> String {
+    match reachability {
+        Reachability::Reachable { rtt, .. } => {
+            let ms = rtt.as_secs_f64() * 1e3;
+            if ms < 0.05 {
+                "yes (<0.1 ms)".to_owned()
+            } else {
+                format!("yes ({ms:.1} ms)")
+            }
+        }
+        Reachability::Unreachable { timeout, .. } => {
+            format!("no (no reply in {} ms)", timeout.as_millis())
+        }
+        Reachability::Unknown { reason, .. } => format!("unknown ({reason})"),
+    }
+}
+
+fn render_peer(out: &mut String, p: &PeerStatus, now: SystemTime) {
+    let _ = writeln!(out, "peer: {}", p.public_key);
+    if let Some(gate) = &p.gate {
+        let _ = writeln!(out, "  node: {}", gate.node_id);
+    }
+    if p.preshared_key.is_some() {
+        let _ = writeln!(out, "  preshared key: (hidden)");
+    }
+    if let Some(gate) = &p.gate {
+        let age = unix_ms(now).saturating_sub(gate.psk_since_ms);
+        let _ = writeln!(out, "  psk age: {}", short(age));
+    }
+    if let Some(e) = p.endpoint {
+        let _ = writeln!(out, "  endpoint: {e}");
+    }
+    let ips: Vec<String> = p.allowed_ips.iter().map(|n| n.to_string()).collect();
+    let ips = if ips.is_empty() {
+        "(none)".to_owned()
+    } else {
+        ips.join(", ")
+    };
+    let _ = writeln!(out, "  allowed ips: {ips}");
+    if let Some(t) = p.last_handshake {
+        let ago = now.duration_since(t).unwrap_or(Duration::ZERO);
+        let _ = writeln!(out, "  latest handshake: {}", ago_text(ago));
+    }
+    if p.rx_bytes > 0 || p.tx_bytes > 0 {
+        let _ = writeln!(
+            out,
+            "  transfer: {} received, {} sent",
+            bytes_text(p.rx_bytes),
+            bytes_text(p.tx_bytes)
+        );
+    }
+    if let Some(k) = p.persistent_keepalive {
+        let _ = writeln!(
+            out,
+            "  persistent keepalive: every {}",
+            plural(u64::from(k), "second")
+        );
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+pub(super) fn unix_ms(t: SystemTime) -> u64 {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A short duration: `7s`, `2m 5s`, `1h 4m`, `3d 2h` (the two largest units).
+fn short(ms: u64) -> String {
+    let secs = ms / 1000;
+    let units = [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)];
+    let Some(first) = units.iter().position(|(_, len)| secs >= *len) else {
+        return "0s".to_owned();
+    };
+    units
+        .iter()
+        .skip(first)
+        .take(2)
+        .scan(secs, |rest, (unit, len)| {
+            let n = *rest / len;
+            *rest %= len;
+            Some((n, unit))
+        })
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn plural(n: u64, unit: &str) -> String {
+    if n == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{n} {unit}s")
+    }
+}
+
+/// "1 minute, 5 seconds ago", as `wg` writes it.
+fn ago_text(d: Duration) -> String {
+    let mut secs = d.as_secs();
+    if secs == 0 {
+        return "Now".to_owned();
+    }
+    let mut parts = Vec::new();
+    for (unit, len) in [
+        ("day", 86_400),
+        ("hour", 3_600),
+        ("minute", 60),
+        ("second", 1),
+    ] {
+        if secs >= len {
+            parts.push(plural(secs / len, unit));
+            secs %= len;
+        }
+    }
+    format!("{} ago", parts.join(", "))
+}
+
+/// "1.23 KiB", as `wg` writes it.
+fn bytes_text(n: u64) -> String {
+    const UNITS: [(&str, f64); 4] = [
+        ("TiB", 1_099_511_627_776.0),
+        ("GiB", 1_073_741_824.0),
+        ("MiB", 1_048_576.0),
+        ("KiB", 1_024.0),
+    ];
+    for (unit, size) in UNITS {
+        if n as f64 >= size {
+            return format!("{:.2} {unit}", n as f64 / size);
+        }
+    }
+    format!("{n} B")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{gated_status, probed, status, NOW_SECS};
+    use super::*;
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(NOW_SECS)
+    }
+
+    fn text(report: &Report) -> String {
+        render_text(report, now())
+    }
+
+    #[test]
+    fn text_looks_like_wg_show_and_hides_secrets() {
+        let report = probed(status());
+        let s = &report.status;
+        let text = text(&report);
+        assert!(text.contains("interface: wg0"));
+        assert!(text.contains("listening port: 51820"));
+        assert!(text.contains("fwmark: 0xca6c"));
+        assert!(text.contains("endpoint: 192.0.2.2:51820"));
+        assert!(text.contains("latest handshake: 1 minute, 5 seconds ago"));
+        assert!(text.contains("transfer: 2.00 KiB received, 100 B sent"));
+        assert!(text.contains("persistent keepalive: every 25 seconds"));
+        assert!(
+            !text.contains("membership") && !text.contains("node:"),
+            "{text}"
+        );
+        let private = s.private_key.as_ref().unwrap();
+        assert!(!text.contains(&private.to_base64()));
+        assert!(!text.contains(&s.peers[0].preshared_key.as_ref().unwrap().to_base64()));
+    }
+
+    #[test]
+    fn gated_interface_shows_membership_controller_node_and_psk_age() {
+        let report = probed(gated_status(MembershipState::Allowed));
+        let text = text(&report);
+        let device = [
+            "  listening port: 51820",
+            "  fwmark: 0xca6c",
+            "  node: node-a",
+            "  membership: ALLOWED (epoch 42, ends in 7s)",
+            "  controller: http://192.0.2.1:8080, last contact 2s ago",
+            "  on controller loss: fail_closed",
+            "",
+        ]
+        .join("\n");
+        assert!(text.contains(&device), "{text}");
+        let peer = format!(
+            "peer: {}\n  node: node-b\n  preshared key: (hidden)\n  psk age: 4s\n",
+            report.status.peers[1].public_key
+        );
+        assert!(text.contains(&peer), "{text}");
+        assert_eq!(text.matches("psk age").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn membership_states_read_naturally() {
+        let mut gate = gated_status(MembershipState::Denied {
+            reason: "overall 0.40 below 0.70".into(),
+        })
+        .gate
+        .unwrap();
+        let now_ms = NOW_SECS * 1000;
+        assert_eq!(
+            membership_text(&gate, now_ms),
+            "DENIED: overall 0.40 below 0.70 (epoch 42, ends in 7s)"
+        );
+        gate.membership = MembershipState::Lost;
+        gate.epoch_not_after_ms = Some(now_ms - 125_000);
+        assert_eq!(
+            membership_text(&gate, now_ms),
+            "LOST (epoch 42, ended 2m 5s ago)"
+        );
+        gate.membership = MembershipState::Allowed;
+        gate.epoch_not_after_ms = Some(now_ms + 3_600_000 * 26);
+        gate.next_epoch = Some(43);
+        assert_eq!(
+            membership_text(&gate, now_ms),
+            "ALLOWED (epoch 42, ends in 1d 2h, epoch 43 next)"
+        );
+        gate.membership = MembershipState::Pending;
+        gate.epoch = None;
+        gate.epoch_not_after_ms = None;
+        gate.next_epoch = None;
+        assert_eq!(membership_text(&gate, now_ms), "PENDING (no bundle yet)");
+    }
+
+    #[test]
+    fn controller_errors_and_no_contact_are_shown() {
+        let mut report = probed(gated_status(MembershipState::Lost));
+        if let Some(gate) = report.status.gate.as_mut() {
+            gate.controller_last_contact_ms = None;
+            gate.controller_error = Some("connect: connection refused".into());
+        }
+        let text = text(&report);
+        assert!(
+            text.contains(
+                "controller: http://192.0.2.1:8080, not reached yet, \
+                 error: connect: connection refused\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn reachability_is_shown_per_peer_only_when_probed() {
+        let report = probed(gated_status(MembershipState::Allowed));
+        let text = text(&report);
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("reachable")).collect();
+        assert_eq!(
+            lines,
+            [
+                "  reachable: yes (0.6 ms)",
+                "  reachable: no (no reply in 1000 ms)"
+            ]
+        );
+        let unprobed = Report {
+            reachability: None,
+            ..report
+        };
+        assert!(!render_text(&unprobed, now()).contains("reachable"));
+        let unknown = Reachability::Unknown {
+            address: None,
+            reason: "no address to probe: the peer has no allowed IPs".into(),
+        };
+        assert_eq!(
+            reachability_text(&unknown),
+            "unknown (no address to probe: the peer has no allowed IPs)"
+        );
+    }
+
+    #[test]
+    fn short_durations_use_the_two_largest_units() {
+        for (ms, expected) in [
+            (0, "0s"),
+            (999, "0s"),
+            (7_000, "7s"),
+            (125_000, "2m 5s"),
+            (120_000, "2m"),
+            (3_720_000, "1h 2m"),
+            (93_600_000, "1d 2h"),
+            (86_400_000 + 59_000, "1d"),
+        ] {
+            assert_eq!(short(ms), expected, "{ms}");
+        }
+    }
+}
