@@ -17,7 +17,7 @@ use super::narrative::{self, Style};
 use super::netns::Network;
 use super::nodeconf::{self, NodeFiles};
 use super::nodelog::{self, AppliedEpochs, GateEvent};
-use super::ping::{Pinger, Probe};
+use super::ping::{PingFrom, Pinger, Probe};
 use super::plan::{
     controller_url, DemoOptions, Names, NodeSpec, CONTROLLER, NODES, PING_EVERY, PING_TIMEOUT,
     PREFIX_LEN, RECOVERED_MEAN, RECOVERING, THRESHOLD,
@@ -308,20 +308,22 @@ impl Watch<'_> {
         opts: &DemoOptions,
         controller_key: &IdentityKey,
     ) -> Result<(), DemoError> {
-        let nodes: Vec<(&'static NodeSpec, String)> = NODES
-            .iter()
-            .map(|n| (n, self.names.node_namespace(n)))
-            .collect();
-        let pinger = Arc::new(
-            Pinger::open(&nodes).map_err(|e| DemoError::io("cannot open the ping sockets", e))?,
-        );
+        let pinger = Arc::new(Pinger::new(
+            NODES
+                .iter()
+                .map(|node| PingFrom {
+                    node,
+                    namespace: self.names.node_namespace(node),
+                    ifname: self.names.ifname(node),
+                })
+                .collect(),
+        ));
         self.controller()?.begin_epochs();
         let started = tokio::time::Instant::now();
         let recover_at = started + opts.recover_at();
         let end_at = opts.end_at().map(|end| started + end);
         let mut next_ping = started + Duration::from_secs(1);
         let mut in_flight: Option<(Duration, JoinHandle<Vec<Probe>>)> = None;
-        let mut round: u16 = 0;
         let mut recovered_ms: Option<u64> = None;
         let mut passing_seen = false;
         loop {
@@ -349,11 +351,8 @@ impl Watch<'_> {
             }
             if in_flight.is_none() && now >= next_ping {
                 next_ping = now + PING_EVERY;
-                round = round.wrapping_add(1);
                 let pinger = pinger.clone();
-                let number = round;
-                let handle =
-                    tokio::task::spawn_blocking(move || pinger.round(number, PING_TIMEOUT));
+                let handle = tokio::task::spawn_blocking(move || pinger.round(PING_TIMEOUT));
                 in_flight = Some((self.narrator.at(), handle));
                 self.narrator.hold();
             }
