@@ -68,6 +68,11 @@ pub enum Command {
     },
     /// Enroll this node at a controller with an invite TICKET and write its configuration.
     Join(JoinArgs),
+    /// Show membership gating live: a controller and three nodes in network namespaces on
+    /// this machine (Linux, root). node-c's low score cuts it off; its score recovers
+    /// half-way and it is readmitted. Cleans up on exit and on Ctrl-C.
+    #[cfg(feature = "demo")]
+    Demo(DemoArgs),
 }
 
 /// `meshtun join`'s arguments.
@@ -101,6 +106,24 @@ pub struct JoinArgs {
     /// Replace an existing configuration file.
     #[arg(long)]
     pub force: bool,
+}
+
+/// The options of `meshtun demo`.
+#[cfg(feature = "demo")]
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Epoch length in seconds (4 to 300).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub epoch: u64,
+    /// Seconds from the first epoch to the end; node-c's score recovers half-way.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub duration: u64,
+    /// Keep running after the duration, until Ctrl-C.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Keep the demo's directory (configurations, keys, logs, the controller's database).
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[cfg(test)]
@@ -188,5 +211,32 @@ mod tests {
         assert!(both.is_err());
         let bad_address = Cli::try_parse_from(["meshtun", "join", "t", "--address=100.64.0.4"]);
         assert!(bad_address.is_err());
+    }
+
+    #[cfg(feature = "demo")]
+    #[test]
+    fn parses_demo_with_its_defaults_and_options() {
+        let cli = Cli::try_parse_from(["meshtun", "demo"]).unwrap();
+        let Command::Demo(args) = cli.command else {
+            panic!("not demo: {:?}", cli.command);
+        };
+        assert_eq!((args.epoch, args.duration), (10, 120));
+        assert!(!args.keep_going && !args.keep);
+        let cli = Cli::try_parse_from([
+            "meshtun",
+            "demo",
+            "--epoch",
+            "5",
+            "--duration",
+            "60",
+            "--keep-going",
+            "--keep",
+        ])
+        .unwrap();
+        let Command::Demo(args) = cli.command else {
+            panic!("not demo: {:?}", cli.command);
+        };
+        assert_eq!((args.epoch, args.duration), (5, 60));
+        assert!(args.keep_going && args.keep);
     }
 }

@@ -15,13 +15,17 @@
 //! - [`join`]: enrolling a node at a controller with an invite ticket and writing its
 //!   configuration;
 //! - [`show`] and [`probe`]: `meshtun show`, with each peer's reachability over the tunnel;
-//! - [`cli`]: the `meshtun` command line.
+//! - [`cli`]: the `meshtun` command line;
+//! - `demo` (Linux, feature `demo`): `meshtun demo`, the gating scenario live in network
+//!   namespaces with an embedded controller.
 
 pub mod allowed_ips;
 pub mod cli;
 pub mod config;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod daemon;
+#[cfg(all(feature = "demo", target_os = "linux"))]
+pub mod demo;
 pub mod device;
 pub mod gate;
 pub mod host;

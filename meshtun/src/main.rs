@@ -11,13 +11,23 @@ use meshtun::{config, daemon, join, keys, show};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log);
+    init_logging(log_filter(&cli));
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("meshtun: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The log filter: `--log`, except that the demo, which tells its own story on stdout,
+/// logs only warnings unless asked for more.
+fn log_filter(cli: &Cli) -> &str {
+    match &cli.command {
+        #[cfg(feature = "demo")]
+        Command::Demo(_) if cli.log == "info" => "warn",
+        _ => &cli.log,
     }
 }
 
@@ -65,8 +75,31 @@ fn run(command: Command) -> Result<()> {
         Command::Check { config } => check(&config)?,
         Command::Import { wg_quick_conf } => import(&wg_quick_conf)?,
         Command::Join(args) => join_command(args)?,
+        #[cfg(feature = "demo")]
+        Command::Demo(args) => demo(&args)?,
     }
     Ok(())
+}
+
+#[cfg(all(feature = "demo", target_os = "linux"))]
+fn demo(args: &meshtun::cli::DemoArgs) -> Result<()> {
+    use meshtun::demo::{narrative::Style, DemoOptions};
+    use std::io::IsTerminal;
+    use std::time::Duration;
+    let opts = DemoOptions {
+        epoch: Duration::from_secs(args.epoch),
+        duration: Duration::from_secs(args.duration),
+        keep_going: args.keep_going,
+        keep: args.keep,
+    };
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    runtime()?.block_on(meshtun::demo::run(opts, Style::new(color)))?;
+    Ok(())
+}
+
+#[cfg(all(feature = "demo", not(target_os = "linux")))]
+fn demo(_args: &meshtun::cli::DemoArgs) -> Result<()> {
+    anyhow::bail!("meshtun demo runs only on Linux: it builds its network from network namespaces")
 }
 
 fn check(path: &Path) -> Result<()> {

@@ -1,0 +1,291 @@
+//! The scenario as data: the three nodes, the addresses, the names of the namespaces and
+//! interfaces, the controller's policy and the timeline. Nothing here touches the system.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// One node of the scenario.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NodeSpec {
+    /// The node's id at the controller.
+    pub id: &'static str,
+    /// The short name used in namespace and interface names and in the ping matrix.
+    pub letter: char,
+    /// Its address on the outer network (the virtual switch).
+    pub outer: Ipv4Addr,
+    /// Its address inside the tunnel.
+    pub tunnel: Ipv4Addr,
+    /// The mean of its simulated benchmark scores at the start.
+    pub mean: f64,
+}
+
+/// The three nodes: a and b pass the threshold, c does not (until it recovers).
+pub const NODES: [NodeSpec; 3] = [
+    NodeSpec {
+        id: "node-a",
+        letter: 'a',
+        outer: Ipv4Addr::new(192, 0, 2, 1),
+        tunnel: Ipv4Addr::new(100, 64, 0, 1),
+        mean: 0.90,
+    },
+    NodeSpec {
+        id: "node-b",
+        letter: 'b',
+        outer: Ipv4Addr::new(192, 0, 2, 2),
+        tunnel: Ipv4Addr::new(100, 64, 0, 2),
+        mean: 0.85,
+    },
+    NodeSpec {
+        id: "node-c",
+        letter: 'c',
+        outer: Ipv4Addr::new(192, 0, 2, 3),
+        tunnel: Ipv4Addr::new(100, 64, 0, 3),
+        mean: 0.40,
+    },
+];
+
+/// The node whose score recovers mid-way.
+pub const RECOVERING: usize = 2;
+
+/// Node c's mean score after it recovers.
+pub const RECOVERED_MEAN: f64 = 0.90;
+
+/// The standard deviation of every simulated score.
+pub const STDDEV: f64 = 0.02;
+
+// A recovered node passes every time (five standard deviations above the threshold).
+const _: () = assert!(RECOVERED_MEAN - 5.0 * STDDEV >= THRESHOLD);
+
+/// Seconds between two benchmark runs of a node.
+pub const BENCHMARK_INTERVAL_SECS: u64 = 2;
+
+/// The controller's address on the outer network.
+pub const CONTROLLER_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+
+/// The controller's API port.
+pub const CONTROLLER_PORT: u16 = 8700;
+
+/// The prefix length of the outer network and of the tunnel network.
+pub const PREFIX_LEN: u8 = 24;
+
+/// Every node's WireGuard port.
+pub const LISTEN_PORT: u16 = 51820;
+
+/// The minimum overall score.
+pub const THRESHOLD: f64 = 0.70;
+
+/// Consecutive passing evaluations a denied node needs to be readmitted.
+pub const READMIT_AFTER: u32 = 1;
+
+/// How long before its activation the next epoch is published.
+pub const LEAD: Duration = Duration::from_secs(2);
+
+/// Time between two rounds of pings.
+pub const PING_EVERY: Duration = Duration::from_secs(3);
+
+/// How long a ping waits for its answer.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The shortest and longest epoch `--epoch` accepts, in seconds.
+pub const EPOCH_RANGE_SECS: (u64, u64) = (4, 300);
+
+/// Time that must remain after the recovery for the readmission to be shown, beyond one
+/// epoch: the next benchmark, the lead, the switch and a few ping rounds.
+const AFTER_RECOVERY_MARGIN: Duration = Duration::from_secs(15);
+
+/// Time before the recovery for the first epoch and a few ping rounds.
+const BEFORE_RECOVERY_MIN: Duration = Duration::from_secs(15);
+
+/// What the user asked for on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoOptions {
+    /// The epoch length.
+    pub epoch: Duration,
+    /// How long the demo runs before it ends on its own (node c recovers half-way).
+    pub duration: Duration,
+    /// Keep running after `duration`, until Ctrl-C.
+    pub keep_going: bool,
+    /// Keep the temporary directory (configurations, keys, logs, database) at the end.
+    pub keep: bool,
+}
+
+impl DemoOptions {
+    /// The shortest `duration` for an `epoch`: long enough to show c cut off, recovering,
+    /// and readmitted.
+    ///
+    /// Node c recovers half-way, so each half must be long enough.
+    pub fn min_duration(epoch: Duration) -> Duration {
+        BEFORE_RECOVERY_MIN.max(epoch + AFTER_RECOVERY_MARGIN) * 2
+    }
+
+    /// Checks the values; the error says which option is wrong and what would do.
+    pub fn validate(&self) -> Result<(), String> {
+        let (min, max) = EPOCH_RANGE_SECS;
+        let secs = self.epoch.as_secs();
+        if !(min..=max).contains(&secs) {
+            return Err(format!(
+                "--epoch {secs}: an epoch lasts {min} to {max} seconds in the demo"
+            ));
+        }
+        let shortest = Self::min_duration(self.epoch);
+        if self.duration < shortest {
+            return Err(format!(
+                "--duration {}: with {secs} s epochs the demo needs at least {} s \
+                 (to show node-c cut off, recovering and readmitted)",
+                self.duration.as_secs(),
+                shortest.as_secs()
+            ));
+        }
+        Ok(())
+    }
+
+    /// When node c's score recovers, counted from the first epoch.
+    pub fn recover_at(&self) -> Duration {
+        self.duration / 2
+    }
+
+    /// When the demo ends, counted from the first epoch; `None` with `--keep-going`.
+    pub fn end_at(&self) -> Option<Duration> {
+        (!self.keep_going).then_some(self.duration)
+    }
+}
+
+/// The names of everything the demo creates, unique per process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    pid: u32,
+}
+
+/// The role of the namespace holding the virtual switch.
+pub const HUB: &str = "hub";
+
+/// The role of the controller's namespace.
+pub const CONTROLLER: &str = "ctl";
+
+impl Names {
+    /// Names for process `pid`.
+    pub fn new(pid: u32) -> Self {
+        Self { pid }
+    }
+
+    /// The prefix shared by every namespace of this run.
+    pub fn prefix(&self) -> String {
+        format!("mtdemo-{}-", self.pid)
+    }
+
+    /// The namespace of `role` ([`HUB`], [`CONTROLLER`], or a node's letter).
+    pub fn namespace(&self, role: &str) -> String {
+        format!("{}{role}", self.prefix())
+    }
+
+    /// The namespace of a node.
+    pub fn node_namespace(&self, node: &NodeSpec) -> String {
+        self.namespace(&node.letter.to_string())
+    }
+
+    /// Every namespace, the hub first.
+    pub fn all_namespaces(&self) -> Vec<String> {
+        let mut all = vec![self.namespace(HUB), self.namespace(CONTROLLER)];
+        all.extend(NODES.iter().map(|n| self.node_namespace(n)));
+        all
+    }
+
+    /// A node's tunnel interface. UAPI sockets and pid files of every namespace share one
+    /// directory, so the name is unique on the machine; at most 14 bytes.
+    pub fn ifname(&self, node: &NodeSpec) -> String {
+        format!("mtdemo{}{}", self.pid, node.letter)
+    }
+}
+
+/// The controller's base URL.
+pub fn controller_url() -> String {
+    format!("http://{CONTROLLER_ADDR}:{CONTROLLER_PORT}")
+}
+
+/// The node with this id.
+pub fn node_by_id(id: &str) -> Option<&'static NodeSpec> {
+    NODES.iter().find(|n| n.id == id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(epoch: u64, duration: u64) -> DemoOptions {
+        DemoOptions {
+            epoch: Duration::from_secs(epoch),
+            duration: Duration::from_secs(duration),
+            keep_going: false,
+            keep: false,
+        }
+    }
+
+    #[test]
+    fn defaults_and_the_test_settings_are_valid() {
+        assert_eq!(options(10, 120).validate(), Ok(()));
+        assert_eq!(options(5, 60).validate(), Ok(()));
+        assert_eq!(
+            DemoOptions::min_duration(Duration::from_secs(10)).as_secs(),
+            50
+        );
+        assert_eq!(
+            DemoOptions::min_duration(Duration::from_secs(4)).as_secs(),
+            38
+        );
+    }
+
+    #[test]
+    fn bad_options_name_the_option_and_the_limit() {
+        let err = options(2, 120).validate().unwrap_err();
+        assert!(
+            err.contains("--epoch 2") && err.contains("4 to 300"),
+            "{err}"
+        );
+        let err = options(10, 30).validate().unwrap_err();
+        assert!(
+            err.contains("--duration 30") && err.contains("at least 50 s"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn recovery_is_half_way_and_keep_going_has_no_end() {
+        let mut o = options(10, 120);
+        assert_eq!(o.recover_at(), Duration::from_secs(60));
+        assert_eq!(o.end_at(), Some(Duration::from_secs(120)));
+        o.keep_going = true;
+        assert_eq!(o.end_at(), None);
+    }
+
+    #[test]
+    fn names_are_unique_per_process_and_interfaces_fit() {
+        let names = Names::new(4_194_304);
+        assert_eq!(names.namespace(HUB), "mtdemo-4194304-hub");
+        assert_eq!(names.node_namespace(&NODES[2]), "mtdemo-4194304-c");
+        for node in &NODES {
+            let ifname = names.ifname(node);
+            assert!(ifname.len() <= 15, "{ifname}");
+        }
+        assert_eq!(names.all_namespaces().len(), 5);
+        assert!(names
+            .all_namespaces()
+            .iter()
+            .all(|n| n.starts_with(&names.prefix())));
+        assert_ne!(
+            Names::new(1).ifname(&NODES[0]),
+            Names::new(2).ifname(&NODES[0])
+        );
+    }
+
+    #[test]
+    fn the_seed_scenario_splits_at_the_threshold() {
+        let passing: Vec<&str> = NODES
+            .iter()
+            .filter(|n| n.mean >= THRESHOLD)
+            .map(|n| n.id)
+            .collect();
+        assert_eq!(passing, ["node-a", "node-b"]);
+        assert_eq!(node_by_id("node-c").map(|n| n.letter), Some('c'));
+        assert_eq!(controller_url(), "http://192.0.2.10:8700");
+    }
+}

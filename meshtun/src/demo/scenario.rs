@@ -1,0 +1,362 @@
+//! The scenario, step by step: set up, wait for the first scores, start the epochs, then
+//! watch epochs, logs and pings, recover node-c half-way, and stop at the end.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshtun_controller::engine::Engine;
+use meshtun_controller::model::NodeRecord;
+use meshtun_proto::IdentityKey;
+use tokio::task::JoinHandle;
+
+use super::controller::EmbeddedController;
+use super::daemons::{log_tail, LogFollower};
+use super::narrative::{self, Style};
+use super::netns::Network;
+use super::nodeconf::{self, NodeFiles};
+use super::nodelog::{self, AppliedEpochs, GateEvent};
+use super::ping::{PingFrom, Pinger, Probe};
+use super::plan::{
+    controller_url, DemoOptions, Names, NodeSpec, CONTROLLER, NODES, PING_EVERY, PING_TIMEOUT,
+    PREFIX_LEN, RECOVERED_MEAN, RECOVERING, THRESHOLD,
+};
+use super::story::{Change, EpochSummary, NodeDecision, Story};
+use super::{DemoError, Lab, Narrator};
+
+/// How long the nodes have to deliver their first scores.
+const FIRST_SCORES_WAIT: Duration = Duration::from_secs(30);
+
+/// How often the loop looks at epochs, logs and processes.
+const TICK: Duration = Duration::from_millis(200);
+
+/// Lines of each log shown when a node sends no score.
+const TAIL_LINES: usize = 8;
+
+/// The running scenario's state.
+struct Watch<'a> {
+    lab: &'a mut Lab,
+    story: &'a mut Story,
+    narrator: &'a Narrator,
+    style: Style,
+    names: Names,
+    followers: Vec<(&'static str, LogFollower)>,
+    applied: AppliedEpochs,
+    last_epoch: u64,
+    decided: HashMap<String, bool>,
+}
+
+/// Plays the whole scenario; returns at its end (never, with `--keep-going`).
+pub(super) async fn play(
+    lab: &mut Lab,
+    story: &mut Story,
+    opts: &DemoOptions,
+    narrator: &Narrator,
+) -> Result<(), DemoError> {
+    let names = Names::new(std::process::id());
+    let style = narrator.style();
+    let dir = lab.dir();
+    narrator.say(&narrative::header(style, &names, opts, &dir));
+    let mut watch = Watch {
+        lab,
+        story,
+        narrator,
+        style,
+        names,
+        followers: Vec::new(),
+        applied: AppliedEpochs::default(),
+        last_epoch: 0,
+        decided: HashMap::new(),
+    };
+    let controller_key = watch.set_up(&dir, opts)?;
+    watch.wait_for_scores().await?;
+    watch.run_epochs(&dir, opts, &controller_key).await
+}
+
+impl Watch<'_> {
+    /// The controller (present from [`Watch::set_up`] on).
+    fn controller(&mut self) -> Result<&mut EmbeddedController, DemoError> {
+        self.lab
+            .controller
+            .as_mut()
+            .ok_or_else(|| DemoError::Controller("not started".into()))
+    }
+
+    /// The controller's engine.
+    fn engine(&self) -> Result<Arc<Engine>, DemoError> {
+        self.lab
+            .controller
+            .as_ref()
+            .map(EmbeddedController::engine)
+            .ok_or_else(|| DemoError::Controller("not started".into()))
+    }
+
+    /// Builds the network, writes the nodes' files, starts the controller and the daemons.
+    fn set_up(&mut self, dir: &Path, opts: &DemoOptions) -> Result<IdentityKey, DemoError> {
+        self.lab.network = Some(Network::create(&self.names)?);
+        self.narrator.event(&format!(
+            "network namespaces and the virtual switch are up (outer network 192.0.2.0/{PREFIX_LEN})"
+        ));
+        let key = IdentityKey::generate();
+        let mut records = Vec::new();
+        for node in &NODES {
+            let keys = nodeconf::write_node(dir, node, &self.names.ifname(node), &key.public())?;
+            records.push(NodeRecord {
+                id: node.id.to_owned(),
+                wg_public_key: keys.wg_public_key,
+                identity_key: keys.identity_key,
+                addresses: vec![ipnet::Ipv4Net::from(node.tunnel).into()],
+                endpoint: Some(format!("{}:{}", node.outer, super::plan::LISTEN_PORT)),
+                pin: None,
+                enrolled_ms: 0,
+            });
+        }
+        let ns = self.names.namespace(CONTROLLER);
+        self.lab.controller = Some(EmbeddedController::start(
+            &ns,
+            dir,
+            &records,
+            opts.epoch,
+            key.clone(),
+        )?);
+        self.narrator.event(&format!(
+            "controller serving {} in {ns}; node-a, node-b and node-c enrolled with their keys",
+            controller_url()
+        ));
+        for node in &NODES {
+            let files = NodeFiles::new(dir, node);
+            let ns = self.names.node_namespace(node);
+            let pid = self
+                .lab
+                .daemons
+                .start(node, &ns, &self.names.ifname(node), &files)?;
+            self.narrator.event(&format!(
+                "{}: meshtun up {} in {ns} (pid {pid}; log {})",
+                node.id,
+                files.config.display(),
+                files.log.display()
+            ));
+            self.followers.push((node.id, LogFollower::new(files.log)));
+        }
+        Ok(key)
+    }
+
+    /// Fails if a daemon or the controller has stopped.
+    fn check_alive(&mut self) -> Result<(), DemoError> {
+        self.lab.daemons.check_alive()?;
+        self.controller()?.check_alive()
+    }
+
+    /// Prints the nodes' new notable log lines, and what they applied of each epoch once
+    /// they have all logged it.
+    fn echo_logs(&mut self) {
+        for (node, follower) in &mut self.followers {
+            for line in follower.new_lines() {
+                let Some(text) = nodelog::notable_log(&line) else {
+                    continue;
+                };
+                if let Some(other) = self.applied.record(node, GateEvent::parse(text)) {
+                    self.narrator.say(&narrative::node_line(
+                        self.style,
+                        self.narrator.at(),
+                        node,
+                        &other,
+                    ));
+                }
+            }
+        }
+        for (epoch, nodes) in self.applied.settled() {
+            self.narrator.say(&narrative::applied_line(
+                self.style,
+                self.narrator.at(),
+                epoch,
+                &nodes,
+            ));
+        }
+    }
+
+    /// Waits until every node's first score is in the controller's database.
+    async fn wait_for_scores(&mut self) -> Result<(), DemoError> {
+        let deadline = tokio::time::Instant::now() + FIRST_SCORES_WAIT;
+        loop {
+            self.check_alive()?;
+            self.echo_logs();
+            let latest = self.engine()?.store().latest_benchmarks()?;
+            let missing: Vec<&NodeSpec> = NODES
+                .iter()
+                .filter(|n| !latest.contains_key(n.id))
+                .collect();
+            if missing.is_empty() {
+                let scores: Vec<String> = NODES
+                    .iter()
+                    .filter_map(|n| {
+                        let score = latest.get(n.id)?.scores.overall;
+                        Some(format!("{} {score:.2}", n.id))
+                    })
+                    .collect();
+                self.narrator.event(&format!(
+                    "first signed scores received: {} (the threshold is {THRESHOLD:.2})",
+                    scores.join(", ")
+                ));
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let dir = self.lab.dir();
+                let tails: Vec<String> = missing
+                    .iter()
+                    .map(|n| {
+                        let log = NodeFiles::new(&dir, n).log;
+                        format!("{}:\n{}", log.display(), log_tail(&log, TAIL_LINES))
+                    })
+                    .collect();
+                return Err(DemoError::NoScores {
+                    nodes: missing.iter().map(|n| n.id).collect::<Vec<_>>().join(", "),
+                    seconds: FIRST_SCORES_WAIT.as_secs(),
+                    tails: tails.join("\n"),
+                });
+            }
+            tokio::time::sleep(TICK).await;
+        }
+    }
+
+    /// Prints every epoch decided since the last call.
+    fn show_new_epochs(&mut self) -> Result<(), DemoError> {
+        let engine = self.engine()?;
+        let store = engine.store();
+        let now_ms = engine.clock().now_ms();
+        let mut records = store.latest_epochs(4)?;
+        records.retain(|r| r.id > self.last_epoch);
+        records.sort_by_key(|r| r.id);
+        let mut summaries = Vec::new();
+        for record in records {
+            let decisions = store.decisions(record.id)?;
+            let mut ordered = Vec::new();
+            for node in &NODES {
+                if let Some(d) = decisions.iter().find(|d| d.node_id == node.id) {
+                    let before = self.decided.insert(node.id.to_owned(), d.allowed);
+                    ordered.push(NodeDecision {
+                        node: node.id.to_owned(),
+                        allowed: d.allowed,
+                        reason: d.reason.clone(),
+                        score: d.evidence.score,
+                        change: Change::between(before, d.allowed),
+                    });
+                }
+            }
+            self.last_epoch = record.id;
+            summaries.push(EpochSummary {
+                id: record.id,
+                cause: record.cause.clone(),
+                activates_in: Duration::from_millis(record.activation_ms.saturating_sub(now_ms)),
+                length: Duration::from_millis(
+                    record.not_after_ms.saturating_sub(record.activation_ms),
+                ),
+                decisions: ordered,
+            });
+        }
+        for summary in summaries {
+            let at = self.narrator.at();
+            self.story.on_epoch(at, &summary);
+            self.narrator
+                .say(&narrative::epoch_block(self.style, at, &summary));
+        }
+        Ok(())
+    }
+
+    /// Raises node-c's score: rewrites its configuration and sends its daemon SIGHUP.
+    fn recover(&mut self, dir: &Path, controller_key: &IdentityKey) -> Result<(), DemoError> {
+        let node = &NODES[RECOVERING];
+        nodeconf::write_config(
+            dir,
+            node,
+            &self.names.ifname(node),
+            &controller_key.public(),
+            RECOVERED_MEAN,
+        )?;
+        let pid = self.lab.daemons.reload(node)?;
+        let at = self.narrator.at();
+        self.story.on_recovery(at);
+        self.narrator
+            .say(&narrative::recovery(self.style, at, node.id, pid));
+        Ok(())
+    }
+
+    /// After the recovery: whether the controller has received a passing score from node-c
+    /// measured after `since_ms`; prints it once.
+    fn passing_score_seen(&mut self, since_ms: u64) -> Result<bool, DemoError> {
+        let node = &NODES[RECOVERING];
+        let latest = self.engine()?.store().latest_benchmarks()?;
+        let Some(score) = latest
+            .get(node.id)
+            .filter(|b| b.measured_at_ms >= since_ms && b.scores.overall >= THRESHOLD)
+            .map(|b| b.scores.overall)
+        else {
+            return Ok(false);
+        };
+        self.narrator.event(&format!(
+            "the controller received {}'s score {score:.2}: passing; the next epoch decides",
+            node.id
+        ));
+        Ok(true)
+    }
+
+    /// Starts the epochs and watches until the end.
+    async fn run_epochs(
+        &mut self,
+        dir: &Path,
+        opts: &DemoOptions,
+        controller_key: &IdentityKey,
+    ) -> Result<(), DemoError> {
+        let pinger = Arc::new(Pinger::new(
+            NODES
+                .iter()
+                .map(|node| PingFrom {
+                    node,
+                    namespace: self.names.node_namespace(node),
+                    ifname: self.names.ifname(node),
+                })
+                .collect(),
+        ));
+        self.controller()?.begin_epochs();
+        let started = tokio::time::Instant::now();
+        let recover_at = started + opts.recover_at();
+        let end_at = opts.end_at().map(|end| started + end);
+        let mut next_ping = started + Duration::from_secs(1);
+        let mut in_flight: Option<(Duration, JoinHandle<Vec<Probe>>)> = None;
+        let mut recovered_ms: Option<u64> = None;
+        let mut passing_seen = false;
+        loop {
+            let now = tokio::time::Instant::now();
+            if end_at.is_some_and(|end| now >= end) {
+                return Ok(());
+            }
+            self.check_alive()?;
+            self.show_new_epochs()?;
+            self.echo_logs();
+            if recovered_ms.is_none() && now >= recover_at {
+                recovered_ms = Some(self.engine()?.clock().now_ms());
+                self.recover(dir, controller_key)?;
+            }
+            if let (Some(since), false) = (recovered_ms, passing_seen) {
+                passing_seen = self.passing_score_seen(since)?;
+            }
+            if in_flight.as_ref().is_some_and(|(_, h)| h.is_finished()) {
+                if let Some((at, handle)) = in_flight.take() {
+                    let probes = handle.await.unwrap_or_default();
+                    self.story.on_pings(at, &probes);
+                    self.narrator
+                        .release(Some(&narrative::ping_line(self.style, at, &probes)));
+                }
+            }
+            if in_flight.is_none() && now >= next_ping {
+                next_ping = now + PING_EVERY;
+                let pinger = pinger.clone();
+                let handle = tokio::task::spawn_blocking(move || pinger.round(PING_TIMEOUT));
+                in_flight = Some((self.narrator.at(), handle));
+                self.narrator.hold();
+            }
+            tokio::time::sleep(TICK).await;
+        }
+    }
+}

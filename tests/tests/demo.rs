@@ -1,0 +1,304 @@
+//! `meshtun demo` as a user runs it: it must tell the whole story (node-a and node-b reach
+//! each other, node-c is cut off, then readmitted and reachable) within its time bound, exit
+//! with success, and leave no namespace, link, runtime file, directory or process behind;
+//! Ctrl-C must stop it early and clean up just the same.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use meshtun_e2e::{meshtun_bin, require_root, run_command, wait_until, STATE_DIR, UAPI_DIR};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The demo's arguments in these tests: 5 s epochs, a minute from the first epoch.
+const ARGS: [&str; 5] = ["demo", "--epoch", "5", "--duration", "60"];
+
+/// The most a full run may take: the minute, setup, the first scores and cleanup.
+const RUN_LIMIT: Duration = Duration::from_secs(150);
+
+/// The most the demo may take to stop and clean up after Ctrl-C.
+const STOP_LIMIT: Duration = Duration::from_secs(30);
+
+/// A running `meshtun demo`, its output collected line by line; killed on drop.
+struct Demo {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    readers: Vec<JoinHandle<()>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+/// Collects the lines of `pipe` into `into` until it closes.
+fn collect(
+    pipe: impl std::io::Read + Send + 'static,
+    into: Arc<Mutex<Vec<String>>>,
+) -> JoinHandle<()> {
+    thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            into.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(line);
+        }
+    })
+}
+
+impl Demo {
+    fn start() -> Self {
+        let mut child = Command::new(meshtun_bin())
+            .args(ARGS)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start meshtun demo");
+        let stdout = Arc::default();
+        let stderr = Arc::default();
+        let readers = vec![
+            collect(
+                child.stdout.take().expect("stdout is piped"),
+                Arc::clone(&stdout),
+            ),
+            collect(
+                child.stderr.take().expect("stderr is piped"),
+                Arc::clone(&stderr),
+            ),
+        ];
+        Self {
+            child,
+            stdout,
+            readers,
+            stderr,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stdout(&self) -> Vec<String> {
+        self.stdout
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .join("\n")
+    }
+
+    /// Everything printed so far, for failure messages.
+    fn transcript(&self) -> String {
+        format!(
+            "--- stdout\n{}\n--- stderr\n{}",
+            self.stdout().join("\n"),
+            self.stderr()
+        )
+    }
+
+    /// Waits for the demo to exit, at most `limit`; fails the test (after killing it) if it
+    /// does not.
+    fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("cannot wait for the demo") {
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "meshtun demo did not finish within {limit:?}; killed it\n{}",
+                    self.transcript()
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The demo's directory, as its introduction names it.
+    fn dir(&self) -> PathBuf {
+        let stdout = self.stdout();
+        let word = stdout
+            .iter()
+            .flat_map(|line| line.split_whitespace())
+            .find(|word| word.contains("/meshtun-demo-"))
+            .unwrap_or_else(|| panic!("the demo named no directory\n{}", self.transcript()));
+        PathBuf::from(word.trim_end_matches(|c: char| !c.is_alphanumeric()))
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The index of the first line at or after `from` that contains every one of `parts`.
+fn find(lines: &[String], from: usize, parts: &[&str]) -> Option<usize> {
+    lines
+        .iter()
+        .enumerate()
+        .skip(from)
+        .find(|(_, line)| parts.iter().all(|p| line.contains(p)))
+        .map(|(i, _)| i)
+}
+
+/// Processes whose command line mentions `dir` (the node daemons run on configurations in it).
+fn processes_using(dir: &Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline
+                .contains(&needle)
+                .then(|| format!("{}: {cmdline}", e.file_name().to_string_lossy()))
+        })
+        .collect()
+}
+
+/// Asserts that the demo run by process `pid`, with directory `dir`, left nothing behind.
+fn assert_nothing_left(pid: u32, dir: &Path, transcript: &str) {
+    let prefix = format!("mtdemo-{pid}-");
+    let namespaces = run_command(
+        Command::new("ip").args(["netns", "list"]),
+        Duration::from_secs(30),
+    )
+    .expect_success();
+    assert!(
+        !namespaces.contains(&prefix),
+        "namespaces left behind:\n{namespaces}\n{transcript}"
+    );
+    let ifname = format!("mtdemo{pid}");
+    let links = run_command(
+        Command::new("ip").args(["-o", "link"]),
+        Duration::from_secs(30),
+    )
+    .expect_success();
+    assert!(
+        !links.contains(&ifname),
+        "links left behind:\n{links}\n{transcript}"
+    );
+    for runtime_dir in [UAPI_DIR, STATE_DIR] {
+        let left: Vec<String> = std::fs::read_dir(runtime_dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.starts_with(&ifname))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "runtime files left in {runtime_dir}: {left:?}\n{transcript}"
+        );
+    }
+    // The daemons are reaped by the demo before it exits, but give the kernel a moment.
+    let mut left = Vec::new();
+    let gone = wait_until(Duration::from_secs(5), || {
+        left = processes_using(dir);
+        left.is_empty()
+    });
+    assert!(gone, "processes left behind: {left:?}\n{transcript}");
+    assert!(
+        !dir.exists(),
+        "{} was not removed\n{transcript}",
+        dir.display()
+    );
+}
+
+#[test]
+fn demo_tells_the_whole_story_and_leaves_nothing_behind() {
+    if !require_root("demo_tells_the_whole_story_and_leaves_nothing_behind") {
+        return;
+    }
+    let started = Instant::now();
+    let mut demo = Demo::start();
+    let status = demo.wait(RUN_LIMIT);
+    let transcript = demo.transcript();
+    assert!(
+        status.success(),
+        "meshtun demo failed ({status})\n{transcript}"
+    );
+    println!("meshtun demo took {:?}", started.elapsed());
+
+    let lines = demo.stdout();
+    // Before the recovery: a and b reach each other, c is cut off both ways.
+    let cut_off = find(&lines, 0, &["ping", "a↔b ok", "a↔c cut off", "b↔c cut off"])
+        .unwrap_or_else(|| panic!("no round with a↔b ok and c cut off\n{transcript}"));
+    let recovers = find(&lines, cut_off, &["node-c's score recovers"])
+        .unwrap_or_else(|| panic!("no recovery after the cut-off round\n{transcript}"));
+    let readmitted = find(&lines, recovers, &["node-c", "ALLOW", "READMITTED"])
+        .unwrap_or_else(|| panic!("no epoch readmitted node-c after its recovery\n{transcript}"));
+    find(&lines, readmitted, &["ping", "a↔b ok", "a↔c ok", "b↔c ok"]).unwrap_or_else(|| {
+        panic!("no round with every pair ok after the readmission\n{transcript}")
+    });
+    let denied = find(&lines, 0, &["node-c", "DENY", "below the threshold 0.70"])
+        .unwrap_or_else(|| panic!("node-c's denial and its reason are not shown\n{transcript}"));
+    assert!(denied < cut_off, "{transcript}");
+
+    let summary = find(&lines, readmitted, &["What happened"])
+        .unwrap_or_else(|| panic!("no summary\n{transcript}"));
+    let summary_text = lines[summary..].join("\n");
+    assert_eq!(summary_text.matches('✓').count(), 3, "{transcript}");
+    assert!(!summary_text.contains('✗'), "{transcript}");
+    assert!(
+        !lines.iter().any(|l| l.contains('\x1b')),
+        "colours on a pipe\n{transcript}"
+    );
+    find(&lines, summary, &["deleted 5 network namespaces"])
+        .unwrap_or_else(|| panic!("the cleanup is not reported\n{transcript}"));
+
+    assert_nothing_left(demo.pid(), &demo.dir(), &transcript);
+}
+
+#[test]
+fn ctrl_c_stops_the_demo_and_cleans_up() {
+    if !require_root("ctrl_c_stops_the_demo_and_cleans_up") {
+        return;
+    }
+    let mut demo = Demo::start();
+    let running = wait_until(Duration::from_secs(60), || {
+        find(&demo.stdout(), 0, &["ping"]).is_some()
+    });
+    assert!(
+        running,
+        "no round of pings within 60 s\n{}",
+        demo.transcript()
+    );
+    let dir = demo.dir();
+    assert!(dir.is_dir(), "{}", demo.transcript());
+    assert_eq!(processes_using(&dir).len(), 3, "{}", demo.transcript());
+
+    let pid = Pid::from_raw(i32::try_from(demo.pid()).expect("pid fits"));
+    kill(pid, Signal::SIGINT).expect("cannot send SIGINT to the demo");
+    let stopping = Instant::now();
+    let status = demo.wait(STOP_LIMIT);
+    let transcript = demo.transcript();
+    assert_eq!(status.code(), Some(1), "{transcript}");
+    assert!(
+        demo.stderr().contains("interrupted by SIGINT"),
+        "{transcript}"
+    );
+    println!("stopped and cleaned up in {:?}", stopping.elapsed());
+    assert_nothing_left(demo.pid(), &dir, &transcript);
+}
