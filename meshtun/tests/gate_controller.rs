@@ -2,8 +2,7 @@
 //! 127.0.0.1, and against small fake servers for answers a correct controller never gives
 //! (another node's bundle, an expired one, failures).
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -11,42 +10,18 @@ use axum::Router;
 use meshtun::gate::{
     enroll, load_cache, save_cache, BundleCheckError, ClientError, ControllerClient,
 };
-use meshtun_controller::api::{router, Api};
-use meshtun_controller::auth::NonceCache;
-use meshtun_controller::clock::Clock;
-use meshtun_controller::engine::{Engine, EngineSettings};
-use meshtun_controller::model::{NodeRecord, Policy};
-use meshtun_controller::schedule::Schedule;
-use meshtun_controller::store::Store;
 use meshtun_proto::bundle::{
     Bundle, BundleError, Membership, Sealer, SignedBundle, BUNDLE_VERSION,
 };
-use meshtun_proto::wire::{Benchmark, Scores, Ticket};
+use meshtun_proto::wire::Ticket;
 use meshtun_proto::{IdentityKey, PresharedKey, PrivateKey};
-use zeroize::Zeroizing;
 
 /// The controller's long-poll in these tests.
 const LONG_POLL: Duration = Duration::from_millis(300);
 
-struct Node {
-    id: &'static str,
-    wg: PrivateKey,
-    identity: IdentityKey,
-}
+mod common;
 
-struct Controller {
-    url: String,
-    engine: Arc<Engine>,
-    key: IdentityKey,
-    nodes: Vec<Node>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+use common::{benchmark, now_ms, Controller};
 
 /// Serves `app` on an ephemeral loopback port; its base URL.
 async fn serve(app: Router) -> String {
@@ -58,87 +33,21 @@ async fn serve(app: Router) -> String {
 
 /// A controller with nodes a, b and c enrolled, serving its real API.
 async fn controller() -> Controller {
-    let store = Arc::new(Store::open_in_memory().unwrap());
-    let nodes: Vec<Node> = ["node-a", "node-b", "node-c"]
-        .into_iter()
-        .map(|id| Node {
-            id,
-            wg: PrivateKey::generate(),
-            identity: IdentityKey::generate(),
-        })
-        .collect();
-    for (i, n) in nodes.iter().enumerate() {
-        store
-            .add_node(&NodeRecord {
-                id: n.id.into(),
-                wg_public_key: n.wg.public_key(),
-                identity_key: n.identity.public(),
-                addresses: vec![format!("100.64.0.{}/24", i + 1).parse().unwrap()],
-                endpoint: Some(format!("192.0.2.{}:51820", i + 1)),
-                pin: None,
-                enrolled_ms: 0,
-            })
-            .unwrap();
-    }
-    let key = IdentityKey::generate();
-    let settings = EngineSettings {
-        policy: Policy::default(),
-        schedule: Schedule::new(60_000, 10_000).unwrap(),
-        rotate_on_deny: true,
-    };
-    let engine = Arc::new(Engine::open(store, key.clone(), settings, Clock::system()).unwrap());
-    let api = Arc::new(Api {
-        engine: engine.clone(),
-        nonces: NonceCache::new(30_000),
-        admin_token: Zeroizing::new("admin".into()),
-        long_poll: LONG_POLL,
-    });
-    let url = serve(router(api)).await;
-    Controller {
-        url,
-        engine,
-        key,
-        nodes,
-    }
+    common::start(common::Options {
+        nodes: &["node-a", "node-b", "node-c"],
+        ..common::Options::default()
+    })
+    .await
 }
 
-impl Controller {
-    /// Node `n`'s client, pinning the controller's real key.
-    fn client(&self, n: usize) -> ControllerClient {
-        let node = &self.nodes[n];
-        ControllerClient::new(
-            &self.url,
-            self.key.public(),
-            node.id,
-            node.identity.clone(),
-            node.wg.clone(),
-        )
+fn stored_seqs(c: &Controller, node: &str) -> Vec<u64> {
+    let store = c.engine.store();
+    store
+        .benchmarks(node, 100)
         .unwrap()
-    }
-
-    fn stored_seqs(&self, node: &str) -> Vec<u64> {
-        let store = self.engine.store();
-        store
-            .benchmarks(node, 100)
-            .unwrap()
-            .iter()
-            .map(|b| b.seq)
-            .collect()
-    }
-}
-
-fn benchmark(overall: f64, seq: u64) -> Benchmark {
-    Benchmark {
-        suite_version: "suite-1".into(),
-        scores: Scores {
-            overall,
-            refusal: 0.9,
-            honesty: 0.9,
-            policy: 0.9,
-        },
-        measured_at_ms: now_ms(),
-        seq,
-    }
+        .iter()
+        .map(|b| b.seq)
+        .collect()
 }
 
 #[tokio::test]
@@ -146,7 +55,7 @@ async fn benchmarks_are_stored_once_and_refusals_carry_the_controller_reason() {
     let c = controller().await;
     let a = c.client(0);
     a.submit_benchmark(&benchmark(0.9, 1)).await.unwrap();
-    assert_eq!(c.stored_seqs("node-a"), vec![1]);
+    assert_eq!(stored_seqs(&c, "node-a"), vec![1]);
 
     let err = a.submit_benchmark(&benchmark(0.9, 1)).await.unwrap_err();
     assert!(
@@ -174,10 +83,14 @@ async fn benchmarks_are_stored_once_and_refusals_carry_the_controller_reason() {
         .unwrap_err();
     assert!(matches!(err, ClientError::Unauthorized { .. }), "{err}");
     assert!(err.to_string().contains("401"), "{err}");
-    assert_eq!(c.stored_seqs("node-a"), vec![1], "refusals stored nothing");
+    assert_eq!(
+        stored_seqs(&c, "node-a"),
+        vec![1],
+        "refusals stored nothing"
+    );
 
     a.submit_benchmark(&benchmark(0.8, 2)).await.unwrap();
-    assert_eq!(c.stored_seqs("node-a"), vec![2, 1]);
+    assert_eq!(stored_seqs(&c, "node-a"), vec![2, 1]);
 }
 
 #[tokio::test]

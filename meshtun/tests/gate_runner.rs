@@ -1,93 +1,31 @@
 //! The daemon's gating tasks against the real controller, served in-process on 127.0.0.1:
 //! benchmarks go out, bundles come in, and updates say what to enforce, when.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use meshtun::config::{BenchmarkSettings, BenchmarkSourceConfig, ControllerSettings, LossPolicy};
 use meshtun::gate::{
     BenchmarkSource, ControllerClient, Gate, GateOptions, GateUpdate, MembershipState,
     SharedGateStatus,
 };
-use meshtun_controller::api::{router, Api};
-use meshtun_controller::auth::NonceCache;
-use meshtun_controller::clock::Clock;
-use meshtun_controller::engine::{Engine, EngineSettings};
-use meshtun_controller::model::{NodeRecord, Policy};
-use meshtun_controller::schedule::Schedule;
-use meshtun_controller::store::Store;
-use meshtun_proto::{IdentityKey, PrivateKey};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
-use zeroize::Zeroizing;
 
 const EPOCH_MS: u64 = 4_000;
 
-struct Node {
-    id: &'static str,
-    wg: PrivateKey,
-    identity: IdentityKey,
-}
+mod common;
 
-struct Controller {
-    url: String,
-    engine: Arc<Engine>,
-    key: IdentityKey,
-    nodes: Vec<Node>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+use common::{now_ms, Controller, Node};
 
 async fn controller() -> Controller {
-    let store = Arc::new(Store::open_in_memory().unwrap());
-    let nodes: Vec<Node> = ["node-a", "node-b"]
-        .into_iter()
-        .map(|id| Node {
-            id,
-            wg: PrivateKey::generate(),
-            identity: IdentityKey::generate(),
-        })
-        .collect();
-    for (i, n) in nodes.iter().enumerate() {
-        store
-            .add_node(&NodeRecord {
-                id: n.id.into(),
-                wg_public_key: n.wg.public_key(),
-                identity_key: n.identity.public(),
-                addresses: vec![format!("100.64.0.{}/24", i + 1).parse().unwrap()],
-                endpoint: Some(format!("192.0.2.{}:51820", i + 1)),
-                pin: None,
-                enrolled_ms: 0,
-            })
-            .unwrap();
-    }
-    let key = IdentityKey::generate();
-    let settings = EngineSettings {
-        policy: Policy::default(),
-        schedule: Schedule::new(EPOCH_MS, 1_000).unwrap(),
-        rotate_on_deny: true,
-    };
-    let engine = Arc::new(Engine::open(store, key.clone(), settings, Clock::system()).unwrap());
-    let api = Arc::new(Api {
-        engine: engine.clone(),
-        nonces: NonceCache::new(30_000),
-        admin_token: Zeroizing::new("admin".into()),
+    common::start(common::Options {
+        nodes: &["node-a", "node-b"],
+        epoch_ms: EPOCH_MS,
+        lead_ms: 1_000,
         long_poll: Duration::from_millis(500),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router(api)).await });
-    Controller {
-        url,
-        engine,
-        key,
-        nodes,
-    }
+        tls: None,
+    })
+    .await
 }
 
 struct Running {

@@ -1,23 +1,13 @@
 //! A controller behind TLS with a private certificate: the node trusts it through the
 //! `ca_file` of its `[controller]` section, and only then.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use meshtun::config::{ControllerSettings, LossPolicy};
 use meshtun::gate::{ClientError, ControllerClient};
-use meshtun_controller::api::{router, Api};
-use meshtun_controller::auth::NonceCache;
-use meshtun_controller::clock::Clock;
 use meshtun_controller::config::TlsFiles;
-use meshtun_controller::engine::{Engine, EngineSettings};
-use meshtun_controller::model::{NodeRecord, Policy};
-use meshtun_controller::schedule::Schedule;
-use meshtun_controller::store::Store;
-use meshtun_controller::tls::{acceptor, TlsListener};
-use meshtun_proto::wire::{Benchmark, Scores};
-use meshtun_proto::{IdentityKey, PrivateKey};
-use zeroize::Zeroizing;
+
+mod common;
 
 #[tokio::test]
 async fn a_private_ca_is_trusted_through_ca_file_and_only_then() {
@@ -30,39 +20,21 @@ async fn a_private_ca_is_trusted_through_ca_file_and_only_then() {
     std::fs::write(&files.cert, cert.cert.pem()).unwrap();
     std::fs::write(&files.key, cert.signing_key.serialize_pem()).unwrap();
 
-    let store = Arc::new(Store::open_in_memory().unwrap());
-    let (wg, identity) = (PrivateKey::generate(), IdentityKey::generate());
-    store
-        .add_node(&NodeRecord {
-            id: "node-a".into(),
-            wg_public_key: wg.public_key(),
-            identity_key: identity.public(),
-            addresses: vec!["100.64.0.1/24".parse().unwrap()],
-            endpoint: None,
-            pin: None,
-            enrolled_ms: 0,
-        })
-        .unwrap();
-    let key = IdentityKey::generate();
-    let settings = EngineSettings {
-        policy: Policy::default(),
-        schedule: Schedule::new(60_000, 10_000).unwrap(),
-        rotate_on_deny: true,
-    };
-    let engine = Arc::new(Engine::open(store, key.clone(), settings, Clock::system()).unwrap());
-    let api = Arc::new(Api {
-        engine,
-        nonces: NonceCache::new(30_000),
-        admin_token: Zeroizing::new("admin".into()),
-        long_poll: Duration::from_millis(300),
-    });
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = tcp.local_addr().unwrap().port();
-    let listener = TlsListener::new(tcp, acceptor(&files).unwrap()).unwrap();
-    tokio::spawn(async move { axum::serve(listener, router(api)).await });
+    let c = common::start(common::Options {
+        nodes: &["node-a"],
+        tls: Some(files.clone()),
+        ..common::Options::default()
+    })
+    .await;
+    let (wg, identity, key) = (
+        c.nodes[0].wg.clone(),
+        c.nodes[0].identity.clone(),
+        c.key.clone(),
+    );
+    let url = c.url.clone();
 
     let settings = |ca_file| ControllerSettings {
-        url: format!("https://localhost:{port}"),
+        url: url.clone(),
         public_key: key.public(),
         node_id: "node-a".into(),
         identity_key_file: dir.path().join("node-a.identity"),
@@ -71,21 +43,7 @@ async fn a_private_ca_is_trusted_through_ca_file_and_only_then() {
         cache_file: dir.path().join("node-a.bundle"),
         ca_file,
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let benchmark = |seq| Benchmark {
-        suite_version: "suite-1".into(),
-        scores: Scores {
-            overall: 0.9,
-            refusal: 0.9,
-            honesty: 0.9,
-            policy: 0.9,
-        },
-        measured_at_ms: now,
-        seq,
-    };
+    let benchmark = |seq| common::benchmark(0.9, seq);
 
     let trusting = ControllerClient::from_settings(
         &settings(Some(files.cert.clone())),

@@ -3,57 +3,20 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 use meshtun::config::{load_or_create_identity, BenchmarkSourceConfig, Config};
 use meshtun::gate::{ClientError, ControllerClient};
 use meshtun::join::{join, JoinError, JoinOptions};
-use meshtun_controller::api::{router, Api};
-use meshtun_controller::auth::NonceCache;
-use meshtun_controller::clock::Clock;
-use meshtun_controller::engine::{Engine, EngineSettings};
-use meshtun_controller::model::Policy;
-use meshtun_controller::schedule::Schedule;
-use meshtun_controller::store::Store;
 use meshtun_proto::wire::{Benchmark, Scores, Ticket};
-use meshtun_proto::IdentityKey;
-use zeroize::Zeroizing;
 
-struct Controller {
-    url: String,
-    engine: Arc<Engine>,
-    key: IdentityKey,
-}
+mod common;
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+use common::{now_ms, Controller};
 
 /// A controller with no nodes, serving its real API on an ephemeral loopback port.
 async fn controller() -> Controller {
-    let store = Arc::new(Store::open_in_memory().unwrap());
-    let key = IdentityKey::generate();
-    let settings = EngineSettings {
-        policy: Policy::default(),
-        schedule: Schedule::new(60_000, 10_000).unwrap(),
-        rotate_on_deny: true,
-    };
-    let engine = Arc::new(Engine::open(store, key.clone(), settings, Clock::system()).unwrap());
-    let api = Arc::new(Api {
-        engine: engine.clone(),
-        nonces: NonceCache::new(30_000),
-        admin_token: Zeroizing::new("admin".into()),
-        long_poll: Duration::from_millis(300),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router(api)).await });
-    Controller { url, engine, key }
+    common::start(common::Options::default()).await
 }
 
 impl Controller {
