@@ -21,7 +21,6 @@ mod render;
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 use meshtun_proto::wire::{valid_node_id, EnrollResponse, Ticket, TicketError};
@@ -32,6 +31,7 @@ use crate::config::{
     ControllerSettings, IdentityFileError, InterfaceConfig, LoadedIdentity, LossPolicy, Replace,
     DEFAULT_CACHE_DIR, DEFAULT_GRACE_SECS, DEFAULT_MTU,
 };
+use crate::gate::unix_ms;
 use crate::gate::{self, ClientError};
 use crate::host::{self, Dns, Hooks, RouteTable};
 
@@ -506,13 +506,6 @@ fn list(nets: &[IpNet]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Unix milliseconds now.
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

@@ -82,6 +82,14 @@ async fn next(r: &mut Running, within: Duration) -> GateUpdate {
         .expect("gate stopped")
 }
 
+/// Waits (briefly) for the scheduler to write `file`, which it does after sending an update.
+async fn wait_for_file(file: &std::path::Path) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while !file.exists() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn wait_benchmarks(r: &Running) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while r.status.lock().benchmarks_submitted == 0 {
@@ -117,8 +125,9 @@ async fn allowed_then_cut_off_at_once_then_lost_when_the_controller_is_silent() 
     assert!(ua.decided_ms > 0 && ua.decided_ms <= now_ms());
     assert!(a.status.lock().last_contact_ms.is_some());
 
-    // The cache holds the bundle, 0600.
+    // The cache holds the bundle, 0600 (written just after the update is sent).
     let cache = dir.path().join("node-a.bundle");
+    wait_for_file(&cache).await;
     assert!(cache.exists());
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
@@ -167,6 +176,7 @@ async fn a_restarted_node_uses_its_cached_bundle_before_the_controller_answers()
     c.engine.step().unwrap();
     let first = next(&mut a, Duration::from_secs(3)).await;
     assert_eq!(first.peers.len(), 1);
+    wait_for_file(&dir.path().join("node-a.bundle")).await;
     drop(a);
     // Restart node-a against a controller URL that does not answer: the cache is enough.
     let mut c2 = Controller {

@@ -9,10 +9,9 @@ use meshtun_proto::EpochId;
 use tokio::sync::mpsc;
 
 use crate::config::{load_or_create_identity, Config};
-use crate::gate::runner::unix_ms;
 use crate::gate::{
-    BenchmarkSource, ControllerClient, Gate, GateOptions, GateStatus, GateUpdate, GatedPeerConfig,
-    GatedPeerInfo, MembershipState, SharedGateStatus,
+    unix_ms, BenchmarkSource, ControllerClient, Gate, GateOptions, GateStatus, GateUpdate,
+    GatedPeerConfig, GatedPeerInfo, MembershipState, SharedGateStatus,
 };
 
 use super::DaemonError;

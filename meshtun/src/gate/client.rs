@@ -7,7 +7,7 @@
 //! the freshness checks. Redirects are not followed (they would change the signed path).
 //! HTTPS uses rustls with the web PKI roots.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ipnet::IpNet;
 use meshtun_proto::auth::RequestSignature;
@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use super::bundle::{verify_bundle, BundleCheckError, VerifiedBundle};
 use super::cache::MAX_CACHE_BYTES;
+use super::unix_ms;
 use crate::config::{controller_url, ControllerSettings};
 
 /// Time allowed to open a connection to the controller.
@@ -380,13 +381,6 @@ fn read_ca_file(file: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Cli
         return Err(fail("it holds no PEM certificate".into()));
     }
     Ok(certs)
-}
-
-/// Unix milliseconds now.
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// An error and its causes, as one line.

@@ -30,4 +30,12 @@ pub use client::{enroll, ClientError, ControllerClient};
 pub use merge::{merge, Merged};
 pub use runner::{Gate, GateOptions, GateUpdate, GatedPeerConfig};
 pub use state::{Enforced, GateState};
+/// Unix time now, in milliseconds (0 before 1970, saturating far in the future): the
+/// clock bundles, benchmarks and signed requests are stamped with.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 pub use status::{GateStatus, GatedPeerInfo, MembershipState, SharedGateStatus};

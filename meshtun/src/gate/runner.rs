@@ -16,9 +16,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use meshtun_proto::bundle::Membership;
+use meshtun_proto::bundle::{Membership, SignedBundle};
 use meshtun_proto::{EpochId, IdentityPublic, PrivateKey};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -29,6 +29,7 @@ use super::cache::{load_cache, save_cache};
 use super::client::{ClientError, ControllerClient};
 use super::state::{Enforced, GateState};
 use super::status::{MembershipState, SharedGateStatus};
+use super::unix_ms;
 use crate::config::{BenchmarkSettings, ControllerSettings};
 use crate::wgcfg::PeerSettings;
 
@@ -44,14 +45,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(4);
 
 /// How long a peer's host name may take to resolve.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Unix time in milliseconds.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
 
 /// A gated peer to configure: its node id and its WireGuard settings for the epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +131,7 @@ impl Gate {
             status: status.clone(),
             updates,
             resolved: HashMap::new(),
+            unsaved: None,
         };
         let after = scheduler.state.newest_epoch();
         let scheduler = tokio::spawn(scheduler.run(received));
@@ -305,14 +299,20 @@ struct Scheduler {
     updates: mpsc::Sender<GateUpdate>,
     /// Peer endpoints resolved when their bundle arrived, by their text.
     resolved: HashMap<String, SocketAddr>,
+    /// The last bundle accepted, to write to the cache once what is due is enforced.
+    unsaved: Option<SignedBundle>,
 }
 
 impl Scheduler {
     async fn run(mut self, mut received: mpsc::Receiver<VerifiedBundle>) {
-        self.resolve_endpoints_of_waiting().await;
+        self.resolve_endpoints_of_known().await;
         loop {
             if self.state.advance(unix_ms()) && !self.send_update().await {
                 return;
+            }
+            // After the update: a cut-off does not wait for the disk.
+            if let Some(signed) = self.unsaved.take() {
+                self.save(signed).await;
             }
             let deadline = self.state.next_deadline();
             tokio::select! {
@@ -343,6 +343,12 @@ impl Scheduler {
         }
         self.status.lock().next_epoch = self.state.next_epoch();
         self.resolve(&endpoints).await;
+        self.unsaved = Some(signed);
+        tracing::debug!(target: "meshtun::gate", epoch, "bundle accepted");
+    }
+
+    /// Writes `signed` to the cache file (a failure is logged: the bundle is still used).
+    async fn save(&self, signed: SignedBundle) {
         let file = self.cache_file.clone();
         let saved = tokio::task::spawn_blocking(move || save_cache(&file, &signed)).await;
         match saved {
@@ -352,16 +358,15 @@ impl Scheduler {
                 tracing::warn!(target: "meshtun::gate", "bundle cache writer stopped: {error}")
             }
         }
-        tracing::debug!(target: "meshtun::gate", epoch, "bundle accepted");
     }
 
-    async fn resolve_endpoints_of_waiting(&mut self) {
-        let endpoints: Vec<String> = match self.state.enforced() {
-            Enforced::Bundle(b) | Enforced::Lost(b) => {
-                b.peers.iter().filter_map(|p| p.endpoint.clone()).collect()
-            }
-            Enforced::Nothing => Vec::new(),
-        };
+    /// Resolves the endpoints of the bundles known at start (the cached one).
+    async fn resolve_endpoints_of_known(&mut self) {
+        let endpoints: Vec<String> = self
+            .state
+            .bundles()
+            .flat_map(|b| b.peers.iter().filter_map(|p| p.endpoint.clone()))
+            .collect();
         self.resolve(&endpoints).await;
     }
 

@@ -112,6 +112,11 @@ impl GateState {
         }
     }
 
+    /// Every bundle known: the one in force, then the waiting ones.
+    pub fn bundles(&self) -> impl Iterator<Item = &VerifiedBundle> {
+        self.in_force.iter().chain(&self.waiting)
+    }
+
     /// The epoch of the first bundle waiting for its activation.
     pub fn next_epoch(&self) -> Option<EpochId> {
         self.waiting.first().map(|b| b.epoch)
