@@ -12,7 +12,12 @@ use meshtun::{config, daemon, join, keys, show};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(log_filter(&cli));
-    match run(cli.command) {
+    let opts = daemon::Options {
+        state_dir: cli.state_dir,
+        uapi_dir: cli.uapi_dir,
+        existing_tun: false,
+    };
+    match run(cli.command, &opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("meshtun: {error:#}");
@@ -49,11 +54,19 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn run(command: Command) -> Result<()> {
-    let opts = daemon::Options::default();
+fn run(command: Command, opts: &daemon::Options) -> Result<()> {
     match command {
-        Command::Up { config } => runtime()?.block_on(daemon::up(&config, &opts))?,
-        Command::Down { target } => match runtime()?.block_on(daemon::down(&target, &opts))? {
+        Command::Up {
+            config,
+            existing_tun,
+        } => {
+            let opts = daemon::Options {
+                existing_tun,
+                ..opts.clone()
+            };
+            runtime()?.block_on(daemon::up(&config, &opts))?
+        }
+        Command::Down { target } => match runtime()?.block_on(daemon::down(&target, opts))? {
             daemon::DownOutcome::Stopped(pid) => eprintln!("stopped meshtun (pid {pid})"),
             daemon::DownOutcome::CleanedUp => {
                 eprintln!("no daemon was running; cleaned up what it left")
@@ -67,7 +80,7 @@ fn run(command: Command) -> Result<()> {
             probe_timeout,
         } => {
             let probe = (!no_probe).then(|| std::time::Duration::from_millis(probe_timeout));
-            runtime()?.block_on(show_command(name, json, probe, &opts))?
+            runtime()?.block_on(show_command(name, json, probe, opts))?
         }
         Command::Genkey => println!("{}", *keys::genkey()),
         Command::Genpsk => println!("{}", *keys::genpsk()),

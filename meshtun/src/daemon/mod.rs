@@ -36,13 +36,16 @@ use pidfile::PidFile;
 /// The device type the daemon runs.
 type HostDevice = Device<Tun, HostUdp>;
 
-/// Where the daemon keeps its runtime files.
+/// Where the daemon keeps its runtime files, and how it gets its tun device.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Host-setup state files and pid files (`/run/meshtun`).
     pub state_dir: PathBuf,
     /// UAPI sockets (`/var/run/wireguard`, where `wg` looks).
     pub uapi_dir: PathBuf,
+    /// Attach to a tun device created beforehand and owned by this user, leaving its MTU
+    /// and link state alone and never deleting it (running with no capability at all).
+    pub existing_tun: bool,
 }
 
 impl Default for Options {
@@ -50,6 +53,7 @@ impl Default for Options {
         Self {
             state_dir: PathBuf::from(host::DEFAULT_STATE_DIR),
             uapi_dir: PathBuf::from(uapi::SOCKET_DIR),
+            existing_tun: false,
         }
     }
 }
@@ -153,7 +157,8 @@ pub async fn up(config_path: &Path, opts: &Options) -> Result<(), DaemonError> {
     for warning in warnings {
         tracing::warn!("{warning}");
     }
-    let plan = config.host_plan();
+    let mut plan = config.host_plan();
+    plan.existing_link = opts.existing_tun;
     let ifname = plan.ifname.clone();
     // Binding the socket first refuses a second daemon for the same interface before
     // anything is touched.
@@ -170,7 +175,7 @@ pub async fn up(config_path: &Path, opts: &Options) -> Result<(), DaemonError> {
         name: ifname.clone(),
         mtu: plan.mtu,
         offload: std::env::var_os("MESHTUN_NO_OFFLOAD").is_none(),
-        persistent: false,
+        persistent: opts.existing_tun,
     })
     .map_err(|source| DaemonError::Tun {
         ifname: ifname.clone(),
@@ -191,7 +196,9 @@ pub async fn up(config_path: &Path, opts: &Options) -> Result<(), DaemonError> {
         Ok(gating) => gating,
         Err(error) => {
             drop(device);
-            wait_for_link_gone(&ifname).await;
+            if !opts.existing_tun {
+                wait_for_link_gone(&ifname).await;
+            }
             if let Err(undo) = host.teardown().await {
                 tracing::warn!(%undo, "undoing the host setup failed");
             }
@@ -259,7 +266,10 @@ impl Running {
         } = self;
         // The UAPI handler held the other reference; dropping the device closes the tun.
         drop(device);
-        wait_for_link_gone(&ifname).await;
+        // A device created beforehand stays; one of our own goes away with its last file.
+        if !opts.existing_tun {
+            wait_for_link_gone(&ifname).await;
+        }
         let teardown = host.teardown().await;
         tracing::info!(interface = %ifname, "interface is down");
         outcome?;
