@@ -43,6 +43,11 @@ pub enum Command {
         /// (`table = "off"`), DNS or fwmark.
         #[arg(long)]
         existing_tun: bool,
+        /// Started as root: become USER (its uid, gid and groups) once the UAPI socket, the
+        /// tun device and the UDP sockets are open, keeping CAP_NET_ADMIN alone. The state
+        /// and UAPI directories are given to USER. Linux only.
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
     },
     /// Stop the daemon running the interface, and clean up after one that crashed.
     Down {
@@ -205,6 +210,8 @@ mod tests {
                 ..
             }
         ));
+        let cli = Cli::try_parse_from(["meshtun", "up", "--user", "meshtun", "wg0.toml"]).unwrap();
+        assert!(matches!(cli.command, Command::Up { user: Some(u), .. } if u == "meshtun"));
     }
 
     #[test]

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         state_dir: cli.state_dir,
         uapi_dir: cli.uapi_dir,
         existing_tun: false,
+        user: None,
     };
     match run(cli.command, &opts) {
         Ok(()) => ExitCode::SUCCESS,
@@ -47,6 +48,13 @@ fn init_logging(filter: &str) {
         .init();
 }
 
+fn current_thread_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -59,12 +67,20 @@ fn run(command: Command, opts: &daemon::Options) -> Result<()> {
         Command::Up {
             config,
             existing_tun,
+            user,
         } => {
+            // Capabilities are per thread: after a user switch, every task must run on the
+            // thread that kept CAP_NET_ADMIN.
+            let runtime = match user {
+                Some(_) => current_thread_runtime()?,
+                None => runtime()?,
+            };
             let opts = daemon::Options {
                 existing_tun,
+                user,
                 ..opts.clone()
             };
-            runtime()?.block_on(daemon::up(&config, &opts))?
+            runtime.block_on(daemon::up(&config, &opts))?
         }
         Command::Down { target } => match runtime()?.block_on(daemon::down(&target, opts))? {
             daemon::DownOutcome::Stopped(pid) => eprintln!("stopped meshtun (pid {pid})"),

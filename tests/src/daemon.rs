@@ -76,8 +76,8 @@ impl<'ns> Daemon<'ns> {
     }
 
     /// Like [`Daemon::start`], as the unprivileged user [`UNPRIVILEGED_UID`] (through
-    /// `setpriv`, as systemd's `User=` and `AmbientCapabilities=` do) with the capabilities
-    /// `privilege` says.
+    /// `setpriv`, as systemd's `User=` and `AmbientCapabilities=` do, or by the daemon's own
+    /// `--user`) with the capabilities `privilege` says.
     ///
     /// Its state, pid and UAPI socket directories are private ones owned by that user
     /// (`--state-dir`, `--uapi-dir`), as the systemd unit's `RuntimeDirectory=` provides them,
@@ -92,27 +92,44 @@ impl<'ns> Daemon<'ns> {
             &format!("{}.toml", config.name()),
             &config.to_toml(),
         );
-        for path in [dir.path(), &dirs.state, &dirs.uapi, &config_path] {
-            give_to_unprivileged_user(path);
+        // Switching itself, the daemon starts as root and gives the directories to the user.
+        if privilege != Privilege::SwitchUser {
+            for path in [dir.path(), &dirs.state, &dirs.uapi, &config_path] {
+                give_to_unprivileged_user(path);
+            }
         }
         let log = dir.path().join(format!("{}.log", config.name()));
         let bin = crate::meshtun_bin();
         let uid = UNPRIVILEGED_UID.to_string();
-        let mut args = vec![
-            format!("--reuid={uid}"),
-            format!("--regid={uid}"),
-            "--clear-groups".to_owned(),
-        ];
+        let mut args = match privilege {
+            Privilege::SwitchUser => vec![],
+            _ => vec![
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".to_owned(),
+            ],
+        };
         args.extend(privilege.setpriv_caps().iter().map(|&a| a.to_owned()));
         args.push(bin.to_string_lossy().into_owned());
         args.extend(dirs.args());
         args.push("up".to_owned());
-        if privilege == Privilege::NoCapability {
-            args.push("--existing-tun".to_owned());
+        match privilege {
+            Privilege::NetAdmin => {}
+            Privilege::NoCapability => args.push("--existing-tun".to_owned()),
+            Privilege::SwitchUser => {
+                args.extend(["--user".to_owned(), UNPRIVILEGED_USER.to_owned()]);
+            }
         }
         args.push(config_path.to_string_lossy().into_owned());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut cmd = ns.command("setpriv", &args);
+        let (program, rest) = match privilege {
+            Privilege::SwitchUser => {
+                let (program, rest) = args.split_first().expect("the binary comes first");
+                (program.as_str(), rest)
+            }
+            _ => ("setpriv", &args[..]),
+        };
+        let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+        let mut cmd = ns.command(program, &rest);
         cmd.env("MESHTUN_LOG", LOG_FILTER);
         let label = format!("meshtun {} (uid {uid}) in {}", config.name(), ns.name());
         let mut process = Supervised::spawn(ns, label, cmd, log);
@@ -308,6 +325,9 @@ fn check_up_in(ns: &Netns, config: &Config, uapi_dir: &Path) -> Result<(), Strin
 /// The user id unprivileged daemons run as (`nobody`; its group id is the same number).
 pub const UNPRIVILEGED_UID: u32 = 65534;
 
+/// The name of the user [`UNPRIVILEGED_UID`].
+pub const UNPRIVILEGED_USER: &str = "nobody";
+
 /// The capabilities of a daemon started with [`Daemon::start_unprivileged`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Privilege {
@@ -315,6 +335,8 @@ pub enum Privilege {
     NetAdmin,
     /// None at all: it attaches to a tun device created beforehand (`--existing-tun`).
     NoCapability,
+    /// Started as root with `--user`: it switches to the user itself, keeping CAP_NET_ADMIN.
+    SwitchUser,
 }
 
 impl Privilege {
@@ -327,6 +349,7 @@ impl Privilege {
                 "--bounding-set=-all,+net_admin",
             ],
             Privilege::NoCapability => &["--inh-caps=-all", "--bounding-set=-all"],
+            Privilege::SwitchUser => &[],
         }
     }
 }

@@ -1,6 +1,7 @@
 //! meshtun without root: a daemon running as an unprivileged user with CAP_NET_ADMIN as its
-//! only capability (what the systemd unit gives it), and one with no capability at all on a
-//! tun device created beforehand, each carry traffic with a daemon run as root.
+//! only capability (what the systemd unit gives it), one started as root that switches to
+//! such a user itself (`--user`), and one with no capability at all on a tun device created
+//! beforehand, each carry traffic with a daemon run as root.
 
 use meshtun_e2e::config::Node;
 use meshtun_e2e::traffic::{assert_ping, tcp_transfer};
@@ -33,6 +34,19 @@ fn a_daemon_with_only_cap_net_admin_carries_traffic() {
     if !require_root("a_daemon_with_only_cap_net_admin_carries_traffic") {
         return;
     }
+    net_admin_only(Privilege::NetAdmin);
+}
+
+#[test]
+fn a_daemon_started_as_root_switches_to_its_user_and_carries_traffic() {
+    if !require_root("a_daemon_started_as_root_switches_to_its_user_and_carries_traffic") {
+        return;
+    }
+    net_admin_only(Privilege::SwitchUser);
+}
+
+/// Two nodes, B unprivileged with CAP_NET_ADMIN alone as `privilege` arranges it.
+fn net_admin_only(privilege: Privilege) {
     let (ns_a, ns_b) = (Netns::new("unpriv"), Netns::new("unpriv"));
     let veth = Veth::connect(&ns_a, &ns_b, 0);
     let (a, b) = (Node::new("a", 1), Node::new("b", 2));
@@ -43,7 +57,7 @@ fn a_daemon_with_only_cap_net_admin_carries_traffic() {
     cb.peers
         .push(a.as_peer().endpoint(veth.a_addr(Family::V4), a.port));
     let mut da = Daemon::start(&ns_a, &ca);
-    let mut db = Daemon::start_unprivileged(&ns_b, &cb, Privilege::NetAdmin);
+    let mut db = Daemon::start_unprivileged(&ns_b, &cb, privilege);
 
     let pid = db.pid().expect("the unprivileged daemon runs");
     assert_eq!(
