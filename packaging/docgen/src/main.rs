@@ -1,8 +1,10 @@
 //! `meshtun-docgen OUT_DIR`: writes the man pages and shell completions of `meshtun` and
 //! `meshtun-controller`, generated from their command-line definitions, for the packages:
 //!
-//! - `OUT_DIR/man/man1/`: `meshtun.1`, `meshtun-up.1`, … (one page per subcommand);
-//! - `OUT_DIR/completions/`: `NAME.bash`, `_NAME` (zsh) and `NAME.fish` for each binary.
+//! - `OUT_DIR/NAME/man/man1/`: `NAME.1`, `NAME-SUBCOMMAND.1`, … (one page per subcommand);
+//! - `OUT_DIR/NAME/completions/`: `NAME.bash`, `_NAME` (zsh) and `NAME.fish`,
+//!
+//! where NAME is `meshtun` or `meshtun-controller`, one directory per package.
 
 use std::fs;
 use std::io;
@@ -47,32 +49,39 @@ impl std::fmt::Display for Error {
 
 /// Writes every page and completion file under `out`; returns the files written.
 fn generate(out: &Path) -> Result<Vec<PathBuf>, Error> {
-    let man = out.join("man").join("man1");
-    let completions = out.join("completions");
+    let mut written = Vec::new();
+    for cmd in [
+        meshtun::cli::Cli::command(),
+        meshtun_controller::cli::Cli::command(),
+    ] {
+        written.extend(generate_one(out, cmd)?);
+    }
+    Ok(written)
+}
+
+/// Writes the pages and completions of one binary under `out/NAME`.
+fn generate_one(out: &Path, cmd: clap::Command) -> Result<Vec<PathBuf>, Error> {
+    let name = cmd.get_name().to_owned();
+    let man = out.join(&name).join("man").join("man1");
+    let completions = out.join(&name).join("completions");
     for dir in [&man, &completions] {
         fs::create_dir_all(dir).map_err(|source| Error {
             path: dir.clone(),
             source,
         })?;
     }
+    clap_mangen::generate_to(cmd.clone(), &man).map_err(|source| Error {
+        path: man.clone(),
+        source,
+    })?;
     let mut written = Vec::new();
-    for cmd in [
-        meshtun::cli::Cli::command(),
-        meshtun_controller::cli::Cli::command(),
-    ] {
-        let name = cmd.get_name().to_owned();
-        clap_mangen::generate_to(cmd.clone(), &man).map_err(|source| Error {
-            path: man.clone(),
-            source,
-        })?;
-        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
-            let path = clap_complete::generate_to(shell, &mut cmd.clone(), &name, &completions)
-                .map_err(|source| Error {
-                    path: completions.clone(),
-                    source,
-                })?;
-            written.push(path);
-        }
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        let path = clap_complete::generate_to(shell, &mut cmd.clone(), &name, &completions)
+            .map_err(|source| Error {
+                path: completions.clone(),
+                source,
+            })?;
+        written.push(path);
     }
     let mut pages: Vec<PathBuf> = fs::read_dir(&man)
         .and_then(|dir| dir.map(|e| e.map(|e| e.path())).collect())
@@ -115,9 +124,14 @@ mod tests {
                 "{expected} missing: {names:?}"
             );
         }
-        let up = fs::read_to_string(dir.path().join("man/man1/meshtun-up.1")).unwrap();
+        let up = fs::read_to_string(dir.path().join("meshtun/man/man1/meshtun-up.1")).unwrap();
         assert!(up.contains("existing\\-tun"), "{up}");
-        let bash = fs::read_to_string(dir.path().join("completions/meshtun.bash")).unwrap();
+        // Each package gets its own binary's files only.
+        let daemon_pages = fs::read_dir(dir.path().join("meshtun/man/man1")).unwrap();
+        assert!(daemon_pages
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .all(|n| !n.starts_with("meshtun-controller")));
+        let bash = fs::read_to_string(dir.path().join("meshtun/completions/meshtun.bash")).unwrap();
         assert!(bash.contains("--existing-tun"));
     }
 }
