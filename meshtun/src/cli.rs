@@ -14,6 +14,16 @@ pub struct Cli {
     #[arg(long, global = true, env = "MESHTUN_LOG", default_value = "info")]
     pub log: String,
 
+    /// Directory for host-setup state files and pid files (`up`, `down`).
+    #[arg(long, global = true, env = "MESHTUN_STATE_DIR", value_name = "DIR",
+          default_value = crate::host::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+
+    /// Directory for UAPI sockets (`up`, `down`, `show`); `wg` looks in /var/run/wireguard.
+    #[arg(long, global = true, env = "MESHTUN_UAPI_DIR", value_name = "DIR",
+          default_value = crate::uapi::SOCKET_DIR)]
+    pub uapi_dir: PathBuf,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -27,6 +37,17 @@ pub enum Command {
     Up {
         /// The TOML configuration file, e.g. /etc/meshtun/wg0.toml.
         config: PathBuf,
+        /// Attach to a tun device created beforehand (`ip tuntap add NAME mode tun user
+        /// USER`), leaving its MTU and link state alone and never deleting it. With this,
+        /// meshtun needs no capability when the configuration sets no addresses, routes
+        /// (`table = "off"`), DNS or fwmark.
+        #[arg(long)]
+        existing_tun: bool,
+        /// Started as root: become USER (its uid, gid and groups) once the UAPI socket, the
+        /// tun device and the UDP sockets are open, keeping CAP_NET_ADMIN alone. The state
+        /// and UAPI directories are given to USER. Linux only.
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
     },
     /// Stop the daemon running the interface, and clean up after one that crashed.
     Down {
@@ -150,6 +171,47 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn runtime_directories_default_to_where_wg_and_down_look() {
+        let cli = Cli::try_parse_from(["meshtun", "down", "wg0"]).unwrap();
+        assert_eq!(cli.state_dir, PathBuf::from("/run/meshtun"));
+        assert_eq!(cli.uapi_dir, PathBuf::from("/var/run/wireguard"));
+        let cli = Cli::try_parse_from([
+            "meshtun",
+            "up",
+            "wg0.toml",
+            "--state-dir",
+            "/tmp/s",
+            "--uapi-dir",
+            "/tmp/u",
+        ])
+        .unwrap();
+        assert_eq!(cli.state_dir, PathBuf::from("/tmp/s"));
+        assert_eq!(cli.uapi_dir, PathBuf::from("/tmp/u"));
+    }
+
+    #[test]
+    fn up_attaches_to_an_existing_tun_only_when_asked() {
+        let cli = Cli::try_parse_from(["meshtun", "up", "wg0.toml"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Up {
+                existing_tun: false,
+                ..
+            }
+        ));
+        let cli = Cli::try_parse_from(["meshtun", "up", "--existing-tun", "wg0.toml"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Up {
+                existing_tun: true,
+                ..
+            }
+        ));
+        let cli = Cli::try_parse_from(["meshtun", "up", "--user", "meshtun", "wg0.toml"]).unwrap();
+        assert!(matches!(cli.command, Command::Up { user: Some(u), .. } if u == "meshtun"));
     }
 
     #[test]

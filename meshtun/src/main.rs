@@ -12,7 +12,13 @@ use meshtun::{config, daemon, join, keys, show};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(log_filter(&cli));
-    match run(cli.command) {
+    let opts = daemon::Options {
+        state_dir: cli.state_dir,
+        uapi_dir: cli.uapi_dir,
+        existing_tun: false,
+        user: None,
+    };
+    match run(cli.command, &opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("meshtun: {error:#}");
@@ -42,6 +48,13 @@ fn init_logging(filter: &str) {
         .init();
 }
 
+fn current_thread_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -49,11 +62,27 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn run(command: Command) -> Result<()> {
-    let opts = daemon::Options::default();
+fn run(command: Command, opts: &daemon::Options) -> Result<()> {
     match command {
-        Command::Up { config } => runtime()?.block_on(daemon::up(&config, &opts))?,
-        Command::Down { target } => match runtime()?.block_on(daemon::down(&target, &opts))? {
+        Command::Up {
+            config,
+            existing_tun,
+            user,
+        } => {
+            // Capabilities are per thread: after a user switch, every task must run on the
+            // thread that kept CAP_NET_ADMIN.
+            let runtime = match user {
+                Some(_) => current_thread_runtime()?,
+                None => runtime()?,
+            };
+            let opts = daemon::Options {
+                existing_tun,
+                user,
+                ..opts.clone()
+            };
+            runtime.block_on(daemon::up(&config, &opts))?
+        }
+        Command::Down { target } => match runtime()?.block_on(daemon::down(&target, opts))? {
             daemon::DownOutcome::Stopped(pid) => eprintln!("stopped meshtun (pid {pid})"),
             daemon::DownOutcome::CleanedUp => {
                 eprintln!("no daemon was running; cleaned up what it left")
@@ -67,7 +96,7 @@ fn run(command: Command) -> Result<()> {
             probe_timeout,
         } => {
             let probe = (!no_probe).then(|| std::time::Duration::from_millis(probe_timeout));
-            runtime()?.block_on(show_command(name, json, probe, &opts))?
+            runtime()?.block_on(show_command(name, json, probe, opts))?
         }
         Command::Genkey => println!("{}", *keys::genkey()),
         Command::Genpsk => println!("{}", *keys::genpsk()),

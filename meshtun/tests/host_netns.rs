@@ -125,6 +125,7 @@ fn plan(ifname: &str, addresses: &[&str], routes: &[&str], log: &Path) -> HostPl
             pre_down: vec![format!("echo pre_down %i >> {log}")],
             post_down: vec![format!("echo post_down %i >> {log}")],
         },
+        existing_link: false,
     }
 }
 
@@ -483,6 +484,52 @@ fn cleanup_stale_deletes_a_leftover_persistent_tun() {
             .all(|l| l["ifname"] != "mt2"));
         assert_eq!(route_dsts("-4", "1234"), Vec::<String>::new());
         assert!(!state_dir.join("mt2.json").exists());
+    });
+}
+
+#[test]
+fn an_existing_tun_keeps_its_link_state_and_survives_a_crash_cleanup() {
+    let Some(ns) = netns("an_existing_tun_keeps_its_link_state_and_survives_a_crash_cleanup")
+    else {
+        return;
+    };
+    in_netns(&ns, || async {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("run");
+        for args in [
+            &["tuntap", "add", "dev", "mt4", "mode", "tun"][..],
+            &["link", "set", "dev", "mt4", "mtu", "1300"],
+        ] {
+            let out = Command::new("ip").args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut plan = plan("mt4", &["100.64.4.1/24"], &[], &dir.path().join("log"));
+        plan.existing_link = true;
+        let setup = apply(&plan, &state_dir).await.expect("apply");
+        let link = |field: &str| {
+            ip_json(&["link", "show", "dev", "mt4"])
+                .first()
+                .map(|l| l[field].clone())
+        };
+        // Left as the administrator made it: MTU 1300 (the plan says 1380), still down.
+        assert_eq!(link("mtu"), Some(Value::from(1300)));
+        let flags = link("flags").unwrap_or_default();
+        assert!(
+            !flags.as_array().unwrap().contains(&Value::from("UP")),
+            "{flags}"
+        );
+        assert_eq!(addresses("mt4"), ["100.64.4.1/24"]);
+        drop(setup);
+
+        // After a crash, what was added goes; the device stays.
+        assert!(cleanup_stale("mt4", &state_dir).await.expect("cleanup"));
+        assert_eq!(link("mtu"), Some(Value::from(1300)));
+        assert_eq!(addresses("mt4"), Vec::<String>::new());
+        assert!(!state_dir.join("mt4.json").exists());
     });
 }
 

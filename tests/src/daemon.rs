@@ -27,6 +27,7 @@ pub struct Daemon<'ns> {
     name: String,
     config_path: PathBuf,
     bin: PathBuf,
+    dirs: RuntimeDirs,
     // Dropped before `_dir`, which holds its log.
     process: Supervised<'ns>,
     _dir: TempDir,
@@ -68,9 +69,85 @@ impl<'ns> Daemon<'ns> {
             name: config.name().to_owned(),
             config_path,
             bin,
+            dirs: RuntimeDirs::shared(),
             process,
             _dir: dir,
         }
+    }
+
+    /// Like [`Daemon::start`], as the unprivileged user [`UNPRIVILEGED_UID`] (through
+    /// `setpriv`, as systemd's `User=` and `AmbientCapabilities=` do, or by the daemon's own
+    /// `--user`) with the capabilities `privilege` says.
+    ///
+    /// Its state, pid and UAPI socket directories are private ones owned by that user
+    /// (`--state-dir`, `--uapi-dir`), as the systemd unit's `RuntimeDirectory=` provides them,
+    /// and so is its configuration file. With [`Privilege::NoCapability`] the tun device must
+    /// exist already, owned by that user
+    /// (`ip tuntap add NAME mode tun user UID`).
+    pub fn start_unprivileged(ns: &'ns Netns, config: &Config, privilege: Privilege) -> Self {
+        let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+        let dirs = RuntimeDirs::private(dir.path());
+        let config_path = crate::config::write_secret(
+            dir.path(),
+            &format!("{}.toml", config.name()),
+            &config.to_toml(),
+        );
+        // Switching itself, the daemon starts as root and gives the directories to the user.
+        if privilege != Privilege::SwitchUser {
+            for path in [dir.path(), &dirs.state, &dirs.uapi, &config_path] {
+                give_to_unprivileged_user(path);
+            }
+        }
+        let log = dir.path().join(format!("{}.log", config.name()));
+        let bin = crate::meshtun_bin();
+        let uid = UNPRIVILEGED_UID.to_string();
+        let mut args = match privilege {
+            Privilege::SwitchUser => vec![],
+            _ => vec![
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".to_owned(),
+            ],
+        };
+        args.extend(privilege.setpriv_caps().iter().map(|&a| a.to_owned()));
+        args.push(bin.to_string_lossy().into_owned());
+        args.extend(dirs.args());
+        args.push("up".to_owned());
+        match privilege {
+            Privilege::NetAdmin => {}
+            Privilege::NoCapability => args.push("--existing-tun".to_owned()),
+            Privilege::SwitchUser => {
+                args.extend(["--user".to_owned(), UNPRIVILEGED_USER.to_owned()]);
+            }
+        }
+        args.push(config_path.to_string_lossy().into_owned());
+        let (program, rest) = match privilege {
+            Privilege::SwitchUser => {
+                let (program, rest) = args.split_first().expect("the binary comes first");
+                (program.as_str(), rest)
+            }
+            _ => ("setpriv", &args[..]),
+        };
+        let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+        let mut cmd = ns.command(program, &rest);
+        cmd.env("MESHTUN_LOG", LOG_FILTER);
+        let label = format!("meshtun {} (uid {uid}) in {}", config.name(), ns.name());
+        let mut process = Supervised::spawn(ns, label, cmd, log);
+        process.wait_ready(|| check_up_in(ns, config, &dirs.uapi));
+        Self {
+            ns,
+            name: config.name().to_owned(),
+            config_path,
+            bin,
+            dirs,
+            process,
+            _dir: dir,
+        }
+    }
+
+    /// The daemon's UAPI socket.
+    pub fn uapi_socket(&self) -> PathBuf {
+        self.dirs.socket(&self.name)
     }
 
     /// The interface name.
@@ -171,7 +248,7 @@ impl<'ns> Daemon<'ns> {
         let status = self.process.terminate();
         Stopped {
             status,
-            socket_left: crate::uapi_socket(&self.name).exists(),
+            socket_left: self.uapi_socket().exists(),
             link_left: self.ns.has_link(&self.name),
             log: self.log(),
         }
@@ -210,7 +287,12 @@ impl<'ns> Daemon<'ns> {
 /// Whether the daemon for `config` is up: its UAPI socket answers with the configured listen
 /// port and number of peers, and its interface has the configured addresses.
 fn check_up(ns: &Netns, config: &Config) -> Result<(), String> {
-    let socket = crate::uapi_socket(config.name());
+    check_up_in(ns, config, Path::new(crate::UAPI_DIR))
+}
+
+/// Like [`check_up`], for a daemon whose UAPI sockets are in `uapi_dir`.
+fn check_up_in(ns: &Netns, config: &Config, uapi_dir: &Path) -> Result<(), String> {
+    let socket = uapi_dir.join(format!("{}.sock", config.name()));
     let reply = uapi_get(&socket).ok_or_else(|| format!("{} does not answer", socket.display()))?;
     if let Some(port) = config.interface.listen_port {
         let want = format!("listen_port={port}");
@@ -240,6 +322,95 @@ fn check_up(ns: &Netns, config: &Config) -> Result<(), String> {
     }
 }
 
+/// The user id unprivileged daemons run as (`nobody`; its group id is the same number).
+pub const UNPRIVILEGED_UID: u32 = 65534;
+
+/// The name of the user [`UNPRIVILEGED_UID`].
+pub const UNPRIVILEGED_USER: &str = "nobody";
+
+/// The capabilities of a daemon started with [`Daemon::start_unprivileged`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Privilege {
+    /// CAP_NET_ADMIN alone: it creates its tun device and sets addresses and routes.
+    NetAdmin,
+    /// None at all: it attaches to a tun device created beforehand (`--existing-tun`).
+    NoCapability,
+    /// Started as root with `--user`: it switches to the user itself, keeping CAP_NET_ADMIN.
+    SwitchUser,
+}
+
+impl Privilege {
+    /// The `setpriv` options that leave the daemon with exactly these capabilities.
+    fn setpriv_caps(self) -> &'static [&'static str] {
+        match self {
+            Privilege::NetAdmin => &[
+                "--inh-caps=-all,+net_admin",
+                "--ambient-caps=-all,+net_admin",
+                "--bounding-set=-all,+net_admin",
+            ],
+            Privilege::NoCapability => &["--inh-caps=-all", "--bounding-set=-all"],
+            Privilege::SwitchUser => &[],
+        }
+    }
+}
+
+/// Where a daemon keeps its state and pid files and its UAPI socket.
+#[derive(Debug, Clone)]
+struct RuntimeDirs {
+    state: PathBuf,
+    uapi: PathBuf,
+}
+
+impl RuntimeDirs {
+    /// meshtun's defaults, shared by every daemon run as root.
+    fn shared() -> Self {
+        Self {
+            state: PathBuf::from(crate::STATE_DIR),
+            uapi: PathBuf::from(crate::UAPI_DIR),
+        }
+    }
+
+    /// Directories of its own under `base` (created here).
+    fn private(base: &Path) -> Self {
+        let dirs = Self {
+            state: base.join("state"),
+            uapi: base.join("uapi"),
+        };
+        for dir in [&dirs.state, &dirs.uapi] {
+            std::fs::create_dir(dir)
+                .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        }
+        dirs
+    }
+
+    /// The UAPI socket of interface `name`.
+    fn socket(&self, name: &str) -> PathBuf {
+        self.uapi.join(format!("{name}.sock"))
+    }
+
+    /// The `meshtun` options naming these directories.
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--state-dir".to_owned(),
+            self.state.to_string_lossy().into_owned(),
+            "--uapi-dir".to_owned(),
+            self.uapi.to_string_lossy().into_owned(),
+        ]
+    }
+}
+
+/// Makes `path` owned by [`UNPRIVILEGED_UID`] and its group.
+fn give_to_unprivileged_user(path: &Path) {
+    let id = Some(nix::unistd::Uid::from_raw(UNPRIVILEGED_UID));
+    let gid = Some(nix::unistd::Gid::from_raw(UNPRIVILEGED_UID));
+    nix::unistd::chown(path, id, gid).unwrap_or_else(|e| {
+        panic!(
+            "cannot chown {} to uid {UNPRIVILEGED_UID}: {e}",
+            path.display()
+        )
+    });
+}
+
 /// How a daemon stopped by [`Daemon::stop`] went away.
 #[derive(Debug)]
 pub struct Stopped {
@@ -265,15 +436,21 @@ impl Daemon<'_> {
     /// Runs `meshtun down NAME` in the daemon's namespace if its state or pid file is still
     /// there and no other daemon serves the interface; never panics (it runs in `drop`).
     fn clean_up_leftovers(&self) {
-        let socket = crate::uapi_socket(&self.name);
+        let socket = self.uapi_socket();
         if uapi_answers(&socket) {
             return;
         }
-        let files = [crate::state_file(&self.name), crate::pid_file(&self.name)];
+        let files = [
+            self.dirs.state.join(format!("{}.json", self.name)),
+            self.dirs.state.join(format!("{}.pid", self.name)),
+        ];
         if files.iter().any(|f| f.exists()) {
             eprintln!("running `meshtun down {}` to clean up after it", self.name);
             let bin = self.bin.to_string_lossy();
-            let mut cmd = self.ns.command(&bin, &["down", &self.name]);
+            let mut args = self.dirs.args();
+            args.extend(["down".to_owned(), self.name.clone()]);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut cmd = self.ns.command(&bin, &args);
             cmd.stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());

@@ -37,7 +37,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-pub use daemon::{Daemon, Stopped};
+pub use daemon::{Daemon, Privilege, Stopped, UNPRIVILEGED_UID, UNPRIVILEGED_USER};
 pub use netns::{add_outer_addr, del_outer_addr, Family, Netns, Veth};
 pub use process::uapi_answers;
 pub use run::{run as run_command, try_run, Output};

@@ -257,6 +257,7 @@ impl Config {
             routes,
             dns: self.interface.dns.clone(),
             hooks: self.interface.hooks.clone(),
+            existing_link: false,
         }
     }
 }

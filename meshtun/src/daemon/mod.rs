@@ -11,6 +11,8 @@ mod down;
 mod gating;
 mod handler;
 mod pidfile;
+#[cfg(target_os = "linux")]
+mod privileges;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +22,8 @@ use tokio::signal::unix::{signal, SignalKind};
 
 pub use down::{down, DownOutcome};
 pub use handler::Handler;
+#[cfg(target_os = "linux")]
+pub use privileges::{PrivilegeError, RunAs};
 
 use crate::config::{Config, ConfigError};
 use crate::device::{Device, DeviceError};
@@ -36,13 +40,20 @@ use pidfile::PidFile;
 /// The device type the daemon runs.
 type HostDevice = Device<Tun, HostUdp>;
 
-/// Where the daemon keeps its runtime files.
+/// Where the daemon keeps its runtime files, and how it gets its tun device.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Host-setup state files and pid files (`/run/meshtun`).
     pub state_dir: PathBuf,
     /// UAPI sockets (`/var/run/wireguard`, where `wg` looks).
     pub uapi_dir: PathBuf,
+    /// Attach to a tun device created beforehand and owned by this user, leaving its MTU
+    /// and link state alone and never deleting it (running with no capability at all).
+    pub existing_tun: bool,
+    /// Started as root, become this user once the UAPI socket, the tun device and the UDP
+    /// sockets are open, keeping CAP_NET_ADMIN alone (Linux; `up` must then run on a
+    /// current-thread runtime).
+    pub user: Option<String>,
 }
 
 impl Default for Options {
@@ -50,6 +61,8 @@ impl Default for Options {
         Self {
             state_dir: PathBuf::from(host::DEFAULT_STATE_DIR),
             uapi_dir: PathBuf::from(uapi::SOCKET_DIR),
+            existing_tun: false,
+            user: None,
         }
     }
 }
@@ -115,6 +128,10 @@ pub enum DaemonError {
     /// The metrics endpoint could not be served.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// Switching to the configured user failed.
+    #[cfg(target_os = "linux")]
+    #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
     /// `down` found a daemon that would not stop.
     #[error("the daemon for {ifname} (pid {pid}) did not stop within {seconds} s")]
     StillRunning {
@@ -153,8 +170,11 @@ pub async fn up(config_path: &Path, opts: &Options) -> Result<(), DaemonError> {
     for warning in warnings {
         tracing::warn!("{warning}");
     }
-    let plan = config.host_plan();
+    let mut plan = config.host_plan();
+    plan.existing_link = opts.existing_tun;
     let ifname = plan.ifname.clone();
+    #[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
+    let run_as = run_as(opts, &ifname)?;
     // Binding the socket first refuses a second daemon for the same interface before
     // anything is touched.
     let socket = uapi::bind_in(&opts.uapi_dir, &ifname)?;
@@ -170,7 +190,7 @@ pub async fn up(config_path: &Path, opts: &Options) -> Result<(), DaemonError> {
         name: ifname.clone(),
         mtu: plan.mtu,
         offload: std::env::var_os("MESHTUN_NO_OFFLOAD").is_none(),
-        persistent: false,
+        persistent: opts.existing_tun,
     })
     .map_err(|source| DaemonError::Tun {
         ifname: ifname.clone(),
@@ -184,6 +204,12 @@ pub async fn up(config_path: &Path, opts: &Options) -> Result<(), DaemonError> {
         }
     })?;
     let device = Arc::new(device);
+    #[cfg(target_os = "linux")]
+    if let Some(user) = &run_as {
+        user.own_dir(&opts.state_dir)?;
+        user.own_dir(&opts.uapi_dir)?;
+        user.switch()?;
+    }
     let host = host::apply(&plan, &opts.state_dir).await?;
     // Gating starts once the interface is up: the first update (from the cached bundle, if
     // any) can be applied at once.
@@ -191,7 +217,9 @@ pub async fn up(config_path: &Path, opts: &Options) -> Result<(), DaemonError> {
         Ok(gating) => gating,
         Err(error) => {
             drop(device);
-            wait_for_link_gone(&ifname).await;
+            if !opts.existing_tun {
+                wait_for_link_gone(&ifname).await;
+            }
             if let Err(undo) = host.teardown().await {
                 tracing::warn!(%undo, "undoing the host setup failed");
             }
@@ -219,6 +247,34 @@ pub async fn up(config_path: &Path, opts: &Options) -> Result<(), DaemonError> {
         gating,
     };
     running.serve(socket, opts).await
+}
+
+/// The user to become (`--user`), looked up before anything is touched.
+#[cfg(target_os = "linux")]
+fn run_as(opts: &Options, ifname: &str) -> Result<Option<RunAs>, DaemonError> {
+    let Some(name) = &opts.user else {
+        return Ok(None);
+    };
+    let flavor = tokio::runtime::Handle::current().runtime_flavor();
+    if flavor != tokio::runtime::RuntimeFlavor::CurrentThread {
+        return Err(DaemonError::Failed {
+            ifname: ifname.to_owned(),
+            reason: "switching users needs a current-thread runtime".to_owned(),
+        });
+    }
+    Ok(Some(RunAs::lookup(name)?))
+}
+
+/// `--user` is refused where capabilities cannot be kept across the switch.
+#[cfg(not(target_os = "linux"))]
+fn run_as(opts: &Options, ifname: &str) -> Result<Option<()>, DaemonError> {
+    match opts.user {
+        None => Ok(None),
+        Some(_) => Err(DaemonError::Failed {
+            ifname: ifname.to_owned(),
+            reason: "--user is supported on Linux only".to_owned(),
+        }),
+    }
 }
 
 /// Everything that must be undone once the interface is up.
@@ -259,7 +315,10 @@ impl Running {
         } = self;
         // The UAPI handler held the other reference; dropping the device closes the tun.
         drop(device);
-        wait_for_link_gone(&ifname).await;
+        // A device created beforehand stays; one of our own goes away with its last file.
+        if !opts.existing_tun {
+            wait_for_link_gone(&ifname).await;
+        }
         let teardown = host.teardown().await;
         tracing::info!(interface = %ifname, "interface is down");
         outcome?;

@@ -46,6 +46,9 @@ fn family_flag(net: &IpNet) -> &'static str {
 
 /// Refuses what this version cannot do, before anything is changed.
 fn check_supported(plan: &HostPlan) -> Result<(), HostError> {
+    if plan.existing_link {
+        return Err(unsupported(&plan.ifname, "an existing tun device"));
+    }
     if !plan.dns.is_empty() {
         return Err(unsupported(&plan.ifname, "DNS"));
     }

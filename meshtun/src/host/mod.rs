@@ -212,6 +212,7 @@ mod tests {
             routes: vec![],
             dns: Dns::default(),
             hooks: Hooks::default(),
+            existing_link: false,
         };
         let dir = std::env::temp_dir();
         let mut state = State::new("mt0", None, state::DownHooks::default());

@@ -67,4 +67,7 @@ pub struct HostPlan {
     pub dns: Dns,
     /// Hook commands.
     pub hooks: Hooks,
+    /// The tun device was created beforehand (`ip tuntap add ... user meshtun`) and is left
+    /// as found: its MTU and link state are not changed, and it is never deleted.
+    pub existing_link: bool,
 }

@@ -171,6 +171,9 @@ pub struct State {
     pub up: bool,
     /// The down hooks.
     pub down_hooks: DownHooks,
+    /// The tun device was created beforehand: a crash cleanup leaves it in place.
+    #[serde(default)]
+    pub existing_link: bool,
 }
 
 impl State {
@@ -190,6 +193,7 @@ impl State {
             default_table: None,
             up: false,
             down_hooks,
+            existing_link: false,
         }
     }
 
@@ -347,6 +351,15 @@ mod tests {
         state.default_table = Some(51820);
         state.up = true;
         state
+    }
+
+    #[test]
+    fn a_state_file_from_before_existing_links_loads_as_a_device_of_our_own() {
+        let mut value = serde_json::to_value(sample()).unwrap();
+        value.as_object_mut().unwrap().remove("existing_link");
+        let state: State = serde_json::from_value(value).unwrap();
+        assert!(!state.existing_link);
+        assert_eq!(state, sample());
     }
 
     #[test]

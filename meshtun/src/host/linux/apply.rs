@@ -30,10 +30,13 @@ impl HostSetup {
         for addr in self.plan.addresses.clone() {
             self.add_address(nl, index, addr).await?;
         }
-        let mtu = u32::from(self.plan.mtu);
-        nl.set_mtu_up(index, mtu)
-            .await
-            .map_err(|e| object_error(&self.plan.ifname, "set", format!("link mtu {mtu} up"), e))?;
+        // A device created beforehand keeps the MTU and link state it was given.
+        if !self.plan.existing_link {
+            let mtu = u32::from(self.plan.mtu);
+            nl.set_mtu_up(index, mtu).await.map_err(|e| {
+                object_error(&self.plan.ifname, "set", format!("link mtu {mtu} up"), e)
+            })?;
+        }
         if !self.plan.dns.is_empty() {
             self.set_dns().await?;
         }

@@ -74,7 +74,8 @@ pub async fn apply(plan: &HostPlan, state_dir: &Path) -> Result<HostSetup, HostE
         pre_down: plan.hooks.pre_down.clone(),
         post_down: plan.hooks.post_down.clone(),
     };
-    let state = State::new(ifname, Some(link.index), down_hooks);
+    let mut state = State::new(ifname, Some(link.index), down_hooks);
+    state.existing_link = plan.existing_link;
     let mut setup = HostSetup::new(plan.clone(), state, file);
     setup.save()?;
     if let Err(e) = setup.bring_up(&nl, link.index).await {
@@ -267,7 +268,11 @@ async fn stale_link(nl: &Netlink, ifname: &str, state: &State) -> Result<Option<
         .map_err(|e| object_error(ifname, "look up", "link", e))?;
     match link {
         None => Ok(None),
-        Some(link) if link.is_tun && !link.attached => {
+        // A device created beforehand keeps existing; only what was added to it is removed.
+        Some(link) if state.existing_link && Some(link.index) == state.ifindex => {
+            Ok(Some(link.index))
+        }
+        Some(link) if link.is_tun && !link.attached && !state.existing_link => {
             tracing::info!(interface = ifname, "deleting the leftover tun device");
             match nl.delete_link(link.index).await {
                 Ok(()) => Ok(None),
@@ -335,6 +340,7 @@ mod tests {
             routes: vec![],
             dns: super::super::Dns::default(),
             hooks: super::super::Hooks::default(),
+            existing_link: false,
         };
         let err = apply(&plan, dir.path()).await.unwrap_err();
         assert!(matches!(err, HostError::StaleState { .. }), "{err}");
