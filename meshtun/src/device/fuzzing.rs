@@ -15,20 +15,20 @@ use super::stats::Counters;
 use super::transport::{DatagramBatch, PacketBatch, TUN_HEADROOM};
 use crate::wgcfg::{DeviceSettings, PeerSettings};
 
-const MTU: usize = 1420;
+pub(super) const MTU: usize = 1420;
 
 /// One side of the harness.
-struct Side {
+pub(super) struct Side {
     control: Control,
-    snap: Snapshot,
-    addr: SocketAddr,
+    pub(super) snap: Snapshot,
+    pub(super) addr: SocketAddr,
 }
 
 /// Two devices, Alice and Bob, that have completed a handshake.
 pub struct Harness {
-    alice: Side,
-    bob: Side,
-    counters: Counters,
+    pub(super) alice: Side,
+    pub(super) bob: Side,
+    pub(super) counters: Counters,
 }
 
 fn side(own: &PrivateKey, peer: &PrivateKey, addr: &str, peer_addr: &str, peer_net: &str) -> Side {

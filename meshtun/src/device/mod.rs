@@ -22,6 +22,8 @@ mod stats;
 mod tasks;
 pub mod transport;
 
+#[doc(hidden)]
+pub mod benching;
 pub mod channel;
 #[doc(hidden)]
 pub mod fuzzing;
