@@ -41,7 +41,7 @@ impl PacketBench {
             harness: Harness::new(),
             packets,
             wire: DatagramBatch::new(BATCH, MTU + 64),
-            tun: PacketBatch::new(BATCH, MTU + 64, TUN_HEADROOM),
+            tun: PacketBatch::coalescing(BATCH, MTU + 64, TUN_HEADROOM),
             big: PacketBatch::new(1, MAX_PACKET, TUN_HEADROOM),
             replies: DatagramBatch::new(64, MTU + 64),
         }

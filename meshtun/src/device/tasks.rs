@@ -92,7 +92,7 @@ pub(super) async fn receive_worker<T: TunIo, F: UdpFactory>(
 ) {
     let counters = inner.new_counters();
     let mut received = RecvBatch::new(RECV_SLOTS, RECV_SLOT_LEN);
-    let mut tun = PacketBatch::new(BATCH, inner.mtu + 64, TUN_HEADROOM);
+    let mut tun = PacketBatch::coalescing(BATCH, inner.mtu + 64, TUN_HEADROOM);
     let mut big = PacketBatch::new(1, MAX_PACKET, TUN_HEADROOM);
     let mut out = DatagramBatch::new(64, inner.mtu + 64);
     let mut failures = 0u32;

@@ -44,6 +44,28 @@ impl PacketBatch {
         }
     }
 
+    /// A batch whose buffers can also grow, without reallocating, to a whole coalesced
+    /// packet of [`MAX_PACKET`] bytes: the tun transport merges consecutive TCP segments of a
+    /// flow into the first one's buffer on write (receive offload), and merges nothing into
+    /// a buffer without that room. Pages past `slot_len` are touched only when a coalesced
+    /// packet fills them.
+    pub fn coalescing(capacity: usize, slot_len: usize, headroom: usize) -> Self {
+        let room = headroom + MAX_PACKET.max(slot_len);
+        Self {
+            bufs: (0..capacity)
+                .map(|_| {
+                    let mut buf = Vec::with_capacity(room);
+                    buf.resize(headroom + slot_len, 0);
+                    buf
+                })
+                .collect(),
+            sizes: vec![0; capacity],
+            count: 0,
+            headroom,
+            slot_len,
+        }
+    }
+
     /// Number of packets in the batch.
     pub fn len(&self) -> usize {
         self.count
