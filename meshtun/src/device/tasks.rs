@@ -14,9 +14,15 @@ use super::transport::{
 };
 use super::{Inner, BATCH, TICK};
 
-/// Receive slots per UDP read, and the size of each (a coalesced read can fill 64 KiB).
-const RECV_SLOTS: usize = 32;
+/// Receive slots per UDP read, and the size of each (a coalesced read can fill 64 KiB, some
+/// 45 datagrams of a full-sized tunnel).
+const RECV_SLOTS: usize = 16;
 const RECV_SLOT_LEN: usize = 65_536;
+
+/// Decrypted packets per tun write batch. Every slot can grow to a 64 KiB coalesced packet,
+/// so this bounds the receive worker's memory (64 × 64 KiB); 64 full-sized packets still
+/// coalesce into two writes.
+const TUN_WRITE_BATCH: usize = 64;
 
 /// Reads packets from the tun device, encrypts them and sends them to their peers.
 pub(super) async fn send_worker<T: TunIo, F: UdpFactory>(inner: Arc<Inner<T, F>>) {
@@ -92,7 +98,7 @@ pub(super) async fn receive_worker<T: TunIo, F: UdpFactory>(
 ) {
     let counters = inner.new_counters();
     let mut received = RecvBatch::new(RECV_SLOTS, RECV_SLOT_LEN);
-    let mut tun = PacketBatch::coalescing(BATCH, inner.mtu + 64, TUN_HEADROOM);
+    let mut tun = PacketBatch::coalescing(TUN_WRITE_BATCH, inner.mtu + 64, TUN_HEADROOM);
     let mut big = PacketBatch::new(1, MAX_PACKET, TUN_HEADROOM);
     let mut out = DatagramBatch::new(64, inner.mtu + 64);
     let mut failures = 0u32;
