@@ -191,6 +191,12 @@ pub async fn up(config_path: &Path, opts: &Options) -> Result<(), DaemonError> {
         mtu: plan.mtu,
         offload: std::env::var_os("MESHTUN_NO_OFFLOAD").is_none(),
         persistent: opts.existing_tun,
+        // After `--user`, every task runs on the one thread that kept CAP_NET_ADMIN.
+        lanes: if opts.user.is_some() {
+            1
+        } else {
+            crate::tun::default_lanes()
+        },
     })
     .map_err(|source| DaemonError::Tun {
         ifname: ifname.clone(),

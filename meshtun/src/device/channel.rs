@@ -21,6 +21,7 @@ const QUEUE: usize = 1024;
 pub struct ChannelTun {
     from_host: tokio::sync::Mutex<mpsc::Receiver<Vec<u8>>>,
     to_host: mpsc::Sender<Vec<u8>>,
+    lanes: usize,
 }
 
 /// The test's side of an in-memory tun device.
@@ -34,12 +35,19 @@ pub struct TunHandle {
 impl ChannelTun {
     /// A connected pair: the device's tun and the test's handle.
     pub fn pair() -> (ChannelTun, TunHandle) {
+        Self::pair_with_lanes(1)
+    }
+
+    /// A connected pair whose tun has `lanes` lanes (at least 1), all reading the one host
+    /// queue: the device runs a send worker per lane.
+    pub fn pair_with_lanes(lanes: usize) -> (ChannelTun, TunHandle) {
         let (to_device, from_host) = mpsc::channel(QUEUE);
         let (to_host, from_device) = mpsc::channel(QUEUE);
         (
             ChannelTun {
                 from_host: tokio::sync::Mutex::new(from_host),
                 to_host,
+                lanes: lanes.max(1),
             },
             TunHandle {
                 to_device,
@@ -50,7 +58,11 @@ impl ChannelTun {
 }
 
 impl TunIo for ChannelTun {
-    async fn recv(&self, batch: &mut PacketBatch) -> io::Result<()> {
+    fn lanes(&self) -> usize {
+        self.lanes
+    }
+
+    async fn recv(&self, _lane: usize, batch: &mut PacketBatch) -> io::Result<()> {
         let mut rx = self.from_host.lock().await;
         let first = rx
             .recv()
@@ -68,7 +80,7 @@ impl TunIo for ChannelTun {
         Ok(())
     }
 
-    async fn send(&self, batch: &mut PacketBatch) -> io::Result<()> {
+    async fn send(&self, _lane: usize, batch: &mut PacketBatch) -> io::Result<()> {
         for i in 0..batch.len() {
             // A full or closed host queue drops the packet, as a real tun device would.
             let _ = self.to_host.try_send(batch.packet(i).to_vec());

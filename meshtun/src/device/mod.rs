@@ -2,8 +2,8 @@
 //! session indices, rate limiting and timers, generic over its tun and UDP transports.
 //!
 //! Tasks:
-//! - one send worker per tun queue: packets from the host are routed by longest-prefix match
-//!   and encrypted, a batch at a time;
+//! - one send worker per tun lane (queue): packets from the host are routed by longest-prefix
+//!   match and encrypted, a batch at a time;
 //! - one receive worker per UDP socket: datagrams are routed by session index, decrypted and
 //!   checked against the sender's allowed IPs;
 //! - a timer task (every [`TICK`]) for handshake retries, rekeys, keepalives and the
@@ -133,10 +133,10 @@ impl<T: TunIo, F: UdpFactory> Device<T, F> {
             receivers: Mutex::new(Vec::new()),
             fatal,
         });
-        let tasks = vec![
-            tokio::spawn(tasks::send_worker(inner.clone())),
-            tokio::spawn(tasks::timer_task(inner.clone())),
-        ];
+        let mut tasks = vec![tokio::spawn(tasks::timer_task(inner.clone()))];
+        for lane in 0..inner.tun.lanes().max(1) {
+            tasks.push(tokio::spawn(tasks::send_worker(inner.clone(), lane)));
+        }
         inner.spawn_receivers();
         let device = Self { inner, tasks };
         let first = out;
@@ -293,10 +293,14 @@ impl<T: TunIo, F: UdpFactory> Inner<T, F> {
         for task in receivers.drain(..) {
             task.abort();
         }
-        for socket in sockets.v4.iter().chain(sockets.v6.iter()) {
+        // Each receive worker writes through its own lane, so that two of them never wait
+        // for each other's coalescing table.
+        let lanes = self.tun.lanes().max(1);
+        for (k, socket) in sockets.v4.iter().chain(sockets.v6.iter()).enumerate() {
             receivers.push(tokio::spawn(tasks::receive_worker(
                 self.clone(),
                 socket.clone(),
+                k % lanes,
             )));
         }
     }

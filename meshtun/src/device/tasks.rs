@@ -24,14 +24,15 @@ const RECV_SLOT_LEN: usize = 65_536;
 /// coalesce into two writes.
 const TUN_WRITE_BATCH: usize = 64;
 
-/// Reads packets from the tun device, encrypts them and sends them to their peers.
-pub(super) async fn send_worker<T: TunIo, F: UdpFactory>(inner: Arc<Inner<T, F>>) {
+/// Reads packets from one lane of the tun device, encrypts them and sends them to their
+/// peers.
+pub(super) async fn send_worker<T: TunIo, F: UdpFactory>(inner: Arc<Inner<T, F>>, lane: usize) {
     let counters = inner.new_counters();
     let mut packets = PacketBatch::new(BATCH, inner.mtu, TUN_HEADROOM);
     let mut out = DatagramBatch::new(BATCH, inner.mtu + 64);
     loop {
         packets.clear();
-        if let Err(error) = inner.tun.recv(&mut packets).await {
+        if let Err(error) = inner.tun.recv(lane, &mut packets).await {
             let reason = format!("reading from tun device {} failed: {error}", inner.name);
             tracing::error!("{reason}");
             inner.fatal.send_replace(Some(reason));
@@ -91,10 +92,11 @@ fn receive_pass(
 }
 
 /// Reads datagrams from one UDP socket, decrypts them and writes the packets to the tun
-/// device.
+/// device through `lane`.
 pub(super) async fn receive_worker<T: TunIo, F: UdpFactory>(
     inner: Arc<Inner<T, F>>,
     socket: Arc<F::Socket>,
+    lane: usize,
 ) {
     let counters = inner.new_counters();
     let mut received = RecvBatch::new(RECV_SLOTS, RECV_SLOT_LEN);
@@ -122,8 +124,8 @@ pub(super) async fn receive_worker<T: TunIo, F: UdpFactory>(
             let step = receive_pass(
                 &snap, &received, skip, &mut tun, &mut big, &mut out, &counters,
             );
-            write_tun(&inner, &mut tun).await;
-            write_tun(&inner, &mut big).await;
+            write_tun(&inner, lane, &mut tun).await;
+            write_tun(&inner, lane, &mut big).await;
             inner.send(&out).await;
             match step {
                 Step::Done => break,
@@ -133,11 +135,15 @@ pub(super) async fn receive_worker<T: TunIo, F: UdpFactory>(
     }
 }
 
-async fn write_tun<T: TunIo, F: UdpFactory>(inner: &Inner<T, F>, batch: &mut PacketBatch) {
+async fn write_tun<T: TunIo, F: UdpFactory>(
+    inner: &Inner<T, F>,
+    lane: usize,
+    batch: &mut PacketBatch,
+) {
     if batch.is_empty() {
         return;
     }
-    if let Err(error) = inner.tun.send(batch).await {
+    if let Err(error) = inner.tun.send(lane, batch).await {
         tracing::debug!(%error, interface = %inner.name, "writing to the tun device failed");
     }
 }

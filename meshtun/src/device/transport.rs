@@ -148,12 +148,30 @@ impl PacketBatch {
 }
 
 /// The tun side of the device: reads IP packets sent by the host, writes decrypted ones.
+///
+/// A tun device may have several queues (lanes): the host spreads its flows over them, each
+/// flow staying on one queue, and the device runs one send worker per lane. Lanes are
+/// numbered `0..lanes()`; any lane may be written.
 pub trait TunIo: Send + Sync + 'static {
-    /// Waits for at least one packet, then fills `batch` (which the caller has cleared).
-    fn recv(&self, batch: &mut PacketBatch) -> impl Future<Output = io::Result<()>> + Send;
+    /// Number of lanes (at least 1).
+    fn lanes(&self) -> usize {
+        1
+    }
 
-    /// Writes every packet in `batch` to the host.
-    fn send(&self, batch: &mut PacketBatch) -> impl Future<Output = io::Result<()>> + Send;
+    /// Waits for at least one packet on `lane`, then fills `batch` (which the caller has
+    /// cleared).
+    fn recv(
+        &self,
+        lane: usize,
+        batch: &mut PacketBatch,
+    ) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Writes every packet in `batch` to the host through `lane`.
+    fn send(
+        &self,
+        lane: usize,
+        batch: &mut PacketBatch,
+    ) -> impl Future<Output = io::Result<()>> + Send;
 }
 
 /// A batch of outgoing datagrams, laid out back to back in one buffer so that consecutive

@@ -1,5 +1,6 @@
 //! Linux tun through tun-rs, with virtio-net offload: the kernel hands over TCP super-packets
-//! that are split on read, and packets are coalesced again on write.
+//! that are split on read, and packets are coalesced again on write. With several lanes the
+//! device is multi-queue: the kernel spreads flows over the queues, one send worker each.
 
 use std::io;
 
@@ -9,21 +10,41 @@ use tun_rs::{AsyncDevice, DeviceBuilder, GROTable, VIRTIO_NET_HDR_LEN};
 use super::TunOptions;
 use crate::device::transport::{PacketBatch, TunIo, MAX_PACKET};
 
-/// An open Linux tun device.
-pub struct Tun {
+/// One queue of the device, with its own read buffer and coalescing table.
+struct Queue {
     dev: AsyncDevice,
-    name: String,
-    offload: bool,
     /// Raw read buffer: virtio-net header plus one (possibly 64 KiB) packet.
     read_buf: Mutex<Vec<u8>>,
     gro: Mutex<GROTable>,
 }
 
+impl Queue {
+    fn new(dev: AsyncDevice) -> Self {
+        Self {
+            dev,
+            read_buf: Mutex::new(vec![0; VIRTIO_NET_HDR_LEN + MAX_PACKET]),
+            gro: Mutex::new(GROTable::new()),
+        }
+    }
+}
+
+/// An open Linux tun device.
+pub struct Tun {
+    queues: Vec<Queue>,
+    name: String,
+    offload: bool,
+}
+
 impl Tun {
-    /// Opens (creating if needed) the tun device described by `opts`.
+    /// Opens (creating if needed) the tun device described by `opts`, with `opts.lanes`
+    /// queues if the kernel (or, for a persistent device, the way it was created) allows,
+    /// and one otherwise.
     pub fn open(opts: &TunOptions) -> io::Result<Self> {
-        let open = |offload: bool| {
-            let mut builder = DeviceBuilder::new().name(&opts.name).offload(offload);
+        let open = |offload: bool, multi_queue: bool| {
+            let mut builder = DeviceBuilder::new()
+                .name(&opts.name)
+                .offload(offload)
+                .multi_queue(multi_queue);
             builder = if opts.persistent {
                 builder.inherit_enable_state()
             } else {
@@ -31,22 +52,50 @@ impl Tun {
             };
             builder.build_async()
         };
-        let (dev, offload) = match open(opts.offload) {
-            Ok(dev) => (dev, opts.offload),
-            Err(error) if opts.offload => {
-                tracing::info!(%error, "tun offload unavailable; using plain batched I/O");
-                (open(false)?, false)
+        let want_queues = opts.lanes > 1;
+        let mut attempts = vec![(opts.offload, want_queues)];
+        if want_queues {
+            attempts.push((opts.offload, false));
+        }
+        if opts.offload {
+            attempts.push((false, false));
+        }
+        let mut last = None;
+        let mut opened = None;
+        for (offload, multi_queue) in attempts {
+            match open(offload, multi_queue) {
+                Ok(dev) => {
+                    opened = Some((dev, offload, multi_queue));
+                    break;
+                }
+                Err(error) => {
+                    tracing::info!(%error, offload, multi_queue, "cannot open the tun device this way; trying a plainer one");
+                    last = Some(error);
+                }
             }
-            Err(error) => return Err(error),
+        }
+        let Some((dev, offload, multi_queue)) = opened else {
+            return Err(last.unwrap_or_else(|| io::Error::other("no way to open the tun device")));
         };
         let offload = offload && dev.tcp_gso();
         let name = dev.name().unwrap_or_else(|_| opts.name.clone());
+        let mut queues = Vec::with_capacity(opts.lanes.max(1));
+        if multi_queue {
+            for _ in 1..opts.lanes {
+                match dev.try_clone() {
+                    Ok(queue) => queues.push(Queue::new(queue)),
+                    Err(error) => {
+                        tracing::info!(%error, interface = %name, "cannot open another tun queue; using fewer lanes");
+                        break;
+                    }
+                }
+            }
+        }
+        queues.insert(0, Queue::new(dev));
         Ok(Self {
-            dev,
+            queues,
             name,
             offload,
-            read_buf: Mutex::new(vec![0; VIRTIO_NET_HDR_LEN + MAX_PACKET]),
-            gro: Mutex::new(GROTable::new()),
         })
     }
 
@@ -59,14 +108,23 @@ impl Tun {
     pub fn offload(&self) -> bool {
         self.offload
     }
+
+    fn queue(&self, lane: usize) -> &Queue {
+        &self.queues[lane % self.queues.len()]
+    }
 }
 
 impl TunIo for Tun {
-    async fn recv(&self, batch: &mut PacketBatch) -> io::Result<()> {
-        let mut original = self.read_buf.lock().await;
+    fn lanes(&self) -> usize {
+        self.queues.len()
+    }
+
+    async fn recv(&self, lane: usize, batch: &mut PacketBatch) -> io::Result<()> {
+        let queue = self.queue(lane);
+        let mut original = queue.read_buf.lock().await;
         let (bufs, sizes, count, headroom) = batch.raw_parts();
         loop {
-            match self
+            match queue
                 .dev
                 .recv_multiple(&mut original, bufs, sizes, headroom)
                 .await
@@ -84,10 +142,11 @@ impl TunIo for Tun {
         }
     }
 
-    async fn send(&self, batch: &mut PacketBatch) -> io::Result<()> {
-        let mut gro = self.gro.lock().await;
+    async fn send(&self, lane: usize, batch: &mut PacketBatch) -> io::Result<()> {
+        let queue = self.queue(lane);
+        let mut gro = queue.gro.lock().await;
         let (bufs, headroom) = batch.packet_buffers();
-        let result = self.dev.send_multiple(&mut gro, bufs, headroom).await;
+        let result = queue.dev.send_multiple(&mut gro, bufs, headroom).await;
         batch.restore();
         result.map(|_| ())
     }

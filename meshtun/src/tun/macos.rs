@@ -41,7 +41,7 @@ impl Tun {
 }
 
 impl TunIo for Tun {
-    async fn recv(&self, batch: &mut PacketBatch) -> io::Result<()> {
+    async fn recv(&self, _lane: usize, batch: &mut PacketBatch) -> io::Result<()> {
         let slot = batch
             .next_slot()
             .ok_or_else(|| io::Error::other("empty tun batch"))?;
@@ -57,7 +57,7 @@ impl TunIo for Tun {
         Ok(())
     }
 
-    async fn send(&self, batch: &mut PacketBatch) -> io::Result<()> {
+    async fn send(&self, _lane: usize, batch: &mut PacketBatch) -> io::Result<()> {
         for i in 0..batch.len() {
             self.dev.send(batch.packet(i)).await?;
         }

@@ -23,4 +23,13 @@ pub struct TunOptions {
     /// Attach to a persistent device created beforehand and owned by this user, without
     /// changing its MTU or link state (running with no capability at all).
     pub persistent: bool,
+    /// Queues to open, one per lane (Linux multi-queue; a device that cannot have them, or
+    /// a persistent one created without `multi_queue`, gets one).
+    pub lanes: usize,
+}
+
+/// Lanes for a device: one per core, at most four. More lanes than cores only add
+/// contention; past four, the one tunnel socket per address family is the limit.
+pub fn default_lanes() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
