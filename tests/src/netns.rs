@@ -226,6 +226,14 @@ impl Veth {
         veth
     }
 
+    /// Sets the MTU of both ends (`a` and `b` are the namespaces given to
+    /// [`connect`](Self::connect)).
+    pub fn set_mtu(&self, a: &Netns, b: &Netns, mtu: u16) {
+        let mtu = mtu.to_string();
+        a.ip(&["link", "set", &self.a_dev, "mtu", &mtu]);
+        b.ip(&["link", "set", &self.b_dev, "mtu", &mtu]);
+    }
+
     /// A's outer address in `family`.
     pub fn a_addr(&self, family: Family) -> IpAddr {
         match family {

@@ -174,15 +174,129 @@ fn verify(received: &[u8], seed: u64, expected: usize, who: &str) -> Result<(), 
 
 /// `len` deterministic pseudo-random bytes (xorshift64) for `seed`.
 fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state.to_le_bytes()[0]
-        })
-        .collect()
+    let mut bytes = vec![0; len];
+    Pattern::new(seed).fill(&mut bytes);
+    bytes
+}
+
+/// The byte stream [`pattern`] starts, produced a piece at a time.
+struct Pattern(u64);
+
+impl Pattern {
+    fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// Fills `out` with the stream's next bytes.
+    fn fill(&mut self, out: &mut [u8]) {
+        for b in out {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            *b = self.0.to_le_bytes()[0];
+        }
+    }
+}
+
+/// Chunk size of [`tcp_duplex`]'s writes and checks.
+const DUPLEX_CHUNK: usize = 64 * 1024;
+
+/// Opens a TCP connection from `client` to a listener on `server_addr` in `server` and
+/// streams `bytes` pseudo-random bytes each way at the same time, checking every byte as it
+/// arrives (in constant memory, so transfers can be large). Returns how long it took.
+pub fn tcp_duplex(
+    server: &Netns,
+    server_addr: IpAddr,
+    client: &Netns,
+    bytes: u64,
+) -> Result<Duration, String> {
+    let listener = server
+        .enter(|| TcpListener::bind((server_addr, 0)))
+        .map_err(|e| format!("cannot listen on {server_addr}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        let serving = s.spawn(|| {
+            let stream = accept_within(&listener, TCP_TIMEOUT)?;
+            duplex(stream, 2, 1, bytes, &format!("server {addr}"))
+        });
+        let client_result = client
+            .enter(|| TcpStream::connect_timeout(&addr, TCP_TIMEOUT))
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))
+            .and_then(|stream| duplex(stream, 1, 2, bytes, &format!("client of {addr}")));
+        let server_result = serving
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        client_result.and(server_result)
+    })?;
+    Ok(started.elapsed())
+}
+
+/// Sends `bytes` of stream `send_seed` on `stream` while checking that the other side sends
+/// exactly `bytes` of stream `recv_seed`.
+fn duplex(
+    stream: TcpStream,
+    send_seed: u64,
+    recv_seed: u64,
+    bytes: u64,
+    who: &str,
+) -> Result<(), String> {
+    set_timeouts(&stream)?;
+    let mut writer = stream.try_clone().map_err(|e| format!("{who}: {e}"))?;
+    std::thread::scope(|s| {
+        let sending = s.spawn(move || -> Result<(), String> {
+            let mut pattern = Pattern::new(send_seed);
+            let mut chunk = vec![0; DUPLEX_CHUNK];
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(DUPLEX_CHUNK as u64) as usize;
+                pattern.fill(&mut chunk[..n]);
+                writer
+                    .write_all(&chunk[..n])
+                    .map_err(|e| format!("{who}: sending failed with {left} bytes left: {e}"))?;
+                left -= n as u64;
+            }
+            writer
+                .shutdown(Shutdown::Write)
+                .map_err(|e| format!("{who}: shutdown failed: {e}"))
+        });
+        let received = check_stream(stream, recv_seed, bytes, who);
+        let sent = sending
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        received.and(sent)
+    })
+}
+
+/// Reads `stream` to its end, comparing it with stream `seed`; it must be `bytes` long.
+fn check_stream(mut stream: TcpStream, seed: u64, bytes: u64, who: &str) -> Result<(), String> {
+    let mut pattern = Pattern::new(seed);
+    let mut got = vec![0; DUPLEX_CHUNK];
+    let mut want = vec![0; DUPLEX_CHUNK];
+    let mut at = 0u64;
+    loop {
+        let n = match stream.read(&mut got) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("{who}: receiving failed after {at} bytes: {e}")),
+        };
+        if at + n as u64 > bytes {
+            return Err(format!("{who}: received more than the {bytes} bytes sent"));
+        }
+        pattern.fill(&mut want[..n]);
+        if let Some(k) = got[..n].iter().zip(&want[..n]).position(|(a, b)| a != b) {
+            return Err(format!(
+                "{who}: received data differs at byte {}",
+                at + k as u64
+            ));
+        }
+        at += n as u64;
+    }
+    if at != bytes {
+        return Err(format!("{who}: received {at} bytes, expected {bytes}"));
+    }
+    Ok(())
 }
 
 /// What iperf3's client reported.
