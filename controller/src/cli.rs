@@ -33,6 +33,8 @@ pub struct Cli {
 pub enum Command {
     /// Create the state directory, the controller key, the admin token and the database.
     Init,
+    /// Validate the configuration file and the TLS files it names, changing nothing.
+    Check,
     /// Run the controller until SIGTERM or SIGINT.
     Serve,
     /// Enroll, list, remove or pin nodes.

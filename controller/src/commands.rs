@@ -156,6 +156,19 @@ pub fn init(config: &ControllerConfig) -> Result<InitReport, CommandError> {
     })
 }
 
+/// `check`: validates what `serve` would use beyond the file itself (the epoch schedule, the
+/// TLS certificate and key), without creating or changing anything.
+pub fn check(config: &ControllerConfig) -> Result<(), CommandError> {
+    Schedule::new(
+        u64::try_from(config.epoch_length.as_millis()).unwrap_or(u64::MAX),
+        u64::try_from(config.epoch_lead.as_millis()).unwrap_or(u64::MAX),
+    )?;
+    if let Some(files) = &config.tls {
+        tls::acceptor(files)?;
+    }
+    Ok(())
+}
+
 fn load_key(config: &ControllerConfig) -> Result<IdentityKey, CommandError> {
     let text = read_secret(&config.key_file)?;
     IdentityKey::from_base64(&text).map_err(|e| file_err(&config.key_file, e))
@@ -443,5 +456,23 @@ mod tests {
         // A second init keeps everything.
         assert!(init(&config).unwrap().created.is_empty());
         assert_eq!(init(&config).unwrap().public_key, report.public_key);
+    }
+
+    #[test]
+    fn check_creates_nothing_and_names_a_missing_tls_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("controller.toml");
+        let plain =
+            "listen = \"127.0.0.1:8700\"\nurl = \"http://127.0.0.1:8700\"\nstate_dir = \"state\"\n";
+        check(&ControllerConfig::parse(plain, &file).unwrap()).unwrap();
+        assert!(
+            !dir.path().join("state").exists(),
+            "check created the state directory"
+        );
+
+        let tls = format!("{plain}[tls]\ncert = \"missing.crt\"\nkey = \"missing.pem\"\n");
+        let error = check(&ControllerConfig::parse(&tls, &file).unwrap()).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("missing.crt"), "{message}");
     }
 }

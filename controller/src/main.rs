@@ -62,6 +62,21 @@ fn run(cli: Cli) -> Result<()> {
             }
             println!("controller key: {}", report.public_key);
         }
+        Command::Check => {
+            commands::check(&config)?;
+            println!(
+                "{}: valid (listen {}, url {}, {}, database {})",
+                cli.config.display(),
+                config.listen,
+                config.url,
+                if config.tls.is_some() {
+                    "TLS"
+                } else {
+                    "plain HTTP"
+                },
+                config.database.display()
+            );
+        }
         Command::Serve => runtime()?.block_on(commands::serve(&config, stop_signal()))?,
         Command::Node(node) => node_command(&config, node)?,
         Command::Invite {

@@ -112,6 +112,7 @@ mod tests {
             "meshtun-down.1",
             "meshtun-controller.1",
             "meshtun-controller-serve.1",
+            "meshtun-controller-check.1",
             "meshtun.bash",
             "_meshtun",
             "meshtun.fish",
