@@ -19,6 +19,7 @@ pub mod bundle;
 pub mod identity;
 mod key;
 pub mod psk;
+pub mod report;
 pub mod wire;
 
 pub use identity::{IdentityKey, IdentityPublic};

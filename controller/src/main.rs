@@ -23,7 +23,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("meshtun-controller: {error:#}");
+            eprintln!(
+                "meshtun-controller: {}",
+                meshtun_proto::report::describe(error.as_ref())
+            );
             ExitCode::FAILURE
         }
     }

@@ -21,7 +21,10 @@ fn main() -> ExitCode {
     match run(cli.command, &opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("meshtun: {error:#}");
+            eprintln!(
+                "meshtun: {}",
+                meshtun_proto::report::describe(error.as_ref())
+            );
             ExitCode::FAILURE
         }
     }
