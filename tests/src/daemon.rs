@@ -50,6 +50,22 @@ impl<'ns> Daemon<'ns> {
         sections: &str,
         ready: impl FnMut() -> Result<(), String>,
     ) -> Self {
+        Self::launch(ns, config, sections, &[], ready)
+    }
+
+    /// Like [`Daemon::start`], with `env` added to the daemon's environment (such as
+    /// `MESHTUN_NO_OFFLOAD`).
+    pub fn start_env(ns: &'ns Netns, config: &Config, env: &[(&str, &str)]) -> Self {
+        Self::launch(ns, config, "", env, || check_up(ns, config))
+    }
+
+    fn launch(
+        ns: &'ns Netns,
+        config: &Config,
+        sections: &str,
+        env: &[(&str, &str)],
+        ready: impl FnMut() -> Result<(), String>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("cannot create a temporary directory");
         let text = config.to_toml() + sections;
         let config_path =
@@ -61,6 +77,7 @@ impl<'ns> Daemon<'ns> {
             &["up", &config_path.to_string_lossy()],
         );
         cmd.env("MESHTUN_LOG", LOG_FILTER);
+        cmd.envs(env.iter().copied());
         let label = format!("meshtun {} in {}", config.name(), ns.name());
         let mut process = Supervised::spawn(ns, label, cmd, log);
         process.wait_ready(ready);

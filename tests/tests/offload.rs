@@ -1,7 +1,8 @@
 //! The offload data path between two meshtun nodes: TCP super-packets split on the way in,
 //! segments coalesced on the way out, several tun queues. Large verified transfers both ways
 //! over IPv4 and IPv6 inside the tunnel at the same time, and a peer behind a smaller MTU
-//! (its tunnel MTU and the outer path's both below the usual).
+//! (its tunnel MTU and the outer path's both below the usual), and a peer on the plain
+//! batched I/O that kernels and platforms without offload get.
 //!
 //! Each transfer checks every byte it receives, and each namespace's kernel counts no TCP
 //! or UDP checksum error: the checksums of split and coalesced packets were right.
@@ -62,7 +63,34 @@ fn transfers(ns_a: &Netns, ns_b: &Netns, a_addr: IpAddr, b_addr: IpAddr) -> Resu
     })
 }
 
-fn mesh_pair(test: &str, a_mtu: u16, b_mtu: u16, outer_mtu: Option<u16>) {
+/// How node B's daemon runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BPath {
+    /// Offload and one lane per core, as A.
+    Offload,
+    /// `MESHTUN_NO_OFFLOAD=1`, one lane: plain batched I/O, as on a kernel or platform
+    /// without offload.
+    Plain,
+}
+
+/// Asserts how the daemon's tun device came up: offload or not, multi-queue or not.
+fn assert_tun(daemon: &Daemon, ns: &Netns, offload: bool, lanes: usize) {
+    let log = daemon.log();
+    assert!(
+        log.contains(&format!("offload={offload}")),
+        "the tun device in {} should have come up with offload={offload}:\n{log}",
+        ns.name()
+    );
+    let link = ns.ip(&["-d", "link", "show", daemon.name()]);
+    assert_eq!(
+        link.contains("multi_queue"),
+        lanes > 1,
+        "{lanes} lanes, so the tun device should {}be multi-queue:\n{link}",
+        if lanes > 1 { "" } else { "not " }
+    );
+}
+
+fn mesh_pair(test: &str, a_mtu: u16, b_mtu: u16, outer_mtu: Option<u16>, b_path: BPath) {
     let (ns_a, ns_b) = (Netns::new(test), Netns::new(test));
     let veth = Veth::connect(&ns_a, &ns_b, 1);
     if let Some(mtu) = outer_mtu {
@@ -78,22 +106,19 @@ fn mesh_pair(test: &str, a_mtu: u16, b_mtu: u16, outer_mtu: Option<u16>) {
     cb.peers
         .push(a.as_peer().endpoint(veth.a_addr(Family::V4), a.port));
     let mut da = Daemon::start(&ns_a, &ca);
-    let mut db = Daemon::start(&ns_b, &cb);
-    for (daemon, ns) in [(&da, &ns_a), (&db, &ns_b)] {
-        assert!(
-            daemon.log().contains("offload=true"),
-            "the tun device in {} came up without offload:\n{}",
-            ns.name(),
-            daemon.log()
-        );
-        let link = ns.ip(&["-d", "link", "show", daemon.name()]);
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(
-            link.contains("multi_queue"),
-            cores > 1,
-            "{cores} cores, so the tun device should {}be multi-queue:\n{link}",
-            if cores > 1 { "" } else { "not " }
-        );
+    let mut db = match b_path {
+        BPath::Offload => Daemon::start(&ns_b, &cb),
+        BPath::Plain => Daemon::start_env(
+            &ns_b,
+            &cb,
+            &[("MESHTUN_NO_OFFLOAD", "1"), ("MESHTUN_LANES", "1")],
+        ),
+    };
+    let lanes = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    assert_tun(&da, &ns_a, true, lanes);
+    match b_path {
+        BPath::Offload => assert_tun(&db, &ns_b, true, lanes),
+        BPath::Plain => assert_tun(&db, &ns_b, false, 1),
     }
     assert_ping(&ns_a, b.v4.into());
     assert_ping(&ns_a, b.v6.into());
@@ -120,7 +145,7 @@ fn large_transfers_both_ways_over_ipv4_and_ipv6_at_once() {
     if !require_root("large_transfers_both_ways_over_ipv4_and_ipv6_at_once") {
         return;
     }
-    mesh_pair("offload_large", 1420, 1420, None);
+    mesh_pair("offload_large", 1420, 1420, None, BPath::Offload);
 }
 
 #[test]
@@ -131,5 +156,15 @@ fn a_peer_behind_a_smaller_mtu() {
     // B's tunnel carries at most 1280 bytes, and the outer path only 1380: A's full-sized
     // tunnel packets (1420 + 60 bytes of WireGuard and UDP) travel as IP fragments, and TCP
     // settles on B's smaller segment size.
-    mesh_pair("offload_mtu", 1420, 1280, Some(1380));
+    mesh_pair("offload_mtu", 1420, 1280, Some(1380), BPath::Offload);
+}
+
+#[test]
+fn a_peer_on_plain_batched_io() {
+    if !require_root("a_peer_on_plain_batched_io") {
+        return;
+    }
+    // B reads and writes one packet per system call on one lane, as on a kernel or platform
+    // without offload, while A splits and coalesces: the same transfers hold.
+    mesh_pair("offload_plain", 1420, 1420, None, BPath::Plain);
 }
