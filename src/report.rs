@@ -4,7 +4,7 @@ use std::error::Error;
 
 /// `error`, then each of its causes after `: `, leaving out a cause whose text the line
 /// already holds (most of meshtun's errors name their cause in their own message).
-pub fn describe(error: &(dyn Error + 'static)) -> String {
+pub fn describe(error: &dyn Error) -> String {
     let mut line = error.to_string();
     let mut cause = error.source();
     while let Some(c) = cause {

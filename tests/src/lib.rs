@@ -33,7 +33,8 @@ pub mod wg;
 mod wggo;
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -94,6 +95,23 @@ pub fn require_root(test: &str) -> bool {
         "SKIP {test}: needs root and network namespaces ({why})"
     );
     false
+}
+
+/// The repository's root directory (the e2e crate lives in its `tests/` directory).
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the e2e crate lives in the repository's tests/ directory")
+}
+
+/// The cargo running this test (`$CARGO`), or `cargo` on the PATH; `None` if neither runs.
+pub fn cargo() -> Option<PathBuf> {
+    let candidate = std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
+    let works = Command::new(&candidate)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    works.then_some(candidate)
 }
 
 /// The meshtun binary under test: `$MESHTUN_BIN`, or `meshtun` in the cargo target directory

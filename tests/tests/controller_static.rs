@@ -17,29 +17,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use meshtun_e2e::{in_ci, run_command};
+use meshtun_e2e::{cargo, in_ci, repo_root, run_command};
 
 /// The script builds a release binary for another target directory: all dependencies, once.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(40 * 60);
 /// Any other command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 const TARGET: &str = "x86_64-unknown-linux-gnu";
-
-fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the e2e crate lives in the repository's tests/ directory")
-}
-
-/// The cargo running this test (`$CARGO`), or `cargo` on the PATH; `None` if neither runs.
-fn cargo() -> Option<PathBuf> {
-    let candidate = std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
-    let works = Command::new(&candidate)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    works.then_some(candidate)
-}
 
 fn output_of(program: &Path, args: &[&str]) -> String {
     let out = run_command(Command::new(program).args(args), COMMAND_TIMEOUT);

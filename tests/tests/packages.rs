@@ -21,7 +21,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use meshtun_e2e::{in_ci, run_command};
+use meshtun_e2e::{cargo, in_ci, repo_root, run_command};
 
 /// `packaging/build` from scratch: two release builds, and possibly installing cargo-deb and
 /// cargo-generate-rpm.
@@ -41,12 +41,6 @@ const TOOLS: &[&str] = &[
     "strip",
     "ruby",
 ];
-
-fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the e2e crate lives in the repository's tests/ directory")
-}
 
 /// The four packages `packaging/build` made.
 #[derive(Debug)]
@@ -89,16 +83,6 @@ fn have_tools(test: &str) -> bool {
 fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
-}
-
-/// The cargo running this test (`$CARGO`), or `cargo` on the PATH; `None` if neither runs.
-fn cargo() -> Option<PathBuf> {
-    let candidate = std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
-    let works = Command::new(&candidate)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    works.then_some(candidate)
 }
 
 /// Runs `packaging/build` and reads the package paths it prints after `packages:`.

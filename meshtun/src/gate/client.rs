@@ -12,6 +12,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use meshtun_proto::auth::RequestSignature;
 use meshtun_proto::bundle::SignedBundle;
+use meshtun_proto::report::describe;
 use meshtun_proto::wire::{valid_node_id, Benchmark, EnrollRequest, EnrollResponse, Ticket};
 use meshtun_proto::{EpochId, IdentityKey, IdentityPublic, PrivateKey, PublicKey};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -366,7 +367,7 @@ fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, Cli
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("meshtun/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| ClientError::Setup(chain(&e)))
+        .map_err(|e| ClientError::Setup(describe(&e)))
 }
 
 /// The certificates of a PEM CA file.
@@ -376,30 +377,15 @@ fn read_ca_file(file: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Cli
         reason,
     };
     let pem = std::fs::read(file).map_err(|e| fail(e.to_string()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(chain(&e)))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(describe(&e)))?;
     if certs.is_empty() {
         return Err(fail("it holds no PEM certificate".into()));
     }
     Ok(certs)
 }
 
-/// An error and its causes, as one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 fn http_error(what: &'static str, error: &reqwest::Error) -> ClientError {
-    let mut detail = chain(error);
+    let mut detail = describe(error);
     if error.is_timeout() && !detail.contains("timed out") {
         detail.push_str(" (timed out)");
     }
@@ -523,6 +509,6 @@ mod tests {
         #[error("outer")]
         struct Outer(#[source] std::io::Error);
         let e = Outer(std::io::Error::other("connection refused"));
-        assert_eq!(chain(&e), "outer: connection refused");
+        assert_eq!(describe(&e), "outer: connection refused");
     }
 }
