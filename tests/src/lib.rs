@@ -97,6 +97,42 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// Checks a property of the host that a test needs beyond root (a device's mode, a kernel
+/// feature, a sysctl), before the test does anything. `holds` is `Err(what is found)` when
+/// the property does not hold.
+///
+/// Returns `true` if it holds. Otherwise, under CI it panics naming the property and what was
+/// found; elsewhere it prints `SKIP <test>: ...` to stderr and returns `false`.
+pub fn require_host(test: &str, property: &str, holds: Result<(), String>) -> bool {
+    let Err(found) = holds else {
+        return true;
+    };
+    if in_ci() {
+        panic!("{test}: needs {property}, but {found}; CI=true, so this fails");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIP {test}: needs {property}, but {found}"
+    );
+    false
+}
+
+/// Whether `/dev/net/tun` is mode 0666 as distributions ship it, so that a process that is
+/// not root but holds CAP_NET_ADMIN can open it. `Err` says what it is instead.
+pub fn tun_device_open_to_all() -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata("/dev/net/tun")
+        .map_err(|e| format!("/dev/net/tun cannot be inspected ({e})"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o666 == 0o666 {
+        Ok(())
+    } else {
+        Err(format!(
+            "/dev/net/tun is mode {mode:04o} (.ci/run sets 0666, the distributions' mode)"
+        ))
+    }
+}
+
 /// The repository's root directory (the e2e crate lives in its `tests/` directory).
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

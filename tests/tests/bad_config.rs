@@ -135,3 +135,83 @@ fn check_reports_the_same_problems() {
         );
     }
 }
+
+/// Every path under which the daemon would find `nft` (`PATH` and the `sbin` directories it
+/// also searches) that holds it on this machine.
+fn nft_paths() -> Vec<String> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let dirs = path
+        .split(':')
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"]);
+    let mut found: Vec<String> = dirs
+        .map(|d| format!("{d}/nft"))
+        .filter(|p| std::path::Path::new(p).is_file())
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// A full tunnel (a peer with `0.0.0.0/0`) on a host without `nft` would go up without
+/// wg-quick's anti-spoofing rules. `meshtun up` refuses it before touching anything: the
+/// error names the program and its package, the `pre_up` hook never ran, and there is no
+/// interface, route, policy rule or state file. `nft` is hidden from the daemon alone, in a
+/// mount namespace of its own.
+#[test]
+fn up_refuses_a_full_tunnel_without_nft_and_changes_nothing() {
+    if !require_root("up_refuses_a_full_tunnel_without_nft_and_changes_nothing") {
+        return;
+    }
+    let ns = Netns::new("bad_no_nft");
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("pre_up_ran");
+    let mut config = valid_config();
+    config.peers[0].allowed_ips = vec!["0.0.0.0/0".into()];
+    let toml = config.to_toml().replacen(
+        "[interface]\n",
+        &format!("[interface]\npre_up = [\"touch {}\"]\n", marker.display()),
+        1,
+    );
+    let path = write_secret(dir.path(), "full.toml", &toml);
+    let hide: String = nft_paths()
+        .iter()
+        .map(|p| format!("mount --bind /dev/null {p} && "))
+        .collect();
+    let script = format!(
+        "{hide}exec {} up {}",
+        meshtun_e2e::meshtun_bin().display(),
+        path.display()
+    );
+    let out = ns.run_timeout(&["unshare", "--mount", "sh", "-c", &script], QUICKLY);
+    let message = format!("{}{}", out.stderr, out.stdout);
+    assert!(
+        !out.success(),
+        "a full tunnel went up without nft:\n{message}"
+    );
+    for word in ["`nft`", "nftables", "0.0.0.0/0", config.name()] {
+        assert!(
+            message.contains(word),
+            "the error does not name {word:?}:\n{message}"
+        );
+    }
+    assert!(!marker.exists(), "the pre_up hook ran before the refusal");
+    assert!(
+        !ns.has_link(config.name()),
+        "the tun device was left behind"
+    );
+    let rules = ns.ip(&["-4", "rule", "show"]);
+    assert!(
+        !rules.contains("51820"),
+        "policy rules left behind:\n{rules}"
+    );
+    let state = std::path::Path::new("/run/meshtun").join(format!("{}.json", config.name()));
+    assert!(
+        !state.exists(),
+        "state file {} left behind",
+        state.display()
+    );
+    assert!(
+        !uapi_socket(config.name()).exists(),
+        "UAPI socket left behind"
+    );
+}

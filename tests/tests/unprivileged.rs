@@ -5,7 +5,10 @@
 
 use meshtun_e2e::config::Node;
 use meshtun_e2e::traffic::{assert_ping, tcp_transfer};
-use meshtun_e2e::{require_root, Daemon, Family, Netns, Privilege, Veth, UNPRIVILEGED_UID};
+use meshtun_e2e::{
+    require_host, require_root, tun_device_open_to_all, Daemon, Family, Netns, Privilege, Veth,
+    UNPRIVILEGED_UID,
+};
 
 /// CAP_NET_ADMIN, bit 12 of the capability masks in `/proc/PID/status`.
 const CAP_NET_ADMIN_MASK: u64 = 1 << 12;
@@ -31,7 +34,8 @@ fn uid_and_caps(pid: u32) -> (u32, u64) {
 
 #[test]
 fn a_daemon_with_only_cap_net_admin_carries_traffic() {
-    if !require_root("a_daemon_with_only_cap_net_admin_carries_traffic") {
+    let test = "a_daemon_with_only_cap_net_admin_carries_traffic";
+    if !require_root(test) || !require_tun_open_to_all(test) {
         return;
     }
     net_admin_only(Privilege::NetAdmin);
@@ -43,6 +47,16 @@ fn a_daemon_started_as_root_switches_to_its_user_and_carries_traffic() {
         return;
     }
     net_admin_only(Privilege::SwitchUser);
+}
+
+/// A daemon that is not root opens `/dev/net/tun` itself: the device must have the mode
+/// distributions give it.
+fn require_tun_open_to_all(test: &str) -> bool {
+    require_host(
+        test,
+        "/dev/net/tun open to every user (mode 0666)",
+        tun_device_open_to_all(),
+    )
 }
 
 /// Two nodes, B unprivileged with CAP_NET_ADMIN alone as `privilege` arranges it.
@@ -82,7 +96,8 @@ fn net_admin_only(privilege: Privilege) {
 
 #[test]
 fn a_daemon_with_no_capability_attaches_to_a_tun_created_beforehand() {
-    if !require_root("a_daemon_with_no_capability_attaches_to_a_tun_created_beforehand") {
+    let test = "a_daemon_with_no_capability_attaches_to_a_tun_created_beforehand";
+    if !require_root(test) || !require_tun_open_to_all(test) {
         return;
     }
     let (ns_a, ns_b) = (Netns::new("nocap"), Netns::new("nocap"));
@@ -140,4 +155,58 @@ fn a_daemon_with_no_capability_attaches_to_a_tun_created_beforehand() {
     let addrs = ns_b.ip(&["-o", "addr", "show", "dev", &b.name]);
     assert!(addrs.contains(&format!(" {}/", b.v4)), "{addrs}");
     da.stop_cleanly();
+}
+
+/// On a host whose `/dev/net/tun` is mode 0600 (some container and VM images), a daemon with
+/// CAP_NET_ADMIN alone cannot open it. It must say so usefully: the device, its mode and
+/// owner, and that distributions ship it 0666, not just "Permission denied". The 0600
+/// device is a private one, mounted over `/dev/net` in the daemon's own mount namespace.
+#[test]
+fn a_daemon_refused_by_the_tun_device_mode_says_what_to_do() {
+    if !require_root("a_daemon_refused_by_the_tun_device_mode_says_what_to_do") {
+        return;
+    }
+    let ns = Netns::new("tunmode");
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::new("a", 1);
+    let config = meshtun_e2e::config::write_secret(dir.path(), "a.toml", &node.config().to_toml());
+    let (state, uapi) = (dir.path().join("state"), dir.path().join("uapi"));
+    for path in [&state, &uapi] {
+        std::fs::create_dir(path).unwrap();
+    }
+    let owner = Some(nix::unistd::Uid::from_raw(UNPRIVILEGED_UID));
+    let group = Some(nix::unistd::Gid::from_raw(UNPRIVILEGED_UID));
+    for path in [dir.path(), &state, &uapi, &config] {
+        nix::unistd::chown(path, owner, group).unwrap();
+    }
+    let uid = UNPRIVILEGED_UID.to_string();
+    let script = format!(
+        "mount -t tmpfs -o mode=0755 tmpfs /dev/net && mknod -m 0600 /dev/net/tun c 10 200 && \
+         exec setpriv --reuid={uid} --regid={uid} --clear-groups --inh-caps=-all,+net_admin \
+         --ambient-caps=-all,+net_admin --bounding-set=-all,+net_admin {} --state-dir {} \
+         --uapi-dir {} up {}",
+        meshtun_e2e::meshtun_bin().display(),
+        state.display(),
+        uapi.display(),
+        config.display()
+    );
+    let out = ns.run_timeout(
+        &["unshare", "--mount", "sh", "-c", &script],
+        std::time::Duration::from_secs(10),
+    );
+    let message = format!("{}{}", out.stderr, out.stdout);
+    assert!(!out.success(), "the daemon started:\n{message}");
+    for words in [
+        "/dev/net/tun is mode 0600",
+        "owner uid 0 gid 0",
+        &format!("uid {uid}"),
+        "0666",
+        &node.name,
+    ] {
+        assert!(
+            message.contains(words),
+            "the error does not say {words:?}:\n{message}"
+        );
+    }
+    assert!(!ns.has_link(&node.name), "a tun device was left behind");
 }

@@ -77,13 +77,16 @@ pub enum DaemonError {
     #[error(transparent)]
     Host(#[from] HostError),
     /// The tun device could not be opened.
-    #[error("cannot create the tun device {ifname}: {source}")]
+    #[error("cannot create the tun device {ifname}: {source}{}", hint.as_deref().map(|h| format!(": {h}")).unwrap_or_default())]
     Tun {
         /// The interface name.
         ifname: String,
         /// Why.
         #[source]
         source: std::io::Error,
+        /// What to check or do, for a permission error (the device's mode and owner, or
+        /// the missing capability).
+        hint: Option<String>,
     },
     /// The WireGuard device failed.
     #[error("interface {ifname}: {source}")]
@@ -172,6 +175,8 @@ pub async fn up(config_path: &Path, opts: &Options) -> Result<(), DaemonError> {
     }
     let mut plan = config.host_plan();
     plan.existing_link = opts.existing_tun;
+    // Before anything is touched: a missing program fails here, not halfway through.
+    host::preflight(&plan)?;
     let ifname = plan.ifname.clone();
     #[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
     let run_as = run_as(opts, &ifname)?;
@@ -198,10 +203,7 @@ pub async fn up(config_path: &Path, opts: &Options) -> Result<(), DaemonError> {
             crate::tun::default_lanes()
         },
     })
-    .map_err(|source| DaemonError::Tun {
-        ifname: ifname.clone(),
-        source,
-    })?;
+    .map_err(|source| tun_error(&ifname, source))?;
     let offload = tun.offload();
     let device = Device::start(&ifname, tun, HostUdp, plan.mtu, &settings).map_err(|source| {
         DaemonError::Device {
@@ -253,6 +255,19 @@ pub async fn up(config_path: &Path, opts: &Options) -> Result<(), DaemonError> {
         gating,
     };
     running.serve(socket, opts).await
+}
+
+/// Why the tun device could not be opened, explained for a permission error.
+fn tun_error(ifname: &str, source: std::io::Error) -> DaemonError {
+    #[cfg(target_os = "linux")]
+    let hint = crate::tun::access_hint(&source);
+    #[cfg(not(target_os = "linux"))]
+    let hint = None;
+    DaemonError::Tun {
+        ifname: ifname.to_owned(),
+        source,
+        hint,
+    }
 }
 
 /// The user to become (`--user`), looked up before anything is touched.

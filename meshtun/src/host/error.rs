@@ -117,6 +117,25 @@ pub enum HostError {
         /// The state file.
         path: PathBuf,
     },
+    /// A program the configuration needs is not installed. Checked before anything is
+    /// changed, so nothing is left half applied.
+    #[error(
+        "interface {ifname}: {needed_by} needs `{program}`, which is not installed (searched \
+         PATH and /usr/local/sbin, /usr/sbin, /sbin): install the package {package}{alternative}"
+    )]
+    MissingProgram {
+        /// Interface name.
+        ifname: String,
+        /// The program (`nft`).
+        program: &'static str,
+        /// The Debian, Ubuntu and Fedora package that has it (`nftables`).
+        package: &'static str,
+        /// What in the configuration needs it ("the default route 0.0.0.0/0 (wg-quick's
+        /// anti-spoofing and fwmark rules)").
+        needed_by: String,
+        /// Another way out, starting with ", or " (may be empty).
+        alternative: &'static str,
+    },
     /// A sysctl could not be read or written.
     #[error("interface {ifname}: sysctl {key}: {source}")]
     Sysctl {

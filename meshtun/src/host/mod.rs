@@ -153,6 +153,51 @@ pub async fn run_pre_up(plan: &HostPlan) -> Result<(), HostError> {
     hooks::run_strict(Phase::PreUp, &plan.hooks.pre_up, &plan.ifname).await
 }
 
+/// Checks, before anything is changed, that the programs the plan needs are installed:
+/// `nft` for a policy-routed default route (`table = auto` with `0.0.0.0/0` or `::/0`: its
+/// anti-spoofing and fwmark rules), and `resolvectl` or `resolvconf` for DNS. Without this
+/// a missing program would surface halfway through [`apply`], or (for `nft`) leave a full
+/// tunnel without its anti-spoofing rules.
+pub fn preflight(plan: &HostPlan) -> Result<(), HostError> {
+    preflight_with(plan, |name| command::find_program(name).is_some())
+}
+
+/// [`preflight`] with `installed` telling whether a program is present.
+fn preflight_with(plan: &HostPlan, installed: impl Fn(&str) -> bool) -> Result<(), HostError> {
+    validate_ifname(&plan.ifname)?;
+    if !cfg!(target_os = "linux") {
+        // Elsewhere a policy-routed default route and DNS are refused by `apply` itself.
+        return Ok(());
+    }
+    if let Some(route) = firewalled_route(plan) {
+        if !installed("nft") {
+            return Err(HostError::MissingProgram {
+                ifname: plan.ifname.clone(),
+                program: "nft",
+                package: "nftables",
+                needed_by: format!(
+                    "the default route {route} (wg-quick's anti-spoofing and fwmark rules)"
+                ),
+                alternative: ", or route it yourself with `table = off`",
+            });
+        }
+    }
+    if !plan.dns.is_empty() && !installed("resolvectl") && !installed("resolvconf") {
+        return Err(HostError::DnsUnavailable {
+            ifname: plan.ifname.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// The first route that the plan policy-routes, and so protects with nftables rules.
+fn firewalled_route(plan: &HostPlan) -> Option<ipnet::IpNet> {
+    plan.routes
+        .iter()
+        .find(|r| routes::placement(r, plan.table) == Some(routes::Placement::PolicyDefault))
+        .copied()
+}
+
 /// Checks that an interface name is usable: 1 to 15 characters from `A-Z a-z 0-9 _ = + . -`
 /// (the names `wg-quick` accepts), and not `.` or `..`. The name appears in file names,
 /// firewall table names and hook commands.
@@ -183,6 +228,64 @@ pub fn validate_ifname(ifname: &str) -> Result<(), HostError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plan(routes: &[&str], table: RouteTable, dns: bool) -> HostPlan {
+        HostPlan {
+            routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
+            table,
+            dns: if dns {
+                Dns {
+                    servers: vec!["100.64.0.53".parse().unwrap()],
+                    search: Vec::new(),
+                }
+            } else {
+                Dns::default()
+            },
+            ifname: "mt0".to_owned(),
+            addresses: Vec::new(),
+            mtu: 1420,
+            fwmark: None,
+            hooks: Hooks::default(),
+            existing_link: false,
+        }
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_full_tunnel_without_nft_is_refused_naming_the_package() {
+        let full = plan(&["100.64.0.0/10", "0.0.0.0/0"], RouteTable::Auto, false);
+        let err = preflight_with(&full, |p| p != "nft")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`nft`"), "{err}");
+        assert!(err.contains("package nftables"), "{err}");
+        assert!(err.contains("0.0.0.0/0"), "{err}");
+        assert!(err.contains("mt0"), "{err}");
+        preflight_with(&full, |_| true).unwrap();
+        // The default route is only policy-routed (and firewalled) with `table = auto`.
+        for table in [RouteTable::Off, RouteTable::Id(1234)] {
+            preflight_with(&plan(&["0.0.0.0/0"], table, false), |_| false).unwrap();
+        }
+        // A split tunnel needs no nft.
+        preflight_with(&plan(&["100.64.0.0/10"], RouteTable::Auto, false), |_| {
+            false
+        })
+        .unwrap();
+        let v6 = plan(&["::/0"], RouteTable::Auto, false);
+        assert!(preflight_with(&v6, |p| p != "nft").is_err());
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn dns_without_a_resolver_manager_is_refused_before_anything_is_applied() {
+        let with_dns = plan(&[], RouteTable::Auto, true);
+        let err = preflight_with(&with_dns, |_| false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("resolvconf"), "{err}");
+        preflight_with(&with_dns, |p| p == "resolvconf").unwrap();
+        preflight_with(&with_dns, |p| p == "resolvectl").unwrap();
+    }
 
     #[test]
     fn interface_names_are_checked_like_wg_quick() {

@@ -66,3 +66,67 @@ mod tests {
         assert_eq!(lanes_from(Some("17"), 64), 4);
     }
 }
+
+/// The tun control device that Linux opens to create or attach to a tun interface.
+#[cfg(target_os = "linux")]
+pub const TUN_CONTROL_DEVICE: &str = "/dev/net/tun";
+
+/// What to tell the user when opening the tun device failed with `error`: for a permission
+/// error, which of the two checks refused (the control device's mode, or the missing
+/// capability), with the device's mode and owner and what to do. `None` for other errors.
+#[cfg(target_os = "linux")]
+pub fn access_hint(error: &std::io::Error) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = nix::unistd::geteuid();
+    match error.raw_os_error() {
+        Some(libc::EACCES) => {
+            let device = match std::fs::metadata(TUN_CONTROL_DEVICE) {
+                Ok(meta) => format!(
+                    "{TUN_CONTROL_DEVICE} is mode {:04o}, owner uid {} gid {}",
+                    meta.mode() & 0o7777,
+                    meta.uid(),
+                    meta.gid()
+                ),
+                Err(e) => format!("{TUN_CONTROL_DEVICE} cannot be inspected ({e})"),
+            };
+            Some(format!(
+                "{device}, and this process (uid {uid}) may not open it. Distributions ship \
+                 it mode 0666 (through udev), so that any process holding CAP_NET_ADMIN can \
+                 create tun devices; restore that mode (`chmod 0666 {TUN_CONTROL_DEVICE}`, and a \
+                 udev rule `KERNEL==\"tun\", MODE=\"0666\"` to keep it) or run meshtun as root"
+            ))
+        }
+        Some(libc::EPERM) => Some(format!(
+            "this process (uid {uid}) lacks CAP_NET_ADMIN, which creating a tun device \
+             needs: run meshtun as root, give it the capability (the systemd unit does, with \
+             AmbientCapabilities=CAP_NET_ADMIN), or attach to a device created beforehand \
+             for this user (`ip tuntap add dev NAME mode tun user {uid}` and \
+             `meshtun up --existing-tun`)"
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod access_tests {
+    use super::*;
+
+    #[test]
+    fn a_mode_refusal_names_the_device_its_mode_and_the_distribution_default() {
+        let hint = access_hint(&std::io::Error::from_raw_os_error(libc::EACCES)).unwrap();
+        assert!(hint.contains("/dev/net/tun is mode 0"), "{hint}");
+        assert!(hint.contains("0666"), "{hint}");
+        assert!(hint.contains("owner uid"), "{hint}");
+    }
+
+    #[test]
+    fn a_missing_capability_names_cap_net_admin() {
+        let hint = access_hint(&std::io::Error::from_raw_os_error(libc::EPERM)).unwrap();
+        assert!(hint.contains("CAP_NET_ADMIN"), "{hint}");
+    }
+
+    #[test]
+    fn other_errors_get_no_hint() {
+        assert!(access_hint(&std::io::Error::from_raw_os_error(libc::EBUSY)).is_none());
+    }
+}

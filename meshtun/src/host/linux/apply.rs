@@ -282,20 +282,27 @@ impl HostSetup {
     }
 
     /// Installs (or replaces, or removes) the nftables table for the families that have a
-    /// policy-routed default route. Without `nft` this is skipped with a warning.
+    /// policy-routed default route. Without `nft`, a wanted table is an error.
     pub(super) async fn refresh_firewall(&mut self) -> Result<(), HostError> {
         let ifname = self.plan.ifname.clone();
         let mut families: Vec<Family> = self.state.rules.iter().map(|r| r.family).collect();
         families.sort();
         families.dedup();
-        let Some(nft) = find_program("nft") else {
-            if !families.is_empty() {
-                tracing::warn!(
-                    interface = %ifname,
-                    "nft is not installed: skipping the anti-spoofing and mark rules"
-                );
+        let nft = match find_program("nft") {
+            Some(nft) => nft,
+            // Nothing to install or remove without it (a table can only come from nft).
+            None if families.is_empty() => return Ok(()),
+            // `preflight` refuses such a plan first; should nft vanish in between, the
+            // default route does not stay up without its rules.
+            None => {
+                return Err(HostError::MissingProgram {
+                    ifname,
+                    program: "nft",
+                    package: "nftables",
+                    needed_by: "the policy-routed default route".to_owned(),
+                    alternative: "",
+                })
             }
-            return Ok(());
         };
         let (ruleset, table) = match (families.is_empty(), self.state.default_table) {
             (false, Some(mark)) => (

@@ -53,7 +53,7 @@ fn table_label(table: u32) -> String {
 /// Fails with [`HostError::StaleState`] when a state file from an earlier run exists: call
 /// [`cleanup_stale`] first (before creating the tun device).
 pub async fn apply(plan: &HostPlan, state_dir: &Path) -> Result<HostSetup, HostError> {
-    validate_ifname(&plan.ifname)?;
+    super::preflight(plan)?;
     let ifname = plan.ifname.as_str();
     let file = StateFile::new(state_dir, ifname);
     if file.load()?.is_some() {
@@ -95,6 +95,12 @@ impl HostSetup {
     /// afterwards and update the socket's mark if it changed.
     pub async fn update_routes(&mut self, new_routes: &[IpNet]) -> Result<(), HostError> {
         let ifname = self.plan.ifname.clone();
+        // A new default route without nft would go in without its anti-spoofing rules:
+        // refuse the whole update before touching anything.
+        super::preflight(&HostPlan {
+            routes: new_routes.to_vec(),
+            ..self.plan.clone()
+        })?;
         let nl = connect(&ifname)?;
         let index = self.current_index(&nl).await?;
         let wanted: Vec<IpNet> = sorted_routes(new_routes)
