@@ -368,11 +368,16 @@ fn rpm_packages_hold_their_files_modes_owners_and_requirements() {
         let requires = run("rpm", &["-qp", "--requires", path_str(rpm)]);
         assert!(requires.contains("/usr/sbin/useradd"), "{name}: {requires}");
     }
-    // The service reads its configuration as meshtun; the daemon's example is root's until
-    // it is copied into place.
+    // The service reads its configuration as its own user, not the daemons' `meshtun`; the
+    // daemon's example is root's until it is copied into place.
     let controller = rpm_dump(&p.controller_rpm);
     let (_, owner, _) = &controller["/etc/meshtun/controller.toml"];
-    assert_eq!(owner, "meshtun");
+    assert_eq!(owner, "meshtun-controller");
+    let scripts = run("rpm", &["-qp", "--scripts", path_str(&p.controller_rpm)]);
+    assert!(
+        scripts.contains("useradd --system --gid meshtun-controller"),
+        "meshtun-controller: its pre-install scriptlet does not create its user:\n{scripts}"
+    );
     // The daemon requires glibc; the static controller no shared library at all.
     let daemon = run("rpm", &["-qp", "--requires", path_str(&p.daemon_rpm)]);
     assert!(

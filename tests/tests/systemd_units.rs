@@ -132,6 +132,7 @@ fn daemon_unit_runs_unprivileged_with_net_admin_only() {
         ("RuntimeDirectoryMode", "0700"),
         ("StateDirectory", "meshtun"),
         ("StateDirectoryMode", "0700"),
+        ("InaccessiblePaths", "-/var/lib/meshtun-controller"),
         ("Restart", "on-failure"),
     ] {
         assert_setting(DAEMON_UNIT, &s, key, value);
@@ -143,7 +144,13 @@ fn controller_unit_has_no_capability_and_a_private_state_directory() {
     let text = unit_text(CONTROLLER_UNIT);
     let s = service_settings(&text);
     for (key, value) in [
-        ("User", "meshtun"),
+        // Its own user: not the daemons', whose sockets hold private keys and PSKs.
+        ("User", "meshtun-controller"),
+        ("Group", "meshtun-controller"),
+        (
+            "InaccessiblePaths",
+            "-/run/wireguard -/run/meshtun -/var/lib/meshtun",
+        ),
         ("CapabilityBoundingSet", ""),
         ("NoNewPrivileges", "yes"),
         ("ProtectSystem", "strict"),

@@ -66,6 +66,7 @@ mod gating;
 mod identity;
 mod import;
 mod keys;
+mod ownership;
 mod secrets;
 mod toml_file;
 mod values;
@@ -91,6 +92,7 @@ pub use gating::{
 };
 pub use identity::{load_or_create_identity, IdentityFileError, LoadedIdentity};
 pub use import::import_wg_quick;
+pub use ownership::untrusted_for_root;
 pub(crate) use secrets::{read_limited, write_private_file, Replace};
 
 /// The largest configuration file meshtun reads, in bytes.

@@ -9,7 +9,7 @@ use nix::unistd::Pid;
 
 use super::{pidfile, DaemonError, Options};
 use crate::config::Config;
-use crate::host;
+use crate::host::{self, Hooks};
 
 /// How long `down` waits for the daemon to finish its teardown.
 const STOP_WAIT: Duration = Duration::from_secs(20);
@@ -25,14 +25,47 @@ pub enum DownOutcome {
     NotRunning,
 }
 
-/// The interface a `down` target names: a configuration file, or an interface name.
-fn interface_of(target: &str) -> Result<String, DaemonError> {
+/// Where `meshtun down NAME` looks for the configuration of `NAME`, for its down hooks.
+const CONFIG_DIR: &str = "/etc/meshtun";
+
+/// The interface a `down` target names (a configuration file, or an interface name), and
+/// the configuration's hooks for a crash cleanup: those of the file given, or of
+/// `/etc/meshtun/NAME.toml` if there is one. As root, hooks are taken only from a file no
+/// other user can change; otherwise they are left out, with a warning saying why.
+fn target_of(target: &str) -> Result<(String, Hooks), DaemonError> {
     let path = Path::new(target);
-    if target.contains('/') || target.ends_with(".toml") || path.is_file() {
-        Ok(Config::load(path)?.interface.name)
+    let explicit = target.contains('/') || target.ends_with(".toml") || path.is_file();
+    let (ifname, config_path) = if explicit {
+        (Config::load(path)?.interface.name, path.to_owned())
     } else {
         host::validate_ifname(target)?;
-        Ok(target.to_owned())
+        (
+            target.to_owned(),
+            Path::new(CONFIG_DIR).join(format!("{target}.toml")),
+        )
+    };
+    Ok((ifname, hooks_from(&config_path)))
+}
+
+/// The down hooks of the configuration at `path`, if it exists, parses and may be trusted.
+fn hooks_from(path: &Path) -> Hooks {
+    if !path.exists() {
+        return Hooks::default();
+    }
+    if let Some(why) = crate::config::untrusted_for_root(path) {
+        tracing::warn!(
+            "not running the down hooks of {}: {why} (as root, meshtun takes commands only \
+             from a file that no other user can change)",
+            path.display()
+        );
+        return Hooks::default();
+    }
+    match Config::load(path) {
+        Ok(config) => config.host_plan().hooks,
+        Err(e) => {
+            tracing::warn!("not running the down hooks: {e}");
+            Hooks::default()
+        }
     }
 }
 
@@ -47,10 +80,26 @@ fn is_meshtun(pid: i32) -> bool {
         .unwrap_or(true)
 }
 
+/// The daemon serving `ifname`: the process listening on its UAPI socket (the kernel tells
+/// who, so no file can name another process), else the one in a pid file this user wrote.
+fn daemon_pid(opts: &Options, ifname: &str) -> Option<i32> {
+    let socket = crate::uapi::socket_path_in(&opts.uapi_dir, ifname);
+    #[cfg(target_os = "linux")]
+    if let Ok(stream) = std::os::unix::net::UnixStream::connect(&socket) {
+        use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+        if let Ok(creds) = getsockopt(&stream, PeerCredentials) {
+            return Some(creds.pid()).filter(|p| is_meshtun(*p));
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
+    pidfile::read(&opts.state_dir, ifname).filter(|p| is_meshtun(*p))
+}
+
 /// Stops the daemon for `target`, waiting for it to undo its setup.
 pub async fn down(target: &str, opts: &Options) -> Result<DownOutcome, DaemonError> {
-    let ifname = interface_of(target)?;
-    if let Some(pid) = pidfile::read(&opts.state_dir, &ifname).filter(|p| is_meshtun(*p)) {
+    let (ifname, hooks) = target_of(target)?;
+    if let Some(pid) = daemon_pid(opts, &ifname) {
         let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         let deadline = tokio::time::Instant::now() + STOP_WAIT;
         while is_meshtun(pid) {
@@ -65,7 +114,7 @@ pub async fn down(target: &str, opts: &Options) -> Result<DownOutcome, DaemonErr
         }
         return Ok(DownOutcome::Stopped(pid));
     }
-    let cleaned = host::cleanup_stale(&ifname, &opts.state_dir).await?;
+    let cleaned = host::cleanup_stale(&ifname, &opts.state_dir, &hooks).await?;
     let socket = crate::uapi::socket_path_in(&opts.uapi_dir, &ifname);
     let stale_socket = socket.exists() && std::os::unix::net::UnixStream::connect(&socket).is_err();
     if stale_socket {
@@ -85,8 +134,8 @@ mod tests {
 
     #[test]
     fn a_plain_name_is_an_interface() {
-        assert_eq!(interface_of("wg0").unwrap(), "wg0");
-        assert!(interface_of("bad name!").is_err());
+        assert_eq!(target_of("mt-no-such0").unwrap().0, "mt-no-such0");
+        assert!(target_of("bad name!").is_err());
     }
 
     #[test]

@@ -73,6 +73,20 @@ pub enum DaemonError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Root was asked to act on a configuration that a less privileged user can change.
+    #[error(
+        "{}: refusing to use this configuration as root: {why}; as root, meshtun reads its \
+         configuration (which holds commands, DNS and routes) only from a file that root owns \
+         and only root can write, in directories only root can write: `chown root: FILE`, \
+         `chmod 0600 FILE` (0640 with the group of a daemon user that must read it)",
+        path.display()
+    )]
+    UntrustedConfig {
+        /// The configuration file.
+        path: PathBuf,
+        /// Which file or directory is writable by whom.
+        why: String,
+    },
     /// Host setup (addresses, routes, hooks, DNS) failed.
     #[error(transparent)]
     Host(#[from] HostError),
@@ -162,6 +176,12 @@ pub async fn check(path: &Path) -> Result<(Config, DeviceSettings, Vec<String>),
         reason: format!("configuration loader stopped: {e}"),
     })??;
     let (config, settings) = loaded;
+    if let Some(why) = crate::config::untrusted_for_root(path) {
+        return Err(DaemonError::UntrustedConfig {
+            path: path.to_owned(),
+            why,
+        });
+    }
     host::validate_ifname(&config.interface.name)?;
     let warnings = config.permission_warnings();
     Ok((config, settings, warnings))
@@ -187,7 +207,7 @@ pub async fn up(config_path: &Path, opts: &Options) -> Result<(), DaemonError> {
         Some(settings) => Some(metrics::bind(settings.listen).await?),
         None => None,
     };
-    if host::cleanup_stale(&ifname, &opts.state_dir).await? {
+    if host::cleanup_stale(&ifname, &opts.state_dir, &plan.hooks).await? {
         tracing::warn!(interface = %ifname, "cleaned up after an earlier run that did not stop cleanly");
     }
     host::run_pre_up(&plan).await?;

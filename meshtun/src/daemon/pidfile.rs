@@ -9,13 +9,22 @@ pub fn path(dir: &Path, ifname: &str) -> PathBuf {
     dir.join(format!("{ifname}.pid"))
 }
 
-/// The pid recorded for `ifname`, if any.
+/// The pid recorded for `ifname`, if any, and only from a regular file that this user
+/// wrote: root must not signal a process named in a file that the daemon's user (who owns
+/// the runtime directory under systemd) could have planted.
 pub fn read(dir: &Path, ifname: &str) -> Option<i32> {
-    fs::read_to_string(path(dir, ifname))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    use std::os::unix::fs::MetadataExt;
+    let path = path(dir, ifname);
+    let meta = fs::symlink_metadata(&path).ok()?;
+    if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() {
+        tracing::info!(
+            file = %path.display(),
+            uid = meta.uid(),
+            "ignoring a pid file that is not a regular file written by this user"
+        );
+        return None;
+    }
+    fs::read_to_string(&path).ok()?.trim().parse().ok()
 }
 
 /// A pid file owned by this process, removed when dropped.

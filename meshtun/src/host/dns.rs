@@ -17,22 +17,51 @@ const RESOLVED_SOCKET: &str = "/run/systemd/resolve/io.systemd.Resolve";
 /// resolvconf's interface order file, whose first `NAME*` pattern gives the name prefix.
 const RESOLVCONF_ORDER: &str = "/etc/resolvconf/interface-order";
 
-/// What was handed to the resolver manager, and how to take it back.
+/// What was handed to the resolver manager, and how to take it back. It names the tool,
+/// never its path: the record is read back from the state file, which must not be able to
+/// choose a program for root to run. The tool is looked up again when it is used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "tool", rename_all = "snake_case")]
 pub enum DnsRecord {
     /// Per-link settings in systemd-resolved; undone with `resolvectl revert IFNAME`.
-    Resolvectl {
-        /// The `resolvectl` executable.
-        program: PathBuf,
-    },
+    Resolvectl {},
     /// A resolvconf record; undone with `resolvconf -d NAME -f`.
     Resolvconf {
-        /// The `resolvconf` executable.
-        program: PathBuf,
         /// The record name (`[prefix.]IFNAME`).
         name: String,
     },
+}
+
+impl DnsRecord {
+    /// The tool's name.
+    fn tool(&self) -> &'static str {
+        match self {
+            DnsRecord::Resolvectl {} => "resolvectl",
+            DnsRecord::Resolvconf { .. } => "resolvconf",
+        }
+    }
+
+    /// The tool's executable, looked up now.
+    fn program(&self, ifname: &str) -> Result<PathBuf, HostError> {
+        find_program(self.tool()).ok_or_else(|| HostError::DnsUnavailable {
+            ifname: ifname.to_owned(),
+        })
+    }
+
+    /// True when this record could have been written for `ifname`: a resolvconf record
+    /// name is the interface name, perhaps after a `prefix.` of letters, digits and `-`.
+    pub fn belongs_to(&self, ifname: &str) -> bool {
+        match self {
+            DnsRecord::Resolvectl {} => true,
+            DnsRecord::Resolvconf { name } => match name.strip_suffix(ifname) {
+                Some("") => true,
+                Some(prefix) => prefix.strip_suffix('.').is_some_and(|p| {
+                    !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                }),
+                None => false,
+            },
+        }
+    }
 }
 
 /// Picks the resolver manager: `resolvectl` when systemd-resolved runs, else `resolvconf`,
@@ -42,15 +71,14 @@ pub fn detect(ifname: &str) -> Result<DnsRecord, HostError> {
     let resolvconf = find_program("resolvconf");
     let resolved_running = Path::new(RESOLVED_SOCKET).exists();
     match (resolvectl, resolvconf) {
-        (Some(program), _) if resolved_running => Ok(DnsRecord::Resolvectl { program }),
-        (_, Some(program)) => {
+        (Some(_), _) if resolved_running => Ok(DnsRecord::Resolvectl {}),
+        (_, Some(_)) => {
             let order = std::fs::read_to_string(RESOLVCONF_ORDER).unwrap_or_default();
             Ok(DnsRecord::Resolvconf {
-                program,
                 name: resolvconf_name(&order, ifname),
             })
         }
-        (Some(program), None) => Ok(DnsRecord::Resolvectl { program }),
+        (Some(_), None) => Ok(DnsRecord::Resolvectl {}),
         (None, None) => Err(HostError::DnsUnavailable {
             ifname: ifname.to_owned(),
         }),
@@ -92,8 +120,18 @@ pub fn resolvectl_domains(dns: &Dns) -> Vec<String> {
 
 /// Hands `dns` to the resolver manager named by `record`.
 pub async fn apply(ifname: &str, dns: &Dns, record: &DnsRecord) -> Result<(), HostError> {
+    apply_using(&record.program(ifname)?, ifname, dns, record).await
+}
+
+/// [`apply`] with the tool at `program`.
+async fn apply_using(
+    program: &Path,
+    ifname: &str,
+    dns: &Dns,
+    record: &DnsRecord,
+) -> Result<(), HostError> {
     match record {
-        DnsRecord::Resolvectl { program } => {
+        DnsRecord::Resolvectl {} => {
             if !dns.servers.is_empty() {
                 let servers: Vec<String> = dns.servers.iter().map(ToString::to_string).collect();
                 let mut args = vec!["dns", ifname];
@@ -105,7 +143,7 @@ pub async fn apply(ifname: &str, dns: &Dns, record: &DnsRecord) -> Result<(), Ho
             args.extend(domains.iter().map(String::as_str));
             run(ifname, program, &args, None).await?;
         }
-        DnsRecord::Resolvconf { program, name } => {
+        DnsRecord::Resolvconf { name } => {
             let input = resolvconf_input(dns);
             let args = ["-a", name.as_str(), "-m", "0", "-x"];
             run(ifname, program, &args, Some(input.as_bytes())).await?;
@@ -116,11 +154,16 @@ pub async fn apply(ifname: &str, dns: &Dns, record: &DnsRecord) -> Result<(), Ho
 
 /// Takes the DNS settings back.
 pub async fn revert(ifname: &str, record: &DnsRecord) -> Result<(), HostError> {
+    revert_using(&record.program(ifname)?, ifname, record).await
+}
+
+/// [`revert`] with the tool at `program`.
+async fn revert_using(program: &Path, ifname: &str, record: &DnsRecord) -> Result<(), HostError> {
     match record {
-        DnsRecord::Resolvectl { program } => {
+        DnsRecord::Resolvectl {} => {
             run(ifname, program, &["revert", ifname], None).await?;
         }
-        DnsRecord::Resolvconf { program, name } => {
+        DnsRecord::Resolvconf { name } => {
             run(ifname, program, &["-d", name, "-f"], None).await?;
         }
     }
@@ -191,12 +234,12 @@ mod tests {
     #[tokio::test]
     async fn resolvconf_is_called_as_wg_quick_calls_it() {
         let dir = tempfile::tempdir().unwrap();
+        let program = fake_tool(dir.path(), "resolvconf");
         let record = DnsRecord::Resolvconf {
-            program: fake_tool(dir.path(), "resolvconf"),
             name: "tun.mt0".into(),
         };
-        apply("mt0", &dns(), &record).await.unwrap();
-        revert("mt0", &record).await.unwrap();
+        apply_using(&program, "mt0", &dns(), &record).await.unwrap();
+        revert_using(&program, "mt0", &record).await.unwrap();
         let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
         assert_eq!(
             log,
@@ -208,11 +251,10 @@ mod tests {
     #[tokio::test]
     async fn resolvectl_sets_servers_and_domains_then_reverts() {
         let dir = tempfile::tempdir().unwrap();
-        let record = DnsRecord::Resolvectl {
-            program: fake_tool(dir.path(), "resolvectl"),
-        };
-        apply("mt0", &dns(), &record).await.unwrap();
-        revert("mt0", &record).await.unwrap();
+        let program = fake_tool(dir.path(), "resolvectl");
+        let record = DnsRecord::Resolvectl {};
+        apply_using(&program, "mt0", &dns(), &record).await.unwrap();
+        revert_using(&program, "mt0", &record).await.unwrap();
         let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
         assert_eq!(
             log,
@@ -227,15 +269,42 @@ mod tests {
         let program = dir.path().join("resolvconf");
         std::fs::write(&program, "#!/bin/sh\necho 'no resolv.conf' >&2\nexit 2\n").unwrap();
         std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let record = DnsRecord::Resolvconf {
-            program,
-            name: "mt0".into(),
-        };
-        let err = apply("mt0", &dns(), &record).await.unwrap_err().to_string();
+        let record = DnsRecord::Resolvconf { name: "mt0".into() };
+        let err = apply_using(&program, "mt0", &dns(), &record)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("interface mt0: `resolvconf -a mt0 -m 0 -x` failed: exit status: 2"),
             "{err}"
         );
         assert!(err.ends_with("no resolv.conf"), "{err}");
+    }
+
+    #[test]
+    fn a_record_belongs_only_to_its_own_interface() {
+        let named = |name: &str| DnsRecord::Resolvconf { name: name.into() };
+        assert!(named("mt0").belongs_to("mt0"));
+        assert!(named("tun.mt0").belongs_to("mt0"));
+        assert!(DnsRecord::Resolvectl {}.belongs_to("mt0"));
+        for other in [
+            "eth0",
+            "tun.eth0",
+            "mt",
+            ".mt0",
+            "a b.mt0",
+            "x;y.mt0",
+            "eth0.inet",
+        ] {
+            assert!(!named(other).belongs_to("mt0"), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_recorded_program_path_is_ignored() {
+        // Old state files named the tool's path; it must not be what is run.
+        let old = r#"{"tool":"resolvconf","program":"/tmp/evil","name":"mt0"}"#;
+        let record: DnsRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(record, DnsRecord::Resolvconf { name: "mt0".into() });
     }
 }

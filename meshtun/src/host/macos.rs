@@ -20,7 +20,7 @@ use super::command::{find_program, run};
 use super::hooks::{self, Phase};
 use super::routes::{is_default, sorted_routes, MAIN_TABLE};
 use super::state::{DownHooks, RouteRecord, State, StateFile};
-use super::{collect_failures, validate_ifname, HostError, HostPlan, HostSetup, RouteTable};
+use super::{collect_failures, validate_ifname, Hooks, HostError, HostPlan, HostSetup, RouteTable};
 
 fn program(ifname: &str, name: &str) -> Result<PathBuf, HostError> {
     find_program(name).ok_or_else(|| HostError::Command {
@@ -278,11 +278,22 @@ impl HostSetup {
 
 /// Cleans up after a crashed earlier run: runs the down hooks (if `post_up` had succeeded)
 /// and removes the state file. Returns `false` when there is no state file.
-pub async fn cleanup_stale(ifname: &str, state_dir: &Path) -> Result<bool, HostError> {
+///
+/// The down hooks are `hooks`' (from the configuration, if the caller has one), never
+/// the state file's: see [`State::keep_only_safe`](super::state::State::keep_only_safe).
+pub async fn cleanup_stale(
+    ifname: &str,
+    state_dir: &Path,
+    hooks: &Hooks,
+) -> Result<bool, HostError> {
     validate_ifname(ifname)?;
     let file = StateFile::new(state_dir, ifname);
-    let Some(state) = file.load()? else {
+    let Some(mut state) = file.load()? else {
         return Ok(false);
+    };
+    state.down_hooks = DownHooks {
+        pre_down: hooks.pre_down.clone(),
+        post_down: hooks.post_down.clone(),
     };
     if !state.owner.is_current() && state.owner.is_alive() {
         return Err(HostError::InUse {

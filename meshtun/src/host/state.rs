@@ -22,6 +22,9 @@ use super::HostError;
 /// The default directory for state files.
 pub const DEFAULT_STATE_DIR: &str = "/run/meshtun";
 
+/// The largest state file read back (a real one is a few KiB).
+const MAX_STATE_BYTES: u64 = 1 << 20;
+
 /// The version written in new state files.
 const STATE_VERSION: u32 = 1;
 
@@ -169,7 +172,10 @@ pub struct State {
     pub default_table: Option<u32>,
     /// True once the `post_up` hooks have succeeded: the down hooks then run on teardown.
     pub up: bool,
-    /// The down hooks.
+    /// The down hooks, from the configuration. Never written to or read from the file: the
+    /// file may be writable by a less privileged user than the one undoing it (the daemon's
+    /// user, when root runs `meshtun down`), and root must not run commands taken from it.
+    #[serde(skip)]
     pub down_hooks: DownHooks,
     /// The tun device was created beforehand: a crash cleanup leaves it in place.
     #[serde(default)]
@@ -208,6 +214,49 @@ impl State {
     }
 }
 
+/// The only sysctl meshtun ever changes, and so the only one a state file may restore:
+/// `net.ipv4.conf.all.src_valid_mark`, for a policy-routed IPv4 default route.
+pub const RESTORABLE_SYSCTL: &str = "net.ipv4.conf.all.src_valid_mark";
+
+impl State {
+    /// Drops from a state file read back from disk everything meshtun could not have
+    /// written for `ifname`, and returns what was dropped and why. The file may have been
+    /// written by a less privileged user than the one undoing it (root running `meshtun
+    /// down` for a daemon run as `meshtun`), so it must not be able to make that user do
+    /// more than its writer could: no commands (hooks are never read from it, and the DNS
+    /// tool is looked up by name), no sysctl but [`RESTORABLE_SYSCTL`] back to 0 or 1, and
+    /// nothing that belongs to another interface.
+    pub fn keep_only_safe(&mut self, ifname: &str) -> Vec<String> {
+        let mut dropped = Vec::new();
+        if self.ifname != ifname {
+            dropped.push(format!(
+                "it names interface {:?}: only {ifname} is undone",
+                self.ifname
+            ));
+            self.ifname = ifname.to_owned();
+        }
+        self.sysctls.retain(|record| {
+            let safe = record.key == RESTORABLE_SYSCTL && matches!(record.old.as_str(), "0" | "1");
+            if !safe {
+                dropped.push(format!(
+                    "sysctl {} = {:?} is not restored: only {RESTORABLE_SYSCTL} (to 0 or 1) is \
+                     ever changed by meshtun",
+                    record.key, record.old
+                ));
+            }
+            safe
+        });
+        if self.dns.as_ref().is_some_and(|dns| !dns.belongs_to(ifname)) {
+            dropped.push(format!(
+                "its DNS record {:?} is not {ifname}'s: not reverted",
+                self.dns
+            ));
+            self.dns = None;
+        }
+        dropped
+    }
+}
+
 /// The location of one interface's state file.
 #[derive(Debug, Clone)]
 pub struct StateFile {
@@ -239,20 +288,47 @@ impl StateFile {
         }
     }
 
-    /// Reads the file; `None` when it does not exist.
+    /// Reads the file; `None` when it does not exist. What it holds is passed through
+    /// [`State::keep_only_safe`] (each thing dropped is logged), since it may have been
+    /// written by a less privileged user; a symbolic link or anything but a regular file is
+    /// refused.
     pub fn load(&self) -> Result<Option<State>, HostError> {
-        let text = match fs::read_to_string(&self.path) {
-            Ok(text) => text,
+        let file = match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&self.path)
+        {
+            Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.io_error(&self.path, e)),
         };
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|source| HostError::StateParse {
+        let meta = file.metadata().map_err(|e| self.io_error(&self.path, e))?;
+        if !meta.is_file() || meta.len() > MAX_STATE_BYTES {
+            let why = io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a regular file of at most 1 MiB",
+            );
+            return Err(self.io_error(&self.path, why));
+        }
+        let mut text = String::new();
+        io::Read::read_to_string(&mut io::Read::take(file, MAX_STATE_BYTES), &mut text)
+            .map_err(|e| self.io_error(&self.path, e))?;
+        let mut state: State =
+            serde_json::from_str(&text).map_err(|source| HostError::StateParse {
                 ifname: self.ifname.clone(),
                 path: self.path.clone(),
                 source,
-            })
+            })?;
+        let writer = std::os::unix::fs::MetadataExt::uid(&meta);
+        for dropped in state.keep_only_safe(&self.ifname) {
+            tracing::warn!(
+                interface = %self.ifname,
+                file = %self.path.display(),
+                writer_uid = writer,
+                "ignoring part of the state file: {dropped}"
+            );
+        }
+        Ok(Some(state))
     }
 
     /// Writes the state atomically, creating the directory with mode 0700 if needed.
@@ -307,14 +383,7 @@ mod tests {
     use super::*;
 
     fn sample() -> State {
-        let mut state = State::new(
-            "mt0",
-            Some(7),
-            DownHooks {
-                pre_down: vec!["echo down %i".into()],
-                post_down: vec![],
-            },
-        );
+        let mut state = State::new("mt0", Some(7), DownHooks::default());
         state.addresses = vec![
             "100.64.0.1/24".parse().unwrap(),
             "fd00::1/64".parse().unwrap(),
@@ -345,7 +414,6 @@ mod tests {
         }];
         state.nft_table = Some("meshtun-mt0".into());
         state.dns = Some(DnsRecord::Resolvconf {
-            program: "/usr/sbin/resolvconf".into(),
             name: "tun.mt0".into(),
         });
         state.default_table = Some(51820);
@@ -360,6 +428,53 @@ mod tests {
         let state: State = serde_json::from_value(value).unwrap();
         assert!(!state.existing_link);
         assert_eq!(state, sample());
+    }
+
+    #[test]
+    fn hooks_are_never_written_to_or_read_from_the_file() {
+        let mut state = sample();
+        state.down_hooks.post_down = vec!["echo down %i".into()];
+        let text = serde_json::to_string(&state).unwrap();
+        assert!(!text.contains("echo down"), "{text}");
+        let mut planted = serde_json::to_value(sample()).unwrap();
+        planted["down_hooks"] = serde_json::json!({"pre_down": ["reboot"], "post_down": []});
+        let read: State = serde_json::from_value(planted).unwrap();
+        assert_eq!(read.down_hooks, DownHooks::default());
+    }
+
+    #[test]
+    fn only_what_meshtun_could_have_written_for_the_interface_is_kept() {
+        let mut state = sample();
+        state.ifname = "eth0".into();
+        state.sysctls.push(SysctlRecord {
+            key: "kernel.core_pattern".into(),
+            old: "|/tmp/x".into(),
+            new: "core".into(),
+        });
+        state.sysctls.push(SysctlRecord {
+            key: RESTORABLE_SYSCTL.into(),
+            old: "2; reboot".into(),
+            new: "1".into(),
+        });
+        state.dns = Some(DnsRecord::Resolvconf {
+            name: "tun.eth0".into(),
+        });
+        let dropped = state.keep_only_safe("mt0");
+        assert_eq!(dropped.len(), 4, "{dropped:?}");
+        assert_eq!(state.ifname, "mt0");
+        assert_eq!(state.sysctls, sample().sysctls);
+        assert_eq!(state.dns, None);
+        let mut clean = sample();
+        assert!(clean.keep_only_safe("mt0").is_empty());
+    }
+
+    #[test]
+    fn a_symbolic_link_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere.json");
+        fs::write(&target, serde_json::to_vec(&sample()).unwrap()).unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("mt0.json")).unwrap();
+        assert!(StateFile::new(dir.path(), "mt0").load().is_err());
     }
 
     #[test]

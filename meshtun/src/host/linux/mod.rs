@@ -15,7 +15,7 @@ use ipnet::IpNet;
 use super::hooks::{self, Phase};
 use super::routes::{placement, sorted_routes, Family, Placement, MAIN_TABLE};
 use super::state::{DownHooks, State, StateFile};
-use super::{collect_failures, validate_ifname, HostError, HostPlan, HostSetup};
+use super::{collect_failures, validate_ifname, Hooks, HostError, HostPlan, HostSetup};
 use netlink::Netlink;
 
 fn connect(ifname: &str) -> Result<Netlink, HostError> {
@@ -232,11 +232,22 @@ impl HostSetup {
 /// is deleted. Returns `false` when there is no state file.
 ///
 /// Fails with [`HostError::InUse`] when the process that wrote the file is still running.
-pub async fn cleanup_stale(ifname: &str, state_dir: &Path) -> Result<bool, HostError> {
+///
+/// The down hooks are `hooks`' (from the configuration, if the caller has one), never
+/// the state file's: see [`State::keep_only_safe`](super::state::State::keep_only_safe).
+pub async fn cleanup_stale(
+    ifname: &str,
+    state_dir: &Path,
+    hooks: &Hooks,
+) -> Result<bool, HostError> {
     validate_ifname(ifname)?;
     let file = StateFile::new(state_dir, ifname);
     let Some(mut state) = file.load()? else {
         return Ok(false);
+    };
+    state.down_hooks = DownHooks {
+        pre_down: hooks.pre_down.clone(),
+        post_down: hooks.post_down.clone(),
     };
     if !state.owner.is_current() && state.owner.is_alive() {
         return Err(HostError::InUse {
@@ -315,7 +326,7 @@ mod tests {
         state.owner = Owner::of(child.id());
         let file = StateFile::new(dir.path(), "mt0");
         file.save(&state).unwrap();
-        let result = cleanup_stale("mt0", dir.path()).await;
+        let result = cleanup_stale("mt0", dir.path(), &Hooks::default()).await;
         child.kill().unwrap();
         child.wait().unwrap();
         match result {
@@ -356,7 +367,9 @@ mod tests {
     #[tokio::test]
     async fn names_are_checked_before_any_file_is_touched() {
         let dir = tempfile::tempdir().unwrap();
-        let err = cleanup_stale("../x", dir.path()).await.unwrap_err();
+        let err = cleanup_stale("../x", dir.path(), &Hooks::default())
+            .await
+            .unwrap_err();
         assert!(matches!(err, HostError::InvalidName { .. }), "{err}");
     }
 }

@@ -1,0 +1,85 @@
+//! Whether root may act on a configuration file: only on one that no less privileged user can
+//! change, as sshd's `StrictModes` and sudo's sudoers checks have it. A configuration holds
+//! commands (hooks, the benchmark command), DNS servers and routes; a file the daemon's own
+//! user can write would otherwise let that user make root run anything.
+
+use std::path::Path;
+
+/// Why `path` must not be trusted by root: a file or directory on its way that a user other
+/// than root owns, or that group or others may write (a sticky directory aside). `None` when
+/// the current user is not root (it then acts with its own rights only), or the file is safe.
+pub fn untrusted_for_root(path: &Path) -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let absolute = std::fs::canonicalize(path).ok()?;
+    absolute
+        .ancestors()
+        .find_map(|p| unsafe_entry(p, p == absolute))
+}
+
+/// The reason `entry` (the file itself when `is_file`, else a directory above it) is not
+/// safe for root, if it is not.
+fn unsafe_entry(entry: &Path, is_file: bool) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match std::fs::metadata(entry) {
+        Ok(meta) => meta,
+        Err(e) => return Some(format!("{} cannot be inspected: {e}", entry.display())),
+    };
+    let mode = meta.mode() & 0o7777;
+    let sticky = !is_file && mode & 0o1000 != 0;
+    if meta.uid() != 0 {
+        Some(format!(
+            "{} is owned by uid {}, not root",
+            entry.display(),
+            meta.uid()
+        ))
+    } else if mode & 0o022 != 0 && !sticky {
+        Some(format!(
+            "{} is mode {mode:04o}: group or others may write it",
+            entry.display()
+        ))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn set_mode(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn root_trusts_only_files_no_one_else_can_change() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(untrusted_for_root(Path::new("/nonexistent")).is_none());
+            return;
+        }
+        // Under /tmp (sticky, mode 1777): only the file and its own directory decide.
+        let dir = tempfile::tempdir().unwrap();
+        set_mode(dir.path(), 0o755);
+        let file = dir.path().join("wg0.toml");
+        std::fs::write(&file, "").unwrap();
+        set_mode(&file, 0o640);
+        assert_eq!(untrusted_for_root(&file), None);
+
+        set_mode(&file, 0o660);
+        let why = untrusted_for_root(&file).unwrap();
+        assert!(why.contains("mode 0660"), "{why}");
+        set_mode(&file, 0o600);
+
+        std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
+        let why = untrusted_for_root(&file).unwrap();
+        assert!(why.contains("uid 65534, not root"), "{why}");
+        std::os::unix::fs::chown(&file, Some(0), None).unwrap();
+
+        // A directory the user owns lets it swap the file.
+        std::os::unix::fs::chown(dir.path(), Some(65534), None).unwrap();
+        let why = untrusted_for_root(&file).unwrap();
+        assert!(why.contains(&dir.path().display().to_string()), "{why}");
+    }
+}
