@@ -35,6 +35,7 @@ pub mod keys;
 pub mod metrics;
 pub mod probe;
 pub mod show;
+pub mod supervise;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod tun;
 pub mod uapi;

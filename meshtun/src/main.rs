@@ -12,6 +12,7 @@ use meshtun::{config, daemon, join, keys, show};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(log_filter(&cli));
+    meshtun::supervise::exit_on_panic();
     let opts = daemon::Options {
         state_dir: cli.state_dir,
         uapi_dir: cli.uapi_dir,

@@ -53,6 +53,17 @@ impl<'ns> Daemon<'ns> {
         Self::launch(ns, config, sections, &[], ready)
     }
 
+    /// Like [`Daemon::start_with`], with `env` added to the daemon's environment.
+    pub fn start_with_env(
+        ns: &'ns Netns,
+        config: &Config,
+        sections: &str,
+        env: &[(&str, &str)],
+        ready: impl FnMut() -> Result<(), String>,
+    ) -> Self {
+        Self::launch(ns, config, sections, env, ready)
+    }
+
     /// Like [`Daemon::start`], with `env` added to the daemon's environment (such as
     /// `MESHTUN_NO_OFFLOAD`).
     pub fn start_env(ns: &'ns Netns, config: &Config, env: &[(&str, &str)]) -> Self {

@@ -49,13 +49,16 @@ impl Gating {
         Ok(gating)
     }
 
-    /// The next update to enforce (never, when not gated).
-    pub async fn next_update(&mut self) -> GateUpdate {
+    /// The next update to enforce (never, when not gated). `Err` when the membership
+    /// scheduler has stopped: the daemon must then stop too, dropping every gated peer,
+    /// rather than keep the last membership forever.
+    pub async fn next_update(&mut self) -> Result<GateUpdate, String> {
         match &mut self.running {
-            Some(running) => match running.updates.recv().await {
-                Some(update) => update,
-                None => std::future::pending().await,
-            },
+            Some(running) => running
+                .updates
+                .recv()
+                .await
+                .ok_or_else(|| "the membership scheduler stopped".to_owned()),
             None => std::future::pending().await,
         }
     }

@@ -401,6 +401,10 @@ impl Running {
                     return Err(DaemonError::Failed { ifname: self.ifname.clone(), reason });
                 }
                 update = self.gating.next_update() => {
+                    let update = update.map_err(|reason| DaemonError::Failed {
+                        ifname: self.ifname.clone(),
+                        reason,
+                    })?;
                     if let Err(error) = self.enforce(update).await {
                         tracing::error!(%error, "cannot enforce the membership update");
                     }

@@ -31,6 +31,7 @@ pub(super) async fn send_worker<T: TunIo, F: UdpFactory>(inner: Arc<Inner<T, F>>
     let mut packets = PacketBatch::new(BATCH, inner.mtu, TUN_HEADROOM);
     let mut out = DatagramBatch::new(BATCH, inner.mtu + 64);
     loop {
+        crate::supervise::fault_point("send");
         packets.clear();
         if let Err(error) = inner.tun.recv(lane, &mut packets).await {
             let reason = format!("reading from tun device {} failed: {error}", inner.name);
@@ -105,6 +106,7 @@ pub(super) async fn receive_worker<T: TunIo, F: UdpFactory>(
     let mut out = DatagramBatch::new(64, inner.mtu + 64);
     let mut failures = 0u32;
     loop {
+        crate::supervise::fault_point("receive");
         if let Err(error) = socket.recv(&mut received).await {
             failures += 1;
             tracing::debug!(%error, "UDP receive failed");
@@ -154,6 +156,7 @@ pub(super) async fn timer_task<T: TunIo, F: UdpFactory>(inner: Arc<Inner<T, F>>)
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut out = DatagramBatch::new(BATCH, inner.mtu + 64);
     loop {
+        crate::supervise::fault_point("timer");
         interval.tick().await;
         let snap = inner.snapshot.load_full();
         let now = Instant::now();

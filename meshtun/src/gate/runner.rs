@@ -205,6 +205,7 @@ async fn fetch_loop(
     let mut backoff = MIN_BACKOFF;
     let mut failing = false;
     loop {
+        crate::supervise::fault_point("fetch");
         match client.fetch_bundle(after, LONG_POLL).await {
             Ok(answer) => {
                 backoff = MIN_BACKOFF;
@@ -256,6 +257,7 @@ async fn benchmark_loop(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_seq = 0u64;
     loop {
+        crate::supervise::fault_point("benchmark");
         ticker.tick().await;
         let now = unix_ms();
         // Sequence numbers only grow, across restarts too: the controller refuses replays.
@@ -307,6 +309,7 @@ impl Scheduler {
     async fn run(mut self, mut received: mpsc::Receiver<VerifiedBundle>) {
         self.resolve_endpoints_of_known().await;
         loop {
+            crate::supervise::fault_point("scheduler");
             if self.state.advance(unix_ms()) && !self.send_update().await {
                 return;
             }

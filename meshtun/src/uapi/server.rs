@@ -73,6 +73,7 @@ pub async fn serve_with_limits<H: UapiHandler>(
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
+        crate::supervise::fault_point("uapi");
         while let Some(done) = connections.try_join_next() {
             log_task_end(done, &shared.ifname);
         }

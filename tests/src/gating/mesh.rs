@@ -288,11 +288,21 @@ impl Mesh {
     /// Starts `meshtun up` for node `id`, gated by the controller, with `static_peers`
     /// besides; waits until its UAPI socket answers and its interface has its address.
     pub fn start_node(&self, id: &str, static_peers: Vec<Peer>) -> Daemon<'_> {
+        self.start_node_with_env(id, static_peers, &[])
+    }
+
+    /// Like [`Mesh::start_node`], with `env` added to the daemon's environment.
+    pub fn start_node_with_env(
+        &self,
+        id: &str,
+        static_peers: Vec<Peer>,
+        env: &[(&str, &str)],
+    ) -> Daemon<'_> {
         let node = self.node(id);
         let mut config = node.interface_config();
         config.peers = static_peers;
         let address = format!(" {}/24 ", node.tunnel());
-        Daemon::start_with(&node.ns, &config, &self.gating_sections(id), || {
+        Daemon::start_with_env(&node.ns, &config, &self.gating_sections(id), env, || {
             if !crate::uapi_answers(&crate::uapi_socket(&node.iface)) {
                 return Err(format!("the UAPI socket of {} does not answer", node.iface));
             }
