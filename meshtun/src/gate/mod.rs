@@ -19,7 +19,9 @@ pub mod bundle;
 pub mod cache;
 pub mod client;
 pub mod merge;
+pub mod resolve;
 pub mod runner;
+mod scheduler;
 pub mod state;
 pub mod status;
 

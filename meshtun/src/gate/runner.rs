@@ -12,22 +12,20 @@
 //! Every task records what it sees in the [`SharedGateStatus`]. Dropping the [`Gate`] stops
 //! them.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshtun_proto::bundle::{Membership, SignedBundle};
 use meshtun_proto::{EpochId, IdentityPublic, PrivateKey};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::benchmark::BenchmarkSource;
-use super::bundle::{GatedPeer, VerifiedBundle};
-use super::cache::{load_cache, save_cache};
+use super::bundle::VerifiedBundle;
+use super::cache::load_cache;
 use super::client::{ClientError, ControllerClient};
-use super::state::{Enforced, GateState};
+use super::resolve::system_lookup;
+use super::scheduler::Scheduler;
+use super::state::GateState;
 use super::status::{MembershipState, SharedGateStatus};
 use super::unix_ms;
 use crate::config::{BenchmarkSettings, ControllerSettings};
@@ -42,9 +40,6 @@ const MIN_BACKOFF: Duration = Duration::from_millis(500);
 
 /// The longest retry delay after failed requests.
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
-
-/// How long a peer's host name may take to resolve.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A gated peer to configure: its node id and its WireGuard settings for the epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,15 +120,14 @@ impl Gate {
         );
         restore_cache(&mut state, options, client.controller_key());
         let (bundles, received) = mpsc::channel(4);
-        let scheduler = Scheduler {
+        let after = state.newest_epoch();
+        let scheduler = Scheduler::new(
             state,
-            cache_file: options.controller.cache_file.clone(),
-            status: status.clone(),
+            options.controller.cache_file.clone(),
+            status.clone(),
             updates,
-            resolved: HashMap::new(),
-            unsaved: None,
-        };
-        let after = scheduler.state.newest_epoch();
+            system_lookup(),
+        );
         let scheduler = tokio::spawn(scheduler.run(received));
         let fetcher = tokio::spawn(fetch_loop(client.clone(), after, bundles, status.clone()));
         let mut gate = Self {
@@ -290,176 +284,5 @@ async fn benchmark_loop(
                 tracing::warn!(target: "meshtun::gate", "benchmark not submitted: {error}");
             }
         }
-    }
-}
-
-/// Turns bundles and time into [`GateUpdate`]s.
-struct Scheduler {
-    state: GateState,
-    cache_file: PathBuf,
-    status: SharedGateStatus,
-    updates: mpsc::Sender<GateUpdate>,
-    /// Peer endpoints resolved when their bundle arrived, by their text.
-    resolved: HashMap<String, SocketAddr>,
-    /// The last bundle accepted, to write to the cache once what is due is enforced.
-    unsaved: Option<SignedBundle>,
-}
-
-impl Scheduler {
-    async fn run(mut self, mut received: mpsc::Receiver<VerifiedBundle>) {
-        self.resolve_endpoints_of_known().await;
-        loop {
-            crate::supervise::fault_point("scheduler");
-            if self.state.advance(unix_ms()) && !self.send_update().await {
-                return;
-            }
-            // After the update: a cut-off does not wait for the disk.
-            if let Some(signed) = self.unsaved.take() {
-                self.save(signed).await;
-            }
-            let deadline = self.state.next_deadline();
-            tokio::select! {
-                bundle = received.recv() => match bundle {
-                    Some(bundle) => self.accept(bundle).await,
-                    None => return,
-                },
-                () = sleep_until_unix(deadline) => {}
-            }
-        }
-    }
-
-    /// Takes a verified bundle from the fetcher.
-    async fn accept(&mut self, bundle: VerifiedBundle) {
-        let epoch = bundle.epoch;
-        let signed = bundle.signed.clone();
-        let endpoints: Vec<String> = bundle
-            .peers
-            .iter()
-            .filter_map(|p| p.endpoint.clone())
-            .collect();
-        match self.state.offer(bundle, unix_ms()) {
-            Ok(()) => {}
-            Err(error) => {
-                tracing::debug!(target: "meshtun::gate", "bundle ignored: {error}");
-                return;
-            }
-        }
-        self.status.lock().next_epoch = self.state.next_epoch();
-        self.resolve(&endpoints).await;
-        self.unsaved = Some(signed);
-        tracing::debug!(target: "meshtun::gate", epoch, "bundle accepted");
-    }
-
-    /// Writes `signed` to the cache file (a failure is logged: the bundle is still used).
-    async fn save(&self, signed: SignedBundle) {
-        let file = self.cache_file.clone();
-        let saved = tokio::task::spawn_blocking(move || save_cache(&file, &signed)).await;
-        match saved {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(target: "meshtun::gate", "{error}"),
-            Err(error) => {
-                tracing::warn!(target: "meshtun::gate", "bundle cache writer stopped: {error}")
-            }
-        }
-    }
-
-    /// Resolves the endpoints of the bundles known at start (the cached one).
-    async fn resolve_endpoints_of_known(&mut self) {
-        let endpoints: Vec<String> = self
-            .state
-            .bundles()
-            .flat_map(|b| b.peers.iter().filter_map(|p| p.endpoint.clone()))
-            .collect();
-        self.resolve(&endpoints).await;
-    }
-
-    /// Resolves host names ahead of the activation time, so that applying is instant.
-    async fn resolve(&mut self, endpoints: &[String]) {
-        for text in endpoints {
-            if text.parse::<SocketAddr>().is_ok() || self.resolved.contains_key(text) {
-                continue;
-            }
-            let lookup =
-                tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(text.as_str()));
-            match lookup.await {
-                Ok(Ok(mut addrs)) => {
-                    if let Some(addr) = addrs.next() {
-                        self.resolved.insert(text.clone(), addr);
-                    }
-                }
-                Ok(Err(error)) => {
-                    tracing::warn!(target: "meshtun::gate", "cannot resolve peer endpoint `{text}`: {error}")
-                }
-                Err(_) => {
-                    tracing::warn!(target: "meshtun::gate", "cannot resolve peer endpoint `{text}` within {} s", RESOLVE_TIMEOUT.as_secs())
-                }
-            }
-        }
-    }
-
-    fn endpoint(&self, peer: &GatedPeer) -> Option<SocketAddr> {
-        let text = peer.endpoint.as_deref()?;
-        text.parse()
-            .ok()
-            .or_else(|| self.resolved.get(text).copied())
-    }
-
-    /// Sends what is enforced now; false if the daemon is gone.
-    async fn send_update(&mut self) -> bool {
-        let update = self.update();
-        self.status.lock().next_epoch = self.state.next_epoch();
-        self.updates.send(update).await.is_ok()
-    }
-
-    fn update(&self) -> GateUpdate {
-        let (membership, bundle) = match self.state.enforced() {
-            Enforced::Nothing => (MembershipState::Pending, None),
-            Enforced::Lost(b) => (MembershipState::Lost, Some(b)),
-            Enforced::Bundle(b) => match &b.membership {
-                Membership::Allowed => (MembershipState::Allowed, Some(b)),
-                Membership::Denied { reason } => (
-                    MembershipState::Denied {
-                        reason: reason.clone(),
-                    },
-                    Some(b),
-                ),
-            },
-        };
-        let peers = match (&membership, bundle) {
-            (MembershipState::Allowed, Some(b)) => b
-                .peers
-                .iter()
-                .map(|p| GatedPeerConfig {
-                    node_id: p.node_id.clone(),
-                    settings: PeerSettings {
-                        public_key: p.public_key,
-                        preshared_key: Some(p.psk.clone()),
-                        endpoint: self.endpoint(p),
-                        allowed_ips: p.allowed_ips.clone(),
-                        persistent_keepalive: None,
-                    },
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        GateUpdate {
-            membership,
-            epoch: bundle.map(|b| b.epoch),
-            activation_ms: bundle.map(|b| b.activation_ms),
-            not_after_ms: bundle.map(|b| b.not_after_ms),
-            decided_ms: bundle.map_or(0, |b| b.decided_ms),
-            peers,
-        }
-    }
-}
-
-/// Sleeps until Unix time `deadline_ms`, or forever without one.
-async fn sleep_until_unix(deadline_ms: Option<u64>) {
-    match deadline_ms {
-        Some(deadline) => {
-            let wait = deadline.saturating_sub(unix_ms());
-            tokio::time::sleep(Duration::from_millis(wait)).await;
-        }
-        None => std::future::pending().await,
     }
 }

@@ -1,0 +1,226 @@
+//! The scheduler task: it runs a [`GateState`], takes verified bundles from the fetcher,
+//! keeps the newest in the cache file, and at each activation time (or when the loss rule
+//! applies) sends the [`GateUpdate`] to enforce to the daemon. Nothing on that path waits for
+//! the network: peer names are looked up in the background ([`super::resolve`]) and the
+//! update is sent again once they resolve.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use meshtun_proto::bundle::{Membership, SignedBundle};
+use tokio::sync::mpsc;
+
+use super::bundle::{GatedPeer, VerifiedBundle};
+use super::cache::save_cache;
+use super::resolve::{spawn_lookups, Endpoints, Looked, Lookup};
+use super::runner::{GateUpdate, GatedPeerConfig};
+use super::state::{Enforced, GateState};
+use super::status::{MembershipState, SharedGateStatus};
+use super::unix_ms;
+use crate::wgcfg::PeerSettings;
+
+/// Turns bundles and time into [`GateUpdate`]s.
+pub(super) struct Scheduler {
+    state: GateState,
+    cache_file: PathBuf,
+    status: SharedGateStatus,
+    updates: mpsc::Sender<GateUpdate>,
+    /// Peer endpoints, resolved in the background.
+    endpoints: Endpoints,
+    lookup: Lookup,
+    looked_tx: mpsc::Sender<Looked>,
+    looked_rx: mpsc::Receiver<Looked>,
+    /// The last bundle accepted, to write to the cache once what is due is enforced.
+    unsaved: Option<SignedBundle>,
+}
+
+impl Scheduler {
+    /// A scheduler over `state`, sending updates to `updates` and resolving peer names with
+    /// `lookup`.
+    pub(super) fn new(
+        state: GateState,
+        cache_file: PathBuf,
+        status: SharedGateStatus,
+        updates: mpsc::Sender<GateUpdate>,
+        lookup: Lookup,
+    ) -> Self {
+        let (looked_tx, looked_rx) = mpsc::channel(64);
+        Self {
+            state,
+            cache_file,
+            status,
+            updates,
+            endpoints: Endpoints::default(),
+            lookup,
+            looked_tx,
+            looked_rx,
+            unsaved: None,
+        }
+    }
+
+    /// Runs until the daemon stops listening or the fetcher is gone.
+    pub(super) async fn run(mut self, mut received: mpsc::Receiver<VerifiedBundle>) {
+        self.resolve_endpoints_of_known();
+        loop {
+            crate::supervise::fault_point("scheduler");
+            if self.state.advance(unix_ms()) && !self.send_update().await {
+                return;
+            }
+            // After the update: a cut-off does not wait for the disk.
+            if let Some(signed) = self.unsaved.take() {
+                self.save(signed).await;
+            }
+            let deadline = self.state.next_deadline();
+            tokio::select! {
+                bundle = received.recv() => match bundle {
+                    Some(bundle) => self.accept(bundle),
+                    None => return,
+                },
+                Some(looked) = self.looked_rx.recv() => {
+                    if self.learned(looked) && !self.send_update().await {
+                        return;
+                    }
+                }
+                () = sleep_until_unix(deadline) => {}
+            }
+        }
+    }
+
+    /// Takes a verified bundle from the fetcher. Its peers' names are looked up in the
+    /// background: the loop enforces it when due without waiting for them.
+    fn accept(&mut self, bundle: VerifiedBundle) {
+        let epoch = bundle.epoch;
+        let signed = bundle.signed.clone();
+        let endpoints: Vec<String> = bundle
+            .peers
+            .iter()
+            .filter_map(|p| p.endpoint.clone())
+            .collect();
+        match self.state.offer(bundle, unix_ms()) {
+            Ok(()) => {}
+            Err(error) => {
+                tracing::debug!(target: "meshtun::gate", "bundle ignored: {error}");
+                return;
+            }
+        }
+        self.status.lock().next_epoch = self.state.next_epoch();
+        self.resolve(&endpoints);
+        self.unsaved = Some(signed);
+        tracing::debug!(target: "meshtun::gate", epoch, "bundle accepted");
+    }
+
+    /// Writes `signed` to the cache file (a failure is logged: the bundle is still used).
+    async fn save(&self, signed: SignedBundle) {
+        let file = self.cache_file.clone();
+        let saved = tokio::task::spawn_blocking(move || save_cache(&file, &signed)).await;
+        match saved {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(target: "meshtun::gate", "{error}"),
+            Err(error) => {
+                tracing::warn!(target: "meshtun::gate", "bundle cache writer stopped: {error}")
+            }
+        }
+    }
+
+    /// Starts looking up the endpoints of the bundles known at start (the cached one).
+    fn resolve_endpoints_of_known(&mut self) {
+        let endpoints: Vec<String> = self
+            .state
+            .bundles()
+            .flat_map(|b| b.peers.iter().filter_map(|p| p.endpoint.clone()))
+            .collect();
+        self.resolve(&endpoints);
+    }
+
+    /// Starts the lookups `endpoints` need, in the background.
+    fn resolve(&mut self, endpoints: &[String]) {
+        let names = self
+            .endpoints
+            .to_look_up(endpoints.iter().map(String::as_str), unix_ms());
+        spawn_lookups(names, self.lookup.clone(), self.looked_tx.clone());
+    }
+
+    /// Records a lookup's result; true if it gives an enforced peer a new endpoint (the
+    /// update must then be sent again).
+    fn learned(&mut self, looked: Looked) -> bool {
+        let text = looked.0.clone();
+        if !self.endpoints.record(looked, unix_ms()) {
+            return false;
+        }
+        match self.state.enforced() {
+            Enforced::Bundle(b) => b
+                .peers
+                .iter()
+                .any(|p| p.endpoint.as_deref() == Some(text.as_str())),
+            _ => false,
+        }
+    }
+
+    fn endpoint(&self, peer: &GatedPeer) -> Option<SocketAddr> {
+        self.endpoints.get(peer.endpoint.as_deref()?)
+    }
+
+    /// Sends what is enforced now; false if the daemon is gone.
+    async fn send_update(&mut self) -> bool {
+        let update = self.update();
+        self.status.lock().next_epoch = self.state.next_epoch();
+        self.updates.send(update).await.is_ok()
+    }
+
+    fn update(&self) -> GateUpdate {
+        let (membership, bundle) = match self.state.enforced() {
+            Enforced::Nothing => (MembershipState::Pending, None),
+            Enforced::Lost(b) => (MembershipState::Lost, Some(b)),
+            Enforced::Bundle(b) => match &b.membership {
+                Membership::Allowed => (MembershipState::Allowed, Some(b)),
+                Membership::Denied { reason } => (
+                    MembershipState::Denied {
+                        reason: reason.clone(),
+                    },
+                    Some(b),
+                ),
+            },
+        };
+        let peers = match (&membership, bundle) {
+            (MembershipState::Allowed, Some(b)) => b
+                .peers
+                .iter()
+                .map(|p| GatedPeerConfig {
+                    node_id: p.node_id.clone(),
+                    settings: PeerSettings {
+                        public_key: p.public_key,
+                        preshared_key: Some(p.psk.clone()),
+                        endpoint: self.endpoint(p),
+                        allowed_ips: p.allowed_ips.clone(),
+                        persistent_keepalive: None,
+                    },
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        GateUpdate {
+            membership,
+            epoch: bundle.map(|b| b.epoch),
+            activation_ms: bundle.map(|b| b.activation_ms),
+            not_after_ms: bundle.map(|b| b.not_after_ms),
+            decided_ms: bundle.map_or(0, |b| b.decided_ms),
+            peers,
+        }
+    }
+}
+
+/// Sleeps until Unix time `deadline_ms`, or forever without one.
+async fn sleep_until_unix(deadline_ms: Option<u64>) {
+    match deadline_ms {
+        Some(deadline) => {
+            let wait = deadline.saturating_sub(unix_ms());
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+#[path = "scheduler_tests.rs"]
+mod tests;

@@ -1,0 +1,158 @@
+//! The scheduler never waits for DNS: a peer whose host name never resolves delays no
+//! cut-off, its failed lookup is not repeated for every bundle, and a name that does resolve
+//! reaches the device in a second update.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use meshtun_proto::{PresharedKey, PrivateKey};
+
+use super::*;
+use crate::config::LossPolicy;
+
+/// A name that never answers: its lookup never completes.
+const BLACKHOLE: &str = "never.resolves.example:51820";
+
+/// A name that resolves after 200 ms.
+const SLOW: &str = "slow.example:51820";
+
+fn peer(id: &str, endpoint: &str) -> GatedPeer {
+    GatedPeer {
+        node_id: id.to_owned(),
+        public_key: PrivateKey::generate().public_key(),
+        endpoint: Some(endpoint.to_owned()),
+        allowed_ips: Vec::new(),
+        psk: PresharedKey::from_bytes([7; 32]),
+    }
+}
+
+fn bundle(epoch: u64, now: u64, membership: Membership, peers: Vec<GatedPeer>) -> VerifiedBundle {
+    VerifiedBundle {
+        epoch,
+        activation_ms: now,
+        not_after_ms: now + 60_000,
+        issued_ms: now,
+        decided_ms: now,
+        membership,
+        peers,
+        signed: SignedBundle {
+            payload: String::new(),
+            signature: String::new(),
+        },
+    }
+}
+
+/// A lookup that never answers for [`BLACKHOLE`], answers [`SLOW`] after 200 ms, and counts
+/// its calls.
+fn lookup(calls: Arc<AtomicUsize>) -> Lookup {
+    Arc::new(move |text: String| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            if text == SLOW {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Some("198.51.100.20:51820".parse().unwrap())
+            } else {
+                std::future::pending().await
+            }
+        })
+    })
+}
+
+/// The next update, within `limit`.
+async fn next(updates: &mut mpsc::Receiver<GateUpdate>, limit: Duration) -> GateUpdate {
+    tokio::time::timeout(limit, updates.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no update within {limit:?}"))
+        .expect("the scheduler stopped")
+}
+
+#[tokio::test]
+async fn a_name_that_never_resolves_delays_no_cut_off_and_is_looked_up_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (tx, mut updates) = mpsc::channel(16);
+    let scheduler = Scheduler::new(
+        GateState::new(LossPolicy::FailClosed, 3_000),
+        dir.path().join("bundle.json"),
+        SharedGateStatus::default(),
+        tx,
+        lookup(calls.clone()),
+    );
+    let (bundles, received) = mpsc::channel(4);
+    let task = tokio::spawn(scheduler.run(received));
+    let fast = Duration::from_millis(500);
+
+    // Allowed, with a peer whose name never answers and one at a numeric address.
+    let now = unix_ms();
+    let peers = vec![peer("h", BLACKHOLE), peer("p", "192.0.2.9:51820")];
+    bundles
+        .send(bundle(1, now, Membership::Allowed, peers.clone()))
+        .await
+        .unwrap();
+    let update = next(&mut updates, fast).await;
+    assert_eq!(update.membership, MembershipState::Allowed);
+    let endpoints: Vec<_> = update.peers.iter().map(|p| p.settings.endpoint).collect();
+    assert_eq!(
+        endpoints,
+        vec![None, Some("192.0.2.9:51820".parse().unwrap())]
+    );
+
+    // Denied: enforced at once, not after a lookup.
+    let now = unix_ms();
+    let denied = Membership::Denied {
+        reason: "honesty 0.1".into(),
+    };
+    bundles
+        .send(bundle(2, now, denied, Vec::new()))
+        .await
+        .unwrap();
+    let update = next(&mut updates, fast).await;
+    assert!(
+        matches!(update.membership, MembershipState::Denied { .. }),
+        "{update:?}"
+    );
+    assert!(update.peers.is_empty());
+
+    // Readmitted with the same peer: its failed name is not looked up again.
+    let now = unix_ms();
+    bundles
+        .send(bundle(3, now, Membership::Allowed, peers))
+        .await
+        .unwrap();
+    let update = next(&mut updates, fast).await;
+    assert_eq!(update.membership, MembershipState::Allowed);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the name was looked up more than once"
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_name_that_resolves_later_reaches_the_device_in_a_second_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut updates) = mpsc::channel(16);
+    let scheduler = Scheduler::new(
+        GateState::new(LossPolicy::FailClosed, 3_000),
+        dir.path().join("bundle.json"),
+        SharedGateStatus::default(),
+        tx,
+        lookup(Arc::new(AtomicUsize::new(0))),
+    );
+    let (bundles, received) = mpsc::channel(4);
+    let task = tokio::spawn(scheduler.run(received));
+    let now = unix_ms();
+    bundles
+        .send(bundle(1, now, Membership::Allowed, vec![peer("s", SLOW)]))
+        .await
+        .unwrap();
+    let first = next(&mut updates, Duration::from_millis(150)).await;
+    assert_eq!(first.peers[0].settings.endpoint, None);
+    let second = next(&mut updates, Duration::from_secs(2)).await;
+    assert_eq!(
+        second.peers[0].settings.endpoint,
+        Some("198.51.100.20:51820".parse().unwrap())
+    );
+    task.abort();
+}
