@@ -291,6 +291,9 @@ impl CommandSource {
                 });
             }
         };
+        // Whatever the harness left running in the background goes too: a run leaves
+        // nothing behind, however it ended.
+        kill_group(pid);
         if !status.success() {
             return Err(SourceError::Exit {
                 program,
@@ -304,6 +307,14 @@ impl CommandSource {
 
 /// Kills the harness's process group (and so anything it started), then reaps it.
 async fn kill(child: &mut Child, pid: Option<u32>) {
+    kill_group(pid);
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}
+
+/// Sends SIGKILL to the process group the harness leads (its id is the harness's pid, and
+/// stays reserved while any member lives, even once the harness itself was reaped).
+fn kill_group(pid: Option<u32>) {
     #[cfg(unix)]
     if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
         use nix::sys::signal::{killpg, Signal};
@@ -311,8 +322,6 @@ async fn kill(child: &mut Child, pid: Option<u32>) {
     }
     #[cfg(not(unix))]
     let _ = pid;
-    let _ = child.start_kill();
-    let _ = child.wait().await;
 }
 
 /// Reads all of `reader`, failing as soon as it holds more than `limit` bytes.

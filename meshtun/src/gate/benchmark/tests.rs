@@ -185,6 +185,30 @@ async fn a_hanging_harness_is_killed_with_its_children_at_the_timeout() {
     }
 }
 
+/// #27: a harness that succeeds but leaves a process in the background (its output
+/// detached, so nothing waits for it) does not leave it running.
+#[tokio::test]
+#[cfg(target_os = "linux")]
+async fn a_successful_harness_leaves_no_process_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let body = format!(
+        "sleep 30 </dev/null >/dev/null 2>&1 &\necho $! > {}\necho '{GOOD}'",
+        pidfile.display()
+    );
+    let source = harness(dir.path(), &body, Duration::from_secs(10), Some("s"));
+    source.next(1, NOW).await.unwrap();
+    let pid = std::fs::read_to_string(&pidfile).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid.trim()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !alive(pid.trim()),
+        "the harness's background process survived"
+    );
+}
+
 #[tokio::test]
 async fn endless_output_is_cut_off_without_waiting_for_the_timeout() {
     let dir = tempfile::tempdir().unwrap();
