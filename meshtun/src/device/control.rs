@@ -79,11 +79,12 @@ impl Control {
         psk: Option<PresharedKey>,
         now: Instant,
     ) -> Result<Option<Slot>, DeviceError> {
-        let Some(private) = &self.private_key else {
+        let (Some(private), Some(identity)) = (&self.private_key, &self.identity) else {
             return Ok(None);
         };
         let index = self.indices.allocate(now)?;
-        Ok(Some(Slot::new(private, key, psk, index)))
+        let limiter = identity.tunn_limiter.clone();
+        Ok(Some(Slot::new(private, key, psk, index, limiter)))
     }
 
     /// Returns session indices to the table (they enter quarantine).

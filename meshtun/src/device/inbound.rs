@@ -9,9 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, TunnResult};
-use meshtun_proto::PublicKey;
 
 use super::peer::{Received, SlotKind};
 use super::snapshot::{Locked, Snapshot};
@@ -165,15 +163,13 @@ impl<'a> Inbound<'a> {
             .limiter
             .verify_packet(Some(src.ip()), datagram, space)
         {
-            Ok(Packet::HandshakeInit(init)) => {
-                match parse_handshake_anon(&identity.secret, &identity.public, &init) {
-                    Ok(half) => PublicKey::from_bytes(half.peer_static_public),
-                    Err(_) => {
-                        self.counters.dropped_invalid();
-                        return;
-                    }
+            Ok(Packet::HandshakeInit(_)) => match identity.responder.open(datagram) {
+                Some(opened) => opened.claimed,
+                None => {
+                    self.counters.dropped_invalid();
+                    return;
                 }
-            }
+            },
             Err(TunnResult::WriteToNetwork(cookie)) => {
                 let len = cookie.len();
                 out.commit(src, len);

@@ -15,6 +15,7 @@
 mod control;
 mod inbound;
 mod index;
+mod noise;
 mod outbound;
 mod peer;
 mod snapshot;
@@ -25,6 +26,8 @@ pub mod transport;
 #[doc(hidden)]
 pub mod benching;
 pub mod channel;
+#[doc(hidden)]
+pub mod forge;
 #[doc(hidden)]
 pub mod fuzzing;
 

@@ -11,9 +11,11 @@
 //! [`DatagramBatch`], decrypted packets into a caller-provided buffer.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519;
 use ipnet::IpNet;
@@ -45,12 +47,15 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// A new `Tunn` for `peer` under `index`, with our own keepalive handling.
+    /// A new `Tunn` for `peer` under `index`, with our own keepalive handling, sharing the
+    /// device's `Tunn` rate limiter `limiter` (see
+    /// [`Identity::tunn_limiter`](super::snapshot::Identity::tunn_limiter)).
     pub fn new(
         private: &PrivateKey,
         peer: &PublicKey,
         psk: Option<PresharedKey>,
         index: u32,
+        limiter: Arc<RateLimiter>,
     ) -> Self {
         let tunn = Tunn::new(
             private.to_static_secret(),
@@ -58,7 +63,7 @@ impl Slot {
             psk.as_ref().map(|k| *k.as_bytes()),
             None,
             index,
-            None,
+            Some(limiter),
         );
         Self {
             tunn,
@@ -287,7 +292,9 @@ impl PeerState {
 
     /// Handles a handshake initiation from `src`: the active `Tunn` answers, and so does
     /// `next` if present, so that the handshake completes whichever preshared key the peer
-    /// holds (the initiator discards the response it cannot authenticate).
+    /// holds (the initiator discards the response it cannot authenticate). Only a `Tunn`
+    /// that authenticated the initiation answers with a handshake response; only then does
+    /// the endpoint move.
     pub fn handle_initiation(
         &mut self,
         src: SocketAddr,
@@ -296,36 +303,18 @@ impl PeerState {
         now: Instant,
     ) -> Result<(), DropReason> {
         let active = self.active.as_mut().ok_or(DropReason::NoTunnel)?;
-        let space = out.space_max().ok_or(DropReason::Full)?;
-        let sent = match active.tunn.decapsulate(Some(src.ip()), datagram, space) {
-            TunnResult::WriteToNetwork(p) => p.len(),
-            // A replayed initiation: drop it before `next` (whose timestamp starts at zero)
-            // can accept it.
-            TunnResult::Err(WireGuardError::WrongTai64nTimestamp) => {
-                return Err(DropReason::Invalid)
-            }
-            _ => 0,
-        };
-        if sent > 0 {
-            out.commit(src, sent);
-            self.note_sent(sent, now);
-        }
-        let mut answered = sent > 0;
+        // A replayed initiation fails here, before `next` (whose timestamp starts at zero)
+        // can accept it.
+        let mut sent = respond(active, src, datagram, out)?.unwrap_or(0);
         if let Some(next) = self.next.as_mut() {
-            if let Some(space) = out.space_max() {
-                if let TunnResult::WriteToNetwork(p) =
-                    next.tunn.decapsulate(Some(src.ip()), datagram, space)
-                {
-                    let len = p.len();
-                    out.commit(src, len);
-                    self.note_sent(len, now);
-                    answered = true;
-                }
+            if let Ok(Some(len)) = respond(next, src, datagram, out) {
+                sent += len;
             }
         }
-        if !answered {
+        if sent == 0 {
             return Err(DropReason::Invalid);
         }
+        self.note_sent(sent, now);
         self.rx_bytes += datagram.len() as u64;
         self.endpoint = Some(src);
         self.flush_queue(SlotKind::Active, out, now);
@@ -333,6 +322,11 @@ impl PeerState {
     }
 
     /// Handles a handshake response or cookie reply addressed to the `Tunn` of `kind`.
+    ///
+    /// A response that completes our handshake (boringtun then sends a keepalive on the new
+    /// session) confirms the session and moves the endpoint. A cookie reply only gives the
+    /// `Tunn` a cookie for its next initiation: it proves nothing about its sender, so the
+    /// endpoint stays.
     pub fn handle_reply(
         &mut self,
         kind: SlotKind,
@@ -343,19 +337,16 @@ impl PeerState {
     ) -> Result<(), DropReason> {
         let slot = self.slot_mut(kind).ok_or(DropReason::NoTunnel)?;
         let space = out.space_max().ok_or(DropReason::Full)?;
-        let result = slot.tunn.decapsulate(Some(src.ip()), datagram, space);
-        match result {
-            // A response completes the handshake: boringtun answers with a keepalive.
-            TunnResult::WriteToNetwork(p) => {
+        let response = datagram.first() == Some(&HANDSHAKE_RESPONSE);
+        match slot.tunn.decapsulate(Some(src.ip()), datagram, space) {
+            TunnResult::WriteToNetwork(p) if response && is_data(p) => {
                 let len = p.len();
-                let receiver = read_u32(datagram, 8);
-                slot.confirmed_session = receiver;
+                slot.confirmed_session = read_u32(datagram, 8);
                 out.commit(src, len);
                 self.note_sent(len, now);
                 self.handshake_confirmed(kind, now);
             }
-            // A cookie reply.
-            TunnResult::Done => {}
+            TunnResult::Done if !response => return Ok(()),
             _ => return Err(DropReason::Invalid),
         }
         self.rx_bytes += datagram.len() as u64;
@@ -519,6 +510,47 @@ impl PeerState {
             SlotKind::Next => self.next.as_mut(),
             SlotKind::Retiring => self.retiring.as_mut().map(|(s, _)| s),
         }
+    }
+}
+
+/// The message type of a handshake response.
+const HANDSHAKE_RESPONSE: u8 = 2;
+/// Length of a handshake response.
+const RESPONSE_LEN: usize = 92;
+/// The message type of a transport data message.
+const DATA: u8 = 4;
+/// Length of a keepalive, the shortest data message.
+const KEEPALIVE_LEN: usize = 32;
+
+/// True if `p` is a handshake response: what a `Tunn` sends only after it authenticated an
+/// initiation.
+fn is_response(p: &[u8]) -> bool {
+    p.len() == RESPONSE_LEN && p.first() == Some(&HANDSHAKE_RESPONSE)
+}
+
+/// True if `p` is a data message: after a handshake response, the keepalive a `Tunn` sends
+/// only once it authenticated the response.
+fn is_data(p: &[u8]) -> bool {
+    p.len() >= KEEPALIVE_LEN && p.first() == Some(&DATA)
+}
+
+/// Feeds an initiation to `slot`. Returns the length of the handshake response it committed
+/// to `out`, if it answered with one; anything else a `Tunn` might write is dropped.
+fn respond(
+    slot: &mut Slot,
+    src: SocketAddr,
+    datagram: &[u8],
+    out: &mut DatagramBatch,
+) -> Result<Option<usize>, DropReason> {
+    let space = out.space_max().ok_or(DropReason::Full)?;
+    match slot.tunn.decapsulate(Some(src.ip()), datagram, space) {
+        TunnResult::WriteToNetwork(p) if is_response(p) => {
+            let len = p.len();
+            out.commit(src, len);
+            Ok(Some(len))
+        }
+        TunnResult::Err(WireGuardError::WrongTai64nTimestamp) => Err(DropReason::Invalid),
+        _ => Ok(None),
     }
 }
 

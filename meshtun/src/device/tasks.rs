@@ -178,6 +178,7 @@ pub(super) async fn timer_task<T: TunIo, F: UdpFactory>(inner: Arc<Inner<T, F>>)
         }
         if let Some(identity) = &snap.identity {
             identity.limiter.reset_count();
+            identity.tunn_limiter.reset_count();
         }
         if !released.is_empty() || !rekey.is_empty() {
             let mut control = inner.control.lock();
