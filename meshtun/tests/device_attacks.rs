@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use meshtun::device::channel::Network;
 use meshtun::device::forge;
-use meshtun::wgcfg::{DeviceUpdate, PeerUpdate};
+use meshtun::wgcfg::{AllowedIpChange, DeviceUpdate, PeerUpdate};
 use meshtun_proto::{PresharedKey, PrivateKey};
 use parking_lot::Mutex;
 
@@ -97,6 +97,29 @@ async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     while !cond() {
         assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// An update that removes `node`'s only peer and adds it again with the same allowed IPs and
+/// `endpoint`.
+fn remove_and_add(node: &Node, endpoint: Option<SocketAddr>) -> DeviceUpdate {
+    let peer = node.dev.status().peers[0].clone();
+    let remove = PeerUpdate {
+        remove: true,
+        ..PeerUpdate::new(peer.public_key)
+    };
+    let add = PeerUpdate {
+        endpoint,
+        allowed_ips: peer
+            .allowed_ips
+            .iter()
+            .map(|n| AllowedIpChange::Add(*n))
+            .collect(),
+        ..PeerUpdate::new(peer.public_key)
+    };
+    DeviceUpdate {
+        peers: vec![remove, add],
+        ..DeviceUpdate::default()
     }
 }
 
@@ -202,4 +225,76 @@ async fn finding_1_forged_cookie_replies_and_responses_are_dropped() {
     );
     assert_eq!(seen.total(), 0, "the attacker got an answer");
     ping_both_ways(&mut alice, &mut bob, 1).await;
+}
+/// Finding #16: an initiation Alice sent under the old preshared key, replayed after a
+/// rotation in which Bob was the initiator (so Bob's new `Tunn` has never seen a timestamp).
+/// Before the fix, the new `Tunn` accepted it, answered the replayer and moved the endpoint.
+#[tokio::test]
+async fn finding_16_an_initiation_replayed_after_a_rotation_is_refused() {
+    let net = Network::new();
+    let old = PresharedKey::generate();
+    let (mut alice, mut bob) = pair(&net, Some(&old));
+    let alice_addr = alice.addr;
+    let (seen, recorded) =
+        ToAttacker::watch_and_record(&net, move |src, _, d| src == alice_addr && d[0] == 1);
+    ping_both_ways(&mut alice, &mut bob, 0).await;
+    assert!(!recorded.lock().is_empty(), "Alice's first initiation");
+
+    // Alice moves first (Bob answers with the old key only), then Bob, whose initiation
+    // completes with Alice's new `Tunn`: Bob's new session is one he initiated.
+    let new = PresharedKey::generate();
+    alice.dev.update(set_psk(&bob.key, &new)).await.unwrap();
+    ping_both_ways(&mut alice, &mut bob, 1).await;
+    let before = last_handshake(&bob);
+    bob.dev.update(set_psk(&alice.key, &new)).await.unwrap();
+    wait_for(Duration::from_secs(3), "Bob's rotation", || {
+        last_handshake(&bob) != before
+    })
+    .await;
+    ping_both_ways(&mut alice, &mut bob, 2).await;
+
+    let replays = recorded.lock().clone();
+    for init in &replays {
+        net.inject(attacker(), bob.addr, init);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        endpoint(&bob),
+        Some(alice.addr),
+        "a replayed initiation moved the endpoint"
+    );
+    assert_eq!(seen.total(), 0, "the replayer got an answer");
+    eprintln!("{} recorded initiations replayed", replays.len());
+    ping_both_ways(&mut alice, &mut bob, 3).await;
+}
+
+/// Finding #16: the same for a peer removed and added again, as a gated peer is when it is
+/// denied and later allowed: its new `Tunn` starts from zero, the device's memory does not.
+#[tokio::test]
+async fn finding_16_a_peer_removed_and_added_again_keeps_its_replay_protection() {
+    let net = Network::new();
+    let (mut alice, mut bob) = pair(&net, None);
+    let alice_addr = alice.addr;
+    let (seen, recorded) =
+        ToAttacker::watch_and_record(&net, move |src, _, d| src == alice_addr && d[0] == 1);
+    ping_both_ways(&mut alice, &mut bob, 0).await;
+    let replays = recorded.lock().clone();
+    assert!(!replays.is_empty(), "Alice's first initiation");
+
+    bob.dev.update(remove_and_add(&bob, None)).await.unwrap();
+    for init in &replays {
+        net.inject(attacker(), bob.addr, init);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        endpoint(&bob),
+        None,
+        "a replayed initiation set the endpoint"
+    );
+    assert_eq!(seen.total(), 0, "the replayer got an answer");
+    // Alice herself gets through once she starts afresh: her initiation is newer.
+    let update = remove_and_add(&alice, Some(bob.addr));
+    alice.dev.update(update).await.unwrap();
+    ping(&alice, &mut bob, "100.64.0.1", "100.64.0.2", b"after").await;
+    assert_eq!(endpoint(&bob), Some(alice.addr));
 }

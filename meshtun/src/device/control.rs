@@ -5,6 +5,7 @@
 //! [`Snapshot`](super::snapshot::Snapshot) and sends whatever datagrams the change produced
 //! (handshake initiations, keepalives).
 
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,6 +15,7 @@ use meshtun_proto::{PresharedKey, PrivateKey, PublicKey};
 use parking_lot::Mutex;
 
 use super::index::IndexTable;
+use super::noise::Tai64n;
 use super::peer::{PeerState, Slot};
 use super::snapshot::{Identity, Peer, Snapshot};
 use super::transport::DatagramBatch;
@@ -42,6 +44,42 @@ pub struct Control {
     peers: Vec<PeerEntry>,
     /// Peers with a new `next` session whose initiation is not sent yet.
     pending_initiations: Vec<Arc<Peer>>,
+    /// The newest initiation timestamps of removed peers.
+    removed_stamps: RemovedStamps,
+}
+
+/// Removed peers remembered in [`RemovedStamps`], at most.
+const REMOVED_STAMPS: usize = 16_384;
+
+/// The newest initiation timestamp of each recently removed peer, so that a peer removed and
+/// added again (a gated peer denied, then allowed) keeps its replay protection. Bounded: the
+/// longest-removed peers are forgotten first.
+#[derive(Default)]
+struct RemovedStamps {
+    /// Each remembered peer's timestamp, and the number of the entry in `order` that keeps it.
+    stamps: HashMap<PublicKey, (Tai64n, u64)>,
+    /// Removals, oldest first; an entry whose number no longer matches is stale.
+    order: VecDeque<(PublicKey, u64)>,
+    next: u64,
+}
+
+impl RemovedStamps {
+    fn remember(&mut self, key: PublicKey, stamp: Tai64n) {
+        self.next += 1;
+        self.stamps.insert(key, (stamp, self.next));
+        self.order.push_back((key, self.next));
+        while self.order.len() > REMOVED_STAMPS {
+            if let Some((old, number)) = self.order.pop_front() {
+                if self.stamps.get(&old).is_some_and(|(_, n)| *n == number) {
+                    self.stamps.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, key: &PublicKey) -> Option<Tai64n> {
+        self.stamps.remove(key).map(|(stamp, _)| stamp)
+    }
 }
 
 impl Control {
@@ -55,6 +93,7 @@ impl Control {
             indices: IndexTable::new(),
             peers: Vec::new(),
             pending_initiations: Vec::new(),
+            removed_stamps: RemovedStamps::default(),
         }
     }
 
@@ -143,6 +182,9 @@ impl Control {
         let dropped = {
             let mut state = entry.peer.state.lock();
             state.removed = true;
+            if let Some(stamp) = state.newest_initiation {
+                self.removed_stamps.remember(entry.peer.key, stamp);
+            }
             state.clear_slots()
         };
         self.release(dropped, now);
@@ -161,6 +203,7 @@ impl Control {
             return Ok(None);
         }
         let mut state = PeerState::new(None, None, None, Vec::new());
+        state.newest_initiation = self.removed_stamps.take(&key);
         if let Some(slot) = self.new_slot(&key, None, now)? {
             state.install_active(slot);
         }
@@ -411,5 +454,30 @@ impl Control {
             peers,
             gate: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removed_stamps_are_bounded_and_keep_the_newest_removals() {
+        let mut r = RemovedStamps::default();
+        let keys: Vec<PublicKey> = (0..REMOVED_STAMPS + 10)
+            .map(|_| PrivateKey::generate().public_key())
+            .collect();
+        let stamp = |n: u8| Tai64n([n; 12]);
+        // The first key is removed, added back and removed again: its newer entry counts.
+        r.remember(keys[0], stamp(1));
+        assert_eq!(r.take(&keys[0]), Some(stamp(1)));
+        r.remember(keys[0], stamp(2));
+        for key in &keys[1..] {
+            r.remember(*key, stamp(3));
+        }
+        assert!(r.order.len() <= REMOVED_STAMPS && r.stamps.len() <= REMOVED_STAMPS);
+        assert_eq!(r.take(&keys[0]), None, "the oldest removal is forgotten");
+        assert_eq!(r.take(&keys[keys.len() - 1]), Some(stamp(3)));
+        assert_eq!(r.take(&keys[keys.len() - 1]), None);
     }
 }

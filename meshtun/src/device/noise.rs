@@ -13,9 +13,6 @@
 //! `noise/handshake.rs`; [`forge`](super::forge) builds initiations with the same
 //! primitives, and the tests check both against boringtun.
 
-// The timestamp half is wired into the initiation path by the per-peer replay check.
-#![allow(dead_code)]
-
 use blake2::digest::{Digest, FixedOutput, KeyInit, Mac, Update};
 use blake2::{Blake2s256, Blake2sMac};
 use boringtun::x25519;

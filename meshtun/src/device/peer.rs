@@ -21,6 +21,7 @@ use boringtun::x25519;
 use ipnet::IpNet;
 use meshtun_proto::{PresharedKey, PrivateKey, PublicKey};
 
+use super::noise::{Opened, StaticShared, Tai64n};
 use super::transport::DatagramBatch;
 
 /// How long a retired `Tunn` keeps decrypting packets still in flight.
@@ -134,6 +135,25 @@ pub struct PeerState {
     released: Vec<u32>,
     /// The peer has been removed from the device.
     pub removed: bool,
+    /// The secret that authenticates this peer's initiations to us; computed at the first.
+    static_shared: Option<StaticShared>,
+    /// The timestamp of the newest initiation any of this peer's `Tunn`s accepted. Each new
+    /// `Tunn` starts from zero; this carries replay protection across preshared-key changes.
+    pub newest_initiation: Option<Tai64n>,
+}
+
+/// A handshake initiation from a known peer, its claimed sender read.
+pub struct Initiation<'a> {
+    /// Where it came from.
+    pub src: SocketAddr,
+    /// The datagram.
+    pub datagram: &'a [u8],
+    /// What the responder read of it.
+    pub opened: &'a Opened,
+    /// Our private key.
+    pub ours: &'a x25519::StaticSecret,
+    /// The peer's public key.
+    pub peer: &'a PublicKey,
 }
 
 impl PeerState {
@@ -159,6 +179,8 @@ impl PeerState {
             pending_flush: false,
             released: Vec::new(),
             removed: false,
+            static_shared: None,
+            newest_initiation: None,
         }
     }
 
@@ -195,6 +217,8 @@ impl PeerState {
     /// Replaces every `Tunn` with `slot` (new peer, new private key). Returns the indices
     /// dropped.
     pub fn install_active(&mut self, slot: Slot) -> Vec<u32> {
+        // A new private key means a new static-static secret.
+        self.static_shared = None;
         let mut dropped = self.clear_slots();
         dropped.retain(|i| *i != slot.index);
         self.active = Some(slot);
@@ -290,21 +314,29 @@ impl PeerState {
         }
     }
 
-    /// Handles a handshake initiation from `src`: the active `Tunn` answers, and so does
-    /// `next` if present, so that the handshake completes whichever preshared key the peer
-    /// holds (the initiator discards the response it cannot authenticate). Only a `Tunn`
-    /// that authenticated the initiation answers with a handshake response; only then does
-    /// the endpoint move.
+    /// Handles a handshake initiation: the active `Tunn` answers, and so does `next` if
+    /// present, so that the handshake completes whichever preshared key the peer holds (the
+    /// initiator discards the response it cannot authenticate).
+    ///
+    /// First its timestamp must decrypt with the secret only the peer shares with us (a
+    /// forgery that merely claims the peer's key stops here) and be newer than any this peer
+    /// sent before, whichever `Tunn` accepted it. Only a `Tunn` that authenticated the
+    /// initiation answers with a handshake response; only then does the endpoint move.
     pub fn handle_initiation(
         &mut self,
-        src: SocketAddr,
-        datagram: &[u8],
+        init: &Initiation,
         out: &mut DatagramBatch,
         now: Instant,
     ) -> Result<(), DropReason> {
+        let shared = self
+            .static_shared
+            .get_or_insert_with(|| StaticShared::new(init.ours, init.peer));
+        let stamp = init.opened.timestamp(shared).ok_or(DropReason::Invalid)?;
+        if self.newest_initiation.is_some_and(|newest| stamp <= newest) {
+            return Err(DropReason::Invalid);
+        }
+        let (src, datagram) = (init.src, init.datagram);
         let active = self.active.as_mut().ok_or(DropReason::NoTunnel)?;
-        // A replayed initiation fails here, before `next` (whose timestamp starts at zero)
-        // can accept it.
         let mut sent = respond(active, src, datagram, out)?.unwrap_or(0);
         if let Some(next) = self.next.as_mut() {
             if let Ok(Some(len)) = respond(next, src, datagram, out) {
@@ -314,6 +346,7 @@ impl PeerState {
         if sent == 0 {
             return Err(DropReason::Invalid);
         }
+        self.newest_initiation = Some(stamp);
         self.note_sent(sent, now);
         self.rx_bytes += datagram.len() as u64;
         self.endpoint = Some(src);
