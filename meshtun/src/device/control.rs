@@ -8,7 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use meshtun_proto::{PresharedKey, PrivateKey, PublicKey};
@@ -43,9 +43,12 @@ pub struct Control {
     indices: IndexTable,
     peers: Vec<PeerEntry>,
     /// Peers with a new `next` session whose initiation is not sent yet.
-    pending_initiations: Vec<Arc<Peer>>,
+    pending_initiations: VecDeque<Arc<Peer>>,
     /// The newest initiation timestamps of removed peers.
     removed_stamps: RemovedStamps,
+    /// How long a previous preshared key may carry traffic after a change; `None`: until
+    /// the new one completes a handshake.
+    pub key_handover: Option<Duration>,
 }
 
 /// Removed peers remembered in [`RemovedStamps`], at most.
@@ -92,8 +95,9 @@ impl Control {
             fwmark,
             indices: IndexTable::new(),
             peers: Vec::new(),
-            pending_initiations: Vec::new(),
+            pending_initiations: VecDeque::new(),
             removed_stamps: RemovedStamps::default(),
+            key_handover: None,
         }
     }
 
@@ -244,19 +248,27 @@ impl Control {
         let Some(slot) = self.new_slot(&peer.key, psk, now)? else {
             return Ok(());
         };
-        let dropped = peer.state.lock().begin_rekey(slot);
+        let deadline = self.key_handover.map(|limit| now + limit);
+        let dropped = peer.state.lock().begin_rekey(slot, deadline);
         self.release(dropped, now);
-        self.pending_initiations.push(peer.clone());
+        self.pending_initiations.push_back(peer.clone());
         Ok(())
     }
 
-    /// Sends the initiation of every peer that started rekeying since the last call. Call
-    /// after publishing a snapshot that contains the new indices, so that the response
+    /// Writes the initiation of every peer that started rekeying since the last call into
+    /// `out`, as many as fit. Returns true if some are left: send `out`, then call again.
+    /// Call after publishing a snapshot that contains the new indices, so that the response
     /// finds its way back.
-    pub fn initiate_rekeys(&mut self, out: &mut DatagramBatch, now: Instant) {
-        for peer in self.pending_initiations.drain(..) {
-            peer.state.lock().initiate_next(out, now);
+    pub fn initiate_rekeys(&mut self, out: &mut DatagramBatch, now: Instant) -> bool {
+        while !self.pending_initiations.is_empty() {
+            if out.remaining() == 0 {
+                return true;
+            }
+            if let Some(peer) = self.pending_initiations.pop_front() {
+                peer.state.lock().initiate_next(out, now);
+            }
         }
+        false
     }
 
     fn set_keepalive(

@@ -45,6 +45,8 @@ pub struct Slot {
     psk: Option<PresharedKey>,
     /// Full 32-bit receiver index of the newest session a packet arrived on.
     confirmed_session: Option<u32>,
+    /// Made for a new preshared key, and its first initiation is not sent yet.
+    due: bool,
 }
 
 impl Slot {
@@ -71,6 +73,7 @@ impl Slot {
             index,
             psk,
             confirmed_session: None,
+            due: false,
         }
     }
 
@@ -133,6 +136,9 @@ pub struct PeerState {
     pending_flush: bool,
     /// Session indices dropped on the packet path, to be returned to the index table.
     released: Vec<u32>,
+    /// When the active `Tunn`'s preshared key stops carrying traffic if `next` has not
+    /// completed a handshake by then.
+    handover_deadline: Option<Instant>,
     /// The peer has been removed from the device.
     pub removed: bool,
     /// The secret that authenticates this peer's initiations to us; computed at the first.
@@ -178,6 +184,7 @@ impl PeerState {
             last_sent: None,
             pending_flush: false,
             released: Vec::new(),
+            handover_deadline: None,
             removed: false,
             static_shared: None,
             newest_initiation: None,
@@ -232,20 +239,25 @@ impl PeerState {
         self.active = None;
         self.next = None;
         self.retiring = None;
+        self.handover_deadline = None;
         dropped
     }
 
-    /// Starts using the preshared key `psk`, make-before-break. If the active `Tunn` has no
-    /// session yet it is simply replaced; otherwise `slot` becomes `next` and handshakes
-    /// beside it. Returns the indices dropped. The caller sends an initiation with
-    /// [`initiate_next`](Self::initiate_next).
-    pub fn begin_rekey(&mut self, slot: Slot) -> Vec<u32> {
+    /// Starts using the preshared key of `slot`, make-before-break. If the active `Tunn` has
+    /// no session yet it is simply replaced; otherwise `slot` becomes `next` and handshakes
+    /// beside it, and the active one carries traffic until `next` is confirmed or until
+    /// `deadline`, if any (an earlier deadline from a change still under way stays).
+    /// Returns the indices dropped. The caller sends an initiation with
+    /// [`initiate_next`](Self::initiate_next); [`tick`](Self::tick) sends it otherwise.
+    pub fn begin_rekey(&mut self, mut slot: Slot, deadline: Option<Instant>) -> Vec<u32> {
+        slot.due = true;
         let mut dropped = Vec::new();
         match &self.active {
             Some(active) if active.has_session() => {
                 if let Some(old) = self.next.replace(slot) {
                     dropped.push(old.index);
                 }
+                self.handover_deadline = self.handover_deadline.or(deadline);
             }
             _ => {
                 if let Some(old) = self.active.replace(slot) {
@@ -254,6 +266,7 @@ impl PeerState {
                 if let Some(old) = self.next.take() {
                     dropped.push(old.index);
                 }
+                self.handover_deadline = None;
             }
         }
         dropped
@@ -266,7 +279,8 @@ impl PeerState {
     }
 
     /// Sends a handshake initiation with the newly configured key: on `next`, or on
-    /// `active` when it had no session and was simply replaced. Needs an endpoint.
+    /// `active` when it had no session and was simply replaced. Needs an endpoint and room
+    /// in `out`; without them the initiation stays due.
     pub fn initiate_next(&mut self, out: &mut DatagramBatch, now: Instant) {
         let slot = match self.next.as_mut() {
             Some(next) => Some(next),
@@ -278,11 +292,26 @@ impl PeerState {
         let Some(space) = out.space_max() else {
             return;
         };
-        if let TunnResult::WriteToNetwork(p) = slot.tunn.format_handshake_initiation(space, false) {
-            let len = p.len();
-            out.commit(endpoint, len);
-            self.note_sent(len, now);
+        match slot.tunn.format_handshake_initiation(space, false) {
+            TunnResult::WriteToNetwork(p) => {
+                let len = p.len();
+                slot.due = false;
+                out.commit(endpoint, len);
+                self.note_sent(len, now);
+            }
+            // A handshake is already under way.
+            TunnResult::Done => slot.due = false,
+            _ => {}
         }
+    }
+
+    /// True if a `Tunn` made for a new preshared key has not sent its first initiation.
+    fn initiation_due(&self) -> bool {
+        let slot = match &self.next {
+            Some(next) => Some(next),
+            None => self.active.as_ref().filter(|a| !a.has_session()),
+        };
+        slot.is_some_and(|s| s.due)
     }
 
     fn note_sent(&mut self, len: usize, now: Instant) {
@@ -434,6 +463,7 @@ impl PeerState {
         let Some(next) = self.next.take() else {
             return;
         };
+        self.handover_deadline = None;
         if let Some(old) = self.active.replace(next) {
             if let Some((gone, _)) = self.retiring.replace((old, now + RETIRE_AFTER)) {
                 self.released.push(gone.index);
@@ -485,6 +515,15 @@ impl PeerState {
                 self.retiring = None;
             }
         }
+        if self
+            .handover_deadline
+            .is_some_and(|deadline| now >= deadline)
+        {
+            released.extend(self.end_handover());
+        }
+        if self.initiation_due() {
+            self.initiate_next(out, now);
+        }
         self.tick_slot(SlotKind::Active, out, now);
         self.tick_slot(SlotKind::Next, out, now);
         if self.next.as_ref().is_some_and(|s| s.tunn.is_expired()) {
@@ -496,6 +535,16 @@ impl PeerState {
         }
         self.persistent_keepalive(out, now);
         released
+    }
+
+    /// The handover deadline passed with `next` still unconfirmed: the previous key's
+    /// session ends, and `next` becomes the active `Tunn` (it keeps handshaking). Returns
+    /// the index dropped.
+    fn end_handover(&mut self) -> Option<u32> {
+        let next = self.next.take()?;
+        self.handover_deadline = None;
+        tracing::debug!("the previous preshared key reached its deadline; its session is dropped");
+        self.active.replace(next).map(|old| old.index)
     }
 
     fn tick_slot(&mut self, kind: SlotKind, out: &mut DatagramBatch, now: Instant) {

@@ -12,6 +12,8 @@ use meshtun::wgcfg::{DeviceSettings, PeerSettings};
 use meshtun_proto::{PresharedKey, PrivateKey};
 use tokio::time::timeout;
 
+pub mod spokes;
+
 pub type Dev = Device<ChannelTun, ChannelUdpFactory>;
 
 pub const WAIT: Duration = Duration::from_secs(5);
