@@ -474,6 +474,11 @@ impl Running {
     /// Enforces a membership update from the gating tasks: the device first (the cut-off),
     /// then the routes.
     async fn enforce(&mut self, update: GateUpdate) -> Result<(), DaemonError> {
+        // An old preshared key carries traffic for at most one epoch after the next is in use.
+        let epoch = update.activation_ms.zip(update.not_after_ms);
+        self.device.set_key_handover(
+            epoch.map(|(from, to)| Duration::from_millis(to.saturating_sub(from))),
+        );
         let previous = std::mem::replace(&mut self.gating.applied, update.peers.clone());
         match self.apply_peers().await {
             Ok(refused) => {

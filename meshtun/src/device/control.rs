@@ -5,15 +5,17 @@
 //! [`Snapshot`](super::snapshot::Snapshot) and sends whatever datagrams the change produced
 //! (handshake initiations, keepalives).
 
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use meshtun_proto::{PresharedKey, PrivateKey, PublicKey};
 use parking_lot::Mutex;
 
 use super::index::IndexTable;
+use super::noise::Tai64n;
 use super::peer::{PeerState, Slot};
 use super::snapshot::{Identity, Peer, Snapshot};
 use super::transport::DatagramBatch;
@@ -41,7 +43,46 @@ pub struct Control {
     indices: IndexTable,
     peers: Vec<PeerEntry>,
     /// Peers with a new `next` session whose initiation is not sent yet.
-    pending_initiations: Vec<Arc<Peer>>,
+    pending_initiations: VecDeque<Arc<Peer>>,
+    /// The newest initiation timestamps of removed peers.
+    removed_stamps: RemovedStamps,
+    /// How long a previous preshared key may carry traffic after a change; `None`: until
+    /// the new one completes a handshake.
+    pub key_handover: Option<Duration>,
+}
+
+/// Removed peers remembered in [`RemovedStamps`], at most.
+const REMOVED_STAMPS: usize = 16_384;
+
+/// The newest initiation timestamp of each recently removed peer, so that a peer removed and
+/// added again (a gated peer denied, then allowed) keeps its replay protection. Bounded: the
+/// longest-removed peers are forgotten first.
+#[derive(Default)]
+struct RemovedStamps {
+    /// Each remembered peer's timestamp, and the number of the entry in `order` that keeps it.
+    stamps: HashMap<PublicKey, (Tai64n, u64)>,
+    /// Removals, oldest first; an entry whose number no longer matches is stale.
+    order: VecDeque<(PublicKey, u64)>,
+    next: u64,
+}
+
+impl RemovedStamps {
+    fn remember(&mut self, key: PublicKey, stamp: Tai64n) {
+        self.next += 1;
+        self.stamps.insert(key, (stamp, self.next));
+        self.order.push_back((key, self.next));
+        while self.order.len() > REMOVED_STAMPS {
+            if let Some((old, number)) = self.order.pop_front() {
+                if self.stamps.get(&old).is_some_and(|(_, n)| *n == number) {
+                    self.stamps.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, key: &PublicKey) -> Option<Tai64n> {
+        self.stamps.remove(key).map(|(stamp, _)| stamp)
+    }
 }
 
 impl Control {
@@ -54,7 +95,9 @@ impl Control {
             fwmark,
             indices: IndexTable::new(),
             peers: Vec::new(),
-            pending_initiations: Vec::new(),
+            pending_initiations: VecDeque::new(),
+            removed_stamps: RemovedStamps::default(),
+            key_handover: None,
         }
     }
 
@@ -79,11 +122,12 @@ impl Control {
         psk: Option<PresharedKey>,
         now: Instant,
     ) -> Result<Option<Slot>, DeviceError> {
-        let Some(private) = &self.private_key else {
+        let (Some(private), Some(identity)) = (&self.private_key, &self.identity) else {
             return Ok(None);
         };
         let index = self.indices.allocate(now)?;
-        Ok(Some(Slot::new(private, key, psk, index)))
+        let limiter = identity.tunn_limiter.clone();
+        Ok(Some(Slot::new(private, key, psk, index, limiter)))
     }
 
     /// Returns session indices to the table (they enter quarantine).
@@ -142,6 +186,9 @@ impl Control {
         let dropped = {
             let mut state = entry.peer.state.lock();
             state.removed = true;
+            if let Some(stamp) = state.newest_initiation {
+                self.removed_stamps.remember(entry.peer.key, stamp);
+            }
             state.clear_slots()
         };
         self.release(dropped, now);
@@ -160,6 +207,7 @@ impl Control {
             return Ok(None);
         }
         let mut state = PeerState::new(None, None, None, Vec::new());
+        state.newest_initiation = self.removed_stamps.take(&key);
         if let Some(slot) = self.new_slot(&key, None, now)? {
             state.install_active(slot);
         }
@@ -200,19 +248,27 @@ impl Control {
         let Some(slot) = self.new_slot(&peer.key, psk, now)? else {
             return Ok(());
         };
-        let dropped = peer.state.lock().begin_rekey(slot);
+        let deadline = self.key_handover.map(|limit| now + limit);
+        let dropped = peer.state.lock().begin_rekey(slot, deadline);
         self.release(dropped, now);
-        self.pending_initiations.push(peer.clone());
+        self.pending_initiations.push_back(peer.clone());
         Ok(())
     }
 
-    /// Sends the initiation of every peer that started rekeying since the last call. Call
-    /// after publishing a snapshot that contains the new indices, so that the response
+    /// Writes the initiation of every peer that started rekeying since the last call into
+    /// `out`, as many as fit. Returns true if some are left: send `out`, then call again.
+    /// Call after publishing a snapshot that contains the new indices, so that the response
     /// finds its way back.
-    pub fn initiate_rekeys(&mut self, out: &mut DatagramBatch, now: Instant) {
-        for peer in self.pending_initiations.drain(..) {
-            peer.state.lock().initiate_next(out, now);
+    pub fn initiate_rekeys(&mut self, out: &mut DatagramBatch, now: Instant) -> bool {
+        while !self.pending_initiations.is_empty() {
+            if out.remaining() == 0 {
+                return true;
+            }
+            if let Some(peer) = self.pending_initiations.pop_front() {
+                peer.state.lock().initiate_next(out, now);
+            }
         }
+        false
     }
 
     fn set_keepalive(
@@ -410,5 +466,30 @@ impl Control {
             peers,
             gate: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removed_stamps_are_bounded_and_keep_the_newest_removals() {
+        let mut r = RemovedStamps::default();
+        let keys: Vec<PublicKey> = (0..REMOVED_STAMPS + 10)
+            .map(|_| PrivateKey::generate().public_key())
+            .collect();
+        let stamp = |n: u8| Tai64n([n; 12]);
+        // The first key is removed, added back and removed again: its newer entry counts.
+        r.remember(keys[0], stamp(1));
+        assert_eq!(r.take(&keys[0]), Some(stamp(1)));
+        r.remember(keys[0], stamp(2));
+        for key in &keys[1..] {
+            r.remember(*key, stamp(3));
+        }
+        assert!(r.order.len() <= REMOVED_STAMPS && r.stamps.len() <= REMOVED_STAMPS);
+        assert_eq!(r.take(&keys[0]), None, "the oldest removal is forgotten");
+        assert_eq!(r.take(&keys[keys.len() - 1]), Some(stamp(3)));
+        assert_eq!(r.take(&keys[keys.len() - 1]), None);
     }
 }

@@ -9,11 +9,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, TunnResult};
-use meshtun_proto::PublicKey;
 
-use super::peer::{Received, SlotKind};
+use super::peer::{Initiation, Received, SlotKind};
 use super::snapshot::{Locked, Snapshot};
 use super::stats::Counters;
 use super::transport::{DatagramBatch, PacketBatch};
@@ -161,19 +159,17 @@ impl<'a> Inbound<'a> {
         let Some(space) = out.space(COOKIE_LEN) else {
             return;
         };
-        let peer_key = match identity
+        let opened = match identity
             .limiter
             .verify_packet(Some(src.ip()), datagram, space)
         {
-            Ok(Packet::HandshakeInit(init)) => {
-                match parse_handshake_anon(&identity.secret, &identity.public, &init) {
-                    Ok(half) => PublicKey::from_bytes(half.peer_static_public),
-                    Err(_) => {
-                        self.counters.dropped_invalid();
-                        return;
-                    }
+            Ok(Packet::HandshakeInit(_)) => match identity.responder.open(datagram) {
+                Some(opened) => opened,
+                None => {
+                    self.counters.dropped_invalid();
+                    return;
                 }
-            }
+            },
             Err(TunnResult::WriteToNetwork(cookie)) => {
                 let len = cookie.len();
                 out.commit(src, len);
@@ -185,13 +181,20 @@ impl<'a> Inbound<'a> {
                 return;
             }
         };
-        let Some(peer) = snap.by_key.get(&peer_key) else {
+        let Some(peer) = snap.by_key.get(&opened.claimed) else {
             self.counters.dropped_invalid();
             return;
         };
+        let init = Initiation {
+            src,
+            datagram,
+            opened: &opened,
+            ours: identity.responder.secret(),
+            peer: &peer.key,
+        };
         let now = self.now;
         if let Some(state) = self.locked.get(peer) {
-            if state.handle_initiation(src, datagram, out, now).is_err() {
+            if state.handle_initiation(&init, out, now).is_err() {
                 self.counters.dropped_invalid();
             }
         }

@@ -15,6 +15,7 @@
 mod control;
 mod inbound;
 mod index;
+mod noise;
 mod outbound;
 mod peer;
 mod snapshot;
@@ -25,6 +26,8 @@ pub mod transport;
 #[doc(hidden)]
 pub mod benching;
 pub mod channel;
+#[doc(hidden)]
+pub mod forge;
 #[doc(hidden)]
 pub mod fuzzing;
 
@@ -184,6 +187,15 @@ impl<T: TunIo, F: UdpFactory> Device<T, F> {
             .await
     }
 
+    /// Bounds make-before-break: after a peer's preshared key changes, its previous key keeps
+    /// carrying traffic only until the new one completes a handshake, or for `limit`,
+    /// whichever comes first; then the previous session is dropped and the peer waits for
+    /// the new key. `None` (the default) sets no bound. Applies to key changes from now on;
+    /// one already under way keeps its deadline.
+    pub fn set_key_handover(&self, limit: Option<Duration>) {
+        self.inner.control.lock().key_handover = limit;
+    }
+
     /// The current status of the device and its peers.
     pub fn status(&self) -> DeviceStatus {
         self.inner.control.lock().status(&self.inner.name)
@@ -247,11 +259,25 @@ impl<T: TunIo, F: UdpFactory> Inner<T, F> {
             let result =
                 f(&mut control, now, &mut out).and_then(|net| self.apply_net(&mut control, &net));
             self.snapshot.store(Arc::new(control.snapshot()));
-            control.initiate_rekeys(&mut out, now);
             result
         };
         self.send(&out).await;
+        self.initiate_pending(&mut out).await;
         result
+    }
+
+    /// Sends the handshake initiation of every peer whose new preshared key is waiting for
+    /// one, a batch at a time, whatever their number. Takes the control lock for each batch
+    /// (never across a send); clears `out` first.
+    async fn initiate_pending(&self, out: &mut DatagramBatch) {
+        loop {
+            out.clear();
+            let more = self.control.lock().initiate_rekeys(out, Instant::now());
+            self.send(out).await;
+            if !more {
+                return;
+            }
+        }
     }
 
     /// Applies a listen-port or fwmark change to the sockets.

@@ -11,14 +11,17 @@
 //! [`DatagramBatch`], decrypted packets into a caller-provided buffer.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519;
 use ipnet::IpNet;
 use meshtun_proto::{PresharedKey, PrivateKey, PublicKey};
 
+use super::noise::{Opened, StaticShared, Tai64n};
 use super::transport::DatagramBatch;
 
 /// How long a retired `Tunn` keeps decrypting packets still in flight.
@@ -42,15 +45,20 @@ pub struct Slot {
     psk: Option<PresharedKey>,
     /// Full 32-bit receiver index of the newest session a packet arrived on.
     confirmed_session: Option<u32>,
+    /// Made for a new preshared key, and its first initiation is not sent yet.
+    due: bool,
 }
 
 impl Slot {
-    /// A new `Tunn` for `peer` under `index`, with our own keepalive handling.
+    /// A new `Tunn` for `peer` under `index`, with our own keepalive handling, sharing the
+    /// device's `Tunn` rate limiter `limiter` (see
+    /// [`Identity::tunn_limiter`](super::snapshot::Identity::tunn_limiter)).
     pub fn new(
         private: &PrivateKey,
         peer: &PublicKey,
         psk: Option<PresharedKey>,
         index: u32,
+        limiter: Arc<RateLimiter>,
     ) -> Self {
         let tunn = Tunn::new(
             private.to_static_secret(),
@@ -58,13 +66,14 @@ impl Slot {
             psk.as_ref().map(|k| *k.as_bytes()),
             None,
             index,
-            None,
+            Some(limiter),
         );
         Self {
             tunn,
             index,
             psk,
             confirmed_session: None,
+            due: false,
         }
     }
 
@@ -127,8 +136,30 @@ pub struct PeerState {
     pending_flush: bool,
     /// Session indices dropped on the packet path, to be returned to the index table.
     released: Vec<u32>,
+    /// When the active `Tunn`'s preshared key stops carrying traffic if `next` has not
+    /// completed a handshake by then.
+    handover_deadline: Option<Instant>,
     /// The peer has been removed from the device.
     pub removed: bool,
+    /// The secret that authenticates this peer's initiations to us; computed at the first.
+    static_shared: Option<StaticShared>,
+    /// The timestamp of the newest initiation any of this peer's `Tunn`s accepted. Each new
+    /// `Tunn` starts from zero; this carries replay protection across preshared-key changes.
+    pub newest_initiation: Option<Tai64n>,
+}
+
+/// A handshake initiation from a known peer, its claimed sender read.
+pub struct Initiation<'a> {
+    /// Where it came from.
+    pub src: SocketAddr,
+    /// The datagram.
+    pub datagram: &'a [u8],
+    /// What the responder read of it.
+    pub opened: &'a Opened,
+    /// Our private key.
+    pub ours: &'a x25519::StaticSecret,
+    /// The peer's public key.
+    pub peer: &'a PublicKey,
 }
 
 impl PeerState {
@@ -153,7 +184,10 @@ impl PeerState {
             last_sent: None,
             pending_flush: false,
             released: Vec::new(),
+            handover_deadline: None,
             removed: false,
+            static_shared: None,
+            newest_initiation: None,
         }
     }
 
@@ -190,6 +224,8 @@ impl PeerState {
     /// Replaces every `Tunn` with `slot` (new peer, new private key). Returns the indices
     /// dropped.
     pub fn install_active(&mut self, slot: Slot) -> Vec<u32> {
+        // A new private key means a new static-static secret.
+        self.static_shared = None;
         let mut dropped = self.clear_slots();
         dropped.retain(|i| *i != slot.index);
         self.active = Some(slot);
@@ -203,20 +239,25 @@ impl PeerState {
         self.active = None;
         self.next = None;
         self.retiring = None;
+        self.handover_deadline = None;
         dropped
     }
 
-    /// Starts using the preshared key `psk`, make-before-break. If the active `Tunn` has no
-    /// session yet it is simply replaced; otherwise `slot` becomes `next` and handshakes
-    /// beside it. Returns the indices dropped. The caller sends an initiation with
-    /// [`initiate_next`](Self::initiate_next).
-    pub fn begin_rekey(&mut self, slot: Slot) -> Vec<u32> {
+    /// Starts using the preshared key of `slot`, make-before-break. If the active `Tunn` has
+    /// no session yet it is simply replaced; otherwise `slot` becomes `next` and handshakes
+    /// beside it, and the active one carries traffic until `next` is confirmed or until
+    /// `deadline`, if any (an earlier deadline from a change still under way stays).
+    /// Returns the indices dropped. The caller sends an initiation with
+    /// [`initiate_next`](Self::initiate_next); [`tick`](Self::tick) sends it otherwise.
+    pub fn begin_rekey(&mut self, mut slot: Slot, deadline: Option<Instant>) -> Vec<u32> {
+        slot.due = true;
         let mut dropped = Vec::new();
         match &self.active {
             Some(active) if active.has_session() => {
                 if let Some(old) = self.next.replace(slot) {
                     dropped.push(old.index);
                 }
+                self.handover_deadline = self.handover_deadline.or(deadline);
             }
             _ => {
                 if let Some(old) = self.active.replace(slot) {
@@ -225,6 +266,7 @@ impl PeerState {
                 if let Some(old) = self.next.take() {
                     dropped.push(old.index);
                 }
+                self.handover_deadline = None;
             }
         }
         dropped
@@ -237,7 +279,8 @@ impl PeerState {
     }
 
     /// Sends a handshake initiation with the newly configured key: on `next`, or on
-    /// `active` when it had no session and was simply replaced. Needs an endpoint.
+    /// `active` when it had no session and was simply replaced. Needs an endpoint and room
+    /// in `out`; without them the initiation stays due.
     pub fn initiate_next(&mut self, out: &mut DatagramBatch, now: Instant) {
         let slot = match self.next.as_mut() {
             Some(next) => Some(next),
@@ -249,11 +292,26 @@ impl PeerState {
         let Some(space) = out.space_max() else {
             return;
         };
-        if let TunnResult::WriteToNetwork(p) = slot.tunn.format_handshake_initiation(space, false) {
-            let len = p.len();
-            out.commit(endpoint, len);
-            self.note_sent(len, now);
+        match slot.tunn.format_handshake_initiation(space, false) {
+            TunnResult::WriteToNetwork(p) => {
+                let len = p.len();
+                slot.due = false;
+                out.commit(endpoint, len);
+                self.note_sent(len, now);
+            }
+            // A handshake is already under way.
+            TunnResult::Done => slot.due = false,
+            _ => {}
         }
+    }
+
+    /// True if a `Tunn` made for a new preshared key has not sent its first initiation.
+    fn initiation_due(&self) -> bool {
+        let slot = match &self.next {
+            Some(next) => Some(next),
+            None => self.active.as_ref().filter(|a| !a.has_session()),
+        };
+        slot.is_some_and(|s| s.due)
     }
 
     fn note_sent(&mut self, len: usize, now: Instant) {
@@ -285,47 +343,40 @@ impl PeerState {
         }
     }
 
-    /// Handles a handshake initiation from `src`: the active `Tunn` answers, and so does
-    /// `next` if present, so that the handshake completes whichever preshared key the peer
-    /// holds (the initiator discards the response it cannot authenticate).
+    /// Handles a handshake initiation: the active `Tunn` answers, and so does `next` if
+    /// present, so that the handshake completes whichever preshared key the peer holds (the
+    /// initiator discards the response it cannot authenticate).
+    ///
+    /// First its timestamp must decrypt with the secret only the peer shares with us (a
+    /// forgery that merely claims the peer's key stops here) and be newer than any this peer
+    /// sent before, whichever `Tunn` accepted it. Only a `Tunn` that authenticated the
+    /// initiation answers with a handshake response; only then does the endpoint move.
     pub fn handle_initiation(
         &mut self,
-        src: SocketAddr,
-        datagram: &[u8],
+        init: &Initiation,
         out: &mut DatagramBatch,
         now: Instant,
     ) -> Result<(), DropReason> {
-        let active = self.active.as_mut().ok_or(DropReason::NoTunnel)?;
-        let space = out.space_max().ok_or(DropReason::Full)?;
-        let sent = match active.tunn.decapsulate(Some(src.ip()), datagram, space) {
-            TunnResult::WriteToNetwork(p) => p.len(),
-            // A replayed initiation: drop it before `next` (whose timestamp starts at zero)
-            // can accept it.
-            TunnResult::Err(WireGuardError::WrongTai64nTimestamp) => {
-                return Err(DropReason::Invalid)
-            }
-            _ => 0,
-        };
-        if sent > 0 {
-            out.commit(src, sent);
-            self.note_sent(sent, now);
-        }
-        let mut answered = sent > 0;
-        if let Some(next) = self.next.as_mut() {
-            if let Some(space) = out.space_max() {
-                if let TunnResult::WriteToNetwork(p) =
-                    next.tunn.decapsulate(Some(src.ip()), datagram, space)
-                {
-                    let len = p.len();
-                    out.commit(src, len);
-                    self.note_sent(len, now);
-                    answered = true;
-                }
-            }
-        }
-        if !answered {
+        let shared = self
+            .static_shared
+            .get_or_insert_with(|| StaticShared::new(init.ours, init.peer));
+        let stamp = init.opened.timestamp(shared).ok_or(DropReason::Invalid)?;
+        if self.newest_initiation.is_some_and(|newest| stamp <= newest) {
             return Err(DropReason::Invalid);
         }
+        let (src, datagram) = (init.src, init.datagram);
+        let active = self.active.as_mut().ok_or(DropReason::NoTunnel)?;
+        let mut sent = respond(active, src, datagram, out)?.unwrap_or(0);
+        if let Some(next) = self.next.as_mut() {
+            if let Ok(Some(len)) = respond(next, src, datagram, out) {
+                sent += len;
+            }
+        }
+        if sent == 0 {
+            return Err(DropReason::Invalid);
+        }
+        self.newest_initiation = Some(stamp);
+        self.note_sent(sent, now);
         self.rx_bytes += datagram.len() as u64;
         self.endpoint = Some(src);
         self.flush_queue(SlotKind::Active, out, now);
@@ -333,6 +384,11 @@ impl PeerState {
     }
 
     /// Handles a handshake response or cookie reply addressed to the `Tunn` of `kind`.
+    ///
+    /// A response that completes our handshake (boringtun then sends a keepalive on the new
+    /// session) confirms the session and moves the endpoint. A cookie reply only gives the
+    /// `Tunn` a cookie for its next initiation: it proves nothing about its sender, so the
+    /// endpoint stays.
     pub fn handle_reply(
         &mut self,
         kind: SlotKind,
@@ -343,19 +399,16 @@ impl PeerState {
     ) -> Result<(), DropReason> {
         let slot = self.slot_mut(kind).ok_or(DropReason::NoTunnel)?;
         let space = out.space_max().ok_or(DropReason::Full)?;
-        let result = slot.tunn.decapsulate(Some(src.ip()), datagram, space);
-        match result {
-            // A response completes the handshake: boringtun answers with a keepalive.
-            TunnResult::WriteToNetwork(p) => {
+        let response = datagram.first() == Some(&HANDSHAKE_RESPONSE);
+        match slot.tunn.decapsulate(Some(src.ip()), datagram, space) {
+            TunnResult::WriteToNetwork(p) if response && is_data(p) => {
                 let len = p.len();
-                let receiver = read_u32(datagram, 8);
-                slot.confirmed_session = receiver;
+                slot.confirmed_session = read_u32(datagram, 8);
                 out.commit(src, len);
                 self.note_sent(len, now);
                 self.handshake_confirmed(kind, now);
             }
-            // A cookie reply.
-            TunnResult::Done => {}
+            TunnResult::Done if !response => return Ok(()),
             _ => return Err(DropReason::Invalid),
         }
         self.rx_bytes += datagram.len() as u64;
@@ -410,6 +463,7 @@ impl PeerState {
         let Some(next) = self.next.take() else {
             return;
         };
+        self.handover_deadline = None;
         if let Some(old) = self.active.replace(next) {
             if let Some((gone, _)) = self.retiring.replace((old, now + RETIRE_AFTER)) {
                 self.released.push(gone.index);
@@ -461,6 +515,15 @@ impl PeerState {
                 self.retiring = None;
             }
         }
+        if self
+            .handover_deadline
+            .is_some_and(|deadline| now >= deadline)
+        {
+            released.extend(self.end_handover());
+        }
+        if self.initiation_due() {
+            self.initiate_next(out, now);
+        }
         self.tick_slot(SlotKind::Active, out, now);
         self.tick_slot(SlotKind::Next, out, now);
         if self.next.as_ref().is_some_and(|s| s.tunn.is_expired()) {
@@ -472,6 +535,16 @@ impl PeerState {
         }
         self.persistent_keepalive(out, now);
         released
+    }
+
+    /// The handover deadline passed with `next` still unconfirmed: the previous key's
+    /// session ends, and `next` becomes the active `Tunn` (it keeps handshaking). Returns
+    /// the index dropped.
+    fn end_handover(&mut self) -> Option<u32> {
+        let next = self.next.take()?;
+        self.handover_deadline = None;
+        tracing::debug!("the previous preshared key reached its deadline; its session is dropped");
+        self.active.replace(next).map(|old| old.index)
     }
 
     fn tick_slot(&mut self, kind: SlotKind, out: &mut DatagramBatch, now: Instant) {
@@ -519,6 +592,47 @@ impl PeerState {
             SlotKind::Next => self.next.as_mut(),
             SlotKind::Retiring => self.retiring.as_mut().map(|(s, _)| s),
         }
+    }
+}
+
+/// The message type of a handshake response.
+const HANDSHAKE_RESPONSE: u8 = 2;
+/// Length of a handshake response.
+const RESPONSE_LEN: usize = 92;
+/// The message type of a transport data message.
+const DATA: u8 = 4;
+/// Length of a keepalive, the shortest data message.
+const KEEPALIVE_LEN: usize = 32;
+
+/// True if `p` is a handshake response: what a `Tunn` sends only after it authenticated an
+/// initiation.
+fn is_response(p: &[u8]) -> bool {
+    p.len() == RESPONSE_LEN && p.first() == Some(&HANDSHAKE_RESPONSE)
+}
+
+/// True if `p` is a data message: after a handshake response, the keepalive a `Tunn` sends
+/// only once it authenticated the response.
+fn is_data(p: &[u8]) -> bool {
+    p.len() >= KEEPALIVE_LEN && p.first() == Some(&DATA)
+}
+
+/// Feeds an initiation to `slot`. Returns the length of the handshake response it committed
+/// to `out`, if it answered with one; anything else a `Tunn` might write is dropped.
+fn respond(
+    slot: &mut Slot,
+    src: SocketAddr,
+    datagram: &[u8],
+    out: &mut DatagramBatch,
+) -> Result<Option<usize>, DropReason> {
+    let space = out.space_max().ok_or(DropReason::Full)?;
+    match slot.tunn.decapsulate(Some(src.ip()), datagram, space) {
+        TunnResult::WriteToNetwork(p) if is_response(p) => {
+            let len = p.len();
+            out.commit(src, len);
+            Ok(Some(len))
+        }
+        TunnResult::Err(WireGuardError::WrongTai64nTimestamp) => Err(DropReason::Invalid),
+        _ => Ok(None),
     }
 }
 

@@ -13,11 +13,15 @@ use boringtun::x25519;
 use meshtun_proto::{PrivateKey, PublicKey};
 use parking_lot::{Mutex, MutexGuard};
 
+use super::noise::Responder;
 use super::peer::PeerState;
 use crate::allowed_ips::AllowedIps;
 
 /// Handshake initiations accepted per second, device-wide, before cookies are required.
 pub const HANDSHAKES_PER_SECOND: u64 = 100;
+
+/// The limit of the rate limiter every `Tunn` holds: one it can never reach.
+const TUNN_LIMIT: u64 = u64::MAX;
 
 /// A peer: its identity and its lock-protected state.
 pub struct Peer {
@@ -29,13 +33,18 @@ pub struct Peer {
 
 /// Our own key material, as the handshake path needs it.
 pub struct Identity {
-    /// Our private key.
-    pub secret: x25519::StaticSecret,
-    /// Our public key.
-    pub public: x25519::PublicKey,
+    /// Our private key, and what reads the claimed sender of an initiation.
+    pub responder: Responder,
     /// Device-wide handshake rate limiter: checks mac1 first, then answers with cookies
-    /// under load.
+    /// under load. The only place where load is judged.
     pub limiter: RateLimiter,
+    /// The rate limiter every `Tunn` of the device shares. boringtun runs a `Tunn`'s limiter
+    /// on every handshake message it decapsulates, before any authentication, and answers
+    /// one over its limit with a cookie reply that looks like any other datagram to send;
+    /// boringtun's own device skips that check through a crate-private call. This one checks
+    /// mac1 again and is never over its limit, so no `Tunn` ever makes a cookie reply: they
+    /// come only from [`limiter`](Self::limiter), before the handshake reaches a peer.
+    pub tunn_limiter: Arc<RateLimiter>,
 }
 
 impl Identity {
@@ -44,10 +53,11 @@ impl Identity {
         let secret = private.to_static_secret();
         let public = x25519::PublicKey::from(&secret);
         let limiter = RateLimiter::new(&public, HANDSHAKES_PER_SECOND);
+        let tunn_limiter = Arc::new(RateLimiter::new(&public, TUNN_LIMIT));
         Self {
-            secret,
-            public,
+            responder: Responder::new(secret),
             limiter,
+            tunn_limiter,
         }
     }
 }

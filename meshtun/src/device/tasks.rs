@@ -181,18 +181,21 @@ pub(super) async fn timer_task<T: TunIo, F: UdpFactory>(inner: Arc<Inner<T, F>>)
         }
         if let Some(identity) = &snap.identity {
             identity.limiter.reset_count();
-        }
-        if !released.is_empty() || !rekey.is_empty() {
-            let mut control = inner.control.lock();
-            control.release(released, now);
-            for peer in &rekey {
-                if let Err(error) = control.rekey_if_needed(peer, now) {
-                    tracing::warn!(peer = %peer.key, %error, "cannot start a new handshake");
-                }
-            }
-            inner.snapshot.store(Arc::new(control.snapshot()));
-            control.initiate_rekeys(&mut out, now);
+            identity.tunn_limiter.reset_count();
         }
         inner.send(&out).await;
+        if !released.is_empty() || !rekey.is_empty() {
+            {
+                let mut control = inner.control.lock();
+                control.release(released, now);
+                for peer in &rekey {
+                    if let Err(error) = control.rekey_if_needed(peer, now) {
+                        tracing::warn!(peer = %peer.key, %error, "cannot start a new handshake");
+                    }
+                }
+                inner.snapshot.store(Arc::new(control.snapshot()));
+            }
+            inner.initiate_pending(&mut out).await;
+        }
     }
 }
