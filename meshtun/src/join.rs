@@ -400,6 +400,7 @@ fn draft(options: &JoinOptions, path: &Path, url: String, endpoint: Option<Strin
             grace: std::time::Duration::from_secs(DEFAULT_GRACE_SECS),
             cache_file: Path::new(DEFAULT_CACHE_DIR).join(format!("{name}.bundle")),
             ca_file: None,
+            allowed_prefixes: None,
         },
         benchmark: options.benchmark.clone().map(args::benchmark_settings),
         endpoint,
