@@ -29,6 +29,70 @@ pub fn valid_node_id(id: &str) -> bool {
         && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
 }
 
+/// Longest endpoint text accepted (`[` IPv6 `]:` port, or a 253-character host name and a
+/// port).
+pub const MAX_ENDPOINT_LEN: usize = 261;
+
+/// The most overlay addresses one node may have.
+pub const MAX_NODE_ADDRESSES: usize = 8;
+
+/// Checks an endpoint: `host:port`, where host is an IPv4 address, a bracketed IPv6
+/// address, or a DNS name (labels of letters, digits and `-`, 1 to 63 characters each), and
+/// port is 1 to 65535; at most [`MAX_ENDPOINT_LEN`] characters. `Err` says what is wrong.
+pub fn check_endpoint(text: &str) -> Result<(), String> {
+    if text.len() > MAX_ENDPOINT_LEN {
+        return Err(format!(
+            "the endpoint is {} characters long; at most {MAX_ENDPOINT_LEN} are accepted",
+            text.len()
+        ));
+    }
+    let shown = text.escape_debug();
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("endpoint `{shown}` is not host:port"));
+    };
+    let port_ok = !port.is_empty()
+        && port.len() <= 5
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|p| p != 0);
+    if !port_ok {
+        return Err(format!(
+            "endpoint `{shown}` has no valid port (1 to 65535) after the last `:`"
+        ));
+    }
+    let host_ok = if let Some(inner) = host.strip_prefix('[') {
+        inner
+            .strip_suffix(']')
+            .is_some_and(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok())
+    } else {
+        host.parse::<std::net::Ipv4Addr>().is_ok() || valid_dns_name(host)
+    };
+    if host_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "endpoint `{shown}`: the host is not an IPv4 address, a bracketed IPv6 address \
+             or a DNS name"
+        ))
+    }
+}
+
+/// A DNS name: dot-separated labels of ASCII letters, digits and `-` (not at either end),
+/// 1 to 63 characters each, 253 in all; a trailing dot is allowed.
+fn valid_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 /// The four behavioural scores, each in `[0, 1]`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -183,6 +247,10 @@ pub struct EnrollResponse {
     /// Where other nodes reach it: the invite's if the admin set one, the request's otherwise.
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// The overlay's prefixes (the controller's `[network]`): the node accepts routes from
+    /// the controller only inside them.
+    #[serde(default)]
+    pub network: Vec<IpNet>,
 }
 
 /// An invite: everything a node needs to join, printed as one string.
@@ -273,6 +341,37 @@ mod tests {
         let mut b = Benchmark::decode(body("0.8").as_bytes(), 2_000).unwrap();
         b.scores.honesty = f64::NAN;
         assert!(b.validate(2_000).is_err());
+    }
+
+    #[test]
+    fn endpoints_are_host_and_port_and_bounded() {
+        for ok in [
+            "192.0.2.1:51820",
+            "[2001:db8::1]:51820",
+            "node-a.mesh.example:1",
+            "node-a.example.:65535",
+        ] {
+            assert_eq!(check_endpoint(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("192.0.2.1", "not host:port"),
+            ("192.0.2.1:0", "no valid port"),
+            ("192.0.2.1:65536", "no valid port"),
+            ("192.0.2.1:+80", "no valid port"),
+            ("2001:db8::1:51820", "the host is not"),
+            ("[2001:db8::1:51820", "the host is not"),
+            ("a b:1", "the host is not"),
+            ("-a.example:1", "the host is not"),
+            (":1", "the host is not"),
+            ("a\nb:1", "the host is not"),
+        ] {
+            let err = check_endpoint(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        let long = format!("{}.example:1", "a".repeat(300));
+        assert!(check_endpoint(&long).unwrap_err().contains("at most 261"));
+        let label = format!("{}.example:1", "a".repeat(64));
+        assert!(check_endpoint(&label).is_err());
     }
 
     #[test]

@@ -268,7 +268,7 @@ async fn enroll(State(api): State<Arc<Api>>, body: Bytes) -> Result<Response, Ap
     let node = tokio::task::spawn_blocking(move || {
         let node = engine
             .store()
-            .redeem_invite(&request.token.clone(), &request, now)?;
+            .redeem_invite(&request.token, &request, engine.network(), now)?;
         engine.refresh_nodes()?;
         Ok::<_, StoreError>(node)
     })
@@ -281,7 +281,10 @@ async fn enroll(State(api): State<Arc<Api>>, body: Bytes) -> Result<Response, Ap
         StoreError::NodeExists(_) | StoreError::WgKeyInUse { .. } => {
             ApiError(StatusCode::CONFLICT, e.to_string())
         }
-        StoreError::NoAddresses(_) => ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        StoreError::NoAddresses(_)
+        | StoreError::Addresses { .. }
+        | StoreError::AddressInUse { .. }
+        | StoreError::Endpoint { .. } => ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
         other => ApiError::from(other),
     })?;
     tracing::info!(node = %node.id, "node enrolled with an invite");
@@ -289,6 +292,7 @@ async fn enroll(State(api): State<Arc<Api>>, body: Bytes) -> Result<Response, Ap
         node_id: node.id,
         addresses: node.addresses,
         endpoint: node.endpoint,
+        network: api.engine.network().prefixes(),
     };
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }

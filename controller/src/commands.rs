@@ -10,7 +10,7 @@ use std::sync::Arc;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ipnet::IpNet;
-use meshtun_proto::wire::{valid_node_id, Ticket};
+use meshtun_proto::wire::{check_endpoint, valid_node_id, Ticket};
 use meshtun_proto::{IdentityKey, IdentityPublic, PublicKey};
 use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
@@ -191,7 +191,9 @@ pub async fn serve(
         schedule,
         rotate_on_deny: config.rotate_on_deny,
     };
-    let engine = Arc::new(Engine::open(store, key, settings, Clock::system())?);
+    let engine = Arc::new(
+        Engine::open(store, key, settings, Clock::system())?.with_network(config.network.clone()),
+    );
     tracing::info!(controller_key = %engine.public_key(), "controller key (nodes pin it)");
     let api = Arc::new(Api {
         engine: engine.clone(),
@@ -263,6 +265,7 @@ pub fn node_add(
         .map_err(|e| CommandError::Argument(format!("--wg-key: {e}")))?;
     let identity_key = IdentityPublic::from_base64(identity_key)
         .map_err(|e| CommandError::Argument(format!("--identity-key: {e}")))?;
+    check_assignment(config, &addresses, endpoint.as_deref())?;
     let node = NodeRecord {
         id: name.to_owned(),
         wg_public_key,
@@ -274,6 +277,22 @@ pub fn node_add(
     };
     Store::open(&config.database)?.add_node(&node)?;
     Ok(node)
+}
+
+/// Checks addresses and an endpoint an admin gives against `[network]` and `host:port`.
+fn check_assignment(
+    config: &ControllerConfig,
+    addresses: &[IpNet],
+    endpoint: Option<&str>,
+) -> Result<(), CommandError> {
+    config
+        .network
+        .check(addresses)
+        .map_err(|e| CommandError::Argument(format!("--address: {e}")))?;
+    if let Some(text) = endpoint {
+        check_endpoint(text).map_err(|e| CommandError::Argument(format!("--endpoint: {e}")))?;
+    }
+    Ok(())
 }
 
 /// `node list`.
@@ -307,6 +326,7 @@ pub fn invite(
     endpoint: Option<&str>,
     ttl_secs: Option<u64>,
 ) -> Result<String, CommandError> {
+    check_assignment(config, addresses, endpoint)?;
     let key = load_key(config)?;
     let token = random_token();
     let ttl_ms = ttl_secs.map_or(

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::model::{Minimums, Policy, Topology};
+use crate::network::{check_prefix, Network};
 
 /// Largest configuration file accepted.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -63,6 +64,14 @@ struct RawConfig {
     topology: RawTopology,
     #[serde(default)]
     api: RawApi,
+    network: Option<RawNetwork>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    ipv4: Option<ipnet::Ipv4Net>,
+    ipv6: Option<ipnet::Ipv6Net>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,6 +185,8 @@ pub struct ControllerConfig {
     pub long_poll: Duration,
     /// How long an invite stays valid.
     pub invite_ttl: Duration,
+    /// The overlay prefixes node addresses come from (`[network]`).
+    pub network: Network,
 }
 
 impl ControllerConfig {
@@ -265,6 +276,28 @@ impl ControllerConfig {
             }
             RawTopology::HubAndSpoke { hubs } => Topology::HubAndSpoke { hubs },
         };
+        let network = match raw.network {
+            None => Network::default(),
+            Some(n) => {
+                let network = Network {
+                    ipv4: n.ipv4,
+                    ipv6: n.ipv6,
+                };
+                if network.prefixes().is_empty() {
+                    return Err(invalid(
+                        "network",
+                        "name the overlay's ipv4 or ipv6 prefix, or both".into(),
+                    ));
+                }
+                if let Some(v4) = n.ipv4 {
+                    check_prefix(&v4.into()).map_err(|r| invalid("network.ipv4", r))?;
+                }
+                if let Some(v6) = n.ipv6 {
+                    check_prefix(&v6.into()).map_err(|r| invalid("network.ipv6", r))?;
+                }
+                network
+            }
+        };
         let base = path.parent().unwrap_or(Path::new("."));
         let state_dir = base.join(&raw.state_dir);
         let under_state = |p: Option<PathBuf>, default: &str| match p {
@@ -294,6 +327,7 @@ impl ControllerConfig {
             clock_skew: Duration::from_secs(raw.api.clock_skew),
             long_poll: Duration::from_secs(raw.api.long_poll),
             invite_ttl: Duration::from_secs(raw.api.invite_ttl),
+            network,
         })
     }
 }
@@ -330,6 +364,28 @@ mod tests {
         assert!(c.rotate_on_deny);
         assert_eq!(c.database, Path::new("/etc/meshtun/state/controller.db"));
         assert_eq!(c.policy.topology, Topology::FullMesh);
+        assert_eq!(c.network, Network::default());
+    }
+
+    #[test]
+    fn the_network_section_names_the_overlay() {
+        let c = parse(&format!(
+            "{MINIMAL}[network]\nipv4 = \"100.64.0.0/24\"\nipv6 = \"fd00:64::/64\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.network.prefixes(),
+            vec![
+                "100.64.0.0/24".parse().unwrap(),
+                "fd00:64::/64".parse().unwrap()
+            ]
+        );
+        let err = |t: &str| parse(&format!("{MINIMAL}{t}")).unwrap_err().to_string();
+        assert!(err("[network]\n").contains("`network`"));
+        assert!(err("[network]\nipv4 = \"0.0.0.0/1\"\n").contains("`network.ipv4`"));
+        assert!(err("[network]\nipv4 = \"100.64.0.1/24\"\n").contains("host bits"));
+        assert!(err("[network]\nipv6 = \"::/0\"\n").contains("`network.ipv6`"));
+        assert!(err("[network]\nipv4 = \"mesh\"\n").contains("line 5"));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::clock::Clock;
 use crate::membership::{decide, newly_failing, peers_of};
 use crate::metrics::Metrics;
 use crate::model::{Decision, EpochRecord, NodeInput, NodeRecord, Policy};
+use crate::network::Network;
 use crate::schedule::{in_force, Action, Schedule, Window};
 use crate::store::{Store, StoreError};
 
@@ -89,6 +90,8 @@ pub struct Engine {
     cache: BundleCache,
     /// Counters and gauges for `/metrics`.
     pub metrics: Metrics,
+    /// The overlay's address plan enrollments follow.
+    network: Network,
 }
 
 impl Engine {
@@ -127,7 +130,20 @@ impl Engine {
             prebuilding: AtomicBool::new(false),
             cache: BundleCache::default(),
             metrics: Metrics::default(),
+            network: Network::default(),
         })
+    }
+
+    /// The engine with `network` as its address plan (the default is
+    /// [`Network::default`]).
+    pub fn with_network(mut self, network: Network) -> Self {
+        self.network = network;
+        self
+    }
+
+    /// The overlay's address plan.
+    pub fn network(&self) -> &Network {
+        &self.network
     }
 
     /// The clock the engine runs on.

@@ -9,6 +9,7 @@
 //! - [`store`]: durable state in SQLite, with the hash-chained audit log;
 //! - [`auth`]: signed node requests (signature, freshness, replay, path binding) and the admin token;
 //! - [`config`]: `controller.toml`, validated with key-and-line errors;
+//! - [`network`]: the overlay's address plan: checks and the next free address;
 //! - [`bundles`]: building, signing and caching one node's bundle for one epoch;
 //! - [`metrics`]: Prometheus metrics; [`tls`]: optional TLS through rustls;
 //! - [`clock`]: Unix time driven by tokio's clock (so tests can pause it).
@@ -24,6 +25,7 @@ pub mod engine;
 pub mod membership;
 pub mod metrics;
 pub mod model;
+pub mod network;
 pub mod schedule;
 pub mod status;
 pub mod store;

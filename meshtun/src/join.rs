@@ -11,7 +11,9 @@
 //!    controller decides the addresses and endpoint: the invite's where the admin set them,
 //!    the request's otherwise, and it refuses a node that would have no address;
 //! 4. only then is the configuration written, with mode 0600, with the addresses the
-//!    controller recorded.
+//!    controller recorded (or assigned, when neither the invite nor `--address` named one)
+//!    and, in `[controller] allowed_prefixes`, the overlay prefixes it sent: the node
+//!    accepts routes from the controller only inside them.
 //!
 //! A failure before step 4 writes no configuration; the identity key file stays so that the
 //! next attempt enrolls the same identity.
@@ -27,9 +29,9 @@ use meshtun_proto::wire::{valid_node_id, EnrollResponse, Ticket, TicketError};
 use meshtun_proto::{IdentityPublic, PrivateKey, PublicKey};
 
 use crate::config::{
-    controller_url, load_or_create_identity, write_private_file, BenchmarkSourceConfig,
-    ControllerSettings, IdentityFileError, InterfaceConfig, LoadedIdentity, LossPolicy, Replace,
-    DEFAULT_CACHE_DIR, DEFAULT_GRACE_SECS, DEFAULT_MTU,
+    check_allowed_prefixes, controller_url, load_or_create_identity, write_private_file,
+    BenchmarkSourceConfig, ControllerSettings, IdentityFileError, InterfaceConfig, LoadedIdentity,
+    LossPolicy, Replace, DEFAULT_CACHE_DIR, DEFAULT_GRACE_SECS, DEFAULT_MTU,
 };
 use crate::gate::unix_ms;
 use crate::gate::{self, ClientError};
@@ -152,6 +154,19 @@ pub enum JoinError {
         identity_file: PathBuf,
         /// What the controller or the connection said.
         error: Box<ClientError>,
+    },
+    /// The controller's answer assigns what a node must not use; nothing was written.
+    #[error(
+        "node {node} enrolled at {url}, but the answer is refused and no configuration was \
+         written: {reason}"
+    )]
+    Assignment {
+        /// The node id.
+        node: String,
+        /// The controller.
+        url: String,
+        /// What is wrong.
+        reason: String,
     },
     /// The node enrolled, but its configuration could not be written.
     #[error(
@@ -400,6 +415,7 @@ fn draft(options: &JoinOptions, path: &Path, url: String, endpoint: Option<Strin
             grace: std::time::Duration::from_secs(DEFAULT_GRACE_SECS),
             cache_file: Path::new(DEFAULT_CACHE_DIR).join(format!("{name}.bundle")),
             ca_file: None,
+            allowed_prefixes: None,
         },
         benchmark: options.benchmark.clone().map(args::benchmark_settings),
         endpoint,
@@ -422,9 +438,17 @@ impl Prepared {
             reason,
         };
         let mut notes = self.notes(&enrolled, options);
+        check_assignment(&enrolled).map_err(|reason| JoinError::Assignment {
+            node: node.clone(),
+            url: url.clone(),
+            reason,
+        })?;
         // A controller that does not report addresses recorded the requested ones.
         if !enrolled.addresses.is_empty() {
             self.draft.interface.addresses = enrolled.addresses.clone();
+        }
+        if !enrolled.network.is_empty() {
+            self.draft.controller.allowed_prefixes = Some(enrolled.network.clone());
         }
         if enrolled.endpoint.is_some() {
             self.draft.endpoint = enrolled.endpoint.clone();
@@ -499,6 +523,30 @@ impl Prepared {
         }
         notes
     }
+}
+
+/// Checks what the controller assigned before it goes into the configuration: the overlay
+/// prefixes must be ones a node accepts (no default route or pieces of one), and every
+/// address, with the network its prefix length makes, must lie inside them, so that the
+/// interface's connected route cannot capture anything outside the overlay.
+fn check_assignment(enrolled: &EnrollResponse) -> Result<(), String> {
+    if enrolled.network.is_empty() {
+        return Ok(());
+    }
+    check_allowed_prefixes(&enrolled.network)
+        .map_err(|reason| format!("the overlay prefixes it sent are refused: {reason}"))?;
+    if let Some(outside) = enrolled
+        .addresses
+        .iter()
+        .find(|a| !enrolled.network.iter().any(|p| p.contains(&a.trunc())))
+    {
+        return Err(format!(
+            "it assigned the address {outside}, which is outside the overlay prefixes it sent \
+             ({})",
+            list(&enrolled.network)
+        ));
+    }
+    Ok(())
 }
 
 fn list(nets: &[IpNet]) -> String {

@@ -47,6 +47,7 @@ fn start(c: &Controller, n: usize, mean: f64, dir: &std::path::Path) -> Running 
             grace: Duration::from_secs(1),
             cache_file: dir.join(format!("{}.bundle", node.id)),
             ca_file: None,
+            allowed_prefixes: None,
         },
         benchmark: Some(BenchmarkSettings {
             interval: Duration::from_millis(200),

@@ -219,7 +219,7 @@ async fn an_existing_config_is_kept_unless_forced_and_a_forced_rejoin_reuses_the
 }
 
 #[tokio::test]
-async fn the_invite_decides_the_addresses_and_a_node_without_one_is_refused_until_it_asks() {
+async fn the_invite_decides_the_addresses_and_a_node_without_one_gets_the_next_free_one() {
     let c = controller().await;
     let dir = tempfile::tempdir().unwrap();
 
@@ -246,27 +246,20 @@ async fn the_invite_decides_the_addresses_and_a_node_without_one_is_refused_unti
         "{text}"
     );
 
-    // Neither the invite nor the request gives an address: refused, the invite unused.
+    // Neither the invite nor the request gives an address: the controller assigns the next
+    // free one of its overlay, and the configuration pins the overlay's prefix.
     let ticket = c.invite("node-g", None, None);
     let path = dir.path().join("g/wg0.toml");
     let mut bare = options(ticket, path.clone(), &[]);
     bare.benchmark = None;
-    let err = join(&bare).await.unwrap_err();
-    assert!(
-        matches!(&err, JoinError::Enroll { error, .. }
-            if matches!(&**error, ClientError::Rejected { reason, .. } if reason.contains("--address"))),
-        "{err}"
-    );
-    assert!(!path.exists());
-    assert_eq!(c.engine.store().node("node-g").unwrap(), None);
-
-    // The retry with an address reuses the identity key the first attempt left.
-    bare.addresses = vec!["100.64.0.7/24".parse().unwrap()];
     let joined = join(&bare).await.unwrap();
-    assert!(!joined.identity_created);
     let node = c.engine.store().node("node-g").unwrap().unwrap();
     assert_eq!(node.identity_key, joined.identity_public);
-    assert_eq!(node.addresses, bare.addresses);
+    assert_eq!(
+        node.addresses,
+        vec!["100.64.0.1/10".parse::<IpNet>().unwrap()]
+    );
+    assert_eq!(joined.addresses, node.addresses);
     assert!(
         joined
             .notes
@@ -276,6 +269,10 @@ async fn the_invite_decides_the_addresses_and_a_node_without_one_is_refused_unti
         joined.notes
     );
     let config = Config::load(&path).unwrap();
-    assert!(config.controller.is_some());
+    assert_eq!(config.interface.addresses, node.addresses);
+    assert_eq!(
+        config.controller.unwrap().allowed_prefixes,
+        Some(vec!["100.64.0.0/10".parse().unwrap()])
+    );
     assert_eq!(config.benchmark, None);
 }

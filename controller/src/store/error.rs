@@ -126,6 +126,33 @@ pub enum StoreError {
          give one (`meshtun join --address CIDR`)"
     )]
     NoAddresses(String),
+    /// Addresses that do not fit the overlay's address plan.
+    #[error("node {node}: {source}")]
+    Addresses {
+        /// The node being enrolled.
+        node: String,
+        /// What is wrong.
+        #[source]
+        source: crate::network::AddressError,
+    },
+    /// An address another node (or an outstanding invite) already holds.
+    #[error("node {node}: address {address} is already held by {holder}")]
+    AddressInUse {
+        /// The node being enrolled.
+        node: String,
+        /// The address.
+        address: std::net::IpAddr,
+        /// Who holds it: `node NAME` or `the invite for node NAME`.
+        holder: String,
+    },
+    /// An endpoint that is not `host:port`.
+    #[error("node {node}: {reason}")]
+    Endpoint {
+        /// The node being enrolled.
+        node: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// An empty invite token.
     #[error("invite for node {0}: the token must not be empty")]
     EmptyToken(String),

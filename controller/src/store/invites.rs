@@ -1,17 +1,21 @@
 //! The `invites` table: one-time enrollment tokens, stored only as their SHA-256.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+
 use ipnet::IpNet;
-use meshtun_proto::wire::{valid_node_id, EnrollRequest};
-use rusqlite::{params, OptionalExtension as _};
+use meshtun_proto::wire::{check_endpoint, valid_node_id, EnrollRequest};
+use rusqlite::{params, OptionalExtension as _, Transaction};
 use sha2::{Digest, Sha256};
 
 use super::audit::{AuditKind, InviteEntry};
 use super::audit_log::append;
 use super::codec::{from_json, int, now_ms, to_json};
 use super::error::SqlContext as _;
-use super::nodes::{insert_node, load_node};
+use super::nodes::{address_holder, held_addresses, insert_node, load_node};
 use super::{Store, StoreError};
 use crate::model::NodeRecord;
+use crate::network::Network;
 
 /// The hex SHA-256 of an invite token: the only form the store keeps.
 pub fn invite_token_hash(token: &str) -> String {
@@ -54,6 +58,15 @@ impl Store {
             if load_node(tx, node_id)?.is_some() {
                 return Err(StoreError::NodeExists(node_id.to_owned()));
             }
+            for net in addresses.unwrap_or_default() {
+                if let Some(holder) = address_holder(tx, net.addr())? {
+                    return Err(StoreError::AddressInUse {
+                        node: node_id.to_owned(),
+                        address: net.addr(),
+                        holder: format!("node {holder}"),
+                    });
+                }
+            }
             let inserted = tx
                 .execute(
                     "INSERT INTO invites (token_hash, node_id, created_ms, expires_ms, addresses, endpoint) \
@@ -86,12 +99,15 @@ impl Store {
     /// Enrolls the node an invite was issued for, in one transaction: the token must be
     /// known, unused and unexpired at `now_ms`, and the node id free. Marks the invite used
     /// and stores the node with the admin's addresses and endpoint where the invite has
-    /// them, the request's otherwise; a node must end up with at least one address. Nothing
-    /// changes if any check fails.
+    /// them, the request's otherwise, and when neither names an address, the next free
+    /// address of each `network` prefix. The addresses must fit `network` and be held by no
+    /// other node nor reserved by another outstanding invite; the endpoint must be
+    /// `host:port`. Nothing changes if any check fails.
     pub fn redeem_invite(
         &self,
         token: &str,
         request: &EnrollRequest,
+        network: &Network,
         now_ms: u64,
     ) -> Result<NodeRecord, StoreError> {
         let token_hash = invite_token_hash(token);
@@ -126,12 +142,36 @@ impl Store {
                     now_ms,
                 });
             }
+            let mut held = reserved_by_invites(tx, &token_hash, now_ms)?;
+            let addresses = match &invite.addresses {
+                Some(json) => from_json(json, || format!("invite for node {node} addresses"))?,
+                None => request.addresses.clone(),
+            };
+            let addresses = if addresses.is_empty() {
+                for ip in held_addresses(tx)? {
+                    held.insert(ip, "a node".to_owned());
+                }
+                let taken = held.keys().copied().collect();
+                network
+                    .assign(&taken)
+                    .map_err(|source| StoreError::Addresses {
+                        node: node.clone(),
+                        source,
+                    })?
+            } else {
+                addresses
+            };
+            check_addresses(&node, &addresses, network, &held)?;
+            let endpoint = invite.endpoint.or_else(|| request.endpoint.clone());
+            if let Some(text) = &endpoint {
+                check_endpoint(text).map_err(|reason| StoreError::Endpoint {
+                    node: node.clone(),
+                    reason,
+                })?;
+            }
             let record = NodeRecord {
-                addresses: match &invite.addresses {
-                    Some(json) => from_json(json, || format!("invite for node {node} addresses"))?,
-                    None => request.addresses.clone(),
-                },
-                endpoint: invite.endpoint.or_else(|| request.endpoint.clone()),
+                addresses,
+                endpoint,
                 id: invite.node_id,
                 wg_public_key: request.wg_public_key,
                 identity_key: request.identity_key,
@@ -152,6 +192,65 @@ impl Store {
     }
 }
 
+/// Checks `addresses` of `node` against the plan and the addresses outstanding invites
+/// reserve (`reserved`: address → holder). Held node addresses are refused by
+/// [`insert_node`].
+fn check_addresses(
+    node: &str,
+    addresses: &[IpNet],
+    network: &Network,
+    reserved: &HashMap<IpAddr, String>,
+) -> Result<(), StoreError> {
+    network
+        .check(addresses)
+        .map_err(|source| StoreError::Addresses {
+            node: node.to_owned(),
+            source,
+        })?;
+    if let Some((ip, holder)) = addresses
+        .iter()
+        .find_map(|a| reserved.get(&a.addr()).map(|h| (a.addr(), h)))
+    {
+        return Err(StoreError::AddressInUse {
+            node: node.to_owned(),
+            address: ip,
+            holder: holder.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// The addresses that unused, unexpired invites other than `except` assign, with their
+/// holder for messages.
+fn reserved_by_invites(
+    tx: &Transaction<'_>,
+    except: &str,
+    now_ms: u64,
+) -> Result<HashMap<IpAddr, String>, StoreError> {
+    let what = || "reading the addresses of outstanding invites".to_owned();
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT node_id, addresses FROM invites WHERE used_ms IS NULL AND expires_ms > ?1 \
+             AND addresses IS NOT NULL AND token_hash != ?2",
+        )
+        .ctx(what)?;
+    let now = int(now_ms, || "now_ms".into())?;
+    let rows = stmt
+        .query_map(params![now, except], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .ctx(what)?;
+    let mut reserved = HashMap::new();
+    for row in rows {
+        let (node, json) = row.ctx(what)?;
+        let nets: Vec<IpNet> = from_json(&json, || format!("invite for node {node} addresses"))?;
+        for net in nets {
+            reserved.insert(net.addr(), format!("the invite for node {node}"));
+        }
+    }
+    Ok(reserved)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::audit::EnrollEntry;
@@ -166,6 +265,14 @@ mod tests {
             identity_key: n.identity_key,
             addresses: n.addresses,
             endpoint: n.endpoint,
+        }
+    }
+
+    /// The tests' overlay: the test nodes' addresses are 10.0.0.SEED/32.
+    fn net() -> Network {
+        Network {
+            ipv4: Some("10.0.0.0/24".parse().unwrap()),
+            ipv6: Some("fd00:64::/64".parse().unwrap()),
         }
     }
 
@@ -185,14 +292,16 @@ mod tests {
             .create_invite("node-a", "secret-token", 5_000, None, None)
             .unwrap();
         let req = request(1);
-        let node = store.redeem_invite("secret-token", &req, 4_000).unwrap();
+        let node = store
+            .redeem_invite("secret-token", &req, &net(), 4_000)
+            .unwrap();
         assert_eq!(node.id, "node-a");
         assert_eq!(node.addresses, req.addresses);
         assert_eq!(node.endpoint, req.endpoint);
         assert_eq!(node.enrolled_ms, 4_000);
         assert_eq!(store.node("node-a").unwrap(), Some(node));
         let err = store
-            .redeem_invite("secret-token", &request(2), 4_001)
+            .redeem_invite("secret-token", &request(2), &net(), 4_001)
             .unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -207,7 +316,7 @@ mod tests {
             .create_invite("node-a", "secret-token", 5_000, None, None)
             .unwrap();
         store
-            .redeem_invite("secret-token", &request(1), 4_000)
+            .redeem_invite("secret-token", &request(1), &net(), 4_000)
             .unwrap();
         let hash = invite_token_hash("secret-token");
         assert_eq!(invite_rows(&store), vec![(hash.clone(), Some(4_000))]);
@@ -222,7 +331,7 @@ mod tests {
     #[test]
     fn the_admins_addresses_and_endpoint_win() {
         let store = Store::open_in_memory().unwrap();
-        let assigned: Vec<IpNet> = vec!["10.9.0.1/32".parse().unwrap()];
+        let assigned: Vec<IpNet> = vec!["10.0.0.9/32".parse().unwrap()];
         store
             .create_invite(
                 "node-a",
@@ -232,30 +341,89 @@ mod tests {
                 Some("203.0.113.1:51820"),
             )
             .unwrap();
-        let node = store.redeem_invite("tok", &request(1), 1).unwrap();
+        let node = store.redeem_invite("tok", &request(1), &net(), 1).unwrap();
         assert_eq!(node.addresses, assigned);
         assert_eq!(node.endpoint.as_deref(), Some("203.0.113.1:51820"));
     }
 
     #[test]
-    fn an_enrollment_without_any_address_is_refused_and_the_invite_stays_usable() {
+    fn an_enrollment_without_any_address_gets_the_next_free_one_of_each_prefix() {
         let store = Store::open_in_memory().unwrap();
+        let (b, _) = node("node-b", 1);
+        store.add_node(&b).unwrap();
+        // An outstanding invite reserves 10.0.0.2 for node-c.
+        let reserved: Vec<IpNet> = vec!["10.0.0.2/24".parse().unwrap()];
+        store
+            .create_invite("node-c", "tok-c", 5_000, Some(&reserved), None)
+            .unwrap();
         store
             .create_invite("node-a", "tok", 5_000, None, None)
             .unwrap();
         let bare = EnrollRequest {
             addresses: Vec::new(),
-            ..request(1)
+            ..request(3)
         };
-        let err = store.redeem_invite("tok", &bare, 1).unwrap_err();
+        let a = store.redeem_invite("tok", &bare, &net(), 1).unwrap();
+        assert_eq!(
+            a.addresses,
+            vec![
+                "10.0.0.3/24".parse::<IpNet>().unwrap(),
+                "fd00:64::1/64".parse().unwrap()
+            ]
+        );
+        // Nobody else may ask for the reserved address; its invite still gets it.
+        store
+            .create_invite("node-d", "tok-d", 5_000, None, None)
+            .unwrap();
+        let err = store
+            .redeem_invite(
+                "tok-d",
+                &EnrollRequest {
+                    addresses: reserved.clone(),
+                    ..request(4)
+                },
+                &net(),
+                2,
+            )
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "node node-a: the invite assigns no overlay address and the enrollment asks for \
-             none; give one (`meshtun join --address CIDR`)"
+            "node node-d: address 10.0.0.2 is already held by the invite for node node-c"
         );
+        let c = store
+            .redeem_invite("tok-c", &request(5), &net(), 3)
+            .unwrap();
+        assert_eq!(c.addresses, reserved);
+    }
+
+    #[test]
+    fn addresses_outside_the_plan_held_or_bad_endpoints_are_refused_and_nothing_changes() {
+        let store = Store::open_in_memory().unwrap();
+        let (b, _) = node("node-b", 1);
+        store.add_node(&b).unwrap();
+        store
+            .create_invite("node-a", "tok", 5_000, None, None)
+            .unwrap();
+        let asking = |addresses: &[&str], endpoint: Option<&str>| EnrollRequest {
+            addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+            endpoint: endpoint.map(str::to_owned),
+            ..request(2)
+        };
+        for (req, why) in [
+            (
+                asking(&["10.0.0.1/24"], None),
+                "already held by node node-b",
+            ),
+            (asking(&["0.0.0.0/1"], None), "outside the overlay"),
+            (asking(&["10.0.0.7/8"], None), "outside the overlay"),
+            (asking(&["10.0.0.7/32"], Some("x")), "not host:port"),
+        ] {
+            let err = store.redeem_invite("tok", &req, &net(), 1).unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+        }
         assert_eq!(store.node("node-a").unwrap(), None);
         assert_eq!(invite_rows(&store)[0].1, None);
-        store.redeem_invite("tok", &request(1), 2).unwrap();
+        store.verify_audit().unwrap();
     }
 
     #[test]
@@ -264,7 +432,9 @@ mod tests {
         store
             .create_invite("node-a", "tok", 5_000, None, None)
             .unwrap();
-        let err = store.redeem_invite("tok", &request(1), 5_000).unwrap_err();
+        let err = store
+            .redeem_invite("tok", &request(1), &net(), 5_000)
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "the invite for node node-a expired at 5000 (now 5000); issue a new one"
@@ -280,7 +450,7 @@ mod tests {
             .create_invite("node-a", "tok", 5_000, None, None)
             .unwrap();
         let err = store
-            .redeem_invite("guess-123", &request(1), 1)
+            .redeem_invite("guess-123", &request(1), &net(), 1)
             .unwrap_err();
         assert!(matches!(err, StoreError::UnknownInvite));
         assert!(!err.to_string().contains("guess-123"));
@@ -294,13 +464,15 @@ mod tests {
         store
             .create_invite("node-a", "tok", 5_000, None, None)
             .unwrap();
-        let err = store.redeem_invite("tok", &request(1), 1).unwrap_err();
+        let err = store
+            .redeem_invite("tok", &request(1), &net(), 1)
+            .unwrap_err();
         assert!(
             err.to_string().contains("already used by node node-b"),
             "{err}"
         );
         assert_eq!(invite_rows(&store).iter().find(|r| r.1.is_some()), None);
-        store.redeem_invite("tok", &request(2), 2).unwrap();
+        store.redeem_invite("tok", &request(2), &net(), 2).unwrap();
     }
 
     #[test]
@@ -341,8 +513,10 @@ mod tests {
         store
             .create_invite("node-a", "two", 5_000, None, None)
             .unwrap();
-        store.redeem_invite("one", &request(1), 1).unwrap();
-        let err = store.redeem_invite("two", &request(2), 2).unwrap_err();
+        store.redeem_invite("one", &request(1), &net(), 1).unwrap();
+        let err = store
+            .redeem_invite("two", &request(2), &net(), 2)
+            .unwrap_err();
         assert_eq!(err.to_string(), "node node-a already exists");
     }
 }

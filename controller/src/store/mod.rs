@@ -260,6 +260,48 @@ mod tests {
     }
 
     #[test]
+    fn version_1_databases_get_their_node_addresses_and_the_first_holder_keeps_a_shared_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("controller.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            for (id, key, addresses, enrolled) in [
+                ("node-b", "b", r#"["100.64.0.2/24","fd00:64::2/64"]"#, 2),
+                ("node-a", "a", r#"["100.64.0.1/24"]"#, 1),
+                ("node-z", "z", r#"["100.64.0.2/32"]"#, 3),
+            ] {
+                conn.execute(
+                    "INSERT INTO nodes (id, wg_public_key, identity_key, addresses, enrolled_ms) \
+                     VALUES (?1, ?2, ?2, ?3, ?4)",
+                    rusqlite::params![id, key, addresses, enrolled],
+                )
+                .unwrap();
+            }
+        }
+        let store = Store::open(&path).unwrap();
+        let conn = store.lock();
+        let mut stmt = conn
+            .prepare("SELECT address, node_id FROM node_addresses ORDER BY address")
+            .unwrap();
+        let rows: Vec<(String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let expected = [
+            ("100.64.0.1", "node-a"),
+            ("100.64.0.2", "node-b"),
+            ("fd00:64::2", "node-b"),
+        ];
+        assert_eq!(
+            rows,
+            expected.map(|(a, n)| (a.to_owned(), n.to_owned())).to_vec()
+        );
+    }
+
+    #[test]
     fn a_newer_schema_is_refused_clearly() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("controller.db");

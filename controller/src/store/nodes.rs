@@ -1,5 +1,8 @@
 //! The `nodes` table: enrolled nodes and their pins.
 
+use std::collections::HashSet;
+use std::net::IpAddr;
+
 use meshtun_proto::wire::valid_node_id;
 use meshtun_proto::{IdentityPublic, PublicKey};
 use rusqlite::{params, OptionalExtension as _, Row, Transaction};
@@ -99,6 +102,16 @@ pub(crate) fn insert_node(
         });
     }
     let addresses = to_json(&node.addresses, || format!("node {} addresses", node.id))?;
+    for address in &node.addresses {
+        let ip = address.addr();
+        if let Some(holder) = address_holder(tx, ip)? {
+            return Err(StoreError::AddressInUse {
+                node: node.id.clone(),
+                address: ip,
+                holder: format!("node {holder}"),
+            });
+        }
+    }
     tx.execute(
         &format!("INSERT INTO nodes ({NODE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
         params![
@@ -112,12 +125,52 @@ pub(crate) fn insert_node(
         ],
     )
     .ctx(what)?;
+    for address in &node.addresses {
+        // The primary key refuses a second holder even if the check above were skipped.
+        tx.execute(
+            "INSERT INTO node_addresses (address, node_id) VALUES (?1, ?2)",
+            params![address.addr().to_string(), node.id],
+        )
+        .ctx(what)?;
+    }
     let entry = EnrollEntry {
         node: node.clone(),
         invite_token_hash,
     };
     append(tx, AuditKind::Enroll, &entry)?;
     Ok(())
+}
+
+/// The node holding overlay address `ip`, if any.
+pub(crate) fn address_holder(
+    tx: &Transaction<'_>,
+    ip: IpAddr,
+) -> Result<Option<String>, StoreError> {
+    tx.query_row(
+        "SELECT node_id FROM node_addresses WHERE address = ?1",
+        [ip.to_string()],
+        |r| r.get(0),
+    )
+    .optional()
+    .ctx(|| format!("looking up the holder of address {ip}"))
+}
+
+/// Every overlay address a node holds.
+pub(crate) fn held_addresses(tx: &Transaction<'_>) -> Result<HashSet<IpAddr>, StoreError> {
+    let what = || "reading the held addresses".to_owned();
+    let mut stmt = tx
+        .prepare_cached("SELECT address FROM node_addresses")
+        .ctx(what)?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0)).ctx(what)?;
+    let mut held = HashSet::new();
+    for row in rows {
+        let text = row.ctx(what)?;
+        let ip = text
+            .parse()
+            .map_err(|e| corrupt(format!("node_addresses address {text:?}"), e))?;
+        held.insert(ip);
+    }
+    Ok(held)
 }
 
 impl Store {
@@ -233,6 +286,29 @@ mod tests {
         assert!(err.ends_with("is already used by node node-a"), "{err}");
         assert_eq!(store.nodes().unwrap(), vec![a]);
         assert_eq!(audit_kinds(&store), ["enroll"]);
+    }
+
+    #[test]
+    fn an_address_held_by_one_node_is_refused_to_another_and_freed_on_removal() {
+        let store = Store::open_in_memory().unwrap();
+        let (a, _) = node("node-a", 1);
+        store.add_node(&a).unwrap();
+        let (mut b, _) = node("node-b", 2);
+        // The same address with another prefix length is the same address.
+        b.addresses = vec![ipnet::IpNet::new(a.addresses[0].addr(), 24).unwrap()];
+        let err = store.add_node(&b).unwrap_err().to_string();
+        assert!(err.ends_with("is already held by node node-a"), "{err}");
+        assert_eq!(store.nodes().unwrap(), vec![a.clone()]);
+        // The database itself refuses a second holder.
+        let conn = store.lock();
+        let dup = conn.execute(
+            "INSERT INTO node_addresses (address, node_id) VALUES (?1, 'node-a')",
+            [a.addresses[0].addr().to_string()],
+        );
+        assert!(dup.is_err());
+        drop(conn);
+        store.remove_node("node-a").unwrap();
+        store.add_node(&b).unwrap();
     }
 
     #[test]

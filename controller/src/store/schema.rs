@@ -83,8 +83,25 @@ CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 "#;
 
+/// Schema version 2: one row per node address, so that no two nodes can hold one address
+/// (the primary key), whatever the code above the database does. `address` is the IP
+/// without its prefix length, in canonical text. An existing database gets its nodes'
+/// addresses in enrollment order; where two nodes already shared one, the first enrolled
+/// keeps the row, and nodes refuse an address two peers claim.
+const V2: &str = r#"
+CREATE TABLE node_addresses (
+    address TEXT PRIMARY KEY NOT NULL,
+    node_id TEXT NOT NULL REFERENCES nodes (id) ON DELETE CASCADE
+) STRICT;
+CREATE INDEX node_addresses_by_node ON node_addresses (node_id);
+INSERT OR IGNORE INTO node_addresses (address, node_id)
+    SELECT substr(j.value, 1, instr(j.value, '/') - 1), n.id
+    FROM nodes AS n, json_each(n.addresses) AS j
+    ORDER BY n.enrolled_ms, n.id;
+"#;
+
 /// Every migration, oldest first.
-pub(crate) const MIGRATIONS: &[&str] = &[V1];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Brings the database to the newest schema version, refusing one newer than this build.
 pub(crate) fn migrate(conn: &mut Connection, location: &str) -> Result<(), StoreError> {

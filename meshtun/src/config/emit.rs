@@ -214,6 +214,9 @@ impl TomlText {
         if let Some(ca) = &settings.ca_file {
             self.line("ca_file", string(&file_name_or_path(ca, config_path)));
         }
+        if let Some(prefixes) = &settings.allowed_prefixes {
+            self.line("allowed_prefixes", strings(prefixes));
+        }
     }
 
     /// Writes the `[benchmark]` section; keys at their defaults are left out.
@@ -308,6 +311,7 @@ mod tests {
             grace: Duration::from_secs(90),
             cache_file: dir.join("cache/wg0.bundle"),
             ca_file: None,
+            allowed_prefixes: Some(vec!["100.64.0.0/24".parse().unwrap()]),
         }
     }
 

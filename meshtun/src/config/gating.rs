@@ -11,6 +11,8 @@
 //! grace = 30                               # seconds, default 30
 //! cache_file = "/var/lib/meshtun/wg0.bundle"  # default: /var/lib/meshtun/NAME.bundle
 //! ca_file = "controller-ca.pem"            # optional: trust this CA (PEM) for https
+//! allowed_prefixes = ["100.64.0.0/24", "fd00:64::/64"]  # where gated peers may route;
+//!                                          # default: the interface addresses' prefixes
 //!
 //! [benchmark]
 //! interval = 10                            # seconds, default 10
@@ -30,6 +32,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use meshtun_proto::IdentityPublic;
 
 /// The directory of the default bundle cache (`/var/lib/meshtun/NAME.bundle`).
@@ -40,6 +43,16 @@ pub const DEFAULT_GRACE_SECS: u64 = 30;
 
 /// The longest `grace`, in seconds (one day).
 pub const MAX_GRACE_SECS: u64 = 86_400;
+
+/// The shortest IPv4 prefix a gated peer may route, and in `allowed_prefixes`: shorter ones
+/// are a default route or pieces of one.
+pub const MIN_GATED_PREFIX_V4: u8 = 8;
+
+/// The shortest IPv6 prefix a gated peer may route, and in `allowed_prefixes`.
+pub const MIN_GATED_PREFIX_V6: u8 = 16;
+
+/// The most prefixes `allowed_prefixes` may list.
+pub const MAX_ALLOWED_PREFIXES: usize = 64;
 
 /// Seconds between benchmark runs, by default.
 pub const DEFAULT_INTERVAL_SECS: u64 = 10;
@@ -96,6 +109,10 @@ pub struct ControllerSettings {
     /// A PEM file of CA certificates to trust for an `https` controller, beside the system's
     /// web roots (for a controller with a private CA or a self-signed certificate).
     pub ca_file: Option<PathBuf>,
+    /// The prefixes gated peers' networks must lie inside, pinned at join. `None`: the
+    /// prefixes of the interface's own addresses (see
+    /// [`GatedLimits`](crate::gate::merge::GatedLimits)).
+    pub allowed_prefixes: Option<Vec<IpNet>>,
 }
 
 /// Where benchmark scores come from.
@@ -132,6 +149,43 @@ pub struct BenchmarkSettings {
 /// The benchmark timeout when the configuration sets none: `min(3 × interval, 60 s)`.
 pub fn default_timeout(interval: Duration) -> Duration {
     (interval * 3).min(Duration::from_secs(DEFAULT_TIMEOUT_CAP_SECS))
+}
+
+/// Checks `allowed_prefixes`: 1 to [`MAX_ALLOWED_PREFIXES`] networks without host bits,
+/// none shorter than [`MIN_GATED_PREFIX_V4`] / [`MIN_GATED_PREFIX_V6`].
+pub fn check_allowed_prefixes(prefixes: &[IpNet]) -> Result<(), String> {
+    if prefixes.is_empty() {
+        return Err(
+            "the list is empty, so no gated peer could be reached; list the \
+                    overlay's prefixes, or leave the key out to allow the interface's own"
+                .into(),
+        );
+    }
+    if prefixes.len() > MAX_ALLOWED_PREFIXES {
+        return Err(format!(
+            "{} prefixes; at most {MAX_ALLOWED_PREFIXES} are accepted",
+            prefixes.len()
+        ));
+    }
+    for net in prefixes {
+        if net.trunc() != *net {
+            return Err(format!(
+                "{net} has host bits set; write the network, {}",
+                net.trunc()
+            ));
+        }
+        let min = match net {
+            IpNet::V4(_) => MIN_GATED_PREFIX_V4,
+            IpNet::V6(_) => MIN_GATED_PREFIX_V6,
+        };
+        if net.prefix_len() < min {
+            return Err(format!(
+                "{net} is shorter than /{min}: gated peers may not route a default route \
+                 or large parts of the address space"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a controller base URL: `http` or `https`, a host, and nothing after it; returns it

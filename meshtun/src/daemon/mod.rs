@@ -27,7 +27,7 @@ pub use privileges::{PrivilegeError, RunAs};
 
 use crate::config::{Config, ConfigError};
 use crate::device::{Device, DeviceError};
-use crate::gate::{merge, GateUpdate};
+use crate::gate::{merge, GateUpdate, GatedLimits};
 use crate::host::{self, HostError, HostSetup};
 use crate::metrics::{self, MetricsError, MetricsServer, MetricsSource};
 use crate::tun::{Tun, TunOptions};
@@ -454,7 +454,8 @@ impl Running {
     /// force. Returns what was refused from the gated peers.
     async fn apply_peers(&mut self) -> Result<Vec<String>, DaemonError> {
         let routes = self.config.host_plan().routes;
-        let merged = merge(&self.settings, &routes, &self.gating.applied);
+        let limits = GatedLimits::from_config(&self.config);
+        let merged = merge(&self.settings, &routes, &self.gating.applied, &limits);
         self.device
             .reconfigure(&merged.settings)
             .await

@@ -29,7 +29,7 @@ pub use benchmark::{BenchmarkSource, CommandSource, SimulatedSource, SourceError
 pub use bundle::{verify_bundle, BundleCheckError, GatedPeer, VerifiedBundle};
 pub use cache::{load_cache, save_cache, CacheError, CachedBundle};
 pub use client::{enroll, ClientError, ControllerClient};
-pub use merge::{merge, Merged};
+pub use merge::{merge, GatedLimits, Merged};
 pub use runner::{Gate, GateOptions, GateUpdate, GatedPeerConfig};
 pub use state::{Enforced, GateState};
 /// Unix time now, in milliseconds (0 before 1970, saturating far in the future): the

@@ -109,6 +109,11 @@ impl Draft {
         );
         out.note("controller.node_id", "this node's id at the controller");
         out.note(
+            "controller.allowed_prefixes",
+            "the overlay's prefixes, pinned at join: routes from the controller outside them\n\
+             are refused",
+        );
+        out.note(
             "controller.identity_key_file",
             "this node's Ed25519 key (chmod 600); it signs the node's requests",
         );
@@ -177,6 +182,10 @@ mod tests {
                 grace: Duration::from_secs(DEFAULT_GRACE_SECS),
                 cache_file: Path::new(crate::config::DEFAULT_CACHE_DIR).join("wg0.bundle"),
                 ca_file: None,
+                allowed_prefixes: Some(vec![
+                    "100.64.0.0/24".parse().unwrap(),
+                    "fd00::/64".parse().unwrap(),
+                ]),
             },
             benchmark: benchmark.map(|source| BenchmarkSettings {
                 interval,

@@ -154,3 +154,21 @@ fn options_never_show_the_token() {
     assert!(shown.contains("node-d"), "{shown}");
     assert!(!shown.contains("secret-token"), "{shown}");
 }
+
+#[test]
+fn an_assignment_outside_the_overlay_or_a_default_route_overlay_is_refused() {
+    let reply = |addresses: &[&str], network: &[&str]| EnrollResponse {
+        node_id: "node-d".into(),
+        addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+        endpoint: None,
+        network: network.iter().map(|n| n.parse().unwrap()).collect(),
+    };
+    check_assignment(&reply(&["100.64.0.4/24"], &["100.64.0.0/10"])).unwrap();
+    // A connected route for half of IPv4 (review #10), or an address outside the overlay.
+    let err = check_assignment(&reply(&["1.0.0.1/1"], &["100.64.0.0/10"])).unwrap_err();
+    assert!(err.contains("1.0.0.1/1"), "{err}");
+    let err = check_assignment(&reply(&["100.64.0.4/8"], &["100.64.0.0/10"])).unwrap_err();
+    assert!(err.contains("outside the overlay prefixes"), "{err}");
+    let err = check_assignment(&reply(&["1.0.0.1/1"], &["0.0.0.0/1"])).unwrap_err();
+    assert!(err.contains("shorter than /8"), "{err}");
+}

@@ -189,6 +189,30 @@ fn bad_controller_values_name_line_and_key() {
             "cache_file = \"\"\n",
             &["line 7", "`controller.cache_file`", "file path"],
         ),
+        (
+            "allowed_prefixes = [\"0.0.0.0/1\", \"128.0.0.0/1\"]\n",
+            &["line 7", "`controller.allowed_prefixes`", "shorter than /8"],
+        ),
+        (
+            "allowed_prefixes = [\"::/0\"]\n",
+            &["`controller.allowed_prefixes`", "shorter than /16"],
+        ),
+        (
+            "allowed_prefixes = [\"100.64.0.1/24\"]\n",
+            &[
+                "`controller.allowed_prefixes`",
+                "host bits",
+                "100.64.0.0/24",
+            ],
+        ),
+        (
+            "allowed_prefixes = []\n",
+            &["`controller.allowed_prefixes`", "empty"],
+        ),
+        (
+            "allowed_prefixes = [\"mesh\"]\n",
+            &["`controller.allowed_prefixes`", "CIDR"],
+        ),
     ];
     for (extra, parts) in cases {
         let message = error(&with_controller(extra));
@@ -196,6 +220,21 @@ fn bad_controller_values_name_line_and_key() {
             assert!(message.contains(part), "{extra:?}: {message}");
         }
     }
+}
+
+#[test]
+fn allowed_prefixes_are_read_and_absent_by_default() {
+    let text = with_controller("allowed_prefixes = [\"100.64.0.0/10\", \"fd00:64::/64\"]\n");
+    let config = parse(&text).unwrap();
+    assert_eq!(
+        controller(&config).allowed_prefixes,
+        Some(vec![
+            "100.64.0.0/10".parse().unwrap(),
+            "fd00:64::/64".parse().unwrap()
+        ])
+    );
+    let config = parse(&with_controller("")).unwrap();
+    assert_eq!(controller(&config).allowed_prefixes, None);
 }
 
 #[test]

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use meshtun_proto::wire::{valid_node_id, MAX_SUITE_VERSION};
 use meshtun_proto::IdentityPublic;
 use serde::Deserialize;
@@ -10,9 +11,9 @@ use toml::Spanned;
 
 use super::Builder;
 use crate::config::gating::{
-    controller_url, default_timeout, BenchmarkSettings, BenchmarkSourceConfig, ControllerSettings,
-    LossPolicy, DEFAULT_CACHE_DIR, DEFAULT_GRACE_SECS, DEFAULT_INTERVAL_SECS, MAX_GRACE_SECS,
-    MAX_INTERVAL_SECS, MAX_TIMEOUT_SECS,
+    check_allowed_prefixes, controller_url, default_timeout, BenchmarkSettings,
+    BenchmarkSourceConfig, ControllerSettings, LossPolicy, DEFAULT_CACHE_DIR, DEFAULT_GRACE_SECS,
+    DEFAULT_INTERVAL_SECS, MAX_GRACE_SECS, MAX_INTERVAL_SECS, MAX_TIMEOUT_SECS,
 };
 use crate::config::secrets::resolve_key_path;
 use crate::config::ConfigError;
@@ -29,6 +30,7 @@ pub(super) struct RawController {
     grace: Option<Spanned<i64>>,
     cache_file: Option<Spanned<String>>,
     ca_file: Option<Spanned<String>>,
+    allowed_prefixes: Option<Spanned<Vec<String>>>,
 }
 
 /// `[benchmark]`.
@@ -129,6 +131,10 @@ impl Builder<'_> {
             .gating_value(at, "cache_file", &raw.cache_file, |f| file_path(config, f))?
             .unwrap_or_else(|| Path::new(DEFAULT_CACHE_DIR).join(format!("{interface}.bundle")));
         let ca_file = self.gating_value(at, "ca_file", &raw.ca_file, |f| file_path(config, f))?;
+        let allowed_prefixes =
+            self.gating_value(at, "allowed_prefixes", &raw.allowed_prefixes, |list| {
+                allowed_prefixes(list)
+            })?;
         self.note_secret_file(identity_key_file.clone());
         Ok(ControllerSettings {
             url,
@@ -139,6 +145,7 @@ impl Builder<'_> {
             grace,
             cache_file,
             ca_file,
+            allowed_prefixes,
         })
     }
 
@@ -218,6 +225,23 @@ fn seconds(value: i64, min: u64, max: u64) -> Result<Duration, String> {
             "{value} is out of range: it must be a number of seconds from {min} to {max}"
         )),
     }
+}
+
+/// `allowed_prefixes`: networks in CIDR form, checked by [`check_allowed_prefixes`].
+fn allowed_prefixes(list: &[String]) -> Result<Vec<IpNet>, String> {
+    let nets = list
+        .iter()
+        .map(|text| {
+            text.parse::<IpNet>().map_err(|_| {
+                format!(
+                    "`{}` is not a network in CIDR form (such as \"100.64.0.0/24\")",
+                    text.escape_debug()
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    check_allowed_prefixes(&nets)?;
+    Ok(nets)
 }
 
 /// The controller's Ed25519 public key.
