@@ -18,6 +18,7 @@ pub mod benchmark;
 pub mod bundle;
 pub mod cache;
 pub mod client;
+pub mod clock;
 pub mod merge;
 pub mod resolve;
 pub mod runner;
@@ -35,9 +36,33 @@ pub use state::{Enforced, GateState};
 /// Unix time now, in milliseconds (0 before 1970, saturating far in the future): the
 /// clock bundles, benchmarks and signed requests are stamped with.
 pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    skewed_for_tests(now)
+}
+
+/// In debug builds, `now` moved by `MESHTUN_CLOCK_OFFSET_MS` (a signed number): the
+/// end-to-end tests run nodes whose clocks are off. Release builds read the clock as it is.
+#[cfg(debug_assertions)]
+fn skewed_for_tests(now: u64) -> u64 {
+    static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let offset = *OFFSET.get_or_init(|| {
+        std::env::var("MESHTUN_CLOCK_OFFSET_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    });
+    if offset >= 0 {
+        now.saturating_add(offset.unsigned_abs())
+    } else {
+        now.saturating_sub(offset.unsigned_abs())
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn skewed_for_tests(now: u64) -> u64 {
+    now
 }
 
 pub use status::{GateStatus, GatedPeerInfo, MembershipState, SharedGateStatus};

@@ -127,6 +127,7 @@ impl Gate {
             status.clone(),
             updates,
             system_lookup(),
+            Arc::new(unix_ms),
         );
         let scheduler = tokio::spawn(scheduler.run(received));
         let fetcher = tokio::spawn(fetch_loop(client.clone(), after, bundles, status.clone()));

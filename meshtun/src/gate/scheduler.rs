@@ -13,11 +13,12 @@ use tokio::sync::mpsc;
 
 use super::bundle::{GatedPeer, VerifiedBundle};
 use super::cache::save_cache;
+use super::clock::ControllerClock;
+pub(super) use super::clock::LocalClock;
 use super::resolve::{spawn_lookups, Endpoints, Looked, Lookup};
 use super::runner::{GateUpdate, GatedPeerConfig};
 use super::state::{Enforced, GateState};
 use super::status::{MembershipState, SharedGateStatus};
-use super::unix_ms;
 use crate::wgcfg::PeerSettings;
 
 /// Turns bundles and time into [`GateUpdate`]s.
@@ -33,6 +34,8 @@ pub(super) struct Scheduler {
     looked_rx: mpsc::Receiver<Looked>,
     /// The last bundle accepted, to write to the cache once what is due is enforced.
     unsaved: Option<SignedBundle>,
+    /// The controller's time, as estimated from the bundles' `issued_ms`.
+    clock: ControllerClock,
 }
 
 impl Scheduler {
@@ -44,6 +47,7 @@ impl Scheduler {
         status: SharedGateStatus,
         updates: mpsc::Sender<GateUpdate>,
         lookup: Lookup,
+        local: LocalClock,
     ) -> Self {
         let (looked_tx, looked_rx) = mpsc::channel(64);
         Self {
@@ -56,6 +60,7 @@ impl Scheduler {
             looked_tx,
             looked_rx,
             unsaved: None,
+            clock: ControllerClock::new(local),
         }
     }
 
@@ -64,7 +69,7 @@ impl Scheduler {
         self.resolve_endpoints_of_known();
         loop {
             crate::supervise::fault_point("scheduler");
-            if self.state.advance(unix_ms()) && !self.send_update().await {
+            if self.state.advance(self.clock.now()) && !self.send_update().await {
                 return;
             }
             // After the update: a cut-off does not wait for the disk.
@@ -82,7 +87,7 @@ impl Scheduler {
                         return;
                     }
                 }
-                () = sleep_until_unix(deadline) => {}
+                () = sleep_until(deadline, self.clock.now()) => {}
             }
         }
     }
@@ -97,7 +102,18 @@ impl Scheduler {
             .iter()
             .filter_map(|p| p.endpoint.clone())
             .collect();
-        match self.state.offer(bundle, unix_ms()) {
+        if let Some(offset) = self.clock.observe(bundle.issued_ms) {
+            tracing::warn!(
+                target: "meshtun::gate",
+                offset_ms = offset,
+                "this node's clock is {:.1} s {} the controller's: activation times are \
+                 corrected by that offset, but fix the clock (NTP): signed requests are \
+                 refused beyond the controller's clock_skew",
+                offset.unsigned_abs() as f64 / 1000.0,
+                if offset < 0 { "ahead of" } else { "behind" }
+            );
+        }
+        match self.state.offer(bundle, self.clock.now()) {
             Ok(()) => {}
             Err(error) => {
                 tracing::debug!(target: "meshtun::gate", "bundle ignored: {error}");
@@ -137,7 +153,7 @@ impl Scheduler {
     fn resolve(&mut self, endpoints: &[String]) {
         let names = self
             .endpoints
-            .to_look_up(endpoints.iter().map(String::as_str), unix_ms());
+            .to_look_up(endpoints.iter().map(String::as_str), self.clock.local_ms());
         spawn_lookups(names, self.lookup.clone(), self.looked_tx.clone());
     }
 
@@ -145,7 +161,7 @@ impl Scheduler {
     /// update must then be sent again).
     fn learned(&mut self, looked: Looked) -> bool {
         let text = looked.0.clone();
-        if !self.endpoints.record(looked, unix_ms()) {
+        if !self.endpoints.record(looked, self.clock.local_ms()) {
             return false;
         }
         match self.state.enforced() {
@@ -210,11 +226,12 @@ impl Scheduler {
     }
 }
 
-/// Sleeps until Unix time `deadline_ms`, or forever without one.
-async fn sleep_until_unix(deadline_ms: Option<u64>) {
+/// Sleeps until `deadline_ms`, given that it is `now_ms` (both controller time), or forever
+/// without a deadline.
+async fn sleep_until(deadline_ms: Option<u64>, now_ms: u64) {
     match deadline_ms {
         Some(deadline) => {
-            let wait = deadline.saturating_sub(unix_ms());
+            let wait = deadline.saturating_sub(now_ms);
             tokio::time::sleep(Duration::from_millis(wait)).await;
         }
         None => std::future::pending().await,

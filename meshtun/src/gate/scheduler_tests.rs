@@ -9,6 +9,7 @@ use meshtun_proto::{PresharedKey, PrivateKey};
 
 use super::*;
 use crate::config::LossPolicy;
+use crate::gate::unix_ms;
 
 /// A name that never answers: its lookup never completes.
 const BLACKHOLE: &str = "never.resolves.example:51820";
@@ -77,6 +78,7 @@ async fn a_name_that_never_resolves_delays_no_cut_off_and_is_looked_up_once() {
         SharedGateStatus::default(),
         tx,
         lookup(calls.clone()),
+        Arc::new(unix_ms),
     );
     let (bundles, received) = mpsc::channel(4);
     let task = tokio::spawn(scheduler.run(received));
@@ -139,6 +141,7 @@ async fn a_name_that_resolves_later_reaches_the_device_in_a_second_update() {
         SharedGateStatus::default(),
         tx,
         lookup(Arc::new(AtomicUsize::new(0))),
+        Arc::new(unix_ms),
     );
     let (bundles, received) = mpsc::channel(4);
     let task = tokio::spawn(scheduler.run(received));
@@ -155,4 +158,58 @@ async fn a_name_that_resolves_later_reaches_the_device_in_a_second_update() {
         Some("198.51.100.20:51820".parse().unwrap())
     );
     task.abort();
+}
+
+/// A node whose clock is `skew_ms` off the controller's (positive: ahead) still switches to a
+/// bundle at its activation time, as the controller counts it, within 150 ms: neither early
+/// (nor refusing it as expired on arrival) nor late.
+async fn activation_is_on_time_with_a_skewed_clock(skew_ms: i64) {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut updates) = mpsc::channel(16);
+    let local: LocalClock = Arc::new(move || {
+        let now = unix_ms();
+        if skew_ms >= 0 {
+            now + skew_ms.unsigned_abs()
+        } else {
+            now - skew_ms.unsigned_abs()
+        }
+    });
+    let scheduler = Scheduler::new(
+        GateState::new(LossPolicy::FailClosed, 3_000),
+        dir.path().join("bundle.json"),
+        SharedGateStatus::default(),
+        tx,
+        lookup(Arc::new(AtomicUsize::new(0))),
+        local,
+    );
+    let (bundles, received) = mpsc::channel(4);
+    let task = tokio::spawn(scheduler.run(received));
+    // Epochs of 5 s, each published 1 s ahead (the controller's times are the true ones).
+    for epoch in 1..=3 {
+        let issued = unix_ms();
+        let activation = issued + 1_000;
+        let mut b = bundle(epoch, activation, Membership::Allowed, Vec::new());
+        b.issued_ms = issued;
+        b.not_after_ms = activation + 5_000;
+        let sent = std::time::Instant::now();
+        bundles.send(b).await.unwrap();
+        let update = next(&mut updates, Duration::from_secs(3)).await;
+        let waited = sent.elapsed();
+        assert_eq!(update.epoch, Some(epoch), "skew {skew_ms} ms");
+        assert!(
+            waited >= Duration::from_millis(900) && waited <= Duration::from_millis(1_150),
+            "skew {skew_ms} ms: epoch {epoch} switched {waited:?} after publication, not 1 s"
+        );
+    }
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_node_twenty_seconds_ahead_switches_on_time() {
+    activation_is_on_time_with_a_skewed_clock(20_000).await;
+}
+
+#[tokio::test]
+async fn a_node_twenty_seconds_behind_switches_on_time() {
+    activation_is_on_time_with_a_skewed_clock(-20_000).await;
 }
