@@ -125,14 +125,21 @@ impl VerifiedBundle {
         now_ms >= self.not_after_ms
     }
 
-    /// Checks that the bundle is newer than epoch `after` (if given) and not expired.
-    pub fn check_fresh(&self, after: Option<EpochId>, now_ms: u64) -> Result<(), BundleCheckError> {
-        if let Some(have) = after.filter(|have| self.epoch <= *have) {
-            return Err(BundleCheckError::StaleEpoch {
+    /// Checks that the bundle is newer than epoch `after` (if given).
+    pub fn check_newer(&self, after: Option<EpochId>) -> Result<(), BundleCheckError> {
+        match after.filter(|have| self.epoch <= *have) {
+            Some(have) => Err(BundleCheckError::StaleEpoch {
                 got: self.epoch,
                 have,
-            });
+            }),
+            None => Ok(()),
         }
+    }
+
+    /// Checks that the bundle is newer than epoch `after` (if given) and not expired at
+    /// `now_ms` (the controller's time).
+    pub fn check_fresh(&self, after: Option<EpochId>, now_ms: u64) -> Result<(), BundleCheckError> {
+        self.check_newer(after)?;
         if self.is_expired(now_ms) {
             return Err(BundleCheckError::Expired {
                 epoch: self.epoch,
