@@ -40,7 +40,8 @@ pub enum SlotKind {
 
 /// One `Tunn` and what we track about it.
 pub struct Slot {
-    tunn: Tunn,
+    /// Boxed: a `Tunn` is large, and slots move (prepared, installed, retired).
+    tunn: Box<Tunn>,
     index: u32,
     psk: Option<PresharedKey>,
     /// Full 32-bit receiver index of the newest session a packet arrived on.
@@ -60,14 +61,14 @@ impl Slot {
         index: u32,
         limiter: Arc<RateLimiter>,
     ) -> Self {
-        let tunn = Tunn::new(
+        let tunn = Box::new(Tunn::new(
             private.to_static_secret(),
             x25519::PublicKey::from(*peer.as_bytes()),
             psk.as_ref().map(|k| *k.as_bytes()),
             None,
             index,
             Some(limiter),
-        );
+        ));
         Self {
             tunn,
             index,
@@ -80,6 +81,11 @@ impl Slot {
     /// The slot's 24-bit session index.
     pub fn index(&self) -> u32 {
         self.index
+    }
+
+    /// The preshared key the `Tunn` was made with.
+    pub fn psk(&self) -> &Option<PresharedKey> {
+        &self.psk
     }
 
     /// True if the `Tunn` has a session that can encrypt.
