@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 use super::index::IndexTable;
 use super::peer::{PeerState, Slot};
 use super::prepare::{Prepared, SlotMaker};
+use super::queue::{QueueBudget, QUEUE_BUDGET};
 use super::snapshot::{Identity, Peer, Snapshot};
 use super::stamps::RemovedStamps;
 use super::transport::DatagramBatch;
@@ -48,6 +49,8 @@ pub struct Control {
     indices: Arc<Mutex<IndexTable>>,
     /// `Tunn`s built for this change before it took the lock.
     prepared: Prepared,
+    /// The budget of every packet queued before a handshake.
+    budget: Arc<QueueBudget>,
     /// The peers, by public key.
     peers: HashMap<PublicKey, PeerEntry>,
     /// Their public keys, in configuration order.
@@ -74,6 +77,7 @@ impl Control {
             fwmark,
             indices: Arc::new(Mutex::new(IndexTable::new())),
             prepared: Prepared::default(),
+            budget: Arc::new(QueueBudget::new(QUEUE_BUDGET)),
             peers: HashMap::new(),
             order: Vec::new(),
             owners: HashMap::new(),
@@ -107,7 +111,13 @@ impl Control {
     /// private key.
     pub fn slot_maker(&self) -> Option<SlotMaker> {
         let (private, identity) = (self.private_key.clone()?, self.identity.clone()?);
-        Some(SlotMaker::new(private, identity, self.indices.clone()))
+        let budget = self.budget.clone();
+        Some(SlotMaker::new(
+            private,
+            identity,
+            self.indices.clone(),
+            budget,
+        ))
     }
 
     /// Hands over `Tunn`s built for the change about to be applied; see

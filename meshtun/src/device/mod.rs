@@ -19,6 +19,7 @@ mod noise;
 mod outbound;
 mod peer;
 mod prepare;
+mod queue;
 mod snapshot;
 mod stamps;
 mod stats;

@@ -17,29 +17,34 @@ use parking_lot::Mutex;
 
 use super::index::{IndexExhausted, IndexTable};
 use super::peer::Slot;
+use super::queue::QueueBudget;
 use super::snapshot::{Identity, Snapshot};
 use crate::wgcfg::{DeviceSettings, DeviceUpdate};
 
-/// What builds `Tunn`s: our key, the device's `Tunn` rate limiter and the index table.
+/// What builds `Tunn`s: our key, the device's `Tunn` rate limiter, index table and queue
+/// budget.
 #[derive(Clone)]
 pub struct SlotMaker {
     private: PrivateKey,
     identity: Arc<Identity>,
     indices: Arc<Mutex<IndexTable>>,
+    budget: Arc<QueueBudget>,
 }
 
 impl SlotMaker {
     /// A maker for the key `private` (whose identity is `identity`), taking indices from
-    /// `indices`.
+    /// `indices` and charging queued packets to `budget`.
     pub fn new(
         private: PrivateKey,
         identity: Arc<Identity>,
         indices: Arc<Mutex<IndexTable>>,
+        budget: Arc<QueueBudget>,
     ) -> Self {
         Self {
             private,
             identity,
             indices,
+            budget,
         }
     }
 
@@ -52,7 +57,8 @@ impl SlotMaker {
     ) -> Result<Slot, IndexExhausted> {
         let index = self.indices.lock().allocate(now)?;
         let limiter = self.identity.tunn_limiter.clone();
-        Ok(Slot::new(&self.private, key, psk, index, limiter))
+        let budget = self.budget.clone();
+        Ok(Slot::new(&self.private, key, psk, index, limiter, budget))
     }
 
     /// The identity the `Tunn`s are made for.
