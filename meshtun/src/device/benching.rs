@@ -1,14 +1,21 @@
-//! A harness for microbenchmarks of the packet path without I/O: one batch of IP packets
-//! routed and encrypted by Alice, and the resulting datagrams decrypted and checked against
-//! Alice's allowed IPs by Bob, with the buffers the workers use, reused between rounds.
+//! Harnesses for microbenchmarks without I/O:
+//! - the packet path: one batch of IP packets routed and encrypted by Alice, and the
+//!   resulting datagrams decrypted and checked against Alice's allowed IPs by Bob, with the
+//!   buffers the workers use, reused between rounds;
+//! - the control path: a configuration change applied as the device applies it under its
+//!   control lock.
 
 use std::time::Instant;
 
+use super::control::Control;
 use super::fuzzing::{Harness, MTU};
 use super::inbound::Inbound;
 use super::outbound::encapsulate_batch;
+use super::prepare::{self, Prepared};
+use super::snapshot::Snapshot;
 use super::transport::{DatagramBatch, PacketBatch, MAX_PACKET, TUN_HEADROOM};
 use super::BATCH;
+use crate::wgcfg::{DeviceSettings, DeviceStatus};
 
 /// Two peers with an established session and a full batch of packets from Alice to Bob.
 pub struct PacketBench {
@@ -89,6 +96,65 @@ impl PacketBench {
             );
         }
         self.tun.len()
+    }
+}
+
+/// A device's control state, to time configuration changes.
+pub struct ApplyBench {
+    control: Control,
+    snapshot: Snapshot,
+    prepared: Option<Prepared>,
+    out: DatagramBatch,
+}
+
+impl ApplyBench {
+    /// Control state configured with `settings`.
+    pub fn new(settings: &DeviceSettings) -> Self {
+        let mut bench = Self {
+            control: Control::new(51820, 0),
+            snapshot: Snapshot::default(),
+            prepared: None,
+            out: DatagramBatch::new(BATCH, MTU + 64),
+        };
+        bench.apply(settings);
+        bench
+    }
+
+    /// Builds the `Tunn`s that applying `settings` will need, as
+    /// [`Device::reconfigure`](super::Device::reconfigure) does before it takes the control
+    /// lock.
+    pub fn prepare(&mut self, settings: &DeviceSettings) {
+        let wanted = prepare::wanted_by_settings(&self.snapshot, settings);
+        self.prepared = self
+            .control
+            .slot_maker()
+            .map(|maker| Prepared::make(&maker, wanted, Instant::now()));
+    }
+
+    /// Applies `settings` as the device does while it holds the control lock: the change
+    /// (with the `Tunn`s of [`prepare`](Self::prepare), if called), then the new routing
+    /// snapshot. The handshake initiations it makes due are dropped here (the device sends
+    /// them after releasing the lock). Returns the number of peers in the snapshot; 0 if the
+    /// change failed.
+    pub fn apply(&mut self, settings: &DeviceSettings) -> usize {
+        let now = Instant::now();
+        self.out.clear();
+        if let Some(prepared) = self.prepared.take() {
+            self.control.use_prepared(prepared);
+        }
+        let result = self.control.apply_settings(settings, now, &mut self.out);
+        self.control.finish_change(now);
+        self.snapshot = self.control.snapshot();
+        self.control.take_pending(usize::MAX);
+        match result {
+            Ok(()) => self.snapshot.peers.len(),
+            Err(_) => 0,
+        }
+    }
+
+    /// The status of every peer, as the device would report it.
+    pub fn status(&self) -> DeviceStatus {
+        self.control.status("bench")
     }
 }
 

@@ -1,11 +1,16 @@
-//! The device's control state: keys, the ordered peer table and session indices.
+//! The device's control state: keys, the peer table and session indices.
 //!
 //! Every change goes through [`Control`] under the device's control lock, which is never
 //! taken on the packet path. After a change the caller publishes a new
 //! [`Snapshot`](super::snapshot::Snapshot) and sends whatever datagrams the change produced
-//! (handshake initiations, keepalives).
+//! (keepalives), then the handshake initiations it made due
+//! ([`take_pending`](Control::take_pending)).
+//!
+//! Peers are kept by public key, with the configuration order beside them, and every allowed
+//! network knows its owner: applying a configuration of n peers costs O(n) map operations
+//! plus the snapshot's O(n log n), whatever changed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,9 +20,11 @@ use meshtun_proto::{PresharedKey, PrivateKey, PublicKey};
 use parking_lot::Mutex;
 
 use super::index::IndexTable;
-use super::noise::Tai64n;
 use super::peer::{PeerState, Slot};
+use super::prepare::{Prepared, SlotMaker};
+use super::queue::{QueueBudget, QUEUE_BUDGET};
 use super::snapshot::{Identity, Peer, Snapshot};
+use super::stamps::RemovedStamps;
 use super::transport::DatagramBatch;
 use super::DeviceError;
 use crate::wgcfg::{
@@ -26,9 +33,8 @@ use crate::wgcfg::{
 };
 
 /// A peer and the endpoint its configuration names (the live one roams).
-pub struct PeerEntry {
-    /// The peer.
-    pub peer: Arc<Peer>,
+struct PeerEntry {
+    peer: Arc<Peer>,
     configured_endpoint: Option<SocketAddr>,
 }
 
@@ -40,8 +46,18 @@ pub struct Control {
     pub listen_port: u16,
     /// The firewall mark on outgoing datagrams (0: none).
     pub fwmark: u32,
-    indices: IndexTable,
-    peers: Vec<PeerEntry>,
+    indices: Arc<Mutex<IndexTable>>,
+    /// `Tunn`s built for this change before it took the lock.
+    prepared: Prepared,
+    /// The budget of every packet queued before a handshake.
+    budget: Arc<QueueBudget>,
+    /// The peers, by public key.
+    peers: HashMap<PublicKey, PeerEntry>,
+    /// Their public keys, in configuration order.
+    order: Vec<PublicKey>,
+    /// The peer each allowed network (truncated) belongs to; the inverse of the peers'
+    /// `allowed_ips`.
+    owners: HashMap<IpNet, PublicKey>,
     /// Peers with a new `next` session whose initiation is not sent yet.
     pending_initiations: VecDeque<Arc<Peer>>,
     /// The newest initiation timestamps of removed peers.
@@ -49,40 +65,6 @@ pub struct Control {
     /// How long a previous preshared key may carry traffic after a change; `None`: until
     /// the new one completes a handshake.
     pub key_handover: Option<Duration>,
-}
-
-/// Removed peers remembered in [`RemovedStamps`], at most.
-const REMOVED_STAMPS: usize = 16_384;
-
-/// The newest initiation timestamp of each recently removed peer, so that a peer removed and
-/// added again (a gated peer denied, then allowed) keeps its replay protection. Bounded: the
-/// longest-removed peers are forgotten first.
-#[derive(Default)]
-struct RemovedStamps {
-    /// Each remembered peer's timestamp, and the number of the entry in `order` that keeps it.
-    stamps: HashMap<PublicKey, (Tai64n, u64)>,
-    /// Removals, oldest first; an entry whose number no longer matches is stale.
-    order: VecDeque<(PublicKey, u64)>,
-    next: u64,
-}
-
-impl RemovedStamps {
-    fn remember(&mut self, key: PublicKey, stamp: Tai64n) {
-        self.next += 1;
-        self.stamps.insert(key, (stamp, self.next));
-        self.order.push_back((key, self.next));
-        while self.order.len() > REMOVED_STAMPS {
-            if let Some((old, number)) = self.order.pop_front() {
-                if self.stamps.get(&old).is_some_and(|(_, n)| *n == number) {
-                    self.stamps.remove(&old);
-                }
-            }
-        }
-    }
-
-    fn take(&mut self, key: &PublicKey) -> Option<Tai64n> {
-        self.stamps.remove(key).map(|(stamp, _)| stamp)
-    }
 }
 
 impl Control {
@@ -93,8 +75,12 @@ impl Control {
             identity: None,
             listen_port,
             fwmark,
-            indices: IndexTable::new(),
-            peers: Vec::new(),
+            indices: Arc::new(Mutex::new(IndexTable::new())),
+            prepared: Prepared::default(),
+            budget: Arc::new(QueueBudget::new(QUEUE_BUDGET)),
+            peers: HashMap::new(),
+            order: Vec::new(),
+            owners: HashMap::new(),
             pending_initiations: VecDeque::new(),
             removed_stamps: RemovedStamps::default(),
             key_handover: None,
@@ -103,8 +89,13 @@ impl Control {
 
     /// The snapshot the packet path should use now.
     pub fn snapshot(&self) -> Snapshot {
-        let peers = self.peers.iter().map(|e| e.peer.clone()).collect();
+        let peers = self.ordered().map(|e| e.peer.clone()).collect();
         Snapshot::build(peers, self.identity.clone())
+    }
+
+    /// The peers in configuration order.
+    fn ordered(&self) -> impl Iterator<Item = &PeerEntry> {
+        self.order.iter().filter_map(|k| self.peers.get(k))
     }
 
     /// Our public key, if we have a private key.
@@ -112,28 +103,60 @@ impl Control {
         self.private_key.as_ref().map(PrivateKey::public_key)
     }
 
-    fn find(&self, key: &PublicKey) -> Option<usize> {
-        self.peers.iter().position(|e| e.peer.key == *key)
+    fn peer(&self, key: &PublicKey) -> Option<Arc<Peer>> {
+        self.peers.get(key).map(|e| e.peer.clone())
     }
 
+    /// What builds `Tunn`s for this device outside the control lock; `None` without a
+    /// private key.
+    pub fn slot_maker(&self) -> Option<SlotMaker> {
+        let (private, identity) = (self.private_key.clone()?, self.identity.clone()?);
+        let budget = self.budget.clone();
+        Some(SlotMaker::new(
+            private,
+            identity,
+            self.indices.clone(),
+            budget,
+        ))
+    }
+
+    /// Hands over `Tunn`s built for the change about to be applied; see
+    /// [`finish_change`](Self::finish_change).
+    pub fn use_prepared(&mut self, prepared: Prepared) {
+        self.prepared = prepared;
+    }
+
+    /// Ends a change: the prepared `Tunn`s it did not use are dropped.
+    pub fn finish_change(&mut self, now: Instant) {
+        let leftover = self.prepared.leftover();
+        self.release(leftover, now);
+        self.prepared = Prepared::default();
+    }
+
+    /// A `Tunn` for `key` with `psk`: the prepared one if there is one, else a new one.
     fn new_slot(
         &mut self,
         key: &PublicKey,
         psk: Option<PresharedKey>,
         now: Instant,
     ) -> Result<Option<Slot>, DeviceError> {
-        let (Some(private), Some(identity)) = (&self.private_key, &self.identity) else {
+        let Some(identity) = &self.identity else {
             return Ok(None);
         };
-        let index = self.indices.allocate(now)?;
-        let limiter = identity.tunn_limiter.clone();
-        Ok(Some(Slot::new(private, key, psk, index, limiter)))
+        if let Some(slot) = self.prepared.take(identity, key, &psk) {
+            return Ok(Some(slot));
+        }
+        match self.slot_maker() {
+            Some(maker) => Ok(Some(maker.make(key, psk, now)?)),
+            None => Ok(None),
+        }
     }
 
     /// Returns session indices to the table (they enter quarantine).
     pub fn release(&mut self, indices: impl IntoIterator<Item = u32>, now: Instant) {
+        let mut table = self.indices.lock();
         for idx in indices {
-            self.indices.release(idx, now);
+            table.release(idx, now);
         }
     }
 
@@ -150,12 +173,12 @@ impl Control {
         self.identity = key.as_ref().map(|k| Arc::new(Identity::new(k)));
         self.private_key = key;
         if let Some(own) = self.public_key() {
-            if let Some(i) = self.find(&own) {
-                self.remove_at(i, now);
-            }
+            self.remove_peer(&own, now);
         }
-        for i in 0..self.peers.len() {
-            let peer = self.peers[i].peer.clone();
+        for key in self.order.clone() {
+            let Some(peer) = self.peer(&key) else {
+                continue;
+            };
             let psk = peer.state.lock().psk.clone();
             let slot = self.new_slot(&peer.key, psk, now)?;
             let dropped = {
@@ -172,67 +195,107 @@ impl Control {
 
     /// Removes the peer with `key`, dropping its sessions at once.
     pub fn remove_peer(&mut self, key: &PublicKey, now: Instant) -> bool {
-        match self.find(key) {
-            Some(i) => {
-                self.remove_at(i, now);
-                true
-            }
-            None => false,
+        if !self.forget(key, now) {
+            return false;
         }
+        self.order.retain(|k| k != key);
+        true
     }
 
-    fn remove_at(&mut self, i: usize, now: Instant) {
-        let entry = self.peers.remove(i);
+    /// Removes the peer with `key` from everything but `order`. False if there is none.
+    fn forget(&mut self, key: &PublicKey, now: Instant) -> bool {
+        let Some(entry) = self.peers.remove(key) else {
+            return false;
+        };
         let dropped = {
             let mut state = entry.peer.state.lock();
             state.removed = true;
             if let Some(stamp) = state.newest_initiation {
-                self.removed_stamps.remember(entry.peer.key, stamp);
+                self.removed_stamps.remember(*key, stamp);
+            }
+            for net in &state.allowed_ips {
+                if self.owners.get(net) == Some(key) {
+                    self.owners.remove(net);
+                }
             }
             state.clear_slots()
         };
         self.release(dropped, now);
+        true
     }
 
     /// Removes every peer.
     pub fn clear_peers(&mut self, now: Instant) {
-        while !self.peers.is_empty() {
-            self.remove_at(0, now);
+        for key in std::mem::take(&mut self.order) {
+            self.forget(&key, now);
         }
     }
 
-    fn add_peer(&mut self, key: PublicKey, now: Instant) -> Result<Option<usize>, DeviceError> {
+    /// Adds a peer with `key` and preshared key `psk`, nothing else configured; `None` for
+    /// our own key. A peer with a preshared key handshakes at once, once it has an endpoint
+    /// (as a gated peer must after a restart: its peers' old sessions are useless).
+    fn add_peer(
+        &mut self,
+        key: PublicKey,
+        psk: Option<PresharedKey>,
+        now: Instant,
+    ) -> Result<Option<Arc<Peer>>, DeviceError> {
         if Some(key) == self.public_key() {
             // As in wireguard-go: a peer with our own key is ignored.
             return Ok(None);
         }
-        let mut state = PeerState::new(None, None, None, Vec::new());
+        let mut state = PeerState::new(psk.clone(), None, None, Vec::new());
         state.newest_initiation = self.removed_stamps.take(&key);
-        if let Some(slot) = self.new_slot(&key, None, now)? {
-            state.install_active(slot);
+        let keyed = psk.is_some();
+        if let Some(slot) = self.new_slot(&key, psk, now)? {
+            if keyed {
+                state.begin_rekey(slot, None);
+            } else {
+                state.install_active(slot);
+            }
         }
         let peer = Arc::new(Peer {
             key,
             state: Mutex::new(state),
         });
-        self.peers.push(PeerEntry {
-            peer,
+        if keyed {
+            self.pending_initiations.push_back(peer.clone());
+        }
+        let entry = PeerEntry {
+            peer: peer.clone(),
             configured_endpoint: None,
-        });
-        Ok(Some(self.peers.len() - 1))
+        };
+        self.peers.insert(key, entry);
+        self.order.push(key);
+        Ok(Some(peer))
     }
 
-    /// Sets peer `i`'s preshared key. A peer with an established session keeps it; the new
+    /// The peer with `key`, added with `psk` if missing (unless `update_only`). `None` if
+    /// there is none to change.
+    fn find_or_add(
+        &mut self,
+        key: PublicKey,
+        update_only: bool,
+        psk: Option<PresharedKey>,
+        now: Instant,
+    ) -> Result<Option<Arc<Peer>>, DeviceError> {
+        match self.peer(&key) {
+            Some(peer) => Ok(Some(peer)),
+            None if update_only => Ok(None),
+            None => self.add_peer(key, psk, now),
+        }
+    }
+
+    /// Sets `peer`'s preshared key. A peer with an established session keeps it; the new
     /// key handshakes beside it and takes over once confirmed.
     fn set_psk(
         &mut self,
-        i: usize,
+        peer: &Arc<Peer>,
         psk: Option<PresharedKey>,
         now: Instant,
     ) -> Result<(), DeviceError> {
-        let peer = self.peers[i].peer.clone();
         peer.state.lock().psk = psk;
-        self.rekey_if_needed(&peer, now)
+        self.rekey_if_needed(peer, now)
     }
 
     /// Starts a make-before-break handshake for `peer` if its configured key differs from the
@@ -255,31 +318,18 @@ impl Control {
         Ok(())
     }
 
-    /// Writes the initiation of every peer that started rekeying since the last call into
-    /// `out`, as many as fit. Returns true if some are left: send `out`, then call again.
-    /// Call after publishing a snapshot that contains the new indices, so that the response
-    /// finds its way back.
-    pub fn initiate_rekeys(&mut self, out: &mut DatagramBatch, now: Instant) -> bool {
-        while !self.pending_initiations.is_empty() {
-            if out.remaining() == 0 {
-                return true;
-            }
-            if let Some(peer) = self.pending_initiations.pop_front() {
-                peer.state.lock().initiate_next(out, now);
-            }
-        }
-        false
+    /// Up to `max` of the peers that started rekeying and whose initiation is not sent yet;
+    /// the caller sends them with [`PeerState::initiate_next`], outside the control lock,
+    /// after publishing a snapshot that holds their new indices (so that the response finds
+    /// its way back), and calls again until none is left.
+    pub fn take_pending(&mut self, max: usize) -> Vec<Arc<Peer>> {
+        let n = max.min(self.pending_initiations.len());
+        self.pending_initiations.drain(..n).collect()
     }
 
-    fn set_keepalive(
-        &mut self,
-        i: usize,
-        keepalive: Option<u16>,
-        now: Instant,
-        out: &mut DatagramBatch,
-    ) {
+    fn set_keepalive(peer: &Peer, keepalive: Option<u16>, now: Instant, out: &mut DatagramBatch) {
         let keepalive = keepalive.filter(|k| *k > 0);
-        let mut state = self.peers[i].peer.state.lock();
+        let mut state = peer.state.lock();
         let switched_on = state.keepalive.is_none() && keepalive.is_some();
         state.keepalive = keepalive;
         if switched_on {
@@ -287,8 +337,10 @@ impl Control {
         }
     }
 
-    fn set_configured_endpoint(&mut self, i: usize, endpoint: Option<SocketAddr>) {
-        let entry = &mut self.peers[i];
+    fn set_configured_endpoint(&mut self, key: &PublicKey, endpoint: Option<SocketAddr>) {
+        let Some(entry) = self.peers.get_mut(key) else {
+            return;
+        };
         if entry.configured_endpoint != endpoint {
             entry.configured_endpoint = endpoint;
             if endpoint.is_some() {
@@ -297,25 +349,70 @@ impl Control {
         }
     }
 
-    /// Gives `net` to peer `i`, taking it from any other peer, as WireGuard does.
-    fn claim_allowed_ip(&mut self, i: usize, net: IpNet) {
+    /// Gives `net` to peer `key`, taking it from any other peer, as WireGuard does.
+    fn claim_allowed_ip(&mut self, key: &PublicKey, net: IpNet) {
         let net = net.trunc();
-        for (j, entry) in self.peers.iter().enumerate() {
-            let mut state = entry.peer.state.lock();
-            if j == i {
-                if !state.allowed_ips.contains(&net) {
-                    state.allowed_ips.push(net);
+        match self.owners.insert(net, *key) {
+            Some(owner) if owner == *key => return,
+            Some(owner) => {
+                if let Some(entry) = self.peers.get(&owner) {
+                    entry.peer.state.lock().allowed_ips.retain(|n| *n != net);
                 }
-            } else {
-                state.allowed_ips.retain(|n| *n != net);
+            }
+            None => {}
+        }
+        if let Some(entry) = self.peers.get(key) {
+            entry.peer.state.lock().allowed_ips.push(net);
+        }
+    }
+
+    /// Takes `net` from peer `key`, if it has it.
+    fn drop_allowed_ip(&mut self, key: &PublicKey, net: IpNet) {
+        let net = net.trunc();
+        if self.owners.get(&net) == Some(key) {
+            self.owners.remove(&net);
+        }
+        if let Some(entry) = self.peers.get(key) {
+            entry.peer.state.lock().allowed_ips.retain(|n| *n != net);
+        }
+    }
+
+    /// Takes every network from peer `key`.
+    fn clear_allowed_ips(&mut self, key: &PublicKey) {
+        let Some(entry) = self.peers.get(key) else {
+            return;
+        };
+        let nets = std::mem::take(&mut entry.peer.state.lock().allowed_ips);
+        for net in nets {
+            if self.owners.get(&net) == Some(key) {
+                self.owners.remove(&net);
             }
         }
     }
 
-    fn set_allowed_ips(&mut self, i: usize, nets: &[IpNet]) {
-        self.peers[i].peer.state.lock().allowed_ips.clear();
+    /// Gives peer `key` exactly `nets`, in that order.
+    fn set_allowed_ips(&mut self, key: &PublicKey, nets: &[IpNet]) {
+        let Some(peer) = self.peer(key) else {
+            return;
+        };
+        let unchanged = {
+            let state = peer.state.lock();
+            state.allowed_ips.len() == nets.len()
+                && state
+                    .allowed_ips
+                    .iter()
+                    .zip(nets)
+                    .all(|(a, b)| *a == b.trunc())
+                && nets
+                    .iter()
+                    .all(|n| self.owners.get(&n.trunc()) == Some(key))
+        };
+        if unchanged {
+            return;
+        }
+        self.clear_allowed_ips(key);
         for net in nets {
-            self.claim_allowed_ip(i, *net);
+            self.claim_allowed_ip(key, *net);
         }
     }
 
@@ -329,44 +426,48 @@ impl Control {
         out: &mut DatagramBatch,
     ) -> Result<(), DeviceError> {
         self.set_private_key(Some(settings.private_key.clone()), now)?;
-        let wanted: Vec<PublicKey> = settings.peers.iter().map(|p| p.public_key).collect();
+        let wanted: HashSet<PublicKey> = settings.peers.iter().map(|p| p.public_key).collect();
         let stale: Vec<PublicKey> = self
-            .peers
+            .order
             .iter()
-            .map(|e| e.peer.key)
             .filter(|k| !wanted.contains(k))
+            .copied()
             .collect();
-        for key in stale {
-            self.remove_peer(&key, now);
+        for key in &stale {
+            self.forget(key, now);
         }
+        self.order.retain(|k| self.peers.contains_key(k));
         for peer in &settings.peers {
             self.apply_peer_settings(peer, now, out)?;
         }
-        // Keep the configuration's order.
-        self.peers
-            .sort_by_key(|e| wanted.iter().position(|k| *k == e.peer.key));
+        // Keep the configuration's order (each key once).
+        let mut seen = HashSet::with_capacity(settings.peers.len());
+        self.order = settings
+            .peers
+            .iter()
+            .map(|p| p.public_key)
+            .filter(|k| self.peers.contains_key(k) && seen.insert(*k))
+            .collect();
         Ok(())
     }
 
     fn apply_peer_settings(
         &mut self,
-        peer: &PeerSettings,
+        settings: &PeerSettings,
         now: Instant,
         out: &mut DatagramBatch,
     ) -> Result<(), DeviceError> {
-        let i = match self.find(&peer.public_key) {
-            Some(i) => i,
-            None => match self.add_peer(peer.public_key, now)? {
-                Some(i) => i,
-                None => return Ok(()),
-            },
+        let key = settings.public_key;
+        let psk = settings.preshared_key.clone();
+        let Some(peer) = self.find_or_add(key, false, psk, now)? else {
+            return Ok(());
         };
-        self.set_configured_endpoint(i, peer.endpoint);
-        self.set_allowed_ips(i, &peer.allowed_ips);
-        self.set_keepalive(i, peer.persistent_keepalive, now, out);
-        let current = self.peers[i].peer.state.lock().psk.clone();
-        if current != peer.preshared_key {
-            self.set_psk(i, peer.preshared_key.clone(), now)?;
+        self.set_configured_endpoint(&key, settings.endpoint);
+        self.set_allowed_ips(&key, &settings.allowed_ips);
+        Self::set_keepalive(&peer, settings.persistent_keepalive, now, out);
+        let current = peer.state.lock().psk.clone();
+        if current != settings.preshared_key {
+            self.set_psk(&peer, settings.preshared_key.clone(), now)?;
         }
         Ok(())
     }
@@ -396,44 +497,35 @@ impl Control {
         now: Instant,
         out: &mut DatagramBatch,
     ) -> Result<(), DeviceError> {
+        let key = update.public_key;
         if update.remove {
-            self.remove_peer(&update.public_key, now);
+            self.remove_peer(&key, now);
             return Ok(());
         }
-        let i = match (self.find(&update.public_key), update.update_only) {
-            (Some(i), _) => i,
-            (None, true) => return Ok(()),
-            (None, false) => match self.add_peer(update.public_key, now)? {
-                Some(i) => i,
-                None => return Ok(()),
-            },
+        let psk = update.preshared_key.clone().flatten();
+        let Some(peer) = self.find_or_add(key, update.update_only, psk, now)? else {
+            return Ok(());
         };
         if let Some(endpoint) = update.endpoint {
-            self.peers[i].configured_endpoint = Some(endpoint);
-            self.peers[i].peer.state.lock().endpoint = Some(endpoint);
+            if let Some(entry) = self.peers.get_mut(&key) {
+                entry.configured_endpoint = Some(endpoint);
+            }
+            peer.state.lock().endpoint = Some(endpoint);
         }
         if update.replace_allowed_ips {
-            self.peers[i].peer.state.lock().allowed_ips.clear();
+            self.clear_allowed_ips(&key);
         }
         for change in &update.allowed_ips {
             match change {
-                AllowedIpChange::Add(net) => self.claim_allowed_ip(i, *net),
-                AllowedIpChange::Remove(net) => {
-                    let net = net.trunc();
-                    self.peers[i]
-                        .peer
-                        .state
-                        .lock()
-                        .allowed_ips
-                        .retain(|n| *n != net);
-                }
+                AllowedIpChange::Add(net) => self.claim_allowed_ip(&key, *net),
+                AllowedIpChange::Remove(net) => self.drop_allowed_ip(&key, *net),
             }
         }
         if let Some(psk) = &update.preshared_key {
-            self.set_psk(i, psk.clone(), now)?;
+            self.set_psk(&peer, psk.clone(), now)?;
         }
         if let Some(keepalive) = update.persistent_keepalive {
-            self.set_keepalive(i, Some(keepalive), now, out);
+            Self::set_keepalive(&peer, Some(keepalive), now, out);
         }
         Ok(())
     }
@@ -441,8 +533,7 @@ impl Control {
     /// The status of the device and every peer.
     pub fn status(&self, name: &str) -> DeviceStatus {
         let peers = self
-            .peers
-            .iter()
+            .ordered()
             .map(|e| {
                 let state = e.peer.state.lock();
                 PeerStatus {
@@ -473,23 +564,94 @@ impl Control {
 mod tests {
     use super::*;
 
-    #[test]
-    fn removed_stamps_are_bounded_and_keep_the_newest_removals() {
-        let mut r = RemovedStamps::default();
-        let keys: Vec<PublicKey> = (0..REMOVED_STAMPS + 10)
-            .map(|_| PrivateKey::generate().public_key())
-            .collect();
-        let stamp = |n: u8| Tai64n([n; 12]);
-        // The first key is removed, added back and removed again: its newer entry counts.
-        r.remember(keys[0], stamp(1));
-        assert_eq!(r.take(&keys[0]), Some(stamp(1)));
-        r.remember(keys[0], stamp(2));
-        for key in &keys[1..] {
-            r.remember(*key, stamp(3));
+    fn peer(key: &PrivateKey, nets: &[&str]) -> PeerSettings {
+        PeerSettings {
+            public_key: key.public_key(),
+            preshared_key: None,
+            endpoint: None,
+            allowed_ips: nets.iter().map(|n| n.parse().unwrap()).collect(),
+            persistent_keepalive: None,
         }
-        assert!(r.order.len() <= REMOVED_STAMPS && r.stamps.len() <= REMOVED_STAMPS);
-        assert_eq!(r.take(&keys[0]), None, "the oldest removal is forgotten");
-        assert_eq!(r.take(&keys[keys.len() - 1]), Some(stamp(3)));
-        assert_eq!(r.take(&keys[keys.len() - 1]), None);
+    }
+
+    fn nets(control: &Control) -> Vec<Vec<String>> {
+        let status = control.status("t");
+        let all = status.peers.iter();
+        all.map(|p| p.allowed_ips.iter().map(|n| n.to_string()).collect())
+            .collect()
+    }
+
+    /// Every network has exactly the owner whose list holds it.
+    fn consistent(control: &Control) -> bool {
+        let mut seen = 0;
+        for entry in control.peers.values() {
+            for net in &entry.peer.state.lock().allowed_ips {
+                seen += 1;
+                if control.owners.get(net) != Some(&entry.peer.key) {
+                    return false;
+                }
+            }
+        }
+        seen == control.owners.len()
+    }
+
+    #[test]
+    fn networks_move_to_their_last_claimant_and_order_follows_the_configuration() {
+        let (own, a, b) = (
+            PrivateKey::generate(),
+            PrivateKey::generate(),
+            PrivateKey::generate(),
+        );
+        let mut control = Control::new(51820, 0);
+        let mut out = DatagramBatch::new(8, 256);
+        let now = Instant::now();
+        let mut settings = DeviceSettings {
+            private_key: own.clone(),
+            listen_port: None,
+            fwmark: None,
+            peers: vec![
+                peer(&a, &["100.64.0.1/32", "10.0.0.0/8"]),
+                peer(&b, &["10.1.2.3/8", "100.64.0.2/32"]),
+            ],
+        };
+        control.apply_settings(&settings, now, &mut out).unwrap();
+        // 10.1.2.3/8 is 10.0.0.0/8: it moved to b, the later claimant.
+        assert_eq!(
+            nets(&control),
+            [vec!["100.64.0.1/32"], vec!["10.0.0.0/8", "100.64.0.2/32"]]
+        );
+        assert!(consistent(&control));
+        settings.peers.reverse();
+        settings.peers[1]
+            .allowed_ips
+            .push("10.0.0.0/8".parse().unwrap());
+        control.apply_settings(&settings, now, &mut out).unwrap();
+        assert_eq!(control.status("t").peers[0].public_key, b.public_key());
+        assert_eq!(
+            nets(&control),
+            [vec!["100.64.0.2/32"], vec!["100.64.0.1/32", "10.0.0.0/8"]]
+        );
+        assert!(consistent(&control));
+        // A UAPI update: remove a network, replace another peer's, remove a peer.
+        let update = DeviceUpdate {
+            peers: vec![
+                PeerUpdate {
+                    allowed_ips: vec![AllowedIpChange::Remove("10.0.0.0/8".parse().unwrap())],
+                    ..PeerUpdate::new(a.public_key())
+                },
+                PeerUpdate {
+                    replace_allowed_ips: true,
+                    allowed_ips: vec![AllowedIpChange::Add("100.64.0.1/32".parse().unwrap())],
+                    ..PeerUpdate::new(b.public_key())
+                },
+            ],
+            ..DeviceUpdate::default()
+        };
+        control.apply_update(&update, now, &mut out).unwrap();
+        assert_eq!(nets(&control), [vec!["100.64.0.1/32"], Vec::<&str>::new()]);
+        assert!(consistent(&control));
+        assert!(control.remove_peer(&b.public_key(), now));
+        assert!(consistent(&control) && control.owners.is_empty());
+        assert_eq!(control.status("t").peers.len(), 1);
     }
 }

@@ -18,7 +18,10 @@ mod index;
 mod noise;
 mod outbound;
 mod peer;
+mod prepare;
+mod queue;
 mod snapshot;
+mod stamps;
 mod stats;
 mod tasks;
 pub mod transport;
@@ -45,6 +48,7 @@ pub use stats::CounterTotals;
 pub use transport::{TunIo, UdpFactory, UdpIo, UdpSockets};
 
 use control::Control;
+use prepare::Prepared;
 use snapshot::Snapshot;
 use stats::Counters;
 use transport::DatagramBatch;
@@ -165,8 +169,9 @@ impl<T: TunIo, F: UdpFactory> Device<T, F> {
             fwmark: Some(settings.fwmark.unwrap_or(0)),
             ..DeviceUpdate::default()
         };
+        let wanted = prepare::wanted_by_settings(&self.inner.snapshot.load(), settings);
         self.inner
-            .change(|control, now, out| {
+            .change(wanted, |control, now, out| {
                 control.apply_settings(settings, now, out)?;
                 Ok(update)
             })
@@ -175,8 +180,9 @@ impl<T: TunIo, F: UdpFactory> Device<T, F> {
 
     /// Applies a partial change, as a UAPI `set` carries it.
     pub async fn update(&self, update: DeviceUpdate) -> Result<(), DeviceError> {
+        let wanted = prepare::wanted_by_update(&update);
         self.inner
-            .change(|control, now, out| {
+            .change(wanted, |control, now, out| {
                 control.apply_update(&update, now, out)?;
                 Ok(DeviceUpdate {
                     listen_port: update.listen_port,
@@ -247,17 +253,26 @@ impl<T: TunIo, F: UdpFactory> Drop for Device<T, F> {
 
 impl<T: TunIo, F: UdpFactory> Inner<T, F> {
     /// Runs a control change, rebinds or re-marks the sockets if the returned update asks
-    /// for it, publishes the new snapshot and sends what the change produced.
+    /// for it, publishes the new snapshot and sends what the change produced. The `Tunn`s
+    /// for the `(peer, preshared key)` pairs in `wanted` are built first, outside the control
+    /// lock.
     async fn change(
         self: &Arc<Self>,
+        wanted: Vec<(
+            meshtun_proto::PublicKey,
+            Option<meshtun_proto::PresharedKey>,
+        )>,
         f: impl FnOnce(&mut Control, Instant, &mut DatagramBatch) -> Result<DeviceUpdate, DeviceError>,
     ) -> Result<(), DeviceError> {
+        let prepared = self.prepare(wanted);
         let mut out = DatagramBatch::new(BATCH, self.mtu + 64);
         let result = {
             let mut control = self.control.lock();
             let now = Instant::now();
+            control.use_prepared(prepared);
             let result =
                 f(&mut control, now, &mut out).and_then(|net| self.apply_net(&mut control, &net));
+            control.finish_change(now);
             self.snapshot.store(Arc::new(control.snapshot()));
             result
         };
@@ -266,17 +281,42 @@ impl<T: TunIo, F: UdpFactory> Inner<T, F> {
         result
     }
 
+    /// Builds `Tunn`s for the `(peer, preshared key)` pairs in `wanted`, outside the control
+    /// lock (which it takes only to read the key).
+    fn prepare(
+        &self,
+        wanted: Vec<(
+            meshtun_proto::PublicKey,
+            Option<meshtun_proto::PresharedKey>,
+        )>,
+    ) -> Prepared {
+        if wanted.is_empty() {
+            return Prepared::default();
+        }
+        let Some(maker) = self.control.lock().slot_maker() else {
+            return Prepared::default();
+        };
+        Prepared::make(&maker, wanted, Instant::now())
+    }
+
     /// Sends the handshake initiation of every peer whose new preshared key is waiting for
-    /// one, a batch at a time, whatever their number. Takes the control lock for each batch
-    /// (never across a send); clears `out` first.
+    /// one, a batch at a time, whatever their number. The control lock is taken only to pick
+    /// each batch's peers; each peer's lock only to write its initiation. Clears `out` first.
     async fn initiate_pending(&self, out: &mut DatagramBatch) {
         loop {
             out.clear();
-            let more = self.control.lock().initiate_rekeys(out, Instant::now());
-            self.send(out).await;
-            if !more {
+            let peers = self.control.lock().take_pending(out.remaining());
+            if peers.is_empty() {
                 return;
             }
+            let now = Instant::now();
+            for peer in &peers {
+                let mut state = peer.state.lock();
+                if !state.removed {
+                    state.initiate_next(out, now);
+                }
+            }
+            self.send(out).await;
         }
     }
 

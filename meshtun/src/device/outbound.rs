@@ -49,6 +49,7 @@ pub fn encapsulate_batch(
             Ok(()) => counters.sent(),
             Err(DropReason::Full) => return i,
             Err(DropReason::NoEndpoint) => counters.dropped_no_endpoint(),
+            Err(DropReason::QueueFull) => counters.dropped_queue_full(),
             Err(_) => counters.dropped_no_route(),
         }
     }

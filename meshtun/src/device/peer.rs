@@ -22,6 +22,7 @@ use ipnet::IpNet;
 use meshtun_proto::{PresharedKey, PrivateKey, PublicKey};
 
 use super::noise::{Opened, StaticShared, Tai64n};
+use super::queue::{QueueBudget, Queued};
 use super::transport::DatagramBatch;
 
 /// How long a retired `Tunn` keeps decrypting packets still in flight.
@@ -40,46 +41,57 @@ pub enum SlotKind {
 
 /// One `Tunn` and what we track about it.
 pub struct Slot {
-    tunn: Tunn,
+    /// Boxed: a `Tunn` is large, and slots move (prepared, installed, retired).
+    tunn: Box<Tunn>,
     index: u32,
     psk: Option<PresharedKey>,
     /// Full 32-bit receiver index of the newest session a packet arrived on.
     confirmed_session: Option<u32>,
     /// Made for a new preshared key, and its first initiation is not sent yet.
     due: bool,
+    /// What the packets the `Tunn` queued before its handshake hold of the device's budget.
+    queued: Queued,
 }
 
 impl Slot {
     /// A new `Tunn` for `peer` under `index`, with our own keepalive handling, sharing the
     /// device's `Tunn` rate limiter `limiter` (see
-    /// [`Identity::tunn_limiter`](super::snapshot::Identity::tunn_limiter)).
+    /// [`Identity::tunn_limiter`](super::snapshot::Identity::tunn_limiter)) and queue budget
+    /// `budget`.
     pub fn new(
         private: &PrivateKey,
         peer: &PublicKey,
         psk: Option<PresharedKey>,
         index: u32,
         limiter: Arc<RateLimiter>,
+        budget: Arc<QueueBudget>,
     ) -> Self {
-        let tunn = Tunn::new(
+        let tunn = Box::new(Tunn::new(
             private.to_static_secret(),
             x25519::PublicKey::from(*peer.as_bytes()),
             psk.as_ref().map(|k| *k.as_bytes()),
             None,
             index,
             Some(limiter),
-        );
+        ));
         Self {
             tunn,
             index,
             psk,
             confirmed_session: None,
             due: false,
+            queued: Queued::new(budget),
         }
     }
 
     /// The slot's 24-bit session index.
     pub fn index(&self) -> u32 {
         self.index
+    }
+
+    /// The preshared key the `Tunn` was made with.
+    pub fn psk(&self) -> &Option<PresharedKey> {
+        &self.psk
     }
 
     /// True if the `Tunn` has a session that can encrypt.
@@ -110,6 +122,8 @@ pub enum DropReason {
     Invalid,
     /// The output batch is full; retry after flushing it.
     Full,
+    /// The peer has no session yet and the device's budget for queued packets is spent.
+    QueueFull,
 }
 
 /// The mutable state of a peer, behind its lock.
@@ -330,6 +344,17 @@ impl PeerState {
         let slot = self.active.as_mut().ok_or(DropReason::NoTunnel)?;
         let need = (packet.len() + 32).max(148);
         let space = out.space(need).ok_or(DropReason::Full)?;
+        // Without a session the `Tunn` keeps a copy until its handshake completes.
+        if !slot.has_session() && !slot.queued.charge(packet.len()) {
+            if let TunnResult::WriteToNetwork(p) =
+                slot.tunn.format_handshake_initiation(space, false)
+            {
+                let len = p.len();
+                out.commit(endpoint, len);
+                self.note_sent(len, now);
+            }
+            return Err(DropReason::QueueFull);
+        }
         match slot.tunn.encapsulate(packet, space) {
             TunnResult::WriteToNetwork(p) => {
                 let len = p.len();
@@ -478,23 +503,25 @@ impl PeerState {
             return;
         };
         let mut sent = 0;
-        let mut done = false;
-        if let Some(slot) = self.slot_mut(kind) {
+        let mut done = true;
+        // Without a session nothing can go; boringtun would queue each packet again.
+        if let Some(slot) = self.slot_mut(kind).filter(|s| s.has_session()) {
+            done = false;
             while let Some(space) = out.space_max() {
                 match slot.tunn.decapsulate(None, &[], space) {
                     TunnResult::WriteToNetwork(p) => {
                         let len = p.len();
                         out.commit(endpoint, len);
+                        slot.queued.sent_one(len);
                         sent += len;
                     }
                     _ => {
+                        slot.queued.emptied();
                         done = true;
                         break;
                     }
                 }
             }
-        } else {
-            done = true;
         }
         self.pending_flush = !done;
         if sent > 0 {
@@ -555,12 +582,17 @@ impl PeerState {
         let Some(space) = out.space_max() else {
             return;
         };
-        if let TunnResult::WriteToNetwork(p) = slot.tunn.update_timers(space) {
-            let len = p.len();
-            if let Some(endpoint) = endpoint {
-                out.commit(endpoint, len);
-                self.note_sent(len, now);
+        match slot.tunn.update_timers(space) {
+            TunnResult::WriteToNetwork(p) => {
+                let len = p.len();
+                if let Some(endpoint) = endpoint {
+                    out.commit(endpoint, len);
+                    self.note_sent(len, now);
+                }
             }
+            // The handshake gave up: boringtun dropped the queued packets.
+            TunnResult::Err(WireGuardError::ConnectionExpired) => slot.queued.emptied(),
+            _ => {}
         }
     }
 

@@ -15,6 +15,7 @@ pub struct Counters {
     dropped_source: AtomicU64,
     dropped_no_route: AtomicU64,
     dropped_no_endpoint: AtomicU64,
+    dropped_queue_full: AtomicU64,
     cookies_sent: AtomicU64,
 }
 
@@ -35,6 +36,9 @@ pub struct CounterTotals {
     pub dropped_no_route: u64,
     /// Outgoing packets for a peer with no known endpoint.
     pub dropped_no_endpoint: u64,
+    /// Outgoing packets for a peer without a session, with the device's budget for packets
+    /// waiting for a handshake spent.
+    pub dropped_queue_full: u64,
     /// Cookie replies sent under load.
     pub cookies_sent: u64,
 }
@@ -69,6 +73,10 @@ impl Counters {
     pub fn dropped_no_endpoint(&self) {
         bump(&self.dropped_no_endpoint, 1);
     }
+    /// An outgoing packet could not wait for its peer's handshake: the queue budget is spent.
+    pub fn dropped_queue_full(&self) {
+        bump(&self.dropped_queue_full, 1);
+    }
     /// A cookie reply was sent.
     pub fn cookie_sent(&self) {
         bump(&self.cookies_sent, 1);
@@ -84,6 +92,7 @@ impl Counters {
         total.dropped_source += get(&self.dropped_source);
         total.dropped_no_route += get(&self.dropped_no_route);
         total.dropped_no_endpoint += get(&self.dropped_no_endpoint);
+        total.dropped_queue_full += get(&self.dropped_queue_full);
         total.cookies_sent += get(&self.cookies_sent);
     }
 }

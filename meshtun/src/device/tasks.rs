@@ -185,14 +185,21 @@ pub(super) async fn timer_task<T: TunIo, F: UdpFactory>(inner: Arc<Inner<T, F>>)
         }
         inner.send(&out).await;
         if !released.is_empty() || !rekey.is_empty() {
+            let wanted = rekey
+                .iter()
+                .map(|peer| (peer.key, peer.state.lock().psk.clone()))
+                .collect();
+            let prepared = inner.prepare(wanted);
             {
                 let mut control = inner.control.lock();
+                control.use_prepared(prepared);
                 control.release(released, now);
                 for peer in &rekey {
                     if let Err(error) = control.rekey_if_needed(peer, now) {
                         tracing::warn!(peer = %peer.key, %error, "cannot start a new handshake");
                     }
                 }
+                control.finish_change(now);
                 inner.snapshot.store(Arc::new(control.snapshot()));
             }
             inner.initiate_pending(&mut out).await;

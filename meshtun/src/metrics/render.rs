@@ -149,13 +149,15 @@ impl Sample {
             "dropped_packets",
             "Packets dropped, by reason: invalid (a datagram that failed to parse or \
              authenticate, or a replay), source (an inner source outside the sender's allowed \
-             IPs), no_route (no peer for the destination), no_endpoint (the peer has no endpoint)",
+             IPs), no_route (no peer for the destination), no_endpoint (the peer has no endpoint), \
+             queue_full (the peer has no session yet and the device's queue budget is spent)",
             None,
             [
                 (reason("invalid"), c.dropped_invalid),
                 (reason("source"), c.dropped_source),
                 (reason("no_route"), c.dropped_no_route),
                 (reason("no_endpoint"), c.dropped_no_endpoint),
+                (reason("queue_full"), c.dropped_queue_full),
             ],
         )?;
         let help = "Cookie replies sent to handshakes under load";

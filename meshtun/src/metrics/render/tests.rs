@@ -76,6 +76,7 @@ fn counters() -> CounterTotals {
         dropped_source: 4,
         dropped_no_route: 5,
         dropped_no_endpoint: 6,
+        dropped_queue_full: 8,
         cookies_sent: 7,
     }
 }
@@ -165,6 +166,7 @@ fn device_metrics_have_their_values_and_labels() {
         ("source", 4.0),
         ("no_route", 5.0),
         ("no_endpoint", 6.0),
+        ("queue_full", 8.0),
     ] {
         let series =
             format!("meshtun_dropped_packets_total{{interface=\"wg0\",reason=\"{reason}\"}}");
