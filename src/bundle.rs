@@ -123,6 +123,9 @@ pub enum BundleError {
     /// A version this node does not understand.
     #[error("unsupported bundle version {0}")]
     Version(u32),
+    /// The recipient's WireGuard key is of small order: nothing can be sealed to it.
+    #[error("the recipient's WireGuard key {0} is of small order; nothing is sealed to it")]
+    LowOrderRecipient(PublicKey),
     /// A sealed key does not open (wrong recipient, or altered).
     #[error("the preshared key for peer {0} does not open")]
     Seal(String),
@@ -209,13 +212,18 @@ pub struct Sealer {
 }
 
 impl Sealer {
-    /// A sealer for `recipient`, with a fresh ephemeral key.
-    pub fn new(recipient: &PublicKey) -> Self {
+    /// A sealer for `recipient`, with a fresh ephemeral key. Refuses a recipient key of
+    /// small order ([`PublicKey::is_low_order`]): the shared secret would be all-zero, so
+    /// anyone could open what is sealed to it.
+    pub fn new(recipient: &PublicKey) -> Result<Self, BundleError> {
         let secret = x25519_dalek::EphemeralSecret::random_from_rng(OsRng);
         let ephemeral = PublicKey::from(x25519_dalek::PublicKey::from(&secret));
         let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(*recipient));
+        if !shared.was_contributory() {
+            return Err(BundleError::LowOrderRecipient(*recipient));
+        }
         let cipher = seal_key(shared.as_bytes(), &ephemeral, recipient);
-        Self { ephemeral, cipher }
+        Ok(Self { ephemeral, cipher })
     }
 
     /// The ephemeral public key to put in the bundle.
@@ -290,7 +298,7 @@ mod tests {
     use super::*;
 
     fn bundle(recipient: &PrivateKey, peers: &[(PublicKey, PresharedKey)]) -> Bundle {
-        let sealer = Sealer::new(&recipient.public_key());
+        let sealer = Sealer::new(&recipient.public_key()).unwrap();
         Bundle {
             version: BUNDLE_VERSION,
             node_id: "node-a".into(),
@@ -347,7 +355,7 @@ mod tests {
         // ChaCha20-Poly1305, independently of the implementation used here.
         use chacha20poly1305::aead::{Aead, KeyInit, Payload};
         let recipient = PrivateKey::generate();
-        let sealer = Sealer::new(&recipient.public_key());
+        let sealer = Sealer::new(&recipient.public_key()).unwrap();
         let ephemeral = sealer.ephemeral();
         let shared = recipient
             .to_static_secret()
@@ -388,6 +396,21 @@ mod tests {
             Opener::new(&recipient, &ephemeral).open(5, 7, &entry),
             Ok(psk)
         );
+    }
+
+    #[test]
+    fn nothing_is_sealed_to_a_low_order_key() {
+        for key in [[0u8; 32], {
+            let mut one = [0u8; 32];
+            one[0] = 1;
+            one
+        }] {
+            let key = PublicKey::from_bytes(key);
+            assert_eq!(
+                Sealer::new(&key).err(),
+                Some(BundleError::LowOrderRecipient(key))
+            );
+        }
     }
 
     #[test]
