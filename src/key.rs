@@ -43,7 +43,11 @@ fn decode_hex(text: &str) -> Result<[u8; KEY_LEN], KeyError> {
         });
     }
     let mut out = [0u8; KEY_LEN];
-    hex::decode_to_slice(text, &mut out).map_err(|_| KeyError::Hex)?;
+    if hex::decode_to_slice(text, &mut out).is_err() {
+        // A failed decode may have written part of the key already.
+        out.zeroize();
+        return Err(KeyError::Hex);
+    }
     Ok(out)
 }
 
