@@ -183,7 +183,9 @@ impl SignedBundle {
             .decode(&self.signature)
             .map_err(|_| BundleError::Encoding)?;
         let labelled_ok = controller.verify(&labelled(&bytes), &signature).is_ok();
-        if !labelled_ok && !(unlabelled_too && controller.verify(&bytes, &signature).is_ok()) {
+        let accepted =
+            labelled_ok || (unlabelled_too && controller.verify(&bytes, &signature).is_ok());
+        if !accepted {
             return Err(BundleError::BadSignature);
         }
         let bundle: Bundle =
