@@ -2,8 +2,15 @@
 //! every preshared key sealed to the recipient's WireGuard key.
 //!
 //! **Signing.** A [`SignedBundle`] carries the bundle's JSON bytes (base64) and an Ed25519
-//! signature over exactly those bytes, so there is no canonical-form question: a node checks
-//! the signature with the pinned controller key, then parses.
+//! signature over `"meshtun-bundle-v1\0" ‖ those bytes`, so there is no canonical-form
+//! question: a node checks the signature with the pinned controller key, then parses. The
+//! label keeps a bundle signature from ever being taken for anything else the controller key
+//! signs (enrollment replies have their own label), and the reverse. Bundles signed before
+//! the label (over the bare bytes) are accepted only from the node's own cache
+//! ([`SignedBundle::verify_cached`]), never from the network: such a bundle is at most one
+//! epoch old when the node is upgraded, expires with its epoch, and a cache file can only
+//! be written by the node itself (mode 0600), so nothing an attacker can send is ever checked
+//! without the label.
 //!
 //! **Sealing.** For each bundle the controller makes an ephemeral X25519 key `e` and computes
 //! `k = HKDF-SHA256(ikm = X25519(e, recipient), info = "meshtun seal v1" ‖ E ‖ R)` where `E`
@@ -34,6 +41,8 @@ pub const BUNDLE_VERSION: u32 = 1;
 pub const MAX_BUNDLE_BYTES: usize = 16 << 20;
 
 const SEAL_INFO: &[u8] = b"meshtun seal v1";
+/// The context label the bundle signature covers before the payload.
+pub const SIGNATURE_LABEL: &[u8] = b"meshtun-bundle-v1\0";
 const SEAL_AAD: &[u8] = b"meshtun psk";
 
 /// Length of a sealed preshared key: the key and the Poly1305 tag.
@@ -123,6 +132,9 @@ pub enum BundleError {
     /// A version this node does not understand.
     #[error("unsupported bundle version {0}")]
     Version(u32),
+    /// The recipient's WireGuard key is of small order: nothing can be sealed to it.
+    #[error("the recipient's WireGuard key {0} is of small order; nothing is sealed to it")]
+    LowOrderRecipient(PublicKey),
     /// A sealed key does not open (wrong recipient, or altered).
     #[error("the preshared key for peer {0} does not open")]
     Seal(String),
@@ -137,15 +149,30 @@ impl SignedBundle {
         if serde_json::to_writer(&mut bytes, bundle).is_err() {
             bytes.clear();
         }
-        let signature = key.sign(&bytes);
+        let signature = key.sign(&labelled(&bytes));
         Self {
             payload: STANDARD.encode(&bytes),
             signature: STANDARD.encode(signature),
         }
     }
 
-    /// Checks the signature with the pinned controller key, then parses.
+    /// Checks the signature (with its label) with the pinned controller key, then parses.
     pub fn verify(&self, controller: &IdentityPublic) -> Result<Bundle, BundleError> {
+        self.verify_with(controller, false)
+    }
+
+    /// [`Self::verify`], also accepting a signature over the bare payload, as controllers
+    /// signed before the label: only for the node's own cache (see the module
+    /// documentation).
+    pub fn verify_cached(&self, controller: &IdentityPublic) -> Result<Bundle, BundleError> {
+        self.verify_with(controller, true)
+    }
+
+    fn verify_with(
+        &self,
+        controller: &IdentityPublic,
+        unlabelled_too: bool,
+    ) -> Result<Bundle, BundleError> {
         if self.payload.len() > MAX_BUNDLE_BYTES * 4 / 3 + 4 {
             return Err(BundleError::TooLarge(self.payload.len()));
         }
@@ -155,9 +182,12 @@ impl SignedBundle {
         let signature = STANDARD
             .decode(&self.signature)
             .map_err(|_| BundleError::Encoding)?;
-        controller
-            .verify(&bytes, &signature)
-            .map_err(|_| BundleError::BadSignature)?;
+        let labelled_ok = controller.verify(&labelled(&bytes), &signature).is_ok();
+        let accepted =
+            labelled_ok || (unlabelled_too && controller.verify(&bytes, &signature).is_ok());
+        if !accepted {
+            return Err(BundleError::BadSignature);
+        }
         let bundle: Bundle =
             serde_json::from_slice(&bytes).map_err(|e| BundleError::Parse(e.to_string()))?;
         if bundle.version != BUNDLE_VERSION {
@@ -165,6 +195,14 @@ impl SignedBundle {
         }
         Ok(bundle)
     }
+}
+
+/// `SIGNATURE_LABEL ‖ payload`: what the signature covers.
+fn labelled(payload: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(SIGNATURE_LABEL.len() + payload.len());
+    message.extend_from_slice(SIGNATURE_LABEL);
+    message.extend_from_slice(payload);
+    message
 }
 
 /// The ChaCha20-Poly1305 key of one bundle (HKDF-SHA256 of the X25519 shared secret).
@@ -209,13 +247,18 @@ pub struct Sealer {
 }
 
 impl Sealer {
-    /// A sealer for `recipient`, with a fresh ephemeral key.
-    pub fn new(recipient: &PublicKey) -> Self {
+    /// A sealer for `recipient`, with a fresh ephemeral key. Refuses a recipient key of
+    /// small order ([`PublicKey::is_low_order`]): the shared secret would be all-zero, so
+    /// anyone could open what is sealed to it.
+    pub fn new(recipient: &PublicKey) -> Result<Self, BundleError> {
         let secret = x25519_dalek::EphemeralSecret::random_from_rng(OsRng);
         let ephemeral = PublicKey::from(x25519_dalek::PublicKey::from(&secret));
         let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(*recipient));
+        if !shared.was_contributory() {
+            return Err(BundleError::LowOrderRecipient(*recipient));
+        }
         let cipher = seal_key(shared.as_bytes(), &ephemeral, recipient);
-        Self { ephemeral, cipher }
+        Ok(Self { ephemeral, cipher })
     }
 
     /// The ephemeral public key to put in the bundle.
@@ -290,7 +333,7 @@ mod tests {
     use super::*;
 
     fn bundle(recipient: &PrivateKey, peers: &[(PublicKey, PresharedKey)]) -> Bundle {
-        let sealer = Sealer::new(&recipient.public_key());
+        let sealer = Sealer::new(&recipient.public_key()).unwrap();
         Bundle {
             version: BUNDLE_VERSION,
             node_id: "node-a".into(),
@@ -347,7 +390,7 @@ mod tests {
         // ChaCha20-Poly1305, independently of the implementation used here.
         use chacha20poly1305::aead::{Aead, KeyInit, Payload};
         let recipient = PrivateKey::generate();
-        let sealer = Sealer::new(&recipient.public_key());
+        let sealer = Sealer::new(&recipient.public_key()).unwrap();
         let ephemeral = sealer.ephemeral();
         let shared = recipient
             .to_static_secret()
@@ -388,6 +431,21 @@ mod tests {
             Opener::new(&recipient, &ephemeral).open(5, 7, &entry),
             Ok(psk)
         );
+    }
+
+    #[test]
+    fn nothing_is_sealed_to_a_low_order_key() {
+        for key in [[0u8; 32], {
+            let mut one = [0u8; 32];
+            one[0] = 1;
+            one
+        }] {
+            let key = PublicKey::from_bytes(key);
+            assert_eq!(
+                Sealer::new(&key).err(),
+                Some(BundleError::LowOrderRecipient(key))
+            );
+        }
     }
 
     #[test]
@@ -460,6 +518,34 @@ mod tests {
         assert_eq!(
             junk.verify(&controller.public()),
             Err(BundleError::Encoding)
+        );
+    }
+
+    #[test]
+    fn the_signature_covers_the_label_and_unlabelled_ones_pass_only_from_the_cache() {
+        let controller = IdentityKey::generate();
+        let b = bundle(&PrivateKey::generate(), &peers(1));
+        let signed = SignedBundle::sign(&b, &controller);
+        let bytes = STANDARD.decode(&signed.payload).unwrap();
+        let mut message = b"meshtun-bundle-v1\0".to_vec();
+        message.extend_from_slice(&bytes);
+        let signature = STANDARD.decode(&signed.signature).unwrap();
+        assert!(controller.public().verify(&message, &signature).is_ok());
+        assert!(controller.public().verify(&bytes, &signature).is_err());
+        // A bundle signed the old way, over the bare payload.
+        let old = SignedBundle {
+            payload: signed.payload.clone(),
+            signature: STANDARD.encode(controller.sign(&bytes)),
+        };
+        assert_eq!(
+            old.verify(&controller.public()),
+            Err(BundleError::BadSignature)
+        );
+        assert_eq!(old.verify_cached(&controller.public()).unwrap(), b);
+        assert_eq!(signed.verify_cached(&controller.public()).unwrap(), b);
+        assert_eq!(
+            old.verify_cached(&IdentityKey::generate().public()),
+            Err(BundleError::BadSignature)
         );
     }
 

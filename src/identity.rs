@@ -52,6 +52,11 @@ impl IdentityKey {
         STANDARD.encode(self.0.to_bytes())
     }
 
+    /// The 32-byte secret seed, for deriving other keys from it (zeroized on drop).
+    pub fn seed(&self) -> zeroize::Zeroizing<[u8; KEY_LEN]> {
+        zeroize::Zeroizing::new(self.0.to_bytes())
+    }
+
     /// The public half.
     pub fn public(&self) -> IdentityPublic {
         IdentityPublic(self.0.verifying_key().to_bytes())

@@ -43,7 +43,11 @@ fn decode_hex(text: &str) -> Result<[u8; KEY_LEN], KeyError> {
         });
     }
     let mut out = [0u8; KEY_LEN];
-    hex::decode_to_slice(text, &mut out).map_err(|_| KeyError::Hex)?;
+    if hex::decode_to_slice(text, &mut out).is_err() {
+        // A failed decode may have written part of the key already.
+        out.zeroize();
+        return Err(KeyError::Hex);
+    }
     Ok(out)
 }
 
@@ -80,6 +84,16 @@ impl PublicKey {
     /// The hex form, as the UAPI carries it.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
+    }
+}
+
+impl PublicKey {
+    /// True for a key of small order (all-zero among them): any X25519 with it gives the
+    /// all-zero shared secret, whoever computes it, so such a key proves nothing and
+    /// protects nothing. The clamped scalar is a multiple of the cofactor 8, so one product
+    /// with any clamped scalar is zero exactly for these points (on the curve or its twist).
+    pub fn is_low_order(&self) -> bool {
+        x25519_dalek::x25519([0x55; KEY_LEN], self.0) == [0u8; KEY_LEN]
     }
 }
 
@@ -309,6 +323,27 @@ mod tests {
         let shown = format!("{private:?}");
         assert!(!shown.contains(&private.to_base64()));
         assert!(shown.contains(&private.public_key().to_base64()));
+    }
+
+    #[test]
+    fn low_order_public_keys_are_detected() {
+        // The points of order 1, 2, 4 and 8 (and non-canonical encodings of them), from
+        // the list libsodium and the X25519 literature refuse.
+        let hex_points = [
+            "0000000000000000000000000000000000000000000000000000000000000000",
+            "0100000000000000000000000000000000000000000000000000000000000000",
+            "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+            "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+            "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        ];
+        for text in hex_points {
+            assert!(PublicKey::from_hex(text).unwrap().is_low_order(), "{text}");
+        }
+        for _ in 0..32 {
+            assert!(!PrivateKey::generate().public_key().is_low_order());
+        }
     }
 
     #[test]

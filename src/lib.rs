@@ -6,6 +6,8 @@
 //! - [`identity`]: Ed25519 identity keys of nodes and of the controller;
 //! - [`auth`]: signed requests from nodes to the controller;
 //! - [`bundle`]: signed per-node, per-epoch bundles with sealed preshared keys;
+//! - [`enroll`]: enrollment with an invite ticket: proofs of the token and of both keys, and
+//!   the signed reply;
 //! - [`wire`]: the JSON types of the controller's API.
 //!
 //! It has no async runtime and no command-line dependencies.
@@ -16,6 +18,7 @@
 
 pub mod auth;
 pub mod bundle;
+pub mod enroll;
 pub mod identity;
 mod key;
 pub mod psk;

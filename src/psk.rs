@@ -49,7 +49,11 @@ impl EpochSecret {
         if text.len() != 2 * KEY_LEN {
             return Err(KeyError::Length(text.len() / 2));
         }
-        hex::decode_to_slice(text, &mut out).map_err(|_| KeyError::Hex)?;
+        if hex::decode_to_slice(text, &mut out).is_err() {
+            // A failed decode may have written part of the secret already.
+            out.zeroize();
+            return Err(KeyError::Hex);
+        }
         Ok(Self(out))
     }
 

@@ -2,13 +2,8 @@
 //!
 //! Times are Unix milliseconds (`*_ms`). Keys are base64.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::identity::IdentityPublic;
-use crate::key::PublicKey;
 use crate::psk::EpochId;
 
 /// Largest benchmark body the controller accepts.
@@ -219,83 +214,10 @@ pub struct EpochTimes {
     pub not_after_ms: u64,
 }
 
-/// `POST /v1/enroll`: a node joins with an invite token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnrollRequest {
-    /// The invite's one-time token.
-    pub token: String,
-    /// The node's WireGuard public key.
-    pub wg_public_key: PublicKey,
-    /// The node's Ed25519 identity key.
-    pub identity_key: IdentityPublic,
-    /// Its overlay addresses.
-    pub addresses: Vec<IpNet>,
-    /// Where other nodes reach it (`host:port`), if known.
-    pub endpoint: Option<String>,
-}
-
-/// The answer to a successful enrollment: what the controller recorded for the node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EnrollResponse {
-    /// The node id the invite was made for.
-    pub node_id: String,
-    /// The node's overlay addresses: the invite's if the admin assigned some, the request's
-    /// otherwise. Empty from a controller that does not report them.
-    #[serde(default)]
-    pub addresses: Vec<IpNet>,
-    /// Where other nodes reach it: the invite's if the admin set one, the request's otherwise.
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    /// The overlay's prefixes (the controller's `[network]`): the node accepts routes from
-    /// the controller only inside them.
-    #[serde(default)]
-    pub network: Vec<IpNet>,
-}
-
-/// An invite: everything a node needs to join, printed as one string.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Ticket {
-    /// The controller's base URL.
-    pub url: String,
-    /// The controller's Ed25519 key, to pin.
-    pub controller_key: IdentityPublic,
-    /// The node id the ticket was made for.
-    pub node_id: String,
-    /// The one-time token.
-    pub token: String,
-    /// When the ticket expires, Unix milliseconds.
-    pub expires_ms: u64,
-}
-
-/// Prefix of an encoded ticket.
-pub const TICKET_PREFIX: &str = "meshtun-ticket-v1:";
-
-/// Why a ticket string could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "not a meshtun ticket (expected {TICKET_PREFIX}… as printed by `meshtun-controller invite`)"
-)]
-pub struct TicketError;
-
-impl Ticket {
-    /// The printable form.
-    pub fn encode(&self) -> String {
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        format!("{TICKET_PREFIX}{}", URL_SAFE_NO_PAD.encode(json))
-    }
-
-    /// Reads the printable form.
-    pub fn decode(text: &str) -> Result<Self, TicketError> {
-        let body = text.trim().strip_prefix(TICKET_PREFIX).ok_or(TicketError)?;
-        if body.len() > 4096 {
-            return Err(TicketError);
-        }
-        let json = URL_SAFE_NO_PAD.decode(body).map_err(|_| TicketError)?;
-        serde_json::from_slice(&json).map_err(|_| TicketError)
-    }
-}
+pub use crate::enroll::{
+    EnrollClaim, EnrollRequest, EnrollResponse, SignedEnrollReply, Ticket, TicketError,
+    TICKET_PREFIX,
+};
 
 #[cfg(test)]
 mod tests {
@@ -382,19 +304,5 @@ mod tests {
         for bad in ["", "-a", "Node", "a/b", "a b", &"a".repeat(65)] {
             assert!(!valid_node_id(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn tickets_round_trip() {
-        let t = Ticket {
-            url: "http://192.0.2.10:8080".into(),
-            controller_key: crate::identity::IdentityKey::generate().public(),
-            node_id: "node-a".into(),
-            token: "abc".into(),
-            expires_ms: 42,
-        };
-        assert_eq!(Ticket::decode(&t.encode()).unwrap(), t);
-        assert_eq!(Ticket::decode("hello"), Err(TicketError));
-        assert_eq!(Ticket::decode("meshtun-ticket-v1:!!"), Err(TicketError));
     }
 }

@@ -6,7 +6,7 @@
 //! | `GET /metrics` | anyone | Prometheus text |
 //! | `GET /v1/epoch` | anyone | current and next epoch times |
 //! | `GET /v1/status` | anyone | decisions with their reasons; no secret |
-//! | `POST /v1/enroll` | invite holder | join with a one-time token |
+//! | `POST /v1/enroll` | invite holder | join: proofs of the token and of both keys; a signed reply |
 //! | `POST /v1/benchmarks/{node}` | the node, signed | submit a benchmark |
 //! | `GET /v1/config/{node}?after=E` | the node, signed | long-poll for a bundle newer than epoch E |
 //! | `POST /v1/rotate` | admin token | publish a new epoch now |
@@ -257,18 +257,23 @@ async fn config(
 }
 
 async fn enroll(State(api): State<Arc<Api>>, body: Bytes) -> Result<Response, ApiError> {
-    let request: EnrollRequest = serde_json::from_slice(&body).map_err(|e| {
+    let enrollment = EnrollRequest::decode(&body).map_err(|e| {
         ApiError(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("bad enrollment: {e}"),
         )
     })?;
+    // The proofs of both keys need no database: checked before the store is touched.
+    enrollment
+        .verify_possession(&api.engine.public_key(), api.engine.enrollment_key())
+        .map_err(|e| ApiError(StatusCode::FORBIDDEN, e.to_string()))?;
     let engine = api.engine.clone();
     let now = now_ms(&api);
+    let digest = enrollment.digest();
     let node = tokio::task::spawn_blocking(move || {
         let node = engine
             .store()
-            .redeem_invite(&request.token, &request, engine.network(), now)?;
+            .redeem_invite(&enrollment, engine.network(), now)?;
         engine.refresh_nodes()?;
         Ok::<_, StoreError>(node)
     })
@@ -276,6 +281,7 @@ async fn enroll(State(api): State<Arc<Api>>, body: Bytes) -> Result<Response, Ap
     .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "worker stopped".into()))?
     .map_err(|e| match e {
         StoreError::UnknownInvite
+        | StoreError::BadInviteProof(_)
         | StoreError::InviteUsed { .. }
         | StoreError::InviteExpired { .. } => ApiError(StatusCode::FORBIDDEN, e.to_string()),
         StoreError::NodeExists(_) | StoreError::WgKeyInUse { .. } => {
@@ -284,17 +290,27 @@ async fn enroll(State(api): State<Arc<Api>>, body: Bytes) -> Result<Response, Ap
         StoreError::NoAddresses(_)
         | StoreError::Addresses { .. }
         | StoreError::AddressInUse { .. }
-        | StoreError::Endpoint { .. } => ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        | StoreError::Endpoint { .. }
+        | StoreError::LowOrderKey { .. } => {
+            ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+        }
         other => ApiError::from(other),
     })?;
     tracing::info!(node = %node.id, "node enrolled with an invite");
     let answer = EnrollResponse {
+        request_digest: digest,
         node_id: node.id,
+        wg_public_key: node.wg_public_key,
+        identity_key: node.identity_key,
         addresses: node.addresses,
         endpoint: node.endpoint,
         network: api.engine.network().prefixes(),
     };
-    Ok((StatusCode::CREATED, Json(answer)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(api.engine.sign_enrollment(&answer)),
+    )
+        .into_response())
 }
 
 #[derive(Serialize)]

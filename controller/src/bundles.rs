@@ -43,28 +43,40 @@ pub fn build(source: &BundleSource<'_>, key: &IdentityKey, now_ms: u64) -> Signe
             &[][..],
         ),
     };
-    let sealer = Sealer::new(&node.wg_public_key);
+    // A node enrolled before keys of small order were refused gets no key at all.
+    let (membership, peers, sealer) = match Sealer::new(&node.wg_public_key) {
+        Ok(sealer) => (membership, peers, Some(sealer)),
+        Err(error) => (
+            Membership::Denied {
+                reason: error.to_string(),
+            },
+            &[][..],
+            None,
+        ),
+    };
     let keys = PairKeys::new(&epoch.secret, epoch.id);
-    let peers = peers
-        .iter()
-        .enumerate()
-        .map(|(i, peer)| {
-            let psk = keys.derive(&node.wg_public_key, &peer.wg_public_key);
-            BundlePeer {
-                node_id: peer.id.clone(),
-                public_key: peer.wg_public_key,
-                endpoint: peer.endpoint.clone(),
-                allowed_ips: peer.addresses.iter().map(|a| a.trunc_host()).collect(),
-                // A bundle has far fewer than 2^32 peers.
-                sealed_psk: sealer.seal(
-                    u32::try_from(i).unwrap_or(u32::MAX),
-                    epoch.id,
-                    &peer.wg_public_key,
-                    &psk,
-                ),
-            }
-        })
-        .collect();
+    let peers = sealer.as_ref().map_or_else(Vec::new, |sealer| {
+        peers
+            .iter()
+            .enumerate()
+            .map(|(i, peer)| {
+                let psk = keys.derive(&node.wg_public_key, &peer.wg_public_key);
+                BundlePeer {
+                    node_id: peer.id.clone(),
+                    public_key: peer.wg_public_key,
+                    endpoint: peer.endpoint.clone(),
+                    allowed_ips: peer.addresses.iter().map(|a| a.trunc_host()).collect(),
+                    // A bundle has far fewer than 2^32 peers.
+                    sealed_psk: sealer.seal(
+                        u32::try_from(i).unwrap_or(u32::MAX),
+                        epoch.id,
+                        &peer.wg_public_key,
+                        &psk,
+                    ),
+                }
+            })
+            .collect()
+    });
     let bundle = Bundle {
         version: BUNDLE_VERSION,
         node_id: node.id.clone(),
@@ -75,7 +87,7 @@ pub fn build(source: &BundleSource<'_>, key: &IdentityKey, now_ms: u64) -> Signe
         issued_ms: now_ms,
         decided_ms: epoch.created_ms,
         membership,
-        seal_key: Some(sealer.ephemeral()),
+        seal_key: sealer.as_ref().map(Sealer::ephemeral),
         peers,
     };
     SignedBundle::sign(&bundle, key)

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ipnet::IpNet;
+use meshtun_proto::enroll::enrollment_key;
 use meshtun_proto::wire::{check_endpoint, valid_node_id, Ticket};
 use meshtun_proto::{IdentityKey, IdentityPublic, PublicKey};
 use rand_core::{OsRng, RngCore};
@@ -263,6 +264,12 @@ pub fn node_add(
     }
     let wg_public_key = PublicKey::from_base64(wg_key)
         .map_err(|e| CommandError::Argument(format!("--wg-key: {e}")))?;
+    if wg_public_key.is_low_order() {
+        return Err(CommandError::Argument(format!(
+            "--wg-key: {wg_public_key} is of small order (such as all-zero): anyone could \
+             compute what is shared with it; generate a real key (`meshtun genkey`)"
+        )));
+    }
     let identity_key = IdentityPublic::from_base64(identity_key)
         .map_err(|e| CommandError::Argument(format!("--identity-key: {e}")))?;
     check_assignment(config, &addresses, endpoint.as_deref())?;
@@ -339,6 +346,7 @@ pub fn invite(
     Ok(Ticket {
         url: config.url.clone(),
         controller_key: key.public(),
+        enroll_key: enrollment_key(&key).public_key(),
         node_id: name.to_owned(),
         token,
         expires_ms,

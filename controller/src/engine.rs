@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use meshtun_proto::enroll::{enrollment_key, EnrollResponse, SignedEnrollReply};
 use meshtun_proto::wire::{EpochInfo, EpochTimes};
-use meshtun_proto::{EpochId, EpochSecret, IdentityKey, IdentityPublic};
+use meshtun_proto::{EpochId, EpochSecret, IdentityKey, IdentityPublic, PrivateKey};
 use parking_lot::RwLock;
 use tokio::sync::watch;
 
@@ -92,6 +93,8 @@ pub struct Engine {
     pub metrics: Metrics,
     /// The overlay's address plan enrollments follow.
     network: Network,
+    /// The X25519 key enrollments prove WireGuard key possession to (derived from `key`).
+    enroll_key: PrivateKey,
 }
 
 impl Engine {
@@ -121,7 +124,6 @@ impl Engine {
         let (decided, _) = watch::channel(last);
         Ok(Self {
             store,
-            key,
             settings,
             clock,
             state: RwLock::new(State { nodes, epochs }),
@@ -131,6 +133,8 @@ impl Engine {
             cache: BundleCache::default(),
             metrics: Metrics::default(),
             network: Network::default(),
+            enroll_key: enrollment_key(&key),
+            key,
         })
     }
 
@@ -144,6 +148,16 @@ impl Engine {
     /// The overlay's address plan.
     pub fn network(&self) -> &Network {
         &self.network
+    }
+
+    /// The X25519 key tickets name for the proof of WireGuard key possession.
+    pub fn enrollment_key(&self) -> &PrivateKey {
+        &self.enroll_key
+    }
+
+    /// Signs an enrollment reply with the controller key.
+    pub fn sign_enrollment(&self, reply: &EnrollResponse) -> SignedEnrollReply {
+        SignedEnrollReply::sign(reply, &self.key)
     }
 
     /// The clock the engine runs on.

@@ -1,4 +1,5 @@
-//! Enrollment through the real router, in-process: what a hostile enrollee can claim (#2).
+//! Enrollment through the real router, in-process: what a hostile enrollee can claim (#2),
+//! what an on-path attacker can do with a request it saw (#10), and keys of small order (#19).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +15,15 @@ use meshtun_controller::model::{NodeRecord, Policy};
 use meshtun_controller::network::Network;
 use meshtun_controller::schedule::Schedule;
 use meshtun_controller::store::Store;
-use meshtun_proto::{IdentityKey, IpNet, PrivateKey};
+use meshtun_proto::enroll::{enrollment_key, EnrollRequest, Ticket};
+use meshtun_proto::{IdentityKey, IpNet, PrivateKey, PublicKey};
 use tower::ServiceExt;
 use zeroize::Zeroizing;
 
 struct Fixture {
     app: Router,
     engine: Arc<Engine>,
+    controller: IdentityKey,
 }
 
 /// A controller with node-a (100.64.0.1) and node-b (100.64.0.2) enrolled.
@@ -48,8 +51,9 @@ fn fixture() -> Fixture {
         ipv4: Some("100.64.0.0/24".parse().unwrap()),
         ipv6: Some("fd00:64::/64".parse().unwrap()),
     };
+    let controller = IdentityKey::generate();
     let engine = Arc::new(
-        Engine::open(store, IdentityKey::generate(), settings, Clock::system())
+        Engine::open(store, controller.clone(), settings, Clock::system())
             .unwrap()
             .with_network(network),
     );
@@ -62,6 +66,7 @@ fn fixture() -> Fixture {
     Fixture {
         app: router(api),
         engine,
+        controller,
     }
 }
 
@@ -77,24 +82,42 @@ impl Fixture {
         token
     }
 
-    /// Enrolls with `token`, asking for `addresses` and `endpoint`.
+    /// The ticket `meshtun-controller invite` would print for `node` and `token`.
+    fn ticket(&self, node: &str, token: &str) -> Ticket {
+        Ticket {
+            url: "http://127.0.0.1:8700".into(),
+            controller_key: self.controller.public(),
+            enroll_key: enrollment_key(&self.controller).public_key(),
+            node_id: node.into(),
+            token: token.into(),
+            expires_ms: u64::MAX,
+        }
+    }
+
+    /// Enrolls `node` with `token`, asking for `addresses` and `endpoint`, with fresh keys.
     async fn enroll(
         &self,
+        node: &str,
         token: &str,
         addresses: &[&str],
         endpoint: Option<&str>,
     ) -> (StatusCode, String) {
         let addresses: Vec<IpNet> = addresses.iter().map(|a| a.parse().unwrap()).collect();
-        let body = serde_json::json!({
-            "token": token,
-            "wg_public_key": PrivateKey::generate().public_key(),
-            "identity_key": IdentityKey::generate().public(),
-            "addresses": addresses,
-            "endpoint": endpoint,
-        });
+        let (request, _) = EnrollRequest::build(
+            &self.ticket(node, token),
+            &PrivateKey::generate(),
+            &IdentityKey::generate(),
+            addresses,
+            endpoint.map(str::to_owned),
+        )
+        .unwrap();
+        self.post(serde_json::to_vec(&request).unwrap()).await
+    }
+
+    async fn post(&self, body: Vec<u8>) -> (StatusCode, String) {
         let request = Request::post("/v1/enroll")
             .header("content-type", "application/json")
-            .body(Body::from(body.to_string()))
+            .body(Body::from(body))
             .unwrap();
         let response = self.app.clone().oneshot(request).await.unwrap();
         let status = response.status();
@@ -111,7 +134,7 @@ impl Fixture {
 /// stays usable for an honest request.
 async fn refused(f: &Fixture, node: &str, addresses: &[&str], endpoint: Option<&str>, why: &str) {
     let token = f.invite(node);
-    let (status, body) = f.enroll(&token, addresses, endpoint).await;
+    let (status, body) = f.enroll(node, &token, addresses, endpoint).await;
     assert_eq!(
         status,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -119,7 +142,7 @@ async fn refused(f: &Fixture, node: &str, addresses: &[&str], endpoint: Option<&
     );
     assert!(body.contains(why), "{addresses:?}: {body}");
     assert_eq!(f.enrolled(node), None);
-    let (status, body) = f.enroll(&token, &[], None).await;
+    let (status, body) = f.enroll(node, &token, &[], None).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
@@ -185,7 +208,7 @@ async fn attack_2_address_lists_and_endpoints_are_bounded() {
 async fn attack_2_an_enrollment_without_addresses_gets_the_next_free_ones() {
     let f = fixture();
     let token = f.invite("node-c");
-    let (status, body) = f.enroll(&token, &[], None).await;
+    let (status, body) = f.enroll("node-c", &token, &[], None).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let c = f.enrolled("node-c").unwrap();
     assert_eq!(
@@ -195,4 +218,125 @@ async fn attack_2_an_enrollment_without_addresses_gets_the_next_free_ones() {
             "fd00:64::1/64".parse().unwrap()
         ]
     );
+}
+
+/// A request as an on-path attacker would alter it: the claim's JSON edited by `edit`, the
+/// proofs kept.
+fn altered(request: &EnrollRequest, edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    let mut claim: serde_json::Value =
+        serde_json::from_slice(&STANDARD.decode(&request.claim).unwrap()).unwrap();
+    edit(&mut claim);
+    let mut forged = request.clone();
+    forged.claim = STANDARD.encode(claim.to_string());
+    serde_json::to_vec(&forged).unwrap()
+}
+
+#[tokio::test]
+async fn attack_10_a_request_seen_on_the_way_cannot_enroll_other_keys() {
+    let f = fixture();
+    let token = f.invite("node-c");
+    let (wg, identity) = (PrivateKey::generate(), IdentityKey::generate());
+    let (request, _) =
+        EnrollRequest::build(&f.ticket("node-c", &token), &wg, &identity, vec![], None).unwrap();
+    let theirs = PrivateKey::generate().public_key().to_base64();
+    let their_identity = IdentityKey::generate().public().to_base64();
+    for (what, forged) in [
+        (
+            "wg key",
+            altered(&request, |c| c["wg_public_key"] = theirs.clone().into()),
+        ),
+        (
+            "identity",
+            altered(&request, |c| {
+                c["identity_key"] = their_identity.clone().into()
+            }),
+        ),
+        (
+            "address",
+            altered(&request, |c| {
+                c["addresses"] = serde_json::json!(["100.64.0.9/24"])
+            }),
+        ),
+        (
+            "endpoint",
+            altered(&request, |c| c["endpoint"] = "203.0.113.9:51820".into()),
+        ),
+    ] {
+        let (status, body) = f.post(forged).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{what}: {body}");
+        assert_eq!(f.enrolled("node-c"), None, "{what}");
+    }
+    // The untouched request enrolls the node's own keys; replayed, it changes nothing.
+    let body = serde_json::to_vec(&request).unwrap();
+    let (status, first) = f.post(body.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, replayed) = f.post(body).await;
+    assert_eq!(status, StatusCode::CREATED, "{replayed}");
+    let c = f.enrolled("node-c").unwrap();
+    assert_eq!(c.wg_public_key, wg.public_key());
+    assert_eq!(c.identity_key, identity.public());
+    assert_eq!(f.engine.store().nodes().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn attack_10_a_request_for_another_controller_or_with_a_wrong_token_is_refused() {
+    let f = fixture();
+    let token = f.invite("node-c");
+    let mut ticket = f.ticket("node-c", &token);
+    let other = IdentityKey::generate();
+    ticket.controller_key = other.public();
+    ticket.enroll_key = enrollment_key(&other).public_key();
+    let (request, _) = EnrollRequest::build(
+        &ticket,
+        &PrivateKey::generate(),
+        &IdentityKey::generate(),
+        vec![],
+        None,
+    )
+    .unwrap();
+    let (status, body) = f.post(serde_json::to_vec(&request).unwrap()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("meant for the controller"), "{body}");
+    let (status, body) = f.enroll("node-c", "guessed-token", &[], None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(!body.contains("guessed-token"), "{body}");
+    // The old form, with the token itself, is refused without looking at the token.
+    let old = serde_json::json!({
+        "token": token,
+        "wg_public_key": PrivateKey::generate().public_key(),
+        "identity_key": IdentityKey::generate().public(),
+        "addresses": [],
+    });
+    let (status, body) = f.post(old.to_string().into_bytes()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(f.enrolled("node-c"), None);
+}
+
+#[tokio::test]
+async fn attack_19_a_wireguard_key_of_small_order_is_refused() {
+    let f = fixture();
+    let token = f.invite("node-c");
+    let (request, _) = EnrollRequest::build(
+        &f.ticket("node-c", &token),
+        &PrivateKey::generate(),
+        &IdentityKey::generate(),
+        vec![],
+        None,
+    )
+    .unwrap();
+    let mut order_two = [0u8; 32];
+    order_two[0] = 1;
+    for key in [[0u8; 32], order_two] {
+        let key = PublicKey::from_bytes(key).to_base64();
+        let (status, body) = f
+            .post(altered(&request, |c| {
+                c["wg_public_key"] = key.clone().into()
+            }))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(body.contains("small order"), "{body}");
+    }
+    assert_eq!(f.enrolled("node-c"), None);
 }

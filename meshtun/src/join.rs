@@ -263,8 +263,8 @@ pub async fn join(options: &JoinOptions) -> Result<Joined, JoinError> {
     let prepared = prepare(options, unix_ms())?;
     let enrolled = gate::enroll(
         &options.ticket,
-        prepared.draft.interface.private_key.public_key(),
-        prepared.identity.key.public(),
+        &prepared.draft.interface.private_key,
+        &prepared.identity.key,
         options.addresses.clone(),
         prepared.draft.endpoint.clone(),
     )

@@ -13,6 +13,7 @@ use meshtun::gate::{
 use meshtun_proto::bundle::{
     Bundle, BundleError, Membership, Sealer, SignedBundle, BUNDLE_VERSION,
 };
+use meshtun_proto::enroll::enrollment_key;
 use meshtun_proto::wire::Ticket;
 use meshtun_proto::{IdentityKey, PresharedKey, PrivateKey};
 
@@ -249,7 +250,7 @@ async fn an_expired_bundle_is_refused_by_the_scheduler() {
     let node = &c.nodes[0];
     let peer = &c.nodes[1];
     let now = now_ms();
-    let sealer = Sealer::new(&node.wg.public_key());
+    let sealer = Sealer::new(&node.wg.public_key()).unwrap();
     let bundle = Bundle {
         version: BUNDLE_VERSION,
         node_id: node.id.into(),
@@ -356,6 +357,7 @@ async fn enrollment_with_a_ticket_works_once() {
     let ticket = Ticket {
         url: c.url.clone(),
         controller_key: c.key.public(),
+        enroll_key: enrollment_key(&c.key).public_key(),
         node_id: "node-d".into(),
         token: "token-d".into(),
         expires_ms,
@@ -364,24 +366,20 @@ async fn enrollment_with_a_ticket_works_once() {
     let identity = IdentityKey::generate();
     let addresses = vec!["100.64.0.4/24".parse().unwrap()];
     let endpoint = Some("192.0.2.4:51820".to_owned());
-    let enrolled = enroll(
-        &ticket,
-        wg.public_key(),
-        identity.public(),
-        addresses.clone(),
-        endpoint.clone(),
-    )
-    .await
-    .unwrap();
+    let enrolled = enroll(&ticket, &wg, &identity, addresses.clone(), endpoint.clone())
+        .await
+        .unwrap();
     assert_eq!(enrolled.node_id, "node-d");
     assert_eq!(enrolled.addresses, addresses);
     assert_eq!(enrolled.endpoint, endpoint);
+    assert_eq!(enrolled.wg_public_key, wg.public_key());
     assert_eq!(c.engine.node_identity("node-d"), Some(identity.public()));
 
+    // Other keys with the same ticket: refused; the same keys again: the same answer.
     let err = enroll(
         &ticket,
-        wg.public_key(),
-        identity.public(),
+        &PrivateKey::generate(),
+        &identity,
         addresses.clone(),
         endpoint.clone(),
     )
@@ -392,6 +390,10 @@ async fn enrollment_with_a_ticket_works_once() {
         "{err}"
     );
     assert!(!err.to_string().contains("token-d"), "{err}");
+    let again = enroll(&ticket, &wg, &identity, addresses.clone(), endpoint.clone())
+        .await
+        .unwrap();
+    assert_eq!(again.addresses, enrolled.addresses);
 
     // A ticket whose node id does not match its token's invite.
     let mismatched = Ticket {
@@ -401,15 +403,15 @@ async fn enrollment_with_a_ticket_works_once() {
     };
     let err = enroll(
         &mismatched,
-        PrivateKey::generate().public_key(),
-        IdentityKey::generate().public(),
+        &PrivateKey::generate(),
+        &IdentityKey::generate(),
         addresses,
         endpoint,
     )
     .await
     .unwrap_err();
     assert!(
-        matches!(&err, ClientError::EnrolledAs { expected, got } if expected == "node-x" && got == "node-e"),
+        matches!(&err, ClientError::Forbidden { reason, .. } if reason.contains("not recognised")),
         "{err}"
     );
 }

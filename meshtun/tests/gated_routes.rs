@@ -18,7 +18,7 @@ fn signed_bundle(
     recipient: &PrivateKey,
     peers: &[(&str, PublicKey, Vec<IpNet>)],
 ) -> SignedBundle {
-    let sealer = Sealer::new(&recipient.public_key());
+    let sealer = Sealer::new(&recipient.public_key()).unwrap();
     let bundle = Bundle {
         version: BUNDLE_VERSION,
         node_id: "node-a".into(),

@@ -8,6 +8,7 @@ use ipnet::IpNet;
 use meshtun::config::{load_or_create_identity, BenchmarkSourceConfig, Config};
 use meshtun::gate::{ClientError, ControllerClient};
 use meshtun::join::{join, JoinError, JoinOptions};
+use meshtun_proto::enroll::enrollment_key;
 use meshtun_proto::wire::{Benchmark, Scores, Ticket};
 
 mod common;
@@ -32,6 +33,7 @@ impl Controller {
         Ticket {
             url: self.url.clone(),
             controller_key: self.key.public(),
+            enroll_key: enrollment_key(&self.key).public_key(),
             node_id: node.into(),
             token,
             expires_ms,

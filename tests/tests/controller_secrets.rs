@@ -132,19 +132,28 @@ fn enroll_with_invite(
     assert_eq!(ticket.url, home.url());
     assert_eq!(ticket.node_id, node.id);
     assert_eq!(ticket.controller_key, *controller);
-    let request = EnrollRequest {
-        token: ticket.token.clone(),
-        wg_public_key: node.wg.public_key(),
-        identity_key: node.identity.public(),
-        addresses: vec![node.address.parse().expect("a CIDR address")],
-        endpoint: None,
+    let build = |wg: &meshtun_proto::PrivateKey| {
+        let (request, _) = EnrollRequest::build(
+            &ticket,
+            wg,
+            &node.identity,
+            vec![node.address.parse().expect("a CIDR address")],
+            None,
+        )
+        .expect("an enrollment builds");
+        serde_json::to_vec(&request).expect("an enrollment serializes")
     };
-    let body = serde_json::to_vec(&request).expect("an enrollment serializes");
-    let enrolled = client
-        .post("/v1/enroll", body.clone())
-        .expect("POST /v1/enroll");
+    let body = build(&node.wg);
+    // The request proves the token without carrying it: it is searched like any output.
+    places.add(
+        "enroll request",
+        String::from_utf8_lossy(&body).into_owned(),
+    );
+    let enrolled = client.post("/v1/enroll", body).expect("POST /v1/enroll");
     places.reply("enroll answer", &expect_status("enroll", enrolled, 201));
-    let again = client.post("/v1/enroll", body).expect("POST /v1/enroll");
+    let again = client
+        .post("/v1/enroll", build(&meshtun_proto::PrivateKey::generate()))
+        .expect("POST /v1/enroll");
     places.reply(
         "second enroll answer",
         &expect_status("reused ticket", again, 403),

@@ -153,6 +153,17 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+    /// The enrollment's proof of the invite token does not verify.
+    #[error("the enrollment for node {0} does not prove the invite's token")]
+    BadInviteProof(String),
+    /// A WireGuard key of small order (such as all-zero).
+    #[error("node {node}: WireGuard key {key} is of small order; generate a real key")]
+    LowOrderKey {
+        /// The node.
+        node: String,
+        /// The key.
+        key: PublicKey,
+    },
     /// An empty invite token.
     #[error("invite for node {0}: the token must not be empty")]
     EmptyToken(String),

@@ -4,22 +4,24 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use meshtun_proto::wire::{check_endpoint, valid_node_id, EnrollRequest};
-use rusqlite::{params, OptionalExtension as _, Transaction};
-use sha2::{Digest, Sha256};
+use meshtun_proto::enroll::{invite_verifier, token_id, EnrollClaim, Enrollment};
+use meshtun_proto::wire::{check_endpoint, valid_node_id};
+use rusqlite::{params, Transaction};
 
 use super::audit::{AuditKind, InviteEntry};
 use super::audit_log::append;
-use super::codec::{from_json, int, now_ms, to_json};
+use super::codec::{corrupt, from_json, int, now_ms, to_json};
 use super::error::SqlContext as _;
 use super::nodes::{address_holder, held_addresses, insert_node, load_node};
 use super::{Store, StoreError};
 use crate::model::NodeRecord;
 use crate::network::Network;
 
-/// The hex SHA-256 of an invite token: the only form the store keeps.
+/// The hex SHA-256 of an invite token (its verifier,
+/// [`invite_verifier`](meshtun_proto::enroll::invite_verifier)): the only form the store
+/// keeps.
 pub fn invite_token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    hex::encode(invite_verifier(token))
 }
 
 /// An `invites` row.
@@ -96,44 +98,44 @@ impl Store {
         })
     }
 
-    /// Enrolls the node an invite was issued for, in one transaction: the token must be
-    /// known, unused and unexpired at `now_ms`, and the node id free. Marks the invite used
-    /// and stores the node with the admin's addresses and endpoint where the invite has
-    /// them, the request's otherwise, and when neither names an address, the next free
-    /// address of each `network` prefix. The addresses must fit `network` and be held by no
-    /// other node nor reserved by another outstanding invite; the endpoint must be
+    /// Enrolls the node an invite was issued for, in one transaction. The invite is the
+    /// one for the claim's node id whose token id matches, and the claim must carry the proof
+    /// of its token; it must be unused and unexpired at `now_ms`, and the node id free. (The
+    /// proofs of the keys are the caller's: [`Enrollment::verify_possession`].) Marks the
+    /// invite used and stores the node with the admin's addresses and endpoint where the
+    /// invite has them, the request's otherwise, and when neither names an address, the next
+    /// free address of each `network` prefix. The addresses must fit `network` and be held
+    /// by no other node nor reserved by another outstanding invite; the endpoint must be
     /// `host:port`. Nothing changes if any check fails.
+    ///
+    /// A used invite redeemed again by the keys it enrolled (a retry, or a replay of the
+    /// same request) returns the node it made, so a replay gains nothing and a node whose
+    /// answer was lost can ask again.
     pub fn redeem_invite(
         &self,
-        token: &str,
-        request: &EnrollRequest,
+        enrollment: &Enrollment,
         network: &Network,
         now_ms: u64,
     ) -> Result<NodeRecord, StoreError> {
-        let token_hash = invite_token_hash(token);
+        let request = &enrollment.claim;
         let what = || "redeeming an invite".to_owned();
         self.write(what, |tx| {
-            let invite = tx
-                .query_row(
-                    "SELECT node_id, expires_ms, used_ms, addresses, endpoint FROM invites \
-                     WHERE token_hash = ?1",
-                    [&token_hash],
-                    |r| {
-                        Ok(Invite {
-                            node_id: r.get(0)?,
-                            expires_ms: r.get(1)?,
-                            used_ms: r.get(2)?,
-                            addresses: r.get(3)?,
-                            endpoint: r.get(4)?,
-                        })
-                    },
-                )
-                .optional()
-                .ctx(what)?
-                .ok_or(StoreError::UnknownInvite)?;
+            let (token_hash, invite) = find_invite(tx, request)?;
+            let verifier = parse_verifier(&token_hash)?;
+            enrollment
+                .verify_token(&verifier)
+                .map_err(|_| StoreError::BadInviteProof(invite.node_id.clone()))?;
             let node = invite.node_id.clone();
             if let Some(used_ms) = invite.used_ms {
-                return Err(StoreError::InviteUsed { node, used_ms });
+                return match load_node(tx, &node)? {
+                    Some(record)
+                        if record.wg_public_key == request.wg_public_key
+                            && record.identity_key == request.identity_key =>
+                    {
+                        Ok(record)
+                    }
+                    _ => Err(StoreError::InviteUsed { node, used_ms }),
+                };
             }
             if now_ms >= invite.expires_ms {
                 return Err(StoreError::InviteExpired {
@@ -190,6 +192,48 @@ impl Store {
             Ok(record)
         })
     }
+}
+
+/// The invite for the claim's node id whose token id matches, with its token hash. A node
+/// has few invites, and the token id is derived from the stored hash, so no column is
+/// needed.
+fn find_invite(tx: &Transaction<'_>, claim: &EnrollClaim) -> Result<(String, Invite), StoreError> {
+    let what = || format!("reading the invites for node {}", claim.node_id);
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT token_hash, node_id, expires_ms, used_ms, addresses, endpoint FROM invites \
+             WHERE node_id = ?1",
+        )
+        .ctx(what)?;
+    let rows = stmt
+        .query_map([&claim.node_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                Invite {
+                    node_id: r.get(1)?,
+                    expires_ms: r.get(2)?,
+                    used_ms: r.get(3)?,
+                    addresses: r.get(4)?,
+                    endpoint: r.get(5)?,
+                },
+            ))
+        })
+        .ctx(what)?;
+    for row in rows {
+        let (hash, invite) = row.ctx(what)?;
+        if token_id(&parse_verifier(&hash)?) == claim.token_id {
+            return Ok((hash, invite));
+        }
+    }
+    Err(StoreError::UnknownInvite)
+}
+
+/// The invite's verifier from its stored hex form.
+fn parse_verifier(hash: &str) -> Result<[u8; 32], StoreError> {
+    let mut verifier = [0u8; 32];
+    hex::decode_to_slice(hash, &mut verifier)
+        .map_err(|e| corrupt("invite token_hash".to_owned(), e))?;
+    Ok(verifier)
 }
 
 /// Checks `addresses` of `node` against the plan and the addresses outstanding invites
@@ -256,16 +300,60 @@ mod tests {
     use super::super::audit::EnrollEntry;
     use super::super::testutil::node;
     use super::*;
+    use meshtun_proto::enroll::{enrollment_key, EnrollRequest, Ticket};
+    use meshtun_proto::{IdentityKey, PrivateKey};
 
-    fn request(seed: u8) -> EnrollRequest {
+    /// What a test node asks for; its keys are derived from `seed`.
+    struct Req {
+        seed: u8,
+        addresses: Vec<IpNet>,
+        endpoint: Option<String>,
+    }
+
+    fn wg_key(seed: u8) -> PrivateKey {
+        PrivateKey::from_bytes([seed; 32])
+    }
+
+    fn request(seed: u8) -> Req {
         let (n, _) = node("ignored", seed);
-        EnrollRequest {
-            token: "t".into(),
-            wg_public_key: n.wg_public_key,
-            identity_key: n.identity_key,
+        Req {
+            seed,
             addresses: n.addresses,
             endpoint: n.endpoint,
         }
+    }
+
+    /// Redeems `token` as `meshtun join` would, with the proofs it computes.
+    fn redeem(
+        store: &Store,
+        token: &str,
+        req: &Req,
+        now_ms: u64,
+    ) -> Result<NodeRecord, StoreError> {
+        let node_id = match token {
+            "tok-c" => "node-c",
+            "tok-d" => "node-d",
+            _ => "node-a",
+        };
+        let controller = IdentityKey::from_bytes([99; 32]);
+        let ticket = Ticket {
+            url: "http://192.0.2.10:8700".into(),
+            controller_key: controller.public(),
+            enroll_key: enrollment_key(&controller).public_key(),
+            node_id: node_id.into(),
+            token: token.into(),
+            expires_ms: 0,
+        };
+        let (request, _) = EnrollRequest::build(
+            &ticket,
+            &wg_key(req.seed),
+            &IdentityKey::from_bytes([req.seed; 32]),
+            req.addresses.clone(),
+            req.endpoint.clone(),
+        )
+        .unwrap();
+        let enrollment = EnrollRequest::decode(&serde_json::to_vec(&request).unwrap()).unwrap();
+        store.redeem_invite(&enrollment, &net(), now_ms)
     }
 
     /// The tests' overlay: the test nodes' addresses are 10.0.0.SEED/32.
@@ -292,21 +380,22 @@ mod tests {
             .create_invite("node-a", "secret-token", 5_000, None, None)
             .unwrap();
         let req = request(1);
-        let node = store
-            .redeem_invite("secret-token", &req, &net(), 4_000)
-            .unwrap();
+        let node = redeem(&store, "secret-token", &req, 4_000).unwrap();
         assert_eq!(node.id, "node-a");
         assert_eq!(node.addresses, req.addresses);
         assert_eq!(node.endpoint, req.endpoint);
         assert_eq!(node.enrolled_ms, 4_000);
-        assert_eq!(store.node("node-a").unwrap(), Some(node));
-        let err = store
-            .redeem_invite("secret-token", &request(2), &net(), 4_001)
-            .unwrap_err();
+        assert_eq!(store.node("node-a").unwrap(), Some(node.clone()));
+        let err = redeem(&store, "secret-token", &request(2), 4_001).unwrap_err();
         assert_eq!(
             err.to_string(),
             "the invite for node node-a was already used at 4000 (invites are one-time)"
         );
+        // The same keys again (a retry, or a replayed request) get the same node, and
+        // nothing changes.
+        let again = redeem(&store, "secret-token", &req, 4_002).unwrap();
+        assert_eq!(again, node);
+        assert_eq!(store.nodes().unwrap(), vec![node]);
     }
 
     #[test]
@@ -315,9 +404,7 @@ mod tests {
         store
             .create_invite("node-a", "secret-token", 5_000, None, None)
             .unwrap();
-        store
-            .redeem_invite("secret-token", &request(1), &net(), 4_000)
-            .unwrap();
+        redeem(&store, "secret-token", &request(1), 4_000).unwrap();
         let hash = invite_token_hash("secret-token");
         assert_eq!(invite_rows(&store), vec![(hash.clone(), Some(4_000))]);
         let entries = store.audit_entries(1, 10).unwrap();
@@ -341,7 +428,7 @@ mod tests {
                 Some("203.0.113.1:51820"),
             )
             .unwrap();
-        let node = store.redeem_invite("tok", &request(1), &net(), 1).unwrap();
+        let node = redeem(&store, "tok", &request(1), 1).unwrap();
         assert_eq!(node.addresses, assigned);
         assert_eq!(node.endpoint.as_deref(), Some("203.0.113.1:51820"));
     }
@@ -359,11 +446,11 @@ mod tests {
         store
             .create_invite("node-a", "tok", 5_000, None, None)
             .unwrap();
-        let bare = EnrollRequest {
+        let bare = Req {
             addresses: Vec::new(),
             ..request(3)
         };
-        let a = store.redeem_invite("tok", &bare, &net(), 1).unwrap();
+        let a = redeem(&store, "tok", &bare, 1).unwrap();
         assert_eq!(
             a.addresses,
             vec![
@@ -375,24 +462,21 @@ mod tests {
         store
             .create_invite("node-d", "tok-d", 5_000, None, None)
             .unwrap();
-        let err = store
-            .redeem_invite(
-                "tok-d",
-                &EnrollRequest {
-                    addresses: reserved.clone(),
-                    ..request(4)
-                },
-                &net(),
-                2,
-            )
-            .unwrap_err();
+        let err = redeem(
+            &store,
+            "tok-d",
+            &Req {
+                addresses: reserved.clone(),
+                ..request(4)
+            },
+            2,
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "node node-d: address 10.0.0.2 is already held by the invite for node node-c"
         );
-        let c = store
-            .redeem_invite("tok-c", &request(5), &net(), 3)
-            .unwrap();
+        let c = redeem(&store, "tok-c", &request(5), 3).unwrap();
         assert_eq!(c.addresses, reserved);
     }
 
@@ -404,7 +488,7 @@ mod tests {
         store
             .create_invite("node-a", "tok", 5_000, None, None)
             .unwrap();
-        let asking = |addresses: &[&str], endpoint: Option<&str>| EnrollRequest {
+        let asking = |addresses: &[&str], endpoint: Option<&str>| Req {
             addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
             endpoint: endpoint.map(str::to_owned),
             ..request(2)
@@ -416,9 +500,8 @@ mod tests {
             ),
             (asking(&["0.0.0.0/1"], None), "outside the overlay"),
             (asking(&["10.0.0.7/8"], None), "outside the overlay"),
-            (asking(&["10.0.0.7/32"], Some("x")), "not host:port"),
         ] {
-            let err = store.redeem_invite("tok", &req, &net(), 1).unwrap_err();
+            let err = redeem(&store, "tok", &req, 1).unwrap_err();
             assert!(err.to_string().contains(why), "{err}");
         }
         assert_eq!(store.node("node-a").unwrap(), None);
@@ -432,9 +515,7 @@ mod tests {
         store
             .create_invite("node-a", "tok", 5_000, None, None)
             .unwrap();
-        let err = store
-            .redeem_invite("tok", &request(1), &net(), 5_000)
-            .unwrap_err();
+        let err = redeem(&store, "tok", &request(1), 5_000).unwrap_err();
         assert_eq!(
             err.to_string(),
             "the invite for node node-a expired at 5000 (now 5000); issue a new one"
@@ -449,9 +530,7 @@ mod tests {
         store
             .create_invite("node-a", "tok", 5_000, None, None)
             .unwrap();
-        let err = store
-            .redeem_invite("guess-123", &request(1), &net(), 1)
-            .unwrap_err();
+        let err = redeem(&store, "guess-123", &request(1), 1).unwrap_err();
         assert!(matches!(err, StoreError::UnknownInvite));
         assert!(!err.to_string().contains("guess-123"));
     }
@@ -459,20 +538,19 @@ mod tests {
     #[test]
     fn a_taken_wg_key_leaves_the_invite_usable() {
         let store = Store::open_in_memory().unwrap();
-        let (b, _) = node("node-b", 1);
+        let (mut b, _) = node("node-b", 1);
+        b.wg_public_key = wg_key(1).public_key();
         store.add_node(&b).unwrap();
         store
             .create_invite("node-a", "tok", 5_000, None, None)
             .unwrap();
-        let err = store
-            .redeem_invite("tok", &request(1), &net(), 1)
-            .unwrap_err();
+        let err = redeem(&store, "tok", &request(1), 1).unwrap_err();
         assert!(
             err.to_string().contains("already used by node node-b"),
             "{err}"
         );
         assert_eq!(invite_rows(&store).iter().find(|r| r.1.is_some()), None);
-        store.redeem_invite("tok", &request(2), &net(), 2).unwrap();
+        redeem(&store, "tok", &request(2), 2).unwrap();
     }
 
     #[test]
@@ -513,10 +591,8 @@ mod tests {
         store
             .create_invite("node-a", "two", 5_000, None, None)
             .unwrap();
-        store.redeem_invite("one", &request(1), &net(), 1).unwrap();
-        let err = store
-            .redeem_invite("two", &request(2), &net(), 2)
-            .unwrap_err();
+        redeem(&store, "one", &request(1), 1).unwrap();
+        let err = redeem(&store, "two", &request(2), 2).unwrap_err();
         assert_eq!(err.to_string(), "node node-a already exists");
     }
 }

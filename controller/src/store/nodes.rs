@@ -84,6 +84,12 @@ pub(crate) fn insert_node(
     if load_node(tx, &node.id)?.is_some() {
         return Err(StoreError::NodeExists(node.id.clone()));
     }
+    if node.wg_public_key.is_low_order() {
+        return Err(StoreError::LowOrderKey {
+            node: node.id.clone(),
+            key: node.wg_public_key,
+        });
+    }
     let what = || format!("adding node {}", node.id);
     let key = node.wg_public_key.to_base64();
     let owner: Option<String> = tx

@@ -162,6 +162,30 @@ pub fn verify_bundle(
     let bundle = signed
         .verify(controller)
         .map_err(BundleCheckError::Signed)?;
+    check_bundle(bundle, signed, node_id, wg_private)
+}
+
+/// [`verify_bundle`] for the node's own cache, which may hold a bundle signed before the
+/// signature label ([`SignedBundle::verify_cached`]).
+pub fn verify_cached_bundle(
+    signed: &SignedBundle,
+    controller: &IdentityPublic,
+    node_id: &str,
+    wg_private: &PrivateKey,
+) -> Result<VerifiedBundle, BundleCheckError> {
+    let bundle = signed
+        .verify_cached(controller)
+        .map_err(BundleCheckError::Signed)?;
+    check_bundle(bundle, signed, node_id, wg_private)
+}
+
+/// Every check of [`verify_bundle`] after the signature.
+fn check_bundle(
+    bundle: meshtun_proto::bundle::Bundle,
+    signed: &SignedBundle,
+    node_id: &str,
+    wg_private: &PrivateKey,
+) -> Result<VerifiedBundle, BundleCheckError> {
     let epoch = bundle.epoch;
     let inconsistent = |reason: String| BundleCheckError::Inconsistent { epoch, reason };
     if bundle.node_id != node_id {

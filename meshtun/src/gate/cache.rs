@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use meshtun_proto::bundle::{SignedBundle, MAX_BUNDLE_BYTES};
 use meshtun_proto::{IdentityPublic, PrivateKey};
 
-use super::bundle::{verify_bundle, BundleCheckError, VerifiedBundle};
+use super::bundle::{verify_cached_bundle, BundleCheckError, VerifiedBundle};
 use crate::config::{read_limited, write_private_file, Replace};
 
 /// The largest cache file read: a signed bundle of [`MAX_BUNDLE_BYTES`], base64 and JSON.
@@ -125,12 +125,13 @@ pub fn load_cache(
         file: file(),
         reason: e.to_string(),
     })?;
-    let bundle = verify_bundle(&signed, controller, node_id, wg_private).map_err(|source| {
-        CacheError::Bundle {
-            file: file(),
-            source,
-        }
-    })?;
+    let bundle =
+        verify_cached_bundle(&signed, controller, node_id, wg_private).map_err(|source| {
+            CacheError::Bundle {
+                file: file(),
+                source,
+            }
+        })?;
     Ok(Some(CachedBundle {
         expired: bundle.is_expired(now_ms),
         bundle,
@@ -164,6 +165,30 @@ mod tests {
         let cached = load(&f, &path, NOW).unwrap().unwrap();
         assert!(!cached.expired);
         assert_eq!(cached.bundle, f.verify(&signed).unwrap());
+        assert_eq!(cached.bundle.peers[0].psk, f.peers[0].2);
+    }
+
+    #[test]
+    fn a_bundle_cached_before_the_signature_label_still_loads_but_is_refused_from_the_network() {
+        use base64::Engine as _;
+        let f = Fixture::new();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wg0.bundle");
+        let signed = f.sign(&f.bundle(5, NOW + 60_000));
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&signed.payload)
+            .unwrap();
+        let old = SignedBundle {
+            payload: signed.payload.clone(),
+            signature: base64::engine::general_purpose::STANDARD.encode(f.controller.sign(&bytes)),
+        };
+        assert!(
+            f.verify(&old).is_err(),
+            "an unlabelled signature from the network"
+        );
+        save_cache(&path, &old).unwrap();
+        let cached = load(&f, &path, NOW).unwrap().unwrap();
+        assert_eq!(cached.bundle.epoch, 5);
         assert_eq!(cached.bundle.peers[0].psk, f.peers[0].2);
     }
 

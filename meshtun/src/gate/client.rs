@@ -12,9 +12,12 @@ use std::time::Duration;
 use ipnet::IpNet;
 use meshtun_proto::auth::RequestSignature;
 use meshtun_proto::bundle::SignedBundle;
+use meshtun_proto::enroll::{
+    EnrollError, EnrollRequest, EnrollResponse, SignedEnrollReply, Ticket, MAX_REPLY_BYTES,
+};
 use meshtun_proto::report::describe;
-use meshtun_proto::wire::{valid_node_id, Benchmark, EnrollRequest, EnrollResponse, Ticket};
-use meshtun_proto::{EpochId, IdentityKey, IdentityPublic, PrivateKey, PublicKey};
+use meshtun_proto::wire::{valid_node_id, Benchmark};
+use meshtun_proto::{EpochId, IdentityKey, IdentityPublic, PrivateKey};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 
@@ -129,14 +132,10 @@ pub enum ClientError {
     /// The bundle failed a check; nothing of it is used.
     #[error("fetching the bundle: {0}")]
     Bundle(#[from] BundleCheckError),
-    /// The controller enrolled another node id than the ticket's.
-    #[error("enrolling: the controller enrolled this node as `{got}`, but the ticket is for `{expected}`")]
-    EnrolledAs {
-        /// The ticket's node id.
-        expected: String,
-        /// The controller's answer.
-        got: String,
-    },
+    /// The enrollment reply is not signed by the pinned controller key, was altered, or
+    /// answers another request; nothing of it is used.
+    #[error("enrolling: {0}")]
+    Reply(EnrollError),
 }
 
 const SUBMIT: &str = "submitting a benchmark";
@@ -314,24 +313,24 @@ impl ControllerClient {
 }
 
 /// Enrolls this node with an invite `ticket`: registers its WireGuard key, identity key,
-/// overlay addresses and endpoint. Returns what the controller recorded: the node id, checked
-/// to be the ticket's, and the addresses and endpoint (the invite's where the admin set them,
-/// these otherwise). The request is not signed: the ticket's token authenticates it.
+/// overlay addresses (empty: the controller assigns them) and endpoint, proving the ticket's
+/// token without sending it and possession of both keys ([`meshtun_proto::enroll`]).
+/// Returns what the controller recorded, from its reply signed with the key the ticket
+/// pins, checked to answer this very request: the node id, the keys, the addresses and
+/// endpoint, and the overlay prefixes. An unsigned, altered or foreign reply is refused.
 pub async fn enroll(
     ticket: &Ticket,
-    wg_public_key: PublicKey,
-    identity_public: IdentityPublic,
+    wg: &PrivateKey,
+    identity: &IdentityKey,
     addresses: Vec<IpNet>,
     endpoint: Option<String>,
 ) -> Result<EnrollResponse, ClientError> {
     let base = controller_url(&ticket.url).map_err(ClientError::Url)?;
-    let request = EnrollRequest {
-        token: ticket.token.clone(),
-        wg_public_key,
-        identity_key: identity_public,
-        addresses,
-        endpoint,
-    };
+    let (request, enrollment) = EnrollRequest::build(ticket, wg, identity, addresses, endpoint)
+        .map_err(|e| ClientError::Response {
+            what: ENROLL,
+            reason: e.to_string(),
+        })?;
     let response = http_client(None)?
         .post(format!("{base}/v1/enroll"))
         .json(&request)
@@ -342,19 +341,12 @@ pub async fn enroll(
     if !response.status().is_success() {
         return Err(refusal(ENROLL, response).await);
     }
-    let body = read_body(ENROLL, response, MAX_ERROR_BODY).await?;
-    let answer: EnrollResponse =
-        serde_json::from_slice(&body).map_err(|e| ClientError::Response {
-            what: ENROLL,
-            reason: e.to_string(),
-        })?;
-    if answer.node_id != ticket.node_id {
-        return Err(ClientError::EnrolledAs {
-            expected: ticket.node_id.clone(),
-            got: answer.node_id,
-        });
-    }
-    Ok(answer)
+    let body = read_body(ENROLL, response, MAX_REPLY_BYTES).await?;
+    let signed: SignedEnrollReply = serde_json::from_slice(&body)
+        .map_err(|_| ClientError::Reply(EnrollError::ReplySignature))?;
+    signed
+        .verify(&ticket.controller_key, &enrollment)
+        .map_err(ClientError::Reply)
 }
 
 fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, ClientError> {

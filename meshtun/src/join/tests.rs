@@ -9,6 +9,7 @@ fn ticket() -> Ticket {
     Ticket {
         url: "http://192.0.2.10:8700/".into(),
         controller_key: IdentityKey::generate().public(),
+        enroll_key: meshtun_proto::PrivateKey::generate().public_key(),
         node_id: "node-d".into(),
         token: "secret-token".into(),
         expires_ms: NOW_MS + 60_000,
@@ -158,7 +159,10 @@ fn options_never_show_the_token() {
 #[test]
 fn an_assignment_outside_the_overlay_or_a_default_route_overlay_is_refused() {
     let reply = |addresses: &[&str], network: &[&str]| EnrollResponse {
+        request_digest: String::new(),
         node_id: "node-d".into(),
+        wg_public_key: PrivateKey::generate().public_key(),
+        identity_key: IdentityKey::generate().public(),
         addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
         endpoint: None,
         network: network.iter().map(|n| n.parse().unwrap()).collect(),

@@ -33,7 +33,7 @@ impl Fixture {
     /// node-a's allowed bundle for `epoch`, valid from a minute before `NOW` to `not_after_ms`.
     pub(crate) fn bundle(&self, epoch: EpochId, not_after_ms: u64) -> Bundle {
         let recipient = self.wg.public_key();
-        let sealer = Sealer::new(&recipient);
+        let sealer = Sealer::new(&recipient).unwrap();
         Bundle {
             version: BUNDLE_VERSION,
             node_id: "node-a".into(),
@@ -174,7 +174,7 @@ fn a_key_sealed_to_someone_else_does_not_open() {
     let f = Fixture::new();
     let mut bundle = f.bundle(5, NOW + 60_000);
     // Reseal the second peer's key to another recipient, keeping the bundle's seal key.
-    let elsewhere = Sealer::new(&PrivateKey::generate().public_key());
+    let elsewhere = Sealer::new(&PrivateKey::generate().public_key()).unwrap();
     let (_, key, psk) = &f.peers[1];
     bundle.peers[1].sealed_psk = elsewhere.seal(1, 5, key, psk);
     assert_eq!(
