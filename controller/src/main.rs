@@ -145,7 +145,10 @@ fn node_command(config: &ControllerConfig, command: NodeCommand) -> Result<()> {
         }
         NodeCommand::Remove { name } => {
             commands::node_remove(config, &name)?;
-            println!("removed {name}; it is cut off at the next epoch");
+            println!(
+                "removed {name}; with rotate_on_deny the running controller cuts it off within \
+                 a second, otherwise at the next epoch"
+            );
         }
         NodeCommand::Pin { name, state } => {
             let pin = match state {
