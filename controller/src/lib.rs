@@ -10,6 +10,8 @@
 //! - [`auth`]: signed node requests (signature, freshness, replay, path binding) and the admin token;
 //! - [`config`]: `controller.toml`, validated with key-and-line errors;
 //! - [`bundles`]: building, signing and caching one node's bundle for one epoch;
+//! - [`server`]: the accept loop, with connection caps and timeouts; [`quota`]: per-address
+//!   and per-node caps and request quotas;
 //! - [`metrics`]: Prometheus metrics; [`tls`]: optional TLS through rustls;
 //! - [`clock`]: Unix time driven by tokio's clock (so tests can pause it).
 
@@ -24,7 +26,9 @@ pub mod engine;
 pub mod membership;
 pub mod metrics;
 pub mod model;
+pub mod quota;
 pub mod schedule;
+pub mod server;
 pub mod status;
 pub mod store;
 pub mod tls;

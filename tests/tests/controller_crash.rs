@@ -46,8 +46,7 @@ struct Submitted {
 }
 
 /// Submits passing benchmarks for `node` from `seq` on until the controller stops answering.
-fn submit_until_killed(node: &TestNode, url: &str, mut seq: u64) -> Submitted {
-    let client = Client::new(url);
+fn submit_until_killed(node: &TestNode, client: &Client, mut seq: u64) -> Submitted {
     let mut out = Submitted::default();
     loop {
         let body = benchmark_body(seq, 0.9, now_ms());
@@ -185,8 +184,8 @@ fn acknowledged_benchmarks_and_the_epoch_survive_sigkill() {
             .iter()
             .zip(&next_seq)
             .map(|(node, &seq)| {
-                let (node, url) = (node.clone(), home.url());
-                thread::spawn(move || submit_until_killed(&node, &url, seq))
+                let (node, client) = (node.clone(), home.client());
+                thread::spawn(move || submit_until_killed(&node, &client, seq))
             })
             .collect();
         let delay = rng.u64(0..=MAX_KILL_DELAY_MS);
