@@ -151,7 +151,11 @@ fn seed() -> u64 {
 #[test]
 fn acknowledged_benchmarks_and_the_epoch_survive_sigkill() {
     let started = Instant::now();
-    let home = ControllerHome::new("[epoch]\nlength = 3600\nlead = 10\n");
+    // The nodes submit as fast as the controller answers: durability is tested here, not
+    // the per-node quota (controller_abuse tests that), so it is set above their pace.
+    let home = ControllerHome::new(
+        "[epoch]\nlength = 3600\nlead = 10\n[limits]\nnode_rate = 1000\nnode_burst = 10000\n",
+    );
     home.init();
     let nodes: Vec<Arc<TestNode>> = (1..=NODES)
         .map(|i| Arc::new(TestNode::generate(&format!("crash-{i}"), i)))
