@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 
 use crate::api::{self, Api};
 use crate::clock::Clock;
-use crate::config::{ConfigError, ControllerConfig};
+use crate::config::{ConfigError, ControllerConfig, Limits};
 use crate::engine::{Engine, EngineSettings};
 use crate::membership::decide_one;
 use crate::model::{NodeRecord, Pin};
@@ -191,7 +191,7 @@ pub async fn serve(
         .as_deref()
         .map(read_secret)
         .transpose()?;
-    raise_file_limit(config.limits.max_connections);
+    let limits = fit_file_limit(config.limits);
     let store = Arc::new(Store::open(&config.database)?);
     let schedule = Schedule::new(
         u64::try_from(config.epoch_length.as_millis()).unwrap_or(u64::MAX),
@@ -210,7 +210,7 @@ pub async fn serve(
         read_token,
         config.clock_skew,
         config.long_poll,
-        config.limits,
+        limits,
     ));
     let bind = |addr| async move {
         tokio::net::TcpListener::bind(addr)
@@ -238,11 +238,12 @@ pub async fn serve(
     };
     let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let options = ServeOptions {
-        limits: config.limits,
+        limits,
         tls,
         on_refused: refused,
     };
     let status_options = ServeOptions {
+        limits: status_limits(limits),
         tls: None,
         ..options.clone()
     };
@@ -271,26 +272,59 @@ pub async fn serve(
     Ok(())
 }
 
-/// Raises the soft limit on open files to what `max_connections` needs (up to the hard
-/// limit), and warns if that is not enough.
-fn raise_file_limit(max_connections: u32) {
+/// Connections the status listener holds at most (a local Prometheus, `status`).
+const STATUS_CONNECTIONS: u32 = 64;
+
+/// File descriptors kept for everything but connections: the database, logs, listeners.
+const SPARE_FILES: u64 = 128;
+
+/// Raises the soft limit on open files to what `limits` needs (up to the hard limit), and
+/// returns the limits with `max_connections` (and the caps under it) lowered to what the
+/// open-file limit allows, with a warning, so that the controller never runs out of file
+/// descriptors (which would stop it accepting anyone).
+fn fit_file_limit(limits: Limits) -> Limits {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    // Both listeners, the database, logs and a margin.
-    let wanted = u64::from(max_connections).saturating_mul(2) + 256;
+    let wanted = u64::from(limits.max_connections) + u64::from(STATUS_CONNECTIONS) + SPARE_FILES;
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return;
+        return limits;
     };
-    let target = wanted.min(hard);
-    if target > soft && setrlimit(Resource::RLIMIT_NOFILE, target, hard).is_err() {
-        tracing::warn!(soft, hard, "cannot raise the open-file limit");
+    let mut have = soft;
+    if wanted > soft {
+        let target = wanted.min(hard);
+        match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+            Ok(()) => have = target,
+            Err(error) => tracing::warn!(soft, hard, %error, "cannot raise the open-file limit"),
+        }
     }
-    if target < wanted {
-        tracing::warn!(
-            hard,
-            wanted,
-            "the open-file limit is below what limits.max_connections needs on both \
-             listeners; raise LimitNOFILE or lower limits.max_connections"
-        );
+    if have >= wanted {
+        return limits;
+    }
+    let fits = have
+        .saturating_sub(u64::from(STATUS_CONNECTIONS) + SPARE_FILES)
+        .max(16);
+    let max = u32::try_from(fits).unwrap_or(u32::MAX);
+    tracing::warn!(
+        open_files = have,
+        configured = limits.max_connections,
+        used = max,
+        "the open-file limit is too low for limits.max_connections: using fewer; raise \
+         LimitNOFILE (or the hard limit) to serve the configured number"
+    );
+    Limits {
+        max_connections: max,
+        max_connections_per_address: limits.max_connections_per_address.min(max),
+        max_long_polls: limits.max_long_polls.min(max),
+        max_long_polls_per_address: limits.max_long_polls_per_address.min(max),
+        ..limits
+    }
+}
+
+/// The status listener's limits: the API's time limits, and a few connections.
+fn status_limits(limits: Limits) -> Limits {
+    Limits {
+        max_connections: STATUS_CONNECTIONS,
+        max_connections_per_address: STATUS_CONNECTIONS,
+        ..limits
     }
 }
 

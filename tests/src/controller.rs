@@ -188,7 +188,30 @@ impl ControllerHome {
 
     /// Starts `serve` with log filter `log_filter`, its stdout and stderr going to `log`.
     pub fn serve(&self, log_filter: &str, log: &Path) -> Controller {
-        let mut cmd = self.command(&["--log", log_filter, "serve"]);
+        self.spawn(self.command(&["--log", log_filter, "serve"]), log)
+    }
+
+    /// Like [`ControllerHome::serve`], with at most `open_files` file descriptors (soft and
+    /// hard limit, set by util-linux `prlimit`, which then runs the controller as the same
+    /// process), as a service with a low `LimitNOFILE` would have.
+    pub fn serve_with_file_limit(
+        &self,
+        log_filter: &str,
+        log: &Path,
+        open_files: u64,
+    ) -> Controller {
+        let serve = self.command(&["--log", log_filter, "serve"]);
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={open_files}:{open_files}"))
+            .arg("--")
+            .arg(serve.get_program())
+            .args(serve.get_args());
+        cmd.env_remove("MESHTUN_LOG")
+            .env_remove("MESHTUN_CONTROLLER_CONFIG");
+        self.spawn(cmd, log)
+    }
+
+    fn spawn(&self, mut cmd: Command, log: &Path) -> Controller {
         let file =
             File::create(log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
         let file2 = file.try_clone().expect("cannot duplicate a file handle");

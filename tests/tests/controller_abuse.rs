@@ -57,6 +57,8 @@ fn raise_file_limit(wanted: u64) {
 struct Attack {
     sockets: Vec<TcpStream>,
     opened: Instant,
+    /// A connection could not be opened: the controller had stopped accepting.
+    unconnected: bool,
 }
 
 impl Attack {
@@ -79,9 +81,17 @@ impl Attack {
                 socket
                     .bind(&SockAddr::from(source))
                     .unwrap_or_else(|e| panic!("cannot bind {source}: {e}"));
-                socket
-                    .connect_timeout(&SockAddr::from(target), Duration::from_secs(2))
-                    .unwrap_or_else(|e| panic!("connect from {source} to {target}: {e}"));
+                let connected =
+                    socket.connect_timeout(&SockAddr::from(target), Duration::from_secs(2));
+                if let Err(e) = connected {
+                    // The controller no longer accepts (or its backlog is full): give up.
+                    eprintln!("connect from {source} to {target}: {e}; stopping the attack");
+                    return Self {
+                        sockets,
+                        opened: Instant::now(),
+                        unconnected: true,
+                    };
+                }
                 let mut stream: TcpStream = socket.into();
                 if !prefix.is_empty() {
                     // A refused connection may already be closed; that is fine.
@@ -97,6 +107,7 @@ impl Attack {
         Self {
             sockets,
             opened: Instant::now(),
+            unconnected: false,
         }
     }
 
@@ -130,6 +141,9 @@ impl Attack {
     /// When every connection was closed (after opening), or how many were still open at
     /// `limit`.
     fn all_closed_within(&self, limit: Duration) -> Result<Duration, String> {
+        if self.unconnected {
+            return Err("the controller stopped accepting connections".into());
+        }
         let total = self.sockets.len();
         loop {
             let closed = self.closed();
@@ -377,6 +391,38 @@ fn abuse_4_idle_connections_are_closed_and_nodes_are_served() {
     assert_eq!(
         refused, 1_000,
         "40 addresses x 25 connections over the per-address cap"
+    );
+}
+
+/// #4: a controller limited to 1,024 open files (systemd's default soft limit): 1,200 idle
+/// connections from three addresses used to take every descriptor, after which it accepted
+/// no one; it now caps them below its limit, and `/health` and the nodes are served.
+#[test]
+fn abuse_4_a_controller_with_1024_files_keeps_serving() {
+    raise_file_limit(4_096);
+    let home = ControllerHome::new("[epoch]\nlength = 60\nlead = 5\n");
+    let nodes = enroll(&home, "files", 5);
+    home.init();
+    let mut server = home.serve_with_file_limit("info", &home.root().join("controller.log"), 1_024);
+    server.wait_ready();
+    let client = home.client();
+    let attack = Attack::open(home.listen(), 3, 3, 400, &[b""]);
+    let served = nodes_under_attack(&client, &nodes, &home.client());
+    assert!(
+        !attack.unconnected,
+        "the controller stopped accepting connections"
+    );
+    served.check("5 nodes and /health during 1,200 idle connections, 1,024 files");
+    let closed = attack.closed();
+    eprintln!("closed at once: {closed} of 1200");
+    assert!(
+        closed >= 1200 - 3 * 256,
+        "{closed} closed: more than 256 held per address"
+    );
+    assert!(
+        server.log().contains("limits.max_connections"),
+        "no warning about the open-file limit:\n{}",
+        server.log()
     );
 }
 

@@ -30,6 +30,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for a benchmark submission or an enrollment.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long an idle connection to the controller is kept for reuse.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Added to a long-poll's wait for the whole bundle request's time limit.
 pub const LONG_POLL_MARGIN: Duration = Duration::from_secs(10);
 
@@ -382,6 +385,9 @@ fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, Cli
     }
     builder
         .connect_timeout(CONNECT_TIMEOUT)
+        // The controller closes connections idle for its header timeout (10 s by default):
+        // drop them sooner, so no request goes out on one it is closing.
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("meshtun/", env!("CARGO_PKG_VERSION")))
         .build()
