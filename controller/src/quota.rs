@@ -108,7 +108,9 @@ pub fn address_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// A token bucket per node: `rate` signed requests per second, `burst` at once.
+/// A token bucket per node: `rate` signed requests per second, `burst` at once. A bucket is
+/// made only for a node whose signature verified, so there are at most as many as nodes
+/// enrolled while the controller runs.
 pub struct NodeQuota {
     limiter: DefaultKeyedRateLimiter<String>,
     clock: DefaultClock,
@@ -132,12 +134,6 @@ impl NodeQuota {
         self.limiter
             .check_key(&key)
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
-    }
-
-    /// Forgets the buckets that are full again (nodes idle for long enough), so the map
-    /// holds only recently active nodes.
-    pub fn forget_idle(&self) {
-        self.limiter.retain_recent();
     }
 }
 

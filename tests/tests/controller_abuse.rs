@@ -426,6 +426,34 @@ fn abuse_4_a_controller_with_1024_files_keeps_serving() {
     );
 }
 
+/// #4: a request whose body never comes is answered 408 after `request_timeout` (here 1 s)
+/// instead of holding a handler and its connection for ever.
+#[test]
+fn abuse_4_a_body_that_never_comes_is_answered_408() {
+    let home = ControllerHome::new(&limits("request_timeout = 1\n"));
+    let _server = start(&home);
+    let mut stream = TcpStream::connect(home.listen()).expect("connect");
+    stream
+        .write_all(b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        .expect("send the head");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(1) + SLACK))
+        .expect("set_read_timeout");
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("no answer {:?} after the head: {e}", started.elapsed()),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "answer: {text}");
+    eprintln!("408 after {:?}", started.elapsed());
+}
+
 /// #4: 500 TLS handshakes that never finish (silent, or a record header and nothing more);
 /// the nodes (over TLS) are served within 1 s, and every handshake is cut off in time.
 #[test]
