@@ -68,9 +68,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Check => {
             commands::check(&config)?;
             println!(
-                "{}: valid (listen {}, url {}, {}, database {})",
+                "{}: valid (listen {}, status_listen {}, url {}, {}, database {})",
                 cli.config.display(),
                 config.listen,
+                config.status_listen,
                 config.url,
                 if config.tls.is_some() {
                     "TLS"
