@@ -3,7 +3,8 @@
 //! A node signs, with its Ed25519 identity key, the canonical text
 //!
 //! ```text
-//! meshtun-request-v1
+//! meshtun-request-v2
+//! CONTROLLER_KEY (base64, the controller's Ed25519 key the node pins)
 //! METHOD
 //! PATH?QUERY
 //! hex(SHA-256(body))
@@ -13,9 +14,13 @@
 //! ```
 //!
 //! and sends the node id, timestamp, nonce and signature in the headers named below. The
-//! controller checks the signature against the node's enrolled key, that the timestamp is
-//! within its window, and that the nonce was not seen before, so a request cannot be forged,
-//! altered, replayed or redirected to another path or node.
+//! controller checks the signature against the node's enrolled key and its own public key,
+//! that the timestamp is within its window, and that the nonce was not seen before, so a
+//! request cannot be forged, altered, replayed, redirected to another path or node, or
+//! replayed at another controller (staging and production, say) that knows the same node.
+//!
+//! Format v1 (the same text without the controller key) is no longer accepted on the wire;
+//! [`RequestSignature::verify_archived_v1`] checks requests recorded in that format.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -59,7 +64,7 @@ pub enum AuthError {
     #[error("malformed header {0}")]
     Malformed(&'static str),
     /// The signature does not verify.
-    #[error("the request signature does not verify")]
+    #[error("the request signature does not verify (format meshtun-request-v2, naming this controller's key)")]
     BadSignature,
     /// The timestamp is outside the accepted window.
     #[error(
@@ -73,8 +78,27 @@ pub enum AuthError {
     },
 }
 
-/// The canonical text a node signs.
+/// The canonical text a node signs for the controller whose key is `controller`.
 pub fn signing_input(
+    controller: &IdentityPublic,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+    node: &str,
+    timestamp_ms: u64,
+    nonce: &[u8; NONCE_LEN],
+) -> Vec<u8> {
+    let rest = signing_input_v1(method, path_and_query, body, node, timestamp_ms, nonce);
+    let rest = rest
+        .strip_prefix(b"meshtun-request-v1\n".as_slice())
+        .unwrap_or(&rest);
+    let mut input = format!("meshtun-request-v2\n{}\n", controller.to_base64()).into_bytes();
+    input.extend_from_slice(rest);
+    input
+}
+
+/// The text of format v1, which did not name the controller.
+fn signing_input_v1(
     method: &str,
     path_and_query: &str,
     body: &[u8],
@@ -96,9 +120,10 @@ pub fn signing_input(
 }
 
 impl RequestSignature {
-    /// Signs a request now, with a fresh nonce.
+    /// Signs a request to the controller whose key is `controller`, with a fresh nonce.
     pub fn sign(
         key: &IdentityKey,
+        controller: &IdentityPublic,
         node: &str,
         method: &str,
         path_and_query: &str,
@@ -107,7 +132,15 @@ impl RequestSignature {
     ) -> Self {
         let mut nonce = [0u8; NONCE_LEN];
         OsRng.fill_bytes(&mut nonce);
-        let input = signing_input(method, path_and_query, body, node, timestamp_ms, &nonce);
+        let input = signing_input(
+            controller,
+            method,
+            path_and_query,
+            body,
+            node,
+            timestamp_ms,
+            &nonce,
+        );
         Self {
             node: node.to_owned(),
             timestamp_ms,
@@ -152,15 +185,39 @@ impl RequestSignature {
         })
     }
 
-    /// Checks the signature over the request with the node's key.
+    /// Checks the signature over the request with the node's key, as a request to the
+    /// controller whose key is `controller`.
     pub fn verify(
+        &self,
+        key: &IdentityPublic,
+        controller: &IdentityPublic,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> Result<(), AuthError> {
+        let input = signing_input(
+            controller,
+            method,
+            path_and_query,
+            body,
+            &self.node,
+            self.timestamp_ms,
+            &self.nonce,
+        );
+        key.verify(&input, &self.signature)
+            .map_err(|_| AuthError::BadSignature)
+    }
+
+    /// Checks a signature in format v1 (which named no controller), for requests recorded
+    /// before v2: never for a request on the wire.
+    pub fn verify_archived_v1(
         &self,
         key: &IdentityPublic,
         method: &str,
         path_and_query: &str,
         body: &[u8],
     ) -> Result<(), AuthError> {
-        let input = signing_input(
+        let input = signing_input_v1(
             method,
             path_and_query,
             body,
@@ -189,10 +246,15 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    fn controller() -> IdentityPublic {
+        IdentityKey::from_bytes([7; 32]).public()
+    }
+
     fn signed() -> (IdentityKey, RequestSignature) {
         let key = IdentityKey::generate();
         let sig = RequestSignature::sign(
             &key,
+            &controller(),
             "node-a",
             "post",
             "/v1/benchmarks/node-a",
@@ -208,43 +270,50 @@ mod tests {
         let map: HashMap<_, _> = sig.headers().into_iter().collect();
         let back = RequestSignature::from_headers(|n| map.get(n).map(String::as_str)).unwrap();
         assert_eq!(back, sig);
-        back.verify(&key.public(), "POST", "/v1/benchmarks/node-a", b"{}")
-            .unwrap();
+        back.verify(
+            &key.public(),
+            &controller(),
+            "POST",
+            "/v1/benchmarks/node-a",
+            b"{}",
+        )
+        .unwrap();
     }
 
     #[test]
     fn any_change_breaks_the_signature() {
         let (key, sig) = signed();
         let public = key.public();
+        let c = controller();
         let bad = AuthError::BadSignature;
         assert_eq!(
-            sig.verify(&public, "GET", "/v1/benchmarks/node-a", b"{}"),
+            sig.verify(&public, &c, "GET", "/v1/benchmarks/node-a", b"{}"),
             Err(bad.clone())
         );
         assert_eq!(
-            sig.verify(&public, "POST", "/v1/benchmarks/node-b", b"{}"),
+            sig.verify(&public, &c, "POST", "/v1/benchmarks/node-b", b"{}"),
             Err(bad.clone())
         );
         assert_eq!(
-            sig.verify(&public, "POST", "/v1/benchmarks/node-a", b"{ }"),
+            sig.verify(&public, &c, "POST", "/v1/benchmarks/node-a", b"{ }"),
             Err(bad.clone())
         );
         let mut other = sig.clone();
         other.node = "node-b".into();
         assert_eq!(
-            other.verify(&public, "POST", "/v1/benchmarks/node-a", b"{}"),
+            other.verify(&public, &c, "POST", "/v1/benchmarks/node-a", b"{}"),
             Err(bad.clone())
         );
         let mut later = sig.clone();
         later.timestamp_ms += 1;
         assert_eq!(
-            later.verify(&public, "POST", "/v1/benchmarks/node-a", b"{}"),
+            later.verify(&public, &c, "POST", "/v1/benchmarks/node-a", b"{}"),
             Err(bad.clone())
         );
         let mut renonced = sig;
         renonced.nonce[0] ^= 1;
         assert_eq!(
-            renonced.verify(&public, "POST", "/v1/benchmarks/node-a", b"{}"),
+            renonced.verify(&public, &c, "POST", "/v1/benchmarks/node-a", b"{}"),
             Err(bad)
         );
     }
@@ -269,5 +338,42 @@ mod tests {
             _ => Some("x"),
         });
         assert_eq!(bad_time, Err(AuthError::Malformed(HEADER_TIMESTAMP)));
+    }
+
+    /// #22: a request signed for one controller does not verify at another that knows the
+    /// same node, and a v1 signature (which named no controller) is refused on the wire.
+    #[test]
+    fn a_request_names_its_controller_and_v1_is_refused_22() {
+        let key = IdentityKey::generate();
+        let staging = IdentityKey::generate().public();
+        let production = IdentityKey::generate().public();
+        let path = "/v1/benchmarks/node-a";
+        let sig = RequestSignature::sign(&key, &staging, "node-a", "POST", path, b"{}", 1_000);
+        sig.verify(&key.public(), &staging, "POST", path, b"{}")
+            .unwrap();
+        assert_eq!(
+            sig.verify(&key.public(), &production, "POST", path, b"{}"),
+            Err(AuthError::BadSignature)
+        );
+        // The same request signed in format v1 verifies nowhere any more, except as an
+        // archived record.
+        let v1 = RequestSignature {
+            signature: key.sign(&signing_input_v1(
+                "POST", path, b"{}", "node-a", 1_000, &sig.nonce,
+            )),
+            ..sig.clone()
+        };
+        assert_eq!(
+            v1.verify(&key.public(), &staging, "POST", path, b"{}"),
+            Err(AuthError::BadSignature)
+        );
+        v1.verify_archived_v1(&key.public(), "POST", path, b"{}")
+            .unwrap();
+        let text = signing_input(&staging, "POST", path, b"{}", "node-a", 1_000, &sig.nonce);
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            text.starts_with(&format!("meshtun-request-v2\n{staging}\nPOST\n")),
+            "{text}"
+        );
     }
 }

@@ -3,39 +3,55 @@
 //! | route | who | what |
 //! |---|---|---|
 //! | `GET /health` | anyone | liveness |
-//! | `GET /metrics` | anyone | Prometheus text |
+//! | `GET /metrics` | the status listener, or the read token | Prometheus text |
 //! | `GET /v1/epoch` | anyone | current and next epoch times |
-//! | `GET /v1/status` | anyone | decisions with their reasons; no secret |
+//! | `GET /v1/status` | the status listener, or the read token | decisions with their reasons; no secret |
 //! | `POST /v1/enroll` | invite holder | join: proofs of the token and of both keys; a signed reply |
 //! | `POST /v1/benchmarks/{node}` | the node, signed | submit a benchmark |
 //! | `GET /v1/config/{node}?after=E` | the node, signed | long-poll for a bundle newer than epoch E |
 //! | `POST /v1/rotate` | admin token | publish a new epoch now |
 //!
 //! Node requests are authenticated by [`crate::auth::authenticate`] before anything is read
-//! from the body; a 2xx for a benchmark is sent only after the database commit.
+//! from the body, and each spends one request of the node's quota (429 with `Retry-After`
+//! beyond it); a 2xx for a benchmark is sent only after the database commit. Every route has
+//! a time limit (408 past it): `request_timeout`, plus `long_poll` for the bundle long-poll,
+//! whose waiting requests are also capped per node, per source address and in total.
+//!
+//! [`router`] is the API on `listen`; [`status_router`] is what `status_listen` serves.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use meshtun_proto::auth::RequestSignature;
 use meshtun_proto::wire::{Benchmark, EnrollRequest, EnrollResponse};
 use serde::{Deserialize, Serialize};
+use tower_http::timeout::TimeoutLayer;
 use zeroize::Zeroizing;
 
 use crate::auth::{admin_token_matches, authenticate, NonceCache, Refusal, SignedRequest};
+use crate::config::Limits;
 use crate::engine::Engine;
 use crate::model::BenchmarkRecord;
+use crate::quota::{address_key, NodeQuota, Slots};
 use crate::status::status_report;
 use crate::store::StoreError;
 
 /// Largest request body accepted on any route.
 pub const MAX_BODY: usize = 64 * 1024;
+
+/// Long-polls one node may have waiting at once (one, plus one that overlaps a retry).
+pub const LONG_POLLS_PER_NODE: u32 = 2;
+
+/// What a client refused a long-poll slot is told to wait, seconds.
+const LONG_POLL_RETRY_SECS: u64 = 5;
 
 /// Shared state of the API handlers.
 pub struct Api {
@@ -43,15 +59,62 @@ pub struct Api {
     pub engine: Arc<Engine>,
     /// Nonces of accepted signed requests.
     pub nonces: NonceCache,
+    /// Signed requests per node.
+    pub quota: NodeQuota,
     /// The admin token.
     pub admin_token: Zeroizing<String>,
+    /// The read token for `/metrics` and `/v1/status` (also accepted: the admin token).
+    pub read_token: Option<Zeroizing<String>>,
     /// Longest wait of a long-poll.
     pub long_poll: Duration,
+    /// Time limits and caps.
+    pub limits: Limits,
+    /// Waiting long-polls by source address.
+    long_polls: Arc<Slots<IpAddr>>,
+    /// Waiting long-polls by node.
+    node_polls: Arc<Slots<String>>,
 }
 
-/// An error answer: a status and a message, as `{"error": "..."}`.
+impl Api {
+    /// The API of `engine`: signed requests are accepted within `clock_skew`, long-polls wait
+    /// up to `long_poll`, and clients are held to `limits`.
+    pub fn new(
+        engine: Arc<Engine>,
+        admin_token: Zeroizing<String>,
+        read_token: Option<Zeroizing<String>>,
+        clock_skew: Duration,
+        long_poll: Duration,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            engine,
+            nonces: NonceCache::new(u64::try_from(clock_skew.as_millis()).unwrap_or(u64::MAX)),
+            quota: NodeQuota::new(limits.node_rate, limits.node_burst),
+            admin_token,
+            read_token,
+            long_poll,
+            limits,
+            long_polls: Slots::new(limits.max_long_polls, limits.max_long_polls_per_address),
+            node_polls: Slots::new(limits.max_long_polls, LONG_POLLS_PER_NODE),
+        }
+    }
+
+    /// Long-polls waiting now.
+    pub fn waiting_long_polls(&self) -> u32 {
+        self.long_polls.held()
+    }
+}
+
+/// An error answer: a status and a message, as `{"error": "..."}`, with a `Retry-After` (in
+/// seconds) when the client should come back later.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(StatusCode, String, Option<Duration>);
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self(status, message.into(), None)
+    }
+}
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
@@ -60,46 +123,109 @@ struct ErrorBody<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(ErrorBody { error: &self.1 })).into_response()
+        let mut response = (self.0, Json(ErrorBody { error: &self.1 })).into_response();
+        if let Some(after) = self.2 {
+            // Whole seconds, rounded up: a client never comes back too early.
+            let secs = after.as_millis().div_ceil(1000).max(1);
+            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
     }
 }
 
 impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> Self {
         let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-        ApiError(status, r.to_string())
+        ApiError(status, r.to_string(), r.retry_after())
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Replay { .. } => ApiError(StatusCode::CONFLICT, e.to_string()),
+            StoreError::Replay { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             other => {
                 tracing::error!(error = %other, "database error");
-                ApiError(StatusCode::INTERNAL_SERVER_ERROR, "database error".into())
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "database error")
             }
         }
     }
 }
 
-/// The router.
+fn timeout(limit: Duration) -> TimeoutLayer {
+    TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limit)
+}
+
+/// The API served on `listen`: `/metrics` and `/v1/status` need the read token (or the admin
+/// token) here.
 pub fn router(api: Arc<Api>) -> Router {
+    let request = api.limits.request_timeout;
+    let long_poll = Router::new()
+        .route("/v1/config/{node}", get(config))
+        .layer(timeout(request.saturating_add(api.long_poll)));
     Router::new()
         .route("/health", get(health))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics_with_token))
         .route("/v1/epoch", get(epoch))
-        .route("/v1/status", get(status))
+        .route("/v1/status", get(status_with_token))
         .route("/v1/enroll", post(enroll))
         .route("/v1/benchmarks/{node}", post(benchmark))
-        .route("/v1/config/{node}", get(config))
         .route("/v1/rotate", post(rotate))
+        .layer(timeout(request))
+        .merge(long_poll)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(api)
+}
+
+/// What `status_listen` serves: `/health`, `/metrics` and `/v1/status`, without a token when
+/// `open` (a loopback listener), with the read token otherwise.
+pub fn status_router(api: Arc<Api>, open: bool) -> Router {
+    let routes = if open {
+        Router::new()
+            .route("/metrics", get(metrics))
+            .route("/v1/status", get(status))
+    } else {
+        Router::new()
+            .route("/metrics", get(metrics_with_token))
+            .route("/v1/status", get(status_with_token))
+    };
+    routes
+        .route("/health", get(health))
+        .layer(timeout(api.limits.request_timeout))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(api)
 }
 
 async fn health() -> &'static str {
     "ok\n"
+}
+
+/// The bearer token of a request, if any.
+fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+}
+
+/// Refuses a read without the read token or the admin token.
+fn check_read(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
+    let presented = bearer(headers);
+    let read = api
+        .read_token
+        .as_ref()
+        .is_some_and(|t| admin_token_matches(presented, t));
+    if read || admin_token_matches(presented, &api.admin_token) {
+        return Ok(());
+    }
+    api.engine.metrics.auth_failure();
+    Err(ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "read token required here; without one, use the status listener (status_listen)",
+    ))
 }
 
 async fn metrics(State(api): State<Arc<Api>>) -> Response {
@@ -113,12 +239,28 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
         .into_response()
 }
 
+async fn metrics_with_token(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_read(&api, &headers)?;
+    Ok(metrics(State(api)).await)
+}
+
+async fn status_with_token(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_read(&api, &headers)?;
+    Ok(status(State(api)).await)
+}
+
 async fn epoch(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {
     match api.engine.epoch_info() {
         Some(info) => Ok(Json(info).into_response()),
-        None => Err(ApiError(
+        None => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "no epoch in force yet".into(),
+            "no epoch in force yet",
         )),
     }
 }
@@ -148,7 +290,9 @@ fn check_node(
         RequestSignature::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()))
             .map_err(|e| refuse(e.into()))?;
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let controller = api.engine.public_key();
     let request = SignedRequest {
+        controller: &controller,
         method: method.as_str(),
         path_and_query: path,
         body,
@@ -158,10 +302,17 @@ fn check_node(
         &sig,
         &request,
         |id| api.engine.node_identity(id),
+        &api.quota,
         &api.nonces,
         now_ms(api),
     )
-    .map_err(refuse)?;
+    .map_err(|r| match r {
+        Refusal::TooMany { .. } => {
+            api.engine.metrics.throttled();
+            ApiError::from(r)
+        }
+        other => refuse(other),
+    })?;
     Ok(sig)
 }
 
@@ -183,7 +334,7 @@ async fn benchmark(
     let now = now_ms(&api);
     let bench = Benchmark::decode(&body, now).map_err(|e| {
         api.engine.metrics.benchmark("rejected");
-        ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
     })?;
     let record = BenchmarkRecord {
         node_id: node.clone(),
@@ -193,24 +344,28 @@ async fn benchmark(
         seq: bench.seq,
         received_ms: now,
     };
-    let path = uri.path().to_owned();
+    // Stored and verified again over exactly what was signed: the path and the query.
+    let path = uri
+        .path_and_query()
+        .map_or(uri.path(), |p| p.as_str())
+        .to_owned();
     let engine = api.engine.clone();
     let seq = record.seq;
-    let stored = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+    let stored = tokio::task::spawn_blocking(move || {
+        let controller = engine.public_key();
         engine
             .store()
-            .insert_benchmark(&record, &body, &sig, &path)?;
-        if let Err(error) = engine.check_deny() {
-            tracing::error!(%error, "membership check after a benchmark failed");
-        }
-        Ok(())
+            .insert_benchmark(&controller, &record, &body, &sig, &path)
     })
     .await
-    .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "worker stopped".into()))?;
+    .map_err(|_| worker_stopped())?;
     if let Err(e) = stored {
         api.engine.metrics.benchmark("rejected");
         return Err(e.into());
     }
+    // The engine checks for newly failing nodes soon, at most a few times a second however
+    // many benchmarks arrive.
+    api.engine.benchmark_stored();
     api.engine.metrics.benchmark("accepted");
     Ok((StatusCode::CREATED, Json(Accepted { node, seq })).into_response())
 }
@@ -221,20 +376,67 @@ struct After {
     after: Option<u64>,
 }
 
+fn worker_stopped() -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "worker stopped")
+}
+
+/// The source address of the request, when the server recorded it.
+pub struct Peer(Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
+/// Refuses a long-poll over its node's, its address's or the total cap.
+fn too_many_polls(what: &str) -> ApiError {
+    ApiError(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("too many waiting bundle requests {what}; retry later"),
+        Some(Duration::from_secs(LONG_POLL_RETRY_SECS)),
+    )
+}
+
 async fn config(
     State(api): State<Arc<Api>>,
     Path(node): Path<String>,
     Query(after): Query<After>,
+    peer: Peer,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_node(&api, &node, &method, &uri, &headers, &[])?;
-    match api
-        .engine
-        .wait_bundle(&node, after.after, api.long_poll)
-        .await
-    {
+    let found = match api.engine.bundle(&node, after.after) {
+        Some(found) => Some(found),
+        None => {
+            // Only a request that waits holds a slot.
+            let ip = address_key(peer.0.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
+            let _mine = api.node_polls.try_take(node.clone()).map_err(|_| {
+                api.engine.metrics.throttled();
+                too_many_polls(&format!("from node {node}"))
+            })?;
+            let _address = api.long_polls.try_take(ip).map_err(|full| {
+                api.engine.metrics.throttled();
+                too_many_polls(match full {
+                    crate::quota::Full::PerKey => "from this address",
+                    crate::quota::Full::Total => "in total",
+                })
+            })?;
+            api.engine
+                .wait_bundle(&node, after.after, api.long_poll)
+                .await
+        }
+    };
+    match found {
         Some((epoch, json)) => {
             api.engine.metrics.bundle("served");
             Ok((
@@ -258,7 +460,7 @@ async fn config(
 
 async fn enroll(State(api): State<Arc<Api>>, body: Bytes) -> Result<Response, ApiError> {
     let enrollment = EnrollRequest::decode(&body).map_err(|e| {
-        ApiError(
+        ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("bad enrollment: {e}"),
         )
@@ -266,7 +468,7 @@ async fn enroll(State(api): State<Arc<Api>>, body: Bytes) -> Result<Response, Ap
     // The proofs of both keys need no database: checked before the store is touched.
     enrollment
         .verify_possession(&api.engine.public_key(), api.engine.enrollment_key())
-        .map_err(|e| ApiError(StatusCode::FORBIDDEN, e.to_string()))?;
+        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e.to_string()))?;
     let engine = api.engine.clone();
     let now = now_ms(&api);
     let digest = enrollment.digest();
@@ -278,21 +480,21 @@ async fn enroll(State(api): State<Arc<Api>>, body: Bytes) -> Result<Response, Ap
         Ok::<_, StoreError>(node)
     })
     .await
-    .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "worker stopped".into()))?
+    .map_err(|_| worker_stopped())?
     .map_err(|e| match e {
         StoreError::UnknownInvite
         | StoreError::BadInviteProof(_)
         | StoreError::InviteUsed { .. }
-        | StoreError::InviteExpired { .. } => ApiError(StatusCode::FORBIDDEN, e.to_string()),
+        | StoreError::InviteExpired { .. } => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
         StoreError::NodeExists(_) | StoreError::WgKeyInUse { .. } => {
-            ApiError(StatusCode::CONFLICT, e.to_string())
+            ApiError::new(StatusCode::CONFLICT, e.to_string())
         }
         StoreError::NoAddresses(_)
         | StoreError::Addresses { .. }
         | StoreError::AddressInUse { .. }
         | StoreError::Endpoint { .. }
         | StoreError::LowOrderKey { .. } => {
-            ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
         }
         other => ApiError::from(other),
     })?;
@@ -319,21 +521,16 @@ struct Rotated {
 }
 
 async fn rotate(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !admin_token_matches(presented, &api.admin_token) {
+    if !admin_token_matches(bearer(&headers), &api.admin_token) {
         api.engine.metrics.auth_failure();
-        return Err(ApiError(
+        return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "admin token required".into(),
+            "admin token required",
         ));
     }
     let engine = api.engine.clone();
     let epoch = tokio::task::spawn_blocking(move || engine.rotate_now("admin"))
         .await
-        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "worker stopped".into()))??;
+        .map_err(|_| worker_stopped())??;
     Ok(Json(Rotated { epoch }).into_response())
 }

@@ -7,11 +7,14 @@
 //! before the request can change anything.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 
 use meshtun_proto::auth::{AuthError, RequestSignature, NONCE_LEN};
 use meshtun_proto::IdentityPublic;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
+
+use crate::quota::NodeQuota;
 
 /// Most nonces remembered at once; beyond this, requests are refused until old ones expire
 /// (so a flood of signed requests cannot grow memory without bound).
@@ -29,6 +32,14 @@ pub enum Refusal {
     /// 503: the replay cache is full.
     #[error("too many requests in the replay window; retry shortly")]
     Busy,
+    /// 429: the node sent more requests than its quota allows.
+    #[error("node {node} is over its request quota; retry in {} ms", retry_after.as_millis())]
+    TooMany {
+        /// The node.
+        node: String,
+        /// When its quota allows another request.
+        retry_after: Duration,
+    },
 }
 
 impl Refusal {
@@ -38,6 +49,16 @@ impl Refusal {
             Refusal::Unauthenticated(_) => 401,
             Refusal::Forbidden(_) => 403,
             Refusal::Busy => 503,
+            Refusal::TooMany { .. } => 429,
+        }
+    }
+
+    /// How long the client should wait before retrying, for a refusal that passes.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Refusal::Busy => Some(Duration::from_secs(1)),
+            Refusal::TooMany { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 }
@@ -78,8 +99,10 @@ impl NonceCache {
         now_ms: u64,
     ) -> Result<bool, Refusal> {
         let mut n = self.inner.lock();
+        // A request is fresh up to and including `timestamp + window` (`check_fresh`), so
+        // its nonce is kept until then, inclusive.
         while let Some(&(old, expires)) = n.order.front() {
-            if expires > now_ms {
+            if expires >= now_ms {
                 break;
             }
             n.order.pop_front();
@@ -112,6 +135,8 @@ impl NonceCache {
 
 /// A request as the authenticator sees it.
 pub struct SignedRequest<'a> {
+    /// This controller's public key, which the request must name (format v2).
+    pub controller: &'a IdentityPublic,
     /// HTTP method.
     pub method: &'a str,
     /// Path and query, exactly as sent.
@@ -122,24 +147,40 @@ pub struct SignedRequest<'a> {
     pub path_node: &'a str,
 }
 
-/// Authenticates a node request: `lookup` gives a node's identity key.
+/// Authenticates a node request: `lookup` gives a node's identity key. Once the request is
+/// known to come from its node, one request is spent from the node's `quota` (so that
+/// forgeries cannot spend an honest node's quota), before its nonce is stored: a node over
+/// its quota cannot fill the replay cache that every node shares.
 pub fn authenticate(
     sig: &RequestSignature,
     request: &SignedRequest<'_>,
     lookup: impl FnOnce(&str) -> Option<IdentityPublic>,
+    quota: &NodeQuota,
     nonces: &NonceCache,
     now_ms: u64,
 ) -> Result<(), Refusal> {
     sig.check_fresh(now_ms, nonces.window_ms)?;
     let key = lookup(&sig.node)
         .ok_or_else(|| Refusal::Unauthenticated(format!("unknown node {}", sig.node)))?;
-    sig.verify(&key, request.method, request.path_and_query, request.body)?;
+    sig.verify(
+        &key,
+        request.controller,
+        request.method,
+        request.path_and_query,
+        request.body,
+    )?;
     if sig.node != request.path_node {
         return Err(Refusal::Forbidden(format!(
             "node {} may not act for node {}",
             sig.node, request.path_node
         )));
     }
+    quota
+        .spend(&sig.node)
+        .map_err(|retry_after| Refusal::TooMany {
+            node: sig.node.clone(),
+            retry_after,
+        })?;
     if !nonces.insert(sig.nonce, sig.timestamp_ms, now_ms)? {
         return Err(Refusal::Unauthenticated(
             "replayed request (nonce already used)".into(),
@@ -167,8 +208,18 @@ mod tests {
 
     const NOW: u64 = 1_000_000;
 
+    fn quota() -> NodeQuota {
+        NodeQuota::new(1_000, 1_000)
+    }
+
+    fn controller() -> &'static IdentityPublic {
+        static KEY: std::sync::OnceLock<IdentityPublic> = std::sync::OnceLock::new();
+        KEY.get_or_init(|| IdentityKey::from_bytes([0xc0; 32]).public())
+    }
+
     fn request(body: &[u8]) -> SignedRequest<'_> {
         SignedRequest {
+            controller: controller(),
             method: "POST",
             path_and_query: "/v1/benchmarks/node-a",
             body,
@@ -177,7 +228,15 @@ mod tests {
     }
 
     fn sign(key: &IdentityKey, node: &str, at: u64) -> RequestSignature {
-        RequestSignature::sign(key, node, "POST", "/v1/benchmarks/node-a", b"{}", at)
+        RequestSignature::sign(
+            key,
+            controller(),
+            node,
+            "POST",
+            "/v1/benchmarks/node-a",
+            b"{}",
+            at,
+        )
     }
 
     #[test]
@@ -187,10 +246,10 @@ mod tests {
         let sig = sign(&key, "node-a", NOW);
         let lookup = |_: &str| Some(key.public());
         assert_eq!(
-            authenticate(&sig, &request(b"{}"), lookup, &nonces, NOW),
+            authenticate(&sig, &request(b"{}"), lookup, &quota(), &nonces, NOW),
             Ok(())
         );
-        let replay = authenticate(&sig, &request(b"{}"), lookup, &nonces, NOW + 1);
+        let replay = authenticate(&sig, &request(b"{}"), lookup, &quota(), &nonces, NOW + 1);
         assert!(matches!(replay, Err(Refusal::Unauthenticated(m)) if m.contains("replayed")));
     }
 
@@ -202,30 +261,37 @@ mod tests {
         let other = IdentityKey::generate();
         let forged = sign(&other, "node-a", NOW);
         assert_eq!(
-            authenticate(&forged, &request(b"{}"), good, &nonces, NOW)
+            authenticate(&forged, &request(b"{}"), good, &quota(), &nonces, NOW)
                 .unwrap_err()
                 .status(),
             401
         );
         let stale = sign(&key, "node-a", NOW - 31_000);
         assert_eq!(
-            authenticate(&stale, &request(b"{}"), good, &nonces, NOW)
+            authenticate(&stale, &request(b"{}"), good, &quota(), &nonces, NOW)
                 .unwrap_err()
                 .status(),
             401
         );
         let unknown = sign(&key, "node-a", NOW);
         assert_eq!(
-            authenticate(&unknown, &request(b"{}"), |_| None, &nonces, NOW)
+            authenticate(&unknown, &request(b"{}"), |_| None, &quota(), &nonces, NOW)
                 .unwrap_err()
                 .status(),
             401
         );
         let tampered = sign(&key, "node-a", NOW);
         assert_eq!(
-            authenticate(&tampered, &request(b"{\"x\":1}"), good, &nonces, NOW)
-                .unwrap_err()
-                .status(),
+            authenticate(
+                &tampered,
+                &request(b"{\"x\":1}"),
+                good,
+                &quota(),
+                &nonces,
+                NOW
+            )
+            .unwrap_err()
+            .status(),
             401
         );
         // node-b signs correctly, but for node-a's path.
@@ -233,7 +299,7 @@ mod tests {
         let foreign = sign(&b, "node-b", NOW);
         let lookup_b = |n: &str| (n == "node-b").then(|| b.public());
         assert_eq!(
-            authenticate(&foreign, &request(b"{}"), lookup_b, &nonces, NOW)
+            authenticate(&foreign, &request(b"{}"), lookup_b, &quota(), &nonces, NOW)
                 .unwrap_err()
                 .status(),
             403
@@ -260,5 +326,64 @@ mod tests {
         assert!(admin_token_matches("s3cret-token", "s3cret-token"));
         assert!(!admin_token_matches("s3cret-tokeN", "s3cret-token"));
         assert!(!admin_token_matches("", ""));
+    }
+
+    #[test]
+    fn a_node_over_its_quota_stores_no_nonce_15() {
+        let key = IdentityKey::generate();
+        let nonces = NonceCache::new(30_000);
+        let quota = NodeQuota::new(1, 10);
+        let lookup = |_: &str| Some(key.public());
+        let mut refused = 0;
+        for _ in 0..1_000 {
+            let sig = sign(&key, "node-a", NOW);
+            match authenticate(&sig, &request(b"{}"), lookup, &quota, &nonces, NOW) {
+                Ok(()) => {}
+                Err(r @ Refusal::TooMany { .. }) => {
+                    assert_eq!(r.status(), 429);
+                    assert!(r.retry_after().unwrap() <= std::time::Duration::from_secs(1));
+                    refused += 1;
+                }
+                Err(other) => panic!("unexpected refusal {other:?}"),
+            }
+        }
+        // The burst passes; everything after it is refused before its nonce is stored.
+        assert!(refused >= 989, "{refused} refused");
+        assert!(nonces.len() <= 11, "{} nonces stored", nonces.len());
+        // Forgeries in node-a's name do not spend its quota (checked after the signature).
+        let fresh = NodeQuota::new(1, 1);
+        let forged = sign(&IdentityKey::generate(), "node-a", NOW);
+        let err = authenticate(&forged, &request(b"{}"), lookup, &fresh, &nonces, NOW);
+        assert_eq!(err.unwrap_err().status(), 401);
+        let sig = sign(&key, "node-a", NOW);
+        assert_eq!(
+            authenticate(&sig, &request(b"{}"), lookup, &fresh, &nonces, NOW),
+            Ok(())
+        );
+    }
+
+    /// #23: a request is fresh until exactly `timestamp + window`; its nonce must be
+    /// remembered until then too, or a replay at that very millisecond passes.
+    #[test]
+    fn a_replay_at_the_edge_of_the_window_is_refused_23() {
+        let key = IdentityKey::generate();
+        let window = 30_000;
+        let nonces = NonceCache::new(window);
+        let lookup = |_: &str| Some(key.public());
+        let sig = sign(&key, "node-a", NOW);
+        assert_eq!(
+            authenticate(&sig, &request(b"{}"), lookup, &quota(), &nonces, NOW),
+            Ok(())
+        );
+        // The replay's own insertion sweeps the expired nonces first.
+        let edge = NOW + window;
+        let replay = authenticate(&sig, &request(b"{}"), lookup, &quota(), &nonces, edge);
+        assert!(
+            matches!(&replay, Err(Refusal::Unauthenticated(m)) if m.contains("replayed")),
+            "{replay:?}"
+        );
+        // One millisecond later it is stale.
+        let stale = authenticate(&sig, &request(b"{}"), lookup, &quota(), &nonces, edge + 1);
+        assert!(matches!(&stale, Err(Refusal::Unauthenticated(m)) if !m.contains("replayed")));
     }
 }

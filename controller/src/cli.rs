@@ -85,7 +85,7 @@ pub enum NodeCommand {
     },
     /// List enrolled nodes.
     List,
-    /// Remove a node; it is cut off at the next epoch.
+    /// Remove a node; with rotate_on_deny an allowed node is cut off at once by a new epoch.
     Remove {
         /// Node id.
         name: String,

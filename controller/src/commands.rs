@@ -17,13 +17,13 @@ use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
 
 use crate::api::{self, Api};
-use crate::auth::NonceCache;
 use crate::clock::Clock;
-use crate::config::{ConfigError, ControllerConfig};
+use crate::config::{ConfigError, ControllerConfig, Limits};
 use crate::engine::{Engine, EngineSettings};
 use crate::membership::decide_one;
 use crate::model::{NodeRecord, Pin};
 use crate::schedule::{Schedule, ScheduleError};
+use crate::server::{self, ServeOptions};
 use crate::store::audit::DecisionEntry;
 use crate::store::{AuditEntry, AuditError, AuditKind, AuditReport, Store, StoreError};
 use crate::tls;
@@ -145,6 +145,10 @@ pub fn init(config: &ControllerConfig) -> Result<InitReport, CommandError> {
         write_secret(&config.admin_token_file, &random_token())?;
         created.push(config.admin_token_file.clone());
     }
+    if let Some(read) = config.read_token_file.as_ref().filter(|f| !f.exists()) {
+        write_secret(read, &random_token())?;
+        created.push(read.clone());
+    }
     let existed = config.database.exists();
     Store::open(&config.database)?;
     if !existed {
@@ -180,8 +184,15 @@ pub async fn serve(
     config: &ControllerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), CommandError> {
+    check(config)?;
     let key = load_key(config)?;
     let admin_token = read_secret(&config.admin_token_file)?;
+    let read_token = config
+        .read_token_file
+        .as_deref()
+        .map(read_secret)
+        .transpose()?;
+    let limits = fit_file_limit(config.limits);
     let store = Arc::new(Store::open(&config.database)?);
     let schedule = Schedule::new(
         u64::try_from(config.epoch_length.as_millis()).unwrap_or(u64::MAX),
@@ -196,56 +207,128 @@ pub async fn serve(
         Engine::open(store, key, settings, Clock::system())?.with_network(config.network.clone()),
     );
     tracing::info!(controller_key = %engine.public_key(), "controller key (nodes pin it)");
-    let api = Arc::new(Api {
-        engine: engine.clone(),
-        nonces: NonceCache::new(u64::try_from(config.clock_skew.as_millis()).unwrap_or(u64::MAX)),
+    let api = Arc::new(Api::new(
+        engine.clone(),
         admin_token,
-        long_poll: config.long_poll,
-    });
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| CommandError::Serve {
-            addr: config.listen,
-            source,
-        })?;
+        read_token,
+        config.clock_skew,
+        config.long_poll,
+        limits,
+    ));
+    let bind = |addr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| CommandError::Serve { addr, source })
+    };
+    let listener = bind(config.listen).await?;
+    let status_listener = bind(config.status_listen).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let engine_task = tokio::spawn(engine.clone().run({
+    let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
             let _ = rx.wait_for(|s| *s).await;
         }
-    }));
-    let stop = async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
     };
-    let router = api::router(api);
-    let served = match &config.tls {
-        Some(files) => {
-            let acceptor = tls::acceptor(files)?;
-            let listener = tls::TlsListener::new(listener, acceptor).map_err(|source| {
-                CommandError::Serve {
-                    addr: config.listen,
-                    source,
-                }
-            })?;
-            tracing::info!(listen = %config.listen, "serving the controller API over TLS");
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop)
-                .await
-        }
-        None => {
-            tracing::info!(listen = %config.listen, "serving the controller API over plain HTTP");
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop)
-                .await
-        }
+    let engine_task = tokio::spawn(engine.clone().run(stopped()));
+    let refused = {
+        let engine = engine.clone();
+        Arc::new(move |full: crate::quota::Full| {
+            engine.metrics.refused_connection(match full {
+                crate::quota::Full::Total => "total",
+                crate::quota::Full::PerKey => "address",
+            });
+        })
     };
-    let _ = engine_task.await;
-    served.map_err(|source| CommandError::Serve {
-        addr: config.listen,
-        source,
-    })
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+    let options = ServeOptions {
+        limits,
+        tls,
+        on_refused: refused,
+    };
+    let status_options = ServeOptions {
+        limits: status_limits(limits),
+        tls: None,
+        ..options.clone()
+    };
+    let open = config.status_listen.ip().is_loopback();
+    let status_task = tokio::spawn(server::serve(
+        status_listener,
+        api::status_router(api.clone(), open),
+        status_options,
+        stopped(),
+    ));
+    tracing::info!(
+        listen = %config.listen,
+        status_listen = %config.status_listen,
+        "serving the controller API over {}; /metrics and /v1/status on status_listen",
+        if config.tls.is_some() { "TLS" } else { "plain HTTP" }
+    );
+    let api_task = tokio::spawn(server::serve(
+        listener,
+        api::router(api),
+        options,
+        stopped(),
+    ));
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::join!(engine_task, status_task, api_task);
+    Ok(())
+}
+
+/// Connections the status listener holds at most (a local Prometheus, `status`).
+const STATUS_CONNECTIONS: u32 = 64;
+
+/// File descriptors kept for everything but connections: the database, logs, listeners.
+const SPARE_FILES: u64 = 128;
+
+/// Raises the soft limit on open files to what `limits` needs (up to the hard limit), and
+/// returns the limits with `max_connections` (and the caps under it) lowered to what the
+/// open-file limit allows, with a warning, so that the controller never runs out of file
+/// descriptors (which would stop it accepting anyone).
+fn fit_file_limit(limits: Limits) -> Limits {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let wanted = u64::from(limits.max_connections) + u64::from(STATUS_CONNECTIONS) + SPARE_FILES;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return limits;
+    };
+    let mut have = soft;
+    if wanted > soft {
+        let target = wanted.min(hard);
+        match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+            Ok(()) => have = target,
+            Err(error) => tracing::warn!(soft, hard, %error, "cannot raise the open-file limit"),
+        }
+    }
+    if have >= wanted {
+        return limits;
+    }
+    let fits = have
+        .saturating_sub(u64::from(STATUS_CONNECTIONS) + SPARE_FILES)
+        .max(16);
+    let max = u32::try_from(fits).unwrap_or(u32::MAX);
+    tracing::warn!(
+        open_files = have,
+        configured = limits.max_connections,
+        used = max,
+        "the open-file limit is too low for limits.max_connections: using fewer; raise \
+         LimitNOFILE (or the hard limit) to serve the configured number"
+    );
+    Limits {
+        max_connections: max,
+        max_connections_per_address: limits.max_connections_per_address.min(max),
+        max_long_polls: limits.max_long_polls.min(max),
+        max_long_polls_per_address: limits.max_long_polls_per_address.min(max),
+        ..limits
+    }
+}
+
+/// The status listener's limits: the API's time limits, and a few connections.
+fn status_limits(limits: Limits) -> Limits {
+    Limits {
+        max_connections: STATUS_CONNECTIONS,
+        max_connections_per_address: STATUS_CONNECTIONS,
+        ..limits
+    }
 }
 
 /// `node add`.
@@ -421,15 +504,19 @@ fn http_client() -> Result<reqwest::Client, CommandError> {
         })
 }
 
-/// `status`: the running controller's `/v1/status`, as pretty JSON.
+/// `status`: the running controller's `/v1/status`, from the status listener, as pretty
+/// JSON (with the read token, if one is configured).
 pub async fn status(config: &ControllerConfig) -> Result<String, CommandError> {
-    let url = format!("{}/v1/status", config.url);
+    let url = format!("http://{}/v1/status", config.status_listen);
     let remote = |reason: String| CommandError::Remote {
         url: url.clone(),
         reason,
     };
-    let body: serde_json::Value = http_client()?
-        .get(&url)
+    let mut request = http_client()?.get(&url);
+    if let Some(file) = &config.read_token_file {
+        request = request.bearer_auth(read_secret(file)?.as_str());
+    }
+    let body: serde_json::Value = request
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)

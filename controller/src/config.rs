@@ -50,11 +50,14 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: SocketAddr,
+    #[serde(default = "default_status_listen")]
+    status_listen: SocketAddr,
     url: String,
     state_dir: PathBuf,
     database: Option<PathBuf>,
     key_file: Option<PathBuf>,
     admin_token_file: Option<PathBuf>,
+    read_token_file: Option<PathBuf>,
     tls: Option<RawTls>,
     #[serde(default)]
     epoch: RawEpoch,
@@ -65,6 +68,8 @@ struct RawConfig {
     #[serde(default)]
     api: RawApi,
     network: Option<RawNetwork>,
+    #[serde(default)]
+    limits: RawLimits,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +77,10 @@ struct RawConfig {
 struct RawNetwork {
     ipv4: Option<ipnet::Ipv4Net>,
     ipv6: Option<ipnet::Ipv6Net>,
+}
+
+fn default_status_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8701))
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,6 +156,184 @@ impl Default for RawApi {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    max_connections: u32,
+    max_connections_per_address: Option<u32>,
+    max_long_polls: Option<u32>,
+    max_long_polls_per_address: Option<u32>,
+    header_timeout: u64,
+    request_timeout: u64,
+    tls_handshake_timeout: u64,
+    node_rate: u32,
+    node_burst: u32,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        let d = Limits::default();
+        Self {
+            max_connections: d.max_connections,
+            // Unset: the defaults, or fewer if the connections allow fewer (see `limits`).
+            max_connections_per_address: None,
+            max_long_polls: None,
+            max_long_polls_per_address: None,
+            header_timeout: d.header_timeout.as_secs(),
+            request_timeout: d.request_timeout.as_secs(),
+            tls_handshake_timeout: d.tls_handshake_timeout.as_secs(),
+            node_rate: d.node_rate,
+            node_burst: d.node_burst,
+        }
+    }
+}
+
+/// What any client may hold of the controller: connections, time and request rate. Every
+/// value is bounded when the configuration is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Open connections in total, TLS handshakes included.
+    pub max_connections: u32,
+    /// Open connections from one source address.
+    pub max_connections_per_address: u32,
+    /// Bundle requests waiting for a newer epoch at once, in total.
+    pub max_long_polls: u32,
+    /// Bundle requests waiting at once from one source address.
+    pub max_long_polls_per_address: u32,
+    /// Time to send a request's headers, from the connection's start or from the end of the
+    /// previous answer (so also the longest a kept-alive connection may stay idle).
+    pub header_timeout: Duration,
+    /// Time to read a request's body and answer it (a long-poll gets `long_poll` more).
+    pub request_timeout: Duration,
+    /// Time to complete a TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// Signed requests per second one node may send, sustained.
+    pub node_rate: u32,
+    /// Signed requests one node may send in a burst.
+    pub node_burst: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 16_384,
+            max_connections_per_address: 256,
+            max_long_polls: 16_384,
+            max_long_polls_per_address: 128,
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            tls_handshake_timeout: Duration::from_secs(10),
+            node_rate: 2,
+            node_burst: 20,
+        }
+    }
+}
+
+/// The accepted range of every bounded number, with its key.
+const BOUNDS: &[(&str, u64, u64)] = &[
+    ("api.clock_skew", 1, 300),
+    ("api.long_poll", 1, 300),
+    ("api.invite_ttl", 60, 30 * 86_400),
+    ("epoch.length", 1, 86_400),
+    ("limits.max_connections", 16, 1_000_000),
+    ("limits.max_connections_per_address", 1, 1_000_000),
+    ("limits.max_long_polls", 1, 1_000_000),
+    ("limits.max_long_polls_per_address", 1, 1_000_000),
+    ("limits.header_timeout", 1, 300),
+    ("limits.request_timeout", 1, 600),
+    ("limits.tls_handshake_timeout", 1, 120),
+    ("limits.node_rate", 1, 1_000),
+    ("limits.node_burst", 1, 10_000),
+];
+
+/// Checks `value` of `key` against [`BOUNDS`].
+fn in_bounds(key: &'static str, value: u64) -> Result<(), (&'static str, String)> {
+    match BOUNDS.iter().find(|(k, _, _)| *k == key) {
+        Some(&(_, min, max)) if !(min..=max).contains(&value) => {
+            Err((key, format!("{value} is not in [{min}, {max}]")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Validates the raw limits, each against its bounds and against the others. Unset long-poll
+/// caps default to the connection caps, or to the defaults if lower.
+fn limits(raw: &RawApi, l: &RawLimits) -> Result<Limits, (&'static str, String)> {
+    let d = Limits::default();
+    let per_address = l
+        .max_connections_per_address
+        .unwrap_or(d.max_connections_per_address.min(l.max_connections));
+    let max_long_polls = l
+        .max_long_polls
+        .unwrap_or(d.max_long_polls.min(l.max_connections));
+    let max_long_polls_per_address = l.max_long_polls_per_address.unwrap_or(
+        d.max_long_polls_per_address
+            .min(per_address)
+            .min(max_long_polls),
+    );
+    for (key, value) in [
+        ("api.clock_skew", raw.clock_skew),
+        ("api.long_poll", raw.long_poll),
+        ("api.invite_ttl", raw.invite_ttl),
+        ("limits.max_connections", u64::from(l.max_connections)),
+        ("limits.max_connections_per_address", u64::from(per_address)),
+        ("limits.max_long_polls", u64::from(max_long_polls)),
+        (
+            "limits.max_long_polls_per_address",
+            u64::from(max_long_polls_per_address),
+        ),
+        ("limits.header_timeout", l.header_timeout),
+        ("limits.request_timeout", l.request_timeout),
+        ("limits.tls_handshake_timeout", l.tls_handshake_timeout),
+        ("limits.node_rate", u64::from(l.node_rate)),
+        ("limits.node_burst", u64::from(l.node_burst)),
+    ] {
+        in_bounds(key, value)?;
+    }
+    let at_most = |key, value: u32, other: &str, max: u32| {
+        if value > max {
+            Err((key, format!("{value} is more than {other} ({max})")))
+        } else {
+            Ok(())
+        }
+    };
+    at_most(
+        "limits.max_connections_per_address",
+        per_address,
+        "limits.max_connections",
+        l.max_connections,
+    )?;
+    at_most(
+        "limits.max_long_polls",
+        max_long_polls,
+        "limits.max_connections",
+        l.max_connections,
+    )?;
+    at_most(
+        "limits.max_long_polls_per_address",
+        max_long_polls_per_address,
+        "limits.max_connections_per_address",
+        per_address,
+    )?;
+    at_most(
+        "limits.max_long_polls_per_address",
+        max_long_polls_per_address,
+        "limits.max_long_polls",
+        max_long_polls,
+    )?;
+    Ok(Limits {
+        max_connections: l.max_connections,
+        max_connections_per_address: per_address,
+        max_long_polls,
+        max_long_polls_per_address,
+        header_timeout: Duration::from_secs(l.header_timeout),
+        request_timeout: Duration::from_secs(l.request_timeout),
+        tls_handshake_timeout: Duration::from_secs(l.tls_handshake_timeout),
+        node_rate: l.node_rate,
+        node_burst: l.node_burst,
+    })
+}
+
 /// TLS certificate and key files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -161,6 +348,9 @@ pub struct TlsFiles {
 pub struct ControllerConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Address of the status listener (`/health`, `/metrics`, `/v1/status`): loopback by
+    /// default, where it needs no token.
+    pub status_listen: SocketAddr,
     /// Base URL nodes use, printed in invite tickets.
     pub url: String,
     /// SQLite database file.
@@ -169,6 +359,9 @@ pub struct ControllerConfig {
     pub key_file: PathBuf,
     /// File holding the admin token.
     pub admin_token_file: PathBuf,
+    /// File holding the read token, if remote reads of `/metrics` and `/v1/status` are
+    /// allowed with it.
+    pub read_token_file: Option<PathBuf>,
     /// TLS, if enabled.
     pub tls: Option<TlsFiles>,
     /// Epoch length.
@@ -187,6 +380,8 @@ pub struct ControllerConfig {
     pub invite_ttl: Duration,
     /// The overlay prefixes node addresses come from (`[network]`).
     pub network: Network,
+    /// Connections, time and request rates.
+    pub limits: Limits,
 }
 
 impl ControllerConfig {
@@ -231,6 +426,24 @@ impl ControllerConfig {
         }
         if raw.epoch.length < 1 {
             return Err(invalid("epoch.length", "must be at least 1 second".into()));
+        }
+        in_bounds("epoch.length", raw.epoch.length).map_err(|(k, r)| invalid(k, r))?;
+        let limits = limits(&raw.api, &raw.limits).map_err(|(k, r)| invalid(k, r))?;
+        if raw.status_listen == raw.listen {
+            return Err(invalid(
+                "status_listen",
+                format!("{} is also `listen`: use another port", raw.status_listen),
+            ));
+        }
+        if !raw.status_listen.ip().is_loopback() && raw.read_token_file.is_none() {
+            return Err(invalid(
+                "status_listen",
+                format!(
+                    "{} is not a loopback address: set read_token_file too, so that \
+                     /metrics and /v1/status there need the read token",
+                    raw.status_listen
+                ),
+            ));
         }
         if raw.epoch.lead >= raw.epoch.length {
             return Err(invalid(
@@ -306,10 +519,12 @@ impl ControllerConfig {
         };
         Ok(Self {
             listen: raw.listen,
+            status_listen: raw.status_listen,
             url: raw.url.trim_end_matches('/').to_owned(),
             database: under_state(raw.database, "controller.db"),
             key_file: under_state(raw.key_file, "controller.key"),
             admin_token_file: under_state(raw.admin_token_file, "admin.token"),
+            read_token_file: raw.read_token_file.map(|p| base.join(p)),
             tls: raw.tls.map(|t| TlsFiles {
                 cert: base.join(t.cert),
                 key: base.join(t.key),
@@ -328,6 +543,7 @@ impl ControllerConfig {
             long_poll: Duration::from_secs(raw.api.long_poll),
             invite_ttl: Duration::from_secs(raw.api.invite_ttl),
             network,
+            limits,
         })
     }
 }
@@ -422,5 +638,83 @@ mod tests {
         .contains("`topology.hubs`"));
         assert!(err("listen = \"nowhere\"\n").contains("line 1"));
         assert!(err(&MINIMAL.replace("http://", "ftp://")).contains("`url`"));
+    }
+
+    #[test]
+    fn unbounded_values_are_refused_with_their_key_25() {
+        let err = |t: &str| parse(&format!("{MINIMAL}{t}")).unwrap_err().to_string();
+        // A huge long_poll used to overflow `Instant + long_poll` on every bundle request.
+        let huge = err("[api]\nlong_poll = 9223372036854775807\n");
+        assert!(huge.contains("`api.long_poll`"), "{huge}");
+        assert!(err("[api]\nlong_poll = 0\n").contains("`api.long_poll`"));
+        assert!(err("[api]\nclock_skew = 100000\n").contains("`api.clock_skew`"));
+        assert!(err("[api]\nclock_skew = 0\n").contains("`api.clock_skew`"));
+        assert!(err("[epoch]\nlength = 99999999999\nlead = 1\n").contains("`epoch.length`"));
+        for key in [
+            "max_connections",
+            "max_connections_per_address",
+            "max_long_polls",
+            "max_long_polls_per_address",
+            "header_timeout",
+            "request_timeout",
+            "tls_handshake_timeout",
+            "node_rate",
+            "node_burst",
+        ] {
+            let message = err(&format!("[limits]\n{key} = 0\n"));
+            assert!(message.contains(&format!("`limits.{key}`")), "{message}");
+        }
+        // Unset long-poll caps follow lowered connection caps.
+        let c = parse(&format!("{MINIMAL}[limits]\nmax_connections = 100\n")).unwrap();
+        assert_eq!(c.limits.max_long_polls, 100);
+        assert_eq!(c.limits.max_long_polls_per_address, 100);
+        let message = err("[limits]\nmax_connections = 100\nmax_long_polls = 200\n");
+        assert!(message.contains("`limits.max_long_polls`"), "{message}");
+        let message = err("[limits]\nmax_connections = 100\nmax_connections_per_address = 200\n");
+        assert!(
+            message.contains("`limits.max_connections_per_address`"),
+            "{message}"
+        );
+        assert!(
+            message.contains("limits.max_connections (100)"),
+            "{message}"
+        );
+        let c = parse(&format!(
+            "{MINIMAL}[limits]\nheader_timeout = 2\nnode_rate = 5\n"
+        ))
+        .unwrap();
+        assert_eq!(c.limits.header_timeout, Duration::from_secs(2));
+        assert_eq!(c.limits.node_rate, 5);
+        assert_eq!(c.limits.max_connections, Limits::default().max_connections);
+    }
+
+    #[test]
+    fn the_status_listener_is_loopback_unless_a_read_token_guards_it_11() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.status_listen, "127.0.0.1:8701".parse().unwrap());
+        assert_eq!(c.read_token_file, None);
+        let open = format!("status_listen = \"0.0.0.0:8701\"\n{MINIMAL}");
+        let message = parse(&open).unwrap_err().to_string();
+        assert!(message.contains("`status_listen`"), "{message}");
+        assert!(message.contains("read_token_file"), "{message}");
+        let guarded = format!("read_token_file = \"read.token\"\n{open}");
+        let c = parse(&guarded).unwrap();
+        assert_eq!(
+            c.read_token_file.unwrap(),
+            Path::new("/etc/meshtun/read.token")
+        );
+        let same = format!("status_listen = \"127.0.0.1:8700\"\n{MINIMAL}");
+        assert!(parse(&same)
+            .unwrap_err()
+            .to_string()
+            .contains("`status_listen`"));
+    }
+
+    #[test]
+    fn the_packaged_example_parses() {
+        let text = include_str!("../../packaging/examples/controller.toml");
+        let c = parse(text).unwrap();
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.status_listen, "127.0.0.1:8701".parse().unwrap());
     }
 }

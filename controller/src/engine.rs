@@ -29,6 +29,10 @@ use crate::store::{Store, StoreError};
 /// Epochs kept in memory (current, published next, and recent ones for late fetchers).
 const KEEP_EPOCHS: usize = 4;
 
+/// Shortest time between two membership checks prompted by benchmarks: a flood of
+/// benchmarks costs at most this many checks, and a failing node is still cut off within it.
+pub const DENY_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
 /// One epoch with its decisions.
 #[derive(Debug)]
 pub struct EpochView {
@@ -89,6 +93,8 @@ pub struct Engine {
     /// True while [`Engine::run`]'s prebuilder is running.
     prebuilding: AtomicBool,
     cache: BundleCache,
+    /// Raised when a benchmark is stored, so that [`Engine::check_on_benchmarks`] runs.
+    benchmarks: tokio::sync::Notify,
     /// Counters and gauges for `/metrics`.
     pub metrics: Metrics,
     /// The overlay's address plan enrollments follow.
@@ -131,6 +137,7 @@ impl Engine {
             published,
             prebuilding: AtomicBool::new(false),
             cache: BundleCache::default(),
+            benchmarks: tokio::sync::Notify::new(),
             metrics: Metrics::default(),
             network: Network::default(),
             enroll_key: enrollment_key(&key),
@@ -313,6 +320,12 @@ impl Engine {
     /// Publishes an immediate epoch now (admin rotation).
     pub fn rotate_now(&self, cause: &str) -> Result<EpochId, StoreError> {
         self.publish(self.settings.schedule.immediate(self.clock.now_ms()), cause)
+    }
+
+    /// Says that a benchmark was stored: [`Engine::check_on_benchmarks`] checks for newly
+    /// failing nodes within [`DENY_CHECK_INTERVAL`].
+    pub fn benchmark_stored(&self) {
+        self.benchmarks.notify_one();
     }
 
     /// With `rotate_on_deny`, rotates at once if a node allowed in the current epoch now
@@ -510,6 +523,7 @@ impl Engine {
     /// bundles of each epoch once it is published (and of the epochs resumed at start).
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         let builder = tokio::spawn(self.clone().prebuild_on_publish());
+        let checker = tokio::spawn(self.clone().check_on_benchmarks());
         tokio::pin!(shutdown);
         loop {
             // Nodes enrolled, removed or pinned from the command line show up within a second.
@@ -531,9 +545,29 @@ impl Engine {
                 _ = tokio::time::sleep_until(at) => {}
                 _ = &mut shutdown => {
                     builder.abort();
+                    checker.abort();
                     return;
                 }
             }
+        }
+    }
+
+    /// Checks for newly failing nodes ([`Engine::check_deny`]) after benchmarks are stored,
+    /// at most once per [`DENY_CHECK_INTERVAL`] however many arrive; runs until dropped
+    /// ([`Engine::run`] runs it).
+    pub async fn check_on_benchmarks(self: Arc<Self>) {
+        loop {
+            self.benchmarks.notified().await;
+            let engine = self.clone();
+            let checked = tokio::task::spawn_blocking(move || engine.check_deny()).await;
+            match checked {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "membership check after benchmarks failed")
+                }
+                Err(error) => tracing::error!(%error, "membership check task failed"),
+            }
+            tokio::time::sleep(DENY_CHECK_INTERVAL).await;
         }
     }
 

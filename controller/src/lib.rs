@@ -11,6 +11,8 @@
 //! - [`config`]: `controller.toml`, validated with key-and-line errors;
 //! - [`network`]: the overlay's address plan: checks and the next free address;
 //! - [`bundles`]: building, signing and caching one node's bundle for one epoch;
+//! - [`server`]: the accept loop, with connection caps and timeouts; [`quota`]: per-address
+//!   and per-node caps and request quotas;
 //! - [`metrics`]: Prometheus metrics; [`tls`]: optional TLS through rustls;
 //! - [`clock`]: Unix time driven by tokio's clock (so tests can pause it).
 
@@ -26,7 +28,9 @@ pub mod membership;
 pub mod metrics;
 pub mod model;
 pub mod network;
+pub mod quota;
 pub mod schedule;
+pub mod server;
 pub mod status;
 pub mod store;
 pub mod tls;

@@ -68,9 +68,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Check => {
             commands::check(&config)?;
             println!(
-                "{}: valid (listen {}, url {}, {}, database {})",
+                "{}: valid (listen {}, status_listen {}, url {}, {}, database {})",
                 cli.config.display(),
                 config.listen,
+                config.status_listen,
                 config.url,
                 if config.tls.is_some() {
                     "TLS"
@@ -145,7 +146,10 @@ fn node_command(config: &ControllerConfig, command: NodeCommand) -> Result<()> {
         }
         NodeCommand::Remove { name } => {
             commands::node_remove(config, &name)?;
-            println!("removed {name}; it is cut off at the next epoch");
+            println!(
+                "removed {name}; with rotate_on_deny the running controller cuts it off within \
+                 a second, otherwise at the next epoch"
+            );
         }
         NodeCommand::Pin { name, state } => {
             let pin = match state {

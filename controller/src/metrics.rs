@@ -35,6 +35,8 @@ pub struct Metrics {
     benchmarks: Family<OutcomeLabel, Counter>,
     bundles: Family<OutcomeLabel, Counter>,
     auth_failures: Counter,
+    throttled: Counter,
+    refused_connections: Family<OutcomeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -48,6 +50,8 @@ impl Default for Metrics {
         let benchmarks = Family::<OutcomeLabel, Counter>::default();
         let bundles = Family::<OutcomeLabel, Counter>::default();
         let auth_failures = Counter::default();
+        let throttled = Counter::default();
+        let refused_connections = Family::<OutcomeLabel, Counter>::default();
         registry.register("epoch", "Id of the newest published epoch", epoch.clone());
         registry.register(
             "allowed_nodes",
@@ -76,6 +80,16 @@ impl Default for Metrics {
             "Requests refused for bad or missing credentials",
             auth_failures.clone(),
         );
+        registry.register(
+            "throttled",
+            "Requests refused with 429: a node over its quota or too many waiting long-polls",
+            throttled.clone(),
+        );
+        registry.register(
+            "refused_connections",
+            "Connections closed at once because a cap was reached, by cap",
+            refused_connections.clone(),
+        );
         Self {
             registry,
             epoch,
@@ -86,6 +100,8 @@ impl Default for Metrics {
             benchmarks,
             bundles,
             auth_failures,
+            throttled,
+            refused_connections,
         }
     }
 }
@@ -120,6 +136,16 @@ impl Metrics {
     /// A request was refused for its credentials.
     pub fn auth_failure(&self) {
         self.auth_failures.inc();
+    }
+
+    /// A request was refused with 429.
+    pub fn throttled(&self) {
+        self.throttled.inc();
+    }
+
+    /// A connection was closed at once: `cap` ("total" or "address") was reached.
+    pub fn refused_connection(&self, cap: &str) {
+        self.refused_connections.get_or_create(&label(cap)).inc();
     }
 
     /// The Prometheus text exposition.

@@ -7,9 +7,9 @@ use std::time::Duration;
 use axum::body::{to_bytes, Body};
 use axum::http::{Request, StatusCode};
 use axum::Router;
-use meshtun_controller::api::{router, Api};
-use meshtun_controller::auth::NonceCache;
+use meshtun_controller::api::{router, status_router, Api};
 use meshtun_controller::clock::Clock;
+use meshtun_controller::config::Limits;
 use meshtun_controller::engine::{Engine, EngineSettings};
 use meshtun_controller::model::{NodeRecord, Policy};
 use meshtun_controller::schedule::Schedule;
@@ -21,6 +21,7 @@ use tower::ServiceExt;
 use zeroize::Zeroizing;
 
 const TOKEN: &str = "admin-token-for-tests";
+const READ_TOKEN: &str = "read-token-for-tests";
 
 struct Node {
     id: &'static str,
@@ -30,6 +31,7 @@ struct Node {
 
 struct Fixture {
     app: Router,
+    status: Router,
     engine: Arc<Engine>,
     controller: IdentityKey,
     nodes: Vec<Node>,
@@ -58,7 +60,7 @@ fn fixture() -> Fixture {
             })
             .unwrap();
     }
-    let controller = IdentityKey::generate();
+    let controller = controller_key();
     let settings = EngineSettings {
         policy: Policy::default(),
         schedule: Schedule::new(60_000, 10_000).unwrap(),
@@ -66,13 +68,16 @@ fn fixture() -> Fixture {
     };
     let clock = Clock::system();
     let engine = Arc::new(Engine::open(store, controller.clone(), settings, clock).unwrap());
-    let api = Arc::new(Api {
-        engine: engine.clone(),
-        nonces: NonceCache::new(30_000),
-        admin_token: Zeroizing::new(TOKEN.into()),
-        long_poll: Duration::from_millis(300),
-    });
+    let api = Arc::new(Api::new(
+        engine.clone(),
+        Zeroizing::new(TOKEN.into()),
+        Some(Zeroizing::new(READ_TOKEN.into())),
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        Limits::default(),
+    ));
     Fixture {
+        status: status_router(api.clone(), true),
         app: router(api),
         engine,
         controller,
@@ -86,6 +91,11 @@ fn bench_body(overall: &str, seq: u64, at: u64) -> String {
     )
 }
 
+/// The controller key of the fixture (every fixture uses this one).
+fn controller_key() -> IdentityKey {
+    IdentityKey::from_bytes([0xc0; 32])
+}
+
 fn signed(
     method: &str,
     path: &str,
@@ -94,7 +104,16 @@ fn signed(
     as_node: &str,
     at_ms: u64,
 ) -> Request<Body> {
-    let sig = RequestSignature::sign(signer, as_node, method, path, body.as_bytes(), at_ms);
+    let controller = controller_key().public();
+    let sig = RequestSignature::sign(
+        signer,
+        &controller,
+        as_node,
+        method,
+        path,
+        body.as_bytes(),
+        at_ms,
+    );
     let mut req = Request::builder().method(method).uri(path);
     for (name, value) in sig.headers() {
         req = req.header(name, value);
@@ -320,12 +339,25 @@ async fn a_failing_node_is_removed_by_an_immediate_rotation() {
     }
     f.engine.step().unwrap();
     let first = f.engine.epoch_info().unwrap().current.epoch;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(f.engine.clone().run(async move {
+        let _ = stopped.await;
+    }));
     assert_eq!(f.submit(2, "0.3", 2).await, StatusCode::CREATED);
+    // The engine checks within its debounce interval of the benchmark.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while f.engine.epoch_info().unwrap().current.epoch == first
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(());
+    running.await.unwrap();
     let info = f.engine.epoch_info().unwrap();
     assert_eq!(
         info.current.epoch,
         first + 1,
-        "rotate_on_deny published a new epoch at once"
+        "rotate_on_deny published a new epoch within 2 s"
     );
     let decisions = f.engine.current_decisions();
     let c = decisions.iter().find(|d| d.node_id == "node-c").unwrap();
@@ -340,7 +372,12 @@ async fn status_and_metrics_hold_no_secret() {
     let epoch = f.engine.store().latest_epochs(1).unwrap().remove(0);
     let secret_hex = epoch.secret.to_hex();
     for path in ["/v1/status", "/metrics", "/v1/epoch", "/health"] {
-        let (status, body) = send(&f.app, Request::get(path).body(Body::empty()).unwrap()).await;
+        let app = if path.starts_with("/v1/epoch") {
+            &f.app
+        } else {
+            &f.status
+        };
+        let (status, body) = send(app, Request::get(path).body(Body::empty()).unwrap()).await;
         assert_eq!(status, StatusCode::OK, "{path}");
         let text = String::from_utf8_lossy(&body);
         assert!(!text.contains(&secret_hex), "{path} leaks the epoch secret");
@@ -350,11 +387,100 @@ async fn status_and_metrics_hold_no_secret() {
         );
     }
     let (_, body) = send(
-        &f.app,
+        &f.status,
         Request::get("/v1/status").body(Body::empty()).unwrap(),
     )
     .await;
     let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status["nodes"]["node-a"]["membership"], "ALLOWED");
     assert_eq!(status["nodes"]["node-b"]["membership"], "DENIED");
+}
+
+/// #11: the inventory (node ids, WireGuard keys, endpoints) and the metrics are not served
+/// to anyone on the API listener: they need the read token (or the admin token) there.
+#[tokio::test]
+async fn status_and_metrics_need_a_token_on_the_api_listener_11() {
+    let f = fixture();
+    f.submit(0, "0.9", 1).await;
+    f.engine.step().unwrap();
+    let wg_key = f.nodes[0].wg.public_key().to_base64();
+    for path in ["/v1/status", "/metrics"] {
+        for bearer in [None, Some("wrong"), Some("")] {
+            let mut req = Request::get(path);
+            if let Some(token) = bearer {
+                req = req.header("authorization", format!("Bearer {token}"));
+            }
+            let (status, body) = send(&f.app, req.body(Body::empty()).unwrap()).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} with {bearer:?}");
+            let text = String::from_utf8_lossy(&body);
+            assert!(
+                !text.contains(&wg_key),
+                "{path} leaks a WireGuard key: {text}"
+            );
+            assert!(!text.contains("node-a"), "{path} leaks a node id: {text}");
+        }
+        for token in [READ_TOKEN, TOKEN] {
+            let req = Request::get(path).header("authorization", format!("Bearer {token}"));
+            let (status, _) = send(&f.app, req.body(Body::empty()).unwrap()).await;
+            assert_eq!(status, StatusCode::OK, "{path} with a valid token");
+        }
+    }
+}
+
+/// #24: a benchmark signed over its path and a query string is stored, and the audit log
+/// verifies it, instead of failing in the store with a 500 after spending the nonce.
+#[tokio::test]
+async fn a_benchmark_with_a_query_string_is_stored_and_verifies_24() {
+    let f = fixture();
+    let node = &f.nodes[0];
+    let path = "/v1/benchmarks/node-a?via=proxy";
+    let req = signed(
+        "POST",
+        path,
+        &bench_body("0.9", 1, f.now()),
+        &node.identity,
+        node.id,
+        f.now(),
+    );
+    let (status, body) = send(&f.app, req).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(f.stored_seqs(0), vec![1]);
+    f.engine.store().verify_audit().unwrap();
+}
+
+/// #17: `node remove` of an allowed node rotates at once (the engine rereads the nodes),
+/// so the removed node leaves every bundle within a second, like a deny.
+#[tokio::test]
+async fn removing_an_allowed_node_rotates_at_once_17() {
+    let f = fixture();
+    for n in 0..3 {
+        assert_eq!(f.submit(n, "0.9", 1).await, StatusCode::CREATED);
+    }
+    f.engine.step().unwrap();
+    let first = f.engine.epoch_info().unwrap().current.epoch;
+    assert!(f.engine.store().remove_node("node-c").unwrap());
+    f.engine.refresh_nodes().unwrap();
+    let rotated = f.engine.check_deny().unwrap();
+    assert_eq!(
+        rotated,
+        Some(first + 1),
+        "no immediate epoch after the removal"
+    );
+    let decisions = f.engine.current_decisions();
+    assert!(decisions.iter().all(|d| d.node_id != "node-c"));
+    // node-a's bundle of the new epoch no longer lists node-c.
+    let path = format!("/v1/config/node-a?after={first}");
+    let a = &f.nodes[0];
+    let req = signed("GET", &path, "", &a.identity, a.id, f.now());
+    let (status, body) = send(&f.app, req).await;
+    assert_eq!(status, StatusCode::OK);
+    let bundle: SignedBundle = serde_json::from_slice(&body).unwrap();
+    let bundle = bundle.verify(&f.controller.public()).unwrap();
+    assert_eq!(bundle.epoch, first + 1);
+    assert_eq!(bundle.peers.len(), 1, "only node-b is left");
 }

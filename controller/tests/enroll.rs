@@ -8,8 +8,8 @@ use axum::body::{to_bytes, Body};
 use axum::http::{Request, StatusCode};
 use axum::Router;
 use meshtun_controller::api::{router, Api};
-use meshtun_controller::auth::NonceCache;
 use meshtun_controller::clock::Clock;
+use meshtun_controller::config::Limits;
 use meshtun_controller::engine::{Engine, EngineSettings};
 use meshtun_controller::model::{NodeRecord, Policy};
 use meshtun_controller::network::Network;
@@ -57,12 +57,14 @@ fn fixture() -> Fixture {
             .unwrap()
             .with_network(network),
     );
-    let api = Arc::new(Api {
-        engine: engine.clone(),
-        nonces: NonceCache::new(30_000),
-        admin_token: Zeroizing::new("admin".into()),
-        long_poll: Duration::from_millis(300),
-    });
+    let api = Arc::new(Api::new(
+        engine.clone(),
+        Zeroizing::new("admin".into()),
+        None,
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        Limits::default(),
+    ));
     Fixture {
         app: router(api),
         engine,

@@ -61,7 +61,7 @@ async fn epochs_roll_over_on_schedule_and_survive_a_restart() {
     let store = store_with_a_node();
     let key = IdentityKey::generate();
     let clock = Clock::starting_at(START_MS);
-    let e = engine(store.clone(), &key, clock);
+    let e = engine(store.clone(), &key, clock.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(e.clone().run(async {
         let _ = stopped.await;
@@ -101,7 +101,7 @@ async fn epochs_roll_over_on_schedule_and_survive_a_restart() {
     task.await.unwrap();
     let secret_before = store.epoch(5).unwrap().unwrap().secret;
     drop(e);
-    let restarted = engine(store.clone(), &key, clock);
+    let restarted = engine(store.clone(), &key, clock.clone());
     restarted.step().unwrap();
     let info = restarted.epoch_info().unwrap();
     assert_eq!(info.current.epoch, 5, "restart resumes the epoch in force");
@@ -121,14 +121,47 @@ async fn a_long_outage_starts_a_fresh_epoch_now_never_in_the_past() {
     let store = store_with_a_node();
     let key = IdentityKey::generate();
     let clock = Clock::starting_at(START_MS);
-    let e = engine(store.clone(), &key, clock);
+    let e = engine(store.clone(), &key, clock.clone());
     e.step().unwrap();
     drop(e);
     // Down for three epochs.
     tokio::time::advance(Duration::from_millis(3 * LENGTH_MS + 500)).await;
-    let e = engine(store.clone(), &key, clock);
+    let e = engine(store.clone(), &key, clock.clone());
     e.step().unwrap();
     let info = e.epoch_info().unwrap();
     assert_eq!(info.current.epoch, 2);
     assert_eq!(info.current.activation_ms, clock.now_ms());
+}
+
+/// #8: the running engine follows a step of the wall clock (NTP correcting it after boot, a
+/// VM resumed): within a second it has an epoch in force at the new time, without a restart.
+#[tokio::test(start_paused = true)]
+async fn the_running_engine_follows_a_wall_clock_step_8() {
+    let store = store_with_a_node();
+    let key = IdentityKey::generate();
+    let clock = Clock::starting_at(START_MS);
+    let e = engine(store.clone(), &key, clock.clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(e.clone().run(async {
+        let _ = stopped.await;
+    }));
+    advance_to(&clock, START_MS + 1).await;
+    assert_eq!(e.epoch_info().unwrap().current.epoch, 1);
+    for step_ms in [2 * 3_600_000, -3_600_000] {
+        clock.step(step_ms);
+        let stepped = clock.now_ms();
+        // At most a second of monotonic time passes.
+        advance_to(&clock, stepped + 1_000).await;
+        let current = e
+            .epoch_info()
+            .expect("an epoch in force after the step")
+            .current;
+        let now = clock.now_ms();
+        assert!(
+            current.activation_ms <= now && now < current.not_after_ms,
+            "after a step of {step_ms} ms the epoch in force is {current:?} at {now}"
+        );
+    }
+    let _ = stop.send(());
+    task.await.unwrap();
 }

@@ -74,7 +74,7 @@ async fn wait_announced(engine: &Engine, count: usize) {
 #[tokio::test(start_paused = true)]
 async fn prebuilt_bundles_are_served_and_old_epochs_dropped() {
     let clock = Clock::starting_at(START_MS);
-    let (engine, key) = engine(clock);
+    let (engine, key) = engine(clock.clone());
     assert_eq!(engine.prebuild_bundles(), 0, "no epoch yet");
     let first = engine.rotate_now("test").unwrap();
     assert_eq!(engine.prebuild_bundles(), NODES);

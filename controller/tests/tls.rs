@@ -5,8 +5,11 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use meshtun_controller::config::TlsFiles;
-use meshtun_controller::tls::{acceptor, TlsListener};
+use std::sync::Arc;
+
+use meshtun_controller::config::{Limits, TlsFiles};
+use meshtun_controller::server::{serve, ServeOptions};
+use meshtun_controller::tls::acceptor;
 
 #[tokio::test]
 async fn serves_over_tls_and_a_stalled_client_blocks_nobody() {
@@ -21,9 +24,13 @@ async fn serves_over_tls_and_a_stalled_client_blocks_nobody() {
 
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = tcp.local_addr().unwrap().port();
-    let listener = TlsListener::new(tcp, acceptor(&files).unwrap()).unwrap();
+    let options = ServeOptions {
+        limits: Limits::default(),
+        tls: Some(acceptor(&files).unwrap()),
+        on_refused: Arc::new(|_| {}),
+    };
     let app = Router::new().route("/health", get(|| async { "ok\n" }));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(serve(tcp, app, options, std::future::pending()));
 
     // A client that connects and says nothing.
     let _silent = tokio::net::TcpStream::connect(("127.0.0.1", port))

@@ -4,8 +4,8 @@
 //! The first input byte picks which.
 //!
 //! Beyond "never panics": headers that parse survive being written and read again; no
-//! request is accepted unless it is genuine, fresh, about its own node and new; a genuine
-//! one is accepted exactly once.
+//! request is accepted unless it is genuine, fresh, about its own node, addressed to this
+//! controller and new; a genuine one is accepted exactly once.
 
 #![no_main]
 
@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use meshtun_controller::auth::{authenticate, NonceCache, Refusal, SignedRequest};
+use meshtun_controller::quota::NodeQuota;
 use meshtun_proto::auth::{
     RequestSignature, HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP,
 };
@@ -26,6 +27,16 @@ const NODE: &str = "node-a";
 
 fn node_key() -> IdentityKey {
     IdentityKey::from_bytes([5; 32])
+}
+
+/// The controller's key, which a genuine request names (format v2).
+fn controller_key() -> IdentityPublic {
+    IdentityKey::from_bytes([9; 32]).public()
+}
+
+/// A quota no input exhausts (the quota is checked after the signature anyway).
+fn quota() -> NodeQuota {
+    NodeQuota::new(1_000, 10_000)
 }
 
 fn lookup(key: &IdentityPublic) -> impl Fn(&str) -> Option<IdentityPublic> + '_ {
@@ -68,18 +79,20 @@ fn arbitrary_request(u: &mut Unstructured<'_>) -> Result<()> {
     let _ = sig.check_fresh(now, u.arbitrary()?);
     let (method, path, body): (String, String, Vec<u8>) = u.arbitrary()?;
     let key = node_key().public();
+    let controller = controller_key();
     assert!(
-        sig.verify(&key, &method, &path, &body).is_err(),
+        sig.verify(&key, &controller, &method, &path, &body).is_err(),
         "a forged signature verified"
     );
     let request = SignedRequest {
+        controller: &controller,
         method: &method,
         path_and_query: &path,
         body: &body,
         path_node: NODE,
     };
     let nonces = NonceCache::new(WINDOW_MS);
-    let outcome = authenticate(&sig, &request, lookup(&key), &nonces, now);
+    let outcome = authenticate(&sig, &request, lookup(&key), &quota(), &nonces, now);
     assert!(outcome.is_err(), "a forged request was accepted");
     Ok(())
 }
@@ -104,8 +117,10 @@ fn altered_request(u: &mut Unstructured<'_>) -> Result<()> {
         body: u.arbitrary()?,
         path_node: NODE.to_owned(),
     };
+    let controller = controller_key();
     let original = RequestSignature::sign(
         &key,
+        &controller,
         NODE,
         &genuine.method,
         &genuine.path,
@@ -113,7 +128,8 @@ fn altered_request(u: &mut Unstructured<'_>) -> Result<()> {
         signed_at,
     );
     let (mut sig, mut parts) = (original.clone(), genuine.clone());
-    match u.int_in_range(0..=8u8)? {
+    let mut addressed_to = controller;
+    match u.int_in_range(0..=9u8)? {
         0 => sig.node = u.arbitrary()?,
         1 => sig.timestamp_ms ^= u.int_in_range(1..=u64::MAX)?,
         2 => sig.nonce[usize::from(u.int_in_range(0..=15u8)?)] ^= u.int_in_range(1..=255u8)?,
@@ -122,10 +138,13 @@ fn altered_request(u: &mut Unstructured<'_>) -> Result<()> {
         5 => parts.path = u.arbitrary()?,
         6 => parts.body = u.arbitrary()?,
         7 => parts.path_node = u.arbitrary()?,
+        // Checked by another controller (a replay at staging of a production request).
+        8 => addressed_to = IdentityKey::from_bytes(u.arbitrary()?).public(),
         _ => {}
     }
     // The method is signed in upper case; any other change must be refused.
     let untouched = sig == original
+        && addressed_to == controller
         && parts.method.to_ascii_uppercase() == genuine.method
         && Parts {
             method: genuine.method.clone(),
@@ -134,20 +153,22 @@ fn altered_request(u: &mut Unstructured<'_>) -> Result<()> {
     let now = NOW_MS + u.int_in_range(0..=4 * WINDOW_MS)? - 2 * WINDOW_MS;
     let fresh = signed_at.abs_diff(now) <= WINDOW_MS;
     let request = SignedRequest {
+        controller: &addressed_to,
         method: &parts.method,
         path_and_query: &parts.path,
         body: &parts.body,
         path_node: &parts.path_node,
     };
     let nonces = NonceCache::new(WINDOW_MS);
-    let first = authenticate(&sig, &request, lookup(&public), &nonces, now);
+    let quota = quota();
+    let first = authenticate(&sig, &request, lookup(&public), &quota, &nonces, now);
     assert_eq!(
         first.is_ok(),
         untouched && fresh,
         "untouched {untouched}, fresh {fresh}: {first:?}"
     );
     if first.is_ok() {
-        let replay = authenticate(&sig, &request, lookup(&public), &nonces, now);
+        let replay = authenticate(&sig, &request, lookup(&public), &quota, &nonces, now);
         assert!(
             matches!(&replay, Err(Refusal::Unauthenticated(m)) if m.contains("replayed")),
             "a replay was not refused: {replay:?}"

@@ -147,7 +147,7 @@ async fn allowed_then_cut_off_at_once_then_lost_when_the_controller_is_silent() 
         c.nodes[1].wg.clone(),
     )
     .unwrap();
-    // The controller decides on receipt (rotate_on_deny).
+    // The controller decides within its deny-check interval of receipt (rotate_on_deny).
     b_client.submit_benchmark(&bad).await.unwrap();
     let cut = next(&mut a, Duration::from_secs(1)).await;
     assert_eq!(cut.membership, MembershipState::Allowed);

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use meshtun_proto::auth::RequestSignature;
 use meshtun_proto::wire::{Benchmark, EpochInfo, Scores};
-use meshtun_proto::{IdentityKey, PrivateKey};
+use meshtun_proto::{IdentityKey, IdentityPublic, PrivateKey};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rusqlite::{Connection, OpenFlags};
@@ -58,6 +58,7 @@ pub struct ControllerHome {
     dir: TempDir,
     config: PathBuf,
     listen: SocketAddr,
+    status_listen: SocketAddr,
 }
 
 impl ControllerHome {
@@ -71,15 +72,24 @@ impl ControllerHome {
     }
 
     /// Like [`ControllerHome::new`], listening on `listen` (an address in the namespace the
-    /// controller will run in) with URL `http://LISTEN`.
+    /// controller will run in) with URL `http://LISTEN`; the status listener (`/metrics`,
+    /// `/v1/status`) is on another free loopback port.
     pub fn listening_on(listen: SocketAddr, settings: &str) -> Self {
+        Self::with_header(listen, "http", "", settings)
+    }
+
+    /// Like [`ControllerHome::new`], with URL `SCHEME://LISTEN`, and `top` (top-level keys,
+    /// e.g. `read_token_file = "read.token"\n`) before `settings`.
+    pub fn with_header(listen: SocketAddr, scheme: &str, top: &str, settings: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("meshtun-controller-")
             .tempdir()
             .expect("cannot create a temporary directory");
         let config = dir.path().join("controller.toml");
+        let status_listen = SocketAddr::from(([127, 0, 0, 1], free_loopback_port()));
         let text = format!(
-            "listen = \"{listen}\"\nurl = \"http://{listen}\"\nstate_dir = \"state\"\n{settings}"
+            "listen = \"{listen}\"\nstatus_listen = \"{status_listen}\"\n\
+             url = \"{scheme}://{listen}\"\nstate_dir = \"state\"\n{top}{settings}"
         );
         std::fs::write(&config, text)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", config.display()));
@@ -87,6 +97,7 @@ impl ControllerHome {
             dir,
             config,
             listen,
+            status_listen,
         }
     }
 
@@ -177,7 +188,30 @@ impl ControllerHome {
 
     /// Starts `serve` with log filter `log_filter`, its stdout and stderr going to `log`.
     pub fn serve(&self, log_filter: &str, log: &Path) -> Controller {
-        let mut cmd = self.command(&["--log", log_filter, "serve"]);
+        self.spawn(self.command(&["--log", log_filter, "serve"]), log)
+    }
+
+    /// Like [`ControllerHome::serve`], with at most `open_files` file descriptors (soft and
+    /// hard limit, set by util-linux `prlimit`, which then runs the controller as the same
+    /// process), as a service with a low `LimitNOFILE` would have.
+    pub fn serve_with_file_limit(
+        &self,
+        log_filter: &str,
+        log: &Path,
+        open_files: u64,
+    ) -> Controller {
+        let serve = self.command(&["--log", log_filter, "serve"]);
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={open_files}:{open_files}"))
+            .arg("--")
+            .arg(serve.get_program())
+            .args(serve.get_args());
+        cmd.env_remove("MESHTUN_LOG")
+            .env_remove("MESHTUN_CONTROLLER_CONFIG");
+        self.spawn(cmd, log)
+    }
+
+    fn spawn(&self, mut cmd: Command, log: &Path) -> Controller {
         let file =
             File::create(log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
         let file2 = file.try_clone().expect("cannot duplicate a file handle");
@@ -194,9 +228,32 @@ impl ControllerHome {
         }
     }
 
-    /// An HTTP client for this controller.
+    /// An HTTP client for this controller; once `init` has made the controller key, it
+    /// signs node requests for it.
     pub fn client(&self) -> Client {
-        Client::new(&self.url())
+        let client = Client::new(&self.url());
+        match self.controller_key() {
+            Some(key) => client.for_controller(key),
+            None => client,
+        }
+    }
+
+    /// The controller's public key, once `init` has made its key file.
+    pub fn controller_key(&self) -> Option<IdentityPublic> {
+        let text = std::fs::read_to_string(self.key_file()).ok()?;
+        let key = IdentityKey::from_base64(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", self.key_file().display()));
+        Some(key.public())
+    }
+
+    /// The address the API listens on.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// An HTTP client for the status listener (`/health`, `/metrics`, `/v1/status`).
+    pub fn status_client(&self) -> Client {
+        Client::new(&format!("http://{}", self.status_listen))
     }
 
     /// The database, read-only.
@@ -349,6 +406,8 @@ pub fn benchmark_body(seq: u64, overall: f64, measured_at_ms: u64) -> Vec<u8> {
 pub struct Reply {
     /// The status code.
     pub status: u16,
+    /// The `Retry-After` header, in seconds, if there is one.
+    pub retry_after: Option<u64>,
     /// The body.
     pub body: Vec<u8>,
 }
@@ -377,27 +436,57 @@ impl Reply {
 pub struct Client {
     http: reqwest::blocking::Client,
     base: String,
+    controller: Option<IdentityPublic>,
 }
 
 impl Client {
     /// A client for the controller at `base` (`http://host:port`).
     pub fn new(base: &str) -> Self {
-        let http = reqwest::blocking::Client::builder()
+        Self::build(base, None)
+    }
+
+    /// A client for the controller at `base` (`https://host:port`) that trusts the PEM
+    /// certificate `ca_pem`.
+    pub fn trusting(base: &str, ca_pem: &[u8]) -> Self {
+        Self::build(base, Some(ca_pem))
+    }
+
+    fn build(base: &str, ca_pem: Option<&[u8]>) -> Self {
+        let mut builder = reqwest::blocking::Client::builder()
             .timeout(HTTP_TIMEOUT)
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .expect("cannot build an HTTP client");
+            .connect_timeout(Duration::from_secs(2));
+        if let Some(pem) = ca_pem {
+            let cert = reqwest::Certificate::from_pem(pem).expect("a PEM certificate");
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().expect("cannot build an HTTP client");
         Self {
             http,
             base: base.trim_end_matches('/').to_owned(),
+            controller: None,
         }
+    }
+
+    /// This client, signing node requests for the controller whose key is `key`.
+    pub fn for_controller(mut self, key: IdentityPublic) -> Self {
+        self.controller = Some(key);
+        self
     }
 
     fn send(&self, request: reqwest::blocking::RequestBuilder) -> Result<Reply, reqwest::Error> {
         let response = request.send()?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let body = response.bytes()?.to_vec();
-        Ok(Reply { status, body })
+        Ok(Reply {
+            status,
+            retry_after,
+            body,
+        })
     }
 
     /// `GET path`.
@@ -423,8 +512,12 @@ impl Client {
         path_and_query: &str,
         body: Vec<u8>,
     ) -> Result<Reply, reqwest::Error> {
+        let controller = self.controller.expect(
+            "a signing client needs the controller key: use ControllerHome::client after init",
+        );
         let sig = RequestSignature::sign(
             &node.identity,
+            &controller,
             &node.id,
             method,
             path_and_query,
@@ -550,6 +643,7 @@ mod tests {
         let home = ControllerHome::new("[epoch]\nlength = 60\nlead = 5\n");
         let text = std::fs::read_to_string(home.config_file()).unwrap();
         assert!(text.starts_with("listen = \"127.0.0.1:"), "{text}");
+        assert!(text.contains("\nstatus_listen = \"127.0.0.1:"), "{text}");
         assert!(
             text.contains(&format!("url = \"{}\"", home.url())),
             "{text}"

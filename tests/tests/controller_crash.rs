@@ -46,8 +46,7 @@ struct Submitted {
 }
 
 /// Submits passing benchmarks for `node` from `seq` on until the controller stops answering.
-fn submit_until_killed(node: &TestNode, url: &str, mut seq: u64) -> Submitted {
-    let client = Client::new(url);
+fn submit_until_killed(node: &TestNode, client: &Client, mut seq: u64) -> Submitted {
     let mut out = Submitted::default();
     loop {
         let body = benchmark_body(seq, 0.9, now_ms());
@@ -152,7 +151,11 @@ fn seed() -> u64 {
 #[test]
 fn acknowledged_benchmarks_and_the_epoch_survive_sigkill() {
     let started = Instant::now();
-    let home = ControllerHome::new("[epoch]\nlength = 3600\nlead = 10\n");
+    // The nodes submit as fast as the controller answers: durability is tested here, not
+    // the per-node quota (controller_abuse tests that), so it is set above their pace.
+    let home = ControllerHome::new(
+        "[epoch]\nlength = 3600\nlead = 10\n[limits]\nnode_rate = 1000\nnode_burst = 10000\n",
+    );
     home.init();
     let nodes: Vec<Arc<TestNode>> = (1..=NODES)
         .map(|i| Arc::new(TestNode::generate(&format!("crash-{i}"), i)))
@@ -185,8 +188,8 @@ fn acknowledged_benchmarks_and_the_epoch_survive_sigkill() {
             .iter()
             .zip(&next_seq)
             .map(|(node, &seq)| {
-                let (node, url) = (node.clone(), home.url());
-                thread::spawn(move || submit_until_killed(&node, &url, seq))
+                let (node, client) = (node.clone(), home.client());
+                thread::spawn(move || submit_until_killed(&node, &client, seq))
             })
             .collect();
         let delay = rng.u64(0..=MAX_KILL_DELAY_MS);

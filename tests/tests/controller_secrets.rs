@@ -386,6 +386,7 @@ fn no_secret_leaves_its_place() {
     let mut server = home.serve("trace", &log);
     let first = server.wait_ready();
     let client = home.client();
+    let status_client = home.status_client();
     places.reply("/health", &get(&client, "/health"));
     places.reply("/v1/epoch", &get(&client, "/v1/epoch"));
     for node in &nodes {
@@ -405,7 +406,10 @@ fn no_secret_leaves_its_place() {
     places.reply("401 answer", &submit(&client, &impostor, 5, 0.9, 401));
 
     let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
-    places.reply("/v1/status (all allowed)", &wait_all_allowed(&client, &ids));
+    places.reply(
+        "/v1/status (all allowed)",
+        &wait_all_allowed(&status_client, &ids),
+    );
     let mut fetched = Vec::new();
     fetch_bundles(&client, &nodes, None, &mut fetched);
     let allowed_epoch: EpochInfo = get(&client, "/v1/epoch").json();
@@ -442,8 +446,8 @@ fn no_secret_leaves_its_place() {
     // At least one scheduled epoch after the rotation.
     let last = wait_epoch_above(&client, rotated.current.epoch);
     fetch_bundles(&client, &nodes, Some(rotated.current.epoch), &mut fetched);
-    places.reply("/v1/status", &get(&client, "/v1/status"));
-    places.reply("/metrics", &get(&client, "/metrics"));
+    places.reply("/v1/status", &get(&status_client, "/v1/status"));
+    places.reply("/metrics", &get(&status_client, "/metrics"));
     places.reply("/v1/epoch", &get(&client, "/v1/epoch"));
     process_places(server.pid().expect("the controller runs"), &mut places);
     let status = server.terminate();

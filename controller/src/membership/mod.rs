@@ -42,7 +42,7 @@ pub mod topology;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 pub use topology::{allowed_ids, pair_count, peers_of};
 
@@ -121,7 +121,8 @@ fn evaluations(n: u32) -> String {
 
 /// The nodes allowed in `previous` (the decisions in force) that [`decide_one`] would now
 /// deny, in the order of `inputs`: their benchmark fails, or an admin pinned them Deny.
-/// A node pinned Allow is never listed. Nodes absent from `inputs` are not listed.
+/// A node pinned Allow is never listed. Nodes allowed in `previous` but absent from `inputs`
+/// (removed since) are listed after them, by id: a removal cuts a node off as a deny does.
 ///
 /// The controller calls this between scheduled evaluations to rotate the epoch at once
 /// (`rotate_on_deny`). It only looks: the streaks move on the next [`decide`].
@@ -131,15 +132,20 @@ pub fn newly_failing(
     policy: &Policy,
     now_ms: u64,
 ) -> Vec<String> {
-    let was_allowed: HashSet<&str> = previous
+    let was_allowed: BTreeSet<&str> = previous
         .iter()
         .filter(|d| d.allowed)
         .map(|d| d.node_id.as_str())
         .collect();
-    inputs
+    let present: HashSet<&str> = inputs.iter().map(|i| i.node_id.as_str()).collect();
+    let failing = inputs
         .iter()
         .filter(|input| was_allowed.contains(input.node_id.as_str()))
         .filter(|input| !decide_one(input, policy, now_ms).allowed)
-        .map(|input| input.node_id.clone())
-        .collect()
+        .map(|input| input.node_id.clone());
+    let removed = was_allowed
+        .iter()
+        .filter(|id| !present.contains(*id))
+        .map(|id| (*id).to_owned());
+    failing.chain(removed).collect()
 }

@@ -412,6 +412,18 @@ fn newly_failing_lists_allowed_nodes_that_would_now_be_denied() {
     );
 }
 
+/// #17: a node removed by the admin while allowed is cut off by an immediate rotation, like
+/// a deny, instead of staying in every cached bundle until the next scheduled epoch.
+#[test]
+fn a_removed_allowed_node_counts_as_newly_failing_17() {
+    let p = Policy::default();
+    let before = decide(&[node("a", 0.9), node("b", 0.9), node("c", 0.3)], &p, NOW);
+    let mut inputs = vec![node("a", 0.9)];
+    inputs[0].history = Some(before[0].history);
+    // b was allowed and is gone; c was denied and is gone (nothing to cut off).
+    assert_eq!(newly_failing(&before, &inputs, &p, NOW), ["b"]);
+}
+
 #[test]
 fn random_inputs_decide_deterministically_and_soundly() {
     let mut rng = fastrand::Rng::with_seed(42);

@@ -116,7 +116,13 @@ mod tests {
         for seq in [1, 2] {
             let (rec, body, sig) = benchmark(&key_a, "node-a", seq, 0.8);
             store
-                .insert_benchmark(&rec, &body, &sig, &bench_path("node-a"))
+                .insert_benchmark(
+                    &crate::store::testutil::controller(),
+                    &rec,
+                    &body,
+                    &sig,
+                    &bench_path("node-a"),
+                )
                 .unwrap();
         }
         store
@@ -268,7 +274,13 @@ mod tests {
         for seq in 1..=n {
             let (rec, body, sig) = benchmark(&key, "node-a", seq, 0.8);
             store
-                .insert_benchmark(&rec, &body, &sig, &bench_path("node-a"))
+                .insert_benchmark(
+                    &crate::store::testutil::controller(),
+                    &rec,
+                    &body,
+                    &sig,
+                    &bench_path("node-a"),
+                )
                 .unwrap();
         }
         let report = store.verify_audit().unwrap();

@@ -6,6 +6,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use meshtun_proto::auth::RequestSignature;
 use meshtun_proto::wire::{Benchmark, Scores};
+use meshtun_proto::IdentityPublic;
 use rusqlite::{params, Row};
 
 use super::audit::{AuditKind, BenchmarkEntry};
@@ -82,7 +83,8 @@ fn check_body(record: &BenchmarkRecord, body: &[u8]) -> Result<(), StoreError> {
 
 impl Store {
     /// Stores an accepted benchmark with the signed request it came in (`raw_body`, `sig`,
-    /// and the `path` it was signed over with [`BENCHMARK_METHOD`]), and appends a
+    /// and the `path` it was signed over with [`BENCHMARK_METHOD`], for the controller whose
+    /// key is `controller`), and appends a
     /// `benchmark` audit entry, in one transaction committed before returning.
     ///
     /// Refuses, storing nothing: an unknown node; a signature by another node or one that
@@ -90,6 +92,7 @@ impl Store {
     /// record; a seq not greater than the node's newest stored seq ([`StoreError::Replay`]).
     pub fn insert_benchmark(
         &self,
+        controller: &IdentityPublic,
         record: &BenchmarkRecord,
         raw_body: &[u8],
         sig: &RequestSignature,
@@ -110,13 +113,19 @@ impl Store {
         self.write(what, |tx| {
             let enrolled =
                 load_node(tx, node)?.ok_or_else(|| StoreError::NoSuchNode(node.clone()))?;
-            sig.verify(&enrolled.identity_key, BENCHMARK_METHOD, path, raw_body)
-                .map_err(|_| StoreError::BadSignature {
-                    node: node.clone(),
-                    seq: record.seq,
-                    method: BENCHMARK_METHOD,
-                    path: path.to_owned(),
-                })?;
+            sig.verify(
+                &enrolled.identity_key,
+                controller,
+                BENCHMARK_METHOD,
+                path,
+                raw_body,
+            )
+            .map_err(|_| StoreError::BadSignature {
+                node: node.clone(),
+                seq: record.seq,
+                method: BENCHMARK_METHOD,
+                path: path.to_owned(),
+            })?;
             let latest: Option<u64> = tx
                 .query_row(
                     "SELECT MAX(seq) FROM benchmarks WHERE node_id = ?1",
@@ -156,6 +165,7 @@ impl Store {
             )
             .ctx(what)?;
             let entry = BenchmarkEntry::new(
+                controller,
                 record.seq,
                 record.received_ms,
                 BENCHMARK_METHOD,
@@ -243,13 +253,25 @@ mod tests {
         for seq in [1, 2, 5] {
             let (rec, body, sig) = benchmark(&keys[0], "node-a", seq, 0.5 + seq as f64 / 10.0);
             store
-                .insert_benchmark(&rec, &body, &sig, &bench_path("node-a"))
+                .insert_benchmark(
+                    &crate::store::testutil::controller(),
+                    &rec,
+                    &body,
+                    &sig,
+                    &bench_path("node-a"),
+                )
                 .unwrap();
             stored.push(rec);
         }
         let (b, body, sig) = benchmark(&keys[1], "node-b", 7, 0.9);
         store
-            .insert_benchmark(&b, &body, &sig, &bench_path("node-b"))
+            .insert_benchmark(
+                &crate::store::testutil::controller(),
+                &b,
+                &body,
+                &sig,
+                &bench_path("node-b"),
+            )
             .unwrap();
         let newest: Vec<_> = stored.iter().rev().cloned().collect();
         assert_eq!(store.benchmarks("node-a", 10).unwrap(), newest);
@@ -265,13 +287,25 @@ mod tests {
         let (store, keys) = store_with(&[("node-a", 1)]);
         let (rec, body, sig) = benchmark(&keys[0], "node-a", 7, 0.9);
         store
-            .insert_benchmark(&rec, &body, &sig, &bench_path("node-a"))
+            .insert_benchmark(
+                &crate::store::testutil::controller(),
+                &rec,
+                &body,
+                &sig,
+                &bench_path("node-a"),
+            )
             .unwrap();
         let before = audit_len(&store);
         for seq in [5, 7] {
             let (old, body, sig) = benchmark(&keys[0], "node-a", seq, 0.1);
             let err = store
-                .insert_benchmark(&old, &body, &sig, &bench_path("node-a"))
+                .insert_benchmark(
+                    &crate::store::testutil::controller(),
+                    &old,
+                    &body,
+                    &sig,
+                    &bench_path("node-a"),
+                )
                 .unwrap_err();
             assert_eq!(
                 err.to_string(),
@@ -287,7 +321,13 @@ mod tests {
         let (store, keys) = store_with(&[("node-a", 1)]);
         let (rec, body, sig) = benchmark(&keys[0], "node-a", 3, 0.9);
         store
-            .insert_benchmark(&rec, &body, &sig, &bench_path("node-a"))
+            .insert_benchmark(
+                &crate::store::testutil::controller(),
+                &rec,
+                &body,
+                &sig,
+                &bench_path("node-a"),
+            )
             .unwrap();
         let last = store.audit_entries(2, 1).unwrap().remove(0);
         assert_eq!(last.kind, "benchmark");
@@ -299,6 +339,10 @@ mod tests {
         );
         assert_eq!(entry.timestamp_ms, sig.timestamp_ms);
         entry.verify(&keys[0].public()).unwrap();
+        assert_eq!(
+            entry.controller_key.as_deref(),
+            Some(crate::store::testutil::controller().to_base64().as_str())
+        );
     }
 
     #[test]
@@ -307,17 +351,35 @@ mod tests {
         let (rec, body, sig) = benchmark(&keys[0], "node-a", 1, 0.9);
         // Signed over another path.
         let err = store
-            .insert_benchmark(&rec, &body, &sig, "/v1/other")
+            .insert_benchmark(
+                &crate::store::testutil::controller(),
+                &rec,
+                &body,
+                &sig,
+                "/v1/other",
+            )
             .unwrap_err();
         assert!(err.to_string().contains("does not verify"), "{err}");
         // Signed by node-b's key while naming node-a.
         let (_, _, forged) = benchmark(&keys[1], "node-a", 1, 0.9);
-        let err = store.insert_benchmark(&rec, &body, &forged, &bench_path("node-a"));
+        let err = store.insert_benchmark(
+            &crate::store::testutil::controller(),
+            &rec,
+            &body,
+            &forged,
+            &bench_path("node-a"),
+        );
         assert!(matches!(err, Err(StoreError::BadSignature { .. })));
         // Signed as node-b.
         let (_, _, other) = benchmark(&keys[1], "node-b", 1, 0.9);
         let err = store
-            .insert_benchmark(&rec, &body, &other, &bench_path("node-a"))
+            .insert_benchmark(
+                &crate::store::testutil::controller(),
+                &rec,
+                &body,
+                &other,
+                &bench_path("node-a"),
+            )
             .unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -327,7 +389,13 @@ mod tests {
         let mut inflated = rec.clone();
         inflated.scores.overall = 1.0;
         let err = store
-            .insert_benchmark(&inflated, &body, &sig, &bench_path("node-a"))
+            .insert_benchmark(
+                &crate::store::testutil::controller(),
+                &inflated,
+                &body,
+                &sig,
+                &bench_path("node-a"),
+            )
             .unwrap_err();
         assert!(err.to_string().ends_with("scores differs"), "{err}");
         assert!(store.benchmarks("node-a", 10).unwrap().is_empty());
@@ -339,12 +407,24 @@ mod tests {
         let (store, keys) = store_with(&[("node-a", 1)]);
         let (rec, body, sig) = benchmark(&keys[0], "node-x", 1, 0.9);
         let err = store
-            .insert_benchmark(&rec, &body, &sig, &bench_path("node-x"))
+            .insert_benchmark(
+                &crate::store::testutil::controller(),
+                &rec,
+                &body,
+                &sig,
+                &bench_path("node-x"),
+            )
             .unwrap_err();
         assert_eq!(err.to_string(), "node node-x does not exist");
         let (rec, body, sig) = benchmark(&keys[0], "node-a", u64::MAX, 0.9);
         let err = store
-            .insert_benchmark(&rec, &body, &sig, &bench_path("node-a"))
+            .insert_benchmark(
+                &crate::store::testutil::controller(),
+                &rec,
+                &body,
+                &sig,
+                &bench_path("node-a"),
+            )
             .unwrap_err();
         assert!(err
             .to_string()

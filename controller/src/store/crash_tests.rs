@@ -54,7 +54,13 @@ fn write_until_killed(db: &Path) {
         seq += 1;
         let (bench, body, sig) = benchmark(&key, "node-a", seq, 0.8);
         store
-            .insert_benchmark(&bench, &body, &sig, &bench_path("node-a"))
+            .insert_benchmark(
+                &crate::store::testutil::controller(),
+                &bench,
+                &body,
+                &sig,
+                &bench_path("node-a"),
+            )
             .unwrap();
         writeln!(out, "ACK {seq}").unwrap();
         out.flush().unwrap();

@@ -408,7 +408,13 @@ mod tests {
         store.add_node(&n).unwrap();
         let (bench, body, sig) = benchmark(&key, "node-a", 3, 0.9);
         store
-            .insert_benchmark(&bench, &body, &sig, &bench_path("node-a"))
+            .insert_benchmark(
+                &crate::store::testutil::controller(),
+                &bench,
+                &body,
+                &sig,
+                &bench_path("node-a"),
+            )
             .unwrap();
         let (decisions, mut inputs) = two_decisions();
         inputs[0].latest = Some(bench);

@@ -244,7 +244,13 @@ mod tests {
             let store = Store::open(&path).unwrap();
             store.add_node(&a).unwrap();
             store
-                .insert_benchmark(&record, &body, &sig, &testutil::bench_path("node-a"))
+                .insert_benchmark(
+                    &crate::store::testutil::controller(),
+                    &record,
+                    &body,
+                    &sig,
+                    &testutil::bench_path("node-a"),
+                )
                 .unwrap();
         }
         let store = Store::open(&path).unwrap();
@@ -336,7 +342,13 @@ mod tests {
                     for seq in 1..=25 {
                         let (rec, body, sig) = benchmark(&key, &id, seq, 0.9);
                         store
-                            .insert_benchmark(&rec, &body, &sig, &testutil::bench_path(&id))
+                            .insert_benchmark(
+                                &crate::store::testutil::controller(),
+                                &rec,
+                                &body,
+                                &sig,
+                                &testutil::bench_path(&id),
+                            )
                             .unwrap();
                     }
                 })

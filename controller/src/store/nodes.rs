@@ -332,7 +332,13 @@ mod tests {
         store.add_node(&a).unwrap();
         let (rec, body, sig) = benchmark(&key, "node-a", 1, 0.9);
         store
-            .insert_benchmark(&rec, &body, &sig, &bench_path("node-a"))
+            .insert_benchmark(
+                &crate::store::testutil::controller(),
+                &rec,
+                &body,
+                &sig,
+                &bench_path("node-a"),
+            )
             .unwrap();
         assert!(store.remove_node("node-a").unwrap());
         assert!(!store.remove_node("node-a").unwrap());
@@ -352,7 +358,13 @@ mod tests {
         store.add_node(&fresh).unwrap();
         let (rec, body, sig) = benchmark(&key, "node-a", 1, 0.9);
         store
-            .insert_benchmark(&rec, &body, &sig, &bench_path("node-a"))
+            .insert_benchmark(
+                &crate::store::testutil::controller(),
+                &rec,
+                &body,
+                &sig,
+                &bench_path("node-a"),
+            )
             .unwrap();
         // The benchmark verifies against the key of the second enrollment.
         assert_eq!(store.verify_audit().unwrap().signatures_verified, 1);

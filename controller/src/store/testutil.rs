@@ -2,7 +2,7 @@
 
 use meshtun_proto::auth::RequestSignature;
 use meshtun_proto::wire::{Benchmark, Scores};
-use meshtun_proto::{IdentityKey, PublicKey};
+use meshtun_proto::{IdentityKey, IdentityPublic, PublicKey};
 
 use super::BENCHMARK_METHOD;
 use crate::model::{BenchmarkRecord, NodeRecord};
@@ -20,6 +20,11 @@ pub(crate) fn node(id: &str, seed: u8) -> (NodeRecord, IdentityKey) {
         enrolled_ms: 1_000 + u64::from(seed),
     };
     (record, key)
+}
+
+/// The controller key the fixtures' requests are signed for.
+pub(crate) fn controller() -> IdentityPublic {
+    IdentityKey::from_bytes([0xc0; 32]).public()
 }
 
 /// The path a node's benchmark is posted to.
@@ -48,6 +53,7 @@ pub(crate) fn benchmark(
     let body = serde_json::to_vec(&wire).unwrap();
     let sig = RequestSignature::sign(
         key,
+        &controller(),
         node,
         BENCHMARK_METHOD,
         &bench_path(node),

@@ -12,8 +12,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use meshtun_controller::api::{router, Api};
-use meshtun_controller::auth::NonceCache;
 use meshtun_controller::clock::Clock;
+use meshtun_controller::config::Limits;
 use meshtun_controller::engine::{Engine, EngineSettings};
 use meshtun_controller::model::{NodeRecord, Policy};
 use meshtun_controller::schedule::Schedule;
@@ -30,8 +30,8 @@ use super::DemoError;
 /// How long a node's bundle request waits for a newer epoch.
 const LONG_POLL: Duration = Duration::from_secs(30);
 
-/// The window within which signed requests are accepted, in milliseconds.
-const CLOCK_SKEW_MS: u64 = 30_000;
+/// The window within which signed requests are accepted.
+const CLOCK_SKEW: Duration = Duration::from_secs(30);
 
 /// How long stopping waits for the controller's thread.
 const STOP_WAIT: Duration = Duration::from_secs(5);
@@ -192,12 +192,14 @@ fn serve(
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        let api = Arc::new(Api {
-            engine: engine.clone(),
-            nonces: NonceCache::new(CLOCK_SKEW_MS),
-            admin_token: random_token(),
-            long_poll: LONG_POLL,
-        });
+        let api = Arc::new(Api::new(
+            engine.clone(),
+            random_token(),
+            None,
+            CLOCK_SKEW,
+            LONG_POLL,
+            Limits::default(),
+        ));
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };

@@ -2,8 +2,9 @@
 //! enrolling with an invite ticket.
 //!
 //! Benchmark submissions and bundle requests are signed with the node's Ed25519 identity key
-//! over the method, the path and query exactly as sent, the body, the node id, the time and a
-//! fresh nonce ([`RequestSignature`]). Bundles are accepted only after [`verify_bundle`] and
+//! over the pinned controller key, the method, the path and query exactly as sent, the body,
+//! the node id, the time and a fresh nonce ([`RequestSignature`]). A controller that answers
+//! 429 is given the time it asks for (`Retry-After`). Bundles are accepted only after [`verify_bundle`] and
 //! the freshness checks. Redirects are not followed (they would change the signed path).
 //! HTTPS uses rustls with the web PKI roots.
 
@@ -32,8 +33,14 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for a benchmark submission or an enrollment.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long an idle connection to the controller is kept for reuse.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Added to a long-poll's wait for the whole bundle request's time limit.
 pub const LONG_POLL_MARGIN: Duration = Duration::from_secs(10);
+
+/// The longest `Retry-After` honoured (a controller cannot park a node for longer).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// The most of an error answer read for its reason.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -98,6 +105,17 @@ pub enum ClientError {
     Rejected {
         /// What was being done.
         what: &'static str,
+        /// The controller's reason.
+        reason: String,
+    },
+    /// 429: this node is over its request quota, or the controller has too many waiting
+    /// requests; retry after the delay it gave.
+    #[error("{what}: the controller asks us to slow down (429, retry in {} s): {reason}", retry_after.as_secs())]
+    Throttled {
+        /// What was being done.
+        what: &'static str,
+        /// The controller's `Retry-After` (at least 1 s, at most [`MAX_RETRY_AFTER`]).
+        retry_after: Duration,
         /// The controller's reason.
         reason: String,
     },
@@ -233,8 +251,11 @@ impl ControllerClient {
 
     /// A signed request: `path_and_query` is signed exactly as it is sent.
     fn signed(&self, method: Method, path_and_query: &str, body: Vec<u8>) -> RequestBuilder {
+        // Signed for the pinned controller: another controller that knows this node (a
+        // staging one, say) cannot be sent a replay of it.
         let signature = RequestSignature::sign(
             &self.identity,
+            &self.controller_key,
             &self.node_id,
             method.as_str(),
             path_and_query,
@@ -358,6 +379,9 @@ fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, Cli
     }
     builder
         .connect_timeout(CONNECT_TIMEOUT)
+        // The controller closes connections idle for its header timeout (10 s by default):
+        // drop them sooner, so no request goes out on one it is closing.
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("meshtun/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -419,6 +443,12 @@ struct ErrorBody {
 /// The error for a non-success answer, with the controller's reason.
 async fn refusal(what: &'static str, response: Response) -> ClientError {
     let status = response.status();
+    let retry_after = retry_after(
+        response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()),
+    );
     let reason = match read_body(what, response, MAX_ERROR_BODY).await {
         Ok(body) => reason_of(status, &body),
         Err(_) => status.canonical_reason().unwrap_or("no reason").to_owned(),
@@ -428,6 +458,11 @@ async fn refusal(what: &'static str, response: Response) -> ClientError {
         403 => ClientError::Forbidden { what, reason },
         409 => ClientError::Conflict { what, reason },
         422 => ClientError::Rejected { what, reason },
+        429 => ClientError::Throttled {
+            what,
+            retry_after,
+            reason,
+        },
         code @ 500..=599 => ClientError::Server {
             what,
             status: code,
@@ -438,6 +473,25 @@ async fn refusal(what: &'static str, response: Response) -> ClientError {
             status: code,
             reason,
         },
+    }
+}
+
+/// A `Retry-After` in seconds (an HTTP date, or nothing, counts as 1 s), within 1 s and
+/// [`MAX_RETRY_AFTER`].
+fn retry_after(header: Option<&str>) -> Duration {
+    let secs = header
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(1);
+    Duration::from_secs(secs.max(1)).min(MAX_RETRY_AFTER)
+}
+
+impl ClientError {
+    /// How long the controller asked us to wait, for a 429.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClientError::Throttled { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
     }
 }
 
@@ -475,6 +529,18 @@ mod tests {
         let long = reason_of(status, "x".repeat(1000).as_bytes());
         assert_eq!(long.chars().count(), MAX_REASON + 1);
         assert!(long.ends_with('…'));
+    }
+
+    #[test]
+    fn retry_after_is_honoured_within_bounds_15() {
+        assert_eq!(retry_after(Some("7")), Duration::from_secs(7));
+        assert_eq!(retry_after(Some("0")), Duration::from_secs(1));
+        assert_eq!(retry_after(None), Duration::from_secs(1));
+        assert_eq!(
+            retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+            Duration::from_secs(1)
+        );
+        assert_eq!(retry_after(Some("999999999999")), MAX_RETRY_AFTER);
     }
 
     #[test]

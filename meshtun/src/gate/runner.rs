@@ -224,11 +224,19 @@ async fn fetch_loop(
                 } else {
                     tracing::debug!(target: "meshtun::gate", "{error}; retrying");
                 }
-                tokio::time::sleep(backoff).await;
+                // A 429 says how long to wait: never come back sooner.
+                tokio::time::sleep(retry_delay(&error, backoff)).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
+}
+
+/// How long to wait after `error`: the backoff, or the controller's `Retry-After` if longer.
+fn retry_delay(error: &ClientError, backoff: Duration) -> Duration {
+    error
+        .retry_after()
+        .map_or(backoff, |after| after.max(backoff))
 }
 
 fn contact(status: &SharedGateStatus) {
@@ -283,7 +291,34 @@ async fn benchmark_loop(
             Err(error) => {
                 status.lock().benchmark_failures += 1;
                 tracing::warn!(target: "meshtun::gate", "benchmark not submitted: {error}");
+                if let Some(after) = error.retry_after() {
+                    tokio::time::sleep(after).await;
+                }
             }
         }
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_429_is_waited_out_and_other_errors_back_off_15() {
+        let throttled = ClientError::Throttled {
+            what: "fetching the bundle",
+            retry_after: Duration::from_secs(7),
+            reason: "over quota".into(),
+        };
+        assert_eq!(retry_delay(&throttled, MIN_BACKOFF), Duration::from_secs(7));
+        assert_eq!(
+            retry_delay(&throttled, Duration::from_secs(9)),
+            Duration::from_secs(9)
+        );
+        let failed = ClientError::Server {
+            what: "fetching the bundle",
+            status: 503,
+            reason: "busy".into(),
+        };
+        assert_eq!(retry_delay(&failed, MIN_BACKOFF), MIN_BACKOFF);
     }
 }

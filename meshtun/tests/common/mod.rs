@@ -8,14 +8,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meshtun::gate::ControllerClient;
 use meshtun_controller::api::{router, Api};
-use meshtun_controller::auth::NonceCache;
 use meshtun_controller::clock::Clock;
-use meshtun_controller::config::TlsFiles;
+use meshtun_controller::config::{Limits, TlsFiles};
 use meshtun_controller::engine::{Engine, EngineSettings};
 use meshtun_controller::model::{NodeRecord, Policy};
 use meshtun_controller::schedule::Schedule;
+use meshtun_controller::server::{serve, ServeOptions};
 use meshtun_controller::store::Store;
-use meshtun_controller::tls::{acceptor, TlsListener};
+use meshtun_controller::tls::acceptor;
 use meshtun_proto::wire::{Benchmark, Scores};
 use meshtun_proto::{IdentityKey, PrivateKey};
 use zeroize::Zeroizing;
@@ -108,25 +108,33 @@ pub async fn start(options: Options) -> Controller {
         rotate_on_deny: true,
     };
     let engine = Arc::new(Engine::open(store, key.clone(), settings, Clock::system()).unwrap());
-    let api = Arc::new(Api {
-        engine: engine.clone(),
-        nonces: NonceCache::new(30_000),
-        admin_token: Zeroizing::new("admin".into()),
-        long_poll: options.long_poll,
-    });
+    let api = Arc::new(Api::new(
+        engine.clone(),
+        Zeroizing::new("admin".into()),
+        None,
+        Duration::from_secs(30),
+        options.long_poll,
+        Limits::default(),
+    ));
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = tcp.local_addr().unwrap().port();
-    let url = match &options.tls {
-        Some(files) => {
-            let listener = TlsListener::new(tcp, acceptor(files).unwrap()).unwrap();
-            tokio::spawn(async move { axum::serve(listener, router(api)).await });
-            format!("https://localhost:{port}")
-        }
-        None => {
-            tokio::spawn(async move { axum::serve(tcp, router(api)).await });
-            format!("http://127.0.0.1:{port}")
-        }
+    let serve_options = ServeOptions {
+        limits: Limits::default(),
+        tls: options.tls.as_ref().map(|files| acceptor(files).unwrap()),
+        on_refused: Arc::new(|_| {}),
     };
+    let url = match &options.tls {
+        Some(_) => format!("https://localhost:{port}"),
+        None => format!("http://127.0.0.1:{port}"),
+    };
+    // As the running controller does: a failing benchmark rotates within a moment.
+    tokio::spawn(engine.clone().check_on_benchmarks());
+    tokio::spawn(serve(
+        tcp,
+        router(api),
+        serve_options,
+        std::future::pending(),
+    ));
     Controller {
         url,
         engine,

@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use meshtun_controller::api::{router, Api};
-use meshtun_controller::auth::NonceCache;
+use meshtun_controller::config::Limits;
 use meshtun_controller::engine::Engine;
+use meshtun_controller::server::{serve, ServeOptions};
 use meshtun_proto::auth::RequestSignature;
+use meshtun_proto::IdentityPublic;
 use zeroize::Zeroizing;
 
 use crate::setup::SimNode;
@@ -58,7 +60,12 @@ struct Prepared {
     headers: reqwest::header::HeaderMap,
 }
 
-fn sign_all(nodes: &[&SimNode], count: usize, now_ms: u64) -> Result<Vec<Prepared>> {
+fn sign_all(
+    controller: &IdentityPublic,
+    nodes: &[&SimNode],
+    count: usize,
+    now_ms: u64,
+) -> Result<Vec<Prepared>> {
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
     let per = count.div_ceil(workers);
     std::thread::scope(|s| {
@@ -66,7 +73,7 @@ fn sign_all(nodes: &[&SimNode], count: usize, now_ms: u64) -> Result<Vec<Prepare
             .map(|w| {
                 s.spawn(move || -> Result<Vec<Prepared>> {
                     (w * per..((w + 1) * per).min(count))
-                        .map(|i| prepare_one(nodes[i % nodes.len()], now_ms))
+                        .map(|i| prepare_one(controller, nodes[i % nodes.len()], now_ms))
                         .collect()
                 })
             })
@@ -82,9 +89,17 @@ fn sign_all(nodes: &[&SimNode], count: usize, now_ms: u64) -> Result<Vec<Prepare
     })
 }
 
-fn prepare_one(node: &SimNode, now_ms: u64) -> Result<Prepared> {
+fn prepare_one(controller: &IdentityPublic, node: &SimNode, now_ms: u64) -> Result<Prepared> {
     let path = format!("/v1/config/{}", node.id);
-    let sig = RequestSignature::sign(&node.identity, &node.id, "GET", &path, b"", now_ms);
+    let sig = RequestSignature::sign(
+        &node.identity,
+        controller,
+        &node.id,
+        "GET",
+        &path,
+        b"",
+        now_ms,
+    );
     let mut headers = reqwest::header::HeaderMap::new();
     for (name, value) in sig.headers() {
         headers.insert(
@@ -97,16 +112,41 @@ fn prepare_one(node: &SimNode, now_ms: u64) -> Result<Prepared> {
 
 /// Serves `engine` on an ephemeral port and fetches bundles of `nodes` (round robin).
 pub async fn run(engine: Arc<Engine>, nodes: &[&SimNode], spec: &LoadSpec) -> Result<LoadReport> {
-    let api = Arc::new(Api {
-        engine: engine.clone(),
-        nonces: NonceCache::new(60_000),
-        admin_token: Zeroizing::new("bench-admin-token".to_owned()),
-        long_poll: Duration::from_secs(1),
-    });
+    // The serving rate is measured, not each node's quota: every node may send at the
+    // bench's pace.
+    let limits = Limits {
+        node_rate: 1_000,
+        node_burst: 10_000,
+        ..Limits::default()
+    };
+    let api = Arc::new(Api::new(
+        engine.clone(),
+        Zeroizing::new("bench-admin-token".to_owned()),
+        None,
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        limits,
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let server = tokio::spawn(async move { axum::serve(listener, router(api)).await });
-    let requests = Arc::new(sign_all(nodes, spec.prepared, engine.clock().now_ms())?);
+    let options = ServeOptions {
+        limits,
+        tls: None,
+        on_refused: Arc::new(|_| {}),
+    };
+    let server = tokio::spawn(serve(
+        listener,
+        router(api),
+        options,
+        std::future::pending(),
+    ));
+    let controller = engine.public_key();
+    let requests = Arc::new(sign_all(
+        &controller,
+        nodes,
+        spec.prepared,
+        engine.clock().now_ms(),
+    )?);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(spec.clients)
         .build()?;

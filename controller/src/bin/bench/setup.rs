@@ -13,7 +13,7 @@ use meshtun_controller::schedule::Schedule;
 use meshtun_controller::store::{Store, BENCHMARK_METHOD};
 use meshtun_proto::auth::RequestSignature;
 use meshtun_proto::wire::{Benchmark, Scores};
-use meshtun_proto::{IdentityKey, PrivateKey};
+use meshtun_proto::{IdentityKey, IdentityPublic, PrivateKey};
 
 /// One simulated node: what it holds privately.
 pub struct SimNode {
@@ -92,7 +92,7 @@ fn record(i: usize, node: &SimNode) -> Result<NodeRecord> {
 }
 
 /// Stores one passing benchmark of `node`, measured now, through the signed path.
-fn submit(store: &Store, node: &SimNode, now_ms: u64) -> Result<()> {
+fn submit(store: &Store, controller: &IdentityPublic, node: &SimNode, now_ms: u64) -> Result<()> {
     let wire = Benchmark {
         suite_version: "bench-1".to_owned(),
         scores: Scores {
@@ -108,6 +108,7 @@ fn submit(store: &Store, node: &SimNode, now_ms: u64) -> Result<()> {
     let path = format!("/v1/benchmarks/{}", node.id);
     let sig = RequestSignature::sign(
         &node.identity,
+        controller,
         &node.id,
         BENCHMARK_METHOD,
         &path,
@@ -123,7 +124,7 @@ fn submit(store: &Store, node: &SimNode, now_ms: u64) -> Result<()> {
         received_ms: now_ms,
     };
     store
-        .insert_benchmark(&record, &body, &sig, &path)
+        .insert_benchmark(controller, &record, &body, &sig, &path)
         .with_context(|| format!("storing the benchmark of {}", node.id))
 }
 
@@ -145,9 +146,11 @@ pub fn prepare(label: &str, count: usize, topology: Topology) -> Result<Prepared
     }
     let enroll = started.elapsed();
     let clock = Clock::system();
+    let key = IdentityKey::generate();
+    let controller = key.public();
     let started = Instant::now();
     for node in &nodes {
-        submit(&store, node, clock.now_ms())?;
+        submit(&store, &controller, node, clock.now_ms())?;
     }
     let benchmarks = started.elapsed();
     let settings = EngineSettings {
@@ -158,12 +161,7 @@ pub fn prepare(label: &str, count: usize, topology: Topology) -> Result<Prepared
         schedule: Schedule::new(600_000, 60_000)?,
         rotate_on_deny: false,
     };
-    let engine = Arc::new(Engine::open(
-        store,
-        IdentityKey::generate(),
-        settings,
-        clock,
-    )?);
+    let engine = Arc::new(Engine::open(store, key, settings, clock)?);
     Ok(Prepared {
         engine,
         topology,

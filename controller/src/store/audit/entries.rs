@@ -74,11 +74,16 @@ pub struct BenchmarkEntry {
     pub nonce: String,
     /// The Ed25519 signature, base64.
     pub signature: String,
+    /// The controller key the request was signed for (format v2), base64; absent for
+    /// requests recorded in format v1, which named no controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_key: Option<String>,
 }
 
 impl BenchmarkEntry {
-    /// Records a signed request.
+    /// Records a signed request to the controller whose key is `controller`.
     pub fn new(
+        controller: &IdentityPublic,
         seq: u64,
         received_ms: u64,
         method: &str,
@@ -96,6 +101,7 @@ impl BenchmarkEntry {
             timestamp_ms: sig.timestamp_ms,
             nonce: hex::encode(sig.nonce),
             signature: STANDARD.encode(sig.signature),
+            controller_key: Some(controller.to_base64()),
         }
     }
 
@@ -118,8 +124,15 @@ impl BenchmarkEntry {
             nonce,
             signature,
         };
-        sig.verify(key, &self.method, &self.path, &body)
-            .map_err(|e| e.to_string())
+        match &self.controller_key {
+            Some(controller) => {
+                let controller = IdentityPublic::from_base64(controller)
+                    .map_err(|e| format!("controller_key: {e}"))?;
+                sig.verify(key, &controller, &self.method, &self.path, &body)
+            }
+            None => sig.verify_archived_v1(key, &self.method, &self.path, &body),
+        }
+        .map_err(|e| e.to_string())
     }
 }
 
