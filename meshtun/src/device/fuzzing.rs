@@ -1,6 +1,7 @@
 //! A harness for fuzzing the packet path without I/O: two peers with an established session,
 //! so that arbitrary datagrams reach index routing, the rate limiter, the handshake parser
-//! and decryption, and arbitrary IP packets reach routing and encryption.
+//! and decryption, arbitrary IP packets reach routing and encryption, and arbitrary packets a
+//! peer encrypts reach the receiving side's tun batch (for the tun write path).
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -31,7 +32,13 @@ pub struct Harness {
     pub(super) counters: Counters,
 }
 
-fn side(own: &PrivateKey, peer: &PrivateKey, addr: &str, peer_addr: &str, peer_net: &str) -> Side {
+fn side(
+    own: &PrivateKey,
+    peer: &PrivateKey,
+    addr: &str,
+    peer_addr: &str,
+    peer_nets: &[&str],
+) -> Side {
     let settings = DeviceSettings {
         private_key: own.clone(),
         listen_port: None,
@@ -40,7 +47,7 @@ fn side(own: &PrivateKey, peer: &PrivateKey, addr: &str, peer_addr: &str, peer_n
             public_key: peer.public_key(),
             preshared_key: None,
             endpoint: peer_addr.parse().ok(),
-            allowed_ips: peer_net.parse().into_iter().collect(),
+            allowed_ips: peer_nets.iter().filter_map(|n| n.parse().ok()).collect(),
             persistent_keepalive: None,
         }],
     };
@@ -65,23 +72,23 @@ impl Default for Harness {
 }
 
 impl Harness {
-    /// Builds both sides and runs a handshake between them.
+    /// Builds both sides and runs a handshake between them. Each routes only the other's
+    /// tunnel address (100.64.0.1 Alice, 100.64.0.2 Bob).
     pub fn new() -> Self {
+        Self::with_nets(&["100.64.0.2/32"], &["100.64.0.1/32"])
+    }
+
+    /// Like [`Harness::new`], but each side routes everything to the other and accepts any
+    /// source from it (`0.0.0.0/0` and `::/0`), as a full tunnel does: whatever IP packet
+    /// Alice's host sends reaches Bob's tun batch.
+    pub fn open() -> Self {
+        Self::with_nets(&["0.0.0.0/0", "::/0"], &["0.0.0.0/0", "::/0"])
+    }
+
+    fn with_nets(bob_nets: &[&str], alice_nets: &[&str]) -> Self {
         let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
-        let alice = side(
-            &ka,
-            &kb,
-            "192.0.2.1:51820",
-            "192.0.2.2:51820",
-            "100.64.0.2/32",
-        );
-        let bob = side(
-            &kb,
-            &ka,
-            "192.0.2.2:51820",
-            "192.0.2.1:51820",
-            "100.64.0.1/32",
-        );
+        let alice = side(&ka, &kb, "192.0.2.1:51820", "192.0.2.2:51820", bob_nets);
+        let bob = side(&kb, &ka, "192.0.2.2:51820", "192.0.2.1:51820", alice_nets);
         let harness = Self {
             alice,
             bob,
@@ -145,6 +152,29 @@ impl Harness {
         }
     }
 
+    /// Alice's host sends `packets` (each up to the MTU; longer ones are skipped) through the
+    /// tunnel; returns the batch Bob's receive path fills for his tun device, a coalescing
+    /// batch as a receive worker's, ready for the tun write path.
+    pub fn through_tunnel(&self, packets: &[&[u8]]) -> PacketBatch {
+        let n = packets.len().max(1);
+        let mut batch = PacketBatch::new(n, MTU, TUN_HEADROOM);
+        for p in packets {
+            batch.push(p);
+        }
+        let mut wire = DatagramBatch::new(n, MTU + 64);
+        let now = Instant::now();
+        encapsulate_batch(&self.alice.snap, &batch, 0, &mut wire, &self.counters, now);
+        let mut tun = PacketBatch::coalescing(n, MTU + 64, TUN_HEADROOM);
+        let mut big = PacketBatch::new(1, super::transport::MAX_PACKET, TUN_HEADROOM);
+        let mut replies = DatagramBatch::new(16, MTU + 64);
+        let mut inbound = Inbound::new(&self.bob.snap, now, &self.counters);
+        for (_, datagram) in wire.iter() {
+            let slot = big.next_slot().unwrap_or_default();
+            let _ = inbound.datagram(self.alice.addr, datagram, &mut tun, &mut replies, slot);
+        }
+        tun
+    }
+
     /// Alice's session index as Bob addresses it, so that a fuzzer can build data packets
     /// that reach decryption.
     pub fn session_indices(&self) -> Vec<u32> {
@@ -167,6 +197,20 @@ impl Harness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packets_reach_the_other_sides_tun_batch() {
+        let h = Harness::open();
+        assert!(h.established());
+        let mut v4 = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 203, 0, 113, 5];
+        v4.extend_from_slice(&[198, 51, 100, 7, 0, 1, 0, 2, 0, 8, 0, 0]);
+        let mut v6 = vec![0x60, 0, 0, 0, 0, 0, 59, 64];
+        v6.extend_from_slice(&[0x20; 32]);
+        let batch = h.through_tunnel(&[&v4, &[1, 2, 3], &v6]);
+        assert_eq!(batch.len(), 2);
+        assert_eq!(batch.packet(0), v4.as_slice());
+        assert_eq!(batch.packet(1), v6.as_slice());
+    }
 
     #[test]
     fn the_harness_reaches_an_established_session() {
