@@ -16,7 +16,7 @@ use std::fmt;
 use hkdf::Hkdf;
 use rand_core::{OsRng, RngCore};
 use sha2::Sha256;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::key::{KeyError, PresharedKey, PublicKey, KEY_LEN};
 
@@ -99,20 +99,22 @@ pub fn derive_pair_psk(
 }
 
 /// The pair keys of one epoch: [`derive_pair_psk`] with the HKDF extraction from the epoch
-/// secret done once, so that each key costs only the expansion. `Debug` shows nothing.
+/// secret done once, so that each key costs only the expansion. The pseudorandom key is held
+/// in a buffer zeroized on drop (an `Hkdf` value cannot be); `Debug` shows nothing.
 #[derive(Clone)]
 pub struct PairKeys {
-    hkdf: Hkdf<Sha256>,
+    prk: Zeroizing<[u8; KEY_LEN]>,
     epoch: EpochId,
 }
 
 impl PairKeys {
     /// Prepares the derivation of `epoch`'s pair keys from its secret.
     pub fn new(secret: &EpochSecret, epoch: EpochId) -> Self {
-        Self {
-            hkdf: Hkdf::<Sha256>::new(None, secret.as_bytes()),
-            epoch,
-        }
+        let (mut prk, _) = Hkdf::<Sha256>::extract(None, secret.as_bytes());
+        let mut held = Zeroizing::new([0u8; KEY_LEN]);
+        held.copy_from_slice(&prk);
+        prk.as_mut_slice().zeroize();
+        Self { prk: held, epoch }
     }
 
     /// The preshared key of the pair `{a, b}`. Symmetric in `a` and `b`.
@@ -131,8 +133,10 @@ impl PairKeys {
         lo_bytes.copy_from_slice(lo.as_bytes());
         hi_bytes.copy_from_slice(hi.as_bytes());
         let mut okm = [0u8; KEY_LEN];
+        // A 32-byte PRK is SHA-256's output length, which `from_prk` always accepts.
+        let hkdf = Hkdf::<Sha256>::from_prk(&*self.prk).expect("a 32-byte HKDF-SHA256 PRK");
         // HKDF-SHA256 expands up to 8160 bytes, so 32 always succeeds.
-        let expanded = self.hkdf.expand(&info, &mut okm);
+        let expanded = hkdf.expand(&info, &mut okm);
         debug_assert!(expanded.is_ok());
         let psk = PresharedKey::from_bytes(okm);
         okm.zeroize();

@@ -590,4 +590,57 @@ mod tests {
         let message = error.to_string();
         assert!(message.contains("missing.crt"), "{message}");
     }
+
+    #[test]
+    fn node_add_and_invite_refuse_small_order_keys_foreign_addresses_and_bad_endpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("controller.toml");
+        let text =
+            "listen = \"127.0.0.1:8700\"\nurl = \"http://127.0.0.1:8700\"\nstate_dir = \"state\"\n\
+                    [network]\nipv4 = \"100.64.0.0/24\"\n";
+        let config = ControllerConfig::parse(text, &file).unwrap();
+        init(&config).unwrap();
+        let identity = IdentityKey::generate().public().to_base64();
+        let good = meshtun_proto::PrivateKey::generate()
+            .public_key()
+            .to_base64();
+        let add = |key: &str, address: &str, endpoint: Option<&str>| {
+            node_add(
+                &config,
+                "node-a",
+                key,
+                &identity,
+                vec![address.parse().unwrap()],
+                endpoint.map(str::to_owned),
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        };
+        let zero = PublicKey::from_bytes([0; 32]).to_base64();
+        assert!(add(&zero, "100.64.0.1/24", None)
+            .unwrap_err()
+            .contains("small order"));
+        assert!(add(&good, "0.0.0.0/1", None)
+            .unwrap_err()
+            .contains("outside the overlay"));
+        assert!(add(&good, "100.64.0.1/24", Some("nowhere"))
+            .unwrap_err()
+            .contains("--endpoint"));
+        add(&good, "100.64.0.1/24", Some("192.0.2.1:51820")).unwrap();
+        let err = invite(
+            &config,
+            "node-b",
+            &["100.64.0.1/24".parse().unwrap()],
+            None,
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("already held by node node-a"), "{err}");
+        // The ticket names the enrollment key derived from the controller key.
+        let ticket = Ticket::decode(&invite(&config, "node-b", &[], None, None).unwrap()).unwrap();
+        let key = load_key(&config).unwrap();
+        assert_eq!(ticket.controller_key, key.public());
+        assert_eq!(ticket.enroll_key, enrollment_key(&key).public_key());
+    }
 }

@@ -15,7 +15,7 @@ use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
 use meshtun_controller::bundles::{build, BundleSource};
 use meshtun_controller::model::{Decision, EpochRecord, Evidence, History, NodeRecord};
-use meshtun_proto::bundle::{Bundle, BundlePeer, Opener, SignedBundle};
+use meshtun_proto::bundle::{Bundle, BundlePeer, Opener, SignedBundle, SIGNATURE_LABEL};
 use meshtun_proto::{EpochSecret, IdentityKey, PrivateKey};
 
 /// A controller, a recipient and the recipient's genuine bundle with three peers.
@@ -92,7 +92,7 @@ static FIXTURE: OnceLock<Fixture> = OnceLock::new();
 fn verify_and_open(f: &Fixture, payload: &[u8]) {
     let signed = SignedBundle {
         payload: STANDARD.encode(payload),
-        signature: STANDARD.encode(f.controller.sign(payload)),
+        signature: STANDARD.encode(f.controller.sign(&[SIGNATURE_LABEL, payload].concat())),
     };
     let Ok(bundle) = signed.verify(&f.controller.public()) else {
         return;

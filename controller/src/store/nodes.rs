@@ -318,6 +318,22 @@ mod tests {
     }
 
     #[test]
+    fn attack_19_a_wireguard_key_of_small_order_is_never_stored() {
+        let store = Store::open_in_memory().unwrap();
+        let (mut a, _) = node("node-a", 1);
+        for key in [[0u8; 32], {
+            let mut one = [0u8; 32];
+            one[0] = 1;
+            one
+        }] {
+            a.wg_public_key = PublicKey::from_bytes(key);
+            let err = store.add_node(&a).unwrap_err().to_string();
+            assert!(err.contains("is of small order"), "{err}");
+        }
+        assert!(store.nodes().unwrap().is_empty());
+    }
+
+    #[test]
     fn invalid_ids_are_refused() {
         let store = Store::open_in_memory().unwrap();
         let (bad, _) = node("Node A", 1);

@@ -60,10 +60,12 @@ pub fn load_or_create_identity(path: &Path) -> Result<LoadedIdentity, IdentityFi
         other => return other.map(|key| loaded(path, key, false)),
     }
     let key = IdentityKey::generate();
-    let mut text = key.to_base64();
+    let seed = zeroize::Zeroizing::new(key.to_base64());
+    // Sized up front: growing it would leave a copy of the seed in freed memory.
+    let mut text = zeroize::Zeroizing::new(String::with_capacity(seed.len() + 1));
+    text.push_str(&seed);
     text.push('\n');
     let written = write_private_file(path, text.as_bytes(), Replace::Never);
-    zeroize::Zeroize::zeroize(&mut text);
     match written {
         Ok(()) => Ok(loaded(path, key, true)),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {

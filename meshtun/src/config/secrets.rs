@@ -35,7 +35,10 @@ pub(crate) fn read_limited(path: &Path, limit: usize) -> io::Result<Option<Vec<u
             "not a regular file",
         ));
     }
-    let mut bytes = Vec::new();
+    // Sized for the whole file up front: the buffer may hold a secret, and a reallocation
+    // would leave a copy of it in freed memory.
+    let expected = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+    let mut bytes = Vec::with_capacity(expected.min(limit).saturating_add(1));
     let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
     file.take(cap).read_to_end(&mut bytes)?;
     Ok((bytes.len() <= limit).then_some(bytes))
