@@ -3,13 +3,11 @@
 //! IPs (receive path), for full-size and small packets. And the control path: how long a
 //! configuration change to 1,000 peers holds the device's control lock.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use meshtun::device::benching::{ApplyBench, PacketBench};
-use meshtun::wgcfg::{DeviceSettings, PeerSettings};
-use meshtun_proto::{PresharedKey, PrivateKey};
+use meshtun::device::benching::{hub_settings, ApplyBench, PacketBench};
+use meshtun_proto::PrivateKey;
 
 /// Peers in the control-path benchmark.
 const PEERS: usize = 1_000;
@@ -61,33 +59,6 @@ fn decapsulate_and_check(c: &mut Criterion) {
     group.finish();
 }
 
-/// A configuration of [`PEERS`] peers, each with a preshared key, an endpoint and two
-/// networks.
-fn settings(hub: &PrivateKey, keys: &[PrivateKey]) -> DeviceSettings {
-    let peers = keys
-        .iter()
-        .enumerate()
-        .map(|(i, key)| PeerSettings {
-            public_key: key.public_key(),
-            preshared_key: Some(PresharedKey::generate()),
-            endpoint: Some(SocketAddr::from(([198, 51, 100, 1], 20_000 + i as u16))),
-            allowed_ips: vec![
-                format!("100.65.{}.{}/32", i / 256, i % 256)
-                    .parse()
-                    .unwrap(),
-                format!("fd00:65::{i:x}/128").parse().unwrap(),
-            ],
-            persistent_keepalive: None,
-        })
-        .collect();
-    DeviceSettings {
-        private_key: hub.clone(),
-        listen_port: Some(51820),
-        fwmark: None,
-        peers,
-    }
-}
-
 /// A change to 1,000 peers under the control lock: every preshared key new (an epoch's
 /// bundle; the `Tunn`s are built before the lock and not timed), and an unchanged
 /// configuration applied again.
@@ -96,12 +67,12 @@ fn apply_change(c: &mut Criterion) {
     group.sample_size(10);
     let hub = PrivateKey::generate();
     let keys: Vec<PrivateKey> = (0..PEERS).map(|_| PrivateKey::generate()).collect();
-    let mut bench = ApplyBench::new(&settings(&hub, &keys));
+    let mut bench = ApplyBench::new(&hub_settings(&hub, &keys));
     group.bench_function("new_preshared_keys", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let next = settings(&hub, &keys);
+                let next = hub_settings(&hub, &keys);
                 bench.prepare(&next);
                 let start = Instant::now();
                 assert_eq!(bench.apply(&next), PEERS);
@@ -110,7 +81,7 @@ fn apply_change(c: &mut Criterion) {
             total
         })
     });
-    let same = settings(&hub, &keys);
+    let same = hub_settings(&hub, &keys);
     bench.apply(&same);
     group.bench_function("no_change", |b| b.iter(|| bench.apply(&same)));
     group.finish();

@@ -7,10 +7,10 @@ mod pair;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use meshtun::device::benching::ApplyBench;
+use meshtun::device::benching::{hub_settings, ApplyBench};
 use meshtun::device::channel::{ChannelTun, Network};
 use meshtun::device::Device;
-use meshtun::wgcfg::{DeviceSettings, DeviceUpdate, PeerSettings, PeerUpdate};
+use meshtun::wgcfg::{DeviceSettings, DeviceUpdate, PeerUpdate};
 use meshtun_proto::{PresharedKey, PrivateKey};
 use tokio::time::{timeout, Instant};
 
@@ -110,33 +110,6 @@ async fn finding_7_an_old_preshared_key_ends_at_its_deadline() {
     // Bob moves to the new key: the pair works again at once.
     bob.dev.update(set_psk(&alice.key, &new)).await.unwrap();
     ping(&alice, &mut bob, "100.64.0.1", "100.64.0.2", b"new").await;
-}
-
-/// A hub configuration of `PEERS` peers, each with its own preshared key, endpoint and two
-/// allowed networks.
-fn hub_settings(hub: &PrivateKey, keys: &[PrivateKey]) -> DeviceSettings {
-    let peers = keys
-        .iter()
-        .enumerate()
-        .map(|(i, key)| PeerSettings {
-            public_key: key.public_key(),
-            preshared_key: Some(PresharedKey::generate()),
-            endpoint: Some(SocketAddr::from(([198, 51, 100, 1], 20_000 + i as u16))),
-            allowed_ips: vec![
-                format!("100.65.{}.{}/32", i / 256, i % 256)
-                    .parse()
-                    .unwrap(),
-                format!("fd00:65::{i:x}/128").parse().unwrap(),
-            ],
-            persistent_keepalive: None,
-        })
-        .collect();
-    DeviceSettings {
-        private_key: hub.clone(),
-        listen_port: Some(51820),
-        fwmark: None,
-        peers,
-    }
 }
 
 /// CPU time of this thread: what a computation costs, whatever else the machine runs.

@@ -11,24 +11,12 @@
 
 use std::time::Duration;
 
-use meshtun_e2e::gating::observe::{self, first_time};
-use meshtun_e2e::gating::{now_ms, GatedNode, Mesh, PingRun, Timing, FAILING};
+use meshtun_e2e::gating::observe::wait_removed;
+use meshtun_e2e::gating::{now_ms, Mesh, PingRun, Timing, FAILING};
 use meshtun_e2e::require_root;
 
 /// How long after the decision the denied node must be cut off everywhere.
 const CUTOFF_LIMIT_MS: u64 = 1000;
-
-/// How often the nodes' peers are read while waiting for the cut-off.
-const POLL: Duration = Duration::from_millis(20);
-
-/// Waits until `node` no longer lists `gone` as a peer; the Unix ms time it was first seen
-/// gone. Fails the test after 10 s.
-fn wait_removed(node: &GatedNode, gone: &GatedNode) -> u64 {
-    first_time(Duration::from_secs(10), POLL, || {
-        observe::peers_absent(&node.iface, &[gone.public_key()])
-    })
-    .unwrap_or_else(|| panic!("{} still lists {} as a peer after 10 s", node.id, gone.id))
-}
 
 #[test]
 fn nodes_twenty_seconds_off_rotate_without_loss_and_cut_off_within_a_second() {

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use meshtun_e2e::config::Peer;
-use meshtun_e2e::gating::observe::{self, first_time};
-use meshtun_e2e::gating::{now_ms, GatedNode, Mesh, PingRun, Timing, FAILING, NODE_PORT, PASSING};
+use meshtun_e2e::gating::observe::{self, first_time, wait_removed};
+use meshtun_e2e::gating::{now_ms, Mesh, PingRun, Timing, FAILING, NODE_PORT, PASSING};
 use meshtun_e2e::traffic::{assert_no_ping, assert_ping};
 use meshtun_e2e::{require_root, wait_until, wg, Daemon};
 use meshtun_proto::PresharedKey;
@@ -27,17 +27,8 @@ const CUTOFF_LIMIT_MS: u64 = 1000;
 /// How long a daemon may take to write a log line about what it has just done.
 const LOG_WAIT: Duration = Duration::from_secs(2);
 
-/// How often the allowed nodes' peers are read while waiting for the cut-off.
+/// How often the allowed nodes' state is read while waiting.
 const POLL: Duration = Duration::from_millis(20);
-
-/// Waits until `node` no longer lists `gone` as a peer; the Unix ms time it was first seen
-/// gone. Fails the test after 10 s.
-fn wait_removed(node: &GatedNode, gone: &GatedNode) -> u64 {
-    first_time(Duration::from_secs(10), POLL, || {
-        observe::peers_absent(&node.iface, &[gone.public_key()])
-    })
-    .unwrap_or_else(|| panic!("{} still lists {} as a peer after 10 s", node.id, gone.id))
-}
 
 #[test]
 fn a_denied_node_is_cut_off_within_a_second_and_readmitted() {

@@ -15,7 +15,11 @@ use super::prepare::{self, Prepared};
 use super::snapshot::Snapshot;
 use super::transport::{DatagramBatch, PacketBatch, MAX_PACKET, TUN_HEADROOM};
 use super::BATCH;
-use crate::wgcfg::{DeviceSettings, DeviceStatus};
+use std::net::SocketAddr;
+
+use meshtun_proto::{PresharedKey, PrivateKey};
+
+use crate::wgcfg::{DeviceSettings, DeviceStatus, PeerSettings};
 
 /// Two peers with an established session and a full batch of packets from Alice to Bob.
 pub struct PacketBench {
@@ -155,6 +159,39 @@ impl ApplyBench {
     /// The status of every peer, as the device would report it.
     pub fn status(&self) -> DeviceStatus {
         self.control.status("bench")
+    }
+}
+
+/// A hub configuration with one peer per key in `keys`, each with its own preshared key, an
+/// endpoint in 198.51.100.1:20000+ and two allowed networks (`100.65.x.y/32` and
+/// `fd00:65::i/128`): the large configuration the scale tests and benchmarks apply.
+pub fn hub_settings(hub: &PrivateKey, keys: &[PrivateKey]) -> DeviceSettings {
+    let peers = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| PeerSettings {
+            public_key: key.public_key(),
+            preshared_key: Some(PresharedKey::generate()),
+            endpoint: Some(SocketAddr::from((
+                [198, 51, 100, 1],
+                20_000u16.wrapping_add(i as u16),
+            ))),
+            allowed_ips: vec![
+                format!("100.65.{}.{}/32", (i / 256) % 256, i % 256)
+                    .parse()
+                    .expect("a valid IPv4 network"),
+                format!("fd00:65::{i:x}/128")
+                    .parse()
+                    .expect("a valid IPv6 network"),
+            ],
+            persistent_keepalive: None,
+        })
+        .collect();
+    DeviceSettings {
+        private_key: hub.clone(),
+        listen_port: Some(51820),
+        fwmark: None,
+        peers,
     }
 }
 

@@ -264,6 +264,15 @@ pub fn first_time(
     }
 }
 
+/// Waits until `node` no longer lists `gone` as a peer, polling its UAPI every 20 ms; the
+/// Unix ms time it was first seen gone. Fails the test after 10 s.
+pub fn wait_removed(node: &super::GatedNode, gone: &super::GatedNode) -> u64 {
+    first_time(Duration::from_secs(10), Duration::from_millis(20), || {
+        peers_absent(&node.iface, &[gone.public_key()])
+    })
+    .unwrap_or_else(|| panic!("{} still lists {} as a peer after 10 s", node.id, gone.id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
