@@ -12,7 +12,11 @@ pub fn untrusted_for_root(path: &Path) -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
         return None;
     }
-    let absolute = std::fs::canonicalize(path).ok()?;
+    let absolute = match std::fs::canonicalize(path) {
+        Ok(absolute) => absolute,
+        // What cannot be inspected cannot be trusted.
+        Err(e) => return Some(format!("{} cannot be inspected: {e}", path.display())),
+    };
     absolute
         .ancestors()
         .find_map(|p| unsafe_entry(p, p == absolute))

@@ -13,9 +13,16 @@ pub fn path(dir: &Path, ifname: &str) -> PathBuf {
 /// wrote: root must not signal a process named in a file that the daemon's user (who owns
 /// the runtime directory under systemd) could have planted.
 pub fn read(dir: &Path, ifname: &str) -> Option<i32> {
-    use std::os::unix::fs::MetadataExt;
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let path = path(dir, ifname);
-    let meta = fs::symlink_metadata(&path).ok()?;
+    // Opened without following a link, then checked on the open file: no swap in between.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
     if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() {
         tracing::info!(
             file = %path.display(),
@@ -24,7 +31,9 @@ pub fn read(dir: &Path, ifname: &str) -> Option<i32> {
         );
         return None;
     }
-    fs::read_to_string(&path).ok()?.trim().parse().ok()
+    let mut text = String::new();
+    file.take(32).read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
 }
 
 /// A pid file owned by this process, removed when dropped.
