@@ -204,7 +204,9 @@ pub async fn serve(
         rotate_on_deny: config.rotate_on_deny,
     };
     let engine = Arc::new(
-        Engine::open(store, key, settings, Clock::system())?.with_network(config.network.clone()),
+        Engine::open(store, key, settings, Clock::system())?
+            .with_network(config.network.clone())
+            .with_retention(config.retention),
     );
     tracing::info!(controller_key = %engine.public_key(), "controller key (nodes pin it)");
     let api = Arc::new(Api::new(
@@ -450,7 +452,7 @@ pub struct VerifyReport {
 /// from its recorded inputs with the membership engine.
 pub fn audit_verify(config: &ControllerConfig) -> Result<VerifyReport, CommandError> {
     let store = Store::open(&config.database)?;
-    let chain = store.verify_audit()?;
+    let chain = store.verify_audit(&load_key(config)?.public())?;
     let mut recomputed = 0;
     let mut from = 1;
     loop {

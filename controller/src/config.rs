@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::model::{Minimums, Policy, Topology};
 use crate::network::{check_prefix, Network};
+use crate::store::Retention;
 
 /// Largest configuration file accepted.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -70,6 +71,41 @@ struct RawConfig {
     network: Option<RawNetwork>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    retention: RawRetention,
+}
+
+/// `[retention]`, in seconds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRetention {
+    benchmarks: u64,
+    decisions: u64,
+    audit: u64,
+}
+
+impl Default for RawRetention {
+    fn default() -> Self {
+        let d = Retention::default();
+        Self {
+            benchmarks: d.benchmarks.as_secs(),
+            decisions: d.decisions.as_secs(),
+            audit: d.audit.as_secs(),
+        }
+    }
+}
+
+impl RawRetention {
+    fn validate(&self) -> Result<Retention, (&'static str, String)> {
+        in_bounds("retention.benchmarks", self.benchmarks)?;
+        in_bounds("retention.decisions", self.decisions)?;
+        in_bounds("retention.audit", self.audit)?;
+        Ok(Retention {
+            benchmarks: Duration::from_secs(self.benchmarks),
+            decisions: Duration::from_secs(self.decisions),
+            audit: Duration::from_secs(self.audit),
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -244,6 +280,9 @@ const BOUNDS: &[(&str, u64, u64)] = &[
     ("limits.tls_handshake_timeout", 1, 120),
     ("limits.node_rate", 1, 1_000),
     ("limits.node_burst", 1, 10_000),
+    ("retention.benchmarks", 60, 3_650 * 86_400),
+    ("retention.decisions", 60, 3_650 * 86_400),
+    ("retention.audit", 3_600, 3_650 * 86_400),
 ];
 
 /// Checks `value` of `key` against [`BOUNDS`].
@@ -382,6 +421,8 @@ pub struct ControllerConfig {
     pub network: Network,
     /// Connections, time and request rates.
     pub limits: Limits,
+    /// How long the database keeps history (`[retention]`).
+    pub retention: Retention,
 }
 
 impl ControllerConfig {
@@ -429,6 +470,7 @@ impl ControllerConfig {
         }
         in_bounds("epoch.length", raw.epoch.length).map_err(|(k, r)| invalid(k, r))?;
         let limits = limits(&raw.api, &raw.limits).map_err(|(k, r)| invalid(k, r))?;
+        let retention = raw.retention.validate().map_err(|(k, r)| invalid(k, r))?;
         if raw.status_listen == raw.listen {
             return Err(invalid(
                 "status_listen",
@@ -544,6 +586,7 @@ impl ControllerConfig {
             invite_ttl: Duration::from_secs(raw.api.invite_ttl),
             network,
             limits,
+            retention,
         })
     }
 }
@@ -664,6 +707,15 @@ mod tests {
             let message = err(&format!("[limits]\n{key} = 0\n"));
             assert!(message.contains(&format!("`limits.{key}`")), "{message}");
         }
+        for key in ["benchmarks", "decisions", "audit"] {
+            let message = err(&format!("[retention]\n{key} = 1\n"));
+            assert!(message.contains(&format!("`retention.{key}`")), "{message}");
+            let message = err(&format!("[retention]\n{key} = 99999999999\n"));
+            assert!(message.contains(&format!("`retention.{key}`")), "{message}");
+        }
+        let c = parse(&format!("{MINIMAL}[retention]\naudit = 86400\n")).unwrap();
+        assert_eq!(c.retention.audit, Duration::from_secs(86_400));
+        assert_eq!(c.retention.benchmarks, Retention::default().benchmarks);
         // Unset long-poll caps follow lowered connection caps.
         let c = parse(&format!("{MINIMAL}[limits]\nmax_connections = 100\n")).unwrap();
         assert_eq!(c.limits.max_long_polls, 100);

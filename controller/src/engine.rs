@@ -24,10 +24,13 @@ use crate::metrics::Metrics;
 use crate::model::{Decision, EpochRecord, NodeInput, NodeRecord, Policy};
 use crate::network::Network;
 use crate::schedule::{in_force, Action, Schedule, Window};
-use crate::store::{Store, StoreError};
+use crate::store::{Retention, Store, StoreError};
 
 /// Epochs kept in memory (current, published next, and recent ones for late fetchers).
-const KEEP_EPOCHS: usize = 4;
+const KEEP_EPOCHS: usize = crate::store::LIVE_EPOCHS;
+
+/// The least time between two prunings of the database, however often epochs come.
+const PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Shortest time between two membership checks prompted by benchmarks: a flood of
 /// benchmarks costs at most this many checks, and a failing node is still cut off within it.
@@ -101,6 +104,8 @@ pub struct Engine {
     network: Network,
     /// The X25519 key enrollments prove WireGuard key possession to (derived from `key`).
     enroll_key: PrivateKey,
+    /// How long the database keeps history.
+    retention: Retention,
 }
 
 impl Engine {
@@ -142,7 +147,15 @@ impl Engine {
             network: Network::default(),
             enroll_key: enrollment_key(&key),
             key,
+            retention: Retention::default(),
         })
+    }
+
+    /// The engine keeping `retention` worth of history (the default is
+    /// [`Retention::default`]).
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
     }
 
     /// The engine with `network` as its address plan (the default is
@@ -524,6 +537,7 @@ impl Engine {
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         let builder = tokio::spawn(self.clone().prebuild_on_publish());
         let checker = tokio::spawn(self.clone().check_on_benchmarks());
+        let pruner = tokio::spawn(self.clone().prune_after_publish());
         tokio::pin!(shutdown);
         loop {
             // Nodes enrolled, removed or pinned from the command line show up within a second.
@@ -546,6 +560,7 @@ impl Engine {
                 _ = &mut shutdown => {
                     builder.abort();
                     checker.abort();
+                    pruner.abort();
                     return;
                 }
             }
@@ -568,6 +583,44 @@ impl Engine {
                 Err(error) => tracing::error!(%error, "membership check task failed"),
             }
             tokio::time::sleep(DENY_CHECK_INTERVAL).await;
+        }
+    }
+
+    /// Prunes the database ([`Store::prune`]) after every decided epoch, at most once per
+    /// [`PRUNE_INTERVAL`]; runs until dropped ([`Engine::run`] runs it). A failure is logged
+    /// as an error at every attempt and nothing is pruned: an audit log that does not verify
+    /// is kept whole for inspection.
+    async fn prune_after_publish(self: Arc<Self>) {
+        let mut decided = self.decided.subscribe();
+        decided.mark_changed();
+        while decided.changed().await.is_ok() {
+            decided.borrow_and_update();
+            let engine = self.clone();
+            let pruned = tokio::task::spawn_blocking(move || {
+                let report = engine.store.prune(&engine.retention, &engine.key)?;
+                Ok::<_, crate::store::AuditError>((report, engine.store.size_bytes()?))
+            })
+            .await;
+            match pruned {
+                Ok(Ok((report, bytes))) => {
+                    self.metrics.pruned(&report, bytes);
+                    if !report.is_empty() {
+                        tracing::info!(
+                            benchmarks = report.benchmarks,
+                            epochs = report.epochs,
+                            audit_entries = report.audit_entries,
+                            checkpoint = report.checkpoint,
+                            "pruned history past its retention"
+                        );
+                    }
+                }
+                Ok(Err(error)) => {
+                    self.metrics.prune_failed();
+                    tracing::error!(%error, "cannot prune the database; it keeps growing");
+                }
+                Err(error) => tracing::error!(%error, "the pruning task failed"),
+            }
+            tokio::time::sleep(PRUNE_INTERVAL).await;
         }
     }
 

@@ -24,6 +24,13 @@ pub struct OutcomeLabel {
     pub outcome: String,
 }
 
+/// Label for a kind of pruned row.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// "benchmarks", "epochs" or "audit_entries".
+    pub kind: String,
+}
+
 /// Every metric the controller exports.
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +44,9 @@ pub struct Metrics {
     auth_failures: Counter,
     throttled: Counter,
     refused_connections: Family<OutcomeLabel, Counter>,
+    pruned: Family<KindLabel, Counter>,
+    prune_failures: Counter,
+    database_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -52,6 +62,24 @@ impl Default for Metrics {
         let auth_failures = Counter::default();
         let throttled = Counter::default();
         let refused_connections = Family::<OutcomeLabel, Counter>::default();
+        let pruned = Family::<KindLabel, Counter>::default();
+        let prune_failures = Counter::default();
+        let database_bytes = Gauge::default();
+        registry.register(
+            "pruned",
+            "Rows removed past their retention, by kind (benchmarks, epochs, audit_entries)",
+            pruned.clone(),
+        );
+        registry.register(
+            "prune_failures",
+            "Prunings that failed (the database keeps growing; see the controller's log)",
+            prune_failures.clone(),
+        );
+        registry.register(
+            "database_bytes",
+            "Size of the database file, pages in use and free, after the last pruning",
+            database_bytes.clone(),
+        );
         registry.register("epoch", "Id of the newest published epoch", epoch.clone());
         registry.register(
             "allowed_nodes",
@@ -102,6 +130,9 @@ impl Default for Metrics {
             auth_failures,
             throttled,
             refused_connections,
+            pruned,
+            prune_failures,
+            database_bytes,
         }
     }
 }
@@ -121,6 +152,25 @@ impl Metrics {
         self.epoch.set(i64::try_from(epoch).unwrap_or(i64::MAX));
         self.allowed.set(i64::try_from(allowed).unwrap_or(i64::MAX));
         self.denied.set(i64::try_from(denied).unwrap_or(i64::MAX));
+    }
+
+    /// A pruning removed what `report` says; the database is now `bytes` long.
+    pub fn pruned(&self, report: &crate::store::PruneReport, bytes: u64) {
+        for (kind, n) in [
+            ("benchmarks", report.benchmarks),
+            ("epochs", report.epochs),
+            ("audit_entries", report.audit_entries),
+        ] {
+            let kind = kind.to_owned();
+            self.pruned.get_or_create(&KindLabel { kind }).inc_by(n);
+        }
+        self.database_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// A pruning failed.
+    pub fn prune_failed(&self) {
+        self.prune_failures.inc();
     }
 
     /// A benchmark submission ended with `outcome`.

@@ -450,7 +450,10 @@ async fn a_benchmark_with_a_query_string_is_stored_and_verifies_24() {
         String::from_utf8_lossy(&body)
     );
     assert_eq!(f.stored_seqs(0), vec![1]);
-    f.engine.store().verify_audit().unwrap();
+    f.engine
+        .store()
+        .verify_audit(&f.engine.public_key())
+        .unwrap();
 }
 
 /// #17: `node remove` of an allowed node rotates at once (the engine rereads the nodes),

@@ -113,7 +113,7 @@ async fn epochs_roll_over_on_schedule_and_survive_a_restart() {
     );
     // Decisions of every epoch are on record, and the chain verifies.
     assert!(!store.decisions(5).unwrap().is_empty());
-    store.verify_audit().unwrap();
+    store.verify_audit(&key.public()).unwrap();
 }
 
 #[tokio::test(start_paused = true)]

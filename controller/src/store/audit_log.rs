@@ -1,21 +1,23 @@
 //! The audit log in the database: appending inside a caller's transaction, reading it back
 //! and verifying it.
 
+use meshtun_proto::IdentityPublic;
 use rusqlite::{params, OptionalExtension as _, Row, Transaction};
 use serde::Serialize;
 
-use super::audit::GENESIS_HASH;
 use super::audit::{chain_hash, AuditEntry, AuditError, AuditKind, AuditReport, ChainVerifier};
-use super::codec::{int, now_ms, to_json};
+use super::audit::{SignedCheckpoint, GENESIS_HASH};
+use super::codec::{int, to_json};
 use super::error::SqlContext as _;
 use super::{Store, StoreError};
 
 /// Entries read per transaction while verifying, so writers are never held up for long.
 const VERIFY_PAGE: usize = 512;
 
-/// Appends one entry to the chain inside `tx`, stamped with the wall clock.
+/// Appends one entry to the chain inside `tx`, stamped `at_ms` (the store's clock).
 pub(crate) fn append(
     tx: &Transaction<'_>,
+    at_ms: u64,
     kind: AuditKind,
     entry: &impl Serialize,
 ) -> Result<u64, StoreError> {
@@ -31,7 +33,6 @@ pub(crate) fn append(
         .ctx(what)?;
     let (last, prev_hash) = head.unwrap_or((0, GENESIS_HASH.to_owned()));
     let seq = last + 1;
-    let at_ms = now_ms();
     let hash = chain_hash(&prev_hash, seq, at_ms, kind.as_str(), &json);
     tx.execute(
         "INSERT INTO audit (seq, at_ms, kind, entry, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -46,6 +47,27 @@ pub(crate) fn append(
     )
     .ctx(what)?;
     Ok(seq)
+}
+
+/// The newest checkpoint, with the entry it covers, if the log was ever pruned.
+pub(crate) fn latest_checkpoint(
+    tx: &Transaction<'_>,
+) -> Result<Option<(u64, SignedCheckpoint)>, StoreError> {
+    tx.query_row(
+        "SELECT seq, body, signature FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+        [],
+        |r| {
+            Ok((
+                r.get(0)?,
+                SignedCheckpoint {
+                    body: r.get(1)?,
+                    signature: r.get(2)?,
+                },
+            ))
+        },
+    )
+    .optional()
+    .ctx(|| "reading the newest audit checkpoint".to_owned())
 }
 
 fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
@@ -84,20 +106,46 @@ impl Store {
     }
 
     /// Recomputes the whole chain and checks every benchmark request's signature (see
-    /// [`ChainVerifier`]); reports the first broken link. Reads in short pages, so it can run
-    /// while the controller serves.
-    pub fn verify_audit(&self) -> Result<AuditReport, AuditError> {
-        let mut verifier = ChainVerifier::new();
-        let mut next = 1u64;
-        loop {
-            let page = self.audit_entries(next, VERIFY_PAGE)?;
+    /// [`ChainVerifier`]); reports the first broken link. A pruned chain starts from its
+    /// newest checkpoint, whose signature must verify with `controller`, the controller's
+    /// public key. Reads in short pages, so it can run while the controller serves.
+    pub fn verify_audit(&self, controller: &IdentityPublic) -> Result<AuditReport, AuditError> {
+        let mut verifier = self.verifier_at_checkpoint(controller)?;
+        self.verify_from(&mut verifier, u64::MAX)?;
+        Ok(verifier.finish())
+    }
+
+    /// A verifier at the newest checkpoint (checked with `controller`), or at the genesis.
+    pub(crate) fn verifier_at_checkpoint(
+        &self,
+        controller: &IdentityPublic,
+    ) -> Result<ChainVerifier, AuditError> {
+        let what = || "reading the newest audit checkpoint".to_owned();
+        match self.read(what, latest_checkpoint)? {
+            None => Ok(ChainVerifier::new()),
+            Some((seq, signed)) => Ok(ChainVerifier::resume(&signed.verify(seq, controller)?)),
+        }
+    }
+
+    /// Pushes the entries after the verifier's position, up to `through` (inclusive), into
+    /// it, page by page.
+    pub(crate) fn verify_from(
+        &self,
+        verifier: &mut ChainVerifier,
+        through: u64,
+    ) -> Result<(), AuditError> {
+        let mut next = verifier.position().saturating_add(1);
+        while next <= through {
+            let want =
+                usize::try_from(through - next + 1).map_or(VERIFY_PAGE, |n| n.min(VERIFY_PAGE));
+            let page = self.audit_entries(next, want)?;
             let Some(last) = page.last() else { break };
             next = last.seq.saturating_add(1);
             for e in &page {
                 verifier.push(e)?;
             }
         }
-        Ok(verifier.finish())
+        Ok(())
     }
 }
 
@@ -142,7 +190,9 @@ mod tests {
     #[test]
     fn an_intact_chain_verifies_with_counts_and_head() {
         let store = populated();
-        let report = store.verify_audit().unwrap();
+        let report = store
+            .verify_audit(&crate::store::testutil::controller())
+            .unwrap();
         assert_eq!(report.entries, 5);
         assert_eq!(report.counts[&AuditKind::Enroll], 2);
         assert_eq!(report.counts[&AuditKind::Benchmark], 2);
@@ -176,7 +226,9 @@ mod tests {
             &store,
             "UPDATE audit SET entry = replace(entry, '\"deny\"', '\"allow\"') WHERE seq = 5",
         );
-        let err = store.verify_audit().unwrap_err();
+        let err = store
+            .verify_audit(&crate::store::testutil::controller())
+            .unwrap_err();
         assert_eq!(err.seq(), Some(5));
         assert!(matches!(err, AuditError::Hash { .. }), "{err}");
         assert!(
@@ -189,14 +241,22 @@ mod tests {
     fn a_modified_time_is_found() {
         let store = populated();
         tamper(&store, "UPDATE audit SET at_ms = at_ms + 1 WHERE seq = 2");
-        assert_eq!(store.verify_audit().unwrap_err().seq(), Some(2));
+        assert_eq!(
+            store
+                .verify_audit(&crate::store::testutil::controller())
+                .unwrap_err()
+                .seq(),
+            Some(2)
+        );
     }
 
     #[test]
     fn a_deleted_entry_is_found() {
         let store = populated();
         tamper(&store, "DELETE FROM audit WHERE seq = 3");
-        let err = store.verify_audit().unwrap_err();
+        let err = store
+            .verify_audit(&crate::store::testutil::controller())
+            .unwrap_err();
         assert!(
             matches!(
                 err,
@@ -217,7 +277,9 @@ mod tests {
             &store,
             "DELETE FROM audit WHERE seq = 3; UPDATE audit SET seq = seq - 1 WHERE seq > 3;",
         );
-        let err = store.verify_audit().unwrap_err();
+        let err = store
+            .verify_audit(&crate::store::testutil::controller())
+            .unwrap_err();
         assert!(matches!(err, AuditError::PrevHash { seq: 3, .. }), "{err}");
     }
 
@@ -229,7 +291,9 @@ mod tests {
             "UPDATE audit SET seq = 100 WHERE seq = 3; UPDATE audit SET seq = 3 WHERE seq = 4; \
              UPDATE audit SET seq = 4 WHERE seq = 100;",
         );
-        let err = store.verify_audit().unwrap_err();
+        let err = store
+            .verify_audit(&crate::store::testutil::controller())
+            .unwrap_err();
         assert_eq!(err.seq(), Some(3), "{err}");
     }
 
@@ -283,7 +347,9 @@ mod tests {
                 )
                 .unwrap();
         }
-        let report = store.verify_audit().unwrap();
+        let report = store
+            .verify_audit(&crate::store::testutil::controller())
+            .unwrap();
         assert_eq!(report.entries, n + 1);
         assert_eq!(report.signatures_verified, n);
     }
@@ -291,7 +357,9 @@ mod tests {
     #[test]
     fn an_empty_log_verifies_to_the_genesis_hash() {
         let store = Store::open_in_memory().unwrap();
-        let report = store.verify_audit().unwrap();
+        let report = store
+            .verify_audit(&crate::store::testutil::controller())
+            .unwrap();
         assert_eq!(report.entries, 0);
         assert_eq!(report.head_hash, GENESIS_HASH);
     }

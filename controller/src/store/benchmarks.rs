@@ -173,7 +173,7 @@ impl Store {
                 raw_body,
                 sig,
             );
-            append(tx, AuditKind::Benchmark, &entry)?;
+            append(tx, self.now_ms(), AuditKind::Benchmark, &entry)?;
             Ok(())
         })
     }

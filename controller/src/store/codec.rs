@@ -1,7 +1,5 @@
 //! Conversions between domain values and SQLite columns.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -62,14 +60,6 @@ pub(crate) fn parse_pin(
         Some("deny") => Ok(Some(Pin::Deny)),
         Some(other) => Err(corrupt(what(), format!("unknown pin {other:?}"))),
     }
-}
-
-/// The wall clock, Unix milliseconds (0 if the clock is before 1970).
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -138,7 +138,7 @@ fn kill_repeatedly() {
             "round {round}: acknowledged but lost: {lost:?}"
         );
         let report = store
-            .verify_audit()
+            .verify_audit(&crate::store::testutil::controller())
             .unwrap_or_else(|e| panic!("round {round}: {e}"));
         // Each benchmark and its audit entry were committed together, or neither was.
         assert_eq!(

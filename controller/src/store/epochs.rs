@@ -9,6 +9,7 @@ use super::audit::{AuditKind, DecisionEntry, RotationEntry};
 use super::audit_log::append;
 use super::codec::{corrupt, from_json, int, to_json};
 use super::error::SqlContext as _;
+use super::retention::erase_old_secrets;
 use super::{Store, StoreError};
 use crate::model::{Decision, EpochRecord, History, NodeInput, Policy};
 
@@ -36,6 +37,9 @@ impl EpochRow {
     }
 
     fn decode(self) -> Result<EpochRecord, StoreError> {
+        if self.secret.is_empty() {
+            return Err(StoreError::SecretErased(self.id));
+        }
         // The key error names only the length or the alphabet, never the secret.
         let secret = EpochSecret::from_hex(&self.secret)
             .map_err(|e| corrupt(format!("epoch {} secret", self.id), e))?;
@@ -171,6 +175,7 @@ impl Store {
         let id = epoch.id;
         let pairs = pair_inputs(id, decisions, inputs)?;
         let what = || format!("storing epoch {id}");
+        let now = self.now_ms();
         self.write(what, |tx| {
             if let Some(latest) = latest_epoch_id(tx)?.filter(|l| id <= *l) {
                 return Err(StoreError::EpochNotNewer { id, latest });
@@ -187,6 +192,7 @@ impl Store {
                 ],
             )
             .ctx(what)?;
+            erase_old_secrets(tx)?;
             let (mut allowed, mut denied) = (Vec::new(), Vec::new());
             for d in decisions {
                 insert_decision(tx, id, d)?;
@@ -204,7 +210,7 @@ impl Store {
                 allowed,
                 denied,
             };
-            append(tx, AuditKind::Rotation, &rotation)?;
+            append(tx, now, AuditKind::Rotation, &rotation)?;
             for (decision, input) in pairs {
                 let entry = DecisionEntry {
                     epoch: id,
@@ -213,7 +219,7 @@ impl Store {
                     input: input.clone(),
                     policy: policy.clone(),
                 };
-                append(tx, AuditKind::Decision, &entry)?;
+                append(tx, now, AuditKind::Decision, &entry)?;
             }
             Ok(())
         })
@@ -448,7 +454,10 @@ mod tests {
         }
         assert_eq!(logged[1].input, inputs[0]);
         assert_eq!(
-            store.verify_audit().unwrap().counts[&AuditKind::Decision],
+            store
+                .verify_audit(&crate::store::testutil::controller())
+                .unwrap()
+                .counts[&AuditKind::Decision],
             2
         );
     }

@@ -244,6 +244,12 @@ pub enum StoreError {
         /// The newest stored id.
         latest: EpochId,
     },
+    /// The epoch is no longer live, and its secret was erased.
+    #[error(
+        "epoch {0} is past: its secret was erased once {live} newer epochs existed",
+        live = super::LIVE_EPOCHS
+    )]
+    SecretErased(EpochId),
     /// The decisions and the inputs of an epoch do not correspond one to one.
     #[error("epoch {epoch}: {reason}")]
     Decisions {

@@ -10,7 +10,7 @@ use rusqlite::{params, Transaction};
 
 use super::audit::{AuditKind, InviteEntry};
 use super::audit_log::append;
-use super::codec::{corrupt, from_json, int, now_ms, to_json};
+use super::codec::{corrupt, from_json, int, to_json};
 use super::error::SqlContext as _;
 use super::nodes::{address_holder, held_addresses, insert_node, load_node};
 use super::{Store, StoreError};
@@ -76,7 +76,7 @@ impl Store {
                     params![
                         token_hash,
                         node_id,
-                        int(now_ms(), || "invite created_ms".into())?,
+                        int(self.now_ms(), || "invite created_ms".into())?,
                         int(expires_ms, || format!("invite for node {node_id} expires_ms"))?,
                         addresses_json,
                         endpoint
@@ -93,7 +93,7 @@ impl Store {
                 addresses: addresses.map(<[IpNet]>::to_vec),
                 endpoint: endpoint.map(str::to_owned),
             };
-            append(tx, AuditKind::Invite, &entry)?;
+            append(tx, self.now_ms(), AuditKind::Invite, &entry)?;
             Ok(())
         })
     }
@@ -188,7 +188,7 @@ impl Store {
                 params![token_hash, int(now_ms, || "invite used_ms".into())?],
             )
             .ctx(what)?;
-            insert_node(tx, &record, Some(token_hash.clone()))?;
+            insert_node(tx, self.now_ms(), &record, Some(token_hash.clone()))?;
             Ok(record)
         })
     }
@@ -412,7 +412,9 @@ mod tests {
         assert_eq!(entries[0].kind, "invite");
         let enroll: EnrollEntry = serde_json::from_str(&entries[1].entry).unwrap();
         assert_eq!(enroll.invite_token_hash, Some(hash));
-        store.verify_audit().unwrap();
+        store
+            .verify_audit(&crate::store::testutil::controller())
+            .unwrap();
     }
 
     #[test]
@@ -506,7 +508,9 @@ mod tests {
         }
         assert_eq!(store.node("node-a").unwrap(), None);
         assert_eq!(invite_rows(&store)[0].1, None);
-        store.verify_audit().unwrap();
+        store
+            .verify_audit(&crate::store::testutil::controller())
+            .unwrap();
     }
 
     #[test]

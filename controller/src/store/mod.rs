@@ -19,10 +19,13 @@ mod epochs;
 mod error;
 mod invites;
 mod nodes;
+mod retention;
 mod schema;
 
 #[cfg(test)]
 mod crash_tests;
+#[cfg(test)]
+mod retention_tests;
 #[cfg(test)]
 mod testutil;
 
@@ -40,16 +43,24 @@ pub use audit::{AuditEntry, AuditError, AuditKind, AuditReport};
 pub use benchmarks::BENCHMARK_METHOD;
 pub use error::StoreError;
 pub use invites::invite_token_hash;
+pub use retention::{PruneReport, Retention, LIVE_EPOCHS};
 
 use error::SqlContext as _;
 
+use crate::clock::Clock;
+
 /// How long a statement waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The size the write-ahead log is truncated to after a checkpoint, so that one burst of
+/// writes does not keep its disk space.
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
 
 /// The controller's durable state. See the [module documentation](self).
 pub struct Store {
     conn: Mutex<Connection>,
     location: String,
+    clock: Clock,
 }
 
 impl fmt::Debug for Store {
@@ -107,11 +118,44 @@ impl Store {
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
+        // Deleted rows (pruned history, erased epoch secrets) are overwritten with zeros,
+        // not left in free pages for whoever copies the file.
+        conn.pragma_update(None, "secure_delete", "ON")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+            .map_err(open_err)?;
         schema::migrate(&mut conn, &location)?;
         Ok(Self {
             conn: Mutex::new(conn),
             location,
+            clock: Clock::system(),
         })
+    }
+
+    /// The same store, stamping audit entries and invites with `clock` rather than the
+    /// system's wall clock (for simulations and tests).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The database's size in bytes: its pages, in use and free (the write-ahead log
+    /// aside).
+    pub fn size_bytes(&self) -> Result<u64, StoreError> {
+        let what = || "reading the database size".to_owned();
+        let conn = self.lock();
+        let pages: u64 = conn
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .ctx(what)?;
+        let size: u64 = conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .ctx(what)?;
+        Ok(pages.saturating_mul(size))
+    }
+
+    /// Unix milliseconds now, by the store's clock.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     /// The connection. A panic in another thread cannot leave a transaction open (it rolls
@@ -261,7 +305,9 @@ mod tests {
         assert_eq!(version as usize, schema::MIGRATIONS.len());
         assert_eq!(store.nodes().unwrap(), vec![a]);
         assert_eq!(store.latest_benchmarks().unwrap()["node-a"], record);
-        let report = store.verify_audit().unwrap();
+        let report = store
+            .verify_audit(&crate::store::testutil::controller())
+            .unwrap();
         assert_eq!(report.entries, 2);
     }
 
@@ -357,7 +403,9 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        let report = stores[1].verify_audit().unwrap();
+        let report = stores[1]
+            .verify_audit(&crate::store::testutil::controller())
+            .unwrap();
         assert_eq!(report.entries, 4 + 100);
         assert_eq!(report.signatures_verified, 100);
         assert_eq!(stores[0].latest_benchmarks().unwrap().len(), 4);

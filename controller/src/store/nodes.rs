@@ -75,6 +75,7 @@ pub(crate) fn load_node(tx: &Transaction<'_>, id: &str) -> Result<Option<NodeRec
 /// and a WireGuard key another node has.
 pub(crate) fn insert_node(
     tx: &Transaction<'_>,
+    at_ms: u64,
     node: &NodeRecord,
     invite_token_hash: Option<String>,
 ) -> Result<(), StoreError> {
@@ -143,7 +144,7 @@ pub(crate) fn insert_node(
         node: node.clone(),
         invite_token_hash,
     };
-    append(tx, AuditKind::Enroll, &entry)?;
+    append(tx, at_ms, AuditKind::Enroll, &entry)?;
     Ok(())
 }
 
@@ -185,7 +186,7 @@ impl Store {
     pub fn add_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
         self.write(
             || format!("adding node {}", node.id),
-            |tx| insert_node(tx, node, None),
+            |tx| insert_node(tx, self.now_ms(), node, None),
         )
     }
 
@@ -204,7 +205,7 @@ impl Store {
             let entry = RemoveEntry {
                 node_id: id.to_owned(),
             };
-            append(tx, AuditKind::Remove, &entry)?;
+            append(tx, self.now_ms(), AuditKind::Remove, &entry)?;
             Ok(true)
         })
     }
@@ -244,7 +245,7 @@ impl Store {
                 pin,
                 previous,
             };
-            append(tx, AuditKind::Pin, &entry)?;
+            append(tx, self.now_ms(), AuditKind::Pin, &entry)?;
             Ok(())
         })
     }
@@ -361,7 +362,9 @@ mod tests {
         assert_eq!(store.node("node-a").unwrap(), None);
         assert!(store.benchmarks("node-a", 10).unwrap().is_empty());
         assert_eq!(audit_kinds(&store), ["enroll", "benchmark", "remove"]);
-        store.verify_audit().unwrap();
+        store
+            .verify_audit(&crate::store::testutil::controller())
+            .unwrap();
     }
 
     #[test]
@@ -383,7 +386,13 @@ mod tests {
             )
             .unwrap();
         // The benchmark verifies against the key of the second enrollment.
-        assert_eq!(store.verify_audit().unwrap().signatures_verified, 1);
+        assert_eq!(
+            store
+                .verify_audit(&crate::store::testutil::controller())
+                .unwrap()
+                .signatures_verified,
+            1
+        );
     }
 
     #[test]

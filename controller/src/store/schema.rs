@@ -100,8 +100,31 @@ INSERT OR IGNORE INTO node_addresses (address, node_id)
     ORDER BY n.enrolled_ms, n.id;
 "#;
 
+/// Schema version 3: retention. The audit log may lose its oldest entries, but only behind
+/// a checkpoint: a row of `audit_checkpoints`, signed by the controller key, that holds the
+/// hash of the last entry removed and the verifier's state at that point, so the rest of the
+/// chain still verifies. An entry after the newest checkpoint can still be neither changed
+/// nor deleted, and the newest checkpoint cannot be deleted or changed at all.
+const V3: &str = r#"
+CREATE TABLE audit_checkpoints (
+    seq       INTEGER PRIMARY KEY NOT NULL,   -- the last entry it covers
+    body      TEXT NOT NULL,                  -- JSON, as signed
+    signature TEXT NOT NULL                   -- base64 Ed25519 by the controller key
+) STRICT;
+CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints
+    BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
+CREATE TRIGGER audit_checkpoints_keep_newest BEFORE DELETE ON audit_checkpoints
+    WHEN OLD.seq >= (SELECT MAX(seq) FROM audit_checkpoints)
+    BEGIN SELECT RAISE(ABORT, 'the newest audit checkpoint cannot be deleted'); END;
+DROP TRIGGER audit_no_delete;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    WHEN OLD.seq > (SELECT IFNULL(MAX(seq), 0) FROM audit_checkpoints)
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE INDEX benchmarks_by_received ON benchmarks (received_ms);
+"#;
+
 /// Every migration, oldest first.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// Brings the database to the newest schema version, refusing one newer than this build.
 pub(crate) fn migrate(conn: &mut Connection, location: &str) -> Result<(), StoreError> {

@@ -170,3 +170,16 @@ pub struct DecisionEntry {
     /// The policy applied.
     pub policy: Policy,
 }
+
+/// `checkpoint`: the entries up to `through_seq` were pruned, behind a signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointEntry {
+    /// The last entry removed.
+    pub through_seq: u64,
+    /// Its hash, which the next entry kept links to.
+    pub through_hash: String,
+    /// How many entries this pruning removed.
+    pub removed: u64,
+    /// Lower-hex SHA-256 of the signed checkpoint's body.
+    pub checkpoint_sha256: String,
+}

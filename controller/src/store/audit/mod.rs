@@ -16,7 +16,11 @@
 //! offline tool can run it over exported [`AuditEntry`] values. Removing entries from the
 //! end of the chain cannot be seen from the chain alone: compare [`AuditReport::head_hash`]
 //! with one recorded earlier.
+//!
+//! Old entries are pruned only behind a signed [`Checkpoint`] (see [`checkpoint`]), and
+//! every pruning is itself recorded as a `checkpoint` entry of the chain.
 
+pub mod checkpoint;
 mod entries;
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,8 +30,10 @@ use meshtun_proto::IdentityPublic;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use checkpoint::{Checkpoint, SignedCheckpoint};
 pub use entries::{
-    BenchmarkEntry, DecisionEntry, EnrollEntry, InviteEntry, PinEntry, RemoveEntry, RotationEntry,
+    BenchmarkEntry, CheckpointEntry, DecisionEntry, EnrollEntry, InviteEntry, PinEntry,
+    RemoveEntry, RotationEntry,
 };
 
 use super::StoreError;
@@ -56,11 +62,13 @@ pub enum AuditKind {
     Rotation,
     /// A membership decision was made ([`DecisionEntry`]).
     Decision,
+    /// The entries up to a signed checkpoint were pruned ([`CheckpointEntry`]).
+    Checkpoint,
 }
 
 impl AuditKind {
     /// Every kind.
-    pub const ALL: [AuditKind; 7] = [
+    pub const ALL: [AuditKind; 8] = [
         Self::Enroll,
         Self::Remove,
         Self::Pin,
@@ -68,6 +76,7 @@ impl AuditKind {
         Self::Benchmark,
         Self::Rotation,
         Self::Decision,
+        Self::Checkpoint,
     ];
 
     /// The name stored and hashed.
@@ -80,6 +89,7 @@ impl AuditKind {
             Self::Benchmark => "benchmark",
             Self::Rotation => "rotation",
             Self::Decision => "decision",
+            Self::Checkpoint => "checkpoint",
         }
     }
 
@@ -129,8 +139,11 @@ pub struct AuditReport {
     pub counts: BTreeMap<AuditKind, u64>,
     /// The last entry's hash ([`GENESIS_HASH`] for an empty chain).
     pub head_hash: String,
-    /// Benchmark request signatures checked against the enrolled identity keys.
+    /// Benchmark request signatures checked against the enrolled identity keys (those
+    /// before a checkpoint were checked before they were pruned).
     pub signatures_verified: u64,
+    /// The last entry pruned, if the chain starts from a checkpoint.
+    pub pruned_through: Option<u64>,
 }
 
 /// The first broken link of a chain.
@@ -205,6 +218,14 @@ pub enum AuditError {
         /// Why it does not verify.
         reason: String,
     },
+    /// The checkpoint the chain starts from is not one this controller signed.
+    #[error("audit checkpoint at entry {seq}: {reason}")]
+    Checkpoint {
+        /// The last entry it covers.
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
     /// The log could not be read.
     #[error("cannot read the audit log: {0}")]
     Read(#[from] StoreError),
@@ -219,7 +240,8 @@ impl AuditError {
             | Self::Hash { seq, .. }
             | Self::Kind { seq, .. }
             | Self::Malformed { seq, .. }
-            | Self::Signature { seq, .. } => Some(*seq),
+            | Self::Signature { seq, .. }
+            | Self::Checkpoint { seq, .. } => Some(*seq),
             Self::Read(_) => None,
         }
     }
@@ -252,6 +274,41 @@ impl ChainVerifier {
                 ..AuditReport::default()
             },
             keys: HashMap::new(),
+        }
+    }
+
+    /// A verifier that goes on from a checkpoint (already verified): the next entry must
+    /// be the one after it, linked to its hash.
+    pub fn resume(checkpoint: &Checkpoint) -> Self {
+        Self {
+            report: AuditReport {
+                entries: checkpoint.seq,
+                counts: checkpoint.counts.clone(),
+                head_hash: checkpoint.hash.clone(),
+                signatures_verified: checkpoint.signatures_verified,
+                pruned_through: Some(checkpoint.seq),
+            },
+            keys: checkpoint
+                .keys
+                .iter()
+                .map(|(id, (key, seq))| (id.clone(), (*key, *seq)))
+                .collect(),
+        }
+    }
+
+    /// The state after the last entry pushed, as a checkpoint made at `at_ms`.
+    pub fn checkpoint(&self, at_ms: u64) -> Checkpoint {
+        Checkpoint {
+            seq: self.report.entries,
+            hash: self.report.head_hash.clone(),
+            at_ms,
+            counts: self.report.counts.clone(),
+            signatures_verified: self.report.signatures_verified,
+            keys: self
+                .keys
+                .iter()
+                .map(|(id, (key, seq))| (id.clone(), (*key, *seq)))
+                .collect(),
         }
     }
 
@@ -291,6 +348,11 @@ impl ChainVerifier {
         Ok(())
     }
 
+    /// The number of the last entry pushed (or resumed from); 0 at the genesis.
+    pub fn position(&self) -> u64 {
+        self.report.entries
+    }
+
     /// The report on every entry pushed so far.
     pub fn finish(self) -> AuditReport {
         self.report
@@ -324,6 +386,9 @@ impl ChainVerifier {
             }
             AuditKind::Decision => {
                 drop(serde_json::from_str::<DecisionEntry>(json).map_err(malformed)?);
+            }
+            AuditKind::Checkpoint => {
+                drop(serde_json::from_str::<CheckpointEntry>(json).map_err(malformed)?);
             }
         }
         Ok(())
