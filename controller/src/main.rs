@@ -96,8 +96,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Rotate => println!("epoch {}", runtime()?.block_on(commands::rotate(&config))?),
         Command::Audit(AuditCommand::Verify) => {
             let report = commands::audit_verify(&config)?;
+            let pruned = match report.chain.pruned_through {
+                Some(seq) => format!(" (entries up to {seq} pruned behind a signed checkpoint)"),
+                None => String::new(),
+            };
             println!(
-                "audit log verified: {} entries, {} benchmark signatures checked, {} decisions recomputed, head {}",
+                "audit log verified: {} entries{pruned}, {} benchmark signatures checked, {} decisions recomputed, head {}",
                 report.chain.entries,
                 report.chain.signatures_verified,
                 report.decisions_recomputed,

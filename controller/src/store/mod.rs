@@ -43,7 +43,7 @@ pub use audit::{AuditEntry, AuditError, AuditKind, AuditReport};
 pub use benchmarks::BENCHMARK_METHOD;
 pub use error::StoreError;
 pub use invites::invite_token_hash;
-pub use retention::{PruneReport, Retention, LIVE_EPOCHS};
+pub use retention::{PruneReport, Retention, TableRows, LIVE_EPOCHS};
 
 use error::SqlContext as _;
 

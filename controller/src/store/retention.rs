@@ -51,8 +51,8 @@ impl Default for Retention {
     fn default() -> Self {
         Self {
             benchmarks: Duration::from_secs(6 * 3600),
-            decisions: Duration::from_secs(7 * 86_400),
-            audit: Duration::from_secs(7 * 86_400),
+            decisions: Duration::from_secs(2 * 86_400),
+            audit: Duration::from_secs(2 * 86_400),
         }
     }
 }
@@ -77,6 +77,21 @@ impl PruneReport {
     }
 }
 
+/// How many rows each table holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableRows {
+    /// Enrolled nodes.
+    pub nodes: u64,
+    /// Stored benchmarks.
+    pub benchmarks: u64,
+    /// Stored epochs.
+    pub epochs: u64,
+    /// Stored decisions.
+    pub decisions: u64,
+    /// Audit entries in the database.
+    pub audit: u64,
+}
+
 /// Erases the secret of every epoch older than the newest [`LIVE_EPOCHS`], inside the
 /// transaction that stores a new one.
 pub(crate) fn erase_old_secrets(tx: &Transaction<'_>) -> Result<usize, StoreError> {
@@ -89,6 +104,24 @@ pub(crate) fn erase_old_secrets(tx: &Transaction<'_>) -> Result<usize, StoreErro
 }
 
 impl Store {
+    /// How many rows each table holds.
+    pub fn table_rows(&self) -> Result<TableRows, StoreError> {
+        let what = || "counting rows".to_owned();
+        self.read(what, |tx| {
+            let count = |table: &str| -> Result<u64, StoreError> {
+                tx.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+                    .ctx(what)
+            };
+            Ok(TableRows {
+                nodes: count("nodes")?,
+                benchmarks: count("benchmarks")?,
+                epochs: count("epochs")?,
+                decisions: count("decisions")?,
+                audit: count("audit")?,
+            })
+        })
+    }
+
     /// Deletes what `retention` no longer keeps, by the store's clock, signing the audit
     /// checkpoint with the controller `key`. Refuses to prune an audit chain that does not
     /// verify (the error names the broken entry); benchmarks and epochs are pruned first.
