@@ -108,22 +108,30 @@ impl Api {
 /// An error answer: a status and a message, as `{"error": "..."}`, with a `Retry-After` (in
 /// seconds) when the client should come back later.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String, Option<Duration>);
+pub struct ApiError(StatusCode, String, Option<Duration>, Option<u64>);
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self(status, message.into(), None)
+        Self(status, message.into(), None, None)
     }
 }
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
+    /// On a 409 for a benchmark's sequence number: the node's newest stored one, so that a
+    /// node whose clock (its sequence source) went back can continue above it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latest_seq: Option<u64>,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.0, Json(ErrorBody { error: &self.1 })).into_response();
+        let body = ErrorBody {
+            error: &self.1,
+            latest_seq: self.3,
+        };
+        let mut response = (self.0, Json(body)).into_response();
         if let Some(after) = self.2 {
             // Whole seconds, rounded up: a client never comes back too early.
             let secs = after.as_millis().div_ceil(1000).max(1);
@@ -138,14 +146,16 @@ impl IntoResponse for ApiError {
 impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> Self {
         let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-        ApiError(status, r.to_string(), r.retry_after())
+        ApiError(status, r.to_string(), r.retry_after(), None)
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Replay { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            StoreError::Replay { latest, .. } => {
+                ApiError(StatusCode::CONFLICT, e.to_string(), None, Some(latest))
+            }
             other => {
                 tracing::error!(error = %other, "database error");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "database error")
@@ -402,6 +412,7 @@ fn too_many_polls(what: &str) -> ApiError {
         StatusCode::TOO_MANY_REQUESTS,
         format!("too many waiting bundle requests {what}; retry later"),
         Some(Duration::from_secs(LONG_POLL_RETRY_SECS)),
+        None,
     )
 }
 

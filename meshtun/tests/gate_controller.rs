@@ -61,6 +61,9 @@ async fn benchmarks_are_stored_once_and_refusals_carry_the_controller_reason() {
         matches!(&err, ClientError::Conflict { reason, .. } if reason.contains("not newer than 1 (replay)")),
         "{err}"
     );
+    // The refusal says which seq the controller holds, so that a node whose clock went back
+    // can continue above it.
+    assert_eq!(err.latest_seq(), Some(1));
     let err = a.submit_benchmark(&benchmark(1.5, 2)).await.unwrap_err();
     assert!(
         matches!(&err, ClientError::Rejected { reason, .. } if reason.contains("overall is 1.5")),

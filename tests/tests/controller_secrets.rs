@@ -232,6 +232,16 @@ fn check_bundle(
     (bundle.epoch, bundle.peers.len())
 }
 
+/// Adds the epochs whose secrets the database holds now to `seen` (the controller erases a
+/// secret once 4 newer epochs exist, so the test reads them while they are live).
+fn remember_epochs(home: &ControllerHome, seen: &mut BTreeMap<u64, StoredEpoch>) {
+    for epoch in home.open_db().epochs() {
+        if !epoch.secret_hex.is_empty() {
+            seen.insert(epoch.id, epoch);
+        }
+    }
+}
+
 /// Every secret of the run, labelled.
 fn gather_secrets(
     home: &ControllerHome,
@@ -299,9 +309,9 @@ fn may_hold(name: &str, label: &str) -> bool {
     }
 }
 
-/// Checks the state directory: modes, and which secrets each file holds. Returns the
-/// number of files.
-fn check_state_dir(home: &ControllerHome, secrets: &[Secret]) -> usize {
+/// Checks the state directory: modes, and which secrets each file holds; the secrets of
+/// epochs not in `live` must be gone from the database files. Returns the number of files.
+fn check_state_dir(home: &ControllerHome, secrets: &[Secret], live: &[u64]) -> usize {
     let dir_mode = mode(&home.state_dir());
     assert_eq!(
         dir_mode, 0o700,
@@ -339,7 +349,22 @@ fn check_state_dir(home: &ControllerHome, secrets: &[Secret]) -> usize {
             .filter_map(|n| by_name.get(*n))
             .any(|bytes| secret.found_in(bytes))
     };
+    let erased = |label: &str| {
+        label
+            .strip_prefix("epoch ")
+            .and_then(|rest| rest.strip_suffix(" secret"))
+            .and_then(|id| id.parse::<u64>().ok())
+            .is_some_and(|id| !live.contains(&id))
+    };
     for secret in secrets {
+        if erased(secret.label()) {
+            assert!(
+                !holds(&DB_FILES, secret),
+                "{} is still in the database files after its epoch left the live window",
+                secret.label()
+            );
+            continue;
+        }
         let home_files: Vec<&str> = ["controller.key", "admin.token"]
             .into_iter()
             .chain(DB_FILES)
@@ -411,7 +436,9 @@ fn no_secret_leaves_its_place() {
         &wait_all_allowed(&status_client, &ids),
     );
     let mut fetched = Vec::new();
+    let mut seen = BTreeMap::new();
     fetch_bundles(&client, &nodes, None, &mut fetched);
+    remember_epochs(&home, &mut seen);
     let allowed_epoch: EpochInfo = get(&client, "/v1/epoch").json();
 
     // A failing benchmark from an allowed node: an immediate epoch without it.
@@ -423,6 +450,7 @@ fn no_secret_leaves_its_place() {
         Some(allowed_epoch.current.epoch),
         &mut fetched,
     );
+    remember_epochs(&home, &mut seen);
     for args in [
         &["status"][..],
         &["rotate"],
@@ -443,9 +471,11 @@ fn no_secret_leaves_its_place() {
         Some(after_deny.current.epoch),
         &mut fetched,
     );
+    remember_epochs(&home, &mut seen);
     // At least one scheduled epoch after the rotation.
     let last = wait_epoch_above(&client, rotated.current.epoch);
     fetch_bundles(&client, &nodes, Some(rotated.current.epoch), &mut fetched);
+    remember_epochs(&home, &mut seen);
     places.reply("/v1/status", &get(&status_client, "/v1/status"));
     places.reply("/metrics", &get(&status_client, "/metrics"));
     places.reply("/v1/epoch", &get(&client, "/v1/epoch"));
@@ -474,7 +504,17 @@ fn no_secret_leaves_its_place() {
     );
 
     let epochs = home.open_db().epochs();
-    let secrets_by_epoch: BTreeMap<u64, EpochSecret> = epochs
+    // Only the 4 newest epochs keep their secrets in the database.
+    let live: Vec<u64> = epochs
+        .iter()
+        .filter(|e| !e.secret_hex.is_empty())
+        .map(|e| e.id)
+        .collect();
+    let newest: Vec<u64> = epochs.iter().rev().take(4).map(|e| e.id).rev().collect();
+    assert_eq!(live, newest, "epochs with a secret in the database");
+    remember_epochs(&home, &mut seen);
+    let seen: Vec<StoredEpoch> = seen.into_values().collect();
+    let secrets_by_epoch: BTreeMap<u64, EpochSecret> = seen
         .iter()
         .map(|e| (e.id, EpochSecret::from_hex(&e.secret_hex).expect("hex")))
         .collect();
@@ -493,7 +533,7 @@ fn no_secret_leaves_its_place() {
     );
     assert!(causes.contains(&"admin"), "{causes:?}");
 
-    let secrets = gather_secrets(&home, &epochs, &nodes, (&ticket, &token));
+    let secrets = gather_secrets(&home, &seen, &nodes, (&ticket, &token));
     let mut found = Vec::new();
     for (place, bytes) in &places.0 {
         for label in leaks(&secrets, bytes) {
@@ -505,7 +545,7 @@ fn no_secret_leaves_its_place() {
         "secrets out of place:\n{}",
         found.join("\n")
     );
-    let files = check_state_dir(&home, &secrets);
+    let files = check_state_dir(&home, &secrets, &live);
     eprintln!(
         "controller secrets test: {} secrets ({} epochs {}..={}, causes {causes:?}) searched in \
          {} places and {files} state files; {} bundles from epochs {bundle_epochs:?} opened to \

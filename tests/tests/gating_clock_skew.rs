@@ -84,3 +84,41 @@ fn nodes_twenty_seconds_off_rotate_without_loss_and_cut_off_within_a_second() {
         );
     }
 }
+
+/// A node's benchmark sequence numbers are its clock in milliseconds. One whose clock ran
+/// 25 s ahead (inside the controller's 30 s skew window), then was stepped back and the
+/// daemon restarted, had every benchmark refused as a replay for those 25 s (up to 300 s
+/// with `clock_skew = 300`, long enough to be denied for a stale benchmark). The
+/// controller's 409 names the sequence number it holds, and the node continues above it.
+#[test]
+fn a_node_whose_clock_was_stepped_back_keeps_its_benchmarks_accepted() {
+    if !require_root("a_node_whose_clock_was_stepped_back_keeps_its_benchmarks_accepted") {
+        return;
+    }
+    let mesh = Mesh::new("gating_seq", Timing::default(), &["a"]);
+    let _ctl = mesh.start_controller();
+    let ahead = mesh.start_node_with_env("a", Vec::new(), &[("MESHTUN_CLOCK_OFFSET_MS", "25000")]);
+    let newest = || {
+        let stored = mesh.home().open_db().benchmarks();
+        stored.keys().map(|(_, seq)| *seq).max().unwrap_or(0)
+    };
+    assert!(
+        meshtun_e2e::wait_until(Duration::from_secs(20), || newest() > now_ms() + 20_000),
+        "no benchmark from the node 25 s ahead:\n{}",
+        ahead.log()
+    );
+    drop(ahead);
+    let held = newest();
+    let corrected = mesh.start_node("a", Vec::new());
+    let accepted = meshtun_e2e::wait_until(Duration::from_secs(8), || newest() > held);
+    assert!(
+        accepted,
+        "no benchmark accepted after the clock went back (controller holds seq {held}):\n{}",
+        corrected.log()
+    );
+    assert!(
+        corrected.log().contains("continuing from"),
+        "{}",
+        corrected.log()
+    );
+}

@@ -99,6 +99,8 @@ pub enum ClientError {
         what: &'static str,
         /// The controller's reason.
         reason: String,
+        /// The newest sequence number the controller holds for this node, if it said.
+        latest_seq: Option<u64>,
     },
     /// 422: the body was refused as invalid.
     #[error("{what}: the controller rejected the request as invalid (422): {reason}")]
@@ -434,10 +436,13 @@ async fn read_body(
     Ok(body)
 }
 
-/// The controller's error answer: `{"error": "..."}`.
+/// The controller's error answer: `{"error": "...", "latest_seq": N}` (the latter on a 409
+/// for a benchmark's sequence number only).
 #[derive(Deserialize)]
 struct ErrorBody {
     error: String,
+    #[serde(default)]
+    latest_seq: Option<u64>,
 }
 
 /// The error for a non-success answer, with the controller's reason.
@@ -449,14 +454,26 @@ async fn refusal(what: &'static str, response: Response) -> ClientError {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok()),
     );
-    let reason = match read_body(what, response, MAX_ERROR_BODY).await {
-        Ok(body) => reason_of(status, &body),
-        Err(_) => status.canonical_reason().unwrap_or("no reason").to_owned(),
+    let (reason, latest_seq) = match read_body(what, response, MAX_ERROR_BODY).await {
+        Ok(body) => (
+            reason_of(status, &body),
+            serde_json::from_slice::<ErrorBody>(&body)
+                .ok()
+                .and_then(|b| b.latest_seq),
+        ),
+        Err(_) => (
+            status.canonical_reason().unwrap_or("no reason").to_owned(),
+            None,
+        ),
     };
     match status.as_u16() {
         401 => ClientError::Unauthorized { what, reason },
         403 => ClientError::Forbidden { what, reason },
-        409 => ClientError::Conflict { what, reason },
+        409 => ClientError::Conflict {
+            what,
+            reason,
+            latest_seq,
+        },
         422 => ClientError::Rejected { what, reason },
         429 => ClientError::Throttled {
             what,
@@ -490,6 +507,14 @@ impl ClientError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ClientError::Throttled { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// The newest benchmark sequence number the controller holds, for a 409 that said.
+    pub fn latest_seq(&self) -> Option<u64> {
+        match self {
+            ClientError::Conflict { latest_seq, .. } => *latest_seq,
             _ => None,
         }
     }

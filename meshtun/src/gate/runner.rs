@@ -249,6 +249,37 @@ fn record_error(status: &SharedGateStatus, error: &ClientError) {
     status.lock().last_error = Some(error.to_string());
 }
 
+/// How far ahead of this node's clock a sequence number the controller reports may be and
+/// still be adopted: a clock that ran this far ahead and was stepped back is caught up at
+/// once, while a forged 409 (plain http) cannot push the sequence arbitrarily far.
+const MAX_SEQ_AHEAD_MS: u64 = 30 * 86_400_000;
+
+/// Benchmark sequence numbers: the node's clock in Unix milliseconds, but always above the
+/// last one used, so they only grow, across restarts too (the controller refuses replays).
+#[derive(Debug, Default)]
+pub(crate) struct SeqCounter {
+    last: u64,
+}
+
+impl SeqCounter {
+    /// The sequence number for a benchmark measured at `now_ms`.
+    pub(crate) fn next(&mut self, now_ms: u64) -> u64 {
+        self.last = now_ms.max(self.last.saturating_add(1));
+        self.last
+    }
+
+    /// The controller holds `latest` for this node, at or above what was sent: continue
+    /// above it, unless it is more than [`MAX_SEQ_AHEAD_MS`] ahead of `now_ms`. Returns
+    /// whether it was adopted.
+    pub(crate) fn resync(&mut self, latest: u64, now_ms: u64) -> bool {
+        if latest < self.last || latest > now_ms.saturating_add(MAX_SEQ_AHEAD_MS) {
+            return false;
+        }
+        self.last = latest;
+        true
+    }
+}
+
 /// Runs the benchmark source every `interval` and submits what it measures.
 async fn benchmark_loop(
     client: Arc<ControllerClient>,
@@ -258,14 +289,12 @@ async fn benchmark_loop(
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_seq = 0u64;
+    let mut seqs = SeqCounter::default();
     loop {
         crate::supervise::fault_point("benchmark");
         ticker.tick().await;
         let now = unix_ms();
-        // Sequence numbers only grow, across restarts too: the controller refuses replays.
-        let seq = now.max(last_seq + 1);
-        last_seq = seq;
+        let seq = seqs.next(now);
         let benchmark = match source.next(seq, now).await {
             Ok(b) => b,
             Err(error) => {
@@ -291,6 +320,14 @@ async fn benchmark_loop(
             Err(error) => {
                 status.lock().benchmark_failures += 1;
                 tracing::warn!(target: "meshtun::gate", "benchmark not submitted: {error}");
+                if let Some(latest) = error.latest_seq().filter(|l| seqs.resync(*l, now)) {
+                    tracing::warn!(
+                        target: "meshtun::gate",
+                        "the controller holds benchmark seq {latest}, above this one ({seq}): \
+                         this node's clock went back since; continuing from {}",
+                        latest + 1
+                    );
+                }
                 if let Some(after) = error.retry_after() {
                     tokio::time::sleep(after).await;
                 }
@@ -301,6 +338,32 @@ async fn benchmark_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sequence_numbers_follow_the_clock_but_only_grow() {
+        let mut seqs = SeqCounter::default();
+        assert_eq!(seqs.next(1_000), 1_000);
+        assert_eq!(seqs.next(1_000), 1_001);
+        assert_eq!(seqs.next(500), 1_002, "the clock went back");
+        assert_eq!(seqs.next(5_000), 5_000);
+    }
+
+    #[test]
+    fn a_controller_ahead_is_caught_up_but_a_forged_jump_is_bounded() {
+        // The node's clock ran an hour ahead, then was stepped back and the daemon restarted:
+        // the controller holds seq now + 1 h.
+        let now = 1_800_000_000_000;
+        let mut seqs = SeqCounter::default();
+        let sent = seqs.next(now);
+        assert!(seqs.resync(now + 3_600_000, now));
+        assert_eq!(seqs.next(now + 10_000), now + 3_600_001);
+        // A forged 409 (on plain http) naming a seq far in the future is ignored, and so is
+        // one below what was already used.
+        assert!(!seqs.resync(u64::MAX - 1, now));
+        assert!(!seqs.resync(now + MAX_SEQ_AHEAD_MS + 1, now));
+        assert!(!seqs.resync(sent, now));
+        assert_eq!(seqs.next(now), now + 3_600_002);
+    }
 
     #[test]
     fn a_429_is_waited_out_and_other_errors_back_off_15() {
