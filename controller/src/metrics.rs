@@ -37,6 +37,7 @@ pub struct Metrics {
     auth_failures: Counter,
     throttled: Counter,
     refused_connections: Family<OutcomeLabel, Counter>,
+    ahead_of_database: Counter,
 }
 
 impl Default for Metrics {
@@ -52,6 +53,7 @@ impl Default for Metrics {
         let auth_failures = Counter::default();
         let throttled = Counter::default();
         let refused_connections = Family::<OutcomeLabel, Counter>::default();
+        let ahead_of_database = Counter::default();
         registry.register("epoch", "Id of the newest published epoch", epoch.clone());
         registry.register(
             "allowed_nodes",
@@ -90,6 +92,12 @@ impl Default for Metrics {
             "Connections closed at once because a cap was reached, by cap",
             refused_connections.clone(),
         );
+        registry.register(
+            "epoch_ahead_of_database",
+            "Bundle requests naming an epoch above the newest this controller published \
+             (a database restored from a backup?)",
+            ahead_of_database.clone(),
+        );
         Self {
             registry,
             epoch,
@@ -102,6 +110,7 @@ impl Default for Metrics {
             auth_failures,
             throttled,
             refused_connections,
+            ahead_of_database,
         }
     }
 }
@@ -146,6 +155,11 @@ impl Metrics {
     /// A connection was closed at once: `cap` ("total" or "address") was reached.
     pub fn refused_connection(&self, cap: &str) {
         self.refused_connections.get_or_create(&label(cap)).inc();
+    }
+
+    /// A node asked for a bundle after an epoch this controller never published.
+    pub fn ahead_of_database(&self) {
+        self.ahead_of_database.inc();
     }
 
     /// The Prometheus text exposition.
