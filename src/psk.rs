@@ -23,7 +23,9 @@ use crate::key::{KeyError, PresharedKey, PublicKey, KEY_LEN};
 /// The label mixed into every pair key.
 pub const PSK_INFO: &[u8] = b"meshtun psk v1";
 
-/// An epoch number: monotonic, never reused.
+/// An epoch number: monotonic, never reused. The controller gives each epoch the Unix
+/// milliseconds of its publication (or one more than the previous id), so that ids keep
+/// increasing even across a database restored from a backup.
 pub type EpochId = u64;
 
 /// The 32-byte secret of one epoch. Zeroized on drop; `Debug` never shows it.

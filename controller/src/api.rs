@@ -426,6 +426,7 @@ async fn config(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_node(&api, &node, &method, &uri, &headers, &[])?;
+    api.engine.check_after(&node, after.after);
     let found = match api.engine.bundle(&node, after.after) {
         Some(found) => Some(found),
         None => {

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use meshtun_proto::enroll::{enrollment_key, EnrollResponse, SignedEnrollReply};
 use meshtun_proto::wire::{EpochInfo, EpochTimes};
 use meshtun_proto::{EpochId, EpochSecret, IdentityKey, IdentityPublic, PrivateKey};
@@ -23,7 +24,7 @@ use crate::membership::{decide, newly_failing, peers_of};
 use crate::metrics::Metrics;
 use crate::model::{Decision, EpochRecord, NodeInput, NodeRecord, Policy};
 use crate::network::Network;
-use crate::schedule::{in_force, Action, Schedule, Window};
+use crate::schedule::{in_force, next_epoch_id, Action, Schedule, Window};
 use crate::store::{Retention, Store, StoreError};
 
 /// Epochs kept in memory (current, published next, and recent ones for late fetchers).
@@ -35,6 +36,10 @@ const PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 /// Shortest time between two membership checks prompted by benchmarks: a flood of
 /// benchmarks costs at most this many checks, and a failing node is still cut off within it.
 pub const DENY_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Shortest time between two warnings that a node holds an epoch above the newest one
+/// published (every such request is counted in the metrics).
+pub const AHEAD_WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// One epoch with its decisions.
 #[derive(Debug)]
@@ -106,6 +111,8 @@ pub struct Engine {
     enroll_key: PrivateKey,
     /// How long the database keeps history.
     retention: Retention,
+    /// Paces the warnings of [`Engine::check_after`].
+    ahead_warnings: DefaultDirectRateLimiter,
 }
 
 impl Engine {
@@ -148,6 +155,10 @@ impl Engine {
             enroll_key: enrollment_key(&key),
             key,
             retention: Retention::default(),
+            ahead_warnings: RateLimiter::direct(
+                Quota::with_period(AHEAD_WARN_INTERVAL)
+                    .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MIN)),
+            ),
         })
     }
 
@@ -272,7 +283,7 @@ impl Engine {
         let now = self.clock.now_ms();
         let inputs = self.inputs()?;
         let decisions = decide(&inputs, &self.settings.policy, now);
-        let id = self.epochs().last().map_or(0, |e| e.record.id) + 1;
+        let id = next_epoch_id(self.epochs().last().map(|e| e.record.id), now);
         let record = EpochRecord {
             id,
             secret: EpochSecret::generate(),
@@ -395,6 +406,31 @@ impl Engine {
             .into_iter()
             .filter(|e| after.is_none_or(|a| e.record.id > a))
             .min_by_key(|e| e.record.id)
+    }
+
+    /// Checks the epoch a node says it holds (`after`, from a bundle request) against the
+    /// newest epoch decided here. An `after` above it means the node saw epochs this database
+    /// never had: the database was restored from a backup, or re-initialised. Such a request
+    /// is counted in the metrics and logged (at most once per [`AHEAD_WARN_INTERVAL`]); the
+    /// node gets the next epoch this controller publishes, whose id follows the wall clock
+    /// (see [`crate::schedule`]). Returns true if `after` is ahead.
+    pub fn check_after(&self, node: &str, after: Option<EpochId>) -> bool {
+        let newest = *self.decided.borrow();
+        let Some(after) = after.filter(|a| *a > newest) else {
+            return false;
+        };
+        self.metrics.ahead_of_database();
+        if self.ahead_warnings.check().is_ok() {
+            tracing::warn!(
+                node,
+                node_epoch = after,
+                newest_epoch = newest,
+                "node {node} holds epoch {after}, above the newest epoch {newest} in this \
+                 controller's database: was the database restored from a backup? It gets the \
+                 next epoch published (ids follow the wall clock)"
+            );
+        }
+        true
     }
 
     /// The signed bundle (JSON) for `node` newer than `after`, of an announced epoch, built on

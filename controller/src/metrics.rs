@@ -47,6 +47,7 @@ pub struct Metrics {
     pruned: Family<KindLabel, Counter>,
     prune_failures: Counter,
     database_bytes: Gauge,
+    ahead_of_database: Counter,
 }
 
 impl Default for Metrics {
@@ -80,6 +81,7 @@ impl Default for Metrics {
             "Size of the database file, pages in use and free, after the last pruning",
             database_bytes.clone(),
         );
+        let ahead_of_database = Counter::default();
         registry.register("epoch", "Id of the newest published epoch", epoch.clone());
         registry.register(
             "allowed_nodes",
@@ -118,6 +120,12 @@ impl Default for Metrics {
             "Connections closed at once because a cap was reached, by cap",
             refused_connections.clone(),
         );
+        registry.register(
+            "epoch_ahead_of_database",
+            "Bundle requests naming an epoch above the newest this controller published \
+             (a database restored from a backup?)",
+            ahead_of_database.clone(),
+        );
         Self {
             registry,
             epoch,
@@ -133,6 +141,7 @@ impl Default for Metrics {
             pruned,
             prune_failures,
             database_bytes,
+            ahead_of_database,
         }
     }
 }
@@ -196,6 +205,11 @@ impl Metrics {
     /// A connection was closed at once: `cap` ("total" or "address") was reached.
     pub fn refused_connection(&self, cap: &str) {
         self.refused_connections.get_or_create(&label(cap)).inc();
+    }
+
+    /// A node asked for a bundle after an epoch this controller never published.
+    pub fn ahead_of_database(&self) {
+        self.ahead_of_database.inc();
     }
 
     /// The Prometheus text exposition.

@@ -7,6 +7,24 @@
 //! allowed node started failing) creates an epoch in force from now, which supersedes any
 //! successor already published: among the epochs in force, the one with the highest id is
 //! current.
+//!
+//! # Epoch ids follow the wall clock
+//!
+//! A new epoch's id is `max(latest + 1, published_ms)` ([`next_epoch_id`]): the Unix
+//! milliseconds at which the controller publishes it, or one above the newest stored id if
+//! that is larger. Nodes only accept ids above the highest they have seen, so ids must never
+//! go back, not even when the database does: a controller restored from a backup (or
+//! re-initialised with the same key) would otherwise count again from an id its nodes passed
+//! long ago, and they would ignore it until the counter caught up (a day-old backup meant a
+//! day without a bundle). With clock-based ids, the first epoch a restored controller
+//! publishes is above every id any earlier copy of the database issued before that moment,
+//! as long as the controller's clock is right. Epochs published in the same millisecond
+//! (immediate rotations) push ids ahead of the clock by one each, which a restored copy
+//! overtakes after that many milliseconds.
+//!
+//! The id comes from the publication time, not the activation time: a restored copy whose
+//! newest epoch is still in force schedules the same successor window the original already
+//! published, and an activation-based id would repeat the original's id with another secret.
 
 use meshtun_proto::wire::EpochTimes;
 use serde::{Deserialize, Serialize};
@@ -72,13 +90,21 @@ pub struct Plan {
 /// What the controller must do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    /// Create and publish an epoch with this window now (id: one above the highest stored).
+    /// Create and publish an epoch with this window now (id: [`next_epoch_id`]).
     Publish(Window),
     /// Nothing to do before this time; then plan again.
     Wait {
         /// Unix milliseconds.
         until_ms: u64,
     },
+}
+
+/// The id of an epoch published at `published_ms` (Unix milliseconds) when the newest stored
+/// epoch is `latest`: `max(latest + 1, published_ms)`, so that ids follow the wall clock and
+/// never repeat an id an earlier copy of the database issued (see the module docs).
+pub fn next_epoch_id(latest: Option<u64>, published_ms: u64) -> u64 {
+    let after_latest = latest.map_or(1, |l| l.saturating_add(1));
+    after_latest.max(published_ms)
 }
 
 /// Whether `epoch` is in force at `now_ms`.
@@ -202,6 +228,20 @@ mod tests {
             activation_ms,
             not_after_ms,
         }
+    }
+
+    #[test]
+    fn epoch_ids_follow_the_clock_and_always_increase() {
+        assert_eq!(next_epoch_id(None, 1_800_000_000_000), 1_800_000_000_000);
+        assert_eq!(next_epoch_id(Some(5), 1_800_000_000_000), 1_800_000_000_000);
+        // Two epochs in one millisecond, or a clock stepped back: one above the latest.
+        assert_eq!(
+            next_epoch_id(Some(1_800_000_000_000), 1_800_000_000_000),
+            1_800_000_000_001
+        );
+        assert_eq!(next_epoch_id(Some(1_800_000_000_000), 5), 1_800_000_000_001);
+        assert_eq!(next_epoch_id(None, 0), 1);
+        assert_eq!(next_epoch_id(Some(u64::MAX), 0), u64::MAX);
     }
 
     #[test]

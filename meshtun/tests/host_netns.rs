@@ -569,3 +569,110 @@ fn teardown_after_the_tun_is_closed() {
         );
     });
 }
+
+/// Watches a current-thread runtime: a task that wakes every millisecond and records the
+/// longest time between two wake-ups (how long the runtime's one thread was kept busy).
+struct Ticker {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<std::time::Duration>,
+}
+
+impl Ticker {
+    fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut longest = std::time::Duration::ZERO;
+            let mut last = std::time::Instant::now();
+            while !flag.load(Ordering::Relaxed) {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                longest = longest.max(last.elapsed());
+                last = std::time::Instant::now();
+            }
+            longest
+        });
+        Self { stop, task }
+    }
+
+    async fn longest_gap(self) -> std::time::Duration {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+/// #18: a bundle that brings 1,000 gated routes is applied with one state file write (not
+/// one per route, each a synchronous write and fsync on the runtime's thread: 1,000 writes
+/// and about 8 s here before), within 2 s, and removing half of them with one more write;
+/// meanwhile a task on the same current-thread runtime (the daemon's runtime under
+/// `--user`) is never kept waiting 100 ms.
+#[test]
+fn a_thousand_routes_cost_one_state_write_and_never_stall_the_runtime_18() {
+    const ROUTES: usize = 1_000;
+    /// The longest the runtime's thread may be kept from a waiting task.
+    const MAX_GAP: std::time::Duration = std::time::Duration::from_millis(100);
+    /// The longest adding the routes may take (a debug build on a loaded machine).
+    const MAX_APPLY: std::time::Duration = std::time::Duration::from_secs(2);
+    let Some(ns) = netns("a_thousand_routes_cost_one_state_write_and_never_stall_the_runtime_18")
+    else {
+        return;
+    };
+    in_netns(&ns, || async {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("run");
+        let device = tun("mt0");
+        let plan = plan(
+            "mt0",
+            &["100.64.0.1/24"],
+            &[],
+            &dir.path().join("hooks.log"),
+        );
+        let mut setup = apply(&plan, &state_dir).await.expect("apply");
+        let routes: Vec<IpNet> = (0..ROUTES)
+            .map(|i| {
+                format!("100.65.{}.{}/32", i / 250, i % 250 + 1)
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+
+        let before = setup.state_writes();
+        let ticker = Ticker::start();
+        let started = std::time::Instant::now();
+        setup
+            .update_routes(&routes)
+            .await
+            .expect("add 1,000 routes");
+        let took = started.elapsed();
+        let gap = ticker.longest_gap().await;
+        let writes = setup.state_writes() - before;
+        eprintln!("added {ROUTES} routes in {took:?}: {writes} state writes, runtime gap {gap:?}");
+        assert_eq!(route_dsts("-4", "main").len(), ROUTES + 1);
+        assert!(writes <= 1, "{writes} state file writes for one bundle");
+        assert!(gap < MAX_GAP, "the runtime was kept busy for {gap:?}");
+        assert!(took < MAX_APPLY, "adding {ROUTES} routes took {took:?}");
+        let recorded = fs::read_to_string(state_dir.join("mt0.json")).unwrap();
+        assert_eq!(recorded.matches("100.65.").count(), ROUTES);
+
+        let before = setup.state_writes();
+        let ticker = Ticker::start();
+        setup
+            .update_routes(&routes[..ROUTES / 2])
+            .await
+            .expect("remove half");
+        let gap = ticker.longest_gap().await;
+        let writes = setup.state_writes() - before;
+        eprintln!(
+            "removed {} routes: {writes} state writes, runtime gap {gap:?}",
+            ROUTES / 2
+        );
+        assert_eq!(route_dsts("-4", "main").len(), ROUTES / 2 + 1);
+        assert!(writes <= 1, "{writes} state file writes for one bundle");
+        assert!(gap < MAX_GAP, "the runtime was kept busy for {gap:?}");
+        let recorded = fs::read_to_string(state_dir.join("mt0.json")).unwrap();
+        assert_eq!(recorded.matches("100.65.").count(), ROUTES / 2);
+
+        setup.teardown().await.expect("teardown");
+        assert!(!state_dir.join("mt0.json").exists());
+        drop(device);
+    });
+}

@@ -260,6 +260,28 @@ impl ControllerHome {
     pub fn open_db(&self) -> StateDb {
         StateDb::open_read_only(&self.database())
     }
+
+    /// Restores the database from `backup` (made by [`StateDb::backup_to`]), as the README
+    /// tells an operator to with the controller stopped: the write-ahead log and its index
+    /// are deleted (they belong to the replaced database), and the copy is put in place,
+    /// mode 0600.
+    pub fn restore_database(&self, backup: &Path) {
+        let db = self.database();
+        for suffix in ["-wal", "-shm"] {
+            let mut name = db.clone().into_os_string();
+            name.push(suffix);
+            match std::fs::remove_file(&name) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("cannot delete {}: {e}", Path::new(&name).display()),
+            }
+        }
+        std::fs::copy(backup, &db).unwrap_or_else(|e| {
+            panic!("cannot copy {} to {}: {e}", backup.display(), db.display())
+        });
+        std::fs::set_permissions(&db, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", db.display()));
+    }
 }
 
 /// A running `meshtun-controller serve`; killed with SIGKILL on drop (its log is printed
@@ -595,6 +617,16 @@ impl StateDb {
             conn,
             path: path.to_owned(),
         }
+    }
+
+    /// Writes a consistent copy of the database to `to` while the controller may be running
+    /// (SQLite's `VACUUM INTO`, the online backup the README describes); fails the test if
+    /// it cannot.
+    pub fn backup_to(&self, to: &Path) {
+        let target = to.to_str().expect("a UTF-8 backup path");
+        self.conn
+            .execute("VACUUM INTO ?1", [target])
+            .unwrap_or_else(|e| self.fail(&format!("the database into {target}"), e));
     }
 
     fn fail(&self, what: &str, e: rusqlite::Error) -> ! {

@@ -260,6 +260,19 @@ impl Store {
         })
     }
 
+    /// The ids of every stored epoch, newest first (those past the live window too, whose
+    /// secrets are erased).
+    pub fn epoch_ids(&self) -> Result<Vec<EpochId>, StoreError> {
+        let what = || "listing the stored epochs".to_owned();
+        self.read(what, |tx| {
+            let mut stmt = tx
+                .prepare_cached("SELECT id FROM epochs ORDER BY id DESC")
+                .ctx(what)?;
+            let rows = stmt.query_map([], |r| r.get(0)).ctx(what)?;
+            rows.collect::<Result<Vec<_>, _>>().ctx(what)
+        })
+    }
+
     /// The decisions of epoch `epoch_id`, sorted by node id (empty for an unknown epoch).
     pub fn decisions(&self, epoch_id: EpochId) -> Result<Vec<Decision>, StoreError> {
         if i64::try_from(epoch_id).is_err() {

@@ -74,7 +74,7 @@ pub async fn apply(plan: &HostPlan, state_dir: &Path) -> Result<HostSetup, HostE
     validate_ifname(&plan.ifname)?;
     check_supported(plan)?;
     let file = StateFile::new(state_dir, &plan.ifname);
-    if file.load()?.is_some() {
+    if file.read().await?.is_some() {
         return Err(HostError::StaleState {
             ifname: plan.ifname.clone(),
             path: file.path().to_owned(),
@@ -86,7 +86,7 @@ pub async fn apply(plan: &HostPlan, state_dir: &Path) -> Result<HostSetup, HostE
     };
     let state = State::new(&plan.ifname, None, down_hooks);
     let mut setup = HostSetup::new(plan.clone(), state, file);
-    setup.save()?;
+    setup.save().await?;
     if let Err(e) = setup.bring_up().await {
         for failure in setup.undo_all().await {
             tracing::warn!("while rolling back: {failure}");
@@ -102,7 +102,7 @@ impl HostSetup {
         let ifconfig = program(&ifname, "ifconfig")?;
         for addr in self.plan.addresses.clone() {
             self.state.addresses.push(addr);
-            self.save()?;
+            self.save().await?;
             let cidr = addr.to_string();
             let ip = addr.addr().to_string();
             let args: Vec<&str> = match addr {
@@ -111,7 +111,7 @@ impl HostSetup {
             };
             if let Err(e) = run(&ifname, &ifconfig, &args, None).await {
                 self.state.addresses.retain(|a| *a != addr);
-                self.save()?;
+                self.save().await?;
                 return Err(e);
             }
         }
@@ -135,7 +135,7 @@ impl HostSetup {
             table: MAIN_TABLE,
         };
         self.state.routes.push(record.clone());
-        self.save()?;
+        self.save().await?;
         let net = dest.to_string();
         let args = [
             "-q",
@@ -151,7 +151,7 @@ impl HostSetup {
             Err(HostError::Command { detail, .. }) if detail.contains("File exists") => Ok(()),
             Err(e) => {
                 self.state.routes.retain(|r| *r != record);
-                self.save()?;
+                self.save().await?;
                 Err(e)
             }
         }
@@ -172,7 +172,7 @@ impl HostSetup {
         for record in stale {
             self.delete_route(&record.dest).await?;
             self.state.routes.retain(|r| *r != record);
-            self.save()?;
+            self.save().await?;
         }
         self.plan.routes = new_routes.to_vec();
         for dest in wanted {
@@ -232,7 +232,7 @@ impl HostSetup {
                 }
             }
             self.state.routes.retain(|r| *r != record);
-            if let Err(e) = self.save() {
+            if let Err(e) = self.save().await {
                 errors.push(e);
             }
         }
@@ -244,12 +244,12 @@ impl HostSetup {
                 }
             }
             self.state.addresses.retain(|a| *a != addr);
-            if let Err(e) = self.save() {
+            if let Err(e) = self.save().await {
                 errors.push(e);
             }
         }
         if self.state.is_clean() {
-            if let Err(e) = self.file.remove() {
+            if let Err(e) = self.file.remove().await {
                 errors.push(e);
             }
         }
@@ -288,7 +288,7 @@ pub async fn cleanup_stale(
 ) -> Result<bool, HostError> {
     validate_ifname(ifname)?;
     let file = StateFile::new(state_dir, ifname);
-    let Some(mut state) = file.load()? else {
+    let Some(mut state) = file.read().await? else {
         return Ok(false);
     };
     state.down_hooks = DownHooks {
@@ -306,7 +306,7 @@ pub async fn cleanup_stale(
     if state.up {
         errors.extend(hooks::run_all(Phase::PreDown, &state.down_hooks.pre_down, ifname).await);
     }
-    if let Err(e) = file.remove() {
+    if let Err(e) = file.remove().await {
         errors.push(e);
     }
     if state.up {

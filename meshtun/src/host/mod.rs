@@ -27,7 +27,9 @@
 //! # State file
 //!
 //! Each object is recorded in `STATE_DIR/IFNAME.json` ([`DEFAULT_STATE_DIR`] by default,
-//! directory mode 0700) before it is applied, so a crash leaves an accurate list. The file is
+//! directory mode 0700) before it is applied, so a crash leaves an accurate list (a batch of
+//! routes is recorded with one write before any is added). The file is written on tokio's
+//! blocking pool, never on the async threads. It is
 //! removed once everything is undone; when some object could not be removed it stays, and a
 //! later [`cleanup_stale`] tries again.
 //!
@@ -106,8 +108,15 @@ impl HostSetup {
         self.file.path()
     }
 
-    fn save(&self) -> Result<(), HostError> {
-        self.file.save(&self.state)
+    /// How many times the state file was written since [`apply`] (a bundle's routes cost
+    /// one write to add and one to remove, however many there are).
+    pub fn state_writes(&self) -> u64 {
+        self.file.writes()
+    }
+
+    /// Writes the state file, on tokio's blocking pool.
+    async fn save(&self) -> Result<(), HostError> {
+        self.file.save(&self.state).await
     }
 
     /// Runs the `post_up` hooks in order; the first failure stops them and is returned.
@@ -115,7 +124,7 @@ impl HostSetup {
     pub async fn run_post_up(&mut self) -> Result<(), HostError> {
         hooks::run_strict(Phase::PostUp, &self.plan.hooks.post_up, &self.plan.ifname).await?;
         self.state.up = true;
-        self.save()
+        self.save().await
     }
 
     /// Runs the `pre_down` hooks (once, and only after a successful `post_up`), all of them

@@ -2,7 +2,14 @@
 //! or the next start after a crash, can undo it.
 //!
 //! The file is rewritten atomically (temporary file, then rename) before each step is applied
-//! and after each step is undone, so it always lists every object that may exist.
+//! and after each step is undone, so it always lists every object that may exist. A batch of
+//! routes is recorded with one write before any of them is added, and forgotten with one
+//! write after all of them are deleted.
+//!
+//! The daemon's async code reads and writes it only through [`StateFile::read`],
+//! [`StateFile::save`] and [`StateFile::remove`], which do the file I/O on tokio's blocking
+//! pool. Writes are numbered and serialised: one whose caller went away (a cancelled future)
+//! never overwrites a newer write or a removal.
 
 // Parts of this module serve only the Linux implementation.
 #![cfg_attr(not(target_os = "linux"), allow(dead_code))]
@@ -11,6 +18,8 @@ use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -257,12 +266,24 @@ impl State {
     }
 }
 
-/// The location of one interface's state file.
+/// The location of one interface's state file, and its writer (shared by clones).
 #[derive(Debug, Clone)]
 pub struct StateFile {
     ifname: String,
     dir: PathBuf,
     path: PathBuf,
+    writer: Arc<Writer>,
+}
+
+/// Orders the writes and removals of one state file.
+#[derive(Debug, Default)]
+struct Writer {
+    /// The number of the newest write or removal done; held while the file is changed.
+    done: parking_lot::Mutex<u64>,
+    /// The number the next write or removal gets.
+    next: AtomicU64,
+    /// Writes done.
+    writes: AtomicU64,
 }
 
 impl StateFile {
@@ -272,7 +293,51 @@ impl StateFile {
             ifname: ifname.to_owned(),
             dir: dir.to_owned(),
             path: dir.join(format!("{ifname}.json")),
+            writer: Arc::default(),
         }
+    }
+
+    /// How many times the file was written through this `StateFile` (and its clones).
+    pub fn writes(&self) -> u64 {
+        self.writer.writes.load(Ordering::Relaxed)
+    }
+
+    /// The number of a new write or removal: later calls get larger numbers.
+    fn ticket(&self) -> u64 {
+        self.writer.next.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Runs `op` (a blocking file operation numbered `ticket`) on tokio's blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&StateFile) -> Result<T, HostError> + Send + 'static,
+    ) -> Result<T, HostError> {
+        let file = self.clone();
+        match tokio::task::spawn_blocking(move || op(&file)).await {
+            Ok(result) => result,
+            Err(e) => Err(self.io_error(&self.path, io::Error::other(e))),
+        }
+    }
+
+    /// [`StateFile::load`] on tokio's blocking pool.
+    pub async fn read(&self) -> Result<Option<State>, HostError> {
+        self.blocking(StateFile::load).await
+    }
+
+    /// Writes the state atomically (creating the directory with mode 0700 if needed) on
+    /// tokio's blocking pool, also serialising it there.
+    pub async fn save(&self, state: &State) -> Result<(), HostError> {
+        let ticket = self.ticket();
+        let state = state.clone();
+        self.blocking(move |file| file.write_numbered(ticket, &state))
+            .await
+    }
+
+    /// Deletes the file (a missing file is fine) on tokio's blocking pool.
+    pub async fn remove(&self) -> Result<(), HostError> {
+        let ticket = self.ticket();
+        self.blocking(move |file| file.remove_numbered(ticket))
+            .await
     }
 
     /// The file's path.
@@ -331,8 +396,27 @@ impl StateFile {
         Ok(Some(state))
     }
 
-    /// Writes the state atomically, creating the directory with mode 0700 if needed.
-    pub fn save(&self, state: &State) -> Result<(), HostError> {
+    /// Writes the state atomically, creating the directory with mode 0700 if needed. Blocks:
+    /// async code calls [`StateFile::save`]
+    /// (only tests write synchronously).
+    #[cfg(test)]
+    pub fn save_now(&self, state: &State) -> Result<(), HostError> {
+        self.write_numbered(self.ticket(), state)
+    }
+
+    /// Writes write number `ticket`, unless a later write or removal is already done.
+    fn write_numbered(&self, ticket: u64, state: &State) -> Result<(), HostError> {
+        let mut done = self.writer.done.lock();
+        if *done > ticket {
+            return Ok(());
+        }
+        self.write(state)?;
+        *done = ticket;
+        self.writer.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn write(&self, state: &State) -> Result<(), HostError> {
         self.ensure_dir()?;
         let text = serde_json::to_vec_pretty(state).map_err(|e| {
             self.io_error(&self.path, io::Error::new(io::ErrorKind::InvalidData, e))
@@ -352,12 +436,27 @@ impl StateFile {
         fs::rename(&tmp, &self.path).map_err(|e| self.io_error(&self.path, e))
     }
 
-    /// Deletes the file; a missing file is fine.
-    pub fn remove(&self) -> Result<(), HostError> {
-        match fs::remove_file(&self.path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.io_error(&self.path, e)),
-            _ => Ok(()),
+    /// Deletes the file; a missing file is fine. Blocks: async code calls
+    /// [`StateFile::remove`] (only tests remove synchronously).
+    #[cfg(test)]
+    pub fn remove_now(&self) -> Result<(), HostError> {
+        self.remove_numbered(self.ticket())
+    }
+
+    /// Removal number `ticket`, unless a later write is already done.
+    fn remove_numbered(&self, ticket: u64) -> Result<(), HostError> {
+        let mut done = self.writer.done.lock();
+        if *done > ticket {
+            return Ok(());
         }
+        match fs::remove_file(&self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(self.io_error(&self.path, e))
+            }
+            _ => {}
+        }
+        *done = ticket;
+        Ok(())
     }
 
     fn ensure_dir(&self) -> Result<(), HostError> {
@@ -483,7 +582,7 @@ mod tests {
         let file = StateFile::new(&dir.path().join("run"), "mt0");
         assert_eq!(file.load().unwrap(), None);
         let state = sample();
-        file.save(&state).unwrap();
+        file.save_now(&state).unwrap();
         assert_eq!(file.load().unwrap(), Some(state));
         assert_eq!(file.path(), dir.path().join("run/mt0.json"));
         // No temporary file is left behind.
@@ -492,9 +591,48 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("mt0.json")]);
-        file.remove().unwrap();
+        file.remove_now().unwrap();
         assert_eq!(file.load().unwrap(), None);
-        file.remove().unwrap();
+        file.remove_now().unwrap();
+    }
+
+    /// A write that was overtaken (its caller cancelled, its blocking task late) never
+    /// replaces a newer write, nor brings back a removed file.
+    #[test]
+    fn an_overtaken_write_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path(), "mt0");
+        let (older, newer) = (file.ticket(), file.ticket());
+        let mut state = sample();
+        file.write_numbered(newer, &state).unwrap();
+        let stale = State::new("mt0", Some(1), DownHooks::default());
+        file.write_numbered(older, &stale).unwrap();
+        assert_eq!(file.load().unwrap(), Some(state.clone()));
+        let late = file.ticket();
+        file.remove_now().unwrap();
+        state.routes.clear();
+        file.write_numbered(late, &state).unwrap();
+        assert_eq!(file.load().unwrap(), None);
+        assert_eq!(file.writes(), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn async_saves_are_done_off_the_runtime_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path(), "mt0");
+        let runtime = std::thread::current().id();
+        let state = sample();
+        file.save(&state).await.unwrap();
+        let clone = file.clone();
+        let off_thread = file
+            .blocking(move |_| Ok(std::thread::current().id() != runtime))
+            .await
+            .unwrap();
+        assert!(off_thread);
+        assert_eq!(clone.read().await.unwrap(), Some(state));
+        assert_eq!(clone.writes(), 1);
+        file.remove().await.unwrap();
+        assert_eq!(file.read().await.unwrap(), None);
     }
 
     #[test]
@@ -502,7 +640,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");
         let file = StateFile::new(&run, "mt0");
-        file.save(&sample()).unwrap();
+        file.save_now(&sample()).unwrap();
         let dir_mode = fs::metadata(&run).unwrap().permissions().mode() & 0o777;
         let file_mode = fs::metadata(file.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(dir_mode, 0o700);

@@ -1,6 +1,8 @@
 //! The steps of applying a plan. Each records its object in the state file before touching
 //! the system, and drops the record again if the system refused it.
 
+use std::collections::HashSet;
+
 use ipnet::IpNet;
 
 use super::netlink::{self, Netlink};
@@ -41,8 +43,60 @@ impl HostSetup {
             self.set_dns().await?;
         }
         let covering = self.main_routes_via(nl, index).await?;
-        for dest in sorted_routes(&self.plan.routes) {
-            self.add_route(nl, index, &dest, &covering).await?;
+        self.add_routes(nl, index, &sorted_routes(&self.plan.routes), &covering)
+            .await
+    }
+
+    /// Adds `dests` (sorted longest prefix first) as [`HostSetup::add_route`] would, with
+    /// one state file write for all the plain routes, before any is added (and one more if
+    /// one fails: it and those not tried are forgotten). Policy-routed default routes, which
+    /// bring rules and a firewall with them, go one by one after them.
+    pub(super) async fn add_routes(
+        &mut self,
+        nl: &Netlink,
+        index: u32,
+        dests: &[IpNet],
+        covering: &[IpNet],
+    ) -> Result<(), HostError> {
+        let mut batch = Vec::new();
+        let mut defaults = Vec::new();
+        for dest in dests {
+            match placement(dest, self.plan.table) {
+                None => {}
+                Some(Placement::Table(table)) => batch.push(RouteRecord { dest: *dest, table }),
+                Some(Placement::Main) if covering.iter().any(|net| net.contains(dest)) => {
+                    tracing::debug!(interface = %self.plan.ifname, route = %dest, "already routed");
+                }
+                Some(Placement::Main) => batch.push(RouteRecord {
+                    dest: *dest,
+                    table: MAIN_TABLE,
+                }),
+                Some(Placement::PolicyDefault) => defaults.push(*dest),
+            }
+        }
+        if !batch.is_empty() {
+            self.state.routes.extend(batch.iter().cloned());
+            self.save().await?;
+            for (i, record) in batch.iter().enumerate() {
+                match nl.add_route(index, &record.dest, record.table).await {
+                    Ok(()) => {}
+                    Err(e) if netlink::is_exists(&e) => {}
+                    Err(e) => {
+                        let untried: HashSet<(IpNet, u32)> =
+                            batch[i..].iter().map(|r| (r.dest, r.table)).collect();
+                        self.state
+                            .routes
+                            .retain(|r| !untried.contains(&(r.dest, r.table)));
+                        self.save().await?;
+                        let object =
+                            format!("route {} table {}", record.dest, table_label(record.table));
+                        return Err(object_error(&self.plan.ifname, "add", object, e));
+                    }
+                }
+            }
+        }
+        for dest in defaults {
+            self.add_route(nl, index, &dest, covering).await?;
         }
         Ok(())
     }
@@ -54,13 +108,13 @@ impl HostSetup {
         addr: IpNet,
     ) -> Result<(), HostError> {
         self.state.addresses.push(addr);
-        self.save()?;
+        self.save().await?;
         match nl.add_address(index, &addr).await {
             Ok(()) => Ok(()),
             Err(e) if netlink::is_exists(&e) => Ok(()),
             Err(e) => {
                 self.state.addresses.retain(|a| *a != addr);
-                self.save()?;
+                self.save().await?;
                 Err(object_error(
                     &self.plan.ifname,
                     "add",
@@ -74,7 +128,7 @@ impl HostSetup {
     async fn set_dns(&mut self) -> Result<(), HostError> {
         let record = dns::detect(&self.plan.ifname)?;
         self.state.dns = Some(record.clone());
-        self.save()?;
+        self.save().await?;
         // A partial failure keeps the record, so that the rollback reverts what was set.
         dns::apply(&self.plan.ifname, &self.plan.dns, &record).await
     }
@@ -138,13 +192,13 @@ impl HostSetup {
     ) -> Result<(), HostError> {
         let record = RouteRecord { dest: *dest, table };
         self.state.routes.push(record.clone());
-        self.save()?;
+        self.save().await?;
         match nl.add_route(index, dest, table).await {
             Ok(()) => Ok(()),
             Err(e) if netlink::is_exists(&e) => Ok(()),
             Err(e) => {
                 self.state.routes.retain(|r| *r != record);
-                self.save()?;
+                self.save().await?;
                 let object = format!("route {dest} table {}", table_label(table));
                 Err(object_error(&self.plan.ifname, "add", object, e))
             }
@@ -172,7 +226,7 @@ impl HostSetup {
             }
         };
         self.state.default_table = Some(table);
-        self.save()?;
+        self.save().await?;
         Ok(table)
     }
 
@@ -194,7 +248,7 @@ impl HostSetup {
         self.add_rule(nl, family, RuleKind::SuppressMainDefault)
             .await?;
         if family == Family::V4 {
-            self.set_sysctl(sysctl::SRC_VALID_MARK, "1")?;
+            self.set_sysctl(sysctl::SRC_VALID_MARK, "1").await?;
         }
         self.refresh_firewall().await
     }
@@ -211,10 +265,10 @@ impl HostSetup {
             priority: None,
         };
         self.state.rules.push(record.clone());
-        self.save()?;
+        self.save().await?;
         if let Err(e) = nl.add_rule(family, kind).await {
             self.state.rules.retain(|r| *r != record);
-            self.save()?;
+            self.save().await?;
             return Err(object_error(
                 &self.plan.ifname,
                 "add",
@@ -240,7 +294,7 @@ impl HostSetup {
                 if let Some(slot) = self.state.rules.iter_mut().find(|r| **r == record) {
                     slot.priority = priority;
                 }
-                self.save()
+                self.save().await
             }
             Err(e) => {
                 tracing::warn!(interface = %self.plan.ifname, "cannot list rules: {e}");
@@ -249,7 +303,7 @@ impl HostSetup {
         }
     }
 
-    fn set_sysctl(&mut self, key: &str, value: &str) -> Result<(), HostError> {
+    async fn set_sysctl(&mut self, key: &str, value: &str) -> Result<(), HostError> {
         if self.state.sysctls.iter().any(|s| s.key == key) {
             return Ok(());
         }
@@ -268,10 +322,10 @@ impl HostSetup {
             new: value.to_owned(),
         };
         self.state.sysctls.push(record.clone());
-        self.save()?;
+        self.save().await?;
         if let Err(source) = sysctl::write(key, value) {
             self.state.sysctls.retain(|s| *s != record);
-            self.save()?;
+            self.save().await?;
             return Err(HostError::Sysctl {
                 ifname: self.plan.ifname.clone(),
                 key: key.to_owned(),
@@ -319,12 +373,12 @@ impl HostSetup {
         })?;
         if table.is_some() {
             self.state.nft_table = table;
-            self.save()?;
+            self.save().await?;
         }
         run(&ifname, &nft, &["-j", "-f", "-"], Some(json.as_bytes())).await?;
         if self.state.nft_table.is_some() && families.is_empty() {
             self.state.nft_table = None;
-            self.save()?;
+            self.save().await?;
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ mod netlink;
 mod sysctl;
 mod undo;
 
+use std::collections::HashSet;
 use std::fmt::Display;
 use std::io;
 use std::path::Path;
@@ -56,7 +57,7 @@ pub async fn apply(plan: &HostPlan, state_dir: &Path) -> Result<HostSetup, HostE
     super::preflight(plan)?;
     let ifname = plan.ifname.as_str();
     let file = StateFile::new(state_dir, ifname);
-    if file.load()?.is_some() {
+    if file.read().await?.is_some() {
         return Err(HostError::StaleState {
             ifname: ifname.to_owned(),
             path: file.path().to_owned(),
@@ -77,7 +78,7 @@ pub async fn apply(plan: &HostPlan, state_dir: &Path) -> Result<HostSetup, HostE
     let mut state = State::new(ifname, Some(link.index), down_hooks);
     state.existing_link = plan.existing_link;
     let mut setup = HostSetup::new(plan.clone(), state, file);
-    setup.save()?;
+    setup.save().await?;
     if let Err(e) = setup.bring_up(&nl, link.index).await {
         let failures = undo::undo_all(&mut setup.state, &setup.file, &nl, Some(link.index)).await;
         for failure in failures {
@@ -107,6 +108,28 @@ impl HostSetup {
             .into_iter()
             .filter(|dest| placement(dest, self.plan.table).is_some())
             .collect();
+        self.delete_stale_routes(&nl, index, &wanted).await?;
+        self.drop_unused_policy(&nl).await?;
+        self.plan.routes = new_routes.to_vec();
+        let covering = self.main_routes_via(&nl, index).await?;
+        let recorded: HashSet<IpNet> = self.state.routes.iter().map(|r| r.dest).collect();
+        let new: Vec<IpNet> = wanted
+            .into_iter()
+            .filter(|dest| !recorded.contains(dest))
+            .collect();
+        self.add_routes(&nl, index, &new, &covering).await
+    }
+
+    /// Deletes the recorded routes not in `wanted`, then forgets them with one state file
+    /// write (also when one fails: those deleted before it are forgotten, and the error
+    /// returned).
+    async fn delete_stale_routes(
+        &mut self,
+        nl: &Netlink,
+        index: u32,
+        wanted: &[IpNet],
+    ) -> Result<(), HostError> {
+        let wanted: HashSet<&IpNet> = wanted.iter().collect();
         let stale: Vec<_> = self
             .state
             .routes
@@ -114,6 +137,8 @@ impl HostSetup {
             .filter(|r| !wanted.contains(&r.dest))
             .cloned()
             .collect();
+        let mut deleted = HashSet::new();
+        let mut failure = None;
         for record in stale {
             match nl.delete_route(index, &record.dest, record.table).await {
                 Ok(()) => {}
@@ -121,21 +146,19 @@ impl HostSetup {
                 Err(e) => {
                     let object =
                         format!("route {} table {}", record.dest, table_label(record.table));
-                    return Err(object_error(&ifname, "delete", object, e));
+                    failure = Some(object_error(&self.plan.ifname, "delete", object, e));
+                    break;
                 }
             }
-            self.state.routes.retain(|r| *r != record);
-            self.save()?;
+            deleted.insert((record.dest, record.table));
         }
-        self.drop_unused_policy(&nl).await?;
-        self.plan.routes = new_routes.to_vec();
-        let covering = self.main_routes_via(&nl, index).await?;
-        for dest in wanted {
-            if !self.state.routes.iter().any(|r| r.dest == dest) {
-                self.add_route(&nl, index, &dest, &covering).await?;
-            }
+        if !deleted.is_empty() {
+            self.state
+                .routes
+                .retain(|r| !deleted.contains(&(r.dest, r.table)));
+            self.save().await?;
         }
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 
     /// Removes the policy rules of a family whose default route is no longer wanted, and
@@ -157,7 +180,7 @@ impl HostSetup {
             for record in records {
                 undo::delete_rule(nl, &self.plan.ifname, &record).await?;
                 self.state.rules.retain(|r| *r != record);
-                self.save()?;
+                self.save().await?;
             }
             changed = true;
         }
@@ -242,7 +265,7 @@ pub async fn cleanup_stale(
 ) -> Result<bool, HostError> {
     validate_ifname(ifname)?;
     let file = StateFile::new(state_dir, ifname);
-    let Some(mut state) = file.load()? else {
+    let Some(mut state) = file.read().await? else {
         return Ok(false);
     };
     state.down_hooks = DownHooks {
@@ -325,7 +348,7 @@ mod tests {
         let mut state = State::new("mt0", Some(1), DownHooks::default());
         state.owner = Owner::of(child.id());
         let file = StateFile::new(dir.path(), "mt0");
-        file.save(&state).unwrap();
+        file.save_now(&state).unwrap();
         let result = cleanup_stale("mt0", dir.path(), &Hooks::default()).await;
         child.kill().unwrap();
         child.wait().unwrap();
@@ -346,7 +369,7 @@ mod tests {
     async fn apply_refuses_while_a_stale_state_file_exists() {
         let dir = tempfile::tempdir().unwrap();
         let file = StateFile::new(dir.path(), "mt0");
-        file.save(&State::new("mt0", Some(1), DownHooks::default()))
+        file.save_now(&State::new("mt0", Some(1), DownHooks::default()))
             .unwrap();
         let plan = HostPlan {
             ifname: "mt0".into(),

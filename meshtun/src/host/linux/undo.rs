@@ -1,5 +1,6 @@
 //! Undoing a recorded setup, in reverse order of application. Objects already gone count as
-//! undone; each undone object leaves the state file at once.
+//! undone; each undone object leaves the state file at once, except routes, which leave it
+//! together once all of them are deleted.
 
 use super::apply::describe_rule;
 use super::netlink::{self, Netlink};
@@ -21,17 +22,12 @@ pub async fn undo_all(
 ) -> Vec<HostError> {
     let ifname = state.ifname.clone();
     let mut errors = Vec::new();
-    let save = |state: &State, errors: &mut Vec<HostError>| {
-        if let Err(e) = file.save(state) {
-            errors.push(e);
-        }
-    };
 
     if state.nft_table.is_some() {
         match delete_firewall(&ifname).await {
             Ok(()) => {
                 state.nft_table = None;
-                save(state, &mut errors);
+                save(file, state, &mut errors).await;
             }
             Err(e) => errors.push(e),
         }
@@ -41,13 +37,16 @@ pub async fn undo_all(
         match delete_rule(nl, &ifname, &record).await {
             Ok(()) => {
                 state.rules.retain(|r| *r != record);
-                save(state, &mut errors);
+                save(file, state, &mut errors).await;
             }
             Err(e) => errors.push(e),
         }
     }
 
-    for record in state.routes.clone().into_iter().rev() {
+    // Routes leave the file together, once all are deleted (a crash before that leaves
+    // records of deleted routes, which a cleanup finds gone).
+    let mut kept = Vec::new();
+    for record in state.routes.iter().rev() {
         if let Some(index) = index {
             match nl.delete_route(index, &record.dest, record.table).await {
                 Ok(()) => {}
@@ -56,19 +55,22 @@ pub async fn undo_all(
                     let object =
                         format!("route {} table {}", record.dest, table_label(record.table));
                     errors.push(object_error(&ifname, "delete", object, e));
-                    continue;
+                    kept.push(record.clone());
                 }
             }
         }
-        state.routes.retain(|r| *r != record);
-        save(state, &mut errors);
+    }
+    if kept.len() != state.routes.len() {
+        kept.reverse();
+        state.routes = kept;
+        save(file, state, &mut errors).await;
     }
 
     for record in state.sysctls.clone().into_iter().rev() {
         match restore_sysctl(nl, &ifname, &record).await {
             Ok(()) => {
                 state.sysctls.retain(|s| *s != record);
-                save(state, &mut errors);
+                save(file, state, &mut errors).await;
             }
             Err(e) => errors.push(e),
         }
@@ -78,7 +80,7 @@ pub async fn undo_all(
         match revert_dns(&ifname, &record, index.is_some()).await {
             Ok(()) => {
                 state.dns = None;
-                save(state, &mut errors);
+                save(file, state, &mut errors).await;
             }
             Err(e) => errors.push(e),
         }
@@ -101,15 +103,22 @@ pub async fn undo_all(
             }
         }
         state.addresses.retain(|a| *a != addr);
-        save(state, &mut errors);
+        save(file, state, &mut errors).await;
     }
 
     if state.is_clean() {
-        if let Err(e) = file.remove() {
+        if let Err(e) = file.remove().await {
             errors.push(e);
         }
     }
     errors
+}
+
+/// Writes `state` to `file`, adding a failure to `errors`.
+async fn save(file: &StateFile, state: &State, errors: &mut Vec<HostError>) {
+    if let Err(e) = file.save(state).await {
+        errors.push(e);
+    }
 }
 
 /// Deletes one recorded rule; a rule already gone is fine.
