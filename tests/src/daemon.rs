@@ -173,6 +173,69 @@ impl<'ns> Daemon<'ns> {
         }
     }
 
+    /// Like [`Daemon::start_unprivileged`] with [`Privilege::NetAdmin`], as systemd runs it
+    /// with `meshtun@.socket`: `systemd-socket-activate`, as root, binds the UAPI socket at
+    /// its usual place in the root-owned [`crate::UAPI_DIR`] and passes it to the daemon (the
+    /// `sd_listen_fds` protocol) on the first connection, which the readiness check makes.
+    /// The daemon, uid [`UNPRIVILEGED_UID`], has a private state directory and cannot write
+    /// the socket directory.
+    pub fn start_socket_activated(ns: &'ns Netns, config: &Config) -> Self {
+        let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+        let dirs = RuntimeDirs {
+            state: dir.path().join("state"),
+            uapi: PathBuf::from(crate::UAPI_DIR),
+        };
+        std::fs::create_dir(&dirs.state).expect("cannot create the state directory");
+        let config_path = crate::config::write_secret(
+            dir.path(),
+            &format!("{}.toml", config.name()),
+            &config.to_toml(),
+        );
+        for path in [dir.path(), &dirs.state, &config_path] {
+            give_to_unprivileged_user(path);
+        }
+        let bin = crate::meshtun_bin();
+        let uid = UNPRIVILEGED_UID.to_string();
+        let socket = dirs.socket(config.name());
+        let mut args = vec![
+            "-l".to_owned(),
+            socket.to_string_lossy().into_owned(),
+            "setpriv".to_owned(),
+            format!("--reuid={uid}"),
+            format!("--regid={uid}"),
+            "--clear-groups".to_owned(),
+        ];
+        args.extend(
+            Privilege::NetAdmin
+                .setpriv_caps()
+                .iter()
+                .map(|&a| a.to_owned()),
+        );
+        args.push(bin.to_string_lossy().into_owned());
+        args.extend(dirs.args());
+        args.extend(["up".to_owned(), config_path.to_string_lossy().into_owned()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cmd = ns.command("systemd-socket-activate", &args);
+        cmd.env("MESHTUN_LOG", LOG_FILTER);
+        let log = dir.path().join(format!("{}.log", config.name()));
+        let label = format!(
+            "socket-activated meshtun {} (uid {uid}) in {}",
+            config.name(),
+            ns.name()
+        );
+        let mut process = Supervised::spawn(ns, label, cmd, log);
+        process.wait_ready(|| check_up_in(ns, config, &dirs.uapi));
+        Self {
+            ns,
+            name: config.name().to_owned(),
+            config_path,
+            bin,
+            dirs,
+            process,
+            _dir: dir,
+        }
+    }
+
     /// The daemon's UAPI socket.
     pub fn uapi_socket(&self) -> PathBuf {
         self.dirs.socket(&self.name)

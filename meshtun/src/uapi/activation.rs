@@ -51,7 +51,11 @@ pub unsafe fn take_listen_fds() -> Option<Inherited> {
             // has not used them yet; each is owned here and nowhere else.
             .map(|(fd, name)| (unsafe { OwnedFd::from_raw_fd(fd) }, name))
             .collect::<Vec<_>>(),
-        Err(err) => return Some(Inherited { fds: Err(err.to_string()) }),
+        Err(err) => {
+            return Some(Inherited {
+                fds: Err(err.to_string()),
+            })
+        }
     };
     (!fds.is_empty()).then_some(Inherited { fds: Ok(fds) })
 }
@@ -127,10 +131,7 @@ fn listening_unix_stream(fd: &OwnedFd) -> Result<PathBuf, String> {
 /// Whether `bound` names the file `expected` (the same name in the same directory once
 /// symbolic links such as `/var/run` are resolved), and that file is still a socket.
 fn same_socket_path(bound: &Path, expected: &Path) -> Result<(), String> {
-    let canonical_dir = |path: &Path| {
-        path.parent()
-            .and_then(|dir| fs::canonicalize(dir).ok())
-    };
+    let canonical_dir = |path: &Path| path.parent().and_then(|dir| fs::canonicalize(dir).ok());
     let same = bound.file_name() == expected.file_name()
         && canonical_dir(bound).is_some()
         && canonical_dir(bound) == canonical_dir(expected);
@@ -173,7 +174,10 @@ mod tests {
         assert_eq!(socket.path(), path);
         UnixStream::connect(&path).unwrap();
         drop(socket);
-        assert!(path.exists(), "the service manager's socket file was removed");
+        assert!(
+            path.exists(),
+            "the service manager's socket file was removed"
+        );
     }
 
     #[test]
@@ -181,7 +185,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
         let err = refusal(passed(tcp), tmp.path(), "wgact1");
-        assert!(err.contains("not a Unix socket") && err.contains("127.0.0.1"), "{err}");
+        assert!(
+            err.contains("not a Unix socket") && err.contains("127.0.0.1"),
+            "{err}"
+        );
         assert!(err.contains("wgact1.sock"), "{err}");
     }
 
@@ -191,7 +198,10 @@ mod tests {
         let other = socket_path_in(tmp.path(), "wgother");
         let listener = UnixListener::bind(&other).unwrap();
         let err = refusal(passed(listener), tmp.path(), "wgact2");
-        assert!(err.contains("bound to") && err.contains("wgother.sock"), "{err}");
+        assert!(
+            err.contains("bound to") && err.contains("wgother.sock"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -232,10 +242,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let a = UnixListener::bind(socket_path_in(tmp.path(), "wgact6")).unwrap();
         let b = UnixListener::bind(tmp.path().join("x.sock")).unwrap();
-        let two = Inherited::from_fds(vec![
-            (a.into(), "a".to_owned()),
-            (b.into(), "b".to_owned()),
-        ]);
+        let two = Inherited::from_fds(vec![(a.into(), "a".to_owned()), (b.into(), "b".to_owned())]);
         let err = refusal(two, tmp.path(), "wgact6");
         assert!(err.contains("exactly one") && err.contains('2'), "{err}");
         let broken = Inherited {
