@@ -18,16 +18,13 @@ use zeroize::Zeroizing;
 
 use super::error::UapiError;
 use super::get::{write_errno, write_get};
-use super::request::{Limits, Request, RequestReader};
+use super::request::{Limits, Request, RequestReader, READ_CHUNK};
 use super::set::parse_set;
 use super::socket::UapiSocket;
 use super::UapiHandler;
 
 /// Most clients served at the same time; further ones wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 16;
-
-/// Bytes read from a client at a time.
-const READ_CHUNK: usize = 8192;
 
 /// Pause after a failed `accept` (for example when out of file descriptors).
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
