@@ -107,9 +107,10 @@ impl<'ns> Daemon<'ns> {
     /// `setpriv`, as systemd's `User=` and `AmbientCapabilities=` do, or by the daemon's own
     /// `--user`) with the capabilities `privilege` says.
     ///
-    /// Its state, pid and UAPI socket directories are private ones owned by that user
-    /// (`--state-dir`, `--uapi-dir`), as the systemd unit's `RuntimeDirectory=` provides them,
-    /// and so is its configuration file. With [`Privilege::NoCapability`] the tun device must
+    /// Its state, pid and UAPI socket directories are private ones (`--state-dir`,
+    /// `--uapi-dir`) owned by that user, except the UAPI one with [`Privilege::SwitchUser`]
+    /// (root's, as the daemon leaves it), and so is its configuration file. (Under systemd
+    /// the UAPI socket comes from `meshtun@.socket`: [`Daemon::start_socket_activated`].) With [`Privilege::NoCapability`] the tun device must
     /// exist already, owned by that user
     /// (`ip tuntap add NAME mode tun user UID`).
     pub fn start_unprivileged(ns: &'ns Netns, config: &Config, privilege: Privilege) -> Self {
@@ -120,7 +121,8 @@ impl<'ns> Daemon<'ns> {
             &format!("{}.toml", config.name()),
             &config.to_toml(),
         );
-        // Switching itself, the daemon starts as root and gives the directories to the user.
+        // Switching itself, the daemon starts as root and gives its state directory to
+        // the user; the UAPI directory stays root's.
         if privilege != Privilege::SwitchUser {
             for path in [dir.path(), &dirs.state, &dirs.uapi, &config_path] {
                 give_to_unprivileged_user(path);

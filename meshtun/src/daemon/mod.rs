@@ -215,7 +215,6 @@ pub async fn up(
         Some(inherited) => uapi::adopt_in(inherited, &opts.uapi_dir, &ifname)?,
         None => uapi::bind_in(&opts.uapi_dir, &ifname)?,
     };
-    let socket_is_ours = !socket.inherited();
     let metrics_listener = match config.metrics {
         Some(settings) => Some(metrics::bind(settings.listen).await?),
         None => None,
@@ -248,11 +247,10 @@ pub async fn up(
     #[cfg(target_os = "linux")]
     if let Some(user) = &run_as {
         user.own_dir(&opts.state_dir)?;
-        // To remove its socket on the way out; a socket from the service manager stays
-        // in a directory the user cannot write.
-        if socket_is_ours {
-            user.own_dir(&opts.uapi_dir)?;
-        }
+        // The UAPI directory stays root's: the user must not be able to plant a socket for
+        // another interface there, where root's `wg` looks. The daemon's own socket is then
+        // left behind when it stops, answering nothing: the next start replaces it, and
+        // `wg` removes such a socket when it finds it.
         user.switch()?;
     }
     let host = host::apply(&plan, &opts.state_dir).await?;

@@ -98,8 +98,16 @@ impl Drop for SocketFile {
             .map(|meta| meta.dev() == dev && meta.ino() == ino)
             .unwrap_or(false);
         if ours {
-            if let Err(err) = fs::remove_file(&self.path) {
-                tracing::warn!(path = %self.path.display(), %err, "cannot remove the UAPI socket");
+            match fs::remove_file(&self.path) {
+                Ok(()) => {}
+                // Started as root with `--user`, the daemon cannot write the directory.
+                Err(err) if err.kind() == io::ErrorKind::PermissionDenied => tracing::info!(
+                    path = %self.path.display(),
+                    "the UAPI socket stays in its root-owned directory; the next start or `wg` removes it"
+                ),
+                Err(err) => {
+                    tracing::warn!(path = %self.path.display(), %err, "cannot remove the UAPI socket")
+                }
             }
         }
     }
