@@ -169,3 +169,38 @@ fn a_daemon_refuses_a_passed_socket_of_the_wrong_kind_or_path_6() {
     let tcp = SocketAddr::from((Ipv4Addr::LOCALHOST, 51999));
     assert_refused(&ns, &node, Passed::Tcp(tcp), "not a Unix socket");
 }
+
+/// Under systemd the service manager, not the daemon, listens on the socket: `meshtun down`
+/// must neither take it for a dead daemon (and clean up under a live one) nor signal it, but
+/// say who holds the socket and how to stop the interface.
+#[test]
+fn down_names_the_process_holding_the_socket_and_signals_no_one_6() {
+    let test = "down_names_the_process_holding_the_socket_and_signals_no_one_6";
+    if !can_run(test) {
+        return;
+    }
+    let ns = Netns::new("sockdown");
+    let node = Node::new("d", 1);
+    let socket = uapi_socket(&node.name);
+    let path = socket.to_string_lossy().into_owned();
+    let mut cmd = ns.command("systemd-socket-activate", &["-l", &path, "sleep", "30"]);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut holder = ns.spawn(&mut cmd);
+    let bound = meshtun_e2e::wait_until(Duration::from_secs(10), || socket.exists());
+    let bin = meshtun_e2e::meshtun_bin();
+    let out = bound.then(|| ns.run(&[&bin.to_string_lossy(), "down", &node.name]));
+    let still_running = holder.try_wait().ok().flatten().is_none();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    ns.forget(holder.id());
+    let _ = fs::remove_file(&socket);
+    let out = out.expect("systemd-socket-activate did not bind the socket within 10 s");
+    assert!(!out.success(), "`meshtun down` succeeded: {out:?}");
+    let wanted = format!("systemctl stop meshtun@{}", node.name);
+    assert!(
+        out.stderr.contains("not by a meshtun daemon") && out.stderr.contains(&wanted),
+        "`meshtun down` did not say who holds the socket: {out:?}"
+    );
+    assert!(still_running, "`meshtun down` stopped the socket's holder");
+}
