@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -19,14 +19,23 @@ use meshtun_e2e::{
     UNPRIVILEGED_UID,
 };
 
-/// Whether the tools and the host allow the test (under CI, their absence fails it).
+/// Whether the tools and the host allow the test (under CI, their absence fails it). Creates
+/// the socket directory on a fresh machine, as systemd's `DirectoryMode=0755` would.
 fn can_run(test: &str) -> bool {
-    require_root(test)
+    let can = require_root(test)
         && require_host(
             test,
             "systemd-socket-activate (package systemd)",
             installed("systemd-socket-activate"),
-        )
+        );
+    if can {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(UAPI_DIR)
+            .expect("create the UAPI directory");
+    }
+    can
 }
 
 fn installed(program: &str) -> Result<(), String> {
