@@ -43,10 +43,10 @@ pub async fn serve<H: UapiHandler>(
 /// Serves `handler` on `socket` until `shutdown` completes.
 ///
 /// On shutdown it stops accepting, removes the socket file (unless the service manager
-/// created it), lets each open connection finish
-/// the request it is reading (within its timeout) and returns once all have closed. It fails
-/// only if the socket cannot be registered with the runtime; problems with one client are
-/// logged and end only that client's connection.
+/// created it, or the directory is not the daemon's to write), lets each open connection
+/// finish the request it is reading (within its timeout) and returns once all have closed.
+/// It fails only if the socket cannot be registered with the runtime; problems with one
+/// client are logged and end only that client's connection.
 pub async fn serve_with_limits<H: UapiHandler>(
     socket: UapiSocket,
     handler: Arc<H>,
