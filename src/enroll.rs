@@ -47,7 +47,7 @@ use ipnet::IpNet;
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::identity::{IdentityKey, IdentityPublic, SIGNATURE_LEN};
 use crate::key::{PrivateKey, PublicKey, KEY_LEN};
@@ -137,7 +137,7 @@ pub enum EnrollError {
 }
 
 /// An invite: everything a node needs to join, printed as one string. `Debug` leaves the
-/// token out.
+/// token out, and the token is zeroized on drop.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ticket {
@@ -165,6 +165,13 @@ impl fmt::Debug for Ticket {
             .field("token", &"<redacted>")
             .field("expires_ms", &self.expires_ms)
             .finish()
+    }
+}
+
+impl Drop for Ticket {
+    /// The token is a credential until it is used: wiped when the ticket goes away.
+    fn drop(&mut self) {
+        self.token.zeroize();
     }
 }
 

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use rand_core::{OsRng, RngCore};
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// Length in bytes of every WireGuard key.
 pub const KEY_LEN: usize = 32;
@@ -27,14 +27,20 @@ pub enum KeyError {
     Length(usize),
 }
 
-fn decode_base64(text: &str) -> Result<[u8; KEY_LEN], KeyError> {
-    let mut buf = STANDARD.decode(text).map_err(|_| KeyError::Base64)?;
-    let result = <[u8; KEY_LEN]>::try_from(buf.as_slice()).map_err(|_| KeyError::Length(buf.len()));
-    buf.zeroize();
-    result
+/// Decodes base64 key text into a buffer wiped on drop (also on error, and the decoded copy).
+fn decode_base64(text: &str) -> Result<Zeroizing<[u8; KEY_LEN]>, KeyError> {
+    let buf = Zeroizing::new(STANDARD.decode(text).map_err(|_| KeyError::Base64)?);
+    let mut out = Zeroizing::new([0u8; KEY_LEN]);
+    if buf.len() != KEY_LEN {
+        return Err(KeyError::Length(buf.len()));
+    }
+    out.copy_from_slice(&buf);
+    Ok(out)
 }
 
-fn decode_hex(text: &str) -> Result<[u8; KEY_LEN], KeyError> {
+/// Decodes hex key text into a buffer wiped on drop, so that a decode failing halfway
+/// leaves no part of the key behind.
+fn decode_hex(text: &str) -> Result<Zeroizing<[u8; KEY_LEN]>, KeyError> {
     if text.len() != 2 * KEY_LEN {
         return Err(if text.bytes().all(|b| b.is_ascii_hexdigit()) {
             KeyError::Length(text.len() / 2)
@@ -42,12 +48,8 @@ fn decode_hex(text: &str) -> Result<[u8; KEY_LEN], KeyError> {
             KeyError::Hex
         });
     }
-    let mut out = [0u8; KEY_LEN];
-    if hex::decode_to_slice(text, &mut out).is_err() {
-        // A failed decode may have written part of the key already.
-        out.zeroize();
-        return Err(KeyError::Hex);
-    }
+    let mut out = Zeroizing::new([0u8; KEY_LEN]);
+    hex::decode_to_slice(text, out.as_mut_slice()).map_err(|_| KeyError::Hex)?;
     Ok(out)
 }
 
@@ -68,12 +70,12 @@ impl PublicKey {
 
     /// Decodes the base64 form used in configuration files.
     pub fn from_base64(text: &str) -> Result<Self, KeyError> {
-        decode_base64(text).map(Self)
+        decode_base64(text).map(|bytes| Self(*bytes))
     }
 
     /// Decodes the hex form used by the UAPI.
     pub fn from_hex(text: &str) -> Result<Self, KeyError> {
-        decode_hex(text).map(Self)
+        decode_hex(text).map(|bytes| Self(*bytes))
     }
 
     /// The base64 form, as `wg` prints it.
@@ -160,12 +162,12 @@ impl PrivateKey {
 
     /// Decodes the base64 form used in configuration files.
     pub fn from_base64(text: &str) -> Result<Self, KeyError> {
-        decode_base64(text).map(Self::from_bytes)
+        decode_base64(text).map(|bytes| Self::from_bytes(*bytes))
     }
 
     /// Decodes the hex form used by the UAPI.
     pub fn from_hex(text: &str) -> Result<Self, KeyError> {
-        decode_hex(text).map(Self::from_bytes)
+        decode_hex(text).map(|bytes| Self::from_bytes(*bytes))
     }
 
     /// The matching public key.
@@ -232,12 +234,12 @@ impl PresharedKey {
 
     /// Decodes the base64 form used in configuration files.
     pub fn from_base64(text: &str) -> Result<Self, KeyError> {
-        decode_base64(text).map(Self)
+        decode_base64(text).map(|bytes| Self(*bytes))
     }
 
     /// Decodes the hex form used by the UAPI.
     pub fn from_hex(text: &str) -> Result<Self, KeyError> {
-        decode_hex(text).map(Self)
+        decode_hex(text).map(|bytes| Self(*bytes))
     }
 
     /// The raw key bytes.

@@ -47,16 +47,13 @@ impl EpochSecret {
 
     /// Decodes the hex form the controller stores.
     pub fn from_hex(text: &str) -> Result<Self, KeyError> {
-        let mut out = [0u8; KEY_LEN];
         if text.len() != 2 * KEY_LEN {
             return Err(KeyError::Length(text.len() / 2));
         }
-        if hex::decode_to_slice(text, &mut out).is_err() {
-            // A failed decode may have written part of the secret already.
-            out.zeroize();
-            return Err(KeyError::Hex);
-        }
-        Ok(Self(out))
+        // Wiped on drop: a decode failing halfway leaves no part of the secret behind.
+        let mut out = Zeroizing::new([0u8; KEY_LEN]);
+        hex::decode_to_slice(text, out.as_mut_slice()).map_err(|_| KeyError::Hex)?;
+        Ok(Self(*out))
     }
 
     /// The hex form, for the controller's database only.

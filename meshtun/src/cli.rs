@@ -96,8 +96,8 @@ pub enum Command {
     Demo(DemoArgs),
 }
 
-/// `meshtun join`'s arguments.
-#[derive(Debug, Args)]
+/// `meshtun join`'s arguments. `Debug` leaves the ticket out: it carries the invite token.
+#[derive(Args)]
 pub struct JoinArgs {
     /// The ticket `meshtun-controller invite` printed, or `-` to read it from standard input.
     pub ticket: String,
@@ -127,6 +127,27 @@ pub struct JoinArgs {
     /// Replace an existing configuration file.
     #[arg(long)]
     pub force: bool,
+}
+
+impl std::fmt::Debug for JoinArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ticket = if self.ticket == "-" {
+            "-"
+        } else {
+            "<redacted>"
+        };
+        f.debug_struct("JoinArgs")
+            .field("ticket", &ticket)
+            .field("config", &self.config)
+            .field("interface", &self.interface)
+            .field("listen_port", &self.listen_port)
+            .field("addresses", &self.addresses)
+            .field("endpoint", &self.endpoint)
+            .field("benchmark_command", &self.benchmark_command)
+            .field("simulated", &self.simulated)
+            .field("force", &self.force)
+            .finish()
+    }
 }
 
 /// The options of `meshtun demo`.
@@ -240,6 +261,12 @@ mod tests {
             panic!("not join")
         };
         assert_eq!(args.ticket, "meshtun-ticket-v1:x");
+        // Finding #21: the ticket carries the invite token; `Debug` must not show it.
+        let shown = format!("{args:?}");
+        assert!(
+            !shown.contains("meshtun-ticket-v1:x") && shown.contains("wg0"),
+            "{shown}"
+        );
         assert_eq!((args.interface.as_str(), args.listen_port), ("wg0", 51820));
         assert!(args.config.is_none() && args.addresses.is_empty() && !args.force);
 

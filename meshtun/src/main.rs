@@ -10,6 +10,8 @@ use meshtun::cli::{Cli, Command, JoinArgs};
 use meshtun::{config, daemon, join, keys, show};
 
 fn main() -> ExitCode {
+    // SAFETY: no other thread exists yet (the async runtime is built later).
+    let inherited = unsafe { meshtun::uapi::take_listen_fds() };
     let cli = Cli::parse();
     init_logging(log_filter(&cli));
     meshtun::supervise::exit_on_panic();
@@ -19,7 +21,7 @@ fn main() -> ExitCode {
         existing_tun: false,
         user: None,
     };
-    match run(cli.command, &opts) {
+    match run(cli.command, &opts, inherited) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!(
@@ -66,7 +68,11 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn run(command: Command, opts: &daemon::Options) -> Result<()> {
+fn run(
+    command: Command,
+    opts: &daemon::Options,
+    inherited: Option<meshtun::uapi::Inherited>,
+) -> Result<()> {
     match command {
         Command::Up {
             config,
@@ -84,7 +90,7 @@ fn run(command: Command, opts: &daemon::Options) -> Result<()> {
                 user,
                 ..opts.clone()
             };
-            runtime.block_on(daemon::up(&config, &opts))?
+            runtime.block_on(daemon::up(&config, &opts, inherited))?
         }
         Command::Down { target } => match runtime()?.block_on(daemon::down(&target, opts))? {
             daemon::DownOutcome::Stopped(pid) => eprintln!("stopped meshtun (pid {pid})"),

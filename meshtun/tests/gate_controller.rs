@@ -393,11 +393,9 @@ async fn enrollment_with_a_ticket_works_once() {
     assert_eq!(again.addresses, enrolled.addresses);
 
     // A ticket whose node id does not match its token's invite.
-    let mismatched = Ticket {
-        node_id: "node-x".into(),
-        token: "token-e".into(),
-        ..ticket
-    };
+    let mut mismatched = ticket.clone();
+    mismatched.node_id = "node-x".into();
+    mismatched.token = "token-e".into();
     let err = enroll(
         &mismatched,
         &PrivateKey::generate(),

@@ -107,9 +107,10 @@ impl<'ns> Daemon<'ns> {
     /// `setpriv`, as systemd's `User=` and `AmbientCapabilities=` do, or by the daemon's own
     /// `--user`) with the capabilities `privilege` says.
     ///
-    /// Its state, pid and UAPI socket directories are private ones owned by that user
-    /// (`--state-dir`, `--uapi-dir`), as the systemd unit's `RuntimeDirectory=` provides them,
-    /// and so is its configuration file. With [`Privilege::NoCapability`] the tun device must
+    /// Its state, pid and UAPI socket directories are private ones (`--state-dir`,
+    /// `--uapi-dir`) owned by that user, except the UAPI one with [`Privilege::SwitchUser`]
+    /// (root's, as the daemon leaves it), and so is its configuration file. (Under systemd
+    /// the UAPI socket comes from `meshtun@.socket`: [`Daemon::start_socket_activated`].) With [`Privilege::NoCapability`] the tun device must
     /// exist already, owned by that user
     /// (`ip tuntap add NAME mode tun user UID`).
     pub fn start_unprivileged(ns: &'ns Netns, config: &Config, privilege: Privilege) -> Self {
@@ -120,7 +121,8 @@ impl<'ns> Daemon<'ns> {
             &format!("{}.toml", config.name()),
             &config.to_toml(),
         );
-        // Switching itself, the daemon starts as root and gives the directories to the user.
+        // Switching itself, the daemon starts as root and gives its state directory to
+        // the user; the UAPI directory stays root's.
         if privilege != Privilege::SwitchUser {
             for path in [dir.path(), &dirs.state, &dirs.uapi, &config_path] {
                 give_to_unprivileged_user(path);
@@ -160,6 +162,69 @@ impl<'ns> Daemon<'ns> {
         let mut cmd = ns.command(program, &rest);
         cmd.env("MESHTUN_LOG", LOG_FILTER);
         let label = format!("meshtun {} (uid {uid}) in {}", config.name(), ns.name());
+        let mut process = Supervised::spawn(ns, label, cmd, log);
+        process.wait_ready(|| check_up_in(ns, config, &dirs.uapi));
+        Self {
+            ns,
+            name: config.name().to_owned(),
+            config_path,
+            bin,
+            dirs,
+            process,
+            _dir: dir,
+        }
+    }
+
+    /// Like [`Daemon::start_unprivileged`] with [`Privilege::NetAdmin`], as systemd runs it
+    /// with `meshtun@.socket`: `systemd-socket-activate`, as root, binds the UAPI socket at
+    /// its usual place in the root-owned [`crate::UAPI_DIR`] and passes it to the daemon (the
+    /// `sd_listen_fds` protocol) on the first connection, which the readiness check makes.
+    /// The daemon, uid [`UNPRIVILEGED_UID`], has a private state directory and cannot write
+    /// the socket directory.
+    pub fn start_socket_activated(ns: &'ns Netns, config: &Config) -> Self {
+        let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+        let dirs = RuntimeDirs {
+            state: dir.path().join("state"),
+            uapi: PathBuf::from(crate::UAPI_DIR),
+        };
+        std::fs::create_dir(&dirs.state).expect("cannot create the state directory");
+        let config_path = crate::config::write_secret(
+            dir.path(),
+            &format!("{}.toml", config.name()),
+            &config.to_toml(),
+        );
+        for path in [dir.path(), &dirs.state, &config_path] {
+            give_to_unprivileged_user(path);
+        }
+        let bin = crate::meshtun_bin();
+        let uid = UNPRIVILEGED_UID.to_string();
+        let socket = dirs.socket(config.name());
+        let mut args = vec![
+            "-l".to_owned(),
+            socket.to_string_lossy().into_owned(),
+            "setpriv".to_owned(),
+            format!("--reuid={uid}"),
+            format!("--regid={uid}"),
+            "--clear-groups".to_owned(),
+        ];
+        args.extend(
+            Privilege::NetAdmin
+                .setpriv_caps()
+                .iter()
+                .map(|&a| a.to_owned()),
+        );
+        args.push(bin.to_string_lossy().into_owned());
+        args.extend(dirs.args());
+        args.extend(["up".to_owned(), config_path.to_string_lossy().into_owned()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cmd = ns.command("systemd-socket-activate", &args);
+        cmd.env("MESHTUN_LOG", LOG_FILTER);
+        let log = dir.path().join(format!("{}.log", config.name()));
+        let label = format!(
+            "socket-activated meshtun {} (uid {uid}) in {}",
+            config.name(),
+            ns.name()
+        );
         let mut process = Supervised::spawn(ns, label, cmd, log);
         process.wait_ready(|| check_up_in(ns, config, &dirs.uapi));
         Self {

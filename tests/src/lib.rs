@@ -8,6 +8,7 @@
 //!   the documentation ranges);
 //! - [`Daemon`] and [`WgGo`]: a meshtun daemon or a wireguard-go process in a namespace;
 //! - [`config`]: keys and configuration files for both;
+//! - [`activation`]: a daemon handed a UAPI socket by `systemd-socket-activate`;
 //! - [`traffic`]: ping, verified TCP transfers and iperf3;
 //! - [`wg`]: running the `wg` tool and parsing what it prints;
 //! - [`controller`]: `meshtun-controller` on loopback (its state directory, its commands, a
@@ -20,6 +21,7 @@
 //! Tests call [`require_root`] first: without root and network namespaces they are skipped
 //! with a `SKIP` line on stderr, or fail when `CI=true`.
 
+pub mod activation;
 pub mod config;
 pub mod controller;
 mod daemon;

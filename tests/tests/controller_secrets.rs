@@ -158,7 +158,7 @@ fn enroll_with_invite(
         "second enroll answer",
         &expect_status("reused ticket", again, 403),
     );
-    (node, ticket_text, ticket.token)
+    (node, ticket_text, ticket.token.clone())
 }
 
 /// A bundle fetched by `node`, kept whole to check and search once the epochs are known.

@@ -187,12 +187,15 @@ fn expected_files(name: &str, config: &str, unit: &str, pages: &[&str]) -> Vec<(
 }
 
 fn daemon_files() -> Vec<(String, u32)> {
-    expected_files(
+    let mut files = expected_files(
         "meshtun",
         "example.toml",
         "meshtun@.service",
         &["meshtun", "meshtun-up", "meshtun-down", "meshtun-check"],
-    )
+    );
+    // The UAPI socket, bound by systemd as root (finding #6).
+    files.push(("/usr/lib/systemd/system/meshtun@.socket".to_owned(), 0o644));
+    files
 }
 
 fn controller_files() -> Vec<(String, u32)> {
@@ -463,6 +466,7 @@ fn check_unpacked_daemon(root: &Path) {
         checked.stderr
     );
     assert_unit_is_the_repository_one(root, "meshtun@.service");
+    assert_unit_is_the_repository_one(root, "meshtun@.socket");
 }
 
 /// The unpacked controller is one static executable that prints its version and accepts its

@@ -1,5 +1,7 @@
-//! The systemd units in `systemd/`: `systemd-analyze verify` accepts both without a single
-//! warning, and they hold the settings the privilege model relies on.
+//! The systemd units in `systemd/`: `systemd-analyze verify` accepts them all without a single
+//! warning, and they hold the settings the privilege model relies on: among them, that the
+//! daemon's user owns nothing in `/run/wireguard` (finding #6), whose sockets root's `wg`
+//! trusts.
 //!
 //! `verify` checks that `ExecStart=` names an executable file, so the units are verified from
 //! a copy whose `/usr/bin/meshtun*` paths point at the binaries under test; nothing else is
@@ -13,6 +15,7 @@ use std::time::Duration;
 use meshtun_e2e::{controller_bin, in_ci, meshtun_bin, run_command};
 
 const DAEMON_UNIT: &str = "meshtun@.service";
+const SOCKET_UNIT: &str = "meshtun@.socket";
 const CONTROLLER_UNIT: &str = "meshtun-controller.service";
 
 fn units_dir() -> PathBuf {
@@ -67,13 +70,14 @@ fn verify(paths: &[PathBuf]) -> (bool, String) {
 }
 
 #[test]
-fn systemd_analyze_verify_accepts_both_units_without_warnings() {
-    if !have_systemd_analyze("systemd_analyze_verify_accepts_both_units_without_warnings") {
+fn systemd_analyze_verify_accepts_every_unit_without_warnings() {
+    if !have_systemd_analyze("systemd_analyze_verify_accepts_every_unit_without_warnings") {
         return;
     }
     let dir = tempfile::tempdir().expect("temporary directory");
     let units = [
         (DAEMON_UNIT, unit_text(DAEMON_UNIT)),
+        (SOCKET_UNIT, unit_text(SOCKET_UNIT)),
         (CONTROLLER_UNIT, unit_text(CONTROLLER_UNIT)),
     ];
     let paths = copy_units(dir.path(), &units);
@@ -95,11 +99,32 @@ fn systemd_analyze_verify_reports_an_unknown_setting() {
     assert!(printed.contains("Typ"), "{printed}");
 }
 
+#[test]
+fn systemd_analyze_verify_reports_a_misspelt_socket_setting() {
+    if !have_systemd_analyze("systemd_analyze_verify_reports_a_misspelt_socket_setting") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let broken = unit_text(SOCKET_UNIT).replace("SocketMode=", "SockMode=");
+    let paths = copy_units(
+        dir.path(),
+        &[(DAEMON_UNIT, unit_text(DAEMON_UNIT)), (SOCKET_UNIT, broken)],
+    );
+    let (ok, printed) = verify(&paths);
+    assert!(!ok, "a misspelt socket setting went unnoticed");
+    assert!(printed.contains("SockMode"), "{printed}");
+}
+
 /// The `[Service]` settings of a unit as (key, value) pairs, comments left out.
 fn service_settings(text: &str) -> Vec<(String, String)> {
+    section_settings(text, "[Service]")
+}
+
+/// The settings of one section (`[Unit]`, `[Socket]`...) as (key, value) pairs.
+fn section_settings(text: &str, section: &str) -> Vec<(String, String)> {
     text.lines()
         .map(str::trim)
-        .skip_while(|l| *l != "[Service]")
+        .skip_while(|l| *l != section)
         .skip(1)
         .take_while(|l| !l.starts_with('['))
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -128,7 +153,7 @@ fn daemon_unit_runs_unprivileged_with_net_admin_only() {
         ("CapabilityBoundingSet", "CAP_NET_ADMIN"),
         ("NoNewPrivileges", "yes"),
         ("ProtectSystem", "strict"),
-        ("RuntimeDirectory", "meshtun wireguard"),
+        ("RuntimeDirectory", "meshtun"),
         ("RuntimeDirectoryMode", "0700"),
         ("StateDirectory", "meshtun"),
         ("StateDirectoryMode", "0700"),
@@ -137,6 +162,60 @@ fn daemon_unit_runs_unprivileged_with_net_admin_only() {
     ] {
         assert_setting(DAEMON_UNIT, &s, key, value);
     }
+}
+
+/// Finding #6: the daemon's user must own nothing where `wg` looks for sockets, or a
+/// compromised daemon could plant `/run/wireguard/wgX.sock` for another interface (even a
+/// kernel one) and receive the private key root's `wg set` or `wg-quick` sends there. The
+/// socket unit binds the socket as root, 0600, in a root-owned 0755 directory; the service
+/// requires it and neither creates nor may write that directory.
+#[test]
+fn the_daemon_user_owns_nothing_in_run_wireguard_6() {
+    let service = unit_text(DAEMON_UNIT);
+    let socket = unit_text(SOCKET_UNIT);
+    let s = service_settings(&service);
+    for (key, value) in &s {
+        let names_it = value.contains("wireguard");
+        let grants_it = key.starts_with("RuntimeDirectory")
+            || key.starts_with("StateDirectory")
+            || key == "ReadWritePaths"
+            || key == "BindPaths"
+            || key.starts_with("ExecStart");
+        assert!(
+            !(names_it && grants_it),
+            "{DAEMON_UNIT}: {key}={value} gives the daemon's user a hand in /run/wireguard"
+        );
+    }
+    assert!(
+        !s.iter().any(|(k, _)| k == "PermissionsStartOnly"),
+        "{DAEMON_UNIT}: no command may run as root on the user's behalf"
+    );
+    let unit = section_settings(&service, "[Unit]");
+    assert_setting(DAEMON_UNIT, &unit, "Requires", "meshtun@%i.socket");
+    assert_setting(DAEMON_UNIT, &unit, "After", "meshtun@%i.socket");
+
+    let sock = section_settings(&socket, "[Socket]");
+    for (key, value) in [
+        ("ListenStream", "/run/wireguard/%i.sock"),
+        ("SocketUser", "root"),
+        ("SocketGroup", "root"),
+        ("SocketMode", "0600"),
+        ("DirectoryMode", "0755"),
+        ("RemoveOnStop", "yes"),
+    ] {
+        assert_setting(SOCKET_UNIT, &sock, key, value);
+    }
+    assert!(
+        !sock.iter().any(|(k, _)| k == "Accept"),
+        "{SOCKET_UNIT}: one daemon takes the listening socket (Accept=no, the default)"
+    );
+    // Stopping the interface stops its socket: no `wg` call starts it again.
+    assert_setting(
+        SOCKET_UNIT,
+        &section_settings(&socket, "[Unit]"),
+        "PartOf",
+        "meshtun@%i.service",
+    );
 }
 
 #[test]
@@ -165,7 +244,7 @@ fn controller_unit_has_no_capability_and_a_private_state_directory() {
 #[test]
 fn every_non_default_setting_is_explained_by_a_comment() {
     // Each group of settings is preceded by a comment saying why: no bare block of settings.
-    for unit in [DAEMON_UNIT, CONTROLLER_UNIT] {
+    for unit in [DAEMON_UNIT, SOCKET_UNIT, CONTROLLER_UNIT] {
         let text = unit_text(unit);
         let mut commented = false;
         for line in text.lines().map(str::trim) {

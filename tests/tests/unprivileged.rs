@@ -88,9 +88,28 @@ fn net_admin_only(privilege: Privilege) {
 
     da.assert_running();
     db.assert_running();
-    // Exit status 0, its UAPI socket removed and the interface gone: the teardown worked
-    // without root too.
-    db.stop_cleanly();
+    if privilege == Privilege::SwitchUser {
+        // Finding #6: the socket directory stays root's, so the daemon's user cannot plant a
+        // socket there for another interface. Its own socket then outlives it, answering
+        // nothing (the next start replaces it).
+        let socket = db.uapi_socket();
+        let dir = socket.parent().expect("the socket is in a directory");
+        let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(dir).expect("stat"));
+        assert_eq!(owner, 0, "{} was given to the daemon's user", dir.display());
+        let stopped = db.stop();
+        assert!(
+            stopped.status.is_some_and(|s| s.success()) && !stopped.link_left,
+            "meshtun did not stop cleanly: {stopped:?}"
+        );
+        assert!(
+            !meshtun_e2e::uapi_answers(&socket),
+            "a stopped daemon answers"
+        );
+    } else {
+        // Exit status 0, its UAPI socket removed and the interface gone: the teardown worked
+        // without root too.
+        db.stop_cleanly();
+    }
     da.stop_cleanly();
 }
 

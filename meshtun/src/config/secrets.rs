@@ -27,21 +27,51 @@ fn open(path: &Path) -> io::Result<File> {
 }
 
 /// Reads at most `limit` bytes of a regular file; `Ok(None)` if it is larger.
-pub(crate) fn read_limited(path: &Path, limit: usize) -> io::Result<Option<Vec<u8>>> {
-    let file = open(path)?;
-    if !file.metadata()?.is_file() {
+///
+/// The bytes may hold a secret: they are read into one buffer sized from the file's length up
+/// front, which never reallocates (a reallocation would leave a copy in freed memory) and is
+/// zeroized on drop, also when the file is refused. A file that grows while it is read is an
+/// error.
+pub(crate) fn read_limited(path: &Path, limit: usize) -> io::Result<Option<Zeroizing<Vec<u8>>>> {
+    let mut file = open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not a regular file",
         ));
     }
-    // Sized for the whole file up front: the buffer may hold a secret, and a reallocation
-    // would leave a copy of it in freed memory.
-    let expected = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
-    let mut bytes = Vec::with_capacity(expected.min(limit).saturating_add(1));
-    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    file.take(cap).read_to_end(&mut bytes)?;
-    Ok((bytes.len() <= limit).then_some(bytes))
+    let expected = usize::try_from(meta.len()).unwrap_or(usize::MAX).min(limit);
+    // One byte more than allowed or announced tells a larger file from one of the right size.
+    let mut bytes = Zeroizing::new(vec![0u8; expected.saturating_add(1)]);
+    let mut filled = 0;
+    while let Some(spare) = bytes.get_mut(filled..).filter(|s| !s.is_empty()) {
+        match file.read(spare) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    if filled > expected {
+        if expected == limit {
+            return Ok(None);
+        }
+        return Err(io::Error::other("the file grew while it was read"));
+    }
+    bytes.truncate(filled);
+    Ok(Some(bytes))
+}
+
+/// Moves the bytes into a `String` without copying them; non-UTF-8 bytes are wiped.
+fn into_text(mut bytes: Zeroizing<Vec<u8>>) -> Option<Zeroizing<String>> {
+    match String::from_utf8(std::mem::take(&mut *bytes)) {
+        Ok(text) => Some(Zeroizing::new(text)),
+        Err(err) => {
+            drop(Zeroizing::new(err.into_bytes()));
+            None
+        }
+    }
 }
 
 /// Reads a configuration file as UTF-8, refusing files over [`MAX_CONFIG_SIZE`].
@@ -55,12 +85,8 @@ pub(super) fn read_config_file(path: &Path) -> Result<Zeroizing<String>, ConfigE
             path: path.to_path_buf(),
             limit: MAX_CONFIG_SIZE,
         })?;
-    String::from_utf8(bytes).map(Zeroizing::new).map_err(|err| {
-        // The bytes may hold a key: wipe them before dropping.
-        let _ = Zeroizing::new(err.into_bytes());
-        ConfigError::NotUtf8 {
-            path: path.to_path_buf(),
-        }
+    into_text(bytes).ok_or_else(|| ConfigError::NotUtf8 {
+        path: path.to_path_buf(),
     })
 }
 
@@ -72,16 +98,8 @@ pub(super) fn read_key_file(path: &Path) -> io::Result<Zeroizing<String>> {
             format!("a key file holds one base64 key, this one is over {MAX_KEY_FILE_SIZE} bytes"),
         )
     })?;
-    match String::from_utf8(bytes) {
-        Ok(text) => Ok(Zeroizing::new(text)),
-        Err(err) => {
-            let _ = Zeroizing::new(err.into_bytes());
-            Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "the file is not text",
-            ))
-        }
-    }
+    into_text(bytes)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "the file is not text"))
 }
 
 /// Resolves a key-file path written in the configuration relative to the config's directory.
@@ -202,6 +220,31 @@ mod tests {
             Path::new("/k/wg0.key")
         );
         assert_eq!(resolve_key_path(Path::new("wg0.toml"), "k"), Path::new("k"));
+    }
+
+    /// Finding #21: the buffer a secret is read into is never reallocated, up to the largest
+    /// file allowed, so no copy of the secret is left behind in freed memory.
+    #[test]
+    fn secret_reads_never_reallocate_up_to_the_limit_21() {
+        for len in [0, 1, 44, MAX_KEY_FILE_SIZE] {
+            let mut file = tempfile::NamedTempFile::new().unwrap();
+            file.write_all(&vec![b'k'; len]).unwrap();
+            let bytes = read_limited(file.path(), MAX_KEY_FILE_SIZE)
+                .unwrap()
+                .unwrap();
+            assert_eq!(bytes.len(), len);
+            // Sized once, from the file's length (plus the byte that detects a larger file).
+            assert_eq!(bytes.capacity(), len + 1, "a {len}-byte file");
+        }
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(&[b'k'; MAX_KEY_FILE_SIZE + 1]).unwrap();
+        assert!(read_limited(file.path(), MAX_KEY_FILE_SIZE)
+            .unwrap()
+            .is_none());
+        // A file longer than its announced length (0 for /proc files) would make the buffer
+        // grow: refused instead.
+        let err = read_limited(Path::new("/proc/self/status"), MAX_KEY_FILE_SIZE).unwrap_err();
+        assert!(err.to_string().contains("grew"), "{err}");
     }
 
     #[test]

@@ -80,26 +80,63 @@ fn is_meshtun(pid: i32) -> bool {
         .unwrap_or(true)
 }
 
+/// Who serves `ifname`'s UAPI socket.
+enum Server {
+    /// A meshtun daemon, by pid.
+    Daemon(i32),
+    /// Another process listens on the socket: the service manager under socket activation
+    /// (the daemon only accepts on it), or another WireGuard implementation.
+    Other { pid: i32, name: String },
+    /// Nobody answers.
+    None,
+}
+
 /// The daemon serving `ifname`: the process listening on its UAPI socket (the kernel tells
 /// who, so no file can name another process), else the one in a pid file this user wrote.
-fn daemon_pid(opts: &Options, ifname: &str) -> Option<i32> {
+fn server(opts: &Options, ifname: &str) -> Server {
     let socket = crate::uapi::socket_path_in(&opts.uapi_dir, ifname);
     #[cfg(target_os = "linux")]
     if let Ok(stream) = std::os::unix::net::UnixStream::connect(&socket) {
         use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
         if let Ok(creds) = getsockopt(&stream, PeerCredentials) {
-            return Some(creds.pid()).filter(|p| is_meshtun(*p));
+            let pid = creds.pid();
+            if is_meshtun(pid) {
+                return Server::Daemon(pid);
+            }
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|comm| comm.trim().to_owned())
+                .unwrap_or_else(|_| "an unknown process".to_owned());
+            return Server::Other { pid, name };
         }
     }
     #[cfg(not(target_os = "linux"))]
     let _ = socket;
-    pidfile::read(&opts.state_dir, ifname).filter(|p| is_meshtun(*p))
+    match pidfile::read(&opts.state_dir, ifname).filter(|p| is_meshtun(*p)) {
+        Some(pid) => Server::Daemon(pid),
+        None => Server::None,
+    }
 }
 
 /// Stops the daemon for `target`, waiting for it to undo its setup.
 pub async fn down(target: &str, opts: &Options) -> Result<DownOutcome, DaemonError> {
     let (ifname, hooks) = target_of(target)?;
-    if let Some(pid) = daemon_pid(opts, &ifname) {
+    let pid = match server(opts, &ifname) {
+        Server::Daemon(pid) => Some(pid),
+        Server::Other { pid, name } => {
+            let socket = crate::uapi::socket_path_in(&opts.uapi_dir, &ifname);
+            return Err(DaemonError::Failed {
+                reason: format!(
+                    "its UAPI socket {} is held by {name} (pid {pid}), not by a meshtun \
+                     daemon; under systemd, which creates the socket (meshtun@.socket), stop \
+                     the interface with `systemctl stop meshtun@{ifname}`",
+                    socket.display()
+                ),
+                ifname,
+            });
+        }
+        Server::None => None,
+    };
+    if let Some(pid) = pid {
         let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         let deadline = tokio::time::Instant::now() + STOP_WAIT;
         while is_meshtun(pid) {

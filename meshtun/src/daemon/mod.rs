@@ -188,7 +188,16 @@ pub async fn check(path: &Path) -> Result<(Config, DeviceSettings, Vec<String>),
 }
 
 /// Runs `meshtun up CONFIG` until a signal or a failure stops it.
-pub async fn up(config_path: &Path, opts: &Options) -> Result<(), DaemonError> {
+///
+/// `inherited` is the UAPI socket the service manager passed ([`uapi::take_listen_fds`]):
+/// when given, it must be a listening Unix stream socket bound to the interface's path in
+/// `opts.uapi_dir`, and the daemon neither creates nor removes that file; otherwise the
+/// daemon binds the socket itself.
+pub async fn up(
+    config_path: &Path,
+    opts: &Options,
+    inherited: Option<uapi::Inherited>,
+) -> Result<(), DaemonError> {
     let (config, settings, warnings) = check(config_path).await?;
     for warning in warnings {
         tracing::warn!("{warning}");
@@ -202,7 +211,10 @@ pub async fn up(config_path: &Path, opts: &Options) -> Result<(), DaemonError> {
     let run_as = run_as(opts, &ifname)?;
     // Binding the socket first refuses a second daemon for the same interface before
     // anything is touched.
-    let socket = uapi::bind_in(&opts.uapi_dir, &ifname)?;
+    let socket = match inherited {
+        Some(inherited) => uapi::adopt_in(inherited, &opts.uapi_dir, &ifname)?,
+        None => uapi::bind_in(&opts.uapi_dir, &ifname)?,
+    };
     let metrics_listener = match config.metrics {
         Some(settings) => Some(metrics::bind(settings.listen).await?),
         None => None,
@@ -235,7 +247,10 @@ pub async fn up(config_path: &Path, opts: &Options) -> Result<(), DaemonError> {
     #[cfg(target_os = "linux")]
     if let Some(user) = &run_as {
         user.own_dir(&opts.state_dir)?;
-        user.own_dir(&opts.uapi_dir)?;
+        // The UAPI directory stays root's: the user must not be able to plant a socket for
+        // another interface there, where root's `wg` looks. The daemon's own socket is then
+        // left behind when it stops, answering nothing: the next start replaces it, and
+        // `wg` removes such a socket when it finds it.
         user.switch()?;
     }
     let host = host::apply(&plan, &opts.state_dir).await?;

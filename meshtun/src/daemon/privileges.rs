@@ -1,6 +1,7 @@
 //! `meshtun up --user USER`: started as root, the daemon opens its UAPI socket, tun device
 //! and UDP sockets, then becomes USER keeping CAP_NET_ADMIN alone, for the addresses, routes
-//! and firewall rules it changes while running and on the way out.
+//! and firewall rules it changes while running and on the way out. The UAPI socket's
+//! directory stays root's.
 //!
 //! Capabilities belong to each thread, so the switch must run on the thread that runs every
 //! task: `up` runs on a current-thread runtime when a user is given. Threads started before
@@ -75,7 +76,8 @@ impl RunAs {
     }
 
     /// Creates `dir` if needed and gives it to the user, so that files the daemon writes
-    /// there after the switch (state, pid file, UAPI socket removal) stay possible.
+    /// there after the switch (state and pid files) stay possible. Never the UAPI socket
+    /// directory, where root's `wg` trusts every socket.
     pub fn own_dir(&self, dir: &Path) -> Result<(), PrivilegeError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| self.step(&format!("create {}", dir.display()), e))?;

@@ -83,6 +83,22 @@ pub enum UapiError {
         #[source]
         source: io::Error,
     },
+    /// The listening socket passed by the service manager (socket activation) is refused.
+    #[error(
+        "the socket passed by the service manager (LISTEN_FDS, {passed}) cannot be the UAPI \
+         socket of {ifname}: {reason}; expected one listening Unix stream socket bound to {}",
+        expected.display()
+    )]
+    Activation {
+        /// What was passed: the descriptor and its name (LISTEN_FDNAMES).
+        passed: String,
+        /// The interface the socket was meant for.
+        ifname: String,
+        /// Why it was refused.
+        reason: String,
+        /// The path the socket must be bound to.
+        expected: PathBuf,
+    },
     /// The peer on the socket did not complete its message in time.
     #[error("UAPI socket {}: no complete message within {timeout:?}", path.display())]
     Timeout {
@@ -104,7 +120,7 @@ impl UapiError {
             Self::PortInUse { .. } | Self::InUse { .. } => libc::EADDRINUSE,
             Self::Remote { errno } => *errno,
             Self::Timeout { .. } => libc::ETIMEDOUT,
-            Self::Apply(_) | Self::Socket { .. } => libc::EIO,
+            Self::Apply(_) | Self::Socket { .. } | Self::Activation { .. } => libc::EIO,
         }
     }
 

@@ -12,7 +12,8 @@
 //! - [`write_get`] writes a [`DeviceStatus`] as the answer to `get`, and [`parse_get_reply`]
 //!   reads such an answer back (for `meshtun show`, through [`request_get`]), with a gated
 //!   interface's own keys ([`gate_keys`]);
-//! - [`bind`] creates the socket and [`serve`] answers on it through a [`UapiHandler`],
+//! - [`bind`] creates the socket, or [`adopt_in`] takes the one systemd created
+//!   ([`take_listen_fds`]), and [`serve`] answers on it through a [`UapiHandler`],
 //!   which the device implements.
 //!
 //! Errors are answered with wireguard-go's negative errno values: `-22` (`EINVAL`) for an
@@ -20,6 +21,7 @@
 //! applying fails and `-98` (`EADDRINUSE`) when the listen port is taken. wireguard-go uses
 //! the same negative form for `get`; `wg` then reports any failed `get` as a protocol error.
 
+mod activation;
 mod client;
 mod error;
 pub mod gate_keys;
@@ -31,6 +33,7 @@ mod socket;
 
 use std::future::Future;
 
+pub use activation::{adopt_in, take_listen_fds, Inherited};
 pub use client::{request_get, request_set, CLIENT_TIMEOUT};
 pub use error::UapiError;
 pub use get::{parse_get_reply, write_errno, write_get};

@@ -3,12 +3,47 @@
 //! [`RequestReader`] does no I/O: the server feeds it whatever it read and asks for complete
 //! requests. It keeps at most one partial line plus one read's worth of bytes, refuses lines
 //! and requests over the [`Limits`], and zeroizes what it held, since `set` bodies carry keys.
+//! Its buffers are sized up front for the largest line plus one read, and when a `set` body
+//! outgrows its buffer the text moves to a larger one and the old one is wiped: they are
+//! never reallocated in place, which would leave copies of keys in freed memory.
 
 use std::time::Duration;
 
 use zeroize::Zeroizing;
 
 use super::error::UapiError;
+
+/// Bytes the server reads from a client at a time. The reader's buffer holds one partial
+/// line plus one such read without growing.
+pub const READ_CHUNK: usize = 8192;
+
+/// The first capacity of a `set` body's text; it grows by wiped copies up to the limit.
+const FIRST_BODY_CAPACITY: usize = 4096;
+
+/// Appends `bytes` to `buf`. If they do not fit, the content moves to a new buffer of twice
+/// the size (at least) and the old one is wiped as it is dropped, instead of being
+/// reallocated in place with a copy left in freed memory.
+fn extend_wiped(buf: &mut Zeroizing<Vec<u8>>, bytes: &[u8]) {
+    let needed = buf.len().saturating_add(bytes.len());
+    if needed > buf.capacity() {
+        let mut bigger = Zeroizing::new(Vec::with_capacity(needed.max(buf.capacity() * 2)));
+        bigger.extend_from_slice(buf);
+        *buf = bigger;
+    }
+    buf.extend_from_slice(bytes);
+}
+
+/// [`extend_wiped`] for text.
+fn push_wiped(text: &mut Zeroizing<String>, more: &str) {
+    let needed = text.len().saturating_add(more.len());
+    if needed > text.capacity() {
+        let capacity = needed.max(text.capacity() * 2).max(FIRST_BODY_CAPACITY);
+        let mut bigger = Zeroizing::new(String::with_capacity(capacity));
+        bigger.push_str(text);
+        *text = bigger;
+    }
+    text.push_str(more);
+}
 
 /// Bounds on what one client may send, so that no client can exhaust memory or hang a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,16 +126,19 @@ impl RequestReader {
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
-            buf: Zeroizing::new(Vec::with_capacity(limits.max_line.clamp(64, 1 << 16) * 2)),
+            buf: Zeroizing::new(Vec::with_capacity(
+                limits.max_line.min(1 << 20) + 1 + READ_CHUNK,
+            )),
             state: State::Idle,
         }
     }
 
     /// Appends bytes read from the client. Call [`Self::next_request`] until it returns
-    /// `Ok(None)` after each call, so that the buffer stays small.
+    /// `Ok(None)` after each call, so that the buffer stays small: fed at most
+    /// [`READ_CHUNK`] bytes at a time, it never grows.
     pub fn feed(&mut self, bytes: &[u8]) {
         if !matches!(self.state, State::Failed) {
-            self.buf.extend_from_slice(bytes);
+            extend_wiped(&mut self.buf, bytes);
         }
     }
 
@@ -253,8 +291,8 @@ impl RequestReader {
         }
         let text = std::str::from_utf8(line)
             .map_err(|_| UapiError::protocol(line_no, "the line is not valid UTF-8"))?;
-        body.text.push_str(text);
-        body.text.push('\n');
+        push_wiped(&mut body.text, text);
+        push_wiped(&mut body.text, "\n");
         Ok(())
     }
 
@@ -433,6 +471,50 @@ mod tests {
         reader.feed(b"set=1\nabcd=1\nefgh=2\n\n");
         let err = reader.next_request().unwrap_err();
         assert!(err.to_string().contains("at most 10 bytes"), "{err}");
+    }
+
+    /// Finding #21: the buffer holding a client's bytes (keys, in a `set`) is never
+    /// reallocated, which would leave a copy in freed memory: it holds the longest partial
+    /// line plus one read from the start.
+    #[test]
+    fn the_read_buffer_never_grows_with_the_longest_line_and_a_full_read_21() {
+        let limits = Limits::default();
+        let mut reader = RequestReader::new(limits);
+        let (capacity, address) = (reader.buf.capacity(), reader.buf.as_ptr());
+        reader.feed(b"set=1\n");
+        assert!(reader.next_request().unwrap().is_none());
+        reader.feed(&vec![b'a'; limits.max_line]);
+        assert!(reader.next_request().unwrap().is_none());
+        let mut read = b"\n".to_vec();
+        while read.len() + 4 <= READ_CHUNK {
+            read.extend_from_slice(b"x=1\n");
+        }
+        read.resize(READ_CHUNK, b'y');
+        reader.feed(&read);
+        assert!(reader.next_request().unwrap().is_none());
+        assert_eq!(
+            reader.buf.capacity(),
+            capacity,
+            "the buffer was reallocated"
+        );
+        assert_eq!(reader.buf.as_ptr(), address, "the buffer was reallocated");
+    }
+
+    #[test]
+    fn a_set_body_keeps_every_line_as_it_moves_to_larger_buffers() {
+        let mut reader = RequestReader::new(Limits::default());
+        let mut request = b"set=1\n".to_vec();
+        for i in 0..2000 {
+            request.extend_from_slice(format!("k{i}=v{i}\n").as_bytes());
+        }
+        request.push(b'\n');
+        reader.feed(&request);
+        let Some(Request::Set(body)) = reader.next_request().unwrap() else {
+            panic!("no set request")
+        };
+        let lines: Vec<&str> = body.lines().collect();
+        assert_eq!(lines.len(), 2000);
+        assert_eq!(lines.last(), Some(&"k1999=v1999"));
     }
 
     #[test]

@@ -18,16 +18,13 @@ use zeroize::Zeroizing;
 
 use super::error::UapiError;
 use super::get::{write_errno, write_get};
-use super::request::{Limits, Request, RequestReader};
+use super::request::{Limits, Request, RequestReader, READ_CHUNK};
 use super::set::parse_set;
 use super::socket::UapiSocket;
 use super::UapiHandler;
 
 /// Most clients served at the same time; further ones wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 16;
-
-/// Bytes read from a client at a time.
-const READ_CHUNK: usize = 8192;
 
 /// Pause after a failed `accept` (for example when out of file descriptors).
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
@@ -45,10 +42,11 @@ pub async fn serve<H: UapiHandler>(
 
 /// Serves `handler` on `socket` until `shutdown` completes.
 ///
-/// On shutdown it stops accepting, removes the socket file, lets each open connection finish
-/// the request it is reading (within its timeout) and returns once all have closed. It fails
-/// only if the socket cannot be registered with the runtime; problems with one client are
-/// logged and end only that client's connection.
+/// On shutdown it stops accepting, removes the socket file (unless the service manager
+/// created it, or the directory is not the daemon's to write), lets each open connection
+/// finish the request it is reading (within its timeout) and returns once all have closed.
+/// It fails only if the socket cannot be registered with the runtime; problems with one
+/// client are logged and end only that client's connection.
 pub async fn serve_with_limits<H: UapiHandler>(
     socket: UapiSocket,
     handler: Arc<H>,

@@ -43,9 +43,22 @@ impl UapiSocket {
         &self.file.path
     }
 
+    /// Whether the service manager created this socket (socket activation).
+    pub fn inherited(&self) -> bool {
+        self.file.created.is_none()
+    }
+
     /// The interface this socket configures.
     pub fn ifname(&self) -> &str {
         &self.ifname
+    }
+
+    pub(crate) fn new(listener: UnixListener, file: SocketFile, ifname: &str) -> Self {
+        Self {
+            listener,
+            file,
+            ifname: ifname.to_owned(),
+        }
     }
 
     pub(crate) fn into_parts(self) -> (UnixListener, SocketFile, String) {
@@ -53,15 +66,24 @@ impl UapiSocket {
     }
 }
 
-/// Removes the socket file on drop if it is still the one we created.
+/// The socket's file: removed on drop if the daemon created it and it is still that file;
+/// never removed if the service manager created it (socket activation).
 #[derive(Debug)]
 pub(crate) struct SocketFile {
     path: PathBuf,
-    dev: u64,
-    ino: u64,
+    /// Device and inode of the file the daemon created; `None` for an inherited socket.
+    created: Option<(u64, u64)>,
 }
 
 impl SocketFile {
+    /// A socket file created by the service manager, which removes it itself.
+    pub(crate) fn inherited(path: PathBuf) -> Self {
+        Self {
+            path,
+            created: None,
+        }
+    }
+
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
@@ -69,12 +91,23 @@ impl SocketFile {
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
+        let Some((dev, ino)) = self.created else {
+            return;
+        };
         let ours = fs::symlink_metadata(&self.path)
-            .map(|meta| meta.dev() == self.dev && meta.ino() == self.ino)
+            .map(|meta| meta.dev() == dev && meta.ino() == ino)
             .unwrap_or(false);
         if ours {
-            if let Err(err) = fs::remove_file(&self.path) {
-                tracing::warn!(path = %self.path.display(), %err, "cannot remove the UAPI socket");
+            match fs::remove_file(&self.path) {
+                Ok(()) => {}
+                // Started as root with `--user`, the daemon cannot write the directory.
+                Err(err) if err.kind() == io::ErrorKind::PermissionDenied => tracing::info!(
+                    path = %self.path.display(),
+                    "the UAPI socket stays in its root-owned directory; the next start or `wg` removes it"
+                ),
+                Err(err) => {
+                    tracing::warn!(path = %self.path.display(), %err, "cannot remove the UAPI socket")
+                }
             }
         }
     }
@@ -115,14 +148,13 @@ pub fn bind_in(dir: &Path, ifname: &str) -> Result<UapiSocket, UapiError> {
         listener,
         file: SocketFile {
             path,
-            dev: meta.dev(),
-            ino: meta.ino(),
+            created: Some((meta.dev(), meta.ino())),
         },
         ifname: ifname.to_owned(),
     })
 }
 
-fn check_ifname(ifname: &str) -> Result<(), UapiError> {
+pub(crate) fn check_ifname(ifname: &str) -> Result<(), UapiError> {
     let reason = if ifname.is_empty() {
         "it is empty"
     } else if ifname.contains(['/', '\0']) {
