@@ -50,6 +50,11 @@ impl ControllerClock {
         shift(self.local_ms(), self.offset_ms())
     }
 
+    /// A controller time, `controller_ms`, on this node's clock, as estimated.
+    pub fn to_local(&self, controller_ms: u64) -> u64 {
+        shift(controller_ms, self.offset_ms().saturating_neg())
+    }
+
     /// Records a bundle issued at `issued_ms` (controller time) and received now. Returns the
     /// new offset if it has just gone beyond [`WARN_OFFSET_MS`] (to report once).
     pub fn observe(&mut self, issued_ms: u64) -> Option<i64> {

@@ -61,7 +61,9 @@ pub struct GateUpdate {
     pub activation_ms: Option<u64>,
     /// That bundle's end, Unix milliseconds.
     pub not_after_ms: Option<u64>,
-    /// When the controller decided it, Unix milliseconds (0: unknown).
+    /// When the controller decided it, in Unix milliseconds of this node's clock (the
+    /// controller's time shifted by the estimated offset), so that the cut-off latency is
+    /// measured on one clock; 0: unknown.
     pub decided_ms: u64,
     /// The gated peers (empty unless allowed).
     pub peers: Vec<GatedPeerConfig>,

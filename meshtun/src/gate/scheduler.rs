@@ -220,7 +220,7 @@ impl Scheduler {
             epoch: bundle.map(|b| b.epoch),
             activation_ms: bundle.map(|b| b.activation_ms),
             not_after_ms: bundle.map(|b| b.not_after_ms),
-            decided_ms: bundle.map_or(0, |b| b.decided_ms),
+            decided_ms: bundle.map_or(0, |b| self.clock.to_local(b.decided_ms)),
             peers,
         }
     }

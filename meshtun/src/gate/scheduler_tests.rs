@@ -196,6 +196,15 @@ async fn activation_is_on_time_with_a_skewed_clock(skew_ms: i64) {
         let update = next(&mut updates, Duration::from_secs(3)).await;
         let waited = sent.elapsed();
         assert_eq!(update.epoch, Some(epoch), "skew {skew_ms} ms");
+        // The decision time comes on this node's clock, so the cut-off latency the daemon
+        // measures against it is not off by the skew.
+        let local_now = unix_ms().saturating_add_signed(skew_ms);
+        let gap = local_now.abs_diff(update.decided_ms);
+        assert!(
+            gap < 500,
+            "skew {skew_ms} ms: decided_ms {} is {gap} ms from this node's clock",
+            update.decided_ms
+        );
         assert!(
             waited >= Duration::from_millis(900) && waited <= Duration::from_millis(1_150),
             "skew {skew_ms} ms: epoch {epoch} switched {waited:?} after publication, not 1 s"
