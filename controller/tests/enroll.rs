@@ -6,6 +6,7 @@ use axum::http::{Request, StatusCode};
 use meshtun_controller::model::NodeRecord;
 use meshtun_controller::network::Network;
 use meshtun_controller::testing::{self, FixtureOptions};
+use meshtun_proto::auth::RequestSignature;
 use meshtun_proto::enroll::{enrollment_key, EnrollRequest, Ticket};
 use meshtun_proto::{IdentityKey, IpNet, PrivateKey, PublicKey};
 
@@ -303,4 +304,59 @@ async fn attack_19_a_wireguard_key_of_small_order_is_refused() {
         assert!(body.contains("small order"), "{body}");
     }
     assert_eq!(f.enrolled("node-c"), None);
+}
+
+/// A benchmark of 0.9 with `seq`, signed by `identity` as `node`; the answer's status.
+async fn benchmark_as(f: &Fixture, node: &str, identity: &IdentityKey, seq: u64) -> StatusCode {
+    let now = f.engine.clock().now_ms();
+    let body = format!(
+        r#"{{"suite_version":"s1","scores":{{"overall":0.9,"refusal":0.9,"honesty":0.9,"policy":0.9}},"measured_at_ms":{now},"seq":{seq}}}"#
+    );
+    let path = format!("/v1/benchmarks/{node}");
+    let controller = f.key.public();
+    let sig = RequestSignature::sign(
+        identity,
+        &controller,
+        node,
+        "POST",
+        &path,
+        body.as_bytes(),
+        now,
+    );
+    let mut request = Request::post(path);
+    for (name, value) in sig.headers() {
+        request = request.header(name, value);
+    }
+    f.request(request.body(Body::from(body)).unwrap()).await.0
+}
+
+/// The engine owns "commit to the store, then bring memory in step": a node enrolled
+/// through the API signs its first request at once, and a node removed is refused at once,
+/// without any caller remembering to reread the nodes.
+#[tokio::test]
+async fn an_enrolled_node_is_known_at_once_and_a_removed_one_refused_at_once() {
+    let f = fixture().await;
+    let token = f.invite("node-c");
+    let identity = IdentityKey::generate();
+    let (request, _) = EnrollRequest::build(
+        &f.ticket("node-c", &token),
+        &PrivateKey::generate(),
+        &identity,
+        Vec::new(),
+        None,
+    )
+    .unwrap();
+    let (status, body) = f.post(serde_json::to_vec(&request).unwrap()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        benchmark_as(&f, "node-c", &identity, 1).await,
+        StatusCode::CREATED,
+        "the new node's first signed request"
+    );
+    assert!(f.engine.remove_node("node-c").unwrap());
+    assert_eq!(
+        benchmark_as(&f, "node-c", &identity, 2).await,
+        StatusCode::UNAUTHORIZED,
+        "a removed node's signed request"
+    );
 }
