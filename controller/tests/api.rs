@@ -1,5 +1,6 @@
-//! The HTTP API in-process: signed requests, refusals that change nothing, bundles, the
-//! long-poll, admin rotation, and no secret in status or metrics.
+//! The HTTP API, served in-process on 127.0.0.1 by the shared fixture: signed requests,
+//! refusals that change nothing, bundles, the long-poll, admin rotation, and no secret in
+//! status or metrics.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! Enrollment through the real router, in-process: what a hostile enrollee can claim (#2),
+//! Enrollment through the controller served in-process: what a hostile enrollee can claim (#2),
 //! what an on-path attacker can do with a request it saw (#10), and keys of small order (#19).
 
 use axum::body::Body;
