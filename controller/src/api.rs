@@ -44,6 +44,21 @@ use crate::quota::{address_key, NodeQuota, Slots};
 use crate::status::status_report;
 use crate::store::StoreError;
 
+/// What the API is set up with, besides the engine.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// The admin token (`POST /v1/rotate`; also accepted as a read token).
+    pub admin_token: Zeroizing<String>,
+    /// The read token for `/metrics` and `/v1/status` on the API listener.
+    pub read_token: Option<Zeroizing<String>>,
+    /// How far a signed request's time may be from the controller's.
+    pub clock_skew: Duration,
+    /// Longest wait of a bundle long-poll.
+    pub long_poll: Duration,
+    /// Time limits, caps and quotas.
+    pub limits: Limits,
+}
+
 /// Largest request body accepted on any route.
 pub const MAX_BODY: usize = 64 * 1024;
 
@@ -76,16 +91,16 @@ pub struct Api {
 }
 
 impl Api {
-    /// The API of `engine`: signed requests are accepted within `clock_skew`, long-polls wait
-    /// up to `long_poll`, and clients are held to `limits`.
-    pub fn new(
-        engine: Arc<Engine>,
-        admin_token: Zeroizing<String>,
-        read_token: Option<Zeroizing<String>>,
-        clock_skew: Duration,
-        long_poll: Duration,
-        limits: Limits,
-    ) -> Self {
+    /// The API of `engine`: signed requests are accepted within `settings.clock_skew`,
+    /// long-polls wait up to `settings.long_poll`, and clients are held to `settings.limits`.
+    pub fn new(engine: Arc<Engine>, settings: ApiSettings) -> Self {
+        let ApiSettings {
+            admin_token,
+            read_token,
+            clock_skew,
+            long_poll,
+            limits,
+        } = settings;
         Self {
             engine,
             nonces: NonceCache::new(u64::try_from(clock_skew.as_millis()).unwrap_or(u64::MAX)),
@@ -150,11 +165,30 @@ impl From<Refusal> for ApiError {
     }
 }
 
+/// The one place a store error becomes an answer: what the client got wrong is said (403
+/// for an invite it cannot use, 409 for a conflict, 422 for what it asked for), anything
+/// else is logged and answered with a bare 500.
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Replay { latest, .. } => {
                 ApiError(StatusCode::CONFLICT, e.to_string(), None, Some(latest))
+            }
+            StoreError::UnknownInvite
+            | StoreError::BadInviteProof(_)
+            | StoreError::InviteUsed { .. }
+            | StoreError::InviteExpired { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, e.to_string())
+            }
+            StoreError::NodeExists(_) | StoreError::WgKeyInUse { .. } => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string())
+            }
+            StoreError::NoAddresses(_)
+            | StoreError::Addresses { .. }
+            | StoreError::AddressInUse { .. }
+            | StoreError::Endpoint { .. }
+            | StoreError::LowOrderKey { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
             other => {
                 tracing::error!(error = %other, "database error");
@@ -361,21 +395,16 @@ async fn benchmark(
         .to_owned();
     let engine = api.engine.clone();
     let seq = record.seq;
-    let stored = tokio::task::spawn_blocking(move || {
-        let controller = engine.public_key();
-        engine
-            .store()
-            .insert_benchmark(&controller, &record, &body, &sig, &path)
-    })
-    .await
-    .map_err(|_| worker_stopped())?;
+    // The engine checks for newly failing nodes soon, at most a few times a second however
+    // many benchmarks arrive.
+    let stored =
+        tokio::task::spawn_blocking(move || engine.submit_benchmark(&record, &body, &sig, &path))
+            .await
+            .map_err(|_| worker_stopped())?;
     if let Err(e) = stored {
         api.engine.metrics.benchmark("rejected");
         return Err(e.into());
     }
-    // The engine checks for newly failing nodes soon, at most a few times a second however
-    // many benchmarks arrive.
-    api.engine.benchmark_stored();
     api.engine.metrics.benchmark("accepted");
     Ok((StatusCode::CREATED, Json(Accepted { node, seq })).into_response())
 }
@@ -484,32 +513,9 @@ async fn enroll(State(api): State<Arc<Api>>, body: Bytes) -> Result<Response, Ap
     let engine = api.engine.clone();
     let now = now_ms(&api);
     let digest = enrollment.digest();
-    let node = tokio::task::spawn_blocking(move || {
-        let node = engine
-            .store()
-            .redeem_invite(&enrollment, engine.network(), now)?;
-        engine.refresh_nodes()?;
-        Ok::<_, StoreError>(node)
-    })
-    .await
-    .map_err(|_| worker_stopped())?
-    .map_err(|e| match e {
-        StoreError::UnknownInvite
-        | StoreError::BadInviteProof(_)
-        | StoreError::InviteUsed { .. }
-        | StoreError::InviteExpired { .. } => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
-        StoreError::NodeExists(_) | StoreError::WgKeyInUse { .. } => {
-            ApiError::new(StatusCode::CONFLICT, e.to_string())
-        }
-        StoreError::NoAddresses(_)
-        | StoreError::Addresses { .. }
-        | StoreError::AddressInUse { .. }
-        | StoreError::Endpoint { .. }
-        | StoreError::LowOrderKey { .. } => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-        }
-        other => ApiError::from(other),
-    })?;
+    let node = tokio::task::spawn_blocking(move || engine.enroll(&enrollment, now))
+        .await
+        .map_err(|_| worker_stopped())??;
     tracing::info!(node = %node.id, "node enrolled with an invite");
     let answer = EnrollResponse {
         request_digest: digest,

@@ -16,14 +16,14 @@ use meshtun_proto::{IdentityKey, IdentityPublic, PublicKey};
 use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
 
-use crate::api::{self, Api};
+use crate::api::ApiSettings;
 use crate::clock::Clock;
 use crate::config::{ConfigError, ControllerConfig, Limits};
 use crate::engine::{Engine, EngineSettings};
 use crate::membership::decide_one;
 use crate::model::{NodeRecord, Pin};
 use crate::schedule::{Schedule, ScheduleError};
-use crate::server::{self, ServeOptions};
+use crate::service::{Epochs, ServeError, ServeSettings, STATUS_CONNECTIONS};
 use crate::store::audit::DecisionEntry;
 use crate::store::{AuditEntry, AuditError, AuditKind, AuditReport, Store, StoreError};
 use crate::tls;
@@ -66,6 +66,9 @@ pub enum CommandError {
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The running controller failed.
+    #[error(transparent)]
+    Serving(#[from] ServeError),
     /// Talking to the running controller failed.
     #[error("cannot reach the controller at {url}: {reason}")]
     Remote {
@@ -179,20 +182,25 @@ fn load_key(config: &ControllerConfig) -> Result<IdentityKey, CommandError> {
     IdentityKey::from_base64(&text).map_err(|e| file_err(&config.key_file, e))
 }
 
-/// `serve`: runs the controller until `shutdown` completes.
+/// `serve`: binds the listeners `config` names and runs the controller on them
+/// ([`crate::serve`]) until `shutdown` completes.
 pub async fn serve(
     config: &ControllerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), CommandError> {
     check(config)?;
     let key = load_key(config)?;
-    let admin_token = read_secret(&config.admin_token_file)?;
-    let read_token = config
-        .read_token_file
-        .as_deref()
-        .map(read_secret)
-        .transpose()?;
-    let limits = fit_file_limit(config.limits);
+    let api = ApiSettings {
+        admin_token: read_secret(&config.admin_token_file)?,
+        read_token: config
+            .read_token_file
+            .as_deref()
+            .map(read_secret)
+            .transpose()?,
+        clock_skew: config.clock_skew,
+        long_poll: config.long_poll,
+        limits: fit_file_limit(config.limits),
+    };
     let store = Arc::new(Store::open(&config.database)?);
     let schedule = Schedule::new(
         u64::try_from(config.epoch_length.as_millis()).unwrap_or(u64::MAX),
@@ -208,77 +216,27 @@ pub async fn serve(
             .with_network(config.network.clone())
             .with_retention(config.retention),
     );
-    tracing::info!(controller_key = %engine.public_key(), "controller key (nodes pin it)");
-    let api = Arc::new(Api::new(
-        engine.clone(),
-        admin_token,
-        read_token,
-        config.clock_skew,
-        config.long_poll,
-        limits,
-    ));
     let bind = |addr| async move {
         tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| CommandError::Serve { addr, source })
     };
     let listener = bind(config.listen).await?;
-    let status_listener = bind(config.status_listen).await?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    let engine_task = tokio::spawn(engine.clone().run(stopped()));
-    let refused = {
-        let engine = engine.clone();
-        Arc::new(move |full: crate::quota::Full| {
-            engine.metrics.refused_connection(match full {
-                crate::quota::Full::Total => "total",
-                crate::quota::Full::PerKey => "address",
-            });
-        })
-    };
-    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
-    let options = ServeOptions {
-        limits,
-        tls,
-        on_refused: refused,
-    };
-    let status_options = ServeOptions {
-        limits: status_limits(limits),
-        tls: None,
-        ..options.clone()
-    };
-    let open = config.status_listen.ip().is_loopback();
-    let status_task = tokio::spawn(server::serve(
-        status_listener,
-        api::status_router(api.clone(), open),
-        status_options,
-        stopped(),
-    ));
+    let status = bind(config.status_listen).await?;
     tracing::info!(
         listen = %config.listen,
         status_listen = %config.status_listen,
-        "serving the controller API over {}; /metrics and /v1/status on status_listen",
-        if config.tls.is_some() { "TLS" } else { "plain HTTP" }
+        "/metrics and /v1/status on status_listen"
     );
-    let api_task = tokio::spawn(server::serve(
-        listener,
-        api::router(api),
-        options,
-        stopped(),
-    ));
-    shutdown.await;
-    let _ = stop_tx.send(true);
-    let _ = tokio::join!(engine_task, status_task, api_task);
-    Ok(())
+    let settings = ServeSettings {
+        engine,
+        api,
+        tls: config.tls.as_ref().map(tls::acceptor).transpose()?,
+        status: Some(status),
+        epochs: Epochs::Scheduled,
+    };
+    Ok(crate::serve(listener, settings, shutdown).await?)
 }
-
-/// Connections the status listener holds at most (a local Prometheus, `status`).
-const STATUS_CONNECTIONS: u32 = 64;
 
 /// File descriptors kept for everything but connections: the database, logs, listeners.
 const SPARE_FILES: u64 = 128;
@@ -320,15 +278,6 @@ fn fit_file_limit(limits: Limits) -> Limits {
         max_connections_per_address: limits.max_connections_per_address.min(max),
         max_long_polls: limits.max_long_polls.min(max),
         max_long_polls_per_address: limits.max_long_polls_per_address.min(max),
-        ..limits
-    }
-}
-
-/// The status listener's limits: the API's time limits, and a few connections.
-fn status_limits(limits: Limits) -> Limits {
-    Limits {
-        max_connections: STATUS_CONNECTIONS,
-        max_connections_per_address: STATUS_CONNECTIONS,
         ..limits
     }
 }

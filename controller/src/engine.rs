@@ -1,6 +1,9 @@
 //! The controller's live state: enrolled nodes, recent epochs with their decisions, and the
 //! bundles built from them. Every change is committed to the [`Store`] first, then applied
-//! in memory, then announced to long-polling nodes.
+//! in memory, then announced to long-polling nodes. The engine owns that order: callers
+//! write through its methods ([`Engine::submit_benchmark`], [`Engine::enroll`],
+//! [`Engine::remove_node`], [`Engine::rotate_now`]), never to the store directly, and
+//! publications are serialised (one at a time, ids ascending in the store and in memory).
 //!
 //! Epochs follow the [`Schedule`]: the next one is decided and published `lead` before it
 //! activates, so that nodes switch together. With `rotate_on_deny`, an allowed node whose
@@ -26,6 +29,8 @@ use crate::model::{Decision, EpochRecord, NodeInput, NodeRecord, Policy};
 use crate::network::Network;
 use crate::schedule::{in_force, next_epoch_id, Action, Schedule, Window};
 use crate::store::{Retention, Store, StoreError};
+
+mod writes;
 
 /// Epochs kept in memory (current, published next, and recent ones for late fetchers).
 const KEEP_EPOCHS: usize = crate::store::LIVE_EPOCHS;
@@ -113,6 +118,9 @@ pub struct Engine {
     retention: Retention,
     /// Paces the warnings of [`Engine::check_after`].
     ahead_warnings: DefaultDirectRateLimiter,
+    /// Held while deciding whether to publish and publishing: one publication at a time,
+    /// whichever of the schedule, an admin rotation or a deny check asks.
+    publishing: parking_lot::Mutex<()>,
 }
 
 impl Engine {
@@ -159,6 +167,7 @@ impl Engine {
                 Quota::with_period(AHEAD_WARN_INTERVAL)
                     .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MIN)),
             ),
+            publishing: parking_lot::Mutex::new(()),
         })
     }
 
@@ -201,7 +210,9 @@ impl Engine {
         self.key.public()
     }
 
-    /// The durable store.
+    /// The durable store, for reads (and invites, which no in-memory state follows). Writes
+    /// that change nodes, benchmarks or epochs go through the engine's methods, which keep
+    /// memory in step with the store.
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -243,6 +254,7 @@ impl Engine {
 
     /// Publishes whatever the schedule says is due; returns when to come back.
     pub fn step(&self) -> Result<u64, StoreError> {
+        let _one = self.publishing.lock();
         for _ in 0..2 {
             let times: Vec<EpochTimes> = self.epochs().iter().map(|e| e.times()).collect();
             match self
@@ -252,7 +264,7 @@ impl Engine {
                 .action
             {
                 Action::Publish(window) => {
-                    self.publish(window, "schedule")?;
+                    self.publish_locked(window, "schedule")?;
                 }
                 Action::Wait { until_ms } => return Ok(until_ms),
             }
@@ -278,6 +290,12 @@ impl Engine {
 
     /// Decides membership and publishes a new epoch with `window`.
     pub fn publish(&self, window: Window, cause: &str) -> Result<EpochId, StoreError> {
+        let _one = self.publishing.lock();
+        self.publish_locked(window, cause)
+    }
+
+    /// [`Engine::publish`], with `publishing` held by the caller.
+    fn publish_locked(&self, window: Window, cause: &str) -> Result<EpochId, StoreError> {
         let started = std::time::Instant::now();
         self.refresh_nodes()?;
         let now = self.clock.now_ms();
@@ -346,18 +364,14 @@ impl Engine {
         self.publish(self.settings.schedule.immediate(self.clock.now_ms()), cause)
     }
 
-    /// Says that a benchmark was stored: [`Engine::check_on_benchmarks`] checks for newly
-    /// failing nodes within [`DENY_CHECK_INTERVAL`].
-    pub fn benchmark_stored(&self) {
-        self.benchmarks.notify_one();
-    }
-
     /// With `rotate_on_deny`, rotates at once if a node allowed in the current epoch now
     /// fails. Returns the new epoch, if any.
     pub fn check_deny(&self) -> Result<Option<EpochId>, StoreError> {
         if !self.settings.rotate_on_deny {
             return Ok(None);
         }
+        // Held from the check to the publication: two checks never both rotate for one deny.
+        let _one = self.publishing.lock();
         let Some(current) = self.current() else {
             return Ok(None);
         };
@@ -373,7 +387,8 @@ impl Engine {
             return Ok(None);
         }
         let cause = format!("deny: {}", failing.join(", "));
-        self.rotate_now(&cause).map(Some)
+        let window = self.settings.schedule.immediate(self.clock.now_ms());
+        self.publish_locked(window, &cause).map(Some)
     }
 
     /// The epochs a node may still be given at `now_ms`: not ended, and not superseded by a

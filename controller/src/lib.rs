@@ -11,10 +11,14 @@
 //! - [`config`]: `controller.toml`, validated with key-and-line errors;
 //! - [`network`]: the overlay's address plan: checks and the next free address;
 //! - [`bundles`]: building, signing and caching one node's bundle for one epoch;
+//! - [`service`]: [`serve`], the one entry point of a running controller (API, status
+//!   listener and engine tasks on a listener the caller bound, until shutdown);
 //! - [`server`]: the accept loop, with connection caps and timeouts; [`quota`]: per-address
 //!   and per-node caps and request quotas;
 //! - [`metrics`]: Prometheus metrics; [`tls`]: optional TLS through rustls;
-//! - [`clock`]: Unix time driven by tokio's clock (so tests can pause it).
+//! - [`clock`]: Unix time driven by tokio's clock (so tests can pause it);
+//! - `testing` (feature `test-support`): the in-process controller fixture of the
+//!   controller's and the daemon's tests.
 
 pub mod api;
 pub mod auth;
@@ -31,6 +35,11 @@ pub mod network;
 pub mod quota;
 pub mod schedule;
 pub mod server;
+pub mod service;
 pub mod status;
 pub mod store;
+#[cfg(feature = "test-support")]
+pub mod testing;
 pub mod tls;
+
+pub use service::{serve, Epochs, ServeError, ServeSettings};

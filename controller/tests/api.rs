@@ -1,88 +1,41 @@
-//! The HTTP API in-process: signed requests, refusals that change nothing, bundles, the
-//! long-poll, admin rotation, and no secret in status or metrics.
+//! The HTTP API, served in-process on 127.0.0.1 by the shared fixture: signed requests,
+//! refusals that change nothing, bundles, the long-poll, admin rotation, and no secret in
+//! status or metrics.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{to_bytes, Body};
+use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use axum::Router;
-use meshtun_controller::api::{router, status_router, Api};
-use meshtun_controller::clock::Clock;
-use meshtun_controller::config::Limits;
-use meshtun_controller::engine::{Engine, EngineSettings};
-use meshtun_controller::model::{NodeRecord, Policy};
-use meshtun_controller::schedule::Schedule;
-use meshtun_controller::store::Store;
+use meshtun_controller::testing::{self, FixtureOptions};
 use meshtun_proto::auth::RequestSignature;
 use meshtun_proto::bundle::{Membership, Opener, SignedBundle};
-use meshtun_proto::{IdentityKey, PrivateKey};
-use tower::ServiceExt;
-use zeroize::Zeroizing;
+use meshtun_proto::IdentityKey;
 
 const TOKEN: &str = "admin-token-for-tests";
 const READ_TOKEN: &str = "read-token-for-tests";
 
-struct Node {
-    id: &'static str,
-    wg: PrivateKey,
-    identity: IdentityKey,
+/// The shared fixture, with node-a, node-b and node-c enrolled and no engine task.
+struct Fixture(testing::Fixture);
+
+impl std::ops::Deref for Fixture {
+    type Target = testing::Fixture;
+
+    fn deref(&self) -> &testing::Fixture {
+        &self.0
+    }
 }
 
-struct Fixture {
-    app: Router,
-    status: Router,
-    engine: Arc<Engine>,
-    controller: IdentityKey,
-    nodes: Vec<Node>,
-}
-
-fn fixture() -> Fixture {
-    let store = Arc::new(Store::open_in_memory().unwrap());
-    let nodes: Vec<Node> = ["node-a", "node-b", "node-c"]
-        .iter()
-        .map(|id| Node {
-            id,
-            wg: PrivateKey::generate(),
-            identity: IdentityKey::generate(),
+async fn fixture() -> Fixture {
+    Fixture(
+        testing::Fixture::start(FixtureOptions {
+            nodes: &["node-a", "node-b", "node-c"],
+            key: controller_key(),
+            admin_token: TOKEN,
+            read_token: Some(READ_TOKEN),
+            ..FixtureOptions::default()
         })
-        .collect();
-    for (i, n) in nodes.iter().enumerate() {
-        store
-            .add_node(&NodeRecord {
-                id: n.id.into(),
-                wg_public_key: n.wg.public_key(),
-                identity_key: n.identity.public(),
-                addresses: vec![format!("100.64.0.{}/24", i + 1).parse().unwrap()],
-                endpoint: Some(format!("192.0.2.{}:51820", i + 1)),
-                pin: None,
-                enrolled_ms: 0,
-            })
-            .unwrap();
-    }
-    let controller = controller_key();
-    let settings = EngineSettings {
-        policy: Policy::default(),
-        schedule: Schedule::new(60_000, 10_000).unwrap(),
-        rotate_on_deny: true,
-    };
-    let clock = Clock::system();
-    let engine = Arc::new(Engine::open(store, controller.clone(), settings, clock).unwrap());
-    let api = Arc::new(Api::new(
-        engine.clone(),
-        Zeroizing::new(TOKEN.into()),
-        Some(Zeroizing::new(READ_TOKEN.into())),
-        Duration::from_secs(30),
-        Duration::from_millis(300),
-        Limits::default(),
-    ));
-    Fixture {
-        status: status_router(api.clone(), true),
-        app: router(api),
-        engine,
-        controller,
-        nodes,
-    }
+        .await,
+    )
 }
 
 fn bench_body(overall: &str, seq: u64, at: u64) -> String {
@@ -121,13 +74,6 @@ fn signed(
     req.body(Body::from(body.to_owned())).unwrap()
 }
 
-async fn send(app: &Router, req: Request<Body>) -> (StatusCode, Vec<u8>) {
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let body = to_bytes(resp.into_body(), 1 << 24).await.unwrap().to_vec();
-    (status, body)
-}
-
 impl Fixture {
     fn now(&self) -> u64 {
         self.engine.clock().now_ms()
@@ -151,22 +97,22 @@ impl Fixture {
 
     async fn submit(&self, n: usize, overall: &str, seq: u64) -> StatusCode {
         let node = &self.nodes[n];
-        let path = format!("/v1/benchmarks/{}", node.id);
+        let path = format!("/v1/benchmarks/{}", &node.id);
         let req = signed(
             "POST",
             &path,
             &bench_body(overall, seq, self.now()),
             &node.identity,
-            node.id,
+            &node.id,
             self.now(),
         );
-        send(&self.app, req).await.0
+        self.request(req).await.0
     }
 
     fn stored_seqs(&self, n: usize) -> Vec<u64> {
         let store = self.engine.store();
         store
-            .benchmarks(self.nodes[n].id, 100)
+            .benchmarks(&self.nodes[n].id, 100)
             .unwrap()
             .iter()
             .map(|b| b.seq)
@@ -176,7 +122,7 @@ impl Fixture {
 
 #[tokio::test]
 async fn benchmarks_are_accepted_once_and_bad_ones_store_nothing() {
-    let f = fixture();
+    let f = fixture().await;
     assert_eq!(f.submit(0, "0.9", 1).await, StatusCode::CREATED);
     assert_eq!(f.stored_seqs(0), vec![1]);
 
@@ -188,16 +134,16 @@ async fn benchmarks_are_accepted_once_and_bad_ones_store_nothing() {
         "/v1/benchmarks/node-a",
         &body,
         &node.identity,
-        node.id,
+        &node.id,
         f.now(),
     );
     let (parts, b) = req.into_parts();
     let again = Request::from_parts(parts.clone(), Body::from(body.clone()));
     assert_eq!(
-        send(&f.app, Request::from_parts(parts, b)).await.0,
+        f.request(Request::from_parts(parts, b)).await.0,
         StatusCode::CREATED
     );
-    assert_eq!(send(&f.app, again).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(f.request(again).await.0, StatusCode::UNAUTHORIZED);
     // A fresh signature with an old sequence number: refused by the store.
     assert_eq!(f.submit(0, "0.9", 2).await, StatusCode::CONFLICT);
     // Bad values: NaN is not JSON, out of range, future-dated, oversized.
@@ -215,20 +161,20 @@ async fn benchmarks_are_accepted_once_and_bad_ones_store_nothing() {
         "/v1/benchmarks/node-a",
         &future,
         &node.identity,
-        node.id,
+        &node.id,
         f.now(),
     );
-    assert_eq!(send(&f.app, req).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(f.request(req).await.0, StatusCode::UNPROCESSABLE_ENTITY);
     let huge = format!("{}{}", bench_body("0.9", 3, f.now()), " ".repeat(10_000));
     let req = signed(
         "POST",
         "/v1/benchmarks/node-a",
         &huge,
         &node.identity,
-        node.id,
+        &node.id,
         f.now(),
     );
-    assert_eq!(send(&f.app, req).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(f.request(req).await.0, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
         f.stored_seqs(0),
         vec![2, 1],
@@ -238,7 +184,7 @@ async fn benchmarks_are_accepted_once_and_bad_ones_store_nothing() {
 
 #[tokio::test]
 async fn forged_stale_unsigned_and_foreign_requests_are_refused() {
-    let f = fixture();
+    let f = fixture().await;
     let a = &f.nodes[0];
     let body = bench_body("0.9", 1, f.now());
     let path = "/v1/benchmarks/node-a";
@@ -251,7 +197,7 @@ async fn forged_stale_unsigned_and_foreign_requests_are_refused() {
         "node-a",
         f.now(),
     );
-    assert_eq!(send(&f.app, forged).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(f.request(forged).await.0, StatusCode::UNAUTHORIZED);
     // Signed too long ago (clock skew beyond the window).
     let stale = signed(
         "POST",
@@ -261,10 +207,10 @@ async fn forged_stale_unsigned_and_foreign_requests_are_refused() {
         "node-a",
         f.now() - 120_000,
     );
-    assert_eq!(send(&f.app, stale).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(f.request(stale).await.0, StatusCode::UNAUTHORIZED);
     // No signature at all.
     let bare = Request::post(path).body(Body::from(body.clone())).unwrap();
-    assert_eq!(send(&f.app, bare).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(f.request(bare).await.0, StatusCode::UNAUTHORIZED);
     // An unknown node.
     let stranger = signed(
         "POST",
@@ -274,11 +220,11 @@ async fn forged_stale_unsigned_and_foreign_requests_are_refused() {
         "node-x",
         f.now(),
     );
-    assert_eq!(send(&f.app, stranger).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(f.request(stranger).await.0, StatusCode::UNAUTHORIZED);
     // node-b, correctly signed, acting for node-a.
     let b = &f.nodes[1];
     let foreign = signed("POST", path, &body, &b.identity, "node-b", f.now());
-    assert_eq!(send(&f.app, foreign).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(f.request(foreign).await.0, StatusCode::FORBIDDEN);
     // node-b asking for node-a's bundle.
     let fetch = signed(
         "GET",
@@ -288,25 +234,25 @@ async fn forged_stale_unsigned_and_foreign_requests_are_refused() {
         "node-b",
         f.now(),
     );
-    assert_eq!(send(&f.app, fetch).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(f.request(fetch).await.0, StatusCode::FORBIDDEN);
     assert!(f.stored_seqs(0).is_empty());
 }
 
 #[tokio::test]
 async fn nodes_get_their_own_bundles_and_the_pair_keys_agree() {
-    let f = fixture();
+    let f = fixture().await;
     for (n, score) in [(0, "0.90"), (1, "0.85"), (2, "0.40")] {
         assert_eq!(f.submit(n, score, 1).await, StatusCode::CREATED);
     }
     f.engine.step().unwrap();
     let mut bundles = Vec::new();
     for node in &f.nodes {
-        let path = format!("/v1/config/{}", node.id);
-        let req = signed("GET", &path, "", &node.identity, node.id, f.now());
-        let (status, body) = send(&f.app, req).await;
+        let path = format!("/v1/config/{}", &node.id);
+        let req = signed("GET", &path, "", &node.identity, &node.id, f.now());
+        let (status, body) = f.request(req).await;
         assert_eq!(status, StatusCode::OK);
         let signed: SignedBundle = serde_json::from_slice(&body).unwrap();
-        bundles.push(signed.verify(&f.controller.public()).unwrap());
+        bundles.push(signed.verify(&f.key.public()).unwrap());
     }
     let (a, b, c) = (&bundles[0], &bundles[1], &bundles[2]);
     assert_eq!(a.membership, Membership::Allowed);
@@ -325,24 +271,24 @@ async fn nodes_get_their_own_bundles_and_the_pair_keys_agree() {
     // Long-poll: nothing newer than the current epoch yet.
     let path = format!("/v1/config/node-a?after={}", a.epoch);
     let req = signed("GET", &path, "", &f.nodes[0].identity, "node-a", f.now());
-    assert_eq!(send(&f.app, req).await.0, StatusCode::NOT_MODIFIED);
+    assert_eq!(f.request(req).await.0, StatusCode::NOT_MODIFIED);
     // Admin rotation needs the token, then the long-poll answers at once.
     let bad = Request::post("/v1/rotate")
         .header("authorization", "Bearer wrong")
         .body(Body::empty())
         .unwrap();
-    assert_eq!(send(&f.app, bad).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(f.request(bad).await.0, StatusCode::UNAUTHORIZED);
     let good = Request::post("/v1/rotate")
         .header("authorization", format!("Bearer {TOKEN}"))
         .body(Body::empty())
         .unwrap();
-    assert_eq!(send(&f.app, good).await.0, StatusCode::OK);
+    assert_eq!(f.request(good).await.0, StatusCode::OK);
     let req = signed("GET", &path, "", &f.nodes[0].identity, "node-a", f.now());
-    let (status, body) = send(&f.app, req).await;
+    let (status, body) = f.request(req).await;
     assert_eq!(status, StatusCode::OK);
     let newer = serde_json::from_slice::<SignedBundle>(&body)
         .unwrap()
-        .verify(&f.controller.public())
+        .verify(&f.key.public())
         .unwrap();
     assert_eq!(
         vec![newer.epoch],
@@ -353,7 +299,7 @@ async fn nodes_get_their_own_bundles_and_the_pair_keys_agree() {
 
 #[tokio::test]
 async fn a_failing_node_is_removed_by_an_immediate_rotation() {
-    let f = fixture();
+    let f = fixture().await;
     for n in 0..3 {
         assert_eq!(f.submit(n, "0.9", 1).await, StatusCode::CREATED);
     }
@@ -386,31 +332,29 @@ async fn a_failing_node_is_removed_by_an_immediate_rotation() {
 
 #[tokio::test]
 async fn status_and_metrics_hold_no_secret() {
-    let f = fixture();
+    let f = fixture().await;
     f.submit(0, "0.9", 1).await;
     f.engine.step().unwrap();
     let epoch = f.engine.store().latest_epochs(1).unwrap().remove(0);
     let secret_hex = epoch.secret.to_hex();
     for path in ["/v1/status", "/metrics", "/v1/epoch", "/health"] {
-        let app = if path.starts_with("/v1/epoch") {
-            &f.app
+        let request = Request::get(path).body(Body::empty()).unwrap();
+        let (status, body) = if path.starts_with("/v1/epoch") {
+            f.request(request).await
         } else {
-            &f.status
+            f.status_request(request).await
         };
-        let (status, body) = send(app, Request::get(path).body(Body::empty()).unwrap()).await;
         assert_eq!(status, StatusCode::OK, "{path}");
         let text = String::from_utf8_lossy(&body);
         assert!(!text.contains(&secret_hex), "{path} leaks the epoch secret");
         assert!(
-            !text.contains(&f.controller.to_base64()),
+            !text.contains(&f.key.to_base64()),
             "{path} leaks the controller key"
         );
     }
-    let (_, body) = send(
-        &f.status,
-        Request::get("/v1/status").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let (_, body) = f
+        .status_request(Request::get("/v1/status").body(Body::empty()).unwrap())
+        .await;
     let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status["nodes"]["node-a"]["membership"], "ALLOWED");
     assert_eq!(status["nodes"]["node-b"]["membership"], "DENIED");
@@ -420,7 +364,7 @@ async fn status_and_metrics_hold_no_secret() {
 /// to anyone on the API listener: they need the read token (or the admin token) there.
 #[tokio::test]
 async fn status_and_metrics_need_a_token_on_the_api_listener_11() {
-    let f = fixture();
+    let f = fixture().await;
     f.submit(0, "0.9", 1).await;
     f.engine.step().unwrap();
     let wg_key = f.nodes[0].wg.public_key().to_base64();
@@ -430,7 +374,7 @@ async fn status_and_metrics_need_a_token_on_the_api_listener_11() {
             if let Some(token) = bearer {
                 req = req.header("authorization", format!("Bearer {token}"));
             }
-            let (status, body) = send(&f.app, req.body(Body::empty()).unwrap()).await;
+            let (status, body) = f.request(req.body(Body::empty()).unwrap()).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} with {bearer:?}");
             let text = String::from_utf8_lossy(&body);
             assert!(
@@ -441,7 +385,7 @@ async fn status_and_metrics_need_a_token_on_the_api_listener_11() {
         }
         for token in [READ_TOKEN, TOKEN] {
             let req = Request::get(path).header("authorization", format!("Bearer {token}"));
-            let (status, _) = send(&f.app, req.body(Body::empty()).unwrap()).await;
+            let (status, _) = f.request(req.body(Body::empty()).unwrap()).await;
             assert_eq!(status, StatusCode::OK, "{path} with a valid token");
         }
     }
@@ -451,7 +395,7 @@ async fn status_and_metrics_need_a_token_on_the_api_listener_11() {
 /// verifies it, instead of failing in the store with a 500 after spending the nonce.
 #[tokio::test]
 async fn a_benchmark_with_a_query_string_is_stored_and_verifies_24() {
-    let f = fixture();
+    let f = fixture().await;
     let node = &f.nodes[0];
     let path = "/v1/benchmarks/node-a?via=proxy";
     let req = signed(
@@ -459,10 +403,10 @@ async fn a_benchmark_with_a_query_string_is_stored_and_verifies_24() {
         path,
         &bench_body("0.9", 1, f.now()),
         &node.identity,
-        node.id,
+        &node.id,
         f.now(),
     );
-    let (status, body) = send(&f.app, req).await;
+    let (status, body) = f.request(req).await;
     assert_eq!(
         status,
         StatusCode::CREATED,
@@ -480,14 +424,13 @@ async fn a_benchmark_with_a_query_string_is_stored_and_verifies_24() {
 /// so the removed node leaves every bundle within a second, like a deny.
 #[tokio::test]
 async fn removing_an_allowed_node_rotates_at_once_17() {
-    let f = fixture();
+    let f = fixture().await;
     for n in 0..3 {
         assert_eq!(f.submit(n, "0.9", 1).await, StatusCode::CREATED);
     }
     f.engine.step().unwrap();
     let first = f.engine.epoch_info().unwrap().current.epoch;
-    assert!(f.engine.store().remove_node("node-c").unwrap());
-    f.engine.refresh_nodes().unwrap();
+    assert!(f.engine.remove_node("node-c").unwrap());
     let rotated = f.engine.check_deny().unwrap();
     assert_eq!(
         rotated.map(|id| vec![id]),
@@ -500,11 +443,11 @@ async fn removing_an_allowed_node_rotates_at_once_17() {
     // node-a's bundle of the new epoch no longer lists node-c.
     let path = format!("/v1/config/node-a?after={first}");
     let a = &f.nodes[0];
-    let req = signed("GET", &path, "", &a.identity, a.id, f.now());
-    let (status, body) = send(&f.app, req).await;
+    let req = signed("GET", &path, "", &a.identity, &a.id, f.now());
+    let (status, body) = f.request(req).await;
     assert_eq!(status, StatusCode::OK);
     let bundle: SignedBundle = serde_json::from_slice(&body).unwrap();
-    let bundle = bundle.verify(&f.controller.public()).unwrap();
+    let bundle = bundle.verify(&f.key.public()).unwrap();
     assert_eq!(bundle.epoch, rotated);
     assert_eq!(bundle.peers.len(), 1, "only node-b is left");
 }

@@ -1,75 +1,40 @@
-//! Enrollment through the real router, in-process: what a hostile enrollee can claim (#2),
+//! Enrollment through the controller served in-process: what a hostile enrollee can claim (#2),
 //! what an on-path attacker can do with a request it saw (#10), and keys of small order (#19).
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use axum::body::{to_bytes, Body};
+use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use axum::Router;
-use meshtun_controller::api::{router, Api};
-use meshtun_controller::clock::Clock;
-use meshtun_controller::config::Limits;
-use meshtun_controller::engine::{Engine, EngineSettings};
-use meshtun_controller::model::{NodeRecord, Policy};
+use meshtun_controller::model::NodeRecord;
 use meshtun_controller::network::Network;
-use meshtun_controller::schedule::Schedule;
-use meshtun_controller::store::Store;
+use meshtun_controller::testing::{self, FixtureOptions};
+use meshtun_proto::auth::RequestSignature;
 use meshtun_proto::enroll::{enrollment_key, EnrollRequest, Ticket};
 use meshtun_proto::{IdentityKey, IpNet, PrivateKey, PublicKey};
-use tower::ServiceExt;
-use zeroize::Zeroizing;
 
-struct Fixture {
-    app: Router,
-    engine: Arc<Engine>,
-    controller: IdentityKey,
+/// The shared fixture, with node-a (100.64.0.1) and node-b (100.64.0.2) enrolled in an
+/// overlay of 100.64.0.0/24 and fd00:64::/64.
+struct Fixture(testing::Fixture);
+
+impl std::ops::Deref for Fixture {
+    type Target = testing::Fixture;
+
+    fn deref(&self) -> &testing::Fixture {
+        &self.0
+    }
 }
 
-/// A controller with node-a (100.64.0.1) and node-b (100.64.0.2) enrolled.
-fn fixture() -> Fixture {
-    let store = Arc::new(Store::open_in_memory().unwrap());
-    for (i, id) in ["node-a", "node-b"].iter().enumerate() {
-        store
-            .add_node(&NodeRecord {
-                id: (*id).into(),
-                wg_public_key: PrivateKey::generate().public_key(),
-                identity_key: IdentityKey::generate().public(),
-                addresses: vec![format!("100.64.0.{}/24", i + 1).parse().unwrap()],
-                endpoint: Some(format!("192.0.2.{}:51820", i + 1)),
-                pin: None,
-                enrolled_ms: 0,
-            })
-            .unwrap();
-    }
-    let settings = EngineSettings {
-        policy: Policy::default(),
-        schedule: Schedule::new(60_000, 10_000).unwrap(),
-        rotate_on_deny: true,
-    };
+async fn fixture() -> Fixture {
     let network = Network {
         ipv4: Some("100.64.0.0/24".parse().unwrap()),
         ipv6: Some("fd00:64::/64".parse().unwrap()),
     };
-    let controller = IdentityKey::generate();
-    let engine = Arc::new(
-        Engine::open(store, controller.clone(), settings, Clock::system())
-            .unwrap()
-            .with_network(network),
-    );
-    let api = Arc::new(Api::new(
-        engine.clone(),
-        Zeroizing::new("admin".into()),
-        None,
-        Duration::from_secs(30),
-        Duration::from_millis(300),
-        Limits::default(),
-    ));
-    Fixture {
-        app: router(api),
-        engine,
-        controller,
-    }
+    Fixture(
+        testing::Fixture::start(FixtureOptions {
+            nodes: &["node-a", "node-b"],
+            network,
+            ..FixtureOptions::default()
+        })
+        .await,
+    )
 }
 
 impl Fixture {
@@ -88,8 +53,8 @@ impl Fixture {
     fn ticket(&self, node: &str, token: &str) -> Ticket {
         Ticket {
             url: "http://127.0.0.1:8700".into(),
-            controller_key: self.controller.public(),
-            enroll_key: enrollment_key(&self.controller).public_key(),
+            controller_key: self.key.public(),
+            enroll_key: enrollment_key(&self.key).public_key(),
             node_id: node.into(),
             token: token.into(),
             expires_ms: u64::MAX,
@@ -121,9 +86,7 @@ impl Fixture {
             .header("content-type", "application/json")
             .body(Body::from(body))
             .unwrap();
-        let response = self.app.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let (status, body) = self.request(request).await;
         (status, String::from_utf8_lossy(&body).into_owned())
     }
 
@@ -150,7 +113,7 @@ async fn refused(f: &Fixture, node: &str, addresses: &[&str], endpoint: Option<&
 
 #[tokio::test]
 async fn attack_2_an_enrollee_cannot_take_another_nodes_address() {
-    let f = fixture();
+    let f = fixture().await;
     refused(
         &f,
         "node-x",
@@ -174,7 +137,7 @@ async fn attack_2_an_enrollee_cannot_take_another_nodes_address() {
 
 #[tokio::test]
 async fn attack_2_an_enrollee_cannot_claim_a_default_route_split_or_a_dns_server() {
-    let f = fixture();
+    let f = fixture().await;
     refused(&f, "node-x", &["0.0.0.0/1"], None, "outside the overlay").await;
     refused(&f, "node-y", &["128.0.0.1/1"], None, "outside the overlay").await;
     refused(
@@ -190,7 +153,7 @@ async fn attack_2_an_enrollee_cannot_claim_a_default_route_split_or_a_dns_server
 
 #[tokio::test]
 async fn attack_2_address_lists_and_endpoints_are_bounded() {
-    let f = fixture();
+    let f = fixture().await;
     let many: Vec<String> = (10..30).map(|i| format!("100.64.0.{i}/24")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     refused(&f, "node-x", &many, None, "at most").await;
@@ -208,7 +171,7 @@ async fn attack_2_address_lists_and_endpoints_are_bounded() {
 
 #[tokio::test]
 async fn attack_2_an_enrollment_without_addresses_gets_the_next_free_ones() {
-    let f = fixture();
+    let f = fixture().await;
     let token = f.invite("node-c");
     let (status, body) = f.enroll("node-c", &token, &[], None).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -237,7 +200,7 @@ fn altered(request: &EnrollRequest, edit: impl Fn(&mut serde_json::Value)) -> Ve
 
 #[tokio::test]
 async fn attack_10_a_request_seen_on_the_way_cannot_enroll_other_keys() {
-    let f = fixture();
+    let f = fixture().await;
     let token = f.invite("node-c");
     let (wg, identity) = (PrivateKey::generate(), IdentityKey::generate());
     let (request, _) =
@@ -284,7 +247,7 @@ async fn attack_10_a_request_seen_on_the_way_cannot_enroll_other_keys() {
 
 #[tokio::test]
 async fn attack_10_a_request_for_another_controller_or_with_a_wrong_token_is_refused() {
-    let f = fixture();
+    let f = fixture().await;
     let token = f.invite("node-c");
     let mut ticket = f.ticket("node-c", &token);
     let other = IdentityKey::generate();
@@ -318,7 +281,7 @@ async fn attack_10_a_request_for_another_controller_or_with_a_wrong_token_is_ref
 
 #[tokio::test]
 async fn attack_19_a_wireguard_key_of_small_order_is_refused() {
-    let f = fixture();
+    let f = fixture().await;
     let token = f.invite("node-c");
     let (request, _) = EnrollRequest::build(
         &f.ticket("node-c", &token),
@@ -341,4 +304,59 @@ async fn attack_19_a_wireguard_key_of_small_order_is_refused() {
         assert!(body.contains("small order"), "{body}");
     }
     assert_eq!(f.enrolled("node-c"), None);
+}
+
+/// A benchmark of 0.9 with `seq`, signed by `identity` as `node`; the answer's status.
+async fn benchmark_as(f: &Fixture, node: &str, identity: &IdentityKey, seq: u64) -> StatusCode {
+    let now = f.engine.clock().now_ms();
+    let body = format!(
+        r#"{{"suite_version":"s1","scores":{{"overall":0.9,"refusal":0.9,"honesty":0.9,"policy":0.9}},"measured_at_ms":{now},"seq":{seq}}}"#
+    );
+    let path = format!("/v1/benchmarks/{node}");
+    let controller = f.key.public();
+    let sig = RequestSignature::sign(
+        identity,
+        &controller,
+        node,
+        "POST",
+        &path,
+        body.as_bytes(),
+        now,
+    );
+    let mut request = Request::post(path);
+    for (name, value) in sig.headers() {
+        request = request.header(name, value);
+    }
+    f.request(request.body(Body::from(body)).unwrap()).await.0
+}
+
+/// The engine owns "commit to the store, then bring memory in step": a node enrolled
+/// through the API signs its first request at once, and a node removed is refused at once,
+/// without any caller remembering to reread the nodes.
+#[tokio::test]
+async fn an_enrolled_node_is_known_at_once_and_a_removed_one_refused_at_once() {
+    let f = fixture().await;
+    let token = f.invite("node-c");
+    let identity = IdentityKey::generate();
+    let (request, _) = EnrollRequest::build(
+        &f.ticket("node-c", &token),
+        &PrivateKey::generate(),
+        &identity,
+        Vec::new(),
+        None,
+    )
+    .unwrap();
+    let (status, body) = f.post(serde_json::to_vec(&request).unwrap()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        benchmark_as(&f, "node-c", &identity, 1).await,
+        StatusCode::CREATED,
+        "the new node's first signed request"
+    );
+    assert!(f.engine.remove_node("node-c").unwrap());
+    assert_eq!(
+        benchmark_as(&f, "node-c", &identity, 2).await,
+        StatusCode::UNAUTHORIZED,
+        "a removed node's signed request"
+    );
 }

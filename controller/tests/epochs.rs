@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use meshtun_controller::clock::Clock;
 use meshtun_controller::engine::{Engine, EngineSettings};
-use meshtun_controller::model::{NodeRecord, Policy};
+use meshtun_controller::model::Policy;
 use meshtun_controller::schedule::Schedule;
 use meshtun_controller::store::Store;
-use meshtun_proto::{IdentityKey, PrivateKey};
+use meshtun_controller::testing;
+use meshtun_proto::IdentityKey;
 
 const START_MS: u64 = 1_800_000_000_000;
 const LENGTH_MS: u64 = 10_000;
@@ -27,17 +28,7 @@ fn engine(store: Arc<Store>, key: &IdentityKey, clock: Clock) -> Arc<Engine> {
 
 fn store_with_a_node() -> Arc<Store> {
     let store = Arc::new(Store::open_in_memory().unwrap());
-    store
-        .add_node(&NodeRecord {
-            id: "node-a".into(),
-            wg_public_key: PrivateKey::generate().public_key(),
-            identity_key: IdentityKey::generate().public(),
-            addresses: vec!["100.64.0.1/24".parse().unwrap()],
-            endpoint: None,
-            pin: None,
-            enrolled_ms: 0,
-        })
-        .unwrap();
+    testing::enroll(&store, &["node-a"]);
     store
 }
 
@@ -179,17 +170,7 @@ async fn the_running_engine_follows_a_wall_clock_step_8() {
 /// A store in `dir/controller.db` holding one enrolled node.
 fn file_store_with_a_node(dir: &std::path::Path) -> Arc<Store> {
     let store = Arc::new(Store::open(dir.join("controller.db")).unwrap());
-    store
-        .add_node(&NodeRecord {
-            id: "node-a".into(),
-            wg_public_key: PrivateKey::generate().public_key(),
-            identity_key: IdentityKey::generate().public(),
-            addresses: vec!["100.64.0.1/24".parse().unwrap()],
-            endpoint: None,
-            pin: None,
-            enrolled_ms: 0,
-        })
-        .unwrap();
+    testing::enroll(&store, &["node-a"]);
     store
 }
 
@@ -300,4 +281,47 @@ async fn a_copy_restored_within_its_epoch_never_repeats_an_id_9() {
         "the restored successor is epoch {}, the original published {original:?}",
         next.epoch
     );
+}
+
+/// Publications race from three places (the schedule, `POST /v1/rotate`, the deny check):
+/// eight threads rotating at once must each get a new epoch, the ids strictly ascending in
+/// the store and in memory, and none refused with "not newer" (a 500 to an admin, a lost
+/// deny rotation).
+#[test]
+fn concurrent_publications_are_serialised() {
+    const THREADS: usize = 8;
+    const EACH: usize = 25;
+    let store = store_with_a_node();
+    let engine = engine(store.clone(), &IdentityKey::generate(), Clock::system());
+    let barrier = std::sync::Barrier::new(THREADS);
+    let results: Vec<Result<u64, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (engine, barrier) = (&engine, &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    (0..EACH)
+                        .map(|_| engine.rotate_now("race").map_err(|e| e.to_string()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let refused: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(refused.is_empty(), "publications refused: {refused:?}");
+    let mut ids = stored_ids(&store);
+    ids.reverse();
+    assert_eq!(
+        ids.len(),
+        THREADS * EACH,
+        "one stored epoch per publication"
+    );
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids not ascending");
+    // The newest epoch in memory is the newest stored one (pushed in order).
+    let current = engine.current().unwrap().record.id;
+    assert_eq!(Some(&current), ids.last(), "memory and store disagree");
 }

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 
 use meshtun_controller::clock::Clock;
 use meshtun_controller::engine::{Engine, EngineSettings};
-use meshtun_controller::model::{NodeRecord, Policy};
+use meshtun_controller::model::Policy;
 use meshtun_controller::schedule::Schedule;
 use meshtun_controller::store::Store;
+use meshtun_controller::testing;
 use meshtun_proto::bundle::{Membership, SignedBundle};
-use meshtun_proto::{IdentityKey, PrivateKey};
+use meshtun_proto::IdentityKey;
 
 const START_MS: u64 = 1_800_000_000_000;
 const NODES: usize = 5;
@@ -21,19 +22,9 @@ fn engine(clock: Clock) -> (Arc<Engine>, IdentityKey) {
 
 fn engine_with(clock: Clock, nodes: usize) -> (Arc<Engine>, IdentityKey) {
     let store = Arc::new(Store::open_in_memory().unwrap());
-    for i in 0..nodes {
-        store
-            .add_node(&NodeRecord {
-                id: format!("node-{i}"),
-                wg_public_key: PrivateKey::generate().public_key(),
-                identity_key: IdentityKey::generate().public(),
-                addresses: vec![format!("100.64.0.{}/24", i + 1).parse().unwrap()],
-                endpoint: None,
-                pin: None,
-                enrolled_ms: 0,
-            })
-            .unwrap();
-    }
+    let ids: Vec<String> = (0..nodes).map(|i| format!("node-{i}")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    testing::enroll(&store, &ids);
     let settings = EngineSettings {
         policy: Policy::default(),
         schedule: Schedule::new(60_000, 10_000).unwrap(),

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use meshtun_controller::clock::Clock;
 use meshtun_controller::engine::{Engine, EngineSettings};
-use meshtun_controller::model::{NodeRecord, Policy};
+use meshtun_controller::model::Policy;
 use meshtun_controller::schedule::Schedule;
 use meshtun_controller::store::{AuditKind, Retention, Store, StoreError, LIVE_EPOCHS};
-use meshtun_proto::{IdentityKey, PrivateKey};
+use meshtun_controller::testing;
+use meshtun_proto::IdentityKey;
 
 const START_MS: u64 = 1_800_000_000_000;
 const LENGTH_MS: u64 = 10_000;
@@ -17,17 +18,7 @@ const LEAD_MS: u64 = 3_000;
 
 fn store_with_a_node() -> Arc<Store> {
     let store = Arc::new(Store::open_in_memory().unwrap());
-    store
-        .add_node(&NodeRecord {
-            id: "node-a".into(),
-            wg_public_key: PrivateKey::generate().public_key(),
-            identity_key: IdentityKey::generate().public(),
-            addresses: vec!["100.64.0.1/24".parse().unwrap()],
-            endpoint: None,
-            pin: None,
-            enrolled_ms: 0,
-        })
-        .unwrap();
+    testing::enroll(&store, &["node-a"]);
     store
 }
 

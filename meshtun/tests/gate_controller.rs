@@ -20,7 +20,7 @@ const LONG_POLL: Duration = Duration::from_millis(300);
 
 mod common;
 
-use common::{benchmark, now_ms, Controller};
+use common::{benchmark, now_ms, Clients as _, Controller};
 
 /// Serves `app` on an ephemeral loopback port; its base URL.
 async fn serve(app: Router) -> String {
@@ -171,7 +171,7 @@ async fn a_bundle_under_another_controller_key_is_refused() {
     let wrong_pin = ControllerClient::new(
         &c.url,
         IdentityKey::generate().public(),
-        node.id,
+        &node.id,
         node.identity.clone(),
         node.wg.clone(),
     )
@@ -203,7 +203,7 @@ fn client_at(c: &Controller, n: usize, url: &str) -> ControllerClient {
     ControllerClient::new(
         url,
         c.key.public(),
-        node.id,
+        &node.id,
         node.identity.clone(),
         node.wg.clone(),
     )
@@ -250,7 +250,7 @@ async fn an_expired_bundle_is_refused_by_the_scheduler() {
     let sealer = Sealer::new(&node.wg.public_key()).unwrap();
     let bundle = Bundle {
         version: BUNDLE_VERSION,
-        node_id: node.id.into(),
+        node_id: node.id.clone(),
         recipient: node.wg.public_key(),
         epoch: 3,
         activation_ms: now - 120_000,
@@ -260,7 +260,7 @@ async fn an_expired_bundle_is_refused_by_the_scheduler() {
         membership: Membership::Allowed,
         seal_key: Some(sealer.ephemeral()),
         peers: vec![meshtun_proto::bundle::BundlePeer {
-            node_id: peer.id.into(),
+            node_id: peer.id.clone(),
             public_key: peer.wg.public_key(),
             endpoint: None,
             allowed_ips: vec![],

@@ -15,7 +15,7 @@ const EPOCH_MS: u64 = 4_000;
 
 mod common;
 
-use common::{now_ms, Controller, Node};
+use common::{now_ms, Controller};
 
 async fn controller() -> Controller {
     common::start(common::Options {
@@ -23,7 +23,7 @@ async fn controller() -> Controller {
         epoch_ms: EPOCH_MS,
         lead_ms: 1_000,
         long_poll: Duration::from_millis(500),
-        tls: None,
+        ..common::Options::default()
     })
     .await
 }
@@ -36,12 +36,17 @@ struct Running {
 
 /// Starts node `n`'s gating tasks with simulated scores around `mean`.
 fn start(c: &Controller, n: usize, mean: f64, dir: &std::path::Path) -> Running {
+    start_at(&c.url, c, n, mean, dir)
+}
+
+/// [`start`], against the controller at `url`.
+fn start_at(url: &str, c: &Controller, n: usize, mean: f64, dir: &std::path::Path) -> Running {
     let node = &c.nodes[n];
     let options = GateOptions {
         controller: ControllerSettings {
-            url: c.url.clone(),
+            url: url.to_owned(),
             public_key: c.key.public(),
-            node_id: node.id.into(),
+            node_id: node.id.clone(),
             identity_key_file: dir.join(format!("{}.identity", node.id)),
             on_controller_loss: LossPolicy::FailClosed,
             grace: Duration::from_secs(1),
@@ -58,9 +63,9 @@ fn start(c: &Controller, n: usize, mean: f64, dir: &std::path::Path) -> Running 
         wg_private: node.wg.clone(),
     };
     let client = ControllerClient::new(
-        &c.url,
+        url,
         c.key.public(),
-        node.id,
+        &node.id,
         node.identity.clone(),
         node.wg.clone(),
     )
@@ -180,18 +185,7 @@ async fn a_restarted_node_uses_its_cached_bundle_before_the_controller_answers()
     wait_for_file(&dir.path().join("node-a.bundle")).await;
     drop(a);
     // Restart node-a against a controller URL that does not answer: the cache is enough.
-    let mut c2 = Controller {
-        url: "http://127.0.0.1:9".into(),
-        engine: c.engine.clone(),
-        key: c.key.clone(),
-        nodes: Vec::new(),
-    };
-    c2.nodes.push(Node {
-        id: "node-a",
-        wg: c.nodes[0].wg.clone(),
-        identity: c.nodes[0].identity.clone(),
-    });
-    let mut again = start(&c2, 0, 0.9, dir.path());
+    let mut again = start_at("http://127.0.0.1:9", &c, 0, 0.9, dir.path());
     let restored = next(&mut again, Duration::from_secs(1)).await;
     assert_eq!(restored.epoch, first.epoch);
     assert_eq!(restored.peers, first.peers);

@@ -20,7 +20,13 @@ async fn controller() -> Controller {
     common::start(common::Options::default()).await
 }
 
-impl Controller {
+/// Invites, as `meshtun-controller invite` issues them.
+trait Invite {
+    /// Issues an invite for `node` and returns its ticket.
+    fn invite(&self, node: &str, addresses: Option<&[IpNet]>, endpoint: Option<&str>) -> Ticket;
+}
+
+impl Invite for Controller {
     /// Issues an invite for `node` (as `meshtun-controller invite` does) and returns its
     /// ticket.
     fn invite(&self, node: &str, addresses: Option<&[IpNet]>, endpoint: Option<&str>) -> Ticket {

@@ -1,5 +1,6 @@
-//! The embedded controller: meshtun-controller's engine and API, on a thread of its own
-//! inside the controller's namespace, with its SQLite database in the demo's directory.
+//! The embedded controller: meshtun-controller served by its own entry point
+//! ([`meshtun_controller::serve`]), on a thread of its own inside the controller's
+//! namespace, with its SQLite database in the demo's directory.
 //!
 //! The API serves from the start (nodes submit benchmarks), but epochs begin only when
 //! [`EmbeddedController::begin_epochs`] is called, so that the first epoch already decides
@@ -11,13 +12,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use meshtun_controller::api::{router, Api};
+use meshtun_controller::api::ApiSettings;
 use meshtun_controller::clock::Clock;
 use meshtun_controller::config::Limits;
 use meshtun_controller::engine::{Engine, EngineSettings};
 use meshtun_controller::model::{NodeRecord, Policy};
 use meshtun_controller::schedule::Schedule;
 use meshtun_controller::store::Store;
+use meshtun_controller::{Epochs, ServeSettings};
 use meshtun_proto::IdentityKey;
 use rand_core::{OsRng, RngCore};
 use tokio::sync::{oneshot, watch};
@@ -192,31 +194,37 @@ fn serve(
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        let api = Arc::new(Api::new(
-            engine.clone(),
-            random_token(),
-            None,
-            CLOCK_SKEW,
-            LONG_POLL,
-            Limits::default(),
-        ));
-        let stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        let schedule = tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                tokio::select! {
-                    began = begin => if began.is_ok() { engine.run(stopped(stop)).await },
-                    () = stopped(stop.clone()) => {}
-                }
+        // Epochs start when the demo says so; never if it drops the sender.
+        let begin = Box::pin(async move {
+            if begin.await.is_err() {
+                std::future::pending::<()>().await;
             }
         });
+        let settings = ServeSettings {
+            engine,
+            api: ApiSettings {
+                admin_token: random_token(),
+                read_token: None,
+                clock_skew: CLOCK_SKEW,
+                long_poll: LONG_POLL,
+                limits: Limits::default(),
+            },
+            tls: None,
+            status: None,
+            epochs: Epochs::After(begin),
+        };
         let _ = ready.send(());
-        let served = axum::serve(listener, router(api))
-            .with_graceful_shutdown(stopped(stop))
-            .await;
-        let _ = schedule.await;
-        served.map_err(|e| format!("the controller's API failed: {e}"))
+        let mut stop = stop;
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        meshtun_controller::serve(listener, settings, stopped)
+            .await
+            .map_err(|e| {
+                format!(
+                    "the controller failed: {}",
+                    meshtun_proto::report::describe(&e)
+                )
+            })
     })
 }

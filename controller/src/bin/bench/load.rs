@@ -1,4 +1,4 @@
-//! Serving rate: the real API router on 127.0.0.1, driven by concurrent clients that fetch
+//! Serving rate: the real controller ([`meshtun_controller::serve`]) on 127.0.0.1, driven by concurrent clients that fetch
 //! signed `GET /v1/config/{node}` for a fixed time.
 //!
 //! Every request carries its own signature and nonce. They are signed before the clock
@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use meshtun_controller::api::{router, Api};
+use meshtun_controller::api::ApiSettings;
 use meshtun_controller::config::Limits;
 use meshtun_controller::engine::Engine;
-use meshtun_controller::server::{serve, ServeOptions};
+use meshtun_controller::{serve, Epochs, ServeSettings};
 use meshtun_proto::auth::RequestSignature;
 use meshtun_proto::IdentityPublic;
 use zeroize::Zeroizing;
@@ -119,27 +119,24 @@ pub async fn run(engine: Arc<Engine>, nodes: &[&SimNode], spec: &LoadSpec) -> Re
         node_burst: 10_000,
         ..Limits::default()
     };
-    let api = Arc::new(Api::new(
-        engine.clone(),
-        Zeroizing::new("bench-admin-token".to_owned()),
-        None,
-        Duration::from_secs(60),
-        Duration::from_secs(1),
+    let api = ApiSettings {
+        admin_token: Zeroizing::new("bench-admin-token".to_owned()),
+        read_token: None,
+        clock_skew: Duration::from_secs(60),
+        long_poll: Duration::from_secs(1),
         limits,
-    ));
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let options = ServeOptions {
-        limits,
+    // The epochs are rotated by the bench itself: no engine task.
+    let settings = ServeSettings {
+        engine: engine.clone(),
+        api,
         tls: None,
-        on_refused: Arc::new(|_| {}),
+        status: None,
+        epochs: Epochs::Manual,
     };
-    let server = tokio::spawn(serve(
-        listener,
-        router(api),
-        options,
-        std::future::pending(),
-    ));
+    let server = tokio::spawn(serve(listener, settings, std::future::pending()));
     let controller = engine.public_key();
     let requests = Arc::new(sign_all(
         &controller,

@@ -1,0 +1,46 @@
+//! The writes that change what the engine holds in memory: each commits to the store, then
+//! brings the engine in step, so that no caller has to remember the second half.
+
+use meshtun_proto::auth::RequestSignature;
+use meshtun_proto::enroll::Enrollment;
+
+use super::Engine;
+use crate::model::{BenchmarkRecord, NodeRecord};
+use crate::store::StoreError;
+
+impl Engine {
+    /// Stores a node's benchmark, checked against `raw_body` and `sig` (the signed request
+    /// over `path`), and has [`Engine::check_on_benchmarks`] look for newly failing nodes
+    /// within [`super::DENY_CHECK_INTERVAL`]. Blocking (SQLite).
+    pub fn submit_benchmark(
+        &self,
+        record: &BenchmarkRecord,
+        raw_body: &[u8],
+        sig: &RequestSignature,
+        path: &str,
+    ) -> Result<(), StoreError> {
+        self.store
+            .insert_benchmark(&self.public_key(), record, raw_body, sig, path)?;
+        self.benchmarks.notify_one();
+        Ok(())
+    }
+
+    /// Redeems the invite `enrollment` proves at `now_ms` and enrolls the node, which may
+    /// sign requests at once. The caller checks the proofs of key possession first.
+    /// Blocking (SQLite).
+    pub fn enroll(&self, enrollment: &Enrollment, now_ms: u64) -> Result<NodeRecord, StoreError> {
+        let node = self
+            .store
+            .redeem_invite(enrollment, &self.network, now_ms)?;
+        self.refresh_nodes()?;
+        Ok(node)
+    }
+
+    /// Removes node `id` (false if there was none); its requests are refused at once, and
+    /// the next deny check ([`Engine::check_deny`]) rotates it out of the mesh. Blocking.
+    pub fn remove_node(&self, id: &str) -> Result<bool, StoreError> {
+        let removed = self.store.remove_node(id)?;
+        self.refresh_nodes()?;
+        Ok(removed)
+    }
+}
