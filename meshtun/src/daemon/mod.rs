@@ -43,7 +43,10 @@ type HostDevice = Device<Tun, HostUdp>;
 /// Where the daemon keeps its runtime files, and how it gets its tun device.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Host-setup state files and pid files (`/run/meshtun`).
+    /// Host-setup state files and pid files (`/run/meshtun`). In a network namespace other
+    /// than the initial one, [`up`] and [`down`] use its subdirectory for that namespace
+    /// ([`host::netns::state_dir`]), so that interfaces of one name in two namespaces do not
+    /// collide.
     pub state_dir: PathBuf,
     /// UAPI sockets (`/var/run/wireguard`, where `wg` looks).
     pub uapi_dir: PathBuf,
@@ -63,6 +66,16 @@ impl Default for Options {
             uapi_dir: PathBuf::from(uapi::SOCKET_DIR),
             existing_tun: false,
             user: None,
+        }
+    }
+}
+
+impl Options {
+    /// These options with the state directory of this process's network namespace.
+    fn in_this_netns(&self) -> Options {
+        Options {
+            state_dir: host::netns::state_dir(&self.state_dir),
+            ..self.clone()
         }
     }
 }
@@ -194,6 +207,19 @@ pub async fn check(path: &Path) -> Result<(Config, DeviceSettings, Vec<String>),
 /// `opts.uapi_dir`, and the daemon neither creates nor removes that file; otherwise the
 /// daemon binds the socket itself.
 pub async fn up(
+    config_path: &Path,
+    opts: &Options,
+    inherited: Option<uapi::Inherited>,
+) -> Result<(), DaemonError> {
+    // Chosen once, before privileges are dropped (the initial namespace is pid 1's).
+    let ours = opts.in_this_netns();
+    let result = serve_interface(config_path, &ours, inherited).await;
+    host::netns::remove_if_empty(&opts.state_dir, &ours.state_dir);
+    result
+}
+
+/// [`up`] with the state directory of this namespace.
+async fn serve_interface(
     config_path: &Path,
     opts: &Options,
     inherited: Option<uapi::Inherited>,

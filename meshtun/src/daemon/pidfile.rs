@@ -33,7 +33,8 @@ pub fn read(dir: &Path, ifname: &str) -> Option<i32> {
     }
     let mut text = String::new();
     file.take(32).read_to_string(&mut text).ok()?;
-    text.trim().parse().ok()
+    // Never 0 or negative: kill(2) would take those for a process group or every process.
+    text.trim().parse().ok().filter(|pid: &i32| *pid > 0)
 }
 
 /// A pid file owned by this process, removed when dropped.
@@ -88,5 +89,14 @@ mod tests {
         fs::write(path(dir.path(), "mt0"), "1\n").unwrap();
         drop(file);
         assert_eq!(read(dir.path(), "mt0"), Some(1));
+    }
+
+    #[test]
+    fn a_pid_that_kill_would_take_for_a_group_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for planted in ["-1\n", "0\n", "-4242\n"] {
+            fs::write(path(dir.path(), "mt0"), planted).unwrap();
+            assert_eq!(read(dir.path(), "mt0"), None, "{planted:?}");
+        }
     }
 }

@@ -25,6 +25,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::dns::DnsRecord;
+use super::netns::NetnsId;
 use super::routes::Family;
 use super::HostError;
 
@@ -91,6 +92,10 @@ pub struct Owner {
     pub pid: u32,
     /// The process's start time in clock ticks since boot (Linux), to tell a reused pid apart.
     pub start_time: Option<u64>,
+    /// The network namespace it ran in (Linux; absent from files of older versions): what it
+    /// set up exists only there, so no other namespace undoes it.
+    #[serde(default)]
+    pub netns: Option<NetnsId>,
 }
 
 impl Owner {
@@ -104,7 +109,15 @@ impl Owner {
         Owner {
             pid,
             start_time: process_start_time(pid),
+            netns: NetnsId::of(pid),
         }
+    }
+
+    /// The namespace the owner ran in, when it is known and is not this process's: a state
+    /// file that says so is not to be undone here.
+    pub fn foreign_netns(&self) -> Option<NetnsId> {
+        let theirs = self.netns?;
+        (NetnsId::current() != Some(theirs)).then_some(theirs)
     }
 
     /// True when this is the current process.
@@ -210,6 +223,30 @@ impl State {
             down_hooks,
             existing_link: false,
         }
+    }
+
+    /// Fails unless this process may undo the file at `path`: with
+    /// [`HostError::OtherNamespace`] when it was written in another network namespace (its
+    /// objects are not in this one, and the owner's namespace must clean up after it), with
+    /// [`HostError::InUse`] while the process that wrote it still runs.
+    pub fn check_undoable(&self, path: &Path) -> Result<(), HostError> {
+        if let Some(theirs) = self.owner.foreign_netns() {
+            return Err(HostError::OtherNamespace {
+                ifname: self.ifname.clone(),
+                path: path.to_owned(),
+                pid: self.owner.pid,
+                theirs: theirs.to_string(),
+                ours: NetnsId::current().map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
+            });
+        }
+        if !self.owner.is_current() && self.owner.is_alive() {
+            return Err(HostError::InUse {
+                ifname: self.ifname.clone(),
+                pid: self.owner.pid,
+                path: path.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// True when no applied object is left to undo.
@@ -432,7 +469,16 @@ impl StateFile {
             file.write_all(&text)?;
             file.sync_all()
         };
-        write().map_err(|e| self.io_error(&tmp, e))?;
+        // A namespace's subdirectory is removed when its last daemon stops: if that happened
+        // between the check and the write, create it again, once.
+        match write() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.ensure_dir()?;
+                write()
+            }
+            other => other,
+        }
+        .map_err(|e| self.io_error(&tmp, e))?;
         fs::rename(&tmp, &self.path).map_err(|e| self.io_error(&self.path, e))
     }
 
@@ -459,6 +505,8 @@ impl StateFile {
         Ok(())
     }
 
+    /// Creates the directory (mode 0700) if needed. A namespace's subdirectory must be a
+    /// directory, not a link to one: whoever owns the state directory must not redirect it.
     fn ensure_dir(&self) -> Result<(), HostError> {
         match fs::DirBuilder::new()
             .recursive(true)
@@ -467,6 +515,11 @@ impl StateFile {
         {
             Ok(()) => {}
             Err(e) => return Err(self.io_error(&self.dir, e)),
+        }
+        let meta = fs::symlink_metadata(&self.dir).map_err(|e| self.io_error(&self.dir, e))?;
+        if super::netns::is_subdir(&self.dir) && !meta.is_dir() {
+            let why = io::Error::new(io::ErrorKind::InvalidInput, "not a directory (a link?)");
+            return Err(self.io_error(&self.dir, why));
         }
         let meta = fs::metadata(&self.dir).map_err(|e| self.io_error(&self.dir, e))?;
         if meta.permissions().mode() & 0o077 != 0 {
@@ -695,12 +748,14 @@ mod tests {
         let dead = Owner {
             pid,
             start_time: Some(1),
+            netns: me.netns,
         };
         assert!(!dead.is_alive());
         if cfg!(target_os = "linux") {
             let reused = Owner {
                 pid: me.pid,
                 start_time: me.start_time.map(|t| t + 1),
+                ..me
             };
             assert!(
                 !reused.is_alive(),
