@@ -133,6 +133,16 @@ fn down_in_one_namespace_never_stops_the_daemon_of_another() {
     let mut da = Daemon::start(&net.ns_a, &net.ca);
     let pid = da.pid().expect("the daemon runs");
 
+    // B's daemon for the same name cannot share the UAPI socket path, and is told so.
+    let dir = tempfile::tempdir().unwrap();
+    let config = net.cb.write_toml(dir.path());
+    let out = meshtun_in(&net.ns_b, &["up", config.to_str().unwrap()], DOWN_TIMEOUT);
+    assert!(
+        !out.success() && out.stderr.contains("--uapi-dir or mount namespace"),
+        "a second daemon on the same UAPI socket path is not told what to do: {out:?}"
+    );
+    da.assert_running();
+
     let out = down_in(&net.ns_b, &ifname, None);
     da.assert_running();
     assert!(

@@ -184,16 +184,21 @@ async fn down_here(target: &str, opts: &Options) -> Result<DownOutcome, DaemonEr
     }
     let cleaned = host::cleanup_stale(&ifname, &opts.state_dir, &hooks).await?;
     let stale_pid_file = std::fs::remove_file(pidfile::path(&opts.state_dir, &ifname)).is_ok();
-    if !(cleaned || stale_pid_file) {
-        // Nothing says this namespace's daemon crashed; a dead socket at the shared path may
-        // be another namespace's, left for its own `down` (or replaced by the next start).
-        return Ok(DownOutcome::NotRunning);
-    }
+    // A dead socket at the shared path may be another namespace's, left for its own `down`
+    // (or replaced by the next start): it is removed only when a state or pid file says that
+    // this namespace's daemon did not stop cleanly.
     let socket = crate::uapi::socket_path_in(&opts.uapi_dir, &ifname);
-    if socket.exists() && std::os::unix::net::UnixStream::connect(&socket).is_err() {
+    let stale_socket = (cleaned || stale_pid_file)
+        && socket.exists()
+        && std::os::unix::net::UnixStream::connect(&socket).is_err();
+    if stale_socket {
         let _ = std::fs::remove_file(&socket);
     }
-    Ok(DownOutcome::CleanedUp)
+    Ok(if cleaned || stale_socket {
+        DownOutcome::CleanedUp
+    } else {
+        DownOutcome::NotRunning
+    })
 }
 
 #[cfg(test)]

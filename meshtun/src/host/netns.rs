@@ -34,10 +34,12 @@ impl fmt::Display for NetnsId {
 }
 
 impl NetnsId {
-    /// The namespace of this process; `None` without `/proc` (macOS), where there are no
-    /// network namespaces.
+    /// The namespace of the calling thread (where its sockets and netlink requests go,
+    /// also after a `setns` of that thread alone); `None` without `/proc` (macOS), where
+    /// there are no network namespaces.
     pub fn current() -> Option<NetnsId> {
-        Self::at(Path::new("/proc/self/ns/net"))
+        Self::at(Path::new("/proc/thread-self/ns/net"))
+            .or_else(|| Self::at(Path::new("/proc/self/ns/net")))
     }
 
     /// The namespace of process `pid`; `None` if it is gone or may not be inspected.

@@ -99,9 +99,12 @@ pub struct Owner {
 }
 
 impl Owner {
-    /// The current process.
+    /// The current process, in the calling thread's network namespace.
     pub fn current() -> Owner {
-        Owner::of(std::process::id())
+        Owner {
+            netns: NetnsId::current(),
+            ..Owner::of(std::process::id())
+        }
     }
 
     /// The running process `pid`.
