@@ -18,13 +18,18 @@ use serde::{Deserialize, Serialize};
 const SUBDIR_PREFIX: &str = "netns-";
 
 /// A network namespace, by the device and inode of its `/proc/PID/ns/net` file (unique
-/// while the namespace exists).
+/// while the namespace exists, and soon reused after), and the namespace's cookie where
+/// known (unique until reboot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NetnsId {
     /// The device of the namespace file system.
     pub dev: u64,
     /// The inode, as in `net:[INODE]`.
     pub ino: u64,
+    /// `SO_NETNS_COOKIE` (Linux 5.14): tells a namespace from an earlier one that had the
+    /// same inode. Known for the calling thread's namespace only.
+    #[serde(default)]
+    pub cookie: Option<u64>,
 }
 
 impl fmt::Display for NetnsId {
@@ -38,8 +43,22 @@ impl NetnsId {
     /// also after a `setns` of that thread alone); `None` without `/proc` (macOS), where
     /// there are no network namespaces.
     pub fn current() -> Option<NetnsId> {
-        Self::at(Path::new("/proc/thread-self/ns/net"))
-            .or_else(|| Self::at(Path::new("/proc/self/ns/net")))
+        let id = Self::at(Path::new("/proc/thread-self/ns/net"))
+            .or_else(|| Self::at(Path::new("/proc/self/ns/net")))?;
+        Some(NetnsId {
+            cookie: current_cookie(),
+            ..id
+        })
+    }
+
+    /// Whether `self` and `other` are one namespace: the same inode, and the same cookie
+    /// when both know theirs.
+    pub fn same(&self, other: &NetnsId) -> bool {
+        let cookies_agree = match (self.cookie, other.cookie) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        self.dev == other.dev && self.ino == other.ino && cookies_agree
     }
 
     /// The namespace of process `pid`; `None` if it is gone or may not be inspected.
@@ -52,8 +71,43 @@ impl NetnsId {
         Some(NetnsId {
             dev: meta.dev(),
             ino: meta.ino(),
+            cookie: None,
         })
     }
+}
+
+/// The cookie of the calling thread's network namespace, from a socket opened there.
+#[cfg(target_os = "linux")]
+fn current_cookie() -> Option<u64> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    use std::os::fd::AsRawFd;
+    // Unbound: a fresh namespace may have no address at all yet.
+    let socket = socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ok()?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: a valid socket fd, and a pointer to a u64 (the option's type) with its length,
+    // both outliving the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            std::ptr::addr_of_mut!(cookie).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && len as usize == std::mem::size_of::<u64>()).then_some(cookie)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn current_cookie() -> Option<u64> {
+    None
 }
 
 /// Whether process `pid` is in this process's network namespace: `true` where there are no
@@ -62,7 +116,7 @@ impl NetnsId {
 pub fn same_as_current(pid: u32) -> bool {
     match NetnsId::current() {
         None => true,
-        Some(ours) => NetnsId::of(pid) == Some(ours),
+        Some(ours) => NetnsId::of(pid).is_some_and(|theirs| theirs.same(&ours)),
     }
 }
 
@@ -72,7 +126,7 @@ pub fn same_as_current(pid: u32) -> bool {
 /// dropping privileges.
 pub fn state_dir(base: &Path) -> PathBuf {
     match (NetnsId::current(), initial()) {
-        (Some(ours), Some(initial)) if ours != initial => subdir(base, ours),
+        (Some(ours), Some(initial)) if !ours.same(&initial) => subdir(base, ours),
         _ => base.to_owned(),
     }
 }
@@ -125,7 +179,16 @@ mod tests {
     #[test]
     fn this_process_and_its_pid_are_in_the_same_namespace() {
         let ours = NetnsId::current().expect("/proc/self/ns/net is readable");
-        assert_eq!(NetnsId::of(std::process::id()), Some(ours));
+        assert!(ours.cookie.is_some(), "no SO_NETNS_COOKIE");
+        assert!(NetnsId::of(std::process::id()).is_some_and(|id| id.same(&ours)));
+        let reused = NetnsId {
+            cookie: ours.cookie.map(|c| c + 1),
+            ..ours
+        };
+        assert!(
+            !reused.same(&ours),
+            "a reused inode counts as the same namespace"
+        );
         assert!(same_as_current(std::process::id()));
         assert!(
             !same_as_current(u32::MAX),
@@ -147,6 +210,7 @@ mod tests {
         let id = NetnsId {
             dev: 4,
             ino: 4026532281,
+            cookie: None,
         };
         let dir = subdir(base.path(), id);
         assert_eq!(dir, base.path().join("netns-4026532281"));

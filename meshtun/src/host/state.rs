@@ -120,7 +120,8 @@ impl Owner {
     /// file that says so is not to be undone here.
     pub fn foreign_netns(&self) -> Option<NetnsId> {
         let theirs = self.netns?;
-        (NetnsId::current() != Some(theirs)).then_some(theirs)
+        let ours = NetnsId::current();
+        (!ours.is_some_and(|ours| ours.same(&theirs))).then_some(theirs)
     }
 
     /// True when this is the current process.

@@ -376,6 +376,13 @@ mod tests {
                 ..ours
             }),
         };
+        let reused_inode = Owner {
+            netns: Some(crate::host::netns::NetnsId {
+                cookie: ours.cookie.map(|c| c.wrapping_add(1)),
+                ..ours
+            }),
+            ..state.owner
+        };
         // Nothing recorded: were the file undone after all, it must not change this host.
         let file = StateFile::new(dir.path(), "mt0");
         file.save_now(&state).unwrap();
@@ -386,6 +393,18 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains(&format!("net:[{}]", ours.ino + 1)), "{text}");
         assert!(text.contains("mt0.json"), "{text}");
+        assert_eq!(
+            file.load().unwrap(),
+            Some(state.clone()),
+            "the file was changed"
+        );
+        // A file of an earlier namespace with this one's inode (reused) is not ours either.
+        state.owner = reused_inode;
+        file.save_now(&state).unwrap();
+        let err = cleanup_stale("mt0", dir.path(), &Hooks::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HostError::OtherNamespace { .. }), "{err}");
         assert_eq!(file.load().unwrap(), Some(state), "the file was changed");
     }
 
