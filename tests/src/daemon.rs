@@ -155,6 +155,14 @@ impl<'ns> Daemon<'ns> {
         let dir = tempfile::tempdir().expect("cannot create a temporary directory");
         let mut dirs = RuntimeDirs::private(dir.path());
         dirs.per_netns = privilege == Privilege::SwitchUser;
+        if dirs.per_netns {
+            // Root's, as meshtun creates /run/meshtun: the daemon must give its user a way in.
+            std::fs::set_permissions(
+                &dirs.state,
+                <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700),
+            )
+            .expect("cannot make the state directory private");
+        }
         let config_path = crate::config::write_secret(
             dir.path(),
             &format!("{}.toml", config.name()),

@@ -213,15 +213,16 @@ pub async fn up(
 ) -> Result<(), DaemonError> {
     // Chosen once, before privileges are dropped (the initial namespace is pid 1's).
     let ours = opts.in_this_netns();
-    let result = serve_interface(config_path, &ours, inherited).await;
+    let result = serve_interface(config_path, &ours, &opts.state_dir, inherited).await;
     host::netns::remove_if_empty(&opts.state_dir, &ours.state_dir);
     result
 }
 
-/// [`up`] with the state directory of this namespace.
+/// [`up`] with the state directory of this namespace (under `base`, the one given).
 async fn serve_interface(
     config_path: &Path,
     opts: &Options,
+    #[cfg_attr(not(target_os = "linux"), allow(unused_variables))] base: &Path,
     inherited: Option<uapi::Inherited>,
 ) -> Result<(), DaemonError> {
     let (config, settings, warnings) = check(config_path).await?;
@@ -272,6 +273,9 @@ async fn serve_interface(
     let device = Arc::new(device);
     #[cfg(target_os = "linux")]
     if let Some(user) = &run_as {
+        // The user needs its way into (and, to remove it at the end, out of) a namespace's
+        // subdirectory too, as it had the whole directory before namespaces had their own.
+        user.own_dir(base)?;
         user.own_dir(&opts.state_dir)?;
         // The UAPI directory stays root's: the user must not be able to plant a socket for
         // another interface there, where root's `wg` looks. The daemon's own socket is then
