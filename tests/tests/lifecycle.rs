@@ -287,6 +287,7 @@ fn crash(net: &DefaultRoute, da: &mut Daemon<'_>) -> u32 {
         up.nft_tables
     );
 
+    wait_for_pid_file(&net.ns_a, &name);
     let status = da.kill();
     eprintln!("killed meshtun {name}: {status}");
     let left = Policy::read(&net.ns_a, mark);
@@ -303,6 +304,17 @@ fn crash(net: &DefaultRoute, da: &mut Daemon<'_>) -> u32 {
         "no state file to clean up from"
     );
     mark
+}
+
+/// Waits until the daemon for `name` in `ns` has written its pid file, the last step of its
+/// start (after the UAPI socket answers), so that a kill leaves one behind.
+fn wait_for_pid_file(ns: &Netns, name: &str) {
+    let file = pid_file(ns, name);
+    assert!(
+        wait_until(Duration::from_secs(5), || file.exists()),
+        "no pid file {} within 5 s",
+        file.display()
+    );
 }
 
 /// Asserts that nothing of interface `name` is left in `ns` or in the runtime directories.
@@ -518,6 +530,7 @@ fn a_killed_daemon_is_cleaned_up_when_a_test_panics() {
         let net = DefaultRoute::new("crash_panic");
         let mut da = Daemon::start(&net.ns_a, &net.ca);
         let name = da.name().to_owned();
+        wait_for_pid_file(&net.ns_a, &name);
         da.kill();
         let files = [
             uapi_socket(&name),

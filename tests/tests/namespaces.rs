@@ -9,7 +9,8 @@ use std::time::Duration;
 use meshtun_e2e::config::{Config, Node};
 use meshtun_e2e::traffic::assert_ping;
 use meshtun_e2e::{
-    meshtun_in, pid_file, require_root, state_file, Daemon, Netns, Output, Veth, STATE_DIR,
+    meshtun_in, pid_file, require_root, state_file, wait_until, Daemon, Netns, Output, Veth,
+    STATE_DIR,
 };
 
 /// How long `meshtun down` may take.
@@ -104,8 +105,9 @@ fn two_wg0_daemons_in_two_namespaces_coexist() {
     let db = Daemon::start_private_uapi(&net.ns_b, &net.cb);
     for ns in [&net.ns_a, &net.ns_b] {
         let [state, pid, _] = runtime_files(ns, IFNAME);
+        // The pid file is the last step of the start, after the UAPI socket answers.
         assert!(
-            state.exists() && pid.exists(),
+            wait_until(Duration::from_secs(5), || state.exists() && pid.exists()),
             "{} or {} missing",
             state.display(),
             pid.display()

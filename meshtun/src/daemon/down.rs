@@ -142,7 +142,7 @@ fn socket_holder(socket: &Path) -> Option<i32> {
 /// Stops the daemon for `target` in this network namespace, waiting for it to undo its
 /// setup, or cleans up after one that crashed there.
 pub async fn down(target: &str, opts: &Options) -> Result<DownOutcome, DaemonError> {
-    let ours = opts.in_this_netns();
+    let ours = opts.in_this_netns()?;
     let result = down_here(target, &ours).await;
     netns::remove_if_empty(&opts.state_dir, &ours.state_dir);
     result

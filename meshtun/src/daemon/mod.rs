@@ -71,12 +71,18 @@ impl Default for Options {
 }
 
 impl Options {
-    /// These options with the state directory of this process's network namespace.
-    fn in_this_netns(&self) -> Options {
-        Options {
-            state_dir: host::netns::state_dir(&self.state_dir),
+    /// These options with the state directory of this process's network namespace, which
+    /// must not be a link.
+    fn in_this_netns(&self) -> Result<Options, DaemonError> {
+        let state_dir = host::netns::state_dir(&self.state_dir);
+        host::netns::check_subdir(&state_dir).map_err(|source| DaemonError::File {
+            path: state_dir.clone(),
+            source,
+        })?;
+        Ok(Options {
+            state_dir,
             ..self.clone()
-        }
+        })
     }
 }
 
@@ -212,7 +218,7 @@ pub async fn up(
     inherited: Option<uapi::Inherited>,
 ) -> Result<(), DaemonError> {
     // Chosen once, before privileges are dropped (the initial namespace is pid 1's).
-    let ours = opts.in_this_netns();
+    let ours = opts.in_this_netns()?;
     let result = serve_interface(config_path, &ours, &opts.state_dir, inherited).await;
     host::netns::remove_if_empty(&opts.state_dir, &ours.state_dir);
     result

@@ -149,13 +149,32 @@ fn parent_pid(stat: &str) -> Option<u32> {
     after_comm.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Fails if `dir`, a namespace's subdirectory of the state directory, exists as anything
+/// but a directory: whoever owns the state directory (the daemon's user, under systemd)
+/// could otherwise point it, as a symbolic link, at a directory where root's `down` would
+/// then remove and write files.
+pub fn check_subdir(dir: &Path) -> std::io::Result<()> {
+    if !is_subdir(dir) {
+        return Ok(());
+    }
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a directory (a symbolic link?): refusing to use it as this network \
+             namespace's state directory",
+        )),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// `base/netns-INODE`.
 pub fn subdir(base: &Path, netns: NetnsId) -> PathBuf {
     base.join(format!("{SUBDIR_PREFIX}{}", netns.ino))
 }
 
 /// True when `dir` is named like a namespace's subdirectory.
-pub fn is_subdir(dir: &Path) -> bool {
+fn is_subdir(dir: &Path) -> bool {
     dir.file_name()
         .and_then(|name| name.to_str())
         .is_some_and(|name| name.starts_with(SUBDIR_PREFIX))
@@ -195,6 +214,19 @@ mod tests {
             "an unknown process counts as elsewhere"
         );
         assert_eq!(ours.to_string(), format!("net:[{}]", ours.ino));
+    }
+
+    #[test]
+    fn a_namespace_subdirectory_that_is_a_link_is_refused() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("netns-7");
+        check_subdir(&dir).expect("a missing subdirectory is fine");
+        std::os::unix::fs::symlink(base.path(), &dir).unwrap();
+        let err = check_subdir(&dir).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        std::fs::remove_file(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        check_subdir(&dir).expect("a directory is fine");
     }
 
     #[test]

@@ -464,10 +464,16 @@ impl StateFile {
         })?;
         let tmp = self.dir.join(format!(".{}.json.tmp", self.ifname));
         let write = || -> io::Result<()> {
+            // Always a new file: whoever else may write the directory (the daemon's user,
+            // when root cleans up) must not make this write go through a link they planted.
+            match fs::remove_file(&tmp) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
             let mut file = fs::OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
                 .mode(0o600)
                 .open(&tmp)?;
             file.write_all(&text)?;
@@ -520,11 +526,7 @@ impl StateFile {
             Ok(()) => {}
             Err(e) => return Err(self.io_error(&self.dir, e)),
         }
-        let meta = fs::symlink_metadata(&self.dir).map_err(|e| self.io_error(&self.dir, e))?;
-        if super::netns::is_subdir(&self.dir) && !meta.is_dir() {
-            let why = io::Error::new(io::ErrorKind::InvalidInput, "not a directory (a link?)");
-            return Err(self.io_error(&self.dir, why));
-        }
+        super::netns::check_subdir(&self.dir).map_err(|e| self.io_error(&self.dir, e))?;
         let meta = fs::metadata(&self.dir).map_err(|e| self.io_error(&self.dir, e))?;
         if meta.permissions().mode() & 0o077 != 0 {
             fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
@@ -631,6 +633,27 @@ mod tests {
         fs::write(&target, serde_json::to_vec(&sample()).unwrap()).unwrap();
         std::os::unix::fs::symlink(&target, dir.path().join("mt0.json")).unwrap();
         assert!(StateFile::new(dir.path(), "mt0").load().is_err());
+    }
+
+    /// The daemon's user, who may write the state directory, plants the temporary file as
+    /// a link (symbolic or hard) to a file of root's: root's next write leaves it alone.
+    #[test]
+    fn a_planted_temporary_file_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        let file = StateFile::new(&dir.path().join("run"), "mt0");
+        file.save_now(&sample()).unwrap();
+        let tmp = dir.path().join("run/.mt0.json.tmp");
+        for plant in [
+            |victim: &Path, tmp: &Path| std::os::unix::fs::symlink(victim, tmp),
+            |victim: &Path, tmp: &Path| fs::hard_link(victim, tmp),
+        ] {
+            fs::write(&victim, "root's").unwrap();
+            plant(&victim, &tmp).unwrap();
+            file.save_now(&sample()).unwrap();
+            assert_eq!(fs::read_to_string(&victim).unwrap(), "root's");
+            assert_eq!(file.load().unwrap(), Some(sample()));
+        }
     }
 
     #[test]
