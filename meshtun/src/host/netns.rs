@@ -1,8 +1,8 @@
 //! Which network namespace a process is in, and the state directory of each namespace.
 //!
 //! Interface names are per network namespace, so two daemons for `wg0` may run at once in two
-//! namespaces. Their state and pid files must not collide: the initial namespace (that of
-//! pid 1) keeps the state directory itself, as before, and any other namespace gets a
+//! namespaces. Their state and pid files must not collide: the initial namespace (pid 1's)
+//! keeps the state directory itself, as before, and any other namespace gets a
 //! subdirectory `netns-INODE` of it, named after the inode that `ls -l /proc/PID/ns/net`
 //! shows as `net:[INODE]`. The namespace is also recorded in each state file, so a file
 //! that reached another namespace's directory (copied, planted, or left by a dead namespace
@@ -110,7 +110,7 @@ fn current_cookie() -> Option<u64> {
     None
 }
 
-/// Whether process `pid` is in this process's network namespace: `true` where there are no
+/// Whether process `pid` is in the calling thread's network namespace: `true` where there are no
 /// namespaces, `false` when its namespace cannot be told (the safe answer for a caller about
 /// to signal it).
 pub fn same_as_current(pid: u32) -> bool {
@@ -132,13 +132,14 @@ pub fn state_dir(base: &Path) -> PathBuf {
 }
 
 /// The initial network namespace: pid 1's (a container's own, in a container), or, where
-/// pid 1 may not be inspected, that of the kernel threads: pid 2 is `kthreadd` when its
-/// parent is 0, which only the initial pid namespace shows. `None` when neither can be read
+/// pid 1 may not be inspected (some sandboxes deny it even to root), that of the kernel
+/// threads: pid 2 when it is `kthreadd`, whose parent is 0. `None` when neither can be read
 /// (not root).
 fn initial() -> Option<NetnsId> {
     NetnsId::of(1).or_else(|| {
         let stat = std::fs::read_to_string("/proc/2/stat").ok()?;
-        (parent_pid(&stat)? == 0).then(|| NetnsId::of(2)).flatten()
+        let kthreadd = stat.starts_with("2 (kthreadd) ") && parent_pid(&stat)? == 0;
+        kthreadd.then(|| NetnsId::of(2)).flatten()
     })
 }
 
