@@ -45,7 +45,8 @@ pub enum Command {
         existing_tun: bool,
         /// Started as root: become USER (its uid, gid and groups) once the UAPI socket, the
         /// tun device and the UDP sockets are open, keeping CAP_NET_ADMIN alone. The state
-        /// and UAPI directories are given to USER. Linux only.
+        /// directory (and its subdirectory for this network namespace) is given to USER;
+        /// the UAPI directory stays root's. Linux only.
         #[arg(long, value_name = "USER")]
         user: Option<String>,
     },

@@ -70,6 +70,22 @@ impl<'ns> Daemon<'ns> {
         Self::launch(ns, config, "", env, || check_up(ns, config))
     }
 
+    /// Like [`Daemon::start`], with its UAPI socket in a private directory (`--uapi-dir`)
+    /// and meshtun's default state directory: how interfaces of one name run side by side in
+    /// several namespaces (the socket path names the interface alone).
+    pub fn start_private_uapi(ns: &'ns Netns, config: &Config) -> Self {
+        let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+        let mut dirs = RuntimeDirs::shared();
+        dirs.uapi = dir.path().join("uapi");
+        std::fs::create_dir(&dirs.uapi).expect("cannot create the UAPI directory");
+        let uapi = dirs.uapi.clone();
+        let args = ["--uapi-dir", uapi.to_str().expect("a UTF-8 path")];
+        let text = config.to_toml();
+        Self::launch_text(ns, config, &text, (dirs, dir), &args, &[], || {
+            check_up_in(ns, config, &uapi)
+        })
+    }
+
     fn launch(
         ns: &'ns Netns,
         config: &Config,
@@ -79,14 +95,36 @@ impl<'ns> Daemon<'ns> {
     ) -> Self {
         let dir = tempfile::tempdir().expect("cannot create a temporary directory");
         let text = config.to_toml() + sections;
+        Self::launch_text(
+            ns,
+            config,
+            &text,
+            (RuntimeDirs::shared(), dir),
+            &[],
+            env,
+            ready,
+        )
+    }
+
+    /// Starts `meshtun ARGS up` on `text`, the configuration of `config`, inside `ns`;
+    /// the daemon keeps `dirs` and the temporary directory `dir`.
+    fn launch_text(
+        ns: &'ns Netns,
+        config: &Config,
+        text: &str,
+        (dirs, dir): (RuntimeDirs, TempDir),
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready: impl FnMut() -> Result<(), String>,
+    ) -> Self {
         let config_path =
-            crate::config::write_secret(dir.path(), &format!("{}.toml", config.name()), &text);
+            crate::config::write_secret(dir.path(), &format!("{}.toml", config.name()), text);
         let log = dir.path().join(format!("{}.log", config.name()));
         let bin = crate::meshtun_bin();
-        let mut cmd = ns.command(
-            &bin.to_string_lossy(),
-            &["up", &config_path.to_string_lossy()],
-        );
+        let path = config_path.to_string_lossy();
+        let mut full = args.to_vec();
+        full.extend(["up", &path]);
+        let mut cmd = ns.command(&bin.to_string_lossy(), &full);
         cmd.env("MESHTUN_LOG", LOG_FILTER);
         cmd.envs(env.iter().copied());
         let label = format!("meshtun {} in {}", config.name(), ns.name());
@@ -97,7 +135,7 @@ impl<'ns> Daemon<'ns> {
             name: config.name().to_owned(),
             config_path,
             bin,
-            dirs: RuntimeDirs::shared(),
+            dirs,
             process,
             _dir: dir,
         }
@@ -115,7 +153,16 @@ impl<'ns> Daemon<'ns> {
     /// (`ip tuntap add NAME mode tun user UID`).
     pub fn start_unprivileged(ns: &'ns Netns, config: &Config, privilege: Privilege) -> Self {
         let dir = tempfile::tempdir().expect("cannot create a temporary directory");
-        let dirs = RuntimeDirs::private(dir.path());
+        let mut dirs = RuntimeDirs::private(dir.path());
+        dirs.per_netns = privilege == Privilege::SwitchUser;
+        if dirs.per_netns {
+            // Root's, as meshtun creates /run/meshtun: the daemon must give its user a way in.
+            std::fs::set_permissions(
+                &dirs.state,
+                <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700),
+            )
+            .expect("cannot make the state directory private");
+        }
         let config_path = crate::config::write_secret(
             dir.path(),
             &format!("{}.toml", config.name()),
@@ -186,6 +233,7 @@ impl<'ns> Daemon<'ns> {
         let dirs = RuntimeDirs {
             state: dir.path().join("state"),
             uapi: PathBuf::from(crate::UAPI_DIR),
+            per_netns: false,
         };
         std::fs::create_dir(&dirs.state).expect("cannot create the state directory");
         let config_path = crate::config::write_secret(
@@ -241,6 +289,17 @@ impl<'ns> Daemon<'ns> {
     /// The daemon's UAPI socket.
     pub fn uapi_socket(&self) -> PathBuf {
         self.dirs.socket(&self.name)
+    }
+
+    /// The directory of the daemon's state and pid files: that of its namespace under the
+    /// state directory it was given, or (started unprivileged, so that it cannot see pid 1's
+    /// namespace) that directory itself.
+    pub fn state_dir(&self) -> PathBuf {
+        if self.dirs.per_netns {
+            self.ns.state_dir_under(&self.dirs.state)
+        } else {
+            self.dirs.state.clone()
+        }
     }
 
     /// The interface name.
@@ -452,6 +511,9 @@ impl Privilege {
 struct RuntimeDirs {
     state: PathBuf,
     uapi: PathBuf,
+    /// Started as root, the daemon keys its files by network namespace (a subdirectory of
+    /// `state`); unprivileged, it cannot tell its namespace from the initial one.
+    per_netns: bool,
 }
 
 impl RuntimeDirs {
@@ -460,6 +522,7 @@ impl RuntimeDirs {
         Self {
             state: PathBuf::from(crate::STATE_DIR),
             uapi: PathBuf::from(crate::UAPI_DIR),
+            per_netns: true,
         }
     }
 
@@ -468,6 +531,7 @@ impl RuntimeDirs {
         let dirs = Self {
             state: base.join("state"),
             uapi: base.join("uapi"),
+            per_netns: false,
         };
         for dir in [&dirs.state, &dirs.uapi] {
             std::fs::create_dir(dir)
@@ -533,9 +597,10 @@ impl Daemon<'_> {
         if uapi_answers(&socket) {
             return;
         }
+        let dir = self.state_dir();
         let files = [
-            self.dirs.state.join(format!("{}.json", self.name)),
-            self.dirs.state.join(format!("{}.pid", self.name)),
+            dir.join(format!("{}.json", self.name)),
+            dir.join(format!("{}.pid", self.name)),
         ];
         if files.iter().any(|f| f.exists()) {
             eprintln!("running `meshtun down {}` to clean up after it", self.name);

@@ -55,17 +55,20 @@ pub fn uapi_socket(name: &str) -> PathBuf {
     PathBuf::from(UAPI_DIR).join(format!("{name}.sock"))
 }
 
-/// Where meshtun keeps its pid files and host-setup state files (shared by every namespace).
+/// Where meshtun keeps its pid files and host-setup state files: the files of a namespace
+/// other than the initial one go to a subdirectory of it ([`Netns::state_dir_under`]).
 pub const STATE_DIR: &str = "/run/meshtun";
 
-/// The pid file of the daemon serving interface `name`.
-pub fn pid_file(name: &str) -> PathBuf {
-    PathBuf::from(STATE_DIR).join(format!("{name}.pid"))
+/// The pid file of the daemon serving interface `name` in `ns`.
+pub fn pid_file(ns: &Netns, name: &str) -> PathBuf {
+    ns.state_dir_under(Path::new(STATE_DIR))
+        .join(format!("{name}.pid"))
 }
 
-/// The host-setup state file of interface `name` (what to undo after a crash).
-pub fn state_file(name: &str) -> PathBuf {
-    PathBuf::from(STATE_DIR).join(format!("{name}.json"))
+/// The host-setup state file of interface `name` in `ns` (what to undo after a crash).
+pub fn state_file(ns: &Netns, name: &str) -> PathBuf {
+    ns.state_dir_under(Path::new(STATE_DIR))
+        .join(format!("{name}.json"))
 }
 
 /// Whether this run is under CI (`CI=true`), where a skipped test counts as a failure.

@@ -2,6 +2,8 @@
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -46,6 +48,20 @@ impl Netns {
     /// The namespace's name, as `ip netns` knows it.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The inode of the namespace (`net:[INODE]` in `ls -l /proc/PID/ns/net`).
+    pub fn inode(&self) -> u64 {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("cannot stat {path}: {e}"))
+            .ino()
+    }
+
+    /// Where meshtun, given the state directory `base`, keeps the state and pid files of
+    /// the interfaces of this namespace: `base/netns-INODE`.
+    pub fn state_dir_under(&self, base: &Path) -> PathBuf {
+        base.join(format!("netns-{}", self.inode()))
     }
 
     /// A command that runs `program args` inside the namespace (`ip netns exec`). `ip` execs

@@ -204,7 +204,7 @@ fn up_refuses_a_full_tunnel_without_nft_and_changes_nothing() {
         !rules.contains("51820"),
         "policy rules left behind:\n{rules}"
     );
-    let state = std::path::Path::new("/run/meshtun").join(format!("{}.json", config.name()));
+    let state = meshtun_e2e::state_file(&ns, config.name());
     assert!(
         !state.exists(),
         "state file {} left behind",

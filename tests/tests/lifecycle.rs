@@ -4,7 +4,7 @@
 //! `meshtun down` or the next `meshtun up` removes them; `meshtun down` stops a running
 //! daemon by interface name or by configuration file, and refuses a name nothing serves.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use meshtun_e2e::config::{Config, Node};
@@ -12,7 +12,7 @@ use meshtun_e2e::traffic::{assert_no_ping, assert_ping};
 use meshtun_e2e::wg::{self, DumpPeer};
 use meshtun_e2e::{
     meshtun_in, pid_file, require_root, state_file, uapi_socket, wait_until, Daemon, Netns, Veth,
-    WgGo,
+    WgGo, STATE_DIR,
 };
 
 /// How long a reload (or a failed one) may take to show.
@@ -287,6 +287,7 @@ fn crash(net: &DefaultRoute, da: &mut Daemon<'_>) -> u32 {
         up.nft_tables
     );
 
+    wait_for_pid_file(&net.ns_a, &name);
     let status = da.kill();
     eprintln!("killed meshtun {name}: {status}");
     let left = Policy::read(&net.ns_a, mark);
@@ -297,16 +298,36 @@ fn crash(net: &DefaultRoute, da: &mut Daemon<'_>) -> u32 {
         "{left:?}"
     );
     assert!(uapi_socket(&name).exists(), "no stale UAPI socket");
-    assert!(pid_file(&name).exists(), "no stale pid file");
-    assert!(state_file(&name).exists(), "no state file to clean up from");
+    assert!(pid_file(&net.ns_a, &name).exists(), "no stale pid file");
+    assert!(
+        state_file(&net.ns_a, &name).exists(),
+        "no state file to clean up from"
+    );
     mark
+}
+
+/// Waits until the daemon for `name` in `ns` has written its pid file, the last step of its
+/// start (after the UAPI socket answers), so that a kill leaves one behind.
+fn wait_for_pid_file(ns: &Netns, name: &str) {
+    let file = pid_file(ns, name);
+    assert!(
+        wait_until(Duration::from_secs(5), || file.exists()),
+        "no pid file {} within 5 s",
+        file.display()
+    );
 }
 
 /// Asserts that nothing of interface `name` is left in `ns` or in the runtime directories.
 fn assert_nothing_left(ns: &Netns, name: &str, table: u32) {
     Policy::read(ns, table).assert_gone(table, name);
     assert!(!ns.has_link(name), "interface {name} left behind");
-    for file in [uapi_socket(name), pid_file(name), state_file(name)] {
+    let state_dir = ns.state_dir_under(Path::new(STATE_DIR));
+    for file in [
+        uapi_socket(name),
+        pid_file(ns, name),
+        state_file(ns, name),
+        state_dir,
+    ] {
         assert!(!file.exists(), "{} left behind", file.display());
     }
 }
@@ -333,6 +354,64 @@ fn crash_recovery_by_meshtun_down() {
         "`meshtun down` does not say it cleaned up: {out:?}"
     );
     assert_nothing_left(&net.ns_a, &name, table);
+}
+
+/// A's daemon crashes with policy routing in place. `meshtun down` of A's interface in B's
+/// namespace, which has policy rules of the same shape, must not consume A's record (A could
+/// then never clean up) nor act on it there; a copy of A's state file planted in B's
+/// directory is refused, naming A's namespace. A's own `down` still cleans up.
+#[test]
+fn a_crash_cleanup_in_another_namespace_leaves_both_alone() {
+    if !require_root("a_crash_cleanup_in_another_namespace_leaves_both_alone") {
+        return;
+    }
+    let net = DefaultRoute::new("crash_other");
+    let mut da = Daemon::start(&net.ns_a, &net.ca);
+    let _db = Daemon::start(&net.ns_b, &net.cb);
+    let name = da.name().to_owned();
+    net.ping_through_tunnel();
+    let mark = wg::dump(&net.ns_a, &name).interface.fwmark;
+    for family in ["-4", "-6"] {
+        let table = mark.to_string();
+        net.ns_b.ip(&[
+            family, "rule", "add", "not", "fwmark", &table, "table", &table,
+        ]);
+        net.ns_b.ip(&[
+            family,
+            "rule",
+            "add",
+            "table",
+            "main",
+            "suppress_prefixlength",
+            "0",
+        ]);
+    }
+    da.kill();
+
+    let out = meshtun_in(&net.ns_b, &["down", &name], DOWN_TIMEOUT);
+    assert!(
+        !out.success() && out.stderr.contains(&format!("{name} is not running")),
+        "`meshtun down` in B acted on A's crash: {out:?}"
+    );
+    let planted = state_file(&net.ns_b, &name);
+    std::fs::create_dir_all(planted.parent().expect("a directory")).unwrap();
+    std::fs::copy(state_file(&net.ns_a, &name), &planted).expect("A left its state file");
+    let out = meshtun_in(&net.ns_b, &["down", &name], DOWN_TIMEOUT);
+    let theirs = format!("net:[{}]", net.ns_a.inode());
+    assert!(
+        !out.success() && out.stderr.contains(&theirs),
+        "`meshtun down` in B did not refuse A's state file, naming {theirs}: {out:?}"
+    );
+    assert!(planted.exists(), "the refused state file was removed");
+    Policy::read(&net.ns_b, mark).assert_rules(mark, mark);
+    std::fs::remove_file(&planted).unwrap();
+
+    let out = meshtun_in(&net.ns_a, &["down", &name], DOWN_TIMEOUT);
+    assert!(
+        out.success() && out.stderr.contains("cleaned up"),
+        "A's `meshtun down` did not clean up after its crash: {out:?}"
+    );
+    assert_nothing_left(&net.ns_a, &name, mark);
 }
 
 #[test]
@@ -394,7 +473,7 @@ fn down_stops(ns: &Netns, mut daemon: Daemon<'_>, target: &str) {
     );
     assert!(!ns.has_link(&name), "interface {name} left behind");
     assert!(!uapi_socket(&name).exists(), "UAPI socket left behind");
-    assert!(!pid_file(&name).exists(), "pid file left behind");
+    assert!(!pid_file(ns, &name).exists(), "pid file left behind");
     assert!(
         daemon.log().contains("interface is down"),
         "no teardown in the log:\n{}",
@@ -451,18 +530,23 @@ fn a_killed_daemon_is_cleaned_up_when_a_test_panics() {
         let net = DefaultRoute::new("crash_panic");
         let mut da = Daemon::start(&net.ns_a, &net.ca);
         let name = da.name().to_owned();
+        wait_for_pid_file(&net.ns_a, &name);
         da.kill();
-        let left = [uapi_socket(&name), pid_file(&name), state_file(&name)].map(|f| f.exists());
-        seen = Some((name, left));
+        let files = [
+            uapi_socket(&name),
+            pid_file(&net.ns_a, &name),
+            state_file(&net.ns_a, &name),
+        ];
+        seen = Some((files.clone(), files.map(|f| f.exists())));
         panic!("deliberate panic to exercise the cleanup after a crash");
     }));
     assert!(result.is_err());
-    let (name, left) = seen.expect("the closure ran up to its panic");
+    let (files, left) = seen.expect("the closure ran up to its panic");
     assert_eq!(
         left, [true; 3],
         "the kill left no socket, pid or state file"
     );
-    for file in [uapi_socket(&name), pid_file(&name), state_file(&name)] {
+    for file in files.iter().map(PathBuf::as_path).chain(files[1].parent()) {
         assert!(!file.exists(), "{} left behind", file.display());
     }
 }

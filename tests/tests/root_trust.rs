@@ -39,9 +39,15 @@ impl Runtime {
         Self { dir, state, uapi }
     }
 
-    /// Writes `contents` to `name` in the state directory, as the unprivileged user.
-    fn plant(&self, name: &str, contents: &str) {
-        let path = self.state.join(name);
+    /// Writes `contents` to `name` in the state directory of namespace `ns`, as the
+    /// unprivileged user (who owns the state directory, and so may create that subdirectory).
+    fn plant(&self, ns: &Netns, name: &str, contents: &str) {
+        let dir = ns.state_dir_under(&self.state);
+        if !dir.exists() {
+            std::fs::create_dir(&dir).unwrap();
+            give_away(&dir);
+        }
+        let path = dir.join(name);
         std::fs::write(&path, contents).unwrap();
         give_away(&path);
     }
@@ -92,7 +98,7 @@ fn a_planted_state_file_makes_root_run_no_hook_and_write_no_sysctl() {
             "post_down": [format!("touch {}", hook_marker.display())],
         },
     });
-    run.plant(&format!("{ifname}.json"), &planted.to_string());
+    run.plant(&ns, &format!("{ifname}.json"), &planted.to_string());
 
     let (ok, said) = run.down_as_root(&ns, ifname);
     assert!(
@@ -129,7 +135,7 @@ fn a_planted_pid_file_makes_root_signal_no_one() {
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    run.plant(&format!("{ifname}.pid"), &format!("{}\n", victim.id()));
+    run.plant(&ns, &format!("{ifname}.pid"), &format!("{}\n", victim.id()));
     let (ok, said) = run.down_as_root(&ns, ifname);
     let alive = victim.try_wait().unwrap().is_none();
     let _ = victim.kill();

@@ -96,6 +96,8 @@ fn net_admin_only(privilege: Privilege) {
         let dir = socket.parent().expect("the socket is in a directory");
         let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(dir).expect("stat"));
         assert_eq!(owner, 0, "{} was given to the daemon's user", dir.display());
+        let state_dir = db.state_dir();
+        assert!(state_dir.exists(), "no {}", state_dir.display());
         let stopped = db.stop();
         assert!(
             stopped.status.is_some_and(|s| s.success()) && !stopped.link_left,
@@ -104,6 +106,11 @@ fn net_admin_only(privilege: Privilege) {
         assert!(
             !meshtun_e2e::uapi_answers(&socket),
             "a stopped daemon answers"
+        );
+        assert!(
+            !state_dir.exists(),
+            "{} outlived the daemon",
+            state_dir.display()
         );
     } else {
         // Exit status 0, its UAPI socket removed and the interface gone: the teardown worked

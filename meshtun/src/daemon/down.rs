@@ -9,7 +9,7 @@ use nix::unistd::Pid;
 
 use super::{pidfile, DaemonError, Options};
 use crate::config::Config;
-use crate::host::{self, Hooks};
+use crate::host::{self, netns, Hooks};
 
 /// How long `down` waits for the daemon to finish its teardown.
 const STOP_WAIT: Duration = Duration::from_secs(20);
@@ -91,18 +91,23 @@ enum Server {
     None,
 }
 
-/// The daemon serving `ifname`: the process listening on its UAPI socket (the kernel tells
-/// who, so no file can name another process), else the one in a pid file this user wrote.
+/// The daemon serving `ifname` in this network namespace: the process listening on its UAPI
+/// socket (the kernel tells who, so no file can name another process), else the one in a
+/// pid file this user wrote. A process in another namespace is never it: the UAPI socket is
+/// named after the interface alone, so an interface of the same name elsewhere may hold it.
 fn server(opts: &Options, ifname: &str) -> Server {
     let socket = crate::uapi::socket_path_in(&opts.uapi_dir, ifname);
     #[cfg(target_os = "linux")]
-    if let Ok(stream) = std::os::unix::net::UnixStream::connect(&socket) {
-        use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-        if let Ok(creds) = getsockopt(&stream, PeerCredentials) {
-            let pid = creds.pid();
-            if is_meshtun(pid) {
-                return Server::Daemon(pid);
-            }
+    if let Some(pid) = socket_holder(&socket) {
+        if !netns::same_as_current(pid.unsigned_abs()) {
+            tracing::warn!(
+                "{} is served by process {pid} in another network namespace: not this \
+                 namespace's {ifname}, left alone",
+                socket.display()
+            );
+        } else if is_meshtun(pid) {
+            return Server::Daemon(pid);
+        } else {
             let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .map(|comm| comm.trim().to_owned())
                 .unwrap_or_else(|_| "an unknown process".to_owned());
@@ -112,13 +117,39 @@ fn server(opts: &Options, ifname: &str) -> Server {
     #[cfg(not(target_os = "linux"))]
     let _ = socket;
     match pidfile::read(&opts.state_dir, ifname).filter(|p| is_meshtun(*p)) {
-        Some(pid) => Server::Daemon(pid),
+        Some(pid) if netns::same_as_current(pid.unsigned_abs()) => Server::Daemon(pid),
+        Some(pid) => {
+            tracing::warn!(
+                "the pid file of {ifname} names meshtun process {pid}, which is in another \
+                 network namespace (or cannot be inspected): not signalling it"
+            );
+            Server::None
+        }
         None => Server::None,
     }
 }
 
-/// Stops the daemon for `target`, waiting for it to undo its setup.
+/// The process listening on the UAPI socket at `socket`, as the kernel reports it.
+#[cfg(target_os = "linux")]
+fn socket_holder(socket: &Path) -> Option<i32> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    getsockopt(&stream, PeerCredentials)
+        .ok()
+        .map(|creds| creds.pid())
+}
+
+/// Stops the daemon for `target` in this network namespace, waiting for it to undo its
+/// setup, or cleans up after one that crashed there.
 pub async fn down(target: &str, opts: &Options) -> Result<DownOutcome, DaemonError> {
+    let ours = opts.in_this_netns()?;
+    let result = down_here(target, &ours).await;
+    netns::remove_if_empty(&opts.state_dir, &ours.state_dir);
+    result
+}
+
+/// [`down`] with the state directory of this namespace.
+async fn down_here(target: &str, opts: &Options) -> Result<DownOutcome, DaemonError> {
     let (ifname, hooks) = target_of(target)?;
     let pid = match server(opts, &ifname) {
         Server::Daemon(pid) => Some(pid),
@@ -152,12 +183,17 @@ pub async fn down(target: &str, opts: &Options) -> Result<DownOutcome, DaemonErr
         return Ok(DownOutcome::Stopped(pid));
     }
     let cleaned = host::cleanup_stale(&ifname, &opts.state_dir, &hooks).await?;
+    let stale_pid_file = std::fs::remove_file(pidfile::path(&opts.state_dir, &ifname)).is_ok();
+    // A dead socket at the shared path may be another namespace's, left for its own `down`
+    // (or replaced by the next start): it is removed only when a state or pid file says that
+    // this namespace's daemon did not stop cleanly.
     let socket = crate::uapi::socket_path_in(&opts.uapi_dir, &ifname);
-    let stale_socket = socket.exists() && std::os::unix::net::UnixStream::connect(&socket).is_err();
+    let stale_socket = (cleaned || stale_pid_file)
+        && socket.exists()
+        && std::os::unix::net::UnixStream::connect(&socket).is_err();
     if stale_socket {
         let _ = std::fs::remove_file(&socket);
     }
-    let _ = std::fs::remove_file(pidfile::path(&opts.state_dir, &ifname));
     Ok(if cleaned || stale_socket {
         DownOutcome::CleanedUp
     } else {

@@ -43,7 +43,10 @@ type HostDevice = Device<Tun, HostUdp>;
 /// Where the daemon keeps its runtime files, and how it gets its tun device.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Host-setup state files and pid files (`/run/meshtun`).
+    /// Host-setup state files and pid files (`/run/meshtun`). In a network namespace other
+    /// than the initial one, [`up`] and [`down`] use its subdirectory for that namespace
+    /// ([`host::netns::state_dir`]), so that interfaces of one name in two namespaces do not
+    /// collide.
     pub state_dir: PathBuf,
     /// UAPI sockets (`/var/run/wireguard`, where `wg` looks).
     pub uapi_dir: PathBuf,
@@ -64,6 +67,22 @@ impl Default for Options {
             existing_tun: false,
             user: None,
         }
+    }
+}
+
+impl Options {
+    /// These options with the state directory of this process's network namespace, which
+    /// must not be a link.
+    fn in_this_netns(&self) -> Result<Options, DaemonError> {
+        let state_dir = host::netns::state_dir(&self.state_dir);
+        host::netns::check_subdir(&state_dir).map_err(|source| DaemonError::File {
+            path: state_dir.clone(),
+            source,
+        })?;
+        Ok(Options {
+            state_dir,
+            ..self.clone()
+        })
     }
 }
 
@@ -198,6 +217,20 @@ pub async fn up(
     opts: &Options,
     inherited: Option<uapi::Inherited>,
 ) -> Result<(), DaemonError> {
+    // Chosen once, before privileges are dropped (the initial namespace is pid 1's).
+    let ours = opts.in_this_netns()?;
+    let result = serve_interface(config_path, &ours, &opts.state_dir, inherited).await;
+    host::netns::remove_if_empty(&opts.state_dir, &ours.state_dir);
+    result
+}
+
+/// [`up`] with the state directory of this namespace (under `base`, the one given).
+async fn serve_interface(
+    config_path: &Path,
+    opts: &Options,
+    #[cfg_attr(not(target_os = "linux"), allow(unused_variables))] base: &Path,
+    inherited: Option<uapi::Inherited>,
+) -> Result<(), DaemonError> {
     let (config, settings, warnings) = check(config_path).await?;
     for warning in warnings {
         tracing::warn!("{warning}");
@@ -246,6 +279,9 @@ pub async fn up(
     let device = Arc::new(device);
     #[cfg(target_os = "linux")]
     if let Some(user) = &run_as {
+        // The user needs its way into (and, to remove it at the end, out of) a namespace's
+        // subdirectory too, as it had the whole directory before namespaces had their own.
+        user.own_dir(base)?;
         user.own_dir(&opts.state_dir)?;
         // The UAPI directory stays root's: the user must not be able to plant a socket for
         // another interface there, where root's `wg` looks. The daemon's own socket is then

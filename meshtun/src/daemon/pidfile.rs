@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Where the pid file for `ifname` lives.
@@ -14,7 +15,7 @@ pub fn path(dir: &Path, ifname: &str) -> PathBuf {
 /// the runtime directory under systemd) could have planted.
 pub fn read(dir: &Path, ifname: &str) -> Option<i32> {
     use std::io::Read;
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use std::os::unix::fs::MetadataExt;
     let path = path(dir, ifname);
     // Opened without following a link, then checked on the open file: no swap in between.
     let file = fs::OpenOptions::new()
@@ -33,7 +34,8 @@ pub fn read(dir: &Path, ifname: &str) -> Option<i32> {
     }
     let mut text = String::new();
     file.take(32).read_to_string(&mut text).ok()?;
-    text.trim().parse().ok()
+    // Never 0 or negative: kill(2) would take those for a process group or every process.
+    text.trim().parse().ok().filter(|pid: &i32| *pid > 0)
 }
 
 /// A pid file owned by this process, removed when dropped.
@@ -48,7 +50,16 @@ impl PidFile {
         fs::create_dir_all(dir)?;
         let path = path(dir, ifname);
         let tmp = dir.join(format!(".{ifname}.pid.tmp"));
-        let mut file = fs::File::create(&tmp)?;
+        // Always a new file, never one reached through a link planted in the directory.
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
         writeln!(file, "{}", std::process::id())?;
         file.sync_all()?;
         fs::rename(&tmp, &path)?;
@@ -88,5 +99,26 @@ mod tests {
         fs::write(path(dir.path(), "mt0"), "1\n").unwrap();
         drop(file);
         assert_eq!(read(dir.path(), "mt0"), Some(1));
+    }
+
+    #[test]
+    fn a_planted_temporary_file_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "root's").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(".mt0.pid.tmp")).unwrap();
+        let file = PidFile::create(dir.path(), "mt0").unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "root's");
+        assert_eq!(read(dir.path(), "mt0"), Some(std::process::id() as i32));
+        drop(file);
+    }
+
+    #[test]
+    fn a_pid_that_kill_would_take_for_a_group_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for planted in ["-1\n", "0\n", "-4242\n"] {
+            fs::write(path(dir.path(), "mt0"), planted).unwrap();
+            assert_eq!(read(dir.path(), "mt0"), None, "{planted:?}");
+        }
     }
 }

@@ -117,6 +117,26 @@ pub enum HostError {
         /// The state file.
         path: PathBuf,
     },
+    /// The state file was written in another network namespace (copied or planted into this
+    /// namespace's directory, or a shared `--state-dir` of an older version).
+    #[error(
+        "interface {ifname}: the state file {} was written by process {pid} in network \
+         namespace {theirs}, not in this one ({ours}): nothing in it is undone here; run \
+         `meshtun down {ifname}` in that namespace, or delete the file if that namespace is gone",
+        path.display()
+    )]
+    OtherNamespace {
+        /// Interface name.
+        ifname: String,
+        /// The state file.
+        path: PathBuf,
+        /// The process that wrote it.
+        pid: u32,
+        /// Its namespace (`net:[INODE]`).
+        theirs: String,
+        /// This process's namespace.
+        ours: String,
+    },
     /// A program the configuration needs is not installed. Checked before anything is
     /// changed, so nothing is left half applied.
     #[error(

@@ -295,13 +295,7 @@ pub async fn cleanup_stale(
         pre_down: hooks.pre_down.clone(),
         post_down: hooks.post_down.clone(),
     };
-    if !state.owner.is_current() && state.owner.is_alive() {
-        return Err(HostError::InUse {
-            ifname: ifname.to_owned(),
-            pid: state.owner.pid,
-            path: file.path().to_owned(),
-        });
-    }
+    state.check_undoable(file.path())?;
     let mut errors = Vec::new();
     if state.up {
         errors.extend(hooks::run_all(Phase::PreDown, &state.down_hooks.pre_down, ifname).await);

@@ -27,7 +27,8 @@
 //! # State file
 //!
 //! Each object is recorded in `STATE_DIR/IFNAME.json` ([`DEFAULT_STATE_DIR`] by default,
-//! directory mode 0700) before it is applied, so a crash leaves an accurate list (a batch of
+//! directory mode 0700; in a network namespace other than the initial one, the daemon picks
+//! the subdirectory [`netns::state_dir`] of it, and the file records the namespace) before it is applied, so a crash leaves an accurate list (a batch of
 //! routes is recorded with one write before any is added). The file is written on tokio's
 //! blocking pool, never on the async threads. It is
 //! removed once everything is undone; when some object could not be removed it stays, and a
@@ -49,6 +50,7 @@ mod hooks;
 mod linux;
 #[cfg(target_os = "macos")]
 mod macos;
+pub mod netns;
 mod plan;
 mod routes;
 mod state;

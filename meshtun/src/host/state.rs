@@ -25,6 +25,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::dns::DnsRecord;
+use super::netns::NetnsId;
 use super::routes::Family;
 use super::HostError;
 
@@ -91,12 +92,19 @@ pub struct Owner {
     pub pid: u32,
     /// The process's start time in clock ticks since boot (Linux), to tell a reused pid apart.
     pub start_time: Option<u64>,
+    /// The network namespace it ran in (Linux; absent from files of older versions): what it
+    /// set up exists only there, so no other namespace undoes it.
+    #[serde(default)]
+    pub netns: Option<NetnsId>,
 }
 
 impl Owner {
-    /// The current process.
+    /// The current process, in the calling thread's network namespace.
     pub fn current() -> Owner {
-        Owner::of(std::process::id())
+        Owner {
+            netns: NetnsId::current(),
+            ..Owner::of(std::process::id())
+        }
     }
 
     /// The running process `pid`.
@@ -104,7 +112,16 @@ impl Owner {
         Owner {
             pid,
             start_time: process_start_time(pid),
+            netns: NetnsId::of(pid),
         }
+    }
+
+    /// The namespace the owner ran in, when it is known and is not this process's: a state
+    /// file that says so is not to be undone here.
+    pub fn foreign_netns(&self) -> Option<NetnsId> {
+        let theirs = self.netns?;
+        let ours = NetnsId::current();
+        (!ours.is_some_and(|ours| ours.same(&theirs))).then_some(theirs)
     }
 
     /// True when this is the current process.
@@ -210,6 +227,30 @@ impl State {
             down_hooks,
             existing_link: false,
         }
+    }
+
+    /// Fails unless this process may undo the file at `path`: with
+    /// [`HostError::OtherNamespace`] when it was written in another network namespace (its
+    /// objects are not in this one, and the owner's namespace must clean up after it), with
+    /// [`HostError::InUse`] while the process that wrote it still runs.
+    pub fn check_undoable(&self, path: &Path) -> Result<(), HostError> {
+        if let Some(theirs) = self.owner.foreign_netns() {
+            return Err(HostError::OtherNamespace {
+                ifname: self.ifname.clone(),
+                path: path.to_owned(),
+                pid: self.owner.pid,
+                theirs: theirs.to_string(),
+                ours: NetnsId::current().map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
+            });
+        }
+        if !self.owner.is_current() && self.owner.is_alive() {
+            return Err(HostError::InUse {
+                ifname: self.ifname.clone(),
+                pid: self.owner.pid,
+                path: path.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// True when no applied object is left to undo.
@@ -423,16 +464,31 @@ impl StateFile {
         })?;
         let tmp = self.dir.join(format!(".{}.json.tmp", self.ifname));
         let write = || -> io::Result<()> {
+            // Always a new file: whoever else may write the directory (the daemon's user,
+            // when root cleans up) must not make this write go through a link they planted.
+            match fs::remove_file(&tmp) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
             let mut file = fs::OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
                 .mode(0o600)
                 .open(&tmp)?;
             file.write_all(&text)?;
             file.sync_all()
         };
-        write().map_err(|e| self.io_error(&tmp, e))?;
+        // A namespace's subdirectory is removed when its last daemon stops: if that happened
+        // between the check and the write, create it again, once.
+        match write() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.ensure_dir()?;
+                write()
+            }
+            other => other,
+        }
+        .map_err(|e| self.io_error(&tmp, e))?;
         fs::rename(&tmp, &self.path).map_err(|e| self.io_error(&self.path, e))
     }
 
@@ -459,6 +515,8 @@ impl StateFile {
         Ok(())
     }
 
+    /// Creates the directory (mode 0700) if needed. A namespace's subdirectory must be a
+    /// directory, not a link to one: whoever owns the state directory must not redirect it.
     fn ensure_dir(&self) -> Result<(), HostError> {
         match fs::DirBuilder::new()
             .recursive(true)
@@ -468,6 +526,7 @@ impl StateFile {
             Ok(()) => {}
             Err(e) => return Err(self.io_error(&self.dir, e)),
         }
+        super::netns::check_subdir(&self.dir).map_err(|e| self.io_error(&self.dir, e))?;
         let meta = fs::metadata(&self.dir).map_err(|e| self.io_error(&self.dir, e))?;
         if meta.permissions().mode() & 0o077 != 0 {
             fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
@@ -574,6 +633,27 @@ mod tests {
         fs::write(&target, serde_json::to_vec(&sample()).unwrap()).unwrap();
         std::os::unix::fs::symlink(&target, dir.path().join("mt0.json")).unwrap();
         assert!(StateFile::new(dir.path(), "mt0").load().is_err());
+    }
+
+    /// The daemon's user, who may write the state directory, plants the temporary file as
+    /// a link (symbolic or hard) to a file of root's: root's next write leaves it alone.
+    #[test]
+    fn a_planted_temporary_file_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        let file = StateFile::new(&dir.path().join("run"), "mt0");
+        file.save_now(&sample()).unwrap();
+        let tmp = dir.path().join("run/.mt0.json.tmp");
+        for plant in [
+            |victim: &Path, tmp: &Path| std::os::unix::fs::symlink(victim, tmp),
+            |victim: &Path, tmp: &Path| fs::hard_link(victim, tmp),
+        ] {
+            fs::write(&victim, "root's").unwrap();
+            plant(&victim, &tmp).unwrap();
+            file.save_now(&sample()).unwrap();
+            assert_eq!(fs::read_to_string(&victim).unwrap(), "root's");
+            assert_eq!(file.load().unwrap(), Some(sample()));
+        }
     }
 
     #[test]
@@ -695,12 +775,14 @@ mod tests {
         let dead = Owner {
             pid,
             start_time: Some(1),
+            netns: me.netns,
         };
         assert!(!dead.is_alive());
         if cfg!(target_os = "linux") {
             let reused = Owner {
                 pid: me.pid,
                 start_time: me.start_time.map(|t| t + 1),
+                ..me
             };
             assert!(
                 !reused.is_alive(),

@@ -67,7 +67,12 @@ pub enum UapiError {
         reason: &'static str,
     },
     /// A live daemon already answers on the socket path.
-    #[error("another daemon is already answering on {}; stop it first", path.display())]
+    #[error(
+        "another daemon is already answering on {}; stop it first (the socket is named after \
+         the interface alone: for an interface of the same name in another network namespace, \
+         give each daemon its own --uapi-dir or mount namespace)",
+        path.display()
+    )]
     InUse {
         /// The socket path.
         path: PathBuf,

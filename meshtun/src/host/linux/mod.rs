@@ -254,7 +254,8 @@ impl HostSetup {
 /// (if `post_up` had succeeded). A leftover tun device of that name with no process attached
 /// is deleted. Returns `false` when there is no state file.
 ///
-/// Fails with [`HostError::InUse`] when the process that wrote the file is still running.
+/// Fails with [`HostError::InUse`] when the process that wrote the file is still running, and
+/// with [`HostError::OtherNamespace`] when it ran in another network namespace.
 ///
 /// The down hooks are `hooks`' (from the configuration, if the caller has one), never
 /// the state file's: see [`State::keep_only_safe`](super::state::State::keep_only_safe).
@@ -272,13 +273,7 @@ pub async fn cleanup_stale(
         pre_down: hooks.pre_down.clone(),
         post_down: hooks.post_down.clone(),
     };
-    if !state.owner.is_current() && state.owner.is_alive() {
-        return Err(HostError::InUse {
-            ifname: ifname.to_owned(),
-            pid: state.owner.pid,
-            path: file.path().to_owned(),
-        });
-    }
+    state.check_undoable(file.path())?;
     tracing::info!(interface = ifname, "cleaning up after an earlier run");
     let mut errors = Vec::new();
     if state.up {
@@ -363,6 +358,54 @@ mod tests {
             file.load().unwrap().is_some(),
             "the file of a running owner stays"
         );
+    }
+
+    /// A state file whose (dead) owner ran in another network namespace, copied or planted
+    /// into this namespace's directory, is neither undone here nor removed: its objects
+    /// exist only in that namespace, which must clean up after it.
+    #[tokio::test]
+    async fn cleanup_leaves_the_state_of_another_namespace_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::new("mt0", Some(1), DownHooks::default());
+        let ours = crate::host::netns::NetnsId::current().unwrap();
+        state.owner = Owner {
+            pid: u32::MAX,
+            start_time: Some(1),
+            netns: Some(crate::host::netns::NetnsId {
+                ino: ours.ino.wrapping_add(1),
+                ..ours
+            }),
+        };
+        let reused_inode = Owner {
+            netns: Some(crate::host::netns::NetnsId {
+                cookie: ours.cookie.map(|c| c.wrapping_add(1)),
+                ..ours
+            }),
+            ..state.owner
+        };
+        // Nothing recorded: were the file undone after all, it must not change this host.
+        let file = StateFile::new(dir.path(), "mt0");
+        file.save_now(&state).unwrap();
+        let err = cleanup_stale("mt0", dir.path(), &Hooks::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HostError::OtherNamespace { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&format!("net:[{}]", ours.ino + 1)), "{text}");
+        assert!(text.contains("mt0.json"), "{text}");
+        assert_eq!(
+            file.load().unwrap(),
+            Some(state.clone()),
+            "the file was changed"
+        );
+        // A file of an earlier namespace with this one's inode (reused) is not ours either.
+        state.owner = reused_inode;
+        file.save_now(&state).unwrap();
+        let err = cleanup_stale("mt0", dir.path(), &Hooks::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HostError::OtherNamespace { .. }), "{err}");
+        assert_eq!(file.load().unwrap(), Some(state), "the file was changed");
     }
 
     #[tokio::test]
