@@ -53,7 +53,7 @@ impl Passed {
 
 /// Runs `meshtun up` for `config` as root in `ns` under `systemd-socket-activate` passing
 /// `passed`, knocks on the socket so that the daemon starts, and waits for it to exit. Returns
-/// its exit status and log; fails the test if it is still running after [`START_TIMEOUT`].
+/// its exit status and log; fails the test if it is still running after `START_TIMEOUT`.
 pub fn run_with_passed_socket(
     ns: &Netns,
     config: &Config,

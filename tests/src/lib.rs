@@ -38,6 +38,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 pub use daemon::{Daemon, Privilege, Stopped, UNPRIVILEGED_UID, UNPRIVILEGED_USER};
@@ -207,6 +208,19 @@ pub fn meshtun_in(ns: &Netns, args: &[&str], timeout: Duration) -> Output {
     let mut full = vec![bin.to_str().expect("the meshtun path is UTF-8")];
     full.extend_from_slice(args);
     ns.run_timeout(&full, timeout)
+}
+
+/// Taken by [`exclusive`].
+static EXCLUSIVE: Mutex<()> = Mutex::new(());
+
+/// Held for the whole of an end-to-end test that asserts on real time (no ping lost across
+/// key rotations or a controller restart, a cut-off within a deadline) or that loads the CPU
+/// (floods, bulk transfers, connection abuse). The e2e tests share one binary and run two at
+/// a time; no two holders ever run at once, so a timing assertion never shares the machine
+/// with another such test or with a CPU hog, only with light tests. Not reentrant: take it
+/// once per test ([`gating::Mesh::new`] takes it). A holder that panicked leaves it usable.
+pub fn exclusive() -> MutexGuard<'static, ()> {
+    EXCLUSIVE.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -72,7 +72,7 @@ impl Netns {
         cmd
     }
 
-    /// Runs `args[0] args[1..]` inside the namespace, waiting at most [`COMMAND_TIMEOUT`].
+    /// Runs `args[0] args[1..]` inside the namespace, waiting at most `COMMAND_TIMEOUT`.
     pub fn run(&self, args: &[&str]) -> Output {
         self.run_timeout(args, COMMAND_TIMEOUT)
     }
@@ -207,7 +207,7 @@ const V4_SUBNETS: [[u8; 3]; 3] = [[192, 0, 2], [198, 51, 100], [203, 0, 113]];
 
 impl Veth {
     /// Connects `a` and `b` with a veth pair on documentation subnet `subnet` (0–2: 192.0.2.0/24,
-    /// 198.51.100.0/24, 203.0.113.0/24; IPv6 2001:db8:<subnet>::/64). IPv6 addresses are added
+    /// 198.51.100.0/24, 203.0.113.0/24; IPv6 `2001:db8:<subnet>::/64`). IPv6 addresses are added
     /// `nodad`, so both families are usable at once.
     pub fn connect(a: &Netns, b: &Netns, subnet: usize) -> Self {
         let [x, y, z] = *V4_SUBNETS

@@ -36,7 +36,7 @@ const BATCH: usize = 5_000;
 /// Epochs (each with a decision per node) removed per transaction.
 const EPOCH_BATCH: usize = 16;
 
-/// How long each kind of history is kept; see [`Store::prune`].
+/// How long each kind of history is kept; [`Store::prune`] deletes what is older.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
     /// Benchmarks, by the time they were received.

@@ -10,7 +10,7 @@
 //!   make-before-break key switch.
 //!
 //! Configuration changes go through a control lock that the packet path never takes; they
-//! publish a new routing [`snapshot`] that workers pick up at their next batch.
+//! publish a new routing snapshot (`snapshot.rs`) that workers pick up at their next batch.
 
 mod control;
 mod inbound;

@@ -8,7 +8,7 @@
 //! - [`bundle`]: checking a signed bundle and opening its preshared keys;
 //! - [`cache`]: the last verified bundle on disk;
 //! - [`runner`]: the daemon's gating tasks (benchmarks out, bundles in, updates to enforce);
-//! - [`merge`]: static and gated peers together;
+//! - [`merge`](mod@merge): static and gated peers together;
 //! - [`state`]: which bundle is in force at a given time (no I/O);
 //! - [`status`]: the membership state a gated daemon reports.
 //!

@@ -113,7 +113,7 @@ impl Endpoints {
     }
 }
 
-/// Looks up `names` in the background, [`PARALLEL_LOOKUPS`] at a time, sending each result
+/// Looks up `names` in the background, `PARALLEL_LOOKUPS` at a time, sending each result
 /// to `results` as it comes.
 pub fn spawn_lookups(names: Vec<String>, lookup: Lookup, results: mpsc::Sender<Looked>) {
     if names.is_empty() {

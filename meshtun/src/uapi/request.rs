@@ -135,7 +135,7 @@ impl RequestReader {
 
     /// Appends bytes read from the client. Call [`Self::next_request`] until it returns
     /// `Ok(None)` after each call, so that the buffer stays small: fed at most
-    /// [`READ_CHUNK`] bytes at a time, it never grows.
+    /// `READ_CHUNK` bytes at a time, it never grows.
     pub fn feed(&mut self, bytes: &[u8]) {
         if !matches!(self.state, State::Failed) {
             extend_wiped(&mut self.buf, bytes);

@@ -3,6 +3,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::MutexGuard;
 use std::time::Duration;
 
 use meshtun_proto::PublicKey;
@@ -123,12 +124,16 @@ pub struct Mesh {
     nodes: Vec<GatedNode>,
     dir: TempDir,
     test: String,
+    /// Last, so that it is released after everything above is cleaned up.
+    _exclusive: MutexGuard<'static, ()>,
 }
 
 impl Mesh {
     /// Builds the namespaces for `test`, initialises the controller with `timing`, and
     /// enrolls one node per id (the `i`-th has host number `i + 1`) with a passing score.
+    /// Holds [`crate::exclusive`] until dropped: gated meshes assert on real time.
     pub fn new(test: &str, timing: Timing, ids: &[&str]) -> Self {
+        let exclusive = crate::exclusive();
         let hub = Netns::new(test);
         hub.ip(&["link", "add", BRIDGE, "type", "bridge"]);
         hub.ip(&["link", "set", BRIDGE, "up"]);
@@ -148,6 +153,7 @@ impl Mesh {
             nodes: Vec::new(),
             dir,
             test: test.to_owned(),
+            _exclusive: exclusive,
         };
         mesh.connect(&mesh.controller_ns, CONTROLLER_HOST);
         mesh.controller_key = controller_key(&mesh.home.init());

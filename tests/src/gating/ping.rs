@@ -62,7 +62,7 @@ pub struct PingReport {
     pub label: String,
     /// Echo requests sent.
     pub transmitted: u32,
-    /// Requests answered within [`REPLY_WAIT`].
+    /// Requests answered within `REPLY_WAIT`.
     pub received: u32,
     /// Each answered request: its sequence number and when the reply arrived (Unix ms).
     pub replies: Vec<(u32, u64)>,
@@ -214,7 +214,7 @@ impl PingRun {
         self.report()
     }
 
-    /// Stops sending now, waits [`REPLY_WAIT`] for the replies still due, and returns what
+    /// Stops sending now, waits `REPLY_WAIT` for the replies still due, and returns what
     /// the run saw.
     pub fn stop(mut self) -> PingReport {
         self.stop.store(true, Ordering::Relaxed);

@@ -258,7 +258,7 @@ impl HostSetup {
 /// with [`HostError::OtherNamespace`] when it ran in another network namespace.
 ///
 /// The down hooks are `hooks`' (from the configuration, if the caller has one), never
-/// the state file's: see [`State::keep_only_safe`](super::state::State::keep_only_safe).
+/// the state file's: see `State::keep_only_safe`.
 pub async fn cleanup_stale(
     ifname: &str,
     state_dir: &Path,

@@ -347,6 +347,7 @@ fn home_url(home: &ControllerHome) -> String {
 /// are served within 1 s, and every attack connection is closed within the header timeout.
 #[test]
 fn abuse_4_idle_connections_are_closed_and_nodes_are_served() {
+    let _exclusive = meshtun_e2e::exclusive();
     raise_file_limit(16_384);
     let home = ControllerHome::new(&limits("node_rate = 5\nnode_burst = 40\n"));
     let nodes = enroll(&home, "idle", NODES);
@@ -399,6 +400,7 @@ fn abuse_4_idle_connections_are_closed_and_nodes_are_served() {
 /// no one; it now caps them below its limit, and `/health` and the nodes are served.
 #[test]
 fn abuse_4_a_controller_with_1024_files_keeps_serving() {
+    let _exclusive = meshtun_e2e::exclusive();
     raise_file_limit(4_096);
     let home = ControllerHome::new("[epoch]\nlength = 60\nlead = 5\n");
     let nodes = enroll(&home, "files", 5);
@@ -430,6 +432,7 @@ fn abuse_4_a_controller_with_1024_files_keeps_serving() {
 /// instead of holding a handler and its connection for ever.
 #[test]
 fn abuse_4_a_body_that_never_comes_is_answered_408() {
+    let _exclusive = meshtun_e2e::exclusive();
     let home = ControllerHome::new(&limits("request_timeout = 1\n"));
     let _server = start(&home);
     let mut stream = TcpStream::connect(home.listen()).expect("connect");
@@ -458,6 +461,7 @@ fn abuse_4_a_body_that_never_comes_is_answered_408() {
 /// the nodes (over TLS) are served within 1 s, and every handshake is cut off in time.
 #[test]
 fn abuse_4_silent_tls_handshakes_are_cut_off_and_nodes_are_served() {
+    let _exclusive = meshtun_e2e::exclusive();
     raise_file_limit(4_096);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
@@ -512,6 +516,7 @@ fn abuse_4_silent_tls_handshakes_are_cut_off_and_nodes_are_served() {
 /// `Retry-After`, while 5 other nodes are served within 1 s with no refusal.
 #[test]
 fn abuse_15_a_flooding_node_gets_429_and_the_others_are_served() {
+    let _exclusive = meshtun_e2e::exclusive();
     let home = ControllerHome::new(&limits("node_rate = 2\nnode_burst = 20\n"));
     let nodes = enroll(&home, "quota", 6);
     let _server = start(&home);

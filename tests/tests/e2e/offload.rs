@@ -145,6 +145,7 @@ fn large_transfers_both_ways_over_ipv4_and_ipv6_at_once() {
     if !require_root("large_transfers_both_ways_over_ipv4_and_ipv6_at_once") {
         return;
     }
+    let _exclusive = meshtun_e2e::exclusive();
     mesh_pair("offload_large", 1420, 1420, None, BPath::Offload);
 }
 
@@ -153,6 +154,7 @@ fn a_peer_behind_a_smaller_mtu() {
     if !require_root("a_peer_behind_a_smaller_mtu") {
         return;
     }
+    let _exclusive = meshtun_e2e::exclusive();
     // B's tunnel carries at most 1280 bytes, and the outer path only 1380: A's full-sized
     // tunnel packets (1420 + 60 bytes of WireGuard and UDP) travel as IP fragments, and TCP
     // settles on B's smaller segment size.
@@ -164,6 +166,7 @@ fn a_peer_on_plain_batched_io() {
     if !require_root("a_peer_on_plain_batched_io") {
         return;
     }
+    let _exclusive = meshtun_e2e::exclusive();
     // B reads and writes one packet per system call on one lane, as on a kernel or platform
     // without offload, while A splits and coalesces: the same transfers hold.
     mesh_pair("offload_plain", 1420, 1420, None, BPath::Plain);

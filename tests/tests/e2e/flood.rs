@@ -306,6 +306,7 @@ fn flood_of_garbage_datagrams() {
     if !require_root("flood_of_garbage_datagrams") {
         return;
     }
+    let _exclusive = meshtun_e2e::exclusive();
     let net = Net::new("flood_garbage");
     let socket = net.attacker_socket();
     let seed = 0x6d65_7368_7475_6e01;
@@ -332,6 +333,7 @@ fn flood_of_handshake_initiations_from_unknown_keys() {
     if !require_root("flood_of_handshake_initiations_from_unknown_keys") {
         return;
     }
+    let _exclusive = meshtun_e2e::exclusive();
     let net = Net::new("flood_init");
     let (initiations, indices) = rogue_initiations(&net.a.keys.public, 7, ROGUE_INITIATIONS);
     let socket = net.attacker_socket();

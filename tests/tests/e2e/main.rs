@@ -1,0 +1,41 @@
+//! The end-to-end tests: real meshtun, meshtun-controller and wireguard-go binaries in network
+//! namespaces, one module per subject, all in one test binary. One binary links once instead
+//! of once per file, and `--test-threads` runs tests of different files side by side: most of
+//! them wait on real time (epochs, handshakes, timeouts) rather than use the CPU. Every test
+//! creates its own namespaces and names (`meshtun_e2e::unique_suffix`), so any two may run at
+//! once.
+//!
+//! A new end-to-end test file goes in this directory, with its `mod` line below; run one file
+//! with `cargo test -p meshtun-e2e --test e2e FILE::`. The tests that build release binaries
+//! (`../controller_static.rs`, `../packages.rs`) stay binaries of their own, so that their
+//! builds never run beside the timing-sensitive tests here.
+
+mod bad_config;
+mod controller_abuse;
+mod controller_crash;
+mod controller_secrets;
+mod demo;
+mod enroll_proxy;
+mod flood;
+mod forged_handshakes;
+mod gating_clock_skew;
+mod gating_controller;
+mod gating_deny;
+mod gating_mesh;
+mod gating_restore;
+mod harness_wireguard_go;
+mod interop_wireguard_go;
+mod lifecycle;
+mod metrics;
+mod namespaces;
+mod offload;
+mod roaming;
+mod root_trust;
+mod show_reachability;
+mod socket_activation;
+mod supervision;
+mod systemd_notify;
+mod systemd_units;
+mod two_nodes;
+mod unprivileged;
+mod wg_tool;
