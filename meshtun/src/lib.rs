@@ -1,6 +1,7 @@
 //! meshtun: a userspace WireGuard daemon with membership gating.
 //!
-//! The daemon is built in layers, with I/O at the edges:
+//! The daemon is built in layers, with I/O at the edges; [`layering`] lists them, and its
+//! test fails on any `use` that runs up the tree:
 //! - [`config`]: the TOML configuration, parsed once into typed values, and `wg-quick` import;
 //! - [`wgcfg`]: the device's desired configuration, partial updates and status as plain data;
 //! - [`allowed_ips`]: the longest-prefix-match table behind cryptokey routing;
@@ -32,6 +33,7 @@ pub mod host;
 #[cfg(unix)]
 pub mod join;
 pub mod keys;
+pub mod layering;
 pub mod metrics;
 pub mod probe;
 pub mod show;

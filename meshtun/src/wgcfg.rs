@@ -14,8 +14,6 @@ use std::time::SystemTime;
 use ipnet::IpNet;
 use meshtun_proto::{EpochId, PresharedKey, PrivateKey, PublicKey};
 
-use crate::gate::{GateStatus, MembershipState};
-
 /// The full desired configuration of one WireGuard device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceSettings {
@@ -150,7 +148,8 @@ pub struct PeerStatus {
 
 /// The membership gating state of a device, as `meshtun show` and the UAPI report it.
 ///
-/// A summary of [`GateStatus`] without its counters; it holds no secret.
+/// A summary of the gate's status (`crate::gate::GateStatus`) without its counters; it
+/// holds no secret. The gate fills it in; the device never does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceGate {
     /// This node's id at the controller.
@@ -182,100 +181,40 @@ pub struct PeerGate {
     pub psk_since_ms: u64,
 }
 
-impl From<&GateStatus> for DeviceGate {
-    fn from(gate: &GateStatus) -> Self {
-        Self {
-            node_id: gate.node_id.clone(),
-            controller_url: gate.controller_url.clone(),
-            loss_policy: gate.loss_policy.to_owned(),
-            membership: gate.membership.clone(),
-            epoch: gate.epoch,
-            epoch_not_after_ms: gate.not_after_ms,
-            next_epoch: gate.next_epoch,
-            controller_last_contact_ms: gate.last_contact_ms,
-            controller_error: gate.last_error.clone(),
-        }
-    }
+/// This node's membership as the daemon enforces it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum MembershipState {
+    /// No bundle yet (just started, nothing cached): no gated peer.
+    #[default]
+    Pending,
+    /// The bundle in force allows this node; its gated peers are configured.
+    Allowed,
+    /// The bundle in force denies this node, for the controller's reason: no gated peer.
+    Denied {
+        /// The controller's reason.
+        reason: String,
+    },
+    /// The controller was lost past the last bundle's end plus the grace, and the loss
+    /// policy is `fail_closed`: no gated peer until a new bundle arrives.
+    Lost,
 }
 
-impl DeviceStatus {
-    /// Adds the gating state `gate`: the device's part, and the node and key age of every
-    /// peer the bundle in force lists (other peers, configured statically, get none).
-    pub fn attach_gate(&mut self, gate: &GateStatus) {
-        self.gate = Some(DeviceGate::from(gate));
-        for peer in &mut self.peers {
-            peer.gate = gate.peer(&peer.public_key).map(|info| PeerGate {
-                node_id: info.node_id.clone(),
-                psk_since_ms: info.psk_since_ms,
-            });
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::gate::GatedPeerInfo;
-
-    fn peer(public_key: PublicKey) -> PeerStatus {
-        PeerStatus {
-            public_key,
-            preshared_key: None,
-            endpoint: None,
-            last_handshake: None,
-            rx_bytes: 0,
-            tx_bytes: 0,
-            persistent_keepalive: None,
-            allowed_ips: Vec::new(),
-            gate: None,
+impl MembershipState {
+    /// The word shown and logged: `PENDING`, `ALLOWED`, `DENIED` or `LOST`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MembershipState::Pending => "PENDING",
+            MembershipState::Allowed => "ALLOWED",
+            MembershipState::Denied { .. } => "DENIED",
+            MembershipState::Lost => "LOST",
         }
     }
 
-    #[test]
-    fn attach_gate_marks_only_the_bundle_peers() {
-        let gated = PrivateKey::generate().public_key();
-        let fixed = PrivateKey::generate().public_key();
-        let mut status = DeviceStatus {
-            name: "wg0".into(),
-            private_key: None,
-            listen_port: 51820,
-            fwmark: 0,
-            peers: vec![peer(fixed), peer(gated)],
-            gate: None,
-        };
-        let gate = GateStatus {
-            node_id: "node-a".into(),
-            controller_url: "http://192.0.2.1:8080".into(),
-            loss_policy: "keep_last",
-            membership: MembershipState::Denied {
-                reason: "overall 0.40 below 0.70".into(),
-            },
-            epoch: Some(42),
-            not_after_ms: Some(1_700_000_060_000),
-            next_epoch: Some(43),
-            last_contact_ms: Some(1_700_000_000_000),
-            last_error: Some("timed out".into()),
-            peers: vec![GatedPeerInfo {
-                node_id: "node-b".into(),
-                public_key: gated,
-                psk_since_ms: 1_699_999_990_000,
-            }],
-            ..GateStatus::default()
-        };
-        status.attach_gate(&gate);
-        let device = status.gate.as_ref().unwrap();
-        assert_eq!(device.node_id, "node-a");
-        assert_eq!(device.loss_policy, "keep_last");
-        assert_eq!(device.membership.reason(), Some("overall 0.40 below 0.70"));
-        assert_eq!(device.epoch, Some(42));
-        assert_eq!(device.epoch_not_after_ms, Some(1_700_000_060_000));
-        assert_eq!(device.next_epoch, Some(43));
-        assert_eq!(device.controller_error.as_deref(), Some("timed out"));
-        assert_eq!(status.peers[0].gate, None);
-        let expected = PeerGate {
-            node_id: "node-b".into(),
-            psk_since_ms: 1_699_999_990_000,
-        };
-        assert_eq!(status.peers[1].gate, Some(expected));
+    /// The reason, for a denied node.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            MembershipState::Denied { reason } => Some(reason),
+            _ => None,
+        }
     }
 }

@@ -51,7 +51,7 @@ impl UapiHandler for FakeDevice {
             gate: None,
         };
         if let Some(gate) = &state.gate {
-            status.attach_gate(gate);
+            gate.attach_to(&mut status);
         }
         status
     }

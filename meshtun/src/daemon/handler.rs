@@ -39,7 +39,7 @@ impl<T: TunIo, F: UdpFactory> UapiHandler for Handler<T, F> {
         if let Some(gate) = &self.gate {
             let gate = gate.lock();
             if !gate.controller_url.is_empty() {
-                status.attach_gate(&gate);
+                gate.attach_to(&mut status);
             }
         }
         status

@@ -6,43 +6,8 @@ use std::sync::Arc;
 use meshtun_proto::{EpochId, PublicKey};
 use parking_lot::Mutex;
 
-/// This node's membership as the daemon enforces it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum MembershipState {
-    /// No bundle yet (just started, nothing cached): no gated peer.
-    #[default]
-    Pending,
-    /// The bundle in force allows this node; its gated peers are configured.
-    Allowed,
-    /// The bundle in force denies this node, for the controller's reason: no gated peer.
-    Denied {
-        /// The controller's reason.
-        reason: String,
-    },
-    /// The controller was lost past the last bundle's end plus the grace, and the loss
-    /// policy is `fail_closed`: no gated peer until a new bundle arrives.
-    Lost,
-}
-
-impl MembershipState {
-    /// The word shown and logged: `PENDING`, `ALLOWED`, `DENIED` or `LOST`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            MembershipState::Pending => "PENDING",
-            MembershipState::Allowed => "ALLOWED",
-            MembershipState::Denied { .. } => "DENIED",
-            MembershipState::Lost => "LOST",
-        }
-    }
-
-    /// The reason, for a denied node.
-    pub fn reason(&self) -> Option<&str> {
-        match self {
-            MembershipState::Denied { reason } => Some(reason),
-            _ => None,
-        }
-    }
-}
+pub use crate::wgcfg::MembershipState;
+use crate::wgcfg::{DeviceGate, DeviceStatus, PeerGate};
 
 /// One peer configured from the bundle in force.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,3 +73,104 @@ impl GateStatus {
 
 /// The status shared between the gating task and its readers.
 pub type SharedGateStatus = Arc<Mutex<GateStatus>>;
+
+impl From<&GateStatus> for DeviceGate {
+    fn from(gate: &GateStatus) -> Self {
+        Self {
+            node_id: gate.node_id.clone(),
+            controller_url: gate.controller_url.clone(),
+            loss_policy: gate.loss_policy.to_owned(),
+            membership: gate.membership.clone(),
+            epoch: gate.epoch,
+            epoch_not_after_ms: gate.not_after_ms,
+            next_epoch: gate.next_epoch,
+            controller_last_contact_ms: gate.last_contact_ms,
+            controller_error: gate.last_error.clone(),
+        }
+    }
+}
+
+impl GateStatus {
+    /// Adds this gating state to the device's `status`: the device's part, and the node and
+    /// key age of every peer the bundle in force lists (other peers, configured statically,
+    /// get none).
+    pub fn attach_to(&self, status: &mut DeviceStatus) {
+        status.gate = Some(DeviceGate::from(self));
+        for peer in &mut status.peers {
+            peer.gate = self.peer(&peer.public_key).map(|info| PeerGate {
+                node_id: info.node_id.clone(),
+                psk_since_ms: info.psk_since_ms,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use meshtun_proto::PrivateKey;
+
+    use super::*;
+    use crate::wgcfg::PeerStatus;
+
+    fn peer(public_key: PublicKey) -> PeerStatus {
+        PeerStatus {
+            public_key,
+            preshared_key: None,
+            endpoint: None,
+            last_handshake: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            persistent_keepalive: None,
+            allowed_ips: Vec::new(),
+            gate: None,
+        }
+    }
+
+    #[test]
+    fn attach_gate_marks_only_the_bundle_peers() {
+        let gated = PrivateKey::generate().public_key();
+        let fixed = PrivateKey::generate().public_key();
+        let mut status = DeviceStatus {
+            name: "wg0".into(),
+            private_key: None,
+            listen_port: 51820,
+            fwmark: 0,
+            peers: vec![peer(fixed), peer(gated)],
+            gate: None,
+        };
+        let gate = GateStatus {
+            node_id: "node-a".into(),
+            controller_url: "http://192.0.2.1:8080".into(),
+            loss_policy: "keep_last",
+            membership: MembershipState::Denied {
+                reason: "overall 0.40 below 0.70".into(),
+            },
+            epoch: Some(42),
+            not_after_ms: Some(1_700_000_060_000),
+            next_epoch: Some(43),
+            last_contact_ms: Some(1_700_000_000_000),
+            last_error: Some("timed out".into()),
+            peers: vec![GatedPeerInfo {
+                node_id: "node-b".into(),
+                public_key: gated,
+                psk_since_ms: 1_699_999_990_000,
+            }],
+            ..GateStatus::default()
+        };
+        gate.attach_to(&mut status);
+        let device = status.gate.as_ref().unwrap();
+        assert_eq!(device.node_id, "node-a");
+        assert_eq!(device.loss_policy, "keep_last");
+        assert_eq!(device.membership.reason(), Some("overall 0.40 below 0.70"));
+        assert_eq!(device.epoch, Some(42));
+        assert_eq!(device.epoch_not_after_ms, Some(1_700_000_060_000));
+        assert_eq!(device.next_epoch, Some(43));
+        assert_eq!(device.controller_error.as_deref(), Some("timed out"));
+        assert_eq!(status.peers[0].gate, None);
+        let expected = PeerGate {
+            node_id: "node-b".into(),
+            psk_since_ms: 1_699_999_990_000,
+        };
+        assert_eq!(status.peers[1].gate, Some(expected));
+    }
+}

@@ -33,7 +33,7 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTRO
 
 use super::error::UapiError;
 use super::set::number;
-use crate::gate::MembershipState;
+use crate::wgcfg::MembershipState;
 use crate::wgcfg::{DeviceGate, PeerGate};
 
 /// The prefix of every meshtun key.

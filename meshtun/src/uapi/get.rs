@@ -308,7 +308,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::gate::MembershipState;
+    use crate::wgcfg::MembershipState;
     use crate::wgcfg::{DeviceGate, PeerGate};
 
     fn at(secs: u64, nanos: u32) -> SystemTime {
