@@ -1,30 +1,60 @@
-//! The device as the UAPI server sees it.
+//! The device as the UAPI server sees it: `get` reads the device and the gate; `set` is
+//! handed to the daemon's reconciler, the only writer of the device, which answers it.
 
 use std::io;
 use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
 
 use crate::device::{Device, DeviceError, TunIo, UdpFactory};
 use crate::gate::SharedGateStatus;
 use crate::uapi::{UapiError, UapiHandler};
 use crate::wgcfg::{DeviceStatus, DeviceUpdate};
 
-/// Answers `wg` requests from a running device.
-pub struct Handler<T: TunIo, F: UdpFactory> {
-    device: Arc<Device<T, F>>,
-    gate: Option<SharedGateStatus>,
+/// A `set` request on its way to the reconciler, with the channel for its answer.
+#[derive(Debug)]
+pub struct Edit {
+    /// The change asked for.
+    pub update: DeviceUpdate,
+    /// Where the reconciler sends the outcome.
+    pub reply: oneshot::Sender<Result<(), UapiError>>,
 }
 
-impl<T: TunIo, F: UdpFactory> Handler<T, F> {
-    /// A handler for `device`; `gate` is the membership state of a gated interface, which
-    /// `get` then reports too (see [`crate::uapi::gate_keys`]). A status without a
+/// How many `set` requests may wait for the reconciler; the UAPI server bounds the
+/// connections, so senders simply wait their turn.
+pub const EDIT_QUEUE: usize = 8;
+
+/// Reads the device's status; the handler can do nothing else with the device.
+type StatusReader = Box<dyn Fn() -> DeviceStatus + Send + Sync>;
+
+/// Answers `wg` requests from a running device.
+pub struct Handler {
+    status: StatusReader,
+    gate: Option<SharedGateStatus>,
+    edits: mpsc::Sender<Edit>,
+}
+
+impl Handler {
+    /// A handler that reads `device`; `gate` is the membership state of a gated interface,
+    /// which `get` then reports too (see [`crate::uapi::gate_keys`]). A status without a
     /// controller URL (the default one, as an ungated daemon keeps it) is not reported.
-    pub fn new(device: Arc<Device<T, F>>, gate: Option<SharedGateStatus>) -> Self {
-        Self { device, gate }
+    /// `set` requests go to `edits`, whose receiver must answer every one: the handler
+    /// never writes to the device itself.
+    pub fn new<T: TunIo, F: UdpFactory>(
+        device: Arc<Device<T, F>>,
+        gate: Option<SharedGateStatus>,
+        edits: mpsc::Sender<Edit>,
+    ) -> Self {
+        Self {
+            status: Box::new(move || device.status()),
+            gate,
+            edits,
+        }
     }
 }
 
 /// The UAPI error for a device error: a taken port is `EADDRINUSE`, the rest `EIO`.
-fn to_uapi(error: DeviceError) -> UapiError {
+pub(crate) fn to_uapi(error: DeviceError) -> UapiError {
     match error {
         DeviceError::Bind { port, source } if source.kind() == io::ErrorKind::AddrInUse => {
             UapiError::PortInUse { port, source }
@@ -33,9 +63,9 @@ fn to_uapi(error: DeviceError) -> UapiError {
     }
 }
 
-impl<T: TunIo, F: UdpFactory> UapiHandler for Handler<T, F> {
+impl UapiHandler for Handler {
     async fn get(&self) -> DeviceStatus {
-        let mut status = self.device.status();
+        let mut status = (self.status)();
         if let Some(gate) = &self.gate {
             let gate = gate.lock();
             if !gate.controller_url.is_empty() {
@@ -46,10 +76,13 @@ impl<T: TunIo, F: UdpFactory> UapiHandler for Handler<T, F> {
     }
 
     async fn set(&self, update: DeviceUpdate) -> Result<(), UapiError> {
-        let peers = update.peers.len();
-        self.device.update(update).await.map_err(to_uapi)?;
-        tracing::info!(peers, "configuration changed over the UAPI");
-        Ok(())
+        let stopping = || UapiError::Apply("the daemon is stopping".to_owned());
+        let (reply, answer) = oneshot::channel();
+        self.edits
+            .send(Edit { update, reply })
+            .await
+            .map_err(|_| stopping())?;
+        answer.await.map_err(|_| stopping())?
     }
 }
 
@@ -65,6 +98,11 @@ mod tests {
     use crate::gate::{GateStatus, GatedPeerInfo, MembershipState};
     use crate::uapi::{parse_get_reply, write_get};
     use crate::wgcfg::{DeviceSettings, PeerSettings};
+
+    /// An edit channel nobody answers: these tests only `get`.
+    fn edits() -> mpsc::Sender<Edit> {
+        mpsc::channel(1).0
+    }
 
     fn settings(peers: &[meshtun_proto::PublicKey]) -> DeviceSettings {
         DeviceSettings {
@@ -95,7 +133,7 @@ mod tests {
         let host = net.host("192.0.2.1".parse().unwrap());
         let device = Device::start("mt-test", tun, host, 1420, &settings(&[fixed, gated]));
         let device = Arc::new(device.unwrap());
-        let ungated = Handler::new(Arc::clone(&device), None).get().await;
+        let ungated = Handler::new(Arc::clone(&device), None, edits()).get().await;
         assert!(ungated.gate.is_none());
         let mut text = String::new();
         write_get(&ungated, &mut text);
@@ -103,7 +141,7 @@ mod tests {
 
         // The default status, which a daemon without [controller] keeps, is not reported.
         let gate = Arc::new(Mutex::new(GateStatus::default()));
-        let handler = Handler::new(Arc::clone(&device), Some(Arc::clone(&gate)));
+        let handler = Handler::new(Arc::clone(&device), Some(Arc::clone(&gate)), edits());
         assert!(handler.get().await.gate.is_none());
 
         {

@@ -8,6 +8,7 @@
 //! `pre_down` hooks, closes the device, undoes the host setup and runs `post_down`.
 
 mod down;
+mod edit;
 mod gating;
 mod handler;
 mod pidfile;
@@ -21,7 +22,8 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
 pub use down::{down, DownOutcome};
-pub use handler::Handler;
+pub use edit::EditRefused;
+pub use handler::{Edit, Handler, EDIT_QUEUE};
 #[cfg(target_os = "linux")]
 pub use privileges::{PrivilegeError, RunAs};
 
@@ -33,7 +35,8 @@ use crate::metrics::{self, MetricsError, MetricsServer, MetricsSource};
 use crate::tun::{Tun, TunOptions};
 use crate::uapi::{self, UapiError};
 use crate::udp::HostUdp;
-use crate::wgcfg::{DeviceSettings, DeviceUpdate};
+use crate::wgcfg::{DeviceSettings, DeviceUpdate, PeerUpdate};
+use edit::{apply_edit, EditRules};
 use gating::Gating;
 use pidfile::PidFile;
 
@@ -385,14 +388,18 @@ impl Running {
     /// Serves until stopped, then tears down whatever the outcome.
     async fn serve(mut self, socket: uapi::UapiSocket, opts: &Options) -> Result<(), DaemonError> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (edits, mut edited) = tokio::sync::mpsc::channel(EDIT_QUEUE);
         let handler = Arc::new(Handler::new(
             self.device.clone(),
             Some(self.gating.status.clone()),
+            edits,
         ));
         let server = tokio::spawn(uapi::serve(socket, handler, async {
             let _ = stopped.await;
         }));
-        let outcome = self.run(opts).await;
+        let outcome = self.run(opts, &mut edited).await;
+        // Edits still queued are answered: the daemon is stopping.
+        edited.close();
         notify(Notify::Stopping);
         if let Err(error) = self.host.run_pre_down().await {
             tracing::warn!(%error, "pre_down hook failed");
@@ -417,7 +424,11 @@ impl Running {
         teardown.map_err(DaemonError::from)
     }
 
-    async fn run(&mut self, opts: &Options) -> Result<(), DaemonError> {
+    async fn run(
+        &mut self,
+        opts: &Options,
+        edits: &mut tokio::sync::mpsc::Receiver<Edit>,
+    ) -> Result<(), DaemonError> {
         if let Some(mark) = self.host.fwmark() {
             self.set_fwmark(mark).await?;
         }
@@ -448,6 +459,11 @@ impl Running {
                     tracing::info!("SIGINT: stopping");
                     return Ok(());
                 }
+                Some(edit) = edits.recv() => {
+                    let outcome = self.edit(&edit.update).await;
+                    // The client may have gone; the change stands either way.
+                    let _ = edit.reply.send(outcome);
+                }
                 reason = self.device.failed() => {
                     return Err(DaemonError::Failed { ifname: self.ifname.clone(), reason });
                 }
@@ -476,6 +492,68 @@ impl Running {
                 ifname: self.ifname.clone(),
                 source,
             })
+    }
+
+    /// A live edit (`wg set`): folded into the static settings under the rules of
+    /// [`edit`], then applied with the gated peers. A failure restores what was in force.
+    async fn edit(&mut self, update: &DeviceUpdate) -> Result<(), uapi::UapiError> {
+        let rules = EditRules {
+            gated: self.config.controller.is_some(),
+            controller_peers: &self.gating.applied,
+            managed_fwmark: self.host.fwmark(),
+        };
+        let next = apply_edit(&self.settings, update, &rules)
+            .map_err(|refused| uapi::UapiError::Forbidden(refused.to_string()))?;
+        let previous = std::mem::replace(&mut self.settings, next);
+        let refused = match self.apply_peers().await {
+            Ok(refused) => refused,
+            Err(error) => {
+                self.settings = previous;
+                if let Err(again) = self.apply_peers().await {
+                    tracing::error!(error = %again, "restoring the configuration after a refused edit failed");
+                }
+                return Err(match error {
+                    DaemonError::Device { source, .. } => handler::to_uapi(source),
+                    other => uapi::UapiError::Apply(other.to_string()),
+                });
+            }
+        };
+        for reason in refused {
+            tracing::warn!("after the edit, a gated peer is refused: {reason}");
+        }
+        self.force_endpoints(update).await;
+        Ok(())
+    }
+
+    /// An endpoint set by an edit is used at once, even if the peer had roamed away from the
+    /// same configured endpoint.
+    async fn force_endpoints(&self, update: &DeviceUpdate) {
+        let peers: Vec<PeerUpdate> = update
+            .peers
+            .iter()
+            .filter(|p| !p.remove && p.endpoint.is_some())
+            .filter(|p| {
+                self.settings
+                    .peers
+                    .iter()
+                    .any(|s| s.public_key == p.public_key)
+            })
+            .map(|p| PeerUpdate {
+                update_only: true,
+                endpoint: p.endpoint,
+                ..PeerUpdate::new(p.public_key)
+            })
+            .collect();
+        if peers.is_empty() {
+            return;
+        }
+        let forced = DeviceUpdate {
+            peers,
+            ..DeviceUpdate::default()
+        };
+        if let Err(error) = self.device.update(forced).await {
+            tracing::warn!(%error, "cannot move the edited peers to their new endpoints");
+        }
     }
 
     /// SIGHUP: reread the configuration and apply only what changed.

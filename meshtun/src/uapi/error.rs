@@ -32,6 +32,10 @@ pub enum UapiError {
     /// The device refused a well-formed change (for example a peer it cannot accept). `EINVAL`.
     #[error("the device refused the change: {0}")]
     Rejected(String),
+    /// The daemon's rules forbid the change (it names a peer of the controller's bundle, for
+    /// example); nothing of it was applied. `EPERM`.
+    #[error("the change was refused: {0}")]
+    Forbidden(String),
     /// The device failed while applying a well-formed change. `EIO`.
     #[error("the device failed to apply the change: {0}")]
     Apply(String),
@@ -125,6 +129,7 @@ impl UapiError {
             Self::PortInUse { .. } | Self::InUse { .. } => libc::EADDRINUSE,
             Self::Remote { errno } => *errno,
             Self::Timeout { .. } => libc::ETIMEDOUT,
+            Self::Forbidden(_) => libc::EPERM,
             Self::Apply(_) | Self::Socket { .. } | Self::Activation { .. } => libc::EIO,
         }
     }
@@ -173,6 +178,7 @@ mod tests {
         assert_eq!(UapiError::protocol(2, "x").errno(), 71);
         assert_eq!(UapiError::invalid(2, "k", "x").errno(), 22);
         assert_eq!(UapiError::Apply("x".into()).errno(), 5);
+        assert_eq!(UapiError::Forbidden("x".into()).errno(), 1);
         let in_use = UapiError::PortInUse {
             port: 1,
             source: io::Error::from_raw_os_error(libc::EADDRINUSE),

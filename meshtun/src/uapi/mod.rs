@@ -57,6 +57,7 @@ pub trait UapiHandler: Send + Sync + 'static {
     /// [`DeviceUpdate`]).
     ///
     /// Return [`UapiError::Rejected`] for a change the device refuses (`EINVAL`),
+    /// [`UapiError::Forbidden`] for one the daemon's rules forbid (`EPERM`),
     /// [`UapiError::PortInUse`] when the listen port cannot be bound (`EADDRINUSE`), and
     /// [`UapiError::Apply`] for any other failure (`EIO`). As in wireguard-go, a peer
     /// section for the device's own public key should be ignored.
