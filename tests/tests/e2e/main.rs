@@ -26,6 +26,7 @@ mod gating_restore;
 mod harness_wireguard_go;
 mod interop_wireguard_go;
 mod lifecycle;
+mod live_edits;
 mod metrics;
 mod namespaces;
 mod offload;
