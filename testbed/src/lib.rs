@@ -21,7 +21,7 @@ mod netns;
 pub mod process;
 pub mod run;
 
-pub use netns::{ip, ip_tool, Netns, NETNS_DIR};
+pub use netns::{enter_named, ip, ip_tool, Netns, NETNS_DIR};
 
 use std::time::Duration;
 

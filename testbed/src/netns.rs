@@ -158,6 +158,12 @@ impl Drop for Netns {
     }
 }
 
+/// Runs `f` on a new thread that entered the namespace named `name` (in [`NETNS_DIR`]),
+/// for code that knows a namespace by name only.
+pub fn enter_named<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> Result<T, Error> {
+    enter_file(&PathBuf::from(NETNS_DIR).join(name), f)
+}
+
 /// Runs `f` on a new thread that entered the namespace whose file is `path`.
 fn enter_file<T: Send>(path: &std::path::Path, f: impl FnOnce() -> T + Send) -> Result<T, Error> {
     std::thread::scope(|s| {
