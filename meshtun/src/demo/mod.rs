@@ -70,14 +70,6 @@ pub enum DemoError {
         #[source]
         source: std::io::Error,
     },
-    /// A command failed.
-    #[error("`{command}` failed: {reason}")]
-    Command {
-        /// The command line.
-        command: String,
-        /// What it printed on standard error.
-        reason: String,
-    },
     /// A file or process operation failed.
     #[error("{what}: {source}")]
     Io {
