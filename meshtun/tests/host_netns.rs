@@ -17,18 +17,9 @@ use ipnet::IpNet;
 use meshtun::host::{apply, cleanup_stale, Dns, Hooks, HostError, HostPlan, RouteTable};
 use serde_json::Value;
 
-/// A network namespace, deleted on drop (also when the test panics).
-struct Netns {
-    name: String,
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
+// The one namespace guard (deleted on drop, also when the test panics) and CI rule, shared
+// with the e2e tests and `meshtun demo`.
+use meshtun_testbed::{in_ci, Netns};
 
 fn missing_prerequisite() -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
@@ -52,7 +43,7 @@ fn missing_prerequisite() -> Option<String> {
 fn netns(test: &str) -> Option<Netns> {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let fail = |reason: String| {
-        if std::env::var("CI").as_deref() == Ok("true") {
+        if in_ci() {
             panic!("{test}: cannot set up a network namespace under CI: {reason}");
         }
         eprintln!("SKIP {test}: {reason}");
@@ -63,18 +54,10 @@ fn netns(test: &str) -> Option<Netns> {
     }
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let name = format!("mt-host-{}-{n}", std::process::id());
-    let out = Command::new("ip").args(["netns", "add", &name]).output();
-    match out {
-        Ok(out) if out.status.success() => Some(Netns { name }),
-        Ok(out) => {
-            fail(format!(
-                "ip netns add: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-            None
-        }
+    match Netns::create(name) {
+        Ok(ns) => Some(ns),
         Err(e) => {
-            fail(format!("ip netns add: {e}"));
+            fail(e.to_string());
             None
         }
     }
@@ -87,7 +70,7 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
 {
-    let path = format!("/run/netns/{}", ns.name);
+    let path = ns.path();
     let thread = std::thread::spawn(move || {
         let fd = fs::File::open(&path).expect("open the namespace");
         nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter the namespace");

@@ -175,7 +175,7 @@ fn write_key(dir: &Path, name: &str, base64: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wg_tool_shows_and_configures_meshtun() {
     if let Some(reason) = missing_prerequisite() {
-        if std::env::var("CI").as_deref() == Ok("true") {
+        if meshtun_testbed::in_ci() {
             panic!("uapi_wg_tool cannot run under CI=true: {reason}");
         }
         eprintln!("SKIP uapi_wg_tool: {reason}");

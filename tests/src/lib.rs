@@ -14,6 +14,8 @@
 //! - [`controller`]: `meshtun-controller` on loopback (its state directory, its commands, a
 //!   running `serve`, signed node requests, its database), and [`secrets`]: looking for
 //!   secrets where they must not be;
+//! - the namespace guard, processes, the controller's commands and the gate log parser are
+//!   [`meshtun_testbed`]'s, which `meshtun demo` shares;
 //! - [`gating`]: a gated mesh: the controller and gated daemons in namespaces joined by a
 //!   bridge, background pings at a fixed rate, and the daemons' gate log lines.
 //!
@@ -72,10 +74,9 @@ pub fn state_file(ns: &Netns, name: &str) -> PathBuf {
         .join(format!("{name}.json"))
 }
 
-/// Whether this run is under CI (`CI=true`), where a skipped test counts as a failure.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
+/// Whether this run is under CI (`CI=true`), where a skipped test counts as a failure: the
+/// one rule, [`meshtun_testbed::in_ci`], which `meshtun`'s own tests use too.
+pub use meshtun_testbed::in_ci;
 
 /// Checks that the test can create network namespaces (root, `ip netns add` works).
 ///

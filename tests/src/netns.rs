@@ -1,30 +1,32 @@
-//! Network namespaces and veth links between them.
+//! Network namespaces and veth links between them. The namespace guard is
+//! [`meshtun_testbed::Netns`], the one `meshtun demo` uses; [`Netns`] here adds what tests
+//! want of it: a unique name per test, and commands that fail the test when they fail.
 
-use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::unix::fs::MetadataExt;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-
-use nix::sched::{setns, CloneFlags};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 
 use crate::run::{self, Output};
 
 /// How long a quick command (`ip`, `wg`, `ping -c 3`) may take before the test fails.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A network namespace created for one test and deleted when dropped.
+/// A network namespace created for one test and deleted when dropped (by the
+/// [`meshtun_testbed::Netns`] it holds, which it derefs to).
 ///
 /// Processes started with [`Netns::spawn`] are remembered; any still registered on drop are
 /// killed (by pid) before the namespace is deleted.
 #[derive(Debug)]
-pub struct Netns {
-    name: String,
-    pids: Arc<Mutex<Vec<u32>>>,
+pub struct Netns(meshtun_testbed::Netns);
+
+impl Deref for Netns {
+    type Target = meshtun_testbed::Netns;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Netns {
@@ -36,26 +38,12 @@ impl Netns {
             .take(32)
             .collect();
         let name = format!("mt-{short}-{}", crate::unique_suffix());
-        ip_cmd(&["netns", "add", &name]).expect_success();
-        let ns = Self {
-            name,
-            pids: Arc::default(),
-        };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// The namespace's name, as `ip netns` knows it.
-    pub fn name(&self) -> &str {
-        &self.name
+        Self(meshtun_testbed::Netns::create(name).unwrap_or_else(|e| panic!("{e}")))
     }
 
     /// The inode of the namespace (`net:[INODE]` in `ls -l /proc/PID/ns/net`).
     pub fn inode(&self) -> u64 {
-        let path = format!("/var/run/netns/{}", self.name);
-        std::fs::metadata(&path)
-            .unwrap_or_else(|e| panic!("cannot stat {path}: {e}"))
-            .ino()
+        self.0.inode().unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Where meshtun, given the state directory `base`, keeps the state and pid files of
@@ -67,9 +55,7 @@ impl Netns {
     /// A command that runs `program args` inside the namespace (`ip netns exec`). `ip` execs
     /// the program, so the child's pid is the program's.
     pub fn command(&self, program: &str, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name, program]).args(args);
-        cmd
+        self.0.command(program, args)
     }
 
     /// Runs `args[0] args[1..]` inside the namespace, waiting at most `COMMAND_TIMEOUT`.
@@ -109,17 +95,9 @@ impl Netns {
 
     /// Starts `cmd` (built with [`Netns::command`]) and remembers its pid for cleanup.
     pub fn spawn(&self, cmd: &mut Command) -> Child {
-        let line = run::describe(cmd);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start `{line}` ({e}); is it installed?"));
-        self.lock_pids().push(child.id());
-        child
-    }
-
-    /// Forgets a pid registered by [`Netns::spawn`], once its process has been reaped.
-    pub fn forget(&self, pid: u32) {
-        self.lock_pids().retain(|&p| p != pid);
+        self.0
+            .spawn(cmd)
+            .unwrap_or_else(|e| panic!("{e}; is it installed?"))
     }
 
     /// Runs `f` on a thread that has entered this namespace, and returns its result.
@@ -127,36 +105,7 @@ impl Netns {
     /// Sockets created inside `f` belong to the namespace for their whole life and may be
     /// used from any thread afterwards.
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/var/run/netns/{}", self.name);
-        std::thread::scope(|s| {
-            let thread = s.spawn(|| {
-                let file = File::open(&path).unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
-                setns(&file, CloneFlags::CLONE_NEWNET)
-                    .unwrap_or_else(|e| panic!("cannot enter namespace {}: {e}", self.name));
-                f()
-            });
-            thread
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
-    }
-
-    fn lock_pids(&self) -> std::sync::MutexGuard<'_, Vec<u32>> {
-        self.pids.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for pid in self.lock_pids().drain(..) {
-            // A registered pid belongs to a child that has not been reaped yet, so it
-            // cannot have been reused.
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-        }
-        let out = ip_cmd(&["netns", "delete", &self.name]);
-        if !out.success() {
-            eprintln!("cannot delete namespace {}: {}", self.name, out.stderr);
-        }
+        self.0.enter(f).unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -168,12 +117,9 @@ fn ip_cmd(args: &[&str]) -> Output {
 /// Creates and deletes a throwaway namespace: can this process use network namespaces?
 pub(crate) fn probe() -> Result<(), String> {
     let name = format!("mt-probe-{}", crate::unique_suffix());
-    let out = ip_cmd(&["netns", "add", &name]);
-    if !out.success() {
-        return Err(format!("`ip netns add` failed: {}", out.stderr.trim()));
-    }
-    let _ = ip_cmd(&["netns", "delete", &name]);
-    Ok(())
+    meshtun_testbed::Netns::create(name)
+        .and_then(meshtun_testbed::Netns::delete)
+        .map_err(|e| e.to_string())
 }
 
 /// The outer (transport) address family a test uses between namespaces.
@@ -227,14 +173,14 @@ impl Veth {
             "add",
             &veth.a_dev,
             "netns",
-            &a.name,
+            a.name(),
             "type",
             "veth",
             "peer",
             "name",
             &veth.b_dev,
             "netns",
-            &b.name,
+            b.name(),
         ])
         .expect_success();
         configure_end(a, &veth.a_dev, veth.a_v4.into(), veth.a_v6.into());

@@ -1,18 +1,17 @@
 //! A long-running process inside a namespace that serves a WireGuard UAPI socket: the common
 //! part of [`crate::Daemon`] and [`crate::WgGo`].
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use meshtun_testbed::process::{Ended, Process};
+use nix::sys::signal::Signal;
 
 use crate::netns::Netns;
-use crate::run::{describe, wait_timeout};
+use crate::run::describe;
 
 /// How long a daemon may take to answer on its UAPI socket after starting.
 pub const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -20,48 +19,43 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(15);
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A supervised process: stderr and stdout go to a log file; stopped with SIGTERM on drop.
+/// The process itself is a [`meshtun_testbed::process::Process`], as the demo's are.
 #[derive(Debug)]
 pub struct Supervised<'ns> {
     ns: &'ns Netns,
-    label: String,
-    child: Option<Child>,
-    log: PathBuf,
+    process: Process,
 }
 
 impl<'ns> Supervised<'ns> {
     /// Starts `cmd` (from [`Netns::command`]) logging to `log`; `label` names it in messages.
-    pub fn spawn(ns: &'ns Netns, label: String, mut cmd: Command, log: PathBuf) -> Self {
-        let file = File::create(&log)
-            .unwrap_or_else(|e| panic!("cannot create log {}: {e}", log.display()));
-        let file2 = file
-            .try_clone()
-            .expect("cannot duplicate a log file handle");
-        cmd.stdin(Stdio::null()).stdout(file).stderr(file2);
-        let child = ns.spawn(&mut cmd);
-        eprintln!("started {label} (pid {}): {}", child.id(), describe(&cmd));
-        Self {
-            ns,
-            label,
-            child: Some(child),
-            log,
-        }
+    pub fn spawn(ns: &'ns Netns, label: String, cmd: Command, log: PathBuf) -> Self {
+        let line = describe(&cmd);
+        let process = Process::start(label, cmd, &log, |cmd| Ok(ns.spawn(cmd)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        eprintln!(
+            "started {} (pid {}): {line}",
+            process.label(),
+            process.pid().unwrap_or_default()
+        );
+        Self { ns, process }
     }
 
     /// The log written so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     /// The process id, while the process has not been reaped.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.pid()
     }
 
     /// The exit status, if the process has exited (reaping it).
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        let child = self.child.as_mut()?;
-        let status = child.try_wait().ok().flatten()?;
-        self.reaped(status)
+        let pid = self.pid()?;
+        let status = self.process.exited()?;
+        self.ns.forget(pid);
+        Some(status)
     }
 
     /// Waits until `socket` answers a UAPI `get`, or fails the test with the log if the process
@@ -84,7 +78,7 @@ impl<'ns> Supervised<'ns> {
             if let Some(status) = self.exited() {
                 panic!(
                     "{} exited ({status}) before it was ready ({last}); its log:\n{}",
-                    self.label,
+                    self.process.label(),
                     self.log()
                 );
             }
@@ -93,59 +87,51 @@ impl<'ns> Supervised<'ns> {
         assert!(
             done,
             "{} was not ready within {START_TIMEOUT:?}: {last}; its log:\n{}",
-            self.label,
+            self.process.label(),
             self.log()
         );
     }
 
     /// Sends `signal` to the process (by pid), if it has not been reaped.
     pub fn signal(&self, signal: Signal) {
-        if let Some(pid) = self.pid() {
-            let _ = kill(Pid::from_raw(pid as i32), signal);
-        }
+        let _ = self.process.signal(signal);
     }
 
     /// Waits up to `timeout` for the process to exit by itself; its exit status (reaping it),
     /// or `None` if it is still running (or was reaped before).
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let child = self.child.as_mut()?;
-        let status = wait_timeout(child, timeout)?;
-        self.reaped(status)
+        let pid = self.pid()?;
+        let status = self.process.wait_exit(timeout)?;
+        self.ns.forget(pid);
+        Some(status)
     }
 
     /// Kills the process with SIGKILL and reaps it; its exit status, or `None` if it had
     /// already been reaped.
     pub fn kill(&mut self) -> Option<ExitStatus> {
-        let child = self.child.as_mut()?;
-        let _ = child.kill();
-        let status = child.wait().ok()?;
-        self.reaped(status)
+        let pid = self.pid()?;
+        let status = self.process.kill();
+        self.ns.forget(pid);
+        status
     }
 
     /// Sends SIGTERM and waits up to [`STOP_TIMEOUT`]; if it is still running then, kills it
     /// and returns `None`.
     pub fn terminate(&mut self) -> Option<ExitStatus> {
-        let child = self.child.as_mut()?;
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-        if let Some(status) = wait_timeout(child, STOP_TIMEOUT) {
-            return self.reaped(status);
+        let pid = self.pid()?;
+        let ended = self.process.terminate(STOP_TIMEOUT);
+        self.ns.forget(pid);
+        match ended {
+            Ended::Exited(status) => Some(status),
+            Ended::Killed => {
+                eprintln!(
+                    "{} ignored SIGTERM for {STOP_TIMEOUT:?}; killed it",
+                    self.process.label()
+                );
+                None
+            }
+            Ended::AlreadyReaped => None,
         }
-        eprintln!(
-            "{} ignored SIGTERM for {STOP_TIMEOUT:?}; killing it",
-            self.label
-        );
-        let _ = child.kill();
-        if let Ok(status) = child.wait() {
-            self.reaped(status);
-        }
-        None
-    }
-
-    fn reaped(&mut self, status: ExitStatus) -> Option<ExitStatus> {
-        if let Some(child) = self.child.take() {
-            self.ns.forget(child.id());
-        }
-        Some(status)
     }
 }
 
@@ -155,8 +141,8 @@ impl Drop for Supervised<'_> {
         if std::thread::panicking() {
             eprintln!(
                 "----- log of {} ({}) -----\n{}----- end of log -----",
-                self.label,
-                self.log.display(),
+                self.process.label(),
+                self.process.log_path().display(),
                 self.log()
             );
         }

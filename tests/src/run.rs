@@ -1,9 +1,7 @@
-//! Running a command to completion with a time limit, capturing its output.
+//! Running a command to completion with a time limit, capturing its output. The work is [`meshtun_testbed::run`]'s; this adds what tests want: a failure panics.
 
-use std::io::{Read, Write};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, ExitStatus};
+use std::time::Duration;
 
 /// What a finished command printed, and how it exited.
 #[derive(Debug)]
@@ -16,6 +14,17 @@ pub struct Output {
     pub stdout: String,
     /// Standard error, lossily decoded.
     pub stderr: String,
+}
+
+impl From<meshtun_testbed::run::Output> for Output {
+    fn from(out: meshtun_testbed::run::Output) -> Self {
+        Self {
+            command: out.command,
+            status: out.status,
+            stdout: out.stdout,
+            stderr: out.stderr,
+        }
+    }
 }
 
 impl Output {
@@ -38,12 +47,7 @@ impl Output {
     }
 }
 
-/// A printable form of `cmd`'s command line.
-pub fn describe(cmd: &Command) -> String {
-    let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];
-    parts.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
-    parts.join(" ")
-}
+pub use meshtun_testbed::run::describe;
 
 /// Runs `cmd` with stdin closed, waiting at most `timeout`.
 ///
@@ -55,69 +59,22 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
 
 /// Like [`run`], writing `input` to the command's stdin and then closing it.
 pub fn run_with_input(cmd: &mut Command, input: &str, timeout: Duration) -> Output {
-    try_run_with_input(cmd, input, timeout).unwrap_or_else(|why| panic!("{why}"))
+    meshtun_testbed::run::try_run_with_input(cmd, input, timeout)
+        .map(Output::from)
+        .unwrap_or_else(|why| panic!("{why}; is it installed?"))
 }
 
 /// Like [`run`], but a command that cannot start or does not finish within `timeout` (it is
 /// killed) is an error rather than a panic: for diagnostics gathered while a test fails.
 pub fn try_run(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
-    try_run_with_input(cmd, "", timeout)
-}
-
-fn try_run_with_input(cmd: &mut Command, input: &str, timeout: Duration) -> Result<Output, String> {
-    let command = describe(cmd);
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run `{command}` ({e}); is it installed?"))?;
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-    if let Some(mut stdin) = child.stdin.take() {
-        // A command that exits without reading its input is not an error here.
-        let _ = stdin.write_all(input.as_bytes());
-    }
-    let Some(status) = wait_timeout(&mut child, timeout) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(format!(
-            "`{command}` did not finish within {timeout:?}; killed it"
-        ));
-    };
-    Ok(Output {
-        command,
-        status,
-        stdout: join_text(stdout),
-        stderr: join_text(stderr),
-    })
+    meshtun_testbed::run::try_run(cmd, timeout)
+        .map(Output::from)
+        .map_err(|e| e.to_string())
 }
 
 /// Waits for `child` to exit for at most `timeout`; `None` if it is still running.
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-            Ok(None) => return None,
-            Err(e) => panic!("cannot wait for child process {}: {e}", child.id()),
-        }
-    }
-}
-
-fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut buf);
-        }
-        buf
-    })
-}
-
-fn join_text(reader: JoinHandle<Vec<u8>>) -> String {
-    String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned()
+    meshtun_testbed::run::wait_timeout(child, timeout)
 }
 
 #[cfg(test)]

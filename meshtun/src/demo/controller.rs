@@ -1,230 +1,365 @@
-//! The embedded controller: meshtun-controller served by its own entry point
-//! ([`meshtun_controller::serve`]), on a thread of its own inside the controller's
-//! namespace, with its SQLite database in the demo's directory.
+//! The demo's controller: the real `meshtun-controller` binary, set up and run exactly as an
+//! operator would: a `controller.toml` and a state directory in the demo's directory,
+//! `init`, `node add` for each node, then `serve` inside the controller's namespace,
+//! stopped by its pid. What it decided is read back from its audit log (`audit show`):
+//! the nodes' scores as they arrive and every epoch with each node's decision and reason.
 //!
-//! The API serves from the start (nodes submit benchmarks), but epochs begin only when
-//! [`EmbeddedController::begin_epochs`] is called, so that the first epoch already decides
-//! on every node's score.
+//! The controller publishes a first epoch when it starts, before any node has a score; once
+//! every node's first score is in, the demo asks for a new epoch (`rotate`), the first one it
+//! shows.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use meshtun_controller::api::ApiSettings;
-use meshtun_controller::clock::Clock;
-use meshtun_controller::config::Limits;
-use meshtun_controller::engine::{Engine, EngineSettings};
-use meshtun_controller::model::{NodeRecord, Policy};
-use meshtun_controller::schedule::Schedule;
-use meshtun_controller::store::Store;
-use meshtun_controller::{Epochs, ServeSettings};
-use meshtun_proto::IdentityKey;
-use rand_core::{OsRng, RngCore};
-use tokio::sync::{oneshot, watch};
-use zeroize::Zeroizing;
+use meshtun_testbed::controller::{
+    config_text, find_program, AuditEvent, Benchmark, Decision, Enrollment, Home, Rotation, PROGRAM,
+};
+use meshtun_testbed::process::{Ended, Process};
+use meshtun_testbed::Netns;
 
-use super::netns;
-use super::plan::{CONTROLLER_ADDR, CONTROLLER_PORT, LEAD, READMIT_AFTER, THRESHOLD};
+use super::plan::{
+    controller_url, CONTROLLER_ADDR, CONTROLLER_PORT, LEAD, READMIT_AFTER, THRESHOLD,
+};
 use super::DemoError;
 
 /// How long a node's bundle request waits for a newer epoch.
-const LONG_POLL: Duration = Duration::from_secs(30);
+const LONG_POLL_SECS: u64 = 30;
 
-/// The window within which signed requests are accepted.
-const CLOCK_SKEW: Duration = Duration::from_secs(30);
+/// How long `serve` may take to answer `status`.
+const START_WAIT: Duration = Duration::from_secs(15);
 
-/// How long stopping waits for the controller's thread.
+/// How long stopping waits after SIGTERM before SIGKILL.
 const STOP_WAIT: Duration = Duration::from_secs(5);
 
-/// The controller's settings for the demo: the default policy (threshold 0.70, readmission
-/// after one passing evaluation) and an immediate epoch when an allowed node fails.
-pub fn engine_settings(epoch: Duration) -> Result<EngineSettings, DemoError> {
-    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    let schedule = Schedule::new(millis(epoch), millis(LEAD))
-        .map_err(|e| DemoError::Controller(format!("epoch settings: {e}")))?;
-    Ok(EngineSettings {
-        policy: Policy {
-            threshold: THRESHOLD,
-            readmit_after: READMIT_AFTER,
-            ..Policy::default()
-        },
-        schedule,
-        rotate_on_deny: true,
-    })
+/// Audit entries read per `audit show`.
+const AUDIT_PAGE: usize = 500;
+
+/// The audit log is read at most this often (each read runs `audit show`).
+const AUDIT_EVERY: Duration = Duration::from_millis(500);
+
+/// The status listener, on the controller namespace's own loopback.
+const STATUS_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 9700);
+
+/// The controller's configuration for the demo: the default policy (threshold 0.70,
+/// readmission after one passing evaluation), `epoch` long epochs published `LEAD` ahead,
+/// and an immediate epoch when an allowed node fails.
+pub fn settings(epoch: Duration) -> String {
+    let listen = SocketAddr::from((CONTROLLER_ADDR, CONTROLLER_PORT));
+    let status = SocketAddr::from(STATUS_LISTEN);
+    let rest = format!(
+        "\n[epoch]\nlength = {}\nlead = {}\nrotate_on_deny = true\n\n\
+         [policy]\nthreshold = {THRESHOLD:.2}\nreadmit_after = {READMIT_AFTER}\n\n\
+         [api]\nlong_poll = {LONG_POLL_SECS}\n",
+        epoch.as_secs(),
+        LEAD.as_secs()
+    );
+    config_text(listen, status, &controller_url(), &rest)
 }
 
-/// The controller running on its thread; stopped on drop.
-pub struct EmbeddedController {
-    engine: Arc<Engine>,
-    begin: Option<oneshot::Sender<()>>,
-    stop: watch::Sender<bool>,
-    thread: Option<JoinHandle<Result<(), String>>>,
+/// A node to enroll: its id, keys (base64) and addresses.
+#[derive(Debug, Clone)]
+pub struct NodeToEnroll {
+    /// Its id.
+    pub id: &'static str,
+    /// Its WireGuard public key, base64.
+    pub wg_key: String,
+    /// Its identity key, base64.
+    pub identity_key: String,
+    /// Its tunnel address, CIDR.
+    pub address: String,
+    /// `host:port` on the outer network.
+    pub endpoint: String,
 }
 
-impl EmbeddedController {
-    /// Opens the database in `state_dir`, enrolls `nodes`, and starts serving the API in
-    /// namespace `ns`, signing with `key`. Returns once the API listens.
-    pub fn start(
-        ns: &str,
-        state_dir: &Path,
-        nodes: &[NodeRecord],
-        epoch: Duration,
-        key: IdentityKey,
-    ) -> Result<Self, DemoError> {
-        let store = Store::open(state_dir.join("controller.db"))?;
-        for node in nodes {
-            store.add_node(node)?;
-        }
-        let settings = engine_settings(epoch)?;
-        let engine = Arc::new(Engine::open(
-            Arc::new(store),
-            key,
-            settings,
-            Clock::system(),
-        )?);
-        let (begin_tx, begin_rx) = oneshot::channel();
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let served = engine.clone();
-        let ns = ns.to_owned();
-        let thread = std::thread::Builder::new()
-            .name("demo-controller".into())
-            .spawn(move || serve(&ns, served, begin_rx, stop_rx, ready_tx))
-            .map_err(|source| DemoError::io("cannot start the controller's thread", source))?;
-        let mut controller = Self {
-            engine,
-            begin: Some(begin_tx),
-            stop: stop_tx,
-            thread: Some(thread),
+/// The controller's home in the demo's directory, before it serves.
+#[derive(Debug)]
+pub struct ControllerHome {
+    home: Home,
+    key: String,
+}
+
+impl ControllerHome {
+    /// Finds the binary, writes the configuration into `dir/controller/` and runs `init`.
+    pub fn init(dir: &Path, epoch: Duration) -> Result<Self, DemoError> {
+        let bin = find_program(PROGRAM)?;
+        let root = dir.join("controller");
+        std::fs::create_dir(&root)
+            .map_err(|e| DemoError::io(format!("cannot create {}", root.display()), e))?;
+        let home = Home::write(bin, root.join("controller.toml"), &settings(epoch))?;
+        let key = home.init()?;
+        Ok(Self { home, key })
+    }
+
+    /// The controller's public key, base64, which the nodes pin.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The binary that runs.
+    pub fn bin(&self) -> &Path {
+        self.home.bin()
+    }
+
+    /// `node add` for `node`.
+    pub fn enroll(&self, node: &NodeToEnroll) -> Result<(), DemoError> {
+        self.home.enroll(&Enrollment {
+            id: node.id,
+            wg_key: &node.wg_key,
+            identity_key: &node.identity_key,
+            address: &node.address,
+            endpoint: Some(&node.endpoint),
+        })?;
+        Ok(())
+    }
+
+    /// Starts `serve` in `ns`, logging to `controller/controller.log`, and waits until it
+    /// answers `status`.
+    pub fn serve(self, ns: &Netns) -> Result<Controller, DemoError> {
+        let log = self.log_path();
+        let cmd = self.home.serve_command(Some(ns), "info");
+        let process = Process::spawn(format!("{PROGRAM} serve"), cmd, &log)?;
+        let mut controller = Controller {
+            home: self.home,
+            ns: ns.name().to_owned(),
+            process,
+            audit: AuditView::default(),
+            read_at: None,
         };
-        match ready_rx.recv_timeout(STOP_WAIT) {
-            Ok(()) => Ok(controller),
-            Err(_) => {
-                controller.stop()?;
-                Err(DemoError::Controller(
-                    "the controller did not start listening within 5 s".into(),
-                ))
+        controller.wait_ready(ns)?;
+        Ok(controller)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.home.config_file().with_file_name("controller.log")
+    }
+}
+
+/// The running controller; stopped on drop.
+#[derive(Debug)]
+pub struct Controller {
+    home: Home,
+    ns: String,
+    process: Process,
+    audit: AuditView,
+    read_at: Option<std::time::Instant>,
+}
+
+impl Controller {
+    fn wait_ready(&mut self, ns: &Netns) -> Result<(), DemoError> {
+        let deadline = std::time::Instant::now() + START_WAIT;
+        loop {
+            self.check_alive()?;
+            let status = self.home.command(Some(ns), &["status"]);
+            let answered = meshtun_testbed::run::try_run(&mut { status }, START_WAIT)
+                .is_ok_and(|out| out.success());
+            if answered {
+                return Ok(());
             }
+            if std::time::Instant::now() >= deadline {
+                return Err(DemoError::Controller(format!(
+                    "it did not answer `status` within {} s; the end of its log, {}:\n{}",
+                    START_WAIT.as_secs(),
+                    self.process.log_path().display(),
+                    self.process.log_tail(15)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
-    /// An error if the controller's thread has ended while it should be serving.
+    /// The process id of `serve`.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    /// The namespace it serves in.
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+
+    /// An error with the end of its log if `serve` has exited.
     pub fn check_alive(&mut self) -> Result<(), DemoError> {
-        match &self.thread {
-            Some(thread) if thread.is_finished() => {
-                let ended = self.stop();
-                Err(ended.err().unwrap_or_else(|| {
-                    DemoError::Controller("the controller stopped unexpectedly".into())
-                }))
-            }
-            _ => Ok(()),
+        match self.process.exited() {
+            None => Ok(()),
+            Some(status) => Err(DemoError::Controller(format!(
+                "`meshtun-controller serve` exited ({status}); the end of its log, {}:\n{}",
+                self.process.log_path().display(),
+                self.process.log_tail(15)
+            ))),
         }
     }
 
-    /// The controller's engine: epochs, decisions and the store.
-    pub fn engine(&self) -> Arc<Engine> {
-        self.engine.clone()
+    /// `rotate` inside the controller's namespace: a new epoch now; its number.
+    pub fn rotate(&self, ns: &Netns) -> Result<u64, DemoError> {
+        Ok(self.home.rotate(Some(ns))?)
     }
 
-    /// Starts the epoch schedule (the first epoch is published at once).
-    pub fn begin_epochs(&mut self) {
-        if let Some(begin) = self.begin.take() {
-            let _ = begin.send(());
-        }
-    }
-
-    /// Stops the API and the schedule and waits up to 5 s for the thread; the error it
-    /// ended with, if any.
-    pub fn stop(&mut self) -> Result<(), DemoError> {
-        let _ = self.stop.send(true);
-        let Some(thread) = self.thread.take() else {
+    /// Reads the audit entries written since the last read, unless that was less than
+    /// half a second ago.
+    pub fn refresh(&mut self) -> Result<(), DemoError> {
+        if self.read_at.is_some_and(|at| at.elapsed() < AUDIT_EVERY) {
             return Ok(());
-        };
-        let deadline = Instant::now() + STOP_WAIT;
-        while !thread.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
         }
-        if !thread.is_finished() {
-            return Err(DemoError::Controller(
-                "the controller did not stop within 5 s".into(),
-            ));
-        }
-        match thread.join() {
-            Ok(result) => result.map_err(DemoError::Controller),
-            Err(_) => Err(DemoError::Controller(
-                "the controller's thread panicked".into(),
-            )),
-        }
-    }
-}
-
-impl Drop for EmbeddedController {
-    fn drop(&mut self) {
-        if let Err(error) = self.stop() {
-            eprintln!("meshtun demo: {error}");
-        }
-    }
-}
-
-/// An admin token nobody knows: the demo rotates no epoch by hand.
-fn random_token() -> Zeroizing<String> {
-    let mut bytes = Zeroizing::new([0u8; 32]);
-    OsRng.fill_bytes(bytes.as_mut());
-    Zeroizing::new(hex::encode(bytes.as_ref()))
-}
-
-/// The controller thread: enters `ns`, listens, reports readiness on `ready`, and serves
-/// until `stop` turns true.
-fn serve(
-    ns: &str,
-    engine: Arc<Engine>,
-    begin: oneshot::Receiver<()>,
-    stop: watch::Receiver<bool>,
-    ready: std::sync::mpsc::Sender<()>,
-) -> Result<(), String> {
-    netns::enter(ns).map_err(|e| format!("cannot enter namespace {ns}: {e}"))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the controller's runtime: {e}"))?;
-    runtime.block_on(async move {
-        let addr = SocketAddr::from((CONTROLLER_ADDR, CONTROLLER_PORT));
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        // Epochs start when the demo says so; never if it drops the sender.
-        let begin = Box::pin(async move {
-            if begin.await.is_err() {
-                std::future::pending::<()>().await;
+        self.read_at = Some(std::time::Instant::now());
+        loop {
+            let lines = self.home.audit(self.audit.next_seq, AUDIT_PAGE)?;
+            for line in &lines {
+                self.audit.record(line.event()?);
+                self.audit.next_seq = line.seq + 1;
             }
-        });
-        let settings = ServeSettings {
-            engine,
-            api: ApiSettings {
-                admin_token: random_token(),
-                read_token: None,
-                clock_skew: CLOCK_SKEW,
-                long_poll: LONG_POLL,
-                limits: Limits::default(),
-            },
-            tls: None,
-            status: None,
-            epochs: Epochs::After(begin),
-        };
-        let _ = ready.send(());
-        let mut stop = stop;
-        let stopped = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        meshtun_controller::serve(listener, settings, stopped)
-            .await
-            .map_err(|e| {
-                format!(
-                    "the controller failed: {}",
-                    meshtun_proto::report::describe(&e)
-                )
+            if lines.len() < AUDIT_PAGE {
+                return Ok(());
+            }
+        }
+    }
+
+    /// What the audit log said so far.
+    pub fn audit(&mut self) -> &mut AuditView {
+        &mut self.audit
+    }
+
+    /// Stops `serve` by its pid: SIGTERM, up to 5 s, then SIGKILL. A line saying what
+    /// happened.
+    pub fn stop(&mut self) -> Result<String, DemoError> {
+        match self.process.terminate(STOP_WAIT) {
+            Ended::Exited(status) if status.success() => Ok("stopped the controller".into()),
+            Ended::Exited(status) => Err(DemoError::Controller(format!(
+                "it exited with {status} when stopped"
+            ))),
+            Ended::Killed => Ok("killed the controller, which ignored SIGTERM for 5 s".into()),
+            Ended::AlreadyReaped => Ok("the controller had already stopped".into()),
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        if self.process.pid().is_some() {
+            if let Err(error) = self.stop() {
+                eprintln!("meshtun demo: the controller: {error}");
+            }
+        }
+    }
+}
+
+/// What the controller's audit log has said: the latest score of each node, and the epochs
+/// with their decisions.
+#[derive(Debug, Default)]
+pub struct AuditView {
+    next_seq: u64,
+    /// The latest benchmark of each node.
+    pub benchmarks: HashMap<String, Benchmark>,
+    rotations: BTreeMap<u64, Rotation>,
+    decisions: BTreeMap<u64, Vec<Decision>>,
+}
+
+impl AuditView {
+    /// Records one entry.
+    pub fn record(&mut self, event: AuditEvent) {
+        match event {
+            AuditEvent::Benchmark(b) => {
+                self.benchmarks.insert(b.node_id.clone(), b);
+            }
+            AuditEvent::Rotation(r) => {
+                self.rotations.insert(r.epoch, r);
+            }
+            AuditEvent::Decision(d) => self.decisions.entry(d.epoch).or_default().push(d),
+            AuditEvent::Other => {}
+        }
+    }
+
+    /// The epochs from `first` on whose rotation and every decision (one per node of
+    /// `nodes`) have been read, in order; they are forgotten.
+    pub fn take_epochs(&mut self, first: u64, nodes: &[&str]) -> Vec<(Rotation, Vec<Decision>)> {
+        let complete: Vec<u64> = self
+            .rotations
+            .keys()
+            .copied()
+            .filter(|e| *e >= first)
+            .filter(|e| {
+                let decided = self.decisions.get(e).map_or(&[][..], Vec::as_slice);
+                nodes
+                    .iter()
+                    .all(|n| decided.iter().any(|d| d.node_id == *n))
             })
-    })
+            .collect();
+        let mut out = Vec::new();
+        for epoch in complete {
+            if let (Some(r), Some(d)) =
+                (self.rotations.remove(&epoch), self.decisions.remove(&epoch))
+            {
+                out.push((r, d));
+            }
+        }
+        self.rotations.retain(|e, _| *e >= first);
+        self.decisions.retain(|e, _| *e >= first);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(epoch: u64, node: &str) -> AuditEvent {
+        AuditEvent::Decision(Decision {
+            epoch,
+            node_id: node.into(),
+            allowed: true,
+            reason: "ok".into(),
+            score: Some(0.9),
+        })
+    }
+
+    fn rotation(epoch: u64) -> AuditEvent {
+        AuditEvent::Rotation(Rotation {
+            epoch,
+            activation_ms: 0,
+            not_after_ms: 1,
+            created_ms: 0,
+            cause: "schedule".into(),
+            allowed: vec![],
+            denied: vec![],
+        })
+    }
+
+    #[test]
+    fn an_epoch_is_shown_once_every_node_is_decided_and_earlier_ones_never() {
+        let mut view = AuditView::default();
+        for e in [
+            rotation(1),
+            decision(1, "a"),
+            decision(1, "b"),
+            rotation(2),
+            decision(2, "a"),
+        ] {
+            view.record(e);
+        }
+        assert!(
+            view.take_epochs(2, &["a", "b"]).is_empty(),
+            "b is not decided in 2"
+        );
+        view.record(decision(2, "b"));
+        let shown = view.take_epochs(2, &["a", "b"]);
+        assert_eq!(shown.len(), 1);
+        assert_eq!(shown[0].0.epoch, 2);
+        assert_eq!(shown[0].1.len(), 2);
+        assert!(view.take_epochs(2, &["a", "b"]).is_empty(), "shown once");
+        assert!(view.rotations.is_empty(), "epoch 1 is forgotten");
+    }
+
+    #[test]
+    fn the_configuration_is_the_scenario() {
+        let text = settings(Duration::from_secs(10));
+        let table: toml::Table = text.parse().unwrap();
+        assert_eq!(table["listen"].as_str(), Some("192.0.2.10:8700"));
+        assert_eq!(table["url"].as_str(), Some("http://192.0.2.10:8700"));
+        assert_eq!(table["epoch"]["length"].as_integer(), Some(10));
+        assert_eq!(table["epoch"]["lead"].as_integer(), Some(2));
+        assert_eq!(table["epoch"]["rotate_on_deny"].as_bool(), Some(true));
+        assert_eq!(table["policy"]["threshold"].as_float(), Some(0.70));
+        assert_eq!(table["policy"]["readmit_after"].as_integer(), Some(1));
+    }
 }

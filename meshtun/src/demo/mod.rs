@@ -1,9 +1,10 @@
 //! `meshtun demo`: membership gating shown live on one machine.
 //!
-//! The demo builds the three-node scenario in network namespaces: a controller (embedded:
-//! meshtun-controller's engine and API on a thread inside its own namespace, with a temporary
-//! SQLite database) and three nodes, each a real `meshtun up` daemon with a `[controller]`
-//! section and simulated benchmark scores: node-a around 0.90, node-b 0.85, node-c 0.40,
+//! The demo builds the three-node scenario in network namespaces: the real
+//! `meshtun-controller` binary (found beside `meshtun` or on PATH, set up in the demo's
+//! temporary directory as an operator would, serving inside its own namespace) and three
+//! nodes, each a real `meshtun up` daemon with a `[controller]` section and simulated
+//! benchmark scores: node-a around 0.90, node-b 0.85, node-c 0.40,
 //! against a threshold of 0.70. It prints, as they happen, every epoch with each node's
 //! decision and reason, the nodes' gating log lines, and every few seconds a round of pings
 //! between the nodes through the tunnel: a↔b work, c is cut off. Half-way, node-c's score
@@ -13,12 +14,14 @@
 //! - [`plan`]: the scenario as data (nodes, addresses, names, policy, timeline);
 //! - [`nodeconf`]: each node's keys and configuration file;
 //! - [`netns`]: the namespaces, the virtual switch and the veth links;
-//! - [`controller`]: the embedded controller;
+//! - [`controller`]: the controller: its files, `serve`, `rotate`, its audit log read back;
 //! - [`daemons`]: the node daemons and their logs; [`nodelog`]: what their logs say;
 //! - [`ping`]: ICMP echo through the tunnel from inside each namespace;
 //! - [`story`]: what has been shown so far; [`narrative`]: what is printed.
 //!
 //! Everything is removed on every way out: the normal end, an error, Ctrl-C or SIGTERM.
+//! Namespaces, processes, the controller's commands and the gate log parser are
+//! [`meshtun_testbed`]'s, shared with the end-to-end tests.
 
 pub mod controller;
 pub mod daemons;
@@ -39,7 +42,7 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::config::IdentityFileError;
-use controller::EmbeddedController;
+use controller::Controller;
 use daemons::Daemons;
 use narrative::Style;
 use netns::Network;
@@ -67,14 +70,6 @@ pub enum DemoError {
         #[source]
         source: std::io::Error,
     },
-    /// A command failed.
-    #[error("`{command}` failed: {reason}")]
-    Command {
-        /// The command line.
-        command: String,
-        /// What it printed on standard error.
-        reason: String,
-    },
     /// A file or process operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -84,12 +79,12 @@ pub enum DemoError {
         #[source]
         source: std::io::Error,
     },
-    /// The embedded controller failed.
-    #[error("the embedded controller: {0}")]
+    /// The controller failed.
+    #[error("the controller: {0}")]
     Controller(String),
-    /// The embedded controller's database failed.
-    #[error("the embedded controller's database: {0}")]
-    Store(#[from] meshtun_controller::store::StoreError),
+    /// A command of the harness (`ip`, `meshtun-controller`, a process) failed.
+    #[error(transparent)]
+    Harness(#[from] meshtun_testbed::Error),
     /// A node's identity key file.
     #[error(transparent)]
     Identity(#[from] IdentityFileError),
@@ -199,7 +194,7 @@ struct Lab {
     dir: Option<tempfile::TempDir>,
     keep: bool,
     network: Option<Network>,
-    controller: Option<EmbeddedController>,
+    controller: Option<Controller>,
     daemons: Daemons,
 }
 
@@ -244,12 +239,12 @@ impl Lab {
         lines.extend(stopped.problems);
         if let Some(mut controller) = self.controller.take() {
             match controller.stop() {
-                Ok(()) => lines.push("stopped the controller".into()),
+                Ok(line) => lines.push(line),
                 Err(error) => lines.push(error.to_string()),
             }
         }
         if let Some(mut network) = self.network.take() {
-            let count = network.namespaces().len();
+            let count = network.len();
             let problems = network.delete();
             lines.push(format!(
                 "deleted {} network namespaces with their links",
@@ -333,12 +328,18 @@ pub async fn run(opts: DemoOptions, style: Style) -> Result<(), DemoError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(DemoError::NotRoot);
     }
-    netns::check_ip_tool()?;
+    meshtun_testbed::ip_tool().map_err(|e| match e {
+        meshtun_testbed::Error::Spawn { source, .. } => DemoError::MissingTool {
+            tool: "ip (iproute2)",
+            source,
+        },
+        other => other.into(),
+    })?;
     let bin = std::env::current_exe()
         .map_err(|e| DemoError::io("cannot find the meshtun executable", e))?;
     let mut signals = Signals::new()?;
     let narrator = Narrator::new(style);
-    let stale = stale_namespaces(&netns::ip(&["netns", "list"])?, |pid| {
+    let stale = stale_namespaces(&meshtun_testbed::ip(&["netns", "list"])?, |pid| {
         std::path::Path::new(&format!("/proc/{pid}")).exists()
     });
     if !stale.is_empty() {

@@ -85,9 +85,9 @@ pub fn header(style: Style, names: &Names, opts: &DemoOptions, dir: &Path) -> St
     );
     let _ = writeln!(
         out,
-        "A controller and three nodes, each in its own network namespace, joined by a virtual\n\
-         switch. Each node runs `meshtun up` with a [controller] section; nothing else tells it\n\
-         who its peers are.\n"
+        "A controller (`meshtun-controller serve`) and three nodes, each in its own network\n\
+         namespace, joined by a virtual switch. Each node runs `meshtun up` with a [controller]\n\
+         section; nothing else tells it who its peers are.\n"
     );
     let _ = writeln!(
         out,
@@ -154,6 +154,8 @@ fn cause_text(id: u64, cause: &str) -> String {
     match cause.strip_prefix("deny: ") {
         Some(nodes) => format!("immediate: {nodes} no longer passes"),
         None if cause == "schedule" && id == 1 => "the first epoch".to_owned(),
+        // The demo's `meshtun-controller rotate` once every node has sent its first score.
+        None if cause == "admin" => "the first epoch with every node's score".to_owned(),
         None if cause == "schedule" => "scheduled: new keys for every allowed pair".to_owned(),
         None => cause.to_owned(),
     }
@@ -557,7 +559,11 @@ mod tests {
             cause_text(4, "deny: node-b"),
             "immediate: node-b no longer passes"
         );
-        assert_eq!(cause_text(4, "admin"), "admin");
+        assert_eq!(
+            cause_text(2, "admin"),
+            "the first epoch with every node's score"
+        );
+        assert_eq!(cause_text(4, "restore"), "restore");
     }
 
     #[test]

@@ -1,87 +1,13 @@
 //! The node daemons' log lines the demo shows: their gating events (`MEMBERSHIP=…`,
-//! `APPLIED …`, `CUTOFF …`) and their warnings and errors. The `MEMBERSHIP=` and `APPLIED`
-//! lines of one epoch, from every node, are gathered into one line once they stop coming.
+//! `APPLIED …`, `CUTOFF …`, read by [`meshtun_testbed::gatelog`], the parser the e2e tests
+//! use) and their warnings and errors. The `MEMBERSHIP=` and `APPLIED` lines of one epoch,
+//! from every node, are gathered into one line once they stop coming.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The part of a daemon's log line worth showing, if any: from the gating event's keyword
-/// on, or from the level of a warning or an error.
-pub fn notable_log(line: &str) -> Option<&str> {
-    let marker = ["MEMBERSHIP=", "APPLIED ", "CUTOFF "]
-        .iter()
-        .filter_map(|m| line.find(m))
-        .min();
-    if let Some(start) = marker {
-        return line.get(start..);
-    }
-    // Plain-text tracing lines: "<timestamp>  WARN target: message".
-    let level = line
-        .split_whitespace()
-        .nth(1)
-        .filter(|l| matches!(*l, "WARN" | "ERROR"))?;
-    line.find(level).and_then(|start| line.get(start..))
-}
+use meshtun_testbed::gatelog::{self, GateEvent};
 
-/// A notable log line, understood.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GateEvent {
-    /// `MEMBERSHIP=ALLOWED epoch=E …` or `MEMBERSHIP=DENIED epoch=E …`.
-    Membership {
-        /// The epoch.
-        epoch: u64,
-        /// Allowed or denied.
-        allowed: bool,
-    },
-    /// `APPLIED epoch=E peer=NODE …`: the node holds a key for the peer in that epoch.
-    Applied {
-        /// The epoch.
-        epoch: u64,
-        /// The peer.
-        peer: String,
-    },
-    /// Anything else, shown as it is.
-    Other(String),
-}
-
-/// The value of `key=` among the space-separated fields of `text`.
-fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.split_whitespace()
-        .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
-}
-
-impl GateEvent {
-    /// Understands a line returned by [`notable_log`].
-    pub fn parse(text: &str) -> Self {
-        let epoch = field(text, "epoch").and_then(|e| e.parse().ok());
-        let membership = text
-            .strip_prefix("MEMBERSHIP=")
-            .and_then(|rest| rest.split_whitespace().next());
-        match (membership, epoch) {
-            (Some("ALLOWED"), Some(epoch)) => {
-                return GateEvent::Membership {
-                    epoch,
-                    allowed: true,
-                }
-            }
-            (Some("DENIED"), Some(epoch)) => {
-                return GateEvent::Membership {
-                    epoch,
-                    allowed: false,
-                }
-            }
-            _ => {}
-        }
-        if let (true, Some(epoch), Some(peer)) =
-            (text.starts_with("APPLIED "), epoch, field(text, "peer"))
-        {
-            return GateEvent::Applied {
-                epoch,
-                peer: peer.to_owned(),
-            };
-        }
-        GateEvent::Other(text.to_owned())
-    }
-}
+pub use gatelog::notable as notable_log;
 
 /// What one node applied in one epoch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,33 +19,71 @@ pub struct NodeApplied {
 }
 
 /// The nodes' membership and key events, gathered per epoch.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AppliedEpochs {
+    first: u64,
     pending: BTreeMap<u64, BTreeMap<String, NodeApplied>>,
     touched: BTreeSet<u64>,
 }
 
-impl AppliedEpochs {
-    /// Records `node`'s event; returns it back if it is not a membership or key event.
-    pub fn record(&mut self, node: &str, event: GateEvent) -> Option<String> {
-        match event {
-            GateEvent::Membership { epoch, allowed } => {
-                self.entry(epoch, node).allowed = Some(allowed);
-            }
-            GateEvent::Applied { epoch, peer } => self.entry(epoch, node).peers.push(peer),
-            GateEvent::Other(text) => return Some(text),
+impl Default for AppliedEpochs {
+    /// Gathers nothing until [`AppliedEpochs::start_at`].
+    fn default() -> Self {
+        Self {
+            first: u64::MAX,
+            pending: BTreeMap::new(),
+            touched: BTreeSet::new(),
         }
-        None
+    }
+}
+
+impl AppliedEpochs {
+    /// Gathers the events of epoch `first` and later; earlier ones (the controller's first
+    /// epoch, decided before any score) are dropped.
+    pub fn start_at(&mut self, first: u64) {
+        self.first = first;
     }
 
-    /// What `node` applied in `epoch`, marked as just logged.
-    fn entry(&mut self, epoch: u64, node: &str) -> &mut NodeApplied {
+    /// Records `node`'s notable line `text`; returns it back if it is not a membership or
+    /// key event.
+    pub fn record(&mut self, node: &str, text: &str) -> Option<String> {
+        match gatelog::parse_line(text) {
+            Some(GateEvent::Membership {
+                state,
+                epoch: Some(epoch),
+                ..
+            }) if state == "ALLOWED" || state == "DENIED" => {
+                if let Some(entry) = self.entry(epoch, node) {
+                    entry.allowed = Some(state == "ALLOWED");
+                }
+                None
+            }
+            Some(GateEvent::Applied {
+                epoch: Some(epoch),
+                peer,
+            }) if !peer.is_empty() => {
+                if let Some(entry) = self.entry(epoch, node) {
+                    entry.peers.push(peer);
+                }
+                None
+            }
+            _ => Some(text.to_owned()),
+        }
+    }
+
+    /// What `node` applied in `epoch`, marked as just logged; `None` before the first epoch.
+    fn entry(&mut self, epoch: u64, node: &str) -> Option<&mut NodeApplied> {
+        if epoch < self.first {
+            return None;
+        }
         self.touched.insert(epoch);
-        self.pending
-            .entry(epoch)
-            .or_default()
-            .entry(node.to_owned())
-            .or_default()
+        Some(
+            self.pending
+                .entry(epoch)
+                .or_default()
+                .entry(node.to_owned())
+                .or_default(),
+        )
     }
 
     /// The epochs that got no event since the previous call, with what each node applied;
@@ -144,80 +108,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn notable_lines_are_the_gating_events_and_problems() {
-        let line =
-            "2026-11-21T10:00:00.123456Z  INFO meshtun::gate: MEMBERSHIP=ALLOWED epoch=3 peers=1";
-        assert_eq!(
-            notable_log(line),
-            Some("MEMBERSHIP=ALLOWED epoch=3 peers=1")
-        );
-        let line = "2026-11-21T10:00:00Z  INFO meshtun::gate: CUTOFF peer=node-c epoch=4 decision_to_cutoff_ms=3";
-        assert_eq!(
-            notable_log(line),
-            Some("CUTOFF peer=node-c epoch=4 decision_to_cutoff_ms=3")
-        );
-        let line = "2026-11-21T10:00:00Z  WARN meshtun::gate: cannot reach the controller";
-        assert_eq!(
-            notable_log(line),
-            Some("WARN meshtun::gate: cannot reach the controller")
-        );
-        assert_eq!(
-            notable_log("2026-11-21T10:00:00Z  INFO meshtun: interface is up"),
-            None
-        );
-        assert_eq!(notable_log(""), None);
-    }
-
-    #[test]
-    fn events_are_understood_and_the_rest_is_kept() {
-        assert_eq!(
-            GateEvent::parse("MEMBERSHIP=ALLOWED epoch=3 peers=1"),
-            GateEvent::Membership {
-                epoch: 3,
-                allowed: true
-            }
-        );
-        assert_eq!(
-            GateEvent::parse("MEMBERSHIP=DENIED epoch=12 reason=\"overall score 0.40 is below\""),
-            GateEvent::Membership {
-                epoch: 12,
-                allowed: false
-            }
-        );
-        assert_eq!(
-            GateEvent::parse("APPLIED epoch=8 peer=node-c psk=****"),
-            GateEvent::Applied {
-                epoch: 8,
-                peer: "node-c".into()
-            }
-        );
-        for other in [
-            "MEMBERSHIP=LOST since_ms=1",
-            "MEMBERSHIP=ALLOWED epoch=x",
-            "APPLIED epoch=8",
-            "CUTOFF peer=node-c epoch=4 decision_to_cutoff_ms=3",
-        ] {
-            assert_eq!(GateEvent::parse(other), GateEvent::Other(other.into()));
-        }
-    }
-
-    #[test]
     fn an_epoch_is_reported_once_its_events_stop_coming() {
         let mut epochs = AppliedEpochs::default();
-        let event = |text: &str| GateEvent::parse(text);
+        epochs.start_at(8);
         assert_eq!(
-            epochs.record("node-a", event("MEMBERSHIP=ALLOWED epoch=8 peers=1")),
+            epochs.record("node-a", "MEMBERSHIP=ALLOWED epoch=8 peers=1"),
             None
         );
         assert_eq!(
-            epochs.record("node-a", event("APPLIED epoch=8 peer=node-b psk=****")),
+            epochs.record("node-a", "APPLIED epoch=8 peer=node-b psk=****"),
             None
         );
         assert!(
             epochs.settled().is_empty(),
             "epoch 8 was still being logged"
         );
-        epochs.record("node-c", event("MEMBERSHIP=DENIED epoch=8 reason=\"low\""));
+        epochs.record("node-c", "MEMBERSHIP=DENIED epoch=8 reason=\"low\"");
         assert!(epochs.settled().is_empty());
         let settled = epochs.settled();
         assert_eq!(settled.len(), 1);
@@ -232,12 +138,26 @@ mod tests {
         );
         assert_eq!(nodes["node-c"].allowed, Some(false));
         assert!(epochs.settled().is_empty(), "reported once");
+        let cutoff = "CUTOFF peer=node-c epoch=9 decision_to_cutoff_ms=3";
+        assert_eq!(epochs.record("node-a", cutoff), Some(cutoff.into()));
+    }
+
+    #[test]
+    fn epochs_before_the_first_shown_are_dropped_and_odd_lines_kept() {
+        let mut epochs = AppliedEpochs::default();
         assert_eq!(
-            epochs.record(
-                "node-a",
-                event("CUTOFF peer=node-c epoch=9 decision_to_cutoff_ms=3")
-            ),
-            Some("CUTOFF peer=node-c epoch=9 decision_to_cutoff_ms=3".into())
+            epochs.record("node-a", "MEMBERSHIP=DENIED epoch=1 reason=x"),
+            None
         );
+        epochs.start_at(2);
+        assert_eq!(epochs.record("node-a", "APPLIED epoch=1 peer=node-b"), None);
+        assert!(epochs.settled().is_empty());
+        for other in [
+            "MEMBERSHIP=LOST since_ms=1",
+            "MEMBERSHIP=ALLOWED epoch=x",
+            "APPLIED epoch=8",
+        ] {
+            assert_eq!(epochs.record("node-a", other), Some(other.into()));
+        }
     }
 }

@@ -5,7 +5,6 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::netns;
 use super::plan::NodeSpec;
 use crate::probe::{self, Reachability};
 
@@ -99,13 +98,15 @@ impl Pinger {
 /// Pings `targets` from inside `from`'s namespace, through its tunnel interface.
 fn ping_from(from: &PingFrom, targets: &[&NodeSpec], timeout: Duration) -> Vec<Probe> {
     let addresses: Vec<Option<IpAddr>> = targets.iter().map(|t| Some(t.tunnel.into())).collect();
-    let results = netns::in_namespace(&from.namespace, || {
+    let results = meshtun_testbed::enter_named(&from.namespace, || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         Ok(runtime.block_on(probe::probe(&from.ifname, &addresses, timeout)))
     });
-    let outcomes: Vec<Outcome> = match results {
+    let outcomes: Vec<Outcome> = match results.and_then(|r| {
+        r.map_err(|e: std::io::Error| meshtun_testbed::Error::io("cannot start a runtime", e))
+    }) {
         Ok(results) => results.into_iter().map(Outcome::from).collect(),
         Err(e) => {
             let why = format!("cannot ping from {}: {e}", from.namespace);

@@ -4,23 +4,21 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use meshtun_controller::engine::Engine;
-use meshtun_controller::model::NodeRecord;
-use meshtun_proto::IdentityKey;
+use meshtun_proto::IdentityPublic;
+use meshtun_testbed::process::{log_tail, LogFollower};
 use tokio::task::JoinHandle;
 
-use super::controller::EmbeddedController;
-use super::daemons::{log_tail, LogFollower};
+use super::controller::{Controller, ControllerHome, NodeToEnroll};
 use super::narrative::{self, Style};
 use super::netns::Network;
 use super::nodeconf::{self, NodeFiles};
-use super::nodelog::{self, AppliedEpochs, GateEvent};
+use super::nodelog::{self, AppliedEpochs};
 use super::ping::{PingFrom, Pinger, Probe};
 use super::plan::{
-    controller_url, DemoOptions, Names, NodeSpec, CONTROLLER, NODES, PING_EVERY, PING_TIMEOUT,
-    PREFIX_LEN, RECOVERED_MEAN, RECOVERING, THRESHOLD,
+    controller_url, DemoOptions, Names, NodeSpec, CONTROLLER, LISTEN_PORT, NODES, PING_EVERY,
+    PING_TIMEOUT, PREFIX_LEN, RECOVERED_MEAN, RECOVERING, THRESHOLD,
 };
 use super::story::{Change, EpochSummary, NodeDecision, Story};
 use super::{DemoError, Lab, Narrator};
@@ -43,7 +41,7 @@ struct Watch<'a> {
     names: Names,
     followers: Vec<(&'static str, LogFollower)>,
     applied: AppliedEpochs,
-    last_epoch: u64,
+    first_epoch: u64,
     decided: HashMap<String, bool>,
 }
 
@@ -66,75 +64,68 @@ pub(super) async fn play(
         names,
         followers: Vec::new(),
         applied: AppliedEpochs::default(),
-        last_epoch: 0,
+        first_epoch: u64::MAX,
         decided: HashMap::new(),
     };
     let controller_key = watch.set_up(&dir, opts)?;
     watch.wait_for_scores().await?;
+    watch.begin_epochs()?;
     watch.run_epochs(&dir, opts, &controller_key).await
 }
 
 impl Watch<'_> {
     /// The controller (present from [`Watch::set_up`] on).
-    fn controller(&mut self) -> Result<&mut EmbeddedController, DemoError> {
+    fn controller(&mut self) -> Result<&mut Controller, DemoError> {
         self.lab
             .controller
             .as_mut()
             .ok_or_else(|| DemoError::Controller("not started".into()))
     }
 
-    /// The controller's engine.
-    fn engine(&self) -> Result<Arc<Engine>, DemoError> {
-        self.lab
-            .controller
-            .as_ref()
-            .map(EmbeddedController::engine)
-            .ok_or_else(|| DemoError::Controller("not started".into()))
-    }
-
-    /// Builds the network, writes the nodes' files, starts the controller and the daemons.
-    fn set_up(&mut self, dir: &Path, opts: &DemoOptions) -> Result<IdentityKey, DemoError> {
+    /// Builds the network, writes the controller's and the nodes' files, enrolls the nodes,
+    /// starts the controller and the daemons. Returns the controller's key.
+    fn set_up(&mut self, dir: &Path, opts: &DemoOptions) -> Result<IdentityPublic, DemoError> {
+        let home = ControllerHome::init(dir, opts.epoch)?;
+        let key = IdentityPublic::from_base64(home.key()).map_err(|e| {
+            DemoError::Controller(format!("`init` printed a key that does not parse: {e}"))
+        })?;
         self.lab.network = Some(Network::create(&self.names)?);
         self.narrator.event(&format!(
             "network namespaces and the virtual switch are up (outer network 192.0.2.0/{PREFIX_LEN})"
         ));
-        let key = IdentityKey::generate();
-        let mut records = Vec::new();
         for node in &NODES {
-            let keys = nodeconf::write_node(dir, node, &self.names.ifname(node), &key.public())?;
-            records.push(NodeRecord {
-                id: node.id.to_owned(),
-                wg_public_key: keys.wg_public_key,
-                identity_key: keys.identity_key,
-                addresses: vec![ipnet::Ipv4Net::from(node.tunnel).into()],
-                endpoint: Some(format!("{}:{}", node.outer, super::plan::LISTEN_PORT)),
-                pin: None,
-                enrolled_ms: 0,
-            });
+            let keys = nodeconf::write_node(dir, node, &self.names.ifname(node), &key)?;
+            home.enroll(&NodeToEnroll {
+                id: node.id,
+                wg_key: keys.wg_public_key.to_base64(),
+                identity_key: keys.identity_key.to_base64(),
+                address: format!("{}/32", node.tunnel),
+                endpoint: format!("{}:{LISTEN_PORT}", node.outer),
+            })?;
         }
-        let ns = self.names.namespace(CONTROLLER);
-        self.lab.controller = Some(EmbeddedController::start(
-            &ns,
-            dir,
-            &records,
-            opts.epoch,
-            key.clone(),
-        )?);
+        let bin = home.bin().display().to_string();
+        let network = self.lab.network.as_ref().ok_or_else(not_started)?;
+        let ns = network.get(&self.names.namespace(CONTROLLER))?;
+        let controller = home.serve(ns)?;
         self.narrator.event(&format!(
-            "controller serving {} in {ns}; node-a, node-b and node-c enrolled with their keys",
-            controller_url()
+            "{bin} serving {} in {} (pid {}); node-a, node-b and node-c enrolled with `node add`",
+            controller_url(),
+            ns.name(),
+            controller.pid().unwrap_or_default()
         ));
+        self.lab.controller = Some(controller);
         for node in &NODES {
             let files = NodeFiles::new(dir, node);
-            let ns = self.names.node_namespace(node);
+            let ns = network.get(&self.names.node_namespace(node))?;
             let pid = self
                 .lab
                 .daemons
-                .start(node, &ns, &self.names.ifname(node), &files)?;
+                .start(node, ns, &self.names.ifname(node), &files)?;
             self.narrator.event(&format!(
-                "{}: meshtun up {} in {ns} (pid {pid}; log {})",
+                "{}: meshtun up {} in {} (pid {pid}; log {})",
                 node.id,
                 files.config.display(),
+                ns.name(),
                 files.log.display()
             ));
             self.followers.push((node.id, LogFollower::new(files.log)));
@@ -156,7 +147,7 @@ impl Watch<'_> {
                 let Some(text) = nodelog::notable_log(&line) else {
                     continue;
                 };
-                if let Some(other) = self.applied.record(node, GateEvent::parse(text)) {
+                if let Some(other) = self.applied.record(node, text) {
                     self.narrator.say(&narrative::node_line(
                         self.style,
                         self.narrator.at(),
@@ -176,13 +167,15 @@ impl Watch<'_> {
         }
     }
 
-    /// Waits until every node's first score is in the controller's database.
+    /// Waits until the controller's audit log holds every node's first score.
     async fn wait_for_scores(&mut self) -> Result<(), DemoError> {
         let deadline = tokio::time::Instant::now() + FIRST_SCORES_WAIT;
         loop {
             self.check_alive()?;
             self.echo_logs();
-            let latest = self.engine()?.store().latest_benchmarks()?;
+            let controller = self.controller()?;
+            controller.refresh()?;
+            let latest = &controller.audit().benchmarks;
             let missing: Vec<&NodeSpec> = NODES
                 .iter()
                 .filter(|n| !latest.contains_key(n.id))
@@ -190,10 +183,7 @@ impl Watch<'_> {
             if missing.is_empty() {
                 let scores: Vec<String> = NODES
                     .iter()
-                    .filter_map(|n| {
-                        let score = latest.get(n.id)?.scores.overall;
-                        Some(format!("{} {score:.2}", n.id))
-                    })
+                    .filter_map(|n| Some(format!("{} {:.2}", n.id, latest.get(n.id)?.overall)))
                     .collect();
                 self.narrator.event(&format!(
                     "first signed scores received: {} (the threshold is {THRESHOLD:.2})",
@@ -220,17 +210,27 @@ impl Watch<'_> {
         }
     }
 
+    /// Asks the controller for a new epoch (`meshtun-controller rotate`), decided on every
+    /// node's score: the first epoch shown. Earlier epochs are not shown.
+    fn begin_epochs(&mut self) -> Result<(), DemoError> {
+        let network = self.lab.network.as_ref().ok_or_else(not_started)?;
+        let ns = network.get(&self.names.namespace(CONTROLLER))?;
+        let controller = self.lab.controller.as_ref().ok_or_else(not_started)?;
+        let epoch = controller.rotate(ns)?;
+        self.first_epoch = epoch;
+        self.applied.start_at(epoch);
+        Ok(())
+    }
+
     /// Prints every epoch decided since the last call.
     fn show_new_epochs(&mut self) -> Result<(), DemoError> {
-        let engine = self.engine()?;
-        let store = engine.store();
-        let now_ms = engine.clock().now_ms();
-        let mut records = store.latest_epochs(4)?;
-        records.retain(|r| r.id > self.last_epoch);
-        records.sort_by_key(|r| r.id);
-        let mut summaries = Vec::new();
-        for record in records {
-            let decisions = store.decisions(record.id)?;
+        let first = self.first_epoch;
+        let controller = self.controller()?;
+        controller.refresh()?;
+        let ids: Vec<&str> = NODES.iter().map(|n| n.id).collect();
+        let epochs = controller.audit().take_epochs(first, &ids);
+        let now_ms = unix_ms();
+        for (rotation, decisions) in epochs {
             let mut ordered = Vec::new();
             for node in &NODES {
                 if let Some(d) = decisions.iter().find(|d| d.node_id == node.id) {
@@ -239,23 +239,20 @@ impl Watch<'_> {
                         node: node.id.to_owned(),
                         allowed: d.allowed,
                         reason: d.reason.clone(),
-                        score: d.evidence.score,
+                        score: d.score,
                         change: Change::between(before, d.allowed),
                     });
                 }
             }
-            self.last_epoch = record.id;
-            summaries.push(EpochSummary {
-                id: record.id,
-                cause: record.cause.clone(),
-                activates_in: Duration::from_millis(record.activation_ms.saturating_sub(now_ms)),
+            let summary = EpochSummary {
+                id: rotation.epoch,
+                cause: rotation.cause.clone(),
+                activates_in: Duration::from_millis(rotation.activation_ms.saturating_sub(now_ms)),
                 length: Duration::from_millis(
-                    record.not_after_ms.saturating_sub(record.activation_ms),
+                    rotation.not_after_ms.saturating_sub(rotation.activation_ms),
                 ),
                 decisions: ordered,
-            });
-        }
-        for summary in summaries {
+            };
             let at = self.narrator.at();
             self.story.on_epoch(at, &summary);
             self.narrator
@@ -265,13 +262,13 @@ impl Watch<'_> {
     }
 
     /// Raises node-c's score: rewrites its configuration and sends its daemon SIGHUP.
-    fn recover(&mut self, dir: &Path, controller_key: &IdentityKey) -> Result<(), DemoError> {
+    fn recover(&mut self, dir: &Path, controller_key: &IdentityPublic) -> Result<(), DemoError> {
         let node = &NODES[RECOVERING];
         nodeconf::write_config(
             dir,
             node,
             &self.names.ifname(node),
-            &controller_key.public(),
+            controller_key,
             RECOVERED_MEAN,
         )?;
         let pid = self.lab.daemons.reload(node)?;
@@ -286,11 +283,13 @@ impl Watch<'_> {
     /// measured after `since_ms`; prints it once.
     fn passing_score_seen(&mut self, since_ms: u64) -> Result<bool, DemoError> {
         let node = &NODES[RECOVERING];
-        let latest = self.engine()?.store().latest_benchmarks()?;
-        let Some(score) = latest
+        let controller = self.controller()?;
+        let Some(score) = controller
+            .audit()
+            .benchmarks
             .get(node.id)
-            .filter(|b| b.measured_at_ms >= since_ms && b.scores.overall >= THRESHOLD)
-            .map(|b| b.scores.overall)
+            .filter(|b| b.measured_at_ms >= since_ms && b.overall >= THRESHOLD)
+            .map(|b| b.overall)
         else {
             return Ok(false);
         };
@@ -301,12 +300,12 @@ impl Watch<'_> {
         Ok(true)
     }
 
-    /// Starts the epochs and watches until the end.
+    /// Watches epochs, logs and pings until the end.
     async fn run_epochs(
         &mut self,
         dir: &Path,
         opts: &DemoOptions,
-        controller_key: &IdentityKey,
+        controller_key: &IdentityPublic,
     ) -> Result<(), DemoError> {
         let pinger = Arc::new(Pinger::new(
             NODES
@@ -318,7 +317,6 @@ impl Watch<'_> {
                 })
                 .collect(),
         ));
-        self.controller()?.begin_epochs();
         let started = tokio::time::Instant::now();
         let recover_at = started + opts.recover_at();
         let end_at = opts.end_at().map(|end| started + end);
@@ -335,7 +333,7 @@ impl Watch<'_> {
             self.show_new_epochs()?;
             self.echo_logs();
             if recovered_ms.is_none() && now >= recover_at {
-                recovered_ms = Some(self.engine()?.clock().now_ms());
+                recovered_ms = Some(unix_ms());
                 self.recover(dir, controller_key)?;
             }
             if let (Some(since), false) = (recovered_ms, passing_seen) {
@@ -359,4 +357,16 @@ impl Watch<'_> {
             tokio::time::sleep(TICK).await;
         }
     }
+}
+
+/// The error for a part of the lab used before it was set up.
+fn not_started() -> DemoError {
+    DemoError::Controller("not started".into())
+}
+
+/// The time, Unix milliseconds (the controller's clock, on this machine).
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

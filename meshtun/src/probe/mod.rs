@@ -472,7 +472,7 @@ mod tests {
     fn ping_sockets_are_used_when_raw_ones_are_not_available() {
         if !nix::unistd::geteuid().is_root() {
             assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
+                !meshtun_testbed::in_ci(),
                 "needs root to create a network namespace"
             );
             eprintln!("SKIP ping_sockets_are_used_when_raw_ones_are_not_available: not root");

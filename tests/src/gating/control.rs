@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use meshtun_proto::wire::{EpochInfo, EpochTimes};
 
 use nix::sys::signal::Signal;
-use serde::Deserialize;
 
 use super::mesh::Mesh;
 use super::now_ms;
@@ -28,32 +27,8 @@ pub struct ControllerProc<'m> {
     stopped: bool,
 }
 
-/// One `rotation` entry of the audit log: an epoch as it was decided.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Rotation {
-    /// The epoch.
-    pub epoch: u64,
-    /// Its start, Unix milliseconds.
-    pub activation_ms: u64,
-    /// Its end, Unix milliseconds.
-    pub not_after_ms: u64,
-    /// When it was decided, Unix milliseconds (the bundles' `decided_ms`).
-    pub created_ms: u64,
-    /// Why it was created (`schedule`, `deny: NODE`, `admin`, …).
-    pub cause: String,
-    /// Nodes allowed in it.
-    pub allowed: Vec<String>,
-    /// Nodes denied in it.
-    pub denied: Vec<String>,
-}
-
-/// One line of `meshtun-controller audit show`.
-#[derive(Debug, Deserialize)]
-struct AuditLine {
-    seq: u64,
-    kind: String,
-    entry: String,
-}
+pub use meshtun_testbed::controller::Rotation;
+use meshtun_testbed::controller::{parse_audit, AuditEvent};
 
 impl<'m> ControllerProc<'m> {
     /// Starts `serve` for `mesh` and waits until `status` answers.
@@ -198,7 +173,7 @@ impl<'m> ControllerProc<'m> {
                 "--limit",
                 &AUDIT_PAGE.to_string(),
             ]);
-            let lines = parse_audit(&out);
+            let lines = parse_audit(&out).unwrap_or_else(|e| panic!("{e}"));
             let Some(last) = lines.last() else {
                 return rotations;
             };
@@ -296,25 +271,11 @@ fn spawn(mesh: &Mesh, n: u32) -> Supervised<'_> {
     process
 }
 
-fn parse_audit(text: &str) -> Vec<AuditLine> {
-    text.lines()
-        .map(|l| {
-            serde_json::from_str(l).unwrap_or_else(|e| {
-                panic!("`audit show` printed a line that is not JSON ({e}): {l}")
-            })
-        })
-        .collect()
-}
-
-fn rotation_of(line: &AuditLine) -> Option<Rotation> {
-    (line.kind == "rotation").then(|| {
-        serde_json::from_str(&line.entry).unwrap_or_else(|e| {
-            panic!(
-                "audit entry {} is not a rotation ({e}): {}",
-                line.seq, line.entry
-            )
-        })
-    })
+fn rotation_of(line: &meshtun_testbed::controller::AuditLine) -> Option<Rotation> {
+    match line.event().unwrap_or_else(|e| panic!("{e}")) {
+        AuditEvent::Rotation(rotation) => Some(rotation),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -331,7 +292,7 @@ mod tests {
             serde_json::json!({"seq": 2, "at_ms": 990, "kind": "rotation", "entry": rotation,
                 "prev_hash": "1", "hash": "2"}),
         );
-        let lines = parse_audit(&text);
+        let lines = parse_audit(&text).unwrap();
         let rotations: Vec<Rotation> = lines.iter().filter_map(rotation_of).collect();
         assert_eq!(rotations.len(), 1);
         assert_eq!(rotations[0].epoch, 7);

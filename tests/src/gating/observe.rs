@@ -1,7 +1,7 @@
 //! What a user sees of a gated daemon: its gate log lines (`MEMBERSHIP=…`, `APPLIED …`,
-//! `CUTOFF …`) and its peers as the UAPI (`wg show`) reports them.
+//! `CUTOFF …`, read by [`meshtun_testbed::gatelog`], the parser `meshtun demo` uses too) and
+//! its peers as the UAPI (`wg show`) reports them.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use meshtun_proto::PublicKey;
@@ -9,40 +9,7 @@ use meshtun_proto::PublicKey;
 use crate::netns::Netns;
 use crate::process::uapi_get;
 
-/// One gate log line of a daemon.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GateEvent {
-    /// `MEMBERSHIP=STATE epoch=E …`: the node's membership changed or was confirmed.
-    Membership {
-        /// `ALLOWED`, `DENIED`, `LOST` or `PENDING`.
-        state: String,
-        /// The epoch, if the line names one.
-        epoch: Option<u64>,
-        /// Every `key=value` field of the line (quotes removed).
-        fields: BTreeMap<String, String>,
-    },
-    /// `APPLIED epoch=E peer=NODE …`: a gated peer was configured for epoch `E`.
-    Applied {
-        /// The epoch.
-        epoch: Option<u64>,
-        /// The peer's node id.
-        peer: String,
-    },
-    /// `CUTOFF peer=NODE epoch=E decision_to_cutoff_ms=N`: a gated peer was removed.
-    Cutoff {
-        /// The peer's node id.
-        peer: String,
-        /// The epoch that left it out.
-        epoch: Option<u64>,
-        /// Milliseconds from the controller's decision to the removal.
-        decision_to_cutoff_ms: Option<u64>,
-    },
-}
-
-/// Every gate event in a daemon's log, in order.
-pub fn events(log: &str) -> Vec<GateEvent> {
-    log.lines().filter_map(parse_line).collect()
-}
+pub use meshtun_testbed::gatelog::{events, GateEvent};
 
 /// Whether the log has a `MEMBERSHIP=state` line (for any epoch).
 pub fn has_membership(log: &str, state: &str) -> bool {
@@ -79,64 +46,6 @@ pub fn cutoffs(log: &str, peer: &str) -> Vec<Option<u64>> {
             _ => None,
         })
         .collect()
-}
-
-fn parse_line(line: &str) -> Option<GateEvent> {
-    for marker in ["MEMBERSHIP=", "APPLIED ", "CUTOFF "] {
-        let Some(at) = line.find(marker) else {
-            continue;
-        };
-        let rest = line.get(at..)?;
-        let fields = fields(rest);
-        let epoch = fields.get("epoch").and_then(|e| e.parse().ok());
-        let peer = fields.get("peer").cloned().unwrap_or_default();
-        return Some(match marker {
-            "MEMBERSHIP=" => GateEvent::Membership {
-                state: fields.get("MEMBERSHIP").cloned().unwrap_or_default(),
-                epoch,
-                fields,
-            },
-            "APPLIED " => GateEvent::Applied { epoch, peer },
-            _ => GateEvent::Cutoff {
-                peer,
-                epoch,
-                decision_to_cutoff_ms: fields
-                    .get("decision_to_cutoff_ms")
-                    .and_then(|n| n.parse().ok()),
-            },
-        });
-    }
-    None
-}
-
-/// The `key=value` pairs of `text`; a value may be double-quoted with backslash escapes.
-fn fields(text: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut chars = text.chars().peekable();
-    loop {
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        let key: String =
-            std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_whitespace())).collect();
-        if key.is_empty() && chars.peek().is_none() {
-            return out;
-        }
-        if chars.next_if_eq(&'=').is_none() {
-            continue;
-        }
-        let mut value = String::new();
-        if chars.next_if_eq(&'"').is_some() {
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => value.extend(chars.next()),
-                    '"' => break,
-                    c => value.push(c),
-                }
-            }
-        } else {
-            value.extend(std::iter::from_fn(|| chars.next_if(|c| !c.is_whitespace())));
-        }
-        out.insert(key, value);
-    }
 }
 
 /// The `gate` object of `meshtun show IFACE --json --no-probe` run in `ns`: the interface's
@@ -279,31 +188,13 @@ mod tests {
 
     const LOG: &str = "\
 2025-01-01T00:00:00.000001Z  INFO meshtun::gate: MEMBERSHIP=ALLOWED epoch=4 peers=2
-2025-01-01T00:00:00.000002Z  INFO meshtun::gate: APPLIED epoch=4 peer=b psk=****
 2025-01-01T00:00:01.000000Z  INFO gate{iface=mt0}: meshtun::gate: CUTOFF peer=d epoch=5 decision_to_cutoff_ms=137
-2025-01-01T00:00:02.000000Z  INFO meshtun::gate: MEMBERSHIP=DENIED epoch=6 reason=\"overall 0.1 below \\\"threshold\\\" 0.7\"
-2025-01-01T00:00:03.000000Z DEBUG meshtun::device: unrelated line
+2025-01-01T00:00:02.000000Z  INFO meshtun::gate: MEMBERSHIP=DENIED epoch=6 reason=\"below\"
 ";
 
     #[test]
-    fn gate_lines_are_parsed_with_their_fields() {
-        let events = events(LOG);
-        assert_eq!(events.len(), 4);
-        assert!(matches!(&events[0],
-            GateEvent::Membership { state, epoch: Some(4), fields }
-                if state == "ALLOWED" && fields["peers"] == "2"));
-        assert_eq!(
-            events[1],
-            GateEvent::Applied {
-                epoch: Some(4),
-                peer: "b".into()
-            }
-        );
+    fn the_helpers_select_from_the_parsed_lines() {
         assert_eq!(cutoffs(LOG, "d"), [Some(137)]);
-        let GateEvent::Membership { fields, .. } = &events[3] else {
-            panic!("{:?}", events[3]);
-        };
-        assert_eq!(fields["reason"], "overall 0.1 below \"threshold\" 0.7");
         assert_eq!(membership_epochs(LOG, "DENIED"), [6]);
         assert!(has_membership(LOG, "ALLOWED") && !has_membership(LOG, "LOST"));
     }

@@ -156,7 +156,8 @@ fn find(lines: &[String], from: usize, parts: &[&str]) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
-/// Processes whose command line mentions `dir` (the node daemons run on configurations in it).
+/// Processes whose command line mentions `dir` (the node daemons run on configurations in it,
+/// and the controller on its `controller.toml`).
 fn processes_using(dir: &Path) -> Vec<String> {
     let needle = dir.to_string_lossy().into_owned();
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -287,7 +288,15 @@ fn ctrl_c_stops_the_demo_and_cleans_up() {
     );
     let dir = demo.dir();
     assert!(dir.is_dir(), "{}", demo.transcript());
-    assert_eq!(processes_using(&dir).len(), 3, "{}", demo.transcript());
+    let running = processes_using(&dir);
+    assert_eq!(running.len(), 4, "{running:?}\n{}", demo.transcript());
+    assert!(
+        running
+            .iter()
+            .any(|p| p.contains("meshtun-controller") && p.contains(" serve")),
+        "the demo does not run the controller binary: {running:?}\n{}",
+        demo.transcript()
+    );
 
     let pid = Pid::from_raw(i32::try_from(demo.pid()).expect("pid fits"));
     kill(pid, Signal::SIGINT).expect("cannot send SIGINT to the demo");

@@ -15,6 +15,7 @@ mod controller_abuse;
 mod controller_crash;
 mod controller_secrets;
 mod demo;
+mod dependencies;
 mod enroll_proxy;
 mod flood;
 mod forged_handshakes;
