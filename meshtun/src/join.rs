@@ -271,7 +271,7 @@ pub async fn join(options: &JoinOptions) -> Result<Joined, JoinError> {
     .await
     .map_err(|error| JoinError::Enroll {
         node: options.ticket.node_id.clone(),
-        url: prepared.draft.controller.url.clone(),
+        url: prepared.draft.controller.urls[0].clone(),
         identity_file: prepared.draft.controller.identity_key_file.clone(),
         error: Box::new(error),
     })?;
@@ -407,7 +407,7 @@ fn draft(options: &JoinOptions, path: &Path, url: String, endpoint: Option<Strin
             hooks: Hooks::default(),
         },
         controller: ControllerSettings {
-            url,
+            urls: vec![url],
             public_key: options.ticket.controller_key,
             node_id: options.ticket.node_id.clone(),
             identity_key_file: dir.join(format!("{name}.identity")),
@@ -430,7 +430,7 @@ impl Prepared {
         options: &JoinOptions,
     ) -> Result<Joined, JoinError> {
         let node = enrolled.node_id.clone();
-        let url = self.draft.controller.url.clone();
+        let url = self.draft.controller.urls[0].clone();
         let not_saved = |reason: String| JoinError::NotSaved {
             node: node.clone(),
             url: url.clone(),

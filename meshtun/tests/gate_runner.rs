@@ -44,7 +44,7 @@ fn start_at(url: &str, c: &Controller, n: usize, mean: f64, dir: &std::path::Pat
     let node = &c.nodes[n];
     let options = GateOptions {
         controller: ControllerSettings {
-            url: url.to_owned(),
+            urls: vec![url.to_owned()],
             public_key: c.key.public(),
             node_id: node.id.clone(),
             identity_key_file: dir.join(format!("{}.identity", node.id)),

@@ -34,7 +34,7 @@ async fn a_private_ca_is_trusted_through_ca_file_and_only_then() {
     let url = c.url.clone();
 
     let settings = |ca_file| ControllerSettings {
-        url: url.clone(),
+        urls: vec![url.clone()],
         public_key: key.public(),
         node_id: "node-a".into(),
         identity_key_file: dir.path().join("node-a.identity"),

@@ -108,7 +108,7 @@ async fn join_writes_a_private_working_config_and_the_controller_lists_the_node(
         vec!["100.64.0.4/24".parse::<IpNet>().unwrap()]
     );
     let gating = config.controller.clone().unwrap();
-    assert_eq!(gating.url, c.url);
+    assert_eq!(gating.urls, std::slice::from_ref(&c.url));
     assert_eq!(gating.public_key, c.key.public());
     assert_eq!(gating.node_id, "node-d");
     assert_eq!(

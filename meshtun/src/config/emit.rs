@@ -188,7 +188,12 @@ impl TomlText {
         interface: &str,
     ) {
         self.section("controller", false);
-        self.line("url", string(&settings.url));
+        match settings.urls.as_slice() {
+            [one] => self.line("url", string(one)),
+            many => {
+                self.line("url", strings(many));
+            }
+        }
         self.line("public_key", string(&settings.public_key.to_base64()));
         self.line("node_id", string(&settings.node_id));
         self.line(
@@ -303,7 +308,7 @@ mod tests {
 
     fn controller(dir: &Path) -> ControllerSettings {
         ControllerSettings {
-            url: "https://192.0.2.10:8700".into(),
+            urls: vec!["https://192.0.2.10:8700".into()],
             public_key: IdentityKey::generate().public(),
             node_id: "node-a".into(),
             identity_key_file: dir.join("wg0.identity"),
@@ -357,6 +362,15 @@ mod tests {
             );
             assert!(text.contains("cache_file = \"/etc/meshtun/cache/wg0.bundle\"\n"));
         }
+        // Several instances are written as a list, and read back in order.
+        let mut several = controller.clone();
+        several.urls.push("https://192.0.2.11:8700".into());
+        let mut out = TomlText::default();
+        out.interface(&interface);
+        out.controller(&several, path, "wg0");
+        let text = out.finish();
+        let parsed = Config::parse(&text, path).unwrap();
+        assert_eq!(parsed.controller.as_ref(), Some(&several), "{text}");
     }
 
     #[test]

@@ -91,8 +91,10 @@ impl LossPolicy {
 /// The `[controller]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControllerSettings {
-    /// The controller's base URL (`http` or `https`, no trailing slash, no path).
-    pub url: String,
+    /// The base URLs of the controller's instances (`http` or `https`, no trailing slash, no
+    /// path), in order of preference: the node uses one at a time and moves to the next when
+    /// it stops answering. Never empty; at most [`MAX_CONTROLLER_URLS`].
+    pub urls: Vec<String>,
     /// The controller's Ed25519 public key: bundles must be signed with it.
     pub public_key: IdentityPublic,
     /// This node's id at the controller.
@@ -190,6 +192,9 @@ pub fn check_allowed_prefixes(prefixes: &[IpNet]) -> Result<(), String> {
 
 /// Checks a controller base URL: `http` or `https`, a host, and nothing after it; returns it
 /// without the trailing slash.
+/// The most controller URLs a node may list.
+pub const MAX_CONTROLLER_URLS: usize = 8;
+
 pub(crate) fn controller_url(text: &str) -> Result<String, String> {
     let url = reqwest::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {

@@ -294,7 +294,7 @@ fn start_tasks(
     let (tx, updates) = mpsc::channel(8);
     tracing::info!(
         target: "meshtun::gate",
-        controller = %settings.url,
+        controller = %settings.urls.join(", "),
         node = %settings.node_id,
         "membership gating on"
     );

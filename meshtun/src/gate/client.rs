@@ -8,6 +8,7 @@
 //! the freshness checks. Redirects are not followed (they would change the signed path).
 //! HTTPS uses rustls with the web PKI roots.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -24,6 +25,7 @@ use serde::Deserialize;
 
 use super::bundle::{verify_bundle, BundleCheckError, VerifiedBundle};
 use super::cache::MAX_CACHE_BYTES;
+use super::instances::Instances;
 use super::unix_ms;
 use crate::config::{controller_url, ControllerSettings};
 
@@ -162,10 +164,13 @@ const SUBMIT: &str = "submitting a benchmark";
 const FETCH: &str = "fetching the bundle";
 const ENROLL: &str = "enrolling";
 
-/// A node's client for one controller.
+/// A node's client for its controller, over one of the controller's instances at a time
+/// ([`Instances`]).
 pub struct ControllerClient {
     http: reqwest::Client,
-    base: String,
+    instances: Instances,
+    /// Set when the last failure moved to another instance that should be tried at once.
+    retry_now: AtomicBool,
     controller_key: IdentityPublic,
     node_id: String,
     identity: IdentityKey,
@@ -175,7 +180,7 @@ pub struct ControllerClient {
 impl std::fmt::Debug for ControllerClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControllerClient")
-            .field("url", &self.base)
+            .field("urls", &self.instances.urls())
             .field("controller_key", &self.controller_key)
             .field("node_id", &self.node_id)
             .finish_non_exhaustive()
@@ -195,7 +200,26 @@ impl ControllerClient {
     ) -> Result<Self, ClientError> {
         Self::with_http(
             http_client(None)?,
-            url,
+            &[url.to_owned()],
+            controller_key,
+            node_id,
+            identity,
+            wg_private,
+        )
+    }
+
+    /// Like [`Self::new`], for a controller with several instances at `urls`, in order of
+    /// preference.
+    pub fn with_instances(
+        urls: &[String],
+        controller_key: IdentityPublic,
+        node_id: &str,
+        identity: IdentityKey,
+        wg_private: PrivateKey,
+    ) -> Result<Self, ClientError> {
+        Self::with_http(
+            http_client(None)?,
+            urls,
             controller_key,
             node_id,
             identity,
@@ -205,7 +229,7 @@ impl ControllerClient {
 
     fn with_http(
         http: reqwest::Client,
-        url: &str,
+        urls: &[String],
         controller_key: IdentityPublic,
         node_id: &str,
         identity: IdentityKey,
@@ -214,9 +238,18 @@ impl ControllerClient {
         if !valid_node_id(node_id) {
             return Err(ClientError::NodeId(node_id.escape_debug().to_string()));
         }
+        if urls.is_empty() {
+            return Err(ClientError::Url("no controller URL is given".to_owned()));
+        }
+        let urls = urls
+            .iter()
+            .map(|url| controller_url(url))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ClientError::Url)?;
         Ok(Self {
             http,
-            base: controller_url(url).map_err(ClientError::Url)?,
+            instances: Instances::new(urls),
+            retry_now: AtomicBool::new(false),
             controller_key,
             node_id: node_id.to_owned(),
             identity,
@@ -233,7 +266,7 @@ impl ControllerClient {
     ) -> Result<Self, ClientError> {
         Self::with_http(
             http_client(settings.ca_file.as_deref())?,
-            &settings.url,
+            &settings.urls,
             settings.public_key,
             &settings.node_id,
             identity,
@@ -246,13 +279,54 @@ impl ControllerClient {
         &self.node_id
     }
 
+    /// The URL of the controller instance in use.
+    pub fn url(&self) -> &str {
+        self.instances.current().1
+    }
+
+    /// Whether the last failure moved to another instance, to be tried at once rather than
+    /// after a backoff; reading it clears it.
+    pub fn take_retry_now(&self) -> bool {
+        self.retry_now.swap(false, Ordering::AcqRel)
+    }
+
+    /// Notes the outcome of a request to instance `index`: a failure that says the instance
+    /// is lost moves to the next one.
+    fn note<T>(&self, index: usize, result: Result<T, ClientError>) -> Result<T, ClientError> {
+        match &result {
+            Ok(_) => self.instances.succeeded(),
+            Err(error) if error.instance_lost() => {
+                let now = self.instances.failed(index);
+                self.retry_now.store(now, Ordering::Release);
+                if self.instances.urls().len() > 1 {
+                    tracing::warn!(
+                        target: "meshtun::gate",
+                        from = %self.instances.urls()[index],
+                        to = %self.url(),
+                        "moving to another controller instance: {error}"
+                    );
+                }
+            }
+            // The instance answered: it is alive, whatever it said.
+            Err(_) => self.instances.succeeded(),
+        }
+        result
+    }
+
     /// The pinned controller key.
     pub fn controller_key(&self) -> &IdentityPublic {
         &self.controller_key
     }
 
-    /// A signed request: `path_and_query` is signed exactly as it is sent.
-    fn signed(&self, method: Method, path_and_query: &str, body: Vec<u8>) -> RequestBuilder {
+    /// A signed request to the instance in use (returned with it): `path_and_query` is
+    /// signed exactly as it is sent.
+    fn signed(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Vec<u8>,
+    ) -> (usize, RequestBuilder) {
+        let (index, base) = self.instances.current();
         // Signed for the pinned controller: another controller that knows this node (a
         // staging one, say) cannot be sent a replay of it.
         let signature = RequestSignature::sign(
@@ -264,13 +338,11 @@ impl ControllerClient {
             &body,
             unix_ms(),
         );
-        let mut request = self
-            .http
-            .request(method, format!("{}{path_and_query}", self.base));
+        let mut request = self.http.request(method, format!("{base}{path_and_query}"));
         for (name, value) in signature.headers() {
             request = request.header(name, value);
         }
-        request.body(body)
+        (index, request.body(body))
     }
 
     /// Submits `benchmark`. `Ok` once the controller has stored it (201).
@@ -280,17 +352,20 @@ impl ControllerClient {
             reason: format!("cannot encode the benchmark: {e}"),
         })?;
         let path = format!("/v1/benchmarks/{}", self.node_id);
-        let response = self
-            .signed(Method::POST, &path, body)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .timeout(REQUEST_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| http_error(SUBMIT, &e))?;
-        if response.status().is_success() {
-            return Ok(());
-        }
-        Err(refusal(SUBMIT, response).await)
+        let (index, request) = self.signed(Method::POST, &path, body);
+        let result = async {
+            let response = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .timeout(REQUEST_TIMEOUT)
+                .send()
+                .await
+                .map_err(|e| http_error(SUBMIT, &e))?;
+            if response.status().is_success() {
+                return Ok(());
+            }
+            Err(refusal(SUBMIT, response).await)
+        };
+        self.note(index, result.await)
     }
 
     /// Asks for a bundle newer than epoch `after` (any bundle if `None`), waiting up to
@@ -307,14 +382,29 @@ impl ControllerClient {
         if let Some(epoch) = after {
             path.push_str(&format!("?after={epoch}"));
         }
-        let response = self
-            .signed(Method::GET, &path, Vec::new())
-            .timeout(wait.saturating_add(LONG_POLL_MARGIN))
+        let (index, request) = self.signed(Method::GET, &path, Vec::new());
+        let result = self.fetch_from(index, request, after, wait).await;
+        self.note(index, result)
+    }
+
+    async fn fetch_from(
+        &self,
+        index: usize,
+        request: RequestBuilder,
+        after: Option<EpochId>,
+        wait: Duration,
+    ) -> Result<Option<VerifiedBundle>, ClientError> {
+        let started = std::time::Instant::now();
+        let response = request
+            .timeout(self.instances.poll_timeout(index, wait, LONG_POLL_MARGIN))
             .send()
             .await
             .map_err(|e| http_error(FETCH, &e))?;
         match response.status() {
-            StatusCode::NOT_MODIFIED => return Ok(None),
+            StatusCode::NOT_MODIFIED => {
+                self.instances.learned_poll(index, started.elapsed());
+                return Ok(None);
+            }
             StatusCode::OK => {}
             _ => return Err(refusal(FETCH, response).await),
         }
@@ -511,6 +601,20 @@ impl ClientError {
         }
     }
 
+    /// Whether this failure says the instance asked is gone or broken, so that another
+    /// instance should be tried: no connection or no answer in time, a 5xx, or an answer that
+    /// is malformed or does not verify. A refusal (401, 403, 409, 422, 429) is an answer from
+    /// a working instance.
+    pub fn instance_lost(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Http { .. }
+                | ClientError::Server { .. }
+                | ClientError::Response { .. }
+                | ClientError::Bundle(_)
+        )
+    }
+
     /// The newest benchmark sequence number the controller holds, for a 409 that said.
     pub fn latest_seq(&self) -> Option<u64> {
         match self {
@@ -584,7 +688,7 @@ mod tests {
             Err(ClientError::NodeId(_))
         ));
         let client = make("http://192.0.2.1:8700/", "node-a").unwrap();
-        assert_eq!(client.base, "http://192.0.2.1:8700");
+        assert_eq!(client.url(), "http://192.0.2.1:8700");
         assert!(!format!("{client:?}").contains(&key.to_base64()));
     }
 

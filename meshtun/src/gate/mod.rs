@@ -19,6 +19,7 @@ pub mod bundle;
 pub mod cache;
 pub mod client;
 pub mod clock;
+pub mod instances;
 pub mod merge;
 pub mod resolve;
 pub mod runner;

@@ -113,7 +113,7 @@ impl Gate {
         {
             let mut s = status.lock();
             s.node_id = options.controller.node_id.clone();
-            s.controller_url = options.controller.url.clone();
+            s.controller_url = client.url().to_owned();
             s.loss_policy = options.controller.on_controller_loss.as_str();
         }
         let mut state = GateState::new(
@@ -210,7 +210,7 @@ async fn fetch_loop(
                     tracing::info!(target: "meshtun::gate", "the controller answers again");
                     failing = false;
                 }
-                contact(&status);
+                contact(&status, &client);
                 if let Some(bundle) = answer {
                     after = after.max(Some(bundle.epoch));
                     if bundles.send(bundle).await.is_err() {
@@ -219,7 +219,11 @@ async fn fetch_loop(
                 }
             }
             Err(error) => {
-                record_error(&status, &error);
+                record_error(&status, &client, &error);
+                if client.take_retry_now() {
+                    // Another instance of the controller: ask it at once.
+                    continue;
+                }
                 if !failing {
                     tracing::warn!(target: "meshtun::gate", "{error}; retrying");
                     failing = true;
@@ -241,14 +245,20 @@ fn retry_delay(error: &ClientError, backoff: Duration) -> Duration {
         .map_or(backoff, |after| after.max(backoff))
 }
 
-fn contact(status: &SharedGateStatus) {
+fn contact(status: &SharedGateStatus, client: &ControllerClient) {
     let mut s = status.lock();
     s.last_contact_ms = Some(unix_ms());
     s.last_error = None;
+    client.url().clone_into(&mut s.controller_url);
 }
 
-fn record_error(status: &SharedGateStatus, error: &ClientError) {
-    status.lock().last_error = Some(error.to_string());
+fn record_error(status: &SharedGateStatus, client: &ControllerClient, error: &ClientError) {
+    let mut s = status.lock();
+    s.last_error = Some(error.to_string());
+    if s.controller_url != client.url() {
+        s.failovers += 1;
+        client.url().clone_into(&mut s.controller_url);
+    }
 }
 
 /// How far ahead of this node's clock a sequence number the controller reports may be and

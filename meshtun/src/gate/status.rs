@@ -25,8 +25,10 @@ pub struct GatedPeerInfo {
 pub struct GateStatus {
     /// This node's id at the controller.
     pub node_id: String,
-    /// The controller's base URL.
+    /// The base URL of the controller instance in use.
     pub controller_url: String,
+    /// Moves from one controller instance to another since start.
+    pub failovers: u64,
     /// The loss policy (`fail_closed` or `keep_last`).
     pub loss_policy: &'static str,
     /// The membership enforced now.

@@ -76,7 +76,7 @@ impl Draft {
              Check it with `meshtun check {path}`;\n\
              start the node with `meshtun up {path}`.",
             node = self.controller.node_id,
-            url = self.controller.url,
+            url = self.controller.urls[0],
         ));
     }
 
@@ -174,7 +174,7 @@ mod tests {
                 hooks: Hooks::default(),
             },
             controller: ControllerSettings {
-                url: "http://192.0.2.10:8700".into(),
+                urls: vec!["http://192.0.2.10:8700".into()],
                 public_key: IdentityKey::generate().public(),
                 node_id: "node-d".into(),
                 identity_key_file: dir.join("wg0.identity"),

@@ -176,14 +176,24 @@ impl Sample {
     fn encode_gate(&self, gate: &GateStatus, e: &mut DescriptorEncoder) -> fmt::Result {
         let mut info = e.encode_descriptor(
             "gate",
-            "This node's identity at the controller and its loss policy",
+            "This node's identity at the controller, the controller instance in use and its loss policy",
             None,
             MetricType::Info,
         )?;
         info.encode_info(&vec![
             ("node_id", gate.node_id.clone()),
+            ("controller_url", gate.controller_url.clone()),
             ("loss_policy", gate.loss_policy.to_owned()),
         ])?;
+        let help = "Moves from one controller instance to another since start";
+        let value = gate.failovers;
+        counters(
+            e,
+            "gate_controller_failovers",
+            help,
+            None,
+            [(vec![], value)],
+        )?;
         let state = gate.membership.as_str().to_ascii_lowercase();
         gauges(
             e,

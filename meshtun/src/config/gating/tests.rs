@@ -58,7 +58,7 @@ fn every_gating_key_is_read() {
     );
     let config = parse(&text).unwrap();
     let c = controller(&config);
-    assert_eq!(c.url, "http://192.0.2.10:8700");
+    assert_eq!(c.urls, ["http://192.0.2.10:8700"]);
     assert_eq!(c.public_key.to_base64(), controller_key());
     assert_eq!(c.node_id, "node-a");
     assert_eq!(
@@ -120,7 +120,8 @@ fn the_default_identity_file_follows_the_interface_name() {
     let config = parse(&text).unwrap();
     let c = controller(&config);
     assert_eq!(
-        c.url, "https://ctl.example:8700",
+        c.urls,
+        ["https://ctl.example:8700"],
         "the trailing slash is dropped"
     );
     assert_eq!(
@@ -361,4 +362,53 @@ fn gating_without_an_interface_is_refused() {
         parse(&text),
         Err(ConfigError::MissingInterface { .. })
     ));
+}
+
+/// `[controller]` with `url = <urls>` (a TOML value) on line 4.
+fn with_urls(urls: &str) -> String {
+    format!(
+        "{}[controller]\nurl = {urls}\npublic_key = \"{}\"\nnode_id = \"node-a\"\n",
+        interface(),
+        controller_key()
+    )
+}
+
+#[test]
+fn a_list_of_controller_instances_is_read_in_order() {
+    let text = with_urls("[\"https://ctl-1.example:8700/\", \"https://192.0.2.11:8700\"]");
+    let config = parse(&text).unwrap();
+    assert_eq!(
+        controller(&config).urls,
+        ["https://ctl-1.example:8700", "https://192.0.2.11:8700"]
+    );
+}
+
+#[test]
+fn bad_controller_lists_name_the_line_and_the_fault() {
+    let nine: Vec<String> = (1..=9)
+        .map(|i| format!("\"http://192.0.2.{i}:8700\""))
+        .collect();
+    let nine = format!("[{}]", nine.join(", "));
+    let cases: Vec<(String, &[&str])> = vec![
+        (with_urls("[]"), &["line 4", "`controller.url`", "empty"]),
+        (
+            with_urls("[\"http://192.0.2.10:8700\", \"http://192.0.2.10:8700/\"]"),
+            &["line 4", "`controller.url`", "twice"],
+        ),
+        (
+            with_urls(&nine),
+            &["line 4", "`controller.url`", "at most 8"],
+        ),
+        (
+            with_urls("[\"http://192.0.2.10:8700\", \"ftp://192.0.2.11\"]"),
+            &["line 4", "`controller.url`", "http or https"],
+        ),
+        (with_urls("[1, 2]"), &["line 4", "url"]),
+    ];
+    for (text, parts) in &cases {
+        let message = error(text);
+        for part in *parts {
+            assert!(message.contains(part), "{part:?} not in: {message}");
+        }
+    }
 }

@@ -13,16 +13,27 @@ use super::Builder;
 use crate::config::gating::{
     check_allowed_prefixes, controller_url, default_timeout, BenchmarkSettings,
     BenchmarkSourceConfig, ControllerSettings, LossPolicy, DEFAULT_CACHE_DIR, DEFAULT_GRACE_SECS,
-    DEFAULT_INTERVAL_SECS, MAX_GRACE_SECS, MAX_INTERVAL_SECS, MAX_TIMEOUT_SECS,
+    DEFAULT_INTERVAL_SECS, MAX_CONTROLLER_URLS, MAX_GRACE_SECS, MAX_INTERVAL_SECS,
+    MAX_TIMEOUT_SECS,
 };
 use crate::config::secrets::resolve_key_path;
 use crate::config::ConfigError;
+
+/// `url`: one controller URL, or a list of instances to fail over between.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum UrlList {
+    /// `url = "https://…"`.
+    One(String),
+    /// `url = ["https://…", "https://…"]`.
+    Many(Vec<String>),
+}
 
 /// `[controller]`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawController {
-    url: Option<Spanned<String>>,
+    url: Option<Spanned<UrlList>>,
     public_key: Option<Spanned<String>>,
     node_id: Option<Spanned<String>>,
     identity_key_file: Option<Spanned<String>>,
@@ -107,7 +118,7 @@ impl Builder<'_> {
         let raw = raw.into_inner();
         let at = "controller";
         let config = self.ctx.path;
-        let url = self.gating_required(header, (at, "url"), &raw.url, |u| controller_url(u))?;
+        let urls = self.gating_required(header, (at, "url"), &raw.url, controller_urls)?;
         let public_key =
             self.gating_required(header, (at, "public_key"), &raw.public_key, |k| {
                 controller_key(k)
@@ -137,7 +148,7 @@ impl Builder<'_> {
             })?;
         self.note_secret_file(identity_key_file.clone());
         Ok(ControllerSettings {
-            url,
+            urls,
             public_key,
             node_id,
             identity_key_file,
@@ -324,4 +335,30 @@ fn suite_version(text: &str) -> Result<String, String> {
         ));
     }
     Ok(text.to_owned())
+}
+
+/// The controller URLs of `url`: one or more, at most [`MAX_CONTROLLER_URLS`], each once.
+fn controller_urls(raw: &UrlList) -> Result<Vec<String>, String> {
+    let texts: Vec<&String> = match raw {
+        UrlList::One(url) => vec![url],
+        UrlList::Many(urls) => urls.iter().collect(),
+    };
+    if texts.is_empty() {
+        return Err("the list is empty: give at least one controller URL".to_owned());
+    }
+    if texts.len() > MAX_CONTROLLER_URLS {
+        return Err(format!(
+            "{} URLs: at most {MAX_CONTROLLER_URLS} controller instances can be listed",
+            texts.len()
+        ));
+    }
+    let mut urls: Vec<String> = Vec::with_capacity(texts.len());
+    for text in texts {
+        let url = controller_url(text)?;
+        if urls.contains(&url) {
+            return Err(format!("`{url}` is listed twice"));
+        }
+        urls.push(url);
+    }
+    Ok(urls)
 }

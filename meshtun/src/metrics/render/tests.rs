@@ -87,6 +87,7 @@ fn gate() -> GateStatus {
         node_id: "node-a".into(),
         controller_url: "http://192.0.2.10:8700".into(),
         loss_policy: "fail_closed",
+        failovers: 1,
         membership: MembershipState::Allowed,
         epoch: Some(42),
         activation_ms: Some(now_ms() - 60_000),
@@ -210,7 +211,7 @@ fn gating_metrics_report_membership_times_and_cutoffs() {
     let gate = |name: &str| format!("meshtun_gate_{name}{{interface=\"wg0\"}}");
     expect(
         &text,
-        "meshtun_gate_info{interface=\"wg0\",node_id=\"node-a\",loss_policy=\"fail_closed\"}",
+        "meshtun_gate_info{interface=\"wg0\",node_id=\"node-a\",controller_url=\"http://192.0.2.10:8700\",loss_policy=\"fail_closed\"}",
         1.0,
     );
     for (state, on) in [
@@ -229,6 +230,7 @@ fn gating_metrics_report_membership_times_and_cutoffs() {
     expect(&text, &gate("benchmarks_submitted_total"), 17.0);
     expect(&text, &gate("benchmark_failures_total"), 2.0);
     expect(&text, &gate("bundles_applied_total"), 5.0);
+    expect(&text, &gate("controller_failovers_total"), 1.0);
     expect(&text, &gate("cutoffs_total"), 3.0);
     expect(&text, &gate("decision_to_cutoff_seconds_sum"), 3.75);
     expect(&text, &gate("decision_to_cutoff_seconds_count"), 3.0);
