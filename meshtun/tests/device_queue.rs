@@ -2,6 +2,7 @@
 //! per peer. The host floods 2,000 peers that never answer; the device's heap must stay
 //! within its queue budget, and a peer that does answer must still be reachable.
 
+#[path = "integration/pair/mod.rs"]
 mod pair;
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -13,7 +13,7 @@ use tokio::time::timeout;
 
 const EPOCH_MS: u64 = 4_000;
 
-mod common;
+use crate::common;
 
 use common::{now_ms, Controller};
 

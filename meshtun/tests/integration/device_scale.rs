@@ -2,7 +2,7 @@
 //! new epoch's bundle changes them), the deadline on an old preshared key, and the cost of
 //! applying a change to 1,000 peers.
 
-mod pair;
+use crate::pair;
 
 use std::net::SocketAddr;
 use std::time::Duration;

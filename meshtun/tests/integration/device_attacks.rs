@@ -3,7 +3,7 @@
 //! replies, and initiations replayed after a preshared-key rotation. None of them may move
 //! an endpoint, confirm a session or draw an answer that would reveal or redirect traffic.
 
-mod pair;
+use crate::pair;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

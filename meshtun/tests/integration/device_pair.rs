@@ -2,7 +2,7 @@
 //! both directions and both IP versions, cryptokey routing, make-before-break key changes,
 //! garbage input and handshake floods.
 
-mod pair;
+use crate::pair;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
