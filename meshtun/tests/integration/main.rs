@@ -22,3 +22,15 @@ mod host_netns;
 mod join_controller;
 mod no_alloc;
 mod uapi_wg_tool;
+
+use std::time::Duration;
+
+/// Polls `cond` every 10 ms until it holds; panics naming `what` once `limit` has passed.
+/// Tests wait with this for the condition they need, not for a fixed time.
+pub async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
