@@ -48,6 +48,28 @@ fn a_key_change_handshakes_beside_the_active_session_and_initiates_once() {
 }
 
 #[test]
+fn an_initiation_without_an_endpoint_goes_out_at_the_first_tick_after_one_is_known() {
+    let (p0, p1, _) = keys();
+    let mut pair = Pair::new(Some(&p0));
+    // Alice does not know where Bob is (as after a restart, before he writes).
+    pair.alice.peer().state.lock().endpoint = None;
+    assert!(pair.alice.set_psk(&p1, pair.at(1)).is_empty());
+    assert_eq!(pair.alice.key(SlotKind::Next), Some(p1));
+    assert!(pair.alice.tick(pair.at(2)).is_empty());
+
+    // Bob's next packet tells her; the following tick sends the initiation, from `next`.
+    assert!(pair.bob_to_alice(pair.at(3)));
+    let sent = pair.alice.tick(pair.at(4));
+    let inits = only(&sent, INITIATION);
+    assert_eq!(inits.len(), 1);
+    assert_eq!(
+        Some(index_at(&inits[0], 4)),
+        pair.alice.index(SlotKind::Next)
+    );
+    assert!(only(&pair.alice.tick(pair.at(5)), INITIATION).is_empty());
+}
+
+#[test]
 fn a_key_change_before_any_session_replaces_the_active_tunn() {
     let (p1, _, _) = keys();
     let mut pair = Pair::new(None);
