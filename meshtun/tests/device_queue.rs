@@ -2,6 +2,7 @@
 //! per peer. The host floods 2,000 peers that never answer; the device's heap must stay
 //! within its queue budget, and a peer that does answer must still be reachable.
 
+#[path = "integration/pair/mod.rs"]
 mod pair;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -90,6 +91,9 @@ async fn finding_26_packets_queued_for_unreachable_peers_are_bounded_device_wide
         kb,
         vec![peer(&ka, &["100.64.0.1/32"], None, None)],
     );
+    // Not a wait for a condition: the devices' tasks allocate their buffers as they start,
+    // and the baseline is taken after that. Too short a pause only makes the limit
+    // stricter. (A handshake to prove them up would defeat the last check below.)
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = live_mib();
 

@@ -238,6 +238,7 @@ mod tests {
         let first = responder.open(&initiation(&mut ta)).expect("opens");
         assert_eq!(first.claimed, a.public_key());
         let t1 = first.timestamp(&shared).expect("timestamp");
+        // The sleep is the test: time passes, so the next initiation's timestamp is newer.
         std::thread::sleep(std::time::Duration::from_millis(2));
         let t2 = responder
             .open(&initiation(&mut ta))

@@ -28,6 +28,11 @@ use super::transport::DatagramBatch;
 /// How long a retired `Tunn` keeps decrypting packets still in flight.
 pub const RETIRE_AFTER: Duration = Duration::from_secs(15);
 
+/// How long `next` may handshake, from its first initiation, before it is abandoned:
+/// WireGuard's REKEY_ATTEMPT_TIME, after which boringtun's `Tunn` also gives up. Counted here
+/// on the device's clock (`now`), which tests can drive; boringtun reads its own.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(90);
+
 /// Which of a peer's `Tunn`s a session index belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlotKind {
@@ -49,6 +54,8 @@ pub struct Slot {
     confirmed_session: Option<u32>,
     /// Made for a new preshared key, and its first initiation is not sent yet.
     due: bool,
+    /// When its first initiation with a new preshared key went out.
+    initiated: Option<Instant>,
     /// What the packets the `Tunn` queued before its handshake hold of the device's budget.
     queued: Queued,
 }
@@ -80,6 +87,7 @@ impl Slot {
             psk,
             confirmed_session: None,
             due: false,
+            initiated: None,
             queued: Queued::new(budget),
         }
     }
@@ -97,6 +105,15 @@ impl Slot {
     /// True if the `Tunn` has a session that can encrypt.
     fn has_session(&self) -> bool {
         self.tunn.time_since_last_handshake().is_some()
+    }
+
+    /// True if its handshake was given up: by boringtun, or [`GIVE_UP_AFTER`] after the
+    /// first initiation.
+    fn gave_up(&self, now: Instant) -> bool {
+        self.tunn.is_expired()
+            || self
+                .initiated
+                .is_some_and(|at| now.saturating_duration_since(at) >= GIVE_UP_AFTER)
     }
 }
 
@@ -310,6 +327,7 @@ impl PeerState {
             TunnResult::WriteToNetwork(p) => {
                 let len = p.len();
                 slot.due = false;
+                slot.initiated.get_or_insert(now);
                 out.commit(endpoint, len);
                 self.note_sent(len, now);
             }
@@ -553,7 +571,7 @@ impl PeerState {
         }
         self.tick_slot(SlotKind::Active, out, now);
         self.tick_slot(SlotKind::Next, out, now);
-        if self.next.as_ref().is_some_and(|s| s.tunn.is_expired()) {
+        if self.next.as_ref().is_some_and(|s| s.gave_up(now)) {
             // The peer never answered with the new key; `active` is untouched and the caller
             // starts a fresh attempt.
             if let Some(next) = self.next.take() {
@@ -673,3 +691,6 @@ fn read_u32(datagram: &[u8], offset: usize) -> Option<u32> {
     let bytes = datagram.get(offset..offset + 4)?;
     Some(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
 }
+
+#[cfg(test)]
+mod tests;

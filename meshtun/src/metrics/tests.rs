@@ -154,6 +154,8 @@ async fn stop_is_bounded_by_a_client_that_never_finishes_its_request() {
     // Half a request head; the server, having accepted the connection, waits for the rest.
     let half: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: x\r\n";
     stuck.write_all(half).await.unwrap();
+    // Not a wait for a condition this test can observe (nothing outside the server shows
+    // that it accepted the connection): a loopback accept takes far less than this.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = std::time::Instant::now();
     timeout(STOP_TIMEOUT + WAIT, server.stop())

@@ -257,6 +257,7 @@ fn nodes_under_attack(client: &Client, nodes: &[Arc<TestNode>], health: &Client)
                         .submit_benchmark(&node, body)
                         .map_err(|e| e.to_string());
                     served.record(&format!("{} benchmark", node.id), started, reply, &[201]);
+                    // Pacing, not a wait: a node's request rate.
                     thread::sleep(Duration::from_millis(150));
                 }
             })
@@ -272,6 +273,7 @@ fn nodes_under_attack(client: &Client, nodes: &[Arc<TestNode>], health: &Client)
                 let started = Instant::now();
                 let reply = health.get("/health").map_err(|e| e.to_string());
                 served.record("/health", started, reply, &[200]);
+                // Pacing, not a wait: the health check's rate.
                 thread::sleep(Duration::from_millis(100));
             }
         })
@@ -302,6 +304,8 @@ fn long_polls_answer_a_rotation(
             })
         })
         .collect();
+    // Not a wait for a condition the test can observe (the controller shows no count of
+    // waiting long-polls): the polls reach it well within this.
     thread::sleep(Duration::from_millis(500));
     let token = std::fs::read_to_string(home.admin_token_file()).expect("the admin token");
     let rotate = reqwest::blocking::Client::builder()
@@ -561,6 +565,7 @@ fn abuse_15_a_flooding_node_gets_429_and_the_others_are_served() {
             let reply = client.bundle(node, None).map_err(|e| e.to_string());
             served.record(&format!("{} bundle", node.id), at, reply, &[200]);
         }
+        // Pacing, not a wait: each node's round of requests.
         thread::sleep(Duration::from_millis(400));
     }
     stop.store(true, Ordering::Relaxed);

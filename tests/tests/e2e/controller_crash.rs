@@ -193,6 +193,7 @@ fn acknowledged_benchmarks_and_the_epoch_survive_sigkill() {
             })
             .collect();
         let delay = rng.u64(0..=MAX_KILL_DELAY_MS);
+        // The sleep is the test: the kill comes at a random point of the writes.
         thread::sleep(Duration::from_millis(delay));
         let status = controller.kill();
         assert!(

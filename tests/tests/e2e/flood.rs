@@ -142,6 +142,7 @@ fn flood(
         }
         if let Pace::Bursts { burst, every } = pace {
             if n > 0 && n % burst == 0 {
+                // Pacing, not a wait: the flood's shape.
                 std::thread::sleep(every);
             }
         }

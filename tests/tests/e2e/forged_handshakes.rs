@@ -94,6 +94,7 @@ fn finding_1_forged_initiations_from_another_namespace_move_nothing() {
             if socket.send_to(&init, target).is_ok() {
                 sent += 1;
             }
+            // Pacing, not a wait: the forged initiations' rate.
             std::thread::sleep(PACE);
         }
         let replies_ab = pinging_ab

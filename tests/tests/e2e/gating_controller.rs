@@ -44,6 +44,8 @@ fn a_stopped_controller_is_survived_for_the_grace_then_fails_closed() {
     let current =
         ctl.wait_before_publish(Duration::from_secs(timing.lead), Duration::from_millis(600));
     let pings = mesh.ping_pairs(&["a", "b"], short + Duration::from_secs(5));
+    // Not a wait for a condition: the pings start just before the stop, which must come
+    // within the margin before the next publication, so it cannot wait long.
     std::thread::sleep(Duration::from_millis(100));
     let stopped_at = now_ms();
     ctl.stop();
@@ -62,6 +64,7 @@ fn a_stopped_controller_is_survived_for_the_grace_then_fails_closed() {
         current.not_after_ms - stopped_at,
         current.epoch
     );
+    // The sleep is the test: the controller stays stopped for `short`.
     std::thread::sleep(
         short.saturating_sub(Duration::from_millis(now_ms().saturating_sub(stopped_at))),
     );
@@ -84,6 +87,7 @@ fn a_stopped_controller_is_survived_for_the_grace_then_fails_closed() {
     }
 
     // --- Longer than the grace ---
+    // Not a wait for a condition: a one-second gap between the two stops.
     std::thread::sleep(Duration::from_secs(1));
     let stopped_at = now_ms();
     ctl.stop();
@@ -191,6 +195,7 @@ fn a_controller_killed_and_restarted_mid_epoch_changes_nothing() {
         ctl.wait_before_publish(Duration::from_secs(timing.lead), Duration::from_millis(500));
     let killed_at = now_ms();
     ctl.kill();
+    // The sleep is the test: the controller stays dead for a second.
     std::thread::sleep(Duration::from_secs(1));
     ctl.restart();
     let restarted_at = now_ms();

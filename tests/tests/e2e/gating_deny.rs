@@ -48,7 +48,13 @@ fn a_denied_node_is_cut_off_within_a_second_and_readmitted() {
         mesh.ping("d", "a", Duration::from_secs(30)),
         mesh.ping("d", "b", Duration::from_secs(30)),
     ];
-    std::thread::sleep(Duration::from_secs(2));
+    // Every run of pings is under way: each has had a reply.
+    let under_way = |runs: &[&PingRun]| runs.iter().all(|r| !r.replies_so_far().is_empty());
+    let runs: Vec<&PingRun> = allowed.iter().chain(&from_d).collect();
+    assert!(
+        wait_until(Duration::from_secs(10), || under_way(&runs)),
+        "the pings got no reply before the denial"
+    );
 
     // --- Denial ---
     let failed_at = now_ms();
@@ -123,6 +129,7 @@ fn a_denied_node_is_cut_off_within_a_second_and_readmitted() {
     // Nothing from d is decrypted after T + 1 s, and nothing reaches it.
     assert_no_ping(&a.ns, d.tunnel().into());
     assert_no_ping(&b.ns, d.tunnel().into());
+    // The sleep is the test: d's pings run one more second, in which no reply may come.
     std::thread::sleep(Duration::from_secs(1));
     for run in from_d {
         let report = run.stop();

@@ -233,6 +233,7 @@ fn a_static_wireguard_go_peer_keeps_working() {
     let window = timing.epoch_len() * 3;
     let to_w = PingRun::at_rate(&a.ns, "ping a -> w", w_tunnel.into(), 50, window);
     let from_w = PingRun::at_rate(&w_ns, "ping w -> a", a.tunnel().into(), 50, window);
+    // The sleep is the test: two rotations pass under the pings.
     std::thread::sleep(timing.epoch_len() * 2);
     let denied_at = now_ms();
     mesh.set_score("b", FAILING);

@@ -60,6 +60,7 @@ fn a_restored_backup_brings_every_node_back_within_one_epoch_9() {
         .map(|e| e.id)
         .max()
         .expect("the backup holds an epoch");
+    // The sleep is the test: the mesh moves EPOCHS_BEHIND epochs past the backup.
     std::thread::sleep(timing.epoch_len() * EPOCHS_BEHIND);
     let held: Vec<u64> = ids.iter().map(|id| shown_epoch(&mesh, id).0).collect();
     let issued = mesh

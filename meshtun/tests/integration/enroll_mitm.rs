@@ -15,7 +15,7 @@ use meshtun::join::{join, JoinError, JoinOptions};
 use meshtun_proto::enroll::enrollment_key;
 use meshtun_proto::wire::Ticket;
 
-mod common;
+use crate::common;
 
 use common::{now_ms, Controller};
 

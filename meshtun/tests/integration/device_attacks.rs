@@ -3,7 +3,7 @@
 //! replies, and initiations replayed after a preshared-key rotation. None of them may move
 //! an endpoint, confirm a session or draw an answer that would reveal or redirect traffic.
 
-mod pair;
+use crate::pair;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +16,7 @@ use meshtun::wgcfg::{AllowedIpChange, DeviceUpdate, PeerUpdate};
 use meshtun_proto::{PresharedKey, PrivateKey};
 use parking_lot::Mutex;
 
+use crate::wait_for;
 use pair::{pair, ping, Node};
 
 /// The attacker's address: not Alice's, not Bob's.
@@ -91,13 +92,23 @@ async fn ping_both_ways(alice: &mut Node, bob: &mut Node, tag: u8) {
     ping(bob, alice, "100.64.0.2", "100.64.0.1", &[b'<', tag]).await;
 }
 
-/// Waits until `cond` holds, at most `limit`.
-async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// Datagrams `node` has refused: dropped as invalid, or answered with a cookie under load.
+/// Each forged or replayed handshake message counts exactly once here (unless it is
+/// accepted, which is what the tests look for), so a test can wait until all of them have
+/// been handled before it checks that none moved anything.
+fn refused(node: &Node) -> u64 {
+    let c = node.dev.counters();
+    c.dropped_invalid + c.cookies_sent
+}
+
+/// Waits until `node` has refused `n` more datagrams than `before`.
+async fn wait_refused(node: &Node, before: u64, n: u64) {
+    wait_for(
+        Duration::from_secs(5),
+        "the forged datagrams to be handled",
+        || refused(node) >= before + n,
+    )
+    .await;
 }
 
 /// An update that removes `node`'s only peer and adds it again with the same allowed IPs and
@@ -137,6 +148,7 @@ async fn finding_1_forged_initiations_claiming_a_peer_move_nothing() {
     let (victim, claimed) = (bob.key.public_key(), alice.key.public_key());
     let mut pace = tokio::time::interval(Duration::from_millis(10));
     let started = tokio::time::Instant::now();
+    let before = refused(&bob);
     for i in 0..FORGED {
         pace.tick().await;
         net.inject(
@@ -145,7 +157,7 @@ async fn finding_1_forged_initiations_claiming_a_peer_move_nothing() {
             &forge::initiation(&victim, &claimed, i),
         );
         if i % 100 == 99 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            wait_refused(&bob, before, u64::from(i + 1)).await;
             assert_eq!(
                 endpoint(&bob),
                 Some(alice.addr),
@@ -159,7 +171,7 @@ async fn finding_1_forged_initiations_claiming_a_peer_move_nothing() {
             "the flood took too long"
         );
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // FORGED is a multiple of 100: the loop waited for the last one to be refused.
     assert_eq!(endpoint(&bob), Some(alice.addr));
     // Cookie replies to an address over the device-wide rate are WireGuard's answer to load;
     // a handshake response or a data packet would be an answer to the forgery.
@@ -205,19 +217,22 @@ async fn finding_1_forged_cookie_replies_and_responses_are_dropped() {
     assert_eq!(before.0, Some(alice.addr));
 
     let cookie = forge::cookie_reply(&alice.key.public_key(), &observed).unwrap();
+    let refused_before = refused(&bob);
     net.inject(attacker(), bob.addr, &cookie);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(
-        endpoint(&bob),
-        Some(alice.addr),
-        "a cookie reply moved the endpoint"
-    );
     let index = u32::from_le_bytes(observed[4..8].try_into().unwrap());
     for sender in 0..30 {
         let response = forge::response(&bob.key.public_key(), index, sender);
         net.inject(attacker(), bob.addr, &response);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The cookie reply authenticates, so the `Tunn` takes its cookie without a count; the
+    // responses behind it on Bob's socket are each refused once. Once all 30 are, the
+    // cookie has been handled too.
+    wait_refused(&bob, refused_before, 30).await;
+    assert_eq!(
+        endpoint(&bob),
+        Some(alice.addr),
+        "a cookie reply moved the endpoint"
+    );
     assert_eq!(
         (endpoint(&bob), last_handshake(&bob)),
         before,
@@ -254,10 +269,11 @@ async fn finding_16_an_initiation_replayed_after_a_rotation_is_refused() {
     ping_both_ways(&mut alice, &mut bob, 2).await;
 
     let replays = recorded.lock().clone();
+    let before = refused(&bob);
     for init in &replays {
         net.inject(attacker(), bob.addr, init);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_refused(&bob, before, replays.len() as u64).await;
     assert_eq!(
         endpoint(&bob),
         Some(alice.addr),
@@ -282,10 +298,11 @@ async fn finding_16_a_peer_removed_and_added_again_keeps_its_replay_protection()
     assert!(!replays.is_empty(), "Alice's first initiation");
 
     bob.dev.update(remove_and_add(&bob, None)).await.unwrap();
+    let before = refused(&bob);
     for init in &replays {
         net.inject(attacker(), bob.addr, init);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_refused(&bob, before, replays.len() as u64).await;
     assert_eq!(
         endpoint(&bob),
         None,

@@ -18,7 +18,7 @@ use meshtun_proto::{IdentityKey, PresharedKey, PrivateKey};
 /// The controller's long-poll in these tests.
 const LONG_POLL: Duration = Duration::from_millis(300);
 
-mod common;
+use crate::common;
 
 use common::{benchmark, now_ms, Clients as _, Controller};
 

@@ -2,8 +2,6 @@
 //! enrolled: meshtun-controller's shared test fixture ([`Controller`], its
 //! `testing::Fixture`), plus what the node side needs around it.
 
-#![allow(dead_code)] // each test binary uses part of it
-
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use meshtun::gate::ControllerClient;

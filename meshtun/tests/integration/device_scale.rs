@@ -2,7 +2,7 @@
 //! new epoch's bundle changes them), the deadline on an old preshared key, and the cost of
 //! applying a change to 1,000 peers.
 
-mod pair;
+use crate::pair;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -92,6 +92,7 @@ async fn finding_7_an_old_preshared_key_ends_at_its_deadline() {
     alice.dev.update(set_psk(&bob.key, &new)).await.unwrap();
     // Make-before-break: the old key still works while Bob has not moved.
     ping(&alice, &mut bob, "100.64.0.1", "100.64.0.2", b"still old").await;
+    // Not a wait for a condition: the deadline passes, plus three runs of the timer task.
     tokio::time::sleep(HANDOVER + Duration::from_millis(300)).await;
     let late = ip_packet("100.64.0.1", "100.64.0.2", b"past the deadline");
     alice.tun.to_device.send(late.clone()).await.unwrap();

@@ -2,10 +2,10 @@
 //! both directions and both IP versions, cryptokey routing, make-before-break key changes,
 //! garbage input and handshake floods.
 
-mod pair;
+use crate::pair;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use meshtun::wgcfg::{DeviceUpdate, PeerUpdate};
 use meshtun_proto::{PresharedKey, PrivateKey};
 use tokio::time::timeout;
 
+use crate::wait_for;
 use pair::{ip_packet, node_with_lanes, pair, peer, ping, WAIT};
 
 #[tokio::test]
@@ -45,15 +46,19 @@ async fn packets_outside_allowed_ips_are_not_delivered() {
     let net = Network::new();
     let (alice, mut bob) = pair(&net, None);
     ping(&alice, &mut bob, "100.64.0.1", "100.64.0.2", b"warm up").await;
-    // Alice's host sends from an address Bob does not accept from her.
+    // Alice's host sends from an address Bob does not accept from her, then a packet he
+    // does accept. One lane keeps them in order, so the next packet Bob's host gets must be
+    // the second one.
     let spoofed = ip_packet("100.64.0.99", "100.64.0.2", b"spoofed");
-    alice.tun.to_device.send(spoofed.clone()).await.unwrap();
-    ping(&alice, &mut bob, "100.64.0.1", "100.64.0.2", b"after").await;
-    assert!(
-        bob.tun.from_device.try_recv().is_err(),
-        "spoofed packet was delivered"
-    );
-    assert!(bob.dev.counters().dropped_source >= 1);
+    let after = ip_packet("100.64.0.1", "100.64.0.2", b"after");
+    alice.tun.to_device.send(spoofed).await.unwrap();
+    alice.tun.to_device.send(after.clone()).await.unwrap();
+    let next = timeout(WAIT, bob.tun.from_device.recv())
+        .await
+        .expect("nothing delivered in time")
+        .expect("tun closed");
+    assert_eq!(next, after, "spoofed packet was delivered");
+    assert_eq!(bob.dev.counters().dropped_source, 1);
     // No peer owns this destination: dropped at Alice.
     alice
         .tun
@@ -61,8 +66,10 @@ async fn packets_outside_allowed_ips_are_not_delivered() {
         .send(ip_packet("100.64.0.1", "198.51.100.7", b"nowhere"))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(alice.dev.counters().dropped_no_route >= 1);
+    wait_for(WAIT, "the packet with no route to be dropped", || {
+        alice.dev.counters().dropped_no_route >= 1
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -71,6 +78,8 @@ async fn garbage_datagrams_change_nothing() {
     let (alice, mut bob) = pair(&net, None);
     ping(&alice, &mut bob, "100.64.0.1", "100.64.0.2", b"before").await;
     let attacker: SocketAddr = "203.0.113.9:4444".parse().unwrap();
+    // Every datagram but an empty one (which the receive path skips) is refused once.
+    let mut refusals = bob.dev.counters().dropped_invalid;
     let mut seed = 0x2545_f491_u32;
     for i in 0..5_000usize {
         let len = [0, 1, 3, 4, 31, 32, 33, 64, 92, 148, 200, 1500][i % 12];
@@ -88,13 +97,18 @@ async fn garbage_datagrams_change_nothing() {
             d[1..4].fill(0);
         }
         net.inject(attacker, bob.addr, &d);
+        refusals += u64::from(len > 0);
         if i % 200 == 199 {
-            // Let Bob drain his queue so that every datagram reaches the parser.
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            // Waiting until Bob has refused them all keeps his socket's queue from
+            // overflowing, so that every datagram reaches the parser.
+            wait_for(WAIT, "Bob to refuse the garbage", || {
+                bob.dev.counters().dropped_invalid >= refusals
+            })
+            .await;
         }
     }
     ping(&alice, &mut bob, "100.64.0.1", "100.64.0.2", b"after").await;
-    assert!(bob.dev.counters().dropped_invalid > 1000);
+    assert_eq!(bob.dev.counters().dropped_invalid, refusals);
     let status = bob.dev.status();
     assert_eq!(
         status.peers[0].endpoint,
@@ -137,6 +151,8 @@ async fn psk_change_is_make_before_break() {
     bob.dev.update(set(&alice.key, &new)).await.unwrap();
     for i in 0..5u8 {
         ping(&alice, &mut bob, "100.64.0.1", "100.64.0.2", &[b'b', i]).await;
+        // Not a wait for a condition: the pings are spread over a quarter of a second, so
+        // that they span Bob's handshake with the new key.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Wait for Alice's next initiation (retried every 5 s) to complete with the new key.
@@ -174,8 +190,13 @@ async fn a_removed_peer_is_cut_off_at_once() {
         .await
         .unwrap();
     let p = ip_packet("100.64.0.1", "100.64.0.2", b"after removal");
+    let before = bob.dev.counters().dropped_invalid;
     alice.tun.to_device.send(p).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Bob no longer knows the session the packet is for: he refuses it.
+    wait_for(WAIT, "Bob to refuse the packet", || {
+        bob.dev.counters().dropped_invalid > before
+    })
+    .await;
     assert!(
         bob.tun.from_device.try_recv().is_err(),
         "removed peer still delivered"
@@ -211,12 +232,10 @@ async fn a_handshake_flood_gets_cookies_and_service_continues() {
             net.inject(src, bob.addr, p);
         }
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        cookies.load(Ordering::Relaxed) > 0,
-        "no cookie replies under load"
-    );
-    assert!(bob.dev.counters().cookies_sent > 0);
+    wait_for(WAIT, "cookie replies under load", || {
+        cookies.load(Ordering::Relaxed) > 0 && bob.dev.counters().cookies_sent > 0
+    })
+    .await;
     // The established session is unaffected.
     ping(&alice, &mut bob, "100.64.0.1", "100.64.0.2", b"after flood").await;
 }
@@ -238,16 +257,15 @@ async fn a_new_preshared_key_handshakes_at_once_without_traffic() {
     // its peers' old sessions are useless to it.
     bob.dev.update(set(&alice.key)).await.unwrap();
     alice.dev.update(set(&bob.key)).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while alice.dev.status().peers[0].last_handshake.is_none()
-        || bob.dev.status().peers[0].last_handshake.is_none()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no handshake within 2 s of setting the key"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        Duration::from_secs(2),
+        "a handshake within 2 s of setting the key",
+        || {
+            alice.dev.status().peers[0].last_handshake.is_some()
+                && bob.dev.status().peers[0].last_handshake.is_some()
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
@@ -277,6 +295,8 @@ async fn several_lanes_deliver_every_packet_exactly_once() {
     // Three send workers pull from one host queue at once; mixed v4 and v6 packets.
     const N: u32 = 600;
     let sender = alice.tun.to_device.clone();
+    let received = Arc::new(AtomicU32::new(0));
+    let drained = received.clone();
     let feed = tokio::spawn(async move {
         for i in 0..N {
             let (src, dst) = if i % 2 == 0 {
@@ -289,8 +309,12 @@ async fn several_lanes_deliver_every_packet_exactly_once() {
                 .await
                 .unwrap();
             if i % 64 == 63 {
-                // Let the receiver drain, as a host's congestion control would.
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                // At most 128 packets in flight, as a host's congestion control would keep
+                // them: the network's queues then never overflow.
+                wait_for(WAIT, "Bob's host to drain", || {
+                    drained.load(Ordering::Relaxed) + 64 > i
+                })
+                .await;
             }
         }
     });
@@ -305,6 +329,7 @@ async fn several_lanes_deliver_every_packet_exactly_once() {
             let tail: [u8; 4] = got[got.len() - 4..].try_into().unwrap();
             let i = u32::from_be_bytes(tail);
             assert!(seen.insert(i), "packet {i} delivered twice");
+            received.fetch_add(1, Ordering::Relaxed);
         }
     }
     feed.await.unwrap();

@@ -1,7 +1,7 @@
 //! Two (or more) devices in one process, over in-memory tun and UDP transports: the fixture
 //! of the device-level integration tests.
 
-#![allow(dead_code)] // each test binary uses part of it
+#![allow(dead_code)] // device_queue.rs, a test binary of its own, uses only part of it
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

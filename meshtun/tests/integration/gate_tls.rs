@@ -7,7 +7,7 @@ use meshtun::config::{ControllerSettings, LossPolicy};
 use meshtun::gate::{ClientError, ControllerClient};
 use meshtun_controller::config::TlsFiles;
 
-mod common;
+use crate::common;
 
 #[tokio::test]
 async fn a_private_ca_is_trusted_through_ca_file_and_only_then() {
