@@ -15,6 +15,7 @@ mod device_pair;
 mod device_scale;
 mod enroll_mitm;
 mod gate_controller;
+mod gate_failover;
 mod gate_runner;
 mod gate_tls;
 mod gated_routes;
