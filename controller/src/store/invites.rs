@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use meshtun_proto::enroll::{invite_verifier, token_id, EnrollClaim, Enrollment};
 use meshtun_proto::wire::{check_endpoint, valid_node_id};
 use rusqlite::{params, Transaction};
+use subtle::ConstantTimeEq;
 
 use super::audit::{AuditKind, InviteEntry};
 use super::audit_log::append;
@@ -221,7 +222,9 @@ fn find_invite(tx: &Transaction<'_>, claim: &EnrollClaim) -> Result<(String, Inv
         .ctx(what)?;
     for row in rows {
         let (hash, invite) = row.ctx(what)?;
-        if token_id(&parse_verifier(&hash)?) == claim.token_id {
+        // The token id is derived from the verifier: compared without a timing signal.
+        let id = token_id(&parse_verifier(&hash)?);
+        if bool::from(id.as_bytes().ct_eq(claim.token_id.as_bytes())) {
             return Ok((hash, invite));
         }
     }
