@@ -270,7 +270,7 @@ async fn settings_choose_the_source() {
 }
 
 fn seeded(mean: f64, stddev: f64, seed: u64) -> SimulatedSource {
-    SimulatedSource::with_rng(mean, stddev, None, StdRng::seed_from_u64(seed)).unwrap()
+    SimulatedSource::with_rng(mean, stddev, None, fastrand::Rng::with_seed(seed)).unwrap()
 }
 
 #[test]
