@@ -8,7 +8,9 @@
 //! - [`bundle`]: signed per-node, per-epoch bundles with sealed preshared keys;
 //! - [`enroll`]: enrollment with an invite ticket: proofs of the token and of both keys, and
 //!   the signed reply;
-//! - [`wire`]: the JSON types of the controller's API.
+//! - [`wire`]: the JSON types of the controller's API;
+//! - [`time`]: wall-clock time in Unix milliseconds;
+//! - [`report`]: an error with its chain of causes, for people.
 //!
 //! It has no async runtime and no command-line dependencies.
 //!
@@ -23,6 +25,7 @@ pub mod identity;
 mod key;
 pub mod psk;
 pub mod report;
+pub mod time;
 pub mod wire;
 
 pub use identity::{IdentityKey, IdentityPublic};

@@ -36,10 +36,7 @@ pub use state::{Enforced, GateState};
 /// Unix time now, in milliseconds (0 before 1970, saturating far in the future): the
 /// clock bundles, benchmarks and signed requests are stamped with.
 pub fn unix_ms() -> u64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    skewed_for_tests(now)
+    skewed_for_tests(meshtun_proto::time::unix_ms())
 }
 
 /// In debug builds, `now` moved by `MESHTUN_CLOCK_OFFSET_MS` (a signed number): the
