@@ -2,8 +2,6 @@
 //! calls these.
 
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,6 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ipnet::IpNet;
 use meshtun_proto::enroll::enrollment_key;
+use meshtun_proto::private_file::{self, Replace};
 use meshtun_proto::wire::{check_endpoint, valid_node_id, Ticket};
 use meshtun_proto::{IdentityKey, IdentityPublic, PublicKey};
 use rand_core::{OsRng, RngCore};
@@ -91,34 +90,30 @@ fn file_err(path: &Path, reason: impl std::fmt::Display) -> CommandError {
 fn write_secret(path: &Path, contents: &str) -> Result<(), CommandError> {
     // The state directory holds secrets: owner only.
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| file_err(dir, e))?;
+        private_file::create_dir(dir).map_err(|e| file_err(dir, e))?;
     }
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| file_err(path, e))?;
-    writeln!(file, "{contents}").map_err(|e| file_err(path, e))?;
-    file.sync_all().map_err(|e| file_err(path, e))
+    let text = Zeroizing::new(format!("{contents}\n"));
+    private_file::write(path, text.as_bytes(), Replace::Never).map_err(|e| file_err(path, e))
 }
 
-/// Reads a secret file, warning if others can read it.
+/// The largest secret file read: a key or token is under 100 characters.
+const MAX_SECRET_FILE: usize = 4096;
+
+/// Reads a secret file, warning if group or others have access to it.
 fn read_secret(path: &Path) -> Result<Zeroizing<String>, CommandError> {
     let meta = fs::metadata(path)
         .map_err(|e| file_err(path, format!("{e} (run `meshtun-controller init` first)")))?;
-    if meta.permissions().mode() & 0o077 != 0 {
+    if let Some(mode) = private_file::exposed_mode(&meta) {
         tracing::warn!(
             path = %path.display(),
-            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            mode = format!("{mode:04o}"),
             "secret file is readable by others; fix with chmod 600"
         );
     }
-    let text = fs::read_to_string(path).map_err(|e| file_err(path, e))?;
+    let bytes = private_file::read_limited(path, MAX_SECRET_FILE)
+        .map_err(|e| file_err(path, e))?
+        .ok_or_else(|| file_err(path, format!("larger than {MAX_SECRET_FILE} bytes")))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| file_err(path, "not UTF-8 text"))?;
     Ok(Zeroizing::new(text.trim().to_owned()))
 }
 
@@ -513,6 +508,7 @@ mod tests {
         let config = ControllerConfig::parse(text, &file).unwrap();
         let report = init(&config).unwrap();
         assert_eq!(report.created.len(), 3);
+        use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.path().join("state")), 0o700);
         assert_eq!(mode(&dir.path().join("state/sub")), 0o700);

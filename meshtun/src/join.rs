@@ -28,10 +28,12 @@ use ipnet::IpNet;
 use meshtun_proto::wire::{valid_node_id, EnrollResponse, Ticket, TicketError};
 use meshtun_proto::{IdentityPublic, PrivateKey, PublicKey};
 
+use meshtun_proto::private_file::{self, Replace};
+
 use crate::config::{
-    check_allowed_prefixes, controller_url, load_or_create_identity, write_private_file,
-    BenchmarkSourceConfig, ControllerSettings, IdentityFileError, InterfaceConfig, LoadedIdentity,
-    LossPolicy, Replace, DEFAULT_CACHE_DIR, DEFAULT_GRACE_SECS, DEFAULT_MTU,
+    check_allowed_prefixes, controller_url, load_or_create_identity, BenchmarkSourceConfig,
+    ControllerSettings, IdentityFileError, InterfaceConfig, LoadedIdentity, LossPolicy,
+    DEFAULT_CACHE_DIR, DEFAULT_GRACE_SECS, DEFAULT_MTU,
 };
 use crate::gate::unix_ms;
 use crate::gate::{self, ClientError};
@@ -459,7 +461,7 @@ impl Prepared {
         } else {
             Replace::Never
         };
-        write_private_file(&self.path, text.as_bytes(), replace)
+        private_file::write(&self.path, text.as_bytes(), replace)
             .map_err(|e| not_saved(e.to_string()))?;
         if let Some(warning) = self.identity.warning.take() {
             notes.push(warning);
