@@ -10,6 +10,7 @@ use base64::Engine as _;
 use ipnet::IpNet;
 use meshtun_proto::enroll::enrollment_key;
 use meshtun_proto::private_file::{self, Replace};
+use meshtun_proto::report::describe;
 use meshtun_proto::wire::{check_endpoint, valid_node_id, Ticket};
 use meshtun_proto::{IdentityKey, IdentityPublic, PublicKey};
 use rand_core::{OsRng, RngCore};
@@ -37,7 +38,7 @@ pub enum CommandError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The audit log does not verify.
-    #[error("the audit log does not verify: {0}")]
+    #[error("the audit log does not verify")]
     Audit(#[from] AuditError),
     /// A key or token file.
     #[error("{path}: {reason}")]
@@ -51,10 +52,10 @@ pub enum CommandError {
     #[error("{0}")]
     Argument(String),
     /// The epoch schedule is invalid.
-    #[error("epoch settings: {0}")]
+    #[error("epoch settings")]
     Schedule(#[from] ScheduleError),
     /// Listening or serving failed.
-    #[error("cannot serve on {addr}: {source}")]
+    #[error("cannot serve on {addr}")]
     Serve {
         /// The address.
         addr: std::net::SocketAddr,
@@ -446,7 +447,7 @@ fn http_client() -> Result<reqwest::Client, CommandError> {
         .build()
         .map_err(|e| CommandError::Remote {
             url: String::new(),
-            reason: e.to_string(),
+            reason: describe(&e),
         })
 }
 
@@ -466,11 +467,11 @@ pub async fn status(config: &ControllerConfig) -> Result<String, CommandError> {
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
-        .map_err(|e| remote(e.to_string()))?
+        .map_err(|e| remote(describe(&e)))?
         .json()
         .await
-        .map_err(|e| remote(e.to_string()))?;
-    serde_json::to_string_pretty(&body).map_err(|e| remote(e.to_string()))
+        .map_err(|e| remote(describe(&e)))?;
+    serde_json::to_string_pretty(&body).map_err(|e| remote(describe(&e)))
 }
 
 /// `rotate`: asks the running controller for a new epoch now; returns its id.
@@ -487,10 +488,10 @@ pub async fn rotate(config: &ControllerConfig) -> Result<u64, CommandError> {
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
-        .map_err(|e| remote(e.to_string()))?
+        .map_err(|e| remote(describe(&e)))?
         .json()
         .await
-        .map_err(|e| remote(e.to_string()))?;
+        .map_err(|e| remote(describe(&e)))?;
     body.get("epoch")
         .and_then(serde_json::Value::as_u64)
         .ok_or_else(|| remote("answer without an epoch".into()))

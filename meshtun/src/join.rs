@@ -25,6 +25,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
+use meshtun_proto::report::Chain;
 use meshtun_proto::wire::{valid_node_id, EnrollResponse, Ticket, TicketError};
 use meshtun_proto::{IdentityPublic, PrivateKey, PublicKey};
 
@@ -141,10 +142,12 @@ pub enum JoinError {
     /// The identity key file could not be read or created.
     #[error(transparent)]
     Identity(#[from] IdentityFileError),
-    /// The controller refused the enrollment, or could not be reached.
+    /// The controller refused the enrollment, or could not be reached. The message holds the
+    /// whole chain of `error` (not a `source`: the advice must come last).
     #[error(
-        "enrolling node {node} at {url} failed: {error}. No configuration was written; the \
+        "enrolling node {node} at {url} failed: {}. No configuration was written; the \
          identity key file {} is kept, and running `meshtun join` again reuses it",
+        Chain(&**.error),
         .identity_file.display()
     )]
     Enroll {

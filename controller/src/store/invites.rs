@@ -304,6 +304,7 @@ mod tests {
     use super::super::testutil::node;
     use super::*;
     use meshtun_proto::enroll::{enrollment_key, EnrollRequest, Ticket};
+    use meshtun_proto::report::describe;
     use meshtun_proto::{IdentityKey, PrivateKey};
 
     /// What a test node asks for; its keys are derived from `seed`.
@@ -507,7 +508,7 @@ mod tests {
             (asking(&["10.0.0.7/8"], None), "outside the overlay"),
         ] {
             let err = redeem(&store, "tok", &req, 1).unwrap_err();
-            assert!(err.to_string().contains(why), "{err}");
+            assert!(describe(&err).contains(why), "{err}");
         }
         assert_eq!(store.node("node-a").unwrap(), None);
         assert_eq!(invite_rows(&store)[0].1, None);

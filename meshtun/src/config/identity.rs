@@ -13,7 +13,7 @@ use super::secrets::{read_key_file, warning};
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityFileError {
     /// The file exists but could not be read.
-    #[error("cannot read the identity key file {}: {source}", .file.display())]
+    #[error("cannot read the identity key file {}", .file.display())]
     Read {
         /// The identity key file.
         file: PathBuf,
@@ -30,7 +30,7 @@ pub enum IdentityFileError {
         reason: String,
     },
     /// The file was missing and could not be created.
-    #[error("cannot create the identity key file {}: {source}", .file.display())]
+    #[error("cannot create the identity key file {}", .file.display())]
     Create {
         /// The identity key file.
         file: PathBuf,

@@ -29,7 +29,7 @@ fn to_uapi(error: DeviceError) -> UapiError {
         DeviceError::Bind { port, source } if source.kind() == io::ErrorKind::AddrInUse => {
             UapiError::PortInUse { port, source }
         }
-        other => UapiError::Apply(other.to_string()),
+        other => UapiError::Apply(other),
     }
 }
 

@@ -163,7 +163,7 @@ impl EmbeddedController {
 impl Drop for EmbeddedController {
     fn drop(&mut self) {
         if let Err(error) = self.stop() {
-            eprintln!("meshtun demo: {error}");
+            eprintln!("meshtun demo: {}", meshtun_proto::report::describe(&error));
         }
     }
 }

@@ -59,7 +59,7 @@ pub enum DemoError {
     )]
     NotRoot,
     /// A tool the demo runs is missing.
-    #[error("meshtun demo needs the `{tool}` tool: {source}")]
+    #[error("meshtun demo needs the `{tool}` tool")]
     MissingTool {
         /// The tool.
         tool: &'static str,
@@ -76,7 +76,7 @@ pub enum DemoError {
         reason: String,
     },
     /// A file or process operation failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done.
         what: String,
@@ -88,7 +88,7 @@ pub enum DemoError {
     #[error("the embedded controller: {0}")]
     Controller(String),
     /// The embedded controller's database failed.
-    #[error("the embedded controller's database: {0}")]
+    #[error("the embedded controller's database")]
     Store(#[from] meshtun_controller::store::StoreError),
     /// A node's identity key file.
     #[error(transparent)]
@@ -245,7 +245,7 @@ impl Lab {
         if let Some(mut controller) = self.controller.take() {
             match controller.stop() {
                 Ok(()) => lines.push("stopped the controller".into()),
-                Err(error) => lines.push(error.to_string()),
+                Err(error) => lines.push(meshtun_proto::report::describe(&error)),
             }
         }
         if let Some(mut network) = self.network.take() {

@@ -115,7 +115,7 @@ impl Network {
         let mut problems = Vec::new();
         for ns in self.namespaces.drain(..).rev() {
             if let Err(error) = ip(&["netns", "delete", &ns]) {
-                problems.push(error.to_string());
+                problems.push(meshtun_proto::report::describe(&error));
             }
         }
         problems

@@ -55,7 +55,7 @@ pub enum SourceError {
     #[error("the benchmark command is empty")]
     EmptyCommand,
     /// The program could not be started.
-    #[error("cannot start the benchmark command `{program}`: {source}")]
+    #[error("cannot start the benchmark command `{program}`")]
     Spawn {
         /// The program.
         program: String,
@@ -64,7 +64,7 @@ pub enum SourceError {
         source: std::io::Error,
     },
     /// Reading its output or waiting for it failed.
-    #[error("running the benchmark command `{program}` failed: {source}")]
+    #[error("running the benchmark command `{program}` failed")]
     Io {
         /// The program.
         program: String,
@@ -111,7 +111,7 @@ pub enum SourceError {
         program: String,
     },
     /// The scores or the suite version are out of bounds.
-    #[error("the benchmark from {origin} is invalid: {source}")]
+    #[error("the benchmark from {origin} is invalid")]
     Invalid {
         /// `the benchmark command \`…\`` or `the simulator`.
         origin: String,

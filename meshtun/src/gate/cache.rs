@@ -24,7 +24,7 @@ pub const MAX_CACHE_BYTES: usize = MAX_BUNDLE_BYTES / 3 * 4 + 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     /// The file could not be read.
-    #[error("cannot read the bundle cache {}: {source}", .file.display())]
+    #[error("cannot read the bundle cache {}", .file.display())]
     Read {
         /// The cache file.
         file: PathBuf,
@@ -47,7 +47,7 @@ pub enum CacheError {
         reason: String,
     },
     /// The cached bundle fails verification (tampered, another node's, another key's).
-    #[error("the bundle cache {} is refused: {source}", .file.display())]
+    #[error("the bundle cache {} is refused", .file.display())]
     Bundle {
         /// The cache file.
         file: PathBuf,
@@ -56,7 +56,7 @@ pub enum CacheError {
         source: BundleCheckError,
     },
     /// The file could not be written.
-    #[error("cannot write the bundle cache {}: {source}", .file.display())]
+    #[error("cannot write the bundle cache {}", .file.display())]
     Write {
         /// The cache file.
         file: PathBuf,
@@ -221,7 +221,8 @@ mod tests {
 
         let other_controller = IdentityKey::generate().public();
         let err = load_cache(&path, &other_controller, "node-a", &f.wg, NOW).unwrap_err();
-        assert!(err.to_string().contains("does not verify"), "{err}");
+        let message = meshtun_proto::report::describe(&err);
+        assert!(message.contains("does not verify"), "{message}");
         let err = load_cache(&path, &f.controller.public(), "node-b", &f.wg, NOW).unwrap_err();
         assert!(
             matches!(

@@ -66,15 +66,16 @@ pub enum ClientError {
     #[error("`{0}` is not a valid node id")]
     NodeId(String),
     /// The HTTP client could not be built.
-    #[error("cannot set up the HTTP client: {0}")]
-    Setup(String),
+    #[error("cannot set up the HTTP client")]
+    Setup(#[source] reqwest::Error),
     /// The controller could not be reached, or the exchange broke off or timed out.
-    #[error("{what}: cannot reach the controller: {detail}")]
+    #[error("{what}: cannot reach the controller{}", if source.is_timeout() { " (timed out)" } else { "" })]
     Http {
         /// What was being done.
         what: &'static str,
-        /// The transport error and its causes.
-        detail: String,
+        /// The transport error, with its causes.
+        #[source]
+        source: reqwest::Error,
     },
     /// 401: the signature, its time or its nonce was refused.
     #[error("{what}: the controller refused our credentials (401): {reason}")]
@@ -150,12 +151,12 @@ pub enum ClientError {
         reason: String,
     },
     /// The bundle failed a check; nothing of it is used.
-    #[error("fetching the bundle: {0}")]
+    #[error("fetching the bundle")]
     Bundle(#[from] BundleCheckError),
     /// The enrollment reply is not signed by the pinned controller key, was altered, or
     /// answers another request; nothing of it is used.
-    #[error("enrolling: {0}")]
-    Reply(EnrollError),
+    #[error("enrolling")]
+    Reply(#[source] EnrollError),
 }
 
 const SUBMIT: &str = "submitting a benchmark";
@@ -286,7 +287,7 @@ impl ControllerClient {
             .timeout(REQUEST_TIMEOUT)
             .send()
             .await
-            .map_err(|e| http_error(SUBMIT, &e))?;
+            .map_err(|e| http_error(SUBMIT, e))?;
         if response.status().is_success() {
             return Ok(());
         }
@@ -312,7 +313,7 @@ impl ControllerClient {
             .timeout(wait.saturating_add(LONG_POLL_MARGIN))
             .send()
             .await
-            .map_err(|e| http_error(FETCH, &e))?;
+            .map_err(|e| http_error(FETCH, e))?;
         match response.status() {
             StatusCode::NOT_MODIFIED => return Ok(None),
             StatusCode::OK => {}
@@ -360,7 +361,7 @@ pub async fn enroll(
         .timeout(REQUEST_TIMEOUT)
         .send()
         .await
-        .map_err(|e| http_error(ENROLL, &e))?;
+        .map_err(|e| http_error(ENROLL, e))?;
     if !response.status().is_success() {
         return Err(refusal(ENROLL, response).await);
     }
@@ -387,7 +388,7 @@ fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, Cli
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("meshtun/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| ClientError::Setup(describe(&e)))
+        .map_err(ClientError::Setup)
 }
 
 /// The certificates of a PEM CA file.
@@ -404,12 +405,8 @@ fn read_ca_file(file: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Cli
     Ok(certs)
 }
 
-fn http_error(what: &'static str, error: &reqwest::Error) -> ClientError {
-    let mut detail = describe(error);
-    if error.is_timeout() && !detail.contains("timed out") {
-        detail.push_str(" (timed out)");
-    }
-    ClientError::Http { what, detail }
+fn http_error(what: &'static str, source: reqwest::Error) -> ClientError {
+    ClientError::Http { what, source }
 }
 
 /// Reads at most `limit` bytes of an answer's body.
@@ -427,7 +424,7 @@ async fn read_body(
         return Err(too_large());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| http_error(what, &e))? {
+    while let Some(chunk) = response.chunk().await.map_err(|e| http_error(what, e))? {
         if body.len().saturating_add(chunk.len()) > limit {
             return Err(too_large());
         }

@@ -30,6 +30,7 @@ use super::status::{MembershipState, SharedGateStatus};
 use super::unix_ms;
 use crate::config::{BenchmarkSettings, ControllerSettings};
 use crate::wgcfg::PeerSettings;
+use meshtun_proto::report::{describe, Chain};
 
 /// How long one bundle request waits at the controller (the controller answers sooner, with
 /// 304, if its own long-poll limit is shorter).
@@ -188,7 +189,9 @@ fn restore_cache(state: &mut GateState, options: &GateOptions, controller: &Iden
             state.restore(cached.bundle);
         }
         Ok(None) => {}
-        Err(error) => tracing::warn!(target: "meshtun::gate", "{error}; starting without it"),
+        Err(error) => {
+            tracing::warn!(target: "meshtun::gate", "{}; starting without it", Chain(&error))
+        }
     }
 }
 
@@ -221,10 +224,10 @@ async fn fetch_loop(
             Err(error) => {
                 record_error(&status, &error);
                 if !failing {
-                    tracing::warn!(target: "meshtun::gate", "{error}; retrying");
+                    tracing::warn!(target: "meshtun::gate", "{}; retrying", Chain(&error));
                     failing = true;
                 } else {
-                    tracing::debug!(target: "meshtun::gate", "{error}; retrying");
+                    tracing::debug!(target: "meshtun::gate", "{}; retrying", Chain(&error));
                 }
                 // A 429 says how long to wait: never come back sooner.
                 tokio::time::sleep(retry_delay(&error, backoff)).await;
@@ -248,7 +251,7 @@ fn contact(status: &SharedGateStatus) {
 }
 
 fn record_error(status: &SharedGateStatus, error: &ClientError) {
-    status.lock().last_error = Some(error.to_string());
+    status.lock().last_error = Some(describe(error));
 }
 
 /// How far ahead of this node's clock a sequence number the controller reports may be and
@@ -301,7 +304,7 @@ async fn benchmark_loop(
             Ok(b) => b,
             Err(error) => {
                 status.lock().benchmark_failures += 1;
-                tracing::warn!(target: "meshtun::gate", "benchmark run failed, nothing submitted: {error}");
+                tracing::warn!(target: "meshtun::gate", "benchmark run failed, nothing submitted: {}", Chain(&error));
                 continue;
             }
         };
@@ -321,7 +324,7 @@ async fn benchmark_loop(
             }
             Err(error) => {
                 status.lock().benchmark_failures += 1;
-                tracing::warn!(target: "meshtun::gate", "benchmark not submitted: {error}");
+                tracing::warn!(target: "meshtun::gate", "benchmark not submitted: {}", Chain(&error));
                 if let Some(latest) = error.latest_seq().filter(|l| seqs.resync(*l, now)) {
                     tracing::warn!(
                         target: "meshtun::gate",
