@@ -3,7 +3,7 @@
 //! files, the bundle cache, the host state) and the controller (its key, epoch database and
 //! tokens) both use them. Blocking: async code calls them from a blocking task.
 //!
-//! **Writing** ([`write`]): the bytes go to a new temporary file in the same directory,
+//! **Writing** ([`write()`]): the bytes go to a new temporary file in the same directory,
 //! created with mode 0600 and `O_EXCL` (so never through a link someone planted there),
 //! synced, then renamed over the target ([`Replace::Atomically`]) or linked to it
 //! ([`Replace::Never`], which never overwrites), and the directory is synced. A crash leaves
@@ -23,11 +23,11 @@ use zeroize::Zeroizing;
 /// The permission bits of group and others: a private file has none of them.
 pub const GROUP_OTHER_BITS: u32 = 0o077;
 
-/// How many temporary names ([`temp_name`]) [`write`] tries before giving up: a name is
+/// How many temporary names ([`temp_name`]) [`write()`] tries before giving up: a name is
 /// taken by a concurrent write of the same file, a crash, or someone who planted it.
 pub const TEMP_ATTEMPTS: u32 = 8;
 
-/// Whether [`write`] may replace an existing file.
+/// Whether [`write()`] may replace an existing file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Replace {
     /// Never: fail with [`io::ErrorKind::AlreadyExists`] if the file exists.

@@ -585,12 +585,21 @@ mod tests {
         assert!(!format!("{client:?}").contains(&key.to_base64()));
     }
 
-    #[test]
-    fn error_chains_are_joined_once() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("outer")]
-        struct Outer(#[source] std::io::Error);
-        let e = Outer(std::io::Error::other("connection refused"));
-        assert_eq!(describe(&e), "outer: connection refused");
+    /// The transport error stays typed: the chain names what was done, then reqwest's
+    /// error and its causes down to the refused connection, each once.
+    #[tokio::test]
+    async fn a_refused_connection_is_reported_with_its_causes_once() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let http = http_client(None).unwrap();
+        let url = format!("http://127.0.0.1:{port}/");
+        let error = http.get(&url).send().await.unwrap_err();
+        let text = describe(&http_error(FETCH, error));
+        let start = "fetching the bundle: cannot reach the controller: error sending request";
+        assert!(text.starts_with(start), "{text}");
+        assert_eq!(text.matches("refused").count(), 1, "{text}");
+        assert_eq!(text.matches(url.as_str()).count(), 1, "{text}");
     }
 }
