@@ -12,6 +12,10 @@
 //!
 //! **Exposure** ([`exposed_mode`]): a file is private when group and others have no
 //! permission bit at all (`mode & 0o077 == 0`), the rule of OpenSSH for private keys.
+//!
+//! **Trust** ([`changeable_by_others`]): a file (or a directory above it) that a user other
+//! than root and the reader owns, or that group or others may write, can be changed behind
+//! the reader's back, as sshd's `StrictModes` has it.
 
 use std::ffi::OsString;
 use std::fs::{File, Metadata, OpenOptions};
@@ -128,6 +132,32 @@ pub fn exposed_mode(meta: &Metadata) -> Option<u32> {
     use std::os::unix::fs::PermissionsExt;
     let mode = meta.permissions().mode() & 0o7777;
     (mode & GROUP_OTHER_BITS != 0).then_some(mode)
+}
+
+/// Who besides root and the user `trusted` could change a file or directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changeable {
+    /// Another user owns it: this uid.
+    Owner(u32),
+    /// Group or others may write it: its permission bits (`mode & 0o7777`).
+    Writable(u32),
+}
+
+/// Whether someone besides root and `trusted` could change what `meta` describes: its owner
+/// is another user, or group or others may write it (except a sticky directory, in which
+/// they may only add and remove entries of their own).
+#[cfg(unix)]
+pub fn changeable_by_others(meta: &Metadata, trusted: u32) -> Option<Changeable> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.mode() & 0o7777;
+    let sticky = meta.is_dir() && mode & 0o1000 != 0;
+    if meta.uid() != 0 && meta.uid() != trusted {
+        Some(Changeable::Owner(meta.uid()))
+    } else if mode & 0o022 != 0 && !sticky {
+        Some(Changeable::Writable(mode))
+    } else {
+        None
+    }
 }
 
 /// Never exposed where Unix modes do not exist.

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ipnet::IpNet;
 use meshtun_proto::enroll::enrollment_key;
-use meshtun_proto::private_file::{self, Replace};
+use meshtun_proto::private_file::{self, Changeable, Replace};
 use meshtun_proto::report::describe;
 use meshtun_proto::wire::{check_endpoint, valid_node_id, Ticket};
 use meshtun_proto::{IdentityKey, IdentityPublic, PublicKey};
@@ -100,7 +100,8 @@ fn write_secret(path: &Path, contents: &str) -> Result<(), CommandError> {
 /// The largest secret file read: a key or token is under 100 characters.
 const MAX_SECRET_FILE: usize = 4096;
 
-/// Reads a secret file, warning if group or others have access to it.
+/// Reads a secret file, warning if group or others have access to it, or if someone other
+/// than root and this user could replace it.
 fn read_secret(path: &Path) -> Result<Zeroizing<String>, CommandError> {
     let meta = fs::metadata(path)
         .map_err(|e| file_err(path, format!("{e} (run `meshtun-controller init` first)")))?;
@@ -110,6 +111,15 @@ fn read_secret(path: &Path) -> Result<Zeroizing<String>, CommandError> {
             mode = format!("{mode:04o}"),
             "secret file is readable by others; fix with chmod 600"
         );
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    match private_file::changeable_by_others(&meta, me) {
+        Some(Changeable::Owner(uid)) => tracing::warn!(
+            path = %path.display(),
+            owner = uid,
+            "secret file belongs to another user, who can replace it; chown it to this user"
+        ),
+        Some(Changeable::Writable(_)) | None => {}
     }
     let bytes = private_file::read_limited(path, MAX_SECRET_FILE)
         .map_err(|e| file_err(path, e))?

@@ -145,3 +145,40 @@ fn reads_are_bounded_and_refuse_special_files() {
     let err = read_limited(dir.path(), 100).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
 }
+
+#[test]
+fn others_who_could_change_a_file_are_named() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    std::fs::write(&path, "").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let meta = std::fs::metadata(&path).unwrap();
+    let me = meta.uid();
+    assert_eq!(changeable_by_others(&meta, me), None);
+    // Another reader trusts only root and itself.
+    let other = if me == 0 {
+        None
+    } else {
+        Some(Changeable::Owner(me))
+    };
+    assert_eq!(changeable_by_others(&meta, me.wrapping_add(1)), other);
+    for bits in [0o664, 0o646, 0o4666] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(bits)).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            changeable_by_others(&meta, me),
+            Some(Changeable::Writable(bits))
+        );
+    }
+    // A sticky directory (as /tmp) lets others add entries, not change ours.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let meta = std::fs::metadata(dir.path()).unwrap();
+    assert_eq!(changeable_by_others(&meta, me), None);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let meta = std::fs::metadata(dir.path()).unwrap();
+    assert_eq!(
+        changeable_by_others(&meta, me),
+        Some(Changeable::Writable(0o777))
+    );
+}
