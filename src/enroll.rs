@@ -47,6 +47,7 @@ use ipnet::IpNet;
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::identity::{IdentityKey, IdentityPublic, SIGNATURE_LEN};
@@ -137,8 +138,8 @@ pub enum EnrollError {
 }
 
 /// An invite: everything a node needs to join, printed as one string. `Debug` leaves the
-/// token out, and the token is zeroized on drop.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// token out, the token is zeroized on drop, and `==` compares it in constant time.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ticket {
     /// The controller's base URL.
@@ -167,6 +168,20 @@ impl fmt::Debug for Ticket {
             .finish()
     }
 }
+
+impl PartialEq for Ticket {
+    fn eq(&self, other: &Self) -> bool {
+        let token: bool = self.token.as_bytes().ct_eq(other.token.as_bytes()).into();
+        token
+            && self.url == other.url
+            && self.controller_key == other.controller_key
+            && self.enroll_key == other.enroll_key
+            && self.node_id == other.node_id
+            && self.expires_ms == other.expires_ms
+    }
+}
+
+impl Eq for Ticket {}
 
 impl Drop for Ticket {
     /// The token is a credential until it is used: wiped when the ticket goes away.
@@ -271,8 +286,8 @@ impl EnrollClaim {
 }
 
 /// `POST /v1/enroll`: a claim and its three proofs, base64. `Debug` shows the claim's size
-/// only.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// only; `==` compares the token's proof in constant time.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
     /// [`ENROLL_VERSION`].
@@ -286,6 +301,22 @@ pub struct EnrollRequest {
     /// Proof of possession of the WireGuard key.
     pub wg_proof: String,
 }
+
+impl PartialEq for EnrollRequest {
+    fn eq(&self, other: &Self) -> bool {
+        let mac: bool = self
+            .token_mac
+            .as_bytes()
+            .ct_eq(other.token_mac.as_bytes())
+            .into();
+        mac && self.version == other.version
+            && self.claim == other.claim
+            && self.identity_signature == other.identity_signature
+            && self.wg_proof == other.wg_proof
+    }
+}
+
+impl Eq for EnrollRequest {}
 
 impl fmt::Debug for EnrollRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use rand_core::{OsRng, RngCore};
+use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// Length in bytes of every WireGuard key.
@@ -198,12 +199,7 @@ impl PrivateKey {
 
 impl PartialEq for PrivateKey {
     fn eq(&self, other: &Self) -> bool {
-        // Constant-time enough for our use: both sides are our own secrets.
-        let mut diff = 0u8;
-        for (a, b) in self.0.as_bytes().iter().zip(other.0.as_bytes()) {
-            diff |= a ^ b;
-        }
-        diff == 0
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
     }
 }
 
@@ -265,11 +261,7 @@ impl PresharedKey {
 
 impl PartialEq for PresharedKey {
     fn eq(&self, other: &Self) -> bool {
-        let mut diff = 0u8;
-        for (a, b) in self.0.iter().zip(other.0.iter()) {
-            diff |= a ^ b;
-        }
-        diff == 0
+        self.0.ct_eq(&other.0).into()
     }
 }
 
@@ -345,6 +337,31 @@ mod tests {
         }
         for _ in 0..32 {
             assert!(!PrivateKey::generate().public_key().is_low_order());
+        }
+    }
+
+    /// The constant-time `==` of the secret types still tells every one-byte difference.
+    #[test]
+    fn secret_equality_sees_a_difference_in_any_byte() {
+        let base = [7u8; KEY_LEN];
+        assert_eq!(
+            PresharedKey::from_bytes(base),
+            PresharedKey::from_bytes(base)
+        );
+        assert_eq!(PrivateKey::from_bytes(base), PrivateKey::from_bytes(base));
+        for i in 0..KEY_LEN {
+            let mut other = base;
+            other[i] ^= 0x80;
+            assert_ne!(
+                PresharedKey::from_bytes(base),
+                PresharedKey::from_bytes(other),
+                "byte {i}"
+            );
+            assert_ne!(
+                PrivateKey::from_bytes(base),
+                PrivateKey::from_bytes(other),
+                "byte {i}"
+            );
         }
     }
 

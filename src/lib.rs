@@ -8,7 +8,10 @@
 //! - [`bundle`]: signed per-node, per-epoch bundles with sealed preshared keys;
 //! - [`enroll`]: enrollment with an invite ticket: proofs of the token and of both keys, and
 //!   the signed reply;
-//! - [`wire`]: the JSON types of the controller's API.
+//! - [`wire`]: the JSON types of the controller's API;
+//! - [`private_file`]: the owner-only file writer, the bounded reader, the exposure rule;
+//! - [`time`]: wall-clock time in Unix milliseconds;
+//! - [`report`]: an error with its chain of causes, for people.
 //!
 //! It has no async runtime and no command-line dependencies.
 //!
@@ -21,8 +24,10 @@ pub mod bundle;
 pub mod enroll;
 pub mod identity;
 mod key;
+pub mod private_file;
 pub mod psk;
 pub mod report;
+pub mod time;
 pub mod wire;
 
 pub use identity::{IdentityKey, IdentityPublic};

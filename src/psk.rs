@@ -16,6 +16,7 @@ use std::fmt;
 use hkdf::Hkdf;
 use rand_core::{OsRng, RngCore};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::key::{KeyError, PresharedKey, PublicKey, KEY_LEN};
@@ -69,11 +70,7 @@ impl EpochSecret {
 
 impl PartialEq for EpochSecret {
     fn eq(&self, other: &Self) -> bool {
-        let mut diff = 0u8;
-        for (a, b) in self.0.iter().zip(other.0.iter()) {
-            diff |= a ^ b;
-        }
-        diff == 0
+        self.0.ct_eq(&other.0).into()
     }
 }
 

@@ -1,48 +1,56 @@
-//! One line for an error and its causes, as the command-line tools print it.
+//! One line for an error and its causes, as the command-line tools print and log it.
+//!
+//! The convention of every error type in meshtun: its `Display` says what failed and where
+//! (file, key, peer, endpoint) and leaves out the cause whenever `source()` returns one. So
+//! the chain, joined with `: `, names each cause exactly once.
 
 use std::error::Error;
+use std::fmt;
 
-/// `error`, then each of its causes after `: `, leaving out a cause whose text the line
-/// already holds (most of meshtun's errors name their cause in their own message).
+/// `error`, then each of its causes after `: `.
 pub fn describe(error: &dyn Error) -> String {
-    let mut line = error.to_string();
-    let mut cause = error.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
+    Chain(error).to_string()
+}
+
+/// Displays an error with its causes, as [`describe`] does, without building a string
+/// first: for log fields (`tracing::warn!(error = %Chain(&error), "...")`).
+#[derive(Debug, Clone, Copy)]
+pub struct Chain<'a>(pub &'a (dyn Error + 'a));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
         }
-        cause = c.source();
+        Ok(())
     }
-    line
 }
 
 #[cfg(test)]
+mod convention;
+
+#[cfg(test)]
 mod tests {
-    use super::describe;
-    use std::fmt;
+    use super::{describe, Chain};
 
-    #[derive(Debug)]
-    struct Outer {
-        says_cause: bool,
-        inner: std::io::Error,
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read {file}")]
+    struct Read {
+        file: &'static str,
+        #[source]
+        source: std::io::Error,
     }
 
-    impl fmt::Display for Outer {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            if self.says_cause {
-                write!(f, "cannot read wg0.key: {}", self.inner)
-            } else {
-                write!(f, "cannot read wg0.key")
-            }
-        }
-    }
-
-    impl std::error::Error for Outer {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            Some(&self.inner)
-        }
+    #[derive(Debug, thiserror::Error)]
+    #[error("{config}: line {line}")]
+    struct Load {
+        config: &'static str,
+        line: usize,
+        #[source]
+        source: Read,
     }
 
     fn missing() -> std::io::Error {
@@ -50,16 +58,45 @@ mod tests {
     }
 
     #[test]
-    fn a_cause_is_said_once() {
-        let said = Outer {
-            says_cause: true,
-            inner: missing(),
+    fn a_two_level_chain_says_each_part_once() {
+        let read = Read {
+            file: "wg0.key",
+            source: missing(),
         };
-        assert_eq!(describe(&said), "cannot read wg0.key: no such file");
-        let unsaid = Outer {
-            says_cause: false,
-            inner: missing(),
+        assert_eq!(describe(&read), "cannot read wg0.key: no such file");
+    }
+
+    #[test]
+    fn a_deeper_chain_is_joined_in_order() {
+        let load = Load {
+            config: "wg0.toml",
+            line: 3,
+            source: Read {
+                file: "wg0.key",
+                source: missing(),
+            },
         };
-        assert_eq!(describe(&unsaid), "cannot read wg0.key: no such file");
+        let line = "wg0.toml: line 3: cannot read wg0.key: no such file";
+        assert_eq!(describe(&load), line);
+        assert_eq!(format!("{}", Chain(&load)), line);
+    }
+
+    /// No substring guessing: a cause is said even when the message happens to hold its text
+    /// (the old de-duplication dropped it, losing the real reason).
+    #[test]
+    fn a_cause_is_never_dropped_for_looking_said() {
+        let read = Read {
+            file: "/run/meshtun/timed out",
+            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"),
+        };
+        assert_eq!(
+            describe(&read),
+            "cannot read /run/meshtun/timed out: timed out"
+        );
+    }
+
+    #[test]
+    fn an_error_without_a_cause_is_its_message() {
+        assert_eq!(describe(&missing()), "no such file");
     }
 }

@@ -43,6 +43,7 @@ use crate::model::BenchmarkRecord;
 use crate::quota::{address_key, NodeQuota, Slots};
 use crate::status::status_report;
 use crate::store::StoreError;
+use meshtun_proto::report::{describe, Chain};
 
 /// What the API is set up with, besides the engine.
 #[derive(Debug, Clone)]
@@ -172,26 +173,26 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Replay { latest, .. } => {
-                ApiError(StatusCode::CONFLICT, e.to_string(), None, Some(latest))
+                ApiError(StatusCode::CONFLICT, describe(&e), None, Some(latest))
             }
             StoreError::UnknownInvite
             | StoreError::BadInviteProof(_)
             | StoreError::InviteUsed { .. }
             | StoreError::InviteExpired { .. } => {
-                ApiError::new(StatusCode::FORBIDDEN, e.to_string())
+                ApiError::new(StatusCode::FORBIDDEN, describe(&e))
             }
             StoreError::NodeExists(_) | StoreError::WgKeyInUse { .. } => {
-                ApiError::new(StatusCode::CONFLICT, e.to_string())
+                ApiError::new(StatusCode::CONFLICT, describe(&e))
             }
             StoreError::NoAddresses(_)
             | StoreError::Addresses { .. }
             | StoreError::AddressInUse { .. }
             | StoreError::Endpoint { .. }
             | StoreError::LowOrderKey { .. } => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, describe(&e))
             }
             other => {
-                tracing::error!(error = %other, "database error");
+                tracing::error!(error = %Chain(&other), "database error");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "database error")
             }
         }

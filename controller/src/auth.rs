@@ -13,6 +13,7 @@ use meshtun_proto::auth::{AuthError, RequestSignature, NONCE_LEN};
 use meshtun_proto::IdentityPublic;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::quota::NodeQuota;
 
@@ -194,11 +195,7 @@ pub fn authenticate(
 pub fn admin_token_matches(presented: &str, expected: &str) -> bool {
     let a = Sha256::digest(presented.as_bytes());
     let b = Sha256::digest(expected.as_bytes());
-    let mut diff = 0u8;
-    for (x, y) in a.iter().zip(b.iter()) {
-        diff |= x ^ y;
-    }
-    diff == 0 && !expected.is_empty()
+    bool::from(a.ct_eq(&b)) && !expected.is_empty()
 }
 
 #[cfg(test)]

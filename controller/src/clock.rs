@@ -7,7 +7,8 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+
+use meshtun_proto::time::unix_ms;
 
 use tokio::time::Instant;
 
@@ -28,13 +29,6 @@ enum Source {
         base: Instant,
         step_ms: Arc<AtomicI64>,
     },
-}
-
-/// Unix milliseconds of the system's wall clock (0 before 1970).
-fn system_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Clock {
@@ -68,7 +62,7 @@ impl Clock {
     /// Unix milliseconds now.
     pub fn now_ms(&self) -> u64 {
         match &self.source {
-            Source::System => system_ms(),
+            Source::System => unix_ms(),
             Source::Test {
                 base_ms,
                 base,
@@ -118,7 +112,7 @@ mod tests {
     async fn the_system_clock_reads_the_wall_clock_at_every_call_8() {
         let clock = Clock::system();
         tokio::time::advance(Duration::from_secs(3_600)).await;
-        let wall = system_ms();
+        let wall = unix_ms();
         let read = clock.now_ms();
         assert!(
             read.abs_diff(wall) < 1_000,

@@ -2,8 +2,6 @@
 //! calls these.
 
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,6 +9,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ipnet::IpNet;
 use meshtun_proto::enroll::enrollment_key;
+use meshtun_proto::private_file::{self, Changeable, Replace};
+use meshtun_proto::report::describe;
 use meshtun_proto::wire::{check_endpoint, valid_node_id, Ticket};
 use meshtun_proto::{IdentityKey, IdentityPublic, PublicKey};
 use rand_core::{OsRng, RngCore};
@@ -38,7 +38,7 @@ pub enum CommandError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The audit log does not verify.
-    #[error("the audit log does not verify: {0}")]
+    #[error("the audit log does not verify")]
     Audit(#[from] AuditError),
     /// A key or token file.
     #[error("{path}: {reason}")]
@@ -52,10 +52,10 @@ pub enum CommandError {
     #[error("{0}")]
     Argument(String),
     /// The epoch schedule is invalid.
-    #[error("epoch settings: {0}")]
+    #[error("epoch settings")]
     Schedule(#[from] ScheduleError),
     /// Listening or serving failed.
-    #[error("cannot serve on {addr}: {source}")]
+    #[error("cannot serve on {addr}")]
     Serve {
         /// The address.
         addr: std::net::SocketAddr,
@@ -91,34 +91,40 @@ fn file_err(path: &Path, reason: impl std::fmt::Display) -> CommandError {
 fn write_secret(path: &Path, contents: &str) -> Result<(), CommandError> {
     // The state directory holds secrets: owner only.
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| file_err(dir, e))?;
+        private_file::create_dir(dir).map_err(|e| file_err(dir, e))?;
     }
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| file_err(path, e))?;
-    writeln!(file, "{contents}").map_err(|e| file_err(path, e))?;
-    file.sync_all().map_err(|e| file_err(path, e))
+    let text = Zeroizing::new(format!("{contents}\n"));
+    private_file::write(path, text.as_bytes(), Replace::Never).map_err(|e| file_err(path, e))
 }
 
-/// Reads a secret file, warning if others can read it.
+/// The largest secret file read: a key or token is under 100 characters.
+const MAX_SECRET_FILE: usize = 4096;
+
+/// Reads a secret file, warning if group or others have access to it, or if someone other
+/// than root and this user could replace it.
 fn read_secret(path: &Path) -> Result<Zeroizing<String>, CommandError> {
     let meta = fs::metadata(path)
         .map_err(|e| file_err(path, format!("{e} (run `meshtun-controller init` first)")))?;
-    if meta.permissions().mode() & 0o077 != 0 {
+    if let Some(mode) = private_file::exposed_mode(&meta) {
         tracing::warn!(
             path = %path.display(),
-            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            mode = format!("{mode:04o}"),
             "secret file is readable by others; fix with chmod 600"
         );
     }
-    let text = fs::read_to_string(path).map_err(|e| file_err(path, e))?;
+    let me = nix::unistd::geteuid().as_raw();
+    match private_file::changeable_by_others(&meta, me) {
+        Some(Changeable::Owner(uid)) => tracing::warn!(
+            path = %path.display(),
+            owner = uid,
+            "secret file belongs to another user, who can replace it; chown it to this user"
+        ),
+        Some(Changeable::Writable(_)) | None => {}
+    }
+    let bytes = private_file::read_limited(path, MAX_SECRET_FILE)
+        .map_err(|e| file_err(path, e))?
+        .ok_or_else(|| file_err(path, format!("larger than {MAX_SECRET_FILE} bytes")))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| file_err(path, "not UTF-8 text"))?;
     Ok(Zeroizing::new(text.trim().to_owned()))
 }
 
@@ -451,7 +457,7 @@ fn http_client() -> Result<reqwest::Client, CommandError> {
         .build()
         .map_err(|e| CommandError::Remote {
             url: String::new(),
-            reason: e.to_string(),
+            reason: describe(&e),
         })
 }
 
@@ -471,11 +477,11 @@ pub async fn status(config: &ControllerConfig) -> Result<String, CommandError> {
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
-        .map_err(|e| remote(e.to_string()))?
+        .map_err(|e| remote(describe(&e)))?
         .json()
         .await
-        .map_err(|e| remote(e.to_string()))?;
-    serde_json::to_string_pretty(&body).map_err(|e| remote(e.to_string()))
+        .map_err(|e| remote(describe(&e)))?;
+    serde_json::to_string_pretty(&body).map_err(|e| remote(describe(&e)))
 }
 
 /// `rotate`: asks the running controller for a new epoch now; returns its id.
@@ -492,10 +498,10 @@ pub async fn rotate(config: &ControllerConfig) -> Result<u64, CommandError> {
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
-        .map_err(|e| remote(e.to_string()))?
+        .map_err(|e| remote(describe(&e)))?
         .json()
         .await
-        .map_err(|e| remote(e.to_string()))?;
+        .map_err(|e| remote(describe(&e)))?;
     body.get("epoch")
         .and_then(serde_json::Value::as_u64)
         .ok_or_else(|| remote("answer without an epoch".into()))
@@ -513,6 +519,7 @@ mod tests {
         let config = ControllerConfig::parse(text, &file).unwrap();
         let report = init(&config).unwrap();
         assert_eq!(report.created.len(), 3);
+        use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.path().join("state")), 0o700);
         assert_eq!(mode(&dir.path().join("state/sub")), 0o700);

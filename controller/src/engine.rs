@@ -29,6 +29,7 @@ use crate::model::{Decision, EpochRecord, NodeInput, NodeRecord, Policy};
 use crate::network::Network;
 use crate::schedule::{in_force, next_epoch_id, Action, Schedule, Window};
 use crate::store::{Retention, Store, StoreError};
+use meshtun_proto::report::Chain;
 
 mod writes;
 
@@ -593,17 +594,17 @@ impl Engine {
         loop {
             // Nodes enrolled, removed or pinned from the command line show up within a second.
             if let Err(error) = self.refresh_nodes() {
-                tracing::error!(%error, "cannot reread the enrolled nodes");
+                tracing::error!(error = %Chain(&error), "cannot reread the enrolled nodes");
             }
             let wake = match self.step() {
                 Ok(until) => until,
                 Err(error) => {
-                    tracing::error!(%error, "cannot publish the next epoch; retrying in 1 s");
+                    tracing::error!(error = %Chain(&error), "cannot publish the next epoch; retrying in 1 s");
                     self.clock.now_ms() + 1_000
                 }
             };
             if let Err(error) = self.check_deny() {
-                tracing::error!(%error, "membership check failed");
+                tracing::error!(error = %Chain(&error), "membership check failed");
             }
             let at = self.clock.instant_at(wake.min(self.clock.now_ms() + 1_000));
             tokio::select! {
@@ -629,9 +630,11 @@ impl Engine {
             match checked {
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => {
-                    tracing::error!(%error, "membership check after benchmarks failed")
+                    tracing::error!(error = %Chain(&error), "membership check after benchmarks failed")
                 }
-                Err(error) => tracing::error!(%error, "membership check task failed"),
+                Err(error) => {
+                    tracing::error!(error = %Chain(&error), "membership check task failed")
+                }
             }
             tokio::time::sleep(DENY_CHECK_INTERVAL).await;
         }
@@ -667,9 +670,9 @@ impl Engine {
                 }
                 Ok(Err(error)) => {
                     self.metrics.prune_failed();
-                    tracing::error!(%error, "cannot prune the database; it keeps growing");
+                    tracing::error!(error = %Chain(&error), "cannot prune the database; it keeps growing");
                 }
-                Err(error) => tracing::error!(%error, "the pruning task failed"),
+                Err(error) => tracing::error!(error = %Chain(&error), "the pruning task failed"),
             }
             tokio::time::sleep(PRUNE_INTERVAL).await;
         }
@@ -697,7 +700,7 @@ impl Engine {
                     "bundles prebuilt"
                 ),
                 Err(error) => {
-                    tracing::error!(%error, "prebuilding bundles failed; bundles are built on request");
+                    tracing::error!(error = %Chain(&error), "prebuilding bundles failed; bundles are built on request");
                     return;
                 }
             }

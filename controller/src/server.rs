@@ -26,6 +26,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use meshtun_proto::report::Chain;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_io_timeout::TimeoutStream;
@@ -146,6 +147,6 @@ where
         .max_buf_size(MAX_HEAD_BYTES)
         .serve_connection(TokioIo::new(io), service);
     if let Err(error) = watcher.watch(conn).await {
-        tracing::debug!(%peer, %error, "connection ended");
+        tracing::debug!(%peer, error = %Chain(&error), "connection ended");
     }
 }

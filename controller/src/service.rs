@@ -28,6 +28,7 @@ use crate::config::Limits;
 use crate::engine::Engine;
 use crate::quota::Full;
 use crate::server::{self, ServeOptions};
+use meshtun_proto::report::Chain;
 
 /// Connections the status listener holds at most (a local Prometheus, `status`).
 pub const STATUS_CONNECTIONS: u32 = 64;
@@ -237,7 +238,7 @@ impl Tasks {
             Err(source) => ServeError::Task { task, source },
         });
         if let Some(error) = &failure {
-            tracing::error!(%error, "stopping the controller");
+            tracing::error!(error = %Chain(&error), "stopping the controller");
         }
         while let Some(ended) = self.watchers.join_next().await {
             if let Ok((task, Err(source))) = ended {

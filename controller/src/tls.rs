@@ -26,7 +26,7 @@ pub enum TlsError {
         reason: String,
     },
     /// rustls refused the certificate or key.
-    #[error("TLS configuration: {0}")]
+    #[error("TLS configuration")]
     Config(#[from] tokio_rustls::rustls::Error),
 }
 

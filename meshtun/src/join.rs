@@ -25,13 +25,16 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
+use meshtun_proto::report::Chain;
 use meshtun_proto::wire::{valid_node_id, EnrollResponse, Ticket, TicketError};
 use meshtun_proto::{IdentityPublic, PrivateKey, PublicKey};
 
+use meshtun_proto::private_file::{self, Replace};
+
 use crate::config::{
-    check_allowed_prefixes, controller_url, load_or_create_identity, write_private_file,
-    BenchmarkSourceConfig, ControllerSettings, IdentityFileError, InterfaceConfig, LoadedIdentity,
-    LossPolicy, Replace, DEFAULT_CACHE_DIR, DEFAULT_GRACE_SECS, DEFAULT_MTU,
+    check_allowed_prefixes, controller_url, load_or_create_identity, BenchmarkSourceConfig,
+    ControllerSettings, IdentityFileError, InterfaceConfig, LoadedIdentity, LossPolicy,
+    DEFAULT_CACHE_DIR, DEFAULT_GRACE_SECS, DEFAULT_MTU,
 };
 use crate::gate::unix_ms;
 use crate::gate::{self, ClientError};
@@ -139,10 +142,12 @@ pub enum JoinError {
     /// The identity key file could not be read or created.
     #[error(transparent)]
     Identity(#[from] IdentityFileError),
-    /// The controller refused the enrollment, or could not be reached.
+    /// The controller refused the enrollment, or could not be reached. The message holds the
+    /// whole chain of `error` (not a `source`: the advice must come last).
     #[error(
-        "enrolling node {node} at {url} failed: {error}. No configuration was written; the \
+        "enrolling node {node} at {url} failed: {}. No configuration was written; the \
          identity key file {} is kept, and running `meshtun join` again reuses it",
+        Chain(&**.error),
         .identity_file.display()
     )]
     Enroll {
@@ -459,7 +464,7 @@ impl Prepared {
         } else {
             Replace::Never
         };
-        write_private_file(&self.path, text.as_bytes(), replace)
+        private_file::write(&self.path, text.as_bytes(), replace)
             .map_err(|e| not_saved(e.to_string()))?;
         if let Some(warning) = self.identity.warning.take() {
             notes.push(warning);

@@ -9,10 +9,10 @@ use zeroize::Zeroizing;
 #[derive(Debug, thiserror::Error)]
 pub enum PubkeyError {
     /// Standard input could not be read.
-    #[error("cannot read the private key from standard input: {0}")]
+    #[error("cannot read the private key from standard input")]
     Read(#[from] std::io::Error),
     /// The input is not a key.
-    #[error("standard input does not hold a private key: {0}")]
+    #[error("standard input does not hold a private key")]
     Key(#[from] KeyError),
 }
 

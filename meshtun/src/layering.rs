@@ -10,14 +10,15 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("keys", 0),
     ("supervise", 0),
     ("wgcfg", 0),
-    // The data plane, the file format and the WireGuard protocols.
+    // The data plane, the file format and the reachability probe.
     ("config", 1),
     ("device", 1),
     ("probe", 1),
-    ("uapi", 1),
-    // The transports implement the device's traits; gating builds on the config.
+    // The transports implement the device's traits; gating builds on the config; the `wg`
+    // protocol reports the device's errors.
     ("gate", 2),
     ("tun", 2),
+    ("uapi", 2),
     ("udp", 2),
     // Readers of the device and the gate.
     ("join", 3),

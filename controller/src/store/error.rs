@@ -9,7 +9,7 @@ use meshtun_proto::{EpochId, PublicKey};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database's directory could not be created.
-    #[error("cannot create the database directory {path}: {source}")]
+    #[error("cannot create the database directory {path}")]
     CreateDir {
         /// The directory.
         path: PathBuf,
@@ -17,7 +17,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// The database file could not be created or its permissions not set.
-    #[error("cannot prepare the database file {path}: {source}")]
+    #[error("cannot prepare the database file {path}")]
     File {
         /// The file.
         path: PathBuf,
@@ -25,7 +25,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// SQLite could not open or configure the database.
-    #[error("cannot open the database {location}: {source}")]
+    #[error("cannot open the database {location}")]
     Open {
         /// The file, or `:memory:`.
         location: String,
@@ -57,7 +57,7 @@ pub enum StoreError {
         supported: usize,
     },
     /// A schema migration failed (it was rolled back).
-    #[error("cannot migrate the database {location} to schema version {version}: {source}")]
+    #[error("cannot migrate the database {location} to schema version {version}")]
     Migrate {
         /// The file, or `:memory:`.
         location: String,
@@ -67,7 +67,7 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     /// A query failed.
-    #[error("database error while {what}: {source}")]
+    #[error("database error while {what}")]
     Sql {
         /// What was being done, naming the table and object.
         what: String,
@@ -83,7 +83,7 @@ pub enum StoreError {
         reason: String,
     },
     /// A value could not be encoded as JSON.
-    #[error("cannot encode {what} as JSON: {source}")]
+    #[error("cannot encode {what} as JSON")]
     Json {
         /// What was being encoded.
         what: String,
@@ -127,7 +127,7 @@ pub enum StoreError {
     )]
     NoAddresses(String),
     /// Addresses that do not fit the overlay's address plan.
-    #[error("node {node}: {source}")]
+    #[error("node {node}")]
     Addresses {
         /// The node being enrolled.
         node: String,

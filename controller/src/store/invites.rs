@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use meshtun_proto::enroll::{invite_verifier, token_id, EnrollClaim, Enrollment};
 use meshtun_proto::wire::{check_endpoint, valid_node_id};
 use rusqlite::{params, Transaction};
+use subtle::ConstantTimeEq;
 
 use super::audit::{AuditKind, InviteEntry};
 use super::audit_log::append;
@@ -221,7 +222,9 @@ fn find_invite(tx: &Transaction<'_>, claim: &EnrollClaim) -> Result<(String, Inv
         .ctx(what)?;
     for row in rows {
         let (hash, invite) = row.ctx(what)?;
-        if token_id(&parse_verifier(&hash)?) == claim.token_id {
+        // The token id is derived from the verifier: compared without a timing signal.
+        let id = token_id(&parse_verifier(&hash)?);
+        if bool::from(id.as_bytes().ct_eq(claim.token_id.as_bytes())) {
             return Ok((hash, invite));
         }
     }
@@ -301,6 +304,7 @@ mod tests {
     use super::super::testutil::node;
     use super::*;
     use meshtun_proto::enroll::{enrollment_key, EnrollRequest, Ticket};
+    use meshtun_proto::report::describe;
     use meshtun_proto::{IdentityKey, PrivateKey};
 
     /// What a test node asks for; its keys are derived from `seed`.
@@ -504,7 +508,7 @@ mod tests {
             (asking(&["10.0.0.7/8"], None), "outside the overlay"),
         ] {
             let err = redeem(&store, "tok", &req, 1).unwrap_err();
-            assert!(err.to_string().contains(why), "{err}");
+            assert!(describe(&err).contains(why), "{err}");
         }
         assert_eq!(store.node("node-a").unwrap(), None);
         assert_eq!(invite_rows(&store)[0].1, None);

@@ -30,13 +30,14 @@ mod retention_tests;
 mod testutil;
 
 use std::fmt;
-use std::fs::{self, DirBuilder, OpenOptions};
+use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use meshtun_proto::private_file::{self, Replace};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 pub use audit::{AuditEntry, AuditError, AuditKind, AuditReport};
@@ -199,35 +200,25 @@ impl Store {
 /// an existing file that others could read.
 fn prepare_file(path: &Path) -> Result<(), StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| StoreError::CreateDir {
-                path: dir.to_owned(),
-                source,
-            })?;
+        private_file::create_dir(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
     }
     let file_err = |source| StoreError::File {
         path: path.to_owned(),
         source,
     };
-    match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(_) => return Ok(()),
+    match private_file::write(path, b"", Replace::Never) {
+        Ok(()) => return Ok(()),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
         Err(e) => return Err(file_err(e)),
     }
-    let mode = fs::metadata(path).map_err(file_err)?.permissions().mode();
-    if mode & 0o077 != 0 {
+    let meta = fs::metadata(path).map_err(file_err)?;
+    if let Some(mode) = private_file::exposed_mode(&meta) {
         tracing::warn!(
-            "database {} had mode {:o}; narrowing it to 0600 (it holds epoch secrets)",
+            "database {} had mode {mode:04o}; narrowing it to 0600 (it holds epoch secrets)",
             path.display(),
-            mode & 0o777
         );
         fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(file_err)?;
     }

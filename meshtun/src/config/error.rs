@@ -9,7 +9,7 @@ use meshtun_proto::PublicKey;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read {}: {source}", .path.display())]
+    #[error("cannot read {}", .path.display())]
     Read {
         /// The configuration file.
         path: PathBuf,
@@ -54,7 +54,7 @@ pub enum ConfigError {
         reason: String,
     },
     /// A key file named by the configuration could not be read.
-    #[error("{}: line {line}: `{key}`: cannot read {}: {source}", .path.display(), .file.display())]
+    #[error("{}: line {line}: `{key}`: cannot read {}", .path.display(), .file.display())]
     KeyFile {
         /// The configuration file.
         path: PathBuf,
@@ -81,7 +81,7 @@ pub enum ConfigError {
         path: PathBuf,
     },
     /// A peer's endpoint did not resolve to an address.
-    #[error("{}: peer #{peer} ({public_key}): cannot resolve endpoint `{endpoint}`: {source}", .path.display())]
+    #[error("{}: peer #{peer} ({public_key}): cannot resolve endpoint `{endpoint}`", .path.display())]
     Resolve {
         /// The configuration file.
         path: PathBuf,

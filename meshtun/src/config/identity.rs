@@ -5,13 +5,15 @@ use std::path::{Path, PathBuf};
 
 use meshtun_proto::IdentityKey;
 
-use super::secrets::{read_key_file, warning, write_private_file, Replace};
+use meshtun_proto::private_file::{self, Replace};
+
+use super::secrets::{read_key_file, warning};
 
 /// Why the identity key file could not be read or created. Never carries the key.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityFileError {
     /// The file exists but could not be read.
-    #[error("cannot read the identity key file {}: {source}", .file.display())]
+    #[error("cannot read the identity key file {}", .file.display())]
     Read {
         /// The identity key file.
         file: PathBuf,
@@ -28,7 +30,7 @@ pub enum IdentityFileError {
         reason: String,
     },
     /// The file was missing and could not be created.
-    #[error("cannot create the identity key file {}: {source}", .file.display())]
+    #[error("cannot create the identity key file {}", .file.display())]
     Create {
         /// The identity key file.
         file: PathBuf,
@@ -65,7 +67,7 @@ pub fn load_or_create_identity(path: &Path) -> Result<LoadedIdentity, IdentityFi
     let mut text = zeroize::Zeroizing::new(String::with_capacity(seed.len() + 1));
     text.push_str(&seed);
     text.push('\n');
-    let written = write_private_file(path, text.as_bytes(), Replace::Never);
+    let written = private_file::write(path, text.as_bytes(), Replace::Never);
     match written {
         Ok(()) => Ok(loaded(path, key, true)),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {

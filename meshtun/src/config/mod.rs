@@ -94,7 +94,6 @@ pub use gating::{
 pub use identity::{load_or_create_identity, IdentityFileError, LoadedIdentity};
 pub use import::import_wg_quick;
 pub use ownership::untrusted_for_root;
-pub(crate) use secrets::{read_limited, write_private_file, Replace};
 
 /// The largest configuration file meshtun reads, in bytes.
 pub const MAX_CONFIG_SIZE: usize = 1024 * 1024;

@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+use meshtun_proto::private_file::{self, Changeable};
+
 /// Why `path` must not be trusted by root: a file or directory on its way that a user other
 /// than root owns, or that group or others may write (a sticky directory aside). `None` when
 /// the current user is not root (it then acts with its own rights only), or the file is safe.
@@ -17,34 +19,26 @@ pub fn untrusted_for_root(path: &Path) -> Option<String> {
         // What cannot be inspected cannot be trusted.
         Err(e) => return Some(format!("{} cannot be inspected: {e}", path.display())),
     };
-    absolute
-        .ancestors()
-        .find_map(|p| unsafe_entry(p, p == absolute))
+    absolute.ancestors().find_map(unsafe_entry)
 }
 
-/// The reason `entry` (the file itself when `is_file`, else a directory above it) is not
-/// safe for root, if it is not.
-fn unsafe_entry(entry: &Path, is_file: bool) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
+/// The reason `entry` (the file itself, or a directory above it) is not safe for root, if
+/// it is not.
+fn unsafe_entry(entry: &Path) -> Option<String> {
     let meta = match std::fs::metadata(entry) {
         Ok(meta) => meta,
         Err(e) => return Some(format!("{} cannot be inspected: {e}", entry.display())),
     };
-    let mode = meta.mode() & 0o7777;
-    let sticky = !is_file && mode & 0o1000 != 0;
-    if meta.uid() != 0 {
-        Some(format!(
-            "{} is owned by uid {}, not root",
-            entry.display(),
-            meta.uid()
-        ))
-    } else if mode & 0o022 != 0 && !sticky {
-        Some(format!(
+    // Root trusts root alone.
+    match private_file::changeable_by_others(&meta, 0)? {
+        Changeable::Owner(uid) => Some(format!(
+            "{} is owned by uid {uid}, not root",
+            entry.display()
+        )),
+        Changeable::Writable(mode) => Some(format!(
             "{} is mode {mode:04o}: group or others may write it",
             entry.display()
-        ))
-    } else {
-        None
+        )),
     }
 }
 

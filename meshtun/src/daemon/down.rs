@@ -10,6 +10,7 @@ use nix::unistd::Pid;
 use super::{pidfile, DaemonError, Options};
 use crate::config::Config;
 use crate::host::{self, netns, Hooks};
+use meshtun_proto::report::Chain;
 
 /// How long `down` waits for the daemon to finish its teardown.
 const STOP_WAIT: Duration = Duration::from_secs(20);
@@ -63,7 +64,7 @@ fn hooks_from(path: &Path) -> Hooks {
     match Config::load(path) {
         Ok(config) => config.host_plan().hooks,
         Err(e) => {
-            tracing::warn!("not running the down hooks: {e}");
+            tracing::warn!("not running the down hooks: {}", Chain(&e));
             Hooks::default()
         }
     }

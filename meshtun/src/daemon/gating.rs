@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 
 use crate::config::{load_or_create_identity, Config};
 use crate::gate::{
-    unix_ms, BenchmarkSource, ControllerClient, Gate, GateOptions, GateStatus, GateUpdate,
-    GatedPeerConfig, GatedPeerInfo, MembershipState, SharedGateStatus,
+    unix_ms, BenchmarkSource, ControllerClient, Gate, GateError, GateOptions, GateStatus,
+    GateUpdate, GatedPeerConfig, GatedPeerInfo, MembershipState, SharedGateStatus,
 };
 
 use super::DaemonError;
@@ -245,10 +245,10 @@ fn gate_options(config: &Config) -> Option<GateOptions> {
     })
 }
 
-fn gate_error(path: &Path, error: impl std::fmt::Display) -> DaemonError {
+fn gate_error(path: &Path, error: impl Into<GateError>) -> DaemonError {
     DaemonError::Gate {
         path: path.to_owned(),
-        reason: error.to_string(),
+        source: error.into(),
     }
 }
 
@@ -260,10 +260,7 @@ fn start_tasks(
 ) -> Result<Option<Running>, DaemonError> {
     let Some(options) = gate_options(config) else {
         if config.benchmark.is_some() {
-            return Err(gate_error(
-                path,
-                "the [benchmark] section needs a [controller] section to submit to",
-            ));
+            return Err(gate_error(path, GateError::BenchmarkWithoutController));
         }
         return Ok(None);
     };

@@ -59,7 +59,7 @@ pub(crate) fn to_uapi(error: DeviceError) -> UapiError {
         DeviceError::Bind { port, source } if source.kind() == io::ErrorKind::AddrInUse => {
             UapiError::PortInUse { port, source }
         }
-        other => UapiError::Apply(other.to_string()),
+        other => UapiError::Apply(other),
     }
 }
 
@@ -76,7 +76,7 @@ impl UapiHandler for Handler {
     }
 
     async fn set(&self, update: DeviceUpdate) -> Result<(), UapiError> {
-        let stopping = || UapiError::Apply("the daemon is stopping".to_owned());
+        let stopping = || UapiError::Stopping;
         let (reply, answer) = oneshot::channel();
         self.edits
             .send(Edit { update, reply })

@@ -24,6 +24,7 @@ use tokio::signal::unix::{signal, SignalKind};
 pub use down::{down, DownOutcome};
 pub use edit::EditRefused;
 pub use handler::{Edit, Handler, EDIT_QUEUE};
+use meshtun_proto::report::Chain;
 #[cfg(target_os = "linux")]
 pub use privileges::{PrivilegeError, RunAs};
 
@@ -113,7 +114,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Host(#[from] HostError),
     /// The tun device could not be opened.
-    #[error("cannot create the tun device {ifname}: {source}{}", hint.as_deref().map(|h| format!(": {h}")).unwrap_or_default())]
+    #[error("cannot create the tun device {ifname}{}", hint.as_deref().map(|h| format!(" ({h})")).unwrap_or_default())]
     Tun {
         /// The interface name.
         ifname: String,
@@ -125,7 +126,7 @@ pub enum DaemonError {
         hint: Option<String>,
     },
     /// The WireGuard device failed.
-    #[error("interface {ifname}: {source}")]
+    #[error("interface {ifname}")]
     Device {
         /// The interface name.
         ifname: String,
@@ -137,7 +138,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Uapi(#[from] UapiError),
     /// A runtime file could not be written or read.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     File {
         /// The file.
         path: PathBuf,
@@ -146,7 +147,7 @@ pub enum DaemonError {
         source: std::io::Error,
     },
     /// Signal handlers could not be installed.
-    #[error("cannot install signal handlers: {0}")]
+    #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
     /// The device stopped working while running.
     #[error("interface {ifname} failed: {reason}")]
@@ -157,13 +158,17 @@ pub enum DaemonError {
         reason: String,
     },
     /// Membership gating could not start (identity key, controller settings, benchmark).
-    #[error("{path}: membership gating: {reason}")]
+    #[error("{}: membership gating", path.display())]
     Gate {
         /// The configuration file.
         path: PathBuf,
         /// What went wrong.
-        reason: String,
+        #[source]
+        source: crate::gate::GateError,
     },
+    /// The blocking task that loads the configuration stopped (it panicked).
+    #[error("the configuration loader stopped")]
+    Loader(#[source] tokio::task::JoinError),
     /// The metrics endpoint could not be served.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
@@ -193,10 +198,7 @@ pub async fn check(path: &Path) -> Result<(Config, DeviceSettings, Vec<String>),
         Ok((config, settings))
     })
     .await
-    .map_err(|e| DaemonError::Failed {
-        ifname: String::new(),
-        reason: format!("configuration loader stopped: {e}"),
-    })??;
+    .map_err(DaemonError::Loader)??;
     let (config, settings) = loaded;
     if let Some(why) = crate::config::untrusted_for_root(path) {
         return Err(DaemonError::UntrustedConfig {
@@ -402,7 +404,7 @@ impl Running {
         edited.close();
         notify(Notify::Stopping);
         if let Err(error) = self.host.run_pre_down().await {
-            tracing::warn!(%error, "pre_down hook failed");
+            tracing::warn!(error = %Chain(&error), "pre_down hook failed");
         }
         let _ = stop.send(());
         let _ = server.await;
@@ -447,7 +449,7 @@ impl Running {
                 _ = hangup.recv() => {
                     notify(Notify::Reloading);
                     if let Err(error) = self.reload().await {
-                        tracing::error!(%error, "reload failed; the running configuration is unchanged");
+                        tracing::error!(error = %Chain(&error), "reload failed; the running configuration is unchanged");
                     }
                     notify(Notify::Ready);
                 }
@@ -473,7 +475,7 @@ impl Running {
                         reason,
                     })?;
                     if let Err(error) = self.enforce(update).await {
-                        tracing::error!(%error, "cannot enforce the membership update");
+                        tracing::error!(error = %Chain(&error), "cannot enforce the membership update");
                     }
                 }
             }
@@ -510,11 +512,11 @@ impl Running {
             Err(error) => {
                 self.settings = previous;
                 if let Err(again) = self.apply_peers().await {
-                    tracing::error!(error = %again, "restoring the configuration after a refused edit failed");
+                    tracing::error!(error = %Chain(&again), "restoring the configuration after a refused edit failed");
                 }
                 return Err(match error {
                     DaemonError::Device { source, .. } => handler::to_uapi(source),
-                    other => uapi::UapiError::Apply(other.to_string()),
+                    other => uapi::UapiError::Daemon(Box::new(other)),
                 });
             }
         };
@@ -552,7 +554,7 @@ impl Running {
             ..DeviceUpdate::default()
         };
         if let Err(error) = self.device.update(forced).await {
-            tracing::warn!(%error, "cannot move the edited peers to their new endpoints");
+            tracing::warn!(error = %Chain(&error), "cannot move the edited peers to their new endpoints");
         }
     }
 
@@ -704,7 +706,7 @@ fn notify(state: Notify) {
             }
         };
         if let Err(error) = sd_notify::notify(&states) {
-            tracing::debug!(%error, "sd_notify failed");
+            tracing::debug!(error = %Chain(&error), "sd_notify failed");
         }
     }
     #[cfg(not(target_os = "linux"))]

@@ -62,7 +62,7 @@ pub enum DemoError {
     )]
     NotRoot,
     /// A tool the demo runs is missing.
-    #[error("meshtun demo needs the `{tool}` tool: {source}")]
+    #[error("meshtun demo needs the `{tool}` tool")]
     MissingTool {
         /// The tool.
         tool: &'static str,
@@ -71,7 +71,7 @@ pub enum DemoError {
         source: std::io::Error,
     },
     /// A file or process operation failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done.
         what: String,
@@ -240,7 +240,7 @@ impl Lab {
         if let Some(mut controller) = self.controller.take() {
             match controller.stop() {
                 Ok(line) => lines.push(line),
-                Err(error) => lines.push(error.to_string()),
+                Err(error) => lines.push(meshtun_proto::report::describe(&error)),
             }
         }
         if let Some(mut network) = self.network.take() {

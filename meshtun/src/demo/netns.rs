@@ -71,7 +71,7 @@ impl Network {
         let mut problems = Vec::new();
         while let Some(ns) = self.namespaces.pop() {
             if let Err(error) = ns.delete() {
-                problems.push(error.to_string());
+                problems.push(meshtun_proto::report::describe(&error));
             }
         }
         problems

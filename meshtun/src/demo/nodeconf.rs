@@ -9,7 +9,8 @@ use super::plan::{
     controller_url, NodeSpec, BENCHMARK_INTERVAL_SECS, LISTEN_PORT, PREFIX_LEN, STDDEV,
 };
 use super::DemoError;
-use crate::config::{load_or_create_identity, write_private_file, Replace};
+use crate::config::load_or_create_identity;
+use meshtun_proto::private_file::{write as write_private_file, Replace};
 
 /// The public keys of a node whose files were written, for its enrollment.
 #[derive(Debug, Clone)]

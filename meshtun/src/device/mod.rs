@@ -66,7 +66,7 @@ pub const BATCH: usize = 128;
 #[non_exhaustive]
 pub enum DeviceError {
     /// The UDP sockets could not be opened.
-    #[error("cannot listen on UDP port {port}: {source}")]
+    #[error("cannot listen on UDP port {port}")]
     Bind {
         /// The port asked for (0: any).
         port: u16,
@@ -75,7 +75,7 @@ pub enum DeviceError {
         source: io::Error,
     },
     /// The firewall mark could not be set.
-    #[error("cannot set fwmark {mark:#x} on the UDP sockets: {source}")]
+    #[error("cannot set fwmark {mark:#x} on the UDP sockets")]
     Fwmark {
         /// The mark.
         mark: u32,

@@ -13,6 +13,7 @@ use super::transport::{
     DatagramBatch, PacketBatch, RecvBatch, TunIo, UdpFactory, UdpIo, MAX_PACKET, TUN_HEADROOM,
 };
 use super::{Inner, BATCH, TICK};
+use meshtun_proto::report::Chain;
 
 /// Receive slots per UDP read, and the size of each (a coalesced read can fill 64 KiB, some
 /// 45 datagrams of a full-sized tunnel).
@@ -196,7 +197,7 @@ pub(super) async fn timer_task<T: TunIo, F: UdpFactory>(inner: Arc<Inner<T, F>>)
                 control.release(released, now);
                 for peer in &rekey {
                     if let Err(error) = control.rekey_if_needed(peer, now) {
-                        tracing::warn!(peer = %peer.key, %error, "cannot start a new handshake");
+                        tracing::warn!(peer = %peer.key, error = %Chain(&error), "cannot start a new handshake");
                     }
                 }
                 control.finish_change(now);

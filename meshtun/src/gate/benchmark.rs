@@ -33,9 +33,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use meshtun_proto::wire::{Benchmark, BenchmarkError, Scores};
-use rand::rngs::{StdRng, SysRng};
-use rand::SeedableRng;
-use rand_distr::{Distribution, Normal};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
@@ -58,7 +55,7 @@ pub enum SourceError {
     #[error("the benchmark command is empty")]
     EmptyCommand,
     /// The program could not be started.
-    #[error("cannot start the benchmark command `{program}`: {source}")]
+    #[error("cannot start the benchmark command `{program}`")]
     Spawn {
         /// The program.
         program: String,
@@ -67,7 +64,7 @@ pub enum SourceError {
         source: std::io::Error,
     },
     /// Reading its output or waiting for it failed.
-    #[error("running the benchmark command `{program}` failed: {source}")]
+    #[error("running the benchmark command `{program}` failed")]
     Io {
         /// The program.
         program: String,
@@ -114,7 +111,7 @@ pub enum SourceError {
         program: String,
     },
     /// The scores or the suite version are out of bounds.
-    #[error("the benchmark from {origin} is invalid: {source}")]
+    #[error("the benchmark from {origin} is invalid")]
     Invalid {
         /// `the benchmark command \`…\`` or `the simulator`.
         origin: String,
@@ -132,9 +129,6 @@ pub enum SourceError {
         /// The standard deviation.
         stddev: f64,
     },
-    /// The operating system gave no randomness to seed the simulator.
-    #[error("cannot seed the simulator from the operating system: {0}")]
-    Entropy(String),
 }
 
 /// A source of benchmarks: a harness command, or simulated scores.
@@ -389,20 +383,20 @@ fn parse_report(stdout: &[u8]) -> Result<(Scores, Option<String>), String> {
     }
 }
 
-/// Scores drawn from a normal distribution, clamped to `[0, 1]`.
+/// Scores drawn from a normal distribution, clamped to `[0, 1]`. Simulated scores are no
+/// secret: a fast non-cryptographic generator is enough.
 #[derive(Debug)]
 pub struct SimulatedSource {
-    normal: Normal<f64>,
-    rng: StdRng,
+    mean: f64,
+    stddev: f64,
+    rng: fastrand::Rng,
     suite_version: String,
 }
 
 impl SimulatedSource {
-    /// A simulator seeded from the operating system.
+    /// A simulator with a generator seeded afresh.
     pub fn new(mean: f64, stddev: f64, suite_version: Option<String>) -> Result<Self, SourceError> {
-        let rng =
-            StdRng::try_from_rng(&mut SysRng).map_err(|e| SourceError::Entropy(e.to_string()))?;
-        Self::with_rng(mean, stddev, suite_version, rng)
+        Self::with_rng(mean, stddev, suite_version, fastrand::Rng::new())
     }
 
     /// A simulator drawing from `rng` (seed it for reproducible scores).
@@ -410,23 +404,22 @@ impl SimulatedSource {
         mean: f64,
         stddev: f64,
         suite_version: Option<String>,
-        rng: StdRng,
+        rng: fastrand::Rng,
     ) -> Result<Self, SourceError> {
         let in_range = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
         if !in_range(mean) || !in_range(stddev) {
             return Err(SourceError::Distribution { mean, stddev });
         }
-        let normal =
-            Normal::new(mean, stddev).map_err(|_| SourceError::Distribution { mean, stddev })?;
         Ok(Self {
-            normal,
+            mean,
+            stddev,
             rng,
             suite_version: suite_version.unwrap_or_else(|| DEFAULT_SIMULATED_SUITE.to_owned()),
         })
     }
 
     fn draw(&mut self) -> f64 {
-        self.normal.sample(&mut self.rng).clamp(0.0, 1.0)
+        (self.mean + self.stddev * standard_normal(&mut self.rng)).clamp(0.0, 1.0)
     }
 
     /// Four independent draws.
@@ -455,6 +448,14 @@ impl SimulatedSource {
             })?;
         Ok(benchmark)
     }
+}
+
+/// One draw of the standard normal distribution: the Box–Muller transform of two uniform
+/// draws (its second, sine, output is not used).
+fn standard_normal(rng: &mut fastrand::Rng) -> f64 {
+    // 1 - [0, 1) is (0, 1]: the logarithm stays finite.
+    let radius = (-2.0 * (1.0 - rng.f64()).ln()).sqrt();
+    radius * (std::f64::consts::TAU * rng.f64()).cos()
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use meshtun_proto::bundle::{SignedBundle, MAX_BUNDLE_BYTES};
 use meshtun_proto::{IdentityPublic, PrivateKey};
 
 use super::bundle::{verify_cached_bundle, BundleCheckError, VerifiedBundle};
-use crate::config::{read_limited, write_private_file, Replace};
+use meshtun_proto::private_file::{self, read_limited, Replace};
 
 /// The largest cache file read: a signed bundle of [`MAX_BUNDLE_BYTES`], base64 and JSON.
 pub const MAX_CACHE_BYTES: usize = MAX_BUNDLE_BYTES / 3 * 4 + 4096;
@@ -24,7 +24,7 @@ pub const MAX_CACHE_BYTES: usize = MAX_BUNDLE_BYTES / 3 * 4 + 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     /// The file could not be read.
-    #[error("cannot read the bundle cache {}: {source}", .file.display())]
+    #[error("cannot read the bundle cache {}", .file.display())]
     Read {
         /// The cache file.
         file: PathBuf,
@@ -47,7 +47,7 @@ pub enum CacheError {
         reason: String,
     },
     /// The cached bundle fails verification (tampered, another node's, another key's).
-    #[error("the bundle cache {} is refused: {source}", .file.display())]
+    #[error("the bundle cache {} is refused", .file.display())]
     Bundle {
         /// The cache file.
         file: PathBuf,
@@ -56,7 +56,7 @@ pub enum CacheError {
         source: BundleCheckError,
     },
     /// The file could not be written.
-    #[error("cannot write the bundle cache {}: {source}", .file.display())]
+    #[error("cannot write the bundle cache {}", .file.display())]
     Write {
         /// The cache file.
         file: PathBuf,
@@ -84,20 +84,9 @@ pub fn save_cache(path: &Path, signed: &SignedBundle) -> Result<(), CacheError> 
     };
     let json = serde_json::to_vec(signed).map_err(|e| fail(io::Error::other(e)))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        create_private_dir(dir).map_err(fail)?;
+        private_file::create_dir(dir).map_err(fail)?;
     }
-    write_private_file(path, &json, Replace::Atomically).map_err(fail)
-}
-
-fn create_private_dir(dir: &Path) -> io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
+    private_file::write(path, &json, Replace::Atomically).map_err(fail)
 }
 
 /// Reads and verifies the cached bundle for node `node_id` with WireGuard key `wg_private`
@@ -232,7 +221,8 @@ mod tests {
 
         let other_controller = IdentityKey::generate().public();
         let err = load_cache(&path, &other_controller, "node-a", &f.wg, NOW).unwrap_err();
-        assert!(err.to_string().contains("does not verify"), "{err}");
+        let message = meshtun_proto::report::describe(&err);
+        assert!(message.contains("does not verify"), "{message}");
         let err = load_cache(&path, &f.controller.public(), "node-b", &f.wg, NOW).unwrap_err();
         assert!(
             matches!(

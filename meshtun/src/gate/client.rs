@@ -17,7 +17,7 @@ use meshtun_proto::bundle::SignedBundle;
 use meshtun_proto::enroll::{
     EnrollError, EnrollRequest, EnrollResponse, SignedEnrollReply, Ticket, MAX_REPLY_BYTES,
 };
-use meshtun_proto::report::describe;
+use meshtun_proto::report::{describe, Chain};
 use meshtun_proto::wire::{valid_node_id, Benchmark};
 use meshtun_proto::{EpochId, IdentityKey, IdentityPublic, PrivateKey};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -68,15 +68,16 @@ pub enum ClientError {
     #[error("`{0}` is not a valid node id")]
     NodeId(String),
     /// The HTTP client could not be built.
-    #[error("cannot set up the HTTP client: {0}")]
-    Setup(String),
+    #[error("cannot set up the HTTP client")]
+    Setup(#[source] reqwest::Error),
     /// The controller could not be reached, or the exchange broke off or timed out.
-    #[error("{what}: cannot reach the controller: {detail}")]
+    #[error("{what}: cannot reach the controller{}", if source.is_timeout() { " (timed out)" } else { "" })]
     Http {
         /// What was being done.
         what: &'static str,
-        /// The transport error and its causes.
-        detail: String,
+        /// The transport error, with its causes.
+        #[source]
+        source: reqwest::Error,
     },
     /// 401: the signature, its time or its nonce was refused.
     #[error("{what}: the controller refused our credentials (401): {reason}")]
@@ -152,12 +153,12 @@ pub enum ClientError {
         reason: String,
     },
     /// The bundle failed a check; nothing of it is used.
-    #[error("fetching the bundle: {0}")]
+    #[error("fetching the bundle")]
     Bundle(#[from] BundleCheckError),
     /// The enrollment reply is not signed by the pinned controller key, was altered, or
     /// answers another request; nothing of it is used.
-    #[error("enrolling: {0}")]
-    Reply(EnrollError),
+    #[error("enrolling")]
+    Reply(#[source] EnrollError),
 }
 
 const SUBMIT: &str = "submitting a benchmark";
@@ -303,7 +304,8 @@ impl ControllerClient {
                         target: "meshtun::gate",
                         from = %self.instances.urls()[index],
                         to = %self.url(),
-                        "moving to another controller instance: {error}"
+                        error = %Chain(error),
+                        "moving to another controller instance"
                     );
                 }
             }
@@ -359,7 +361,7 @@ impl ControllerClient {
                 .timeout(REQUEST_TIMEOUT)
                 .send()
                 .await
-                .map_err(|e| http_error(SUBMIT, &e))?;
+                .map_err(|e| http_error(SUBMIT, e))?;
             if response.status().is_success() {
                 return Ok(());
             }
@@ -399,7 +401,7 @@ impl ControllerClient {
             .timeout(self.instances.poll_timeout(index, wait, LONG_POLL_MARGIN))
             .send()
             .await
-            .map_err(|e| http_error(FETCH, &e))?;
+            .map_err(|e| http_error(FETCH, e))?;
         match response.status() {
             StatusCode::NOT_MODIFIED => {
                 self.instances.learned_poll(index, started.elapsed());
@@ -450,7 +452,7 @@ pub async fn enroll(
         .timeout(REQUEST_TIMEOUT)
         .send()
         .await
-        .map_err(|e| http_error(ENROLL, &e))?;
+        .map_err(|e| http_error(ENROLL, e))?;
     if !response.status().is_success() {
         return Err(refusal(ENROLL, response).await);
     }
@@ -477,7 +479,7 @@ fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, Cli
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("meshtun/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| ClientError::Setup(describe(&e)))
+        .map_err(ClientError::Setup)
 }
 
 /// The certificates of a PEM CA file.
@@ -494,12 +496,8 @@ fn read_ca_file(file: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Cli
     Ok(certs)
 }
 
-fn http_error(what: &'static str, error: &reqwest::Error) -> ClientError {
-    let mut detail = describe(error);
-    if error.is_timeout() && !detail.contains("timed out") {
-        detail.push_str(" (timed out)");
-    }
-    ClientError::Http { what, detail }
+fn http_error(what: &'static str, source: reqwest::Error) -> ClientError {
+    ClientError::Http { what, source }
 }
 
 /// Reads at most `limit` bytes of an answer's body.
@@ -517,7 +515,7 @@ async fn read_body(
         return Err(too_large());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| http_error(what, &e))? {
+    while let Some(chunk) = response.chunk().await.map_err(|e| http_error(what, e))? {
         if body.len().saturating_add(chunk.len()) > limit {
             return Err(too_large());
         }
@@ -692,12 +690,21 @@ mod tests {
         assert!(!format!("{client:?}").contains(&key.to_base64()));
     }
 
-    #[test]
-    fn error_chains_are_joined_once() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("outer")]
-        struct Outer(#[source] std::io::Error);
-        let e = Outer(std::io::Error::other("connection refused"));
-        assert_eq!(describe(&e), "outer: connection refused");
+    /// The transport error stays typed: the chain names what was done, then reqwest's
+    /// error and its causes down to the refused connection, each once.
+    #[tokio::test]
+    async fn a_refused_connection_is_reported_with_its_causes_once() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let http = http_client(None).unwrap();
+        let url = format!("http://127.0.0.1:{port}/");
+        let error = http.get(&url).send().await.unwrap_err();
+        let text = describe(&http_error(FETCH, error));
+        let start = "fetching the bundle: cannot reach the controller: error sending request";
+        assert!(text.starts_with(start), "{text}");
+        assert_eq!(text.matches("refused").count(), 1, "{text}");
+        assert_eq!(text.matches(url.as_str()).count(), 1, "{text}");
     }
 }

@@ -34,13 +34,27 @@ pub use client::{enroll, ClientError, ControllerClient};
 pub use merge::{merge, GatedLimits, Merged};
 pub use runner::{Gate, GateOptions, GateUpdate, GatedPeerConfig};
 pub use state::{Enforced, GateState};
+
+/// Why membership gating could not start, or restart on a reload.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    /// A `[benchmark]` section without a `[controller]` section.
+    #[error("the [benchmark] section needs a [controller] section to submit to")]
+    BenchmarkWithoutController,
+    /// The node's identity key file could not be read or created.
+    #[error(transparent)]
+    Identity(#[from] crate::config::IdentityFileError),
+    /// The controller client could not be set up.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The benchmark source is not usable.
+    #[error(transparent)]
+    Benchmark(#[from] SourceError),
+}
 /// Unix time now, in milliseconds (0 before 1970, saturating far in the future): the
 /// clock bundles, benchmarks and signed requests are stamped with.
 pub fn unix_ms() -> u64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    skewed_for_tests(now)
+    skewed_for_tests(meshtun_proto::time::unix_ms())
 }
 
 /// In debug builds, `now` moved by `MESHTUN_CLOCK_OFFSET_MS` (a signed number): the

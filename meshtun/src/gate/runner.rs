@@ -30,6 +30,7 @@ use super::status::{MembershipState, SharedGateStatus};
 use super::unix_ms;
 use crate::config::{BenchmarkSettings, ControllerSettings};
 use crate::wgcfg::PeerSettings;
+use meshtun_proto::report::{describe, Chain};
 
 /// How long one bundle request waits at the controller (the controller answers sooner, with
 /// 304, if its own long-poll limit is shorter).
@@ -188,7 +189,9 @@ fn restore_cache(state: &mut GateState, options: &GateOptions, controller: &Iden
             state.restore(cached.bundle);
         }
         Ok(None) => {}
-        Err(error) => tracing::warn!(target: "meshtun::gate", "{error}; starting without it"),
+        Err(error) => {
+            tracing::warn!(target: "meshtun::gate", "{}; starting without it", Chain(&error))
+        }
     }
 }
 
@@ -225,10 +228,10 @@ async fn fetch_loop(
                     continue;
                 }
                 if !failing {
-                    tracing::warn!(target: "meshtun::gate", "{error}; retrying");
+                    tracing::warn!(target: "meshtun::gate", "{}; retrying", Chain(&error));
                     failing = true;
                 } else {
-                    tracing::debug!(target: "meshtun::gate", "{error}; retrying");
+                    tracing::debug!(target: "meshtun::gate", "{}; retrying", Chain(&error));
                 }
                 // A 429 says how long to wait: never come back sooner.
                 tokio::time::sleep(retry_delay(&error, backoff)).await;
@@ -254,7 +257,7 @@ fn contact(status: &SharedGateStatus, client: &ControllerClient) {
 
 fn record_error(status: &SharedGateStatus, client: &ControllerClient, error: &ClientError) {
     let mut s = status.lock();
-    s.last_error = Some(error.to_string());
+    s.last_error = Some(describe(error));
     if s.controller_url != client.url() {
         s.failovers += 1;
         client.url().clone_into(&mut s.controller_url);
@@ -311,7 +314,7 @@ async fn benchmark_loop(
             Ok(b) => b,
             Err(error) => {
                 status.lock().benchmark_failures += 1;
-                tracing::warn!(target: "meshtun::gate", "benchmark run failed, nothing submitted: {error}");
+                tracing::warn!(target: "meshtun::gate", "benchmark run failed, nothing submitted: {}", Chain(&error));
                 continue;
             }
         };
@@ -331,7 +334,7 @@ async fn benchmark_loop(
             }
             Err(error) => {
                 status.lock().benchmark_failures += 1;
-                tracing::warn!(target: "meshtun::gate", "benchmark not submitted: {error}");
+                tracing::warn!(target: "meshtun::gate", "benchmark not submitted: {}", Chain(&error));
                 if let Some(latest) = error.latest_seq().filter(|l| seqs.resync(*l, now)) {
                     tracing::warn!(
                         target: "meshtun::gate",

@@ -20,6 +20,7 @@ use super::runner::{GateUpdate, GatedPeerConfig};
 use super::state::{Enforced, GateState};
 use super::status::{MembershipState, SharedGateStatus};
 use crate::wgcfg::PeerSettings;
+use meshtun_proto::report::Chain;
 
 /// Turns bundles and time into [`GateUpdate`]s.
 pub(super) struct Scheduler {
@@ -116,7 +117,7 @@ impl Scheduler {
         match self.state.offer(bundle, self.clock.now()) {
             Ok(()) => {}
             Err(error) => {
-                tracing::debug!(target: "meshtun::gate", "bundle ignored: {error}");
+                tracing::debug!(target: "meshtun::gate", "bundle ignored: {}", Chain(&error));
                 return;
             }
         }
@@ -132,9 +133,9 @@ impl Scheduler {
         let saved = tokio::task::spawn_blocking(move || save_cache(&file, &signed)).await;
         match saved {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(target: "meshtun::gate", "{error}"),
+            Ok(Err(error)) => tracing::warn!(target: "meshtun::gate", "{}", Chain(&error)),
             Err(error) => {
-                tracing::warn!(target: "meshtun::gate", "bundle cache writer stopped: {error}")
+                tracing::warn!(target: "meshtun::gate", "bundle cache writer stopped: {}", Chain(&error))
             }
         }
     }

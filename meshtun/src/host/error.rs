@@ -23,7 +23,7 @@ pub enum HostError {
         ifname: String,
     },
     /// The routing netlink socket could not be opened.
-    #[error("interface {ifname}: cannot open a routing netlink socket: {source}")]
+    #[error("interface {ifname}: cannot open a routing netlink socket")]
     Netlink {
         /// Interface name.
         ifname: String,
@@ -31,7 +31,7 @@ pub enum HostError {
         source: io::Error,
     },
     /// Adding, deleting or listing one kernel object failed.
-    #[error("interface {ifname}: cannot {action} {object}: {source}")]
+    #[error("interface {ifname}: cannot {action} {object}")]
     Object {
         /// Interface name.
         ifname: String,
@@ -74,7 +74,7 @@ pub enum HostError {
         detail: String,
     },
     /// The state file or its directory could not be read or written.
-    #[error("interface {ifname}: state file {}: {source}", path.display())]
+    #[error("interface {ifname}: state file {}", path.display())]
     StateIo {
         /// Interface name.
         ifname: String,
@@ -84,7 +84,7 @@ pub enum HostError {
         source: io::Error,
     },
     /// The state file is not valid JSON of the expected shape.
-    #[error("interface {ifname}: state file {} is not valid: {source}", path.display())]
+    #[error("interface {ifname}: state file {} is not valid", path.display())]
     StateParse {
         /// Interface name.
         ifname: String,
@@ -157,7 +157,7 @@ pub enum HostError {
         alternative: &'static str,
     },
     /// A sysctl could not be read or written.
-    #[error("interface {ifname}: sysctl {key}: {source}")]
+    #[error("interface {ifname}: sysctl {key}")]
     Sysctl {
         /// Interface name.
         ifname: String,
@@ -193,7 +193,7 @@ pub enum HostError {
 fn join(errors: &[HostError]) -> String {
     errors
         .iter()
-        .map(ToString::to_string)
+        .map(|e| meshtun_proto::report::describe(e))
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -210,7 +210,11 @@ mod tests {
             object: "route 0.0.0.0/0 table 51820".into(),
             source: io::Error::from_raw_os_error(libc::EEXIST),
         };
-        let text = err.to_string();
+        assert_eq!(
+            err.to_string(),
+            "interface mt0: cannot add route 0.0.0.0/0 table 51820"
+        );
+        let text = meshtun_proto::report::describe(&err);
         assert!(text.starts_with("interface mt0: cannot add route 0.0.0.0/0 table 51820: "));
         assert!(text.contains("exists"), "{text}");
     }
@@ -229,12 +233,20 @@ mod tests {
                 HostError::LinkNotFound {
                     ifname: "mt0".into(),
                 },
+                HostError::Object {
+                    ifname: "mt0".into(),
+                    action: "delete",
+                    object: "rule 7".into(),
+                    source: io::Error::other("busy"),
+                },
             ],
         };
+        // Each failure with its cause.
         assert_eq!(
             err.to_string(),
             "interface mt0: teardown incomplete: interface mt0: pre_down hook `false` failed: \
-             exit status: 1; interface mt0: no such network interface"
+             exit status: 1; interface mt0: no such network interface; interface mt0: cannot \
+             delete rule 7: busy"
         );
     }
 }

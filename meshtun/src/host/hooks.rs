@@ -6,6 +6,7 @@ use std::process::Stdio;
 use tokio::process::Command;
 
 use super::HostError;
+use meshtun_proto::report::Chain;
 
 /// A hook phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +74,7 @@ pub async fn run_all(phase: Phase, commands: &[String], ifname: &str) -> Vec<Hos
     let mut failures = Vec::new();
     for command in commands {
         if let Err(e) = run_one(phase, command, ifname).await {
-            tracing::warn!("{e}");
+            tracing::warn!("{}", Chain(&e));
             failures.push(e);
         }
     }

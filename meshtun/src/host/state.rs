@@ -15,13 +15,14 @@
 #![cfg_attr(not(target_os = "linux"), allow(dead_code))]
 
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ipnet::IpNet;
+use meshtun_proto::private_file::{self, Replace};
 use serde::{Deserialize, Serialize};
 
 use super::dns::DnsRecord;
@@ -462,23 +463,10 @@ impl StateFile {
         let text = serde_json::to_vec_pretty(state).map_err(|e| {
             self.io_error(&self.path, io::Error::new(io::ErrorKind::InvalidData, e))
         })?;
-        let tmp = self.dir.join(format!(".{}.json.tmp", self.ifname));
-        let write = || -> io::Result<()> {
-            // Always a new file: whoever else may write the directory (the daemon's user,
-            // when root cleans up) must not make this write go through a link they planted.
-            match fs::remove_file(&tmp) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(&text)?;
-            file.sync_all()
-        };
+        // Always through a new temporary file: whoever else may write the directory (the
+        // daemon's user, when root cleans up) must not make this write go through a link
+        // they planted.
+        let write = || private_file::write(&self.path, &text, Replace::Atomically);
         // A namespace's subdirectory is removed when its last daemon stops: if that happened
         // between the check and the write, create it again, once.
         match write() {
@@ -488,8 +476,7 @@ impl StateFile {
             }
             other => other,
         }
-        .map_err(|e| self.io_error(&tmp, e))?;
-        fs::rename(&tmp, &self.path).map_err(|e| self.io_error(&self.path, e))
+        .map_err(|e| self.io_error(&self.path, e))
     }
 
     /// Deletes the file; a missing file is fine. Blocks: async code calls
@@ -518,17 +505,10 @@ impl StateFile {
     /// Creates the directory (mode 0700) if needed. A namespace's subdirectory must be a
     /// directory, not a link to one: whoever owns the state directory must not redirect it.
     fn ensure_dir(&self) -> Result<(), HostError> {
-        match fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-        {
-            Ok(()) => {}
-            Err(e) => return Err(self.io_error(&self.dir, e)),
-        }
+        private_file::create_dir(&self.dir).map_err(|e| self.io_error(&self.dir, e))?;
         super::netns::check_subdir(&self.dir).map_err(|e| self.io_error(&self.dir, e))?;
         let meta = fs::metadata(&self.dir).map_err(|e| self.io_error(&self.dir, e))?;
-        if meta.permissions().mode() & 0o077 != 0 {
+        if private_file::exposed_mode(&meta).is_some() {
             fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
                 .map_err(|e| self.io_error(&self.dir, e))?;
         }
@@ -635,19 +615,24 @@ mod tests {
         assert!(StateFile::new(dir.path(), "mt0").load().is_err());
     }
 
-    /// The daemon's user, who may write the state directory, plants the temporary file as
-    /// a link (symbolic or hard) to a file of root's: root's next write leaves it alone.
+    /// The daemon's user, who may write the state directory, plants the temporary files as
+    /// links (symbolic or hard) to a file of root's: root's next write leaves them alone.
     #[test]
     fn a_planted_temporary_file_is_never_written_through() {
         let dir = tempfile::tempdir().unwrap();
         let victim = dir.path().join("victim");
         let file = StateFile::new(&dir.path().join("run"), "mt0");
         file.save_now(&sample()).unwrap();
-        let tmp = dir.path().join("run/.mt0.json.tmp");
-        for plant in [
-            |victim: &Path, tmp: &Path| std::os::unix::fs::symlink(victim, tmp),
-            |victim: &Path, tmp: &Path| fs::hard_link(victim, tmp),
-        ] {
+        let plants: [fn(&Path, &Path) -> io::Result<()>; 2] = [
+            |victim, tmp| std::os::unix::fs::symlink(victim, tmp),
+            |victim, tmp| fs::hard_link(victim, tmp),
+        ];
+        // The writer's first temporary name, then its second (the first is still planted).
+        for (n, plant) in (0..).zip(plants) {
+            let tmp = dir
+                .path()
+                .join("run")
+                .join(private_file::temp_name("mt0.json".as_ref(), n));
             fs::write(&victim, "root's").unwrap();
             plant(&victim, &tmp).unwrap();
             file.save_now(&sample()).unwrap();

@@ -65,6 +65,7 @@ use tokio::task::JoinHandle;
 use crate::device::{CounterTotals, Device, TunIo, UdpFactory};
 use crate::gate::SharedGateStatus;
 use crate::wgcfg::DeviceStatus;
+use meshtun_proto::report::Chain;
 
 /// The content type of the answer to `GET /metrics`.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -76,7 +77,7 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     /// The listen address could not be bound.
-    #[error("cannot listen for metrics on {addr}: {source}")]
+    #[error("cannot listen for metrics on {addr}")]
     Bind {
         /// The `[metrics]` listen address.
         addr: SocketAddr,
@@ -85,7 +86,7 @@ pub enum MetricsError {
         source: std::io::Error,
     },
     /// The server stopped with an error.
-    #[error("the metrics server on {addr} failed: {source}")]
+    #[error("the metrics server on {addr} failed")]
     Serve {
         /// The address it listened on.
         addr: String,
@@ -193,7 +194,7 @@ pub fn spawn(listener: TcpListener, source: MetricsSource) -> MetricsServer {
             let _ = stopped.await;
         };
         if let Err(error) = serve(listener, source, shutdown).await {
-            tracing::error!(%error, "metrics endpoint stopped");
+            tracing::error!(error = %Chain(&error), "metrics endpoint stopped");
         }
     });
     MetricsServer {

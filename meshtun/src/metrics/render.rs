@@ -2,7 +2,9 @@
 //! interface, its membership. Built at scrape time from plain data; holds no secret.
 
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
+
+use meshtun_proto::time::unix_ms_of;
 
 use meshtun_proto::PublicKey;
 use prometheus_client::collector::Collector;
@@ -216,7 +218,7 @@ impl Sample {
     }
 
     fn encode_gate_times(&self, gate: &GateStatus, e: &mut DescriptorEncoder) -> fmt::Result {
-        let now_ms = unix_ms(self.now);
+        let now_ms = unix_ms_of(self.now);
         gauges(
             e,
             "gate_controller_contact_age",
@@ -348,15 +350,6 @@ fn age(now: SystemTime, then: SystemTime) -> f64 {
 /// Seconds from Unix milliseconds `then_ms` to `now_ms`, 0 if `then_ms` is later.
 fn ms_age(now_ms: u64, then_ms: u64) -> f64 {
     now_ms.saturating_sub(then_ms) as f64 / 1000.0
-}
-
-/// `time` in Unix milliseconds (0 before 1970).
-fn unix_ms(time: SystemTime) -> u64 {
-    let ms = time
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    u64::try_from(ms).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

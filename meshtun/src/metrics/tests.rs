@@ -169,7 +169,7 @@ async fn a_taken_port_is_an_error_naming_the_address() {
     let taken = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
     let addr = taken.local_addr().unwrap();
     let error = bind(addr).await.unwrap_err();
-    let message = error.to_string();
+    let message = meshtun_proto::report::describe(&error);
     assert!(
         message.starts_with(&format!("cannot listen for metrics on {addr}: ")),
         "{message}"

@@ -184,7 +184,7 @@ async fn probe_family(
     }
     let socket = match EchoSocket::open(interface, family, kinds) {
         Ok(socket) => socket,
-        Err(err) => return unknown(&err.to_string()),
+        Err(err) => return unknown(&meshtun_proto::report::describe(&err)),
     };
     let mut token = [0u8; TOKEN_LEN];
     OsRng.fill_bytes(&mut token);
@@ -318,13 +318,13 @@ const SOCKET_KINDS: [SocketKind; 2] = [SocketKind::Raw, SocketKind::Ping];
 enum OpenError {
     #[error("cannot open an ICMP socket ({})", describe(.0))]
     Open(Vec<(SocketKind, io::Error)>),
-    #[error("cannot bind the ICMP socket to interface {interface}: {source}")]
+    #[error("cannot bind the ICMP socket to interface {interface}")]
     Bind {
         interface: String,
         #[source]
         source: io::Error,
     },
-    #[error("cannot set up the ICMP socket: {0}")]
+    #[error("cannot set up the ICMP socket")]
     Setup(#[source] io::Error),
 }
 

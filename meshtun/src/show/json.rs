@@ -5,10 +5,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::text::unix_ms;
 use super::Report;
 use crate::probe::Reachability;
 use crate::wgcfg::{DeviceGate, PeerGate, PeerStatus};
+use meshtun_proto::time::unix_ms_of;
 
 /// One interface, as `meshtun show --json` prints it.
 #[derive(Debug, Serialize)]
@@ -96,7 +96,7 @@ impl InterfaceView {
     /// The view of `report` as of `now`.
     pub fn new(report: &Report, now: SystemTime) -> Self {
         let s = &report.status;
-        let now_ms = unix_ms(now);
+        let now_ms = unix_ms_of(now);
         let peers = s.peers.iter().enumerate().map(|(index, peer)| {
             PeerView::new(peer, report.peer_reachability(index).cloned(), now_ms)
         });

@@ -27,7 +27,7 @@ use crate::wgcfg::DeviceStatus;
 #[derive(Debug, thiserror::Error)]
 pub enum ShowError {
     /// The socket directory could not be listed.
-    #[error("cannot list {dir}: {source}")]
+    #[error("cannot list {dir}")]
     List {
         /// The directory.
         dir: std::path::PathBuf,
@@ -39,7 +39,7 @@ pub enum ShowError {
     #[error("no meshtun or WireGuard daemon serves interface {0} (is it up?)")]
     NotRunning(String),
     /// Talking to the daemon failed.
-    #[error("interface {name}: {source}")]
+    #[error("interface {name}")]
     Uapi {
         /// The interface.
         name: String,

@@ -1,7 +1,9 @@
 //! `meshtun show` as text, in the layout of `wg show`, with meshtun's lines added.
 
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
+
+use meshtun_proto::time::unix_ms_of;
 
 use super::Report;
 use crate::gate::MembershipState;
@@ -22,7 +24,7 @@ pub fn render_text(report: &Report, now: SystemTime) -> String {
         let _ = writeln!(out, "  fwmark: {:#x}", s.fwmark);
     }
     if let Some(gate) = &s.gate {
-        render_gate(&mut out, gate, unix_ms(now));
+        render_gate(&mut out, gate, unix_ms_of(now));
     }
     for (index, p) in s.peers.iter().enumerate() {
         out.push('\n');
@@ -106,7 +108,7 @@ fn render_peer(out: &mut String, p: &PeerStatus, now: SystemTime) {
         let _ = writeln!(out, "  preshared key: (hidden)");
     }
     if let Some(gate) = &p.gate {
-        let age = unix_ms(now).saturating_sub(gate.psk_since_ms);
+        let age = unix_ms_of(now).saturating_sub(gate.psk_since_ms);
         let _ = writeln!(out, "  psk age: {}", short(age));
     }
     if let Some(e) = p.endpoint {
@@ -138,12 +140,6 @@ fn render_peer(out: &mut String, p: &PeerStatus, now: SystemTime) {
             plural(u64::from(k), "second")
         );
     }
-}
-
-/// Milliseconds since the Unix epoch (0 before it).
-pub(super) fn unix_ms(t: SystemTime) -> u64 {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A short duration: `7s`, `2m 5s`, `1h 4m`, `3d 2h` (the two largest units).
@@ -217,6 +213,7 @@ fn bytes_text(n: u64) -> String {
 mod tests {
     use super::super::tests::{gated_status, probed, status, NOW_SECS};
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     fn now() -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(NOW_SECS)

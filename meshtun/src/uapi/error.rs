@@ -4,6 +4,8 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::device::DeviceError;
+
 /// Everything that can go wrong while speaking the UAPI, as a server or as a client.
 ///
 /// Each variant maps to the errno the daemon reports on the wire ([`UapiError::errno`]).
@@ -37,10 +39,17 @@ pub enum UapiError {
     #[error("the change was refused: {0}")]
     Forbidden(String),
     /// The device failed while applying a well-formed change. `EIO`.
-    #[error("the device failed to apply the change: {0}")]
-    Apply(String),
+    #[error("the device failed to apply the change")]
+    Apply(#[source] DeviceError),
+    /// The daemon failed to apply a change around the device (its routes, say); what was in
+    /// force before is restored. `EIO`.
+    #[error("the daemon failed to apply the change")]
+    Daemon(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The daemon is stopping and applies no more changes. `EIO`.
+    #[error("the daemon is stopping")]
+    Stopping,
     /// The requested listen port could not be bound. `EADDRINUSE`.
-    #[error("cannot listen on UDP port {port}: {source}")]
+    #[error("cannot listen on UDP port {port}")]
     PortInUse {
         /// The port asked for.
         port: u16,
@@ -82,7 +91,7 @@ pub enum UapiError {
         path: PathBuf,
     },
     /// A file system or socket operation on the UAPI socket failed.
-    #[error("UAPI socket {}: {action}: {source}", path.display())]
+    #[error("UAPI socket {}: {action}", path.display())]
     Socket {
         /// The socket (or socket directory) path.
         path: PathBuf,
@@ -130,7 +139,8 @@ impl UapiError {
             Self::Remote { errno } => *errno,
             Self::Timeout { .. } => libc::ETIMEDOUT,
             Self::Forbidden(_) => libc::EPERM,
-            Self::Apply(_) | Self::Socket { .. } | Self::Activation { .. } => libc::EIO,
+            Self::Apply(_) | Self::Daemon(_) | Self::Stopping => libc::EIO,
+            Self::Socket { .. } | Self::Activation { .. } => libc::EIO,
         }
     }
 
@@ -177,8 +187,13 @@ mod tests {
     fn errno_values_match_wireguard_go() {
         assert_eq!(UapiError::protocol(2, "x").errno(), 71);
         assert_eq!(UapiError::invalid(2, "k", "x").errno(), 22);
-        assert_eq!(UapiError::Apply("x".into()).errno(), 5);
         assert_eq!(UapiError::Forbidden("x".into()).errno(), 1);
+        assert_eq!(UapiError::Stopping.errno(), 5);
+        let fwmark = DeviceError::Fwmark {
+            mark: 1,
+            source: io::Error::from_raw_os_error(libc::EPERM),
+        };
+        assert_eq!(UapiError::Apply(fwmark).errno(), 5);
         let in_use = UapiError::PortInUse {
             port: 1,
             source: io::Error::from_raw_os_error(libc::EADDRINUSE),

@@ -22,6 +22,7 @@ use super::request::{Limits, Request, RequestReader, READ_CHUNK};
 use super::set::parse_set;
 use super::socket::UapiSocket;
 use super::UapiHandler;
+use meshtun_proto::report::Chain;
 
 /// Most clients served at the same time; further ones wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 16;
@@ -87,7 +88,7 @@ pub async fn serve_with_limits<H: UapiHandler>(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _addr)) => stream,
                 Err(err) => {
-                    tracing::warn!(interface = %shared.ifname, %err, "UAPI accept failed");
+                    tracing::warn!(interface = %shared.ifname, err = %Chain(&err), "UAPI accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
@@ -113,7 +114,7 @@ pub async fn serve_with_limits<H: UapiHandler>(
 
 fn log_task_end(done: Result<(), tokio::task::JoinError>, ifname: &str) {
     if let Err(err) = done {
-        tracing::error!(interface = %ifname, %err, "a UAPI connection task failed");
+        tracing::error!(interface = %ifname, err = %Chain(&err), "a UAPI connection task failed");
     }
 }
 
@@ -131,7 +132,9 @@ impl<H: UapiHandler> Shared<H> {
     async fn connection(&self, mut stream: UnixStream, stop: watch::Receiver<bool>) {
         match self.requests(&mut stream, stop).await {
             Ok(()) => tracing::trace!(interface = %self.ifname, "UAPI connection closed"),
-            Err(err) => tracing::debug!(interface = %self.ifname, %err, "UAPI connection ended"),
+            Err(err) => {
+                tracing::debug!(interface = %self.ifname, err = %Chain(&err), "UAPI connection ended")
+            }
         }
     }
 
@@ -202,7 +205,7 @@ impl<H: UapiHandler> Shared<H> {
                     Err(err) => tracing::warn!(
                         interface = %self.ifname,
                         errno = err.errno(),
-                        %err,
+                        err = %Chain(&err),
                         "UAPI set request refused"
                     ),
                 }
@@ -214,7 +217,7 @@ impl<H: UapiHandler> Shared<H> {
 
     /// Answers a framing error with its errno; the connection then ends.
     async fn refuse(&self, stream: &mut UnixStream, err: &UapiError) -> Result<(), UapiError> {
-        tracing::warn!(interface = %self.ifname, errno = err.errno(), %err, "UAPI request refused");
+        tracing::warn!(interface = %self.ifname, errno = err.errno(), err = %Chain(&err), "UAPI request refused");
         let mut reply = String::new();
         write_errno(err.errno(), &mut reply);
         self.send(stream, reply.as_bytes()).await

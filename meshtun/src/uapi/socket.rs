@@ -327,7 +327,8 @@ mod tests {
         let path = socket_path_in(tmp.path(), "wgtest3");
         fs::write(&path, "keep me").unwrap();
         let err = bind_in(tmp.path(), "wgtest3").unwrap_err();
-        assert!(err.to_string().contains("not a socket"), "{err}");
+        let message = meshtun_proto::report::describe(&err);
+        assert!(message.contains("not a socket"), "{message}");
         assert_eq!(fs::read_to_string(&path).unwrap(), "keep me");
     }
 

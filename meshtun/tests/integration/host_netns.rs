@@ -348,7 +348,7 @@ fn failed_apply_rolls_back() {
             "{err}"
         );
         assert!(
-            err.to_string()
+            meshtun_proto::report::describe(&err)
                 .starts_with("interface mt0: cannot set link mtu 40 up: "),
             "{err}"
         );

@@ -227,7 +227,7 @@ pub enum AuditError {
         reason: String,
     },
     /// The log could not be read.
-    #[error("cannot read the audit log: {0}")]
+    #[error("cannot read the audit log")]
     Read(#[from] StoreError),
 }
 

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::*;
+use meshtun_proto::report::describe;
 
 const NOW: u64 = 1_700_000_000_000;
 
@@ -147,11 +148,11 @@ async fn out_of_range_scores_are_invalid() {
     .await
     .unwrap_err();
     assert!(matches!(err, SourceError::Invalid { .. }), "{err}");
-    assert!(err.to_string().contains("overall is 1.5"), "{err}");
+    assert!(describe(&err).contains("overall is 1.5"), "{err}");
     let err = run(&format!("echo '{GOOD}'"), Some("has space"))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("suite_version"), "{err}");
+    assert!(describe(&err).contains("suite_version"), "{err}");
 }
 
 #[cfg(target_os = "linux")]
@@ -270,7 +271,7 @@ async fn settings_choose_the_source() {
 }
 
 fn seeded(mean: f64, stddev: f64, seed: u64) -> SimulatedSource {
-    SimulatedSource::with_rng(mean, stddev, None, StdRng::seed_from_u64(seed)).unwrap()
+    SimulatedSource::with_rng(mean, stddev, None, fastrand::Rng::with_seed(seed)).unwrap()
 }
 
 #[test]

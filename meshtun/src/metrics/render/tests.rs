@@ -1,6 +1,6 @@
 //! The text of fixed snapshots: names, help, units, labels and values, and no secret.
 
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use meshtun_proto::{PresharedKey, PrivateKey};
 
