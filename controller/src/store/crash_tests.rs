@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rand_core::{OsRng, RngCore as _};
 
 use super::testutil::{bench_path, benchmark, node};
-use super::Store;
+use super::SqliteStore as Store;
 
 /// Set in the writer's environment: the database it writes to.
 const WRITER_DB: &str = "MESHTUN_STORE_CRASH_WRITER_DB";
