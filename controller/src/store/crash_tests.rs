@@ -15,12 +15,14 @@ use std::time::{Duration, Instant};
 use rand_core::{OsRng, RngCore as _};
 
 use super::testutil::{bench_path, benchmark, node};
-use super::SqliteStore as Store;
+use super::{Database, Store};
 
-/// Set in the writer's environment: the database it writes to.
+/// Set in the writer's environment: the database it writes to (a path or a URL).
 const WRITER_DB: &str = "MESHTUN_STORE_CRASH_WRITER_DB";
 /// The test's own name, to start it again as the writer.
 const TEST_NAME: &str = "kill_during_writes_loses_no_acknowledged_benchmark";
+/// The same test on PostgreSQL.
+const PG_TEST_NAME: &str = "kill_during_writes_on_postgres_loses_no_acknowledged_benchmark";
 /// Kill rounds.
 const ROUNDS: usize = 24;
 /// Longest random delay between the writer's first acknowledgement and the kill.
@@ -30,15 +32,37 @@ const WRITER_LIFETIME: Duration = Duration::from_secs(20);
 
 #[test]
 fn kill_during_writes_loses_no_acknowledged_benchmark() {
-    match std::env::var_os(WRITER_DB) {
-        Some(db) => write_until_killed(Path::new(&db)),
-        None => kill_repeatedly(),
+    match std::env::var(WRITER_DB) {
+        Ok(db) => write_until_killed(&db),
+        Err(_) => {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("crash.db");
+            kill_repeatedly(TEST_NAME, &db.display().to_string());
+        }
     }
 }
 
+#[test]
+fn kill_during_writes_on_postgres_loses_no_acknowledged_benchmark() {
+    match std::env::var(WRITER_DB) {
+        Ok(db) => write_until_killed(&db),
+        Err(_) => {
+            let Some(cluster) = crate::temp_cluster::shared_or_skip(PG_TEST_NAME) else {
+                return;
+            };
+            let db = cluster.create_database("crash").unwrap();
+            kill_repeatedly(PG_TEST_NAME, &cluster.url(&db));
+        }
+    }
+}
+
+fn open(db: &str) -> Store {
+    Store::connect(&Database::parse(db, Path::new("/"), None)).unwrap()
+}
+
 /// The writer: inserts benchmarks for node-a and prints `ACK <seq>` after each commit.
-fn write_until_killed(db: &Path) {
-    let store = Store::open(db).unwrap();
+fn write_until_killed(db: &str) {
+    let store = open(db);
     let (record, key) = node("node-a", 1);
     if store.node("node-a").unwrap().is_none() {
         store.add_node(&record).unwrap();
@@ -77,12 +101,12 @@ impl Drop for Writer {
     }
 }
 
-fn spawn_writer(db: &Path) -> (Writer, mpsc::Receiver<u64>) {
+fn spawn_writer(test: &str, db: &str) -> (Writer, mpsc::Receiver<u64>) {
     let exe = std::env::current_exe().unwrap();
     let module = module_path!().split_once("::").map_or("", |(_, m)| m);
     let mut child = Command::new(exe)
         .args([
-            &format!("{module}::{TEST_NAME}"),
+            &format!("{module}::{test}"),
             "--exact",
             "--nocapture",
             "--test-threads=1",
@@ -108,13 +132,11 @@ fn spawn_writer(db: &Path) -> (Writer, mpsc::Receiver<u64>) {
     (Writer(child), rx)
 }
 
-fn kill_repeatedly() {
+fn kill_repeatedly(test: &str, db: &str) {
     let started = Instant::now();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("crash.db");
     let mut acked = BTreeSet::new();
     for round in 0..ROUNDS {
-        let (mut writer, acks) = spawn_writer(&db);
+        let (mut writer, acks) = spawn_writer(test, db);
         let first = acks
             .recv_timeout(Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("round {round}: the writer acknowledged nothing: {e}"));
@@ -125,7 +147,7 @@ fn kill_repeatedly() {
         // The reader thread ends at EOF, dropping the sender.
         acked.extend(acks.iter());
 
-        let store = Store::open(&db).unwrap();
+        let store = open(db);
         let stored: BTreeSet<u64> = store
             .benchmarks("node-a", usize::MAX)
             .unwrap()
