@@ -591,20 +591,14 @@ impl Engine {
         let pruner = tokio::spawn(self.clone().prune_after_publish());
         tokio::pin!(shutdown);
         loop {
-            // Nodes enrolled, removed or pinned from the command line show up within a second.
-            if let Err(error) = self.refresh_nodes() {
-                tracing::error!(%error, "cannot reread the enrolled nodes");
-            }
-            let wake = match self.step() {
-                Ok(until) => until,
-                Err(error) => {
-                    tracing::error!(%error, "cannot publish the next epoch; retrying in 1 s");
+            // The store is blocking (a database file or server): never on a runtime worker.
+            let engine = self.clone();
+            let wake = tokio::task::spawn_blocking(move || engine.tick())
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::error!(%error, "the schedule task failed; retrying in 1 s");
                     self.clock.now_ms() + 1_000
-                }
-            };
-            if let Err(error) = self.check_deny() {
-                tracing::error!(%error, "membership check failed");
-            }
+                });
             let at = self.clock.instant_at(wake.min(self.clock.now_ms() + 1_000));
             tokio::select! {
                 _ = tokio::time::sleep_until(at) => {}
@@ -616,6 +610,26 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// One round of [`Engine::run`], blocking: rereads the nodes, publishes what is due and
+    /// checks for denials; returns when to come back (Unix milliseconds).
+    fn tick(&self) -> u64 {
+        // Nodes enrolled, removed or pinned from the command line show up within a second.
+        if let Err(error) = self.refresh_nodes() {
+            tracing::error!(%error, "cannot reread the enrolled nodes");
+        }
+        let wake = match self.step() {
+            Ok(until) => until,
+            Err(error) => {
+                tracing::error!(%error, "cannot publish the next epoch; retrying in 1 s");
+                self.clock.now_ms() + 1_000
+            }
+        };
+        if let Err(error) = self.check_deny() {
+            tracing::error!(%error, "membership check failed");
+        }
+        wake
     }
 
     /// Checks for newly failing nodes ([`Engine::check_deny`]) after benchmarks are stored,

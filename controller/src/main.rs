@@ -78,7 +78,7 @@ fn run(cli: Cli) -> Result<()> {
                 } else {
                     "plain HTTP"
                 },
-                config.database.display()
+                config.database
             );
         }
         Command::Serve => runtime()?.block_on(commands::serve(&config, stop_signal()))?,
@@ -109,7 +109,7 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Audit(AuditCommand::Show { from, limit }) => {
-            let store = meshtun_controller::store::Store::open(&config.database)?;
+            let store = meshtun_controller::store::Store::connect(&config.database)?;
             for entry in store.audit_entries(from, limit)? {
                 println!("{}", serde_json::to_string(&entry)?);
             }
