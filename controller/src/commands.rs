@@ -25,7 +25,7 @@ use crate::model::{NodeRecord, Pin};
 use crate::schedule::{Schedule, ScheduleError};
 use crate::service::{Epochs, ServeError, ServeSettings, STATUS_CONNECTIONS};
 use crate::store::audit::DecisionEntry;
-use crate::store::{AuditEntry, AuditError, AuditKind, AuditReport, Store, StoreError};
+use crate::store::{AuditEntry, AuditError, AuditKind, AuditReport, Database, Store, StoreError};
 use crate::tls;
 
 /// Why a command failed.
@@ -410,7 +410,15 @@ pub struct VerifyReport {
 /// `audit verify`: the hash chain, every benchmark signature, and every decision recomputed
 /// from its recorded inputs with the membership engine.
 pub fn audit_verify(config: &ControllerConfig) -> Result<VerifyReport, CommandError> {
-    let store = Store::connect(&config.database)?;
+    audit_verify_at(config, &config.database)
+}
+
+/// `audit verify --database`: [`audit_verify`] on `database`, with the configuration's key.
+pub fn audit_verify_at(
+    config: &ControllerConfig,
+    database: &Database,
+) -> Result<VerifyReport, CommandError> {
+    let store = Store::connect(database)?;
     let chain = store.verify_audit(&load_key(config)?.public())?;
     let mut recomputed = 0;
     let mut from = 1;
@@ -432,6 +440,25 @@ pub fn audit_verify(config: &ControllerConfig) -> Result<VerifyReport, CommandEr
         chain,
         decisions_recomputed: recomputed,
     })
+}
+
+/// `migrate`: copies the SQLite database `from` into the empty PostgreSQL database `to`,
+/// then verifies the audit chain there. Returns the rows copied per table and the report.
+pub fn migrate(
+    config: &ControllerConfig,
+    from: &Database,
+    to: &Database,
+) -> Result<(crate::store::migrate::CopyReport, VerifyReport), CommandError> {
+    let (Database::Sqlite(source), Database::Postgres(target)) = (from, to) else {
+        return Err(CommandError::Argument(
+            "migrate copies an SQLite database (--from sqlite:///…) into a PostgreSQL one \
+             (--to postgres://…)"
+                .into(),
+        ));
+    };
+    let copied = crate::store::migrate::sqlite_to_postgres(source, target)?;
+    let report = audit_verify_at(config, to)?;
+    Ok((copied, report))
 }
 
 /// Decides again from a decision entry's recorded input, policy and time.

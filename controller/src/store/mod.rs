@@ -19,6 +19,7 @@ mod dispatch;
 mod epochs;
 mod error;
 mod invites;
+pub mod migrate;
 mod nodes;
 pub mod pg;
 mod retention;

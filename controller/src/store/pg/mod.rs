@@ -123,7 +123,7 @@ impl PgStore {
 
     /// Runs `f` in one write transaction, holding the writer lock, and commits before
     /// returning its result.
-    fn write<T>(
+    pub(in crate::store) fn write<T>(
         &self,
         what: impl Fn() -> String,
         f: impl FnOnce(&mut Transaction<'_>) -> Result<T, StoreError>,
