@@ -61,6 +61,19 @@ pub enum Command {
     /// Inspect and check the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Copy an SQLite database (which may be in use) into a new, empty PostgreSQL database,
+    /// then verify the audit chain there with the configuration's controller key.
+    Migrate {
+        /// The source: `sqlite:///path/controller.db` or a path.
+        #[arg(long)]
+        from: String,
+        /// The target: `postgres://user@host/db?sslmode=…` (it must be empty).
+        #[arg(long)]
+        to: String,
+        /// The file holding the target's password (mode 0600), if it needs one.
+        #[arg(long)]
+        to_password_file: Option<PathBuf>,
+    },
 }
 
 /// `node …`.
@@ -115,7 +128,15 @@ pub enum PinArg {
 pub enum AuditCommand {
     /// Recompute the hash chain, check every benchmark signature and re-decide every
     /// decision from its recorded inputs.
-    Verify,
+    Verify {
+        /// The database to check (`sqlite:///…`, a path or `postgres://…`) instead of the
+        /// configuration's.
+        #[arg(long)]
+        database: Option<String>,
+        /// The file holding that database's password, if it needs one.
+        #[arg(long, requires = "database")]
+        password_file: Option<PathBuf>,
+    },
     /// Print audit entries as JSON lines.
     Show {
         /// First entry to print.

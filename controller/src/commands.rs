@@ -25,7 +25,7 @@ use crate::model::{NodeRecord, Pin};
 use crate::schedule::{Schedule, ScheduleError};
 use crate::service::{Epochs, ServeError, ServeSettings, STATUS_CONNECTIONS};
 use crate::store::audit::DecisionEntry;
-use crate::store::{AuditEntry, AuditError, AuditKind, AuditReport, Store, StoreError};
+use crate::store::{AuditEntry, AuditError, AuditKind, AuditReport, Database, Store, StoreError};
 use crate::tls;
 
 /// Why a command failed.
@@ -158,10 +158,10 @@ pub fn init(config: &ControllerConfig) -> Result<InitReport, CommandError> {
         write_secret(read, &random_token())?;
         created.push(read.clone());
     }
-    let existed = config.database.exists();
-    Store::open(&config.database)?;
+    let existed = config.database.sqlite_path().is_none_or(Path::exists);
+    Store::connect(&config.database)?;
     if !existed {
-        created.push(config.database.clone());
+        created.extend(config.database.sqlite_path().map(Path::to_owned));
     }
     let key = load_key(config)?;
     Ok(InitReport {
@@ -207,7 +207,6 @@ pub async fn serve(
         long_poll: config.long_poll,
         limits: fit_file_limit(config.limits),
     };
-    let store = Arc::new(Store::open(&config.database)?);
     let schedule = Schedule::new(
         u64::try_from(config.epoch_length.as_millis()).unwrap_or(u64::MAX),
         u64::try_from(config.epoch_lead.as_millis()).unwrap_or(u64::MAX),
@@ -217,11 +216,21 @@ pub async fn serve(
         schedule,
         rotate_on_deny: config.rotate_on_deny,
     };
-    let engine = Arc::new(
-        Engine::open(store, key, settings, Clock::system())?
-            .with_network(config.network.clone())
-            .with_retention(config.retention),
+    // The store blocks (and the PostgreSQL driver must not run inside the runtime).
+    let (database, network, retention) = (
+        config.database.clone(),
+        config.network.clone(),
+        config.retention,
     );
+    let engine = tokio::task::spawn_blocking(move || -> Result<Engine, CommandError> {
+        let store = Arc::new(Store::connect(&database)?);
+        Ok(Engine::open(store, key, settings, Clock::system())?
+            .with_network(network)
+            .with_retention(retention))
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    let engine = Arc::new(engine);
     let bind = |addr| async move {
         tokio::net::TcpListener::bind(addr)
             .await
@@ -322,7 +331,7 @@ pub fn node_add(
         pin: None,
         enrolled_ms: Clock::system().now_ms(),
     };
-    Store::open(&config.database)?.add_node(&node)?;
+    Store::connect(&config.database)?.add_node(&node)?;
     Ok(node)
 }
 
@@ -344,12 +353,12 @@ fn check_assignment(
 
 /// `node list`.
 pub fn node_list(config: &ControllerConfig) -> Result<Vec<NodeRecord>, CommandError> {
-    Ok(Store::open(&config.database)?.nodes()?)
+    Ok(Store::connect(&config.database)?.nodes()?)
 }
 
 /// `node remove`.
 pub fn node_remove(config: &ControllerConfig, name: &str) -> Result<(), CommandError> {
-    if Store::open(&config.database)?.remove_node(name)? {
+    if Store::connect(&config.database)?.remove_node(name)? {
         Ok(())
     } else {
         Err(CommandError::Argument(format!("no node {name}")))
@@ -362,7 +371,7 @@ pub fn node_pin(
     name: &str,
     pin: Option<Pin>,
 ) -> Result<(), CommandError> {
-    Ok(Store::open(&config.database)?.set_pin(name, pin)?)
+    Ok(Store::connect(&config.database)?.set_pin(name, pin)?)
 }
 
 /// `invite`: stores a one-time token and returns the printable ticket.
@@ -382,7 +391,8 @@ pub fn invite(
     );
     let expires_ms = Clock::system().now_ms().saturating_add(ttl_ms);
     let addresses = (!addresses.is_empty()).then_some(addresses);
-    Store::open(&config.database)?.create_invite(name, &token, expires_ms, addresses, endpoint)?;
+    Store::connect(&config.database)?
+        .create_invite(name, &token, expires_ms, addresses, endpoint)?;
     Ok(Ticket {
         url: config.url.clone(),
         controller_key: key.public(),
@@ -406,7 +416,15 @@ pub struct VerifyReport {
 /// `audit verify`: the hash chain, every benchmark signature, and every decision recomputed
 /// from its recorded inputs with the membership engine.
 pub fn audit_verify(config: &ControllerConfig) -> Result<VerifyReport, CommandError> {
-    let store = Store::open(&config.database)?;
+    audit_verify_at(config, &config.database)
+}
+
+/// `audit verify --database`: [`audit_verify`] on `database`, with the configuration's key.
+pub fn audit_verify_at(
+    config: &ControllerConfig,
+    database: &Database,
+) -> Result<VerifyReport, CommandError> {
+    let store = Store::connect(database)?;
     let chain = store.verify_audit(&load_key(config)?.public())?;
     let mut recomputed = 0;
     let mut from = 1;
@@ -428,6 +446,25 @@ pub fn audit_verify(config: &ControllerConfig) -> Result<VerifyReport, CommandEr
         chain,
         decisions_recomputed: recomputed,
     })
+}
+
+/// `migrate`: copies the SQLite database `from` into the empty PostgreSQL database `to`,
+/// then verifies the audit chain there. Returns the rows copied per table and the report.
+pub fn migrate(
+    config: &ControllerConfig,
+    from: &Database,
+    to: &Database,
+) -> Result<(crate::store::migrate::CopyReport, VerifyReport), CommandError> {
+    let (Database::Sqlite(source), Database::Postgres(target)) = (from, to) else {
+        return Err(CommandError::Argument(
+            "migrate copies an SQLite database (--from sqlite:///…) into a PostgreSQL one \
+             (--to postgres://…)"
+                .into(),
+        ));
+    };
+    let copied = crate::store::migrate::sqlite_to_postgres(source, target)?;
+    let report = audit_verify_at(config, to)?;
+    Ok((copied, report))
 }
 
 /// Decides again from a decision entry's recorded input, policy and time.
@@ -523,7 +560,8 @@ mod tests {
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.path().join("state")), 0o700);
         assert_eq!(mode(&dir.path().join("state/sub")), 0o700);
-        for secret in [&config.key_file, &config.admin_token_file, &config.database] {
+        let database = config.database.sqlite_path().unwrap().to_owned();
+        for secret in [&config.key_file, &config.admin_token_file, &database] {
             assert_eq!(mode(secret), 0o600, "{}", secret.display());
         }
         // A second init keeps everything.

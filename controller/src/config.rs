@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::model::{Minimums, Policy, Topology};
 use crate::network::{check_prefix, Network};
-use crate::store::Retention;
+use crate::store::{Database, Retention};
 
 /// Largest configuration file accepted.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -55,7 +55,8 @@ struct RawConfig {
     status_listen: SocketAddr,
     url: String,
     state_dir: PathBuf,
-    database: Option<PathBuf>,
+    database: Option<String>,
+    database_password_file: Option<PathBuf>,
     key_file: Option<PathBuf>,
     admin_token_file: Option<PathBuf>,
     read_token_file: Option<PathBuf>,
@@ -392,8 +393,9 @@ pub struct ControllerConfig {
     pub status_listen: SocketAddr,
     /// Base URL nodes use, printed in invite tickets.
     pub url: String,
-    /// SQLite database file.
-    pub database: PathBuf,
+    /// Where the state lives: an SQLite file (the default, `controller.db` in the state
+    /// directory) or a PostgreSQL database.
+    pub database: Database,
     /// The controller's Ed25519 key file.
     pub key_file: PathBuf,
     /// File holding the admin token.
@@ -554,6 +556,13 @@ impl ControllerConfig {
             }
         };
         let base = path.parent().unwrap_or(Path::new("."));
+        let raw_password_given = raw.database_password_file.is_some();
+        let sqlite_password = || {
+            invalid(
+                "database_password_file",
+                "only a postgres:// database takes a password".into(),
+            )
+        };
         let state_dir = base.join(&raw.state_dir);
         let under_state = |p: Option<PathBuf>, default: &str| match p {
             Some(p) => base.join(p),
@@ -563,7 +572,17 @@ impl ControllerConfig {
             listen: raw.listen,
             status_listen: raw.status_listen,
             url: raw.url.trim_end_matches('/').to_owned(),
-            database: under_state(raw.database, "controller.db"),
+            database: match raw.database {
+                None if raw_password_given => return Err(sqlite_password()),
+                None => Database::Sqlite(state_dir.join("controller.db")),
+                Some(text) => {
+                    let pw = raw.database_password_file.map(|p| base.join(p));
+                    match Database::parse(&text, base, pw) {
+                        Database::Sqlite(_) if raw_password_given => return Err(sqlite_password()),
+                        db => db,
+                    }
+                }
+            },
             key_file: under_state(raw.key_file, "controller.key"),
             admin_token_file: under_state(raw.admin_token_file, "admin.token"),
             read_token_file: raw.read_token_file.map(|p| base.join(p)),
@@ -614,6 +633,44 @@ mod tests {
     }
 
     #[test]
+    fn the_database_is_a_path_an_sqlite_url_or_a_postgres_url() {
+        for (line, expected) in [
+            (
+                "database = \"db/state.db\"",
+                "sqlite:///etc/meshtun/db/state.db",
+            ),
+            (
+                "database = \"sqlite:///var/lib/m/state.db\"",
+                "sqlite:///var/lib/m/state.db",
+            ),
+            (
+                "database = \"postgres://meshtun@db.example/mesh?sslmode=require\"",
+                "postgres://meshtun@db.example/mesh",
+            ),
+        ] {
+            let c = parse(&format!("{MINIMAL}{line}\n")).unwrap();
+            assert_eq!(c.database.to_string(), expected);
+        }
+        let c = parse(&format!(
+            "{MINIMAL}database = \"postgres://m@db.example/mesh\"\n\
+             database_password_file = \"pg.password\"\n"
+        ))
+        .unwrap();
+        match c.database {
+            Database::Postgres(t) => assert_eq!(
+                t.password_file.as_deref(),
+                Some(Path::new("/etc/meshtun/pg.password"))
+            ),
+            other => panic!("{other:?}"),
+        }
+        let err = parse(&format!(
+            "{MINIMAL}database_password_file = \"pg.password\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("database_password_file"), "{err}");
+    }
+
+    #[test]
     fn defaults_follow_the_seeds() {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.policy.threshold, 0.70);
@@ -621,7 +678,10 @@ mod tests {
         assert_eq!(c.epoch_length, Duration::from_secs(60));
         assert_eq!(c.epoch_lead, Duration::from_secs(10));
         assert!(c.rotate_on_deny);
-        assert_eq!(c.database, Path::new("/etc/meshtun/state/controller.db"));
+        assert_eq!(
+            c.database,
+            Database::Sqlite("/etc/meshtun/state/controller.db".into())
+        );
         assert_eq!(c.policy.topology, Topology::FullMesh);
         assert_eq!(c.network, Network::default());
     }

@@ -109,6 +109,8 @@ pub struct Engine {
     cache: BundleCache,
     /// Raised when a benchmark is stored, so that [`Engine::check_on_benchmarks`] runs.
     benchmarks: tokio::sync::Notify,
+    /// Whether a round of [`Engine::run`] is running on a blocking thread.
+    in_round: std::sync::atomic::AtomicBool,
     /// Counters and gauges for `/metrics`.
     pub metrics: Metrics,
     /// The overlay's address plan enrollments follow.
@@ -159,6 +161,7 @@ impl Engine {
             prebuilding: AtomicBool::new(false),
             cache: BundleCache::default(),
             benchmarks: tokio::sync::Notify::new(),
+            in_round: std::sync::atomic::AtomicBool::new(false),
             metrics: Metrics::default(),
             network: Network::default(),
             enroll_key: enrollment_key(&key),
@@ -592,20 +595,18 @@ impl Engine {
         let pruner = tokio::spawn(self.clone().prune_after_publish());
         tokio::pin!(shutdown);
         loop {
-            // Nodes enrolled, removed or pinned from the command line show up within a second.
-            if let Err(error) = self.refresh_nodes() {
-                tracing::error!(error = %Chain(&error), "cannot reread the enrolled nodes");
-            }
-            let wake = match self.step() {
-                Ok(until) => until,
-                Err(error) => {
-                    tracing::error!(error = %Chain(&error), "cannot publish the next epoch; retrying in 1 s");
+            // The store is blocking (a database file or server): never on a runtime worker.
+            let engine = self.clone();
+            self.in_round
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let wake = tokio::task::spawn_blocking(move || engine.tick())
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::error!(error = %Chain(&error), "the schedule task failed; retrying in 1 s");
                     self.clock.now_ms() + 1_000
-                }
-            };
-            if let Err(error) = self.check_deny() {
-                tracing::error!(error = %Chain(&error), "membership check failed");
-            }
+                });
+            self.in_round
+                .store(false, std::sync::atomic::Ordering::SeqCst);
             let at = self.clock.instant_at(wake.min(self.clock.now_ms() + 1_000));
             tokio::select! {
                 _ = tokio::time::sleep_until(at) => {}
@@ -617,6 +618,32 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Whether [`Engine::run`] is in a round (rereading nodes, publishing, checking denials)
+    /// right now: tests on a paused clock wait for it before moving time on.
+    pub fn round_in_progress(&self) -> bool {
+        self.in_round.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// One round of [`Engine::run`], blocking: rereads the nodes, publishes what is due and
+    /// checks for denials; returns when to come back (Unix milliseconds).
+    fn tick(&self) -> u64 {
+        // Nodes enrolled, removed or pinned from the command line show up within a second.
+        if let Err(error) = self.refresh_nodes() {
+            tracing::error!(error = %Chain(&error), "cannot reread the enrolled nodes");
+        }
+        let wake = match self.step() {
+            Ok(until) => until,
+            Err(error) => {
+                tracing::error!(error = %Chain(&error), "cannot publish the next epoch; retrying in 1 s");
+                self.clock.now_ms() + 1_000
+            }
+        };
+        if let Err(error) = self.check_deny() {
+            tracing::error!(error = %Chain(&error), "membership check failed");
+        }
+        wake
     }
 
     /// Checks for newly failing nodes ([`Engine::check_deny`]) after benchmarks are stored,

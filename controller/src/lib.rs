@@ -38,6 +38,8 @@ pub mod server;
 pub mod service;
 pub mod status;
 pub mod store;
+#[cfg(any(test, feature = "test-support"))]
+pub mod temp_cluster;
 #[cfg(feature = "test-support")]
 pub mod testing;
 pub mod tls;

@@ -9,6 +9,7 @@ use meshtun_controller::cli::{AuditCommand, Cli, Command, NodeCommand, PinArg};
 use meshtun_controller::commands;
 use meshtun_controller::config::ControllerConfig;
 use meshtun_controller::model::Pin;
+use meshtun_controller::store::Database;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -78,7 +79,7 @@ fn run(cli: Cli) -> Result<()> {
                 } else {
                     "plain HTTP"
                 },
-                config.database.display()
+                config.database
             );
         }
         Command::Serve => runtime()?.block_on(commands::serve(&config, stop_signal()))?,
@@ -94,8 +95,34 @@ fn run(cli: Cli) -> Result<()> {
         ),
         Command::Status => println!("{}", runtime()?.block_on(commands::status(&config))?),
         Command::Rotate => println!("epoch {}", runtime()?.block_on(commands::rotate(&config))?),
-        Command::Audit(AuditCommand::Verify) => {
-            let report = commands::audit_verify(&config)?;
+        Command::Migrate {
+            from,
+            to,
+            to_password_file,
+        } => {
+            let cwd = std::env::current_dir()?;
+            let from = Database::parse(&from, &cwd, None);
+            let to = Database::parse(&to, &cwd, to_password_file);
+            let (copied, report) = commands::migrate(&config, &from, &to)?;
+            for (table, rows) in copied {
+                println!("{table}: {rows} rows");
+            }
+            println!(
+                "copied {from} into {to}; audit log verified there: {} entries, head {}",
+                report.chain.entries, report.chain.head_hash
+            );
+        }
+        Command::Audit(AuditCommand::Verify {
+            database,
+            password_file,
+        }) => {
+            let report = match database {
+                Some(text) => {
+                    let db = Database::parse(&text, &std::env::current_dir()?, password_file);
+                    commands::audit_verify_at(&config, &db)?
+                }
+                None => commands::audit_verify(&config)?,
+            };
             let pruned = match report.chain.pruned_through {
                 Some(seq) => format!(" (entries up to {seq} pruned behind a signed checkpoint)"),
                 None => String::new(),
@@ -109,7 +136,7 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Audit(AuditCommand::Show { from, limit }) => {
-            let store = meshtun_controller::store::Store::open(&config.database)?;
+            let store = meshtun_controller::store::Store::connect(&config.database)?;
             for entry in store.audit_entries(from, limit)? {
                 println!("{}", serde_json::to_string(&entry)?);
             }

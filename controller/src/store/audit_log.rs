@@ -9,10 +9,10 @@ use super::audit::{chain_hash, AuditEntry, AuditError, AuditKind, AuditReport, C
 use super::audit::{SignedCheckpoint, GENESIS_HASH};
 use super::codec::{int, to_json};
 use super::error::SqlContext as _;
-use super::{Store, StoreError};
+use super::{SqliteStore as Store, StoreError};
 
 /// Entries read per transaction while verifying, so writers are never held up for long.
-const VERIFY_PAGE: usize = 512;
+pub(super) const VERIFY_PAGE: usize = 512;
 
 /// Appends one entry to the chain inside `tx`, stamped `at_ms` (the store's clock).
 pub(crate) fn append(
@@ -153,10 +153,10 @@ impl Store {
 mod tests {
     use super::super::testutil::{bench_path, benchmark, node};
     use super::*;
+    use crate::store::Store;
 
     /// A store with two nodes, two benchmarks and a pin: five entries.
-    fn populated() -> Store {
-        let store = Store::open_in_memory().unwrap();
+    fn populate(store: &Store) {
         let (a, key_a) = node("node-a", 1);
         let (b, _) = node("node-b", 2);
         store.add_node(&a).unwrap();
@@ -176,20 +176,16 @@ mod tests {
         store
             .set_pin("node-b", Some(crate::model::Pin::Deny))
             .unwrap();
-        store
     }
 
     /// Runs raw SQL as someone with write access to the file would, past the triggers.
     fn tamper(store: &Store, sql: &str) {
-        let conn = store.lock();
-        conn.execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;")
-            .unwrap();
-        conn.execute_batch(sql).unwrap();
+        crate::store::testutil::drop_audit_triggers(store);
+        crate::store::testutil::execute(store, sql).unwrap();
     }
 
-    #[test]
-    fn an_intact_chain_verifies_with_counts_and_head() {
-        let store = populated();
+    fn an_intact_chain_verifies_with_counts_and_head(store: Store) {
+        populate(&store);
         let report = store
             .verify_audit(&crate::store::testutil::controller())
             .unwrap();
@@ -207,21 +203,25 @@ mod tests {
         assert_eq!(store.audit_entries(4, 1).unwrap(), vec![entries[3].clone()]);
     }
 
-    #[test]
-    fn the_log_refuses_updates_and_deletes() {
-        let store = populated();
-        let conn = store.lock();
-        let err = conn
-            .execute("DELETE FROM audit WHERE seq = 1", [])
-            .unwrap_err();
-        assert!(err.to_string().contains("append-only"), "{err}");
-        let err = conn.execute("UPDATE audit SET at_ms = 0", []).unwrap_err();
-        assert!(err.to_string().contains("append-only"), "{err}");
+    fn the_log_refuses_updates_and_deletes(store: Store) {
+        populate(&store);
+        let err =
+            crate::store::testutil::execute(&store, "DELETE FROM audit WHERE seq = 1").unwrap_err();
+        assert!(err.contains("append-only"), "{err}");
+        let err =
+            crate::store::testutil::execute(&store, "UPDATE audit SET at_ms = 0").unwrap_err();
+        assert!(err.contains("append-only"), "{err}");
+        assert_eq!(
+            store
+                .verify_audit(&crate::store::testutil::controller())
+                .unwrap()
+                .entries,
+            5
+        );
     }
 
-    #[test]
-    fn a_modified_entry_is_found() {
-        let store = populated();
+    fn a_modified_entry_is_found(store: Store) {
+        populate(&store);
         tamper(
             &store,
             "UPDATE audit SET entry = replace(entry, '\"deny\"', '\"allow\"') WHERE seq = 5",
@@ -237,9 +237,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_modified_time_is_found() {
-        let store = populated();
+    fn a_modified_time_is_found(store: Store) {
+        populate(&store);
         tamper(&store, "UPDATE audit SET at_ms = at_ms + 1 WHERE seq = 2");
         assert_eq!(
             store
@@ -250,9 +249,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_deleted_entry_is_found() {
-        let store = populated();
+    fn a_deleted_entry_is_found(store: Store) {
+        populate(&store);
         tamper(&store, "DELETE FROM audit WHERE seq = 3");
         let err = store
             .verify_audit(&crate::store::testutil::controller())
@@ -270,9 +268,8 @@ mod tests {
         assert!(err.to_string().contains("deleted"), "{err}");
     }
 
-    #[test]
-    fn a_deleted_and_renumbered_entry_is_found() {
-        let store = populated();
+    fn a_deleted_and_renumbered_entry_is_found(store: Store) {
+        populate(&store);
         tamper(
             &store,
             "DELETE FROM audit WHERE seq = 3; UPDATE audit SET seq = seq - 1 WHERE seq > 3;",
@@ -283,9 +280,8 @@ mod tests {
         assert!(matches!(err, AuditError::PrevHash { seq: 3, .. }), "{err}");
     }
 
-    #[test]
-    fn a_reordered_chain_is_found() {
-        let store = populated();
+    fn a_reordered_chain_is_found(store: Store) {
+        populate(&store);
         tamper(
             &store,
             "UPDATE audit SET seq = 100 WHERE seq = 3; UPDATE audit SET seq = 3 WHERE seq = 4; \
@@ -297,11 +293,10 @@ mod tests {
         assert_eq!(err.seq(), Some(3), "{err}");
     }
 
-    #[test]
-    fn a_rehashed_forgery_still_fails_its_signature() {
+    fn a_rehashed_forgery_still_fails_its_signature(store: Store) {
         // Someone rewrites a benchmark body and recomputes every hash after it: the chain
         // links again, but the node never signed that body.
-        let store = populated();
+        populate(&store);
         let mut entries = store.audit_entries(1, 100).unwrap();
         let forged = entries[2]
             .entry
@@ -329,9 +324,7 @@ mod tests {
         assert!(err.to_string().contains("node node-a"), "{err}");
     }
 
-    #[test]
-    fn verification_pages_through_long_logs() {
-        let store = Store::open_in_memory().unwrap();
+    fn verification_pages_through_long_logs(store: Store) {
         let (a, key) = node("node-a", 1);
         store.add_node(&a).unwrap();
         let n = VERIFY_PAGE as u64 + 10;
@@ -354,13 +347,24 @@ mod tests {
         assert_eq!(report.signatures_verified, n);
     }
 
-    #[test]
-    fn an_empty_log_verifies_to_the_genesis_hash() {
-        let store = Store::open_in_memory().unwrap();
+    fn an_empty_log_verifies_to_the_genesis_hash(store: Store) {
         let report = store
             .verify_audit(&crate::store::testutil::controller())
             .unwrap();
         assert_eq!(report.entries, 0);
         assert_eq!(report.head_hash, GENESIS_HASH);
     }
+
+    crate::store::testutil::on_both_backends!(
+        verification_pages_through_long_logs,
+        an_empty_log_verifies_to_the_genesis_hash,
+        an_intact_chain_verifies_with_counts_and_head,
+        the_log_refuses_updates_and_deletes,
+        a_modified_entry_is_found,
+        a_modified_time_is_found,
+        a_deleted_entry_is_found,
+        a_deleted_and_renumbered_entry_is_found,
+        a_reordered_chain_is_found,
+        a_rehashed_forgery_still_fails_its_signature,
+    );
 }

@@ -14,21 +14,21 @@ use super::audit_log::append;
 use super::codec::{from_json, int, to_json};
 use super::error::SqlContext as _;
 use super::nodes::load_node;
-use super::{Store, StoreError};
+use super::{SqliteStore as Store, StoreError};
 use crate::model::BenchmarkRecord;
 
 /// The HTTP method benchmarks are submitted with, as signed.
 pub const BENCHMARK_METHOD: &str = "POST";
 
-const COLUMNS: &str = "node_id, suite_version, scores, measured_at_ms, seq, received_ms";
+pub(super) const COLUMNS: &str = "node_id, suite_version, scores, measured_at_ms, seq, received_ms";
 
-struct BenchmarkRow {
-    node_id: String,
-    suite_version: String,
-    scores: String,
-    measured_at_ms: u64,
-    seq: u64,
-    received_ms: u64,
+pub(super) struct BenchmarkRow {
+    pub(super) node_id: String,
+    pub(super) suite_version: String,
+    pub(super) scores: String,
+    pub(super) measured_at_ms: u64,
+    pub(super) seq: u64,
+    pub(super) received_ms: u64,
 }
 
 impl BenchmarkRow {
@@ -43,7 +43,7 @@ impl BenchmarkRow {
         })
     }
 
-    fn decode(self) -> Result<BenchmarkRecord, StoreError> {
+    pub(super) fn decode(self) -> Result<BenchmarkRecord, StoreError> {
         let scores: Scores = from_json(&self.scores, || {
             format!("benchmark seq {} for {} scores", self.seq, self.node_id)
         })?;
@@ -59,7 +59,7 @@ impl BenchmarkRow {
 }
 
 /// Checks that the signed body holds exactly the record being stored.
-fn check_body(record: &BenchmarkRecord, body: &[u8]) -> Result<(), StoreError> {
+pub(super) fn check_body(record: &BenchmarkRecord, body: &[u8]) -> Result<(), StoreError> {
     let mismatch = |reason: String| StoreError::BodyMismatch {
         node: record.node_id.clone(),
         seq: record.seq,
@@ -227,28 +227,25 @@ impl Store {
 mod tests {
     use super::super::testutil::{bench_path, benchmark, node};
     use super::*;
+    use crate::store::Store;
     use meshtun_proto::IdentityKey;
 
-    fn store_with(ids: &[(&str, u8)]) -> (Store, Vec<IdentityKey>) {
-        let store = Store::open_in_memory().unwrap();
-        let keys = ids
-            .iter()
+    fn store_with(store: &Store, ids: &[(&str, u8)]) -> Vec<IdentityKey> {
+        ids.iter()
             .map(|(id, seed)| {
                 let (n, key) = node(id, *seed);
                 store.add_node(&n).unwrap();
                 key
             })
-            .collect();
-        (store, keys)
+            .collect()
     }
 
     fn audit_len(store: &Store) -> usize {
         store.audit_entries(1, 1000).unwrap().len()
     }
 
-    #[test]
-    fn benchmarks_are_stored_and_read_newest_first() {
-        let (store, keys) = store_with(&[("node-a", 1), ("node-b", 2)]);
+    fn benchmarks_are_stored_and_read_newest_first(store: Store) {
+        let keys = store_with(&store, &[("node-a", 1), ("node-b", 2)]);
         let mut stored = Vec::new();
         for seq in [1, 2, 5] {
             let (rec, body, sig) = benchmark(&keys[0], "node-a", seq, 0.5 + seq as f64 / 10.0);
@@ -282,9 +279,8 @@ mod tests {
         assert_eq!(latest["node-b"], b);
     }
 
-    #[test]
-    fn a_replayed_seq_is_refused_and_nothing_is_stored() {
-        let (store, keys) = store_with(&[("node-a", 1)]);
+    fn a_replayed_seq_is_refused_and_nothing_is_stored(store: Store) {
+        let keys = store_with(&store, &[("node-a", 1)]);
         let (rec, body, sig) = benchmark(&keys[0], "node-a", 7, 0.9);
         store
             .insert_benchmark(
@@ -316,9 +312,8 @@ mod tests {
         assert_eq!(audit_len(&store), before);
     }
 
-    #[test]
-    fn the_audit_entry_holds_the_request_for_offline_verification() {
-        let (store, keys) = store_with(&[("node-a", 1)]);
+    fn the_audit_entry_holds_the_request_for_offline_verification(store: Store) {
+        let keys = store_with(&store, &[("node-a", 1)]);
         let (rec, body, sig) = benchmark(&keys[0], "node-a", 3, 0.9);
         store
             .insert_benchmark(
@@ -345,9 +340,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn forged_or_mismatched_requests_are_refused() {
-        let (store, keys) = store_with(&[("node-a", 1), ("node-b", 2)]);
+    fn forged_or_mismatched_requests_are_refused(store: Store) {
+        let keys = store_with(&store, &[("node-a", 1), ("node-b", 2)]);
         let (rec, body, sig) = benchmark(&keys[0], "node-a", 1, 0.9);
         // Signed over another path.
         let err = store
@@ -402,9 +396,8 @@ mod tests {
         assert_eq!(audit_len(&store), 2);
     }
 
-    #[test]
-    fn unknown_nodes_and_huge_seqs_are_refused_by_name() {
-        let (store, keys) = store_with(&[("node-a", 1)]);
+    fn unknown_nodes_and_huge_seqs_are_refused_by_name(store: Store) {
+        let keys = store_with(&store, &[("node-a", 1)]);
         let (rec, body, sig) = benchmark(&keys[0], "node-x", 1, 0.9);
         let err = store
             .insert_benchmark(
@@ -430,4 +423,12 @@ mod tests {
             .to_string()
             .starts_with("benchmark seq for node-a is 18446744073709551615"));
     }
+
+    crate::store::testutil::on_both_backends!(
+        benchmarks_are_stored_and_read_newest_first,
+        a_replayed_seq_is_refused_and_nothing_is_stored,
+        the_audit_entry_holds_the_request_for_offline_verification,
+        forged_or_mismatched_requests_are_refused,
+        unknown_nodes_and_huge_seqs_are_refused_by_name,
+    );
 }

@@ -15,12 +15,14 @@ use std::time::{Duration, Instant};
 use rand_core::{OsRng, RngCore as _};
 
 use super::testutil::{bench_path, benchmark, node};
-use super::Store;
+use super::{Database, Store};
 
-/// Set in the writer's environment: the database it writes to.
+/// Set in the writer's environment: the database it writes to (a path or a URL).
 const WRITER_DB: &str = "MESHTUN_STORE_CRASH_WRITER_DB";
 /// The test's own name, to start it again as the writer.
 const TEST_NAME: &str = "kill_during_writes_loses_no_acknowledged_benchmark";
+/// The same test on PostgreSQL.
+const PG_TEST_NAME: &str = "kill_during_writes_on_postgres_loses_no_acknowledged_benchmark";
 /// Kill rounds.
 const ROUNDS: usize = 24;
 /// Longest random delay between the writer's first acknowledgement and the kill.
@@ -30,15 +32,37 @@ const WRITER_LIFETIME: Duration = Duration::from_secs(20);
 
 #[test]
 fn kill_during_writes_loses_no_acknowledged_benchmark() {
-    match std::env::var_os(WRITER_DB) {
-        Some(db) => write_until_killed(Path::new(&db)),
-        None => kill_repeatedly(),
+    match std::env::var(WRITER_DB) {
+        Ok(db) => write_until_killed(&db),
+        Err(_) => {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("crash.db");
+            kill_repeatedly(TEST_NAME, &db.display().to_string());
+        }
     }
 }
 
+#[test]
+fn kill_during_writes_on_postgres_loses_no_acknowledged_benchmark() {
+    match std::env::var(WRITER_DB) {
+        Ok(db) => write_until_killed(&db),
+        Err(_) => {
+            let Some(cluster) = crate::temp_cluster::shared_or_skip(PG_TEST_NAME) else {
+                return;
+            };
+            let db = cluster.create_database("crash").unwrap();
+            kill_repeatedly(PG_TEST_NAME, &cluster.url(&db));
+        }
+    }
+}
+
+fn open(db: &str) -> Store {
+    Store::connect(&Database::parse(db, Path::new("/"), None)).unwrap()
+}
+
 /// The writer: inserts benchmarks for node-a and prints `ACK <seq>` after each commit.
-fn write_until_killed(db: &Path) {
-    let store = Store::open(db).unwrap();
+fn write_until_killed(db: &str) {
+    let store = open(db);
     let (record, key) = node("node-a", 1);
     if store.node("node-a").unwrap().is_none() {
         store.add_node(&record).unwrap();
@@ -53,17 +77,44 @@ fn write_until_killed(db: &Path) {
     while Instant::now() < deadline {
         seq += 1;
         let (bench, body, sig) = benchmark(&key, "node-a", seq, 0.8);
-        store
-            .insert_benchmark(
-                &crate::store::testutil::controller(),
-                &bench,
-                &body,
-                &sig,
-                &bench_path("node-a"),
-            )
-            .unwrap();
+        let stored = store.insert_benchmark(
+            &crate::store::testutil::controller(),
+            &bench,
+            &body,
+            &sig,
+            &bench_path("node-a"),
+        );
+        match stored {
+            Ok(()) => {}
+            // On PostgreSQL, the killed writer's last COMMIT may reach the server and commit
+            // after this writer read the newest seq (it was never acknowledged): go past it.
+            Err(super::StoreError::Replay { latest, .. }) => {
+                seq = latest;
+                continue;
+            }
+            Err(e) => panic!("{e}"),
+        }
         writeln!(out, "ACK {seq}").unwrap();
         out.flush().unwrap();
+    }
+}
+
+/// On PostgreSQL, the server ends a killed client's sessions a moment later, and may still
+/// commit the transaction whose `COMMIT` it had received (never acknowledged): wait for
+/// that, so the checks below read one settled state.
+fn wait_for_the_killed_writers_sessions(store: &Store) {
+    if !store.is_postgres() {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let others = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                  AND pid <> pg_backend_pid()";
+    while super::testutil::query_i64(store, others) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the killed writer's sessions linger"
+        );
+        thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -77,12 +128,12 @@ impl Drop for Writer {
     }
 }
 
-fn spawn_writer(db: &Path) -> (Writer, mpsc::Receiver<u64>) {
+fn spawn_writer(test: &str, db: &str) -> (Writer, mpsc::Receiver<u64>) {
     let exe = std::env::current_exe().unwrap();
     let module = module_path!().split_once("::").map_or("", |(_, m)| m);
     let mut child = Command::new(exe)
         .args([
-            &format!("{module}::{TEST_NAME}"),
+            &format!("{module}::{test}"),
             "--exact",
             "--nocapture",
             "--test-threads=1",
@@ -108,13 +159,11 @@ fn spawn_writer(db: &Path) -> (Writer, mpsc::Receiver<u64>) {
     (Writer(child), rx)
 }
 
-fn kill_repeatedly() {
+fn kill_repeatedly(test: &str, db: &str) {
     let started = Instant::now();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("crash.db");
     let mut acked = BTreeSet::new();
     for round in 0..ROUNDS {
-        let (mut writer, acks) = spawn_writer(&db);
+        let (mut writer, acks) = spawn_writer(test, db);
         let first = acks
             .recv_timeout(Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("round {round}: the writer acknowledged nothing: {e}"));
@@ -125,7 +174,8 @@ fn kill_repeatedly() {
         // The reader thread ends at EOF, dropping the sender.
         acked.extend(acks.iter());
 
-        let store = Store::open(&db).unwrap();
+        let store = open(db);
+        wait_for_the_killed_writers_sessions(&store);
         let stored: BTreeSet<u64> = store
             .benchmarks("node-a", usize::MAX)
             .unwrap()

@@ -10,18 +10,18 @@ use super::audit_log::append;
 use super::codec::{corrupt, from_json, int, to_json};
 use super::error::SqlContext as _;
 use super::retention::erase_old_secrets;
-use super::{Store, StoreError};
+use super::{SqliteStore as Store, StoreError};
 use crate::model::{Decision, EpochRecord, History, NodeInput, Policy};
 
-const EPOCH_COLUMNS: &str = "id, secret, activation_ms, not_after_ms, created_ms, cause";
+pub(super) const EPOCH_COLUMNS: &str = "id, secret, activation_ms, not_after_ms, created_ms, cause";
 
-struct EpochRow {
-    id: u64,
-    secret: String,
-    activation_ms: u64,
-    not_after_ms: u64,
-    created_ms: u64,
-    cause: String,
+pub(super) struct EpochRow {
+    pub(super) id: u64,
+    pub(super) secret: String,
+    pub(super) activation_ms: u64,
+    pub(super) not_after_ms: u64,
+    pub(super) created_ms: u64,
+    pub(super) cause: String,
 }
 
 impl EpochRow {
@@ -36,7 +36,7 @@ impl EpochRow {
         })
     }
 
-    fn decode(self) -> Result<EpochRecord, StoreError> {
+    pub(super) fn decode(self) -> Result<EpochRecord, StoreError> {
         if self.secret.is_empty() {
             return Err(StoreError::SecretErased(self.id));
         }
@@ -76,7 +76,7 @@ fn decision_from_row(epoch: EpochId, row: &Row<'_>) -> Result<Decision, StoreErr
 
 /// Pairs every decision with the input it was made from, refusing a decision without an
 /// input, an input without a decision, and a node decided twice.
-fn pair_inputs<'a>(
+pub(super) fn pair_inputs<'a>(
     epoch: EpochId,
     decisions: &'a [Decision],
     inputs: &'a [NodeInput],
@@ -306,6 +306,7 @@ mod tests {
     use super::super::testutil::{bench_path, benchmark, node};
     use super::*;
     use crate::model::Evidence;
+    use crate::store::Store;
 
     fn epoch(id: EpochId) -> EpochRecord {
         EpochRecord {
@@ -356,9 +357,7 @@ mod tests {
         (vec![b, a], vec![ia, ib])
     }
 
-    #[test]
-    fn epochs_and_decisions_round_trip() {
-        let store = Store::open_in_memory().unwrap();
+    fn epochs_and_decisions_round_trip(store: Store) {
         let (decisions, inputs) = two_decisions();
         store
             .insert_epoch(&epoch(1), &decisions, &inputs, &Policy::default(), 990)
@@ -377,9 +376,7 @@ mod tests {
         assert!(store.decisions(2).unwrap().is_empty());
     }
 
-    #[test]
-    fn epoch_ids_must_increase() {
-        let store = Store::open_in_memory().unwrap();
+    fn epoch_ids_must_increase(store: Store) {
         store
             .insert_epoch(&epoch(5), &[], &[], &Policy::default(), 0)
             .unwrap();
@@ -396,9 +393,7 @@ mod tests {
         assert_eq!(store.audit_entries(1, 10).unwrap().len(), 1);
     }
 
-    #[test]
-    fn last_history_comes_from_the_newest_epoch() {
-        let store = Store::open_in_memory().unwrap();
+    fn last_history_comes_from_the_newest_epoch(store: Store) {
         assert!(store.last_history().unwrap().is_empty());
         let (decisions, inputs) = two_decisions();
         store
@@ -420,9 +415,7 @@ mod tests {
         );
     }
 
-    #[test]
-    fn audit_has_rotation_without_secret_and_recomputable_decisions() {
-        let store = Store::open_in_memory().unwrap();
+    fn audit_has_rotation_without_secret_and_recomputable_decisions(store: Store) {
         let (n, key) = node("node-a", 1);
         store.add_node(&n).unwrap();
         let (bench, body, sig) = benchmark(&key, "node-a", 3, 0.9);
@@ -475,9 +468,7 @@ mod tests {
         );
     }
 
-    #[test]
-    fn decisions_and_inputs_must_match_one_to_one() {
-        let store = Store::open_in_memory().unwrap();
+    fn decisions_and_inputs_must_match_one_to_one(store: Store) {
         let (decisions, inputs) = two_decisions();
         let p = Policy::default();
         let err = store
@@ -502,20 +493,25 @@ mod tests {
         assert!(store.latest_epochs(1).unwrap().is_empty());
     }
 
-    #[test]
-    fn a_corrupt_secret_is_reported_without_its_value() {
-        let store = Store::open_in_memory().unwrap();
+    fn a_corrupt_secret_is_reported_without_its_value(store: Store) {
         store
             .insert_epoch(&epoch(1), &[], &[], &Policy::default(), 0)
             .unwrap();
         let leaked = "ab".repeat(31) + "zz";
-        store
-            .lock()
-            .execute("UPDATE epochs SET secret = ?1", [&leaked])
+        crate::store::testutil::execute(&store, &format!("UPDATE epochs SET secret = '{leaked}'"))
             .unwrap();
         let err = store.epoch(1).unwrap_err().to_string();
         assert!(err.starts_with("corrupt epoch 1 secret"), "{err}");
         assert!(!err.contains(&leaked) && !err.contains("abab"), "{err}");
         assert!(!format!("{:?}", epoch(1)).contains(&epoch(1).secret.to_hex()));
     }
+
+    crate::store::testutil::on_both_backends!(
+        epochs_and_decisions_round_trip,
+        epoch_ids_must_increase,
+        last_history_comes_from_the_newest_epoch,
+        audit_has_rotation_without_secret_and_recomputable_decisions,
+        decisions_and_inputs_must_match_one_to_one,
+        a_corrupt_secret_is_reported_without_its_value,
+    );
 }

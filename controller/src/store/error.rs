@@ -250,6 +250,9 @@ pub enum StoreError {
         live = super::LIVE_EPOCHS
     )]
     SecretErased(EpochId),
+    /// The PostgreSQL backend failed.
+    #[error(transparent)]
+    Postgres(Box<PgError>),
     /// The decisions and the inputs of an epoch do not correspond one to one.
     #[error("epoch {epoch}: {reason}")]
     Decisions {
@@ -258,6 +261,72 @@ pub enum StoreError {
         /// What is missing or repeated, naming the node.
         reason: String,
     },
+}
+
+/// Why the PostgreSQL backend failed (a part of [`StoreError`] of its own, so that the
+/// SQLite variants above stay as they are).
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// The `database` setting cannot be used as it is.
+    #[error("database {location}: {reason}")]
+    Config {
+        /// The URL, without any password.
+        location: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The password file cannot be used.
+    #[error("database password file {path}: {reason}")]
+    PasswordFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No connection could be made (or taken from the pool in time).
+    #[error("cannot connect to the database {location}: {reason}")]
+    Connect {
+        /// Host and database, without any password.
+        location: String,
+        /// What the server or the pool said.
+        reason: String,
+    },
+    /// A schema migration failed (it was rolled back).
+    #[error("cannot migrate the database {location} to schema version {version}")]
+    Migrate {
+        /// Host and database.
+        location: String,
+        /// The version being applied.
+        version: usize,
+        /// What PostgreSQL said.
+        source: postgres::Error,
+    },
+    /// A query failed.
+    #[error("database error while {what}")]
+    Query {
+        /// What was being done, naming the table and object.
+        what: String,
+        /// What PostgreSQL said.
+        source: postgres::Error,
+    },
+}
+
+impl From<PgError> for StoreError {
+    fn from(e: PgError) -> Self {
+        StoreError::Postgres(Box::new(e))
+    }
+}
+
+impl<T> SqlContext<T> for Result<T, postgres::Error> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, StoreError> {
+        self.map_err(|source| {
+            PgError::Query {
+                what: what(),
+                source,
+            }
+            .into()
+        })
+    }
 }
 
 /// Attaches what was being done to a SQLite error.

@@ -14,7 +14,7 @@ use super::audit_log::append;
 use super::codec::{corrupt, from_json, int, to_json};
 use super::error::SqlContext as _;
 use super::nodes::{address_holder, held_addresses, insert_node, load_node};
-use super::{Store, StoreError};
+use super::{SqliteStore as Store, StoreError};
 use crate::model::NodeRecord;
 use crate::network::Network;
 
@@ -26,12 +26,12 @@ pub fn invite_token_hash(token: &str) -> String {
 }
 
 /// An `invites` row.
-struct Invite {
-    node_id: String,
-    expires_ms: u64,
-    used_ms: Option<u64>,
-    addresses: Option<String>,
-    endpoint: Option<String>,
+pub(super) struct Invite {
+    pub(super) node_id: String,
+    pub(super) expires_ms: u64,
+    pub(super) used_ms: Option<u64>,
+    pub(super) addresses: Option<String>,
+    pub(super) endpoint: Option<String>,
 }
 
 impl Store {
@@ -232,7 +232,7 @@ fn find_invite(tx: &Transaction<'_>, claim: &EnrollClaim) -> Result<(String, Inv
 }
 
 /// The invite's verifier from its stored hex form.
-fn parse_verifier(hash: &str) -> Result<[u8; 32], StoreError> {
+pub(super) fn parse_verifier(hash: &str) -> Result<[u8; 32], StoreError> {
     let mut verifier = [0u8; 32];
     hex::decode_to_slice(hash, &mut verifier)
         .map_err(|e| corrupt("invite token_hash".to_owned(), e))?;
@@ -242,7 +242,7 @@ fn parse_verifier(hash: &str) -> Result<[u8; 32], StoreError> {
 /// Checks `addresses` of `node` against the plan and the addresses outstanding invites
 /// reserve (`reserved`: address → holder). Held node addresses are refused by
 /// [`insert_node`].
-fn check_addresses(
+pub(super) fn check_addresses(
     node: &str,
     addresses: &[IpNet],
     network: &Network,
@@ -303,6 +303,7 @@ mod tests {
     use super::super::audit::EnrollEntry;
     use super::super::testutil::node;
     use super::*;
+    use crate::store::Store;
     use meshtun_proto::enroll::{enrollment_key, EnrollRequest, Ticket};
     use meshtun_proto::report::describe;
     use meshtun_proto::{IdentityKey, PrivateKey};
@@ -369,17 +370,18 @@ mod tests {
     }
 
     fn invite_rows(store: &Store) -> Vec<(String, Option<u64>)> {
-        let conn = store.lock();
-        let mut stmt = conn
-            .prepare("SELECT token_hash, used_ms FROM invites ORDER BY node_id")
-            .unwrap();
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-        rows.collect::<Result<_, _>>().unwrap()
+        let sql = "SELECT token_hash || ' ' || COALESCE(CAST(used_ms AS TEXT), '-') \
+                   FROM invites ORDER BY node_id";
+        crate::store::testutil::query_strings(store, sql)
+            .into_iter()
+            .map(|row| {
+                let (hash, used) = row.split_once(' ').unwrap();
+                (hash.to_owned(), used.parse().ok())
+            })
+            .collect()
     }
 
-    #[test]
-    fn an_invite_enrolls_once_with_the_requests_addresses() {
-        let store = Store::open_in_memory().unwrap();
+    fn an_invite_enrolls_once_with_the_requests_addresses(store: Store) {
         store
             .create_invite("node-a", "secret-token", 5_000, None, None)
             .unwrap();
@@ -402,9 +404,7 @@ mod tests {
         assert_eq!(store.nodes().unwrap(), vec![node]);
     }
 
-    #[test]
-    fn only_the_tokens_hash_is_stored_and_audited() {
-        let store = Store::open_in_memory().unwrap();
+    fn only_the_tokens_hash_is_stored_and_audited(store: Store) {
         store
             .create_invite("node-a", "secret-token", 5_000, None, None)
             .unwrap();
@@ -421,9 +421,7 @@ mod tests {
             .unwrap();
     }
 
-    #[test]
-    fn the_admins_addresses_and_endpoint_win() {
-        let store = Store::open_in_memory().unwrap();
+    fn the_admins_addresses_and_endpoint_win(store: Store) {
         let assigned: Vec<IpNet> = vec!["10.0.0.9/32".parse().unwrap()];
         store
             .create_invite(
@@ -439,9 +437,7 @@ mod tests {
         assert_eq!(node.endpoint.as_deref(), Some("203.0.113.1:51820"));
     }
 
-    #[test]
-    fn an_enrollment_without_any_address_gets_the_next_free_one_of_each_prefix() {
-        let store = Store::open_in_memory().unwrap();
+    fn an_enrollment_without_any_address_gets_the_next_free_one_of_each_prefix(store: Store) {
         let (b, _) = node("node-b", 1);
         store.add_node(&b).unwrap();
         // An outstanding invite reserves 10.0.0.2 for node-c.
@@ -486,9 +482,9 @@ mod tests {
         assert_eq!(c.addresses, reserved);
     }
 
-    #[test]
-    fn addresses_outside_the_plan_held_or_bad_endpoints_are_refused_and_nothing_changes() {
-        let store = Store::open_in_memory().unwrap();
+    fn addresses_outside_the_plan_held_or_bad_endpoints_are_refused_and_nothing_changes(
+        store: Store,
+    ) {
         let (b, _) = node("node-b", 1);
         store.add_node(&b).unwrap();
         store
@@ -517,9 +513,7 @@ mod tests {
             .unwrap();
     }
 
-    #[test]
-    fn an_expired_invite_is_refused_and_stays_unused() {
-        let store = Store::open_in_memory().unwrap();
+    fn an_expired_invite_is_refused_and_stays_unused(store: Store) {
         store
             .create_invite("node-a", "tok", 5_000, None, None)
             .unwrap();
@@ -532,9 +526,7 @@ mod tests {
         assert_eq!(invite_rows(&store)[0].1, None);
     }
 
-    #[test]
-    fn unknown_tokens_are_refused_without_echoing_them() {
-        let store = Store::open_in_memory().unwrap();
+    fn unknown_tokens_are_refused_without_echoing_them(store: Store) {
         store
             .create_invite("node-a", "tok", 5_000, None, None)
             .unwrap();
@@ -543,9 +535,7 @@ mod tests {
         assert!(!err.to_string().contains("guess-123"));
     }
 
-    #[test]
-    fn a_taken_wg_key_leaves_the_invite_usable() {
-        let store = Store::open_in_memory().unwrap();
+    fn a_taken_wg_key_leaves_the_invite_usable(store: Store) {
         let (mut b, _) = node("node-b", 1);
         b.wg_public_key = wg_key(1).public_key();
         store.add_node(&b).unwrap();
@@ -561,9 +551,7 @@ mod tests {
         redeem(&store, "tok", &request(2), 2).unwrap();
     }
 
-    #[test]
-    fn invites_for_enrolled_or_invalid_ids_and_repeated_tokens_are_refused() {
-        let store = Store::open_in_memory().unwrap();
+    fn invites_for_enrolled_or_invalid_ids_and_repeated_tokens_are_refused(store: Store) {
         let (a, _) = node("node-a", 1);
         store.add_node(&a).unwrap();
         let err = store
@@ -590,9 +578,7 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_second_invite_for_an_id_enrolled_meanwhile_is_refused() {
-        let store = Store::open_in_memory().unwrap();
+    fn a_second_invite_for_an_id_enrolled_meanwhile_is_refused(store: Store) {
         store
             .create_invite("node-a", "one", 5_000, None, None)
             .unwrap();
@@ -603,4 +589,17 @@ mod tests {
         let err = redeem(&store, "two", &request(2), 2).unwrap_err();
         assert_eq!(err.to_string(), "node node-a already exists");
     }
+
+    crate::store::testutil::on_both_backends!(
+        an_invite_enrolls_once_with_the_requests_addresses,
+        only_the_tokens_hash_is_stored_and_audited,
+        the_admins_addresses_and_endpoint_win,
+        an_enrollment_without_any_address_gets_the_next_free_one_of_each_prefix,
+        addresses_outside_the_plan_held_or_bad_endpoints_are_refused_and_nothing_changes,
+        an_expired_invite_is_refused_and_stays_unused,
+        unknown_tokens_are_refused_without_echoing_them,
+        a_taken_wg_key_leaves_the_invite_usable,
+        invites_for_enrolled_or_invalid_ids_and_repeated_tokens_are_refused,
+        a_second_invite_for_an_id_enrolled_meanwhile_is_refused,
+    );
 }

@@ -15,10 +15,13 @@ pub mod audit;
 mod audit_log;
 mod benchmarks;
 mod codec;
+mod dispatch;
 mod epochs;
 mod error;
 mod invites;
+pub mod migrate;
 mod nodes;
+pub mod pg;
 mod retention;
 mod schema;
 
@@ -42,7 +45,8 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 pub use audit::{AuditEntry, AuditError, AuditKind, AuditReport};
 pub use benchmarks::BENCHMARK_METHOD;
-pub use error::StoreError;
+pub use dispatch::{Database, Store};
+pub use error::{PgError, StoreError};
 pub use invites::invite_token_hash;
 pub use retention::{PruneReport, Retention, TableRows, LIVE_EPOCHS};
 
@@ -57,14 +61,14 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// writes does not keep its disk space.
 const WAL_SIZE_LIMIT: i64 = 64 << 20;
 
-/// The controller's durable state. See the [module documentation](self).
-pub struct Store {
+/// The SQLite backend of [`Store`]. See the [module documentation](self).
+pub struct SqliteStore {
     conn: Mutex<Connection>,
     location: String,
     clock: Clock,
 }
 
-impl fmt::Debug for Store {
+impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
             .field("location", &self.location)
@@ -72,7 +76,7 @@ impl fmt::Debug for Store {
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens the database at `path`, creating it (mode 0600) and its directory (mode 0700)
     /// if missing, and migrating its schema to the newest version. An existing file readable
     /// by others is narrowed to 0600. A database written by a newer controller is refused.
@@ -228,6 +232,7 @@ fn prepare_file(path: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::testutil::{benchmark, node};
+    use super::SqliteStore as Store;
     use super::*;
 
     #[test]

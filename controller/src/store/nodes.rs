@@ -11,20 +11,21 @@ use super::audit::{AuditKind, EnrollEntry, PinEntry, RemoveEntry};
 use super::audit_log::append;
 use super::codec::{corrupt, from_json, int, parse_pin, pin_text, to_json};
 use super::error::SqlContext as _;
-use super::{Store, StoreError};
+use super::{SqliteStore as Store, StoreError};
 use crate::model::{NodeRecord, Pin};
 
-const NODE_COLUMNS: &str = "id, wg_public_key, identity_key, addresses, endpoint, pin, enrolled_ms";
+pub(super) const NODE_COLUMNS: &str =
+    "id, wg_public_key, identity_key, addresses, endpoint, pin, enrolled_ms";
 
 /// A `nodes` row as stored, before decoding.
-struct NodeRow {
-    id: String,
-    wg_public_key: String,
-    identity_key: String,
-    addresses: String,
-    endpoint: Option<String>,
-    pin: Option<String>,
-    enrolled_ms: u64,
+pub(super) struct NodeRow {
+    pub(super) id: String,
+    pub(super) wg_public_key: String,
+    pub(super) identity_key: String,
+    pub(super) addresses: String,
+    pub(super) endpoint: Option<String>,
+    pub(super) pin: Option<String>,
+    pub(super) enrolled_ms: u64,
 }
 
 impl NodeRow {
@@ -40,7 +41,7 @@ impl NodeRow {
         })
     }
 
-    fn decode(self) -> Result<NodeRecord, StoreError> {
+    pub(super) fn decode(self) -> Result<NodeRecord, StoreError> {
         let id = self.id;
         let col = |c: &str| format!("node {id} {c}");
         Ok(NodeRecord {
@@ -255,6 +256,7 @@ impl Store {
 mod tests {
     use super::super::testutil::{bench_path, benchmark, node};
     use super::*;
+    use crate::store::Store;
 
     fn audit_kinds(store: &Store) -> Vec<String> {
         store
@@ -265,9 +267,7 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn nodes_are_added_read_back_and_listed_by_id() {
-        let store = Store::open_in_memory().unwrap();
+    fn nodes_are_added_read_back_and_listed_by_id(store: Store) {
         let (b, _) = node("node-b", 2);
         let (a, _) = node("node-a", 1);
         store.add_node(&b).unwrap();
@@ -278,9 +278,7 @@ mod tests {
         assert_eq!(audit_kinds(&store), ["enroll", "enroll"]);
     }
 
-    #[test]
-    fn duplicate_ids_and_keys_are_refused_and_nothing_changes() {
-        let store = Store::open_in_memory().unwrap();
+    fn duplicate_ids_and_keys_are_refused_and_nothing_changes(store: Store) {
         let (a, _) = node("node-a", 1);
         store.add_node(&a).unwrap();
         let (mut again, _) = node("node-a", 2);
@@ -295,9 +293,7 @@ mod tests {
         assert_eq!(audit_kinds(&store), ["enroll"]);
     }
 
-    #[test]
-    fn an_address_held_by_one_node_is_refused_to_another_and_freed_on_removal() {
-        let store = Store::open_in_memory().unwrap();
+    fn an_address_held_by_one_node_is_refused_to_another_and_freed_on_removal(store: Store) {
         let (a, _) = node("node-a", 1);
         store.add_node(&a).unwrap();
         let (mut b, _) = node("node-b", 2);
@@ -307,20 +303,19 @@ mod tests {
         assert!(err.ends_with("is already held by node node-a"), "{err}");
         assert_eq!(store.nodes().unwrap(), vec![a.clone()]);
         // The database itself refuses a second holder.
-        let conn = store.lock();
-        let dup = conn.execute(
-            "INSERT INTO node_addresses (address, node_id) VALUES (?1, 'node-a')",
-            [a.addresses[0].addr().to_string()],
+        let dup = crate::store::testutil::execute(
+            &store,
+            &format!(
+                "INSERT INTO node_addresses (address, node_id) VALUES ('{}', 'node-a')",
+                a.addresses[0].addr()
+            ),
         );
         assert!(dup.is_err());
-        drop(conn);
         store.remove_node("node-a").unwrap();
         store.add_node(&b).unwrap();
     }
 
-    #[test]
-    fn attack_19_a_wireguard_key_of_small_order_is_never_stored() {
-        let store = Store::open_in_memory().unwrap();
+    fn attack_19_a_wireguard_key_of_small_order_is_never_stored(store: Store) {
         let (mut a, _) = node("node-a", 1);
         for key in [[0u8; 32], {
             let mut one = [0u8; 32];
@@ -334,17 +329,13 @@ mod tests {
         assert!(store.nodes().unwrap().is_empty());
     }
 
-    #[test]
-    fn invalid_ids_are_refused() {
-        let store = Store::open_in_memory().unwrap();
+    fn invalid_ids_are_refused(store: Store) {
         let (bad, _) = node("Node A", 1);
         let err = store.add_node(&bad).unwrap_err().to_string();
         assert!(err.starts_with("node id \"Node A\" is not valid"), "{err}");
     }
 
-    #[test]
-    fn removing_a_node_drops_its_benchmarks_but_not_their_audit() {
-        let store = Store::open_in_memory().unwrap();
+    fn removing_a_node_drops_its_benchmarks_but_not_their_audit(store: Store) {
         let (a, key) = node("node-a", 1);
         store.add_node(&a).unwrap();
         let (rec, body, sig) = benchmark(&key, "node-a", 1, 0.9);
@@ -367,9 +358,7 @@ mod tests {
             .unwrap();
     }
 
-    #[test]
-    fn a_removed_id_can_enroll_again_with_new_keys() {
-        let store = Store::open_in_memory().unwrap();
+    fn a_removed_id_can_enroll_again_with_new_keys(store: Store) {
         let (a, _) = node("node-a", 1);
         store.add_node(&a).unwrap();
         store.remove_node("node-a").unwrap();
@@ -395,9 +384,7 @@ mod tests {
         );
     }
 
-    #[test]
-    fn pins_are_set_cleared_and_audited() {
-        let store = Store::open_in_memory().unwrap();
+    fn pins_are_set_cleared_and_audited(store: Store) {
         let (a, _) = node("node-a", 1);
         store.add_node(&a).unwrap();
         store.set_pin("node-a", Some(Pin::Allow)).unwrap();
@@ -412,19 +399,27 @@ mod tests {
         assert_eq!(entry.pin, None);
     }
 
-    #[test]
-    fn corrupt_rows_are_reported_by_node_and_column() {
-        let store = Store::open_in_memory().unwrap();
+    fn corrupt_rows_are_reported_by_node_and_column(store: Store) {
         let (a, _) = node("node-a", 1);
         store.add_node(&a).unwrap();
-        store
-            .lock()
-            .execute(
-                "UPDATE nodes SET identity_key = 'zz' WHERE id = 'node-a'",
-                [],
-            )
-            .unwrap();
+        crate::store::testutil::execute(
+            &store,
+            "UPDATE nodes SET identity_key = 'zz' WHERE id = 'node-a'",
+        )
+        .unwrap();
         let err = store.node("node-a").unwrap_err().to_string();
         assert!(err.starts_with("corrupt node node-a identity_key"), "{err}");
     }
+
+    crate::store::testutil::on_both_backends!(
+        nodes_are_added_read_back_and_listed_by_id,
+        duplicate_ids_and_keys_are_refused_and_nothing_changes,
+        an_address_held_by_one_node_is_refused_to_another_and_freed_on_removal,
+        attack_19_a_wireguard_key_of_small_order_is_never_stored,
+        invalid_ids_are_refused,
+        removing_a_node_drops_its_benchmarks_but_not_their_audit,
+        a_removed_id_can_enroll_again_with_new_keys,
+        pins_are_set_cleared_and_audited,
+        corrupt_rows_are_reported_by_node_and_column,
+    );
 }

@@ -23,7 +23,7 @@ use super::audit::{AuditError, AuditKind, Checkpoint, CheckpointEntry, SignedChe
 use super::audit_log::{append, latest_checkpoint};
 use super::codec::int;
 use super::error::SqlContext as _;
-use super::{Store, StoreError};
+use super::{SqliteStore as Store, StoreError};
 
 /// How many of the newest epochs keep their secrets: the ones the controller can still
 /// serve (the current one, the next, and those nodes may still be moving off).
@@ -31,10 +31,10 @@ pub const LIVE_EPOCHS: usize = 4;
 
 /// Benchmark rows or audit entries removed per transaction, so that pruning never holds
 /// the writer for long.
-const BATCH: usize = 5_000;
+pub(super) const BATCH: usize = 5_000;
 
 /// Epochs (each with a decision per node) removed per transaction.
-const EPOCH_BATCH: usize = 16;
+pub(super) const EPOCH_BATCH: usize = 16;
 
 /// How long each kind of history is kept; [`Store::prune`] deletes what is older.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

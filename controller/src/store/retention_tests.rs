@@ -7,6 +7,7 @@ use meshtun_proto::{EpochSecret, IdentityKey};
 
 use super::audit::{AuditError, AuditKind, SignedCheckpoint};
 use super::testutil::{bench_path, benchmark, controller, node};
+use super::testutil::{execute, query_i64, query_strings};
 use super::{Retention, Store, StoreError, LIVE_EPOCHS};
 use crate::clock::Clock;
 use crate::model::{Decision, EpochRecord, Evidence, History, NodeInput, Policy};
@@ -109,12 +110,11 @@ fn simulate(store: Store, hours: u64) -> (Store, Clock, u64) {
 }
 
 fn count(store: &Store, sql: &str) -> i64 {
-    store.lock().query_row(sql, [], |r| r.get(0)).unwrap()
+    query_i64(store, sql)
 }
 
-#[test]
-fn attack_5_history_is_pruned_to_its_windows_and_the_chain_still_verifies() {
-    let (store, _, hours) = simulate(Store::open_in_memory().unwrap(), 72);
+fn attack_5_history_is_pruned_to_its_windows_and_the_chain_still_verifies(store: Store) {
+    let (store, _, hours) = simulate(store, 72);
     // Benchmarks received in the last 6.5 hours (the newest always among them); epochs
     // (an hour long) that ended in the last 12.5 hours, with their decisions; audit entries
     // of the last 24.5 hours; one checkpoint.
@@ -137,9 +137,8 @@ fn attack_5_history_is_pruned_to_its_windows_and_the_chain_still_verifies() {
     assert!(report.counts[&AuditKind::Checkpoint] >= 2);
 }
 
-#[test]
-fn attack_5_a_replayed_benchmark_is_still_refused_after_pruning() {
-    let (store, _, hours) = simulate(Store::open_in_memory().unwrap(), 12);
+fn attack_5_a_replayed_benchmark_is_still_refused_after_pruning(store: Store) {
+    let (store, _, hours) = simulate(store, 12);
     let (_, key_a) = node("node-a", 1);
     for seq in [1, hours] {
         let (rec, body, sig) = benchmark(&key_a, "node-a", seq, 0.9);
@@ -177,20 +176,20 @@ fn attack_20_past_epoch_secrets_are_gone_from_the_file() {
     }
 }
 
-#[test]
-fn a_tampered_chain_is_never_pruned() {
-    let (store, clock, _) = simulate(Store::open_in_memory().unwrap(), 3);
+fn a_tampered_chain_is_never_pruned(store: Store) {
+    let (store, clock, _) = simulate(store, 3);
     let before = count(&store, "SELECT COUNT(*) FROM audit");
-    {
-        let conn = store.lock();
-        conn.execute_batch(
-            "DROP TRIGGER audit_no_update; \
-             UPDATE audit SET entry = replace(entry, 'node-b', 'node-x') WHERE seq = 2; \
-             CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit \
-             BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
-        )
-        .unwrap();
-    }
+    let sql = if store.is_postgres() {
+        "ALTER TABLE audit DISABLE TRIGGER audit_no_update; \
+         UPDATE audit SET entry = replace(entry, 'node-b', 'node-x') WHERE seq = 2; \
+         ALTER TABLE audit ENABLE TRIGGER audit_no_update;"
+    } else {
+        "DROP TRIGGER audit_no_update; \
+         UPDATE audit SET entry = replace(entry, 'node-b', 'node-x') WHERE seq = 2; \
+         CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit \
+         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"
+    };
+    execute(&store, sql).unwrap();
     clock.step(30 * HOUR_MS as i64);
     let err = store.prune(&retention(), &controller_key()).unwrap_err();
     assert!(matches!(err, AuditError::Hash { seq: 2, .. }), "{err}");
@@ -198,52 +197,50 @@ fn a_tampered_chain_is_never_pruned() {
     assert_eq!(count(&store, "SELECT COUNT(*) FROM audit_checkpoints"), 0);
 }
 
-#[test]
-fn the_database_refuses_deleting_entries_after_the_checkpoint_or_the_checkpoint() {
-    let (store, _, _) = simulate(Store::open_in_memory().unwrap(), 30);
-    let conn = store.lock();
-    let first: i64 = conn
-        .query_row("SELECT MIN(seq) FROM audit", [], |r| r.get(0))
-        .unwrap();
-    let err = conn
-        .execute("DELETE FROM audit WHERE seq = ?1", [first])
-        .unwrap_err();
-    assert!(err.to_string().contains("append-only"), "{err}");
-    let err = conn
-        .execute("DELETE FROM audit_checkpoints", [])
-        .unwrap_err();
-    assert!(err.to_string().contains("cannot be deleted"), "{err}");
-    let err = conn
-        .execute("UPDATE audit_checkpoints SET body = '{}'", [])
-        .unwrap_err();
-    assert!(err.to_string().contains("append-only"), "{err}");
+fn the_database_refuses_deleting_entries_after_the_checkpoint_or_the_checkpoint(store: Store) {
+    let (store, _, _) = simulate(store, 30);
+    let first = count(&store, "SELECT MIN(seq) FROM audit");
+    let err = execute(&store, &format!("DELETE FROM audit WHERE seq = {first}")).unwrap_err();
+    assert!(err.contains("append-only"), "{err}");
+    let err = execute(&store, "DELETE FROM audit_checkpoints").unwrap_err();
+    assert!(err.contains("cannot be deleted"), "{err}");
+    let err = execute(&store, "UPDATE audit_checkpoints SET body = '{}'").unwrap_err();
+    assert!(err.contains("append-only"), "{err}");
+    // TRUNCATE (PostgreSQL) and DELETE without a checkpoint behind it are refused too.
+    if store.is_postgres() {
+        let err = execute(&store, "TRUNCATE audit").unwrap_err();
+        assert!(err.contains("append-only"), "{err}");
+        let err = execute(&store, "TRUNCATE audit_checkpoints").unwrap_err();
+        assert!(err.contains("append-only"), "{err}");
+    }
+    store.verify_audit(&controller()).unwrap();
 }
 
-#[test]
-fn a_forged_or_removed_checkpoint_is_found() {
-    let (store, _, _) = simulate(Store::open_in_memory().unwrap(), 30);
+fn a_forged_or_removed_checkpoint_is_found(store: Store) {
+    let (store, _, _) = simulate(store, 30);
     // Someone who can write the file but lacks the controller key re-signs the checkpoint
     // with a node's identity key swapped for theirs, so their forged benchmarks would verify.
-    let (seq, body): (u64, String) = store
-        .lock()
-        .query_row("SELECT seq, body FROM audit_checkpoints", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
+    let seq = count(&store, "SELECT seq FROM audit_checkpoints") as u64;
+    let body = query_strings(&store, "SELECT body FROM audit_checkpoints").remove(0);
     let mut forged: super::audit::Checkpoint = serde_json::from_str(&body).unwrap();
     let theirs = IdentityKey::from_bytes([0x66; 32]);
     forged.keys.get_mut("node-a").unwrap().0 = theirs.public();
     let signed = SignedCheckpoint::sign(&forged, &theirs);
-    {
-        let conn = store.lock();
-        conn.execute_batch("DROP TRIGGER audit_checkpoints_no_update;")
-            .unwrap();
-        conn.execute(
-            "UPDATE audit_checkpoints SET body = ?1, signature = ?2",
-            [&signed.body, &signed.signature],
-        )
-        .unwrap();
-    }
+    let disable = if store.is_postgres() {
+        "ALTER TABLE audit_checkpoints DISABLE TRIGGER USER"
+    } else {
+        "DROP TRIGGER audit_checkpoints_no_update; DROP TRIGGER audit_checkpoints_keep_newest;"
+    };
+    execute(&store, disable).unwrap();
+    execute(
+        &store,
+        &format!(
+            "UPDATE audit_checkpoints SET body = '{}', signature = '{}'",
+            signed.body.replace('\'', "''"),
+            signed.signature
+        ),
+    )
+    .unwrap();
     let err = store.verify_audit(&controller()).unwrap_err();
     assert!(
         matches!(err, AuditError::Checkpoint { seq: s, .. } if s == seq),
@@ -252,13 +249,7 @@ fn a_forged_or_removed_checkpoint_is_found() {
     assert!(err.to_string().contains("does not verify"), "{err}");
 
     // Removing the checkpoint altogether leaves a chain that starts in the middle.
-    {
-        let conn = store.lock();
-        conn.execute_batch(
-            "DROP TRIGGER audit_checkpoints_keep_newest; DELETE FROM audit_checkpoints;",
-        )
-        .unwrap();
-    }
+    execute(&store, "DELETE FROM audit_checkpoints").unwrap();
     let err = store.verify_audit(&controller()).unwrap_err();
     assert!(
         matches!(err, AuditError::Sequence { expected: 1, .. }),
@@ -266,10 +257,18 @@ fn a_forged_or_removed_checkpoint_is_found() {
     );
 }
 
-#[test]
-fn a_chain_is_verified_only_with_its_own_controllers_key() {
-    let (store, _, _) = simulate(Store::open_in_memory().unwrap(), 30);
+fn a_chain_is_verified_only_with_its_own_controllers_key(store: Store) {
+    let (store, _, _) = simulate(store, 30);
     let other = IdentityKey::from_bytes([0x77; 32]).public();
     let err = store.verify_audit(&other).unwrap_err();
     assert!(matches!(err, AuditError::Checkpoint { .. }), "{err}");
 }
+
+super::testutil::on_both_backends!(
+    attack_5_history_is_pruned_to_its_windows_and_the_chain_still_verifies,
+    attack_5_a_replayed_benchmark_is_still_refused_after_pruning,
+    a_tampered_chain_is_never_pruned,
+    the_database_refuses_deleting_entries_after_the_checkpoint_or_the_checkpoint,
+    a_forged_or_removed_checkpoint_is_found,
+    a_chain_is_verified_only_with_its_own_controllers_key,
+);

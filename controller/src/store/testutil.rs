@@ -70,3 +70,94 @@ pub(crate) fn benchmark(
     };
     (record, body, sig)
 }
+
+/// A fresh in-memory SQLite store.
+pub(crate) fn sqlite() -> crate::store::Store {
+    crate::store::Store::open_in_memory().unwrap()
+}
+
+/// A store on a fresh database of the shared temporary PostgreSQL cluster; `None` (the test
+/// is skipped, saying so) when there is no PostgreSQL outside CI. Under `CI=true` a missing
+/// PostgreSQL fails the test.
+pub(crate) fn postgres(test: &str) -> Option<crate::store::Store> {
+    let cluster = crate::temp_cluster::shared_or_skip(test)?;
+    let db = cluster.create_database("store").unwrap();
+    let target = crate::store::pg::PgTarget {
+        url: cluster.url(&db),
+        password_file: None,
+    };
+    Some(crate::store::Store::connect_postgres(&target).unwrap())
+}
+
+/// Runs raw SQL behind the store's back (as whoever can write the database could), on
+/// either backend; the error is the database's message.
+pub(crate) fn execute(store: &crate::store::Store, sql: &str) -> Result<u64, String> {
+    match (store.sqlite(), store.postgres()) {
+        (Some(s), _) => {
+            let conn = s.lock();
+            conn.execute_batch(sql).map_err(|e| e.to_string())?;
+            Ok(conn.changes())
+        }
+        (_, Some(p)) => p.execute_raw(sql),
+        _ => unreachable!("a store is one of the two backends"),
+    }
+}
+
+/// Runs a query that returns one integer, on either backend.
+pub(crate) fn query_i64(store: &crate::store::Store, sql: &str) -> i64 {
+    match (store.sqlite(), store.postgres()) {
+        (Some(s), _) => s.lock().query_row(sql, [], |r| r.get(0)).unwrap(),
+        (_, Some(p)) => p.query_i64(sql),
+        _ => unreachable!("a store is one of the two backends"),
+    }
+}
+
+/// Disables the audit log's triggers, as someone with write access to the database could.
+pub(crate) fn drop_audit_triggers(store: &crate::store::Store) {
+    let sql = if store.is_postgres() {
+        "ALTER TABLE audit DISABLE TRIGGER USER"
+    } else {
+        "DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;"
+    };
+    execute(store, sql).unwrap();
+}
+
+/// Makes every test named a function taking a [`crate::store::Store`], run once on each
+/// backend: `sqlite::NAME` and `postgres::NAME`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(crate::store::testutil::sqlite())
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(store) = crate::store::testutil::postgres(stringify!($name)) {
+                        super::$name(store)
+                    }
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_both_backends;
+
+/// Runs a query that returns one text column, on either backend.
+pub(crate) fn query_strings(store: &crate::store::Store, sql: &str) -> Vec<String> {
+    match (store.sqlite(), store.postgres()) {
+        (Some(s), _) => {
+            let conn = s.lock();
+            let mut stmt = conn.prepare(sql).unwrap();
+            let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+            rows.collect::<Result<_, _>>().unwrap()
+        }
+        (_, Some(p)) => p.query_strings(sql),
+        _ => unreachable!("a store is one of the two backends"),
+    }
+}

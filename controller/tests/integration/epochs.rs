@@ -32,12 +32,17 @@ fn store_with_a_node() -> Arc<Store> {
     store
 }
 
-/// Moves time forward in steps of at most 500 ms, letting the engine task run at each, as
-/// it would while running continuously.
-async fn advance_to(clock: &Clock, ms: u64) {
+/// Moves time forward in steps of at most 500 ms, letting the engine task run at each
+/// (its rounds run on a blocking thread: waited for in real time), as it would while running
+/// continuously.
+async fn advance_to(engine: &Engine, clock: &Clock, ms: u64) {
     loop {
         for _ in 0..10 {
             tokio::task::yield_now().await;
+            while engine.round_in_progress() {
+                std::thread::sleep(Duration::from_millis(1));
+                tokio::task::yield_now().await;
+            }
         }
         if clock.now_ms() >= ms {
             return;
@@ -57,7 +62,7 @@ async fn epochs_roll_over_on_schedule_and_survive_a_restart() {
     let task = tokio::spawn(e.clone().run(async {
         let _ = stopped.await;
     }));
-    advance_to(&clock, START_MS).await;
+    advance_to(&e, &clock, START_MS).await;
 
     let first = e.epoch_info().expect("an epoch at start");
     assert_eq!(first.current.epoch, START_MS, "ids follow the clock");
@@ -66,9 +71,9 @@ async fn epochs_roll_over_on_schedule_and_survive_a_restart() {
     assert_eq!(first.next, None);
 
     // Just before the publish time nothing new; at it, the second epoch is published ahead.
-    advance_to(&clock, START_MS + LENGTH_MS - LEAD_MS - 1).await;
+    advance_to(&e, &clock, START_MS + LENGTH_MS - LEAD_MS - 1).await;
     assert_eq!(e.epoch_info().unwrap().next, None);
-    advance_to(&clock, START_MS + LENGTH_MS - LEAD_MS + 10).await;
+    advance_to(&e, &clock, START_MS + LENGTH_MS - LEAD_MS + 10).await;
     let info = e.epoch_info().unwrap();
     let next = info
         .next
@@ -78,11 +83,11 @@ async fn epochs_roll_over_on_schedule_and_survive_a_restart() {
     assert_eq!(info.current.epoch, first.current.epoch);
 
     // At the end of the first epoch, the second is in force.
-    advance_to(&clock, START_MS + LENGTH_MS).await;
+    advance_to(&e, &clock, START_MS + LENGTH_MS).await;
     assert_eq!(e.epoch_info().unwrap().current.epoch, next.epoch);
 
     // Several more rollovers: the fifth epoch is in force, and the newest stored.
-    advance_to(&clock, START_MS + 4 * LENGTH_MS + 1).await;
+    advance_to(&e, &clock, START_MS + 4 * LENGTH_MS + 1).await;
     let now = e.epoch_info().unwrap().current;
     let stored = store.epoch_ids().unwrap();
     assert_eq!(stored.len(), 5);
@@ -146,13 +151,13 @@ async fn the_running_engine_follows_a_wall_clock_step_8() {
     let task = tokio::spawn(e.clone().run(async {
         let _ = stopped.await;
     }));
-    advance_to(&clock, START_MS + 1).await;
+    advance_to(&e, &clock, START_MS + 1).await;
     assert!(e.epoch_info().is_some());
     for step_ms in [2 * 3_600_000, -3_600_000] {
         clock.step(step_ms);
         let stepped = clock.now_ms();
         // At most a second of monotonic time passes.
-        advance_to(&clock, stepped + 1_000).await;
+        advance_to(&e, &clock, stepped + 1_000).await;
         let current = e
             .epoch_info()
             .expect("an epoch in force after the step")
@@ -207,7 +212,7 @@ async fn a_store_restored_from_a_day_old_backup_publishes_above_every_id_9() {
     let task = tokio::spawn(e.clone().run(async {
         let _ = stopped.await;
     }));
-    advance_to(&clock, START_MS + 6 * LENGTH_MS).await;
+    advance_to(&e, &clock, START_MS + 6 * LENGTH_MS).await;
     for _ in 0..5 {
         e.rotate_now("admin").unwrap();
     }
@@ -255,7 +260,7 @@ async fn a_copy_restored_within_its_epoch_never_repeats_an_id_9() {
     let first = e.epoch_info().unwrap().current;
     // The successor is published lead before the first epoch ends; then three immediate
     // rotations in the same millisecond.
-    advance_to(&clock, START_MS + LENGTH_MS - LEAD_MS).await;
+    advance_to(&e, &clock, START_MS + LENGTH_MS - LEAD_MS).await;
     e.step().unwrap();
     for _ in 0..3 {
         e.rotate_now("admin").unwrap();

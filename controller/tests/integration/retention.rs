@@ -23,10 +23,15 @@ fn store_with_a_node() -> Arc<Store> {
 }
 
 /// Moves time forward in steps of at most 500 ms, letting the engine's tasks run at each.
-async fn advance_to(clock: &Clock, ms: u64) {
+async fn advance_to(engine: &Engine, clock: &Clock, ms: u64) {
     loop {
         for _ in 0..10 {
             tokio::task::yield_now().await;
+            // The engine's rounds run on a blocking thread: wait for them in real time.
+            while engine.round_in_progress() {
+                std::thread::sleep(Duration::from_millis(1));
+                tokio::task::yield_now().await;
+            }
         }
         if clock.now_ms() >= ms {
             return;
@@ -65,7 +70,7 @@ async fn attack_5_a_running_controller_keeps_only_its_windows() {
         let _ = stopped.await;
     }));
     // Ten minutes: sixty epochs, twenty prunings at most.
-    advance_to(&clock, START_MS + 600_000).await;
+    advance_to(&engine, &clock, START_MS + 600_000).await;
     let _ = stop.send(());
     task.await.unwrap();
 

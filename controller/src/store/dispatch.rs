@@ -1,0 +1,319 @@
+//! [`Store`]: one interface over the two backends, SQLite (embedded, the default) and
+//! PostgreSQL. Callers see the same methods with the same semantics on both: every mutating
+//! method is one transaction, committed (durably) before it returns, that appends its audit
+//! entries to the same hash chain.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use meshtun_proto::auth::RequestSignature;
+use meshtun_proto::enroll::Enrollment;
+use meshtun_proto::{EpochId, IdentityKey, IdentityPublic};
+
+use super::audit::{AuditEntry, AuditError, AuditReport};
+use super::pg::{PgStore, PgTarget};
+use super::{PruneReport, Retention, SqliteStore, StoreError, TableRows};
+use crate::clock::Clock;
+use crate::model::{
+    BenchmarkRecord, Decision, EpochRecord, History, NodeInput, NodeRecord, Pin, Policy,
+};
+use crate::network::Network;
+
+/// Where the controller's state lives: the configuration's `database`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// An SQLite file (`sqlite:///path`, or a bare path).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (`postgres://…`), with the password file if any.
+    Postgres(PgTarget),
+}
+
+impl Database {
+    /// Parses the `database` setting: `postgres://…` or `postgresql://…`, `sqlite://PATH`, or
+    /// a bare path. A relative path is taken relative to `base`.
+    pub fn parse(text: &str, base: &Path, password_file: Option<PathBuf>) -> Self {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return Self::Postgres(PgTarget {
+                url: text.to_owned(),
+                password_file,
+            });
+        }
+        let path = text.strip_prefix("sqlite://").unwrap_or(text);
+        Self::Sqlite(base.join(path))
+    }
+
+    /// The SQLite file, if that is the backend.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            Self::Sqlite(path) => Some(path),
+            Self::Postgres(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            Self::Postgres(t) => f.write_str(&super::pg::connect::redact(&t.url)),
+        }
+    }
+}
+
+/// The controller's durable state, on either backend. See the [module documentation](self).
+pub struct Store {
+    inner: Inner,
+}
+
+enum Inner {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            Inner::Sqlite(s) => s.fmt(f),
+            Inner::Postgres(p) => p.fmt(f),
+        }
+    }
+}
+
+/// Calls the same method on whichever backend this is.
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match &$self.inner {
+            Inner::Sqlite(s) => s.$method($($arg),*),
+            Inner::Postgres(p) => p.$method($($arg),*),
+        }
+    };
+}
+
+impl Store {
+    /// Opens `database`: see [`Store::open`] for SQLite and [`Store::connect_postgres`].
+    pub fn connect(database: &Database) -> Result<Self, StoreError> {
+        match database {
+            Database::Sqlite(path) => Self::open(path),
+            Database::Postgres(target) => Self::connect_postgres(target),
+        }
+    }
+
+    /// Opens the SQLite database at `path`, creating it (mode 0600) and its directory (mode
+    /// 0700) if missing, and migrating its schema to the newest version. An existing file
+    /// readable by others is narrowed to 0600. A database written by a newer controller is
+    /// refused.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Ok(Self::from(SqliteStore::open(path)?))
+    }
+
+    /// A private in-memory SQLite database, for tests.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Ok(Self::from(SqliteStore::open_in_memory()?))
+    }
+
+    /// Connects to a PostgreSQL database and migrates its schema to the newest version,
+    /// refusing one newer than this build. See [`super::pg`].
+    pub fn connect_postgres(target: &PgTarget) -> Result<Self, StoreError> {
+        Ok(Self {
+            inner: Inner::Postgres(PgStore::connect(target)?),
+        })
+    }
+
+    /// Where the database lives: a path or `:memory:`, or `postgres://user@host:port/db`.
+    pub fn location(&self) -> &str {
+        dispatch!(self.location())
+    }
+
+    /// Whether this is the PostgreSQL backend.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.inner, Inner::Postgres(_))
+    }
+
+    /// The same store, stamping audit entries and invites with `clock` rather than the
+    /// system's wall clock (for simulations and tests).
+    pub fn with_clock(self, clock: Clock) -> Self {
+        let inner = match self.inner {
+            Inner::Sqlite(s) => Inner::Sqlite(s.with_clock(clock)),
+            Inner::Postgres(p) => Inner::Postgres(p.with_clock(clock)),
+        };
+        Self { inner }
+    }
+
+    /// The database's size in bytes.
+    pub fn size_bytes(&self) -> Result<u64, StoreError> {
+        dispatch!(self.size_bytes())
+    }
+
+    /// The SQLite backend, for its own tests.
+    #[cfg(test)]
+    pub(crate) fn sqlite(&self) -> Option<&SqliteStore> {
+        match &self.inner {
+            Inner::Sqlite(s) => Some(s),
+            Inner::Postgres(_) => None,
+        }
+    }
+
+    /// The PostgreSQL backend, for its own tests.
+    #[cfg(test)]
+    pub(crate) fn postgres(&self) -> Option<&PgStore> {
+        match &self.inner {
+            Inner::Sqlite(_) => None,
+            Inner::Postgres(p) => Some(p),
+        }
+    }
+
+    /// Enrolls a node directly (without an invite). Refuses an invalid id, an id already
+    /// enrolled and a WireGuard key another node has.
+    pub fn add_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
+        dispatch!(self.add_node(node))
+    }
+
+    /// Removes a node and its stored benchmarks (the audit log keeps them). `false` if no
+    /// such node was enrolled.
+    pub fn remove_node(&self, id: &str) -> Result<bool, StoreError> {
+        dispatch!(self.remove_node(id))
+    }
+
+    /// The node `id`, if enrolled.
+    pub fn node(&self, id: &str) -> Result<Option<NodeRecord>, StoreError> {
+        dispatch!(self.node(id))
+    }
+
+    /// Every enrolled node, sorted by id.
+    pub fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        dispatch!(self.nodes())
+    }
+
+    /// Sets (`Some`) or clears (`None`) a node's pin.
+    pub fn set_pin(&self, id: &str, pin: Option<Pin>) -> Result<(), StoreError> {
+        dispatch!(self.set_pin(id, pin))
+    }
+
+    /// Issues an invite for `node_id`, valid until `expires_ms`; see
+    /// [`SqliteStore::create_invite`].
+    pub fn create_invite(
+        &self,
+        node_id: &str,
+        token: &str,
+        expires_ms: u64,
+        addresses: Option<&[IpNet]>,
+        endpoint: Option<&str>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.create_invite(node_id, token, expires_ms, addresses, endpoint))
+    }
+
+    /// Enrolls the node an invite was issued for, in one transaction; see
+    /// [`SqliteStore::redeem_invite`].
+    pub fn redeem_invite(
+        &self,
+        enrollment: &Enrollment,
+        network: &Network,
+        now_ms: u64,
+    ) -> Result<NodeRecord, StoreError> {
+        dispatch!(self.redeem_invite(enrollment, network, now_ms))
+    }
+
+    /// Stores an accepted benchmark with the signed request it came in, and its audit entry;
+    /// see [`SqliteStore::insert_benchmark`].
+    pub fn insert_benchmark(
+        &self,
+        controller: &IdentityPublic,
+        record: &BenchmarkRecord,
+        raw_body: &[u8],
+        sig: &RequestSignature,
+        path: &str,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.insert_benchmark(controller, record, raw_body, sig, path))
+    }
+
+    /// The newest stored benchmark of every enrolled node that has one.
+    pub fn latest_benchmarks(&self) -> Result<HashMap<String, BenchmarkRecord>, StoreError> {
+        dispatch!(self.latest_benchmarks())
+    }
+
+    /// Up to `limit` of a node's stored benchmarks, newest first.
+    pub fn benchmarks(
+        &self,
+        node_id: &str,
+        limit: usize,
+    ) -> Result<Vec<BenchmarkRecord>, StoreError> {
+        dispatch!(self.benchmarks(node_id, limit))
+    }
+
+    /// Stores a new epoch with its decisions and their audit entries; refuses an id not
+    /// greater than the newest stored epoch's. See [`SqliteStore::insert_epoch`].
+    pub fn insert_epoch(
+        &self,
+        epoch: &EpochRecord,
+        decisions: &[Decision],
+        inputs: &[NodeInput],
+        policy: &Policy,
+        decided_ms: u64,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.insert_epoch(epoch, decisions, inputs, policy, decided_ms))
+    }
+
+    /// The epoch `id`, if stored.
+    pub fn epoch(&self, id: EpochId) -> Result<Option<EpochRecord>, StoreError> {
+        dispatch!(self.epoch(id))
+    }
+
+    /// The `n` newest epochs, newest first.
+    pub fn latest_epochs(&self, n: usize) -> Result<Vec<EpochRecord>, StoreError> {
+        dispatch!(self.latest_epochs(n))
+    }
+
+    /// The ids of every stored epoch, newest first.
+    pub fn epoch_ids(&self) -> Result<Vec<EpochId>, StoreError> {
+        dispatch!(self.epoch_ids())
+    }
+
+    /// The decisions of epoch `epoch_id`, sorted by node id (empty for an unknown epoch).
+    pub fn decisions(&self, epoch_id: EpochId) -> Result<Vec<Decision>, StoreError> {
+        dispatch!(self.decisions(epoch_id))
+    }
+
+    /// Every node's hysteresis state after the newest epoch (empty before the first).
+    pub fn last_history(&self) -> Result<HashMap<String, History>, StoreError> {
+        dispatch!(self.last_history())
+    }
+
+    /// Up to `limit` audit entries from `from_seq` on, oldest first.
+    pub fn audit_entries(
+        &self,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        dispatch!(self.audit_entries(from_seq, limit))
+    }
+
+    /// Recomputes the whole chain and checks every benchmark request's signature; see
+    /// [`SqliteStore::verify_audit`].
+    pub fn verify_audit(&self, controller: &IdentityPublic) -> Result<AuditReport, AuditError> {
+        dispatch!(self.verify_audit(controller))
+    }
+
+    /// How many rows each table holds.
+    pub fn table_rows(&self) -> Result<TableRows, StoreError> {
+        dispatch!(self.table_rows())
+    }
+
+    /// Deletes what `retention` no longer keeps; see [`SqliteStore::prune`].
+    pub fn prune(
+        &self,
+        retention: &Retention,
+        key: &IdentityKey,
+    ) -> Result<PruneReport, AuditError> {
+        dispatch!(self.prune(retention, key))
+    }
+}
+
+impl From<SqliteStore> for Store {
+    fn from(store: SqliteStore) -> Self {
+        Self {
+            inner: Inner::Sqlite(store),
+        }
+    }
+}
