@@ -38,8 +38,9 @@ pub mod server;
 pub mod service;
 pub mod status;
 pub mod store;
+/// The throwaway PostgreSQL the tests run the store on (in the shared harness crate).
 #[cfg(any(test, feature = "test-support"))]
-pub mod temp_cluster;
+pub use meshtun_testbed::postgres as temp_cluster;
 #[cfg(feature = "test-support")]
 pub mod testing;
 pub mod tls;

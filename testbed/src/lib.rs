@@ -18,6 +18,7 @@
 pub mod controller;
 pub mod gatelog;
 mod netns;
+pub mod postgres;
 pub mod process;
 pub mod run;
 

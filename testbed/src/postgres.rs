@@ -3,8 +3,8 @@
 //! as root), listening on a Unix socket in that directory (and, if asked, on 127.0.0.1 at a
 //! free port). Stopped and removed when dropped.
 //!
-//! Self-contained (std, nix and tempfile only), so that it can move into the shared test
-//! harness. The server binaries come from `$MESHTUN_PG_BIN`, or else the newest
+//! The controller's tests, the end-to-end tests and `meshtun demo --ha` use it. The server
+//! binaries come from `$MESHTUN_PG_BIN`, or else the newest
 //! `/usr/lib/postgresql/*/bin` (Debian's `postgresql` package).
 
 use std::fs;
@@ -317,9 +317,9 @@ extern "C" fn stop_shared() {
     }
 }
 
-/// Whether a test must fail, rather than skip, when PostgreSQL is missing: under `CI=true`.
+/// Whether a test must fail, rather than skip, when PostgreSQL is missing: in CI ([`crate::in_ci`]).
 pub fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
+    crate::in_ci()
 }
 
 /// The [shared](TempCluster::shared) cluster; when it cannot start, panics under `CI=true`
