@@ -36,7 +36,9 @@ use serde::{Deserialize, Serialize};
 use tower_http::timeout::TimeoutLayer;
 use zeroize::Zeroizing;
 
-use crate::auth::{admin_token_matches, authenticate, NonceCache, Refusal, SignedRequest};
+use crate::auth::{
+    admin_token_matches, authenticate, NonceCache, NonceStore, Refusal, SignedRequest,
+};
 use crate::config::Limits;
 use crate::engine::Engine;
 use crate::model::BenchmarkRecord;
@@ -72,8 +74,8 @@ const LONG_POLL_RETRY_SECS: u64 = 5;
 pub struct Api {
     /// The controller's live state.
     pub engine: Arc<Engine>,
-    /// Nonces of accepted signed requests.
-    pub nonces: NonceCache,
+    /// Nonces of accepted signed requests: in memory unless [`Api::with_nonces`] shares them.
+    pub nonces: Arc<dyn NonceStore>,
     /// Signed requests per node.
     pub quota: NodeQuota,
     /// The admin token.
@@ -103,7 +105,9 @@ impl Api {
         } = settings;
         Self {
             engine,
-            nonces: NonceCache::new(u64::try_from(clock_skew.as_millis()).unwrap_or(u64::MAX)),
+            nonces: Arc::new(NonceCache::new(
+                u64::try_from(clock_skew.as_millis()).unwrap_or(u64::MAX),
+            )),
             quota: NodeQuota::new(limits.node_rate, limits.node_burst),
             admin_token,
             read_token,
@@ -112,6 +116,13 @@ impl Api {
             long_polls: Slots::new(limits.max_long_polls, limits.max_long_polls_per_address),
             node_polls: Slots::new(limits.max_long_polls, LONG_POLLS_PER_NODE),
         }
+    }
+
+    /// The API remembering nonces in `nonces` (the table every instance shares, with
+    /// several instances on one PostgreSQL) instead of this process's memory.
+    pub fn with_nonces(mut self, nonces: Arc<dyn NonceStore>) -> Self {
+        self.nonces = nonces;
+        self
     }
 
     /// Long-polls waiting now.
@@ -347,7 +358,7 @@ fn check_node(
         &request,
         |id| api.engine.node_identity(id),
         &api.quota,
-        &api.nonces,
+        api.nonces.as_ref(),
         now_ms(api),
     )
     .map_err(|r| match r {

@@ -1,0 +1,1 @@
+//! Tests of leadership against a real PostgreSQL.
