@@ -12,7 +12,7 @@
 //! clock lags the pruner's by up to a window still finds it. Instances must keep their
 //! clocks within a window of each other (they must anyway, for nodes' requests to be fresh).
 //!
-//! Bounded: at most [`MAX_ROWS`] rows are allowed (then requests are refused as busy until
+//! Bounded: at most [`MAX_ROWS`] rows (by default) are allowed (then requests are refused as busy until
 //! pruning frees room, as in memory); the count is taken at each pruning, at most once per
 //! [`PRUNE_EVERY`] per instance.
 
@@ -35,6 +35,7 @@ pub const PRUNE_EVERY: Duration = Duration::from_secs(1);
 pub struct PgNonces<M: ManageConnection<Connection = Client>> {
     pool: Pool<M>,
     window_ms: u64,
+    max_rows: i64,
     pruning: Mutex<Pruning>,
 }
 
@@ -51,8 +52,15 @@ impl<M: ManageConnection<Connection = Client>> PgNonces<M> {
         Self {
             pool,
             window_ms,
+            max_rows: MAX_ROWS,
             pruning: Mutex::new(Pruning::default()),
         }
+    }
+
+    /// The store refusing requests once the table holds `max_rows` (default [`MAX_ROWS`]).
+    pub fn with_max_rows(mut self, max_rows: i64) -> Self {
+        self.max_rows = max_rows;
+        self
     }
 
     /// Deletes nonces out of every instance's window, and notes whether the table is full.
@@ -71,7 +79,7 @@ impl<M: ManageConnection<Connection = Client>> PgNonces<M> {
             .and_then(|r| r.try_get(0))
             .map_err(|e| unavailable("counting request_nonces", &e))?;
         let mut pruning = self.pruning.lock();
-        pruning.full = rows >= MAX_ROWS;
+        pruning.full = rows >= self.max_rows;
         pruning.last = Some(Instant::now());
         Ok(deleted)
     }

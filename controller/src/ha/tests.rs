@@ -1,1 +1,0 @@
-//! Tests of leadership against a real PostgreSQL.
