@@ -28,9 +28,40 @@ pub struct KeeperSettings {
     pub url: String,
 }
 
+/// A connection held across `await`s. Closing a connection of the blocking driver blocks,
+/// which panics on a runtime thread, so a parked connection is closed on a thread of its own.
+#[derive(Default)]
+struct Parked(Option<Client>);
+
+impl Parked {
+    fn take(&mut self) -> Option<Client> {
+        self.0.take()
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        let Some(client) = self.0.take() else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return drop(client);
+        }
+        let slot = std::sync::Arc::new(parking_lot::Mutex::new(Some(client)));
+        let theirs = slot.clone();
+        let closing = std::thread::Builder::new()
+            .name("pg-close".into())
+            .spawn(move || drop(theirs.lock().take()));
+        if closing.is_err() {
+            // No thread to close it on: leave it to the process's exit.
+            std::mem::forget(slot.lock().take());
+        }
+    }
+}
+
 /// What one round learnt.
 struct Round {
-    client: Option<Client>,
+    client: Parked,
     granted: Result<Option<u64>, HaError>,
     status: Option<ClusterStatus>,
 }
@@ -48,7 +79,7 @@ pub async fn run_keeper(
     };
     tokio::pin!(shutdown);
     let every = timing.renew_every();
-    let mut client = None;
+    let mut client = Parked::default();
     let mut first = true;
     loop {
         let started = tokio::time::Instant::now();
@@ -56,9 +87,10 @@ pub async fn run_keeper(
             return;
         };
         let (c, s) = (connect.clone(), settings.clone());
-        let taken = client.take();
-        let mut job =
-            tokio::task::spawn_blocking(move || round(taken, &c, &s, attempt, timing, first));
+        let mut taken = std::mem::take(&mut client);
+        let mut job = tokio::task::spawn_blocking(move || {
+            round(taken.take(), &c, &s, attempt, timing, first)
+        });
         let done = loop {
             tokio::select! {
                 done = &mut job => break Some(done),
@@ -102,7 +134,7 @@ async fn step_down(
     connect: Connect,
     leadership: &Leadership,
     settings: &KeeperSettings,
-    client: Option<Client>,
+    mut client: Parked,
     within: Duration,
 ) {
     let Some(term) = leadership.release() else {
@@ -110,7 +142,7 @@ async fn step_down(
     };
     let instance = settings.instance.clone();
     let job = tokio::task::spawn_blocking(move || {
-        let mut client = match client {
+        let mut client = match client.take() {
             Some(c) if !c.is_closed() => c,
             _ => open(&connect, within)?,
         };
@@ -138,7 +170,7 @@ fn round(
             Ok(c) => c,
             Err(e) => {
                 return Round {
-                    client: None,
+                    client: Parked(None),
                     granted: Err(e),
                     status: None,
                 }
@@ -153,7 +185,7 @@ fn round(
     );
     if granted.is_err() {
         return Round {
-            client: None,
+            client: Parked(None),
             granted,
             status: None,
         };
@@ -170,7 +202,7 @@ fn round(
     .inspect_err(|error| tracing::warn!(%error, "cannot record this instance's heartbeat"))
     .ok();
     Round {
-        client: Some(client),
+        client: Parked(Some(client)),
         granted,
         status,
     }

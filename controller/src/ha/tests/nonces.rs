@@ -51,7 +51,8 @@ fn attack_a_request_replayed_to_another_instance_is_refused() {
     let key = IdentityKey::generate();
     let sig = sign(&key, NOW);
     assert_eq!(check(&key, &sig, &a, NOW), Ok(()));
-    for (instance, nonces) in [("B", &b), ("A", &a)] {
+    let instances: [(&str, &dyn NonceStore); 2] = [("B", &b), ("A", &a)];
+    for (instance, nonces) in instances {
         let replay = check(&key, &sig, nonces, NOW + 5);
         assert!(
             matches!(&replay, Err(Refusal::Unauthenticated(m)) if m.contains("replayed")),
