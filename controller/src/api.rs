@@ -557,9 +557,36 @@ async fn rotate(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Respo
             "admin token required",
         ));
     }
+    if !api.engine.leadership().is_leader() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            not_the_leader(&api.engine),
+        ));
+    }
     let engine = api.engine.clone();
     let epoch = tokio::task::spawn_blocking(move || engine.rotate_now("admin"))
         .await
         .map_err(|_| worker_stopped())??;
     Ok(Json(Rotated { epoch }).into_response())
+}
+
+/// What a follower answers to a rotation: it does not decide epochs; the leader does, at
+/// the URL named if known.
+fn not_the_leader(engine: &Engine) -> String {
+    let cluster = engine.leadership().cluster();
+    let leader = cluster.as_ref().and_then(|c| {
+        let id = c.leader.as_deref()?;
+        let url = c
+            .instances
+            .iter()
+            .find(|i| i.id == id)
+            .map(|i| i.url.as_str());
+        Some(format!("{id} ({})", url.unwrap_or("URL unknown")))
+    });
+    format!(
+        "this instance does not lead, so it publishes no epoch; the leader is {}",
+        leader
+            .as_deref()
+            .unwrap_or("unknown (none holds the lease now)")
+    )
 }

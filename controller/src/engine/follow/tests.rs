@@ -131,3 +131,63 @@ fn a_new_leader_loads_its_predecessors_epochs_before_deciding() {
     let next = new.rotate_now("admin").unwrap();
     assert!(next > first[0]);
 }
+
+/// A follower refuses an admin rotation (409, naming why) instead of publishing; the
+/// leader accepts it. The status of the sole (SQLite) instance has no cluster section.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_an_admin_rotation_sent_to_a_follower_publishes_nothing() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt as _;
+
+    use crate::api::{router, Api, ApiSettings};
+
+    let store = store_with_a_node();
+    let key = IdentityKey::generate();
+    let (follower, _) = instance(&store, &key, "b");
+    let (leader, l_lead) = instance(&store, &key, "a");
+    lead(&l_lead, 1);
+    let rotate = |engine: Arc<Engine>| async move {
+        let api = Api::new(
+            engine,
+            ApiSettings {
+                admin_token: "admin-token".to_owned().into(),
+                read_token: None,
+                clock_skew: Duration::from_secs(30),
+                long_poll: Duration::from_secs(1),
+                limits: crate::config::Limits::default(),
+            },
+        );
+        let request = Request::post("/v1/rotate")
+            .header("authorization", "Bearer admin-token")
+            .body(Body::empty())
+            .unwrap();
+        let answer = router(Arc::new(api)).oneshot(request).await.unwrap();
+        let status = answer.status();
+        let body = axum::body::to_bytes(answer.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    let (status, body) = rotate(follower).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("does not lead"), "{body}");
+    assert!(epochs_in(&store).is_empty(), "the follower published");
+    let (status, body) = rotate(leader).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(epochs_in(&store).len(), 1);
+
+    let sole = Engine::open(
+        store.clone(),
+        key,
+        EngineSettings {
+            policy: Policy::default(),
+            schedule: Schedule::new(60_000, 10_000).unwrap(),
+            rotate_on_deny: true,
+        },
+        Clock::system(),
+    )
+    .unwrap();
+    let report = serde_json::to_value(crate::status::status_report(&sole)).unwrap();
+    assert!(report.get("cluster").is_none(), "{report}");
+}
