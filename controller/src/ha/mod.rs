@@ -32,6 +32,7 @@ pub mod leadership;
 pub mod lease;
 pub mod nonces;
 pub mod notify;
+pub mod settings;
 
 #[cfg(test)]
 mod tests;
