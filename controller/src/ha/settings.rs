@@ -108,7 +108,7 @@ mod tests {
         assert_eq!(c.lease, Duration::from_secs(10));
         assert!(c.instance.ends_with(&format!("-{}", std::process::id())));
         check_instance(&c.instance).unwrap();
-        let c = parse_section(&format!("[ha]\nlease = 4\ninstance = \"ctl-1\"\n")).unwrap();
+        let c = parse_section("[ha]\nlease = 4\ninstance = \"ctl-1\"\n").unwrap();
         assert_eq!(c.lease, Duration::from_secs(4));
         assert_eq!(c.instance, "ctl-1");
         let err = |t: &str| parse_section(t).unwrap_err();
