@@ -36,7 +36,9 @@ use serde::{Deserialize, Serialize};
 use tower_http::timeout::TimeoutLayer;
 use zeroize::Zeroizing;
 
-use crate::auth::{admin_token_matches, authenticate, NonceCache, Refusal, SignedRequest};
+use crate::auth::{
+    admin_token_matches, authenticate, NonceCache, NonceStore, Refusal, SignedRequest,
+};
 use crate::config::Limits;
 use crate::engine::Engine;
 use crate::model::BenchmarkRecord;
@@ -73,8 +75,8 @@ const LONG_POLL_RETRY_SECS: u64 = 5;
 pub struct Api {
     /// The controller's live state.
     pub engine: Arc<Engine>,
-    /// Nonces of accepted signed requests.
-    pub nonces: NonceCache,
+    /// Nonces of accepted signed requests: in memory unless [`Api::with_nonces`] shares them.
+    pub nonces: Arc<dyn NonceStore>,
     /// Signed requests per node.
     pub quota: NodeQuota,
     /// The admin token.
@@ -104,7 +106,9 @@ impl Api {
         } = settings;
         Self {
             engine,
-            nonces: NonceCache::new(u64::try_from(clock_skew.as_millis()).unwrap_or(u64::MAX)),
+            nonces: Arc::new(NonceCache::new(
+                u64::try_from(clock_skew.as_millis()).unwrap_or(u64::MAX),
+            )),
             quota: NodeQuota::new(limits.node_rate, limits.node_burst),
             admin_token,
             read_token,
@@ -113,6 +117,13 @@ impl Api {
             long_polls: Slots::new(limits.max_long_polls, limits.max_long_polls_per_address),
             node_polls: Slots::new(limits.max_long_polls, LONG_POLLS_PER_NODE),
         }
+    }
+
+    /// The API remembering nonces in `nonces` (the table every instance shares, with
+    /// several instances on one PostgreSQL) instead of this process's memory.
+    pub fn with_nonces(mut self, nonces: Arc<dyn NonceStore>) -> Self {
+        self.nonces = nonces;
+        self
     }
 
     /// Long-polls waiting now.
@@ -348,7 +359,7 @@ fn check_node(
         &request,
         |id| api.engine.node_identity(id),
         &api.quota,
-        &api.nonces,
+        api.nonces.as_ref(),
         now_ms(api),
     )
     .map_err(|r| match r {
@@ -547,9 +558,36 @@ async fn rotate(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Respo
             "admin token required",
         ));
     }
+    if !api.engine.leadership().is_leader() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            not_the_leader(&api.engine),
+        ));
+    }
     let engine = api.engine.clone();
     let epoch = tokio::task::spawn_blocking(move || engine.rotate_now("admin"))
         .await
         .map_err(|_| worker_stopped())??;
     Ok(Json(Rotated { epoch }).into_response())
+}
+
+/// What a follower answers to a rotation: it does not decide epochs; the leader does, at
+/// the URL named if known.
+fn not_the_leader(engine: &Engine) -> String {
+    let cluster = engine.leadership().cluster();
+    let leader = cluster.as_ref().and_then(|c| {
+        let id = c.leader.as_deref()?;
+        let url = c
+            .instances
+            .iter()
+            .find(|i| i.id == id)
+            .map(|i| i.url.as_str());
+        Some(format!("{id} ({})", url.unwrap_or("URL unknown")))
+    });
+    format!(
+        "this instance does not lead, so it publishes no epoch; the leader is {}",
+        leader
+            .as_deref()
+            .unwrap_or("unknown (none holds the lease now)")
+    )
 }

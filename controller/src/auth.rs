@@ -33,6 +33,9 @@ pub enum Refusal {
     /// 503: the replay cache is full.
     #[error("too many requests in the replay window; retry shortly")]
     Busy,
+    /// 503: the shared replay cache (the database) cannot be reached; the message says why.
+    #[error("cannot check the request for replay: {0}; retry shortly")]
+    Unavailable(String),
     /// 429: the node sent more requests than its quota allows.
     #[error("node {node} is over its request quota; retry in {} ms", retry_after.as_millis())]
     TooMany {
@@ -49,7 +52,7 @@ impl Refusal {
         match self {
             Refusal::Unauthenticated(_) => 401,
             Refusal::Forbidden(_) => 403,
-            Refusal::Busy => 503,
+            Refusal::Busy | Refusal::Unavailable(_) => 503,
             Refusal::TooMany { .. } => 429,
         }
     }
@@ -57,7 +60,7 @@ impl Refusal {
     /// How long the client should wait before retrying, for a refusal that passes.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Refusal::Busy => Some(Duration::from_secs(1)),
+            Refusal::Busy | Refusal::Unavailable(_) => Some(Duration::from_secs(1)),
             Refusal::TooMany { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
@@ -70,7 +73,26 @@ impl From<AuthError> for Refusal {
     }
 }
 
-/// Nonces seen within the replay window.
+/// Where the nonces of accepted requests are remembered, so that a request is accepted at
+/// most once: in memory when one instance serves the nodes ([`NonceCache`]), in the database
+/// every instance shares when several do ([`crate::ha::PgNonces`]).
+pub trait NonceStore: Send + Sync {
+    /// The replay window: a request is fresh within this many milliseconds of now, either
+    /// side, and its nonce is remembered at least as long.
+    fn window_ms(&self) -> u64;
+
+    /// Records `node`'s `nonce`, of a request signed at `timestamp_ms` and checked at
+    /// `now_ms`; false if it was already recorded (a replay). Blocking for a database.
+    fn record(
+        &self,
+        node: &str,
+        nonce: [u8; NONCE_LEN],
+        timestamp_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, Refusal>;
+}
+
+/// Nonces seen within the replay window, in this process's memory.
 pub struct NonceCache {
     window_ms: u64,
     inner: Mutex<Nonces>,
@@ -134,6 +156,22 @@ impl NonceCache {
     }
 }
 
+impl NonceStore for NonceCache {
+    fn window_ms(&self) -> u64 {
+        self.window_ms
+    }
+
+    fn record(
+        &self,
+        _node: &str,
+        nonce: [u8; NONCE_LEN],
+        timestamp_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, Refusal> {
+        self.insert(nonce, timestamp_ms, now_ms)
+    }
+}
+
 /// A request as the authenticator sees it.
 pub struct SignedRequest<'a> {
     /// This controller's public key, which the request must name (format v2).
@@ -157,10 +195,10 @@ pub fn authenticate(
     request: &SignedRequest<'_>,
     lookup: impl FnOnce(&str) -> Option<IdentityPublic>,
     quota: &NodeQuota,
-    nonces: &NonceCache,
+    nonces: &dyn NonceStore,
     now_ms: u64,
 ) -> Result<(), Refusal> {
-    sig.check_fresh(now_ms, nonces.window_ms)?;
+    sig.check_fresh(now_ms, nonces.window_ms())?;
     let key = lookup(&sig.node)
         .ok_or_else(|| Refusal::Unauthenticated(format!("unknown node {}", sig.node)))?;
     sig.verify(
@@ -182,7 +220,7 @@ pub fn authenticate(
             node: sig.node.clone(),
             retry_after,
         })?;
-    if !nonces.insert(sig.nonce, sig.timestamp_ms, now_ms)? {
+    if !nonces.record(&sig.node, sig.nonce, sig.timestamp_ms, now_ms)? {
         return Err(Refusal::Unauthenticated(
             "replayed request (nonce already used)".into(),
         ));

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::ha::settings::HaConfig;
+use crate::ha::settings::RawHa;
 use crate::model::{Minimums, Policy, Topology};
 use crate::network::{check_prefix, Network};
 use crate::store::{Database, Retention};
@@ -74,6 +76,8 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     retention: RawRetention,
+    #[serde(default)]
+    ha: RawHa,
 }
 
 /// `[retention]`, in seconds.
@@ -284,10 +288,11 @@ const BOUNDS: &[(&str, u64, u64)] = &[
     ("retention.benchmarks", 60, 3_650 * 86_400),
     ("retention.decisions", 60, 3_650 * 86_400),
     ("retention.audit", 3_600, 3_650 * 86_400),
+    ("ha.lease", 1, 300),
 ];
 
 /// Checks `value` of `key` against [`BOUNDS`].
-fn in_bounds(key: &'static str, value: u64) -> Result<(), (&'static str, String)> {
+pub(crate) fn in_bounds(key: &'static str, value: u64) -> Result<(), (&'static str, String)> {
     match BOUNDS.iter().find(|(k, _, _)| *k == key) {
         Some(&(_, min, max)) if !(min..=max).contains(&value) => {
             Err((key, format!("{value} is not in [{min}, {max}]")))
@@ -425,6 +430,8 @@ pub struct ControllerConfig {
     pub limits: Limits,
     /// How long the database keeps history (`[retention]`).
     pub retention: Retention,
+    /// This instance among several on PostgreSQL (`[ha]`; unused with SQLite).
+    pub ha: HaConfig,
 }
 
 impl ControllerConfig {
@@ -473,6 +480,7 @@ impl ControllerConfig {
         in_bounds("epoch.length", raw.epoch.length).map_err(|(k, r)| invalid(k, r))?;
         let limits = limits(&raw.api, &raw.limits).map_err(|(k, r)| invalid(k, r))?;
         let retention = raw.retention.validate().map_err(|(k, r)| invalid(k, r))?;
+        let ha = raw.ha.validate().map_err(|(k, r)| invalid(k, r))?;
         if raw.status_listen == raw.listen {
             return Err(invalid(
                 "status_listen",
@@ -606,6 +614,7 @@ impl ControllerConfig {
             network,
             limits,
             retention,
+            ha,
         })
     }
 }
@@ -820,6 +829,15 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("`status_listen`"));
+    }
+
+    #[test]
+    fn the_ha_section_reaches_the_configuration() {
+        let c = parse(&format!("{MINIMAL}[ha]\nlease = 4\ninstance = \"ctl-1\"\n")).unwrap();
+        assert_eq!(c.ha.lease, Duration::from_secs(4));
+        assert_eq!(c.ha.instance, "ctl-1");
+        let message = parse(&format!("{MINIMAL}[ha]\nlease = 0\n")).unwrap_err();
+        assert!(message.to_string().contains("`ha.lease`"), "{message}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 
 use crate::bundles::{self, BundleCache, BundleJson, BundleSource};
 use crate::clock::Clock;
+use crate::ha::Leadership;
 use crate::membership::{decide, newly_failing, peers_of};
 use crate::metrics::Metrics;
 use crate::model::{Decision, EpochRecord, NodeInput, NodeRecord, Policy};
@@ -31,6 +32,7 @@ use crate::schedule::{in_force, next_epoch_id, Action, Schedule, Window};
 use crate::store::{Retention, Store, StoreError};
 use meshtun_proto::report::Chain;
 
+mod follow;
 mod writes;
 
 /// Epochs kept in memory (current, published next, and recent ones for late fetchers).
@@ -124,6 +126,10 @@ pub struct Engine {
     /// Held while deciding whether to publish and publishing: one publication at a time,
     /// whichever of the schedule, an admin rotation or a deny check asks.
     publishing: parking_lot::Mutex<()>,
+    /// Whether this instance decides and publishes, or follows the leader's epochs.
+    leadership: Leadership,
+    /// The lease term whose predecessors' epochs were loaded (0: none yet).
+    loaded_term: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
@@ -172,7 +178,22 @@ impl Engine {
                     .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MIN)),
             ),
             publishing: parking_lot::Mutex::new(()),
+            leadership: Leadership::sole(),
+            loaded_term: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// The engine deciding and publishing only while `leadership` says it leads, and
+    /// loading the epochs the leader publishes otherwise (the default is
+    /// [`Leadership::sole`]: always).
+    pub fn with_leadership(mut self, leadership: Leadership) -> Self {
+        self.leadership = leadership;
+        self
+    }
+
+    /// Whether this instance leads.
+    pub fn leadership(&self) -> &Leadership {
+        &self.leadership
     }
 
     /// The engine keeping `retention` worth of history (the default is
@@ -259,6 +280,9 @@ impl Engine {
     /// Publishes whatever the schedule says is due; returns when to come back.
     pub fn step(&self) -> Result<u64, StoreError> {
         let _one = self.publishing.lock();
+        if !self.may_decide()? {
+            return Ok(self.clock.now_ms() + 1_000);
+        }
         for _ in 0..2 {
             let times: Vec<EpochTimes> = self.epochs().iter().map(|e| e.times()).collect();
             match self
@@ -376,6 +400,9 @@ impl Engine {
         }
         // Held from the check to the publication: two checks never both rotate for one deny.
         let _one = self.publishing.lock();
+        if !self.may_decide()? {
+            return Ok(None);
+        }
         let Some(current) = self.current() else {
             return Ok(None);
         };
@@ -593,6 +620,10 @@ impl Engine {
         let builder = tokio::spawn(self.clone().prebuild_on_publish());
         let checker = tokio::spawn(self.clone().check_on_benchmarks());
         let pruner = tokio::spawn(self.clone().prune_after_publish());
+        let follower = self
+            .leadership
+            .wakes()
+            .map(|wakes| tokio::spawn(self.clone().follow_published(wakes)));
         tokio::pin!(shutdown);
         loop {
             // The store is blocking (a database file or server): never on a runtime worker.
@@ -614,6 +645,9 @@ impl Engine {
                     builder.abort();
                     checker.abort();
                     pruner.abort();
+                    if let Some(follower) = follower {
+                        follower.abort();
+                    }
                     return;
                 }
             }

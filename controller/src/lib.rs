@@ -7,6 +7,8 @@
 //! - [`engine`]: the live state: epochs published on schedule or at once on a deny, bundles served;
 //! - [`api`]: the HTTP API; [`status`]: the status report; [`cli`]: the command line;
 //! - [`store`]: durable state in SQLite, with the hash-chained audit log;
+//! - [`ha`]: several instances on one PostgreSQL: the leader lease, fencing, epoch
+//!   notifications, the shared replay-nonce table and the instances' status;
 //! - [`auth`]: signed node requests (signature, freshness, replay, path binding) and the admin token;
 //! - [`config`]: `controller.toml`, validated with key-and-line errors;
 //! - [`network`]: the overlay's address plan: checks and the next free address;
@@ -28,6 +30,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod engine;
+pub mod ha;
 pub mod membership;
 pub mod metrics;
 pub mod model;

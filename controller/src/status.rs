@@ -7,6 +7,7 @@ use meshtun_proto::wire::EpochInfo;
 use serde::Serialize;
 
 use crate::engine::Engine;
+use crate::ha::ClusterStatus;
 use crate::model::Pin;
 
 /// The whole report.
@@ -20,6 +21,10 @@ pub struct StatusReport {
     pub allowed: usize,
     /// Nodes denied in the epoch in force.
     pub denied: usize,
+    /// With several instances on PostgreSQL: the leader, its term, and each instance's
+    /// last contact, as of this instance's last lease renewal (absent with SQLite).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
 }
 
 /// One node's state.
@@ -81,5 +86,6 @@ pub fn status_report(engine: &Engine) -> StatusReport {
         denied: decisions.len() - allowed,
         allowed,
         nodes,
+        cluster: engine.leadership().cluster(),
     }
 }

@@ -1,0 +1,234 @@
+//! The engine's view of leadership: a cheap, cloneable handle it asks "may I publish now,
+//! and with which token" ([`Leadership::may_publish`]), and that wakes it when another
+//! instance publishes ([`Leadership::wakes`]).
+//!
+//! With SQLite there is one instance, which always leads ([`Leadership::sole`]). With
+//! PostgreSQL the handle holds the [`LeaseCore`] that the lease keeper
+//! ([`super::run_keeper`]) feeds, and every question reads the boot-time clock afresh: an
+//! instance whose keeper is stuck stops leading at its local deadline all the same.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use super::instances::ClusterStatus;
+use super::lease::{boottime, Attempt, Change, LeaseCore, LeaseTiming, LeaseToken, Mono};
+use super::notify::Wake;
+
+/// What the engine may do now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Publish {
+    /// The only instance (SQLite): publish, unfenced.
+    Sole,
+    /// The leader: publish, fenced with this token.
+    Leader(LeaseToken),
+    /// A follower: neither decide nor publish; load what the leader publishes.
+    Follower,
+}
+
+/// A clock reading function (the boot-time clock, or a test's).
+pub type MonoClock = Arc<dyn Fn() -> Mono + Send + Sync>;
+
+/// See the [module documentation](self).
+#[derive(Clone, Default)]
+pub struct Leadership(Option<Arc<Shared>>);
+
+struct Shared {
+    core: Mutex<LeaseCore>,
+    cluster: Mutex<Option<ClusterStatus>>,
+    wake: watch::Sender<Wake>,
+    clock: MonoClock,
+}
+
+impl std::fmt::Debug for Leadership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            None => f.write_str("Leadership::Sole"),
+            Some(s) => f
+                .debug_struct("Leadership")
+                .field("core", &*s.core.lock())
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl Leadership {
+    /// The only instance: it always leads and publishes unfenced (SQLite).
+    pub fn sole() -> Self {
+        Self(None)
+    }
+
+    /// Instance `instance` of several, leading only while it holds the lease.
+    pub fn lease(instance: impl Into<String>, timing: LeaseTiming) -> Self {
+        Self::with_clock(instance, timing, Arc::new(boottime))
+    }
+
+    /// [`Leadership::lease`] on another clock (tests).
+    pub fn with_clock(instance: impl Into<String>, timing: LeaseTiming, clock: MonoClock) -> Self {
+        let (wake, _) = watch::channel(Wake::Start);
+        Self(Some(Arc::new(Shared {
+            core: Mutex::new(LeaseCore::new(instance, timing)),
+            cluster: Mutex::new(None),
+            wake,
+            clock,
+        })))
+    }
+
+    /// True for one of several instances (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// What the engine may do now.
+    pub fn may_publish(&self) -> Publish {
+        match &self.0 {
+            None => Publish::Sole,
+            Some(s) => match s.core.lock().token((s.clock)()) {
+                Some(token) => Publish::Leader(token),
+                None => Publish::Follower,
+            },
+        }
+    }
+
+    /// True if this instance may decide and publish now.
+    pub fn is_leader(&self) -> bool {
+        self.may_publish() != Publish::Follower
+    }
+
+    /// The token to fence a publication with (`None`: the sole instance, or a follower).
+    pub fn token(&self) -> Option<LeaseToken> {
+        match self.may_publish() {
+            Publish::Leader(token) => Some(token),
+            _ => None,
+        }
+    }
+
+    /// This instance's name (`None`: the sole instance).
+    pub fn instance(&self) -> Option<String> {
+        self.0.as_ref().map(|s| s.core.lock().instance().to_owned())
+    }
+
+    /// The cluster's status as of the keeper's last round (`None` for the sole instance or
+    /// before the first round).
+    pub fn cluster(&self) -> Option<ClusterStatus> {
+        self.0.as_ref().and_then(|s| s.cluster.lock().clone())
+    }
+
+    /// Wakes for epochs published by any instance (`None` for the sole instance).
+    pub fn wakes(&self) -> Option<watch::Receiver<Wake>> {
+        self.0.as_ref().map(|s| s.wake.subscribe())
+    }
+
+    /// Where the epoch listener ([`super::run_listener`]) sends its wakes.
+    pub fn wake_sender(&self) -> Option<watch::Sender<Wake>> {
+        self.0.as_ref().map(|s| s.wake.clone())
+    }
+
+    /// The lease timing (`None` for the sole instance).
+    pub fn timing(&self) -> Option<LeaseTiming> {
+        self.0.as_ref().map(|s| s.core.lock().timing())
+    }
+
+    fn with_core<T>(&self, f: impl FnOnce(&mut LeaseCore, Mono) -> T) -> Option<T> {
+        self.0.as_ref().map(|s| f(&mut s.core.lock(), (s.clock)()))
+    }
+
+    /// The keeper's next request.
+    pub(crate) fn attempt(&self) -> Option<Attempt> {
+        self.with_core(|core, now| core.attempt(now))
+    }
+
+    /// The database granted `attempt` in `term`.
+    pub(crate) fn granted(&self, attempt: Attempt, term: u64) -> Change {
+        self.with_core(|core, now| core.granted(attempt, term, now))
+            .unwrap_or(Change::None)
+    }
+
+    /// Another instance holds the lease.
+    pub(crate) fn refused(&self) -> Change {
+        self.with_core(|core, now| core.refused(now))
+            .unwrap_or(Change::None)
+    }
+
+    /// The keeper got no answer.
+    pub(crate) fn failed(&self) -> Change {
+        self.with_core(|core, now| core.failed(now))
+            .unwrap_or(Change::None)
+    }
+
+    /// Gives the lease up locally; the term to release in the database.
+    pub(crate) fn release(&self) -> Option<u64> {
+        self.with_core(|core, _| core.release()).flatten()
+    }
+
+    /// The keeper's latest reading of the cluster.
+    pub(crate) fn set_cluster(&self, status: ClusterStatus) {
+        if let Some(s) = &self.0 {
+            *s.cluster.lock() = Some(status);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    fn fake_clock() -> (Arc<AtomicU64>, MonoClock) {
+        let ms = Arc::new(AtomicU64::new(1_000));
+        let read = ms.clone();
+        (
+            ms,
+            Arc::new(move || Duration::from_millis(read.load(Ordering::SeqCst))),
+        )
+    }
+
+    #[test]
+    fn the_sole_instance_always_publishes_unfenced() {
+        let l = Leadership::sole();
+        assert_eq!(l.may_publish(), Publish::Sole);
+        assert!(l.is_leader());
+        assert_eq!(l.token(), None);
+        assert!(l.wakes().is_none());
+        assert!(l.attempt().is_none());
+    }
+
+    #[test]
+    fn a_lease_holder_leads_until_its_local_deadline_even_if_nobody_ticks() {
+        let (ms, clock) = fake_clock();
+        let l = Leadership::with_clock("a", LeaseTiming::new(Duration::from_secs(10)), clock);
+        assert_eq!(l.may_publish(), Publish::Follower);
+        let attempt = l.attempt().unwrap();
+        assert_eq!(l.granted(attempt, 4), Change::Acquired { term: 4 });
+        assert_eq!(l.may_publish(), Publish::Leader(LeaseToken::new("a", 4)));
+        ms.fetch_add(7_999, Ordering::SeqCst);
+        assert!(l.is_leader());
+        // The keeper is stuck: nobody calls failed() or refused(); the handle still steps
+        // down at 8 s (L - L/5) after the request was sent.
+        ms.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(l.may_publish(), Publish::Follower);
+        assert_eq!(l.token(), None);
+    }
+
+    #[test]
+    fn clones_share_one_state_and_wakes_reach_subscribers() {
+        let (_ms, clock) = fake_clock();
+        let l = Leadership::with_clock("a", LeaseTiming::new(Duration::from_secs(1)), clock);
+        let other = l.clone();
+        let attempt = l.attempt().unwrap();
+        l.granted(attempt, 1);
+        assert!(other.is_leader());
+        assert!(matches!(
+            other.refused(),
+            Change::SteppedDown { term: 1, .. }
+        ));
+        assert!(!l.is_leader());
+        let mut rx = l.wakes().unwrap();
+        other.wake_sender().unwrap().send_replace(Wake::Epoch(9));
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(*rx.borrow_and_update(), Wake::Epoch(9));
+    }
+}
