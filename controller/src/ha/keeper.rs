@@ -13,6 +13,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use meshtun_proto::report::Chain;
 use postgres::Client;
 
 use super::instances::{cluster_status, heartbeat, ClusterStatus};
@@ -112,7 +113,7 @@ pub async fn run_keeper(
             Ok(Some(term)) => leadership.granted(attempt, term),
             Ok(None) => leadership.refused(),
             Err(error) => {
-                tracing::error!(%error, "cannot renew the leader lease");
+                tracing::error!(error = %Chain(&error), "cannot renew the leader lease");
                 leadership.failed()
             }
         };
@@ -150,7 +151,9 @@ async fn step_down(
     });
     match tokio::time::timeout(within, job).await {
         Ok(Ok(Ok(_))) => tracing::info!(term, "released the leader lease"),
-        Ok(Ok(Err(error))) => tracing::warn!(%error, "cannot release the leader lease; it expires"),
+        Ok(Ok(Err(error))) => {
+            tracing::warn!(error = %Chain(&error), "cannot release the leader lease; it expires")
+        }
         _ => tracing::warn!("releasing the leader lease timed out; it expires"),
     }
 }
@@ -199,7 +202,9 @@ fn round(
         first,
     )
     .and_then(|()| cluster_status(&mut client))
-    .inspect_err(|error| tracing::warn!(%error, "cannot record this instance's heartbeat"))
+    .inspect_err(
+        |error| tracing::warn!(error = %Chain(error), "cannot record this instance's heartbeat"),
+    )
     .ok();
     Round {
         client: Parked(Some(client)),

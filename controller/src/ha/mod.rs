@@ -55,7 +55,7 @@ pub type Connect = Arc<dyn Fn() -> Result<postgres::Client, postgres::Error> + S
 #[derive(Debug, thiserror::Error)]
 pub enum HaError {
     /// A statement failed (connection lost, timeout, constraint...).
-    #[error("PostgreSQL, {what}: {source}")]
+    #[error("PostgreSQL, {what}")]
     Sql {
         /// What was being done.
         what: String,
@@ -64,7 +64,7 @@ pub enum HaError {
         source: postgres::Error,
     },
     /// No connection from the pool.
-    #[error("PostgreSQL, {what}: no connection from the pool: {source}")]
+    #[error("PostgreSQL, {what}: no connection from the pool")]
     Pool {
         /// What was being done.
         what: String,

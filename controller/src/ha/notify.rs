@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use meshtun_proto::report::Chain;
 use meshtun_proto::EpochId;
 use postgres::fallible_iterator::FallibleIterator as _;
 use postgres::{Client, Transaction};
@@ -79,7 +80,7 @@ pub async fn run_listener(connect: Connect, wake: watch::Sender<Wake>) {
                     backoff = MIN_BACKOFF;
                 }
                 tracing::error!(
-                    %error,
+                    error = %Chain(&error),
                     retry_in_ms = backoff.as_millis(),
                     "the epoch listener lost PostgreSQL; new epochs are not seen until it \
                      reconnects"
