@@ -63,7 +63,7 @@ impl fmt::Display for Database {
     }
 }
 
-/// The controller's durable state, on either backend. See the [module documentation](self).
+/// The controller's durable state, on either backend. See the module documentation of `store`.
 pub struct Store {
     inner: Inner,
 }
