@@ -268,6 +268,11 @@ impl Engine {
         self.state.read().epochs.clone()
     }
 
+    /// The newest epoch this instance holds (published here, or loaded from the leader).
+    pub fn newest_epoch_id(&self) -> Option<EpochId> {
+        self.state.read().epochs.last().map(|e| e.record.id)
+    }
+
     /// The epoch in force now: the highest id whose window contains now.
     pub fn current(&self) -> Option<Arc<EpochView>> {
         let now = self.clock.now_ms();

@@ -24,6 +24,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod blocking;
 pub mod bundles;
 pub mod cli;
 pub mod clock;

@@ -35,6 +35,7 @@ use postgres::{IsolationLevel, Row, Transaction};
 use super::codec::corrupt;
 use super::error::{PgError, SqlContext as _};
 use super::StoreError;
+use crate::blocking::OffRuntime;
 use crate::clock::Clock;
 pub use connect::PgTarget;
 
@@ -43,7 +44,7 @@ const POOL_SIZE: u32 = 16;
 
 /// The PostgreSQL store. See the [module documentation](self).
 pub struct PgStore {
-    pool: r2d2::Pool<connect::Manager>,
+    pool: OffRuntime<r2d2::Pool<connect::Manager>>,
     location: String,
     clock: Clock,
     connector: crate::ha::Connect,
@@ -78,7 +79,7 @@ impl PgStore {
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(manager);
         let store = Self {
-            pool,
+            pool: OffRuntime::new(pool),
             location,
             clock: Clock::system(),
             connector,
@@ -98,7 +99,7 @@ impl PgStore {
     /// The replay nonces every instance on this database shares, over the pool, for a
     /// replay window of `window_ms`.
     pub fn nonces(&self, window_ms: u64) -> crate::ha::PgNonces<connect::Manager> {
-        crate::ha::PgNonces::new(self.pool.clone(), window_ms)
+        crate::ha::PgNonces::new(r2d2::Pool::clone(&self.pool), window_ms)
     }
 
     /// Host and database (never a password).
