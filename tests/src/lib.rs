@@ -157,6 +157,16 @@ pub fn cargo() -> Option<PathBuf> {
     works.then_some(candidate)
 }
 
+/// `command` (a packaging script that runs `cargo build --release`) with the release profile
+/// made quick to build: no LTO, 16 codegen units. The tests check what the packages hold, how
+/// the binaries link and what they do, none of which depends on the optimiser; a release
+/// made by hand with `packaging/build` keeps the workspace's release profile (thin LTO).
+pub fn quick_release(command: &mut Command) -> &mut Command {
+    command
+        .env("CARGO_PROFILE_RELEASE_LTO", "false")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16")
+}
+
 /// The meshtun binary under test: `$MESHTUN_BIN`, or `meshtun` in the cargo target directory
 /// this test was built into (`target/<profile>/deps/<test>` → `target/<profile>/meshtun`).
 ///

@@ -41,7 +41,10 @@ fn the_controller_builds_as_one_static_binary_without_openssl() {
         return;
     };
     let script = repo_root().join("packaging/build-controller-static");
-    let built = run_command(Command::new(&script).env("CARGO", &cargo), BUILD_TIMEOUT);
+    let built = run_command(
+        meshtun_e2e::quick_release(Command::new(&script).env("CARGO", &cargo)),
+        BUILD_TIMEOUT,
+    );
     let stdout = built.expect_success();
     let bin = stdout
         .lines()

@@ -89,7 +89,10 @@ fn on_path(tool: &str) -> bool {
 fn build() -> Result<Packages, String> {
     let cargo = cargo().ok_or("cargo does not run")?;
     let script = repo_root().join("packaging/build");
-    let out = meshtun_e2e::try_run(Command::new(&script).env("CARGO", &cargo), BUILD_TIMEOUT)?;
+    let out = meshtun_e2e::try_run(
+        meshtun_e2e::quick_release(Command::new(&script).env("CARGO", &cargo)),
+        BUILD_TIMEOUT,
+    )?;
     if !out.success() {
         return Err(format!(
             "`{}` failed ({}):\n{}{}",
