@@ -132,6 +132,15 @@ impl TempCluster {
                 String::from_utf8_lossy(&out.stderr)
             )));
         }
+        if options.tcp_listen.is_some() {
+            // initdb allows TCP from loopback only; clients on the listening address's own
+            // networks authenticate with the password too.
+            let hba = data.join("pg_hba.conf");
+            let mut text =
+                fs::read_to_string(&hba).map_err(|e| err(format!("pg_hba.conf: {e}")))?;
+            text.push_str("\nhost all all samenet scram-sha-256\n");
+            fs::write(&hba, text).map_err(|e| err(format!("pg_hba.conf: {e}")))?;
+        }
         let tcp_port = match options.tcp_listen {
             Some(addr) => Some(addr.port()),
             None => options.tcp_password.then(free_port).transpose()?,

@@ -14,10 +14,37 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use meshtun_testbed::postgres::{TempCluster, SUPERUSER, TEST_PASSWORD};
 
+use super::{Mesh, Timing};
 use crate::netns::Netns;
+
+/// The timing of the HA tests: a 6 s epoch published 4 s ahead (longer than a failover:
+/// the lease plus a third of it), 3 s long polls, 3 s grace, a benchmark every second.
+pub const HA_TIMING: Timing = Timing {
+    epoch: 6,
+    lead: 4,
+    long_poll: 3,
+    grace: 3,
+    interval: 1,
+};
+
+/// The HA tests' `[ha] lease`, seconds.
+pub const LEASE: u64 = 2;
+
+/// Two instances with [`LEASE`].
+pub const TWO_INSTANCES: Backend = Backend::Postgres {
+    instances: 2,
+    lease: LEASE,
+};
+
+/// How long a takeover may take after the leader stops renewing: the lease, plus the
+/// acquirer's poll (a third of it), plus scheduling slack.
+pub fn takeover_bound(lease: u64) -> Duration {
+    Duration::from_millis(lease * 1000 + lease * 1000 / 3 + 700)
+}
 
 /// PostgreSQL's host number in 192.0.2.0/24.
 pub const DATABASE_HOST: u8 = 240;
@@ -201,6 +228,39 @@ impl HaDatabase {
             .lines()
             .map(str::to_owned)
             .collect()
+    }
+}
+
+impl Mesh {
+    /// Waits until an instance holds an unexpired lease, and returns its index; fails the
+    /// test if none does within `timeout`.
+    pub fn wait_leader(&self, timeout: Duration) -> usize {
+        let mut last = None;
+        let found = crate::wait_until(timeout, || {
+            let lease = self.database().lease();
+            let live = lease.live && self.instances().iter().any(|i| i.name == lease.holder);
+            last = Some(lease);
+            live
+        });
+        let lease = last.expect("wait_until runs its condition at least once");
+        assert!(
+            found,
+            "no instance held a live lease within {timeout:?}; last lease row: {lease:?}"
+        );
+        self.instance_index(&lease.holder)
+    }
+
+    /// When the next epoch is due to be published, Unix milliseconds: `lead` before the end
+    /// of the epoch that ends last.
+    pub fn next_publication_due(&self) -> u64 {
+        let newest = self
+            .database()
+            .epochs()
+            .into_iter()
+            .map(|e| e.not_after_ms)
+            .max()
+            .expect("the database holds no epoch");
+        newest.saturating_sub(self.timing().lead * 1000)
     }
 }
 

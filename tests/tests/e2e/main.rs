@@ -24,6 +24,7 @@ mod gating_controller;
 mod gating_deny;
 mod gating_mesh;
 mod gating_restore;
+mod ha_failover;
 mod harness_wireguard_go;
 mod interop_wireguard_go;
 mod lifecycle;
