@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use meshtun_testbed::postgres::{TempCluster, SUPERUSER, TEST_PASSWORD};
 
-use super::{Mesh, Timing};
+use super::{ControllerProc, Mesh, Timing};
 use crate::netns::Netns;
 
 /// The timing of the HA tests: a 6 s epoch published 4 s ahead (longer than a failover:
@@ -232,6 +232,18 @@ impl HaDatabase {
 }
 
 impl Mesh {
+    /// Starts every instance, instance 0 first, and waits until it leads before starting
+    /// the others: so instance 0 leads, and the nodes, which use their first URL, use the
+    /// leader.
+    pub fn start_cluster(&self) -> Vec<ControllerProc<'_>> {
+        let first = self.start_instance(0);
+        let leader = self.wait_leader(takeover_bound(LEASE) * 3);
+        assert_eq!(leader, 0, "instance 0, alone, did not become the leader");
+        let mut all = vec![first];
+        all.extend((1..self.instances().len()).map(|i| self.start_instance(i)));
+        all
+    }
+
     /// Waits until an instance holds an unexpired lease, and returns its index; fails the
     /// test if none does within `timeout`.
     pub fn wait_leader(&self, timeout: Duration) -> usize {
