@@ -48,4 +48,4 @@ pub use meshtun_testbed::postgres as temp_cluster;
 pub mod testing;
 pub mod tls;
 
-pub use service::{serve, Epochs, ServeError, ServeSettings};
+pub use service::{serve, Epochs, ServeError, ServeSettings, Shared};

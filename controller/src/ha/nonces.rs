@@ -108,6 +108,10 @@ impl<M: ManageConnection<Connection = Client>> PgNonces<M> {
 }
 
 impl<M: ManageConnection<Connection = Client>> NonceStore for PgNonces<M> {
+    fn blocks(&self) -> bool {
+        true
+    }
+
     fn window_ms(&self) -> u64 {
         self.window_ms
     }
