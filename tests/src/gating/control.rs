@@ -90,6 +90,15 @@ impl<'m> ControllerProc<'m> {
         self.stopped = false;
     }
 
+    /// Sends SIGTERM and waits for the exit; its status, or `None` if it had to be killed
+    /// (after [`crate::process`]'s stop timeout).
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        if self.stopped {
+            self.cont();
+        }
+        self.process.terminate()
+    }
+
     /// Starts `serve` again on the same state (after [`ControllerProc::kill`]) and waits
     /// until it answers.
     pub fn restart(&mut self) {

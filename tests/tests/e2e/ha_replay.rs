@@ -1,6 +1,7 @@
 //! Controller high availability: a signed node request accepted by one instance and
 //! replayed, byte for byte, to the other is refused there (the instances share the replay
-//! nonces in PostgreSQL), both ways; a replay to the same instance is refused too.
+//! nonces in PostgreSQL), both ways; a replay to the same instance is refused too. Then
+//! each instance stops cleanly on SIGTERM.
 
 use meshtun_e2e::controller::Reply;
 use meshtun_e2e::gating::ha::{HA_TIMING, TWO_INSTANCES};
@@ -34,7 +35,7 @@ fn a_signed_request_replayed_to_the_other_instance_is_refused() {
         return;
     }
     let mesh = Mesh::with_backend("ha_replay", HA_TIMING, &["a"], TWO_INSTANCES);
-    let _ctls: Vec<_> = (0..2).map(|i| mesh.start_instance(i)).collect();
+    let mut ctls: Vec<_> = (0..2).map(|i| mesh.start_instance(i)).collect();
     for (first, other) in [(0, 1), (1, 0)] {
         let [accepted, again, replayed] = send_and_replay(&mesh, first, other);
         assert_eq!(
@@ -56,6 +57,16 @@ fn a_signed_request_replayed_to_the_other_instance_is_refused() {
              ({}): {}",
             replayed.status,
             replayed.text()
+        );
+    }
+    for ctl in &mut ctls {
+        let log = ctl.log();
+        let status = ctl.terminate();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{} did not stop cleanly on SIGTERM ({status:?}); its log:\n{log}{}",
+            ctl.name(),
+            ctl.log()
         );
     }
 }
