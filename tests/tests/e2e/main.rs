@@ -25,6 +25,7 @@ mod gating_deny;
 mod gating_mesh;
 mod gating_restore;
 mod ha_failover;
+mod ha_partition;
 mod ha_pause;
 mod ha_replay;
 mod harness_wireguard_go;
