@@ -24,6 +24,7 @@ mod gating_controller;
 mod gating_deny;
 mod gating_mesh;
 mod gating_restore;
+mod ha_deny;
 mod ha_failover;
 mod ha_partition;
 mod ha_pause;
