@@ -262,6 +262,15 @@ impl Mesh {
         self.instance_index(&lease.holder)
     }
 
+    /// Waits until instance `name` holds an unexpired lease; the Unix ms time it was first
+    /// seen to, or `None` after `timeout`.
+    pub fn wait_lease_holder(&self, name: &str, timeout: Duration) -> Option<u64> {
+        super::observe::first_time(timeout, Duration::from_millis(20), || {
+            let lease = self.database().lease();
+            lease.live && lease.holder == name
+        })
+    }
+
     /// When the next epoch is due to be published, Unix milliseconds: `lead` before the end
     /// of the epoch that ends last.
     pub fn next_publication_due(&self) -> u64 {

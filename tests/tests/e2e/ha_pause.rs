@@ -36,11 +36,9 @@ fn a_leader_paused_past_its_lease_is_replaced_and_publishes_nothing_stale() {
     ));
     let stopped_ms = now_ms();
     ctls[0].stop();
-    let took_over = first_time(takeover_bound(LEASE) * 3, Duration::from_millis(20), || {
-        let lease = db.lease();
-        lease.live && lease.holder == "ctl-1"
-    })
-    .unwrap_or_else(|| panic!("ctl-1 never took over; lease: {:?}", db.lease()));
+    let took_over = mesh
+        .wait_lease_holder("ctl-1", takeover_bound(LEASE) * 3)
+        .unwrap_or_else(|| panic!("ctl-1 never took over; lease: {:?}", db.lease()));
     let takeover_ms = took_over - stopped_ms;
     let by_other = first_time(HA_TIMING.epoch_len() * 2, Duration::from_millis(50), || {
         db.publications()
