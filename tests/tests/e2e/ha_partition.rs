@@ -118,9 +118,14 @@ fn a_leader_cut_off_from_the_database_stops_publishing_and_its_nodes_move() {
         .ok(&["nft", "delete", "table", "inet", "e2e_cut"]);
     eprintln!(
         "ha partition: ctl-0 cut off {} ms before its publication was due; ctl-1 published \
-         {} ms after the cut; every node on ctl-1 {} ms after the cut; 0 pings lost",
+         {} ms after the cut; every node on ctl-1 {} ms after the cut; 0 pings lost; the \
+         cut-off ctl-0 answered a bundle request with {:?}",
         due - cut_ms,
         by_other - cut_ms,
-        moved - cut_ms
+        moved - cut_ms,
+        answer
+            .as_ref()
+            .map(|r| r.status)
+            .map_err(ToString::to_string)
     );
 }
