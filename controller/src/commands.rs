@@ -268,6 +268,9 @@ pub async fn serve(
         status_listen = %config.status_listen,
         "/metrics and /v1/status on status_listen"
     );
+    // The engine's last reference closes its store, whose PostgreSQL driver must not be
+    // dropped on a runtime thread (it panics there): it is dropped off the runtime below.
+    let last = engine.clone();
     let settings = ServeSettings {
         engine,
         api,
@@ -276,7 +279,9 @@ pub async fn serve(
         epochs: Epochs::Scheduled,
         shared,
     };
-    Ok(crate::serve(listener, settings, shutdown).await?)
+    let served = crate::serve(listener, settings, shutdown).await;
+    let _ = tokio::task::spawn_blocking(move || drop(last)).await;
+    Ok(served?)
 }
 
 /// File descriptors kept for everything but connections: the database, logs, listeners.

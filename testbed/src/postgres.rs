@@ -1,7 +1,8 @@
 //! A throwaway PostgreSQL cluster for tests: `initdb` and `postgres` in a temporary
 //! directory, run as an unprivileged user when the caller is root (PostgreSQL refuses to run
 //! as root), listening on a Unix socket in that directory (and, if asked, on 127.0.0.1 at a
-//! free port). Stopped and removed when dropped.
+//! free port, or on a given address inside a network namespace: [`TempCluster::start_in`]).
+//! Stopped and removed when dropped.
 //!
 //! The controller's tests, the end-to-end tests and `meshtun demo --ha` use it. The server
 //! binaries come from `$MESHTUN_PG_BIN`, or else the newest
@@ -9,12 +10,13 @@
 
 use std::fs;
 use std::io;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -60,6 +62,10 @@ pub struct Options {
     /// Also listen on 127.0.0.1 at a free port, where the superuser needs
     /// [`TEST_PASSWORD`] (SCRAM); the Unix socket stays trusted.
     pub tcp_password: bool,
+    /// Listen on this address and port instead of 127.0.0.1 at a free port (implies
+    /// [`Options::tcp_password`]); with [`TempCluster::start_in`], an address of that
+    /// namespace.
+    pub tcp_listen: Option<SocketAddr>,
 }
 
 /// A running temporary cluster. See the [module documentation](self).
@@ -69,6 +75,11 @@ pub struct TempCluster {
     bin: PathBuf,
     server: Child,
     tcp_port: Option<u16>,
+    tcp_listen: Option<SocketAddr>,
+    /// With [`TempCluster::start_in`]: the thread that started the server, which must live
+    /// as long as it (the server's parent-death signal follows that thread), and the sender
+    /// whose drop ends it.
+    keeper: Option<(mpsc::Sender<()>, thread::JoinHandle<()>)>,
 }
 
 impl TempCluster {
@@ -121,7 +132,24 @@ impl TempCluster {
                 String::from_utf8_lossy(&out.stderr)
             )));
         }
-        let tcp_port = options.tcp_password.then(free_port).transpose()?;
+        if options.tcp_listen.is_some() {
+            // initdb allows TCP from loopback only; clients on the listening address's own
+            // networks authenticate with the password too.
+            let hba = data.join("pg_hba.conf");
+            let mut text =
+                fs::read_to_string(&hba).map_err(|e| err(format!("pg_hba.conf: {e}")))?;
+            text.push_str("\nhost all all samenet scram-sha-256\n");
+            fs::write(&hba, text).map_err(|e| err(format!("pg_hba.conf: {e}")))?;
+        }
+        let tcp_port = match options.tcp_listen {
+            Some(addr) => Some(addr.port()),
+            None => options.tcp_password.then(free_port).transpose()?,
+        };
+        let listen_addresses = match (options.tcp_listen, tcp_port) {
+            (Some(addr), _) => format!("listen_addresses={}", addr.ip()),
+            (None, Some(_)) => "listen_addresses=127.0.0.1".to_owned(),
+            (None, None) => "listen_addresses=".to_owned(),
+        };
         let mut postgres = Command::new(bin.join("postgres"));
         postgres
             .arg("-D")
@@ -131,14 +159,7 @@ impl TempCluster {
             .args(["-p", &tcp_port.unwrap_or(SOCKET_PORT).to_string()])
             .args(["-c", "fsync=off", "-c", "max_connections=200"])
             .args(["-c", "shared_buffers=32MB"])
-            .args([
-                "-c",
-                if tcp_port.is_some() {
-                    "listen_addresses=127.0.0.1"
-                } else {
-                    "listen_addresses="
-                },
-            ])
+            .args(["-c", &listen_addresses])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(
@@ -151,8 +172,49 @@ impl TempCluster {
             bin,
             server,
             tcp_port,
+            tcp_listen: options.tcp_listen,
+            keeper: None,
         };
         cluster.wait_ready()?;
+        Ok(cluster)
+    }
+
+    /// Starts a cluster inside the network namespace `netns` (its name under
+    /// `/var/run/netns`), listening on `listen` there with password authentication (and on
+    /// its Unix socket, which every namespace reaches through the file system). The server is
+    /// started from a thread that entered the namespace and lives until the cluster is
+    /// dropped.
+    pub fn start_in(netns: &str, listen: SocketAddr) -> Result<Self, ClusterError> {
+        let path = Path::new(crate::netns::NETNS_DIR).join(netns);
+        let (started_tx, started_rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let handle = thread::Builder::new()
+            .name(format!("temp-cluster-{netns}"))
+            .spawn(move || {
+                let entered = fs::File::open(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|f| {
+                        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
+                            .map_err(|e| e.to_string())
+                    })
+                    .map_err(|e| err(format!("cannot enter namespace {}: {e}", path.display())));
+                let options = Options {
+                    tcp_password: true,
+                    tcp_listen: Some(listen),
+                };
+                let started = entered.and_then(|()| TempCluster::start_with(options));
+                let ok = started.is_ok();
+                let _ = started_tx.send(started);
+                if ok {
+                    // Until the cluster is dropped (which drops the sender).
+                    let _ = stop_rx.recv();
+                }
+            })
+            .map_err(|e| err(format!("cannot start the cluster thread: {e}")))?;
+        let mut cluster = started_rx
+            .recv()
+            .map_err(|_| err("the cluster thread ended early"))??;
+        cluster.keeper = Some((stop_tx, handle));
         Ok(cluster)
     }
 
@@ -203,6 +265,11 @@ impl TempCluster {
     /// The TCP port on 127.0.0.1, if started with [`Options::tcp_password`].
     pub fn tcp_port(&self) -> Option<u16> {
         self.tcp_port
+    }
+
+    /// The TCP address given by [`Options::tcp_listen`].
+    pub fn tcp_listen(&self) -> Option<SocketAddr> {
+        self.tcp_listen
     }
 
     /// A `postgres://` URL for `database` over the Unix socket, as the superuser.
@@ -294,6 +361,10 @@ impl TempCluster {
 impl Drop for TempCluster {
     fn drop(&mut self) {
         self.stop();
+        if let Some((stop, handle)) = self.keeper.take() {
+            drop(stop);
+            let _ = handle.join();
+        }
     }
 }
 

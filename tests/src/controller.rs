@@ -534,18 +534,42 @@ impl Client {
         path_and_query: &str,
         body: Vec<u8>,
     ) -> Result<Reply, reqwest::Error> {
+        let sig = self.sign(node, method, path_and_query, &body);
+        self.send_signed(&sig, method, path_and_query, body)
+    }
+
+    /// `node`'s signature of a request, made now with a fresh nonce (to send, or replay,
+    /// with [`Client::send_signed`]).
+    pub fn sign(
+        &self,
+        node: &TestNode,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> RequestSignature {
         let controller = self.controller.expect(
             "a signing client needs the controller key: use ControllerHome::client after init",
         );
-        let sig = RequestSignature::sign(
+        RequestSignature::sign(
             &node.identity,
             &controller,
             &node.id,
             method,
             path_and_query,
-            &body,
+            body,
             now_ms(),
-        );
+        )
+    }
+
+    /// Sends a request with the headers of `sig` (made by [`Client::sign`] for the same
+    /// method, path and body: or replayed).
+    pub fn send_signed(
+        &self,
+        sig: &RequestSignature,
+        method: &str,
+        path_and_query: &str,
+        body: Vec<u8>,
+    ) -> Result<Reply, reqwest::Error> {
         let method =
             reqwest::Method::from_bytes(method.as_bytes()).expect("a valid HTTP method name");
         let mut request = self

@@ -22,6 +22,7 @@ const AUDIT_PAGE: usize = 500;
 /// if it was stopped). If the test fails, its status, its rotations and its log are printed.
 pub struct ControllerProc<'m> {
     mesh: &'m Mesh,
+    index: usize,
     process: Supervised<'m>,
     starts: u32,
     stopped: bool,
@@ -31,14 +32,30 @@ pub use meshtun_testbed::controller::Rotation;
 use meshtun_testbed::controller::{parse_audit, AuditEvent};
 
 impl<'m> ControllerProc<'m> {
-    /// Starts `serve` for `mesh` and waits until `status` answers.
-    pub(super) fn start(mesh: &'m Mesh) -> Self {
+    /// Starts instance `index`'s `serve` for `mesh` and waits until `status` answers.
+    pub(super) fn start(mesh: &'m Mesh, index: usize) -> Self {
         Self {
             mesh,
-            process: spawn(mesh, 1),
+            index,
+            process: spawn(mesh, index, 1),
             starts: 1,
             stopped: false,
         }
+    }
+
+    /// Which instance of the mesh this is.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// This instance's `[ha] instance` name.
+    pub fn name(&self) -> &str {
+        &self.mesh.instance(self.index).name
+    }
+
+    /// Whether it is stopped (SIGSTOP).
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
     }
 
     /// The process id of the running `serve`.
@@ -73,17 +90,26 @@ impl<'m> ControllerProc<'m> {
         self.stopped = false;
     }
 
+    /// Sends SIGTERM and waits for the exit; its status, or `None` if it had to be killed
+    /// (after [`crate::process`]'s stop timeout).
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        if self.stopped {
+            self.cont();
+        }
+        self.process.terminate()
+    }
+
     /// Starts `serve` again on the same state (after [`ControllerProc::kill`]) and waits
     /// until it answers.
     pub fn restart(&mut self) {
         self.starts += 1;
-        self.process = spawn(self.mesh, self.starts);
+        self.process = spawn(self.mesh, self.index, self.starts);
     }
 
     /// `meshtun-controller ARGS` with the mesh's configuration, inside the controller's
     /// namespace (for the commands that talk to the running controller).
     pub fn command(&self, args: &[&str]) -> Command {
-        command(self.mesh, args)
+        self.mesh.controller_command(self.index, args)
     }
 
     /// `status`, parsed; fails the test if the controller does not answer.
@@ -150,9 +176,8 @@ impl<'m> ControllerProc<'m> {
     /// Waits until the controller's database holds a benchmark from each of `ids`.
     pub fn wait_benchmarks(&self, ids: &[&str], timeout: Duration) {
         let ok = crate::wait_until(timeout, || {
-            let stored = self.mesh.home().open_db().benchmarks();
-            ids.iter()
-                .all(|id| stored.keys().any(|(node, _)| node == id))
+            let stored = self.mesh.benchmarked_nodes();
+            ids.iter().all(|id| stored.iter().any(|node| node == id))
         });
         assert!(
             ok,
@@ -165,7 +190,7 @@ impl<'m> ControllerProc<'m> {
         let mut rotations = Vec::new();
         let mut from = 1;
         loop {
-            let out = self.mesh.home().run_ok(&[
+            let out = self.run_ok(&[
                 "audit",
                 "show",
                 "--from",
@@ -222,10 +247,7 @@ impl Drop for ControllerProc<'_> {
         if std::thread::panicking() {
             eprintln!("----- controller status -----\n{}", self.status_text());
             let audit = try_run(
-                &mut self
-                    .mesh
-                    .home()
-                    .command(&["audit", "show", "--limit", "1000"]),
+                &mut self.command(&["audit", "show", "--limit", "1000"]),
                 COMMAND_TIMEOUT,
             );
             if let Ok(out) = audit {
@@ -242,26 +264,21 @@ impl Drop for ControllerProc<'_> {
     }
 }
 
-/// `meshtun-controller --config FILE ARGS` inside the controller's namespace.
-fn command(mesh: &Mesh, args: &[&str]) -> Command {
-    let bin = crate::controller_bin();
-    let config = mesh.home().config_file().to_string_lossy().into_owned();
-    let mut full = vec!["--config", config.as_str()];
-    full.extend_from_slice(args);
-    let mut cmd = mesh.controller_ns().command(&bin.to_string_lossy(), &full);
-    cmd.env_remove("MESHTUN_LOG")
-        .env_remove("MESHTUN_CONTROLLER_CONFIG");
-    cmd
-}
-
-/// Starts `serve` (start number `n`, which names its log) and waits until `status` answers.
-fn spawn(mesh: &Mesh, n: u32) -> Supervised<'_> {
-    let cmd = command(mesh, &["--log", "info", "serve"]);
-    let log = mesh.dir().join(format!("controller-{n}.log"));
-    let label = format!("meshtun-controller serve (start {n})");
-    let mut process = Supervised::spawn(mesh.controller_ns(), label, cmd, log);
+/// Starts instance `index`'s `serve` (start number `n`, which names its log) and waits
+/// until `status` answers.
+fn spawn(mesh: &Mesh, index: usize, n: u32) -> Supervised<'_> {
+    let instance = mesh.instance(index);
+    let cmd = mesh.controller_command(index, &["--log", "info", "serve"]);
+    let log = mesh
+        .dir()
+        .join(format!("controller-{}-{n}.log", instance.name));
+    let label = format!("meshtun-controller serve ({}, start {n})", instance.name);
+    let mut process = Supervised::spawn(&instance.ns, label, cmd, log);
     process.wait_ready(|| {
-        let out: Output = try_run(&mut command(mesh, &["status"]), COMMAND_TIMEOUT)?;
+        let out: Output = try_run(
+            &mut mesh.controller_command(index, &["status"]),
+            COMMAND_TIMEOUT,
+        )?;
         if out.success() {
             Ok(())
         } else {

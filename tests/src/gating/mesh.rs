@@ -1,6 +1,7 @@
 //! The namespaces of a gated mesh, the controller's home and the nodes' files.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::MutexGuard;
@@ -10,6 +11,7 @@ use meshtun_proto::PublicKey;
 use tempfile::TempDir;
 
 use super::control::ControllerProc;
+use super::ha::{Backend, HaDatabase, DATABASE_HOST};
 use super::observe;
 use super::ping::PingRun;
 use super::{harness_output, Timing, CONTROLLER_HOST, CONTROLLER_PORT, NODE_PORT, PASSING};
@@ -113,13 +115,34 @@ impl GatedNode {
     }
 }
 
-/// A hub namespace with a bridge, the controller's namespace and home, and the gated nodes
-/// (not yet running: see [`Mesh::start_controller`] and [`Mesh::start_node`]).
+/// One controller instance of a mesh: its namespace (on the bridge at `192.0.2.HOST`), its
+/// name and its home (configuration and state directory).
+pub struct Instance {
+    /// Its `[ha] instance` name (`ctl-0`, `ctl-1`…; `ctl-0` alone with SQLite).
+    pub name: String,
+    /// Host number: it listens on `192.0.2.HOST:8700`.
+    pub host: u8,
+    /// Its namespace.
+    pub ns: Netns,
+    /// Its configuration and state directory.
+    pub home: ControllerHome,
+}
+
+impl Instance {
+    /// The URL nodes use for it.
+    pub fn url(&self) -> String {
+        format!("http://192.0.2.{}:{CONTROLLER_PORT}", self.host)
+    }
+}
+
+/// A hub namespace with a bridge, the controller instances' namespaces and homes (and, with
+/// [`Backend::Postgres`], the database's), and the gated nodes (not yet running: see
+/// [`Mesh::start_controller`] and [`Mesh::start_node`]).
 pub struct Mesh {
     timing: Timing,
     hub: Netns,
-    controller_ns: Netns,
-    home: ControllerHome,
+    instances: Vec<Instance>,
+    database: Option<HaDatabase>,
     controller_key: String,
     nodes: Vec<GatedNode>,
     dir: TempDir,
@@ -133,6 +156,13 @@ impl Mesh {
     /// enrolls one node per id (the `i`-th has host number `i + 1`) with a passing score.
     /// Holds [`crate::exclusive`] until dropped: gated meshes assert on real time.
     pub fn new(test: &str, timing: Timing, ids: &[&str]) -> Self {
+        Self::with_backend(test, timing, ids, Backend::Sqlite)
+    }
+
+    /// Like [`Mesh::new`], with the controller deployed as `backend` says. With
+    /// [`Backend::Postgres`], the instances share the key and admin token made by one `init`,
+    /// and instance `i` listens on `192.0.2.(250 + i)`.
+    pub fn with_backend(test: &str, timing: Timing, ids: &[&str], backend: Backend) -> Self {
         let exclusive = crate::exclusive();
         let hub = Netns::new(test);
         hub.ip(&["link", "add", BRIDGE, "type", "bridge"]);
@@ -141,29 +171,128 @@ impl Mesh {
             .prefix("meshtun-gating-")
             .tempdir()
             .expect("cannot create a temporary directory");
-        let controller_ns = Netns::new(test);
-        let listen = SocketAddr::from(([192, 0, 2, CONTROLLER_HOST], CONTROLLER_PORT));
-        let home = ControllerHome::listening_on(listen, &timing.controller_settings());
         let mut mesh = Self {
             timing,
             hub,
-            controller_ns,
-            home,
+            instances: Vec::new(),
+            database: None,
             controller_key: String::new(),
             nodes: Vec::new(),
             dir,
             test: test.to_owned(),
             _exclusive: exclusive,
         };
-        mesh.connect(&mesh.controller_ns, CONTROLLER_HOST);
-        mesh.controller_key = controller_key(&mesh.home.init());
+        let (count, lease) = match backend {
+            Backend::Sqlite => (1, None),
+            Backend::Postgres { instances, lease } => {
+                assert!((1..=9).contains(&instances), "1 to 9 instances");
+                let ns = Netns::new(test);
+                mesh.connect(&ns, DATABASE_HOST);
+                mesh.database = Some(HaDatabase::start(ns, mesh.dir.path()));
+                (instances, Some(lease))
+            }
+        };
+        for i in 0..count {
+            let instance = mesh.new_instance(i, lease);
+            mesh.instances.push(instance);
+        }
+        mesh.controller_key = controller_key(&mesh.controller_run_ok(0, &["init"]));
+        mesh.share_secrets();
+        if let Some(db) = &mesh.database {
+            db.record_publications();
+        }
         for (i, id) in ids.iter().enumerate() {
-            let index = u8::try_from(i + 1).expect("at most 249 nodes");
+            let index = u8::try_from(i + 1).expect("at most 239 nodes");
             let node = mesh.add_node(id, index);
-            mesh.home.enroll(&node.keys);
+            mesh.enroll(&node.keys);
             mesh.nodes.push(node);
         }
         mesh
+    }
+
+    /// Instance `i`'s namespace and home, with `[ha]` settings if `lease` is given.
+    fn new_instance(&self, i: u8, lease: Option<u64>) -> Instance {
+        let name = format!("ctl-{i}");
+        let host = CONTROLLER_HOST + i;
+        let ns = Netns::new(&self.test);
+        self.connect(&ns, host);
+        let listen = SocketAddr::from(([192, 0, 2, host], CONTROLLER_PORT));
+        let mut settings = self.timing.controller_settings();
+        let top = match (&self.database, lease) {
+            (Some(db), Some(lease)) => {
+                settings.push_str(&format!("\n[ha]\nlease = {lease}\ninstance = \"{name}\"\n"));
+                db.config_lines(&name)
+            }
+            _ => String::new(),
+        };
+        let home = ControllerHome::with_header(listen, "http", &top, &settings);
+        Instance {
+            name,
+            host,
+            ns,
+            home,
+        }
+    }
+
+    /// Copies instance 0's key and admin token (made by `init`) to the other instances.
+    fn share_secrets(&self) {
+        let first = &self.instances[0].home;
+        for other in &self.instances[1..] {
+            let state = other.home.state_dir();
+            std::fs::create_dir_all(&state)
+                .unwrap_or_else(|e| panic!("cannot create {}: {e}", state.display()));
+            std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700))
+                .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", state.display()));
+            for (from, to) in [
+                (first.key_file(), other.home.key_file()),
+                (first.admin_token_file(), other.home.admin_token_file()),
+            ] {
+                std::fs::copy(&from, &to).unwrap_or_else(|e| {
+                    panic!("cannot copy {} to {}: {e}", from.display(), to.display())
+                });
+            }
+        }
+    }
+
+    /// `meshtun-controller node add` for `node`, run by instance 0.
+    fn enroll(&self, node: &TestNode) {
+        let wg = node.wg.public_key().to_base64();
+        let identity = node.identity.public().to_base64();
+        let mut args = vec![
+            "node",
+            "add",
+            &node.id,
+            "--wg-key",
+            &wg,
+            "--identity-key",
+            &identity,
+            "--address",
+            &node.address,
+        ];
+        if let Some(endpoint) = &node.endpoint {
+            args.extend(["--endpoint", endpoint]);
+        }
+        self.controller_run_ok(0, &args);
+    }
+
+    /// `meshtun-controller --config FILE ARGS` of instance `i`, inside its namespace (where
+    /// it reaches the database, whichever the backend).
+    pub fn controller_command(&self, i: usize, args: &[&str]) -> Command {
+        let instance = self.instance(i);
+        let bin = crate::controller_bin();
+        let config = instance.home.config_file().to_string_lossy().into_owned();
+        let mut full = vec!["--config", config.as_str()];
+        full.extend_from_slice(args);
+        let mut cmd = instance.ns.command(&bin.to_string_lossy(), &full);
+        cmd.env_remove("MESHTUN_LOG")
+            .env_remove("MESHTUN_CONTROLLER_CONFIG");
+        cmd
+    }
+
+    /// Runs [`Mesh::controller_command`] to completion and returns its stdout; fails the
+    /// test if it fails.
+    pub fn controller_run_ok(&self, i: usize, args: &[&str]) -> String {
+        run(&mut self.controller_command(i, args), COMMAND_TIMEOUT).expect_success()
     }
 
     fn add_node(&self, id: &str, index: u8) -> GatedNode {
@@ -231,14 +360,54 @@ impl Mesh {
         self.timing
     }
 
-    /// The controller's home (configuration, state, commands).
+    /// The controller's home (configuration, state, commands): instance 0's.
     pub fn home(&self) -> &ControllerHome {
-        &self.home
+        &self.instances[0].home
     }
 
-    /// The controller's namespace.
+    /// The controller's namespace: instance 0's.
     pub fn controller_ns(&self) -> &Netns {
-        &self.controller_ns
+        &self.instances[0].ns
+    }
+
+    /// Controller instance `i`; fails the test if there is none.
+    pub fn instance(&self, i: usize) -> &Instance {
+        self.instances
+            .get(i)
+            .unwrap_or_else(|| panic!("no controller instance {i} in the mesh"))
+    }
+
+    /// The controller instances.
+    pub fn instances(&self) -> &[Instance] {
+        &self.instances
+    }
+
+    /// The index of the instance named `name`; fails the test if there is none.
+    pub fn instance_index(&self, name: &str) -> usize {
+        self.instances
+            .iter()
+            .position(|i| i.name == name)
+            .unwrap_or_else(|| panic!("no controller instance named {name:?}"))
+    }
+
+    /// The PostgreSQL database of a [`Backend::Postgres`] mesh; fails the test otherwise.
+    pub fn database(&self) -> &HaDatabase {
+        self.database
+            .as_ref()
+            .expect("this mesh's controller runs on SQLite, not PostgreSQL")
+    }
+
+    /// The ids of the nodes with a stored benchmark, whichever the backend.
+    pub fn benchmarked_nodes(&self) -> Vec<String> {
+        match &self.database {
+            Some(db) => db.benchmarked_nodes(),
+            None => {
+                let stored = self.home().open_db().benchmarks();
+                let mut ids: Vec<String> = stored.keys().map(|(n, _)| n.clone()).collect();
+                ids.dedup();
+                ids
+            }
+        }
     }
 
     /// A directory for the test's files, removed with the mesh.
@@ -264,9 +433,15 @@ impl Mesh {
         self.node(id).set_score(score);
     }
 
-    /// Starts `meshtun-controller serve` in its namespace and waits until it answers.
+    /// Starts `meshtun-controller serve` in its namespace and waits until it answers
+    /// (instance 0).
     pub fn start_controller(&self) -> ControllerProc<'_> {
-        ControllerProc::start(self)
+        ControllerProc::start(self, 0)
+    }
+
+    /// Starts instance `i`'s `serve` in its namespace and waits until it answers.
+    pub fn start_instance(&self, i: usize) -> ControllerProc<'_> {
+        ControllerProc::start(self, i)
     }
 
     /// The `[controller]` and `[benchmark]` sections of node `id`'s configuration.
@@ -274,13 +449,18 @@ impl Mesh {
         let node = self.node(id);
         let text = |s: &str| toml::Value::String(s.to_owned()).to_string();
         let path = |p: PathBuf| text(&p.to_string_lossy());
-        let url = format!("http://192.0.2.{CONTROLLER_HOST}:{CONTROLLER_PORT}");
+        let urls: Vec<String> = self.instances.iter().map(Instance::url).collect();
+        let url = match urls.as_slice() {
+            [one] => text(one),
+            all => toml::Value::Array(all.iter().map(|u| toml::Value::String(u.clone())).collect())
+                .to_string(),
+        };
         format!(
             "\n[controller]\nurl = {}\npublic_key = {}\nnode_id = {}\n\
              identity_key_file = {}\ngrace = {}\ncache_file = {}\n\n\
              [benchmark]\ninterval = {}\ncommand = [\"/bin/cat\", {}]\n\
              suite_version = \"e2e-gating-1\"\n",
-            text(&url),
+            url,
             text(&self.controller_key),
             text(&node.id),
             path(node.identity_file()),

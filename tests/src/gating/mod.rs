@@ -16,6 +16,8 @@
 //! the test rewrites ([`Mesh::set_score`]).
 //!
 //! - [`Mesh`] and [`GatedNode`]: the namespaces, the controller's home and the nodes' files;
+//! - [`ha`]: several controller instances on one PostgreSQL database ([`Backend::Postgres`]),
+//!   the database in a namespace of its own at 192.0.2.240;
 //! - [`ControllerProc`]: `meshtun-controller serve` in its namespace: stop, continue, kill,
 //!   restart, and what `status` and `audit show` report;
 //! - [`PingRun`]: `ping -D` at a fixed rate in the background, and what it saw;
@@ -24,12 +26,14 @@
 //! Everything is cleaned up on drop; every wait is bounded in time.
 
 mod control;
+pub mod ha;
 mod mesh;
 pub mod observe;
 mod ping;
 
 pub use control::{ControllerProc, Rotation};
-pub use mesh::{GatedNode, Mesh};
+pub use ha::Backend;
+pub use mesh::{GatedNode, Instance, Mesh};
 pub use ping::{PingReport, PingRun};
 
 use std::time::Duration;

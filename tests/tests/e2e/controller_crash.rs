@@ -10,15 +10,97 @@
 //!
 //! Runs on loopback; needs neither root nor namespaces. The kill delays come from a seeded
 //! generator: the seed is printed, and `MESHTUN_CRASH_SEED=N` repeats a run.
+//!
+//! Both backends: SQLite (the default), and PostgreSQL (a throwaway cluster over its Unix
+//! socket; missing PostgreSQL fails the test under `CI=true`, and skips it visibly
+//! elsewhere).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use meshtun_e2e::controller::{
-    benchmark_body, now_ms, Client, ControllerHome, StoredEpoch, TestNode,
+    benchmark_body, free_loopback_port, now_ms, Client, ControllerHome, StoredEpoch, TestNode,
 };
+use meshtun_testbed::postgres::{shared_or_skip, TempCluster};
+
+/// Where the controller keeps its state, and how the test reads it.
+enum Backend {
+    /// The home's SQLite database.
+    Sqlite,
+    /// A database of a PostgreSQL cluster, reached over its Unix socket.
+    Postgres {
+        cluster: &'static TempCluster,
+        database: String,
+    },
+}
+
+impl Backend {
+    /// The controller's home, with this backend's `database` line.
+    fn home(&self, settings: &str) -> ControllerHome {
+        match self {
+            Backend::Sqlite => ControllerHome::new(settings),
+            Backend::Postgres { cluster, database } => {
+                let listen = SocketAddr::from(([127, 0, 0, 1], free_loopback_port()));
+                let top = format!("database = \"{}\"\n", cluster.url(database));
+                ControllerHome::with_header(listen, "http", &top, settings)
+            }
+        }
+    }
+
+    /// Every stored benchmark: `(node, seq)` → the raw body.
+    fn benchmarks(&self, home: &ControllerHome) -> BTreeMap<(String, u64), Vec<u8>> {
+        match self {
+            Backend::Sqlite => home.open_db().benchmarks(),
+            Backend::Postgres { .. } => self
+                .rows("SELECT node_id, seq, encode(raw_body, 'hex') FROM benchmarks")
+                .into_iter()
+                .map(|f| {
+                    let seq = f[1].parse().expect("a numeric seq");
+                    let body = hex::decode(&f[2]).expect("hex from encode()");
+                    ((f[0].clone(), seq), body)
+                })
+                .collect(),
+        }
+    }
+
+    /// Every stored epoch, by id.
+    fn epochs(&self, home: &ControllerHome) -> Vec<StoredEpoch> {
+        match self {
+            Backend::Sqlite => home.open_db().epochs(),
+            Backend::Postgres { .. } => self
+                .rows(
+                    "SELECT id, secret, activation_ms, not_after_ms, cause FROM epochs \
+                     ORDER BY id",
+                )
+                .into_iter()
+                .map(|f| StoredEpoch {
+                    id: f[0].parse().expect("a numeric id"),
+                    secret_hex: f[1].clone(),
+                    activation_ms: f[2].parse().expect("a numeric activation"),
+                    not_after_ms: f[3].parse().expect("a numeric end"),
+                    cause: f[4].clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// psql's rows for `sql`, split at `|` (PostgreSQL only).
+    fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        let Backend::Postgres { cluster, database } = self else {
+            unreachable!("rows() reads PostgreSQL only")
+        };
+        let out = cluster
+            .psql(database, sql)
+            .unwrap_or_else(|e| panic!("psql {sql:?}: {e}"));
+        out.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| l.split('|').map(str::to_owned).collect())
+            .collect()
+    }
+}
 
 /// How many times `serve` is started and killed.
 const ROUNDS: u32 = 50;
@@ -94,9 +176,14 @@ impl Tally {
 
 /// Checks the database after a kill: acknowledged benchmarks present, nothing unsent, the
 /// epoch of the first start unchanged.
-fn check_database(home: &ControllerHome, round: u32, tally: &Tally, first: &StoredEpoch) {
-    let db = home.open_db();
-    let stored = db.benchmarks();
+fn check_database(
+    backend: &Backend,
+    home: &ControllerHome,
+    round: u32,
+    tally: &Tally,
+    first: &StoredEpoch,
+) {
+    let stored = backend.benchmarks(home);
     let missing: Vec<_> = tally
         .acknowledged
         .iter()
@@ -120,7 +207,7 @@ fn check_database(home: &ControllerHome, round: u32, tally: &Tally, first: &Stor
             }
         );
     }
-    let epochs = db.epochs();
+    let epochs = backend.epochs(home);
     assert_eq!(
         epochs.len(),
         1,
@@ -150,10 +237,27 @@ fn seed() -> u64 {
 
 #[test]
 fn acknowledged_benchmarks_and_the_epoch_survive_sigkill() {
+    crash_test(&Backend::Sqlite);
+}
+
+#[test]
+fn acknowledged_benchmarks_and_the_epoch_survive_sigkill_on_postgres() {
+    let test = "acknowledged_benchmarks_and_the_epoch_survive_sigkill_on_postgres";
+    let Some(cluster) = shared_or_skip(test) else {
+        return;
+    };
+    let database = cluster
+        .create_database("crash")
+        .unwrap_or_else(|e| panic!("{test}: {e}"));
+    crash_test(&Backend::Postgres { cluster, database });
+}
+
+fn crash_test(backend: &Backend) {
+    let _exclusive = meshtun_e2e::exclusive();
     let started = Instant::now();
     // The nodes submit as fast as the controller answers: durability is tested here, not
     // the per-node quota (controller_abuse tests that), so it is set above their pace.
-    let home = ControllerHome::new(
+    let home = backend.home(
         "[epoch]\nlength = 3600\nlead = 10\n[limits]\nnode_rate = 1000\nnode_burst = 10000\n",
     );
     home.init();
@@ -209,12 +313,12 @@ fn acknowledged_benchmarks_and_the_epoch_survive_sigkill() {
         tally.delays_ms.push(delay);
         tally.acknowledged_per_round.push(acknowledged);
         let epoch = first.get_or_insert_with(|| {
-            let epochs = home.open_db().epochs();
+            let epochs = backend.epochs(&home);
             assert_eq!(epochs.len(), 1, "the first start created {epochs:?}");
             assert_eq!(epochs[0].id, info.current.epoch);
             epochs[0].clone()
         });
-        check_database(&home, round, &tally, epoch);
+        check_database(backend, &home, round, &tally, epoch);
         if round % VERIFY_EVERY == 0 {
             home.audit_verify();
             verified += 1;
@@ -226,7 +330,7 @@ fn acknowledged_benchmarks_and_the_epoch_survive_sigkill() {
         "answers other than 201 to valid benchmarks: {:?}",
         tally.unexpected
     );
-    let stored = home.open_db().benchmarks().len();
+    let stored = backend.benchmarks(&home).len();
     let total = tally.acknowledged.len();
     assert!(
         total >= usize::try_from(ROUNDS).unwrap(),
