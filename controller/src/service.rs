@@ -162,7 +162,15 @@ pub async fn serve(
         let leadership = engine.leadership().clone();
         if let Some(wake) = leadership.wake_sender() {
             let listener = ha::run_listener(shared.parts.connect.clone(), wake);
-            tasks.spawn("epoch listener", listener);
+            let stop = stopped();
+            // It never ends by itself: it stops at the shutdown (dropped, its session ends
+            // within one poll), or `serve` would wait for it forever.
+            tasks.spawn("epoch listener", async move {
+                tokio::select! {
+                    () = listener => {}
+                    () = stop => {}
+                }
+            });
         }
         let keeper = ha::run_keeper(shared.parts.connect, leadership, shared.keeper, stopped());
         tasks.spawn("lease keeper", keeper);
