@@ -18,10 +18,17 @@ pub const DATABASE: &str = "meshtun";
 /// The state files every instance must hold alike: the signing key and the admin token.
 const SHARED_SECRETS: [&str; 2] = ["controller.key", "admin.token"];
 
+/// Whether PostgreSQL's server binaries (`initdb`, `postgres`) are where
+/// [`postgres::bin_dir`] looks.
+pub fn server_installed() -> bool {
+    postgres::bin_dir()
+        .is_some_and(|dir| dir.join("initdb").is_file() && dir.join("postgres").is_file())
+}
+
 /// Starts the cluster and creates the controllers' database; its URL (over the socket).
 /// Without PostgreSQL's server binaries, the error says what to install.
 pub fn start_cluster() -> Result<(TempCluster, String), DemoError> {
-    if postgres::bin_dir().is_none() {
+    if !server_installed() {
         return Err(DemoError::NoPostgres);
     }
     let cluster = TempCluster::start().map_err(|e| DemoError::Cluster(e.0))?;

@@ -367,7 +367,7 @@ pub async fn run(opts: DemoOptions, style: Style) -> Result<(), DemoError> {
         },
         other => other.into(),
     })?;
-    if opts.ha && meshtun_testbed::postgres::bin_dir().is_none() {
+    if opts.ha && !ha::server_installed() {
         return Err(DemoError::NoPostgres);
     }
     let bin = std::env::current_exe()
