@@ -130,6 +130,7 @@ fn demo(args: &meshtun::cli::DemoArgs) -> Result<()> {
         duration: Duration::from_secs(args.duration),
         keep_going: args.keep_going,
         keep: args.keep,
+        ha: args.ha,
     };
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     runtime()?.block_on(meshtun::demo::run(opts, Style::new(color)))?;

@@ -7,6 +7,10 @@
 //! The controller publishes a first epoch when it starts, before any node has a score; once
 //! every node's first score is in, the demo asks for a new epoch (`rotate`), the first one it
 //! shows.
+//!
+//! With `--ha` there are two, `ctl-1` and `ctl-2`, on one PostgreSQL database, each with its
+//! own home (`ctl-1/`, `ctl-2/`) holding the same key and admin token, as an operator copies
+//! them (see [`super::ha`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -19,9 +23,8 @@ use meshtun_testbed::controller::{
 use meshtun_testbed::process::{Ended, Process};
 use meshtun_testbed::Netns;
 
-use super::plan::{
-    controller_url, CONTROLLER_ADDR, CONTROLLER_PORT, LEAD, READMIT_AFTER, THRESHOLD,
-};
+use super::ha::{self, ClusterView};
+use super::plan::{ControllerSpec, CONTROLLER_PORT, HA_LEASE, LEAD, READMIT_AFTER, THRESHOLD};
 use super::DemoError;
 
 /// How long a node's bundle request waits for a newer epoch.
@@ -44,18 +47,30 @@ const STATUS_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 9700);
 
 /// The controller's configuration for the demo: the default policy (threshold 0.70,
 /// readmission after one passing evaluation), `epoch` long epochs published `LEAD` ahead,
-/// and an immediate epoch when an allowed node fails.
-pub fn settings(epoch: Duration) -> String {
-    let listen = SocketAddr::from((CONTROLLER_ADDR, CONTROLLER_PORT));
+/// and an immediate epoch when an allowed node fails. With a PostgreSQL `database`, the
+/// instance `spec` among several, with a short lease.
+pub fn settings(epoch: Duration, spec: &ControllerSpec, database: Option<&str>) -> String {
+    let listen = SocketAddr::from((spec.addr, CONTROLLER_PORT));
     let status = SocketAddr::from(STATUS_LISTEN);
-    let rest = format!(
+    let mut rest = String::new();
+    if let Some(url) = database {
+        rest.push_str(&format!("database = \"{url}\"\n"));
+    }
+    rest.push_str(&format!(
         "\n[epoch]\nlength = {}\nlead = {}\nrotate_on_deny = true\n\n\
          [policy]\nthreshold = {THRESHOLD:.2}\nreadmit_after = {READMIT_AFTER}\n\n\
          [api]\nlong_poll = {LONG_POLL_SECS}\n",
         epoch.as_secs(),
         LEAD.as_secs()
-    );
-    config_text(listen, status, &controller_url(), &rest)
+    ));
+    if database.is_some() {
+        rest.push_str(&format!(
+            "\n[ha]\nlease = {}\ninstance = \"{}\"\n",
+            HA_LEASE.as_secs(),
+            spec.instance
+        ));
+    }
+    config_text(listen, status, &spec.url(), &rest)
 }
 
 /// A node to enroll: its id, keys (base64) and addresses.
@@ -78,23 +93,81 @@ pub struct NodeToEnroll {
 pub struct ControllerHome {
     home: Home,
     key: String,
+    spec: ControllerSpec,
+    ha: bool,
 }
 
 impl ControllerHome {
-    /// Finds the binary, writes the configuration into `dir/controller/` and runs `init`.
-    pub fn init(dir: &Path, epoch: Duration) -> Result<Self, DemoError> {
+    /// Finds the binary, writes the configuration of `spec` and runs `init`: in
+    /// `dir/controller/` on SQLite, or in `dir/INSTANCE/` on the PostgreSQL `database`.
+    pub fn init(
+        dir: &Path,
+        epoch: Duration,
+        spec: &ControllerSpec,
+        database: Option<&str>,
+    ) -> Result<Self, DemoError> {
         let bin = find_program(PROGRAM)?;
-        let root = dir.join("controller");
+        let root = dir.join(if database.is_some() {
+            spec.instance
+        } else {
+            "controller"
+        });
         std::fs::create_dir(&root)
             .map_err(|e| DemoError::io(format!("cannot create {}", root.display()), e))?;
-        let home = Home::write(bin, root.join("controller.toml"), &settings(epoch))?;
+        let config = root.join("controller.toml");
+        let home = Home::write(bin, config, &settings(epoch, spec, database))?;
         let key = home.init()?;
-        Ok(Self { home, key })
+        Ok(Self {
+            home,
+            key,
+            spec: *spec,
+            ha: database.is_some(),
+        })
+    }
+
+    /// Another instance, `spec`, on the same PostgreSQL `database` as `self`: its home
+    /// gets `self`'s key and admin token before its `init`, which must then print the same
+    /// key.
+    pub fn another(
+        &self,
+        dir: &Path,
+        epoch: Duration,
+        spec: &ControllerSpec,
+        database: &str,
+    ) -> Result<Self, DemoError> {
+        let root = dir.join(spec.instance);
+        std::fs::create_dir(&root)
+            .map_err(|e| DemoError::io(format!("cannot create {}", root.display()), e))?;
+        let config = root.join("controller.toml");
+        let home = Home::write(
+            self.bin().to_owned(),
+            config,
+            &settings(epoch, spec, Some(database)),
+        )?;
+        ha::share_secrets(&self.home.state_dir(), &home.state_dir())?;
+        let key = home.init()?;
+        if key != self.key {
+            return Err(DemoError::Controller(format!(
+                "{} has key {key}, not {}'s {}",
+                spec.instance, self.spec.instance, self.key
+            )));
+        }
+        Ok(Self {
+            home,
+            key,
+            spec: *spec,
+            ha: true,
+        })
     }
 
     /// The controller's public key, base64, which the nodes pin.
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// Which controller of the scenario it is.
+    pub fn spec(&self) -> &ControllerSpec {
+        &self.spec
     }
 
     /// The binary that runs.
@@ -114,7 +187,7 @@ impl ControllerHome {
         Ok(())
     }
 
-    /// Starts `serve` in `ns`, logging to `controller/controller.log`, and waits until it
+    /// Starts `serve` in `ns`, logging to `controller.log` in its home, and waits until it
     /// answers `status`.
     pub fn serve(self, ns: &Netns) -> Result<Controller, DemoError> {
         let log = self.log_path();
@@ -126,6 +199,8 @@ impl ControllerHome {
             process,
             audit: AuditView::default(),
             read_at: None,
+            spec: self.spec,
+            ha: self.ha,
         };
         controller.wait_ready(ns)?;
         Ok(controller)
@@ -144,6 +219,8 @@ pub struct Controller {
     process: Process,
     audit: AuditView,
     read_at: Option<std::time::Instant>,
+    spec: ControllerSpec,
+    ha: bool,
 }
 
 impl Controller {
@@ -179,12 +256,42 @@ impl Controller {
         &self.ns
     }
 
+    /// Which controller of the scenario it is.
+    pub fn spec(&self) -> &ControllerSpec {
+        &self.spec
+    }
+
+    /// What it is called in the narrative: "the controller", or its instance name.
+    fn label(&self) -> String {
+        if self.ha {
+            self.spec.instance.to_owned()
+        } else {
+            "the controller".to_owned()
+        }
+    }
+
+    /// Kills `serve` with SIGKILL, as a crash would, and reaps it.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Who leads the cluster, as `meshtun-controller status` run in `ns` (its namespace)
+    /// says.
+    pub fn cluster(&self, ns: &Netns) -> Result<ClusterView, DemoError> {
+        let mut status = self.home.command(Some(ns), &["status"]);
+        let out = meshtun_testbed::run::run_ok(&mut status, START_WAIT)?;
+        ClusterView::parse(&out).map_err(|detail| {
+            DemoError::Controller(format!("`status` of {}: {detail}", self.spec.instance))
+        })
+    }
+
     /// An error with the end of its log if `serve` has exited.
     pub fn check_alive(&mut self) -> Result<(), DemoError> {
         match self.process.exited() {
             None => Ok(()),
             Some(status) => Err(DemoError::Controller(format!(
-                "`meshtun-controller serve` exited ({status}); the end of its log, {}:\n{}",
+                "`meshtun-controller serve` ({}) exited ({status}); the end of its log, {}:\n{}",
+                self.spec.instance,
                 self.process.log_path().display(),
                 self.process.log_tail(15)
             ))),
@@ -223,13 +330,14 @@ impl Controller {
     /// Stops `serve` by its pid: SIGTERM, up to 5 s, then SIGKILL. A line saying what
     /// happened.
     pub fn stop(&mut self) -> Result<String, DemoError> {
+        let label = self.label();
         match self.process.terminate(STOP_WAIT) {
-            Ended::Exited(status) if status.success() => Ok("stopped the controller".into()),
+            Ended::Exited(status) if status.success() => Ok(format!("stopped {label}")),
             Ended::Exited(status) => Err(DemoError::Controller(format!(
-                "it exited with {status} when stopped"
+                "{label} exited with {status} when stopped"
             ))),
-            Ended::Killed => Ok("killed the controller, which ignored SIGTERM for 5 s".into()),
-            Ended::AlreadyReaped => Ok("the controller had already stopped".into()),
+            Ended::Killed => Ok(format!("killed {label}, which ignored SIGTERM for 5 s")),
+            Ended::AlreadyReaped => Ok(format!("{label} had already stopped")),
         }
     }
 }
@@ -351,8 +459,29 @@ mod tests {
     }
 
     #[test]
+    fn with_ha_each_instance_names_itself_and_the_shared_database() {
+        let spec = &crate::demo::plan::CONTROLLERS[1];
+        let url = "postgres://meshtun@%2Ftmp%2Fpg/meshtun";
+        let table: toml::Table = settings(Duration::from_secs(5), spec, Some(url))
+            .parse()
+            .unwrap();
+        assert_eq!(table["database"].as_str(), Some(url));
+        assert_eq!(table["listen"].as_str(), Some("192.0.2.11:8700"));
+        assert_eq!(table["url"].as_str(), Some("http://192.0.2.11:8700"));
+        assert_eq!(table["ha"]["instance"].as_str(), Some("ctl-2"));
+        assert_eq!(table["ha"]["lease"].as_integer(), Some(2));
+        let single = settings(Duration::from_secs(5), spec, None);
+        let table: toml::Table = single.parse().unwrap();
+        assert!(!table.contains_key("database") && !table.contains_key("ha"));
+    }
+
+    #[test]
     fn the_configuration_is_the_scenario() {
-        let text = settings(Duration::from_secs(10));
+        let text = settings(
+            Duration::from_secs(10),
+            &crate::demo::plan::CONTROLLERS[0],
+            None,
+        );
         let table: toml::Table = text.parse().unwrap();
         assert_eq!(table["listen"].as_str(), Some("192.0.2.10:8700"));
         assert_eq!(table["url"].as_str(), Some("http://192.0.2.10:8700"));

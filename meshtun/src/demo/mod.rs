@@ -19,12 +19,19 @@
 //! - [`ping`]: ICMP echo through the tunnel from inside each namespace;
 //! - [`story`]: what has been shown so far; [`narrative`]: what is printed.
 //!
+//! With `--ha` ([`ha`], [`takeover`]): two controllers, `ctl-1` and `ctl-2`, on one
+//! throwaway PostgreSQL cluster the demo starts, and every node lists both URLs. A third of
+//! the way, the demo SIGKILLs the leader (named from `meshtun-controller status`) and shows
+//! the other taking over, the epochs going on, node-c still cut off, and node-a and node-b
+//! pinging each other ten times a second without losing one; node-c recovers at two thirds.
+//!
 //! Everything is removed on every way out: the normal end, an error, Ctrl-C or SIGTERM.
 //! Namespaces, processes, the controller's commands and the gate log parser are
 //! [`meshtun_testbed`]'s, shared with the end-to-end tests.
 
 pub mod controller;
 pub mod daemons;
+pub mod ha;
 pub mod narrative;
 pub mod netns;
 pub mod nodeconf;
@@ -33,6 +40,7 @@ pub mod ping;
 pub mod plan;
 mod scenario;
 pub mod story;
+mod takeover;
 
 use std::cell::RefCell;
 use std::io::Write as _;
@@ -110,6 +118,15 @@ pub enum DemoError {
         /// The last lines of their logs.
         tails: String,
     },
+    /// `--ha` without PostgreSQL's server binaries.
+    #[error(
+        "meshtun demo --ha needs PostgreSQL's server binaries (initdb, postgres), looked for \
+         in /usr/lib/postgresql/*/bin and $MESHTUN_PG_BIN: apt install postgresql"
+    )]
+    NoPostgres,
+    /// The demo's PostgreSQL cluster could not be started or used.
+    #[error("the demo's PostgreSQL: {0}")]
+    Cluster(String),
     /// A signal stopped the demo.
     #[error("interrupted by {0}")]
     Interrupted(&'static str),
@@ -194,7 +211,8 @@ struct Lab {
     dir: Option<tempfile::TempDir>,
     keep: bool,
     network: Option<Network>,
-    controller: Option<Controller>,
+    controllers: Vec<Controller>,
+    cluster: Option<meshtun_testbed::postgres::TempCluster>,
     daemons: Daemons,
 }
 
@@ -210,7 +228,8 @@ impl Lab {
             dir: Some(dir),
             keep,
             network: None,
-            controller: None,
+            controllers: Vec::new(),
+            cluster: None,
             daemons: Daemons::new(bin),
         })
     }
@@ -223,8 +242,8 @@ impl Lab {
             .unwrap_or_default()
     }
 
-    /// Stops the daemons, then the controller, deletes the namespaces and the directory;
-    /// returns a line for each step taken.
+    /// Stops the daemons, then the controllers and PostgreSQL, deletes the namespaces and
+    /// the directories; returns a line for each step taken.
     fn tear_down(&mut self) -> Vec<String> {
         let mut lines = Vec::new();
         let stopped = self.daemons.stop_all();
@@ -237,10 +256,23 @@ impl Lab {
             ));
         }
         lines.extend(stopped.problems);
-        if let Some(mut controller) = self.controller.take() {
+        for mut controller in std::mem::take(&mut self.controllers) {
             match controller.stop() {
                 Ok(line) => lines.push(line),
                 Err(error) => lines.push(meshtun_proto::report::describe(&error)),
+            }
+        }
+        if let Some(cluster) = self.cluster.take() {
+            let dir = cluster.socket_dir().display().to_string();
+            let pid = cluster.pid();
+            // Fast shutdown, then the directory is removed.
+            drop(cluster);
+            if std::path::Path::new(&dir).exists() {
+                lines.push(format!(
+                    "stopped PostgreSQL (pid {pid}); cannot remove {dir}"
+                ));
+            } else {
+                lines.push(format!("stopped PostgreSQL (pid {pid}) and removed {dir}"));
             }
         }
         if let Some(mut network) = self.network.take() {
@@ -335,6 +367,9 @@ pub async fn run(opts: DemoOptions, style: Style) -> Result<(), DemoError> {
         },
         other => other.into(),
     })?;
+    if opts.ha && !ha::server_installed() {
+        return Err(DemoError::NoPostgres);
+    }
     let bin = std::env::current_exe()
         .map_err(|e| DemoError::io("cannot find the meshtun executable", e))?;
     let mut signals = Signals::new()?;
@@ -350,7 +385,10 @@ pub async fn run(opts: DemoOptions, style: Style) -> Result<(), DemoError> {
         )));
     }
     let mut lab = Lab::new(opts.keep, bin)?;
-    let mut story = Story::default();
+    let mut story = Story {
+        ha: opts.ha.then(story::HaStory::default),
+        ..Story::default()
+    };
     let outcome = tokio::select! {
         result = scenario::play(&mut lab, &mut story, &opts, &narrator) => result,
         name = signals.recv() => Err(DemoError::Interrupted(name)),
@@ -437,6 +475,9 @@ mod tests {
     #[test]
     fn errors_say_what_to_do() {
         assert!(DemoError::NotRoot.to_string().contains("sudo meshtun demo"));
+        assert!(DemoError::NoPostgres
+            .to_string()
+            .contains("apt install postgresql"));
         let err = DemoError::Incomplete(vec!["a", "b"]);
         assert_eq!(err.to_string(), "the demo did not show: a; b");
     }

@@ -10,10 +10,13 @@ use std::time::Duration;
 use super::nodelog::NodeApplied;
 use super::ping::{Outcome, Probe};
 use super::plan::{
-    controller_url, DemoOptions, Names, BENCHMARK_INTERVAL_SECS, NODES, RECOVERED_MEAN, RECOVERING,
+    controllers, DemoOptions, Names, BENCHMARK_INTERVAL_SECS, NODES, RECOVERED_MEAN, RECOVERING,
     THRESHOLD,
 };
 use super::story::{Change, EpochSummary, Story};
+
+mod ha;
+pub use ha::{leader_killed, leader_named, new_leader_epoch, steady_line, took_over};
 
 /// Whether to colour the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,17 +86,25 @@ pub fn header(style: Style, names: &Names, opts: &DemoOptions, dir: &Path) -> St
         "{}\n",
         style.strong("meshtun demo: membership gating, live, on this machine")
     );
+    let who = if opts.ha {
+        ha::WHO
+    } else {
+        "A controller (`meshtun-controller serve`)"
+    };
     let _ = writeln!(
         out,
-        "A controller (`meshtun-controller serve`) and three nodes, each in its own network\n\
+        "{who} and three nodes, each in its own network\n\
          namespace, joined by a virtual switch. Each node runs `meshtun up` with a [controller]\n\
          section; nothing else tells it who its peers are.\n"
     );
-    let _ = writeln!(
-        out,
-        "  controller  {}   epochs of {epoch} s; a node needs an overall score of {THRESHOLD:.2}",
-        controller_url()
-    );
+    for spec in controllers(opts.ha) {
+        let name = if opts.ha { spec.instance } else { "controller" };
+        let _ = writeln!(
+            out,
+            "  {name:<10}  {}   epochs of {epoch} s; a node needs an overall score of {THRESHOLD:.2}",
+            spec.url()
+        );
+    }
     for node in &NODES {
         let _ = writeln!(
             out,
@@ -130,17 +141,28 @@ pub fn header(style: Style, names: &Names, opts: &DemoOptions, dir: &Path) -> St
         "Expect: node-a and node-b reach each other; {} is cut off.\n{recover}\n",
         recovering.id
     );
+    if let Some(kill) = opts.kill_at() {
+        let _ = writeln!(out, "{}", ha::expect_takeover(kill));
+    }
     let kept = if opts.keep {
         "kept at the end (--keep)"
     } else {
         "removed at the end; --keep keeps them"
     };
+    let (namespaces, database) = if opts.ha {
+        (
+            "hub,ctl,ctl2,a,b,c",
+            "controllers' homes\n(their database is PostgreSQL's, in its own temporary directory)",
+        )
+    } else {
+        ("hub,ctl,a,b,c", "controller's\ndatabase")
+    };
     let _ = writeln!(
         out,
         "{}",
         style.dim(&format!(
-            "Namespaces {}{{hub,ctl,a,b,c}}. Configurations, keys, logs and the controller's\n\
-             database are in {} ({kept}).\n\
+            "Namespaces {}{{{namespaces}}}. Configurations, keys, logs and the {database} \
+             are in {} ({kept}).\n\
              Ctrl-C stops the demo at any time; everything it created is removed.",
             names.prefix(),
             dir.display()
@@ -406,6 +428,9 @@ pub fn summary(style: Style, story: &Story) -> String {
         "  {} {back}",
         check(style, story.c_reconnected.is_some())
     );
+    if let Some(takeover) = &story.ha {
+        out.push_str(&ha::summary(style, takeover));
+    }
     out
 }
 
@@ -466,6 +491,7 @@ mod tests {
             cause: "schedule".into(),
             activates_in: Duration::from_millis(1_960),
             length: Duration::from_secs(10),
+            decided_ms: 0,
             decisions: vec![
                 NodeDecision {
                     node: "node-a".into(),
@@ -513,6 +539,7 @@ mod tests {
             cause: "schedule".into(),
             activates_in: Duration::ZERO,
             length: Duration::from_secs(5),
+            decided_ms: 0,
             decisions: vec![
                 decision("node-a", true, Some(0.884)),
                 decision("node-c", false, None),
@@ -579,6 +606,7 @@ mod tests {
             recovered: s(33),
             readmitted: Some((4, Duration::from_secs(38))),
             c_reconnected: None,
+            ha: None,
         };
         let text = summary(PLAIN, &story);
         assert!(text.contains("✓ node-a and node-b were allowed"), "{text}");
@@ -604,6 +632,7 @@ mod tests {
             duration: Duration::from_secs(120),
             keep_going: false,
             keep: false,
+            ha: false,
         };
         let text = header(
             PLAIN,

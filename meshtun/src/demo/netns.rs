@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use meshtun_testbed::Netns;
 
-use super::plan::{Names, CONTROLLER, CONTROLLER_ADDR, HUB, NODES, PREFIX_LEN};
+use super::plan::{controllers, Names, HUB, NODES, PREFIX_LEN};
 use super::DemoError;
 
 /// The bridge in the hub namespace.
@@ -24,19 +24,23 @@ pub struct Network {
 }
 
 impl Network {
-    /// Creates every namespace, the switch and the veth pairs, and addresses the outer
-    /// interfaces. What was created is deleted again if a step fails.
-    pub fn create(names: &Names) -> Result<Self, DemoError> {
+    /// Creates every namespace (with both controllers' if `ha`), the switch and the veth
+    /// pairs, and addresses the outer interfaces. What was created is deleted again if a
+    /// step fails.
+    pub fn create(names: &Names, ha: bool) -> Result<Self, DemoError> {
         let mut network = Self {
             namespaces: Vec::new(),
         };
-        for ns in names.all_namespaces() {
+        for ns in names.all_namespaces(ha) {
             network.namespaces.push(Netns::create(ns)?);
         }
         let hub = network.get(&names.namespace(HUB))?;
         hub.ip(&["link", "add", BRIDGE, "type", "bridge"])?;
         hub.ip(&["link", "set", BRIDGE, "up"])?;
-        let mut members = vec![(CONTROLLER.to_owned(), CONTROLLER_ADDR)];
+        let mut members: Vec<_> = controllers(ha)
+            .iter()
+            .map(|c| (c.role.to_owned(), c.addr))
+            .collect();
         members.extend(NODES.iter().map(|n| (n.letter.to_string(), n.outer)));
         for (role, addr) in members {
             join_switch(hub, network.get(&names.namespace(&role))?, &role, addr)?;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use meshtun_proto::{IdentityPublic, PrivateKey, PublicKey};
 
 use super::plan::{
-    controller_url, NodeSpec, BENCHMARK_INTERVAL_SECS, LISTEN_PORT, PREFIX_LEN, STDDEV,
+    controllers, NodeSpec, BENCHMARK_INTERVAL_SECS, LISTEN_PORT, PREFIX_LEN, STDDEV,
 };
 use super::DemoError;
 use crate::config::load_or_create_identity;
@@ -40,15 +40,32 @@ impl NodeFiles {
     }
 }
 
-/// The configuration of `node` with interface `ifname`, pinning `controller_key`, with
+/// The controllers a node's configuration lists: with `--ha` both, in order (the node
+/// moves to the next when it loses its current one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeSettings<'a> {
+    /// The controllers' key, which the node pins.
+    pub controller_key: &'a IdentityPublic,
+    /// Whether both controllers run.
+    pub ha: bool,
+}
+
+/// The `url` value: one string, or a list with `ha`.
+fn url_value(ha: bool) -> String {
+    let urls: Vec<String> = controllers(ha)
+        .iter()
+        .map(|c| format!("\"{}\"", c.url()))
+        .collect();
+    match urls.as_slice() {
+        [one] => one.clone(),
+        all => format!("[{}]", all.join(", ")),
+    }
+}
+
+/// The configuration of `node` with interface `ifname`, pinning the controller key, with
 /// simulated scores of mean `mean`. Key, identity and cache files are named relative to the
 /// configuration's directory.
-pub fn config_text(
-    node: &NodeSpec,
-    ifname: &str,
-    controller_key: &IdentityPublic,
-    mean: f64,
-) -> String {
+pub fn config_text(node: &NodeSpec, ifname: &str, settings: NodeSettings<'_>, mean: f64) -> String {
     format!(
         "# {id} of `meshtun demo`\n\
          [interface]\n\
@@ -58,7 +75,7 @@ pub fn config_text(
          listen_port = {LISTEN_PORT}\n\
          \n\
          [controller]\n\
-         url = \"{url}\"\n\
+         url = {url}\n\
          public_key = \"{key}\"\n\
          node_id = \"{id}\"\n\
          identity_key_file = \"{id}.identity\"\n\
@@ -70,8 +87,8 @@ pub fn config_text(
          suite_version = \"demo\"\n",
         id = node.id,
         tunnel = node.tunnel,
-        url = controller_url(),
-        key = controller_key.to_base64(),
+        url = url_value(settings.ha),
+        key = settings.controller_key.to_base64(),
     )
 }
 
@@ -81,7 +98,7 @@ pub fn write_node(
     dir: &Path,
     node: &NodeSpec,
     ifname: &str,
-    controller_key: &IdentityPublic,
+    settings: NodeSettings<'_>,
 ) -> Result<NodeKeys, DemoError> {
     let wg = PrivateKey::generate();
     let key_file = dir.join(format!("{}.key", node.id));
@@ -90,7 +107,7 @@ pub fn write_node(
     write_private_file(&key_file, text.as_bytes(), Replace::Never)
         .map_err(|source| DemoError::io(format!("cannot write {}", key_file.display()), source))?;
     let identity = load_or_create_identity(&dir.join(format!("{}.identity", node.id)))?;
-    write_config(dir, node, ifname, controller_key, node.mean)?;
+    write_config(dir, node, ifname, settings, node.mean)?;
     Ok(NodeKeys {
         wg_public_key: wg.public_key(),
         identity_key: identity.key.public(),
@@ -102,11 +119,11 @@ pub fn write_config(
     dir: &Path,
     node: &NodeSpec,
     ifname: &str,
-    controller_key: &IdentityPublic,
+    settings: NodeSettings<'_>,
     mean: f64,
 ) -> Result<(), DemoError> {
     let path = NodeFiles::new(dir, node).config;
-    let text = config_text(node, ifname, controller_key, mean);
+    let text = config_text(node, ifname, settings, mean);
     write_private_file(&path, text.as_bytes(), Replace::Atomically)
         .map_err(|source| DemoError::io(format!("cannot write {}", path.display()), source))
 }
@@ -124,7 +141,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let controller = IdentityKey::generate().public();
         let node = &NODES[1];
-        let keys = write_node(dir.path(), node, "mtdemo42b", &controller).unwrap();
+        let settings = NodeSettings {
+            controller_key: &controller,
+            ha: false,
+        };
+        let keys = write_node(dir.path(), node, "mtdemo42b", settings).unwrap();
 
         let config = Config::load(&NodeFiles::new(dir.path(), node).config).unwrap();
         assert_eq!(config.interface.name, "mtdemo42b");
@@ -169,10 +190,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let controller = IdentityKey::generate().public();
         let node = &NODES[2];
-        write_node(dir.path(), node, "mtdemo42c", &controller).unwrap();
+        let settings = NodeSettings {
+            controller_key: &controller,
+            ha: true,
+        };
+        write_node(dir.path(), node, "mtdemo42c", settings).unwrap();
         let path = NodeFiles::new(dir.path(), node).config;
         let before = Config::load(&path).unwrap();
-        write_config(dir.path(), node, "mtdemo42c", &controller, RECOVERED_MEAN).unwrap();
+        assert_eq!(
+            before.controller.as_ref().unwrap().urls,
+            ["http://192.0.2.10:8700", "http://192.0.2.11:8700"],
+            "with --ha a node lists both controllers"
+        );
+        write_config(dir.path(), node, "mtdemo42c", settings, RECOVERED_MEAN).unwrap();
         let after = Config::load(&path).unwrap();
         assert_eq!(
             after.benchmark.as_ref().unwrap().source,
@@ -190,8 +220,12 @@ mod tests {
     fn keys_are_never_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         let controller = IdentityKey::generate().public();
-        write_node(dir.path(), &NODES[0], "mtdemo42a", &controller).unwrap();
-        let err = write_node(dir.path(), &NODES[0], "mtdemo42a", &controller).unwrap_err();
+        let settings = NodeSettings {
+            controller_key: &controller,
+            ha: false,
+        };
+        write_node(dir.path(), &NODES[0], "mtdemo42a", settings).unwrap();
+        let err = write_node(dir.path(), &NODES[0], "mtdemo42a", settings).unwrap_err();
         assert!(err.to_string().contains("node-a.key"), "{err}");
     }
 }

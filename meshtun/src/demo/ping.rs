@@ -3,7 +3,10 @@
 //! through the node's tunnel interface; all nodes at once, each waiting at most the timeout.
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::plan::NodeSpec;
 use crate::probe::{self, Reachability};
@@ -95,6 +98,110 @@ impl Pinger {
     }
 }
 
+/// The most pings [`Steady`] sends in each direction, and the longest it runs, whatever
+/// happens to the demo's loop.
+const STEADY_MAX: (u32, Duration) = (6_000, Duration::from_secs(600));
+
+/// Pings answered and sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Answered within the timeout.
+    pub answered: u32,
+    /// Sent (or tried).
+    pub sent: u32,
+}
+
+/// Pings one way from each of its senders to its target, one after the other at a steady
+/// pace, until [`Steady::finish`]: each on its own thread, in its sender's namespace.
+#[derive(Debug)]
+pub struct Steady {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Tally>>,
+}
+
+impl Steady {
+    /// Starts pinging `to` from each `from`, every `every`, each ping waiting at most
+    /// `timeout`.
+    pub fn start(
+        pairs: Vec<(PingFrom, &'static NodeSpec)>,
+        every: Duration,
+        timeout: Duration,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = pairs
+            .into_iter()
+            .map(|(from, to)| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || steady_from(&from, to, every, timeout, &stop))
+            })
+            .collect();
+        Self { stop, threads }
+    }
+
+    /// Stops and returns the total over every direction.
+    pub fn finish(mut self) -> Tally {
+        self.stop.store(true, Ordering::Relaxed);
+        std::mem::take(&mut self.threads)
+            .into_iter()
+            .map(|t| t.join().unwrap_or_default())
+            .fold(Tally::default(), |sum, t| Tally {
+                answered: sum.answered + t.answered,
+                sent: sum.sent + t.sent,
+            })
+    }
+}
+
+impl Drop for Steady {
+    /// Stops the threads (on an early end of the demo); they end within one ping.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One direction of [`Steady`]. A namespace that cannot be entered counts one ping sent,
+/// none answered.
+fn steady_from(
+    from: &PingFrom,
+    to: &NodeSpec,
+    every: Duration,
+    timeout: Duration,
+    stop: &AtomicBool,
+) -> Tally {
+    let address = [Some(IpAddr::from(to.tunnel))];
+    let started = Instant::now();
+    let result = meshtun_testbed::enter_named(&from.namespace, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let mut tally = Tally::default();
+        while !stop.load(Ordering::Relaxed)
+            && tally.sent < STEADY_MAX.0
+            && started.elapsed() < STEADY_MAX.1
+        {
+            let sent_at = Instant::now();
+            let result = runtime.block_on(probe::probe(&from.ifname, &address, timeout));
+            tally.sent += 1;
+            if result
+                .into_iter()
+                .next()
+                .map(Outcome::from)
+                .is_some_and(|o| matches!(o, Outcome::Reply(_)))
+            {
+                tally.answered += 1;
+            }
+            std::thread::sleep(every.saturating_sub(sent_at.elapsed()));
+        }
+        Ok::<_, std::io::Error>(tally)
+    });
+    match result {
+        Ok(Ok(tally)) => tally,
+        _ => Tally {
+            answered: 0,
+            sent: 1,
+        },
+    }
+}
+
 /// Pings `targets` from inside `from`'s namespace, through its tunnel interface.
 fn ping_from(from: &PingFrom, targets: &[&NodeSpec], timeout: Duration) -> Vec<Probe> {
     let addresses: Vec<Option<IpAddr>> = targets.iter().map(|t| Some(t.tunnel.into())).collect();
@@ -149,6 +256,28 @@ mod tests {
                 reason: reason.clone()
             }),
             Outcome::SendFailed(reason)
+        );
+    }
+
+    #[test]
+    fn steady_pings_from_a_missing_namespace_count_as_lost() {
+        let nodes = &crate::demo::plan::NODES;
+        let from = PingFrom {
+            node: &nodes[0],
+            namespace: "mtdemo-no-such-namespace".into(),
+            ifname: "mtdemo0a".into(),
+        };
+        let steady = Steady::start(
+            vec![(from, &nodes[1])],
+            Duration::from_millis(10),
+            Duration::from_millis(10),
+        );
+        assert_eq!(
+            steady.finish(),
+            Tally {
+                answered: 0,
+                sent: 1
+            }
         );
     }
 

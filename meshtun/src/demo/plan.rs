@@ -59,8 +59,57 @@ const _: () = assert!(RECOVERED_MEAN - 5.0 * STDDEV >= THRESHOLD);
 /// Seconds between two benchmark runs of a node.
 pub const BENCHMARK_INTERVAL_SECS: u64 = 2;
 
-/// The controller's address on the outer network.
+/// The (first) controller's address on the outer network.
 pub const CONTROLLER_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+
+/// One controller instance of the scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControllerSpec {
+    /// Its instance name (`[ha] instance`), also its directory in the demo's directory.
+    pub instance: &'static str,
+    /// The role in its namespace's name.
+    pub role: &'static str,
+    /// Its address on the outer network.
+    pub addr: Ipv4Addr,
+}
+
+impl ControllerSpec {
+    /// Its base URL, as the nodes use it.
+    pub fn url(&self) -> String {
+        format!("http://{}:{CONTROLLER_PORT}", self.addr)
+    }
+}
+
+/// The controllers: the first alone by default, both with `--ha`.
+pub const CONTROLLERS: [ControllerSpec; 2] = [
+    ControllerSpec {
+        instance: "ctl-1",
+        role: CONTROLLER,
+        addr: CONTROLLER_ADDR,
+    },
+    ControllerSpec {
+        instance: "ctl-2",
+        role: "ctl2",
+        addr: Ipv4Addr::new(192, 0, 2, 11),
+    },
+];
+
+/// The controllers that run: both with `ha`, the first otherwise.
+pub fn controllers(ha: bool) -> &'static [ControllerSpec] {
+    if ha {
+        &CONTROLLERS
+    } else {
+        &CONTROLLERS[..1]
+    }
+}
+
+/// With `--ha`: how long the leader's lease lasts (`[ha] lease`); a dead leader is replaced
+/// within `lease + lease/3`.
+pub const HA_LEASE: Duration = Duration::from_secs(2);
+
+/// With `--ha`: time between two pings from node-a to node-b (and back) while the leader is
+/// replaced, to count every one lost.
+pub const STEADY_PING_EVERY: Duration = Duration::from_millis(100);
 
 /// The controller's API port.
 pub const CONTROLLER_PORT: u16 = 8700;
@@ -107,15 +156,18 @@ pub struct DemoOptions {
     pub keep_going: bool,
     /// Keep the temporary directory (configurations, keys, logs, database) at the end.
     pub keep: bool,
+    /// Two controllers on one PostgreSQL; the leader is killed a third of the way.
+    pub ha: bool,
 }
 
 impl DemoOptions {
     /// The shortest `duration` for an `epoch`: long enough to show c cut off, recovering,
-    /// and readmitted.
+    /// and readmitted (and, with `ha`, the leader killed and replaced before that).
     ///
-    /// Node c recovers half-way, so each half must be long enough.
-    pub fn min_duration(epoch: Duration) -> Duration {
-        BEFORE_RECOVERY_MIN.max(epoch + AFTER_RECOVERY_MARGIN) * 2
+    /// Node c recovers half-way, so each half must be long enough; with `ha` the leader is
+    /// killed a third of the way and c recovers at two thirds, so each third must be.
+    pub fn min_duration(epoch: Duration, ha: bool) -> Duration {
+        BEFORE_RECOVERY_MIN.max(epoch + AFTER_RECOVERY_MARGIN) * if ha { 3 } else { 2 }
     }
 
     /// Checks the values; the error says which option is wrong and what would do.
@@ -127,21 +179,32 @@ impl DemoOptions {
                 "--epoch {secs}: an epoch lasts {min} to {max} seconds in the demo"
             ));
         }
-        let shortest = Self::min_duration(self.epoch);
+        let shortest = Self::min_duration(self.epoch, self.ha);
         if self.duration < shortest {
             return Err(format!(
-                "--duration {}: with {secs} s epochs the demo needs at least {} s \
+                "--duration {}: with {secs} s epochs the demo{} needs at least {} s \
                  (to show node-c cut off, recovering and readmitted)",
                 self.duration.as_secs(),
+                if self.ha { " with --ha" } else { "" },
                 shortest.as_secs()
             ));
         }
         Ok(())
     }
 
-    /// When node c's score recovers, counted from the first epoch.
+    /// When node c's score recovers, counted from the first epoch: half-way, or at two
+    /// thirds with `ha`.
     pub fn recover_at(&self) -> Duration {
-        self.duration / 2
+        if self.ha {
+            self.duration * 2 / 3
+        } else {
+            self.duration / 2
+        }
+    }
+
+    /// With `ha`, when the leader is killed, counted from the first epoch: a third of the way.
+    pub fn kill_at(&self) -> Option<Duration> {
+        self.ha.then(|| self.duration / 3)
     }
 
     /// When the demo ends, counted from the first epoch; `None` with `--keep-going`.
@@ -183,9 +246,10 @@ impl Names {
         self.namespace(&node.letter.to_string())
     }
 
-    /// Every namespace, the hub first.
-    pub fn all_namespaces(&self) -> Vec<String> {
-        let mut all = vec![self.namespace(HUB), self.namespace(CONTROLLER)];
+    /// Every namespace, the hub first, with the controllers of `ha`.
+    pub fn all_namespaces(&self, ha: bool) -> Vec<String> {
+        let mut all = vec![self.namespace(HUB)];
+        all.extend(controllers(ha).iter().map(|c| self.namespace(c.role)));
         all.extend(NODES.iter().map(|n| self.node_namespace(n)));
         all
     }
@@ -217,6 +281,7 @@ mod tests {
             duration: Duration::from_secs(duration),
             keep_going: false,
             keep: false,
+            ha: false,
         }
     }
 
@@ -225,13 +290,41 @@ mod tests {
         assert_eq!(options(10, 120).validate(), Ok(()));
         assert_eq!(options(5, 60).validate(), Ok(()));
         assert_eq!(
-            DemoOptions::min_duration(Duration::from_secs(10)).as_secs(),
+            DemoOptions::min_duration(Duration::from_secs(10), false).as_secs(),
             50
         );
         assert_eq!(
-            DemoOptions::min_duration(Duration::from_secs(4)).as_secs(),
+            DemoOptions::min_duration(Duration::from_secs(4), false).as_secs(),
             38
         );
+        let mut ha = options(5, 60);
+        ha.ha = true;
+        assert_eq!(ha.validate(), Ok(()));
+        ha.epoch = Duration::from_secs(10);
+        ha.duration = Duration::from_secs(120);
+        assert_eq!(ha.validate(), Ok(()));
+    }
+
+    #[test]
+    fn with_ha_the_leader_dies_a_third_of_the_way_and_c_recovers_at_two_thirds() {
+        let mut o = options(5, 60);
+        assert_eq!(o.kill_at(), None);
+        o.ha = true;
+        assert_eq!(o.kill_at(), Some(Duration::from_secs(20)));
+        assert_eq!(o.recover_at(), Duration::from_secs(40));
+        o.duration = Duration::from_secs(59);
+        let err = o.validate().unwrap_err();
+        assert!(
+            err.contains("--ha") && err.contains("at least 60 s"),
+            "{err}"
+        );
+        let names = Names::new(7);
+        assert_eq!(names.all_namespaces(true).len(), 6);
+        assert!(names
+            .all_namespaces(true)
+            .contains(&"mtdemo-7-ctl2".to_owned()));
+        assert_eq!(controllers(false), &CONTROLLERS[..1]);
+        assert_eq!(CONTROLLERS[1].url(), "http://192.0.2.11:8700");
     }
 
     #[test]
@@ -266,9 +359,9 @@ mod tests {
             let ifname = names.ifname(node);
             assert!(ifname.len() <= 15, "{ifname}");
         }
-        assert_eq!(names.all_namespaces().len(), 5);
+        assert_eq!(names.all_namespaces(false).len(), 5);
         assert!(names
-            .all_namespaces()
+            .all_namespaces(false)
             .iter()
             .all(|n| n.starts_with(&names.prefix())));
         assert_ne!(

@@ -1,5 +1,7 @@
 //! The scenario, step by step: set up, wait for the first scores, start the epochs, then
-//! watch epochs, logs and pings, recover node-c half-way, and stop at the end.
+//! watch epochs, logs and pings, recover node-c half-way (with `--ha`: kill the leader a
+//! third of the way, see [`super::takeover`], and recover node-c at two thirds), and stop at
+//! the end.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,14 +15,15 @@ use tokio::task::JoinHandle;
 use super::controller::{Controller, ControllerHome, NodeToEnroll};
 use super::narrative::{self, Style};
 use super::netns::Network;
-use super::nodeconf::{self, NodeFiles};
+use super::nodeconf::{self, NodeFiles, NodeSettings};
 use super::nodelog::{self, AppliedEpochs};
 use super::ping::{PingFrom, Pinger, Probe};
 use super::plan::{
-    controller_url, DemoOptions, Names, NodeSpec, CONTROLLER, LISTEN_PORT, NODES, PING_EVERY,
-    PING_TIMEOUT, PREFIX_LEN, RECOVERED_MEAN, RECOVERING, THRESHOLD,
+    controllers, DemoOptions, Names, NodeSpec, LISTEN_PORT, NODES, PING_EVERY, PING_TIMEOUT,
+    PREFIX_LEN, RECOVERED_MEAN, RECOVERING, THRESHOLD,
 };
 use super::story::{Change, EpochSummary, NodeDecision, Story};
+use super::takeover::Takeover;
 use super::{DemoError, Lab, Narrator};
 
 /// How long the nodes have to deliver their first scores.
@@ -33,12 +36,13 @@ const TICK: Duration = Duration::from_millis(200);
 const TAIL_LINES: usize = 8;
 
 /// The running scenario's state.
-struct Watch<'a> {
-    lab: &'a mut Lab,
-    story: &'a mut Story,
-    narrator: &'a Narrator,
-    style: Style,
-    names: Names,
+pub(super) struct Watch<'a> {
+    pub(super) lab: &'a mut Lab,
+    pub(super) story: &'a mut Story,
+    pub(super) narrator: &'a Narrator,
+    pub(super) style: Style,
+    pub(super) names: Names,
+    pub(super) ha: bool,
     followers: Vec<(&'static str, LogFollower)>,
     applied: AppliedEpochs,
     first_epoch: u64,
@@ -62,6 +66,7 @@ pub(super) async fn play(
         narrator,
         style,
         names,
+        ha: opts.ha,
         followers: Vec::new(),
         applied: AppliedEpochs::default(),
         first_epoch: u64::MAX,
@@ -74,28 +79,85 @@ pub(super) async fn play(
 }
 
 impl Watch<'_> {
-    /// The controller (present from [`Watch::set_up`] on).
+    /// The first controller (present from [`Watch::set_up`] on), whose home reads the audit
+    /// log: with `--ha` from the shared database, also after it was killed.
     fn controller(&mut self) -> Result<&mut Controller, DemoError> {
-        self.lab
-            .controller
-            .as_mut()
-            .ok_or_else(|| DemoError::Controller("not started".into()))
+        self.lab.controllers.first_mut().ok_or_else(not_started)
     }
 
-    /// Builds the network, writes the controller's and the nodes' files, enrolls the nodes,
-    /// starts the controller and the daemons. Returns the controller's key.
+    /// The controllers' homes, `init` run: one on SQLite, or with `--ha` two on the demo's
+    /// own PostgreSQL cluster, which this starts.
+    fn controller_homes(
+        &mut self,
+        dir: &Path,
+        opts: &DemoOptions,
+    ) -> Result<Vec<ControllerHome>, DemoError> {
+        let specs = controllers(self.ha);
+        if !self.ha {
+            return Ok(vec![ControllerHome::init(
+                dir, opts.epoch, &specs[0], None,
+            )?]);
+        }
+        let (cluster, database) = super::ha::start_cluster()?;
+        self.narrator.event(&format!(
+            "PostgreSQL (initdb and postgres as nobody) listening on its Unix socket in {} \
+             (pid {}); database {}",
+            cluster.socket_dir().display(),
+            cluster.pid(),
+            super::ha::DATABASE
+        ));
+        self.lab.cluster = Some(cluster);
+        let first = ControllerHome::init(dir, opts.epoch, &specs[0], Some(&database))?;
+        let mut homes = Vec::new();
+        for spec in &specs[1..] {
+            homes.push(first.another(dir, opts.epoch, spec, &database)?);
+        }
+        homes.insert(0, first);
+        Ok(homes)
+    }
+
+    /// Starts `serve` for each home in its namespace.
+    fn serve(&mut self, homes: Vec<ControllerHome>) -> Result<(), DemoError> {
+        let network = self.lab.network.as_ref().ok_or_else(not_started)?;
+        for home in homes {
+            let spec = *home.spec();
+            let bin = home.bin().display().to_string();
+            let ns = network.get(&self.names.namespace(spec.role))?;
+            let controller = home.serve(ns)?;
+            let instance = if self.ha {
+                format!(" as {}", spec.instance)
+            } else {
+                String::new()
+            };
+            self.narrator.event(&format!(
+                "{bin} serving {} in {} (pid {}){instance}",
+                spec.url(),
+                ns.name(),
+                controller.pid().unwrap_or_default()
+            ));
+            self.lab.controllers.push(controller);
+        }
+        Ok(())
+    }
+
+    /// Builds the network, writes the controllers' and the nodes' files, enrolls the nodes,
+    /// starts the controllers and the daemons. Returns the controllers' key.
     fn set_up(&mut self, dir: &Path, opts: &DemoOptions) -> Result<IdentityPublic, DemoError> {
-        let home = ControllerHome::init(dir, opts.epoch)?;
-        let key = IdentityPublic::from_base64(home.key()).map_err(|e| {
+        let homes = self.controller_homes(dir, opts)?;
+        let key = IdentityPublic::from_base64(homes[0].key()).map_err(|e| {
             DemoError::Controller(format!("`init` printed a key that does not parse: {e}"))
         })?;
-        self.lab.network = Some(Network::create(&self.names)?);
+        self.lab.network = Some(Network::create(&self.names, self.ha)?);
         self.narrator.event(&format!(
             "network namespaces and the virtual switch are up (outer network 192.0.2.0/{PREFIX_LEN})"
         ));
+        let settings = NodeSettings {
+            controller_key: &key,
+            ha: self.ha,
+        };
         for node in &NODES {
-            let keys = nodeconf::write_node(dir, node, &self.names.ifname(node), &key)?;
-            home.enroll(&NodeToEnroll {
+            let keys = nodeconf::write_node(dir, node, &self.names.ifname(node), settings)?;
+            homes[0].enroll(&NodeToEnroll {
                 id: node.id,
                 wg_key: keys.wg_public_key.to_base64(),
                 identity_key: keys.identity_key.to_base64(),
@@ -103,17 +165,10 @@ impl Watch<'_> {
                 endpoint: format!("{}:{LISTEN_PORT}", node.outer),
             })?;
         }
-        let bin = home.bin().display().to_string();
+        self.narrator
+            .event("node-a, node-b and node-c enrolled with `meshtun-controller node add`");
+        self.serve(homes)?;
         let network = self.lab.network.as_ref().ok_or_else(not_started)?;
-        let ns = network.get(&self.names.namespace(CONTROLLER))?;
-        let controller = home.serve(ns)?;
-        self.narrator.event(&format!(
-            "{bin} serving {} in {} (pid {}); node-a, node-b and node-c enrolled with `node add`",
-            controller_url(),
-            ns.name(),
-            controller.pid().unwrap_or_default()
-        ));
-        self.lab.controller = Some(controller);
         for node in &NODES {
             let files = NodeFiles::new(dir, node);
             let ns = network.get(&self.names.node_namespace(node))?;
@@ -133,10 +188,13 @@ impl Watch<'_> {
         Ok(key)
     }
 
-    /// Fails if a daemon or the controller has stopped.
+    /// Fails if a daemon or a controller has stopped (other than by the demo's kill).
     fn check_alive(&mut self) -> Result<(), DemoError> {
         self.lab.daemons.check_alive()?;
-        self.controller()?.check_alive()
+        for controller in &mut self.lab.controllers {
+            controller.check_alive()?;
+        }
+        Ok(())
     }
 
     /// Prints the nodes' new notable log lines, and what they applied of each epoch once
@@ -210,12 +268,14 @@ impl Watch<'_> {
         }
     }
 
-    /// Asks the controller for a new epoch (`meshtun-controller rotate`), decided on every
-    /// node's score: the first epoch shown. Earlier epochs are not shown.
+    /// Asks the controller (with `--ha`, the leader) for a new epoch
+    /// (`meshtun-controller rotate`), decided on every node's score: the first epoch shown.
+    /// Earlier epochs are not shown.
     fn begin_epochs(&mut self) -> Result<(), DemoError> {
+        let leader = if self.ha { self.name_leader()? } else { 0 };
         let network = self.lab.network.as_ref().ok_or_else(not_started)?;
-        let ns = network.get(&self.names.namespace(CONTROLLER))?;
-        let controller = self.lab.controller.as_ref().ok_or_else(not_started)?;
+        let controller = self.lab.controllers.get(leader).ok_or_else(not_started)?;
+        let ns = network.get(&self.names.namespace(controller.spec().role))?;
         let epoch = controller.rotate(ns)?;
         self.first_epoch = epoch;
         self.applied.start_at(epoch);
@@ -246,6 +306,7 @@ impl Watch<'_> {
             }
             let summary = EpochSummary {
                 id: rotation.epoch,
+                decided_ms: rotation.created_ms,
                 cause: rotation.cause.clone(),
                 activates_in: Duration::from_millis(rotation.activation_ms.saturating_sub(now_ms)),
                 length: Duration::from_millis(
@@ -254,9 +315,13 @@ impl Watch<'_> {
                 decisions: ordered,
             };
             let at = self.narrator.at();
-            self.story.on_epoch(at, &summary);
+            let after_kill = self.story.on_epoch(at, &summary);
             self.narrator
                 .say(&narrative::epoch_block(self.style, at, &summary));
+            if after_kill {
+                self.narrator
+                    .say(&narrative::new_leader_epoch(self.style, self.story));
+            }
         }
         Ok(())
     }
@@ -264,11 +329,15 @@ impl Watch<'_> {
     /// Raises node-c's score: rewrites its configuration and sends its daemon SIGHUP.
     fn recover(&mut self, dir: &Path, controller_key: &IdentityPublic) -> Result<(), DemoError> {
         let node = &NODES[RECOVERING];
+        let settings = NodeSettings {
+            controller_key,
+            ha: self.ha,
+        };
         nodeconf::write_config(
             dir,
             node,
             &self.names.ifname(node),
-            controller_key,
+            settings,
             RECOVERED_MEAN,
         )?;
         let pid = self.lab.daemons.reload(node)?;
@@ -300,6 +369,18 @@ impl Watch<'_> {
         Ok(true)
     }
 
+    /// The nodes, to ping from.
+    pub(super) fn ping_from(&self) -> Vec<PingFrom> {
+        NODES
+            .iter()
+            .map(|node| PingFrom {
+                node,
+                namespace: self.names.node_namespace(node),
+                ifname: self.names.ifname(node),
+            })
+            .collect()
+    }
+
     /// Watches epochs, logs and pings until the end.
     async fn run_epochs(
         &mut self,
@@ -307,18 +388,11 @@ impl Watch<'_> {
         opts: &DemoOptions,
         controller_key: &IdentityPublic,
     ) -> Result<(), DemoError> {
-        let pinger = Arc::new(Pinger::new(
-            NODES
-                .iter()
-                .map(|node| PingFrom {
-                    node,
-                    namespace: self.names.node_namespace(node),
-                    ifname: self.names.ifname(node),
-                })
-                .collect(),
-        ));
+        let pinger = Arc::new(Pinger::new(self.ping_from()));
         let started = tokio::time::Instant::now();
         let recover_at = started + opts.recover_at();
+        let kill_at = opts.kill_at().map(|kill| started + kill);
+        let mut takeover: Option<Takeover> = None;
         let end_at = opts.end_at().map(|end| started + end);
         let mut next_ping = started + Duration::from_secs(1);
         let mut in_flight: Option<(Duration, JoinHandle<Vec<Probe>>)> = None;
@@ -327,12 +401,24 @@ impl Watch<'_> {
         loop {
             let now = tokio::time::Instant::now();
             if end_at.is_some_and(|end| now >= end) {
+                if let Some(takeover) = takeover.as_mut() {
+                    self.end_takeover(takeover);
+                }
                 return Ok(());
             }
             self.check_alive()?;
             self.show_new_epochs()?;
             self.echo_logs();
+            if takeover.is_none() && kill_at.is_some_and(|kill| now >= kill) {
+                takeover = Some(self.kill_leader()?);
+            }
+            if let Some(takeover) = takeover.as_mut() {
+                self.watch_takeover(takeover)?;
+            }
             if recovered_ms.is_none() && now >= recover_at {
+                if let Some(takeover) = takeover.as_mut() {
+                    self.end_takeover(takeover);
+                }
                 recovered_ms = Some(unix_ms());
                 self.recover(dir, controller_key)?;
             }
@@ -360,12 +446,12 @@ impl Watch<'_> {
 }
 
 /// The error for a part of the lab used before it was set up.
-fn not_started() -> DemoError {
+pub(super) fn not_started() -> DemoError {
     DemoError::Controller("not started".into())
 }
 
 /// The time, Unix milliseconds (the controller's clock, on this machine).
-fn unix_ms() -> u64 {
+pub(super) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

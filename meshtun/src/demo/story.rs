@@ -60,6 +60,8 @@ pub struct EpochSummary {
     pub activates_in: Duration,
     /// How long it lasts.
     pub length: Duration,
+    /// When it was decided, Unix milliseconds.
+    pub decided_ms: u64,
     /// Every node's decision, in node order.
     pub decisions: Vec<NodeDecision>,
 }
@@ -90,12 +92,80 @@ pub struct Story {
     pub readmitted: Option<(u64, Duration)>,
     /// Node c reached and was reached by both others after its readmission.
     pub c_reconnected: Option<Duration>,
+    /// With `--ha`: the leader's death and its successor.
+    pub ha: Option<HaStory>,
+}
+
+/// With `--ha`: what was shown of the leader's replacement.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HaStory {
+    /// The leader and its term, as `status` named it before the kill.
+    pub leader: Option<(String, u64)>,
+    /// When the leader was killed: since the start, and Unix milliseconds.
+    pub killed: Option<(Duration, u64)>,
+    /// The instance that took over, its term, and when it was seen leading.
+    pub took_over: Option<(String, u64, Duration)>,
+    /// The first epoch decided after the kill, when it was shown, and whether it denied
+    /// node c.
+    pub epoch_after: Option<(u64, Duration, bool)>,
+    /// A round of pings after the takeover, before the recovery, in which node c was cut off.
+    pub c_cut_after: Option<Duration>,
+    /// Pings between node-a and node-b from the kill until the recovery: answered, sent.
+    pub steady: Option<(u32, u32)>,
+}
+
+impl HaStory {
+    /// Records an epoch; true if it is the first one decided after the kill.
+    fn on_epoch(&mut self, at: Duration, epoch: &EpochSummary) -> bool {
+        let after_kill = self
+            .killed
+            .is_some_and(|(_, killed_ms)| epoch.decided_ms >= killed_ms);
+        if !after_kill || self.epoch_after.is_some() {
+            return false;
+        }
+        let c_denied = epoch.decisions.iter().any(|d| d.node == C_ID && !d.allowed);
+        self.epoch_after = Some((epoch.id, at, c_denied));
+        true
+    }
+
+    /// The steps not seen.
+    fn missing(&self) -> Vec<&'static str> {
+        let all_answered = self
+            .steady
+            .is_some_and(|(answered, sent)| sent > 0 && answered == sent);
+        [
+            (self.leader.is_some(), "the leader named by `status`"),
+            (self.killed.is_some(), "the leader killed"),
+            (
+                self.took_over.is_some(),
+                "the other controller taking over after the kill",
+            ),
+            (
+                self.epoch_after.is_some_and(|(_, _, c_denied)| c_denied),
+                "an epoch decided by the new leader, still denying node-c",
+            ),
+            (
+                self.c_cut_after.is_some(),
+                "node-c still cut off after the takeover",
+            ),
+            (
+                all_answered,
+                "every ping between node-a and node-b answered across the takeover",
+            ),
+        ]
+        .into_iter()
+        .filter(|(seen, _)| !seen)
+        .map(|(_, what)| what)
+        .collect()
+    }
 }
 
 impl Story {
-    /// Records a newly decided epoch.
-    pub fn on_epoch(&mut self, at: Duration, epoch: &EpochSummary) {
+    /// Records a newly decided epoch; true if it is the first one decided after the
+    /// leader was killed (with `--ha`).
+    pub fn on_epoch(&mut self, at: Duration, epoch: &EpochSummary) -> bool {
         self.first_epoch.get_or_insert(at);
+        let first_after_kill = self.ha.as_mut().is_some_and(|ha| ha.on_epoch(at, epoch));
         let decision = |id: &str| epoch.decisions.iter().find(|d| d.node == id);
         if self.ab_connected.is_some()
             && decision("node-a").is_some_and(|d| d.allowed)
@@ -103,15 +173,15 @@ impl Story {
         {
             self.ab_epochs += 1;
         }
-        let Some(c) = decision(C_ID) else {
-            return;
-        };
-        if !c.allowed && self.c_denied.is_none() {
-            self.c_denied = Some((epoch.id, c.reason.clone()));
+        if let Some(c) = decision(C_ID) {
+            if !c.allowed && self.c_denied.is_none() {
+                self.c_denied = Some((epoch.id, c.reason.clone()));
+            }
+            if c.allowed && self.recovered.is_some() && self.readmitted.is_none() {
+                self.readmitted = Some((epoch.id, at));
+            }
         }
-        if c.allowed && self.recovered.is_some() && self.readmitted.is_none() {
-            self.readmitted = Some((epoch.id, at));
-        }
+        first_after_kill
     }
 
     /// Records node c's recovery.
@@ -143,6 +213,9 @@ impl Story {
             && involving_c.iter().all(|p| !p.answered())
         {
             self.c_isolated.get_or_insert(at);
+            if let Some(ha) = self.ha.as_mut().filter(|ha| ha.took_over.is_some()) {
+                ha.c_cut_after.get_or_insert(at);
+            }
         }
         if self.readmitted.is_some() && involving_c.iter().all(|p| p.answered()) {
             self.c_reconnected.get_or_insert(at);
@@ -151,6 +224,13 @@ impl Story {
 
     /// The steps of the scenario not seen (empty: everything was shown).
     pub fn missing(&self) -> Vec<&'static str> {
+        let mut missing = self.missing_gating();
+        missing.extend(self.ha.iter().flat_map(HaStory::missing));
+        missing
+    }
+
+    /// The steps of the gating story not seen.
+    fn missing_gating(&self) -> Vec<&'static str> {
         [
             (
                 self.ab_connected.is_some(),
@@ -202,6 +282,7 @@ mod tests {
             cause: "schedule".into(),
             activates_in: Duration::ZERO,
             length: secs(10),
+            decided_ms: id * 10_000,
             decisions: vec![d("node-a", true), d("node-b", true), d("node-c", c_allowed)],
         }
     }
@@ -256,6 +337,46 @@ mod tests {
         assert_eq!(story.c_reconnected, Some(secs(39)));
         assert_eq!(story.ab_rounds, (4, 4));
         assert_eq!(story.ab_epochs, 2);
+    }
+
+    #[test]
+    fn the_takeover_needs_a_new_epoch_denying_c_c_cut_off_and_no_ping_lost() {
+        let mut story = Story {
+            ha: Some(HaStory::default()),
+            ..Story::default()
+        };
+        assert_eq!(story.missing().len(), 10);
+        story.on_epoch(secs(3), &epoch(1, false));
+        story.on_pings(secs(6), &round(&[('a', 'b')]));
+        let ha = story.ha.as_mut().unwrap();
+        ha.leader = Some(("ctl-1".into(), 1));
+        ha.killed = Some((secs(20), 25_000));
+        // Decided before the kill, read after it: not the new leader's.
+        assert!(!story.on_epoch(secs(21), &epoch(2, false)));
+        // Before the takeover is seen, a cut-off round does not count as after it.
+        story.on_pings(secs(21), &round(&[('a', 'b')]));
+        assert_eq!(story.ha.as_ref().unwrap().c_cut_after, None);
+        story.ha.as_mut().unwrap().took_over = Some(("ctl-2".into(), 2, secs(22)));
+        assert!(story.on_epoch(secs(24), &epoch(3, false)));
+        assert!(
+            !story.on_epoch(secs(29), &epoch(4, false)),
+            "only the first"
+        );
+        story.on_pings(secs(25), &round(&[('a', 'b')]));
+        story.ha.as_mut().unwrap().steady = Some((199, 200));
+        assert_eq!(
+            story.missing(),
+            [
+                "node-c readmitted after its score recovered",
+                "node-c reaching and reached by node-a and node-b after its readmission",
+                "every ping between node-a and node-b answered across the takeover",
+            ]
+        );
+        story.ha.as_mut().unwrap().steady = Some((200, 200));
+        assert_eq!(story.missing().len(), 2);
+        let ha = story.ha.as_ref().unwrap();
+        assert_eq!(ha.epoch_after, Some((3, secs(24), true)));
+        assert_eq!(ha.c_cut_after, Some(secs(25)));
     }
 
     #[test]

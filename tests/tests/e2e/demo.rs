@@ -1,7 +1,9 @@
 //! `meshtun demo` as a user runs it: it must tell the whole story (node-a and node-b reach
 //! each other, node-c is cut off, then readmitted and reachable) within its time bound, exit
 //! with success, and leave no namespace, link, runtime file, directory or process behind;
-//! Ctrl-C must stop it early and clean up just the same.
+//! Ctrl-C must stop it early and clean up just the same. `meshtun demo --ha` must also name
+//! the leader, show the other controller taking over after the kill with node-c still cut
+//! off, lose no ping between node-a and node-b, and leave no PostgreSQL behind.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -16,6 +18,9 @@ use nix::unistd::Pid;
 
 /// The demo's arguments in these tests: 5 s epochs, a minute from the first epoch.
 const ARGS: [&str; 5] = ["demo", "--epoch", "5", "--duration", "60"];
+
+/// With `--ha`: the shortest run 5 s epochs allow (three thirds of 20 s).
+const HA_ARGS: [&str; 6] = ["demo", "--ha", "--epoch", "5", "--duration", "60"];
 
 /// The most a full run may take: the minute, setup, the first scores and cleanup.
 const RUN_LIMIT: Duration = Duration::from_secs(150);
@@ -47,9 +52,9 @@ fn collect(
 }
 
 impl Demo {
-    fn start() -> Self {
+    fn start(args: &[&str]) -> Self {
         let mut child = Command::new(meshtun_bin())
-            .args(ARGS)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -233,7 +238,7 @@ fn demo_tells_the_whole_story_and_leaves_nothing_behind() {
         return;
     }
     let started = Instant::now();
-    let mut demo = Demo::start();
+    let mut demo = Demo::start(&ARGS);
     let status = demo.wait(RUN_LIMIT);
     let transcript = demo.transcript();
     assert!(
@@ -277,7 +282,7 @@ fn ctrl_c_stops_the_demo_and_cleans_up() {
     if !require_root("ctrl_c_stops_the_demo_and_cleans_up") {
         return;
     }
-    let mut demo = Demo::start();
+    let mut demo = Demo::start(&ARGS);
     let running = wait_until(Duration::from_secs(60), || {
         find(&demo.stdout(), 0, &["ping"]).is_some()
     });
@@ -310,4 +315,169 @@ fn ctrl_c_stops_the_demo_and_cleans_up() {
     );
     println!("stopped and cleaned up in {:?}", stopping.elapsed());
     assert_nothing_left(demo.pid(), &dir, &transcript);
+}
+
+/// The first word after the time stamp of `line` (`[  24.2s] ctl-1 leads …` → `ctl-1`).
+fn subject(line: &str) -> &str {
+    line.split(']')
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or("")
+}
+
+/// The PostgreSQL directory the demo names (`… Unix socket in /tmp/meshtun-pg-XXXX (pid N)`).
+fn cluster_dir(lines: &[String], transcript: &str) -> PathBuf {
+    let word = lines
+        .iter()
+        .flat_map(|line| line.split_whitespace())
+        .find(|word| word.contains("/meshtun-pg-"))
+        .unwrap_or_else(|| panic!("the demo named no PostgreSQL directory\n{transcript}"));
+    PathBuf::from(word)
+}
+
+#[test]
+fn demo_ha_survives_the_leaders_death_and_leaves_nothing_behind() {
+    let test = "demo_ha_survives_the_leaders_death_and_leaves_nothing_behind";
+    if !require_root(test) {
+        return;
+    }
+    if meshtun_testbed::postgres::bin_dir().is_none() {
+        assert!(
+            !meshtun_testbed::in_ci(),
+            "{test}: needs PostgreSQL's server binaries (apt install postgresql); CI=true"
+        );
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("SKIP {test}: no PostgreSQL server binaries\n").as_bytes(),
+        );
+        return;
+    }
+    let started = Instant::now();
+    let mut demo = Demo::start(&HA_ARGS);
+    let status = demo.wait(RUN_LIMIT);
+    let transcript = demo.transcript();
+    assert!(
+        status.success(),
+        "meshtun demo --ha failed ({status})\n{transcript}"
+    );
+    println!("meshtun demo --ha took {:?}", started.elapsed());
+    let lines = demo.stdout();
+    let line = |from: usize, parts: &[&str], what: &str| {
+        find(&lines, from, parts).unwrap_or_else(|| panic!("{what}\n{transcript}"))
+    };
+
+    let denied = line(
+        0,
+        &["node-c", "DENY", "below the threshold 0.70"],
+        "node-c's denial is not shown",
+    );
+    let cut_off = line(
+        denied,
+        &["ping", "a↔b ok", "a↔c cut off", "b↔c cut off"],
+        "no round with a↔b ok and c cut off",
+    );
+    // Who leads just before the kill, from `status`, then the kill of that instance.
+    let killed = line(cut_off, &["killed the leader", "SIGKILL"], "no kill");
+    let named = (0..killed)
+        .rev()
+        .find(|&i| lines[i].contains("leads (term") && lines[i].contains("`cluster` field"))
+        .unwrap_or_else(|| panic!("no leader named before the kill\n{transcript}"));
+    let leader = subject(&lines[named]);
+    assert!(
+        ["ctl-1", "ctl-2"].contains(&leader),
+        "leader {leader:?}\n{transcript}"
+    );
+    assert!(lines[killed].contains(leader), "{transcript}");
+    let took_over = line(killed, &["took over: it leads in term"], "no takeover");
+    let successor = subject(&lines[took_over]);
+    assert!(
+        ["ctl-1", "ctl-2"].contains(&successor) && successor != leader,
+        "{successor} took over from {leader}\n{transcript}"
+    );
+    // The epochs go on under the new leader, node-c still denied and still cut off.
+    let new_epoch = line(
+        took_over,
+        &["decided and published by", successor],
+        "no epoch of the new leader",
+    );
+    // The epoch's last line: node-c's decision, or the scores when nothing changed.
+    assert!(
+        lines[new_epoch - 1].contains("node-c") && lines[new_epoch - 1].contains("DENY"),
+        "the new leader's epoch does not deny node-c\n{transcript}"
+    );
+    let recovers = line(took_over, &["node-c's score recovers"], "no recovery");
+    let still_cut = line(
+        took_over,
+        &["ping", "a↔b ok", "a↔c cut off", "b↔c cut off"],
+        "node-c not seen cut off after the takeover",
+    );
+    assert!(still_cut < recovers, "{transcript}");
+    // Every ping between node-a and node-b across the takeover was answered.
+    let steady = line(
+        killed,
+        &["a↔b across the takeover:"],
+        "the pings are not counted",
+    );
+    let count = lines[steady]
+        .split("takeover: ")
+        .nth(1)
+        .and_then(|rest| rest.split(" answered").next())
+        .unwrap_or_default()
+        .split(" of ")
+        .map(|n| n.parse::<u32>().unwrap_or(0))
+        .collect::<Vec<_>>();
+    assert!(
+        count.len() == 2 && count[1] >= 100 && count[0] == count[1],
+        "pings lost across the takeover: {}\n{transcript}",
+        lines[steady]
+    );
+    assert!(lines[steady].contains("(0 lost)"), "{transcript}");
+    let readmitted = line(
+        recovers,
+        &["node-c", "ALLOW", "READMITTED"],
+        "no epoch readmitted node-c",
+    );
+    line(
+        readmitted,
+        &["ping", "a↔b ok", "a↔c ok", "b↔c ok"],
+        "no round with every pair ok after the readmission",
+    );
+
+    let summary = line(readmitted, &["What happened"], "no summary");
+    let summary_text = lines[summary..].join("\n");
+    assert_eq!(summary_text.matches('✓').count(), 6, "{transcript}");
+    assert!(!summary_text.contains('✗'), "{transcript}");
+    line(
+        summary,
+        &["stopped PostgreSQL", "and removed"],
+        "PostgreSQL's cleanup is not reported",
+    );
+    // The survivor stops on SIGTERM, as a controller on SQLite does.
+    line(
+        summary,
+        &["stopped", successor],
+        "the surviving controller did not stop on SIGTERM",
+    );
+    line(
+        summary,
+        &["deleted 6 network namespaces"],
+        "the cleanup is not reported",
+    );
+
+    let cluster = cluster_dir(&lines, &transcript);
+    assert!(
+        !cluster.exists(),
+        "{} was not removed\n{transcript}",
+        cluster.display()
+    );
+    let mut left = Vec::new();
+    let gone = wait_until(Duration::from_secs(5), || {
+        left = processes_using(&cluster);
+        left.is_empty()
+    });
+    assert!(
+        gone,
+        "PostgreSQL processes left behind: {left:?}\n{transcript}"
+    );
+    assert_nothing_left(demo.pid(), &demo.dir(), &transcript);
 }
