@@ -60,6 +60,9 @@ pub struct Options {
     /// Also listen on 127.0.0.1 at a free port, where the superuser needs
     /// [`TEST_PASSWORD`] (SCRAM); the Unix socket stays trusted.
     pub tcp_password: bool,
+    /// Keep PostgreSQL's durability: `fsync` on and the default shared buffers, for
+    /// measurements (`meshtun-controller-bench`). Tests run without `fsync`, faster.
+    pub durable: bool,
 }
 
 /// A running temporary cluster. See the [module documentation](self).
@@ -129,8 +132,17 @@ impl TempCluster {
             .arg("-k")
             .arg(dir.path())
             .args(["-p", &tcp_port.unwrap_or(SOCKET_PORT).to_string()])
-            .args(["-c", "fsync=off", "-c", "max_connections=200"])
-            .args(["-c", "shared_buffers=32MB"])
+            .args(["-c", "max_connections=200"])
+            .args(if options.durable {
+                ["-c", "fsync=on"]
+            } else {
+                ["-c", "fsync=off"]
+            })
+            .args(if options.durable {
+                ["-c", "shared_buffers=128MB"]
+            } else {
+                ["-c", "shared_buffers=32MB"]
+            })
             .args([
                 "-c",
                 if tcp_port.is_some() {
