@@ -202,6 +202,9 @@ impl From<StoreError> for ApiError {
             | StoreError::LowOrderKey { .. } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, describe(&e))
             }
+            StoreError::Fenced(_) | StoreError::NotLeader => {
+                ApiError::new(StatusCode::CONFLICT, describe(&e))
+            }
             other => {
                 tracing::error!(error = %Chain(&other), "database error");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "database error")
@@ -330,6 +333,31 @@ fn now_ms(api: &Api) -> u64 {
 }
 
 /// Checks the signature headers of a node request about `node`.
+/// [`check_node`], off the runtime's workers when the nonces live in a database (its driver
+/// blocks, and must not run on a worker).
+async fn check_signed(
+    api: &Arc<Api>,
+    node: &str,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<RequestSignature, ApiError> {
+    if !api.nonces.blocks() {
+        return check_node(api, node, method, uri, headers, &body);
+    }
+    let (api, node, method, uri, headers) = (
+        api.clone(),
+        node.to_owned(),
+        method.clone(),
+        uri.clone(),
+        headers.clone(),
+    );
+    tokio::task::spawn_blocking(move || check_node(&api, &node, &method, &uri, &headers, &body))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "request check failed"))?
+}
+
 fn check_node(
     api: &Api,
     node: &str,
@@ -386,7 +414,7 @@ async fn benchmark(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let sig = check_node(&api, &node, &method, &uri, &headers, &body)?;
+    let sig = check_signed(&api, &node, &method, &uri, &headers, body.clone()).await?;
     let now = now_ms(&api);
     let bench = Benchmark::decode(&body, now).map_err(|e| {
         api.engine.metrics.benchmark("rejected");
@@ -466,7 +494,7 @@ async fn config(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    check_node(&api, &node, &method, &uri, &headers, &[])?;
+    check_signed(&api, &node, &method, &uri, &headers, Bytes::new()).await?;
     api.engine.check_after(&node, after.after);
     let found = match api.engine.bundle(&node, after.after) {
         Some(found) => Some(found),

@@ -90,6 +90,12 @@ pub trait NonceStore: Send + Sync {
         timestamp_ms: u64,
         now_ms: u64,
     ) -> Result<bool, Refusal>;
+
+    /// Whether [`NonceStore::record`] blocks on I/O (a database), so that async callers must
+    /// call it off the runtime's workers.
+    fn blocks(&self) -> bool {
+        false
+    }
 }
 
 /// Nonces seen within the replay window, in this process's memory.

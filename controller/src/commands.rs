@@ -20,10 +20,11 @@ use crate::api::ApiSettings;
 use crate::clock::Clock;
 use crate::config::{ConfigError, ControllerConfig, Limits};
 use crate::engine::{Engine, EngineSettings};
+use crate::ha::{KeeperSettings, Leadership, LeaseTiming};
 use crate::membership::decide_one;
 use crate::model::{NodeRecord, Pin};
 use crate::schedule::{Schedule, ScheduleError};
-use crate::service::{Epochs, ServeError, ServeSettings, STATUS_CONNECTIONS};
+use crate::service::{Epochs, ServeError, ServeSettings, Shared, STATUS_CONNECTIONS};
 use crate::store::audit::DecisionEntry;
 use crate::store::{AuditEntry, AuditError, AuditKind, AuditReport, Database, Store, StoreError};
 use crate::tls;
@@ -222,15 +223,39 @@ pub async fn serve(
         config.network.clone(),
         config.retention,
     );
-    let engine = tokio::task::spawn_blocking(move || -> Result<Engine, CommandError> {
+    let (ha, window_ms) = (
+        config.ha.clone(),
+        u64::try_from(config.clock_skew.as_millis()).unwrap_or(u64::MAX),
+    );
+    let opened = tokio::task::spawn_blocking(move || -> Result<_, CommandError> {
         let store = Arc::new(Store::connect(&database)?);
-        Ok(Engine::open(store, key, settings, Clock::system())?
+        let shared = store.shared_parts(window_ms);
+        let engine = Engine::open(store, key, settings, Clock::system())?
             .with_network(network)
-            .with_retention(retention))
+            .with_retention(retention);
+        // On PostgreSQL, any number of instances may share the database: one leads.
+        Ok(match shared {
+            Some(parts) => (
+                engine.with_leadership(Leadership::lease(
+                    ha.instance.clone(),
+                    LeaseTiming::new(ha.lease),
+                )),
+                Some((parts, ha.instance)),
+            ),
+            None => (engine, None),
+        })
     })
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    let (engine, shared) = opened;
     let engine = Arc::new(engine);
+    let shared = shared.map(|(parts, instance)| Shared {
+        parts,
+        keeper: KeeperSettings {
+            instance,
+            url: config.url.clone(),
+        },
+    });
     let bind = |addr| async move {
         tokio::net::TcpListener::bind(addr)
             .await
@@ -249,6 +274,7 @@ pub async fn serve(
         tls: config.tls.as_ref().map(tls::acceptor).transpose()?,
         status: Some(status),
         epochs: Epochs::Scheduled,
+        shared,
     };
     Ok(crate::serve(listener, settings, shutdown).await?)
 }

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use crate::bundles::{self, BundleCache, BundleJson, BundleSource};
 use crate::clock::Clock;
-use crate::ha::Leadership;
+use crate::ha::{Leadership, Publish};
 use crate::membership::{decide, newly_failing, peers_of};
 use crate::metrics::Metrics;
 use crate::model::{Decision, EpochRecord, NodeInput, NodeRecord, Policy};
@@ -268,6 +268,11 @@ impl Engine {
         self.state.read().epochs.clone()
     }
 
+    /// The newest epoch this instance holds (published here, or loaded from the leader).
+    pub fn newest_epoch_id(&self) -> Option<EpochId> {
+        self.state.read().epochs.last().map(|e| e.record.id)
+    }
+
     /// The epoch in force now: the highest id whose window contains now.
     pub fn current(&self) -> Option<Arc<EpochView>> {
         let now = self.clock.now_ms();
@@ -338,8 +343,19 @@ impl Engine {
             created_ms: now,
             cause: cause.to_owned(),
         };
-        self.store
-            .insert_epoch(&record, &decisions, &inputs, &self.settings.policy, now)?;
+        let fence = match self.leadership.may_publish() {
+            Publish::Sole => None,
+            Publish::Leader(token) => Some(token),
+            Publish::Follower => return Err(StoreError::NotLeader),
+        };
+        self.store.insert_epoch_fenced(
+            &record,
+            &decisions,
+            &inputs,
+            &self.settings.policy,
+            now,
+            fence.as_ref(),
+        )?;
         for d in &decisions {
             tracing::info!(
                 epoch = id,

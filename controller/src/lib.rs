@@ -24,6 +24,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod blocking;
 pub mod bundles;
 pub mod cli;
 pub mod clock;
@@ -48,4 +49,4 @@ pub use meshtun_testbed::postgres as temp_cluster;
 pub mod testing;
 pub mod tls;
 
-pub use service::{serve, Epochs, ServeError, ServeSettings};
+pub use service::{serve, Epochs, ServeError, ServeSettings, Shared};

@@ -26,8 +26,10 @@ use tokio_rustls::TlsAcceptor;
 use crate::api::{self, Api, ApiSettings};
 use crate::config::Limits;
 use crate::engine::Engine;
+use crate::ha::{self, KeeperSettings};
 use crate::quota::Full;
 use crate::server::{self, ServeOptions};
+use crate::store::SharedParts;
 use meshtun_proto::report::Chain;
 
 /// Connections the status listener holds at most (a local Prometheus, `status`).
@@ -64,6 +66,19 @@ pub struct ServeSettings {
     pub status: Option<TcpListener>,
     /// Which engine tasks run.
     pub epochs: Epochs,
+    /// With several instances on one PostgreSQL database: what they share, and this
+    /// instance's name and URL for the lease keeper. `None` for a sole instance.
+    pub shared: Option<Shared>,
+}
+
+/// What [`serve`] runs for an instance among several on one PostgreSQL database: the lease
+/// keeper ([`ha::run_keeper`]) for the engine's [`Leadership`](crate::ha::Leadership), the
+/// epoch listener ([`ha::run_listener`]), and the shared replay nonces in the API.
+pub struct Shared {
+    /// The connector and the nonces ([`crate::store::Store::shared_parts`]).
+    pub parts: SharedParts,
+    /// This instance's name and URL, as the cluster's status shows them.
+    pub keeper: KeeperSettings,
 }
 
 /// Why [`serve`] stopped before its shutdown, or failed to stop cleanly.
@@ -108,10 +123,15 @@ pub async fn serve(
         tls,
         status,
         epochs,
+        shared,
     } = settings;
     let addr = local_addr(&listener, "API")?;
     let limits = api.limits;
-    let api = Arc::new(Api::new(engine.clone(), api));
+    let mut api = Api::new(engine.clone(), api);
+    if let Some(shared) = &shared {
+        api = api.with_nonces(shared.parts.nonces.clone());
+    }
+    let api = Arc::new(api);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -137,6 +157,15 @@ pub async fn serve(
             "status server",
             server::serve(status, router, status_options, stopped()),
         );
+    }
+    if let Some(shared) = shared {
+        let leadership = engine.leadership().clone();
+        if let Some(wake) = leadership.wake_sender() {
+            let listener = ha::run_listener(shared.parts.connect.clone(), wake);
+            tasks.spawn("epoch listener", listener);
+        }
+        let keeper = ha::run_keeper(shared.parts.connect, leadership, shared.keeper, stopped());
+        tasks.spawn("lease keeper", keeper);
     }
     if let Some(run) = engine_task(&engine, epochs, &stopped) {
         tasks.spawn("engine", run);

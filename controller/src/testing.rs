@@ -178,6 +178,7 @@ impl Fixture {
             None => format!("http://127.0.0.1:{port}"),
         };
         let settings = ServeSettings {
+            shared: None,
             engine: engine.clone(),
             api: ApiSettings {
                 admin_token: Zeroizing::new(options.admin_token.to_owned()),

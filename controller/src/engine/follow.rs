@@ -89,7 +89,7 @@ impl Engine {
     }
 
     /// Loads published epochs at every wake from the epoch listener and every
-    /// [`FOLLOW_POLL`], until the wakes end or this is dropped ([`Engine::run`] runs it when
+    /// `FOLLOW_POLL`, until the wakes end or this is dropped ([`Engine::run`] runs it when
     /// the engine has a lease). A panic in a load is passed on.
     pub async fn follow_published(self: Arc<Self>, mut wakes: watch::Receiver<Wake>) {
         loop {

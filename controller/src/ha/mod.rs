@@ -115,7 +115,7 @@ const SCHEMA_LOCK: i64 = 0x6d65_7368_7475_6e48;
 
 /// The tables of this module. The lease row exists once (`id = 1`, checked); its term starts
 /// at 0 and an expiry of `-infinity`, so the first acquisition gets term 1.
-const SCHEMA: &str = "
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS leader_lease (
     id integer PRIMARY KEY CHECK (id = 1),
     holder text NOT NULL,

@@ -23,6 +23,8 @@ use parking_lot::Mutex;
 use postgres::Client;
 use r2d2::{ManageConnection, Pool};
 
+use crate::blocking::OffRuntime;
+
 use crate::auth::{NonceStore, Refusal, MAX_NONCES};
 
 /// Most nonces the table may hold (as many as one instance holds in memory).
@@ -33,7 +35,7 @@ pub const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
 /// The shared nonce table, through a pool of connections (the store's, at merge).
 pub struct PgNonces<M: ManageConnection<Connection = Client>> {
-    pool: Pool<M>,
+    pool: OffRuntime<Pool<M>>,
     window_ms: u64,
     max_rows: i64,
     pruning: Mutex<Pruning>,
@@ -50,7 +52,7 @@ impl<M: ManageConnection<Connection = Client>> PgNonces<M> {
     /// schema [`super::ensure_schema`] created).
     pub fn new(pool: Pool<M>, window_ms: u64) -> Self {
         Self {
-            pool,
+            pool: OffRuntime::new(pool),
             window_ms,
             max_rows: MAX_ROWS,
             pruning: Mutex::new(Pruning::default()),
@@ -108,6 +110,10 @@ impl<M: ManageConnection<Connection = Client>> PgNonces<M> {
 }
 
 impl<M: ManageConnection<Connection = Client>> NonceStore for PgNonces<M> {
+    fn blocks(&self) -> bool {
+        true
+    }
+
     fn window_ms(&self) -> u64 {
         self.window_ms
     }

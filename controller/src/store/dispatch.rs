@@ -16,6 +16,7 @@ use super::audit::{AuditEntry, AuditError, AuditReport};
 use super::pg::{PgStore, PgTarget};
 use super::{PruneReport, Retention, SqliteStore, StoreError, TableRows};
 use crate::clock::Clock;
+use crate::ha::LeaseToken;
 use crate::model::{
     BenchmarkRecord, Decision, EpochRecord, History, NodeInput, NodeRecord, Pin, Policy,
 };
@@ -62,9 +63,17 @@ impl fmt::Display for Database {
     }
 }
 
-/// The controller's durable state, on either backend. See the [module documentation](self).
+/// The controller's durable state, on either backend. See the module documentation of `store`.
 pub struct Store {
     inner: Inner,
+}
+
+/// What the instances on one PostgreSQL database share ([`Store::shared_parts`]).
+pub struct SharedParts {
+    /// Dedicated connections for the lease keeper and the epoch listener.
+    pub connect: crate::ha::Connect,
+    /// The shared replay nonces.
+    pub nonces: std::sync::Arc<dyn crate::auth::NonceStore>,
 }
 
 enum Inner {
@@ -111,6 +120,19 @@ impl Store {
     /// A private in-memory SQLite database, for tests.
     pub fn open_in_memory() -> Result<Self, StoreError> {
         Ok(Self::from(SqliteStore::open_in_memory()?))
+    }
+
+    /// For PostgreSQL, what several instances share: a connector for the lease keeper and
+    /// the epoch listener, and the replay nonces for a window of `window_ms`. `None` for
+    /// SQLite (one instance).
+    pub fn shared_parts(&self, window_ms: u64) -> Option<SharedParts> {
+        match &self.inner {
+            Inner::Sqlite(_) => None,
+            Inner::Postgres(p) => Some(SharedParts {
+                connect: p.connector(),
+                nonces: std::sync::Arc::new(p.nonces(window_ms)),
+            }),
+        }
     }
 
     /// Connects to a PostgreSQL database and migrates its schema to the newest version,
@@ -252,7 +274,29 @@ impl Store {
         policy: &Policy,
         decided_ms: u64,
     ) -> Result<(), StoreError> {
-        dispatch!(self.insert_epoch(epoch, decisions, inputs, policy, decided_ms))
+        self.insert_epoch_fenced(epoch, decisions, inputs, policy, decided_ms, None)
+    }
+
+    /// [`Store::insert_epoch`] by a leader holding `fence`: on PostgreSQL, the insert
+    /// commits only if that lease still holds by the database's clock, in the same
+    /// transaction ([`crate::ha::fence()`]), and every instance is notified on commit. A
+    /// deposed leader's late publication fails with [`StoreError::Fenced`]. SQLite has one
+    /// instance and no lease: `fence` is `None` there.
+    pub fn insert_epoch_fenced(
+        &self,
+        epoch: &EpochRecord,
+        decisions: &[Decision],
+        inputs: &[NodeInput],
+        policy: &Policy,
+        decided_ms: u64,
+        fence: Option<&LeaseToken>,
+    ) -> Result<(), StoreError> {
+        match &self.inner {
+            Inner::Sqlite(s) => s.insert_epoch(epoch, decisions, inputs, policy, decided_ms),
+            Inner::Postgres(p) => {
+                p.insert_epoch(epoch, decisions, inputs, policy, decided_ms, fence)
+            }
+        }
     }
 
     /// The epoch `id`, if stored.

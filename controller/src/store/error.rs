@@ -244,6 +244,16 @@ pub enum StoreError {
         /// The newest stored id.
         latest: EpochId,
     },
+    /// This instance may not publish: it is not the leader, or no longer (its lease was
+    /// taken or expired). Nothing was written.
+    #[error("this controller instance may not publish epochs")]
+    Fenced(#[source] crate::ha::FenceError),
+    /// This instance follows another, which publishes the epochs.
+    #[error("this controller instance is a follower: the leader publishes epochs")]
+    NotLeader,
+    /// Announcing a new epoch to the other instances failed; nothing was written.
+    #[error("cannot announce the epoch to the other instances")]
+    Announce(#[source] Box<crate::ha::HaError>),
     /// The epoch is no longer live, and its secret was erased.
     #[error(
         "epoch {0} is past: its secret was erased once {live} newer epochs existed",

@@ -135,7 +135,7 @@ const TABLES: &[Table] = &[
     ),
 ];
 
-/// Rows copied per table, in [`TABLES`] order.
+/// Rows copied per table, in the order of `TABLES`.
 pub type CopyReport = Vec<(&'static str, u64)>;
 
 fn copy_err(reason: String) -> StoreError {

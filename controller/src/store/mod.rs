@@ -45,7 +45,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 pub use audit::{AuditEntry, AuditError, AuditKind, AuditReport};
 pub use benchmarks::BENCHMARK_METHOD;
-pub use dispatch::{Database, Store};
+pub use dispatch::{Database, SharedParts, Store};
 pub use error::{PgError, StoreError};
 pub use invites::invite_token_hash;
 pub use retention::{PruneReport, Retention, TableRows, LIVE_EPOCHS};

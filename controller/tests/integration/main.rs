@@ -8,6 +8,7 @@
 mod api;
 mod enroll;
 mod epochs;
+mod ha;
 mod peers_alloc;
 mod prebuild;
 mod retention;

@@ -13,6 +13,7 @@ use super::super::StoreError;
 use super::audit_log::append;
 use super::retention::erase_old_secrets;
 use super::{get, get_opt_u64, get_u64, PgStore};
+use crate::ha::LeaseToken;
 use crate::model::{Decision, EpochRecord, History, NodeInput, Policy};
 
 fn epoch_row(row: &Row) -> Result<EpochRow, StoreError> {
@@ -110,12 +111,19 @@ impl PgStore {
         inputs: &[NodeInput],
         policy: &Policy,
         decided_ms: u64,
+        fence: Option<&LeaseToken>,
     ) -> Result<(), StoreError> {
         let id = epoch.id;
         let pairs = pair_inputs(id, decisions, inputs)?;
         let what = || format!("storing epoch {id}");
         let now = self.now_ms();
         self.write(what, |tx| {
+            // First: a deposed leader learns it here, whatever else it would write.
+            if let Some(token) = fence {
+                crate::ha::fence(tx, token).map_err(StoreError::Fenced)?;
+            }
+            // Delivered on commit only: every instance loads the epoch and wakes its polls.
+            crate::ha::notify_epoch(tx, id).map_err(|e| StoreError::Announce(Box::new(e)))?;
             if let Some(latest) = latest_epoch_id(tx)?.filter(|l| id <= *l) {
                 return Err(StoreError::EpochNotNewer { id, latest });
             }

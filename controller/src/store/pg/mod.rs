@@ -35,6 +35,7 @@ use postgres::{IsolationLevel, Row, Transaction};
 use super::codec::corrupt;
 use super::error::{PgError, SqlContext as _};
 use super::StoreError;
+use crate::blocking::OffRuntime;
 use crate::clock::Clock;
 pub use connect::PgTarget;
 
@@ -43,9 +44,10 @@ const POOL_SIZE: u32 = 16;
 
 /// The PostgreSQL store. See the [module documentation](self).
 pub struct PgStore {
-    pool: r2d2::Pool<connect::Manager>,
+    pool: OffRuntime<r2d2::Pool<connect::Manager>>,
     location: String,
     clock: Clock,
+    connector: crate::ha::Connect,
 }
 
 impl fmt::Debug for PgStore {
@@ -66,6 +68,9 @@ impl PgStore {
         let prepared = connect::prepare(target)?;
         connect::check_transport(&prepared.config, &prepared.location)?;
         let location = prepared.location;
+        let (config, tls) = (prepared.config.clone(), prepared.tls.clone());
+        let connector: crate::ha::Connect =
+            std::sync::Arc::new(move || config.connect(tls.clone()));
         let manager = connect::Manager::new(prepared.config, prepared.tls);
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
@@ -74,14 +79,27 @@ impl PgStore {
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(manager);
         let store = Self {
-            pool,
+            pool: OffRuntime::new(pool),
             location,
             clock: Clock::system(),
+            connector,
         };
         let mut conn = store.conn()?;
         schema::migrate(&mut conn, &store.location)?;
         drop(conn);
         Ok(store)
+    }
+
+    /// Opens dedicated connections, outside the pool: the lease keeper's and the epoch
+    /// listener's.
+    pub fn connector(&self) -> crate::ha::Connect {
+        self.connector.clone()
+    }
+
+    /// The replay nonces every instance on this database shares, over the pool, for a
+    /// replay window of `window_ms`.
+    pub fn nonces(&self, window_ms: u64) -> crate::ha::PgNonces<connect::Manager> {
+        crate::ha::PgNonces::new(r2d2::Pool::clone(&self.pool), window_ms)
     }
 
     /// Host and database (never a password).

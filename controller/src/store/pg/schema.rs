@@ -145,7 +145,11 @@ CREATE TRIGGER audit_checkpoints_no_truncate BEFORE TRUNCATE ON audit_checkpoint
 "#;
 
 /// Every migration, oldest first.
-pub(crate) const MIGRATIONS: &[&str] = &[V1];
+/// Version 2: the tables several instances share (leader lease, instances, replay nonces;
+/// see [`crate::ha`]).
+const V2: &str = crate::ha::SCHEMA;
+
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Brings the database to the newest schema version, refusing one newer than this build.
 pub(crate) fn migrate(conn: &mut Client, location: &str) -> Result<(), StoreError> {
