@@ -2,7 +2,7 @@
 //! durable cluster, every figure measured, and the data really in PostgreSQL.
 
 use clap::Parser as _;
-use meshtun_testbed::postgres::required;
+use meshtun_testbed::postgres::{required, start_or_skip, Options};
 
 use super::*;
 
@@ -92,6 +92,39 @@ fn the_postgres_path_measures_a_tiny_mesh_in_its_own_durable_cluster() {
 }
 
 #[test]
+fn database_url_measures_an_empty_database_once_and_refuses_one_with_data() {
+    let Some(cluster) = start_or_skip("bench --database-url", Options::default()) else {
+        return;
+    };
+    let db = cluster.create_database("bench_url").unwrap();
+    let url = cluster.url(&db);
+    let mut args = tiny("postgres");
+    args.database_url = Some(url.clone());
+    let backend = Backend::start(Kind::Postgres, Some(&url), None).unwrap();
+    assert!(matches!(backend, Backend::Server { .. }));
+    let rows = run_backend(&args, &backend, &runtime()).unwrap();
+    check_row(&rows[0]);
+    // One scenario per database: a second one on the same backend is refused...
+    let Err(err) = run_backend(&args, &backend, &runtime()) else {
+        panic!("a second scenario ran on the same database");
+    };
+    assert!(format!("{err:#}").contains("one scenario"), "{err:#}");
+    // ...and so is a database that already holds a controller's state.
+    drop(backend);
+    let again = Backend::start(Kind::Postgres, Some(&url), None).unwrap();
+    let Err(err) = run_backend(&args, &again, &runtime()) else {
+        panic!("a scenario ran on a database holding nodes");
+    };
+    assert!(format!("{err:#}").contains("empty"), "{err:#}");
+    let nodes: usize = cluster
+        .psql(&db, "SELECT count(*) FROM nodes")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(nodes, NODES, "the refused runs added nothing");
+}
+
+#[test]
 fn database_url_means_postgres_and_one_chosen_scenario() {
     let parse = |extra: &[&str]| {
         let mut argv = vec!["meshtun-controller-bench"];
@@ -121,4 +154,13 @@ fn database_url_means_postgres_and_one_chosen_scenario() {
         parse(&["--database-url", url, "--only", "full-mesh"]).unwrap(),
         vec![Kind::Postgres]
     );
+}
+
+#[test]
+fn a_cluster_without_fsync_is_refused() {
+    let Some(cluster) = start_or_skip("bench fsync check", Options::default()) else {
+        return;
+    };
+    let err = Backend::OwnCluster(cluster).check_durable().unwrap_err();
+    assert!(err.to_string().contains("fsync=off"), "{err:#}");
 }
