@@ -111,7 +111,7 @@ impl Backend {
 
     /// Refuses a cluster that does not write its commits to disk: figures without `fsync`
     /// would promise a rate the controller cannot keep durably.
-    fn check_durable(&self) -> Result<()> {
+    pub(crate) fn check_durable(&self) -> Result<()> {
         if let Self::OwnCluster(cluster) = self {
             let fsync = cluster
                 .psql("postgres", "SHOW fsync")
