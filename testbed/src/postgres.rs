@@ -66,6 +66,9 @@ pub struct Options {
     /// [`Options::tcp_password`]); with [`TempCluster::start_in`], an address of that
     /// namespace.
     pub tcp_listen: Option<SocketAddr>,
+    /// Keep PostgreSQL's durability: `fsync` on and the default shared buffers, for
+    /// measurements (`meshtun-controller-bench`). Tests run without `fsync`, faster.
+    pub durable: bool,
 }
 
 /// A running temporary cluster. See the [module documentation](self).
@@ -157,8 +160,17 @@ impl TempCluster {
             .arg("-k")
             .arg(dir.path())
             .args(["-p", &tcp_port.unwrap_or(SOCKET_PORT).to_string()])
-            .args(["-c", "fsync=off", "-c", "max_connections=200"])
-            .args(["-c", "shared_buffers=32MB"])
+            .args(["-c", "max_connections=200"])
+            .args(if options.durable {
+                ["-c", "fsync=on"]
+            } else {
+                ["-c", "fsync=off"]
+            })
+            .args(if options.durable {
+                ["-c", "shared_buffers=128MB"]
+            } else {
+                ["-c", "shared_buffers=32MB"]
+            })
             .args(["-c", &listen_addresses])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -201,6 +213,7 @@ impl TempCluster {
                 let options = Options {
                     tcp_password: true,
                     tcp_listen: Some(listen),
+                    durable: false,
                 };
                 let started = entered.and_then(|()| TempCluster::start_with(options));
                 let ok = started.is_ok();

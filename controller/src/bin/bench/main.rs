@@ -1,21 +1,33 @@
-//! `meshtun-controller-bench`: how long a rotation takes and how fast bundles are served,
-//! for a 1,000-node full mesh and a 10,000-node hub-and-spoke network.
+//! `meshtun-controller-bench`: how long a rotation takes, how fast bundles are served and
+//! benchmarks stored, for a 1,000-node full mesh and a 10,000-node hub-and-spoke network, on
+//! SQLite and on PostgreSQL (`--database`; default both, one table each, then side by side).
 //!
-//! For each scenario: enroll the nodes in a fresh database file, store one passing signed
-//! benchmark per node, then measure
+//! For each backend and scenario: enroll the nodes in a fresh database, store one passing
+//! signed benchmark per node, then measure
 //! - the rotation: deciding every node and committing the epoch ([`Engine::rotate_now`]);
 //! - building every node's signed bundle of that epoch (pair keys derived and sealed);
-//! - the serving rate of cached bundles through the real HTTP API on 127.0.0.1.
+//! - the serving rate of cached bundles through the real HTTP API on 127.0.0.1;
+//! - the rate of signed benchmark submissions through that API, each committed before its
+//!   answer.
+//!
+//! PostgreSQL runs in a throwaway cluster the bench starts (`fsync` on), or on the server of
+//! `--database-url`.
 //!
 //! Run with `cargo run --release -p meshtun-controller --bin meshtun-controller-bench`.
 
+mod backend;
 mod load;
+mod report;
 mod setup;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context, Result};
+use std::path::PathBuf;
+
+use anyhow::{bail, ensure, Context, Result};
 use clap::{Parser, ValueEnum};
 use meshtun_controller::engine::Engine;
 use meshtun_controller::membership::peers_of;
@@ -23,13 +35,24 @@ use meshtun_controller::model::Topology;
 use meshtun_proto::bundle::{Opener, SignedBundle};
 use meshtun_proto::{derive_pair_psk, PairKeys, PublicKey};
 
-use load::{LoadReport, LoadSpec};
+use backend::{Backend, Kind};
+use load::{LoadReport, LoadSpec, Request};
 use setup::{node_id, Prepared, SimNode};
 
 /// Rotation and serving benchmark of the meshtun controller.
 #[derive(Debug, Parser)]
 #[command(name = "meshtun-controller-bench", version)]
 struct Args {
+    /// Which store backend to measure (default: both, SQLite then PostgreSQL).
+    #[arg(long, value_enum)]
+    database: Option<Kind>,
+    /// A PostgreSQL database to measure (`postgres://…`, no password in it) instead of a
+    /// throwaway cluster: it must be empty, holds one scenario (--only), and keeps its data.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// The file holding the password of --database-url, if the server asks for one.
+    #[arg(long, value_name = "PATH", requires = "database_url")]
+    password_file: Option<PathBuf>,
     /// Which scenarios to run (default: both).
     #[arg(long, value_enum)]
     only: Option<Scenario>,
@@ -42,7 +65,7 @@ struct Args {
     /// Hubs of the hub-and-spoke network.
     #[arg(long, default_value_t = 10)]
     hubs: usize,
-    /// Seconds to drive bundle requests in each serving run.
+    /// Seconds to drive requests in each serving and submission run.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
     /// Concurrent clients in each serving run.
@@ -69,6 +92,7 @@ struct Row {
     pair_keys: (usize, Duration),
     build: Build,
     serving: Vec<(String, LoadReport)>,
+    submissions: LoadReport,
 }
 
 /// Building every bundle of one epoch.
@@ -87,19 +111,56 @@ fn main() -> Result<()> {
         .build()?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     println!(
-        "meshtun-controller-bench: {cores} cores, load average {}, database on disk (WAL, synchronous=FULL)",
+        "meshtun-controller-bench: {cores} cores, load average {}",
         load_average()
     );
-    let mut rows = Vec::new();
-    if args.only.is_none_or(|s| s == Scenario::FullMesh) {
-        rows.push(full_mesh(&args, &runtime)?);
+    let mut results = Vec::new();
+    for kind in kinds(&args)? {
+        let backend = Backend::start(
+            kind,
+            args.database_url.as_deref(),
+            args.password_file.clone(),
+        )?;
+        let description = backend.describe();
+        let rows = run_backend(&args, &backend, &runtime)?;
+        report::print_table(backend.name(), &description, &rows, &args);
+        results.push((backend.name(), rows));
     }
-    if args.only.is_none_or(|s| s == Scenario::HubAndSpoke) {
-        rows.push(hub_and_spoke(&args, &runtime)?);
-    }
-    print_table(&rows, &args);
+    report::print_side_by_side(&results);
     println!("load average at the end: {}", load_average());
     Ok(())
+}
+
+/// The backends to measure, in order.
+fn kinds(args: &Args) -> Result<Vec<Kind>> {
+    if args.database_url.is_some() {
+        if args.only.is_none() {
+            bail!("--database-url holds one scenario: choose it with --only");
+        }
+        if args.database == Some(Kind::Sqlite) {
+            bail!("--database-url names a PostgreSQL server: it needs --database postgres");
+        }
+        return Ok(vec![Kind::Postgres]);
+    }
+    Ok(args
+        .database
+        .map_or_else(|| vec![Kind::Sqlite, Kind::Postgres], |k| vec![k]))
+}
+
+/// Runs the chosen scenarios on `backend`.
+fn run_backend(
+    args: &Args,
+    backend: &Backend,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    if args.only.is_none_or(|s| s == Scenario::FullMesh) {
+        rows.push(full_mesh(args, backend, runtime)?);
+    }
+    if args.only.is_none_or(|s| s == Scenario::HubAndSpoke) {
+        rows.push(hub_and_spoke(args, backend, runtime)?);
+    }
+    Ok(rows)
 }
 
 /// The 1, 5 and 15-minute load averages: other work on the machine skews the figures.
@@ -114,22 +175,27 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".to_owned())
 }
 
-fn full_mesh(args: &Args, runtime: &tokio::runtime::Runtime) -> Result<Row> {
+fn full_mesh(args: &Args, backend: &Backend, runtime: &tokio::runtime::Runtime) -> Result<Row> {
     let name = format!("full mesh, {} nodes", args.mesh_nodes);
-    eprintln!("== {name}: enrolling");
-    let prepared = setup::prepare("mesh", args.mesh_nodes, Topology::FullMesh)?;
+    eprintln!("== {}, {name}: enrolling", backend.name());
+    let prepared = setup::prepare(backend, "mesh", args.mesh_nodes, Topology::FullMesh)?;
     let all: Vec<&SimNode> = prepared.nodes.iter().collect();
     scenario(name, &prepared, args, runtime, &[("every node", &all)])
 }
 
-fn hub_and_spoke(args: &Args, runtime: &tokio::runtime::Runtime) -> Result<Row> {
+fn hub_and_spoke(args: &Args, backend: &Backend, runtime: &tokio::runtime::Runtime) -> Result<Row> {
     let name = format!(
         "hub and spoke, {} nodes ({} hubs)",
         args.star_nodes, args.hubs
     );
-    eprintln!("== {name}: enrolling");
+    eprintln!("== {}, {name}: enrolling", backend.name());
     let hubs = (0..args.hubs).map(node_id).collect();
-    let prepared = setup::prepare("star", args.star_nodes, Topology::HubAndSpoke { hubs })?;
+    let prepared = setup::prepare(
+        backend,
+        "star",
+        args.star_nodes,
+        Topology::HubAndSpoke { hubs },
+    )?;
     let spokes: Vec<&SimNode> = prepared.nodes.iter().skip(args.hubs).collect();
     let hubs: Vec<&SimNode> = prepared.nodes.iter().take(args.hubs).collect();
     scenario(
@@ -159,6 +225,7 @@ fn scenario(
     for (label, nodes) in targets {
         eprintln!("== {name}: serving {label}");
         let spec = LoadSpec {
+            request: Request::Bundle,
             clients: args.clients,
             duration: Duration::from_secs(args.seconds),
             prepared: 40_000 * usize::try_from(args.seconds)?,
@@ -166,6 +233,15 @@ fn scenario(
         let report = runtime.block_on(load::run(engine.clone(), nodes, &spec))?;
         serving.push(((*label).to_owned(), report));
     }
+    eprintln!("== {name}: submitting benchmarks");
+    let all: Vec<&SimNode> = prepared.nodes.iter().collect();
+    let spec = LoadSpec {
+        request: Request::Benchmark,
+        clients: args.clients.min(all.len()).max(1),
+        duration: Duration::from_secs(args.seconds),
+        prepared: 4_000 * usize::try_from(args.seconds)?,
+    };
+    let submissions = runtime.block_on(load::run(engine.clone(), &all, &spec))?;
     Ok(Row {
         name,
         nodes: prepared.nodes.len(),
@@ -175,6 +251,7 @@ fn scenario(
         pair_keys,
         build,
         serving,
+        submissions,
     })
 }
 
@@ -291,68 +368,4 @@ fn check_pair(engine: &Engine, nodes: &[SimNode]) -> Result<()> {
     let expected = derive_pair_psk(&secret, epoch, &a.wg.public_key(), &b.wg.public_key());
     ensure!(ab == expected, "the opened key is not the derived pair key");
     Ok(())
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
-
-fn print_table(rows: &[Row], args: &Args) {
-    println!();
-    for row in rows {
-        let b = &row.build;
-        let per_bundle = b.total / u32::try_from(b.count.max(1)).unwrap_or(u32::MAX);
-        println!("{}", row.name);
-        println!(
-            "  setup                  {} nodes enrolled in {}, {} signed benchmarks stored in {}",
-            row.nodes,
-            ms(row.enroll),
-            row.nodes,
-            ms(row.benchmarks)
-        );
-        println!(
-            "  rotation               {} (decide every node, commit epoch; median of {})",
-            ms(row.rotation),
-            args.rotations
-        );
-        println!(
-            "  derive every pair key  {} for {} pairs on one core ({:.2} µs per pair)",
-            ms(row.pair_keys.1),
-            row.pair_keys.0,
-            row.pair_keys.1.as_secs_f64() * 1e6 / row.pair_keys.0.max(1) as f64
-        );
-        println!(
-            "  build every bundle     {} for {} bundles on {} threads ({:.1} µs of wall time per bundle), {} sealed keys",
-            ms(b.total),
-            b.count,
-            std::thread::available_parallelism().map_or(1, usize::from),
-            per_bundle.as_secs_f64() * 1e6,
-            b.peers
-        );
-        println!("  rotation + bundles     {}", ms(row.rotation + b.total));
-        println!(
-            "  bundle size            mean {:.1} KiB, max {:.1} KiB",
-            b.mean_bytes as f64 / 1024.0,
-            b.max_bytes as f64 / 1024.0
-        );
-        for (label, r) in &row.serving {
-            println!(
-                "  serving ({label:<10})    {:>8.0} req/s, {:.0} MiB/s, {} ok, {} failed, latency p50 {} p90 {} p99 {} max {}{}",
-                r.rate(),
-                r.bytes as f64 / r.elapsed.as_secs_f64() / (1 << 20) as f64,
-                r.ok,
-                r.failed,
-                ms(r.latency[0]),
-                ms(r.latency[1]),
-                ms(r.latency[2]),
-                ms(r.latency[3]),
-                if r.exhausted { " (prepared requests ran out)" } else { "" }
-            );
-        }
-        println!();
-    }
-    println!(
-        "serving: {} concurrent keep-alive clients for {} s on the same machine; every request carries its own signature and nonce (signed before the clock starts) and is verified by the controller",
-        args.clients, args.seconds
-    );
 }

@@ -1,5 +1,5 @@
 //! A controller with many enrolled nodes, each with one passing, signed benchmark, in a
-//! fresh database file.
+//! fresh database (see [`crate::backend`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +14,8 @@ use meshtun_controller::store::{Store, BENCHMARK_METHOD};
 use meshtun_proto::auth::RequestSignature;
 use meshtun_proto::wire::{Benchmark, Scores};
 use meshtun_proto::{IdentityKey, IdentityPublic, PrivateKey};
+
+use crate::backend::{Backend, Keep};
 
 /// One simulated node: what it holds privately.
 pub struct SimNode {
@@ -69,7 +71,7 @@ pub struct Prepared {
     /// Time to store every benchmark (signature check and commit each).
     pub benchmarks: Duration,
     /// Keeps the database until the scenario ends.
-    _dir: TempDir,
+    _keep: Keep,
 }
 
 /// The id of node `i`.
@@ -91,9 +93,9 @@ fn record(i: usize, node: &SimNode) -> Result<NodeRecord> {
     })
 }
 
-/// Stores one passing benchmark of `node`, measured now, through the signed path.
-fn submit(store: &Store, controller: &IdentityPublic, node: &SimNode, now_ms: u64) -> Result<()> {
-    let wire = Benchmark {
+/// A passing benchmark with `seq`, measured at `now_ms`.
+pub fn passing_benchmark(seq: u64, now_ms: u64) -> Benchmark {
+    Benchmark {
         suite_version: "bench-1".to_owned(),
         scores: Scores {
             overall: 0.9,
@@ -102,8 +104,13 @@ fn submit(store: &Store, controller: &IdentityPublic, node: &SimNode, now_ms: u6
             policy: 0.9,
         },
         measured_at_ms: now_ms,
-        seq: 1,
-    };
+        seq,
+    }
+}
+
+/// Stores one passing benchmark of `node`, measured now, through the signed path.
+fn submit(store: &Store, controller: &IdentityPublic, node: &SimNode, now_ms: u64) -> Result<()> {
+    let wire = passing_benchmark(1, now_ms);
     let body = serde_json::to_vec(&wire)?;
     let path = format!("/v1/benchmarks/{}", node.id);
     let sig = RequestSignature::sign(
@@ -128,11 +135,16 @@ fn submit(store: &Store, controller: &IdentityPublic, node: &SimNode, now_ms: u6
         .with_context(|| format!("storing the benchmark of {}", node.id))
 }
 
-/// Enrolls `count` nodes in a new database file, stores a passing benchmark for each, and
-/// opens an engine with `topology`.
-pub fn prepare(label: &str, count: usize, topology: Topology) -> Result<Prepared> {
-    let dir = TempDir::new(label)?;
-    let store = Arc::new(Store::open(dir.path().join("controller.db"))?);
+/// Enrolls `count` nodes in a fresh database of `backend`, stores a passing benchmark for
+/// each (one at a time), and opens an engine with `topology`.
+pub fn prepare(
+    backend: &Backend,
+    label: &str,
+    count: usize,
+    topology: Topology,
+) -> Result<Prepared> {
+    let (store, keep) = backend.fresh(label)?;
+    let store = Arc::new(store);
     let nodes: Vec<SimNode> = (0..count)
         .map(|i| SimNode {
             id: node_id(i),
@@ -168,6 +180,6 @@ pub fn prepare(label: &str, count: usize, topology: Topology) -> Result<Prepared
         nodes,
         enroll,
         benchmarks,
-        _dir: dir,
+        _keep: keep,
     })
 }
