@@ -3,7 +3,7 @@
 //!
 //! # Timing, and why two instances never both believe they lead
 //!
-//! The lease lasts `L` (`[ha] lease`, 10 s by default). Two clocks are involved, and each
+//! The lease lasts `L` (`[ha] lease`, 6 s by default). Two clocks are involved, and each
 //! side only ever compares readings of its own clock:
 //!
 //! - **The database's clock** sets and judges the lease: an acquisition or renewal writes

@@ -18,7 +18,7 @@ pub(crate) struct RawHa {
 impl Default for RawHa {
     fn default() -> Self {
         Self {
-            lease: 10,
+            lease: 6,
             instance: None,
         }
     }
@@ -105,7 +105,7 @@ mod tests {
     #[test]
     fn the_ha_section_is_bounded_and_names_the_instance() {
         let c = parse_section("").unwrap();
-        assert_eq!(c.lease, Duration::from_secs(10));
+        assert_eq!(c.lease, Duration::from_secs(6));
         assert!(c.instance.ends_with(&format!("-{}", std::process::id())));
         check_instance(&c.instance).unwrap();
         let c = parse_section("[ha]\nlease = 4\ninstance = \"ctl-1\"\n").unwrap();
