@@ -333,6 +333,10 @@ fn now_ms(api: &Api) -> u64 {
 }
 
 /// Checks the signature headers of a node request about `node`.
+/// How long a signed request waits for the shared nonce table before it is answered 503
+/// (several instances on PostgreSQL): a cut-off database must not hold nodes.
+const DATABASE_ANSWER_LIMIT: Duration = Duration::from_secs(2);
+
 /// [`check_node`], off the runtime's workers when the nonces live in a database (its driver
 /// blocks, and must not run on a worker).
 async fn check_signed(
@@ -346,6 +350,12 @@ async fn check_signed(
     if !api.nonces.blocks() {
         return check_node(api, node, method, uri, headers, &body);
     }
+    if api.engine.leadership().database_lost() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this controller instance has lost its database; ask another",
+        ));
+    }
     let (api, node, method, uri, headers) = (
         api.clone(),
         node.to_owned(),
@@ -353,9 +363,20 @@ async fn check_signed(
         uri.clone(),
         headers.clone(),
     );
-    tokio::task::spawn_blocking(move || check_node(&api, &node, &method, &uri, &headers, &body))
-        .await
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "request check failed"))?
+    let check = tokio::task::spawn_blocking(move || {
+        check_node(&api, &node, &method, &uri, &headers, &body)
+    });
+    match tokio::time::timeout(DATABASE_ANSWER_LIMIT, check).await {
+        Ok(joined) => joined.map_err(|_| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "request check failed")
+        })?,
+        // A database cut off or stalled: the node had better ask another instance now than
+        // wait for this one's connection to time out.
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this controller instance's database does not answer; ask another",
+        )),
+    }
 }
 
 fn check_node(

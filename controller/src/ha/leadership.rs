@@ -36,6 +36,8 @@ pub struct Leadership(Option<Arc<Shared>>);
 
 struct Shared {
     core: Mutex<LeaseCore>,
+    /// When the database last answered the keeper (granted or refused the lease).
+    reached: Mutex<Option<Mono>>,
     cluster: Mutex<Option<ClusterStatus>>,
     wake: watch::Sender<Wake>,
     clock: MonoClock,
@@ -69,6 +71,7 @@ impl Leadership {
         let (wake, _) = watch::channel(Wake::Start);
         Self(Some(Arc::new(Shared {
             core: Mutex::new(LeaseCore::new(instance, timing)),
+            reached: Mutex::new(None),
             cluster: Mutex::new(None),
             wake,
             clock,
@@ -141,14 +144,37 @@ impl Leadership {
 
     /// The database granted `attempt` in `term`.
     pub(crate) fn granted(&self, attempt: Attempt, term: u64) -> Change {
+        self.reached();
         self.with_core(|core, now| core.granted(attempt, term, now))
             .unwrap_or(Change::None)
     }
 
     /// Another instance holds the lease.
     pub(crate) fn refused(&self) -> Change {
+        self.reached();
         self.with_core(|core, now| core.refused(now))
             .unwrap_or(Change::None)
+    }
+
+    fn reached(&self) {
+        if let Some(s) = &self.0 {
+            *s.reached.lock() = Some((s.clock)());
+        }
+    }
+
+    /// True once the database has not answered the keeper for a whole lease: this instance
+    /// then holds nothing it can confirm (no new epoch reaches it, no nonce can be
+    /// recorded), and tells nodes so (503) at once, so that they move to another instance.
+    /// False for the sole instance, and before the keeper's first answer.
+    pub fn database_lost(&self) -> bool {
+        let Some(s) = &self.0 else {
+            return false;
+        };
+        let Some(reached) = *s.reached.lock() else {
+            return false;
+        };
+        let lease = s.core.lock().timing().lease();
+        (s.clock)().saturating_sub(reached) > lease
     }
 
     /// The keeper got no answer.
@@ -230,5 +256,21 @@ mod tests {
         other.wake_sender().unwrap().send_replace(Wake::Epoch(9));
         assert!(rx.has_changed().unwrap());
         assert_eq!(*rx.borrow_and_update(), Wake::Epoch(9));
+    }
+
+    #[test]
+    fn the_database_is_lost_once_it_has_not_answered_for_a_lease() {
+        let (ms, clock) = fake_clock();
+        let l = Leadership::with_clock("a", LeaseTiming::new(Duration::from_secs(2)), clock);
+        assert!(!l.database_lost(), "not before the keeper's first answer");
+        l.refused();
+        ms.fetch_add(1_900, Ordering::SeqCst);
+        assert!(!l.database_lost());
+        l.failed();
+        ms.fetch_add(200, Ordering::SeqCst);
+        assert!(l.database_lost(), "no answer for more than a lease");
+        l.refused();
+        assert!(!l.database_lost(), "an answer brings it back");
+        assert!(!Leadership::sole().database_lost());
     }
 }
