@@ -19,7 +19,7 @@
 //! - [`ping`]: ICMP echo through the tunnel from inside each namespace;
 //! - [`story`]: what has been shown so far; [`narrative`]: what is printed.
 //!
-//! With `--ha` ([`ha`], [`takeover`]): two controllers, `ctl-1` and `ctl-2`, on one
+//! With `--ha` (`ha`, `takeover`): two controllers, `ctl-1` and `ctl-2`, on one
 //! throwaway PostgreSQL cluster the demo starts, and every node lists both URLs. A third of
 //! the way, the demo SIGKILLs the leader (named from `meshtun-controller status`) and shows
 //! the other taking over, the epochs going on, node-c still cut off, and node-a and node-b

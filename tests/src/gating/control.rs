@@ -91,7 +91,7 @@ impl<'m> ControllerProc<'m> {
     }
 
     /// Sends SIGTERM and waits for the exit; its status, or `None` if it had to be killed
-    /// (after [`crate::process`]'s stop timeout).
+    /// (after the stop timeout of `crate::process`).
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         if self.stopped {
             self.cont();
