@@ -74,6 +74,44 @@ fn decision_from_row(epoch: EpochId, row: &Row<'_>) -> Result<Decision, StoreErr
     })
 }
 
+/// The `rotation` audit entry of `epoch` (without its secret): who is allowed and denied,
+/// each list sorted. Both backends write it.
+pub(super) fn rotation_entry(epoch: &EpochRecord, decisions: &[Decision]) -> RotationEntry {
+    let (mut allowed, mut denied) = (Vec::new(), Vec::new());
+    for d in decisions {
+        let list = if d.allowed { &mut allowed } else { &mut denied };
+        list.push(d.node_id.clone());
+    }
+    allowed.sort();
+    denied.sort();
+    RotationEntry {
+        epoch: epoch.id,
+        activation_ms: epoch.activation_ms,
+        not_after_ms: epoch.not_after_ms,
+        created_ms: epoch.created_ms,
+        cause: epoch.cause.clone(),
+        allowed,
+        denied,
+    }
+}
+
+/// The `decision` audit entries of epoch `id`: each decision with the input it was made
+/// from, the policy and the clock it was evaluated at, so it can be recomputed.
+pub(super) fn decision_entries<'a>(
+    id: EpochId,
+    pairs: &'a [(&'a Decision, &'a NodeInput)],
+    policy: &'a Policy,
+    decided_ms: u64,
+) -> impl Iterator<Item = DecisionEntry> + 'a {
+    pairs.iter().map(move |(decision, input)| DecisionEntry {
+        epoch: id,
+        decided_ms,
+        decision: (*decision).clone(),
+        input: (*input).clone(),
+        policy: policy.clone(),
+    })
+}
+
 /// Pairs every decision with the input it was made from, refusing a decision without an
 /// input, an input without a decision, and a node decided twice.
 pub(super) fn pair_inputs<'a>(
@@ -193,32 +231,16 @@ impl Store {
             )
             .ctx(what)?;
             erase_old_secrets(tx)?;
-            let (mut allowed, mut denied) = (Vec::new(), Vec::new());
             for d in decisions {
                 insert_decision(tx, id, d)?;
-                let list = if d.allowed { &mut allowed } else { &mut denied };
-                list.push(d.node_id.clone());
             }
-            allowed.sort();
-            denied.sort();
-            let rotation = RotationEntry {
-                epoch: id,
-                activation_ms: epoch.activation_ms,
-                not_after_ms: epoch.not_after_ms,
-                created_ms: epoch.created_ms,
-                cause: epoch.cause.clone(),
-                allowed,
-                denied,
-            };
-            append(tx, now, AuditKind::Rotation, &rotation)?;
-            for (decision, input) in pairs {
-                let entry = DecisionEntry {
-                    epoch: id,
-                    decided_ms,
-                    decision: decision.clone(),
-                    input: input.clone(),
-                    policy: policy.clone(),
-                };
+            append(
+                tx,
+                now,
+                AuditKind::Rotation,
+                &rotation_entry(epoch, decisions),
+            )?;
+            for entry in decision_entries(id, &pairs, policy, decided_ms) {
                 append(tx, now, AuditKind::Decision, &entry)?;
             }
             Ok(())

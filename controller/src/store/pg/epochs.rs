@@ -5,9 +5,11 @@ use std::collections::HashMap;
 use meshtun_proto::EpochId;
 use postgres::{Row, Transaction};
 
-use super::super::audit::{AuditKind, DecisionEntry, RotationEntry};
+use super::super::audit::AuditKind;
 use super::super::codec::{corrupt, from_json, int, to_json};
-use super::super::epochs::{pair_inputs, EpochRow, EPOCH_COLUMNS};
+use super::super::epochs::{
+    decision_entries, pair_inputs, rotation_entry, EpochRow, EPOCH_COLUMNS,
+};
 use super::super::error::SqlContext as _;
 use super::super::StoreError;
 use super::audit_log::append;
@@ -140,32 +142,16 @@ impl PgStore {
             )
             .ctx(what)?;
             erase_old_secrets(tx)?;
-            let (mut allowed, mut denied) = (Vec::new(), Vec::new());
             for d in decisions {
                 insert_decision(tx, id, d)?;
-                let list = if d.allowed { &mut allowed } else { &mut denied };
-                list.push(d.node_id.clone());
             }
-            allowed.sort();
-            denied.sort();
-            let rotation = RotationEntry {
-                epoch: id,
-                activation_ms: epoch.activation_ms,
-                not_after_ms: epoch.not_after_ms,
-                created_ms: epoch.created_ms,
-                cause: epoch.cause.clone(),
-                allowed,
-                denied,
-            };
-            append(tx, now, AuditKind::Rotation, &rotation)?;
-            for (decision, input) in pairs {
-                let entry = DecisionEntry {
-                    epoch: id,
-                    decided_ms,
-                    decision: decision.clone(),
-                    input: input.clone(),
-                    policy: policy.clone(),
-                };
+            append(
+                tx,
+                now,
+                AuditKind::Rotation,
+                &rotation_entry(epoch, decisions),
+            )?;
+            for entry in decision_entries(id, &pairs, policy, decided_ms) {
                 append(tx, now, AuditKind::Decision, &entry)?;
             }
             Ok(())
