@@ -32,6 +32,7 @@ use zeroize::Zeroize;
 
 use crate::identity::{IdentityKey, IdentityPublic};
 use crate::key::{PresharedKey, PrivateKey, PublicKey, KEY_LEN};
+use crate::keyset::KeySet;
 use crate::psk::EpochId;
 
 /// Version of the bundle format.
@@ -123,8 +124,8 @@ pub enum BundleError {
     /// Not base64, or the signature has the wrong length.
     #[error("the bundle is not properly encoded")]
     Encoding,
-    /// The controller's signature does not verify with the pinned key.
-    #[error("the bundle's signature does not verify with the pinned controller key")]
+    /// The controller's signature does not verify with any pinned key.
+    #[error("the bundle's signature does not verify with any pinned controller key")]
     BadSignature,
     /// The signed payload is not a valid bundle.
     #[error("the signed bundle does not parse: {0}")]
@@ -156,23 +157,30 @@ impl SignedBundle {
         }
     }
 
-    /// Checks the signature (with its label) with the pinned controller key, then parses.
+    /// Checks the signature (with its label) with the controller key, then parses.
     pub fn verify(&self, controller: &IdentityPublic) -> Result<Bundle, BundleError> {
-        self.verify_with(controller, false)
+        self.verify_with(&KeySet::one(*controller), false)
+            .map(|(bundle, _)| bundle)
     }
 
-    /// [`Self::verify`], also accepting a signature over the bare payload, as controllers
-    /// signed before the label: only for the node's own cache (see the module
+    /// Checks the signature (with its label) with any of the pinned controller keys, then
+    /// parses; returns the bundle and the key that signed it.
+    pub fn verify_pinned(&self, pinned: &KeySet) -> Result<(Bundle, IdentityPublic), BundleError> {
+        self.verify_with(pinned, false)
+    }
+
+    /// [`Self::verify_pinned`], also accepting a signature over the bare payload, as
+    /// controllers signed before the label: only for the node's own cache (see the module
     /// documentation).
-    pub fn verify_cached(&self, controller: &IdentityPublic) -> Result<Bundle, BundleError> {
-        self.verify_with(controller, true)
+    pub fn verify_cached(&self, pinned: &KeySet) -> Result<(Bundle, IdentityPublic), BundleError> {
+        self.verify_with(pinned, true)
     }
 
     fn verify_with(
         &self,
-        controller: &IdentityPublic,
+        pinned: &KeySet,
         unlabelled_too: bool,
-    ) -> Result<Bundle, BundleError> {
+    ) -> Result<(Bundle, IdentityPublic), BundleError> {
         if self.payload.len() > MAX_BUNDLE_BYTES * 4 / 3 + 4 {
             return Err(BundleError::TooLarge(self.payload.len()));
         }
@@ -182,18 +190,20 @@ impl SignedBundle {
         let signature = STANDARD
             .decode(&self.signature)
             .map_err(|_| BundleError::Encoding)?;
-        let labelled_ok = controller.verify(&labelled(&bytes), &signature).is_ok();
-        let accepted =
-            labelled_ok || (unlabelled_too && controller.verify(&bytes, &signature).is_ok());
-        if !accepted {
-            return Err(BundleError::BadSignature);
-        }
+        let signer = pinned
+            .verify(&labelled(&bytes), &signature)
+            .or_else(|e| match unlabelled_too {
+                true => pinned.verify(&bytes, &signature),
+                false => Err(e),
+            })
+            .map_err(|_| BundleError::BadSignature)?;
+        let signer = *signer;
         let bundle: Bundle =
             serde_json::from_slice(&bytes).map_err(|e| BundleError::Parse(e.to_string()))?;
         if bundle.version != BUNDLE_VERSION {
             return Err(BundleError::Version(bundle.version));
         }
-        Ok(bundle)
+        Ok((bundle, signer))
     }
 }
 
@@ -541,11 +551,33 @@ mod tests {
             old.verify(&controller.public()),
             Err(BundleError::BadSignature)
         );
-        assert_eq!(old.verify_cached(&controller.public()).unwrap(), b);
-        assert_eq!(signed.verify_cached(&controller.public()).unwrap(), b);
+        let pinned = KeySet::one(controller.public());
+        assert_eq!(old.verify_cached(&pinned).unwrap().0, b);
+        assert_eq!(signed.verify_cached(&pinned).unwrap().0, b);
         assert_eq!(
-            old.verify_cached(&IdentityKey::generate().public()),
+            old.verify_cached(&KeySet::one(IdentityKey::generate().public())),
             Err(BundleError::BadSignature)
+        );
+    }
+
+    /// Key rotation: a node pinning the old and the new key accepts a bundle signed by
+    /// either and learns which; a key it does not pin is refused, whatever the others.
+    #[test]
+    fn a_bundle_signed_by_any_pinned_key_is_accepted_and_names_its_signer() {
+        let old = IdentityKey::generate();
+        let new = IdentityKey::generate();
+        let b = bundle(&PrivateKey::generate(), &peers(2));
+        let pinned = KeySet::new(vec![old.public(), new.public()]).unwrap();
+        for key in [&old, &new] {
+            let (got, signer) = SignedBundle::sign(&b, key).verify_pinned(&pinned).unwrap();
+            assert_eq!((got, signer), (b.clone(), key.public()));
+        }
+        let rogue = SignedBundle::sign(&b, &IdentityKey::generate());
+        assert_eq!(rogue.verify_pinned(&pinned), Err(BundleError::BadSignature));
+        assert_eq!(
+            SignedBundle::sign(&b, &new).verify_pinned(&KeySet::one(old.public())),
+            Err(BundleError::BadSignature),
+            "a node that pins only the old key refuses the new key's bundles"
         );
     }
 

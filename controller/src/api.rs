@@ -32,6 +32,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use meshtun_proto::auth::RequestSignature;
 use meshtun_proto::wire::{Benchmark, EnrollRequest, EnrollResponse};
+use meshtun_proto::IdentityPublic;
 use serde::{Deserialize, Serialize};
 use tower_http::timeout::TimeoutLayer;
 use zeroize::Zeroizing;
@@ -339,6 +340,28 @@ const DATABASE_ANSWER_LIMIT: Duration = Duration::from_secs(2);
 
 /// [`check_node`], off the runtime's workers when the nonces live in a database (its driver
 /// blocks, and must not run on a worker).
+/// 503 for a request to an instance that has lost its database.
+fn database_lost() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "this controller instance has lost its database; ask another",
+    )
+}
+
+/// Completes when `lost` turns true; never if its sender goes away.
+async fn until_lost(mut lost: tokio::sync::watch::Receiver<bool>) {
+    if lost.wait_for(|lost| *lost).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// A node request that passed [`authenticate`]: its signature, and the controller key it
+/// named.
+struct Authenticated {
+    sig: RequestSignature,
+    controller: IdentityPublic,
+}
+
 async fn check_signed(
     api: &Arc<Api>,
     node: &str,
@@ -346,15 +369,12 @@ async fn check_signed(
     uri: &Uri,
     headers: &HeaderMap,
     body: Bytes,
-) -> Result<RequestSignature, ApiError> {
+) -> Result<Authenticated, ApiError> {
     if !api.nonces.blocks() {
         return check_node(api, node, method, uri, headers, &body);
     }
     if api.engine.leadership().database_lost() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this controller instance has lost its database; ask another",
-        ));
+        return Err(database_lost());
     }
     let (api, node, method, uri, headers) = (
         api.clone(),
@@ -386,7 +406,7 @@ fn check_node(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<RequestSignature, ApiError> {
+) -> Result<Authenticated, ApiError> {
     let refuse = |r: Refusal| {
         api.engine.metrics.auth_failure();
         ApiError::from(r)
@@ -395,15 +415,14 @@ fn check_node(
         RequestSignature::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()))
             .map_err(|e| refuse(e.into()))?;
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    let controller = api.engine.public_key();
     let request = SignedRequest {
-        controller: &controller,
+        controller: api.engine.answers_to(),
         method: method.as_str(),
         path_and_query: path,
         body,
         path_node: node,
     };
-    authenticate(
+    let controller = authenticate(
         &sig,
         &request,
         |id| api.engine.node_identity(id),
@@ -418,7 +437,7 @@ fn check_node(
         }
         other => refuse(other),
     })?;
-    Ok(sig)
+    Ok(Authenticated { sig, controller })
 }
 
 #[derive(Serialize)]
@@ -435,7 +454,7 @@ async fn benchmark(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let sig = check_signed(&api, &node, &method, &uri, &headers, body.clone()).await?;
+    let signed = check_signed(&api, &node, &method, &uri, &headers, body.clone()).await?;
     let now = now_ms(&api);
     let bench = Benchmark::decode(&body, now).map_err(|e| {
         api.engine.metrics.benchmark("rejected");
@@ -458,10 +477,11 @@ async fn benchmark(
     let seq = record.seq;
     // The engine checks for newly failing nodes soon, at most a few times a second however
     // many benchmarks arrive.
-    let stored =
-        tokio::task::spawn_blocking(move || engine.submit_benchmark(&record, &body, &sig, &path))
-            .await
-            .map_err(|_| worker_stopped())?;
+    let stored = tokio::task::spawn_blocking(move || {
+        engine.submit_benchmark(&signed.controller, &record, &body, &signed.sig, &path)
+    })
+    .await
+    .map_err(|_| worker_stopped())?;
     if let Err(e) = stored {
         api.engine.metrics.benchmark("rejected");
         return Err(e.into());
@@ -533,9 +553,14 @@ async fn config(
                     crate::quota::Full::Total => "in total",
                 })
             })?;
-            api.engine
-                .wait_bundle(&node, after.after, api.long_poll)
-                .await
+            let waited = api.engine.wait_bundle(&node, after.after, api.long_poll);
+            match api.engine.leadership().lost_watch() {
+                None => waited.await,
+                Some(lost) => tokio::select! {
+                    found = waited => found,
+                    () = until_lost(lost) => return Err(database_lost()),
+                },
+            }
         }
     };
     match found {

@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use meshtun_proto::auth::{AuthError, RequestSignature, NONCE_LEN};
-use meshtun_proto::IdentityPublic;
+use meshtun_proto::{IdentityPublic, KeySet};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -180,8 +180,9 @@ impl NonceStore for NonceCache {
 
 /// A request as the authenticator sees it.
 pub struct SignedRequest<'a> {
-    /// This controller's public key, which the request must name (format v2).
-    pub controller: &'a IdentityPublic,
+    /// The controller keys the request may name (format v2): this controller's, then the
+    /// ones it signed with before a key rotation.
+    pub controller: &'a KeySet,
     /// HTTP method.
     pub method: &'a str,
     /// Path and query, exactly as sent.
@@ -195,7 +196,8 @@ pub struct SignedRequest<'a> {
 /// Authenticates a node request: `lookup` gives a node's identity key. Once the request is
 /// known to come from its node, one request is spent from the node's `quota` (so that
 /// forgeries cannot spend an honest node's quota), before its nonce is stored: a node over
-/// its quota cannot fill the replay cache that every node shares.
+/// its quota cannot fill the replay cache that every node shares. Returns the controller key
+/// the request named.
 pub fn authenticate(
     sig: &RequestSignature,
     request: &SignedRequest<'_>,
@@ -203,17 +205,11 @@ pub fn authenticate(
     quota: &NodeQuota,
     nonces: &dyn NonceStore,
     now_ms: u64,
-) -> Result<(), Refusal> {
+) -> Result<IdentityPublic, Refusal> {
     sig.check_fresh(now_ms, nonces.window_ms())?;
     let key = lookup(&sig.node)
         .ok_or_else(|| Refusal::Unauthenticated(format!("unknown node {}", sig.node)))?;
-    sig.verify(
-        &key,
-        request.controller,
-        request.method,
-        request.path_and_query,
-        request.body,
-    )?;
+    let named = named_controller(sig, &key, request)?;
     if sig.node != request.path_node {
         return Err(Refusal::Forbidden(format!(
             "node {} may not act for node {}",
@@ -231,7 +227,32 @@ pub fn authenticate(
             "replayed request (nonce already used)".into(),
         ));
     }
-    Ok(())
+    Ok(named)
+}
+
+/// The controller key, among those `request` may name, that `sig` (by the node whose key is
+/// `node_key`) verifies with. A forged request costs one signature check per key.
+fn named_controller(
+    sig: &RequestSignature,
+    node_key: &IdentityPublic,
+    request: &SignedRequest<'_>,
+) -> Result<IdentityPublic, Refusal> {
+    request
+        .controller
+        .keys()
+        .iter()
+        .find(|controller| {
+            sig.verify(
+                node_key,
+                controller,
+                request.method,
+                request.path_and_query,
+                request.body,
+            )
+            .is_ok()
+        })
+        .copied()
+        .ok_or_else(|| AuthError::BadSignature.into())
 }
 
 /// Compares a presented admin token with the configured one in constant time (both are
@@ -258,9 +279,14 @@ mod tests {
         KEY.get_or_init(|| IdentityKey::from_bytes([0xc0; 32]).public())
     }
 
+    fn answers_to() -> &'static KeySet {
+        static KEYS: std::sync::OnceLock<KeySet> = std::sync::OnceLock::new();
+        KEYS.get_or_init(|| KeySet::one(*controller()))
+    }
+
     fn request(body: &[u8]) -> SignedRequest<'_> {
         SignedRequest {
-            controller: controller(),
+            controller: answers_to(),
             method: "POST",
             path_and_query: "/v1/benchmarks/node-a",
             body,
@@ -288,10 +314,45 @@ mod tests {
         let lookup = |_: &str| Some(key.public());
         assert_eq!(
             authenticate(&sig, &request(b"{}"), lookup, &quota(), &nonces, NOW),
-            Ok(())
+            Ok(*controller())
         );
         let replay = authenticate(&sig, &request(b"{}"), lookup, &quota(), &nonces, NOW + 1);
         assert!(matches!(replay, Err(Refusal::Unauthenticated(m)) if m.contains("replayed")));
+    }
+
+    /// Key rotation: a controller that signs with a new key still answers a node naming its
+    /// previous key (and says which was named), but a request naming any other key, such as
+    /// a staging controller's, is refused.
+    #[test]
+    fn a_request_naming_a_previous_key_passes_and_one_naming_a_stranger_is_refused() {
+        let node = IdentityKey::generate();
+        let new = IdentityKey::generate().public();
+        let rotated = KeySet::new(vec![new, *controller()]).unwrap();
+        let nonces = NonceCache::new(30_000);
+        let lookup = |_: &str| Some(node.public());
+        let request = SignedRequest {
+            controller: &rotated,
+            ..request(b"{}")
+        };
+        let old = sign(&node, "node-a", NOW);
+        assert_eq!(
+            authenticate(&old, &request, lookup, &quota(), &nonces, NOW),
+            Ok(*controller())
+        );
+        let staging = IdentityKey::generate().public();
+        let foreign = RequestSignature::sign(
+            &node,
+            &staging,
+            "node-a",
+            "POST",
+            "/v1/benchmarks/node-a",
+            b"{}",
+            NOW,
+        );
+        assert_eq!(
+            authenticate(&foreign, &request, lookup, &quota(), &nonces, NOW),
+            Err(Refusal::from(AuthError::BadSignature))
+        );
     }
 
     #[test]
@@ -379,7 +440,7 @@ mod tests {
         for _ in 0..1_000 {
             let sig = sign(&key, "node-a", NOW);
             match authenticate(&sig, &request(b"{}"), lookup, &quota, &nonces, NOW) {
-                Ok(()) => {}
+                Ok(_) => {}
                 Err(r @ Refusal::TooMany { .. }) => {
                     assert_eq!(r.status(), 429);
                     assert!(r.retry_after().unwrap() <= std::time::Duration::from_secs(1));
@@ -399,7 +460,7 @@ mod tests {
         let sig = sign(&key, "node-a", NOW);
         assert_eq!(
             authenticate(&sig, &request(b"{}"), lookup, &fresh, &nonces, NOW),
-            Ok(())
+            Ok(*controller())
         );
     }
 
@@ -414,7 +475,7 @@ mod tests {
         let sig = sign(&key, "node-a", NOW);
         assert_eq!(
             authenticate(&sig, &request(b"{}"), lookup, &quota(), &nonces, NOW),
-            Ok(())
+            Ok(*controller())
         );
         // The replay's own insertion sweeps the expired nonces first.
         let edge = NOW + window;

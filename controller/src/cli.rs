@@ -58,6 +58,10 @@ pub enum Command {
     Status,
     /// Ask the running controller to publish a new epoch now.
     Rotate,
+    /// Make a new controller key, or show the keys in use (README "Rotating the controller
+    /// key").
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Inspect and check the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -121,6 +125,19 @@ pub enum PinArg {
     Deny,
     /// No pin.
     None,
+}
+
+/// `key …`.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Write a new Ed25519 key to FILE (mode 0600; an existing file is never overwritten)
+    /// and print its public half, for the nodes to pin beside the current key.
+    New {
+        /// Where to write it.
+        file: PathBuf,
+    },
+    /// Print the public half of the configured key and the configuration's previous keys.
+    Show,
 }
 
 /// `audit …`.

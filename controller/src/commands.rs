@@ -12,7 +12,7 @@ use meshtun_proto::enroll::enrollment_key;
 use meshtun_proto::private_file::{self, Changeable, Replace};
 use meshtun_proto::report::describe;
 use meshtun_proto::wire::{check_endpoint, valid_node_id, Ticket};
-use meshtun_proto::{IdentityKey, IdentityPublic, PublicKey};
+use meshtun_proto::{IdentityKey, IdentityPublic, KeySet, PublicKey};
 use rand_core::{OsRng, RngCore};
 use zeroize::Zeroizing;
 
@@ -21,6 +21,7 @@ use crate::clock::Clock;
 use crate::config::{ConfigError, ControllerConfig, Limits};
 use crate::engine::{Engine, EngineSettings};
 use crate::ha::{KeeperSettings, Leadership, LeaseTiming};
+use crate::keys::ControllerKeys;
 use crate::membership::decide_one;
 use crate::model::{NodeRecord, Pin};
 use crate::schedule::{Schedule, ScheduleError};
@@ -189,6 +190,29 @@ fn load_key(config: &ControllerConfig) -> Result<IdentityKey, CommandError> {
     IdentityKey::from_base64(&text).map_err(|e| file_err(&config.key_file, e))
 }
 
+/// `key new`: writes a fresh key to `file` (0600, never over an existing file) and returns
+/// its public half.
+pub fn key_new(file: &Path) -> Result<IdentityPublic, CommandError> {
+    let key = IdentityKey::generate();
+    write_secret(file, &key.to_base64())?;
+    Ok(key.public())
+}
+
+/// `key show`: the configured key's public half, then the previous keys, each checked.
+pub fn key_show(config: &ControllerConfig) -> Result<KeySet, CommandError> {
+    Ok(load_keys(config)?.answers_to().clone())
+}
+
+/// The signing key, with the configuration's `previous_keys`.
+fn load_keys(config: &ControllerConfig) -> Result<ControllerKeys, CommandError> {
+    ControllerKeys::new(load_key(config)?, &config.previous_keys).map_err(|e| {
+        file_err(
+            &config.key_file,
+            format!("with `previous_keys`: {e} (the signing key is not a previous key)"),
+        )
+    })
+}
+
 /// `serve`: binds the listeners `config` names and runs the controller on them
 /// ([`crate::serve`]) until `shutdown` completes.
 pub async fn serve(
@@ -196,7 +220,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), CommandError> {
     check(config)?;
-    let key = load_key(config)?;
+    let key = load_keys(config)?;
     let api = ApiSettings {
         admin_token: read_secret(&config.admin_token_file)?,
         read_token: config
@@ -598,6 +622,46 @@ mod tests {
         // A second init keeps everything.
         assert!(init(&config).unwrap().created.is_empty());
         assert_eq!(init(&config).unwrap().public_key, report.public_key);
+    }
+
+    /// Key rotation: `key new` writes a private key file it never overwrites, and the
+    /// configured key with `previous_keys` is what `key show` lists, the signing key first;
+    /// the signing key listed as its own previous key is refused, naming both.
+    #[test]
+    fn key_new_writes_a_private_key_and_key_show_lists_the_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("controller.toml");
+        let text =
+            "listen = \"127.0.0.1:8700\"\nurl = \"http://127.0.0.1:8700\"\nstate_dir = \"state\"\n";
+        let config = ControllerConfig::parse(text, &file).unwrap();
+        let old = init(&config).unwrap().public_key;
+        let next = dir.path().join("next.key");
+        let new = key_new(&next).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&next).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(
+            key_new(&next).is_err(),
+            "an existing key file is never overwritten"
+        );
+        assert_eq!(
+            IdentityKey::from_base64(&read_secret(&next).unwrap())
+                .unwrap()
+                .public(),
+            new
+        );
+        let rotated = format!("key_file = \"next.key\"\nprevious_keys = [\"{old}\"]\n{text}");
+        let config = ControllerConfig::parse(&rotated, &file).unwrap();
+        assert_eq!(key_show(&config).unwrap().keys(), [new, old]);
+        let itself = format!("key_file = \"next.key\"\nprevious_keys = [\"{new}\"]\n{text}");
+        let config = ControllerConfig::parse(&itself, &file).unwrap();
+        let err = key_show(&config).unwrap_err().to_string();
+        assert!(
+            err.contains("next.key") && err.contains("listed twice"),
+            "{err}"
+        );
     }
 
     #[test]

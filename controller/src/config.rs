@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use meshtun_proto::keyset::MAX_KEYS;
+use meshtun_proto::IdentityPublic;
 use serde::Deserialize;
 
 pub use crate::ha::settings::HaConfig;
@@ -60,6 +62,8 @@ struct RawConfig {
     database: Option<String>,
     database_password_file: Option<PathBuf>,
     key_file: Option<PathBuf>,
+    #[serde(default)]
+    previous_keys: Vec<String>,
     admin_token_file: Option<PathBuf>,
     read_token_file: Option<PathBuf>,
     tls: Option<RawTls>,
@@ -291,6 +295,39 @@ const BOUNDS: &[(&str, u64, u64)] = &[
     ("ha.lease", 1, 300),
 ];
 
+/// Reads `previous_keys`: Ed25519 public keys, at most [`MAX_KEYS`] − 1 (the signing key
+/// makes one more), each once.
+fn previous_keys(texts: &[String]) -> Result<Vec<IdentityPublic>, String> {
+    let keys = texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            IdentityPublic::from_base64(text).map_err(|e| {
+                format!(
+                    "key #{}: not an Ed25519 public key ({e}); give the public half the \
+                     controller printed for its old key, 44 base64 characters",
+                    i + 1
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if keys.len() >= MAX_KEYS {
+        return Err(format!(
+            "{} keys: at most {} previous keys, beside the signing key",
+            keys.len(),
+            MAX_KEYS - 1
+        ));
+    }
+    match keys
+        .iter()
+        .enumerate()
+        .find(|(i, k)| keys[..*i].contains(k))
+    {
+        Some((_, key)) => Err(format!("the key {key} is listed twice")),
+        None => Ok(keys),
+    }
+}
+
 /// Checks `value` of `key` against [`BOUNDS`].
 pub(crate) fn in_bounds(key: &'static str, value: u64) -> Result<(), (&'static str, String)> {
     match BOUNDS.iter().find(|(k, _, _)| *k == key) {
@@ -403,6 +440,9 @@ pub struct ControllerConfig {
     pub database: Database,
     /// The controller's Ed25519 key file.
     pub key_file: PathBuf,
+    /// The public halves of keys this controller signed with before: requests naming them
+    /// are still answered while the key is rotated (README "Rotating the controller key").
+    pub previous_keys: Vec<IdentityPublic>,
     /// File holding the admin token.
     pub admin_token_file: PathBuf,
     /// File holding the read token, if remote reads of `/metrics` and `/v1/status` are
@@ -474,6 +514,8 @@ impl ControllerConfig {
         if !(raw.url.starts_with("http://") || raw.url.starts_with("https://")) {
             return Err(invalid("url", "must start with http:// or https://".into()));
         }
+        let previous_keys =
+            previous_keys(&raw.previous_keys).map_err(|r| invalid("previous_keys", r))?;
         if raw.epoch.length < 1 {
             return Err(invalid("epoch.length", "must be at least 1 second".into()));
         }
@@ -592,6 +634,7 @@ impl ControllerConfig {
                 }
             },
             key_file: under_state(raw.key_file, "controller.key"),
+            previous_keys,
             admin_token_file: under_state(raw.admin_token_file, "admin.token"),
             read_token_file: raw.read_token_file.map(|p| base.join(p)),
             tls: raw.tls.map(|t| TlsFiles {
@@ -714,6 +757,40 @@ mod tests {
         assert!(err("[network]\nipv4 = \"100.64.0.1/24\"\n").contains("host bits"));
         assert!(err("[network]\nipv6 = \"::/0\"\n").contains("`network.ipv6`"));
         assert!(err("[network]\nipv4 = \"mesh\"\n").contains("line 5"));
+    }
+
+    /// Key rotation: `previous_keys` lists up to three public keys, each once; a key that
+    /// does not decode names the key and the line.
+    #[test]
+    fn previous_keys_are_read_and_bounded() {
+        let keys: Vec<String> = (1..=4u8)
+            .map(|i| {
+                meshtun_proto::IdentityKey::from_bytes([i; 32])
+                    .public()
+                    .to_base64()
+            })
+            .collect();
+        let list = |ks: &[String]| {
+            let inner: Vec<String> = ks.iter().map(|k| format!("\"{k}\"")).collect();
+            format!("{MINIMAL}previous_keys = [{}]\n", inner.join(", "))
+        };
+        let c = parse(&list(&keys[..3])).unwrap();
+        let got: Vec<String> = c.previous_keys.iter().map(|k| k.to_base64()).collect();
+        assert_eq!(got, keys[..3]);
+        assert!(parse(MINIMAL).unwrap().previous_keys.is_empty());
+        let err = |t: &str| parse(t).unwrap_err().to_string();
+        let many = err(&list(&keys));
+        assert!(
+            many.contains("`previous_keys`") && many.contains("at most 3"),
+            "{many}"
+        );
+        let twice = err(&list(&[keys[0].clone(), keys[0].clone()]));
+        assert!(twice.contains("listed twice"), "{twice}");
+        let bad = err(&format!("{MINIMAL}previous_keys = [\"short\"]\n"));
+        assert!(
+            bad.contains("`previous_keys`: key #1: not an Ed25519"),
+            "{bad}"
+        );
     }
 
     #[test]

@@ -15,15 +15,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use meshtun_proto::enroll::{enrollment_key, EnrollResponse, SignedEnrollReply};
+use meshtun_proto::enroll::{EnrollResponse, SignedEnrollReply};
 use meshtun_proto::wire::{EpochInfo, EpochTimes};
-use meshtun_proto::{EpochId, EpochSecret, IdentityKey, IdentityPublic, PrivateKey};
+use meshtun_proto::{EpochId, EpochSecret, IdentityPublic, KeySet, PrivateKey};
 use parking_lot::RwLock;
 use tokio::sync::watch;
 
 use crate::bundles::{self, BundleCache, BundleJson, BundleSource};
 use crate::clock::Clock;
 use crate::ha::{Leadership, Publish};
+use crate::keys::ControllerKeys;
 use crate::membership::{decide, newly_failing, peers_of};
 use crate::metrics::Metrics;
 use crate::model::{Decision, EpochRecord, NodeInput, NodeRecord, Policy};
@@ -97,7 +98,7 @@ pub struct EngineSettings {
 /// The controller's live state.
 pub struct Engine {
     store: Arc<Store>,
-    key: IdentityKey,
+    keys: ControllerKeys,
     settings: EngineSettings,
     clock: Clock,
     state: RwLock<State>,
@@ -117,8 +118,6 @@ pub struct Engine {
     pub metrics: Metrics,
     /// The overlay's address plan enrollments follow.
     network: Network,
-    /// The X25519 key enrollments prove WireGuard key possession to (derived from `key`).
-    enroll_key: PrivateKey,
     /// How long the database keeps history.
     retention: Retention,
     /// Paces the warnings of [`Engine::check_after`].
@@ -136,7 +135,7 @@ impl Engine {
     /// Loads nodes and recent epochs from `store` (resuming the epoch in force).
     pub fn open(
         store: Arc<Store>,
-        key: IdentityKey,
+        keys: impl Into<ControllerKeys>,
         settings: EngineSettings,
         clock: Clock,
     ) -> Result<Self, StoreError> {
@@ -170,8 +169,7 @@ impl Engine {
             in_round: std::sync::atomic::AtomicBool::new(false),
             metrics: Metrics::default(),
             network: Network::default(),
-            enroll_key: enrollment_key(&key),
-            key,
+            keys: keys.into(),
             retention: Retention::default(),
             ahead_warnings: RateLimiter::direct(
                 Quota::with_period(AHEAD_WARN_INTERVAL)
@@ -217,12 +215,12 @@ impl Engine {
 
     /// The X25519 key tickets name for the proof of WireGuard key possession.
     pub fn enrollment_key(&self) -> &PrivateKey {
-        &self.enroll_key
+        self.keys.enrollment_key()
     }
 
     /// Signs an enrollment reply with the controller key.
     pub fn sign_enrollment(&self, reply: &EnrollResponse) -> SignedEnrollReply {
-        SignedEnrollReply::sign(reply, &self.key)
+        SignedEnrollReply::sign(reply, self.keys.signing())
     }
 
     /// The clock the engine runs on.
@@ -232,7 +230,12 @@ impl Engine {
 
     /// The controller's public key, which nodes pin.
     pub fn public_key(&self) -> IdentityPublic {
-        self.key.public()
+        self.keys.public()
+    }
+
+    /// The controller keys a node's request may name (see [`ControllerKeys`]).
+    pub fn answers_to(&self) -> &KeySet {
+        self.keys.answers_to()
     }
 
     /// The durable store, for reads (and invites, which no in-memory state follows). Writes
@@ -529,7 +532,7 @@ impl Engine {
             decision: epoch.decisions.get(node),
             peers: &peers,
         };
-        let signed = bundles::build(&source, &self.key, now_ms);
+        let signed = bundles::build(&source, self.keys.signing(), now_ms);
         let mut json = Vec::with_capacity(signed.payload.len() + signed.signature.len() + 32);
         // Two strings in a struct always serialize.
         serde_json::to_writer(&mut json, &signed).ok()?;
@@ -728,7 +731,9 @@ impl Engine {
             decided.borrow_and_update();
             let engine = self.clone();
             let pruned = tokio::task::spawn_blocking(move || {
-                let report = engine.store.prune(&engine.retention, &engine.key)?;
+                let report = engine
+                    .store
+                    .prune(&engine.retention, engine.keys.signing())?;
                 Ok::<_, crate::store::AuditError>((report, engine.store.size_bytes()?))
             })
             .await;

@@ -32,6 +32,7 @@ pub mod commands;
 pub mod config;
 pub mod engine;
 pub mod ha;
+pub mod keys;
 pub mod membership;
 pub mod metrics;
 pub mod model;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use meshtun_controller::cli::{AuditCommand, Cli, Command, NodeCommand, PinArg};
+use meshtun_controller::cli::{AuditCommand, Cli, Command, KeyCommand, NodeCommand, PinArg};
 use meshtun_controller::commands;
 use meshtun_controller::config::ControllerConfig;
 use meshtun_controller::model::Pin;
@@ -95,6 +95,16 @@ fn run(cli: Cli) -> Result<()> {
         ),
         Command::Status => println!("{}", runtime()?.block_on(commands::status(&config))?),
         Command::Rotate => println!("epoch {}", runtime()?.block_on(commands::rotate(&config))?),
+        Command::Key(KeyCommand::New { file }) => {
+            println!("{}: new key {}", file.display(), commands::key_new(&file)?);
+        }
+        Command::Key(KeyCommand::Show) => {
+            let keys = commands::key_show(&config)?;
+            println!("signing: {}", keys.primary());
+            for previous in &keys.keys()[1..] {
+                println!("previous: {previous}");
+            }
+        }
         Command::Migrate {
             from,
             to,

@@ -18,7 +18,7 @@ use meshtun_controller::quota::NodeQuota;
 use meshtun_proto::auth::{
     RequestSignature, HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP,
 };
-use meshtun_proto::{IdentityKey, IdentityPublic};
+use meshtun_proto::{IdentityKey, IdentityPublic, KeySet};
 
 /// The controller's clock (Unix milliseconds) and replay window.
 const NOW_MS: u64 = 1_800_000_000_000;
@@ -84,8 +84,9 @@ fn arbitrary_request(u: &mut Unstructured<'_>) -> Result<()> {
         sig.verify(&key, &controller, &method, &path, &body).is_err(),
         "a forged signature verified"
     );
+    let answers_to = KeySet::one(controller);
     let request = SignedRequest {
-        controller: &controller,
+        controller: &answers_to,
         method: &method,
         path_and_query: &path,
         body: &body,
@@ -128,8 +129,8 @@ fn altered_request(u: &mut Unstructured<'_>) -> Result<()> {
         signed_at,
     );
     let (mut sig, mut parts) = (original.clone(), genuine.clone());
-    let mut addressed_to = controller;
-    match u.int_in_range(0..=9u8)? {
+    let mut answers_to = KeySet::one(controller);
+    match u.int_in_range(0..=10u8)? {
         0 => sig.node = u.arbitrary()?,
         1 => sig.timestamp_ms ^= u.int_in_range(1..=u64::MAX)?,
         2 => sig.nonce[usize::from(u.int_in_range(0..=15u8)?)] ^= u.int_in_range(1..=255u8)?,
@@ -139,12 +140,19 @@ fn altered_request(u: &mut Unstructured<'_>) -> Result<()> {
         6 => parts.body = u.arbitrary()?,
         7 => parts.path_node = u.arbitrary()?,
         // Checked by another controller (a replay at staging of a production request).
-        8 => addressed_to = IdentityKey::from_bytes(u.arbitrary()?).public(),
+        8 => answers_to = KeySet::one(IdentityKey::from_bytes(u.arbitrary()?).public()),
+        // A controller whose key was rotated, still answering to the one the node named.
+        9 => {
+            let new = IdentityKey::from_bytes(u.arbitrary()?).public();
+            if new != controller {
+                answers_to = KeySet::new(vec![new, controller]).unwrap_or(answers_to);
+            }
+        }
         _ => {}
     }
     // The method is signed in upper case; any other change must be refused.
     let untouched = sig == original
-        && addressed_to == controller
+        && answers_to.contains(&controller)
         && parts.method.to_ascii_uppercase() == genuine.method
         && Parts {
             method: genuine.method.clone(),
@@ -153,7 +161,7 @@ fn altered_request(u: &mut Unstructured<'_>) -> Result<()> {
     let now = NOW_MS + u.int_in_range(0..=4 * WINDOW_MS)? - 2 * WINDOW_MS;
     let fresh = signed_at.abs_diff(now) <= WINDOW_MS;
     let request = SignedRequest {
-        controller: &addressed_to,
+        controller: &answers_to,
         method: &parts.method,
         path_and_query: &parts.path,
         body: &parts.body,

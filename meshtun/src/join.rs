@@ -413,7 +413,7 @@ fn draft(options: &JoinOptions, path: &Path, url: String, endpoint: Option<Strin
         },
         controller: ControllerSettings {
             urls: vec![url],
-            public_key: options.ticket.controller_key,
+            public_keys: meshtun_proto::KeySet::one(options.ticket.controller_key),
             node_id: options.ticket.node_id.clone(),
             identity_key_file: dir.join(format!("{name}.identity")),
             on_controller_loss: LossPolicy::FailClosed,

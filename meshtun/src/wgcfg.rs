@@ -156,6 +156,9 @@ pub struct DeviceGate {
     pub node_id: String,
     /// The controller's base URL.
     pub controller_url: String,
+    /// The pinned controller key that signed the last bundle accepted (base64; empty before
+    /// the first).
+    pub controller_key: String,
     /// What happens when the controller is lost: `fail_closed` or `keep_last`.
     pub loss_policy: String,
     /// The membership enforced now, with the controller's reason for a denial.

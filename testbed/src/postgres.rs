@@ -334,7 +334,8 @@ impl TempCluster {
         }
     }
 
-    fn port(&self) -> u16 {
+    /// The port in the socket's name (`.s.PGSQL.PORT`), or the TCP port.
+    pub fn port(&self) -> u16 {
         self.tcp_port.unwrap_or(SOCKET_PORT)
     }
 

@@ -3,6 +3,7 @@
 
 use meshtun_proto::auth::RequestSignature;
 use meshtun_proto::enroll::Enrollment;
+use meshtun_proto::IdentityPublic;
 
 use super::Engine;
 use crate::model::{BenchmarkRecord, NodeRecord};
@@ -10,17 +11,18 @@ use crate::store::StoreError;
 
 impl Engine {
     /// Stores a node's benchmark, checked against `raw_body` and `sig` (the signed request
-    /// over `path`), and has [`Engine::check_on_benchmarks`] look for newly failing nodes
+    /// over `path`, naming the controller key `controller`), and has [`Engine::check_on_benchmarks`] look for newly failing nodes
     /// within [`super::DENY_CHECK_INTERVAL`]. Blocking (SQLite).
     pub fn submit_benchmark(
         &self,
+        controller: &IdentityPublic,
         record: &BenchmarkRecord,
         raw_body: &[u8],
         sig: &RequestSignature,
         path: &str,
     ) -> Result<(), StoreError> {
         self.store
-            .insert_benchmark(&self.public_key(), record, raw_body, sig, path)?;
+            .insert_benchmark(controller, record, raw_body, sig, path)?;
         self.benchmarks.notify_one();
         Ok(())
     }

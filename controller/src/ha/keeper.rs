@@ -98,6 +98,7 @@ pub async fn run_keeper(
                 () = tokio::time::sleep(every) => {
                     tracing::warn!("the lease keeper's PostgreSQL round has not answered in {every:?}");
                     log(&settings, leadership.failed());
+                    leadership.check_database();
                 }
                 () = &mut shutdown => break None,
             }
@@ -118,6 +119,7 @@ pub async fn run_keeper(
             }
         };
         log(&settings, change);
+        leadership.check_database();
         if let Some(status) = round.status {
             leadership.set_cluster(status);
             first = false;

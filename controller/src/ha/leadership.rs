@@ -40,6 +40,8 @@ struct Shared {
     reached: Mutex<Option<Mono>>,
     cluster: Mutex<Option<ClusterStatus>>,
     wake: watch::Sender<Wake>,
+    /// [`Leadership::database_lost`] as of the keeper's last check.
+    lost: watch::Sender<bool>,
     clock: MonoClock,
 }
 
@@ -69,11 +71,13 @@ impl Leadership {
     /// [`Leadership::lease`] on another clock (tests).
     pub fn with_clock(instance: impl Into<String>, timing: LeaseTiming, clock: MonoClock) -> Self {
         let (wake, _) = watch::channel(Wake::Start);
+        let (lost, _) = watch::channel(false);
         Self(Some(Arc::new(Shared {
             core: Mutex::new(LeaseCore::new(instance, timing)),
             reached: Mutex::new(None),
             cluster: Mutex::new(None),
             wake,
+            lost,
             clock,
         })))
     }
@@ -175,6 +179,24 @@ impl Leadership {
         };
         let lease = s.core.lock().timing().lease();
         (s.clock)().saturating_sub(reached) > lease
+    }
+
+    /// Publishes [`Leadership::database_lost`] to [`Leadership::lost_watch`]ers if it
+    /// changed; the keeper calls it after every round and every tick without an answer, so
+    /// a loss is seen at most `lease/3` late.
+    pub(crate) fn check_database(&self) {
+        if let Some(s) = &self.0 {
+            let lost = self.database_lost();
+            s.lost
+                .send_if_modified(|was| std::mem::replace(was, lost) != lost);
+        }
+    }
+
+    /// Follows [`Leadership::database_lost`] as the keeper sees it (`None` for the sole
+    /// instance): parked long-polls end with 503 when it turns true, so that their nodes
+    /// move to another instance at once rather than at their poll's timeout.
+    pub fn lost_watch(&self) -> Option<watch::Receiver<bool>> {
+        self.0.as_ref().map(|s| s.lost.subscribe())
     }
 
     /// The keeper got no answer.

@@ -34,6 +34,16 @@ struct Instance {
 
 impl Instance {
     async fn start(name: &str, database: &Database, key: &IdentityKey) -> Self {
+        Self::start_polling(name, database, key, Duration::from_millis(300)).await
+    }
+
+    /// [`Instance::start`] with long-polls of `long_poll`.
+    async fn start_polling(
+        name: &str,
+        database: &Database,
+        key: &IdentityKey,
+        long_poll: Duration,
+    ) -> Self {
         let (database, key, instance) = (database.clone(), key.clone(), name.to_owned());
         let (engine, parts) = tokio::task::spawn_blocking(move || {
             let store = Arc::new(Store::connect(&database).expect("cannot open the store"));
@@ -58,7 +68,7 @@ impl Instance {
                 admin_token: Zeroizing::new("admin-token-for-tests".to_owned()),
                 read_token: None,
                 clock_skew: Duration::from_secs(30),
-                long_poll: Duration::from_millis(300),
+                long_poll,
                 limits: Limits::default(),
             },
             tls: None,
@@ -168,4 +178,118 @@ async fn one_leader_publishes_and_the_other_takes_over_when_it_dies() {
     let ids: Vec<u64> = ids.lines().map(|l| l.trim().parse().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     assert!(ids.len() >= 3, "{ids:?}");
+}
+
+/// A relay between the controller and PostgreSQL's Unix socket that the test can cut, as a
+/// partition would: the relayed connections are dropped and new ones refused.
+struct Relay {
+    dir: tempfile::TempDir,
+    socket_dir: std::path::PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    fn start(cluster: &meshtun_controller::temp_cluster::TempCluster) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = cluster.port();
+        let socket = format!(".s.PGSQL.{port}");
+        let listener = tokio::net::UnixListener::bind(dir.path().join(&socket)).unwrap();
+        let target = cluster.socket_dir().join(&socket);
+        let task = tokio::spawn(async move {
+            let mut relayed = tokio::task::JoinSet::new();
+            while let Ok((mut near, _)) = listener.accept().await {
+                let target = target.clone();
+                relayed.spawn(async move {
+                    if let Ok(mut far) = tokio::net::UnixStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut near, &mut far).await;
+                    }
+                });
+            }
+        });
+        let socket_dir = cluster.socket_dir().to_owned();
+        Self {
+            dir,
+            socket_dir,
+            task,
+        }
+    }
+
+    /// `cluster_url` (the cluster's URL of a database) through the relay.
+    fn url(&self, cluster_url: &str) -> String {
+        let encode = |p: &std::path::Path| p.display().to_string().replace('/', "%2F");
+        cluster_url.replace(&encode(&self.socket_dir), &encode(self.dir.path()))
+    }
+
+    fn cut(&self) {
+        self.task.abort();
+    }
+}
+
+/// A node's long-poll parked on an instance that then loses its database ends at once
+/// with 503, so the node moves to another instance, instead of hanging until its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_long_poll_ends_with_503_when_its_instance_loses_the_database() {
+    let Some(cluster) = temp_cluster::shared_or_skip("ha_parked_poll") else {
+        return;
+    };
+    let name = cluster.create_database("ha_poll").unwrap();
+    let relay = Relay::start(cluster);
+    let relayed = relay.url(&cluster.url(&name));
+    assert_ne!(relayed, cluster.url(&name));
+    let database = Database::parse(&relayed, std::path::Path::new("/"), None);
+    let key = IdentityKey::generate();
+    let store_db = database.clone();
+    let nodes = tokio::task::spawn_blocking(move || {
+        enroll(&Store::connect(&store_db).unwrap(), &["node-a"])
+    })
+    .await
+    .unwrap();
+    let long_poll = Duration::from_secs(30);
+    let a = Instance::start_polling("a", &database, &key, long_poll).await;
+    wait_for(Duration::from_secs(10), "a first epoch", || {
+        a.newest_epoch().is_some()
+    })
+    .await;
+
+    // Ask for an epoch far ahead: nothing newer comes, so the poll parks.
+    let after = a.newest_epoch().unwrap() + 3_600_000;
+    let path = format!("/v1/config/node-a?after={after}");
+    let node = &nodes[0];
+    let sig = meshtun_proto::auth::RequestSignature::sign(
+        &node.identity,
+        &key.public(),
+        &node.id,
+        "GET",
+        &path,
+        b"",
+        meshtun_proto::time::unix_ms(),
+    );
+    let mut request = reqwest::Client::new().get(format!("{}{path}", a.url));
+    for (header, value) in sig.headers() {
+        request = request.header(header, value);
+    }
+    let poll = tokio::spawn(async move {
+        let answer = request.send().await.unwrap();
+        let status = answer.status();
+        (status, answer.text().await.unwrap_or_default())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !poll.is_finished(),
+        "the poll parks while the database answers"
+    );
+
+    relay.cut();
+    let cut = Instant::now();
+    let (status, body) = tokio::time::timeout(long_poll, poll)
+        .await
+        .expect("the parked poll was not ended when its instance lost the database")
+        .unwrap();
+    let took = cut.elapsed();
+    eprintln!("parked poll ended {took:?} after the database was cut: {status} {body}");
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("lost its database"), "{body}");
+    // Lost after a lease without answers, seen within a third of one more.
+    assert!(took < LEASE * 2 + Duration::from_secs(1), "took {took:?}");
+    a.crash();
 }

@@ -194,7 +194,10 @@ impl TomlText {
                 self.line("url", strings(many));
             }
         }
-        self.line("public_key", string(&settings.public_key.to_base64()));
+        match settings.public_keys.keys() {
+            [one] => self.line("public_key", string(&one.to_base64())),
+            many => self.line("public_key", strings(many)),
+        }
         self.line("node_id", string(&settings.node_id));
         self.line(
             "identity_key_file",
@@ -309,7 +312,7 @@ mod tests {
     fn controller(dir: &Path) -> ControllerSettings {
         ControllerSettings {
             urls: vec!["https://192.0.2.10:8700".into()],
-            public_key: IdentityKey::generate().public(),
+            public_keys: meshtun_proto::KeySet::one(IdentityKey::generate().public()),
             node_id: "node-a".into(),
             identity_key_file: dir.join("wg0.identity"),
             on_controller_loss: LossPolicy::KeepLast,
@@ -362,9 +365,14 @@ mod tests {
             );
             assert!(text.contains("cache_file = \"/etc/meshtun/cache/wg0.bundle\"\n"));
         }
-        // Several instances are written as a list, and read back in order.
+        // Several instances and keys are written as lists, and read back in order.
         let mut several = controller.clone();
         several.urls.push("https://192.0.2.11:8700".into());
+        several.public_keys = meshtun_proto::KeySet::new(vec![
+            *controller.public_keys.primary(),
+            IdentityKey::generate().public(),
+        ])
+        .unwrap();
         let mut out = TomlText::default();
         out.interface(&interface);
         out.controller(&several, path, "wg0");

@@ -4,7 +4,8 @@
 //! ```toml
 //! [controller]
 //! url = "https://192.0.2.10:8700"          # http or https, no path
-//! public_key = "<base64 Ed25519>"          # the controller's key, pinned
+//! public_key = "<base64 Ed25519>"          # the controller's key, pinned; a list of up
+//!                                          # to 4 while the key is rotated
 //! node_id = "node-a"
 //! identity_key_file = "node-a.identity"    # default: NAME.identity beside this file
 //! on_controller_loss = "fail_closed"       # or "keep_last"; default "fail_closed"
@@ -33,7 +34,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use meshtun_proto::IdentityPublic;
+use meshtun_proto::KeySet;
 
 /// The directory of the default bundle cache (`/var/lib/meshtun/NAME.bundle`).
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/meshtun";
@@ -95,8 +96,9 @@ pub struct ControllerSettings {
     /// path), in order of preference: the node uses one at a time and moves to the next when
     /// it stops answering. Never empty; at most [`MAX_CONTROLLER_URLS`].
     pub urls: Vec<String>,
-    /// The controller's Ed25519 public key: bundles must be signed with it.
-    pub public_key: IdentityPublic,
+    /// The controller's Ed25519 public keys: bundles must be signed with one of them, and
+    /// requests name the first. Several only while the controller key is rotated.
+    pub public_keys: KeySet,
     /// This node's id at the controller.
     pub node_id: String,
     /// The file holding this node's Ed25519 identity seed (base64); created with mode 0600
@@ -190,11 +192,11 @@ pub fn check_allowed_prefixes(prefixes: &[IpNet]) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks a controller base URL: `http` or `https`, a host, and nothing after it; returns it
-/// without the trailing slash.
 /// The most controller URLs a node may list.
 pub const MAX_CONTROLLER_URLS: usize = 8;
 
+/// Checks a controller base URL: `http` or `https`, a host, and nothing after it; returns it
+/// without the trailing slash.
 pub(crate) fn controller_url(text: &str) -> Result<String, String> {
     let url = reqwest::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {

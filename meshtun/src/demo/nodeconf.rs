@@ -166,7 +166,7 @@ mod tests {
 
         let ctl = config.controller.unwrap();
         assert_eq!(ctl.urls, ["http://192.0.2.10:8700"]);
-        assert_eq!(ctl.public_key, controller);
+        assert_eq!(ctl.public_keys.keys(), [controller]);
         assert_eq!(ctl.node_id, "node-b");
         assert_eq!(ctl.identity_key_file, dir.path().join("node-b.identity"));
         assert_eq!(ctl.cache_file, dir.path().join("node-b.bundle"));

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use ipnet::IpNet;
 use meshtun_proto::bundle::{BundleError, Membership, Opener, SignedBundle};
-use meshtun_proto::{EpochId, IdentityPublic, PresharedKey, PrivateKey, PublicKey};
+use meshtun_proto::{EpochId, IdentityPublic, KeySet, PresharedKey, PrivateKey, PublicKey};
 
 /// Why a bundle was refused. Nothing from a refused bundle is used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -112,6 +112,8 @@ pub struct VerifiedBundle {
     pub peers: Vec<GatedPeer>,
     /// The bundle as the controller signed it.
     pub signed: SignedBundle,
+    /// The pinned controller key that signed it.
+    pub signer: IdentityPublic,
 }
 
 impl VerifiedBundle {
@@ -152,36 +154,37 @@ impl VerifiedBundle {
 }
 
 /// Verifies `signed` for node `node_id` with WireGuard key `wg_private`, against the pinned
-/// `controller` key, and opens its preshared keys. See the module documentation.
+/// controller keys, and opens its preshared keys. See the module documentation.
 pub fn verify_bundle(
     signed: &SignedBundle,
-    controller: &IdentityPublic,
+    pinned: &KeySet,
     node_id: &str,
     wg_private: &PrivateKey,
 ) -> Result<VerifiedBundle, BundleCheckError> {
-    let bundle = signed
-        .verify(controller)
+    let (bundle, signer) = signed
+        .verify_pinned(pinned)
         .map_err(BundleCheckError::Signed)?;
-    check_bundle(bundle, signed, node_id, wg_private)
+    check_bundle(bundle, signer, signed, node_id, wg_private)
 }
 
 /// [`verify_bundle`] for the node's own cache, which may hold a bundle signed before the
 /// signature label ([`SignedBundle::verify_cached`]).
 pub fn verify_cached_bundle(
     signed: &SignedBundle,
-    controller: &IdentityPublic,
+    pinned: &KeySet,
     node_id: &str,
     wg_private: &PrivateKey,
 ) -> Result<VerifiedBundle, BundleCheckError> {
-    let bundle = signed
-        .verify_cached(controller)
+    let (bundle, signer) = signed
+        .verify_cached(pinned)
         .map_err(BundleCheckError::Signed)?;
-    check_bundle(bundle, signed, node_id, wg_private)
+    check_bundle(bundle, signer, signed, node_id, wg_private)
 }
 
 /// Every check of [`verify_bundle`] after the signature.
 fn check_bundle(
     bundle: meshtun_proto::bundle::Bundle,
+    signer: IdentityPublic,
     signed: &SignedBundle,
     node_id: &str,
     wg_private: &PrivateKey,
@@ -237,6 +240,7 @@ fn check_bundle(
         membership: bundle.membership,
         peers,
         signed: signed.clone(),
+        signer,
     })
 }
 

@@ -12,7 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use meshtun_proto::bundle::{SignedBundle, MAX_BUNDLE_BYTES};
-use meshtun_proto::{IdentityPublic, PrivateKey};
+use meshtun_proto::{KeySet, PrivateKey};
 
 use super::bundle::{verify_cached_bundle, BundleCheckError, VerifiedBundle};
 use meshtun_proto::private_file::{self, read_limited, Replace};
@@ -90,10 +90,10 @@ pub fn save_cache(path: &Path, signed: &SignedBundle) -> Result<(), CacheError> 
 }
 
 /// Reads and verifies the cached bundle for node `node_id` with WireGuard key `wg_private`
-/// against the pinned `controller` key. `Ok(None)` if there is no cache file.
+/// against the `pinned` controller keys. `Ok(None)` if there is no cache file.
 pub fn load_cache(
     path: &Path,
-    controller: &IdentityPublic,
+    pinned: &KeySet,
     node_id: &str,
     wg_private: &PrivateKey,
     now_ms: u64,
@@ -114,13 +114,12 @@ pub fn load_cache(
         file: file(),
         reason: e.to_string(),
     })?;
-    let bundle =
-        verify_cached_bundle(&signed, controller, node_id, wg_private).map_err(|source| {
-            CacheError::Bundle {
-                file: file(),
-                source,
-            }
-        })?;
+    let bundle = verify_cached_bundle(&signed, pinned, node_id, wg_private).map_err(|source| {
+        CacheError::Bundle {
+            file: file(),
+            source,
+        }
+    })?;
     Ok(Some(CachedBundle {
         expired: bundle.is_expired(now_ms),
         bundle,
@@ -134,7 +133,13 @@ mod tests {
     use meshtun_proto::IdentityKey;
 
     fn load(f: &Fixture, path: &Path, now: u64) -> Result<Option<CachedBundle>, CacheError> {
-        load_cache(path, &f.controller.public(), "node-a", &f.wg, now)
+        load_cache(
+            path,
+            &KeySet::one(f.controller.public()),
+            "node-a",
+            &f.wg,
+            now,
+        )
     }
 
     #[test]
@@ -219,11 +224,18 @@ mod tests {
         let signed = f.sign(&f.bundle(5, NOW + 60_000));
         save_cache(&path, &signed).unwrap();
 
-        let other_controller = IdentityKey::generate().public();
+        let other_controller = KeySet::one(IdentityKey::generate().public());
         let err = load_cache(&path, &other_controller, "node-a", &f.wg, NOW).unwrap_err();
         let message = meshtun_proto::report::describe(&err);
         assert!(message.contains("does not verify"), "{message}");
-        let err = load_cache(&path, &f.controller.public(), "node-b", &f.wg, NOW).unwrap_err();
+        let err = load_cache(
+            &path,
+            &KeySet::one(f.controller.public()),
+            "node-b",
+            &f.wg,
+            NOW,
+        )
+        .unwrap_err();
         assert!(
             matches!(
                 err,

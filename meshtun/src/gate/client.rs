@@ -19,7 +19,7 @@ use meshtun_proto::enroll::{
 };
 use meshtun_proto::report::{describe, Chain};
 use meshtun_proto::wire::{valid_node_id, Benchmark};
-use meshtun_proto::{EpochId, IdentityKey, IdentityPublic, PrivateKey};
+use meshtun_proto::{EpochId, IdentityKey, KeySet, PrivateKey};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 
@@ -172,7 +172,7 @@ pub struct ControllerClient {
     instances: Instances,
     /// Set when the last failure moved to another instance that should be tried at once.
     retry_now: AtomicBool,
-    controller_key: IdentityPublic,
+    controller_keys: KeySet,
     node_id: String,
     identity: IdentityKey,
     wg_private: PrivateKey,
@@ -182,7 +182,7 @@ impl std::fmt::Debug for ControllerClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControllerClient")
             .field("urls", &self.instances.urls())
-            .field("controller_key", &self.controller_key)
+            .field("controller_keys", &self.controller_keys)
             .field("node_id", &self.node_id)
             .finish_non_exhaustive()
     }
@@ -190,11 +190,11 @@ impl std::fmt::Debug for ControllerClient {
 
 impl ControllerClient {
     /// A client for the controller at `url` (http or https, no path), whose bundles must be
-    /// signed with `controller_key`, acting as `node_id` with `identity`, and opening keys
+    /// signed with one of `controller_keys`, acting as `node_id` with `identity`, and opening keys
     /// with the interface's `wg_private` key.
     pub fn new(
         url: &str,
-        controller_key: IdentityPublic,
+        controller_keys: KeySet,
         node_id: &str,
         identity: IdentityKey,
         wg_private: PrivateKey,
@@ -202,7 +202,7 @@ impl ControllerClient {
         Self::with_http(
             http_client(None)?,
             &[url.to_owned()],
-            controller_key,
+            controller_keys,
             node_id,
             identity,
             wg_private,
@@ -213,7 +213,7 @@ impl ControllerClient {
     /// preference.
     pub fn with_instances(
         urls: &[String],
-        controller_key: IdentityPublic,
+        controller_keys: KeySet,
         node_id: &str,
         identity: IdentityKey,
         wg_private: PrivateKey,
@@ -221,7 +221,7 @@ impl ControllerClient {
         Self::with_http(
             http_client(None)?,
             urls,
-            controller_key,
+            controller_keys,
             node_id,
             identity,
             wg_private,
@@ -231,7 +231,7 @@ impl ControllerClient {
     fn with_http(
         http: reqwest::Client,
         urls: &[String],
-        controller_key: IdentityPublic,
+        controller_keys: KeySet,
         node_id: &str,
         identity: IdentityKey,
         wg_private: PrivateKey,
@@ -251,7 +251,7 @@ impl ControllerClient {
             http,
             instances: Instances::new(urls),
             retry_now: AtomicBool::new(false),
-            controller_key,
+            controller_keys,
             node_id: node_id.to_owned(),
             identity,
             wg_private,
@@ -268,7 +268,7 @@ impl ControllerClient {
         Self::with_http(
             http_client(settings.ca_file.as_deref())?,
             &settings.urls,
-            settings.public_key,
+            settings.public_keys.clone(),
             &settings.node_id,
             identity,
             wg_private,
@@ -315,9 +315,9 @@ impl ControllerClient {
         result
     }
 
-    /// The pinned controller key.
-    pub fn controller_key(&self) -> &IdentityPublic {
-        &self.controller_key
+    /// The pinned controller keys.
+    pub fn controller_keys(&self) -> &KeySet {
+        &self.controller_keys
     }
 
     /// A signed request to the instance in use (returned with it): `path_and_query` is
@@ -329,11 +329,11 @@ impl ControllerClient {
         body: Vec<u8>,
     ) -> (usize, RequestBuilder) {
         let (index, base) = self.instances.current();
-        // Signed for the pinned controller: another controller that knows this node (a
-        // staging one, say) cannot be sent a replay of it.
+        // Signed for the primary pinned controller key: another controller that knows this
+        // node (a staging one, say) cannot be sent a replay of it.
         let signature = RequestSignature::sign(
             &self.identity,
-            &self.controller_key,
+            self.controller_keys.primary(),
             &self.node_id,
             method.as_str(),
             path_and_query,
@@ -418,7 +418,7 @@ impl ControllerClient {
             })?;
         let bundle = verify_bundle(
             &signed,
-            &self.controller_key,
+            &self.controller_keys,
             &self.node_id,
             &self.wg_private,
         )?;
@@ -674,7 +674,13 @@ mod tests {
     fn bad_urls_and_node_ids_are_refused() {
         let key = IdentityKey::generate();
         let make = |url: &str, node: &str| {
-            ControllerClient::new(url, key.public(), node, key.clone(), PrivateKey::generate())
+            ControllerClient::new(
+                url,
+                KeySet::one(key.public()),
+                node,
+                key.clone(),
+                PrivateKey::generate(),
+            )
         };
         assert!(matches!(make("ftp://x", "a"), Err(ClientError::Url(_))));
         assert!(matches!(

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshtun_proto::{EpochId, IdentityPublic, PrivateKey};
+use meshtun_proto::{EpochId, KeySet, PrivateKey};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -121,7 +121,7 @@ impl Gate {
             options.controller.on_controller_loss,
             u64::try_from(options.controller.grace.as_millis()).unwrap_or(u64::MAX),
         );
-        restore_cache(&mut state, options, client.controller_key());
+        restore_cache(&mut state, options, client.controller_keys());
         let (bundles, received) = mpsc::channel(4);
         let after = state.newest_epoch();
         let scheduler = Scheduler::new(
@@ -169,11 +169,11 @@ impl Gate {
 }
 
 /// Puts the cached bundle, if there is a valid one, in the state.
-fn restore_cache(state: &mut GateState, options: &GateOptions, controller: &IdentityPublic) {
+fn restore_cache(state: &mut GateState, options: &GateOptions, pinned: &KeySet) {
     let settings = &options.controller;
     match load_cache(
         &settings.cache_file,
-        controller,
+        pinned,
         &settings.node_id,
         &options.wg_private,
         unix_ms(),

@@ -98,6 +98,7 @@ impl Scheduler {
     fn accept(&mut self, bundle: VerifiedBundle) {
         let epoch = bundle.epoch;
         let signed = bundle.signed.clone();
+        let signer = bundle.signer;
         let endpoints: Vec<String> = bundle
             .peers
             .iter()
@@ -121,7 +122,19 @@ impl Scheduler {
                 return;
             }
         }
-        self.status.lock().next_epoch = self.state.next_epoch();
+        {
+            let mut status = self.status.lock();
+            status.next_epoch = self.state.next_epoch();
+            if status.controller_key.is_some_and(|k| k != signer) {
+                tracing::info!(
+                    target: "meshtun::gate",
+                    epoch,
+                    "bundles are now signed by the controller key {signer} (a pinned key: the \
+                     controller key is being rotated)"
+                );
+            }
+            status.controller_key = Some(signer);
+        }
         self.resolve(&endpoints);
         self.unsaved = Some(signed);
         tracing::debug!(target: "meshtun::gate", epoch, "bundle accepted");

@@ -40,6 +40,7 @@ fn bundle(epoch: u64, now: u64, membership: Membership, peers: Vec<GatedPeer>) -
             payload: String::new(),
             signature: String::new(),
         },
+        signer: meshtun_proto::IdentityPublic::from_bytes([0; 32]),
     }
 }
 

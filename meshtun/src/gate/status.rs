@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use meshtun_proto::{EpochId, PublicKey};
+use meshtun_proto::{EpochId, IdentityPublic, PublicKey};
 use parking_lot::Mutex;
 
 pub use crate::wgcfg::MembershipState;
@@ -27,6 +27,8 @@ pub struct GateStatus {
     pub node_id: String,
     /// The base URL of the controller instance in use.
     pub controller_url: String,
+    /// The pinned controller key that signed the last bundle accepted.
+    pub controller_key: Option<IdentityPublic>,
     /// Moves from one controller instance to another since start.
     pub failovers: u64,
     /// The loss policy (`fail_closed` or `keep_last`).
@@ -81,6 +83,10 @@ impl From<&GateStatus> for DeviceGate {
         Self {
             node_id: gate.node_id.clone(),
             controller_url: gate.controller_url.clone(),
+            controller_key: gate
+                .controller_key
+                .map(|k| k.to_base64())
+                .unwrap_or_default(),
             loss_policy: gate.loss_policy.to_owned(),
             membership: gate.membership.clone(),
             epoch: gate.epoch,

@@ -175,7 +175,7 @@ mod tests {
             },
             controller: ControllerSettings {
                 urls: vec!["http://192.0.2.10:8700".into()],
-                public_key: IdentityKey::generate().public(),
+                public_keys: meshtun_proto::KeySet::one(IdentityKey::generate().public()),
                 node_id: "node-d".into(),
                 identity_key_file: dir.join("wg0.identity"),
                 on_controller_loss: LossPolicy::FailClosed,

@@ -71,7 +71,10 @@ fn preparing_creates_only_the_identity_and_a_valid_draft() {
     assert_eq!(mode(&dir.path().join("sub/wg0.identity")), 0o600);
     let controller = &prepared.draft.controller;
     assert_eq!(controller.urls, ["http://192.0.2.10:8700"]);
-    assert_eq!(controller.public_key, options.ticket.controller_key);
+    assert_eq!(
+        controller.public_keys.keys(),
+        [options.ticket.controller_key]
+    );
     assert_eq!(
         controller.identity_key_file,
         dir.path().join("sub/wg0.identity")

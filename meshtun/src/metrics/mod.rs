@@ -29,7 +29,7 @@
 //!
 //! | name | type | labels | meaning |
 //! |---|---|---|---|
-//! | `meshtun_gate_info` | info | `node_id`, `controller_url`, `loss_policy` | this node at the controller; the instance in use |
+//! | `meshtun_gate_info` | info | `node_id`, `controller_url`, `controller_key`, `loss_policy` | this node at the controller; the instance in use; the key that signed the last bundle accepted |
 //! | `meshtun_gate_controller_failovers_total` | counter | | moves from one controller instance to another |
 //! | `meshtun_gate_membership` | gauge | `state`: `pending`, `allowed`, `denied`, `lost` | 1 for the state enforced now, 0 for the others |
 //! | `meshtun_gate_epoch` | gauge | | epoch of the bundle in force |

@@ -185,6 +185,12 @@ impl Sample {
         info.encode_info(&vec![
             ("node_id", gate.node_id.clone()),
             ("controller_url", gate.controller_url.clone()),
+            (
+                "controller_key",
+                gate.controller_key
+                    .map(|k| k.to_base64())
+                    .unwrap_or_default(),
+            ),
             ("loss_policy", gate.loss_policy.to_owned()),
         ])?;
         let help = "Moves from one controller instance to another since start";

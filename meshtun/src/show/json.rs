@@ -34,6 +34,9 @@ pub struct GateView {
     pub node_id: String,
     /// The controller's base URL.
     pub controller_url: String,
+    /// The pinned controller key that signed the last bundle accepted (empty before the
+    /// first).
+    pub controller_key: String,
     /// `fail_closed` or `keep_last`.
     pub loss_policy: String,
     /// `PENDING`, `ALLOWED`, `DENIED` or `LOST`.
@@ -117,6 +120,7 @@ impl GateView {
         Self {
             node_id: g.node_id.clone(),
             controller_url: g.controller_url.clone(),
+            controller_key: g.controller_key.clone(),
             loss_policy: g.loss_policy.clone(),
             membership: g.membership.as_str().to_owned(),
             reason: g.membership.reason().map(str::to_owned),
@@ -214,6 +218,7 @@ mod tests {
             json!({
                 "node_id": "node-a",
                 "controller_url": "http://192.0.2.1:8080",
+                "controller_key": "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=",
                 "loss_policy": "fail_closed",
                 "membership": "DENIED",
                 "reason": "overall 0.40 below 0.70",

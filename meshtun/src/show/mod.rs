@@ -207,6 +207,7 @@ pub(crate) mod tests {
         status.gate = Some(DeviceGate {
             node_id: "node-a".into(),
             controller_url: "http://192.0.2.1:8080".into(),
+            controller_key: "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=".into(),
             loss_policy: "fail_closed".into(),
             membership,
             epoch: Some(42),

@@ -48,6 +48,9 @@ fn render_gate(out: &mut String, gate: &DeviceGate, now_ms: u64) {
         let _ = write!(out, ", error: {error}");
     }
     out.push('\n');
+    if !gate.controller_key.is_empty() {
+        let _ = writeln!(out, "  controller key: {}", gate.controller_key);
+    }
     let _ = writeln!(out, "  on controller loss: {}", gate.loss_policy);
 }
 
@@ -254,6 +257,7 @@ mod tests {
             "  node: node-a",
             "  membership: ALLOWED (epoch 42, ends in 7s)",
             "  controller: http://192.0.2.1:8080, last contact 2s ago",
+            "  controller key: AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=",
             "  on controller loss: fail_closed",
             "",
         ]

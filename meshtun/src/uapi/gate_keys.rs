@@ -7,6 +7,7 @@
 //! |--------------------------------------|------------------------------------------|
 //! | `meshtun_node_id`                    | this node's id (text)                    |
 //! | `meshtun_controller_url`             | the controller's base URL (text)         |
+//! | `meshtun_controller_key`             | the key that signed the last bundle (text; absent before one) |
 //! | `meshtun_loss_policy`                | `fail_closed` or `keep_last` (text)      |
 //! | `meshtun_membership`                 | `PENDING`, `ALLOWED`, `DENIED` or `LOST` |
 //! | `meshtun_reason`                     | why this node is denied (text)           |
@@ -50,6 +51,9 @@ const ESCAPED: &AsciiSet = &CONTROLS.add(b'%').add(b'=');
 pub fn write_device_gate(gate: &DeviceGate, out: &mut String) {
     text_line(out, "meshtun_node_id", &gate.node_id);
     text_line(out, "meshtun_controller_url", &gate.controller_url);
+    if !gate.controller_key.is_empty() {
+        text_line(out, "meshtun_controller_key", &gate.controller_key);
+    }
     text_line(out, "meshtun_loss_policy", &gate.loss_policy);
     line(out, "meshtun_membership", gate.membership.as_str());
     if let Some(reason) = gate.membership.reason() {
@@ -115,6 +119,7 @@ pub struct DeviceGateReader {
     first_line: Option<usize>,
     node_id: String,
     controller_url: String,
+    controller_key: String,
     loss_policy: String,
     membership: Option<String>,
     reason: Option<String>,
@@ -134,6 +139,7 @@ impl DeviceGateReader {
         match key {
             "meshtun_node_id" => self.node_id = text()?,
             "meshtun_controller_url" => self.controller_url = text()?,
+            "meshtun_controller_key" => self.controller_key = text()?,
             "meshtun_loss_policy" => self.loss_policy = text()?,
             "meshtun_membership" => self.membership = Some(value.to_owned()),
             "meshtun_reason" => self.reason = Some(text()?),
@@ -179,6 +185,7 @@ impl DeviceGateReader {
         Ok(Some(DeviceGate {
             node_id: self.node_id,
             controller_url: self.controller_url,
+            controller_key: self.controller_key,
             loss_policy: self.loss_policy,
             membership,
             epoch: self.epoch,
@@ -240,6 +247,7 @@ mod tests {
         DeviceGate {
             node_id: "node-a".into(),
             controller_url: "https://ctl.example:8443/base?x=1&y=%41".into(),
+            controller_key: "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=".into(),
             loss_policy: "fail_closed".into(),
             membership,
             epoch: Some(42),
@@ -272,6 +280,7 @@ mod tests {
             out,
             "meshtun_node_id=node-a\n\
              meshtun_controller_url=https://ctl.example:8443/base?x%3D1&y%3D%2541\n\
+             meshtun_controller_key=AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM%3D\n\
              meshtun_loss_policy=fail_closed\n\
              meshtun_membership=DENIED\n\
              meshtun_reason=overall 0.40 below 0.70\n\
@@ -304,7 +313,7 @@ mod tests {
             assert_eq!(line.matches('=').count(), 1, "{line:?}");
             assert!(line.is_ascii() && !line.contains('\r'), "{line:?}");
         }
-        let read = read_device(&out.lines().take(10).collect::<Vec<_>>().join("\n"))
+        let read = read_device(&out.lines().take(11).collect::<Vec<_>>().join("\n"))
             .unwrap()
             .unwrap();
         assert_eq!(read.node_id, nasty);

@@ -467,6 +467,7 @@ mod tests {
         status.gate = Some(DeviceGate {
             node_id: "node-a".into(),
             controller_url: "http://192.0.2.1:8080".into(),
+            controller_key: String::new(),
             loss_policy: "keep_last".into(),
             membership: MembershipState::Allowed,
             epoch: Some(42),

@@ -13,7 +13,7 @@ use meshtun::gate::{
 use meshtun_proto::bundle::{Bundle, Membership, Sealer, SignedBundle, BUNDLE_VERSION};
 use meshtun_proto::enroll::enrollment_key;
 use meshtun_proto::wire::Ticket;
-use meshtun_proto::{IdentityKey, PresharedKey, PrivateKey};
+use meshtun_proto::{IdentityKey, KeySet, PresharedKey, PrivateKey};
 
 /// The controller's long-poll in these tests.
 const LONG_POLL: Duration = Duration::from_millis(300);
@@ -73,7 +73,7 @@ async fn benchmarks_are_stored_once_and_refusals_carry_the_controller_reason() {
     // Signed with a key the controller does not know for node-a.
     let impostor = ControllerClient::new(
         &c.url,
-        c.key.public(),
+        KeySet::one(c.key.public()),
         "node-a",
         IdentityKey::generate(),
         c.nodes[0].wg.clone(),
@@ -152,9 +152,15 @@ async fn both_ends_of_a_pair_open_the_same_key_and_a_denied_node_gets_none() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wg0.bundle");
     save_cache(&path, &a.signed).unwrap();
-    let cached = load_cache(&path, &c.key.public(), "node-a", &c.nodes[0].wg, now_ms())
-        .unwrap()
-        .unwrap();
+    let cached = load_cache(
+        &path,
+        &KeySet::one(c.key.public()),
+        "node-a",
+        &c.nodes[0].wg,
+        now_ms(),
+    )
+    .unwrap()
+    .unwrap();
     assert!(!cached.expired);
     assert_eq!(cached.bundle, a);
 }
@@ -170,7 +176,7 @@ async fn a_bundle_under_another_controller_key_is_refused() {
     let node = &c.nodes[0];
     let wrong_pin = ControllerClient::new(
         &c.url,
-        IdentityKey::generate().public(),
+        KeySet::one(IdentityKey::generate().public()),
         &node.id,
         node.identity.clone(),
         node.wg.clone(),
@@ -202,7 +208,7 @@ fn client_at(c: &Controller, n: usize, url: &str) -> ControllerClient {
     let node = &c.nodes[n];
     ControllerClient::new(
         url,
-        c.key.public(),
+        KeySet::one(c.key.public()),
         &node.id,
         node.identity.clone(),
         node.wg.clone(),

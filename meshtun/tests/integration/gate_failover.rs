@@ -32,7 +32,7 @@ fn client(c: &Controller, urls: &[String]) -> ControllerClient {
     let node = &c.nodes[0];
     ControllerClient::with_instances(
         urls,
-        c.key.public(),
+        meshtun_proto::KeySet::one(c.key.public()),
         &node.id,
         node.identity.clone(),
         node.wg.clone(),
@@ -239,7 +239,7 @@ fn a_list_with_a_bad_url_is_refused_whole() {
     ];
     let made = ControllerClient::with_instances(
         &urls,
-        key.public(),
+        meshtun_proto::KeySet::one(key.public()),
         "node-a",
         IdentityKey::generate(),
         meshtun_proto::PrivateKey::generate(),

@@ -46,7 +46,7 @@ fn start_at(url: &str, c: &Controller, n: usize, mean: f64, dir: &std::path::Pat
     let options = GateOptions {
         controller: ControllerSettings {
             urls: vec![url.to_owned()],
-            public_key: c.key.public(),
+            public_keys: meshtun_proto::KeySet::one(c.key.public()),
             node_id: node.id.clone(),
             identity_key_file: dir.join(format!("{}.identity", node.id)),
             on_controller_loss: LossPolicy::FailClosed,
@@ -65,7 +65,7 @@ fn start_at(url: &str, c: &Controller, n: usize, mean: f64, dir: &std::path::Pat
     };
     let client = ControllerClient::new(
         url,
-        c.key.public(),
+        meshtun_proto::KeySet::one(c.key.public()),
         &node.id,
         node.identity.clone(),
         node.wg.clone(),
@@ -140,7 +140,7 @@ async fn allowed_then_cut_off_at_once_then_lost_when_the_controller_is_silent() 
     let bad = low.next(now_ms(), now_ms()).unwrap();
     let b_client = ControllerClient::new(
         &c.url,
-        c.key.public(),
+        meshtun_proto::KeySet::one(c.key.public()),
         "node-b",
         c.nodes[1].identity.clone(),
         c.nodes[1].wg.clone(),

@@ -35,7 +35,7 @@ async fn a_private_ca_is_trusted_through_ca_file_and_only_then() {
 
     let settings = |ca_file| ControllerSettings {
         urls: vec![url.clone()],
-        public_key: key.public(),
+        public_keys: meshtun_proto::KeySet::one(key.public()),
         node_id: "node-a".into(),
         identity_key_file: dir.path().join("node-a.identity"),
         on_controller_loss: LossPolicy::FailClosed,

@@ -100,7 +100,13 @@ fn a_signed_hostile_bundle_cannot_make_the_node_route_what_it_must_not() {
             ("node-d", d, vec![net("100.64.0.4/32")]),
         ],
     );
-    let verified = verify_bundle(&signed, &controller.public(), "node-a", &own).unwrap();
+    let verified = verify_bundle(
+        &signed,
+        &meshtun_proto::KeySet::one(controller.public()),
+        "node-a",
+        &own,
+    )
+    .unwrap();
     let gated: Vec<GatedPeerConfig> = verified
         .peers
         .iter()

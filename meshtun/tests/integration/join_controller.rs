@@ -109,7 +109,7 @@ async fn join_writes_a_private_working_config_and_the_controller_lists_the_node(
     );
     let gating = config.controller.clone().unwrap();
     assert_eq!(gating.urls, std::slice::from_ref(&c.url));
-    assert_eq!(gating.public_key, c.key.public());
+    assert_eq!(gating.public_keys.keys(), [c.key.public()]);
     assert_eq!(gating.node_id, "node-d");
     assert_eq!(
         gating.identity_key_file,

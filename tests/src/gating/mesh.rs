@@ -360,6 +360,31 @@ impl Mesh {
         self.timing
     }
 
+    /// Rotates the controller key of every instance (stopped: they read it at start) to
+    /// `new`: writes it to their key files and lists the key `init` made in their
+    /// `previous_keys`, so that requests naming it are still answered. Returns `new`'s
+    /// public half.
+    pub fn roll_controller_key(&self, new: &meshtun_proto::IdentityKey) -> String {
+        for instance in &self.instances {
+            let key_file = instance.home.key_file();
+            let dir = key_file
+                .parent()
+                .expect("the key file is in the state directory");
+            let name = key_file
+                .file_name()
+                .expect("a key file name")
+                .to_string_lossy();
+            write_secret(dir, &name, &new.to_base64());
+            let config = instance.home.config_file();
+            let text = std::fs::read_to_string(config)
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", config.display()));
+            let line = format!("previous_keys = [\"{}\"]\n", self.controller_key);
+            std::fs::write(config, line + &text)
+                .unwrap_or_else(|e| panic!("cannot write {}: {e}", config.display()));
+        }
+        new.public().to_base64()
+    }
+
     /// The controller's home (configuration, state, commands): instance 0's.
     pub fn home(&self) -> &ControllerHome {
         &self.instances[0].home
@@ -446,6 +471,16 @@ impl Mesh {
 
     /// The `[controller]` and `[benchmark]` sections of node `id`'s configuration.
     pub fn gating_sections(&self, id: &str) -> String {
+        self.gating_sections_pinning(id, &[&self.controller_key])
+    }
+
+    /// The controller key made by `init` (base64).
+    pub fn controller_key(&self) -> &str {
+        &self.controller_key
+    }
+
+    /// [`Mesh::gating_sections`] with `public_key` set to the list `keys`.
+    pub fn gating_sections_pinning(&self, id: &str, keys: &[&str]) -> String {
         let node = self.node(id);
         let text = |s: &str| toml::Value::String(s.to_owned()).to_string();
         let path = |p: PathBuf| text(&p.to_string_lossy());
@@ -461,7 +496,11 @@ impl Mesh {
              [benchmark]\ninterval = {}\ncommand = [\"/bin/cat\", {}]\n\
              suite_version = \"e2e-gating-1\"\n",
             url,
-            text(&self.controller_key),
+            toml::Value::Array(
+                keys.iter()
+                    .map(|k| toml::Value::String((*k).to_owned()))
+                    .collect()
+            ),
             text(&node.id),
             path(node.identity_file()),
             self.timing.grace,
@@ -477,6 +516,12 @@ impl Mesh {
         self.start_node_with_env(id, static_peers, &[])
     }
 
+    /// Like [`Mesh::start_node`] without static peers, pinning the controller keys `keys`.
+    pub fn start_node_pinning(&self, id: &str, keys: &[&str]) -> Daemon<'_> {
+        let sections = self.gating_sections_pinning(id, keys);
+        self.start_with_sections(id, Vec::new(), &sections, &[])
+    }
+
     /// Like [`Mesh::start_node`], with `env` added to the daemon's environment.
     pub fn start_node_with_env(
         &self,
@@ -484,11 +529,21 @@ impl Mesh {
         static_peers: Vec<Peer>,
         env: &[(&str, &str)],
     ) -> Daemon<'_> {
+        self.start_with_sections(id, static_peers, &self.gating_sections(id), env)
+    }
+
+    fn start_with_sections(
+        &self,
+        id: &str,
+        static_peers: Vec<Peer>,
+        sections: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon<'_> {
         let node = self.node(id);
         let mut config = node.interface_config();
         config.peers = static_peers;
         let address = format!(" {}/24 ", node.tunnel());
-        Daemon::start_with_env(&node.ns, &config, &self.gating_sections(id), env, || {
+        Daemon::start_with_env(&node.ns, &config, sections, env, || {
             if !crate::uapi_answers(&crate::uapi_socket(&node.iface)) {
                 return Err(format!("the UAPI socket of {} does not answer", node.iface));
             }

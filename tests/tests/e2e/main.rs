@@ -31,6 +31,7 @@ mod ha_pause;
 mod ha_replay;
 mod harness_wireguard_go;
 mod interop_wireguard_go;
+mod key_rotation;
 mod lifecycle;
 mod live_edits;
 mod metrics;

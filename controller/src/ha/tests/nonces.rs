@@ -27,7 +27,7 @@ fn check(
     nonces: &dyn NonceStore,
     now: u64,
 ) -> Result<(), Refusal> {
-    let controller = controller();
+    let controller = meshtun_proto::KeySet::one(controller());
     let request = SignedRequest {
         controller: &controller,
         method: "POST",
@@ -36,7 +36,7 @@ fn check(
         path_node: "node-a",
     };
     let quota = NodeQuota::new(100, 100);
-    authenticate(sig, &request, |_| Some(key.public()), &quota, nonces, now)
+    authenticate(sig, &request, |_| Some(key.public()), &quota, nonces, now).map(|_| ())
 }
 
 /// A signed request accepted by instance A, replayed byte for byte to instance B (its own

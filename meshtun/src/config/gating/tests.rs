@@ -59,7 +59,7 @@ fn every_gating_key_is_read() {
     let config = parse(&text).unwrap();
     let c = controller(&config);
     assert_eq!(c.urls, ["http://192.0.2.10:8700"]);
-    assert_eq!(c.public_key.to_base64(), controller_key());
+    assert_eq!(c.public_keys.primary().to_base64(), controller_key());
     assert_eq!(c.node_id, "node-a");
     assert_eq!(
         c.identity_key_file,
@@ -409,6 +409,52 @@ fn bad_controller_lists_name_the_line_and_the_fault() {
         let message = error(text);
         for part in *parts {
             assert!(message.contains(part), "{part:?} not in: {message}");
+        }
+    }
+}
+
+/// Key rotation: `public_key` takes a list, the first being the key requests name; a bad
+/// list is refused naming the key at fault.
+#[test]
+fn public_key_takes_a_list_of_up_to_four_distinct_keys() {
+    let keys: Vec<String> = (1..=5u8)
+        .map(|i| IdentityKey::from_bytes([i; 32]).public().to_base64())
+        .collect();
+    let with_keys = |list: &str| {
+        format!(
+            "{}[controller]\nurl = \"http://192.0.2.10:8700\"\npublic_key = {list}\nnode_id = \"node-a\"\n",
+            interface()
+        )
+    };
+    let quoted = |ks: &[String]| {
+        let inner: Vec<String> = ks.iter().map(|k| format!("\"{k}\"")).collect();
+        format!("[{}]", inner.join(", "))
+    };
+    let config = parse(&with_keys(&quoted(&keys[..2]))).unwrap();
+    let c = controller(&config);
+    let got: Vec<String> = c.public_keys.keys().iter().map(|k| k.to_base64()).collect();
+    assert_eq!(got, keys[..2]);
+    assert_eq!(c.public_keys.primary().to_base64(), keys[0]);
+
+    let cases: Vec<(String, &[&str])> = vec![
+        (with_keys("[]"), &["`controller.public_key`", "no key"]),
+        (
+            with_keys(&quoted(&keys)),
+            &["`controller.public_key`", "5 keys", "at most 4"],
+        ),
+        (
+            with_keys(&quoted(&[keys[0].clone(), keys[0].clone()])),
+            &["`controller.public_key`", "listed twice"],
+        ),
+        (
+            with_keys(&format!("[\"{}\", \"short\"]", keys[0])),
+            &["line 5", "`controller.public_key`", "key #2", "Ed25519"],
+        ),
+    ];
+    for (text, parts) in &cases {
+        let message = error(text);
+        for part in *parts {
+            assert!(message.contains(part), "{part:?} not in {message:?}");
         }
     }
 }

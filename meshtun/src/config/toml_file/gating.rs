@@ -6,6 +6,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use meshtun_proto::wire::{valid_node_id, MAX_SUITE_VERSION};
 use meshtun_proto::IdentityPublic;
+use meshtun_proto::KeySet;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -19,22 +20,32 @@ use crate::config::gating::{
 use crate::config::secrets::resolve_key_path;
 use crate::config::ConfigError;
 
-/// `url`: one controller URL, or a list of instances to fail over between.
+/// A string or a list of strings: `url` (one controller URL, or instances to fail over
+/// between) and `public_key` (one controller key, or the keys of a rotation).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub(super) enum UrlList {
+pub(super) enum OneOrMany {
     /// `url = "https://…"`.
     One(String),
     /// `url = ["https://…", "https://…"]`.
     Many(Vec<String>),
 }
 
+impl OneOrMany {
+    fn texts(&self) -> Vec<&String> {
+        match self {
+            Self::One(text) => vec![text],
+            Self::Many(texts) => texts.iter().collect(),
+        }
+    }
+}
+
 /// `[controller]`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawController {
-    url: Option<Spanned<UrlList>>,
-    public_key: Option<Spanned<String>>,
+    url: Option<Spanned<OneOrMany>>,
+    public_key: Option<Spanned<OneOrMany>>,
     node_id: Option<Spanned<String>>,
     identity_key_file: Option<Spanned<String>>,
     on_controller_loss: Option<Spanned<String>>,
@@ -119,10 +130,8 @@ impl Builder<'_> {
         let at = "controller";
         let config = self.ctx.path;
         let urls = self.gating_required(header, (at, "url"), &raw.url, controller_urls)?;
-        let public_key =
-            self.gating_required(header, (at, "public_key"), &raw.public_key, |k| {
-                controller_key(k)
-            })?;
+        let public_keys =
+            self.gating_required(header, (at, "public_key"), &raw.public_key, controller_keys)?;
         let node_id =
             self.gating_required(header, (at, "node_id"), &raw.node_id, |n| node_id(n))?;
         let identity_key_file = self
@@ -149,7 +158,7 @@ impl Builder<'_> {
         self.note_secret_file(identity_key_file.clone());
         Ok(ControllerSettings {
             urls,
-            public_key,
+            public_keys,
             node_id,
             identity_key_file,
             on_controller_loss,
@@ -255,14 +264,27 @@ fn allowed_prefixes(list: &[String]) -> Result<Vec<IpNet>, String> {
     Ok(nets)
 }
 
-/// The controller's Ed25519 public key.
-fn controller_key(text: &str) -> Result<IdentityPublic, String> {
-    IdentityPublic::from_base64(text).map_err(|e| {
-        format!(
-            "not an Ed25519 public key ({e}); use the key `meshtun-controller init` printed, \
-             44 base64 characters"
-        )
-    })
+/// The controller's Ed25519 public keys: one, or up to [`meshtun_proto::keyset::MAX_KEYS`] during a key
+/// rotation, the first being the one requests name.
+fn controller_keys(raw: &OneOrMany) -> Result<KeySet, String> {
+    let keys = raw
+        .texts()
+        .into_iter()
+        .enumerate()
+        .map(|(i, text)| {
+            IdentityPublic::from_base64(text).map_err(|e| {
+                let which = match raw {
+                    OneOrMany::One(_) => String::new(),
+                    OneOrMany::Many(_) => format!("key #{}: ", i + 1),
+                };
+                format!(
+                    "{which}not an Ed25519 public key ({e}); use the key \
+                     `meshtun-controller init` printed, 44 base64 characters"
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    KeySet::new(keys).map_err(|e| e.to_string())
 }
 
 fn node_id(text: &str) -> Result<String, String> {
@@ -338,11 +360,8 @@ fn suite_version(text: &str) -> Result<String, String> {
 }
 
 /// The controller URLs of `url`: one or more, at most [`MAX_CONTROLLER_URLS`], each once.
-fn controller_urls(raw: &UrlList) -> Result<Vec<String>, String> {
-    let texts: Vec<&String> = match raw {
-        UrlList::One(url) => vec![url],
-        UrlList::Many(urls) => urls.iter().collect(),
-    };
+fn controller_urls(raw: &OneOrMany) -> Result<Vec<String>, String> {
+    let texts = raw.texts();
     if texts.is_empty() {
         return Err("the list is empty: give at least one controller URL".to_owned());
     }

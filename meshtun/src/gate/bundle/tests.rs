@@ -2,7 +2,7 @@
 //! own error.
 
 use meshtun_proto::bundle::{Bundle, BundlePeer, Sealer, BUNDLE_VERSION};
-use meshtun_proto::IdentityKey;
+use meshtun_proto::{IdentityKey, KeySet};
 
 use super::*;
 
@@ -65,7 +65,12 @@ impl Fixture {
     }
 
     pub(crate) fn verify(&self, signed: &SignedBundle) -> Result<VerifiedBundle, BundleCheckError> {
-        verify_bundle(signed, &self.controller.public(), "node-a", &self.wg)
+        verify_bundle(
+            signed,
+            &KeySet::one(self.controller.public()),
+            "node-a",
+            &self.wg,
+        )
     }
 }
 
@@ -158,7 +163,7 @@ fn a_bundle_for_another_node_or_key_is_refused() {
     let stranger = PrivateKey::generate();
     let err = verify_bundle(
         &f.sign(&f.bundle(5, NOW + 60_000)),
-        &f.controller.public(),
+        &KeySet::one(f.controller.public()),
         "node-a",
         &stranger,
     )

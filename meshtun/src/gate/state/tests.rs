@@ -17,6 +17,7 @@ fn bundle(epoch: EpochId, activation_ms: u64, not_after_ms: u64) -> VerifiedBund
             payload: String::new(),
             signature: String::new(),
         },
+        signer: meshtun_proto::IdentityPublic::from_bytes([0; 32]),
     }
 }
 

@@ -86,6 +86,7 @@ fn gate() -> GateStatus {
     GateStatus {
         node_id: "node-a".into(),
         controller_url: "http://192.0.2.10:8700".into(),
+        controller_key: Some(meshtun_proto::IdentityPublic::from_bytes([3; 32])),
         loss_policy: "fail_closed",
         failovers: 1,
         membership: MembershipState::Allowed,
@@ -211,7 +212,7 @@ fn gating_metrics_report_membership_times_and_cutoffs() {
     let gate = |name: &str| format!("meshtun_gate_{name}{{interface=\"wg0\"}}");
     expect(
         &text,
-        "meshtun_gate_info{interface=\"wg0\",node_id=\"node-a\",controller_url=\"http://192.0.2.10:8700\",loss_policy=\"fail_closed\"}",
+        "meshtun_gate_info{interface=\"wg0\",node_id=\"node-a\",controller_url=\"http://192.0.2.10:8700\",controller_key=\"AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=\",loss_policy=\"fail_closed\"}",
         1.0,
     );
     for (state, on) in [

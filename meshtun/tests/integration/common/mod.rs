@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use meshtun::gate::ControllerClient;
 use meshtun_controller::Epochs;
 use meshtun_proto::wire::{Benchmark, Scores};
+use meshtun_proto::KeySet;
 
 pub use meshtun_controller::testing::{Fixture as Controller, FixtureOptions as Options};
 
@@ -40,7 +41,7 @@ impl Clients for Controller {
         let node = &self.nodes[n];
         ControllerClient::new(
             &self.url,
-            self.key.public(),
+            KeySet::one(self.key.public()),
             &node.id,
             node.identity.clone(),
             node.wg.clone(),
