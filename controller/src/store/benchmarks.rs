@@ -11,9 +11,10 @@ use rusqlite::{params, Row};
 
 use super::audit::{AuditKind, BenchmarkEntry};
 use super::audit_log::append;
+use super::backend::Backend as _;
 use super::codec::{from_json, int, to_json};
 use super::error::SqlContext as _;
-use super::nodes::load_node;
+use super::nodes::NodeSql as _;
 use super::{SqliteStore as Store, StoreError};
 use crate::model::BenchmarkRecord;
 
@@ -111,8 +112,9 @@ impl Store {
         let scores = to_json(&record.scores, || format!("benchmark scores for {node}"))?;
         let what = || format!("storing benchmark seq {} for {node}", record.seq);
         self.write(what, |tx| {
-            let enrolled =
-                load_node(tx, node)?.ok_or_else(|| StoreError::NoSuchNode(node.clone()))?;
+            let enrolled = tx
+                .load_node(node)?
+                .ok_or_else(|| StoreError::NoSuchNode(node.clone()))?;
             sig.verify(
                 &enrolled.identity_key,
                 controller,

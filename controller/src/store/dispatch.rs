@@ -13,6 +13,8 @@ use meshtun_proto::enroll::Enrollment;
 use meshtun_proto::{EpochId, IdentityKey, IdentityPublic};
 
 use super::audit::{AuditEntry, AuditError, AuditReport};
+use super::audit_log::AuditRules as _;
+use super::nodes::NodeRules as _;
 use super::pg::{PgStore, PgTarget};
 use super::{PruneReport, Retention, SqliteStore, StoreError, TableRows};
 use crate::clock::Clock;

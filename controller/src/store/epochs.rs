@@ -7,6 +7,7 @@ use rusqlite::{params, OptionalExtension as _, Row, Transaction};
 
 use super::audit::{AuditKind, DecisionEntry, RotationEntry};
 use super::audit_log::append;
+use super::backend::Backend as _;
 use super::codec::{corrupt, from_json, int, to_json};
 use super::error::SqlContext as _;
 use super::retention::erase_old_secrets;

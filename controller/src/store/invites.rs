@@ -11,9 +11,10 @@ use subtle::ConstantTimeEq;
 
 use super::audit::{AuditKind, InviteEntry};
 use super::audit_log::append;
+use super::backend::Backend as _;
 use super::codec::{corrupt, from_json, int, to_json};
 use super::error::SqlContext as _;
-use super::nodes::{address_holder, held_addresses, insert_node, load_node};
+use super::nodes::{insert_node, NodeSql as _};
 use super::{SqliteStore as Store, StoreError};
 use crate::model::NodeRecord;
 use crate::network::Network;
@@ -58,11 +59,11 @@ impl Store {
             .map(|a| to_json(a, || format!("invite for node {node_id} addresses")))
             .transpose()?;
         self.write(what, |tx| {
-            if load_node(tx, node_id)?.is_some() {
+            if tx.load_node(node_id)?.is_some() {
                 return Err(StoreError::NodeExists(node_id.to_owned()));
             }
             for net in addresses.unwrap_or_default() {
-                if let Some(holder) = address_holder(tx, net.addr())? {
+                if let Some(holder) = tx.address_holder(net.addr())? {
                     return Err(StoreError::AddressInUse {
                         node: node_id.to_owned(),
                         address: net.addr(),
@@ -128,7 +129,7 @@ impl Store {
                 .map_err(|_| StoreError::BadInviteProof(invite.node_id.clone()))?;
             let node = invite.node_id.clone();
             if let Some(used_ms) = invite.used_ms {
-                return match load_node(tx, &node)? {
+                return match tx.load_node(&node)? {
                     Some(record)
                         if record.wg_public_key == request.wg_public_key
                             && record.identity_key == request.identity_key =>
@@ -151,7 +152,7 @@ impl Store {
                 None => request.addresses.clone(),
             };
             let addresses = if addresses.is_empty() {
-                for ip in held_addresses(tx)? {
+                for ip in tx.held_addresses()? {
                     held.insert(ip, "a node".to_owned());
                 }
                 let taken = held.keys().copied().collect();

@@ -13,6 +13,7 @@
 
 pub mod audit;
 mod audit_log;
+mod backend;
 mod benchmarks;
 mod codec;
 mod dispatch;
@@ -50,6 +51,7 @@ pub use error::{PgError, StoreError};
 pub use invites::invite_token_hash;
 pub use retention::{PruneReport, Retention, TableRows, LIVE_EPOCHS};
 
+use backend::{Backend, Tx};
 use error::SqlContext as _;
 
 use crate::clock::Clock;
@@ -158,11 +160,6 @@ impl SqliteStore {
         Ok(pages.saturating_mul(size))
     }
 
-    /// Unix milliseconds now, by the store's clock.
-    pub(crate) fn now_ms(&self) -> u64 {
-        self.clock.now_ms()
-    }
-
     /// The connection. A panic in another thread cannot leave a transaction open (it rolls
     /// back when dropped), so a poisoned lock is safe to take over.
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -173,13 +170,13 @@ impl SqliteStore {
     fn write<T>(
         &self,
         what: impl Fn() -> String,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut conn = self.lock();
-        let tx = conn
+        let mut tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx(&what)?;
-        let out = f(&tx)?;
+        let out = f(&mut tx)?;
         tx.commit().ctx(&what)?;
         Ok(out)
     }
@@ -188,15 +185,37 @@ impl SqliteStore {
     fn read<T>(
         &self,
         what: impl Fn() -> String,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut conn = self.lock();
-        let tx = conn
+        let mut tx = conn
             .transaction_with_behavior(TransactionBehavior::Deferred)
             .ctx(&what)?;
-        let out = f(&tx)?;
+        let out = f(&mut tx)?;
         tx.finish().ctx(&what)?;
         Ok(out)
+    }
+}
+
+impl Backend for SqliteStore {
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    fn write_tx<T>(
+        &self,
+        what: impl Fn() -> String,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.write(what, |tx| f(tx))
+    }
+
+    fn read_tx<T>(
+        &self,
+        what: impl Fn() -> String,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.read(what, |tx| f(tx))
     }
 }
 
@@ -231,6 +250,8 @@ fn prepare_file(path: &Path) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use super::audit_log::AuditRules as _;
+    use super::nodes::NodeRules as _;
     use super::testutil::{benchmark, node};
     use super::SqliteStore as Store;
     use super::*;

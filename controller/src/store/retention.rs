@@ -20,7 +20,8 @@ use rusqlite::{params, OptionalExtension as _, Transaction};
 use sha2::{Digest, Sha256};
 
 use super::audit::{AuditError, AuditKind, Checkpoint, CheckpointEntry, SignedCheckpoint};
-use super::audit_log::{append, latest_checkpoint};
+use super::audit_log::{append, AuditRules as _, AuditSql as _};
+use super::backend::Backend as _;
 use super::codec::int;
 use super::error::SqlContext as _;
 use super::{SqliteStore as Store, StoreError};
@@ -252,7 +253,7 @@ impl Store {
         let what = || format!("pruning the audit log through entry {through}");
         let now = self.now_ms();
         self.write(what, |tx| {
-            let current = latest_checkpoint(tx)?.map_or(0, |(seq, _)| seq);
+            let current = tx.latest_checkpoint()?.map_or(0, |(seq, _)| seq);
             let head: Option<String> = tx
                 .query_row("SELECT hash FROM audit WHERE seq = ?1", [through], |r| {
                     r.get(0)

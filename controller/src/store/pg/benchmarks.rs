@@ -9,12 +9,13 @@ use meshtun_proto::IdentityPublic;
 use postgres::Row;
 
 use super::super::audit::{AuditKind, BenchmarkEntry};
+use super::super::audit_log::append;
+use super::super::backend::Backend as _;
 use super::super::benchmarks::{check_body, BenchmarkRow, COLUMNS};
 use super::super::codec::{int, to_json};
 use super::super::error::SqlContext as _;
+use super::super::nodes::NodeSql as _;
 use super::super::{StoreError, BENCHMARK_METHOD};
-use super::audit_log::append;
-use super::nodes::load_node;
 use super::{get, get_opt_u64, get_u64, PgStore};
 use crate::model::BenchmarkRecord;
 
@@ -60,8 +61,9 @@ impl PgStore {
         let what = || format!("storing benchmark seq {} for {node}", record.seq);
         let now = self.now_ms();
         self.write(what, |tx| {
-            let enrolled =
-                load_node(tx, node)?.ok_or_else(|| StoreError::NoSuchNode(node.clone()))?;
+            let enrolled = tx
+                .load_node(node)?
+                .ok_or_else(|| StoreError::NoSuchNode(node.clone()))?;
             sig.verify(
                 &enrolled.identity_key,
                 controller,

@@ -6,13 +6,14 @@ use meshtun_proto::EpochId;
 use postgres::{Row, Transaction};
 
 use super::super::audit::AuditKind;
+use super::super::audit_log::append;
+use super::super::backend::Backend as _;
 use super::super::codec::{corrupt, from_json, int, to_json};
 use super::super::epochs::{
     decision_entries, pair_inputs, rotation_entry, EpochRow, EPOCH_COLUMNS,
 };
 use super::super::error::SqlContext as _;
 use super::super::StoreError;
-use super::audit_log::append;
 use super::retention::erase_old_secrets;
 use super::{get, get_opt_u64, get_u64, PgStore};
 use crate::ha::LeaseToken;

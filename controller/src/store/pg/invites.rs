@@ -9,12 +9,13 @@ use meshtun_proto::wire::{check_endpoint, valid_node_id};
 use postgres::Transaction;
 
 use super::super::audit::{AuditKind, InviteEntry};
+use super::super::audit_log::append;
+use super::super::backend::Backend as _;
 use super::super::codec::{from_json, int, to_json};
 use super::super::error::SqlContext as _;
 use super::super::invites::{check_addresses, invite_token_hash, parse_verifier, Invite};
+use super::super::nodes::{insert_node, NodeSql as _};
 use super::super::StoreError;
-use super::audit_log::append;
-use super::nodes::{address_holder, held_addresses, insert_node, load_node};
 use super::{get, get_opt_u64, get_u64, PgStore};
 use crate::model::NodeRecord;
 use crate::network::Network;
@@ -42,11 +43,11 @@ impl PgStore {
             .transpose()?;
         let now = self.now_ms();
         self.write(what, |tx| {
-            if load_node(tx, node_id)?.is_some() {
+            if tx.load_node(node_id)?.is_some() {
                 return Err(StoreError::NodeExists(node_id.to_owned()));
             }
             for net in addresses.unwrap_or_default() {
-                if let Some(holder) = address_holder(tx, net.addr())? {
+                if let Some(holder) = tx.address_holder(net.addr())? {
                     return Err(StoreError::AddressInUse {
                         node: node_id.to_owned(),
                         address: net.addr(),
@@ -103,7 +104,7 @@ impl PgStore {
                 .map_err(|_| StoreError::BadInviteProof(invite.node_id.clone()))?;
             let node = invite.node_id.clone();
             if let Some(used_ms) = invite.used_ms {
-                return match load_node(tx, &node)? {
+                return match tx.load_node(&node)? {
                     Some(record)
                         if record.wg_public_key == request.wg_public_key
                             && record.identity_key == request.identity_key =>
@@ -126,7 +127,7 @@ impl PgStore {
                 None => request.addresses.clone(),
             };
             let addresses = if addresses.is_empty() {
-                for ip in held_addresses(tx)? {
+                for ip in tx.held_addresses()? {
                     held.insert(ip, "a node".to_owned());
                 }
                 let taken = held.keys().copied().collect();

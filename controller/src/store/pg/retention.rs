@@ -12,11 +12,12 @@ use postgres::Transaction;
 use sha2::{Digest, Sha256};
 
 use super::super::audit::{AuditError, AuditKind, Checkpoint, CheckpointEntry, SignedCheckpoint};
+use super::super::audit_log::{append, AuditRules as _, AuditSql as _};
+use super::super::backend::Backend as _;
 use super::super::codec::int;
 use super::super::error::SqlContext as _;
 use super::super::retention::{BATCH, EPOCH_BATCH};
 use super::super::{PruneReport, StoreError, TableRows, LIVE_EPOCHS};
-use super::audit_log::{append, latest_checkpoint};
 use super::{get, get_u64, PgStore};
 
 /// Erases the secret of every epoch older than the newest [`LIVE_EPOCHS`], inside the
@@ -174,7 +175,7 @@ impl PgStore {
         let what = || format!("pruning the audit log through entry {through}");
         let now = self.now_ms();
         self.write(what, |tx| {
-            let current = latest_checkpoint(tx)?.map_or(0, |(seq, _)| seq);
+            let current = tx.latest_checkpoint()?.map_or(0, |(seq, _)| seq);
             let head = tx
                 .query_opt("SELECT hash FROM audit WHERE seq = $1", &[&through])
                 .ctx(what)?;
