@@ -11,13 +11,14 @@
 //! [`Tx`] that other rules reuse inside their transaction.
 
 use super::audit_log::AuditSql;
+use super::invites::InviteSql;
 use super::nodes::NodeSql;
 use super::StoreError;
 
 /// One transaction's queries, on either backend: only the SQL, never a rule.
-pub(crate) trait Tx: AuditSql + NodeSql {}
+pub(crate) trait Tx: AuditSql + InviteSql + NodeSql {}
 
-impl<T: AuditSql + NodeSql + ?Sized> Tx for T {}
+impl<T: AuditSql + InviteSql + NodeSql + ?Sized> Tx for T {}
 
 /// A store backend: transactions and a clock.
 pub(crate) trait Backend {
