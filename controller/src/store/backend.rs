@@ -11,14 +11,15 @@
 //! [`Tx`] that other rules reuse inside their transaction.
 
 use super::audit_log::AuditSql;
+use super::benchmarks::BenchmarkSql;
 use super::invites::InviteSql;
 use super::nodes::NodeSql;
 use super::StoreError;
 
 /// One transaction's queries, on either backend: only the SQL, never a rule.
-pub(crate) trait Tx: AuditSql + InviteSql + NodeSql {}
+pub(crate) trait Tx: AuditSql + BenchmarkSql + InviteSql + NodeSql {}
 
-impl<T: AuditSql + InviteSql + NodeSql + ?Sized> Tx for T {}
+impl<T: AuditSql + BenchmarkSql + InviteSql + NodeSql + ?Sized> Tx for T {}
 
 /// A store backend: transactions and a clock.
 pub(crate) trait Backend {

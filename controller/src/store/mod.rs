@@ -251,6 +251,7 @@ fn prepare_file(path: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::audit_log::AuditRules as _;
+    use super::benchmarks::BenchmarkRules as _;
     use super::nodes::NodeRules as _;
     use super::testutil::{benchmark, node};
     use super::SqliteStore as Store;
