@@ -129,7 +129,7 @@ pub(crate) trait AuditRules: Backend {
     }
 }
 
-impl<B: Backend> AuditRules for B {}
+impl<B: Backend + ?Sized> AuditRules for B {}
 
 impl AuditSql for Transaction<'_> {
     fn audit_head(

@@ -14,12 +14,13 @@ use super::audit_log::AuditSql;
 use super::benchmarks::BenchmarkSql;
 use super::invites::InviteSql;
 use super::nodes::NodeSql;
+use super::retention::RetentionSql;
 use super::StoreError;
 
 /// One transaction's queries, on either backend: only the SQL, never a rule.
-pub(crate) trait Tx: AuditSql + BenchmarkSql + InviteSql + NodeSql {}
+pub(crate) trait Tx: AuditSql + BenchmarkSql + InviteSql + NodeSql + RetentionSql {}
 
-impl<T: AuditSql + BenchmarkSql + InviteSql + NodeSql + ?Sized> Tx for T {}
+impl<T> Tx for T where T: AuditSql + BenchmarkSql + InviteSql + NodeSql + RetentionSql + ?Sized {}
 
 /// A store backend: transactions and a clock.
 pub(crate) trait Backend {

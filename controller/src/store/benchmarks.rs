@@ -233,7 +233,7 @@ pub(crate) trait BenchmarkRules: Backend {
     }
 }
 
-impl<B: Backend> BenchmarkRules for B {}
+impl<B: Backend + ?Sized> BenchmarkRules for B {}
 
 impl BenchmarkSql for Transaction<'_> {
     fn latest_benchmark_seq(

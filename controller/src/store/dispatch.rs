@@ -18,6 +18,7 @@ use super::benchmarks::BenchmarkRules as _;
 use super::invites::InviteRules as _;
 use super::nodes::NodeRules as _;
 use super::pg::{PgStore, PgTarget};
+use super::retention::RetentionRules as _;
 use super::{PruneReport, Retention, SqliteStore, StoreError, TableRows};
 use crate::clock::Clock;
 use crate::ha::LeaseToken;

@@ -10,7 +10,7 @@ use super::audit_log::append;
 use super::backend::Backend as _;
 use super::codec::{corrupt, from_json, int, to_json};
 use super::error::SqlContext as _;
-use super::retention::erase_old_secrets;
+use super::retention::RetentionSql as _;
 use super::{SqliteStore as Store, StoreError};
 use crate::model::{Decision, EpochRecord, History, NodeInput, Policy};
 
@@ -231,7 +231,7 @@ impl Store {
                 ],
             )
             .ctx(what)?;
-            erase_old_secrets(tx)?;
+            tx.erase_old_secrets()?;
             for d in decisions {
                 insert_decision(tx, id, d)?;
             }

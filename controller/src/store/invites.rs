@@ -162,7 +162,7 @@ pub(crate) trait InviteRules: Backend {
     }
 }
 
-impl<B: Backend> InviteRules for B {}
+impl<B: Backend + ?Sized> InviteRules for B {}
 
 /// [`InviteRules::redeem_invite`] inside `tx`, stamping the audit entry `stamp_ms`.
 fn redeem(

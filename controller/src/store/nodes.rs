@@ -215,7 +215,7 @@ pub(crate) trait NodeRules: Backend {
     }
 }
 
-impl<B: Backend> NodeRules for B {}
+impl<B: Backend + ?Sized> NodeRules for B {}
 
 impl NodeSql for Transaction<'_> {
     fn load_node(&mut self, id: &str) -> Result<Option<NodeRecord>, StoreError> {

@@ -13,8 +13,8 @@ use super::super::epochs::{
     decision_entries, pair_inputs, rotation_entry, EpochRow, EPOCH_COLUMNS,
 };
 use super::super::error::SqlContext as _;
+use super::super::retention::RetentionSql as _;
 use super::super::StoreError;
-use super::retention::erase_old_secrets;
 use super::{get, get_opt_u64, get_u64, PgStore};
 use crate::ha::LeaseToken;
 use crate::model::{Decision, EpochRecord, History, NodeInput, Policy};
@@ -142,7 +142,7 @@ impl PgStore {
                 ],
             )
             .ctx(what)?;
-            erase_old_secrets(tx)?;
+            tx.erase_old_secrets()?;
             for d in decisions {
                 insert_decision(tx, id, d)?;
             }
