@@ -12,15 +12,22 @@
 
 use super::audit_log::AuditSql;
 use super::benchmarks::BenchmarkSql;
+use super::epochs::EpochSql;
 use super::invites::InviteSql;
 use super::nodes::NodeSql;
 use super::retention::RetentionSql;
 use super::StoreError;
 
 /// One transaction's queries, on either backend: only the SQL, never a rule.
-pub(crate) trait Tx: AuditSql + BenchmarkSql + InviteSql + NodeSql + RetentionSql {}
+pub(crate) trait Tx:
+    AuditSql + BenchmarkSql + EpochSql + InviteSql + NodeSql + RetentionSql
+{
+}
 
-impl<T> Tx for T where T: AuditSql + BenchmarkSql + InviteSql + NodeSql + RetentionSql + ?Sized {}
+impl<T> Tx for T where
+    T: AuditSql + BenchmarkSql + EpochSql + InviteSql + NodeSql + RetentionSql + ?Sized
+{
+}
 
 /// A store backend: transactions and a clock.
 pub(crate) trait Backend {

@@ -15,6 +15,7 @@ use meshtun_proto::{EpochId, IdentityKey, IdentityPublic};
 use super::audit::{AuditEntry, AuditError, AuditReport};
 use super::audit_log::AuditRules as _;
 use super::benchmarks::BenchmarkRules as _;
+use super::epochs::EpochRules as _;
 use super::invites::InviteRules as _;
 use super::nodes::NodeRules as _;
 use super::pg::{PgStore, PgTarget};
