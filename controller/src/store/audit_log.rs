@@ -89,10 +89,7 @@ pub(crate) trait AuditRules: Backend {
         self.read_tx(what, |tx| tx.audit_page(from, limit, &what))
     }
 
-    /// Recomputes the whole chain and checks every benchmark request's signature (see
-    /// [`ChainVerifier`]); reports the first broken link. A pruned chain starts from its
-    /// newest checkpoint, whose signature must verify with `controller`, the controller's
-    /// public key. Reads in short pages, so it can run while the controller serves.
+    /// See [`Store::verify_audit`](crate::store::Store::verify_audit).
     fn verify_audit(&self, controller: &IdentityPublic) -> Result<AuditReport, AuditError> {
         let mut verifier = self.verifier_at_checkpoint(controller)?;
         self.verify_from(&mut verifier, u64::MAX)?;

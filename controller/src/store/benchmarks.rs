@@ -128,14 +128,7 @@ pub(crate) trait BenchmarkSql {
 
 /// Storing and reading benchmarks, on every backend.
 pub(crate) trait BenchmarkRules: Backend {
-    /// Stores an accepted benchmark with the signed request it came in (`raw_body`, `sig`,
-    /// and the `path` it was signed over with [`BENCHMARK_METHOD`], for the controller whose
-    /// key is `controller`), and appends a
-    /// `benchmark` audit entry, in one transaction committed before returning.
-    ///
-    /// Refuses, storing nothing: an unknown node; a signature by another node or one that
-    /// does not verify with the node's enrolled identity key; a body that does not hold the
-    /// record; a seq not greater than the node's newest stored seq ([`StoreError::Replay`]).
+    /// See [`Store::insert_benchmark`](crate::store::Store::insert_benchmark).
     fn insert_benchmark(
         &self,
         controller: &IdentityPublic,

@@ -75,9 +75,7 @@ pub(crate) trait InviteSql {
 
 /// Issuing and redeeming invites, on every backend.
 pub(crate) trait InviteRules: Backend {
-    /// Issues an invite for `node_id`, valid until `expires_ms`. `addresses` and `endpoint`,
-    /// if given, are what the node gets whatever it asks for. Refuses an empty or repeated
-    /// token and an id already enrolled.
+    /// See [`Store::create_invite`](crate::store::Store::create_invite).
     fn create_invite(
         &self,
         node_id: &str,
@@ -136,19 +134,7 @@ pub(crate) trait InviteRules: Backend {
         })
     }
 
-    /// Enrolls the node an invite was issued for, in one transaction. The invite is the
-    /// one for the claim's node id whose token id matches, and the claim must carry the proof
-    /// of its token; it must be unused and unexpired at `now_ms`, and the node id free. (The
-    /// proofs of the keys are the caller's: [`Enrollment::verify_possession`].) Marks the
-    /// invite used and stores the node with the admin's addresses and endpoint where the
-    /// invite has them, the request's otherwise, and when neither names an address, the next
-    /// free address of each `network` prefix. The addresses must fit `network` and be held
-    /// by no other node nor reserved by another outstanding invite; the endpoint must be
-    /// `host:port`. Nothing changes if any check fails.
-    ///
-    /// A used invite redeemed again by the keys it enrolled (a retry, or a replay of the
-    /// same request) returns the node it made, so a replay gains nothing and a node whose
-    /// answer was lost can ask again.
+    /// See [`Store::redeem_invite`](crate::store::Store::redeem_invite).
     fn redeem_invite(
         &self,
         enrollment: &Enrollment,

@@ -148,9 +148,7 @@ pub(crate) trait RetentionRules: Backend {
         self.read_tx(what, |tx| tx.table_rows(&what))
     }
 
-    /// Deletes what `retention` no longer keeps, by the store's clock, signing the audit
-    /// checkpoint with the controller `key`. Refuses to prune an audit chain that does not
-    /// verify (the error names the broken entry); benchmarks and epochs are pruned first.
+    /// See [`Store::prune`](crate::store::Store::prune).
     fn prune(&self, retention: &Retention, key: &IdentityKey) -> Result<PruneReport, AuditError> {
         let now = self.now_ms();
         let cutoff = |keep: Duration| {
