@@ -342,7 +342,7 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let pairs = pair_inputs(epoch.id, decisions, inputs)?;
         let now = self.now_ms();
-        self.write(
+        self.write_tx(
             || format!("storing epoch {}", epoch.id),
             |tx| insert_epoch_in(tx, epoch, decisions, &pairs, policy, decided_ms, now),
         )

@@ -42,7 +42,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use meshtun_proto::private_file::{self, Replace};
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 
 pub use audit::{AuditEntry, AuditError, AuditKind, AuditReport};
 pub use benchmarks::BENCHMARK_METHOD;
@@ -165,12 +165,18 @@ impl SqliteStore {
     fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
 
-    /// Runs `f` in one write transaction and commits before returning its result.
-    fn write<T>(
+impl Backend for SqliteStore {
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// A `BEGIN IMMEDIATE` transaction: writers are serialized from the start.
+    fn write_tx<T>(
         &self,
         what: impl Fn() -> String,
-        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut conn = self.lock();
         let mut tx = conn
@@ -181,11 +187,10 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// Runs `f` in one read transaction, so its queries see one snapshot.
-    fn read<T>(
+    fn read_tx<T>(
         &self,
         what: impl Fn() -> String,
-        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut conn = self.lock();
         let mut tx = conn
@@ -194,28 +199,6 @@ impl SqliteStore {
         let out = f(&mut tx)?;
         tx.finish().ctx(&what)?;
         Ok(out)
-    }
-}
-
-impl Backend for SqliteStore {
-    fn now_ms(&self) -> u64 {
-        self.clock.now_ms()
-    }
-
-    fn write_tx<T>(
-        &self,
-        what: impl Fn() -> String,
-        f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.write(what, |tx| f(tx))
-    }
-
-    fn read_tx<T>(
-        &self,
-        what: impl Fn() -> String,
-        f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.read(what, |tx| f(tx))
     }
 }
 

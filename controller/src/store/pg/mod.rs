@@ -155,24 +155,6 @@ impl PgStore {
         Ok(out)
     }
 
-    /// Runs `f` in one read-only transaction, so its queries see one snapshot.
-    fn read<T>(
-        &self,
-        what: impl Fn() -> String,
-        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let mut conn = self.conn()?;
-        let mut tx = conn
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .ctx(&what)?;
-        let out = f(&mut tx)?;
-        tx.commit().ctx(&what)?;
-        Ok(out)
-    }
-
     /// Runs raw SQL behind the store's back, as someone with access to the database would
     /// (for the tests of what the database itself refuses).
     #[cfg(test)]
@@ -217,12 +199,22 @@ impl Backend for PgStore {
         self.write(what, |tx| f(tx))
     }
 
+    /// A REPEATABLE READ, READ ONLY transaction: one snapshot, like SQLite's.
     fn read_tx<T>(
         &self,
         what: impl Fn() -> String,
         f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.read(what, |tx| f(tx))
+        let mut conn = self.conn()?;
+        let mut tx = conn
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .ctx(&what)?;
+        let out = f(&mut tx)?;
+        tx.commit().ctx(&what)?;
+        Ok(out)
     }
 }
 
