@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::audit::{chain_hash, AuditEntry, AuditError, AuditKind, AuditReport, ChainVerifier};
 use super::audit::{SignedCheckpoint, GENESIS_HASH};
-use super::backend::Backend;
+use super::backend::{Backend, What};
 use super::codec::{int, to_json};
 use super::error::SqlContext as _;
 use super::StoreError;
@@ -19,17 +19,10 @@ pub(super) const VERIFY_PAGE: usize = 512;
 /// The audit log's queries, on either backend.
 pub(crate) trait AuditSql {
     /// The newest entry's seq and hash, if any.
-    fn audit_head(
-        &mut self,
-        what: &dyn Fn() -> String,
-    ) -> Result<Option<(u64, String)>, StoreError>;
+    fn audit_head(&mut self, what: What<'_>) -> Result<Option<(u64, String)>, StoreError>;
 
     /// Inserts one entry, already chained.
-    fn insert_audit(
-        &mut self,
-        row: &AuditRow<'_>,
-        what: &dyn Fn() -> String,
-    ) -> Result<(), StoreError>;
+    fn insert_audit(&mut self, row: &AuditRow<'_>, what: What<'_>) -> Result<(), StoreError>;
 
     /// The newest checkpoint, with the entry it covers, if the log was ever pruned.
     fn latest_checkpoint(&mut self) -> Result<Option<(u64, SignedCheckpoint)>, StoreError>;
@@ -39,7 +32,7 @@ pub(crate) trait AuditSql {
         &mut self,
         from: i64,
         limit: i64,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
@@ -129,10 +122,7 @@ pub(crate) trait AuditRules: Backend {
 impl<B: Backend + ?Sized> AuditRules for B {}
 
 impl AuditSql for Transaction<'_> {
-    fn audit_head(
-        &mut self,
-        what: &dyn Fn() -> String,
-    ) -> Result<Option<(u64, String)>, StoreError> {
+    fn audit_head(&mut self, what: What<'_>) -> Result<Option<(u64, String)>, StoreError> {
         self.query_row(
             "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
             [],
@@ -142,11 +132,7 @@ impl AuditSql for Transaction<'_> {
         .ctx(what)
     }
 
-    fn insert_audit(
-        &mut self,
-        r: &AuditRow<'_>,
-        what: &dyn Fn() -> String,
-    ) -> Result<(), StoreError> {
+    fn insert_audit(&mut self, r: &AuditRow<'_>, what: What<'_>) -> Result<(), StoreError> {
         self.execute(
             "INSERT INTO audit (seq, at_ms, kind, entry, prev_hash, hash) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -178,7 +164,7 @@ impl AuditSql for Transaction<'_> {
         &mut self,
         from: i64,
         limit: i64,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<Vec<AuditEntry>, StoreError> {
         let mut stmt = self
             .prepare_cached(

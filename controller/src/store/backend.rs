@@ -50,3 +50,6 @@ pub(crate) trait Backend {
         f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
     ) -> Result<T, StoreError>;
 }
+
+/// What an operation is doing, for the message of a query error (built only on error).
+pub(crate) type What<'a> = &'a dyn Fn() -> String;

@@ -13,7 +13,7 @@ use rusqlite::{params, Row, Transaction};
 
 use super::audit::{AuditKind, BenchmarkEntry};
 use super::audit_log::append;
-use super::backend::Backend;
+use super::backend::{Backend, What};
 use super::codec::{from_json, int, to_json};
 use super::error::SqlContext as _;
 use super::StoreError;
@@ -104,25 +104,22 @@ pub(crate) trait BenchmarkSql {
     fn latest_benchmark_seq(
         &mut self,
         node_id: &str,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<Option<u64>, StoreError>;
     /// Inserts `row` (its method is [`BENCHMARK_METHOD`]).
     fn insert_benchmark_row(
         &mut self,
         row: &NewBenchmark<'_>,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<(), StoreError>;
     /// The newest stored benchmark of every enrolled node that has one.
-    fn latest_benchmark_rows(
-        &mut self,
-        what: &dyn Fn() -> String,
-    ) -> Result<Vec<BenchmarkRow>, StoreError>;
+    fn latest_benchmark_rows(&mut self, what: What<'_>) -> Result<Vec<BenchmarkRow>, StoreError>;
     /// Up to `limit` of a node's stored benchmarks, newest first.
     fn benchmark_rows(
         &mut self,
         node_id: &str,
         limit: i64,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<Vec<BenchmarkRow>, StoreError>;
 }
 
@@ -232,7 +229,7 @@ impl BenchmarkSql for Transaction<'_> {
     fn latest_benchmark_seq(
         &mut self,
         node_id: &str,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<Option<u64>, StoreError> {
         self.query_row(
             "SELECT MAX(seq) FROM benchmarks WHERE node_id = ?1",
@@ -245,7 +242,7 @@ impl BenchmarkSql for Transaction<'_> {
     fn insert_benchmark_row(
         &mut self,
         b: &NewBenchmark<'_>,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<(), StoreError> {
         self.execute(
             "INSERT INTO benchmarks (node_id, seq, suite_version, scores, measured_at_ms, \
@@ -270,10 +267,7 @@ impl BenchmarkSql for Transaction<'_> {
         Ok(())
     }
 
-    fn latest_benchmark_rows(
-        &mut self,
-        what: &dyn Fn() -> String,
-    ) -> Result<Vec<BenchmarkRow>, StoreError> {
+    fn latest_benchmark_rows(&mut self, what: What<'_>) -> Result<Vec<BenchmarkRow>, StoreError> {
         let mut stmt = self
             .prepare_cached(&format!(
                 // Driven by the nodes: one index probe each on UNIQUE(node_id, seq),
@@ -292,7 +286,7 @@ impl BenchmarkSql for Transaction<'_> {
         &mut self,
         node_id: &str,
         limit: i64,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<Vec<BenchmarkRow>, StoreError> {
         let mut stmt = self
             .prepare_cached(&format!(

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use super::audit::{AuditKind, DecisionEntry, RotationEntry};
 use super::audit_log::{append, AuditSql};
-use super::backend::Backend;
+use super::backend::{Backend, What};
 use super::codec::{corrupt, from_json, int, to_json};
 use super::error::SqlContext as _;
 use super::retention::RetentionSql;
@@ -170,31 +170,19 @@ pub(crate) trait EpochSql {
     /// The newest stored epoch's id.
     fn latest_epoch_id(&mut self) -> Result<Option<EpochId>, StoreError>;
     /// Inserts an `epochs` row.
-    fn insert_epoch_row(
-        &mut self,
-        row: &NewEpoch<'_>,
-        what: &dyn Fn() -> String,
-    ) -> Result<(), StoreError>;
+    fn insert_epoch_row(&mut self, row: &NewEpoch<'_>, what: What<'_>) -> Result<(), StoreError>;
     /// Inserts a `decisions` row.
     fn insert_decision_row(
         &mut self,
         row: &NewDecision<'_>,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<(), StoreError>;
     /// The epoch `id`'s row.
-    fn epoch_row(
-        &mut self,
-        id: i64,
-        what: &dyn Fn() -> String,
-    ) -> Result<Option<EpochRow>, StoreError>;
+    fn epoch_row(&mut self, id: i64, what: What<'_>) -> Result<Option<EpochRow>, StoreError>;
     /// The `n` newest epochs' rows, newest first.
-    fn latest_epoch_rows(
-        &mut self,
-        n: i64,
-        what: &dyn Fn() -> String,
-    ) -> Result<Vec<EpochRow>, StoreError>;
+    fn latest_epoch_rows(&mut self, n: i64, what: What<'_>) -> Result<Vec<EpochRow>, StoreError>;
     /// Every stored epoch id, newest first.
-    fn all_epoch_ids(&mut self, what: &dyn Fn() -> String) -> Result<Vec<EpochId>, StoreError>;
+    fn all_epoch_ids(&mut self, what: What<'_>) -> Result<Vec<EpochId>, StoreError>;
     /// The decisions of epoch `epoch`, sorted by node id.
     fn load_decisions(&mut self, epoch: EpochId) -> Result<Vec<Decision>, StoreError>;
 }
@@ -355,11 +343,7 @@ impl EpochSql for Transaction<'_> {
             .ctx(|| "reading the latest epoch id".to_owned())
     }
 
-    fn insert_epoch_row(
-        &mut self,
-        e: &NewEpoch<'_>,
-        what: &dyn Fn() -> String,
-    ) -> Result<(), StoreError> {
+    fn insert_epoch_row(&mut self, e: &NewEpoch<'_>, what: What<'_>) -> Result<(), StoreError> {
         self.execute(
             &format!("INSERT INTO epochs ({EPOCH_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
             params![
@@ -378,7 +362,7 @@ impl EpochSql for Transaction<'_> {
     fn insert_decision_row(
         &mut self,
         r: &NewDecision<'_>,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<(), StoreError> {
         let d = r.decision;
         self.execute(
@@ -401,11 +385,7 @@ impl EpochSql for Transaction<'_> {
         Ok(())
     }
 
-    fn epoch_row(
-        &mut self,
-        id: i64,
-        what: &dyn Fn() -> String,
-    ) -> Result<Option<EpochRow>, StoreError> {
+    fn epoch_row(&mut self, id: i64, what: What<'_>) -> Result<Option<EpochRow>, StoreError> {
         self.query_row(
             &format!("SELECT {EPOCH_COLUMNS} FROM epochs WHERE id = ?1"),
             [id],
@@ -415,11 +395,7 @@ impl EpochSql for Transaction<'_> {
         .ctx(what)
     }
 
-    fn latest_epoch_rows(
-        &mut self,
-        n: i64,
-        what: &dyn Fn() -> String,
-    ) -> Result<Vec<EpochRow>, StoreError> {
+    fn latest_epoch_rows(&mut self, n: i64, what: What<'_>) -> Result<Vec<EpochRow>, StoreError> {
         let mut stmt = self
             .prepare_cached(&format!(
                 "SELECT {EPOCH_COLUMNS} FROM epochs ORDER BY id DESC LIMIT ?1"
@@ -429,7 +405,7 @@ impl EpochSql for Transaction<'_> {
         rows.collect::<Result<Vec<_>, _>>().ctx(what)
     }
 
-    fn all_epoch_ids(&mut self, what: &dyn Fn() -> String) -> Result<Vec<EpochId>, StoreError> {
+    fn all_epoch_ids(&mut self, what: What<'_>) -> Result<Vec<EpochId>, StoreError> {
         let mut stmt = self
             .prepare_cached("SELECT id FROM epochs ORDER BY id DESC")
             .ctx(what)?;

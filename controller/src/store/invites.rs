@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 
 use super::audit::{AuditKind, InviteEntry};
 use super::audit_log::append;
-use super::backend::{Backend, Tx};
+use super::backend::{Backend, Tx, What};
 use super::codec::{corrupt, from_json, int, to_json};
 use super::error::SqlContext as _;
 use super::nodes::insert_node;
@@ -52,17 +52,14 @@ pub(crate) trait InviteSql {
     /// Every invite issued for `node_id`, with its token hash.
     fn invites_for(&mut self, node_id: &str) -> Result<Vec<(String, Invite)>, StoreError>;
     /// Inserts `invite` unless its token hash exists; whether it was inserted.
-    fn insert_invite(
-        &mut self,
-        invite: &NewInvite<'_>,
-        what: &dyn Fn() -> String,
-    ) -> Result<bool, StoreError>;
+    fn insert_invite(&mut self, invite: &NewInvite<'_>, what: What<'_>)
+        -> Result<bool, StoreError>;
     /// Marks the invite used at `used_ms`.
     fn mark_invite_used(
         &mut self,
         token_hash: &str,
         used_ms: i64,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<(), StoreError>;
     /// The node id and the addresses (JSON) of every unused invite other than `except`
     /// that expires after `now_ms` and assigns addresses.
@@ -338,11 +335,7 @@ impl InviteSql for Transaction<'_> {
         rows.collect::<Result<Vec<_>, _>>().ctx(what)
     }
 
-    fn insert_invite(
-        &mut self,
-        i: &NewInvite<'_>,
-        what: &dyn Fn() -> String,
-    ) -> Result<bool, StoreError> {
+    fn insert_invite(&mut self, i: &NewInvite<'_>, what: What<'_>) -> Result<bool, StoreError> {
         let inserted = self
             .execute(
                 "INSERT INTO invites (token_hash, node_id, created_ms, expires_ms, addresses, \
@@ -364,7 +357,7 @@ impl InviteSql for Transaction<'_> {
         &mut self,
         token_hash: &str,
         used_ms: i64,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<(), StoreError> {
         self.execute(
             "UPDATE invites SET used_ms = ?2 WHERE token_hash = ?1",

@@ -11,7 +11,7 @@ use rusqlite::{params, OptionalExtension as _, Row, Transaction};
 
 use super::audit::{AuditKind, EnrollEntry, PinEntry, RemoveEntry};
 use super::audit_log::{append, AuditSql};
-use super::backend::Backend;
+use super::backend::{Backend, What};
 use super::codec::{corrupt, from_json, int, parse_pin, pin_text, to_json};
 use super::error::SqlContext as _;
 use super::StoreError;
@@ -66,13 +66,9 @@ pub(crate) trait NodeSql {
     /// The node `id`.
     fn load_node(&mut self, id: &str) -> Result<Option<NodeRecord>, StoreError>;
     /// Every node, sorted by id.
-    fn all_nodes(&mut self, what: &dyn Fn() -> String) -> Result<Vec<NodeRecord>, StoreError>;
+    fn all_nodes(&mut self, what: What<'_>) -> Result<Vec<NodeRecord>, StoreError>;
     /// The node whose WireGuard key is `key` (base64).
-    fn wg_key_owner(
-        &mut self,
-        key: &str,
-        what: &dyn Fn() -> String,
-    ) -> Result<Option<String>, StoreError>;
+    fn wg_key_owner(&mut self, key: &str, what: What<'_>) -> Result<Option<String>, StoreError>;
     /// The node holding overlay address `ip`, if any.
     fn address_holder(&mut self, ip: IpAddr) -> Result<Option<String>, StoreError>;
     /// Every overlay address a node holds.
@@ -84,17 +80,13 @@ pub(crate) trait NodeSql {
         row: &NodeRow,
         enrolled_ms: i64,
         addresses: &[IpAddr],
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<(), StoreError>;
     /// Deletes the node `id` (its addresses and benchmarks go with it); how many rows.
-    fn delete_node(&mut self, id: &str, what: &dyn Fn() -> String) -> Result<u64, StoreError>;
+    fn delete_node(&mut self, id: &str, what: What<'_>) -> Result<u64, StoreError>;
     /// Sets the node's pin column.
-    fn update_pin(
-        &mut self,
-        id: &str,
-        pin: Option<&str>,
-        what: &dyn Fn() -> String,
-    ) -> Result<(), StoreError>;
+    fn update_pin(&mut self, id: &str, pin: Option<&str>, what: What<'_>)
+        -> Result<(), StoreError>;
 }
 
 /// Adds `node` inside `tx` with its `enroll` audit entry, refusing an invalid or taken id,
@@ -231,7 +223,7 @@ impl NodeSql for Transaction<'_> {
         .transpose()
     }
 
-    fn all_nodes(&mut self, what: &dyn Fn() -> String) -> Result<Vec<NodeRecord>, StoreError> {
+    fn all_nodes(&mut self, what: What<'_>) -> Result<Vec<NodeRecord>, StoreError> {
         let mut stmt = self
             .prepare_cached(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY id"))
             .ctx(what)?;
@@ -240,11 +232,7 @@ impl NodeSql for Transaction<'_> {
         rows.into_iter().map(NodeRow::decode).collect()
     }
 
-    fn wg_key_owner(
-        &mut self,
-        key: &str,
-        what: &dyn Fn() -> String,
-    ) -> Result<Option<String>, StoreError> {
+    fn wg_key_owner(&mut self, key: &str, what: What<'_>) -> Result<Option<String>, StoreError> {
         self.query_row(
             "SELECT id FROM nodes WHERE wg_public_key = ?1",
             [key],
@@ -286,7 +274,7 @@ impl NodeSql for Transaction<'_> {
         row: &NodeRow,
         enrolled_ms: i64,
         addresses: &[IpAddr],
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<(), StoreError> {
         self.execute(
             &format!("INSERT INTO nodes ({NODE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
@@ -312,7 +300,7 @@ impl NodeSql for Transaction<'_> {
         Ok(())
     }
 
-    fn delete_node(&mut self, id: &str, what: &dyn Fn() -> String) -> Result<u64, StoreError> {
+    fn delete_node(&mut self, id: &str, what: What<'_>) -> Result<u64, StoreError> {
         let n = self
             .execute("DELETE FROM nodes WHERE id = ?1", [id])
             .ctx(what)?;
@@ -323,7 +311,7 @@ impl NodeSql for Transaction<'_> {
         &mut self,
         id: &str,
         pin: Option<&str>,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<(), StoreError> {
         self.execute("UPDATE nodes SET pin = ?2 WHERE id = ?1", params![id, pin])
             .ctx(what)?;

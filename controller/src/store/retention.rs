@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::audit::{AuditError, AuditKind, Checkpoint, CheckpointEntry, SignedCheckpoint};
 use super::audit_log::{append, AuditRules as _};
-use super::backend::Backend;
+use super::backend::{Backend, What};
 use super::codec::int;
 use super::error::SqlContext as _;
 use super::StoreError;
@@ -99,13 +99,13 @@ pub(crate) trait RetentionSql {
     /// transaction that stores a new one; how many it erased.
     fn erase_old_secrets(&mut self) -> Result<u64, StoreError>;
     /// How many rows each table holds.
-    fn table_rows(&mut self, what: &dyn Fn() -> String) -> Result<TableRows, StoreError>;
+    fn table_rows(&mut self, what: What<'_>) -> Result<TableRows, StoreError>;
     /// Deletes up to `limit` benchmarks received before `cutoff`, never a node's newest.
     fn delete_old_benchmarks(
         &mut self,
         cutoff: i64,
         limit: i64,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<u64, StoreError>;
     /// Deletes up to `limit` of the oldest epochs (with their decisions) that ended before
     /// `cutoff`, never one of the newest [`LIVE_EPOCHS`].
@@ -113,7 +113,7 @@ pub(crate) trait RetentionSql {
         &mut self,
         cutoff: i64,
         limit: i64,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<u64, StoreError>;
     /// Among the entries after `start` up to `end`: the last one, and the first appended
     /// at or after `cutoff`.
@@ -122,21 +122,17 @@ pub(crate) trait RetentionSql {
         start: i64,
         end: i64,
         cutoff: i64,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<(Option<i64>, Option<i64>), StoreError>;
     /// The hash of audit entry `seq`, if it is stored.
-    fn audit_hash(
-        &mut self,
-        seq: i64,
-        what: &dyn Fn() -> String,
-    ) -> Result<Option<String>, StoreError>;
+    fn audit_hash(&mut self, seq: i64, what: What<'_>) -> Result<Option<String>, StoreError>;
     /// Stores `signed` as the checkpoint covering entries up to `seq`, deletes those
     /// entries and the older checkpoints; how many entries it deleted.
     fn replace_entries(
         &mut self,
         seq: i64,
         signed: &SignedCheckpoint,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<u64, StoreError>;
 }
 
@@ -286,7 +282,7 @@ impl RetentionSql for Transaction<'_> {
         Ok(n as u64)
     }
 
-    fn table_rows(&mut self, what: &dyn Fn() -> String) -> Result<TableRows, StoreError> {
+    fn table_rows(&mut self, what: What<'_>) -> Result<TableRows, StoreError> {
         let count = |table: &str| -> Result<u64, StoreError> {
             self.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
                 .ctx(what)
@@ -304,7 +300,7 @@ impl RetentionSql for Transaction<'_> {
         &mut self,
         cutoff: i64,
         limit: i64,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<u64, StoreError> {
         let n = self
             .execute(
@@ -322,7 +318,7 @@ impl RetentionSql for Transaction<'_> {
         &mut self,
         cutoff: i64,
         limit: i64,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<u64, StoreError> {
         let n = self
             .execute(
@@ -341,7 +337,7 @@ impl RetentionSql for Transaction<'_> {
         start: i64,
         end: i64,
         cutoff: i64,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<(Option<i64>, Option<i64>), StoreError> {
         self.query_row(
             "SELECT (SELECT MAX(seq) FROM audit WHERE seq > ?1 AND seq <= ?2), \
@@ -352,11 +348,7 @@ impl RetentionSql for Transaction<'_> {
         .ctx(what)
     }
 
-    fn audit_hash(
-        &mut self,
-        seq: i64,
-        what: &dyn Fn() -> String,
-    ) -> Result<Option<String>, StoreError> {
+    fn audit_hash(&mut self, seq: i64, what: What<'_>) -> Result<Option<String>, StoreError> {
         self.query_row("SELECT hash FROM audit WHERE seq = ?1", [seq], |r| r.get(0))
             .optional()
             .ctx(what)
@@ -366,7 +358,7 @@ impl RetentionSql for Transaction<'_> {
         &mut self,
         seq: i64,
         signed: &SignedCheckpoint,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<u64, StoreError> {
         self.execute(
             "INSERT INTO audit_checkpoints (seq, body, signature) VALUES (?1, ?2, ?3)",

@@ -4,15 +4,13 @@ use postgres::{Row, Transaction};
 
 use super::super::audit::{AuditEntry, SignedCheckpoint};
 use super::super::audit_log::{AuditRow, AuditSql};
+use super::super::backend::What;
 use super::super::error::SqlContext as _;
 use super::super::StoreError;
 use super::{get, get_u64};
 
 impl AuditSql for Transaction<'_> {
-    fn audit_head(
-        &mut self,
-        what: &dyn Fn() -> String,
-    ) -> Result<Option<(u64, String)>, StoreError> {
+    fn audit_head(&mut self, what: What<'_>) -> Result<Option<(u64, String)>, StoreError> {
         let head = self
             .query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])
             .ctx(what)?;
@@ -20,11 +18,7 @@ impl AuditSql for Transaction<'_> {
             .transpose()
     }
 
-    fn insert_audit(
-        &mut self,
-        r: &AuditRow<'_>,
-        what: &dyn Fn() -> String,
-    ) -> Result<(), StoreError> {
+    fn insert_audit(&mut self, r: &AuditRow<'_>, what: What<'_>) -> Result<(), StoreError> {
         self.execute(
             "INSERT INTO audit (seq, at_ms, kind, entry, prev_hash, hash) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -57,7 +51,7 @@ impl AuditSql for Transaction<'_> {
         &mut self,
         from: i64,
         limit: i64,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = self
             .query(

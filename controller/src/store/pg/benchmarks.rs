@@ -3,6 +3,7 @@
 
 use postgres::{Row, Transaction};
 
+use super::super::backend::What;
 use super::super::benchmarks::{BenchmarkRow, BenchmarkSql, NewBenchmark, COLUMNS};
 use super::super::error::SqlContext as _;
 use super::super::{StoreError, BENCHMARK_METHOD};
@@ -23,7 +24,7 @@ impl BenchmarkSql for Transaction<'_> {
     fn latest_benchmark_seq(
         &mut self,
         node_id: &str,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<Option<u64>, StoreError> {
         let row = self
             .query_one(
@@ -37,7 +38,7 @@ impl BenchmarkSql for Transaction<'_> {
     fn insert_benchmark_row(
         &mut self,
         b: &NewBenchmark<'_>,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<(), StoreError> {
         self.execute(
             "INSERT INTO benchmarks (node_id, seq, suite_version, scores, measured_at_ms, \
@@ -62,10 +63,7 @@ impl BenchmarkSql for Transaction<'_> {
         Ok(())
     }
 
-    fn latest_benchmark_rows(
-        &mut self,
-        what: &dyn Fn() -> String,
-    ) -> Result<Vec<BenchmarkRow>, StoreError> {
+    fn latest_benchmark_rows(&mut self, what: What<'_>) -> Result<Vec<BenchmarkRow>, StoreError> {
         // One index probe per node on the primary key (node_id, seq).
         let rows = self
             .query(
@@ -83,7 +81,7 @@ impl BenchmarkSql for Transaction<'_> {
         &mut self,
         node_id: &str,
         limit: i64,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<Vec<BenchmarkRow>, StoreError> {
         let rows = self
             .query(

@@ -4,6 +4,7 @@
 use meshtun_proto::EpochId;
 use postgres::{Row, Transaction};
 
+use super::super::backend::What;
 use super::super::codec::{corrupt, from_json, int};
 use super::super::epochs::{
     insert_epoch_in, pair_inputs, EpochRow, EpochSql, NewDecision, NewEpoch, EPOCH_COLUMNS,
@@ -82,11 +83,7 @@ impl EpochSql for Transaction<'_> {
         get_opt_u64(&row, 0, "epoch id")
     }
 
-    fn insert_epoch_row(
-        &mut self,
-        e: &NewEpoch<'_>,
-        what: &dyn Fn() -> String,
-    ) -> Result<(), StoreError> {
+    fn insert_epoch_row(&mut self, e: &NewEpoch<'_>, what: What<'_>) -> Result<(), StoreError> {
         self.execute(
             &format!("INSERT INTO epochs ({EPOCH_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
             &[
@@ -105,7 +102,7 @@ impl EpochSql for Transaction<'_> {
     fn insert_decision_row(
         &mut self,
         r: &NewDecision<'_>,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<(), StoreError> {
         let d = r.decision;
         self.execute(
@@ -128,11 +125,7 @@ impl EpochSql for Transaction<'_> {
         Ok(())
     }
 
-    fn epoch_row(
-        &mut self,
-        id: i64,
-        what: &dyn Fn() -> String,
-    ) -> Result<Option<EpochRow>, StoreError> {
+    fn epoch_row(&mut self, id: i64, what: What<'_>) -> Result<Option<EpochRow>, StoreError> {
         let row = self
             .query_opt(
                 &format!("SELECT {EPOCH_COLUMNS} FROM epochs WHERE id = $1"),
@@ -142,11 +135,7 @@ impl EpochSql for Transaction<'_> {
         row.map(|r| epoch_row(&r)).transpose()
     }
 
-    fn latest_epoch_rows(
-        &mut self,
-        n: i64,
-        what: &dyn Fn() -> String,
-    ) -> Result<Vec<EpochRow>, StoreError> {
+    fn latest_epoch_rows(&mut self, n: i64, what: What<'_>) -> Result<Vec<EpochRow>, StoreError> {
         let rows = self
             .query(
                 &format!("SELECT {EPOCH_COLUMNS} FROM epochs ORDER BY id DESC LIMIT $1"),
@@ -156,7 +145,7 @@ impl EpochSql for Transaction<'_> {
         rows.iter().map(epoch_row).collect()
     }
 
-    fn all_epoch_ids(&mut self, what: &dyn Fn() -> String) -> Result<Vec<EpochId>, StoreError> {
+    fn all_epoch_ids(&mut self, what: What<'_>) -> Result<Vec<EpochId>, StoreError> {
         let rows = self
             .query("SELECT id FROM epochs ORDER BY id DESC", &[])
             .ctx(what)?;

@@ -2,6 +2,7 @@
 
 use postgres::Transaction;
 
+use super::super::backend::What;
 use super::super::error::SqlContext as _;
 use super::super::invites::{Invite, InviteSql, NewInvite};
 use super::super::StoreError;
@@ -30,11 +31,7 @@ impl InviteSql for Transaction<'_> {
             .collect()
     }
 
-    fn insert_invite(
-        &mut self,
-        i: &NewInvite<'_>,
-        what: &dyn Fn() -> String,
-    ) -> Result<bool, StoreError> {
+    fn insert_invite(&mut self, i: &NewInvite<'_>, what: What<'_>) -> Result<bool, StoreError> {
         let inserted = self
             .execute(
                 "INSERT INTO invites (token_hash, node_id, created_ms, expires_ms, addresses, \
@@ -56,7 +53,7 @@ impl InviteSql for Transaction<'_> {
         &mut self,
         token_hash: &str,
         used_ms: i64,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<(), StoreError> {
         self.execute(
             "UPDATE invites SET used_ms = $2 WHERE token_hash = $1",

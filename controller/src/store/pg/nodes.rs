@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use postgres::{Row, Transaction};
 
+use super::super::backend::What;
 use super::super::codec::corrupt;
 use super::super::error::SqlContext as _;
 use super::super::nodes::{NodeRow, NodeSql, NODE_COLUMNS};
@@ -36,7 +37,7 @@ impl NodeSql for Transaction<'_> {
         row.map(|r| node_row(&r)?.decode()).transpose()
     }
 
-    fn all_nodes(&mut self, what: &dyn Fn() -> String) -> Result<Vec<NodeRecord>, StoreError> {
+    fn all_nodes(&mut self, what: What<'_>) -> Result<Vec<NodeRecord>, StoreError> {
         let rows = self
             .query(
                 &format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY id"),
@@ -46,11 +47,7 @@ impl NodeSql for Transaction<'_> {
         rows.iter().map(|r| node_row(r)?.decode()).collect()
     }
 
-    fn wg_key_owner(
-        &mut self,
-        key: &str,
-        what: &dyn Fn() -> String,
-    ) -> Result<Option<String>, StoreError> {
+    fn wg_key_owner(&mut self, key: &str, what: What<'_>) -> Result<Option<String>, StoreError> {
         let owner = self
             .query_opt("SELECT id FROM nodes WHERE wg_public_key = $1", &[&key])
             .ctx(what)?;
@@ -86,7 +83,7 @@ impl NodeSql for Transaction<'_> {
         row: &NodeRow,
         enrolled_ms: i64,
         addresses: &[IpAddr],
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<(), StoreError> {
         self.execute(
             &format!("INSERT INTO nodes ({NODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
@@ -111,7 +108,7 @@ impl NodeSql for Transaction<'_> {
         Ok(())
     }
 
-    fn delete_node(&mut self, id: &str, what: &dyn Fn() -> String) -> Result<u64, StoreError> {
+    fn delete_node(&mut self, id: &str, what: What<'_>) -> Result<u64, StoreError> {
         self.execute("DELETE FROM nodes WHERE id = $1", &[&id])
             .ctx(what)
     }
@@ -120,7 +117,7 @@ impl NodeSql for Transaction<'_> {
         &mut self,
         id: &str,
         pin: Option<&str>,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<(), StoreError> {
         self.execute("UPDATE nodes SET pin = $2 WHERE id = $1", &[&id, &pin])
             .ctx(what)?;

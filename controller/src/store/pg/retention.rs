@@ -8,6 +8,7 @@
 use postgres::Transaction;
 
 use super::super::audit::SignedCheckpoint;
+use super::super::backend::What;
 use super::super::error::SqlContext as _;
 use super::super::retention::RetentionSql;
 use super::super::{StoreError, TableRows, LIVE_EPOCHS};
@@ -23,7 +24,7 @@ impl RetentionSql for Transaction<'_> {
         .ctx(|| "erasing the secrets of past epochs".to_owned())
     }
 
-    fn table_rows(&mut self, what: &dyn Fn() -> String) -> Result<TableRows, StoreError> {
+    fn table_rows(&mut self, what: What<'_>) -> Result<TableRows, StoreError> {
         let row = self
             .query_one(
                 "SELECT (SELECT COUNT(*) FROM nodes), (SELECT COUNT(*) FROM benchmarks), \
@@ -45,7 +46,7 @@ impl RetentionSql for Transaction<'_> {
         &mut self,
         cutoff: i64,
         limit: i64,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<u64, StoreError> {
         self.execute(
             "DELETE FROM benchmarks WHERE (node_id, seq) IN (SELECT b.node_id, b.seq \
@@ -61,7 +62,7 @@ impl RetentionSql for Transaction<'_> {
         &mut self,
         cutoff: i64,
         limit: i64,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<u64, StoreError> {
         self.execute(
             "DELETE FROM epochs WHERE id IN (SELECT id FROM epochs \
@@ -78,7 +79,7 @@ impl RetentionSql for Transaction<'_> {
         start: i64,
         end: i64,
         cutoff: i64,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<(Option<i64>, Option<i64>), StoreError> {
         let row = self
             .query_one(
@@ -90,11 +91,7 @@ impl RetentionSql for Transaction<'_> {
         Ok((get(&row, 0, "audit seq")?, get(&row, 1, "audit seq")?))
     }
 
-    fn audit_hash(
-        &mut self,
-        seq: i64,
-        what: &dyn Fn() -> String,
-    ) -> Result<Option<String>, StoreError> {
+    fn audit_hash(&mut self, seq: i64, what: What<'_>) -> Result<Option<String>, StoreError> {
         let row = self
             .query_opt("SELECT hash FROM audit WHERE seq = $1", &[&seq])
             .ctx(what)?;
@@ -105,7 +102,7 @@ impl RetentionSql for Transaction<'_> {
         &mut self,
         seq: i64,
         signed: &SignedCheckpoint,
-        what: &dyn Fn() -> String,
+        what: What<'_>,
     ) -> Result<u64, StoreError> {
         self.execute(
             "INSERT INTO audit_checkpoints (seq, body, signature) VALUES ($1, $2, $3)",
