@@ -1,5 +1,6 @@
 //! The audit log in the database: appending inside a caller's transaction, reading it back
-//! and verifying it.
+//! and verifying it. The rules are written once ([`append`], [`AuditRules`]); [`AuditSql`]
+//! is the SQL each backend provides (SQLite here, PostgreSQL in `pg::audit_log`).
 
 use meshtun_proto::IdentityPublic;
 use rusqlite::{params, OptionalExtension as _, Row, Transaction};
@@ -7,121 +8,94 @@ use serde::Serialize;
 
 use super::audit::{chain_hash, AuditEntry, AuditError, AuditKind, AuditReport, ChainVerifier};
 use super::audit::{SignedCheckpoint, GENESIS_HASH};
+use super::backend::{Backend, What};
 use super::codec::{int, to_json};
 use super::error::SqlContext as _;
-use super::{SqliteStore as Store, StoreError};
+use super::StoreError;
 
 /// Entries read per transaction while verifying, so writers are never held up for long.
 pub(super) const VERIFY_PAGE: usize = 512;
 
-/// Appends one entry to the chain inside `tx`, stamped `at_ms` (the store's clock).
+/// The audit log's queries, on either backend.
+pub(crate) trait AuditSql {
+    /// The newest entry's seq and hash, if any.
+    fn audit_head(&mut self, what: What<'_>) -> Result<Option<(u64, String)>, StoreError>;
+
+    /// Inserts one entry, already chained.
+    fn insert_audit(&mut self, row: &AuditRow<'_>, what: What<'_>) -> Result<(), StoreError>;
+
+    /// The newest checkpoint, with the entry it covers, if the log was ever pruned.
+    fn latest_checkpoint(&mut self) -> Result<Option<(u64, SignedCheckpoint)>, StoreError>;
+
+    /// Up to `limit` entries from `from` on, oldest first.
+    fn audit_page(
+        &mut self,
+        from: i64,
+        limit: i64,
+        what: What<'_>,
+    ) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// An audit row to insert, in its column types.
+pub(crate) struct AuditRow<'a> {
+    pub(crate) seq: i64,
+    pub(crate) at_ms: i64,
+    pub(crate) kind: &'a str,
+    pub(crate) entry: &'a str,
+    pub(crate) prev_hash: &'a str,
+    pub(crate) hash: &'a str,
+}
+
+/// Appends one entry to the chain inside `tx`, stamped `at_ms` (the store's clock). The
+/// transaction holds the writer lock, so the chain's head cannot move under it.
 pub(crate) fn append(
-    tx: &Transaction<'_>,
+    tx: &mut (impl AuditSql + ?Sized),
     at_ms: u64,
     kind: AuditKind,
     entry: &impl Serialize,
 ) -> Result<u64, StoreError> {
     let json = to_json(entry, || format!("the {kind} audit entry"))?;
     let what = || format!("appending a {kind} audit entry");
-    let head: Option<(u64, String)> = tx
-        .query_row(
-            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .ctx(what)?;
+    let head = tx.audit_head(&what)?;
     let (last, prev_hash) = head.unwrap_or((0, GENESIS_HASH.to_owned()));
     let seq = last + 1;
     let hash = chain_hash(&prev_hash, seq, at_ms, kind.as_str(), &json);
-    tx.execute(
-        "INSERT INTO audit (seq, at_ms, kind, entry, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            int(seq, || "audit seq".into())?,
-            int(at_ms, || "audit time".into())?,
-            kind.as_str(),
-            json,
-            prev_hash,
-            hash
-        ],
-    )
-    .ctx(what)?;
+    let row = AuditRow {
+        seq: int(seq, || "audit seq".into())?,
+        at_ms: int(at_ms, || "audit time".into())?,
+        kind: kind.as_str(),
+        entry: &json,
+        prev_hash: &prev_hash,
+        hash: &hash,
+    };
+    tx.insert_audit(&row, &what)?;
     Ok(seq)
 }
 
-/// The newest checkpoint, with the entry it covers, if the log was ever pruned.
-pub(crate) fn latest_checkpoint(
-    tx: &Transaction<'_>,
-) -> Result<Option<(u64, SignedCheckpoint)>, StoreError> {
-    tx.query_row(
-        "SELECT seq, body, signature FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
-        [],
-        |r| {
-            Ok((
-                r.get(0)?,
-                SignedCheckpoint {
-                    body: r.get(1)?,
-                    signature: r.get(2)?,
-                },
-            ))
-        },
-    )
-    .optional()
-    .ctx(|| "reading the newest audit checkpoint".to_owned())
-}
-
-fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
-    Ok(AuditEntry {
-        seq: row.get(0)?,
-        at_ms: row.get(1)?,
-        kind: row.get(2)?,
-        entry: row.get(3)?,
-        prev_hash: row.get(4)?,
-        hash: row.get(5)?,
-    })
-}
-
-impl Store {
+/// Reading and verifying the audit log, on every backend.
+pub(crate) trait AuditRules: Backend {
     /// Up to `limit` audit entries from `from_seq` on, oldest first.
-    pub fn audit_entries(
-        &self,
-        from_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<AuditEntry>, StoreError> {
+    fn audit_entries(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         let what = || format!("reading audit entries from {from_seq}");
         let from = i64::try_from(from_seq).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read(what, |tx| {
-            let mut stmt = tx
-                .prepare_cached(
-                    "SELECT seq, at_ms, kind, entry, prev_hash, hash FROM audit \
-                     WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
-                )
-                .ctx(what)?;
-            let rows = stmt
-                .query_map(params![from, limit], entry_from_row)
-                .ctx(what)?;
-            rows.collect::<Result<Vec<_>, _>>().ctx(what)
-        })
+        self.read_tx(what, |tx| tx.audit_page(from, limit, &what))
     }
 
-    /// Recomputes the whole chain and checks every benchmark request's signature (see
-    /// [`ChainVerifier`]); reports the first broken link. A pruned chain starts from its
-    /// newest checkpoint, whose signature must verify with `controller`, the controller's
-    /// public key. Reads in short pages, so it can run while the controller serves.
-    pub fn verify_audit(&self, controller: &IdentityPublic) -> Result<AuditReport, AuditError> {
+    /// See [`Store::verify_audit`](crate::store::Store::verify_audit).
+    fn verify_audit(&self, controller: &IdentityPublic) -> Result<AuditReport, AuditError> {
         let mut verifier = self.verifier_at_checkpoint(controller)?;
         self.verify_from(&mut verifier, u64::MAX)?;
         Ok(verifier.finish())
     }
 
     /// A verifier at the newest checkpoint (checked with `controller`), or at the genesis.
-    pub(crate) fn verifier_at_checkpoint(
+    fn verifier_at_checkpoint(
         &self,
         controller: &IdentityPublic,
     ) -> Result<ChainVerifier, AuditError> {
         let what = || "reading the newest audit checkpoint".to_owned();
-        match self.read(what, latest_checkpoint)? {
+        match self.read_tx(what, |tx| tx.latest_checkpoint())? {
             None => Ok(ChainVerifier::new()),
             Some((seq, signed)) => Ok(ChainVerifier::resume(&signed.verify(seq, controller)?)),
         }
@@ -129,11 +103,7 @@ impl Store {
 
     /// Pushes the entries after the verifier's position, up to `through` (inclusive), into
     /// it, page by page.
-    pub(crate) fn verify_from(
-        &self,
-        verifier: &mut ChainVerifier,
-        through: u64,
-    ) -> Result<(), AuditError> {
+    fn verify_from(&self, verifier: &mut ChainVerifier, through: u64) -> Result<(), AuditError> {
         let mut next = verifier.position().saturating_add(1);
         while next <= through {
             let want =
@@ -147,6 +117,77 @@ impl Store {
         }
         Ok(())
     }
+}
+
+impl<B: Backend + ?Sized> AuditRules for B {}
+
+impl AuditSql for Transaction<'_> {
+    fn audit_head(&mut self, what: What<'_>) -> Result<Option<(u64, String)>, StoreError> {
+        self.query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .ctx(what)
+    }
+
+    fn insert_audit(&mut self, r: &AuditRow<'_>, what: What<'_>) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO audit (seq, at_ms, kind, entry, prev_hash, hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![r.seq, r.at_ms, r.kind, r.entry, r.prev_hash, r.hash],
+        )
+        .ctx(what)?;
+        Ok(())
+    }
+
+    fn latest_checkpoint(&mut self) -> Result<Option<(u64, SignedCheckpoint)>, StoreError> {
+        self.query_row(
+            "SELECT seq, body, signature FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    SignedCheckpoint {
+                        body: r.get(1)?,
+                        signature: r.get(2)?,
+                    },
+                ))
+            },
+        )
+        .optional()
+        .ctx(|| "reading the newest audit checkpoint".to_owned())
+    }
+
+    fn audit_page(
+        &mut self,
+        from: i64,
+        limit: i64,
+        what: What<'_>,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut stmt = self
+            .prepare_cached(
+                "SELECT seq, at_ms, kind, entry, prev_hash, hash FROM audit \
+                 WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
+            )
+            .ctx(what)?;
+        let rows = stmt
+            .query_map(params![from, limit], entry_from_row)
+            .ctx(what)?;
+        rows.collect::<Result<Vec<_>, _>>().ctx(what)
+    }
+}
+
+fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        seq: row.get(0)?,
+        at_ms: row.get(1)?,
+        kind: row.get(2)?,
+        entry: row.get(3)?,
+        prev_hash: row.get(4)?,
+        hash: row.get(5)?,
+    })
 }
 
 #[cfg(test)]

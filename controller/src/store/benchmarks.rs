@@ -1,4 +1,6 @@
 //! The `benchmarks` table: every accepted benchmark with the signed request it came in.
+//! The rules are written once ([`BenchmarkRules`]); [`BenchmarkSql`] is the SQL each backend
+//! provides (SQLite here, PostgreSQL in `pg::benchmarks`).
 
 use std::collections::HashMap;
 
@@ -7,14 +9,14 @@ use base64::Engine as _;
 use meshtun_proto::auth::RequestSignature;
 use meshtun_proto::wire::{Benchmark, Scores};
 use meshtun_proto::IdentityPublic;
-use rusqlite::{params, Row};
+use rusqlite::{params, Row, Transaction};
 
 use super::audit::{AuditKind, BenchmarkEntry};
 use super::audit_log::append;
+use super::backend::{Backend, What};
 use super::codec::{from_json, int, to_json};
 use super::error::SqlContext as _;
-use super::nodes::load_node;
-use super::{SqliteStore as Store, StoreError};
+use super::StoreError;
 use crate::model::BenchmarkRecord;
 
 /// The HTTP method benchmarks are submitted with, as signed.
@@ -81,16 +83,50 @@ pub(super) fn check_body(record: &BenchmarkRecord, body: &[u8]) -> Result<(), St
     }
 }
 
-impl Store {
-    /// Stores an accepted benchmark with the signed request it came in (`raw_body`, `sig`,
-    /// and the `path` it was signed over with [`BENCHMARK_METHOD`], for the controller whose
-    /// key is `controller`), and appends a
-    /// `benchmark` audit entry, in one transaction committed before returning.
-    ///
-    /// Refuses, storing nothing: an unknown node; a signature by another node or one that
-    /// does not verify with the node's enrolled identity key; a body that does not hold the
-    /// record; a seq not greater than the node's newest stored seq ([`StoreError::Replay`]).
-    pub fn insert_benchmark(
+/// A new `benchmarks` row, in its column types.
+pub(super) struct NewBenchmark<'a> {
+    pub(super) node_id: &'a str,
+    pub(super) seq: i64,
+    pub(super) suite_version: &'a str,
+    pub(super) scores: &'a str,
+    pub(super) measured_at_ms: i64,
+    pub(super) received_ms: i64,
+    pub(super) raw_body: &'a [u8],
+    pub(super) path: &'a str,
+    pub(super) sig_timestamp_ms: i64,
+    pub(super) sig_nonce: String,
+    pub(super) signature: String,
+}
+
+/// The `benchmarks` table's queries, on either backend.
+pub(crate) trait BenchmarkSql {
+    /// The newest stored seq of `node_id`.
+    fn latest_benchmark_seq(
+        &mut self,
+        node_id: &str,
+        what: What<'_>,
+    ) -> Result<Option<u64>, StoreError>;
+    /// Inserts `row` (its method is [`BENCHMARK_METHOD`]).
+    fn insert_benchmark_row(
+        &mut self,
+        row: &NewBenchmark<'_>,
+        what: What<'_>,
+    ) -> Result<(), StoreError>;
+    /// The newest stored benchmark of every enrolled node that has one.
+    fn latest_benchmark_rows(&mut self, what: What<'_>) -> Result<Vec<BenchmarkRow>, StoreError>;
+    /// Up to `limit` of a node's stored benchmarks, newest first.
+    fn benchmark_rows(
+        &mut self,
+        node_id: &str,
+        limit: i64,
+        what: What<'_>,
+    ) -> Result<Vec<BenchmarkRow>, StoreError>;
+}
+
+/// Storing and reading benchmarks, on every backend.
+pub(crate) trait BenchmarkRules: Backend {
+    /// See [`Store::insert_benchmark`](crate::store::Store::insert_benchmark).
+    fn insert_benchmark(
         &self,
         controller: &IdentityPublic,
         record: &BenchmarkRecord,
@@ -110,9 +146,10 @@ impl Store {
         let seq = int(record.seq, || format!("benchmark seq for {node}"))?;
         let scores = to_json(&record.scores, || format!("benchmark scores for {node}"))?;
         let what = || format!("storing benchmark seq {} for {node}", record.seq);
-        self.write(what, |tx| {
-            let enrolled =
-                load_node(tx, node)?.ok_or_else(|| StoreError::NoSuchNode(node.clone()))?;
+        self.write_tx(what, |tx| {
+            let enrolled = tx
+                .load_node(node)?
+                .ok_or_else(|| StoreError::NoSuchNode(node.clone()))?;
             sig.verify(
                 &enrolled.identity_key,
                 controller,
@@ -126,13 +163,7 @@ impl Store {
                 method: BENCHMARK_METHOD,
                 path: path.to_owned(),
             })?;
-            let latest: Option<u64> = tx
-                .query_row(
-                    "SELECT MAX(seq) FROM benchmarks WHERE node_id = ?1",
-                    [node],
-                    |r| r.get(0),
-                )
-                .ctx(what)?;
+            let latest = tx.latest_benchmark_seq(node, &what)?;
             if let Some(latest) = latest.filter(|l| record.seq <= *l) {
                 return Err(StoreError::Replay {
                     node: node.clone(),
@@ -140,30 +171,26 @@ impl Store {
                     latest,
                 });
             }
-            tx.execute(
-                "INSERT INTO benchmarks (node_id, seq, suite_version, scores, measured_at_ms, \
-                 received_ms, raw_body, method, path, sig_timestamp_ms, sig_nonce, signature) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                params![
-                    node,
-                    seq,
-                    record.suite_version,
-                    scores,
-                    int(record.measured_at_ms, || format!(
-                        "benchmark measured_at_ms for {node}"
-                    ))?,
-                    int(record.received_ms, || format!(
-                        "benchmark received_ms for {node}"
-                    ))?,
-                    raw_body,
-                    BENCHMARK_METHOD,
-                    path,
-                    int(sig.timestamp_ms, || format!("request timestamp for {node}"))?,
-                    hex::encode(sig.nonce),
-                    STANDARD.encode(sig.signature),
-                ],
-            )
-            .ctx(what)?;
+            let row = NewBenchmark {
+                node_id: node,
+                seq,
+                suite_version: &record.suite_version,
+                scores: &scores,
+                measured_at_ms: int(record.measured_at_ms, || {
+                    format!("benchmark measured_at_ms for {node}")
+                })?,
+                received_ms: int(record.received_ms, || {
+                    format!("benchmark received_ms for {node}")
+                })?,
+                raw_body,
+                path,
+                sig_timestamp_ms: int(sig.timestamp_ms, || {
+                    format!("request timestamp for {node}")
+                })?,
+                sig_nonce: hex::encode(sig.nonce),
+                signature: STANDARD.encode(sig.signature),
+            };
+            tx.insert_benchmark_row(&row, &what)?;
             let entry = BenchmarkEntry::new(
                 controller,
                 record.seq,
@@ -179,47 +206,97 @@ impl Store {
     }
 
     /// The newest stored benchmark of every enrolled node that has one.
-    pub fn latest_benchmarks(&self) -> Result<HashMap<String, BenchmarkRecord>, StoreError> {
+    fn latest_benchmarks(&self) -> Result<HashMap<String, BenchmarkRecord>, StoreError> {
         let what = || "reading the latest benchmarks".to_owned();
-        self.read(what, |tx| {
-            let mut stmt = tx
-                .prepare_cached(&format!(
-                    // Driven by the nodes: one index probe each on UNIQUE(node_id, seq),
-                    // however long the benchmark history grows (CROSS JOIN keeps SQLite
-                    // from scanning the benchmarks instead).
-                    "SELECT {COLUMNS} FROM nodes CROSS JOIN benchmarks \
-                     ON benchmarks.node_id = nodes.id \
-                     AND benchmarks.seq = (SELECT MAX(b2.seq) FROM benchmarks b2 WHERE b2.node_id = nodes.id)"
-                ))
-                .ctx(what)?;
-            let rows = stmt.query_map([], BenchmarkRow::read).ctx(what)?;
-            let rows = rows.collect::<Result<Vec<_>, _>>().ctx(what)?;
-            rows.into_iter()
-                .map(|r| r.decode().map(|b| (b.node_id.clone(), b)))
-                .collect()
-        })
+        let rows = self.read_tx(what, |tx| tx.latest_benchmark_rows(&what))?;
+        rows.into_iter()
+            .map(|r| r.decode().map(|b| (b.node_id.clone(), b)))
+            .collect()
     }
 
     /// Up to `limit` of a node's stored benchmarks, newest first.
-    pub fn benchmarks(
-        &self,
-        node_id: &str,
-        limit: usize,
-    ) -> Result<Vec<BenchmarkRecord>, StoreError> {
+    fn benchmarks(&self, node_id: &str, limit: usize) -> Result<Vec<BenchmarkRecord>, StoreError> {
         let what = || format!("reading the benchmarks of node {node_id}");
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read(what, |tx| {
-            let mut stmt = tx
-                .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM benchmarks WHERE node_id = ?1 ORDER BY seq DESC LIMIT ?2"
-                ))
-                .ctx(what)?;
-            let rows = stmt
-                .query_map(params![node_id, limit], BenchmarkRow::read)
-                .ctx(what)?;
-            let rows = rows.collect::<Result<Vec<_>, _>>().ctx(what)?;
-            rows.into_iter().map(BenchmarkRow::decode).collect()
-        })
+        let rows = self.read_tx(what, |tx| tx.benchmark_rows(node_id, limit, &what))?;
+        rows.into_iter().map(BenchmarkRow::decode).collect()
+    }
+}
+
+impl<B: Backend + ?Sized> BenchmarkRules for B {}
+
+impl BenchmarkSql for Transaction<'_> {
+    fn latest_benchmark_seq(
+        &mut self,
+        node_id: &str,
+        what: What<'_>,
+    ) -> Result<Option<u64>, StoreError> {
+        self.query_row(
+            "SELECT MAX(seq) FROM benchmarks WHERE node_id = ?1",
+            [node_id],
+            |r| r.get(0),
+        )
+        .ctx(what)
+    }
+
+    fn insert_benchmark_row(
+        &mut self,
+        b: &NewBenchmark<'_>,
+        what: What<'_>,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO benchmarks (node_id, seq, suite_version, scores, measured_at_ms, \
+             received_ms, raw_body, method, path, sig_timestamp_ms, sig_nonce, signature) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                b.node_id,
+                b.seq,
+                b.suite_version,
+                b.scores,
+                b.measured_at_ms,
+                b.received_ms,
+                b.raw_body,
+                BENCHMARK_METHOD,
+                b.path,
+                b.sig_timestamp_ms,
+                b.sig_nonce,
+                b.signature,
+            ],
+        )
+        .ctx(what)?;
+        Ok(())
+    }
+
+    fn latest_benchmark_rows(&mut self, what: What<'_>) -> Result<Vec<BenchmarkRow>, StoreError> {
+        let mut stmt = self
+            .prepare_cached(&format!(
+                // Driven by the nodes: one index probe each on UNIQUE(node_id, seq),
+                // however long the benchmark history grows (CROSS JOIN keeps SQLite
+                // from scanning the benchmarks instead).
+                "SELECT {COLUMNS} FROM nodes CROSS JOIN benchmarks \
+                 ON benchmarks.node_id = nodes.id \
+                 AND benchmarks.seq = (SELECT MAX(b2.seq) FROM benchmarks b2 WHERE b2.node_id = nodes.id)"
+            ))
+            .ctx(what)?;
+        let rows = stmt.query_map([], BenchmarkRow::read).ctx(what)?;
+        rows.collect::<Result<Vec<_>, _>>().ctx(what)
+    }
+
+    fn benchmark_rows(
+        &mut self,
+        node_id: &str,
+        limit: i64,
+        what: What<'_>,
+    ) -> Result<Vec<BenchmarkRow>, StoreError> {
+        let mut stmt = self
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM benchmarks WHERE node_id = ?1 ORDER BY seq DESC LIMIT ?2"
+            ))
+            .ctx(what)?;
+        let rows = stmt
+            .query_map(params![node_id, limit], BenchmarkRow::read)
+            .ctx(what)?;
+        rows.collect::<Result<Vec<_>, _>>().ctx(what)
     }
 }
 

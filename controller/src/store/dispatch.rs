@@ -13,7 +13,13 @@ use meshtun_proto::enroll::Enrollment;
 use meshtun_proto::{EpochId, IdentityKey, IdentityPublic};
 
 use super::audit::{AuditEntry, AuditError, AuditReport};
+use super::audit_log::AuditRules as _;
+use super::benchmarks::BenchmarkRules as _;
+use super::epochs::EpochRules as _;
+use super::invites::InviteRules as _;
+use super::nodes::NodeRules as _;
 use super::pg::{PgStore, PgTarget};
+use super::retention::RetentionRules as _;
 use super::{PruneReport, Retention, SqliteStore, StoreError, TableRows};
 use crate::clock::Clock;
 use crate::ha::LeaseToken;
@@ -213,8 +219,9 @@ impl Store {
         dispatch!(self.set_pin(id, pin))
     }
 
-    /// Issues an invite for `node_id`, valid until `expires_ms`; see
-    /// [`SqliteStore::create_invite`].
+    /// Issues an invite for `node_id`, valid until `expires_ms`. `addresses` and `endpoint`,
+    /// if given, are what the node gets whatever it asks for. Refuses an empty or repeated
+    /// token and an id already enrolled.
     pub fn create_invite(
         &self,
         node_id: &str,
@@ -226,8 +233,19 @@ impl Store {
         dispatch!(self.create_invite(node_id, token, expires_ms, addresses, endpoint))
     }
 
-    /// Enrolls the node an invite was issued for, in one transaction; see
-    /// [`SqliteStore::redeem_invite`].
+    /// Enrolls the node an invite was issued for, in one transaction. The invite is the
+    /// one for the claim's node id whose token id matches, and the claim must carry the proof
+    /// of its token; it must be unused and unexpired at `now_ms`, and the node id free. (The
+    /// proofs of the keys are the caller's: [`Enrollment::verify_possession`].) Marks the
+    /// invite used and stores the node with the admin's addresses and endpoint where the
+    /// invite has them, the request's otherwise, and when neither names an address, the next
+    /// free address of each `network` prefix. The addresses must fit `network` and be held
+    /// by no other node nor reserved by another outstanding invite; the endpoint must be
+    /// `host:port`. Nothing changes if any check fails.
+    ///
+    /// A used invite redeemed again by the keys it enrolled (a retry, or a replay of the
+    /// same request) returns the node it made, so a replay gains nothing and a node whose
+    /// answer was lost can ask again.
     pub fn redeem_invite(
         &self,
         enrollment: &Enrollment,
@@ -237,8 +255,14 @@ impl Store {
         dispatch!(self.redeem_invite(enrollment, network, now_ms))
     }
 
-    /// Stores an accepted benchmark with the signed request it came in, and its audit entry;
-    /// see [`SqliteStore::insert_benchmark`].
+    /// Stores an accepted benchmark with the signed request it came in (`raw_body`, `sig`,
+    /// and the `path` it was signed over with [`BENCHMARK_METHOD`](super::BENCHMARK_METHOD), for the controller whose
+    /// key is `controller`), and appends a
+    /// `benchmark` audit entry, in one transaction committed before returning.
+    ///
+    /// Refuses, storing nothing: an unknown node; a signature by another node or one that
+    /// does not verify with the node's enrolled identity key; a body that does not hold the
+    /// record; a seq not greater than the node's newest stored seq ([`StoreError::Replay`]).
     pub fn insert_benchmark(
         &self,
         controller: &IdentityPublic,
@@ -333,8 +357,10 @@ impl Store {
         dispatch!(self.audit_entries(from_seq, limit))
     }
 
-    /// Recomputes the whole chain and checks every benchmark request's signature; see
-    /// [`SqliteStore::verify_audit`].
+    /// Recomputes the whole chain and checks every benchmark request's signature (see
+    /// [`ChainVerifier`](super::audit::ChainVerifier)); reports the first broken link. A pruned chain starts from its
+    /// newest checkpoint, whose signature must verify with `controller`, the controller's
+    /// public key. Reads in short pages, so it can run while the controller serves.
     pub fn verify_audit(&self, controller: &IdentityPublic) -> Result<AuditReport, AuditError> {
         dispatch!(self.verify_audit(controller))
     }
@@ -344,7 +370,9 @@ impl Store {
         dispatch!(self.table_rows())
     }
 
-    /// Deletes what `retention` no longer keeps; see [`SqliteStore::prune`].
+    /// Deletes what `retention` no longer keeps, by the store's clock, signing the audit
+    /// checkpoint with the controller `key`. Refuses to prune an audit chain that does not
+    /// verify (the error names the broken entry); benchmarks and epochs are pruned first.
     pub fn prune(
         &self,
         retention: &Retention,

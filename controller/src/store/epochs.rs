@@ -1,16 +1,20 @@
-//! The `epochs` and `decisions` tables.
+//! The `epochs` and `decisions` tables. The rules are written once ([`insert_epoch_in`],
+//! [`EpochRules`]); [`EpochSql`] is the SQL each backend provides (SQLite here, PostgreSQL
+//! in `pg::epochs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use meshtun_proto::{EpochId, EpochSecret};
 use rusqlite::{params, OptionalExtension as _, Row, Transaction};
+use zeroize::Zeroizing;
 
 use super::audit::{AuditKind, DecisionEntry, RotationEntry};
-use super::audit_log::append;
+use super::audit_log::{append, AuditSql};
+use super::backend::{Backend, What};
 use super::codec::{corrupt, from_json, int, to_json};
 use super::error::SqlContext as _;
-use super::retention::erase_old_secrets;
-use super::{SqliteStore as Store, StoreError};
+use super::retention::RetentionSql;
+use super::{SqliteStore, StoreError};
 use crate::model::{Decision, EpochRecord, History, NodeInput, Policy};
 
 pub(super) const EPOCH_COLUMNS: &str = "id, secret, activation_ms, not_after_ms, created_ms, cause";
@@ -143,7 +147,95 @@ pub(super) fn pair_inputs<'a>(
     Ok(pairs)
 }
 
-fn insert_decision(tx: &Transaction<'_>, epoch: EpochId, d: &Decision) -> Result<(), StoreError> {
+/// A new `epochs` row, in its column types.
+pub(super) struct NewEpoch<'a> {
+    pub(super) id: i64,
+    pub(super) secret: &'a str,
+    pub(super) activation_ms: i64,
+    pub(super) not_after_ms: i64,
+    pub(super) created_ms: i64,
+    pub(super) cause: &'a str,
+}
+
+/// A new `decisions` row, in its column types.
+pub(super) struct NewDecision<'a> {
+    pub(super) epoch_id: i64,
+    pub(super) decision: &'a Decision,
+    pub(super) streak: i64,
+    pub(super) evidence: &'a str,
+}
+
+/// The `epochs` and `decisions` tables' queries, on either backend.
+pub(crate) trait EpochSql {
+    /// The newest stored epoch's id.
+    fn latest_epoch_id(&mut self) -> Result<Option<EpochId>, StoreError>;
+    /// Inserts an `epochs` row.
+    fn insert_epoch_row(&mut self, row: &NewEpoch<'_>, what: What<'_>) -> Result<(), StoreError>;
+    /// Inserts a `decisions` row.
+    fn insert_decision_row(
+        &mut self,
+        row: &NewDecision<'_>,
+        what: What<'_>,
+    ) -> Result<(), StoreError>;
+    /// The epoch `id`'s row.
+    fn epoch_row(&mut self, id: i64, what: What<'_>) -> Result<Option<EpochRow>, StoreError>;
+    /// The `n` newest epochs' rows, newest first.
+    fn latest_epoch_rows(&mut self, n: i64, what: What<'_>) -> Result<Vec<EpochRow>, StoreError>;
+    /// Every stored epoch id, newest first.
+    fn all_epoch_ids(&mut self, what: What<'_>) -> Result<Vec<EpochId>, StoreError>;
+    /// The decisions of epoch `epoch`, sorted by node id.
+    fn load_decisions(&mut self, epoch: EpochId) -> Result<Vec<Decision>, StoreError>;
+}
+
+/// Stores epoch `epoch` with its `decisions` (paired with their inputs in `pairs`) inside
+/// `tx`, stamping the audit entries `now_ms`: refuses an id not greater than the newest
+/// stored one, erases the secrets past the live window, and appends one `rotation` entry
+/// and one `decision` entry per decision. Each backend runs it in its write transaction
+/// (PostgreSQL after its fencing checks).
+pub(super) fn insert_epoch_in(
+    tx: &mut (impl EpochSql + RetentionSql + AuditSql + ?Sized),
+    epoch: &EpochRecord,
+    decisions: &[Decision],
+    pairs: &[(&Decision, &NodeInput)],
+    policy: &Policy,
+    decided_ms: u64,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let id = epoch.id;
+    if let Some(latest) = tx.latest_epoch_id()?.filter(|l| id <= *l) {
+        return Err(StoreError::EpochNotNewer { id, latest });
+    }
+    let secret = Zeroizing::new(epoch.secret.to_hex());
+    let row = NewEpoch {
+        id: int(id, || "epoch id".into())?,
+        secret: &secret,
+        activation_ms: int(epoch.activation_ms, || format!("epoch {id} activation_ms"))?,
+        not_after_ms: int(epoch.not_after_ms, || format!("epoch {id} not_after_ms"))?,
+        created_ms: int(epoch.created_ms, || format!("epoch {id} created_ms"))?,
+        cause: &epoch.cause,
+    };
+    tx.insert_epoch_row(&row, &|| format!("storing epoch {id}"))?;
+    tx.erase_old_secrets()?;
+    for d in decisions {
+        insert_decision(tx, id, d)?;
+    }
+    append(
+        tx,
+        now_ms,
+        AuditKind::Rotation,
+        &rotation_entry(epoch, decisions),
+    )?;
+    for entry in decision_entries(id, pairs, policy, decided_ms) {
+        append(tx, now_ms, AuditKind::Decision, &entry)?;
+    }
+    Ok(())
+}
+
+fn insert_decision(
+    tx: &mut (impl EpochSql + ?Sized),
+    epoch: EpochId,
+    d: &Decision,
+) -> Result<(), StoreError> {
     let what = || {
         format!(
             "storing the decision for node {} in epoch {epoch}",
@@ -153,48 +245,74 @@ fn insert_decision(tx: &Transaction<'_>, epoch: EpochId, d: &Decision) -> Result
     let evidence = to_json(&d.evidence, || {
         format!("epoch {epoch} decision for {} evidence", d.node_id)
     })?;
-    tx.execute(
-        "INSERT INTO decisions (epoch_id, node_id, allowed, reason, passing, history_allowed, \
-         streak, benchmarked, evidence) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            int(epoch, || "epoch id".into())?,
-            d.node_id,
-            d.allowed,
-            d.reason,
-            d.passing,
-            d.history.allowed,
-            d.history.passing_streak,
-            d.history.benchmarked,
-            evidence
-        ],
-    )
-    .ctx(what)?;
-    Ok(())
+    let row = NewDecision {
+        epoch_id: int(epoch, || "epoch id".into())?,
+        decision: d,
+        streak: i64::from(d.history.passing_streak),
+        evidence: &evidence,
+    };
+    tx.insert_decision_row(&row, &what)
 }
 
-fn latest_epoch_id(tx: &Transaction<'_>) -> Result<Option<EpochId>, StoreError> {
-    tx.query_row("SELECT MAX(id) FROM epochs", [], |r| r.get(0))
-        .ctx(|| "reading the latest epoch id".to_owned())
-}
-
-fn load_decisions(tx: &Transaction<'_>, epoch: EpochId) -> Result<Vec<Decision>, StoreError> {
-    let what = || format!("reading the decisions of epoch {epoch}");
-    let id = int(epoch, || "epoch id".into())?;
-    let mut stmt = tx
-        .prepare_cached(
-            "SELECT node_id, allowed, reason, passing, history_allowed, streak, evidence, benchmarked \
-             FROM decisions WHERE epoch_id = ?1 ORDER BY node_id",
-        )
-        .ctx(what)?;
-    let mut rows = stmt.query([id]).ctx(what)?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next().ctx(what)? {
-        out.push(decision_from_row(epoch, row)?);
+/// Reading epochs and decisions, on every backend.
+pub(crate) trait EpochRules: Backend {
+    /// The epoch `id`, if stored.
+    fn epoch(&self, id: EpochId) -> Result<Option<EpochRecord>, StoreError> {
+        let what = || format!("reading epoch {id}");
+        let Ok(key) = i64::try_from(id) else {
+            return Ok(None);
+        };
+        let row = self.read_tx(what, |tx| tx.epoch_row(key, &what))?;
+        row.map(EpochRow::decode).transpose()
     }
-    Ok(out)
+
+    /// The `n` newest epochs, newest first.
+    fn latest_epochs(&self, n: usize) -> Result<Vec<EpochRecord>, StoreError> {
+        let what = || "reading the latest epochs".to_owned();
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let rows = self.read_tx(what, |tx| tx.latest_epoch_rows(n, &what))?;
+        rows.into_iter().map(EpochRow::decode).collect()
+    }
+
+    /// The ids of every stored epoch, newest first (those past the live window too, whose
+    /// secrets are erased).
+    fn epoch_ids(&self) -> Result<Vec<EpochId>, StoreError> {
+        let what = || "listing the stored epochs".to_owned();
+        self.read_tx(what, |tx| tx.all_epoch_ids(&what))
+    }
+
+    /// The decisions of epoch `epoch_id`, sorted by node id (empty for an unknown epoch).
+    fn decisions(&self, epoch_id: EpochId) -> Result<Vec<Decision>, StoreError> {
+        if i64::try_from(epoch_id).is_err() {
+            return Ok(Vec::new());
+        }
+        self.read_tx(
+            || format!("reading the decisions of epoch {epoch_id}"),
+            |tx| tx.load_decisions(epoch_id),
+        )
+    }
+
+    /// Every node's hysteresis state after the newest epoch (empty before the first).
+    fn last_history(&self) -> Result<HashMap<String, History>, StoreError> {
+        self.read_tx(
+            || "reading the last decisions".to_owned(),
+            |tx| {
+                let Some(latest) = tx.latest_epoch_id()? else {
+                    return Ok(HashMap::new());
+                };
+                Ok(tx
+                    .load_decisions(latest)?
+                    .into_iter()
+                    .map(|d| (d.node_id, d.history))
+                    .collect())
+            },
+        )
+    }
 }
 
-impl Store {
+impl<B: Backend + ?Sized> EpochRules for B {}
+
+impl SqliteStore {
     /// Stores a new epoch with its decisions, in one transaction that also appends one
     /// `rotation` audit entry (without the secret) and one `decision` entry per decision,
     /// holding the decision, the [`NodeInput`] it was made from, the `policy` and the clock
@@ -210,116 +328,106 @@ impl Store {
         policy: &Policy,
         decided_ms: u64,
     ) -> Result<(), StoreError> {
-        let id = epoch.id;
-        let pairs = pair_inputs(id, decisions, inputs)?;
-        let what = || format!("storing epoch {id}");
+        let pairs = pair_inputs(epoch.id, decisions, inputs)?;
         let now = self.now_ms();
-        self.write(what, |tx| {
-            if let Some(latest) = latest_epoch_id(tx)?.filter(|l| id <= *l) {
-                return Err(StoreError::EpochNotNewer { id, latest });
-            }
-            tx.execute(
-                &format!("INSERT INTO epochs ({EPOCH_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
-                params![
-                    int(id, || "epoch id".into())?,
-                    epoch.secret.to_hex(),
-                    int(epoch.activation_ms, || format!("epoch {id} activation_ms"))?,
-                    int(epoch.not_after_ms, || format!("epoch {id} not_after_ms"))?,
-                    int(epoch.created_ms, || format!("epoch {id} created_ms"))?,
-                    epoch.cause,
-                ],
+        self.write_tx(
+            || format!("storing epoch {}", epoch.id),
+            |tx| insert_epoch_in(tx, epoch, decisions, &pairs, policy, decided_ms, now),
+        )
+    }
+}
+
+impl EpochSql for Transaction<'_> {
+    fn latest_epoch_id(&mut self) -> Result<Option<EpochId>, StoreError> {
+        self.query_row("SELECT MAX(id) FROM epochs", [], |r| r.get(0))
+            .ctx(|| "reading the latest epoch id".to_owned())
+    }
+
+    fn insert_epoch_row(&mut self, e: &NewEpoch<'_>, what: What<'_>) -> Result<(), StoreError> {
+        self.execute(
+            &format!("INSERT INTO epochs ({EPOCH_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+            params![
+                e.id,
+                e.secret,
+                e.activation_ms,
+                e.not_after_ms,
+                e.created_ms,
+                e.cause
+            ],
+        )
+        .ctx(what)?;
+        Ok(())
+    }
+
+    fn insert_decision_row(
+        &mut self,
+        r: &NewDecision<'_>,
+        what: What<'_>,
+    ) -> Result<(), StoreError> {
+        let d = r.decision;
+        self.execute(
+            "INSERT INTO decisions (epoch_id, node_id, allowed, reason, passing, \
+             history_allowed, streak, benchmarked, evidence) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                r.epoch_id,
+                d.node_id,
+                d.allowed,
+                d.reason,
+                d.passing,
+                d.history.allowed,
+                r.streak,
+                d.history.benchmarked,
+                r.evidence
+            ],
+        )
+        .ctx(what)?;
+        Ok(())
+    }
+
+    fn epoch_row(&mut self, id: i64, what: What<'_>) -> Result<Option<EpochRow>, StoreError> {
+        self.query_row(
+            &format!("SELECT {EPOCH_COLUMNS} FROM epochs WHERE id = ?1"),
+            [id],
+            EpochRow::read,
+        )
+        .optional()
+        .ctx(what)
+    }
+
+    fn latest_epoch_rows(&mut self, n: i64, what: What<'_>) -> Result<Vec<EpochRow>, StoreError> {
+        let mut stmt = self
+            .prepare_cached(&format!(
+                "SELECT {EPOCH_COLUMNS} FROM epochs ORDER BY id DESC LIMIT ?1"
+            ))
+            .ctx(what)?;
+        let rows = stmt.query_map([n], EpochRow::read).ctx(what)?;
+        rows.collect::<Result<Vec<_>, _>>().ctx(what)
+    }
+
+    fn all_epoch_ids(&mut self, what: What<'_>) -> Result<Vec<EpochId>, StoreError> {
+        let mut stmt = self
+            .prepare_cached("SELECT id FROM epochs ORDER BY id DESC")
+            .ctx(what)?;
+        let rows = stmt.query_map([], |r| r.get(0)).ctx(what)?;
+        rows.collect::<Result<Vec<_>, _>>().ctx(what)
+    }
+
+    fn load_decisions(&mut self, epoch: EpochId) -> Result<Vec<Decision>, StoreError> {
+        let what = || format!("reading the decisions of epoch {epoch}");
+        let id = int(epoch, || "epoch id".into())?;
+        let mut stmt = self
+            .prepare_cached(
+                "SELECT node_id, allowed, reason, passing, history_allowed, streak, evidence, \
+                 benchmarked FROM decisions WHERE epoch_id = ?1 ORDER BY node_id",
             )
             .ctx(what)?;
-            erase_old_secrets(tx)?;
-            for d in decisions {
-                insert_decision(tx, id, d)?;
-            }
-            append(
-                tx,
-                now,
-                AuditKind::Rotation,
-                &rotation_entry(epoch, decisions),
-            )?;
-            for entry in decision_entries(id, &pairs, policy, decided_ms) {
-                append(tx, now, AuditKind::Decision, &entry)?;
-            }
-            Ok(())
-        })
-    }
-
-    /// The epoch `id`, if stored.
-    pub fn epoch(&self, id: EpochId) -> Result<Option<EpochRecord>, StoreError> {
-        let what = || format!("reading epoch {id}");
-        let Ok(key) = i64::try_from(id) else {
-            return Ok(None);
-        };
-        self.read(what, |tx| {
-            tx.query_row(
-                &format!("SELECT {EPOCH_COLUMNS} FROM epochs WHERE id = ?1"),
-                [key],
-                EpochRow::read,
-            )
-            .optional()
-            .ctx(what)?
-            .map(EpochRow::decode)
-            .transpose()
-        })
-    }
-
-    /// The `n` newest epochs, newest first.
-    pub fn latest_epochs(&self, n: usize) -> Result<Vec<EpochRecord>, StoreError> {
-        let what = || "reading the latest epochs".to_owned();
-        let n = i64::try_from(n).unwrap_or(i64::MAX);
-        self.read(what, |tx| {
-            let mut stmt = tx
-                .prepare_cached(&format!(
-                    "SELECT {EPOCH_COLUMNS} FROM epochs ORDER BY id DESC LIMIT ?1"
-                ))
-                .ctx(what)?;
-            let rows = stmt.query_map([n], EpochRow::read).ctx(what)?;
-            let rows = rows.collect::<Result<Vec<_>, _>>().ctx(what)?;
-            rows.into_iter().map(EpochRow::decode).collect()
-        })
-    }
-
-    /// The ids of every stored epoch, newest first (those past the live window too, whose
-    /// secrets are erased).
-    pub fn epoch_ids(&self) -> Result<Vec<EpochId>, StoreError> {
-        let what = || "listing the stored epochs".to_owned();
-        self.read(what, |tx| {
-            let mut stmt = tx
-                .prepare_cached("SELECT id FROM epochs ORDER BY id DESC")
-                .ctx(what)?;
-            let rows = stmt.query_map([], |r| r.get(0)).ctx(what)?;
-            rows.collect::<Result<Vec<_>, _>>().ctx(what)
-        })
-    }
-
-    /// The decisions of epoch `epoch_id`, sorted by node id (empty for an unknown epoch).
-    pub fn decisions(&self, epoch_id: EpochId) -> Result<Vec<Decision>, StoreError> {
-        if i64::try_from(epoch_id).is_err() {
-            return Ok(Vec::new());
+        let mut rows = stmt.query([id]).ctx(what)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().ctx(what)? {
+            out.push(decision_from_row(epoch, row)?);
         }
-        self.read(
-            || format!("reading the decisions of epoch {epoch_id}"),
-            |tx| load_decisions(tx, epoch_id),
-        )
-    }
-
-    /// Every node's hysteresis state after the newest epoch (empty before the first).
-    pub fn last_history(&self) -> Result<HashMap<String, History>, StoreError> {
-        self.read(
-            || "reading the last decisions".to_owned(),
-            |tx| {
-                let Some(latest) = latest_epoch_id(tx)? else {
-                    return Ok(HashMap::new());
-                };
-                Ok(load_decisions(tx, latest)?
-                    .into_iter()
-                    .map(|d| (d.node_id, d.history))
-                    .collect())
-            },
-        )
+        Ok(out)
     }
 }
 

@@ -1,4 +1,6 @@
-//! The `invites` table: one-time enrollment tokens, stored only as their SHA-256.
+//! The `invites` table: one-time enrollment tokens, stored only as their SHA-256. The rules
+//! are written once ([`InviteRules`]); [`InviteSql`] is the SQL each backend provides
+//! (SQLite here, PostgreSQL in `pg::invites`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -11,10 +13,11 @@ use subtle::ConstantTimeEq;
 
 use super::audit::{AuditKind, InviteEntry};
 use super::audit_log::append;
+use super::backend::{Backend, Tx, What};
 use super::codec::{corrupt, from_json, int, to_json};
 use super::error::SqlContext as _;
-use super::nodes::{address_holder, held_addresses, insert_node, load_node};
-use super::{SqliteStore as Store, StoreError};
+use super::nodes::insert_node;
+use super::StoreError;
 use crate::model::NodeRecord;
 use crate::network::Network;
 
@@ -34,11 +37,43 @@ pub(super) struct Invite {
     pub(super) endpoint: Option<String>,
 }
 
-impl Store {
-    /// Issues an invite for `node_id`, valid until `expires_ms`. `addresses` and `endpoint`,
-    /// if given, are what the node gets whatever it asks for. Refuses an empty or repeated
-    /// token and an id already enrolled.
-    pub fn create_invite(
+/// A new `invites` row, in its column types.
+pub(super) struct NewInvite<'a> {
+    pub(super) token_hash: &'a str,
+    pub(super) node_id: &'a str,
+    pub(super) created_ms: i64,
+    pub(super) expires_ms: i64,
+    pub(super) addresses: Option<&'a str>,
+    pub(super) endpoint: Option<&'a str>,
+}
+
+/// The `invites` table's queries, on either backend.
+pub(crate) trait InviteSql {
+    /// Every invite issued for `node_id`, with its token hash.
+    fn invites_for(&mut self, node_id: &str) -> Result<Vec<(String, Invite)>, StoreError>;
+    /// Inserts `invite` unless its token hash exists; whether it was inserted.
+    fn insert_invite(&mut self, invite: &NewInvite<'_>, what: What<'_>)
+        -> Result<bool, StoreError>;
+    /// Marks the invite used at `used_ms`.
+    fn mark_invite_used(
+        &mut self,
+        token_hash: &str,
+        used_ms: i64,
+        what: What<'_>,
+    ) -> Result<(), StoreError>;
+    /// The node id and the addresses (JSON) of every unused invite other than `except`
+    /// that expires after `now_ms` and assigns addresses.
+    fn outstanding_invites(
+        &mut self,
+        now_ms: i64,
+        except: &str,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+}
+
+/// Issuing and redeeming invites, on every backend.
+pub(crate) trait InviteRules: Backend {
+    /// See [`Store::create_invite`](crate::store::Store::create_invite).
+    fn create_invite(
         &self,
         node_id: &str,
         token: &str,
@@ -57,12 +92,12 @@ impl Store {
         let addresses_json = addresses
             .map(|a| to_json(a, || format!("invite for node {node_id} addresses")))
             .transpose()?;
-        self.write(what, |tx| {
-            if load_node(tx, node_id)?.is_some() {
+        self.write_tx(what, |tx| {
+            if tx.load_node(node_id)?.is_some() {
                 return Err(StoreError::NodeExists(node_id.to_owned()));
             }
             for net in addresses.unwrap_or_default() {
-                if let Some(holder) = address_holder(tx, net.addr())? {
+                if let Some(holder) = tx.address_holder(net.addr())? {
                     return Err(StoreError::AddressInUse {
                         node: node_id.to_owned(),
                         address: net.addr(),
@@ -70,21 +105,18 @@ impl Store {
                     });
                 }
             }
-            let inserted = tx
-                .execute(
-                    "INSERT INTO invites (token_hash, node_id, created_ms, expires_ms, addresses, endpoint) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (token_hash) DO NOTHING",
-                    params![
-                        token_hash,
-                        node_id,
-                        int(self.now_ms(), || "invite created_ms".into())?,
-                        int(expires_ms, || format!("invite for node {node_id} expires_ms"))?,
-                        addresses_json,
-                        endpoint
-                    ],
-                )
-                .ctx(what)?;
-            if inserted == 0 {
+            let now = self.now_ms();
+            let row = NewInvite {
+                token_hash: &token_hash,
+                node_id,
+                created_ms: int(now, || "invite created_ms".into())?,
+                expires_ms: int(expires_ms, || {
+                    format!("invite for node {node_id} expires_ms")
+                })?,
+                addresses: addresses_json.as_deref(),
+                endpoint,
+            };
+            if !tx.insert_invite(&row, &what)? {
                 return Err(StoreError::DuplicateInvite(node_id.to_owned()));
             }
             let entry = InviteEntry {
@@ -94,134 +126,126 @@ impl Store {
                 addresses: addresses.map(<[IpNet]>::to_vec),
                 endpoint: endpoint.map(str::to_owned),
             };
-            append(tx, self.now_ms(), AuditKind::Invite, &entry)?;
+            append(tx, now, AuditKind::Invite, &entry)?;
             Ok(())
         })
     }
 
-    /// Enrolls the node an invite was issued for, in one transaction. The invite is the
-    /// one for the claim's node id whose token id matches, and the claim must carry the proof
-    /// of its token; it must be unused and unexpired at `now_ms`, and the node id free. (The
-    /// proofs of the keys are the caller's: [`Enrollment::verify_possession`].) Marks the
-    /// invite used and stores the node with the admin's addresses and endpoint where the
-    /// invite has them, the request's otherwise, and when neither names an address, the next
-    /// free address of each `network` prefix. The addresses must fit `network` and be held
-    /// by no other node nor reserved by another outstanding invite; the endpoint must be
-    /// `host:port`. Nothing changes if any check fails.
-    ///
-    /// A used invite redeemed again by the keys it enrolled (a retry, or a replay of the
-    /// same request) returns the node it made, so a replay gains nothing and a node whose
-    /// answer was lost can ask again.
-    pub fn redeem_invite(
+    /// See [`Store::redeem_invite`](crate::store::Store::redeem_invite).
+    fn redeem_invite(
         &self,
         enrollment: &Enrollment,
         network: &Network,
         now_ms: u64,
     ) -> Result<NodeRecord, StoreError> {
-        let request = &enrollment.claim;
         let what = || "redeeming an invite".to_owned();
-        self.write(what, |tx| {
-            let (token_hash, invite) = find_invite(tx, request)?;
-            let verifier = parse_verifier(&token_hash)?;
-            enrollment
-                .verify_token(&verifier)
-                .map_err(|_| StoreError::BadInviteProof(invite.node_id.clone()))?;
-            let node = invite.node_id.clone();
-            if let Some(used_ms) = invite.used_ms {
-                return match load_node(tx, &node)? {
-                    Some(record)
-                        if record.wg_public_key == request.wg_public_key
-                            && record.identity_key == request.identity_key =>
-                    {
-                        Ok(record)
-                    }
-                    _ => Err(StoreError::InviteUsed { node, used_ms }),
-                };
-            }
-            if now_ms >= invite.expires_ms {
-                return Err(StoreError::InviteExpired {
-                    node,
-                    expires_ms: invite.expires_ms,
-                    now_ms,
-                });
-            }
-            let mut held = reserved_by_invites(tx, &token_hash, now_ms)?;
-            let addresses = match &invite.addresses {
-                Some(json) => from_json(json, || format!("invite for node {node} addresses"))?,
-                None => request.addresses.clone(),
-            };
-            let addresses = if addresses.is_empty() {
-                for ip in held_addresses(tx)? {
-                    held.insert(ip, "a node".to_owned());
-                }
-                let taken = held.keys().copied().collect();
-                network
-                    .assign(&taken)
-                    .map_err(|source| StoreError::Addresses {
-                        node: node.clone(),
-                        source,
-                    })?
-            } else {
-                addresses
-            };
-            check_addresses(&node, &addresses, network, &held)?;
-            let endpoint = invite.endpoint.or_else(|| request.endpoint.clone());
-            if let Some(text) = &endpoint {
-                check_endpoint(text).map_err(|reason| StoreError::Endpoint {
-                    node: node.clone(),
-                    reason,
-                })?;
-            }
-            let record = NodeRecord {
-                addresses,
-                endpoint,
-                id: invite.node_id,
-                wg_public_key: request.wg_public_key,
-                identity_key: request.identity_key,
-                pin: None,
-                enrolled_ms: now_ms,
-            };
-            if record.addresses.is_empty() {
-                return Err(StoreError::NoAddresses(record.id));
-            }
-            tx.execute(
-                "UPDATE invites SET used_ms = ?2 WHERE token_hash = ?1",
-                params![token_hash, int(now_ms, || "invite used_ms".into())?],
-            )
-            .ctx(what)?;
-            insert_node(tx, self.now_ms(), &record, Some(token_hash.clone()))?;
-            Ok(record)
+        self.write_tx(what, |tx| {
+            redeem(tx, enrollment, network, now_ms, self.now_ms())
         })
     }
+}
+
+impl<B: Backend + ?Sized> InviteRules for B {}
+
+/// [`InviteRules::redeem_invite`] inside `tx`, stamping the audit entry `stamp_ms`.
+fn redeem(
+    tx: &mut dyn Tx,
+    enrollment: &Enrollment,
+    network: &Network,
+    now_ms: u64,
+    stamp_ms: u64,
+) -> Result<NodeRecord, StoreError> {
+    let request = &enrollment.claim;
+    let (token_hash, invite) = find_invite(tx, request)?;
+    let verifier = parse_verifier(&token_hash)?;
+    enrollment
+        .verify_token(&verifier)
+        .map_err(|_| StoreError::BadInviteProof(invite.node_id.clone()))?;
+    let node = invite.node_id.clone();
+    if let Some(used_ms) = invite.used_ms {
+        return match tx.load_node(&node)? {
+            Some(record)
+                if record.wg_public_key == request.wg_public_key
+                    && record.identity_key == request.identity_key =>
+            {
+                Ok(record)
+            }
+            _ => Err(StoreError::InviteUsed { node, used_ms }),
+        };
+    }
+    if now_ms >= invite.expires_ms {
+        return Err(StoreError::InviteExpired {
+            node,
+            expires_ms: invite.expires_ms,
+            now_ms,
+        });
+    }
+    let addresses = invite_addresses(tx, &invite, &token_hash, request, network, now_ms)?;
+    let endpoint = invite.endpoint.or_else(|| request.endpoint.clone());
+    if let Some(text) = &endpoint {
+        check_endpoint(text).map_err(|reason| StoreError::Endpoint {
+            node: node.clone(),
+            reason,
+        })?;
+    }
+    let record = NodeRecord {
+        addresses,
+        endpoint,
+        id: invite.node_id,
+        wg_public_key: request.wg_public_key,
+        identity_key: request.identity_key,
+        pin: None,
+        enrolled_ms: now_ms,
+    };
+    if record.addresses.is_empty() {
+        return Err(StoreError::NoAddresses(record.id));
+    }
+    let used = int(now_ms, || "invite used_ms".into())?;
+    tx.mark_invite_used(&token_hash, used, &|| "redeeming an invite".to_owned())?;
+    insert_node(tx, stamp_ms, &record, Some(token_hash.clone()))?;
+    Ok(record)
+}
+
+/// The addresses the redeemed invite's node gets: the admin's, or the request's, or the
+/// next free one of each `network` prefix; checked against the plan and the addresses
+/// other outstanding invites reserve (held node addresses are refused by [`insert_node`]).
+fn invite_addresses(
+    tx: &mut dyn Tx,
+    invite: &Invite,
+    token_hash: &str,
+    request: &EnrollClaim,
+    network: &Network,
+    now_ms: u64,
+) -> Result<Vec<IpNet>, StoreError> {
+    let node = &invite.node_id;
+    let mut held = reserved_by_invites(tx, token_hash, now_ms)?;
+    let addresses = match &invite.addresses {
+        Some(json) => from_json(json, || format!("invite for node {node} addresses"))?,
+        None => request.addresses.clone(),
+    };
+    let addresses = if addresses.is_empty() {
+        for ip in tx.held_addresses()? {
+            held.insert(ip, "a node".to_owned());
+        }
+        let taken = held.keys().copied().collect();
+        network
+            .assign(&taken)
+            .map_err(|source| StoreError::Addresses {
+                node: node.clone(),
+                source,
+            })?
+    } else {
+        addresses
+    };
+    check_addresses(node, &addresses, network, &held)?;
+    Ok(addresses)
 }
 
 /// The invite for the claim's node id whose token id matches, with its token hash. A node
 /// has few invites, and the token id is derived from the stored hash, so no column is
 /// needed.
-fn find_invite(tx: &Transaction<'_>, claim: &EnrollClaim) -> Result<(String, Invite), StoreError> {
-    let what = || format!("reading the invites for node {}", claim.node_id);
-    let mut stmt = tx
-        .prepare_cached(
-            "SELECT token_hash, node_id, expires_ms, used_ms, addresses, endpoint FROM invites \
-             WHERE node_id = ?1",
-        )
-        .ctx(what)?;
-    let rows = stmt
-        .query_map([&claim.node_id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                Invite {
-                    node_id: r.get(1)?,
-                    expires_ms: r.get(2)?,
-                    used_ms: r.get(3)?,
-                    addresses: r.get(4)?,
-                    endpoint: r.get(5)?,
-                },
-            ))
-        })
-        .ctx(what)?;
-    for row in rows {
-        let (hash, invite) = row.ctx(what)?;
+fn find_invite(tx: &mut dyn Tx, claim: &EnrollClaim) -> Result<(String, Invite), StoreError> {
+    for (hash, invite) in tx.invites_for(&claim.node_id)? {
         // The token id is derived from the verifier: compared without a timing signal.
         let id = token_id(&parse_verifier(&hash)?);
         if bool::from(id.as_bytes().ct_eq(claim.token_id.as_bytes())) {
@@ -270,32 +294,96 @@ pub(super) fn check_addresses(
 /// The addresses that unused, unexpired invites other than `except` assign, with their
 /// holder for messages.
 fn reserved_by_invites(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     except: &str,
     now_ms: u64,
 ) -> Result<HashMap<IpAddr, String>, StoreError> {
-    let what = || "reading the addresses of outstanding invites".to_owned();
-    let mut stmt = tx
-        .prepare_cached(
-            "SELECT node_id, addresses FROM invites WHERE used_ms IS NULL AND expires_ms > ?1 \
-             AND addresses IS NOT NULL AND token_hash != ?2",
-        )
-        .ctx(what)?;
     let now = int(now_ms, || "now_ms".into())?;
-    let rows = stmt
-        .query_map(params![now, except], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })
-        .ctx(what)?;
     let mut reserved = HashMap::new();
-    for row in rows {
-        let (node, json) = row.ctx(what)?;
+    for (node, json) in tx.outstanding_invites(now, except)? {
         let nets: Vec<IpNet> = from_json(&json, || format!("invite for node {node} addresses"))?;
         for net in nets {
             reserved.insert(net.addr(), format!("the invite for node {node}"));
         }
     }
     Ok(reserved)
+}
+
+impl InviteSql for Transaction<'_> {
+    fn invites_for(&mut self, node_id: &str) -> Result<Vec<(String, Invite)>, StoreError> {
+        let what = || format!("reading the invites for node {node_id}");
+        let mut stmt = self
+            .prepare_cached(
+                "SELECT token_hash, node_id, expires_ms, used_ms, addresses, endpoint \
+                 FROM invites WHERE node_id = ?1",
+            )
+            .ctx(what)?;
+        let rows = stmt
+            .query_map([node_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Invite {
+                        node_id: r.get(1)?,
+                        expires_ms: r.get(2)?,
+                        used_ms: r.get(3)?,
+                        addresses: r.get(4)?,
+                        endpoint: r.get(5)?,
+                    },
+                ))
+            })
+            .ctx(what)?;
+        rows.collect::<Result<Vec<_>, _>>().ctx(what)
+    }
+
+    fn insert_invite(&mut self, i: &NewInvite<'_>, what: What<'_>) -> Result<bool, StoreError> {
+        let inserted = self
+            .execute(
+                "INSERT INTO invites (token_hash, node_id, created_ms, expires_ms, addresses, \
+                 endpoint) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (token_hash) DO NOTHING",
+                params![
+                    i.token_hash,
+                    i.node_id,
+                    i.created_ms,
+                    i.expires_ms,
+                    i.addresses,
+                    i.endpoint
+                ],
+            )
+            .ctx(what)?;
+        Ok(inserted > 0)
+    }
+
+    fn mark_invite_used(
+        &mut self,
+        token_hash: &str,
+        used_ms: i64,
+        what: What<'_>,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE invites SET used_ms = ?2 WHERE token_hash = ?1",
+            params![token_hash, used_ms],
+        )
+        .ctx(what)?;
+        Ok(())
+    }
+
+    fn outstanding_invites(
+        &mut self,
+        now_ms: i64,
+        except: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let what = || "reading the addresses of outstanding invites".to_owned();
+        let mut stmt = self
+            .prepare_cached(
+                "SELECT node_id, addresses FROM invites WHERE used_ms IS NULL \
+                 AND expires_ms > ?1 AND addresses IS NOT NULL AND token_hash != ?2",
+            )
+            .ctx(what)?;
+        let rows = stmt
+            .query_map(params![now_ms, except], |r| Ok((r.get(0)?, r.get(1)?)))
+            .ctx(what)?;
+        rows.collect::<Result<Vec<_>, _>>().ctx(what)
+    }
 }
 
 #[cfg(test)]
@@ -335,6 +423,12 @@ mod tests {
         req: &Req,
         now_ms: u64,
     ) -> Result<NodeRecord, StoreError> {
+        let enrollment = EnrollRequest::decode(&serde_json::to_vec(&build(token, req)).unwrap());
+        store.redeem_invite(&enrollment.unwrap(), &net(), now_ms)
+    }
+
+    /// The request `meshtun join` sends to redeem `token`.
+    fn build(token: &str, req: &Req) -> EnrollRequest {
         let node_id = match token {
             "tok-c" => "node-c",
             "tok-d" => "node-d",
@@ -357,8 +451,7 @@ mod tests {
             req.endpoint.clone(),
         )
         .unwrap();
-        let enrollment = EnrollRequest::decode(&serde_json::to_vec(&request).unwrap()).unwrap();
-        store.redeem_invite(&enrollment, &net(), now_ms)
+        request
     }
 
     /// The tests' overlay: the test nodes' addresses are 10.0.0.SEED/32.
@@ -578,6 +671,25 @@ mod tests {
         );
     }
 
+    fn attack_a_claim_naming_an_invite_without_the_proof_of_its_token_is_refused(store: Store) {
+        store
+            .create_invite("node-a", "tok", 5_000, None, None)
+            .unwrap();
+        // The claim names the invite (its token id), but the proof is of another token.
+        let mut forged = build("tok", &request(1));
+        forged.token_mac = build("guess", &request(1)).token_mac;
+        let enrollment = EnrollRequest::decode(&serde_json::to_vec(&forged).unwrap()).unwrap();
+        let err = store.redeem_invite(&enrollment, &net(), 1).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::BadInviteProof(node) if node == "node-a"),
+            "{err}"
+        );
+        assert_eq!(store.node("node-a").unwrap(), None);
+        assert_eq!(invite_rows(&store)[0].1, None);
+        // The invite stays usable by whoever holds the token.
+        redeem(&store, "tok", &request(1), 2).unwrap();
+    }
+
     fn a_second_invite_for_an_id_enrolled_meanwhile_is_refused(store: Store) {
         store
             .create_invite("node-a", "one", 5_000, None, None)
@@ -601,5 +713,6 @@ mod tests {
         a_taken_wg_key_leaves_the_invite_usable,
         invites_for_enrolled_or_invalid_ids_and_repeated_tokens_are_refused,
         a_second_invite_for_an_id_enrolled_meanwhile_is_refused,
+        attack_a_claim_naming_an_invite_without_the_proof_of_its_token_is_refused,
     );
 }

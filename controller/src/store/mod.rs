@@ -13,6 +13,7 @@
 
 pub mod audit;
 mod audit_log;
+mod backend;
 mod benchmarks;
 mod codec;
 mod dispatch;
@@ -41,7 +42,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use meshtun_proto::private_file::{self, Replace};
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 
 pub use audit::{AuditEntry, AuditError, AuditKind, AuditReport};
 pub use benchmarks::BENCHMARK_METHOD;
@@ -50,6 +51,7 @@ pub use error::{PgError, StoreError};
 pub use invites::invite_token_hash;
 pub use retention::{PruneReport, Retention, TableRows, LIVE_EPOCHS};
 
+use backend::{Backend, Tx};
 use error::SqlContext as _;
 
 use crate::clock::Clock;
@@ -158,43 +160,43 @@ impl SqliteStore {
         Ok(pages.saturating_mul(size))
     }
 
-    /// Unix milliseconds now, by the store's clock.
-    pub(crate) fn now_ms(&self) -> u64 {
-        self.clock.now_ms()
-    }
-
     /// The connection. A panic in another thread cannot leave a transaction open (it rolls
     /// back when dropped), so a poisoned lock is safe to take over.
     fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
 
-    /// Runs `f` in one write transaction and commits before returning its result.
-    fn write<T>(
+impl Backend for SqliteStore {
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// A `BEGIN IMMEDIATE` transaction: writers are serialized from the start.
+    fn write_tx<T>(
         &self,
         what: impl Fn() -> String,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut conn = self.lock();
-        let tx = conn
+        let mut tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx(&what)?;
-        let out = f(&tx)?;
+        let out = f(&mut tx)?;
         tx.commit().ctx(&what)?;
         Ok(out)
     }
 
-    /// Runs `f` in one read transaction, so its queries see one snapshot.
-    fn read<T>(
+    fn read_tx<T>(
         &self,
         what: impl Fn() -> String,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut conn = self.lock();
-        let tx = conn
+        let mut tx = conn
             .transaction_with_behavior(TransactionBehavior::Deferred)
             .ctx(&what)?;
-        let out = f(&tx)?;
+        let out = f(&mut tx)?;
         tx.finish().ctx(&what)?;
         Ok(out)
     }
@@ -231,6 +233,9 @@ fn prepare_file(path: &Path) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use super::audit_log::AuditRules as _;
+    use super::benchmarks::BenchmarkRules as _;
+    use super::nodes::NodeRules as _;
     use super::testutil::{benchmark, node};
     use super::SqliteStore as Store;
     use super::*;

@@ -1,4 +1,6 @@
-//! The `nodes` table: enrolled nodes and their pins.
+//! The `nodes` and `node_addresses` tables: enrolled nodes, their addresses and pins. The
+//! rules are written once ([`insert_node`], [`NodeRules`]); [`NodeSql`] is the SQL each
+//! backend provides (SQLite here, PostgreSQL in `pg::nodes`).
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -8,16 +10,17 @@ use meshtun_proto::{IdentityPublic, PublicKey};
 use rusqlite::{params, OptionalExtension as _, Row, Transaction};
 
 use super::audit::{AuditKind, EnrollEntry, PinEntry, RemoveEntry};
-use super::audit_log::append;
+use super::audit_log::{append, AuditSql};
+use super::backend::{Backend, What};
 use super::codec::{corrupt, from_json, int, parse_pin, pin_text, to_json};
 use super::error::SqlContext as _;
-use super::{SqliteStore as Store, StoreError};
+use super::StoreError;
 use crate::model::{NodeRecord, Pin};
 
 pub(super) const NODE_COLUMNS: &str =
     "id, wg_public_key, identity_key, addresses, endpoint, pin, enrolled_ms";
 
-/// A `nodes` row as stored, before decoding.
+/// A `nodes` row as stored, before decoding (and as inserted, `enrolled_ms` aside).
 pub(super) struct NodeRow {
     pub(super) id: String,
     pub(super) wg_public_key: String,
@@ -58,24 +61,38 @@ impl NodeRow {
     }
 }
 
-/// The node `id`, read inside `tx`.
-pub(crate) fn load_node(tx: &Transaction<'_>, id: &str) -> Result<Option<NodeRecord>, StoreError> {
-    let what = || format!("reading node {id}");
-    tx.query_row(
-        &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?1"),
-        [id],
-        NodeRow::read,
-    )
-    .optional()
-    .ctx(what)?
-    .map(NodeRow::decode)
-    .transpose()
+/// The node tables' queries, on either backend.
+pub(crate) trait NodeSql {
+    /// The node `id`.
+    fn load_node(&mut self, id: &str) -> Result<Option<NodeRecord>, StoreError>;
+    /// Every node, sorted by id.
+    fn all_nodes(&mut self, what: What<'_>) -> Result<Vec<NodeRecord>, StoreError>;
+    /// The node whose WireGuard key is `key` (base64).
+    fn wg_key_owner(&mut self, key: &str, what: What<'_>) -> Result<Option<String>, StoreError>;
+    /// The node holding overlay address `ip`, if any.
+    fn address_holder(&mut self, ip: IpAddr) -> Result<Option<String>, StoreError>;
+    /// Every overlay address a node holds.
+    fn held_addresses(&mut self) -> Result<HashSet<IpAddr>, StoreError>;
+    /// Inserts a `nodes` row (the row's `enrolled_ms` is `enrolled_ms`) and one
+    /// `node_addresses` row per address in `addresses`.
+    fn insert_node_rows(
+        &mut self,
+        row: &NodeRow,
+        enrolled_ms: i64,
+        addresses: &[IpAddr],
+        what: What<'_>,
+    ) -> Result<(), StoreError>;
+    /// Deletes the node `id` (its addresses and benchmarks go with it); how many rows.
+    fn delete_node(&mut self, id: &str, what: What<'_>) -> Result<u64, StoreError>;
+    /// Sets the node's pin column.
+    fn update_pin(&mut self, id: &str, pin: Option<&str>, what: What<'_>)
+        -> Result<(), StoreError>;
 }
 
-/// Adds `node` inside `tx` with its `enroll` audit entry, refusing an invalid or taken id
-/// and a WireGuard key another node has.
+/// Adds `node` inside `tx` with its `enroll` audit entry, refusing an invalid or taken id,
+/// a key of small order or one another node has, and an address another node holds.
 pub(crate) fn insert_node(
-    tx: &Transaction<'_>,
+    tx: &mut (impl NodeSql + AuditSql + ?Sized),
     at_ms: u64,
     node: &NodeRecord,
     invite_token_hash: Option<String>,
@@ -83,7 +100,7 @@ pub(crate) fn insert_node(
     if !valid_node_id(&node.id) {
         return Err(StoreError::InvalidNodeId(node.id.clone()));
     }
-    if load_node(tx, &node.id)?.is_some() {
+    if tx.load_node(&node.id)?.is_some() {
         return Err(StoreError::NodeExists(node.id.clone()));
     }
     if node.wg_public_key.is_low_order() {
@@ -94,15 +111,7 @@ pub(crate) fn insert_node(
     }
     let what = || format!("adding node {}", node.id);
     let key = node.wg_public_key.to_base64();
-    let owner: Option<String> = tx
-        .query_row(
-            "SELECT id FROM nodes WHERE wg_public_key = ?1",
-            [&key],
-            |r| r.get(0),
-        )
-        .optional()
-        .ctx(what)?;
-    if let Some(owner) = owner {
+    if let Some(owner) = tx.wg_key_owner(&key, &what)? {
         return Err(StoreError::WgKeyInUse {
             node: node.id.clone(),
             key: node.wg_public_key,
@@ -112,7 +121,7 @@ pub(crate) fn insert_node(
     let addresses = to_json(&node.addresses, || format!("node {} addresses", node.id))?;
     for address in &node.addresses {
         let ip = address.addr();
-        if let Some(holder) = address_holder(tx, ip)? {
+        if let Some(holder) = tx.address_holder(ip)? {
             return Err(StoreError::AddressInUse {
                 node: node.id.clone(),
                 address: ip,
@@ -120,27 +129,18 @@ pub(crate) fn insert_node(
             });
         }
     }
-    tx.execute(
-        &format!("INSERT INTO nodes ({NODE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
-        params![
-            node.id,
-            key,
-            node.identity_key.to_base64(),
-            addresses,
-            node.endpoint,
-            pin_text(node.pin),
-            int(node.enrolled_ms, || format!("node {} enrolled_ms", node.id))?,
-        ],
-    )
-    .ctx(what)?;
-    for address in &node.addresses {
-        // The primary key refuses a second holder even if the check above were skipped.
-        tx.execute(
-            "INSERT INTO node_addresses (address, node_id) VALUES (?1, ?2)",
-            params![address.addr().to_string(), node.id],
-        )
-        .ctx(what)?;
-    }
+    let row = NodeRow {
+        id: node.id.clone(),
+        wg_public_key: key,
+        identity_key: node.identity_key.to_base64(),
+        addresses,
+        endpoint: node.endpoint.clone(),
+        pin: pin_text(node.pin).map(str::to_owned),
+        enrolled_ms: node.enrolled_ms,
+    };
+    let enrolled = int(node.enrolled_ms, || format!("node {} enrolled_ms", node.id))?;
+    let ips: Vec<IpAddr> = node.addresses.iter().map(|a| a.addr()).collect();
+    tx.insert_node_rows(&row, enrolled, &ips, &what)?;
     let entry = EnrollEntry {
         node: node.clone(),
         invite_token_hash,
@@ -149,43 +149,12 @@ pub(crate) fn insert_node(
     Ok(())
 }
 
-/// The node holding overlay address `ip`, if any.
-pub(crate) fn address_holder(
-    tx: &Transaction<'_>,
-    ip: IpAddr,
-) -> Result<Option<String>, StoreError> {
-    tx.query_row(
-        "SELECT node_id FROM node_addresses WHERE address = ?1",
-        [ip.to_string()],
-        |r| r.get(0),
-    )
-    .optional()
-    .ctx(|| format!("looking up the holder of address {ip}"))
-}
-
-/// Every overlay address a node holds.
-pub(crate) fn held_addresses(tx: &Transaction<'_>) -> Result<HashSet<IpAddr>, StoreError> {
-    let what = || "reading the held addresses".to_owned();
-    let mut stmt = tx
-        .prepare_cached("SELECT address FROM node_addresses")
-        .ctx(what)?;
-    let rows = stmt.query_map([], |r| r.get::<_, String>(0)).ctx(what)?;
-    let mut held = HashSet::new();
-    for row in rows {
-        let text = row.ctx(what)?;
-        let ip = text
-            .parse()
-            .map_err(|e| corrupt(format!("node_addresses address {text:?}"), e))?;
-        held.insert(ip);
-    }
-    Ok(held)
-}
-
-impl Store {
+/// Adding, removing, reading and pinning nodes, on every backend.
+pub(crate) trait NodeRules: Backend {
     /// Enrolls a node directly (without an invite). Refuses an invalid id, an id already
     /// enrolled and a WireGuard key another node has.
-    pub fn add_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
-        self.write(
+    fn add_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
+        self.write_tx(
             || format!("adding node {}", node.id),
             |tx| insert_node(tx, self.now_ms(), node, None),
         )
@@ -193,14 +162,10 @@ impl Store {
 
     /// Removes a node and its stored benchmarks (the audit log keeps them). `false` if no
     /// such node was enrolled.
-    pub fn remove_node(&self, id: &str) -> Result<bool, StoreError> {
+    fn remove_node(&self, id: &str) -> Result<bool, StoreError> {
         let what = || format!("removing node {id}");
-        self.write(what, |tx| {
-            if tx
-                .execute("DELETE FROM nodes WHERE id = ?1", [id])
-                .ctx(what)?
-                == 0
-            {
+        self.write_tx(what, |tx| {
+            if tx.delete_node(id, &what)? == 0 {
                 return Ok(false);
             }
             let entry = RemoveEntry {
@@ -212,35 +177,25 @@ impl Store {
     }
 
     /// The node `id`, if enrolled.
-    pub fn node(&self, id: &str) -> Result<Option<NodeRecord>, StoreError> {
-        self.read(|| format!("reading node {id}"), |tx| load_node(tx, id))
+    fn node(&self, id: &str) -> Result<Option<NodeRecord>, StoreError> {
+        self.read_tx(|| format!("reading node {id}"), |tx| tx.load_node(id))
     }
 
     /// Every enrolled node, sorted by id.
-    pub fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+    fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         let what = || "reading the nodes".to_owned();
-        self.read(what, |tx| {
-            let mut stmt = tx
-                .prepare_cached(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY id"))
-                .ctx(what)?;
-            let rows = stmt.query_map([], NodeRow::read).ctx(what)?;
-            let rows = rows.collect::<Result<Vec<_>, _>>().ctx(what)?;
-            rows.into_iter().map(NodeRow::decode).collect()
-        })
+        self.read_tx(what, |tx| tx.all_nodes(&what))
     }
 
     /// Sets (`Some`) or clears (`None`) a node's pin.
-    pub fn set_pin(&self, id: &str, pin: Option<Pin>) -> Result<(), StoreError> {
+    fn set_pin(&self, id: &str, pin: Option<Pin>) -> Result<(), StoreError> {
         let what = || format!("setting the pin of node {id}");
-        self.write(what, |tx| {
-            let previous = load_node(tx, id)?
+        self.write_tx(what, |tx| {
+            let previous = tx
+                .load_node(id)?
                 .ok_or_else(|| StoreError::NoSuchNode(id.to_owned()))?
                 .pin;
-            tx.execute(
-                "UPDATE nodes SET pin = ?2 WHERE id = ?1",
-                params![id, pin_text(pin)],
-            )
-            .ctx(what)?;
+            tx.update_pin(id, pin_text(pin), &what)?;
             let entry = PinEntry {
                 node_id: id.to_owned(),
                 pin,
@@ -249,6 +204,118 @@ impl Store {
             append(tx, self.now_ms(), AuditKind::Pin, &entry)?;
             Ok(())
         })
+    }
+}
+
+impl<B: Backend + ?Sized> NodeRules for B {}
+
+impl NodeSql for Transaction<'_> {
+    fn load_node(&mut self, id: &str) -> Result<Option<NodeRecord>, StoreError> {
+        let what = || format!("reading node {id}");
+        self.query_row(
+            &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?1"),
+            [id],
+            NodeRow::read,
+        )
+        .optional()
+        .ctx(what)?
+        .map(NodeRow::decode)
+        .transpose()
+    }
+
+    fn all_nodes(&mut self, what: What<'_>) -> Result<Vec<NodeRecord>, StoreError> {
+        let mut stmt = self
+            .prepare_cached(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY id"))
+            .ctx(what)?;
+        let rows = stmt.query_map([], NodeRow::read).ctx(what)?;
+        let rows = rows.collect::<Result<Vec<_>, _>>().ctx(what)?;
+        rows.into_iter().map(NodeRow::decode).collect()
+    }
+
+    fn wg_key_owner(&mut self, key: &str, what: What<'_>) -> Result<Option<String>, StoreError> {
+        self.query_row(
+            "SELECT id FROM nodes WHERE wg_public_key = ?1",
+            [key],
+            |r| r.get(0),
+        )
+        .optional()
+        .ctx(what)
+    }
+
+    fn address_holder(&mut self, ip: IpAddr) -> Result<Option<String>, StoreError> {
+        self.query_row(
+            "SELECT node_id FROM node_addresses WHERE address = ?1",
+            [ip.to_string()],
+            |r| r.get(0),
+        )
+        .optional()
+        .ctx(|| format!("looking up the holder of address {ip}"))
+    }
+
+    fn held_addresses(&mut self) -> Result<HashSet<IpAddr>, StoreError> {
+        let what = || "reading the held addresses".to_owned();
+        let mut stmt = self
+            .prepare_cached("SELECT address FROM node_addresses")
+            .ctx(what)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).ctx(what)?;
+        let mut held = HashSet::new();
+        for row in rows {
+            let text = row.ctx(what)?;
+            let ip = text
+                .parse()
+                .map_err(|e| corrupt(format!("node_addresses address {text:?}"), e))?;
+            held.insert(ip);
+        }
+        Ok(held)
+    }
+
+    fn insert_node_rows(
+        &mut self,
+        row: &NodeRow,
+        enrolled_ms: i64,
+        addresses: &[IpAddr],
+        what: What<'_>,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            &format!("INSERT INTO nodes ({NODE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+            params![
+                row.id,
+                row.wg_public_key,
+                row.identity_key,
+                row.addresses,
+                row.endpoint,
+                row.pin,
+                enrolled_ms,
+            ],
+        )
+        .ctx(what)?;
+        for ip in addresses {
+            // The primary key refuses a second holder even if the check were skipped.
+            self.execute(
+                "INSERT INTO node_addresses (address, node_id) VALUES (?1, ?2)",
+                params![ip.to_string(), row.id],
+            )
+            .ctx(what)?;
+        }
+        Ok(())
+    }
+
+    fn delete_node(&mut self, id: &str, what: What<'_>) -> Result<u64, StoreError> {
+        let n = self
+            .execute("DELETE FROM nodes WHERE id = ?1", [id])
+            .ctx(what)?;
+        Ok(n as u64)
+    }
+
+    fn update_pin(
+        &mut self,
+        id: &str,
+        pin: Option<&str>,
+        what: What<'_>,
+    ) -> Result<(), StoreError> {
+        self.execute("UPDATE nodes SET pin = ?2 WHERE id = ?1", params![id, pin])
+            .ctx(what)?;
+        Ok(())
     }
 }
 

@@ -4,7 +4,7 @@
 //! - An epoch's secret is erased (overwritten, with `secure_delete` on) in the transaction
 //!   that stores the epoch [`LIVE_EPOCHS`] newer than it: only the newest epochs can still
 //!   be served, so an older secret is of use only to whoever steals the file or a backup.
-//! - [`Store::prune`] deletes, in short transactions:
+//! - [`Store::prune`](super::Store::prune) deletes, in short transactions:
 //!   - benchmarks received before the benchmark window, except each node's newest (which
 //!     its next request's `seq` is checked against, and the next decision reads);
 //!   - epochs (with their decisions) that ended before the decision window, except the
@@ -20,10 +20,11 @@ use rusqlite::{params, OptionalExtension as _, Transaction};
 use sha2::{Digest, Sha256};
 
 use super::audit::{AuditError, AuditKind, Checkpoint, CheckpointEntry, SignedCheckpoint};
-use super::audit_log::{append, latest_checkpoint};
+use super::audit_log::{append, AuditRules as _};
+use super::backend::{Backend, What};
 use super::codec::int;
 use super::error::SqlContext as _;
-use super::{SqliteStore as Store, StoreError};
+use super::StoreError;
 
 /// How many of the newest epochs keep their secrets: the ones the controller can still
 /// serve (the current one, the next, and those nodes may still be moving off).
@@ -36,7 +37,7 @@ pub(super) const BATCH: usize = 5_000;
 /// Epochs (each with a decision per node) removed per transaction.
 pub(super) const EPOCH_BATCH: usize = 16;
 
-/// How long each kind of history is kept; [`Store::prune`] deletes what is older.
+/// How long each kind of history is kept; [`Store::prune`](super::Store::prune) deletes what is older.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
     /// Benchmarks, by the time they were received.
@@ -57,7 +58,7 @@ impl Default for Retention {
     }
 }
 
-/// What one [`Store::prune`] removed.
+/// What one [`Store::prune`](super::Store::prune) removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PruneReport {
     /// Benchmark rows.
@@ -92,194 +93,283 @@ pub struct TableRows {
     pub audit: u64,
 }
 
-/// Erases the secret of every epoch older than the newest [`LIVE_EPOCHS`], inside the
-/// transaction that stores a new one.
-pub(crate) fn erase_old_secrets(tx: &Transaction<'_>) -> Result<usize, StoreError> {
-    tx.execute(
-        "UPDATE epochs SET secret = '' WHERE secret != '' AND id < \
-         (SELECT MIN(id) FROM (SELECT id FROM epochs ORDER BY id DESC LIMIT ?1))",
-        [LIVE_EPOCHS as i64],
-    )
-    .ctx(|| "erasing the secrets of past epochs".to_owned())
+/// The queries retention needs, on either backend.
+pub(crate) trait RetentionSql {
+    /// Erases the secret of every epoch older than the newest [`LIVE_EPOCHS`], inside the
+    /// transaction that stores a new one; how many it erased.
+    fn erase_old_secrets(&mut self) -> Result<u64, StoreError>;
+    /// How many rows each table holds.
+    fn table_rows(&mut self, what: What<'_>) -> Result<TableRows, StoreError>;
+    /// Deletes up to `limit` benchmarks received before `cutoff`, never a node's newest.
+    fn delete_old_benchmarks(
+        &mut self,
+        cutoff: i64,
+        limit: i64,
+        what: What<'_>,
+    ) -> Result<u64, StoreError>;
+    /// Deletes up to `limit` of the oldest epochs (with their decisions) that ended before
+    /// `cutoff`, never one of the newest [`LIVE_EPOCHS`].
+    fn delete_old_epochs(
+        &mut self,
+        cutoff: i64,
+        limit: i64,
+        what: What<'_>,
+    ) -> Result<u64, StoreError>;
+    /// Among the entries after `start` up to `end`: the last one, and the first appended
+    /// at or after `cutoff`.
+    fn audit_prune_bounds(
+        &mut self,
+        start: i64,
+        end: i64,
+        cutoff: i64,
+        what: What<'_>,
+    ) -> Result<(Option<i64>, Option<i64>), StoreError>;
+    /// The hash of audit entry `seq`, if it is stored.
+    fn audit_hash(&mut self, seq: i64, what: What<'_>) -> Result<Option<String>, StoreError>;
+    /// Stores `signed` as the checkpoint covering entries up to `seq`, deletes those
+    /// entries and the older checkpoints; how many entries it deleted.
+    fn replace_entries(
+        &mut self,
+        seq: i64,
+        signed: &SignedCheckpoint,
+        what: What<'_>,
+    ) -> Result<u64, StoreError>;
 }
 
-impl Store {
+/// Counting rows and pruning history, on every backend.
+pub(crate) trait RetentionRules: Backend {
     /// How many rows each table holds.
-    pub fn table_rows(&self) -> Result<TableRows, StoreError> {
+    fn table_rows(&self) -> Result<TableRows, StoreError> {
         let what = || "counting rows".to_owned();
-        self.read(what, |tx| {
-            let count = |table: &str| -> Result<u64, StoreError> {
-                tx.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
-                    .ctx(what)
-            };
-            Ok(TableRows {
-                nodes: count("nodes")?,
-                benchmarks: count("benchmarks")?,
-                epochs: count("epochs")?,
-                decisions: count("decisions")?,
-                audit: count("audit")?,
-            })
-        })
+        self.read_tx(what, |tx| tx.table_rows(&what))
     }
 
-    /// Deletes what `retention` no longer keeps, by the store's clock, signing the audit
-    /// checkpoint with the controller `key`. Refuses to prune an audit chain that does not
-    /// verify (the error names the broken entry); benchmarks and epochs are pruned first.
-    pub fn prune(
-        &self,
-        retention: &Retention,
-        key: &IdentityKey,
-    ) -> Result<PruneReport, AuditError> {
+    /// See [`Store::prune`](crate::store::Store::prune).
+    fn prune(&self, retention: &Retention, key: &IdentityKey) -> Result<PruneReport, AuditError> {
         let now = self.now_ms();
         let cutoff = |keep: Duration| {
             now.saturating_sub(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX))
         };
         let mut report = PruneReport {
-            benchmarks: self.prune_benchmarks(cutoff(retention.benchmarks))?,
-            epochs: self.prune_epochs(cutoff(retention.decisions))?,
+            benchmarks: prune_benchmarks(self, cutoff(retention.benchmarks))?,
+            epochs: prune_epochs(self, cutoff(retention.decisions))?,
             ..PruneReport::default()
         };
         let cutoff_audit = cutoff(retention.audit);
-        while let Some((removed, through)) = self.prune_audit_batch(cutoff_audit, key)? {
+        while let Some((removed, through)) = prune_audit_batch(self, cutoff_audit, key)? {
             report.audit_entries += removed;
             report.checkpoint = Some(through);
         }
         Ok(report)
     }
+}
 
-    fn prune_benchmarks(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
-        let what = || "pruning old benchmarks".to_owned();
-        let cutoff = int(cutoff_ms, || "benchmark retention cutoff".into())?;
-        let mut removed = 0;
-        loop {
-            let n = self.write(what, |tx| {
-                tx.execute(
-                    "DELETE FROM benchmarks WHERE rowid IN (SELECT b.rowid FROM benchmarks AS b \
-                     WHERE b.received_ms < ?1 AND b.seq < \
-                     (SELECT MAX(n.seq) FROM benchmarks AS n WHERE n.node_id = b.node_id) \
-                     LIMIT ?2)",
-                    params![cutoff, BATCH as i64],
-                )
-                .ctx(what)
-            })?;
-            removed += n as u64;
-            if n < BATCH {
-                return Ok(removed);
-            }
+impl<B: Backend + ?Sized> RetentionRules for B {}
+
+fn prune_benchmarks(store: &(impl Backend + ?Sized), cutoff_ms: u64) -> Result<u64, StoreError> {
+    let what = || "pruning old benchmarks".to_owned();
+    let cutoff = int(cutoff_ms, || "benchmark retention cutoff".into())?;
+    let mut removed = 0;
+    loop {
+        let n = store.write_tx(what, |tx| {
+            tx.delete_old_benchmarks(cutoff, BATCH as i64, &what)
+        })?;
+        removed += n;
+        if n < BATCH as u64 {
+            return Ok(removed);
         }
     }
+}
 
-    fn prune_epochs(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
-        let what = || "pruning old epochs and their decisions".to_owned();
-        let cutoff = int(cutoff_ms, || "decision retention cutoff".into())?;
-        let mut removed = 0;
-        loop {
-            let n = self.write(what, |tx| {
-                tx.execute(
-                    "DELETE FROM epochs WHERE id IN (SELECT id FROM epochs \
-                     WHERE not_after_ms < ?1 AND id < \
-                     (SELECT MIN(id) FROM (SELECT id FROM epochs ORDER BY id DESC LIMIT ?3)) \
-                     ORDER BY id LIMIT ?2)",
-                    params![cutoff, EPOCH_BATCH as i64, LIVE_EPOCHS as i64],
-                )
-                .ctx(what)
-            })?;
-            removed += n as u64;
-            if n < EPOCH_BATCH {
-                return Ok(removed);
-            }
+fn prune_epochs(store: &(impl Backend + ?Sized), cutoff_ms: u64) -> Result<u64, StoreError> {
+    let what = || "pruning old epochs and their decisions".to_owned();
+    let cutoff = int(cutoff_ms, || "decision retention cutoff".into())?;
+    let mut removed = 0;
+    loop {
+        let n = store.write_tx(what, |tx| {
+            tx.delete_old_epochs(cutoff, EPOCH_BATCH as i64, &what)
+        })?;
+        removed += n;
+        if n < EPOCH_BATCH as u64 {
+            return Ok(removed);
         }
     }
+}
 
-    /// Prunes up to [`BATCH`] audit entries older than `cutoff_ms`; `None` when there is
-    /// nothing (left) to prune.
-    fn prune_audit_batch(
-        &self,
-        cutoff_ms: u64,
-        key: &IdentityKey,
-    ) -> Result<Option<(u64, u64)>, AuditError> {
-        let mut verifier = self.verifier_at_checkpoint(&key.public())?;
-        let from = verifier.position();
-        let Some(through) = self.audit_prune_boundary(from, cutoff_ms)? else {
-            return Ok(None);
+/// Prunes up to [`BATCH`] audit entries older than `cutoff_ms`; `None` when there is
+/// nothing (left) to prune.
+fn prune_audit_batch(
+    store: &(impl Backend + ?Sized),
+    cutoff_ms: u64,
+    key: &IdentityKey,
+) -> Result<Option<(u64, u64)>, AuditError> {
+    let mut verifier = store.verifier_at_checkpoint(&key.public())?;
+    let from = verifier.position();
+    let Some(through) = audit_prune_boundary(store, from, cutoff_ms)? else {
+        return Ok(None);
+    };
+    store.verify_from(&mut verifier, through)?;
+    if verifier.position() != through {
+        return Ok(None);
+    }
+    let checkpoint = verifier.checkpoint(store.now_ms());
+    let removed = replace_by_checkpoint(store, from, &checkpoint, key)?;
+    Ok((removed > 0).then_some((removed, through)))
+}
+
+/// The last entry to prune after `from`: the one before the first entry appended at or
+/// after `cutoff_ms`, at most [`BATCH`] entries on.
+fn audit_prune_boundary(
+    store: &(impl Backend + ?Sized),
+    from: u64,
+    cutoff_ms: u64,
+) -> Result<Option<u64>, StoreError> {
+    let what = || "finding the audit entries to prune".to_owned();
+    let start = int(from, || "audit checkpoint".into())?;
+    let end = start.saturating_add(BATCH as i64);
+    let cutoff = int(cutoff_ms, || "audit retention cutoff".into())?;
+    let (last, first_young) =
+        store.read_tx(what, |tx| tx.audit_prune_bounds(start, end, cutoff, &what))?;
+    let through = match (last, first_young) {
+        (_, Some(young)) => young - 1,
+        (Some(last), None) => last,
+        (None, None) => return Ok(None),
+    };
+    Ok(u64::try_from(through).ok().filter(|t| *t > from))
+}
+
+/// In one transaction: stores the signed checkpoint, deletes the entries it covers and
+/// the older checkpoints, and records the pruning in the chain. Returns the number of
+/// entries removed (0 if the log moved on since `from`, so that nothing is removed
+/// on a stale verification).
+fn replace_by_checkpoint(
+    store: &(impl Backend + ?Sized),
+    from: u64,
+    checkpoint: &Checkpoint,
+    key: &IdentityKey,
+) -> Result<u64, StoreError> {
+    let signed = SignedCheckpoint::sign(checkpoint, key);
+    let through = int(checkpoint.seq, || "audit checkpoint".into())?;
+    let what = || format!("pruning the audit log through entry {through}");
+    let now = store.now_ms();
+    store.write_tx(what, |tx| {
+        let current = tx.latest_checkpoint()?.map_or(0, |(seq, _)| seq);
+        let head = tx.audit_hash(through, &what)?;
+        if current != from || head.as_deref() != Some(checkpoint.hash.as_str()) {
+            return Ok(0);
+        }
+        let removed = tx.replace_entries(through, &signed, &what)?;
+        let entry = CheckpointEntry {
+            through_seq: checkpoint.seq,
+            through_hash: checkpoint.hash.clone(),
+            removed,
+            checkpoint_sha256: hex::encode(Sha256::digest(signed.body.as_bytes())),
         };
-        self.verify_from(&mut verifier, through)?;
-        if verifier.position() != through {
-            return Ok(None);
-        }
-        let checkpoint = verifier.checkpoint(self.now_ms());
-        let removed = self.replace_by_checkpoint(from, &checkpoint, key)?;
-        Ok((removed > 0).then_some((removed, through)))
+        append(tx, now, AuditKind::Checkpoint, &entry)?;
+        Ok(removed)
+    })
+}
+
+impl RetentionSql for Transaction<'_> {
+    fn erase_old_secrets(&mut self) -> Result<u64, StoreError> {
+        let n = self
+            .execute(
+                "UPDATE epochs SET secret = '' WHERE secret != '' AND id < \
+                 (SELECT MIN(id) FROM (SELECT id FROM epochs ORDER BY id DESC LIMIT ?1))",
+                [LIVE_EPOCHS as i64],
+            )
+            .ctx(|| "erasing the secrets of past epochs".to_owned())?;
+        Ok(n as u64)
     }
 
-    /// The last entry to prune after `from`: the one before the first entry appended at or
-    /// after `cutoff_ms`, at most [`BATCH`] entries on.
-    fn audit_prune_boundary(&self, from: u64, cutoff_ms: u64) -> Result<Option<u64>, StoreError> {
-        let what = || "finding the audit entries to prune".to_owned();
-        let start = int(from, || "audit checkpoint".into())?;
-        let end = start.saturating_add(BATCH as i64);
-        let cutoff = int(cutoff_ms, || "audit retention cutoff".into())?;
-        self.read(what, |tx| {
-            let (last, first_young): (Option<i64>, Option<i64>) = tx
-                .query_row(
-                    "SELECT (SELECT MAX(seq) FROM audit WHERE seq > ?1 AND seq <= ?2), \
-                     (SELECT MIN(seq) FROM audit WHERE seq > ?1 AND seq <= ?2 AND at_ms >= ?3)",
-                    params![start, end, cutoff],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .ctx(what)?;
-            let through = match (last, first_young) {
-                (_, Some(young)) => young - 1,
-                (Some(last), None) => last,
-                (None, None) => return Ok(None),
-            };
-            Ok(u64::try_from(through).ok().filter(|t| *t > from))
+    fn table_rows(&mut self, what: What<'_>) -> Result<TableRows, StoreError> {
+        let count = |table: &str| -> Result<u64, StoreError> {
+            self.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+                .ctx(what)
+        };
+        Ok(TableRows {
+            nodes: count("nodes")?,
+            benchmarks: count("benchmarks")?,
+            epochs: count("epochs")?,
+            decisions: count("decisions")?,
+            audit: count("audit")?,
         })
     }
 
-    /// In one transaction: stores the signed checkpoint, deletes the entries it covers and
-    /// the older checkpoints, and records the pruning in the chain. Returns the number of
-    /// entries removed (0 if the log moved on since `from`, so that nothing is removed
-    /// on a stale verification).
-    fn replace_by_checkpoint(
-        &self,
-        from: u64,
-        checkpoint: &Checkpoint,
-        key: &IdentityKey,
+    fn delete_old_benchmarks(
+        &mut self,
+        cutoff: i64,
+        limit: i64,
+        what: What<'_>,
     ) -> Result<u64, StoreError> {
-        let signed = SignedCheckpoint::sign(checkpoint, key);
-        let through = int(checkpoint.seq, || "audit checkpoint".into())?;
-        let what = || format!("pruning the audit log through entry {through}");
-        let now = self.now_ms();
-        self.write(what, |tx| {
-            let current = latest_checkpoint(tx)?.map_or(0, |(seq, _)| seq);
-            let head: Option<String> = tx
-                .query_row("SELECT hash FROM audit WHERE seq = ?1", [through], |r| {
-                    r.get(0)
-                })
-                .optional()
-                .ctx(what)?;
-            if current != from || head.as_deref() != Some(checkpoint.hash.as_str()) {
-                return Ok(0);
-            }
-            tx.execute(
-                "INSERT INTO audit_checkpoints (seq, body, signature) VALUES (?1, ?2, ?3)",
-                params![through, signed.body, signed.signature],
+        let n = self
+            .execute(
+                "DELETE FROM benchmarks WHERE rowid IN (SELECT b.rowid FROM benchmarks AS b \
+                 WHERE b.received_ms < ?1 AND b.seq < \
+                 (SELECT MAX(n.seq) FROM benchmarks AS n WHERE n.node_id = b.node_id) \
+                 LIMIT ?2)",
+                params![cutoff, limit],
             )
             .ctx(what)?;
-            let removed = tx
-                .execute("DELETE FROM audit WHERE seq <= ?1", [through])
-                .ctx(what)? as u64;
-            tx.execute("DELETE FROM audit_checkpoints WHERE seq < ?1", [through])
-                .ctx(what)?;
-            let entry = CheckpointEntry {
-                through_seq: checkpoint.seq,
-                through_hash: checkpoint.hash.clone(),
-                removed,
-                checkpoint_sha256: hex::encode(Sha256::digest(signed.body.as_bytes())),
-            };
-            append(tx, now, AuditKind::Checkpoint, &entry)?;
-            Ok(removed)
-        })
+        Ok(n as u64)
+    }
+
+    fn delete_old_epochs(
+        &mut self,
+        cutoff: i64,
+        limit: i64,
+        what: What<'_>,
+    ) -> Result<u64, StoreError> {
+        let n = self
+            .execute(
+                "DELETE FROM epochs WHERE id IN (SELECT id FROM epochs \
+                 WHERE not_after_ms < ?1 AND id < \
+                 (SELECT MIN(id) FROM (SELECT id FROM epochs ORDER BY id DESC LIMIT ?3)) \
+                 ORDER BY id LIMIT ?2)",
+                params![cutoff, limit, LIVE_EPOCHS as i64],
+            )
+            .ctx(what)?;
+        Ok(n as u64)
+    }
+
+    fn audit_prune_bounds(
+        &mut self,
+        start: i64,
+        end: i64,
+        cutoff: i64,
+        what: What<'_>,
+    ) -> Result<(Option<i64>, Option<i64>), StoreError> {
+        self.query_row(
+            "SELECT (SELECT MAX(seq) FROM audit WHERE seq > ?1 AND seq <= ?2), \
+             (SELECT MIN(seq) FROM audit WHERE seq > ?1 AND seq <= ?2 AND at_ms >= ?3)",
+            params![start, end, cutoff],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ctx(what)
+    }
+
+    fn audit_hash(&mut self, seq: i64, what: What<'_>) -> Result<Option<String>, StoreError> {
+        self.query_row("SELECT hash FROM audit WHERE seq = ?1", [seq], |r| r.get(0))
+            .optional()
+            .ctx(what)
+    }
+
+    fn replace_entries(
+        &mut self,
+        seq: i64,
+        signed: &SignedCheckpoint,
+        what: What<'_>,
+    ) -> Result<u64, StoreError> {
+        self.execute(
+            "INSERT INTO audit_checkpoints (seq, body, signature) VALUES (?1, ?2, ?3)",
+            params![seq, signed.body, signed.signature],
+        )
+        .ctx(what)?;
+        let removed = self
+            .execute("DELETE FROM audit WHERE seq <= ?1", [seq])
+            .ctx(what)?;
+        self.execute("DELETE FROM audit_checkpoints WHERE seq < ?1", [seq])
+            .ctx(what)?;
+        Ok(removed as u64)
     }
 }

@@ -176,6 +176,26 @@ fn attack_20_past_epoch_secrets_are_gone_from_the_file() {
     }
 }
 
+fn attack_20_only_the_live_epochs_keep_their_secrets(store: Store) {
+    let (store, _, hours) = simulate(store, 10);
+    let live = hours - LIVE_EPOCHS as u64;
+    for id in 1..=hours {
+        match store.epoch(id) {
+            Ok(Some(epoch)) => {
+                assert!(id > live, "epoch {id} kept its secret");
+                assert_eq!(epoch.secret.to_hex(), secret(id).to_hex());
+            }
+            Err(StoreError::SecretErased(erased)) => {
+                assert_eq!(erased, id);
+                assert!(id <= live, "live epoch {id} lost its secret");
+            }
+            other => panic!("epoch {id}: {other:?}"),
+        }
+    }
+    let kept = count(&store, "SELECT COUNT(*) FROM epochs WHERE secret != ''");
+    assert_eq!(kept, LIVE_EPOCHS as i64);
+}
+
 fn a_tampered_chain_is_never_pruned(store: Store) {
     let (store, clock, _) = simulate(store, 3);
     let before = count(&store, "SELECT COUNT(*) FROM audit");
@@ -265,6 +285,7 @@ fn a_chain_is_verified_only_with_its_own_controllers_key(store: Store) {
 }
 
 super::testutil::on_both_backends!(
+    attack_20_only_the_live_epochs_keep_their_secrets,
     attack_5_history_is_pruned_to_its_windows_and_the_chain_still_verifies,
     attack_5_a_replayed_benchmark_is_still_refused_after_pruning,
     a_tampered_chain_is_never_pruned,

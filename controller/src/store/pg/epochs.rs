@@ -1,20 +1,17 @@
-//! The `epochs` and `decisions` tables on PostgreSQL.
-
-use std::collections::HashMap;
+//! The `epochs` and `decisions` tables' SQL on PostgreSQL (the rules are in
+//! [`super::super::epochs`]), and the fenced epoch insert.
 
 use meshtun_proto::EpochId;
 use postgres::{Row, Transaction};
 
-use super::super::audit::AuditKind;
-use super::super::codec::{corrupt, from_json, int, to_json};
+use super::super::backend::What;
+use super::super::codec::{corrupt, from_json, int};
 use super::super::epochs::{
-    decision_entries, pair_inputs, rotation_entry, EpochRow, EPOCH_COLUMNS,
+    insert_epoch_in, pair_inputs, EpochRow, EpochSql, NewDecision, NewEpoch, EPOCH_COLUMNS,
 };
 use super::super::error::SqlContext as _;
 use super::super::StoreError;
-use super::audit_log::append;
-use super::retention::erase_old_secrets;
-use super::{get, get_opt_u64, get_u64, PgStore};
+use super::{get, get_opt_u64, get_u64, Backend as _, PgStore};
 use crate::ha::LeaseToken;
 use crate::model::{Decision, EpochRecord, History, NodeInput, Policy};
 
@@ -49,59 +46,6 @@ fn decision_from_row(epoch: EpochId, row: &Row) -> Result<Decision, StoreError> 
     })
 }
 
-fn insert_decision(
-    tx: &mut Transaction<'_>,
-    epoch: EpochId,
-    d: &Decision,
-) -> Result<(), StoreError> {
-    let what = || {
-        format!(
-            "storing the decision for node {} in epoch {epoch}",
-            d.node_id
-        )
-    };
-    let evidence = to_json(&d.evidence, || {
-        format!("epoch {epoch} decision for {} evidence", d.node_id)
-    })?;
-    tx.execute(
-        "INSERT INTO decisions (epoch_id, node_id, allowed, reason, passing, history_allowed, \
-         streak, benchmarked, evidence) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        &[
-            &int(epoch, || "epoch id".into())?,
-            &d.node_id,
-            &d.allowed,
-            &d.reason,
-            &d.passing,
-            &d.history.allowed,
-            &i64::from(d.history.passing_streak),
-            &d.history.benchmarked,
-            &evidence,
-        ],
-    )
-    .ctx(what)?;
-    Ok(())
-}
-
-fn latest_epoch_id(tx: &mut Transaction<'_>) -> Result<Option<EpochId>, StoreError> {
-    let row = tx
-        .query_one("SELECT MAX(id) FROM epochs", &[])
-        .ctx(|| "reading the latest epoch id".to_owned())?;
-    get_opt_u64(&row, 0, "epoch id")
-}
-
-fn load_decisions(tx: &mut Transaction<'_>, epoch: EpochId) -> Result<Vec<Decision>, StoreError> {
-    let what = || format!("reading the decisions of epoch {epoch}");
-    let id = int(epoch, || "epoch id".into())?;
-    let rows = tx
-        .query(
-            "SELECT node_id, allowed, reason, passing, history_allowed, streak, evidence, \
-             benchmarked FROM decisions WHERE epoch_id = $1 ORDER BY node_id",
-            &[&id],
-        )
-        .ctx(what)?;
-    rows.iter().map(|r| decision_from_row(epoch, r)).collect()
-}
-
 impl PgStore {
     /// See [`Store::insert_epoch`](crate::store::Store::insert_epoch). The id is checked
     /// against the newest under the writer lock, and `epochs.id` is the primary key: two
@@ -126,105 +70,98 @@ impl PgStore {
             }
             // Delivered on commit only: every instance loads the epoch and wakes its polls.
             crate::ha::notify_epoch(tx, id).map_err(|e| StoreError::Announce(Box::new(e)))?;
-            if let Some(latest) = latest_epoch_id(tx)?.filter(|l| id <= *l) {
-                return Err(StoreError::EpochNotNewer { id, latest });
-            }
-            tx.execute(
-                &format!("INSERT INTO epochs ({EPOCH_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
-                &[
-                    &int(id, || "epoch id".into())?,
-                    &epoch.secret.to_hex().as_str(),
-                    &int(epoch.activation_ms, || format!("epoch {id} activation_ms"))?,
-                    &int(epoch.not_after_ms, || format!("epoch {id} not_after_ms"))?,
-                    &int(epoch.created_ms, || format!("epoch {id} created_ms"))?,
-                    &epoch.cause,
-                ],
+            insert_epoch_in(tx, epoch, decisions, &pairs, policy, decided_ms, now)
+        })
+    }
+}
+
+impl EpochSql for Transaction<'_> {
+    fn latest_epoch_id(&mut self) -> Result<Option<EpochId>, StoreError> {
+        let row = self
+            .query_one("SELECT MAX(id) FROM epochs", &[])
+            .ctx(|| "reading the latest epoch id".to_owned())?;
+        get_opt_u64(&row, 0, "epoch id")
+    }
+
+    fn insert_epoch_row(&mut self, e: &NewEpoch<'_>, what: What<'_>) -> Result<(), StoreError> {
+        self.execute(
+            &format!("INSERT INTO epochs ({EPOCH_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
+            &[
+                &e.id,
+                &e.secret,
+                &e.activation_ms,
+                &e.not_after_ms,
+                &e.created_ms,
+                &e.cause,
+            ],
+        )
+        .ctx(what)?;
+        Ok(())
+    }
+
+    fn insert_decision_row(
+        &mut self,
+        r: &NewDecision<'_>,
+        what: What<'_>,
+    ) -> Result<(), StoreError> {
+        let d = r.decision;
+        self.execute(
+            "INSERT INTO decisions (epoch_id, node_id, allowed, reason, passing, \
+             history_allowed, streak, benchmarked, evidence) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                &r.epoch_id,
+                &d.node_id,
+                &d.allowed,
+                &d.reason,
+                &d.passing,
+                &d.history.allowed,
+                &r.streak,
+                &d.history.benchmarked,
+                &r.evidence,
+            ],
+        )
+        .ctx(what)?;
+        Ok(())
+    }
+
+    fn epoch_row(&mut self, id: i64, what: What<'_>) -> Result<Option<EpochRow>, StoreError> {
+        let row = self
+            .query_opt(
+                &format!("SELECT {EPOCH_COLUMNS} FROM epochs WHERE id = $1"),
+                &[&id],
             )
             .ctx(what)?;
-            erase_old_secrets(tx)?;
-            for d in decisions {
-                insert_decision(tx, id, d)?;
-            }
-            append(
-                tx,
-                now,
-                AuditKind::Rotation,
-                &rotation_entry(epoch, decisions),
-            )?;
-            for entry in decision_entries(id, &pairs, policy, decided_ms) {
-                append(tx, now, AuditKind::Decision, &entry)?;
-            }
-            Ok(())
-        })
+        row.map(|r| epoch_row(&r)).transpose()
     }
 
-    /// See [`Store::epoch`](crate::store::Store::epoch).
-    pub fn epoch(&self, id: EpochId) -> Result<Option<EpochRecord>, StoreError> {
-        let what = || format!("reading epoch {id}");
-        let Ok(key) = i64::try_from(id) else {
-            return Ok(None);
-        };
-        self.read(what, |tx| {
-            let row = tx
-                .query_opt(
-                    &format!("SELECT {EPOCH_COLUMNS} FROM epochs WHERE id = $1"),
-                    &[&key],
-                )
-                .ctx(what)?;
-            row.map(|r| epoch_row(&r)?.decode()).transpose()
-        })
+    fn latest_epoch_rows(&mut self, n: i64, what: What<'_>) -> Result<Vec<EpochRow>, StoreError> {
+        let rows = self
+            .query(
+                &format!("SELECT {EPOCH_COLUMNS} FROM epochs ORDER BY id DESC LIMIT $1"),
+                &[&n],
+            )
+            .ctx(what)?;
+        rows.iter().map(epoch_row).collect()
     }
 
-    /// See [`Store::latest_epochs`](crate::store::Store::latest_epochs).
-    pub fn latest_epochs(&self, n: usize) -> Result<Vec<EpochRecord>, StoreError> {
-        let what = || "reading the latest epochs".to_owned();
-        let n = i64::try_from(n).unwrap_or(i64::MAX);
-        self.read(what, |tx| {
-            let rows = tx
-                .query(
-                    &format!("SELECT {EPOCH_COLUMNS} FROM epochs ORDER BY id DESC LIMIT $1"),
-                    &[&n],
-                )
-                .ctx(what)?;
-            rows.iter().map(|r| epoch_row(r)?.decode()).collect()
-        })
+    fn all_epoch_ids(&mut self, what: What<'_>) -> Result<Vec<EpochId>, StoreError> {
+        let rows = self
+            .query("SELECT id FROM epochs ORDER BY id DESC", &[])
+            .ctx(what)?;
+        rows.iter().map(|r| get_u64(r, 0, "epoch id")).collect()
     }
 
-    /// See [`Store::epoch_ids`](crate::store::Store::epoch_ids).
-    pub fn epoch_ids(&self) -> Result<Vec<EpochId>, StoreError> {
-        let what = || "listing the stored epochs".to_owned();
-        self.read(what, |tx| {
-            let rows = tx
-                .query("SELECT id FROM epochs ORDER BY id DESC", &[])
-                .ctx(what)?;
-            rows.iter().map(|r| get_u64(r, 0, "epoch id")).collect()
-        })
-    }
-
-    /// See [`Store::decisions`](crate::store::Store::decisions).
-    pub fn decisions(&self, epoch_id: EpochId) -> Result<Vec<Decision>, StoreError> {
-        if i64::try_from(epoch_id).is_err() {
-            return Ok(Vec::new());
-        }
-        self.read(
-            || format!("reading the decisions of epoch {epoch_id}"),
-            |tx| load_decisions(tx, epoch_id),
-        )
-    }
-
-    /// See [`Store::last_history`](crate::store::Store::last_history).
-    pub fn last_history(&self) -> Result<HashMap<String, History>, StoreError> {
-        self.read(
-            || "reading the last decisions".to_owned(),
-            |tx| {
-                let Some(latest) = latest_epoch_id(tx)? else {
-                    return Ok(HashMap::new());
-                };
-                Ok(load_decisions(tx, latest)?
-                    .into_iter()
-                    .map(|d| (d.node_id, d.history))
-                    .collect())
-            },
-        )
+    fn load_decisions(&mut self, epoch: EpochId) -> Result<Vec<Decision>, StoreError> {
+        let what = || format!("reading the decisions of epoch {epoch}");
+        let id = int(epoch, || "epoch id".into())?;
+        let rows = self
+            .query(
+                "SELECT node_id, allowed, reason, passing, history_allowed, streak, evidence, \
+                 benchmarked FROM decisions WHERE epoch_id = $1 ORDER BY node_id",
+                &[&id],
+            )
+            .ctx(what)?;
+        rows.iter().map(|r| decision_from_row(epoch, r)).collect()
     }
 }

@@ -32,6 +32,7 @@ use std::fmt;
 
 use postgres::{IsolationLevel, Row, Transaction};
 
+use super::backend::{Backend, Tx};
 use super::codec::corrupt;
 use super::error::{PgError, SqlContext as _};
 use super::StoreError;
@@ -123,11 +124,6 @@ impl PgStore {
         get_u64(&row, 0, "database size")
     }
 
-    /// Unix milliseconds now, by the store's clock.
-    pub(crate) fn now_ms(&self) -> u64 {
-        self.clock.now_ms()
-    }
-
     fn conn(&self) -> Result<Conn, StoreError> {
         self.pool.get().map_err(|e| {
             // r2d2 keeps the driver's last error in its message; it never holds a password.
@@ -153,24 +149,6 @@ impl PgStore {
             .start()
             .ctx(&what)?;
         tx.execute("SELECT 1 FROM writer_lock WHERE id = 1 FOR UPDATE", &[])
-            .ctx(&what)?;
-        let out = f(&mut tx)?;
-        tx.commit().ctx(&what)?;
-        Ok(out)
-    }
-
-    /// Runs `f` in one read-only transaction, so its queries see one snapshot.
-    fn read<T>(
-        &self,
-        what: impl Fn() -> String,
-        f: impl FnOnce(&mut Transaction<'_>) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let mut conn = self.conn()?;
-        let mut tx = conn
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
             .ctx(&what)?;
         let out = f(&mut tx)?;
         tx.commit().ctx(&what)?;
@@ -205,6 +183,38 @@ impl PgStore {
     pub(crate) fn query_i64(&self, sql: &str) -> i64 {
         let mut conn = self.conn().unwrap();
         conn.query_one(sql, &[]).unwrap().get(0)
+    }
+}
+
+impl Backend for PgStore {
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    fn write_tx<T>(
+        &self,
+        what: impl Fn() -> String,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.write(what, |tx| f(tx))
+    }
+
+    /// A REPEATABLE READ, READ ONLY transaction: one snapshot, like SQLite's.
+    fn read_tx<T>(
+        &self,
+        what: impl Fn() -> String,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .ctx(&what)?;
+        let out = f(&mut tx)?;
+        tx.commit().ctx(&what)?;
+        Ok(out)
     }
 }
 
