@@ -24,12 +24,12 @@
 
 use std::time::{Duration, Instant};
 
-use meshtun_e2e::controller::StateDb;
+use meshtun_e2e::controller::{ControllerHome, StateDb};
 use meshtun_e2e::gating::ha::{HaDatabase, HA_TIMING};
 use meshtun_e2e::gating::migrate::Migrated;
 use meshtun_e2e::gating::observe::{self, wait_removed};
 use meshtun_e2e::gating::{now_ms, ControllerProc, Mesh, PingRun, Timing, FAILING, PASSING};
-use meshtun_e2e::{require_root, wait_until};
+use meshtun_e2e::{require_root, run_command, wait_until};
 
 /// The tables `migrate` copies.
 const TABLES: [&str; 8] = [
@@ -342,4 +342,76 @@ fn number(text: &str) -> u64 {
     text.trim()
         .parse()
         .unwrap_or_else(|e| panic!("psql printed {text:?}, not a number: {e}"))
+}
+
+/// `migrate` from something it cannot copy: it fails before touching the target, its message
+/// names what is wrong with the source, and it creates nothing. No root, no PostgreSQL: the
+/// source is checked first (the target's port 9 on loopback is never reached).
+#[test]
+fn migrate_names_a_source_it_cannot_copy_and_creates_nothing() {
+    let home = ControllerHome::new("");
+    home.init();
+    let root = home.root();
+    let empty = root.join("empty.db");
+    std::fs::File::create(&empty).expect("cannot create empty.db");
+    let config = home.config_file().to_string_lossy().into_owned();
+    let missing = format!("sqlite://{}", root.join("typo.db").display());
+    let empty_url = format!("sqlite://{}", empty.display());
+    let cases: [(&str, &[&str]); 5] = [
+        // An unknown scheme, with a password in it that must not be echoed.
+        (
+            "mysql://meshtun:hunter2@db.example/mesh",
+            &["mysql://", "sqlite://", "postgres://"],
+        ),
+        ("postgres://meshtun@db.example/mesh", &["--from sqlite://"]),
+        (&missing, &["typo.db", "does not exist"]),
+        (&config, &["controller.toml", "not a database"]),
+        (&empty_url, &["empty.db", "schema version 0"]),
+    ];
+    let before = listing(root);
+    for (from, expected) in cases {
+        let to = "postgres://meshtun@127.0.0.1:9/none?sslmode=disable";
+        let mut cmd = home.command(&["migrate", "--from", from, "--to", to]);
+        let out = run_command(cmd.current_dir(root), Duration::from_secs(30));
+        assert!(
+            !out.success(),
+            "`migrate --from {from}` succeeded: {}",
+            out.stdout
+        );
+        for word in expected {
+            assert!(
+                out.stderr.contains(word),
+                "`migrate --from {from}` does not say {word:?}: {}",
+                out.stderr
+            );
+        }
+        assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
+        assert_eq!(
+            listing(root),
+            before,
+            "`migrate --from {from}` created files"
+        );
+        assert_eq!(
+            std::fs::metadata(&empty).map(|m| m.len()).ok(),
+            Some(0),
+            "`migrate --from {from}` wrote into empty.db"
+        );
+    }
+}
+
+/// Every path under `dir`, recursively, sorted.
+fn listing(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir)
+        .expect("cannot list the directory")
+        .flatten()
+    {
+        let path = entry.path();
+        if path.is_dir() {
+            all.extend(listing(&path));
+        }
+        all.push(path);
+    }
+    all.sort();
+    all
 }
