@@ -19,8 +19,9 @@
 //!    reach the new database), stays denied and out of a's and b's peers; a <-> b lose no
 //!    ping from before the copy until after the new epoch.
 //!
-//! The timing is the HA tests' (a 6 s epoch published 4 s ahead, 3 s grace): the switch
-//! (SIGTERM, the final copy, the start) must fit in the lead plus the grace.
+//! The timing is the HA tests' (a 6 s epoch published 4 s ahead, 3 s grace). The controller
+//! is stopped half a second before its next publication is due, so the switch (SIGTERM, the
+//! final copy, the start) must fit in the lead plus the grace.
 
 use std::time::{Duration, Instant};
 
@@ -73,6 +74,10 @@ fn a_live_sqlite_deployment_moves_to_postgres_and_the_mesh_goes_on() {
 
     live_copy(&mesh, &db);
 
+    // Stopped just before a publication falls due: the nodes live on the lead and the grace.
+    let lead = Duration::from_secs(HA_TIMING.lead);
+    let in_force = ctl.wait_before_publish(lead, Duration::from_millis(500));
+    let due_ms = in_force.not_after_ms - HA_TIMING.lead * 1000;
     let stopped_ms = now_ms();
     let status = ctl.terminate();
     assert!(
@@ -97,6 +102,7 @@ fn a_live_sqlite_deployment_moves_to_postgres_and_the_mesh_goes_on() {
         now_ms() - stopped_ms
     );
     let switch = Switch {
+        due_ms,
         stopped_ms,
         started_ms,
         last_sqlite,
@@ -249,6 +255,8 @@ fn final_copy(mesh: &Mesh, db: &HaDatabase, source: &StateDb) -> String {
 
 /// When the SQLite controller stopped and the PostgreSQL one was started, Unix ms.
 struct Switch {
+    /// When the SQLite controller's next publication was due.
+    due_ms: u64,
     stopped_ms: u64,
     started_ms: u64,
     /// The last epoch the SQLite controller published.
@@ -270,10 +278,11 @@ fn goes_on(mesh: &Mesh, ctl: &ControllerProc<'_>, db: &HaDatabase, target: &str,
     .unwrap_or_else(|| panic!("the controller on PostgreSQL published no epoch in {limit:?}"));
     let first = number(&db.sql_in(target, &newer));
     eprintln!(
-        "first epoch on PostgreSQL: {first}, published {} ms after the start ({} ms after the \
-         SQLite controller stopped, whose last epoch was {})",
+        "first epoch on PostgreSQL: {first}, published {} ms after the start, {} ms after the \
+         SQLite controller was stopped, {} ms after it was due (SQLite's last epoch: {})",
         published - switch.started_ms,
         published - switch.stopped_ms,
+        published as i64 - switch.due_ms as i64,
         switch.last_sqlite
     );
     assert!(first > switch.last_sqlite, "the epoch ids do not go on");
