@@ -11,13 +11,15 @@
 //!    holds) and a verified chain, which `audit verify --database postgres://…` confirms and
 //!    which is a prefix of the source's chain (a snapshot); `migrate` again into that database
 //!    is refused and changes nothing;
-//! 2. the controller is stopped; the final copy, into another new database, holds every row
-//!    of the source, and `audit verify` on it and on the SQLite file agree (entries, head);
+//! 2. the controller is stopped (it went on writing meanwhile: the final copy holds more);
+//!    the final copy, into another new database, holds every row of the source, and
+//!    `audit verify` on it and on the SQLite file agree (entries, head, decisions);
 //! 3. the controller starts on the PostgreSQL database at the same address, with the same key
 //!    and secrets. Every node has an epoch newer than SQLite's last within one epoch, its
 //!    lead and some slack; the ids go on increasing; c, still passing its benchmarks (which
-//!    reach the new database), stays denied and out of a's and b's peers; a <-> b lose no
-//!    ping from before the copy until after the new epoch.
+//!    reach the new database), stays denied and out of a's and b's peers; the controller
+//!    extends the copied audit chain, which still verifies; a <-> b lose no ping from before
+//!    the copy until after the new epoch.
 //!
 //! The timing is the HA tests' (a 6 s epoch published 4 s ahead, 3 s grace). The controller
 //! is stopped half a second before its next publication is due, so the switch (SIGTERM, the
@@ -72,12 +74,35 @@ fn a_live_sqlite_deployment_moves_to_postgres_and_the_mesh_goes_on() {
         "a <-> b got no reply before the copy"
     );
 
-    live_copy(&mesh, &db);
+    let live = live_copy(&mesh, &db);
+    let (mut switch, target, last) = stop_and_copy(&mesh, &mut ctl, &db, &live);
+    mesh.set_database(0, &db.config_lines_for(&target, "ctl-0"));
+    switch.started_ms = now_ms();
+    ctl.restart();
+    eprintln!(
+        "the controller on PostgreSQL answers {} ms after its start, {} ms after the SQLite one \
+         was stopped",
+        now_ms() - switch.started_ms,
+        now_ms() - switch.stopped_ms
+    );
+    goes_on(&mesh, &ctl, &db, &target, &switch);
+    chain_goes_on(&mesh, &db, &target, &last);
+    for run in pings {
+        run.finish().assert_no_loss();
+    }
+}
 
-    // Stopped just before a publication falls due: the nodes live on the lead and the grace.
+/// Stops the SQLite controller half a second before its next publication is due (so the
+/// nodes live on the lead and the grace until the PostgreSQL one publishes), then makes the
+/// final copy. Returns the switch so far, the new database and what was copied.
+fn stop_and_copy(
+    mesh: &Mesh,
+    ctl: &mut ControllerProc<'_>,
+    db: &HaDatabase,
+    live: &Migrated,
+) -> (Switch, String, Migrated) {
     let lead = Duration::from_secs(HA_TIMING.lead);
     let in_force = ctl.wait_before_publish(lead, Duration::from_millis(500));
-    let due_ms = in_force.not_after_ms - HA_TIMING.lead * 1000;
     let stopped_ms = now_ms();
     let status = ctl.terminate();
     assert!(
@@ -90,27 +115,19 @@ fn a_live_sqlite_deployment_moves_to_postgres_and_the_mesh_goes_on() {
     );
     let source = StateDb::open_read_only(&mesh.home().database());
     let last_sqlite = source.epochs().last().expect("SQLite holds no epoch").id;
-    let target = final_copy(&mesh, &db, &source);
-    drop(source);
-
-    mesh.set_database(0, &db.config_lines_for(&target, "ctl-0"));
-    let started_ms = now_ms();
-    ctl.restart();
-    eprintln!("restart: {} ms", now_ms() - started_ms);
-    eprintln!(
-        "the controller on PostgreSQL answers {} ms after the SQLite one was stopped",
-        now_ms() - stopped_ms
+    let (target, last) = final_copy(mesh, db, &source);
+    assert!(
+        last.entries > live.entries && last.rows_of("benchmarks") > live.rows_of("benchmarks"),
+        "the controller did not go on writing during and after the live copy: {live:?}, then \
+         {last:?}"
     );
     let switch = Switch {
-        due_ms,
+        due_ms: in_force.not_after_ms - HA_TIMING.lead * 1000,
         stopped_ms,
-        started_ms,
+        started_ms: 0,
         last_sqlite,
     };
-    goes_on(&mesh, &ctl, &db, &target, &switch);
-    for run in pings {
-        run.finish().assert_no_loss();
-    }
+    (switch, target, last)
 }
 
 /// c denied by its score, readmitted, then denied by a pin while its score passes.
@@ -149,7 +166,7 @@ fn build_history(mesh: &Mesh, ctl: &ControllerProc<'_>) {
 }
 
 /// `migrate` while the controller runs, checked; then refused into the same database.
-fn live_copy(mesh: &Mesh, db: &HaDatabase) {
+fn live_copy(mesh: &Mesh, db: &HaDatabase) -> Migrated {
     let url = db.url(db.name(), "migrate");
     let started = Instant::now();
     let out = mesh.migrate(0, &mesh.home().database(), &url, db.password_file());
@@ -194,6 +211,7 @@ fn live_copy(mesh: &Mesh, db: &HaDatabase) {
         mesh.audit_verify(0, Some((&url, db.password_file()))),
         verified
     );
+    copied
 }
 
 /// The history `build_history` made is all in the copy.
@@ -216,8 +234,8 @@ fn assert_target_holds(db: &HaDatabase, database: &str, copied: &Migrated) {
 }
 
 /// With the controller stopped: `migrate` into a new database copies every row, and both
-/// chains verify alike. Returns the new database.
-fn final_copy(mesh: &Mesh, db: &HaDatabase, source: &StateDb) -> String {
+/// chains verify alike. Returns the new database and what was copied.
+fn final_copy(mesh: &Mesh, db: &HaDatabase, source: &StateDb) -> (String, Migrated) {
     let target = db.create_database("final");
     let url = db.url(&target, "migrate");
     let started = Instant::now();
@@ -250,7 +268,7 @@ fn final_copy(mesh: &Mesh, db: &HaDatabase, source: &StateDb) -> String {
     eprintln!("audit verify: SQLite {on_sqlite:?}, PostgreSQL {on_postgres:?}");
     assert_eq!(on_postgres, on_sqlite);
     assert_eq!(on_postgres.entries, copied.entries);
-    target
+    (target, copied)
 }
 
 /// When the SQLite controller stopped and the PostgreSQL one was started, Unix ms.
@@ -345,6 +363,23 @@ fn stays_denied(
             "{id} lists the denied c as a peer after the switch"
         );
     }
+}
+
+/// The controller on PostgreSQL extends the copied chain: `audit verify` (now on
+/// PostgreSQL) passes with more entries, the copied head among them.
+fn chain_goes_on(mesh: &Mesh, db: &HaDatabase, target: &str, copied: &Migrated) {
+    let now = mesh.audit_verify(0, None);
+    assert!(now.entries > copied.entries, "{now:?} after {copied:?}");
+    let at_head = format!("SELECT COUNT(*) FROM audit WHERE hash = '{}'", copied.head);
+    assert_eq!(
+        number(&db.sql_in(target, &at_head)),
+        1,
+        "the copied head is not in the chain"
+    );
+    eprintln!(
+        "audit verify on PostgreSQL after the switch: {} entries ({} copied)",
+        now.entries, copied.entries
+    );
 }
 
 fn number(text: &str) -> u64 {
