@@ -24,6 +24,10 @@
 //! The timing is the HA tests' (a 6 s epoch published 4 s ahead, 3 s grace). The controller
 //! is stopped half a second before its next publication is due, so the switch (SIGTERM, the
 //! final copy, the start) must fit in the lead plus the grace.
+//!
+//! `migrate_names_a_source_or_target_it_cannot_copy_and_creates_nothing`: an unknown scheme
+//! (its password not echoed), a PostgreSQL source, a missing file, a file that is not a
+//! database, an empty one, an SQLite target: each refused, named, nothing created.
 
 use std::time::{Duration, Instant};
 
@@ -388,11 +392,12 @@ fn number(text: &str) -> u64 {
         .unwrap_or_else(|e| panic!("psql printed {text:?}, not a number: {e}"))
 }
 
-/// `migrate` from something it cannot copy: it fails before touching the target, its message
-/// names what is wrong with the source, and it creates nothing. No root, no PostgreSQL: the
-/// source is checked first (the target's port 9 on loopback is never reached).
+/// `migrate` from or to something it cannot copy: it fails before touching the target, its
+/// message names what is wrong and where, and it creates nothing. No root, no PostgreSQL:
+/// the arguments and the source are checked first (the target's port 9 on loopback is never
+/// reached).
 #[test]
-fn migrate_names_a_source_it_cannot_copy_and_creates_nothing() {
+fn migrate_names_a_source_or_target_it_cannot_copy_and_creates_nothing() {
     let home = ControllerHome::new("");
     home.init();
     let root = home.root();
@@ -401,44 +406,46 @@ fn migrate_names_a_source_it_cannot_copy_and_creates_nothing() {
     let config = home.config_file().to_string_lossy().into_owned();
     let missing = format!("sqlite://{}", root.join("typo.db").display());
     let empty_url = format!("sqlite://{}", empty.display());
-    let cases: [(&str, &[&str]); 5] = [
-        // An unknown scheme, with a password in it that must not be echoed.
+    let source = format!("sqlite://{}", home.database().display());
+    let pg = "postgres://meshtun@127.0.0.1:9/none?sslmode=disable";
+    // An unknown scheme carries a password that must not be echoed.
+    let mysql = "mysql://meshtun:hunter2@db.example/mesh";
+    let cases: [(&str, &str, &[&str]); 7] = [
         (
-            "mysql://meshtun:hunter2@db.example/mesh",
-            &["mysql://", "sqlite://", "postgres://"],
+            mysql,
+            pg,
+            &["--from", "mysql://", "sqlite://", "postgres://"],
         ),
-        ("postgres://meshtun@db.example/mesh", &["--from sqlite://"]),
-        (&missing, &["typo.db", "does not exist"]),
-        (&config, &["controller.toml", "not a database"]),
-        (&empty_url, &["empty.db", "schema version 0"]),
+        (
+            "postgres://meshtun@db.example/mesh",
+            pg,
+            &["--from sqlite://"],
+        ),
+        (&missing, pg, &["typo.db", "does not exist"]),
+        (&config, pg, &["controller.toml", "not a database"]),
+        (&empty_url, pg, &["empty.db", "schema version 0"]),
+        (&source, "copy.db", &["--to postgres://"]),
+        (&source, mysql, &["--to", "mysql://"]),
     ];
     let before = listing(root);
-    for (from, expected) in cases {
-        let to = "postgres://meshtun@127.0.0.1:9/none?sslmode=disable";
+    for (from, to, expected) in cases {
         let mut cmd = home.command(&["migrate", "--from", from, "--to", to]);
         let out = run_command(cmd.current_dir(root), Duration::from_secs(30));
-        assert!(
-            !out.success(),
-            "`migrate --from {from}` succeeded: {}",
-            out.stdout
-        );
+        let what = format!("`migrate --from {from} --to {to}`");
+        assert!(!out.success(), "{what} succeeded: {}", out.stdout);
         for word in expected {
             assert!(
                 out.stderr.contains(word),
-                "`migrate --from {from}` does not say {word:?}: {}",
+                "{what} does not say {word:?}: {}",
                 out.stderr
             );
         }
         assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
-        assert_eq!(
-            listing(root),
-            before,
-            "`migrate --from {from}` created files"
-        );
+        assert_eq!(listing(root), before, "{what} created files");
         assert_eq!(
             std::fs::metadata(&empty).map(|m| m.len()).ok(),
             Some(0),
-            "`migrate --from {from}` wrote into empty.db"
+            "{what} wrote into empty.db"
         );
     }
 }
