@@ -50,6 +50,10 @@ const TABLES: [&str; 8] = [
     "audit",
 ];
 
+/// How long a <-> b go on pinging after the last node is in a PostgreSQL epoch (new
+/// preshared keys, new handshakes).
+const AFTER_SWITCH: Duration = Duration::from_secs(3);
+
 /// Scheduling slack on top of the epoch timing.
 const SLACK: Duration = Duration::from_secs(2);
 
@@ -69,7 +73,8 @@ fn a_live_sqlite_deployment_moves_to_postgres_and_the_mesh_goes_on() {
     let daemons = mesh.start_nodes();
     mesh.admit_all(&ctl, &daemons);
     build_history(&mesh, &ctl);
-    let pings = mesh.ping_pairs(&["a", "b"], Duration::from_secs(22));
+    // Longer than the test needs: stopped once the switch is over (`AFTER_SWITCH`).
+    let pings = mesh.ping_pairs(&["a", "b"], Duration::from_secs(45));
     let runs: Vec<&PingRun> = pings.iter().collect();
     assert!(
         wait_until(Duration::from_secs(5), || runs
@@ -89,10 +94,25 @@ fn a_live_sqlite_deployment_moves_to_postgres_and_the_mesh_goes_on() {
         now_ms() - switch.started_ms,
         now_ms() - switch.stopped_ms
     );
-    goes_on(&mesh, &ctl, &db, &target, &switch);
+    let switched_ms = goes_on(&mesh, &ctl, &db, &target, &switch);
     chain_goes_on(&mesh, &db, &target, &last);
+    let until = switched_ms + u64::try_from(AFTER_SWITCH.as_millis()).unwrap_or(u64::MAX);
+    std::thread::sleep(Duration::from_millis(until.saturating_sub(now_ms())));
     for run in pings {
-        run.finish().assert_no_loss();
+        let report = run.stop();
+        eprintln!(
+            "{}: {} pings, {} lost",
+            report.label,
+            report.transmitted,
+            report.lost()
+        );
+        report.assert_no_loss();
+        assert!(
+            report.last_reply_ms().is_some_and(|t| t >= until - 500),
+            "{}: the pings did not go on past the switch ({:?})",
+            report.label,
+            report.last_reply_ms()
+        );
     }
 }
 
@@ -286,8 +306,15 @@ struct Switch {
 }
 
 /// After the switch: the ids go on from SQLite's, every node has a newer epoch within one
-/// epoch + lead + slack of the start, c stays denied though its benchmarks pass.
-fn goes_on(mesh: &Mesh, ctl: &ControllerProc<'_>, db: &HaDatabase, target: &str, switch: &Switch) {
+/// epoch + lead + slack of the start, c stays denied though its benchmarks pass. Returns
+/// when the last node was seen in a PostgreSQL epoch (Unix ms).
+fn goes_on(
+    mesh: &Mesh,
+    ctl: &ControllerProc<'_>,
+    db: &HaDatabase,
+    target: &str,
+    switch: &Switch,
+) -> u64 {
     let timing = mesh.timing();
     let limit = timing.epoch_len() + Duration::from_secs(timing.lead) + SLACK;
     let newer = format!(
@@ -309,6 +336,7 @@ fn goes_on(mesh: &Mesh, ctl: &ControllerProc<'_>, db: &HaDatabase, target: &str,
     );
     assert!(first > switch.last_sqlite, "the epoch ids do not go on");
     let deadline_ms = switch.started_ms + u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+    let mut last_ms = 0;
     for node in mesh.nodes() {
         let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms()));
         let shown = || observe::show_gate(&node.ns, &node.iface)["epoch"].as_u64();
@@ -329,8 +357,10 @@ fn goes_on(mesh: &Mesh, ctl: &ControllerProc<'_>, db: &HaDatabase, target: &str,
             node.id,
             at - switch.started_ms
         );
+        last_ms = last_ms.max(at);
     }
     stays_denied(mesh, ctl, db, target, switch);
+    last_ms
 }
 
 /// c, pinned deny in the copied state and passing its benchmarks, stays denied.
