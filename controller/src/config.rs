@@ -627,7 +627,9 @@ impl ControllerConfig {
                 None => Database::Sqlite(state_dir.join("controller.db")),
                 Some(text) => {
                     let pw = raw.database_password_file.map(|p| base.join(p));
-                    match Database::parse(&text, base, pw) {
+                    let db = Database::parse(&text, base, pw)
+                        .map_err(|e| invalid("database", e.to_string()))?;
+                    match db {
                         Database::Sqlite(_) if raw_password_given => return Err(sqlite_password()),
                         db => db,
                     }
@@ -720,6 +722,25 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.to_string().contains("database_password_file"), "{err}");
+    }
+
+    #[test]
+    fn a_database_url_of_another_kind_is_refused_not_taken_for_a_file() {
+        for url in [
+            "mysql://meshtun:hunter2@db.example/mesh",
+            "file:///var/lib/m/state.db",
+        ] {
+            let err = parse(&format!("{MINIMAL}database = \"{url}\"\n"))
+                .unwrap_err()
+                .to_string();
+            let scheme = url.split_once("://").unwrap().0;
+            assert!(err.contains("`database`"), "{err}");
+            assert!(err.contains(&format!("{scheme}://")), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        // A path with `://` after a directory is still a path.
+        let c = parse(&format!("{MINIMAL}database = \"db/a://b.db\"\n")).unwrap();
+        assert_eq!(c.database.to_string(), "sqlite:///etc/meshtun/db/a://b.db");
     }
 
     #[test]

@@ -111,8 +111,8 @@ fn run(cli: Cli) -> Result<()> {
             to_password_file,
         } => {
             let cwd = std::env::current_dir()?;
-            let from = Database::parse(&from, &cwd, None);
-            let to = Database::parse(&to, &cwd, to_password_file);
+            let from = Database::parse(&from, &cwd, None).context("--from")?;
+            let to = Database::parse(&to, &cwd, to_password_file).context("--to")?;
             let (copied, report) = commands::migrate(&config, &from, &to)?;
             for (table, rows) in copied {
                 println!("{table}: {rows} rows");
@@ -128,7 +128,8 @@ fn run(cli: Cli) -> Result<()> {
         }) => {
             let report = match database {
                 Some(text) => {
-                    let db = Database::parse(&text, &std::env::current_dir()?, password_file);
+                    let db = Database::parse(&text, &std::env::current_dir()?, password_file)
+                        .context("--database")?;
                     commands::audit_verify_at(&config, &db)?
                 }
                 None => commands::audit_verify(&config)?,

@@ -669,6 +669,24 @@ impl StateDb {
         read().unwrap_or_else(|e| self.fail("the benchmarks", e))
     }
 
+    /// How many rows `table` holds (a table of the controller's schema).
+    pub fn row_count(&self, table: &str) -> u64 {
+        self.conn
+            .query_row(&format!("SELECT COUNT(*) FROM \"{table}\""), [], |r| {
+                r.get(0)
+            })
+            .unwrap_or_else(|e| self.fail(&format!("the rows of {table}"), e))
+    }
+
+    /// The hash of audit entry `seq`, if the log holds it.
+    pub fn audit_hash(&self, seq: u64) -> Option<String> {
+        use rusqlite::OptionalExtension as _;
+        self.conn
+            .query_row("SELECT hash FROM audit WHERE seq = ?1", [seq], |r| r.get(0))
+            .optional()
+            .unwrap_or_else(|e| self.fail(&format!("audit entry {seq}"), e))
+    }
+
     /// Every stored epoch, by id.
     pub fn epochs(&self) -> Vec<StoredEpoch> {
         let read = || -> rusqlite::Result<Vec<StoredEpoch>> {

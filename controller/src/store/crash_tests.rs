@@ -57,7 +57,7 @@ fn kill_during_writes_on_postgres_loses_no_acknowledged_benchmark() {
 }
 
 fn open(db: &str) -> Store {
-    Store::connect(&Database::parse(db, Path::new("/"), None)).unwrap()
+    Store::connect(&Database::parse(db, Path::new("/"), None).unwrap()).unwrap()
 }
 
 /// The writer: inserts benchmarks for node-a and prints `ACK <seq>` after each commit.

@@ -39,16 +39,28 @@ pub enum Database {
 
 impl Database {
     /// Parses the `database` setting: `postgres://…` or `postgresql://…`, `sqlite://PATH`, or
-    /// a bare path. A relative path is taken relative to `base`.
-    pub fn parse(text: &str, base: &Path, password_file: Option<PathBuf>) -> Self {
+    /// a bare path. A relative path is taken relative to `base`. Any other `SCHEME://…` is
+    /// refused rather than taken for a file name.
+    pub fn parse(
+        text: &str,
+        base: &Path,
+        password_file: Option<PathBuf>,
+    ) -> Result<Self, StoreError> {
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            return Self::Postgres(PgTarget {
+            return Ok(Self::Postgres(PgTarget {
                 url: text.to_owned(),
                 password_file,
+            }));
+        }
+        if let Some(path) = text.strip_prefix("sqlite://") {
+            return Ok(Self::Sqlite(base.join(path)));
+        }
+        if let Some(scheme) = url_scheme(text) {
+            return Err(StoreError::UnknownScheme {
+                scheme: scheme.to_owned(),
             });
         }
-        let path = text.strip_prefix("sqlite://").unwrap_or(text);
-        Self::Sqlite(base.join(path))
+        Ok(Self::Sqlite(base.join(text)))
     }
 
     /// The SQLite file, if that is the backend.
@@ -58,6 +70,16 @@ impl Database {
             Self::Postgres(_) => None,
         }
     }
+}
+
+/// The scheme of `text` if it starts as a URL does: `SCHEME://`, the scheme a letter followed
+/// by letters, digits, `+`, `-` or `.` (RFC 3986).
+fn url_scheme(text: &str) -> Option<&str> {
+    let (scheme, _) = text.split_once("://")?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    (first.is_ascii_alphabetic() && rest_ok).then_some(scheme)
 }
 
 impl fmt::Display for Database {

@@ -56,6 +56,15 @@ pub enum StoreError {
         /// The newest version this build knows.
         supported: usize,
     },
+    /// A `database` URL of a kind the controller cannot keep its state in (`mysql://…`).
+    #[error(
+        "unknown database scheme {scheme}://: the database is sqlite://PATH (or a path) or \
+         postgres://…"
+    )]
+    UnknownScheme {
+        /// The URL's scheme (the rest, which may hold a password, is not repeated).
+        scheme: String,
+    },
     /// A schema migration failed (it was rolled back).
     #[error("cannot migrate the database {location} to schema version {version}")]
     Migrate {

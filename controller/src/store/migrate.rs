@@ -1,8 +1,9 @@
 //! `meshtun-controller migrate`: copies an SQLite deployment, which may be in use, into an
 //! empty PostgreSQL database.
 //!
-//! The source is opened read-only and read in one read transaction (WAL lets the running
-//! controller go on writing meanwhile: the copy is the snapshot at its start). The target
+//! The source is opened read-only and read in one read transaction, whose first read is the
+//! schema version check (WAL lets the running controller go on writing meanwhile: the copy
+//! is the snapshot at its start, of the schema version checked). The target
 //! must be empty; every table is copied in one transaction that holds the target's writer
 //! lock, in foreign-key order, and the row counts are compared before it commits. The
 //! caller then verifies the audit chain on the target ([`super::Store::verify_audit`]).
@@ -150,6 +151,16 @@ fn copy_err(reason: String) -> StoreError {
 /// its schema). Refuses a missing source, a source whose schema is not this build's, and a
 /// target that holds anything.
 pub fn sqlite_to_postgres(from: &Path, to: &PgTarget) -> Result<CopyReport, StoreError> {
+    copy_observed(from, to, |_| ())
+}
+
+/// [`sqlite_to_postgres`], calling `before_table(table)` before each table is read (where
+/// the tests write to the source).
+fn copy_observed(
+    from: &Path,
+    to: &PgTarget,
+    mut before_table: impl FnMut(&str),
+) -> Result<CopyReport, StoreError> {
     let location = from.display().to_string();
     if !from.is_file() {
         return Err(copy_err(format!(
@@ -168,7 +179,11 @@ pub fn sqlite_to_postgres(from: &Path, to: &PgTarget) -> Result<CopyReport, Stor
     source
         .busy_timeout(std::time::Duration::from_secs(5))
         .map_err(open_err)?;
-    let version: i64 = source
+    // One read transaction: one snapshot of the source, whatever its writer does meanwhile.
+    // Its first read, the schema version, fixes the snapshot: the version checked is the
+    // one of the rows copied.
+    let read = source.transaction().map_err(open_err)?;
+    let version: i64 = read
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(open_err)?;
     if version != schema::MIGRATIONS.len() as i64 {
@@ -179,10 +194,10 @@ pub fn sqlite_to_postgres(from: &Path, to: &PgTarget) -> Result<CopyReport, Stor
         )));
     }
     let target = PgStore::connect(to)?;
-    // One read transaction: one snapshot of the source, whatever its writer does meanwhile.
-    let read = source.transaction().map_err(open_err)?;
-    let report = target
-        .copy_in(|table, order, columns, sink| copy_table(&read, table, order, columns, sink))?;
+    let report = target.copy_in(|table, order, columns, sink| {
+        before_table(table);
+        copy_table(&read, table, order, columns, sink)
+    })?;
     read.finish().map_err(open_err)?;
     Ok(report)
 }
@@ -508,6 +523,66 @@ mod tests {
         assert!(err.contains("not empty"), "{err}");
         assert_eq!(copied.benchmarks("node-a", 1).unwrap()[0].seq, 31);
         drop(source);
+    }
+
+    /// Benchmarks the source holds before the copy.
+    const PRELOAD: u64 = 20;
+
+    /// Longest a write to the source may take while it is copied (it never waits for the
+    /// copy: WAL; a held-up write would wait the store's 5 s busy timeout, then fail).
+    const WRITER_STALL_LIMIT: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_source_written_during_the_copy_is_copied_as_its_snapshot_and_its_writer_never_waits() {
+        let Some(cluster) = crate::temp_cluster::shared_or_skip("migrate") else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("controller.db");
+        let store = Store::open(&path).unwrap();
+        let (n, key) = node("node-a", 1);
+        store.add_node(&n).unwrap();
+        let insert = |seq| {
+            let (rec, body, sig) = benchmark(&key, "node-a", seq, 0.9);
+            let started = std::time::Instant::now();
+            store
+                .insert_benchmark(&controller(), &rec, &body, &sig, &bench_path("node-a"))
+                .unwrap();
+            started.elapsed()
+        };
+        for seq in 1..=PRELOAD {
+            insert(seq);
+        }
+        let db = cluster.create_database("migrate_live").unwrap();
+        let target = PgTarget {
+            url: cluster.url(&db),
+            password_file: None,
+        };
+        // The controller commits a benchmark (and its audit entry) before every table is read.
+        let mut seq = PRELOAD;
+        let mut writes = Vec::new();
+        let report = copy_observed(&path, &target, |table| {
+            seq += 1;
+            writes.push((table.to_owned(), insert(seq)));
+        })
+        .unwrap();
+        assert_eq!(writes.len(), TABLES.len());
+        for (table, took) in &writes {
+            assert!(
+                *took < WRITER_STALL_LIMIT,
+                "a write before table {table} waited {took:?} for the copy"
+            );
+        }
+        assert_eq!(store.benchmarks("node-a", 1).unwrap()[0].seq, seq);
+        // The copy is the snapshot at its start: none of those writes, and each benchmark
+        // copied with its audit entry (one transaction wrote both).
+        let tables = dump::postgres(&target.url);
+        let rows = |t: &str| &tables.iter().find(|(n, _)| *n == t).unwrap().1;
+        let audited = rows("audit").iter().filter(|r| r[2] == "benchmark").count();
+        assert_eq!(rows("benchmarks").len() as u64, PRELOAD, "{report:?}");
+        assert_eq!(audited as u64, PRELOAD, "{report:?}");
+        let copied = Store::connect(&Database::Postgres(target.clone())).unwrap();
+        copied.verify_audit(&controller()).unwrap();
     }
 
     #[test]

@@ -123,7 +123,7 @@ async fn one_leader_publishes_and_the_other_takes_over_when_it_dies() {
         return;
     };
     let name = cluster.create_database("ha").unwrap();
-    let database = Database::parse(&cluster.url(&name), std::path::Path::new("/"), None);
+    let database = Database::parse(&cluster.url(&name), std::path::Path::new("/"), None).unwrap();
     let key = IdentityKey::generate();
     {
         let (database, _) = (database.clone(), ());

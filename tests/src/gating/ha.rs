@@ -161,19 +161,54 @@ impl HaDatabase {
     /// The `database = …` and `database_password_file = …` lines of instance `name`'s
     /// configuration.
     pub fn config_lines(&self, name: &str) -> String {
+        self.config_lines_for(&self.database, name)
+    }
+
+    /// Like [`HaDatabase::config_lines`], for another `database` of the cluster.
+    pub fn config_lines_for(&self, database: &str, name: &str) -> String {
         format!(
-            "database = \"postgres://{SUPERUSER}@192.0.2.{DATABASE_HOST}:{DATABASE_PORT}/{}\
-             ?sslmode=disable&application_name={name}\"\ndatabase_password_file = \"{}\"\n",
-            self.database,
+            "database = \"{}\"\ndatabase_password_file = \"{}\"\n",
+            self.url(database, name),
             self.password_file.display()
         )
     }
 
+    /// The URL of `database` over TCP, as instance `name` connects to it (the password is in
+    /// [`HaDatabase::password_file`]).
+    pub fn url(&self, database: &str, name: &str) -> String {
+        format!(
+            "postgres://{SUPERUSER}@192.0.2.{DATABASE_HOST}:{DATABASE_PORT}/{database}\
+             ?sslmode=disable&application_name={name}"
+        )
+    }
+
+    /// The database made by [`HaDatabase::start`].
+    pub fn name(&self) -> &str {
+        &self.database
+    }
+
+    /// The file holding the password (mode 0600).
+    pub fn password_file(&self) -> &Path {
+        &self.password_file
+    }
+
+    /// Creates another, empty database in the cluster and returns its name.
+    pub fn create_database(&self, prefix: &str) -> String {
+        self.cluster
+            .create_database(prefix)
+            .unwrap_or_else(|e| panic!("cannot create a database {prefix}_…: {e}"))
+    }
+
     /// Runs `sql` in the database (psql over the Unix socket); fails the test on an error.
     pub fn sql(&self, sql: &str) -> String {
+        self.sql_in(&self.database, sql)
+    }
+
+    /// Runs `sql` in `database` of the cluster; fails the test on an error.
+    pub fn sql_in(&self, database: &str, sql: &str) -> String {
         self.cluster
-            .psql(&self.database, sql)
-            .unwrap_or_else(|e| panic!("psql {sql:?}: {e}"))
+            .psql(database, sql)
+            .unwrap_or_else(|e| panic!("psql {sql:?} in {database}: {e}"))
     }
 
     /// Adds the trigger that records each epoch's publisher (after `init` made the schema).

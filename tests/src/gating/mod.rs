@@ -18,6 +18,7 @@
 //! - [`Mesh`] and [`GatedNode`]: the namespaces, the controller's home and the nodes' files;
 //! - [`ha`]: several controller instances on one PostgreSQL database ([`Backend::Postgres`]),
 //!   the database in a namespace of its own at 192.0.2.240;
+//! - [`migrate`]: the controller moved from SQLite to PostgreSQL (`migrate`, `audit verify`);
 //! - [`ControllerProc`]: `meshtun-controller serve` in its namespace: stop, continue, kill,
 //!   restart, and what `status` and `audit show` report;
 //! - [`PingRun`]: `ping -D` at a fixed rate in the background, and what it saw;
@@ -28,6 +29,7 @@
 mod control;
 pub mod ha;
 mod mesh;
+pub mod migrate;
 pub mod observe;
 mod ping;
 

@@ -26,6 +26,7 @@ mod gating_mesh;
 mod gating_restore;
 mod ha_deny;
 mod ha_failover;
+mod ha_migrate;
 mod ha_partition;
 mod ha_pause;
 mod ha_replay;
