@@ -480,7 +480,7 @@ pub fn audit_verify_at(
     database: &Database,
 ) -> Result<VerifyReport, CommandError> {
     let store = Store::connect(database)?;
-    let chain = store.verify_audit(&load_key(config)?.public())?;
+    let chain = store.verify_audit(load_keys(config)?.answers_to())?;
     let mut recomputed = 0;
     let mut from = 1;
     loop {

@@ -731,9 +731,7 @@ impl Engine {
             decided.borrow_and_update();
             let engine = self.clone();
             let pruned = tokio::task::spawn_blocking(move || {
-                let report = engine
-                    .store
-                    .prune(&engine.retention, engine.keys.signing())?;
+                let report = engine.store.prune(&engine.retention, &engine.keys)?;
                 Ok::<_, crate::store::AuditError>((report, engine.store.size_bytes()?))
             })
             .await;

@@ -207,6 +207,7 @@ fn main() -> Result<()> {
     let store = Arc::new(Store::open(&path)?.with_clock(clock.clone()));
     let key = IdentityKey::generate();
     let controller = key.public();
+    let keys = meshtun_controller::keys::ControllerKeys::sole(key.clone());
     let retention = retention(&args);
     let length_ms = args.epoch_length * 1000;
     let settings = EngineSettings {
@@ -254,14 +255,14 @@ fn main() -> Result<()> {
             },
             "schedule",
         )?;
-        store.prune(&retention, &key)?;
+        store.prune(&retention, &keys)?;
         epoch_start = epoch_end;
         if clock.now_ms() >= next_day {
             report_day((next_day - START_MS) / DAY_MS, &store, &path, started)?;
             next_day += DAY_MS;
         }
     }
-    let verified = store.verify_audit(&controller)?;
+    let verified = store.verify_audit(keys.answers_to())?;
     println!(
         "after {} simulated days: database {:.1} MB (+ write-ahead log {:.1} MB); audit log \
          verified: {} entries in all, the first {} pruned behind a signed checkpoint; {:.0} s",

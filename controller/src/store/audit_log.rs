@@ -2,7 +2,7 @@
 //! and verifying it. The rules are written once ([`append`], [`AuditRules`]); [`AuditSql`]
 //! is the SQL each backend provides (SQLite here, PostgreSQL in `pg::audit_log`).
 
-use meshtun_proto::IdentityPublic;
+use meshtun_proto::KeySet;
 use rusqlite::{params, OptionalExtension as _, Row, Transaction};
 use serde::Serialize;
 
@@ -83,17 +83,14 @@ pub(crate) trait AuditRules: Backend {
     }
 
     /// See [`Store::verify_audit`](crate::store::Store::verify_audit).
-    fn verify_audit(&self, controller: &IdentityPublic) -> Result<AuditReport, AuditError> {
+    fn verify_audit(&self, controller: &KeySet) -> Result<AuditReport, AuditError> {
         let mut verifier = self.verifier_at_checkpoint(controller)?;
         self.verify_from(&mut verifier, u64::MAX)?;
         Ok(verifier.finish())
     }
 
     /// A verifier at the newest checkpoint (checked with `controller`), or at the genesis.
-    fn verifier_at_checkpoint(
-        &self,
-        controller: &IdentityPublic,
-    ) -> Result<ChainVerifier, AuditError> {
+    fn verifier_at_checkpoint(&self, controller: &KeySet) -> Result<ChainVerifier, AuditError> {
         let what = || "reading the newest audit checkpoint".to_owned();
         match self.read_tx(what, |tx| tx.latest_checkpoint())? {
             None => Ok(ChainVerifier::new()),
@@ -228,7 +225,7 @@ mod tests {
     fn an_intact_chain_verifies_with_counts_and_head(store: Store) {
         populate(&store);
         let report = store
-            .verify_audit(&crate::store::testutil::controller())
+            .verify_audit(&crate::store::testutil::trusted())
             .unwrap();
         assert_eq!(report.entries, 5);
         assert_eq!(report.counts[&AuditKind::Enroll], 2);
@@ -254,7 +251,7 @@ mod tests {
         assert!(err.contains("append-only"), "{err}");
         assert_eq!(
             store
-                .verify_audit(&crate::store::testutil::controller())
+                .verify_audit(&crate::store::testutil::trusted())
                 .unwrap()
                 .entries,
             5
@@ -268,7 +265,7 @@ mod tests {
             "UPDATE audit SET entry = replace(entry, '\"deny\"', '\"allow\"') WHERE seq = 5",
         );
         let err = store
-            .verify_audit(&crate::store::testutil::controller())
+            .verify_audit(&crate::store::testutil::trusted())
             .unwrap_err();
         assert_eq!(err.seq(), Some(5));
         assert!(matches!(err, AuditError::Hash { .. }), "{err}");
@@ -283,7 +280,7 @@ mod tests {
         tamper(&store, "UPDATE audit SET at_ms = at_ms + 1 WHERE seq = 2");
         assert_eq!(
             store
-                .verify_audit(&crate::store::testutil::controller())
+                .verify_audit(&crate::store::testutil::trusted())
                 .unwrap_err()
                 .seq(),
             Some(2)
@@ -294,7 +291,7 @@ mod tests {
         populate(&store);
         tamper(&store, "DELETE FROM audit WHERE seq = 3");
         let err = store
-            .verify_audit(&crate::store::testutil::controller())
+            .verify_audit(&crate::store::testutil::trusted())
             .unwrap_err();
         assert!(
             matches!(
@@ -316,7 +313,7 @@ mod tests {
             "DELETE FROM audit WHERE seq = 3; UPDATE audit SET seq = seq - 1 WHERE seq > 3;",
         );
         let err = store
-            .verify_audit(&crate::store::testutil::controller())
+            .verify_audit(&crate::store::testutil::trusted())
             .unwrap_err();
         assert!(matches!(err, AuditError::PrevHash { seq: 3, .. }), "{err}");
     }
@@ -329,7 +326,7 @@ mod tests {
              UPDATE audit SET seq = 4 WHERE seq = 100;",
         );
         let err = store
-            .verify_audit(&crate::store::testutil::controller())
+            .verify_audit(&crate::store::testutil::trusted())
             .unwrap_err();
         assert_eq!(err.seq(), Some(3), "{err}");
     }
@@ -382,7 +379,7 @@ mod tests {
                 .unwrap();
         }
         let report = store
-            .verify_audit(&crate::store::testutil::controller())
+            .verify_audit(&crate::store::testutil::trusted())
             .unwrap();
         assert_eq!(report.entries, n + 1);
         assert_eq!(report.signatures_verified, n);
@@ -390,7 +387,7 @@ mod tests {
 
     fn an_empty_log_verifies_to_the_genesis_hash(store: Store) {
         let report = store
-            .verify_audit(&crate::store::testutil::controller())
+            .verify_audit(&crate::store::testutil::trusted())
             .unwrap();
         assert_eq!(report.entries, 0);
         assert_eq!(report.head_hash, GENESIS_HASH);

@@ -188,7 +188,7 @@ fn kill_repeatedly(test: &str, db: &str) {
             "round {round}: acknowledged but lost: {lost:?}"
         );
         let report = store
-            .verify_audit(&crate::store::testutil::controller())
+            .verify_audit(&crate::store::testutil::trusted())
             .unwrap_or_else(|e| panic!("round {round}: {e}"));
         // Each benchmark and its audit entry were committed together, or neither was.
         assert_eq!(

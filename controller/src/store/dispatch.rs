@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use meshtun_proto::auth::RequestSignature;
 use meshtun_proto::enroll::Enrollment;
-use meshtun_proto::{EpochId, IdentityKey, IdentityPublic};
+use meshtun_proto::{EpochId, IdentityPublic, KeySet};
+
+use crate::keys::ControllerKeys;
 
 use super::audit::{AuditEntry, AuditError, AuditReport};
 use super::audit_log::AuditRules as _;
@@ -381,9 +383,10 @@ impl Store {
 
     /// Recomputes the whole chain and checks every benchmark request's signature (see
     /// [`ChainVerifier`](super::audit::ChainVerifier)); reports the first broken link. A pruned chain starts from its
-    /// newest checkpoint, whose signature must verify with `controller`, the controller's
-    /// public key. Reads in short pages, so it can run while the controller serves.
-    pub fn verify_audit(&self, controller: &IdentityPublic) -> Result<AuditReport, AuditError> {
+    /// newest checkpoint, whose signature must verify with one of `controller`, the
+    /// controller's public keys (its own, then its `previous_keys`). Reads in short pages, so
+    /// it can run while the controller serves.
+    pub fn verify_audit(&self, controller: &KeySet) -> Result<AuditReport, AuditError> {
         dispatch!(self.verify_audit(controller))
     }
 
@@ -393,14 +396,15 @@ impl Store {
     }
 
     /// Deletes what `retention` no longer keeps, by the store's clock, signing the audit
-    /// checkpoint with the controller `key`. Refuses to prune an audit chain that does not
-    /// verify (the error names the broken entry); benchmarks and epochs are pruned first.
+    /// checkpoint with the controller's signing key (the previous checkpoint may be signed
+    /// by any of its keys). Refuses to prune an audit chain that does not verify (the error
+    /// names the broken entry); benchmarks and epochs are pruned first.
     pub fn prune(
         &self,
         retention: &Retention,
-        key: &IdentityKey,
+        keys: &ControllerKeys,
     ) -> Result<PruneReport, AuditError> {
-        dispatch!(self.prune(retention, key))
+        dispatch!(self.prune(retention, keys))
     }
 }
 

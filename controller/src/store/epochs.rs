@@ -591,7 +591,7 @@ mod tests {
         assert_eq!(logged[1].input, inputs[0]);
         assert_eq!(
             store
-                .verify_audit(&crate::store::testutil::controller())
+                .verify_audit(&crate::store::testutil::trusted())
                 .unwrap()
                 .counts[&AuditKind::Decision],
             2

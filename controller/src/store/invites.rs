@@ -510,7 +510,7 @@ mod tests {
         let enroll: EnrollEntry = serde_json::from_str(&entries[1].entry).unwrap();
         assert_eq!(enroll.invite_token_hash, Some(hash));
         store
-            .verify_audit(&crate::store::testutil::controller())
+            .verify_audit(&crate::store::testutil::trusted())
             .unwrap();
     }
 
@@ -602,7 +602,7 @@ mod tests {
         assert_eq!(store.node("node-a").unwrap(), None);
         assert_eq!(invite_rows(&store)[0].1, None);
         store
-            .verify_audit(&crate::store::testutil::controller())
+            .verify_audit(&crate::store::testutil::trusted())
             .unwrap();
     }
 

@@ -466,7 +466,7 @@ mod tests {
                 audit: Duration::from_secs(24 * 3600),
             };
             store
-                .prune(&retention, &IdentityKey::from_bytes([0xc0; 32]))
+                .prune(&retention, &IdentityKey::from_bytes([0xc0; 32]).into())
                 .unwrap();
         }
         store
@@ -480,7 +480,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("controller.db");
         let source = deployment(&path);
-        let before = source.verify_audit(&controller()).unwrap();
+        let before = source
+            .verify_audit(&crate::store::testutil::trusted())
+            .unwrap();
         assert!(before.pruned_through.is_some(), "no checkpoint to copy");
         assert_eq!(source.epoch_ids().unwrap().len(), 13);
         // The source stays open and in use while it is copied.
@@ -493,7 +495,9 @@ mod tests {
         assert!(report.iter().all(|(_, n)| *n > 0), "{report:?}");
 
         let copied = Store::connect(&Database::Postgres(target.clone())).unwrap();
-        let after = copied.verify_audit(&controller()).unwrap();
+        let after = copied
+            .verify_audit(&crate::store::testutil::trusted())
+            .unwrap();
         assert_eq!(after, before);
         assert_eq!(dump::postgres(&cluster.url(&db)), dump::sqlite(&path));
         // Past secrets stay erased; the live ones are served.
@@ -516,7 +520,9 @@ mod tests {
         copied
             .insert_benchmark(&controller(), &rec, &body, &sig, &bench_path("node-a"))
             .unwrap();
-        copied.verify_audit(&controller()).unwrap();
+        copied
+            .verify_audit(&crate::store::testutil::trusted())
+            .unwrap();
 
         // A target that holds anything is refused, and keeps what it had.
         let err = sqlite_to_postgres(&path, &target).unwrap_err().to_string();
@@ -582,7 +588,9 @@ mod tests {
         assert_eq!(rows("benchmarks").len() as u64, PRELOAD, "{report:?}");
         assert_eq!(audited as u64, PRELOAD, "{report:?}");
         let copied = Store::connect(&Database::Postgres(target.clone())).unwrap();
-        copied.verify_audit(&controller()).unwrap();
+        copied
+            .verify_audit(&crate::store::testutil::trusted())
+            .unwrap();
     }
 
     #[test]

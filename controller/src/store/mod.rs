@@ -307,7 +307,7 @@ mod tests {
         assert_eq!(store.nodes().unwrap(), vec![a]);
         assert_eq!(store.latest_benchmarks().unwrap()["node-a"], record);
         let report = store
-            .verify_audit(&crate::store::testutil::controller())
+            .verify_audit(&crate::store::testutil::trusted())
             .unwrap();
         assert_eq!(report.entries, 2);
     }
@@ -405,7 +405,7 @@ mod tests {
             t.join().unwrap();
         }
         let report = stores[1]
-            .verify_audit(&crate::store::testutil::controller())
+            .verify_audit(&crate::store::testutil::trusted())
             .unwrap();
         assert_eq!(report.entries, 4 + 100);
         assert_eq!(report.signatures_verified, 100);

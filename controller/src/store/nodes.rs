@@ -421,7 +421,7 @@ mod tests {
         assert!(store.benchmarks("node-a", 10).unwrap().is_empty());
         assert_eq!(audit_kinds(&store), ["enroll", "benchmark", "remove"]);
         store
-            .verify_audit(&crate::store::testutil::controller())
+            .verify_audit(&crate::store::testutil::trusted())
             .unwrap();
     }
 
@@ -444,7 +444,7 @@ mod tests {
         // The benchmark verifies against the key of the second enrollment.
         assert_eq!(
             store
-                .verify_audit(&crate::store::testutil::controller())
+                .verify_audit(&crate::store::testutil::trusted())
                 .unwrap()
                 .signatures_verified,
             1

@@ -16,6 +16,8 @@
 use std::time::Duration;
 
 use meshtun_proto::IdentityKey;
+
+use crate::keys::ControllerKeys;
 use rusqlite::{params, OptionalExtension as _, Transaction};
 use sha2::{Digest, Sha256};
 
@@ -145,7 +147,11 @@ pub(crate) trait RetentionRules: Backend {
     }
 
     /// See [`Store::prune`](crate::store::Store::prune).
-    fn prune(&self, retention: &Retention, key: &IdentityKey) -> Result<PruneReport, AuditError> {
+    fn prune(
+        &self,
+        retention: &Retention,
+        keys: &ControllerKeys,
+    ) -> Result<PruneReport, AuditError> {
         let now = self.now_ms();
         let cutoff = |keep: Duration| {
             now.saturating_sub(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX))
@@ -156,7 +162,7 @@ pub(crate) trait RetentionRules: Backend {
             ..PruneReport::default()
         };
         let cutoff_audit = cutoff(retention.audit);
-        while let Some((removed, through)) = prune_audit_batch(self, cutoff_audit, key)? {
+        while let Some((removed, through)) = prune_audit_batch(self, cutoff_audit, keys)? {
             report.audit_entries += removed;
             report.checkpoint = Some(through);
         }
@@ -201,9 +207,9 @@ fn prune_epochs(store: &(impl Backend + ?Sized), cutoff_ms: u64) -> Result<u64, 
 fn prune_audit_batch(
     store: &(impl Backend + ?Sized),
     cutoff_ms: u64,
-    key: &IdentityKey,
+    keys: &ControllerKeys,
 ) -> Result<Option<(u64, u64)>, AuditError> {
-    let mut verifier = store.verifier_at_checkpoint(&key.public())?;
+    let mut verifier = store.verifier_at_checkpoint(keys.answers_to())?;
     let from = verifier.position();
     let Some(through) = audit_prune_boundary(store, from, cutoff_ms)? else {
         return Ok(None);
@@ -213,7 +219,7 @@ fn prune_audit_batch(
         return Ok(None);
     }
     let checkpoint = verifier.checkpoint(store.now_ms());
-    let removed = replace_by_checkpoint(store, from, &checkpoint, key)?;
+    let removed = replace_by_checkpoint(store, from, &checkpoint, keys.signing())?;
     Ok((removed > 0).then_some((removed, through)))
 }
 

@@ -104,7 +104,7 @@ fn simulate(store: Store, hours: u64) -> (Store, Clock, u64) {
                 now,
             )
             .unwrap();
-        store.prune(&retention(), &controller_key()).unwrap();
+        store.prune(&retention(), &controller_key().into()).unwrap();
     }
     (store, clock, hours)
 }
@@ -127,7 +127,9 @@ fn attack_5_history_is_pruned_to_its_windows_and_the_chain_still_verifies(store:
     // that hour's pruning.
     assert_eq!(audit, 6 * 25);
 
-    let report = store.verify_audit(&controller()).unwrap();
+    let report = store
+        .verify_audit(&crate::store::testutil::trusted())
+        .unwrap();
     assert!(report.pruned_through.is_some());
     // The counts run over the whole history, pruned entries included.
     assert_eq!(report.counts[&AuditKind::Benchmark], 2 * hours);
@@ -211,7 +213,9 @@ fn a_tampered_chain_is_never_pruned(store: Store) {
     };
     execute(&store, sql).unwrap();
     clock.step(30 * HOUR_MS as i64);
-    let err = store.prune(&retention(), &controller_key()).unwrap_err();
+    let err = store
+        .prune(&retention(), &controller_key().into())
+        .unwrap_err();
     assert!(matches!(err, AuditError::Hash { seq: 2, .. }), "{err}");
     assert_eq!(count(&store, "SELECT COUNT(*) FROM audit"), before);
     assert_eq!(count(&store, "SELECT COUNT(*) FROM audit_checkpoints"), 0);
@@ -233,7 +237,9 @@ fn the_database_refuses_deleting_entries_after_the_checkpoint_or_the_checkpoint(
         let err = execute(&store, "TRUNCATE audit_checkpoints").unwrap_err();
         assert!(err.contains("append-only"), "{err}");
     }
-    store.verify_audit(&controller()).unwrap();
+    store
+        .verify_audit(&crate::store::testutil::trusted())
+        .unwrap();
 }
 
 fn a_forged_or_removed_checkpoint_is_found(store: Store) {
@@ -261,7 +267,9 @@ fn a_forged_or_removed_checkpoint_is_found(store: Store) {
         ),
     )
     .unwrap();
-    let err = store.verify_audit(&controller()).unwrap_err();
+    let err = store
+        .verify_audit(&crate::store::testutil::trusted())
+        .unwrap_err();
     assert!(
         matches!(err, AuditError::Checkpoint { seq: s, .. } if s == seq),
         "{err}"
@@ -270,7 +278,9 @@ fn a_forged_or_removed_checkpoint_is_found(store: Store) {
 
     // Removing the checkpoint altogether leaves a chain that starts in the middle.
     execute(&store, "DELETE FROM audit_checkpoints").unwrap();
-    let err = store.verify_audit(&controller()).unwrap_err();
+    let err = store
+        .verify_audit(&crate::store::testutil::trusted())
+        .unwrap_err();
     assert!(
         matches!(err, AuditError::Sequence { expected: 1, .. }),
         "{err}"
@@ -280,11 +290,30 @@ fn a_forged_or_removed_checkpoint_is_found(store: Store) {
 fn a_chain_is_verified_only_with_its_own_controllers_key(store: Store) {
     let (store, _, _) = simulate(store, 30);
     let other = IdentityKey::from_bytes([0x77; 32]).public();
-    let err = store.verify_audit(&other).unwrap_err();
+    let err = store
+        .verify_audit(&meshtun_proto::KeySet::one(other))
+        .unwrap_err();
     assert!(matches!(err, AuditError::Checkpoint { .. }), "{err}");
 }
 
+/// Key rotation: a checkpoint signed with the old key verifies, and pruning goes on, for a
+/// controller that lists the old key among its previous keys; without it, both refuse.
+fn a_checkpoint_of_the_previous_key_holds_across_a_key_rotation(store: Store) {
+    let (store, _, _) = simulate(store, 30);
+    let old = controller_key().public();
+    let new = IdentityKey::from_bytes([0x77; 32]);
+    let rotated = crate::keys::ControllerKeys::new(new.clone(), &[old]).unwrap();
+    store.verify_audit(rotated.answers_to()).unwrap();
+    let alone = crate::keys::ControllerKeys::sole(new);
+    let err = store.verify_audit(alone.answers_to()).unwrap_err();
+    assert!(matches!(err, AuditError::Checkpoint { .. }), "{err}");
+    let err = store.prune(&retention(), &alone).unwrap_err();
+    assert!(matches!(err, AuditError::Checkpoint { .. }), "{err}");
+    store.prune(&retention(), &rotated).unwrap();
+}
+
 super::testutil::on_both_backends!(
+    a_checkpoint_of_the_previous_key_holds_across_a_key_rotation,
     attack_20_only_the_live_epochs_keep_their_secrets,
     attack_5_history_is_pruned_to_its_windows_and_the_chain_still_verifies,
     attack_5_a_replayed_benchmark_is_still_refused_after_pruning,

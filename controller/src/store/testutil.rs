@@ -27,6 +27,11 @@ pub(crate) fn controller() -> IdentityPublic {
     IdentityKey::from_bytes([0xc0; 32]).public()
 }
 
+/// [`controller`] as the only key a checkpoint or request may name.
+pub(crate) fn trusted() -> meshtun_proto::KeySet {
+    meshtun_proto::KeySet::one(controller())
+}
+
 /// The path a node's benchmark is posted to.
 pub(crate) fn bench_path(node: &str) -> String {
     format!("/v1/benchmarks/{node}")

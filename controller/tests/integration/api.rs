@@ -416,7 +416,7 @@ async fn a_benchmark_with_a_query_string_is_stored_and_verifies_24() {
     assert_eq!(f.stored_seqs(0), vec![1]);
     f.engine
         .store()
-        .verify_audit(&f.engine.public_key())
+        .verify_audit(f.engine.answers_to())
         .unwrap();
 }
 

@@ -117,7 +117,9 @@ async fn epochs_roll_over_on_schedule_and_survive_a_restart() {
     );
     // Decisions of every epoch are on record, and the chain verifies.
     assert!(!store.decisions(now.epoch).unwrap().is_empty());
-    store.verify_audit(&key.public()).unwrap();
+    store
+        .verify_audit(&meshtun_proto::KeySet::one(key.public()))
+        .unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -241,7 +243,9 @@ async fn a_store_restored_from_a_day_old_backup_publishes_above_every_id_9() {
     );
     assert_eq!(info.current.activation_ms, day_later.now_ms());
     assert!(!r.check_after("node-a", Some(highest)));
-    restored.verify_audit(&key.public()).unwrap();
+    restored
+        .verify_audit(&meshtun_proto::KeySet::one(key.public()))
+        .unwrap();
 }
 
 /// #9: a copy restored while its newest epoch is still in force schedules the successor the

@@ -236,7 +236,7 @@ async fn a_parked_long_poll_ends_with_503_when_its_instance_loses_the_database()
     let relay = Relay::start(cluster);
     let relayed = relay.url(&cluster.url(&name));
     assert_ne!(relayed, cluster.url(&name));
-    let database = Database::parse(&relayed, std::path::Path::new("/"), None);
+    let database = Database::parse(&relayed, std::path::Path::new("/"), None).unwrap();
     let key = IdentityKey::generate();
     let store_db = database.clone();
     let nodes = tokio::task::spawn_blocking(move || {

@@ -74,7 +74,9 @@ async fn attack_5_a_running_controller_keeps_only_its_windows() {
     let _ = stop.send(());
     task.await.unwrap();
 
-    let report = store.verify_audit(&key.public()).unwrap();
+    let report = store
+        .verify_audit(&meshtun_proto::KeySet::one(key.public()))
+        .unwrap();
     let published = report.counts[&AuditKind::Rotation];
     assert!(published >= 59, "{published} epochs published");
     // Only the epochs that ended within the last minute (and a pruning interval) are kept,

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use meshtun_proto::{IdentityKey, IdentityPublic};
+use meshtun_proto::{IdentityKey, IdentityPublic, KeySet};
 use serde::{Deserialize, Serialize};
 
 use super::{AuditError, AuditKind};
@@ -66,9 +66,10 @@ impl SignedCheckpoint {
         Self { body, signature }
     }
 
-    /// Checks the signature with the controller's public key, then parses the body; the
-    /// error names the checkpoint's row and what is wrong.
-    pub fn verify(&self, row: u64, controller: &IdentityPublic) -> Result<Checkpoint, AuditError> {
+    /// Checks the signature with the controller's keys (its own and, after a key rotation,
+    /// its previous ones), then parses the body; the error names the checkpoint's row and
+    /// what is wrong.
+    pub fn verify(&self, row: u64, controller: &KeySet) -> Result<Checkpoint, AuditError> {
         let bad = |reason: String| AuditError::Checkpoint { seq: row, reason };
         let signature = STANDARD
             .decode(&self.signature)
@@ -77,8 +78,8 @@ impl SignedCheckpoint {
             .verify(&signed_bytes(&self.body), &signature)
             .map_err(|_| {
                 bad(format!(
-                    "its signature does not verify with the controller key {controller}: it \
-                     was not made by this controller"
+                    "its signature does not verify with the controller key(s) {controller}: \
+                     it was not made by this controller"
                 ))
             })?;
         let checkpoint: Checkpoint =
@@ -113,7 +114,10 @@ mod tests {
     fn a_signed_checkpoint_round_trips() {
         let key = IdentityKey::from_bytes([1; 32]);
         let signed = SignedCheckpoint::sign(&checkpoint(), &key);
-        assert_eq!(signed.verify(42, &key.public()).unwrap(), checkpoint());
+        assert_eq!(
+            signed.verify(42, &KeySet::one(key.public())).unwrap(),
+            checkpoint()
+        );
     }
 
     #[test]
@@ -121,7 +125,7 @@ mod tests {
         let key = IdentityKey::from_bytes([1; 32]);
         let forger = IdentityKey::from_bytes([2; 32]);
         let err = SignedCheckpoint::sign(&checkpoint(), &forger)
-            .verify(42, &key.public())
+            .verify(42, &KeySet::one(key.public()))
             .unwrap_err();
         assert!(
             matches!(err, AuditError::Checkpoint { seq: 42, .. }),
@@ -139,14 +143,14 @@ mod tests {
         let theirs = IdentityKey::from_bytes([9; 32]).public().to_base64();
         let ours = IdentityKey::from_bytes([7; 32]).public().to_base64();
         signed.body = signed.body.replace(&ours, &theirs);
-        assert!(signed.verify(42, &key.public()).is_err());
+        assert!(signed.verify(42, &KeySet::one(key.public())).is_err());
     }
 
     #[test]
     fn a_checkpoint_moved_to_another_row_is_refused() {
         let key = IdentityKey::from_bytes([1; 32]);
         let signed = SignedCheckpoint::sign(&checkpoint(), &key);
-        let err = signed.verify(50, &key.public()).unwrap_err();
+        let err = signed.verify(50, &KeySet::one(key.public())).unwrap_err();
         assert!(err.to_string().contains("says 42"), "{err}");
     }
 }
