@@ -35,8 +35,15 @@ use crate::key::{PresharedKey, PrivateKey, PublicKey, KEY_LEN};
 use crate::keyset::KeySet;
 use crate::psk::EpochId;
 
-/// Version of the bundle format.
-pub const BUNDLE_VERSION: u32 = 1;
+/// Version of the bundle format a controller writes: 2 lists candidate endpoints per peer
+/// and says whether the recipient forwards between its peers (a hub).
+pub const BUNDLE_VERSION: u32 = 2;
+
+/// The oldest bundle format a node still reads: 1 had one `endpoint` per peer.
+pub const MIN_BUNDLE_VERSION: u32 = 1;
+
+/// The most candidate endpoints a bundle lists for one peer.
+pub const MAX_CANDIDATES: usize = 8;
 
 /// Largest signed bundle a node accepts (a 10,000-peer bundle is about 2.5 MB).
 pub const MAX_BUNDLE_BYTES: usize = 16 << 20;
@@ -69,8 +76,14 @@ pub struct BundlePeer {
     pub node_id: String,
     /// The peer's WireGuard public key.
     pub public_key: PublicKey,
-    /// Where to reach it, if known (`host:port`).
+    /// Where to reach it (`host:port`): format 1 only; format 2 lists [`Self::candidates`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Where it may be reached (`host:port`), best first: the endpoint an admin pinned,
+    /// then the addresses the node reported and the one the controller saw it come from.
+    /// At most [`MAX_CANDIDATES`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<String>,
     /// Its overlay networks.
     pub allowed_ips: Vec<IpNet>,
     /// The pair's preshared key, sealed to the recipient (base64).
@@ -104,6 +117,25 @@ pub struct Bundle {
     pub seal_key: Option<PublicKey>,
     /// The peers (empty when denied).
     pub peers: Vec<BundlePeer>,
+    /// Whether the recipient forwards packets between its gated peers: a hub of
+    /// `hub_and_spoke`, which the spokes route each other through.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forward: bool,
+}
+
+impl BundlePeer {
+    /// Where the peer may be reached, best first, whatever the format: the candidates, or
+    /// the one endpoint of format 1.
+    pub fn endpoints(&self) -> impl Iterator<Item = &str> {
+        let legacy = self
+            .candidates
+            .is_empty()
+            .then_some(self.endpoint.as_deref());
+        self.candidates
+            .iter()
+            .map(String::as_str)
+            .chain(legacy.flatten())
+    }
 }
 
 /// A bundle with the controller's signature.
@@ -200,7 +232,7 @@ impl SignedBundle {
         let signer = *signer;
         let bundle: Bundle =
             serde_json::from_slice(&bytes).map_err(|e| BundleError::Parse(e.to_string()))?;
-        if bundle.version != BUNDLE_VERSION {
+        if !(MIN_BUNDLE_VERSION..=BUNDLE_VERSION).contains(&bundle.version) {
             return Err(BundleError::Version(bundle.version));
         }
         Ok((bundle, signer))
@@ -345,6 +377,7 @@ mod tests {
     fn bundle(recipient: &PrivateKey, peers: &[(PublicKey, PresharedKey)]) -> Bundle {
         let sealer = Sealer::new(&recipient.public_key()).unwrap();
         Bundle {
+            forward: false,
             version: BUNDLE_VERSION,
             node_id: "node-a".into(),
             recipient: recipient.public_key(),
@@ -359,6 +392,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, (pk, psk))| BundlePeer {
+                    candidates: Vec::new(),
                     node_id: format!("peer-{i}"),
                     public_key: *pk,
                     endpoint: Some("192.0.2.2:51820".into()),
@@ -431,6 +465,7 @@ mod tests {
         let sealed = sealer.seal(5, 7, &peer, &psk);
         assert_eq!(STANDARD.decode(&sealed).unwrap(), expected);
         let entry = BundlePeer {
+            candidates: Vec::new(),
             node_id: "peer".into(),
             public_key: peer,
             endpoint: None,

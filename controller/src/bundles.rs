@@ -64,7 +64,8 @@ pub fn build(source: &BundleSource<'_>, key: &IdentityKey, now_ms: u64) -> Signe
                 BundlePeer {
                     node_id: peer.id.clone(),
                     public_key: peer.wg_public_key,
-                    endpoint: peer.endpoint.clone(),
+                    endpoint: None,
+                    candidates: peer.endpoint.iter().cloned().collect(),
                     allowed_ips: peer.addresses.iter().map(|a| a.trunc_host()).collect(),
                     // A bundle has far fewer than 2^32 peers.
                     sealed_psk: sealer.seal(
@@ -89,6 +90,7 @@ pub fn build(source: &BundleSource<'_>, key: &IdentityKey, now_ms: u64) -> Signe
         membership,
         seal_key: sealer.as_ref().map(Sealer::ephemeral),
         peers,
+        forward: false,
     };
     SignedBundle::sign(&bundle, key)
 }

@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 
 use ipnet::IpNet;
-use meshtun_proto::bundle::{BundleError, Membership, Opener, SignedBundle};
+use meshtun_proto::bundle::{BundleError, Membership, Opener, SignedBundle, MAX_CANDIDATES};
 use meshtun_proto::{EpochId, IdentityPublic, KeySet, PresharedKey, PrivateKey, PublicKey};
 
 /// Why a bundle was refused. Nothing from a refused bundle is used.
@@ -84,8 +84,8 @@ pub struct GatedPeer {
     pub node_id: String,
     /// The peer's WireGuard public key.
     pub public_key: PublicKey,
-    /// Where to reach it (`host:port`), if the controller knows.
-    pub endpoint: Option<String>,
+    /// Where it may be reached (`host:port`), best first, as the controller lists them.
+    pub candidates: Vec<String>,
     /// Its overlay networks.
     pub allowed_ips: Vec<IpNet>,
     /// The pair's preshared key for this epoch.
@@ -217,6 +217,12 @@ fn check_bundle(
     }
     let mut seen = HashSet::new();
     for peer in &bundle.peers {
+        if peer.endpoints().count() > MAX_CANDIDATES {
+            return Err(inconsistent(format!(
+                "peer `{}` has more than {MAX_CANDIDATES} candidate endpoints",
+                peer.node_id
+            )));
+        }
         if peer.public_key == ours {
             return Err(inconsistent(format!(
                 "peer `{}` has this interface's own public key",
@@ -277,7 +283,7 @@ fn open_peers(
             Ok(GatedPeer {
                 node_id: peer.node_id.clone(),
                 public_key: peer.public_key,
-                endpoint: peer.endpoint.clone(),
+                candidates: peer.endpoints().map(str::to_owned).collect(),
                 allowed_ips: peer.allowed_ips.clone(),
                 psk,
             })

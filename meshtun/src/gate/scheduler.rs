@@ -102,7 +102,7 @@ impl Scheduler {
         let endpoints: Vec<String> = bundle
             .peers
             .iter()
-            .filter_map(|p| p.endpoint.clone())
+            .flat_map(|p| p.candidates.iter().cloned())
             .collect();
         if let Some(offset) = self.clock.observe(bundle.issued_ms) {
             tracing::warn!(
@@ -158,7 +158,7 @@ impl Scheduler {
         let endpoints: Vec<String> = self
             .state
             .bundles()
-            .flat_map(|b| b.peers.iter().filter_map(|p| p.endpoint.clone()))
+            .flat_map(|b| b.peers.iter().flat_map(|p| p.candidates.iter().cloned()))
             .collect();
         self.resolve(&endpoints);
     }
@@ -179,16 +179,14 @@ impl Scheduler {
             return false;
         }
         match self.state.enforced() {
-            Enforced::Bundle(b) => b
-                .peers
-                .iter()
-                .any(|p| p.endpoint.as_deref() == Some(text.as_str())),
+            Enforced::Bundle(b) => b.peers.iter().any(|p| p.candidates.first() == Some(&text)),
             _ => false,
         }
     }
 
+    /// The peer's first candidate, resolved.
     fn endpoint(&self, peer: &GatedPeer) -> Option<SocketAddr> {
-        self.endpoints.get(peer.endpoint.as_deref()?)
+        self.endpoints.get(peer.candidates.first()?)
     }
 
     /// Sends what is enforced now; false if the daemon is gone.

@@ -21,7 +21,7 @@ fn peer(id: &str, endpoint: &str) -> GatedPeer {
     GatedPeer {
         node_id: id.to_owned(),
         public_key: PrivateKey::generate().public_key(),
-        endpoint: Some(endpoint.to_owned()),
+        candidates: vec![endpoint.to_owned()],
         allowed_ips: Vec::new(),
         psk: PresharedKey::from_bytes([7; 32]),
     }

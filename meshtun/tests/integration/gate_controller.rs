@@ -255,6 +255,7 @@ async fn an_expired_bundle_is_refused_by_the_scheduler() {
     let now = now_ms();
     let sealer = Sealer::new(&node.wg.public_key()).unwrap();
     let bundle = Bundle {
+        forward: false,
         version: BUNDLE_VERSION,
         node_id: node.id.clone(),
         recipient: node.wg.public_key(),
@@ -266,6 +267,7 @@ async fn an_expired_bundle_is_refused_by_the_scheduler() {
         membership: Membership::Allowed,
         seal_key: Some(sealer.ephemeral()),
         peers: vec![meshtun_proto::bundle::BundlePeer {
+            candidates: Vec::new(),
             node_id: peer.id.clone(),
             public_key: peer.wg.public_key(),
             endpoint: None,

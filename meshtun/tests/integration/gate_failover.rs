@@ -165,6 +165,7 @@ async fn attack_an_instance_serving_a_forged_bundle_is_left() {
     let now = common::now_ms();
     let sealer = Sealer::new(&node.wg.public_key()).unwrap();
     let forged = Bundle {
+        forward: false,
         version: BUNDLE_VERSION,
         node_id: node.id.clone(),
         recipient: node.wg.public_key(),

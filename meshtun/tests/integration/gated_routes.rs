@@ -20,6 +20,7 @@ fn signed_bundle(
 ) -> SignedBundle {
     let sealer = Sealer::new(&recipient.public_key()).unwrap();
     let bundle = Bundle {
+        forward: false,
         version: BUNDLE_VERSION,
         node_id: "node-a".into(),
         recipient: recipient.public_key(),
@@ -34,6 +35,7 @@ fn signed_bundle(
             .iter()
             .enumerate()
             .map(|(i, (id, key, nets))| BundlePeer {
+                candidates: Vec::new(),
                 node_id: (*id).into(),
                 public_key: *key,
                 endpoint: None,

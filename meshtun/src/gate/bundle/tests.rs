@@ -35,6 +35,7 @@ impl Fixture {
         let recipient = self.wg.public_key();
         let sealer = Sealer::new(&recipient).unwrap();
         Bundle {
+            forward: false,
             version: BUNDLE_VERSION,
             node_id: "node-a".into(),
             recipient,
@@ -50,6 +51,7 @@ impl Fixture {
                 .iter()
                 .enumerate()
                 .map(|(i, (id, key, psk))| BundlePeer {
+                    candidates: Vec::new(),
                     node_id: id.clone(),
                     public_key: *key,
                     endpoint: Some(format!("192.0.2.{}:51820", i + 2)),
@@ -89,7 +91,11 @@ fn a_good_bundle_opens_with_every_key() {
         assert_eq!(&peer.public_key, key);
         assert_eq!(&peer.psk, psk);
     }
-    assert_eq!(v.peers[0].endpoint.as_deref(), Some("192.0.2.2:51820"));
+    assert_eq!(
+        v.peers[0].candidates,
+        ["192.0.2.2:51820"],
+        "format 1's endpoint"
+    );
     assert_eq!(
         v.peers[1].allowed_ips,
         vec!["100.64.0.3/32".parse().unwrap()]
@@ -143,10 +149,12 @@ fn a_forged_or_altered_bundle_is_refused() {
         Err(BundleCheckError::Signed(BundleError::BadSignature))
     );
     let mut future = bundle;
-    future.version = 2;
+    future.version = BUNDLE_VERSION + 1;
     assert_eq!(
         f.verify(&f.sign(&future)),
-        Err(BundleCheckError::Signed(BundleError::Version(2)))
+        Err(BundleCheckError::Signed(BundleError::Version(
+            BUNDLE_VERSION + 1
+        )))
     );
 }
 
@@ -227,6 +235,34 @@ fn inconsistent_bundles_are_refused() {
         &|b| b.peers[1].public_key = b.peers[0].public_key,
         "listed twice",
     );
+    check(
+        &|b| b.peers[1].candidates = (1..=9).map(|i| format!("198.51.100.{i}:1")).collect(),
+        "more than 8 candidate endpoints",
+    );
+}
+
+/// Format 2 lists candidates (the endpoint of format 1 is ignored beside them); a format
+/// newer than this node knows is refused rather than half understood.
+#[test]
+fn candidates_of_format_2_are_read_in_order_and_unknown_formats_refused() {
+    let f = Fixture::new();
+    let mut bundle = f.bundle(5, NOW + 60_000);
+    let listed = [
+        "192.0.2.9:51820",
+        "198.51.100.7:40000",
+        "[2001:db8::9]:51820",
+    ];
+    bundle.peers[1].candidates = listed.iter().map(|c| c.to_string()).collect();
+    let v = f.verify(&f.sign(&bundle)).unwrap();
+    assert_eq!(v.peers[1].candidates, listed);
+    bundle.version = BUNDLE_VERSION + 1;
+    let err = f.verify(&f.sign(&bundle)).unwrap_err();
+    assert!(
+        err.to_string().contains("unsupported bundle version"),
+        "{err}"
+    );
+    bundle.version = 1;
+    assert!(f.verify(&f.sign(&bundle)).is_ok(), "format 1 is still read");
 }
 
 #[test]
