@@ -13,6 +13,7 @@ use crate::ha::settings::RawHa;
 use crate::model::{Minimums, Policy, Topology};
 use crate::network::{check_prefix, Network};
 use crate::store::{Database, Retention};
+use crate::stun::{RawStun, StunConfig};
 
 /// Largest configuration file accepted.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -78,6 +79,8 @@ struct RawConfig {
     retention: RawRetention,
     #[serde(default)]
     ha: RawHa,
+    #[serde(default)]
+    stun: RawStun,
 }
 
 /// `[retention]`, in seconds.
@@ -432,6 +435,8 @@ pub struct ControllerConfig {
     pub retention: Retention,
     /// This instance among several on PostgreSQL (`[ha]`; unused with SQLite).
     pub ha: HaConfig,
+    /// The STUN server (`[stun]`), if `listen` is set.
+    pub stun: Option<StunConfig>,
 }
 
 impl ControllerConfig {
@@ -481,6 +486,7 @@ impl ControllerConfig {
         let limits = limits(&raw.api, &raw.limits).map_err(|(k, r)| invalid(k, r))?;
         let retention = raw.retention.validate().map_err(|(k, r)| invalid(k, r))?;
         let ha = raw.ha.validate().map_err(|(k, r)| invalid(k, r))?;
+        let stun = raw.stun.validate().map_err(|(k, r)| invalid(k, r))?;
         if raw.status_listen == raw.listen {
             return Err(invalid(
                 "status_listen",
@@ -615,6 +621,7 @@ impl ControllerConfig {
             limits,
             retention,
             ha,
+            stun,
         })
     }
 }
