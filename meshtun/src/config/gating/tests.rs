@@ -460,7 +460,7 @@ fn stun_servers_are_read_and_checked() {
     ] {
         let message = error(&with_controller(extra));
         assert!(
-            message.contains("line 6")
+            message.contains("line 7")
                 && message.contains("controller.stun")
                 && message.contains(fault),
             "{extra:?}: {message}"
