@@ -170,6 +170,8 @@ pub struct DeviceGate {
     pub controller_last_contact_ms: Option<u64>,
     /// The last error talking to the controller, cleared by the next success.
     pub controller_error: Option<String>,
+    /// What STUN found out about the NAT in front of the node.
+    pub nat: NatStatus,
 }
 
 /// The gating state of one peer configured from the bundle in force.
