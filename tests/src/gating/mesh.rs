@@ -360,6 +360,19 @@ impl Mesh {
         self.timing
     }
 
+    /// Appends `text` (TOML tables, such as `[stun]`) to instance `i`'s configuration; it
+    /// applies from the instance's next start.
+    pub fn add_controller_settings(&self, i: usize, text: &str) {
+        use std::io::Write as _;
+        let path = self.instance(i).home.config_file();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+        writeln!(file, "\n{text}")
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    }
+
     /// The controller's home (configuration, state, commands): instance 0's.
     pub fn home(&self) -> &ControllerHome {
         &self.instances[0].home
@@ -446,6 +459,12 @@ impl Mesh {
 
     /// The `[controller]` and `[benchmark]` sections of node `id`'s configuration.
     pub fn gating_sections(&self, id: &str) -> String {
+        self.gating_sections_with(id, "")
+    }
+
+    /// Like [`Mesh::gating_sections`], with `extra` (TOML lines, such as `stun = […]\n`) at
+    /// the end of `[controller]`.
+    pub fn gating_sections_with(&self, id: &str, extra: &str) -> String {
         let node = self.node(id);
         let text = |s: &str| toml::Value::String(s.to_owned()).to_string();
         let path = |p: PathBuf| text(&p.to_string_lossy());
@@ -457,7 +476,7 @@ impl Mesh {
         };
         format!(
             "\n[controller]\nurl = {}\npublic_key = {}\nnode_id = {}\n\
-             identity_key_file = {}\ngrace = {}\ncache_file = {}\n\n\
+             identity_key_file = {}\ngrace = {}\ncache_file = {}\n{}\n\
              [benchmark]\ninterval = {}\ncommand = [\"/bin/cat\", {}]\n\
              suite_version = \"e2e-gating-1\"\n",
             url,
@@ -466,6 +485,7 @@ impl Mesh {
             path(node.identity_file()),
             self.timing.grace,
             path(node.cache_file()),
+            extra,
             self.timing.interval,
             path(node.score_file()),
         )
@@ -484,11 +504,24 @@ impl Mesh {
         static_peers: Vec<Peer>,
         env: &[(&str, &str)],
     ) -> Daemon<'_> {
+        self.start_node_with_keys(id, static_peers, env, "")
+    }
+
+    /// Like [`Mesh::start_node_with_env`], with `extra` at the end of `[controller]`
+    /// ([`Mesh::gating_sections_with`]).
+    pub fn start_node_with_keys(
+        &self,
+        id: &str,
+        static_peers: Vec<Peer>,
+        env: &[(&str, &str)],
+        extra: &str,
+    ) -> Daemon<'_> {
         let node = self.node(id);
         let mut config = node.interface_config();
         config.peers = static_peers;
         let address = format!(" {}/24 ", node.tunnel());
-        Daemon::start_with_env(&node.ns, &config, &self.gating_sections(id), env, || {
+        let sections = self.gating_sections_with(id, extra);
+        Daemon::start_with_env(&node.ns, &config, &sections, env, || {
             if !crate::uapi_answers(&crate::uapi_socket(&node.iface)) {
                 return Err(format!("the UAPI socket of {} does not answer", node.iface));
             }

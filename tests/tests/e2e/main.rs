@@ -35,6 +35,7 @@ mod lifecycle;
 mod live_edits;
 mod metrics;
 mod namespaces;
+mod nat_stun;
 mod offload;
 mod roaming;
 mod root_trust;
