@@ -10,9 +10,9 @@
 //!   table is full of busy ones a new source is refused, so spraying spoofed sources cannot
 //!   grow memory;
 //! - a global bucket caps the answers per second whatever the sources;
-//! - an answer (40 bytes for IPv4, 52 for IPv6) is at most 2 times the smallest request it
-//!   answers (28 bytes with FINGERPRINT; 20 without), so the bandwidth it can reflect is
-//!   at most about `rate × 52` bytes per second.
+//! - an answer has XOR-MAPPED-ADDRESS and FINGERPRINT only: 40 bytes for IPv4, 52 for IPv6,
+//!   against 20 bytes for the smallest request (28 with a FINGERPRINT), so what it can
+//!   reflect is at most `rate × 52` bytes per second, whatever the sources.
 
 use std::collections::HashMap;
 use std::future::Future;
