@@ -1,7 +1,8 @@
 //! The daemon's STUN task: the I/O around [`StunClient`]. It resolves the STUN servers'
 //! names, sends the client's Binding requests from the device's own WireGuard socket (so
 //! that the NAT mapping they learn is the one peers see), feeds it the responses the
-//! device's receive path hands over, and publishes what it learned in the gate's status,
+//! device's receive path hands over, asks again at once when the host's addresses change,
+//! and publishes what it learned in the gate's status,
 //! which `meshtun show` and the metrics read.
 
 use std::net::SocketAddr;
@@ -15,10 +16,15 @@ use super::HostDevice;
 use crate::config::Endpoint;
 use crate::device::stun::StunDatagram;
 use crate::gate::{unix_ms, SharedGateStatus};
+use crate::probe::target::local_addresses;
 use crate::stun::{StunClient, REFRESH};
 
 /// How long one name lookup may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often the host's addresses are compared with the last ones: a change (a new network,
+/// a new DHCP lease) asks every server again at once.
+const ADDRESS_CHECK: Duration = Duration::from_secs(2);
 
 /// The running STUN task; stopped when dropped.
 pub(super) struct StunTask(JoinHandle<()>);
@@ -55,7 +61,19 @@ async fn run(
     let names: Vec<String> = servers.iter().map(ToString::to_string).collect();
     let mut client = StunClient::new(&names, Instant::now());
     let mut resolve_at = Instant::now();
+    let mut local = local_addresses();
+    let mut check_at = Instant::now() + ADDRESS_CHECK;
     loop {
+        if Instant::now() >= check_at {
+            let now_local = local_addresses();
+            if now_local != local {
+                tracing::debug!("the host's addresses changed: asking the STUN servers again");
+                local = now_local;
+                client.refresh_now(Instant::now());
+                resolve_at = Instant::now();
+            }
+            check_at = Instant::now() + ADDRESS_CHECK;
+        }
         if Instant::now() >= resolve_at {
             for (index, server) in servers.iter().enumerate() {
                 let addr = resolve(server).await;
