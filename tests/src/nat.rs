@@ -52,6 +52,8 @@ pub struct Router {
     pub public: Ipv4Addr,
     /// The node's address on the private link.
     pub private: Ipv4Addr,
+    /// The node's end of the private link (a device in the node's namespace).
+    pub node_link: String,
     /// The router's link to the network (the node's old one).
     outside: String,
 }
@@ -98,6 +100,7 @@ impl Router {
             ns,
             public,
             private: private.b_v4,
+            node_link: private.b_dev.clone(),
             outside,
         };
         router.add_rule(mapping);

@@ -93,7 +93,8 @@ async fn run(
         publish(&client, &status);
         let wake = client
             .poll_timeout()
-            .map_or(resolve_at, |t| t.min(resolve_at));
+            .map_or(resolve_at, |t| t.min(resolve_at))
+            .min(check_at);
         tokio::select! {
             received = responses.recv() => {
                 let Some(d) = received else { return };
