@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 
 pub use daemon::{Daemon, Privilege, Stopped, UNPRIVILEGED_UID, UNPRIVILEGED_USER};
 pub use netns::{add_outer_addr, del_outer_addr, Family, Netns, Veth};
-pub use process::{uapi_answers, Supervised};
+pub use process::uapi_answers;
 pub use run::{run as run_command, try_run, Output};
 pub use wggo::WgGo;
 

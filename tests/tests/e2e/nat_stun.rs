@@ -14,13 +14,14 @@
 //!   chose for that server.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use meshtun_e2e::controller::ControllerHome;
 use meshtun_e2e::gating::observe::show_gate;
 use meshtun_e2e::gating::{Mesh, Timing};
 use meshtun_e2e::nat::{Mapping, Router};
-use meshtun_e2e::{require_root, wait_until, Supervised};
+use meshtun_e2e::{require_root, wait_until};
 
 /// The controller's address on the mesh's bridge, and its STUN port.
 const CONTROLLER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 250);
@@ -32,6 +33,16 @@ const SECOND: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 251);
 /// How long a node may take to learn its reflexive address (a first request, and a few
 /// retransmissions while the servers start).
 const LEARN: Duration = Duration::from_secs(10);
+
+/// A child process killed (by its pid) and reaped when dropped.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// The node's reflexive addresses and the NAT kind, as `meshtun show --json` reports them.
 fn shown(mesh: &Mesh) -> (Vec<(String, SocketAddr)>, String) {
@@ -152,9 +163,9 @@ fn two_stun_servers_tell_a_cone_nat_from_a_symmetric_one() {
     second.init();
     let bin = meshtun_e2e::controller_bin();
     let config = second.config_file().to_string_lossy().into_owned();
-    let serve = second_ns.command(&bin.to_string_lossy(), &["--config", &config, "serve"]);
-    let log = second.root().join("serve.log");
-    let _second_proc = Supervised::spawn(&second_ns, "second STUN server".into(), serve, log);
+    let mut serve = second_ns.command(&bin.to_string_lossy(), &["--config", &config, "serve"]);
+    serve.stdout(Stdio::null()).stderr(Stdio::null());
+    let _second_proc = Reaped(second_ns.spawn(&mut serve));
 
     let servers = format!("stun = [\"{CONTROLLER}:{STUN_PORT}\", \"{SECOND}:{STUN_PORT}\"]\n");
     let _daemon = mesh.start_node_with_keys("a", Vec::new(), &[], &servers);
