@@ -45,7 +45,9 @@ impl StunInbox {
         }
         // The class's high bit (0x0100 of the type) marks responses.
         let response = datagram[0] & 0x01 == 0x01;
-        if response && datagram.len() <= MAX_MESSAGE {
+        // A full queue costs no copy: a flood of responses is dropped for the price of the
+        // header check.
+        if response && datagram.len() <= MAX_MESSAGE && self.tx.capacity() > 0 {
             let _ = self.tx.try_send(StunDatagram {
                 src,
                 bytes: datagram.to_vec(),
