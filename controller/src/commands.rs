@@ -287,6 +287,18 @@ pub async fn serve(
     };
     let listener = bind(config.listen).await?;
     let status = bind(config.status_listen).await?;
+    let stun = match config.stun {
+        None => None,
+        Some(stun) => {
+            let socket = tokio::net::UdpSocket::bind(stun.listen)
+                .await
+                .map_err(|source| CommandError::Serve {
+                    addr: stun.listen,
+                    source,
+                })?;
+            Some((socket, stun.limits))
+        }
+    };
     tracing::info!(
         listen = %config.listen,
         status_listen = %config.status_listen,
@@ -302,6 +314,7 @@ pub async fn serve(
         status: Some(status),
         epochs: Epochs::Scheduled,
         shared,
+        stun,
     };
     let served = crate::serve(listener, settings, shutdown).await;
     let _ = tokio::task::spawn_blocking(move || drop(last)).await;

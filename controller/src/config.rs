@@ -15,6 +15,7 @@ use crate::ha::settings::RawHa;
 use crate::model::{Minimums, Policy, Topology};
 use crate::network::{check_prefix, Network};
 use crate::store::{Database, Retention};
+use crate::stun::{RawStun, StunConfig};
 
 /// Largest configuration file accepted.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -82,6 +83,8 @@ struct RawConfig {
     retention: RawRetention,
     #[serde(default)]
     ha: RawHa,
+    #[serde(default)]
+    stun: RawStun,
 }
 
 /// `[retention]`, in seconds.
@@ -472,6 +475,8 @@ pub struct ControllerConfig {
     pub retention: Retention,
     /// This instance among several on PostgreSQL (`[ha]`; unused with SQLite).
     pub ha: HaConfig,
+    /// The STUN server (`[stun]`), if `listen` is set.
+    pub stun: Option<StunConfig>,
 }
 
 impl ControllerConfig {
@@ -523,6 +528,7 @@ impl ControllerConfig {
         let limits = limits(&raw.api, &raw.limits).map_err(|(k, r)| invalid(k, r))?;
         let retention = raw.retention.validate().map_err(|(k, r)| invalid(k, r))?;
         let ha = raw.ha.validate().map_err(|(k, r)| invalid(k, r))?;
+        let stun = raw.stun.validate().map_err(|(k, r)| invalid(k, r))?;
         if raw.status_listen == raw.listen {
             return Err(invalid(
                 "status_listen",
@@ -660,6 +666,7 @@ impl ControllerConfig {
             limits,
             retention,
             ha,
+            stun,
         })
     }
 }

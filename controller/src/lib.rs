@@ -43,6 +43,7 @@ pub mod server;
 pub mod service;
 pub mod status;
 pub mod store;
+pub mod stun;
 /// The throwaway PostgreSQL the tests run the store on (in the shared harness crate).
 #[cfg(any(test, feature = "test-support"))]
 pub use meshtun_testbed::postgres as temp_cluster;

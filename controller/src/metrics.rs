@@ -48,6 +48,8 @@ pub struct Metrics {
     prune_failures: Counter,
     database_bytes: Gauge,
     ahead_of_database: Counter,
+    stun: Family<OutcomeLabel, Counter>,
+    stun_sources: Gauge,
 }
 
 impl Default for Metrics {
@@ -126,6 +128,19 @@ impl Default for Metrics {
              (a database restored from a backup?)",
             ahead_of_database.clone(),
         );
+        let stun = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "stun_requests",
+            "Datagrams at the STUN server, by outcome (answered, malformed, source_limited, \
+             global_limited, table_full)",
+            stun.clone(),
+        );
+        let stun_sources = Gauge::default();
+        registry.register(
+            "stun_sources",
+            "Sources the STUN server's rate limiter tracks",
+            stun_sources.clone(),
+        );
         Self {
             registry,
             epoch,
@@ -142,6 +157,8 @@ impl Default for Metrics {
             prune_failures,
             database_bytes,
             ahead_of_database,
+            stun,
+            stun_sources,
         }
     }
 }
@@ -195,6 +212,13 @@ impl Metrics {
     /// A request was refused for its credentials.
     pub fn auth_failure(&self) {
         self.auth_failures.inc();
+    }
+
+    /// The STUN server handled a datagram with `outcome`; it tracks `sources` sources.
+    pub fn stun(&self, outcome: &str, sources: usize) {
+        self.stun.get_or_create(&label(outcome)).inc();
+        self.stun_sources
+            .set(i64::try_from(sources).unwrap_or(i64::MAX));
     }
 
     /// A request was refused with 429.

@@ -7,6 +7,7 @@
 //! - the API ([`api::router`]) on the listener, plain or TLS, through [`server::serve`];
 //! - the status listener ([`api::status_router`]), if one is given: open on loopback, behind
 //!   the read token otherwise;
+//! - the STUN server ([`stun::serve`]), if a socket is given;
 //! - the engine's tasks, as [`Epochs`] says.
 //!
 //! Every task is supervised: if one ends before the shutdown (a panic, say), the others are
@@ -18,7 +19,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinSet};
 use tokio_rustls::TlsAcceptor;
@@ -30,6 +31,7 @@ use crate::ha::{self, KeeperSettings};
 use crate::quota::Full;
 use crate::server::{self, ServeOptions};
 use crate::store::SharedParts;
+use crate::stun::{self, StunLimits};
 use meshtun_proto::report::Chain;
 
 /// Connections the status listener holds at most (a local Prometheus, `status`).
@@ -69,6 +71,8 @@ pub struct ServeSettings {
     /// With several instances on one PostgreSQL database: what they share, and this
     /// instance's name and URL for the lease keeper. `None` for a sole instance.
     pub shared: Option<Shared>,
+    /// The STUN server's socket and bounds (`[stun]`), if it runs.
+    pub stun: Option<(UdpSocket, StunLimits)>,
 }
 
 /// What [`serve`] runs for an instance among several on one PostgreSQL database: the lease
@@ -124,6 +128,7 @@ pub async fn serve(
         status,
         epochs,
         shared,
+        stun,
     } = settings;
     let addr = local_addr(&listener, "API")?;
     let limits = api.limits;
@@ -174,6 +179,16 @@ pub async fn serve(
         }
         let keeper = ha::run_keeper(shared.parts.connect, leadership, shared.keeper, stopped());
         tasks.spawn("lease keeper", keeper);
+    }
+    if let Some((socket, limits)) = stun {
+        let metrics = engine.clone();
+        let record = move |outcome: stun::Outcome, sources| {
+            metrics.metrics.stun(outcome.label(), sources);
+        };
+        tasks.spawn(
+            "STUN server",
+            stun::serve(socket, limits, record, stopped()),
+        );
     }
     if let Some(run) = engine_task(&engine, epochs, &stopped) {
         tasks.spawn("engine", run);

@@ -178,6 +178,7 @@ impl Fixture {
             None => format!("http://127.0.0.1:{port}"),
         };
         let settings = ServeSettings {
+            stun: None,
             shared: None,
             engine: engine.clone(),
             api: ApiSettings {

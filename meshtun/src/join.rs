@@ -421,6 +421,7 @@ fn draft(options: &JoinOptions, path: &Path, url: String, endpoint: Option<Strin
             cache_file: Path::new(DEFAULT_CACHE_DIR).join(format!("{name}.bundle")),
             ca_file: None,
             allowed_prefixes: None,
+            stun: None,
         },
         benchmark: options.benchmark.clone().map(args::benchmark_settings),
         endpoint,

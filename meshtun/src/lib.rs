@@ -16,6 +16,8 @@
 //! - [`join`]: enrolling a node at a controller with an invite ticket and writing its
 //!   configuration;
 //! - [`show`] and [`probe`]: `meshtun show`, with each peer's reachability over the tunnel;
+//! - [`stun`]: the STUN client (sans I/O) that learns the node's reflexive address from its
+//!   WireGuard socket;
 //! - [`cli`]: the `meshtun` command line;
 //! - `demo` (Linux, feature `demo`): `meshtun demo`, the gating scenario live in network
 //!   namespaces with an embedded controller.
@@ -37,6 +39,7 @@ pub mod layering;
 pub mod metrics;
 pub mod probe;
 pub mod show;
+pub mod stun;
 pub mod supervise;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod tun;

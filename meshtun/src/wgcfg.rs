@@ -173,6 +173,8 @@ pub struct DeviceGate {
     pub controller_last_contact_ms: Option<u64>,
     /// The last error talking to the controller, cleared by the next success.
     pub controller_error: Option<String>,
+    /// What STUN found out about the NAT in front of the node.
+    pub nat: NatStatus,
 }
 
 /// The gating state of one peer configured from the bundle in force.
@@ -219,5 +221,64 @@ impl MembershipState {
             MembershipState::Denied { reason } => Some(reason),
             _ => None,
         }
+    }
+}
+
+/// What STUN found out about this node's NAT: one reflexive address per STUN server that
+/// answered, and the kind of NAT their comparison shows. Filled in by the daemon's STUN
+/// client; reported by `meshtun show` (the UAPI keys `meshtun_reflexive` and `meshtun_nat`)
+/// and the metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatStatus {
+    /// The address and port each STUN server saw the WireGuard socket's requests come from.
+    pub reflexive: Vec<Reflexive>,
+    /// The kind of NAT, from comparing them.
+    pub kind: NatKind,
+}
+
+/// One STUN server's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reflexive {
+    /// The server, as configured (`host:port`).
+    pub server: String,
+    /// The address and port it saw.
+    pub address: SocketAddr,
+    /// When it answered, Unix milliseconds.
+    pub at_ms: u64,
+}
+
+/// How the NAT in front of this node maps its WireGuard socket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NatKind {
+    /// Fewer than two servers of one address family answered: no comparison yet.
+    #[default]
+    Unknown,
+    /// Every server saw the same address and port: the mapping is endpoint-independent
+    /// (a direct path through it can be opened by a simultaneous open).
+    EndpointIndependent,
+    /// Servers saw different ports or addresses: the mapping depends on the destination
+    /// ("symmetric" NAT); a direct path is unlikely, a relay is needed.
+    EndpointDependent,
+}
+
+impl NatKind {
+    /// The word `show`, the UAPI and the metrics use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::EndpointIndependent => "endpoint_independent",
+            Self::EndpointDependent => "endpoint_dependent",
+        }
+    }
+
+    /// The kind a word names, as [`Self::as_str`] writes it.
+    pub fn parse(word: &str) -> Option<Self> {
+        [
+            Self::Unknown,
+            Self::EndpointIndependent,
+            Self::EndpointDependent,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == word)
     }
 }

@@ -17,7 +17,9 @@
 //! - the namespace guard, processes, the controller's commands and the gate log parser are
 //!   [`meshtun_testbed`]'s, which `meshtun demo` shares;
 //! - [`gating`]: a gated mesh: the controller and gated daemons in namespaces joined by a
-//!   bridge, background pings at a fixed rate, and the daemons' gate log lines.
+//!   bridge, background pings at a fixed rate, and the daemons' gate log lines;
+//! - [`nat`]: a NAT router (nftables masquerade, endpoint-independent or fully random) put
+//!   in front of a node, with its conntrack table.
 //!
 //! Every guard cleans up on drop, also when the test panics. Every wait is bounded in time.
 //! Tests call [`require_root`] first: without root and network namespaces they are skipped
@@ -28,6 +30,7 @@ pub mod config;
 pub mod controller;
 mod daemon;
 pub mod gating;
+pub mod nat;
 mod netns;
 mod process;
 mod run;

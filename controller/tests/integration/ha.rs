@@ -63,6 +63,7 @@ impl Instance {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let settings = ServeSettings {
+            stun: None,
             engine: engine.clone(),
             api: ApiSettings {
                 admin_token: Zeroizing::new("admin-token-for-tests".to_owned()),

@@ -225,6 +225,9 @@ impl TomlText {
         if let Some(prefixes) = &settings.allowed_prefixes {
             self.line("allowed_prefixes", strings(prefixes));
         }
+        if let Some(servers) = &settings.stun {
+            self.line("stun", strings(servers));
+        }
     }
 
     /// Writes the `[benchmark]` section; keys at their defaults are left out.
@@ -320,6 +323,7 @@ mod tests {
             cache_file: dir.join("cache/wg0.bundle"),
             ca_file: None,
             allowed_prefixes: Some(vec!["100.64.0.0/24".parse().unwrap()]),
+            stun: None,
         }
     }
 

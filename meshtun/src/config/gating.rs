@@ -14,6 +14,8 @@
 //! ca_file = "controller-ca.pem"            # optional: trust this CA (PEM) for https
 //! allowed_prefixes = ["100.64.0.0/24", "fd00:64::/64"]  # where gated peers may route;
 //!                                          # default: the interface addresses' prefixes
+//! stun = ["192.0.2.10:3478", "stun.example.net:3478"]  # STUN servers (at most 4, [] for
+//!                                          # none); default: the first url's host, port 3478
 //!
 //! [benchmark]
 //! interval = 10                            # seconds, default 10
@@ -35,6 +37,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use meshtun_proto::KeySet;
+
+use super::endpoint::Endpoint;
 
 /// The directory of the default bundle cache (`/var/lib/meshtun/NAME.bundle`).
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/meshtun";
@@ -117,6 +121,40 @@ pub struct ControllerSettings {
     /// prefixes of the interface's own addresses (see
     /// [`GatedLimits`](crate::gate::merge::GatedLimits)).
     pub allowed_prefixes: Option<Vec<IpNet>>,
+    /// The STUN servers asked for this node's reflexive address (`stun`, at most
+    /// [`MAX_STUN_SERVERS`]; empty: none). `None`: the default, the first controller URL's
+    /// host on port [`DEFAULT_STUN_PORT`] (see [`Self::stun_servers`]).
+    pub stun: Option<Vec<Endpoint>>,
+}
+
+/// STUN servers listed at most.
+pub const MAX_STUN_SERVERS: usize = 4;
+
+/// The STUN port (RFC 8489), of the default server.
+pub const DEFAULT_STUN_PORT: u16 = 3478;
+
+impl ControllerSettings {
+    /// The STUN servers in force: those listed, or the first controller URL's host on port
+    /// [`DEFAULT_STUN_PORT`].
+    pub fn stun_servers(&self) -> Vec<Endpoint> {
+        if let Some(list) = &self.stun {
+            return list.clone();
+        }
+        let host = self
+            .urls
+            .first()
+            .and_then(|url| reqwest::Url::parse(url).ok())
+            .and_then(|url| url.host_str().map(str::to_owned));
+        host.map(|host| Endpoint {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port: DEFAULT_STUN_PORT,
+        })
+        .into_iter()
+        .collect()
+    }
 }
 
 /// Where benchmark scores come from.

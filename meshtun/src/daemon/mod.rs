@@ -14,6 +14,7 @@ mod handler;
 mod pidfile;
 #[cfg(target_os = "linux")]
 mod privileges;
+mod stun;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -321,6 +322,11 @@ async fn serve_interface(
     settings.fwmark = host.fwmark().or(settings.fwmark);
     // Served until `up` returns (dropping the handle stops it).
     let _metrics = metrics_listener.map(|l| serve_metrics(l, &device, &config, &gating));
+    // Learns the reflexive address from the WireGuard socket, until `up` returns.
+    let _stun = config
+        .controller
+        .as_ref()
+        .and_then(|c| stun::start(&device, c.stun_servers(), gating.status.clone()));
     let running = Running {
         ifname: ifname.clone(),
         config_path: config_path.to_owned(),

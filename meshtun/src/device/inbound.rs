@@ -14,6 +14,7 @@ use boringtun::noise::{Packet, TunnResult};
 use super::peer::{Initiation, Received, SlotKind};
 use super::snapshot::{Locked, Snapshot};
 use super::stats::Counters;
+use super::stun::StunInbox;
 use super::transport::{DatagramBatch, PacketBatch};
 
 const HANDSHAKE_INIT: u8 = 1;
@@ -49,6 +50,7 @@ fn receiver_index(datagram: &[u8], offset: usize) -> Option<u32> {
 /// Working state of one receive worker.
 pub struct Inbound<'a> {
     snap: &'a Snapshot,
+    stun: Option<&'a StunInbox>,
     locked: Locked<'a>,
     now: Instant,
     counters: &'a Counters,
@@ -68,10 +70,17 @@ impl<'a> Inbound<'a> {
     pub fn new(snap: &'a Snapshot, now: Instant, counters: &'a Counters) -> Self {
         Self {
             snap,
+            stun: None,
             locked: Locked::new(),
             now,
             counters,
         }
+    }
+
+    /// Hands STUN responses to `inbox` rather than counting them as invalid.
+    pub fn with_stun(mut self, inbox: &'a StunInbox) -> Self {
+        self.stun = Some(inbox);
+        self
     }
 
     /// Handles one datagram from `src`. Decrypted packets go into `tun`; handshake replies
@@ -99,8 +108,11 @@ impl<'a> Inbound<'a> {
                 self.reply(kind, src, datagram, out);
                 (Need::Nothing, None)
             }
+            // Not WireGuard: the only place a STUN message costs a check.
             _ => {
-                self.counters.dropped_invalid();
+                if !self.stun.is_some_and(|inbox| inbox.offer(src, datagram)) {
+                    self.counters.dropped_invalid();
+                }
                 (Need::Nothing, None)
             }
         }

@@ -23,6 +23,7 @@ mod queue;
 mod snapshot;
 mod stamps;
 mod stats;
+pub mod stun;
 mod tasks;
 pub mod transport;
 
@@ -35,6 +36,7 @@ pub mod forge;
 pub mod fuzzing;
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,6 +53,7 @@ use control::Control;
 use prepare::Prepared;
 use snapshot::Snapshot;
 use stats::Counters;
+use stun::{StunDatagram, StunInbox};
 use transport::DatagramBatch;
 
 use crate::wgcfg::{DeviceSettings, DeviceStatus, DeviceUpdate};
@@ -101,6 +104,10 @@ struct Inner<T, F: UdpFactory> {
     counters: Mutex<Vec<Arc<Counters>>>,
     receivers: Mutex<Vec<JoinHandle<()>>>,
     fatal: watch::Sender<Option<String>>,
+    /// Where receive workers put STUN responses.
+    stun: StunInbox,
+    /// The other end, until [`Device::take_stun_responses`] takes it.
+    stun_responses: Mutex<Option<tokio::sync::mpsc::Receiver<StunDatagram>>>,
 }
 
 /// A running WireGuard device.
@@ -128,6 +135,7 @@ impl<T: TunIo, F: UdpFactory> Device<T, F> {
         let mut out = DatagramBatch::new(BATCH, usize::from(mtu) + 64);
         control.apply_settings(settings, Instant::now(), &mut out)?;
         let (fatal, _) = watch::channel(None);
+        let (stun, stun_responses) = StunInbox::new();
         let inner = Arc::new(Inner {
             name: name.to_owned(),
             tun: Arc::new(tun),
@@ -139,6 +147,8 @@ impl<T: TunIo, F: UdpFactory> Device<T, F> {
             counters: Mutex::new(Vec::new()),
             receivers: Mutex::new(Vec::new()),
             fatal,
+            stun,
+            stun_responses: Mutex::new(Some(stun_responses)),
         });
         let mut tasks = vec![tokio::spawn(tasks::timer_task(inner.clone()))];
         for lane in 0..inner.tun.lanes().max(1) {
@@ -214,6 +224,26 @@ impl<T: TunIo, F: UdpFactory> Device<T, F> {
             c.add_to(&mut total);
         }
         total
+    }
+
+    /// The STUN responses the device's sockets receive, for the one STUN client; `None`
+    /// after the first call. Until taken (or when the client falls behind), responses beyond
+    /// [`stun::STUN_QUEUE`] are dropped.
+    pub fn take_stun_responses(&self) -> Option<tokio::sync::mpsc::Receiver<StunDatagram>> {
+        self.inner.stun_responses.lock().take()
+    }
+
+    /// Sends one datagram (a STUN request) from the device's socket for `dest`'s address
+    /// family, so that it leaves with the same source address and port as WireGuard's.
+    pub async fn send_datagram(&self, dest: SocketAddr, datagram: &[u8]) -> io::Result<()> {
+        let sockets = self.inner.sockets.load_full();
+        let socket = sockets.for_dest(&dest).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("no socket for the address family of {dest}"),
+            )
+        })?;
+        socket.send(dest, datagram, datagram.len()).await
     }
 
     /// Waits until a worker fails for good (the tun device went away, say) and returns why.

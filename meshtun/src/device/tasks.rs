@@ -7,8 +7,6 @@ use std::time::{Duration, Instant};
 
 use super::inbound::{Inbound, Need};
 use super::outbound::encapsulate_batch;
-use super::snapshot::Snapshot;
-use super::stats::Counters;
 use super::transport::{
     DatagramBatch, PacketBatch, RecvBatch, TunIo, UdpFactory, UdpIo, MAX_PACKET, TUN_HEADROOM,
 };
@@ -70,15 +68,13 @@ enum Step {
 }
 
 fn receive_pass(
-    snap: &Snapshot,
+    mut inbound: Inbound<'_>,
     received: &RecvBatch,
     skip: usize,
     tun: &mut PacketBatch,
     big: &mut PacketBatch,
     out: &mut DatagramBatch,
-    counters: &Counters,
 ) -> Step {
-    let mut inbound = Inbound::new(snap, Instant::now(), counters);
     for (k, (src, datagram)) in received.datagrams().enumerate().skip(skip) {
         let big_slot = big.next_slot().unwrap_or_default();
         match inbound.datagram(src, datagram, tun, out, big_slot) {
@@ -124,9 +120,8 @@ pub(super) async fn receive_worker<T: TunIo, F: UdpFactory>(
             tun.clear();
             big.clear();
             out.clear();
-            let step = receive_pass(
-                &snap, &received, skip, &mut tun, &mut big, &mut out, &counters,
-            );
+            let inbound = Inbound::new(&snap, Instant::now(), &counters).with_stun(&inner.stun);
+            let step = receive_pass(inbound, &received, skip, &mut tun, &mut big, &mut out);
             write_tun(&inner, lane, &mut tun).await;
             write_tun(&inner, lane, &mut big).await;
             inner.send(&out).await;

@@ -7,7 +7,7 @@ use meshtun_proto::{EpochId, IdentityPublic, PublicKey};
 use parking_lot::Mutex;
 
 pub use crate::wgcfg::MembershipState;
-use crate::wgcfg::{DeviceGate, DeviceStatus, PeerGate};
+use crate::wgcfg::{DeviceGate, DeviceStatus, NatStatus, PeerGate};
 
 /// One peer configured from the bundle in force.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +66,11 @@ pub struct GateStatus {
     pub cutoff_seconds_count: u64,
     /// The last decision-to-cut-off time, in seconds.
     pub last_cutoff_seconds: Option<f64>,
+    /// What the STUN client found out (written by the daemon's STUN task only).
+    pub nat: NatStatus,
+    /// STUN responses the client dropped since start: malformed, with an unknown transaction
+    /// id, or from another address than the server asked.
+    pub stun_rejected: u64,
 }
 
 impl GateStatus {
@@ -94,6 +99,7 @@ impl From<&GateStatus> for DeviceGate {
             next_epoch: gate.next_epoch,
             controller_last_contact_ms: gate.last_contact_ms,
             controller_error: gate.last_error.clone(),
+            nat: gate.nat.clone(),
         }
     }
 }

@@ -186,6 +186,7 @@ mod tests {
                     "100.64.0.0/24".parse().unwrap(),
                     "fd00::/64".parse().unwrap(),
                 ]),
+                stun: None,
             },
             benchmark: benchmark.map(|source| BenchmarkSettings {
                 interval,

@@ -17,7 +17,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::device::CounterTotals;
 use crate::gate::GateStatus;
-use crate::wgcfg::DeviceStatus;
+use crate::wgcfg::{DeviceStatus, NatKind};
 
 /// The prefix of every metric name.
 const PREFIX: &str = "meshtun";
@@ -220,7 +220,41 @@ impl Sample {
         )?;
         self.encode_gate_times(gate, e)?;
         self.encode_gate_counts(gate, e)?;
-        self.encode_cutoffs(gate, e)
+        self.encode_cutoffs(gate, e)?;
+        self.encode_nat(gate, e)
+    }
+
+    fn encode_nat(&self, gate: &GateStatus, e: &mut DescriptorEncoder) -> fmt::Result {
+        let now_ms = unix_ms_of(self.now);
+        gauges(
+            e,
+            "stun_reflexive_age",
+            "Seconds since the STUN server answered, labelled with the reflexive address it saw",
+            Some(Unit::Seconds),
+            gate.nat.reflexive.iter().map(|r| {
+                let labels = vec![
+                    ("server", r.server.clone()),
+                    ("address", r.address.to_string()),
+                ];
+                (labels, ms_age(now_ms, r.at_ms))
+            }),
+        )?;
+        let kind = gate.nat.kind;
+        gauges(
+            e,
+            "nat",
+            "The kind of NAT STUN shows: 1 for the current kind, 0 for the others",
+            None,
+            [
+                NatKind::Unknown,
+                NatKind::EndpointIndependent,
+                NatKind::EndpointDependent,
+            ]
+            .map(|k| (vec![("kind", k.as_str().to_owned())], u64::from(k == kind))),
+        )?;
+        let help = "STUN responses dropped: malformed, unknown transaction, or wrong source";
+        let value = gate.stun_rejected;
+        counters(e, "stun_rejected", help, None, [(vec![], value)])
     }
 
     fn encode_gate_times(&self, gate: &GateStatus, e: &mut DescriptorEncoder) -> fmt::Result {

@@ -57,6 +57,21 @@ pub struct GateView {
     pub controller_last_contact_age_ms: Option<u64>,
     /// The last error talking to the controller.
     pub controller_error: Option<String>,
+    /// The node's reflexive addresses, one per STUN server that answered.
+    pub reflexive: Vec<ReflexiveView>,
+    /// `unknown`, `endpoint_independent` or `endpoint_dependent`.
+    pub nat: String,
+}
+
+/// One STUN server's answer, as `meshtun show --json` prints it.
+#[derive(Debug, Serialize)]
+pub struct ReflexiveView {
+    /// The server, `host:port`.
+    pub server: String,
+    /// The address and port it saw the WireGuard socket's request come from.
+    pub address: String,
+    /// Milliseconds since it answered.
+    pub age_ms: u64,
 }
 
 /// One peer, as `meshtun show --json` prints it.
@@ -135,6 +150,17 @@ impl GateView {
                 .controller_last_contact_ms
                 .map(|at| now_ms.saturating_sub(at)),
             controller_error: g.controller_error.clone(),
+            reflexive: g
+                .nat
+                .reflexive
+                .iter()
+                .map(|r| ReflexiveView {
+                    server: r.server.clone(),
+                    address: r.address.to_string(),
+                    age_ms: now_ms.saturating_sub(r.at_ms),
+                })
+                .collect(),
+            nat: g.nat.kind.as_str().to_owned(),
         }
     }
 }
@@ -170,7 +196,7 @@ impl PeerGateView {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use serde_json::{json, Value};
@@ -229,6 +255,8 @@ mod tests {
                 "controller_last_contact_ms": now_ms - 2_000,
                 "controller_last_contact_age_ms": 2_000,
                 "controller_error": null,
+                "reflexive": [],
+                "nat": "unknown",
             })
         );
         assert_eq!(json["peers"][0]["gate"], Value::Null);
@@ -244,6 +272,44 @@ mod tests {
             json["peers"][1]["reachability"],
             json!({"state": "unreachable", "address": "100.64.0.3", "timeout_ms": 1000})
         );
+    }
+
+    #[test]
+    fn reflexive_addresses_and_the_nat_kind_are_shown() {
+        let mut status = gated_status(MembershipState::Allowed);
+        if let Some(gate) = status.gate.as_mut() {
+            gate.nat = with_nat();
+        }
+        let json = view(&probed(status));
+        assert_eq!(json["gate"]["nat"], "endpoint_dependent");
+        assert_eq!(
+            json["gate"]["reflexive"],
+            json!([
+                {"server": "192.0.2.1:3478", "address": "203.0.113.7:40001", "age_ms": 3_000},
+                {"server": "192.0.2.9:3478", "address": "203.0.113.7:40002", "age_ms": 3_000},
+            ])
+        );
+    }
+
+    /// Two STUN answers that differ: a symmetric NAT.
+    pub(crate) fn with_nat() -> crate::wgcfg::NatStatus {
+        use crate::wgcfg::{NatKind, NatStatus, Reflexive};
+        let at_ms = (NOW_SECS - 3) * 1000;
+        NatStatus {
+            reflexive: vec![
+                Reflexive {
+                    server: "192.0.2.1:3478".into(),
+                    address: "203.0.113.7:40001".parse().unwrap(),
+                    at_ms,
+                },
+                Reflexive {
+                    server: "192.0.2.9:3478".into(),
+                    address: "203.0.113.7:40002".parse().unwrap(),
+                    at_ms,
+                },
+            ],
+            kind: NatKind::EndpointDependent,
+        }
     }
 
     #[test]

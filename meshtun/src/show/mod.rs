@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-pub use json::{GateView, InterfaceView, PeerGateView, PeerView};
+pub use json::{GateView, InterfaceView, PeerGateView, PeerView, ReflexiveView};
 pub use text::render_text;
 
 use meshtun_proto::PublicKey;
@@ -215,6 +215,7 @@ pub(crate) mod tests {
             next_epoch: None,
             controller_last_contact_ms: Some((NOW_SECS - 2) * 1000),
             controller_error: None,
+            nat: crate::wgcfg::NatStatus::default(),
         });
         let mut gated = peer(None, "100.64.0.3/32");
         gated.gate = Some(PeerGate {

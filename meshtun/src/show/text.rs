@@ -52,6 +52,17 @@ fn render_gate(out: &mut String, gate: &DeviceGate, now_ms: u64) {
         let _ = writeln!(out, "  controller key: {}", gate.controller_key);
     }
     let _ = writeln!(out, "  on controller loss: {}", gate.loss_policy);
+    for r in &gate.nat.reflexive {
+        let age = now_ms.saturating_sub(r.at_ms) / 1000;
+        let _ = writeln!(
+            out,
+            "  reflexive address: {} (STUN {}, {age}s ago)",
+            r.address, r.server
+        );
+    }
+    if !gate.nat.reflexive.is_empty() {
+        let _ = writeln!(out, "  nat: {}", gate.nat.kind.as_str().replace('_', "-"));
+    }
 }
 
 /// `ALLOWED (epoch 42, ends in 7s)`, `DENIED: overall 0.40 below 0.70 (epoch 42)`, …
@@ -245,6 +256,23 @@ mod tests {
         let private = s.private_key.as_ref().unwrap();
         assert!(!text.contains(&private.to_base64()));
         assert!(!text.contains(&s.peers[0].preshared_key.as_ref().unwrap().to_base64()));
+    }
+
+    #[test]
+    fn reflexive_addresses_and_the_nat_kind_are_shown() {
+        let mut status = gated_status(MembershipState::Allowed);
+        if let Some(gate) = status.gate.as_mut() {
+            gate.nat = super::super::json::tests::with_nat();
+        }
+        let text = text(&probed(status));
+        let lines = [
+            "  reflexive address: 203.0.113.7:40001 (STUN 192.0.2.1:3478, 3s ago)",
+            "  reflexive address: 203.0.113.7:40002 (STUN 192.0.2.9:3478, 3s ago)",
+            "  nat: endpoint-dependent",
+            "",
+        ]
+        .join("\n");
+        assert!(text.contains(&lines), "{text}");
     }
 
     #[test]

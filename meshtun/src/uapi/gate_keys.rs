@@ -16,6 +16,8 @@
 //! | `meshtun_next_epoch`                 | a verified bundle awaiting activation    |
 //! | `meshtun_controller_last_contact_ms` | last answer from the controller, Unix ms |
 //! | `meshtun_controller_error`           | last error talking to it (text)          |
+//! | `meshtun_reflexive`                  | `ADDRESS SERVER UNIX_MS`: one STUN answer; repeated, at most 4 |
+//! | `meshtun_nat`                        | `unknown`, `endpoint_independent` or `endpoint_dependent` |
 //!
 //! | key (peer section)     | value                                              |
 //! |------------------------|----------------------------------------------------|
@@ -34,8 +36,8 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTRO
 
 use super::error::UapiError;
 use super::set::number;
-use crate::wgcfg::MembershipState;
 use crate::wgcfg::{DeviceGate, PeerGate};
+use crate::wgcfg::{MembershipState, NatKind, NatStatus, Reflexive};
 
 /// The prefix of every meshtun key.
 pub const PREFIX: &str = "meshtun_";
@@ -70,6 +72,32 @@ pub fn write_device_gate(gate: &DeviceGate, out: &mut String) {
     if let Some(error) = &gate.controller_error {
         text_line(out, "meshtun_controller_error", error);
     }
+    for r in gate.nat.reflexive.iter().take(MAX_REFLEXIVE) {
+        let value = format!("{} {} {}", r.address, r.server, r.at_ms);
+        text_line(out, "meshtun_reflexive", &value);
+    }
+    if !gate.nat.reflexive.is_empty() || gate.nat.kind != NatKind::Unknown {
+        line(out, "meshtun_nat", gate.nat.kind.as_str());
+    }
+}
+
+/// `meshtun_reflexive` lines read at most (one per STUN server).
+pub const MAX_REFLEXIVE: usize = 4;
+
+fn decode_reflexive(key: &str, value: &str, line_no: usize) -> Result<Reflexive, UapiError> {
+    let text = decode_text(key, value, line_no)?;
+    let bad = || UapiError::reply(line_no, format!("{key}: expected ADDRESS SERVER UNIX_MS"));
+    let mut parts = text.split(' ');
+    let (Some(address), Some(server), Some(at_ms), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    Ok(Reflexive {
+        address: address.parse().map_err(|_| bad())?,
+        server: server.to_owned(),
+        at_ms: number(at_ms).ok_or_else(bad)?,
+    })
 }
 
 /// Appends the gating keys of one peer section.
@@ -128,6 +156,7 @@ pub struct DeviceGateReader {
     next_epoch: Option<EpochId>,
     controller_last_contact_ms: Option<u64>,
     controller_error: Option<String>,
+    nat: NatStatus,
 }
 
 impl DeviceGateReader {
@@ -150,6 +179,17 @@ impl DeviceGateReader {
                 self.controller_last_contact_ms = Some(num()?);
             }
             "meshtun_controller_error" => self.controller_error = Some(text()?),
+            "meshtun_reflexive" => {
+                let reflexive = decode_reflexive(key, value, line_no)?;
+                if self.nat.reflexive.len() < MAX_REFLEXIVE {
+                    self.nat.reflexive.push(reflexive);
+                }
+            }
+            "meshtun_nat" => {
+                self.nat.kind = NatKind::parse(value).ok_or_else(|| {
+                    UapiError::reply(line_no, format!("{key}: unknown kind of NAT"))
+                })?;
+            }
             _ => return Ok(()),
         }
         self.first_line.get_or_insert(line_no);
@@ -193,6 +233,7 @@ impl DeviceGateReader {
             next_epoch: self.next_epoch,
             controller_last_contact_ms: self.controller_last_contact_ms,
             controller_error: self.controller_error,
+            nat: self.nat,
         }))
     }
 }
@@ -255,6 +296,21 @@ mod tests {
             next_epoch: Some(43),
             controller_last_contact_ms: Some(1_700_000_000_000),
             controller_error: Some("connect: refused\nretrying = soon".into()),
+            nat: NatStatus {
+                reflexive: vec![
+                    Reflexive {
+                        server: "ctl.example:3478".into(),
+                        address: "203.0.113.7:40001".parse().unwrap(),
+                        at_ms: 1_700_000_000_500,
+                    },
+                    Reflexive {
+                        server: "[2001:db8::3]:3478".into(),
+                        address: "[2001:db8::7]:51820".parse().unwrap(),
+                        at_ms: 1_700_000_000_600,
+                    },
+                ],
+                kind: NatKind::EndpointDependent,
+            },
         }
     }
 
@@ -288,7 +344,10 @@ mod tests {
              meshtun_epoch_not_after_ms=1700000060000\n\
              meshtun_next_epoch=43\n\
              meshtun_controller_last_contact_ms=1700000000000\n\
-             meshtun_controller_error=connect: refused%0Aretrying %3D soon\n"
+             meshtun_controller_error=connect: refused%0Aretrying %3D soon\n\
+             meshtun_reflexive=203.0.113.7:40001 ctl.example:3478 1700000000500\n\
+             meshtun_reflexive=[2001:db8::7]:51820 [2001:db8::3]:3478 1700000000600\n\
+             meshtun_nat=endpoint_dependent\n"
         );
     }
 
@@ -345,12 +404,13 @@ mod tests {
             next_epoch: None,
             controller_last_contact_ms: None,
             controller_error: None,
+            nat: NatStatus::default(),
             ..gate(MembershipState::Pending)
         };
         let mut out = String::new();
         write_device_gate(&sparse, &mut out);
         assert!(
-            !out.contains("epoch") && !out.contains("last_contact"),
+            !out.contains("epoch") && !out.contains("last_contact") && !out.contains("nat"),
             "{out}"
         );
         assert_eq!(read_device(&out).unwrap(), Some(sparse));
@@ -369,6 +429,22 @@ mod tests {
         let error = read.controller_error.unwrap();
         assert_eq!(error.len(), MAX_TEXT);
         assert!(long.starts_with(&error));
+    }
+
+    #[test]
+    fn bad_and_excess_reflexive_lines() {
+        let base = "meshtun_membership=ALLOWED\n";
+        for bad in [
+            "meshtun_reflexive=203.0.113.7:1 s:3478\n",
+            "meshtun_reflexive=nonsense s:3478 1\n",
+            "meshtun_reflexive=203.0.113.7:1 s:3478 1 extra\n",
+            "meshtun_nat=cone\n",
+        ] {
+            assert!(read_device(&format!("{base}{bad}")).is_err(), "{bad}");
+        }
+        let many = "meshtun_reflexive=203.0.113.7:1 s:3478 1\n".repeat(100);
+        let read = read_device(&format!("{base}{many}")).unwrap().unwrap();
+        assert_eq!(read.nat.reflexive.len(), MAX_REFLEXIVE);
     }
 
     #[test]

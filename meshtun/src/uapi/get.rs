@@ -475,6 +475,7 @@ mod tests {
             next_epoch: None,
             controller_last_contact_ms: Some(1_700_000_000_000),
             controller_error: None,
+            nat: crate::wgcfg::NatStatus::default(),
         });
         status.peers[0].gate = Some(PeerGate {
             node_id: "node-b".into(),

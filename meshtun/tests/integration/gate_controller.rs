@@ -121,7 +121,7 @@ async fn both_ends_of_a_pair_open_the_same_key_and_a_denied_node_gets_none() {
     };
     assert_eq!(to_b.node_id, "node-b");
     assert_eq!(to_b.public_key, c.nodes[1].wg.public_key());
-    assert_eq!(to_b.endpoint.as_deref(), Some("192.0.2.2:51820"));
+    assert_eq!(to_b.candidates, ["192.0.2.2:51820"]);
     assert_eq!(to_b.allowed_ips, vec!["100.64.0.2/32".parse().unwrap()]);
     assert_eq!(to_a.public_key, c.nodes[0].wg.public_key());
     assert_eq!(to_b.psk, to_a.psk, "both ends hold the same pair key");

@@ -54,6 +54,7 @@ fn start_at(url: &str, c: &Controller, n: usize, mean: f64, dir: &std::path::Pat
             cache_file: dir.join(format!("{}.bundle", node.id)),
             ca_file: None,
             allowed_prefixes: None,
+            stun: None,
         },
         benchmark: Some(BenchmarkSettings {
             interval: Duration::from_millis(200),

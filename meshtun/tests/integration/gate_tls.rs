@@ -43,6 +43,7 @@ async fn a_private_ca_is_trusted_through_ca_file_and_only_then() {
         cache_file: dir.path().join("node-a.bundle"),
         ca_file,
         allowed_prefixes: None,
+        stun: None,
     };
     let benchmark = |seq| common::benchmark(0.9, seq);
 

@@ -385,6 +385,19 @@ impl Mesh {
         new.public().to_base64()
     }
 
+    /// Appends `text` (TOML tables, such as `[stun]`) to instance `i`'s configuration; it
+    /// applies from the instance's next start.
+    pub fn add_controller_settings(&self, i: usize, text: &str) {
+        use std::io::Write as _;
+        let path = self.instance(i).home.config_file();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+        writeln!(file, "\n{text}")
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    }
+
     /// The controller's home (configuration, state, commands): instance 0's.
     pub fn home(&self) -> &ControllerHome {
         &self.instances[0].home
@@ -471,7 +484,7 @@ impl Mesh {
 
     /// The `[controller]` and `[benchmark]` sections of node `id`'s configuration.
     pub fn gating_sections(&self, id: &str) -> String {
-        self.gating_sections_pinning(id, &[&self.controller_key])
+        self.gating_sections_with(id, "")
     }
 
     /// The controller key made by `init` (base64).
@@ -479,8 +492,18 @@ impl Mesh {
         &self.controller_key
     }
 
+    /// Like [`Mesh::gating_sections`], with `extra` (TOML lines, such as `stun = […]\n`) at
+    /// the end of `[controller]`.
+    pub fn gating_sections_with(&self, id: &str, extra: &str) -> String {
+        self.sections(id, &[&self.controller_key], extra)
+    }
+
     /// [`Mesh::gating_sections`] with `public_key` set to the list `keys`.
     pub fn gating_sections_pinning(&self, id: &str, keys: &[&str]) -> String {
+        self.sections(id, keys, "")
+    }
+
+    fn sections(&self, id: &str, keys: &[&str], extra: &str) -> String {
         let node = self.node(id);
         let text = |s: &str| toml::Value::String(s.to_owned()).to_string();
         let path = |p: PathBuf| text(&p.to_string_lossy());
@@ -492,7 +515,7 @@ impl Mesh {
         };
         format!(
             "\n[controller]\nurl = {}\npublic_key = {}\nnode_id = {}\n\
-             identity_key_file = {}\ngrace = {}\ncache_file = {}\n\n\
+             identity_key_file = {}\ngrace = {}\ncache_file = {}\n{}\n\
              [benchmark]\ninterval = {}\ncommand = [\"/bin/cat\", {}]\n\
              suite_version = \"e2e-gating-1\"\n",
             url,
@@ -505,6 +528,7 @@ impl Mesh {
             path(node.identity_file()),
             self.timing.grace,
             path(node.cache_file()),
+            extra,
             self.timing.interval,
             path(node.score_file()),
         )
@@ -529,7 +553,20 @@ impl Mesh {
         static_peers: Vec<Peer>,
         env: &[(&str, &str)],
     ) -> Daemon<'_> {
-        self.start_with_sections(id, static_peers, &self.gating_sections(id), env)
+        self.start_node_with_keys(id, static_peers, env, "")
+    }
+
+    /// Like [`Mesh::start_node_with_env`], with `extra` at the end of `[controller]`
+    /// ([`Mesh::gating_sections_with`]).
+    pub fn start_node_with_keys(
+        &self,
+        id: &str,
+        static_peers: Vec<Peer>,
+        env: &[(&str, &str)],
+        extra: &str,
+    ) -> Daemon<'_> {
+        let sections = self.gating_sections_with(id, extra);
+        self.start_with_sections(id, static_peers, &sections, env)
     }
 
     fn start_with_sections(

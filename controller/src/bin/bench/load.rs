@@ -194,6 +194,7 @@ pub async fn run(engine: Arc<Engine>, nodes: &[&SimNode], spec: &LoadSpec) -> Re
     let addr = listener.local_addr()?;
     // The epochs are rotated by the bench itself: no engine task.
     let settings = ServeSettings {
+        stun: None,
         shared: None,
         engine: engine.clone(),
         api,

@@ -458,3 +458,58 @@ fn public_key_takes_a_list_of_up_to_four_distinct_keys() {
         }
     }
 }
+
+#[test]
+fn stun_servers_default_to_the_first_controller_host() {
+    let config = parse(&with_controller("")).unwrap();
+    let c = controller(&config);
+    assert_eq!(c.stun, None);
+    let servers: Vec<String> = c.stun_servers().iter().map(|s| s.to_string()).collect();
+    assert_eq!(servers, ["192.0.2.10:3478"]);
+    let v6 = parse(&with_urls(
+        "[\"https://[2001:db8::1]:8700\", \"http://192.0.2.1:1\"]",
+    ))
+    .unwrap();
+    let servers: Vec<String> = controller(&v6)
+        .stun_servers()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(servers, ["[2001:db8::1]:3478"]);
+}
+
+#[test]
+fn stun_servers_are_read_and_checked() {
+    let listed = parse(&with_controller(
+        "stun = [\"192.0.2.50:3478\", \"stun.example.net:19302\"]\n",
+    ))
+    .unwrap();
+    let servers: Vec<String> = controller(&listed)
+        .stun_servers()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(servers, ["192.0.2.50:3478", "stun.example.net:19302"]);
+    let none = parse(&with_controller("stun = []\n")).unwrap();
+    assert!(
+        controller(&none).stun_servers().is_empty(),
+        "[] turns STUN off"
+    );
+    for (extra, fault) in [
+        (
+            "stun = [\"a:1\", \"b:1\", \"c:1\", \"d:1\", \"e:1\"]\n",
+            "at most 4",
+        ),
+        ("stun = [\"192.0.2.50\"]\n", "HOST:PORT"),
+        ("stun = [\"192.0.2.50:0\"]\n", "port"),
+        ("stun = [\"a:1\", \"a:1\"]\n", "twice"),
+    ] {
+        let message = error(&with_controller(extra));
+        assert!(
+            message.contains("line 7")
+                && message.contains("controller.stun")
+                && message.contains(fault),
+            "{extra:?}: {message}"
+        );
+    }
+}

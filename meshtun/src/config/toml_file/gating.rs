@@ -11,11 +11,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::Builder;
+use crate::config::endpoint::Endpoint;
 use crate::config::gating::{
     check_allowed_prefixes, controller_url, default_timeout, BenchmarkSettings,
     BenchmarkSourceConfig, ControllerSettings, LossPolicy, DEFAULT_CACHE_DIR, DEFAULT_GRACE_SECS,
     DEFAULT_INTERVAL_SECS, MAX_CONTROLLER_URLS, MAX_GRACE_SECS, MAX_INTERVAL_SECS,
-    MAX_TIMEOUT_SECS,
+    MAX_STUN_SERVERS, MAX_TIMEOUT_SECS,
 };
 use crate::config::secrets::resolve_key_path;
 use crate::config::ConfigError;
@@ -53,6 +54,7 @@ pub(super) struct RawController {
     cache_file: Option<Spanned<String>>,
     ca_file: Option<Spanned<String>>,
     allowed_prefixes: Option<Spanned<Vec<String>>>,
+    stun: Option<Spanned<Vec<String>>>,
 }
 
 /// `[benchmark]`.
@@ -155,6 +157,7 @@ impl Builder<'_> {
             self.gating_value(at, "allowed_prefixes", &raw.allowed_prefixes, |list| {
                 allowed_prefixes(list)
             })?;
+        let stun = self.gating_value(at, "stun", &raw.stun, |list| stun_servers(list))?;
         self.note_secret_file(identity_key_file.clone());
         Ok(ControllerSettings {
             urls,
@@ -166,6 +169,7 @@ impl Builder<'_> {
             cache_file,
             ca_file,
             allowed_prefixes,
+            stun,
         })
     }
 
@@ -380,4 +384,23 @@ fn controller_urls(raw: &OneOrMany) -> Result<Vec<String>, String> {
         urls.push(url);
     }
     Ok(urls)
+}
+
+/// `stun`: at most [`MAX_STUN_SERVERS`] `host:port` entries, none twice.
+fn stun_servers(list: &[String]) -> Result<Vec<Endpoint>, String> {
+    if list.len() > MAX_STUN_SERVERS {
+        return Err(format!(
+            "{} servers: at most {MAX_STUN_SERVERS} STUN servers can be listed",
+            list.len()
+        ));
+    }
+    let mut servers: Vec<Endpoint> = Vec::with_capacity(list.len());
+    for text in list {
+        let server: Endpoint = text.parse()?;
+        if servers.contains(&server) {
+            return Err(format!("`{server}` is listed twice"));
+        }
+        servers.push(server);
+    }
+    Ok(servers)
 }

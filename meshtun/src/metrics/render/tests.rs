@@ -6,7 +6,7 @@ use meshtun_proto::{PresharedKey, PrivateKey};
 
 use super::*;
 use crate::gate::{GatedPeerInfo, MembershipState};
-use crate::wgcfg::PeerStatus;
+use crate::wgcfg::{NatKind, NatStatus, PeerStatus, Reflexive};
 
 /// The scrape time: 2023-11-14T22:13:20Z.
 fn now() -> SystemTime {
@@ -109,6 +109,15 @@ fn gate() -> GateStatus {
         cutoff_seconds_sum: 3.75,
         cutoff_seconds_count: 3,
         last_cutoff_seconds: Some(1.25),
+        nat: NatStatus {
+            reflexive: vec![Reflexive {
+                server: "192.0.2.10:3478".into(),
+                address: "203.0.113.7:40001".parse().unwrap(),
+                at_ms: now_ms() - 5_000,
+            }],
+            kind: NatKind::EndpointIndependent,
+        },
+        stun_rejected: 4,
     }
 }
 
@@ -323,4 +332,25 @@ fn ages_never_go_negative_when_the_clock_steps_back() {
         "meshtun_gate_controller_contact_age_seconds{interface=\"wg0\"}",
         0.0,
     );
+}
+
+#[test]
+fn stun_metrics_give_the_reflexive_address_and_the_nat_kind() {
+    let text = render(&status(), counters(), Some(gate()), now());
+    expect(
+        &text,
+        "meshtun_stun_reflexive_age_seconds{interface=\"wg0\",server=\"192.0.2.10:3478\",address=\"203.0.113.7:40001\"}",
+        5.0,
+    );
+    expect(
+        &text,
+        "meshtun_nat{interface=\"wg0\",kind=\"endpoint_independent\"}",
+        1.0,
+    );
+    expect(
+        &text,
+        "meshtun_nat{interface=\"wg0\",kind=\"endpoint_dependent\"}",
+        0.0,
+    );
+    expect(&text, "meshtun_stun_rejected_total{interface=\"wg0\"}", 4.0);
 }
