@@ -12,6 +12,7 @@
 
 use super::audit_log::AuditSql;
 use super::benchmarks::BenchmarkSql;
+use super::candidates::CandidateSql;
 use super::epochs::EpochSql;
 use super::invites::InviteSql;
 use super::nodes::NodeSql;
@@ -20,12 +21,19 @@ use super::StoreError;
 
 /// One transaction's queries, on either backend: only the SQL, never a rule.
 pub(crate) trait Tx:
-    AuditSql + BenchmarkSql + EpochSql + InviteSql + NodeSql + RetentionSql
+    AuditSql + BenchmarkSql + CandidateSql + EpochSql + InviteSql + NodeSql + RetentionSql
 {
 }
 
 impl<T> Tx for T where
-    T: AuditSql + BenchmarkSql + EpochSql + InviteSql + NodeSql + RetentionSql + ?Sized
+    T: AuditSql
+        + BenchmarkSql
+        + CandidateSql
+        + EpochSql
+        + InviteSql
+        + NodeSql
+        + RetentionSql
+        + ?Sized
 {
 }
 

@@ -17,6 +17,7 @@ use crate::keys::ControllerKeys;
 use super::audit::{AuditEntry, AuditError, AuditReport};
 use super::audit_log::AuditRules as _;
 use super::benchmarks::BenchmarkRules as _;
+use super::candidates::{CandidateRules as _, Candidates};
 use super::epochs::EpochRules as _;
 use super::invites::InviteRules as _;
 use super::nodes::NodeRules as _;
@@ -236,6 +237,17 @@ impl Store {
     /// Every enrolled node, sorted by id.
     pub fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         dispatch!(self.nodes())
+    }
+
+    /// Records node `id`'s candidate endpoints (its latest report replaces the last);
+    /// [`StoreError::NoSuchNode`] if it is not enrolled.
+    pub fn set_candidates(&self, id: &str, candidates: &Candidates) -> Result<(), StoreError> {
+        dispatch!(self.set_candidates(id, candidates))
+    }
+
+    /// Every node's latest candidate report, by node id.
+    pub fn candidates(&self) -> Result<HashMap<String, Candidates>, StoreError> {
+        dispatch!(self.candidates())
     }
 
     /// Sets (`Some`) or clears (`None`) a node's pin.

@@ -56,6 +56,16 @@ const TABLES: &[Table] = &[
         &[("address", Col::Text), ("node_id", Col::Text)],
     ),
     (
+        "node_candidates",
+        "node_id",
+        &[
+            ("node_id", Col::Text),
+            ("candidates", Col::Text),
+            ("observed", Col::Text),
+            ("reported_ms", Col::Int),
+        ],
+    ),
+    (
         "invites",
         "token_hash",
         &[
@@ -434,6 +444,12 @@ mod tests {
             keys.push((*id, key));
         }
         store.set_pin("node-b", Some(Pin::Deny)).unwrap();
+        let candidates = crate::store::Candidates {
+            reported: vec!["198.51.100.4:40001".into(), "192.0.2.1:51820".into()],
+            observed: "203.0.113.7:51820".into(),
+            reported_ms: 1_700_000_000_000,
+        };
+        store.set_candidates("node-a", &candidates).unwrap();
         store.remove_node("node-c").unwrap();
         store
             .create_invite("node-d", "tok-d", u64::MAX / 4, None, None)

@@ -15,6 +15,7 @@ pub mod audit;
 mod audit_log;
 mod backend;
 mod benchmarks;
+mod candidates;
 mod codec;
 mod dispatch;
 mod epochs;
@@ -46,6 +47,7 @@ use rusqlite::{Connection, TransactionBehavior};
 
 pub use audit::{AuditEntry, AuditError, AuditKind, AuditReport};
 pub use benchmarks::BENCHMARK_METHOD;
+pub use candidates::Candidates;
 pub use dispatch::{Database, SharedParts, Store};
 pub use error::{PgError, StoreError};
 pub use invites::invite_token_hash;

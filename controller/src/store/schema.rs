@@ -123,8 +123,23 @@ CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
 CREATE INDEX benchmarks_by_received ON benchmarks (received_ms);
 "#;
 
+/// Schema version 4: where each node says it can be reached (NAT traversal).
+const V4: &str = CANDIDATES;
+
+/// The `node_candidates` table, the same on both backends: a node's latest report of its
+/// candidate endpoints (JSON array of `ip:port`), the address the controller saw the report
+/// come from, and when. Soft state: not audited, replaced by each report.
+pub(crate) const CANDIDATES: &str = r#"
+CREATE TABLE node_candidates (
+    node_id     TEXT PRIMARY KEY NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+    candidates  TEXT NOT NULL,
+    observed    TEXT NOT NULL,
+    reported_ms BIGINT NOT NULL
+);
+"#;
+
 /// Every migration, oldest first.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// Brings the database to the newest schema version, refusing one newer than this build.
 pub(crate) fn migrate(conn: &mut Connection, location: &str) -> Result<(), StoreError> {

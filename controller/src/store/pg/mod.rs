@@ -21,6 +21,7 @@
 
 mod audit_log;
 mod benchmarks;
+mod candidates;
 pub(crate) mod connect;
 mod epochs;
 mod invites;

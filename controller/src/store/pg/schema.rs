@@ -149,7 +149,10 @@ CREATE TRIGGER audit_checkpoints_no_truncate BEFORE TRUNCATE ON audit_checkpoint
 /// see [`crate::ha`]).
 const V2: &str = crate::ha::SCHEMA;
 
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
+/// Version 3: candidate endpoints ([`crate::store::schema::CANDIDATES`]).
+const V3: &str = crate::store::schema::CANDIDATES;
+
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// Brings the database to the newest schema version, refusing one newer than this build.
 pub(crate) fn migrate(conn: &mut Client, location: &str) -> Result<(), StoreError> {
