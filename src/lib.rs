@@ -22,6 +22,7 @@
 
 pub mod auth;
 pub mod bundle;
+pub mod candidates;
 pub mod enroll;
 pub mod identity;
 mod key;

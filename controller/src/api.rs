@@ -19,6 +19,8 @@
 //!
 //! [`router`] is the API on `listen`; [`status_router`] is what `status_listen` serves.
 
+mod candidates;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +30,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use meshtun_proto::auth::RequestSignature;
 use meshtun_proto::wire::{Benchmark, EnrollRequest, EnrollResponse};
@@ -232,6 +234,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/status", get(status_with_token))
         .route("/v1/enroll", post(enroll))
         .route("/v1/benchmarks/{node}", post(benchmark))
+        .route("/v1/candidates/{node}", put(candidates::report))
         .route("/v1/rotate", post(rotate))
         .layer(timeout(request))
         .merge(long_poll)

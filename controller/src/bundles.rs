@@ -6,11 +6,14 @@
 
 use std::collections::HashMap;
 
-use meshtun_proto::bundle::{Bundle, BundlePeer, Membership, Sealer, SignedBundle, BUNDLE_VERSION};
+use meshtun_proto::bundle::{
+    Bundle, BundlePeer, Membership, Sealer, SignedBundle, BUNDLE_VERSION, MAX_CANDIDATES,
+};
 use meshtun_proto::{EpochId, IdentityKey, PairKeys};
 use parking_lot::Mutex;
 
 use crate::model::{Decision, EpochRecord, NodeRecord};
+use crate::store::Candidates;
 
 /// What the bundle of one node is built from.
 pub struct BundleSource<'a> {
@@ -22,6 +25,29 @@ pub struct BundleSource<'a> {
     pub decision: Option<&'a Decision>,
     /// The recipient's peers this epoch, already chosen by the topology.
     pub peers: &'a [&'a NodeRecord],
+    /// Every node's latest candidate report, by node id.
+    pub candidates: &'a HashMap<String, Candidates>,
+}
+
+/// Where `peer` may be reached, best first, at most [`MAX_CANDIDATES`]: the endpoint an
+/// admin pinned, then what it reported, then where its report came from; each once.
+pub fn peer_candidates(peer: &NodeRecord, report: Option<&Candidates>) -> Vec<String> {
+    let reported = report.into_iter().flat_map(|r| {
+        r.reported
+            .iter()
+            .chain(std::iter::once(&r.observed).filter(|o| !o.is_empty()))
+            .cloned()
+    });
+    let mut list: Vec<String> = Vec::with_capacity(MAX_CANDIDATES);
+    for candidate in peer.endpoint.iter().cloned().chain(reported) {
+        if list.len() == MAX_CANDIDATES {
+            break;
+        }
+        if !list.contains(&candidate) {
+            list.push(candidate);
+        }
+    }
+    list
 }
 
 /// Builds and signs one node's bundle.
@@ -65,7 +91,7 @@ pub fn build(source: &BundleSource<'_>, key: &IdentityKey, now_ms: u64) -> Signe
                     node_id: peer.id.clone(),
                     public_key: peer.wg_public_key,
                     endpoint: None,
-                    candidates: peer.endpoint.iter().cloned().collect(),
+                    candidates: peer_candidates(peer, source.candidates.get(&peer.id)),
                     allowed_ips: peer.addresses.iter().map(|a| a.trunc_host()).collect(),
                     // A bundle has far fewer than 2^32 peers.
                     sealed_psk: sealer.seal(
@@ -220,6 +246,7 @@ mod tests {
                 node: &a,
                 decision: Some(&da),
                 peers: &[&b],
+                candidates: &HashMap::new(),
             },
             &controller,
             5,
@@ -232,6 +259,7 @@ mod tests {
                 node: &b,
                 decision: Some(&db),
                 peers: &[&a],
+                candidates: &HashMap::new(),
             },
             &controller,
             5,
@@ -252,6 +280,38 @@ mod tests {
         assert_eq!(ba.activation_ms, 1_000);
     }
 
+    /// The pinned endpoint comes first, then the report in its order, then where it came
+    /// from; duplicates once; never more than a bundle may hold.
+    #[test]
+    fn a_peers_candidates_are_pinned_then_reported_then_observed() {
+        let mut peer = node("b", &PrivateKey::generate(), "100.64.0.2/24");
+        peer.endpoint = Some("192.0.2.2:51820".into());
+        assert_eq!(peer_candidates(&peer, None), ["192.0.2.2:51820"]);
+        let report = Candidates {
+            reported: vec![
+                "198.51.100.2:40002".into(),
+                "192.0.2.2:51820".into(),
+                "10.0.0.2:51820".into(),
+            ],
+            observed: "198.51.100.2:51820".into(),
+            reported_ms: 1,
+        };
+        assert_eq!(
+            peer_candidates(&peer, Some(&report)),
+            [
+                "192.0.2.2:51820",
+                "198.51.100.2:40002",
+                "10.0.0.2:51820",
+                "198.51.100.2:51820"
+            ]
+        );
+        let many = Candidates {
+            reported: (1..=20).map(|i| format!("198.51.100.{i}:1")).collect(),
+            ..report
+        };
+        assert_eq!(peer_candidates(&peer, Some(&many)).len(), MAX_CANDIDATES);
+    }
+
     #[test]
     fn a_denied_node_gets_the_reason_and_no_keys() {
         let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
@@ -268,6 +328,7 @@ mod tests {
                 node: &a,
                 decision: Some(&d),
                 peers: &[&b],
+                candidates: &HashMap::new(),
             },
             &controller,
             5,

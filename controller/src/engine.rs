@@ -9,7 +9,7 @@
 //! activates, so that nodes switch together. With `rotate_on_deny`, an allowed node whose
 //! benchmark fails triggers an immediate epoch that leaves it out.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::model::{Decision, EpochRecord, NodeInput, NodeRecord, Policy};
 use crate::network::Network;
 use crate::schedule::{in_force, next_epoch_id, Action, Schedule, Window};
-use crate::store::{Retention, Store, StoreError};
+use crate::store::{Candidates, Retention, Store, StoreError};
 use meshtun_proto::report::Chain;
 
 mod follow;
@@ -80,6 +80,8 @@ impl EpochView {
 #[derive(Default)]
 struct State {
     nodes: BTreeMap<String, NodeRecord>,
+    /// Each node's latest candidate report (shared with bundle builders without a copy).
+    candidates: Arc<HashMap<String, Candidates>>,
     /// Ascending by id.
     epochs: Vec<Arc<EpochView>>,
 }
@@ -154,13 +156,18 @@ impl Engine {
             .into_iter()
             .map(|n| (n.id.clone(), n))
             .collect();
+        let candidates = Arc::new(store.candidates()?);
         let (published, _) = watch::channel(last);
         let (decided, _) = watch::channel(last);
         Ok(Self {
             store,
             settings,
             clock,
-            state: RwLock::new(State { nodes, epochs }),
+            state: RwLock::new(State {
+                nodes,
+                epochs,
+                candidates,
+            }),
             decided,
             published,
             prebuilding: AtomicBool::new(false),
@@ -253,7 +260,19 @@ impl Engine {
             .into_iter()
             .map(|n| (n.id.clone(), n))
             .collect();
-        self.state.write().nodes = nodes;
+        let candidates = Arc::new(self.store.candidates()?);
+        let mut state = self.state.write();
+        state.nodes = nodes;
+        state.candidates = candidates;
+        Ok(())
+    }
+
+    /// Records node `id`'s candidate report, durably, for the bundles of epochs built from
+    /// now on. Blocking.
+    pub fn report_candidates(&self, id: &str, report: Candidates) -> Result<(), StoreError> {
+        self.store.set_candidates(id, &report)?;
+        let mut state = self.state.write();
+        Arc::make_mut(&mut state.candidates).insert(id.to_owned(), report);
         Ok(())
     }
 
@@ -508,7 +527,13 @@ impl Engine {
         }
         let state = self.state.read();
         let now = self.clock.now_ms();
-        let json = self.build_bundle(&epoch, &epoch.allowed(), &state.nodes, node, now)?;
+        let json = self.build_bundle(
+            &epoch,
+            &epoch.allowed(),
+            (&state.nodes, &state.candidates),
+            node,
+            now,
+        )?;
         drop(state);
         Some((id, self.cache.put(id, node, json)))
     }
@@ -519,7 +544,7 @@ impl Engine {
         &self,
         epoch: &EpochView,
         allowed: &BTreeSet<&str>,
-        nodes: &BTreeMap<String, NodeRecord>,
+        (nodes, candidates): (&BTreeMap<String, NodeRecord>, &HashMap<String, Candidates>),
         node: &str,
         now_ms: u64,
     ) -> Option<BundleJson> {
@@ -531,6 +556,7 @@ impl Engine {
             node: recipient,
             decision: epoch.decisions.get(node),
             peers: &peers,
+            candidates,
         };
         let signed = bundles::build(&source, self.keys.signing(), now_ms);
         let mut json = Vec::with_capacity(signed.payload.len() + signed.signature.len() + 32);
@@ -552,7 +578,10 @@ impl Engine {
         if let Some(oldest) = live.iter().map(|e| e.record.id).min() {
             self.cache.retain_from(oldest);
         }
-        let nodes = self.state.read().nodes.clone();
+        let (nodes, candidates) = {
+            let state = self.state.read();
+            (state.nodes.clone(), state.candidates.clone())
+        };
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
         let mut built = 0;
         for epoch in &live {
@@ -566,10 +595,10 @@ impl Engine {
             let chunk = missing.len().div_ceil(threads).max(1);
             std::thread::scope(|scope| {
                 for part in missing.chunks(chunk) {
-                    let (allowed, nodes) = (&allowed, &nodes);
+                    let (allowed, sources) = (&allowed, (&nodes, &*candidates));
                     scope.spawn(move || {
                         for node in part {
-                            let built = self.build_bundle(epoch, allowed, nodes, node, now);
+                            let built = self.build_bundle(epoch, allowed, sources, node, now);
                             if let Some(json) = built {
                                 self.cache.put(id, node, json);
                             }

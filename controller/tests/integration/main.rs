@@ -6,6 +6,7 @@
 //! other tests running beside it do not disturb its measurement.
 
 mod api;
+mod candidates;
 mod enroll;
 mod epochs;
 mod ha;
