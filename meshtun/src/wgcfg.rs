@@ -40,6 +40,11 @@ pub struct PeerSettings {
     pub allowed_ips: Vec<IpNet>,
     /// Seconds between keepalives when idle; `None` disables them.
     pub persistent_keepalive: Option<u16>,
+    /// Other addresses the peer may be reached at (a gated peer's further candidates): while
+    /// the peer is silent, each handshake initiation also goes to them, at most once per
+    /// [`PROBE_INTERVAL`](crate::device::PROBE_INTERVAL); the first to answer with an
+    /// authenticated packet becomes the endpoint. Empty for static peers.
+    pub probes: Vec<SocketAddr>,
 }
 
 /// One ordered change to a device, as carried by a UAPI `set` request.

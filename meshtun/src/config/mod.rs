@@ -233,6 +233,7 @@ impl Config {
             })?),
         };
         Ok(PeerSettings {
+            probes: Vec::new(),
             public_key: peer.public_key,
             preshared_key: peer.preshared_key.clone(),
             endpoint,

@@ -145,6 +145,7 @@ fn apply_peer(peers: &mut Vec<PeerSettings>, update: &PeerUpdate) {
         None if update.update_only => return,
         None => {
             peers.push(PeerSettings {
+                probes: Vec::new(),
                 public_key: key,
                 preshared_key: None,
                 endpoint: None,

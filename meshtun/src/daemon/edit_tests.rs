@@ -8,6 +8,7 @@ fn key() -> PublicKey {
 
 fn peer(public_key: PublicKey, nets: &[&str]) -> PeerSettings {
     PeerSettings {
+        probes: Vec::new(),
         public_key,
         preshared_key: None,
         endpoint: None,

@@ -112,6 +112,7 @@ mod tests {
             peers: peers
                 .iter()
                 .map(|key| PeerSettings {
+                    probes: Vec::new(),
                     public_key: *key,
                     preshared_key: None,
                     endpoint: None,

@@ -170,6 +170,7 @@ pub fn hub_settings(hub: &PrivateKey, keys: &[PrivateKey]) -> DeviceSettings {
         .iter()
         .enumerate()
         .map(|(i, key)| PeerSettings {
+            probes: Vec::new(),
             public_key: key.public_key(),
             preshared_key: Some(PresharedKey::generate()),
             endpoint: Some(SocketAddr::from((

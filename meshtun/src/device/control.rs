@@ -463,6 +463,7 @@ impl Control {
             return Ok(());
         };
         self.set_configured_endpoint(&key, settings.endpoint);
+        peer.state.lock().set_probes(&settings.probes);
         self.set_allowed_ips(&key, &settings.allowed_ips);
         Self::set_keepalive(&peer, settings.persistent_keepalive, now, out);
         let current = peer.state.lock().psk.clone();
@@ -566,6 +567,7 @@ mod tests {
 
     fn peer(key: &PrivateKey, nets: &[&str]) -> PeerSettings {
         PeerSettings {
+            probes: Vec::new(),
             public_key: key.public_key(),
             preshared_key: None,
             endpoint: None,

@@ -44,6 +44,7 @@ fn side(
         listen_port: None,
         fwmark: None,
         peers: vec![PeerSettings {
+            probes: Vec::new(),
             public_key: peer.public_key(),
             preshared_key: None,
             endpoint: peer_addr.parse().ok(),

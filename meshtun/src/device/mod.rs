@@ -61,6 +61,15 @@ use crate::wgcfg::{DeviceSettings, DeviceStatus, DeviceUpdate};
 /// How often the timer task runs; WireGuard's timers need at least every 250 ms.
 pub const TICK: Duration = Duration::from_millis(100);
 
+/// The shortest time between two rounds of probes to a peer's further candidates
+/// (WireGuard's `REKEY_TIMEOUT`): a member that lists someone else's address as a candidate
+/// makes each of its peers send that address at most one initiation this often.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long a peer must have sent nothing authenticated before its further candidates are
+/// probed (`KEEPALIVE_TIMEOUT` + `REKEY_TIMEOUT`): a working path is never second-guessed.
+pub const SILENT_AFTER: Duration = Duration::from_secs(15);
+
 /// Packets per batch on the packet path.
 pub const BATCH: usize = 128;
 

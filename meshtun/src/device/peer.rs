@@ -154,6 +154,13 @@ pub struct PeerState {
     pub endpoint: Option<SocketAddr>,
     /// Persistent keepalive interval in seconds.
     pub keepalive: Option<u16>,
+    /// Further candidate endpoints, probed with copies of the initiations while the peer is
+    /// silent (see [`PROBE_INTERVAL`](super::PROBE_INTERVAL)).
+    pub probes: Vec<SocketAddr>,
+    /// When the candidates were last probed.
+    probed_at: Option<Instant>,
+    /// When the peer last sent something authenticated.
+    last_received: Option<Instant>,
     /// The peer's allowed IPs, in configuration order.
     pub allowed_ips: Vec<IpNet>,
     /// Wall-clock time of the last confirmed handshake.
@@ -208,6 +215,9 @@ impl PeerState {
             psk,
             endpoint,
             keepalive: keepalive.filter(|k| *k > 0),
+            probes: Vec::new(),
+            probed_at: None,
+            last_received: None,
             allowed_ips,
             last_handshake: None,
             rx_bytes: 0,
@@ -330,6 +340,7 @@ impl PeerState {
                 slot.initiated.get_or_insert(now);
                 out.commit(endpoint, len);
                 self.note_sent(len, now);
+                self.probe(out, now);
             }
             // A handshake is already under way.
             TunnResult::Done => slot.due = false,
@@ -351,6 +362,39 @@ impl PeerState {
         self.last_sent = Some(now);
     }
 
+    /// Sets the further candidates: each address once, at most [`MAX_PROBES`].
+    pub fn set_probes(&mut self, probes: &[SocketAddr]) {
+        self.probes.clear();
+        for addr in probes {
+            if self.probes.len() < MAX_PROBES && !self.probes.contains(addr) {
+                self.probes.push(*addr);
+            }
+        }
+    }
+
+    /// Copies the initiation just committed to `out` to every further candidate, if the
+    /// peer has been silent for [`SILENT_AFTER`](super::SILENT_AFTER) and the candidates were
+    /// not probed in the last [`PROBE_INTERVAL`](super::PROBE_INTERVAL).
+    fn probe(&mut self, out: &mut DatagramBatch, now: Instant) {
+        let since =
+            |t: Option<Instant>, limit| t.is_some_and(|t| now.saturating_duration_since(t) < limit);
+        if self.probes.is_empty()
+            || since(self.last_received, super::SILENT_AFTER)
+            || since(self.probed_at, super::PROBE_INTERVAL)
+        {
+            return;
+        }
+        self.probed_at = Some(now);
+        let mut sent = 0;
+        for addr in self.probes.iter().filter(|a| Some(**a) != self.endpoint) {
+            if !out.repeat_last(*addr) {
+                break;
+            }
+            sent += HANDSHAKE_INIT_LEN;
+        }
+        self.tx_bytes += sent as u64;
+    }
+
     /// Encrypts one IP packet for this peer into `out`.
     pub fn encapsulate(
         &mut self,
@@ -370,14 +414,18 @@ impl PeerState {
                 let len = p.len();
                 out.commit(endpoint, len);
                 self.note_sent(len, now);
+                self.probe(out, now);
             }
             return Err(DropReason::QueueFull);
         }
         match slot.tunn.encapsulate(packet, space) {
             TunnResult::WriteToNetwork(p) => {
-                let len = p.len();
+                let (len, initiation) = (p.len(), is_initiation(p));
                 out.commit(endpoint, len);
                 self.note_sent(len, now);
+                if initiation {
+                    self.probe(out, now);
+                }
                 Ok(())
             }
             // Queued until the handshake completes.
@@ -422,6 +470,7 @@ impl PeerState {
         self.note_sent(sent, now);
         self.rx_bytes += datagram.len() as u64;
         self.endpoint = Some(src);
+        self.last_received = Some(now);
         self.flush_queue(SlotKind::Active, out, now);
         Ok(())
     }
@@ -456,6 +505,7 @@ impl PeerState {
         }
         self.rx_bytes += datagram.len() as u64;
         self.endpoint = Some(src);
+        self.last_received = Some(now);
         let kind = if kind == SlotKind::Next {
             SlotKind::Active
         } else {
@@ -494,6 +544,7 @@ impl PeerState {
         }
         self.rx_bytes += datagram.len() as u64;
         self.endpoint = Some(src);
+        self.last_received = Some(now);
         received
     }
 
@@ -602,10 +653,13 @@ impl PeerState {
         };
         match slot.tunn.update_timers(space) {
             TunnResult::WriteToNetwork(p) => {
-                let len = p.len();
+                let (len, initiation) = (p.len(), is_initiation(p));
                 if let Some(endpoint) = endpoint {
                     out.commit(endpoint, len);
                     self.note_sent(len, now);
+                    if initiation {
+                        self.probe(out, now);
+                    }
                 }
             }
             // The handshake gave up: boringtun dropped the queued packets.
@@ -645,6 +699,14 @@ impl PeerState {
     }
 }
 
+/// The most further candidates a peer is probed at (a bundle lists at most eight
+/// candidates, the first being the endpoint).
+pub const MAX_PROBES: usize = 7;
+
+/// The message type of a handshake initiation.
+const HANDSHAKE_INIT: u8 = 1;
+/// Length of a handshake initiation.
+const HANDSHAKE_INIT_LEN: usize = 148;
 /// The message type of a handshake response.
 const HANDSHAKE_RESPONSE: u8 = 2;
 /// Length of a handshake response.
@@ -653,6 +715,11 @@ const RESPONSE_LEN: usize = 92;
 const DATA: u8 = 4;
 /// Length of a keepalive, the shortest data message.
 const KEEPALIVE_LEN: usize = 32;
+
+/// True if `p` is a handshake initiation.
+fn is_initiation(p: &[u8]) -> bool {
+    p.len() == HANDSHAKE_INIT_LEN && p.first() == Some(&HANDSHAKE_INIT)
+}
 
 /// True if `p` is a handshake response: what a `Tunn` sends only after it authenticated an
 /// initiation.

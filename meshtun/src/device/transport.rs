@@ -239,6 +239,20 @@ impl DatagramBatch {
         self.used += len;
     }
 
+    /// Copies the last datagram committed, to `dest` as well. Returns false if there is none
+    /// or no room.
+    pub fn repeat_last(&mut self, dest: SocketAddr) -> bool {
+        let Some(&(_, start, len)) = self.entries.last() else {
+            return false;
+        };
+        if self.space(len).is_none() {
+            return false;
+        }
+        self.arena.copy_within(start..start + len, self.used);
+        self.commit(dest, len);
+        true
+    }
+
     /// Copies `datagram` into the batch. Returns false if it does not fit.
     pub fn push(&mut self, dest: SocketAddr, datagram: &[u8]) -> bool {
         match self.space(datagram.len()) {

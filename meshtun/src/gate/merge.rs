@@ -233,6 +233,7 @@ mod tests {
 
     fn peer(key: &PrivateKey, nets: &[&str]) -> PeerSettings {
         PeerSettings {
+            probes: Vec::new(),
             public_key: key.public_key(),
             preshared_key: None,
             endpoint: None,

@@ -179,14 +179,21 @@ impl Scheduler {
             return false;
         }
         match self.state.enforced() {
-            Enforced::Bundle(b) => b.peers.iter().any(|p| p.candidates.first() == Some(&text)),
+            Enforced::Bundle(b) => b.peers.iter().any(|p| p.candidates.contains(&text)),
             _ => false,
         }
     }
 
-    /// The peer's first candidate, resolved.
-    fn endpoint(&self, peer: &GatedPeer) -> Option<SocketAddr> {
-        self.endpoints.get(peer.candidates.first()?)
+    /// The peer's candidates that resolved, in the bundle's order, each once: the first is
+    /// its endpoint, the others are probed while it is silent.
+    fn resolved(&self, peer: &GatedPeer) -> Vec<SocketAddr> {
+        let mut list: Vec<SocketAddr> = Vec::with_capacity(peer.candidates.len());
+        for addr in peer.candidates.iter().filter_map(|c| self.endpoints.get(c)) {
+            if !list.contains(&addr) {
+                list.push(addr);
+            }
+        }
+        list
     }
 
     /// Sends what is enforced now; false if the daemon is gone.
@@ -214,15 +221,19 @@ impl Scheduler {
             (MembershipState::Allowed, Some(b)) => b
                 .peers
                 .iter()
-                .map(|p| GatedPeerConfig {
-                    node_id: p.node_id.clone(),
-                    settings: PeerSettings {
-                        public_key: p.public_key,
-                        preshared_key: Some(p.psk.clone()),
-                        endpoint: self.endpoint(p),
-                        allowed_ips: p.allowed_ips.clone(),
-                        persistent_keepalive: None,
-                    },
+                .map(|p| {
+                    let mut resolved = self.resolved(p).into_iter();
+                    GatedPeerConfig {
+                        node_id: p.node_id.clone(),
+                        settings: PeerSettings {
+                            public_key: p.public_key,
+                            preshared_key: Some(p.psk.clone()),
+                            endpoint: resolved.next(),
+                            allowed_ips: p.allowed_ips.clone(),
+                            persistent_keepalive: None,
+                            probes: resolved.collect(),
+                        },
+                    }
                 })
                 .collect(),
             _ => Vec::new(),

@@ -197,6 +197,7 @@ fn device(
 
 fn peer_of(key: &PrivateKey, inner: &str, endpoint: Option<&str>) -> PeerSettings {
     PeerSettings {
+        probes: Vec::new(),
         public_key: key.public_key(),
         preshared_key: None,
         endpoint: endpoint.map(|e| e.parse().unwrap()),

@@ -58,6 +58,7 @@ fn a_signed_hostile_bundle_cannot_make_the_node_route_what_it_must_not() {
         listen_port: Some(51820),
         fwmark: None,
         peers: vec![PeerSettings {
+            probes: Vec::new(),
             public_key: exit.public_key(),
             preshared_key: None,
             endpoint: None,
@@ -115,6 +116,7 @@ fn a_signed_hostile_bundle_cannot_make_the_node_route_what_it_must_not() {
         .map(|p| GatedPeerConfig {
             node_id: p.node_id.clone(),
             settings: PeerSettings {
+                probes: Vec::new(),
                 public_key: p.public_key,
                 preshared_key: Some(p.psk.clone()),
                 endpoint: None,

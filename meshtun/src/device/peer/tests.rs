@@ -313,6 +313,7 @@ fn settings_of(own: &Side, peer: &Side, host: u8, psk: Option<&PresharedKey>) ->
         listen_port: None,
         fwmark: None,
         peers: vec![PeerSettings {
+            probes: Vec::new(),
             public_key: peer.key.public_key(),
             preshared_key: psk.cloned(),
             endpoint: Some(peer.addr),
@@ -340,4 +341,5 @@ fn only(wire: &Wire, kind: u8) -> Vec<Vec<u8>> {
         .collect()
 }
 
+mod probes;
 mod transitions;

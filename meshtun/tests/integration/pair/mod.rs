@@ -71,6 +71,7 @@ pub fn peer(
     psk: Option<&PresharedKey>,
 ) -> PeerSettings {
     PeerSettings {
+        probes: Vec::new(),
         public_key: key.public_key(),
         preshared_key: psk.cloned(),
         endpoint,

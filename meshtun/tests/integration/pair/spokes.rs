@@ -111,6 +111,7 @@ impl Hub {
         let mut peers: Vec<PeerSettings> = spokes
             .values()
             .map(|s| PeerSettings {
+                probes: Vec::new(),
                 public_key: s.key.public_key(),
                 preshared_key: Some(s.psk.clone()),
                 endpoint: Some(s.addr),
