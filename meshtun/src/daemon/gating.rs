@@ -49,6 +49,11 @@ impl Gating {
         Ok(gating)
     }
 
+    /// The controller client in use, when gated.
+    pub fn client(&self) -> Option<std::sync::Arc<ControllerClient>> {
+        self.running.as_ref().map(|r| r.gate.client())
+    }
+
     /// The next update to enforce (never, when not gated). `Err` when the membership
     /// scheduler has stopped: the daemon must then stop too, dropping every gated peer,
     /// rather than keep the last membership forever.

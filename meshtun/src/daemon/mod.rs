@@ -7,6 +7,7 @@
 //! the configuration and applies the difference; SIGTERM and SIGINT stop. Stopping runs the
 //! `pre_down` hooks, closes the device, undoes the host setup and runs `post_down`.
 
+mod candidates;
 mod down;
 mod edit;
 mod gating;
@@ -327,6 +328,11 @@ async fn serve_interface(
         .controller
         .as_ref()
         .and_then(|c| stun::start(&device, c.stun_servers(), gating.status.clone()));
+    // Tells the controller where this node can be reached, until `up` returns.
+    let _candidates = gating.client().map(|client| {
+        let overlay = config.interface.addresses.clone();
+        candidates::start(&device, client, gating.status.clone(), overlay)
+    });
     let running = Running {
         ifname: ifname.clone(),
         config_path: config_path.to_owned(),

@@ -14,6 +14,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use meshtun_proto::auth::RequestSignature;
 use meshtun_proto::bundle::SignedBundle;
+use meshtun_proto::candidates::CandidateReport;
 use meshtun_proto::enroll::{
     EnrollError, EnrollRequest, EnrollResponse, SignedEnrollReply, Ticket, MAX_REPLY_BYTES,
 };
@@ -164,6 +165,7 @@ pub enum ClientError {
 const SUBMIT: &str = "submitting a benchmark";
 const FETCH: &str = "fetching the bundle";
 const ENROLL: &str = "enrolling";
+const REPORT: &str = "reporting candidate endpoints";
 
 /// A node's client for its controller, over one of the controller's instances at a time
 /// ([`Instances`]).
@@ -366,6 +368,29 @@ impl ControllerClient {
                 return Ok(());
             }
             Err(refusal(SUBMIT, response).await)
+        };
+        self.note(index, result.await)
+    }
+
+    /// Reports where this node can be reached. `Ok` once the controller has stored it.
+    pub async fn report_candidates(&self, report: &CandidateReport) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(report).map_err(|e| ClientError::Response {
+            what: REPORT,
+            reason: format!("cannot encode the report: {e}"),
+        })?;
+        let path = format!("/v1/candidates/{}", self.node_id);
+        let (index, request) = self.signed(Method::PUT, &path, body);
+        let result = async {
+            let response = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .timeout(REQUEST_TIMEOUT)
+                .send()
+                .await
+                .map_err(|e| http_error(REPORT, e))?;
+            if response.status().is_success() {
+                return Ok(());
+            }
+            Err(refusal(REPORT, response).await)
         };
         self.note(index, result.await)
     }

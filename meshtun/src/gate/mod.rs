@@ -17,6 +17,7 @@
 pub mod benchmark;
 pub mod bundle;
 pub mod cache;
+pub mod candidates;
 pub mod client;
 pub mod clock;
 pub mod instances;

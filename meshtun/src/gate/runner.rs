@@ -101,6 +101,11 @@ impl Drop for Gate {
 }
 
 impl Gate {
+    /// The client the gating tasks talk to the controller with.
+    pub fn client(&self) -> Arc<ControllerClient> {
+        self.client.clone()
+    }
+
     /// Starts the gating tasks with `client`; updates go to `updates`. The cached bundle, if
     /// any, is read first (blocking, briefly) so that a restarted node rejoins at once.
     pub fn start(

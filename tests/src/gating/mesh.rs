@@ -163,6 +163,16 @@ impl Mesh {
     /// [`Backend::Postgres`], the instances share the key and admin token made by one `init`,
     /// and instance `i` listens on `192.0.2.(250 + i)`.
     pub fn with_backend(test: &str, timing: Timing, ids: &[&str], backend: Backend) -> Self {
+        Self::build(test, timing, ids, backend, true)
+    }
+
+    /// Like [`Mesh::new`], with nodes enrolled without an endpoint: the controller learns
+    /// where they are only from what they report (NAT traversal).
+    pub fn without_endpoints(test: &str, timing: Timing, ids: &[&str]) -> Self {
+        Self::build(test, timing, ids, Backend::Sqlite, false)
+    }
+
+    fn build(test: &str, timing: Timing, ids: &[&str], backend: Backend, pin: bool) -> Self {
         let exclusive = crate::exclusive();
         let hub = Netns::new(test);
         hub.ip(&["link", "add", BRIDGE, "type", "bridge"]);
@@ -203,7 +213,10 @@ impl Mesh {
         }
         for (i, id) in ids.iter().enumerate() {
             let index = u8::try_from(i + 1).expect("at most 239 nodes");
-            let node = mesh.add_node(id, index);
+            let mut node = mesh.add_node(id, index);
+            if !pin {
+                node.keys.endpoint = None;
+            }
             mesh.enroll(&node.keys);
             mesh.nodes.push(node);
         }

@@ -59,7 +59,11 @@ fn attack_a_listed_victim_receives_at_most_one_initiation_per_probe_interval() {
     let mut settings = settings_of(&alice, &bob, 2, None);
     settings.peers[0].probes = vec![victim, victim, victim];
     alice.configure(&settings, t0);
-    assert_eq!(alice.peer().state.lock().probes, [victim], "each address once");
+    assert_eq!(
+        alice.peer().state.lock().probes,
+        [victim],
+        "each address once"
+    );
     let peer = alice.peer();
     let initiation = [INITIATION; 148];
     let mut copies = 0;

@@ -1,0 +1,89 @@
+//! The daemon's candidate reporter: the I/O around [`Reporter`]. Every few seconds it
+//! gathers where this node can be reached (the reflexive addresses the STUN task
+//! published, the host's addresses with the WireGuard port) and reports them to the
+//! controller when they changed ([`crate::gate::candidates`]).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use meshtun_proto::candidates::CandidateReport;
+use meshtun_proto::report::Chain;
+use tokio::task::JoinHandle;
+
+use super::HostDevice;
+use crate::gate::candidates::{gather, Reporter};
+use crate::gate::{ControllerClient, SharedGateStatus};
+use crate::probe::target::local_addresses;
+
+/// How often the candidates are gathered again.
+const CHECK: Duration = Duration::from_secs(2);
+
+/// The running reporter; stopped when dropped.
+pub(super) struct ReportTask(JoinHandle<()>);
+
+impl Drop for ReportTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts reporting `device`'s candidates through `client`, with the reflexive addresses
+/// of `status`, leaving out the interface's `overlay` networks.
+pub(super) fn start(
+    device: &Arc<HostDevice>,
+    client: Arc<ControllerClient>,
+    status: SharedGateStatus,
+    overlay: Vec<IpNet>,
+) -> ReportTask {
+    let device = Arc::downgrade(device);
+    ReportTask(tokio::spawn(run(device, client, status, overlay)))
+}
+
+async fn run(
+    device: Weak<HostDevice>,
+    client: Arc<ControllerClient>,
+    status: SharedGateStatus,
+    overlay: Vec<IpNet>,
+) {
+    let mut reporter = Reporter::default();
+    let mut failing = false;
+    let mut tick = tokio::time::interval(CHECK);
+    loop {
+        tick.tick().await;
+        let Some(port) = device.upgrade().map(|d| d.listen_port()) else {
+            return;
+        };
+        let reflexive: Vec<SocketAddr> = status
+            .lock()
+            .nat
+            .reflexive
+            .iter()
+            .map(|r| r.address)
+            .collect();
+        let host: Vec<IpAddr> = local_addresses().into_iter().collect();
+        let report = CandidateReport {
+            candidates: gather(&reflexive, &host, port, &overlay),
+            listen_port: port,
+        };
+        let now = Instant::now();
+        if !reporter.due(&report, now) {
+            continue;
+        }
+        match client.report_candidates(&report).await {
+            Ok(()) => {
+                tracing::debug!(target: "meshtun::gate", candidates = ?report.candidates, "candidate endpoints reported");
+                reporter.sent(report, now);
+                failing = false;
+            }
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(target: "meshtun::gate", error = %Chain(&error), "cannot report this node's candidate endpoints; retrying");
+                }
+                failing = true;
+                reporter.failed(now);
+            }
+        }
+    }
+}
