@@ -11,6 +11,7 @@ mod down;
 mod edit;
 mod gating;
 mod handler;
+mod peers;
 mod pidfile;
 #[cfg(target_os = "linux")]
 mod privileges;
@@ -323,10 +324,11 @@ async fn serve_interface(
     // Served until `up` returns (dropping the handle stops it).
     let _metrics = metrics_listener.map(|l| serve_metrics(l, &device, &config, &gating));
     // Learns the reflexive address from the WireGuard socket, until `up` returns.
+    let (nat_tx, behind_nat) = tokio::sync::watch::channel(false);
     let _stun = config
         .controller
         .as_ref()
-        .and_then(|c| stun::start(&device, c.stun_servers(), gating.status.clone()));
+        .and_then(|c| stun::start(&device, c.stun_servers(), gating.status.clone(), nat_tx));
     let running = Running {
         ifname: ifname.clone(),
         config_path: config_path.to_owned(),
@@ -335,6 +337,7 @@ async fn serve_interface(
         config,
         settings,
         gating,
+        behind_nat,
     };
     running.serve(socket, opts).await
 }
@@ -390,6 +393,8 @@ struct Running {
     /// The static device settings (the configuration file's), with the fwmark in force.
     settings: DeviceSettings,
     gating: Gating,
+    /// Whether STUN shows this node behind a NAT (the STUN task writes it).
+    behind_nat: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Running {
@@ -474,6 +479,11 @@ impl Running {
                 }
                 reason = self.device.failed() => {
                     return Err(DaemonError::Failed { ifname: self.ifname.clone(), reason });
+                }
+                Ok(()) = self.behind_nat.changed() => {
+                    if let Err(error) = self.apply_peers().await {
+                        tracing::error!(error = %Chain(&error), "cannot apply the gated peers' keepalive");
+                    }
                 }
                 update = self.gating.next_update() => {
                     let update = update.map_err(|reason| DaemonError::Failed {
@@ -592,7 +602,13 @@ impl Running {
     async fn apply_peers(&mut self) -> Result<Vec<String>, DaemonError> {
         let routes = self.config.host_plan().routes;
         let limits = GatedLimits::from_config(&self.config);
-        let merged = merge(&self.settings, &routes, &self.gating.applied, &limits);
+        let behind_nat = *self.behind_nat.borrow_and_update();
+        let gated = peers::gated_in_force(
+            &self.gating.applied,
+            self.config.controller.as_ref(),
+            behind_nat,
+        );
+        let merged = merge(&self.settings, &routes, &gated, &limits);
         self.device
             .reconfigure(&merged.settings)
             .await

@@ -20,6 +20,7 @@ pub mod cache;
 pub mod client;
 pub mod clock;
 pub mod instances;
+pub mod keepalive;
 pub mod merge;
 pub mod resolve;
 pub mod runner;
