@@ -15,6 +15,7 @@ mod peers;
 mod pidfile;
 #[cfg(target_os = "linux")]
 mod privileges;
+mod reresolve;
 mod stun;
 
 use std::path::{Path, PathBuf};
@@ -338,6 +339,7 @@ async fn serve_interface(
         settings,
         gating,
         behind_nat,
+        reresolving: reresolve::Reresolving::new(),
     };
     running.serve(socket, opts).await
 }
@@ -395,6 +397,8 @@ struct Running {
     gating: Gating,
     /// Whether STUN shows this node behind a NAT (the STUN task writes it).
     behind_nat: tokio::sync::watch::Receiver<bool>,
+    /// Host-name endpoints looked up again when their peers go silent.
+    reresolving: reresolve::Reresolving,
 }
 
 impl Running {
@@ -455,6 +459,8 @@ impl Running {
         let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
         let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
         let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+        let mut silent_check = tokio::time::interval(reresolve::CHECK_EVERY);
+        silent_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 _ = hangup.recv() => {
@@ -479,6 +485,17 @@ impl Running {
                 }
                 reason = self.device.failed() => {
                     return Err(DaemonError::Failed { ifname: self.ifname.clone(), reason });
+                }
+                _ = silent_check.tick() => {
+                    let names = self.reresolving.names(&self.config, &self.gating.applied);
+                    self.reresolving.check(&self.device.status(), &names);
+                }
+                looked = self.reresolving.next() => {
+                    if self.reresolving.record(looked) {
+                        if let Err(error) = self.apply_peers().await {
+                            tracing::error!(error = %Chain(&error), "cannot move the peers to their endpoint's new address");
+                        }
+                    }
                 }
                 Ok(()) = self.behind_nat.changed() => {
                     if let Err(error) = self.apply_peers().await {
@@ -522,6 +539,11 @@ impl Running {
         };
         let next = apply_edit(&self.settings, update, &rules)
             .map_err(|refused| uapi::UapiError::Forbidden(refused.to_string()))?;
+        let set = update
+            .peers
+            .iter()
+            .filter(|p| !p.remove && p.endpoint.is_some());
+        self.reresolving.pin(set.map(|p| p.public_key));
         let previous = std::mem::replace(&mut self.settings, next);
         let refused = match self.apply_peers().await {
             Ok(refused) => refused,
@@ -589,6 +611,7 @@ impl Running {
             tracing::warn!("the {what} changed; it takes effect at the next start");
         }
         self.config = config;
+        self.reresolving.reloaded();
         self.apply_peers().await?;
         if let Some(update) = switched_off {
             self.enforce(update).await?;
@@ -603,12 +626,12 @@ impl Running {
         let routes = self.config.host_plan().routes;
         let limits = GatedLimits::from_config(&self.config);
         let behind_nat = *self.behind_nat.borrow_and_update();
-        let gated = peers::gated_in_force(
-            &self.gating.applied,
-            self.config.controller.as_ref(),
-            behind_nat,
-        );
-        let merged = merge(&self.settings, &routes, &gated, &limits);
+        let moved = |name: &str| self.reresolving.endpoint(name);
+        let names = self.reresolving.names(&self.config, &self.gating.applied);
+        let statics = peers::statics_in_force(&self.settings, &names, moved);
+        let controller = self.config.controller.as_ref();
+        let gated = peers::gated_in_force(&self.gating.applied, controller, behind_nat, moved);
+        let merged = merge(&statics, &routes, &gated, &limits);
         self.device
             .reconfigure(&merged.settings)
             .await

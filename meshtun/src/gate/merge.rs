@@ -247,6 +247,7 @@ mod tests {
         GatedPeerConfig {
             node_id: name.into(),
             settings,
+            endpoint_name: None,
         }
     }
 

@@ -223,6 +223,7 @@ impl Scheduler {
                         allowed_ips: p.allowed_ips.clone(),
                         persistent_keepalive: None,
                     },
+                    endpoint_name: endpoint_name(p),
                 })
                 .collect(),
             _ => Vec::new(),
@@ -236,6 +237,12 @@ impl Scheduler {
             peers,
         }
     }
+}
+
+/// The peer's first candidate, if it is a name rather than an address.
+fn endpoint_name(peer: &GatedPeer) -> Option<String> {
+    let first = peer.candidates.first()?;
+    first.parse::<SocketAddr>().is_err().then(|| first.clone())
 }
 
 /// Sleeps until `deadline_ms`, given that it is `now_ms` (both controller time), or forever

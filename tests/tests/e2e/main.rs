@@ -40,6 +40,7 @@ mod namespaces;
 mod nat_keepalive;
 mod nat_stun;
 mod offload;
+mod reresolve;
 mod roaming;
 mod root_trust;
 mod show_reachability;
