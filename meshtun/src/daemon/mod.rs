@@ -488,7 +488,9 @@ impl Running {
                 }
                 _ = silent_check.tick() => {
                     let names = self.reresolving.names(&self.config, &self.gating.applied);
-                    self.reresolving.check(&self.device.status(), &names);
+                    if !names.is_empty() {
+                        self.reresolving.check(&self.device.status(), &names);
+                    }
                 }
                 looked = self.reresolving.next() => {
                     if self.reresolving.record(looked) {
