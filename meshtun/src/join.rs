@@ -422,6 +422,7 @@ fn draft(options: &JoinOptions, path: &Path, url: String, endpoint: Option<Strin
             ca_file: None,
             allowed_prefixes: None,
             stun: None,
+            keepalive: Default::default(),
         },
         benchmark: options.benchmark.clone().map(args::benchmark_settings),
         endpoint,

@@ -12,8 +12,9 @@ use toml::Value;
 
 use super::gating::default_timeout;
 use super::{
-    BenchmarkSettings, BenchmarkSourceConfig, Config, ControllerSettings, InterfaceConfig,
-    PeerConfig, DEFAULT_CACHE_DIR, DEFAULT_GRACE_SECS, DEFAULT_INTERVAL_SECS, DEFAULT_MTU,
+    BenchmarkSettings, BenchmarkSourceConfig, Config, ControllerSettings, GatedKeepalive,
+    InterfaceConfig, PeerConfig, DEFAULT_CACHE_DIR, DEFAULT_GRACE_SECS, DEFAULT_INTERVAL_SECS,
+    DEFAULT_MTU,
 };
 use crate::host::{Hooks, RouteTable};
 
@@ -228,6 +229,11 @@ impl TomlText {
         if let Some(servers) = &settings.stun {
             self.line("stun", strings(servers));
         }
+        match settings.keepalive {
+            GatedKeepalive::Auto => {}
+            GatedKeepalive::Off => self.line("keepalive", Value::Integer(0)),
+            GatedKeepalive::Every(s) => self.line("keepalive", Value::Integer(s.into())),
+        }
     }
 
     /// Writes the `[benchmark]` section; keys at their defaults are left out.
@@ -324,6 +330,7 @@ mod tests {
             ca_file: None,
             allowed_prefixes: Some(vec!["100.64.0.0/24".parse().unwrap()]),
             stun: None,
+            keepalive: Default::default(),
         }
     }
 

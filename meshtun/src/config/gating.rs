@@ -16,6 +16,8 @@
 //!                                          # default: the interface addresses' prefixes
 //! stun = ["192.0.2.10:3478", "stun.example.net:3478"]  # STUN servers (at most 4, [] for
 //!                                          # none); default: the first url's host, port 3478
+//! keepalive = 25                           # seconds for gated peers, or "off" (0); default:
+//!                                          # 25 behind a NAT (as STUN shows), else off
 //!
 //! [benchmark]
 //! interval = 10                            # seconds, default 10
@@ -125,7 +127,26 @@ pub struct ControllerSettings {
     /// [`MAX_STUN_SERVERS`]; empty: none). `None`: the default, the first controller URL's
     /// host on port [`DEFAULT_STUN_PORT`] (see [`Self::stun_servers`]).
     pub stun: Option<Vec<Endpoint>>,
+    /// The persistent keepalive of gated peers (`keepalive`).
+    pub keepalive: GatedKeepalive,
 }
+
+/// The persistent keepalive of gated peers, as `[controller] keepalive` sets it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GatedKeepalive {
+    /// Not set: [`NAT_KEEPALIVE_SECS`] while this node is behind a NAT, else off (see
+    /// `crate::gate::keepalive`).
+    #[default]
+    Auto,
+    /// `keepalive = 0` or `"off"`.
+    Off,
+    /// `keepalive = SECONDS`.
+    Every(u16),
+}
+
+/// The keepalive interval of gated peers behind a NAT, unless `keepalive` says otherwise:
+/// wg's customary 25 s, under the shortest UDP mapping timeouts of common NATs (30 s).
+pub const NAT_KEEPALIVE_SECS: u16 = 25;
 
 /// STUN servers listed at most.
 pub const MAX_STUN_SERVERS: usize = 4;

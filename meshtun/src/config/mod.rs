@@ -87,10 +87,10 @@ pub use error::{ConfigError, ImportError};
 pub(crate) use gating::controller_url;
 pub use gating::{
     check_allowed_prefixes, default_timeout, BenchmarkSettings, BenchmarkSourceConfig,
-    ControllerSettings, LossPolicy, DEFAULT_CACHE_DIR, DEFAULT_GRACE_SECS, DEFAULT_INTERVAL_SECS,
-    DEFAULT_STUN_PORT, DEFAULT_TIMEOUT_CAP_SECS, MAX_ALLOWED_PREFIXES, MAX_CONTROLLER_URLS,
-    MAX_GRACE_SECS, MAX_INTERVAL_SECS, MAX_STUN_SERVERS, MAX_TIMEOUT_SECS, MIN_GATED_PREFIX_V4,
-    MIN_GATED_PREFIX_V6,
+    ControllerSettings, GatedKeepalive, LossPolicy, DEFAULT_CACHE_DIR, DEFAULT_GRACE_SECS,
+    DEFAULT_INTERVAL_SECS, DEFAULT_STUN_PORT, DEFAULT_TIMEOUT_CAP_SECS, MAX_ALLOWED_PREFIXES,
+    MAX_CONTROLLER_URLS, MAX_GRACE_SECS, MAX_INTERVAL_SECS, MAX_STUN_SERVERS, MAX_TIMEOUT_SECS,
+    MIN_GATED_PREFIX_V4, MIN_GATED_PREFIX_V6, NAT_KEEPALIVE_SECS,
 };
 pub use identity::{load_or_create_identity, IdentityFileError, LoadedIdentity};
 pub use import::import_wg_quick;

@@ -33,6 +33,7 @@ fn gated(public_key: PublicKey) -> GatedPeerConfig {
             preshared_key: Some(PresharedKey::generate()),
             ..peer(public_key, &["100.64.0.2/32"])
         },
+        endpoint_name: None,
     }
 }
 

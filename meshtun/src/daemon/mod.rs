@@ -12,9 +12,11 @@ mod down;
 mod edit;
 mod gating;
 mod handler;
+mod peers;
 mod pidfile;
 #[cfg(target_os = "linux")]
 mod privileges;
+mod reresolve;
 mod stun;
 
 use std::path::{Path, PathBuf};
@@ -324,10 +326,11 @@ async fn serve_interface(
     // Served until `up` returns (dropping the handle stops it).
     let _metrics = metrics_listener.map(|l| serve_metrics(l, &device, &config, &gating));
     // Learns the reflexive address from the WireGuard socket, until `up` returns.
+    let (nat_tx, behind_nat) = tokio::sync::watch::channel(false);
     let _stun = config
         .controller
         .as_ref()
-        .and_then(|c| stun::start(&device, c.stun_servers(), gating.status.clone()));
+        .and_then(|c| stun::start(&device, c.stun_servers(), gating.status.clone(), nat_tx));
     // Tells the controller where this node can be reached, until `up` returns.
     let _candidates = gating.client().map(|client| {
         let overlay = config.interface.addresses.clone();
@@ -341,6 +344,8 @@ async fn serve_interface(
         config,
         settings,
         gating,
+        behind_nat,
+        reresolving: reresolve::Reresolving::new(),
     };
     running.serve(socket, opts).await
 }
@@ -396,6 +401,10 @@ struct Running {
     /// The static device settings (the configuration file's), with the fwmark in force.
     settings: DeviceSettings,
     gating: Gating,
+    /// Whether STUN shows this node behind a NAT (the STUN task writes it).
+    behind_nat: tokio::sync::watch::Receiver<bool>,
+    /// Host-name endpoints looked up again when their peers go silent.
+    reresolving: reresolve::Reresolving,
 }
 
 impl Running {
@@ -456,6 +465,8 @@ impl Running {
         let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
         let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
         let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+        let mut silent_check = tokio::time::interval(reresolve::CHECK_EVERY);
+        silent_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 _ = hangup.recv() => {
@@ -480,6 +491,24 @@ impl Running {
                 }
                 reason = self.device.failed() => {
                     return Err(DaemonError::Failed { ifname: self.ifname.clone(), reason });
+                }
+                _ = silent_check.tick() => {
+                    let names = self.reresolving.names(&self.config, &self.gating.applied);
+                    if !names.is_empty() {
+                        self.reresolving.check(&self.device.status(), &names);
+                    }
+                }
+                looked = self.reresolving.next() => {
+                    if self.reresolving.record(looked) {
+                        if let Err(error) = self.apply_peers().await {
+                            tracing::error!(error = %Chain(&error), "cannot move the peers to their endpoint's new address");
+                        }
+                    }
+                }
+                Ok(()) = self.behind_nat.changed() => {
+                    if let Err(error) = self.apply_peers().await {
+                        tracing::error!(error = %Chain(&error), "cannot apply the gated peers' keepalive");
+                    }
                 }
                 update = self.gating.next_update() => {
                     let update = update.map_err(|reason| DaemonError::Failed {
@@ -518,6 +547,11 @@ impl Running {
         };
         let next = apply_edit(&self.settings, update, &rules)
             .map_err(|refused| uapi::UapiError::Forbidden(refused.to_string()))?;
+        let set = update
+            .peers
+            .iter()
+            .filter(|p| !p.remove && p.endpoint.is_some());
+        self.reresolving.pin(set.map(|p| p.public_key));
         let previous = std::mem::replace(&mut self.settings, next);
         let refused = match self.apply_peers().await {
             Ok(refused) => refused,
@@ -585,6 +619,7 @@ impl Running {
             tracing::warn!("the {what} changed; it takes effect at the next start");
         }
         self.config = config;
+        self.reresolving.reloaded();
         self.apply_peers().await?;
         if let Some(update) = switched_off {
             self.enforce(update).await?;
@@ -598,7 +633,13 @@ impl Running {
     async fn apply_peers(&mut self) -> Result<Vec<String>, DaemonError> {
         let routes = self.config.host_plan().routes;
         let limits = GatedLimits::from_config(&self.config);
-        let merged = merge(&self.settings, &routes, &self.gating.applied, &limits);
+        let behind_nat = *self.behind_nat.borrow_and_update();
+        let moved = |name: &str| self.reresolving.endpoint(name);
+        let names = self.reresolving.names(&self.config, &self.gating.applied);
+        let statics = peers::statics_in_force(&self.settings, &names, moved);
+        let controller = self.config.controller.as_ref();
+        let gated = peers::gated_in_force(&self.gating.applied, controller, behind_nat, moved);
+        let merged = merge(&statics, &routes, &gated, &limits);
         self.device
             .reconfigure(&merged.settings)
             .await

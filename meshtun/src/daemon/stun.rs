@@ -5,16 +5,18 @@
 //! and publishes what it learned in the gate's status,
 //! which `meshtun show` and the metrics read.
 
-use std::net::SocketAddr;
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::HostDevice;
 use crate::config::Endpoint;
 use crate::device::stun::StunDatagram;
+use crate::gate::keepalive::NatDecision;
 use crate::gate::{unix_ms, SharedGateStatus};
 use crate::probe::target::local_addresses;
 use crate::stun::{StunClient, REFRESH};
@@ -35,28 +37,59 @@ impl Drop for StunTask {
     }
 }
 
-/// Starts asking `servers` from `device`'s socket, publishing into `status`; `None` if
-/// there is no server, or the device's STUN responses were already taken.
+/// Starts asking `servers` from `device`'s socket, publishing into `status`, and into
+/// `behind_nat` whether the answers show a NAT ([`NatDecision`]); `None` if there is no
+/// server, or the device's STUN responses were already taken.
 pub(super) fn start(
     device: &Arc<HostDevice>,
     servers: Vec<Endpoint>,
     status: SharedGateStatus,
+    behind_nat: watch::Sender<bool>,
 ) -> Option<StunTask> {
     if servers.is_empty() {
         return None;
     }
     let responses = device.take_stun_responses()?;
     let device = Arc::downgrade(device);
+    let outputs = Outputs {
+        status,
+        behind_nat,
+        decision: NatDecision::default(),
+    };
     Some(StunTask(tokio::spawn(run(
-        device, responses, servers, status,
+        device, responses, servers, outputs,
     ))))
+}
+
+/// Where the task publishes what it learns.
+struct Outputs {
+    status: SharedGateStatus,
+    behind_nat: watch::Sender<bool>,
+    decision: NatDecision,
+}
+
+impl Outputs {
+    /// Publishes the client's findings; `local` are the host's addresses, `port` the
+    /// WireGuard socket's.
+    fn publish(&mut self, client: &StunClient, local: &HashSet<IpAddr>, port: u16) {
+        publish(client, &self.status);
+        if self.decision.update(&client.status(), local, port) {
+            let behind = self.decision.behind();
+            tracing::info!(
+                behind_nat = behind,
+                "STUN: this node is {}behind a NAT",
+                if behind { "" } else { "not " }
+            );
+            let _ = self.behind_nat.send(behind);
+        }
+    }
 }
 
 async fn run(
     device: Weak<HostDevice>,
     mut responses: mpsc::Receiver<StunDatagram>,
     servers: Vec<Endpoint>,
-    status: SharedGateStatus,
+    mut outputs: Outputs,
 ) {
     let names: Vec<String> = servers.iter().map(ToString::to_string).collect();
     let mut client = StunClient::new(&names, Instant::now());
@@ -90,7 +123,10 @@ async fn run(
                 tracing::debug!(to = %transmit.to, %error, "STUN request not sent");
             }
         }
-        publish(&client, &status);
+        let Some(port) = device.upgrade().map(|d| d.listen_port()) else {
+            return;
+        };
+        outputs.publish(&client, &local, port);
         let wake = client
             .poll_timeout()
             .map_or(resolve_at, |t| t.min(resolve_at))

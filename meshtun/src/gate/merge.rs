@@ -248,6 +248,7 @@ mod tests {
         GatedPeerConfig {
             node_id: name.into(),
             settings,
+            endpoint_name: None,
         }
     }
 

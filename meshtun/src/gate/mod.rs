@@ -21,6 +21,7 @@ pub mod candidates;
 pub mod client;
 pub mod clock;
 pub mod instances;
+pub mod keepalive;
 pub mod merge;
 pub mod resolve;
 pub mod runner;

@@ -49,6 +49,9 @@ pub struct GatedPeerConfig {
     pub node_id: String,
     /// Its settings, preshared key included.
     pub settings: PeerSettings,
+    /// The `host:port` its endpoint was resolved from, when the host is a name (the daemon
+    /// looks it up again when the peer goes silent).
+    pub endpoint_name: Option<String>,
 }
 
 /// What the daemon must enforce from now on.

@@ -233,6 +233,7 @@ impl Scheduler {
                             persistent_keepalive: None,
                             probes: resolved.collect(),
                         },
+                        endpoint_name: endpoint_name(p),
                     }
                 })
                 .collect(),
@@ -247,6 +248,12 @@ impl Scheduler {
             peers,
         }
     }
+}
+
+/// The peer's first candidate, if it is a name rather than an address.
+fn endpoint_name(peer: &GatedPeer) -> Option<String> {
+    let first = peer.candidates.first()?;
+    first.parse::<SocketAddr>().is_err().then(|| first.clone())
 }
 
 /// Sleeps until `deadline_ms`, given that it is `now_ms` (both controller time), or forever

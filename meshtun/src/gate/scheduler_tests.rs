@@ -158,6 +158,8 @@ async fn a_name_that_resolves_later_reaches_the_device_in_a_second_update() {
         second.peers[0].settings.endpoint,
         Some("198.51.100.20:51820".parse().unwrap())
     );
+    // The daemon learns the name, to look it up again if the peer goes silent.
+    assert_eq!(second.peers[0].endpoint_name.as_deref(), Some(SLOW));
     task.abort();
 }
 

@@ -187,6 +187,7 @@ mod tests {
                     "fd00::/64".parse().unwrap(),
                 ]),
                 stun: None,
+                keepalive: Default::default(),
             },
             benchmark: benchmark.map(|source| BenchmarkSettings {
                 interval,

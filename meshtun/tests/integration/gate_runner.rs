@@ -55,6 +55,7 @@ fn start_at(url: &str, c: &Controller, n: usize, mean: f64, dir: &std::path::Pat
             ca_file: None,
             allowed_prefixes: None,
             stun: None,
+            keepalive: Default::default(),
         },
         benchmark: Some(BenchmarkSettings {
             interval: Duration::from_millis(200),

@@ -123,6 +123,7 @@ fn a_signed_hostile_bundle_cannot_make_the_node_route_what_it_must_not() {
                 allowed_ips: p.allowed_ips.clone(),
                 persistent_keepalive: None,
             },
+            endpoint_name: None,
         })
         .collect();
     let routes = vec![net("10.1.0.0/16")];

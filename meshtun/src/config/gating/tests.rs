@@ -513,3 +513,31 @@ fn stun_servers_are_read_and_checked() {
         );
     }
 }
+
+#[test]
+fn gated_keepalive_is_automatic_unless_set() {
+    use crate::config::GatedKeepalive;
+    let auto = parse(&with_controller("")).unwrap();
+    assert_eq!(controller(&auto).keepalive, GatedKeepalive::Auto);
+    for (extra, wanted) in [
+        ("keepalive = 2\n", GatedKeepalive::Every(2)),
+        ("keepalive = \"30\"\n", GatedKeepalive::Every(30)),
+        ("keepalive = 0\n", GatedKeepalive::Off),
+        ("keepalive = \"off\"\n", GatedKeepalive::Off),
+    ] {
+        let config = parse(&with_controller(extra)).unwrap();
+        assert_eq!(controller(&config).keepalive, wanted, "{extra:?}");
+    }
+    for extra in [
+        "keepalive = 70000\n",
+        "keepalive = -1\n",
+        "keepalive = \"auto\"\n",
+        "keepalive = [25]\n",
+    ] {
+        let message = error(&with_controller(extra));
+        assert!(
+            message.contains("line 7") && message.contains("controller.keepalive"),
+            "{extra:?}: {message}"
+        );
+    }
+}

@@ -14,9 +14,9 @@ use super::Builder;
 use crate::config::endpoint::Endpoint;
 use crate::config::gating::{
     check_allowed_prefixes, controller_url, default_timeout, BenchmarkSettings,
-    BenchmarkSourceConfig, ControllerSettings, LossPolicy, DEFAULT_CACHE_DIR, DEFAULT_GRACE_SECS,
-    DEFAULT_INTERVAL_SECS, MAX_CONTROLLER_URLS, MAX_GRACE_SECS, MAX_INTERVAL_SECS,
-    MAX_STUN_SERVERS, MAX_TIMEOUT_SECS,
+    BenchmarkSourceConfig, ControllerSettings, GatedKeepalive, LossPolicy, DEFAULT_CACHE_DIR,
+    DEFAULT_GRACE_SECS, DEFAULT_INTERVAL_SECS, MAX_CONTROLLER_URLS, MAX_GRACE_SECS,
+    MAX_INTERVAL_SECS, MAX_STUN_SERVERS, MAX_TIMEOUT_SECS,
 };
 use crate::config::secrets::resolve_key_path;
 use crate::config::ConfigError;
@@ -55,6 +55,7 @@ pub(super) struct RawController {
     ca_file: Option<Spanned<String>>,
     allowed_prefixes: Option<Spanned<Vec<String>>>,
     stun: Option<Spanned<Vec<String>>>,
+    keepalive: Option<Spanned<toml::Value>>,
 }
 
 /// `[benchmark]`.
@@ -158,6 +159,9 @@ impl Builder<'_> {
                 allowed_prefixes(list)
             })?;
         let stun = self.gating_value(at, "stun", &raw.stun, |list| stun_servers(list))?;
+        let keepalive = self
+            .gating_value(at, "keepalive", &raw.keepalive, gated_keepalive)?
+            .unwrap_or_default();
         self.note_secret_file(identity_key_file.clone());
         Ok(ControllerSettings {
             urls,
@@ -170,6 +174,7 @@ impl Builder<'_> {
             ca_file,
             allowed_prefixes,
             stun,
+            keepalive,
         })
     }
 
@@ -403,4 +408,10 @@ fn stun_servers(list: &[String]) -> Result<Vec<Endpoint>, String> {
         servers.push(server);
     }
     Ok(servers)
+}
+
+/// `keepalive`: seconds, or `"off"` (0 is off too), as a peer's `persistent_keepalive`.
+fn gated_keepalive(value: &toml::Value) -> Result<GatedKeepalive, String> {
+    let seconds = crate::config::values::keepalive(super::scalar(value)?)?;
+    Ok(seconds.map_or(GatedKeepalive::Off, GatedKeepalive::Every))
 }

@@ -1,0 +1,123 @@
+//! The peers as the device gets them: the static settings and the scheduler's gated peers,
+//! with the keepalive in force for gated peers ([`crate::gate::keepalive`]) and any endpoint
+//! a re-resolution moved ([`super::reresolve`]).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use meshtun_proto::PublicKey;
+
+use crate::config::ControllerSettings;
+use crate::gate::keepalive;
+use crate::gate::GatedPeerConfig;
+use crate::wgcfg::DeviceSettings;
+
+/// `applied` with the persistent keepalive `controller`'s `keepalive` and the NAT decision
+/// give, and the endpoints `moved` gives for their endpoint names.
+pub(super) fn gated_in_force(
+    applied: &[GatedPeerConfig],
+    controller: Option<&ControllerSettings>,
+    behind_nat: bool,
+    moved: impl Fn(&str) -> Option<SocketAddr>,
+) -> Vec<GatedPeerConfig> {
+    let interval = controller.and_then(|c| keepalive::interval(c.keepalive, behind_nat));
+    applied
+        .iter()
+        .cloned()
+        .map(|mut peer| {
+            peer.settings.persistent_keepalive = interval;
+            if let Some(address) = peer.endpoint_name.as_deref().and_then(&moved) {
+                peer.settings.endpoint = Some(address);
+            }
+            peer
+        })
+        .collect()
+}
+
+/// `settings` with the endpoints `moved` gives for the static peers' endpoint `names`.
+pub(super) fn statics_in_force(
+    settings: &DeviceSettings,
+    names: &HashMap<PublicKey, String>,
+    moved: impl Fn(&str) -> Option<SocketAddr>,
+) -> DeviceSettings {
+    let mut settings = settings.clone();
+    for peer in &mut settings.peers {
+        if let Some(address) = names.get(&peer.public_key).and_then(|n| moved(n)) {
+            peer.endpoint = Some(address);
+        }
+    }
+    settings
+}
+
+#[cfg(test)]
+mod tests {
+    use meshtun_proto::{PresharedKey, PrivateKey};
+
+    use super::*;
+    use crate::config::GatedKeepalive;
+    use crate::wgcfg::PeerSettings;
+
+    fn gated(name: Option<&str>) -> GatedPeerConfig {
+        GatedPeerConfig {
+            node_id: "node-b".into(),
+            settings: PeerSettings {
+                probes: Vec::new(),
+                public_key: PrivateKey::generate().public_key(),
+                preshared_key: Some(PresharedKey::generate()),
+                endpoint: Some("192.0.2.2:51820".parse().unwrap()),
+                allowed_ips: Vec::new(),
+                persistent_keepalive: None,
+            },
+            endpoint_name: name.map(str::to_owned),
+        }
+    }
+
+    fn controller(keepalive: GatedKeepalive) -> ControllerSettings {
+        ControllerSettings {
+            urls: vec!["http://192.0.2.250:8700".into()],
+            public_keys: meshtun_proto::KeySet::new(vec![meshtun_proto::IdentityKey::from_bytes(
+                [7; 32],
+            )
+            .public()])
+            .unwrap(),
+            node_id: "node-a".into(),
+            identity_key_file: "/nonexistent".into(),
+            on_controller_loss: Default::default(),
+            grace: std::time::Duration::from_secs(3),
+            cache_file: "/nonexistent".into(),
+            ca_file: None,
+            allowed_prefixes: None,
+            stun: None,
+            keepalive,
+        }
+    }
+
+    #[test]
+    fn gated_peers_get_the_keepalive_in_force_and_their_moved_endpoint() {
+        let moved: SocketAddr = "198.51.100.9:51820".parse().unwrap();
+        let applied = [gated(Some("b.example:51820")), gated(None)];
+        let lookup = |n: &str| (n == "b.example:51820").then_some(moved);
+        let auto = controller(GatedKeepalive::Auto);
+        let behind = gated_in_force(&applied, Some(&auto), true, lookup);
+        assert!(behind
+            .iter()
+            .all(|p| p.settings.persistent_keepalive == Some(25)));
+        assert_eq!(behind[0].settings.endpoint, Some(moved));
+        assert_eq!(behind[1].settings.endpoint, applied[1].settings.endpoint);
+        let public = gated_in_force(&applied, Some(&auto), false, |_| None);
+        assert!(public
+            .iter()
+            .all(|p| p.settings.persistent_keepalive.is_none()));
+        let off = controller(GatedKeepalive::Off);
+        let off = gated_in_force(&applied, Some(&off), true, |_| None);
+        assert!(off
+            .iter()
+            .all(|p| p.settings.persistent_keepalive.is_none()));
+        assert_eq!(
+            gated_in_force(&applied, None, true, |_| None)[0]
+                .settings
+                .persistent_keepalive,
+            None
+        );
+    }
+}
