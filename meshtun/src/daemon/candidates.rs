@@ -18,7 +18,12 @@ use crate::gate::{ControllerClient, SharedGateStatus};
 use crate::probe::target::local_addresses;
 
 /// How often the candidates are gathered again.
-const CHECK: Duration = Duration::from_secs(2);
+const CHECK: Duration = Duration::from_secs(1);
+
+/// How long the first report waits for a reflexive address (STUN answers in milliseconds):
+/// a report without it would leave peers behind other NATs without a way in until it is
+/// reported, and the next epoch carries it.
+const FIRST_WAIT: Duration = Duration::from_secs(3);
 
 /// The running reporter; stopped when dropped.
 pub(super) struct ReportTask(JoinHandle<()>);
@@ -50,6 +55,7 @@ async fn run(
     let mut reporter = Reporter::default();
     let mut failing = false;
     let mut tick = tokio::time::interval(CHECK);
+    let started = Instant::now();
     loop {
         tick.tick().await;
         let Some(port) = device.upgrade().map(|d| d.listen_port()) else {
@@ -62,6 +68,9 @@ async fn run(
             .iter()
             .map(|r| r.address)
             .collect();
+        if reflexive.is_empty() && started.elapsed() < FIRST_WAIT {
+            continue;
+        }
         let host: Vec<IpAddr> = local_addresses().into_iter().collect();
         let report = CandidateReport {
             candidates: gather(&reflexive, &host, port, &overlay),

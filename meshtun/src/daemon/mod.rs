@@ -639,6 +639,7 @@ impl Running {
         let statics = peers::statics_in_force(&self.settings, &names, moved);
         let controller = self.config.controller.as_ref();
         let gated = peers::gated_in_force(&self.gating.applied, controller, behind_nat, moved);
+        let gated = peers::not_to_self(gated, &crate::probe::target::local_addresses());
         let merged = merge(&statics, &routes, &gated, &limits);
         self.device
             .reconfigure(&merged.settings)

@@ -2,8 +2,8 @@
 //! with the keepalive in force for gated peers ([`crate::gate::keepalive`]) and any endpoint
 //! a re-resolution moved ([`super::reresolve`]).
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 
 use meshtun_proto::PublicKey;
 
@@ -29,6 +29,29 @@ pub(super) fn gated_in_force(
             if let Some(address) = peer.endpoint_name.as_deref().and_then(&moved) {
                 peer.settings.endpoint = Some(address);
             }
+            peer
+        })
+        .collect()
+}
+
+/// `peers` without the candidates that are one of this host's own addresses (`own`): two
+/// nodes on two private networks numbered alike report the same host address, and an
+/// initiation sent there would come back to this node. The first candidate left is the
+/// endpoint.
+pub(super) fn not_to_self(
+    peers: Vec<GatedPeerConfig>,
+    own: &HashSet<IpAddr>,
+) -> Vec<GatedPeerConfig> {
+    peers
+        .into_iter()
+        .map(|mut peer| {
+            let settings = &mut peer.settings;
+            let mut all: Vec<SocketAddr> = settings.endpoint.into_iter().collect();
+            all.append(&mut settings.probes);
+            all.retain(|a| !own.contains(&a.ip()));
+            let mut rest = all.into_iter();
+            settings.endpoint = rest.next();
+            settings.probes = rest.collect();
             peer
         })
         .collect()
@@ -119,5 +142,24 @@ mod tests {
                 .persistent_keepalive,
             None
         );
+    }
+
+    /// A candidate that is one of this host's addresses is dropped; the next becomes the
+    /// endpoint.
+    #[test]
+    fn candidates_at_this_hosts_own_addresses_are_dropped() {
+        let mut peer = gated(None);
+        peer.settings.endpoint = Some("198.51.100.2:51820".parse().unwrap());
+        peer.settings.probes = vec![
+            "192.0.2.1:51820".parse().unwrap(),
+            "198.51.100.2:40000".parse().unwrap(),
+        ];
+        let own: HashSet<IpAddr> = ["198.51.100.2".parse().unwrap()].into();
+        let kept = not_to_self(vec![peer], &own);
+        assert_eq!(
+            kept[0].settings.endpoint,
+            Some("192.0.2.1:51820".parse().unwrap())
+        );
+        assert!(kept[0].settings.probes.is_empty());
     }
 }

@@ -37,6 +37,7 @@ mod lifecycle;
 mod live_edits;
 mod metrics;
 mod namespaces;
+mod nat_direct;
 mod nat_keepalive;
 mod nat_stun;
 mod offload;
