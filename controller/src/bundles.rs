@@ -22,6 +22,12 @@ pub struct BundleSource<'a> {
     pub decision: Option<&'a Decision>,
     /// The recipient's peers this epoch, already chosen by the topology.
     pub peers: &'a [&'a NodeRecord],
+    /// For each peer (same order; missing entries are empty), the nodes the recipient
+    /// reaches through it: a hub's other spokes. Their host routes join the peer's allowed
+    /// IPs.
+    pub routed: &'a [Vec<&'a NodeRecord>],
+    /// Whether the recipient forwards between its peers (an allowed hub).
+    pub forward: bool,
 }
 
 /// Builds and signs one node's bundle.
@@ -61,12 +67,16 @@ pub fn build(source: &BundleSource<'_>, key: &IdentityKey, now_ms: u64) -> Signe
             .enumerate()
             .map(|(i, peer)| {
                 let psk = keys.derive(&node.wg_public_key, &peer.wg_public_key);
+                let routed = source.routed.get(i).map_or(&[][..], Vec::as_slice);
+                let own = peer.addresses.iter();
+                let forwarded = routed.iter().flat_map(|n| n.addresses.iter());
                 BundlePeer {
+                    forwards_to: routed.iter().map(|n| n.id.clone()).collect(),
                     node_id: peer.id.clone(),
                     public_key: peer.wg_public_key,
                     endpoint: None,
                     candidates: peer.endpoint.iter().cloned().collect(),
-                    allowed_ips: peer.addresses.iter().map(|a| a.trunc_host()).collect(),
+                    allowed_ips: own.chain(forwarded).map(|a| a.trunc_host()).collect(),
                     // A bundle has far fewer than 2^32 peers.
                     sealed_psk: sealer.seal(
                         u32::try_from(i).unwrap_or(u32::MAX),
@@ -78,6 +88,7 @@ pub fn build(source: &BundleSource<'_>, key: &IdentityKey, now_ms: u64) -> Signe
             })
             .collect()
     });
+    let allowed = membership == Membership::Allowed;
     let bundle = Bundle {
         version: BUNDLE_VERSION,
         node_id: node.id.clone(),
@@ -89,8 +100,8 @@ pub fn build(source: &BundleSource<'_>, key: &IdentityKey, now_ms: u64) -> Signe
         decided_ms: epoch.created_ms,
         membership,
         seal_key: sealer.as_ref().map(Sealer::ephemeral),
+        forward: source.forward && allowed,
         peers,
-        forward: false,
     };
     SignedBundle::sign(&bundle, key)
 }
@@ -220,6 +231,8 @@ mod tests {
                 node: &a,
                 decision: Some(&da),
                 peers: &[&b],
+                routed: &[],
+                forward: false,
             },
             &controller,
             5,
@@ -232,6 +245,8 @@ mod tests {
                 node: &b,
                 decision: Some(&db),
                 peers: &[&a],
+                routed: &[],
+                forward: false,
             },
             &controller,
             5,
@@ -268,6 +283,8 @@ mod tests {
                 node: &a,
                 decision: Some(&d),
                 peers: &[&b],
+                routed: &[],
+                forward: false,
             },
             &controller,
             5,
@@ -281,6 +298,54 @@ mod tests {
                 reason: "overall score 0.40 is below the threshold 0.70".into()
             }
         );
+    }
+
+    #[test]
+    fn a_spoke_routes_the_other_spokes_through_its_hub_and_the_hub_forwards() {
+        let keys: Vec<PrivateKey> = (0..3).map(|_| PrivateKey::generate()).collect();
+        let hub = node("hub", &keys[0], "100.64.0.1/24");
+        let mut s2 = node("s2", &keys[1], "100.64.0.2/24");
+        s2.addresses.push("fd00::2/64".parse().unwrap());
+        let s3 = node("s3", &keys[2], "100.64.0.3/24");
+        let (ep, controller) = (epoch(), IdentityKey::generate());
+        let build_for = |n: &NodeRecord,
+                         allowed: bool,
+                         peers: &[&NodeRecord],
+                         routed: &[Vec<&NodeRecord>],
+                         forward: bool| {
+            let d = decision(&n.id, allowed);
+            build(
+                &BundleSource {
+                    epoch: &ep,
+                    node: n,
+                    decision: Some(&d),
+                    peers,
+                    routed,
+                    forward,
+                },
+                &controller,
+                5,
+            )
+            .verify(&controller.public())
+            .unwrap()
+        };
+        let via_hub = [vec![&s2]];
+        let spoke = build_for(&s3, true, &[&hub], &via_hub, false);
+        assert!(!spoke.forward);
+        assert_eq!(spoke.peers[0].forwards_to, ["s2"]);
+        let ips: Vec<String> = spoke.peers[0]
+            .allowed_ips
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(ips, ["100.64.0.1/32", "100.64.0.2/32", "fd00::2/128"]);
+        let hub_bundle = build_for(&hub, true, &[&s2, &s3], &[], true);
+        assert!(hub_bundle.forward);
+        assert!(hub_bundle.peers.iter().all(|p| p.forwards_to.is_empty()));
+        // A denied hub forwards nothing, whatever the caller says.
+        let denied = build_for(&hub, false, &[&s2, &s3], &[], true);
+        assert!(!denied.forward);
+        assert!(denied.peers.is_empty());
     }
 
     #[test]

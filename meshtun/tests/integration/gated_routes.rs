@@ -35,6 +35,7 @@ fn signed_bundle(
             .iter()
             .enumerate()
             .map(|(i, (id, key, nets))| BundlePeer {
+                forwards_to: Vec::new(),
                 candidates: Vec::new(),
                 node_id: (*id).into(),
                 public_key: *key,
