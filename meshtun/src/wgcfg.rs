@@ -40,6 +40,11 @@ pub struct PeerSettings {
     pub allowed_ips: Vec<IpNet>,
     /// Seconds between keepalives when idle; `None` disables them.
     pub persistent_keepalive: Option<u16>,
+    /// Forwarding (a hub): a packet from this peer addressed to another peer that also has
+    /// `forward` is encrypted again to that peer by the device, never reaching the host;
+    /// one addressed to a peer without it is dropped. The gate sets it on every gated peer
+    /// when the bundle says the node forwards. Peers created by a UAPI `set` do not forward.
+    pub forward: bool,
 }
 
 /// One ordered change to a device, as carried by a UAPI `set` request.

@@ -13,6 +13,7 @@ fn peer(public_key: PublicKey, nets: &[&str]) -> PeerSettings {
         endpoint: None,
         allowed_ips: nets.iter().map(|n| n.parse().unwrap()).collect(),
         persistent_keepalive: None,
+        forward: false,
     }
 }
 

@@ -117,6 +117,7 @@ mod tests {
                     endpoint: None,
                     allowed_ips: Vec::new(),
                     persistent_keepalive: None,
+                    forward: false,
                 })
                 .collect(),
         }

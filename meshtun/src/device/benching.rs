@@ -185,6 +185,7 @@ pub fn hub_settings(hub: &PrivateKey, keys: &[PrivateKey]) -> DeviceSettings {
                     .expect("a valid IPv6 network"),
             ],
             persistent_keepalive: None,
+            forward: false,
         })
         .collect();
     DeviceSettings {

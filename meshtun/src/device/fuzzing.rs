@@ -49,6 +49,7 @@ fn side(
             endpoint: peer_addr.parse().ok(),
             allowed_ips: peer_nets.iter().filter_map(|n| n.parse().ok()).collect(),
             persistent_keepalive: None,
+            forward: false,
         }],
     };
     let mut control = Control::new(51820, 0);

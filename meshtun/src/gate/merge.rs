@@ -238,6 +238,7 @@ mod tests {
             endpoint: None,
             allowed_ips: nets.iter().map(|n| net(n)).collect(),
             persistent_keepalive: None,
+            forward: false,
         }
     }
 

@@ -222,6 +222,7 @@ impl Scheduler {
                         endpoint: self.endpoint(p),
                         allowed_ips: p.allowed_ips.clone(),
                         persistent_keepalive: None,
+                        forward: b.forward,
                     },
                 })
                 .collect(),

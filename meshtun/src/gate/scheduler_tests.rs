@@ -19,6 +19,7 @@ const SLOW: &str = "slow.example:51820";
 
 fn peer(id: &str, endpoint: &str) -> GatedPeer {
     GatedPeer {
+        forwards_to: Vec::new(),
         node_id: id.to_owned(),
         public_key: PrivateKey::generate().public_key(),
         candidates: vec![endpoint.to_owned()],
@@ -29,6 +30,7 @@ fn peer(id: &str, endpoint: &str) -> GatedPeer {
 
 fn bundle(epoch: u64, now: u64, membership: Membership, peers: Vec<GatedPeer>) -> VerifiedBundle {
     VerifiedBundle {
+        forward: false,
         epoch,
         activation_ms: now,
         not_after_ms: now + 60_000,

@@ -64,6 +64,7 @@ fn a_signed_hostile_bundle_cannot_make_the_node_route_what_it_must_not() {
             endpoint: None,
             allowed_ips: vec![net("10.1.0.0/16")],
             persistent_keepalive: None,
+            forward: false,
         }],
     };
     let (b, c, d) = (
@@ -121,6 +122,7 @@ fn a_signed_hostile_bundle_cannot_make_the_node_route_what_it_must_not() {
                 endpoint: None,
                 allowed_ips: p.allowed_ips.clone(),
                 persistent_keepalive: None,
+                forward: false,
             },
         })
         .collect();

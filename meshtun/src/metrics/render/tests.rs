@@ -78,6 +78,8 @@ fn counters() -> CounterTotals {
         dropped_no_endpoint: 6,
         dropped_queue_full: 8,
         cookies_sent: 7,
+        forwarded: 9,
+        dropped_forward: 10,
     }
 }
 
