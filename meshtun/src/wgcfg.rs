@@ -180,6 +180,8 @@ pub struct DeviceGate {
     pub controller_error: Option<String>,
     /// What STUN found out about the NAT in front of the node.
     pub nat: NatStatus,
+    /// Whether this node forwards between its gated peers (a hub of `hub_and_spoke`).
+    pub forward: bool,
 }
 
 /// The gating state of one peer configured from the bundle in force.
@@ -189,6 +191,9 @@ pub struct PeerGate {
     pub node_id: String,
     /// When the peer's current preshared key was put in use, Unix milliseconds.
     pub psk_since_ms: u64,
+    /// For a hub: the nodes reached through it (`hub_and_spoke`), whose addresses are among
+    /// its allowed IPs.
+    pub forwards_to: Vec<String>,
 }
 
 /// This node's membership as the daemon enforces it.

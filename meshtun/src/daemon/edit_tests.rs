@@ -28,6 +28,7 @@ fn settings(peers: Vec<PeerSettings>) -> DeviceSettings {
 
 fn gated(public_key: PublicKey) -> GatedPeerConfig {
     GatedPeerConfig {
+        forwards_to: Vec::new(),
         node_id: "node-b".into(),
         settings: PeerSettings {
             preshared_key: Some(PresharedKey::generate()),

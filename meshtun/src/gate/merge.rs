@@ -246,6 +246,7 @@ mod tests {
         let mut settings = peer(key, nets);
         settings.preshared_key = Some(PresharedKey::generate());
         GatedPeerConfig {
+            forwards_to: Vec::new(),
             node_id: name.into(),
             settings,
         }

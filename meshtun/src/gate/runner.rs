@@ -49,6 +49,8 @@ pub struct GatedPeerConfig {
     pub node_id: String,
     /// Its settings, preshared key included.
     pub settings: PeerSettings,
+    /// For a hub: the nodes reached through it, for display.
+    pub forwards_to: Vec<String>,
 }
 
 /// What the daemon must enforce from now on.

@@ -216,6 +216,7 @@ impl Scheduler {
                 .iter()
                 .map(|p| GatedPeerConfig {
                     node_id: p.node_id.clone(),
+                    forwards_to: p.forwards_to.clone(),
                     settings: PeerSettings {
                         public_key: p.public_key,
                         preshared_key: Some(p.psk.clone()),

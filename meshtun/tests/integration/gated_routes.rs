@@ -115,6 +115,7 @@ fn a_signed_hostile_bundle_cannot_make_the_node_route_what_it_must_not() {
         .peers
         .iter()
         .map(|p| GatedPeerConfig {
+            forwards_to: Vec::new(),
             node_id: p.node_id.clone(),
             settings: PeerSettings {
                 public_key: p.public_key,

@@ -86,6 +86,7 @@ fn counters() -> CounterTotals {
 /// Allowed in epoch 42, listing the gated peer as node-b with a key in use for 90 s.
 fn gate() -> GateStatus {
     GateStatus {
+        forward: false,
         node_id: "node-a".into(),
         controller_url: "http://192.0.2.10:8700".into(),
         controller_key: Some(meshtun_proto::IdentityPublic::from_bytes([3; 32])),
@@ -103,6 +104,7 @@ fn gate() -> GateStatus {
         benchmark_failures: 2,
         bundles_applied: 5,
         peers: vec![GatedPeerInfo {
+            forwards_to: Vec::new(),
             node_id: "node-b".into(),
             public_key: gated_key(),
             psk_since_ms: now_ms() - 90_000,
