@@ -42,6 +42,10 @@ pub const BUNDLE_VERSION: u32 = 2;
 /// The oldest bundle format a node still reads: 1 had one `endpoint` per peer.
 pub const MIN_BUNDLE_VERSION: u32 = 1;
 
+/// The most nodes a bundle names in one hub's [`BundlePeer::forwards_to`]; the routes to the
+/// others are in its allowed IPs all the same.
+pub const MAX_FORWARDS_NAMED: usize = 64;
+
 /// The most candidate endpoints a bundle lists for one peer.
 pub const MAX_CANDIDATES: usize = 8;
 
@@ -89,8 +93,9 @@ pub struct BundlePeer {
     pub allowed_ips: Vec<IpNet>,
     /// The pair's preshared key, sealed to the recipient (base64).
     pub sealed_psk: String,
-    /// For a hub of `hub_and_spoke`: the node ids the recipient reaches through it, whose
-    /// addresses `allowed_ips` carries. Only shown to the user; routing reads `allowed_ips`.
+    /// For a hub of `hub_and_spoke`: the node ids the recipient reaches through it (the
+    /// first [`MAX_FORWARDS_NAMED`] by id), whose addresses `allowed_ips` carries. Only
+    /// shown to the user; routing reads `allowed_ips`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forwards_to: Vec<String>,
 }

@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 
-use meshtun_proto::bundle::{Bundle, BundlePeer, Membership, Sealer, SignedBundle, BUNDLE_VERSION};
+use meshtun_proto::bundle::{
+    Bundle, BundlePeer, Membership, Sealer, SignedBundle, BUNDLE_VERSION, MAX_FORWARDS_NAMED,
+};
 use meshtun_proto::{EpochId, IdentityKey, PairKeys};
 use parking_lot::Mutex;
 
@@ -68,15 +70,20 @@ pub fn build(source: &BundleSource<'_>, key: &IdentityKey, now_ms: u64) -> Signe
             .map(|(i, peer)| {
                 let psk = keys.derive(&node.wg_public_key, &peer.wg_public_key);
                 let routed = source.routed.get(i).map_or(&[][..], Vec::as_slice);
-                let own = peer.addresses.iter();
-                let forwarded = routed.iter().flat_map(|n| n.addresses.iter());
+                let mut allowed_ips: Vec<ipnet::IpNet> =
+                    peer.addresses.iter().map(HostRoute::trunc_host).collect();
+                allowed_ips.extend(forwarded_routes(routed));
                 BundlePeer {
-                    forwards_to: routed.iter().map(|n| n.id.clone()).collect(),
+                    forwards_to: routed
+                        .iter()
+                        .take(MAX_FORWARDS_NAMED)
+                        .map(|n| n.id.clone())
+                        .collect(),
                     node_id: peer.id.clone(),
                     public_key: peer.wg_public_key,
                     endpoint: None,
                     candidates: peer.endpoint.iter().cloned().collect(),
-                    allowed_ips: own.chain(forwarded).map(|a| a.trunc_host()).collect(),
+                    allowed_ips,
                     // A bundle has far fewer than 2^32 peers.
                     sealed_psk: sealer.seal(
                         u32::try_from(i).unwrap_or(u32::MAX),
@@ -104,6 +111,39 @@ pub fn build(source: &BundleSource<'_>, key: &IdentityKey, now_ms: u64) -> Signe
         peers,
     };
     SignedBundle::sign(&bundle, key)
+}
+
+/// The routes of the nodes a hub forwards to: their host routes, aggregated into the fewest
+/// networks that cover exactly those addresses (`100.64.0.4/32` and `100.64.0.5/32` become
+/// `100.64.0.4/31`), so that neighbouring spokes cost one route, not one each.
+fn forwarded_routes(nodes: &[&NodeRecord]) -> Vec<ipnet::IpNet> {
+    let hosts: Vec<ipnet::IpNet> = nodes
+        .iter()
+        .flat_map(|n| n.addresses.iter().map(HostRoute::trunc_host))
+        .collect();
+    ipnet::IpNet::aggregate(&hosts)
+}
+
+/// The key that picks a spoke's home hub (`membership::topology`): the block of its first
+/// address, a /24 for IPv4 or a /120 for IPv6, so that the spokes of one block share a hub
+/// and their routes aggregate; all zeros for a node without an address.
+pub fn address_block(node: Option<&NodeRecord>) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    match node
+        .and_then(|n| n.addresses.first())
+        .map(ipnet::IpNet::addr)
+    {
+        Some(std::net::IpAddr::V4(a)) => {
+            key[0] = 4;
+            key[1..4].copy_from_slice(&a.octets()[..3]);
+        }
+        Some(std::net::IpAddr::V6(a)) => {
+            key[0] = 6;
+            key[1..16].copy_from_slice(&a.octets()[..15]);
+        }
+        None => {}
+    }
+    key
 }
 
 /// Host-route form of an overlay address: a node's address `100.64.0.1/24` is announced to
@@ -346,6 +386,58 @@ mod tests {
         let denied = build_for(&hub, false, &[&s2, &s3], &[], true);
         assert!(!denied.forward);
         assert!(denied.peers.is_empty());
+    }
+
+    #[test]
+    fn forwarded_routes_aggregate_exactly_and_at_most_64_nodes_are_named() {
+        let keys: Vec<PrivateKey> = (0..100).map(|_| PrivateKey::generate()).collect();
+        let spokes: Vec<NodeRecord> = (0..100)
+            .map(|i| {
+                node(
+                    &format!("s{i:03}"),
+                    &keys[i],
+                    &format!("100.64.1.{}/16", i + 4),
+                )
+            })
+            .collect();
+        // .4 to .103 except .50: the hole must stay out of every route.
+        let routed: Vec<&NodeRecord> = spokes.iter().filter(|n| n.id != "s046").collect();
+        let hub = node("hub", &keys[0], "100.64.0.1/16");
+        let (ep, controller) = (epoch(), IdentityKey::generate());
+        let recipient = node("s046", &keys[46], "100.64.1.50/16");
+        let d = decision("s046", true);
+        let routed = [routed];
+        let bundle = build(
+            &BundleSource {
+                epoch: &ep,
+                node: &recipient,
+                decision: Some(&d),
+                peers: &[&hub],
+                routed: &routed,
+                forward: false,
+            },
+            &controller,
+            5,
+        )
+        .verify(&controller.public())
+        .unwrap();
+        let ips = &bundle.peers[0].allowed_ips;
+        assert!(ips.len() < 16, "{} routes: {ips:?}", ips.len());
+        let covered = |a: &str| {
+            ips.iter()
+                .any(|n| n.contains(&a.parse::<std::net::IpAddr>().unwrap()))
+        };
+        for host in (4..104).filter(|h| *h != 50) {
+            assert!(
+                covered(&format!("100.64.1.{host}")),
+                ".{host} is not routed"
+            );
+        }
+        for outside in ["100.64.1.50", "100.64.1.3", "100.64.1.104", "100.64.0.2"] {
+            assert!(!covered(outside), "{outside} is routed: {ips:?}");
+        }
+        assert!(covered("100.64.0.1"), "the hub's own address");
+        assert_eq!(bundle.peers[0].forwards_to.len(), MAX_FORWARDS_NAMED);
     }
 
     #[test]

@@ -527,7 +527,9 @@ impl Engine {
         let peer_ids = peers_of(node, allowed, &self.settings.policy.topology);
         let peers: Vec<&NodeRecord> = peer_ids.iter().filter_map(|p| nodes.get(*p)).collect();
         let topology = &self.settings.policy.topology;
-        let via = routed_via(node, allowed, topology);
+        let via = routed_via(node, allowed, topology, |id| {
+            bundles::address_block(nodes.get(id))
+        });
         let routed: Vec<Vec<&NodeRecord>> = peers
             .iter()
             .map(|peer| {
