@@ -9,6 +9,7 @@ mod api;
 mod enroll;
 mod epochs;
 mod ha;
+mod hub_and_spoke;
 mod peers_alloc;
 mod prebuild;
 mod retention;
