@@ -100,6 +100,7 @@ impl Gating {
                     not_after_ms: None,
                     decided_ms: 0,
                     peers: Vec::new(),
+                    forward: false,
                 }))
             }
         }
@@ -196,7 +197,7 @@ impl Gating {
         if update.epoch.is_some() && update.epoch != self.last.as_ref().and_then(|l| l.epoch) {
             status.bundles_applied += 1;
         }
-        status.forward = update.peers.iter().any(|p| p.settings.forward);
+        status.forward = update.forward;
         status.membership = update.membership.clone();
         status.epoch = update.epoch;
         status.activation_ms = update.activation_ms;

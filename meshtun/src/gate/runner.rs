@@ -70,6 +70,8 @@ pub struct GateUpdate {
     pub decided_ms: u64,
     /// The gated peers (empty unless allowed).
     pub peers: Vec<GatedPeerConfig>,
+    /// Whether this node forwards between its gated peers (a hub; never unless allowed).
+    pub forward: bool,
 }
 
 /// What the gating tasks need.

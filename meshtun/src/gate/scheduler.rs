@@ -229,7 +229,9 @@ impl Scheduler {
                 .collect(),
             _ => Vec::new(),
         };
+        let forward = membership == MembershipState::Allowed && bundle.is_some_and(|b| b.forward);
         GateUpdate {
+            forward,
             membership,
             epoch: bundle.map(|b| b.epoch),
             activation_ms: bundle.map(|b| b.activation_ms),
