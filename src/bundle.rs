@@ -42,6 +42,10 @@ pub const BUNDLE_VERSION: u32 = 2;
 /// The oldest bundle format a node still reads: 1 had one `endpoint` per peer.
 pub const MIN_BUNDLE_VERSION: u32 = 1;
 
+/// The most nodes a bundle names in one hub's [`BundlePeer::forwards_to`]; the routes to the
+/// others are in its allowed IPs all the same.
+pub const MAX_FORWARDS_NAMED: usize = 64;
+
 /// The most candidate endpoints a bundle lists for one peer.
 pub const MAX_CANDIDATES: usize = 8;
 
@@ -84,10 +88,16 @@ pub struct BundlePeer {
     /// At most [`MAX_CANDIDATES`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub candidates: Vec<String>,
-    /// Its overlay networks.
+    /// Its overlay networks; for a hub, also the host routes of the nodes it forwards to
+    /// for the recipient ([`Self::forwards_to`]).
     pub allowed_ips: Vec<IpNet>,
     /// The pair's preshared key, sealed to the recipient (base64).
     pub sealed_psk: String,
+    /// For a hub of `hub_and_spoke`: the node ids the recipient reaches through it (the
+    /// first [`MAX_FORWARDS_NAMED`] by id), whose addresses `allowed_ips` carries. Only
+    /// shown to the user; routing reads `allowed_ips`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forwards_to: Vec<String>,
 }
 
 /// What one node is told for one epoch.
@@ -392,6 +402,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, (pk, psk))| BundlePeer {
+                    forwards_to: Vec::new(),
                     candidates: Vec::new(),
                     node_id: format!("peer-{i}"),
                     public_key: *pk,
@@ -465,6 +476,7 @@ mod tests {
         let sealed = sealer.seal(5, 7, &peer, &psk);
         assert_eq!(STANDARD.decode(&sealed).unwrap(), expected);
         let entry = BundlePeer {
+            forwards_to: Vec::new(),
             candidates: Vec::new(),
             node_id: "peer".into(),
             public_key: peer,

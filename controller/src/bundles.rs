@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use meshtun_proto::bundle::{
     Bundle, BundlePeer, Membership, Sealer, SignedBundle, BUNDLE_VERSION, MAX_CANDIDATES,
+    MAX_FORWARDS_NAMED,
 };
 use meshtun_proto::{EpochId, IdentityKey, PairKeys};
 use parking_lot::Mutex;
@@ -25,6 +26,12 @@ pub struct BundleSource<'a> {
     pub decision: Option<&'a Decision>,
     /// The recipient's peers this epoch, already chosen by the topology.
     pub peers: &'a [&'a NodeRecord],
+    /// For each peer (same order; missing entries are empty), the nodes the recipient
+    /// reaches through it: a hub's other spokes. Their host routes join the peer's allowed
+    /// IPs.
+    pub routed: &'a [Vec<&'a NodeRecord>],
+    /// Whether the recipient forwards between its peers (an allowed hub).
+    pub forward: bool,
     /// Every node's latest candidate report, by node id.
     pub candidates: &'a HashMap<String, Candidates>,
 }
@@ -87,12 +94,21 @@ pub fn build(source: &BundleSource<'_>, key: &IdentityKey, now_ms: u64) -> Signe
             .enumerate()
             .map(|(i, peer)| {
                 let psk = keys.derive(&node.wg_public_key, &peer.wg_public_key);
+                let routed = source.routed.get(i).map_or(&[][..], Vec::as_slice);
+                let mut allowed_ips: Vec<ipnet::IpNet> =
+                    peer.addresses.iter().map(HostRoute::trunc_host).collect();
+                allowed_ips.extend(forwarded_routes(routed));
                 BundlePeer {
+                    forwards_to: routed
+                        .iter()
+                        .take(MAX_FORWARDS_NAMED)
+                        .map(|n| n.id.clone())
+                        .collect(),
                     node_id: peer.id.clone(),
                     public_key: peer.wg_public_key,
                     endpoint: None,
                     candidates: peer_candidates(peer, source.candidates.get(&peer.id)),
-                    allowed_ips: peer.addresses.iter().map(|a| a.trunc_host()).collect(),
+                    allowed_ips,
                     // A bundle has far fewer than 2^32 peers.
                     sealed_psk: sealer.seal(
                         u32::try_from(i).unwrap_or(u32::MAX),
@@ -104,6 +120,7 @@ pub fn build(source: &BundleSource<'_>, key: &IdentityKey, now_ms: u64) -> Signe
             })
             .collect()
     });
+    let allowed = membership == Membership::Allowed;
     let bundle = Bundle {
         version: BUNDLE_VERSION,
         node_id: node.id.clone(),
@@ -115,10 +132,43 @@ pub fn build(source: &BundleSource<'_>, key: &IdentityKey, now_ms: u64) -> Signe
         decided_ms: epoch.created_ms,
         membership,
         seal_key: sealer.as_ref().map(Sealer::ephemeral),
+        forward: source.forward && allowed,
         peers,
-        forward: false,
     };
     SignedBundle::sign(&bundle, key)
+}
+
+/// The routes of the nodes a hub forwards to: their host routes, aggregated into the fewest
+/// networks that cover exactly those addresses (`100.64.0.4/32` and `100.64.0.5/32` become
+/// `100.64.0.4/31`), so that neighbouring spokes cost one route, not one each.
+fn forwarded_routes(nodes: &[&NodeRecord]) -> Vec<ipnet::IpNet> {
+    let hosts: Vec<ipnet::IpNet> = nodes
+        .iter()
+        .flat_map(|n| n.addresses.iter().map(HostRoute::trunc_host))
+        .collect();
+    ipnet::IpNet::aggregate(&hosts)
+}
+
+/// The key that picks a spoke's home hub (`membership::topology`): the block of its first
+/// address, a /24 for IPv4 or a /120 for IPv6, so that the spokes of one block share a hub
+/// and their routes aggregate; all zeros for a node without an address.
+pub fn address_block(node: Option<&NodeRecord>) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    match node
+        .and_then(|n| n.addresses.first())
+        .map(ipnet::IpNet::addr)
+    {
+        Some(std::net::IpAddr::V4(a)) => {
+            key[0] = 4;
+            key[1..4].copy_from_slice(&a.octets()[..3]);
+        }
+        Some(std::net::IpAddr::V6(a)) => {
+            key[0] = 6;
+            key[1..16].copy_from_slice(&a.octets()[..15]);
+        }
+        None => {}
+    }
+    key
 }
 
 /// Host-route form of an overlay address: a node's address `100.64.0.1/24` is announced to
@@ -246,6 +296,8 @@ mod tests {
                 node: &a,
                 decision: Some(&da),
                 peers: &[&b],
+                routed: &[],
+                forward: false,
                 candidates: &HashMap::new(),
             },
             &controller,
@@ -259,6 +311,8 @@ mod tests {
                 node: &b,
                 decision: Some(&db),
                 peers: &[&a],
+                routed: &[],
+                forward: false,
                 candidates: &HashMap::new(),
             },
             &controller,
@@ -328,6 +382,8 @@ mod tests {
                 node: &a,
                 decision: Some(&d),
                 peers: &[&b],
+                routed: &[],
+                forward: false,
                 candidates: &HashMap::new(),
             },
             &controller,
@@ -342,6 +398,108 @@ mod tests {
                 reason: "overall score 0.40 is below the threshold 0.70".into()
             }
         );
+    }
+
+    #[test]
+    fn a_spoke_routes_the_other_spokes_through_its_hub_and_the_hub_forwards() {
+        let keys: Vec<PrivateKey> = (0..3).map(|_| PrivateKey::generate()).collect();
+        let hub = node("hub", &keys[0], "100.64.0.1/24");
+        let mut s2 = node("s2", &keys[1], "100.64.0.2/24");
+        s2.addresses.push("fd00::2/64".parse().unwrap());
+        let s3 = node("s3", &keys[2], "100.64.0.3/24");
+        let (ep, controller) = (epoch(), IdentityKey::generate());
+        let build_for = |n: &NodeRecord,
+                         allowed: bool,
+                         peers: &[&NodeRecord],
+                         routed: &[Vec<&NodeRecord>],
+                         forward: bool| {
+            let d = decision(&n.id, allowed);
+            build(
+                &BundleSource {
+                    candidates: &HashMap::new(),
+                    epoch: &ep,
+                    node: n,
+                    decision: Some(&d),
+                    peers,
+                    routed,
+                    forward,
+                },
+                &controller,
+                5,
+            )
+            .verify(&controller.public())
+            .unwrap()
+        };
+        let via_hub = [vec![&s2]];
+        let spoke = build_for(&s3, true, &[&hub], &via_hub, false);
+        assert!(!spoke.forward);
+        assert_eq!(spoke.peers[0].forwards_to, ["s2"]);
+        let ips: Vec<String> = spoke.peers[0]
+            .allowed_ips
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(ips, ["100.64.0.1/32", "100.64.0.2/32", "fd00::2/128"]);
+        let hub_bundle = build_for(&hub, true, &[&s2, &s3], &[], true);
+        assert!(hub_bundle.forward);
+        assert!(hub_bundle.peers.iter().all(|p| p.forwards_to.is_empty()));
+        // A denied hub forwards nothing, whatever the caller says.
+        let denied = build_for(&hub, false, &[&s2, &s3], &[], true);
+        assert!(!denied.forward);
+        assert!(denied.peers.is_empty());
+    }
+
+    #[test]
+    fn forwarded_routes_aggregate_exactly_and_at_most_64_nodes_are_named() {
+        let keys: Vec<PrivateKey> = (0..100).map(|_| PrivateKey::generate()).collect();
+        let spokes: Vec<NodeRecord> = (0..100)
+            .map(|i| {
+                node(
+                    &format!("s{i:03}"),
+                    &keys[i],
+                    &format!("100.64.1.{}/16", i + 4),
+                )
+            })
+            .collect();
+        // .4 to .103 except .50: the hole must stay out of every route.
+        let routed: Vec<&NodeRecord> = spokes.iter().filter(|n| n.id != "s046").collect();
+        let hub = node("hub", &keys[0], "100.64.0.1/16");
+        let (ep, controller) = (epoch(), IdentityKey::generate());
+        let recipient = node("s046", &keys[46], "100.64.1.50/16");
+        let d = decision("s046", true);
+        let routed = [routed];
+        let bundle = build(
+            &BundleSource {
+                candidates: &HashMap::new(),
+                epoch: &ep,
+                node: &recipient,
+                decision: Some(&d),
+                peers: &[&hub],
+                routed: &routed,
+                forward: false,
+            },
+            &controller,
+            5,
+        )
+        .verify(&controller.public())
+        .unwrap();
+        let ips = &bundle.peers[0].allowed_ips;
+        assert!(ips.len() < 16, "{} routes: {ips:?}", ips.len());
+        let covered = |a: &str| {
+            ips.iter()
+                .any(|n| n.contains(&a.parse::<std::net::IpAddr>().unwrap()))
+        };
+        for host in (4..104).filter(|h| *h != 50) {
+            assert!(
+                covered(&format!("100.64.1.{host}")),
+                ".{host} is not routed"
+            );
+        }
+        for outside in ["100.64.1.50", "100.64.1.3", "100.64.1.104", "100.64.0.2"] {
+            assert!(!covered(outside), "{outside} is routed: {ips:?}");
+        }
+        assert!(covered("100.64.0.1"), "the hub's own address");
+        assert_eq!(bundle.peers[0].forwards_to.len(), MAX_FORWARDS_NAMED);
     }
 
     #[test]

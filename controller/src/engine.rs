@@ -25,7 +25,7 @@ use crate::bundles::{self, BundleCache, BundleJson, BundleSource};
 use crate::clock::Clock;
 use crate::ha::{Leadership, Publish};
 use crate::keys::ControllerKeys;
-use crate::membership::{decide, newly_failing, peers_of};
+use crate::membership::{decide, forwards, newly_failing, peers_of, routed_via};
 use crate::metrics::Metrics;
 use crate::model::{Decision, EpochRecord, NodeInput, NodeRecord, Policy};
 use crate::network::Network;
@@ -551,11 +551,27 @@ impl Engine {
         let recipient = nodes.get(node)?;
         let peer_ids = peers_of(node, allowed, &self.settings.policy.topology);
         let peers: Vec<&NodeRecord> = peer_ids.iter().filter_map(|p| nodes.get(*p)).collect();
+        let topology = &self.settings.policy.topology;
+        let via = routed_via(node, allowed, topology, |id| {
+            bundles::address_block(nodes.get(id))
+        });
+        let routed: Vec<Vec<&NodeRecord>> = peers
+            .iter()
+            .map(|peer| {
+                via.iter()
+                    .find(|(hub, _)| *hub == peer.id)
+                    .map_or_else(Vec::new, |(_, spokes)| {
+                        spokes.iter().filter_map(|s| nodes.get(*s)).collect()
+                    })
+            })
+            .collect();
         let source = BundleSource {
             epoch: &epoch.record,
             node: recipient,
             decision: epoch.decisions.get(node),
             peers: &peers,
+            routed: &routed,
+            forward: forwards(node, allowed, topology),
             candidates,
         };
         let signed = bundles::build(&source, self.keys.signing(), now_ms);

@@ -45,6 +45,11 @@ pub struct PeerSettings {
     /// [`PROBE_INTERVAL`](crate::device::PROBE_INTERVAL); the first to answer with an
     /// authenticated packet becomes the endpoint. Empty for static peers.
     pub probes: Vec<SocketAddr>,
+    /// Forwarding (a hub): a packet from this peer addressed to another peer that also has
+    /// `forward` is encrypted again to that peer by the device, never reaching the host;
+    /// one addressed to a peer without it is dropped. The gate sets it on every gated peer
+    /// when the bundle says the node forwards. Peers created by a UAPI `set` do not forward.
+    pub forward: bool,
 }
 
 /// One ordered change to a device, as carried by a UAPI `set` request.
@@ -180,6 +185,8 @@ pub struct DeviceGate {
     pub controller_error: Option<String>,
     /// What STUN found out about the NAT in front of the node.
     pub nat: NatStatus,
+    /// Whether this node forwards between its gated peers (a hub of `hub_and_spoke`).
+    pub forward: bool,
 }
 
 /// The gating state of one peer configured from the bundle in force.
@@ -189,6 +196,9 @@ pub struct PeerGate {
     pub node_id: String,
     /// When the peer's current preshared key was put in use, Unix milliseconds.
     pub psk_since_ms: u64,
+    /// For a hub: the nodes reached through it (`hub_and_spoke`), whose addresses are among
+    /// its allowed IPs.
+    pub forwards_to: Vec<String>,
 }
 
 /// This node's membership as the daemon enforces it.

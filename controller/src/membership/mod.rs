@@ -44,7 +44,7 @@ mod tests;
 
 use std::collections::{BTreeSet, HashSet};
 
-pub use topology::{allowed_ids, pair_count, peers_of};
+pub use topology::{allowed_ids, forwards, pair_count, peers_of, routed_via};
 
 use crate::model::{Decision, History, NodeInput, Pin, Policy};
 

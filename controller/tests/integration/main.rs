@@ -10,6 +10,7 @@ mod candidates;
 mod enroll;
 mod epochs;
 mod ha;
+mod hub_and_spoke;
 mod peers_alloc;
 mod prebuild;
 mod retention;

@@ -239,6 +239,7 @@ impl Config {
             endpoint,
             allowed_ips: peer.allowed_ips.clone(),
             persistent_keepalive: peer.persistent_keepalive,
+            forward: false,
         })
     }
 

@@ -151,6 +151,7 @@ fn apply_peer(peers: &mut Vec<PeerSettings>, update: &PeerUpdate) {
                 endpoint: None,
                 allowed_ips: Vec::new(),
                 persistent_keepalive: None,
+                forward: false,
             });
             peers.len() - 1
         }

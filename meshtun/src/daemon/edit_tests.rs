@@ -14,6 +14,7 @@ fn peer(public_key: PublicKey, nets: &[&str]) -> PeerSettings {
         endpoint: None,
         allowed_ips: nets.iter().map(|n| n.parse().unwrap()).collect(),
         persistent_keepalive: None,
+        forward: false,
     }
 }
 
@@ -28,6 +29,7 @@ fn settings(peers: Vec<PeerSettings>) -> DeviceSettings {
 
 fn gated(public_key: PublicKey) -> GatedPeerConfig {
     GatedPeerConfig {
+        forwards_to: Vec::new(),
         node_id: "node-b".into(),
         settings: PeerSettings {
             preshared_key: Some(PresharedKey::generate()),

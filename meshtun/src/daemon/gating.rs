@@ -105,6 +105,7 @@ impl Gating {
                     not_after_ms: None,
                     decided_ms: 0,
                     peers: Vec::new(),
+                    forward: false,
                 }))
             }
         }
@@ -166,6 +167,7 @@ impl Gating {
                 node_id: peer.node_id.clone(),
                 public_key: peer.settings.public_key,
                 psk_since_ms: since,
+                forwards_to: peer.forwards_to.clone(),
             });
         }
         for gone in previous.iter().filter(|p| {
@@ -200,6 +202,7 @@ impl Gating {
         if update.epoch.is_some() && update.epoch != self.last.as_ref().and_then(|l| l.epoch) {
             status.bundles_applied += 1;
         }
+        status.forward = update.forward;
         status.membership = update.membership.clone();
         status.epoch = update.epoch;
         status.activation_ms = update.activation_ms;

@@ -118,6 +118,7 @@ mod tests {
                     endpoint: None,
                     allowed_ips: Vec::new(),
                     persistent_keepalive: None,
+                    forward: false,
                 })
                 .collect(),
         }
@@ -160,6 +161,7 @@ mod tests {
             gate.membership = MembershipState::Allowed;
             gate.epoch = Some(9);
             gate.peers.push(GatedPeerInfo {
+                forwards_to: Vec::new(),
                 node_id: "node-b".into(),
                 public_key: gated,
                 psk_since_ms: 1_700_000_000_000,

@@ -82,8 +82,10 @@ mod tests {
 
     fn gated(name: Option<&str>) -> GatedPeerConfig {
         GatedPeerConfig {
+            forwards_to: Vec::new(),
             node_id: "node-b".into(),
             settings: PeerSettings {
+                forward: false,
                 probes: Vec::new(),
                 public_key: PrivateKey::generate().public_key(),
                 preshared_key: Some(PresharedKey::generate()),

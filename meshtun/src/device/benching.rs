@@ -2,13 +2,15 @@
 //! - the packet path: one batch of IP packets routed and encrypted by Alice, and the
 //!   resulting datagrams decrypted and checked against Alice's allowed IPs by Bob, with the
 //!   buffers the workers use, reused between rounds;
+//! - forwarding: a batch Alice encrypts to a hub, decrypted there and encrypted again to
+//!   Carol, the other spoke;
 //! - the control path: a configuration change applied as the device applies it under its
 //!   control lock.
 
 use std::time::Instant;
 
 use super::control::Control;
-use super::fuzzing::{Harness, MTU};
+use super::fuzzing::{Harness, HubHarness, MTU};
 use super::inbound::Inbound;
 use super::outbound::encapsulate_batch;
 use super::prepare::{self, Prepared};
@@ -103,6 +105,102 @@ impl PacketBench {
     }
 }
 
+/// A hub between two spokes, each with an established session, and a batch of packets from
+/// Alice (100.64.0.1) to Carol (100.64.0.3) through the hub.
+pub struct ForwardBench {
+    harness: HubHarness,
+    packets: PacketBatch,
+    wire: DatagramBatch,
+    tun: PacketBatch,
+    big: PacketBatch,
+    forwarded: DatagramBatch,
+}
+
+/// Packets per forwarding batch: what one receive worker's datagram batch takes before it
+/// must flush.
+pub const FORWARD_BATCH: usize = 60;
+
+impl ForwardBench {
+    /// The three devices and [`FORWARD_BATCH`] packets of `packet_len` bytes (28..=1420).
+    pub fn new(packet_len: usize) -> Self {
+        let mut packets = PacketBatch::new(FORWARD_BATCH, MTU, TUN_HEADROOM);
+        let mut p = packet(packet_len);
+        p[19] = 3;
+        while packets.push(&p) {}
+        Self {
+            harness: HubHarness::new(),
+            packets,
+            wire: DatagramBatch::new(BATCH, MTU + 64),
+            tun: PacketBatch::coalescing(BATCH, MTU + 64, TUN_HEADROOM),
+            big: PacketBatch::new(1, MAX_PACKET, TUN_HEADROOM),
+            forwarded: DatagramBatch::new(64, MTU + 64),
+        }
+    }
+
+    /// Packets in one batch.
+    pub fn batch_len(&self) -> usize {
+        self.packets.len()
+    }
+
+    /// Alice encrypts the batch to the hub; returns the number of datagrams.
+    pub fn encapsulate(&mut self) -> usize {
+        self.wire.clear();
+        let h = &self.harness;
+        let now = Instant::now();
+        encapsulate_batch(
+            &h.alice.snap,
+            &self.packets,
+            0,
+            &mut self.wire,
+            &h.counters,
+            now,
+        );
+        self.wire.len()
+    }
+
+    /// The hub receives the datagrams of the last [`ForwardBench::encapsulate`], as a receive
+    /// worker does; returns the number it forwarded to Carol, or 0 if any reached the hub's
+    /// own tun batch instead.
+    pub fn forward(&mut self) -> usize {
+        self.tun.clear();
+        self.forwarded.clear();
+        let h = &self.harness;
+        let mut inbound = Inbound::new(&h.hub.snap, Instant::now(), &h.counters);
+        for (_, datagram) in self.wire.iter() {
+            let slot = self.big.next_slot().unwrap_or_default();
+            let _ = inbound.datagram(
+                h.alice.addr,
+                datagram,
+                &mut self.tun,
+                &mut self.forwarded,
+                slot,
+            );
+        }
+        if !self.tun.is_empty() {
+            return 0;
+        }
+        let to_carol = self.forwarded.iter().filter(|(to, _)| *to == h.carol.addr);
+        to_carol.count()
+    }
+
+    /// Carol decrypts what the hub forwarded; returns the packets bound for her tun device
+    /// that are exactly the ones Alice sent.
+    pub fn receive_at_carol(&mut self) -> usize {
+        self.tun.clear();
+        let mut replies = DatagramBatch::new(64, MTU + 64);
+        let h = &self.harness;
+        let mut inbound = Inbound::new(&h.carol.snap, Instant::now(), &h.counters);
+        for (_, datagram) in self.forwarded.iter() {
+            let slot = self.big.next_slot().unwrap_or_default();
+            let _ = inbound.datagram(h.hub.addr, datagram, &mut self.tun, &mut replies, slot);
+        }
+        let sent = self.packets.packet(0);
+        (0..self.tun.len())
+            .filter(|&i| self.tun.packet(i) == sent)
+            .count()
+    }
+}
+
 /// A device's control state, to time configuration changes.
 pub struct ApplyBench {
     control: Control,
@@ -186,6 +284,7 @@ pub fn hub_settings(hub: &PrivateKey, keys: &[PrivateKey]) -> DeviceSettings {
                     .expect("a valid IPv6 network"),
             ],
             persistent_keepalive: None,
+            forward: false,
         })
         .collect();
     DeviceSettings {

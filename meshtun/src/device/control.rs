@@ -36,6 +36,8 @@ use crate::wgcfg::{
 struct PeerEntry {
     peer: Arc<Peer>,
     configured_endpoint: Option<SocketAddr>,
+    /// The device forwards between this peer and the other peers that have it (a hub).
+    forward: bool,
 }
 
 /// Keys, peers and indices of one device.
@@ -90,7 +92,8 @@ impl Control {
     /// The snapshot the packet path should use now.
     pub fn snapshot(&self) -> Snapshot {
         let peers = self.ordered().map(|e| e.peer.clone()).collect();
-        Snapshot::build(peers, self.identity.clone())
+        let forwarding = self.ordered().filter(|e| e.forward).map(|e| &e.peer);
+        Snapshot::build(peers, self.identity.clone()).with_forwarding(forwarding)
     }
 
     /// The peers in configuration order.
@@ -264,6 +267,7 @@ impl Control {
         let entry = PeerEntry {
             peer: peer.clone(),
             configured_endpoint: None,
+            forward: false,
         };
         self.peers.insert(key, entry);
         self.order.push(key);
@@ -464,6 +468,9 @@ impl Control {
         };
         self.set_configured_endpoint(&key, settings.endpoint);
         peer.state.lock().set_probes(&settings.probes);
+        if let Some(entry) = self.peers.get_mut(&key) {
+            entry.forward = settings.forward;
+        }
         self.set_allowed_ips(&key, &settings.allowed_ips);
         Self::set_keepalive(&peer, settings.persistent_keepalive, now, out);
         let current = peer.state.lock().psk.clone();
@@ -573,6 +580,7 @@ mod tests {
             endpoint: None,
             allowed_ips: nets.iter().map(|n| n.parse().unwrap()).collect(),
             persistent_keepalive: None,
+            forward: false,
         }
     }
 

@@ -39,22 +39,35 @@ fn side(
     peer_addr: &str,
     peer_nets: &[&str],
 ) -> Side {
+    side_with(
+        own,
+        vec![peer_settings(peer, peer_addr, peer_nets, false)],
+        addr,
+    )
+}
+
+fn peer_settings(key: &PrivateKey, endpoint: &str, nets: &[&str], forward: bool) -> PeerSettings {
+    PeerSettings {
+        probes: Vec::new(),
+        public_key: key.public_key(),
+        preshared_key: None,
+        endpoint: endpoint.parse().ok(),
+        allowed_ips: nets.iter().filter_map(|n| n.parse().ok()).collect(),
+        persistent_keepalive: None,
+        forward,
+    }
+}
+
+fn side_with(own: &PrivateKey, peers: Vec<PeerSettings>, addr: &str) -> Side {
     let settings = DeviceSettings {
         private_key: own.clone(),
         listen_port: None,
         fwmark: None,
-        peers: vec![PeerSettings {
-            probes: Vec::new(),
-            public_key: peer.public_key(),
-            preshared_key: None,
-            endpoint: peer_addr.parse().ok(),
-            allowed_ips: peer_nets.iter().filter_map(|n| n.parse().ok()).collect(),
-            persistent_keepalive: None,
-        }],
+        peers,
     };
     let mut control = Control::new(51820, 0);
     let mut out = DatagramBatch::new(8, MTU + 64);
-    // A fresh control with one peer cannot run out of indices.
+    // A fresh control with a few peers cannot run out of indices.
     let _ = control.apply_settings(&settings, Instant::now(), &mut out);
     let snap = control.snapshot();
     Side {
@@ -63,6 +76,90 @@ fn side(
         addr: addr
             .parse()
             .unwrap_or_else(|_| SocketAddr::from(([192, 0, 2, 1], 51820))),
+    }
+}
+
+/// Encrypts `packet` on `from`'s send path; the datagrams it produces.
+fn send_from(from: &Side, packet: &[u8], counters: &Counters) -> Vec<Vec<u8>> {
+    let mut batch = PacketBatch::new(1, MTU, TUN_HEADROOM);
+    batch.push(packet);
+    let mut out = DatagramBatch::new(8, MTU + 64);
+    encapsulate_batch(&from.snap, &batch, 0, &mut out, counters, Instant::now());
+    out.iter().map(|(_, d)| d.to_vec()).collect()
+}
+
+/// Delivers datagrams to `to` as if from `from`, returning what it sends back.
+fn deliver(
+    to: &Side,
+    from: SocketAddr,
+    datagrams: &[Vec<u8>],
+    counters: &Counters,
+) -> Vec<Vec<u8>> {
+    let mut tun = PacketBatch::new(8, MTU + 64, TUN_HEADROOM);
+    let mut big = PacketBatch::new(1, super::transport::MAX_PACKET, TUN_HEADROOM);
+    let mut out = DatagramBatch::new(16, MTU + 64);
+    let mut inbound = Inbound::new(&to.snap, Instant::now(), counters);
+    for d in datagrams {
+        let slot = big.next_slot().unwrap_or_default();
+        let _ = inbound.datagram(from, d, &mut tun, &mut out, slot);
+    }
+    out.iter().map(|(_, d)| d.to_vec()).collect()
+}
+
+/// `a` sends an IPv4 packet from `src` to `dst` (last octets in 100.64.0.0/24), then `a` and
+/// `b` pass each other's answers until nothing is left to say: a completed handshake.
+fn handshake(a: &Side, b: &Side, src: u8, dst: u8, counters: &Counters) {
+    let mut packet = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 100, 64, 0, src];
+    packet.extend_from_slice(&[100, 64, 0, dst, 0, 0, 0, 0, 0, 8, 0, 0]);
+    let mut wire = send_from(a, &packet, counters);
+    for _ in 0..4 {
+        let replies = deliver(b, a.addr, &wire, counters);
+        wire = deliver(a, b.addr, &replies, counters);
+    }
+}
+
+/// Three devices: Alice (100.64.0.1) and Carol (100.64.0.3), each with the hub (100.64.0.2)
+/// as its one peer routing the other's address, and the hub forwarding between them; both
+/// pairs have completed a handshake.
+pub struct HubHarness {
+    pub(super) alice: Side,
+    pub(super) hub: Side,
+    pub(super) carol: Side,
+    pub(super) counters: Counters,
+}
+
+impl HubHarness {
+    /// Builds the three and runs both handshakes.
+    pub fn new() -> Self {
+        let (ka, kh, kc) = (
+            PrivateKey::generate(),
+            PrivateKey::generate(),
+            PrivateKey::generate(),
+        );
+        let (a, h, c) = ("192.0.2.1:51820", "192.0.2.2:51820", "192.0.2.3:51820");
+        let via_hub = |nets: &[&str]| vec![peer_settings(&kh, h, nets, false)];
+        let alice = side_with(&ka, via_hub(&["100.64.0.2/32", "100.64.0.3/32"]), a);
+        let carol = side_with(&kc, via_hub(&["100.64.0.2/32", "100.64.0.1/32"]), c);
+        let spokes = vec![
+            peer_settings(&ka, a, &["100.64.0.1/32"], true),
+            peer_settings(&kc, c, &["100.64.0.3/32"], true),
+        ];
+        let hub = side_with(&kh, spokes, h);
+        let harness = Self {
+            alice,
+            hub,
+            carol,
+            counters: Counters::default(),
+        };
+        handshake(&harness.alice, &harness.hub, 1, 2, &harness.counters);
+        handshake(&harness.carol, &harness.hub, 3, 2, &harness.counters);
+        harness
+    }
+}
+
+impl Default for HubHarness {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -95,44 +192,17 @@ impl Harness {
             bob,
             counters: Counters::default(),
         };
-        // Alice sends a packet: with no session this produces an initiation; each reply is
-        // handed to the other side until nothing is left to say.
-        let mut packet = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 100, 64, 0, 1];
-        packet.extend_from_slice(&[100, 64, 0, 2, 0, 0, 0, 0, 0, 8, 0, 0]);
-        let mut wire = harness.send_from_alice(&packet);
-        for _ in 0..4 {
-            let replies = harness.deliver(&harness.bob, harness.alice.addr, &wire);
-            wire = harness.deliver(&harness.alice, harness.bob.addr, &replies);
-        }
+        handshake(&harness.alice, &harness.bob, 1, 2, &harness.counters);
         harness
     }
 
     fn send_from_alice(&self, packet: &[u8]) -> Vec<Vec<u8>> {
-        let mut batch = PacketBatch::new(1, MTU, TUN_HEADROOM);
-        batch.push(packet);
-        let mut out = DatagramBatch::new(8, MTU + 64);
-        encapsulate_batch(
-            &self.alice.snap,
-            &batch,
-            0,
-            &mut out,
-            &self.counters,
-            Instant::now(),
-        );
-        out.iter().map(|(_, d)| d.to_vec()).collect()
+        send_from(&self.alice, packet, &self.counters)
     }
 
     /// Delivers datagrams to `to`, returning what it sends back.
     fn deliver(&self, to: &Side, from: SocketAddr, datagrams: &[Vec<u8>]) -> Vec<Vec<u8>> {
-        let mut tun = PacketBatch::new(8, MTU + 64, TUN_HEADROOM);
-        let mut big = PacketBatch::new(1, super::transport::MAX_PACKET, TUN_HEADROOM);
-        let mut out = DatagramBatch::new(16, MTU + 64);
-        let mut inbound = Inbound::new(&to.snap, Instant::now(), &self.counters);
-        for d in datagrams {
-            let slot = big.next_slot().unwrap_or_default();
-            let _ = inbound.datagram(from, d, &mut tun, &mut out, slot);
-        }
-        out.iter().map(|(_, d)| d.to_vec()).collect()
+        deliver(to, from, datagrams, &self.counters)
     }
 
     /// Feeds one arbitrary datagram to Bob, as if from Alice's address (`from_peer`) or from

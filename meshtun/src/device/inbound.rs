@@ -3,7 +3,8 @@
 //! Data packets are routed by session index to exactly one `Tunn`; handshake initiations go
 //! through the device-wide rate limiter (mac1, then cookies under load) before one X25519
 //! operation finds the sending peer. A decrypted packet reaches the host only if its inner
-//! source lies in the sending peer's allowed IPs.
+//! source lies in the sending peer's allowed IPs. On a hub, one between two forwarding peers
+//! is encrypted again to its destination's peer instead ([`Snapshot::forward`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,8 +12,9 @@ use std::time::Instant;
 
 use boringtun::noise::{Packet, TunnResult};
 
-use super::peer::{Initiation, Received, SlotKind};
-use super::snapshot::{Locked, Snapshot};
+use super::outbound::destination;
+use super::peer::{DropReason, Initiation, Received, SlotKind};
+use super::snapshot::{Forward, Locked, Peer, Snapshot};
 use super::stats::Counters;
 use super::stun::StunInbox;
 use super::transport::{DatagramBatch, PacketBatch};
@@ -99,7 +101,7 @@ impl<'a> Inbound<'a> {
             return (Need::Flush, None);
         }
         match classify(datagram) {
-            Some(DATA) => (Need::Nothing, self.data(src, datagram, tun, big)),
+            Some(DATA) => (Need::Nothing, self.data(src, datagram, tun, out, big)),
             Some(HANDSHAKE_INIT) => {
                 self.initiation(src, datagram, out);
                 (Need::Nothing, None)
@@ -123,6 +125,7 @@ impl<'a> Inbound<'a> {
         src: SocketAddr,
         datagram: &[u8],
         tun: &mut PacketBatch,
+        out: &mut DatagramBatch,
         big: &mut [u8],
     ) -> Option<usize> {
         let snap = self.snap;
@@ -148,6 +151,22 @@ impl<'a> Inbound<'a> {
                     self.counters.dropped_source();
                     return None;
                 }
+                let packet = if use_big {
+                    &big[..len]
+                } else {
+                    &tun.next_slot()?[..len]
+                };
+                match snap.forward(peer, inner_src, destination(packet)) {
+                    Forward::Host => {}
+                    Forward::To(to) => {
+                        self.relay(to, packet, out);
+                        return None;
+                    }
+                    Forward::Drop => {
+                        self.counters.dropped_forward();
+                        return None;
+                    }
+                }
                 self.counters.received(len);
                 if use_big {
                     return Some(len);
@@ -160,6 +179,21 @@ impl<'a> Inbound<'a> {
                 self.counters.dropped_invalid();
                 None
             }
+        }
+    }
+
+    /// Encrypts `packet`, decrypted from another peer, again to `to` (forwarding).
+    fn relay(&mut self, to: &'a Arc<Peer>, packet: &[u8], out: &mut DatagramBatch) {
+        let now = self.now;
+        let Some(state) = self.locked.get(to) else {
+            self.counters.dropped_forward();
+            return;
+        };
+        match state.encapsulate(packet, out, now) {
+            Ok(()) => self.counters.forwarded(),
+            Err(DropReason::NoEndpoint) => self.counters.dropped_no_endpoint(),
+            Err(DropReason::QueueFull) => self.counters.dropped_queue_full(),
+            Err(_) => self.counters.dropped_forward(),
         }
     }
 

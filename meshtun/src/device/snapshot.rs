@@ -6,6 +6,7 @@
 //! of packets for that peer.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use boringtun::noise::rate_limiter::RateLimiter;
@@ -75,6 +76,20 @@ pub struct Snapshot {
     pub peers: Vec<Arc<Peer>>,
     /// Our keys; `None` while the device has no private key.
     pub identity: Option<Arc<Identity>>,
+    /// Forwarding (a hub): the allowed IPs of the peers the device forwards between, each
+    /// to its peer; `None` when no peer forwards.
+    pub forwarding: Option<AllowedIps<Arc<Peer>>>,
+}
+
+/// What to do with a packet decrypted from a peer, whose source is that peer's.
+pub enum Forward<'a> {
+    /// Hand it to the host (the tun device), as any received packet.
+    Host,
+    /// Encrypt it again to this other forwarding peer.
+    To(&'a Arc<Peer>),
+    /// Drop it: it came from a forwarding peer and is addressed to a peer the device does
+    /// not forward to (a static peer, or the sender itself).
+    Drop,
 }
 
 impl Snapshot {
@@ -96,6 +111,45 @@ impl Snapshot {
         }
         snap.peers = peers;
         snap
+    }
+
+    /// Makes the device forward between `peers` (the routing table of their allowed IPs,
+    /// as in [`Self::by_ip`]); none forwards when empty.
+    pub fn with_forwarding<'a>(mut self, peers: impl Iterator<Item = &'a Arc<Peer>>) -> Self {
+        let mut table = AllowedIps::new();
+        let mut any = false;
+        for peer in peers {
+            any = true;
+            for net in &peer.state.lock().allowed_ips {
+                table.insert(*net, peer.clone());
+            }
+        }
+        self.forwarding = any.then_some(table);
+        self
+    }
+
+    /// Where a packet decrypted from `from`, whose inner source `src` lies in `from`'s
+    /// allowed IPs, goes next, by its destination `dst`.
+    ///
+    /// Only a packet between two forwarding peers is forwarded; one from a forwarding peer
+    /// to any other peer (a static peer, or back to itself) is dropped, so that neither the
+    /// device nor the host's routing carries it there; anything else goes to the host,
+    /// which accepts only what is addressed to it (its own forwarding stays off).
+    pub fn forward(&self, from: &Arc<Peer>, src: IpAddr, dst: Option<IpAddr>) -> Forward<'_> {
+        let Some(table) = &self.forwarding else {
+            return Forward::Host;
+        };
+        let is_forwarder = table.lookup(src).is_some_and(|p| Arc::ptr_eq(p, from));
+        let Some(dst) = dst.filter(|_| is_forwarder) else {
+            return Forward::Host;
+        };
+        match (table.lookup(dst), self.by_ip.lookup(dst)) {
+            (Some(to), Some(owner)) if Arc::ptr_eq(to, owner) && !Arc::ptr_eq(to, from) => {
+                Forward::To(to)
+            }
+            (_, Some(_)) => Forward::Drop,
+            (_, None) => Forward::Host,
+        }
     }
 }
 

@@ -17,6 +17,8 @@ pub struct Counters {
     dropped_no_endpoint: AtomicU64,
     dropped_queue_full: AtomicU64,
     cookies_sent: AtomicU64,
+    forwarded: AtomicU64,
+    dropped_forward: AtomicU64,
 }
 
 /// A sum of counters, for display.
@@ -41,6 +43,11 @@ pub struct CounterTotals {
     pub dropped_queue_full: u64,
     /// Cookie replies sent under load.
     pub cookies_sent: u64,
+    /// Packets from one forwarding peer encrypted again to another (a hub).
+    pub forwarded: u64,
+    /// Packets from a forwarding peer to a peer it may not reach through this node, or that
+    /// could not be encrypted again.
+    pub dropped_forward: u64,
 }
 
 fn bump(c: &AtomicU64, by: u64) {
@@ -82,6 +89,15 @@ impl Counters {
         bump(&self.cookies_sent, 1);
     }
 
+    /// A packet was forwarded from one peer to another.
+    pub fn forwarded(&self) {
+        bump(&self.forwarded, 1);
+    }
+    /// A packet from a forwarding peer was not forwarded.
+    pub fn dropped_forward(&self) {
+        bump(&self.dropped_forward, 1);
+    }
+
     /// Adds these counters to `total`.
     pub fn add_to(&self, total: &mut CounterTotals) {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -94,5 +110,7 @@ impl Counters {
         total.dropped_no_endpoint += get(&self.dropped_no_endpoint);
         total.dropped_queue_full += get(&self.dropped_queue_full);
         total.cookies_sent += get(&self.cookies_sent);
+        total.forwarded += get(&self.forwarded);
+        total.dropped_forward += get(&self.dropped_forward);
     }
 }

@@ -90,6 +90,9 @@ pub struct GatedPeer {
     pub allowed_ips: Vec<IpNet>,
     /// The pair's preshared key for this epoch.
     pub psk: PresharedKey,
+    /// For a hub: the nodes this node reaches through it (their addresses are in
+    /// `allowed_ips`), for display.
+    pub forwards_to: Vec<String>,
 }
 
 /// A bundle that passed every check, with its keys opened, and the signed form it came in
@@ -110,6 +113,8 @@ pub struct VerifiedBundle {
     pub membership: Membership,
     /// The peers, in the controller's order (empty when denied).
     pub peers: Vec<GatedPeer>,
+    /// Whether this node forwards between its gated peers (a hub); never when denied.
+    pub forward: bool,
     /// The bundle as the controller signed it.
     pub signed: SignedBundle,
     /// The pinned controller key that signed it.
@@ -237,7 +242,9 @@ fn check_bundle(
         }
     }
     let peers = open_peers(&bundle, wg_private)?;
+    let forward = bundle.forward && bundle.membership == Membership::Allowed;
     Ok(VerifiedBundle {
+        forward,
         epoch,
         activation_ms: bundle.activation_ms,
         not_after_ms: bundle.not_after_ms,
@@ -286,6 +293,7 @@ fn open_peers(
                 candidates: peer.endpoints().map(str::to_owned).collect(),
                 allowed_ips: peer.allowed_ips.clone(),
                 psk,
+                forwards_to: peer.forwards_to.clone(),
             })
         })
         .collect()

@@ -239,6 +239,7 @@ mod tests {
             endpoint: None,
             allowed_ips: nets.iter().map(|n| net(n)).collect(),
             persistent_keepalive: None,
+            forward: false,
         }
     }
 
@@ -246,6 +247,7 @@ mod tests {
         let mut settings = peer(key, nets);
         settings.preshared_key = Some(PresharedKey::generate());
         GatedPeerConfig {
+            forwards_to: Vec::new(),
             node_id: name.into(),
             settings,
             endpoint_name: None,

@@ -52,6 +52,8 @@ pub struct GatedPeerConfig {
     /// The `host:port` its endpoint was resolved from, when the host is a name (the daemon
     /// looks it up again when the peer goes silent).
     pub endpoint_name: Option<String>,
+    /// For a hub: the nodes reached through it, for display.
+    pub forwards_to: Vec<String>,
 }
 
 /// What the daemon must enforce from now on.
@@ -71,6 +73,8 @@ pub struct GateUpdate {
     pub decided_ms: u64,
     /// The gated peers (empty unless allowed).
     pub peers: Vec<GatedPeerConfig>,
+    /// Whether this node forwards between its gated peers (a hub; never unless allowed).
+    pub forward: bool,
 }
 
 /// What the gating tasks need.

@@ -225,6 +225,7 @@ impl Scheduler {
                     let mut resolved = self.resolved(p).into_iter();
                     GatedPeerConfig {
                         node_id: p.node_id.clone(),
+                        forwards_to: p.forwards_to.clone(),
                         settings: PeerSettings {
                             public_key: p.public_key,
                             preshared_key: Some(p.psk.clone()),
@@ -232,6 +233,7 @@ impl Scheduler {
                             allowed_ips: p.allowed_ips.clone(),
                             persistent_keepalive: None,
                             probes: resolved.collect(),
+                            forward: b.forward,
                         },
                         endpoint_name: endpoint_name(p),
                     }
@@ -239,7 +241,9 @@ impl Scheduler {
                 .collect(),
             _ => Vec::new(),
         };
+        let forward = membership == MembershipState::Allowed && bundle.is_some_and(|b| b.forward);
         GateUpdate {
+            forward,
             membership,
             epoch: bundle.map(|b| b.epoch),
             activation_ms: bundle.map(|b| b.activation_ms),

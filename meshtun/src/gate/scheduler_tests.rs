@@ -19,6 +19,7 @@ const SLOW: &str = "slow.example:51820";
 
 fn peer(id: &str, endpoint: &str) -> GatedPeer {
     GatedPeer {
+        forwards_to: Vec::new(),
         node_id: id.to_owned(),
         public_key: PrivateKey::generate().public_key(),
         candidates: vec![endpoint.to_owned()],
@@ -29,6 +30,7 @@ fn peer(id: &str, endpoint: &str) -> GatedPeer {
 
 fn bundle(epoch: u64, now: u64, membership: Membership, peers: Vec<GatedPeer>) -> VerifiedBundle {
     VerifiedBundle {
+        forward: false,
         epoch,
         activation_ms: now,
         not_after_ms: now + 60_000,
@@ -224,4 +226,46 @@ async fn a_node_twenty_seconds_ahead_switches_on_time() {
 #[tokio::test]
 async fn a_node_twenty_seconds_behind_switches_on_time() {
     activation_is_on_time_with_a_skewed_clock(-20_000).await;
+}
+
+#[tokio::test]
+async fn a_forwarding_bundle_marks_every_gated_peer_and_a_denial_clears_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut updates) = mpsc::channel(16);
+    let scheduler = Scheduler::new(
+        GateState::new(LossPolicy::FailClosed, 3_000),
+        dir.path().join("bundle.json"),
+        SharedGateStatus::default(),
+        tx,
+        lookup(Arc::new(AtomicUsize::new(0))),
+        Arc::new(unix_ms),
+    );
+    let (bundles, received) = mpsc::channel(4);
+    let task = tokio::spawn(scheduler.run(received));
+    let fast = Duration::from_millis(500);
+
+    let mut hub = bundle(
+        1,
+        unix_ms(),
+        Membership::Allowed,
+        vec![peer("s1", "192.0.2.2:51820"), peer("s2", "192.0.2.3:51820")],
+    );
+    hub.forward = true;
+    bundles.send(hub).await.unwrap();
+    let update = next(&mut updates, fast).await;
+    assert!(update.forward);
+    assert!(
+        update.peers.iter().all(|p| p.settings.forward),
+        "{update:?}"
+    );
+
+    let denied = Membership::Denied {
+        reason: "overall 0.1".into(),
+    };
+    let mut denial = bundle(2, unix_ms(), denied, Vec::new());
+    denial.forward = true;
+    bundles.send(denial).await.unwrap();
+    let update = next(&mut updates, fast).await;
+    assert!(!update.forward && update.peers.is_empty(), "{update:?}");
+    task.abort();
 }

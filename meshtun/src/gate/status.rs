@@ -18,6 +18,8 @@ pub struct GatedPeerInfo {
     pub public_key: PublicKey,
     /// When this peer's current preshared key was put in use, Unix milliseconds.
     pub psk_since_ms: u64,
+    /// For a hub: the nodes reached through it.
+    pub forwards_to: Vec<String>,
 }
 
 /// The gating state of one interface.
@@ -57,6 +59,8 @@ pub struct GateStatus {
     pub bundles_applied: u64,
     /// The gated peers configured now.
     pub peers: Vec<GatedPeerInfo>,
+    /// Whether this node forwards between its gated peers (a hub).
+    pub forward: bool,
     /// Peers cut off since start (left a bundle, or removed by a denial or the loss rule).
     pub cutoffs: u64,
     /// Sum of decision-to-cut-off times over [`Self::cutoffs`] with a known decision time,
@@ -100,6 +104,7 @@ impl From<&GateStatus> for DeviceGate {
             controller_last_contact_ms: gate.last_contact_ms,
             controller_error: gate.last_error.clone(),
             nat: gate.nat.clone(),
+            forward: gate.forward,
         }
     }
 }
@@ -114,6 +119,7 @@ impl GateStatus {
             peer.gate = self.peer(&peer.public_key).map(|info| PeerGate {
                 node_id: info.node_id.clone(),
                 psk_since_ms: info.psk_since_ms,
+                forwards_to: info.forwards_to.clone(),
             });
         }
     }
@@ -165,6 +171,7 @@ mod tests {
             last_contact_ms: Some(1_700_000_000_000),
             last_error: Some("timed out".into()),
             peers: vec![GatedPeerInfo {
+                forwards_to: Vec::new(),
                 node_id: "node-b".into(),
                 public_key: gated,
                 psk_since_ms: 1_699_999_990_000,
@@ -182,6 +189,7 @@ mod tests {
         assert_eq!(device.controller_error.as_deref(), Some("timed out"));
         assert_eq!(status.peers[0].gate, None);
         let expected = PeerGate {
+            forwards_to: Vec::new(),
             node_id: "node-b".into(),
             psk_since_ms: 1_699_999_990_000,
         };

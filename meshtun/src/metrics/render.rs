@@ -152,7 +152,8 @@ impl Sample {
             "Packets dropped, by reason: invalid (a datagram that failed to parse or \
              authenticate, or a replay), source (an inner source outside the sender's allowed \
              IPs), no_route (no peer for the destination), no_endpoint (the peer has no endpoint), \
-             queue_full (the peer has no session yet and the device's queue budget is spent)",
+             queue_full (the peer has no session yet and the device's queue budget is spent), \
+             forward (on a hub, a packet from a spoke to a peer it may not reach through it)",
             None,
             [
                 (reason("invalid"), c.dropped_invalid),
@@ -160,8 +161,11 @@ impl Sample {
                 (reason("no_route"), c.dropped_no_route),
                 (reason("no_endpoint"), c.dropped_no_endpoint),
                 (reason("queue_full"), c.dropped_queue_full),
+                (reason("forward"), c.dropped_forward),
             ],
         )?;
+        let help = "Packets a hub decrypted from one gated peer and encrypted again to another";
+        counters(e, "forwarded_packets", help, None, [(vec![], c.forwarded)])?;
         let help = "Cookie replies sent to handshakes under load";
         counters(e, "cookie_replies", help, None, [(vec![], c.cookies_sent)])
     }

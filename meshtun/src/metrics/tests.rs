@@ -203,6 +203,7 @@ fn peer_of(key: &PrivateKey, inner: &str, endpoint: Option<&str>) -> PeerSetting
         endpoint: endpoint.map(|e| e.parse().unwrap()),
         allowed_ips: vec![inner.parse().unwrap()],
         persistent_keepalive: None,
+        forward: false,
     }
 }
 

@@ -61,6 +61,8 @@ pub struct GateView {
     pub reflexive: Vec<ReflexiveView>,
     /// `unknown`, `endpoint_independent` or `endpoint_dependent`.
     pub nat: String,
+    /// Whether this node forwards between its gated peers (a hub of `hub_and_spoke`).
+    pub forward: bool,
 }
 
 /// One STUN server's answer, as `meshtun show --json` prints it.
@@ -108,6 +110,9 @@ pub struct PeerGateView {
     pub psk_since_ms: u64,
     /// Milliseconds since then.
     pub psk_age_ms: u64,
+    /// For a hub: the nodes reached through it (their path is "via" this peer).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forwards_to: Vec<String>,
 }
 
 impl InterfaceView {
@@ -161,6 +166,7 @@ impl GateView {
                 })
                 .collect(),
             nat: g.nat.kind.as_str().to_owned(),
+            forward: g.forward,
         }
     }
 }
@@ -191,6 +197,7 @@ impl PeerGateView {
             node_id: g.node_id.clone(),
             psk_since_ms: g.psk_since_ms,
             psk_age_ms: now_ms.saturating_sub(g.psk_since_ms),
+            forwards_to: g.forwards_to.clone(),
         }
     }
 }
@@ -257,6 +264,7 @@ pub(crate) mod tests {
                 "controller_error": null,
                 "reflexive": [],
                 "nat": "unknown",
+                "forward": false,
             })
         );
         assert_eq!(json["peers"][0]["gate"], Value::Null);

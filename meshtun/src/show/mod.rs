@@ -205,6 +205,7 @@ pub(crate) mod tests {
     pub(crate) fn gated_status(membership: MembershipState) -> DeviceStatus {
         let mut status = status();
         status.gate = Some(DeviceGate {
+            forward: false,
             node_id: "node-a".into(),
             controller_url: "http://192.0.2.1:8080".into(),
             controller_key: "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=".into(),
@@ -219,6 +220,7 @@ pub(crate) mod tests {
         });
         let mut gated = peer(None, "100.64.0.3/32");
         gated.gate = Some(PeerGate {
+            forwards_to: Vec::new(),
             node_id: "node-b".into(),
             psk_since_ms: (NOW_SECS - 4) * 1000,
         });

@@ -63,6 +63,9 @@ fn render_gate(out: &mut String, gate: &DeviceGate, now_ms: u64) {
     if !gate.nat.reflexive.is_empty() {
         let _ = writeln!(out, "  nat: {}", gate.nat.kind.as_str().replace('_', "-"));
     }
+    if gate.forward {
+        let _ = writeln!(out, "  forwarding: on, between gated peers (hub)");
+    }
 }
 
 /// `ALLOWED (epoch 42, ends in 7s)`, `DENIED: overall 0.40 below 0.70 (epoch 42)`, …
@@ -124,6 +127,14 @@ fn render_peer(out: &mut String, p: &PeerStatus, now: SystemTime) {
     if let Some(gate) = &p.gate {
         let age = unix_ms_of(now).saturating_sub(gate.psk_since_ms);
         let _ = writeln!(out, "  psk age: {}", short(age));
+        if !gate.forwards_to.is_empty() {
+            let paths: Vec<String> = gate
+                .forwards_to
+                .iter()
+                .map(|n| format!("{n} via {}", gate.node_id))
+                .collect();
+            let _ = writeln!(out, "  reaches: {}", paths.join(", "));
+        }
     }
     if let Some(e) = p.endpoint {
         let _ = writeln!(out, "  endpoint: {e}");
@@ -297,6 +308,31 @@ mod tests {
         );
         assert!(text.contains(&peer), "{text}");
         assert_eq!(text.matches("psk age").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn a_hub_says_it_forwards_and_a_spoke_shows_paths_via_its_hub() {
+        let mut status = gated_status(MembershipState::Allowed);
+        if let Some(gate) = status.gate.as_mut() {
+            gate.forward = true;
+        }
+        if let Some(gate) = status.peers[1].gate.as_mut() {
+            gate.forwards_to = vec!["s2".into(), "s3".into()];
+        }
+        let text = text(&probed(status));
+        assert!(
+            text.contains("  forwarding: on, between gated peers (hub)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  psk age: 4s\n  reaches: s2 via node-b, s3 via node-b\n"),
+            "{text}"
+        );
+        let plain = self::text(&probed(gated_status(MembershipState::Allowed)));
+        assert!(
+            !plain.contains("forwarding") && !plain.contains("reaches"),
+            "{plain}"
+        );
     }
 
     #[test]

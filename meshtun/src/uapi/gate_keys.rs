@@ -18,11 +18,13 @@
 //! | `meshtun_controller_error`           | last error talking to it (text)          |
 //! | `meshtun_reflexive`                  | `ADDRESS SERVER UNIX_MS`: one STUN answer; repeated, at most 4 |
 //! | `meshtun_nat`                        | `unknown`, `endpoint_independent` or `endpoint_dependent` |
+//! | `meshtun_forward`                    | `true`: this node forwards between its gated peers (a hub); absent otherwise |
 //!
 //! | key (peer section)     | value                                              |
 //! |------------------------|----------------------------------------------------|
 //! | `meshtun_node_id`      | the peer's node id (text)                          |
 //! | `meshtun_psk_since_ms` | when its preshared key was put in use, Unix ms     |
+//! | `meshtun_forwards_to`  | a node reached through this peer (a hub; text); repeated |
 //!
 //! `meshtun_membership` marks a gated interface and is always sent for one; keys without a
 //! value to report are left out. Text values are percent-encoded (`%`, `=`, control
@@ -79,6 +81,9 @@ pub fn write_device_gate(gate: &DeviceGate, out: &mut String) {
     if !gate.nat.reflexive.is_empty() || gate.nat.kind != NatKind::Unknown {
         line(out, "meshtun_nat", gate.nat.kind.as_str());
     }
+    if gate.forward {
+        line(out, "meshtun_forward", "true");
+    }
 }
 
 /// `meshtun_reflexive` lines read at most (one per STUN server).
@@ -104,6 +109,9 @@ fn decode_reflexive(key: &str, value: &str, line_no: usize) -> Result<Reflexive,
 pub fn write_peer_gate(gate: &PeerGate, out: &mut String) {
     text_line(out, "meshtun_node_id", &gate.node_id);
     line(out, "meshtun_psk_since_ms", gate.psk_since_ms);
+    for node in &gate.forwards_to {
+        text_line(out, "meshtun_forwards_to", node);
+    }
 }
 
 fn line(out: &mut String, key: &str, value: impl Display) {
@@ -157,6 +165,7 @@ pub struct DeviceGateReader {
     controller_last_contact_ms: Option<u64>,
     controller_error: Option<String>,
     nat: NatStatus,
+    forward: bool,
 }
 
 impl DeviceGateReader {
@@ -189,6 +198,18 @@ impl DeviceGateReader {
                 self.nat.kind = NatKind::parse(value).ok_or_else(|| {
                     UapiError::reply(line_no, format!("{key}: unknown kind of NAT"))
                 })?;
+            }
+            "meshtun_forward" => {
+                self.forward = match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(UapiError::reply(
+                            line_no,
+                            format!("{key}: expected true or false"),
+                        ))
+                    }
+                };
             }
             _ => return Ok(()),
         }
@@ -234,6 +255,7 @@ impl DeviceGateReader {
             controller_last_contact_ms: self.controller_last_contact_ms,
             controller_error: self.controller_error,
             nat: self.nat,
+            forward: self.forward,
         }))
     }
 }
@@ -244,6 +266,7 @@ pub struct PeerGateReader {
     first_line: Option<usize>,
     node_id: Option<String>,
     psk_since_ms: Option<u64>,
+    forwards_to: Vec<String>,
 }
 
 impl PeerGateReader {
@@ -254,6 +277,9 @@ impl PeerGateReader {
             "meshtun_node_id" => self.node_id = Some(decode_text(key, value, line_no)?),
             "meshtun_psk_since_ms" => {
                 self.psk_since_ms = Some(decode_number(key, value, line_no)?);
+            }
+            "meshtun_forwards_to" => {
+                self.forwards_to.push(decode_text(key, value, line_no)?);
             }
             _ => return Ok(()),
         }
@@ -271,6 +297,7 @@ impl PeerGateReader {
             (Some(node_id), Some(psk_since_ms)) => Ok(Some(PeerGate {
                 node_id,
                 psk_since_ms,
+                forwards_to: self.forwards_to,
             })),
             _ => Err(UapiError::reply(
                 first_line,
@@ -286,6 +313,7 @@ mod tests {
 
     fn gate(membership: MembershipState) -> DeviceGate {
         DeviceGate {
+            forward: true,
             node_id: "node-a".into(),
             controller_url: "https://ctl.example:8443/base?x=1&y=%41".into(),
             controller_key: "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=".into(),
@@ -347,7 +375,8 @@ mod tests {
              meshtun_controller_error=connect: refused%0Aretrying %3D soon\n\
              meshtun_reflexive=203.0.113.7:40001 ctl.example:3478 1700000000500\n\
              meshtun_reflexive=[2001:db8::7]:51820 [2001:db8::3]:3478 1700000000600\n\
-             meshtun_nat=endpoint_dependent\n"
+             meshtun_nat=endpoint_dependent\n\
+             meshtun_forward=true\n"
         );
     }
 
@@ -363,6 +392,7 @@ mod tests {
         write_device_gate(&device, &mut out);
         write_peer_gate(
             &PeerGate {
+                forwards_to: Vec::new(),
                 node_id: nasty.into(),
                 psk_since_ms: 1,
             },
@@ -471,6 +501,7 @@ mod tests {
     #[test]
     fn peer_keys_round_trip_and_need_each_other() {
         let sent = PeerGate {
+            forwards_to: Vec::new(),
             node_id: "node-b".into(),
             psk_since_ms: 1_700_000_000_123,
         };
@@ -495,5 +526,24 @@ mod tests {
         ));
         let mut bad = PeerGateReader::default();
         assert!(bad.line("meshtun_psk_since_ms", "-1", 3).is_err());
+    }
+
+    #[test]
+    fn the_nodes_reached_through_a_hub_round_trip() {
+        let sent = PeerGate {
+            forwards_to: vec!["s2".into(), "odd=id\n".into()],
+            node_id: "hub".into(),
+            psk_since_ms: 5,
+        };
+        let mut out = String::new();
+        write_peer_gate(&sent, &mut out);
+        let mut reader = PeerGateReader::default();
+        for (index, line) in out.lines().enumerate() {
+            let (key, value) = line.split_once('=').unwrap();
+            reader.line(key, value, index + 1).unwrap();
+        }
+        assert_eq!(reader.finish().unwrap(), Some(sent));
+        let mut device = DeviceGateReader::default();
+        assert!(device.line("meshtun_forward", "yes", 2).is_err());
     }
 }

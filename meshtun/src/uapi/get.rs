@@ -465,6 +465,7 @@ mod tests {
     fn gated_sample() -> DeviceStatus {
         let mut status = sample();
         status.gate = Some(DeviceGate {
+            forward: false,
             node_id: "node-a".into(),
             controller_url: "http://192.0.2.1:8080".into(),
             controller_key: String::new(),
@@ -478,6 +479,7 @@ mod tests {
             nat: crate::wgcfg::NatStatus::default(),
         });
         status.peers[0].gate = Some(PeerGate {
+            forwards_to: Vec::new(),
             node_id: "node-b".into(),
             psk_since_ms: 1_699_999_990_000,
         });

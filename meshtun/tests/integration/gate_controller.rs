@@ -267,6 +267,7 @@ async fn an_expired_bundle_is_refused_by_the_scheduler() {
         membership: Membership::Allowed,
         seal_key: Some(sealer.ephemeral()),
         peers: vec![meshtun_proto::bundle::BundlePeer {
+            forwards_to: Vec::new(),
             candidates: Vec::new(),
             node_id: peer.id.clone(),
             public_key: peer.wg.public_key(),

@@ -35,6 +35,7 @@ fn signed_bundle(
             .iter()
             .enumerate()
             .map(|(i, (id, key, nets))| BundlePeer {
+                forwards_to: Vec::new(),
                 candidates: Vec::new(),
                 node_id: (*id).into(),
                 public_key: *key,
@@ -64,6 +65,7 @@ fn a_signed_hostile_bundle_cannot_make_the_node_route_what_it_must_not() {
             endpoint: None,
             allowed_ips: vec![net("10.1.0.0/16")],
             persistent_keepalive: None,
+            forward: false,
         }],
     };
     let (b, c, d) = (
@@ -114,6 +116,7 @@ fn a_signed_hostile_bundle_cannot_make_the_node_route_what_it_must_not() {
         .peers
         .iter()
         .map(|p| GatedPeerConfig {
+            forwards_to: Vec::new(),
             node_id: p.node_id.clone(),
             settings: PeerSettings {
                 probes: Vec::new(),
@@ -122,6 +125,7 @@ fn a_signed_hostile_bundle_cannot_make_the_node_route_what_it_must_not() {
                 endpoint: None,
                 allowed_ips: p.allowed_ips.clone(),
                 persistent_keepalive: None,
+                forward: false,
             },
             endpoint_name: None,
         })

@@ -11,6 +11,7 @@ mod common;
 mod pair;
 
 mod device_attacks;
+mod device_forwarding;
 mod device_pair;
 mod device_scale;
 mod enroll_mitm;

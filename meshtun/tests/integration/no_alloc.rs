@@ -4,7 +4,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use meshtun::device::benching::PacketBench;
+use meshtun::device::benching::{ForwardBench, PacketBench};
 
 /// Counts the allocations of the thread that turned counting on.
 struct Counting;
@@ -86,4 +86,31 @@ fn small_packets_allocate_nothing() {
 fn the_counter_sees_allocations() {
     let n = allocations(|| drop(std::hint::black_box(Box::new([0u8; 64]))));
     assert_eq!(n, 1);
+}
+
+#[test]
+fn forwarding_through_a_hub_allocates_nothing() {
+    let mut bench = ForwardBench::new(1420);
+    let n = bench.batch_len();
+    assert_eq!(bench.encapsulate(), n);
+    assert_eq!(
+        bench.forward(),
+        n,
+        "every packet forwarded, none to the hub's tun"
+    );
+    assert_eq!(bench.receive_at_carol(), n, "Carol got Alice's packets");
+    let mut moved = 0;
+    let allocated = allocations(|| {
+        for _ in 0..20 {
+            bench.encapsulate();
+            moved += bench.forward();
+        }
+    });
+    assert_eq!(moved, 20 * n, "packets were not forwarded");
+    assert_eq!(
+        allocated,
+        0,
+        "{allocated} allocations forwarding {} packets",
+        20 * n
+    );
 }

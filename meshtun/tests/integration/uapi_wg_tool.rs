@@ -406,6 +406,7 @@ async fn gated_interface_reads_the_same(ifname: &str, device: &FakeDevice) {
         last_contact_ms: Some(1_700_000_000_000),
         last_error: Some("timed out".into()),
         peers: vec![GatedPeerInfo {
+            forwards_to: Vec::new(),
             node_id: "node-b".into(),
             public_key: gated.public_key(),
             psk_since_ms: 1_699_999_990_000,

@@ -82,6 +82,8 @@ pub struct UapiPeer {
     pub last_handshake_sec: u64,
     /// Bytes received.
     pub rx_bytes: u64,
+    /// Its allowed IPs, as listed (`100.64.0.2/32`).
+    pub allowed_ips: Vec<String>,
 }
 
 impl std::fmt::Debug for UapiPeer {
@@ -94,6 +96,7 @@ impl std::fmt::Debug for UapiPeer {
             )
             .field("last_handshake_sec", &self.last_handshake_sec)
             .field("rx_bytes", &self.rx_bytes)
+            .field("allowed_ips", &self.allowed_ips)
             .finish()
     }
 }
@@ -117,6 +120,7 @@ fn parse_uapi_peers(reply: &str) -> Vec<UapiPeer> {
                     preshared_key_hex: None,
                     last_handshake_sec: 0,
                     rx_bytes: 0,
+                    allowed_ips: Vec::new(),
                 });
             }
             continue;
@@ -130,6 +134,7 @@ fn parse_uapi_peers(reply: &str) -> Vec<UapiPeer> {
             }
             "last_handshake_time_sec" => peer.last_handshake_sec = value.parse().unwrap_or(0),
             "rx_bytes" => peer.rx_bytes = value.parse().unwrap_or(0),
+            "allowed_ip" => peer.allowed_ips.push(value.to_owned()),
             _ => {}
         }
     }

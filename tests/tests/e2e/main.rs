@@ -31,6 +31,7 @@ mod ha_partition;
 mod ha_pause;
 mod ha_replay;
 mod harness_wireguard_go;
+mod hub_forwarding;
 mod interop_wireguard_go;
 mod key_rotation;
 mod lifecycle;

@@ -319,6 +319,7 @@ fn settings_of(own: &Side, peer: &Side, host: u8, psk: Option<&PresharedKey>) ->
             endpoint: Some(peer.addr),
             allowed_ips: vec![format!("100.64.0.{host}/32").parse().unwrap()],
             persistent_keepalive: None,
+            forward: false,
         }],
     }
 }

@@ -51,6 +51,7 @@ impl Fixture {
                 .iter()
                 .enumerate()
                 .map(|(i, (id, key, psk))| BundlePeer {
+                    forwards_to: Vec::new(),
                     candidates: Vec::new(),
                     node_id: id.clone(),
                     public_key: *key,

@@ -78,12 +78,15 @@ fn counters() -> CounterTotals {
         dropped_no_endpoint: 6,
         dropped_queue_full: 8,
         cookies_sent: 7,
+        forwarded: 9,
+        dropped_forward: 10,
     }
 }
 
 /// Allowed in epoch 42, listing the gated peer as node-b with a key in use for 90 s.
 fn gate() -> GateStatus {
     GateStatus {
+        forward: false,
         node_id: "node-a".into(),
         controller_url: "http://192.0.2.10:8700".into(),
         controller_key: Some(meshtun_proto::IdentityPublic::from_bytes([3; 32])),
@@ -101,6 +104,7 @@ fn gate() -> GateStatus {
         benchmark_failures: 2,
         bundles_applied: 5,
         peers: vec![GatedPeerInfo {
+            forwards_to: Vec::new(),
             node_id: "node-b".into(),
             public_key: gated_key(),
             psk_since_ms: now_ms() - 90_000,

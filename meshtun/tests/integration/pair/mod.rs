@@ -77,6 +77,7 @@ pub fn peer(
         endpoint,
         allowed_ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
         persistent_keepalive: None,
+        forward: false,
     }
 }
 

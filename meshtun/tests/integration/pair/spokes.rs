@@ -117,6 +117,7 @@ impl Hub {
                 endpoint: Some(s.addr),
                 allowed_ips: vec![format!("{}/32", s.ip).parse().unwrap()],
                 persistent_keepalive: None,
+                forward: false,
             })
             .collect();
         peers.sort_by_key(|p| p.endpoint);
