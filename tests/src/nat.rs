@@ -104,7 +104,34 @@ impl Router {
             outside,
         };
         router.add_rule(mapping);
+        router.firewall_inbound();
         router
+    }
+
+    /// Drops what arrives from outside unasked, addressed to the router itself, as a home
+    /// router's firewall does. Without it, a peer's packet that reaches the router before
+    /// the node's own has opened the mapping leaves a connection-tracking entry for the
+    /// router's own port, and the node's packet is then mapped to another port (Linux
+    /// avoids the clash): a simultaneous open that lost the race would never complete.
+    fn firewall_inbound(&self) {
+        let chain = "{ type filter hook input priority 0 ; policy accept ; }";
+        let mut args = vec!["nft", "add", "chain", "ip", TABLE, "input"];
+        args.extend(chain.split(' '));
+        self.ns.ok(&args);
+        self.ns.ok(&[
+            "nft",
+            "add",
+            "rule",
+            "ip",
+            TABLE,
+            "input",
+            "iifname",
+            self.outside.as_str(),
+            "ct",
+            "state",
+            "new",
+            "drop",
+        ]);
     }
 
     fn add_rule(&self, mapping: Mapping) {
