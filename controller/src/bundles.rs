@@ -7,10 +7,12 @@
 use std::collections::HashMap;
 
 use meshtun_proto::bundle::{Bundle, BundlePeer, Membership, Sealer, SignedBundle, BUNDLE_VERSION};
+use meshtun_proto::relay::BundleRelay;
 use meshtun_proto::{EpochId, IdentityKey, PairKeys};
 use parking_lot::Mutex;
 
 use crate::model::{Decision, EpochRecord, NodeRecord};
+use crate::relay::RelayIssuer;
 
 /// What the bundle of one node is built from.
 pub struct BundleSource<'a> {
@@ -22,6 +24,8 @@ pub struct BundleSource<'a> {
     pub decision: Option<&'a Decision>,
     /// The recipient's peers this epoch, already chosen by the topology.
     pub peers: &'a [&'a NodeRecord],
+    /// The relays whose credentials an allowed recipient gets.
+    pub relay: Option<&'a RelayIssuer>,
 }
 
 /// Builds and signs one node's bundle.
@@ -78,7 +82,14 @@ pub fn build(source: &BundleSource<'_>, key: &IdentityKey, now_ms: u64) -> Signe
             })
             .collect()
     });
+    let relay = match (&membership, sealer.as_ref(), source.relay) {
+        (Membership::Allowed, Some(sealer), Some(issuer)) => {
+            Some(relay_credentials(issuer, sealer, epoch, &node.id))
+        }
+        _ => None,
+    };
     let bundle = Bundle {
+        relay,
         version: BUNDLE_VERSION,
         node_id: node.id.clone(),
         recipient: node.wg_public_key,
@@ -93,6 +104,25 @@ pub fn build(source: &BundleSource<'_>, key: &IdentityKey, now_ms: u64) -> Signe
         forward: false,
     };
     SignedBundle::sign(&bundle, key)
+}
+
+/// The recipient's relay credentials for `epoch`: they expire with the bundle
+/// (`not_after`, rounded up to the second), so a node denied in a later epoch, which gets
+/// none, loses the relay by the end of the last epoch it was allowed in.
+fn relay_credentials(
+    issuer: &RelayIssuer,
+    sealer: &Sealer,
+    epoch: &EpochRecord,
+    node_id: &str,
+) -> BundleRelay {
+    let expires_s = epoch.not_after_ms.div_ceil(1000);
+    let (username, password) = issuer.secret.mint(node_id, expires_s);
+    BundleRelay {
+        urls: issuer.urls.clone(),
+        sealed_password: sealer.seal_relay(epoch.id, &username, &password),
+        username,
+        expires_s,
+    }
 }
 
 /// Host-route form of an overlay address: a node's address `100.64.0.1/24` is announced to
@@ -220,6 +250,7 @@ mod tests {
                 node: &a,
                 decision: Some(&da),
                 peers: &[&b],
+                relay: None,
             },
             &controller,
             5,
@@ -232,6 +263,7 @@ mod tests {
                 node: &b,
                 decision: Some(&db),
                 peers: &[&a],
+                relay: None,
             },
             &controller,
             5,
@@ -268,6 +300,7 @@ mod tests {
                 node: &a,
                 decision: Some(&d),
                 peers: &[&b],
+                relay: None,
             },
             &controller,
             5,
@@ -300,5 +333,55 @@ mod tests {
         assert_eq!(cache.put(1, "a", BundleJson::from(vec![1])), vec![1]);
         assert_eq!(cache.put(1, "a", BundleJson::from(vec![2])), vec![1]);
         assert_eq!(cache.get(1, "a").as_deref(), Some(&[1][..]));
+    }
+
+    #[test]
+    fn allowed_nodes_get_sealed_relay_credentials_until_not_after_and_denied_ones_none() {
+        use meshtun_proto::relay::RelaySecret;
+        let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
+        let (a, b) = (
+            node("a", &ka, "100.64.0.1/24"),
+            node("b", &kb, "100.64.0.2/24"),
+        );
+        let ep = epoch();
+        let controller = IdentityKey::generate();
+        let issuer = RelayIssuer {
+            urls: vec!["turn:198.51.100.1:3478".into()],
+            secret: RelaySecret::new("north-wind-secret"),
+        };
+        let bundle_of = |d: &Decision| {
+            build(
+                &BundleSource {
+                    epoch: &ep,
+                    node: &a,
+                    decision: Some(d),
+                    peers: &[&b],
+                    relay: Some(&issuer),
+                },
+                &controller,
+                5,
+            )
+            .verify(&controller.public())
+            .unwrap()
+        };
+        let allowed = bundle_of(&decision("a", true));
+        let relay = allowed
+            .relay
+            .as_ref()
+            .expect("an allowed node gets credentials");
+        assert_eq!(relay.username, "61:a", "expiry = not_after (61,000 ms)");
+        assert_eq!(relay.expires_s, 61);
+        assert_eq!(relay.urls, issuer.urls);
+        let password = Opener::new(&ka, &allowed.seal_key.unwrap())
+            .open_relay(ep.id, relay)
+            .unwrap();
+        assert_eq!(password, issuer.secret.password("61:a"));
+        let payload = serde_json::to_string(&allowed).unwrap();
+        assert!(!payload.contains(password.expose()), "never in the clear");
+        let denied = bundle_of(&decision("a", false));
+        assert_eq!(
+            denied.relay, None,
+            "a denied node gets no relay credentials"
+        );
     }
 }

@@ -36,6 +36,7 @@ impl Fixture {
         let sealer = Sealer::new(&recipient).unwrap();
         Bundle {
             forward: false,
+            relay: None,
             version: BUNDLE_VERSION,
             node_id: "node-a".into(),
             recipient,
