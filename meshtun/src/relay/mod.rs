@@ -83,6 +83,10 @@ pub struct RelayStatus {
     pub expires_s: u64,
     /// Peers with a channel.
     pub channels: usize,
+    /// The error code of the last error response from the relay (401: credentials refused),
+    /// for people: it is not authenticated (a relay cannot sign a 401 to wrong
+    /// credentials), so it never changes [`Self::state`].
+    pub last_error: Option<u16>,
 }
 
 /// What a datagram from the socket turned out to be.
@@ -111,6 +115,7 @@ pub struct RelayClient {
     expires_s: u64,
     peers: BTreeSet<SocketAddr>,
     channels: BTreeSet<SocketAddr>,
+    last_error: Option<u16>,
 }
 
 impl std::fmt::Debug for RelayClient {
@@ -144,6 +149,7 @@ impl RelayClient {
             expires_s,
             peers: BTreeSet::new(),
             channels: BTreeSet::new(),
+            last_error: None,
         }
     }
 
@@ -167,6 +173,7 @@ impl RelayClient {
             state: self.state,
             expires_s: self.expires_s,
             channels: self.channels.len(),
+            last_error: self.last_error,
         }
     }
 
@@ -185,6 +192,9 @@ impl RelayClient {
     pub fn handle(&mut self, from: SocketAddr, datagram: &[u8], now: Instant) -> RelayInbound {
         if from != self.server || datagram.len() > MAX_RELAYED + 4 {
             return RelayInbound::Dropped;
+        }
+        if let Some(code) = error_code(datagram) {
+            self.last_error = Some(code);
         }
         let at = self.at(now);
         let transmit = Transmit::new(datagram, TransportType::Udp, from, self.local);
@@ -302,6 +312,20 @@ impl RelayClient {
             Err(_) => Err(RelayError::NoAllocation(self.server)),
         }
     }
+}
+
+/// The ERROR-CODE of a STUN error response, if `datagram` is one.
+fn error_code(datagram: &[u8]) -> Option<u16> {
+    use turn_client_proto::types::stun::attribute::ErrorCode;
+    use turn_client_proto::types::stun::message::{Message, MessageClass};
+    if datagram.first()? & 0xc0 != 0 {
+        return None;
+    }
+    let message = Message::from_bytes(datagram).ok()?;
+    if !message.has_class(MessageClass::Error) {
+        return None;
+    }
+    message.attribute::<ErrorCode>().ok().map(|e| e.code())
 }
 
 /// Whether `datagram` can be TURN ChannelData: the channel number (first two bytes) is in

@@ -176,6 +176,7 @@ fn allocates_after_the_401_with_integrity_and_reports_the_relayed_address() {
     );
     assert_eq!(net.client.relayed(), Some(addr(RELAYED)));
     let status = net.client.status();
+    assert_eq!(status.last_error, Some(401), "the challenge");
     assert_eq!(status.server, addr(SERVER));
     assert_eq!(status.expires_s, 1_700_000_060);
     assert!(!format!("{:?}", net.client).contains("right-password"));
@@ -192,6 +193,7 @@ fn wrong_credentials_fail_the_allocation() {
         net.advance(Duration::from_secs(1));
     }
     assert_eq!(net.client.state, RelayState::Failed);
+    assert_eq!(net.client.status().last_error, Some(401));
     assert_eq!(net.client.poll(net.now), None);
     assert_eq!(net.client.relayed(), None);
     assert_eq!(

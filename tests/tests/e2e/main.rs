@@ -39,6 +39,7 @@ mod metrics;
 mod namespaces;
 mod nat_stun;
 mod offload;
+mod relay_turn;
 mod roaming;
 mod root_trust;
 mod show_reachability;
