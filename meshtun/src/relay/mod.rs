@@ -39,6 +39,47 @@ pub const MAX_RELAY_PEERS: usize = 256;
 /// The largest datagram relayed: a WireGuard datagram of a 1500-byte path plus headroom.
 pub const MAX_RELAYED: usize = 65_535 - 4;
 
+/// A node's relay credentials for one epoch, opened from its bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayCredentials {
+    /// The first relay server, `HOST:PORT` (a name is resolved by the I/O layer).
+    pub server: String,
+    /// The TURN username, `"EXPIRY:NODE_ID"`.
+    pub username: String,
+    /// The password (redacted `Debug`, zeroized on drop).
+    pub password: RelayPassword,
+    /// When they stop working, Unix seconds.
+    pub expires_s: u64,
+}
+
+impl RelayCredentials {
+    /// The relay credentials of `bundle`, opened with the node's WireGuard key `key`:
+    /// `Ok(None)` when the bundle has none (a denied node, or a controller without
+    /// `[relay]`).
+    pub fn open(
+        bundle: &meshtun_proto::bundle::Bundle,
+        key: &meshtun_proto::PrivateKey,
+    ) -> Result<Option<Self>, RelayError> {
+        let Some(relay) = &bundle.relay else {
+            return Ok(None);
+        };
+        let sealed = || RelayError::Credentials(bundle.epoch);
+        let seal_key = bundle.seal_key.as_ref().ok_or_else(sealed)?;
+        let password = meshtun_proto::bundle::Opener::new(key, seal_key)
+            .open_relay(bundle.epoch, relay)
+            .map_err(|_| sealed())?;
+        let url = relay.urls.first().ok_or_else(sealed)?;
+        let server = meshtun_proto::relay::parse_turn_url(url)
+            .map_err(|e| RelayError::Url(e.to_string()))?;
+        Ok(Some(Self {
+            server: server.to_owned(),
+            username: relay.username.clone(),
+            password,
+            expires_s: relay.expires_s,
+        }))
+    }
+}
+
 /// Why the relay could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -55,6 +96,12 @@ pub enum RelayError {
     /// Larger than [`MAX_RELAYED`].
     #[error("datagram of {0} bytes is too large to relay")]
     TooLarge(usize),
+    /// The bundle's relay password does not open, or the bundle names no relay.
+    #[error("the relay credentials of the bundle of epoch {0} do not open")]
+    Credentials(u64),
+    /// The bundle's relay URL is not `turn:HOST:PORT`.
+    #[error("{0}")]
+    Url(String),
 }
 
 /// Where the allocation stands.

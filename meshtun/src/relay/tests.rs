@@ -424,3 +424,50 @@ fn channel_data_is_told_from_wireguard_and_stun() {
     assert!(!is_channel_data(&[0x40, 0, 0]));
     assert!(!is_channel_data(&[0x80, 0, 0, 0]));
 }
+
+#[test]
+fn credentials_open_from_the_bundle_only_with_the_nodes_key() {
+    use meshtun_proto::bundle::{Bundle, Membership, Sealer, BUNDLE_VERSION};
+    use meshtun_proto::relay::{BundleRelay, RelaySecret};
+    use meshtun_proto::PrivateKey;
+    let key = PrivateKey::generate();
+    let sealer = Sealer::new(&key.public_key()).unwrap();
+    let (username, password) = RelaySecret::new("north-wind-secret").mint("node-a", 61);
+    let mut bundle = Bundle {
+        version: BUNDLE_VERSION,
+        node_id: "node-a".into(),
+        recipient: key.public_key(),
+        epoch: 7,
+        activation_ms: 1_000,
+        not_after_ms: 61_000,
+        issued_ms: 500,
+        decided_ms: 400,
+        membership: Membership::Allowed,
+        seal_key: Some(sealer.ephemeral()),
+        peers: Vec::new(),
+        forward: false,
+        relay: Some(BundleRelay {
+            urls: vec!["turn:198.51.100.1:3478".into()],
+            sealed_password: sealer.seal_relay(7, &username, &password),
+            username: username.clone(),
+            expires_s: 61,
+        }),
+    };
+    let opened = RelayCredentials::open(&bundle, &key).unwrap().unwrap();
+    assert_eq!(opened.server, "198.51.100.1:3478");
+    assert_eq!(opened.username, username);
+    assert_eq!(opened.password, password);
+    assert!(!format!("{opened:?}").contains(password.expose()));
+    assert_eq!(
+        RelayCredentials::open(&bundle, &PrivateKey::generate()),
+        Err(RelayError::Credentials(7)),
+        "another node's key"
+    );
+    bundle.relay.as_mut().unwrap().urls = vec!["turns:198.51.100.1:5349".into()];
+    assert!(matches!(
+        RelayCredentials::open(&bundle, &key),
+        Err(RelayError::Url(_))
+    ));
+    bundle.relay = None;
+    assert_eq!(RelayCredentials::open(&bundle, &key), Ok(None));
+}
