@@ -100,6 +100,7 @@ impl Gating {
                     not_after_ms: None,
                     decided_ms: 0,
                     peers: Vec::new(),
+                    relay: None,
                 }))
             }
         }

@@ -68,6 +68,8 @@ pub struct GateUpdate {
     pub decided_ms: u64,
     /// The gated peers (empty unless allowed).
     pub peers: Vec<GatedPeerConfig>,
+    /// This node's relay credentials for the epoch (only when allowed).
+    pub relay: Option<crate::relay::RelayCredentials>,
 }
 
 /// What the gating tasks need.

@@ -228,11 +228,15 @@ impl Scheduler {
             _ => Vec::new(),
         };
         GateUpdate {
-            membership,
             epoch: bundle.map(|b| b.epoch),
             activation_ms: bundle.map(|b| b.activation_ms),
             not_after_ms: bundle.map(|b| b.not_after_ms),
             decided_ms: bundle.map_or(0, |b| self.clock.to_local(b.decided_ms)),
+            relay: match membership {
+                MembershipState::Allowed => bundle.and_then(|b| b.relay.clone()),
+                _ => None,
+            },
+            membership,
             peers,
         }
     }
