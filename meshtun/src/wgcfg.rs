@@ -175,6 +175,21 @@ pub struct DeviceGate {
     pub controller_error: Option<String>,
     /// What STUN found out about the NAT in front of the node.
     pub nat: NatStatus,
+    /// The allocation on the TURN relay, if the bundle carries relay credentials.
+    pub relay: Option<RelayShown>,
+}
+
+/// This node's allocation on a TURN relay, as `meshtun show` prints it (no secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayShown {
+    /// The relay server.
+    pub server: SocketAddr,
+    /// The relayed address peers send to, once allocated.
+    pub relayed: Option<SocketAddr>,
+    /// When the credentials expire, Unix seconds.
+    pub expires_s: u64,
+    /// `allocating`, `allocated` or `failed`.
+    pub state: String,
 }
 
 /// The gating state of one peer configured from the bundle in force.

@@ -61,6 +61,22 @@ pub struct GateView {
     pub reflexive: Vec<ReflexiveView>,
     /// `unknown`, `endpoint_independent` or `endpoint_dependent`.
     pub nat: String,
+    /// The TURN allocation, if the bundle carries relay credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelayView>,
+}
+
+/// The TURN allocation, as `meshtun show --json` prints it.
+#[derive(Debug, Serialize)]
+pub struct RelayView {
+    /// The relay server, `address:port`.
+    pub server: String,
+    /// The relayed address peers send to, once allocated.
+    pub relayed: Option<String>,
+    /// `allocating`, `allocated` or `failed`.
+    pub state: String,
+    /// When the credentials expire, Unix seconds.
+    pub expires_s: u64,
 }
 
 /// One STUN server's answer, as `meshtun show --json` prints it.
@@ -161,6 +177,12 @@ impl GateView {
                 })
                 .collect(),
             nat: g.nat.kind.as_str().to_owned(),
+            relay: g.relay.as_ref().map(|r| RelayView {
+                server: r.server.to_string(),
+                relayed: r.relayed.map(|a| a.to_string()),
+                state: r.state.clone(),
+                expires_s: r.expires_s,
+            }),
         }
     }
 }

@@ -118,6 +118,7 @@ fn gate() -> GateStatus {
             kind: NatKind::EndpointIndependent,
         },
         stun_rejected: 4,
+        relay: None,
     }
 }
 
