@@ -14,6 +14,7 @@ mod handler;
 mod pidfile;
 #[cfg(target_os = "linux")]
 mod privileges;
+pub mod relay;
 mod stun;
 
 use std::path::{Path, PathBuf};
@@ -322,11 +323,17 @@ async fn serve_interface(
     settings.fwmark = host.fwmark().or(settings.fwmark);
     // Served until `up` returns (dropping the handle stops it).
     let _metrics = metrics_listener.map(|l| serve_metrics(l, &device, &config, &gating));
-    // Learns the reflexive address from the WireGuard socket, until `up` returns.
+    // Allocates on the TURN relay of the bundle in force, and learns the reflexive address
+    // from the WireGuard socket, until `up` returns.
+    let (relay, stun_responses) = match &config.controller {
+        Some(_) => relay::start(&device, gating.status.clone()).unzip(),
+        None => (None, None),
+    };
     let _stun = config
         .controller
         .as_ref()
-        .and_then(|c| stun::start(&device, c.stun_servers(), gating.status.clone()));
+        .zip(stun_responses)
+        .and_then(|(c, r)| stun::start(&device, r, c.stun_servers(), gating.status.clone()));
     let running = Running {
         ifname: ifname.clone(),
         config_path: config_path.to_owned(),
@@ -335,6 +342,7 @@ async fn serve_interface(
         config,
         settings,
         gating,
+        relay,
     };
     running.serve(socket, opts).await
 }
@@ -390,6 +398,8 @@ struct Running {
     /// The static device settings (the configuration file's), with the fwmark in force.
     settings: DeviceSettings,
     gating: Gating,
+    /// The TURN relay task (gated interfaces only).
+    relay: Option<relay::RelayTask>,
 }
 
 impl Running {
@@ -612,6 +622,9 @@ impl Running {
     /// Enforces a membership update from the gating tasks: the device first (the cut-off),
     /// then the routes.
     async fn enforce(&mut self, update: GateUpdate) -> Result<(), DaemonError> {
+        if let Some(relay) = &self.relay {
+            relay.set_credentials(update.relay.clone());
+        }
         // An old preshared key carries traffic for at most one epoch after the next is in use.
         let epoch = update.activation_ms.zip(update.not_after_ms);
         self.device.set_key_handover(

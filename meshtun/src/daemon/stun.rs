@@ -35,17 +35,17 @@ impl Drop for StunTask {
     }
 }
 
-/// Starts asking `servers` from `device`'s socket, publishing into `status`; `None` if
-/// there is no server, or the device's STUN responses were already taken.
+/// Starts asking `servers` from `device`'s socket, publishing into `status`, with the STUN
+/// responses `responses` (the device's, less the relay's); `None` if there is no server.
 pub(super) fn start(
     device: &Arc<HostDevice>,
+    responses: mpsc::Receiver<StunDatagram>,
     servers: Vec<Endpoint>,
     status: SharedGateStatus,
 ) -> Option<StunTask> {
     if servers.is_empty() {
         return None;
     }
-    let responses = device.take_stun_responses()?;
     let device = Arc::downgrade(device);
     Some(StunTask(tokio::spawn(run(
         device, responses, servers, status,

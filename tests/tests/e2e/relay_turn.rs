@@ -7,6 +7,10 @@
 //!   relayed address (its log names the node's username), a WireGuard-sized datagram passes
 //!   to a peer and back through the channel blind; a password made with another secret,
 //!   and the real password with a later expiry written into the username, get 401.
+//! - `a_gated_daemon_allocates_from_its_wireguard_socket_and_drops_it_when_denied`: a real
+//!   gated daemon allocates on coturn from its WireGuard socket with its bundle's
+//!   credentials; `meshtun show` prints the relay, the relayed address and the expiry, and
+//!   coturn's log the node's username; denied, the daemon drops the allocation.
 //! - `a_denied_nodes_credentials_stop_working_by_the_end_of_its_epoch`: once the node is
 //!   denied, its bundle has no relay credentials; once the last ones expire (the end of the
 //!   epoch it was allowed in), coturn refuses a new Allocate with them (401). KNOWN GAP,
@@ -20,6 +24,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use meshtun::relay::{RelayClient, RelayInbound};
 use meshtun_e2e::controller::{benchmark_body, now_ms, Client, ControllerHome, TestNode};
 use meshtun_e2e::coturn::Coturn;
+use meshtun_e2e::gating::observe::show_gate;
+use meshtun_e2e::gating::{Mesh, Timing};
 use meshtun_e2e::{require_root, Netns};
 use meshtun_proto::bundle::{Bundle, Membership, Opener, SignedBundle};
 use meshtun_proto::relay::{BundleRelay, RelayPassword, RelaySecret};
@@ -407,4 +413,78 @@ fn a_denied_nodes_credentials_stop_working_by_the_end_of_its_epoch() {
         "{}",
         coturn.log()
     );
+}
+
+/// The relay on the gated mesh's bridge.
+const BRIDGE_RELAY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 251);
+
+/// The relay part of `meshtun show --json` for node `id` (null without one).
+fn shown_relay(mesh: &Mesh, id: &str) -> serde_json::Value {
+    let node = mesh.node(id);
+    show_gate(&node.ns, &node.iface)["relay"].clone()
+}
+
+/// Waits (bounded) until `check` holds for what `meshtun show` says of the relay.
+fn wait_shown(mesh: &Mesh, what: &str, check: impl Fn(&serde_json::Value) -> bool) {
+    let mut last = serde_json::Value::Null;
+    let ok = meshtun_e2e::wait_until(Duration::from_secs(20), || {
+        last = shown_relay(mesh, "a");
+        check(&last)
+    });
+    assert!(ok, "`meshtun show` never showed the relay {what}: {last}");
+}
+
+#[test]
+fn a_gated_daemon_allocates_from_its_wireguard_socket_and_drops_it_when_denied() {
+    if !require_root("a_gated_daemon_allocates_from_its_wireguard_socket_and_drops_it_when_denied")
+    {
+        return;
+    }
+    let mesh = Mesh::new("relay_daemon", Timing::default(), &["a"]);
+    let secret = format!("relay-secret-{}", meshtun_e2e::unique_suffix());
+    write_0600(&mesh.home().root().join("relay.secret"), &secret);
+    mesh.add_controller_settings(
+        0,
+        &format!(
+            "[relay]\nurls = [\"turn:{BRIDGE_RELAY}:3478\"]\nsecret_file = \"relay.secret\"\n"
+        ),
+    );
+    let relay_ns = mesh.attach(251);
+    let dir = mesh.dir().join("coturn");
+    std::fs::create_dir(&dir).unwrap();
+    let coturn = Coturn::start(&relay_ns, &dir, IpAddr::V4(BRIDGE_RELAY), &secret);
+    let _ctl = mesh.start_controller();
+    let started = Instant::now();
+    let _daemon = mesh.start_node("a", Vec::new());
+
+    wait_shown(&mesh, "allocated", |r| r["state"] == "allocated");
+    eprintln!("daemon start to allocation: {:?}", started.elapsed());
+    let relay = shown_relay(&mesh, "a");
+    assert_eq!(relay["server"], format!("{BRIDGE_RELAY}:3478"));
+    let relayed: SocketAddr = relay["relayed"].as_str().unwrap().parse().unwrap();
+    assert_eq!(relayed.ip(), IpAddr::V4(BRIDGE_RELAY));
+    let text = {
+        let node = mesh.node("a");
+        meshtun_e2e::meshtun_in(
+            &node.ns,
+            &["show", &node.iface, "--no-probe"],
+            Duration::from_secs(10),
+        )
+        .expect_success()
+    };
+    assert!(
+        text.contains(&format!("  relayed address: {relayed}")),
+        "{text}"
+    );
+    // coturn saw the node's username.
+    let log = coturn.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("new, realm=<meshtun.test>, username=<") && l.contains(":a>")),
+        "{log}"
+    );
+
+    // Denied: the next bundle has no credentials and the daemon drops its allocation.
+    mesh.set_score("a", 0.1);
+    wait_shown(&mesh, "dropped once denied", serde_json::Value::is_null);
 }
