@@ -455,7 +455,7 @@ fn a_gated_daemon_allocates_from_its_wireguard_socket_and_drops_it_when_denied()
     let coturn = Coturn::start(&relay_ns, &dir, IpAddr::V4(BRIDGE_RELAY), &secret);
     let _ctl = mesh.start_controller();
     let started = Instant::now();
-    let _daemon = mesh.start_node("a", Vec::new());
+    let daemon = mesh.start_node("a", Vec::new());
 
     wait_shown(&mesh, "allocated", |r| r["state"] == "allocated");
     eprintln!("daemon start to allocation: {:?}", started.elapsed());
@@ -483,6 +483,20 @@ fn a_gated_daemon_allocates_from_its_wireguard_socket_and_drops_it_when_denied()
             .any(|l| l.contains("new, realm=<meshtun.test>, username=<") && l.contains(":a>")),
         "{log}"
     );
+
+    // The password (recomputed here from the shared secret) appears in no output.
+    let username = format!("{}:a", relay["expires_s"]);
+    let password = RelaySecret::new(&secret).password(&username);
+    for (what, out) in [
+        ("the daemon's log", daemon.log()),
+        ("meshtun show", text.clone()),
+        ("meshtun show --json", relay.to_string()),
+    ] {
+        assert!(
+            !out.contains(password.expose()),
+            "{what} shows the relay password"
+        );
+    }
 
     // Denied: the next bundle has no credentials and the daemon drops its allocation.
     mesh.set_score("a", 0.1);
