@@ -11,6 +11,9 @@
 //!   gated daemon allocates on coturn from its WireGuard socket with its bundle's
 //!   credentials; `meshtun show` prints the relay, the relayed address and the expiry, and
 //!   coturn's log the node's username; denied, the daemon drops the allocation.
+//! - `two_wireguard_peers_handshake_and_exchange_data_through_their_allocations`: two
+//!   WireGuard peers (boringtun) each with an allocation, talking only through the relayed
+//!   addresses: handshake and data pass, unchanged; prints a rough relay rate.
 //! - `a_denied_nodes_credentials_stop_working_by_the_end_of_its_epoch`: once the node is
 //!   denied, its bundle has no relay credentials; once the last ones expire (the end of the
 //!   epoch it was allowed in), coturn refuses a new Allocate with them (401). KNOWN GAP,
@@ -157,7 +160,18 @@ const REFRESH_SUCCESS: u16 = 0x0104;
 
 impl Driven {
     fn new(ns: &Netns, coturn: &Coturn<'_>, username: &str, password: &RelayPassword) -> Self {
-        let socket = ns.enter(|| UdpSocket::bind(SocketAddr::from((NODE, 0))).unwrap());
+        Self::from(ns, NODE, coturn, username, password)
+    }
+
+    /// A client on a socket bound to `ip` (an address of `ns`).
+    fn from(
+        ns: &Netns,
+        ip: Ipv4Addr,
+        coturn: &Coturn<'_>,
+        username: &str,
+        password: &RelayPassword,
+    ) -> Self {
+        let socket = ns.enter(|| UdpSocket::bind(SocketAddr::from((ip, 0))).unwrap());
         socket
             .set_read_timeout(Some(Duration::from_millis(20)))
             .unwrap();
@@ -501,4 +515,192 @@ fn a_gated_daemon_allocates_from_its_wireguard_socket_and_drops_it_when_denied()
     // Denied: the next bundle has no credentials and the daemon drops its allocation.
     mesh.set_score("a", 0.1);
     wait_shown(&mesh, "dropped once denied", serde_json::Value::is_null);
+}
+
+/// Sends `datagram` to `peer` through `from`'s allocation.
+fn relay_send(from: &mut Driven, peer: SocketAddr, datagram: &[u8]) {
+    let (to, framed) = from
+        .client
+        .send(peer, datagram, from.now())
+        .unwrap_or_else(|e| panic!("not relayed: {e}"));
+    from.socket.send_to(&framed, to).unwrap();
+}
+
+/// The next datagram a peer sent `to` through its allocation, within `limit`.
+fn relay_recv(to: &mut Driven, limit: Duration) -> Option<(SocketAddr, Vec<u8>)> {
+    let deadline = Instant::now() + limit;
+    let mut buf = vec![0u8; 2048];
+    while Instant::now() < deadline {
+        let now = to.now();
+        to.client.poll(now);
+        while let Some((dst, data)) = to.client.poll_transmit(now) {
+            to.socket.send_to(&data, dst).unwrap();
+        }
+        if let Ok((n, from)) = to.socket.recv_from(&mut buf) {
+            if let RelayInbound::PeerData { peer, data } = to.client.handle(from, &buf[..n], now) {
+                return Some((peer, data));
+            }
+        }
+    }
+    None
+}
+
+/// A minimal IPv4/UDP packet from 100.64.0.1 to 100.64.0.2 with `len` bytes in all.
+fn inner_packet(len: usize) -> Vec<u8> {
+    let mut p = vec![0u8; len];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&[100, 64, 0, 1]);
+    p[16..20].copy_from_slice(&[100, 64, 0, 2]);
+    p
+}
+
+/// Two WireGuard peers (boringtun's `Tunn`), each with its own allocation on coturn, talk
+/// only through the relayed addresses: handshake and data pass, and the datagrams that
+/// arrive are byte for byte the ones sent (the relay reads and changes nothing). Prints
+/// the datagram rate through the two allocations against a direct path on this machine.
+#[test]
+fn two_wireguard_peers_handshake_and_exchange_data_through_their_allocations() {
+    use boringtun::noise::{Tunn, TunnResult};
+    use boringtun::x25519;
+    if !require_root("two_wireguard_peers_handshake_and_exchange_data_through_their_allocations") {
+        return;
+    }
+    let ns = Netns::new("relay_wg");
+    for ip in [RELAY, NODE, PEER] {
+        ns.ip(&["addr", "add", &format!("{ip}/32"), "dev", "lo"]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let secret = format!("relay-secret-{}", meshtun_e2e::unique_suffix());
+    let coturn = Coturn::start(&ns, dir.path(), IpAddr::V4(RELAY), &secret);
+    let mint = |id: &str| RelaySecret::new(&secret).mint(id, unix_s() + 600);
+    let ((ua, pa), (ub, pb)) = (mint("a"), mint("b"));
+    let mut a = Driven::from(&ns, NODE, &coturn, &ua, &pa);
+    let mut b = Driven::from(&ns, PEER, &coturn, &ub, &pb);
+    assert!(a.allocated() && b.allocated(), "{}", coturn.log());
+    let (ra, rb) = (a.client.relayed().unwrap(), b.client.relayed().unwrap());
+    a.client.add_peer(rb, a.now()).unwrap();
+    b.client.add_peer(ra, b.now()).unwrap();
+    for d in [&mut a, &mut b] {
+        assert!(
+            d.run(ALLOCATE, |d| d.client.status().channels == 1),
+            "no channel: {:?}\n{}",
+            d.client.status(),
+            coturn.log()
+        );
+    }
+
+    let key = || {
+        let mut k = [0u8; 32];
+        fastrand::fill(&mut k);
+        x25519::StaticSecret::from(k)
+    };
+    let (ska, skb) = (key(), key());
+    let (pka, pkb) = (x25519::PublicKey::from(&ska), x25519::PublicKey::from(&skb));
+    let mut ta = Tunn::new(ska, pkb, None, None, 1, None);
+    let mut tb = Tunn::new(skb, pka, None, None, 2, None);
+    let mut out = vec![0u8; 2048];
+    let TunnResult::WriteToNetwork(init) = ta.format_handshake_initiation(&mut out, false) else {
+        panic!("no initiation");
+    };
+    relay_send(&mut a, rb, init);
+    let (from, init) = relay_recv(&mut b, Duration::from_secs(2)).expect("the initiation");
+    assert_eq!(from, ra, "it comes from a's relayed address");
+    let TunnResult::WriteToNetwork(response) = tb.decapsulate(Some(from.ip()), &init, &mut out)
+    else {
+        panic!("b does not answer the initiation");
+    };
+    relay_send(&mut b, ra, response);
+    let (_, response) = relay_recv(&mut a, Duration::from_secs(2)).expect("the response");
+    let mut out2 = vec![0u8; 2048];
+    match ta.decapsulate(Some(rb.ip()), &response, &mut out2) {
+        TunnResult::WriteToNetwork(keepalive) => relay_send(&mut a, rb, keepalive),
+        TunnResult::Done => {}
+        other => panic!("a refuses the response: {other:?}"),
+    }
+    let packet = inner_packet(1200);
+    let TunnResult::WriteToNetwork(data) = ta.encapsulate(&packet, &mut out) else {
+        panic!("no session");
+    };
+    let sent = data.to_vec();
+    relay_send(&mut a, rb, &sent);
+    let mut got = None;
+    while let Some((_, d)) = relay_recv(&mut b, Duration::from_secs(2)) {
+        if d.len() == sent.len() {
+            got = Some(d);
+            break;
+        }
+        let _ = tb.decapsulate(Some(ra.ip()), &d, &mut out2); // the keepalive
+    }
+    let got = got.expect("the data message");
+    assert_eq!(got, sent, "unchanged by the relay");
+    match tb.decapsulate(Some(ra.ip()), &got, &mut out2) {
+        TunnResult::WriteToTunnelV4(inner, src) => {
+            assert_eq!(inner, &packet[..]);
+            assert_eq!(src, Ipv4Addr::new(100, 64, 0, 1));
+        }
+        other => panic!("b does not open the data: {other:?}"),
+    }
+
+    // Rate: 1400-byte datagrams, 32 at a time, for at most 2 s or 20,000 datagrams.
+    let payload = vec![4u8; 1400];
+    let relayed = rate(&mut |_| relay_send(&mut a, rb, &payload), &mut b, true);
+    let direct_to = b.socket.local_addr().unwrap();
+    let direct = rate(
+        &mut |_| {
+            a.socket.send_to(&payload, direct_to).unwrap();
+        },
+        &mut b,
+        false,
+    );
+    eprintln!(
+        "1400-byte datagrams per second through two allocations: {relayed:.0}; direct: {direct:.0}"
+    );
+    assert!(relayed > 0.0);
+}
+
+/// Datagrams per second that reach `to` (through its allocation if `relayed`), sent 32 at
+/// a time without pacing for at most 2 s or 20,000 datagrams, until the last one arrived
+/// (the rest is lost on the way).
+fn rate(send: &mut dyn FnMut(usize), to: &mut Driven, relayed: bool) -> f64 {
+    let started = Instant::now();
+    let (mut sent, mut received) = (0usize, 0usize);
+    let mut buf = vec![0u8; 2048];
+    to.socket.set_nonblocking(true).unwrap();
+    while sent < 20_000 && started.elapsed() < Duration::from_secs(2) {
+        for _ in 0..32 {
+            send(sent);
+            sent += 1;
+        }
+        while let Ok((n, from)) = to.socket.recv_from(&mut buf) {
+            received += arrived(to, &buf[..n], from, relayed);
+        }
+    }
+    let mut last = Instant::now();
+    to.socket.set_nonblocking(false).unwrap();
+    to.socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    while let Ok((n, from)) = to.socket.recv_from(&mut buf) {
+        received += arrived(to, &buf[..n], from, relayed);
+        last = Instant::now();
+    }
+    // Until the last datagram arrived.
+    let elapsed = last.duration_since(started).as_secs_f64();
+    eprintln!("sent {sent}, received {received} in {elapsed:.2} s");
+    received as f64 / elapsed
+}
+
+/// 1 if `datagram` is a peer's datagram (through the relay if `relayed`).
+fn arrived(to: &mut Driven, datagram: &[u8], from: SocketAddr, relayed: bool) -> usize {
+    let now = to.now();
+    usize::from(
+        !relayed
+            || matches!(
+                to.client.handle(from, datagram, now),
+                RelayInbound::PeerData { .. }
+            ),
+    )
 }
