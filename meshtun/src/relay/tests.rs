@@ -471,3 +471,44 @@ fn credentials_open_from_the_bundle_only_with_the_nodes_key() {
     bundle.relay = None;
     assert_eq!(RelayCredentials::open(&bundle, &key), Ok(None));
 }
+
+/// A writer for a captured log.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<parking_lot::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_password_is_never_logged_even_at_trace_level() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let mut net = Net::allocated();
+        net.client.add_peer(addr(PEER), net.now).unwrap();
+        for _ in 0..40 {
+            net.advance(Duration::from_secs(60));
+        }
+        let _ = net.client.send(addr(PEER), &[4, 0, 0, 0], net.now);
+        let mut wrong = Net::new("the-relay-knows-another-password");
+        wrong.pump();
+    });
+    let log = String::from_utf8_lossy(&captured.0.lock()).into_owned();
+    assert!(log.len() > 1000, "the crates logged: {} bytes", log.len());
+    assert!(
+        !log.contains("right-password"),
+        "the password is in the log"
+    );
+}
