@@ -636,6 +636,36 @@ pub async fn rotate(config: &ControllerConfig) -> Result<u64, CommandError> {
 mod tests {
     use super::*;
 
+    /// `[relay]`: `check` reads the secret file; a missing or empty one is refused, naming
+    /// the file (an empty secret would let anyone mint relay credentials).
+    #[test]
+    fn check_refuses_a_missing_or_empty_relay_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("controller.toml");
+        let text = "listen = \"127.0.0.1:8700\"\nurl = \"http://127.0.0.1:8700\"\n\
+                    state_dir = \"state\"\n[relay]\nurls = [\"turn:198.51.100.1:3478\"]\n\
+                    secret_file = \"relay.secret\"\n";
+        let config = ControllerConfig::parse(text, &file).unwrap();
+        let secret = dir.path().join("relay.secret");
+        let err = check(&config).unwrap_err().to_string();
+        assert!(err.contains("relay.secret"), "{err}");
+        private_file::write(&secret, b"  \n", Replace::Never).unwrap();
+        let err = check(&config).unwrap_err().to_string();
+        assert!(
+            err.contains("relay.secret") && err.contains("empty"),
+            "{err}"
+        );
+        fs::remove_file(&secret).unwrap();
+        private_file::write(&secret, b"north-wind-secret\n", Replace::Never).unwrap();
+        check(&config).unwrap();
+        let issuer = relay_issuer(&config).unwrap().unwrap();
+        assert_eq!(
+            issuer.secret.password("61:a"),
+            RelaySecret::new("north-wind-secret").password("61:a"),
+            "the secret is the file's text, trimmed"
+        );
+    }
+
     #[test]
     fn init_keeps_its_secrets_in_a_private_directory() {
         let dir = tempfile::tempdir().unwrap();
