@@ -343,3 +343,58 @@ async fn resolve(server: &str) -> Option<SocketAddr> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn datagram(src: &str, bytes: Vec<u8>) -> StunDatagram {
+        StunDatagram {
+            src: src.parse().unwrap(),
+            bytes,
+        }
+    }
+
+    /// ChannelData and anything from the relay server reach the relay task; STUN from
+    /// anywhere else reaches the STUN task; the relay server can change.
+    #[tokio::test]
+    async fn the_split_routes_by_source_and_framing() {
+        let (tx, rx) = mpsc::channel(STUN_QUEUE);
+        let server = CurrentServer::default();
+        let (mut stun, mut relay) = split(rx, server.clone());
+        let binding = meshtun_proto::stun::binding_success(
+            meshtun_proto::stun::TransactionId::random(),
+            "203.0.113.7:40000".parse().unwrap(),
+        );
+        let chan = vec![0x40, 0x00, 0x00, 0x04, 4, 0, 0, 0];
+        tx.send(datagram("192.0.2.1:3478", binding.clone()))
+            .await
+            .unwrap();
+        tx.send(datagram("192.0.2.1:3478", chan.clone()))
+            .await
+            .unwrap();
+        let got = stun.recv().await.unwrap();
+        assert_eq!(
+            got.bytes, binding,
+            "no relay yet: STUN goes to the STUN task"
+        );
+        assert_eq!(relay.recv().await.unwrap().bytes, chan);
+        *server.lock() = Some("198.51.100.1:3478".parse().unwrap());
+        tx.send(datagram("198.51.100.1:3478", binding.clone()))
+            .await
+            .unwrap();
+        tx.send(datagram("192.0.2.1:3478", binding.clone()))
+            .await
+            .unwrap();
+        assert_eq!(
+            relay.recv().await.unwrap().src,
+            "198.51.100.1:3478".parse().unwrap()
+        );
+        assert_eq!(
+            stun.recv().await.unwrap().src,
+            "192.0.2.1:3478".parse().unwrap()
+        );
+        drop(tx);
+        assert!(stun.recv().await.is_none() && relay.recv().await.is_none());
+    }
+}
