@@ -34,6 +34,7 @@ use crate::identity::{IdentityKey, IdentityPublic};
 use crate::key::{PresharedKey, PrivateKey, PublicKey, KEY_LEN};
 use crate::keyset::KeySet;
 use crate::psk::EpochId;
+use crate::relay::{BundleRelay, RelayPassword, PASSWORD_LEN};
 
 /// Version of the bundle format a controller writes: 2 lists candidate endpoints per peer
 /// and says whether the recipient forwards between its peers (a hub).
@@ -56,6 +57,10 @@ const SEAL_INFO: &[u8] = b"meshtun seal v1";
 /// The context label the bundle signature covers before the payload.
 pub const SIGNATURE_LABEL: &[u8] = b"meshtun-bundle-v1\0";
 const SEAL_AAD: &[u8] = b"meshtun psk";
+const RELAY_AAD: &[u8] = b"meshtun relay password";
+/// The first nonce byte of the relay password: peer keys use nonces with a zero first byte
+/// (their index is in the last four), so the two never share a nonce under one bundle key.
+const RELAY_NONCE_TAG: u8 = 1;
 
 /// Length of a sealed preshared key: the key and the Poly1305 tag.
 pub const SEALED_LEN: usize = KEY_LEN + 16;
@@ -131,6 +136,10 @@ pub struct Bundle {
     /// `hub_and_spoke`, which the spokes route each other through.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forward: bool,
+    /// The relay servers and the recipient's credentials for this epoch (allowed nodes
+    /// only, and only from a controller with `[relay]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<BundleRelay>,
 }
 
 impl BundlePeer {
@@ -337,6 +346,22 @@ impl Sealer {
         }
         STANDARD.encode(sealed)
     }
+
+    /// Seals the relay password of `username` for `epoch` (base64).
+    pub fn seal_relay(&self, epoch: EpochId, username: &str, password: &RelayPassword) -> String {
+        // Room for the tag, so that appending it does not leave a copy in a freed buffer.
+        let mut sealed = zeroize::Zeroizing::new(Vec::with_capacity(PASSWORD_LEN + 64));
+        sealed.extend_from_slice(password.expose().as_bytes());
+        let aad = relay_aad(epoch, username);
+        match self
+            .cipher
+            .seal_in_place_append_tag(relay_nonce(), Aad::from(&aad), &mut *sealed)
+        {
+            Ok(()) => STANDARD.encode(&*sealed),
+            // Sealing fails only beyond 256 GiB; never leave the password in the clear.
+            Err(_) => String::new(),
+        }
+    }
 }
 
 /// Opens the preshared keys of a bundle with the recipient's WireGuard private key.
@@ -378,6 +403,46 @@ impl Opener {
         sealed.zeroize();
         key.map(PresharedKey::from_bytes)
     }
+
+    /// Opens the relay password of `relay`, sealed for `epoch`.
+    pub fn open_relay(
+        &self,
+        epoch: EpochId,
+        relay: &BundleRelay,
+    ) -> Result<RelayPassword, BundleError> {
+        let fail = || BundleError::Seal(format!("relay credentials of {}", relay.username));
+        if relay.sealed_password.len() > 4 * (PASSWORD_LEN + 16) {
+            return Err(fail());
+        }
+        let mut sealed = zeroize::Zeroizing::new(
+            STANDARD
+                .decode(&relay.sealed_password)
+                .map_err(|_| fail())?,
+        );
+        let aad = relay_aad(epoch, &relay.username);
+        let plain = self
+            .cipher
+            .open_in_place(relay_nonce(), Aad::from(&aad), &mut sealed)
+            .map_err(|_| fail())?;
+        let text = std::str::from_utf8(plain).map_err(|_| fail())?;
+        Ok(RelayPassword::new(text.to_owned()))
+    }
+}
+
+fn relay_nonce() -> Nonce {
+    let mut n = [0u8; NONCE_LEN];
+    n[0] = RELAY_NONCE_TAG;
+    Nonce::assume_unique_for_key(n)
+}
+
+/// `"meshtun relay password" ‖ epoch ‖ username`: a sealed password opens only for the
+/// username and epoch it was minted for.
+fn relay_aad(epoch: EpochId, username: &str) -> Vec<u8> {
+    let mut a = Vec::with_capacity(RELAY_AAD.len() + 8 + username.len());
+    a.extend_from_slice(RELAY_AAD);
+    a.extend_from_slice(&epoch.to_be_bytes());
+    a.extend_from_slice(username.as_bytes());
+    a
 }
 
 #[cfg(test)]
@@ -388,6 +453,7 @@ mod tests {
         let sealer = Sealer::new(&recipient.public_key()).unwrap();
         Bundle {
             forward: false,
+            relay: None,
             version: BUNDLE_VERSION,
             node_id: "node-a".into(),
             recipient: recipient.public_key(),
@@ -644,5 +710,47 @@ mod tests {
             assert!(!text.contains(&list[0].1.to_base64()));
             assert!(!text.contains(&list[0].1.to_hex()));
         }
+    }
+
+    #[test]
+    fn the_relay_password_opens_only_for_its_recipient_epoch_and_username() {
+        let recipient = PrivateKey::generate();
+        let sealer = Sealer::new(&recipient.public_key()).unwrap();
+        let secret = crate::relay::RelaySecret::new("north-wind-secret");
+        let (username, password) = secret.mint("node-a", 61);
+        let mut relay = BundleRelay {
+            urls: vec!["turn:198.51.100.1:3478".into()],
+            username: username.clone(),
+            expires_s: 61,
+            sealed_password: sealer.seal_relay(9, &username, &password),
+        };
+        assert!(!relay.sealed_password.contains(password.expose()));
+        let opener = Opener::new(&recipient, &sealer.ephemeral());
+        assert_eq!(opener.open_relay(9, &relay).unwrap(), password);
+        assert!(opener.open_relay(10, &relay).is_err(), "another epoch");
+        let stranger = Opener::new(&PrivateKey::generate(), &sealer.ephemeral());
+        assert!(stranger.open_relay(9, &relay).is_err(), "another recipient");
+        relay.username = "999999:node-a".into();
+        assert!(
+            opener.open_relay(9, &relay).is_err(),
+            "a longer-lived username"
+        );
+        relay.username = username;
+        relay.sealed_password = "A".repeat(400);
+        assert!(opener.open_relay(9, &relay).is_err(), "oversized");
+        // A peer key sealed in the same bundle never shares the password's nonce.
+        let psk = PresharedKey::generate();
+        let sealed_psk = sealer.seal(0, 9, &recipient.public_key(), &psk);
+        assert_ne!(&sealed_psk[..8], &sealer.seal_relay(9, "x", &password)[..8]);
+    }
+
+    #[test]
+    fn a_bundle_without_relay_parses_and_serializes_without_it() {
+        let recipient = PrivateKey::generate();
+        let b = bundle(&recipient, &peers(1));
+        let json = serde_json::to_string(&b).unwrap();
+        assert!(!json.contains("relay"));
+        let back: Bundle = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.relay, None);
     }
 }

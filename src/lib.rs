@@ -12,6 +12,7 @@
 //! - [`private_file`]: the owner-only file writer, the bounded reader, the exposure rule;
 //! - [`time`]: wall-clock time in Unix milliseconds;
 //! - [`report`]: an error with its chain of causes, for people;
+//! - [`relay`]: TURN relay credentials (the TURN REST API scheme coturn implements);
 //! - [`stun`]: STUN Binding messages for endpoint discovery, and telling them from WireGuard's.
 //!
 //! It has no async runtime and no command-line dependencies.
@@ -29,6 +30,7 @@ mod key;
 pub mod keyset;
 pub mod private_file;
 pub mod psk;
+pub mod relay;
 pub mod report;
 pub mod stun;
 pub mod time;

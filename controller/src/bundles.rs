@@ -10,10 +10,12 @@ use meshtun_proto::bundle::{
     Bundle, BundlePeer, Membership, Sealer, SignedBundle, BUNDLE_VERSION, MAX_CANDIDATES,
     MAX_FORWARDS_NAMED,
 };
+use meshtun_proto::relay::BundleRelay;
 use meshtun_proto::{EpochId, IdentityKey, PairKeys};
 use parking_lot::Mutex;
 
 use crate::model::{Decision, EpochRecord, NodeRecord};
+use crate::relay::RelayIssuer;
 use crate::store::Candidates;
 
 /// What the bundle of one node is built from.
@@ -34,6 +36,8 @@ pub struct BundleSource<'a> {
     pub forward: bool,
     /// Every node's latest candidate report, by node id.
     pub candidates: &'a HashMap<String, Candidates>,
+    /// The relays whose credentials an allowed recipient gets.
+    pub relay: Option<&'a RelayIssuer>,
 }
 
 /// Where `peer` may be reached, best first, at most [`MAX_CANDIDATES`]: the endpoint an
@@ -121,7 +125,14 @@ pub fn build(source: &BundleSource<'_>, key: &IdentityKey, now_ms: u64) -> Signe
             .collect()
     });
     let allowed = membership == Membership::Allowed;
+    let relay = match (&membership, sealer.as_ref(), source.relay) {
+        (Membership::Allowed, Some(sealer), Some(issuer)) => {
+            Some(relay_credentials(issuer, sealer, epoch, &node.id))
+        }
+        _ => None,
+    };
     let bundle = Bundle {
+        relay,
         version: BUNDLE_VERSION,
         node_id: node.id.clone(),
         recipient: node.wg_public_key,
@@ -169,6 +180,25 @@ pub fn address_block(node: Option<&NodeRecord>) -> [u8; 17] {
         None => {}
     }
     key
+}
+
+/// The recipient's relay credentials for `epoch`: they expire with the bundle
+/// (`not_after`, rounded up to the second), so a node denied in a later epoch, which gets
+/// none, loses the relay by the end of the last epoch it was allowed in.
+fn relay_credentials(
+    issuer: &RelayIssuer,
+    sealer: &Sealer,
+    epoch: &EpochRecord,
+    node_id: &str,
+) -> BundleRelay {
+    let expires_s = epoch.not_after_ms.div_ceil(1000);
+    let (username, password) = issuer.secret.mint(node_id, expires_s);
+    BundleRelay {
+        urls: issuer.urls.clone(),
+        sealed_password: sealer.seal_relay(epoch.id, &username, &password),
+        username,
+        expires_s,
+    }
 }
 
 /// Host-route form of an overlay address: a node's address `100.64.0.1/24` is announced to
@@ -299,6 +329,7 @@ mod tests {
                 routed: &[],
                 forward: false,
                 candidates: &HashMap::new(),
+                relay: None,
             },
             &controller,
             5,
@@ -314,6 +345,7 @@ mod tests {
                 routed: &[],
                 forward: false,
                 candidates: &HashMap::new(),
+                relay: None,
             },
             &controller,
             5,
@@ -385,6 +417,7 @@ mod tests {
                 routed: &[],
                 forward: false,
                 candidates: &HashMap::new(),
+                relay: None,
             },
             &controller,
             5,
@@ -416,6 +449,7 @@ mod tests {
             let d = decision(&n.id, allowed);
             build(
                 &BundleSource {
+                    relay: None,
                     candidates: &HashMap::new(),
                     epoch: &ep,
                     node: n,
@@ -470,6 +504,7 @@ mod tests {
         let routed = [routed];
         let bundle = build(
             &BundleSource {
+                relay: None,
                 candidates: &HashMap::new(),
                 epoch: &ep,
                 node: &recipient,
@@ -519,5 +554,58 @@ mod tests {
         assert_eq!(cache.put(1, "a", BundleJson::from(vec![1])), vec![1]);
         assert_eq!(cache.put(1, "a", BundleJson::from(vec![2])), vec![1]);
         assert_eq!(cache.get(1, "a").as_deref(), Some(&[1][..]));
+    }
+
+    #[test]
+    fn allowed_nodes_get_sealed_relay_credentials_until_not_after_and_denied_ones_none() {
+        use meshtun_proto::relay::RelaySecret;
+        let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
+        let (a, b) = (
+            node("a", &ka, "100.64.0.1/24"),
+            node("b", &kb, "100.64.0.2/24"),
+        );
+        let ep = epoch();
+        let controller = IdentityKey::generate();
+        let issuer = RelayIssuer {
+            urls: vec!["turn:198.51.100.1:3478".into()],
+            secret: RelaySecret::new("north-wind-secret"),
+        };
+        let bundle_of = |d: &Decision| {
+            build(
+                &BundleSource {
+                    candidates: &HashMap::new(),
+                    forward: false,
+                    routed: &[],
+                    epoch: &ep,
+                    node: &a,
+                    decision: Some(d),
+                    peers: &[&b],
+                    relay: Some(&issuer),
+                },
+                &controller,
+                5,
+            )
+            .verify(&controller.public())
+            .unwrap()
+        };
+        let allowed = bundle_of(&decision("a", true));
+        let relay = allowed
+            .relay
+            .as_ref()
+            .expect("an allowed node gets credentials");
+        assert_eq!(relay.username, "61:a", "expiry = not_after (61,000 ms)");
+        assert_eq!(relay.expires_s, 61);
+        assert_eq!(relay.urls, issuer.urls);
+        let password = Opener::new(&ka, &allowed.seal_key.unwrap())
+            .open_relay(ep.id, relay)
+            .unwrap();
+        assert_eq!(password, issuer.secret.password("61:a"));
+        let payload = serde_json::to_string(&allowed).unwrap();
+        assert!(!payload.contains(password.expose()), "never in the clear");
+        let denied = bundle_of(&decision("a", false));
+        assert_eq!(
+            denied.relay, None,
+            "a denied node gets no relay credentials"
+        );
     }
 }

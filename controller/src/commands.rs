@@ -10,6 +10,7 @@ use base64::Engine as _;
 use ipnet::IpNet;
 use meshtun_proto::enroll::enrollment_key;
 use meshtun_proto::private_file::{self, Changeable, Replace};
+use meshtun_proto::relay::RelaySecret;
 use meshtun_proto::report::describe;
 use meshtun_proto::wire::{check_endpoint, valid_node_id, Ticket};
 use meshtun_proto::{IdentityKey, IdentityPublic, KeySet, PublicKey};
@@ -24,6 +25,7 @@ use crate::ha::{KeeperSettings, Leadership, LeaseTiming};
 use crate::keys::ControllerKeys;
 use crate::membership::decide_one;
 use crate::model::{NodeRecord, Pin};
+use crate::relay::RelayIssuer;
 use crate::schedule::{Schedule, ScheduleError};
 use crate::service::{Epochs, ServeError, ServeSettings, Shared, STATUS_CONNECTIONS};
 use crate::store::audit::DecisionEntry;
@@ -130,6 +132,22 @@ fn read_secret(path: &Path) -> Result<Zeroizing<String>, CommandError> {
     Ok(Zeroizing::new(text.trim().to_owned()))
 }
 
+/// The relays and their shared secret (`[relay]`), if configured; an empty secret would let
+/// anyone mint credentials and is refused.
+fn relay_issuer(config: &ControllerConfig) -> Result<Option<RelayIssuer>, CommandError> {
+    let Some(relay) = &config.relay else {
+        return Ok(None);
+    };
+    let secret = RelaySecret::new(&read_secret(&relay.secret_file)?);
+    if secret.is_empty() {
+        return Err(file_err(&relay.secret_file, "the relay secret is empty"));
+    }
+    Ok(Some(RelayIssuer {
+        urls: relay.urls.clone(),
+        secret,
+    }))
+}
+
 fn random_token() -> String {
     let mut bytes = [0u8; 32];
     OsRng.fill_bytes(&mut bytes);
@@ -173,8 +191,9 @@ pub fn init(config: &ControllerConfig) -> Result<InitReport, CommandError> {
 }
 
 /// `check`: validates what `serve` would use beyond the file itself (the epoch schedule, the
-/// TLS certificate and key), without creating or changing anything.
+/// TLS certificate and key, the relay secret), without creating or changing anything.
 pub fn check(config: &ControllerConfig) -> Result<(), CommandError> {
+    relay_issuer(config)?;
     Schedule::new(
         u64::try_from(config.epoch_length.as_millis()).unwrap_or(u64::MAX),
         u64::try_from(config.epoch_lead.as_millis()).unwrap_or(u64::MAX),
@@ -240,6 +259,7 @@ pub async fn serve(
         policy: config.policy.clone(),
         schedule,
         rotate_on_deny: config.rotate_on_deny,
+        relay: relay_issuer(config)?,
     };
     // The store blocks (and the PostgreSQL driver must not run inside the runtime).
     let (database, network, retention) = (
@@ -615,6 +635,36 @@ pub async fn rotate(config: &ControllerConfig) -> Result<u64, CommandError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `[relay]`: `check` reads the secret file; a missing or empty one is refused, naming
+    /// the file (an empty secret would let anyone mint relay credentials).
+    #[test]
+    fn check_refuses_a_missing_or_empty_relay_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("controller.toml");
+        let text = "listen = \"127.0.0.1:8700\"\nurl = \"http://127.0.0.1:8700\"\n\
+                    state_dir = \"state\"\n[relay]\nurls = [\"turn:198.51.100.1:3478\"]\n\
+                    secret_file = \"relay.secret\"\n";
+        let config = ControllerConfig::parse(text, &file).unwrap();
+        let secret = dir.path().join("relay.secret");
+        let err = check(&config).unwrap_err().to_string();
+        assert!(err.contains("relay.secret"), "{err}");
+        private_file::write(&secret, b"  \n", Replace::Never).unwrap();
+        let err = check(&config).unwrap_err().to_string();
+        assert!(
+            err.contains("relay.secret") && err.contains("empty"),
+            "{err}"
+        );
+        fs::remove_file(&secret).unwrap();
+        private_file::write(&secret, b"north-wind-secret\n", Replace::Never).unwrap();
+        check(&config).unwrap();
+        let issuer = relay_issuer(&config).unwrap().unwrap();
+        assert_eq!(
+            issuer.secret.password("61:a"),
+            RelaySecret::new("north-wind-secret").password("61:a"),
+            "the secret is the file's text, trimmed"
+        );
+    }
 
     #[test]
     fn init_keeps_its_secrets_in_a_private_directory() {

@@ -14,6 +14,7 @@ pub use crate::ha::settings::HaConfig;
 use crate::ha::settings::RawHa;
 use crate::model::{Minimums, Policy, Topology};
 use crate::network::{check_prefix, Network};
+use crate::relay::{RawRelay, RelayConfig};
 use crate::store::{Database, Retention};
 use crate::stun::{RawStun, StunConfig};
 
@@ -85,6 +86,8 @@ struct RawConfig {
     ha: RawHa,
     #[serde(default)]
     stun: RawStun,
+    #[serde(default)]
+    relay: RawRelay,
 }
 
 /// `[retention]`, in seconds.
@@ -477,6 +480,8 @@ pub struct ControllerConfig {
     pub ha: HaConfig,
     /// The STUN server (`[stun]`), if `listen` is set.
     pub stun: Option<StunConfig>,
+    /// The TURN relays and the secret shared with them (`[relay]`), if `urls` is set.
+    pub relay: Option<RelayConfig>,
 }
 
 impl ControllerConfig {
@@ -612,6 +617,7 @@ impl ControllerConfig {
             }
         };
         let base = path.parent().unwrap_or(Path::new("."));
+        let relay = raw.relay.validate(base).map_err(|(k, r)| invalid(k, r))?;
         let raw_password_given = raw.database_password_file.is_some();
         let sqlite_password = || {
             invalid(
@@ -667,6 +673,7 @@ impl ControllerConfig {
             retention,
             ha,
             stun,
+            relay,
         })
     }
 }

@@ -95,6 +95,8 @@ pub struct EngineSettings {
     pub schedule: Schedule,
     /// Rotate at once when an allowed node fails.
     pub rotate_on_deny: bool,
+    /// The TURN relays whose credentials allowed nodes get (`[relay]`).
+    pub relay: Option<crate::relay::RelayIssuer>,
 }
 
 /// The controller's live state.
@@ -573,6 +575,7 @@ impl Engine {
             routed: &routed,
             forward: forwards(node, allowed, topology),
             candidates,
+            relay: self.settings.relay.as_ref(),
         };
         let signed = bundles::build(&source, self.keys.signing(), now_ms);
         let mut json = Vec::with_capacity(signed.payload.len() + signed.signature.len() + 32);

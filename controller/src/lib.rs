@@ -38,6 +38,7 @@ pub mod metrics;
 pub mod model;
 pub mod network;
 pub mod quota;
+pub mod relay;
 pub mod schedule;
 pub mod server;
 pub mod service;

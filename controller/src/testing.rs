@@ -158,6 +158,7 @@ impl Fixture {
             policy: options.policy,
             schedule: Schedule::new(options.epoch_ms, options.lead_ms).expect("bad schedule"),
             rotate_on_deny: options.rotate_on_deny,
+            relay: None,
         };
         let engine = Engine::open(
             Arc::new(store),

@@ -72,6 +72,7 @@ fn fixture() -> Fixture {
         node: &me,
         decision: Some(&decision),
         peers: &peer_refs,
+        relay: None,
     };
     let signed = build(&source, &controller, 1_799_999_990_000);
     let bundle = signed

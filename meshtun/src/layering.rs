@@ -15,6 +15,7 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("device", 1),
     ("probe", 1),
     ("reresolve", 1),
+    ("relay", 1),
     ("stun", 1),
     // The transports implement the device's traits; gating builds on the config; the `wg`
     // protocol reports the device's errors.

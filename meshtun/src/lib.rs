@@ -38,6 +38,7 @@ pub mod keys;
 pub mod layering;
 pub mod metrics;
 pub mod probe;
+pub mod relay;
 pub mod reresolve;
 pub mod show;
 pub mod stun;

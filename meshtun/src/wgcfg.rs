@@ -187,6 +187,21 @@ pub struct DeviceGate {
     pub nat: NatStatus,
     /// Whether this node forwards between its gated peers (a hub of `hub_and_spoke`).
     pub forward: bool,
+    /// The allocation on the TURN relay, if the bundle carries relay credentials.
+    pub relay: Option<RelayShown>,
+}
+
+/// This node's allocation on a TURN relay, as `meshtun show` prints it (no secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayShown {
+    /// The relay server.
+    pub server: SocketAddr,
+    /// The relayed address peers send to, once allocated.
+    pub relayed: Option<SocketAddr>,
+    /// When the credentials expire, Unix seconds.
+    pub expires_s: u64,
+    /// `allocating`, `allocated` or `failed`.
+    pub state: String,
 }
 
 /// The gating state of one peer configured from the bundle in force.

@@ -18,6 +18,7 @@
 //!   [`meshtun_testbed`]'s, which `meshtun demo` shares;
 //! - [`gating`]: a gated mesh: the controller and gated daemons in namespaces joined by a
 //!   bridge, background pings at a fixed rate, and the daemons' gate log lines;
+//! - [`coturn`]: Debian's coturn as the TURN relay, in a namespace;
 //! - [`nat`]: a NAT router (nftables masquerade, endpoint-independent or fully random) put
 //!   in front of a node, with its conntrack table.
 //!
@@ -28,6 +29,7 @@
 pub mod activation;
 pub mod config;
 pub mod controller;
+pub mod coturn;
 mod daemon;
 pub mod gating;
 pub mod nat;

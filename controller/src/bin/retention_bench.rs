@@ -214,6 +214,7 @@ fn main() -> Result<()> {
         policy: Policy::default(),
         schedule: Schedule::new(length_ms, length_ms / 2)?,
         rotate_on_deny: false,
+        relay: None,
     };
     let mut nodes = enroll(&store, args.nodes)?;
     let engine = Engine::open(store.clone(), key.clone(), settings, clock.clone())?;

@@ -22,6 +22,7 @@ fn engine(store: Arc<Store>, key: &IdentityKey, clock: Clock) -> Arc<Engine> {
         policy: Policy::default(),
         schedule: Schedule::new(LENGTH_MS, LEAD_MS).unwrap(),
         rotate_on_deny: true,
+        relay: None,
     };
     Arc::new(Engine::open(store, key.clone(), settings, clock).unwrap())
 }

@@ -52,6 +52,7 @@ impl Instance {
                 policy: Policy::default(),
                 schedule: Schedule::new(2_000, 1_000).expect("schedule"),
                 rotate_on_deny: true,
+                relay: None,
             };
             let engine = Engine::open(store, key, settings, Clock::system())
                 .expect("cannot open the engine")

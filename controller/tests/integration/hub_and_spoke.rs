@@ -48,6 +48,7 @@ async fn a_denied_spoke_leaves_the_hub_and_every_route_in_the_epoch_that_denies_
         store.set_pin(id, Some(Pin::Allow)).unwrap();
     }
     let settings = EngineSettings {
+        relay: None,
         policy: Policy {
             topology: Topology::HubAndSpoke {
                 hubs: vec!["hub".into()],

@@ -29,6 +29,7 @@ fn engine_with(clock: Clock, nodes: usize) -> (Arc<Engine>, IdentityKey) {
         policy: Policy::default(),
         schedule: Schedule::new(60_000, 10_000).unwrap(),
         rotate_on_deny: false,
+        relay: None,
     };
     let key = IdentityKey::generate();
     let engine = Engine::open(store, key.clone(), settings, clock).unwrap();

@@ -54,6 +54,7 @@ async fn attack_5_a_running_controller_keeps_only_its_windows() {
         policy: Policy::default(),
         schedule: Schedule::new(LENGTH_MS, LEAD_MS).unwrap(),
         rotate_on_deny: true,
+        relay: None,
     };
     let retention = Retention {
         benchmarks: Duration::from_secs(60),

@@ -106,6 +106,7 @@ impl Gating {
                     decided_ms: 0,
                     peers: Vec::new(),
                     forward: false,
+                    relay: None,
                 }))
             }
         }

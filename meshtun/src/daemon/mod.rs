@@ -16,6 +16,7 @@ mod peers;
 mod pidfile;
 #[cfg(target_os = "linux")]
 mod privileges;
+pub mod relay;
 mod reresolve;
 mod stun;
 
@@ -325,12 +326,20 @@ async fn serve_interface(
     settings.fwmark = host.fwmark().or(settings.fwmark);
     // Served until `up` returns (dropping the handle stops it).
     let _metrics = metrics_listener.map(|l| serve_metrics(l, &device, &config, &gating));
-    // Learns the reflexive address from the WireGuard socket, until `up` returns.
+    // Allocates on the TURN relay of the bundle in force, and learns the reflexive address
+    // from the WireGuard socket, until `up` returns.
+    let (relay, stun_responses) = match &config.controller {
+        Some(_) => relay::start(&device, gating.status.clone()).unzip(),
+        None => (None, None),
+    };
     let (nat_tx, behind_nat) = tokio::sync::watch::channel(false);
     let _stun = config
         .controller
         .as_ref()
-        .and_then(|c| stun::start(&device, c.stun_servers(), gating.status.clone(), nat_tx));
+        .zip(stun_responses)
+        .and_then(|(c, r)| {
+            stun::start(&device, r, c.stun_servers(), gating.status.clone(), nat_tx)
+        });
     // Tells the controller where this node can be reached, until `up` returns.
     let _candidates = gating.client().map(|client| {
         let overlay = config.interface.addresses.clone();
@@ -346,6 +355,7 @@ async fn serve_interface(
         gating,
         behind_nat,
         reresolving: reresolve::Reresolving::new(),
+        relay,
     };
     running.serve(socket, opts).await
 }
@@ -405,6 +415,8 @@ struct Running {
     behind_nat: tokio::sync::watch::Receiver<bool>,
     /// Host-name endpoints looked up again when their peers go silent.
     reresolving: reresolve::Reresolving,
+    /// The TURN relay task (gated interfaces only).
+    relay: Option<relay::RelayTask>,
 }
 
 impl Running {
@@ -660,6 +672,9 @@ impl Running {
     /// Enforces a membership update from the gating tasks: the device first (the cut-off),
     /// then the routes.
     async fn enforce(&mut self, update: GateUpdate) -> Result<(), DaemonError> {
+        if let Some(relay) = &self.relay {
+            relay.set_credentials(update.relay.clone());
+        }
         // An old preshared key carries traffic for at most one epoch after the next is in use.
         let epoch = update.activation_ms.zip(update.not_after_ms);
         self.device.set_key_handover(

@@ -37,11 +37,12 @@ impl Drop for StunTask {
     }
 }
 
-/// Starts asking `servers` from `device`'s socket, publishing into `status`, and into
-/// `behind_nat` whether the answers show a NAT ([`NatDecision`]); `None` if there is no
-/// server, or the device's STUN responses were already taken.
+/// Starts asking `servers` from `device`'s socket, with the STUN responses `responses` (the
+/// device's, less the relay's), publishing into `status`, and into `behind_nat` whether the
+/// answers show a NAT ([`NatDecision`]); `None` if there is no server.
 pub(super) fn start(
     device: &Arc<HostDevice>,
+    responses: mpsc::Receiver<StunDatagram>,
     servers: Vec<Endpoint>,
     status: SharedGateStatus,
     behind_nat: watch::Sender<bool>,
@@ -49,7 +50,6 @@ pub(super) fn start(
     if servers.is_empty() {
         return None;
     }
-    let responses = device.take_stun_responses()?;
     let device = Arc::downgrade(device);
     let outputs = Outputs {
         status,

@@ -1,6 +1,8 @@
-//! STUN messages on the WireGuard socket: the receive path hands STUN responses to the
-//! daemon's STUN client ([`crate::stun`]) through a small bounded queue instead of the
-//! WireGuard state machine.
+//! STUN messages on the WireGuard socket: the receive path hands STUN responses (from STUN
+//! servers and from a TURN relay) and TURN ChannelData (a relayed peer's datagrams, first
+//! byte 0x40..=0x7F) to the daemon's clients ([`crate::stun`], `crate::relay`) through a
+//! small bounded queue instead of the WireGuard state machine; the daemon tells them apart by
+//! their source.
 //!
 //! The check costs WireGuard nothing: a datagram reaches it only after the WireGuard
 //! classifier refused it (a STUN success response starts `01 01`, which fails WireGuard's
@@ -37,9 +39,19 @@ impl StunInbox {
         (Self { tx }, rx)
     }
 
-    /// Takes `datagram` if it is a STUN response (success or error class); `false` if it is
-    /// not STUN at all. A response that does not fit the queue is dropped (and still taken).
+    /// Takes `datagram` if it is a STUN response (success or error class) or TURN
+    /// ChannelData; `false` if it is neither. One that does not fit the queue is dropped
+    /// (and still taken).
     pub fn offer(&self, src: SocketAddr, datagram: &[u8]) -> bool {
+        if is_channel_data(datagram) {
+            if self.tx.capacity() > 0 {
+                let _ = self.tx.try_send(StunDatagram {
+                    src,
+                    bytes: datagram.to_vec(),
+                });
+            }
+            return true;
+        }
         if !is_stun(datagram) {
             return false;
         }
@@ -56,6 +68,25 @@ impl StunInbox {
         true
     }
 }
+
+/// Whether `datagram` is framed as TURN ChannelData (RFC 8656 section 12.4): a channel
+/// number in 0x4000..=0x7FFF, then a length that the datagram matches, up to 3 bytes of
+/// padding. WireGuard messages (type 1..=4) and STUN messages (top bits 00) never pass.
+/// The same rule as `crate::relay::is_channel_data`, which the device cannot import.
+#[inline]
+pub fn is_channel_data(datagram: &[u8]) -> bool {
+    let Some(header) = datagram.get(..4) else {
+        return false;
+    };
+    let length = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    (0x40..=0x7f).contains(&header[0])
+        && length + 4 <= datagram.len()
+        && datagram.len() <= length + 4 + 3
+        && datagram.len() <= MAX_CHANNEL_DATA
+}
+
+/// The largest ChannelData queued: a relayed WireGuard datagram of a 9000-byte path.
+pub const MAX_CHANNEL_DATA: usize = 9_216;
 
 #[cfg(test)]
 mod tests {
@@ -82,5 +113,33 @@ mod tests {
             queued, STUN_QUEUE,
             "requests are not queued; the rest is dropped"
         );
+    }
+
+    #[test]
+    fn channel_data_is_queued_bounded_and_wireguard_is_not() {
+        let (inbox, mut rx) = StunInbox::new();
+        let src: SocketAddr = "198.51.100.1:3478".parse().unwrap();
+        let mut chan = vec![0x40, 0x00, 0x00, 0x94];
+        chan.extend_from_slice(&[4, 0, 0, 0]);
+        chan.resize(4 + 0x94, 9);
+        for _ in 0..100 {
+            assert!(inbox.offer(src, &chan));
+        }
+        let mut init = vec![1u8, 0, 0, 0];
+        init.resize(148, 7);
+        assert!(
+            !inbox.offer(src, &init),
+            "a WireGuard initiation is not ChannelData"
+        );
+        assert!(
+            !inbox.offer(src, &[0x40, 0, 0, 9, 1]),
+            "shorter than its length"
+        );
+        let mut queued = 0;
+        while let Ok(d) = rx.try_recv() {
+            assert_eq!(d.bytes, chan);
+            queued += 1;
+        }
+        assert_eq!(queued, STUN_QUEUE, "the rest of the flood is dropped");
     }
 }

@@ -13,6 +13,8 @@ use ipnet::IpNet;
 use meshtun_proto::bundle::{BundleError, Membership, Opener, SignedBundle, MAX_CANDIDATES};
 use meshtun_proto::{EpochId, IdentityPublic, KeySet, PresharedKey, PrivateKey, PublicKey};
 
+use crate::relay::RelayCredentials;
+
 /// Why a bundle was refused. Nothing from a refused bundle is used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BundleCheckError {
@@ -119,6 +121,9 @@ pub struct VerifiedBundle {
     pub signed: SignedBundle,
     /// The pinned controller key that signed it.
     pub signer: IdentityPublic,
+    /// This node's relay credentials for the epoch (allowed bundles of a controller with
+    /// `[relay]` only), the password opened.
+    pub relay: Option<RelayCredentials>,
 }
 
 impl VerifiedBundle {
@@ -241,10 +246,18 @@ fn check_bundle(
             )));
         }
     }
+    if matches!(bundle.membership, Membership::Denied { .. }) && bundle.relay.is_some() {
+        return Err(inconsistent(
+            "it denies this node but carries relay credentials".into(),
+        ));
+    }
     let peers = open_peers(&bundle, wg_private)?;
     let forward = bundle.forward && bundle.membership == Membership::Allowed;
+    let relay =
+        RelayCredentials::open(&bundle, wg_private).map_err(|e| inconsistent(e.to_string()))?;
     Ok(VerifiedBundle {
         forward,
+        relay,
         epoch,
         activation_ms: bundle.activation_ms,
         not_after_ms: bundle.not_after_ms,

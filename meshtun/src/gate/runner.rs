@@ -75,6 +75,8 @@ pub struct GateUpdate {
     pub peers: Vec<GatedPeerConfig>,
     /// Whether this node forwards between its gated peers (a hub; never unless allowed).
     pub forward: bool,
+    /// This node's relay credentials for the epoch (only when allowed).
+    pub relay: Option<crate::relay::RelayCredentials>,
 }
 
 /// What the gating tasks need.

@@ -244,11 +244,15 @@ impl Scheduler {
         let forward = membership == MembershipState::Allowed && bundle.is_some_and(|b| b.forward);
         GateUpdate {
             forward,
-            membership,
             epoch: bundle.map(|b| b.epoch),
             activation_ms: bundle.map(|b| b.activation_ms),
             not_after_ms: bundle.map(|b| b.not_after_ms),
             decided_ms: bundle.map_or(0, |b| self.clock.to_local(b.decided_ms)),
+            relay: match membership {
+                MembershipState::Allowed => bundle.and_then(|b| b.relay.clone()),
+                _ => None,
+            },
+            membership,
             peers,
         }
     }

@@ -31,6 +31,7 @@ fn peer(id: &str, endpoint: &str) -> GatedPeer {
 fn bundle(epoch: u64, now: u64, membership: Membership, peers: Vec<GatedPeer>) -> VerifiedBundle {
     VerifiedBundle {
         forward: false,
+        relay: None,
         epoch,
         activation_ms: now,
         not_after_ms: now + 60_000,

@@ -7,7 +7,7 @@ use meshtun_proto::{EpochId, IdentityPublic, PublicKey};
 use parking_lot::Mutex;
 
 pub use crate::wgcfg::MembershipState;
-use crate::wgcfg::{DeviceGate, DeviceStatus, NatStatus, PeerGate};
+use crate::wgcfg::{DeviceGate, DeviceStatus, NatStatus, PeerGate, RelayShown};
 
 /// One peer configured from the bundle in force.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +75,8 @@ pub struct GateStatus {
     /// STUN responses the client dropped since start: malformed, with an unknown transaction
     /// id, or from another address than the server asked.
     pub stun_rejected: u64,
+    /// The TURN allocation (written by the daemon's relay task only).
+    pub relay: Option<RelayShown>,
 }
 
 impl GateStatus {
@@ -105,6 +107,7 @@ impl From<&GateStatus> for DeviceGate {
             controller_error: gate.last_error.clone(),
             nat: gate.nat.clone(),
             forward: gate.forward,
+            relay: gate.relay.clone(),
         }
     }
 }

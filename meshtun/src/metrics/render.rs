@@ -258,7 +258,33 @@ impl Sample {
         )?;
         let help = "STUN responses dropped: malformed, unknown transaction, or wrong source";
         let value = gate.stun_rejected;
-        counters(e, "stun_rejected", help, None, [(vec![], value)])
+        counters(e, "stun_rejected", help, None, [(vec![], value)])?;
+        self.encode_relay(gate, e)
+    }
+
+    fn encode_relay(&self, gate: &GateStatus, e: &mut DescriptorEncoder) -> fmt::Result {
+        let Some(relay) = &gate.relay else {
+            return Ok(());
+        };
+        let relayed = relay.relayed.map_or(String::new(), |a| a.to_string());
+        gauges(
+            e,
+            "relay_allocated",
+            "1 while this node holds an allocation on the TURN relay, labelled with the relayed address",
+            None,
+            [(
+                vec![("server", relay.server.to_string()), ("relayed", relayed)],
+                u64::from(relay.relayed.is_some()),
+            )],
+        )?;
+        let left = relay.expires_s.saturating_sub(unix_ms_of(self.now) / 1000);
+        gauges(
+            e,
+            "relay_credentials_expiry",
+            "Seconds until the relay credentials of the bundle in force expire",
+            Some(Unit::Seconds),
+            [(vec![], left)],
+        )
     }
 
     fn encode_gate_times(&self, gate: &GateStatus, e: &mut DescriptorEncoder) -> fmt::Result {

@@ -63,6 +63,22 @@ pub struct GateView {
     pub nat: String,
     /// Whether this node forwards between its gated peers (a hub of `hub_and_spoke`).
     pub forward: bool,
+    /// The TURN allocation, if the bundle carries relay credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelayView>,
+}
+
+/// The TURN allocation, as `meshtun show --json` prints it.
+#[derive(Debug, Serialize)]
+pub struct RelayView {
+    /// The relay server, `address:port`.
+    pub server: String,
+    /// The relayed address peers send to, once allocated.
+    pub relayed: Option<String>,
+    /// `allocating`, `allocated` or `failed`.
+    pub state: String,
+    /// When the credentials expire, Unix seconds.
+    pub expires_s: u64,
 }
 
 /// One STUN server's answer, as `meshtun show --json` prints it.
@@ -167,6 +183,12 @@ impl GateView {
                 .collect(),
             nat: g.nat.kind.as_str().to_owned(),
             forward: g.forward,
+            relay: g.relay.as_ref().map(|r| RelayView {
+                server: r.server.to_string(),
+                relayed: r.relayed.map(|a| a.to_string()),
+                state: r.state.clone(),
+                expires_s: r.expires_s,
+            }),
         }
     }
 }

@@ -217,6 +217,7 @@ pub(crate) mod tests {
             controller_last_contact_ms: Some((NOW_SECS - 2) * 1000),
             controller_error: None,
             nat: crate::wgcfg::NatStatus::default(),
+            relay: None,
         });
         let mut gated = peer(None, "100.64.0.3/32");
         gated.gate = Some(PeerGate {

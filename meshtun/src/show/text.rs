@@ -66,6 +66,16 @@ fn render_gate(out: &mut String, gate: &DeviceGate, now_ms: u64) {
     if gate.forward {
         let _ = writeln!(out, "  forwarding: on, between gated peers (hub)");
     }
+    if let Some(r) = &gate.relay {
+        let relayed = r.relayed.map_or("none".to_owned(), |a| a.to_string());
+        let left = r.expires_s.saturating_sub(now_ms / 1000);
+        let _ = writeln!(
+            out,
+            "  relay: {} via {}, credentials expire in {left}s ({})",
+            r.state, r.server, r.expires_s
+        );
+        let _ = writeln!(out, "  relayed address: {relayed}");
+    }
 }
 
 /// `ALLOWED (epoch 42, ends in 7s)`, `DENIED: overall 0.40 below 0.70 (epoch 42)`, …
@@ -284,6 +294,25 @@ mod tests {
         ]
         .join("\n");
         assert!(text.contains(&lines), "{text}");
+    }
+
+    #[test]
+    fn the_relay_allocation_is_shown() {
+        let mut status = gated_status(MembershipState::Allowed);
+        if let Some(gate) = status.gate.as_mut() {
+            gate.relay = Some(crate::wgcfg::RelayShown {
+                server: "198.51.100.1:3478".parse().unwrap(),
+                relayed: Some("198.51.100.1:49152".parse().unwrap()),
+                expires_s: 4_000_000_000,
+                state: "allocated".into(),
+            });
+        }
+        let text = text(&probed(status));
+        assert!(
+            text.contains("  relay: allocated via 198.51.100.1:3478, credentials expire in ")
+                && text.contains("  relayed address: 198.51.100.1:49152\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! | `meshtun_reflexive`                  | `ADDRESS SERVER UNIX_MS`: one STUN answer; repeated, at most 4 |
 //! | `meshtun_nat`                        | `unknown`, `endpoint_independent` or `endpoint_dependent` |
 //! | `meshtun_forward`                    | `true`: this node forwards between its gated peers (a hub); absent otherwise |
+//! | `meshtun_relay`                      | `SERVER RELAYED EXPIRES_S STATE`: the TURN allocation (`-` before one) |
 //!
 //! | key (peer section)     | value                                              |
 //! |------------------------|----------------------------------------------------|
@@ -39,7 +40,7 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTRO
 use super::error::UapiError;
 use super::set::number;
 use crate::wgcfg::{DeviceGate, PeerGate};
-use crate::wgcfg::{MembershipState, NatKind, NatStatus, Reflexive};
+use crate::wgcfg::{MembershipState, NatKind, NatStatus, Reflexive, RelayShown};
 
 /// The prefix of every meshtun key.
 pub const PREFIX: &str = "meshtun_";
@@ -84,6 +85,40 @@ pub fn write_device_gate(gate: &DeviceGate, out: &mut String) {
     if gate.forward {
         line(out, "meshtun_forward", "true");
     }
+    if let Some(r) = &gate.relay {
+        let relayed = r.relayed.map_or("-".to_owned(), |a| a.to_string());
+        let value = format!("{} {relayed} {} {}", r.server, r.expires_s, r.state);
+        text_line(out, "meshtun_relay", &value);
+    }
+}
+
+fn decode_relay(key: &str, value: &str, line_no: usize) -> Result<RelayShown, UapiError> {
+    let text = decode_text(key, value, line_no)?;
+    let bad = || {
+        UapiError::reply(
+            line_no,
+            format!("{key}: expected SERVER RELAYED EXPIRES_S STATE"),
+        )
+    };
+    let mut parts = text.split(' ');
+    let (Some(server), Some(relayed), Some(expires), Some(state), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(bad());
+    };
+    Ok(RelayShown {
+        server: server.parse().map_err(|_| bad())?,
+        relayed: match relayed {
+            "-" => None,
+            a => Some(a.parse().map_err(|_| bad())?),
+        },
+        expires_s: number(expires).ok_or_else(bad)?,
+        state: state.to_owned(),
+    })
 }
 
 /// `meshtun_reflexive` lines read at most (one per STUN server).
@@ -166,6 +201,7 @@ pub struct DeviceGateReader {
     controller_error: Option<String>,
     nat: NatStatus,
     forward: bool,
+    relay: Option<RelayShown>,
 }
 
 impl DeviceGateReader {
@@ -194,6 +230,7 @@ impl DeviceGateReader {
                     self.nat.reflexive.push(reflexive);
                 }
             }
+            "meshtun_relay" => self.relay = Some(decode_relay(key, value, line_no)?),
             "meshtun_nat" => {
                 self.nat.kind = NatKind::parse(value).ok_or_else(|| {
                     UapiError::reply(line_no, format!("{key}: unknown kind of NAT"))
@@ -256,6 +293,7 @@ impl DeviceGateReader {
             controller_error: self.controller_error,
             nat: self.nat,
             forward: self.forward,
+            relay: self.relay,
         }))
     }
 }
@@ -324,6 +362,12 @@ mod tests {
             next_epoch: Some(43),
             controller_last_contact_ms: Some(1_700_000_000_000),
             controller_error: Some("connect: refused\nretrying = soon".into()),
+            relay: Some(RelayShown {
+                server: "198.51.100.1:3478".parse().unwrap(),
+                relayed: Some("198.51.100.1:49152".parse().unwrap()),
+                expires_s: 1_700_000_060,
+                state: "allocated".into(),
+            }),
             nat: NatStatus {
                 reflexive: vec![
                     Reflexive {
@@ -376,7 +420,8 @@ mod tests {
              meshtun_reflexive=203.0.113.7:40001 ctl.example:3478 1700000000500\n\
              meshtun_reflexive=[2001:db8::7]:51820 [2001:db8::3]:3478 1700000000600\n\
              meshtun_nat=endpoint_dependent\n\
-             meshtun_forward=true\n"
+             meshtun_forward=true\n\
+             meshtun_relay=198.51.100.1:3478 198.51.100.1:49152 1700000060 allocated\n"
         );
     }
 

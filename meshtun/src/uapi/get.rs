@@ -477,6 +477,7 @@ mod tests {
             controller_last_contact_ms: Some(1_700_000_000_000),
             controller_error: None,
             nat: crate::wgcfg::NatStatus::default(),
+            relay: None,
         });
         status.peers[0].gate = Some(PeerGate {
             forwards_to: Vec::new(),

@@ -256,6 +256,7 @@ async fn an_expired_bundle_is_refused_by_the_scheduler() {
     let sealer = Sealer::new(&node.wg.public_key()).unwrap();
     let bundle = Bundle {
         forward: false,
+        relay: None,
         version: BUNDLE_VERSION,
         node_id: node.id.clone(),
         recipient: node.wg.public_key(),

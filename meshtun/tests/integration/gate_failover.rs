@@ -166,6 +166,7 @@ async fn attack_an_instance_serving_a_forged_bundle_is_left() {
     let sealer = Sealer::new(&node.wg.public_key()).unwrap();
     let forged = Bundle {
         forward: false,
+        relay: None,
         version: BUNDLE_VERSION,
         node_id: node.id.clone(),
         recipient: node.wg.public_key(),

@@ -21,6 +21,7 @@ fn signed_bundle(
     let sealer = Sealer::new(&recipient.public_key()).unwrap();
     let bundle = Bundle {
         forward: false,
+        relay: None,
         version: BUNDLE_VERSION,
         node_id: "node-a".into(),
         recipient: recipient.public_key(),

@@ -42,6 +42,7 @@ mod nat_direct;
 mod nat_keepalive;
 mod nat_stun;
 mod offload;
+mod relay_turn;
 mod reresolve;
 mod roaming;
 mod root_trust;

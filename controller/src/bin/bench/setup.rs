@@ -172,6 +172,7 @@ pub fn prepare(
         },
         schedule: Schedule::new(600_000, 60_000)?,
         rotate_on_deny: false,
+        relay: None,
     };
     let engine = Arc::new(Engine::open(store, key, settings, clock)?);
     Ok(Prepared {

@@ -42,6 +42,7 @@ fn instance(store: &Arc<Store>, key: &IdentityKey, name: &str) -> (Arc<Engine>, 
         policy: Policy::default(),
         schedule: Schedule::new(60_000, 10_000).unwrap(),
         rotate_on_deny: true,
+        relay: None,
     };
     let engine = Engine::open(store.clone(), key.clone(), settings, Clock::system())
         .unwrap()
@@ -184,6 +185,7 @@ async fn attack_an_admin_rotation_sent_to_a_follower_publishes_nothing() {
             policy: Policy::default(),
             schedule: Schedule::new(60_000, 10_000).unwrap(),
             rotate_on_deny: true,
+            relay: None,
         },
         Clock::system(),
     )

@@ -36,6 +36,7 @@ impl Fixture {
         let sealer = Sealer::new(&recipient).unwrap();
         Bundle {
             forward: false,
+            relay: None,
             version: BUNDLE_VERSION,
             node_id: "node-a".into(),
             recipient,
@@ -289,4 +290,43 @@ fn errors_and_debug_output_hold_no_key() {
         assert!(!debug.contains(&psk.to_base64()));
         assert!(!debug.contains(&psk.to_hex()));
     }
+}
+
+#[test]
+fn relay_credentials_open_when_allowed_and_a_denied_bundle_with_them_is_refused() {
+    use meshtun_proto::relay::{BundleRelay, RelaySecret};
+    let f = Fixture::new();
+    let mut b = f.bundle(5, NOW + 60_000);
+    b.peers.clear();
+    let sealer = Sealer::new(&f.wg.public_key()).unwrap();
+    b.seal_key = Some(sealer.ephemeral());
+    let (username, password) =
+        RelaySecret::new("north-wind-secret").mint("node-a", NOW / 1000 + 60);
+    b.relay = Some(BundleRelay {
+        urls: vec!["turn:198.51.100.1:3478".into()],
+        sealed_password: sealer.seal_relay(5, &username, &password),
+        username: username.clone(),
+        expires_s: NOW / 1000 + 60,
+    });
+    let verified = f.verify(&f.sign(&b)).unwrap();
+    let relay = verified.relay.expect("the credentials open");
+    assert_eq!(relay.password, password);
+    assert_eq!(relay.server, "198.51.100.1:3478");
+
+    let mut other_epoch = b.clone();
+    other_epoch.epoch = 6;
+    assert!(
+        matches!(
+            f.verify(&f.sign(&other_epoch)),
+            Err(BundleCheckError::Inconsistent { .. })
+        ),
+        "a password sealed for another epoch does not open"
+    );
+    b.membership = Membership::Denied {
+        reason: "score".into(),
+    };
+    assert!(matches!(
+        f.verify(&f.sign(&b)),
+        Err(BundleCheckError::Inconsistent { .. })
+    ));
 }

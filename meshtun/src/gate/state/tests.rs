@@ -7,6 +7,7 @@ const GRACE: u64 = 3_000;
 fn bundle(epoch: EpochId, activation_ms: u64, not_after_ms: u64) -> VerifiedBundle {
     VerifiedBundle {
         forward: false,
+        relay: None,
         epoch,
         activation_ms,
         not_after_ms,

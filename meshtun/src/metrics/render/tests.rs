@@ -122,6 +122,12 @@ fn gate() -> GateStatus {
             kind: NatKind::EndpointIndependent,
         },
         stun_rejected: 4,
+        relay: Some(crate::wgcfg::RelayShown {
+            server: "198.51.100.1:3478".parse().unwrap(),
+            relayed: Some("198.51.100.1:49152".parse().unwrap()),
+            expires_s: now_ms() / 1000 + 30,
+            state: "allocated".into(),
+        }),
     }
 }
 
@@ -357,4 +363,20 @@ fn stun_metrics_give_the_reflexive_address_and_the_nat_kind() {
         0.0,
     );
     expect(&text, "meshtun_stun_rejected_total{interface=\"wg0\"}", 4.0);
+}
+
+#[test]
+fn relay_metrics_give_the_allocation_and_the_credentials_expiry() {
+    let text = render(&status(), counters(), Some(gate()), now());
+    expect(
+        &text,
+        "meshtun_relay_allocated{interface=\"wg0\",server=\"198.51.100.1:3478\",relayed=\"198.51.100.1:49152\"}",
+        1.0,
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("meshtun_relay_credentials_expiry_seconds{interface=\"wg0\"}"))
+        .unwrap_or_else(|| panic!("no expiry:\n{text}"));
+    let left: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((28.0..=30.0).contains(&left), "{line}");
 }
