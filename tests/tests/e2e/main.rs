@@ -41,6 +41,7 @@ mod namespaces;
 mod nat_direct;
 mod nat_keepalive;
 mod nat_stun;
+mod nat_victim;
 mod offload;
 mod relay_turn;
 mod reresolve;
