@@ -7,19 +7,24 @@
 //! Asserted: a and b ping each other through the tunnel; each shows the other's *router*
 //! (public address and mapped port) as its endpoint, and each router's connection tracking
 //! holds the flow to the other router, so no third party carries the traffic (there is no
-//! relay in this mesh); 0 pings lost at 50/s across an admin rotation. Printed: the time
-//! from the admitting epoch's publication to the first ping through the tunnel.
+//! relay in this mesh); 0 pings lost at 50/s across an admin rotation; once b's score
+//! fails, a drops it within 1 s of the controller's decision. Printed: the time from the
+//! admitting rotation's request to pings through the tunnel.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use meshtun_e2e::gating::{Mesh, Timing};
+use meshtun_e2e::gating::observe::wait_removed;
+use meshtun_e2e::gating::{now_ms, Mesh, Timing, FAILING};
 use meshtun_e2e::nat::{Mapping, Router};
 use meshtun_e2e::{require_root, wait_until};
 
 /// The controller's address on the mesh's bridge, and its STUN port.
 const CONTROLLER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 250);
 const STUN_PORT: u16 = 3478;
+
+/// How long after the decision a denied node must be cut off.
+const CUTOFF_LIMIT_MS: u64 = 1000;
 
 /// How long the nodes may take to learn and report their candidates.
 const REPORTED: Duration = Duration::from_secs(15);
@@ -93,4 +98,26 @@ fn two_nodes_behind_two_nats_reach_each_other_directly() {
     for run in pings {
         run.finish().assert_no_loss();
     }
+
+    // Denied, b loses its direct path through both NATs within a second of the decision.
+    let failed_at = now_ms();
+    mesh.set_score("b", FAILING);
+    let removed = wait_removed(a, b);
+    let mut denial = None;
+    wait_until(Duration::from_secs(5), || {
+        denial = ctl.denial("b", failed_at);
+        denial.is_some()
+    });
+    let decided = denial
+        .unwrap_or_else(|| panic!("no epoch denies b after its score failed"))
+        .created_ms;
+    eprintln!(
+        "a removed b {} ms after the decision",
+        removed as i64 - decided as i64
+    );
+    assert!(
+        removed <= decided + CUTOFF_LIMIT_MS,
+        "a removed b {} ms after the decision",
+        removed - decided
+    );
 }
