@@ -142,6 +142,8 @@ pub struct PeerStatus {
     pub preshared_key: Option<PresharedKey>,
     /// Current endpoint (the last authenticated source, or the configured one).
     pub endpoint: Option<SocketAddr>,
+    /// When the endpoint last changed (the path moved), if ever set.
+    pub endpoint_since: Option<SystemTime>,
     /// Wall-clock time of the last completed handshake.
     pub last_handshake: Option<SystemTime>,
     /// Bytes of inner packets received from this peer.
@@ -154,6 +156,25 @@ pub struct PeerStatus {
     pub allowed_ips: Vec<IpNet>,
     /// For a peer configured from the controller's bundle: its node and key age.
     pub gate: Option<PeerGate>,
+}
+
+/// How long after its last handshake a peer still counts as reached (WireGuard's
+/// `REJECT_AFTER_TIME`).
+const REACHED_WITHIN: std::time::Duration = std::time::Duration::from_secs(180);
+
+impl PeerStatus {
+    /// The path to the peer as `meshtun show` and the metrics name it: `direct` (a
+    /// handshake within the last 3 minutes, at the endpoint shown), `trying` (an endpoint,
+    /// no recent handshake: its candidates are being probed) or `none` (nothing to try).
+    pub fn path(&self, now: SystemTime) -> &'static str {
+        match (self.endpoint, self.last_handshake) {
+            (None, _) => "none",
+            (Some(_), Some(t)) if now.duration_since(t).is_ok_and(|d| d <= REACHED_WITHIN) => {
+                "direct"
+            }
+            (Some(_), _) => "trying",
+        }
+    }
 }
 
 /// The membership gating state of a device, as `meshtun show` and the UAPI report it.

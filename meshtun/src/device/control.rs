@@ -347,8 +347,8 @@ impl Control {
         };
         if entry.configured_endpoint != endpoint {
             entry.configured_endpoint = endpoint;
-            if endpoint.is_some() {
-                entry.peer.state.lock().endpoint = endpoint;
+            if let Some(endpoint) = endpoint {
+                entry.peer.state.lock().move_endpoint(endpoint);
             }
         }
     }
@@ -518,7 +518,7 @@ impl Control {
             if let Some(entry) = self.peers.get_mut(&key) {
                 entry.configured_endpoint = Some(endpoint);
             }
-            peer.state.lock().endpoint = Some(endpoint);
+            peer.state.lock().move_endpoint(endpoint);
         }
         if update.replace_allowed_ips {
             self.clear_allowed_ips(&key);
@@ -548,6 +548,7 @@ impl Control {
                     public_key: e.peer.key,
                     preshared_key: state.psk.clone(),
                     endpoint: state.endpoint,
+                    endpoint_since: state.endpoint_since,
                     last_handshake: state.last_handshake,
                     rx_bytes: state.rx_bytes,
                     tx_bytes: state.tx_bytes,

@@ -152,6 +152,8 @@ pub struct PeerState {
     pub psk: Option<PresharedKey>,
     /// Where datagrams go; follows the last authenticated packet.
     pub endpoint: Option<SocketAddr>,
+    /// When `endpoint` last changed (wall clock), for `meshtun show`.
+    pub endpoint_since: Option<SystemTime>,
     /// Persistent keepalive interval in seconds.
     pub keepalive: Option<u16>,
     /// Further candidate endpoints, probed with copies of the initiations while the peer is
@@ -213,6 +215,7 @@ impl PeerState {
             next: None,
             retiring: None,
             psk,
+            endpoint_since: endpoint.map(|_| SystemTime::now()),
             endpoint,
             keepalive: keepalive.filter(|k| *k > 0),
             probes: Vec::new(),
@@ -362,6 +365,15 @@ impl PeerState {
         self.last_sent = Some(now);
     }
 
+    /// Moves the endpoint to `to`, noting when if it changed (a comparison on the packet
+    /// path; the clock is read only on a change).
+    pub fn move_endpoint(&mut self, to: SocketAddr) {
+        if self.endpoint != Some(to) {
+            self.endpoint = Some(to);
+            self.endpoint_since = Some(SystemTime::now());
+        }
+    }
+
     /// Sets the further candidates: each address once, at most [`MAX_PROBES`].
     pub fn set_probes(&mut self, probes: &[SocketAddr]) {
         self.probes.clear();
@@ -469,7 +481,7 @@ impl PeerState {
         self.newest_initiation = Some(stamp);
         self.note_sent(sent, now);
         self.rx_bytes += datagram.len() as u64;
-        self.endpoint = Some(src);
+        self.move_endpoint(src);
         self.last_received = Some(now);
         self.flush_queue(SlotKind::Active, out, now);
         Ok(())
@@ -504,7 +516,7 @@ impl PeerState {
             _ => return Err(DropReason::Invalid),
         }
         self.rx_bytes += datagram.len() as u64;
-        self.endpoint = Some(src);
+        self.move_endpoint(src);
         self.last_received = Some(now);
         let kind = if kind == SlotKind::Next {
             SlotKind::Active
@@ -543,7 +555,7 @@ impl PeerState {
             self.handshake_confirmed(kind, now);
         }
         self.rx_bytes += datagram.len() as u64;
-        self.endpoint = Some(src);
+        self.move_endpoint(src);
         self.last_received = Some(now);
         received
     }

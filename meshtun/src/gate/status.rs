@@ -137,6 +137,7 @@ mod tests {
 
     fn peer(public_key: PublicKey) -> PeerStatus {
         PeerStatus {
+            endpoint_since: None,
             public_key,
             preshared_key: None,
             endpoint: None,

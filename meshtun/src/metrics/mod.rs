@@ -20,6 +20,8 @@
 //! | `meshtun_peer_receive_bytes_total` | counter | `public_key`, `node_id`¹ | datagram bytes received from the peer, as `wg show` counts transfer |
 //! | `meshtun_peer_transmit_bytes_total` | counter | `public_key`, `node_id`¹ | datagram bytes sent to the peer |
 //! | `meshtun_peer_last_handshake_age_seconds` | gauge | `public_key`, `node_id`¹ | since the last handshake (absent before the first) |
+//! | `meshtun_peer_path` | gauge | `public_key`, `node_id`, `path` | 1 for a gated peer's path: `direct`, `trying` or `none` |
+//! | `meshtun_peer_endpoint_age_seconds` | gauge | `public_key`, `node_id` | since a gated peer's endpoint last changed |
 //! | `meshtun_received_packets_total`, `meshtun_received_bytes_total` | counter | | packets and bytes delivered to the host |
 //! | `meshtun_sent_packets_total` | counter | | packets encrypted and sent |
 //! | `meshtun_dropped_packets_total` | counter | `reason`: `invalid`, `source`, `no_route`, `no_endpoint` | packets dropped |

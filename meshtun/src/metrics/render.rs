@@ -35,6 +35,9 @@ struct PeerSample {
     rx_bytes: u64,
     tx_bytes: u64,
     last_handshake: Option<SystemTime>,
+    /// [`PeerStatus::path`](crate::wgcfg::PeerStatus::path) at the scrape.
+    path: &'static str,
+    endpoint_since: Option<SystemTime>,
 }
 
 /// Everything one scrape reports, copied out of the device and the gate status.
@@ -62,6 +65,8 @@ pub(super) fn render(
             rx_bytes: peer.rx_bytes,
             tx_bytes: peer.tx_bytes,
             last_handshake: peer.last_handshake,
+            path: peer.path(now),
+            endpoint_since: peer.endpoint_since,
         })
         .collect();
     let sample = Sample {
@@ -128,7 +133,39 @@ impl Sample {
                 Some((self.peer_labels(&p.public_key), age(self.now, at)))
             }),
         )?;
+        self.encode_paths(e)?;
         self.encode_counters(e)
+    }
+
+    /// Per gated peer: its path (`direct`, `trying`, `none`) and since when its endpoint is
+    /// the one in use.
+    fn encode_paths(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let gated = |p: &&PeerSample| {
+            self.gate
+                .as_ref()
+                .is_some_and(|g| g.peer(&p.public_key).is_some())
+        };
+        gauges(
+            e,
+            "peer_path",
+            "1 for the path to each gated peer: direct (a recent handshake), trying (its candidates are probed) or none",
+            None,
+            self.peers.iter().filter(gated).map(|p| {
+                let mut labels = self.peer_labels(&p.public_key);
+                labels.push(("path", p.path.to_owned()));
+                (labels, 1u32)
+            }),
+        )?;
+        gauges(
+            e,
+            "peer_endpoint_age",
+            "Seconds since the endpoint in use for the peer last changed",
+            Some(Unit::Seconds),
+            self.peers.iter().filter(gated).filter_map(|p| {
+                let at = p.endpoint_since?;
+                Some((self.peer_labels(&p.public_key), age(self.now, at)))
+            }),
+        )
     }
 
     fn encode_counters(&self, e: &mut DescriptorEncoder) -> fmt::Result {

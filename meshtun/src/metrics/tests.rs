@@ -22,6 +22,7 @@ fn fixed_status() -> DeviceStatus {
         fwmark: 0,
         gate: None,
         peers: vec![PeerStatus {
+            endpoint_since: None,
             public_key: PublicKey::from_bytes([6; 32]),
             preshared_key: Some(PresharedKey::from_bytes([8; 32])),
             endpoint: None,

@@ -99,6 +99,7 @@ mod tests {
 
     fn peer(nets: &[&str]) -> PeerStatus {
         PeerStatus {
+            endpoint_since: None,
             public_key: PrivateKey::generate().public_key(),
             preshared_key: None,
             endpoint: None,

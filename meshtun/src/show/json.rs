@@ -101,6 +101,12 @@ pub struct PeerView {
     pub preshared_key: bool,
     /// Current endpoint.
     pub endpoint: Option<String>,
+    /// When the endpoint last changed, Unix seconds.
+    pub endpoint_since: Option<u64>,
+    /// For a gated peer: `direct` (a handshake in the last 3 minutes), `trying` (an
+    /// endpoint, no recent handshake) or `none` (no candidate to try); `null` for a static
+    /// peer.
+    pub path: Option<&'static str>,
     /// Allowed IPs.
     pub allowed_ips: Vec<String>,
     /// Unix time of the latest handshake, if any.
@@ -199,6 +205,11 @@ impl PeerView {
             public_key: p.public_key.to_base64(),
             preshared_key: p.preshared_key.is_some(),
             endpoint: p.endpoint.map(|e| e.to_string()),
+            endpoint_since: p
+                .endpoint_since
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs()),
+            path: p.gate.as_ref().map(|_| p.path(SystemTime::now())),
             allowed_ips: p.allowed_ips.iter().map(|n| n.to_string()).collect(),
             latest_handshake: p
                 .last_handshake

@@ -177,6 +177,7 @@ pub(crate) mod tests {
 
     fn peer(handshake_secs: Option<u64>, allowed: &str) -> PeerStatus {
         PeerStatus {
+            endpoint_since: None,
             public_key: PrivateKey::generate().public_key(),
             preshared_key: Some(PresharedKey::generate()),
             endpoint: Some("192.0.2.2:51820".parse().unwrap()),

@@ -149,6 +149,17 @@ fn render_peer(out: &mut String, p: &PeerStatus, now: SystemTime) {
     if let Some(e) = p.endpoint {
         let _ = writeln!(out, "  endpoint: {e}");
     }
+    if p.gate.is_some() {
+        let path = p.path(now);
+        let since = p
+            .endpoint_since
+            .and_then(|t| now.duration_since(t).ok())
+            .map_or(String::new(), |d| {
+                let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                format!(", endpoint changed {} ago", short(ms))
+            });
+        let _ = writeln!(out, "  path: {path}{since}");
+    }
     let ips: Vec<String> = p.allowed_ips.iter().map(|n| n.to_string()).collect();
     let ips = if ips.is_empty() {
         "(none)".to_owned()
@@ -454,5 +465,34 @@ mod tests {
         ] {
             assert_eq!(short(ms), expected, "{ms}");
         }
+    }
+
+    /// A gated peer's path: direct after a recent handshake, with when its endpoint last
+    /// moved; trying while no handshake is recent; none without an endpoint. Static peers
+    /// keep `wg`'s look.
+    #[test]
+    fn a_gated_peers_path_is_direct_trying_or_none() {
+        let mut report = probed(gated_status(MembershipState::Allowed));
+        let now = UNIX_EPOCH + Duration::from_secs(NOW_SECS);
+        {
+            let gated = &mut report.status.peers[1];
+            gated.last_handshake = Some(now - Duration::from_secs(30));
+            gated.endpoint_since = Some(now - Duration::from_secs(95));
+        }
+        let shown = text(&report);
+        assert!(
+            shown.contains("  path: direct, endpoint changed 1m 35s ago\n"),
+            "{shown}"
+        );
+        assert_eq!(
+            shown.matches("path:").count(),
+            1,
+            "only the gated peer: {shown}"
+        );
+        report.status.peers[1].last_handshake = Some(now - Duration::from_secs(600));
+        assert!(text(&report).contains("  path: trying"));
+        report.status.peers[1].endpoint = None;
+        report.status.peers[1].endpoint_since = None;
+        assert!(text(&report).contains("  path: none\n"));
     }
 }

@@ -8,7 +8,7 @@
 //! skips.
 
 use std::fmt::{Display, Write as _};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 use meshtun_proto::{PresharedKey, PrivateKey, PublicKey, KEY_LEN};
@@ -44,6 +44,14 @@ pub fn write_get(status: &DeviceStatus, out: &mut String) {
     write_errno(0, out);
 }
 
+/// A meshtun key beside the WireGuard ones: when the peer's endpoint last changed, Unix ms.
+const ENDPOINT_SINCE: &str = "meshtun_endpoint_since_ms";
+
+fn unix_ms(time: SystemTime) -> Option<u64> {
+    let since = time.duration_since(UNIX_EPOCH).ok()?;
+    u64::try_from(since.as_millis()).ok()
+}
+
 fn write_peer(peer: &PeerStatus, out: &mut String) {
     key_line(out, "public_key", peer.public_key.as_bytes());
     let psk = peer.preshared_key.as_ref().map(PresharedKey::as_bytes);
@@ -51,6 +59,9 @@ fn write_peer(peer: &PeerStatus, out: &mut String) {
     line(out, "protocol_version", 1);
     if let Some(endpoint) = peer.endpoint {
         line(out, "endpoint", endpoint);
+    }
+    if let Some(ms) = peer.endpoint_since.and_then(unix_ms) {
+        line(out, ENDPOINT_SINCE, ms);
     }
     let since_epoch = peer
         .last_handshake
@@ -239,6 +250,7 @@ impl PeerReply {
     fn new(public_key: PublicKey) -> Self {
         Self {
             status: PeerStatus {
+                endpoint_since: None,
                 public_key,
                 preshared_key: None,
                 endpoint: None,
@@ -259,6 +271,10 @@ impl PeerReply {
         let bad = |what: &str| UapiError::reply(line_no, format!("{key}: expected {what}"));
         let peer = &mut self.status;
         match key {
+            ENDPOINT_SINCE => {
+                let ms: u64 = number(value).ok_or_else(|| bad("Unix milliseconds"))?;
+                peer.endpoint_since = UNIX_EPOCH.checked_add(Duration::from_millis(ms));
+            }
             _ if key.starts_with(gate_keys::PREFIX) => self.gate.line(key, value, line_no)?,
             "preshared_key" => {
                 let psk = PresharedKey::from_hex(value).map_err(|err| bad(&err.to_string()))?;
@@ -328,6 +344,7 @@ mod tests {
             fwmark: 7,
             peers: vec![
                 PeerStatus {
+                    endpoint_since: None,
                     public_key: PublicKey::from_hex(PEER_A).unwrap(),
                     preshared_key: Some(PresharedKey::from_hex(PSK).unwrap()),
                     endpoint: Some("[2001:db8::1]:51820".parse().unwrap()),
@@ -339,6 +356,7 @@ mod tests {
                     gate: None,
                 },
                 PeerStatus {
+                    endpoint_since: None,
                     public_key: PublicKey::from_hex(PEER_B).unwrap(),
                     preshared_key: None,
                     endpoint: Some("192.0.2.7:1".parse().unwrap()),
@@ -484,6 +502,8 @@ mod tests {
             node_id: "node-b".into(),
             psk_since_ms: 1_699_999_990_000,
         });
+        status.peers[0].endpoint_since =
+            Some(UNIX_EPOCH + Duration::from_millis(1_699_999_995_500));
         status
     }
 
@@ -518,6 +538,11 @@ mod tests {
         assert_eq!(read.gate, sent.gate);
         let gates: Vec<_> = read.peers.iter().map(|p| p.gate.clone()).collect();
         assert_eq!(gates, [sent.peers[0].gate.clone(), None]);
+        assert_eq!(read.peers[0].endpoint_since, sent.peers[0].endpoint_since);
+        assert!(
+            out.contains("meshtun_endpoint_since_ms=1699999995500\n"),
+            "{out}"
+        );
         let mut again = String::new();
         write_get(&read, &mut again);
         assert_eq!(again, out);

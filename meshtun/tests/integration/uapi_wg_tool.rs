@@ -124,6 +124,7 @@ fn apply_peer(peers: &mut Vec<PeerStatus>, update: PeerUpdate) {
 
 fn new_peer(public_key: PublicKey) -> PeerStatus {
     PeerStatus {
+        endpoint_since: None,
         public_key,
         preshared_key: None,
         endpoint: None,

@@ -35,6 +35,7 @@ fn static_key() -> PublicKey {
 
 fn peer(public_key: PublicKey, rx: u64, tx: u64, handshake: Option<SystemTime>) -> PeerStatus {
     PeerStatus {
+        endpoint_since: None,
         public_key,
         preshared_key: Some(psk()),
         endpoint: Some("192.0.2.2:51820".parse().unwrap()),
@@ -379,4 +380,31 @@ fn relay_metrics_give_the_allocation_and_the_credentials_expiry() {
         .unwrap_or_else(|| panic!("no expiry:\n{text}"));
     let left: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!((28.0..=30.0).contains(&left), "{line}");
+}
+
+/// The gated peer's path and the age of its endpoint; a static peer has neither.
+#[test]
+fn a_gated_peers_path_and_endpoint_age_are_reported() {
+    let mut device = status();
+    device.peers[0].endpoint_since = Some(now() - Duration::from_secs(40));
+    let text = render(&device, counters(), Some(gate()), now());
+    let series = |name: &str, extra: &str| {
+        format!(
+            "{name}{{interface=\"wg0\",public_key=\"{}\",node_id=\"node-b\"{extra}}}",
+            gated_key().to_base64()
+        )
+    };
+    expect(&text, &series("meshtun_peer_path", ",path=\"direct\""), 1.0);
+    expect(
+        &text,
+        &series("meshtun_peer_endpoint_age_seconds", ""),
+        40.0,
+    );
+    let static_key = static_key().to_base64();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("meshtun_peer_path") && l.contains(&static_key)),
+        "{text}"
+    );
 }

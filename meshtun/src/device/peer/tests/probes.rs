@@ -42,6 +42,11 @@ fn an_initiation_also_goes_to_the_candidates_and_the_one_that_answers_becomes_th
         Some(bob.addr),
         "the answering candidate"
     );
+    let moved = alice.peer().state.lock().endpoint_since;
+    assert!(
+        moved.is_some_and(|t| t.elapsed().is_ok_and(|d| d.as_secs() < 5)),
+        "the move is dated: {moved:?}"
+    );
     let data = alice.send(&ip_packet(1, 2, b"hello"), t0 + Duration::from_millis(10));
     assert_eq!(data.len(), 1);
     assert_eq!((data[0].0, data[0].1[0]), (bob.addr, DATA));
