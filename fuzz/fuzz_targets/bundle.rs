@@ -72,6 +72,9 @@ fn fixture() -> Fixture {
         node: &me,
         decision: Some(&decision),
         peers: &peer_refs,
+        routed: &[],
+        forward: false,
+        candidates: &std::collections::HashMap::new(),
         relay: None,
     };
     let signed = build(&source, &controller, 1_799_999_990_000);

@@ -5,7 +5,7 @@
 //! whoever decides that a peer uses the relay ([`RelayHandle`]).
 //!
 //! The device's receive path queues STUN responses and TURN ChannelData together
-//! ([`crate::device::stun`]); [`split`] sends what comes from the relay server (and all
+//! ([`crate::device::stun`]); `split` sends what comes from the relay server (and all
 //! ChannelData) here and the rest to the STUN task.
 //!
 //! An allocation is kept across epochs while it works: a new epoch's credentials are used

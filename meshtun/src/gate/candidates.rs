@@ -3,7 +3,7 @@
 //! The candidates are the reflexive addresses STUN saw (what peers behind other NATs can
 //! reach), then the host's own addresses with the WireGuard port (what peers on the same
 //! network can reach), best first, each once, at most
-//! [`MAX_REPORTED`](meshtun_proto::candidates::MAX_REPORTED). Never an overlay address (the
+//! [`meshtun_proto::candidates::MAX_REPORTED`]. Never an overlay address (the
 //! tunnel cannot carry its own handshakes), nor one no peer could use. A report goes out
 //! when the set changes, and again every [`REPORT_EVERY`] so a controller that lost it (a
 //! restore) learns it back; after a failure, not before [`RETRY_AFTER`].
