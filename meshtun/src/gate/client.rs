@@ -351,46 +351,40 @@ impl ControllerClient {
 
     /// Submits `benchmark`. `Ok` once the controller has stored it (201).
     pub async fn submit_benchmark(&self, benchmark: &Benchmark) -> Result<(), ClientError> {
-        let body = serde_json::to_vec(benchmark).map_err(|e| ClientError::Response {
-            what: SUBMIT,
-            reason: format!("cannot encode the benchmark: {e}"),
-        })?;
         let path = format!("/v1/benchmarks/{}", self.node_id);
-        let (index, request) = self.signed(Method::POST, &path, body);
-        let result = async {
-            let response = request
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .timeout(REQUEST_TIMEOUT)
-                .send()
-                .await
-                .map_err(|e| http_error(SUBMIT, e))?;
-            if response.status().is_success() {
-                return Ok(());
-            }
-            Err(refusal(SUBMIT, response).await)
-        };
-        self.note(index, result.await)
+        self.send_json(SUBMIT, Method::POST, &path, benchmark).await
     }
 
     /// Reports where this node can be reached. `Ok` once the controller has stored it.
     pub async fn report_candidates(&self, report: &CandidateReport) -> Result<(), ClientError> {
-        let body = serde_json::to_vec(report).map_err(|e| ClientError::Response {
-            what: REPORT,
-            reason: format!("cannot encode the report: {e}"),
-        })?;
         let path = format!("/v1/candidates/{}", self.node_id);
-        let (index, request) = self.signed(Method::PUT, &path, body);
+        self.send_json(REPORT, Method::PUT, &path, report).await
+    }
+
+    /// Sends `value` as a signed JSON request (`what` names it in errors); `Ok` on a 2xx.
+    async fn send_json(
+        &self,
+        what: &'static str,
+        method: Method,
+        path: &str,
+        value: &impl serde::Serialize,
+    ) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(value).map_err(|e| ClientError::Response {
+            what,
+            reason: format!("cannot encode the request: {e}"),
+        })?;
+        let (index, request) = self.signed(method, path, body);
         let result = async {
             let response = request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .timeout(REQUEST_TIMEOUT)
                 .send()
                 .await
-                .map_err(|e| http_error(REPORT, e))?;
+                .map_err(|e| http_error(what, e))?;
             if response.status().is_success() {
                 return Ok(());
             }
-            Err(refusal(REPORT, response).await)
+            Err(refusal(what, response).await)
         };
         self.note(index, result.await)
     }
