@@ -56,8 +56,7 @@ pub(crate) fn append(
 ) -> Result<u64, StoreError> {
     let json = to_json(entry, || format!("the {kind} audit entry"))?;
     let what = || format!("appending a {kind} audit entry");
-    let head = tx.audit_head(&what)?;
-    let (last, prev_hash) = head.unwrap_or((0, GENESIS_HASH.to_owned()));
+    let (last, prev_hash) = chain_head(tx, &what)?;
     let seq = last + 1;
     let hash = chain_hash(&prev_hash, seq, at_ms, kind.as_str(), &json);
     let row = AuditRow {
@@ -70,6 +69,27 @@ pub(crate) fn append(
     };
     tx.insert_audit(&row, &what)?;
     Ok(seq)
+}
+
+/// The chain's head: its newest entry or, when pruning removed every entry, the newest
+/// checkpoint (so the chain goes on from it, never from a second genesis), or the genesis.
+fn chain_head(
+    tx: &mut (impl AuditSql + ?Sized),
+    what: What<'_>,
+) -> Result<(u64, String), StoreError> {
+    if let Some(head) = tx.audit_head(what)? {
+        return Ok(head);
+    }
+    match tx.latest_checkpoint()? {
+        None => Ok((0, GENESIS_HASH.to_owned())),
+        Some((seq, signed)) => {
+            let checkpoint = signed.body().map_err(|reason| StoreError::Corrupt {
+                what: format!("audit checkpoint {seq}"),
+                reason,
+            })?;
+            Ok((checkpoint.seq, checkpoint.hash))
+        }
+    }
 }
 
 /// Reading and verifying the audit log, on every backend.

@@ -312,7 +312,35 @@ fn a_checkpoint_of_the_previous_key_holds_across_a_key_rotation(store: Store) {
     store.prune(&retention(), &rotated).unwrap();
 }
 
+/// A controller down for longer than the audit window prunes every entry at its start:
+/// the chain goes on from the checkpoint, not from a second genesis, and still verifies.
+fn a_chain_pruned_to_its_last_entry_goes_on_from_the_checkpoint(store: Store) {
+    let (store, clock, hours) = simulate(store, 3);
+    clock.step(48 * HOUR_MS as i64);
+    let report = store.prune(&retention(), &controller_key().into()).unwrap();
+    assert!(report.checkpoint.is_some(), "{report:?}");
+    let entries = store.audit_entries(0, 10).unwrap();
+    assert_eq!(entries.len(), 1, "only the pruning's own entry is left");
+    assert!(entries[0].seq > 5 * hours, "seq {}", entries[0].seq);
+    let now = clock.now_ms();
+    let (d, i) = decision("node-a");
+    store
+        .insert_epoch(
+            &epoch_at(hours + 1, now),
+            &[d],
+            &[i],
+            &Policy::default(),
+            now,
+        )
+        .unwrap();
+    let report = store
+        .verify_audit(&crate::store::testutil::trusted())
+        .unwrap();
+    assert_eq!(report.counts[&AuditKind::Rotation], hours + 1);
+}
+
 super::testutil::on_both_backends!(
+    a_chain_pruned_to_its_last_entry_goes_on_from_the_checkpoint,
     a_checkpoint_of_the_previous_key_holds_across_a_key_rotation,
     attack_20_only_the_live_epochs_keep_their_secrets,
     attack_5_history_is_pruned_to_its_windows_and_the_chain_still_verifies,

@@ -66,6 +66,12 @@ impl SignedCheckpoint {
         Self { body, signature }
     }
 
+    /// The body, unverified: for the writer, which extends the chain from its own newest
+    /// checkpoint once pruning has removed every entry.
+    pub fn body(&self) -> Result<Checkpoint, String> {
+        serde_json::from_str(&self.body).map_err(|e| format!("unreadable body: {e}"))
+    }
+
     /// Checks the signature with the controller's keys (its own and, after a key rotation,
     /// its previous ones), then parses the body; the error names the checkpoint's row and
     /// what is wrong.
