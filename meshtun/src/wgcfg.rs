@@ -8,7 +8,7 @@
 //! - [`DeviceStatus`] / [`PeerStatus`]: what `wg show` and `meshtun show` report; for a
 //!   gated interface with a [`DeviceGate`] and, per peer in the bundle, a [`PeerGate`].
 
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::SystemTime;
 
 use ipnet::IpNet;
@@ -158,22 +158,60 @@ pub struct PeerStatus {
     pub gate: Option<PeerGate>,
 }
 
+/// The relayed endpoint's address: `100::6d74:7265:6c79:SLOT` ("mt" "re" "ly"), in the
+/// discard-only prefix.
+const RELAYED_PREFIX: [u16; 7] = [0x0100, 0, 0, 0, 0x6d74, 0x7265, 0x6c79];
+
+/// The relayed endpoint of `slot`.
+pub fn relayed_endpoint(slot: u16) -> SocketAddr {
+    let [a, b, c, d, e, f, g] = RELAYED_PREFIX;
+    SocketAddr::V6(SocketAddrV6::new(
+        Ipv6Addr::new(a, b, c, d, e, f, g, slot),
+        0,
+        0,
+        0,
+    ))
+}
+
+/// The slot a relayed endpoint names, or `None` for any other address.
+#[inline]
+pub fn relayed_slot(addr: &SocketAddr) -> Option<u16> {
+    match addr {
+        SocketAddr::V6(v6) => {
+            let s = v6.ip().segments();
+            (s[..7] == RELAYED_PREFIX).then_some(s[7])
+        }
+        SocketAddr::V4(_) => None,
+    }
+}
+
 /// How long after its last handshake a peer still counts as reached (WireGuard's
 /// `REJECT_AFTER_TIME`).
 const REACHED_WITHIN: std::time::Duration = std::time::Duration::from_secs(180);
 
 impl PeerStatus {
     /// The path to the peer as `meshtun show` and the metrics name it: `direct` (a
-    /// handshake within the last 3 minutes, at the endpoint shown), `trying` (an endpoint,
-    /// no recent handshake: its candidates are being probed) or `none` (nothing to try).
-    pub fn path(&self, now: SystemTime) -> &'static str {
+    /// handshake within the last 3 minutes, at the endpoint shown), `relayed` (the same,
+    /// through the TURN relay: a relayed endpoint, or an address on the relay server
+    /// `relay`), `trying` (an endpoint, no recent handshake: its candidates are being
+    /// probed) or `none` (nothing to try).
+    pub fn path(&self, now: SystemTime, relay: Option<SocketAddr>) -> &'static str {
         match (self.endpoint, self.last_handshake) {
             (None, _) => "none",
             (Some(_), Some(t)) if now.duration_since(t).is_ok_and(|d| d <= REACHED_WITHIN) => {
-                "direct"
+                match self.is_relayed(relay) {
+                    true => "relayed",
+                    false => "direct",
+                }
             }
             (Some(_), _) => "trying",
         }
+    }
+
+    /// True if the endpoint is a path through the relay `relay`.
+    pub fn is_relayed(&self, relay: Option<SocketAddr>) -> bool {
+        self.endpoint
+            .is_some_and(|e| relayed_slot(&e).is_some() || relay.is_some_and(|r| r.ip() == e.ip()))
     }
 }
 

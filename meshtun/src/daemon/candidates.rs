@@ -61,19 +61,17 @@ async fn run(
         let Some(port) = device.upgrade().map(|d| d.listen_port()) else {
             return;
         };
-        let reflexive: Vec<SocketAddr> = status
-            .lock()
-            .nat
-            .reflexive
-            .iter()
-            .map(|r| r.address)
-            .collect();
+        let (reflexive, relayed): (Vec<SocketAddr>, _) = {
+            let status = status.lock();
+            let reflexive = status.nat.reflexive.iter().map(|r| r.address).collect();
+            (reflexive, status.relay.as_ref().and_then(|r| r.relayed))
+        };
         if reflexive.is_empty() && started.elapsed() < FIRST_WAIT {
             continue;
         }
         let host: Vec<IpAddr> = local_addresses().into_iter().collect();
         let report = CandidateReport {
-            candidates: gather(&reflexive, &host, port, &overlay),
+            candidates: gather(&reflexive, &host, port, &overlay, relayed),
             listen_port: port,
         };
         let now = Instant::now();

@@ -652,6 +652,9 @@ impl Running {
         let controller = self.config.controller.as_ref();
         let gated = peers::gated_in_force(&self.gating.applied, controller, behind_nat, moved);
         let gated = peers::not_to_self(gated, &crate::probe::target::local_addresses());
+        if let Some(relay) = &self.relay {
+            relay.permit(peers::candidate_ips(&gated));
+        }
         let merged = merge(&statics, &routes, &gated, &limits);
         self.device
             .reconfigure(&merged.settings)

@@ -57,6 +57,17 @@ pub(super) fn not_to_self(
         .collect()
 }
 
+/// The IP addresses of `peers`' candidates, which the relay lets send to this node's relayed
+/// address (a peer behind a symmetric NAT sends from its candidate's IP address, on a port
+/// no one knows in advance).
+pub(super) fn candidate_ips(peers: &[GatedPeerConfig]) -> std::collections::BTreeSet<IpAddr> {
+    peers
+        .iter()
+        .flat_map(|p| p.settings.endpoint.iter().chain(&p.settings.probes))
+        .map(SocketAddr::ip)
+        .collect()
+}
+
 /// `settings` with the endpoints `moved` gives for the static peers' endpoint `names`.
 pub(super) fn statics_in_force(
     settings: &DeviceSettings,

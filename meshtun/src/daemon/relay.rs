@@ -1,18 +1,29 @@
 //! The daemon's relay task: the I/O around [`RelayClient`]. With the relay credentials of
 //! the bundle in force, it allocates a relayed address on the TURN server from the device's
 //! own WireGuard socket, keeps it (Refresh, permissions, channels), publishes it in the
-//! gate's status (`meshtun show`), and carries datagrams to and from peers through it for
-//! whoever decides that a peer uses the relay ([`RelayHandle`]).
+//! gate's status (`meshtun show`, and the candidates this node reports), and runs the slow
+//! half of the relay data path:
+//! - it permits the IP addresses of the gated peers' candidates on the allocation, so that
+//!   a peer behind any NAT can send to the relayed address;
+//! - a peer's first datagrams through the relay (Data indications) come here: the peer gets
+//!   a slot in the device's relay table (its relayed endpoint), a channel is bound for it,
+//!   and the datagram goes to the device ([`HostDevice::receive_datagram`]);
+//! - the device's datagrams for a slot without a channel yet come here and leave as Send
+//!   indications;
+//! - once the relay binds a channel, the table says so and the device frames and unwraps
+//!   ChannelData itself (`crate::device::relayed`).
 //!
-//! The device's receive path queues STUN responses and TURN ChannelData together
+//! The device's receive path queues STUN responses and TURN messages together
 //! ([`crate::device::stun`]); `split` sends what comes from the relay server (and all
 //! ChannelData) here and the rest to the STUN task.
 //!
 //! An allocation is kept across epochs while it works: a new epoch's credentials are used
 //! for the next Allocate (after a failure), so the relayed address, a candidate peers know,
-//! does not change every epoch. Credentials withdrawn (a denied node) drop the allocation.
+//! does not change every epoch. Credentials withdrawn (a denied node) drop the allocation
+//! and the device's relay table with it.
 
-use std::net::SocketAddr;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -21,16 +32,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::HostDevice;
+use crate::device::relayed::{relayed_endpoint, RelayRoutes, MAX_SLOTS};
 use crate::device::stun::{is_channel_data, StunDatagram, STUN_QUEUE};
+use crate::device::RelayOut;
 use crate::gate::SharedGateStatus;
 use crate::relay::{RelayClient, RelayCredentials, RelayInbound, RelayState};
 use crate::wgcfg::RelayShown;
-
-/// Datagrams from peers through the relay queued for their reader at most.
-pub const RECEIVED_QUEUE: usize = 256;
-
-/// Commands queued for the relay task at most.
-const COMMANDS: usize = 256;
 
 /// How long after a failed allocation the next attempt starts.
 const RETRY: Duration = Duration::from_secs(5);
@@ -38,56 +45,15 @@ const RETRY: Duration = Duration::from_secs(5);
 /// How long one name lookup of the relay server may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A datagram from a peer, received through the relay.
-pub type Relayed = (SocketAddr, Vec<u8>);
-
-enum Command {
-    AddPeer(SocketAddr),
-    Send(SocketAddr, Vec<u8>),
-}
-
-/// What path selection uses: the relayed address (a candidate to report), sending to a
-/// peer through the relay, and the datagrams peers send back through it.
-#[derive(Clone)]
-pub struct RelayHandle {
-    commands: mpsc::Sender<Command>,
-    received: Arc<Mutex<Option<mpsc::Receiver<Relayed>>>>,
-    status: SharedGateStatus,
-}
-
-impl RelayHandle {
-    /// The relayed address, once allocated.
-    pub fn relayed(&self) -> Option<SocketAddr> {
-        self.status.lock().relay.as_ref().and_then(|r| r.relayed)
-    }
-
-    /// Lets `peer` send through the allocation (CreatePermission and ChannelBind); false if
-    /// the task is gone or its queue is full.
-    pub fn add_peer(&self, peer: SocketAddr) -> bool {
-        self.commands.try_send(Command::AddPeer(peer)).is_ok()
-    }
-
-    /// Sends `datagram` to `peer` through the relay; false if it was dropped (the task is
-    /// gone or behind).
-    pub fn send(&self, peer: SocketAddr, datagram: Vec<u8>) -> bool {
-        self.commands
-            .try_send(Command::Send(peer, datagram))
-            .is_ok()
-    }
-
-    /// The datagrams peers send through the relay, for their one reader; `None` after the
-    /// first call. Beyond [`RECEIVED_QUEUE`] waiting, more are dropped.
-    pub fn take_received(&self) -> Option<mpsc::Receiver<Relayed>> {
-        self.received.lock().take()
-    }
-}
+/// New peer addresses given a slot per second at most: someone permitted on the relay who
+/// sends from ever new ports churns the table at this rate, no faster.
+const NEW_SLOTS_PER_SECOND: u32 = 16;
 
 /// The running relay task; stopped when dropped.
 pub struct RelayTask {
     task: JoinHandle<()>,
     credentials: watch::Sender<Option<RelayCredentials>>,
-    /// Given to path selection.
-    pub handle: RelayHandle,
+    permitted: watch::Sender<BTreeSet<IpAddr>>,
 }
 
 impl Drop for RelayTask {
@@ -102,6 +68,16 @@ impl RelayTask {
         self.credentials.send_if_modified(|current| {
             let changed = *current != credentials;
             *current = credentials;
+            changed
+        });
+    }
+
+    /// The IP addresses of the gated peers' candidates, which may send to the relayed
+    /// address.
+    pub fn permit(&self, ips: BTreeSet<IpAddr>) {
+        self.permitted.send_if_modified(|current| {
+            let changed = *current != ips;
+            *current = ips;
             changed
         });
     }
@@ -133,107 +109,117 @@ pub(super) fn split(
 }
 
 /// Starts the relay task on `device`'s socket, publishing into `status`. Returns it and the
-/// STUN task's share of the device's queue (`None` if the queue was already taken).
+/// STUN task's share of the device's queue (`None` if a queue was already taken).
 pub(super) fn start(
     device: &Arc<HostDevice>,
     status: SharedGateStatus,
 ) -> Option<(RelayTask, mpsc::Receiver<StunDatagram>)> {
     let from_device = device.take_stun_responses()?;
+    let outbox = device.take_relay_outbox()?;
     let server = CurrentServer::default();
     let (stun_rx, relay_rx) = split(from_device, server.clone());
     let (credentials, credentials_rx) = watch::channel(None);
-    let (commands, commands_rx) = mpsc::channel(COMMANDS);
-    let (received_tx, received_rx) = mpsc::channel(RECEIVED_QUEUE);
-    let handle = RelayHandle {
-        commands,
-        received: Arc::new(Mutex::new(Some(received_rx))),
-        status: status.clone(),
-    };
+    let (permitted, permitted_rx) = watch::channel(BTreeSet::new());
     let io = Io {
         device: Arc::downgrade(device),
         port: device.listen_port(),
         server,
         status,
-        received: received_tx,
+        client: None,
+        routes: None,
+        born: Vec::new(),
+        new_slots: (Instant::now(), 0),
+        dirty: false,
     };
-    let task = tokio::spawn(io.run(credentials_rx, relay_rx, commands_rx));
+    let inputs = Inputs {
+        credentials: credentials_rx,
+        permitted: permitted_rx,
+        inbox: relay_rx,
+        outbox,
+    };
+    let task = tokio::spawn(io.run(inputs));
     Some((
         RelayTask {
             task,
             credentials,
-            handle,
+            permitted,
         },
         stun_rx,
     ))
 }
 
+/// What the task waits on.
+struct Inputs {
+    credentials: watch::Receiver<Option<RelayCredentials>>,
+    permitted: watch::Receiver<BTreeSet<IpAddr>>,
+    /// TURN messages and ChannelData the device did not handle itself.
+    inbox: mpsc::Receiver<StunDatagram>,
+    /// The device's datagrams for slots without a channel.
+    outbox: mpsc::Receiver<RelayOut>,
+}
+
+/// The task's state; it is the one writer of the allocation and of the relay table.
 struct Io {
     device: Weak<HostDevice>,
     port: u16,
     server: CurrentServer,
     status: SharedGateStatus,
-    received: mpsc::Sender<Relayed>,
+    client: Option<RelayClient>,
+    /// The table the device has, for the allocation in `client`.
+    routes: Option<RelayRoutes>,
+    /// When each slot was given.
+    born: Vec<Instant>,
+    /// The second of the last new slot and the slots given in it.
+    new_slots: (Instant, u32),
+    /// `routes` changed since the device got it.
+    dirty: bool,
 }
 
 impl Io {
-    async fn run(
-        self,
-        mut credentials: watch::Receiver<Option<RelayCredentials>>,
-        mut inbox: mpsc::Receiver<StunDatagram>,
-        mut commands: mpsc::Receiver<Command>,
-    ) {
-        let mut client: Option<RelayClient> = None;
+    async fn run(mut self, mut inputs: Inputs) {
         let mut retry_at = Instant::now();
         loop {
-            let wanted = credentials.borrow().clone();
-            match (&wanted, &client) {
+            let wanted = inputs.credentials.borrow().clone();
+            match (&wanted, &self.client) {
                 (None, Some(_)) => {
                     tracing::info!("relay credentials withdrawn: the allocation is dropped");
-                    client = None;
+                    self.client = None;
                 }
                 (Some(c), None) if Instant::now() >= retry_at && c.expires_s > unix_s() => {
-                    client = self.allocate(c).await;
+                    self.client = self.allocate(c).await;
                     retry_at = Instant::now() + RETRY;
                 }
                 (Some(_), Some(current)) if current.status().state == RelayState::Failed => {
                     tracing::info!(server = %current.server(), "relay allocation failed");
-                    client = None;
+                    self.client = None;
                     retry_at = Instant::now() + RETRY;
                 }
                 _ => {}
             }
-            *self.server.lock() = client.as_ref().map(RelayClient::server);
+            *self.server.lock() = self.client.as_ref().map(RelayClient::server);
             let now = Instant::now();
-            let wake = match client.as_mut() {
-                Some(c) => {
-                    let wake = c.poll(now);
-                    if !self.flush(c, now).await {
-                        return;
-                    }
-                    wake.unwrap_or(now + RETRY)
-                }
+            let wake = match self.client.as_mut() {
+                Some(c) => c.poll(now).unwrap_or(now + RETRY),
                 None if wanted.is_some() => retry_at.max(now + Duration::from_millis(100)),
                 // Nothing to do until credentials come.
                 None => now + Duration::from_secs(3600),
             };
-            self.publish(client.as_ref());
+            let permitted = inputs.permitted.borrow().clone();
+            self.sync(&permitted, now);
+            if !self.flush(now).await {
+                return;
+            }
+            self.publish();
             tokio::select! {
-                changed = credentials.changed() => if changed.is_err() { return },
-                d = inbox.recv() => {
+                changed = inputs.credentials.changed() => if changed.is_err() { return },
+                changed = inputs.permitted.changed() => if changed.is_err() { return },
+                d = inputs.inbox.recv() => {
                     let Some(d) = d else { return };
-                    if let Some(c) = client.as_mut() {
-                        if let RelayInbound::PeerData { peer, data } =
-                            c.handle(d.src, &d.bytes, Instant::now())
-                        {
-                            let _ = self.received.try_send((peer, data));
-                        }
-                    }
+                    self.inbound(d).await;
                 }
-                cmd = commands.recv() => {
-                    let Some(cmd) = cmd else { return };
-                    if let Some(c) = client.as_mut() {
-                        self.command(c, cmd).await;
-                    }
+                out = inputs.outbox.recv() => {
+                    let Some((peer, data)) = out else { return };
+                    self.outbound(peer, &data).await;
                 }
                 () = tokio::time::sleep_until(wake.into()) => {}
             }
@@ -257,28 +243,130 @@ impl Io {
         ))
     }
 
-    async fn command(&self, c: &mut RelayClient, cmd: Command) {
-        let now = Instant::now();
-        match cmd {
-            Command::AddPeer(peer) => {
-                if let Err(error) = c.add_peer(peer, now) {
-                    tracing::debug!(%peer, %error, "relay permission not requested");
+    /// Brings the relay table in line with the allocation: a new table for a new relayed
+    /// address, permissions for `permitted`, the channels bound; publishes it to the device
+    /// when it changed.
+    fn sync(&mut self, permitted: &BTreeSet<IpAddr>, now: Instant) {
+        let Some(c) = self.client.as_mut() else {
+            if self.routes.take().is_some() {
+                self.born.clear();
+                if let Some(device) = self.device.upgrade() {
+                    device.set_relay_routes(None);
                 }
             }
-            Command::Send(peer, data) => match c.send(peer, &data, now) {
-                Ok((to, framed)) => {
-                    if let Some(device) = self.device.upgrade() {
-                        let _ = device.send_datagram(to, &framed).await;
-                    }
-                }
-                Err(error) => tracing::debug!(%peer, %error, "datagram not relayed"),
-            },
+            return;
+        };
+        let Some(relayed) = c.relayed() else {
+            return;
+        };
+        for ip in permitted {
+            if let Err(error) = c.permit(*ip, now) {
+                tracing::debug!(%ip, %error, "relay permission not requested");
+            }
         }
-        self.flush(c, now).await;
+        let fresh = self
+            .routes
+            .as_ref()
+            .is_none_or(|r| r.relayed != relayed || r.server != c.server());
+        let mut routes = match (fresh, &self.routes) {
+            (false, Some(r)) => r.clone(),
+            _ => {
+                self.born.clear();
+                RelayRoutes::new(c.server(), relayed)
+            }
+        };
+        for (slot, route) in routes.routes().to_vec().iter().enumerate() {
+            let channel = c.channel_of(route.peer, now);
+            if channel != route.channel {
+                routes.set_channel(u16::try_from(slot).unwrap_or(u16::MAX), channel);
+            }
+        }
+        if fresh || self.dirty || self.routes.as_ref() != Some(&routes) {
+            if let Some(device) = self.device.upgrade() {
+                device.set_relay_routes(Some(routes.clone()));
+            }
+            self.routes = Some(routes);
+            self.dirty = false;
+        }
+    }
+
+    /// A datagram from the relay server: a TURN message for the state machine, or a peer's
+    /// datagram for the device, from the peer's slot.
+    async fn inbound(&mut self, d: StunDatagram) {
+        let now = Instant::now();
+        let Some(c) = self.client.as_mut() else {
+            return;
+        };
+        let RelayInbound::PeerData { peer, data } = c.handle(d.src, &d.bytes, now) else {
+            return;
+        };
+        let Some(slot) = self.slot_for(peer, now) else {
+            return;
+        };
+        if let Some(c) = self.client.as_mut() {
+            // A channel, so that what follows takes the device's fast path.
+            if let Err(error) = c.add_peer(peer, now) {
+                tracing::debug!(%peer, %error, "no relay channel for this peer");
+            }
+        }
+        // The device learns the slot before it answers through it.
+        self.sync(&BTreeSet::new(), now);
+        if let Some(device) = self.device.upgrade() {
+            device.receive_datagram(relayed_endpoint(slot), &data).await;
+        }
+    }
+
+    /// The slot of `peer`, given if new (at most [`NEW_SLOTS_PER_SECOND`]; the oldest slot
+    /// is taken over when all [`MAX_SLOTS`] are given).
+    fn slot_for(&mut self, peer: SocketAddr, now: Instant) -> Option<u16> {
+        let routes = self.routes.as_mut()?;
+        if let Some(slot) = routes.slot_of(peer) {
+            return Some(slot);
+        }
+        let (second, given) = &mut self.new_slots;
+        if now.saturating_duration_since(*second) >= Duration::from_secs(1) {
+            *second = now;
+            *given = 0;
+        }
+        if *given >= NEW_SLOTS_PER_SECOND {
+            tracing::debug!(%peer, "too many new peers on the relay this second; dropped");
+            return None;
+        }
+        *given += 1;
+        self.dirty = true;
+        if let Some(slot) = routes.add(peer) {
+            self.born.push(now);
+            return Some(slot);
+        }
+        let (oldest, _) = self.born.iter().enumerate().min_by_key(|(_, t)| **t)?;
+        let slot = u16::try_from(oldest).ok()?;
+        routes.replace(slot, peer);
+        self.born[oldest] = now;
+        debug_assert!(self.born.len() <= MAX_SLOTS);
+        Some(slot)
+    }
+
+    /// A datagram the device has for `peer` before the relay bound its channel.
+    async fn outbound(&mut self, peer: SocketAddr, data: &[u8]) {
+        let now = Instant::now();
+        let Some(c) = self.client.as_mut() else {
+            return;
+        };
+        match c.send(peer, data, now) {
+            Ok((to, framed)) => {
+                if let Some(device) = self.device.upgrade() {
+                    let _ = device.send_datagram(to, &framed).await;
+                }
+            }
+            Err(error) => tracing::debug!(%peer, %error, "datagram not relayed"),
+        }
     }
 
     /// Sends what the client has to send; false once the device is gone.
-    async fn flush(&self, c: &mut RelayClient, now: Instant) -> bool {
+    async fn flush(&mut self, now: Instant) -> bool {
+        let Some(c) = self.client.as_mut() else {
+            return true;
+        };
         while let Some((to, data)) = c.poll_transmit(now) {
             let Some(device) = self.device.upgrade() else {
                 return false;
@@ -290,8 +378,8 @@ impl Io {
         true
     }
 
-    fn publish(&self, client: Option<&RelayClient>) {
-        let shown = client.map(|c| {
+    fn publish(&self) {
+        let shown = self.client.as_ref().map(|c| {
             let s = c.status();
             RelayShown {
                 server: s.server,

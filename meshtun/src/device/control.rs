@@ -67,9 +67,20 @@ pub struct Control {
     /// How long a previous preshared key may carry traffic after a change; `None`: until
     /// the new one completes a handshake.
     pub key_handover: Option<Duration>,
+    /// The IP address of the TURN relay this device allocates on, if any.
+    relay_ip: Option<std::net::IpAddr>,
 }
 
 impl Control {
+    /// Tells every peer (and every peer added later) the relay's IP address: an endpoint
+    /// there is a path through the relay.
+    pub fn set_relay_ip(&mut self, ip: Option<std::net::IpAddr>) {
+        self.relay_ip = ip;
+        for entry in self.peers.values() {
+            entry.peer.state.lock().relay_ip = ip;
+        }
+    }
+
     /// Control state with no key and no peers.
     pub fn new(listen_port: u16, fwmark: u32) -> Self {
         Self {
@@ -86,6 +97,7 @@ impl Control {
             pending_initiations: VecDeque::new(),
             removed_stamps: RemovedStamps::default(),
             key_handover: None,
+            relay_ip: None,
         }
     }
 
@@ -249,6 +261,7 @@ impl Control {
         }
         let mut state = PeerState::new(psk.clone(), None, None, Vec::new());
         state.newest_initiation = self.removed_stamps.take(&key);
+        state.relay_ip = self.relay_ip;
         let keyed = psk.is_some();
         if let Some(slot) = self.new_slot(&key, psk, now)? {
             if keyed {

@@ -14,6 +14,7 @@ use boringtun::noise::{Packet, TunnResult};
 
 use super::outbound::destination;
 use super::peer::{DropReason, Initiation, Received, SlotKind};
+use super::relayed::{relayed_endpoint, unwrap_channel_data, RelayRoutes};
 use super::snapshot::{Forward, Locked, Peer, Snapshot};
 use super::stats::Counters;
 use super::stun::StunInbox;
@@ -53,6 +54,7 @@ fn receiver_index(datagram: &[u8], offset: usize) -> Option<u32> {
 pub struct Inbound<'a> {
     snap: &'a Snapshot,
     stun: Option<&'a StunInbox>,
+    relay: Option<&'a RelayRoutes>,
     locked: Locked<'a>,
     now: Instant,
     counters: &'a Counters,
@@ -73,6 +75,7 @@ impl<'a> Inbound<'a> {
         Self {
             snap,
             stun: None,
+            relay: None,
             locked: Locked::new(),
             now,
             counters,
@@ -82,6 +85,13 @@ impl<'a> Inbound<'a> {
     /// Hands STUN responses to `inbox` rather than counting them as invalid.
     pub fn with_stun(mut self, inbox: &'a StunInbox) -> Self {
         self.stun = Some(inbox);
+        self
+    }
+
+    /// Unwraps ChannelData from `routes`' relay server on a bound channel and handles the
+    /// datagram inside as from its relayed endpoint.
+    pub fn with_relay(mut self, routes: Option<&'a RelayRoutes>) -> Self {
+        self.relay = routes;
         self
     }
 
@@ -110,8 +120,14 @@ impl<'a> Inbound<'a> {
                 self.reply(kind, src, datagram, out);
                 (Need::Nothing, None)
             }
-            // Not WireGuard: the only place a STUN message costs a check.
+            // Not WireGuard: the only place ChannelData and STUN messages cost a check.
             _ => {
+                let relayed = self
+                    .relay
+                    .and_then(|r| unwrap_channel_data(r, src, datagram));
+                if let Some((slot, inner)) = relayed {
+                    return self.datagram(relayed_endpoint(slot), inner, tun, out, big);
+                }
                 if !self.stun.is_some_and(|inbox| inbox.offer(src, datagram)) {
                     self.counters.dropped_invalid();
                 }

@@ -20,6 +20,7 @@ mod outbound;
 mod peer;
 mod prepare;
 mod queue;
+pub mod relayed;
 mod snapshot;
 mod stamps;
 mod stats;
@@ -40,7 +41,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -51,6 +52,7 @@ pub use transport::{TunIo, UdpFactory, UdpIo, UdpSockets};
 
 use control::Control;
 use prepare::Prepared;
+use relayed::RelayRoutes;
 use snapshot::Snapshot;
 use stats::Counters;
 use stun::{StunDatagram, StunInbox};
@@ -111,13 +113,28 @@ struct Inner<T, F: UdpFactory> {
     snapshot: ArcSwap<Snapshot>,
     control: Mutex<Control>,
     counters: Mutex<Vec<Arc<Counters>>>,
+    /// The counters of datagrams handled outside the workers ([`Device::receive_datagram`]).
+    slow_counters: Arc<Counters>,
     receivers: Mutex<Vec<JoinHandle<()>>>,
     fatal: watch::Sender<Option<String>>,
     /// Where receive workers put STUN responses.
     stun: StunInbox,
     /// The other end, until [`Device::take_stun_responses`] takes it.
     stun_responses: Mutex<Option<tokio::sync::mpsc::Receiver<StunDatagram>>>,
+    /// The peers reached through a TURN relay, published by the relay task.
+    relay: ArcSwapOption<RelayRoutes>,
+    /// Datagrams for relayed peers without a channel yet, for the relay task.
+    relay_outbox: tokio::sync::mpsc::Sender<RelayOut>,
+    /// The other end, until [`Device::take_relay_outbox`] takes it.
+    relay_outbox_rx: Mutex<Option<tokio::sync::mpsc::Receiver<RelayOut>>>,
 }
+
+/// A datagram for a relayed peer the relay has no channel for yet: the peer's address as
+/// the relay sees it, and the datagram.
+pub type RelayOut = (SocketAddr, Vec<u8>);
+
+/// Datagrams waiting for the relay task at most (the first round trip of a relayed path).
+pub const RELAY_OUTBOX: usize = 64;
 
 /// A running WireGuard device.
 pub struct Device<T: TunIo, F: UdpFactory> {
@@ -145,6 +162,8 @@ impl<T: TunIo, F: UdpFactory> Device<T, F> {
         control.apply_settings(settings, Instant::now(), &mut out)?;
         let (fatal, _) = watch::channel(None);
         let (stun, stun_responses) = StunInbox::new();
+        let (relay_outbox, relay_outbox_rx) = tokio::sync::mpsc::channel(RELAY_OUTBOX);
+        let slow_counters = Arc::new(Counters::default());
         let inner = Arc::new(Inner {
             name: name.to_owned(),
             tun: Arc::new(tun),
@@ -153,11 +172,15 @@ impl<T: TunIo, F: UdpFactory> Device<T, F> {
             sockets: ArcSwap::from_pointee(sockets),
             snapshot: ArcSwap::from_pointee(control.snapshot()),
             control: Mutex::new(control),
-            counters: Mutex::new(Vec::new()),
+            counters: Mutex::new(vec![slow_counters.clone()]),
+            slow_counters,
             receivers: Mutex::new(Vec::new()),
             fatal,
             stun,
             stun_responses: Mutex::new(Some(stun_responses)),
+            relay: ArcSwapOption::empty(),
+            relay_outbox,
+            relay_outbox_rx: Mutex::new(Some(relay_outbox_rx)),
         });
         let mut tasks = vec![tokio::spawn(tasks::timer_task(inner.clone()))];
         for lane in 0..inner.tun.lanes().max(1) {
@@ -253,6 +276,29 @@ impl<T: TunIo, F: UdpFactory> Device<T, F> {
             )
         })?;
         socket.send(dest, datagram, datagram.len()).await
+    }
+
+    /// Publishes the peers reachable through the relay (`None`: no allocation); the packet
+    /// path uses the new table from its next batch.
+    pub fn set_relay_routes(&self, routes: Option<RelayRoutes>) {
+        let ip = routes.as_ref().map(|r| r.server.ip());
+        if self.inner.relay.load().as_ref().map(|r| r.server.ip()) != ip {
+            self.inner.control.lock().set_relay_ip(ip);
+        }
+        self.inner.relay.store(routes.map(Arc::new));
+    }
+
+    /// The datagrams for relayed peers that have no channel yet, for the one relay task;
+    /// `None` after the first call. Beyond [`RELAY_OUTBOX`] waiting, more are dropped.
+    pub fn take_relay_outbox(&self) -> Option<tokio::sync::mpsc::Receiver<RelayOut>> {
+        self.inner.relay_outbox_rx.lock().take()
+    }
+
+    /// Handles one datagram that reached the device another way than its sockets (a peer's
+    /// datagram the relay task unwrapped), as the receive workers handle theirs: `src` is
+    /// the slot's relayed endpoint.
+    pub async fn receive_datagram(&self, src: SocketAddr, datagram: &[u8]) {
+        tasks::receive_one(&self.inner, src, datagram).await;
     }
 
     /// Waits until a worker fails for good (the tun device went away, say) and returns why.
@@ -428,7 +474,13 @@ impl<T: TunIo, F: UdpFactory> Inner<T, F> {
             .as_ref()
             .or(sockets.v6.as_ref())
             .map_or(1, |s| s.max_segments());
+        let mut framed = Vec::new();
         for (dest, bytes, seg) in out.runs(max) {
+            if let Some(slot) = relayed::relayed_slot(&dest) {
+                self.send_relayed(&sockets, slot, bytes, seg, &mut framed)
+                    .await;
+                continue;
+            }
             let Some(socket) = sockets.for_dest(&dest) else {
                 tracing::debug!(%dest, "no socket for this address family; datagram dropped");
                 continue;
@@ -444,6 +496,45 @@ impl<T: TunIo, F: UdpFactory> Inner<T, F> {
                     if let Err(error) = socket.send(dest, datagram, datagram.len()).await {
                         tracing::debug!(%dest, %error, "send failed; datagram dropped");
                     }
+                }
+            }
+        }
+    }
+
+    /// Sends a run of datagrams to the relayed peer of `slot`: as ChannelData to the relay
+    /// server once the channel is bound, through the relay task before.
+    async fn send_relayed(
+        &self,
+        sockets: &UdpSockets<F::Socket>,
+        slot: u16,
+        bytes: &[u8],
+        seg: usize,
+        framed: &mut Vec<u8>,
+    ) {
+        let Some(routes) = self.relay.load_full() else {
+            return;
+        };
+        let Some(route) = routes.route(slot) else {
+            return;
+        };
+        let Some(channel) = route.channel else {
+            for datagram in bytes.chunks(seg.max(1)) {
+                let _ = self.relay_outbox.try_send((route.peer, datagram.to_vec()));
+            }
+            return;
+        };
+        let Some(socket) = sockets.for_dest(&routes.server) else {
+            return;
+        };
+        // Framing adds 4 bytes a segment: keep each send within the offload limit.
+        let framed_seg = seg + relayed::CHANNEL_HEADER;
+        let per_send = (transport::MAX_SEGMENTED_BYTES / framed_seg).max(1) * seg.max(1);
+        for part in bytes.chunks(per_send) {
+            relayed::frame_run(channel, part, seg, framed);
+            if let Err(error) = socket.send(routes.server, framed, framed_seg).await {
+                tracing::debug!(server = %routes.server, %error, "relayed send failed; sending one by one");
+                for datagram in framed.chunks(framed_seg) {
+                    let _ = socket.send(routes.server, datagram, datagram.len()).await;
                 }
             }
         }

@@ -161,6 +161,13 @@ pub struct PeerState {
     pub probes: Vec<SocketAddr>,
     /// When the candidates were last probed.
     probed_at: Option<Instant>,
+    /// When an authenticated packet last came from a direct (not relayed) address.
+    direct_heard: Option<Instant>,
+    /// When the direct candidates of a relayed peer were last probed.
+    direct_probed_at: Option<Instant>,
+    /// The IP address of this device's TURN relay: an endpoint there (a peer's relayed
+    /// address) is a path through the relay, as is a relayed endpoint.
+    pub relay_ip: Option<IpAddr>,
     /// When the peer last sent something authenticated.
     last_received: Option<Instant>,
     /// The peer's allowed IPs, in configuration order.
@@ -220,6 +227,9 @@ impl PeerState {
             keepalive: keepalive.filter(|k| *k > 0),
             probes: Vec::new(),
             probed_at: None,
+            direct_heard: None,
+            direct_probed_at: None,
+            relay_ip: None,
             last_received: None,
             allowed_ips,
             last_handshake: None,
@@ -365,22 +375,17 @@ impl PeerState {
         self.last_sent = Some(now);
     }
 
-    /// Moves the endpoint to `to`, noting when if it changed (a comparison on the packet
-    /// path; the clock is read only on a change).
-    pub fn move_endpoint(&mut self, to: SocketAddr) {
-        if self.endpoint != Some(to) {
-            self.endpoint = Some(to);
-            self.endpoint_since = Some(SystemTime::now());
-        }
-    }
-
     /// Sets the further candidates: each address once, at most [`MAX_PROBES`].
+    /// New candidates are probed at the next tick if the path is relayed.
     pub fn set_probes(&mut self, probes: &[SocketAddr]) {
-        self.probes.clear();
+        let old = std::mem::take(&mut self.probes);
         for addr in probes {
             if self.probes.len() < MAX_PROBES && !self.probes.contains(addr) {
                 self.probes.push(*addr);
             }
+        }
+        if old != self.probes {
+            self.direct_probed_at = None;
         }
     }
 
@@ -481,7 +486,7 @@ impl PeerState {
         self.newest_initiation = Some(stamp);
         self.note_sent(sent, now);
         self.rx_bytes += datagram.len() as u64;
-        self.move_endpoint(src);
+        self.roam(src, now);
         self.last_received = Some(now);
         self.flush_queue(SlotKind::Active, out, now);
         Ok(())
@@ -516,7 +521,7 @@ impl PeerState {
             _ => return Err(DropReason::Invalid),
         }
         self.rx_bytes += datagram.len() as u64;
-        self.move_endpoint(src);
+        self.roam(src, now);
         self.last_received = Some(now);
         let kind = if kind == SlotKind::Next {
             SlotKind::Active
@@ -555,7 +560,7 @@ impl PeerState {
             self.handshake_confirmed(kind, now);
         }
         self.rx_bytes += datagram.len() as u64;
-        self.move_endpoint(src);
+        self.roam(src, now);
         self.last_received = Some(now);
         received
     }
@@ -642,6 +647,7 @@ impl PeerState {
             }
         }
         self.persistent_keepalive(out, now);
+        self.probe_direct(out, now);
         released
     }
 
@@ -771,5 +777,6 @@ fn read_u32(datagram: &[u8], offset: usize) -> Option<u32> {
     Some(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
 }
 
+pub(super) mod paths;
 #[cfg(test)]
 mod tests;

@@ -115,12 +115,15 @@ pub(super) async fn receive_worker<T: TunIo, F: UdpFactory>(
         }
         failures = 0;
         let snap = inner.snapshot.load_full();
+        let relay = inner.relay.load_full();
         let mut skip = 0;
         loop {
             tun.clear();
             big.clear();
             out.clear();
-            let inbound = Inbound::new(&snap, Instant::now(), &counters).with_stun(&inner.stun);
+            let inbound = Inbound::new(&snap, Instant::now(), &counters)
+                .with_stun(&inner.stun)
+                .with_relay(relay.as_deref());
             let step = receive_pass(inbound, &received, skip, &mut tun, &mut big, &mut out);
             write_tun(&inner, lane, &mut tun).await;
             write_tun(&inner, lane, &mut big).await;
@@ -131,6 +134,32 @@ pub(super) async fn receive_worker<T: TunIo, F: UdpFactory>(
             }
         }
     }
+}
+
+/// Handles one datagram that did not come from a socket (the relay task's), writing its
+/// packet through lane 0.
+pub(super) async fn receive_one<T: TunIo, F: UdpFactory>(
+    inner: &Arc<Inner<T, F>>,
+    src: std::net::SocketAddr,
+    datagram: &[u8],
+) {
+    let mut tun = PacketBatch::new(1, inner.mtu + 64, TUN_HEADROOM);
+    let mut big = PacketBatch::new(1, MAX_PACKET, TUN_HEADROOM);
+    let mut out = DatagramBatch::new(4, inner.mtu + 64);
+    let snap = inner.snapshot.load_full();
+    {
+        // The workers' state holds peer locks: done before any await.
+        let mut inbound = Inbound::new(&snap, Instant::now(), &inner.slow_counters);
+        let big_slot = big.next_slot().unwrap_or_default();
+        if let (Need::Nothing, Some(len)) =
+            inbound.datagram(src, datagram, &mut tun, &mut out, big_slot)
+        {
+            big.commit(len);
+        }
+    }
+    write_tun(inner, 0, &mut tun).await;
+    write_tun(inner, 0, &mut big).await;
+    inner.send(&out).await;
 }
 
 async fn write_tun<T: TunIo, F: UdpFactory>(

@@ -21,20 +21,24 @@ pub const REPORT_EVERY: Duration = Duration::from_secs(300);
 pub const RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// The candidates of a node listening on `port`, from its `reflexive` addresses and its
-/// `host` addresses, leaving out its `overlay` networks.
+/// `host` addresses, leaving out its `overlay` networks, and its `relayed` address on the
+/// TURN relay last (always kept: peers try it only along with the others, and it is the
+/// one that passes any NAT).
 pub fn gather(
     reflexive: &[SocketAddr],
     host: &[IpAddr],
     port: u16,
     overlay: &[IpNet],
+    relayed: Option<SocketAddr>,
 ) -> Vec<SocketAddr> {
+    let room = MAX_REPORTED - usize::from(relayed.is_some());
     let mut hosts: Vec<IpAddr> = host.to_vec();
     // IPv4 first, then by address: a stable order, so an unchanged set is not re-sent.
     hosts.sort_by_key(|ip| (ip.is_ipv6(), *ip));
     let hosts = hosts.into_iter().map(|ip| SocketAddr::new(ip, port));
     let mut list = Vec::with_capacity(MAX_REPORTED);
     for addr in reflexive.iter().copied().chain(hosts) {
-        if list.len() == MAX_REPORTED {
+        if list.len() >= room {
             break;
         }
         let inside = overlay.iter().any(|net| net.contains(&addr.ip()));
@@ -42,6 +46,7 @@ pub fn gather(
             list.push(addr);
         }
     }
+    list.extend(relayed.filter(|r| !list.contains(r)));
     list
 }
 
@@ -108,6 +113,7 @@ mod tests {
             &host,
             51820,
             &overlay,
+            None,
         );
         assert_eq!(
             got,
@@ -121,7 +127,12 @@ mod tests {
         let many: Vec<IpAddr> = (1..=20)
             .map(|i| format!("192.0.2.{i}").parse().unwrap())
             .collect();
-        assert_eq!(gather(&[], &many, 1, &[]).len(), MAX_REPORTED);
+        assert_eq!(gather(&[], &many, 1, &[], None).len(), MAX_REPORTED);
+        // The relayed address is kept, last, however many host addresses there are.
+        let relayed: SocketAddr = "203.0.113.9:49200".parse().unwrap();
+        let got = gather(&[], &many, 1, &[], Some(relayed));
+        assert_eq!(got.len(), MAX_REPORTED);
+        assert_eq!(got.last(), Some(&relayed));
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub(super) fn render(
     gate: Option<GateStatus>,
     now: SystemTime,
 ) -> String {
+    let relay = gate
+        .as_ref()
+        .and_then(|g| g.relay.as_ref())
+        .map(|r| r.server);
     let peers = status
         .peers
         .iter()
@@ -65,7 +69,7 @@ pub(super) fn render(
             rx_bytes: peer.rx_bytes,
             tx_bytes: peer.tx_bytes,
             last_handshake: peer.last_handshake,
-            path: peer.path(now),
+            path: peer.path(now, relay),
             endpoint_since: peer.endpoint_since,
         })
         .collect();
@@ -137,8 +141,8 @@ impl Sample {
         self.encode_counters(e)
     }
 
-    /// Per gated peer: its path (`direct`, `trying`, `none`) and since when its endpoint is
-    /// the one in use.
+    /// Per gated peer: its path (`direct`, `relayed` with the relay server as `via`,
+    /// `trying`, `none`) and since when its endpoint is the one in use.
     fn encode_paths(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         let gated = |p: &&PeerSample| {
             self.gate
@@ -148,11 +152,15 @@ impl Sample {
         gauges(
             e,
             "peer_path",
-            "1 for the path to each gated peer: direct (a recent handshake), trying (its candidates are probed) or none",
+            "1 for the path to each gated peer: direct (a recent handshake), relayed (the same, through the relay named by via), trying (its candidates are probed) or none",
             None,
             self.peers.iter().filter(gated).map(|p| {
                 let mut labels = self.peer_labels(&p.public_key);
                 labels.push(("path", p.path.to_owned()));
+                if p.path == "relayed" {
+                    let via = self.gate.as_ref().and_then(|g| g.relay.as_ref());
+                    labels.push(("via", via.map_or(String::new(), |r| r.server.to_string())));
+                }
                 (labels, 1u32)
             }),
         )?;

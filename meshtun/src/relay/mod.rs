@@ -161,6 +161,7 @@ pub struct RelayClient {
     state: RelayState,
     expires_s: u64,
     peers: BTreeSet<SocketAddr>,
+    permitted: BTreeSet<std::net::IpAddr>,
     channels: BTreeSet<SocketAddr>,
     last_error: Option<u16>,
 }
@@ -195,6 +196,7 @@ impl RelayClient {
             state: RelayState::Allocating,
             expires_s,
             peers: BTreeSet::new(),
+            permitted: BTreeSet::new(),
             channels: BTreeSet::new(),
             last_error: None,
         }
@@ -297,6 +299,7 @@ impl RelayClient {
                     self.channels.remove(&peer);
                 }
                 TurnEvent::PermissionCreateFailed(_, ip) => {
+                    self.permitted.remove(&ip);
                     self.peers.retain(|p| p.ip() != ip);
                     self.channels.retain(|p| p.ip() != ip);
                 }
@@ -333,6 +336,49 @@ impl RelayClient {
         let _ = self.client.bind_channel(TransportType::Udp, peer, at);
         self.peers.insert(peer);
         Ok(())
+    }
+
+    /// Lets every address of `ip` (a peer's candidate: its NAT maps each flow to that
+    /// address, on a port unknown in advance behind a symmetric NAT) send to the relayed
+    /// address: CreatePermission, refreshed by the state machine while the allocation
+    /// lives. Idempotent; [`MAX_RELAY_PEERS`] addresses at most.
+    pub fn permit(&mut self, ip: std::net::IpAddr, now: Instant) -> Result<(), RelayError> {
+        if self.relayed().is_none() {
+            return Err(RelayError::NoAllocation(self.server));
+        }
+        if self.permitted.contains(&ip) {
+            return Ok(());
+        }
+        if self.permitted.len() >= MAX_RELAY_PEERS {
+            return Err(RelayError::TooManyPeers(self.server));
+        }
+        match self
+            .client
+            .create_permission(TransportType::Udp, ip, self.at(now))
+        {
+            Ok(()) | Err(CreatePermissionError::AlreadyExists) => {
+                self.permitted.insert(ip);
+                Ok(())
+            }
+            Err(_) => Err(RelayError::NoAllocation(self.server)),
+        }
+    }
+
+    /// The channel bound for `peer`, if bound and not expired.
+    pub fn channel_of(&mut self, peer: SocketAddr, now: Instant) -> Option<u16> {
+        if !self.channels.contains(&peer) {
+            return None;
+        }
+        let at = self.at(now);
+        // Building a send is side-effect free; ChannelData starts with the channel number.
+        let transmit = self
+            .client
+            .send_to(TransportType::Udp, peer, [0u8; 0], at)
+            .ok()??
+            .build();
+        let header = transmit.data.get(..2)?;
+        let channel = u16::from_be_bytes([header[0], header[1]]);
+        (0x4000..=0x7fff).contains(&channel).then_some(channel)
     }
 
     /// Wraps `data` for `peer` (ChannelData once the channel is bound, a Send indication

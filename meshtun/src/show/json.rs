@@ -99,13 +99,15 @@ pub struct PeerView {
     pub public_key: String,
     /// Whether a preshared key is set (the key itself is never shown).
     pub preshared_key: bool,
-    /// Current endpoint.
+    /// Current endpoint; for a peer reached through the TURN relay, the relay server.
     pub endpoint: Option<String>,
+    /// True when the path goes through the TURN relay (its own allocation or the peer's).
+    pub relayed: bool,
     /// When the endpoint last changed, Unix seconds.
     pub endpoint_since: Option<u64>,
-    /// For a gated peer: `direct` (a handshake in the last 3 minutes), `trying` (an
-    /// endpoint, no recent handshake) or `none` (no candidate to try); `null` for a static
-    /// peer.
+    /// For a gated peer: `direct` (a handshake in the last 3 minutes), `relayed` (the same,
+    /// through the relay), `trying` (an endpoint, no recent handshake) or `none` (no
+    /// candidate to try); `null` for a static peer.
     pub path: Option<&'static str>,
     /// Allowed IPs.
     pub allowed_ips: Vec<String>,
@@ -142,8 +144,14 @@ impl InterfaceView {
     pub fn new(report: &Report, now: SystemTime) -> Self {
         let s = &report.status;
         let now_ms = unix_ms_of(now);
+        let relay = s
+            .gate
+            .as_ref()
+            .and_then(|g| g.relay.as_ref())
+            .map(|r| r.server);
         let peers = s.peers.iter().enumerate().map(|(index, peer)| {
-            PeerView::new(peer, report.peer_reachability(index).cloned(), now_ms)
+            let reachability = report.peer_reachability(index).cloned();
+            PeerView::new(peer, reachability, relay, now_ms)
         });
         Self {
             name: s.name.clone(),
@@ -200,16 +208,28 @@ impl GateView {
 }
 
 impl PeerView {
-    fn new(p: &PeerStatus, reachability: Option<Reachability>, now_ms: u64) -> Self {
+    fn new(
+        p: &PeerStatus,
+        reachability: Option<Reachability>,
+        relay: Option<std::net::SocketAddr>,
+        now_ms: u64,
+    ) -> Self {
+        let relayed = p.is_relayed(relay);
+        let slot = p.endpoint.and_then(|e| crate::wgcfg::relayed_slot(&e));
+        let endpoint = match slot {
+            Some(_) => relay.map(|r| r.to_string()),
+            None => p.endpoint.map(|e| e.to_string()),
+        };
         Self {
             public_key: p.public_key.to_base64(),
             preshared_key: p.preshared_key.is_some(),
-            endpoint: p.endpoint.map(|e| e.to_string()),
+            endpoint,
+            relayed,
             endpoint_since: p
                 .endpoint_since
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| d.as_secs()),
-            path: p.gate.as_ref().map(|_| p.path(SystemTime::now())),
+            path: p.gate.as_ref().map(|_| p.path(SystemTime::now(), relay)),
             allowed_ips: p.allowed_ips.iter().map(|n| n.to_string()).collect(),
             latest_handshake: p
                 .last_handshake

@@ -28,7 +28,12 @@ pub fn render_text(report: &Report, now: SystemTime) -> String {
     }
     for (index, p) in s.peers.iter().enumerate() {
         out.push('\n');
-        render_peer(&mut out, p, now);
+        let relay = s
+            .gate
+            .as_ref()
+            .and_then(|g| g.relay.as_ref())
+            .map(|r| r.server);
+        render_peer(&mut out, p, relay, now);
         if let Some(reachability) = report.peer_reachability(index) {
             let _ = writeln!(out, "  reachable: {}", reachability_text(reachability));
         }
@@ -126,7 +131,14 @@ fn reachability_text(reachability: &Reachability) -> String {
     }
 }
 
-fn render_peer(out: &mut String, p: &PeerStatus, now: SystemTime) {
+/// One peer; `relay` is the relay server a relayed endpoint goes through.
+fn render_peer(
+    out: &mut String,
+    p: &PeerStatus,
+    relay: Option<std::net::SocketAddr>,
+    now: SystemTime,
+) {
+    let via = relay.map_or_else(|| "the relay".to_owned(), |r| r.to_string());
     let _ = writeln!(out, "peer: {}", p.public_key);
     if let Some(gate) = &p.gate {
         let _ = writeln!(out, "  node: {}", gate.node_id);
@@ -146,11 +158,17 @@ fn render_peer(out: &mut String, p: &PeerStatus, now: SystemTime) {
             let _ = writeln!(out, "  reaches: {}", paths.join(", "));
         }
     }
-    if let Some(e) = p.endpoint {
-        let _ = writeln!(out, "  endpoint: {e}");
+    match p.endpoint {
+        Some(e) if crate::wgcfg::relayed_slot(&e).is_some() => {
+            let _ = writeln!(out, "  endpoint: relayed via {via}");
+        }
+        Some(e) => {
+            let _ = writeln!(out, "  endpoint: {e}");
+        }
+        None => {}
     }
     if p.gate.is_some() {
-        let path = p.path(now);
+        let path = p.path(now, relay);
         let since = p
             .endpoint_since
             .and_then(|t| now.duration_since(t).ok())
@@ -158,6 +176,10 @@ fn render_peer(out: &mut String, p: &PeerStatus, now: SystemTime) {
                 let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
                 format!(", endpoint changed {} ago", short(ms))
             });
+        let path = match path {
+            "relayed" => format!("relayed via {via}"),
+            other => other.to_owned(),
+        };
         let _ = writeln!(out, "  path: {path}{since}");
     }
     let ips: Vec<String> = p.allowed_ips.iter().map(|n| n.to_string()).collect();

@@ -343,4 +343,5 @@ fn only(wire: &Wire, kind: u8) -> Vec<Vec<u8>> {
 }
 
 mod probes;
+mod relayed;
 mod transitions;
