@@ -6,7 +6,7 @@
 //!
 //! The check costs WireGuard nothing: a datagram reaches it only after the WireGuard
 //! classifier refused it (a STUN success response starts `01 01`, which fails WireGuard's
-//! three zero bytes; a request starts `00`). Only responses are queued, at most
+//! three zero bytes; a request starts `00`). Only responses and indications are queued, at most
 //! [`STUN_QUEUE`] of them; when the client falls behind, further ones are dropped.
 
 use std::net::SocketAddr;
@@ -39,8 +39,8 @@ impl StunInbox {
         (Self { tx }, rx)
     }
 
-    /// Takes `datagram` if it is a STUN response (success or error class) or TURN
-    /// ChannelData; `false` if it is neither. One that does not fit the queue is dropped
+    /// Takes `datagram` if it is a STUN response (success or error class), a STUN
+    /// indication (a TURN Data indication) or TURN ChannelData; `false` if it is neither. One that does not fit the queue is dropped
     /// (and still taken).
     pub fn offer(&self, src: SocketAddr, datagram: &[u8]) -> bool {
         if is_channel_data(datagram) {
@@ -55,11 +55,19 @@ impl StunInbox {
         if !is_stun(datagram) {
             return false;
         }
-        // The class's high bit (0x0100 of the type) marks responses.
-        let response = datagram[0] & 0x01 == 0x01;
+        // The class bits (0x0110 of the type): responses (0x0100, 0x0110) and indications
+        // (0x0010: a TURN Data indication carries a peer's first datagrams) are queued;
+        // requests (0x0000) are not: the device answers none.
+        let class = u16::from_be_bytes([datagram[0], datagram[1]]) & 0x0110;
+        let response = class != 0;
         // A full queue costs no copy: a flood of responses is dropped for the price of the
         // header check.
-        if response && datagram.len() <= MAX_MESSAGE && self.tx.capacity() > 0 {
+        // An indication carries a peer's datagram, up to the size of relayed ChannelData.
+        let limit = match class {
+            0x0010 => MAX_CHANNEL_DATA,
+            _ => MAX_MESSAGE,
+        };
+        if response && datagram.len() <= limit && self.tx.capacity() > 0 {
             let _ = self.tx.try_send(StunDatagram {
                 src,
                 bytes: datagram.to_vec(),
@@ -113,6 +121,26 @@ mod tests {
             queued, STUN_QUEUE,
             "requests are not queued; the rest is dropped"
         );
+    }
+
+    /// A TURN Data indication (class 0x0010) carries a peer's first datagrams through the
+    /// relay: it is queued, up to relayed-datagram size; a request is not.
+    #[test]
+    fn data_indications_are_queued_and_requests_are_not() {
+        let (inbox, mut rx) = StunInbox::new();
+        let src: SocketAddr = "198.51.100.1:3478".parse().unwrap();
+        // Data indication (0x0017), its length, the magic cookie, a transaction id, and a
+        // WireGuard-initiation-sized body beyond MAX_MESSAGE.
+        let mut indication = vec![0x00, 0x17, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+        indication.extend_from_slice(&[7; 12]);
+        indication.resize(MAX_MESSAGE + 100, 0);
+        let body = u16::try_from(indication.len() - 20).unwrap();
+        indication[2..4].copy_from_slice(&body.to_be_bytes());
+        assert!(inbox.offer(src, &indication));
+        assert_eq!(rx.try_recv().unwrap().bytes, indication);
+        let request = binding_request(TransactionId::random());
+        assert!(inbox.offer(src, &request));
+        assert!(rx.try_recv().is_err(), "a request is not queued");
     }
 
     #[test]

@@ -40,6 +40,7 @@ mod metrics;
 mod namespaces;
 mod nat_direct;
 mod nat_keepalive;
+mod nat_relay;
 mod nat_stun;
 mod nat_victim;
 mod offload;

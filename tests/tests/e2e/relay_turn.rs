@@ -29,7 +29,7 @@ use meshtun_e2e::controller::{benchmark_body, now_ms, Client, ControllerHome, Te
 use meshtun_e2e::coturn::Coturn;
 use meshtun_e2e::gating::observe::show_gate;
 use meshtun_e2e::gating::{Mesh, Timing};
-use meshtun_e2e::{require_root, Netns};
+use meshtun_e2e::{require_root, write_0600, Netns};
 use meshtun_proto::bundle::{Bundle, Membership, Opener, SignedBundle};
 use meshtun_proto::relay::{BundleRelay, RelayPassword, RelaySecret};
 
@@ -76,18 +76,6 @@ fn setup(test: &str) -> Setup {
         client,
         secret,
     }
-}
-
-fn write_0600(path: &std::path::Path, text: &str) {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    f.write_all(text.as_bytes()).unwrap();
 }
 
 fn unix_s() -> u64 {
