@@ -275,6 +275,21 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Writes `text` to the new file `path`, readable by its owner only (0600), as a secret
+/// file a daemon or the controller refuses otherwise.
+pub fn write_0600(path: &std::path::Path, text: &str) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+    f.write_all(text.as_bytes())
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,19 +322,4 @@ mod tests {
             PathBuf::from("/var/run/wireguard/mt0.sock")
         );
     }
-}
-
-/// Writes `text` to the new file `path`, readable by its owner only (0600), as a secret
-/// file a daemon or the controller refuses otherwise.
-pub fn write_0600(path: &std::path::Path, text: &str) {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
-    f.write_all(text.as_bytes())
-        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
 }
