@@ -621,6 +621,7 @@ mod tests {
             readmitted: Some((4, Duration::from_secs(38))),
             c_reconnected: None,
             ha: None,
+            nat: None,
         };
         let text = summary(PLAIN, &story);
         assert!(text.contains("✓ node-a and node-b were allowed"), "{text}");

@@ -393,7 +393,7 @@ mod tests {
         let names = Names::new(7);
         assert_eq!(names.all_namespaces(true, false).len(), 6);
         assert!(names
-            .all_namespaces(true)
+            .all_namespaces(true, false)
             .contains(&"mtdemo-7-ctl2".to_owned()));
         assert_eq!(controllers(false), &CONTROLLERS[..1]);
         assert_eq!(CONTROLLERS[1].url(), "http://192.0.2.11:8700");
@@ -465,7 +465,7 @@ mod tests {
         }
         assert_eq!(names.all_namespaces(false, false).len(), 5);
         assert!(names
-            .all_namespaces(false)
+            .all_namespaces(false, false)
             .iter()
             .all(|n| n.starts_with(&names.prefix())));
         assert_ne!(

@@ -263,3 +263,88 @@ pub fn summary(style: Style, story: &Story, nat: &NatStory) -> String {
     let _ = writeln!(out, "  {} {silent}", check(style, nat.c_silent.is_some()));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(peer: &str, path: &str, endpoint: Option<&str>) -> PeerPath {
+        PeerPath {
+            peer: peer.into(),
+            path: path.into(),
+            endpoint: endpoint.map(|e| e.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn the_summary_says_what_each_claim_saw() {
+        let plain = Style::new(false);
+        let mut story = Story {
+            ab_connected: Some(Duration::from_secs(8)),
+            ab_rounds: (5, 5),
+            nat: Some(NatStory::default()),
+            ..Story::default()
+        };
+        let text = summary(plain, &story, story.nat.as_ref().unwrap());
+        assert_eq!(text.matches('✗').count(), 5, "{text}");
+        assert!(text.contains("no direct path"), "{text}");
+
+        let nat = story.nat.as_mut().unwrap();
+        for (node, address) in [
+            ("node-a", "192.0.2.1:51820"),
+            ("node-b", "192.0.2.2:51820"),
+            ("node-c", "192.0.2.3:40000"),
+        ] {
+            nat.reflexive.insert(
+                node.into(),
+                Reflexive {
+                    address: address.into(),
+                    server: "192.0.2.10:3478".into(),
+                    nat: "unknown".into(),
+                },
+            );
+        }
+        nat.ab_direct = Some((
+            Duration::from_secs(8),
+            path("node-b", "direct", Some("192.0.2.2:51820")),
+            path("node-a", "direct", Some("192.0.2.1:51820")),
+        ));
+        nat.c_paths = vec![(
+            "node-a".into(),
+            path("node-c", "trying", Some("192.0.2.3:40000")),
+        )];
+        nat.c_denied = Some((7, 0));
+        nat.cutoffs.insert("node-a".into(), Some(5));
+        nat.cutoffs.insert("node-b".into(), Some(7));
+        nat.c_silent = Some(Duration::from_secs(16));
+        let text = summary(plain, &story, story.nat.as_ref().unwrap());
+        assert_eq!(text.matches('✓').count(), 5, "{text}");
+        assert!(
+            text.contains("a↔b direct from 8.0 s: node-a → node-b direct to 192.0.2.2:51820"),
+            "{text}"
+        );
+        assert!(
+            text.contains("node-a → node-c trying (endpoint 192.0.2.3:40000)"),
+            "{text}"
+        );
+        assert!(text.contains("node-a 5 ms, node-b 7 ms"), "{text}");
+        assert!(story.missing().is_empty(), "{:?}", story.missing());
+
+        story
+            .nat
+            .as_mut()
+            .unwrap()
+            .cutoffs
+            .insert("node-b".into(), Some(1500));
+        let text = summary(plain, &story, story.nat.as_ref().unwrap());
+        assert_eq!(
+            text.matches('✗').count(),
+            1,
+            "a late cut-off is not a success: {text}"
+        );
+        assert_eq!(
+            story.missing(),
+            ["node-a and node-b dropping node-c within 1 s of the decision"]
+        );
+    }
+}
