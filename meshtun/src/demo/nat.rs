@@ -46,11 +46,16 @@ pub const CUTOFF_BOUND_MS: u64 = 1000;
 /// Checks that the tools the NAT story runs are installed: `nft` for the routers and
 /// coturn's `turnserver` for the relay.
 pub fn check_tools() -> Result<(), DemoError> {
+    check_tools_in(&std::env::var_os("PATH").unwrap_or_default())
+}
+
+/// [`check_tools`] on the search path `path`.
+fn check_tools_in(path: &std::ffi::OsStr) -> Result<(), DemoError> {
     for (program, tool) in [
         ("nft", "nft (Debian package nftables)"),
         (coturn::PROGRAM, "turnserver (Debian package coturn)"),
     ] {
-        if find_on_path(program).is_none() {
+        if find_on_path(path, program).is_none() {
             return Err(DemoError::MissingTool {
                 tool,
                 source: std::io::Error::new(
@@ -63,11 +68,10 @@ pub fn check_tools() -> Result<(), DemoError> {
     Ok(())
 }
 
-/// The executable `program` in a directory of `PATH`, if any.
-fn find_on_path(program: &str) -> Option<PathBuf> {
+/// The executable `program` in a directory of the search path `path`, if any.
+fn find_on_path(path: &std::ffi::OsStr, program: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt as _;
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+    std::env::split_paths(path)
         .map(|dir| dir.join(program))
         .find(|p| {
             std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -425,6 +429,34 @@ mod tests {
         assert_eq!(story.c_silent, None);
         story.on_pings(Duration::from_secs(13), &silent);
         assert_eq!(story.c_silent, Some(Duration::from_secs(13)));
+    }
+
+    #[test]
+    fn a_missing_turnserver_or_nft_is_named() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().as_os_str();
+        let err = check_tools_in(path).unwrap_err();
+        assert!(
+            matches!(err, DemoError::MissingTool { tool, .. } if tool.starts_with("nft")),
+            "{err}"
+        );
+        let make = |name: &str, mode: u32| {
+            let file = dir.path().join(name);
+            std::fs::write(&file, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        make("nft", 0o755);
+        // Present but not executable does not count.
+        make("turnserver", 0o644);
+        let err = check_tools_in(path).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("turnserver (Debian package coturn)"),
+            "{err}"
+        );
+        make("turnserver", 0o755);
+        assert!(check_tools_in(path).is_ok());
     }
 
     #[test]

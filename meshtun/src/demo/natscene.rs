@@ -71,6 +71,7 @@ impl Watch<'_> {
     /// Waits until every node shows its reflexive address, printing each as it comes.
     pub(super) async fn wait_for_reflexive(&mut self) -> Result<(), DemoError> {
         let deadline = tokio::time::Instant::now() + REFLEXIVE_WAIT;
+        let mut last_error: Option<String> = None;
         loop {
             self.check_alive()?;
             self.echo_logs();
@@ -83,7 +84,15 @@ impl Watch<'_> {
                 if known {
                     continue;
                 }
-                if let Some(seen) = Reflexive::from_view(&self.show(node)?) {
+                // A daemon that has sent its score may not serve `show` yet: try again.
+                let view = match self.show(node) {
+                    Ok(view) => view,
+                    Err(error) => {
+                        last_error = Some(meshtun_proto::report::describe(&error));
+                        continue;
+                    }
+                };
+                if let Some(seen) = Reflexive::from_view(&view) {
                     self.narrator.say(&narrative::nat::reflexive_line(
                         self.style,
                         self.narrator.at(),
@@ -100,9 +109,12 @@ impl Watch<'_> {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
+                let error = last_error
+                    .map(|e| format!("; the last `meshtun show` failed: {e}"))
+                    .unwrap_or_default();
                 return Err(DemoError::Controller(format!(
                     "only {learnt} of {} nodes learnt their reflexive address from the \
-                     controller's STUN server within {} s",
+                     controller's STUN server within {} s{error}",
                     NODES.len(),
                     REFLEXIVE_WAIT.as_secs()
                 )));
@@ -113,18 +125,22 @@ impl Watch<'_> {
 
     /// Reads the paths: node-a's and node-b's to each other (shown once both are direct,
     /// each at the other's router), and every node's to or from node-c (shown when they
-    /// change).
-    fn look_at_paths(&mut self) -> Result<(), DemoError> {
+    /// change, until node-c's score drops: `with_c`). A `meshtun show` that fails is tried
+    /// again at the next look (the summary says what was never seen).
+    fn look_at_paths(&mut self, with_c: bool) {
         let mut views = Vec::new();
         for node in &NODES {
-            views.push(self.show(node)?);
+            match self.show(node) {
+                Ok(view) => views.push(view),
+                Err(_) => return,
+            }
         }
         let paths: Vec<Vec<PeerPath>> = views.iter().map(PeerPath::all_from_view).collect();
         let find =
             |from: usize, to: usize| paths[from].iter().find(|p| p.peer == NODES[to].id).cloned();
         let at = self.narrator.at();
         let Some(story) = self.story.nat.as_mut() else {
-            return Ok(());
+            return;
         };
         if story.ab_direct.is_none() {
             if let (Some(ab), Some(ba)) = (find(0, 1), find(1, 0)) {
@@ -137,6 +153,9 @@ impl Watch<'_> {
                     story.ab_direct = Some((at, ab, ba));
                 }
             }
+        }
+        if !with_c {
+            return;
         }
         let mut c_paths = Vec::new();
         for (from, to) in [(0, C), (1, C), (C, 0), (C, 1)] {
@@ -155,7 +174,6 @@ impl Watch<'_> {
             ));
             story.c_paths = c_paths;
         }
-        Ok(())
     }
 
     /// Lowers node-c's score: rewrites its configuration and sends its daemon SIGHUP.
@@ -204,9 +222,14 @@ impl Watch<'_> {
             self.check_alive()?;
             self.show_new_epochs()?;
             self.echo_logs();
-            if !dropped && now >= next_paths {
+            let ab_seen = self
+                .story
+                .nat
+                .as_ref()
+                .is_some_and(|n| n.ab_direct.is_some());
+            if (!dropped || !ab_seen) && now >= next_paths {
                 next_paths = now + PATHS_EVERY;
-                self.look_at_paths()?;
+                self.look_at_paths(!dropped);
             }
             if !dropped && now >= deny_at {
                 dropped = true;

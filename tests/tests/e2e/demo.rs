@@ -26,8 +26,8 @@ const ARGS: [&str; 5] = ["demo", "--epoch", "5", "--duration", "60"];
 /// With `--ha`: the shortest run 5 s epochs allow (three thirds of 20 s).
 const HA_ARGS: [&str; 6] = ["demo", "--ha", "--epoch", "5", "--duration", "60"];
 
-/// With `--nat`: the shortest run (node-c's score drops half-way).
-const NAT_ARGS: [&str; 6] = ["demo", "--nat", "--epoch", "5", "--duration", "20"];
+/// With `--nat`: 5 s epochs, 24 s from the first (node-c's score drops half-way).
+const NAT_ARGS: [&str; 6] = ["demo", "--nat", "--epoch", "5", "--duration", "24"];
 
 /// The most a full run may take: the minute, setup, the first scores and cleanup.
 const RUN_LIMIT: Duration = Duration::from_secs(150);
