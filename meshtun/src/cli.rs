@@ -93,7 +93,8 @@ pub enum Command {
     /// Show membership gating live: a controller and three nodes in network namespaces on
     /// this machine (Linux, root). node-c's low score cuts it off; its score recovers
     /// half-way and it is readmitted. With --ha, two controllers on one PostgreSQL, and the
-    /// leader is killed on the way. Cleans up on exit and on Ctrl-C.
+    /// leader is killed on the way. With --nat, every node behind a NAT, found through
+    /// STUN, and node-c denied half-way. Cleans up on exit and on Ctrl-C.
     #[cfg(feature = "demo")]
     Demo(DemoArgs),
 }
@@ -159,9 +160,10 @@ pub struct DemoArgs {
     /// Epoch length in seconds (4 to 300).
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub epoch: u64,
-    /// Seconds from the first epoch to the end; node-c's score recovers half-way.
-    #[arg(long, value_name = "SECS", default_value_t = 120)]
-    pub duration: u64,
+    /// Seconds from the first epoch to the end; node-c's score recovers half-way (with
+    /// --nat, drops half-way) [default: 120; 30 with --nat].
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<u64>,
     /// Keep running after the duration, until Ctrl-C.
     #[arg(long)]
     pub keep_going: bool,
@@ -176,6 +178,14 @@ pub struct DemoArgs {
     /// two thirds. Needs --duration of at least three times (epoch + 15 s).
     #[arg(long)]
     pub ha: bool,
+    /// NAT traversal: every node behind its own NAT router namespace (nftables masquerade;
+    /// node-c's symmetric, `random,fully-random`), enrolled with no endpoint. The nodes learn
+    /// their public addresses from the controller's STUN server; node-a and node-b connect
+    /// directly; the demo shows node-c's path and the TURN relay (coturn, started by the
+    /// demo: needs Debian's coturn and nftables packages). Half-way node-c's score drops and
+    /// it is cut off everywhere.
+    #[arg(long, conflicts_with = "ha")]
+    pub nat: bool,
 }
 
 #[cfg(test)]
@@ -319,8 +329,8 @@ mod tests {
         let Command::Demo(args) = cli.command else {
             panic!("not demo: {:?}", cli.command);
         };
-        assert_eq!((args.epoch, args.duration), (10, 120));
-        assert!(!args.keep_going && !args.keep && !args.ha);
+        assert_eq!((args.epoch, args.duration), (10, None));
+        assert!(!args.keep_going && !args.keep && !args.ha && !args.nat);
         let cli = Cli::try_parse_from([
             "meshtun",
             "demo",
@@ -336,7 +346,13 @@ mod tests {
         let Command::Demo(args) = cli.command else {
             panic!("not demo: {:?}", cli.command);
         };
-        assert_eq!((args.epoch, args.duration), (5, 60));
+        assert_eq!((args.epoch, args.duration), (5, Some(60)));
         assert!(args.keep_going && args.keep && args.ha);
+        let cli = Cli::try_parse_from(["meshtun", "demo", "--nat"]).unwrap();
+        let Command::Demo(args) = cli.command else {
+            panic!("not demo: {:?}", cli.command);
+        };
+        assert!(args.nat && !args.ha);
+        assert!(Cli::try_parse_from(["meshtun", "demo", "--nat", "--ha"]).is_err());
     }
 }

@@ -127,10 +127,15 @@ fn demo(args: &meshtun::cli::DemoArgs) -> Result<()> {
     use std::time::Duration;
     let opts = DemoOptions {
         epoch: Duration::from_secs(args.epoch),
-        duration: Duration::from_secs(args.duration),
+        duration: Duration::from_secs(args.duration.unwrap_or(if args.nat {
+            meshtun::demo::plan::NAT_DEFAULT_DURATION_SECS
+        } else {
+            meshtun::demo::plan::DEFAULT_DURATION_SECS
+        })),
         keep_going: args.keep_going,
         keep: args.keep,
         ha: args.ha,
+        nat: args.nat,
     };
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     runtime()?.block_on(meshtun::demo::run(opts, Style::new(color)))?;

@@ -9,6 +9,8 @@
 //!   `APPLIED …`, `CUTOFF …`);
 //! - [`controller`]: the `meshtun-controller` binary, found and run as an operator would
 //!   (its configuration, `init`, `node add`, `serve`, `rotate`, and `audit show` read back);
+//! - [`nat`]: NAT routers (nftables masquerade) in front of a node; [`coturn`]: the TURN
+//!   relay's configuration and command;
 //! - [`in_ci`]: the one rule for "are we in CI", where a test that cannot run fails.
 //!
 //! Errors are values ([`Error`]): the demo reports them, the e2e harness panics with them.
@@ -16,7 +18,9 @@
 //! shipping `meshtun` binary links it for `meshtun demo`.
 
 pub mod controller;
+pub mod coturn;
 pub mod gatelog;
+pub mod nat;
 mod netns;
 pub mod postgres;
 pub mod process;

@@ -41,6 +41,12 @@ impl Netns {
         Self(meshtun_testbed::Netns::create(name).unwrap_or_else(|e| panic!("{e}")))
     }
 
+    /// The namespace guard itself, for harness code shared with `meshtun demo` (which
+    /// returns errors rather than failing the test); it still deletes the namespace on drop.
+    pub fn into_inner(self) -> meshtun_testbed::Netns {
+        self.0
+    }
+
     /// The inode of the namespace (`net:[INODE]` in `ls -l /proc/PID/ns/net`).
     pub fn inode(&self) -> u64 {
         self.0.inode().unwrap_or_else(|e| panic!("{e}"))

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use meshtun_proto::private_file::{write as write_private_file, Replace};
 use meshtun_testbed::controller::{
     config_text, find_program, AuditEvent, Benchmark, Decision, Enrollment, Home, Rotation, PROGRAM,
 };
@@ -45,11 +46,37 @@ const AUDIT_EVERY: Duration = Duration::from_millis(500);
 /// The status listener, on the controller namespace's own loopback.
 const STATUS_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 9700);
 
+/// What a scenario adds to the controller's configuration: TOML tables, and private files
+/// (mode 0600) beside the configuration, written before `init`. Its `Debug` leaves the
+/// files' contents out: they are secrets.
+#[derive(Default)]
+pub struct Extra {
+    /// TOML tables appended to the configuration (e.g. `[stun]`, `[relay]`).
+    pub tables: String,
+    /// Files named relative to the configuration's directory, and their contents.
+    pub private_files: Vec<(&'static str, zeroize::Zeroizing<String>)>,
+}
+
+impl std::fmt::Debug for Extra {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.private_files.iter().map(|(n, _)| *n).collect();
+        f.debug_struct("Extra")
+            .field("tables", &self.tables)
+            .field("private_files", &names)
+            .finish()
+    }
+}
+
 /// The controller's configuration for the demo: the default policy (threshold 0.70,
 /// readmission after one passing evaluation), `epoch` long epochs published `LEAD` ahead,
 /// and an immediate epoch when an allowed node fails. With a PostgreSQL `database`, the
-/// instance `spec` among several, with a short lease.
-pub fn settings(epoch: Duration, spec: &ControllerSpec, database: Option<&str>) -> String {
+/// instance `spec` among several, with a short lease. `tables` (TOML) are appended.
+pub fn settings(
+    epoch: Duration,
+    spec: &ControllerSpec,
+    database: Option<&str>,
+    tables: &str,
+) -> String {
     let listen = SocketAddr::from((spec.addr, CONTROLLER_PORT));
     let status = SocketAddr::from(STATUS_LISTEN);
     let mut rest = String::new();
@@ -70,6 +97,7 @@ pub fn settings(epoch: Duration, spec: &ControllerSpec, database: Option<&str>) 
             spec.instance
         ));
     }
+    rest.push_str(tables);
     config_text(listen, status, &spec.url(), &rest)
 }
 
@@ -84,8 +112,9 @@ pub struct NodeToEnroll {
     pub identity_key: String,
     /// Its tunnel address, CIDR.
     pub address: String,
-    /// `host:port` on the outer network.
-    pub endpoint: String,
+    /// `host:port` on the outer network; none behind a NAT (the controller learns it from
+    /// the node's candidates).
+    pub endpoint: Option<String>,
 }
 
 /// The controller's home in the demo's directory, before it serves.
@@ -98,13 +127,15 @@ pub struct ControllerHome {
 }
 
 impl ControllerHome {
-    /// Finds the binary, writes the configuration of `spec` and runs `init`: in
-    /// `dir/controller/` on SQLite, or in `dir/INSTANCE/` on the PostgreSQL `database`.
+    /// Finds the binary, writes the configuration of `spec` (with `extra`'s tables and
+    /// files) and runs `init`: in `dir/controller/` on SQLite, or in `dir/INSTANCE/` on the
+    /// PostgreSQL `database`.
     pub fn init(
         dir: &Path,
         epoch: Duration,
         spec: &ControllerSpec,
         database: Option<&str>,
+        extra: &Extra,
     ) -> Result<Self, DemoError> {
         let bin = find_program(PROGRAM)?;
         let root = dir.join(if database.is_some() {
@@ -114,8 +145,14 @@ impl ControllerHome {
         });
         std::fs::create_dir(&root)
             .map_err(|e| DemoError::io(format!("cannot create {}", root.display()), e))?;
+        for (name, text) in &extra.private_files {
+            let path = root.join(name);
+            write_private_file(&path, text.as_bytes(), Replace::Never)
+                .map_err(|e| DemoError::io(format!("cannot write {}", path.display()), e))?;
+        }
         let config = root.join("controller.toml");
-        let home = Home::write(bin, config, &settings(epoch, spec, database))?;
+        let text = settings(epoch, spec, database, &extra.tables);
+        let home = Home::write(bin, config, &text)?;
         let key = home.init()?;
         Ok(Self {
             home,
@@ -142,7 +179,7 @@ impl ControllerHome {
         let home = Home::write(
             self.bin().to_owned(),
             config,
-            &settings(epoch, spec, Some(database)),
+            &settings(epoch, spec, Some(database), ""),
         )?;
         ha::share_secrets(&self.home.state_dir(), &home.state_dir())?;
         let key = home.init()?;
@@ -182,7 +219,7 @@ impl ControllerHome {
             wg_key: &node.wg_key,
             identity_key: &node.identity_key,
             address: &node.address,
-            endpoint: Some(&node.endpoint),
+            endpoint: node.endpoint.as_deref(),
         })?;
         Ok(())
     }
@@ -462,7 +499,7 @@ mod tests {
     fn with_ha_each_instance_names_itself_and_the_shared_database() {
         let spec = &crate::demo::plan::CONTROLLERS[1];
         let url = "postgres://meshtun@%2Ftmp%2Fpg/meshtun";
-        let table: toml::Table = settings(Duration::from_secs(5), spec, Some(url))
+        let table: toml::Table = settings(Duration::from_secs(5), spec, Some(url), "")
             .parse()
             .unwrap();
         assert_eq!(table["database"].as_str(), Some(url));
@@ -470,7 +507,7 @@ mod tests {
         assert_eq!(table["url"].as_str(), Some("http://192.0.2.11:8700"));
         assert_eq!(table["ha"]["instance"].as_str(), Some("ctl-2"));
         assert_eq!(table["ha"]["lease"].as_integer(), Some(2));
-        let single = settings(Duration::from_secs(5), spec, None);
+        let single = settings(Duration::from_secs(5), spec, None, "");
         let table: toml::Table = single.parse().unwrap();
         assert!(!table.contains_key("database") && !table.contains_key("ha"));
     }
@@ -481,6 +518,7 @@ mod tests {
             Duration::from_secs(10),
             &crate::demo::plan::CONTROLLERS[0],
             None,
+            "",
         );
         let table: toml::Table = text.parse().unwrap();
         assert_eq!(table["listen"].as_str(), Some("192.0.2.10:8700"));

@@ -51,6 +51,11 @@ pub struct Stopped {
 }
 
 impl Daemons {
+    /// The meshtun executable the daemons run.
+    pub fn bin(&self) -> &std::path::Path {
+        &self.bin
+    }
+
     /// No daemons yet; `bin` is the meshtun executable to run.
     pub fn new(bin: PathBuf) -> Self {
         Self {

@@ -25,6 +25,12 @@
 //! the other taking over, the epochs going on, node-c still cut off, and node-a and node-b
 //! pinging each other ten times a second without losing one; node-c recovers at two thirds.
 //!
+//! With `--nat` (`nat`, `natscene`): every node behind its own NAT router (node-c's
+//! symmetric), no endpoint enrolled, the controller's STUN server and a TURN relay
+//! (coturn). The demo shows each node's reflexive address, node-a and node-b on a direct
+//! path through both NATs, the path node-c gets, then node-c's score dropping half-way and
+//! node-c cut off everywhere within a second of the decision.
+//!
 //! Everything is removed on every way out: the normal end, an error, Ctrl-C or SIGTERM.
 //! Namespaces, processes, the controller's commands and the gate log parser are
 //! [`meshtun_testbed`]'s, shared with the end-to-end tests.
@@ -33,6 +39,8 @@ pub mod controller;
 pub mod daemons;
 pub mod ha;
 pub mod narrative;
+pub mod nat;
+mod natscene;
 pub mod netns;
 pub mod nodeconf;
 pub mod nodelog;
@@ -213,6 +221,8 @@ struct Lab {
     network: Option<Network>,
     controllers: Vec<Controller>,
     cluster: Option<meshtun_testbed::postgres::TempCluster>,
+    /// With `--nat`: coturn.
+    relay: Option<meshtun_testbed::process::Process>,
     daemons: Daemons,
 }
 
@@ -230,6 +240,7 @@ impl Lab {
             network: None,
             controllers: Vec::new(),
             cluster: None,
+            relay: None,
             daemons: Daemons::new(bin),
         })
     }
@@ -260,6 +271,15 @@ impl Lab {
             match controller.stop() {
                 Ok(line) => lines.push(line),
                 Err(error) => lines.push(meshtun_proto::report::describe(&error)),
+            }
+        }
+        if let Some(mut relay) = self.relay.take() {
+            let pid = relay.pid().unwrap_or_default();
+            match relay.terminate(Duration::from_secs(5)) {
+                meshtun_testbed::process::Ended::Killed => lines.push(format!(
+                    "killed the relay (coturn, pid {pid}), which ignored SIGTERM for 5 s"
+                )),
+                _ => lines.push(format!("stopped the relay (coturn, pid {pid})")),
             }
         }
         if let Some(cluster) = self.cluster.take() {
@@ -370,6 +390,9 @@ pub async fn run(opts: DemoOptions, style: Style) -> Result<(), DemoError> {
     if opts.ha && !ha::server_installed() {
         return Err(DemoError::NoPostgres);
     }
+    if opts.nat {
+        nat::check_tools()?;
+    }
     let bin = std::env::current_exe()
         .map_err(|e| DemoError::io("cannot find the meshtun executable", e))?;
     let mut signals = Signals::new()?;
@@ -387,6 +410,7 @@ pub async fn run(opts: DemoOptions, style: Style) -> Result<(), DemoError> {
     let mut lab = Lab::new(opts.keep, bin)?;
     let mut story = Story {
         ha: opts.ha.then(story::HaStory::default),
+        nat: opts.nat.then(nat::NatStory::default),
         ..Story::default()
     };
     let outcome = tokio::select! {

@@ -16,6 +16,7 @@ use super::plan::{
 use super::story::{Change, EpochSummary, Story};
 
 mod ha;
+pub mod nat;
 pub use ha::{leader_killed, leader_named, new_leader_epoch, steady_line, took_over};
 
 /// Whether to colour the output.
@@ -79,6 +80,9 @@ pub fn event(at: Duration, text: &str) -> String {
 
 /// The introduction: the scenario, what to expect, where the files are.
 pub fn header(style: Style, names: &Names, opts: &DemoOptions, dir: &Path) -> String {
+    if opts.nat {
+        return nat::header(style, names, opts, dir);
+    }
     let mut out = String::new();
     let epoch = opts.epoch.as_secs();
     let _ = writeln!(
@@ -280,19 +284,19 @@ fn rtt_text(rtt: Duration) -> String {
     }
 }
 
-/// One direction: `a→b ok 0.4 ms`, `a→b cut off`, `a→b unreachable (why)`.
-fn direction_text(style: Style, probe: &Probe) -> String {
+/// One direction: `a→b ok 0.4 ms`, `a→b cut off` (`silent`), `a→b unreachable (why)`.
+fn direction_text(style: Style, probe: &Probe, silent: &str) -> String {
     let arrow = format!("{}→{}", probe.from, probe.to);
     match &probe.outcome {
         Outcome::Reply(rtt) => style.good(&format!("{arrow} ok {}", rtt_text(*rtt))),
-        Outcome::NoReply => style.bad(&format!("{arrow} cut off")),
+        Outcome::NoReply => style.bad(&format!("{arrow} {silent}")),
         Outcome::SendFailed(why) => style.bad(&format!("{arrow} unreachable ({why})")),
     }
 }
 
-/// One pair: `a↔b ok 0.4 ms` or `a↔c cut off` when both directions agree, each direction
-/// otherwise.
-fn pair_text(style: Style, there: &Probe, back: &Probe) -> String {
+/// One pair: `a↔b ok 0.4 ms` or `a↔c cut off` (`silent`) when both directions agree, each
+/// direction otherwise.
+fn pair_text(style: Style, there: &Probe, back: &Probe, silent: &str) -> String {
     match (&there.outcome, &back.outcome) {
         (Outcome::Reply(x), Outcome::Reply(y)) => style.good(&format!(
             "{}↔{} ok {}",
@@ -301,25 +305,31 @@ fn pair_text(style: Style, there: &Probe, back: &Probe) -> String {
             rtt_text((*x).max(*y))
         )),
         (Outcome::NoReply, Outcome::NoReply) => {
-            style.bad(&format!("{}↔{} cut off", there.from, there.to))
+            style.bad(&format!("{}↔{} {silent}", there.from, there.to))
         }
         _ => format!(
             "{}, {}",
-            direction_text(style, there),
-            direction_text(style, back)
+            direction_text(style, there, silent),
+            direction_text(style, back, silent)
         ),
     }
 }
 
 /// A round of pings: every pair of nodes, e.g. `ping  a↔b ok 0.4 ms   a↔c cut off   …`.
 pub fn ping_line(style: Style, at: Duration, probes: &[Probe]) -> String {
+    ping_line_as(style, at, probes, "cut off")
+}
+
+/// A round of pings, an unanswered pair called `silent` (`cut off` once a node is denied;
+/// `no reply` when no path may be open yet).
+pub fn ping_line_as(style: Style, at: Duration, probes: &[Probe], silent: &str) -> String {
     let find = |from: char, to: char| probes.iter().find(|p| p.from == from && p.to == to);
     let mut pairs = Vec::new();
     for (i, x) in NODES.iter().enumerate() {
         for y in &NODES[i + 1..] {
             if let (Some(there), Some(back)) = (find(x.letter, y.letter), find(y.letter, x.letter))
             {
-                pairs.push(pair_text(style, there, back));
+                pairs.push(pair_text(style, there, back, silent));
             }
         }
     }
@@ -377,6 +387,10 @@ fn check(style: Style, seen: bool) -> String {
 /// What the demo showed, and what it did not.
 pub fn summary(style: Style, story: &Story) -> String {
     let mut out = format!("\n{}\n", style.strong("What happened"));
+    if let Some(nat) = &story.nat {
+        out.push_str(&nat::summary(style, story, nat));
+        return out;
+    }
     let ab = match story.ab_connected {
         Some(at) => format!(
             "node-a and node-b were allowed and reached each other through the tunnel from {};\n    \
@@ -607,6 +621,7 @@ mod tests {
             readmitted: Some((4, Duration::from_secs(38))),
             c_reconnected: None,
             ha: None,
+            nat: None,
         };
         let text = summary(PLAIN, &story);
         assert!(text.contains("✓ node-a and node-b were allowed"), "{text}");
@@ -633,6 +648,7 @@ mod tests {
             keep_going: false,
             keep: false,
             ha: false,
+            nat: false,
         };
         let text = header(
             PLAIN,

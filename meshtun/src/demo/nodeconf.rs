@@ -92,13 +92,14 @@ pub fn config_text(node: &NodeSpec, ifname: &str, settings: NodeSettings<'_>, me
     )
 }
 
-/// Writes `node`'s keys (mode 0600) and configuration into `dir`; returns the public keys
-/// to enroll.
+/// Writes `node`'s keys (mode 0600) and configuration into `dir`, with scores of mean
+/// `mean`; returns the public keys to enroll.
 pub fn write_node(
     dir: &Path,
     node: &NodeSpec,
     ifname: &str,
     settings: NodeSettings<'_>,
+    mean: f64,
 ) -> Result<NodeKeys, DemoError> {
     let wg = PrivateKey::generate();
     let key_file = dir.join(format!("{}.key", node.id));
@@ -107,7 +108,7 @@ pub fn write_node(
     write_private_file(&key_file, text.as_bytes(), Replace::Never)
         .map_err(|source| DemoError::io(format!("cannot write {}", key_file.display()), source))?;
     let identity = load_or_create_identity(&dir.join(format!("{}.identity", node.id)))?;
-    write_config(dir, node, ifname, settings, node.mean)?;
+    write_config(dir, node, ifname, settings, mean)?;
     Ok(NodeKeys {
         wg_public_key: wg.public_key(),
         identity_key: identity.key.public(),
@@ -145,7 +146,7 @@ mod tests {
             controller_key: &controller,
             ha: false,
         };
-        let keys = write_node(dir.path(), node, "mtdemo42b", settings).unwrap();
+        let keys = write_node(dir.path(), node, "mtdemo42b", settings, node.mean).unwrap();
 
         let config = Config::load(&NodeFiles::new(dir.path(), node).config).unwrap();
         assert_eq!(config.interface.name, "mtdemo42b");
@@ -194,7 +195,7 @@ mod tests {
             controller_key: &controller,
             ha: true,
         };
-        write_node(dir.path(), node, "mtdemo42c", settings).unwrap();
+        write_node(dir.path(), node, "mtdemo42c", settings, node.mean).unwrap();
         let path = NodeFiles::new(dir.path(), node).config;
         let before = Config::load(&path).unwrap();
         assert_eq!(
@@ -224,8 +225,8 @@ mod tests {
             controller_key: &controller,
             ha: false,
         };
-        write_node(dir.path(), &NODES[0], "mtdemo42a", settings).unwrap();
-        let err = write_node(dir.path(), &NODES[0], "mtdemo42a", settings).unwrap_err();
+        write_node(dir.path(), &NODES[0], "mtdemo42a", settings, 0.9).unwrap();
+        let err = write_node(dir.path(), &NODES[0], "mtdemo42a", settings, 0.9).unwrap_err();
         assert!(err.to_string().contains("node-a.key"), "{err}");
     }
 }

@@ -158,6 +158,9 @@ pub struct DemoOptions {
     pub keep: bool,
     /// Two controllers on one PostgreSQL; the leader is killed a third of the way.
     pub ha: bool,
+    /// Every node behind its own NAT router, no endpoint configured, a relay; node-c is
+    /// denied half-way (see [`super::nat`]).
+    pub nat: bool,
 }
 
 impl DemoOptions {
@@ -172,6 +175,9 @@ impl DemoOptions {
 
     /// Checks the values; the error says which option is wrong and what would do.
     pub fn validate(&self) -> Result<(), String> {
+        if self.ha && self.nat {
+            return Err("--ha and --nat are two separate stories: choose one".into());
+        }
         let (min, max) = EPOCH_RANGE_SECS;
         let secs = self.epoch.as_secs();
         if !(min..=max).contains(&secs) {
@@ -179,13 +185,23 @@ impl DemoOptions {
                 "--epoch {secs}: an epoch lasts {min} to {max} seconds in the demo"
             ));
         }
-        let shortest = Self::min_duration(self.epoch, self.ha);
+        let (shortest, flag, what) = if self.nat {
+            (
+                nat_min_duration(),
+                " with --nat",
+                "to show the paths, then node-c denied and cut off",
+            )
+        } else {
+            (
+                Self::min_duration(self.epoch, self.ha),
+                if self.ha { " with --ha" } else { "" },
+                "to show node-c cut off, recovering and readmitted",
+            )
+        };
         if self.duration < shortest {
             return Err(format!(
-                "--duration {}: with {secs} s epochs the demo{} needs at least {} s \
-                 (to show node-c cut off, recovering and readmitted)",
+                "--duration {}: with {secs} s epochs the demo{flag} needs at least {} s ({what})",
                 self.duration.as_secs(),
-                if self.ha { " with --ha" } else { "" },
                 shortest.as_secs()
             ));
         }
@@ -202,6 +218,11 @@ impl DemoOptions {
         }
     }
 
+    /// With `nat`, when node-c's score drops, counted from the first epoch: half-way.
+    pub fn deny_at(&self) -> Option<Duration> {
+        self.nat.then(|| self.duration / 2)
+    }
+
     /// With `ha`, when the leader is killed, counted from the first epoch: a third of the way.
     pub fn kill_at(&self) -> Option<Duration> {
         self.ha.then(|| self.duration / 3)
@@ -212,6 +233,47 @@ impl DemoOptions {
         (!self.keep_going).then_some(self.duration)
     }
 }
+
+/// `--duration`'s default, in seconds.
+pub const DEFAULT_DURATION_SECS: u64 = 120;
+
+/// `--duration`'s default with `--nat`, in seconds: the NAT story is short.
+pub const NAT_DEFAULT_DURATION_SECS: u64 = 30;
+
+/// With `--nat`: the relay's (coturn's) address on the outer network.
+pub const RELAY_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
+
+/// With `--nat`: the controller's STUN port, the default the nodes ask.
+pub const STUN_PORT: u16 = 3478;
+
+/// With `--nat`: the role of the relay's namespace.
+pub const RELAY: &str = "relay";
+
+/// With `--nat`: each node's mean score at the start (all pass; node-c is denied half-way).
+pub const NAT_MEAN: f64 = 0.90;
+
+/// With `--nat`: node-c's mean score once it drops.
+pub const NAT_DENIED_MEAN: f64 = 0.40;
+
+/// With `--nat`: how each node's router maps its flows; node-c's is symmetric.
+pub fn nat_mapping(node: &NodeSpec) -> meshtun_testbed::nat::Mapping {
+    use meshtun_testbed::nat::Mapping;
+    if node.letter == 'c' {
+        Mapping::FullyRandom
+    } else {
+        Mapping::EndpointIndependent
+    }
+}
+
+/// With `--nat`: the shortest duration (the paths shown before half-way, the denial and
+/// the cut-off after it).
+pub fn nat_min_duration() -> Duration {
+    NAT_HALF_MIN * 2
+}
+
+/// With `--nat`: each half must leave time for the candidates, the first handshakes and
+/// two ping rounds (before), and the failing score, the epoch and a ping round (after).
+const NAT_HALF_MIN: Duration = Duration::from_secs(10);
 
 /// The names of everything the demo creates, unique per process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,12 +308,21 @@ impl Names {
         self.namespace(&node.letter.to_string())
     }
 
-    /// Every namespace, the hub first, with the controllers of `ha`.
-    pub fn all_namespaces(&self, ha: bool) -> Vec<String> {
+    /// Every namespace joined to the switch, the hub first, with the controllers of `ha`
+    /// and the relay's with `nat` (the routers' namespaces are made by the routers).
+    pub fn all_namespaces(&self, ha: bool, nat: bool) -> Vec<String> {
         let mut all = vec![self.namespace(HUB)];
         all.extend(controllers(ha).iter().map(|c| self.namespace(c.role)));
+        if nat {
+            all.push(self.namespace(RELAY));
+        }
         all.extend(NODES.iter().map(|n| self.node_namespace(n)));
         all
+    }
+
+    /// With `nat`: the namespace of `node`'s NAT router.
+    pub fn router_namespace(&self, node: &NodeSpec) -> String {
+        self.namespace(&format!("r{}", node.letter))
     }
 
     /// A node's tunnel interface. UAPI sockets and pid files of every namespace share one
@@ -282,6 +353,7 @@ mod tests {
             keep_going: false,
             keep: false,
             ha: false,
+            nat: false,
         }
     }
 
@@ -319,12 +391,44 @@ mod tests {
             "{err}"
         );
         let names = Names::new(7);
-        assert_eq!(names.all_namespaces(true).len(), 6);
+        assert_eq!(names.all_namespaces(true, false).len(), 6);
         assert!(names
-            .all_namespaces(true)
+            .all_namespaces(true, false)
             .contains(&"mtdemo-7-ctl2".to_owned()));
         assert_eq!(controllers(false), &CONTROLLERS[..1]);
         assert_eq!(CONTROLLERS[1].url(), "http://192.0.2.11:8700");
+    }
+
+    #[test]
+    fn with_nat_c_is_denied_half_way_and_the_routers_have_their_namespaces() {
+        let mut o = options(5, 20);
+        o.nat = true;
+        assert_eq!(o.validate(), Ok(()));
+        assert_eq!(o.deny_at(), Some(Duration::from_secs(10)));
+        assert_eq!(o.recover_at(), Duration::from_secs(10));
+        o.duration = Duration::from_secs(19);
+        let err = o.validate().unwrap_err();
+        assert!(
+            err.contains("--nat") && err.contains("at least 20 s"),
+            "{err}"
+        );
+        o.duration = Duration::from_secs(30);
+        o.ha = true;
+        assert!(o.validate().unwrap_err().contains("choose one"));
+        let names = Names::new(7);
+        assert_eq!(names.router_namespace(&NODES[2]), "mtdemo-7-rc");
+        assert!(names
+            .all_namespaces(false, true)
+            .contains(&"mtdemo-7-relay".to_owned()));
+        assert_eq!(
+            nat_mapping(&NODES[2]),
+            meshtun_testbed::nat::Mapping::FullyRandom
+        );
+        assert_eq!(
+            nat_mapping(&NODES[0]),
+            meshtun_testbed::nat::Mapping::EndpointIndependent
+        );
+        assert_eq!(options(5, 60).deny_at(), None);
     }
 
     #[test]
@@ -359,9 +463,9 @@ mod tests {
             let ifname = names.ifname(node);
             assert!(ifname.len() <= 15, "{ifname}");
         }
-        assert_eq!(names.all_namespaces(false).len(), 5);
+        assert_eq!(names.all_namespaces(false, false).len(), 5);
         assert!(names
-            .all_namespaces(false)
+            .all_namespaces(false, false)
             .iter()
             .all(|n| n.starts_with(&names.prefix())));
         assert_ne!(

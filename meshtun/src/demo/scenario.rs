@@ -12,15 +12,15 @@ use meshtun_proto::IdentityPublic;
 use meshtun_testbed::process::{log_tail, LogFollower};
 use tokio::task::JoinHandle;
 
-use super::controller::{Controller, ControllerHome, NodeToEnroll};
+use super::controller::{Controller, ControllerHome, Extra, NodeToEnroll};
 use super::narrative::{self, Style};
 use super::netns::Network;
 use super::nodeconf::{self, NodeFiles, NodeSettings};
 use super::nodelog::{self, AppliedEpochs};
 use super::ping::{PingFrom, Pinger, Probe};
 use super::plan::{
-    controllers, DemoOptions, Names, NodeSpec, LISTEN_PORT, NODES, PING_EVERY, PING_TIMEOUT,
-    PREFIX_LEN, RECOVERED_MEAN, RECOVERING, THRESHOLD,
+    controllers, DemoOptions, Names, NodeSpec, LISTEN_PORT, NAT_MEAN, NODES, PING_EVERY,
+    PING_TIMEOUT, PREFIX_LEN, RECOVERED_MEAN, RECOVERING, THRESHOLD,
 };
 use super::story::{Change, EpochSummary, NodeDecision, Story};
 use super::takeover::Takeover;
@@ -43,6 +43,9 @@ pub(super) struct Watch<'a> {
     pub(super) style: Style,
     pub(super) names: Names,
     pub(super) ha: bool,
+    /// With `--nat`: the relay's shared secret (the controller's and coturn's).
+    pub(super) nat: bool,
+    pub(super) relay_secret: Option<zeroize::Zeroizing<String>>,
     followers: Vec<(&'static str, LogFollower)>,
     applied: AppliedEpochs,
     first_epoch: u64,
@@ -67,6 +70,8 @@ pub(super) async fn play(
         style,
         names,
         ha: opts.ha,
+        nat: opts.nat,
+        relay_secret: opts.nat.then(super::nat::relay_secret),
         followers: Vec::new(),
         applied: AppliedEpochs::default(),
         first_epoch: u64::MAX,
@@ -74,14 +79,20 @@ pub(super) async fn play(
     };
     let controller_key = watch.set_up(&dir, opts)?;
     watch.wait_for_scores().await?;
+    if opts.nat {
+        watch.wait_for_reflexive().await?;
+    }
     watch.begin_epochs()?;
+    if opts.nat {
+        return watch.run_nat(&dir, opts, &controller_key).await;
+    }
     watch.run_epochs(&dir, opts, &controller_key).await
 }
 
 impl Watch<'_> {
     /// The first controller (present from [`Watch::set_up`] on), whose home reads the audit
     /// log: with `--ha` from the shared database, also after it was killed.
-    fn controller(&mut self) -> Result<&mut Controller, DemoError> {
+    pub(super) fn controller(&mut self) -> Result<&mut Controller, DemoError> {
         self.lab.controllers.first_mut().ok_or_else(not_started)
     }
 
@@ -94,8 +105,12 @@ impl Watch<'_> {
     ) -> Result<Vec<ControllerHome>, DemoError> {
         let specs = controllers(self.ha);
         if !self.ha {
+            let extra = match &self.relay_secret {
+                Some(secret) => super::nat::controller_extra(secret),
+                None => Extra::default(),
+            };
             return Ok(vec![ControllerHome::init(
-                dir, opts.epoch, &specs[0], None,
+                dir, opts.epoch, &specs[0], None, &extra,
             )?]);
         }
         let (cluster, database) = super::ha::start_cluster()?;
@@ -107,7 +122,13 @@ impl Watch<'_> {
             super::ha::DATABASE
         ));
         self.lab.cluster = Some(cluster);
-        let first = ControllerHome::init(dir, opts.epoch, &specs[0], Some(&database))?;
+        let first = ControllerHome::init(
+            dir,
+            opts.epoch,
+            &specs[0],
+            Some(&database),
+            &Extra::default(),
+        )?;
         let mut homes = Vec::new();
         for spec in &specs[1..] {
             homes.push(first.another(dir, opts.epoch, spec, &database)?);
@@ -147,26 +168,35 @@ impl Watch<'_> {
         let key = IdentityPublic::from_base64(homes[0].key()).map_err(|e| {
             DemoError::Controller(format!("`init` printed a key that does not parse: {e}"))
         })?;
-        self.lab.network = Some(Network::create(&self.names, self.ha)?);
+        self.lab.network = Some(Network::create(&self.names, self.ha, self.nat)?);
         self.narrator.event(&format!(
             "network namespaces and the virtual switch are up (outer network 192.0.2.0/{PREFIX_LEN})"
         ));
+        if self.nat {
+            self.start_relay(dir)?;
+        }
         let settings = NodeSettings {
             controller_key: &key,
             ha: self.ha,
         };
         for node in &NODES {
-            let keys = nodeconf::write_node(dir, node, &self.names.ifname(node), settings)?;
+            let mean = if self.nat { NAT_MEAN } else { node.mean };
+            let ifname = self.names.ifname(node);
+            let keys = nodeconf::write_node(dir, node, &ifname, settings, mean)?;
             homes[0].enroll(&NodeToEnroll {
                 id: node.id,
                 wg_key: keys.wg_public_key.to_base64(),
                 identity_key: keys.identity_key.to_base64(),
                 address: format!("{}/32", node.tunnel),
-                endpoint: format!("{}:{LISTEN_PORT}", node.outer),
+                endpoint: (!self.nat).then(|| format!("{}:{LISTEN_PORT}", node.outer)),
             })?;
         }
-        self.narrator
-            .event("node-a, node-b and node-c enrolled with `meshtun-controller node add`");
+        self.narrator.event(if self.nat {
+            "node-a, node-b and node-c enrolled with `meshtun-controller node add`, with no \
+             endpoint: nobody knows where they are"
+        } else {
+            "node-a, node-b and node-c enrolled with `meshtun-controller node add`"
+        });
         self.serve(homes)?;
         let network = self.lab.network.as_ref().ok_or_else(not_started)?;
         for node in &NODES {
@@ -189,7 +219,7 @@ impl Watch<'_> {
     }
 
     /// Fails if a daemon or a controller has stopped (other than by the demo's kill).
-    fn check_alive(&mut self) -> Result<(), DemoError> {
+    pub(super) fn check_alive(&mut self) -> Result<(), DemoError> {
         self.lab.daemons.check_alive()?;
         for controller in &mut self.lab.controllers {
             controller.check_alive()?;
@@ -199,12 +229,15 @@ impl Watch<'_> {
 
     /// Prints the nodes' new notable log lines, and what they applied of each epoch once
     /// they have all logged it.
-    fn echo_logs(&mut self) {
+    pub(super) fn echo_logs(&mut self) {
         for (node, follower) in &mut self.followers {
             for line in follower.new_lines() {
                 let Some(text) = nodelog::notable_log(&line) else {
                     continue;
                 };
+                if let Some(nat) = self.story.nat.as_mut() {
+                    nat.on_log(node, text);
+                }
                 if let Some(other) = self.applied.record(node, text) {
                     self.narrator.say(&narrative::node_line(
                         self.style,
@@ -283,7 +316,7 @@ impl Watch<'_> {
     }
 
     /// Prints every epoch decided since the last call.
-    fn show_new_epochs(&mut self) -> Result<(), DemoError> {
+    pub(super) fn show_new_epochs(&mut self) -> Result<(), DemoError> {
         let first = self.first_epoch;
         let controller = self.controller()?;
         controller.refresh()?;

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::nat::NatStory;
 use super::ping::Probe;
 
 /// How one node's membership changed from the previous epoch.
@@ -94,6 +95,8 @@ pub struct Story {
     pub c_reconnected: Option<Duration>,
     /// With `--ha`: the leader's death and its successor.
     pub ha: Option<HaStory>,
+    /// With `--nat`: addresses, paths, and node-c's denial.
+    pub nat: Option<NatStory>,
 }
 
 /// With `--ha`: what was shown of the leader's replacement.
@@ -174,6 +177,11 @@ impl Story {
             self.ab_epochs += 1;
         }
         if let Some(c) = decision(C_ID) {
+            if let Some(nat) = self.nat.as_mut().filter(|n| n.c_denied.is_none()) {
+                if c.change == Change::CutOff {
+                    nat.c_denied = Some((epoch.id, epoch.decided_ms));
+                }
+            }
             if !c.allowed && self.c_denied.is_none() {
                 self.c_denied = Some((epoch.id, c.reason.clone()));
             }
@@ -224,6 +232,16 @@ impl Story {
 
     /// The steps of the scenario not seen (empty: everything was shown).
     pub fn missing(&self) -> Vec<&'static str> {
+        if let Some(nat) = &self.nat {
+            let mut missing = nat.missing();
+            if self.ab_connected.is_none() {
+                missing.insert(
+                    0,
+                    "node-a and node-b reaching each other through the tunnel",
+                );
+            }
+            return missing;
+        }
         let mut missing = self.missing_gating();
         missing.extend(self.ha.iter().flat_map(HaStory::missing));
         missing

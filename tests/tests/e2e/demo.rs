@@ -4,6 +4,10 @@
 //! Ctrl-C must stop it early and clean up just the same. `meshtun demo --ha` must also name
 //! the leader, show the other controller taking over after the kill with node-c still cut
 //! off, lose no ping between node-a and node-b, and leave no PostgreSQL behind.
+//! `meshtun demo --nat` must show every node's reflexive address, node-a and node-b on a
+//! direct path at each other's router, the path node-c gets (whatever it is), and node-c
+//! dropped by both others within 1 s of its denial and then cut off, and leave no router,
+//! relay or namespace behind.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -21,6 +25,9 @@ const ARGS: [&str; 5] = ["demo", "--epoch", "5", "--duration", "60"];
 
 /// With `--ha`: the shortest run 5 s epochs allow (three thirds of 20 s).
 const HA_ARGS: [&str; 6] = ["demo", "--ha", "--epoch", "5", "--duration", "60"];
+
+/// With `--nat`: 5 s epochs, 24 s from the first (node-c's score drops half-way).
+const NAT_ARGS: [&str; 6] = ["demo", "--nat", "--epoch", "5", "--duration", "24"];
 
 /// The most a full run may take: the minute, setup, the first scores and cleanup.
 const RUN_LIMIT: Duration = Duration::from_secs(150);
@@ -478,6 +485,141 @@ fn demo_ha_survives_the_leaders_death_and_leaves_nothing_behind() {
     assert!(
         gone,
         "PostgreSQL processes left behind: {left:?}\n{transcript}"
+    );
+    assert_nothing_left(demo.pid(), &demo.dir(), &transcript);
+}
+
+/// `decision_to_cutoff_ms=N` of a `CUTOFF` line.
+fn cutoff_ms(line: &str) -> Option<u64> {
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix("decision_to_cutoff_ms="))
+        .and_then(|ms| ms.parse().ok())
+}
+
+#[test]
+fn demo_nat_shows_a_b_direct_and_c_cut_off_after_its_denial() {
+    let test = "demo_nat_shows_a_b_direct_and_c_cut_off_after_its_denial";
+    if !require_root(test) {
+        return;
+    }
+    let missing: Vec<&str> = ["turnserver", "nft"]
+        .into_iter()
+        .filter(|tool| {
+            !std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                .any(|dir| dir.join(tool).is_file())
+        })
+        .collect();
+    if !missing.is_empty() {
+        assert!(
+            !meshtun_testbed::in_ci(),
+            "{test}: needs {missing:?} (apt install coturn nftables); CI=true"
+        );
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("SKIP {test}: no {missing:?}\n").as_bytes(),
+        );
+        return;
+    }
+    let started = Instant::now();
+    let mut demo = Demo::start(&NAT_ARGS);
+    let status = demo.wait(RUN_LIMIT);
+    let transcript = demo.transcript();
+    assert!(
+        status.success(),
+        "meshtun demo --nat failed ({status})\n{transcript}"
+    );
+    println!("meshtun demo --nat took {:?}", started.elapsed());
+    let lines = demo.stdout();
+    let line = |from: usize, parts: &[&str], what: &str| {
+        find(&lines, from, parts).unwrap_or_else(|| panic!("{what}\n{transcript}"))
+    };
+
+    // Every node learnt its public address: its router's, 192.0.2.1 to .3.
+    for (node, public) in [
+        ("node-a", "192.0.2.1:"),
+        ("node-b", "192.0.2.2:"),
+        ("node-c", "192.0.2.3:"),
+    ] {
+        line(
+            0,
+            &[node, "learnt its public address", public],
+            &format!("{node}'s reflexive address (its router's) is not shown"),
+        );
+    }
+    // node-a and node-b direct, each at the other's router's public address.
+    let direct = line(
+        0,
+        &[
+            "node-a → node-b: direct to 192.0.2.2:",
+            "node-b → node-a: direct to 192.0.2.1:",
+        ],
+        "no a↔b direct path at the routers' addresses",
+    );
+    line(
+        direct,
+        &["ping", "a↔b ok"],
+        "a↔b pings not answered after the direct path",
+    );
+    // node-c's path is reported, whatever it is (the relay data path is not required yet).
+    let c_path = line(
+        0,
+        &["path of node-c:", "node-a → node-c: "],
+        "node-c's path is not shown",
+    );
+    let seen = lines[c_path]
+        .split("node-a → node-c: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default();
+    assert!(
+        ["direct", "relayed", "trying", "none"].contains(&seen),
+        "node-c's path {seen:?} is not one `meshtun show` gives\n{transcript}"
+    );
+    println!("node-c's path as node-a saw it: {}", lines[c_path]);
+
+    // Denied, node-c is dropped by both others within a second of the decision.
+    let drops = line(
+        c_path,
+        &["node-c's score drops"],
+        "node-c's score does not drop",
+    );
+    let denied = line(
+        drops,
+        &["node-c", "DENY", "CUT OFF"],
+        "no epoch denies node-c",
+    );
+    for node in ["node-a", "node-b"] {
+        let cut = line(
+            denied,
+            &[node, "CUTOFF peer=node-c"],
+            &format!("{node} does not log dropping node-c"),
+        );
+        let ms = cutoff_ms(&lines[cut])
+            .unwrap_or_else(|| panic!("no decision_to_cutoff_ms: {}\n{transcript}", lines[cut]));
+        assert!(
+            ms <= 1000,
+            "{node} dropped node-c {ms} ms after the decision\n{transcript}"
+        );
+    }
+    line(
+        denied,
+        &["ping", "a↔b ok", "a↔c cut off", "b↔c cut off"],
+        "no round with a↔b ok and node-c cut off after its denial",
+    );
+
+    let summary = line(denied, &["What happened"], "no summary");
+    let summary_text = lines[summary..].join("\n");
+    assert_eq!(summary_text.matches('✓').count(), 5, "{transcript}");
+    assert!(!summary_text.contains('✗'), "{transcript}");
+    line(
+        summary,
+        &["stopped the relay (coturn"],
+        "the relay's stop is not reported",
+    );
+    line(
+        summary,
+        &["deleted 9 network namespaces"],
+        "the cleanup is not reported",
     );
     assert_nothing_left(demo.pid(), &demo.dir(), &transcript);
 }
