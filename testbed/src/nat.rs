@@ -212,6 +212,20 @@ impl Router {
         self.flush_conntrack()
     }
 
+    /// Forwards UDP `port` of the public address to the node's same port, whoever sends
+    /// (endpoint-independent filtering for that port: a "full cone"), as a port forward on
+    /// a home router does.
+    pub fn forward_port(&self, port: u16) -> Result<(), Error> {
+        self.nft_chain("prerouting", "type nat hook prerouting priority -100 ;")?;
+        let to = format!("{}:{port}", NODE_PRIVATE);
+        let port = port.to_string();
+        let rule = ["udp", "dport", port.as_str(), "dnat", "to", to.as_str()];
+        let mut args = vec!["nft", "add", "rule", "ip", TABLE, "prerouting"];
+        args.extend(["iifname", self.outside.as_str()]);
+        args.extend(rule);
+        self.run(&args).map(drop)
+    }
+
     /// Forgets every mapping (`conntrack -F`), as a router that reboots or rebinds does.
     pub fn flush_conntrack(&self) -> Result<(), Error> {
         self.run(&["conntrack", "-F"]).map(drop)

@@ -57,6 +57,12 @@ impl Router {
         check(self.inner.set_mapping(mapping));
     }
 
+    /// Forwards UDP `port` of the public address to the node's same port, whoever sends
+    /// (a "full cone" for that port).
+    pub fn forward_port(&self, port: u16) {
+        check(self.inner.forward_port(port));
+    }
+
     /// Forgets every mapping (`conntrack -F`), as a router that reboots or rebinds does.
     pub fn flush_conntrack(&self) {
         check(self.inner.flush_conntrack());

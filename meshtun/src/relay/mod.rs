@@ -325,13 +325,7 @@ impl RelayClient {
         }
         let at = self.at(now);
         // Peers behind one NAT share an IP address and so a permission (pending or not).
-        match self
-            .client
-            .create_permission(TransportType::Udp, peer.ip(), at)
-        {
-            Ok(()) | Err(CreatePermissionError::AlreadyExists) => {}
-            Err(_) => return Err(RelayError::NoAllocation(self.server)),
-        }
+        self.permit(peer.ip(), now)?;
         // A channel for this address may exist from an earlier add: then keep it.
         let _ = self.client.bind_channel(TransportType::Udp, peer, at);
         self.peers.insert(peer);
@@ -347,6 +341,10 @@ impl RelayClient {
             return Err(RelayError::NoAllocation(self.server));
         }
         if self.permitted.contains(&ip) {
+            return Ok(());
+        }
+        if self.client.have_permission(TransportType::Udp, ip) {
+            self.permitted.insert(ip);
             return Ok(());
         }
         if self.permitted.len() >= MAX_RELAY_PEERS {

@@ -224,18 +224,7 @@ fn nodes_behind_symmetric_nats_talk_blind_through_the_relay_then_directly() {
     // b's NAT becomes a full cone: its port is forwarded, its STUN mapping renewed (the
     // node's addresses change, as on a new lease, so STUN asks again at once).
     let (b, rb) = (mesh.node("b"), &routers[1]);
-    rb.ns.ok(&["nft", "add", "table", "ip", "cone"]);
-    let chain = "{ type nat hook prerouting priority -100 ; }";
-    let mut args = vec!["nft", "add", "chain", "ip", "cone", "prerouting"];
-    args.extend(chain.split(' '));
-    rb.ns.ok(&args);
-    let forward = format!(
-        "add rule ip cone prerouting udp dport 51820 dnat to {}:51820",
-        rb.private
-    );
-    let mut args = vec!["nft"];
-    args.extend(forward.split(' '));
-    rb.ns.ok(&args);
+    rb.forward_port(51820);
     rb.set_mapping(Mapping::EndpointIndependent);
     b.ns.ip(&["addr", "add", "198.51.100.99/32", "dev", &rb.node_link]);
     let moved = Instant::now();
