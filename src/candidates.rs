@@ -92,6 +92,10 @@ pub fn unusable(addr: &SocketAddr) -> Option<&'static str> {
         IpAddr::V6(v6) if v6.is_unicast_link_local() => {
             Some("an IPv6 link-local address (it needs a scope)")
         }
+        // RFC 6666; meshtun names peers reached through a relay with addresses there.
+        IpAddr::V6(v6) if v6.segments()[..4] == [0x0100, 0, 0, 0] => {
+            Some("an address of the discard-only prefix 100::/64")
+        }
         _ => None,
     }
 }
@@ -129,6 +133,7 @@ mod tests {
             ("[::ffff:192.0.2.1]:51820", "IPv4-mapped"),
             ("[fe80::1]:51820", "link-local"),
             ("192.0.2.1:0", "port 0"),
+            ("[100::6d74:7265:6c79:1]:51820", "discard-only"),
         ] {
             let err = CandidateReport::decode(&report(&[bad]))
                 .unwrap_err()

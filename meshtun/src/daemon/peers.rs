@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
+use meshtun_proto::candidates::unusable;
 use meshtun_proto::PublicKey;
 
 use crate::config::ControllerSettings;
@@ -48,7 +49,9 @@ pub(super) fn not_to_self(
             let settings = &mut peer.settings;
             let mut all: Vec<SocketAddr> = settings.endpoint.into_iter().collect();
             all.append(&mut settings.probes);
-            all.retain(|a| !own.contains(&a.ip()));
+            // And none a node could not reach (a compromised controller's port 0, or an
+            // address of the prefix that names relayed endpoints).
+            all.retain(|a| !own.contains(&a.ip()) && unusable(a).is_none());
             let mut rest = all.into_iter();
             settings.endpoint = rest.next();
             settings.probes = rest.collect();
@@ -169,6 +172,25 @@ mod tests {
         ];
         let own: HashSet<IpAddr> = ["198.51.100.2".parse().unwrap()].into();
         let kept = not_to_self(vec![peer], &own);
+        assert_eq!(
+            kept[0].settings.endpoint,
+            Some("192.0.2.1:51820".parse().unwrap())
+        );
+        assert!(kept[0].settings.probes.is_empty());
+    }
+
+    /// A bundle (from a compromised controller) naming a relayed endpoint's address or
+    /// port 0 as a candidate: the node never sends there.
+    #[test]
+    fn attack_candidates_no_node_could_reach_are_dropped() {
+        let mut peer = gated(None);
+        peer.settings.endpoint = Some(crate::wgcfg::relayed_endpoint(0));
+        peer.settings.probes = vec![
+            "192.0.2.1:0".parse().unwrap(),
+            "[100::6d74:7265:6c79:1]:51820".parse().unwrap(),
+            "192.0.2.1:51820".parse().unwrap(),
+        ];
+        let kept = not_to_self(vec![peer], &HashSet::new());
         assert_eq!(
             kept[0].settings.endpoint,
             Some("192.0.2.1:51820".parse().unwrap())

@@ -517,4 +517,31 @@ mod tests {
         report.status.peers[1].endpoint_since = None;
         assert!(text(&report).contains("  path: none\n"));
     }
+
+    /// A peer reached through the relay shows the relay server, never the relayed
+    /// endpoint's internal address.
+    #[test]
+    fn a_relayed_peer_shows_the_relay_it_goes_through() {
+        let mut report = probed(gated_status(MembershipState::Allowed));
+        let now = UNIX_EPOCH + Duration::from_secs(NOW_SECS);
+        report.status.gate.as_mut().unwrap().relay = Some(crate::wgcfg::RelayShown {
+            server: "198.51.100.1:3478".parse().unwrap(),
+            relayed: Some("198.51.100.1:49152".parse().unwrap()),
+            expires_s: NOW_SECS + 30,
+            state: "allocated".into(),
+        });
+        let gated = &mut report.status.peers[1];
+        gated.last_handshake = Some(now - Duration::from_secs(30));
+        gated.endpoint = Some(crate::wgcfg::relayed_endpoint(4));
+        let shown = text(&report);
+        assert!(
+            shown.contains("  endpoint: relayed via 198.51.100.1:3478\n"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("  path: relayed via 198.51.100.1:3478"),
+            "{shown}"
+        );
+        assert!(!shown.contains("100::"), "{shown}");
+    }
 }

@@ -408,3 +408,22 @@ fn a_gated_peers_path_and_endpoint_age_are_reported() {
         "{text}"
     );
 }
+
+/// A peer reached through the relay (a relayed endpoint, or an address on the relay server:
+/// the peer's own allocation) is `relayed`, with the relay server as `via`.
+#[test]
+fn a_relayed_peers_path_names_the_relay() {
+    for endpoint in [
+        crate::wgcfg::relayed_endpoint(2),
+        "198.51.100.1:49160".parse().unwrap(),
+    ] {
+        let mut device = status();
+        device.peers[0].endpoint = Some(endpoint);
+        let text = render(&device, counters(), Some(gate()), now());
+        let series = format!(
+            "meshtun_peer_path{{interface=\"wg0\",public_key=\"{}\",node_id=\"node-b\",path=\"relayed\",via=\"198.51.100.1:3478\"}}",
+            gated_key().to_base64()
+        );
+        expect(&text, &series, 1.0);
+    }
+}
