@@ -10,6 +10,10 @@ use tun_rs::{AsyncDevice, DeviceBuilder, GROTable, VIRTIO_NET_HDR_LEN};
 use super::TunOptions;
 use crate::device::transport::{PacketBatch, TunIo, MAX_PACKET};
 
+/// Free packet slots a further read without waiting needs: a TCP super-packet of 64 KiB
+/// splits into this many segments at an MSS of 1024 bytes or more.
+const DRAIN_ROOM: usize = 64;
+
 /// One queue of the device, with its own read buffer and coalescing table.
 struct Queue {
     dev: AsyncDevice,
@@ -123,23 +127,43 @@ impl TunIo for Tun {
         let queue = self.queue(lane);
         let mut original = queue.read_buf.lock().await;
         let (bufs, sizes, count, headroom) = batch.raw_parts();
-        loop {
+        let mut n = loop {
             match queue
                 .dev
                 .recv_multiple(&mut original, bufs, sizes, headroom)
                 .await
             {
-                Ok(n) => {
-                    *count = n;
-                    return Ok(());
-                }
+                Ok(n) => break n,
                 // A malformed offload packet from the kernel: skip it.
                 Err(e) if e.kind() == io::ErrorKind::Other => {
                     tracing::debug!(error = %e, "tun read skipped");
                 }
                 Err(e) => return Err(e),
             }
+        };
+        // Then whatever else is waiting, without waiting: small packets come one per read,
+        // and a batch of them costs one send and one peer lock instead of one each.
+        // At most one attempt per slot, so that skipped reads cannot keep the worker here.
+        for _ in 0..bufs.len() {
+            if bufs.len() - n < DRAIN_ROOM {
+                break;
+            }
+            match queue.dev.try_recv_multiple(
+                &mut original,
+                &mut bufs[n..],
+                &mut sizes[n..],
+                headroom,
+            ) {
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Other => {
+                    tracing::debug!(error = %e, "tun read skipped");
+                }
+                // Nothing more now (WouldBlock), or an error the next read reports.
+                Err(_) => break,
+            }
         }
+        *count = n;
+        Ok(())
     }
 
     async fn send(&self, lane: usize, batch: &mut PacketBatch) -> io::Result<()> {
