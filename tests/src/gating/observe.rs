@@ -62,6 +62,24 @@ pub fn show_gate(ns: &Netns, iface: &str) -> serde_json::Value {
     views[0]["gate"].clone()
 }
 
+/// The view `meshtun show IFACE --json --no-probe`, run in `ns`, gives of the peer with
+/// public key `key` (base64): its endpoint, path, handshake, … (`null` if it is not listed).
+pub fn peer_view(ns: &Netns, iface: &str, key: &str) -> serde_json::Value {
+    let out = crate::meshtun_in(
+        ns,
+        &["show", iface, "--json", "--no-probe"],
+        crate::netns::COMMAND_TIMEOUT,
+    )
+    .expect_success();
+    let views: serde_json::Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("`meshtun show {iface} --json` is not JSON ({e}):\n{out}"));
+    views[0]["peers"]
+        .as_array()
+        .and_then(|peers| peers.iter().find(|p| p["public_key"] == key))
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// The membership `meshtun show IFACE --json` reports (`ALLOWED`, `DENIED`, `LOST`, …).
 pub fn shown_membership(ns: &Netns, iface: &str) -> String {
     let gate = show_gate(ns, iface);

@@ -14,7 +14,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use meshtun_e2e::gating::observe::wait_removed;
+use meshtun_e2e::gating::observe::{self, wait_removed};
 use meshtun_e2e::gating::{now_ms, Mesh, Timing, FAILING};
 use meshtun_e2e::nat::{Mapping, Router};
 use meshtun_e2e::{require_root, wait_until};
@@ -32,21 +32,8 @@ const REPORTED: Duration = Duration::from_secs(15);
 /// The endpoint node `id` shows for node `other`.
 fn endpoint_of(mesh: &Mesh, id: &str, other: &str) -> Option<SocketAddr> {
     let node = mesh.node(id);
-    let key = mesh.node(other).public_b64();
-    let out = meshtun_e2e::meshtun_in(
-        &node.ns,
-        &["show", &node.iface, "--json", "--no-probe"],
-        Duration::from_secs(10),
-    )
-    .expect_success();
-    let views: serde_json::Value = serde_json::from_str(&out).ok()?;
-    views[0]["peers"]
-        .as_array()?
-        .iter()
-        .find(|p| p["public_key"] == key.as_str())?["endpoint"]
-        .as_str()?
-        .parse()
-        .ok()
+    let view = observe::peer_view(&node.ns, &node.iface, &mesh.node(other).public_b64());
+    view["endpoint"].as_str()?.parse().ok()
 }
 
 #[test]

@@ -23,7 +23,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use meshtun_e2e::coturn::Coturn;
-use meshtun_e2e::gating::observe::{has_membership, show_gate, wait_removed};
+use meshtun_e2e::gating::observe::{self, has_membership, show_gate, wait_removed};
 use meshtun_e2e::gating::{now_ms, Mesh, Timing, FAILING};
 use meshtun_e2e::nat::{Mapping, Router};
 use meshtun_e2e::{require_root, traffic, wait_until, Netns};
@@ -48,19 +48,7 @@ const CUTOFF_LIMIT_MS: u64 = 1000;
 /// The view `meshtun show --json` gives node `id` of its peer `other`.
 fn peer_view(mesh: &Mesh, id: &str, other: &str) -> serde_json::Value {
     let node = mesh.node(id);
-    let key = mesh.node(other).public_b64();
-    let out = meshtun_e2e::meshtun_in(
-        &node.ns,
-        &["show", &node.iface, "--json", "--no-probe"],
-        Duration::from_secs(10),
-    )
-    .expect_success();
-    let views: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-    views[0]["peers"]
-        .as_array()
-        .and_then(|peers| peers.iter().find(|p| p["public_key"] == key.as_str()))
-        .cloned()
-        .unwrap_or_default()
+    observe::peer_view(&node.ns, &node.iface, &mesh.node(other).public_b64())
 }
 
 /// Waits until every ordered pair of `pairs` shows `path`; panics naming the last view.
