@@ -143,10 +143,9 @@ gso_flood_run() {
         return 0
     fi
     reap "$recv" || { log "  $path gso: the receiver failed: $(cat "$WORK/gso-recv.out")"; return 0; }
+    # "datagrams=N bytes=B seconds=S"
     got=$(grep '^datagrams=' "$WORK/gso-recv.out")
-    n=$(echo "$got" | sed 's/.*datagrams=\([0-9]*\).*/\1/')
-    bytes=$(echo "$got" | sed 's/.*bytes=\([0-9]*\).*/\1/')
-    s=$(echo "$got" | sed 's/.*seconds=\([0-9.]*\).*/\1/')
+    read -r n bytes s <<<"$(echo "$got" | awk -F'[= ]' '{ print $2, $4, $6 }')"
     read -r pps bps <<<"$(awk -v n="$n" -v b="$bytes" -v s="$s" 'BEGIN {
         if (s > 0) printf "%.0f %.0f\n", n / s, b * 8 / s; else print "0 0" }')"
     record "$path" "gso $size" pps "$pps"
