@@ -1,0 +1,126 @@
+//! What 1,000 configured peers cost, against one: the route lookup (longest-prefix match in
+//! the routing snapshot), a batch routed and encrypted to one peer, and the time
+//! `Device::reconfigure` takes to return when it applies 1,000 gated peers (each with a
+//! preshared key, an endpoint and two networks, as the daemon applies a bundle) from scratch,
+//! and when it gives all 1,000 a new preshared key (an epoch's rotation). The devices run on
+//! the in-memory transports; the handshake initiations they send reach nobody.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use meshtun::device::benching::{hub_peer_ip, hub_settings, ApplyBench, PacketBench};
+use meshtun::device::channel::{ChannelTun, Network};
+use meshtun::device::Device;
+use meshtun::wgcfg::DeviceSettings;
+use meshtun_proto::{PresharedKey, PrivateKey};
+
+/// The peer counts compared.
+const COUNTS: [usize; 2] = [1, 1_000];
+/// Peers in the reconfigure benchmark.
+const PEERS: usize = 1_000;
+/// Addresses looked up per round: one batch.
+const LOOKUPS: usize = 128;
+
+fn keys(n: usize) -> Vec<PrivateKey> {
+    (0..n).map(|_| PrivateKey::generate()).collect()
+}
+
+/// A batch of destinations spread over the `n` peers' addresses.
+fn destinations(n: usize) -> Vec<IpAddr> {
+    (0..LOOKUPS).map(|i| hub_peer_ip((i * 7_919) % n)).collect()
+}
+
+fn route_lookup(c: &mut Criterion) {
+    let mut group = c.benchmark_group("route_lookup");
+    group.throughput(Throughput::Elements(LOOKUPS as u64));
+    for n in COUNTS {
+        let bench = ApplyBench::new(&hub_settings(&PrivateKey::generate(), &keys(n)));
+        let addrs = destinations(n);
+        assert_eq!(bench.route(&addrs), LOOKUPS, "a lookup found no peer");
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter(|| bench.route(std::hint::black_box(&addrs)))
+        });
+    }
+    group.finish();
+}
+
+fn encapsulate_with_peers(c: &mut Criterion) {
+    let mut group = c.benchmark_group("encapsulate_1420_with_peers");
+    for n in COUNTS {
+        let mut bench = PacketBench::with_peers(1420, n);
+        assert_eq!(bench.encapsulate(), bench.batch_len(), "packets dropped");
+        group.throughput(Throughput::Bytes((bench.batch_len() * 1420) as u64));
+        group.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter(|| bench.encapsulate())
+        });
+    }
+    group.finish();
+}
+
+fn with_new_psks(settings: &DeviceSettings) -> DeviceSettings {
+    let mut next = settings.clone();
+    for peer in &mut next.peers {
+        peer.preshared_key = Some(PresharedKey::generate());
+    }
+    next
+}
+
+/// `Device::reconfigure` with 1,000 gated peers, timed until it returns (the `Tunn`s built,
+/// the change applied under the control lock, the snapshot published and the 1,000
+/// handshake initiations sent).
+fn reconfigure(c: &mut Criterion) {
+    let mut group = c.benchmark_group("reconfigure_1000_gated_peers");
+    group.sample_size(10);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let full = hub_settings(&PrivateKey::generate(), &keys(PEERS));
+    let empty = DeviceSettings {
+        peers: Vec::new(),
+        ..full.clone()
+    };
+    let net = Network::new();
+    let (tun, _handle) = ChannelTun::pair();
+    let factory = net.host("192.0.2.1".parse().expect("an address"));
+    let dev = rt.block_on(async { Device::start("mt-bench", tun, factory, 1420, &empty) });
+    let dev = dev.expect("the device starts");
+    group.bench_function("from_scratch", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    dev.reconfigure(&empty).await.expect("peers removed");
+                    let start = Instant::now();
+                    dev.reconfigure(&full).await.expect("peers applied");
+                    total += start.elapsed();
+                }
+                total
+            })
+        })
+    });
+    rt.block_on(dev.reconfigure(&full)).expect("peers applied");
+    let mut current = full.clone();
+    group.bench_function("new_preshared_keys", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let next = with_new_psks(&current);
+                    let start = Instant::now();
+                    dev.reconfigure(&next).await.expect("keys applied");
+                    total += start.elapsed();
+                    current = next;
+                }
+                total
+            })
+        })
+    });
+    group.finish();
+    assert_eq!(dev.status().peers.len(), PEERS);
+}
+
+criterion_group!(benches, route_lookup, encapsulate_with_peers, reconfigure);
+criterion_main!(benches);
