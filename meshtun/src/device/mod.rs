@@ -72,6 +72,9 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// probed (`KEEPALIVE_TIMEOUT` + `REKEY_TIMEOUT`): a working path is never second-guessed.
 pub const SILENT_AFTER: Duration = Duration::from_secs(15);
 
+/// The most threads that build a large change's `Tunn`s at once.
+const MAX_PREPARE_THREADS: usize = 4;
+
 /// Packets per batch on the packet path.
 pub const BATCH: usize = 128;
 
@@ -349,7 +352,7 @@ impl<T: TunIo, F: UdpFactory> Inner<T, F> {
         )>,
         f: impl FnOnce(&mut Control, Instant, &mut DatagramBatch) -> Result<DeviceUpdate, DeviceError>,
     ) -> Result<(), DeviceError> {
-        let prepared = self.prepare(wanted);
+        let prepared = self.prepare_off_workers(wanted).await;
         let mut out = DatagramBatch::new(BATCH, self.mtu + 64);
         let result = {
             let mut control = self.control.lock();
@@ -382,6 +385,33 @@ impl<T: TunIo, F: UdpFactory> Inner<T, F> {
             return Prepared::default();
         };
         Prepared::make(&maker, wanted, Instant::now())
+    }
+
+    /// Like [`prepare`](Self::prepare), but many `Tunn`s (an epoch's bundle) are built on
+    /// every core, on tokio's blocking pool, so that the workers carrying the packet path
+    /// never wait for them.
+    async fn prepare_off_workers(
+        &self,
+        wanted: Vec<(
+            meshtun_proto::PublicKey,
+            Option<meshtun_proto::PresharedKey>,
+        )>,
+    ) -> Prepared {
+        if wanted.len() < prepare::PARALLEL_FROM {
+            return self.prepare(wanted);
+        }
+        let Some(maker) = self.control.lock().slot_maker() else {
+            return Prepared::default();
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = threads.min(MAX_PREPARE_THREADS);
+        let build = move || Prepared::make_parallel(&maker, &wanted, Instant::now(), threads);
+        match tokio::task::spawn_blocking(build).await {
+            Ok(prepared) => prepared,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // The runtime is shutting down: the change builds its own `Tunn`s.
+            Err(_) => Prepared::default(),
+        }
     }
 
     /// Sends the handshake initiation of every peer whose new preshared key is waiting for
