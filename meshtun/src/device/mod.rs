@@ -352,6 +352,7 @@ impl<T: TunIo, F: UdpFactory> Inner<T, F> {
         )>,
         f: impl FnOnce(&mut Control, Instant, &mut DatagramBatch) -> Result<DeviceUpdate, DeviceError>,
     ) -> Result<(), DeviceError> {
+        let large = wanted.len() >= prepare::PARALLEL_FROM;
         let prepared = self.prepare_off_workers(wanted).await;
         let mut out = DatagramBatch::new(BATCH, self.mtu + 64);
         let result = {
@@ -366,6 +367,10 @@ impl<T: TunIo, F: UdpFactory> Inner<T, F> {
         };
         self.send(&out).await;
         self.initiate_pending(&mut out).await;
+        if large {
+            // The replaced `Tunn`s are gone now (those of peers in a rotation retire later).
+            let _ = tokio::task::spawn_blocking(prepare::give_back_freed_memory).await;
+        }
         result
     }
 
