@@ -15,6 +15,7 @@
 mod control;
 mod inbound;
 mod index;
+mod initiate;
 mod noise;
 mod outbound;
 mod peer;
@@ -72,8 +73,18 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// probed (`KEEPALIVE_TIMEOUT` + `REKEY_TIMEOUT`): a working path is never second-guessed.
 pub const SILENT_AFTER: Duration = Duration::from_secs(15);
 
-/// The most threads that build a large change's `Tunn`s at once.
+/// The most threads that build a large change's `Tunn`s, or write its initiations, at once.
 const MAX_PREPARE_THREADS: usize = 4;
+
+/// The most handshake initiations written in one go (then sent before the next).
+const MAX_INITIATIONS_AT_ONCE: usize = 4_096;
+
+/// Threads for a large change's `Tunn`s and initiations: one per core, at most
+/// [`MAX_PREPARE_THREADS`].
+fn prepare_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.min(MAX_PREPARE_THREADS)
+}
 
 /// Packets per batch on the packet path.
 pub const BATCH: usize = 128;
@@ -408,8 +419,7 @@ impl<T: TunIo, F: UdpFactory> Inner<T, F> {
         let Some(maker) = self.control.lock().slot_maker() else {
             return Prepared::default();
         };
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = threads.min(MAX_PREPARE_THREADS);
+        let threads = prepare_threads();
         let build = move || Prepared::make_parallel(&maker, &wanted, Instant::now(), threads);
         match tokio::task::spawn_blocking(build).await {
             Ok(prepared) => prepared,
@@ -421,22 +431,33 @@ impl<T: TunIo, F: UdpFactory> Inner<T, F> {
 
     /// Sends the handshake initiation of every peer whose new preshared key is waiting for
     /// one, a batch at a time, whatever their number. The control lock is taken only to pick
-    /// each batch's peers; each peer's lock only to write its initiation. Clears `out` first.
+    /// the peers; each peer's lock only to write its initiation. A few are written here into
+    /// `out` (cleared first); many (an epoch's rotation) on every core, on tokio's blocking
+    /// pool, so that the workers carrying the packet path never wait for them.
     async fn initiate_pending(&self, out: &mut DatagramBatch) {
         loop {
             out.clear();
-            let peers = self.control.lock().take_pending(out.remaining());
+            let peers = self.control.lock().take_pending(MAX_INITIATIONS_AT_ONCE);
             if peers.is_empty() {
                 return;
             }
-            let now = Instant::now();
-            for peer in &peers {
-                let mut state = peer.state.lock();
-                if !state.removed {
-                    state.initiate_next(out, now);
+            if peers.len() < prepare::PARALLEL_FROM {
+                for batch in initiate::initiations(&peers, Instant::now()) {
+                    self.send(&batch).await;
                 }
+                continue;
             }
-            self.send(out).await;
+            let threads = prepare_threads();
+            let write = move || initiate::initiations_parallel(&peers, Instant::now(), threads);
+            let batches = match tokio::task::spawn_blocking(write).await {
+                Ok(batches) => batches,
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                // The runtime is shutting down.
+                Err(_) => return,
+            };
+            for batch in &batches {
+                self.send(batch).await;
+            }
         }
     }
 
