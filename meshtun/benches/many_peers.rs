@@ -1,9 +1,10 @@
 //! What 1,000 configured peers cost, against one: the route lookup (longest-prefix match in
 //! the routing snapshot), a batch routed and encrypted to one peer, and the time
-//! `Device::reconfigure` takes to return when it applies 1,000 gated peers (each with a
-//! preshared key, an endpoint and two networks, as the daemon applies a bundle) from scratch,
-//! and when it gives all 1,000 a new preshared key (an epoch's rotation). The devices run on
-//! the in-memory transports; the handshake initiations they send reach nobody.
+//! gated path takes to return: a bundle of 1,000 gated peers (each with a preshared key, an
+//! endpoint and two networks) merged with the static settings and applied with
+//! `Device::reconfigure`, as the daemon's `apply_peers` does, from scratch and when all 1,000
+//! get a new preshared key (an epoch's rotation). The devices run on the in-memory
+//! transports; the handshake initiations they send reach nobody.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -11,7 +12,8 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use meshtun::device::benching::{hub_peer_ip, hub_settings, ApplyBench, PacketBench};
 use meshtun::device::channel::{ChannelTun, Network};
-use meshtun::device::Device;
+use meshtun::device::{Device, UdpFactory};
+use meshtun::gate::{merge, GatedLimits, GatedPeerConfig};
 use meshtun::wgcfg::DeviceSettings;
 use meshtun_proto::{PresharedKey, PrivateKey};
 
@@ -58,19 +60,54 @@ fn encapsulate_with_peers(c: &mut Criterion) {
     group.finish();
 }
 
-fn with_new_psks(settings: &DeviceSettings) -> DeviceSettings {
-    let mut next = settings.clone();
-    for peer in &mut next.peers {
-        peer.preshared_key = Some(PresharedKey::generate());
+/// A bundle with the peers of `settings`.
+fn bundle(settings: &DeviceSettings) -> Vec<GatedPeerConfig> {
+    let peers = settings.peers.iter().enumerate();
+    peers
+        .map(|(i, p)| GatedPeerConfig {
+            node_id: format!("node-{i}"),
+            settings: p.clone(),
+            endpoint_name: None,
+            forwards_to: Vec::new(),
+        })
+        .collect()
+}
+
+/// The next epoch's bundle: every preshared key new.
+fn with_new_psks(bundle: &[GatedPeerConfig]) -> Vec<GatedPeerConfig> {
+    let mut next = bundle.to_vec();
+    for peer in &mut next {
+        peer.settings.preshared_key = Some(PresharedKey::generate());
     }
     next
 }
 
-/// `Device::reconfigure` with 1,000 gated peers, timed until it returns (the `Tunn`s built,
-/// the change applied under the control lock, the snapshot published and the 1,000
-/// handshake initiations sent).
+/// Merges `gated` with the static settings `statics` (no static peer) and applies the result,
+/// as the daemon applies a bundle.
+async fn apply<T: meshtun::device::TunIo, F: UdpFactory>(
+    dev: &Device<T, F>,
+    statics: &DeviceSettings,
+    gated: &[GatedPeerConfig],
+) {
+    let limits = GatedLimits {
+        allowed_prefixes: vec![
+            "100.64.0.0/10".parse().expect("a prefix"),
+            "fd00::/8".parse().expect("a prefix"),
+        ],
+        own_addresses: vec!["100.64.0.1".parse().expect("an address")],
+    };
+    let merged = merge(statics, &[], gated, &limits);
+    assert!(merged.refused.is_empty(), "{:?}", merged.refused);
+    dev.reconfigure(&merged.settings)
+        .await
+        .expect("the bundle applies");
+}
+
+/// The gated path with 1,000 peers, timed until `Device::reconfigure` returns (the bundle
+/// merged, the `Tunn`s built, the change applied under the control lock, the snapshot
+/// published and the 1,000 handshake initiations sent).
 fn reconfigure(c: &mut Criterion) {
-    let mut group = c.benchmark_group("reconfigure_1000_gated_peers");
+    let mut group = c.benchmark_group("apply_bundle_1000_gated_peers");
     group.sample_size(10);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -78,31 +115,32 @@ fn reconfigure(c: &mut Criterion) {
         .build()
         .expect("a tokio runtime");
     let full = hub_settings(&PrivateKey::generate(), &keys(PEERS));
-    let empty = DeviceSettings {
+    let statics = DeviceSettings {
         peers: Vec::new(),
         ..full.clone()
     };
+    let first = bundle(&full);
     let net = Network::new();
     let (tun, _handle) = ChannelTun::pair();
     let factory = net.host("192.0.2.1".parse().expect("an address"));
-    let dev = rt.block_on(async { Device::start("mt-bench", tun, factory, 1420, &empty) });
+    let dev = rt.block_on(async { Device::start("mt-bench", tun, factory, 1420, &statics) });
     let dev = dev.expect("the device starts");
     group.bench_function("from_scratch", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    dev.reconfigure(&empty).await.expect("peers removed");
+                    apply(&dev, &statics, &[]).await;
                     let start = Instant::now();
-                    dev.reconfigure(&full).await.expect("peers applied");
+                    apply(&dev, &statics, &first).await;
                     total += start.elapsed();
                 }
                 total
             })
         })
     });
-    rt.block_on(dev.reconfigure(&full)).expect("peers applied");
-    let mut current = full.clone();
+    rt.block_on(apply(&dev, &statics, &first));
+    let mut current = first;
     group.bench_function("new_preshared_keys", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
@@ -110,7 +148,7 @@ fn reconfigure(c: &mut Criterion) {
                 for _ in 0..iters {
                     let next = with_new_psks(&current);
                     let start = Instant::now();
-                    dev.reconfigure(&next).await.expect("keys applied");
+                    apply(&dev, &statics, &next).await;
                     total += start.elapsed();
                     current = next;
                 }
