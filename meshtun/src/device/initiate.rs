@@ -76,3 +76,76 @@ pub fn initiations_parallel(
         batches
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use meshtun_proto::{PresharedKey, PrivateKey};
+
+    use super::*;
+    use crate::device::control::Control;
+    use crate::wgcfg::{DeviceSettings, PeerSettings};
+
+    /// `n` peers with a preshared key, an endpoint and seven further candidates each, as a
+    /// bundle gives them; their initiations are due.
+    fn pending(n: usize) -> Vec<Arc<Peer>> {
+        let peers = (0..n)
+            .map(|i| PeerSettings {
+                probes: (1..=MAX_PROBES as u16)
+                    .map(|p| SocketAddr::from(([203, 0, 113, 1], p)))
+                    .collect(),
+                public_key: PrivateKey::generate().public_key(),
+                preshared_key: Some(PresharedKey::generate()),
+                endpoint: Some(SocketAddr::from(([198, 51, 100, 1], 20_000 + i as u16))),
+                allowed_ips: Vec::new(),
+                persistent_keepalive: None,
+                forward: false,
+            })
+            .collect();
+        let settings = DeviceSettings {
+            private_key: PrivateKey::generate(),
+            listen_port: None,
+            fwmark: None,
+            peers,
+        };
+        let mut control = Control::new(51820, 0);
+        let mut out = DatagramBatch::new(BATCH, 256);
+        control
+            .apply_settings(&settings, Instant::now(), &mut out)
+            .unwrap();
+        control.take_pending(usize::MAX)
+    }
+
+    /// Every peer's initiation went to its endpoint, each once, and its copies to its
+    /// candidates: none was left for the timer for want of room in a batch.
+    fn all_sent(batches: &[DatagramBatch], n: usize) {
+        let mut to_endpoints: Vec<u16> = batches
+            .iter()
+            .flat_map(|b| b.iter())
+            .filter(|(to, d)| {
+                to.ip() == std::net::IpAddr::from([198, 51, 100, 1]) && d.len() == 148 && d[0] == 1
+            })
+            .map(|(to, _)| to.port() - 20_000)
+            .collect();
+        to_endpoints.sort_unstable();
+        assert_eq!(to_endpoints, (0..n as u16).collect::<Vec<_>>());
+        let total: usize = batches.iter().map(DatagramBatch::len).sum();
+        assert_eq!(total, n * PER_PEER, "the candidates were not all probed");
+        assert!(batches.iter().all(|b| b.len() <= BATCH));
+    }
+
+    #[test]
+    fn every_initiation_of_many_peers_is_written_with_its_probes() {
+        let peers = pending(100);
+        all_sent(&initiations(&peers, Instant::now()), 100);
+    }
+
+    #[test]
+    fn initiations_written_on_several_threads_are_all_there_once() {
+        let peers = pending(100);
+        all_sent(&initiations_parallel(&peers, Instant::now(), 3), 100);
+        // Written once: nothing is due any more.
+        assert!(initiations(&peers, Instant::now()).is_empty());
+    }
+}
