@@ -354,7 +354,9 @@ impl<T: TunIo, F: UdpFactory> Inner<T, F> {
     /// Runs a control change, rebinds or re-marks the sockets if the returned update asks
     /// for it, publishes the new snapshot and sends what the change produced. The `Tunn`s
     /// for the `(peer, preshared key)` pairs in `wanted` are built first, outside the control
-    /// lock.
+    /// lock. The handshake initiations it made due are sent before it returns, unless there
+    /// are many ([`prepare::PARALLEL_FROM`] or more new `Tunn`s): those go out right after,
+    /// from a task of their own.
     async fn change(
         self: &Arc<Self>,
         wanted: Vec<(
@@ -377,11 +379,19 @@ impl<T: TunIo, F: UdpFactory> Inner<T, F> {
             result
         };
         self.send(&out).await;
-        self.initiate_pending(&mut out).await;
-        if large {
-            // The replaced `Tunn`s are gone now (those of peers in a rotation retire later).
-            let _ = tokio::task::spawn_blocking(prepare::give_back_freed_memory).await;
+        if !large {
+            self.initiate_pending(&mut out).await;
+            return result;
         }
+        // The change is in force: a large one's initiations (an epoch's rotation: some 50 µs
+        // each) go out from a task of their own, so that the caller (the daemon's routes,
+        // a deny's cut-off) need not wait for them. Then the replaced `Tunn`s are gone (those
+        // of peers in a rotation retire later), and their memory goes back.
+        let inner = self.clone();
+        tokio::spawn(async move {
+            inner.initiate_pending(&mut out).await;
+            let _ = tokio::task::spawn_blocking(prepare::give_back_freed_memory).await;
+        });
         result
     }
 
