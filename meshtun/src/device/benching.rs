@@ -17,7 +17,7 @@ use super::prepare::{self, Prepared};
 use super::snapshot::Snapshot;
 use super::transport::{DatagramBatch, PacketBatch, MAX_PACKET, TUN_HEADROOM};
 use super::BATCH;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use meshtun_proto::{PresharedKey, PrivateKey};
 
@@ -47,11 +47,24 @@ fn packet(len: usize) -> Vec<u8> {
 impl PacketBench {
     /// A handshaken pair and [`BATCH`] packets of `packet_len` bytes (clamped to 28..=1420).
     pub fn new(packet_len: usize) -> Self {
+        Self::with_harness(packet_len, Harness::new())
+    }
+
+    /// Like [`PacketBench::new`], but Alice has `peers` peers configured in all: Bob and
+    /// `peers - 1` others (as [`hub_settings`] makes them: a preshared key, an endpoint and
+    /// two networks each), placed before Bob, with no session.
+    pub fn with_peers(packet_len: usize, peers: usize) -> Self {
+        let keys: Vec<PrivateKey> = (1..peers).map(|_| PrivateKey::generate()).collect();
+        let others = hub_settings(&PrivateKey::generate(), &keys).peers;
+        Self::with_harness(packet_len, Harness::with_other_peers(others))
+    }
+
+    fn with_harness(packet_len: usize, harness: Harness) -> Self {
         let mut packets = PacketBatch::new(BATCH, MTU, TUN_HEADROOM);
         let p = packet(packet_len);
         while packets.push(&p) {}
         Self {
-            harness: Harness::new(),
+            harness,
             packets,
             wire: DatagramBatch::new(BATCH, MTU + 64),
             tun: PacketBatch::coalescing(BATCH, MTU + 64, TUN_HEADROOM),
@@ -258,6 +271,19 @@ impl ApplyBench {
     pub fn status(&self) -> DeviceStatus {
         self.control.status("bench")
     }
+
+    /// Looks up each of `addrs` in the routing snapshot (longest-prefix match), as the send
+    /// path routes a packet; returns how many found a peer.
+    pub fn route(&self, addrs: &[IpAddr]) -> usize {
+        let by_ip = &self.snapshot.by_ip;
+        addrs.iter().filter(|a| by_ip.lookup(**a).is_some()).count()
+    }
+}
+
+/// The tunnel address [`hub_settings`] gives its `i`-th peer (its IPv4 network's one
+/// address).
+pub fn hub_peer_ip(i: usize) -> IpAddr {
+    IpAddr::from([100, 65, ((i / 256) % 256) as u8, (i % 256) as u8])
 }
 
 /// A hub configuration with one peer per key in `keys`, each with its own preshared key, an

@@ -183,9 +183,22 @@ impl Harness {
         Self::with_nets(&["0.0.0.0/0", "::/0"], &["0.0.0.0/0", "::/0"])
     }
 
+    /// Like [`Harness::new`], but Alice also has the peers `others` (placed before Bob in
+    /// her configuration), with whom nothing has handshaken: a device with many peers
+    /// configured sending to one of them.
+    pub fn with_other_peers(others: Vec<PeerSettings>) -> Self {
+        Self::build(&["100.64.0.2/32"], &["100.64.0.1/32"], others)
+    }
+
     fn with_nets(bob_nets: &[&str], alice_nets: &[&str]) -> Self {
+        Self::build(bob_nets, alice_nets, Vec::new())
+    }
+
+    fn build(bob_nets: &[&str], alice_nets: &[&str], others: Vec<PeerSettings>) -> Self {
         let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
-        let alice = side(&ka, &kb, "192.0.2.1:51820", "192.0.2.2:51820", bob_nets);
+        let mut alice_peers = others;
+        alice_peers.push(peer_settings(&kb, "192.0.2.2:51820", bob_nets, false));
+        let alice = side_with(&ka, alice_peers, "192.0.2.1:51820");
         let bob = side(&kb, &ka, "192.0.2.2:51820", "192.0.2.1:51820", alice_nets);
         let harness = Self {
             alice,

@@ -15,6 +15,7 @@
 mod control;
 mod inbound;
 mod index;
+mod initiate;
 mod noise;
 mod outbound;
 mod peer;
@@ -71,6 +72,19 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a peer must have sent nothing authenticated before its further candidates are
 /// probed (`KEEPALIVE_TIMEOUT` + `REKEY_TIMEOUT`): a working path is never second-guessed.
 pub const SILENT_AFTER: Duration = Duration::from_secs(15);
+
+/// The most threads that build a large change's `Tunn`s, or write its initiations, at once.
+const MAX_PREPARE_THREADS: usize = 4;
+
+/// The most handshake initiations written in one go (then sent before the next).
+const MAX_INITIATIONS_AT_ONCE: usize = 4_096;
+
+/// Threads for a large change's `Tunn`s and initiations: one per core, at most
+/// [`MAX_PREPARE_THREADS`].
+fn prepare_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.min(MAX_PREPARE_THREADS)
+}
 
 /// Packets per batch on the packet path.
 pub const BATCH: usize = 128;
@@ -340,7 +354,9 @@ impl<T: TunIo, F: UdpFactory> Inner<T, F> {
     /// Runs a control change, rebinds or re-marks the sockets if the returned update asks
     /// for it, publishes the new snapshot and sends what the change produced. The `Tunn`s
     /// for the `(peer, preshared key)` pairs in `wanted` are built first, outside the control
-    /// lock.
+    /// lock. The handshake initiations it made due are sent before it returns, unless there
+    /// are many ([`prepare::PARALLEL_FROM`] or more new `Tunn`s): those go out right after,
+    /// from a task of their own.
     async fn change(
         self: &Arc<Self>,
         wanted: Vec<(
@@ -349,7 +365,8 @@ impl<T: TunIo, F: UdpFactory> Inner<T, F> {
         )>,
         f: impl FnOnce(&mut Control, Instant, &mut DatagramBatch) -> Result<DeviceUpdate, DeviceError>,
     ) -> Result<(), DeviceError> {
-        let prepared = self.prepare(wanted);
+        let large = wanted.len() >= prepare::PARALLEL_FROM;
+        let prepared = self.prepare_off_workers(wanted).await;
         let mut out = DatagramBatch::new(BATCH, self.mtu + 64);
         let result = {
             let mut control = self.control.lock();
@@ -362,7 +379,19 @@ impl<T: TunIo, F: UdpFactory> Inner<T, F> {
             result
         };
         self.send(&out).await;
-        self.initiate_pending(&mut out).await;
+        if !large {
+            self.initiate_pending(&mut out).await;
+            return result;
+        }
+        // The change is in force: a large one's initiations (an epoch's rotation: some 50 µs
+        // each) go out from a task of their own, so that the caller (the daemon's routes,
+        // a deny's cut-off) need not wait for them. Then the replaced `Tunn`s are gone (those
+        // of peers in a rotation retire later), and their memory goes back.
+        let inner = self.clone();
+        tokio::spawn(async move {
+            inner.initiate_pending(&mut out).await;
+            let _ = tokio::task::spawn_blocking(prepare::give_back_freed_memory).await;
+        });
         result
     }
 
@@ -384,24 +413,61 @@ impl<T: TunIo, F: UdpFactory> Inner<T, F> {
         Prepared::make(&maker, wanted, Instant::now())
     }
 
+    /// Like [`prepare`](Self::prepare), but many `Tunn`s (an epoch's bundle) are built on
+    /// every core, on tokio's blocking pool, so that the workers carrying the packet path
+    /// never wait for them.
+    async fn prepare_off_workers(
+        &self,
+        wanted: Vec<(
+            meshtun_proto::PublicKey,
+            Option<meshtun_proto::PresharedKey>,
+        )>,
+    ) -> Prepared {
+        if wanted.len() < prepare::PARALLEL_FROM {
+            return self.prepare(wanted);
+        }
+        let Some(maker) = self.control.lock().slot_maker() else {
+            return Prepared::default();
+        };
+        let threads = prepare_threads();
+        let build = move || Prepared::make_parallel(&maker, &wanted, Instant::now(), threads);
+        match tokio::task::spawn_blocking(build).await {
+            Ok(prepared) => prepared,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // The runtime is shutting down: the change builds its own `Tunn`s.
+            Err(_) => Prepared::default(),
+        }
+    }
+
     /// Sends the handshake initiation of every peer whose new preshared key is waiting for
     /// one, a batch at a time, whatever their number. The control lock is taken only to pick
-    /// each batch's peers; each peer's lock only to write its initiation. Clears `out` first.
+    /// the peers; each peer's lock only to write its initiation. A few are written here into
+    /// `out` (cleared first); many (an epoch's rotation) on every core, on tokio's blocking
+    /// pool, so that the workers carrying the packet path never wait for them.
     async fn initiate_pending(&self, out: &mut DatagramBatch) {
         loop {
             out.clear();
-            let peers = self.control.lock().take_pending(out.remaining());
+            let peers = self.control.lock().take_pending(MAX_INITIATIONS_AT_ONCE);
             if peers.is_empty() {
                 return;
             }
-            let now = Instant::now();
-            for peer in &peers {
-                let mut state = peer.state.lock();
-                if !state.removed {
-                    state.initiate_next(out, now);
+            if peers.len() < prepare::PARALLEL_FROM {
+                for batch in initiate::initiations(&peers, Instant::now()) {
+                    self.send(&batch).await;
                 }
+                continue;
             }
-            self.send(out).await;
+            let threads = prepare_threads();
+            let write = move || initiate::initiations_parallel(&peers, Instant::now(), threads);
+            let batches = match tokio::task::spawn_blocking(write).await {
+                Ok(batches) => batches,
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                // The runtime is shutting down.
+                Err(_) => return,
+            };
+            for batch in &batches {
+                self.send(batch).await;
+            }
         }
     }
 

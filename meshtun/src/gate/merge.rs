@@ -15,9 +15,11 @@
 //! Each refusal is reported in one sentence; the rest of the bundle applies.
 
 use std::cmp::Ordering;
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use meshtun_proto::PublicKey;
 
 use super::runner::GatedPeerConfig;
 use crate::config::{Config, MIN_GATED_PREFIX_V4, MIN_GATED_PREFIX_V6};
@@ -79,6 +81,7 @@ pub fn merge(
         routes: routes.to_vec(),
         refused: Vec::new(),
     };
+    let static_keys: HashSet<PublicKey> = settings.peers.iter().map(|p| p.public_key).collect();
     let mut eligible: Vec<GatedPeerConfig> = Vec::with_capacity(gated.len());
     for peer in gated {
         let key = peer.settings.public_key;
@@ -89,7 +92,7 @@ pub fn merge(
             ));
             continue;
         }
-        if settings.peers.iter().any(|p| p.public_key == key) {
+        if static_keys.contains(&key) {
             merged.refused.push(format!(
                 "gated peer `{}` has the public key of a static peer ({key}); the static peer is kept",
                 peer.node_id
@@ -108,6 +111,8 @@ pub fn merge(
     }
     // Only networks a peer could have on its own compete: a refused one contests nothing.
     let contested = contested(&eligible);
+    // Each route once, in order: a set beside the list (a bundle of n peers has some 2n).
+    let mut routed: HashSet<IpNet> = merged.routes.iter().copied().collect();
     for (index, mut peer) in eligible.into_iter().enumerate() {
         peer.settings.allowed_ips.retain(|net| {
             let taken = contested.contains(&(index, net.trunc()));
@@ -119,7 +124,7 @@ pub fn merge(
             !taken
         });
         for net in &peer.settings.allowed_ips {
-            if !merged.routes.contains(net) {
+            if routed.insert(*net) {
                 merged.routes.push(*net);
             }
         }
@@ -135,7 +140,7 @@ fn refusal_text(net: &IpNet, node_id: &str, why: &str) -> String {
 /// The `(peer index, network)` pairs whose network overlaps a network of another peer.
 /// Sorting puts every network right after the networks that contain it, so one pass with a
 /// stack of the enclosing networks finds every overlap: O(n log n) for n networks.
-fn contested(peers: &[GatedPeerConfig]) -> std::collections::HashSet<(usize, IpNet)> {
+fn contested(peers: &[GatedPeerConfig]) -> HashSet<(usize, IpNet)> {
     let mut nets: Vec<(IpNet, usize)> = peers
         .iter()
         .enumerate()
@@ -143,7 +148,7 @@ fn contested(peers: &[GatedPeerConfig]) -> std::collections::HashSet<(usize, IpN
         .collect();
     nets.sort_by(|(a, i), (b, j)| net_order(a, b).then(i.cmp(j)));
     nets.dedup();
-    let mut out = std::collections::HashSet::new();
+    let mut out = HashSet::new();
     let mut enclosing: Vec<(IpNet, usize)> = Vec::new();
     for &(net, owner) in &nets {
         while enclosing

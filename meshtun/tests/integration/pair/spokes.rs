@@ -1,11 +1,15 @@
 //! A hub device with many peers ("spokes") on the in-memory network. Each spoke is a plain
 //! boringtun `Tunn` driven by the test: it answers the hub's handshakes and records whether
 //! its current `Tunn` has decrypted data from the hub, which proves the hub's session with
-//! it uses that `Tunn`'s preshared key.
+//! it uses that `Tunn`'s preshared key. After a rotation a spoke keeps its previous `Tunn`
+//! beside the new one (make-before-break, as a meshtun node does), and datagrams go to the
+//! one their receiver index names; a spoke can log every data packet it decrypts, with the
+//! `Tunn` that decrypted it.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519;
@@ -32,8 +36,24 @@ pub struct Spoke {
     /// Its preshared key with the hub.
     pub psk: PresharedKey,
     tunn: Tunn,
+    /// The session index of `tunn`.
+    index: u32,
+    /// The `Tunn` before the last rotation, and its index: it still decrypts.
+    previous: Option<(Tunn, u32)>,
     /// Its current `Tunn` decrypted a data packet (or keepalive) from the hub.
     pub heard: bool,
+    /// Every IP packet decrypted: when the hub sent it, the index of the `Tunn` that decrypted it, the
+    /// packet; kept only when `logging`.
+    pub log: Vec<(Instant, u32, Vec<u8>)>,
+    /// Keep `log`.
+    pub logging: bool,
+}
+
+impl Spoke {
+    /// The session index of its current `Tunn` (a rotation adds 10,000).
+    pub fn index(&self) -> u32 {
+        self.index
+    }
 }
 
 /// A hub and its spokes.
@@ -87,7 +107,11 @@ impl Hub {
                     ip,
                     psk,
                     tunn,
+                    index: i as u32,
+                    previous: None,
                     heard: false,
+                    log: Vec::new(),
+                    logging: false,
                 },
             );
         }
@@ -134,13 +158,19 @@ impl Hub {
         Self::settings_of(&self.hub_key, &self.spokes.lock())
     }
 
-    /// Gives every spoke a new preshared key and a fresh `Tunn` with it (the spokes have
-    /// rotated); returns the hub configuration that matches.
+    /// Gives every spoke a new preshared key and a fresh `Tunn` with it, keeping the
+    /// previous one to decrypt (the spokes have rotated); returns the hub configuration that
+    /// matches.
     pub fn rotate_spokes(&self) -> DeviceSettings {
         let mut spokes = self.spokes.lock();
-        for (i, spoke) in spokes.values_mut().enumerate() {
+        for spoke in spokes.values_mut() {
             spoke.psk = PresharedKey::generate();
-            spoke.tunn = tunn(&spoke.key, &self.hub_key, &spoke.psk, 10_000 + i as u32);
+            // Indices stay unique: each rotation moves every spoke up by 10,000.
+            let index = spoke.index + 10_000;
+            let new = tunn(&spoke.key, &self.hub_key, &spoke.psk, index);
+            let old = std::mem::replace(&mut spoke.tunn, new);
+            spoke.previous = Some((old, spoke.index));
+            spoke.index = index;
             spoke.heard = false;
         }
         drop(spokes);
@@ -167,39 +197,67 @@ impl Hub {
     }
 }
 
+/// True unless `datagram` names the spoke's previous `Tunn` as its receiver (a boringtun
+/// session index is the `Tunn`'s index shifted left by 8). Initiations name none: the
+/// current `Tunn` answers them.
+fn addressed_to_current(spoke: &Spoke, datagram: &[u8]) -> bool {
+    let Some((_, old)) = &spoke.previous else {
+        return true;
+    };
+    // The receiver index: after the sender's in a response, first in a cookie reply or data.
+    let receiver = match datagram.first() {
+        Some(2) => datagram.get(8..12),
+        Some(3 | 4) => datagram.get(4..8),
+        _ => None,
+    };
+    let Some(receiver) = receiver else {
+        return true;
+    };
+    let receiver = u32::from_le_bytes([receiver[0], receiver[1], receiver[2], receiver[3]]);
+    receiver >> 8 != *old
+}
+
 /// Carries datagrams from the hub to the spokes' `Tunn`s and their answers back.
 async fn drive(net: Network, spokes: Arc<Mutex<HashMap<SocketAddr, Spoke>>>, hub: SocketAddr) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<(SocketAddr, Vec<u8>)>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(SocketAddr, Instant, Vec<u8>)>();
     let known: Vec<SocketAddr> = spokes.lock().keys().copied().collect();
     let known: std::collections::HashSet<SocketAddr> = known.into_iter().collect();
     net.set_tap(move |_, dst, d| {
         if known.contains(&dst) {
-            let _ = tx.send((dst, d.to_vec()));
+            let _ = tx.send((dst, Instant::now(), d.to_vec()));
             return false;
         }
         true
     });
     let mut buf = vec![0u8; 65_536];
     let mut answers = Vec::new();
-    while let Some((dst, datagram)) = rx.recv().await {
+    while let Some((dst, sent, datagram)) = rx.recv().await {
         {
             let mut spokes = spokes.lock();
             let Some(spoke) = spokes.get_mut(&dst) else {
                 continue;
             };
             let from = Some(hub.ip());
-            match spoke.tunn.decapsulate(from, &datagram, &mut buf) {
+            let current = addressed_to_current(spoke, &datagram);
+            let (tunn, index) = match (&mut spoke.previous, current) {
+                (Some((old, index)), false) => (old, *index),
+                _ => (&mut spoke.tunn, spoke.index),
+            };
+            match tunn.decapsulate(from, &datagram, &mut buf) {
                 TunnResult::WriteToNetwork(p) => {
                     answers.push((spoke.addr, p.to_vec()));
-                    while let TunnResult::WriteToNetwork(p) =
-                        spoke.tunn.decapsulate(None, &[], &mut buf)
+                    while let TunnResult::WriteToNetwork(p) = tunn.decapsulate(None, &[], &mut buf)
                     {
                         answers.push((spoke.addr, p.to_vec()));
                     }
                 }
-                TunnResult::WriteToTunnelV4(..) | TunnResult::Done if datagram[0] == 4 => {
-                    spoke.heard = true;
+                TunnResult::WriteToTunnelV4(p, _) if datagram[0] == 4 => {
+                    if spoke.logging {
+                        spoke.log.push((sent, index, p.to_vec()));
+                    }
+                    spoke.heard |= current;
                 }
+                TunnResult::Done if datagram[0] == 4 => spoke.heard |= current,
                 _ => {}
             }
         }
