@@ -4,11 +4,11 @@
 //! an address in the IPv6 discard-only prefix `100::/64` (RFC 6666), which no real peer can
 //! have, naming one slot of the [`RelayRoutes`] table. The rest of the device treats it as
 //! any endpoint (roaming, probes, `endpoint_since`); only two places look inside:
-//! - sending ([`Inner::send`](super::Inner)): datagrams to a relayed endpoint are framed as
+//! - sending (the device's `Inner::send`): datagrams to a relayed endpoint are framed as
 //!   ChannelData (4-byte header: channel number, length) and sent to the relay server, as
 //!   one segmentation-offload run when they were one; before the relay has bound a channel
 //!   for the peer they go to the relay task's outbox, which wraps them in a Send indication;
-//! - receiving ([`Inbound`](super::inbound::Inbound)): ChannelData from the relay server on
+//! - receiving (the receive workers' `Inbound`): ChannelData from the relay server on
 //!   a bound channel is unwrapped in place and handled as a datagram from the slot's
 //!   relayed endpoint. Anything else the relay sends (Data indications, a channel not bound
 //!   yet, TURN responses) takes the slow path through the relay task, which hands peer data
