@@ -5,8 +5,9 @@
 //! `Tunn`s are built before the old ones go) must not stay resident. A test binary of its own: its
 //! allocator measures the whole process's heap.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
+mod measuring;
+use measuring::live_mib;
+
 use std::time::Duration;
 
 use meshtun::device::benching::hub_settings;
@@ -14,39 +15,6 @@ use meshtun::device::channel::{ChannelTun, Network};
 use meshtun::device::Device;
 use meshtun::wgcfg::DeviceSettings;
 use meshtun_proto::{PresharedKey, PrivateKey};
-
-/// Live heap bytes of the whole process.
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-struct Measuring;
-
-// SAFETY: every call is passed to the system allocator unchanged; the bookkeeping is one
-// atomic counter.
-unsafe impl GlobalAlloc for Measuring {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: `ptr` came from `alloc` above, that is from the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        // SAFETY: as for `dealloc`, and the caller upholds `realloc`'s contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Measuring = Measuring;
 
 const MIB: f64 = (1 << 20) as f64;
 /// Peers configured.
@@ -56,10 +24,6 @@ const RSS_LIMIT_MIB: f64 = 40.0;
 /// How much more may stay resident after a rotation than before it (allocator slack); the
 /// rotation's peak, 1,000 more `Tunn`s, is some 10 MiB.
 const ROTATION_KEPT_MIB: f64 = 4.0;
-
-fn live_mib() -> f64 {
-    LIVE.load(Ordering::Relaxed) as f64 / MIB
-}
 
 /// The process's resident set (VmRSS), in MiB.
 fn rss_mib() -> f64 {

@@ -2,12 +2,13 @@
 //! per peer. The host floods 2,000 peers that never answer; the device's heap must stay
 //! within its queue budget, and a peer that does answer must still be reachable.
 
+mod measuring;
+use measuring::live_mib;
+
 #[path = "integration/pair/mod.rs"]
 mod pair;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use meshtun::device::channel::Network;
@@ -16,43 +17,6 @@ use meshtun_proto::PrivateKey;
 use tokio::time::Instant;
 
 use pair::{ip_packet, node, peer, ping};
-
-/// Live heap bytes of the whole process.
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-struct Measuring;
-
-// SAFETY: every call is passed to the system allocator unchanged; the bookkeeping is one
-// atomic counter.
-unsafe impl GlobalAlloc for Measuring {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: `ptr` came from `alloc` above, that is from the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        // SAFETY: as for `dealloc`, and the caller upholds `realloc`'s contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Measuring = Measuring;
-
-fn live_mib() -> f64 {
-    LIVE.load(Ordering::Relaxed) as f64 / f64::from(1 << 20)
-}
 
 /// Unreachable peers.
 const PEERS: usize = 2_000;

@@ -51,6 +51,11 @@ pub fn cutoffs(log: &str, peer: &str) -> Vec<Option<u64>> {
 /// The `gate` object of `meshtun show IFACE --json --no-probe` run in `ns`: the interface's
 /// membership as its user sees it (`membership`, `reason`, `epoch`, …).
 pub fn show_gate(ns: &Netns, iface: &str) -> serde_json::Value {
+    show_json(ns, iface)["gate"].clone()
+}
+
+/// The interface's view in `meshtun show IFACE --json --no-probe`, run in `ns`.
+fn show_json(ns: &Netns, iface: &str) -> serde_json::Value {
     let out = crate::meshtun_in(
         ns,
         &["show", iface, "--json", "--no-probe"],
@@ -59,21 +64,13 @@ pub fn show_gate(ns: &Netns, iface: &str) -> serde_json::Value {
     .expect_success();
     let views: serde_json::Value = serde_json::from_str(&out)
         .unwrap_or_else(|e| panic!("`meshtun show {iface} --json` is not JSON ({e}):\n{out}"));
-    views[0]["gate"].clone()
+    views[0].clone()
 }
 
 /// The view `meshtun show IFACE --json --no-probe`, run in `ns`, gives of the peer with
 /// public key `key` (base64): its endpoint, path, handshake, … (`null` if it is not listed).
 pub fn peer_view(ns: &Netns, iface: &str, key: &str) -> serde_json::Value {
-    let out = crate::meshtun_in(
-        ns,
-        &["show", iface, "--json", "--no-probe"],
-        crate::netns::COMMAND_TIMEOUT,
-    )
-    .expect_success();
-    let views: serde_json::Value = serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("`meshtun show {iface} --json` is not JSON ({e}):\n{out}"));
-    views[0]["peers"]
+    show_json(ns, iface)["peers"]
         .as_array()
         .and_then(|peers| peers.iter().find(|p| p["public_key"] == key))
         .cloned()
