@@ -4,7 +4,9 @@
 //! gate's status (`meshtun show`, and the candidates this node reports), and runs the slow
 //! half of the relay data path:
 //! - it permits the IP addresses of the gated peers' candidates on the allocation, so that
-//!   a peer behind any NAT can send to the relayed address;
+//!   a peer behind any NAT can send to the relayed address, and once the relay confirms a
+//!   permission, the silent peers there are sent a fresh initiation at once
+//!   ([`HostDevice::retry_through_relay`]);
 //! - a peer's first datagrams through the relay (Data indications) come here: the peer gets
 //!   a slot in the device's relay table (its relayed endpoint), a channel is bound for it,
 //!   and the datagram goes to the device ([`HostDevice::receive_datagram`]);
@@ -209,6 +211,7 @@ impl Io {
             if !self.flush(now).await {
                 return;
             }
+            self.retry_granted().await;
             self.publish();
             tokio::select! {
                 changed = inputs.credentials.changed() => if changed.is_err() { return },
@@ -359,6 +362,26 @@ impl Io {
                 }
             }
             Err(error) => tracing::debug!(%peer, %error, "datagram not relayed"),
+        }
+    }
+
+    /// Silent peers at the addresses the relay has just confirmed permissions for get a
+    /// fresh initiation at once: the copies they were sent before were dropped by the relay.
+    async fn retry_granted(&mut self) {
+        let granted = self
+            .client
+            .as_mut()
+            .map(RelayClient::take_granted)
+            .unwrap_or_default();
+        if granted.is_empty() {
+            return;
+        }
+        tracing::debug!(
+            ?granted,
+            "relay permissions confirmed; silent peers there tried again"
+        );
+        if let Some(device) = self.device.upgrade() {
+            device.retry_through_relay(&granted).await;
         }
     }
 

@@ -36,6 +36,11 @@ const SECRET_FILE: &str = "relay.secret";
 /// How long coturn may take to open its listener.
 const RELAY_START: Duration = Duration::from_secs(10);
 
+/// How long past the planned time node-c's score drop waits for node-c to be reached
+/// (on a slow machine the relay path can open later): then it drops regardless, and the
+/// summary says what was not seen.
+pub const C_REACH_GRACE: Duration = Duration::from_secs(15);
+
 /// How long one `meshtun show` may take.
 const SHOW_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -294,6 +299,16 @@ impl NatStory {
         })
     }
 
+    /// Whether every path to and from node-c has been seen working (`relayed` or
+    /// `direct`): then its denial cuts something off.
+    pub fn c_reached(&self) -> bool {
+        self.c_paths.len() == 4
+            && self
+                .c_paths
+                .iter()
+                .all(|(_, p)| p.path == "relayed" || p.path == "direct")
+    }
+
     /// Whether both others logged dropping node-c.
     pub fn both_cut(&self) -> bool {
         ["node-a", "node-b"]
@@ -379,6 +394,33 @@ mod tests {
         };
         assert_eq!(relayed.describe(), "relayed via 192.0.2.20:3478");
         assert!(PeerPath::all_from_view(&serde_json::Value::Null).is_empty());
+    }
+
+    #[test]
+    fn node_c_counts_as_reached_only_when_all_four_paths_work() {
+        let path = |from: &str, to: &str, kind: &str| {
+            (
+                from.to_owned(),
+                PeerPath {
+                    peer: to.into(),
+                    path: kind.into(),
+                    endpoint: Some("192.0.2.20:3478".parse().unwrap()),
+                },
+            )
+        };
+        let mut story = NatStory::default();
+        assert!(!story.c_reached(), "nothing seen");
+        story.c_paths = vec![
+            path("node-a", "node-c", "relayed"),
+            path("node-b", "node-c", "relayed"),
+            path("node-c", "node-a", "relayed"),
+            path("node-c", "node-b", "trying"),
+        ];
+        assert!(!story.c_reached(), "one path still trying");
+        story.c_paths[3].1.path = "direct".into();
+        assert!(story.c_reached());
+        story.c_paths.pop();
+        assert!(!story.c_reached(), "a path not seen");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use meshtun_proto::IdentityPublic;
 use tokio::task::JoinHandle;
 
 use super::narrative;
-use super::nat::{self, PeerPath, Reflexive};
+use super::nat::{self, NatStory, PeerPath, Reflexive, C_REACH_GRACE};
 use super::nodeconf::{self, NodeSettings};
 use super::ping::{Pinger, Probe};
 use super::plan::{
@@ -199,7 +199,9 @@ impl Watch<'_> {
         Ok(())
     }
 
-    /// Watches epochs, logs, pings and paths until the end; drops node-c's score half-way.
+    /// Watches epochs, logs, pings and paths until the end; drops node-c's score half-way,
+    /// once its paths are seen working (or [`C_REACH_GRACE`] later), and moves the end
+    /// by as long as the drop waited.
     pub(super) async fn run_nat(
         &mut self,
         dir: &Path,
@@ -209,7 +211,7 @@ impl Watch<'_> {
         let pinger = Arc::new(Pinger::new(self.ping_from()));
         let started = tokio::time::Instant::now();
         let deny_at = started + opts.deny_at().unwrap_or(opts.duration / 2);
-        let end_at = opts.end_at().map(|end| started + end);
+        let mut end_at = opts.end_at().map(|end| started + end);
         let mut next_ping = started + Duration::from_secs(1);
         let mut next_paths = started + Duration::from_secs(1);
         let mut in_flight: Option<(Duration, bool, JoinHandle<Vec<Probe>>)> = None;
@@ -231,8 +233,11 @@ impl Watch<'_> {
                 next_paths = now + PATHS_EVERY;
                 self.look_at_paths(!dropped);
             }
-            if !dropped && now >= deny_at {
+            let reached = self.story.nat.as_ref().is_some_and(NatStory::c_reached);
+            if !dropped && now >= deny_at && (reached || now >= deny_at + C_REACH_GRACE) {
                 dropped = true;
+                // The end moves with a drop that waited for node-c's paths.
+                end_at = end_at.map(|end| end + now.saturating_duration_since(deny_at));
                 self.drop_c_score(dir, controller_key)?;
             }
             if in_flight.as_ref().is_some_and(|(_, _, h)| h.is_finished()) {

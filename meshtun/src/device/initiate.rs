@@ -3,10 +3,11 @@
 //! operations (some 50 µs). A thousand of them are written on every core, off the runtime's
 //! workers, each peer's lock held only while its own initiation is written.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::peer::MAX_PROBES;
+use super::peer::{PeerState, MAX_PROBES};
 use super::snapshot::Peer;
 use super::transport::DatagramBatch;
 use super::BATCH;
@@ -25,6 +26,27 @@ fn new_batch() -> DatagramBatch {
 /// Writes the due initiation of each of `peers` that has not been removed (with its probes),
 /// into as many batches as they need.
 pub fn initiations(peers: &[Arc<Peer>], now: Instant) -> Vec<DatagramBatch> {
+    each_peer(peers, |state, out| state.initiate_next(out, now))
+}
+
+/// Writes a fresh initiation (with its probes) for each of `peers` that is silent and lists
+/// a candidate at one of `ips`, which the relay has just let through
+/// (`PeerState::retry_through_relay`).
+pub fn retries_through_relay(
+    peers: &[Arc<Peer>],
+    ips: &[IpAddr],
+    now: Instant,
+) -> Vec<DatagramBatch> {
+    each_peer(peers, |state, out| {
+        state.retry_through_relay(ips, out, now);
+    })
+}
+
+/// Runs `write` on each peer not removed, with room for an initiation and its probes.
+fn each_peer(
+    peers: &[Arc<Peer>],
+    mut write: impl FnMut(&mut PeerState, &mut DatagramBatch),
+) -> Vec<DatagramBatch> {
     let mut batches = Vec::new();
     let mut out = new_batch();
     for peer in peers {
@@ -33,7 +55,7 @@ pub fn initiations(peers: &[Arc<Peer>], now: Instant) -> Vec<DatagramBatch> {
         }
         let mut state = peer.state.lock();
         if !state.removed {
-            state.initiate_next(&mut out, now);
+            write(&mut state, &mut out);
         }
     }
     if !out.is_empty() {

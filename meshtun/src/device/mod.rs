@@ -302,6 +302,16 @@ impl<T: TunIo, F: UdpFactory> Device<T, F> {
         self.inner.relay.store(routes.map(Arc::new));
     }
 
+    /// The relay confirmed that `ips` may send to this node's relayed address: every silent
+    /// peer with a candidate at one of them gets a fresh initiation now, as the copies it
+    /// was sent before were dropped by the relay.
+    pub async fn retry_through_relay(&self, ips: &[std::net::IpAddr]) {
+        let snap = self.inner.snapshot.load_full();
+        for batch in initiate::retries_through_relay(&snap.peers, ips, Instant::now()) {
+            self.inner.send(&batch).await;
+        }
+    }
+
     /// The datagrams for relayed peers that have no channel yet, for the one relay task;
     /// `None` after the first call. Beyond [`RELAY_OUTBOX`] waiting, more are dropped.
     pub fn take_relay_outbox(&self) -> Option<tokio::sync::mpsc::Receiver<RelayOut>> {

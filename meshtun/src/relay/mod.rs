@@ -162,6 +162,8 @@ pub struct RelayClient {
     expires_s: u64,
     peers: BTreeSet<SocketAddr>,
     permitted: BTreeSet<std::net::IpAddr>,
+    /// Addresses whose permission the relay confirmed since [`Self::take_granted`].
+    granted: Vec<std::net::IpAddr>,
     channels: BTreeSet<SocketAddr>,
     last_error: Option<u16>,
 }
@@ -197,6 +199,7 @@ impl RelayClient {
             expires_s,
             peers: BTreeSet::new(),
             permitted: BTreeSet::new(),
+            granted: Vec::new(),
             channels: BTreeSet::new(),
             last_error: None,
         }
@@ -303,9 +306,12 @@ impl RelayClient {
                     self.peers.retain(|p| p.ip() != ip);
                     self.channels.retain(|p| p.ip() != ip);
                 }
-                TurnEvent::PermissionCreated(..)
-                | TurnEvent::TcpConnected(_)
-                | TurnEvent::TcpConnectFailed(_) => {}
+                TurnEvent::PermissionCreated(_, ip) => {
+                    if self.granted.len() < MAX_RELAY_PEERS && !self.granted.contains(&ip) {
+                        self.granted.push(ip);
+                    }
+                }
+                TurnEvent::TcpConnected(_) | TurnEvent::TcpConnectFailed(_) => {}
             }
         }
     }
@@ -360,6 +366,13 @@ impl RelayClient {
             }
             Err(_) => Err(RelayError::NoAllocation(self.server)),
         }
+    }
+
+    /// The addresses the relay newly confirmed a permission for (a refresh is not news),
+    /// each once: datagrams from them to the relayed address pass from now on, so a peer
+    /// there whose earlier attempts the relay dropped can be tried again at once.
+    pub fn take_granted(&mut self) -> Vec<std::net::IpAddr> {
+        std::mem::take(&mut self.granted)
     }
 
     /// The channel bound for `peer`, if bound and not expired.

@@ -369,6 +369,24 @@ fn refresh_keeps_the_allocation_past_its_lifetime() {
 }
 
 #[test]
+fn a_confirmed_permission_is_news_once_and_its_refreshes_are_not() {
+    let mut net = Net::allocated();
+    let ip = addr(PEER).ip();
+    net.client.permit(ip, net.now).unwrap();
+    // Requested, not yet confirmed: nothing to retry through it.
+    assert!(net.client.take_granted().is_empty());
+    net.pump();
+    assert_eq!(net.client.take_granted(), vec![ip]);
+    assert!(net.client.take_granted().is_empty(), "taken once");
+    // Asking again, and the state machine's refreshes, are not news.
+    net.client.permit(ip, net.now).unwrap();
+    for _ in 0..12 {
+        net.advance(Duration::from_secs(60));
+    }
+    assert!(net.client.take_granted().is_empty());
+}
+
+#[test]
 fn an_allocation_whose_refreshes_go_unanswered_fails() {
     let mut net = Net::allocated();
     net.server_up = false;

@@ -55,8 +55,8 @@ pub fn header(style: Style, names: &Names, opts: &DemoOptions, dir: &Path) -> St
         "\nExpect: node-a and node-b reach each other directly through both NATs (a simultaneous \
          open).\nnode-c's NAT gives every destination another port, so no direct path opens \
          to it: its\npeers reach it through the TURN relay, which carries only WireGuard \
-         datagrams it cannot read. {} s after the first epoch, node-c's \
-         score drops to {NAT_DENIED_MEAN:.2}:\nthe others drop it within a second of the \
+         datagrams it cannot read.\n{} s after the first epoch, once its paths work, node-c's \
+         score drops to {NAT_DENIED_MEAN:.2}: the\nothers drop it within a second of the \
          controller's decision. {end}\n",
         opts.deny_at().unwrap_or_default().as_secs()
     );

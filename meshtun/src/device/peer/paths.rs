@@ -10,8 +10,15 @@
 //!   [`RELAYED_PROBE_INTERVAL`]. A keepalive that gets through is authenticated by the peer,
 //!   which moves its endpoint to our direct address and answers there, so the path moves
 //!   back to direct by the roaming rule on both sides.
+//!
+//! And one rule for the moment a relay path opens: the relay drops what a peer sends to
+//! this node's relayed address until it confirms the permission for the peer's address,
+//! and both nodes learn of each other from the same bundle, so the first copies of the
+//! initiations usually arrive too early. When the relay confirms a permission, every silent
+//! peer with a candidate at that address gets a fresh initiation at once
+//! ([`PeerState::retry_through_relay`]) rather than at the next retry, five seconds on.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use boringtun::noise::TunnResult;
@@ -91,5 +98,48 @@ impl PeerState {
             }
         }
         self.tx_bytes += sent as u64;
+    }
+
+    /// A fresh initiation now, to the endpoint and copied to every candidate, if this peer
+    /// has no session, has sent nothing authenticated for
+    /// [`SILENT_AFTER`](crate::device::SILENT_AFTER), and lists a candidate at one of `ips`
+    /// (addresses the relay has just let send to this node's relayed address). Returns
+    /// whether one was written.
+    pub(in crate::device) fn retry_through_relay(
+        &mut self,
+        ips: &[IpAddr],
+        out: &mut DatagramBatch,
+        now: Instant,
+    ) -> bool {
+        let heard = self
+            .last_received
+            .is_some_and(|t| now.saturating_duration_since(t) < crate::device::SILENT_AFTER);
+        let listed = self
+            .endpoint
+            .iter()
+            .chain(&self.probes)
+            .any(|a| ips.contains(&a.ip()));
+        let Some(endpoint) = self.endpoint.filter(|_| listed && !heard) else {
+            return false;
+        };
+        let slot = match self.next.as_mut() {
+            Some(next) => Some(next),
+            None => self.active.as_mut().filter(|a| !a.has_session()),
+        };
+        let (Some(slot), Some(space)) = (slot, out.space_max()) else {
+            return false;
+        };
+        let TunnResult::WriteToNetwork(p) = slot.tunn.format_handshake_initiation(space, true)
+        else {
+            return false;
+        };
+        let len = p.len();
+        slot.due = false;
+        slot.initiated.get_or_insert(now);
+        out.commit(endpoint, len);
+        self.note_sent(len, now);
+        self.probed_at = None;
+        self.probe(out, now);
+        true
     }
 }

@@ -3,6 +3,8 @@
 //! not the peer's receives at most one initiation per [`PROBE_INTERVAL`].
 
 use super::*;
+use std::net::IpAddr;
+
 use crate::device::{PROBE_INTERVAL, SILENT_AFTER};
 
 #[test]
@@ -95,4 +97,58 @@ fn attack_a_listed_victim_receives_at_most_one_initiation_per_probe_interval() {
     out.push(bob.addr, &initiation);
     peer.state.lock().probe(&mut out, heard + SILENT_AFTER / 2);
     assert_eq!(out.len(), 1, "no probe while the peer is heard from");
+}
+
+/// The relay drops the first copy of an initiation to the peer's relayed address (its
+/// permission for us is not in place yet). Once our relay confirms the permission for the
+/// peer's address, a fresh initiation goes out at once, within PROBE_INTERVAL of the last,
+/// and the handshake completes through the copy; then nothing more is retried.
+#[test]
+fn a_confirmed_relay_permission_retries_a_silent_peer_at_once_and_only_it() {
+    let t0 = Instant::now();
+    let mut alice = Side::new("192.0.2.1:51820");
+    let mut bob = Side::new("192.0.2.2:51820");
+    let dead: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+    let bob_relayed: SocketAddr = "203.0.113.20:49152".parse().unwrap();
+    let psk = PresharedKey::generate();
+    let mut for_bob = settings_of(&bob, &alice, 1, Some(&psk));
+    for_bob.peers[0].endpoint = None;
+    bob.configure(&for_bob, t0);
+    let mut for_alice = settings_of(&alice, &bob, 2, Some(&psk));
+    for_alice.peers[0].endpoint = Some(dead);
+    for_alice.peers[0].probes = vec![bob_relayed];
+    let first = alice.configure(&for_alice, t0);
+    assert_eq!(addressed(&first, bob_relayed).len(), 1, "{first:?}");
+    // The relay dropped that copy. A permission for an address the peer does not list
+    // changes nothing.
+    let retry = |alice: &Side, ips: &[IpAddr], at: Instant| {
+        let mut out = batch();
+        let wrote = alice
+            .peer()
+            .state
+            .lock()
+            .retry_through_relay(ips, &mut out, at);
+        (wrote, wire(&out))
+    };
+    let t1 = t0 + Duration::from_millis(300);
+    let other: IpAddr = "192.0.2.77".parse().unwrap();
+    assert_eq!(retry(&alice, &[other], t1), (false, Vec::new()));
+    // The peer's relay address is confirmed: a fresh initiation to the endpoint and the
+    // candidate, well within PROBE_INTERVAL of the first.
+    let (wrote, sent) = retry(&alice, &[bob_relayed.ip()], t1);
+    assert!(wrote);
+    let (to_dead, to_relay) = (addressed(&sent, dead), addressed(&sent, bob_relayed));
+    assert_eq!((to_dead.len(), to_relay.len()), (1, 1), "{sent:?}");
+    assert_eq!(to_relay[0][0], INITIATION);
+    assert_ne!(
+        to_relay,
+        addressed(&first, bob_relayed),
+        "a fresh initiation, not the dropped one again"
+    );
+    let reply = bob.receive(alice.addr, &to_relay, t1);
+    assert_eq!(only(&reply, RESPONSE).len(), 1, "Bob answers the retry");
+    alice.receive(bob_relayed, &only(&reply, RESPONSE), t1);
+    // Answered: a later confirmation retries nothing.
+    let t2 = t1 + Duration::from_millis(300);
+    assert_eq!(retry(&alice, &[bob_relayed.ip()], t2), (false, Vec::new()));
 }
