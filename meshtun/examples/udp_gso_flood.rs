@@ -2,9 +2,11 @@
 //! one `sendmsg` carrying up to 64 KiB of equal-sized datagrams. `bench/throughput` runs it
 //! through each tunnel to see whether a GSO sender rides the tunnel at TCP-like speed.
 //!
-//! `udp_gso_flood recv --bind IP:PORT [--max-seconds N]` counts datagrams and bytes (GRO and
-//! `recvmmsg`, through quinn-udp) until the flood has stopped for a second, then prints
-//! `datagrams=N bytes=B seconds=S` (S from the first datagram to the last).
+//! `udp_gso_flood recv --bind IP:PORT [--max-seconds N] [--verify SIZE]` counts datagrams and
+//! bytes (GRO and `recvmmsg`, through quinn-udp) until the flood has stopped for a second,
+//! then prints `datagrams=N bytes=B seconds=S corrupt=C` (S from the first datagram to the
+//! last). With `--verify`, every datagram must be SIZE bytes and hold what the sender wrote:
+//! its number, a tag derived from it, and a fixed pattern; C counts those that do not.
 //!
 //! `udp_gso_flood send --to IP:PORT --seconds N [--size BYTES] [--segments N]` floods for N
 //! seconds and prints what it sent in the same form. It fails, rather than measuring plain
@@ -60,7 +62,49 @@ enum Mode {
         /// Give up after this many seconds even if datagrams keep coming (1 to 900).
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=900))]
         max_seconds: u64,
+        /// Check every datagram's size (this many bytes) and contents.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(HEADER as i64..=9000))]
+        verify: Option<u16>,
     },
+}
+
+/// Each datagram starts with its number and a tag derived from it (8 bytes each).
+const HEADER: usize = 16;
+
+/// The tag that follows datagram number `n`.
+fn tag(n: u64) -> u64 {
+    n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x6d65_7368_7475_6e21
+}
+
+/// The byte at offset `k` (past the header) of every datagram.
+fn pattern(k: usize) -> u8 {
+    (k as u8).wrapping_mul(31) ^ 0x5a
+}
+
+/// A datagram of `size` bytes: a header for number 0, then the pattern.
+fn template(size: usize) -> Vec<u8> {
+    let mut d: Vec<u8> = (0..size).map(pattern).collect();
+    stamp(&mut d, 0);
+    d
+}
+
+/// Writes number `n` and its tag into the header of datagram `d`.
+fn stamp(d: &mut [u8], n: u64) {
+    d[..8].copy_from_slice(&n.to_le_bytes());
+    d[8..HEADER].copy_from_slice(&tag(n).to_le_bytes());
+}
+
+/// Whether `d` is a whole datagram of `size` bytes as the sender wrote it.
+fn intact(d: &[u8], size: usize) -> bool {
+    if d.len() != size {
+        return false;
+    }
+    let word = |at: usize| u64::from_le_bytes(d[at..at + 8].try_into().unwrap_or_default());
+    word(8) == tag(word(0))
+        && d.iter()
+            .enumerate()
+            .skip(HEADER)
+            .all(|(k, b)| *b == pattern(k))
 }
 
 /// Datagrams and bytes seen, and over how long.
@@ -69,13 +113,14 @@ struct Tally {
     datagrams: u64,
     bytes: u64,
     seconds: f64,
+    corrupt: u64,
 }
 
 impl Tally {
     fn print(&self) {
         println!(
-            "datagrams={} bytes={} seconds={:.3}",
-            self.datagrams, self.bytes, self.seconds
+            "datagrams={} bytes={} seconds={:.3} corrupt={}",
+            self.datagrams, self.bytes, self.seconds, self.corrupt
         );
     }
 }
@@ -99,19 +144,25 @@ fn send(to: SocketAddr, seconds: u64, size: usize, asked: usize) -> Result<Tally
     if state.max_gso_segments() < 2 {
         bail!("this kernel or socket offers no UDP GSO (UDP_SEGMENT)");
     }
+    if size < HEADER {
+        bail!("--size {size} is below the {HEADER}-byte header every datagram carries");
+    }
     let segments = segments_per_send(&state, size, asked);
-    let contents = vec![0x5au8; size * segments];
-    let transmit = Transmit {
-        destination: to,
-        ecn: None,
-        contents: &contents,
-        segment_size: Some(size),
-        src_ip: None,
-    };
+    let mut contents = template(size).repeat(segments);
     let limit = Duration::from_secs(seconds);
     let start = Instant::now();
     let mut tally = Tally::default();
     while start.elapsed() < limit {
+        for (i, d) in contents.chunks_mut(size).enumerate() {
+            stamp(d, tally.datagrams + i as u64);
+        }
+        let transmit = Transmit {
+            destination: to,
+            ecn: None,
+            contents: &contents,
+            segment_size: Some(size),
+            src_ip: None,
+        };
         match state.try_send((&socket).into(), &transmit) {
             Ok(()) => {
                 tally.datagrams += segments as u64;
@@ -148,7 +199,20 @@ fn readable(socket: &UdpSocket) -> Result<bool> {
     }
 }
 
-fn recv(bind: SocketAddr, max_seconds: u64) -> Result<Tally> {
+/// Counts the datagrams of one read that are not intact (`stride`-byte pieces of it).
+fn corrupt_in(data: &[u8], meta: &RecvMeta, size: usize) -> u64 {
+    let stride = if meta.stride == 0 {
+        meta.len
+    } else {
+        meta.stride
+    };
+    data[..meta.len]
+        .chunks(stride.max(1))
+        .filter(|d| !intact(d, size))
+        .count() as u64
+}
+
+fn recv(bind: SocketAddr, max_seconds: u64, verify: Option<usize>) -> Result<Tally> {
     let socket = UdpSocket::bind(bind).with_context(|| format!("binding {bind}"))?;
     socket
         .set_nonblocking(true)
@@ -181,9 +245,12 @@ fn recv(bind: SocketAddr, max_seconds: u64) -> Result<Tally> {
         };
         last = Instant::now();
         first.get_or_insert(last);
-        for m in &meta[..n] {
+        for (m, data) in meta[..n].iter().zip(storage.chunks(GRO_BUF)) {
             tally.datagrams += datagrams_in(m);
             tally.bytes += m.len as u64;
+            if let Some(size) = verify {
+                tally.corrupt += corrupt_in(data, m, size);
+            }
         }
     }
     tally.seconds = first.map_or(0.0, |f| (last - f).as_secs_f64());
@@ -199,7 +266,11 @@ fn main() -> ExitCode {
             size,
             segments,
         } => send(to, seconds, size.into(), segments.into()),
-        Mode::Recv { bind, max_seconds } => recv(bind, max_seconds),
+        Mode::Recv {
+            bind,
+            max_seconds,
+            verify,
+        } => recv(bind, max_seconds, verify.map(usize::from)),
     };
     match result {
         Ok(tally) => {

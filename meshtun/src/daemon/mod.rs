@@ -279,7 +279,7 @@ async fn serve_interface(
         },
     })
     .map_err(|source| tun_error(&ifname, source))?;
-    let offload = tun.offload();
+    let (offload, udp_offload) = (tun.offload(), tun.udp_offload());
     let device = Device::start(&ifname, tun, HostUdp, plan.mtu, &settings).map_err(|source| {
         DaemonError::Device {
             ifname: ifname.clone(),
@@ -320,6 +320,7 @@ async fn serve_interface(
         port = device.listen_port(),
         peers = settings.peers.len(),
         offload,
+        udp_offload,
         "interface is up"
     );
     let mut settings = settings;

@@ -37,6 +37,7 @@ pub struct Tun {
     queues: Vec<Queue>,
     name: String,
     offload: bool,
+    udp_offload: bool,
 }
 
 impl Tun {
@@ -82,6 +83,9 @@ impl Tun {
             return Err(last.unwrap_or_else(|| io::Error::other("no way to open the tun device")));
         };
         let offload = offload && dev.tcp_gso();
+        // UDP segmentation offload (`TUN_F_USO4/6`, Linux 6.2+): a UDP GSO sender's
+        // super-packets reach the device whole, and are split here like TCP's.
+        let udp_offload = offload && dev.udp_gso();
         let name = dev.name().unwrap_or_else(|_| opts.name.clone());
         let mut queues = Vec::with_capacity(opts.lanes.max(1));
         if multi_queue {
@@ -100,6 +104,7 @@ impl Tun {
             queues,
             name,
             offload,
+            udp_offload,
         })
     }
 
@@ -111,6 +116,11 @@ impl Tun {
     /// True if segmentation offload is on.
     pub fn offload(&self) -> bool {
         self.offload
+    }
+
+    /// True if the kernel also hands over UDP super-packets (`TUN_F_USO4/6`, Linux 6.2+).
+    pub fn udp_offload(&self) -> bool {
+        self.udp_offload
     }
 
     fn queue(&self, lane: usize) -> &Queue {

@@ -38,6 +38,11 @@ impl Tun {
     pub fn offload(&self) -> bool {
         false
     }
+
+    /// Always false: utun has no segmentation offload.
+    pub fn udp_offload(&self) -> bool {
+        false
+    }
 }
 
 impl TunIo for Tun {
