@@ -128,14 +128,10 @@ impl SignedCutOff {
         serde_json::from_slice(body).map_err(|e| CutOffError::Encoding(e.to_string()))
     }
 
-    /// Checks the signature against the `pinned` controller keys, then the format, the
-    /// number of nodes named and that the notice has not ended at `now_ms` (the
-    /// controller's time). Returns the notice and the key that signed it.
-    pub fn open(
-        &self,
-        pinned: &KeySet,
-        now_ms: u64,
-    ) -> Result<(CutOff, IdentityPublic), CutOffError> {
+    /// Checks the signature against the `pinned` controller keys, then the format and the
+    /// number of nodes named. Returns the notice and the key that signed it; whether it is
+    /// still current is [`CutOff::check_current`]'s to say, on the controller's clock.
+    pub fn open(&self, pinned: &KeySet) -> Result<(CutOff, IdentityPublic), CutOffError> {
         if self.notice.len() > MAX_CUTOFF_BYTES {
             return Err(CutOffError::TooLarge(self.notice.len()));
         }
@@ -156,14 +152,21 @@ impl SignedCutOff {
         if notice.denied.len() > MAX_DENIED {
             return Err(CutOffError::TooMany(notice.denied.len()));
         }
-        if now_ms >= notice.not_after_ms {
+        Ok((notice, signer))
+    }
+}
+
+impl CutOff {
+    /// Refuses the notice once its epoch has ended at `now_ms` (the controller's time).
+    pub fn check_current(&self, now_ms: u64) -> Result<(), CutOffError> {
+        if now_ms >= self.not_after_ms {
             return Err(CutOffError::Expired {
-                epoch: notice.epoch,
-                not_after_ms: notice.not_after_ms,
+                epoch: self.epoch,
+                not_after_ms: self.not_after_ms,
                 now_ms,
             });
         }
-        Ok((notice, signer))
+        Ok(())
     }
 }
 

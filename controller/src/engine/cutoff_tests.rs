@@ -46,7 +46,7 @@ fn open(store: &Arc<Store>, key: &IdentityKey) -> Arc<Engine> {
 fn notice(json: &[u8], key: &IdentityKey) -> CutOff {
     SignedCutOff::from_json(json)
         .unwrap()
-        .open(&KeySet::one(key.public()), meshtun_proto::time::unix_ms())
+        .open(&KeySet::one(key.public()))
         .unwrap()
         .0
 }
