@@ -207,7 +207,7 @@ async fn the_notice_is_served_before_the_bundles_are_built() {
     let to_bundle = bundled_at.saturating_duration_since(decided_at);
     println!("{NODES} nodes: decision → notice {to_notice:?}, → bundles built {to_bundle:?}");
     assert!(
-        to_notice * 4 < to_bundle,
+        to_notice * 2 < to_bundle,
         "notice after {to_notice:?}, bundles after {to_bundle:?}"
     );
     stop.send(()).unwrap();
