@@ -6,6 +6,7 @@
 //! - [`identity`]: Ed25519 identity keys of nodes and of the controller;
 //! - [`auth`]: signed requests from nodes to the controller;
 //! - [`bundle`]: signed per-node, per-epoch bundles with sealed preshared keys;
+//! - [`cutoff`]: signed cut-off notices, served before an epoch's bundles when it denies nodes;
 //! - [`enroll`]: enrollment with an invite ticket: proofs of the token and of both keys, and
 //!   the signed reply;
 //! - [`wire`]: the JSON types of the controller's API;
@@ -24,6 +25,7 @@
 pub mod auth;
 pub mod bundle;
 pub mod candidates;
+pub mod cutoff;
 pub mod enroll;
 pub mod identity;
 mod key;

@@ -8,7 +8,7 @@
 //! | `GET /v1/status` | the status listener, or the read token | decisions with their reasons; no secret |
 //! | `POST /v1/enroll` | invite holder | join: proofs of the token and of both keys; a signed reply |
 //! | `POST /v1/benchmarks/{node}` | the node, signed | submit a benchmark |
-//! | `GET /v1/config/{node}?after=E` | the node, signed | long-poll for a bundle newer than epoch E |
+//! | `GET /v1/config/{node}?after=E&cutoff=C` | the node, signed | long-poll for a bundle newer than epoch E, or the cut-off notice (`application/vnd.meshtun.cutoff+json`) of a newer epoch above C whose bundles are not built yet |
 //! | `POST /v1/rotate` | admin token | publish a new epoch now |
 //!
 //! Node requests are authenticated by [`crate::auth::authenticate`] before anything is read
@@ -33,8 +33,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use meshtun_proto::auth::RequestSignature;
+use meshtun_proto::cutoff::CUTOFF_CONTENT_TYPE;
 use meshtun_proto::wire::{Benchmark, EnrollRequest, EnrollResponse};
-use meshtun_proto::IdentityPublic;
+use meshtun_proto::{EpochId, IdentityPublic};
 use serde::{Deserialize, Serialize};
 use tower_http::timeout::TimeoutLayer;
 use zeroize::Zeroizing;
@@ -43,6 +44,7 @@ use crate::auth::{
     admin_token_matches, authenticate, NonceCache, NonceStore, Refusal, SignedRequest,
 };
 use crate::config::Limits;
+use crate::engine::cutoff::Served;
 use crate::engine::Engine;
 use crate::model::BenchmarkRecord;
 use crate::quota::{address_key, NodeQuota, Slots};
@@ -493,10 +495,12 @@ async fn benchmark(
     Ok((StatusCode::CREATED, Json(Accepted { node, seq })).into_response())
 }
 
-/// `?after=EPOCH`.
+/// `?after=EPOCH&cutoff=EPOCH`: the epoch of the node's newest bundle, and of the newest
+/// cut-off notice it saw (sent by nodes that read notices; without it none is served).
 #[derive(Deserialize)]
 struct After {
     after: Option<u64>,
+    cutoff: Option<u64>,
 }
 
 fn worker_stopped() -> ApiError {
@@ -529,6 +533,18 @@ fn too_many_polls(what: &str) -> ApiError {
     )
 }
 
+/// A `200` with `json` of `content_type`, naming `epoch` in `header`.
+fn served(content_type: &str, header: &'static str, epoch: EpochId, json: Bytes) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (header::HeaderName::from_static(header), epoch.to_string()),
+        ],
+        json,
+    )
+        .into_response()
+}
+
 async fn config(
     State(api): State<Arc<Api>>,
     Path(node): Path<String>,
@@ -540,7 +556,7 @@ async fn config(
 ) -> Result<Response, ApiError> {
     check_signed(&api, &node, &method, &uri, &headers, Bytes::new()).await?;
     api.engine.check_after(&node, after.after);
-    let found = match api.engine.bundle(&node, after.after) {
+    let found = match api.engine.serve(&node, after.after, after.cutoff) {
         Some(found) => Some(found),
         None => {
             // Only a request that waits holds a slot.
@@ -556,7 +572,9 @@ async fn config(
                     crate::quota::Full::Total => "in total",
                 })
             })?;
-            let waited = api.engine.wait_bundle(&node, after.after, api.long_poll);
+            let waited = api
+                .engine
+                .wait_served(&node, after.after, after.cutoff, api.long_poll);
             match api.engine.leadership().lost_watch() {
                 None => waited.await,
                 Some(lost) => tokio::select! {
@@ -567,19 +585,13 @@ async fn config(
         }
     };
     match found {
-        Some((epoch, json)) => {
+        Some(Served::Bundle(epoch, json)) => {
             api.engine.metrics.bundle("served");
-            Ok((
-                [
-                    (header::CONTENT_TYPE, "application/json".to_owned()),
-                    (
-                        header::HeaderName::from_static("x-meshtun-epoch"),
-                        epoch.to_string(),
-                    ),
-                ],
-                json,
-            )
-                .into_response())
+            Ok(served("application/json", "x-meshtun-epoch", epoch, json))
+        }
+        Some(Served::CutOff(epoch, json)) => {
+            api.engine.metrics.bundle("cutoff_notice");
+            Ok(served(CUTOFF_CONTENT_TYPE, "x-meshtun-cutoff", epoch, json))
         }
         None => {
             api.engine.metrics.bundle("not_modified");

@@ -34,6 +34,7 @@ use crate::store::{Candidates, Retention, Store, StoreError};
 use meshtun_proto::report::Chain;
 
 mod bundling;
+pub mod cutoff;
 mod follow;
 mod writes;
 
@@ -58,6 +59,9 @@ pub struct EpochView {
     pub record: EpochRecord,
     /// Decision per node.
     pub decisions: BTreeMap<String, Decision>,
+    /// Its signed cut-off notice (JSON), when it denies nodes allowed before
+    /// ([`cutoff`](mod@cutoff)).
+    pub cutoff: Option<crate::bundles::BundleJson>,
 }
 
 impl EpochView {
@@ -151,7 +155,11 @@ impl Engine {
                 .into_iter()
                 .map(|d| (d.node_id.clone(), d))
                 .collect();
-            epochs.push(Arc::new(EpochView { record, decisions }));
+            epochs.push(Arc::new(EpochView {
+                record,
+                decisions,
+                cutoff: None,
+            }));
         }
         let last = epochs.last().map_or(0, |e| e.record.id);
         let nodes = store
@@ -390,12 +398,16 @@ impl Engine {
                 d.reason
             );
         }
+        let decisions: BTreeMap<String, Decision> = decisions
+            .into_iter()
+            .map(|d| (d.node_id.clone(), d))
+            .collect();
+        // Before the epoch is announced, so that the notice is served while bundles build.
+        let cutoff = self.cutoff_notice(&record, &decisions, &self.epochs(), now);
         let view = Arc::new(EpochView {
             record,
-            decisions: decisions
-                .into_iter()
-                .map(|d| (d.node_id.clone(), d))
-                .collect(),
+            decisions,
+            cutoff,
         });
         let allowed = view.allowed().len();
         {

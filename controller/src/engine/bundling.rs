@@ -137,17 +137,10 @@ impl Engine {
         after: Option<EpochId>,
         max_wait: Duration,
     ) -> Option<(EpochId, BundleJson)> {
-        let deadline = tokio::time::Instant::now() + max_wait;
-        let mut rx = self.published.subscribe();
-        loop {
-            rx.mark_unchanged();
-            if let Some(found) = self.bundle(node, after) {
-                return Some(found);
-            }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => continue,
-                _ => return None,
-            }
+        match self.wait_served(node, after, None, max_wait).await? {
+            super::cutoff::Served::Bundle(epoch, json) => Some((epoch, json)),
+            // Never served without `seen`.
+            super::cutoff::Served::CutOff(..) => None,
         }
     }
 }

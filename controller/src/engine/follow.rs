@@ -58,7 +58,8 @@ impl Engine {
         }
         // Their decisions may name nodes enrolled through another instance.
         self.refresh_nodes()?;
-        let mut views = Vec::with_capacity(newer.len());
+        let mut views: Vec<Arc<EpochView>> = Vec::with_capacity(newer.len());
+        let now = self.clock.now_ms();
         for record in newer.into_iter().rev() {
             let decisions = self
                 .store
@@ -66,7 +67,17 @@ impl Engine {
                 .into_iter()
                 .map(|d| (d.node_id.clone(), d))
                 .collect();
-            views.push(Arc::new(EpochView { record, decisions }));
+            let held: Vec<Arc<EpochView>> = self
+                .epochs()
+                .into_iter()
+                .chain(views.iter().cloned())
+                .collect();
+            let cutoff = self.cutoff_notice(&record, &decisions, &held, now);
+            views.push(Arc::new(EpochView {
+                record,
+                decisions,
+                cutoff,
+            }));
         }
         let newest = views.last().map(|v| v.record.id);
         {

@@ -5,7 +5,8 @@
 //! over the pinned controller key, the method, the path and query exactly as sent, the body,
 //! the node id, the time and a fresh nonce ([`RequestSignature`]). A controller that answers
 //! 429 is given the time it asks for (`Retry-After`). Bundles are accepted only after [`verify_bundle`] and
-//! the freshness checks. Redirects are not followed (they would change the signed path).
+//! the freshness checks; cut-off notices (served as `application/vnd.meshtun.cutoff+json`
+//! to requests that ask with `cutoff=`) only after [`verify_cutoff`]. Redirects are not followed (they would change the signed path).
 //! HTTPS uses rustls with the web PKI roots.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,7 @@ use ipnet::IpNet;
 use meshtun_proto::auth::RequestSignature;
 use meshtun_proto::bundle::SignedBundle;
 use meshtun_proto::candidates::CandidateReport;
+use meshtun_proto::cutoff::{CutOffError, CUTOFF_CONTENT_TYPE, MAX_CUTOFF_BYTES};
 use meshtun_proto::enroll::{
     EnrollError, EnrollRequest, EnrollResponse, SignedEnrollReply, Ticket, MAX_REPLY_BYTES,
 };
@@ -26,6 +28,7 @@ use serde::Deserialize;
 
 use super::bundle::{verify_bundle, BundleCheckError, VerifiedBundle};
 use super::cache::MAX_CACHE_BYTES;
+use super::cutoff::{verify_cutoff, Fetched};
 use super::instances::Instances;
 use super::unix_ms;
 use crate::config::{controller_url, ControllerSettings};
@@ -156,6 +159,9 @@ pub enum ClientError {
     /// The bundle failed a check; nothing of it is used.
     #[error("fetching the bundle")]
     Bundle(#[from] BundleCheckError),
+    /// The cut-off notice failed a check; nothing of it is used.
+    #[error("fetching the cut-off notice")]
+    CutOff(#[from] CutOffError),
     /// The enrollment reply is not signed by the pinned controller key, was altered, or
     /// answers another request; nothing of it is used.
     #[error("enrolling")]
@@ -393,15 +399,51 @@ impl ControllerClient {
     /// `wait` (the controller's long-poll) for one. `Ok(None)` if none came in that time.
     /// A returned bundle passed [`verify_bundle`] and is newer than `after`. Whether it has
     /// expired is the scheduler's to judge, by the controller's clock as estimated from the
-    /// bundles (this node's own may be off).
+    /// bundles (this node's own may be off). Never brings a cut-off notice.
     pub async fn fetch_bundle(
         &self,
         after: Option<EpochId>,
         wait: Duration,
     ) -> Result<Option<VerifiedBundle>, ClientError> {
-        let mut path = format!("/v1/config/{}", self.node_id);
+        match self.fetch_with(after, None, wait).await? {
+            Some(Fetched::Bundle(bundle)) => Ok(Some(bundle)),
+            Some(Fetched::CutOff(_)) => Err(ClientError::Response {
+                what: FETCH,
+                reason: "a cut-off notice came, unasked for".into(),
+            }),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Self::fetch_bundle`], also asking for the cut-off notice of a newer epoch than
+    /// `seen_cutoff` (the newest notice seen, 0 for none) that the controller may serve
+    /// before that epoch's bundles: a returned notice passed [`verify_cutoff`].
+    pub async fn fetch(
+        &self,
+        after: Option<EpochId>,
+        seen_cutoff: EpochId,
+        wait: Duration,
+    ) -> Result<Option<Fetched>, ClientError> {
+        self.fetch_with(after, Some(seen_cutoff), wait).await
+    }
+
+    async fn fetch_with(
+        &self,
+        after: Option<EpochId>,
+        seen_cutoff: Option<EpochId>,
+        wait: Duration,
+    ) -> Result<Option<Fetched>, ClientError> {
+        let mut query = Vec::new();
         if let Some(epoch) = after {
-            path.push_str(&format!("?after={epoch}"));
+            query.push(format!("after={epoch}"));
+        }
+        if let Some(seen) = seen_cutoff {
+            query.push(format!("cutoff={seen}"));
+        }
+        let mut path = format!("/v1/config/{}", self.node_id);
+        if !query.is_empty() {
+            path.push('?');
+            path.push_str(&query.join("&"));
         }
         let (index, request) = self.signed(Method::GET, &path, Vec::new());
         let result = self.fetch_from(index, request, after, wait).await;
@@ -414,7 +456,7 @@ impl ControllerClient {
         request: RequestBuilder,
         after: Option<EpochId>,
         wait: Duration,
-    ) -> Result<Option<VerifiedBundle>, ClientError> {
+    ) -> Result<Option<Fetched>, ClientError> {
         let started = std::time::Instant::now();
         let response = request
             .timeout(self.instances.poll_timeout(index, wait, LONG_POLL_MARGIN))
@@ -429,6 +471,16 @@ impl ControllerClient {
             StatusCode::OK => {}
             _ => return Err(refusal(FETCH, response).await),
         }
+        let notice = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes() == CUTOFF_CONTENT_TYPE.as_bytes());
+        if notice {
+            let body = read_body(FETCH, response, MAX_CUTOFF_BYTES + 1024).await?;
+            let own_key = self.wg_private.public_key();
+            let verified = verify_cutoff(&body, &self.controller_keys, &self.node_id, &own_key)?;
+            return Ok(Some(Fetched::CutOff(verified)));
+        }
         let body = read_body(FETCH, response, MAX_CACHE_BYTES).await?;
         let signed: SignedBundle =
             serde_json::from_slice(&body).map_err(|e| ClientError::Response {
@@ -442,7 +494,7 @@ impl ControllerClient {
             &self.wg_private,
         )?;
         bundle.check_newer(after)?;
-        Ok(Some(bundle))
+        Ok(Some(Fetched::Bundle(bundle)))
     }
 }
 
@@ -629,6 +681,7 @@ impl ClientError {
                 | ClientError::Server { .. }
                 | ClientError::Response { .. }
                 | ClientError::Bundle(_)
+                | ClientError::CutOff(_)
         )
     }
 

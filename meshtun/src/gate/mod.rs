@@ -7,6 +7,7 @@
 //!   fetches, enrollment with an invite ticket;
 //! - [`bundle`]: checking a signed bundle and opening its preshared keys;
 //! - [`cache`]: the last verified bundle on disk;
+//! - [`cutoff`](mod@cutoff): checking a cut-off notice served before a deny's bundles;
 //! - [`runner`]: the daemon's gating tasks (benchmarks out, bundles in, updates to enforce);
 //! - [`merge`](mod@merge): static and gated peers together;
 //! - [`state`]: which bundle is in force at a given time (no I/O);
@@ -20,6 +21,7 @@ pub mod cache;
 pub mod candidates;
 pub mod client;
 pub mod clock;
+pub mod cutoff;
 pub mod instances;
 pub mod keepalive;
 pub mod merge;

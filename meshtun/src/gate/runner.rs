@@ -1,7 +1,8 @@
 //! The gating tasks of a running daemon: benchmarks out, bundles in, and what to enforce.
 //!
 //! [`Gate::start`] spawns three tasks:
-//! - the fetcher long-polls the controller for bundles newer than the last one it saw;
+//! - the fetcher long-polls the controller for bundles newer than the last one it saw, and
+//!   for the cut-off notice of a newer epoch served before that epoch's bundles;
 //! - the scheduler runs a [`GateState`]: it takes verified bundles, keeps the newest in the
 //!   cache file, and at each activation time (or when the loss rule applies) sends a
 //!   [`GateUpdate`] — the membership and gated peers to enforce now — to the daemon, which
@@ -20,9 +21,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::benchmark::BenchmarkSource;
-use super::bundle::VerifiedBundle;
 use super::cache::load_cache;
 use super::client::{ClientError, ControllerClient};
+use super::cutoff::Fetched;
 use super::resolve::system_lookup;
 use super::scheduler::Scheduler;
 use super::state::GateState;
@@ -209,18 +210,20 @@ fn restore_cache(state: &mut GateState, options: &GateOptions, pinned: &KeySet) 
     }
 }
 
-/// Long-polls for bundles newer than `after` and hands them to the scheduler.
+/// Long-polls for bundles newer than `after`, and for the cut-off notices of newer epochs
+/// than the last one seen, and hands them to the scheduler.
 async fn fetch_loop(
     client: Arc<ControllerClient>,
     mut after: Option<EpochId>,
-    bundles: mpsc::Sender<VerifiedBundle>,
+    bundles: mpsc::Sender<Fetched>,
     status: SharedGateStatus,
 ) {
+    let mut seen_cutoff: EpochId = 0;
     let mut backoff = MIN_BACKOFF;
     let mut failing = false;
     loop {
         crate::supervise::fault_point("fetch");
-        match client.fetch_bundle(after, LONG_POLL).await {
+        match client.fetch(after, seen_cutoff, LONG_POLL).await {
             Ok(answer) => {
                 backoff = MIN_BACKOFF;
                 if failing {
@@ -228,9 +231,13 @@ async fn fetch_loop(
                     failing = false;
                 }
                 contact(&status, &client);
-                if let Some(bundle) = answer {
-                    after = after.max(Some(bundle.epoch));
-                    if bundles.send(bundle).await.is_err() {
+                match &answer {
+                    Some(Fetched::Bundle(bundle)) => after = after.max(Some(bundle.epoch)),
+                    Some(Fetched::CutOff(notice)) => seen_cutoff = seen_cutoff.max(notice.epoch),
+                    None => {}
+                }
+                if let Some(fetched) = answer {
+                    if bundles.send(fetched).await.is_err() {
                         return;
                     }
                 }

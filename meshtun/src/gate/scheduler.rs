@@ -15,6 +15,7 @@ use super::bundle::{GatedPeer, VerifiedBundle};
 use super::cache::save_cache;
 use super::clock::ControllerClock;
 pub(super) use super::clock::LocalClock;
+use super::cutoff::{Fetched, VerifiedCutOff};
 use super::resolve::{spawn_lookups, Endpoints, Looked, Lookup};
 use super::runner::{GateUpdate, GatedPeerConfig};
 use super::state::{Enforced, GateState};
@@ -66,7 +67,7 @@ impl Scheduler {
     }
 
     /// Runs until the daemon stops listening or the fetcher is gone.
-    pub(super) async fn run(mut self, mut received: mpsc::Receiver<VerifiedBundle>) {
+    pub(super) async fn run(mut self, mut received: mpsc::Receiver<Fetched>) {
         self.resolve_endpoints_of_known();
         loop {
             crate::supervise::fault_point("scheduler");
@@ -79,8 +80,13 @@ impl Scheduler {
             }
             let deadline = self.state.next_deadline();
             tokio::select! {
-                bundle = received.recv() => match bundle {
-                    Some(bundle) => self.accept(bundle),
+                fetched = received.recv() => match fetched {
+                    Some(Fetched::Bundle(bundle)) => self.accept(bundle),
+                    Some(Fetched::CutOff(notice)) => {
+                        if self.cut_off(notice) && !self.send_update().await {
+                            return;
+                        }
+                    }
                     None => return,
                 },
                 Some(looked) = self.looked_rx.recv() => {
@@ -138,6 +144,25 @@ impl Scheduler {
         self.resolve(&endpoints);
         self.unsaved = Some(signed);
         tracing::debug!(target: "meshtun::gate", epoch, "bundle accepted");
+    }
+
+    /// Takes a verified cut-off notice from the fetcher; true if it changes the membership or
+    /// the peers enforced (the update must then be sent at once: nothing waits for an
+    /// activation time). A notice naming nobody enforced here changes nothing.
+    fn cut_off(&mut self, notice: VerifiedCutOff) -> bool {
+        let (epoch, denied) = (notice.epoch, notice.denied.len());
+        let before = self.update();
+        match self.state.cut_off(notice, self.clock.now()) {
+            Ok(()) => {
+                tracing::info!(target: "meshtun::gate", epoch, denied, "cut-off notice applied");
+                let after = self.update();
+                (after.membership, after.peers) != (before.membership, before.peers)
+            }
+            Err(error) => {
+                tracing::debug!(target: "meshtun::gate", "cut-off notice ignored: {}", Chain(&error));
+                false
+            }
+        }
     }
 
     /// Writes `signed` to the cache file (a failure is logged: the bundle is still used).
@@ -242,7 +267,7 @@ impl Scheduler {
             _ => Vec::new(),
         };
         let forward = membership == MembershipState::Allowed && bundle.is_some_and(|b| b.forward);
-        GateUpdate {
+        let update = GateUpdate {
             forward,
             epoch: bundle.map(|b| b.epoch),
             activation_ms: bundle.map(|b| b.activation_ms),
@@ -254,7 +279,40 @@ impl Scheduler {
             },
             membership,
             peers,
+        };
+        match self.state.cutoff() {
+            Some(notice) => self.with_cutoff(update, notice),
+            None => update,
         }
+    }
+
+    /// `update` with what `notice` removes: the peers it names, or every gated peer when it
+    /// names this node (then denied, as by a bundle). Nothing is ever added. When it removes
+    /// something, the update carries the notice's epoch and decision time (the cut-off
+    /// latency is measured from it).
+    fn with_cutoff(&self, mut update: GateUpdate, notice: &VerifiedCutOff) -> GateUpdate {
+        let before = update.peers.len();
+        let me = notice.names_me && update.membership == MembershipState::Allowed;
+        if me {
+            update.membership = MembershipState::Denied {
+                reason: format!(
+                    "cut off by the controller's notice for epoch {}",
+                    notice.epoch
+                ),
+            };
+            update.peers.clear();
+            update.forward = false;
+            update.relay = None;
+        } else {
+            update
+                .peers
+                .retain(|p| !notice.denied.contains(&p.settings.public_key));
+        }
+        if me || update.peers.len() < before {
+            update.epoch = Some(notice.epoch);
+            update.decided_ms = self.clock.to_local(notice.decided_ms);
+        }
+        update
     }
 }
 
@@ -279,3 +337,7 @@ async fn sleep_until(deadline_ms: Option<u64>, now_ms: u64) {
 #[cfg(test)]
 #[path = "scheduler_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "scheduler_cutoff_tests.rs"]
+mod cutoff_tests;

@@ -92,7 +92,7 @@ async fn a_name_that_never_resolves_delays_no_cut_off_and_is_looked_up_once() {
     let now = unix_ms();
     let peers = vec![peer("h", BLACKHOLE), peer("p", "192.0.2.9:51820")];
     bundles
-        .send(bundle(1, now, Membership::Allowed, peers.clone()))
+        .send(bundle(1, now, Membership::Allowed, peers.clone()).into())
         .await
         .unwrap();
     let update = next(&mut updates, fast).await;
@@ -109,7 +109,7 @@ async fn a_name_that_never_resolves_delays_no_cut_off_and_is_looked_up_once() {
         reason: "honesty 0.1".into(),
     };
     bundles
-        .send(bundle(2, now, denied, Vec::new()))
+        .send(bundle(2, now, denied, Vec::new()).into())
         .await
         .unwrap();
     let update = next(&mut updates, fast).await;
@@ -122,7 +122,7 @@ async fn a_name_that_never_resolves_delays_no_cut_off_and_is_looked_up_once() {
     // Readmitted with the same peer: its failed name is not looked up again.
     let now = unix_ms();
     bundles
-        .send(bundle(3, now, Membership::Allowed, peers))
+        .send(bundle(3, now, Membership::Allowed, peers).into())
         .await
         .unwrap();
     let update = next(&mut updates, fast).await;
@@ -151,7 +151,7 @@ async fn a_name_that_resolves_later_reaches_the_device_in_a_second_update() {
     let task = tokio::spawn(scheduler.run(received));
     let now = unix_ms();
     bundles
-        .send(bundle(1, now, Membership::Allowed, vec![peer("s", SLOW)]))
+        .send(bundle(1, now, Membership::Allowed, vec![peer("s", SLOW)]).into())
         .await
         .unwrap();
     let first = next(&mut updates, Duration::from_millis(150)).await;
@@ -198,7 +198,7 @@ async fn activation_is_on_time_with_a_skewed_clock(skew_ms: i64) {
         b.issued_ms = issued;
         b.not_after_ms = activation + 5_000;
         let sent = std::time::Instant::now();
-        bundles.send(b).await.unwrap();
+        bundles.send(b.into()).await.unwrap();
         let update = next(&mut updates, Duration::from_secs(3)).await;
         let waited = sent.elapsed();
         assert_eq!(update.epoch, Some(epoch), "skew {skew_ms} ms");
@@ -252,7 +252,7 @@ async fn a_forwarding_bundle_marks_every_gated_peer_and_a_denial_clears_it() {
         vec![peer("s1", "192.0.2.2:51820"), peer("s2", "192.0.2.3:51820")],
     );
     hub.forward = true;
-    bundles.send(hub).await.unwrap();
+    bundles.send(hub.into()).await.unwrap();
     let update = next(&mut updates, fast).await;
     assert!(update.forward);
     assert!(
@@ -265,7 +265,7 @@ async fn a_forwarding_bundle_marks_every_gated_peer_and_a_denial_clears_it() {
     };
     let mut denial = bundle(2, unix_ms(), denied, Vec::new());
     denial.forward = true;
-    bundles.send(denial).await.unwrap();
+    bundles.send(denial.into()).await.unwrap();
     let update = next(&mut updates, fast).await;
     assert!(!update.forward && update.peers.is_empty(), "{update:?}");
     task.abort();

@@ -13,6 +13,7 @@
 use meshtun_proto::EpochId;
 
 use super::bundle::{BundleCheckError, VerifiedBundle};
+use super::cutoff::{CutOffIgnored, VerifiedCutOff};
 use crate::config::LossPolicy;
 
 /// Bundles waiting for their activation time, at most: the controller publishes one epoch
@@ -39,6 +40,9 @@ pub struct GateState {
     in_force: Option<VerifiedBundle>,
     waiting: Vec<VerifiedBundle>,
     lost: bool,
+    /// A cut-off notice newer than the bundle in force, until a bundle of its epoch (or a
+    /// later one) is put in force.
+    cutoff: Option<VerifiedCutOff>,
 }
 
 impl GateState {
@@ -50,6 +54,7 @@ impl GateState {
             in_force: None,
             waiting: Vec::new(),
             lost: false,
+            cutoff: None,
         }
     }
 
@@ -83,6 +88,46 @@ impl GateState {
         }
     }
 
+    /// Applies a verified cut-off notice at `now_ms` (the controller's time): it must be
+    /// current and newer than every bundle and notice known, so that a replayed notice
+    /// cannot cut off a node readmitted since. Its peers (and those of earlier notices not
+    /// superseded by a bundle yet) stay removed from what is enforced
+    /// ([`Self::cutoff`]) until a bundle of its epoch or a later one is in force.
+    pub fn cut_off(&mut self, notice: VerifiedCutOff, now_ms: u64) -> Result<(), CutOffIgnored> {
+        if now_ms >= notice.not_after_ms {
+            return Err(CutOffIgnored::Expired(
+                meshtun_proto::cutoff::CutOffError::Expired {
+                    epoch: notice.epoch,
+                    not_after_ms: notice.not_after_ms,
+                    now_ms,
+                },
+            ));
+        }
+        let known = self
+            .newest_epoch()
+            .max(self.cutoff.as_ref().map(|c| c.epoch));
+        if let Some(have) = known.filter(|have| notice.epoch <= *have) {
+            return Err(CutOffIgnored::Stale {
+                got: notice.epoch,
+                have,
+            });
+        }
+        // Notices of epochs whose bundles are not in force yet add up: a later one never
+        // brings back a peer an earlier one removed (its bundle will, if readmitted).
+        let mut notice = notice;
+        if let Some(earlier) = self.cutoff.take() {
+            notice.denied.extend(earlier.denied);
+            notice.names_me |= earlier.names_me;
+        }
+        self.cutoff = Some(notice);
+        Ok(())
+    }
+
+    /// The cut-off notice applied on top of the bundle in force, if any.
+    pub fn cutoff(&self) -> Option<&VerifiedCutOff> {
+        self.cutoff.as_ref()
+    }
+
     /// Moves the state to `now_ms`. Returns true if what is enforced changed.
     pub fn advance(&mut self, now_ms: u64) -> bool {
         let mut changed = false;
@@ -91,6 +136,14 @@ impl GateState {
             self.in_force = due.into_iter().next_back();
             self.lost = false;
             changed = true;
+            let in_force = self.in_force.as_ref().map(|b| b.epoch);
+            if self
+                .cutoff
+                .as_ref()
+                .is_some_and(|c| Some(c.epoch) <= in_force)
+            {
+                self.cutoff = None;
+            }
         }
         let past_grace = self
             .in_force

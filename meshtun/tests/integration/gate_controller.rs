@@ -420,3 +420,71 @@ async fn enrollment_with_a_ticket_works_once() {
         "{err}"
     );
 }
+
+/// A deny decided while the epoch's bundles are being built reaches a node that asks for
+/// cut-off notices at once, through the real API (`cutoff=` in the signed query, the
+/// notice's content type), before that epoch's bundle; a node that does not ask gets the
+/// bundle only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deny_notice_comes_before_the_epochs_bundle() {
+    use meshtun::gate::cutoff::Fetched;
+    use meshtun_controller::model::Pin;
+    use meshtun_controller::Epochs;
+    const NODES: usize = 160;
+    let ids: Vec<&'static str> = (0..NODES)
+        .map(|i| &*Box::leak(format!("node-{i}").into_boxed_str()))
+        .collect();
+    let c = Controller::start(common::Options {
+        nodes: Box::leak(ids.into_boxed_slice()),
+        long_poll: Duration::from_secs(20),
+        epochs: Epochs::Scheduled,
+        ..common::Options::default()
+    })
+    .await;
+    for node in &c.nodes {
+        c.engine
+            .store()
+            .set_pin(&node.id, Some(Pin::Allow))
+            .unwrap();
+    }
+    let rotate = |engine: std::sync::Arc<meshtun_controller::engine::Engine>| {
+        tokio::task::spawn_blocking(move || engine.rotate_now("test").unwrap())
+    };
+    let allowed = rotate(c.engine.clone()).await.unwrap();
+    let wait = Duration::from_secs(20);
+    let a = c.client(1);
+    let mut held = None;
+    let first = loop {
+        // The epoch at start (all denied) may come first, while the next one's bundles build.
+        let Some(Fetched::Bundle(b)) = a.fetch(held, 0, wait).await.unwrap() else {
+            panic!("no bundle");
+        };
+        if b.epoch == allowed {
+            break b;
+        }
+        held = Some(b.epoch);
+    };
+    assert_eq!(first.peers.len(), NODES - 1);
+    let denied_key = c.nodes[7].wg.public_key();
+    c.engine.store().set_pin("node-7", Some(Pin::Deny)).unwrap();
+    let poll = tokio::spawn(async move { a.fetch(Some(allowed), 0, wait).await });
+    let old_style = c.client(2);
+    let old_poll = tokio::spawn(async move { old_style.fetch_bundle(Some(allowed), wait).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let deny = rotate(c.engine.clone()).await.unwrap();
+    let Some(Fetched::CutOff(notice)) = poll.await.unwrap().unwrap() else {
+        panic!("no cut-off notice before the bundle");
+    };
+    assert_eq!(notice.epoch, deny);
+    assert_eq!(notice.denied, [denied_key].into());
+    assert!(!notice.names_me);
+    let bundle = old_poll.await.unwrap().unwrap().expect("no bundle");
+    assert_eq!(bundle.epoch, deny);
+    assert!(bundle.peers.iter().all(|p| p.public_key != denied_key));
+    // Having seen the notice, the node gets the bundle next.
+    let Some(Fetched::Bundle(after)) = c.client(1).fetch(Some(allowed), deny, wait).await.unwrap()
+    else {
+        panic!("no bundle after the notice");
+    };
+    assert_eq!(after.epoch, deny);
+}

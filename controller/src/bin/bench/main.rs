@@ -8,7 +8,9 @@
 //! - building every node's signed bundle of that epoch (pair keys derived and sealed);
 //! - the serving rate of cached bundles through the real HTTP API on 127.0.0.1;
 //! - the rate of signed benchmark submissions through that API, each committed before its
-//!   answer.
+//!   answer;
+//! - a deny with the engine running: from the rotation to the cut-off notice served to a
+//!   waiting long-poll, and to the epoch's bundle (every bundle built).
 //!
 //! PostgreSQL runs in a throwaway cluster the bench starts (`fsync` on), or on the server of
 //! `--database-url`.
@@ -16,6 +18,7 @@
 //! Run with `cargo run --release -p meshtun-controller --bin meshtun-controller-bench`.
 
 mod backend;
+mod deny;
 mod load;
 mod report;
 mod setup;
@@ -93,6 +96,7 @@ struct Row {
     build: Build,
     serving: Vec<(String, LoadReport)>,
     submissions: LoadReport,
+    deny: deny::DenyTiming,
 }
 
 /// Building every bundle of one epoch.
@@ -242,6 +246,8 @@ fn scenario(
         prepared: 4_000 * usize::try_from(args.seconds)?,
     };
     let submissions = runtime.block_on(load::run(engine.clone(), &all, &spec))?;
+    eprintln!("== {name}: denying a node");
+    let deny = deny::measure(engine, &prepared.nodes, runtime)?;
     Ok(Row {
         name,
         nodes: prepared.nodes.len(),
@@ -252,6 +258,7 @@ fn scenario(
         build,
         serving,
         submissions,
+        deny,
     })
 }
 

@@ -56,6 +56,11 @@ pub fn print_table(backend: &str, description: &str, rows: &[Row], args: &Args) 
             println!("  serving ({label:<10})    {}", load_line(r));
         }
         println!("  benchmark submissions  {}", load_line(&row.submissions));
+        println!(
+            "  deny                   cut-off notice served {} after the rotation began, the epoch's bundle {} (every bundle built)",
+            ms(row.deny.notice),
+            ms(row.deny.bundles)
+        );
         println!();
     }
     println!(
@@ -115,6 +120,12 @@ pub fn print_side_by_side(results: &[(&str, Vec<Row>)]) {
         line("rotation (decide, commit)", &|r| ms(r.rotation));
         line("every bundle built and signed", &|r| ms(r.build.total));
         line("rotation + bundles", &|r| ms(r.rotation + r.build.total));
+        line("deny: decision → cut-off notice served", &|r| {
+            ms(r.deny.notice)
+        });
+        line("deny: decision → its bundle (all built)", &|r| {
+            ms(r.deny.bundles)
+        });
         for (j, (label, _)) in row.serving.iter().enumerate() {
             line(&format!("bundle requests ({label})"), &|r| {
                 r.serving

@@ -45,6 +45,23 @@ fn check_row(row: &Row) {
     let s = &row.submissions;
     assert!(s.ok > 0 && s.failed == 0, "{} failed submissions", s.failed);
     assert!(!s.exhausted, "a one-second run needs fewer submissions");
+    assert!(
+        row.deny.notice <= row.deny.bundles,
+        "notice after {:?}, bundles after {:?}",
+        row.deny.notice,
+        row.deny.bundles
+    );
+}
+
+/// The SQLite path, with the deny: a notice, then the bundle, both measured.
+#[test]
+fn the_sqlite_path_measures_a_tiny_mesh_and_its_deny() {
+    let args = tiny("sqlite");
+    let backend = Backend::start(Kind::Sqlite, None, None).unwrap();
+    let rows = run_backend(&args, &backend, &runtime()).unwrap();
+    assert_eq!(rows.len(), 1);
+    check_row(&rows[0]);
+    report::print_table(backend.name(), &backend.describe(), &rows, &args);
 }
 
 #[test]
@@ -88,7 +105,8 @@ fn the_postgres_path_measures_a_tiny_mesh_in_its_own_durable_cluster() {
         count("SELECT count(*) FROM benchmarks"),
         NODES + row.submissions.ok
     );
-    assert_eq!(count("SELECT count(*) FROM epochs"), 2);
+    // The two timed rotations and the deny's.
+    assert_eq!(count("SELECT count(*) FROM epochs"), 3);
 }
 
 #[test]
