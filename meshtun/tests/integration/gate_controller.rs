@@ -438,6 +438,9 @@ async fn a_deny_notice_comes_before_the_epochs_bundle() {
         nodes: Box::leak(ids.into_boxed_slice()),
         long_poll: Duration::from_secs(20),
         epochs: Epochs::Scheduled,
+        // The test's own rotation is the deny: the engine's deny check would otherwise
+        // publish one of its own as soon as node-7 is pinned, racing it.
+        rotate_on_deny: false,
         ..common::Options::default()
     })
     .await;
