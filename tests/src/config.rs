@@ -270,6 +270,16 @@ impl Node {
     }
 }
 
+/// The configurations of two nodes that are each other's only peer: `a` reaches `b` at
+/// `b_addr` and `b` reaches `a` at `a_addr` (their outer addresses), each on its port.
+pub fn pair(a: &Node, a_addr: IpAddr, b: &Node, b_addr: IpAddr) -> (Config, Config) {
+    let mut ca = a.config();
+    ca.peers.push(b.as_peer().endpoint(b_addr, b.port));
+    let mut cb = b.config();
+    cb.peers.push(a.as_peer().endpoint(a_addr, a.port));
+    (ca, cb)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshtun_proto::bundle::{Membership, SignedBundle};
+use meshtun_proto::bundle::Membership;
 use meshtun_proto::{EpochId, IdentityPublic, PresharedKey, PrivateKey, PublicKey};
 use tokio::sync::mpsc;
 
@@ -26,23 +26,12 @@ fn peer(id: &str) -> GatedPeer {
 }
 
 fn bundle(epoch: EpochId, peers: Vec<GatedPeer>) -> Fetched {
-    let now = unix_ms();
-    Fetched::Bundle(VerifiedBundle {
-        forward: false,
-        relay: None,
+    Fetched::Bundle(super::tests::bundle(
         epoch,
-        activation_ms: now,
-        not_after_ms: now + 60_000,
-        issued_ms: now,
-        decided_ms: now,
-        membership: Membership::Allowed,
+        unix_ms(),
+        Membership::Allowed,
         peers,
-        signed: SignedBundle {
-            payload: String::new(),
-            signature: String::new(),
-        },
-        signer: IdentityPublic::from_bytes([0; 32]),
-    })
+    ))
 }
 
 fn notice(epoch: EpochId, denied: &[PublicKey], names_me: bool) -> Fetched {

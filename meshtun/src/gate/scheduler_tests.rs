@@ -28,7 +28,12 @@ fn peer(id: &str, endpoint: &str) -> GatedPeer {
     }
 }
 
-fn bundle(epoch: u64, now: u64, membership: Membership, peers: Vec<GatedPeer>) -> VerifiedBundle {
+pub(super) fn bundle(
+    epoch: u64,
+    now: u64,
+    membership: Membership,
+    peers: Vec<GatedPeer>,
+) -> VerifiedBundle {
     VerifiedBundle {
         forward: false,
         relay: None,

@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 
-use meshtun_e2e::config::Node;
+use meshtun_e2e::config::{pair, Node};
 use meshtun_e2e::traffic::{assert_ping, tcp_duplex};
 use meshtun_e2e::{require_root, Daemon, Family, Netns, Veth};
 
@@ -97,14 +97,9 @@ fn mesh_pair(test: &str, a_mtu: u16, b_mtu: u16, outer_mtu: Option<u16>, b_path:
         veth.set_mtu(&ns_a, &ns_b, mtu);
     }
     let (a, b) = (Node::new("a", 1), Node::new("b", 2));
-    let mut ca = a.config();
+    let (mut ca, mut cb) = pair(&a, veth.a_addr(Family::V4), &b, veth.b_addr(Family::V4));
     ca.interface.mtu = Some(a_mtu);
-    ca.peers
-        .push(b.as_peer().endpoint(veth.b_addr(Family::V4), b.port));
-    let mut cb = b.config();
     cb.interface.mtu = Some(b_mtu);
-    cb.peers
-        .push(a.as_peer().endpoint(veth.a_addr(Family::V4), a.port));
     let mut da = Daemon::start(&ns_a, &ca);
     let mut db = match b_path {
         BPath::Offload => Daemon::start(&ns_b, &cb),
@@ -276,12 +271,7 @@ fn a_udp_gso_sender_through_the_tunnel_gets_every_datagram_intact() {
     let (ns_a, ns_b) = (Netns::new("offload_uso"), Netns::new("offload_uso"));
     let veth = Veth::connect(&ns_a, &ns_b, 1);
     let (a, b) = (Node::new("a", 1), Node::new("b", 2));
-    let mut ca = a.config();
-    ca.peers
-        .push(b.as_peer().endpoint(veth.b_addr(Family::V4), b.port));
-    let mut cb = b.config();
-    cb.peers
-        .push(a.as_peer().endpoint(veth.a_addr(Family::V4), a.port));
+    let (ca, cb) = pair(&a, veth.a_addr(Family::V4), &b, veth.b_addr(Family::V4));
     let mut da = Daemon::start(&ns_a, &ca);
     let mut db = Daemon::start(&ns_b, &cb);
     if kernel_has_tun_uso() {

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use meshtun_e2e::config::Node;
+use meshtun_e2e::config::{pair, Node};
 use meshtun_e2e::wg::{self, parse_conf};
 use meshtun_e2e::{meshtun_in, require_root, Daemon, Family, Netns, Veth};
 
@@ -52,12 +52,7 @@ fn show_reports_live_and_stopped_peers() {
     let (ns_a, ns_b) = (Netns::new(test), Netns::new(test));
     let veth = Veth::connect(&ns_a, &ns_b, 0);
     let (a, b) = (Node::new("a", 1), Node::new("b", 2));
-    let mut ca = a.config();
-    ca.peers
-        .push(b.as_peer().endpoint(veth.b_addr(Family::V4), b.port));
-    let mut cb = b.config();
-    cb.peers
-        .push(a.as_peer().endpoint(veth.a_addr(Family::V4), a.port));
+    let (ca, cb) = pair(&a, veth.a_addr(Family::V4), &b, veth.b_addr(Family::V4));
     let mut da = Daemon::start(&ns_a, &ca);
     let db = Daemon::start(&ns_b, &cb);
     let name = da.name().to_owned();

@@ -3,7 +3,7 @@
 //! such a user itself (`--user`), and one with no capability at all on a tun device created
 //! beforehand, each carry traffic with a daemon run as root.
 
-use meshtun_e2e::config::Node;
+use meshtun_e2e::config::{pair, Node};
 use meshtun_e2e::traffic::{assert_ping, tcp_transfer};
 use meshtun_e2e::{
     require_host, require_root, tun_device_open_to_all, Daemon, Family, Netns, Privilege, Veth,
@@ -64,12 +64,7 @@ fn net_admin_only(privilege: Privilege) {
     let (ns_a, ns_b) = (Netns::new("unpriv"), Netns::new("unpriv"));
     let veth = Veth::connect(&ns_a, &ns_b, 0);
     let (a, b) = (Node::new("a", 1), Node::new("b", 2));
-    let mut ca = a.config();
-    ca.peers
-        .push(b.as_peer().endpoint(veth.b_addr(Family::V4), b.port));
-    let mut cb = b.config();
-    cb.peers
-        .push(a.as_peer().endpoint(veth.a_addr(Family::V4), a.port));
+    let (ca, cb) = pair(&a, veth.a_addr(Family::V4), &b, veth.b_addr(Family::V4));
     let mut da = Daemon::start(&ns_a, &ca);
     let mut db = Daemon::start_unprivileged(&ns_b, &cb, privilege);
 
@@ -129,12 +124,7 @@ fn a_daemon_with_no_capability_attaches_to_a_tun_created_beforehand() {
     let (ns_a, ns_b) = (Netns::new("nocap"), Netns::new("nocap"));
     let veth = Veth::connect(&ns_a, &ns_b, 0);
     let (a, b) = (Node::new("a", 1), Node::new("b", 2));
-    let mut ca = a.config();
-    ca.peers
-        .push(b.as_peer().endpoint(veth.b_addr(Family::V4), b.port));
-    let mut cb = b.config();
-    cb.peers
-        .push(a.as_peer().endpoint(veth.a_addr(Family::V4), a.port));
+    let (ca, mut cb) = pair(&a, veth.a_addr(Family::V4), &b, veth.b_addr(Family::V4));
 
     // What the administrator does beforehand, as root: the device, owned by the daemon's
     // user, its address and MTU, and the link up. The daemon adds no address and no route:
