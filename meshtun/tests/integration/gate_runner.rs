@@ -160,8 +160,22 @@ async fn allowed_then_cut_off_at_once_then_lost_when_the_controller_is_silent() 
         now_ms() - decided
     );
 
-    // No further epoch: past not_after + grace, node-a fails closed.
-    let lost = next(&mut a, Duration::from_millis(EPOCH_MS + 3_000)).await;
+    // No further epoch: past not_after + grace, node-a fails closed. When the cut came from
+    // the deny's cut-off notice, the epoch's bundle follows as one more update, which must
+    // not bring node-b back.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(EPOCH_MS + 3_000);
+    let lost = loop {
+        let within = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let update = next(&mut a, within).await;
+        if update.membership != MembershipState::Allowed {
+            break update;
+        }
+        assert!(update.peers.is_empty(), "node-b back: {:?}", update.peers);
+        assert_eq!(
+            update.epoch, cut.epoch,
+            "only the deny epoch's bundle may follow"
+        );
+    };
     assert_eq!(lost.membership, MembershipState::Lost);
     assert!(lost.peers.is_empty());
     assert!(now_ms() >= cut.not_after_ms.unwrap() + 1_000);
