@@ -39,6 +39,7 @@ use crate::config::{
 use crate::gate::unix_ms;
 use crate::gate::{self, ClientError};
 use crate::host::{self, Dns, Hooks, RouteTable};
+use crate::sched::Scheduling;
 
 pub use args::{benchmark_command, benchmark_source, simulated_scores};
 use render::Draft;
@@ -410,6 +411,7 @@ fn draft(options: &JoinOptions, path: &Path, url: String, endpoint: Option<Strin
             dns: Dns::default(),
             table: RouteTable::Auto,
             hooks: Hooks::default(),
+            scheduling: Scheduling::default(),
         },
         controller: ControllerSettings {
             urls: vec![url],

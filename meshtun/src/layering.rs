@@ -8,6 +8,7 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("allowed_ips", 0),
     ("host", 0),
     ("keys", 0),
+    ("sched", 0),
     ("supervise", 0),
     ("wgcfg", 0),
     // The data plane, the file format and the reachability probe.

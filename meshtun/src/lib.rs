@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod probe;
 pub mod relay;
 pub mod reresolve;
+pub mod sched;
 pub mod show;
 pub mod stun;
 pub mod supervise;

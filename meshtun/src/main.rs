@@ -57,6 +57,8 @@ fn init_logging(filter: &str) {
 fn current_thread_runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_park(meshtun::sched::parked)
+        .on_thread_unpark(meshtun::sched::unparked)
         .build()
         .context("cannot start the async runtime")
 }
@@ -64,6 +66,8 @@ fn current_thread_runtime() -> Result<tokio::runtime::Runtime> {
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(meshtun::sched::parked)
+        .on_thread_unpark(meshtun::sched::unparked)
         .build()
         .context("cannot start the async runtime")
 }

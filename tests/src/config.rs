@@ -113,6 +113,10 @@ pub struct Interface {
     /// Tunnel MTU.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u16>,
+    /// The packet workers' priority, `"realtime"` or `"normal"` (the daemon's default when
+    /// unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduling: Option<String>,
 }
 
 impl std::fmt::Debug for Interface {
@@ -252,6 +256,7 @@ impl Node {
                 address: vec![format!("{}/24", self.v4), format!("{}/64", self.v6)],
                 listen_port: Some(self.port),
                 mtu: Some(1420),
+                scheduling: None,
             },
             peers: Vec::new(),
             metrics: None,
@@ -299,6 +304,7 @@ mod tests {
                 address: vec!["100.64.0.1/24".into()],
                 listen_port: Some(51820),
                 mtu: None,
+                scheduling: None,
             },
             peers: vec![peer
                 .psk(&("S".repeat(43) + "="))

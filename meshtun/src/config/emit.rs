@@ -17,6 +17,7 @@ use super::{
     DEFAULT_MTU,
 };
 use crate::host::{Hooks, RouteTable};
+use crate::sched::Scheduling;
 
 /// The column trailing comments start at, when the key and value leave room.
 const NOTE_COLUMN: usize = 36;
@@ -141,6 +142,9 @@ impl TomlText {
             RouteTable::Auto => {}
             RouteTable::Off => self.line("table", string("off")),
             RouteTable::Id(id) => self.line("table", Value::Integer(id.into())),
+        }
+        if interface.scheduling != Scheduling::default() {
+            self.line("scheduling", string(interface.scheduling.as_str()));
         }
         self.hooks(&interface.hooks);
     }
@@ -315,6 +319,7 @@ mod tests {
             dns: Dns::default(),
             table: RouteTable::Auto,
             hooks: Hooks::default(),
+            scheduling: Scheduling::default(),
         }
     }
 

@@ -19,6 +19,7 @@ use super::{
     MAX_CONFIG_SIZE,
 };
 use crate::host::{Dns, Hooks, RouteTable};
+use crate::sched::Scheduling;
 
 /// Converts the `wg-quick` file `text`, read from `path`, into meshtun TOML text.
 ///
@@ -349,6 +350,7 @@ fn convert_interface(
         dns,
         table,
         hooks,
+        scheduling: Scheduling::default(),
     })
 }
 

@@ -13,6 +13,7 @@
 //! dns = ["100.64.0.53", "mesh.internal"]
 //! table = "auto"                     # "auto", "off" or a table number
 //! post_up = ["echo up %i"]           # pre_up, post_up, pre_down, post_down: string or list
+//! scheduling = "realtime"            # packet workers' priority: "realtime" (default) or "normal"
 //!
 //! [[peer]]
 //! public_key = "<base64>"
@@ -79,6 +80,7 @@ use ipnet::IpNet;
 use meshtun_proto::{PresharedKey, PrivateKey, PublicKey};
 
 use crate::host::{Dns, Hooks, HostPlan, RouteTable};
+use crate::sched::Scheduling;
 use crate::wgcfg::{DeviceSettings, PeerSettings};
 
 pub(crate) use emit::TomlText;
@@ -147,6 +149,8 @@ pub struct InterfaceConfig {
     pub table: RouteTable,
     /// Commands run around bringing the interface up and down.
     pub hooks: Hooks,
+    /// The packet workers' CPU priority (`scheduling = "realtime"` or `"normal"`).
+    pub scheduling: Scheduling,
 }
 
 /// The `[metrics]` section.

@@ -53,6 +53,7 @@ mtu = 1380
 fwmark = "0xca6c"
 dns = ["100.64.0.53", "mesh.internal", "fd00::53"]
 table = 1234
+scheduling = "normal"
 pre_up = "echo pre-up %i"
 post_up = ["echo up %i", "echo up again"]
 pre_down = []
@@ -87,6 +88,7 @@ persistent_keepalive = "off"
     assert_eq!(interface.listen_port, Some(51820));
     assert_eq!(interface.mtu, 1380);
     assert_eq!(interface.fwmark, Some(0xca6c));
+    assert_eq!(interface.scheduling, crate::sched::Scheduling::Normal);
     assert_eq!(
         interface.dns.servers,
         vec![
@@ -136,6 +138,7 @@ fn defaults_apply_to_a_minimal_file() {
     assert!(interface.addresses.is_empty());
     assert!(interface.dns.is_empty());
     assert_eq!(interface.hooks, Hooks::default());
+    assert_eq!(interface.scheduling, crate::sched::Scheduling::Realtime);
     assert!(config.peers.is_empty());
 }
 
@@ -216,6 +219,14 @@ fn bad_interface_values_name_line_and_key() {
         (
             "table = \"wg\"",
             &["line 3", "`interface.table`", "not a routing table"],
+        ),
+        (
+            "scheduling = \"fifo\"",
+            &[
+                "line 3",
+                "`interface.scheduling`",
+                "\"realtime\" or \"normal\"",
+            ],
         ),
         (
             "dns = [\"a b\"]",

@@ -52,6 +52,7 @@ struct RawInterface {
     #[serde(default)]
     dns: Vec<Spanned<String>>,
     table: Option<Spanned<Value>>,
+    scheduling: Option<Spanned<String>>,
     pre_up: Option<Spanned<Value>>,
     post_up: Option<Spanned<Value>>,
     pre_down: Option<Spanned<Value>>,
@@ -244,6 +245,11 @@ impl Builder<'_> {
             dns,
             table: self
                 .optional(at, Field::Table, &raw.table, |v| values::table(scalar(v)?))?
+                .unwrap_or_default(),
+            scheduling: self
+                .optional(at, Field::Scheduling, &raw.scheduling, |v| {
+                    values::scheduling(v)
+                })?
                 .unwrap_or_default(),
             hooks: Hooks {
                 pre_up: hooks(Field::PreUp, &raw.pre_up)?,

@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use meshtun_proto::{PresharedKey, PrivateKey, PublicKey};
 
 use crate::host::{Dns, RouteTable};
+use crate::sched::Scheduling;
 
 /// The longest interface name: `IFNAMSIZ` (16) minus the terminating NUL.
 pub(super) const MAX_IFNAME_LEN: usize = 15;
@@ -148,6 +149,12 @@ pub(super) fn fwmark(value: Scalar<'_>) -> Result<Option<u32>, String> {
 }
 
 /// A routing table: `"auto"`, `"off"`, a number, or one of iproute2's reserved names.
+/// `scheduling`: `"realtime"` or `"normal"`.
+pub(super) fn scheduling(value: &str) -> Result<Scheduling, String> {
+    Scheduling::parse(value)
+        .ok_or_else(|| format!("{value:?} is not a scheduling: use \"realtime\" or \"normal\""))
+}
+
 pub(super) fn table(value: Scalar<'_>) -> Result<RouteTable, String> {
     let id = match value {
         Scalar::Str(text) if text.eq_ignore_ascii_case("auto") => return Ok(RouteTable::Auto),

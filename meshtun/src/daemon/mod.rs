@@ -245,6 +245,7 @@ async fn serve_interface(
     for warning in warnings {
         tracing::warn!("{warning}");
     }
+    crate::sched::set(config.interface.scheduling);
     let mut plan = config.host_plan();
     plan.existing_link = opts.existing_tun;
     // Before anything is touched: a missing program fails here, not halfway through.
@@ -631,6 +632,7 @@ impl Running {
         for what in restart_only_changes(&self.config, &config) {
             tracing::warn!("the {what} changed; it takes effect at the next start");
         }
+        crate::sched::set(config.interface.scheduling);
         self.config = config;
         self.reresolving.reloaded();
         self.apply_peers().await?;

@@ -53,6 +53,7 @@ pub(super) async fn send_worker<T: TunIo, F: UdpFactory>(inner: Arc<Inner<T, F>>
             };
             inner.send(&out).await;
         }
+        crate::sched::busy();
     }
 }
 
@@ -133,6 +134,7 @@ pub(super) async fn receive_worker<T: TunIo, F: UdpFactory>(
                 Step::Flush(k) | Step::Big(k) => skip = k,
             }
         }
+        crate::sched::busy();
     }
 }
 

@@ -172,6 +172,7 @@ mod tests {
                 dns: Dns::default(),
                 table: RouteTable::Auto,
                 hooks: Hooks::default(),
+                scheduling: crate::sched::Scheduling::default(),
             },
             controller: ControllerSettings {
                 urls: vec!["http://192.0.2.10:8700".into()],

@@ -47,6 +47,10 @@ struct Sample {
     counters: CounterTotals,
     gate: Option<GateStatus>,
     now: SystemTime,
+    /// Packet worker threads at real-time priority (process-wide, see [`crate::sched`]).
+    realtime_workers: u64,
+    /// Times a packet worker dropped to normal priority after running too long.
+    worker_demotions: u64,
 }
 
 /// The OpenMetrics text for interface `status` with `counters` and, when gated, `gate`,
@@ -78,6 +82,8 @@ pub(super) fn render(
         counters,
         gate,
         now,
+        realtime_workers: crate::sched::realtime_threads(),
+        worker_demotions: crate::sched::demotions(),
     };
     let interface = [("interface".into(), status.name.clone().into())];
     let mut registry = Registry::with_prefix_and_labels(PREFIX, interface.into_iter());
@@ -91,6 +97,7 @@ pub(super) fn render(
 impl Collector for Sample {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         self.encode_device(&mut encoder)?;
+        self.encode_scheduling(&mut encoder)?;
         if let Some(gate) = &self.gate {
             self.encode_gate(gate, &mut encoder)?;
         }
@@ -99,6 +106,23 @@ impl Collector for Sample {
 }
 
 impl Sample {
+    fn encode_scheduling(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        gauges(
+            e,
+            "packet_workers_realtime",
+            "Packet worker threads running at real-time priority ([interface] scheduling)",
+            None,
+            [(vec![], self.realtime_workers)],
+        )?;
+        counters(
+            e,
+            "packet_worker_demotions",
+            "Times a packet worker ran 50 ms without idling and dropped to normal priority",
+            None,
+            [(vec![], self.worker_demotions)],
+        )
+    }
+
     fn encode_device(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         let count = self.peers.len() as u64;
         gauges(

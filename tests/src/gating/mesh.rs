@@ -88,6 +88,7 @@ impl GatedNode {
                 address: vec![format!("{}/24", self.tunnel())],
                 listen_port: Some(NODE_PORT),
                 mtu: Some(1420),
+                scheduling: None,
             },
             peers: Vec::new(),
             metrics: None,

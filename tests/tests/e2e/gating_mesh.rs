@@ -206,6 +206,7 @@ fn a_static_wireguard_go_peer_keeps_working() {
             address: vec![format!("{w_tunnel}/24")],
             listen_port: Some(NODE_PORT),
             mtu: Some(1420),
+            scheduling: None,
         },
         peers: vec![a.as_static_peer()],
         metrics: None,

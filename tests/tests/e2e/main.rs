@@ -44,6 +44,7 @@ mod nat_relay;
 mod nat_stun;
 mod nat_victim;
 mod offload;
+mod realtime;
 mod relay_turn;
 mod reresolve;
 mod roaming;

@@ -1,0 +1,148 @@
+//! The packet workers' priority (`[interface] scheduling`, README "Latency under load"): a
+//! daemon run as root raises its runtime's worker threads to `SCHED_RR` 1 once traffic wakes
+//! them, and says so; one configured `scheduling = "normal"` keeps every thread at normal
+//! priority, and a reload to `normal` drops the raised ones; a daemon with CAP_NET_ADMIN
+//! alone is refused real time, says so once, and carries traffic at normal priority. (That a worker kept busy past the limit drops to
+//! normal priority is tested with the real system calls in `meshtun::sched`.)
+
+use meshtun_e2e::config::{pair, Node};
+use meshtun_e2e::traffic::{assert_ping, tcp_transfer};
+use meshtun_e2e::{
+    require_host, require_root, tun_device_open_to_all, wait_until, Daemon, Family, Netns,
+    Privilege, Veth,
+};
+use std::time::Duration;
+
+/// `SCHED_RR` in `/proc/PID/task/TID/stat`.
+const SCHED_RR: u32 = 2;
+
+/// (policy, real-time priority) of every thread of process `pid`.
+fn thread_policies(pid: u32) -> Vec<(u32, u32)> {
+    let dir = format!("/proc/{pid}/task");
+    let tasks = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot list {dir}: {e}"));
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+        .map(|stat| policy_of(&stat))
+        .collect()
+}
+
+/// Fields 40 (rt_priority) and 41 (policy) of a `stat` line; the command name, field 2, may
+/// hold spaces, so counting starts after its closing parenthesis.
+fn policy_of(stat: &str) -> (u32, u32) {
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("no command name in {stat:?}"));
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state).
+    let field = |n: usize| -> u32 {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse().ok())
+            .unwrap_or_else(|| panic!("no field {n} in {stat:?}"))
+    };
+    (field(41), field(40))
+}
+
+fn realtime_threads(pid: u32) -> usize {
+    thread_policies(pid)
+        .iter()
+        .filter(|(policy, _)| *policy == SCHED_RR)
+        .count()
+}
+
+#[test]
+fn packet_workers_run_at_real_time_unless_configured_normal() {
+    if !require_root("packet_workers_run_at_real_time_unless_configured_normal") {
+        return;
+    }
+    let (ns_a, ns_b) = (Netns::new("rt"), Netns::new("rt"));
+    let veth = Veth::connect(&ns_a, &ns_b, 0);
+    let (a, b) = (Node::new("a", 1), Node::new("b", 2));
+    let (ca, mut cb) = pair(&a, veth.a_addr(Family::V4), &b, veth.b_addr(Family::V4));
+    cb.interface.scheduling = Some("normal".into());
+    let mut da = Daemon::start(&ns_a, &ca);
+    let mut db = Daemon::start(&ns_b, &cb);
+    assert_ping(&ns_a, b.v4.into());
+    tcp_transfer(&ns_a, a.v4.into(), &ns_b, 4 << 20).expect("TCP through the tunnel");
+
+    let (pa, pb) = (da.pid().expect("a runs"), db.pid().expect("b runs"));
+    assert!(
+        wait_until(Duration::from_secs(5), || realtime_threads(pa) >= 1),
+        "no thread of the default daemon runs SCHED_RR: {:?}",
+        thread_policies(pa)
+    );
+    for (policy, priority) in thread_policies(pa) {
+        assert!(
+            policy != SCHED_RR || priority == 1,
+            "a real-time thread runs at priority {priority}, above the lowest"
+        );
+    }
+    assert!(
+        da.log()
+            .contains("packet workers run at real-time priority"),
+        "the default daemon does not say its workers run at real time:\n{}",
+        da.log()
+    );
+    assert_eq!(
+        realtime_threads(pb),
+        0,
+        "scheduling = \"normal\" left a real-time thread: {:?}",
+        thread_policies(pb)
+    );
+    assert!(!db.log().contains("real-time priority"), "{}", db.log());
+
+    // SIGHUP with `normal`: the raised workers drop back at their next batch.
+    let mut normal = ca.clone();
+    normal.interface.scheduling = Some("normal".into());
+    da.reload(&normal);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let _ = tcp_transfer(&ns_a, a.v4.into(), &ns_b, 1 << 20);
+            realtime_threads(pa) == 0
+        }),
+        "after a reload with scheduling = \"normal\", threads still run SCHED_RR: {:?}",
+        thread_policies(pa)
+    );
+    da.assert_running();
+    db.assert_running();
+    da.stop_cleanly();
+    db.stop_cleanly();
+}
+
+#[test]
+fn a_daemon_refused_real_time_says_so_and_carries_traffic() {
+    let test = "a_daemon_refused_real_time_says_so_and_carries_traffic";
+    if !require_root(test)
+        || !require_host(
+            test,
+            "/dev/net/tun open to every user",
+            tun_device_open_to_all(),
+        )
+    {
+        return;
+    }
+    let (ns_a, ns_b) = (Netns::new("rtno"), Netns::new("rtno"));
+    let veth = Veth::connect(&ns_a, &ns_b, 0);
+    let (a, b) = (Node::new("a", 1), Node::new("b", 2));
+    let (ca, cb) = pair(&a, veth.a_addr(Family::V4), &b, veth.b_addr(Family::V4));
+    let da = Daemon::start(&ns_a, &ca);
+    // An unprivileged user with CAP_NET_ADMIN alone (as the systemd unit runs it, without
+    // its LimitRTPRIO): no CAP_SYS_NICE, RLIMIT_RTPRIO 0.
+    let mut db = Daemon::start_unprivileged(&ns_b, &cb, Privilege::NetAdmin);
+    assert_ping(&ns_a, b.v4.into());
+    tcp_transfer(&ns_a, a.v4.into(), &ns_b, 4 << 20).expect("TCP through the tunnel");
+    let pb = db.pid().expect("b runs");
+    let log = db.log();
+    assert_eq!(
+        log.matches("packet workers stay at normal priority")
+            .count(),
+        1,
+        "the daemon refused real time must say so once:\n{log}"
+    );
+    assert!(!log.contains("run at real-time priority"), "{log}");
+    assert_eq!(realtime_threads(pb), 0, "{:?}", thread_policies(pb));
+    db.assert_running();
+    da.stop_cleanly();
+}
