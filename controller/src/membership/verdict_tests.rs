@@ -329,6 +329,11 @@ fn a_decision_is_re_derived_from_its_recorded_input_and_policy() {
     );
     let decision: Decision = serde_json::from_str(&recorded(&d)).unwrap();
     assert_eq!(decision, d);
+    // A recorded statement altered afterwards no longer gives the recorded reason, so
+    // `audit verify` (which compares the verdict and the reason) notices.
+    let mut altered = node_again;
+    altered.statements[1].score = 0.95;
+    assert_ne!(decide_one(&altered, &policy_again, NOW).reason, d.reason);
 }
 
 /// What the audit log records of a value.
