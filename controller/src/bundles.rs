@@ -295,6 +295,7 @@ mod tests {
                 age_ms: Some(1),
                 max_age_ms: 120_000,
                 seq: Some(1),
+                sources: Vec::new(),
             },
         }
     }

@@ -17,6 +17,9 @@ use crate::network::{check_prefix, Network};
 use crate::relay::{RawRelay, RelayConfig};
 use crate::store::{Database, Retention};
 use crate::stun::{RawStun, StunConfig};
+use sources::RawSources;
+
+mod sources;
 
 /// Largest configuration file accepted.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -166,6 +169,7 @@ struct RawPolicy {
     max_age: u64,
     readmit_after: u32,
     minimums: Minimums,
+    sources: RawSources,
 }
 
 impl Default for RawPolicy {
@@ -175,6 +179,7 @@ impl Default for RawPolicy {
             max_age: 120,
             readmit_after: 1,
             minimums: Minimums::default(),
+            sources: RawSources::default(),
         }
     }
 }
@@ -584,6 +589,10 @@ impl ControllerConfig {
                 "must be at least 1 second".into(),
             ));
         }
+        let sources = p
+            .sources
+            .validate(p.max_age, &p.minimums)
+            .map_err(|(k, r)| invalid(k, r))?;
         let topology = match raw.topology {
             RawTopology::FullMesh => Topology::FullMesh,
             RawTopology::HubAndSpoke { hubs } if hubs.is_empty() => {
@@ -664,6 +673,7 @@ impl ControllerConfig {
                 minimums: p.minimums,
                 readmit_after: p.readmit_after,
                 topology,
+                sources,
             },
             clock_skew: Duration::from_secs(raw.api.clock_skew),
             long_poll: Duration::from_secs(raw.api.long_poll),

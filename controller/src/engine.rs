@@ -350,6 +350,9 @@ impl Engine {
                 latest: latest.get(&n.id).cloned(),
                 pin: n.pin,
                 history: history.get(&n.id).copied(),
+                // Statements are not stored yet: with none, a sourced dimension has no
+                // value and self-reported ones decide as before.
+                statements: Vec::new(),
             })
             .collect())
     }

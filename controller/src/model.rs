@@ -6,6 +6,13 @@ use meshtun_proto::wire::Scores;
 use meshtun_proto::{EpochId, EpochSecret, IdentityPublic, PublicKey};
 use serde::{Deserialize, Serialize};
 
+mod sources;
+
+pub use sources::{
+    Combine, Dimension, Issuer, Source, SourceRule, SourcedEvidence, Sources, Statement,
+    UsedStatement,
+};
+
 /// An enrolled node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -91,6 +98,10 @@ pub struct Policy {
     pub readmit_after: u32,
     /// Network shape.
     pub topology: Topology,
+    /// Where each dimension's score comes from, when not from the node's own benchmark
+    /// (`[policy.sources.*]`; empty: every dimension is self-reported, as before).
+    #[serde(default, skip_serializing_if = "Sources::is_empty")]
+    pub sources: Sources,
 }
 
 impl Default for Policy {
@@ -101,6 +112,7 @@ impl Default for Policy {
             minimums: Minimums::default(),
             readmit_after: 1,
             topology: Topology::FullMesh,
+            sources: Sources::default(),
         }
     }
 }
@@ -129,12 +141,17 @@ pub struct NodeInput {
     pub pin: Option<Pin>,
     /// The previous evaluation (none for a new node).
     pub history: Option<History>,
+    /// Statements about the node by current issuers (empty when none). Only what a
+    /// [`Sources`] rule names counts; with no sources configured they are ignored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statements: Vec<Statement>,
 }
 
 /// The facts a decision was based on, recorded so anyone can check it afterwards.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
-    /// The overall score used, if any benchmark.
+    /// The node's self-reported overall score, if any benchmark (a dimension whose score
+    /// comes from [`Policy::sources`] is in [`Evidence::sources`]).
     pub score: Option<f64>,
     /// The threshold applied.
     pub threshold: f64,
@@ -144,6 +161,10 @@ pub struct Evidence {
     pub max_age_ms: u64,
     /// The benchmark's sequence number.
     pub seq: Option<u64>,
+    /// Each dimension sourced by [`Policy::sources`]: its value and the statements it rests
+    /// on (empty when no sources are configured).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourcedEvidence>,
 }
 
 /// The decision about one node, with its reason.

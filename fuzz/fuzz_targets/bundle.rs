@@ -64,6 +64,7 @@ fn fixture() -> Fixture {
             age_ms: Some(1_000),
             max_age_ms: 120_000,
             seq: Some(1),
+            sources: Vec::new(),
         },
     };
     let peer_refs: Vec<&NodeRecord> = peers.iter().collect();

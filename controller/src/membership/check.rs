@@ -64,11 +64,12 @@ pub(super) fn evidence(latest: Option<&BenchmarkRecord>, policy: &Policy, now_ms
         age_ms: latest.map(|b| age_ms(b, now_ms)),
         max_age_ms: policy.max_age_ms,
         seq: latest.map(|b| b.seq),
+        sources: Vec::new(),
     }
 }
 
 /// Age of a benchmark by its measurement time; one dated in the future is 0 ms old.
-fn age_ms(bench: &BenchmarkRecord, now_ms: u64) -> u64 {
+pub(super) fn age_ms(bench: &BenchmarkRecord, now_ms: u64) -> u64 {
     now_ms.saturating_sub(bench.measured_at_ms)
 }
 
@@ -99,13 +100,13 @@ fn minimums(bench: &BenchmarkRecord, policy: &Policy) -> [(&'static str, f64, Op
 }
 
 /// A finite number in `[0, 1]` (false for NaN).
-fn is_unit(value: f64) -> bool {
+pub(super) fn is_unit(value: f64) -> bool {
     (0.0..=1.0).contains(&value)
 }
 
 /// Two numbers with two decimals, or in full when two decimals would print them equal
 /// (so a message never reads "0.70 is below 0.70").
-fn two_numbers(a: f64, b: f64) -> (String, String) {
+pub(super) fn two_numbers(a: f64, b: f64) -> (String, String) {
     let (short_a, short_b) = (format!("{a:.2}"), format!("{b:.2}"));
     if short_a == short_b && a != b {
         (a.to_string(), b.to_string())
@@ -115,7 +116,7 @@ fn two_numbers(a: f64, b: f64) -> (String, String) {
 }
 
 /// Milliseconds as seconds: "130 s", "120.001 s", "0.5 s".
-fn seconds(ms: u64) -> String {
+pub(super) fn seconds(ms: u64) -> String {
     let (whole, frac) = (ms / 1000, ms % 1000);
     if frac == 0 {
         return format!("{whole} s");

@@ -9,7 +9,9 @@
 //!
 //! 1. An admin pin wins: [`Pin::Deny`] denies ("denied by admin pin"), [`Pin::Allow`]
 //!    allows ("allowed by admin pin").
-//! 2. Without a benchmark the node is denied ("no benchmark received").
+//! 2. Without a benchmark the node is denied ("no benchmark received"). (With
+//!    [`Policy::sources`] set, steps 2 and 3 become the rules of the `verdict` module
+//!    below, and a node judged on a statement a source rule names counts as benchmarked.)
 //! 3. The newest benchmark fails when it is older than [`Policy::max_age_ms`] by its
 //!    measurement time (exactly the limit still passes; a benchmark dated in the future is
 //!    0 ms old), when any score is not a number in `[0, 1]` (NaN, infinite or out of range:
@@ -34,11 +36,29 @@
 //!   counts as allowed before, so it stays in while it passes and leaves at its first
 //!   failure; when a Deny pin is lifted, it counts as denied before and waits out
 //!   `readmit_after` (minus the passing evaluations under the pin).
-//! - `benchmarked` becomes true at the first evaluation with a benchmark and stays true.
+//! - `benchmarked` becomes true at the first evaluation with a benchmark (or, with
+//!   [`Policy::sources`] set, a statement one of its rules names, fresh or not) and stays
+//!   true, so a node judged only by evaluators waits out `readmit_after` like any other.
+//!
+//! # Sources
+//!
+//! With [`Policy::sources`] set, a sourced dimension's value comes from `k` of the named
+//! sources (the node itself, evaluators, evaluator groups), each fresh, combined by median
+//! (the lower middle of an even count) or minimum, and replaces the self-reported score
+//! for that dimension; its bar is the rule's `minimum`, else the threshold (overall) or
+//! the dimension's minimum. The node's own benchmark is needed only while a dimension
+//! without a rule has a bar. The reason names the statements used ("honesty 0.31 (median
+//! of 3 evaluators: e1 0.30, e2 0.31, e4 0.35); needs 0.70") and [`Evidence::sources`]
+//! records them (ids, scores, ages), so `audit verify` can decide again. Without sources
+//! the statements are ignored and every decision is as before.
 
 mod check;
+mod sources;
 pub mod topology;
+mod verdict;
 
+#[cfg(test)]
+mod compat_tests;
 #[cfg(test)]
 mod tests;
 
@@ -46,7 +66,7 @@ use std::collections::{BTreeSet, HashSet};
 
 pub use topology::{allowed_ids, forwards, pair_count, peers_of, routed_via};
 
-use crate::model::{Decision, History, NodeInput, Pin, Policy};
+use crate::model::{Decision, Evidence, History, NodeInput, Pin, Policy};
 
 /// Decides every node: one decision per input, in the same order.
 pub fn decide(inputs: &[NodeInput], policy: &Policy, now_ms: u64) -> Vec<Decision> {
@@ -59,7 +79,12 @@ pub fn decide(inputs: &[NodeInput], policy: &Policy, now_ms: u64) -> Vec<Decisio
 /// Decides one node at `now_ms` (Unix milliseconds); see the [module rules](self).
 pub fn decide_one(input: &NodeInput, policy: &Policy, now_ms: u64) -> Decision {
     let latest = input.latest.as_ref();
-    let verdict = check::check(latest, policy, now_ms);
+    let (verdict, sourced, judged_on_statements) = if policy.sources.is_empty() {
+        (check::check(latest, policy, now_ms), Vec::new(), false)
+    } else {
+        let j = verdict::judge(input, policy, now_ms);
+        (j.verdict, j.evidence, j.judged_on_statements)
+    };
     let passing = verdict.is_ok();
     let previous = input.history.unwrap_or_default();
     let streak = if passing {
@@ -76,9 +101,12 @@ pub fn decide_one(input: &NodeInput, policy: &Policy, now_ms: u64) -> Decision {
         history: History {
             allowed,
             passing_streak: streak,
-            benchmarked: previous.benchmarked || latest.is_some(),
+            benchmarked: previous.benchmarked || latest.is_some() || judged_on_statements,
         },
-        evidence: check::evidence(latest, policy, now_ms),
+        evidence: Evidence {
+            sources: sourced,
+            ..check::evidence(latest, policy, now_ms)
+        },
     }
 }
 

@@ -30,6 +30,7 @@ fn node(id: &str, overall: f64) -> NodeInput {
         latest: Some(bench(overall, NOW - 5_000)),
         pin: None,
         history: None,
+        statements: Vec::new(),
     }
 }
 
@@ -456,6 +457,7 @@ fn random_inputs_decide_deterministically_and_soundly() {
                 passing_streak: rng.u32(..6),
                 benchmarked: rng.bool(),
             }),
+            statements: Vec::new(),
         };
         let d = decide_one(&input, &p, NOW);
         // Compared as text: a NaN score in the evidence is never equal to itself.

@@ -335,6 +335,7 @@ mod tests {
                 age_ms: None,
                 max_age_ms: 120_000,
                 seq: None,
+                sources: Vec::new(),
             },
         };
         let decisions = [

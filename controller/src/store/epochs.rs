@@ -470,6 +470,7 @@ mod tests {
                 age_ms: allowed.then_some(5),
                 max_age_ms: 120_000,
                 seq: allowed.then_some(3),
+                sources: Vec::new(),
             },
         };
         let input = NodeInput {
@@ -477,6 +478,7 @@ mod tests {
             latest: None,
             pin: None,
             history: None,
+            statements: Vec::new(),
         };
         (decision, input)
     }

@@ -420,6 +420,7 @@ mod tests {
                 age_ms: Some(5),
                 max_age_ms: 120_000,
                 seq: Some(1),
+                sources: Vec::new(),
             },
         };
         let input = NodeInput {
@@ -427,6 +428,7 @@ mod tests {
             latest: None,
             pin: None,
             history: None,
+            statements: Vec::new(),
         };
         (decision, input)
     }

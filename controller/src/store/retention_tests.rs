@@ -63,6 +63,7 @@ fn decision(node_id: &str) -> (Decision, NodeInput) {
             age_ms: Some(5),
             max_age_ms: 120_000,
             seq: Some(1),
+            sources: Vec::new(),
         },
     };
     let input = NodeInput {
@@ -70,6 +71,7 @@ fn decision(node_id: &str) -> (Decision, NodeInput) {
         latest: None,
         pin: None,
         history: None,
+        statements: Vec::new(),
     };
     (decision, input)
 }
