@@ -90,7 +90,7 @@ wait_listen() {
 
 find_binaries() {
     local want_meshtun=0 want_bt=0
-    case " $PATHS " in *" meshtun "*) want_meshtun=1 ;; esac
+    case " $PATHS " in *" meshtun "*|*" meshtun-rt "*) want_meshtun=1 ;; esac
     case " $PATHS " in *" boringtun "*) want_bt=1 ;; esac
     case " $PATHS " in *" wireguard-go "*) command -v wireguard-go >/dev/null || die "\`wireguard-go\` is not installed" ;; esac
     MESHTUN_BIN=${MESHTUN_BIN:-$TARGET/release/meshtun}
@@ -196,6 +196,7 @@ private_key = "$key"
 address = ["$addr/24"]
 listen_port = $PORT
 mtu = $TUN_MTU
+scheduling = "${SCHEDULING:-normal}"
 
 [[peer]]
 public_key = "$peer"
@@ -218,14 +219,15 @@ path_up() {
     DAEMONS=()
     case "$1" in
         veth) DST=$OUTER_B; return 0 ;;
-        meshtun) start_meshtun a; start_meshtun b ;;
+        meshtun) SCHEDULING=normal; start_meshtun a; start_meshtun b ;;
+        meshtun-rt) SCHEDULING=realtime; start_meshtun a; start_meshtun b ;;
         wireguard-go)
             start_uapi_daemon a env WG_PROCESS_FOREGROUND=1 wireguard-go
             start_uapi_daemon b env WG_PROCESS_FOREGROUND=1 wireguard-go ;;
         boringtun)
             start_uapi_daemon a "$BORINGTUN_BIN" --foreground --disable-drop-privileges
             start_uapi_daemon b "$BORINGTUN_BIN" --foreground --disable-drop-privileges ;;
-        *) die "unknown path \`$1\` (meshtun, wireguard-go, boringtun, veth)" ;;
+        *) die "unknown path \`$1\` (meshtun, meshtun-rt, wireguard-go, boringtun, veth)" ;;
     esac
     DST=$INNER_B
     local i

@@ -13,7 +13,7 @@
 //! dns = ["100.64.0.53", "mesh.internal"]
 //! table = "auto"                     # "auto", "off" or a table number
 //! post_up = ["echo up %i"]           # pre_up, post_up, pre_down, post_down: string or list
-//! scheduling = "realtime"            # packet workers' priority: "realtime" (default) or "normal"
+//! scheduling = "normal"              # packet workers' priority: "normal" (default) or "realtime"
 //!
 //! [[peer]]
 //! public_key = "<base64>"

@@ -53,7 +53,7 @@ mtu = 1380
 fwmark = "0xca6c"
 dns = ["100.64.0.53", "mesh.internal", "fd00::53"]
 table = 1234
-scheduling = "normal"
+scheduling = "realtime"
 pre_up = "echo pre-up %i"
 post_up = ["echo up %i", "echo up again"]
 pre_down = []
@@ -88,7 +88,7 @@ persistent_keepalive = "off"
     assert_eq!(interface.listen_port, Some(51820));
     assert_eq!(interface.mtu, 1380);
     assert_eq!(interface.fwmark, Some(0xca6c));
-    assert_eq!(interface.scheduling, crate::sched::Scheduling::Normal);
+    assert_eq!(interface.scheduling, crate::sched::Scheduling::Realtime);
     assert_eq!(
         interface.dns.servers,
         vec![
@@ -138,7 +138,7 @@ fn defaults_apply_to_a_minimal_file() {
     assert!(interface.addresses.is_empty());
     assert!(interface.dns.is_empty());
     assert_eq!(interface.hooks, Hooks::default());
-    assert_eq!(interface.scheduling, crate::sched::Scheduling::Realtime);
+    assert_eq!(interface.scheduling, crate::sched::Scheduling::Normal);
     assert!(config.peers.is_empty());
 }
 

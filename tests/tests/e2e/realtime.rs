@@ -1,8 +1,9 @@
 //! The packet workers' priority (`[interface] scheduling`, README "Latency under load"): a
-//! daemon run as root raises its runtime's worker threads to `SCHED_RR` 1 once traffic wakes
-//! them, and says so; one configured `scheduling = "normal"` keeps every thread at normal
-//! priority, and a reload to `normal` drops the raised ones; a daemon with CAP_NET_ADMIN
-//! alone is refused real time, says so once, and carries traffic at normal priority. (That a worker kept busy past the limit drops to
+//! daemon run as root with `scheduling = "realtime"` raises its runtime's worker threads to
+//! `SCHED_RR` 1 once traffic wakes them, and says so; one with the default (`normal`) keeps
+//! every thread at normal priority, and a reload to `normal` drops the raised ones; a daemon
+//! with CAP_NET_ADMIN alone is refused real time, says so once, and carries traffic at
+//! normal priority. (That a worker kept busy past the limit drops to
 //! normal priority is tested with the real system calls in `meshtun::sched`.)
 
 use meshtun_e2e::config::{pair, Node};
@@ -53,15 +54,15 @@ fn realtime_threads(pid: u32) -> usize {
 }
 
 #[test]
-fn packet_workers_run_at_real_time_unless_configured_normal() {
-    if !require_root("packet_workers_run_at_real_time_unless_configured_normal") {
+fn packet_workers_run_at_real_time_only_when_configured() {
+    if !require_root("packet_workers_run_at_real_time_only_when_configured") {
         return;
     }
     let (ns_a, ns_b) = (Netns::new("rt"), Netns::new("rt"));
     let veth = Veth::connect(&ns_a, &ns_b, 0);
     let (a, b) = (Node::new("a", 1), Node::new("b", 2));
-    let (ca, mut cb) = pair(&a, veth.a_addr(Family::V4), &b, veth.b_addr(Family::V4));
-    cb.interface.scheduling = Some("normal".into());
+    let (mut ca, cb) = pair(&a, veth.a_addr(Family::V4), &b, veth.b_addr(Family::V4));
+    ca.interface.scheduling = Some("realtime".into());
     let mut da = Daemon::start(&ns_a, &ca);
     let mut db = Daemon::start(&ns_b, &cb);
     assert_ping(&ns_a, b.v4.into());
@@ -70,7 +71,7 @@ fn packet_workers_run_at_real_time_unless_configured_normal() {
     let (pa, pb) = (da.pid().expect("a runs"), db.pid().expect("b runs"));
     assert!(
         wait_until(Duration::from_secs(5), || realtime_threads(pa) >= 1),
-        "no thread of the default daemon runs SCHED_RR: {:?}",
+        "no thread of the daemon with scheduling = \"realtime\" runs SCHED_RR: {:?}",
         thread_policies(pa)
     );
     for (policy, priority) in thread_policies(pa) {
@@ -82,13 +83,13 @@ fn packet_workers_run_at_real_time_unless_configured_normal() {
     assert!(
         da.log()
             .contains("packet workers run at real-time priority"),
-        "the default daemon does not say its workers run at real time:\n{}",
+        "the daemon does not say its workers run at real time:\n{}",
         da.log()
     );
     assert_eq!(
         realtime_threads(pb),
         0,
-        "scheduling = \"normal\" left a real-time thread: {:?}",
+        "the default (normal) left a real-time thread: {:?}",
         thread_policies(pb)
     );
     assert!(!db.log().contains("real-time priority"), "{}", db.log());
@@ -126,7 +127,8 @@ fn a_daemon_refused_real_time_says_so_and_carries_traffic() {
     let (ns_a, ns_b) = (Netns::new("rtno"), Netns::new("rtno"));
     let veth = Veth::connect(&ns_a, &ns_b, 0);
     let (a, b) = (Node::new("a", 1), Node::new("b", 2));
-    let (ca, cb) = pair(&a, veth.a_addr(Family::V4), &b, veth.b_addr(Family::V4));
+    let (ca, mut cb) = pair(&a, veth.a_addr(Family::V4), &b, veth.b_addr(Family::V4));
+    cb.interface.scheduling = Some("realtime".into());
     let da = Daemon::start(&ns_a, &ca);
     // An unprivileged user with CAP_NET_ADMIN alone (as the systemd unit runs it, without
     // its LimitRTPRIO): no CAP_SYS_NICE, RLIMIT_RTPRIO 0.
