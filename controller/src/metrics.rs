@@ -184,6 +184,7 @@ impl Metrics {
     pub fn pruned(&self, report: &crate::store::PruneReport, bytes: u64) {
         for (kind, n) in [
             ("benchmarks", report.benchmarks),
+            ("statements", report.statements),
             ("epochs", report.epochs),
             ("audit_entries", report.audit_entries),
         ] {
