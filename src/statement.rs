@@ -204,7 +204,12 @@ fn check_name(field: &'static str, value: &str) -> Result<(), StatementError> {
     }
     Err(StatementError::Name {
         field,
-        value: value.chars().take(MAX_NAME).collect::<String>().escape_debug().to_string(),
+        value: value
+            .chars()
+            .take(MAX_NAME)
+            .collect::<String>()
+            .escape_debug()
+            .to_string(),
     })
 }
 

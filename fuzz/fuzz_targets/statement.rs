@@ -34,7 +34,9 @@ fuzz_target!(|data: &[u8]| {
         // Any statement that passes validation, validly signed, verifies (and a flipped
         // signature does not).
         if let Ok(signed) = statement.sign(&key) {
-            signed.verify(&key.public()).expect("a signed statement verifies");
+            signed
+                .verify(&key.public())
+                .expect("a signed statement verifies");
             let mut flipped = signed.clone();
             flipped.signature[0] ^= 1;
             assert!(flipped.verify(&key.public()).is_err());

@@ -170,11 +170,21 @@ pub struct EvaluateArgs {
     #[arg(long, value_name = "COMMAND")]
     pub command: String,
     /// The controller's URL (repeatable, or comma-separated: its instances, in order).
-    #[arg(long = "controller", value_name = "URL", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "controller",
+        value_name = "URL",
+        value_delimiter = ',',
+        required = true
+    )]
     pub controllers: Vec<String>,
     /// The controller's Ed25519 key (base64), pinned; repeatable while it is rotated (the
     /// first is named in the request).
-    #[arg(long = "controller-key", value_name = "KEY", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "controller-key",
+        value_name = "KEY",
+        value_delimiter = ',',
+        required = true
+    )]
     pub controller_keys: Vec<String>,
     /// A CA (PEM) to trust for an https controller.
     #[arg(long, value_name = "FILE")]

@@ -37,30 +37,60 @@ fn tampering_with_each_field_breaks_the_signature() {
     let signed = statement().sign(&key()).unwrap();
     let public = key().public();
     let tamper: Vec<(&str, Box<dyn Fn(&mut Statement)>)> = vec![
-        ("issuer kind", Box::new(|s: &mut Statement| s.issuer = Issuer::Node("eval-1".into()))),
-        ("issuer name", Box::new(|s: &mut Statement| s.issuer = Issuer::Evaluator("eval-2".into()))),
-        ("subject", Box::new(|s: &mut Statement| s.subject = "node-b".into())),
-        ("score", Box::new(|s: &mut Statement| {
-            s.scores.insert("honesty".into(), 0.76);
-        })),
-        ("dimension renamed", Box::new(|s: &mut Statement| {
-            let v = s.scores.remove("refusal").unwrap();
-            s.scores.insert("policy".into(), v);
-        })),
-        ("dimension added", Box::new(|s: &mut Statement| {
-            s.scores.insert("policy".into(), 1.0);
-        })),
-        ("dimension dropped", Box::new(|s: &mut Statement| {
-            s.scores.remove("refusal");
-        })),
-        ("evaluated_at", Box::new(|s: &mut Statement| s.evaluated_at_ms += 1)),
-        ("evidence", Box::new(|s: &mut Statement| s.evidence.0[31] ^= 1)),
+        (
+            "issuer kind",
+            Box::new(|s: &mut Statement| s.issuer = Issuer::Node("eval-1".into())),
+        ),
+        (
+            "issuer name",
+            Box::new(|s: &mut Statement| s.issuer = Issuer::Evaluator("eval-2".into())),
+        ),
+        (
+            "subject",
+            Box::new(|s: &mut Statement| s.subject = "node-b".into()),
+        ),
+        (
+            "score",
+            Box::new(|s: &mut Statement| {
+                s.scores.insert("honesty".into(), 0.76);
+            }),
+        ),
+        (
+            "dimension renamed",
+            Box::new(|s: &mut Statement| {
+                let v = s.scores.remove("refusal").unwrap();
+                s.scores.insert("policy".into(), v);
+            }),
+        ),
+        (
+            "dimension added",
+            Box::new(|s: &mut Statement| {
+                s.scores.insert("policy".into(), 1.0);
+            }),
+        ),
+        (
+            "dimension dropped",
+            Box::new(|s: &mut Statement| {
+                s.scores.remove("refusal");
+            }),
+        ),
+        (
+            "evaluated_at",
+            Box::new(|s: &mut Statement| s.evaluated_at_ms += 1),
+        ),
+        (
+            "evidence",
+            Box::new(|s: &mut Statement| s.evidence.0[31] ^= 1),
+        ),
     ];
     for (what, change) in tamper {
         let mut altered = signed.clone();
         change(&mut altered.statement);
         assert!(
-            matches!(altered.verify(&public), Err(StatementError::BadSignature(_))),
+            matches!(
+                altered.verify(&public),
+                Err(StatementError::BadSignature(_))
+            ),
             "{what}: still verifies"
         );
     }
@@ -113,11 +143,20 @@ fn bounds_are_enforced_with_the_field_named() {
     }
     let long = "a".repeat(MAX_NAME + 1);
     let cases: Vec<(&str, Box<dyn Fn(&mut Statement)>)> = vec![
-        ("issuer", Box::new(|s: &mut Statement| s.issuer = Issuer::Evaluator(long.clone()))),
-        ("subject", Box::new(|s: &mut Statement| s.subject = "Node A".into())),
-        ("dimension", Box::new(|s: &mut Statement| {
-            s.scores.insert(String::new(), 0.5);
-        })),
+        (
+            "issuer",
+            Box::new(|s: &mut Statement| s.issuer = Issuer::Evaluator(long.clone())),
+        ),
+        (
+            "subject",
+            Box::new(|s: &mut Statement| s.subject = "Node A".into()),
+        ),
+        (
+            "dimension",
+            Box::new(|s: &mut Statement| {
+                s.scores.insert(String::new(), 0.5);
+            }),
+        ),
     ];
     for (field, change) in cases {
         let mut s = statement();

@@ -165,9 +165,8 @@ fn check(
         refused(StatusCode::UNAUTHORIZED, message)
     };
     let name = signed.statement.issuer.name();
-    let sig =
-        RequestSignature::from_headers(|h| headers.get(h).and_then(|v| v.to_str().ok()))
-            .map_err(|e| unauthenticated(e.to_string()))?;
+    let sig = RequestSignature::from_headers(|h| headers.get(h).and_then(|v| v.to_str().ok()))
+        .map_err(|e| unauthenticated(e.to_string()))?;
     // The evaluator that signed the request; `authenticate` then refuses (403) one that
     // sends another evaluator's statement.
     let signer = &sig.node;
@@ -206,7 +205,11 @@ fn check(
     signed
         .verify(&evaluator.key)
         .map_err(|e| unauthenticated(e.to_string()))?;
-    check_time(signed.statement.evaluated_at_ms, now, api.nonces.window_ms())?;
+    check_time(
+        signed.statement.evaluated_at_ms,
+        now,
+        api.nonces.window_ms(),
+    )?;
     if let Some(d) = signed
         .statement
         .scores

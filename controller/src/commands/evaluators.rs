@@ -44,7 +44,9 @@ pub fn remove(config: &ControllerConfig, name: &str) -> Result<(), CommandError>
     if Store::connect(&config.database)?.remove_evaluator(name)? {
         Ok(())
     } else {
-        Err(CommandError::Argument(format!("no active evaluator {name}")))
+        Err(CommandError::Argument(format!(
+            "no active evaluator {name}"
+        )))
     }
 }
 
@@ -85,19 +87,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());
         let key = IdentityKey::from_bytes([3; 32]).public().to_base64();
-        let dims = vec!["refusal".to_owned(), "honesty".to_owned(), "honesty".to_owned()];
+        let dims = vec![
+            "refusal".to_owned(),
+            "honesty".to_owned(),
+            "honesty".to_owned(),
+        ];
         let added = add(&config, "eval-1", &key, dims, Some("lab".into())).unwrap();
         assert_eq!(added.dimensions, ["honesty", "refusal"]);
         let listed = list(&config).unwrap();
         assert_eq!(listed.len(), 1);
         let line = listing_line(&listed[0], added.added_ms);
-        assert!(line.starts_with(&format!("eval-1\t{key}\tgroup lab\thonesty,refusal\tno statement\tactive")), "{line}");
+        assert!(
+            line.starts_with(&format!(
+                "eval-1\t{key}\tgroup lab\thonesty,refusal\tno statement\tactive"
+            )),
+            "{line}"
+        );
         remove(&config, "eval-1").unwrap();
         let err = remove(&config, "eval-1").unwrap_err().to_string();
         assert!(err.contains("no active evaluator eval-1"), "{err}");
         assert!(list(&config).unwrap()[0].evaluator.removed_ms.is_some());
         let err = add(&config, "eval-1", &key, vec!["honesty".into()], None).unwrap_err();
-        assert!(meshtun_proto::report::describe(&err).contains("was removed"), "{err}");
+        assert!(
+            meshtun_proto::report::describe(&err).contains("was removed"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -107,7 +121,11 @@ mod tests {
         let key = IdentityKey::from_bytes([3; 32]).public().to_base64();
         let err = add(&config, "eval-1", "not-a-key", vec!["honesty".into()], None).unwrap_err();
         assert!(err.to_string().starts_with("PUBKEY: "), "{err}");
-        for (name, dims) in [("Eval 1", vec!["honesty"]), ("eval-1", vec![]), ("eval-1", vec!["Honesty"])] {
+        for (name, dims) in [
+            ("Eval 1", vec!["honesty"]),
+            ("eval-1", vec![]),
+            ("eval-1", vec!["Honesty"]),
+        ] {
             let dims = dims.into_iter().map(String::from).collect();
             let err = add(&config, name, &key, dims, None).unwrap_err();
             let text = meshtun_proto::report::describe(&err);

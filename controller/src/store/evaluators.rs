@@ -99,7 +99,9 @@ impl EvaluatorRow {
         Ok(Self {
             name: e.name.clone(),
             public_key: e.key.to_base64(),
-            dimensions: to_json(&e.dimensions, || format!("dimensions of evaluator {}", e.name))?,
+            dimensions: to_json(&e.dimensions, || {
+                format!("dimensions of evaluator {}", e.name)
+            })?,
             group: e.group.clone(),
             added_ms: int(e.added_ms, || format!("added_ms of evaluator {}", e.name))?,
             removed_ms: None,
@@ -110,7 +112,9 @@ impl EvaluatorRow {
         let name = self.name;
         let key = IdentityPublic::from_base64(&self.public_key)
             .map_err(|e| corrupt(format!("public_key of evaluator {name}"), e))?;
-        let dimensions = from_json(&self.dimensions, || format!("dimensions of evaluator {name}"))?;
+        let dimensions = from_json(&self.dimensions, || {
+            format!("dimensions of evaluator {name}")
+        })?;
         let ms = |v: i64, what: &str| {
             u64::try_from(v).map_err(|_| corrupt(format!("{what} of evaluator {name}"), v))
         };
@@ -163,8 +167,11 @@ pub(crate) trait EvaluatorSql {
         what: What<'_>,
     ) -> Result<Option<EvaluatorRow>, StoreError>;
     /// Inserts `row`.
-    fn insert_evaluator_row(&mut self, row: &EvaluatorRow, what: What<'_>)
-        -> Result<(), StoreError>;
+    fn insert_evaluator_row(
+        &mut self,
+        row: &EvaluatorRow,
+        what: What<'_>,
+    ) -> Result<(), StoreError>;
     /// Marks the active evaluator `name` removed at `at_ms`; false if there is none.
     fn mark_evaluator_removed(
         &mut self,
@@ -260,11 +267,7 @@ impl EvaluatorSql for Transaction<'_> {
         .ctx(what)
     }
 
-    fn insert_evaluator_row(
-        &mut self,
-        r: &EvaluatorRow,
-        what: What<'_>,
-    ) -> Result<(), StoreError> {
+    fn insert_evaluator_row(&mut self, r: &EvaluatorRow, what: What<'_>) -> Result<(), StoreError> {
         self.execute(
             INSERT,
             params![

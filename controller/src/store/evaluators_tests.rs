@@ -55,7 +55,12 @@ fn populated(store: &Store) {
         store.add_node(&node(id, seed).0).unwrap();
     }
     store
-        .add_evaluator(&evaluator("eval-1", 1, &["refusal", "honesty"], Some("lab")))
+        .add_evaluator(&evaluator(
+            "eval-1",
+            1,
+            &["refusal", "honesty"],
+            Some("lab"),
+        ))
         .unwrap();
     store
         .add_evaluator(&evaluator("eval-2", 2, &["honesty"], None))
@@ -75,7 +80,10 @@ fn evaluators_are_added_listed_and_removed_with_audit_entries(store: Store) {
     assert_eq!(listed[0].evaluator.group.as_deref(), Some("lab"));
     assert_eq!(listed[0].last_statement_ms, None);
     let id = store
-        .insert_statement(&statement("eval-1", 1, "node-a", &[("honesty", 0.5)], 5), 77)
+        .insert_statement(
+            &statement("eval-1", 1, "node-a", &[("honesty", 0.5)], 5),
+            77,
+        )
         .unwrap();
     assert_eq!(store.evaluators().unwrap()[0].last_statement_ms, Some(77));
     assert!(store.remove_evaluator("eval-1").unwrap());
@@ -126,7 +134,13 @@ fn the_latest_score_per_evaluator_subject_and_dimension_is_read(store: Store) {
             .insert_statement(&statement(name, seed, subject, scores, at), at)
             .unwrap()
     };
-    s("eval-1", 1, "node-a", &[("honesty", 0.2), ("refusal", 0.3)], 100);
+    s(
+        "eval-1",
+        1,
+        "node-a",
+        &[("honesty", 0.2), ("refusal", 0.3)],
+        100,
+    );
     let newer = s("eval-1", 1, "node-a", &[("honesty", 0.9)], 200);
     // Received later but evaluated earlier: it does not replace the newer evaluation.
     s("eval-1", 1, "node-a", &[("honesty", 0.1)], 150);
@@ -183,7 +197,9 @@ fn refused_statements_store_nothing(store: Store) {
     from_node.statement.issuer = Issuer::Node("node-b".into());
     let cases: Vec<(SignedStatement, fn(&StoreError) -> bool)> = vec![
         (forged, |e| matches!(e, StoreError::InvalidStatement { .. })),
-        (by_other_key, |e| matches!(e, StoreError::InvalidStatement { .. })),
+        (by_other_key, |e| {
+            matches!(e, StoreError::InvalidStatement { .. })
+        }),
         (
             statement("ghost", 1, "node-a", &[("honesty", 0.5)], 5),
             |e| matches!(e, StoreError::UnknownEvaluator(_)),
@@ -193,7 +209,13 @@ fn refused_statements_store_nothing(store: Store) {
             |e| matches!(e, StoreError::EvaluatorRemoved(_)),
         ),
         (
-            statement("eval-2", 2, "node-a", &[("honesty", 0.5), ("refusal", 0.5)], 5),
+            statement(
+                "eval-2",
+                2,
+                "node-a",
+                &[("honesty", 0.5), ("refusal", 0.5)],
+                5,
+            ),
             |e| matches!(e, StoreError::DimensionNotAllowed { dimension, .. } if dimension == "refusal"),
         ),
         (
@@ -216,7 +238,10 @@ fn refused_statements_store_nothing(store: Store) {
 fn audit_verify_finds_a_stored_statement_altered_behind_the_stores_back(store: Store) {
     populated(&store);
     store
-        .insert_statement(&statement("eval-1", 1, "node-a", &[("honesty", 0.25)], 5), 9)
+        .insert_statement(
+            &statement("eval-1", 1, "node-a", &[("honesty", 0.25)], 5),
+            9,
+        )
         .unwrap();
     let report = store.verify_audit(&trusted()).unwrap();
     assert_eq!(
@@ -229,10 +254,17 @@ fn audit_verify_finds_a_stored_statement_altered_behind_the_stores_back(store: S
         matches!(err, AuditError::StoredStatement { id: 1, ref evaluator, .. } if evaluator == "eval-1"),
         "{err}"
     );
-    assert!(err.to_string().contains("changed after it was stored"), "{err}");
+    assert!(
+        err.to_string().contains("changed after it was stored"),
+        "{err}"
+    );
     // Whoever can write the file swaps the evaluator's key in its row: the chain still has
     // the key the admin added.
-    execute(&store, "UPDATE statements SET scores = '{\"honesty\":0.25}'").unwrap();
+    execute(
+        &store,
+        "UPDATE statements SET scores = '{\"honesty\":0.25}'",
+    )
+    .unwrap();
     store.verify_audit(&trusted()).unwrap();
     let forger = eval_key(9);
     let forged = statement("eval-1", 9, "node-a", &[("honesty", 1.0)], 5);
@@ -242,10 +274,7 @@ fn audit_verify_finds_a_stored_statement_altered_behind_the_stores_back(store: S
             "UPDATE evaluators SET public_key = '{}' WHERE name = 'eval-1'; \
              UPDATE statements SET scores = '{{\"honesty\":1.0}}', signature = '{}'",
             forger.public().to_base64(),
-            base64::Engine::encode(
-                &base64::engine::general_purpose::STANDARD,
-                forged.signature
-            ),
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, forged.signature),
         ),
     )
     .unwrap();
@@ -258,7 +287,10 @@ fn audit_verify_finds_a_stored_statement_altered_behind_the_stores_back(store: S
 fn a_rehashed_forged_statement_entry_fails_its_signature(store: Store) {
     populated(&store);
     store
-        .insert_statement(&statement("eval-1", 1, "node-a", &[("honesty", 0.25)], 5), 9)
+        .insert_statement(
+            &statement("eval-1", 1, "node-a", &[("honesty", 0.25)], 5),
+            9,
+        )
         .unwrap();
     let mut entries = store.audit_entries(1, 100).unwrap();
     let last = entries.len() - 1;
@@ -283,9 +315,7 @@ fn a_rehashed_forged_statement_entry_fails_its_signature(store: Store) {
     ));
 }
 
-fn old_statements_are_pruned_but_each_pairs_newest_stays_and_ids_are_not_reused(
-    store: Store,
-) {
+fn old_statements_are_pruned_but_each_pairs_newest_stays_and_ids_are_not_reused(store: Store) {
     let clock = Clock::starting_at(START_MS);
     let store = store.with_clock(clock.clone());
     populated(&store);
@@ -313,7 +343,10 @@ fn old_statements_are_pruned_but_each_pairs_newest_stays_and_ids_are_not_reused(
     // node-b's newest held the highest id; it goes with node-b, and no id comes back.
     store.remove_node("node-b").unwrap();
     let id = store
-        .insert_statement(&statement("eval-1", 1, "node-a", &[("honesty", 0.5)], clock.now_ms()), clock.now_ms())
+        .insert_statement(
+            &statement("eval-1", 1, "node-a", &[("honesty", 0.5)], clock.now_ms()),
+            clock.now_ms(),
+        )
         .unwrap();
     assert_eq!(id, 21);
     store.verify_audit(&trusted()).unwrap();
@@ -324,7 +357,10 @@ fn a_checkpoint_keeps_the_evaluators_keys_for_later_statements(store: Store) {
     let store = store.with_clock(clock.clone());
     populated(&store);
     store
-        .insert_statement(&statement("eval-1", 1, "node-a", &[("honesty", 0.5)], START_MS), START_MS)
+        .insert_statement(
+            &statement("eval-1", 1, "node-a", &[("honesty", 0.5)], START_MS),
+            START_MS,
+        )
         .unwrap();
     clock.step(72 * HOUR_MS as i64);
     let keys = ControllerKeys::from(IdentityKey::from_bytes([0xc0; 32]));
@@ -340,7 +376,10 @@ fn a_checkpoint_keeps_the_evaluators_keys_for_later_statements(store: Store) {
     assert!(!kinds.iter().any(|k| k == "evaluator_add"), "{kinds:?}");
     let now = clock.now_ms();
     store
-        .insert_statement(&statement("eval-2", 2, "node-b", &[("honesty", 0.7)], now), now)
+        .insert_statement(
+            &statement("eval-2", 2, "node-b", &[("honesty", 0.7)], now),
+            now,
+        )
         .unwrap();
     let report = store.verify_audit(&trusted()).unwrap();
     assert_eq!(report.statement_signatures, 2);

@@ -122,8 +122,11 @@ pub(crate) trait StatementSql {
     /// A new statement id.
     fn next_statement_id(&mut self, what: What<'_>) -> Result<i64, StoreError>;
     /// Inserts `row`.
-    fn insert_statement_row(&mut self, row: &StatementRow, what: What<'_>)
-        -> Result<(), StoreError>;
+    fn insert_statement_row(
+        &mut self,
+        row: &StatementRow,
+        what: What<'_>,
+    ) -> Result<(), StoreError>;
     /// The rows of [`SINCE`], each with its evaluator's group.
     fn statement_rows_since(
         &mut self,
@@ -162,7 +165,12 @@ pub(crate) trait StatementRules: Backend {
             evaluator: name.clone(),
             reason: e.to_string(),
         })?;
-        let what = || format!("storing a statement of evaluator {name} about {}", s.subject);
+        let what = || {
+            format!(
+                "storing a statement of evaluator {name} about {}",
+                s.subject
+            )
+        };
         let scores = to_json(&s.scores, what)?;
         let evaluated_at_ms = int(s.evaluated_at_ms, what)?;
         let received = int(received_ms, what)?;
@@ -302,11 +310,7 @@ impl StatementSql for Transaction<'_> {
         self.query_row(NEXT_ID, [], |r| r.get(0)).ctx(what)
     }
 
-    fn insert_statement_row(
-        &mut self,
-        r: &StatementRow,
-        what: What<'_>,
-    ) -> Result<(), StoreError> {
+    fn insert_statement_row(&mut self, r: &StatementRow, what: What<'_>) -> Result<(), StoreError> {
         self.execute(
             INSERT,
             params![

@@ -109,11 +109,22 @@ async fn a_valid_statement_is_stored_audited_and_checked_by_audit_verify() {
     let (status, body) = f
         .request(request(&signed.encode(), &eval_key(), "eval-1", now(&f)))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(answer["id"], 1);
     assert_eq!(state(&f), (before.0 + 1, before.1 + 1));
-    let last = f.engine.store().audit_entries(1, 1000).unwrap().pop().unwrap();
+    let last = f
+        .engine
+        .store()
+        .audit_entries(1, 1000)
+        .unwrap()
+        .pop()
+        .unwrap();
     assert_eq!(last.kind, "statement");
     let scores = f.engine.store().latest_statement_scores(0).unwrap();
     assert_eq!(scores.len(), 1);
@@ -130,7 +141,11 @@ async fn a_valid_statement_is_stored_audited_and_checked_by_audit_verify() {
     conn.execute("UPDATE statements SET scores = '{\"honesty\":0.99}'", [])
         .unwrap();
     let err = f.engine.store().verify_audit(&trusted).unwrap_err();
-    assert!(err.to_string().contains("stored statement 1 of evaluator eval-1"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("stored statement 1 of evaluator eval-1"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -141,37 +156,99 @@ async fn forged_removed_unknown_and_foreign_statements_are_refused() {
     let forger = IdentityKey::generate();
     // Statement and request both signed by a stranger in eval-1's name.
     let forged = good.clone().sign(&forger).unwrap().encode();
-    refused(&f, "forged", request(&forged, &forger, "eval-1", t), StatusCode::UNAUTHORIZED).await;
+    refused(
+        &f,
+        "forged",
+        request(&forged, &forger, "eval-1", t),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
     // A genuine request wrapping a statement eval-1 did not sign.
-    refused(&f, "forged statement", request(&forged, &eval_key(), "eval-1", t), StatusCode::UNAUTHORIZED).await;
+    refused(
+        &f,
+        "forged statement",
+        request(&forged, &eval_key(), "eval-1", t),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
     // A genuine statement with a score changed after signing.
     let mut altered = good.clone().sign(&eval_key()).unwrap();
     altered.statement.scores.insert("honesty".into(), 1.0);
     let body = altered.encode();
-    refused(&f, "altered", request(&body, &eval_key(), "eval-1", t), StatusCode::UNAUTHORIZED).await;
+    refused(
+        &f,
+        "altered",
+        request(&body, &eval_key(), "eval-1", t),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
     // A removed evaluator, with its own key.
     let gone_key = IdentityKey::from_bytes([0xe3; 32]);
-    let gone = statement("eval-gone", "node-a", &[("honesty", 0.5)], t).sign(&gone_key).unwrap();
-    refused(&f, "removed", request(&gone.encode(), &gone_key, "eval-gone", t), StatusCode::UNAUTHORIZED).await;
+    let gone = statement("eval-gone", "node-a", &[("honesty", 0.5)], t)
+        .sign(&gone_key)
+        .unwrap();
+    refused(
+        &f,
+        "removed",
+        request(&gone.encode(), &gone_key, "eval-gone", t),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
     // An evaluator never added.
-    let ghost = statement("ghost", "node-a", &[("honesty", 0.5)], t).sign(&forger).unwrap();
-    refused(&f, "unknown", request(&ghost.encode(), &forger, "ghost", t), StatusCode::UNAUTHORIZED).await;
+    let ghost = statement("ghost", "node-a", &[("honesty", 0.5)], t)
+        .sign(&forger)
+        .unwrap();
+    refused(
+        &f,
+        "unknown",
+        request(&ghost.encode(), &forger, "ghost", t),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
     // eval-2 sends eval-1's (genuine) statement as its own request.
     let genuine = good.clone().sign(&eval_key()).unwrap().encode();
     let eval2 = IdentityKey::from_bytes([0xe2; 32]);
-    refused(&f, "another evaluator's", request(&genuine, &eval2, "eval-2", t), StatusCode::FORBIDDEN).await;
+    refused(
+        &f,
+        "another evaluator's",
+        request(&genuine, &eval2, "eval-2", t),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
     // A dimension eval-2 may not speak for.
-    let refusal = statement("eval-2", "node-a", &[("honesty", 0.5), ("refusal", 0.5)], t).sign(&eval2).unwrap();
-    refused(&f, "dimension", request(&refusal.encode(), &eval2, "eval-2", t), StatusCode::FORBIDDEN).await;
+    let refusal = statement("eval-2", "node-a", &[("honesty", 0.5), ("refusal", 0.5)], t)
+        .sign(&eval2)
+        .unwrap();
+    refused(
+        &f,
+        "dimension",
+        request(&refusal.encode(), &eval2, "eval-2", t),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
     // A node that is not enrolled.
-    let stranger = statement("eval-1", "node-x", &[("honesty", 0.5)], t).sign(&eval_key()).unwrap();
-    refused(&f, "unknown subject", request(&stranger.encode(), &eval_key(), "eval-1", t), StatusCode::UNPROCESSABLE_ENTITY).await;
+    let stranger = statement("eval-1", "node-x", &[("honesty", 0.5)], t)
+        .sign(&eval_key())
+        .unwrap();
+    refused(
+        &f,
+        "unknown subject",
+        request(&stranger.encode(), &eval_key(), "eval-1", t),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
     // A statement issued by a node (peer observations are not accepted yet).
     let node_key = f.nodes[1].identity.clone();
     let mut by_node = good.clone();
     by_node.issuer = Issuer::Node("node-b".into());
     let by_node = by_node.sign(&node_key).unwrap();
-    refused(&f, "node issuer", request(&by_node.encode(), &node_key, "node-b", t), StatusCode::FORBIDDEN).await;
+    refused(
+        &f,
+        "node issuer",
+        request(&by_node.encode(), &node_key, "node-b", t),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
     // A request signed for another controller.
     let other = IdentityKey::generate().public();
     let sig = RequestSignature::sign(&eval_key(), &other, "eval-1", "POST", PATH, &genuine, t);
@@ -179,14 +256,23 @@ async fn forged_removed_unknown_and_foreign_statements_are_refused() {
     for (name, value) in sig.headers() {
         req = req.header(name, value);
     }
-    refused(&f, "other controller", req.body(Body::from(genuine.clone())).unwrap(), StatusCode::UNAUTHORIZED).await;
+    refused(
+        &f,
+        "other controller",
+        req.body(Body::from(genuine.clone())).unwrap(),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn replayed_stale_future_oversized_and_malformed_requests_are_refused() {
     let f = fixture(Limits::default()).await;
     let t = now(&f);
-    let body = statement("eval-1", "node-a", &[("honesty", 0.5)], t).sign(&eval_key()).unwrap().encode();
+    let body = statement("eval-1", "node-a", &[("honesty", 0.5)], t)
+        .sign(&eval_key())
+        .unwrap()
+        .encode();
     let first = request(&body, &eval_key(), "eval-1", t);
     let (parts, _) = first.into_parts();
     let copy = |body: &[u8]| {
@@ -200,26 +286,89 @@ async fn replayed_stale_future_oversized_and_malformed_requests_are_refused() {
     assert_eq!(status, StatusCode::CREATED);
     refused(&f, "replayed", copy(&body), StatusCode::UNAUTHORIZED).await;
     // Request times outside the 30 s window.
-    let fresh = |at: u64| statement("eval-1", "node-a", &[("honesty", 0.5)], at.min(t)).sign(&eval_key()).unwrap().encode();
-    refused(&f, "stale request", request(&fresh(t - 31_000), &eval_key(), "eval-1", t - 31_000), StatusCode::UNAUTHORIZED).await;
-    refused(&f, "future request", request(&fresh(t), &eval_key(), "eval-1", t + 31_000), StatusCode::UNAUTHORIZED).await;
+    let fresh = |at: u64| {
+        statement("eval-1", "node-a", &[("honesty", 0.5)], at.min(t))
+            .sign(&eval_key())
+            .unwrap()
+            .encode()
+    };
+    refused(
+        &f,
+        "stale request",
+        request(&fresh(t - 31_000), &eval_key(), "eval-1", t - 31_000),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    refused(
+        &f,
+        "future request",
+        request(&fresh(t), &eval_key(), "eval-1", t + 31_000),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
     // Evaluation times ahead of the clock, or more than a day old.
-    let ahead = statement("eval-1", "node-a", &[("honesty", 0.5)], t + 120_000).sign(&eval_key()).unwrap().encode();
-    refused(&f, "evaluated in the future", request(&ahead, &eval_key(), "eval-1", t), StatusCode::UNPROCESSABLE_ENTITY).await;
-    let old = statement("eval-1", "node-a", &[("honesty", 0.5)], t - 25 * 3_600_000).sign(&eval_key()).unwrap().encode();
-    refused(&f, "evaluated too long ago", request(&old, &eval_key(), "eval-1", t), StatusCode::UNPROCESSABLE_ENTITY).await;
+    let ahead = statement("eval-1", "node-a", &[("honesty", 0.5)], t + 120_000)
+        .sign(&eval_key())
+        .unwrap()
+        .encode();
+    refused(
+        &f,
+        "evaluated in the future",
+        request(&ahead, &eval_key(), "eval-1", t),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let old = statement("eval-1", "node-a", &[("honesty", 0.5)], t - 25 * 3_600_000)
+        .sign(&eval_key())
+        .unwrap()
+        .encode();
+    refused(
+        &f,
+        "evaluated too long ago",
+        request(&old, &eval_key(), "eval-1", t),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
     // Bodies over the statement limit, and over the API's.
     let big = vec![b' '; 9 * 1024];
-    refused(&f, "oversized", request(&big, &eval_key(), "eval-1", t), StatusCode::PAYLOAD_TOO_LARGE).await;
+    refused(
+        &f,
+        "oversized",
+        request(&big, &eval_key(), "eval-1", t),
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
     let huge = vec![b' '; 65 * 1024];
-    refused(&f, "over the API limit", request(&huge, &eval_key(), "eval-1", t), StatusCode::PAYLOAD_TOO_LARGE).await;
-    for junk in [&b"{}"[..], b"not json", b"{\"statement\":{},\"signature\":\"\"}"] {
-        refused(&f, "malformed", request(junk, &eval_key(), "eval-1", t), StatusCode::UNPROCESSABLE_ENTITY).await;
+    refused(
+        &f,
+        "over the API limit",
+        request(&huge, &eval_key(), "eval-1", t),
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+    for junk in [
+        &b"{}"[..],
+        b"not json",
+        b"{\"statement\":{},\"signature\":\"\"}",
+    ] {
+        refused(
+            &f,
+            "malformed",
+            request(junk, &eval_key(), "eval-1", t),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
     }
     let mut high: SignedStatement = serde_json::from_slice(&body).unwrap();
     high.statement.scores.insert("honesty".into(), 1.5);
     let high = serde_json::to_vec(&high).unwrap();
-    refused(&f, "score out of range", request(&high, &eval_key(), "eval-1", t), StatusCode::UNPROCESSABLE_ENTITY).await;
+    refused(
+        &f,
+        "score out of range",
+        request(&high, &eval_key(), "eval-1", t),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -234,7 +383,10 @@ async fn an_evaluator_over_its_quota_gets_429_and_stores_nothing_more() {
     let mut throttled = 0;
     for _ in 0..6 {
         let t = now(&f);
-        let body = statement("eval-1", "node-a", &[("honesty", 0.5)], t).sign(&eval_key()).unwrap().encode();
+        let body = statement("eval-1", "node-a", &[("honesty", 0.5)], t)
+            .sign(&eval_key())
+            .unwrap()
+            .encode();
         let before = state(&f);
         let (status, _) = f.request(request(&body, &eval_key(), "eval-1", t)).await;
         match status {

@@ -204,12 +204,18 @@ mod tests {
         let bad = evaluation(&["sh", "-c", "echo '{\"overall\": 2}'"], &[]);
         assert!(matches!(bad.run().await, Err(EvaluateError::Harness(_))));
         let failing = evaluation(&["sh", "-c", "exit 3"], &[]);
-        assert!(matches!(failing.run().await, Err(EvaluateError::Harness(_))));
+        assert!(matches!(
+            failing.run().await,
+            Err(EvaluateError::Harness(_))
+        ));
         let scores = r#"{"overall":0.9,"refusal":0.8,"honesty":0.7,"policy":0.6}"#;
         let script = format!("echo '{scores}'");
         let lacking = evaluation(&["sh", "-c", &script], &["kindness"]);
         let err = lacking.run().await.unwrap_err();
-        assert!(matches!(err, EvaluateError::Dimension(ref d) if d == "kindness"), "{err}");
+        assert!(
+            matches!(err, EvaluateError::Dimension(ref d) if d == "kindness"),
+            "{err}"
+        );
         // The target reaches the harness; a bad target name is refused before submitting.
         let mut odd = evaluation(&["sh", "-c", &script], &[]);
         odd.target = "Not A Node".into();

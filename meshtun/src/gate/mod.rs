@@ -34,9 +34,7 @@ mod scheduler;
 pub mod state;
 pub mod status;
 
-pub use benchmark::{
-    BenchmarkSource, CommandSource, HarnessOutput, SimulatedSource, SourceError,
-};
+pub use benchmark::{BenchmarkSource, CommandSource, HarnessOutput, SimulatedSource, SourceError};
 pub use bundle::{verify_bundle, BundleCheckError, GatedPeer, VerifiedBundle};
 pub use cache::{load_cache, save_cache, CacheError, CachedBundle};
 pub use client::{enroll, ClientError, ControllerClient};

@@ -80,13 +80,19 @@ async fn an_evaluation_is_stored_with_the_harness_scores_and_audited() {
         .iter()
         .map(|s| (s.subject.as_str(), s.dimension.as_str(), s.score))
         .collect();
-    assert_eq!(seen, [("node-b", "honesty", 0.375), ("node-b", "refusal", 0.25)]);
+    assert_eq!(
+        seen,
+        [("node-b", "honesty", 0.375), ("node-b", "refusal", 0.25)]
+    );
     assert!(scores.iter().all(|s| s.statement_id == done.id
         && s.evaluator == "eval-1"
         && s.group.as_deref() == Some("lab")));
     // The evidence is the digest of exactly what the harness printed.
     let printed = "{\"scores\": {\"overall\": 0.5, \"refusal\": 0.25, \"honesty\": 0.375, \"policy\": 0.5}, \"suite_version\": \"h-1\"}\n";
-    assert_eq!(done.statement.statement.evidence, EvidenceDigest::of(printed.as_bytes()));
+    assert_eq!(
+        done.statement.statement.evidence,
+        EvidenceDigest::of(printed.as_bytes())
+    );
     let report = c
         .engine
         .store()

@@ -48,11 +48,7 @@ impl EvaluatorSql for Transaction<'_> {
         row.as_ref().map(evaluator_row).transpose()
     }
 
-    fn insert_evaluator_row(
-        &mut self,
-        r: &EvaluatorRow,
-        what: What<'_>,
-    ) -> Result<(), StoreError> {
+    fn insert_evaluator_row(&mut self, r: &EvaluatorRow, what: What<'_>) -> Result<(), StoreError> {
         self.execute(
             evaluators::INSERT,
             &[
@@ -74,7 +70,10 @@ impl EvaluatorSql for Transaction<'_> {
         at_ms: i64,
         what: What<'_>,
     ) -> Result<bool, StoreError> {
-        Ok(self.execute(evaluators::REMOVE, &[&at_ms, &name]).ctx(what)? > 0)
+        Ok(self
+            .execute(evaluators::REMOVE, &[&at_ms, &name])
+            .ctx(what)?
+            > 0)
     }
 
     fn evaluator_rows(
@@ -95,11 +94,7 @@ impl StatementSql for Transaction<'_> {
         get(&row, 0, "statement id counter")
     }
 
-    fn insert_statement_row(
-        &mut self,
-        r: &StatementRow,
-        what: What<'_>,
-    ) -> Result<(), StoreError> {
+    fn insert_statement_row(&mut self, r: &StatementRow, what: What<'_>) -> Result<(), StoreError> {
         self.execute(
             statements::INSERT,
             &[
@@ -148,6 +143,7 @@ impl StatementSql for Transaction<'_> {
         limit: i64,
         what: What<'_>,
     ) -> Result<u64, StoreError> {
-        self.execute(statements::PRUNE, &[&cutoff, &limit]).ctx(what)
+        self.execute(statements::PRUNE, &[&cutoff, &limit])
+            .ctx(what)
     }
 }

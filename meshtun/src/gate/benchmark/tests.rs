@@ -340,8 +340,8 @@ fn simulator_parameters_are_checked() {
 async fn a_single_run_keeps_the_output_and_passes_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let body = r#"echo "{\"scores\": {\"overall\": 0.5, \"refusal\": 0.5, \"honesty\": 0.5, \"policy\": 0.5}, \"suite_version\": \"$TARGET_NODE\"}""#;
-    let source = harness(dir.path(), body, Duration::from_secs(10), None)
-        .with_env("TARGET_NODE", "node-b");
+    let source =
+        harness(dir.path(), body, Duration::from_secs(10), None).with_env("TARGET_NODE", "node-b");
     let out = source.run_once().await.unwrap();
     assert_eq!(out.suite_version.as_deref(), Some("node-b"));
     assert_eq!(out.scores.honesty, 0.5);
@@ -354,5 +354,9 @@ async fn a_single_run_keeps_the_output_and_passes_the_environment() {
         None,
     );
     let err = high.run_once().await.unwrap_err();
-    assert!(describe(&err).contains("score overall = 1.5"), "{}", describe(&err));
+    assert!(
+        describe(&err).contains("score overall = 1.5"),
+        "{}",
+        describe(&err)
+    );
 }
