@@ -1,5 +1,8 @@
 use super::*;
 
+/// A change made to a statement after it was signed.
+type Change<'a> = Box<dyn Fn(&mut Statement) + 'a>;
+
 fn key() -> IdentityKey {
     IdentityKey::from_bytes([5; 32])
 }
@@ -36,7 +39,7 @@ fn a_signed_statement_round_trips_through_json_and_verifies() {
 fn tampering_with_each_field_breaks_the_signature() {
     let signed = statement().sign(&key()).unwrap();
     let public = key().public();
-    let tamper: Vec<(&str, Box<dyn Fn(&mut Statement)>)> = vec![
+    let tamper: Vec<(&str, Change<'_>)> = vec![
         (
             "issuer kind",
             Box::new(|s: &mut Statement| s.issuer = Issuer::Node("eval-1".into())),
@@ -142,7 +145,7 @@ fn bounds_are_enforced_with_the_field_named() {
         );
     }
     let long = "a".repeat(MAX_NAME + 1);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Statement)>)> = vec![
+    let cases: Vec<(&str, Change<'_>)> = vec![
         (
             "issuer",
             Box::new(|s: &mut Statement| s.issuer = Issuer::Evaluator(long.clone())),

@@ -43,32 +43,34 @@ const EVALUATORS_FOR: Duration = Duration::from_secs(1);
 /// requests name unknown ones (`evaluator add` and `remove` write the store directly).
 #[derive(Default)]
 pub(super) struct Evaluators {
-    cached: Mutex<Option<(Instant, Arc<HashMap<String, EvaluatorRecord>>)>>,
+    cached: Mutex<Option<Read>>,
+}
+
+/// The evaluators as read at one time.
+struct Read {
+    at: Instant,
+    by_name: HashMap<String, EvaluatorRecord>,
 }
 
 impl Evaluators {
     /// Evaluator `name`, removed or not. Blocking (reads the store when the copy is old).
     fn lookup(&self, engine: &Engine, name: &str) -> Result<Option<EvaluatorRecord>, StoreError> {
         let mut cached = self.cached.lock();
-        let fresh = cached
-            .as_ref()
-            .filter(|(at, _)| at.elapsed() < EVALUATORS_FOR)
-            .map(|(_, all)| all.clone());
-        let all = match fresh {
-            Some(all) => all,
-            None => {
-                let all: HashMap<_, _> = engine
-                    .store()
-                    .evaluators()?
-                    .into_iter()
-                    .map(|l| (l.evaluator.name.clone(), l.evaluator))
-                    .collect();
-                let all = Arc::new(all);
-                *cached = Some((Instant::now(), all.clone()));
-                all
-            }
-        };
-        Ok(all.get(name).cloned())
+        if let Some(read) = cached.as_ref().filter(|r| r.at.elapsed() < EVALUATORS_FOR) {
+            return Ok(read.by_name.get(name).cloned());
+        }
+        let by_name: HashMap<_, _> = engine
+            .store()
+            .evaluators()?
+            .into_iter()
+            .map(|l| (l.evaluator.name.clone(), l.evaluator))
+            .collect();
+        let found = by_name.get(name).cloned();
+        *cached = Some(Read {
+            at: Instant::now(),
+            by_name,
+        });
+        Ok(found)
     }
 }
 

@@ -13,6 +13,9 @@ use crate::store::audit::{chain_hash, verify_chain, AuditError, AuditKind};
 use crate::store::testutil::{drop_audit_triggers, execute, node, trusted};
 use crate::store::{Retention, Store, StoreError};
 
+/// What a refused statement's error must be.
+type Expected = fn(&StoreError) -> bool;
+
 const START_MS: u64 = 1_800_000_000_000;
 const HOUR_MS: u64 = 3_600_000;
 
@@ -195,7 +198,7 @@ fn refused_statements_store_nothing(store: Store) {
     let by_other_key = statement("eval-1", 2, "node-a", &[("honesty", 0.5)], 5);
     let mut from_node = good.clone();
     from_node.statement.issuer = Issuer::Node("node-b".into());
-    let cases: Vec<(SignedStatement, fn(&StoreError) -> bool)> = vec![
+    let cases: Vec<(SignedStatement, Expected)> = vec![
         (forged, |e| matches!(e, StoreError::InvalidStatement { .. })),
         (by_other_key, |e| {
             matches!(e, StoreError::InvalidStatement { .. })
