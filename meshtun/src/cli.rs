@@ -166,7 +166,7 @@ pub struct EvaluateArgs {
     #[arg(long, value_name = "NODE")]
     pub target: String,
     /// The harness and its arguments, split as a shell would (no shell runs it). It prints
-    /// the scores as a node's [benchmark] command does.
+    /// the scores as a node's `[benchmark]` command does.
     #[arg(long, value_name = "COMMAND")]
     pub command: String,
     /// The controller's URL (repeatable, or comma-separated: its instances, in order).
