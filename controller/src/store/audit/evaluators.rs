@@ -101,3 +101,145 @@ impl Evaluators {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use meshtun_proto::statement::{EvidenceDigest, Statement};
+    use meshtun_proto::IdentityKey;
+
+    use super::super::{
+        chain_hash, verify_chain, AuditEntry, AuditKind, EnrollEntry, GENESIS_HASH,
+    };
+    use super::*;
+    use crate::store::testutil::node;
+    use crate::store::EvaluatorRecord;
+
+    /// Links `bodies` into a chain, as the store would have written them.
+    fn chain(bodies: &[(AuditKind, String)]) -> Vec<AuditEntry> {
+        let mut out: Vec<AuditEntry> = Vec::new();
+        for (i, (kind, json)) in bodies.iter().enumerate() {
+            let prev = out
+                .last()
+                .map_or(GENESIS_HASH.to_owned(), |e| e.hash.clone());
+            let seq = i as u64 + 1;
+            out.push(AuditEntry {
+                seq,
+                at_ms: 1_000,
+                kind: kind.as_str().to_owned(),
+                entry: json.clone(),
+                hash: chain_hash(&prev, seq, 1_000, kind.as_str(), json),
+                prev_hash: prev,
+            });
+        }
+        out
+    }
+
+    fn added(key: &IdentityKey) -> (AuditKind, String) {
+        let entry = EvaluatorAddEntry {
+            evaluator: EvaluatorRecord {
+                name: "eval-1".into(),
+                key: key.public(),
+                dimensions: vec!["honesty".into()],
+                group: None,
+                added_ms: 1,
+                removed_ms: None,
+            },
+        };
+        (
+            AuditKind::EvaluatorAdd,
+            serde_json::to_string(&entry).unwrap(),
+        )
+    }
+
+    fn enrolled(id: &str) -> (AuditKind, String) {
+        let entry = EnrollEntry {
+            node: node(id, 1).0,
+            invite_token_hash: None,
+        };
+        (AuditKind::Enroll, serde_json::to_string(&entry).unwrap())
+    }
+
+    fn stated(key: &IdentityKey, id: u64, subject: &str, dimension: &str) -> (AuditKind, String) {
+        let signed = Statement {
+            issuer: Issuer::Evaluator("eval-1".into()),
+            subject: subject.into(),
+            scores: [(dimension.to_owned(), 0.5)].into(),
+            evaluated_at_ms: 1,
+            evidence: EvidenceDigest::of(b"e"),
+        }
+        .sign(key)
+        .unwrap();
+        let entry = StatementEntry {
+            id,
+            received_ms: 1,
+            signed,
+        };
+        (AuditKind::Statement, serde_json::to_string(&entry).unwrap())
+    }
+
+    fn removed() -> (AuditKind, String) {
+        let entry = EvaluatorRemoveEntry {
+            name: "eval-1".into(),
+            removed_ms: 2,
+        };
+        (
+            AuditKind::EvaluatorRemove,
+            serde_json::to_string(&entry).unwrap(),
+        )
+    }
+
+    /// Whoever holds the evaluator's key (stolen after its removal, say) and can write the
+    /// database still cannot slip a statement into the log that the evaluator could not
+    /// have made: after its removal, outside its dimensions, about a node not enrolled, or
+    /// under another key.
+    #[test]
+    fn statements_the_evaluator_could_not_have_made_fail_the_chain() {
+        let key = IdentityKey::from_bytes([4; 32]);
+        let good = [
+            enrolled("node-a"),
+            added(&key),
+            stated(&key, 1, "node-a", "honesty"),
+        ];
+        let report = verify_chain(&chain(&good)).unwrap();
+        assert_eq!(report.statement_signatures, 1);
+        let cases = [
+            (
+                "after its removal",
+                vec![removed(), stated(&key, 2, "node-a", "honesty")],
+            ),
+            (
+                "outside its dimensions",
+                vec![stated(&key, 2, "node-a", "refusal")],
+            ),
+            (
+                "about a stranger",
+                vec![stated(&key, 2, "node-x", "honesty")],
+            ),
+            (
+                "under another key",
+                vec![stated(
+                    &IdentityKey::from_bytes([5; 32]),
+                    2,
+                    "node-a",
+                    "honesty",
+                )],
+            ),
+        ];
+        for (what, tail) in cases {
+            let mut bodies = good.to_vec();
+            bodies.extend(tail);
+            let err = verify_chain(&chain(&bodies)).unwrap_err();
+            assert!(
+                matches!(err, AuditError::StatementSignature { id: 2, .. }),
+                "{what}: {err}"
+            );
+        }
+        // A statement from an evaluator the chain never added.
+        let err = verify_chain(&chain(&[
+            enrolled("node-a"),
+            stated(&key, 1, "node-a", "honesty"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("never added"), "{err}");
+    }
+}
