@@ -83,9 +83,27 @@ fn refused(status: StatusCode, message: impl Into<String>) -> ApiError {
     ApiError::new(status, message)
 }
 
-/// The handler of `POST /v1/statements`. See the [module documentation](self).
+/// The handler of `POST /v1/statements`, counting its outcome. See the
+/// [module documentation](self).
 pub(super) async fn submit(
     State(api): State<Arc<Api>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let answer = store_statement(api.clone(), method, uri, headers, body).await;
+    let outcome = if answer.is_ok() {
+        "accepted"
+    } else {
+        "rejected"
+    };
+    api.engine.metrics.statement(outcome);
+    answer
+}
+
+async fn store_statement(
+    api: Arc<Api>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,

@@ -140,6 +140,11 @@ async fn a_valid_statement_is_stored_audited_and_checked_by_audit_verify() {
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute("UPDATE statements SET scores = '{\"honesty\":0.99}'", [])
         .unwrap();
+    let metrics = f.engine.metrics.render();
+    assert!(
+        metrics.contains("meshtun_controller_statements_total{outcome=\"accepted\"} 1"),
+        "{metrics}"
+    );
     let err = f.engine.store().verify_audit(&trusted).unwrap_err();
     assert!(
         err.to_string()
