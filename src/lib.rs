@@ -14,6 +14,8 @@
 //! - [`time`]: wall-clock time in Unix milliseconds;
 //! - [`report`]: an error with its chain of causes, for people;
 //! - [`relay`]: TURN relay credentials (the TURN REST API scheme coturn implements);
+//! - [`statement`]: statements about a node signed by an evaluator (or a node), with their
+//!   canonical signed bytes;
 //! - [`stun`]: STUN Binding messages for endpoint discovery, and telling them from WireGuard's.
 //!
 //! It has no async runtime and no command-line dependencies.
@@ -34,6 +36,7 @@ pub mod private_file;
 pub mod psk;
 pub mod relay;
 pub mod report;
+pub mod statement;
 pub mod stun;
 pub mod time;
 pub mod wire;

@@ -8,6 +8,7 @@
 //! | `GET /v1/status` | the status listener, or the read token | decisions with their reasons; no secret |
 //! | `POST /v1/enroll` | invite holder | join: proofs of the token and of both keys; a signed reply |
 //! | `POST /v1/benchmarks/{node}` | the node, signed | submit a benchmark |
+//! | `POST /v1/statements` | an evaluator, signed | submit a signed statement about a node ([`statements`]) |
 //! | `GET /v1/config/{node}?after=E&cutoff=C` | the node, signed | long-poll for a bundle newer than epoch E, or the cut-off notice (`application/vnd.meshtun.cutoff+json`) of a newer epoch above C whose bundles are not built yet |
 //! | `POST /v1/rotate` | admin token | publish a new epoch now |
 //!
@@ -20,6 +21,7 @@
 //! [`router`] is the API on `listen`; [`status_router`] is what `status_listen` serves.
 
 mod candidates;
+pub mod statements;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -96,6 +98,10 @@ pub struct Api {
     long_polls: Arc<Slots<IpAddr>>,
     /// Waiting long-polls by node.
     node_polls: Arc<Slots<String>>,
+    /// Signed requests per evaluator (buckets of their own, at the nodes' rate).
+    evaluator_quota: NodeQuota,
+    /// The registered evaluators, as last read.
+    evaluators: statements::Evaluators,
 }
 
 impl Api {
@@ -121,6 +127,8 @@ impl Api {
             limits,
             long_polls: Slots::new(limits.max_long_polls, limits.max_long_polls_per_address),
             node_polls: Slots::new(limits.max_long_polls, LONG_POLLS_PER_NODE),
+            evaluator_quota: NodeQuota::new(limits.node_rate, limits.node_burst),
+            evaluators: statements::Evaluators::default(),
         }
     }
 
@@ -237,6 +245,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/enroll", post(enroll))
         .route("/v1/benchmarks/{node}", post(benchmark))
         .route("/v1/candidates/{node}", put(candidates::report))
+        .route("/v1/statements", post(statements::submit))
         .route("/v1/rotate", post(rotate))
         .layer(timeout(request))
         .merge(long_poll)

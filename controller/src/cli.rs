@@ -40,6 +40,10 @@ pub enum Command {
     /// Enroll, list, remove or pin nodes.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Register, list or remove evaluators: Ed25519 identities that sign statements about
+    /// nodes (`meshtun evaluate`).
+    #[command(subcommand)]
+    Evaluator(EvaluatorCommand),
     /// Print a one-time, expiring ticket with which a node joins (`meshtun join TICKET`).
     Invite {
         /// The node id the ticket is for.
@@ -113,6 +117,32 @@ pub enum NodeCommand {
         name: String,
         /// allow, deny or none.
         state: PinArg,
+    },
+}
+
+/// `evaluator …`.
+#[derive(Debug, Subcommand)]
+pub enum EvaluatorCommand {
+    /// Register an evaluator: its statements are accepted for these dimensions only.
+    Add {
+        /// Its name: 1 to 64 characters from a-z 0-9 - _ . (never reused once removed).
+        name: String,
+        /// Its Ed25519 public key (base64), as `meshtun evaluate` prints it.
+        pubkey: String,
+        /// The dimensions it may score, comma-separated (e.g. honesty,refusal).
+        #[arg(long, value_delimiter = ',', required = true)]
+        dimensions: Vec<String>,
+        /// A group a policy may name it by.
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// List evaluators: name, key, group, dimensions, last statement, state.
+    List,
+    /// Remove an evaluator: its later statements are refused; its row and statements stay
+    /// for the audit.
+    Remove {
+        /// Its name.
+        name: String,
     },
 }
 

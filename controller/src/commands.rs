@@ -1,6 +1,8 @@
 //! What each `meshtun-controller` subcommand does. The binary parses the command line and
 //! calls these.
 
+pub mod evaluators;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use meshtun_controller::cli::{AuditCommand, Cli, Command, KeyCommand, NodeCommand, PinArg};
+use meshtun_controller::cli::{
+    AuditCommand, Cli, Command, EvaluatorCommand, KeyCommand, NodeCommand, PinArg,
+};
 use meshtun_controller::commands;
 use meshtun_controller::config::ControllerConfig;
 use meshtun_controller::model::Pin;
@@ -84,6 +86,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Serve => runtime()?.block_on(commands::serve(&config, stop_signal()))?,
         Command::Node(node) => node_command(&config, node)?,
+        Command::Evaluator(evaluator) => evaluator_command(&config, evaluator)?,
         Command::Invite {
             name,
             addresses,
@@ -139,9 +142,11 @@ fn run(cli: Cli) -> Result<()> {
                 None => String::new(),
             };
             println!(
-                "audit log verified: {} entries{pruned}, {} benchmark signatures checked, {} decisions recomputed, head {}",
+                "audit log verified: {} entries{pruned}, {} benchmark signatures checked, {} statement signatures checked ({} stored statements), {} decisions recomputed, head {}",
                 report.chain.entries,
                 report.chain.signatures_verified,
+                report.chain.statement_signatures,
+                report.chain.statement_rows_verified,
                 report.decisions_recomputed,
                 report.chain.head_hash
             );
@@ -201,6 +206,36 @@ fn node_command(config: &ControllerConfig, command: NodeCommand) -> Result<()> {
             };
             commands::node_pin(config, &name, pin)?;
             println!("{name}: pin {state:?}");
+        }
+    }
+    Ok(())
+}
+
+fn evaluator_command(config: &ControllerConfig, command: EvaluatorCommand) -> Result<()> {
+    use commands::evaluators;
+    match command {
+        EvaluatorCommand::Add {
+            name,
+            pubkey,
+            dimensions,
+            group,
+        } => {
+            let e = evaluators::add(config, &name, &pubkey, dimensions, group)?;
+            println!(
+                "added evaluator {} for {}; a running controller accepts its statements within a second",
+                e.name,
+                e.dimensions.join(",")
+            );
+        }
+        EvaluatorCommand::List => {
+            let now = meshtun_proto::time::unix_ms();
+            for listing in evaluators::list(config)? {
+                println!("{}", evaluators::listing_line(&listing, now));
+            }
+        }
+        EvaluatorCommand::Remove { name } => {
+            evaluators::remove(config, &name)?;
+            println!("removed evaluator {name}; its later statements are refused");
         }
     }
     Ok(())

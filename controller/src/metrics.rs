@@ -27,7 +27,7 @@ pub struct OutcomeLabel {
 /// Label for a kind of pruned row.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
-    /// "benchmarks", "epochs" or "audit_entries".
+    /// "benchmarks", "statements", "epochs" or "audit_entries".
     pub kind: String,
 }
 
@@ -40,6 +40,7 @@ pub struct Metrics {
     rotations: Family<CauseLabel, Counter>,
     rotation_seconds: Histogram,
     benchmarks: Family<OutcomeLabel, Counter>,
+    statements: Family<OutcomeLabel, Counter>,
     bundles: Family<OutcomeLabel, Counter>,
     auth_failures: Counter,
     throttled: Counter,
@@ -61,6 +62,7 @@ impl Default for Metrics {
         let rotations = Family::<CauseLabel, Counter>::default();
         let rotation_seconds = Histogram::new([0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]);
         let benchmarks = Family::<OutcomeLabel, Counter>::default();
+        let statements = Family::<OutcomeLabel, Counter>::default();
         let bundles = Family::<OutcomeLabel, Counter>::default();
         let auth_failures = Counter::default();
         let throttled = Counter::default();
@@ -70,7 +72,8 @@ impl Default for Metrics {
         let database_bytes = Gauge::default();
         registry.register(
             "pruned",
-            "Rows removed past their retention, by kind (benchmarks, epochs, audit_entries)",
+            "Rows removed past their retention, by kind (benchmarks, statements, epochs, \
+             audit_entries)",
             pruned.clone(),
         );
         registry.register(
@@ -105,6 +108,11 @@ impl Default for Metrics {
             "benchmarks",
             "Benchmark submissions, by outcome",
             benchmarks.clone(),
+        );
+        registry.register(
+            "statements",
+            "Evaluator statements submitted, by outcome (accepted, rejected)",
+            statements.clone(),
         );
         registry.register("bundles", "Bundle requests, by outcome", bundles.clone());
         registry.register(
@@ -149,6 +157,7 @@ impl Default for Metrics {
             rotations,
             rotation_seconds,
             benchmarks,
+            statements,
             bundles,
             auth_failures,
             throttled,
@@ -184,6 +193,7 @@ impl Metrics {
     pub fn pruned(&self, report: &crate::store::PruneReport, bytes: u64) {
         for (kind, n) in [
             ("benchmarks", report.benchmarks),
+            ("statements", report.statements),
             ("epochs", report.epochs),
             ("audit_entries", report.audit_entries),
         ] {
@@ -197,6 +207,11 @@ impl Metrics {
     /// A pruning failed.
     pub fn prune_failed(&self) {
         self.prune_failures.inc();
+    }
+
+    /// An evaluator's statement submission ended with `outcome`.
+    pub fn statement(&self, outcome: &str) {
+        self.statements.get_or_create(&label(outcome)).inc();
     }
 
     /// A benchmark submission ended with `outcome`.

@@ -90,6 +90,11 @@ pub enum Command {
     },
     /// Enroll this node at a controller with an invite TICKET and write its configuration.
     Join(JoinArgs),
+    /// Evaluate a node as a registered evaluator: run a harness against it, sign what the
+    /// harness prints as a statement, and submit it to the controller. A missing key file
+    /// is created (0600) and its public key printed, to register with
+    /// `meshtun-controller evaluator add`.
+    Evaluate(EvaluateArgs),
     /// Show membership gating live: a controller and three nodes in network namespaces on
     /// this machine (Linux, root). node-c's low score cuts it off; its score recovers
     /// half-way and it is readmitted. With --ha, two controllers on one PostgreSQL, and the
@@ -151,6 +156,53 @@ impl std::fmt::Debug for JoinArgs {
             .field("force", &self.force)
             .finish()
     }
+}
+
+/// `meshtun evaluate`'s arguments.
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// The node evaluated (its id at the controller); the harness gets it in
+    /// MESHTUN_EVALUATE_TARGET.
+    #[arg(long, value_name = "NODE")]
+    pub target: String,
+    /// The harness and its arguments, split as a shell would (no shell runs it). It prints
+    /// the scores as a node's `[benchmark]` command does.
+    #[arg(long, value_name = "COMMAND")]
+    pub command: String,
+    /// The controller's URL (repeatable, or comma-separated: its instances, in order).
+    #[arg(
+        long = "controller",
+        value_name = "URL",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub controllers: Vec<String>,
+    /// The controller's Ed25519 key (base64), pinned; repeatable while it is rotated (the
+    /// first is named in the request).
+    #[arg(
+        long = "controller-key",
+        value_name = "KEY",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub controller_keys: Vec<String>,
+    /// A CA (PEM) to trust for an https controller.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// This evaluator's name, as registered.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// This evaluator's Ed25519 key file (created, mode 0600, if missing).
+    #[arg(long, value_name = "FILE")]
+    pub key_file: PathBuf,
+    /// Only these of the harness's dimensions (overall, refusal, honesty, policy),
+    /// comma-separated; all four by default.
+    #[arg(long, value_name = "DIMS", value_delimiter = ',')]
+    pub dimensions: Vec<String>,
+    /// The harness's time limit, seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
 }
 
 /// The options of `meshtun demo`.

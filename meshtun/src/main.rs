@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use meshtun::cli::{Cli, Command, JoinArgs};
+use meshtun::cli::{Cli, Command, EvaluateArgs, JoinArgs};
 use meshtun::{config, daemon, join, keys, show};
 
 fn main() -> ExitCode {
@@ -118,6 +118,7 @@ fn run(
         Command::Check { config } => check(&config)?,
         Command::Import { wg_quick_conf } => import(&wg_quick_conf)?,
         Command::Join(args) => join_command(args)?,
+        Command::Evaluate(args) => evaluate(args)?,
         #[cfg(feature = "demo")]
         Command::Demo(args) => demo(&args)?,
     }
@@ -171,6 +172,56 @@ fn import(path: &Path) -> Result<()> {
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let toml = config::import_wg_quick(&text, path)?;
     std::io::stdout().write_all(toml.as_bytes())?;
+    Ok(())
+}
+
+fn evaluate(args: EvaluateArgs) -> Result<()> {
+    use meshtun::gate::evaluator::Evaluation;
+    let loaded = config::load_or_create_identity(&args.key_file)?;
+    if let Some(warning) = &loaded.warning {
+        eprintln!("warning: {warning}");
+    }
+    if loaded.created {
+        anyhow::bail!(
+            "created the evaluator key {} (public key {}): register it with \
+             `meshtun-controller evaluator add {} {} --dimensions …`, then run this again",
+            args.key_file.display(),
+            loaded.key.public(),
+            args.name,
+            loaded.key.public()
+        );
+    }
+    let keys = args
+        .controller_keys
+        .iter()
+        .map(|k| meshtun_proto::IdentityPublic::from_base64(k))
+        .collect::<Result<Vec<_>, _>>()
+        .context("--controller-key")?;
+    let command = shlex::split(&args.command)
+        .filter(|argv| !argv.is_empty())
+        .context("--command: not a command line (unbalanced quotes, or empty)")?;
+    let evaluation = Evaluation {
+        urls: args.controllers,
+        controller_keys: meshtun_proto::KeySet::new(keys).context("--controller-key")?,
+        ca_file: args.ca_file,
+        name: args.name,
+        key: loaded.key,
+        target: args.target,
+        command,
+        timeout: std::time::Duration::from_secs(args.timeout),
+        dimensions: args.dimensions,
+    };
+    let done = current_thread_runtime()?.block_on(evaluation.run())?;
+    let s = &done.statement.statement;
+    let scores: Vec<String> = s.scores.iter().map(|(d, v)| format!("{d}={v}")).collect();
+    println!(
+        "statement {} about {} stored by {}: {} (evidence sha256 {})",
+        done.id,
+        s.subject,
+        done.url,
+        scores.join(" "),
+        s.evidence
+    );
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 
 use meshtun_proto::auth::RequestSignature;
 use meshtun_proto::enroll::Enrollment;
+use meshtun_proto::statement::SignedStatement;
 use meshtun_proto::IdentityPublic;
 
 use super::Engine;
@@ -25,6 +26,18 @@ impl Engine {
             .insert_benchmark(controller, record, raw_body, sig, path)?;
         self.benchmarks.notify_one();
         Ok(())
+    }
+
+    /// Stores an evaluator's signed statement, received at `received_ms`, after the API
+    /// checked the request it came in; returns its id. The store checks the evaluator, its
+    /// key, its dimensions and the subject again in its transaction
+    /// ([`crate::store::Store::insert_statement`]). Blocking.
+    pub fn submit_statement(
+        &self,
+        signed: &SignedStatement,
+        received_ms: u64,
+    ) -> Result<u64, StoreError> {
+        self.store.insert_statement(signed, received_ms)
     }
 
     /// Redeems the invite `enrollment` proves at `now_ms` and enrolls the node, which may

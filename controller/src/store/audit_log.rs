@@ -11,6 +11,7 @@ use super::audit::{SignedCheckpoint, GENESIS_HASH};
 use super::backend::{Backend, What};
 use super::codec::{int, to_json};
 use super::error::SqlContext as _;
+use super::statements::StatementRules as _;
 use super::StoreError;
 
 /// Entries read per transaction while verifying, so writers are never held up for long.
@@ -106,7 +107,10 @@ pub(crate) trait AuditRules: Backend {
     fn verify_audit(&self, controller: &KeySet) -> Result<AuditReport, AuditError> {
         let mut verifier = self.verifier_at_checkpoint(controller)?;
         self.verify_from(&mut verifier, u64::MAX)?;
-        Ok(verifier.finish())
+        let rows = self.verify_statement_rows(&verifier)?;
+        let mut report = verifier.finish();
+        report.statement_rows_verified = rows;
+        Ok(report)
     }
 
     /// A verifier at the newest checkpoint (checked with `controller`), or at the genesis.

@@ -14,14 +14,24 @@ use super::audit_log::AuditSql;
 use super::benchmarks::BenchmarkSql;
 use super::candidates::CandidateSql;
 use super::epochs::EpochSql;
+use super::evaluators::EvaluatorSql;
 use super::invites::InviteSql;
 use super::nodes::NodeSql;
 use super::retention::RetentionSql;
+use super::statements::StatementSql;
 use super::StoreError;
 
 /// One transaction's queries, on either backend: only the SQL, never a rule.
 pub(crate) trait Tx:
-    AuditSql + BenchmarkSql + CandidateSql + EpochSql + InviteSql + NodeSql + RetentionSql
+    AuditSql
+    + BenchmarkSql
+    + CandidateSql
+    + EpochSql
+    + EvaluatorSql
+    + InviteSql
+    + NodeSql
+    + RetentionSql
+    + StatementSql
 {
 }
 
@@ -30,9 +40,11 @@ impl<T> Tx for T where
         + BenchmarkSql
         + CandidateSql
         + EpochSql
+        + EvaluatorSql
         + InviteSql
         + NodeSql
         + RetentionSql
+        + StatementSql
         + ?Sized
 {
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use meshtun_proto::auth::RequestSignature;
 use meshtun_proto::enroll::Enrollment;
+use meshtun_proto::statement::SignedStatement;
 use meshtun_proto::{EpochId, IdentityPublic, KeySet};
 
 use crate::keys::ControllerKeys;
@@ -19,10 +20,12 @@ use super::audit_log::AuditRules as _;
 use super::benchmarks::BenchmarkRules as _;
 use super::candidates::{CandidateRules as _, Candidates};
 use super::epochs::EpochRules as _;
+use super::evaluators::{EvaluatorListing, EvaluatorRecord, EvaluatorRules as _};
 use super::invites::InviteRules as _;
 use super::nodes::NodeRules as _;
 use super::pg::{PgStore, PgTarget};
 use super::retention::RetentionRules as _;
+use super::statements::{StatementRules as _, StatementScore};
 use super::{PruneReport, Retention, SqliteStore, StoreError, TableRows};
 use crate::clock::Clock;
 use crate::ha::LeaseToken;
@@ -310,6 +313,62 @@ impl Store {
         dispatch!(self.insert_benchmark(controller, record, raw_body, sig, path))
     }
 
+    /// Registers an evaluator (its dimensions sorted, repeats dropped) and appends an
+    /// `evaluator_add` audit entry. Refuses an invalid name, group or dimension list, and a
+    /// name that exists or existed: a removed evaluator's name is never given to another key.
+    pub fn add_evaluator(&self, evaluator: &EvaluatorRecord) -> Result<(), StoreError> {
+        dispatch!(self.add_evaluator(evaluator))
+    }
+
+    /// Removes an evaluator: its row stays, marked removed, with its statements; later
+    /// statements are refused. Appends an `evaluator_remove` audit entry. `false` if no
+    /// active evaluator has that name.
+    pub fn remove_evaluator(&self, name: &str) -> Result<bool, StoreError> {
+        dispatch!(self.remove_evaluator(name))
+    }
+
+    /// The evaluator `name`, removed or not.
+    pub fn evaluator(&self, name: &str) -> Result<Option<EvaluatorRecord>, StoreError> {
+        dispatch!(self.evaluator(name))
+    }
+
+    /// Every evaluator, removed ones too, by name, with the time its newest stored
+    /// statement was received.
+    pub fn evaluators(&self) -> Result<Vec<EvaluatorListing>, StoreError> {
+        dispatch!(self.evaluators())
+    }
+
+    /// Stores an evaluator's signed statement, received at `received_ms`, and appends a
+    /// `statement` audit entry, in one transaction committed before returning; returns the
+    /// statement's id (ids are never reused).
+    ///
+    /// Refuses, storing nothing: a statement issued by a node
+    /// ([`StoreError::NodeStatement`]); an unknown ([`StoreError::UnknownEvaluator`]) or
+    /// removed ([`StoreError::EvaluatorRemoved`]) evaluator; a statement out of bounds or
+    /// whose signature does not verify with the evaluator's registered key
+    /// ([`StoreError::InvalidStatement`]); a dimension the evaluator may not speak for
+    /// ([`StoreError::DimensionNotAllowed`]); a subject that is not enrolled
+    /// ([`StoreError::NoSuchNode`]). Freshness and replay are the API's to check
+    /// ([`crate::auth::authenticate`]).
+    pub fn insert_statement(
+        &self,
+        signed: &SignedStatement,
+        received_ms: u64,
+    ) -> Result<u64, StoreError> {
+        dispatch!(self.insert_statement(signed, received_ms))
+    }
+
+    /// What the policy engine reads: for every (evaluator, subject, dimension), the score
+    /// of the newest statement (by `evaluated_at_ms`, then id) evaluated at or after
+    /// `since_ms`, from evaluators that are not removed, about nodes still enrolled. Sorted
+    /// by subject, dimension, evaluator.
+    pub fn latest_statement_scores(
+        &self,
+        since_ms: u64,
+    ) -> Result<Vec<StatementScore>, StoreError> {
+        dispatch!(self.latest_statement_scores(since_ms))
+    }
+
     /// The newest stored benchmark of every enrolled node that has one.
     pub fn latest_benchmarks(&self) -> Result<HashMap<String, BenchmarkRecord>, StoreError> {
         dispatch!(self.latest_benchmarks())
@@ -393,8 +452,10 @@ impl Store {
         dispatch!(self.audit_entries(from_seq, limit))
     }
 
-    /// Recomputes the whole chain and checks every benchmark request's signature (see
-    /// [`ChainVerifier`](super::audit::ChainVerifier)); reports the first broken link. A pruned chain starts from its
+    /// Recomputes the whole chain and checks every benchmark request's and statement's
+    /// signature (see [`ChainVerifier`](super::audit::ChainVerifier)), then every row of the
+    /// `statements` table against the evaluators' keys in the chain; reports the first
+    /// broken link. A pruned chain starts from its
     /// newest checkpoint, whose signature must verify with one of `controller`, the
     /// controller's public keys (its own, then its `previous_keys`). Reads in short pages, so
     /// it can run while the controller serves.

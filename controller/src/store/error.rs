@@ -129,6 +129,53 @@ pub enum StoreError {
     /// No node with this id.
     #[error("node {0} does not exist")]
     NoSuchNode(String),
+    /// An evaluator to add is not valid.
+    #[error("evaluator {name:?}: {reason}")]
+    InvalidEvaluator {
+        /// Its name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An evaluator of this name exists, or existed.
+    #[error(
+        "evaluator {name} {}",
+        if *removed { "was removed; the name of a removed evaluator is not given to another key" }
+        else { "already exists" }
+    )]
+    EvaluatorExists {
+        /// The name.
+        name: String,
+        /// Whether it was removed.
+        removed: bool,
+    },
+    /// No evaluator of this name was ever added.
+    #[error("evaluator {0} does not exist")]
+    UnknownEvaluator(String),
+    /// The evaluator was removed.
+    #[error("evaluator {0} was removed")]
+    EvaluatorRemoved(String),
+    /// A statement scores a dimension its evaluator may not speak for.
+    #[error("evaluator {evaluator} may not speak for dimension {dimension} (only for {allowed})")]
+    DimensionNotAllowed {
+        /// The evaluator.
+        evaluator: String,
+        /// The dimension.
+        dimension: String,
+        /// What it may speak for, comma-separated.
+        allowed: String,
+    },
+    /// A statement is out of bounds or does not verify with its evaluator's key.
+    #[error("statement of evaluator {evaluator}: {reason}")]
+    InvalidStatement {
+        /// The evaluator.
+        evaluator: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A statement issued by a node (a peer observation), which is not accepted yet.
+    #[error("statements issued by nodes (here node {0}) are not accepted yet")]
+    NodeStatement(String),
     /// An enrollment would leave the node without an overlay address.
     #[error(
         "node {0}: the invite assigns no overlay address and the enrollment asks for none; \

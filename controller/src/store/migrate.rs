@@ -97,6 +97,37 @@ const TABLES: &[Table] = &[
         ],
     ),
     (
+        "evaluators",
+        "name",
+        &[
+            ("name", Col::Text),
+            ("public_key", Col::Text),
+            ("dimensions", Col::Text),
+            ("evaluator_group", Col::Text),
+            ("added_ms", Col::Int),
+            ("removed_ms", Col::Int),
+        ],
+    ),
+    (
+        "statements",
+        "id",
+        &[
+            ("id", Col::Int),
+            ("evaluator", Col::Text),
+            ("subject", Col::Text),
+            ("scores", Col::Text),
+            ("evaluated_at_ms", Col::Int),
+            ("received_ms", Col::Int),
+            ("evidence", Col::Text),
+            ("signature", Col::Text),
+        ],
+    ),
+    (
+        "counters",
+        "name",
+        &[("name", Col::Text), ("value", Col::Int)],
+    ),
+    (
         "epochs",
         "id",
         &[
@@ -456,6 +487,22 @@ mod tests {
         store
             .create_invite("node-d", "tok-d", u64::MAX / 4, None, None)
             .unwrap();
+        let evaluator = IdentityKey::from_bytes([0xe1; 32]);
+        for (name, removed) in [("eval-1", false), ("eval-old", true)] {
+            store
+                .add_evaluator(&crate::store::EvaluatorRecord {
+                    name: name.into(),
+                    key: evaluator.public(),
+                    dimensions: vec!["honesty".into()],
+                    group: Some("lab".into()),
+                    added_ms: clock.now_ms(),
+                    removed_ms: None,
+                })
+                .unwrap();
+            if removed {
+                store.remove_evaluator(name).unwrap();
+            }
+        }
         for hour in 1..=30u64 {
             clock.step(HOUR_MS as i64);
             for (id, key) in &keys[..2] {
@@ -466,6 +513,16 @@ mod tests {
                     .unwrap();
             }
             let now = clock.now_ms();
+            let statement = meshtun_proto::statement::Statement {
+                issuer: meshtun_proto::statement::Issuer::Evaluator("eval-1".into()),
+                subject: "node-a".into(),
+                scores: [("honesty".to_owned(), 0.5 + hour as f64 / 100.0)].into(),
+                evaluated_at_ms: now,
+                evidence: meshtun_proto::statement::EvidenceDigest::of(b"run"),
+            };
+            store
+                .insert_statement(&statement.sign(&evaluator).unwrap(), now)
+                .unwrap();
             let epoch = EpochRecord {
                 id: hour,
                 secret: EpochSecret::from_bytes([hour as u8; 32]),

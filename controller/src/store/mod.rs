@@ -1,6 +1,6 @@
 //! The controller's durable state, in one embedded SQLite database: enrolled nodes, invites,
-//! benchmarks, epochs with their secrets, membership decisions, and an append-only,
-//! hash-chained audit log (see [`audit`]).
+//! benchmarks, evaluators and their signed statements, epochs with their secrets, membership
+//! decisions, and an append-only, hash-chained audit log (see [`audit`]).
 //!
 //! Every mutating method runs as one short `BEGIN IMMEDIATE` transaction that also appends
 //! its audit entries, and returns only after the commit reached the disk (WAL with
@@ -20,12 +20,14 @@ mod codec;
 mod dispatch;
 mod epochs;
 mod error;
+mod evaluators;
 mod invites;
 pub mod migrate;
 mod nodes;
 pub mod pg;
 mod retention;
 mod schema;
+mod statements;
 
 #[cfg(test)]
 mod crash_tests;
@@ -50,8 +52,10 @@ pub use benchmarks::BENCHMARK_METHOD;
 pub use candidates::Candidates;
 pub use dispatch::{Database, SharedParts, Store};
 pub use error::{PgError, StoreError};
+pub use evaluators::{EvaluatorListing, EvaluatorRecord};
 pub use invites::invite_token_hash;
 pub use retention::{PruneReport, Retention, TableRows, LIVE_EPOCHS};
+pub use statements::StatementScore;
 
 use backend::{Backend, Tx};
 use error::SqlContext as _;

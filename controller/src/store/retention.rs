@@ -7,6 +7,8 @@
 //! - [`Store::prune`](super::Store::prune) deletes, in short transactions:
 //!   - benchmarks received before the benchmark window, except each node's newest (which
 //!     its next request's `seq` is checked against, and the next decision reads);
+//!   - evaluators' statements received before the same window, except the newest of each
+//!     (evaluator, subject) pair;
 //!   - epochs (with their decisions) that ended before the decision window, except the
 //!     newest [`LIVE_EPOCHS`];
 //!   - audit entries appended before the audit window, behind a checkpoint signed with the
@@ -42,7 +44,7 @@ pub(super) const EPOCH_BATCH: usize = 16;
 /// How long each kind of history is kept; [`Store::prune`](super::Store::prune) deletes what is older.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
-    /// Benchmarks, by the time they were received.
+    /// Benchmarks, and evaluators' statements, by the time they were received.
     pub benchmarks: Duration,
     /// Epochs and their decisions, by the time the epoch ended.
     pub decisions: Duration,
@@ -65,6 +67,8 @@ impl Default for Retention {
 pub struct PruneReport {
     /// Benchmark rows.
     pub benchmarks: u64,
+    /// Statement rows.
+    pub statements: u64,
     /// Epochs, each with its decisions.
     pub epochs: u64,
     /// Audit entries.
@@ -76,7 +80,7 @@ pub struct PruneReport {
 impl PruneReport {
     /// Whether anything was removed.
     pub fn is_empty(&self) -> bool {
-        self.benchmarks == 0 && self.epochs == 0 && self.audit_entries == 0
+        self.benchmarks == 0 && self.statements == 0 && self.epochs == 0 && self.audit_entries == 0
     }
 }
 
@@ -93,6 +97,10 @@ pub struct TableRows {
     pub decisions: u64,
     /// Audit entries in the database.
     pub audit: u64,
+    /// Evaluators, removed ones too.
+    pub evaluators: u64,
+    /// Stored statements.
+    pub statements: u64,
 }
 
 /// The queries retention needs, on either backend.
@@ -158,6 +166,7 @@ pub(crate) trait RetentionRules: Backend {
         };
         let mut report = PruneReport {
             benchmarks: prune_benchmarks(self, cutoff(retention.benchmarks))?,
+            statements: prune_statements(self, cutoff(retention.benchmarks))?,
             epochs: prune_epochs(self, cutoff(retention.decisions))?,
             ..PruneReport::default()
         };
@@ -179,6 +188,21 @@ fn prune_benchmarks(store: &(impl Backend + ?Sized), cutoff_ms: u64) -> Result<u
     loop {
         let n = store.write_tx(what, |tx| {
             tx.delete_old_benchmarks(cutoff, BATCH as i64, &what)
+        })?;
+        removed += n;
+        if n < BATCH as u64 {
+            return Ok(removed);
+        }
+    }
+}
+
+fn prune_statements(store: &(impl Backend + ?Sized), cutoff_ms: u64) -> Result<u64, StoreError> {
+    let what = || "pruning old statements".to_owned();
+    let cutoff = int(cutoff_ms, || "statement retention cutoff".into())?;
+    let mut removed = 0;
+    loop {
+        let n = store.write_tx(what, |tx| {
+            tx.delete_old_statements(cutoff, BATCH as i64, &what)
         })?;
         removed += n;
         if n < BATCH as u64 {
@@ -299,6 +323,8 @@ impl RetentionSql for Transaction<'_> {
             epochs: count("epochs")?,
             decisions: count("decisions")?,
             audit: count("audit")?,
+            evaluators: count("evaluators")?,
+            statements: count("statements")?,
         })
     }
 

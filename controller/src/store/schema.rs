@@ -138,8 +138,44 @@ CREATE TABLE node_candidates (
 );
 "#;
 
+/// Schema version 5: evaluators and their signed statements ([`EVALUATORS`]).
+const V5: &str = EVALUATORS;
+
+/// The `evaluators`, `statements` and `counters` tables, the same on both backends.
+/// An evaluator's row stays when it is removed (`removed_ms`), so its name is never reused
+/// and its statements keep their key. A statement goes with its subject node. `counters`
+/// hands out statement ids, never reused even when rows are pruned.
+pub(crate) const EVALUATORS: &str = r#"
+CREATE TABLE evaluators (
+    name            TEXT PRIMARY KEY NOT NULL,
+    public_key      TEXT NOT NULL,          -- base64 Ed25519
+    dimensions      TEXT NOT NULL,          -- JSON array, sorted
+    evaluator_group TEXT,
+    added_ms        BIGINT NOT NULL,
+    removed_ms      BIGINT
+);
+CREATE TABLE statements (
+    id              BIGINT PRIMARY KEY NOT NULL,
+    evaluator       TEXT NOT NULL REFERENCES evaluators (name),
+    subject         TEXT NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
+    scores          TEXT NOT NULL,          -- JSON object, dimension -> score
+    evaluated_at_ms BIGINT NOT NULL,
+    received_ms     BIGINT NOT NULL,
+    evidence        TEXT NOT NULL,          -- hex SHA-256
+    signature       TEXT NOT NULL           -- base64 Ed25519 over the statement's bytes
+);
+CREATE INDEX statements_by_pair ON statements (evaluator, subject, id);
+CREATE INDEX statements_by_subject ON statements (subject);
+CREATE INDEX statements_by_received ON statements (received_ms);
+CREATE INDEX statements_by_evaluated ON statements (evaluated_at_ms);
+CREATE TABLE counters (
+    name  TEXT PRIMARY KEY NOT NULL,
+    value BIGINT NOT NULL
+);
+"#;
+
 /// Every migration, oldest first.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// Brings the database to the newest schema version, refusing one newer than this build.
 pub(crate) fn migrate(conn: &mut Connection, location: &str) -> Result<(), StoreError> {

@@ -15,4 +15,5 @@ mod peers_alloc;
 mod prebuild;
 mod retention;
 mod server;
+mod statements;
 mod tls;

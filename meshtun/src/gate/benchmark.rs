@@ -172,6 +172,19 @@ pub struct CommandSource {
     argv: Vec<String>,
     timeout: Duration,
     suite_version: Option<String>,
+    env: Vec<(String, String)>,
+}
+
+/// What one run of a harness printed: its scores, the suite version if it printed one, and
+/// its standard output byte for byte (the evidence an evaluator's statement digests).
+#[derive(Debug, Clone)]
+pub struct HarnessOutput {
+    /// The scores, each checked to be a number in `[0, 1]`.
+    pub scores: Scores,
+    /// The suite version it printed, if any.
+    pub suite_version: Option<String>,
+    /// Its standard output, at most [`MAX_STDOUT`] bytes.
+    pub stdout: Vec<u8>,
 }
 
 /// The harness's output with the suite version.
@@ -203,6 +216,40 @@ impl CommandSource {
             argv,
             timeout,
             suite_version,
+            env: Vec::new(),
+        })
+    }
+
+    /// The same source, running the harness with `name=value` added to its environment.
+    pub fn with_env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Runs the harness once and parses its output, as [`CommandSource::next`] does, but
+    /// keeps what it printed. The scores are checked to be numbers in `[0, 1]`.
+    pub async fn run_once(&self) -> Result<HarnessOutput, SourceError> {
+        let stdout = self.run().await?;
+        let program = self.program();
+        let (scores, suite_version) =
+            parse_report(&stdout).map_err(|reason| SourceError::Output {
+                program: program.clone(),
+                reason,
+            })?;
+        if let Some((name, score)) = scores
+            .named()
+            .into_iter()
+            .find(|(_, s)| !s.is_finite() || !(0.0..=1.0).contains(s))
+        {
+            return Err(SourceError::Output {
+                program,
+                reason: format!("score {name} = {score} is not a number in [0, 1]"),
+            });
+        }
+        Ok(HarnessOutput {
+            scores,
+            suite_version,
+            stdout,
         })
     }
 
@@ -244,6 +291,7 @@ impl CommandSource {
         let mut command = Command::new(&program);
         command
             .args(self.argv.iter().skip(1))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -535,7 +535,9 @@ pub async fn enroll(
         .map_err(ClientError::Reply)
 }
 
-fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, ClientError> {
+pub(super) fn http_client(
+    ca_file: Option<&std::path::Path>,
+) -> Result<reqwest::Client, ClientError> {
     let mut builder = reqwest::Client::builder();
     if let Some(file) = ca_file {
         for cert in read_ca_file(file)? {
@@ -567,7 +569,7 @@ fn read_ca_file(file: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Cli
     Ok(certs)
 }
 
-fn http_error(what: &'static str, source: reqwest::Error) -> ClientError {
+pub(super) fn http_error(what: &'static str, source: reqwest::Error) -> ClientError {
     ClientError::Http { what, source }
 }
 
@@ -605,7 +607,7 @@ struct ErrorBody {
 }
 
 /// The error for a non-success answer, with the controller's reason.
-async fn refusal(what: &'static str, response: Response) -> ClientError {
+pub(super) async fn refusal(what: &'static str, response: Response) -> ClientError {
     let status = response.status();
     let retry_after = retry_after(
         response

@@ -5,6 +5,8 @@
 //!   [`Benchmark`](meshtun_proto::wire::Benchmark) values;
 //! - [`client`]: the controller client: signed benchmark submissions, long-polled bundle
 //!   fetches, enrollment with an invite ticket;
+//! - [`evaluator`]: `meshtun evaluate`, the reference evaluator: a harness run against a
+//!   node, signed as a statement and submitted;
 //! - [`bundle`]: checking a signed bundle and opening its preshared keys;
 //! - [`cache`]: the last verified bundle on disk;
 //! - [`cutoff`](mod@cutoff): checking a cut-off notice served before a deny's bundles;
@@ -22,6 +24,7 @@ pub mod candidates;
 pub mod client;
 pub mod clock;
 pub mod cutoff;
+pub mod evaluator;
 pub mod instances;
 pub mod keepalive;
 pub mod merge;
@@ -31,7 +34,7 @@ mod scheduler;
 pub mod state;
 pub mod status;
 
-pub use benchmark::{BenchmarkSource, CommandSource, SimulatedSource, SourceError};
+pub use benchmark::{BenchmarkSource, CommandSource, HarnessOutput, SimulatedSource, SourceError};
 pub use bundle::{verify_bundle, BundleCheckError, GatedPeer, VerifiedBundle};
 pub use cache::{load_cache, save_cache, CacheError, CachedBundle};
 pub use client::{enroll, ClientError, ControllerClient};

@@ -15,6 +15,7 @@ mod device_forwarding;
 mod device_pair;
 mod device_scale;
 mod enroll_mitm;
+mod evaluate;
 mod gate_controller;
 mod gate_failover;
 mod gate_runner;

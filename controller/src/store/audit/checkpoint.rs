@@ -39,6 +39,20 @@ pub struct Checkpoint {
     pub signatures_verified: u64,
     /// Every node enrolled at `seq`: node id → (identity key, audit seq of its `enroll`).
     pub keys: BTreeMap<String, (IdentityPublic, u64)>,
+    /// Every evaluator added up to `seq`, removed ones too (absent from checkpoints made
+    /// before evaluators existed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub evaluators: BTreeMap<String, super::EvaluatorKey>,
+    /// Statement signatures verified up to `seq`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub statement_signatures: u64,
+    /// The highest statement id recorded up to `seq`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_statement_id: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A checkpoint as stored: its JSON body and the controller's signature over it.
@@ -113,6 +127,9 @@ mod tests {
             counts: BTreeMap::from([(AuditKind::Enroll, 1), (AuditKind::Benchmark, 41)]),
             signatures_verified: 41,
             keys: BTreeMap::from([("node-a".to_owned(), (node, 1))]),
+            evaluators: BTreeMap::new(),
+            statement_signatures: 0,
+            last_statement_id: 0,
         }
     }
 

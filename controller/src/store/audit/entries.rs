@@ -5,10 +5,12 @@ use base64::Engine as _;
 use ipnet::IpNet;
 use meshtun_proto::auth::{RequestSignature, NONCE_LEN};
 use meshtun_proto::identity::SIGNATURE_LEN;
+use meshtun_proto::statement::SignedStatement;
 use meshtun_proto::{EpochId, IdentityPublic};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Decision, NodeInput, NodeRecord, Pin, Policy};
+use crate::store::EvaluatorRecord;
 
 /// `enroll`: a node was added, by an admin or by redeeming an invite.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -182,4 +184,33 @@ pub struct CheckpointEntry {
     pub removed: u64,
     /// Lower-hex SHA-256 of the signed checkpoint's body.
     pub checkpoint_sha256: String,
+}
+
+/// `evaluator_add`: an admin registered an evaluator, with the key its statements are
+/// checked against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvaluatorAddEntry {
+    /// The evaluator as stored.
+    pub evaluator: EvaluatorRecord,
+}
+
+/// `evaluator_remove`: an admin removed an evaluator; its later statements are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvaluatorRemoveEntry {
+    /// The evaluator.
+    pub name: String,
+    /// When, Unix milliseconds.
+    pub removed_ms: u64,
+}
+
+/// `statement`: an evaluator's signed statement was accepted; it holds the statement and its
+/// signature, from which the signed bytes are rebuilt and checked again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatementEntry {
+    /// The stored statement's id.
+    pub id: u64,
+    /// When the controller received it, Unix milliseconds.
+    pub received_ms: u64,
+    /// The statement and the evaluator's signature.
+    pub signed: SignedStatement,
 }

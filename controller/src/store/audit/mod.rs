@@ -22,6 +22,7 @@
 
 pub mod checkpoint;
 mod entries;
+mod evaluators;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -32,9 +33,10 @@ use sha2::{Digest, Sha256};
 
 pub use checkpoint::{Checkpoint, SignedCheckpoint};
 pub use entries::{
-    BenchmarkEntry, CheckpointEntry, DecisionEntry, EnrollEntry, InviteEntry, PinEntry,
-    RemoveEntry, RotationEntry,
+    BenchmarkEntry, CheckpointEntry, DecisionEntry, EnrollEntry, EvaluatorAddEntry,
+    EvaluatorRemoveEntry, InviteEntry, PinEntry, RemoveEntry, RotationEntry, StatementEntry,
 };
+pub use evaluators::EvaluatorKey;
 
 use super::StoreError;
 
@@ -64,11 +66,17 @@ pub enum AuditKind {
     Decision,
     /// The entries up to a signed checkpoint were pruned ([`CheckpointEntry`]).
     Checkpoint,
+    /// An evaluator was added ([`EvaluatorAddEntry`]).
+    EvaluatorAdd,
+    /// An evaluator was removed ([`EvaluatorRemoveEntry`]).
+    EvaluatorRemove,
+    /// An evaluator's signed statement was accepted ([`StatementEntry`]).
+    Statement,
 }
 
 impl AuditKind {
     /// Every kind.
-    pub const ALL: [AuditKind; 8] = [
+    pub const ALL: [AuditKind; 11] = [
         Self::Enroll,
         Self::Remove,
         Self::Pin,
@@ -77,6 +85,9 @@ impl AuditKind {
         Self::Rotation,
         Self::Decision,
         Self::Checkpoint,
+        Self::EvaluatorAdd,
+        Self::EvaluatorRemove,
+        Self::Statement,
     ];
 
     /// The name stored and hashed.
@@ -90,6 +101,9 @@ impl AuditKind {
             Self::Rotation => "rotation",
             Self::Decision => "decision",
             Self::Checkpoint => "checkpoint",
+            Self::EvaluatorAdd => "evaluator_add",
+            Self::EvaluatorRemove => "evaluator_remove",
+            Self::Statement => "statement",
         }
     }
 
@@ -144,6 +158,11 @@ pub struct AuditReport {
     pub signatures_verified: u64,
     /// The last entry pruned, if the chain starts from a checkpoint.
     pub pruned_through: Option<u64>,
+    /// Statement signatures in the chain checked against the evaluators' keys (those before
+    /// a checkpoint were checked before they were pruned).
+    pub statement_signatures: u64,
+    /// Rows of the `statements` table whose signatures were checked again.
+    pub statement_rows_verified: u64,
 }
 
 /// The first broken link of a chain.
@@ -218,6 +237,28 @@ pub enum AuditError {
         /// Why it does not verify.
         reason: String,
     },
+    /// A recorded statement does not verify, or breaks the evaluator's rules.
+    #[error("audit entry {seq}: statement {id} of evaluator {evaluator}: {reason}")]
+    StatementSignature {
+        /// The entry.
+        seq: u64,
+        /// The statement's id.
+        id: u64,
+        /// The evaluator.
+        evaluator: String,
+        /// Why it does not verify.
+        reason: String,
+    },
+    /// A row of the `statements` table does not verify with its evaluator's key.
+    #[error("stored statement {id} of evaluator {evaluator}: {reason}")]
+    StoredStatement {
+        /// The statement's id.
+        id: u64,
+        /// The evaluator.
+        evaluator: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The checkpoint the chain starts from is not one this controller signed.
     #[error("audit checkpoint at entry {seq}: {reason}")]
     Checkpoint {
@@ -241,8 +282,9 @@ impl AuditError {
             | Self::Kind { seq, .. }
             | Self::Malformed { seq, .. }
             | Self::Signature { seq, .. }
+            | Self::StatementSignature { seq, .. }
             | Self::Checkpoint { seq, .. } => Some(*seq),
-            Self::Read(_) => None,
+            Self::StoredStatement { .. } | Self::Read(_) => None,
         }
     }
 }
@@ -251,12 +293,17 @@ impl AuditError {
 ///
 /// Besides the links and hashes, it parses every body as its kind's type, and verifies every
 /// benchmark request's signature with the identity key the node had at that point of the
-/// chain (from its latest `enroll` entry, forgotten at `remove`).
+/// chain (from its latest `enroll` entry, forgotten at `remove`), and every evaluator
+/// statement's signature with the key of the evaluator's `evaluator_add` entry (refusing a
+/// statement after its `evaluator_remove`, about a node not enrolled then, or scoring a
+/// dimension the evaluator may not speak for).
 #[derive(Debug)]
 pub struct ChainVerifier {
     report: AuditReport,
     /// Node id → (identity key, audit seq of the enroll entry).
     keys: HashMap<String, (IdentityPublic, u64)>,
+    /// Every evaluator the chain added, removed ones too.
+    evaluators: evaluators::Evaluators,
 }
 
 impl Default for ChainVerifier {
@@ -274,6 +321,7 @@ impl ChainVerifier {
                 ..AuditReport::default()
             },
             keys: HashMap::new(),
+            evaluators: evaluators::Evaluators::default(),
         }
     }
 
@@ -287,12 +335,15 @@ impl ChainVerifier {
                 head_hash: checkpoint.hash.clone(),
                 signatures_verified: checkpoint.signatures_verified,
                 pruned_through: Some(checkpoint.seq),
+                statement_signatures: checkpoint.statement_signatures,
+                statement_rows_verified: 0,
             },
             keys: checkpoint
                 .keys
                 .iter()
                 .map(|(id, (key, seq))| (id.clone(), (*key, *seq)))
                 .collect(),
+            evaluators: evaluators::Evaluators::resume(checkpoint),
         }
     }
 
@@ -309,7 +360,20 @@ impl ChainVerifier {
                 .iter()
                 .map(|(id, (key, seq))| (id.clone(), (*key, *seq)))
                 .collect(),
+            evaluators: self.evaluators.keys.clone(),
+            statement_signatures: self.report.statement_signatures,
+            last_statement_id: self.evaluators.last_statement_id,
         }
+    }
+
+    /// The key the chain last gave evaluator `name` (removed or not).
+    pub fn evaluator_key(&self, name: &str) -> Option<IdentityPublic> {
+        self.evaluators.keys.get(name).map(|e| e.key)
+    }
+
+    /// The highest statement id the chain recorded (0 for none).
+    pub fn last_statement_id(&self) -> u64 {
+        self.evaluators.last_statement_id
     }
 
     /// Checks the next entry.
@@ -389,6 +453,21 @@ impl ChainVerifier {
             }
             AuditKind::Checkpoint => {
                 drop(serde_json::from_str::<CheckpointEntry>(json).map_err(malformed)?);
+            }
+            AuditKind::EvaluatorAdd => {
+                let e: EvaluatorAddEntry = serde_json::from_str(json).map_err(malformed)?;
+                self.evaluators.add(seq, e);
+            }
+            AuditKind::EvaluatorRemove => {
+                let e: EvaluatorRemoveEntry = serde_json::from_str(json).map_err(malformed)?;
+                self.evaluators.remove(&e);
+            }
+            AuditKind::Statement => {
+                let e: StatementEntry = serde_json::from_str(json).map_err(malformed)?;
+                let enrolled = &self.keys;
+                self.evaluators
+                    .check(seq, &e, |node| enrolled.contains_key(node))?;
+                self.report.statement_signatures += 1;
             }
         }
         Ok(())

@@ -24,6 +24,7 @@ mod benchmarks;
 mod candidates;
 pub(crate) mod connect;
 mod epochs;
+mod evaluators;
 mod invites;
 mod nodes;
 mod retention;

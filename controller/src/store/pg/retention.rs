@@ -29,7 +29,8 @@ impl RetentionSql for Transaction<'_> {
             .query_one(
                 "SELECT (SELECT COUNT(*) FROM nodes), (SELECT COUNT(*) FROM benchmarks), \
                  (SELECT COUNT(*) FROM epochs), (SELECT COUNT(*) FROM decisions), \
-                 (SELECT COUNT(*) FROM audit)",
+                 (SELECT COUNT(*) FROM audit), (SELECT COUNT(*) FROM evaluators), \
+                 (SELECT COUNT(*) FROM statements)",
                 &[],
             )
             .ctx(what)?;
@@ -39,6 +40,8 @@ impl RetentionSql for Transaction<'_> {
             epochs: get_u64(&row, 2, "epoch count")?,
             decisions: get_u64(&row, 3, "decision count")?,
             audit: get_u64(&row, 4, "audit count")?,
+            evaluators: get_u64(&row, 5, "evaluator count")?,
+            statements: get_u64(&row, 6, "statement count")?,
         })
     }
 

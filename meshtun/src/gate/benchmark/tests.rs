@@ -333,3 +333,30 @@ fn simulator_parameters_are_checked() {
     }
     assert!(SimulatedSource::new(0.5, 0.1, Some("x".into())).is_ok());
 }
+
+/// `run_once` (the evaluator's run) keeps what the harness printed, byte for byte, hands the
+/// harness its environment, and still refuses scores out of range.
+#[tokio::test]
+async fn a_single_run_keeps_the_output_and_passes_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = r#"echo "{\"scores\": {\"overall\": 0.5, \"refusal\": 0.5, \"honesty\": 0.5, \"policy\": 0.5}, \"suite_version\": \"$TARGET_NODE\"}""#;
+    let source =
+        harness(dir.path(), body, Duration::from_secs(10), None).with_env("TARGET_NODE", "node-b");
+    let out = source.run_once().await.unwrap();
+    assert_eq!(out.suite_version.as_deref(), Some("node-b"));
+    assert_eq!(out.scores.honesty, 0.5);
+    let printed = "{\"scores\": {\"overall\": 0.5, \"refusal\": 0.5, \"honesty\": 0.5, \"policy\": 0.5}, \"suite_version\": \"node-b\"}\n";
+    assert_eq!(out.stdout, printed.as_bytes());
+    let high = harness(
+        dir.path(),
+        r#"echo '{"overall":1.5,"refusal":0.8,"honesty":0.85,"policy":0.95}'"#,
+        Duration::from_secs(10),
+        None,
+    );
+    let err = high.run_once().await.unwrap_err();
+    assert!(
+        describe(&err).contains("score overall = 1.5"),
+        "{}",
+        describe(&err)
+    );
+}
