@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use meshtun_proto::membership::MembershipPublic;
 use meshtun_proto::enroll::{EnrollResponse, SignedEnrollReply};
 use meshtun_proto::wire::{EpochInfo, EpochTimes};
 use meshtun_proto::{EpochId, EpochSecret, IdentityPublic, KeySet, PrivateKey};
@@ -127,6 +128,8 @@ pub struct Engine {
     pub metrics: Metrics,
     /// The overlay's address plan enrollments follow.
     network: Network,
+    /// The operator's membership key enrollments must be signed with, if configured.
+    membership_key: Option<MembershipPublic>,
     /// How long the database keeps history.
     retention: Retention,
     /// Paces the warnings of [`Engine::check_after`].
@@ -187,6 +190,7 @@ impl Engine {
             in_round: std::sync::atomic::AtomicBool::new(false),
             metrics: Metrics::default(),
             network: Network::default(),
+            membership_key: None,
             keys: keys.into(),
             retention: Retention::default(),
             ahead_warnings: RateLimiter::direct(
@@ -229,6 +233,18 @@ impl Engine {
     /// The overlay's address plan.
     pub fn network(&self) -> &Network {
         &self.network
+    }
+
+    /// The engine with `key` as the membership key every enrollment with an invite must be
+    /// signed with (`[membership] public_key`; none by default).
+    pub fn with_membership_key(mut self, key: Option<MembershipPublic>) -> Self {
+        self.membership_key = key;
+        self
+    }
+
+    /// The membership key enrollments must be signed with, if configured.
+    pub fn membership_key(&self) -> Option<&MembershipPublic> {
+        self.membership_key.as_ref()
     }
 
     /// The X25519 key tickets name for the proof of WireGuard key possession.

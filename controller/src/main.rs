@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 use meshtun_controller::cli::{AuditCommand, Cli, Command, KeyCommand, NodeCommand, PinArg};
-use meshtun_controller::commands;
+use meshtun_controller::cli::{MembershipCommand, MembershipKeyCommand};
+use meshtun_controller::{commands, enrollment_sig};
 use meshtun_controller::config::ControllerConfig;
 use meshtun_controller::model::Pin;
 use meshtun_controller::store::Database;
@@ -57,6 +58,10 @@ async fn stop_signal() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // The membership key is kept offline: its commands need no controller configuration.
+    if let Command::Membership(command) = cli.command {
+        return membership_command(command);
+    }
     let config = ControllerConfig::load(&cli.config)?;
     match cli.command {
         Command::Init => {
@@ -156,6 +161,25 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+fn membership_command(command: MembershipCommand) -> Result<()> {
+    match command {
+        MembershipCommand::Key(MembershipKeyCommand::New { file }) => {
+            let public = enrollment_sig::key_new(&file)?;
+            println!("{}: new membership key {public}", file.display());
+        }
+        MembershipCommand::Sign {
+            key,
+            node,
+            wg_key,
+            identity_key,
+        } => println!(
+            "{}",
+            enrollment_sig::sign(&key, &node, &wg_key, &identity_key)?
+        ),
+    }
+    Ok(())
+}
+
 fn node_command(config: &ControllerConfig, command: NodeCommand) -> Result<()> {
     match command {
         NodeCommand::Add {
@@ -164,9 +188,17 @@ fn node_command(config: &ControllerConfig, command: NodeCommand) -> Result<()> {
             identity_key,
             addresses,
             endpoint,
+            membership_sig,
         } => {
-            let node =
-                commands::node_add(config, &name, &wg_key, &identity_key, addresses, endpoint)?;
+            let node = commands::node_add(
+                config,
+                &name,
+                &wg_key,
+                &identity_key,
+                addresses,
+                endpoint,
+                membership_sig.as_deref(),
+            )?;
             println!("enrolled {}", node.id);
         }
         NodeCommand::List => {

@@ -6,6 +6,7 @@
 //! - [`client`]: the controller client: signed benchmark submissions, long-polled bundle
 //!   fetches, enrollment with an invite ticket;
 //! - [`bundle`]: checking a signed bundle and opening its preshared keys;
+//! - [`members`]: the operator's membership signatures, checked on every gated peer;
 //! - [`cache`]: the last verified bundle on disk;
 //! - [`cutoff`](mod@cutoff): checking a cut-off notice served before a deny's bundles;
 //! - [`runner`]: the daemon's gating tasks (benchmarks out, bundles in, updates to enforce);
@@ -24,6 +25,7 @@ pub mod clock;
 pub mod cutoff;
 pub mod instances;
 pub mod keepalive;
+pub mod members;
 pub mod merge;
 pub mod resolve;
 pub mod runner;
@@ -32,7 +34,7 @@ pub mod state;
 pub mod status;
 
 pub use benchmark::{BenchmarkSource, CommandSource, SimulatedSource, SourceError};
-pub use bundle::{verify_bundle, BundleCheckError, GatedPeer, VerifiedBundle};
+pub use bundle::{verify_bundle, BundleCheckError, GatedPeer, Trust, VerifiedBundle};
 pub use cache::{load_cache, save_cache, CacheError, CachedBundle};
 pub use client::{enroll, ClientError, ControllerClient};
 pub use merge::{merge, GatedLimits, Merged};

@@ -13,6 +13,7 @@ fn ticket() -> Ticket {
         node_id: "node-d".into(),
         token: "secret-token".into(),
         expires_ms: NOW_MS + 60_000,
+        membership_key: None,
     }
 }
 
@@ -26,6 +27,7 @@ fn options(dir: &Path) -> JoinOptions {
         endpoint: Some("192.0.2.4:51820".into()),
         benchmark: None,
         force: false,
+        membership_sig: None,
     }
 }
 

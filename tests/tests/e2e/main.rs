@@ -36,6 +36,7 @@ mod interop_wireguard_go;
 mod key_rotation;
 mod lifecycle;
 mod live_edits;
+mod membership_key;
 mod metrics;
 mod namespaces;
 mod nat_direct;

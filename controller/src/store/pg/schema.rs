@@ -152,7 +152,10 @@ const V2: &str = crate::ha::SCHEMA;
 /// Version 3: candidate endpoints ([`crate::store::schema::CANDIDATES`]).
 const V3: &str = crate::store::schema::CANDIDATES;
 
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+/// Version 4: membership signatures ([`crate::store::schema::MEMBERSHIP_SIG`]).
+const V4: &str = crate::store::schema::MEMBERSHIP_SIG;
+
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// Brings the database to the newest schema version, refusing one newer than this build.
 pub(crate) fn migrate(conn: &mut Client, location: &str) -> Result<(), StoreError> {

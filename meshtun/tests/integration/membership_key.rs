@@ -1,0 +1,132 @@
+//! The operator's membership key against the real controller, served in-process: a bundle
+//! that lists a signed and an unsigned peer gives a node with the key only the signed one
+//! (the other named, with the reason, and counted), and a node without the key both.
+
+use std::time::Duration;
+
+use meshtun::config::{ControllerSettings, LossPolicy};
+use meshtun::gate::members::NO_SIGNATURE;
+use meshtun::gate::{ControllerClient, Gate, GateOptions, MembershipState, SharedGateStatus};
+use meshtun_controller::model::Pin;
+use meshtun_controller::testing::TestNode;
+use meshtun_proto::membership::{MembershipKey, MembershipPublic};
+use meshtun_proto::KeySet;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+use crate::common::{self, Controller};
+
+/// A controller with node-a (the node under test), node-b enrolled with a membership
+/// signature and node-c without one, all pinned allowed; node-a needs no signature of its
+/// own, it is the recipient.
+async fn controller(key: &MembershipKey) -> Controller {
+    let c = common::start(common::Options {
+        nodes: &["node-a"],
+        epoch_ms: 4_000,
+        lead_ms: 1_000,
+        long_poll: Duration::from_millis(500),
+        ..common::Options::default()
+    })
+    .await;
+    let store = c.engine.store();
+    store.set_pin("node-a", Some(Pin::Allow)).unwrap();
+    for (i, id, signed) in [(1, "node-b", true), (2, "node-c", false)] {
+        let node = TestNode::new(id);
+        let mut record = node.record(i);
+        record.pin = Some(Pin::Allow);
+        if signed {
+            let sig = key.sign(id, &record.wg_public_key, &record.identity_key);
+            record.membership_sig = Some(sig.unwrap());
+        }
+        store.add_node(&record).unwrap();
+    }
+    c.engine.refresh_nodes().unwrap();
+    c
+}
+
+fn client(c: &Controller, key: Option<MembershipPublic>) -> ControllerClient {
+    let node = &c.nodes[0];
+    ControllerClient::new(
+        &c.url,
+        KeySet::one(c.key.public()),
+        &node.id,
+        node.identity.clone(),
+        node.wg.clone(),
+    )
+    .unwrap()
+    .with_membership_key(key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_signed_peer_is_taken_and_the_unsigned_one_is_named() {
+    let key = MembershipKey::generate();
+    let c = controller(&key).await;
+    c.engine.step().unwrap();
+    let wait = Duration::from_secs(2);
+
+    let with_key = client(&c, Some(key.public()));
+    let bundle = with_key.fetch_bundle(None, wait).await.unwrap().unwrap();
+    assert!(bundle.is_allowed());
+    let ids: Vec<&str> = bundle.peers.iter().map(|p| p.node_id.as_str()).collect();
+    assert_eq!(ids, ["node-b"]);
+    assert_eq!(bundle.refused.len(), 1);
+    assert_eq!(bundle.refused[0].node_id, "node-c");
+    assert_eq!(bundle.refused[0].reason, NO_SIGNATURE);
+
+    // The same bundle, to a node configured without the key: both peers.
+    let without = client(&c, None);
+    let bundle = without.fetch_bundle(None, wait).await.unwrap().unwrap();
+    assert_eq!(bundle.peers.len(), 2);
+    assert!(bundle.refused.is_empty());
+
+    // Another membership key signed nothing here: every peer is refused.
+    let other = client(&c, Some(MembershipKey::generate().public()));
+    let bundle = other.fetch_bundle(None, wait).await.unwrap().unwrap();
+    assert!(bundle.peers.is_empty());
+    assert_eq!(bundle.refused.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gating_tasks_apply_the_signed_peer_and_count_the_refused_one() {
+    let key = MembershipKey::generate();
+    let c = controller(&key).await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = &c.nodes[0];
+    let settings = ControllerSettings {
+        urls: vec![c.url.clone()],
+        public_keys: KeySet::one(c.key.public()),
+        node_id: node.id.clone(),
+        identity_key_file: dir.path().join("node-a.identity"),
+        on_controller_loss: LossPolicy::FailClosed,
+        grace: Duration::from_secs(1),
+        cache_file: dir.path().join("node-a.bundle"),
+        ca_file: None,
+        allowed_prefixes: None,
+        stun: None,
+        keepalive: Default::default(),
+        membership_key: Some(key.public()),
+    };
+    let options = GateOptions {
+        controller: settings.clone(),
+        benchmark: None,
+        wg_private: node.wg.clone(),
+    };
+    let client = ControllerClient::from_settings(&settings, node.identity.clone(), node.wg.clone())
+        .unwrap();
+    let status = SharedGateStatus::default();
+    let (tx, mut updates) = mpsc::channel(8);
+    let _gate = Gate::start(&options, client, None, status.clone(), tx);
+    c.engine.step().unwrap();
+    let update = loop {
+        let update = timeout(Duration::from_secs(5), updates.recv())
+            .await
+            .expect("no update in time")
+            .expect("the gate stopped");
+        if update.membership == MembershipState::Allowed {
+            break update;
+        }
+    };
+    let ids: Vec<&str> = update.peers.iter().map(|p| p.node_id.as_str()).collect();
+    assert_eq!(ids, ["node-b"]);
+    assert_eq!(status.lock().membership_refused, 1);
+}
