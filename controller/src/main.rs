@@ -59,11 +59,13 @@ async fn stop_signal() {
 
 fn run(cli: Cli) -> Result<()> {
     // The membership key is kept offline: its commands need no controller configuration.
-    if let Command::Membership(command) = cli.command {
-        return membership_command(command);
-    }
+    let command = match cli.command {
+        Command::Membership(command) => return membership_command(command),
+        command => command,
+    };
     let config = ControllerConfig::load(&cli.config)?;
-    match cli.command {
+    match command {
+        Command::Membership(command) => membership_command(command)?,
         Command::Init => {
             let report = commands::init(&config)?;
             for path in &report.created {

@@ -119,7 +119,7 @@ fn a_malleated_signature_is_refused() {
 fn malformed_text_is_refused_without_panicking() {
     let good = sign(&MembershipKey::generate(), &node("node-a")).to_base64();
     let long = "A".repeat(200);
-    for text in ["", "not base64!", &good[..87], &good[..84], &long, "AAAA"] {
+    for text in ["", "not base64!", &good[..87], &good[..84], long.as_str(), "AAAA"] {
         assert!(MembershipSig::from_base64(text).is_err(), "{text:?}");
         assert!(MembershipPublic::from_base64(text).is_err(), "{text:?}");
     }
@@ -130,7 +130,8 @@ fn malformed_text_is_refused_without_panicking() {
     assert!(serde_json::from_str::<MembershipSig>("\"AAAA\"").is_err());
     let bad_id = MembershipKey::generate();
     let a = node("node-a");
-    for id in ["", "Node-A", "a/b", &"a".repeat(65)] {
+    let too_long = "a".repeat(65);
+    for id in ["", "Node-A", "a/b", too_long.as_str()] {
         assert!(matches!(
             bad_id.sign(id, &a.wg, &a.identity),
             Err(MembershipError::NodeId(_))

@@ -36,7 +36,7 @@ pub mod status;
 pub use benchmark::{BenchmarkSource, CommandSource, SimulatedSource, SourceError};
 pub use bundle::{verify_bundle, BundleCheckError, GatedPeer, Trust, VerifiedBundle};
 pub use cache::{load_cache, save_cache, CacheError, CachedBundle};
-pub use client::{enroll, ClientError, ControllerClient};
+pub use client::{enroll, enroll_signed, ClientError, ControllerClient};
 pub use merge::{merge, GatedLimits, Merged};
 pub use runner::{Gate, GateOptions, GateUpdate, GatedPeerConfig};
 pub use state::{Enforced, GateState};

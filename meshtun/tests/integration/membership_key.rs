@@ -130,3 +130,70 @@ async fn the_gating_tasks_apply_the_signed_peer_and_count_the_refused_one() {
     assert_eq!(ids, ["node-b"]);
     assert_eq!(status.lock().membership_refused, 1);
 }
+
+/// `meshtun join` with a ticket naming the membership key, against a controller that
+/// requires it: the first run stops asking for the signature and enrolls nothing; a
+/// signature for other keys is refused before anything is sent; with the right one the node
+/// enrolls with it and its configuration names the membership key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_asks_for_the_signature_then_enrolls_with_it() {
+    use meshtun::join::{join, JoinError, JoinOptions};
+    use meshtun_proto::enroll::enrollment_key;
+    use meshtun_proto::wire::Ticket;
+
+    let key = MembershipKey::generate();
+    let c = common::start(common::Options {
+        membership_key: Some(key.public()),
+        ..common::Options::default()
+    })
+    .await;
+    let expires_ms = common::now_ms() + 3_600_000;
+    c.engine
+        .store()
+        .create_invite("node-d", "token-of-node-d", expires_ms, None, None)
+        .unwrap();
+    let ticket = Ticket {
+        url: c.url.clone(),
+        controller_key: c.key.public(),
+        enroll_key: enrollment_key(&c.key).public_key(),
+        node_id: "node-d".into(),
+        token: "token-of-node-d".into(),
+        expires_ms,
+        membership_key: Some(key.public()),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wg0.toml");
+    let options = |membership_sig| JoinOptions {
+        ticket: ticket.clone(),
+        config: Some(path.clone()),
+        interface: "wg0".into(),
+        listen_port: 51820,
+        addresses: vec!["100.64.0.4/24".parse().unwrap()],
+        endpoint: None,
+        benchmark: None,
+        force: false,
+        membership_sig,
+    };
+    let (wg_key, identity) = match join(&options(None)).await.unwrap_err() {
+        JoinError::SignatureNeeded {
+            wg_key, identity, ..
+        } => (wg_key, identity),
+        other => panic!("not asked for a signature: {other}"),
+    };
+    assert!(c.engine.store().node("node-d").unwrap().is_none());
+    assert!(!path.exists());
+
+    let wrong = key.sign("node-e", &wg_key, &identity).unwrap();
+    let refused = join(&options(Some(wrong))).await.unwrap_err();
+    assert!(matches!(refused, JoinError::MembershipSig { .. }), "{refused}");
+    assert!(c.engine.store().node("node-d").unwrap().is_none());
+
+    let good = key.sign("node-d", &wg_key, &identity).unwrap();
+    let joined = join(&options(Some(good))).await.unwrap();
+    assert_eq!(joined.wg_public_key, wg_key);
+    let node = c.engine.store().node("node-d").unwrap().unwrap();
+    assert_eq!(node.membership_sig, Some(good));
+    let (config, _, _) = meshtun::daemon::check(&path).await.unwrap();
+    assert_eq!(config.controller.unwrap().membership_key, Some(key.public()));
+    assert!(!dir.path().join("wg0.toml.pending-key").exists());
+}
