@@ -285,9 +285,7 @@ fn decode_exact<const N: usize>(text: &str) -> Result<[u8; N], MembershipError> 
     if text.len() > MAX_TEXT {
         return Err(MembershipError::Base64);
     }
-    let bytes = STANDARD
-        .decode(text)
-        .map_err(|_| MembershipError::Base64)?;
+    let bytes = STANDARD.decode(text).map_err(|_| MembershipError::Base64)?;
     <[u8; N]>::try_from(bytes.as_slice()).map_err(|_| MembershipError::Length {
         got: bytes.len(),
         want: N,

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use meshtun_proto::membership::MembershipPublic;
 use meshtun_proto::enroll::{EnrollResponse, SignedEnrollReply};
+use meshtun_proto::membership::MembershipPublic;
 use meshtun_proto::wire::{EpochInfo, EpochTimes};
 use meshtun_proto::{EpochId, EpochSecret, IdentityPublic, KeySet, PrivateKey};
 use parking_lot::RwLock;

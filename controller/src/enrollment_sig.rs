@@ -98,7 +98,8 @@ pub fn sign(
     wg_key: &str,
     identity_key: &str,
 ) -> Result<MembershipSig, CommandError> {
-    let arg = |name: &str, e: &dyn std::fmt::Display| CommandError::Argument(format!("{name}: {e}"));
+    let arg =
+        |name: &str, e: &dyn std::fmt::Display| CommandError::Argument(format!("{name}: {e}"));
     let wg_key = PublicKey::from_base64(wg_key).map_err(|e| arg("--wg-key", &e))?;
     if wg_key.is_low_order() {
         return Err(arg("--wg-key", &"a key of small order (such as all-zero)"));
@@ -125,8 +126,14 @@ mod tests {
         let file = dir.path().join("membership.key");
         let public = key_new(&file).unwrap();
         let mode = std::fs::metadata(&file).unwrap().permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
-        assert!(key_new(&file).is_err(), "an existing key file is never replaced");
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        assert!(
+            key_new(&file).is_err(),
+            "an existing key file is never replaced"
+        );
         let wg = PrivateKey::generate().public_key();
         let identity = IdentityKey::generate().public();
         let sig = sign(&file, "node-a", &wg.to_base64(), &identity.to_base64()).unwrap();
@@ -168,11 +175,17 @@ mod tests {
             .map_err(|e| meshtun_proto::report::describe(&e))
         };
         let missing = add("node-a", None).unwrap_err();
-        assert!(missing.contains("requires a membership signature"), "{missing}");
+        assert!(
+            missing.contains("requires a membership signature"),
+            "{missing}"
+        );
         let for_b = key.sign("node-b", &wg, &identity).unwrap().to_base64();
         let wrong = add("node-a", Some(&for_b)).unwrap_err();
         assert!(wrong.contains("does not verify"), "{wrong}");
-        assert!(node_list(&config).unwrap().is_empty(), "nothing was enrolled");
+        assert!(
+            node_list(&config).unwrap().is_empty(),
+            "nothing was enrolled"
+        );
         let good = key.sign("node-a", &wg, &identity).unwrap();
         let node = add("node-a", Some(&good.to_base64())).unwrap();
         assert_eq!(node.membership_sig, Some(good));
@@ -210,7 +223,10 @@ mod tests {
             assert!(refused.to_string().contains(node), "{refused}");
         }
         // Without the key, a signature is stored as given (nodes check it), none is fine.
-        assert_eq!(check_enrollment(None, "node-a", &wg, &identity, None), Ok(None));
+        assert_eq!(
+            check_enrollment(None, "node-a", &wg, &identity, None),
+            Ok(None)
+        );
         let stored = check_enrollment(None, "node-b", &wg, &identity, Some(&good)).unwrap();
         assert!(stored.is_some());
         assert!(check_enrollment(None, "node-a", &wg, &identity, Some("garbage")).is_err());

@@ -7,10 +7,10 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use meshtun_controller::cli::{AuditCommand, Cli, Command, KeyCommand, NodeCommand, PinArg};
 use meshtun_controller::cli::{MembershipCommand, MembershipKeyCommand};
-use meshtun_controller::{commands, enrollment_sig};
 use meshtun_controller::config::ControllerConfig;
 use meshtun_controller::model::Pin;
 use meshtun_controller::store::Database;
+use meshtun_controller::{commands, enrollment_sig};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

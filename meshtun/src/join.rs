@@ -313,10 +313,18 @@ pub async fn join(options: &JoinOptions) -> Result<Joined, JoinError> {
         &prepared.draft.interface.private_key,
         &prepared.identity.key.public(),
     );
-    let sig = membership::check(&options.ticket, options.membership_sig, keys, &prepared.pending)?;
+    let sig = membership::check(
+        &options.ticket,
+        options.membership_sig,
+        keys,
+        &prepared.pending,
+    )?;
     let enrolled = gate::enroll_signed(
         &options.ticket,
-        (&prepared.draft.interface.private_key, &prepared.identity.key),
+        (
+            &prepared.draft.interface.private_key,
+            &prepared.identity.key,
+        ),
         options.addresses.clone(),
         prepared.draft.endpoint.clone(),
         sig,

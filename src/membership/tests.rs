@@ -51,7 +51,10 @@ fn another_node_id_wg_key_or_identity_is_refused() {
         Node { id: "node-b", ..a },
         Node { id: "node-a2", ..a },
         Node { wg: other.wg, ..a },
-        Node { identity: other.identity, ..a },
+        Node {
+            identity: other.identity,
+            ..a
+        },
     ];
     for case in &cases {
         assert_eq!(
@@ -119,7 +122,14 @@ fn a_malleated_signature_is_refused() {
 fn malformed_text_is_refused_without_panicking() {
     let good = sign(&MembershipKey::generate(), &node("node-a")).to_base64();
     let long = "A".repeat(200);
-    for text in ["", "not base64!", &good[..87], &good[..84], long.as_str(), "AAAA"] {
+    for text in [
+        "",
+        "not base64!",
+        &good[..87],
+        &good[..84],
+        long.as_str(),
+        "AAAA",
+    ] {
         assert!(MembershipSig::from_base64(text).is_err(), "{text:?}");
         assert!(MembershipPublic::from_base64(text).is_err(), "{text:?}");
     }
@@ -137,7 +147,10 @@ fn malformed_text_is_refused_without_panicking() {
             Err(MembershipError::NodeId(_))
         ));
         let sig = sign(&bad_id, &a);
-        assert!(bad_id.public().verify(id, &a.wg, &a.identity, &sig).is_err());
+        assert!(bad_id
+            .public()
+            .verify(id, &a.wg, &a.identity, &sig)
+            .is_err());
     }
 }
 
@@ -175,7 +188,10 @@ fn small_order_and_non_canonical_public_keys_are_refused() {
         found += 1;
     }
     assert!(found > 0, "no usable key among y = 2..18");
-    assert!(MembershipPublic::from_bytes(MembershipKey::generate().public().0.as_bytes().to_owned()).is_ok());
+    assert!(MembershipPublic::from_bytes(
+        MembershipKey::generate().public().0.as_bytes().to_owned()
+    )
+    .is_ok());
 }
 
 #[test]

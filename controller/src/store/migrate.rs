@@ -523,7 +523,10 @@ mod tests {
         assert_eq!(after, before);
         assert_eq!(dump::postgres(&cluster.url(&db)), dump::sqlite(&path));
         let signed = copied.node("node-a").unwrap().unwrap();
-        assert!(signed.membership_sig.is_some(), "the membership signature was not copied");
+        assert!(
+            signed.membership_sig.is_some(),
+            "the membership signature was not copied"
+        );
         assert_eq!(Some(signed), source.node("node-a").unwrap());
         // Past secrets stay erased; the live ones are served.
         assert_eq!(

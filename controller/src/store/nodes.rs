@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use meshtun_proto::wire::valid_node_id;
 use meshtun_proto::membership::MembershipSig;
+use meshtun_proto::wire::valid_node_id;
 use meshtun_proto::{IdentityPublic, PublicKey};
 use rusqlite::{params, OptionalExtension as _, Row, Transaction};
 
@@ -505,7 +505,10 @@ mod tests {
         )
         .unwrap();
         let err = store.node("node-a").unwrap_err().to_string();
-        assert!(err.starts_with("corrupt node node-a membership_sig"), "{err}");
+        assert!(
+            err.starts_with("corrupt node node-a membership_sig"),
+            "{err}"
+        );
     }
 
     crate::store::testutil::on_both_backends!(

@@ -57,7 +57,10 @@ async fn only_an_enrollment_signed_for_its_own_id_and_keys_is_accepted() {
     let refusals = [
         (None, "requires a membership signature"),
         (
-            Some(key.sign("node-y", &wg.public_key(), &identity.public()).unwrap()),
+            Some(
+                key.sign("node-y", &wg.public_key(), &identity.public())
+                    .unwrap(),
+            ),
             "does not verify",
         ),
         (

@@ -225,7 +225,14 @@ mod tests {
         save_cache(&path, &signed).unwrap();
 
         let other_controller = KeySet::one(IdentityKey::generate().public());
-        let err = load_cache(&path, &Trust::controller(&other_controller), "node-a", &f.wg, NOW).unwrap_err();
+        let err = load_cache(
+            &path,
+            &Trust::controller(&other_controller),
+            "node-a",
+            &f.wg,
+            NOW,
+        )
+        .unwrap_err();
         let message = meshtun_proto::report::describe(&err);
         assert!(message.contains("does not verify"), "{message}");
         let err = load_cache(

@@ -503,12 +503,7 @@ impl ControllerClient {
             controller: &self.controller_keys,
             members: self.membership_key.as_ref(),
         };
-        let bundle = verify_bundle(
-            &signed,
-            &trust,
-            &self.node_id,
-            &self.wg_private,
-        )?;
+        let bundle = verify_bundle(&signed, &trust, &self.node_id, &self.wg_private)?;
         bundle.check_newer(after)?;
         Ok(Some(Fetched::Bundle(bundle)))
     }
@@ -542,11 +537,12 @@ pub async fn enroll_signed(
     let base = controller_url(&ticket.url).map_err(ClientError::Url)?;
     let keys = (wg, identity);
     let (request, enrollment) =
-        EnrollRequest::build_signed(ticket, keys, addresses, endpoint, membership_sig)
-            .map_err(|e| ClientError::Response {
-            what: ENROLL,
-            reason: e.to_string(),
-        })?;
+        EnrollRequest::build_signed(ticket, keys, addresses, endpoint, membership_sig).map_err(
+            |e| ClientError::Response {
+                what: ENROLL,
+                reason: e.to_string(),
+            },
+        )?;
     let response = http_client(None)?
         .post(format!("{base}/v1/enroll"))
         .json(&request)

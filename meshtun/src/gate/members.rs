@@ -97,11 +97,7 @@ mod tests {
         (bundle, identity)
     }
 
-    fn verify(
-        f: &Fixture,
-        bundle: &Bundle,
-        key: Option<&MembershipPublic>,
-    ) -> VerifiedBundle {
+    fn verify(f: &Fixture, bundle: &Bundle, key: Option<&MembershipPublic>) -> VerifiedBundle {
         let pinned = KeySet::one(f.controller.public());
         let trust = Trust {
             controller: &pinned,
@@ -111,7 +107,10 @@ mod tests {
     }
 
     fn refused(v: &VerifiedBundle) -> Vec<(&str, &str)> {
-        v.refused.iter().map(|r| (r.node_id.as_str(), r.reason)).collect()
+        v.refused
+            .iter()
+            .map(|r| (r.node_id.as_str(), r.reason))
+            .collect()
     }
 
     #[test]

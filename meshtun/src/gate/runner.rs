@@ -22,10 +22,10 @@ use tokio::task::JoinHandle;
 
 use super::benchmark::BenchmarkSource;
 use super::bundle::Trust;
-use super::members::RefusedPeer;
 use super::cache::load_cache;
 use super::client::{ClientError, ControllerClient};
 use super::cutoff::Fetched;
+use super::members::RefusedPeer;
 use super::resolve::system_lookup;
 use super::scheduler::Scheduler;
 use super::state::GateState;

@@ -213,7 +213,10 @@ fn a_mesh_with_a_membership_key_keeps_the_keys_and_asks_for_their_signature() {
     ] {
         assert!(text.contains(&part), "{part:?} not in: {text}");
     }
-    assert!(!text.contains(&wg.to_base64()), "the private key is printed: {text}");
+    assert!(
+        !text.contains(&wg.to_base64()),
+        "the private key is printed: {text}"
+    );
 
     let second = prepare(&opts, NOW_MS).unwrap();
     assert_eq!(

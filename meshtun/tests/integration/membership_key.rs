@@ -111,8 +111,8 @@ async fn the_gating_tasks_apply_the_signed_peer_and_count_the_refused_one() {
         benchmark: None,
         wg_private: node.wg.clone(),
     };
-    let client = ControllerClient::from_settings(&settings, node.identity.clone(), node.wg.clone())
-        .unwrap();
+    let client =
+        ControllerClient::from_settings(&settings, node.identity.clone(), node.wg.clone()).unwrap();
     let status = SharedGateStatus::default();
     let (tx, mut updates) = mpsc::channel(8);
     let _gate = Gate::start(&options, client, None, status.clone(), tx);
@@ -185,7 +185,10 @@ async fn join_asks_for_the_signature_then_enrolls_with_it() {
 
     let wrong = key.sign("node-e", &wg_key, &identity).unwrap();
     let refused = join(&options(Some(wrong))).await.unwrap_err();
-    assert!(matches!(refused, JoinError::MembershipSig { .. }), "{refused}");
+    assert!(
+        matches!(refused, JoinError::MembershipSig { .. }),
+        "{refused}"
+    );
     assert!(c.engine.store().node("node-d").unwrap().is_none());
 
     let good = key.sign("node-d", &wg_key, &identity).unwrap();
@@ -194,6 +197,9 @@ async fn join_asks_for_the_signature_then_enrolls_with_it() {
     let node = c.engine.store().node("node-d").unwrap().unwrap();
     assert_eq!(node.membership_sig, Some(good));
     let (config, _, _) = meshtun::daemon::check(&path).await.unwrap();
-    assert_eq!(config.controller.unwrap().membership_key, Some(key.public()));
+    assert_eq!(
+        config.controller.unwrap().membership_key,
+        Some(key.public())
+    );
     assert!(!dir.path().join("wg0.toml.pending-key").exists());
 }

@@ -147,6 +147,9 @@ fn every_signed_node_refuses_a_peer_added_without_a_signature() {
         report.assert_no_loss();
     }
     for id in SIGNED {
-        assert!(observe::peers_absent(&mesh.node(id).iface, &[x.public_key()]));
+        assert!(observe::peers_absent(
+            &mesh.node(id).iface,
+            &[x.public_key()]
+        ));
     }
 }
