@@ -119,7 +119,6 @@ fn a_signed_hostile_bundle_cannot_make_the_node_route_what_it_must_not() {
         .iter()
         .map(|p| GatedPeerConfig {
             forwards_to: Vec::new(),
-            enrollment: None,
             node_id: p.node_id.clone(),
             settings: PeerSettings {
                 probes: Vec::new(),
