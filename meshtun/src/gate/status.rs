@@ -111,6 +111,7 @@ impl From<&GateStatus> for DeviceGate {
             nat: gate.nat.clone(),
             forward: gate.forward,
             relay: gate.relay.clone(),
+            membership_refused: gate.membership_refused,
         }
     }
 }
