@@ -4,7 +4,8 @@
 //! compromised controller would add a peer of its own.
 //!
 //! - `every_signed_node_refuses_a_peer_added_without_a_signature`: the controller allows
-//!   all four, yet every signed node logs why it refuses `x`, `wg show` lacks it, no ping
+//!   all four, yet every signed node logs why it refuses `x` (and `meshtun show` counts
+//!   it), `wg show` lacks it, no ping
 //!   passes either way between `x` and a signed node, and the signed nodes keep pinging each
 //!   other with no loss across a rotation.
 
@@ -115,6 +116,11 @@ fn every_signed_node_refuses_a_peer_added_without_a_signature() {
             daemon.log()
         );
         assert!(observe::peers_absent(&node.iface, &[x.public_key()]));
+        let refused = observe::show_gate(&node.ns, &node.iface)["membership_refused"].as_u64();
+        assert!(
+            refused.is_some_and(|n| n >= 1),
+            "{id}: `meshtun show` does not count the refused peer: {refused:?}"
+        );
         let dump = wg::dump(&node.ns, &node.iface);
         assert_eq!(dump.peers.len(), 2, "{id}: {dump:?}");
         assert!(
