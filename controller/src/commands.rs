@@ -263,6 +263,12 @@ pub async fn serve(
         relay: relay_issuer(config)?,
     };
     // The store blocks (and the PostgreSQL driver must not run inside the runtime).
+    if let Some(key) = &config.membership_key {
+        tracing::info!(
+            membership_key = %key,
+            "enrollments need a membership signature by this key ([membership] public_key)"
+        );
+    }
     let (database, network, retention, membership_key) = (
         config.database.clone(),
         config.network.clone(),
