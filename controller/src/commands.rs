@@ -263,12 +263,7 @@ pub async fn serve(
         relay: relay_issuer(config)?,
     };
     // The store blocks (and the PostgreSQL driver must not run inside the runtime).
-    if let Some(key) = &config.membership_key {
-        tracing::info!(
-            membership_key = %key,
-            "enrollments need a membership signature by this key ([membership] public_key)"
-        );
-    }
+    crate::enrollment_sig::announce(config.membership_key.as_ref());
     let (database, network, retention, membership_key) = (
         config.database.clone(),
         config.network.clone(),

@@ -82,6 +82,16 @@ pub fn check_signature(
     }
 }
 
+/// Logs, at start, that enrollments need a signature by `key` (if one is configured).
+pub fn announce(key: Option<&MembershipPublic>) {
+    if let Some(key) = key {
+        tracing::info!(
+            membership_key = %key,
+            "enrollments need a membership signature by this key ([membership] public_key)"
+        );
+    }
+}
+
 /// `membership key new FILE`: writes a fresh membership key (0600, never over an existing
 /// file) and returns its public half.
 pub fn key_new(file: &Path) -> Result<MembershipPublic, CommandError> {
