@@ -203,3 +203,81 @@ async fn join_asks_for_the_signature_then_enrolls_with_it() {
     );
     assert!(!dir.path().join("wg0.toml.pending-key").exists());
 }
+
+/// A client for `node` with the membership key `key`.
+fn node_client(c: &Controller, node: &TestNode, key: &MembershipKey) -> ControllerClient {
+    ControllerClient::new(
+        &c.url,
+        KeySet::one(c.key.public()),
+        &node.id,
+        node.identity.clone(),
+        node.wg.clone(),
+    )
+    .unwrap()
+    .with_membership_key(Some(key.public()))
+}
+
+/// Hub and spoke: a hub with the membership key leaves the unsigned spoke out of its peers,
+/// so it never forwards to it, even though the controller routes the signed spoke's traffic
+/// for it through the hub (the hub's allowed IPs in the spoke's bundle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_with_the_key_does_not_peer_with_the_unsigned_spoke() {
+    use meshtun_controller::model::{Policy, Topology};
+
+    let key = MembershipKey::generate();
+    let c = common::start(common::Options {
+        policy: Policy {
+            topology: Topology::HubAndSpoke {
+                hubs: vec!["hub".into()],
+            },
+            ..Policy::default()
+        },
+        long_poll: Duration::from_millis(500),
+        ..common::Options::default()
+    })
+    .await;
+    let store = c.engine.store();
+    let mut nodes = Vec::new();
+    for (i, id, signed) in [(0, "hub", true), (1, "s1", true), (2, "s2", false)] {
+        let node = TestNode::new(id);
+        let mut record = node.record(i);
+        record.pin = Some(Pin::Allow);
+        if signed {
+            let sig = key.sign(id, &record.wg_public_key, &record.identity_key);
+            record.membership_sig = Some(sig.unwrap());
+        }
+        store.add_node(&record).unwrap();
+        nodes.push((node, record));
+    }
+    c.engine.refresh_nodes().unwrap();
+    c.engine.step().unwrap();
+    let wait = Duration::from_secs(2);
+
+    let hub = node_client(&c, &nodes[0].0, &key);
+    let bundle = hub.fetch_bundle(None, wait).await.unwrap().unwrap();
+    assert!(bundle.forward, "the hub's bundle says it forwards");
+    let ids: Vec<&str> = bundle.peers.iter().map(|p| p.node_id.as_str()).collect();
+    assert_eq!(ids, ["s1"]);
+    assert_eq!(bundle.refused.len(), 1);
+    assert_eq!(bundle.refused[0].node_id, "s2");
+
+    // The signed spoke routes s2's address through the hub, whose peers do not include s2:
+    // the hub has no peer to forward it to.
+    let s1 = node_client(&c, &nodes[1].0, &key);
+    let s1_bundle = s1.fetch_bundle(None, wait).await.unwrap().unwrap();
+    let ids: Vec<&str> = s1_bundle.peers.iter().map(|p| p.node_id.as_str()).collect();
+    assert_eq!(ids, ["hub"], "refused: {:?}", s1_bundle.refused);
+    let s2_address = nodes[2].1.addresses[0].addr();
+    assert!(
+        s1_bundle.peers[0]
+            .allowed_ips
+            .iter()
+            .any(|net| net.contains(&s2_address)),
+        "the controller routes s2 through the hub: {:?}",
+        s1_bundle.peers[0].allowed_ips
+    );
+    assert!(bundle
+        .peers
+        .iter()
+        .all(|p| p.allowed_ips.iter().all(|net| !net.contains(&s2_address))));
+}
