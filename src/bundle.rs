@@ -33,6 +33,7 @@ use zeroize::Zeroize;
 use crate::identity::{IdentityKey, IdentityPublic};
 use crate::key::{PresharedKey, PrivateKey, PublicKey, KEY_LEN};
 use crate::keyset::KeySet;
+use crate::membership::PeerEnrollment;
 use crate::psk::EpochId;
 use crate::relay::{BundleRelay, RelayPassword, PASSWORD_LEN};
 
@@ -103,6 +104,12 @@ pub struct BundlePeer {
     /// shown to the user; routing reads `allowed_ips`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forwards_to: Vec<String>,
+    /// The peer's identity key and the operator's membership signature over its enrollment
+    /// ([`crate::membership`]), when the controller holds one. A node configured with a
+    /// membership key drops a peer without a valid one; other nodes ignore it. Bundles of
+    /// controllers that predate it have none, and still decode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment: Option<PeerEnrollment>,
 }
 
 /// What one node is told for one epoch.
@@ -469,6 +476,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, (pk, psk))| BundlePeer {
                     forwards_to: Vec::new(),
+                    enrollment: None,
                     candidates: Vec::new(),
                     node_id: format!("peer-{i}"),
                     public_key: *pk,
@@ -543,6 +551,7 @@ mod tests {
         assert_eq!(STANDARD.decode(&sealed).unwrap(), expected);
         let entry = BundlePeer {
             forwards_to: Vec::new(),
+            enrollment: None,
             candidates: Vec::new(),
             node_id: "peer".into(),
             public_key: peer,

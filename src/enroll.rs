@@ -52,6 +52,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::identity::{IdentityKey, IdentityPublic, SIGNATURE_LEN};
 use crate::key::{PrivateKey, PublicKey, KEY_LEN};
+use crate::membership::{MembershipPublic, MembershipSig};
 use crate::wire::{check_endpoint, valid_node_id, MAX_NODE_ADDRESSES};
 
 /// Version of the enrollment request format.
@@ -154,6 +155,11 @@ pub struct Ticket {
     pub token: String,
     /// When the ticket expires, Unix milliseconds.
     pub expires_ms: u64,
+    /// The operator's membership key, when the controller has one (`[membership]
+    /// public_key`): `meshtun join` then needs its signature over the node's keys
+    /// (`--membership-sig`), checks it, and writes the key into the node's configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership_key: Option<MembershipPublic>,
 }
 
 impl fmt::Debug for Ticket {
@@ -165,6 +171,7 @@ impl fmt::Debug for Ticket {
             .field("node_id", &self.node_id)
             .field("token", &"<redacted>")
             .field("expires_ms", &self.expires_ms)
+            .field("membership_key", &self.membership_key)
             .finish()
     }
 }
@@ -178,6 +185,7 @@ impl PartialEq for Ticket {
             && self.enroll_key == other.enroll_key
             && self.node_id == other.node_id
             && self.expires_ms == other.expires_ms
+            && self.membership_key == other.membership_key
     }
 }
 
@@ -252,6 +260,11 @@ pub struct EnrollClaim {
     pub addresses: Vec<IpNet>,
     /// Where other nodes reach it (`host:port`), if known.
     pub endpoint: Option<String>,
+    /// The operator's membership signature over the node id and both keys
+    /// ([`crate::membership`]), for a controller with a membership key. Left out when
+    /// absent, so that a claim without one is the same bytes as before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership_sig: Option<MembershipSig>,
 }
 
 impl EnrollClaim {
@@ -432,6 +445,18 @@ impl EnrollRequest {
         addresses: Vec<IpNet>,
         endpoint: Option<String>,
     ) -> Result<(Self, Enrollment), EnrollError> {
+        Self::build_signed(ticket, (wg, identity), addresses, endpoint, None)
+    }
+
+    /// [`Self::build`] with the operator's membership signature over the node's id and keys
+    /// in the claim.
+    pub fn build_signed(
+        ticket: &Ticket,
+        (wg, identity): (&PrivateKey, &IdentityKey),
+        addresses: Vec<IpNet>,
+        endpoint: Option<String>,
+        membership_sig: Option<MembershipSig>,
+    ) -> Result<(Self, Enrollment), EnrollError> {
         let verifier = Zeroizing::new(invite_verifier(&ticket.token));
         let claim = EnrollClaim {
             node_id: ticket.node_id.clone(),
@@ -441,6 +466,7 @@ impl EnrollRequest {
             identity_key: identity.public(),
             addresses,
             endpoint,
+            membership_sig,
         };
         // The claim is not checked here: the controller does ([`Self::decode`]), and the
         // tests of its refusals build hostile claims with this.

@@ -9,6 +9,8 @@
 //! - [`cutoff`]: signed cut-off notices, served before an epoch's bundles when it denies nodes;
 //! - [`enroll`]: enrollment with an invite ticket: proofs of the token and of both keys, and
 //!   the signed reply;
+//! - [`membership`]: the operator's membership key and its signatures over each node's
+//!   enrollment, which nodes check before taking a peer from a bundle;
 //! - [`wire`]: the JSON types of the controller's API;
 //! - [`private_file`]: the owner-only file writer, the bounded reader, the exposure rule;
 //! - [`time`]: wall-clock time in Unix milliseconds;
@@ -32,6 +34,7 @@ pub mod enroll;
 pub mod identity;
 mod key;
 pub mod keyset;
+pub mod membership;
 pub mod private_file;
 pub mod psk;
 pub mod relay;

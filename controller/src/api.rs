@@ -48,6 +48,7 @@ use crate::auth::{
 use crate::config::Limits;
 use crate::engine::cutoff::Served;
 use crate::engine::Engine;
+use crate::enrollment_sig::check_signature;
 use crate::model::BenchmarkRecord;
 use crate::quota::{address_key, NodeQuota, Slots};
 use crate::status::status_report;
@@ -620,6 +621,16 @@ async fn enroll(State(api): State<Arc<Api>>, body: Bytes) -> Result<Response, Ap
     enrollment
         .verify_possession(&api.engine.public_key(), api.engine.enrollment_key())
         .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e.to_string()))?;
+    // After the proofs: the signature is checked over keys the node is known to hold.
+    let claim = &enrollment.claim;
+    check_signature(
+        api.engine.membership_key(),
+        &claim.node_id,
+        &claim.wg_public_key,
+        &claim.identity_key,
+        claim.membership_sig,
+    )
+    .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, describe(&e)))?;
     let engine = api.engine.clone();
     let now = now_ms(&api);
     let digest = enrollment.digest();

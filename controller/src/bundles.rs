@@ -10,6 +10,7 @@ use meshtun_proto::bundle::{
     Bundle, BundlePeer, Membership, Sealer, SignedBundle, BUNDLE_VERSION, MAX_CANDIDATES,
     MAX_FORWARDS_NAMED,
 };
+use meshtun_proto::membership::PeerEnrollment;
 use meshtun_proto::relay::BundleRelay;
 use meshtun_proto::{EpochId, IdentityKey, PairKeys};
 use parking_lot::Mutex;
@@ -120,6 +121,10 @@ pub fn build(source: &BundleSource<'_>, key: &IdentityKey, now_ms: u64) -> Signe
                         &peer.wg_public_key,
                         &psk,
                     ),
+                    enrollment: peer.membership_sig.map(|signature| PeerEnrollment {
+                        identity: peer.identity_key,
+                        signature,
+                    }),
                 }
             })
             .collect()
@@ -275,6 +280,7 @@ mod tests {
             endpoint: Some(format!("{id}.example:51820")),
             pin: None,
             enrolled_ms: 0,
+            membership_sig: None,
         }
     }
 
@@ -365,6 +371,45 @@ mod tests {
             vec!["100.64.0.2/32".parse().unwrap()]
         );
         assert_eq!(ba.activation_ms, 1_000);
+    }
+
+    /// A peer enrolled with a membership signature is listed with it and its identity key,
+    /// which a node with the membership key verifies; one enrolled without has none.
+    #[test]
+    fn a_peers_membership_signature_travels_with_its_identity_key() {
+        let key = meshtun_proto::membership::MembershipKey::generate();
+        let a = node("a", &PrivateKey::generate(), "100.64.0.1/24");
+        let mut b = node("b", &PrivateKey::generate(), "100.64.0.2/24");
+        b.membership_sig = key.sign("b", &b.wg_public_key, &b.identity_key).ok();
+        let c = node("c", &PrivateKey::generate(), "100.64.0.3/24");
+        let (ep, controller, da) = (epoch(), IdentityKey::generate(), decision("a", true));
+        let bundle = build(
+            &BundleSource {
+                epoch: &ep,
+                node: &a,
+                decision: Some(&da),
+                peers: &[&b, &c],
+                routed: &[],
+                forward: false,
+                candidates: &HashMap::new(),
+                relay: None,
+            },
+            &controller,
+            5,
+        )
+        .verify(&controller.public())
+        .unwrap();
+        let listed = bundle.peers[0].enrollment.expect("b's enrollment");
+        assert_eq!(listed.identity, b.identity_key);
+        assert_eq!(Some(listed.signature), b.membership_sig);
+        let verified = key.public().verify(
+            "b",
+            &bundle.peers[0].public_key,
+            &listed.identity,
+            &listed.signature,
+        );
+        assert_eq!(verified, Ok(()));
+        assert_eq!(bundle.peers[1].enrollment, None);
     }
 
     /// The pinned endpoint comes first, then the report in its order, then where it came

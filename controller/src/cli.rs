@@ -69,6 +69,10 @@ pub enum Command {
     /// Inspect and check the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The operator's offline membership key: make one, sign a node's enrollment (README
+    /// "Security model"). Needs no configuration file.
+    #[command(subcommand)]
+    Membership(MembershipCommand),
     /// Copy an SQLite database (which may be in use) into a new, empty PostgreSQL database,
     /// then verify the audit chain there with the configuration's controller key.
     Migrate {
@@ -103,6 +107,10 @@ pub enum NodeCommand {
         /// Where other nodes reach it (`host:port`).
         #[arg(long)]
         endpoint: Option<String>,
+        /// The membership signature over the node's id and keys (`membership sign`);
+        /// required when `[membership] public_key` is set.
+        #[arg(long)]
+        membership_sig: Option<String>,
     },
     /// List enrolled nodes.
     List,
@@ -168,6 +176,41 @@ pub enum KeyCommand {
     },
     /// Print the public half of the configured key and the configuration's previous keys.
     Show,
+}
+
+/// `membership …`.
+#[derive(Debug, Subcommand)]
+pub enum MembershipCommand {
+    /// Make a membership key.
+    #[command(subcommand)]
+    Key(MembershipKeyCommand),
+    /// Print the membership signature over a node's id, WireGuard key and identity key.
+    Sign {
+        /// The membership key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The node id.
+        #[arg(long)]
+        node: String,
+        /// Its WireGuard public key (base64).
+        #[arg(long)]
+        wg_key: String,
+        /// Its Ed25519 identity key (base64).
+        #[arg(long)]
+        identity_key: String,
+    },
+}
+
+/// `membership key …`.
+#[derive(Debug, Subcommand)]
+pub enum MembershipKeyCommand {
+    /// Write a new membership key to FILE (mode 0600; an existing file is never
+    /// overwritten) and print its public half, for `[membership] public_key` and the nodes'
+    /// `[controller] membership_key`.
+    New {
+        /// Where to write it.
+        file: PathBuf,
+    },
 }
 
 /// `audit …`.

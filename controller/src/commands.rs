@@ -23,6 +23,7 @@ use crate::api::ApiSettings;
 use crate::clock::Clock;
 use crate::config::{ConfigError, ControllerConfig, Limits};
 use crate::engine::{Engine, EngineSettings};
+use crate::enrollment_sig::check_enrollment;
 use crate::ha::{KeeperSettings, Leadership, LeaseTiming};
 use crate::keys::ControllerKeys;
 use crate::membership::decide_one;
@@ -94,7 +95,7 @@ fn file_err(path: &Path, reason: impl std::fmt::Display) -> CommandError {
 
 /// Writes `contents` to a new file of mode 0600, refusing to overwrite. A missing directory
 /// is created with mode 0700, like the database's.
-fn write_secret(path: &Path, contents: &str) -> Result<(), CommandError> {
+pub(crate) fn write_secret(path: &Path, contents: &str) -> Result<(), CommandError> {
     // The state directory holds secrets: owner only.
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         private_file::create_dir(dir).map_err(|e| file_err(dir, e))?;
@@ -108,7 +109,7 @@ const MAX_SECRET_FILE: usize = 4096;
 
 /// Reads a secret file, warning if group or others have access to it, or if someone other
 /// than root and this user could replace it.
-fn read_secret(path: &Path) -> Result<Zeroizing<String>, CommandError> {
+pub(crate) fn read_secret(path: &Path) -> Result<Zeroizing<String>, CommandError> {
     let meta = fs::metadata(path)
         .map_err(|e| file_err(path, format!("{e} (run `meshtun-controller init` first)")))?;
     if let Some(mode) = private_file::exposed_mode(&meta) {
@@ -264,10 +265,12 @@ pub async fn serve(
         relay: relay_issuer(config)?,
     };
     // The store blocks (and the PostgreSQL driver must not run inside the runtime).
-    let (database, network, retention) = (
+    crate::enrollment_sig::announce(config.membership_key.as_ref());
+    let (database, network, retention, membership_key) = (
         config.database.clone(),
         config.network.clone(),
         config.retention,
+        config.membership_key,
     );
     let (ha, window_ms) = (
         config.ha.clone(),
@@ -278,6 +281,7 @@ pub async fn serve(
         let shared = store.shared_parts(window_ms);
         let engine = Engine::open(store, key, settings, Clock::system())?
             .with_network(network)
+            .with_membership_key(membership_key)
             .with_retention(retention);
         // On PostgreSQL, any number of instances may share the database: one leads.
         Ok(match shared {
@@ -395,6 +399,7 @@ pub fn node_add(
     identity_key: &str,
     addresses: Vec<IpNet>,
     endpoint: Option<String>,
+    membership_sig: Option<&str>,
 ) -> Result<NodeRecord, CommandError> {
     if !valid_node_id(name) {
         return Err(CommandError::Argument(format!(
@@ -412,6 +417,14 @@ pub fn node_add(
     let identity_key = IdentityPublic::from_base64(identity_key)
         .map_err(|e| CommandError::Argument(format!("--identity-key: {e}")))?;
     check_assignment(config, &addresses, endpoint.as_deref())?;
+    let membership_sig = check_enrollment(
+        config.membership_key.as_ref(),
+        name,
+        &wg_public_key,
+        &identity_key,
+        membership_sig,
+    )
+    .map_err(|e| CommandError::Argument(format!("--membership-sig: {}", describe(&e))))?;
     let node = NodeRecord {
         id: name.to_owned(),
         wg_public_key,
@@ -420,6 +433,7 @@ pub fn node_add(
         endpoint,
         pin: None,
         enrolled_ms: Clock::system().now_ms(),
+        membership_sig,
     };
     Store::connect(&config.database)?.add_node(&node)?;
     Ok(node)
@@ -490,6 +504,7 @@ pub fn invite(
         node_id: name.to_owned(),
         token,
         expires_ms,
+        membership_key: config.membership_key,
     }
     .encode())
 }
@@ -768,6 +783,7 @@ mod tests {
                 &identity,
                 vec![address.parse().unwrap()],
                 endpoint.map(str::to_owned),
+                None,
             )
             .map(|_| ())
             .map_err(|e| e.to_string())

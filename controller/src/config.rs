@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use meshtun_proto::keyset::MAX_KEYS;
+use meshtun_proto::membership::MembershipPublic;
 use meshtun_proto::IdentityPublic;
 use serde::Deserialize;
 
@@ -91,6 +92,15 @@ struct RawConfig {
     stun: RawStun,
     #[serde(default)]
     relay: RawRelay,
+    #[serde(default)]
+    membership: RawMembership,
+}
+
+/// `[membership]`: the public half of the operator's offline membership key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMembership {
+    public_key: Option<String>,
 }
 
 /// `[retention]`, in seconds.
@@ -487,6 +497,10 @@ pub struct ControllerConfig {
     pub stun: Option<StunConfig>,
     /// The TURN relays and the secret shared with them (`[relay]`), if `urls` is set.
     pub relay: Option<RelayConfig>,
+    /// The public half of the operator's membership key (`[membership] public_key`): when
+    /// set, every enrollment (`node add`, an invite's) needs the key's signature over the
+    /// node's id and keys ([`meshtun_proto::membership`]).
+    pub membership_key: Option<MembershipPublic>,
 }
 
 impl ControllerConfig {
@@ -627,6 +641,13 @@ impl ControllerConfig {
         };
         let base = path.parent().unwrap_or(Path::new("."));
         let relay = raw.relay.validate(base).map_err(|(k, r)| invalid(k, r))?;
+        let membership_key = raw
+            .membership
+            .public_key
+            .as_deref()
+            .map(MembershipPublic::from_base64)
+            .transpose()
+            .map_err(|e| invalid("membership.public_key", e.to_string()))?;
         let raw_password_given = raw.database_password_file.is_some();
         let sqlite_password = || {
             invalid(
@@ -684,6 +705,7 @@ impl ControllerConfig {
             ha,
             stun,
             relay,
+            membership_key,
         })
     }
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use meshtun_proto::enroll::{EnrollResponse, SignedEnrollReply};
+use meshtun_proto::membership::MembershipPublic;
 use meshtun_proto::wire::{EpochInfo, EpochTimes};
 use meshtun_proto::{EpochId, EpochSecret, IdentityPublic, KeySet, PrivateKey};
 use parking_lot::RwLock;
@@ -27,7 +28,7 @@ use crate::ha::{Leadership, Publish};
 use crate::keys::ControllerKeys;
 use crate::membership::{decide, newly_failing};
 use crate::metrics::Metrics;
-use crate::model::{Decision, EpochRecord, NodeInput, NodeRecord, Policy};
+use crate::model::{Decision, EpochRecord, NodeInput, NodeRecord, Policy, Statement};
 use crate::network::Network;
 use crate::schedule::{in_force, next_epoch_id, Action, Schedule, Window};
 use crate::store::{Candidates, Retention, Store, StoreError};
@@ -36,6 +37,7 @@ use meshtun_proto::report::Chain;
 mod bundling;
 pub mod cutoff;
 mod follow;
+mod statements;
 mod writes;
 
 /// Epochs kept in memory (current, published next, and recent ones for late fetchers).
@@ -127,6 +129,8 @@ pub struct Engine {
     pub metrics: Metrics,
     /// The overlay's address plan enrollments follow.
     network: Network,
+    /// The operator's membership key enrollments must be signed with, if configured.
+    membership_key: Option<MembershipPublic>,
     /// How long the database keeps history.
     retention: Retention,
     /// Paces the warnings of [`Engine::check_after`].
@@ -187,6 +191,7 @@ impl Engine {
             in_round: std::sync::atomic::AtomicBool::new(false),
             metrics: Metrics::default(),
             network: Network::default(),
+            membership_key: None,
             keys: keys.into(),
             retention: Retention::default(),
             ahead_warnings: RateLimiter::direct(
@@ -229,6 +234,18 @@ impl Engine {
     /// The overlay's address plan.
     pub fn network(&self) -> &Network {
         &self.network
+    }
+
+    /// The engine with `key` as the membership key every enrollment with an invite must be
+    /// signed with (`[membership] public_key`; none by default).
+    pub fn with_membership_key(mut self, key: Option<MembershipPublic>) -> Self {
+        self.membership_key = key;
+        self
+    }
+
+    /// The membership key enrollments must be signed with, if configured.
+    pub fn membership_key(&self) -> Option<&MembershipPublic> {
+        self.membership_key.as_ref()
     }
 
     /// The X25519 key tickets name for the proof of WireGuard key possession.
@@ -341,6 +358,7 @@ impl Engine {
     fn inputs(&self) -> Result<Vec<NodeInput>, StoreError> {
         let latest = self.store.latest_benchmarks()?;
         let history = self.store.last_history()?;
+        let mut statements = self.statements()?;
         let state = self.state.read();
         Ok(state
             .nodes
@@ -350,11 +368,21 @@ impl Engine {
                 latest: latest.get(&n.id).cloned(),
                 pin: n.pin,
                 history: history.get(&n.id).copied(),
-                // Statements are not stored yet: with none, a sourced dimension has no
-                // value and self-reported ones decide as before.
-                statements: Vec::new(),
+                statements: statements.remove(&n.id).unwrap_or_default(),
             })
             .collect())
+    }
+
+    /// The newest statement of every registered evaluator about each node and dimension,
+    /// by subject, when the policy reads any (see [`statements::by_subject`]).
+    fn statements(&self) -> Result<HashMap<String, Vec<Statement>>, StoreError> {
+        let sources = &self.settings.policy.sources;
+        let Some(oldest) = sources.rules().map(|(_, rule)| rule.max_age_ms).max() else {
+            return Ok(HashMap::new());
+        };
+        let since = self.clock.now_ms().saturating_sub(oldest.saturating_mul(2));
+        let scores = self.store.latest_statement_scores(since)?;
+        Ok(statements::by_subject(scores))
     }
 
     /// Decides membership and publishes a new epoch with `window`.
@@ -730,3 +758,4 @@ impl Drop for Flag<'_> {
         self.0.store(false, Ordering::Release);
     }
 }
+

@@ -11,6 +11,8 @@
 //!   notifications, the shared replay-nonce table and the instances' status;
 //! - [`auth`]: signed node requests (signature, freshness, replay, path binding) and the admin token;
 //! - [`config`]: `controller.toml`, validated with key-and-line errors;
+//! - [`enrollment_sig`]: the operator's membership key: the offline commands that make it
+//!   and sign enrollments, and the check of every enrollment's signature;
 //! - [`network`]: the overlay's address plan: checks and the next free address;
 //! - [`bundles`]: building, signing and caching one node's bundle for one epoch;
 //! - [`service`]: [`serve`], the one entry point of a running controller (API, status
@@ -31,6 +33,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod engine;
+pub mod enrollment_sig;
 pub mod ha;
 pub mod keys;
 pub mod membership;

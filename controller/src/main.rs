@@ -8,10 +8,11 @@ use clap::Parser;
 use meshtun_controller::cli::{
     AuditCommand, Cli, Command, EvaluatorCommand, KeyCommand, NodeCommand, PinArg,
 };
-use meshtun_controller::commands;
+use meshtun_controller::cli::{MembershipCommand, MembershipKeyCommand};
 use meshtun_controller::config::ControllerConfig;
 use meshtun_controller::model::Pin;
 use meshtun_controller::store::Database;
+use meshtun_controller::{commands, enrollment_sig};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -59,8 +60,14 @@ async fn stop_signal() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // The membership key is kept offline: its commands need no controller configuration.
+    let command = match cli.command {
+        Command::Membership(command) => return membership_command(command),
+        command => command,
+    };
     let config = ControllerConfig::load(&cli.config)?;
-    match cli.command {
+    match command {
+        Command::Membership(command) => membership_command(command)?,
         Command::Init => {
             let report = commands::init(&config)?;
             for path in &report.created {
@@ -161,6 +168,25 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+fn membership_command(command: MembershipCommand) -> Result<()> {
+    match command {
+        MembershipCommand::Key(MembershipKeyCommand::New { file }) => {
+            let public = enrollment_sig::key_new(&file)?;
+            println!("{}: new membership key {public}", file.display());
+        }
+        MembershipCommand::Sign {
+            key,
+            node,
+            wg_key,
+            identity_key,
+        } => println!(
+            "{}",
+            enrollment_sig::sign(&key, &node, &wg_key, &identity_key)?
+        ),
+    }
+    Ok(())
+}
+
 fn node_command(config: &ControllerConfig, command: NodeCommand) -> Result<()> {
     match command {
         NodeCommand::Add {
@@ -169,9 +195,17 @@ fn node_command(config: &ControllerConfig, command: NodeCommand) -> Result<()> {
             identity_key,
             addresses,
             endpoint,
+            membership_sig,
         } => {
-            let node =
-                commands::node_add(config, &name, &wg_key, &identity_key, addresses, endpoint)?;
+            let node = commands::node_add(
+                config,
+                &name,
+                &wg_key,
+                &identity_key,
+                addresses,
+                endpoint,
+                membership_sig.as_deref(),
+            )?;
             println!("enrolled {}", node.id);
         }
         NodeCommand::List => {

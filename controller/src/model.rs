@@ -2,6 +2,7 @@
 //! scheduler and the API.
 
 use ipnet::IpNet;
+use meshtun_proto::membership::MembershipSig;
 use meshtun_proto::wire::Scores;
 use meshtun_proto::{EpochId, EpochSecret, IdentityPublic, PublicKey};
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,11 @@ pub struct NodeRecord {
     pub pin: Option<Pin>,
     /// When it was enrolled, Unix milliseconds.
     pub enrolled_ms: u64,
+    /// The operator's membership signature over its node id, WireGuard key and identity key
+    /// ([`meshtun_proto::membership`]), handed to its peers in their bundles. Absent from
+    /// audit entries of nodes enrolled without one (so older entries hash as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership_sig: Option<MembershipSig>,
 }
 
 /// An admin's manual decision.

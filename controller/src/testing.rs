@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use axum::body::{to_bytes, Body};
 use axum::http::{Request, StatusCode};
+use meshtun_proto::membership::MembershipPublic;
 use meshtun_proto::{IdentityKey, PrivateKey};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -63,6 +64,7 @@ impl TestNode {
             endpoint: Some(format!("192.0.2.{host}:51820")),
             pin: None,
             enrolled_ms: 0,
+            membership_sig: None,
         }
     }
 }
@@ -106,6 +108,8 @@ pub struct FixtureOptions {
     pub tls: Option<TlsFiles>,
     /// Which engine tasks run.
     pub epochs: Epochs,
+    /// The membership key enrollments must be signed with (`[membership] public_key`).
+    pub membership_key: Option<MembershipPublic>,
 }
 
 impl Default for FixtureOptions {
@@ -126,6 +130,7 @@ impl Default for FixtureOptions {
             limits: Limits::default(),
             tls: None,
             epochs: Epochs::Manual,
+            membership_key: None,
         }
     }
 }
@@ -167,7 +172,8 @@ impl Fixture {
             Clock::system(),
         )
         .expect("cannot open the engine")
-        .with_network(options.network);
+        .with_network(options.network)
+        .with_membership_key(options.membership_key);
         let engine = Arc::new(engine);
         let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
         let listener = bind().await.expect("cannot bind the API listener");

@@ -36,6 +36,7 @@ fn node(id: &str, seed: u8) -> NodeRecord {
         endpoint: Some(format!("192.0.2.{seed}:51820")),
         pin: None,
         enrolled_ms: 0,
+        membership_sig: None,
     }
 }
 

@@ -135,6 +135,11 @@ pub struct JoinArgs {
     /// Replace an existing configuration file.
     #[arg(long)]
     pub force: bool,
+    /// The operator's membership signature over this node's keys (`meshtun-controller
+    /// membership sign`), for a mesh with a membership key; a join without it prints what
+    /// to sign and stops.
+    #[arg(long, value_name = "SIGNATURE")]
+    pub membership_sig: Option<String>,
 }
 
 impl std::fmt::Debug for JoinArgs {
@@ -154,6 +159,7 @@ impl std::fmt::Debug for JoinArgs {
             .field("benchmark_command", &self.benchmark_command)
             .field("simulated", &self.simulated)
             .field("force", &self.force)
+            .field("membership_sig", &self.membership_sig)
             .finish()
     }
 }

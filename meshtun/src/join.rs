@@ -19,12 +19,14 @@
 //! next attempt enrolls the same identity.
 
 mod args;
+mod membership;
 mod render;
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
+use meshtun_proto::membership::MembershipSig;
 use meshtun_proto::report::Chain;
 use meshtun_proto::wire::{valid_node_id, EnrollResponse, Ticket, TicketError};
 use meshtun_proto::{IdentityPublic, PrivateKey, PublicKey};
@@ -143,6 +145,43 @@ pub enum JoinError {
     /// The identity key file could not be read or created.
     #[error(transparent)]
     Identity(#[from] IdentityFileError),
+    /// The ticket's mesh needs the operator's membership signature and none was given:
+    /// the keys are kept for the next run, nothing was sent.
+    #[error(
+        "the mesh of node {node} requires the operator's membership signature over this \
+         node's keys; nothing was sent. On the machine with the membership key, run \
+         `meshtun-controller membership sign --key MEMBERSHIP_KEY_FILE --node {node} \
+         --wg-key {wg_key} --identity-key {identity}`, then run this `meshtun join` again \
+         with `--membership-sig SIGNATURE` (the keys are kept: the WireGuard key in {}, \
+         the identity key in its file)",
+        .pending.display()
+    )]
+    SignatureNeeded {
+        /// The ticket's node id.
+        node: String,
+        /// The WireGuard public key to sign.
+        wg_key: PublicKey,
+        /// The identity key to sign.
+        identity: IdentityPublic,
+        /// The pending WireGuard key file.
+        pending: PathBuf,
+    },
+    /// `--membership-sig` does not verify with the ticket's membership key; nothing was sent.
+    #[error("--membership-sig for node {node} is refused (nothing was sent): {reason}")]
+    MembershipSig {
+        /// The ticket's node id.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+    /// The pending WireGuard key file could not be read or written.
+    #[error("the pending WireGuard key file {}: {reason}", .file.display())]
+    PendingKey {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The controller refused the enrollment, or could not be reached. The message holds the
     /// whole chain of `error` (not a `source`: the advice must come last).
     #[error(
@@ -212,6 +251,9 @@ pub struct JoinOptions {
     pub benchmark: Option<BenchmarkSourceConfig>,
     /// Replace an existing configuration file.
     pub force: bool,
+    /// The operator's membership signature over this node's id and keys (`--membership-sig`),
+    /// for a mesh with a membership key (see `join::membership`).
+    pub membership_sig: Option<MembershipSig>,
 }
 
 impl std::fmt::Debug for JoinOptions {
@@ -227,6 +269,7 @@ impl std::fmt::Debug for JoinOptions {
             .field("endpoint", &self.endpoint)
             .field("benchmark", &self.benchmark)
             .field("force", &self.force)
+            .field("membership_sig", &self.membership_sig)
             .finish_non_exhaustive()
     }
 }
@@ -267,12 +310,25 @@ pub fn default_config_path(interface: &str) -> PathBuf {
 /// documentation for the order of the steps.
 pub async fn join(options: &JoinOptions) -> Result<Joined, JoinError> {
     let prepared = prepare(options, unix_ms())?;
-    let enrolled = gate::enroll(
-        &options.ticket,
+    let keys = (
         &prepared.draft.interface.private_key,
-        &prepared.identity.key,
+        &prepared.identity.key.public(),
+    );
+    let sig = membership::check(
+        &options.ticket,
+        options.membership_sig,
+        keys,
+        &prepared.pending,
+    )?;
+    let enrolled = gate::enroll_signed(
+        &options.ticket,
+        (
+            &prepared.draft.interface.private_key,
+            &prepared.identity.key,
+        ),
         options.addresses.clone(),
         prepared.draft.endpoint.clone(),
+        sig,
     )
     .await
     .map_err(|error| JoinError::Enroll {
@@ -289,6 +345,8 @@ struct Prepared {
     path: PathBuf,
     draft: Draft,
     identity: LoadedIdentity,
+    /// The pending WireGuard key file (used only with a ticket naming a membership key).
+    pending: PathBuf,
 }
 
 /// Step 1 and 2: checks, then the keys. `now_ms` is the time the ticket is checked against.
@@ -314,10 +372,16 @@ fn prepare(options: &JoinOptions, now_ms: u64) -> Result<Prepared, JoinError> {
         })?;
     prepare_directory(&path)?;
     let identity = load_or_create_identity(&draft.controller.identity_key_file)?;
+    let pending = membership::pending_key_path(&path);
+    let mut draft = draft;
+    if let Some(key) = membership::pending_key(&options.ticket, &pending)? {
+        draft.interface.private_key = key;
+    }
     Ok(Prepared {
         path,
         draft,
         identity,
+        pending,
     })
 }
 
@@ -425,6 +489,7 @@ fn draft(options: &JoinOptions, path: &Path, url: String, endpoint: Option<Strin
             allowed_prefixes: None,
             stun: None,
             keepalive: Default::default(),
+            membership_key: options.ticket.membership_key,
         },
         benchmark: options.benchmark.clone().map(args::benchmark_settings),
         endpoint,
@@ -470,6 +535,16 @@ impl Prepared {
         };
         private_file::write(&self.path, text.as_bytes(), replace)
             .map_err(|e| not_saved(e.to_string()))?;
+        // The key is in the configuration now; a later join makes a new one.
+        match std::fs::remove_file(&self.pending) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => notes.push(format!(
+                "{} could not be removed ({e}): it holds the key now in the configuration; \
+                 delete it",
+                self.pending.display()
+            )),
+        }
         if let Some(warning) = self.identity.warning.take() {
             notes.push(warning);
         }

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use meshtun::cli::{Cli, Command, EvaluateArgs, JoinArgs};
 use meshtun::{config, daemon, join, keys, show};
+use meshtun_proto::membership::MembershipSig;
 
 fn main() -> ExitCode {
     // SAFETY: no other thread exists yet (the async runtime is built later).
@@ -249,6 +250,12 @@ fn join_command(args: JoinArgs) -> Result<()> {
             args.simulated.as_deref(),
         )?,
         force: args.force,
+        membership_sig: args
+            .membership_sig
+            .as_deref()
+            .map(MembershipSig::from_base64)
+            .transpose()
+            .context("--membership-sig")?,
     };
     let joined = runtime()?.block_on(join::join(&options))?;
     print_joined(&joined);

@@ -248,6 +248,9 @@ pub struct DeviceGate {
     pub forward: bool,
     /// The allocation on the TURN relay, if the bundle carries relay credentials.
     pub relay: Option<RelayShown>,
+    /// Peers of accepted bundles refused since start for their membership signature
+    /// (`[controller] membership_key`).
+    pub membership_refused: u64,
 }
 
 /// This node's allocation on a TURN relay, as `meshtun show` prints it (no secret).

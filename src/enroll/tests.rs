@@ -20,6 +20,7 @@ fn setup() -> Setup {
         node_id: "node-d".into(),
         token: "secret-token".into(),
         expires_ms: 42,
+        membership_key: None,
     };
     Setup {
         controller,

@@ -114,6 +114,7 @@ fn enroll(store: &Store, count: usize) -> Result<Vec<SimNode>> {
             endpoint: Some(format!("198.18.{b}.{c}:51820")),
             pin: None,
             enrolled_ms: START_MS,
+            membership_sig: None,
         })?;
         nodes.push(SimNode {
             id,

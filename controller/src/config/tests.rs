@@ -264,3 +264,24 @@ fn the_packaged_example_parses() {
     assert_eq!(c.limits, Limits::default());
     assert_eq!(c.status_listen, "127.0.0.1:8701".parse().unwrap());
 }
+
+/// `[membership] public_key`: absent by default; a key that does not decode, or of small
+/// order, is refused naming the key.
+#[test]
+fn the_membership_key_is_optional_and_checked() {
+    assert!(parse(MINIMAL).unwrap().membership_key.is_none());
+    let key = meshtun_proto::membership::MembershipKey::generate().public();
+    let text = format!("{MINIMAL}[membership]\npublic_key = \"{key}\"\n");
+    assert_eq!(parse(&text).unwrap().membership_key, Some(key));
+    let mut small = [0u8; 32];
+    small[0] = 1;
+    let small = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, small);
+    for bad in ["short", small.as_str()] {
+        let err = parse(&format!("{MINIMAL}[membership]\npublic_key = \"{bad}\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`membership.public_key`"), "{err}");
+    }
+    let unknown = parse(&format!("{MINIMAL}[membership]\nkey = \"{key}\"\n")).unwrap_err();
+    assert!(unknown.to_string().contains("unknown field"), "{unknown}");
+}

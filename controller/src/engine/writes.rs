@@ -31,13 +31,16 @@ impl Engine {
     /// Stores an evaluator's signed statement, received at `received_ms`, after the API
     /// checked the request it came in; returns its id. The store checks the evaluator, its
     /// key, its dimensions and the subject again in its transaction
-    /// ([`crate::store::Store::insert_statement`]). Blocking.
+    /// ([`crate::store::Store::insert_statement`]). As a benchmark does, a stored statement
+    /// has [`Engine::check_on_benchmarks`] look for nodes it now fails. Blocking.
     pub fn submit_statement(
         &self,
         signed: &SignedStatement,
         received_ms: u64,
     ) -> Result<u64, StoreError> {
-        self.store.insert_statement(signed, received_ms)
+        let id = self.store.insert_statement(signed, received_ms)?;
+        self.benchmarks.notify_one();
+        Ok(id)
     }
 
     /// Redeems the invite `enrollment` proves at `now_ms` and enrolls the node, which may

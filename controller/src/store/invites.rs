@@ -196,6 +196,7 @@ fn redeem(
         identity_key: request.identity_key,
         pin: None,
         enrolled_ms: now_ms,
+        membership_sig: request.membership_sig,
     };
     if record.addresses.is_empty() {
         return Err(StoreError::NoAddresses(record.id));
@@ -442,6 +443,7 @@ mod tests {
             node_id: node_id.into(),
             token: token.into(),
             expires_ms: 0,
+            membership_key: None,
         };
         let (request, _) = EnrollRequest::build(
             &ticket,

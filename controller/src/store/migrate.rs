@@ -48,6 +48,7 @@ const TABLES: &[Table] = &[
             ("endpoint", Col::Text),
             ("pin", Col::Text),
             ("enrolled_ms", Col::Int),
+            ("membership_sig", Col::Text),
         ],
     ),
     (
@@ -464,7 +465,8 @@ mod tests {
         (decision, input)
     }
 
-    /// An SQLite deployment with history: nodes (one pinned, one removed), invites,
+    /// An SQLite deployment with history: nodes (one with a membership signature, one
+    /// pinned, one removed), invites,
     /// benchmarks, more epochs than keep their secrets, and a pruned audit log behind a
     /// checkpoint.
     fn deployment(path: &Path) -> Store {
@@ -472,7 +474,11 @@ mod tests {
         let store = Store::open(path).unwrap().with_clock(clock.clone());
         let mut keys = Vec::new();
         for (i, id) in ["node-a", "node-b", "node-c"].iter().enumerate() {
-            let (n, key) = node(id, i as u8 + 1);
+            let (mut n, key) = node(id, i as u8 + 1);
+            if i == 0 {
+                let signer = meshtun_proto::membership::MembershipKey::generate();
+                n.membership_sig = signer.sign(id, &n.wg_public_key, &n.identity_key).ok();
+            }
             store.add_node(&n).unwrap();
             keys.push((*id, key));
         }
@@ -575,6 +581,12 @@ mod tests {
             .unwrap();
         assert_eq!(after, before);
         assert_eq!(dump::postgres(&cluster.url(&db)), dump::sqlite(&path));
+        let signed = copied.node("node-a").unwrap().unwrap();
+        assert!(
+            signed.membership_sig.is_some(),
+            "the membership signature was not copied"
+        );
+        assert_eq!(Some(signed), source.node("node-a").unwrap());
         // Past secrets stay erased; the live ones are served.
         assert_eq!(
             copied.latest_epochs(LIVE_EPOCHS).unwrap().len(),

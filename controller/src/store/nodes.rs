@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
+use meshtun_proto::membership::MembershipSig;
 use meshtun_proto::wire::valid_node_id;
 use meshtun_proto::{IdentityPublic, PublicKey};
 use rusqlite::{params, OptionalExtension as _, Row, Transaction};
@@ -18,7 +19,7 @@ use super::StoreError;
 use crate::model::{NodeRecord, Pin};
 
 pub(super) const NODE_COLUMNS: &str =
-    "id, wg_public_key, identity_key, addresses, endpoint, pin, enrolled_ms";
+    "id, wg_public_key, identity_key, addresses, endpoint, pin, enrolled_ms, membership_sig";
 
 /// A `nodes` row as stored, before decoding (and as inserted, `enrolled_ms` aside).
 pub(super) struct NodeRow {
@@ -29,6 +30,8 @@ pub(super) struct NodeRow {
     pub(super) endpoint: Option<String>,
     pub(super) pin: Option<String>,
     pub(super) enrolled_ms: u64,
+    /// Base64, as [`MembershipSig::to_base64`] writes it.
+    pub(super) membership_sig: Option<String>,
 }
 
 impl NodeRow {
@@ -41,6 +44,7 @@ impl NodeRow {
             endpoint: row.get(4)?,
             pin: row.get(5)?,
             enrolled_ms: row.get(6)?,
+            membership_sig: row.get(7)?,
         })
     }
 
@@ -56,6 +60,12 @@ impl NodeRow {
             endpoint: self.endpoint,
             pin: parse_pin(self.pin.as_deref(), || col("pin"))?,
             enrolled_ms: self.enrolled_ms,
+            membership_sig: self
+                .membership_sig
+                .as_deref()
+                .map(MembershipSig::from_base64)
+                .transpose()
+                .map_err(|e| corrupt(col("membership_sig"), e))?,
             id,
         })
     }
@@ -137,6 +147,7 @@ pub(crate) fn insert_node(
         endpoint: node.endpoint.clone(),
         pin: pin_text(node.pin).map(str::to_owned),
         enrolled_ms: node.enrolled_ms,
+        membership_sig: node.membership_sig.map(|s| s.to_base64()),
     };
     let enrolled = int(node.enrolled_ms, || format!("node {} enrolled_ms", node.id))?;
     let ips: Vec<IpAddr> = node.addresses.iter().map(|a| a.addr()).collect();
@@ -277,7 +288,7 @@ impl NodeSql for Transaction<'_> {
         what: What<'_>,
     ) -> Result<(), StoreError> {
         self.execute(
-            &format!("INSERT INTO nodes ({NODE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+            &format!("INSERT INTO nodes ({NODE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
             params![
                 row.id,
                 row.wg_public_key,
@@ -286,6 +297,7 @@ impl NodeSql for Transaction<'_> {
                 row.endpoint,
                 row.pin,
                 enrolled_ms,
+                row.membership_sig,
             ],
         )
         .ctx(what)?;
@@ -478,7 +490,29 @@ mod tests {
         assert!(err.starts_with("corrupt node node-a identity_key"), "{err}");
     }
 
+    fn membership_signatures_round_trip_and_a_corrupt_one_is_named(store: Store) {
+        let key = meshtun_proto::membership::MembershipKey::generate();
+        let (mut a, _) = node("node-a", 1);
+        a.membership_sig = key.sign("node-a", &a.wg_public_key, &a.identity_key).ok();
+        assert!(a.membership_sig.is_some());
+        let (b, _) = node("node-b", 2);
+        store.add_node(&a).unwrap();
+        store.add_node(&b).unwrap();
+        assert_eq!(store.nodes().unwrap(), vec![a, b]);
+        crate::store::testutil::execute(
+            &store,
+            "UPDATE nodes SET membership_sig = 'zz' WHERE id = 'node-a'",
+        )
+        .unwrap();
+        let err = store.node("node-a").unwrap_err().to_string();
+        assert!(
+            err.starts_with("corrupt node node-a membership_sig"),
+            "{err}"
+        );
+    }
+
     crate::store::testutil::on_both_backends!(
+        membership_signatures_round_trip_and_a_corrupt_one_is_named,
         nodes_are_added_read_back_and_listed_by_id,
         duplicate_ids_and_keys_are_refused_and_nothing_changes,
         an_address_held_by_one_node_is_refused_to_another_and_freed_on_removal,

@@ -174,8 +174,17 @@ CREATE TABLE counters (
 );
 "#;
 
+/// Schema version 6: the operator's membership signature of each node
+/// ([`crate::store::schema::MEMBERSHIP_SIG`]).
+const V6: &str = MEMBERSHIP_SIG;
+
+/// The `nodes.membership_sig` column, the same on both backends: the base64 Ed25519
+/// signature of the operator's membership key over the node's id and keys, or NULL for a
+/// node enrolled without one.
+pub(crate) const MEMBERSHIP_SIG: &str = "ALTER TABLE nodes ADD COLUMN membership_sig TEXT;";
+
 /// Every migration, oldest first.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// Brings the database to the newest schema version, refusing one newer than this build.
 pub(crate) fn migrate(conn: &mut Connection, location: &str) -> Result<(), StoreError> {

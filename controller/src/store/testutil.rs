@@ -18,6 +18,7 @@ pub(crate) fn node(id: &str, seed: u8) -> (NodeRecord, IdentityKey) {
         endpoint: Some(format!("192.0.2.{seed}:51820")),
         pin: None,
         enrolled_ms: 1_000 + u64::from(seed),
+        membership_sig: None,
     };
     (record, key)
 }

@@ -58,6 +58,7 @@ impl Fixture {
             node_id: node.into(),
             token: token.into(),
             expires_ms: u64::MAX,
+            membership_key: None,
         }
     }
 

@@ -11,6 +11,7 @@ mod enroll;
 mod epochs;
 mod ha;
 mod hub_and_spoke;
+mod membership;
 mod peers_alloc;
 mod prebuild;
 mod retention;

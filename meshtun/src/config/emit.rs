@@ -238,6 +238,9 @@ impl TomlText {
             GatedKeepalive::Off => self.line("keepalive", Value::Integer(0)),
             GatedKeepalive::Every(s) => self.line("keepalive", Value::Integer(s.into())),
         }
+        if let Some(key) = &settings.membership_key {
+            self.line("membership_key", string(&key.to_base64()));
+        }
     }
 
     /// Writes the `[benchmark]` section; keys at their defaults are left out.
@@ -336,6 +339,7 @@ mod tests {
             allowed_prefixes: Some(vec!["100.64.0.0/24".parse().unwrap()]),
             stun: None,
             keepalive: Default::default(),
+            membership_key: None,
         }
     }
 

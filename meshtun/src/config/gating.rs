@@ -18,6 +18,8 @@
 //!                                          # none); default: the first url's host, port 3478
 //! keepalive = 25                           # seconds for gated peers, or "off" (0); default:
 //!                                          # 25 behind a NAT (as STUN shows), else off
+//! membership_key = "<base64 Ed25519>"      # optional: the operator's membership key; gated
+//!                                          # peers without its signature are refused
 //!
 //! [benchmark]
 //! interval = 10                            # seconds, default 10
@@ -38,6 +40,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use meshtun_proto::membership::MembershipPublic;
 use meshtun_proto::KeySet;
 
 use super::endpoint::Endpoint;
@@ -129,6 +132,10 @@ pub struct ControllerSettings {
     pub stun: Option<Vec<Endpoint>>,
     /// The persistent keepalive of gated peers (`keepalive`).
     pub keepalive: GatedKeepalive,
+    /// The public half of the operator's membership key (`membership_key`): when set, a
+    /// gated peer is taken from a bundle only with a valid membership signature over its
+    /// node id, WireGuard key and identity key ([`meshtun_proto::membership`]).
+    pub membership_key: Option<MembershipPublic>,
 }
 
 /// The persistent keepalive of gated peers, as `[controller] keepalive` sets it.

@@ -128,6 +128,7 @@ mod tests {
             allowed_prefixes: None,
             stun: None,
             keepalive,
+            membership_key: None,
         }
     }
 

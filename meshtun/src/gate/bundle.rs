@@ -4,14 +4,19 @@
 //! the pinned controller key; the format version is known; it is addressed to this node's id
 //! and to this node's WireGuard public key; its activation precedes its end; a denied bundle
 //! lists no peer; no peer appears twice or is this node; and every sealed preshared key opens
-//! with this node's WireGuard private key. Freshness (a newer epoch than the one in force, not
+//! with this node's WireGuard private key. With a membership key, peers without a valid
+//! membership signature are then left out and listed in [`VerifiedBundle::refused`]
+//! ([`super::members`]); the rest of the bundle is used. Freshness (a newer epoch than the one in force, not
 //! expired) depends on the caller's state and clock: [`VerifiedBundle::check_fresh`].
 
 use std::collections::HashSet;
 
 use ipnet::IpNet;
 use meshtun_proto::bundle::{BundleError, Membership, Opener, SignedBundle, MAX_CANDIDATES};
+use meshtun_proto::membership::MembershipPublic;
 use meshtun_proto::{EpochId, IdentityPublic, KeySet, PresharedKey, PrivateKey, PublicKey};
+
+use super::members::{admit, RefusedPeer};
 
 use crate::relay::RelayCredentials;
 
@@ -113,8 +118,10 @@ pub struct VerifiedBundle {
     pub decided_ms: u64,
     /// Allowed, or denied with the controller's reason.
     pub membership: Membership,
-    /// The peers, in the controller's order (empty when denied).
+    /// The peers, in the controller's order (empty when denied), without the refused ones.
     pub peers: Vec<GatedPeer>,
+    /// The peers the bundle lists that the membership key refused (empty without one).
+    pub refused: Vec<RefusedPeer>,
     /// Whether this node forwards between its gated peers (a hub); never when denied.
     pub forward: bool,
     /// The bundle as the controller signed it.
@@ -167,28 +174,48 @@ impl VerifiedBundle {
 /// controller keys, and opens its preshared keys. See the module documentation.
 pub fn verify_bundle(
     signed: &SignedBundle,
-    pinned: &KeySet,
+    trust: &Trust<'_>,
     node_id: &str,
     wg_private: &PrivateKey,
 ) -> Result<VerifiedBundle, BundleCheckError> {
     let (bundle, signer) = signed
-        .verify_pinned(pinned)
+        .verify_pinned(trust.controller)
         .map_err(BundleCheckError::Signed)?;
-    check_bundle(bundle, signer, signed, node_id, wg_private)
+    check_bundle(bundle, signer, signed, node_id, trust.members, wg_private)
+}
+
+/// What a node trusts a bundle with: the pinned controller keys, and the operator's
+/// membership key (`[controller] membership_key`), if set.
+#[derive(Debug, Clone, Copy)]
+pub struct Trust<'a> {
+    /// The pinned controller keys: the bundle must be signed by one.
+    pub controller: &'a KeySet,
+    /// The membership key: each peer must carry its signature.
+    pub members: Option<&'a MembershipPublic>,
+}
+
+impl<'a> Trust<'a> {
+    /// Trust in `controller` alone, with no membership key.
+    pub fn controller(controller: &'a KeySet) -> Self {
+        Self {
+            controller,
+            members: None,
+        }
+    }
 }
 
 /// [`verify_bundle`] for the node's own cache, which may hold a bundle signed before the
 /// signature label ([`SignedBundle::verify_cached`]).
 pub fn verify_cached_bundle(
     signed: &SignedBundle,
-    pinned: &KeySet,
+    trust: &Trust<'_>,
     node_id: &str,
     wg_private: &PrivateKey,
 ) -> Result<VerifiedBundle, BundleCheckError> {
     let (bundle, signer) = signed
-        .verify_cached(pinned)
+        .verify_cached(trust.controller)
         .map_err(BundleCheckError::Signed)?;
-    check_bundle(bundle, signer, signed, node_id, wg_private)
+    check_bundle(bundle, signer, signed, node_id, trust.members, wg_private)
 }
 
 /// Every check of [`verify_bundle`] after the signature.
@@ -197,6 +224,7 @@ fn check_bundle(
     signer: IdentityPublic,
     signed: &SignedBundle,
     node_id: &str,
+    members: Option<&MembershipPublic>,
     wg_private: &PrivateKey,
 ) -> Result<VerifiedBundle, BundleCheckError> {
     let epoch = bundle.epoch;
@@ -251,7 +279,7 @@ fn check_bundle(
             "it denies this node but carries relay credentials".into(),
         ));
     }
-    let peers = open_peers(&bundle, wg_private)?;
+    let (peers, refused) = admit(members, &bundle.peers, open_peers(&bundle, wg_private)?);
     let forward = bundle.forward && bundle.membership == Membership::Allowed;
     let relay =
         RelayCredentials::open(&bundle, wg_private).map_err(|e| inconsistent(e.to_string()))?;
@@ -265,6 +293,7 @@ fn check_bundle(
         decided_ms: bundle.decided_ms,
         membership: bundle.membership,
         peers,
+        refused,
         signed: signed.clone(),
         signer,
     })

@@ -12,9 +12,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use meshtun_proto::bundle::{SignedBundle, MAX_BUNDLE_BYTES};
-use meshtun_proto::{KeySet, PrivateKey};
+use meshtun_proto::PrivateKey;
 
-use super::bundle::{verify_cached_bundle, BundleCheckError, VerifiedBundle};
+use super::bundle::{verify_cached_bundle, BundleCheckError, Trust, VerifiedBundle};
 use meshtun_proto::private_file::{self, read_limited, Replace};
 
 /// The largest cache file read: a signed bundle of [`MAX_BUNDLE_BYTES`], base64 and JSON.
@@ -90,10 +90,10 @@ pub fn save_cache(path: &Path, signed: &SignedBundle) -> Result<(), CacheError> 
 }
 
 /// Reads and verifies the cached bundle for node `node_id` with WireGuard key `wg_private`
-/// against the `pinned` controller keys. `Ok(None)` if there is no cache file.
+/// with `trust` (the pinned controller keys and the membership key). `Ok(None)` if there is no cache file.
 pub fn load_cache(
     path: &Path,
-    pinned: &KeySet,
+    trust: &Trust<'_>,
     node_id: &str,
     wg_private: &PrivateKey,
     now_ms: u64,
@@ -114,7 +114,7 @@ pub fn load_cache(
         file: file(),
         reason: e.to_string(),
     })?;
-    let bundle = verify_cached_bundle(&signed, pinned, node_id, wg_private).map_err(|source| {
+    let bundle = verify_cached_bundle(&signed, trust, node_id, wg_private).map_err(|source| {
         CacheError::Bundle {
             file: file(),
             source,
@@ -130,12 +130,12 @@ pub fn load_cache(
 mod tests {
     use super::*;
     use crate::gate::bundle::tests::{Fixture, NOW};
-    use meshtun_proto::IdentityKey;
+    use meshtun_proto::{IdentityKey, KeySet};
 
     fn load(f: &Fixture, path: &Path, now: u64) -> Result<Option<CachedBundle>, CacheError> {
         load_cache(
             path,
-            &KeySet::one(f.controller.public()),
+            &Trust::controller(&KeySet::one(f.controller.public())),
             "node-a",
             &f.wg,
             now,
@@ -225,12 +225,19 @@ mod tests {
         save_cache(&path, &signed).unwrap();
 
         let other_controller = KeySet::one(IdentityKey::generate().public());
-        let err = load_cache(&path, &other_controller, "node-a", &f.wg, NOW).unwrap_err();
+        let err = load_cache(
+            &path,
+            &Trust::controller(&other_controller),
+            "node-a",
+            &f.wg,
+            NOW,
+        )
+        .unwrap_err();
         let message = meshtun_proto::report::describe(&err);
         assert!(message.contains("does not verify"), "{message}");
         let err = load_cache(
             &path,
-            &KeySet::one(f.controller.public()),
+            &Trust::controller(&KeySet::one(f.controller.public())),
             "node-b",
             &f.wg,
             NOW,

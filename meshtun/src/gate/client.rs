@@ -20,13 +20,14 @@ use meshtun_proto::cutoff::{CutOffError, CUTOFF_CONTENT_TYPE, MAX_CUTOFF_BYTES};
 use meshtun_proto::enroll::{
     EnrollError, EnrollRequest, EnrollResponse, SignedEnrollReply, Ticket, MAX_REPLY_BYTES,
 };
+use meshtun_proto::membership::{MembershipPublic, MembershipSig};
 use meshtun_proto::report::{describe, Chain};
 use meshtun_proto::wire::{valid_node_id, Benchmark};
 use meshtun_proto::{EpochId, IdentityKey, KeySet, PrivateKey};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 
-use super::bundle::{verify_bundle, BundleCheckError, VerifiedBundle};
+use super::bundle::{verify_bundle, BundleCheckError, Trust, VerifiedBundle};
 use super::cache::MAX_CACHE_BYTES;
 use super::cutoff::{verify_cutoff, Fetched};
 use super::instances::Instances;
@@ -181,6 +182,8 @@ pub struct ControllerClient {
     /// Set when the last failure moved to another instance that should be tried at once.
     retry_now: AtomicBool,
     controller_keys: KeySet,
+    /// The operator's membership key: peers of a bundle must carry its signature.
+    membership_key: Option<MembershipPublic>,
     node_id: String,
     identity: IdentityKey,
     wg_private: PrivateKey,
@@ -260,10 +263,18 @@ impl ControllerClient {
             instances: Instances::new(urls),
             retry_now: AtomicBool::new(false),
             controller_keys,
+            membership_key: None,
             node_id: node_id.to_owned(),
             identity,
             wg_private,
         })
+    }
+
+    /// This client with the operator's membership key (`[controller] membership_key`):
+    /// every bundle's peers are then checked for its signature ([`super::members`]).
+    pub fn with_membership_key(mut self, key: Option<MembershipPublic>) -> Self {
+        self.membership_key = key;
+        self
     }
 
     /// A client for the `[controller]` section (trusting its `ca_file`, if any). Reads the
@@ -281,6 +292,7 @@ impl ControllerClient {
             identity,
             wg_private,
         )
+        .map(|client| client.with_membership_key(settings.membership_key))
     }
 
     /// This node's id.
@@ -487,12 +499,11 @@ impl ControllerClient {
                 what: FETCH,
                 reason: format!("not a signed bundle: {e}"),
             })?;
-        let bundle = verify_bundle(
-            &signed,
-            &self.controller_keys,
-            &self.node_id,
-            &self.wg_private,
-        )?;
+        let trust = Trust {
+            controller: &self.controller_keys,
+            members: self.membership_key.as_ref(),
+        };
+        let bundle = verify_bundle(&signed, &trust, &self.node_id, &self.wg_private)?;
         bundle.check_newer(after)?;
         Ok(Some(Fetched::Bundle(bundle)))
     }
@@ -511,12 +522,27 @@ pub async fn enroll(
     addresses: Vec<IpNet>,
     endpoint: Option<String>,
 ) -> Result<EnrollResponse, ClientError> {
+    enroll_signed(ticket, (wg, identity), addresses, endpoint, None).await
+}
+
+/// [`enroll`] with the operator's membership signature over the node's id and keys in the
+/// claim (for a controller with `[membership] public_key`).
+pub async fn enroll_signed(
+    ticket: &Ticket,
+    (wg, identity): (&PrivateKey, &IdentityKey),
+    addresses: Vec<IpNet>,
+    endpoint: Option<String>,
+    membership_sig: Option<MembershipSig>,
+) -> Result<EnrollResponse, ClientError> {
     let base = controller_url(&ticket.url).map_err(ClientError::Url)?;
-    let (request, enrollment) = EnrollRequest::build(ticket, wg, identity, addresses, endpoint)
-        .map_err(|e| ClientError::Response {
-            what: ENROLL,
-            reason: e.to_string(),
-        })?;
+    let keys = (wg, identity);
+    let (request, enrollment) =
+        EnrollRequest::build_signed(ticket, keys, addresses, endpoint, membership_sig).map_err(
+            |e| ClientError::Response {
+                what: ENROLL,
+                reason: e.to_string(),
+            },
+        )?;
     let response = http_client(None)?
         .post(format!("{base}/v1/enroll"))
         .json(&request)

@@ -8,6 +8,7 @@
 //! - [`evaluator`]: `meshtun evaluate`, the reference evaluator: a harness run against a
 //!   node, signed as a statement and submitted;
 //! - [`bundle`]: checking a signed bundle and opening its preshared keys;
+//! - [`members`]: the operator's membership signatures, checked on every gated peer;
 //! - [`cache`]: the last verified bundle on disk;
 //! - [`cutoff`](mod@cutoff): checking a cut-off notice served before a deny's bundles;
 //! - [`runner`]: the daemon's gating tasks (benchmarks out, bundles in, updates to enforce);
@@ -27,6 +28,7 @@ pub mod cutoff;
 pub mod evaluator;
 pub mod instances;
 pub mod keepalive;
+pub mod members;
 pub mod merge;
 pub mod resolve;
 pub mod runner;
@@ -35,9 +37,9 @@ pub mod state;
 pub mod status;
 
 pub use benchmark::{BenchmarkSource, CommandSource, HarnessOutput, SimulatedSource, SourceError};
-pub use bundle::{verify_bundle, BundleCheckError, GatedPeer, VerifiedBundle};
+pub use bundle::{verify_bundle, BundleCheckError, GatedPeer, Trust, VerifiedBundle};
 pub use cache::{load_cache, save_cache, CacheError, CachedBundle};
-pub use client::{enroll, ClientError, ControllerClient};
+pub use client::{enroll, enroll_signed, ClientError, ControllerClient};
 pub use merge::{merge, GatedLimits, Merged};
 pub use runner::{Gate, GateOptions, GateUpdate, GatedPeerConfig};
 pub use state::{Enforced, GateState};

@@ -21,9 +21,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::benchmark::BenchmarkSource;
+use super::bundle::Trust;
 use super::cache::load_cache;
 use super::client::{ClientError, ControllerClient};
 use super::cutoff::Fetched;
+use super::members::RefusedPeer;
 use super::resolve::system_lookup;
 use super::scheduler::Scheduler;
 use super::state::GateState;
@@ -136,7 +138,7 @@ impl Gate {
             options.controller.on_controller_loss,
             u64::try_from(options.controller.grace.as_millis()).unwrap_or(u64::MAX),
         );
-        restore_cache(&mut state, options, client.controller_keys());
+        restore_cache(&mut state, options, client.controller_keys(), &status);
         let (bundles, received) = mpsc::channel(4);
         let after = state.newest_epoch();
         let scheduler = Scheduler::new(
@@ -184,16 +186,26 @@ impl Gate {
 }
 
 /// Puts the cached bundle, if there is a valid one, in the state.
-fn restore_cache(state: &mut GateState, options: &GateOptions, pinned: &KeySet) {
+fn restore_cache(
+    state: &mut GateState,
+    options: &GateOptions,
+    pinned: &KeySet,
+    status: &SharedGateStatus,
+) {
     let settings = &options.controller;
+    let trust = Trust {
+        controller: pinned,
+        members: settings.membership_key.as_ref(),
+    };
     match load_cache(
         &settings.cache_file,
-        pinned,
+        &trust,
         &settings.node_id,
         &options.wg_private,
         unix_ms(),
     ) {
         Ok(Some(cached)) => {
+            note_refused(cached.bundle.epoch, &cached.bundle.refused, status);
             tracing::info!(
                 target: "meshtun::gate",
                 "using the cached bundle for epoch {} from {}{}",
@@ -208,6 +220,25 @@ fn restore_cache(state: &mut GateState, options: &GateOptions, pinned: &KeySet) 
             tracing::warn!(target: "meshtun::gate", "{}; starting without it", Chain(&error))
         }
     }
+}
+
+/// Logs each peer of epoch `epoch`'s bundle that the membership key refused, naming it and
+/// why, and counts them in `status` (`meshtun_gate_membership_refused_total`).
+pub(super) fn note_refused(epoch: EpochId, refused: &[RefusedPeer], status: &SharedGateStatus) {
+    if refused.is_empty() {
+        return;
+    }
+    for peer in refused {
+        tracing::warn!(
+            target: "meshtun::gate",
+            epoch,
+            "REFUSED peer={} key={}: {}; the peer is left out, the rest of the bundle applies",
+            peer.node_id,
+            peer.public_key,
+            peer.reason
+        );
+    }
+    status.lock().membership_refused += refused.len() as u64;
 }
 
 /// Long-polls for bundles newer than `after`, and for the cut-off notices of newer epochs

@@ -17,7 +17,7 @@ use super::clock::ControllerClock;
 pub(super) use super::clock::LocalClock;
 use super::cutoff::{Fetched, VerifiedCutOff};
 use super::resolve::{spawn_lookups, Endpoints, Looked, Lookup};
-use super::runner::{GateUpdate, GatedPeerConfig};
+use super::runner::{note_refused, GateUpdate, GatedPeerConfig};
 use super::state::{Enforced, GateState};
 use super::status::{MembershipState, SharedGateStatus};
 use crate::wgcfg::PeerSettings;
@@ -101,7 +101,7 @@ impl Scheduler {
 
     /// Takes a verified bundle from the fetcher. Its peers' names are looked up in the
     /// background: the loop enforces it when due without waiting for them.
-    fn accept(&mut self, bundle: VerifiedBundle) {
+    fn accept(&mut self, mut bundle: VerifiedBundle) {
         let epoch = bundle.epoch;
         let signed = bundle.signed.clone();
         let signer = bundle.signer;
@@ -121,8 +121,9 @@ impl Scheduler {
                 if offset < 0 { "ahead of" } else { "behind" }
             );
         }
+        let refused = std::mem::take(&mut bundle.refused);
         match self.state.offer(bundle, self.clock.now()) {
-            Ok(()) => {}
+            Ok(()) => note_refused(epoch, &refused, &self.status),
             Err(error) => {
                 tracing::debug!(target: "meshtun::gate", "bundle ignored: {}", Chain(&error));
                 return;

@@ -44,6 +44,7 @@ pub(super) fn bundle(
         decided_ms: now,
         membership,
         peers,
+        refused: Vec::new(),
         signed: SignedBundle {
             payload: String::new(),
             signature: String::new(),

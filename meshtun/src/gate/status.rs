@@ -77,6 +77,9 @@ pub struct GateStatus {
     pub stun_rejected: u64,
     /// The TURN allocation (written by the daemon's relay task only).
     pub relay: Option<RelayShown>,
+    /// Peers of accepted bundles refused for their membership signature since start
+    /// (`[controller] membership_key`), counted once per bundle.
+    pub membership_refused: u64,
 }
 
 impl GateStatus {
@@ -108,6 +111,7 @@ impl From<&GateStatus> for DeviceGate {
             nat: gate.nat.clone(),
             forward: gate.forward,
             relay: gate.relay.clone(),
+            membership_refused: gate.membership_refused,
         }
     }
 }

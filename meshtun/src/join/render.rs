@@ -189,6 +189,7 @@ mod tests {
                 ]),
                 stun: None,
                 keepalive: Default::default(),
+                membership_key: None,
             },
             benchmark: benchmark.map(|source| BenchmarkSettings {
                 interval,

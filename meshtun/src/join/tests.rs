@@ -13,6 +13,7 @@ fn ticket() -> Ticket {
         node_id: "node-d".into(),
         token: "secret-token".into(),
         expires_ms: NOW_MS + 60_000,
+        membership_key: None,
     }
 }
 
@@ -26,6 +27,7 @@ fn options(dir: &Path) -> JoinOptions {
         endpoint: Some("192.0.2.4:51820".into()),
         benchmark: None,
         force: false,
+        membership_sig: None,
     }
 }
 
@@ -178,4 +180,75 @@ fn an_assignment_outside_the_overlay_or_a_default_route_overlay_is_refused() {
     assert!(err.contains("outside the overlay prefixes"), "{err}");
     let err = check_assignment(&reply(&["1.0.0.1/1"], &["0.0.0.0/1"])).unwrap_err();
     assert!(err.contains("shorter than /8"), "{err}");
+}
+
+/// A ticket naming a membership key: the first run keeps the WireGuard key in the pending
+/// key file (0600) and stops asking for the signature of exactly these keys; a later run
+/// reads the same keys back; only the key's signature over them passes, and the
+/// configuration names the membership key.
+#[test]
+fn a_mesh_with_a_membership_key_keeps_the_keys_and_asks_for_their_signature() {
+    use meshtun_proto::membership::MembershipKey;
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let key = MembershipKey::generate();
+    let mut opts = options(dir.path());
+    opts.ticket.membership_key = Some(key.public());
+    let first = prepare(&opts, NOW_MS).unwrap();
+    let pending = dir.path().join("wg0.toml.pending-key");
+    assert_eq!(first.pending, pending);
+    let mode = std::fs::metadata(&pending).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let wg = first.draft.interface.private_key.clone();
+    let identity = first.identity.key.public();
+    let keys = (&wg, &identity);
+    let asked = membership::check(&opts.ticket, None, keys, &pending).unwrap_err();
+    let text = asked.to_string();
+    assert!(matches!(asked, JoinError::SignatureNeeded { .. }), "{text}");
+    for part in [
+        "meshtun-controller membership sign".to_owned(),
+        "--node node-d".to_owned(),
+        format!("--wg-key {}", wg.public_key()),
+        format!("--identity-key {identity}"),
+    ] {
+        assert!(text.contains(&part), "{part:?} not in: {text}");
+    }
+    assert!(
+        !text.contains(&wg.to_base64()),
+        "the private key is printed: {text}"
+    );
+
+    let second = prepare(&opts, NOW_MS).unwrap();
+    assert_eq!(
+        second.draft.interface.private_key.public_key(),
+        wg.public_key(),
+        "a new key was made"
+    );
+    assert_eq!(second.identity.key.public(), identity);
+    let for_other = key.sign("node-e", &wg.public_key(), &identity).unwrap();
+    let by_other = MembershipKey::generate()
+        .sign("node-d", &wg.public_key(), &identity)
+        .unwrap();
+    for wrong in [for_other, by_other] {
+        let err = membership::check(&opts.ticket, Some(wrong), keys, &pending).unwrap_err();
+        assert!(matches!(err, JoinError::MembershipSig { .. }), "{err}");
+    }
+    let good = key.sign("node-d", &wg.public_key(), &identity).unwrap();
+    let checked = membership::check(&opts.ticket, Some(good), keys, &pending).unwrap();
+    assert_eq!(checked, Some(good));
+    let written = second.draft.render_checked(&second.path).unwrap();
+    assert!(
+        written.contains(&format!("membership_key = \"{}\"", key.public())),
+        "{written}"
+    );
+
+    // Without a membership key in the ticket nothing is kept and nothing is asked.
+    let plain = tempfile::tempdir().unwrap();
+    let prepared = prepare(&options(plain.path()), NOW_MS).unwrap();
+    assert!(!prepared.pending.exists());
+    let keys = (&prepared.draft.interface.private_key, &identity);
+    assert!(matches!(
+        membership::check(&ticket(), None, keys, &pending),
+        Ok(None)
+    ));
 }

@@ -42,6 +42,7 @@
 //! | `meshtun_gate_benchmarks_submitted_total`, `meshtun_gate_benchmark_failures_total` | counter | | benchmarks acknowledged; runs or submissions that failed |
 //! | `meshtun_gate_bundles_applied_total` | counter | | bundles applied |
 //! | `meshtun_gate_cutoffs_total` | counter | | peers cut off |
+//! | `meshtun_gate_membership_refused_total` | counter | | peers of accepted bundles refused for their membership signature (`[controller] membership_key`) |
 //! | `meshtun_gate_decision_to_cutoff_seconds` | histogram (`_sum`, `_count`) | | from the controller's decision to the cut-off |
 //! | `meshtun_gate_last_decision_to_cutoff_seconds` | gauge | | the same, for the last cut-off |
 //!

@@ -406,7 +406,10 @@ impl Sample {
         counters(e, "gate_benchmark_failures", help, None, [(vec![], value)])?;
         let help = "Bundles applied since start";
         let value = gate.bundles_applied;
-        counters(e, "gate_bundles_applied", help, None, [(vec![], value)])
+        counters(e, "gate_bundles_applied", help, None, [(vec![], value)])?;
+        let help = "Peers of accepted bundles refused for their membership signature since start";
+        let value = gate.membership_refused;
+        counters(e, "gate_membership_refused", help, None, [(vec![], value)])
     }
 
     fn encode_cutoffs(&self, gate: &GateStatus, e: &mut DescriptorEncoder) -> fmt::Result {

@@ -69,6 +69,7 @@ async fn scrape_over_http_gives_openmetrics_text() {
         loss_policy: "keep_last",
         membership: MembershipState::Lost,
         cutoffs: 2,
+        membership_refused: 4,
         ..GateStatus::default()
     }));
     let (url, server) = start(fixed_source().with_gate(gate.clone())).await;
@@ -88,6 +89,10 @@ async fn scrape_over_http_gives_openmetrics_text() {
     assert!(text.contains("meshtun_received_packets_total{interface=\"wg7\"} 21\n"));
     assert!(text.contains("meshtun_gate_membership{interface=\"wg7\",state=\"lost\"} 1\n"));
     assert!(text.contains("meshtun_gate_cutoffs_total{interface=\"wg7\"} 2\n"));
+    assert!(
+        text.contains("meshtun_gate_membership_refused_total{interface=\"wg7\"} 4\n"),
+        "{text}"
+    );
     assert!(!text.contains(&PresharedKey::from_bytes([8; 32]).to_base64()));
     assert!(!text.contains(&PrivateKey::from_bytes([5; 32]).to_base64()));
     // Values are read at each scrape.

@@ -63,6 +63,9 @@ pub struct GateView {
     pub nat: String,
     /// Whether this node forwards between its gated peers (a hub of `hub_and_spoke`).
     pub forward: bool,
+    /// Peers refused since start for their membership signature; left out while 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub membership_refused: u64,
     /// The TURN allocation, if the bundle carries relay credentials.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relay: Option<RelayView>,
@@ -197,6 +200,7 @@ impl GateView {
                 .collect(),
             nat: g.nat.kind.as_str().to_owned(),
             forward: g.forward,
+            membership_refused: g.membership_refused,
             relay: g.relay.as_ref().map(|r| RelayView {
                 server: r.server.to_string(),
                 relayed: r.relayed.map(|a| a.to_string()),
@@ -253,6 +257,11 @@ impl PeerGateView {
             forwards_to: g.forwards_to.clone(),
         }
     }
+}
+
+/// For `skip_serializing_if`: a zero count is left out.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -207,6 +207,7 @@ pub(crate) mod tests {
         let mut status = status();
         status.gate = Some(DeviceGate {
             forward: false,
+            membership_refused: 0,
             node_id: "node-a".into(),
             controller_url: "http://192.0.2.1:8080".into(),
             controller_key: "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=".into(),

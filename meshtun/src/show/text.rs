@@ -71,6 +71,13 @@ fn render_gate(out: &mut String, gate: &DeviceGate, now_ms: u64) {
     if gate.forward {
         let _ = writeln!(out, "  forwarding: on, between gated peers (hub)");
     }
+    if gate.membership_refused > 0 {
+        let _ = writeln!(
+            out,
+            "  refused peers: {} since start, without a valid membership signature (see the log)",
+            gate.membership_refused
+        );
+    }
     if let Some(r) = &gate.relay {
         let relayed = r.relayed.map_or("none".to_owned(), |a| a.to_string());
         let left = r.expires_s.saturating_sub(now_ms / 1000);
@@ -370,6 +377,20 @@ mod tests {
         );
         assert!(text.contains(&peer), "{text}");
         assert_eq!(text.matches("psk age").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn refused_peers_are_counted_only_when_there_are_some() {
+        let mut status = gated_status(MembershipState::Allowed);
+        assert!(!text(&probed(status.clone())).contains("refused"));
+        if let Some(gate) = status.gate.as_mut() {
+            gate.membership_refused = 2;
+        }
+        let shown = text(&probed(status));
+        assert!(
+            shown.contains("  refused peers: 2 since start, without a valid membership signature"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! | `meshtun_nat`                        | `unknown`, `endpoint_independent` or `endpoint_dependent` |
 //! | `meshtun_forward`                    | `true`: this node forwards between its gated peers (a hub); absent otherwise |
 //! | `meshtun_relay`                      | `SERVER RELAYED EXPIRES_S STATE`: the TURN allocation (`-` before one) |
+//! | `meshtun_membership_refused`         | peers refused for their membership signature since start; absent while 0 |
 //!
 //! | key (peer section)     | value                                              |
 //! |------------------------|----------------------------------------------------|
@@ -89,6 +90,9 @@ pub fn write_device_gate(gate: &DeviceGate, out: &mut String) {
         let relayed = r.relayed.map_or("-".to_owned(), |a| a.to_string());
         let value = format!("{} {relayed} {} {}", r.server, r.expires_s, r.state);
         text_line(out, "meshtun_relay", &value);
+    }
+    if gate.membership_refused > 0 {
+        line(out, "meshtun_membership_refused", gate.membership_refused);
     }
 }
 
@@ -202,6 +206,7 @@ pub struct DeviceGateReader {
     nat: NatStatus,
     forward: bool,
     relay: Option<RelayShown>,
+    membership_refused: u64,
 }
 
 impl DeviceGateReader {
@@ -231,6 +236,7 @@ impl DeviceGateReader {
                 }
             }
             "meshtun_relay" => self.relay = Some(decode_relay(key, value, line_no)?),
+            "meshtun_membership_refused" => self.membership_refused = num()?,
             "meshtun_nat" => {
                 self.nat.kind = NatKind::parse(value).ok_or_else(|| {
                     UapiError::reply(line_no, format!("{key}: unknown kind of NAT"))
@@ -294,6 +300,7 @@ impl DeviceGateReader {
             nat: self.nat,
             forward: self.forward,
             relay: self.relay,
+            membership_refused: self.membership_refused,
         }))
     }
 }
@@ -352,6 +359,7 @@ mod tests {
     fn gate(membership: MembershipState) -> DeviceGate {
         DeviceGate {
             forward: true,
+            membership_refused: 3,
             node_id: "node-a".into(),
             controller_url: "https://ctl.example:8443/base?x=1&y=%41".into(),
             controller_key: "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=".into(),
@@ -421,7 +429,8 @@ mod tests {
              meshtun_reflexive=[2001:db8::7]:51820 [2001:db8::3]:3478 1700000000600\n\
              meshtun_nat=endpoint_dependent\n\
              meshtun_forward=true\n\
-             meshtun_relay=198.51.100.1:3478 198.51.100.1:49152 1700000060 allocated\n"
+             meshtun_relay=198.51.100.1:3478 198.51.100.1:49152 1700000060 allocated\n\
+             meshtun_membership_refused=3\n"
         );
     }
 
@@ -480,12 +489,16 @@ mod tests {
             controller_last_contact_ms: None,
             controller_error: None,
             nat: NatStatus::default(),
+            membership_refused: 0,
             ..gate(MembershipState::Pending)
         };
         let mut out = String::new();
         write_device_gate(&sparse, &mut out);
         assert!(
-            !out.contains("epoch") && !out.contains("last_contact") && !out.contains("nat"),
+            !out.contains("epoch")
+                && !out.contains("last_contact")
+                && !out.contains("nat")
+                && !out.contains("refused"),
             "{out}"
         );
         assert_eq!(read_device(&out).unwrap(), Some(sparse));

@@ -129,6 +129,7 @@ fn ticket(c: &Controller, node: &str, url: &str) -> Ticket {
         node_id: node.into(),
         token,
         expires_ms,
+        membership_key: None,
     }
 }
 
@@ -142,6 +143,7 @@ fn options(ticket: Ticket, config: std::path::PathBuf) -> JoinOptions {
         endpoint: Some("192.0.2.4:51820".into()),
         benchmark: None,
         force: false,
+        membership_sig: None,
     }
 }
 

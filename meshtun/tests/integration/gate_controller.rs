@@ -154,7 +154,7 @@ async fn both_ends_of_a_pair_open_the_same_key_and_a_denied_node_gets_none() {
     save_cache(&path, &a.signed).unwrap();
     let cached = load_cache(
         &path,
-        &KeySet::one(c.key.public()),
+        &meshtun::gate::Trust::controller(&KeySet::one(c.key.public())),
         "node-a",
         &c.nodes[0].wg,
         now_ms(),
@@ -269,6 +269,7 @@ async fn an_expired_bundle_is_refused_by_the_scheduler() {
         seal_key: Some(sealer.ephemeral()),
         peers: vec![meshtun_proto::bundle::BundlePeer {
             forwards_to: Vec::new(),
+            enrollment: None,
             candidates: Vec::new(),
             node_id: peer.id.clone(),
             public_key: peer.wg.public_key(),
@@ -368,6 +369,7 @@ async fn enrollment_with_a_ticket_works_once() {
         node_id: "node-d".into(),
         token: "token-d".into(),
         expires_ms,
+        membership_key: None,
     };
     let wg = PrivateKey::generate();
     let identity = IdentityKey::generate();

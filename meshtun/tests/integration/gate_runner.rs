@@ -56,6 +56,7 @@ fn start_at(url: &str, c: &Controller, n: usize, mean: f64, dir: &std::path::Pat
             allowed_prefixes: None,
             stun: None,
             keepalive: Default::default(),
+            membership_key: None,
         },
         benchmark: Some(BenchmarkSettings {
             interval: Duration::from_millis(200),

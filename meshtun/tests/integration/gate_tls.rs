@@ -45,6 +45,7 @@ async fn a_private_ca_is_trusted_through_ca_file_and_only_then() {
         allowed_prefixes: None,
         stun: None,
         keepalive: Default::default(),
+        membership_key: None,
     };
     let benchmark = |seq| common::benchmark(0.9, seq);
 

@@ -37,6 +37,7 @@ fn signed_bundle(
             .enumerate()
             .map(|(i, (id, key, nets))| BundlePeer {
                 forwards_to: Vec::new(),
+                enrollment: None,
                 candidates: Vec::new(),
                 node_id: (*id).into(),
                 public_key: *key,
@@ -108,7 +109,7 @@ fn a_signed_hostile_bundle_cannot_make_the_node_route_what_it_must_not() {
     );
     let verified = verify_bundle(
         &signed,
-        &meshtun_proto::KeySet::one(controller.public()),
+        &meshtun::gate::Trust::controller(&meshtun_proto::KeySet::one(controller.public())),
         "node-a",
         &own,
     )

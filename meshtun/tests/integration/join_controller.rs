@@ -43,6 +43,7 @@ impl Invite for Controller {
             node_id: node.into(),
             token,
             expires_ms,
+            membership_key: None,
         }
     }
 }
@@ -60,6 +61,7 @@ fn options(ticket: Ticket, config: PathBuf, addresses: &[&str]) -> JoinOptions {
             stddev: 0.02,
         }),
         force: false,
+        membership_sig: None,
     }
 }
 

@@ -23,6 +23,7 @@ mod gate_tls;
 mod gated_routes;
 mod host_netns;
 mod join_controller;
+mod membership_key;
 mod no_alloc;
 mod uapi_wg_tool;
 

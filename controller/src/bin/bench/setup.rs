@@ -90,6 +90,7 @@ fn record(i: usize, node: &SimNode) -> Result<NodeRecord> {
         endpoint: Some(format!("198.18.{b}.{c}:51820")),
         pin: None,
         enrolled_ms: 0,
+        membership_sig: None,
     })
 }
 

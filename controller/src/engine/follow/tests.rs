@@ -27,6 +27,7 @@ fn store_with_a_node() -> Arc<Store> {
             endpoint: Some("192.0.2.1:51820".into()),
             pin: None,
             enrolled_ms: 0,
+            membership_sig: None,
         })
         .unwrap();
     store

@@ -23,6 +23,7 @@ fn node_row(row: &Row) -> Result<NodeRow, StoreError> {
         endpoint: get(row, 4, "node endpoint")?,
         pin: get(row, 5, "node pin")?,
         enrolled_ms: get_u64(row, 6, "node enrolled_ms")?,
+        membership_sig: get(row, 7, "node membership_sig")?,
     })
 }
 
@@ -86,7 +87,7 @@ impl NodeSql for Transaction<'_> {
         what: What<'_>,
     ) -> Result<(), StoreError> {
         self.execute(
-            &format!("INSERT INTO nodes ({NODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
+            &format!("INSERT INTO nodes ({NODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
             &[
                 &row.id,
                 &row.wg_public_key,
@@ -95,6 +96,7 @@ impl NodeSql for Transaction<'_> {
                 &row.endpoint,
                 &row.pin,
                 &enrolled_ms,
+                &row.membership_sig,
             ],
         )
         .ctx(what)?;

@@ -156,7 +156,10 @@ const V3: &str = crate::store::schema::CANDIDATES;
 /// ([`crate::store::schema::EVALUATORS`]).
 const V4: &str = crate::store::schema::EVALUATORS;
 
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+/// Version 5: membership signatures ([`crate::store::schema::MEMBERSHIP_SIG`]).
+const V5: &str = crate::store::schema::MEMBERSHIP_SIG;
+
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// Brings the database to the newest schema version, refusing one newer than this build.
 pub(crate) fn migrate(conn: &mut Client, location: &str) -> Result<(), StoreError> {

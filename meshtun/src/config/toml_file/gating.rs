@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
+use meshtun_proto::membership::MembershipPublic;
 use meshtun_proto::wire::{valid_node_id, MAX_SUITE_VERSION};
 use meshtun_proto::IdentityPublic;
 use meshtun_proto::KeySet;
@@ -56,6 +57,7 @@ pub(super) struct RawController {
     allowed_prefixes: Option<Spanned<Vec<String>>>,
     stun: Option<Spanned<Vec<String>>>,
     keepalive: Option<Spanned<toml::Value>>,
+    membership_key: Option<Spanned<String>>,
 }
 
 /// `[benchmark]`.
@@ -162,6 +164,9 @@ impl Builder<'_> {
         let keepalive = self
             .gating_value(at, "keepalive", &raw.keepalive, gated_keepalive)?
             .unwrap_or_default();
+        let membership_key = self.gating_value(at, "membership_key", &raw.membership_key, |k| {
+            MembershipPublic::from_base64(k).map_err(|e| e.to_string())
+        })?;
         self.note_secret_file(identity_key_file.clone());
         Ok(ControllerSettings {
             urls,
@@ -175,6 +180,7 @@ impl Builder<'_> {
             allowed_prefixes,
             stun,
             keepalive,
+            membership_key,
         })
     }
 

@@ -53,6 +53,7 @@ impl Fixture {
                 .enumerate()
                 .map(|(i, (id, key, psk))| BundlePeer {
                     forwards_to: Vec::new(),
+                    enrollment: None,
                     candidates: Vec::new(),
                     node_id: id.clone(),
                     public_key: *key,
@@ -71,7 +72,7 @@ impl Fixture {
     pub(crate) fn verify(&self, signed: &SignedBundle) -> Result<VerifiedBundle, BundleCheckError> {
         verify_bundle(
             signed,
-            &KeySet::one(self.controller.public()),
+            &Trust::controller(&KeySet::one(self.controller.public())),
             "node-a",
             &self.wg,
         )
@@ -173,7 +174,7 @@ fn a_bundle_for_another_node_or_key_is_refused() {
     let stranger = PrivateKey::generate();
     let err = verify_bundle(
         &f.sign(&f.bundle(5, NOW + 60_000)),
-        &KeySet::one(f.controller.public()),
+        &Trust::controller(&KeySet::one(f.controller.public())),
         "node-a",
         &stranger,
     )

@@ -15,6 +15,7 @@ fn bundle(epoch: EpochId, activation_ms: u64, not_after_ms: u64) -> VerifiedBund
         decided_ms: activation_ms.saturating_sub(1_000),
         membership: Membership::Allowed,
         peers: Vec::new(),
+        refused: Vec::new(),
         signed: SignedBundle {
             payload: String::new(),
             signature: String::new(),

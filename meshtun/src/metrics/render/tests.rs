@@ -123,6 +123,7 @@ fn gate() -> GateStatus {
             kind: NatKind::EndpointIndependent,
         },
         stun_rejected: 4,
+        membership_refused: 0,
         relay: Some(crate::wgcfg::RelayShown {
             server: "198.51.100.1:3478".parse().unwrap(),
             relayed: Some("198.51.100.1:49152".parse().unwrap()),
