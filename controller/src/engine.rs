@@ -758,4 +758,3 @@ impl Drop for Flag<'_> {
         self.0.store(false, Ordering::Release);
     }
 }
-

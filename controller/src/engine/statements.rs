@@ -15,17 +15,20 @@ pub(super) fn by_subject(scores: Vec<StatementScore>) -> HashMap<String, Vec<Sta
         let Some(dimension) = Dimension::from_name(&s.dimension) else {
             continue;
         };
-        by_subject.entry(s.subject.clone()).or_default().push(Statement {
-            id: s.statement_id,
-            issuer: Issuer::Evaluator {
-                name: s.evaluator,
-                group: s.group,
-            },
-            subject: s.subject,
-            dimension,
-            score: s.score,
-            evaluated_at_ms: s.evaluated_at_ms,
-        });
+        by_subject
+            .entry(s.subject.clone())
+            .or_default()
+            .push(Statement {
+                id: s.statement_id,
+                issuer: Issuer::Evaluator {
+                    name: s.evaluator,
+                    group: s.group,
+                },
+                subject: s.subject,
+                dimension,
+                score: s.score,
+                evaluated_at_ms: s.evaluated_at_ms,
+            });
     }
     by_subject
 }
@@ -56,10 +59,15 @@ mod tests {
         ]);
         let a = &grouped["node-a"];
         assert_eq!(a.len(), 2);
-        assert!(a.iter().all(|s| s.subject == "node-a" && s.dimension == Dimension::Honesty));
+        assert!(a
+            .iter()
+            .all(|s| s.subject == "node-a" && s.dimension == Dimension::Honesty));
         assert_eq!(
             a[1].issuer,
-            Issuer::Evaluator { name: "e2".into(), group: Some("core".into()) }
+            Issuer::Evaluator {
+                name: "e2".into(),
+                group: Some("core".into())
+            }
         );
         let b = &grouped["node-b"];
         assert_eq!(b.len(), 1, "an unknown dimension is dropped: {b:?}");

@@ -51,7 +51,16 @@ fn register(mesh: &Mesh, dir: &Path, name: &str, dimensions: &str) -> Evaluator 
     let public = key.public().to_base64();
     mesh.controller_run_ok(
         0,
-        &["evaluator", "add", name, &public, "--dimensions", dimensions, "--group", "core"],
+        &[
+            "evaluator",
+            "add",
+            name,
+            &public,
+            "--dimensions",
+            dimensions,
+            "--group",
+            "core",
+        ],
     );
     Evaluator {
         name: name.to_owned(),
@@ -68,7 +77,13 @@ fn harness(dir: &Path, score: f64) -> PathBuf {
 
 /// Runs `meshtun evaluate` in the controller's namespace: `who` scores `target` with the
 /// harness printing `output`, for `dimensions`. Returns (success, stderr).
-fn evaluate(mesh: &Mesh, who: &Evaluator, target: &str, output: &Path, dimensions: &str) -> (bool, String) {
+fn evaluate(
+    mesh: &Mesh,
+    who: &Evaluator,
+    target: &str,
+    output: &Path,
+    dimensions: &str,
+) -> (bool, String) {
     let bin = meshtun_bin();
     let command = format!("/bin/cat {}", output.display());
     let url = mesh.instance(0).url();
@@ -92,7 +107,9 @@ fn evaluate(mesh: &Mesh, who: &Evaluator, target: &str, output: &Path, dimension
         "--dimensions",
         dimensions,
     ];
-    let out = mesh.controller_ns().run_timeout(&args, Duration::from_secs(20));
+    let out = mesh
+        .controller_ns()
+        .run_timeout(&args, Duration::from_secs(20));
     (out.status.success(), out.stderr.clone())
 }
 
@@ -133,19 +150,31 @@ fn a_node_praising_itself_is_denied_by_the_evaluators_and_cut_off() {
     mesh.set_score("d", 0.95);
     let daemons = mesh.start_nodes();
     mesh.admit_all(&ctl, &daemons);
-    let (a, b, c, d) = (mesh.node("a"), mesh.node("b"), mesh.node("c"), mesh.node("d"));
+    let (a, b, c, d) = (
+        mesh.node("a"),
+        mesh.node("b"),
+        mesh.node("c"),
+        mesh.node("d"),
+    );
     let allowed = mesh.ping_pairs(&["a", "b", "c"], Duration::from_secs(20));
 
     // --- Two of three evaluators judge d dishonest; d still says 0.95 about itself ---
     let judged_at = now_ms();
     evaluate_ok(&mesh, &evaluators[0], "d", &bad);
     evaluate_ok(&mesh, &evaluators[1], "d", &bad);
-    let removed = [("a", wait_removed(a, d)), ("b", wait_removed(b, d)), ("c", wait_removed(c, d))];
+    let removed = [
+        ("a", wait_removed(a, d)),
+        ("b", wait_removed(b, d)),
+        ("c", wait_removed(c, d)),
+    ];
     let denial = ctl
         .denial("d", judged_at)
         .unwrap_or_else(|| panic!("no epoch denying d in the audit log: {:?}", ctl.rotations()));
     for (id, at) in removed {
-        eprintln!("{id} removed d {} ms after the decision", at as i64 - denial.created_ms as i64);
+        eprintln!(
+            "{id} removed d {} ms after the decision",
+            at as i64 - denial.created_ms as i64
+        );
         assert!(
             at <= denial.created_ms + CUTOFF_LIMIT_MS,
             "{id} still listed d {} ms after the controller denied it",
@@ -153,8 +182,18 @@ fn a_node_praising_itself_is_denied_by_the_evaluators_and_cut_off() {
         );
     }
     let reason = wait_reason(d);
-    for part in ["honesty 0.30", "median of 3 evaluators", "e1 0.30", "e2 0.30", "e3 0.90", "0.70"] {
-        assert!(reason.contains(part), "d's reason lacks {part:?}: {reason:?}");
+    for part in [
+        "honesty 0.30",
+        "median of 3 evaluators",
+        "e1 0.30",
+        "e2 0.30",
+        "e3 0.90",
+        "0.70",
+    ] {
+        assert!(
+            reason.contains(part),
+            "d's reason lacks {part:?}: {reason:?}"
+        );
     }
     for run in allowed {
         run.stop().assert_no_loss();
@@ -172,7 +211,11 @@ fn wait_reason(node: &meshtun_e2e::gating::GatedNode) -> String {
         reason = shown["reason"].as_str().unwrap_or("").to_owned();
         shown["membership"] == "DENIED"
     });
-    assert!(denied, "{} never showed itself DENIED (reason {reason:?})", node.id);
+    assert!(
+        denied,
+        "{} never showed itself DENIED (reason {reason:?})",
+        node.id
+    );
     reason
 }
 
@@ -193,17 +236,43 @@ fn statements_an_evaluator_may_not_make_are_refused_and_not_stored() {
 
     // A forger who knows the name but not the key.
     let (forged_key, _) = new_key(dir.path(), "forger");
-    let forger = Evaluator { name: "e1".into(), key_file: forged_key };
+    let forger = Evaluator {
+        name: "e1".into(),
+        key_file: forged_key,
+    };
     let refusals = [
-        ("a key the controller does not know", evaluate(&mesh, &forger, "a", &output, "honesty"), "401"),
-        ("a dimension e1 may not score", evaluate(&mesh, &e1, "a", &output, "refusal"), "403"),
-        ("a node that is not enrolled", evaluate(&mesh, &e1, "nobody", &output, "honesty"), "422"),
+        (
+            "a key the controller does not know",
+            evaluate(&mesh, &forger, "a", &output, "honesty"),
+            "401",
+        ),
+        (
+            "a dimension e1 may not score",
+            evaluate(&mesh, &e1, "a", &output, "refusal"),
+            "403",
+        ),
+        (
+            "a node that is not enrolled",
+            evaluate(&mesh, &e1, "nobody", &output, "honesty"),
+            "422",
+        ),
     ];
     mesh.controller_run_ok(0, &["evaluator", "remove", "e3"]);
     let removed = evaluate(&mesh, &e3, "a", &output, "honesty");
-    for (what, (ok, stderr), status) in refusals.into_iter().chain([("a removed evaluator", removed, "401")]) {
+    for (what, (ok, stderr), status) in
+        refusals
+            .into_iter()
+            .chain([("a removed evaluator", removed, "401")])
+    {
         assert!(!ok, "a statement with {what} was accepted");
-        assert!(stderr.contains(status), "{what}: expected {status}, got: {stderr}");
+        assert!(
+            stderr.contains(status),
+            "{what}: expected {status}, got: {stderr}"
+        );
     }
-    assert_eq!(audited_statements(&mesh), stored, "a refused statement reached the audit log");
+    assert_eq!(
+        audited_statements(&mesh),
+        stored,
+        "a refused statement reached the audit log"
+    );
 }
