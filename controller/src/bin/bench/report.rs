@@ -10,6 +10,11 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
+/// A deny's notice time, or why there is none.
+fn notice_ms(notice: Option<Duration>) -> String {
+    notice.map_or_else(|| "none (the bundles came first)".to_owned(), ms)
+}
+
 /// Prints every scenario `backend` ran (`description`: where its data lived).
 pub fn print_table(backend: &str, description: &str, rows: &[Row], args: &Args) {
     println!();
@@ -58,7 +63,7 @@ pub fn print_table(backend: &str, description: &str, rows: &[Row], args: &Args) 
         println!("  benchmark submissions  {}", load_line(&row.submissions));
         println!(
             "  deny                   cut-off notice served {} after the rotation began, the epoch's bundle {} (every bundle built)",
-            ms(row.deny.notice),
+            notice_ms(row.deny.notice),
             ms(row.deny.bundles)
         );
         println!();
@@ -121,7 +126,7 @@ pub fn print_side_by_side(results: &[(&str, Vec<Row>)]) {
         line("every bundle built and signed", &|r| ms(r.build.total));
         line("rotation + bundles", &|r| ms(r.rotation + r.build.total));
         line("deny: decision → cut-off notice served", &|r| {
-            ms(r.deny.notice)
+            notice_ms(r.deny.notice)
         });
         line("deny: decision → its bundle (all built)", &|r| {
             ms(r.deny.bundles)

@@ -45,15 +45,19 @@ fn check_row(row: &Row) {
     let s = &row.submissions;
     assert!(s.ok > 0 && s.failed == 0, "{} failed submissions", s.failed);
     assert!(!s.exhausted, "a one-second run needs fewer submissions");
+    // On a mesh this small the bundles may all be built before the waiting long-poll is
+    // answered; then it gets the bundle, and no notice is needed.
     assert!(
-        row.deny.notice <= row.deny.bundles,
+        row.deny
+            .notice
+            .is_none_or(|notice| notice <= row.deny.bundles),
         "notice after {:?}, bundles after {:?}",
         row.deny.notice,
         row.deny.bundles
     );
 }
 
-/// The SQLite path, with the deny: a notice, then the bundle, both measured.
+/// The SQLite path, with the deny: its notice (unless the bundles came first) and its bundle.
 #[test]
 fn the_sqlite_path_measures_a_tiny_mesh_and_its_deny() {
     let args = tiny("sqlite");
