@@ -37,6 +37,7 @@ fn fixture() -> Fixture {
         node_id: "node-d".into(),
         token: "the-invite-token".into(),
         expires_ms: 0,
+        membership_key: None,
     };
     let (request, honest) = EnrollRequest::build(
         &ticket,
