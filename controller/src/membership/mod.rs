@@ -61,6 +61,8 @@ mod verdict;
 mod compat_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod peers_tests;
 
 use std::collections::{BTreeSet, HashSet};
 
