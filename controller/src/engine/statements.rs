@@ -55,7 +55,7 @@ mod tests {
             score("e1", "node-a", "honesty", 1),
             score("e2", "node-a", "honesty", 2),
             score("e1", "node-b", "refusal", 3),
-            score("e1", "node-b", "latency", 4),
+            score("e1", "node-b", "jitter", 4),
         ]);
         let a = &grouped["node-a"];
         assert_eq!(a.len(), 2);
