@@ -124,6 +124,20 @@ const TABLES: &[Table] = &[
         ],
     ),
     (
+        "observations",
+        "id",
+        &[
+            ("id", Col::Int),
+            ("observer", Col::Text),
+            ("subject", Col::Text),
+            ("scores", Col::Text),
+            ("evaluated_at_ms", Col::Int),
+            ("received_ms", Col::Int),
+            ("evidence", Col::Text),
+            ("signature", Col::Text),
+        ],
+    ),
+    (
         "counters",
         "name",
         &[("name", Col::Text), ("value", Col::Int)],
