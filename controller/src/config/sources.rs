@@ -188,9 +188,7 @@ fn peers_alone(
     if !dimension.is_peer() && has_peers {
         return Err((
             key,
-            format!(
-                "`peers` scores only reachable, latency and handshake, not {dimension}"
-            ),
+            format!("`peers` scores only reachable, latency and handshake, not {dimension}"),
         ));
     }
     Ok(())

@@ -167,9 +167,9 @@ pub(crate) fn any_counted(
     statements: &[Statement],
 ) -> bool {
     statements.iter().any(|st| {
-        rules
-            .iter()
-            .any(|(d, rule)| st.dimension == *d && st.subject == node_id && names(rule, st, node_id))
+        rules.iter().any(|(d, rule)| {
+            st.dimension == *d && st.subject == node_id && names(rule, st, node_id)
+        })
     })
 }
 
@@ -191,9 +191,9 @@ fn newest_per_source<'a>(
         };
         newest.insert(Who::SelfReported, c);
     }
-    let counted = statements
-        .iter()
-        .filter(|st| st.dimension == dimension && st.subject == node_id && names(rule, st, node_id));
+    let counted = statements.iter().filter(|st| {
+        st.dimension == dimension && st.subject == node_id && names(rule, st, node_id)
+    });
     for st in counted {
         let (who, group) = match &st.issuer {
             Issuer::Evaluator { name, group } => (Who::Evaluator(name), group.as_deref()),

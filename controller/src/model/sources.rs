@@ -287,7 +287,8 @@ impl Sources {
 
     /// Whether some rule counts peer observations.
     pub fn reads_peers(&self) -> bool {
-        self.rules().any(|(_, rule)| rule.from.contains(&Source::Peers))
+        self.rules()
+            .any(|(_, rule)| rule.from.contains(&Source::Peers))
     }
 
     /// The dimensions that have a rule, in [`Dimension::ALL`] order, with their rule.
