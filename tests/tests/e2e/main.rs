@@ -38,6 +38,7 @@ mod key_rotation;
 mod lifecycle;
 mod live_edits;
 mod membership_key;
+mod peer_observations;
 mod metrics;
 mod namespaces;
 mod nat_direct;
