@@ -178,16 +178,17 @@ impl Outcome {
     }
 }
 
-/// Which failed submissions to log: a failure once until the next success, a refusal once
+/// Which failures to log: a failed submission once until the next success, a refusal once
 /// per reason until the next success (the controller's policy may refuse every one, every
-/// round, for the same reason).
+/// round, for the same reason), a peer that could not be probed once per reason.
 #[derive(Debug, Default)]
 pub struct Warnings {
     failing: bool,
     refused: Vec<String>,
+    unprobed: Vec<String>,
 }
 
-/// The most distinct refusal reasons remembered (then every new one is logged again).
+/// The most distinct reasons remembered, of each kind (then every new one is logged again).
 const MAX_REASONS: usize = 16;
 
 impl Warnings {
@@ -200,20 +201,28 @@ impl Warnings {
     /// A submission failed with `error`: whether to log it.
     pub fn should_log(&mut self, error: &ClientError) -> bool {
         match Outcome::of(error) {
-            Outcome::Refused => {
-                let reason = error.to_string();
-                if self.refused.contains(&reason) {
-                    return false;
-                }
-                if self.refused.len() >= MAX_REASONS {
-                    self.refused.remove(0);
-                }
-                self.refused.push(reason);
-                true
-            }
+            Outcome::Refused => first_time(&mut self.refused, error.to_string()),
             _ => !std::mem::replace(&mut self.failing, true),
         }
     }
+
+    /// A peer could not be probed, for `reason`: whether to log it.
+    pub fn should_log_unprobed(&mut self, reason: &str) -> bool {
+        first_time(&mut self.unprobed, reason.to_owned())
+    }
+}
+
+/// Whether `reason` is new to `seen` (then remembered, the oldest forgotten past
+/// [`MAX_REASONS`]).
+fn first_time(seen: &mut Vec<String>, reason: String) -> bool {
+    if seen.contains(&reason) {
+        return false;
+    }
+    if seen.len() >= MAX_REASONS {
+        seen.remove(0);
+    }
+    seen.push(reason);
+    true
 }
 
 #[cfg(test)]

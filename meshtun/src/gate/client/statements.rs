@@ -9,7 +9,7 @@
 //! after it was sent may have been stored: its statement then reaches the next instance too
 //! (the same observation, stored twice).
 
-use meshtun_proto::statement::SignedStatement;
+use meshtun_proto::statement::{SignedStatement, Statement, StatementError};
 use reqwest::{Method, RequestBuilder};
 use serde::Deserialize;
 
@@ -25,6 +25,11 @@ struct Stored {
 }
 
 impl ControllerClient {
+    /// Signs `statement` with this node's identity key (its issuer should be this node).
+    pub fn sign_statement(&self, statement: Statement) -> Result<SignedStatement, StatementError> {
+        statement.sign(&self.identity)
+    }
+
     /// Submits `statement`, signed by this node. `Ok` with the id the controller stored it
     /// under.
     pub async fn submit_statement(&self, statement: &SignedStatement) -> Result<u64, ClientError> {
