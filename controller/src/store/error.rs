@@ -203,7 +203,10 @@ pub enum StoreError {
         subject: String,
     },
     /// A node's statement about itself.
-    #[error("observation of node {0} about itself: a node's statement about itself is not a peer observation")]
+    #[error(
+        "observation of node {0} about itself: a node's statement about itself is not a peer \
+         observation"
+    )]
     SelfObservation(String),
     /// A peer observation scoring a dimension that is not a peer dimension.
     #[error(

@@ -492,6 +492,33 @@ fn a_checkpoint_keeps_the_observers_keys_and_counts(store: Store) {
     assert_eq!(report.counts[&AuditKind::Observation], 2);
 }
 
+/// A database of schema version 6 (before observations) gets the table when opened, and
+/// observation ids go on from the statements' counter.
+#[test]
+fn a_version_6_database_gets_the_observations_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("controller.db");
+    {
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &crate::store::schema::MIGRATIONS[..6] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 6).unwrap();
+        tx.execute(
+            "INSERT INTO counters (name, value) VALUES ('statement', 41)",
+            [],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    populated(&store);
+    let signed = observation("node-a", "node-b", &[(REACHABLE, 1.0)], 5);
+    assert_eq!(store.insert_observation(&signed, 5).unwrap(), 42);
+    assert_eq!(store.latest_observation_scores(0).unwrap().len(), 1);
+}
+
 crate::store::testutil::on_both_backends!(
     observations_are_stored_audited_and_read_back,
     refused_observations_store_nothing,

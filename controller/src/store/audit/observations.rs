@@ -52,3 +52,165 @@ pub(super) fn check(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use meshtun_proto::statement::{EvidenceDigest, Statement};
+    use meshtun_proto::IdentityKey;
+
+    use super::super::{
+        chain_hash, verify_chain, AuditEntry, AuditKind, EnrollEntry, RemoveEntry, GENESIS_HASH,
+    };
+    use super::*;
+    use crate::store::testutil::node;
+
+    /// Links `bodies` into a chain, as the store would have written them.
+    fn chain(bodies: &[(AuditKind, String)]) -> Vec<AuditEntry> {
+        let mut out: Vec<AuditEntry> = Vec::new();
+        for (i, (kind, json)) in bodies.iter().enumerate() {
+            let prev = out
+                .last()
+                .map_or(GENESIS_HASH.to_owned(), |e| e.hash.clone());
+            let seq = i as u64 + 1;
+            out.push(AuditEntry {
+                seq,
+                at_ms: 1_000,
+                kind: kind.as_str().to_owned(),
+                entry: json.clone(),
+                hash: chain_hash(&prev, seq, 1_000, kind.as_str(), json),
+                prev_hash: prev,
+            });
+        }
+        out
+    }
+
+    fn enrolled(id: &str, seed: u8) -> (AuditKind, String) {
+        let entry = EnrollEntry {
+            node: node(id, seed).0,
+            invite_token_hash: None,
+        };
+        (AuditKind::Enroll, serde_json::to_string(&entry).unwrap())
+    }
+
+    fn removed(id: &str) -> (AuditKind, String) {
+        let entry = RemoveEntry {
+            node_id: id.to_owned(),
+        };
+        (AuditKind::Remove, serde_json::to_string(&entry).unwrap())
+    }
+
+    /// Observation `id` by `issuer` about `subject`, signed with the key of seed `seed`.
+    fn observed(
+        id: u64,
+        issuer: Issuer,
+        seed: u8,
+        subject: &str,
+        dim: &str,
+    ) -> (AuditKind, String) {
+        let signed = Statement {
+            issuer,
+            subject: subject.into(),
+            scores: [(dim.to_owned(), 1.0)].into(),
+            evaluated_at_ms: 1,
+            evidence: EvidenceDigest::of(b"probe"),
+        }
+        .sign(&IdentityKey::from_bytes([seed; 32]))
+        .unwrap();
+        let entry = ObservationEntry {
+            id,
+            received_ms: 1,
+            signed,
+        };
+        (
+            AuditKind::Observation,
+            serde_json::to_string(&entry).unwrap(),
+        )
+    }
+
+    fn by_a(id: u64, subject: &str, dim: &str) -> (AuditKind, String) {
+        observed(id, Issuer::Node("node-a".into()), 1, subject, dim)
+    }
+
+    /// Whoever can write the database (but holds no node's key) cannot slip into the log an
+    /// observation its observer could not have made: by a node not enrolled then, under
+    /// another key, about itself or a stranger, outside the peer dimensions, or passed off
+    /// as an evaluator's.
+    #[test]
+    fn observations_the_observer_could_not_have_made_fail_the_chain() {
+        let good = [
+            enrolled("node-a", 1),
+            enrolled("node-b", 2),
+            by_a(1, "node-b", "reachable"),
+        ];
+        let report = verify_chain(&chain(&good)).unwrap();
+        assert_eq!(report.observation_signatures, 1);
+        let cases = [
+            (
+                "after the observer's removal",
+                vec![removed("node-a"), by_a(2, "node-b", "reachable")],
+                "not enrolled",
+            ),
+            (
+                "after the subject's removal",
+                vec![removed("node-b"), by_a(2, "node-b", "reachable")],
+                "subject node-b is not enrolled",
+            ),
+            (
+                "about a stranger",
+                vec![by_a(2, "node-x", "reachable")],
+                "not enrolled",
+            ),
+            (
+                "about itself",
+                vec![by_a(2, "node-a", "reachable")],
+                "about the observer itself",
+            ),
+            (
+                "outside the peer dimensions",
+                vec![by_a(2, "node-b", "honesty")],
+                "not a peer dimension",
+            ),
+            (
+                "under another node's key",
+                vec![observed(
+                    2,
+                    Issuer::Node("node-a".into()),
+                    2,
+                    "node-b",
+                    "latency",
+                )],
+                "does not verify",
+            ),
+            (
+                "under the key of a node enrolled again",
+                vec![
+                    removed("node-a"),
+                    enrolled("node-a", 3),
+                    by_a(2, "node-b", "reachable"),
+                ],
+                "does not verify",
+            ),
+            (
+                "issued as an evaluator",
+                vec![observed(
+                    2,
+                    Issuer::Evaluator("node-a".into()),
+                    1,
+                    "node-b",
+                    "latency",
+                )],
+                "not a node",
+            ),
+        ];
+        for (what, tail, reason) in cases {
+            let mut bodies = good.to_vec();
+            bodies.extend(tail);
+            let err = verify_chain(&chain(&bodies)).unwrap_err();
+            assert!(
+                matches!(err, AuditError::ObservationSignature { id: 2, .. }),
+                "{what}: {err}"
+            );
+            assert!(err.to_string().contains(reason), "{what}: {err}");
+        }
+    }
+}
