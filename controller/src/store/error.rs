@@ -173,8 +173,9 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
-    /// A statement issued by a node (a peer observation), which is not accepted yet.
-    #[error("statements issued by nodes (here node {0}) are not accepted yet")]
+    /// A node's statement given as an evaluator's: peer observations are stored apart
+    /// ([`Store::insert_observation`](super::Store::insert_observation)).
+    #[error("node {0}'s statement is a peer observation, not an evaluator's statement")]
     NodeStatement(String),
     /// A peer observation not issued by a node (an evaluator's statement).
     #[error("a peer observation is issued by the observing node, not by {0}")]

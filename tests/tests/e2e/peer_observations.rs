@@ -59,7 +59,10 @@ fn a_node_its_peers_cannot_reach_is_denied_and_cut_off() {
         last = reason(&ctl, "d");
         last.contains("reachable 1.00 (mean of 3 peers: a 1.00, b 1.00, c 1.00) meets 0.66")
     });
-    assert!(observed, "d was never judged reachable by its 3 peers: {last:?}");
+    assert!(
+        observed,
+        "d was never judged reachable by its 3 peers: {last:?}"
+    );
     let allowed = mesh.ping_pairs(&["a", "b", "c"], Duration::from_secs(25));
 
     // --- d stops answering its peers' echoes ---
@@ -86,12 +89,9 @@ fn a_node_its_peers_cannot_reach_is_denied_and_cut_off() {
         ("b", wait_removed(b, d)),
         ("c", wait_removed(c, d)),
     ];
-    let denial = ctl.denial("d", silenced_at).unwrap_or_else(|| {
-        panic!(
-            "no epoch denying d in the audit log: {:?}",
-            ctl.rotations()
-        )
-    });
+    let denial = ctl
+        .denial("d", silenced_at)
+        .unwrap_or_else(|| panic!("no epoch denying d in the audit log: {:?}", ctl.rotations()));
     eprintln!(
         "d denied {} ms after it stopped answering",
         denial.created_ms as i64 - silenced_at as i64
