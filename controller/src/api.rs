@@ -11,6 +11,7 @@
 //! | `POST /v1/statements` | an evaluator, signed | submit a signed statement about a node ([`statements`]) |
 //! | `GET /v1/config/{node}?after=E&cutoff=C` | the node, signed | long-poll for a bundle newer than epoch E, or the cut-off notice (`application/vnd.meshtun.cutoff+json`) of a newer epoch above C whose bundles are not built yet |
 //! | `POST /v1/rotate` | admin token | publish a new epoch now |
+//! | `GET /ui`, `/ui/data` | the status listener, or the read token | the live dashboard ([`crate::ui`]) |
 //!
 //! Node requests are authenticated by [`crate::auth::authenticate`] before anything is read
 //! from the body, and each spends one request of the node's quota (429 with `Retry-After`
@@ -104,6 +105,8 @@ pub struct Api {
     evaluator_quota: NodeQuota,
     /// The registered evaluators, as last read.
     evaluators: statements::Evaluators,
+    /// What the dashboard (`/ui`) shows besides the engine's state.
+    pub ui: crate::ui::UiState,
 }
 
 impl Api {
@@ -131,6 +134,7 @@ impl Api {
             node_polls: Slots::new(limits.max_long_polls, LONG_POLLS_PER_NODE),
             evaluator_quota: NodeQuota::new(limits.node_rate, limits.node_burst),
             evaluators: statements::Evaluators::default(),
+            ui: crate::ui::UiState::default(),
         }
     }
 
@@ -249,6 +253,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/candidates/{node}", put(candidates::report))
         .route("/v1/statements", post(statements::submit))
         .route("/v1/rotate", post(rotate))
+        .merge(crate::ui::routes(&api, false))
         .layer(timeout(request))
         .merge(long_poll)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -269,6 +274,7 @@ pub fn status_router(api: Arc<Api>, open: bool) -> Router {
     };
     routes
         .route("/health", get(health))
+        .merge(crate::ui::routes(&api, open))
         .layer(timeout(api.limits.request_timeout))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(api)
@@ -567,6 +573,7 @@ async fn config(
 ) -> Result<Response, ApiError> {
     check_signed(&api, &node, &method, &uri, &headers, Bytes::new()).await?;
     api.engine.check_after(&node, after.after);
+    api.ui.seen.asked(&node, after.after, now_ms(&api));
     let found = match api.engine.serve(&node, after.after, after.cutoff) {
         Some(found) => Some(found),
         None => {
@@ -598,10 +605,14 @@ async fn config(
     match found {
         Some(Served::Bundle(epoch, json)) => {
             api.engine.metrics.bundle("served");
+            let kind = crate::ui::seen::ServedKind::Bundle;
+            api.ui.note_served(&api.engine, &node, kind, epoch);
             Ok(served("application/json", "x-meshtun-epoch", epoch, json))
         }
         Some(Served::CutOff(epoch, json)) => {
             api.engine.metrics.bundle("cutoff_notice");
+            let kind = crate::ui::seen::ServedKind::CutoffNotice;
+            api.ui.note_served(&api.engine, &node, kind, epoch);
             Ok(served(CUTOFF_CONTENT_TYPE, "x-meshtun-cutoff", epoch, json))
         }
         None => {

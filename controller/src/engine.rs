@@ -593,6 +593,26 @@ impl Engine {
             .unwrap_or_default()
     }
 
+    /// The membership policy decisions follow.
+    pub fn policy(&self) -> &Policy {
+        &self.settings.policy
+    }
+
+    /// Whether allowed nodes are handed TURN relay credentials (`[relay]`).
+    pub fn offers_relays(&self) -> bool {
+        self.settings.relay.is_some()
+    }
+
+    /// The epochs this instance holds, ascending by id.
+    pub fn epoch_views(&self) -> Vec<Arc<EpochView>> {
+        self.epochs()
+    }
+
+    /// Each node's latest candidate report.
+    pub fn candidates(&self) -> Arc<HashMap<String, Candidates>> {
+        self.state.read().candidates.clone()
+    }
+
     /// The enrolled nodes.
     pub fn nodes(&self) -> Vec<NodeRecord> {
         self.state.read().nodes.values().cloned().collect()

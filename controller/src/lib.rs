@@ -54,5 +54,6 @@ pub use meshtun_testbed::postgres as temp_cluster;
 #[cfg(feature = "test-support")]
 pub mod testing;
 pub mod tls;
+pub mod ui;
 
 pub use service::{serve, Epochs, ServeError, ServeSettings, Shared};

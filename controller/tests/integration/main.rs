@@ -19,3 +19,4 @@ mod retention;
 mod server;
 mod statements;
 mod tls;
+mod ui;
