@@ -110,11 +110,9 @@ function pathText(n, relays) {
 function pskText(n, now) {
   const s = n.psk;
   const parts = [];
-  parts.push(s.holds_epoch !== null && s.holds_epoch !== undefined ? "holds " + s.holds_epoch + " (said " + ago(s.asked_ms, now) + ")" : "no bundle request yet");
-  if (s.served_epoch !== null && s.served_epoch !== undefined) {
-    const what = s.served_kind === "cutoff_notice" ? "cut-off notice" : "bundle";
-    parts.push("served " + what + " " + s.served_epoch + " " + ago(s.served_ms, now));
-  }
+  parts.push(s.holds_epoch !== null && s.holds_epoch !== undefined ? "holds epoch " + s.holds_epoch + " (said " + ago(s.asked_ms, now) + ")" : "no bundle request yet");
+  if (s.bundle_epoch !== null && s.bundle_epoch !== undefined) parts.push("served keys of epoch " + s.bundle_epoch + " " + ago(s.bundle_ms, now));
+  if (s.notice_epoch !== null && s.notice_epoch !== undefined) parts.push("cut-off notice of epoch " + s.notice_epoch + " " + ago(s.notice_ms, now));
   return parts.join("; ");
 }
 
@@ -149,7 +147,11 @@ function renderPlot(d) {
   const box = document.getElementById("plot");
   const s = svg("svg", { width: W, height: H, viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "scores over time" });
   const h = d.history;
-  const x0 = h.since_ms, x1 = Math.max(d.now_ms, x0 + 1);
+  // From the oldest point shown (at most the history's span), so a young mesh fills the width.
+  let first = d.now_ms;
+  for (const series of h.series) if (series.points.length) first = Math.min(first, series.points[0].ms);
+  for (const row of h.log) if (row.ms >= h.since_ms) first = Math.min(first, row.ms);
+  const x0 = Math.max(h.since_ms, first - 1000), x1 = Math.max(d.now_ms, x0 + 60000);
   const x = (ms) => L + ((ms - x0) / (x1 - x0)) * (W - L - R);
   const y = (v) => T + (1 - Math.min(1, Math.max(0, v))) * (H - T - B);
   for (const v of [0, 0.25, 0.5, 0.75, 1]) {
@@ -160,7 +162,8 @@ function renderPlot(d) {
   s.append(svg("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, class: "axis" }));
   for (let i = 0; i <= 6; i++) {
     const ms = x0 + ((x1 - x0) * i) / 6;
-    s.append(svg("text", { x: x(ms) - 18, y: H - 10 }, new Date(ms).toISOString().slice(11, 16)));
+    const hms = new Date(ms).toISOString().slice(11, x1 - x0 < 600000 ? 19 : 16);
+    s.append(svg("text", { x: x(ms) - 18, y: H - 10 }, hms));
   }
   s.append(svg("line", { x1: L, x2: W - R, y1: y(d.policy.threshold), y2: y(d.policy.threshold), class: "threshold" }));
   s.append(svg("text", { x: W - R + 4, y: y(d.policy.threshold) + 4 }, "threshold " + fixed(d.policy.threshold)));
@@ -202,7 +205,7 @@ function renderLog(d) {
 }
 
 function renderHistogram(d) {
-  const W = 420, H = 200, L = 30, B = 40, T = 10;
+  const W = 420, H = 210, L = 30, B = 50, T = 16;
   const lat = d.cutoff_latency;
   const s = svg("svg", { width: W, height: H, viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "cut-off latency histogram" });
   const max = Math.max(1, ...lat.counts);
@@ -212,12 +215,14 @@ function renderHistogram(d) {
     const bh = ((H - T - B) * c) / max;
     s.append(svg("rect", { x: L + i * bw + 2, y: H - B - bh, width: bw - 4, height: bh, class: "bar" }));
     if (c > 0) s.append(svg("text", { x: L + i * bw + bw / 2 - 4, y: H - B - bh - 3 }, c));
-    const label = i < lat.bounds_ms.length ? "≤" + (lat.bounds_ms[i] >= 1000 ? lat.bounds_ms[i] / 1000 + "s" : lat.bounds_ms[i] + "ms") : ">" + lat.bounds_ms[n - 2] / 1000 + "s";
+    const ms = (v) => (v >= 1000 ? v / 1000 + "s" : v + "");
+    const label = i < lat.bounds_ms.length ? ms(lat.bounds_ms[i]) : ">" + ms(lat.bounds_ms[n - 2]);
     s.append(svg("text", { x: L + i * bw + 2, y: H - B + 14 }, label));
   });
   s.append(svg("line", { x1: L, x2: W - 10, y1: H - B, y2: H - B, class: "axis" }));
   const total = lat.counts.reduce((a, b) => a + b, 0);
-  s.append(svg("text", { x: L, y: H - 6 }, total === 0 ? "no denial served yet" : total + " samples, largest " + lat.max_ms + " ms"));
+  s.append(svg("text", { x: L, y: H - B + 28 }, "upper bound of each bar, ms"));
+  s.append(svg("text", { x: L, y: H - 4 }, total === 0 ? "no denial served yet" : total + " samples, largest " + lat.max_ms + " ms"));
   document.getElementById("histogram").replaceChildren(s);
 }
 
@@ -248,7 +253,7 @@ function renderMap(d) {
   }
   document.getElementById("map").replaceChildren(s);
   const more = d.pairs_total - d.pairs.length;
-  document.getElementById("map-caption").textContent = d.pairs_total + " pairs hold keys in this epoch (" +
+  document.getElementById("map-caption").textContent = d.pairs_total + (d.pairs_total === 1 ? " pair holds" : " pairs hold") + " keys in this epoch (" +
     (d.policy.topology === "hub_and_spoke" ? "hub and spoke" : "full mesh") + ")" + (more > 0 ? "; " + more + " not drawn" : "");
 }
 

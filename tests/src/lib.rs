@@ -27,6 +27,7 @@
 //! with a `SKIP` line on stderr, or fail when `CI=true`.
 
 pub mod activation;
+pub mod browser;
 pub mod config;
 pub mod controller;
 pub mod coturn;

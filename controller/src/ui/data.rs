@@ -1,7 +1,7 @@
 //! `GET /ui/data`: one JSON snapshot of what the dashboard draws. The live part (epoch,
 //! decisions, pairs, what the long-poll saw) comes from memory at every request; the history
 //! (benchmark series, decisions log) comes from the store, at most once per
-//! [`HISTORY_TTL`] whoever asks. Every list is capped, so the answer's size is bounded
+//! [`HISTORY_TTL`] whoever asks, and at once after a new epoch. Every list is capped, so the answer's size is bounded
 //! whatever the mesh's size.
 //!
 //! Nothing secret is in it: no epoch secret, PSK, token or private key; not even the nodes'
@@ -39,7 +39,7 @@ pub const MAX_LOG: usize = 200;
 /// How far back the plot goes.
 pub const HISTORY_SPAN: Duration = Duration::from_secs(6 * 3600);
 /// How long a history read from the store is reused.
-pub const HISTORY_TTL: Duration = Duration::from_secs(5);
+pub const HISTORY_TTL: Duration = Duration::from_secs(3);
 
 /// The whole snapshot.
 #[derive(Debug, Serialize)]
@@ -204,21 +204,34 @@ pub struct History {
 /// The cached history.
 #[derive(Debug, Default)]
 pub struct HistoryCache {
-    cached: Mutex<Option<(Instant, Arc<History>)>>,
+    cached: Mutex<Option<Cached>>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    at: Instant,
+    newest_epoch: Option<EpochId>,
+    history: Arc<History>,
 }
 
 impl HistoryCache {
-    /// The history, read again from the store if older than [`HISTORY_TTL`]. One reader at a
-    /// time: others wait for its answer rather than read again.
+    /// The history, read again from the store if older than [`HISTORY_TTL`] or if an epoch
+    /// was published since (so that a denial is in the log at once). One reader at a time:
+    /// others wait for its answer rather than read again.
     pub fn get(&self, engine: &Engine) -> Result<Arc<History>, StoreError> {
         let mut cached = self.cached.lock();
-        if let Some((at, history)) = cached.as_ref() {
-            if at.elapsed() < HISTORY_TTL {
-                return Ok(history.clone());
+        let newest_epoch = engine.newest_epoch_id();
+        if let Some(c) = cached.as_ref() {
+            if c.at.elapsed() < HISTORY_TTL && c.newest_epoch == newest_epoch {
+                return Ok(c.history.clone());
             }
         }
         let history = Arc::new(read_history(engine)?);
-        *cached = Some((Instant::now(), history.clone()));
+        *cached = Some(Cached {
+            at: Instant::now(),
+            newest_epoch,
+            history: history.clone(),
+        });
         Ok(history)
     }
 }

@@ -19,9 +19,8 @@ pub const MAX_NODES: usize = 100_000;
 /// last).
 pub const BUCKETS_MS: [u64; 10] = [10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
 
-/// What was last served to a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// What is served to a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServedKind {
     /// A bundle (keys) of the epoch.
     Bundle,
@@ -36,12 +35,21 @@ pub struct NodeSeen {
     pub holds_epoch: Option<EpochId>,
     /// When that request came, Unix milliseconds.
     pub asked_ms: Option<u64>,
-    /// The newest epoch served to it, and what.
-    pub served_epoch: Option<EpochId>,
-    /// Bundle or cut-off notice.
-    pub served_kind: Option<ServedKind>,
+    /// The newest epoch whose bundle (keys) was served to it.
+    pub bundle_epoch: Option<EpochId>,
     /// When, Unix milliseconds.
-    pub served_ms: Option<u64>,
+    pub bundle_ms: Option<u64>,
+    /// The newest epoch whose cut-off notice was served to it.
+    pub notice_epoch: Option<EpochId>,
+    /// When, Unix milliseconds.
+    pub notice_ms: Option<u64>,
+}
+
+impl NodeSeen {
+    /// The newest epoch served to it, bundle or notice.
+    fn served_epoch(&self) -> Option<EpochId> {
+        self.bundle_epoch.max(self.notice_epoch)
+    }
 }
 
 /// Decision-to-served latencies of denying epochs: counts per bucket of [`BUCKETS_MS`] (the
@@ -125,11 +133,14 @@ impl Seen {
         let Some(seen) = entry(&mut inner.nodes, node) else {
             return;
         };
-        let before = seen.served_epoch;
-        seen.served_epoch = Some(before.map_or(epoch, |b| b.max(epoch)));
-        if before.is_none_or(|b| epoch > b) {
-            seen.served_kind = Some(kind);
-            seen.served_ms = Some(now_ms);
+        let before = seen.served_epoch();
+        let (epoch_slot, ms_slot) = match kind {
+            ServedKind::Bundle => (&mut seen.bundle_epoch, &mut seen.bundle_ms),
+            ServedKind::CutoffNotice => (&mut seen.notice_epoch, &mut seen.notice_ms),
+        };
+        if epoch_slot.is_none_or(|e| epoch >= e) {
+            *epoch_slot = Some(epoch);
+            *ms_slot = Some(now_ms);
         }
         if let Some(d) = denying {
             if before.is_none_or(|b| b < d.epoch) && epoch >= d.epoch {
@@ -177,9 +188,10 @@ mod tests {
         );
         assert_eq!(lat.max_ms, 2_000);
         let a = &nodes["a"];
-        assert_eq!(a.served_epoch, Some(7));
-        assert_eq!(a.served_kind, Some(ServedKind::CutoffNotice));
-        assert_eq!(a.served_ms, Some(1_040));
+        assert_eq!(a.notice_epoch, Some(7));
+        assert_eq!(a.notice_ms, Some(1_040));
+        assert_eq!(a.bundle_epoch, Some(7));
+        assert_eq!(a.bundle_ms, Some(1_900));
     }
 
     #[test]
@@ -189,8 +201,8 @@ mod tests {
         seen.served("a", ServedKind::Bundle, 8, None, 20);
         seen.asked("a", Some(9), 30);
         let (nodes, _) = seen.snapshot();
-        assert_eq!(nodes["a"].served_epoch, Some(9));
-        assert_eq!(nodes["a"].served_ms, Some(10));
+        assert_eq!(nodes["a"].bundle_epoch, Some(9));
+        assert_eq!(nodes["a"].bundle_ms, Some(10));
         assert_eq!(nodes["a"].holds_epoch, Some(9));
         assert_eq!(nodes["a"].asked_ms, Some(30));
     }

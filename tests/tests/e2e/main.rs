@@ -14,6 +14,7 @@ mod bad_config;
 mod controller_abuse;
 mod controller_crash;
 mod controller_secrets;
+mod dashboard;
 mod demo;
 mod dependencies;
 mod enroll_proxy;
