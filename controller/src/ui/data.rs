@@ -305,7 +305,7 @@ fn policy_view(engine: &Engine) -> PolicyView {
     };
     PolicyView {
         threshold: policy.threshold,
-        minimums: policy.minimums.clone(),
+        minimums: policy.minimums,
         max_age_ms: policy.max_age_ms,
         readmit_after: policy.readmit_after,
         topology,
