@@ -195,3 +195,44 @@ async fn the_data_shows_decisions_pairs_and_scores_and_no_secret() {
         }
     }
 }
+
+/// However many nodes are enrolled, the snapshot lists at most `MAX_NODES` and plots at most
+/// `MAX_PLOTTED`, and says how many there are.
+#[tokio::test]
+async fn the_data_is_bounded_whatever_the_mesh_size() {
+    use meshtun_controller::model::NodeRecord;
+    use meshtun_controller::ui::data::{MAX_NODES, MAX_PLOTTED};
+    use meshtun_proto::PrivateKey;
+
+    let f = fixture().await;
+    let extra = MAX_NODES + 20;
+    for i in 0..extra {
+        let record = NodeRecord {
+            id: format!("bulk-{i:04}"),
+            wg_public_key: PrivateKey::generate().public_key(),
+            identity_key: IdentityKey::generate().public(),
+            addresses: vec![format!("100.65.{}.{}/10", i / 250, i % 250 + 1)
+                .parse()
+                .unwrap()],
+            endpoint: None,
+            pin: None,
+            enrolled_ms: 0,
+            membership_sig: None,
+        };
+        f.engine.store().add_node(&record).unwrap();
+    }
+    f.engine.refresh_nodes().unwrap();
+    f.engine.step().unwrap();
+    let (status, _, body) = get(&f.status_url, "/ui/data", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let data: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(data["nodes"].as_array().unwrap().len(), MAX_NODES);
+    assert_eq!(data["nodes_total"], extra + 3);
+    assert!(data["history"]["series"].as_array().unwrap().len() <= MAX_PLOTTED);
+    assert!(
+        body.len() < 1 << 20,
+        "{} bytes for {} nodes",
+        body.len(),
+        extra + 3
+    );
+}
