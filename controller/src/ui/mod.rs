@@ -187,4 +187,6 @@ async fn snapshot(State(api): State<Arc<Api>>) -> Response {
 }
 
 #[cfg(test)]
+mod history_tests;
+#[cfg(test)]
 mod tests;

@@ -1,0 +1,121 @@
+//! The dashboard's history, read through the store on both backends: benchmark series
+//! oldest first, and the decisions log naming a denial with its reason.
+
+use std::sync::Arc;
+
+use meshtun_proto::auth::RequestSignature;
+use meshtun_proto::wire::{Benchmark, Scores};
+use meshtun_proto::{IdentityKey, PrivateKey};
+
+use super::data::{dashboard, HistoryCache};
+use super::seen::Seen;
+use crate::clock::Clock;
+use crate::engine::{Engine, EngineSettings};
+use crate::model::{BenchmarkRecord, NodeRecord, Policy};
+use crate::schedule::Schedule;
+use crate::store::{Database, Store, BENCHMARK_METHOD};
+
+fn node(id: &str, seed: u8) -> (NodeRecord, IdentityKey) {
+    let key = IdentityKey::from_bytes([seed; 32]);
+    let record = NodeRecord {
+        id: id.to_owned(),
+        wg_public_key: PrivateKey::from_bytes([seed; 32]).public_key(),
+        identity_key: key.public(),
+        addresses: vec![format!("100.64.0.{seed}/24").parse().unwrap()],
+        endpoint: Some(format!("192.0.2.{seed}:51820")),
+        pin: None,
+        enrolled_ms: 0,
+        membership_sig: None,
+    };
+    (record, key)
+}
+
+fn submit(engine: &Engine, key: &IdentityKey, node: &str, seq: u64, overall: f64) {
+    let now = engine.clock().now_ms();
+    let wire = Benchmark {
+        suite_version: "s1".to_owned(),
+        scores: Scores {
+            overall,
+            refusal: 0.9,
+            honesty: 0.9,
+            policy: 0.9,
+        },
+        measured_at_ms: now,
+        seq,
+    };
+    let body = serde_json::to_vec(&wire).unwrap();
+    let path = format!("/v1/benchmarks/{node}");
+    let controller = engine.public_key();
+    let sig = RequestSignature::sign(key, &controller, node, BENCHMARK_METHOD, &path, &body, now);
+    let record = BenchmarkRecord {
+        node_id: node.to_owned(),
+        suite_version: wire.suite_version,
+        scores: wire.scores,
+        measured_at_ms: now,
+        seq,
+        received_ms: now + seq,
+    };
+    engine
+        .submit_benchmark(&controller, &record, &body, &sig, &path)
+        .unwrap();
+}
+
+fn history_of_a_denial(store: Store) {
+    let store = Arc::new(store);
+    let mut keys = Vec::new();
+    for (i, id) in ["a", "b"].iter().enumerate() {
+        let (record, key) = node(id, u8::try_from(i + 1).unwrap());
+        store.add_node(&record).unwrap();
+        keys.push(key);
+    }
+    let settings = EngineSettings {
+        policy: Policy::default(),
+        schedule: Schedule::new(60_000, 10_000).unwrap(),
+        rotate_on_deny: true,
+        relay: None,
+    };
+    let engine = Engine::open(store, IdentityKey::generate(), settings, Clock::system()).unwrap();
+    submit(&engine, &keys[0], "a", 1, 0.9);
+    submit(&engine, &keys[1], "b", 1, 0.9);
+    engine.rotate_now("admin").unwrap();
+    submit(&engine, &keys[1], "b", 2, 0.3);
+    submit(&engine, &keys[1], "b", 3, 0.2);
+    engine.rotate_now("admin").unwrap();
+
+    let data = dashboard(&engine, &HistoryCache::default(), &Seen::default()).unwrap();
+    let b = data.history.series.iter().find(|s| s.node == "b").unwrap();
+    let overall: Vec<f64> = b.points.iter().map(|p| p.overall).collect();
+    assert_eq!(overall, vec![0.9, 0.3, 0.2], "oldest first");
+    let log = &data.history.log;
+    assert_eq!(log[0].node, "b", "{log:?}");
+    assert_eq!(log[0].change, Some("denied"));
+    assert!(log[0].reason.contains("0.20"), "{:?}", log[0].reason);
+    assert!(
+        log.iter().all(|r| r.node != "a"),
+        "a was never denied: {log:?}"
+    );
+    let b = data.nodes.iter().find(|n| n.id == "b").unwrap();
+    assert_eq!(b.membership, "DENIED");
+    assert_eq!(b.last_benchmark.as_ref().map(|p| p.overall), Some(0.2));
+    assert!(
+        data.pairs.is_empty(),
+        "a alone holds no pair: {:?}",
+        data.pairs
+    );
+}
+
+#[test]
+fn sqlite_history_of_a_denial() {
+    history_of_a_denial(Store::open_in_memory().unwrap());
+}
+
+#[test]
+fn postgres_history_of_a_denial() {
+    let test = "postgres_history_of_a_denial";
+    let Some(cluster) = crate::temp_cluster::shared_or_skip(test) else {
+        return;
+    };
+    let db = cluster.create_database("ui").unwrap();
+    let database = Database::parse(&cluster.url(&db), std::path::Path::new("/"), None).unwrap();
+    history_of_a_denial(Store::connect(&database).unwrap());
+}
