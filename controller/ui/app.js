@@ -78,11 +78,24 @@ function tick() {
   t.textContent = Math.floor(s / 60) + " min " + (s % 60) + " s (" + clock(last.epoch.current.not_after_ms) + ")";
 }
 
+function sourcedLines(td, n) {
+  for (const s of n.sourced) {
+    const failing = s.value === null || (s.minimum !== null && s.value < s.minimum);
+    const text = s.dimension + " " + fixed(s.value) + (s.minimum !== null ? " / " + fixed(s.minimum) : "") +
+      " (" + s.combine + " of " + s.sources + " sources, " + s.k + " needed)";
+    const span = el("span", text, failing ? "fail" : "pass");
+    span.dataset.dimension = s.dimension;
+    if (td.childNodes.length) td.append(el("br"));
+    td.append(span);
+  }
+}
+
 function scoresCell(n, p) {
   const td = el("td");
   const b = n.last_benchmark;
   if (!b) {
     td.textContent = n.score === null ? "no benchmark" : "overall " + fixed(n.score);
+    sourcedLines(td, n);
     return td;
   }
   const mins = p.minimums || {};
@@ -95,6 +108,7 @@ function scoresCell(n, p) {
     td.append(span);
     if (i < dims.length - 1) td.append(el("br"));
   });
+  sourcedLines(td, n);
   return td;
 }
 

@@ -20,7 +20,10 @@ use super::seen::{Latencies, NodeSeen};
 use crate::engine::Engine;
 use crate::ha::ClusterStatus;
 use crate::membership::topology::peers_of;
-use crate::model::{BenchmarkRecord, Decision, EpochRecord, Minimums, Pin, Topology};
+use crate::model::{
+    BenchmarkRecord, Combine, Decision, Dimension, EpochRecord, Minimums, Pin, SourcedEvidence,
+    Topology,
+};
 use crate::status::status_report;
 use crate::store::StoreError;
 
@@ -109,10 +112,44 @@ pub struct NodeView {
     pub score: Option<f64>,
     /// The newest benchmark stored (as of the last history read).
     pub last_benchmark: Option<Point>,
+    /// The dimensions whose value comes from the policy's sources (evaluators, peers), as
+    /// the decision in force used them.
+    pub sourced: Vec<SourcedView>,
     /// Candidates the node reported, and from where.
     pub path: PathView,
     /// The node's bundle requests.
     pub psk: NodeSeen,
+}
+
+/// One sourced dimension of a decision: its value against its minimum, and how many
+/// sources it rests on (not who: a peer-sourced dimension may rest on every peer).
+#[derive(Debug, Serialize)]
+pub struct SourcedView {
+    /// The dimension.
+    pub dimension: Dimension,
+    /// The combined value; `None` when fewer than `k` sources were fresh.
+    pub value: Option<f64>,
+    /// The lowest passing value, if any.
+    pub minimum: Option<f64>,
+    /// Distinct sources needed.
+    pub k: u32,
+    /// How they were combined.
+    pub combine: Combine,
+    /// Sources counted.
+    pub sources: usize,
+}
+
+impl From<&SourcedEvidence> for SourcedView {
+    fn from(e: &SourcedEvidence) -> Self {
+        Self {
+            dimension: e.dimension,
+            value: e.value,
+            minimum: e.minimum,
+            k: e.k,
+            combine: e.combine,
+            sources: e.used.len(),
+        }
+    }
 }
 
 /// What the controller knows of how a node is reached: not the path its peers use (it does
@@ -251,6 +288,7 @@ pub fn dashboard(
         .iter()
         .filter_map(|s| Some((s.node.as_str(), s.points.last()?)))
         .collect();
+    let current = engine.current();
     let nodes_total = status.nodes.len();
     let nodes = status
         .nodes
@@ -264,6 +302,11 @@ pub fn dashboard(
                 pin: n.pin,
                 score: n.score,
                 last_benchmark: newest.get(id.as_str()).map(|p| (*p).clone()),
+                sourced: current
+                    .as_ref()
+                    .and_then(|e| e.decisions.get(&id))
+                    .map(|d| d.evidence.sources.iter().map(SourcedView::from).collect())
+                    .unwrap_or_default(),
                 path: PathView {
                     endpoint: n.endpoint,
                     candidates: c.map_or(0, |c| c.reported.len()),
@@ -275,7 +318,6 @@ pub fn dashboard(
             }
         })
         .collect();
-    let current = engine.current();
     let (pairs, pairs_total) = current
         .as_ref()
         .map(|e| pairs(&e.decisions, &engine.policy().topology))

@@ -60,7 +60,7 @@ fn submit(engine: &Engine, key: &IdentityKey, node: &str, seq: u64, overall: f64
         .unwrap();
 }
 
-fn history_of_a_denial(store: Store) {
+fn engine_with(store: Store, policy: Policy) -> (Engine, Vec<IdentityKey>) {
     let store = Arc::new(store);
     let mut keys = Vec::new();
     for (i, id) in ["a", "b"].iter().enumerate() {
@@ -69,12 +69,17 @@ fn history_of_a_denial(store: Store) {
         keys.push(key);
     }
     let settings = EngineSettings {
-        policy: Policy::default(),
+        policy,
         schedule: Schedule::new(60_000, 10_000).unwrap(),
         rotate_on_deny: true,
         relay: None,
     };
     let engine = Engine::open(store, IdentityKey::generate(), settings, Clock::system()).unwrap();
+    (engine, keys)
+}
+
+fn history_of_a_denial(store: Store) {
+    let (engine, keys) = engine_with(store, Policy::default());
     submit(&engine, &keys[0], "a", 1, 0.9);
     submit(&engine, &keys[1], "b", 1, 0.9);
     engine.rotate_now("admin").unwrap();
@@ -118,4 +123,39 @@ fn postgres_history_of_a_denial() {
     let db = cluster.create_database("ui").unwrap();
     let database = Database::parse(&cluster.url(&db), std::path::Path::new("/"), None).unwrap();
     history_of_a_denial(Store::connect(&database).unwrap());
+}
+
+/// A dimension the policy sources (here: honesty from the node's own benchmark, with a bar
+/// above what b reports) shows its value, its minimum and how many sources it rests on.
+#[test]
+fn a_sourced_dimension_shows_against_its_minimum() {
+    use crate::model::{Combine, Dimension, Source, SourceRule, Sources};
+
+    let policy = Policy {
+        sources: Sources {
+            honesty: Some(SourceRule {
+                from: vec![Source::SelfReported],
+                k: 1,
+                combine: Combine::Minimum,
+                max_age_ms: 600_000,
+                minimum: Some(0.95),
+            }),
+            ..Sources::default()
+        },
+        ..Policy::default()
+    };
+    let (engine, keys) = engine_with(Store::open_in_memory().unwrap(), policy);
+    submit(&engine, &keys[1], "b", 1, 0.9);
+    engine.rotate_now("admin").unwrap();
+    let data = dashboard(&engine, &HistoryCache::default(), &Seen::default()).unwrap();
+    let b = data.nodes.iter().find(|n| n.id == "b").unwrap();
+    assert_eq!(b.membership, "DENIED", "{:?}", b.reason);
+    let honesty = b
+        .sourced
+        .iter()
+        .find(|s| s.dimension == Dimension::Honesty)
+        .unwrap_or_else(|| panic!("no sourced honesty: {:?}", b.sourced));
+    assert_eq!(honesty.value, Some(0.9));
+    assert_eq!(honesty.minimum, Some(0.95));
+    assert_eq!((honesty.k, honesty.sources), (1, 1));
 }
