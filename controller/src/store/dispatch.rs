@@ -19,7 +19,7 @@ use super::audit::{AuditEntry, AuditError, AuditReport};
 use super::audit_log::AuditRules as _;
 use super::benchmarks::BenchmarkRules as _;
 use super::candidates::{CandidateRules as _, Candidates};
-use super::epochs::EpochRules as _;
+use super::epochs::{EpochRules as _, EpochSummary};
 use super::evaluators::{EvaluatorListing, EvaluatorRecord, EvaluatorRules as _};
 use super::invites::InviteRules as _;
 use super::nodes::NodeRules as _;
@@ -461,6 +461,12 @@ impl Store {
     /// The `n` newest epochs, newest first.
     pub fn latest_epochs(&self, n: usize) -> Result<Vec<EpochRecord>, StoreError> {
         dispatch!(self.latest_epochs(n))
+    }
+
+    /// The `n` newest epochs without their secrets, newest first, including those whose
+    /// secrets are erased (for displays).
+    pub fn latest_epoch_summaries(&self, n: usize) -> Result<Vec<EpochSummary>, StoreError> {
+        dispatch!(self.latest_epoch_summaries(n))
     }
 
     /// The ids of every stored epoch, newest first.

@@ -157,6 +157,36 @@ pub(super) struct NewEpoch<'a> {
     pub(super) cause: &'a str,
 }
 
+/// An epoch without its secret, for displays: readable whether or not the secret is
+/// erased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochSummary {
+    /// Its id.
+    pub id: EpochId,
+    /// Start, Unix milliseconds.
+    pub activation_ms: u64,
+    /// End, Unix milliseconds.
+    pub not_after_ms: u64,
+    /// When it was decided, Unix milliseconds.
+    pub created_ms: u64,
+    /// Why it was created.
+    pub cause: String,
+}
+
+impl From<EpochRow> for EpochSummary {
+    fn from(row: EpochRow) -> Self {
+        // The secret (hex, or empty once erased) is dropped here, zeroized.
+        drop(Zeroizing::new(row.secret));
+        Self {
+            id: row.id,
+            activation_ms: row.activation_ms,
+            not_after_ms: row.not_after_ms,
+            created_ms: row.created_ms,
+            cause: row.cause,
+        }
+    }
+}
+
 /// A new `decisions` row, in its column types.
 pub(super) struct NewDecision<'a> {
     pub(super) epoch_id: i64,
@@ -272,6 +302,15 @@ pub(crate) trait EpochRules: Backend {
         let n = i64::try_from(n).unwrap_or(i64::MAX);
         let rows = self.read_tx(what, |tx| tx.latest_epoch_rows(n, &what))?;
         rows.into_iter().map(EpochRow::decode).collect()
+    }
+
+    /// The `n` newest epochs without their secrets, newest first, those whose secrets are
+    /// erased too.
+    fn latest_epoch_summaries(&self, n: usize) -> Result<Vec<EpochSummary>, StoreError> {
+        let what = || "reading the latest epochs".to_owned();
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let rows = self.read_tx(what, |tx| tx.latest_epoch_rows(n, &what))?;
+        Ok(rows.into_iter().map(EpochSummary::from).collect())
     }
 
     /// The ids of every stored epoch, newest first (those past the live window too, whose

@@ -53,6 +53,7 @@ pub use audit::{AuditEntry, AuditError, AuditKind, AuditReport};
 pub use benchmarks::BENCHMARK_METHOD;
 pub use candidates::Candidates;
 pub use dispatch::{Database, SharedParts, Store};
+pub use epochs::EpochSummary;
 pub use error::{PgError, StoreError};
 pub use evaluators::{EvaluatorListing, EvaluatorRecord};
 pub use invites::invite_token_hash;

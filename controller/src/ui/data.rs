@@ -21,11 +21,10 @@ use crate::engine::Engine;
 use crate::ha::ClusterStatus;
 use crate::membership::topology::peers_of;
 use crate::model::{
-    BenchmarkRecord, Combine, Decision, Dimension, EpochRecord, Minimums, Pin, SourcedEvidence,
-    Topology,
+    BenchmarkRecord, Combine, Decision, Dimension, Minimums, Pin, SourcedEvidence, Topology,
 };
 use crate::status::status_report;
-use crate::store::StoreError;
+use crate::store::{EpochSummary, StoreError};
 
 /// Nodes listed at most (the rest are counted in `nodes_total`).
 pub const MAX_NODES: usize = 500;
@@ -405,7 +404,8 @@ fn read_history(engine: &Engine) -> Result<History, StoreError> {
             points,
         });
     }
-    let mut epochs = store.latest_epochs(HISTORY_EPOCHS)?;
+    // Summaries: most of these epochs are past the live window, their secrets erased.
+    let mut epochs = store.latest_epoch_summaries(HISTORY_EPOCHS)?;
     epochs.reverse();
     let mut decided = Vec::with_capacity(epochs.len());
     for epoch in epochs {
@@ -422,7 +422,7 @@ fn read_history(engine: &Engine) -> Result<History, StoreError> {
 
 /// The decisions that deny a node or change its membership, newest first, from `epochs`
 /// (oldest first), at most [`MAX_LOG`].
-pub fn decisions_log(epochs: &[(EpochRecord, Vec<Decision>)]) -> Vec<LogRow> {
+pub fn decisions_log(epochs: &[(EpochSummary, Vec<Decision>)]) -> Vec<LogRow> {
     let mut before: HashMap<&str, bool> = HashMap::new();
     let mut rows = Vec::new();
     for (epoch, decisions) in epochs {

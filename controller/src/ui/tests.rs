@@ -7,7 +7,8 @@ use base64::Engine as _;
 
 use super::data::{decisions_log, pairs, MAX_LOG, MAX_PAIRS};
 use super::presented;
-use crate::model::{Decision, EpochRecord, Evidence, History, Topology};
+use crate::model::{Decision, Evidence, History, Topology};
+use crate::store::EpochSummary;
 
 fn headers(value: &str) -> HeaderMap {
     let mut h = HeaderMap::new();
@@ -52,10 +53,9 @@ fn decision(node: &str, allowed: bool) -> Decision {
     }
 }
 
-fn epoch(id: u64) -> EpochRecord {
-    EpochRecord {
+fn epoch(id: u64) -> EpochSummary {
+    EpochSummary {
         id,
-        secret: meshtun_proto::EpochSecret::from_bytes([id as u8; 32]),
         activation_ms: id * 1000,
         not_after_ms: id * 1000 + 1000,
         created_ms: id * 1000 - 10,

@@ -7,8 +7,9 @@
 //! token and ticket. None may appear, in any encoding, in:
 //!
 //! - the trace log, or what any command printed (except the ticket `invite` prints);
-//! - any HTTP answer: health, epoch, status, metrics, enrollment, benchmark answers and
-//!   errors, and bundles (also their decoded payloads: bundles carry sealed keys only);
+//! - any HTTP answer: health, epoch, status, metrics, the dashboard (`/ui`, its script and
+//!   `/ui/data`), enrollment, benchmark answers and errors, and bundles (also their decoded
+//!   payloads: bundles carry sealed keys only);
 //! - the configuration, or any file in the state directory, except the ones meant to hold
 //!   them: the key file holds only the controller key, the token file only the admin token,
 //!   the database (with its `-wal` and `-shm`) only the epoch secrets;
@@ -478,6 +479,9 @@ fn no_secret_leaves_its_place() {
     remember_epochs(&home, &mut seen);
     places.reply("/v1/status", &get(&status_client, "/v1/status"));
     places.reply("/metrics", &get(&status_client, "/metrics"));
+    for page in ["/ui", "/ui/app.js", "/ui/data"] {
+        places.reply(page, &get(&status_client, page));
+    }
     places.reply("/v1/epoch", &get(&client, "/v1/epoch"));
     process_places(server.pid().expect("the controller runs"), &mut places);
     let status = server.terminate();
