@@ -8,6 +8,8 @@
 //! can send by itself: a refused request is answered 401 with `WWW-Authenticate: Basic`, so
 //! that the browser asks for it. Every answer carries a strict Content-Security-Policy
 //! (`default-src 'self'`, no inline script or style), `nosniff`, `no-store` and no framing.
+//! Without a token, on the loopback listener, only a `Host` that is an IP address or
+//! `localhost` is answered, against DNS rebinding.
 
 pub mod data;
 pub mod seen;
@@ -75,7 +77,7 @@ pub fn routes(api: &Arc<Api>, open: bool) -> Router<Arc<Api>> {
         .route("/ui/app.css", get(style))
         .route("/ui/data", get(snapshot));
     let routes = if open {
-        routes
+        routes.route_layer(axum::middleware::from_fn(require_local_host))
     } else {
         routes.route_layer(axum::middleware::from_fn_with_state(
             api.clone(),
@@ -83,6 +85,41 @@ pub fn routes(api: &Arc<Api>, open: bool) -> Router<Arc<Api>> {
         ))
     };
     routes.layer(axum::middleware::map_response(strict_headers))
+}
+
+/// On the open (loopback) listener, refuses a request whose `Host` is a name other than
+/// `localhost`: a web page whose name an attacker re-points at 127.0.0.1 (DNS rebinding) must
+/// not read the dashboard through the operator's browser. An SSH tunnel's
+/// `http://127.0.0.1:PORT/ui` or `http://localhost:PORT/ui` passes.
+async fn require_local_host(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    if host.is_some_and(local_host) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::FORBIDDEN,
+        Json(serde_json::json!({
+            "error": "the dashboard on the status listener answers only to an IP address or localhost as Host"
+        })),
+    )
+        .into_response()
+}
+
+/// Whether `host` (a `Host` header: name or address, and an optional port) is an IP address
+/// or `localhost`.
+fn local_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // [IPv6]:port
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// Refuses a request without the read token (or the admin token) with 401 and a Basic

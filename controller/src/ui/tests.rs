@@ -6,7 +6,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use base64::Engine as _;
 
 use super::data::{decisions_log, pairs, MAX_LOG, MAX_PAIRS};
-use super::presented;
+use super::{local_host, presented};
 use crate::model::{Decision, Evidence, History, Topology};
 use crate::store::EpochSummary;
 
@@ -130,4 +130,29 @@ fn pairs_are_capped() {
     let (shown, total) = pairs(&decisions, &Topology::FullMesh);
     assert_eq!(total, 100 * 99 / 2);
     assert_eq!(shown.len(), MAX_PAIRS.min(total));
+}
+
+#[test]
+fn only_addresses_and_localhost_are_local_hosts() {
+    for ok in [
+        "127.0.0.1",
+        "127.0.0.1:8701",
+        "[::1]:8701",
+        "[::1]",
+        "localhost",
+        "LocalHost:8701",
+        "10.0.0.1:80",
+    ] {
+        assert!(local_host(ok), "{ok}");
+    }
+    for bad in [
+        "evil.example",
+        "evil.example:8701",
+        "localhost.evil.example",
+        "127.0.0.1.nip.io:8701",
+        "",
+        "[evil]:80",
+    ] {
+        assert!(!local_host(bad), "{bad}");
+    }
 }

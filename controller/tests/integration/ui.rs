@@ -236,3 +236,29 @@ async fn the_data_is_bounded_whatever_the_mesh_size() {
         extra + 3
     );
 }
+
+/// DNS rebinding: a page whose name an attacker points at 127.0.0.1 reaches the loopback
+/// status listener with that name as `Host`; the dashboard refuses it there.
+#[tokio::test]
+async fn attack_a_rebound_host_name_is_refused_on_the_status_listener() {
+    let f = fixture().await;
+    let port = f.status_url.rsplit(':').next().unwrap().to_owned();
+    for path in PATHS {
+        let answer = reqwest::Client::new()
+            .get(format!("{}{path}", f.status_url))
+            .header("host", format!("rebound.example:{port}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{path}");
+        let body = answer.text().await.unwrap();
+        assert!(!body.contains("node-a"), "{path}: {body}");
+        let answer = reqwest::Client::new()
+            .get(format!("{}{path}", f.status_url))
+            .header("host", format!("localhost:{port}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK, "{path}");
+    }
+}
