@@ -11,6 +11,7 @@
 //!   the reason naming its score, without a reload; then the decisions log lists d's denial,
 //!   the plot marks it, the map draws d apart with only a–b holding keys, and the histogram
 //!   has the decision-to-notice samples;
+//! - on the loopback status listener, the page lists the nodes without any token;
 //! - no PSK (from `wg show` on every node), node private key, identity key, controller key or
 //!   token appears in the DOM or in any response body the page fetched;
 //! - a screenshot of the page is saved (`target/e2e-artifacts/dashboard.png`, and where
@@ -225,13 +226,34 @@ fn the_dashboard_shows_a_denial_live_and_no_key_material() {
         "a's PSK epoch is not shown"
     );
 
+    // The browser drops a page's bodies when it leaves it: read them first.
+    let mut bodies = browser.bodies();
+    let mut doms = vec![browser.eval(DOM).as_str().unwrap_or_default().to_owned()];
+
+    // --- The loopback status listener: served without any token ---
+    browser.set_headers(json!({}));
+    let local = format!("http://{}/ui", status_listen(&mesh));
+    if let Err(error) = browser.navigate(&local) {
+        panic!("loading {local} without a token: {error}");
+    }
+    let listed = wait_until(Duration::from_secs(10), || {
+        let r = rows(&mut browser);
+        r.len() == 3 && membership(&r, "d").as_deref() == Some("DENIED")
+    });
+    assert!(
+        listed,
+        "{local} without a token does not list the nodes: {:?}",
+        rows(&mut browser)
+    );
+
     // --- No key material anywhere ---
     secrets.extend(key_material(&mesh, &token));
     secrets.sort();
     secrets.dedup();
-    let dom = browser.eval(DOM);
-    let dom = dom.as_str().unwrap_or_default().to_owned();
-    let bodies = browser.bodies();
+    doms.push(browser.eval(DOM).as_str().unwrap_or_default().to_owned());
+    bodies.extend(browser.bodies());
+    bodies.sort();
+    bodies.dedup();
     let data_bodies = bodies
         .iter()
         .filter(|(u, _)| u.ends_with("/ui/data"))
@@ -242,20 +264,28 @@ fn the_dashboard_shows_a_denial_live_and_no_key_material() {
         bodies.len()
     );
     let fetched: HashSet<String> = bodies.iter().map(|(u, _)| u.clone()).collect();
-    for want in ["/ui", "/ui/app.js", "/ui/app.css", "/ui/data"] {
-        let full = format!("{}{want}", mesh.instance(0).url());
-        assert!(
-            fetched.contains(&full),
-            "no body of {full} read: {fetched:?}"
-        );
+    let bases = [
+        mesh.instance(0).url(),
+        format!("http://{}", status_listen(&mesh)),
+    ];
+    for base in &bases {
+        for want in ["/ui", "/ui/app.js", "/ui/app.css", "/ui/data"] {
+            let full = format!("{base}{want}");
+            assert!(
+                fetched.contains(&full),
+                "no body of {full} read: {fetched:?}"
+            );
+        }
     }
     eprintln!(
-        "checked {} secrets against the DOM and {} response bodies",
+        "checked {} secrets against both pages' DOMs and {} response bodies",
         secrets.len(),
         bodies.len()
     );
     for (what, secret) in &secrets {
-        assert!(!dom.contains(secret.as_str()), "the DOM holds {what}");
+        for dom in &doms {
+            assert!(!dom.contains(secret.as_str()), "the DOM holds {what}");
+        }
         for (url, body) in &bodies {
             assert!(!body.contains(secret.as_str()), "{url} holds {what}");
         }
@@ -272,6 +302,17 @@ fn the_dashboard_shows_a_denial_live_and_no_key_material() {
         "the screenshot is mostly background ({busy:.3})"
     );
     drop(browser);
+}
+
+/// The controller's `status_listen`, from its configuration file.
+fn status_listen(mesh: &Mesh) -> String {
+    let path = mesh.home().config_file();
+    let text = std::fs::read_to_string(path).expect("the controller's configuration");
+    let config: toml::Value = toml::from_str(&text).expect("a TOML configuration");
+    config["status_listen"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no status_listen in {}", path.display()))
+        .to_owned()
 }
 
 fn chromium_present() -> Result<(), String> {
