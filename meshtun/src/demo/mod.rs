@@ -31,12 +31,23 @@
 //! path through both NATs, the path node-c gets, then node-c's score dropping half-way and
 //! node-c cut off everywhere within a second of the decision.
 //!
+//! With `--evaluators` (`evaluators`, `evalscene`): node-c claims 0.90 about itself, but
+//! the controller takes every node's overall score from three registered evaluators, e1,
+//! e2 and e3 (`[policy.sources.overall]`: the median of at least 2). Each runs the reference
+//! evaluator, `meshtun evaluate`, with a small harness script in the demo's directory. Their
+//! first pass finds every node sound; half-way their second pass scores node-c 0.35 to 0.45.
+//! The demo shows node-c's own claim, each evaluator's statement, the epoch that cuts node-c
+//! off with the controller's reason naming the statements, the others' `CUTOFF` lines with
+//! the time from the decision, and the pings: a↔b kept, node-c's failing.
+//!
 //! Everything is removed on every way out: the normal end, an error, Ctrl-C or SIGTERM.
 //! Namespaces, processes, the controller's commands and the gate log parser are
 //! [`meshtun_testbed`]'s, shared with the end-to-end tests.
 
 pub mod controller;
 pub mod daemons;
+mod evalscene;
+pub mod evaluators;
 pub mod ha;
 pub mod narrative;
 pub mod nat;
@@ -411,6 +422,7 @@ pub async fn run(opts: DemoOptions, style: Style) -> Result<(), DemoError> {
     let mut story = Story {
         ha: opts.ha.then(story::HaStory::default),
         nat: opts.nat.then(nat::NatStory::default),
+        evaluators: opts.evaluators.then(evaluators::EvaluatorsStory::default),
         ..Story::default()
     };
     let outcome = tokio::select! {

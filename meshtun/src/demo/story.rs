@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::evaluators::EvaluatorsStory;
 use super::nat::NatStory;
 use super::ping::Probe;
 
@@ -97,6 +98,8 @@ pub struct Story {
     pub ha: Option<HaStory>,
     /// With `--nat`: addresses, paths, and node-c's denial.
     pub nat: Option<NatStory>,
+    /// With `--evaluators`: the statements, node-c's claim, its denial and cut-off.
+    pub evaluators: Option<EvaluatorsStory>,
 }
 
 /// With `--ha`: what was shown of the leader's replacement.
@@ -182,6 +185,10 @@ impl Story {
                     nat.c_denied = Some((epoch.id, epoch.decided_ms));
                 }
             }
+            if let Some(judged) = self.evaluators.as_mut() {
+                let cut_off = c.change == Change::CutOff;
+                judged.on_decision(epoch.id, epoch.decided_ms, cut_off, &c.reason);
+            }
             if !c.allowed && self.c_denied.is_none() {
                 self.c_denied = Some((epoch.id, c.reason.clone()));
             }
@@ -232,8 +239,12 @@ impl Story {
 
     /// The steps of the scenario not seen (empty: everything was shown).
     pub fn missing(&self) -> Vec<&'static str> {
-        if let Some(nat) = &self.nat {
-            let mut missing = nat.missing();
+        let short = self
+            .nat
+            .as_ref()
+            .map(NatStory::missing)
+            .or_else(|| self.evaluators.as_ref().map(EvaluatorsStory::missing));
+        if let Some(mut missing) = short {
             if self.ab_connected.is_none() {
                 missing.insert(
                     0,
