@@ -409,6 +409,30 @@ mod tests {
     }
 
     #[test]
+    fn with_evaluators_the_story_is_theirs_and_a_cut_off_counts_after_their_second_pass() {
+        let mut story = Story {
+            evaluators: Some(EvaluatorsStory::default()),
+            ..Story::default()
+        };
+        let missing = story.missing();
+        assert_eq!(missing.len(), 7, "{missing:?}");
+        assert_eq!(
+            missing[0],
+            "node-a and node-b reaching each other through the tunnel"
+        );
+        assert!(!missing.contains(&"node-c readmitted after its score recovered"));
+        let mut cut = epoch(4, false);
+        cut.decisions[2].change = Change::CutOff;
+        story.on_epoch(secs(5), &cut);
+        assert_eq!(story.evaluators.as_ref().unwrap().c_denied, None);
+        story.evaluators.as_mut().unwrap().judged = Some(secs(6));
+        (cut.id, cut.decided_ms) = (5, 50_000);
+        story.on_epoch(secs(7), &cut);
+        let denied = story.evaluators.as_ref().unwrap().c_denied.clone();
+        assert_eq!(denied.map(|(id, _, ms)| (id, ms)), Some((5, 50_000)));
+    }
+
+    #[test]
     fn pings_before_the_first_epoch_or_after_recovery_do_not_count_as_a_cut_off() {
         let mut story = Story::default();
         story.on_pings(secs(1), &round(&[]));
