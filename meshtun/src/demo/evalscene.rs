@@ -79,7 +79,7 @@ impl Watch<'_> {
         let at = self.narrator.at();
         if let Some(story) = self.story.evaluators.as_mut() {
             story.claim = claim;
-            story.judged = Some(at);
+            story.cut.arm(at);
         }
         self.narrator
             .say(&narrative::evaluators::claim_line(self.style, at, claim));
@@ -124,7 +124,7 @@ impl Watch<'_> {
                     let probes = handle.await.unwrap_or_default();
                     self.story.on_pings(at, &probes);
                     if let Some(story) = self.story.evaluators.as_mut() {
-                        story.on_pings(at, after_cut, &probes);
+                        story.cut.on_pings(at, after_cut, &probes);
                     }
                     let silent = if after_cut { "cut off" } else { "no reply" };
                     self.narrator.release(Some(&narrative::ping_line_as(
@@ -135,7 +135,7 @@ impl Watch<'_> {
             if in_flight.is_none() && now >= next_ping {
                 next_ping = now + PING_EVERY;
                 let pinger = pinger.clone();
-                let after_cut = self.story.evaluators.as_ref().is_some_and(|s| s.both_cut());
+                let after_cut = self.story.evaluators.as_ref().is_some_and(|s| s.cut.both());
                 let handle = tokio::task::spawn_blocking(move || pinger.round(PING_TIMEOUT));
                 in_flight = Some((self.narrator.at(), after_cut, handle));
                 self.narrator.hold();

@@ -11,20 +11,16 @@
 //! it stored, node-c's own claim, the epoch that cut node-c off with the controller's reason,
 //! and the others' `CUTOFF` lines.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use meshtun_proto::private_file::{write as write_private_file, Replace};
-use meshtun_testbed::gatelog::{self, GateEvent};
-
 use super::controller::Extra;
-use super::ping::Probe;
+use super::cutoff::CutOff;
 use super::DemoError;
 use crate::config::load_or_create_identity;
+use meshtun_proto::private_file::{write as write_private_file, Replace};
 
-/// The node the evaluators judge.
-pub const C_ID: &str = "node-c";
+pub use super::cutoff::C_ID;
 
 /// The dimension the evaluators speak for.
 pub const DIMENSION: &str = "overall";
@@ -38,9 +34,6 @@ const STATEMENT_MAX_AGE_SECS: u64 = 86_400;
 
 /// How long one `meshtun evaluate` may take (the harness, the request).
 const EVALUATE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The cut-off bound the story checks: peers drop node-c within this of the decision.
-pub const CUTOFF_BOUND_MS: u64 = 1000;
 
 /// One evaluator and what its harness finds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -252,73 +245,19 @@ pub struct EvaluatorsStory {
     pub second: Vec<Stated>,
     /// node-c's own claim (its latest benchmark's overall score) when it was judged.
     pub claim: Option<f64>,
-    /// When the second pass began.
-    pub judged: Option<Duration>,
     /// The epoch that cut node-c off after the second pass: its number, the controller's
     /// reason, and when it was decided (Unix ms).
     pub c_denied: Option<(u64, String, u64)>,
-    /// Per node, the `decision_to_cutoff_ms` its `CUTOFF peer=node-c` line gave.
-    pub cutoffs: BTreeMap<String, Option<u64>>,
-    /// A round of pings after both others dropped node-c, in which nobody reached it.
-    pub c_silent: Option<Duration>,
+    /// node-c's cut-off, counted from the second pass.
+    pub cut: CutOff,
 }
 
 impl EvaluatorsStory {
     /// Records node-c's decision in epoch `epoch`: the first cut-off after the second pass.
     pub fn on_decision(&mut self, epoch: u64, decided_ms: u64, cut_off: bool, reason: &str) {
-        if self.judged.is_some() && cut_off && self.c_denied.is_none() {
+        if self.cut.since.is_some() && cut_off && self.c_denied.is_none() {
             self.c_denied = Some((epoch, reason.to_owned(), decided_ms));
         }
-    }
-
-    /// Records `node`'s notable log line `text`: its `CUTOFF peer=node-c` after the second
-    /// pass began.
-    pub fn on_log(&mut self, node: &str, text: &str) {
-        if self.judged.is_none() {
-            return;
-        }
-        if let Some(GateEvent::Cutoff {
-            peer,
-            decision_to_cutoff_ms,
-            ..
-        }) = gatelog::parse_line(text)
-        {
-            if peer == C_ID {
-                self.cutoffs
-                    .entry(node.to_owned())
-                    .or_insert(decision_to_cutoff_ms);
-            }
-        }
-    }
-
-    /// Records a round of pings sent once both others had dropped node-c (`after_cut`): one
-    /// in which nobody reached node-c and it reached nobody.
-    pub fn on_pings(&mut self, at: Duration, after_cut: bool, probes: &[Probe]) {
-        let involving_c: Vec<&Probe> = probes
-            .iter()
-            .filter(|p| p.from == 'c' || p.to == 'c')
-            .collect();
-        if after_cut && !involving_c.is_empty() && involving_c.iter().all(|p| !p.answered()) {
-            self.c_silent.get_or_insert(at);
-        }
-    }
-
-    /// Whether both others logged dropping node-c.
-    pub fn both_cut(&self) -> bool {
-        ["node-a", "node-b"]
-            .iter()
-            .all(|n| self.cutoffs.contains_key(*n))
-    }
-
-    /// Whether both others dropped node-c within [`CUTOFF_BOUND_MS`] of the decision.
-    pub fn cut_off_in_time(&self) -> bool {
-        ["node-a", "node-b"].iter().all(|n| {
-            self.cutoffs
-                .get(*n)
-                .copied()
-                .flatten()
-                .is_some_and(|ms| ms <= CUTOFF_BOUND_MS)
-        })
     }
 
     /// Whether the reason names every evaluator of the second pass with its score.
@@ -353,11 +292,11 @@ impl EvaluatorsStory {
                 "node-c cut off, the reason naming the evaluators' statements",
             ),
             (
-                self.cut_off_in_time(),
+                self.cut.in_time(),
                 "node-a and node-b dropping node-c within 1 s of the decision",
             ),
             (
-                self.c_silent.is_some(),
+                self.cut.silent.is_some(),
                 "node-c cut off from everyone after its denial",
             ),
         ]
@@ -371,7 +310,6 @@ impl EvaluatorsStory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo::ping::Outcome;
 
     fn stated(evaluator: &str, score: f64) -> Stated {
         Stated {
@@ -445,24 +383,15 @@ mod tests {
     }
 
     #[test]
-    fn the_cut_off_counts_after_the_second_pass_and_the_reason_must_name_the_statements() {
+    fn the_denial_counts_after_the_second_pass_and_its_reason_must_name_the_statements() {
         let mut story = EvaluatorsStory::default();
         assert_eq!(story.missing().len(), 6);
-        let line = "CUTOFF peer=node-c epoch=5 decision_to_cutoff_ms=120";
-        story.on_log("node-a", line);
         story.on_decision(5, 1, true, "x");
-        assert!(
-            story.cutoffs.is_empty() && story.c_denied.is_none(),
-            "before the pass"
-        );
-        story.judged = Some(Duration::from_secs(10));
+        assert!(story.c_denied.is_none(), "before the second pass");
+        story.cut.arm(Duration::from_secs(10));
         story.second = vec![stated("e1", 0.40), stated("e2", 0.35), stated("e3", 0.45)];
-        story.on_log("node-a", line);
-        story.on_log(
-            "node-b",
-            "CUTOFF peer=node-c epoch=5 decision_to_cutoff_ms=1400",
-        );
-        assert!(story.both_cut() && !story.cut_off_in_time());
+        story.on_decision(5, 1, false, "x");
+        assert!(story.c_denied.is_none(), "not a cut-off");
         story.on_decision(
             5,
             1,
@@ -472,20 +401,14 @@ mod tests {
         assert!(!story.reason_names_statements(), "e2 is not named");
         story.c_denied = None;
         story.on_decision(
-            5,
+            6,
             1,
             true,
-            "overall 0.40 (median of 3 evaluators: e1 0.40, e2 0.35, e3 0.90); needs 0.70",
+            "overall 0.40 (median of 3 evaluators: e1 0.40, e2 0.35, e3 0.86); needs 0.70",
         );
         assert!(story.reason_names_statements());
-        let silent = [Probe {
-            from: 'a',
-            to: 'c',
-            outcome: Outcome::NoReply,
-        }];
-        story.on_pings(Duration::from_secs(11), false, &silent);
-        assert_eq!(story.c_silent, None, "sent before both cut it off");
-        story.on_pings(Duration::from_secs(12), true, &silent);
-        assert_eq!(story.c_silent, Some(Duration::from_secs(12)));
+        story.on_decision(7, 2, true, "later");
+        assert_eq!(story.c_denied.as_ref().map(|d| d.0), Some(6), "the first");
+        assert_eq!(story.missing().len(), 4, "{:?}", story.missing());
     }
 }

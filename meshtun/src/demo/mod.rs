@@ -45,6 +45,7 @@
 //! [`meshtun_testbed`]'s, shared with the end-to-end tests.
 
 pub mod controller;
+pub mod cutoff;
 pub mod daemons;
 mod evalscene;
 pub mod evaluators;

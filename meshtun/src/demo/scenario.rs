@@ -259,10 +259,10 @@ impl Watch<'_> {
                     continue;
                 };
                 if let Some(nat) = self.story.nat.as_mut() {
-                    nat.on_log(node, text);
+                    nat.cut.on_log(node, text);
                 }
                 if let Some(judged) = self.story.evaluators.as_mut() {
-                    judged.on_log(node, text);
+                    judged.cut.on_log(node, text);
                 }
                 if let Some(other) = self.applied.record(node, text) {
                     self.narrator.say(&narrative::node_line(

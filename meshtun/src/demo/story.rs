@@ -425,7 +425,7 @@ mod tests {
         cut.decisions[2].change = Change::CutOff;
         story.on_epoch(secs(5), &cut);
         assert_eq!(story.evaluators.as_ref().unwrap().c_denied, None);
-        story.evaluators.as_mut().unwrap().judged = Some(secs(6));
+        story.evaluators.as_mut().unwrap().cut.arm(secs(6));
         (cut.id, cut.decided_ms) = (5, 50_000);
         story.on_epoch(secs(7), &cut);
         let denied = story.evaluators.as_ref().unwrap().c_denied.clone();

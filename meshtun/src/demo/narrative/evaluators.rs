@@ -7,9 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{check, event, secs, Style, CONTINUE};
-use crate::demo::evaluators::{
-    EvaluatorsStory, Stated, CUTOFF_BOUND_MS, C_ID, DIMENSION, K, PANEL,
-};
+use crate::demo::cutoff::CUTOFF_BOUND_MS;
+use crate::demo::evaluators::{EvaluatorsStory, Stated, C_ID, DIMENSION, K, PANEL};
 use crate::demo::plan::{DemoOptions, Names, CLAIMED_MEAN, CONTROLLERS, NODES, THRESHOLD};
 use crate::demo::story::Story;
 
@@ -202,26 +201,14 @@ pub fn summary(style: Style, story: &Story, judged: &EvaluatorsStory) -> String 
         "  {} {denied}",
         check(style, judged.reason_names_statements())
     );
-    let cutoffs: Vec<String> = judged
-        .cutoffs
-        .iter()
-        .map(|(node, ms)| match ms {
-            Some(ms) => format!("{node} {ms} ms"),
-            None => format!("{node} (time not logged)"),
-        })
-        .collect();
     let _ = writeln!(
         out,
         "  {} from the decision to {C_ID}'s removal, as each node logged it: {} (bound \
          {CUTOFF_BOUND_MS} ms).",
-        check(style, judged.cut_off_in_time()),
-        if cutoffs.is_empty() {
-            "nobody removed it".to_owned()
-        } else {
-            cutoffs.join(", ")
-        }
+        check(style, judged.cut.in_time()),
+        judged.cut.times_text()
     );
-    let silent = match judged.c_silent {
+    let silent = match judged.cut.silent {
         Some(at) => format!(
             "{C_ID} cut off everywhere: from {} nobody reached it and it reached nobody.",
             secs(at)
@@ -231,7 +218,7 @@ pub fn summary(style: Style, story: &Story, judged: &EvaluatorsStory) -> String 
     let _ = writeln!(
         out,
         "  {} {silent}",
-        check(style, judged.c_silent.is_some())
+        check(style, judged.cut.silent.is_some())
     );
     out
 }
@@ -299,12 +286,12 @@ mod tests {
             judged.second.push(stated(e.name, C_ID, e.second, "2"));
         }
         judged.claim = Some(0.91);
-        judged.judged = Some(Duration::from_secs(15));
+        judged.cut.arm(Duration::from_secs(15));
         let reason = "overall 0.40 (median of 3 evaluators: e1 0.40, e2 0.35, e3 0.86); needs 0.70";
         judged.c_denied = Some((6, reason.into(), 0));
-        judged.cutoffs.insert("node-a".into(), Some(90));
-        judged.cutoffs.insert("node-b".into(), Some(140));
-        judged.c_silent = Some(Duration::from_secs(18));
+        judged.cut.times.insert("node-a".into(), Some(90));
+        judged.cut.times.insert("node-b".into(), Some(140));
+        judged.cut.silent = Some(Duration::from_secs(18));
         let text = summary(PLAIN, &story, story.evaluators.as_ref().unwrap());
         assert_eq!(text.matches('✓').count(), 5, "{text}");
         for part in [
