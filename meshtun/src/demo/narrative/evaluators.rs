@@ -176,21 +176,22 @@ pub fn summary(style: Style, story: &Story, judged: &EvaluatorsStory) -> String 
         .iter()
         .map(|s| format!("{} {:.2}", s.evaluator, s.score))
         .collect();
-    let claim = judged
-        .claim
-        .map_or("no claim".to_owned(), |c| format!("claimed {c:.2}"));
+    let claim = judged.claim.map_or_else(
+        || format!("{C_ID}'s own claim was not seen"),
+        |c| format!("{C_ID} claimed {c:.2} about itself"),
+    );
+    let said = if statements.is_empty() {
+        "the evaluators' second pass was not seen".to_owned()
+    } else {
+        format!("the evaluators said {}", statements.join(", "))
+    };
     let _ = writeln!(
         out,
-        "  {} {C_ID} {claim} about itself; the evaluators said {}.",
+        "  {} {claim}; {said}.",
         check(
             style,
             judged.claim.is_some() && judged.second.len() == PANEL.len()
-        ),
-        if statements.is_empty() {
-            "nothing more".to_owned()
-        } else {
-            statements.join(", ")
-        }
+        )
     );
     let denied = match &judged.c_denied {
         Some((epoch, reason, _)) => format!("epoch {epoch} cut {C_ID} off: {reason}"),
@@ -278,6 +279,12 @@ mod tests {
         };
         let text = summary(PLAIN, &story, story.evaluators.as_ref().unwrap());
         assert_eq!(text.matches('✗').count(), 5, "{text}");
+        assert!(
+            text.contains(
+                "node-c's own claim was not seen; the evaluators' second pass was not seen."
+            ),
+            "{text}"
+        );
         let judged = story.evaluators.as_mut().unwrap();
         for e in &PANEL {
             for node in &NODES {
