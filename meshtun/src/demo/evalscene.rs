@@ -107,6 +107,7 @@ impl Watch<'_> {
         let mut next_ping = started + Duration::from_secs(1);
         let mut in_flight: Option<(Duration, bool, JoinHandle<Vec<Probe>>)> = None;
         let mut judged = false;
+        let mut cut_told = false;
         loop {
             let now = tokio::time::Instant::now();
             if end_at.is_some_and(|end| now >= end) {
@@ -118,6 +119,22 @@ impl Watch<'_> {
             if !judged && now >= judge_at {
                 judged = true;
                 self.judge_c()?;
+            }
+            // Told after the decision it counts from.
+            if let Some(story) = self
+                .story
+                .evaluators
+                .as_ref()
+                .filter(|s| s.cut.both() && s.c_denied.is_some())
+            {
+                if !cut_told {
+                    cut_told = true;
+                    self.narrator.say(&narrative::evaluators::cut_off_line(
+                        self.style,
+                        self.narrator.at(),
+                        &story.cut,
+                    ));
+                }
             }
             if in_flight.as_ref().is_some_and(|(_, _, h)| h.is_finished()) {
                 if let Some((at, after_cut, handle)) = in_flight.take() {

@@ -706,6 +706,11 @@ fn demo_evaluators_shows_the_claim_the_statements_and_c_cut_off() {
     }
     line(
         denied,
+        &["node-c cut off: dropped from the controller's decision to its removal in node-a "],
+        "the narrative does not tell the time from the decision to the cut-off",
+    );
+    line(
+        denied,
         &["ping", "a↔b ok", "a↔c cut off", "b↔c cut off"],
         "no round with a↔b ok and node-c cut off after its denial",
     );

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{check, event, secs, Style, CONTINUE};
-use crate::demo::cutoff::CUTOFF_BOUND_MS;
+use crate::demo::cutoff::{CutOff, CUTOFF_BOUND_MS};
 use crate::demo::evaluators::{EvaluatorsStory, Stated, C_ID, DIMENSION, K, PANEL};
 use crate::demo::plan::{DemoOptions, Names, CLAIMED_MEAN, CONTROLLERS, NODES, THRESHOLD};
 use crate::demo::story::Story;
@@ -156,6 +156,21 @@ pub fn statement_line(style: Style, at: Duration, stated: &Stated) -> String {
     )
 }
 
+/// node-c dropped by both others: the time from the decision each logged.
+pub fn cut_off_line(style: Style, at: Duration, cut: &CutOff) -> String {
+    let text = format!(
+        "{C_ID} cut off: dropped from the controller's decision to its removal in {} (bound \
+         {CUTOFF_BOUND_MS} ms)",
+        cut.times_text()
+    );
+    let text = if cut.in_time() {
+        style.notice(&text)
+    } else {
+        style.bad(&text)
+    };
+    event(at, &text)
+}
+
 /// The summary's lines, one per claim.
 pub fn summary(style: Style, story: &Story, judged: &EvaluatorsStory) -> String {
     let mut out = String::new();
@@ -267,6 +282,14 @@ mod tests {
             "e1 (`meshtun evaluate`, first pass): node-a 0.90, node-c 0.85 (stored statements 1, 3)"
         );
         assert_eq!(first_pass_line(PLAIN, &[]), "");
+        let mut cut = CutOff::default();
+        cut.times.insert("node-a".into(), Some(5));
+        cut.times.insert("node-b".into(), Some(7));
+        assert_eq!(
+            cut_off_line(PLAIN, Duration::from_secs(21), &cut),
+            "[  21.0s] node-c cut off: dropped from the controller's decision to its removal in \
+             node-a 5 ms, node-b 7 ms (bound 1000 ms)"
+        );
     }
 
     #[test]
