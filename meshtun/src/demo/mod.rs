@@ -17,7 +17,8 @@
 //! - [`controller`]: the controller: its files, `serve`, `rotate`, its audit log read back;
 //! - [`daemons`]: the node daemons and their logs; [`nodelog`]: what their logs say;
 //! - [`ping`]: ICMP echo through the tunnel from inside each namespace;
-//! - [`story`]: what has been shown so far; [`narrative`]: what is printed.
+//! - [`story`]: what has been shown so far; [`narrative`]: what is printed;
+//! - [`cutoff`]: node-c's cut-off as the `--nat` and `--evaluators` stories see it.
 //!
 //! With `--ha` (`ha`, `takeover`): two controllers, `ctl-1` and `ctl-2`, on one
 //! throwaway PostgreSQL cluster the demo starts, and every node lists both URLs. A third of
@@ -31,7 +32,7 @@
 //! path through both NATs, the path node-c gets, then node-c's score dropping half-way and
 //! node-c cut off everywhere within a second of the decision.
 //!
-//! With `--evaluators` (`evaluators`, `evalscene`): node-c claims 0.90 about itself, but
+//! With `--evaluators` ([`evaluators`], `evalscene`): node-c claims 0.90 about itself, but
 //! the controller takes every node's overall score from three registered evaluators, e1,
 //! e2 and e3 (`[policy.sources.overall]`: the median of at least 2). Each runs the reference
 //! evaluator, `meshtun evaluate`, with a small harness script in the demo's directory. Their
