@@ -1,5 +1,5 @@
 //! `meshtun demo --evaluators`: what the evaluators' story needs besides the base demo.
-//! Every node claims about 0.90 about itself (node-c too), but the controller takes the
+//! Every node claims around 0.90 about itself (node-c too), but the controller takes the
 //! overall score from evaluators instead (`[policy.sources.overall]`: the median of at least
 //! 2 of e1, e2 and e3, against the threshold). Each evaluator is a registered Ed25519 key
 //! (`meshtun-controller evaluator add NAME PUBKEY --dimensions overall`) and runs the real
@@ -14,11 +14,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use meshtun_proto::private_file::{write as write_private_file, Replace};
+
 use super::controller::Extra;
 use super::cutoff::CutOff;
 use super::DemoError;
 use crate::config::load_or_create_identity;
-use meshtun_proto::private_file::{write as write_private_file, Replace};
 
 pub use super::cutoff::C_ID;
 
@@ -174,12 +175,15 @@ impl EvaluatorFiles {
     /// Runs `call`; the statement the controller stored, as `meshtun evaluate` reported it.
     pub fn evaluate(&self, call: &Call<'_>) -> Result<Stated, DemoError> {
         let out = meshtun_testbed::run::run_ok(&mut self.command(call), EVALUATE_TIMEOUT)?;
-        Stated::parse(call.evaluator, &out).ok_or_else(|| {
-            DemoError::Controller(format!(
-                "`meshtun evaluate` by {} about {} printed no stored statement: {out:?}",
-                call.evaluator, call.target
-            ))
-        })
+        Stated::parse(call.evaluator, &out)
+            .filter(|stated| stated.node == call.target)
+            .ok_or_else(|| {
+                DemoError::Controller(format!(
+                    "`meshtun evaluate` by {} about {} printed no statement about {} stored: \
+                     {out:?}",
+                    call.evaluator, call.target, call.target
+                ))
+            })
     }
 }
 
