@@ -135,6 +135,8 @@ fn demo(args: &meshtun::cli::DemoArgs) -> Result<()> {
         epoch: Duration::from_secs(args.epoch),
         duration: Duration::from_secs(args.duration.unwrap_or(if args.nat {
             meshtun::demo::plan::NAT_DEFAULT_DURATION_SECS
+        } else if args.evaluators {
+            meshtun::demo::plan::EVALUATORS_DEFAULT_DURATION_SECS
         } else {
             meshtun::demo::plan::DEFAULT_DURATION_SECS
         })),
@@ -142,6 +144,7 @@ fn demo(args: &meshtun::cli::DemoArgs) -> Result<()> {
         keep: args.keep,
         ha: args.ha,
         nat: args.nat,
+        evaluators: args.evaluators,
     };
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     runtime()?.block_on(meshtun::demo::run(opts, Style::new(color)))?;
