@@ -50,7 +50,12 @@ pub(super) fn supervise(
     settings: Option<ObserveSettings>,
     status: &SharedGateStatus,
 ) -> Option<ObserveTask> {
-    let (client, settings) = client.zip(settings.filter(|s| s.enabled))?;
+    let Some((client, settings)) = client.zip(settings.filter(|s| s.enabled)) else {
+        if current.is_some() {
+            tracing::info!(target: "meshtun::gate", "peer observations off");
+        }
+        return None;
+    };
     if let Some(task) = current {
         if Arc::ptr_eq(&task.client, &client) && task.settings == settings {
             return Some(task);
