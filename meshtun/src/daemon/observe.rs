@@ -5,15 +5,18 @@
 //! again after the probe, and submits one signed statement per peer probed
 //! (`POST /v1/statements`), counting each in `meshtun_gate_observations_total`.
 //!
-//! A round stops at the first submission that failed or was throttled (the client has
-//! already tried every controller instance; the next round brings fresh observations). It
-//! runs beside the gate: restarted when the gate's client or the settings change, stopped
-//! with gating or when the device is gone.
+//! Submissions are paced, one per [`SUBMIT_GAP`] at most (half the controller's default
+//! `node_rate`), so that they never take the node's request quota from its bundle polls and
+//! benchmarks; a round longer than the interval delays the next. A round stops at the first
+//! submission that failed or was throttled (the client has already tried every controller
+//! instance; the next round brings fresh observations). The observer runs beside the gate:
+//! restarted when the gate's client or the settings change, stopped with gating or when
+//! the device is gone.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::{Arc, Weak};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use meshtun_proto::report::Chain;
 use meshtun_proto::statement::Statement;
@@ -26,6 +29,9 @@ use crate::gate::observe::{handshake_age, observation, Outcome, Rounds, Warnings
 use crate::gate::{unix_ms, ControllerClient, SharedGateStatus};
 use crate::probe::{self, local_addresses, probe_address, Reachability, DEFAULT_TIMEOUT};
 use crate::wgcfg::PeerStatus;
+
+/// The least time between two submissions.
+pub(super) const SUBMIT_GAP: Duration = Duration::from_secs(1);
 
 /// The running observer; stopped when dropped.
 pub(super) struct ObserveTask {
@@ -104,7 +110,7 @@ async fn run(
         let measured = measure(&interface, &peers, &chosen, &local_addresses(), again).await;
         let own = client.node_id();
         let statements = statements(own, &measured, SystemTime::now(), &mut warnings);
-        submit_all(&client, statements, &status, &mut warnings).await;
+        submit_all(&client, statements, &status, &mut warnings, SUBMIT_GAP).await;
     }
 }
 
@@ -194,14 +200,18 @@ fn statements(
     out
 }
 
-/// Signs and submits `statements` in turn, counting each outcome in `status`.
+/// Signs and submits `statements` in turn, `gap` apart, counting each outcome in `status`.
 async fn submit_all(
     client: &ControllerClient,
     statements: Vec<Statement>,
     status: &SharedGateStatus,
     warnings: &mut Warnings,
+    gap: Duration,
 ) {
-    for statement in statements {
+    for (n, statement) in statements.into_iter().enumerate() {
+        if n > 0 {
+            tokio::time::sleep(gap).await;
+        }
         let subject = statement.subject.clone();
         let result = match client.sign_statement(statement) {
             Ok(signed) => client.submit_statement(&signed).await,
