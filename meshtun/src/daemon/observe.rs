@@ -190,7 +190,7 @@ fn statements(
     let mut out = Vec::with_capacity(measured.len());
     for m in measured {
         if let Reachability::Unknown { reason, .. } = &m.reach {
-            if warnings.should_log_unprobed(reason) {
+            if warnings.should_log_once(reason) {
                 tracing::warn!(target: "meshtun::gate", peer = %m.node_id, %reason, "cannot observe a gated peer: not probed");
             }
         }
@@ -216,9 +216,12 @@ async fn submit_all(
         let result = match client.sign_statement(statement) {
             Ok(signed) => client.submit_statement(&signed).await,
             Err(error) => {
-                tracing::warn!(target: "meshtun::gate", peer = %subject, error = %Chain(&error), "cannot sign an observation");
+                // This statement only (a name out of bounds, say): the others go on.
+                if warnings.should_log_once(&error.to_string()) {
+                    tracing::warn!(target: "meshtun::gate", peer = %subject, error = %Chain(&error), "cannot sign an observation");
+                }
                 count(status, Outcome::Failed);
-                return;
+                continue;
             }
         };
         let error = match result {

@@ -156,4 +156,9 @@ async fn submissions_are_counted_paced_and_a_failure_ends_the_round() {
         "the first failure ends the round"
     );
     assert!(started.elapsed() < gap, "no wait after the last");
+
+    // A statement that cannot be signed (a subject out of bounds) fails alone.
+    let round = made(&["Not A Node", "node-c"]);
+    submit_all(&working, round, &status, &mut warnings, Duration::ZERO).await;
+    assert_eq!(counts(&status), (3, 1, 2));
 }
