@@ -386,6 +386,25 @@ pub(crate) mod tests {
         );
     }
 
+    #[test]
+    fn observations_are_shown_while_on() {
+        let mut status = gated_status(MembershipState::Allowed);
+        if let Some(gate) = status.gate.as_mut() {
+            gate.observing = Some(crate::wgcfg::ObservingShown {
+                peers: 16,
+                interval_s: 30,
+                sent: 12,
+                refused: 2,
+                failed: 1,
+            });
+        }
+        let json = view(&probed(status));
+        assert_eq!(
+            json["gate"]["observing"],
+            json!({"peers": 16, "interval_s": 30, "sent": 12, "refused": 2, "failed": 1})
+        );
+    }
+
     /// Two STUN answers that differ: a symmetric NAT.
     pub(crate) fn with_nat() -> crate::wgcfg::NatStatus {
         use crate::wgcfg::{NatKind, NatStatus, Reflexive};
