@@ -251,6 +251,24 @@ pub struct DeviceGate {
     /// Peers of accepted bundles refused since start for their membership signature
     /// (`[controller] membership_key`).
     pub membership_refused: u64,
+    /// Peer observations, when `[controller] observe` is on.
+    pub observing: Option<ObservingShown>,
+}
+
+/// Peer observations as `meshtun show` prints them: the settings and the outcomes since
+/// start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObservingShown {
+    /// The most gated peers observed per round.
+    pub peers: u64,
+    /// Seconds between two rounds.
+    pub interval_s: u64,
+    /// Observations the controller stored.
+    pub sent: u64,
+    /// Observations the controller refused.
+    pub refused: u64,
+    /// Observations not signed or not delivered.
+    pub failed: u64,
 }
 
 /// This node's allocation on a TURN relay, as `meshtun show` prints it (no secret).

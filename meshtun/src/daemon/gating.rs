@@ -63,6 +63,7 @@ impl Gating {
     /// (at start, and after every reload).
     pub fn observe(&mut self, device: &Arc<HostDevice>) {
         let settings = self.running.as_ref().map(|r| r.options.controller.observe);
+        self.status.lock().observing = settings.filter(|s| s.enabled);
         let current = self.observer.take();
         self.observer = observe::supervise(current, device, self.client(), settings, &self.status);
     }

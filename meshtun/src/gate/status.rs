@@ -7,7 +7,7 @@ use meshtun_proto::{EpochId, IdentityPublic, PublicKey};
 use parking_lot::Mutex;
 
 pub use crate::wgcfg::MembershipState;
-use crate::wgcfg::{DeviceGate, DeviceStatus, NatStatus, PeerGate, RelayShown};
+use crate::wgcfg::{DeviceGate, DeviceStatus, NatStatus, ObservingShown, PeerGate, RelayShown};
 
 /// One peer configured from the bundle in force.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +86,8 @@ pub struct GateStatus {
     pub observations_refused: u64,
     /// Peer observations that could not be signed or reach a controller since start.
     pub observations_failed: u64,
+    /// The observation settings in force, while observations are on.
+    pub observing: Option<crate::config::ObserveSettings>,
 }
 
 impl GateStatus {
@@ -118,6 +120,13 @@ impl From<&GateStatus> for DeviceGate {
             forward: gate.forward,
             relay: gate.relay.clone(),
             membership_refused: gate.membership_refused,
+            observing: gate.observing.map(|o| ObservingShown {
+                peers: u64::try_from(o.peers).unwrap_or(u64::MAX),
+                interval_s: o.interval.as_secs(),
+                sent: gate.observations_sent,
+                refused: gate.observations_refused,
+                failed: gate.observations_failed,
+            }),
         }
     }
 }

@@ -208,6 +208,7 @@ pub(crate) mod tests {
         status.gate = Some(DeviceGate {
             forward: false,
             membership_refused: 0,
+            observing: None,
             node_id: "node-a".into(),
             controller_url: "http://192.0.2.1:8080".into(),
             controller_key: "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=".into(),

@@ -78,6 +78,13 @@ fn render_gate(out: &mut String, gate: &DeviceGate, now_ms: u64) {
             gate.membership_refused
         );
     }
+    if let Some(o) = &gate.observing {
+        let _ = writeln!(
+            out,
+            "  observing: up to {} peers every {}s ({} sent, {} refused, {} failed)",
+            o.peers, o.interval_s, o.sent, o.refused, o.failed
+        );
+    }
     if let Some(r) = &gate.relay {
         let relayed = r.relayed.map_or("none".to_owned(), |a| a.to_string());
         let left = r.expires_s.saturating_sub(now_ms / 1000);
@@ -389,6 +396,27 @@ mod tests {
         let shown = text(&probed(status));
         assert!(
             shown.contains("  refused peers: 2 since start, without a valid membership signature"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn observations_are_shown_only_when_on() {
+        let mut status = gated_status(MembershipState::Allowed);
+        assert!(!text(&probed(status.clone())).contains("observing"));
+        if let Some(gate) = status.gate.as_mut() {
+            gate.observing = Some(crate::wgcfg::ObservingShown {
+                peers: 16,
+                interval_s: 30,
+                sent: 12,
+                refused: 2,
+                failed: 1,
+            });
+        }
+        let shown = text(&probed(status));
+        assert!(
+            shown
+                .contains("  observing: up to 16 peers every 30s (12 sent, 2 refused, 1 failed)\n"),
             "{shown}"
         );
     }

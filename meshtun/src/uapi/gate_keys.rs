@@ -21,6 +21,7 @@
 //! | `meshtun_forward`                    | `true`: this node forwards between its gated peers (a hub); absent otherwise |
 //! | `meshtun_relay`                      | `SERVER RELAYED EXPIRES_S STATE`: the TURN allocation (`-` before one) |
 //! | `meshtun_membership_refused`         | peers refused for their membership signature since start; absent while 0 |
+//! | `meshtun_observing`                  | `PEERS INTERVAL_S SENT REFUSED FAILED`: peer observations; absent while off |
 //!
 //! | key (peer section)     | value                                              |
 //! |------------------------|----------------------------------------------------|
@@ -41,7 +42,7 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTRO
 use super::error::UapiError;
 use super::set::number;
 use crate::wgcfg::{DeviceGate, PeerGate};
-use crate::wgcfg::{MembershipState, NatKind, NatStatus, Reflexive, RelayShown};
+use crate::wgcfg::{MembershipState, NatKind, NatStatus, ObservingShown, Reflexive, RelayShown};
 
 /// The prefix of every meshtun key.
 pub const PREFIX: &str = "meshtun_";
@@ -94,6 +95,36 @@ pub fn write_device_gate(gate: &DeviceGate, out: &mut String) {
     if gate.membership_refused > 0 {
         line(out, "meshtun_membership_refused", gate.membership_refused);
     }
+    if let Some(o) = &gate.observing {
+        let value = format!(
+            "{} {} {} {} {}",
+            o.peers, o.interval_s, o.sent, o.refused, o.failed
+        );
+        line(out, "meshtun_observing", value);
+    }
+}
+
+fn decode_observing(key: &str, value: &str, line_no: usize) -> Result<ObservingShown, UapiError> {
+    let bad = || {
+        UapiError::reply(
+            line_no,
+            format!("{key}: expected PEERS INTERVAL_S SENT REFUSED FAILED"),
+        )
+    };
+    let numbers: Vec<u64> = value
+        .split(' ')
+        .map(|n| number(n).ok_or_else(bad))
+        .collect::<Result<_, _>>()?;
+    let [peers, interval_s, sent, refused, failed] = numbers[..] else {
+        return Err(bad());
+    };
+    Ok(ObservingShown {
+        peers,
+        interval_s,
+        sent,
+        refused,
+        failed,
+    })
 }
 
 fn decode_relay(key: &str, value: &str, line_no: usize) -> Result<RelayShown, UapiError> {
@@ -207,6 +238,7 @@ pub struct DeviceGateReader {
     forward: bool,
     relay: Option<RelayShown>,
     membership_refused: u64,
+    observing: Option<ObservingShown>,
 }
 
 impl DeviceGateReader {
@@ -237,6 +269,7 @@ impl DeviceGateReader {
             }
             "meshtun_relay" => self.relay = Some(decode_relay(key, value, line_no)?),
             "meshtun_membership_refused" => self.membership_refused = num()?,
+            "meshtun_observing" => self.observing = Some(decode_observing(key, value, line_no)?),
             "meshtun_nat" => {
                 self.nat.kind = NatKind::parse(value).ok_or_else(|| {
                     UapiError::reply(line_no, format!("{key}: unknown kind of NAT"))
@@ -301,6 +334,7 @@ impl DeviceGateReader {
             forward: self.forward,
             relay: self.relay,
             membership_refused: self.membership_refused,
+            observing: self.observing,
         }))
     }
 }
@@ -360,6 +394,13 @@ mod tests {
         DeviceGate {
             forward: true,
             membership_refused: 3,
+            observing: Some(ObservingShown {
+                peers: 16,
+                interval_s: 30,
+                sent: 12,
+                refused: 2,
+                failed: 1,
+            }),
             node_id: "node-a".into(),
             controller_url: "https://ctl.example:8443/base?x=1&y=%41".into(),
             controller_key: "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=".into(),
@@ -430,7 +471,8 @@ mod tests {
              meshtun_nat=endpoint_dependent\n\
              meshtun_forward=true\n\
              meshtun_relay=198.51.100.1:3478 198.51.100.1:49152 1700000060 allocated\n\
-             meshtun_membership_refused=3\n"
+             meshtun_membership_refused=3\n\
+             meshtun_observing=16 30 12 2 1\n"
         );
     }
 
@@ -490,6 +532,7 @@ mod tests {
             controller_error: None,
             nat: NatStatus::default(),
             membership_refused: 0,
+            observing: None,
             ..gate(MembershipState::Pending)
         };
         let mut out = String::new();

@@ -485,6 +485,7 @@ mod tests {
         status.gate = Some(DeviceGate {
             forward: false,
             membership_refused: 0,
+            observing: None,
             node_id: "node-a".into(),
             controller_url: "http://192.0.2.1:8080".into(),
             controller_key: String::new(),

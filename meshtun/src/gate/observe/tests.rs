@@ -230,9 +230,9 @@ fn refusals_and_failures_are_told_apart_and_logged_once() {
     }
     assert!(warnings.should_log(&rejected("not enrolled")));
     // A peer that could not be probed: once per reason, whatever the submissions did.
-    assert!(warnings.should_log_unprobed("no ICMP socket"));
-    assert!(!warnings.should_log_unprobed("no ICMP socket"));
+    assert!(warnings.should_log_once("no ICMP socket"));
+    assert!(!warnings.should_log_once("no ICMP socket"));
     warnings.succeeded();
-    assert!(!warnings.should_log_unprobed("no ICMP socket"));
-    assert!(warnings.should_log_unprobed("no address to probe"));
+    assert!(!warnings.should_log_once("no ICMP socket"));
+    assert!(warnings.should_log_once("no address to probe"));
 }

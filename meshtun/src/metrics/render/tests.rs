@@ -127,6 +127,7 @@ fn gate() -> GateStatus {
         observations_sent: 12,
         observations_refused: 2,
         observations_failed: 1,
+        observing: None,
         relay: Some(crate::wgcfg::RelayShown {
             server: "198.51.100.1:3478".parse().unwrap(),
             relayed: Some("198.51.100.1:49152".parse().unwrap()),
