@@ -30,6 +30,8 @@ mod schema;
 mod statements;
 
 #[cfg(test)]
+mod citations_tests;
+#[cfg(test)]
 mod crash_tests;
 #[cfg(test)]
 mod retention_tests;
