@@ -1,6 +1,7 @@
 //! What each `meshtun-controller` subcommand does. The binary parses the command line and
 //! calls these.
 
+pub mod backup;
 pub mod evaluators;
 pub mod membership;
 
@@ -56,6 +57,14 @@ pub enum CommandError {
     /// A bad argument.
     #[error("{0}")]
     Argument(String),
+    /// An external program (`pg_dump`, `pg_restore`) failed.
+    #[error("{program}: {reason}")]
+    Program {
+        /// The program.
+        program: String,
+        /// What went wrong, with the end of its standard error.
+        reason: String,
+    },
     /// The epoch schedule is invalid.
     #[error("epoch settings")]
     Schedule(#[from] ScheduleError),

@@ -36,7 +36,7 @@ mod crash_tests;
 #[cfg(test)]
 mod retention_tests;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 use std::fmt;
 use std::fs;
