@@ -139,6 +139,86 @@ fn postgres_backup_while_benchmarks_stream_in_restores_every_acknowledged_one() 
     restore(&config, &file, true).unwrap();
 }
 
+/// A configuration reaching `database` of `cluster` over TCP with a password file.
+fn tcp_config(
+    dir: &Path,
+    cluster: &crate::temp_cluster::TempCluster,
+    database: &str,
+) -> ControllerConfig {
+    let url = format!(
+        "postgres://{}@127.0.0.1:{}/{database}",
+        crate::temp_cluster::SUPERUSER,
+        cluster.tcp_port().unwrap()
+    );
+    let text = format!(
+        "listen = \"127.0.0.1:8700\"\nurl = \"http://127.0.0.1:8700\"\nstate_dir = \"state\"\n\
+         database = \"{url}\"\ndatabase_password_file = \"pw\"\n"
+    );
+    ControllerConfig::parse(&text, &dir.join("controller.toml")).unwrap()
+}
+
+/// pg_dump and pg_restore get the password from the configured file (through a private
+/// PGPASSFILE, whatever its characters), with nothing of it in their environment.
+#[test]
+fn postgres_backup_and_restore_over_tcp_with_a_password() {
+    let test = "postgres_backup_and_restore_over_tcp_with_a_password";
+    let options = crate::temp_cluster::Options {
+        tcp_password: true,
+        ..Default::default()
+    };
+    let Some(cluster) = crate::temp_cluster::start_or_skip(test, options) else {
+        return;
+    };
+    // A password that needs escaping in a pgpass line.
+    let password = r"a:b\c:";
+    cluster
+        .psql(
+            "postgres",
+            &format!(
+                "ALTER ROLE {} PASSWORD '{password}'",
+                crate::temp_cluster::SUPERUSER
+            ),
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, password).unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (source, target) = (
+        cluster.create_database("src").unwrap(),
+        cluster.create_database("dst").unwrap(),
+    );
+    let source = tcp_config(dir.path(), &cluster, &source);
+    config(dir.path(), "unused.db"); // writes the fixtures' controller key
+    init(&source).unwrap();
+    Store::connect(&source.database)
+        .unwrap()
+        .add_node(&node("node-a", 1).0)
+        .unwrap();
+    let file = dir.path().join("pg.backup");
+    let report = backup(&source, &file).unwrap();
+    assert_eq!(report.header.backend, Backend::Postgres);
+    let target = tcp_config(dir.path(), &cluster, &target);
+    let (_, verified) = restore(&target, &file, false).unwrap();
+    assert_eq!(verified.chain.counts[&crate::store::AuditKind::Enroll], 1);
+    assert_eq!(
+        Store::connect(&target.database)
+            .unwrap()
+            .nodes()
+            .unwrap()
+            .len(),
+        1
+    );
+    // A wrong password fails, naming pg_dump, without echoing either password.
+    std::fs::write(&pw, "wrong").unwrap();
+    let err = backup(&source, &dir.path().join("again"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("pg_dump:"), "{err}");
+    assert!(!err.contains("wrong") && !err.contains(password), "{err}");
+    assert!(!dir.path().join("again").exists());
+}
+
 /// A backup of a fresh SQLite controller in `dir`.
 fn sqlite_backup(dir: &Path) -> (ControllerConfig, PathBuf) {
     let source = config(dir, "source.db");
