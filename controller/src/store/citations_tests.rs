@@ -48,6 +48,31 @@ fn populated(store: &Store) {
     .sign(&eval_key())
     .unwrap();
     assert_eq!(store.insert_statement(&signed, 9).unwrap(), 1);
+    // And node-b's observation of node-a, statement 2.
+    let observed = Statement {
+        issuer: Issuer::Node("node-b".into()),
+        subject: "node-a".into(),
+        scores: [("reachable".to_owned(), 1.0)].into(),
+        evaluated_at_ms: 6,
+        evidence: EvidenceDigest::of(b"probes"),
+    }
+    .sign(&node("node-b", 2).1)
+    .unwrap();
+    assert_eq!(store.insert_observation(&observed, 9).unwrap(), 2);
+}
+
+/// The observation as the engine would have passed it to the policy.
+fn observed() -> model::Statement {
+    model::Statement {
+        id: 2,
+        issuer: model::Issuer::Node {
+            id: "node-b".into(),
+        },
+        subject: "node-a".into(),
+        dimension: Dimension::Reachable,
+        score: 1.0,
+        evaluated_at_ms: 6,
+    }
 }
 
 /// The statement as the engine would have passed it to the policy.
@@ -65,7 +90,8 @@ fn cited() -> model::Statement {
     }
 }
 
-/// Epoch [`EPOCH`] with a decision about node-a whose input records [`cited`].
+/// Epoch [`EPOCH`] with a decision about node-a whose input records [`cited`] and
+/// [`observed`].
 fn decide(store: &Store) {
     let decision = Decision {
         node_id: "node-a".into(),
@@ -91,7 +117,7 @@ fn decide(store: &Store) {
         latest: None,
         pin: None,
         history: None,
-        statements: vec![cited()],
+        statements: vec![cited(), observed()],
     };
     let epoch = EpochRecord {
         id: EPOCH,
@@ -139,7 +165,7 @@ fn a_decision_citing_its_signed_statement_verifies(store: Store) {
     populated(&store);
     decide(&store);
     let report = store.verify_audit(&trusted()).unwrap();
-    assert_eq!(report.decision_statements_matched, 1);
+    assert_eq!(report.decision_statements_matched, 2);
     assert_eq!(report.decision_statements_pruned, 0);
 }
 
@@ -148,7 +174,7 @@ fn a_rewritten_or_invented_citation_fails_audit_verify(store: Store) {
     decide(&store);
     let original = store.audit_entries(1, 1_000).unwrap();
     drop_audit_triggers(&store);
-    let cases: [(&str, Tamper, &str); 5] = [
+    let cases: [(&str, Tamper, &str); 6] = [
         ("score", |s| s.score = 0.95, "honesty score 0.95"),
         ("unknown id", |s| s.id = 99, "no signed statement"),
         ("time", |s| s.evaluated_at_ms = 6, "evaluation time 6"),
@@ -162,6 +188,15 @@ fn a_rewritten_or_invented_citation_fails_audit_verify(store: Store) {
                 }
             },
             "issuer evaluator eval-2",
+        ),
+        (
+            "issuer kind",
+            |s| {
+                s.issuer = model::Issuer::Node {
+                    id: "eval-1".into(),
+                }
+            },
+            "issuer node eval-1",
         ),
     ];
     for (what, tamper, reason) in cases {

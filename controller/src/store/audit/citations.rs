@@ -6,9 +6,9 @@
 
 use std::collections::HashMap;
 
-use meshtun_proto::statement::Issuer;
+use meshtun_proto::statement::{Issuer, Statement};
 
-use super::{AuditError, DecisionEntry, StatementEntry};
+use super::{AuditError, DecisionEntry};
 use crate::model;
 
 /// A statement as the log recorded it, with its names interned.
@@ -64,9 +64,9 @@ impl Citations {
         self.names.get(name).copied()
     }
 
-    /// Remembers a statement the chain recorded (after its signature was checked).
-    pub(super) fn record(&mut self, entry: &StatementEntry) {
-        let s = &entry.signed.statement;
+    /// Remembers statement `id` the chain recorded (an evaluator's statement or a node's
+    /// observation, after its signature was checked).
+    pub(super) fn record(&mut self, id: u64, s: &Statement) {
         let issuer = self.intern(&issuer_key(&s.issuer));
         let subject = self.intern(&s.subject);
         let scores = s
@@ -75,7 +75,7 @@ impl Citations {
             .map(|(d, score)| (self.intern(d), *score))
             .collect();
         self.seen.insert(
-            entry.id,
+            id,
             Seen {
                 issuer,
                 subject,
