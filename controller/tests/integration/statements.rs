@@ -404,18 +404,24 @@ async fn benchmarks(f: &testing::Fixture, node: usize, count: u64) -> Vec<Status
     statuses
 }
 
-/// Sends `count` statements of `eval-1` about node-a; answers how many were stored and how
-/// many were throttled, checking that a throttled one changed nothing.
-async fn statements(f: &testing::Fixture, count: usize) -> (usize, usize) {
+/// Sends `count` statements of evaluator `name` (signed with `key`) about node-a; answers
+/// how many were stored and how many were throttled, checking that a throttled one changed
+/// nothing.
+async fn statements(
+    f: &testing::Fixture,
+    name: &str,
+    key: &IdentityKey,
+    count: usize,
+) -> (usize, usize) {
     let (mut created, mut throttled) = (0, 0);
     for _ in 0..count {
         let t = now(f);
-        let body = statement("eval-1", "node-a", &[("honesty", 0.5)], t)
-            .sign(&eval_key())
+        let body = statement(name, "node-a", &[("honesty", 0.5)], t)
+            .sign(key)
             .unwrap()
             .encode();
         let before = state(f);
-        let (status, _) = f.request(request(&body, &eval_key(), "eval-1", t)).await;
+        let (status, _) = f.request(request(&body, key, name, t)).await;
         match status {
             StatusCode::CREATED => created += 1,
             StatusCode::TOO_MANY_REQUESTS => {
@@ -452,10 +458,30 @@ async fn evaluators_and_nodes_are_throttled_each_under_their_own_limits() {
     assert_eq!(first[3], StatusCode::TOO_MANY_REQUESTS, "{first:?}");
     // ...which leaves the evaluator's quota whole: 5 at once (more than a node's burst),
     // then 429 and nothing stored.
-    let (created, throttled) = statements(&f, 8).await;
+    let (created, throttled) = statements(&f, "eval-1", &eval_key(), 8).await;
     assert!((5..=6).contains(&created), "{created} stored");
     assert!(throttled >= 2, "{throttled} throttled");
-    // The evaluator past its burst leaves the nodes' quotas as they were.
+    // An evaluator past its burst leaves the nodes' quotas as they were, even the quota of
+    // a node of the same name.
+    let namesake = IdentityKey::from_bytes([0xe4; 32]);
+    f.engine
+        .store()
+        .add_evaluator(&EvaluatorRecord {
+            name: "node-b".into(),
+            key: namesake.public(),
+            dimensions: vec!["honesty".into()],
+            group: None,
+            added_ms: 1,
+            removed_ms: None,
+        })
+        .unwrap();
+    // The API rereads the evaluators once a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let (created, throttled) = statements(&f, "node-b", &namesake, 8).await;
+    assert!(
+        (5..=6).contains(&created) && throttled >= 2,
+        "{created}, {throttled}"
+    );
     let other = benchmarks(&f, 1, 2).await;
     assert_eq!(other, [StatusCode::CREATED; 2]);
 }
