@@ -116,15 +116,21 @@ pub(super) fn create_new(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
-/// Refuses `dir` if it, or a directory above it, could be changed by a user other than root
-/// and this one (owned by another user, or writable by group or others without the sticky
-/// bit): that user could swap the backup, or read it through a link planted in time.
+/// Refuses `dir` if another user than root and this one owns it or may write in it (even
+/// with the sticky bit: SQLite's journal beside the copy is not created exclusively), or if
+/// a directory above it could be changed by such a user (owned by one, or writable by group
+/// or others without the sticky bit): that user could swap the backup, or read it through a
+/// file or link planted in time.
 pub(super) fn check_private_dir(dir: &Path) -> Result<(), CommandError> {
     let absolute = std::fs::canonicalize(dir).map_err(|e| file_err(dir, e))?;
     let me = nix::unistd::geteuid().as_raw();
-    for entry in absolute.ancestors() {
+    for (i, entry) in absolute.ancestors().enumerate() {
         let meta = std::fs::metadata(entry).map_err(|e| file_err(entry, e))?;
-        let why = match private_file::changeable_by_others(&meta, me) {
+        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
+        let shared = i == 0 && mode & 0o022 != 0;
+        let changeable = private_file::changeable_by_others(&meta, me)
+            .or(shared.then_some(Changeable::Writable(mode)));
+        let why = match changeable {
             None => continue,
             Some(Changeable::Owner(uid)) => format!("owned by uid {uid}, who could change it"),
             Some(Changeable::Writable(mode)) => {

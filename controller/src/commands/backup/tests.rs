@@ -263,9 +263,15 @@ fn a_directory_others_can_change_is_refused() {
     let err = backup(&source, &open.join("b")).unwrap_err().to_string();
     assert!(err.contains("mode 0777"), "{err}");
     assert!(!open.join("b").exists());
-    // Sticky, as /tmp is: others may add names but not take ours.
+    // Sticky, as /tmp is: others could still plant the files SQLite creates beside the copy.
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
-    backup(&source, &open.join("b")).unwrap();
+    let err = backup(&source, &open.join("b")).unwrap_err().to_string();
+    assert!(err.contains("mode 1777"), "{err}");
+    // A private directory below a sticky one is fine: no one else can change it.
+    let private = open.join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    backup(&source, &private.join("b")).unwrap();
     if nix::unistd::geteuid().is_root() {
         let theirs = dir.path().join("theirs");
         std::fs::create_dir(&theirs).unwrap();
