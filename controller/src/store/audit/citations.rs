@@ -2,7 +2,9 @@
 //! decision records can be matched to one the log holds before it, field by field.
 //!
 //! Names (issuers, subjects, dimensions) are interned: the chain may hold millions of
-//! statements about a few thousand nodes.
+//! statements about a few thousand nodes. What is kept is still proportional to the
+//! statements and observations in the verified part of the chain (about 100 bytes each),
+//! which `[retention]` and the evaluators' and nodes' quotas bound.
 
 use std::collections::HashMap;
 
