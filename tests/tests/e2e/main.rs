@@ -20,6 +20,7 @@ mod enroll_proxy;
 mod evaluators;
 mod flood;
 mod forged_handshakes;
+mod gating_backup;
 mod gating_clock_skew;
 mod gating_controller;
 mod gating_deny;
