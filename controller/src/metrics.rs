@@ -35,6 +35,7 @@ pub struct KindLabel {
 pub struct Metrics {
     registry: Registry,
     epoch: Gauge,
+    epoch_end: Gauge,
     allowed: Gauge,
     denied: Gauge,
     rotations: Family<CauseLabel, Counter>,
@@ -57,6 +58,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("meshtun_controller");
         let epoch = Gauge::default();
+        let epoch_end = Gauge::default();
         let allowed = Gauge::default();
         let denied = Gauge::default();
         let rotations = Family::<CauseLabel, Counter>::default();
@@ -88,6 +90,12 @@ impl Default for Metrics {
         );
         let ahead_of_database = Counter::default();
         registry.register("epoch", "Id of the newest published epoch", epoch.clone());
+        registry.register(
+            "epoch_end_timestamp_seconds",
+            "End (not_after) of the newest epoch this instance holds, Unix seconds (0 before \
+             the first); once past, nodes run on their grace",
+            epoch_end.clone(),
+        );
         registry.register(
             "allowed_nodes",
             "Nodes allowed in the newest epoch",
@@ -152,6 +160,7 @@ impl Default for Metrics {
         Self {
             registry,
             epoch,
+            epoch_end,
             allowed,
             denied,
             rotations,
@@ -187,6 +196,14 @@ impl Metrics {
         self.epoch.set(i64::try_from(epoch).unwrap_or(i64::MAX));
         self.allowed.set(i64::try_from(allowed).unwrap_or(i64::MAX));
         self.denied.set(i64::try_from(denied).unwrap_or(i64::MAX));
+    }
+
+    /// The newest epoch this instance holds is `epoch`, ending at `not_after_ms` (published
+    /// here, loaded from the leader, or read from the database at start).
+    pub fn newest_epoch(&self, epoch: u64, not_after_ms: u64) {
+        self.epoch.set(i64::try_from(epoch).unwrap_or(i64::MAX));
+        let end = i64::try_from(not_after_ms / 1000).unwrap_or(i64::MAX);
+        self.epoch_end.set(end);
     }
 
     /// A pruning removed what `report` says; the database is now `bytes` long.
@@ -275,5 +292,20 @@ mod tests {
         assert!(text.contains("meshtun_controller_rotations_total{cause=\"deny\"} 1"));
         assert!(text.contains("meshtun_controller_benchmarks_total{outcome=\"accepted\"} 1"));
         assert!(text.contains("# EOF"));
+    }
+
+    #[test]
+    fn the_newest_epoch_sets_its_id_and_end_in_seconds() {
+        let m = Metrics::default();
+        assert!(m
+            .render()
+            .contains("meshtun_controller_epoch_end_timestamp_seconds 0\n"));
+        m.newest_epoch(9, 1_700_000_060_999);
+        let text = m.render();
+        assert!(text.contains("meshtun_controller_epoch 9\n"), "{text}");
+        assert!(
+            text.contains("meshtun_controller_epoch_end_timestamp_seconds 1700000060\n"),
+            "{text}"
+        );
     }
 }
