@@ -35,6 +35,9 @@ pub struct GateStatus {
     pub failovers: u64,
     /// The loss policy (`fail_closed` or `keep_last`).
     pub loss_policy: &'static str,
+    /// The grace after the bundle's end before the loss policy applies, milliseconds
+    /// (`[controller] grace`).
+    pub grace_ms: u64,
     /// The membership enforced now.
     pub membership: MembershipState,
     /// The epoch of the bundle in force.

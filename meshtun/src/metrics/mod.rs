@@ -37,6 +37,7 @@
 //! | `meshtun_gate_epoch` | gauge | | epoch of the bundle in force |
 //! | `meshtun_gate_controller_contact_age_seconds` | gauge | | since the controller last answered |
 //! | `meshtun_gate_bundle_remaining_seconds` | gauge | | until the bundle in force ends (negative after) |
+//! | `meshtun_gate_grace_remaining_seconds` | gauge | | until the bundle in force ends plus `grace`: at 0 the loss policy applies |
 //! | `meshtun_gate_psk_age_seconds` | gauge | `public_key`, `node_id` | since the gated peer's preshared key was put in use |
 //! | `meshtun_gate_peers` | gauge | | gated peers configured |
 //! | `meshtun_gate_benchmarks_submitted_total`, `meshtun_gate_benchmark_failures_total` | counter | | benchmarks acknowledged; runs or submissions that failed |

@@ -375,6 +375,16 @@ impl Sample {
         )?;
         gauges(
             e,
+            "gate_grace_remaining",
+            "Seconds until the bundle in force ends plus the grace: at 0 the loss policy applies",
+            Some(Unit::Seconds),
+            gate.not_after_ms.map(|end| {
+                let limit = end.saturating_add(gate.grace_ms);
+                (vec![], (limit as f64 - now_ms as f64) / 1000.0)
+            }),
+        )?;
+        gauges(
+            e,
             "gate_psk_age",
             "Seconds since the gated peer's current preshared key was put in use",
             Some(Unit::Seconds),

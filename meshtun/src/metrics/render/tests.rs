@@ -92,6 +92,7 @@ fn gate() -> GateStatus {
         controller_url: "http://192.0.2.10:8700".into(),
         controller_key: Some(meshtun_proto::IdentityPublic::from_bytes([3; 32])),
         loss_policy: "fail_closed",
+        grace_ms: 20_000,
         failovers: 1,
         membership: MembershipState::Allowed,
         epoch: Some(42),
@@ -248,6 +249,7 @@ fn gating_metrics_report_membership_times_and_cutoffs() {
     expect(&text, &gate("epoch"), 42.0);
     expect(&text, &gate("controller_contact_age_seconds"), 2.5);
     expect(&text, &gate("bundle_remaining_seconds"), 30.0);
+    expect(&text, &gate("grace_remaining_seconds"), 50.0);
     expect(&text, &gate("peers"), 1.0);
     expect(&text, &gate("benchmarks_submitted_total"), 17.0);
     expect(&text, &gate("benchmark_failures_total"), 2.0);
@@ -295,6 +297,12 @@ fn a_fresh_denied_node_reports_no_times_and_a_past_bundle_end_is_negative() {
         &text,
         "meshtun_gate_bundle_remaining_seconds{interface=\"wg0\"}",
         -4.0,
+    );
+    // 4 s into its 20 s grace.
+    expect(
+        &text,
+        "meshtun_gate_grace_remaining_seconds{interface=\"wg0\"}",
+        16.0,
     );
     for absent in [
         "meshtun_gate_epoch{",
