@@ -152,9 +152,9 @@ impl Gating {
                 .find(|p| p.settings.public_key == peer.settings.public_key);
             let unchanged =
                 before.is_some_and(|b| b.settings.preshared_key == peer.settings.preshared_key);
-            let since = match status.peer(&peer.settings.public_key) {
-                Some(info) if unchanged => info.psk_since_ms,
-                _ => now,
+            let (since, psk_epoch) = match status.peer(&peer.settings.public_key) {
+                Some(info) if unchanged => (info.psk_since_ms, info.psk_epoch),
+                _ => (now, update.epoch),
             };
             if !unchanged {
                 tracing::info!(
@@ -168,6 +168,7 @@ impl Gating {
                 node_id: peer.node_id.clone(),
                 public_key: peer.settings.public_key,
                 psk_since_ms: since,
+                psk_epoch,
                 forwards_to: peer.forwards_to.clone(),
             });
         }

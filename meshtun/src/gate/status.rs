@@ -18,6 +18,9 @@ pub struct GatedPeerInfo {
     pub public_key: PublicKey,
     /// When this peer's current preshared key was put in use, Unix milliseconds.
     pub psk_since_ms: u64,
+    /// The epoch of the bundle that brought this preshared key (`None` for a key from a
+    /// bundle without an epoch).
+    pub psk_epoch: Option<EpochId>,
     /// For a hub: the nodes reached through it.
     pub forwards_to: Vec<String>,
 }
@@ -129,6 +132,7 @@ impl GateStatus {
             peer.gate = self.peer(&peer.public_key).map(|info| PeerGate {
                 node_id: info.node_id.clone(),
                 psk_since_ms: info.psk_since_ms,
+                psk_epoch: info.psk_epoch,
                 forwards_to: info.forwards_to.clone(),
             });
         }
@@ -186,6 +190,7 @@ mod tests {
                 node_id: "node-b".into(),
                 public_key: gated,
                 psk_since_ms: 1_699_999_990_000,
+                psk_epoch: Some(41),
             }],
             ..GateStatus::default()
         };
@@ -203,6 +208,7 @@ mod tests {
             forwards_to: Vec::new(),
             node_id: "node-b".into(),
             psk_since_ms: 1_699_999_990_000,
+            psk_epoch: Some(41),
         };
         assert_eq!(status.peers[1].gate, Some(expected));
     }

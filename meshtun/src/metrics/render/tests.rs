@@ -110,6 +110,7 @@ fn gate() -> GateStatus {
             node_id: "node-b".into(),
             public_key: gated_key(),
             psk_since_ms: now_ms() - 90_000,
+            psk_epoch: Some(41),
         }],
         cutoffs: 3,
         cutoff_seconds_sum: 3.75,
