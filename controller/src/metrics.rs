@@ -157,6 +157,19 @@ impl Default for Metrics {
             "Sources the STUN server's rate limiter tracks",
             stun_sources.clone(),
         );
+        // Each outcome counted from 0 at start, so that every family is in /metrics (and in
+        // the dashboard) before its first event, and rate() sees the first one.
+        for (family, outcomes) in [
+            (&benchmarks, &["accepted", "rejected"][..]),
+            (&statements, &["accepted", "rejected"][..]),
+            (&bundles, &["served", "cutoff_notice", "not_modified"][..]),
+            (&refused_connections, &["total", "address"][..]),
+            (&stun, &STUN_OUTCOMES[..]),
+        ] {
+            for outcome in outcomes {
+                family.get_or_create(&label(outcome));
+            }
+        }
         Self {
             registry,
             epoch,
@@ -180,6 +193,18 @@ impl Default for Metrics {
         }
     }
 }
+
+/// The outcomes of a datagram at the STUN server.
+const STUN_OUTCOMES: [&str; 5] = {
+    use crate::stun::Outcome;
+    [
+        Outcome::Answered.label(),
+        Outcome::Malformed.label(),
+        Outcome::SourceLimited.label(),
+        Outcome::GlobalLimited.label(),
+        Outcome::TableFull.label(),
+    ]
+};
 
 fn label(outcome: &str) -> OutcomeLabel {
     OutcomeLabel {
@@ -307,5 +332,27 @@ mod tests {
             text.contains("meshtun_controller_epoch_end_timestamp_seconds 1700000060\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn every_outcome_family_is_exported_at_zero_before_its_first_event() {
+        let text = Metrics::default().render();
+        for series in [
+            "meshtun_controller_benchmarks_total{outcome=\"rejected\"} 0",
+            "meshtun_controller_statements_total{outcome=\"accepted\"} 0",
+            "meshtun_controller_bundles_total{outcome=\"served\"} 0",
+            "meshtun_controller_refused_connections_total{outcome=\"address\"} 0",
+            "meshtun_controller_stun_requests_total{outcome=\"answered\"} 0",
+            "meshtun_controller_stun_requests_total{outcome=\"table_full\"} 0",
+        ] {
+            assert!(
+                text.contains(&format!("{series}\n")),
+                "no {series} in:\n{text}"
+            );
+        }
+        let m = Metrics::default();
+        m.stun("answered", 1);
+        let text = m.render();
+        assert!(text.contains("meshtun_controller_stun_requests_total{outcome=\"answered\"} 1\n"));
     }
 }
