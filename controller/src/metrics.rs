@@ -167,7 +167,7 @@ impl Default for Metrics {
             (&stun, &STUN_OUTCOMES[..]),
         ] {
             for outcome in outcomes {
-                family.get_or_create(&label(outcome));
+                let _created = family.get_or_create(&label(outcome));
             }
         }
         Self {
