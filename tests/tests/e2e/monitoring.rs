@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use meshtun_e2e::gating::{Mesh, Timing};
-use meshtun_e2e::{in_ci, repo_root, require_root, run_command};
+use meshtun_e2e::{in_ci, repo_root, require_root, run_command, wait_until};
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// Series Prometheus makes itself, which the rules may name.
@@ -308,23 +308,43 @@ fn the_dashboard_and_the_rules_name_only_exported_metrics() {
     let _ctl = mesh.start_controller();
     let metrics = format!("\n[metrics]\nlisten = \"{NODE_METRICS}\"\n");
     let _node = mesh.start_node_with_keys("a", Vec::new(), &[], &metrics);
-    let node = mesh.node("a").ns.enter(|| scrape(NODE_METRICS));
+    // Once the node holds a bundle (it is denied: it has sent no benchmark yet).
+    let mut node = String::new();
+    let bundled = wait_until(Duration::from_secs(20), || {
+        node = mesh.node("a").ns.enter(|| scrape(NODE_METRICS));
+        node.contains("meshtun_gate_bundle_remaining_seconds{")
+    });
+    assert!(bundled, "the node reports no bundle:\n{node}");
     let controller = mesh.controller_ns().enter(|| {
         let reply = mesh.home().status_client().get("/metrics");
         reply.unwrap_or_else(|e| panic!("GET /metrics: {e}")).text()
     });
     let mut exported = exported_names(&node);
     exported.extend(exported_names(&controller));
-    // The scrapes are the gated node's and the controller's.
-    for name in [
-        "meshtun_gate_grace_remaining_seconds",
-        "meshtun_controller_epoch_end_timestamp_seconds",
-    ] {
-        assert!(
-            exported.contains(name),
-            "{name} not exported:\n{node}\n{controller}"
-        );
-    }
+    // The new gauges: the node's grace is its configured one, the newest epoch ends later.
+    let value = |scrape: &str, name: &str| -> f64 {
+        let line = scrape.lines().find(|l| l.starts_with(name));
+        let line = line.unwrap_or_else(|| panic!("no {name} in:\n{scrape}"));
+        let value = line.rsplit(' ').next().and_then(|v| v.parse().ok());
+        value.unwrap_or_else(|| panic!("{line}"))
+    };
+    let timing = Timing::default();
+    let grace = value(&node, "meshtun_gate_grace_remaining_seconds{")
+        - value(&node, "meshtun_gate_bundle_remaining_seconds{");
+    assert!(
+        (grace - timing.grace as f64).abs() < 0.01,
+        "grace {grace}:\n{node}"
+    );
+    let end = value(
+        &controller,
+        "meshtun_controller_epoch_end_timestamp_seconds ",
+    );
+    let now = meshtun_e2e::controller::now_ms() as f64 / 1000.0;
+    let latest = now + 2.0 * timing.epoch as f64;
+    assert!(
+        (now - 1.0..latest).contains(&end),
+        "epoch end {end} at {now}"
+    );
 
     let dir = monitoring_dir();
     let mut queries = dashboard_queries(&dir.join("grafana-meshtun.json"));

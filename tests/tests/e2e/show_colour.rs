@@ -4,7 +4,9 @@
 //!   has no escape code, and each gated peer's `psk age` line names the epoch its key came
 //!   from (the one `--json` gives as `psk_epoch`, between the admitting epoch and the epoch
 //!   in force) and its path `direct`; with `--color always` the membership and the path are
-//!   painted green, and with the codes removed the text is the plain one.
+//!   painted green, and `--color never` paints nothing. On a terminal (a pty, through
+//!   `script`) the default `--color auto` paints, unless `NO_COLOR` is set or `TERM` is
+//!   `dumb`.
 //! - `watch_redraws_every_second_and_stops_on_ctrl_c`: `show --watch --color always` clears
 //!   the screen and draws a frame about every second; piped without `--color` it draws the
 //!   same frames with no escape code; both exit 0 on SIGINT (Ctrl-C).
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use meshtun_e2e::gating::observe::show_gate;
 use meshtun_e2e::gating::{Mesh, Timing};
-use meshtun_e2e::{meshtun_bin, meshtun_in, require_root};
+use meshtun_e2e::{meshtun_bin, meshtun_in, require_root, run_command};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -87,8 +89,37 @@ fn show_is_plain_in_a_pipe_coloured_when_asked_and_names_each_psk_epoch() {
     }
     let never = show(&mesh, "a", &["--color", "never"]);
     assert!(!never.contains(ESC), "{never:?}");
+
+    let terminal = show_on_pty(&mesh, "a", &[]);
+    let allowed = format!("{GREEN}ALLOWED{RESET}");
+    assert!(
+        terminal.contains(&allowed),
+        "no colour on a terminal:\n{terminal:?}"
+    );
+    for env in [("NO_COLOR", "1"), ("TERM", "dumb")] {
+        let shown = show_on_pty(&mesh, "a", &[env]);
+        assert!(shown.contains("ALLOWED"), "{shown:?}");
+        assert!(
+            !shown.contains(ESC),
+            "colour on a terminal with {env:?}:\n{shown:?}"
+        );
+    }
     drop(daemons);
     drop(ctl);
+}
+
+/// `meshtun show IFACE --no-probe` in node `id`'s namespace with a pty as its stdout (run
+/// by `script`), with `TERM=xterm`, no colour variable, and `env` added.
+fn show_on_pty(mesh: &Mesh, id: &str, env: &[(&str, &str)]) -> String {
+    let node = mesh.node(id);
+    let line = format!("{} show {} --no-probe", meshtun_bin().display(), node.iface);
+    let mut cmd = node.ns.command("script", &["-qec", &line, "/dev/null"]);
+    cmd.env_remove("NO_COLOR")
+        .env_remove("CLICOLOR")
+        .env_remove("CLICOLOR_FORCE")
+        .env("TERM", "xterm");
+    cmd.envs(env.iter().copied());
+    run_command(&mut cmd, COMMAND_TIMEOUT).expect_success()
 }
 
 /// Starts `meshtun show IFACE --watch --no-probe ARGS` in node `id`'s namespace, piped.
