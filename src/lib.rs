@@ -35,6 +35,7 @@ pub mod identity;
 mod key;
 pub mod keyset;
 pub mod membership;
+pub mod observation;
 pub mod private_file;
 pub mod psk;
 pub mod relay;

@@ -1,4 +1,4 @@
-//! Signed statements: what an evaluator (or, later, a node) says about a node.
+//! Signed statements: what an evaluator or a node (a peer observation) says about a node.
 //!
 //! A statement names its issuer (an evaluator by name, or a node by id: the controller looks
 //! the signer's key up accordingly), its subject (a node id), one score in `[0, 1]` per
@@ -61,7 +61,7 @@ pub const MAX_STATEMENT_BYTES: usize = 8 * 1024;
 pub enum Issuer {
     /// An evaluator registered at the controller, by name.
     Evaluator(String),
-    /// An enrolled node, by id (peer observations; not accepted by the controller yet).
+    /// An enrolled node, by id: a peer observation ([`crate::observation`]).
     Node(String),
 }
 

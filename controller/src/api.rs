@@ -21,6 +21,7 @@
 //! [`router`] is the API on `listen`; [`status_router`] is what `status_listen` serves.
 
 mod candidates;
+mod observations;
 pub mod statements;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -379,7 +379,9 @@ impl Engine {
     }
 
     /// The newest statement of every registered evaluator about each node and dimension,
-    /// by subject, when the policy reads any (see [`statements::by_subject`]).
+    /// by subject, when the policy reads any (see [`statements::by_subject`]); and, when it
+    /// reads peers, the newest observation of every node allowed in the current epoch about
+    /// each node it peers with ([`statements::add_observations`]).
     fn statements(&self) -> Result<HashMap<String, Vec<Statement>>, StoreError> {
         let sources = &self.settings.policy.sources;
         let Some(oldest) = sources.rules().map(|(_, rule)| rule.max_age_ms).max() else {
@@ -387,7 +389,15 @@ impl Engine {
         };
         let since = self.clock.now_ms().saturating_sub(oldest.saturating_mul(2));
         let scores = self.store.latest_statement_scores(since)?;
-        Ok(statements::by_subject(scores))
+        let mut by_subject = statements::by_subject(scores);
+        if sources.reads_peers() {
+            let observed = self.store.latest_observation_scores(since)?;
+            let current = self.current();
+            let allowed = current.as_ref().map(|e| e.allowed()).unwrap_or_default();
+            let topology = &self.settings.policy.topology;
+            statements::add_observations(&mut by_subject, observed, &allowed, topology);
+        }
+        Ok(by_subject)
     }
 
     /// Decides membership and publishes a new epoch with `window`.

@@ -149,11 +149,13 @@ fn run(cli: Cli) -> Result<()> {
                 None => String::new(),
             };
             println!(
-                "audit log verified: {} entries{pruned}, {} benchmark signatures checked, {} statement signatures checked ({} stored statements), {} decisions recomputed, head {}",
+                "audit log verified: {} entries{pruned}, {} benchmark signatures checked, {} statement signatures checked ({} stored statements), {} peer observation signatures checked ({} stored observations), {} decisions recomputed, head {}",
                 report.chain.entries,
                 report.chain.signatures_verified,
                 report.chain.statement_signatures,
                 report.chain.statement_rows_verified,
+                report.chain.observation_signatures,
+                report.chain.observation_rows_verified,
                 report.decisions_recomputed,
                 report.chain.head_hash
             );

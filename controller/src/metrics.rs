@@ -236,6 +236,7 @@ impl Metrics {
         for (kind, n) in [
             ("benchmarks", report.benchmarks),
             ("statements", report.statements),
+            ("observations", report.observations),
             ("epochs", report.epochs),
             ("audit_entries", report.audit_entries),
         ] {

@@ -490,6 +490,7 @@ fn draft(options: &JoinOptions, path: &Path, url: String, endpoint: Option<Strin
             stun: None,
             keepalive: Default::default(),
             membership_key: options.ticket.membership_key,
+            observe: Default::default(),
         },
         benchmark: options.benchmark.clone().map(args::benchmark_settings),
         endpoint,

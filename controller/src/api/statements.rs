@@ -1,12 +1,12 @@
 //! `POST /v1/statements`: an evaluator's signed statement about a node
-//! ([`meshtun_proto::statement`]).
+//! ([`meshtun_proto::statement`]); a node's (a peer observation) goes to
+//! `api::observations`.
 //!
 //! The request is signed as a node's is ([`crate::auth::authenticate`]: freshness, the
 //! shared replay-nonce table, a quota), with the evaluator's key and its name in the
 //! `x-meshtun-node` header; the body is the statement, signed again by the same key so that
 //! it can be checked on its own later (`audit verify`). Refused with 4xx, storing nothing:
-//! a body over [`MAX_STATEMENT_BYTES`] (413); a malformed statement (422); a statement
-//! issued by a node (403, not accepted yet); an unknown or removed evaluator, a request or
+//! a body over [`MAX_STATEMENT_BYTES`] (413); a malformed statement (422); an unknown or removed evaluator, a request or
 //! statement signature that does not verify, a stale or replayed request (401); a request
 //! signed by another evaluator than the statement's (403); a dimension the evaluator may not
 //! speak for (403); an evaluation time in the future or older than [`MAX_STATEMENT_AGE`]
@@ -27,6 +27,7 @@ use meshtun_proto::statement::{Issuer, SignedStatement, MAX_STATEMENT_BYTES};
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use super::observations;
 use super::{database_lost, now_ms, worker_stopped, Api, ApiError, DATABASE_ANSWER_LIMIT};
 use crate::auth::{authenticate, Refusal, SignedRequest};
 use crate::engine::Engine;
@@ -117,11 +118,9 @@ async fn store_statement(
     }
     let signed = SignedStatement::decode(&body)
         .map_err(|e| refused(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-    if matches!(signed.statement.issuer, Issuer::Node(_)) {
-        return Err(refused(
-            StatusCode::FORBIDDEN,
-            StoreError::NodeStatement(signed.statement.issuer.name().to_owned()).to_string(),
-        ));
+    if let Issuer::Node(observer) = &signed.statement.issuer {
+        let observer = observer.clone();
+        return observations::store(api, observer, signed, method, uri, headers, body).await;
     }
     if api.engine.leadership().database_lost() {
         return Err(database_lost());
@@ -248,7 +247,7 @@ fn check(
 
 /// Refuses an evaluation time more than the clock skew ahead of `now_ms`, or older than
 /// [`MAX_STATEMENT_AGE`].
-fn check_time(evaluated_at_ms: u64, now_ms: u64, skew_ms: u64) -> Result<(), ApiError> {
+pub(super) fn check_time(evaluated_at_ms: u64, now_ms: u64, skew_ms: u64) -> Result<(), ApiError> {
     let max_age = u64::try_from(MAX_STATEMENT_AGE.as_millis()).unwrap_or(u64::MAX);
     if evaluated_at_ms > now_ms.saturating_add(skew_ms) {
         return Err(refused(

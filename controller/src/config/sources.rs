@@ -20,6 +20,9 @@ pub(super) struct RawSources {
     refusal: Option<RawSource>,
     honesty: Option<RawSource>,
     policy: Option<RawSource>,
+    reachable: Option<RawSource>,
+    latency: Option<RawSource>,
+    handshake: Option<RawSource>,
 }
 
 /// `[policy.sources.DIMENSION]`, as written (numbers signed, so that a negative one is
@@ -61,6 +64,9 @@ fn keys(dimension: Dimension) -> Keys {
         Dimension::Refusal => keys!("refusal"),
         Dimension::Honesty => keys!("honesty"),
         Dimension::Policy => keys!("policy"),
+        Dimension::Reachable => keys!("reachable"),
+        Dimension::Latency => keys!("latency"),
+        Dimension::Handshake => keys!("handshake"),
     }
 }
 
@@ -71,6 +77,9 @@ impl RawSources {
             Dimension::Refusal => self.refusal.as_ref(),
             Dimension::Honesty => self.honesty.as_ref(),
             Dimension::Policy => self.policy.as_ref(),
+            Dimension::Reachable => self.reachable.as_ref(),
+            Dimension::Latency => self.latency.as_ref(),
+            Dimension::Handshake => self.handshake.as_ref(),
         }
     }
 
@@ -101,14 +110,16 @@ impl RawSource {
     ) -> Result<SourceRule, (&'static str, String)> {
         let keys = keys(dimension);
         let from = parse_from(self.from.as_deref(), keys.from)?;
+        peers_alone(&from, dimension, keys.from)?;
         let k = quorum(self.k, &from, keys.k)?;
         let combine = match self.combine.as_deref() {
             None | Some("median") => Combine::Median,
             Some("minimum") => Combine::Minimum,
+            Some("mean") => Combine::Mean,
             Some(other) => {
                 return Err((
                     keys.combine,
-                    format!("`{other}` is neither \"median\" nor \"minimum\""),
+                    format!("`{other}` is not \"median\", \"minimum\" or \"mean\""),
                 ))
             }
         };
@@ -159,6 +170,30 @@ fn parse_from(
     Ok(sources)
 }
 
+/// The peer dimensions are scored by `peers` alone, and `peers` scores nothing else: a
+/// node's benchmark has no reachability of its own, and what a node sees of its peers says
+/// nothing of their honesty.
+fn peers_alone(
+    from: &[Source],
+    dimension: Dimension,
+    key: &'static str,
+) -> Result<(), (&'static str, String)> {
+    let has_peers = from.contains(&Source::Peers);
+    if dimension.is_peer() && (from.len() != 1 || !has_peers) {
+        return Err((
+            key,
+            format!("{dimension} is scored by peer observations only: write [\"peers\"]"),
+        ));
+    }
+    if !dimension.is_peer() && has_peers {
+        return Err((
+            key,
+            format!("`peers` scores only reachable, latency and handshake, not {dimension}"),
+        ));
+    }
+    Ok(())
+}
+
 /// `k`: required unless the only source is `self`; from 1 to [`MAX_K`], and no more than
 /// the sources named when no group is among them.
 fn quorum(
@@ -179,7 +214,9 @@ fn quorum(
     if !(1..=MAX_K).contains(&k) {
         return Err((key, format!("{k} is not in [1, {MAX_K}]")));
     }
-    let has_group = from.iter().any(|s| matches!(s, Source::Group(_)));
+    let has_group = from
+        .iter()
+        .any(|s| matches!(s, Source::Group(_) | Source::Peers));
     let named = i64::try_from(from.len()).unwrap_or(i64::MAX);
     if !has_group && k > named {
         return Err((
@@ -204,6 +241,12 @@ fn bar(
     }
     let own = match dimension {
         Dimension::Overall => return Ok(minimum),
+        Dimension::Reachable | Dimension::Latency | Dimension::Handshake => {
+            return minimum.map(Some).ok_or((
+                key,
+                format!("required: the lowest passing {dimension} value, e.g. 0.66"),
+            ))
+        }
         Dimension::Refusal => minimums.refusal,
         Dimension::Honesty => minimums.honesty,
         Dimension::Policy => minimums.policy,

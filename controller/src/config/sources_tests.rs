@@ -60,6 +60,28 @@ fn the_issues_example_parses() {
 }
 
 #[test]
+fn reachable_from_two_thirds_of_the_peers_parses() {
+    let c = parse(
+        "[policy.sources.reachable]\nfrom = [\"peers\"]\nk = 3\ncombine = \"mean\"\n\
+         max_age = 180\nminimum = 0.66\n",
+    )
+    .unwrap();
+    let s = &c.policy.sources;
+    assert_eq!(
+        s.rule(Dimension::Reachable),
+        Some(&SourceRule {
+            from: vec![Source::Peers],
+            k: 3,
+            combine: Combine::Mean,
+            max_age_ms: 180_000,
+            minimum: Some(0.66),
+        })
+    );
+    assert!(s.reads_peers());
+    assert!(!parse("").unwrap().policy.sources.reads_peers());
+}
+
+#[test]
 fn without_sections_every_dimension_is_self_reported() {
     assert!(parse("").unwrap().policy.sources.is_empty());
     assert!(parse("[policy]\nthreshold = 0.8\n")
@@ -119,7 +141,29 @@ fn each_bad_value_is_refused_with_its_key() {
         (
             format!("{honesty}from = [\"peers\"]\nk = 1\n"),
             "policy.sources.honesty.from",
-            "not a source yet",
+            "`peers` scores only reachable, latency and handshake, not honesty",
+        ),
+        (
+            "[policy.sources.reachable]\nfrom = [\"self\"]\nminimum = 0.66\n".to_owned(),
+            "policy.sources.reachable.from",
+            "reachable is scored by peer observations only",
+        ),
+        (
+            "[policy.sources.latency]\nfrom = [\"peers\", \"evaluator:e1\"]\nk = 1\nminimum = 0.8\n"
+                .to_owned(),
+            "policy.sources.latency.from",
+            "latency is scored by peer observations only",
+        ),
+        (
+            "[policy.sources.handshake]\nfrom = [\"peers\"]\nk = 2\n".to_owned(),
+            "policy.sources.handshake.minimum",
+            "required: the lowest passing handshake value",
+        ),
+        (
+            "[policy.sources.reachable]\nfrom = [\"peers\"]\nk = 2\ncombine = \"mode\"\nminimum = 0.66\n"
+                .to_owned(),
+            "policy.sources.reachable.combine",
+            "is not \"median\", \"minimum\" or \"mean\"",
         ),
         (
             format!(
@@ -155,9 +199,9 @@ fn each_bad_value_is_refused_with_its_key() {
             "never be met",
         ),
         (
-            format!("{honesty}{two}k = 2\ncombine = \"mean\"\n"),
+            format!("{honesty}{two}k = 2\ncombine = \"average\"\n"),
             "policy.sources.honesty.combine",
-            "`mean`",
+            "`average` is not \"median\", \"minimum\" or \"mean\"",
         ),
         (
             format!("{honesty}{two}k = 2\nmax_age = 0\n"),

@@ -43,6 +43,20 @@ impl Engine {
         Ok(id)
     }
 
+    /// Stores a node's signed peer observation, received at `received_ms`; the store checks
+    /// the observer's key, the subject and the dimensions again in its transaction
+    /// ([`crate::store::Store::insert_observation`]). A stored observation has
+    /// [`Engine::check_on_benchmarks`] look for nodes it now fails. Blocking.
+    pub fn submit_observation(
+        &self,
+        signed: &SignedStatement,
+        received_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let id = self.store.insert_observation(signed, received_ms)?;
+        self.benchmarks.notify_one();
+        Ok(id)
+    }
+
     /// Redeems the invite `enrollment` proves at `now_ms` and enrolls the node, which may
     /// sign requests at once. The caller checks the proofs of key possession first.
     /// Blocking (SQLite).

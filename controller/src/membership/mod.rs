@@ -60,11 +60,13 @@ mod verdict;
 #[cfg(test)]
 mod compat_tests;
 #[cfg(test)]
+mod peers_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeSet, HashSet};
 
-pub use topology::{allowed_ids, forwards, pair_count, peers_of, routed_via};
+pub use topology::{allowed_ids, forwards, pair_count, peers_of, routed_via, would_peer};
 
 use crate::model::{Decision, Evidence, History, NodeInput, Pin, Policy};
 

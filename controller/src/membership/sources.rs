@@ -6,15 +6,17 @@
 //!
 //! - A statement counts for a rule only when it is about the node, of the dimension, and
 //!   its issuer is an evaluator the rule names (`evaluator:NAME`, or `group:NAME` and the
-//!   evaluator is in that group). `self` counts the node's own newest benchmark. A node's
-//!   statement (a peer observation) counts for no source yet.
+//!   evaluator is in that group), or a node other than the subject for `peers` (the engine
+//!   passes only observations by nodes allowed in the current epoch that peer with the
+//!   subject). `self` counts the node's own newest benchmark.
 //! - Sources are distinct by evaluator name (two keys or two groups naming one evaluator
-//!   are one source); `self` is one more source. Of each source, only the newest statement
-//!   (by evaluation time, then by id) is judged.
+//!   are one source), and by node id for `peers`; `self` is one more source. Of each
+//!   source, only the newest statement (by evaluation time, then by id) is judged.
 //! - That statement is fresh when it is at most `max_age_ms` old (exactly the limit
 //!   counts; one dated in the future is 0 ms old) and its score is a number in `[0, 1]`.
 //! - With fewer than `k` fresh sources there is no value; otherwise every fresh source's
-//!   score combines: the lowest, or the median (the lower middle of an even count).
+//!   score combines: the lowest, the median (the lower middle of an even count), or the
+//!   mean.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +36,8 @@ pub(crate) struct Sourced {
     pub used: Vec<UsedStatement>,
     /// How they were combined.
     pub combine: Combine,
+    /// Whether the sources are the node's peers.
+    pub from_peers: bool,
 }
 
 impl Sourced {
@@ -41,11 +45,13 @@ impl Sourced {
     pub fn how(&self) -> String {
         let n = self.used.len();
         let all_evaluators = self.used.iter().all(|u| u.id.is_some());
-        let noun = match (all_evaluators, n) {
-            (true, 1) => "evaluator",
-            (true, _) => "evaluators",
-            (false, 1) => "source",
-            (false, _) => "sources",
+        let noun = match (self.from_peers, all_evaluators, n) {
+            (true, _, 1) => "peer",
+            (true, _, _) => "peers",
+            (false, true, 1) => "evaluator",
+            (false, true, _) => "evaluators",
+            (false, false, 1) => "source",
+            (false, false, _) => "sources",
         };
         let items = self
             .used
@@ -74,13 +80,14 @@ pub(crate) struct Unavailable {
 enum Who<'a> {
     SelfReported,
     Evaluator(&'a str),
+    Peer(&'a str),
 }
 
 impl Who<'_> {
     fn label(&self) -> &str {
         match self {
             Who::SelfReported => "self",
-            Who::Evaluator(name) => name,
+            Who::Evaluator(name) | Who::Peer(name) => name,
         }
     }
 }
@@ -148,6 +155,7 @@ pub(crate) fn value(
         value,
         used,
         combine: rule.combine,
+        from_peers: rule.from.contains(&Source::Peers),
     })
 }
 
@@ -159,9 +167,9 @@ pub(crate) fn any_counted(
     statements: &[Statement],
 ) -> bool {
     statements.iter().any(|st| {
-        rules
-            .iter()
-            .any(|(d, rule)| st.dimension == *d && st.subject == node_id && names(rule, st))
+        rules.iter().any(|(d, rule)| {
+            st.dimension == *d && st.subject == node_id && names(rule, st, node_id)
+        })
     })
 }
 
@@ -183,20 +191,21 @@ fn newest_per_source<'a>(
         };
         newest.insert(Who::SelfReported, c);
     }
-    let counted = statements
-        .iter()
-        .filter(|st| st.dimension == dimension && st.subject == node_id && names(rule, st));
+    let counted = statements.iter().filter(|st| {
+        st.dimension == dimension && st.subject == node_id && names(rule, st, node_id)
+    });
     for st in counted {
-        let Issuer::Evaluator { name, group } = &st.issuer else {
-            continue;
+        let (who, group) = match &st.issuer {
+            Issuer::Evaluator { name, group } => (Who::Evaluator(name), group.as_deref()),
+            Issuer::Node { id } => (Who::Peer(id), None),
         };
         let c = Candidate {
             id: Some(st.id),
             score: st.score,
             at_ms: st.evaluated_at_ms,
-            group: group.as_deref(),
+            group,
         };
-        let slot = newest.entry(Who::Evaluator(name)).or_insert(c);
+        let slot = newest.entry(who).or_insert(c);
         if (c.at_ms, c.id) > (slot.at_ms, slot.id) {
             *slot = c;
         }
@@ -204,17 +213,17 @@ fn newest_per_source<'a>(
     newest
 }
 
-/// Whether `rule` names the issuer of `st` (evaluators only: a node's statement counts for
-/// no source yet).
-fn names(rule: &SourceRule, st: &Statement) -> bool {
-    let Issuer::Evaluator { name, group } = &st.issuer else {
-        return false;
-    };
-    rule.from.iter().any(|source| match source {
-        Source::SelfReported => false,
-        Source::Evaluator(n) => n == name,
-        Source::Group(g) => group.as_ref() == Some(g),
-    })
+/// Whether `rule` names the issuer of `st`, a statement about `node_id`: an evaluator it
+/// names, or any other node for `peers` (a node's word about itself is never a peer's).
+fn names(rule: &SourceRule, st: &Statement, node_id: &str) -> bool {
+    match &st.issuer {
+        Issuer::Evaluator { name, group } => rule.from.iter().any(|source| match source {
+            Source::SelfReported | Source::Peers => false,
+            Source::Evaluator(n) => n == name,
+            Source::Group(g) => group.as_ref() == Some(g),
+        }),
+        Issuer::Node { id } => id != node_id && rule.from.contains(&Source::Peers),
+    }
 }
 
 /// The sources named in `rule` that said nothing: "no benchmark from self", "none from
@@ -226,12 +235,14 @@ fn silent(
 ) -> Vec<String> {
     let spoke = |name: &str| newest.contains_key(&Who::Evaluator(name));
     let group_spoke = |g: &str| newest.values().any(|c| c.group == Some(g));
+    let peers_spoke = newest.keys().any(|w| matches!(w, Who::Peer(_)));
     rule.from
         .iter()
         .filter_map(|source| match source {
             Source::SelfReported if !has_bench => Some("no benchmark from self".to_owned()),
             Source::Evaluator(n) if !spoke(n) => Some(format!("none from {n}")),
             Source::Group(g) if !group_spoke(g) => Some(format!("none from group {g}")),
+            Source::Peers if !peers_spoke => Some("no peer has observed it".to_owned()),
             _ => None,
         })
         .collect()
@@ -240,10 +251,19 @@ fn silent(
 /// Combines scores in `[0, 1]` (at least one).
 fn combine(how: Combine, used: &[UsedStatement]) -> f64 {
     let mut scores: Vec<f64> = used.iter().map(|u| u.score).collect();
+    if how == Combine::Mean {
+        // Scores in [0, 1]: the sum cannot overflow, and the mean stays in [0, 1].
+        let n = scores.len() as f64;
+        return if scores.is_empty() {
+            f64::NAN
+        } else {
+            (scores.iter().sum::<f64>() / n).clamp(0.0, 1.0)
+        };
+    }
     scores.sort_by(f64::total_cmp);
     let index = match how {
         Combine::Minimum => 0,
-        Combine::Median => scores.len().saturating_sub(1) / 2,
+        Combine::Median | Combine::Mean => scores.len().saturating_sub(1) / 2,
     };
     scores.get(index).copied().unwrap_or(f64::NAN)
 }

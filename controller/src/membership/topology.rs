@@ -50,6 +50,15 @@ pub fn peers_of<'a>(node: &str, allowed: &BTreeSet<&'a str>, topology: &Topology
     }
 }
 
+/// Whether `a` and `b` peer when both are allowed: always in a full mesh; in hub and spoke,
+/// when one of them is a hub. (Whether they are allowed is the caller's to check.)
+pub fn would_peer(a: &str, b: &str, topology: &Topology) -> bool {
+    match topology {
+        Topology::FullMesh => a != b,
+        Topology::HubAndSpoke { hubs } => a != b && hubs.iter().any(|h| h == a || h == b),
+    }
+}
+
 /// How many peer pairs (tunnels) the `allowed` nodes form, each pair counted once.
 pub fn pair_count(allowed: &BTreeSet<&str>, topology: &Topology) -> u64 {
     let n = allowed.len() as u64;
@@ -365,6 +374,14 @@ mod tests {
             let mut directed = 0u64;
             for a in &ids {
                 let peers = peers_of(a, &allowed, &topo);
+                for b in &ids {
+                    let both = allowed.contains(a.as_str()) && allowed.contains(b.as_str());
+                    assert_eq!(
+                        both && would_peer(a, b, &topo),
+                        peers.contains(&b.as_str()),
+                        "would_peer({a}, {b}) disagrees with peers_of"
+                    );
+                }
                 assert!(!peers.contains(&a.as_str()), "{a} is its own peer");
                 assert!(peers.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
                 for b in &peers {

@@ -7,7 +7,11 @@
 //! - A dimension without a source rule keeps the self-reported rule: its value is the
 //!   node's benchmark score, its bar the threshold (overall) or its minimum, if any.
 //! - A sourced dimension's value comes from [`sources::value`], which replaces the
-//!   self-reported score for that dimension. Its bar is the rule's `minimum`, or else the
+//!   self-reported score for that dimension. A peer dimension (reachable, latency,
+//!   handshake) has no self-reported score: it is judged only from peer observations, and
+//!   only once `k` peers have fresh ones; with fewer it is not judged and passes (a node
+//!   nobody peers with yet, a mesh starting, or one denied long enough that its peers'
+//!   observations have aged out: it is then readmitted, observed again, and judged). Its bar is the rule's `minimum`, or else the
 //!   policy's own bar for that dimension (the threshold for overall, the dimension's
 //!   minimum otherwise), or none: then any value passes once `k` sources are fresh.
 //!
@@ -75,6 +79,7 @@ fn own_bar(policy: &Policy, dimension: Dimension) -> Option<f64> {
         Dimension::Refusal => m.refusal,
         Dimension::Honesty => m.honesty,
         Dimension::Policy => m.policy,
+        Dimension::Reachable | Dimension::Latency | Dimension::Handshake => None,
     }
 }
 
@@ -84,7 +89,7 @@ fn verdict(
     computed: &[Computed<'_>],
     now_ms: u64,
 ) -> Result<String, String> {
-    let unsourced: Vec<Dimension> = Dimension::ALL
+    let unsourced: Vec<Dimension> = Dimension::SELF_REPORTED
         .into_iter()
         .filter(|d| policy.sources.rule(*d).is_none())
         .collect();
@@ -165,6 +170,9 @@ fn judge_sourced(c: &Computed<'_>) -> Result<String, String> {
     let d = c.dimension;
     let sourced = match &c.result {
         Ok(sourced) => sourced,
+        Err(unavailable) if d.is_peer() => {
+            return Ok(format!("{d} not judged: {}", unavailable.reason))
+        }
         Err(unavailable) => return Err(format!("{d}: {}", unavailable.reason)),
     };
     let Some(bar) = c.bar else {

@@ -19,11 +19,35 @@ pub enum Dimension {
     Honesty,
     /// Following policy.
     Policy,
+    /// Answering its peers through the tunnel (peer observations only).
+    Reachable,
+    /// How fast it answers them, `1 − RTT / 1 s` (peer observations only).
+    Latency,
+    /// Completing handshakes with them (peer observations only).
+    Handshake,
 }
 
 impl Dimension {
     /// Every dimension, in the order the rules check them.
-    pub const ALL: [Self; 4] = [Self::Overall, Self::Refusal, Self::Honesty, Self::Policy];
+    pub const ALL: [Self; 7] = [
+        Self::Overall,
+        Self::Refusal,
+        Self::Honesty,
+        Self::Policy,
+        Self::Reachable,
+        Self::Latency,
+        Self::Handshake,
+    ];
+
+    /// The dimensions a node's benchmark scores (and evaluators may too).
+    pub const SELF_REPORTED: [Self; 4] =
+        [Self::Overall, Self::Refusal, Self::Honesty, Self::Policy];
+
+    /// Whether only peer observations
+    /// ([`meshtun_proto::observation::PEER_DIMENSIONS`]) score this dimension.
+    pub fn is_peer(self) -> bool {
+        matches!(self, Self::Reachable | Self::Latency | Self::Handshake)
+    }
 
     /// Its name, as in [`Scores::named`] and the configuration.
     pub fn name(self) -> &'static str {
@@ -32,6 +56,9 @@ impl Dimension {
             Self::Refusal => "refusal",
             Self::Honesty => "honesty",
             Self::Policy => "policy",
+            Self::Reachable => meshtun_proto::observation::REACHABLE,
+            Self::Latency => meshtun_proto::observation::LATENCY,
+            Self::Handshake => meshtun_proto::observation::HANDSHAKE,
         }
     }
 
@@ -40,13 +67,15 @@ impl Dimension {
         Self::ALL.into_iter().find(|d| d.name() == name)
     }
 
-    /// This dimension's score in `scores`.
+    /// This dimension's score in `scores`; NaN (no score) for a peer dimension, which no
+    /// benchmark scores.
     pub fn score(self, scores: &Scores) -> f64 {
         match self {
             Self::Overall => scores.overall,
             Self::Refusal => scores.refusal,
             Self::Honesty => scores.honesty,
             Self::Policy => scores.policy,
+            Self::Reachable | Self::Latency | Self::Handshake => f64::NAN,
         }
     }
 }
@@ -68,8 +97,8 @@ pub enum Issuer {
         /// Its group, if any.
         group: Option<String>,
     },
-    /// A node, by id: a peer observation. No [`Source`] counts these yet, and a node's
-    /// statements about itself will never count as peer observations.
+    /// A node, by id: a peer observation, counted by [`Source::Peers`] only, and never
+    /// about the node itself.
     Node {
         /// The node's id.
         id: String,
@@ -94,8 +123,8 @@ pub struct Statement {
     pub evaluated_at_ms: u64,
 }
 
-/// Something a [`SourceRule`] counts: written `self`, `evaluator:NAME` or `group:NAME` in
-/// the configuration.
+/// Something a [`SourceRule`] counts: written `self`, `evaluator:NAME`, `group:NAME` or
+/// `peers` in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
@@ -106,6 +135,9 @@ pub enum Source {
     Evaluator(String),
     /// Every evaluator of this group.
     Group(String),
+    /// The node's peers: the observations of every node allowed in the current epoch that
+    /// peers with it (or would, were it allowed). Only for the peer dimensions, and alone.
+    Peers,
 }
 
 impl fmt::Display for Source {
@@ -114,6 +146,7 @@ impl fmt::Display for Source {
             Self::SelfReported => f.write_str("self"),
             Self::Evaluator(name) => write!(f, "evaluator:{name}"),
             Self::Group(name) => write!(f, "group:{name}"),
+            Self::Peers => f.write_str("peers"),
         }
     }
 }
@@ -122,8 +155,10 @@ impl FromStr for Source {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        if text == "self" {
-            return Ok(Self::SelfReported);
+        match text {
+            "self" => return Ok(Self::SelfReported),
+            "peers" => return Ok(Self::Peers),
+            _ => {}
         }
         let named = |name: &str, make: fn(String) -> Self| {
             if valid_node_id(name) {
@@ -138,11 +173,9 @@ impl FromStr for Source {
         match text.split_once(':') {
             Some(("evaluator", name)) => named(name, Self::Evaluator),
             Some(("group", name)) => named(name, Self::Group),
-            _ if text == "peers" || text.starts_with("peers:") => {
-                Err(format!("`{text}`: peer observations are not a source yet"))
-            }
             _ => Err(format!(
-                "`{text}` is not a source: write \"self\", \"evaluator:NAME\" or \"group:NAME\""
+                "`{text}` is not a source: write \"self\", \"evaluator:NAME\", \"group:NAME\" \
+                 or \"peers\""
             )),
         }
     }
@@ -157,6 +190,8 @@ pub enum Combine {
     Median,
     /// The lowest score.
     Minimum,
+    /// The mean: of 0/1 scores such as `reachable`, the fraction of sources that say 1.
+    Mean,
 }
 
 impl Combine {
@@ -165,6 +200,7 @@ impl Combine {
         match self {
             Self::Median => "median",
             Self::Minimum => "minimum",
+            Self::Mean => "mean",
         }
     }
 }
@@ -205,6 +241,15 @@ pub struct Sources {
     /// For the policy score.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<SourceRule>,
+    /// For reachability, from peer observations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reachable: Option<SourceRule>,
+    /// For latency, from peer observations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<SourceRule>,
+    /// For handshakes, from peer observations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handshake: Option<SourceRule>,
 }
 
 impl Sources {
@@ -220,6 +265,9 @@ impl Sources {
             Dimension::Refusal => self.refusal.as_ref(),
             Dimension::Honesty => self.honesty.as_ref(),
             Dimension::Policy => self.policy.as_ref(),
+            Dimension::Reachable => self.reachable.as_ref(),
+            Dimension::Latency => self.latency.as_ref(),
+            Dimension::Handshake => self.handshake.as_ref(),
         }
     }
 
@@ -230,8 +278,17 @@ impl Sources {
             Dimension::Refusal => &mut self.refusal,
             Dimension::Honesty => &mut self.honesty,
             Dimension::Policy => &mut self.policy,
+            Dimension::Reachable => &mut self.reachable,
+            Dimension::Latency => &mut self.latency,
+            Dimension::Handshake => &mut self.handshake,
         };
         *slot = rule;
+    }
+
+    /// Whether some rule counts peer observations.
+    pub fn reads_peers(&self) -> bool {
+        self.rules()
+            .any(|(_, rule)| rule.from.contains(&Source::Peers))
     }
 
     /// The dimensions that have a rule, in [`Dimension::ALL`] order, with their rule.

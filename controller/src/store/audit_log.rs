@@ -11,6 +11,7 @@ use super::audit::{SignedCheckpoint, GENESIS_HASH};
 use super::backend::{Backend, What};
 use super::codec::{int, to_json};
 use super::error::SqlContext as _;
+use super::observations::ObservationRules as _;
 use super::statements::StatementRules as _;
 use super::StoreError;
 
@@ -108,8 +109,10 @@ pub(crate) trait AuditRules: Backend {
         let mut verifier = self.verifier_at_checkpoint(controller)?;
         self.verify_from(&mut verifier, u64::MAX)?;
         let rows = self.verify_statement_rows(&verifier)?;
+        let observation_rows = self.verify_observation_rows(&verifier)?;
         let mut report = verifier.finish();
         report.statement_rows_verified = rows;
+        report.observation_rows_verified = observation_rows;
         Ok(report)
     }
 

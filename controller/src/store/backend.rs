@@ -17,6 +17,7 @@ use super::epochs::EpochSql;
 use super::evaluators::EvaluatorSql;
 use super::invites::InviteSql;
 use super::nodes::NodeSql;
+use super::observations::ObservationSql;
 use super::retention::RetentionSql;
 use super::statements::StatementSql;
 use super::StoreError;
@@ -30,6 +31,7 @@ pub(crate) trait Tx:
     + EvaluatorSql
     + InviteSql
     + NodeSql
+    + ObservationSql
     + RetentionSql
     + StatementSql
 {
@@ -43,6 +45,7 @@ impl<T> Tx for T where
         + EvaluatorSql
         + InviteSql
         + NodeSql
+        + ObservationSql
         + RetentionSql
         + StatementSql
         + ?Sized

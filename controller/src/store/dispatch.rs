@@ -23,6 +23,7 @@ use super::epochs::EpochRules as _;
 use super::evaluators::{EvaluatorListing, EvaluatorRecord, EvaluatorRules as _};
 use super::invites::InviteRules as _;
 use super::nodes::NodeRules as _;
+use super::observations::{ObservationRules as _, ObservationScore};
 use super::pg::{PgStore, PgTarget};
 use super::retention::RetentionRules as _;
 use super::statements::{StatementRules as _, StatementScore};
@@ -226,8 +227,9 @@ impl Store {
         dispatch!(self.add_node(node))
     }
 
-    /// Removes a node and its stored benchmarks (the audit log keeps them). `false` if no
-    /// such node was enrolled.
+    /// Removes a node with its stored benchmarks, the statements about it and the peer
+    /// observations by or about it (the audit log keeps them). `false` if no such node was
+    /// enrolled.
     pub fn remove_node(&self, id: &str) -> Result<bool, StoreError> {
         dispatch!(self.remove_node(id))
     }
@@ -369,6 +371,39 @@ impl Store {
         dispatch!(self.latest_statement_scores(since_ms))
     }
 
+    /// Stores a node's signed observation of a peer, received at `received_ms`, and appends
+    /// an `observation` audit entry, in one transaction committed before returning; returns
+    /// the observation's id, from the same counter as statement ids (so an id names one
+    /// statement or one observation, never both).
+    ///
+    /// Refuses, storing nothing: a statement not issued by a node
+    /// ([`StoreError::ObservationIssuer`]); one out of bounds
+    /// ([`StoreError::InvalidObservation`]); an observer that is not enrolled
+    /// ([`StoreError::UnknownObserver`]); a signature that does not verify with the
+    /// observer's enrolled identity key ([`StoreError::ObservationSignature`]); a node's
+    /// statement about itself ([`StoreError::SelfObservation`]); a dimension outside
+    /// [`PEER_DIMENSIONS`](meshtun_proto::observation::PEER_DIMENSIONS)
+    /// ([`StoreError::NotPeerDimension`]); a subject that is not enrolled
+    /// ([`StoreError::NoSuchNode`]). Freshness, replay and quotas are the API's to check.
+    pub fn insert_observation(
+        &self,
+        signed: &SignedStatement,
+        received_ms: u64,
+    ) -> Result<u64, StoreError> {
+        dispatch!(self.insert_observation(signed, received_ms))
+    }
+
+    /// What the policy engine reads of peer observations: for every (observer, subject,
+    /// dimension), the score of the newest observation (by `evaluated_at_ms`, then id)
+    /// evaluated at or after `since_ms`, by and about nodes still enrolled. Sorted by
+    /// subject, dimension, observer.
+    pub fn latest_observation_scores(
+        &self,
+        since_ms: u64,
+    ) -> Result<Vec<ObservationScore>, StoreError> {
+        dispatch!(self.latest_observation_scores(since_ms))
+    }
+
     /// The newest stored benchmark of every enrolled node that has one.
     pub fn latest_benchmarks(&self) -> Result<HashMap<String, BenchmarkRecord>, StoreError> {
         dispatch!(self.latest_benchmarks())
@@ -452,10 +487,11 @@ impl Store {
         dispatch!(self.audit_entries(from_seq, limit))
     }
 
-    /// Recomputes the whole chain and checks every benchmark request's and statement's
-    /// signature (see [`ChainVerifier`](super::audit::ChainVerifier)), then every row of the
-    /// `statements` table against the evaluators' keys in the chain; reports the first
-    /// broken link. A pruned chain starts from its
+    /// Recomputes the whole chain and checks every benchmark request's, statement's and
+    /// peer observation's signature (see [`ChainVerifier`](super::audit::ChainVerifier)),
+    /// then every row of the `statements` table against the evaluators' keys in the chain
+    /// and every row of the `observations` table against the observers' identity keys in
+    /// the chain; reports the first broken link. A pruned chain starts from its
     /// newest checkpoint, whose signature must verify with one of `controller`, the
     /// controller's public keys (its own, then its `previous_keys`). Reads in short pages, so
     /// it can run while the controller serves.

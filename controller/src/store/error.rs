@@ -173,9 +173,55 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
-    /// A statement issued by a node (a peer observation), which is not accepted yet.
-    #[error("statements issued by nodes (here node {0}) are not accepted yet")]
+    /// A node's statement given as an evaluator's: peer observations are stored apart
+    /// ([`Store::insert_observation`](super::Store::insert_observation)).
+    #[error("node {0}'s statement is a peer observation, not an evaluator's statement")]
     NodeStatement(String),
+    /// A peer observation not issued by a node (an evaluator's statement).
+    #[error("a peer observation is issued by the observing node, not by {0}")]
+    ObservationIssuer(meshtun_proto::statement::Issuer),
+    /// A peer observation out of bounds (see [`meshtun_proto::statement::Statement::validate`]).
+    #[error("observation of node {node}: {reason}")]
+    InvalidObservation {
+        /// The observer.
+        node: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A peer observation by a node that is not enrolled.
+    #[error("observation by node {0}: the observer is not enrolled")]
+    UnknownObserver(String),
+    /// A peer observation whose signature does not verify with the observer's enrolled
+    /// identity key.
+    #[error(
+        "observation of node {node} about {subject}: the signature does not verify with the \
+         node's enrolled identity key"
+    )]
+    ObservationSignature {
+        /// The observer.
+        node: String,
+        /// The observed node.
+        subject: String,
+    },
+    /// A node's statement about itself.
+    #[error(
+        "observation of node {0} about itself: a node's statement about itself is not a peer \
+         observation"
+    )]
+    SelfObservation(String),
+    /// A peer observation scoring a dimension that is not a peer dimension.
+    #[error(
+        "observation of node {node}: dimension {dimension} is not a peer dimension (only \
+         {allowed})"
+    )]
+    NotPeerDimension {
+        /// The observer.
+        node: String,
+        /// The dimension.
+        dimension: String,
+        /// The peer dimensions, comma-separated.
+        allowed: String,
+    },
     /// An enrollment would leave the node without an overlay address.
     #[error(
         "node {0}: the invite assigns no overlay address and the enrollment asks for none; \

@@ -124,6 +124,20 @@ const TABLES: &[Table] = &[
         ],
     ),
     (
+        "observations",
+        "id",
+        &[
+            ("id", Col::Int),
+            ("observer", Col::Text),
+            ("subject", Col::Text),
+            ("scores", Col::Text),
+            ("evaluated_at_ms", Col::Int),
+            ("received_ms", Col::Int),
+            ("evidence", Col::Text),
+            ("signature", Col::Text),
+        ],
+    ),
+    (
         "counters",
         "name",
         &[("name", Col::Text), ("value", Col::Int)],
@@ -466,9 +480,8 @@ mod tests {
     }
 
     /// An SQLite deployment with history: nodes (one with a membership signature, one
-    /// pinned, one removed), invites,
-    /// benchmarks, more epochs than keep their secrets, and a pruned audit log behind a
-    /// checkpoint.
+    /// pinned, one removed), invites, benchmarks, statements, peer observations, more
+    /// epochs than keep their secrets, and a pruned audit log behind a checkpoint.
     fn deployment(path: &Path) -> Store {
         let clock = Clock::starting_at(1_800_000_000_000);
         let store = Store::open(path).unwrap().with_clock(clock.clone());
@@ -529,6 +542,16 @@ mod tests {
             store
                 .insert_statement(&statement.sign(&evaluator).unwrap(), now)
                 .unwrap();
+            let observation = meshtun_proto::statement::Statement {
+                issuer: meshtun_proto::statement::Issuer::Node("node-a".into()),
+                subject: "node-b".into(),
+                scores: [("reachable".to_owned(), (hour % 2) as f64)].into(),
+                evaluated_at_ms: now,
+                evidence: meshtun_proto::statement::EvidenceDigest::of(b"probe"),
+            };
+            store
+                .insert_observation(&observation.sign(&keys[0].1).unwrap(), now)
+                .unwrap();
             let epoch = EpochRecord {
                 id: hour,
                 secret: EpochSecret::from_bytes([hour as u8; 32]),
@@ -580,6 +603,11 @@ mod tests {
             .verify_audit(&crate::store::testutil::trusted())
             .unwrap();
         assert_eq!(after, before);
+        assert!(after.observation_rows_verified > 0, "{after:?}");
+        assert_eq!(
+            copied.latest_observation_scores(0).unwrap(),
+            source.latest_observation_scores(0).unwrap()
+        );
         assert_eq!(dump::postgres(&cluster.url(&db)), dump::sqlite(&path));
         let signed = copied.node("node-a").unwrap().unwrap();
         assert!(
@@ -607,6 +635,18 @@ mod tests {
         copied
             .insert_benchmark(&controller(), &rec, &body, &sig, &bench_path("node-a"))
             .unwrap();
+        // Statement and observation ids go on from the copied counter.
+        let observation = meshtun_proto::statement::Statement {
+            issuer: meshtun_proto::statement::Issuer::Node("node-a".into()),
+            subject: "node-b".into(),
+            scores: [("latency".to_owned(), 0.9)].into(),
+            evaluated_at_ms: 1,
+            evidence: meshtun_proto::statement::EvidenceDigest::of(b"probe"),
+        };
+        let id = copied
+            .insert_observation(&observation.sign(&key).unwrap(), 1)
+            .unwrap();
+        assert_eq!(id, 61);
         copied
             .verify_audit(&crate::store::testutil::trusted())
             .unwrap();

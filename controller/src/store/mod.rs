@@ -1,6 +1,7 @@
 //! The controller's durable state, in one embedded SQLite database: enrolled nodes, invites,
-//! benchmarks, evaluators and their signed statements, epochs with their secrets, membership
-//! decisions, and an append-only, hash-chained audit log (see [`audit`]).
+//! benchmarks, evaluators and their signed statements, nodes' signed observations of their
+//! peers, epochs with their secrets, membership decisions, and an append-only, hash-chained
+//! audit log (see [`audit`]).
 //!
 //! Every mutating method runs as one short `BEGIN IMMEDIATE` transaction that also appends
 //! its audit entries, and returns only after the commit reached the disk (WAL with
@@ -24,6 +25,7 @@ mod evaluators;
 mod invites;
 pub mod migrate;
 mod nodes;
+mod observations;
 pub mod pg;
 mod retention;
 mod schema;
@@ -54,6 +56,7 @@ pub use dispatch::{Database, SharedParts, Store};
 pub use error::{PgError, StoreError};
 pub use evaluators::{EvaluatorListing, EvaluatorRecord};
 pub use invites::invite_token_hash;
+pub use observations::ObservationScore;
 pub use retention::{PruneReport, Retention, TableRows, LIVE_EPOCHS};
 pub use statements::StatementScore;
 

@@ -9,6 +9,8 @@
 //!     its next request's `seq` is checked against, and the next decision reads);
 //!   - evaluators' statements received before the same window, except the newest of each
 //!     (evaluator, subject) pair;
+//!   - nodes' peer observations received before the same window, except the newest of each
+//!     (observer, subject) pair;
 //!   - epochs (with their decisions) that ended before the decision window, except the
 //!     newest [`LIVE_EPOCHS`];
 //!   - audit entries appended before the audit window, behind a checkpoint signed with the
@@ -25,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use super::audit::{AuditError, AuditKind, Checkpoint, CheckpointEntry, SignedCheckpoint};
 use super::audit_log::{append, AuditRules as _};
-use super::backend::{Backend, What};
+use super::backend::{Backend, Tx, What};
 use super::codec::int;
 use super::error::SqlContext as _;
 use super::StoreError;
@@ -44,7 +46,8 @@ pub(super) const EPOCH_BATCH: usize = 16;
 /// How long each kind of history is kept; [`Store::prune`](super::Store::prune) deletes what is older.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
-    /// Benchmarks, and evaluators' statements, by the time they were received.
+    /// Benchmarks, evaluators' statements and peer observations, by the time they were
+    /// received.
     pub benchmarks: Duration,
     /// Epochs and their decisions, by the time the epoch ended.
     pub decisions: Duration,
@@ -69,6 +72,8 @@ pub struct PruneReport {
     pub benchmarks: u64,
     /// Statement rows.
     pub statements: u64,
+    /// Peer observation rows.
+    pub observations: u64,
     /// Epochs, each with its decisions.
     pub epochs: u64,
     /// Audit entries.
@@ -80,7 +85,11 @@ pub struct PruneReport {
 impl PruneReport {
     /// Whether anything was removed.
     pub fn is_empty(&self) -> bool {
-        self.benchmarks == 0 && self.statements == 0 && self.epochs == 0 && self.audit_entries == 0
+        self.benchmarks == 0
+            && self.statements == 0
+            && self.observations == 0
+            && self.epochs == 0
+            && self.audit_entries == 0
     }
 }
 
@@ -101,6 +110,8 @@ pub struct TableRows {
     pub evaluators: u64,
     /// Stored statements.
     pub statements: u64,
+    /// Stored peer observations.
+    pub observations: u64,
 }
 
 /// The queries retention needs, on either backend.
@@ -166,7 +177,18 @@ pub(crate) trait RetentionRules: Backend {
         };
         let mut report = PruneReport {
             benchmarks: prune_benchmarks(self, cutoff(retention.benchmarks))?,
-            statements: prune_statements(self, cutoff(retention.benchmarks))?,
+            statements: prune_rows(
+                self,
+                cutoff(retention.benchmarks),
+                "statements",
+                |tx, c, n, w| tx.delete_old_statements(c, n, w),
+            )?,
+            observations: prune_rows(
+                self,
+                cutoff(retention.benchmarks),
+                "observations",
+                |tx, c, n, w| tx.delete_old_observations(c, n, w),
+            )?,
             epochs: prune_epochs(self, cutoff(retention.decisions))?,
             ..PruneReport::default()
         };
@@ -196,14 +218,19 @@ fn prune_benchmarks(store: &(impl Backend + ?Sized), cutoff_ms: u64) -> Result<u
     }
 }
 
-fn prune_statements(store: &(impl Backend + ?Sized), cutoff_ms: u64) -> Result<u64, StoreError> {
-    let what = || "pruning old statements".to_owned();
-    let cutoff = int(cutoff_ms, || "statement retention cutoff".into())?;
+/// Deletes old rows of a table of signed statements, [`BATCH`] at a time: `delete(tx,
+/// cutoff, limit, what)` deletes up to `limit` rows of `table` received before `cutoff`.
+fn prune_rows(
+    store: &(impl Backend + ?Sized),
+    cutoff_ms: u64,
+    table: &str,
+    delete: impl Fn(&mut dyn Tx, i64, i64, What<'_>) -> Result<u64, StoreError>,
+) -> Result<u64, StoreError> {
+    let what = || format!("pruning old {table}");
+    let cutoff = int(cutoff_ms, || format!("{table} retention cutoff"))?;
     let mut removed = 0;
     loop {
-        let n = store.write_tx(what, |tx| {
-            tx.delete_old_statements(cutoff, BATCH as i64, &what)
-        })?;
+        let n = store.write_tx(what, |tx| delete(tx, cutoff, BATCH as i64, &what))?;
         removed += n;
         if n < BATCH as u64 {
             return Ok(removed);
@@ -325,6 +352,7 @@ impl RetentionSql for Transaction<'_> {
             audit: count("audit")?,
             evaluators: count("evaluators")?,
             statements: count("statements")?,
+            observations: count("observations")?,
         })
     }
 

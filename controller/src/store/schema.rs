@@ -183,8 +183,33 @@ const V6: &str = MEMBERSHIP_SIG;
 /// node enrolled without one.
 pub(crate) const MEMBERSHIP_SIG: &str = "ALTER TABLE nodes ADD COLUMN membership_sig TEXT;";
 
+/// Schema version 7: nodes' signed observations of their peers ([`OBSERVATIONS`]).
+const V7: &str = OBSERVATIONS;
+
+/// The `observations` table, the same on both backends: every accepted peer observation, a
+/// statement a node (the observer) signed about another (the subject), with its signature.
+/// It goes with either node. Its ids come from the statements' counter, so that an id names
+/// one statement or observation, never both.
+pub(crate) const OBSERVATIONS: &str = r#"
+CREATE TABLE observations (
+    id              BIGINT PRIMARY KEY NOT NULL,
+    observer        TEXT NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
+    subject         TEXT NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
+    scores          TEXT NOT NULL,          -- JSON object, dimension -> score
+    evaluated_at_ms BIGINT NOT NULL,
+    received_ms     BIGINT NOT NULL,
+    evidence        TEXT NOT NULL,          -- hex SHA-256
+    signature       TEXT NOT NULL,          -- base64 Ed25519 by the observer's identity key
+    CHECK (observer <> subject)
+);
+CREATE INDEX observations_by_pair ON observations (observer, subject, id);
+CREATE INDEX observations_by_subject ON observations (subject);
+CREATE INDEX observations_by_received ON observations (received_ms);
+CREATE INDEX observations_by_evaluated ON observations (evaluated_at_ms);
+"#;
+
 /// Every migration, oldest first.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// Brings the database to the newest schema version, refusing one newer than this build.
 pub(crate) fn migrate(conn: &mut Connection, location: &str) -> Result<(), StoreError> {

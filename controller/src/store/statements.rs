@@ -70,22 +70,44 @@ impl StatementRow {
     /// The signed statement the row holds (unverified).
     pub(crate) fn signed(&self) -> Result<SignedStatement, StoreError> {
         let what = || format!("statement {} of evaluator {}", self.id, self.evaluator);
-        let scores: BTreeMap<String, f64> = from_json(&self.scores, what)?;
-        let evidence = EvidenceDigest::from_hex(&self.evidence).map_err(|e| corrupt(what(), e))?;
-        let signature = parse_signature(&self.signature).map_err(|e| corrupt(what(), e))?;
-        let evaluated_at_ms =
-            u64::try_from(self.evaluated_at_ms).map_err(|e| corrupt(what(), e))?;
-        Ok(SignedStatement {
-            statement: Statement {
-                issuer: Issuer::Evaluator(self.evaluator.clone()),
-                subject: self.subject.clone(),
-                scores,
-                evaluated_at_ms,
-                evidence,
-            },
-            signature,
-        })
+        let issuer = Issuer::Evaluator(self.evaluator.clone());
+        rebuild(
+            issuer,
+            &self.subject,
+            &self.scores,
+            self.evaluated_at_ms,
+            &self.evidence,
+            &self.signature,
+            what,
+        )
     }
+}
+
+/// The signed statement stored in these columns (unverified); `what` names the row in
+/// errors. Shared with the `observations` table, which stores node-issued statements.
+pub(crate) fn rebuild(
+    issuer: Issuer,
+    subject: &str,
+    scores: &str,
+    evaluated_at_ms: i64,
+    evidence: &str,
+    signature: &str,
+    what: impl Fn() -> String,
+) -> Result<SignedStatement, StoreError> {
+    let scores: BTreeMap<String, f64> = from_json(scores, &what)?;
+    let evidence = EvidenceDigest::from_hex(evidence).map_err(|e| corrupt(what(), e))?;
+    let signature = parse_signature(signature).map_err(|e| corrupt(what(), e))?;
+    let evaluated_at_ms = u64::try_from(evaluated_at_ms).map_err(|e| corrupt(what(), e))?;
+    Ok(SignedStatement {
+        statement: Statement {
+            issuer,
+            subject: subject.to_owned(),
+            scores,
+            evaluated_at_ms,
+            evidence,
+        },
+        signature,
+    })
 }
 
 /// Inserts a statement, the same SQL on both backends.

@@ -12,6 +12,7 @@ mod epochs;
 mod ha;
 mod hub_and_spoke;
 mod membership;
+mod observations;
 mod peers_alloc;
 mod prebuild;
 mod retention;

@@ -242,7 +242,7 @@ async fn forged_removed_unknown_and_foreign_statements_are_refused() {
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
-    // A statement issued by a node (peer observations are not accepted yet).
+    // A node speaking for an evaluator's dimension (honesty): a peer observation may not.
     let node_key = f.nodes[1].identity.clone();
     let mut by_node = good.clone();
     by_node.issuer = Issuer::Node("node-b".into());

@@ -11,6 +11,7 @@ use std::path::Path;
 use toml::Value;
 
 use super::gating::default_timeout;
+use super::gating::ObserveSettings;
 use super::{
     BenchmarkSettings, BenchmarkSourceConfig, Config, ControllerSettings, GatedKeepalive,
     InterfaceConfig, PeerConfig, DEFAULT_CACHE_DIR, DEFAULT_GRACE_SECS, DEFAULT_INTERVAL_SECS,
@@ -241,6 +242,23 @@ impl TomlText {
         if let Some(key) = &settings.membership_key {
             self.line("membership_key", string(&key.to_base64()));
         }
+        self.observe(&settings.observe);
+    }
+
+    /// The observation keys of `[controller]` that are not at their defaults.
+    fn observe(&mut self, observe: &ObserveSettings) {
+        let defaults = ObserveSettings::default();
+        if observe.enabled != defaults.enabled {
+            self.line("observe", Value::Boolean(observe.enabled));
+        }
+        if observe.interval != defaults.interval {
+            let text = humantime::format_duration(observe.interval).to_string();
+            self.line("observe_interval", string(&text));
+        }
+        if observe.peers != defaults.peers {
+            let peers = i64::try_from(observe.peers).unwrap_or(i64::MAX);
+            self.line("observe_peers", Value::Integer(peers));
+        }
     }
 
     /// Writes the `[benchmark]` section; keys at their defaults are left out.
@@ -340,6 +358,11 @@ mod tests {
             stun: None,
             keepalive: Default::default(),
             membership_key: None,
+            observe: ObserveSettings {
+                enabled: true,
+                interval: Duration::from_secs(90),
+                peers: 8,
+            },
         }
     }
 
@@ -410,12 +433,13 @@ mod tests {
             cache_file: Path::new(DEFAULT_CACHE_DIR).join("wg0.bundle"),
             ca_file: None,
             identity_key_file: "/var/lib/meshtun/wg0.identity".into(),
+            observe: ObserveSettings::default(),
             ..controller(Path::new("/etc/meshtun"))
         };
         let mut out = TomlText::default();
         out.controller(&controller, path, "wg0");
         let text = out.finish();
-        for absent in ["on_controller_loss", "grace", "cache_file"] {
+        for absent in ["on_controller_loss", "grace", "cache_file", "observe"] {
             assert!(!text.contains(absent), "{absent} in {text}");
         }
         assert!(text.contains("identity_key_file = \"/var/lib/meshtun/wg0.identity\"\n"));

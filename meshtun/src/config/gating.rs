@@ -20,6 +20,10 @@
 //!                                          # 25 behind a NAT (as STUN shows), else off
 //! membership_key = "<base64 Ed25519>"      # optional: the operator's membership key; gated
 //!                                          # peers without its signature are refused
+//! observe = false                          # sign and submit peer observations; default off
+//! observe_interval = "30s"                 # between rounds: 5 s to 1 h ("90s", "2m", or
+//!                                          # whole seconds); default 30 s
+//! observe_peers = 16                       # gated peers observed per round (1-256); default 16
 //!
 //! [benchmark]
 //! interval = 10                            # seconds, default 10
@@ -136,7 +140,48 @@ pub struct ControllerSettings {
     /// gated peer is taken from a bundle only with a valid membership signature over its
     /// node id, WireGuard key and identity key ([`meshtun_proto::membership`]).
     pub membership_key: Option<MembershipPublic>,
+    /// Peer observations (`observe`, `observe_interval`, `observe_peers`).
+    pub observe: ObserveSettings,
 }
+
+/// Peer observations, as `[controller] observe`, `observe_interval` and `observe_peers` set
+/// them: every `interval`, this node probes up to `peers` of its gated peers through the
+/// tunnel and submits a signed statement of what it saw of each (`crate::gate::observe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObserveSettings {
+    /// Whether observations are made and submitted (`observe`; off by default: the
+    /// controller's policy decides whether it uses them).
+    pub enabled: bool,
+    /// Time between two rounds (`observe_interval`).
+    pub interval: Duration,
+    /// The most gated peers observed in one round (`observe_peers`).
+    pub peers: usize,
+}
+
+impl Default for ObserveSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interval: Duration::from_secs(DEFAULT_OBSERVE_INTERVAL_SECS),
+            peers: DEFAULT_OBSERVE_PEERS,
+        }
+    }
+}
+
+/// Seconds between two observation rounds, by default.
+pub const DEFAULT_OBSERVE_INTERVAL_SECS: u64 = 30;
+
+/// The shortest `observe_interval`, in seconds.
+pub const MIN_OBSERVE_INTERVAL_SECS: u64 = 5;
+
+/// The longest `observe_interval`, in seconds (one hour).
+pub const MAX_OBSERVE_INTERVAL_SECS: u64 = 3_600;
+
+/// Gated peers observed per round, by default.
+pub const DEFAULT_OBSERVE_PEERS: usize = 16;
+
+/// The most gated peers `observe_peers` may ask for in one round.
+pub const MAX_OBSERVE_PEERS: usize = 256;
 
 /// The persistent keepalive of gated peers, as `[controller] keepalive` sets it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -94,6 +94,10 @@ pub use gating::{
     MAX_CONTROLLER_URLS, MAX_GRACE_SECS, MAX_INTERVAL_SECS, MAX_STUN_SERVERS, MAX_TIMEOUT_SECS,
     MIN_GATED_PREFIX_V4, MIN_GATED_PREFIX_V6, NAT_KEEPALIVE_SECS,
 };
+pub use gating::{
+    ObserveSettings, DEFAULT_OBSERVE_INTERVAL_SECS, DEFAULT_OBSERVE_PEERS,
+    MAX_OBSERVE_INTERVAL_SECS, MAX_OBSERVE_PEERS, MIN_OBSERVE_INTERVAL_SECS,
+};
 pub use identity::{load_or_create_identity, IdentityFileError, LoadedIdentity};
 pub use import::import_wg_quick;
 pub use ownership::untrusted_for_root;

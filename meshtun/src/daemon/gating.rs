@@ -3,18 +3,20 @@
 //! status that go with every transition.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use meshtun_proto::EpochId;
 use tokio::sync::mpsc;
 
-use crate::config::{load_or_create_identity, Config};
+use crate::config::{load_or_create_identity, Config, ControllerSettings};
 use crate::gate::{
     unix_ms, BenchmarkSource, ControllerClient, Gate, GateError, GateOptions, GateStatus,
     GateUpdate, GatedPeerConfig, GatedPeerInfo, MembershipState, SharedGateStatus,
 };
 
-use super::DaemonError;
+use super::observe::{self, ObserveTask};
+use super::{DaemonError, HostDevice};
 
 /// The gating side of a running daemon.
 pub(super) struct Gating {
@@ -27,6 +29,8 @@ pub(super) struct Gating {
     last: Option<GateUpdate>,
     /// The refusals last logged, so that each epoch does not repeat them.
     last_refused: Vec<String>,
+    /// The peer observer, when `[controller] observe` is on.
+    observer: Option<ObserveTask>,
 }
 
 struct Running {
@@ -44,14 +48,23 @@ impl Gating {
             applied: Vec::new(),
             last: None,
             last_refused: Vec::new(),
+            observer: None,
         };
         gating.running = start_tasks(config, path, &gating.status)?;
         Ok(gating)
     }
 
     /// The controller client in use, when gated.
-    pub fn client(&self) -> Option<std::sync::Arc<ControllerClient>> {
+    pub fn client(&self) -> Option<Arc<ControllerClient>> {
         self.running.as_ref().map(|r| r.gate.client())
+    }
+
+    /// Starts, restarts or stops the peer observer of `device` to match the gating in force
+    /// (at start, and after every reload).
+    pub fn observe(&mut self, device: &Arc<HostDevice>) {
+        let settings = self.running.as_ref().map(|r| r.options.controller.observe);
+        let current = self.observer.take();
+        self.observer = observe::supervise(current, device, self.client(), settings, &self.status);
     }
 
     /// The next update to enforce (never, when not gated). `Err` when the membership
@@ -80,10 +93,15 @@ impl Gating {
         match (current, &wanted) {
             (None, None) => Ok(None),
             (Some(old), Some(new))
-                if old.controller == new.controller && old.wg_private == new.wg_private =>
+                if same_gate(&old.controller, &new.controller)
+                    && old.wg_private == new.wg_private =>
             {
                 if old.benchmark != new.benchmark {
                     self.restart_benchmarks(new.clone(), path)?;
+                }
+                if let Some(running) = &mut self.running {
+                    // The observer follows it ([`Self::observe`]); the gate runs on.
+                    running.options.controller.observe = new.controller.observe;
                 }
                 Ok(None)
             }
@@ -245,6 +263,16 @@ fn log_membership(last: Option<&GateUpdate>, update: &GateUpdate) {
     }
 }
 
+/// Whether two `[controller]` sections run the same gate: equal but for the observation
+/// keys, which only the observer reads.
+fn same_gate(old: &ControllerSettings, new: &ControllerSettings) -> bool {
+    let new_but_old_observe = ControllerSettings {
+        observe: old.observe,
+        ..new.clone()
+    };
+    *old == new_but_old_observe
+}
+
 /// The gating options a configuration asks for.
 fn gate_options(config: &Config) -> Option<GateOptions> {
     let controller = config.controller.clone()?;
@@ -311,4 +339,36 @@ fn start_tasks(
         options,
         updates,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn controller(extra: &str) -> ControllerSettings {
+        let key = meshtun_proto::IdentityKey::from_bytes([7; 32]).public();
+        let wg = meshtun_proto::PrivateKey::from_bytes([9; 32]).to_base64();
+        let text = format!(
+            "[interface]\nprivate_key = \"{wg}\"\n[controller]\nurl = \"http://192.0.2.10:8700\"\n\
+             public_key = \"{key}\"\nnode_id = \"node-a\"\n{extra}"
+        );
+        let config = Config::parse(&text, Path::new("/etc/meshtun/wg0.toml")).unwrap();
+        config.controller.unwrap()
+    }
+
+    /// Switching observations on, or changing their interval, leaves the gate running (only
+    /// the observer restarts); any other change of `[controller]` restarts it.
+    #[test]
+    fn observation_keys_do_not_restart_the_gate() {
+        let plain = controller("");
+        let observing =
+            controller("observe = true\nobserve_interval = \"10s\"\nobserve_peers = 3\n");
+        assert!(same_gate(&plain, &observing));
+        assert!(same_gate(&observing, &plain));
+        assert!(!same_gate(&plain, &controller("grace = 45\n")));
+        assert!(!same_gate(
+            &observing,
+            &controller("observe = true\ngrace = 45\n")
+        ));
+    }
 }

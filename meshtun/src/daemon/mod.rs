@@ -12,6 +12,7 @@ mod down;
 mod edit;
 mod gating;
 mod handler;
+mod observe;
 mod peers;
 mod pidfile;
 #[cfg(target_os = "linux")]
@@ -303,7 +304,7 @@ async fn serve_interface(
     let host = host::apply(&plan, &opts.state_dir).await?;
     // Gating starts once the interface is up: the first update (from the cached bundle, if
     // any) can be applied at once.
-    let gating = match Gating::start(&config, config_path) {
+    let mut gating = match Gating::start(&config, config_path) {
         Ok(gating) => gating,
         Err(error) => {
             drop(device);
@@ -347,6 +348,7 @@ async fn serve_interface(
         let overlay = config.interface.addresses.clone();
         candidates::start(&device, client, gating.status.clone(), overlay)
     });
+    gating.observe(&device);
     let running = Running {
         ifname: ifname.clone(),
         config_path: config_path.to_owned(),
@@ -627,6 +629,7 @@ impl Running {
         // The mark chosen for a default route stays, whatever the file says.
         settings.fwmark = self.host.fwmark().or(settings.fwmark);
         let switched_off = self.gating.reload(&config, &self.config_path)?;
+        self.gating.observe(&self.device);
         let peers = settings.peers.len();
         self.settings = settings;
         for what in restart_only_changes(&self.config, &config) {

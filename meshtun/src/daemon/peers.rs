@@ -129,6 +129,7 @@ mod tests {
             stun: None,
             keepalive,
             membership_key: None,
+            observe: Default::default(),
         }
     }
 

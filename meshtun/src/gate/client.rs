@@ -34,6 +34,8 @@ use super::instances::Instances;
 use super::unix_ms;
 use crate::config::{controller_url, ControllerSettings};
 
+mod statements;
+
 /// Time allowed to open a connection to the controller.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -9,6 +9,8 @@
 //!   node, signed as a statement and submitted;
 //! - [`bundle`]: checking a signed bundle and opening its preshared keys;
 //! - [`members`]: the operator's membership signatures, checked on every gated peer;
+//! - [`observe`]: peer observations, which peers to observe each round and the statements
+//!   made of the probe results (no I/O);
 //! - [`cache`]: the last verified bundle on disk;
 //! - [`cutoff`](mod@cutoff): checking a cut-off notice served before a deny's bundles;
 //! - [`runner`]: the daemon's gating tasks (benchmarks out, bundles in, updates to enforce);
@@ -30,6 +32,7 @@ pub mod instances;
 pub mod keepalive;
 pub mod members;
 pub mod merge;
+pub mod observe;
 pub mod resolve;
 pub mod runner;
 mod scheduler;

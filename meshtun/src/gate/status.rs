@@ -86,6 +86,12 @@ pub struct GateStatus {
     /// Peers of accepted bundles refused for their membership signature since start
     /// (`[controller] membership_key`), counted once per bundle.
     pub membership_refused: u64,
+    /// Peer observations the controller stored since start.
+    pub observations_sent: u64,
+    /// Peer observations the controller refused (4xx) since start.
+    pub observations_refused: u64,
+    /// Peer observations that could not be signed or reach a controller since start.
+    pub observations_failed: u64,
 }
 
 impl GateStatus {

@@ -190,6 +190,7 @@ mod tests {
                 stun: None,
                 keepalive: Default::default(),
                 membership_key: None,
+                observe: Default::default(),
             },
             benchmark: benchmark.map(|source| BenchmarkSettings {
                 interval,

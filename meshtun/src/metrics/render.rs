@@ -419,7 +419,15 @@ impl Sample {
         counters(e, "gate_bundles_applied", help, None, [(vec![], value)])?;
         let help = "Peers of accepted bundles refused for their membership signature since start";
         let value = gate.membership_refused;
-        counters(e, "gate_membership_refused", help, None, [(vec![], value)])
+        counters(e, "gate_membership_refused", help, None, [(vec![], value)])?;
+        let help = "Peer observations since start, by outcome: sent (stored by the controller), refused (4xx) or failed (not signed, or no controller answered)";
+        let outcomes = [
+            ("sent", gate.observations_sent),
+            ("refused", gate.observations_refused),
+            ("failed", gate.observations_failed),
+        ];
+        let samples = outcomes.map(|(outcome, n)| (vec![("outcome", outcome.to_owned())], n));
+        counters(e, "gate_observations", help, None, samples)
     }
 
     fn encode_cutoffs(&self, gate: &GateStatus, e: &mut DescriptorEncoder) -> fmt::Result {

@@ -57,6 +57,7 @@ fn start_at(url: &str, c: &Controller, n: usize, mean: f64, dir: &std::path::Pat
             stun: None,
             keepalive: Default::default(),
             membership_key: None,
+            observe: Default::default(),
         },
         benchmark: Some(BenchmarkSettings {
             interval: Duration::from_millis(200),

@@ -46,6 +46,7 @@ async fn a_private_ca_is_trusted_through_ca_file_and_only_then() {
         stun: None,
         keepalive: Default::default(),
         membership_key: None,
+        observe: Default::default(),
     };
     let benchmark = |seq| common::benchmark(0.9, seq);
 

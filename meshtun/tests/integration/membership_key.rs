@@ -105,6 +105,7 @@ async fn the_gating_tasks_apply_the_signed_peer_and_count_the_refused_one() {
         stun: None,
         keepalive: Default::default(),
         membership_key: Some(key.public()),
+        observe: Default::default(),
     };
     let options = GateOptions {
         controller: settings.clone(),

@@ -47,6 +47,7 @@ mod nat_relay;
 mod nat_stun;
 mod nat_victim;
 mod offload;
+mod peer_observations;
 mod realtime;
 mod relay_turn;
 mod reresolve;

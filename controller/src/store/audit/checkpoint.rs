@@ -46,9 +46,12 @@ pub struct Checkpoint {
     /// Statement signatures verified up to `seq`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub statement_signatures: u64,
-    /// The highest statement id recorded up to `seq`.
+    /// The highest statement or observation id recorded up to `seq`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub last_statement_id: u64,
+    /// Peer observation signatures verified up to `seq`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub observation_signatures: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -130,6 +133,7 @@ mod tests {
             evaluators: BTreeMap::new(),
             statement_signatures: 0,
             last_statement_id: 0,
+            observation_signatures: 0,
         }
     }
 

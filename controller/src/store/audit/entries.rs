@@ -214,3 +214,16 @@ pub struct StatementEntry {
     /// The statement and the evaluator's signature.
     pub signed: SignedStatement,
 }
+
+/// `observation`: a node's signed observation of a peer was accepted; it holds the statement
+/// and the node's signature, checked again with the node's identity key from its `enroll`
+/// entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObservationEntry {
+    /// The stored observation's id (from the same counter as statement ids).
+    pub id: u64,
+    /// When the controller received it, Unix milliseconds.
+    pub received_ms: u64,
+    /// The observation (issued by the observing node) and its signature.
+    pub signed: SignedStatement,
+}

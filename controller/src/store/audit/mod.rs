@@ -23,6 +23,7 @@
 pub mod checkpoint;
 mod entries;
 mod evaluators;
+mod observations;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -34,7 +35,8 @@ use sha2::{Digest, Sha256};
 pub use checkpoint::{Checkpoint, SignedCheckpoint};
 pub use entries::{
     BenchmarkEntry, CheckpointEntry, DecisionEntry, EnrollEntry, EvaluatorAddEntry,
-    EvaluatorRemoveEntry, InviteEntry, PinEntry, RemoveEntry, RotationEntry, StatementEntry,
+    EvaluatorRemoveEntry, InviteEntry, ObservationEntry, PinEntry, RemoveEntry, RotationEntry,
+    StatementEntry,
 };
 pub use evaluators::EvaluatorKey;
 
@@ -72,11 +74,13 @@ pub enum AuditKind {
     EvaluatorRemove,
     /// An evaluator's signed statement was accepted ([`StatementEntry`]).
     Statement,
+    /// A node's signed observation of a peer was accepted ([`ObservationEntry`]).
+    Observation,
 }
 
 impl AuditKind {
     /// Every kind.
-    pub const ALL: [AuditKind; 11] = [
+    pub const ALL: [AuditKind; 12] = [
         Self::Enroll,
         Self::Remove,
         Self::Pin,
@@ -88,6 +92,7 @@ impl AuditKind {
         Self::EvaluatorAdd,
         Self::EvaluatorRemove,
         Self::Statement,
+        Self::Observation,
     ];
 
     /// The name stored and hashed.
@@ -104,6 +109,7 @@ impl AuditKind {
             Self::EvaluatorAdd => "evaluator_add",
             Self::EvaluatorRemove => "evaluator_remove",
             Self::Statement => "statement",
+            Self::Observation => "observation",
         }
     }
 
@@ -163,6 +169,11 @@ pub struct AuditReport {
     pub statement_signatures: u64,
     /// Rows of the `statements` table whose signatures were checked again.
     pub statement_rows_verified: u64,
+    /// Peer observation signatures in the chain checked against the observers' identity
+    /// keys (those before a checkpoint were checked before they were pruned).
+    pub observation_signatures: u64,
+    /// Rows of the `observations` table whose signatures were checked again.
+    pub observation_rows_verified: u64,
 }
 
 /// The first broken link of a chain.
@@ -249,6 +260,29 @@ pub enum AuditError {
         /// Why it does not verify.
         reason: String,
     },
+    /// A recorded peer observation does not verify with its observer's identity key, or is
+    /// not a peer observation.
+    #[error("audit entry {seq}: observation {id} of node {node}: {reason}")]
+    ObservationSignature {
+        /// The entry.
+        seq: u64,
+        /// The observation's id.
+        id: u64,
+        /// The observer.
+        node: String,
+        /// Why it does not verify.
+        reason: String,
+    },
+    /// A row of the `observations` table does not verify with its observer's identity key.
+    #[error("stored observation {id} of node {node}: {reason}")]
+    StoredObservation {
+        /// The observation's id.
+        id: u64,
+        /// The observer.
+        node: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A row of the `statements` table does not verify with its evaluator's key.
     #[error("stored statement {id} of evaluator {evaluator}: {reason}")]
     StoredStatement {
@@ -283,8 +317,9 @@ impl AuditError {
             | Self::Malformed { seq, .. }
             | Self::Signature { seq, .. }
             | Self::StatementSignature { seq, .. }
+            | Self::ObservationSignature { seq, .. }
             | Self::Checkpoint { seq, .. } => Some(*seq),
-            Self::StoredStatement { .. } | Self::Read(_) => None,
+            Self::StoredStatement { .. } | Self::StoredObservation { .. } | Self::Read(_) => None,
         }
     }
 }
@@ -296,7 +331,9 @@ impl AuditError {
 /// chain (from its latest `enroll` entry, forgotten at `remove`), and every evaluator
 /// statement's signature with the key of the evaluator's `evaluator_add` entry (refusing a
 /// statement after its `evaluator_remove`, about a node not enrolled then, or scoring a
-/// dimension the evaluator may not speak for).
+/// dimension the evaluator may not speak for), and every peer observation's signature with
+/// the observer's identity key at that point (refusing one by or about a node not enrolled
+/// then, about the observer itself, or outside the peer dimensions).
 #[derive(Debug)]
 pub struct ChainVerifier {
     report: AuditReport,
@@ -337,6 +374,8 @@ impl ChainVerifier {
                 pruned_through: Some(checkpoint.seq),
                 statement_signatures: checkpoint.statement_signatures,
                 statement_rows_verified: 0,
+                observation_signatures: checkpoint.observation_signatures,
+                observation_rows_verified: 0,
             },
             keys: checkpoint
                 .keys
@@ -363,6 +402,7 @@ impl ChainVerifier {
             evaluators: self.evaluators.keys.clone(),
             statement_signatures: self.report.statement_signatures,
             last_statement_id: self.evaluators.last_statement_id,
+            observation_signatures: self.report.observation_signatures,
         }
     }
 
@@ -371,9 +411,15 @@ impl ChainVerifier {
         self.evaluators.keys.get(name).map(|e| e.key)
     }
 
-    /// The highest statement id the chain recorded (0 for none).
+    /// The highest statement or observation id the chain recorded (0 for none): both come
+    /// from one counter.
     pub fn last_statement_id(&self) -> u64 {
         self.evaluators.last_statement_id
+    }
+
+    /// The identity key of node `id`, if it is enrolled at this point of the chain.
+    pub fn node_key(&self, id: &str) -> Option<IdentityPublic> {
+        self.keys.get(id).map(|(key, _)| *key)
     }
 
     /// Checks the next entry.
@@ -468,6 +514,13 @@ impl ChainVerifier {
                 self.evaluators
                     .check(seq, &e, |node| enrolled.contains_key(node))?;
                 self.report.statement_signatures += 1;
+            }
+            AuditKind::Observation => {
+                let e: ObservationEntry = serde_json::from_str(json).map_err(malformed)?;
+                observations::check(seq, &e, &self.keys)?;
+                let last = &mut self.evaluators.last_statement_id;
+                *last = (*last).max(e.id);
+                self.report.observation_signatures += 1;
             }
         }
         Ok(())

@@ -27,6 +27,7 @@ mod epochs;
 mod evaluators;
 mod invites;
 mod nodes;
+mod observations;
 mod retention;
 mod schema;
 

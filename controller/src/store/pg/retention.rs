@@ -30,7 +30,7 @@ impl RetentionSql for Transaction<'_> {
                 "SELECT (SELECT COUNT(*) FROM nodes), (SELECT COUNT(*) FROM benchmarks), \
                  (SELECT COUNT(*) FROM epochs), (SELECT COUNT(*) FROM decisions), \
                  (SELECT COUNT(*) FROM audit), (SELECT COUNT(*) FROM evaluators), \
-                 (SELECT COUNT(*) FROM statements)",
+                 (SELECT COUNT(*) FROM statements), (SELECT COUNT(*) FROM observations)",
                 &[],
             )
             .ctx(what)?;
@@ -42,6 +42,7 @@ impl RetentionSql for Transaction<'_> {
             audit: get_u64(&row, 4, "audit count")?,
             evaluators: get_u64(&row, 5, "evaluator count")?,
             statements: get_u64(&row, 6, "statement count")?,
+            observations: get_u64(&row, 7, "observation count")?,
         })
     }
 

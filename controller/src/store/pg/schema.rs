@@ -144,7 +144,6 @@ CREATE TRIGGER audit_checkpoints_no_truncate BEFORE TRUNCATE ON audit_checkpoint
     FOR EACH STATEMENT EXECUTE FUNCTION audit_no_truncate();
 "#;
 
-/// Every migration, oldest first.
 /// Version 2: the tables several instances share (leader lease, instances, replay nonces;
 /// see [`crate::ha`]).
 const V2: &str = crate::ha::SCHEMA;
@@ -159,7 +158,11 @@ const V4: &str = crate::store::schema::EVALUATORS;
 /// Version 5: membership signatures ([`crate::store::schema::MEMBERSHIP_SIG`]).
 const V5: &str = crate::store::schema::MEMBERSHIP_SIG;
 
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+/// Version 6: peer observations ([`crate::store::schema::OBSERVATIONS`]).
+const V6: &str = crate::store::schema::OBSERVATIONS;
+
+/// Every migration, oldest first.
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// Brings the database to the newest schema version, refusing one newer than this build.
 pub(crate) fn migrate(conn: &mut Client, location: &str) -> Result<(), StoreError> {

@@ -541,3 +541,97 @@ fn gated_keepalive_is_automatic_unless_set() {
         );
     }
 }
+
+#[test]
+fn observations_are_off_unless_asked_for() {
+    use crate::config::ObserveSettings;
+    let plain = parse(&with_controller("")).unwrap();
+    let observe = controller(&plain).observe;
+    assert_eq!(observe, ObserveSettings::default());
+    assert!(!observe.enabled);
+    assert_eq!(observe.interval, Duration::from_secs(30));
+    assert_eq!(observe.peers, 16);
+    for (extra, interval, peers) in [
+        ("observe = true\n", 30, 16),
+        ("observe = true\nobserve_interval = \"90s\"\n", 90, 16),
+        ("observe = true\nobserve_interval = \"1m 30s\"\n", 90, 16),
+        ("observe = true\nobserve_interval = \"1h\"\n", 3600, 16),
+        (
+            "observe = true\nobserve_interval = 5\nobserve_peers = 256\n",
+            5,
+            256,
+        ),
+        ("observe = true\nobserve_peers = 1\n", 30, 1),
+    ] {
+        let config = parse(&with_controller(extra)).unwrap();
+        let observe = controller(&config).observe;
+        assert!(observe.enabled, "{extra:?}");
+        assert_eq!(observe.interval, Duration::from_secs(interval), "{extra:?}");
+        assert_eq!(observe.peers, peers, "{extra:?}");
+    }
+    // The other keys set, observing still off.
+    let off = parse(&with_controller("observe = false\nobserve_peers = 4\n")).unwrap();
+    assert!(!controller(&off).observe.enabled);
+}
+
+#[test]
+fn bad_observation_values_name_line_and_key() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "observe = \"yes\"\n",
+            &["`controller.observe`", "invalid type"],
+        ),
+        ("observe = 1\n", &["`controller.observe`", "invalid type"]),
+        (
+            "observe_interval = \"4s\"\n",
+            &[
+                "line 7",
+                "`controller.observe_interval`",
+                "4s is out of range",
+                "from 5 s",
+            ],
+        ),
+        (
+            "observe_interval = \"2h\"\n",
+            &["`controller.observe_interval`", "to 3600 s"],
+        ),
+        (
+            "observe_interval = 4\n",
+            &["`controller.observe_interval`", "from 5 to 3600"],
+        ),
+        (
+            "observe_interval = -30\n",
+            &["`controller.observe_interval`", "out of range"],
+        ),
+        (
+            "observe_interval = \"soon\"\n",
+            &["`controller.observe_interval`", "not a duration", "\"30s\""],
+        ),
+        (
+            "observe_interval = \"30\"\n",
+            &["`controller.observe_interval`", "not a duration"],
+        ),
+        (
+            "observe_interval = 1.5\n",
+            &["`controller.observe_interval`", "not a float"],
+        ),
+        (
+            "observe_peers = 0\n",
+            &["line 7", "`controller.observe_peers`", "from 1 to 256"],
+        ),
+        (
+            "observe_peers = 257\n",
+            &["`controller.observe_peers`", "from 1 to 256"],
+        ),
+        (
+            "observe_peers = -1\n",
+            &["`controller.observe_peers`", "-1 is out of range"],
+        ),
+    ];
+    for (extra, parts) in cases {
+        let message = error(&with_controller(extra));
+        for part in *parts {
+            assert!(message.contains(part), "{extra:?}: {message}");
+        }
+    }
+}

@@ -15,9 +15,10 @@ use super::Builder;
 use crate::config::endpoint::Endpoint;
 use crate::config::gating::{
     check_allowed_prefixes, controller_url, default_timeout, BenchmarkSettings,
-    BenchmarkSourceConfig, ControllerSettings, GatedKeepalive, LossPolicy, DEFAULT_CACHE_DIR,
-    DEFAULT_GRACE_SECS, DEFAULT_INTERVAL_SECS, MAX_CONTROLLER_URLS, MAX_GRACE_SECS,
-    MAX_INTERVAL_SECS, MAX_STUN_SERVERS, MAX_TIMEOUT_SECS,
+    BenchmarkSourceConfig, ControllerSettings, GatedKeepalive, LossPolicy, ObserveSettings,
+    DEFAULT_CACHE_DIR, DEFAULT_GRACE_SECS, DEFAULT_INTERVAL_SECS, MAX_CONTROLLER_URLS,
+    MAX_GRACE_SECS, MAX_INTERVAL_SECS, MAX_OBSERVE_INTERVAL_SECS, MAX_OBSERVE_PEERS,
+    MAX_STUN_SERVERS, MAX_TIMEOUT_SECS, MIN_OBSERVE_INTERVAL_SECS,
 };
 use crate::config::secrets::resolve_key_path;
 use crate::config::ConfigError;
@@ -58,6 +59,9 @@ pub(super) struct RawController {
     stun: Option<Spanned<Vec<String>>>,
     keepalive: Option<Spanned<toml::Value>>,
     membership_key: Option<Spanned<String>>,
+    observe: Option<Spanned<bool>>,
+    observe_interval: Option<Spanned<toml::Value>>,
+    observe_peers: Option<Spanned<i64>>,
 }
 
 /// `[benchmark]`.
@@ -167,6 +171,7 @@ impl Builder<'_> {
         let membership_key = self.gating_value(at, "membership_key", &raw.membership_key, |k| {
             MembershipPublic::from_base64(k).map_err(|e| e.to_string())
         })?;
+        let observe = self.observe(&raw)?;
         self.note_secret_file(identity_key_file.clone());
         Ok(ControllerSettings {
             urls,
@@ -181,6 +186,30 @@ impl Builder<'_> {
             stun,
             keepalive,
             membership_key,
+            observe,
+        })
+    }
+
+    /// `observe`, `observe_interval` and `observe_peers` of `[controller]`.
+    fn observe(&self, raw: &RawController) -> Result<ObserveSettings, ConfigError> {
+        let at = "controller";
+        let defaults = ObserveSettings::default();
+        let enabled = self.gating_value(at, "observe", &raw.observe, |on| Ok(*on))?;
+        let interval = self.gating_value(at, "observe_interval", &raw.observe_interval, |v| {
+            observe_interval(v)
+        })?;
+        let peers = self.gating_value(at, "observe_peers", &raw.observe_peers, |n| {
+            usize::try_from(*n)
+                .ok()
+                .filter(|n| (1..=MAX_OBSERVE_PEERS).contains(n))
+                .ok_or_else(|| {
+                    format!("{n} is out of range: it must be a number of peers from 1 to {MAX_OBSERVE_PEERS}")
+                })
+        })?;
+        Ok(ObserveSettings {
+            enabled: enabled.unwrap_or(defaults.enabled),
+            interval: interval.unwrap_or(defaults.interval),
+            peers: peers.unwrap_or(defaults.peers),
         })
     }
 
@@ -414,6 +443,34 @@ fn stun_servers(list: &[String]) -> Result<Vec<Endpoint>, String> {
         servers.push(server);
     }
     Ok(servers)
+}
+
+/// `observe_interval`: a duration with its unit (`"30s"`, `"2m"`, `"1h"`) or whole seconds,
+/// from [`MIN_OBSERVE_INTERVAL_SECS`] to [`MAX_OBSERVE_INTERVAL_SECS`].
+fn observe_interval(value: &toml::Value) -> Result<Duration, String> {
+    let (min, max) = (MIN_OBSERVE_INTERVAL_SECS, MAX_OBSERVE_INTERVAL_SECS);
+    let interval = match value {
+        toml::Value::Integer(secs) => seconds(*secs, min, max)?,
+        toml::Value::String(text) => humantime::parse_duration(text).map_err(|e| {
+            format!(
+                "`{}` is not a duration ({e}): write it with its unit, such as \"30s\" or \"2m\"",
+                text.escape_debug()
+            )
+        })?,
+        other => {
+            return Err(format!(
+                "expected a duration such as \"30s\", or whole seconds, not a {}",
+                other.type_str()
+            ))
+        }
+    };
+    if interval < Duration::from_secs(min) || interval > Duration::from_secs(max) {
+        return Err(format!(
+            "{} is out of range: it must be from {min} s to {max} s (1 h)",
+            humantime::format_duration(interval)
+        ));
+    }
+    Ok(interval)
 }
 
 /// `keepalive`: seconds, or `"off"` (0 is off too), as a peer's `persistent_keepalive`.

@@ -126,6 +126,9 @@ fn gate() -> GateStatus {
         },
         stun_rejected: 4,
         membership_refused: 0,
+        observations_sent: 12,
+        observations_refused: 2,
+        observations_failed: 1,
         relay: Some(crate::wgcfg::RelayShown {
             server: "198.51.100.1:3478".parse().unwrap(),
             relayed: Some("198.51.100.1:49152".parse().unwrap()),
@@ -257,6 +260,11 @@ fn gating_metrics_report_membership_times_and_cutoffs() {
     expect(&text, &gate("bundles_applied_total"), 5.0);
     expect(&text, &gate("controller_failovers_total"), 1.0);
     expect(&text, &gate("cutoffs_total"), 3.0);
+    for (outcome, count) in [("sent", 12.0), ("refused", 2.0), ("failed", 1.0)] {
+        let series =
+            format!("meshtun_gate_observations_total{{interface=\"wg0\",outcome=\"{outcome}\"}}");
+        expect(&text, &series, count);
+    }
     expect(&text, &gate("decision_to_cutoff_seconds_sum"), 3.75);
     expect(&text, &gate("decision_to_cutoff_seconds_count"), 3.0);
     let inf = "meshtun_gate_decision_to_cutoff_seconds_bucket{interface=\"wg0\",le=\"+Inf\"}";
