@@ -120,4 +120,36 @@ mod tests {
             "{frame}"
         );
     }
+
+    /// Fails every write with `kind`.
+    struct Failing(std::io::ErrorKind);
+
+    impl Write for Failing {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(self.0.into())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_closed_pipe_ends_the_watch_and_another_error_is_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let watch = Watch {
+            dir: dir.path(),
+            name: None,
+            probe: None,
+            colour: false,
+            clear: false,
+        };
+        let mut pipe = Failing(std::io::ErrorKind::BrokenPipe);
+        let closed = tokio::time::timeout(Duration::from_secs(5), watch.run(&mut pipe));
+        assert!(closed.await.expect("it stops at once").is_ok());
+        let full = watch
+            .run(&mut Failing(std::io::ErrorKind::StorageFull))
+            .await;
+        assert_eq!(full.unwrap_err().kind(), std::io::ErrorKind::StorageFull);
+    }
 }
