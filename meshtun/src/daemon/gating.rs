@@ -209,9 +209,7 @@ impl Gating {
             }
             let latency_ms = now.saturating_sub(update.decided_ms);
             let seconds = Duration::from_millis(latency_ms).as_secs_f64();
-            status.cutoff_seconds_sum += seconds;
-            status.cutoff_seconds_count += 1;
-            status.last_cutoff_seconds = Some(seconds);
+            status.count_cutoff(seconds);
             tracing::info!(
                 target: "meshtun::gate",
                 "CUTOFF peer={} epoch={} decision_to_cutoff_ms={latency_ms}",

@@ -74,6 +74,9 @@ pub struct GateStatus {
     pub cutoff_seconds_sum: f64,
     /// Cut-offs counted in [`Self::cutoff_seconds_sum`].
     pub cutoff_seconds_count: u64,
+    /// Of those, how many fell in each of [`CUTOFF_BUCKETS`]: at most its bound and more
+    /// than the one before (the rest took longer than the last).
+    pub cutoff_buckets: [u64; CUTOFF_BUCKETS.len()],
     /// The last decision-to-cut-off time, in seconds.
     pub last_cutoff_seconds: Option<f64>,
     /// What the STUN client found out (written by the daemon's STUN task only).
@@ -98,6 +101,22 @@ impl GateStatus {
     /// The gated peer with `key`, if the bundle in force lists it.
     pub fn peer(&self, key: &PublicKey) -> Option<&GatedPeerInfo> {
         self.peers.iter().find(|p| p.public_key == *key)
+    }
+}
+
+/// The upper bounds, in seconds, of the decision-to-cut-off histogram's buckets (the bound
+/// the project holds to is 1 s).
+pub const CUTOFF_BUCKETS: [f64; 7] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+impl GateStatus {
+    /// Counts a cut-off `seconds` after the controller's decision.
+    pub fn count_cutoff(&mut self, seconds: f64) {
+        self.cutoff_seconds_sum += seconds;
+        self.cutoff_seconds_count += 1;
+        if let Some(bucket) = CUTOFF_BUCKETS.iter().position(|&bound| seconds <= bound) {
+            self.cutoff_buckets[bucket] += 1;
+        }
+        self.last_cutoff_seconds = Some(seconds);
     }
 }
 
@@ -217,5 +236,17 @@ mod tests {
             psk_epoch: Some(41),
         };
         assert_eq!(status.peers[1].gate, Some(expected));
+    }
+
+    #[test]
+    fn each_cut_off_falls_in_the_first_bucket_that_holds_it() {
+        let mut status = GateStatus::default();
+        for seconds in [0.05, 0.3, 1.0, 1.01, 7.5] {
+            status.count_cutoff(seconds);
+        }
+        assert_eq!(status.cutoff_buckets, [1, 0, 0, 1, 1, 1, 0]);
+        assert_eq!(status.cutoff_seconds_count, 5);
+        assert!((status.cutoff_seconds_sum - 9.86).abs() < 1e-9);
+        assert_eq!(status.last_cutoff_seconds, Some(7.5));
     }
 }

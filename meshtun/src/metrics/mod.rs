@@ -44,7 +44,7 @@
 //! | `meshtun_gate_bundles_applied_total` | counter | | bundles applied |
 //! | `meshtun_gate_cutoffs_total` | counter | | peers cut off |
 //! | `meshtun_gate_membership_refused_total` | counter | | peers of accepted bundles refused for their membership signature (`[controller] membership_key`) |
-//! | `meshtun_gate_decision_to_cutoff_seconds` | histogram (`_sum`, `_count`) | | from the controller's decision to the cut-off |
+//! | `meshtun_gate_decision_to_cutoff_seconds` | histogram (buckets 0.05 to 5 s) | | from the controller's decision to the cut-off |
 //! | `meshtun_gate_last_decision_to_cutoff_seconds` | gauge | | the same, for the last cut-off |
 //!
 //! ¹ `node_id` when the bundle in force lists the peer. Counters count from the daemon's

@@ -115,6 +115,8 @@ fn gate() -> GateStatus {
         cutoffs: 3,
         cutoff_seconds_sum: 3.75,
         cutoff_seconds_count: 3,
+        // 0.5 s, 2 s and 1.25 s.
+        cutoff_buckets: [0, 0, 0, 1, 0, 2, 0],
         last_cutoff_seconds: Some(1.25),
         nat: NatStatus {
             reflexive: vec![Reflexive {
@@ -269,6 +271,18 @@ fn gating_metrics_report_membership_times_and_cutoffs() {
     expect(&text, &gate("decision_to_cutoff_seconds_count"), 3.0);
     let inf = "meshtun_gate_decision_to_cutoff_seconds_bucket{interface=\"wg0\",le=\"+Inf\"}";
     expect(&text, inf, 3.0);
+    let bucket = |le: &str| {
+        format!("meshtun_gate_decision_to_cutoff_seconds_bucket{{interface=\"wg0\",le=\"{le}\"}}")
+    };
+    for (le, n) in [
+        ("0.25", 0.0),
+        ("0.5", 1.0),
+        ("1.0", 1.0),
+        ("2.5", 3.0),
+        ("5.0", 3.0),
+    ] {
+        expect(&text, &bucket(le), n);
+    }
     expect(&text, &gate("last_decision_to_cutoff_seconds"), 1.25);
     let psk_age = format!(
         "meshtun_gate_psk_age_seconds{{interface=\"wg0\",public_key=\"{}\",node_id=\"node-b\"}}",
