@@ -71,6 +71,12 @@ pub enum Command {
         #[arg(long, value_name = "MS", default_value_t = 1000,
               value_parser = clap::value_parser!(u64).range(1..=60_000))]
         probe_timeout: u64,
+        /// Colour the states: auto (on a terminal, unless NO_COLOR is set), always or never.
+        #[arg(long, value_name = "WHEN", value_enum, default_value_t = crate::show::ColorWhen::Auto)]
+        color: crate::show::ColorWhen,
+        /// Draw the report again every second until Ctrl-C.
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
     },
     /// Print a new private key (base64), as `wg genkey`.
     Genkey,
@@ -335,6 +341,26 @@ mod tests {
                 ..
             }
         ));
+        let cli = Cli::try_parse_from(["meshtun", "show", "--watch", "--color", "always"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Show {
+                watch: true,
+                color: crate::show::ColorWhen::Always,
+                ..
+            }
+        ));
+        let cli = Cli::try_parse_from(["meshtun", "show"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Show {
+                watch: false,
+                color: crate::show::ColorWhen::Auto,
+                ..
+            }
+        ));
+        assert!(Cli::try_parse_from(["meshtun", "show", "--watch", "--json"]).is_err());
+        assert!(Cli::try_parse_from(["meshtun", "show", "--color", "sometimes"]).is_err());
         for bad in ["0", "60001", "-5", "1s"] {
             let parsed = Cli::try_parse_from(["meshtun", "show", "--probe-timeout", bad]);
             assert!(parsed.is_err(), "--probe-timeout {bad} was accepted");

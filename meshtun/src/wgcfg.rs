@@ -291,6 +291,8 @@ pub struct PeerGate {
     pub node_id: String,
     /// When the peer's current preshared key was put in use, Unix milliseconds.
     pub psk_since_ms: u64,
+    /// The epoch of the bundle that brought the peer's current preshared key.
+    pub psk_epoch: Option<EpochId>,
     /// For a hub: the nodes reached through it (`hub_and_spoke`), whose addresses are among
     /// its allowed IPs.
     pub forwards_to: Vec<String>,

@@ -155,6 +155,9 @@ pub struct PeerGateView {
     pub psk_since_ms: u64,
     /// Milliseconds since then.
     pub psk_age_ms: u64,
+    /// The epoch of the bundle that brought that key; left out without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub psk_epoch: Option<meshtun_proto::EpochId>,
     /// For a hub: the nodes reached through it (their path is "via" this peer).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub forwards_to: Vec<String>,
@@ -279,6 +282,7 @@ impl PeerGateView {
             node_id: g.node_id.clone(),
             psk_since_ms: g.psk_since_ms,
             psk_age_ms: now_ms.saturating_sub(g.psk_since_ms),
+            psk_epoch: g.psk_epoch,
             forwards_to: g.forwards_to.clone(),
         }
     }
@@ -357,7 +361,7 @@ pub(crate) mod tests {
         assert_eq!(json["peers"][0]["gate"], Value::Null);
         assert_eq!(
             json["peers"][1]["gate"],
-            json!({"node_id": "node-b", "psk_since_ms": now_ms - 4_000, "psk_age_ms": 4_000})
+            json!({"node_id": "node-b", "psk_since_ms": now_ms - 4_000, "psk_age_ms": 4_000, "psk_epoch": 42})
         );
         assert_eq!(
             json["peers"][0]["reachability"],

@@ -27,6 +27,7 @@
 //! |------------------------|----------------------------------------------------|
 //! | `meshtun_node_id`      | the peer's node id (text)                          |
 //! | `meshtun_psk_since_ms` | when its preshared key was put in use, Unix ms     |
+//! | `meshtun_psk_epoch`    | the epoch of the bundle that brought that key (absent without one) |
 //! | `meshtun_forwards_to`  | a node reached through this peer (a hub; text); repeated |
 //!
 //! `meshtun_membership` marks a gated interface and is always sent for one; keys without a
@@ -179,6 +180,7 @@ fn decode_reflexive(key: &str, value: &str, line_no: usize) -> Result<Reflexive,
 pub fn write_peer_gate(gate: &PeerGate, out: &mut String) {
     text_line(out, "meshtun_node_id", &gate.node_id);
     line(out, "meshtun_psk_since_ms", gate.psk_since_ms);
+    optional_line(out, "meshtun_psk_epoch", gate.psk_epoch);
     for node in &gate.forwards_to {
         text_line(out, "meshtun_forwards_to", node);
     }
@@ -345,6 +347,7 @@ pub struct PeerGateReader {
     first_line: Option<usize>,
     node_id: Option<String>,
     psk_since_ms: Option<u64>,
+    psk_epoch: Option<EpochId>,
     forwards_to: Vec<String>,
 }
 
@@ -357,6 +360,7 @@ impl PeerGateReader {
             "meshtun_psk_since_ms" => {
                 self.psk_since_ms = Some(decode_number(key, value, line_no)?);
             }
+            "meshtun_psk_epoch" => self.psk_epoch = Some(decode_number(key, value, line_no)?),
             "meshtun_forwards_to" => {
                 self.forwards_to.push(decode_text(key, value, line_no)?);
             }
@@ -376,6 +380,7 @@ impl PeerGateReader {
             (Some(node_id), Some(psk_since_ms)) => Ok(Some(PeerGate {
                 node_id,
                 psk_since_ms,
+                psk_epoch: self.psk_epoch,
                 forwards_to: self.forwards_to,
             })),
             _ => Err(UapiError::reply(
@@ -491,6 +496,7 @@ mod tests {
                 forwards_to: Vec::new(),
                 node_id: nasty.into(),
                 psk_since_ms: 1,
+                psk_epoch: None,
             },
             &mut out,
         );
@@ -605,12 +611,13 @@ mod tests {
             forwards_to: Vec::new(),
             node_id: "node-b".into(),
             psk_since_ms: 1_700_000_000_123,
+            psk_epoch: Some(42),
         };
         let mut out = String::new();
         write_peer_gate(&sent, &mut out);
         assert_eq!(
             out,
-            "meshtun_node_id=node-b\nmeshtun_psk_since_ms=1700000000123\n"
+            "meshtun_node_id=node-b\nmeshtun_psk_since_ms=1700000000123\nmeshtun_psk_epoch=42\n"
         );
         let mut reader = PeerGateReader::default();
         for (index, line) in out.lines().enumerate() {
@@ -627,6 +634,7 @@ mod tests {
         ));
         let mut bad = PeerGateReader::default();
         assert!(bad.line("meshtun_psk_since_ms", "-1", 3).is_err());
+        assert!(bad.line("meshtun_psk_epoch", "soon", 4).is_err());
     }
 
     #[test]
@@ -635,6 +643,7 @@ mod tests {
             forwards_to: vec!["s2".into(), "odd=id\n".into()],
             node_id: "hub".into(),
             psk_since_ms: 5,
+            psk_epoch: None,
         };
         let mut out = String::new();
         write_peer_gate(&sent, &mut out);

@@ -19,6 +19,7 @@ fn peer(node: Option<&str>) -> PeerStatus {
         gate: node.map(|node_id| PeerGate {
             node_id: node_id.to_owned(),
             psk_since_ms: 0,
+            psk_epoch: None,
             forwards_to: Vec::new(),
         }),
     }
