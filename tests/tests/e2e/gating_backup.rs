@@ -2,7 +2,7 @@
 //! backup` while it runs, then killed, and restored with `meshtun-controller restore` into a
 //! fresh database of a controller on the same address and key (see `meshtun_e2e::gating`).
 //!
-//! `backup_and_restore_commands_bring_every_node_back_within_one_epoch_18`: once the nodes
+//! `backup_and_restore_commands_bring_every_node_back_within_one_epoch`: once the nodes
 //! are in the mesh, the test runs `backup FILE` (the file must come out 0600, headed as a
 //! backup holding secrets) and lets three epochs pass, so that the nodes hold an epoch well
 //! above the backup's newest. It then kills the controller, deletes its database (and WAL),
@@ -38,8 +38,8 @@ fn shown_epoch(mesh: &Mesh, id: &str) -> (u64, String) {
 }
 
 #[test]
-fn backup_and_restore_commands_bring_every_node_back_within_one_epoch_18() {
-    if !require_root("backup_and_restore_commands_bring_every_node_back_within_one_epoch_18") {
+fn backup_and_restore_commands_bring_every_node_back_within_one_epoch() {
+    if !require_root("backup_and_restore_commands_bring_every_node_back_within_one_epoch") {
         return;
     }
     let timing = Timing::default();
