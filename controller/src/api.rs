@@ -101,7 +101,7 @@ pub struct Api {
     long_polls: Arc<Slots<IpAddr>>,
     /// Waiting long-polls by node.
     node_polls: Arc<Slots<String>>,
-    /// Signed requests per evaluator (buckets of their own, at the nodes' rate).
+    /// Signed requests per evaluator (buckets and limits of their own).
     evaluator_quota: NodeQuota,
     /// The registered evaluators, as last read.
     evaluators: statements::Evaluators,
@@ -132,7 +132,7 @@ impl Api {
             limits,
             long_polls: Slots::new(limits.max_long_polls, limits.max_long_polls_per_address),
             node_polls: Slots::new(limits.max_long_polls, LONG_POLLS_PER_NODE),
-            evaluator_quota: NodeQuota::new(limits.node_rate, limits.node_burst),
+            evaluator_quota: NodeQuota::new(limits.evaluator_rate, limits.evaluator_burst),
             evaluators: statements::Evaluators::default(),
             ui: crate::ui::UiState::default(),
         }

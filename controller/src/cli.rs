@@ -86,6 +86,21 @@ pub enum Command {
         #[arg(long)]
         to_password_file: Option<PathBuf>,
     },
+    /// Write a consistent snapshot of the database, taken while the controller runs, to a
+    /// new file (mode 0600). It holds the epoch secrets: keep it as private as the key.
+    Backup {
+        /// The file to create (never over an existing one).
+        file: PathBuf,
+    },
+    /// Restore a backup into the configured database of a stopped controller (a new one),
+    /// then verify its audit chain.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Replace a database that is not empty.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `node …`.

@@ -234,6 +234,8 @@ struct RawLimits {
     tls_handshake_timeout: u64,
     node_rate: u32,
     node_burst: u32,
+    evaluator_rate: u32,
+    evaluator_burst: u32,
 }
 
 impl Default for RawLimits {
@@ -250,6 +252,8 @@ impl Default for RawLimits {
             tls_handshake_timeout: d.tls_handshake_timeout.as_secs(),
             node_rate: d.node_rate,
             node_burst: d.node_burst,
+            evaluator_rate: d.evaluator_rate,
+            evaluator_burst: d.evaluator_burst,
         }
     }
 }
@@ -277,6 +281,12 @@ pub struct Limits {
     pub node_rate: u32,
     /// Signed requests one node may send in a burst.
     pub node_burst: u32,
+    /// Signed statements per second one evaluator may send, sustained (buckets apart from
+    /// the nodes').
+    pub evaluator_rate: u32,
+    /// Signed statements one evaluator may send in a burst: enough to score every node of a
+    /// large mesh at once, each epoch.
+    pub evaluator_burst: u32,
 }
 
 impl Default for Limits {
@@ -291,6 +301,9 @@ impl Default for Limits {
             tls_handshake_timeout: Duration::from_secs(10),
             node_rate: 2,
             node_burst: 20,
+            // One statement per node per epoch: 1,000 nodes every 60 s is 17 a second.
+            evaluator_rate: 50,
+            evaluator_burst: 2_000,
         }
     }
 }
@@ -310,6 +323,8 @@ const BOUNDS: &[(&str, u64, u64)] = &[
     ("limits.tls_handshake_timeout", 1, 120),
     ("limits.node_rate", 1, 1_000),
     ("limits.node_burst", 1, 10_000),
+    ("limits.evaluator_rate", 1, 10_000),
+    ("limits.evaluator_burst", 1, 100_000),
     ("retention.benchmarks", 60, 3_650 * 86_400),
     ("retention.decisions", 60, 3_650 * 86_400),
     ("retention.audit", 3_600, 3_650 * 86_400),
@@ -390,6 +405,8 @@ fn limits(raw: &RawApi, l: &RawLimits) -> Result<Limits, (&'static str, String)>
         ("limits.tls_handshake_timeout", l.tls_handshake_timeout),
         ("limits.node_rate", u64::from(l.node_rate)),
         ("limits.node_burst", u64::from(l.node_burst)),
+        ("limits.evaluator_rate", u64::from(l.evaluator_rate)),
+        ("limits.evaluator_burst", u64::from(l.evaluator_burst)),
     ] {
         in_bounds(key, value)?;
     }
@@ -434,6 +451,8 @@ fn limits(raw: &RawApi, l: &RawLimits) -> Result<Limits, (&'static str, String)>
         tls_handshake_timeout: Duration::from_secs(l.tls_handshake_timeout),
         node_rate: l.node_rate,
         node_burst: l.node_burst,
+        evaluator_rate: l.evaluator_rate,
+        evaluator_burst: l.evaluator_burst,
     })
 }
 

@@ -172,9 +172,10 @@ impl Engine {
             .map(|n| (n.id.clone(), n))
             .collect();
         let candidates = Arc::new(store.candidates()?);
+        let newest_end = epochs.last().map(|e| e.record.not_after_ms);
         let (published, _) = watch::channel(last);
         let (decided, _) = watch::channel(last);
-        Ok(Self {
+        let engine = Self {
             store,
             settings,
             clock,
@@ -201,7 +202,11 @@ impl Engine {
             publishing: parking_lot::Mutex::new(()),
             leadership: Leadership::sole(),
             loaded_term: std::sync::atomic::AtomicU64::new(0),
-        })
+        };
+        if let Some(end) = newest_end {
+            engine.metrics.newest_epoch(last, end);
+        }
+        Ok(engine)
     }
 
     /// The engine deciding and publishing only while `leadership` says it leads, and
@@ -467,6 +472,7 @@ impl Engine {
             allowed,
             view.decisions.len() - allowed,
         );
+        self.metrics.newest_epoch(id, view.record.not_after_ms);
         tracing::info!(
             epoch = id,
             cause,

@@ -132,6 +132,29 @@ fn run(cli: Cli) -> Result<()> {
                 report.chain.entries, report.chain.head_hash
             );
         }
+        Command::Backup { file } => {
+            let report = commands::backup::backup(&config, &file)?;
+            println!(
+                "{}: {} backup of {} bytes, mode 0600",
+                file.display(),
+                report.header.backend_name(),
+                report.bytes
+            );
+            eprintln!("{}: {}", file.display(), commands::backup::SECRETS_NOTICE);
+        }
+        Command::Restore { file, force } => {
+            let (header, report) = commands::backup::restore(&config, &file, force)?;
+            println!(
+                "restored the backup of {} (created_ms {}) into {}; audit log verified: {} \
+                 entries, {} decisions recomputed, head {}",
+                file.display(),
+                header.created_ms,
+                config.database,
+                report.chain.entries,
+                report.decisions_recomputed,
+                report.chain.head_hash
+            );
+        }
         Command::Audit(AuditCommand::Verify {
             database,
             password_file,
@@ -149,7 +172,7 @@ fn run(cli: Cli) -> Result<()> {
                 None => String::new(),
             };
             println!(
-                "audit log verified: {} entries{pruned}, {} benchmark signatures checked, {} statement signatures checked ({} stored statements), {} peer observation signatures checked ({} stored observations), {} decisions recomputed, head {}",
+                "audit log verified: {} entries{pruned}, {} benchmark signatures checked, {} statement signatures checked ({} stored statements), {} peer observation signatures checked ({} stored observations), {} decisions recomputed, {} statements they record matched to signed ones ({} pruned, not checked), head {}",
                 report.chain.entries,
                 report.chain.signatures_verified,
                 report.chain.statement_signatures,
@@ -157,6 +180,8 @@ fn run(cli: Cli) -> Result<()> {
                 report.chain.observation_signatures,
                 report.chain.observation_rows_verified,
                 report.decisions_recomputed,
+                report.chain.decision_statements_matched,
+                report.chain.decision_statements_pruned,
                 report.chain.head_hash
             );
         }

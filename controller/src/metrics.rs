@@ -35,6 +35,7 @@ pub struct KindLabel {
 pub struct Metrics {
     registry: Registry,
     epoch: Gauge,
+    epoch_end: Gauge,
     allowed: Gauge,
     denied: Gauge,
     rotations: Family<CauseLabel, Counter>,
@@ -57,6 +58,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("meshtun_controller");
         let epoch = Gauge::default();
+        let epoch_end = Gauge::default();
         let allowed = Gauge::default();
         let denied = Gauge::default();
         let rotations = Family::<CauseLabel, Counter>::default();
@@ -88,6 +90,12 @@ impl Default for Metrics {
         );
         let ahead_of_database = Counter::default();
         registry.register("epoch", "Id of the newest published epoch", epoch.clone());
+        registry.register(
+            "epoch_end_timestamp_seconds",
+            "End (not_after) of the newest epoch this instance holds, Unix seconds (0 before \
+             the first); once past, nodes run on their grace",
+            epoch_end.clone(),
+        );
         registry.register(
             "allowed_nodes",
             "Nodes allowed in the newest epoch",
@@ -149,9 +157,23 @@ impl Default for Metrics {
             "Sources the STUN server's rate limiter tracks",
             stun_sources.clone(),
         );
+        // Each outcome counted from 0 at start, so that every family is in /metrics (and in
+        // the dashboard) before its first event, and rate() sees the first one.
+        for (family, outcomes) in [
+            (&benchmarks, &["accepted", "rejected"][..]),
+            (&statements, &["accepted", "rejected"][..]),
+            (&bundles, &["served", "cutoff_notice", "not_modified"][..]),
+            (&refused_connections, &["total", "address"][..]),
+            (&stun, &STUN_OUTCOMES[..]),
+        ] {
+            for outcome in outcomes {
+                let _created = family.get_or_create(&label(outcome));
+            }
+        }
         Self {
             registry,
             epoch,
+            epoch_end,
             allowed,
             denied,
             rotations,
@@ -172,6 +194,18 @@ impl Default for Metrics {
     }
 }
 
+/// The outcomes of a datagram at the STUN server.
+const STUN_OUTCOMES: [&str; 5] = {
+    use crate::stun::Outcome;
+    [
+        Outcome::Answered.label(),
+        Outcome::Malformed.label(),
+        Outcome::SourceLimited.label(),
+        Outcome::GlobalLimited.label(),
+        Outcome::TableFull.label(),
+    ]
+};
+
 fn label(outcome: &str) -> OutcomeLabel {
     OutcomeLabel {
         outcome: outcome.to_owned(),
@@ -187,6 +221,14 @@ impl Metrics {
         self.epoch.set(i64::try_from(epoch).unwrap_or(i64::MAX));
         self.allowed.set(i64::try_from(allowed).unwrap_or(i64::MAX));
         self.denied.set(i64::try_from(denied).unwrap_or(i64::MAX));
+    }
+
+    /// The newest epoch this instance holds is `epoch`, ending at `not_after_ms` (published
+    /// here, loaded from the leader, or read from the database at start).
+    pub fn newest_epoch(&self, epoch: u64, not_after_ms: u64) {
+        self.epoch.set(i64::try_from(epoch).unwrap_or(i64::MAX));
+        let end = i64::try_from(not_after_ms / 1000).unwrap_or(i64::MAX);
+        self.epoch_end.set(end);
     }
 
     /// A pruning removed what `report` says; the database is now `bytes` long.
@@ -276,5 +318,42 @@ mod tests {
         assert!(text.contains("meshtun_controller_rotations_total{cause=\"deny\"} 1"));
         assert!(text.contains("meshtun_controller_benchmarks_total{outcome=\"accepted\"} 1"));
         assert!(text.contains("# EOF"));
+    }
+
+    #[test]
+    fn the_newest_epoch_sets_its_id_and_end_in_seconds() {
+        let m = Metrics::default();
+        assert!(m
+            .render()
+            .contains("meshtun_controller_epoch_end_timestamp_seconds 0\n"));
+        m.newest_epoch(9, 1_700_000_060_999);
+        let text = m.render();
+        assert!(text.contains("meshtun_controller_epoch 9\n"), "{text}");
+        assert!(
+            text.contains("meshtun_controller_epoch_end_timestamp_seconds 1700000060\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_outcome_family_is_exported_at_zero_before_its_first_event() {
+        let text = Metrics::default().render();
+        for series in [
+            "meshtun_controller_benchmarks_total{outcome=\"rejected\"} 0",
+            "meshtun_controller_statements_total{outcome=\"accepted\"} 0",
+            "meshtun_controller_bundles_total{outcome=\"served\"} 0",
+            "meshtun_controller_refused_connections_total{outcome=\"address\"} 0",
+            "meshtun_controller_stun_requests_total{outcome=\"answered\"} 0",
+            "meshtun_controller_stun_requests_total{outcome=\"table_full\"} 0",
+        ] {
+            assert!(
+                text.contains(&format!("{series}\n")),
+                "no {series} in:\n{text}"
+            );
+        }
+        let m = Metrics::default();
+        m.stun("answered", 1);
+        let text = m.render();
+        assert!(text.contains("meshtun_controller_stun_requests_total{outcome=\"answered\"} 1\n"));
     }
 }

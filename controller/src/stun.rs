@@ -114,7 +114,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// The metric label.
-    pub fn label(self) -> &'static str {
+    pub const fn label(self) -> &'static str {
         match self {
             Self::Answered => "answered",
             Self::Malformed => "malformed",

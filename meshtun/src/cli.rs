@@ -71,6 +71,12 @@ pub enum Command {
         #[arg(long, value_name = "MS", default_value_t = 1000,
               value_parser = clap::value_parser!(u64).range(1..=60_000))]
         probe_timeout: u64,
+        /// Colour the states: auto (on a terminal, unless NO_COLOR is set), always or never.
+        #[arg(long, value_name = "WHEN", value_enum, default_value_t = crate::show::ColorWhen::Auto)]
+        color: crate::show::ColorWhen,
+        /// Draw the report again every second until Ctrl-C.
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
     },
     /// Print a new private key (base64), as `wg genkey`.
     Genkey,
@@ -99,7 +105,8 @@ pub enum Command {
     /// this machine (Linux, root). node-c's low score cuts it off; its score recovers
     /// half-way and it is readmitted. With --ha, two controllers on one PostgreSQL, and the
     /// leader is killed on the way. With --nat, every node behind a NAT, found through
-    /// STUN, and node-c denied half-way. Cleans up on exit and on Ctrl-C.
+    /// STUN, and node-c denied half-way. With --evaluators, node-c's own claim against three
+    /// evaluators' statements, which cut it off half-way. Cleans up on exit and on Ctrl-C.
     #[cfg(feature = "demo")]
     Demo(DemoArgs),
 }
@@ -219,7 +226,8 @@ pub struct DemoArgs {
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub epoch: u64,
     /// Seconds from the first epoch to the end; node-c's score recovers half-way (with
-    /// --nat, drops half-way) [default: 120; 30 with --nat].
+    /// --nat, drops half-way; with --evaluators, the evaluators judge it half-way)
+    /// [default: 120; 30 with --nat or --evaluators].
     #[arg(long, value_name = "SECS")]
     pub duration: Option<u64>,
     /// Keep running after the duration, until Ctrl-C.
@@ -244,6 +252,13 @@ pub struct DemoArgs {
     /// it is cut off everywhere.
     #[arg(long, conflicts_with = "ha")]
     pub nat: bool,
+    /// Evaluators: node-c claims 0.90 about itself, but the controller takes every node's
+    /// overall score from three registered evaluators (e1, e2, e3: the median of at least
+    /// 2), each running `meshtun evaluate` with a harness script in the demo's directory.
+    /// Half-way their second pass scores node-c 0.40: the demo shows the claim, each
+    /// statement, the controller's reason and node-c cut off.
+    #[arg(long, conflicts_with_all = ["ha", "nat"])]
+    pub evaluators: bool,
 }
 
 #[cfg(test)]
@@ -326,6 +341,26 @@ mod tests {
                 ..
             }
         ));
+        let cli = Cli::try_parse_from(["meshtun", "show", "--watch", "--color", "always"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Show {
+                watch: true,
+                color: crate::show::ColorWhen::Always,
+                ..
+            }
+        ));
+        let cli = Cli::try_parse_from(["meshtun", "show"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Show {
+                watch: false,
+                color: crate::show::ColorWhen::Auto,
+                ..
+            }
+        ));
+        assert!(Cli::try_parse_from(["meshtun", "show", "--watch", "--json"]).is_err());
+        assert!(Cli::try_parse_from(["meshtun", "show", "--color", "sometimes"]).is_err());
         for bad in ["0", "60001", "-5", "1s"] {
             let parsed = Cli::try_parse_from(["meshtun", "show", "--probe-timeout", bad]);
             assert!(parsed.is_err(), "--probe-timeout {bad} was accepted");
@@ -412,5 +447,14 @@ mod tests {
         };
         assert!(args.nat && !args.ha);
         assert!(Cli::try_parse_from(["meshtun", "demo", "--nat", "--ha"]).is_err());
+        let cli = Cli::try_parse_from(["meshtun", "demo", "--evaluators"]).unwrap();
+        let Command::Demo(args) = cli.command else {
+            panic!("not demo: {:?}", cli.command);
+        };
+        assert!(args.evaluators && !args.nat && !args.ha);
+        for other in ["--ha", "--nat"] {
+            let both = Cli::try_parse_from(["meshtun", "demo", "--evaluators", other]);
+            assert!(both.is_err(), "--evaluators with {other}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The `meshtun` command: parses the command line, sets up logging and calls the library.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -109,9 +109,24 @@ fn run(
             json,
             no_probe,
             probe_timeout,
+            color,
+            watch,
         } => {
             let probe = (!no_probe).then(|| std::time::Duration::from_millis(probe_timeout));
-            runtime()?.block_on(show_command(name, json, probe, opts))?
+            let stdout = std::io::stdout();
+            let colour = show::use_colour(color, &stdout);
+            if watch {
+                let watch = show::Watch {
+                    dir: &opts.uapi_dir,
+                    name: name.as_deref(),
+                    probe,
+                    colour,
+                    clear: stdout.is_terminal() || color == show::ColorWhen::Always,
+                };
+                runtime()?.block_on(watch.run(&mut stdout.lock()))?
+            } else {
+                runtime()?.block_on(show_command(name, json, probe, colour, opts))?
+            }
         }
         Command::Genkey => println!("{}", *keys::genkey()),
         Command::Genpsk => println!("{}", *keys::genpsk()),
@@ -135,6 +150,8 @@ fn demo(args: &meshtun::cli::DemoArgs) -> Result<()> {
         epoch: Duration::from_secs(args.epoch),
         duration: Duration::from_secs(args.duration.unwrap_or(if args.nat {
             meshtun::demo::plan::NAT_DEFAULT_DURATION_SECS
+        } else if args.evaluators {
+            meshtun::demo::plan::EVALUATORS_DEFAULT_DURATION_SECS
         } else {
             meshtun::demo::plan::DEFAULT_DURATION_SECS
         })),
@@ -142,6 +159,7 @@ fn demo(args: &meshtun::cli::DemoArgs) -> Result<()> {
         keep: args.keep,
         ha: args.ha,
         nat: args.nat,
+        evaluators: args.evaluators,
     };
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     runtime()?.block_on(meshtun::demo::run(opts, Style::new(color)))?;
@@ -291,6 +309,7 @@ async fn show_command(
     name: Option<String>,
     json: bool,
     probe: Option<std::time::Duration>,
+    colour: bool,
     opts: &daemon::Options,
 ) -> Result<()> {
     let names = match name {
@@ -306,7 +325,10 @@ async fn show_command(
             .collect();
         println!("{}", serde_json::to_string_pretty(&views)?);
     } else {
-        let texts: Vec<String> = reports.iter().map(|r| show::render_text(r, now)).collect();
+        let texts: Vec<String> = reports
+            .iter()
+            .map(|r| show::render_styled(r, now, colour))
+            .collect();
         print!("{}", texts.join("\n"));
     }
     Ok(())

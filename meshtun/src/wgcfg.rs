@@ -251,6 +251,24 @@ pub struct DeviceGate {
     /// Peers of accepted bundles refused since start for their membership signature
     /// (`[controller] membership_key`).
     pub membership_refused: u64,
+    /// Peer observations, when `[controller] observe` is on.
+    pub observing: Option<ObservingShown>,
+}
+
+/// Peer observations as `meshtun show` prints them: the settings and the outcomes since
+/// start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObservingShown {
+    /// The most gated peers observed per round.
+    pub peers: u64,
+    /// Seconds between two rounds.
+    pub interval_s: u64,
+    /// Observations the controller stored.
+    pub sent: u64,
+    /// Observations the controller refused.
+    pub refused: u64,
+    /// Observations not signed or not delivered.
+    pub failed: u64,
 }
 
 /// This node's allocation on a TURN relay, as `meshtun show` prints it (no secret).
@@ -273,6 +291,8 @@ pub struct PeerGate {
     pub node_id: String,
     /// When the peer's current preshared key was put in use, Unix milliseconds.
     pub psk_since_ms: u64,
+    /// The epoch of the bundle that brought the peer's current preshared key.
+    pub psk_epoch: Option<EpochId>,
     /// For a hub: the nodes reached through it (`hub_and_spoke`), whose addresses are among
     /// its allowed IPs.
     pub forwards_to: Vec<String>,

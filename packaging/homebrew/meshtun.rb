@@ -25,6 +25,9 @@ class Meshtun < Formula
     zsh_completion.install generated/"meshtun/completions/_meshtun"
     fish_completion.install generated/"meshtun/completions/meshtun.fish"
 
+    # The Grafana dashboard and the Prometheus alert rules (with their promtool tests).
+    (pkgshare/"monitoring").install Dir["packaging/monitoring/*"]
+
     # The example configuration; Homebrew keeps an edited copy across upgrades.
     (etc/"meshtun").install "packaging/examples/example.toml"
   end

@@ -198,6 +198,14 @@ fn daemon_files() -> Vec<(String, u32)> {
     );
     // The UAPI socket, bound by systemd as root (finding #6).
     files.push(("/usr/lib/systemd/system/meshtun@.socket".to_owned(), 0o644));
+    // The Grafana dashboard and the Prometheus alert rules, with their tests.
+    for file in [
+        "grafana-meshtun.json",
+        "meshtun.rules.yml",
+        "meshtun.rules.test.yml",
+    ] {
+        files.push((format!("/usr/share/meshtun/monitoring/{file}"), 0o644));
+    }
     files
 }
 

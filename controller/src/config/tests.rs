@@ -189,6 +189,8 @@ fn unbounded_values_are_refused_with_their_key_25() {
         "tls_handshake_timeout",
         "node_rate",
         "node_burst",
+        "evaluator_rate",
+        "evaluator_burst",
     ] {
         let message = err(&format!("[limits]\n{key} = 0\n"));
         assert!(message.contains(&format!("`limits.{key}`")), "{message}");
@@ -223,6 +225,13 @@ fn unbounded_values_are_refused_with_their_key_25() {
     .unwrap();
     assert_eq!(c.limits.header_timeout, Duration::from_secs(2));
     assert_eq!(c.limits.node_rate, 5);
+    assert_eq!(c.limits.evaluator_rate, Limits::default().evaluator_rate);
+    let c = parse(&format!(
+        "{MINIMAL}[limits]\nevaluator_rate = 7\nevaluator_burst = 70\n"
+    ))
+    .unwrap();
+    assert_eq!((c.limits.evaluator_rate, c.limits.evaluator_burst), (7, 70));
+    assert_eq!(c.limits.node_burst, Limits::default().node_burst);
     assert_eq!(c.limits.max_connections, Limits::default().max_connections);
 }
 

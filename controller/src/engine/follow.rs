@@ -80,6 +80,10 @@ impl Engine {
             }));
         }
         let newest = views.last().map(|v| v.record.id);
+        if let Some(view) = views.last() {
+            self.metrics
+                .newest_epoch(view.record.id, view.record.not_after_ms);
+        }
         {
             let mut state = self.state.write();
             state.epochs.extend(views);

@@ -32,11 +32,13 @@ mod schema;
 mod statements;
 
 #[cfg(test)]
+mod citations_tests;
+#[cfg(test)]
 mod crash_tests;
 #[cfg(test)]
 mod retention_tests;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 use std::fmt;
 use std::fs;

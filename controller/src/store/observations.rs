@@ -9,8 +9,6 @@
 //! [`Store::latest_observation_scores`](crate::store::Store::latest_observation_scores) is
 //! what the policy engine reads: the newest score per (observer, subject, dimension).
 
-use std::collections::HashMap;
-
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use meshtun_proto::observation::{is_peer_dimension, PEER_DIMENSIONS};
@@ -22,7 +20,7 @@ use super::audit_log::append;
 use super::backend::{Backend, What};
 use super::codec::{corrupt, int, to_json};
 use super::error::SqlContext as _;
-use super::statements::rebuild;
+use super::statements::{newest, rebuild, verify_pages};
 use super::StoreError;
 
 /// One score of one peer observation, as the policy engine reads it.
@@ -234,30 +232,25 @@ pub(crate) trait ObservationRules: Backend {
         let what = || "reading the latest observation scores".to_owned();
         let since = i64::try_from(since_ms).unwrap_or(i64::MAX);
         let rows = self.read_tx(what, |tx| tx.observation_rows_since(since, &what))?;
-        let mut latest: HashMap<(String, String, String), ObservationScore> = HashMap::new();
+        let mut scores = Vec::new();
         for row in rows {
             let id = u64::try_from(row.id).map_err(|e| corrupt("observation id", e))?;
             let s = row.signed()?.statement;
             for (dimension, score) in s.scores {
+                let key = (row.observer.clone(), s.subject.clone(), dimension.clone());
                 let candidate = ObservationScore {
                     observer: row.observer.clone(),
                     subject: s.subject.clone(),
-                    dimension: dimension.clone(),
+                    dimension,
                     score,
                     evaluated_at_ms: s.evaluated_at_ms,
                     statement_id: id,
                 };
-                let key = (row.observer.clone(), s.subject.clone(), dimension);
-                let newer = |old: &ObservationScore| {
-                    (candidate.evaluated_at_ms, candidate.statement_id)
-                        > (old.evaluated_at_ms, old.statement_id)
-                };
-                if latest.get(&key).is_none_or(newer) {
-                    latest.insert(key, candidate);
-                }
+                scores.push((key, candidate));
             }
         }
-        let mut out: Vec<ObservationScore> = latest.into_values().collect();
+        let latest = newest(scores, |o| (o.evaluated_at_ms, o.statement_id));
+        let mut out: Vec<ObservationScore> = latest;
         out.sort_by(|a, b| {
             (&a.subject, &a.dimension, &a.observer).cmp(&(&b.subject, &b.dimension, &b.observer))
         });
@@ -270,23 +263,11 @@ pub(crate) trait ObservationRules: Backend {
     /// while the chain was read) are left for the next verification. Returns how many rows
     /// were checked.
     fn verify_observation_rows(&self, verifier: &ChainVerifier) -> Result<u64, AuditError> {
-        let through = i64::try_from(verifier.last_statement_id()).unwrap_or(i64::MAX);
-        let mut after = 0i64;
-        let mut checked = 0;
-        loop {
+        let pages = |after: i64| {
             let what = || format!("reading stored observations after id {after}");
-            let page = self.read_tx(what, |tx| tx.observation_page(after, VERIFY_PAGE, &what))?;
-            let Some(last) = page.last() else { break };
-            after = last.id;
-            for row in page.iter().filter(|r| r.id <= through) {
-                check_row(verifier, row)?;
-                checked += 1;
-            }
-            if after >= through {
-                break;
-            }
-        }
-        Ok(checked)
+            self.read_tx(what, |tx| tx.observation_page(after, VERIFY_PAGE, &what))
+        };
+        verify_pages(verifier, pages, |r| r.id, |r| check_row(verifier, r))
     }
 }
 

@@ -248,32 +248,27 @@ pub(crate) trait StatementRules: Backend {
         let what = || "reading the latest statement scores".to_owned();
         let since = i64::try_from(since_ms).unwrap_or(i64::MAX);
         let rows = self.read_tx(what, |tx| tx.statement_rows_since(since, &what))?;
-        let mut latest: HashMap<(String, String, String), StatementScore> = HashMap::new();
+        let mut scores = Vec::new();
         for (row, group) in rows {
             let signed = row.signed()?;
             let id = u64::try_from(row.id).map_err(|e| corrupt("statement id", e))?;
             let s = signed.statement;
             for (dimension, score) in s.scores {
+                let key = (row.evaluator.clone(), s.subject.clone(), dimension.clone());
                 let candidate = StatementScore {
                     evaluator: row.evaluator.clone(),
                     group: group.clone(),
                     subject: s.subject.clone(),
-                    dimension: dimension.clone(),
+                    dimension,
                     score,
                     evaluated_at_ms: s.evaluated_at_ms,
                     statement_id: id,
                 };
-                let key = (row.evaluator.clone(), s.subject.clone(), dimension);
-                let newer = |old: &StatementScore| {
-                    (candidate.evaluated_at_ms, candidate.statement_id)
-                        > (old.evaluated_at_ms, old.statement_id)
-                };
-                if latest.get(&key).is_none_or(newer) {
-                    latest.insert(key, candidate);
-                }
+                scores.push((key, candidate));
             }
         }
-        let mut out: Vec<StatementScore> = latest.into_values().collect();
+        let latest = newest(scores, |s| (s.evaluated_at_ms, s.statement_id));
+        let mut out: Vec<StatementScore> = latest;
         out.sort_by(|a, b| {
             (&a.subject, &a.dimension, &a.evaluator).cmp(&(&b.subject, &b.dimension, &b.evaluator))
         });
@@ -285,23 +280,11 @@ pub(crate) trait StatementRules: Backend {
     /// newer than the last statement the chain recorded (stored while the chain was read)
     /// are left for the next verification. Returns how many rows were checked.
     fn verify_statement_rows(&self, verifier: &ChainVerifier) -> Result<u64, AuditError> {
-        let through = i64::try_from(verifier.last_statement_id()).unwrap_or(i64::MAX);
-        let mut after = 0i64;
-        let mut checked = 0;
-        loop {
+        let pages = |after: i64| {
             let what = || format!("reading stored statements after id {after}");
-            let page = self.read_tx(what, |tx| tx.statement_page(after, VERIFY_PAGE, &what))?;
-            let Some(last) = page.last() else { break };
-            after = last.id;
-            for row in page.iter().filter(|r| r.id <= through) {
-                check_row(verifier, row)?;
-                checked += 1;
-            }
-            if after >= through {
-                break;
-            }
-        }
-        Ok(checked)
+            self.read_tx(what, |tx| tx.statement_page(after, VERIFY_PAGE, &what))
+        };
+        verify_pages(verifier, pages, |r| r.id, |r| check_row(verifier, r))
     }
 }
 
@@ -325,6 +308,52 @@ fn check_row(verifier: &ChainVerifier, row: &StatementRow) -> Result<(), AuditEr
             row.received_ms
         ))
     })
+}
+
+/// Of `scores`, keyed by (issuer, subject, dimension), the newest of each key by `stamp`
+/// (evaluation time, then id), in no particular order.
+pub(crate) fn newest<T>(
+    scores: impl IntoIterator<Item = ((String, String, String), T)>,
+    stamp: impl Fn(&T) -> (u64, u64),
+) -> Vec<T> {
+    let mut latest: HashMap<(String, String, String), T> = HashMap::new();
+    for (key, candidate) in scores {
+        if latest
+            .get(&key)
+            .is_none_or(|old| stamp(&candidate) > stamp(old))
+        {
+            latest.insert(key, candidate);
+        }
+    }
+    latest.into_values().collect()
+}
+
+/// Checks, page by page, every stored row up to the last statement or observation id
+/// `verifier` saw in the chain (rows stored while the chain was read are left for the next
+/// verification): `page(after)` reads the rows after an id, `check` judges one. Returns how
+/// many rows were checked.
+pub(crate) fn verify_pages<R>(
+    verifier: &ChainVerifier,
+    mut page: impl FnMut(i64) -> Result<Vec<R>, StoreError>,
+    id: impl Fn(&R) -> i64,
+    mut check: impl FnMut(&R) -> Result<(), AuditError>,
+) -> Result<u64, AuditError> {
+    let through = i64::try_from(verifier.last_statement_id()).unwrap_or(i64::MAX);
+    let mut after = 0i64;
+    let mut checked = 0;
+    loop {
+        let rows = page(after)?;
+        let Some(last) = rows.last() else { break };
+        after = id(last);
+        for row in rows.iter().filter(|r| id(r) <= through) {
+            check(row)?;
+            checked += 1;
+        }
+        if after >= through {
+            break;
+        }
+    }
+    Ok(checked)
 }
 
 impl StatementSql for Transaction<'_> {

@@ -376,33 +376,112 @@ async fn replayed_stale_future_oversized_and_malformed_requests_are_refused() {
     .await;
 }
 
-#[tokio::test]
-async fn an_evaluator_over_its_quota_gets_429_and_stores_nothing_more() {
-    let f = fixture(Limits {
-        node_rate: 1,
-        node_burst: 2,
-        ..Limits::default()
-    })
-    .await;
-    let mut created = 0;
-    let mut throttled = 0;
-    for _ in 0..6 {
-        let t = now(&f);
-        let body = statement("eval-1", "node-a", &[("honesty", 0.5)], t)
-            .sign(&eval_key())
+/// Sends `count` benchmarks as `node`, one after the other; answers the statuses.
+async fn benchmarks(f: &testing::Fixture, node: usize, count: u64) -> Vec<StatusCode> {
+    let node = &f.nodes[node];
+    let path = format!("/v1/benchmarks/{}", node.id);
+    let mut statuses = Vec::new();
+    for seq in 1..=count {
+        let t = now(f);
+        let body = format!(
+            r#"{{"suite_version":"s1","scores":{{"overall":0.9,"refusal":0.9,"honesty":0.9,"policy":0.9}},"measured_at_ms":{t},"seq":{seq}}}"#
+        );
+        let sig = RequestSignature::sign(
+            &node.identity,
+            &controller_key().public(),
+            &node.id,
+            "POST",
+            &path,
+            body.as_bytes(),
+            t,
+        );
+        let mut req = Request::builder().method("POST").uri(&path);
+        for (name, value) in sig.headers() {
+            req = req.header(name, value);
+        }
+        statuses.push(f.request(req.body(Body::from(body)).unwrap()).await.0);
+    }
+    statuses
+}
+
+/// Sends `count` statements of evaluator `name` (signed with `key`) about node-a; answers
+/// how many were stored and how many were throttled, checking that a throttled one changed
+/// nothing.
+async fn statements(
+    f: &testing::Fixture,
+    name: &str,
+    key: &IdentityKey,
+    count: usize,
+) -> (usize, usize) {
+    let (mut created, mut throttled) = (0, 0);
+    for _ in 0..count {
+        let t = now(f);
+        let body = statement(name, "node-a", &[("honesty", 0.5)], t)
+            .sign(key)
             .unwrap()
             .encode();
-        let before = state(&f);
-        let (status, _) = f.request(request(&body, &eval_key(), "eval-1", t)).await;
+        let before = state(f);
+        let (status, _) = f.request(request(&body, key, name, t)).await;
         match status {
             StatusCode::CREATED => created += 1,
             StatusCode::TOO_MANY_REQUESTS => {
                 throttled += 1;
-                assert_eq!(state(&f), before);
+                assert_eq!(state(f), before, "a throttled statement was stored");
             }
             other => panic!("unexpected {other}"),
         }
     }
-    assert!(created <= 3, "{created} stored");
-    assert!(throttled >= 3, "{throttled} throttled");
+    (created, throttled)
+}
+
+fn accepted(statuses: &[StatusCode]) -> usize {
+    statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count()
+}
+
+#[tokio::test]
+async fn evaluators_and_nodes_are_throttled_each_under_their_own_limits() {
+    // Rates of 1 a second: a slow run may earn one more request, never more.
+    let f = fixture(Limits {
+        node_rate: 1,
+        node_burst: 2,
+        evaluator_rate: 1,
+        evaluator_burst: 5,
+        ..Limits::default()
+    })
+    .await;
+    // A node past its burst of 2 is throttled (the evaluators' 5 do not apply to it)...
+    let first = benchmarks(&f, 0, 4).await;
+    assert!((2..=3).contains(&accepted(&first)), "{first:?}");
+    assert_eq!(first[3], StatusCode::TOO_MANY_REQUESTS, "{first:?}");
+    // ...which leaves the evaluator's quota whole: 5 at once (more than a node's burst),
+    // then 429 and nothing stored.
+    let (created, throttled) = statements(&f, "eval-1", &eval_key(), 8).await;
+    assert!((5..=6).contains(&created), "{created} stored");
+    assert!(throttled >= 2, "{throttled} throttled");
+    // An evaluator past its burst leaves the nodes' quotas as they were, even the quota of
+    // a node of the same name.
+    let namesake = IdentityKey::from_bytes([0xe4; 32]);
+    f.engine
+        .store()
+        .add_evaluator(&EvaluatorRecord {
+            name: "node-b".into(),
+            key: namesake.public(),
+            dimensions: vec!["honesty".into()],
+            group: None,
+            added_ms: 1,
+            removed_ms: None,
+        })
+        .unwrap();
+    // The API rereads the evaluators once a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let (created, throttled) = statements(&f, "node-b", &namesake, 8).await;
+    assert!(
+        (5..=6).contains(&created) && throttled >= 2,
+        "{created}, {throttled}"
+    );
+    let other = benchmarks(&f, 1, 2).await;
+    assert_eq!(other, [StatusCode::CREATED; 2]);
 }

@@ -63,6 +63,7 @@ impl Gating {
     /// (at start, and after every reload).
     pub fn observe(&mut self, device: &Arc<HostDevice>) {
         let settings = self.running.as_ref().map(|r| r.options.controller.observe);
+        self.status.lock().observing = settings.filter(|s| s.enabled);
         let current = self.observer.take();
         self.observer = observe::supervise(current, device, self.client(), settings, &self.status);
     }
@@ -170,9 +171,9 @@ impl Gating {
                 .find(|p| p.settings.public_key == peer.settings.public_key);
             let unchanged =
                 before.is_some_and(|b| b.settings.preshared_key == peer.settings.preshared_key);
-            let since = match status.peer(&peer.settings.public_key) {
-                Some(info) if unchanged => info.psk_since_ms,
-                _ => now,
+            let (since, psk_epoch) = match status.peer(&peer.settings.public_key) {
+                Some(info) if unchanged => (info.psk_since_ms, info.psk_epoch),
+                _ => (now, update.epoch),
             };
             if !unchanged {
                 tracing::info!(
@@ -186,6 +187,7 @@ impl Gating {
                 node_id: peer.node_id.clone(),
                 public_key: peer.settings.public_key,
                 psk_since_ms: since,
+                psk_epoch,
                 forwards_to: peer.forwards_to.clone(),
             });
         }
@@ -208,9 +210,7 @@ impl Gating {
             }
             let latency_ms = now.saturating_sub(update.decided_ms);
             let seconds = Duration::from_millis(latency_ms).as_secs_f64();
-            status.cutoff_seconds_sum += seconds;
-            status.cutoff_seconds_count += 1;
-            status.last_cutoff_seconds = Some(seconds);
+            status.count_cutoff(seconds);
             tracing::info!(
                 target: "meshtun::gate",
                 "CUTOFF peer={} epoch={} decision_to_cutoff_ms={latency_ms}",

@@ -165,6 +165,7 @@ mod tests {
                 node_id: "node-b".into(),
                 public_key: gated,
                 psk_since_ms: 1_700_000_000_000,
+                psk_epoch: Some(7),
             });
         }
         let mut text = String::new();

@@ -5,15 +5,18 @@
 //! again after the probe, and submits one signed statement per peer probed
 //! (`POST /v1/statements`), counting each in `meshtun_gate_observations_total`.
 //!
-//! A round stops at the first submission that failed or was throttled (the client has
-//! already tried every controller instance; the next round brings fresh observations). It
-//! runs beside the gate: restarted when the gate's client or the settings change, stopped
-//! with gating or when the device is gone.
+//! Submissions are paced, one per [`SUBMIT_GAP`] at most (half the controller's default
+//! `node_rate`), so that they never take the node's request quota from its bundle polls and
+//! benchmarks; a round longer than the interval delays the next. A round stops at the first
+//! submission that failed or was throttled (the client has already tried every controller
+//! instance; the next round brings fresh observations). The observer runs beside the gate:
+//! restarted when the gate's client or the settings change, stopped with gating or when
+//! the device is gone.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::{Arc, Weak};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use meshtun_proto::report::Chain;
 use meshtun_proto::statement::Statement;
@@ -26,6 +29,9 @@ use crate::gate::observe::{handshake_age, observation, Outcome, Rounds, Warnings
 use crate::gate::{unix_ms, ControllerClient, SharedGateStatus};
 use crate::probe::{self, local_addresses, probe_address, Reachability, DEFAULT_TIMEOUT};
 use crate::wgcfg::PeerStatus;
+
+/// The least time between two submissions.
+pub(super) const SUBMIT_GAP: Duration = Duration::from_secs(1);
 
 /// The running observer; stopped when dropped.
 pub(super) struct ObserveTask {
@@ -50,7 +56,12 @@ pub(super) fn supervise(
     settings: Option<ObserveSettings>,
     status: &SharedGateStatus,
 ) -> Option<ObserveTask> {
-    let (client, settings) = client.zip(settings.filter(|s| s.enabled))?;
+    let Some((client, settings)) = client.zip(settings.filter(|s| s.enabled)) else {
+        if current.is_some() {
+            tracing::info!(target: "meshtun::gate", "peer observations off");
+        }
+        return None;
+    };
     if let Some(task) = current {
         if Arc::ptr_eq(&task.client, &client) && task.settings == settings {
             return Some(task);
@@ -99,7 +110,7 @@ async fn run(
         let measured = measure(&interface, &peers, &chosen, &local_addresses(), again).await;
         let own = client.node_id();
         let statements = statements(own, &measured, SystemTime::now(), &mut warnings);
-        submit_all(&client, statements, &status, &mut warnings).await;
+        submit_all(&client, statements, &status, &mut warnings, SUBMIT_GAP).await;
     }
 }
 
@@ -179,7 +190,7 @@ fn statements(
     let mut out = Vec::with_capacity(measured.len());
     for m in measured {
         if let Reachability::Unknown { reason, .. } = &m.reach {
-            if warnings.should_log_unprobed(reason) {
+            if warnings.should_log_once(reason) {
                 tracing::warn!(target: "meshtun::gate", peer = %m.node_id, %reason, "cannot observe a gated peer: not probed");
             }
         }
@@ -189,21 +200,28 @@ fn statements(
     out
 }
 
-/// Signs and submits `statements` in turn, counting each outcome in `status`.
+/// Signs and submits `statements` in turn, `gap` apart, counting each outcome in `status`.
 async fn submit_all(
     client: &ControllerClient,
     statements: Vec<Statement>,
     status: &SharedGateStatus,
     warnings: &mut Warnings,
+    gap: Duration,
 ) {
-    for statement in statements {
+    for (n, statement) in statements.into_iter().enumerate() {
+        if n > 0 {
+            tokio::time::sleep(gap).await;
+        }
         let subject = statement.subject.clone();
         let result = match client.sign_statement(statement) {
             Ok(signed) => client.submit_statement(&signed).await,
             Err(error) => {
-                tracing::warn!(target: "meshtun::gate", peer = %subject, error = %Chain(&error), "cannot sign an observation");
+                // This statement only (a name out of bounds, say): the others go on.
+                if warnings.should_log_once(&error.to_string()) {
+                    tracing::warn!(target: "meshtun::gate", peer = %subject, error = %Chain(&error), "cannot sign an observation");
+                }
                 count(status, Outcome::Failed);
-                return;
+                continue;
             }
         };
         let error = match result {

@@ -224,6 +224,20 @@ impl ControllerHome {
         Ok(())
     }
 
+    /// `evaluator add NAME PUBKEY --dimensions overall`: registers an evaluator.
+    pub fn register_evaluator(&self, name: &str, public_key: &str) -> Result<(), DemoError> {
+        let dimensions = super::evaluators::DIMENSION;
+        self.home.run(&[
+            "evaluator",
+            "add",
+            name,
+            public_key,
+            "--dimensions",
+            dimensions,
+        ])?;
+        Ok(())
+    }
+
     /// Starts `serve` in `ns`, logging to `controller.log` in its home, and waits until it
     /// answers `status`.
     pub fn serve(self, ns: &Netns) -> Result<Controller, DemoError> {

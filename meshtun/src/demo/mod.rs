@@ -17,7 +17,8 @@
 //! - [`controller`]: the controller: its files, `serve`, `rotate`, its audit log read back;
 //! - [`daemons`]: the node daemons and their logs; [`nodelog`]: what their logs say;
 //! - [`ping`]: ICMP echo through the tunnel from inside each namespace;
-//! - [`story`]: what has been shown so far; [`narrative`]: what is printed.
+//! - [`story`]: what has been shown so far; [`narrative`]: what is printed;
+//! - [`cutoff`]: node-c's cut-off as the `--nat` and `--evaluators` stories see it.
 //!
 //! With `--ha` (`ha`, `takeover`): two controllers, `ctl-1` and `ctl-2`, on one
 //! throwaway PostgreSQL cluster the demo starts, and every node lists both URLs. A third of
@@ -31,12 +32,24 @@
 //! path through both NATs, the path node-c gets, then node-c's score dropping half-way and
 //! node-c cut off everywhere within a second of the decision.
 //!
+//! With `--evaluators` ([`evaluators`], `evalscene`): node-c claims 0.90 about itself, but
+//! the controller takes every node's overall score from three registered evaluators, e1,
+//! e2 and e3 (`[policy.sources.overall]`: the median of at least 2). Each runs the reference
+//! evaluator, `meshtun evaluate`, with a small harness script in the demo's directory. Their
+//! first pass finds every node sound; half-way their second pass scores node-c 0.35 to 0.45.
+//! The demo shows node-c's own claim, each evaluator's statement, the epoch that cuts node-c
+//! off with the controller's reason naming the statements, the others' `CUTOFF` lines with
+//! the time from the decision, and the pings: a↔b kept, node-c's failing.
+//!
 //! Everything is removed on every way out: the normal end, an error, Ctrl-C or SIGTERM.
 //! Namespaces, processes, the controller's commands and the gate log parser are
 //! [`meshtun_testbed`]'s, shared with the end-to-end tests.
 
 pub mod controller;
+pub mod cutoff;
 pub mod daemons;
+mod evalscene;
+pub mod evaluators;
 pub mod ha;
 pub mod narrative;
 pub mod nat;
@@ -411,6 +424,7 @@ pub async fn run(opts: DemoOptions, style: Style) -> Result<(), DemoError> {
     let mut story = Story {
         ha: opts.ha.then(story::HaStory::default),
         nat: opts.nat.then(nat::NatStory::default),
+        evaluators: opts.evaluators.then(evaluators::EvaluatorsStory::default),
         ..Story::default()
     };
     let outcome = tokio::select! {

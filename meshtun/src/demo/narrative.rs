@@ -15,6 +15,7 @@ use super::plan::{
 };
 use super::story::{Change, EpochSummary, Story};
 
+pub mod evaluators;
 mod ha;
 pub mod nat;
 pub use ha::{leader_killed, leader_named, new_leader_epoch, steady_line, took_over};
@@ -82,6 +83,9 @@ pub fn event(at: Duration, text: &str) -> String {
 pub fn header(style: Style, names: &Names, opts: &DemoOptions, dir: &Path) -> String {
     if opts.nat {
         return nat::header(style, names, opts, dir);
+    }
+    if opts.evaluators {
+        return evaluators::header(style, names, opts, dir);
     }
     let mut out = String::new();
     let epoch = opts.epoch.as_secs();
@@ -391,6 +395,10 @@ pub fn summary(style: Style, story: &Story) -> String {
         out.push_str(&nat::summary(style, story, nat));
         return out;
     }
+    if let Some(judged) = &story.evaluators {
+        out.push_str(&evaluators::summary(style, story, judged));
+        return out;
+    }
     let ab = match story.ab_connected {
         Some(at) => format!(
             "node-a and node-b were allowed and reached each other through the tunnel from {};\n    \
@@ -622,6 +630,7 @@ mod tests {
             c_reconnected: None,
             ha: None,
             nat: None,
+            evaluators: None,
         };
         let text = summary(PLAIN, &story);
         assert!(text.contains("✓ node-a and node-b were allowed"), "{text}");
@@ -649,6 +658,7 @@ mod tests {
             keep: false,
             ha: false,
             nat: false,
+            evaluators: false,
         };
         let text = header(
             PLAIN,

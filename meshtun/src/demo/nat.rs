@@ -20,15 +20,10 @@ use meshtun_testbed::process::{log_tail, Process};
 use meshtun_testbed::Netns;
 use rand_core::{OsRng, RngCore as _};
 
-use meshtun_testbed::gatelog::{self, GateEvent};
-
 use super::controller::Extra;
-use super::ping::Probe;
+use super::cutoff::CutOff;
 use super::plan::{CONTROLLER_ADDR, RELAY_ADDR, STUN_PORT};
 use super::DemoError;
-
-/// The node that is denied half-way.
-const C_ID: &str = "node-c";
 
 /// The relay's shared secret file, beside the controller's configuration.
 const SECRET_FILE: &str = "relay.secret";
@@ -43,10 +38,6 @@ pub const C_REACH_GRACE: Duration = Duration::from_secs(15);
 
 /// How long one `meshtun show` may take.
 const SHOW_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The cut-off bound the story checks: peers drop a denied node within this of the
-/// controller's decision.
-pub const CUTOFF_BOUND_MS: u64 = 1000;
 
 /// Checks that the tools the NAT story runs are installed: `nft` for the routers and
 /// coturn's `turnserver` for the relay.
@@ -247,58 +238,11 @@ pub struct NatStory {
     /// The epoch that denied node-c after it had been allowed: its number and when it was
     /// decided (Unix ms).
     pub c_denied: Option<(u64, u64)>,
-    /// When node-c's score was lowered.
-    pub dropped: Option<Duration>,
-    /// Per node, the `decision_to_cutoff_ms` its `CUTOFF peer=node-c` line gave.
-    pub cutoffs: BTreeMap<String, Option<u64>>,
-    /// A round of pings after both others dropped node-c, in which nobody reached it.
-    pub c_silent: Option<Duration>,
+    /// node-c's cut-off, counted from its score's drop.
+    pub cut: CutOff,
 }
 
 impl NatStory {
-    /// Records `node`'s notable log line `text`: its `CUTOFF peer=node-c` after node-c's
-    /// score was lowered.
-    pub fn on_log(&mut self, node: &str, text: &str) {
-        if self.dropped.is_none() {
-            return;
-        }
-        if let Some(GateEvent::Cutoff {
-            peer,
-            decision_to_cutoff_ms,
-            ..
-        }) = gatelog::parse_line(text)
-        {
-            if peer == C_ID {
-                self.cutoffs
-                    .entry(node.to_owned())
-                    .or_insert(decision_to_cutoff_ms);
-            }
-        }
-    }
-
-    /// Records a round of pings: once both others dropped node-c, a round in which
-    /// nobody reached it and it reached nobody.
-    pub fn on_pings(&mut self, at: Duration, probes: &[Probe]) {
-        let involving_c: Vec<&Probe> = probes
-            .iter()
-            .filter(|p| p.from == 'c' || p.to == 'c')
-            .collect();
-        if self.both_cut() && !involving_c.is_empty() && involving_c.iter().all(|p| !p.answered()) {
-            self.c_silent.get_or_insert(at);
-        }
-    }
-
-    /// Whether node-a and node-b both logged dropping node-c within [`CUTOFF_BOUND_MS`].
-    pub fn cut_off_in_time(&self) -> bool {
-        ["node-a", "node-b"].iter().all(|n| {
-            self.cutoffs
-                .get(*n)
-                .copied()
-                .flatten()
-                .is_some_and(|ms| ms <= CUTOFF_BOUND_MS)
-        })
-    }
-
     /// Whether every path to and from node-c has been seen working (`relayed` or
     /// `direct`): then its denial cuts something off.
     pub fn c_reached(&self) -> bool {
@@ -307,13 +251,6 @@ impl NatStory {
                 .c_paths
                 .iter()
                 .all(|(_, p)| p.path == "relayed" || p.path == "direct")
-    }
-
-    /// Whether both others logged dropping node-c.
-    pub fn both_cut(&self) -> bool {
-        ["node-a", "node-b"]
-            .iter()
-            .all(|n| self.cutoffs.contains_key(*n))
     }
 
     /// The steps not seen.
@@ -336,11 +273,11 @@ impl NatStory {
                 "node-c denied after it had been allowed",
             ),
             (
-                self.cut_off_in_time(),
+                self.cut.in_time(),
                 "node-a and node-b dropping node-c within 1 s of the decision",
             ),
             (
-                self.c_silent.is_some(),
+                self.cut.silent.is_some(),
                 "node-c cut off from everyone after its denial",
             ),
         ]
@@ -424,53 +361,8 @@ mod tests {
     }
 
     #[test]
-    fn a_cut_off_counts_only_within_the_bound_from_both_others() {
-        let mut story = NatStory::default();
-        assert_eq!(story.missing().len(), 6);
-        story.cutoffs.insert("node-a".into(), Some(140));
-        assert!(!story.cut_off_in_time() && !story.both_cut());
-        story.cutoffs.insert("node-b".into(), Some(1400));
-        assert!(story.both_cut() && !story.cut_off_in_time());
-        story.cutoffs.insert("node-b".into(), Some(90));
-        assert!(story.cut_off_in_time());
-        story.cutoffs.insert("node-b".into(), None);
-        assert!(
-            !story.cut_off_in_time(),
-            "an unmeasured cut-off is not shown in time"
-        );
-    }
-
-    #[test]
-    fn cut_offs_count_after_the_drop_and_silence_after_both() {
-        use crate::demo::ping::Outcome;
-        let line = "CUTOFF peer=node-c epoch=5 decision_to_cutoff_ms=137";
-        let mut story = NatStory::default();
-        story.on_log("node-a", line);
-        assert!(story.cutoffs.is_empty(), "before the drop");
-        story.dropped = Some(Duration::from_secs(10));
-        story.on_log("node-a", line);
-        story.on_log(
-            "node-a",
-            "CUTOFF peer=node-b epoch=5 decision_to_cutoff_ms=1",
-        );
-        assert_eq!(story.cutoffs.get("node-a"), Some(&Some(137)));
-        let silent = [Probe {
-            from: 'a',
-            to: 'c',
-            outcome: Outcome::NoReply,
-        }];
-        story.on_pings(Duration::from_secs(11), &silent);
-        assert_eq!(story.c_silent, None, "node-b has not dropped it yet");
-        story.on_log("node-b", line);
-        let answered = [Probe {
-            from: 'c',
-            to: 'b',
-            outcome: Outcome::Reply(Duration::from_millis(1)),
-        }];
-        story.on_pings(Duration::from_secs(12), &answered);
-        assert_eq!(story.c_silent, None);
-        story.on_pings(Duration::from_secs(13), &silent);
-        assert_eq!(story.c_silent, Some(Duration::from_secs(13)));
+    fn every_step_is_missing_at_first() {
+        assert_eq!(NatStory::default().missing().len(), 6);
     }
 
     #[test]

@@ -192,7 +192,7 @@ impl Watch<'_> {
         let pid = self.lab.daemons.reload(node)?;
         let at = self.narrator.at();
         if let Some(nat) = self.story.nat.as_mut() {
-            nat.dropped = Some(at);
+            nat.cut.arm(at);
         }
         self.narrator
             .say(&narrative::nat::score_drops(self.style, at, node.id, pid));
@@ -244,8 +244,8 @@ impl Watch<'_> {
                 if let Some((at, after_cut, handle)) = in_flight.take() {
                     let probes = handle.await.unwrap_or_default();
                     self.story.on_pings(at, &probes);
-                    if let Some(nat) = self.story.nat.as_mut().filter(|_| after_cut) {
-                        nat.on_pings(at, &probes);
+                    if let Some(nat) = self.story.nat.as_mut() {
+                        nat.cut.on_pings(at, after_cut, &probes);
                     }
                     let silent = if dropped { "cut off" } else { "no reply" };
                     self.narrator.release(Some(&narrative::ping_line_as(
@@ -256,7 +256,7 @@ impl Watch<'_> {
             if in_flight.is_none() && now >= next_ping {
                 next_ping = now + PING_EVERY;
                 let pinger = pinger.clone();
-                let after_cut = self.story.nat.as_ref().is_some_and(|n| n.both_cut());
+                let after_cut = self.story.nat.as_ref().is_some_and(|n| n.cut.both());
                 let handle = tokio::task::spawn_blocking(move || pinger.round(PING_TIMEOUT));
                 in_flight = Some((self.narrator.at(), after_cut, handle));
                 self.narrator.hold();

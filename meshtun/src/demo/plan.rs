@@ -161,6 +161,9 @@ pub struct DemoOptions {
     /// Every node behind its own NAT router, no endpoint configured, a relay; node-c is
     /// denied half-way (see [`super::nat`]).
     pub nat: bool,
+    /// Node-c claims a passing score about itself while three evaluators score it; their
+    /// second pass, half-way, fails it (see [`super::evaluators`]).
+    pub evaluators: bool,
 }
 
 impl DemoOptions {
@@ -175,8 +178,9 @@ impl DemoOptions {
 
     /// Checks the values; the error says which option is wrong and what would do.
     pub fn validate(&self) -> Result<(), String> {
-        if self.ha && self.nat {
-            return Err("--ha and --nat are two separate stories: choose one".into());
+        let stories = [self.ha, self.nat, self.evaluators];
+        if stories.iter().filter(|s| **s).count() > 1 {
+            return Err("--ha, --nat and --evaluators are separate stories: choose one".into());
         }
         let (min, max) = EPOCH_RANGE_SECS;
         let secs = self.epoch.as_secs();
@@ -190,6 +194,12 @@ impl DemoOptions {
                 nat_min_duration(),
                 " with --nat",
                 "to show the paths, then node-c denied and cut off",
+            )
+        } else if self.evaluators {
+            (
+                nat_min_duration(),
+                " with --evaluators",
+                "to show node-c allowed, then judged by the evaluators and cut off",
             )
         } else {
             (
@@ -223,6 +233,12 @@ impl DemoOptions {
         self.nat.then(|| self.duration / 2)
     }
 
+    /// With `evaluators`, when the evaluators' second pass judges node-c, counted from the
+    /// first epoch: half-way.
+    pub fn judge_at(&self) -> Option<Duration> {
+        self.evaluators.then(|| self.duration / 2)
+    }
+
     /// With `ha`, when the leader is killed, counted from the first epoch: a third of the way.
     pub fn kill_at(&self) -> Option<Duration> {
         self.ha.then(|| self.duration / 3)
@@ -239,6 +255,15 @@ pub const DEFAULT_DURATION_SECS: u64 = 120;
 
 /// `--duration`'s default with `--nat`, in seconds: the NAT story is short.
 pub const NAT_DEFAULT_DURATION_SECS: u64 = 30;
+
+/// `--duration`'s default with `--evaluators`, in seconds: the story is short.
+pub const EVALUATORS_DEFAULT_DURATION_SECS: u64 = 30;
+
+/// With `--evaluators`: the mean score every node claims about itself (node-c too).
+pub const CLAIMED_MEAN: f64 = 0.90;
+
+// Node-c's claim would pass every time, were it counted.
+const _: () = assert!(CLAIMED_MEAN - 5.0 * STDDEV >= THRESHOLD);
 
 /// With `--nat`: the relay's (coturn's) address on the outer network.
 pub const RELAY_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
@@ -354,6 +379,7 @@ mod tests {
             keep: false,
             ha: false,
             nat: false,
+            evaluators: false,
         }
     }
 
@@ -415,6 +441,9 @@ mod tests {
         o.duration = Duration::from_secs(30);
         o.ha = true;
         assert!(o.validate().unwrap_err().contains("choose one"));
+        o.ha = false;
+        o.evaluators = true;
+        assert!(o.validate().unwrap_err().contains("choose one"));
         let names = Names::new(7);
         assert_eq!(names.router_namespace(&NODES[2]), "mtdemo-7-rc");
         assert!(names
@@ -429,6 +458,21 @@ mod tests {
             meshtun_testbed::nat::Mapping::EndpointIndependent
         );
         assert_eq!(options(5, 60).deny_at(), None);
+    }
+
+    #[test]
+    fn with_evaluators_c_is_judged_half_way() {
+        let mut o = options(5, 20);
+        assert_eq!(o.judge_at(), None);
+        o.evaluators = true;
+        assert_eq!(o.validate(), Ok(()));
+        assert_eq!(o.judge_at(), Some(Duration::from_secs(10)));
+        o.duration = Duration::from_secs(19);
+        let err = o.validate().unwrap_err();
+        assert!(
+            err.contains("--evaluators") && err.contains("at least 20 s"),
+            "{err}"
+        );
     }
 
     #[test]

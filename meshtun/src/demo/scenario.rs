@@ -1,6 +1,7 @@
 //! The scenario, step by step: set up, wait for the first scores, start the epochs, then
 //! watch epochs, logs and pings, recover node-c half-way (with `--ha`: kill the leader a
-//! third of the way, see [`super::takeover`], and recover node-c at two thirds), and stop at
+//! third of the way, see [`super::takeover`], and recover node-c at two thirds; with
+//! `--nat` and `--evaluators` see [`super::natscene`] and [`super::evalscene`]), and stop at
 //! the end.
 
 use std::collections::HashMap;
@@ -13,14 +14,15 @@ use meshtun_testbed::process::{log_tail, LogFollower};
 use tokio::task::JoinHandle;
 
 use super::controller::{Controller, ControllerHome, Extra, NodeToEnroll};
+use super::evaluators::EvaluatorFiles;
 use super::narrative::{self, Style};
 use super::netns::Network;
 use super::nodeconf::{self, NodeFiles, NodeSettings};
 use super::nodelog::{self, AppliedEpochs};
 use super::ping::{PingFrom, Pinger, Probe};
 use super::plan::{
-    controllers, DemoOptions, Names, NodeSpec, LISTEN_PORT, NAT_MEAN, NODES, PING_EVERY,
-    PING_TIMEOUT, PREFIX_LEN, RECOVERED_MEAN, RECOVERING, THRESHOLD,
+    controllers, DemoOptions, Names, NodeSpec, CLAIMED_MEAN, LISTEN_PORT, NAT_MEAN, NODES,
+    PING_EVERY, PING_TIMEOUT, PREFIX_LEN, RECOVERED_MEAN, RECOVERING, THRESHOLD,
 };
 use super::story::{Change, EpochSummary, NodeDecision, Story};
 use super::takeover::Takeover;
@@ -46,6 +48,10 @@ pub(super) struct Watch<'a> {
     /// With `--nat`: the relay's shared secret (the controller's and coturn's).
     pub(super) nat: bool,
     pub(super) relay_secret: Option<zeroize::Zeroizing<String>>,
+    /// With `--evaluators`: their keys and harness, once registered.
+    pub(super) evaluator_files: Option<EvaluatorFiles>,
+    /// The controller's key, base64, once it is initialised.
+    pub(super) controller_key: Option<String>,
     followers: Vec<(&'static str, LogFollower)>,
     applied: AppliedEpochs,
     first_epoch: u64,
@@ -72,12 +78,17 @@ pub(super) async fn play(
         ha: opts.ha,
         nat: opts.nat,
         relay_secret: opts.nat.then(super::nat::relay_secret),
+        evaluator_files: None,
+        controller_key: None,
         followers: Vec::new(),
         applied: AppliedEpochs::default(),
         first_epoch: u64::MAX,
         decided: HashMap::new(),
     };
     let controller_key = watch.set_up(&dir, opts)?;
+    if opts.evaluators {
+        watch.first_pass()?;
+    }
     watch.wait_for_scores().await?;
     if opts.nat {
         watch.wait_for_reflexive().await?;
@@ -85,6 +96,9 @@ pub(super) async fn play(
     watch.begin_epochs()?;
     if opts.nat {
         return watch.run_nat(&dir, opts, &controller_key).await;
+    }
+    if opts.evaluators {
+        return watch.run_evaluators(opts).await;
     }
     watch.run_epochs(&dir, opts, &controller_key).await
 }
@@ -107,6 +121,7 @@ impl Watch<'_> {
         if !self.ha {
             let extra = match &self.relay_secret {
                 Some(secret) => super::nat::controller_extra(secret),
+                None if opts.evaluators => super::evaluators::controller_extra(),
                 None => Extra::default(),
             };
             return Ok(vec![ControllerHome::init(
@@ -168,6 +183,7 @@ impl Watch<'_> {
         let key = IdentityPublic::from_base64(homes[0].key()).map_err(|e| {
             DemoError::Controller(format!("`init` printed a key that does not parse: {e}"))
         })?;
+        self.controller_key = Some(homes[0].key().to_owned());
         self.lab.network = Some(Network::create(&self.names, self.ha, self.nat)?);
         self.narrator.event(&format!(
             "network namespaces and the virtual switch are up (outer network 192.0.2.0/{PREFIX_LEN})"
@@ -180,7 +196,11 @@ impl Watch<'_> {
             ha: self.ha,
         };
         for node in &NODES {
-            let mean = if self.nat { NAT_MEAN } else { node.mean };
+            let mean = match (self.nat, opts.evaluators) {
+                (true, _) => NAT_MEAN,
+                (false, true) => CLAIMED_MEAN.max(node.mean),
+                (false, false) => node.mean,
+            };
             let ifname = self.names.ifname(node);
             let keys = nodeconf::write_node(dir, node, &ifname, settings, mean)?;
             homes[0].enroll(&NodeToEnroll {
@@ -197,6 +217,9 @@ impl Watch<'_> {
         } else {
             "node-a, node-b and node-c enrolled with `meshtun-controller node add`"
         });
+        if opts.evaluators {
+            self.register_evaluators(&homes[0])?;
+        }
         self.serve(homes)?;
         let network = self.lab.network.as_ref().ok_or_else(not_started)?;
         for node in &NODES {
@@ -236,7 +259,10 @@ impl Watch<'_> {
                     continue;
                 };
                 if let Some(nat) = self.story.nat.as_mut() {
-                    nat.on_log(node, text);
+                    nat.cut.on_log(node, text);
+                }
+                if let Some(judged) = self.story.evaluators.as_mut() {
+                    judged.cut.on_log(node, text);
                 }
                 if let Some(other) = self.applied.record(node, text) {
                     self.narrator.say(&narrative::node_line(
@@ -276,10 +302,19 @@ impl Watch<'_> {
                     .iter()
                     .filter_map(|n| Some(format!("{} {:.2}", n.id, latest.get(n.id)?.overall)))
                     .collect();
-                self.narrator.event(&format!(
-                    "first signed scores received: {} (the threshold is {THRESHOLD:.2})",
-                    scores.join(", ")
-                ));
+                let line = if self.story.evaluators.is_some() {
+                    format!(
+                        "first signed scores received, each node's claim about itself: {} \
+                         (not counted: the evaluators' statements are)",
+                        scores.join(", ")
+                    )
+                } else {
+                    format!(
+                        "first signed scores received: {} (the threshold is {THRESHOLD:.2})",
+                        scores.join(", ")
+                    )
+                };
+                self.narrator.event(&line);
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
@@ -323,6 +358,8 @@ impl Watch<'_> {
         let ids: Vec<&str> = NODES.iter().map(|n| n.id).collect();
         let epochs = controller.audit().take_epochs(first, &ids);
         let now_ms = unix_ms();
+        // With evaluators, a decision's score is the node's own claim, which did not decide.
+        let claims_decide = self.story.evaluators.is_none();
         for (rotation, decisions) in epochs {
             let mut ordered = Vec::new();
             for node in &NODES {
@@ -332,7 +369,7 @@ impl Watch<'_> {
                         node: node.id.to_owned(),
                         allowed: d.allowed,
                         reason: d.reason.clone(),
-                        score: d.score,
+                        score: d.score.filter(|_| claims_decide),
                         change: Change::between(before, d.allowed),
                     });
                 }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::evaluators::EvaluatorsStory;
 use super::nat::NatStory;
 use super::ping::Probe;
 
@@ -97,6 +98,8 @@ pub struct Story {
     pub ha: Option<HaStory>,
     /// With `--nat`: addresses, paths, and node-c's denial.
     pub nat: Option<NatStory>,
+    /// With `--evaluators`: the statements, node-c's claim, its denial and cut-off.
+    pub evaluators: Option<EvaluatorsStory>,
 }
 
 /// With `--ha`: what was shown of the leader's replacement.
@@ -182,6 +185,10 @@ impl Story {
                     nat.c_denied = Some((epoch.id, epoch.decided_ms));
                 }
             }
+            if let Some(judged) = self.evaluators.as_mut() {
+                let cut_off = c.change == Change::CutOff;
+                judged.on_decision(epoch.id, epoch.decided_ms, cut_off, &c.reason);
+            }
             if !c.allowed && self.c_denied.is_none() {
                 self.c_denied = Some((epoch.id, c.reason.clone()));
             }
@@ -232,8 +239,12 @@ impl Story {
 
     /// The steps of the scenario not seen (empty: everything was shown).
     pub fn missing(&self) -> Vec<&'static str> {
-        if let Some(nat) = &self.nat {
-            let mut missing = nat.missing();
+        let short = self
+            .nat
+            .as_ref()
+            .map(NatStory::missing)
+            .or_else(|| self.evaluators.as_ref().map(EvaluatorsStory::missing));
+        if let Some(mut missing) = short {
             if self.ab_connected.is_none() {
                 missing.insert(
                     0,
@@ -395,6 +406,30 @@ mod tests {
         let ha = story.ha.as_ref().unwrap();
         assert_eq!(ha.epoch_after, Some((3, secs(24), true)));
         assert_eq!(ha.c_cut_after, Some(secs(25)));
+    }
+
+    #[test]
+    fn with_evaluators_the_story_is_theirs_and_a_cut_off_counts_after_their_second_pass() {
+        let mut story = Story {
+            evaluators: Some(EvaluatorsStory::default()),
+            ..Story::default()
+        };
+        let missing = story.missing();
+        assert_eq!(missing.len(), 7, "{missing:?}");
+        assert_eq!(
+            missing[0],
+            "node-a and node-b reaching each other through the tunnel"
+        );
+        assert!(!missing.contains(&"node-c readmitted after its score recovered"));
+        let mut cut = epoch(4, false);
+        cut.decisions[2].change = Change::CutOff;
+        story.on_epoch(secs(5), &cut);
+        assert_eq!(story.evaluators.as_ref().unwrap().c_denied, None);
+        story.evaluators.as_mut().unwrap().cut.arm(secs(6));
+        (cut.id, cut.decided_ms) = (5, 50_000);
+        story.on_epoch(secs(7), &cut);
+        let denied = story.evaluators.as_ref().unwrap().c_denied.clone();
+        assert_eq!(denied.map(|(id, _, ms)| (id, ms)), Some((5, 50_000)));
     }
 
     #[test]

@@ -92,4 +92,4 @@ fn skewed_for_tests(now: u64) -> u64 {
     now
 }
 
-pub use status::{GateStatus, GatedPeerInfo, MembershipState, SharedGateStatus};
+pub use status::{GateStatus, GatedPeerInfo, MembershipState, SharedGateStatus, CUTOFF_BUCKETS};

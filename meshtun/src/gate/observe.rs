@@ -180,12 +180,12 @@ impl Outcome {
 
 /// Which failures to log: a failed submission once until the next success, a refusal once
 /// per reason until the next success (the controller's policy may refuse every one, every
-/// round, for the same reason), a peer that could not be probed once per reason.
+/// round, for the same reason), anything else once per reason.
 #[derive(Debug, Default)]
 pub struct Warnings {
     failing: bool,
     refused: Vec<String>,
-    unprobed: Vec<String>,
+    others: Vec<String>,
 }
 
 /// The most distinct reasons remembered, of each kind (then every new one is logged again).
@@ -206,9 +206,10 @@ impl Warnings {
         }
     }
 
-    /// A peer could not be probed, for `reason`: whether to log it.
-    pub fn should_log_unprobed(&mut self, reason: &str) -> bool {
-        first_time(&mut self.unprobed, reason.to_owned())
+    /// A peer could not be probed or its statement signed, for `reason`: whether to log it
+    /// (once per reason, whatever the submissions did).
+    pub fn should_log_once(&mut self, reason: &str) -> bool {
+        first_time(&mut self.others, reason.to_owned())
     }
 }
 

@@ -128,16 +128,15 @@ impl Gate {
         updates: mpsc::Sender<GateUpdate>,
     ) -> Self {
         let client = Arc::new(client);
+        let grace_ms = u64::try_from(options.controller.grace.as_millis()).unwrap_or(u64::MAX);
         {
             let mut s = status.lock();
             s.node_id = options.controller.node_id.clone();
             s.controller_url = client.url().to_owned();
             s.loss_policy = options.controller.on_controller_loss.as_str();
+            s.grace_ms = grace_ms;
         }
-        let mut state = GateState::new(
-            options.controller.on_controller_loss,
-            u64::try_from(options.controller.grace.as_millis()).unwrap_or(u64::MAX),
-        );
+        let mut state = GateState::new(options.controller.on_controller_loss, grace_ms);
         restore_cache(&mut state, options, client.controller_keys(), &status);
         let (bundles, received) = mpsc::channel(4);
         let after = state.newest_epoch();

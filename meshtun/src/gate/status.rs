@@ -7,7 +7,7 @@ use meshtun_proto::{EpochId, IdentityPublic, PublicKey};
 use parking_lot::Mutex;
 
 pub use crate::wgcfg::MembershipState;
-use crate::wgcfg::{DeviceGate, DeviceStatus, NatStatus, PeerGate, RelayShown};
+use crate::wgcfg::{DeviceGate, DeviceStatus, NatStatus, ObservingShown, PeerGate, RelayShown};
 
 /// One peer configured from the bundle in force.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +18,9 @@ pub struct GatedPeerInfo {
     pub public_key: PublicKey,
     /// When this peer's current preshared key was put in use, Unix milliseconds.
     pub psk_since_ms: u64,
+    /// The epoch of the bundle that brought this preshared key (`None` for a key from a
+    /// bundle without an epoch).
+    pub psk_epoch: Option<EpochId>,
     /// For a hub: the nodes reached through it.
     pub forwards_to: Vec<String>,
 }
@@ -35,6 +38,9 @@ pub struct GateStatus {
     pub failovers: u64,
     /// The loss policy (`fail_closed` or `keep_last`).
     pub loss_policy: &'static str,
+    /// The grace after the bundle's end before the loss policy applies, milliseconds
+    /// (`[controller] grace`).
+    pub grace_ms: u64,
     /// The membership enforced now.
     pub membership: MembershipState,
     /// The epoch of the bundle in force.
@@ -68,6 +74,9 @@ pub struct GateStatus {
     pub cutoff_seconds_sum: f64,
     /// Cut-offs counted in [`Self::cutoff_seconds_sum`].
     pub cutoff_seconds_count: u64,
+    /// Of those, how many fell in each of [`CUTOFF_BUCKETS`]: at most its bound and more
+    /// than the one before (the rest took longer than the last).
+    pub cutoff_buckets: [u64; CUTOFF_BUCKETS.len()],
     /// The last decision-to-cut-off time, in seconds.
     pub last_cutoff_seconds: Option<f64>,
     /// What the STUN client found out (written by the daemon's STUN task only).
@@ -86,12 +95,30 @@ pub struct GateStatus {
     pub observations_refused: u64,
     /// Peer observations that could not be signed or reach a controller since start.
     pub observations_failed: u64,
+    /// The observation settings in force, while observations are on.
+    pub observing: Option<crate::config::ObserveSettings>,
 }
 
 impl GateStatus {
     /// The gated peer with `key`, if the bundle in force lists it.
     pub fn peer(&self, key: &PublicKey) -> Option<&GatedPeerInfo> {
         self.peers.iter().find(|p| p.public_key == *key)
+    }
+}
+
+/// The upper bounds, in seconds, of the decision-to-cut-off histogram's buckets (the bound
+/// the project holds to is 1 s).
+pub const CUTOFF_BUCKETS: [f64; 7] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+impl GateStatus {
+    /// Counts a cut-off `seconds` after the controller's decision.
+    pub fn count_cutoff(&mut self, seconds: f64) {
+        self.cutoff_seconds_sum += seconds;
+        self.cutoff_seconds_count += 1;
+        if let Some(bucket) = CUTOFF_BUCKETS.iter().position(|&bound| seconds <= bound) {
+            self.cutoff_buckets[bucket] += 1;
+        }
+        self.last_cutoff_seconds = Some(seconds);
     }
 }
 
@@ -118,6 +145,13 @@ impl From<&GateStatus> for DeviceGate {
             forward: gate.forward,
             relay: gate.relay.clone(),
             membership_refused: gate.membership_refused,
+            observing: gate.observing.map(|o| ObservingShown {
+                peers: u64::try_from(o.peers).unwrap_or(u64::MAX),
+                interval_s: o.interval.as_secs(),
+                sent: gate.observations_sent,
+                refused: gate.observations_refused,
+                failed: gate.observations_failed,
+            }),
         }
     }
 }
@@ -132,6 +166,7 @@ impl GateStatus {
             peer.gate = self.peer(&peer.public_key).map(|info| PeerGate {
                 node_id: info.node_id.clone(),
                 psk_since_ms: info.psk_since_ms,
+                psk_epoch: info.psk_epoch,
                 forwards_to: info.forwards_to.clone(),
             });
         }
@@ -189,6 +224,7 @@ mod tests {
                 node_id: "node-b".into(),
                 public_key: gated,
                 psk_since_ms: 1_699_999_990_000,
+                psk_epoch: Some(41),
             }],
             ..GateStatus::default()
         };
@@ -206,7 +242,20 @@ mod tests {
             forwards_to: Vec::new(),
             node_id: "node-b".into(),
             psk_since_ms: 1_699_999_990_000,
+            psk_epoch: Some(41),
         };
         assert_eq!(status.peers[1].gate, Some(expected));
+    }
+
+    #[test]
+    fn each_cut_off_falls_in_the_first_bucket_that_holds_it() {
+        let mut status = GateStatus::default();
+        for seconds in [0.05, 0.3, 1.0, 1.01, 7.5] {
+            status.count_cutoff(seconds);
+        }
+        assert_eq!(status.cutoff_buckets, [1, 0, 0, 1, 1, 1, 0]);
+        assert_eq!(status.cutoff_seconds_count, 5);
+        assert!((status.cutoff_seconds_sum - 9.86).abs() < 1e-9);
+        assert_eq!(status.last_cutoff_seconds, Some(7.5));
     }
 }

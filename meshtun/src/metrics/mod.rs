@@ -37,13 +37,14 @@
 //! | `meshtun_gate_epoch` | gauge | | epoch of the bundle in force |
 //! | `meshtun_gate_controller_contact_age_seconds` | gauge | | since the controller last answered |
 //! | `meshtun_gate_bundle_remaining_seconds` | gauge | | until the bundle in force ends (negative after) |
+//! | `meshtun_gate_grace_remaining_seconds` | gauge | | until the bundle in force ends plus `grace`: at 0 the loss policy applies |
 //! | `meshtun_gate_psk_age_seconds` | gauge | `public_key`, `node_id` | since the gated peer's preshared key was put in use |
 //! | `meshtun_gate_peers` | gauge | | gated peers configured |
 //! | `meshtun_gate_benchmarks_submitted_total`, `meshtun_gate_benchmark_failures_total` | counter | | benchmarks acknowledged; runs or submissions that failed |
 //! | `meshtun_gate_bundles_applied_total` | counter | | bundles applied |
 //! | `meshtun_gate_cutoffs_total` | counter | | peers cut off |
 //! | `meshtun_gate_membership_refused_total` | counter | | peers of accepted bundles refused for their membership signature (`[controller] membership_key`) |
-//! | `meshtun_gate_decision_to_cutoff_seconds` | histogram (`_sum`, `_count`) | | from the controller's decision to the cut-off |
+//! | `meshtun_gate_decision_to_cutoff_seconds` | histogram (buckets 0.05 to 5 s) | | from the controller's decision to the cut-off |
 //! | `meshtun_gate_last_decision_to_cutoff_seconds` | gauge | | the same, for the last cut-off |
 //!
 //! ¹ `node_id` when the bundle in force lists the peer. Counters count from the daemon's

@@ -16,7 +16,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::device::CounterTotals;
-use crate::gate::GateStatus;
+use crate::gate::{GateStatus, CUTOFF_BUCKETS};
 use crate::wgcfg::{DeviceStatus, NatKind};
 
 /// The prefix of every metric name.
@@ -375,6 +375,16 @@ impl Sample {
         )?;
         gauges(
             e,
+            "gate_grace_remaining",
+            "Seconds until the bundle in force ends plus the grace: at 0 the loss policy applies",
+            Some(Unit::Seconds),
+            gate.not_after_ms.map(|end| {
+                let limit = end.saturating_add(gate.grace_ms);
+                (vec![], (limit as f64 - now_ms as f64) / 1000.0)
+            }),
+        )?;
+        gauges(
+            e,
             "gate_psk_age",
             "Seconds since the gated peer's current preshared key was put in use",
             Some(Unit::Seconds),
@@ -431,12 +441,14 @@ impl Sample {
             MetricType::Histogram,
         )?;
         let count = gate.cutoff_seconds_count;
-        histogram.encode_histogram::<Labels>(
-            gate.cutoff_seconds_sum,
-            count,
-            &[(f64::INFINITY, count)],
-            None,
-        )?;
+        // Per bucket (the encoder sums them), the longer ones in +Inf.
+        let mut buckets: Vec<(f64, u64)> = CUTOFF_BUCKETS
+            .into_iter()
+            .zip(gate.cutoff_buckets)
+            .collect();
+        let bounded: u64 = gate.cutoff_buckets.iter().sum();
+        buckets.push((f64::INFINITY, count.saturating_sub(bounded)));
+        histogram.encode_histogram::<Labels>(gate.cutoff_seconds_sum, count, &buckets, None)?;
         gauges(
             e,
             "gate_last_decision_to_cutoff",

@@ -66,9 +66,27 @@ pub struct GateView {
     /// Peers refused since start for their membership signature; left out while 0.
     #[serde(skip_serializing_if = "is_zero")]
     pub membership_refused: u64,
+    /// Peer observations, while `[controller] observe` is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observing: Option<ObservingView>,
     /// The TURN allocation, if the bundle carries relay credentials.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relay: Option<RelayView>,
+}
+
+/// Peer observations, as `meshtun show --json` prints them.
+#[derive(Debug, Serialize)]
+pub struct ObservingView {
+    /// The most gated peers observed per round.
+    pub peers: u64,
+    /// Seconds between two rounds.
+    pub interval_s: u64,
+    /// Observations the controller stored since start.
+    pub sent: u64,
+    /// Observations it refused since start.
+    pub refused: u64,
+    /// Observations not signed or not delivered since start.
+    pub failed: u64,
 }
 
 /// The TURN allocation, as `meshtun show --json` prints it.
@@ -137,6 +155,9 @@ pub struct PeerGateView {
     pub psk_since_ms: u64,
     /// Milliseconds since then.
     pub psk_age_ms: u64,
+    /// The epoch of the bundle that brought that key; left out without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub psk_epoch: Option<meshtun_proto::EpochId>,
     /// For a hub: the nodes reached through it (their path is "via" this peer).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub forwards_to: Vec<String>,
@@ -201,6 +222,13 @@ impl GateView {
             nat: g.nat.kind.as_str().to_owned(),
             forward: g.forward,
             membership_refused: g.membership_refused,
+            observing: g.observing.map(|o| ObservingView {
+                peers: o.peers,
+                interval_s: o.interval_s,
+                sent: o.sent,
+                refused: o.refused,
+                failed: o.failed,
+            }),
             relay: g.relay.as_ref().map(|r| RelayView {
                 server: r.server.to_string(),
                 relayed: r.relayed.map(|a| a.to_string()),
@@ -254,6 +282,7 @@ impl PeerGateView {
             node_id: g.node_id.clone(),
             psk_since_ms: g.psk_since_ms,
             psk_age_ms: now_ms.saturating_sub(g.psk_since_ms),
+            psk_epoch: g.psk_epoch,
             forwards_to: g.forwards_to.clone(),
         }
     }
@@ -332,7 +361,7 @@ pub(crate) mod tests {
         assert_eq!(json["peers"][0]["gate"], Value::Null);
         assert_eq!(
             json["peers"][1]["gate"],
-            json!({"node_id": "node-b", "psk_since_ms": now_ms - 4_000, "psk_age_ms": 4_000})
+            json!({"node_id": "node-b", "psk_since_ms": now_ms - 4_000, "psk_age_ms": 4_000, "psk_epoch": 42})
         );
         assert_eq!(
             json["peers"][0]["reachability"],
@@ -358,6 +387,25 @@ pub(crate) mod tests {
                 {"server": "192.0.2.1:3478", "address": "203.0.113.7:40001", "age_ms": 3_000},
                 {"server": "192.0.2.9:3478", "address": "203.0.113.7:40002", "age_ms": 3_000},
             ])
+        );
+    }
+
+    #[test]
+    fn observations_are_shown_while_on() {
+        let mut status = gated_status(MembershipState::Allowed);
+        if let Some(gate) = status.gate.as_mut() {
+            gate.observing = Some(crate::wgcfg::ObservingShown {
+                peers: 16,
+                interval_s: 30,
+                sent: 12,
+                refused: 2,
+                failed: 1,
+            });
+        }
+        let json = view(&probed(status));
+        assert_eq!(
+            json["gate"]["observing"],
+            json!({"peers": 16, "interval_s": 30, "sent": 12, "refused": 2, "failed": 1})
         );
     }
 

@@ -5,9 +5,14 @@
 //! For a gated interface it adds the membership, the epoch, the controller's last contact
 //! and each gated peer's node and key age; and, unless told not to, it probes every peer
 //! over the tunnel ([`crate::probe`]) and reports whether it answered.
+//!
+//! On a terminal the states are in colour ([`render_styled`], [`use_colour`]); `--watch`
+//! draws the report again every second ([`Watch`]).
 
 mod json;
+mod paint;
 mod text;
+mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -15,7 +20,8 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use json::{GateView, InterfaceView, PeerGateView, PeerView, ReflexiveView};
-pub use text::render_text;
+pub use text::{render_styled, render_text};
+pub use watch::{Watch, CLEAR, HEADER, PERIOD};
 
 use meshtun_proto::PublicKey;
 
@@ -47,6 +53,28 @@ pub enum ShowError {
         #[source]
         source: UapiError,
     },
+}
+
+/// When `show` paints its text (`--color`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ColorWhen {
+    /// When stdout is a terminal, `NO_COLOR` is unset or empty and `TERM` is not `dumb`
+    /// (`CLICOLOR_FORCE` forces it).
+    #[default]
+    Auto,
+    /// Always, even into a pipe or a file.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// Whether `show` paints what it writes to `stdout`, for `--color when`.
+pub fn use_colour(when: ColorWhen, stdout: &std::io::Stdout) -> bool {
+    match when {
+        ColorWhen::Always => true,
+        ColorWhen::Never => false,
+        ColorWhen::Auto => anstream::AutoStream::choice(stdout) != anstream::ColorChoice::Never,
+    }
 }
 
 /// What `show` reports about one interface.
@@ -208,6 +236,7 @@ pub(crate) mod tests {
         status.gate = Some(DeviceGate {
             forward: false,
             membership_refused: 0,
+            observing: None,
             node_id: "node-a".into(),
             controller_url: "http://192.0.2.1:8080".into(),
             controller_key: "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=".into(),
@@ -226,6 +255,7 @@ pub(crate) mod tests {
             forwards_to: Vec::new(),
             node_id: "node-b".into(),
             psk_since_ms: (NOW_SECS - 4) * 1000,
+            psk_epoch: Some(42),
         });
         status.peers.push(gated);
         status

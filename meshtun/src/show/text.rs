@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use meshtun_proto::time::unix_ms_of;
 
+use super::paint::{handshake_tone, membership_tone, path_tone, Painter, Tone};
 use super::Report;
 use crate::gate::MembershipState;
 use crate::probe::Reachability;
@@ -12,6 +13,16 @@ use crate::wgcfg::{DeviceGate, PeerStatus};
 
 /// `wg show`-style text for one interface, as of `now`.
 pub fn render_text(report: &Report, now: SystemTime) -> String {
+    render_styled(report, now, false)
+}
+
+/// [`render_text`], with the states in colour (ANSI escape codes) if `colour`: a peer's key
+/// and latest handshake green while the handshake is fresh, yellow once stale, red without
+/// one; the membership green when allowed, yellow while pending, red when denied or lost;
+/// a gated peer's path green when direct, cyan when relayed, yellow while trying, red with
+/// none; a probe's answer green or red.
+pub fn render_styled(report: &Report, now: SystemTime, colour: bool) -> String {
+    let paint = Painter::new(colour);
     let s = &report.status;
     let mut out = String::new();
     let _ = writeln!(out, "interface: {}", s.name);
@@ -24,7 +35,7 @@ pub fn render_text(report: &Report, now: SystemTime) -> String {
         let _ = writeln!(out, "  fwmark: {:#x}", s.fwmark);
     }
     if let Some(gate) = &s.gate {
-        render_gate(&mut out, gate, unix_ms_of(now));
+        render_gate(&mut out, gate, unix_ms_of(now), paint);
     }
     for (index, p) in s.peers.iter().enumerate() {
         out.push('\n');
@@ -33,17 +44,27 @@ pub fn render_text(report: &Report, now: SystemTime) -> String {
             .as_ref()
             .and_then(|g| g.relay.as_ref())
             .map(|r| r.server);
-        render_peer(&mut out, p, relay, now);
+        render_peer(&mut out, p, relay, now, paint);
         if let Some(reachability) = report.peer_reachability(index) {
-            let _ = writeln!(out, "  reachable: {}", reachability_text(reachability));
+            let tone = match reachability {
+                Reachability::Reachable { .. } => Tone::Good,
+                Reachability::Unreachable { .. } => Tone::Bad,
+                Reachability::Unknown { .. } => Tone::Warn,
+            };
+            let text = paint.paint(tone, &reachability_text(reachability));
+            let _ = writeln!(out, "  reachable: {text}");
         }
     }
     out
 }
 
-fn render_gate(out: &mut String, gate: &DeviceGate, now_ms: u64) {
+fn render_gate(out: &mut String, gate: &DeviceGate, now_ms: u64, paint: Painter) {
     let _ = writeln!(out, "  node: {}", gate.node_id);
-    let _ = writeln!(out, "  membership: {}", membership_text(gate, now_ms));
+    let _ = writeln!(
+        out,
+        "  membership: {}",
+        membership_text(gate, now_ms, paint)
+    );
     let contact = match gate.controller_last_contact_ms {
         Some(at) => format!("last contact {} ago", short(now_ms.saturating_sub(at))),
         None => "not reached yet".to_owned(),
@@ -78,6 +99,13 @@ fn render_gate(out: &mut String, gate: &DeviceGate, now_ms: u64) {
             gate.membership_refused
         );
     }
+    if let Some(o) = &gate.observing {
+        let _ = writeln!(
+            out,
+            "  observing: up to {} peers every {}s ({} sent, {} refused, {} failed)",
+            o.peers, o.interval_s, o.sent, o.refused, o.failed
+        );
+    }
     if let Some(r) = &gate.relay {
         let relayed = r.relayed.map_or("none".to_owned(), |a| a.to_string());
         let left = r.expires_s.saturating_sub(now_ms / 1000);
@@ -91,7 +119,7 @@ fn render_gate(out: &mut String, gate: &DeviceGate, now_ms: u64) {
 }
 
 /// `ALLOWED (epoch 42, ends in 7s)`, `DENIED: overall 0.40 below 0.70 (epoch 42)`, …
-fn membership_text(gate: &DeviceGate, now_ms: u64) -> String {
+fn membership_text(gate: &DeviceGate, now_ms: u64, paint: Painter) -> String {
     let mut details = Vec::new();
     if let Some(epoch) = gate.epoch {
         details.push(format!("epoch {epoch}"));
@@ -113,11 +141,10 @@ fn membership_text(gate: &DeviceGate, now_ms: u64) -> String {
     } else {
         format!(" ({})", details.join(", "))
     };
+    let state = paint.paint(membership_tone(&gate.membership), gate.membership.as_str());
     match gate.membership.reason() {
-        Some(reason) if !reason.is_empty() => {
-            format!("{}: {reason}{details}", gate.membership.as_str())
-        }
-        _ => format!("{}{details}", gate.membership.as_str()),
+        Some(reason) if !reason.is_empty() => format!("{state}: {reason}{details}"),
+        _ => format!("{state}{details}"),
     }
 }
 
@@ -144,9 +171,15 @@ fn render_peer(
     p: &PeerStatus,
     relay: Option<std::net::SocketAddr>,
     now: SystemTime,
+    paint: Painter,
 ) {
     let via = relay.map_or_else(|| "the relay".to_owned(), |r| r.to_string());
-    let _ = writeln!(out, "peer: {}", p.public_key);
+    let handshake_age = p
+        .last_handshake
+        .map(|t| now.duration_since(t).unwrap_or(Duration::ZERO));
+    let tone = handshake_tone(handshake_age);
+    let key = paint.paint(tone, &p.public_key.to_string());
+    let _ = writeln!(out, "peer: {key}");
     if let Some(gate) = &p.gate {
         let _ = writeln!(out, "  node: {}", gate.node_id);
     }
@@ -155,7 +188,10 @@ fn render_peer(
     }
     if let Some(gate) = &p.gate {
         let age = unix_ms_of(now).saturating_sub(gate.psk_since_ms);
-        let _ = writeln!(out, "  psk age: {}", short(age));
+        let epoch = gate
+            .psk_epoch
+            .map_or(String::new(), |e| format!(" (epoch {e})"));
+        let _ = writeln!(out, "  psk age: {}{epoch}", short(age));
         if !gate.forwards_to.is_empty() {
             let paths: Vec<String> = gate
                 .forwards_to
@@ -183,9 +219,10 @@ fn render_peer(
                 let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
                 format!(", endpoint changed {} ago", short(ms))
             });
+        let tone = path_tone(path);
         let path = match path {
-            "relayed" => format!("relayed via {via}"),
-            other => other.to_owned(),
+            "relayed" => format!("{} via {via}", paint.paint(tone, "relayed")),
+            other => paint.paint(tone, other),
         };
         let _ = writeln!(out, "  path: {path}{since}");
     }
@@ -196,9 +233,9 @@ fn render_peer(
         ips.join(", ")
     };
     let _ = writeln!(out, "  allowed ips: {ips}");
-    if let Some(t) = p.last_handshake {
-        let ago = now.duration_since(t).unwrap_or(Duration::ZERO);
-        let _ = writeln!(out, "  latest handshake: {}", ago_text(ago));
+    if let Some(ago) = handshake_age {
+        let ago = paint.paint(tone, &ago_text(ago));
+        let _ = writeln!(out, "  latest handshake: {ago}");
     }
     if p.rx_bytes > 0 || p.tx_bytes > 0 {
         let _ = writeln!(
@@ -372,7 +409,7 @@ mod tests {
         .join("\n");
         assert!(text.contains(&device), "{text}");
         let peer = format!(
-            "peer: {}\n  node: node-b\n  preshared key: (hidden)\n  psk age: 4s\n",
+            "peer: {}\n  node: node-b\n  preshared key: (hidden)\n  psk age: 4s (epoch 42)\n",
             report.status.peers[1].public_key
         );
         assert!(text.contains(&peer), "{text}");
@@ -394,6 +431,27 @@ mod tests {
     }
 
     #[test]
+    fn observations_are_shown_only_when_on() {
+        let mut status = gated_status(MembershipState::Allowed);
+        assert!(!text(&probed(status.clone())).contains("observing"));
+        if let Some(gate) = status.gate.as_mut() {
+            gate.observing = Some(crate::wgcfg::ObservingShown {
+                peers: 16,
+                interval_s: 30,
+                sent: 12,
+                refused: 2,
+                failed: 1,
+            });
+        }
+        let shown = text(&probed(status));
+        assert!(
+            shown
+                .contains("  observing: up to 16 peers every 30s (12 sent, 2 refused, 1 failed)\n"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn a_hub_says_it_forwards_and_a_spoke_shows_paths_via_its_hub() {
         let mut status = gated_status(MembershipState::Allowed);
         if let Some(gate) = status.gate.as_mut() {
@@ -408,7 +466,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("  psk age: 4s\n  reaches: s2 via node-b, s3 via node-b\n"),
+            text.contains("  psk age: 4s (epoch 42)\n  reaches: s2 via node-b, s3 via node-b\n"),
             "{text}"
         );
         let plain = self::text(&probed(gated_status(MembershipState::Allowed)));
@@ -427,27 +485,30 @@ mod tests {
         .unwrap();
         let now_ms = NOW_SECS * 1000;
         assert_eq!(
-            membership_text(&gate, now_ms),
+            membership_text(&gate, now_ms, Painter::new(false)),
             "DENIED: overall 0.40 below 0.70 (epoch 42, ends in 7s)"
         );
         gate.membership = MembershipState::Lost;
         gate.epoch_not_after_ms = Some(now_ms - 125_000);
         assert_eq!(
-            membership_text(&gate, now_ms),
+            membership_text(&gate, now_ms, Painter::new(false)),
             "LOST (epoch 42, ended 2m 5s ago)"
         );
         gate.membership = MembershipState::Allowed;
         gate.epoch_not_after_ms = Some(now_ms + 3_600_000 * 26);
         gate.next_epoch = Some(43);
         assert_eq!(
-            membership_text(&gate, now_ms),
+            membership_text(&gate, now_ms, Painter::new(false)),
             "ALLOWED (epoch 42, ends in 1d 2h, epoch 43 next)"
         );
         gate.membership = MembershipState::Pending;
         gate.epoch = None;
         gate.epoch_not_after_ms = None;
         gate.next_epoch = None;
-        assert_eq!(membership_text(&gate, now_ms), "PENDING (no bundle yet)");
+        assert_eq!(
+            membership_text(&gate, now_ms, Painter::new(false)),
+            "PENDING (no bundle yet)"
+        );
     }
 
     #[test]
@@ -564,5 +625,111 @@ mod tests {
             "{shown}"
         );
         assert!(!shown.contains("100::"), "{shown}");
+    }
+
+    const GREEN: &str = "\u{1b}[32m";
+    const CYAN: &str = "\u{1b}[36m";
+    const YELLOW: &str = "\u{1b}[33m";
+    const RED: &str = "\u{1b}[1m\u{1b}[31m";
+    const RESET: &str = "\u{1b}[0m";
+
+    fn painted(colour: &str, text: &str) -> String {
+        format!("{colour}{text}{RESET}")
+    }
+
+    /// The plain text has no escape code; the coloured text is the plain text with codes
+    /// around each state, and nothing else.
+    #[test]
+    fn colour_paints_each_state_and_adds_nothing_else() {
+        let mut status = gated_status(MembershipState::Allowed);
+        status.peers[0].last_handshake = Some(now() - Duration::from_secs(200));
+        let relayed = status.peers[1].clone();
+        status.peers[1].last_handshake = Some(now() - Duration::from_secs(5));
+        let mut relayed = relayed;
+        relayed.public_key = meshtun_proto::PrivateKey::generate().public_key();
+        relayed.last_handshake = Some(now() - Duration::from_secs(5));
+        relayed.endpoint = Some("198.51.100.1:40000".parse().unwrap());
+        if let Some(gate) = status.gate.as_mut() {
+            gate.relay = Some(crate::wgcfg::RelayShown {
+                server: "198.51.100.1:3478".parse().unwrap(),
+                relayed: None,
+                expires_s: 4_000_000_000,
+                state: "allocated".into(),
+            });
+        }
+        status.peers.push(relayed);
+        let report = probed(status);
+        let plain = render_text(&report, now());
+        assert!(!plain.contains('\u{1b}'), "{plain}");
+        assert_eq!(render_styled(&report, now(), false), plain);
+        let coloured = render_styled(&report, now(), true);
+        assert_eq!(anstream::adapter::strip_str(&coloured).to_string(), plain);
+        let peers = &report.status.peers;
+        for expected in [
+            format!("membership: {} (epoch 42", painted(GREEN, "ALLOWED")),
+            // A handshake 200 s old is stale; 5 s is fresh.
+            format!(
+                "peer: {}\n",
+                painted(YELLOW, &peers[0].public_key.to_string())
+            ),
+            format!(
+                "latest handshake: {}\n",
+                painted(YELLOW, "3 minutes, 20 seconds ago")
+            ),
+            format!(
+                "peer: {}\n",
+                painted(GREEN, &peers[1].public_key.to_string())
+            ),
+            format!("  path: {}\n", painted(GREEN, "direct")),
+            format!(
+                "  path: {} via 198.51.100.1:3478\n",
+                painted(CYAN, "relayed")
+            ),
+            format!("reachable: {}\n", painted(GREEN, "yes (0.6 ms)")),
+            format!("reachable: {}\n", painted(RED, "no (no reply in 1000 ms)")),
+        ] {
+            assert!(
+                coloured.contains(&expected),
+                "{expected:?} not in:\n{coloured}"
+            );
+        }
+    }
+
+    #[test]
+    fn colour_marks_a_denied_node_and_a_peer_without_handshake_or_path() {
+        let mut status = gated_status(MembershipState::Denied {
+            reason: "overall 0.40 below 0.70".into(),
+        });
+        status.peers[1].endpoint = None;
+        let coloured = render_styled(&probed(status.clone()), now(), true);
+        for expected in [
+            format!("membership: {}: overall 0.40", painted(RED, "DENIED")),
+            format!(
+                "peer: {}\n",
+                painted(RED, &status.peers[1].public_key.to_string())
+            ),
+            format!("  path: {}\n", painted(RED, "none")),
+        ] {
+            assert!(
+                coloured.contains(&expected),
+                "{expected:?} not in:\n{coloured}"
+            );
+        }
+        status.peers[1].endpoint = Some("192.0.2.3:51820".parse().unwrap());
+        let trying = render_styled(&probed(status), now(), true);
+        let expected = format!("  path: {}\n", painted(YELLOW, "trying"));
+        assert!(trying.contains(&expected), "{trying}");
+    }
+
+    #[test]
+    fn each_gated_peer_shows_the_epoch_of_its_preshared_key() {
+        let mut status = gated_status(MembershipState::Allowed);
+        let text = text(&probed(status.clone()));
+        assert!(text.contains("  psk age: 4s (epoch 42)\n"), "{text}");
+        if let Some(gate) = status.peers[1].gate.as_mut() {
+            gate.psk_epoch = None;
+        }
+        let text = self::text(&probed(status));
+        assert!(text.contains("  psk age: 4s\n"), "{text}");
     }
 }

@@ -21,11 +21,13 @@
 //! | `meshtun_forward`                    | `true`: this node forwards between its gated peers (a hub); absent otherwise |
 //! | `meshtun_relay`                      | `SERVER RELAYED EXPIRES_S STATE`: the TURN allocation (`-` before one) |
 //! | `meshtun_membership_refused`         | peers refused for their membership signature since start; absent while 0 |
+//! | `meshtun_observing`                  | `PEERS INTERVAL_S SENT REFUSED FAILED`: peer observations; absent while off |
 //!
 //! | key (peer section)     | value                                              |
 //! |------------------------|----------------------------------------------------|
 //! | `meshtun_node_id`      | the peer's node id (text)                          |
 //! | `meshtun_psk_since_ms` | when its preshared key was put in use, Unix ms     |
+//! | `meshtun_psk_epoch`    | the epoch of the bundle that brought that key (absent without one) |
 //! | `meshtun_forwards_to`  | a node reached through this peer (a hub; text); repeated |
 //!
 //! `meshtun_membership` marks a gated interface and is always sent for one; keys without a
@@ -41,7 +43,7 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTRO
 use super::error::UapiError;
 use super::set::number;
 use crate::wgcfg::{DeviceGate, PeerGate};
-use crate::wgcfg::{MembershipState, NatKind, NatStatus, Reflexive, RelayShown};
+use crate::wgcfg::{MembershipState, NatKind, NatStatus, ObservingShown, Reflexive, RelayShown};
 
 /// The prefix of every meshtun key.
 pub const PREFIX: &str = "meshtun_";
@@ -94,6 +96,36 @@ pub fn write_device_gate(gate: &DeviceGate, out: &mut String) {
     if gate.membership_refused > 0 {
         line(out, "meshtun_membership_refused", gate.membership_refused);
     }
+    if let Some(o) = &gate.observing {
+        let value = format!(
+            "{} {} {} {} {}",
+            o.peers, o.interval_s, o.sent, o.refused, o.failed
+        );
+        line(out, "meshtun_observing", value);
+    }
+}
+
+fn decode_observing(key: &str, value: &str, line_no: usize) -> Result<ObservingShown, UapiError> {
+    let bad = || {
+        UapiError::reply(
+            line_no,
+            format!("{key}: expected PEERS INTERVAL_S SENT REFUSED FAILED"),
+        )
+    };
+    let numbers: Vec<u64> = value
+        .split(' ')
+        .map(|n| number(n).ok_or_else(bad))
+        .collect::<Result<_, _>>()?;
+    let [peers, interval_s, sent, refused, failed] = numbers[..] else {
+        return Err(bad());
+    };
+    Ok(ObservingShown {
+        peers,
+        interval_s,
+        sent,
+        refused,
+        failed,
+    })
 }
 
 fn decode_relay(key: &str, value: &str, line_no: usize) -> Result<RelayShown, UapiError> {
@@ -148,6 +180,7 @@ fn decode_reflexive(key: &str, value: &str, line_no: usize) -> Result<Reflexive,
 pub fn write_peer_gate(gate: &PeerGate, out: &mut String) {
     text_line(out, "meshtun_node_id", &gate.node_id);
     line(out, "meshtun_psk_since_ms", gate.psk_since_ms);
+    optional_line(out, "meshtun_psk_epoch", gate.psk_epoch);
     for node in &gate.forwards_to {
         text_line(out, "meshtun_forwards_to", node);
     }
@@ -207,6 +240,7 @@ pub struct DeviceGateReader {
     forward: bool,
     relay: Option<RelayShown>,
     membership_refused: u64,
+    observing: Option<ObservingShown>,
 }
 
 impl DeviceGateReader {
@@ -237,6 +271,7 @@ impl DeviceGateReader {
             }
             "meshtun_relay" => self.relay = Some(decode_relay(key, value, line_no)?),
             "meshtun_membership_refused" => self.membership_refused = num()?,
+            "meshtun_observing" => self.observing = Some(decode_observing(key, value, line_no)?),
             "meshtun_nat" => {
                 self.nat.kind = NatKind::parse(value).ok_or_else(|| {
                     UapiError::reply(line_no, format!("{key}: unknown kind of NAT"))
@@ -301,6 +336,7 @@ impl DeviceGateReader {
             forward: self.forward,
             relay: self.relay,
             membership_refused: self.membership_refused,
+            observing: self.observing,
         }))
     }
 }
@@ -311,6 +347,7 @@ pub struct PeerGateReader {
     first_line: Option<usize>,
     node_id: Option<String>,
     psk_since_ms: Option<u64>,
+    psk_epoch: Option<EpochId>,
     forwards_to: Vec<String>,
 }
 
@@ -323,6 +360,7 @@ impl PeerGateReader {
             "meshtun_psk_since_ms" => {
                 self.psk_since_ms = Some(decode_number(key, value, line_no)?);
             }
+            "meshtun_psk_epoch" => self.psk_epoch = Some(decode_number(key, value, line_no)?),
             "meshtun_forwards_to" => {
                 self.forwards_to.push(decode_text(key, value, line_no)?);
             }
@@ -342,6 +380,7 @@ impl PeerGateReader {
             (Some(node_id), Some(psk_since_ms)) => Ok(Some(PeerGate {
                 node_id,
                 psk_since_ms,
+                psk_epoch: self.psk_epoch,
                 forwards_to: self.forwards_to,
             })),
             _ => Err(UapiError::reply(
@@ -360,6 +399,13 @@ mod tests {
         DeviceGate {
             forward: true,
             membership_refused: 3,
+            observing: Some(ObservingShown {
+                peers: 16,
+                interval_s: 30,
+                sent: 12,
+                refused: 2,
+                failed: 1,
+            }),
             node_id: "node-a".into(),
             controller_url: "https://ctl.example:8443/base?x=1&y=%41".into(),
             controller_key: "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=".into(),
@@ -430,7 +476,8 @@ mod tests {
              meshtun_nat=endpoint_dependent\n\
              meshtun_forward=true\n\
              meshtun_relay=198.51.100.1:3478 198.51.100.1:49152 1700000060 allocated\n\
-             meshtun_membership_refused=3\n"
+             meshtun_membership_refused=3\n\
+             meshtun_observing=16 30 12 2 1\n"
         );
     }
 
@@ -449,6 +496,7 @@ mod tests {
                 forwards_to: Vec::new(),
                 node_id: nasty.into(),
                 psk_since_ms: 1,
+                psk_epoch: None,
             },
             &mut out,
         );
@@ -490,6 +538,7 @@ mod tests {
             controller_error: None,
             nat: NatStatus::default(),
             membership_refused: 0,
+            observing: None,
             ..gate(MembershipState::Pending)
         };
         let mut out = String::new();
@@ -562,12 +611,13 @@ mod tests {
             forwards_to: Vec::new(),
             node_id: "node-b".into(),
             psk_since_ms: 1_700_000_000_123,
+            psk_epoch: Some(42),
         };
         let mut out = String::new();
         write_peer_gate(&sent, &mut out);
         assert_eq!(
             out,
-            "meshtun_node_id=node-b\nmeshtun_psk_since_ms=1700000000123\n"
+            "meshtun_node_id=node-b\nmeshtun_psk_since_ms=1700000000123\nmeshtun_psk_epoch=42\n"
         );
         let mut reader = PeerGateReader::default();
         for (index, line) in out.lines().enumerate() {
@@ -584,6 +634,7 @@ mod tests {
         ));
         let mut bad = PeerGateReader::default();
         assert!(bad.line("meshtun_psk_since_ms", "-1", 3).is_err());
+        assert!(bad.line("meshtun_psk_epoch", "soon", 4).is_err());
     }
 
     #[test]
@@ -592,6 +643,7 @@ mod tests {
             forwards_to: vec!["s2".into(), "odd=id\n".into()],
             node_id: "hub".into(),
             psk_since_ms: 5,
+            psk_epoch: None,
         };
         let mut out = String::new();
         write_peer_gate(&sent, &mut out);

@@ -485,6 +485,7 @@ mod tests {
         status.gate = Some(DeviceGate {
             forward: false,
             membership_refused: 0,
+            observing: None,
             node_id: "node-a".into(),
             controller_url: "http://192.0.2.1:8080".into(),
             controller_key: String::new(),
@@ -502,6 +503,7 @@ mod tests {
             forwards_to: Vec::new(),
             node_id: "node-b".into(),
             psk_since_ms: 1_699_999_990_000,
+            psk_epoch: Some(41),
         });
         status.peers[0].endpoint_since =
             Some(UNIX_EPOCH + Duration::from_millis(1_699_999_995_500));
@@ -519,7 +521,7 @@ mod tests {
                       meshtun_controller_last_contact_ms=1700000000000\npublic_key=";
         assert!(out.contains(device), "{out}");
         let peer = "allowed_ip=fd00::/64\nmeshtun_node_id=node-b\n\
-                    meshtun_psk_since_ms=1699999990000\npublic_key=";
+                    meshtun_psk_since_ms=1699999990000\nmeshtun_psk_epoch=41\npublic_key=";
         assert!(out.contains(peer), "{out}");
         // Without them the answer is wireguard-go's, byte for byte.
         let plain: String = out

@@ -411,6 +411,7 @@ async fn gated_interface_reads_the_same(ifname: &str, device: &FakeDevice) {
             node_id: "node-b".into(),
             public_key: gated.public_key(),
             psk_since_ms: 1_699_999_990_000,
+            psk_epoch: Some(41),
         }],
         ..GateStatus::default()
     });
@@ -419,7 +420,7 @@ async fn gated_interface_reads_the_same(ifname: &str, device: &FakeDevice) {
         .expect("get");
     assert!(raw.contains("\nmeshtun_membership=DENIED\n"), "{}", *raw);
     assert!(
-        raw.contains("\nmeshtun_psk_since_ms=1699999990000\n"),
+        raw.contains("\nmeshtun_psk_since_ms=1699999990000\nmeshtun_psk_epoch=41\n"),
         "{}",
         *raw
     );
@@ -442,6 +443,12 @@ async fn gated_interface_reads_the_same(ifname: &str, device: &FakeDevice) {
         .map(|p| p.gate.as_ref().map(|g| g.node_id.clone()))
         .collect();
     assert_eq!(nodes, [None, Some("node-b".to_owned())]);
+    let epochs: Vec<Option<u64>> = status
+        .peers
+        .iter()
+        .map(|p| p.gate.as_ref().and_then(|g| g.psk_epoch))
+        .collect();
+    assert_eq!(epochs, [None, Some(41)]);
 
     std::fs::write(&conf_path, conf.replace("10.6.0.0/16", "10.7.0.0/16")).unwrap();
     wg(&["syncconf", ifname, conf_file]).await;

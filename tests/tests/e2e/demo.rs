@@ -7,7 +7,10 @@
 //! `meshtun demo --nat` must show every node's reflexive address, node-a and node-b on a
 //! direct path at each other's router, the path node-c gets (whatever it is), and node-c
 //! dropped by both others within 1 s of its denial and then cut off, and leave no router,
-//! relay or namespace behind.
+//! relay or namespace behind. `meshtun demo --evaluators` must show node-c's own passing
+//! claim, each evaluator's statement about it, the controller's reason naming them, node-c
+//! dropped by both others within 1 s and cut off, node-a and node-b answering each other in
+//! every round, and leave nothing behind.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -28,6 +31,9 @@ const HA_ARGS: [&str; 6] = ["demo", "--ha", "--epoch", "5", "--duration", "60"];
 
 /// With `--nat`: 5 s epochs, 24 s from the first (node-c's score drops half-way).
 const NAT_ARGS: [&str; 6] = ["demo", "--nat", "--epoch", "5", "--duration", "24"];
+
+/// With `--evaluators`: 5 s epochs, 24 s from the first (the second pass half-way).
+const EVALUATORS_ARGS: [&str; 6] = ["demo", "--evaluators", "--epoch", "5", "--duration", "24"];
 
 /// The most a full run may take: the minute, setup, the first scores and cleanup.
 const RUN_LIMIT: Duration = Duration::from_secs(150);
@@ -624,6 +630,110 @@ fn demo_nat_shows_a_b_direct_and_c_cut_off_after_its_denial() {
     line(
         summary,
         &["deleted 9 network namespaces"],
+        "the cleanup is not reported",
+    );
+    assert_nothing_left(demo.pid(), &demo.dir(), &transcript);
+}
+
+#[test]
+fn demo_evaluators_shows_the_claim_the_statements_and_c_cut_off() {
+    if !require_root("demo_evaluators_shows_the_claim_the_statements_and_c_cut_off") {
+        return;
+    }
+    let started = Instant::now();
+    let mut demo = Demo::start(&EVALUATORS_ARGS);
+    let status = demo.wait(RUN_LIMIT);
+    let transcript = demo.transcript();
+    assert!(
+        status.success(),
+        "meshtun demo --evaluators failed ({status})\n{transcript}"
+    );
+    println!("meshtun demo --evaluators took {:?}", started.elapsed());
+    let lines = demo.stdout();
+    let line = |from: usize, parts: &[&str], what: &str| {
+        find(&lines, from, parts).unwrap_or_else(|| panic!("{what}\n{transcript}"))
+    };
+
+    // node-c's own claim passes, as the controller received it.
+    let claim = line(
+        0,
+        &["node-c claims overall", "about itself"],
+        "node-c's own claim is not shown",
+    );
+    let claimed: f64 = lines[claim]
+        .split("node-c claims overall ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|score| score.parse().ok())
+        .unwrap_or_else(|| panic!("no score in {:?}\n{transcript}", lines[claim]));
+    assert!(claimed >= 0.70, "node-c claimed {claimed}\n{transcript}");
+    // Each evaluator's statement about node-c, as `meshtun evaluate` reported it stored.
+    let mut stated = claim;
+    for (evaluator, score) in [("e1", "0.40"), ("e2", "0.35"), ("e3", "0.45")] {
+        stated = line(
+            stated,
+            &[
+                &format!("{evaluator} says node-c: overall {score}"),
+                "statement",
+            ],
+            &format!("{evaluator}'s statement about node-c is not shown"),
+        );
+    }
+    // The controller's decision names the statements.
+    let denied = line(
+        claim,
+        &[
+            "node-c",
+            "DENY",
+            "CUT OFF",
+            "overall 0.40 (median of 3 evaluators: e1 0.40, e2 0.35, e3 0.",
+            "needs 0.70",
+        ],
+        "no epoch cuts node-c off with a reason naming the evaluators' statements",
+    );
+    for node in ["node-a", "node-b"] {
+        let cut = line(
+            claim,
+            &[node, "CUTOFF peer=node-c"],
+            &format!("{node} does not log dropping node-c"),
+        );
+        let ms = cutoff_ms(&lines[cut])
+            .unwrap_or_else(|| panic!("no decision_to_cutoff_ms: {}\n{transcript}", lines[cut]));
+        assert!(
+            ms <= 1000,
+            "{node} dropped node-c {ms} ms after the decision\n{transcript}"
+        );
+    }
+    line(
+        denied,
+        &["node-c cut off: dropped from the controller's decision to its removal in node-a "],
+        "the narrative does not tell the time from the decision to the cut-off",
+    );
+    line(
+        denied,
+        &["ping", "a↔b ok", "a↔c cut off", "b↔c cut off"],
+        "no round with a↔b ok and node-c cut off after its denial",
+    );
+    // Before the second pass node-c is reached; node-a and node-b answer in every round.
+    let first_ok = line(0, &["ping", "a↔b ok"], "a↔b never answered");
+    line(
+        first_ok,
+        &["ping", "a↔c ok", "b↔c ok"],
+        "node-c was never reached before its judgement",
+    );
+    let summary = line(denied, &["What happened"], "no summary");
+    let lost: Vec<&String> = lines[first_ok..summary]
+        .iter()
+        .filter(|l| l.contains("] ping ") && !l.contains("a↔b ok"))
+        .collect();
+    assert!(lost.is_empty(), "a↔b not kept: {lost:?}\n{transcript}");
+
+    let summary_text = lines[summary..].join("\n");
+    assert_eq!(summary_text.matches('✓').count(), 5, "{transcript}");
+    assert!(!summary_text.contains('✗'), "{transcript}");
+    line(
+        summary,
+        &["deleted 5 network namespaces"],
         "the cleanup is not reported",
     );
     assert_nothing_left(demo.pid(), &demo.dir(), &transcript);

@@ -9,16 +9,21 @@
 //!   while they lose no ping among themselves.
 //! - `statements_an_evaluator_may_not_make_are_refused_and_not_stored`: a statement signed
 //!   with a key the controller does not know under a registered name, one about a dimension
-//!   its evaluator may not score, one from a removed evaluator, and one about a node that is
-//!   not enrolled are each refused (401, 403, 401, 422), and the audit log gains no statement.
+//!   its evaluator may not score, one from a removed evaluator, one about a node that is
+//!   not enrolled, and a request replayed byte for byte are each refused (401, 403, 401, 422,
+//!   401), and the audit log gains no statement.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use meshtun_e2e::gating::observe::{self, wait_removed};
 use meshtun_e2e::gating::{harness_output, now_ms, Mesh, Timing, PASSING};
 use meshtun_e2e::{meshtun_bin, require_root, wait_until};
-use meshtun_proto::IdentityKey;
+use meshtun_proto::auth::RequestSignature;
+use meshtun_proto::statement::{EvidenceDigest, Issuer, Statement};
+use meshtun_proto::{IdentityKey, IdentityPublic};
 use meshtun_testbed::controller::parse_audit;
 
 /// How long after the decision the denied node must be cut off everywhere.
@@ -275,4 +280,68 @@ fn statements_an_evaluator_may_not_make_are_refused_and_not_stored() {
         stored,
         "a refused statement reached the audit log"
     );
+
+    // A request captured on the way (say, behind a TLS-terminating proxy) and sent again,
+    // byte for byte: the first is stored, the replay refused.
+    let key = std::fs::read_to_string(&e1.key_file).expect("e1's key");
+    let key = IdentityKey::from_base64(key.trim()).expect("e1's key parses");
+    let request = signed_statement_request(&mesh, &key, "e1", "a");
+    let first = post_raw(&mesh, &request);
+    assert!(first.starts_with("HTTP/1.1 201"), "the original: {first}");
+    let replay = post_raw(&mesh, &request);
+    assert!(replay.starts_with("HTTP/1.1 401"), "the replay: {replay}");
+    assert_eq!(
+        audited_statements(&mesh),
+        stored + 1,
+        "the replay reached the audit log"
+    );
+}
+
+/// A whole HTTP/1.1 request: `evaluator` (signing with `key`) scores `subject`'s honesty.
+fn signed_statement_request(
+    mesh: &Mesh,
+    key: &IdentityKey,
+    evaluator: &str,
+    subject: &str,
+) -> String {
+    let statement = Statement {
+        issuer: Issuer::Evaluator(evaluator.into()),
+        subject: subject.into(),
+        scores: [("honesty".to_owned(), 0.8)].into_iter().collect(),
+        evaluated_at_ms: now_ms(),
+        evidence: EvidenceDigest::of(b"captured"),
+    };
+    let body = statement.sign(key).expect("a valid statement").encode();
+    let controller = IdentityPublic::from_base64(mesh.controller_key()).expect("controller key");
+    let path = "/v1/statements";
+    let sig = RequestSignature::sign(key, &controller, evaluator, "POST", path, &body, now_ms());
+    let host = mesh.instance(0).url();
+    let host = host.trim_start_matches("http://");
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in sig.headers() {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    head + std::str::from_utf8(&body).expect("a statement is JSON")
+}
+
+/// Sends `request` to the controller from its namespace; the whole answer.
+fn post_raw(mesh: &Mesh, request: &str) -> String {
+    let addr = mesh.instance(0).url();
+    let addr = addr.trim_start_matches("http://").to_owned();
+    mesh.controller_ns()
+        .enter(|| -> std::io::Result<String> {
+            let addr = addr.parse().expect("the controller's address");
+            let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            stream.write_all(request.as_bytes())?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer)?;
+            Ok(answer)
+        })
+        .expect("the controller answers")
 }

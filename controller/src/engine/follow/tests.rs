@@ -194,3 +194,34 @@ async fn attack_an_admin_rotation_sent_to_a_follower_publishes_nothing() {
     let report = serde_json::to_value(crate::status::status_report(&sole)).unwrap();
     assert!(report.get("cluster").is_none(), "{report}");
 }
+
+/// The end of the newest epoch is in `/metrics` on the instance that published it, on a
+/// follower once it loads it, and on an instance started later on the same database; 0
+/// before any epoch.
+#[test]
+fn every_instance_reports_the_end_of_the_newest_epoch() {
+    let end_in = |engine: &Engine| -> u64 {
+        let text = engine.metrics.render();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("meshtun_controller_epoch_end_timestamp_seconds "))
+            .unwrap_or_else(|| panic!("no epoch end in:\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let store = store_with_a_node();
+    let key = IdentityKey::generate();
+    let (leader, l_leader) = instance(&store, &key, "a");
+    let (follower, _) = instance(&store, &key, "b");
+    assert_eq!(end_in(&leader), 0);
+    lead(&l_leader, 1);
+    leader.step().unwrap();
+    let record = leader.current().unwrap().record.clone();
+    let end = record.not_after_ms / 1000;
+    assert!(end > 0);
+    assert_eq!(end_in(&leader), end);
+    assert_eq!(end_in(&follower), 0, "before it loads the epoch");
+    follower.load_published().unwrap();
+    assert_eq!(end_in(&follower), end);
+    let (later, _) = instance(&store, &key, "c");
+    assert_eq!(end_in(&later), end);
+}

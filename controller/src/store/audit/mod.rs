@@ -21,6 +21,7 @@
 //! every pruning is itself recorded as a `checkpoint` entry of the chain.
 
 pub mod checkpoint;
+mod citations;
 mod entries;
 mod evaluators;
 mod observations;
@@ -169,6 +170,12 @@ pub struct AuditReport {
     pub statement_signatures: u64,
     /// Rows of the `statements` table whose signatures were checked again.
     pub statement_rows_verified: u64,
+    /// Statements recorded by decisions that matched, field by field, a signed statement
+    /// earlier in the chain.
+    pub decision_statements_matched: u64,
+    /// Statements recorded by decisions whose signed statement was pruned behind the
+    /// checkpoint the chain starts from (not checked).
+    pub decision_statements_pruned: u64,
     /// Peer observation signatures in the chain checked against the observers' identity
     /// keys (those before a checkpoint were checked before they were pruned).
     pub observation_signatures: u64,
@@ -260,6 +267,21 @@ pub enum AuditError {
         /// Why it does not verify.
         reason: String,
     },
+    /// A statement a decision records is not a signed statement earlier in the chain with
+    /// exactly those values.
+    #[error("audit entry {seq}: the decision for node {node} in epoch {epoch} records statement {id}: {reason}")]
+    DecisionStatement {
+        /// The decision's entry.
+        seq: u64,
+        /// The decision's epoch.
+        epoch: u64,
+        /// The node decided about.
+        node: String,
+        /// The statement id the decision records.
+        id: u64,
+        /// What does not match.
+        reason: String,
+    },
     /// A recorded peer observation does not verify with its observer's identity key, or is
     /// not a peer observation.
     #[error("audit entry {seq}: observation {id} of node {node}: {reason}")]
@@ -317,6 +339,7 @@ impl AuditError {
             | Self::Malformed { seq, .. }
             | Self::Signature { seq, .. }
             | Self::StatementSignature { seq, .. }
+            | Self::DecisionStatement { seq, .. }
             | Self::ObservationSignature { seq, .. }
             | Self::Checkpoint { seq, .. } => Some(*seq),
             Self::StoredStatement { .. } | Self::StoredObservation { .. } | Self::Read(_) => None,
@@ -341,6 +364,10 @@ pub struct ChainVerifier {
     keys: HashMap<String, (IdentityPublic, u64)>,
     /// Every evaluator the chain added, removed ones too.
     evaluators: evaluators::Evaluators,
+    /// Every signed statement the chain recorded, for the decisions that cite them.
+    citations: citations::Citations,
+    /// How the decisions' statements matched so far.
+    matched: citations::Matched,
 }
 
 impl Default for ChainVerifier {
@@ -359,6 +386,8 @@ impl ChainVerifier {
             },
             keys: HashMap::new(),
             evaluators: evaluators::Evaluators::default(),
+            citations: citations::Citations::default(),
+            matched: citations::Matched::default(),
         }
     }
 
@@ -374,6 +403,8 @@ impl ChainVerifier {
                 pruned_through: Some(checkpoint.seq),
                 statement_signatures: checkpoint.statement_signatures,
                 statement_rows_verified: 0,
+                decision_statements_matched: 0,
+                decision_statements_pruned: 0,
                 observation_signatures: checkpoint.observation_signatures,
                 observation_rows_verified: 0,
             },
@@ -383,6 +414,8 @@ impl ChainVerifier {
                 .map(|(id, (key, seq))| (id.clone(), (*key, *seq)))
                 .collect(),
             evaluators: evaluators::Evaluators::resume(checkpoint),
+            citations: citations::Citations::resume(checkpoint.last_statement_id),
+            matched: citations::Matched::default(),
         }
     }
 
@@ -465,7 +498,11 @@ impl ChainVerifier {
 
     /// The report on every entry pushed so far.
     pub fn finish(self) -> AuditReport {
-        self.report
+        AuditReport {
+            decision_statements_matched: self.matched.matched,
+            decision_statements_pruned: self.matched.pruned,
+            ..self.report
+        }
     }
 
     fn check_body(&mut self, seq: u64, kind: AuditKind, json: &str) -> Result<(), AuditError> {
@@ -495,7 +532,8 @@ impl ChainVerifier {
                 drop(serde_json::from_str::<RotationEntry>(json).map_err(malformed)?);
             }
             AuditKind::Decision => {
-                drop(serde_json::from_str::<DecisionEntry>(json).map_err(malformed)?);
+                let d: DecisionEntry = serde_json::from_str(json).map_err(malformed)?;
+                self.citations.check(seq, &d, &mut self.matched)?;
             }
             AuditKind::Checkpoint => {
                 drop(serde_json::from_str::<CheckpointEntry>(json).map_err(malformed)?);
@@ -513,11 +551,13 @@ impl ChainVerifier {
                 let enrolled = &self.keys;
                 self.evaluators
                     .check(seq, &e, |node| enrolled.contains_key(node))?;
+                self.citations.record(e.id, &e.signed.statement);
                 self.report.statement_signatures += 1;
             }
             AuditKind::Observation => {
                 let e: ObservationEntry = serde_json::from_str(json).map_err(malformed)?;
                 observations::check(seq, &e, &self.keys)?;
+                self.citations.record(e.id, &e.signed.statement);
                 let last = &mut self.evaluators.last_statement_id;
                 *last = (*last).max(e.id);
                 self.report.observation_signatures += 1;

@@ -25,7 +25,7 @@ use super::super::error::PgError;
 pub(crate) type Manager = PostgresConnectionManager<MakeRustlsConnect>;
 
 /// The system's CA bundle, trusted when the URL names no `sslrootcert`.
-const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+pub(crate) const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// A password file larger than this is not a password file.
 const MAX_PASSWORD_BYTES: u64 = 4096;
@@ -62,6 +62,8 @@ pub(crate) struct Prepared {
     pub config: Config,
     pub tls: MakeRustlsConnect,
     pub location: String,
+    /// The URL's `sslrootcert`, if any (else the system's roots are trusted).
+    pub rootcert: Option<PathBuf>,
 }
 
 /// Parses and checks the target's URL, reads its password file and builds the TLS
@@ -129,6 +131,7 @@ pub(crate) fn prepare(target: &PgTarget) -> Result<Prepared, PgError> {
         config,
         tls,
         location,
+        rootcert,
     })
 }
 

@@ -25,6 +25,7 @@ fn peer(node: Option<&str>, nets: &[&str]) -> PeerStatus {
         gate: node.map(|node_id| PeerGate {
             node_id: node_id.to_owned(),
             psk_since_ms: 0,
+            psk_epoch: None,
             forwards_to: Vec::new(),
         }),
     }
@@ -124,25 +125,41 @@ fn counts(status: &SharedGateStatus) -> (u64, u64, u64) {
     )
 }
 
+/// Each outcome is counted; submissions are paced `gap` apart; a refusal goes on to the
+/// next statement, a failure (every instance lost) ends the round at once.
 #[tokio::test]
-async fn submissions_are_counted_and_a_failure_ends_the_round() {
+async fn submissions_are_counted_paced_and_a_failure_ends_the_round() {
     let status = SharedGateStatus::default();
     let mut warnings = Warnings::default();
     let working = client(&stub("node-b", false).await);
     let round = made(&["node-b", "node-c", "node-d"]);
-    submit_all(&working, round, &status, &mut warnings).await;
+    let gap = Duration::from_millis(150);
+    let started = std::time::Instant::now();
+    submit_all(&working, round, &status, &mut warnings, gap).await;
     assert_eq!(
         counts(&status),
         (2, 1, 0),
         "a refusal does not end the round"
     );
+    assert!(
+        started.elapsed() >= gap * 2,
+        "paced: {:?}",
+        started.elapsed()
+    );
 
     let down = client(&stub("", true).await);
     let round = made(&["node-b", "node-c", "node-d"]);
-    submit_all(&down, round, &status, &mut warnings).await;
+    let started = std::time::Instant::now();
+    submit_all(&down, round, &status, &mut warnings, gap).await;
     assert_eq!(
         counts(&status),
         (2, 1, 1),
         "the first failure ends the round"
     );
+    assert!(started.elapsed() < gap, "no wait after the last");
+
+    // A statement that cannot be signed (a subject out of bounds) fails alone.
+    let round = made(&["Not A Node", "node-c"]);
+    submit_all(&working, round, &status, &mut warnings, Duration::ZERO).await;
+    assert_eq!(counts(&status), (3, 1, 2));
 }

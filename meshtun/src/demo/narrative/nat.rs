@@ -7,7 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{check, event, secs, Style, CONTINUE};
-use crate::demo::nat::{NatStory, PeerPath, Reflexive, CUTOFF_BOUND_MS};
+use crate::demo::cutoff::CUTOFF_BOUND_MS;
+use crate::demo::nat::{NatStory, PeerPath, Reflexive};
 use crate::demo::plan::{
     nat_mapping, DemoOptions, Names, NodeSpec, CONTROLLER_ADDR, NAT_DENIED_MEAN, NAT_MEAN, NODES,
     RELAY_ADDR, STUN_PORT, THRESHOLD,
@@ -229,39 +230,27 @@ pub fn summary(style: Style, story: &Story, nat: &NatStory) -> String {
         format!("node-c's path as last seen: {}.", parts.join(", "))
     };
     let _ = writeln!(out, "  {} {c_path}", check(style, !nat.c_paths.is_empty()));
-    let cutoffs: Vec<String> = nat
-        .cutoffs
-        .iter()
-        .map(|(node, ms)| match ms {
-            Some(ms) => format!("{node} {ms} ms"),
-            None => format!("{node} (time not logged)"),
-        })
-        .collect();
     let denied = match nat.c_denied {
         Some((epoch, _)) => format!(
             "node-c denied in epoch {epoch}; from the decision to its removal, as each \
              node logged it:\n    {}",
-            if cutoffs.is_empty() {
-                "nobody removed it".to_owned()
-            } else {
-                cutoffs.join(", ")
-            }
+            nat.cut.times_text()
         ),
         None => "node-c was not seen denied.".to_owned(),
     };
     let _ = writeln!(
         out,
         "  {} {denied} (bound {CUTOFF_BOUND_MS} ms)",
-        check(style, nat.c_denied.is_some() && nat.cut_off_in_time())
+        check(style, nat.c_denied.is_some() && nat.cut.in_time())
     );
-    let silent = match nat.c_silent {
+    let silent = match nat.cut.silent {
         Some(at) => format!(
             "node-c cut off everywhere: from {} nobody reached it and it reached nobody.",
             secs(at)
         ),
         None => "node-c was not seen cut off from everyone after its denial.".to_owned(),
     };
-    let _ = writeln!(out, "  {} {silent}", check(style, nat.c_silent.is_some()));
+    let _ = writeln!(out, "  {} {silent}", check(style, nat.cut.silent.is_some()));
     out
 }
 
@@ -315,9 +304,9 @@ mod tests {
             path("node-c", "trying", Some("192.0.2.3:40000")),
         )];
         nat.c_denied = Some((7, 0));
-        nat.cutoffs.insert("node-a".into(), Some(5));
-        nat.cutoffs.insert("node-b".into(), Some(7));
-        nat.c_silent = Some(Duration::from_secs(16));
+        nat.cut.times.insert("node-a".into(), Some(5));
+        nat.cut.times.insert("node-b".into(), Some(7));
+        nat.cut.silent = Some(Duration::from_secs(16));
         let text = summary(plain, &story, story.nat.as_ref().unwrap());
         assert_eq!(text.matches('✓').count(), 5, "{text}");
         assert!(
@@ -335,7 +324,8 @@ mod tests {
             .nat
             .as_mut()
             .unwrap()
-            .cutoffs
+            .cut
+            .times
             .insert("node-b".into(), Some(1500));
         let text = summary(plain, &story, story.nat.as_ref().unwrap());
         assert_eq!(

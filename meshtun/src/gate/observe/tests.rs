@@ -19,6 +19,7 @@ fn peer(node: Option<&str>) -> PeerStatus {
         gate: node.map(|node_id| PeerGate {
             node_id: node_id.to_owned(),
             psk_since_ms: 0,
+            psk_epoch: None,
             forwards_to: Vec::new(),
         }),
     }
@@ -230,9 +231,9 @@ fn refusals_and_failures_are_told_apart_and_logged_once() {
     }
     assert!(warnings.should_log(&rejected("not enrolled")));
     // A peer that could not be probed: once per reason, whatever the submissions did.
-    assert!(warnings.should_log_unprobed("no ICMP socket"));
-    assert!(!warnings.should_log_unprobed("no ICMP socket"));
+    assert!(warnings.should_log_once("no ICMP socket"));
+    assert!(!warnings.should_log_once("no ICMP socket"));
     warnings.succeeded();
-    assert!(!warnings.should_log_unprobed("no ICMP socket"));
-    assert!(warnings.should_log_unprobed("no address to probe"));
+    assert!(!warnings.should_log_once("no ICMP socket"));
+    assert!(warnings.should_log_once("no address to probe"));
 }

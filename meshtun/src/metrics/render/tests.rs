@@ -92,6 +92,7 @@ fn gate() -> GateStatus {
         controller_url: "http://192.0.2.10:8700".into(),
         controller_key: Some(meshtun_proto::IdentityPublic::from_bytes([3; 32])),
         loss_policy: "fail_closed",
+        grace_ms: 20_000,
         failovers: 1,
         membership: MembershipState::Allowed,
         epoch: Some(42),
@@ -109,10 +110,13 @@ fn gate() -> GateStatus {
             node_id: "node-b".into(),
             public_key: gated_key(),
             psk_since_ms: now_ms() - 90_000,
+            psk_epoch: Some(41),
         }],
         cutoffs: 3,
         cutoff_seconds_sum: 3.75,
         cutoff_seconds_count: 3,
+        // 0.5 s, 2 s and 1.25 s.
+        cutoff_buckets: [0, 0, 0, 1, 0, 2, 0],
         last_cutoff_seconds: Some(1.25),
         nat: NatStatus {
             reflexive: vec![Reflexive {
@@ -127,6 +131,7 @@ fn gate() -> GateStatus {
         observations_sent: 12,
         observations_refused: 2,
         observations_failed: 1,
+        observing: None,
         relay: Some(crate::wgcfg::RelayShown {
             server: "198.51.100.1:3478".parse().unwrap(),
             relayed: Some("198.51.100.1:49152".parse().unwrap()),
@@ -251,6 +256,7 @@ fn gating_metrics_report_membership_times_and_cutoffs() {
     expect(&text, &gate("epoch"), 42.0);
     expect(&text, &gate("controller_contact_age_seconds"), 2.5);
     expect(&text, &gate("bundle_remaining_seconds"), 30.0);
+    expect(&text, &gate("grace_remaining_seconds"), 50.0);
     expect(&text, &gate("peers"), 1.0);
     expect(&text, &gate("benchmarks_submitted_total"), 17.0);
     expect(&text, &gate("benchmark_failures_total"), 2.0);
@@ -266,6 +272,18 @@ fn gating_metrics_report_membership_times_and_cutoffs() {
     expect(&text, &gate("decision_to_cutoff_seconds_count"), 3.0);
     let inf = "meshtun_gate_decision_to_cutoff_seconds_bucket{interface=\"wg0\",le=\"+Inf\"}";
     expect(&text, inf, 3.0);
+    let bucket = |le: &str| {
+        format!("meshtun_gate_decision_to_cutoff_seconds_bucket{{interface=\"wg0\",le=\"{le}\"}}")
+    };
+    for (le, n) in [
+        ("0.25", 0.0),
+        ("0.5", 1.0),
+        ("1.0", 1.0),
+        ("2.5", 3.0),
+        ("5.0", 3.0),
+    ] {
+        expect(&text, &bucket(le), n);
+    }
     expect(&text, &gate("last_decision_to_cutoff_seconds"), 1.25);
     let psk_age = format!(
         "meshtun_gate_psk_age_seconds{{interface=\"wg0\",public_key=\"{}\",node_id=\"node-b\"}}",
@@ -303,6 +321,12 @@ fn a_fresh_denied_node_reports_no_times_and_a_past_bundle_end_is_negative() {
         &text,
         "meshtun_gate_bundle_remaining_seconds{interface=\"wg0\"}",
         -4.0,
+    );
+    // 4 s into its 20 s grace.
+    expect(
+        &text,
+        "meshtun_gate_grace_remaining_seconds{interface=\"wg0\"}",
+        16.0,
     );
     for absent in [
         "meshtun_gate_epoch{",
