@@ -73,7 +73,55 @@ pub fn use_colour(when: ColorWhen, stdout: &std::io::Stdout) -> bool {
     match when {
         ColorWhen::Always => true,
         ColorWhen::Never => false,
-        ColorWhen::Auto => anstream::AutoStream::choice(stdout) != anstream::ColorChoice::Never,
+        ColorWhen::Auto => {
+            use std::io::IsTerminal as _;
+            auto_colour(stdout.is_terminal(), |name| std::env::var_os(name))
+        }
+    }
+}
+
+/// The `auto` rule, with the environment given: never with `NO_COLOR` set and not empty;
+/// always with `CLICOLOR_FORCE` set, not empty and not `0`; otherwise on a terminal whose
+/// `TERM` is not `dumb`. (A CI environment changes nothing: its logs are not terminals.)
+fn auto_colour(terminal: bool, env: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
+    let set = |name: &str| env(name).filter(|v| !v.is_empty());
+    if set("NO_COLOR").is_some() {
+        return false;
+    }
+    if set("CLICOLOR_FORCE").is_some_and(|v| v != "0") {
+        return true;
+    }
+    terminal && env("TERM").is_none_or(|t| t != "dumb")
+}
+
+#[cfg(test)]
+mod colour_tests {
+    use super::auto_colour;
+    use std::ffi::OsString;
+
+    fn decide(terminal: bool, vars: &[(&str, &str)]) -> bool {
+        auto_colour(terminal, |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| OsString::from(v))
+        })
+    }
+
+    #[test]
+    fn auto_paints_a_terminal_unless_told_not_to_whatever_ci_says() {
+        assert!(decide(true, &[("TERM", "xterm-256color")]));
+        assert!(decide(true, &[]));
+        assert!(!decide(false, &[("TERM", "xterm")]));
+        assert!(!decide(false, &[("CI", "true")]), "CI is not a terminal");
+        assert!(!decide(true, &[("TERM", "dumb"), ("CI", "true")]));
+        assert!(!decide(true, &[("NO_COLOR", "1")]));
+        assert!(
+            decide(true, &[("NO_COLOR", "")]),
+            "an empty NO_COLOR is unset"
+        );
+        assert!(decide(false, &[("CLICOLOR_FORCE", "1")]));
+        assert!(!decide(false, &[("CLICOLOR_FORCE", "0")]));
+        assert!(!decide(true, &[("NO_COLOR", "1"), ("CLICOLOR_FORCE", "1")]));
     }
 }
 
