@@ -280,6 +280,7 @@ pub fn dashboard(engine: &Engine, ui: &super::UiState) -> Result<Dashboard, Stor
     let status = status_report(engine);
     let candidates = engine.candidates();
     let (mut psk, cutoff_latency) = ui.seen.snapshot();
+    ui.paths.retain(|id| status.nodes.contains_key(id));
     let mut reported = ui.paths.snapshot();
     let newest: HashMap<&str, &Point> = history
         .series

@@ -63,6 +63,11 @@ impl Paths {
     pub fn snapshot(&self) -> HashMap<String, ReportedPaths> {
         self.nodes.lock().clone()
     }
+
+    /// Forgets the reports of nodes for which `enrolled` is false (removed since).
+    pub fn retain(&self, enrolled: impl Fn(&str) -> bool) {
+        self.nodes.lock().retain(|node, _| enrolled(node));
+    }
 }
 
 #[cfg(test)]
@@ -96,5 +101,8 @@ mod tests {
         );
         assert!(paths.report("a", first, 40), "a known node still updates");
         assert_eq!(paths.snapshot().len(), MAX_NODES);
+        paths.retain(|node| node == "a");
+        assert_eq!(paths.snapshot().len(), 1, "removed nodes are forgotten");
+        assert!(paths.report("newcomer", first, 50), "room again");
     }
 }
