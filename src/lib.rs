@@ -15,6 +15,7 @@
 //! - [`private_file`]: the owner-only file writer, the bounded reader, the exposure rule;
 //! - [`time`]: wall-clock time in Unix milliseconds;
 //! - [`report`]: an error with its chain of causes, for people;
+//! - [`paths`]: a node's counts of its peers by path (direct, relayed), for the dashboard;
 //! - [`relay`]: TURN relay credentials (the TURN REST API scheme coturn implements);
 //! - [`statement`]: statements about a node signed by an evaluator (or a node), with their
 //!   canonical signed bytes;
@@ -36,6 +37,7 @@ mod key;
 pub mod keyset;
 pub mod membership;
 pub mod observation;
+pub mod paths;
 pub mod private_file;
 pub mod psk;
 pub mod relay;

@@ -8,6 +8,7 @@
 //! | `GET /v1/status` | the status listener, or the read token | decisions with their reasons; no secret |
 //! | `POST /v1/enroll` | invite holder | join: proofs of the token and of both keys; a signed reply |
 //! | `POST /v1/benchmarks/{node}` | the node, signed | submit a benchmark |
+//! | `PUT /v1/paths/{node}` | the node, signed | its counts of its gated peers by path (direct, relayed, trying, none), for the dashboard; in memory only |
 //! | `POST /v1/statements` | an evaluator, signed | submit a signed statement about a node ([`statements`]) |
 //! | `GET /v1/config/{node}?after=E&cutoff=C` | the node, signed | long-poll for a bundle newer than epoch E, or the cut-off notice (`application/vnd.meshtun.cutoff+json`) of a newer epoch above C whose bundles are not built yet |
 //! | `POST /v1/rotate` | admin token | publish a new epoch now |
@@ -23,6 +24,7 @@
 
 mod candidates;
 mod observations;
+mod paths;
 pub mod statements;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -251,6 +253,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/enroll", post(enroll))
         .route("/v1/benchmarks/{node}", post(benchmark))
         .route("/v1/candidates/{node}", put(candidates::report))
+        .route("/v1/paths/{node}", put(paths::report))
         .route("/v1/statements", post(statements::submit))
         .route("/v1/rotate", post(rotate))
         .merge(crate::ui::routes(&api, false))

@@ -112,6 +112,23 @@ function scoresCell(n, p) {
   return td;
 }
 
+// What the node reports of its peers' paths: "3 direct, 1 relayed · reported 4 s ago".
+function reportedPaths(n, now) {
+  const r = n.path.peers;
+  if (!r) return "not reported";
+  const counts = [["direct", r.direct], ["relayed", r.relayed], ["trying", r.trying], ["no path", r.none]]
+    .filter(([, c]) => c > 0)
+    .map(([name, c]) => c + " " + name);
+  return (counts.length ? counts.join(", ") : "no peers") + " · reported " + ago(r.received_ms, now);
+}
+
+function pathCell(n, relays, now) {
+  const td = el("td");
+  const reported = el("span", reportedPaths(n, now), "reported-path");
+  td.append(reported, el("br"), el("span", "handed out: " + pathText(n, relays), "handed-out"));
+  return td;
+}
+
 function pathText(n, relays) {
   const p = n.path;
   const parts = [];
@@ -144,7 +161,7 @@ function renderNodes(d) {
     tr.append(reason);
     tr.append(scoresCell(n, d.policy));
     tr.append(el("td", n.last_benchmark ? ago(n.last_benchmark.ms, d.now_ms) : "none"));
-    tr.append(el("td", pathText(n, d.relays_offered)));
+    tr.append(pathCell(n, d.relays_offered, d.now_ms));
     tr.append(el("td", pskText(n, d.now_ms)));
     tbody.append(tr);
   }

@@ -151,8 +151,8 @@ impl From<&SourcedEvidence> for SourcedView {
     }
 }
 
-/// What the controller knows of how a node is reached: not the path its peers use (it does
-/// not see that), but what it hands them.
+/// How a node is reached: the paths the node says it uses to its peers (if it reported
+/// them), and what the controller hands its peers.
 #[derive(Debug, Serialize)]
 pub struct PathView {
     /// Advertised endpoint.
@@ -163,6 +163,8 @@ pub struct PathView {
     pub observed: Option<String>,
     /// When, Unix milliseconds.
     pub reported_ms: Option<u64>,
+    /// The node's own counts of its peers by path, as last reported to this instance.
+    pub peers: Option<super::paths::ReportedPaths>,
 }
 
 /// One benchmark.
@@ -273,15 +275,13 @@ impl HistoryCache {
 }
 
 /// Builds the snapshot (blocking: it may read the store).
-pub fn dashboard(
-    engine: &Engine,
-    cache: &HistoryCache,
-    seen: &super::seen::Seen,
-) -> Result<Dashboard, StoreError> {
-    let history = cache.get(engine)?;
+pub fn dashboard(engine: &Engine, ui: &super::UiState) -> Result<Dashboard, StoreError> {
+    let history = ui.history.get(engine)?;
     let status = status_report(engine);
     let candidates = engine.candidates();
-    let (mut psk, cutoff_latency) = seen.snapshot();
+    let (mut psk, cutoff_latency) = ui.seen.snapshot();
+    ui.paths.retain(|id| status.nodes.contains_key(id));
+    let mut reported = ui.paths.snapshot();
     let newest: HashMap<&str, &Point> = history
         .series
         .iter()
@@ -311,6 +311,7 @@ pub fn dashboard(
                     candidates: c.map_or(0, |c| c.reported.len()),
                     observed: c.map(|c| c.observed.clone()),
                     reported_ms: c.map(|c| c.reported_ms),
+                    peers: reported.remove(&id),
                 },
                 psk: psk.remove(&id).unwrap_or_default(),
                 id,

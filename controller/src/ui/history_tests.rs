@@ -7,8 +7,7 @@ use meshtun_proto::auth::RequestSignature;
 use meshtun_proto::wire::{Benchmark, Scores};
 use meshtun_proto::{IdentityKey, PrivateKey};
 
-use super::data::{dashboard, HistoryCache};
-use super::seen::Seen;
+use super::data::dashboard;
 use crate::clock::Clock;
 use crate::engine::{Engine, EngineSettings};
 use crate::model::{BenchmarkRecord, NodeRecord, Policy};
@@ -97,7 +96,7 @@ fn history_of_a_denial(store: Store) {
         "the secret was not erased"
     );
 
-    let data = dashboard(&engine, &HistoryCache::default(), &Seen::default()).unwrap();
+    let data = dashboard(&engine, &crate::ui::UiState::default()).unwrap();
     let b = data.history.series.iter().find(|s| s.node == "b").unwrap();
     let overall: Vec<f64> = b.points.iter().map(|p| p.overall).collect();
     assert_eq!(overall, vec![0.9, 0.3, 0.2], "oldest first");
@@ -164,7 +163,7 @@ fn a_sourced_dimension_shows_against_its_minimum() {
     let (engine, keys) = engine_with(Store::open_in_memory().unwrap(), policy);
     submit(&engine, &keys[1], "b", 1, 0.9);
     engine.rotate_now("admin").unwrap();
-    let data = dashboard(&engine, &HistoryCache::default(), &Seen::default()).unwrap();
+    let data = dashboard(&engine, &crate::ui::UiState::default()).unwrap();
     let b = data.nodes.iter().find(|n| n.id == "b").unwrap();
     assert_eq!(b.membership, "DENIED", "{:?}", b.reason);
     let honesty = b

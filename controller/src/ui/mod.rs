@@ -12,6 +12,7 @@
 //! `localhost` is answered, against DNS rebinding.
 
 pub mod data;
+pub mod paths;
 pub mod seen;
 
 use std::sync::Arc;
@@ -49,6 +50,8 @@ pub struct UiState {
     pub seen: Seen,
     /// The history read from the store.
     pub history: data::HistoryCache,
+    /// The paths nodes report.
+    pub paths: paths::Paths,
 }
 
 impl UiState {
@@ -209,10 +212,8 @@ async fn style() -> Response {
 
 async fn snapshot(State(api): State<Arc<Api>>) -> Response {
     let worker = api.clone();
-    let built = tokio::task::spawn_blocking(move || {
-        data::dashboard(&worker.engine, &worker.ui.history, &worker.ui.seen)
-    })
-    .await;
+    let built =
+        tokio::task::spawn_blocking(move || data::dashboard(&worker.engine, &worker.ui)).await;
     match built {
         Ok(Ok(dashboard)) => Json(dashboard).into_response(),
         Ok(Err(error)) => {

@@ -13,6 +13,7 @@ mod ha;
 mod hub_and_spoke;
 mod membership;
 mod observations;
+mod paths;
 mod peers_alloc;
 mod prebuild;
 mod retention;

@@ -13,6 +13,7 @@ mod edit;
 mod gating;
 mod handler;
 mod observe;
+mod paths;
 mod peers;
 mod pidfile;
 #[cfg(target_os = "linux")]
@@ -348,6 +349,10 @@ async fn serve_interface(
         let overlay = config.interface.addresses.clone();
         candidates::start(&device, client, gating.status.clone(), overlay)
     });
+    // Tells the controller the paths to this node's gated peers, until `up` returns.
+    let _paths = gating
+        .client()
+        .map(|client| paths::start(&device, client, gating.status.clone()));
     gating.observe(&device);
     let running = Running {
         ifname: ifname.clone(),

@@ -21,6 +21,7 @@ use meshtun_proto::enroll::{
     EnrollError, EnrollRequest, EnrollResponse, SignedEnrollReply, Ticket, MAX_REPLY_BYTES,
 };
 use meshtun_proto::membership::{MembershipPublic, MembershipSig};
+use meshtun_proto::paths::PathReport;
 use meshtun_proto::report::{describe, Chain};
 use meshtun_proto::wire::{valid_node_id, Benchmark};
 use meshtun_proto::{EpochId, IdentityKey, KeySet, PrivateKey};
@@ -175,6 +176,7 @@ const SUBMIT: &str = "submitting a benchmark";
 const FETCH: &str = "fetching the bundle";
 const ENROLL: &str = "enrolling";
 const REPORT: &str = "reporting candidate endpoints";
+const PATHS: &str = "reporting the paths to peers";
 
 /// A node's client for its controller, over one of the controller's instances at a time
 /// ([`Instances`]).
@@ -379,6 +381,13 @@ impl ControllerClient {
     pub async fn report_candidates(&self, report: &CandidateReport) -> Result<(), ClientError> {
         let path = format!("/v1/candidates/{}", self.node_id);
         self.send_json(REPORT, Method::PUT, &path, report).await
+    }
+
+    /// Reports this node's counts of its gated peers by path. `Ok` once the controller has
+    /// kept it; an older controller answers 404 ([`ClientError::Status`]).
+    pub async fn report_paths(&self, report: &PathReport) -> Result<(), ClientError> {
+        let path = format!("/v1/paths/{}", self.node_id);
+        self.send_json(PATHS, Method::PUT, &path, report).await
     }
 
     /// Sends `value` as a signed JSON request (`what` names it in errors); `Ok` on a 2xx.

@@ -11,6 +11,8 @@
 //! - [`members`]: the operator's membership signatures, checked on every gated peer;
 //! - [`observe`]: peer observations, which peers to observe each round and the statements
 //!   made of the probe results (no I/O);
+//! - [`paths`]: this node's gated peers counted by path, and when to report the counts (no
+//!   I/O);
 //! - [`cache`]: the last verified bundle on disk;
 //! - [`cutoff`](mod@cutoff): checking a cut-off notice served before a deny's bundles;
 //! - [`runner`]: the daemon's gating tasks (benchmarks out, bundles in, updates to enforce);
@@ -33,6 +35,7 @@ pub mod keepalive;
 pub mod members;
 pub mod merge;
 pub mod observe;
+pub mod paths;
 pub mod resolve;
 pub mod runner;
 mod scheduler;

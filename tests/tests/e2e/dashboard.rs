@@ -36,6 +36,19 @@ const HISTORY_WAIT: Duration = Duration::from_secs(15);
 const ROWS: &str = "JSON.stringify([...document.querySelectorAll('#nodes tbody tr')]\
      .map(r => [r.dataset.node, r.dataset.membership, r.querySelector('.reason').textContent]))";
 
+/// How long the nodes' path reports (every 5 s on change) may take to show.
+const PATH_WAIT: Duration = Duration::from_secs(20);
+
+/// The path cells of the nodes table: `[id, reported by the node, handed out]`.
+const PATH_CELLS: &str = "JSON.stringify([...document.querySelectorAll('#nodes tbody tr')]\
+     .map(r => [r.dataset.node, r.querySelector('.reported-path').textContent, \
+     r.querySelector('.handed-out').textContent]))";
+
+fn path_cells(browser: &mut Browser) -> Vec<(String, String, String)> {
+    let text = browser.eval(PATH_CELLS);
+    serde_json::from_str(text.as_str().unwrap_or("[]")).unwrap_or_default()
+}
+
 /// The whole DOM as HTML (empty while there is no document element yet).
 const DOM: &str = "document.documentElement ? document.documentElement.outerHTML : ''";
 
@@ -120,6 +133,20 @@ fn the_dashboard_shows_a_denial_live_and_no_key_material() {
         &mut browser,
         "document.querySelectorAll('#map line').length === 3"
     ));
+    // Each node's own report of its paths: on one switch, both peers direct (admit_all
+    // pinged every pair), with the controller's part as a second line.
+    let paths_shown = wait_until(PATH_WAIT, || {
+        let cells = path_cells(&mut browser);
+        cells.len() == 3
+            && cells.iter().all(|(_, reported, handed)| {
+                reported.starts_with("2 direct · reported ") && handed.starts_with("handed out: ")
+            })
+    });
+    assert!(
+        paths_shown,
+        "the path cells do not say 2 direct for a, b and d: {:?}",
+        path_cells(&mut browser)
+    );
     // The PSKs of all three pairs, before d loses its.
     let mut secrets = key_material(&mesh, &token);
     // Set in the page: a reload would lose it.
