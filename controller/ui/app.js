@@ -219,6 +219,10 @@ function renderPlot(d) {
   box.replaceChildren(s);
 }
 
+function cutoffsOf(d, epoch, node) {
+  return d.node_cutoffs.listed.filter((c) => c.epoch === epoch && c.peer === node);
+}
+
 function renderLog(d) {
   const tbody = document.querySelector("#log tbody");
   tbody.replaceChildren();
@@ -231,14 +235,16 @@ function renderLog(d) {
     tr.append(el("td", r.node));
     tr.append(el("td", r.change ? r.change : r.allowed ? "allowed" : "denied", r.allowed ? "ALLOWED" : "DENIED"));
     tr.append(el("td", r.reason));
+    const cut = r.allowed ? [] : cutoffsOf(d, r.epoch, r.node);
+    const cell = el("td", cut.map((c) => c.by + " " + c.ms + " ms").join(", "), "cutoffs");
+    tr.append(cell);
     tbody.append(tr);
   }
 }
 
-function renderHistogram(d) {
+function renderHistogram(lat, id, label, none) {
   const W = 420, H = 210, L = 30, B = 50, T = 16;
-  const lat = d.cutoff_latency;
-  const s = svg("svg", { width: W, height: H, viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "cut-off latency histogram" });
+  const s = svg("svg", { width: W, height: H, viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": label });
   const max = Math.max(1, ...lat.counts);
   const n = lat.counts.length;
   const bw = (W - L - 10) / n;
@@ -253,8 +259,10 @@ function renderHistogram(d) {
   s.append(svg("line", { x1: L, x2: W - 10, y1: H - B, y2: H - B, class: "axis" }));
   const total = lat.counts.reduce((a, b) => a + b, 0);
   s.append(svg("text", { x: L, y: H - B + 28 }, "upper bound of each bar, ms"));
-  s.append(svg("text", { x: L, y: H - 4 }, total === 0 ? "no denial served yet" : total + " samples, largest " + lat.max_ms + " ms"));
-  document.getElementById("histogram").replaceChildren(s);
+  const summary = svg("text", { x: L, y: H - 4 }, total === 0 ? none : total + " samples, largest " + lat.max_ms + " ms");
+  summary.setAttribute("class", "summary");
+  s.append(summary);
+  document.getElementById(id).replaceChildren(s);
 }
 
 function renderMap(d) {
@@ -295,7 +303,8 @@ function render(d) {
   renderNodes(d);
   renderPlot(d);
   renderLog(d);
-  renderHistogram(d);
+  renderHistogram(d.node_cutoffs.latency, "node-histogram", "decision to cut-off histogram, as the nodes report it", "no cut-off reported yet");
+  renderHistogram(d.cutoff_latency, "histogram", "decision to cut-off notice served histogram", "no denial served yet");
   renderMap(d);
   const u = document.getElementById("updated");
   u.className = "muted";

@@ -16,6 +16,7 @@ use meshtun_proto::EpochId;
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use super::paths::NodeCutoffs;
 use super::seen::{Latencies, NodeSeen};
 use crate::engine::Engine;
 use crate::ha::ClusterStatus;
@@ -70,6 +71,8 @@ pub struct Dashboard {
     pub relays_offered: bool,
     /// Decision to bundle or cut-off notice served, for denying epochs.
     pub cutoff_latency: Latencies,
+    /// Decision to cut-off, as the nodes measured and reported it.
+    pub node_cutoffs: NodeCutoffs,
     /// Score series and decisions log.
     #[serde(serialize_with = "shared")]
     pub history: Arc<History>,
@@ -282,6 +285,7 @@ pub fn dashboard(engine: &Engine, ui: &super::UiState) -> Result<Dashboard, Stor
     let (mut psk, cutoff_latency) = ui.seen.snapshot();
     ui.paths.retain(|id| status.nodes.contains_key(id));
     let mut reported = ui.paths.snapshot();
+    let node_cutoffs = ui.paths.cutoffs();
     let newest: HashMap<&str, &Point> = history
         .series
         .iter()
@@ -335,6 +339,7 @@ pub fn dashboard(engine: &Engine, ui: &super::UiState) -> Result<Dashboard, Stor
         pairs_total,
         relays_offered: engine.offers_relays(),
         cutoff_latency,
+        node_cutoffs,
         history,
     })
 }

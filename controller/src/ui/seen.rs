@@ -52,8 +52,7 @@ impl NodeSeen {
     }
 }
 
-/// Decision-to-served latencies of denying epochs: counts per bucket of [`BUCKETS_MS`] (the
-/// last count is above the last bound).
+/// Latencies, by bucket of [`BUCKETS_MS`] (the last count is above the last bound).
 #[derive(Debug, Clone, Serialize)]
 pub struct Latencies {
     /// Bucket upper bounds, milliseconds.
@@ -75,7 +74,7 @@ impl Default for Latencies {
 }
 
 impl Latencies {
-    fn add(&mut self, ms: u64) {
+    pub(crate) fn add(&mut self, ms: u64) {
         let i = BUCKETS_MS
             .iter()
             .position(|b| ms <= *b)

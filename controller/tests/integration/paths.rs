@@ -93,6 +93,56 @@ async fn a_signed_report_is_shown_with_its_time() {
     );
 }
 
+/// The `node_cutoffs.listed` of `/ui/data`.
+async fn cutoffs(f: &testing::Fixture) -> serde_json::Value {
+    let req = Request::get("/ui/data")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    let (status, body) = f.request(req).await;
+    assert_eq!(status, StatusCode::OK);
+    let data: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    data["node_cutoffs"]["listed"].clone()
+}
+
+/// The cut-offs in a node's report are listed under the node that sent them, counted in
+/// the nodes' histogram, and replaced (not added to) by its next report.
+#[tokio::test]
+async fn a_nodes_cut_offs_are_listed_under_its_name_and_counted_once() {
+    let f = fixture().await;
+    let a = f.nodes[0].clone();
+    let now = f.engine.clock().now_ms();
+    let body = r#"{"direct":1,"relayed":0,"trying":0,"none":1,"cutoffs":[{"epoch":4,"peer":"node-b","ms":23}]}"#;
+    for at in [now, now + 1] {
+        let (status, answer) = f
+            .request(signed("/v1/paths/node-a", body, &a.identity, "node-a", at))
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::NO_CONTENT,
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    assert_eq!(
+        cutoffs(&f).await,
+        serde_json::json!([{"epoch": 4, "peer": "node-b", "by": "node-a", "ms": 23}])
+    );
+    let req = Request::get("/ui/data")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    let data: serde_json::Value = serde_json::from_slice(&f.request(req).await.1).unwrap();
+    let counts = data["node_cutoffs"]["latency"]["counts"]
+        .as_array()
+        .unwrap();
+    let total: u64 = counts.iter().map(|c| c.as_u64().unwrap()).sum();
+    assert_eq!(total, 1, "sent twice, counted once: {counts:?}");
+    let peers = &shown(&f, "node-a").await["peers"];
+    assert_eq!(peers["none"], 1);
+    assert!(peers.get("cutoffs").is_none(), "{peers}");
+}
+
 /// What an outsider or a hostile member might send: each refused, nothing shown.
 #[tokio::test]
 async fn attack_unsigned_foreign_replayed_and_oversized_reports_are_refused() {
@@ -120,10 +170,17 @@ async fn attack_unsigned_foreign_replayed_and_oversized_reports_are_refused() {
     );
     assert_eq!(f.request(stale).await.0, StatusCode::UNAUTHORIZED);
     // Out of bounds, unknown fields, past the byte cap.
-    let padded = format!("{GOOD}{}", " ".repeat(300));
+    let padded = format!("{GOOD}{}", " ".repeat(4_096));
+    let many = format!(
+        r#"{{"direct":1,"relayed":0,"trying":0,"none":0,"cutoffs":[{}]}}"#,
+        vec![r#"{"epoch":1,"peer":"node-b","ms":5}"#; 17].join(",")
+    );
     for body in [
         r#"{"direct":100001,"relayed":0,"trying":0,"none":0}"#,
         r#"{"direct":1,"relayed":0,"trying":0,"none":0,"peers":["10.0.0.1"]}"#,
+        r#"{"direct":1,"relayed":0,"trying":0,"none":0,"cutoffs":[{"epoch":1,"peer":"<b>x</b>","ms":5}]}"#,
+        r#"{"direct":1,"relayed":0,"trying":0,"none":0,"cutoffs":[{"epoch":1,"peer":"node-b","ms":86400001}]}"#,
+        many.as_str(),
         padded.as_str(),
     ] {
         let (status, answer) = f
@@ -146,6 +203,7 @@ async fn attack_unsigned_foreign_replayed_and_oversized_reports_are_refused() {
         .0;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(shown(&f, "node-a").await["peers"].is_null());
+    assert_eq!(cutoffs(&f).await, serde_json::json!([]));
     // A good report, then the same request replayed byte for byte.
     let sig = RequestSignature::sign(
         &a.identity,

@@ -4,7 +4,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use meshtun_proto::EpochId;
 use tokio::sync::mpsc;
@@ -209,8 +208,7 @@ impl Gating {
                 continue;
             }
             let latency_ms = now.saturating_sub(update.decided_ms);
-            let seconds = Duration::from_millis(latency_ms).as_secs_f64();
-            status.count_cutoff(seconds);
+            status.count_cutoff(&gone.node_id, update.epoch, latency_ms);
             tracing::info!(
                 target: "meshtun::gate",
                 "CUTOFF peer={} epoch={} decision_to_cutoff_ms={latency_ms}",

@@ -1,6 +1,6 @@
 //! The daemon's path reporter: the I/O around [`Reporter`]. Every few seconds it counts
-//! this node's gated peers by path and reports the counts to the controller when they
-//! changed, or every [`REPORT_EVERY`](crate::gate::paths::REPORT_EVERY)
+//! this node's gated peers by path and reports the counts, with its newest cut-offs, to the
+//! controller when they changed, or every [`REPORT_EVERY`](crate::gate::paths::REPORT_EVERY)
 //! ([`crate::gate::paths`]). An older controller without the route (404) is not asked again.
 
 use std::sync::{Arc, Weak};
@@ -48,12 +48,14 @@ async fn run(device: Weak<HostDevice>, client: Arc<ControllerClient>, status: Sh
         };
         let mut device_status = device.status();
         drop(device);
-        let relay = {
+        let (relay, cutoffs) = {
             let status = status.lock();
             status.attach_to(&mut device_status);
-            status.relay.as_ref().map(|r| r.server)
+            let cutoffs: Vec<_> = status.recent_cutoffs.iter().cloned().collect();
+            (status.relay.as_ref().map(|r| r.server), cutoffs)
         };
-        let report = count(&device_status.peers, SystemTime::now(), relay);
+        let mut report = count(&device_status.peers, SystemTime::now(), relay);
+        report.cutoffs = cutoffs;
         drop(device_status);
         let now = Instant::now();
         if !reporter.due(&report, now) {

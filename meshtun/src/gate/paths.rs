@@ -141,7 +141,8 @@ mod tests {
                 direct: 2,
                 relayed: 2,
                 trying: 2,
-                none: 1
+                none: 1,
+                cutoffs: Vec::new(),
             }
         );
         assert_eq!(count(&[], now, None), PathReport::default());
@@ -160,15 +161,23 @@ mod tests {
         };
         let mut r = Reporter::default();
         assert!(r.due(&one, t0));
-        r.answered(one, Outcome::Failed, t0);
+        r.answered(one.clone(), Outcome::Failed, t0);
         assert!(!r.due(&one, t0 + RETRY_AFTER / 2), "backs off");
         assert!(r.due(&one, t0 + RETRY_AFTER));
         let t1 = t0 + RETRY_AFTER;
-        r.answered(one, Outcome::Sent, t1);
+        r.answered(one.clone(), Outcome::Sent, t1);
         assert!(!r.due(&one, t1 + Duration::from_secs(1)), "unchanged");
         assert!(r.due(&two, t1 + Duration::from_secs(1)), "changed");
         assert!(!r.due(&one, t1 + REPORT_EVERY - Duration::from_millis(1)));
         assert!(r.due(&one, t1 + REPORT_EVERY), "sent again when old");
+        // A new cut-off is a change: sent at once.
+        let mut cut = one.clone();
+        cut.cutoffs.push(meshtun_proto::paths::CutoffSample {
+            epoch: 9,
+            peer: "node-d".into(),
+            ms: 12,
+        });
+        assert!(r.due(&cut, t1 + Duration::from_secs(1)), "a new cut-off");
     }
 
     #[test]
@@ -179,7 +188,7 @@ mod tests {
             direct: 1,
             ..PathReport::default()
         };
-        r.answered(one, Outcome::Unsupported, t0);
+        r.answered(one.clone(), Outcome::Unsupported, t0);
         assert!(r.stopped());
         assert!(!r.due(&one, t0 + REPORT_EVERY * 10));
         assert!(!r.due(&PathReport::default(), t0 + REPORT_EVERY * 10));

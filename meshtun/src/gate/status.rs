@@ -1,8 +1,10 @@
 //! What a gated daemon knows about its membership, as plain data: the daemon updates it,
 //! and `meshtun show`, the UAPI socket and the metrics endpoint read it. Holds no secret.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
+use meshtun_proto::paths::{CutoffSample, MAX_CUTOFFS};
 use meshtun_proto::{EpochId, IdentityPublic, PublicKey};
 use parking_lot::Mutex;
 
@@ -79,6 +81,9 @@ pub struct GateStatus {
     pub cutoff_buckets: [u64; CUTOFF_BUCKETS.len()],
     /// The last decision-to-cut-off time, in seconds.
     pub last_cutoff_seconds: Option<f64>,
+    /// The newest cut-offs with a known decision time and epoch, oldest first (at most
+    /// [`MAX_CUTOFFS`]), for the controller's dashboard (sent with the path report).
+    pub recent_cutoffs: VecDeque<CutoffSample>,
     /// What the STUN client found out (written by the daemon's STUN task only).
     pub nat: NatStatus,
     /// STUN responses the client dropped since start: malformed, with an unknown transaction
@@ -111,8 +116,20 @@ impl GateStatus {
 pub const CUTOFF_BUCKETS: [f64; 7] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 impl GateStatus {
-    /// Counts a cut-off `seconds` after the controller's decision.
-    pub fn count_cutoff(&mut self, seconds: f64) {
+    /// Counts the cut-off of `peer`, `ms` milliseconds after the controller decided
+    /// `epoch`, and keeps it among the [`MAX_CUTOFFS`] newest when the epoch is known.
+    pub fn count_cutoff(&mut self, peer: &str, epoch: Option<EpochId>, ms: u64) {
+        if let Some(epoch) = epoch {
+            if self.recent_cutoffs.len() >= MAX_CUTOFFS {
+                self.recent_cutoffs.pop_front();
+            }
+            self.recent_cutoffs.push_back(CutoffSample {
+                epoch,
+                peer: peer.to_owned(),
+                ms,
+            });
+        }
+        let seconds = ms as f64 / 1000.0;
         self.cutoff_seconds_sum += seconds;
         self.cutoff_seconds_count += 1;
         if let Some(bucket) = CUTOFF_BUCKETS.iter().position(|&bound| seconds <= bound) {
@@ -250,12 +267,30 @@ mod tests {
     #[test]
     fn each_cut_off_falls_in_the_first_bucket_that_holds_it() {
         let mut status = GateStatus::default();
-        for seconds in [0.05, 0.3, 1.0, 1.01, 7.5] {
-            status.count_cutoff(seconds);
+        for ms in [50, 300, 1_000, 1_010, 7_500] {
+            status.count_cutoff("node-d", Some(3), ms);
         }
         assert_eq!(status.cutoff_buckets, [1, 0, 0, 1, 1, 1, 0]);
         assert_eq!(status.cutoff_seconds_count, 5);
         assert!((status.cutoff_seconds_sum - 9.86).abs() < 1e-9);
         assert_eq!(status.last_cutoff_seconds, Some(7.5));
+        assert_eq!(status.recent_cutoffs.len(), 5);
+    }
+
+    #[test]
+    fn only_the_newest_cut_offs_are_kept_for_the_report() {
+        let mut status = GateStatus::default();
+        for i in 0..(MAX_CUTOFFS as u64 + 5) {
+            status.count_cutoff(&format!("n{i}"), Some(i), i);
+        }
+        // Without an epoch it is counted but not reported.
+        status.count_cutoff("x", None, 1);
+        assert_eq!(status.cutoff_seconds_count, MAX_CUTOFFS as u64 + 6);
+        assert_eq!(status.recent_cutoffs.len(), MAX_CUTOFFS);
+        assert_eq!(status.recent_cutoffs.front().unwrap().peer, "n5");
+        assert_eq!(
+            status.recent_cutoffs.back().unwrap().epoch,
+            MAX_CUTOFFS as u64 + 4
+        );
     }
 }

@@ -9,8 +9,10 @@
 //!   mesh map of the three pairs;
 //! - d's score fails: within 2 s of the controller's decision, the page shows d DENIED with
 //!   the reason naming its score, without a reload; then the decisions log lists d's denial,
-//!   the plot marks it, the map draws d apart with only a–b holding keys, and the histogram
-//!   has the decision-to-notice samples;
+//!   the plot marks it, the map draws d apart with only a–b holding keys, the histogram
+//!   has the decision-to-notice samples, and the log row names a and b with the
+//!   decision-to-cut-off milliseconds their own `CUTOFF` log lines give (reported by the
+//!   nodes), which the nodes' histogram counts;
 //! - on the loopback status listener, the page lists the nodes without any token;
 //! - no PSK (from `wg show` on every node), node private key, identity key, controller key or
 //!   token appears in the DOM or in any response body the page fetched;
@@ -22,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use meshtun_e2e::browser::{Browser, CHROMIUM};
-use meshtun_e2e::gating::{now_ms, Mesh, Timing, FAILING};
+use meshtun_e2e::gating::{now_ms, observe, Mesh, Timing, FAILING};
 use meshtun_e2e::{require_host, require_root, wait_until, wg};
 use serde_json::json;
 
@@ -244,6 +246,52 @@ fn the_dashboard_shows_a_denial_live_and_no_key_material() {
             "document.getElementById('histogram').textContent.includes('samples')"
         )),
         "the histogram has no decision-to-notice sample"
+    );
+    // The nodes' own cut-off times, reported with their paths: the log row of d's denial
+    // names a and b with the very milliseconds their `CUTOFF peer=d` lines logged.
+    let logged: Vec<(&str, u64)> = [("a", &daemons[0]), ("b", &daemons[1])]
+        .into_iter()
+        .map(|(id, daemon)| {
+            wait_until(Duration::from_secs(10), || {
+                observe::cutoffs(&daemon.log(), "d")
+                    .iter()
+                    .any(Option::is_some)
+            });
+            let ms = observe::cutoffs(&daemon.log(), "d")
+                .into_iter()
+                .flatten()
+                .last()
+                .unwrap_or_else(|| panic!("{id} logged no CUTOFF of d with its time"));
+            (id, ms)
+        })
+        .collect();
+    let cut_cell = format!(
+        "[...document.querySelectorAll('#log tbody tr[data-node=\"d\"]')]\
+         .filter(r => r.children[1].textContent === '{}')\
+         .map(r => r.querySelector('.cutoffs').textContent).join('|')",
+        denial.epoch
+    );
+    let wanted: Vec<String> = logged
+        .iter()
+        .map(|(id, ms)| format!("{id} {ms} ms"))
+        .collect();
+    let reported = wait_until(PATH_WAIT, || {
+        let cell = browser.eval(&cut_cell);
+        let cell = cell.as_str().unwrap_or_default();
+        wanted.iter().all(|w| cell.contains(w.as_str()))
+    });
+    assert!(
+        reported,
+        "the log row of d's denial does not show {wanted:?}: {:?}",
+        browser.eval(&cut_cell)
+    );
+    eprintln!("the nodes' cut-offs of d, as the page shows them: {wanted:?}");
+    assert!(
+        truthy(
+            &mut browser,
+            "document.getElementById('node-histogram').textContent.includes('samples')"
+        ),
+        "the histogram of the nodes' cut-offs has no sample"
     );
     assert!(
         truthy(

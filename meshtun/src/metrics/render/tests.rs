@@ -118,6 +118,7 @@ fn gate() -> GateStatus {
         // 0.5 s, 2 s and 1.25 s.
         cutoff_buckets: [0, 0, 0, 1, 0, 2, 0],
         last_cutoff_seconds: Some(1.25),
+        recent_cutoffs: Default::default(),
         nat: NatStatus {
             reflexive: vec![Reflexive {
                 server: "192.0.2.10:3478".into(),
