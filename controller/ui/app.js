@@ -62,8 +62,9 @@ function renderEpoch(d) {
   }
   if (d.cluster) {
     const c = d.cluster;
-    add("leader", (c.leader || "none holds the lease") + ", term " + c.term + ", lease " + Math.round(c.lease_left_ms / 1000) + " s left");
-    add("instances", c.instances.map((i) => i.id).join(", "));
+    add("leader", (c.leader || "none holds the lease") + ", term " + c.term + ", lease " + Math.round(c.lease_left_ms / 1000) + " s left", "leader");
+    const heard = (i) => i.id + (i.id === d.instance ? " (this page)" : "") + (i.leader ? " leads" : "") + ", heard " + Math.round(i.last_contact_ms / 1000) + " s ago";
+    add("instances", c.instances.map(heard).join("; "), "instances");
   } else {
     add("leader", d.leader ? "this instance (sole controller)" : "another instance");
   }

@@ -28,6 +28,20 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The Chromium binary Debian installs.
 pub const CHROMIUM: &str = "chromium";
 
+/// Whether Debian's Chromium can run here: `Err` says why not (for `require_host`).
+pub fn chromium_present() -> Result<(), String> {
+    match std::process::Command::new(CHROMIUM)
+        .arg("--version")
+        .output()
+    {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!("`chromium --version` failed: {out:?}")),
+        Err(e) => Err(format!(
+            "`chromium` cannot run ({e}); apt-get install chromium"
+        )),
+    }
+}
+
 /// A response the page received.
 #[derive(Debug, Clone)]
 pub struct Response {

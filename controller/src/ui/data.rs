@@ -57,6 +57,8 @@ pub struct Dashboard {
     pub leader: bool,
     /// With several instances: the leader, its term and lease.
     pub cluster: Option<ClusterStatus>,
+    /// This instance's name (`[ha] instance`), with several instances.
+    pub instance: Option<String>,
     /// The policy's thresholds and topology.
     pub policy: PolicyView,
     /// Nodes by id (at most [`MAX_NODES`]).
@@ -332,6 +334,7 @@ pub fn dashboard(engine: &Engine, ui: &super::UiState) -> Result<Dashboard, Stor
         epoch_cause: current.map(|e| e.record.cause.clone()),
         leader: engine.leadership().is_leader(),
         cluster: status.cluster,
+        instance: engine.leadership().instance(),
         policy: policy_view(engine),
         nodes,
         nodes_total,

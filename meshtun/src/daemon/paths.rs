@@ -1,6 +1,7 @@
 //! The daemon's path reporter: the I/O around [`Reporter`]. Every few seconds it counts
 //! this node's gated peers by path and reports the counts, with its newest cut-offs, to the
-//! controller when they changed, or every [`REPORT_EVERY`](crate::gate::paths::REPORT_EVERY)
+//! controller when they changed, when the node moved to another controller instance, or
+//! every [`REPORT_EVERY`](crate::gate::paths::REPORT_EVERY)
 //! ([`crate::gate::paths`]). An older controller without the route (404) is not asked again.
 
 use std::sync::{Arc, Weak};
@@ -58,6 +59,7 @@ async fn run(device: Weak<HostDevice>, client: Arc<ControllerClient>, status: Sh
         report.cutoffs = cutoffs;
         drop(device_status);
         let now = Instant::now();
+        reporter.instance(client.url());
         if !reporter.due(&report, now) {
             continue;
         }

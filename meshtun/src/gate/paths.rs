@@ -46,6 +46,7 @@ pub enum Outcome {
 /// When to report.
 #[derive(Debug, Default)]
 pub struct Reporter {
+    instance: String,
     sent: Option<(PathReport, Instant)>,
     failed_at: Option<Instant>,
     unsupported: bool,
@@ -68,6 +69,17 @@ impl Reporter {
                 last != report || now.saturating_duration_since(*at) >= REPORT_EVERY
             }
             None => true,
+        }
+    }
+
+    /// Notes the controller instance in use: when it is another than before, what was
+    /// sent to the one before counts for nothing (the new one has nothing to show), so the
+    /// next report is due at once.
+    pub fn instance(&mut self, url: &str) {
+        if self.instance != url {
+            url.clone_into(&mut self.instance);
+            self.sent = None;
+            self.failed_at = None;
         }
     }
 
@@ -178,6 +190,29 @@ mod tests {
             ms: 12,
         });
         assert!(r.due(&cut, t1 + Duration::from_secs(1)), "a new cut-off");
+    }
+
+    #[test]
+    fn a_move_to_another_instance_makes_the_report_due_at_once() {
+        let t0 = Instant::now();
+        let one = PathReport {
+            direct: 1,
+            ..PathReport::default()
+        };
+        let mut r = Reporter::default();
+        r.instance("http://192.0.2.10:8700");
+        r.answered(one.clone(), Outcome::Sent, t0);
+        let soon = t0 + Duration::from_secs(1);
+        r.instance("http://192.0.2.10:8700");
+        assert!(!r.due(&one, soon), "same instance, unchanged");
+        r.instance("http://192.0.2.11:8700");
+        assert!(r.due(&one, soon), "the new instance has nothing to show");
+        r.answered(one.clone(), Outcome::Failed, soon);
+        r.instance("http://192.0.2.10:8700");
+        assert!(
+            r.due(&one, soon),
+            "a failure at another instance does not hold it back"
+        );
     }
 
     #[test]

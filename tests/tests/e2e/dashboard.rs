@@ -23,7 +23,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use meshtun_e2e::browser::{Browser, CHROMIUM};
+use meshtun_e2e::browser::{chromium_present, Browser};
 use meshtun_e2e::gating::{now_ms, observe, Mesh, Timing, FAILING};
 use meshtun_e2e::{require_host, require_root, wait_until, wg};
 use serde_json::json;
@@ -388,19 +388,6 @@ fn status_listen(mesh: &Mesh) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no status_listen in {}", path.display()))
         .to_owned()
-}
-
-fn chromium_present() -> Result<(), String> {
-    match std::process::Command::new(CHROMIUM)
-        .arg("--version")
-        .output()
-    {
-        Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => Err(format!("`chromium --version` failed: {out:?}")),
-        Err(e) => Err(format!(
-            "`chromium` cannot run ({e}); apt-get install chromium"
-        )),
-    }
 }
 
 /// Every secret the page must not show: the PSKs each node holds (`wg show`), the nodes'

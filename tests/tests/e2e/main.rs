@@ -15,6 +15,7 @@ mod controller_abuse;
 mod controller_crash;
 mod controller_secrets;
 mod dashboard;
+mod dashboard_ha;
 mod demo;
 mod dependencies;
 mod enroll_proxy;
