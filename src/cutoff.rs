@@ -159,15 +159,21 @@ impl SignedCutOff {
 impl CutOff {
     /// Refuses the notice once its epoch has ended at `now_ms` (the controller's time).
     pub fn check_current(&self, now_ms: u64) -> Result<(), CutOffError> {
-        if now_ms >= self.not_after_ms {
-            return Err(CutOffError::Expired {
-                epoch: self.epoch,
-                not_after_ms: self.not_after_ms,
-                now_ms,
-            });
-        }
-        Ok(())
+        check_current(self.epoch, self.not_after_ms, now_ms)
     }
+}
+
+/// Refuses a notice of `epoch`, which ends at `not_after_ms`, once that has passed at
+/// `now_ms` (the controller's time): [`CutOffError::Expired`].
+pub fn check_current(epoch: EpochId, not_after_ms: u64, now_ms: u64) -> Result<(), CutOffError> {
+    if now_ms >= not_after_ms {
+        return Err(CutOffError::Expired {
+            epoch,
+            not_after_ms,
+            now_ms,
+        });
+    }
+    Ok(())
 }
 
 /// `CUTOFF_LABEL ‖ payload`: what the signature covers.

@@ -94,15 +94,8 @@ impl GateState {
     /// superseded by a bundle yet) stay removed from what is enforced
     /// ([`Self::cutoff`]) until a bundle of its epoch or a later one is in force.
     pub fn cut_off(&mut self, notice: VerifiedCutOff, now_ms: u64) -> Result<(), CutOffIgnored> {
-        if now_ms >= notice.not_after_ms {
-            return Err(CutOffIgnored::Expired(
-                meshtun_proto::cutoff::CutOffError::Expired {
-                    epoch: notice.epoch,
-                    not_after_ms: notice.not_after_ms,
-                    now_ms,
-                },
-            ));
-        }
+        meshtun_proto::cutoff::check_current(notice.epoch, notice.not_after_ms, now_ms)
+            .map_err(CutOffIgnored::Expired)?;
         let known = self
             .newest_epoch()
             .max(self.cutoff.as_ref().map(|c| c.epoch));
