@@ -22,7 +22,8 @@
 //! - [`ControllerProc`]: `meshtun-controller serve` in its namespace: stop, continue, kill,
 //!   restart, and what `status` and `audit show` report;
 //! - [`PingRun`]: `ping -D` at a fixed rate in the background, and what it saw;
-//! - [`observe`]: the daemons' gate log lines and their peers as the UAPI reports them.
+//! - [`observe`]: the daemons' gate log lines and their peers as the UAPI reports them;
+//! - [`restore`]: a controller brought back from a backup while its mesh runs.
 //!
 //! Everything is cleaned up on drop; every wait is bounded in time.
 
@@ -32,6 +33,7 @@ mod mesh;
 pub mod migrate;
 pub mod observe;
 mod ping;
+pub mod restore;
 
 pub use control::{ControllerProc, Rotation};
 pub use ha::Backend;

@@ -1,137 +1,26 @@
-//! #9: a gated mesh of three whose controller database is restored from a backup (see
-//! `meshtun_e2e::gating`).
+//! #9: a gated mesh of three whose controller database is restored from a backup (the
+//! scenario of `meshtun_e2e::gating::restore`).
 //!
-//! `a_restored_backup_brings_every_node_back_within_one_epoch_9`: once the nodes are in the
-//! mesh, the test takes an online backup of the controller's database (SQLite's
-//! `VACUUM INTO`) and lets three epochs pass, so that the nodes hold an epoch well above
-//! the backup's newest. It then kills the controller, puts the backup in place of the
-//! database (deleting the write-ahead log, as an operator restoring a backup does) and
-//! starts it again.
-//!
-//! Asserted: within one epoch plus its lead and a second of slack from the restart, every
-//! node shows an epoch above the one it held and is ALLOWED; pings between every pair, from
-//! just before the kill to one epoch past that limit, lose nothing. With sequential epoch
+//! `a_restored_backup_brings_every_node_back_within_one_epoch_9`: the backup is an online
+//! copy of the controller's database (SQLite's `VACUUM INTO`); the restore puts it in place
+//! of the database, deleting the write-ahead log, as an operator restoring a backup by hand
+//! does. Every node is back within one epoch and no ping is lost. With sequential epoch
 //! ids, the restored controller's ids are below what the nodes hold: they get 304 until the
 //! counter catches up three epochs later, and drop their gated peers once their last bundle
 //! runs out.
 
-use std::time::Duration;
-
-use meshtun_e2e::gating::observe::{first_time, show_gate};
-use meshtun_e2e::gating::{now_ms, Mesh, Timing};
+use meshtun_e2e::gating::restore::restore_brings_every_node_back;
 use meshtun_e2e::require_root;
-
-/// How often the nodes are polled.
-const POLL: Duration = Duration::from_millis(50);
-
-/// Slack on top of one epoch and its lead.
-const SLACK: Duration = Duration::from_secs(1);
-
-/// Epochs let pass between the backup and the restore.
-const EPOCHS_BEHIND: u32 = 3;
-
-/// The epoch node `id` shows (`meshtun show --json`), and its membership.
-fn shown_epoch(mesh: &Mesh, id: &str) -> (u64, String) {
-    let node = mesh.node(id);
-    let gate = show_gate(&node.ns, &node.iface);
-    let epoch = gate["epoch"].as_u64().unwrap_or(0);
-    let membership = gate["membership"].as_str().unwrap_or("").to_owned();
-    (epoch, membership)
-}
 
 #[test]
 fn a_restored_backup_brings_every_node_back_within_one_epoch_9() {
     if !require_root("a_restored_backup_brings_every_node_back_within_one_epoch_9") {
         return;
     }
-    let timing = Timing::default();
-    let ids = ["a", "b", "c"];
-    let mesh = Mesh::new("gating_restore", timing, &ids);
-    let mut ctl = mesh.start_controller();
-    let daemons = mesh.start_nodes();
-    mesh.admit_all(&ctl, &daemons);
-
-    // An online backup, then the mesh runs on for a few epochs.
-    let backup = mesh.dir().join("controller-backup.db");
-    mesh.home().open_db().backup_to(&backup);
-    let in_backup = meshtun_e2e::controller::StateDb::open_read_only(&backup)
-        .epochs()
-        .iter()
-        .map(|e| e.id)
-        .max()
-        .expect("the backup holds an epoch");
-    // The sleep is the test: the mesh moves EPOCHS_BEHIND epochs past the backup.
-    std::thread::sleep(timing.epoch_len() * EPOCHS_BEHIND);
-    let held: Vec<u64> = ids.iter().map(|id| shown_epoch(&mesh, id).0).collect();
-    let issued = mesh
-        .home()
-        .open_db()
-        .epochs()
-        .iter()
-        .map(|e| e.id)
-        .max()
-        .expect("an epoch");
-    assert!(
-        held.iter().all(|h| *h > in_backup),
-        "the nodes hold epochs {held:?}, not above the backup's newest {in_backup}"
+    let file = |mesh: &meshtun_e2e::gating::Mesh| mesh.dir().join("controller-backup.db");
+    restore_brings_every_node_back(
+        "gating_restore",
+        |mesh| mesh.home().open_db().backup_to(&file(mesh)),
+        |mesh| mesh.home().restore_database(&file(mesh)),
     );
-
-    // Restore: stop, replace the database, start; pinging all along, until an epoch after
-    // the limit (when nodes on their last bundle would have dropped their peers long ago).
-    let limit = timing.epoch_len() + Duration::from_secs(timing.lead) + SLACK;
-    let pings = mesh.ping_pairs(&ids, limit + timing.epoch_len() + Duration::from_secs(3));
-    ctl.kill();
-    mesh.home().restore_database(&backup);
-    ctl.restart();
-    let restarted_at = now_ms();
-    eprintln!(
-        "restored a backup whose newest epoch is {in_backup}; the nodes held {held:?}, the \
-         original controller had issued up to {issued}"
-    );
-
-    for (id, held) in ids.iter().zip(&held) {
-        let left = Duration::from_millis(
-            (restarted_at + limit.as_millis() as u64).saturating_sub(now_ms()),
-        );
-        let back = first_time(left, POLL, || {
-            let (epoch, membership) = shown_epoch(&mesh, id);
-            epoch > *held && membership == "ALLOWED"
-        });
-        let shown = shown_epoch(&mesh, id);
-        let at = back.unwrap_or_else(|| {
-            panic!(
-                "{id} still shows epoch {} ({}) {} ms after the restored controller started \
-                 (limit {limit:?}); it held epoch {held} before the restore",
-                shown.0,
-                shown.1,
-                now_ms() - restarted_at
-            )
-        });
-        eprintln!(
-            "{id}: epoch {} ALLOWED {} ms after the restart (held {held})",
-            shown.0,
-            at - restarted_at
-        );
-    }
-    // No ping was lost across the restore, and they went on to an epoch past the limit.
-    for run in pings {
-        let report = run.finish();
-        eprintln!(
-            "{}: {} sent, {} received, last reply {} ms after the restart",
-            report.label,
-            report.transmitted,
-            report.received,
-            report.last_reply_ms().unwrap_or(0) as i64 - restarted_at as i64
-        );
-        report.assert_no_loss();
-        let covered = restarted_at + (limit + timing.epoch_len()).as_millis() as u64;
-        assert!(
-            report.last_reply_ms().is_some_and(|last| last >= covered),
-            "{}: the pings ended before an epoch past the limit",
-            report.label
-        );
-    }
-    for mut daemon in daemons {
-        daemon.assert_running();
-    }
 }
