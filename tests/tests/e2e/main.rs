@@ -52,6 +52,7 @@ mod nat_victim;
 mod offload;
 mod peer_observations;
 mod realtime;
+mod realtime_flood;
 mod relay_turn;
 mod reresolve;
 mod roaming;

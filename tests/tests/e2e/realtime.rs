@@ -4,7 +4,8 @@
 //! every thread at normal priority, and a reload to `normal` drops the raised ones; a daemon
 //! with CAP_NET_ADMIN alone is refused real time, says so once, and carries traffic at
 //! normal priority. (That a worker kept busy past the limit drops to
-//! normal priority is tested with the real system calls in `meshtun::sched`.)
+//! normal priority is tested with the real system calls in `meshtun::sched`, and against a
+//! member's flood in `realtime_flood`.)
 
 use meshtun_e2e::config::{pair, Node};
 use meshtun_e2e::traffic::{assert_ping, tcp_transfer};
