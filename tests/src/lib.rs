@@ -38,6 +38,7 @@ mod netns;
 mod process;
 mod run;
 pub mod secrets;
+pub mod threads;
 pub mod traffic;
 pub mod wg;
 mod wggo;

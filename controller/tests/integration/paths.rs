@@ -46,15 +46,20 @@ fn with_signature(path: &str, body: &str, sig: &RequestSignature) -> Request<Bod
     req.body(Body::from(body.to_owned())).unwrap()
 }
 
-/// `node`'s `path` object in `/ui/data`.
-async fn shown(f: &testing::Fixture, node: &str) -> serde_json::Value {
+/// `/ui/data`, with the admin token.
+async fn ui_data(f: &testing::Fixture) -> serde_json::Value {
     let req = Request::get("/ui/data")
         .header("authorization", format!("Bearer {TOKEN}"))
         .body(Body::empty())
         .unwrap();
     let (status, body) = f.request(req).await;
     assert_eq!(status, StatusCode::OK);
-    let data: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// `node`'s `path` object in `/ui/data`.
+async fn shown(f: &testing::Fixture, node: &str) -> serde_json::Value {
+    let data = ui_data(f).await;
     data["nodes"]
         .as_array()
         .unwrap()
@@ -95,14 +100,7 @@ async fn a_signed_report_is_shown_with_its_time() {
 
 /// The `node_cutoffs.listed` of `/ui/data`.
 async fn cutoffs(f: &testing::Fixture) -> serde_json::Value {
-    let req = Request::get("/ui/data")
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(Body::empty())
-        .unwrap();
-    let (status, body) = f.request(req).await;
-    assert_eq!(status, StatusCode::OK);
-    let data: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    data["node_cutoffs"]["listed"].clone()
+    ui_data(f).await["node_cutoffs"]["listed"].clone()
 }
 
 /// The cut-offs in a node's report are listed under the node that sent them, counted in
@@ -128,11 +126,7 @@ async fn a_nodes_cut_offs_are_listed_under_its_name_and_counted_once() {
         cutoffs(&f).await,
         serde_json::json!([{"epoch": 4, "peer": "node-b", "by": "node-a", "ms": 23}])
     );
-    let req = Request::get("/ui/data")
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(Body::empty())
-        .unwrap();
-    let data: serde_json::Value = serde_json::from_slice(&f.request(req).await.1).unwrap();
+    let data = ui_data(&f).await;
     let counts = data["node_cutoffs"]["latency"]["counts"]
         .as_array()
         .unwrap();

@@ -1,6 +1,6 @@
 //! The packet workers' priority (`[interface] scheduling`, README "Latency under load"): a
 //! daemon run as root with `scheduling = "realtime"` raises its runtime's worker threads to
-//! `SCHED_RR` 1 once traffic wakes them, and says so; one with the default (`normal`) keeps
+//! `threads::SCHED_RR` 1 once traffic wakes them, and says so; one with the default (`normal`) keeps
 //! every thread at normal priority, and a reload to `normal` drops the raised ones; a daemon
 //! with CAP_NET_ADMIN alone is refused real time, says so once, and carries traffic at
 //! normal priority. (That a worker kept busy past the limit drops to
@@ -8,51 +8,13 @@
 //! member's flood in `realtime_flood`.)
 
 use meshtun_e2e::config::{pair, Node};
+use meshtun_e2e::threads;
 use meshtun_e2e::traffic::{assert_ping, tcp_transfer};
 use meshtun_e2e::{
     require_host, require_root, tun_device_open_to_all, wait_until, Daemon, Family, Netns,
     Privilege, Veth,
 };
 use std::time::Duration;
-
-/// `SCHED_RR` in `/proc/PID/task/TID/stat`.
-const SCHED_RR: u32 = 2;
-
-/// (policy, real-time priority) of every thread of process `pid`.
-fn thread_policies(pid: u32) -> Vec<(u32, u32)> {
-    let dir = format!("/proc/{pid}/task");
-    let tasks = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot list {dir}: {e}"));
-    tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
-        .map(|stat| policy_of(&stat))
-        .collect()
-}
-
-/// Fields 40 (rt_priority) and 41 (policy) of a `stat` line; the command name, field 2, may
-/// hold spaces, so counting starts after its closing parenthesis.
-fn policy_of(stat: &str) -> (u32, u32) {
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .unwrap_or_else(|| panic!("no command name in {stat:?}"));
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state).
-    let field = |n: usize| -> u32 {
-        fields
-            .get(n - 3)
-            .and_then(|f| f.parse().ok())
-            .unwrap_or_else(|| panic!("no field {n} in {stat:?}"))
-    };
-    (field(41), field(40))
-}
-
-fn realtime_threads(pid: u32) -> usize {
-    thread_policies(pid)
-        .iter()
-        .filter(|(policy, _)| *policy == SCHED_RR)
-        .count()
-}
 
 #[test]
 fn packet_workers_run_at_real_time_only_when_configured() {
@@ -71,13 +33,13 @@ fn packet_workers_run_at_real_time_only_when_configured() {
 
     let (pa, pb) = (da.pid().expect("a runs"), db.pid().expect("b runs"));
     assert!(
-        wait_until(Duration::from_secs(5), || realtime_threads(pa) >= 1),
-        "no thread of the daemon with scheduling = \"realtime\" runs SCHED_RR: {:?}",
-        thread_policies(pa)
+        wait_until(Duration::from_secs(5), || threads::realtime(pa) >= 1),
+        "no thread of the daemon with scheduling = \"realtime\" runs threads::SCHED_RR: {:?}",
+        threads::policies(pa)
     );
-    for (policy, priority) in thread_policies(pa) {
+    for (policy, priority) in threads::policies(pa) {
         assert!(
-            policy != SCHED_RR || priority == 1,
+            policy != threads::SCHED_RR || priority == 1,
             "a real-time thread runs at priority {priority}, above the lowest"
         );
     }
@@ -88,10 +50,10 @@ fn packet_workers_run_at_real_time_only_when_configured() {
         da.log()
     );
     assert_eq!(
-        realtime_threads(pb),
+        threads::realtime(pb),
         0,
         "the default (normal) left a real-time thread: {:?}",
-        thread_policies(pb)
+        threads::policies(pb)
     );
     assert!(!db.log().contains("real-time priority"), "{}", db.log());
 
@@ -102,10 +64,10 @@ fn packet_workers_run_at_real_time_only_when_configured() {
     assert!(
         wait_until(Duration::from_secs(10), || {
             let _ = tcp_transfer(&ns_a, a.v4.into(), &ns_b, 1 << 20);
-            realtime_threads(pa) == 0
+            threads::realtime(pa) == 0
         }),
-        "after a reload with scheduling = \"normal\", threads still run SCHED_RR: {:?}",
-        thread_policies(pa)
+        "after a reload with scheduling = \"normal\", threads still run threads::SCHED_RR: {:?}",
+        threads::policies(pa)
     );
     da.assert_running();
     db.assert_running();
@@ -145,7 +107,7 @@ fn a_daemon_refused_real_time_says_so_and_carries_traffic() {
         "the daemon refused real time must say so once:\n{log}"
     );
     assert!(!log.contains("run at real-time priority"), "{log}");
-    assert_eq!(realtime_threads(pb), 0, "{:?}", thread_policies(pb));
+    assert_eq!(threads::realtime(pb), 0, "{:?}", threads::policies(pb));
     db.assert_running();
     da.stop_cleanly();
 }

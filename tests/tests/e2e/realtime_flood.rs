@@ -23,11 +23,10 @@ use base64::Engine as _;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519;
 use meshtun_e2e::config::{KeyPair, Metrics, Node};
+use meshtun_e2e::threads::{self, pin_me, pin_process};
 use meshtun_e2e::traffic::assert_ping;
 use meshtun_e2e::{exclusive, require_root, wait_until, Daemon, Family, Netns, Veth};
 use meshtun_proto::PublicKey;
-use nix::sched::{sched_setaffinity, CpuSet};
-use nix::unistd::Pid;
 
 /// Data messages in the flood, each distinct.
 const FLOOD_MESSAGES: usize = 600_000;
@@ -41,43 +40,6 @@ const CANARY_LIMIT: Duration = Duration::from_millis(250);
 const SHARED_CPU: usize = 1;
 /// The core M floods from.
 const FLOOD_CPU: usize = 0;
-
-fn one_cpu(cpu: usize) -> CpuSet {
-    let mut set = CpuSet::new();
-    set.set(cpu).expect("a valid CPU number");
-    set
-}
-
-/// Pins every thread of process `pid` to `cpu` (threads it starts later inherit it).
-fn pin_process(pid: u32, cpu: usize) {
-    let dir = format!("/proc/{pid}/task");
-    for task in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot list {dir}: {e}")) {
-        let tid: i32 = task
-            .expect("a task entry")
-            .file_name()
-            .to_string_lossy()
-            .parse()
-            .expect("a thread id");
-        sched_setaffinity(Pid::from_raw(tid), &one_cpu(cpu))
-            .unwrap_or_else(|e| panic!("cannot pin thread {tid} of {pid} to CPU {cpu}: {e}"));
-    }
-}
-
-/// `SCHED_RR` threads of process `pid` (field 41 of `/proc/PID/task/TID/stat` is 2).
-fn realtime_threads(pid: u32) -> usize {
-    let dir = format!("/proc/{pid}/task");
-    let Ok(tasks) = std::fs::read_dir(&dir) else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
-        .filter(|stat| {
-            let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-            rest.split_whitespace().nth(41 - 3) == Some("2")
-        })
-        .count()
-}
 
 /// The value of metric `name` (with whatever labels) that `listen` serves in `ns`.
 fn metric(ns: &Netns, listen: SocketAddr, name: &str) -> f64 {
@@ -175,7 +137,7 @@ struct Canary {
 }
 
 fn canary(cpu: usize, done: &AtomicBool) -> Canary {
-    sched_setaffinity(Pid::from_raw(0), &one_cpu(cpu)).expect("pin the canary");
+    pin_me(cpu);
     let (mut worst, mut wakes) = (Duration::ZERO, 0);
     let start = Instant::now();
     while !done.load(Ordering::Acquire) && start.elapsed() < FLOOD_TIME_LIMIT * 3 {
@@ -222,7 +184,7 @@ fn a_members_flood_cannot_take_a_core_from_a_real_time_daemon() {
     assert!(
         wait_until(Duration::from_secs(5), || {
             assert_ping(&ns_a, b.v4.into());
-            realtime_threads(pid_b) >= 1
+            threads::realtime(pid_b) >= 1
         }),
         "B's workers do not run at real time before the flood"
     );
@@ -245,7 +207,7 @@ fn a_members_flood_cannot_take_a_core_from_a_real_time_daemon() {
     let (canary, sent, took) = std::thread::scope(|s| {
         let watching = s.spawn(|| canary(SHARED_CPU, &done));
         std::thread::sleep(Duration::from_millis(100));
-        sched_setaffinity(Pid::from_raw(0), &one_cpu(FLOOD_CPU)).expect("pin the flood");
+        pin_me(FLOOD_CPU);
         let start = Instant::now();
         let mut sent = 0usize;
         for message in &flood {
@@ -285,7 +247,7 @@ fn a_members_flood_cannot_take_a_core_from_a_real_time_daemon() {
     assert!(
         wait_until(Duration::from_secs(5), || {
             assert_ping(&ns_a, b.v4.into());
-            realtime_threads(pid_b) >= 1
+            threads::realtime(pid_b) >= 1
         }),
         "B's workers are not back at real time after the flood"
     );
