@@ -56,10 +56,12 @@ async fn run(device: Weak<HostDevice>, client: Arc<ControllerClient>, status: Sh
             (status.relay.as_ref().map(|r| r.server), cutoffs)
         };
         let mut report = count(&device_status.peers, SystemTime::now(), relay);
-        report.cutoffs = cutoffs;
         drop(device_status);
-        let now = Instant::now();
         reporter.instance(client.url());
+        if reporter.takes_cutoffs() {
+            report.cutoffs = cutoffs;
+        }
+        let now = Instant::now();
         if !reporter.due(&report, now) {
             continue;
         }
@@ -75,6 +77,10 @@ fn outcome(result: Result<(), ClientError>, failing: &mut bool) -> Outcome {
         Ok(()) => {
             *failing = false;
             Outcome::Sent
+        }
+        Err(ClientError::Rejected { reason, .. }) if reason.contains("unknown field `cutoffs`") => {
+            tracing::info!(target: "meshtun::gate", "the controller does not take cut-off times in path reports (an older version): reporting the paths without them");
+            Outcome::NoCutoffs
         }
         Err(ClientError::Status { status: 404, .. }) => {
             tracing::info!(target: "meshtun::gate", "the controller does not take path reports (404; an older version): not reporting them");
@@ -116,6 +122,14 @@ mod tests {
             reason: "too many".into(),
         };
         assert_eq!(outcome(Err(rejected), &mut failing), Outcome::Failed);
+        // What a controller without the cut-off field answers (serde's words).
+        let older = ClientError::Rejected {
+            what: "reporting the paths to peers",
+            reason: "path report of node-a: not a path report: unknown field `cutoffs`, \
+                     expected one of `direct`, `relayed`, `trying`, `none` at line 1 column 55"
+                .into(),
+        };
+        assert_eq!(outcome(Err(older), &mut failing), Outcome::NoCutoffs);
         assert_eq!(outcome(Ok(()), &mut failing), Outcome::Sent);
         assert!(!failing);
     }

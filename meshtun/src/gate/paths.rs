@@ -41,12 +41,16 @@ pub enum Outcome {
     Failed,
     /// The controller has no such route (404: an older controller); never asked again.
     Unsupported,
+    /// The controller refused the report's cut-offs as an unknown field (422: an older
+    /// controller); reports to this instance leave them out from now on.
+    NoCutoffs,
 }
 
 /// When to report.
 #[derive(Debug, Default)]
 pub struct Reporter {
     instance: String,
+    cutoffs_refused: bool,
     sent: Option<(PathReport, Instant)>,
     failed_at: Option<Instant>,
     unsupported: bool,
@@ -80,7 +84,14 @@ impl Reporter {
             url.clone_into(&mut self.instance);
             self.sent = None;
             self.failed_at = None;
+            self.cutoffs_refused = false;
         }
+    }
+
+    /// Whether reports to the instance in use carry the cut-offs (false once it refused
+    /// them as an unknown field, [`Outcome::NoCutoffs`]).
+    pub fn takes_cutoffs(&self) -> bool {
+        !self.cutoffs_refused
     }
 
     /// Notes what became of `report`, sent at `now`.
@@ -92,6 +103,7 @@ impl Reporter {
             }
             Outcome::Failed => self.failed_at = Some(now),
             Outcome::Unsupported => self.unsupported = true,
+            Outcome::NoCutoffs => self.cutoffs_refused = true,
         }
     }
 
@@ -213,6 +225,25 @@ mod tests {
             r.due(&one, soon),
             "a failure at another instance does not hold it back"
         );
+    }
+
+    /// An older controller refuses the cut-offs field: the counts go on without it, at
+    /// once, until the node moves to another instance.
+    #[test]
+    fn an_older_controller_gets_the_counts_without_the_cut_offs() {
+        let t0 = Instant::now();
+        let one = PathReport {
+            direct: 1,
+            ..PathReport::default()
+        };
+        let mut r = Reporter::default();
+        r.instance("http://192.0.2.10:8700");
+        assert!(r.takes_cutoffs());
+        r.answered(one.clone(), Outcome::NoCutoffs, t0);
+        assert!(!r.takes_cutoffs());
+        assert!(r.due(&one, t0), "sent again at once, without them");
+        r.instance("http://192.0.2.11:8700");
+        assert!(r.takes_cutoffs(), "another instance is asked with them");
     }
 
     #[test]
