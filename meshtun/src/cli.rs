@@ -259,6 +259,13 @@ pub struct DemoArgs {
     /// statement, the controller's reason and node-c cut off.
     #[arg(long, conflicts_with_all = ["ha", "nat"])]
     pub evaluators: bool,
+    /// The operator's view, with any story: the controller's live dashboard (`/ui`), served
+    /// inside its namespace, forwarded to ADDR on this machine's loopback (default
+    /// 127.0.0.1:8780; port 0 picks one) for a browser here; the demo prints the URL and
+    /// tells what the page shows as it changes (each node's membership and reason, and the
+    /// cut-offs the nodes report). Loopback only: the page is served there without a token.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8780")]
+    pub dashboard: Option<std::net::SocketAddr>,
 }
 
 #[cfg(test)]

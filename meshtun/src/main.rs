@@ -160,6 +160,7 @@ fn demo(args: &meshtun::cli::DemoArgs) -> Result<()> {
         ha: args.ha,
         nat: args.nat,
         evaluators: args.evaluators,
+        dashboard: args.dashboard,
     };
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     runtime()?.block_on(meshtun::demo::run(opts, Style::new(color)))?;

@@ -44,7 +44,7 @@ const AUDIT_PAGE: usize = 500;
 const AUDIT_EVERY: Duration = Duration::from_millis(500);
 
 /// The status listener, on the controller namespace's own loopback.
-const STATUS_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 9700);
+pub const STATUS_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 9700);
 
 /// What a scenario adds to the controller's configuration: TOML tables, and private files
 /// (mode 0600) beside the configuration, written before `init`. Its `Debug` leaves the

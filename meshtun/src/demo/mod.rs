@@ -41,6 +41,10 @@
 //! off with the controller's reason naming the statements, the others' `CUTOFF` lines with
 //! the time from the decision, and the pings: a↔b kept, node-c's failing.
 //!
+//! With `--dashboard` ([`dashboard`]), with any story: the controller's live dashboard
+//! forwarded from its namespace to this machine's loopback for a browser, and what the
+//! page shows told as it changes.
+//!
 //! Everything is removed on every way out: the normal end, an error, Ctrl-C or SIGTERM.
 //! Namespaces, processes, the controller's commands and the gate log parser are
 //! [`meshtun_testbed`]'s, shared with the end-to-end tests.
@@ -48,6 +52,7 @@
 pub mod controller;
 pub mod cutoff;
 pub mod daemons;
+pub mod dashboard;
 mod evalscene;
 pub mod evaluators;
 pub mod ha;

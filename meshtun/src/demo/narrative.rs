@@ -659,6 +659,7 @@ mod tests {
             ha: false,
             nat: false,
             evaluators: false,
+            dashboard: None,
         };
         let text = header(
             PLAIN,

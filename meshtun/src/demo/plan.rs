@@ -164,6 +164,9 @@ pub struct DemoOptions {
     /// Node-c claims a passing score about itself while three evaluators score it; their
     /// second pass, half-way, fails it (see [`super::evaluators`]).
     pub evaluators: bool,
+    /// Forward the controller's dashboard to this loopback address and tell what it shows
+    /// (see [`super::dashboard`]).
+    pub dashboard: Option<std::net::SocketAddr>,
 }
 
 impl DemoOptions {
@@ -178,6 +181,9 @@ impl DemoOptions {
 
     /// Checks the values; the error says which option is wrong and what would do.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(listen) = self.dashboard {
+            super::dashboard::check_listen(listen)?;
+        }
         let stories = [self.ha, self.nat, self.evaluators];
         if stories.iter().filter(|s| **s).count() > 1 {
             return Err("--ha, --nat and --evaluators are separate stories: choose one".into());
@@ -380,6 +386,7 @@ mod tests {
             ha: false,
             nat: false,
             evaluators: false,
+            dashboard: None,
         }
     }
 

@@ -13,7 +13,8 @@ use meshtun_proto::IdentityPublic;
 use meshtun_testbed::process::{log_tail, LogFollower};
 use tokio::task::JoinHandle;
 
-use super::controller::{Controller, ControllerHome, Extra, NodeToEnroll};
+use super::controller::{Controller, ControllerHome, Extra, NodeToEnroll, STATUS_LISTEN};
+use super::dashboard::Dashboard;
 use super::evaluators::EvaluatorFiles;
 use super::narrative::{self, Style};
 use super::netns::Network;
@@ -53,6 +54,8 @@ pub(super) struct Watch<'a> {
     /// The controller's key, base64, once it is initialised.
     pub(super) controller_key: Option<String>,
     followers: Vec<(&'static str, LogFollower)>,
+    /// With `--dashboard`: the forwarded page and what it shows.
+    dashboard: Option<Dashboard>,
     applied: AppliedEpochs,
     first_epoch: u64,
     decided: HashMap<String, bool>,
@@ -81,11 +84,15 @@ pub(super) async fn play(
         evaluator_files: None,
         controller_key: None,
         followers: Vec::new(),
+        dashboard: None,
         applied: AppliedEpochs::default(),
         first_epoch: u64::MAX,
         decided: HashMap::new(),
     };
     let controller_key = watch.set_up(&dir, opts)?;
+    if let Some(listen) = opts.dashboard {
+        watch.open_dashboard(listen).await?;
+    }
     if opts.evaluators {
         watch.first_pass()?;
     }
@@ -282,6 +289,25 @@ impl Watch<'_> {
                 &nodes,
             ));
         }
+        if let Some(dashboard) = self.dashboard.as_mut() {
+            for line in dashboard.new_lines() {
+                self.narrator.event(&line);
+            }
+        }
+    }
+
+    /// Forwards the first controller's dashboard to `listen` and says where to open it.
+    async fn open_dashboard(&mut self, listen: std::net::SocketAddr) -> Result<(), DemoError> {
+        let ns = self.controller()?.namespace().to_owned();
+        let target = std::net::SocketAddr::from(STATUS_LISTEN);
+        let dashboard = Dashboard::start(listen, &ns, target).await?;
+        self.narrator.event(&format!(
+            "dashboard: open {} in a browser on this machine (the controller's /ui, \
+             forwarded from its namespace; read-only, no token on loopback)",
+            dashboard.url()
+        ));
+        self.dashboard = Some(dashboard);
+        Ok(())
     }
 
     /// Waits until the controller's audit log holds every node's first score.

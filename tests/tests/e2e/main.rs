@@ -17,6 +17,7 @@ mod controller_secrets;
 mod dashboard;
 mod dashboard_ha;
 mod demo;
+mod demo_dashboard;
 mod dependencies;
 mod enroll_proxy;
 mod evaluators;
