@@ -64,11 +64,12 @@ impl Drop for Dashboard {
 }
 
 impl Dashboard {
-    /// Forwards `listen` to `target` inside namespace `ns` (the controller's status
-    /// listener), and starts reading the page's data.
+    /// Forwards `listen` to `target` inside the first of `namespaces` where it answers (the
+    /// controllers' status listeners: with `--ha`, the page moves to the other controller
+    /// when one is killed), and starts reading the page's data.
     pub async fn start(
         listen: SocketAddr,
-        ns: &str,
+        namespaces: Vec<String>,
         target: SocketAddr,
     ) -> Result<Self, DemoError> {
         check_listen(listen).map_err(DemoError::Option)?;
@@ -78,7 +79,7 @@ impl Dashboard {
         let listen = listener
             .local_addr()
             .map_err(|e| DemoError::io("the dashboard's address", e))?;
-        let forward = tokio::spawn(forward(listener, ns.to_owned(), target));
+        let forward = tokio::spawn(forward(listener, namespaces, target));
         let (send, lines) = mpsc::channel(MAX_WAITING_LINES);
         let watch = tokio::spawn(watch(listen, send));
         Ok(Self {
@@ -103,7 +104,8 @@ impl Dashboard {
     }
 }
 
-async fn forward(listener: TcpListener, ns: String, target: SocketAddr) {
+async fn forward(listener: TcpListener, namespaces: Vec<String>, target: SocketAddr) {
+    let namespaces = Arc::new(namespaces);
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((client, _)) = listener.accept().await else {
@@ -112,21 +114,31 @@ async fn forward(listener: TcpListener, ns: String, target: SocketAddr) {
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             continue;
         };
-        let ns = ns.clone();
+        let namespaces = Arc::clone(&namespaces);
         tokio::spawn(async move {
             let _permit = permit;
-            if let Ok(upstream) = connect_in(ns, target).await {
+            if let Some(upstream) = connect_first(&namespaces, target).await {
                 let _ = tokio::time::timeout(CONNECTION_LIFETIME, splice(client, upstream)).await;
             }
         });
     }
 }
 
+/// A connection to `target` inside the first of `namespaces` where it answers.
+async fn connect_first(namespaces: &[String], target: SocketAddr) -> Option<TcpStream> {
+    for ns in namespaces {
+        if let Ok(stream) = connect_in(ns.clone(), target).await {
+            return Some(stream);
+        }
+    }
+    None
+}
+
 /// A connection to `target` made inside namespace `ns`.
 async fn connect_in(ns: String, target: SocketAddr) -> std::io::Result<TcpStream> {
     let made = tokio::task::spawn_blocking(move || {
         meshtun_testbed::enter_named(&ns, || {
-            std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5))
+            std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2))
         })
     })
     .await
@@ -167,19 +179,35 @@ async fn watch(listen: SocketAddr, lines: mpsc::Sender<String>) {
     }
 }
 
-/// What the page showed last: each node's membership, and the cut-offs listed.
+/// What the page showed last: the leader (with several controllers), each node's
+/// membership, and the cut-offs listed.
 #[derive(Debug, Default)]
 pub struct PageView {
+    leader: Option<(String, u64)>,
     membership: HashMap<String, String>,
     cutoffs: HashMap<(u64, String, String), u64>,
 }
 
 impl PageView {
     /// The lines telling what `data` (a `/ui/data` answer) shows that the last one did not:
-    /// a node whose membership changed, with its reason; a denied node newly reported cut
+    /// a new leader or term; a node whose membership changed, with its reason; a denied node newly reported cut
     /// off, with who cut it off and how long after the decision.
     pub fn changes(&mut self, data: &Value) -> Vec<String> {
         let mut lines = Vec::new();
+        let cluster = &data["cluster"];
+        if let (Some(leader), Some(term)) = (cluster["leader"].as_str(), cluster["term"].as_u64()) {
+            if self
+                .leader
+                .as_ref()
+                .is_none_or(|(l, t)| l != leader || *t != term)
+            {
+                self.leader = Some((leader.to_owned(), term));
+                let serving = data["instance"].as_str().unwrap_or("?");
+                lines.push(format!(
+                    "dashboard: {leader} leads in term {term} (the page is served by {serving})"
+                ));
+            }
+        }
         for node in data["nodes"].as_array().into_iter().flatten() {
             let (Some(id), Some(state)) = (node["id"].as_str(), node["membership"].as_str()) else {
                 continue;
@@ -269,6 +297,12 @@ mod tests {
             ]
         );
         assert!(page.changes(&denied).is_empty());
+        let led = json!({"cluster": {"leader": "ctl-2", "term": 2}, "instance": "ctl-2"});
+        assert_eq!(
+            page.changes(&led),
+            ["dashboard: ctl-2 leads in term 2 (the page is served by ctl-2)"]
+        );
+        assert!(page.changes(&led).is_empty());
         assert!(page.changes(&json!({"nodes": "junk"})).is_empty());
     }
 }

@@ -296,11 +296,18 @@ impl Watch<'_> {
         }
     }
 
-    /// Forwards the first controller's dashboard to `listen` and says where to open it.
+    /// Forwards the controllers' dashboard (the first that answers) to `listen` and says
+    /// where to open it.
     async fn open_dashboard(&mut self, listen: std::net::SocketAddr) -> Result<(), DemoError> {
-        let ns = self.controller()?.namespace().to_owned();
+        self.controller()?;
+        let namespaces = self
+            .lab
+            .controllers
+            .iter()
+            .map(|c| c.namespace().to_owned())
+            .collect();
         let target = std::net::SocketAddr::from(STATUS_LISTEN);
-        let dashboard = Dashboard::start(listen, &ns, target).await?;
+        let dashboard = Dashboard::start(listen, namespaces, target).await?;
         self.narrator.event(&format!(
             "dashboard: open {} in a browser on this machine (the controller's /ui, \
              forwarded from its namespace; read-only, no token on loopback)",

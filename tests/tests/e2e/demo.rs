@@ -26,8 +26,18 @@ use nix::unistd::Pid;
 /// The demo's arguments in these tests: 5 s epochs, a minute from the first epoch.
 const ARGS: [&str; 5] = ["demo", "--epoch", "5", "--duration", "60"];
 
-/// With `--ha`: the shortest run 5 s epochs allow (three thirds of 20 s).
-const HA_ARGS: [&str; 6] = ["demo", "--ha", "--epoch", "5", "--duration", "60"];
+/// With `--ha`: the shortest run 5 s epochs allow (three thirds of 20 s), with the dashboard
+/// forwarded (which must follow the new leader).
+const HA_ARGS: [&str; 8] = [
+    "demo",
+    "--ha",
+    "--epoch",
+    "5",
+    "--duration",
+    "60",
+    "--dashboard",
+    "127.0.0.1:0",
+];
 
 /// With `--nat`: 5 s epochs, 24 s from the first (node-c's score drops half-way).
 const NAT_ARGS: [&str; 6] = ["demo", "--nat", "--epoch", "5", "--duration", "24"];
@@ -406,6 +416,16 @@ fn demo_ha_survives_the_leaders_death_and_leaves_nothing_behind() {
     assert!(
         ["ctl-1", "ctl-2"].contains(&successor) && successor != leader,
         "{successor} took over from {leader}\n{transcript}"
+    );
+    // With --dashboard, the forwarded page follows: served by the new leader, which it names.
+    let page_follows = format!("dashboard: {successor} leads in term");
+    line(
+        killed,
+        &[
+            &page_follows,
+            &format!("(the page is served by {successor})"),
+        ],
+        "the dashboard does not show the new leader serving the page",
     );
     // The epochs go on under the new leader, node-c still denied and still cut off.
     let new_epoch = line(
