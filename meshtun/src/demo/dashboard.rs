@@ -109,6 +109,8 @@ async fn forward(listener: TcpListener, namespaces: Vec<String>, target: SocketA
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((client, _)) = listener.accept().await else {
+            // Out of file descriptors, say: wait rather than spin.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
