@@ -286,9 +286,7 @@ pub fn dashboard(engine: &Engine, ui: &super::UiState) -> Result<Dashboard, Stor
     let candidates = engine.candidates();
     let (mut psk, cutoff_latency) = ui.seen.snapshot();
     ui.paths.retain(|id| status.nodes.contains_key(id));
-    let mut reported = ui
-        .paths
-        .snapshot(status.nodes.keys().take(MAX_NODES).map(String::as_str));
+    let mut reported = ui.paths.snapshot();
     let node_cutoffs = ui.paths.cutoffs();
     let newest: HashMap<&str, &Point> = history
         .series
